@@ -1,0 +1,3 @@
+from claudegate_gateway.cli import main
+
+raise SystemExit(main())

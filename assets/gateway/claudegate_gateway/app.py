@@ -1,0 +1,91 @@
+"""Wiring: the public listener (proxied by nginx) and the internal one
+(/healthz, /readyz, /metrics), which nginx never exposes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+from aiohttp import web
+
+from claudegate_gateway.config import Config, read_secret
+from claudegate_gateway.filters import FilterPolicy
+from claudegate_gateway.keystore import KeyStore
+from claudegate_gateway.proxy import Gateway
+
+log = logging.getLogger("claudegate.gateway")
+_FLUSH_EVERY = 5.0
+
+
+def build_gateway(config: Config) -> Gateway:
+    upstream_key = read_secret(config.upstream.api_key_file, "the upstream API key", "upstream.api_key_file", config.source)
+    pepper = read_secret(config.pepper_file, "the key pepper", "pepper_file", config.source)
+    policy = FilterPolicy.default() if config.filters is None else FilterPolicy.from_config(config.filters, config.source)
+    return Gateway(config, KeyStore(config.keystore, pepper), upstream_key, policy)
+
+
+async def _hide_server(_: web.Request, response: web.StreamResponse) -> None:
+    # aiohttp would announce its own and Python's versions.
+    response.headers["Server"] = "claudegate"
+
+
+def public_app(gateway: Gateway) -> web.Application:
+    # client_max_size makes aiohttp count bytes while reading, whatever
+    # Content-Length claims.
+    app = web.Application(client_max_size=gateway.config.max_body_bytes, handler_args={"max_field_size": 16384})
+    app.router.add_route("*", "/{tail:.*}", gateway.handle)
+    app.on_response_prepare.append(_hide_server)
+    return app
+
+
+def internal_app(gateway: Gateway) -> web.Application:
+    async def healthz(_: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(_: web.Request) -> web.Response:
+        try:
+            gateway.keystore.list()
+        except Exception as exc:  # the keystore is what can fail at run time
+            return web.json_response({"status": "not ready", "reason": type(exc).__name__}, status=503)
+        return web.json_response({"status": "ready"})
+
+    async def metrics(_: web.Request) -> web.Response:
+        return web.Response(text=gateway.metrics.render(), content_type="text/plain")
+
+    app = web.Application()
+    app.on_response_prepare.append(_hide_server)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    return app
+
+
+async def serve(config: Config) -> None:
+    gateway = build_gateway(config)
+    await gateway.start()
+    public = web.AppRunner(public_app(gateway), access_log=None, handle_signals=False, shutdown_timeout=30)
+    internal = web.AppRunner(internal_app(gateway), access_log=None, handle_signals=False)
+    await public.setup()
+    await internal.setup()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await web.TCPSite(public, *config.listen, reuse_address=True, backlog=1024).start()
+        await web.TCPSite(internal, *config.internal_listen, reuse_address=True).start()
+        log.info(
+            "claudegate gateway listening on %s:%d (internal %s:%d), upstream %s",
+            *config.listen, *config.internal_listen, config.upstream.base_url,
+        )
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), _FLUSH_EVERY)
+            gateway.flush_usage()
+    finally:
+        await public.cleanup()
+        await internal.cleanup()
+        await gateway.stop()
+        gateway.keystore.close()

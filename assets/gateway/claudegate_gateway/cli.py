@@ -1,0 +1,179 @@
+"""claudegate-gateway: run the gateway service and manage its client keys.
+
+argparse rather than typer: the gateway image carries aiohttp and pyyaml only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import re
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+from claudegate_gateway import __version__
+from claudegate_gateway.config import Config, ConfigError, load_config, read_secret
+from claudegate_gateway.keystore import KeyStore, KeyStoreError, Scopes
+
+EXIT_OK, EXIT_CONFIG, EXIT_USAGE = 0, 2, 3
+_DURATION = re.compile(r"^(\d+)([smhd])$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+EPILOG = """\
+examples:
+  claudegate-gateway serve --config /etc/claudegate/gateway.yaml
+  claudegate-gateway keys create team-a --config gw.yaml --models 'claude-sonnet-*' --rpm 60 --tpm 100000
+  claudegate-gateway keys rotate team-a --config gw.yaml --overlap 24h
+  claudegate-gateway keys list --config gw.yaml --json
+
+The config file may also be given as $CLAUDEGATE_GATEWAY_CONFIG.
+exit codes: 0 ok, 2 bad config, 3 bad request (unknown key name, bad flag value)
+"""
+
+
+def duration(text: str) -> int:
+    m = _DURATION.match(text.strip())
+    if not m:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration; write e.g. 90s, 30m, 24h or 7d")
+    return int(m.group(1)) * _UNITS[m.group(2)]
+
+
+def timestamp(text: str) -> float:
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO 8601 time; write e.g. 2027-01-31T00:00:00Z") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.timestamp()
+
+
+def positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
+    return int(text)
+
+
+def parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config", "-c", default=os.environ.get("CLAUDEGATE_GATEWAY_CONFIG"),
+        help="gateway YAML config (default: $CLAUDEGATE_GATEWAY_CONFIG)",
+    )
+    top = argparse.ArgumentParser(
+        prog="claudegate-gateway",
+        description="The claudegate gateway: admits clients with gateway-issued keys and relays to the Anthropic API.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    top.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = top.add_subparsers(dest="command", required=True)
+    sub.add_parser("serve", parents=[common], help="run the service")
+    sub.add_parser("check-config", parents=[common], help="validate the config and the secret files, then exit")
+    keys = sub.add_parser("keys", help="create, list, rotate and revoke client keys").add_subparsers(
+        dest="action", required=True
+    )
+    create = keys.add_parser(
+        "create", parents=[common], help="create a client; the new key is printed once, alone on the last line"
+    )
+    create.add_argument("name")
+    create.add_argument("--models", nargs="+", default=["*"], metavar="GLOB", help="allowed models (default: any)")
+    create.add_argument("--endpoints", nargs="+", default=["/v1/*"], metavar="GLOB", help="allowed paths (default: /v1/*)")
+    create.add_argument("--betas", nargs="+", metavar="NAME", help="allowed anthropic-beta values (default: any)")
+    create.add_argument("--max-tokens", type=positive, help="cap on max_tokens per request")
+    create.add_argument("--no-stream", action="store_true", help="refuse streaming requests")
+    create.add_argument("--rpm", type=positive, help="requests per minute")
+    create.add_argument("--tpm", type=positive, help="tokens per minute (input + output)")
+    create.add_argument("--daily-tokens", type=positive, help="tokens per UTC day")
+    create.add_argument("--expires", type=timestamp, metavar="ISO8601", help="when the key stops working")
+    lst = keys.add_parser("list", parents=[common], help="list clients (never secrets)")
+    lst.add_argument("--json", action="store_true", help="machine-readable output")
+    revoke = keys.add_parser("revoke", parents=[common], help="revoke a client; takes effect on its next request")
+    revoke.add_argument("name")
+    rotate = keys.add_parser("rotate", parents=[common], help="issue a new key; the old one works until the overlap ends")
+    rotate.add_argument("name")
+    rotate.add_argument("--overlap", type=duration, default=0, metavar="DURATION", help="e.g. 24h (default: 0, old key stops now)")
+    return top
+
+
+def _keystore(config: Config) -> KeyStore:
+    pepper = read_secret(config.pepper_file, "the key pepper", "pepper_file", config.source)
+    return KeyStore(config.keystore, pepper)
+
+
+def _load(args: argparse.Namespace) -> Config:
+    if not args.config:
+        raise ConfigError("no config given; pass --config FILE or set CLAUDEGATE_GATEWAY_CONFIG")
+    return load_config(Path(args.config))
+
+
+def _when(ts: float | None) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if ts else "-"
+
+
+def run_keys(args: argparse.Namespace, config: Config) -> int:
+    store = _keystore(config)
+    try:
+        if args.action == "create":
+            scopes = Scopes(
+                models=tuple(args.models), endpoints=tuple(args.endpoints),
+                betas=tuple(args.betas) if args.betas else None, max_tokens=args.max_tokens,
+                stream=not args.no_stream, rpm=args.rpm, tpm=args.tpm, daily_tokens=args.daily_tokens,
+            )
+            key = store.create(args.name, scopes, args.expires)
+            print(f"created client {args.name!r}; this key is shown once, store it now:", file=sys.stderr)
+            print(key)
+        elif args.action == "rotate":
+            key = store.rotate(args.name, args.overlap)
+            print(f"rotated {args.name!r}; old key ends {'now' if not args.overlap else f'in {args.overlap}s'}."
+                  " New key, shown once:", file=sys.stderr)
+            print(key)
+        elif args.action == "revoke":
+            store.revoke(args.name)
+            print(f"revoked {args.name!r}")
+        elif args.action == "list":
+            clients = store.list()
+            if args.json:
+                print(json.dumps(clients, indent=2))
+            else:
+                print(f"{'NAME':<24} {'STATE':<8} {'PREFIXES':<32} {'EXPIRES':<21} MODELS")
+                for c in clients:
+                    prefixes = ",".join(k["public_id"] for k in c["credentials"] if k["active"])
+                    print(f"{c['name']:<24} {c['state']:<8} {prefixes or '-':<32} {_when(c['expires_at']):<21} "
+                          f"{' '.join(c['scopes']['models'])}")
+    except KeyStoreError as exc:
+        print(f"claudegate-gateway: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    finally:
+        store.close()
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        config = _load(args)
+        if args.command == "serve":
+            asyncio.run(serve_config(config))
+            return EXIT_OK
+        if args.command == "check-config":
+            from claudegate_gateway.app import build_gateway
+
+            build_gateway(config).keystore.close()
+            print(f"{config.source}: ok")
+            return EXIT_OK
+        return run_keys(args, config)
+    except ConfigError as exc:
+        print(f"claudegate-gateway: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+
+
+async def serve_config(config: Config) -> None:
+    from claudegate_gateway.app import serve
+
+    await serve(config)

@@ -1,0 +1,156 @@
+"""The gateway's YAML config: parsed once at start, validated with messages
+that name the file, the key and the fix.
+
+pydantic would do this nicely, but the gateway image is kept to aiohttp and
+pyyaml, so validation is a few explicit checks here.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+
+
+class ConfigError(Exception):
+    """A config problem, said in one line: where, what, and how to fix it."""
+
+
+@dataclass(frozen=True)
+class Upstream:
+    base_url: str = "https://api.anthropic.com"
+    api_key_file: Path = Path("/run/secrets/anthropic_api_key")
+    connect_timeout: float = 10.0
+    read_timeout: float = 600.0
+    max_connections: int = 256
+
+
+@dataclass(frozen=True)
+class Config:
+    listen: tuple[str, int] = ("127.0.0.1", 8080)
+    internal_listen: tuple[str, int] = ("127.0.0.1", 9090)
+    upstream: Upstream = field(default_factory=Upstream)
+    keystore: Path = Path("/var/lib/claudegate/keys.db")
+    pepper_file: Path = Path("/run/secrets/key_pepper")
+    audit_log: Path | None = Path("/var/log/claudegate/audit.jsonl")
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    max_body_bytes: int = 32 * 1024 * 1024
+    # None: the key was absent, so the default secret detectors apply;
+    # an explicit empty list turns filtering off.
+    filters: tuple[dict[str, Any], ...] | None = None
+    source: str = "<defaults>"
+
+
+_TOP_KEYS = {
+    "listen", "internal_listen", "upstream", "keystore", "pepper_file",
+    "audit_log", "trusted_proxies", "max_body_bytes", "filters",
+}
+_UPSTREAM_KEYS = {"base_url", "api_key_file", "connect_timeout", "read_timeout", "max_connections"}
+
+
+def _fail(source: str, key: str, problem: str, fix: str) -> ConfigError:
+    return ConfigError(f"{source}: {key}: {problem}; {fix}")
+
+
+def _hostport(source: str, key: str, value: Any) -> tuple[str, int]:
+    if not isinstance(value, str) or ":" not in value:
+        raise _fail(source, key, f"expected HOST:PORT, got {value!r}", "write it like 127.0.0.1:8080")
+    host, _, port_text = value.rpartition(":")
+    host = host.strip("[]")
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise _fail(source, key, f"port {port_text!r} is not 1-65535", "write it like 127.0.0.1:8080")
+    return host, int(port_text)
+
+
+def _number(source: str, key: str, value: Any, *, minimum: float, integer: bool = False) -> Any:
+    ok = isinstance(value, int) if integer else isinstance(value, (int, float))
+    if isinstance(value, bool) or not ok or value < minimum:
+        kind = "a whole number" if integer else "a number"
+        raise _fail(source, key, f"expected {kind} >= {minimum}, got {value!r}", f"set {key} to {kind}")
+    return value
+
+
+def _unknown(source: str, prefix: str, given: set[str], known: set[str]) -> None:
+    import difflib
+
+    for key in sorted(given - known):
+        close = difflib.get_close_matches(key, sorted(known), n=1)
+        hint = f"did you mean {prefix}{close[0]}?" if close else f"known keys: {', '.join(sorted(known))}"
+        raise _fail(source, prefix + key, "unknown key", hint)
+
+
+def parse_config(raw: Any, source: str = "<config>") -> Config:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of keys, got {type(raw).__name__}")
+    _unknown(source, "", set(raw), _TOP_KEYS)
+    up_raw = raw.get("upstream", {}) or {}
+    if not isinstance(up_raw, dict):
+        raise _fail(source, "upstream", "must be a mapping", "give base_url and api_key_file under it")
+    _unknown(source, "upstream.", set(up_raw), _UPSTREAM_KEYS)
+    base_url = up_raw.get("base_url", Upstream.base_url)
+    parts = urlsplit(str(base_url))
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise _fail(source, "upstream.base_url", f"{base_url!r} is not an http(s) URL", "use e.g. https://api.anthropic.com")
+    if "api_key" in up_raw:  # pragma: no cover - caught by _unknown, kept for the message
+        raise _fail(source, "upstream.api_key", "the key is never written inline", "put it in a 0600 file and set upstream.api_key_file")
+    upstream = Upstream(
+        base_url=str(base_url).rstrip("/"),
+        api_key_file=Path(up_raw.get("api_key_file", Upstream.api_key_file)),
+        connect_timeout=_number(source, "upstream.connect_timeout", up_raw.get("connect_timeout", 10.0), minimum=0.1),
+        read_timeout=_number(source, "upstream.read_timeout", up_raw.get("read_timeout", 600.0), minimum=1),
+        max_connections=_number(source, "upstream.max_connections", up_raw.get("max_connections", 256), minimum=1, integer=True),
+    )
+    proxies = []
+    for i, cidr in enumerate(raw.get("trusted_proxies", []) or []):
+        try:
+            proxies.append(ipaddress.ip_network(str(cidr), strict=True))
+        except ValueError as exc:
+            raise _fail(source, f"trusted_proxies[{i}]", str(exc), "give a CIDR like 172.18.0.2/32") from None
+    filters = raw.get("filters")
+    if filters is not None and (not isinstance(filters, list) or not all(isinstance(f, dict) for f in filters)):
+        raise _fail(source, "filters", "must be a list of rule mappings", "see the gateway README for the rule format")
+    audit = raw.get("audit_log", str(Config.audit_log))
+    return Config(
+        listen=_hostport(source, "listen", raw.get("listen", "127.0.0.1:8080")),
+        internal_listen=_hostport(source, "internal_listen", raw.get("internal_listen", "127.0.0.1:9090")),
+        upstream=upstream,
+        keystore=Path(raw.get("keystore", Config.keystore)),
+        pepper_file=Path(raw.get("pepper_file", Config.pepper_file)),
+        audit_log=Path(audit) if audit else None,
+        trusted_proxies=tuple(proxies),
+        max_body_bytes=_number(source, "max_body_bytes", raw.get("max_body_bytes", Config.max_body_bytes), minimum=1024, integer=True),
+        filters=None if filters is None else tuple(filters),
+        source=source,
+    )
+
+
+def load_config(path: str | Path) -> Config:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config ({exc.strerror}); check the path given to --config") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}:{where}: not valid YAML ({getattr(exc, 'problem', exc)}); fix the syntax there") from None
+    return parse_config(raw, str(path))
+
+
+def read_secret(path: Path, what: str, key: str, source: str) -> str:
+    """Read a secret file; complain about its mode but never echo its content."""
+    try:
+        value = path.read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"{source}: {key}: cannot read {what} at {path} ({exc.strerror}); create it with mode 0600") from None
+    if not value:
+        raise ConfigError(f"{source}: {key}: {what} at {path} is empty; write the secret into it")
+    return value

@@ -1,0 +1,280 @@
+"""Client keys in SQLite, stored only as a keyed hash.
+
+A key looks like ``cgk_<public id>_<secret>``. The public id (``cgk_`` plus 10
+characters) is stored in clear for lookup and shown in listings and the audit
+log; the whole key is stored only as HMAC-SHA256 under the server's pepper, so
+a copy of the database alone does not let anyone in.
+
+One *client* (a name with its scopes and limits) may hold several
+*credentials* at once: rotation adds a new credential and gives the old one an
+end, so both work during the overlap.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+from pathlib import Path
+from typing import Any
+
+KEY_PREFIX = "cgk_"
+_PUBLIC_LEN = 10
+_ALPHABET = "abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS clients (
+    name TEXT PRIMARY KEY,
+    created_at REAL NOT NULL,
+    expires_at REAL,
+    revoked_at REAL,
+    scopes TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS credentials (
+    public_id TEXT PRIMARY KEY,
+    name TEXT NOT NULL REFERENCES clients(name),
+    digest BLOB NOT NULL,
+    created_at REAL NOT NULL,
+    not_after REAL
+);
+CREATE INDEX IF NOT EXISTS credentials_by_name ON credentials(name);
+CREATE TABLE IF NOT EXISTS daily_usage (
+    name TEXT NOT NULL,
+    day TEXT NOT NULL,
+    tokens INTEGER NOT NULL,
+    PRIMARY KEY (name, day)
+);
+"""
+
+
+class KeyStoreError(Exception):
+    """A key management request that cannot be done (unknown name, duplicate)."""
+
+
+@dataclass(frozen=True)
+class Scopes:
+    models: tuple[str, ...] = ("*",)
+    endpoints: tuple[str, ...] = ("/v1/*",)
+    betas: tuple[str, ...] | None = None  # None: any anthropic-beta value
+    max_tokens: int | None = None
+    stream: bool = True
+    rpm: int | None = None
+    tpm: int | None = None
+    daily_tokens: int | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(self.__dict__, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Scopes:
+        raw = json.loads(text)
+        for key in ("models", "endpoints", "betas"):
+            if raw.get(key) is not None:
+                raw[key] = tuple(raw[key])
+        return cls(**raw)
+
+    def model_allowed(self, model: str) -> bool:
+        return any(fnmatchcase(model, glob) for glob in self.models)
+
+    def endpoint_allowed(self, path: str) -> bool:
+        return any(fnmatchcase(path, glob) for glob in self.endpoints)
+
+    def beta_allowed(self, beta: str) -> bool:
+        return self.betas is None or beta in self.betas
+
+
+@dataclass(frozen=True)
+class Client:
+    name: str
+    public_id: str
+    scopes: Scopes
+    expires_at: float | None
+    not_after: float | None
+
+    def ends_at(self) -> float | None:
+        ends = [t for t in (self.expires_at, self.not_after) if t is not None]
+        return min(ends) if ends else None
+
+
+@dataclass
+class _Cached:
+    digest: bytes
+    client: Client
+    revoked: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def new_key() -> tuple[str, str]:
+    """Return (key, public_id). 10 + 40 characters from a 57-letter alphabet."""
+    public = KEY_PREFIX + "".join(secrets.choice(_ALPHABET) for _ in range(_PUBLIC_LEN))
+    secret = "".join(secrets.choice(_ALPHABET) for _ in range(40))
+    return f"{public}_{secret}", public
+
+
+def public_id_of(key: str) -> str | None:
+    if not key.startswith(KEY_PREFIX) or len(key) < len(KEY_PREFIX) + _PUBLIC_LEN + 2:
+        return None
+    public = key[: len(KEY_PREFIX) + _PUBLIC_LEN]
+    return public if key[len(public)] == "_" else None
+
+
+class KeyStore:
+    """The SQLite keystore. One instance per process; not shared across threads."""
+
+    def __init__(self, path: Path, pepper: str) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        self._db.executescript(SCHEMA)
+        self._pepper = pepper.encode()
+        self._cache: dict[str, _Cached | None] = {}
+        self._data_version = -1
+
+    def close(self) -> None:
+        self._db.close()
+
+    def digest(self, key: str) -> bytes:
+        return hmac.new(self._pepper, key.encode(), hashlib.sha256).digest()
+
+    # -- the request path -------------------------------------------------
+
+    def _fresh(self) -> None:
+        # data_version moves whenever another connection commits, so a
+        # `keys revoke` run elsewhere is seen by the very next request.
+        version = self._db.execute("PRAGMA data_version").fetchone()[0]
+        if version != self._data_version:
+            self._cache.clear()
+            self._data_version = version
+
+    def authenticate(self, key: str, now: float | None = None) -> Client | None:
+        """The client for a presented key, or None. Constant-time on the secret part."""
+        public = public_id_of(key)
+        if public is None:
+            return None
+        self._fresh()
+        if public in self._cache:
+            cached = self._cache[public]
+        else:
+            cached = self._load(public)
+            self._cache[public] = cached
+        if cached is None or cached.revoked:
+            return None
+        if not hmac.compare_digest(cached.digest, self.digest(key)):
+            return None
+        ends = cached.client.ends_at()
+        if ends is not None and (now if now is not None else time.time()) >= ends:
+            return None
+        return cached.client
+
+    def _load(self, public: str) -> _Cached | None:
+        row = self._db.execute(
+            "SELECT c.name, c.scopes, c.expires_at, c.revoked_at, k.digest, k.not_after"
+            " FROM credentials k JOIN clients c ON c.name = k.name WHERE k.public_id = ?",
+            (public,),
+        ).fetchone()
+        if row is None:
+            return None
+        name, scopes, expires_at, revoked_at, digest, not_after = row
+        client = Client(name, public, Scopes.from_json(scopes), expires_at, not_after)
+        return _Cached(bytes(digest), client, revoked=revoked_at is not None)
+
+    # -- management -------------------------------------------------------
+
+    def create(self, name: str, scopes: Scopes, expires_at: float | None = None) -> str:
+        if not name or len(name) > 64 or not all(ch.isalnum() or ch in "-_." for ch in name):
+            raise KeyStoreError(f"name {name!r}: use 1-64 letters, digits, '-', '_' or '.'")
+        now = time.time()
+        key, public = new_key()
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            row = self._db.execute("SELECT revoked_at FROM clients WHERE name = ?", (name,)).fetchone()
+            if row is not None and row[0] is None:
+                raise KeyStoreError(f"a client named {name!r} exists; rotate it with `keys rotate {name}` or revoke it first")
+            if row is not None:
+                # A revoked name may be reused; its old credentials stay dead.
+                self._db.execute("DELETE FROM credentials WHERE name = ?", (name,))
+                self._db.execute("DELETE FROM clients WHERE name = ?", (name,))
+            self._db.execute(
+                "INSERT INTO clients(name, created_at, expires_at, revoked_at, scopes) VALUES (?,?,?,NULL,?)",
+                (name, now, expires_at, scopes.to_json()),
+            )
+            self._db.execute(
+                "INSERT INTO credentials(public_id, name, digest, created_at, not_after) VALUES (?,?,?,?,NULL)",
+                (public, name, self.digest(key), now),
+            )
+        return key
+
+    def rotate(self, name: str, overlap_seconds: float) -> str:
+        now = time.time()
+        key, public = new_key()
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._active(name)
+            self._db.execute(
+                "UPDATE credentials SET not_after = MIN(COALESCE(not_after, ?), ?) WHERE name = ?",
+                (now + overlap_seconds, now + overlap_seconds, name),
+            )
+            self._db.execute(
+                "INSERT INTO credentials(public_id, name, digest, created_at, not_after) VALUES (?,?,?,?,NULL)",
+                (public, name, self.digest(key), now),
+            )
+        return key
+
+    def revoke(self, name: str) -> None:
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._active(name)
+            self._db.execute("UPDATE clients SET revoked_at = ? WHERE name = ?", (time.time(), name))
+
+    def _active(self, name: str) -> None:
+        row = self._db.execute("SELECT revoked_at FROM clients WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            raise KeyStoreError(f"no client named {name!r}; see `keys list`")
+        if row[0] is not None:
+            raise KeyStoreError(f"client {name!r} is revoked; create it anew with `keys create {name}`")
+
+    def list(self) -> list[dict[str, Any]]:
+        now = time.time()
+        out = []
+        for name, created, expires, revoked, scopes in self._db.execute(
+            "SELECT name, created_at, expires_at, revoked_at, scopes FROM clients ORDER BY name"
+        ):
+            creds = [
+                {"public_id": p, "created_at": c, "not_after": n, "active": n is None or n > now}
+                for p, c, n in self._db.execute(
+                    "SELECT public_id, created_at, not_after FROM credentials WHERE name = ? ORDER BY created_at",
+                    (name,),
+                )
+            ]
+            state = "revoked" if revoked else "expired" if expires is not None and expires <= now else "active"
+            out.append(
+                {
+                    "name": name,
+                    "state": state,
+                    "created_at": created,
+                    "expires_at": expires,
+                    "revoked_at": revoked,
+                    "scopes": json.loads(scopes),
+                    "credentials": creds,
+                }
+            )
+        return out
+
+    # -- daily budget persistence -------------------------------------------
+
+    def load_daily(self, day: str) -> dict[str, int]:
+        return dict(self._db.execute("SELECT name, tokens FROM daily_usage WHERE day = ?", (day,)).fetchall())
+
+    def save_daily(self, day: str, usage: dict[str, int]) -> None:
+        with self._db:
+            self._db.executemany(
+                "INSERT INTO daily_usage(name, day, tokens) VALUES (?,?,?)"
+                " ON CONFLICT(name, day) DO UPDATE SET tokens = excluded.tokens",
+                [(name, day, tokens) for name, tokens in usage.items()],
+            )

@@ -1,0 +1,97 @@
+"""Usage metering from Anthropic responses, without holding anything back.
+
+For streams the bytes are forwarded first and only then shown to the meter,
+which looks at just the events that carry usage (``message_start``,
+``message_delta``) and mid-stream ``error`` events.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+
+def _usage_input(usage: dict[str, Any]) -> int:
+    total = 0
+    for key in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"):
+        value = usage.get(key)
+        if isinstance(value, int):
+            total += value
+    return total
+
+
+class UsageMeter:
+    def __init__(self) -> None:
+        self.input_tokens = 0
+        self.output_tokens = 0
+        self.model: str | None = None
+        self.stream_error: str | None = None
+        self.saw_stop = False
+        self._buf = b""
+
+    @property
+    def total(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+    def read_message(self, body: bytes) -> None:
+        """Usage from a whole (non-streamed) Messages response."""
+        try:
+            doc = json.loads(body)
+        except ValueError:
+            return
+        if isinstance(doc, dict):
+            usage = doc.get("usage")
+            if isinstance(usage, dict):
+                self.input_tokens = _usage_input(usage)
+                out = usage.get("output_tokens")
+                self.output_tokens = out if isinstance(out, int) else 0
+            if isinstance(doc.get("model"), str):
+                self.model = doc["model"]
+
+    def feed(self, chunk: bytes) -> None:
+        """Look at a piece of an event stream that has already been forwarded."""
+        if b"\r" in chunk:
+            chunk = chunk.replace(b"\r\n", b"\n")
+        buf = self._buf + chunk if self._buf else chunk
+        start = 0
+        while True:
+            end = buf.find(b"\n\n", start)
+            if end < 0:
+                break
+            self._event(buf[start:end])
+            start = end + 2
+        self._buf = buf[start:]
+        if len(self._buf) > 1 << 20:
+            # An event this large carries no usage we care about; do not hoard it.
+            self._buf = b""
+
+    def _event(self, raw: bytes) -> None:
+        if b"message_start" not in raw and b"message_delta" not in raw and b"error" not in raw:
+            return
+        data = b"".join(line[5:].lstrip() for line in raw.split(b"\n") if line.startswith(b"data:"))
+        try:
+            doc = json.loads(data)
+        except ValueError:
+            return
+        if not isinstance(doc, dict):
+            return
+        kind = doc.get("type")
+        if kind == "message_start":
+            message = doc.get("message") or {}
+            usage = message.get("usage") or {}
+            self.input_tokens = _usage_input(usage)
+            out = usage.get("output_tokens")
+            self.output_tokens = out if isinstance(out, int) else 0
+            if isinstance(message.get("model"), str):
+                self.model = message["model"]
+        elif kind == "message_delta":
+            usage = doc.get("usage") or {}
+            out = usage.get("output_tokens")
+            if isinstance(out, int):
+                self.output_tokens = out  # cumulative, per the API
+            if usage.get("input_tokens") is not None:
+                self.input_tokens = max(self.input_tokens, _usage_input(usage))
+            self.saw_stop = True
+        elif kind == "error":
+            err = doc.get("error") or {}
+            self.stream_error = str(err.get("type", "error"))

@@ -1,0 +1,397 @@
+"""The request path: authenticate, check scopes and limits, filter, forward.
+
+A client never chooses where a request goes or with which key: the upstream
+base URL and key come from the gateway's config, the client's credentials are
+stripped, and only paths under /v1/ are forwarded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from claudegate_gateway.audit import AuditLog
+from claudegate_gateway.config import Config
+from claudegate_gateway.errors import GatewayError, error_body, error_response, new_request_id
+from claudegate_gateway.filters import FilterPolicy, Verdict
+from claudegate_gateway.keystore import Client, KeyStore
+from claudegate_gateway.limits import Limiter, Reservation
+from claudegate_gateway.metering import UsageMeter
+from claudegate_gateway.metrics import Metrics
+
+log = logging.getLogger("claudegate.gateway")
+
+_HOP_BY_HOP = frozenset(
+    {"connection", "keep-alive", "te", "trailer", "trailers", "transfer-encoding", "upgrade",
+     "proxy-authorization", "proxy-authenticate", "proxy-connection"}
+)
+# Never forwarded upstream: the client's credentials, what names the client's
+# hop, and what aiohttp sets itself.
+_DROP_UP = _HOP_BY_HOP | {
+    "host", "authorization", "x-api-key", "cookie", "content-length", "accept-encoding",
+    "x-real-ip", "forwarded", "via",
+}
+_DROP_DOWN = _HOP_BY_HOP | {
+    "content-length", "content-encoding", "set-cookie", "server", "x-powered-by", "via", "alt-svc",
+}
+# JSON bodies the gateway reads for scopes, limits and filters.
+_MESSAGES = "/v1/messages"
+_COUNT = "/v1/messages/count_tokens"
+_BATCHES = "/v1/messages/batches"
+_BAD_SEGMENTS = ("%2e", "%2f", "%5c", "\\")
+
+
+@dataclass
+class Exchange:
+    """What one request did, for the audit log and the metrics."""
+
+    request_id: str
+    started: float
+    client_ip: str
+    method: str
+    path: str
+    client: Client | None = None
+    model: str | None = None
+    stream: bool = False
+    status: int = 0
+    error_type: str | None = None
+    upstream_request_id: str | None = None
+    meter: UsageMeter = field(default_factory=UsageMeter)
+    verdicts: list[Verdict] = field(default_factory=list)
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            "request_id": self.request_id,
+            "upstream_request_id": self.upstream_request_id,
+            "key_name": self.client.name if self.client else None,
+            "key_prefix": self.client.public_id if self.client else None,
+            "client_ip": self.client_ip,
+            "method": self.method,
+            "path": self.path,
+            "model": self.model,
+            "stream": self.stream,
+            "status": self.status,
+            "error_type": self.error_type,
+            "input_tokens": self.meter.input_tokens,
+            "output_tokens": self.meter.output_tokens,
+            "latency_ms": round((time.perf_counter() - self.started) * 1000, 2),
+            "filters": [{"rule": v.rule, "action": v.action, "matches": v.matches} for v in self.verdicts],
+        }
+
+
+def presented_key(request: web.Request) -> str | None:
+    key = request.headers.get("x-api-key")
+    if key:
+        return key.strip()
+    auth = request.headers.get("authorization", "")
+    scheme, _, value = auth.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    return None
+
+
+def _endpoint_label(path: str) -> str:
+    # Bounded label set for metrics: ids in paths would explode cardinality.
+    for known in (_COUNT, _BATCHES, _MESSAGES, "/v1/models", "/v1/files"):
+        if path.startswith(known):
+            return known
+    return "other"
+
+
+def _estimate_tokens(raw: bytes) -> int:
+    # Deliberately generous (bytes / 3): the reservation is settled from the
+    # usage the response reports, so over-estimating only delays, never leaks.
+    return len(raw) // 3 + 1
+
+
+class Gateway:
+    def __init__(self, config: Config, keystore: KeyStore, upstream_key: str, policy: FilterPolicy) -> None:
+        self.config = config
+        self.keystore = keystore
+        self.policy = policy
+        self.limiter = Limiter()
+        self.limiter.daily = keystore.load_daily(self.limiter.day)
+        self.audit = AuditLog(config.audit_log)
+        self.metrics = Metrics()
+        self._upstream_key = upstream_key
+        self._base = config.upstream.base_url
+        self._session: aiohttp.ClientSession | None = None
+        self._trusted = config.trusted_proxies
+
+    # -- lifecycle ----------------------------------------------------------
+
+    async def start(self) -> None:
+        up = self.config.upstream
+        connector = aiohttp.TCPConnector(limit=up.max_connections, ttl_dns_cache=300, enable_cleanup_closed=True)
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(total=None, connect=up.connect_timeout, sock_read=up.read_timeout),
+            auto_decompress=True,
+            skip_auto_headers=("User-Agent",),
+        )
+
+    async def stop(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+        self.flush_usage()
+        self.audit.close()
+
+    def flush_usage(self) -> None:
+        if self.limiter.dirty:
+            self.limiter.dirty = False
+            self.keystore.save_daily(self.limiter.day, dict(self.limiter.daily))
+
+    # -- request path -------------------------------------------------------
+
+    def client_ip(self, request: web.Request) -> str:
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        ip = peer[0] if peer else "unknown"
+        if self._trusted and peer:
+            real = request.headers.get("x-real-ip")
+            if real:
+                try:
+                    peer_ip = ipaddress.ip_address(ip)
+                    if any(peer_ip in net for net in self._trusted):
+                        return str(ipaddress.ip_address(real.strip()))
+                except ValueError:
+                    pass
+        return str(ip)
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        ex = Exchange(
+            new_request_id(), time.perf_counter(), self.client_ip(request), request.method, request.path
+        )
+        reservation: Reservation | None = None
+        try:
+            try:
+                response, reservation = await self._handle(request, ex)
+            except GatewayError as err:
+                ex.status, ex.error_type = err.status, err.error_type
+                if err.error_type == "rate_limit_error":
+                    self.metrics.rate_limited += 1
+                return error_response(err, ex.request_id)
+            except asyncio.CancelledError:
+                ex.status, ex.error_type = 499, "client_closed"
+                raise
+            except Exception:
+                log.exception("unexpected error on request %s", ex.request_id)
+                ex.status, ex.error_type = 500, "api_error"
+                return error_response(
+                    GatewayError("api_error", "Internal gateway error; see the gateway log for this request id"),
+                    ex.request_id,
+                )
+            return response
+        finally:
+            if reservation is not None:
+                self.limiter.settle(reservation, ex.meter.total)
+            self.metrics.tokens["input"] += ex.meter.input_tokens
+            self.metrics.tokens["output"] += ex.meter.output_tokens
+            self.metrics.observe(_endpoint_label(ex.path), ex.status, time.perf_counter() - ex.started)
+            self.audit.write(ex.record())
+
+    async def _handle(
+        self, request: web.Request, ex: Exchange
+    ) -> tuple[web.StreamResponse, Reservation | None]:
+        raw_path = request.rel_url.raw_path
+        if not raw_path.startswith("/v1/"):
+            raise GatewayError("not_found_error", f"Not found: {request.path}")
+        lowered = raw_path.lower()
+        segments = raw_path.split("/")
+        if ".." in segments or "." in segments or "" in segments[1:-1] or any(b in lowered for b in _BAD_SEGMENTS):
+            raise GatewayError("invalid_request_error", "The request path is not a plain /v1/ path")
+
+        key = presented_key(request)
+        if key is None:
+            raise GatewayError("authentication_error", "x-api-key header is required")
+        client = self.keystore.authenticate(key)
+        if client is None:
+            raise GatewayError("authentication_error", "invalid x-api-key")
+        ex.client = client
+        scopes = client.scopes
+        if not scopes.endpoint_allowed(raw_path):
+            raise GatewayError("permission_error", f"This key may not call {request.method} {raw_path}")
+        for beta in request.headers.getall("anthropic-beta", []):
+            for name in (b.strip() for b in beta.split(",")):
+                if name and not scopes.beta_allowed(name):
+                    raise GatewayError("permission_error", f"This key may not use anthropic-beta {name!r}")
+
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise GatewayError(
+                "request_too_large",
+                f"Request exceeds the maximum allowed number of bytes ({self.config.max_body_bytes})",
+            ) from None
+
+        tokens = 0
+        if request.method == "POST" and raw_path in (_MESSAGES, _COUNT, _BATCHES):
+            body, tokens = self._inspect(raw_path, body, client, ex)
+        reservation = self.limiter.reserve(client, tokens)
+        try:
+            response = await self._forward(request, raw_path, body, ex)
+        except BaseException:
+            self.limiter.settle(reservation, ex.meter.total)
+            raise
+        return response, reservation
+
+    def _inspect(self, path: str, body: bytes, client: Client, ex: Exchange) -> tuple[bytes, int]:
+        try:
+            doc = json.loads(body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise GatewayError("invalid_request_error", f"The request body is not valid JSON: {exc}") from None
+        if not isinstance(doc, dict):
+            raise GatewayError("invalid_request_error", "The request body must be a JSON object")
+        if path == _BATCHES:
+            requests = doc.get("requests")
+            if not isinstance(requests, list) or not requests:
+                raise GatewayError("invalid_request_error", "requests: a non-empty list is required")
+            max_tokens = 0
+            changed = False
+            for i, item in enumerate(requests):
+                params = item.get("params") if isinstance(item, dict) else None
+                if not isinstance(params, dict):
+                    raise GatewayError("invalid_request_error", f"requests.{i}.params: an object is required")
+                new_params, item_max, item_changed = self._check_params(
+                    params, client, ex, True, f"requests.{i}.params."
+                )
+                if item_changed:
+                    item["params"] = new_params
+                    changed = True
+                max_tokens += item_max
+            out = json.dumps(doc).encode() if changed else body
+            return out, _estimate_tokens(out) + max_tokens
+        new_doc, max_tokens, changed = self._check_params(doc, client, ex, path == _MESSAGES, "")
+        out = json.dumps(new_doc).encode() if changed else body
+        # Counting tokens costs none; only the request rate applies to it.
+        return out, (0 if path == _COUNT else _estimate_tokens(out) + max_tokens)
+
+    def _check_params(
+        self, doc: dict[str, Any], client: Client, ex: Exchange, generates: bool, where: str
+    ) -> tuple[dict[str, Any], int, bool]:
+        scopes = client.scopes
+        model = doc.get("model")
+        if not isinstance(model, str) or not model:
+            raise GatewayError("invalid_request_error", f"{where}model: Field required")
+        ex.model = ex.model or model
+        if not scopes.model_allowed(model):
+            raise GatewayError("permission_error", f"This key may not use model {model!r}")
+        max_tokens = 0
+        if generates:
+            asked = doc.get("max_tokens")
+            if not isinstance(asked, int) or isinstance(asked, bool) or asked < 1:
+                raise GatewayError("invalid_request_error", f"{where}max_tokens: a positive integer is required")
+            max_tokens = asked
+            if scopes.max_tokens is not None and max_tokens > scopes.max_tokens:
+                raise GatewayError(
+                    "invalid_request_error",
+                    f"{where}max_tokens: {max_tokens} is above this key's cap of {scopes.max_tokens}",
+                )
+            if doc.get("stream") is True:
+                if where:
+                    raise GatewayError("invalid_request_error", f"{where}stream: batch requests cannot stream")
+                if not scopes.stream:
+                    raise GatewayError("permission_error", "This key may not stream responses")
+                ex.stream = True
+        result = self.policy.apply(doc)
+        ex.verdicts.extend(result.verdicts)
+        if result.blocked is not None:
+            self.metrics.filter_blocks += 1
+            kind = "permission_error" if result.status == 403 else "invalid_request_error"
+            raise GatewayError(kind, f"The request was blocked by the gateway's filter rule {result.blocked.rule!r}")
+        return result.body, max_tokens, result.changed
+
+    async def _forward(
+        self, request: web.Request, raw_path: str, body: bytes, ex: Exchange
+    ) -> web.StreamResponse:
+        assert self._session is not None
+        headers = {
+            k: v for k, v in request.headers.items()
+            if (lk := k.lower()) not in _DROP_UP and not lk.startswith(("proxy-", "x-forwarded-"))
+        }
+        headers["x-api-key"] = self._upstream_key
+        url = self._base + raw_path
+        if request.rel_url.raw_query_string:
+            url += "?" + request.rel_url.raw_query_string
+        try:
+            up_cm = self._session.request(
+                request.method, url, data=body if body else None, headers=headers, allow_redirects=False
+            )
+            upstream = await up_cm.__aenter__()
+        except (TimeoutError, aiohttp.ServerTimeoutError):
+            self.metrics.upstream_errors += 1
+            raise GatewayError("timeout_error", "The upstream API did not answer in time") from None
+        except aiohttp.ClientError as exc:
+            self.metrics.upstream_errors += 1
+            log.warning("request %s: upstream unreachable: %s", ex.request_id, type(exc).__name__)
+            raise GatewayError("api_error", "The gateway could not reach the upstream API") from None
+        try:
+            return await self._relay(request, upstream, raw_path, ex)
+        finally:
+            await up_cm.__aexit__(None, None, None)
+
+    def _down_headers(self, upstream: aiohttp.ClientResponse, ex: Exchange) -> dict[str, str]:
+        headers = {k: v for k, v in upstream.headers.items() if k.lower() not in _DROP_DOWN}
+        ex.upstream_request_id = upstream.headers.get("request-id")
+        if ex.client is not None and (ex.client.scopes.rpm is not None or ex.client.scopes.tpm is not None):
+            headers.update(self.limiter.headers(ex.client))
+        headers["x-claudegate-request-id"] = ex.request_id
+        return headers
+
+    async def _relay(
+        self, request: web.Request, upstream: aiohttp.ClientResponse, raw_path: str, ex: Exchange
+    ) -> web.StreamResponse:
+        ex.status = upstream.status
+        headers = self._down_headers(upstream, ex)
+        if upstream.content_type == "text/event-stream":
+            return await self._relay_stream(request, upstream, headers, ex)
+        try:
+            data = await upstream.read()
+        except (TimeoutError, aiohttp.ServerTimeoutError):
+            self.metrics.upstream_errors += 1
+            raise GatewayError("timeout_error", "The upstream API stopped answering mid-response") from None
+        except aiohttp.ClientError:
+            self.metrics.upstream_errors += 1
+            raise GatewayError("api_error", "The upstream connection broke mid-response") from None
+        if raw_path == _MESSAGES and upstream.status == 200:
+            ex.meter.read_message(data)
+        elif upstream.status >= 400:
+            ex.error_type = "upstream"
+        return web.Response(status=upstream.status, body=data, headers=headers)
+
+    async def _relay_stream(
+        self, request: web.Request, upstream: aiohttp.ClientResponse, headers: dict[str, str], ex: Exchange
+    ) -> web.StreamResponse:
+        headers["cache-control"] = "no-cache"
+        headers["x-accel-buffering"] = "no"
+        response = web.StreamResponse(status=upstream.status, headers=headers)
+        await response.prepare(request)
+        self.metrics.active_streams += 1
+        try:
+            try:
+                async for chunk in upstream.content.iter_any():
+                    await response.write(chunk)
+                    ex.meter.feed(chunk)
+            except (TimeoutError, aiohttp.ServerTimeoutError, aiohttp.ClientPayloadError, aiohttp.ClientOSError):
+                self.metrics.upstream_errors += 1
+                ex.error_type = "upstream_stream_broken"
+                event = error_body("api_error", "The upstream stream broke off", ex.request_id)
+                await response.write(b"event: error\ndata: " + event + b"\n\n")
+            except (ConnectionResetError, aiohttp.ClientConnectionResetError):
+                ex.error_type = "client_closed"
+                return response
+            if ex.meter.stream_error:
+                ex.error_type = ex.meter.stream_error
+            await response.write_eof()
+        finally:
+            self.metrics.active_streams -= 1
+        return response

@@ -1,0 +1,122 @@
+"""Run the real gateway as a subprocess, the way the container does."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+GATEWAY = [sys.executable, "-m", "claudegate_gateway"]
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def write_secret(path: Path, value: str) -> Path:
+    path.touch(mode=0o600)
+    path.write_text(value + "\n")
+    return path
+
+
+@dataclass
+class GatewayProc:
+    workdir: Path
+    config_path: Path
+    port: int
+    internal_port: int
+    pepper: str
+    upstream_key: str
+    proc: subprocess.Popen[bytes] | None = None
+    log_path: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.log_path = self.workdir / "gateway.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def internal_url(self) -> str:
+        return f"http://127.0.0.1:{self.internal_port}"
+
+    @property
+    def audit_path(self) -> Path:
+        return self.workdir / "audit.jsonl"
+
+    @property
+    def keystore_path(self) -> Path:
+        return self.workdir / "keys.db"
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*GATEWAY, *args, "--config", str(self.config_path)],
+            capture_output=True, text=True, check=check, timeout=30,
+        )
+
+    def create_key(self, name: str, *flags: str) -> str:
+        out = self.cli("keys", "create", name, *flags)
+        return out.stdout.strip().splitlines()[-1]
+
+    def start(self) -> GatewayProc:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen([*GATEWAY, "serve", "--config", str(self.config_path)], stdout=log, stderr=log)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"gateway exited {self.proc.returncode}: {self.log_path.read_text()}")
+            try:
+                with urllib.request.urlopen(self.internal_url + "/healthz", timeout=1) as r:
+                    if r.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"gateway did not come up: {self.log_path.read_text()}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def make_gateway(
+    workdir: Path, upstream_url: str, upstream_key: str, extra: dict[str, Any] | None = None
+) -> GatewayProc:
+    workdir.mkdir(parents=True, exist_ok=True)
+    pepper = secrets.token_urlsafe(32)
+    write_secret(workdir / "pepper", pepper)
+    write_secret(workdir / "upstream_key", upstream_key)
+    port, internal = free_port(), free_port()
+    config: dict[str, Any] = {
+        "listen": f"127.0.0.1:{port}",
+        "internal_listen": f"127.0.0.1:{internal}",
+        "upstream": {"base_url": upstream_url, "api_key_file": str(workdir / "upstream_key")},
+        "keystore": str(workdir / "keys.db"),
+        "pepper_file": str(workdir / "pepper"),
+        "audit_log": str(workdir / "audit.jsonl"),
+    }
+    for key, value in (extra or {}).items():
+        if isinstance(value, dict) and isinstance(config.get(key), dict):
+            config[key].update(value)
+        else:
+            config[key] = value
+    path = workdir / "gateway.yaml"
+    path.write_text(yaml.safe_dump(config))
+    os.chmod(path, 0o600)
+    return GatewayProc(workdir, path, port, internal, pepper, upstream_key)
