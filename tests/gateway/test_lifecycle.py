@@ -190,7 +190,7 @@ def test_trusted_proxy_real_ip(gateway_factory: GatewayFactory, fake: FakeAnthro
     key = untrusted.create_key("k")
     httpx.post(untrusted.url + "/v1/messages", headers={**HDRS, "x-api-key": key, "x-real-ip": "6.6.6.6",
                "x-forwarded-for": "6.6.6.6"}, json={"model": MODEL, "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]})
-    rec = json.loads(untrusted.audit_path.read_text().splitlines()[-1])
+    rec = untrusted.audit()[-1]
     assert rec["client_ip"] == "127.0.0.1"
     assert "x-forwarded-for" not in fake.state.requests[-1].headers
     assert "x-real-ip" not in fake.state.requests[-1].headers
@@ -199,5 +199,5 @@ def test_trusted_proxy_real_ip(gateway_factory: GatewayFactory, fake: FakeAnthro
     key = trusted.create_key("k")
     httpx.post(trusted.url + "/v1/messages", headers={**HDRS, "x-api-key": key, "x-real-ip": "203.0.113.7"},
                json={"model": MODEL, "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]})
-    rec = json.loads(trusted.audit_path.read_text().splitlines()[-1])
+    rec = trusted.audit()[-1]
     assert rec["client_ip"] == "203.0.113.7"

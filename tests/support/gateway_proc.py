@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import socket
@@ -59,6 +60,15 @@ class GatewayProc:
     @property
     def keystore_path(self) -> Path:
         return self.workdir / "keys.db"
+
+    def audit(self, at_least: int = 1, timeout: float = 10) -> list[dict[str, Any]]:
+        """The audit records, once there are `at_least` (the last is written after the response ends)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            lines = self.audit_path.read_text().splitlines() if self.audit_path.exists() else []
+            if len(lines) >= at_least or time.monotonic() > deadline:
+                return [json.loads(line) for line in lines]
+            time.sleep(0.02)
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
