@@ -1,0 +1,188 @@
+"""What the deploy renders from a :class:`DeployConfig`: pure functions, data out.
+
+- :func:`edge_settings` -- the :class:`EdgeSettings` the nginx files are rendered from;
+- :func:`gateway_config` -- the gateway service's YAML config, as a dict;
+- :func:`client_create_argv` -- the ``claudegate-gateway keys create`` command for a client;
+- :func:`client_scopes` -- that client's scopes as the keystore records them (for diffs);
+- :func:`network_plan` -- the private network's subnet and nginx's fixed address on it.
+
+Paths here are inside the containers; the deploy mounts the files there.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from datetime import UTC
+from typing import Any
+
+from claudegate.config.model import Client, DeployConfig
+from claudegate.edge.settings import EdgeSettings, size_in_bytes
+
+__all__ = [
+    "GATEWAY_API_KEY_FILE",
+    "GATEWAY_AUDIT_LOG",
+    "GATEWAY_CONFIG_PATH",
+    "GATEWAY_INTERNAL_LISTEN",
+    "GATEWAY_KEYSTORE",
+    "GATEWAY_LISTEN",
+    "GATEWAY_PEPPER_FILE",
+    "GATEWAY_PROGRAM",
+    "NetworkPlan",
+    "client_create_argv",
+    "client_scopes",
+    "edge_settings",
+    "format_expires",
+    "gateway_config",
+    "network_plan",
+]
+
+#: The gateway's config file inside its container.
+GATEWAY_CONFIG_PATH = "/etc/claudegate/gateway.yaml"
+#: The gateway's command-line program inside its container.
+GATEWAY_PROGRAM = "claudegate-gateway"
+#: Secret files mounted read-only into the gateway container.
+GATEWAY_API_KEY_FILE = "/run/secrets/anthropic_api_key"
+GATEWAY_PEPPER_FILE = "/run/secrets/key_pepper"
+#: The gateway's state (volumes).
+GATEWAY_KEYSTORE = "/var/lib/claudegate/keys.db"
+GATEWAY_AUDIT_LOG = "/var/log/claudegate/audit.jsonl"
+#: Public listener (reached by nginx only) and internal one (health, metrics).
+GATEWAY_LISTEN = "0.0.0.0:8080"
+GATEWAY_INTERNAL_LISTEN = "0.0.0.0:9090"
+
+#: Host number of nginx on the private network (.1 is Docker's bridge).
+NGINX_HOST_INDEX = 2
+
+
+@dataclass(frozen=True)
+class NetworkPlan:
+    """The private network between nginx and the gateway.
+
+    The compose file gives nginx the fixed ``nginx_address`` (``ipv4_address``)
+    so the gateway can trust forwarded-for headers from exactly that address.
+    """
+
+    subnet: ipaddress.IPv4Network
+    bridge_address: ipaddress.IPv4Address
+    nginx_address: ipaddress.IPv4Address
+
+    @property
+    def nginx_cidr(self) -> ipaddress.IPv4Network:
+        return ipaddress.IPv4Network(f"{self.nginx_address}/32")
+
+
+def network_plan(cfg: DeployConfig) -> NetworkPlan:
+    subnet = cfg.network.subnet
+    return NetworkPlan(
+        subnet=subnet,
+        bridge_address=subnet.network_address + 1,
+        nginx_address=subnet.network_address + NGINX_HOST_INDEX,
+    )
+
+
+def edge_settings(cfg: DeployConfig, **overrides: Any) -> EdgeSettings:
+    """The nginx edge for ``cfg``; ``overrides`` set EdgeSettings fields deploy.yaml has no key for.
+
+    nginx listens on the published ports themselves (the compose file maps
+    ``P:P``), so the http->https redirect names the port clients use.
+    """
+    limits = cfg.limits
+    timeouts = limits.timeouts
+    values: dict[str, Any] = {
+        "domain": cfg.domain,
+        "http_port": cfg.ports.http,
+        "https_port": cfg.ports.https,
+        "tls_profile": cfg.tls.profile,
+        "per_ip": limits.per_ip,
+        "per_key": limits.per_key,
+        "conn_per_ip": limits.connections_per_ip,
+        "allow_cidrs": tuple(cfg.allowlist),
+        "trusted_proxy_cidrs": tuple(cfg.trusted_proxies),
+        "client_max_body_size": limits.max_body_size,
+        "client_header_timeout": timeouts.client_header,
+        "client_body_timeout": timeouts.client_body,
+        "send_timeout": timeouts.send,
+        "keepalive_timeout": timeouts.keepalive,
+        "proxy_connect_timeout": timeouts.upstream_connect,
+        "proxy_send_timeout": timeouts.upstream_send,
+        "proxy_read_timeout": timeouts.upstream_read,
+    }
+    values.update(overrides)
+    return EdgeSettings(**values)
+
+
+def gateway_config(cfg: DeployConfig) -> dict[str, Any]:
+    """The gateway's ``gateway.yaml`` as a dict (dump it with ``yaml.safe_dump``).
+
+    It trusts forwarded-for headers only from nginx's fixed address; the API
+    key and the pepper are files mounted at :data:`GATEWAY_API_KEY_FILE` and
+    :data:`GATEWAY_PEPPER_FILE`, never values in this config.
+    """
+    return {
+        "listen": GATEWAY_LISTEN,
+        "internal_listen": GATEWAY_INTERNAL_LISTEN,
+        "upstream": {
+            "base_url": cfg.upstream.base_url,
+            "api_key_file": GATEWAY_API_KEY_FILE,
+            "read_timeout": float(cfg.limits.timeouts.upstream_read),
+        },
+        "keystore": GATEWAY_KEYSTORE,
+        "pepper_file": GATEWAY_PEPPER_FILE,
+        "audit_log": GATEWAY_AUDIT_LOG,
+        "trusted_proxies": [str(network_plan(cfg).nginx_cidr)],
+        "max_body_bytes": size_in_bytes(cfg.limits.max_body_size),
+    }
+
+
+def format_expires(client: Client) -> str | None:
+    """``2027-06-30T00:00:00Z``, or None when the key does not expire."""
+    if client.expires is None:
+        return None
+    return client.expires.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def client_create_argv(
+    client: Client, *, config_path: str = GATEWAY_CONFIG_PATH, program: str = GATEWAY_PROGRAM
+) -> list[str]:
+    """``claudegate-gateway keys create NAME --config ... --models ...`` for ``client``.
+
+    Run inside the gateway container (e.g. prefixed with ``docker exec -i``);
+    the new key is printed once, alone on stdout's last line. Models and
+    endpoints are always passed, so the command does not depend on the
+    gateway's defaults.
+    """
+    argv = [program, "keys", "create", client.name, "--config", config_path]
+    argv += ["--models", *client.models]
+    argv += ["--endpoints", *client.endpoints]
+    if client.betas is not None:
+        argv += ["--betas", *client.betas]
+    if client.max_tokens is not None:
+        argv += ["--max-tokens", str(client.max_tokens)]
+    if not client.stream:
+        argv.append("--no-stream")
+    for flag, value in (
+        ("--rpm", client.rpm),
+        ("--tpm", client.tpm),
+        ("--daily-tokens", client.daily_tokens),
+    ):
+        if value is not None:
+            argv += [flag, str(value)]
+    expires = format_expires(client)
+    if expires is not None:
+        argv += ["--expires", expires]
+    return argv
+
+
+def client_scopes(client: Client) -> dict[str, Any]:
+    """The client's scopes as ``keys list --json`` reports them, to tell whether a key needs re-creating."""
+    return {
+        "models": list(client.models),
+        "endpoints": list(client.endpoints),
+        "betas": None if client.betas is None else list(client.betas),
+        "max_tokens": client.max_tokens,
+        "stream": client.stream,
+        "rpm": client.rpm,
+        "tpm": client.tpm,
+        "daily_tokens": client.daily_tokens,
+    }

@@ -1,0 +1,651 @@
+"""The typed model of ``deploy.yaml``.
+
+Every section is a pydantic model with ``extra="forbid"`` (an unknown key is
+an error, never silently ignored) and strict scalars (``rpm: "60"`` is an
+error, not a quiet conversion). Validators raise :func:`fail` errors that
+carry the problem *and* the fix; :mod:`claudegate.config.load` turns them
+into ``FILE:LINE:COL: FIELD: problem; fix`` lines.
+
+Checks that look at several sections at once (``tls.mode: files`` needs
+``cert_file``; ACME needs a public domain name) live in
+:func:`claudegate.config.rules.rule_problems`; :class:`DeployConfig` runs them
+after its fields validated, so a model built directly (by the wizard, or in a
+test) is as checked as one loaded from a file.
+
+The edge sections (``ports``, ``tls.profile``, ``limits``, ``allowlist``,
+``trusted_proxies``) take their defaults from
+:class:`claudegate.edge.settings.EdgeSettings` and are checked against it, so
+the two never disagree about a default or a bound.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from datetime import UTC, date, datetime, time
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_origin
+from urllib.parse import urlsplit
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    StrictBool,
+    StrictInt,
+    ValidationInfo,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from claudegate.connectors.known_hosts import normalize_fingerprint
+from claudegate.edge.settings import MIN_TRUSTED_PREFIX, EdgeSettings, RateLimit, Size
+
+if TYPE_CHECKING:
+    from claudegate.config.load import Origin
+
+__all__ = [
+    "DEFAULT_ACME_DIRECTORY",
+    "DEFAULT_NETWORK_SUBNET",
+    "LETS_ENCRYPT_DIRECTORIES",
+    "TLS",
+    "Client",
+    "DeployConfig",
+    "IPNetwork",
+    "Images",
+    "Limits",
+    "Network",
+    "Ports",
+    "RateLimit",
+    "Target",
+    "Timeouts",
+    "Upstream",
+    "config_home",
+    "fail",
+]
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+DEFAULT_ACME_DIRECTORY = "https://acme-v02.api.letsencrypt.org/directory"
+LETS_ENCRYPT_DIRECTORIES = (
+    DEFAULT_ACME_DIRECTORY,
+    "https://acme-staging-v02.api.letsencrypt.org/directory",
+)
+#: The private Docker network between nginx and the gateway. Outside Docker's
+#: default pools (172.17-31.0.0/16, 192.168.0.0/16) and Podman's (10.88-89.x).
+DEFAULT_NETWORK_SUBNET = "10.213.71.0/28"
+
+#: ``ctx`` key under which a rule names the sub-field it is about.
+RULES_DEFERRED = "claudegate_rules_deferred"
+
+
+def fail(problem: str, fix: str | None = None) -> PydanticCustomError:
+    """A validation error that says what is wrong and how to fix it.
+
+    The text goes through ``ctx`` (not the template) so braces in values are
+    never read as placeholders.
+    """
+    return PydanticCustomError("claudegate", "{problem}", {"problem": problem, "fix": fix or ""})
+
+
+def config_home() -> Path:
+    """``$XDG_CONFIG_HOME/claudegate`` (default ``~/.config/claudegate``), the tool's own directory."""
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return Path(base) / "claudegate"
+
+
+def _edge_default(name: str) -> Any:
+    return EdgeSettings.model_fields[name].default
+
+
+def _show(value: object) -> str:
+    """A value as an operator would recognise it in their file, never a secret."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, str):
+        if "sk-ant" in value:
+            return "a value that looks like an Anthropic API key (not shown)"
+        return repr(value if len(value) <= 60 else value[:57] + "...")
+    if isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, list | tuple):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return f"a {type(value).__name__}"
+
+
+# --- scalar types ---------------------------------------------------------------------------
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _text(value: object, example: str) -> str:
+    if not isinstance(value, str):
+        raise fail(f"must be text, got {_show(value)}", f"write e.g. {example}")
+    if _CONTROL.search(value):
+        raise fail("contains a control character (tab, newline, ...)", "remove it")
+    return value
+
+
+def _path(value: object, info: ValidationInfo) -> Path:
+    """``~`` expanded; a relative path is relative to the config file's directory."""
+    if isinstance(value, Path):
+        value = str(value)
+    text = _text(value, "~/.config/claudegate/anthropic_api_key")
+    if not text.strip():
+        raise fail("is empty", "give a file path, or remove the key")
+    try:
+        path = Path(text).expanduser()
+    except RuntimeError:
+        raise fail(
+            f"cannot expand {_show(text)}: the home directory is unknown", "write an absolute path"
+        ) from None
+    if not path.is_absolute():
+        base = (info.context or {}).get("base_dir")
+        path = (Path(base) if base is not None else Path.cwd()) / path
+    return path
+
+
+FilePath = Annotated[Path, BeforeValidator(_path)]
+
+_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def check_hostname(value: object, *, what: str = "domain", example: str = "gw.example.com") -> str:
+    """A DNS name, lower-cased, without a trailing dot; errors say how to write one."""
+    text = _text(value, example).strip()
+    if "://" in text:
+        raise fail(f"{_show(text)} is a URL, not a host name", f"write only the name, e.g. {example}")
+    if _is_ip(text.strip("[]")):
+        raise fail(
+            f"{_show(text)} is an IP address; the {what} must be a DNS name that points at the server",
+            f"create a DNS record and write its name, e.g. {example}",
+        )
+    if "/" in text or ":" in text:
+        raise fail(
+            f"{_show(text)} is not a plain host name",
+            f"write only the name, without port or path, e.g. {example}",
+        )
+    if not text.isascii():
+        raise fail(f"{_show(text)} has non-ASCII characters", "write the name in its punycode form (xn--...)")
+    name = text.rstrip(".").lower()
+    if not name:
+        raise fail("is empty", f"write a DNS name, e.g. {example}")
+    if len(name) > 253:
+        raise fail(f"is {len(name)} characters long; a DNS name has at most 253", "use a shorter name")
+    for label in name.split("."):
+        if not _LABEL.match(label):
+            raise fail(
+                f"{_show(text)} is not a valid DNS name: label {label!r} may hold only letters, digits and '-',"
+                " 1-63 characters, not starting or ending with '-'",
+                f"write e.g. {example}",
+            )
+    if name.rsplit(".", 1)[-1].isdigit():
+        raise fail(
+            f"{_show(text)} is not a valid DNS name (the last label is a number)", f"write e.g. {example}"
+        )
+    return name
+
+
+Hostname = Annotated[str, BeforeValidator(check_hostname)]
+
+
+def _target_host(value: object) -> str:
+    text = _text(value, "gw.example.com")
+    if text.strip().lower() == "local":
+        return "local"
+    bare = text.strip().strip("[]")
+    if _is_ip(bare):
+        return str(ipaddress.ip_address(bare))
+    name, colon, port = text.strip().rpartition(":")
+    if colon and port.isdigit() and "/" not in text:
+        raise fail(
+            f"{_show(text)} includes a port",
+            f"write host: {name.strip('[]')} and put the port in target.port",
+        )
+    return check_hostname(text, what="host", example="gw.example.com, 203.0.113.10 or local")
+
+
+def _cidr(value: object) -> IPNetwork:
+    if isinstance(value, ipaddress.IPv4Network | ipaddress.IPv6Network):
+        return value
+    if not isinstance(value, str):
+        raise fail(
+            f"must be an address range written as text, got {_show(value)}", "write e.g. 203.0.113.0/24"
+        )
+    text = value.strip()
+    try:
+        return ipaddress.ip_network(text, strict=True)
+    except ValueError:
+        pass
+    try:
+        net = ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        raise fail(
+            f"{_show(text)} is not an IPv4 or IPv6 address range",
+            "write ADDRESS/PREFIX, e.g. 203.0.113.0/24 or 2001:db8::/32, or a single address",
+        ) from None
+    address = text.split("/", 1)[0]
+    raise fail(
+        f"{_show(text)} has host bits set (the bits after /{net.prefixlen} are not zero)",
+        f"write {net} for the whole network, or {address}/{net.max_prefixlen} for that one address",
+    )
+
+
+CIDR = Annotated[IPNetwork, BeforeValidator(_cidr)]
+
+
+def _trusted_cidr(value: object) -> IPNetwork:
+    net = _cidr(value)
+    if net.prefixlen < MIN_TRUSTED_PREFIX[net.version]:
+        raise fail(
+            f"{net} is too broad for a trusted proxy range: clients inside it could choose the address"
+            " nginx believes",
+            f"list your proxies' own addresses (/{net.max_prefixlen}) or their subnet,"
+            f" at least /{MIN_TRUSTED_PREFIX[net.version]}",
+        )
+    return net
+
+
+TrustedCIDR = Annotated[IPNetwork, BeforeValidator(_trusted_cidr)]
+
+
+def _expires(value: object) -> datetime:
+    """A date and time; a bare date means midnight UTC, a time without zone means UTC."""
+    if isinstance(value, datetime):
+        when = value
+    elif isinstance(value, date):
+        when = datetime.combine(value, time(0), tzinfo=UTC)
+    elif isinstance(value, str):
+        try:
+            when = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise fail(
+                f"{_show(value)} is not a date and time", "write it in ISO 8601, e.g. 2027-06-30T00:00:00Z"
+            ) from None
+    else:
+        raise fail(
+            f"must be a date and time, got {_show(value)}", "write it in ISO 8601, e.g. 2027-06-30T00:00:00Z"
+        )
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.astimezone(UTC)
+
+
+Expires = Annotated[datetime, BeforeValidator(_expires)]
+
+
+def _pattern(regex: str, problem: str, example: str) -> BeforeValidator:
+    compiled = re.compile(regex)
+
+    def check(value: object) -> str:
+        text = _text(value, example)
+        if not compiled.match(text):
+            raise fail(f"{_show(text)} {problem}", f"write e.g. {example}")
+        return text
+
+    return BeforeValidator(check)
+
+
+_ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+_UNIX_USER = r"^[a-z_][a-z0-9_-]{0,31}$"
+_CLIENT_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+_MODEL_GLOB = r"^[A-Za-z0-9*?\[\]][A-Za-z0-9*?\[\]._:@/-]{0,127}$"
+_ENDPOINT_GLOB = r"^/[A-Za-z0-9*?\[\]._/-]{0,127}$"
+_BETA = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+_EMAIL = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+_IMAGE = (
+    r"^(?:[a-z0-9.-]+(?::[0-9]+)?/)?[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+    r"(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[0-9a-f]{64})?$"
+)
+
+EnvName = Annotated[str, _pattern(_ENV_NAME, "is not an environment variable name", "ANTHROPIC_API_KEY")]
+UnixUser = Annotated[str, _pattern(_UNIX_USER, "is not a Unix user name", "deploy")]
+ClientName = Annotated[
+    str,
+    _pattern(
+        _CLIENT_NAME,
+        "is not a client name (1-64 letters, digits, '.', '_', '-'; starting with a letter or digit)",
+        "team-a",
+    ),
+]
+ModelGlob = Annotated[str, _pattern(_MODEL_GLOB, "is not a model name or glob", "claude-sonnet-*")]
+EndpointGlob = Annotated[
+    str, _pattern(_ENDPOINT_GLOB, "is not a URL path or glob starting with /", "/v1/messages*")
+]
+BetaName = Annotated[str, _pattern(_BETA, "is not an anthropic-beta value", "prompt-caching-2024-07-31")]
+Email = Annotated[str, _pattern(_EMAIL, "is not an email address", "ops@example.com")]
+ImageRef = Annotated[
+    str, _pattern(_IMAGE, "is not a Docker image reference", "claudegate/debian-base:bookworm")
+]
+
+
+def _fingerprint(value: object) -> str:
+    text = _text(value, "SHA256:...")
+    normalized = normalize_fingerprint(text)
+    if normalized is None:
+        raise fail(
+            f"{_show(text)} is not a host key fingerprint",
+            "write 'SHA256:' and 43 base64 characters, as `ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub`"
+            " prints it on the server",
+        )
+    return normalized
+
+
+Fingerprint = Annotated[str, BeforeValidator(_fingerprint)]
+
+
+def _base_url(value: object) -> str:
+    text = _text(value, "https://api.anthropic.com").strip()
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise fail(f"{_show(text)} is not an http(s) URL", "write e.g. https://api.anthropic.com")
+    if parts.username or parts.password:
+        raise fail(
+            "the URL holds a user name or password", "remove it; the key goes in upstream.api_key_file"
+        )
+    if parts.query or parts.fragment:
+        raise fail("the URL has a query or fragment", "write only scheme, host, port and path")
+    try:
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        raise fail(f"{_show(text)} has an invalid port", "write e.g. https://api.anthropic.com") from None
+    if parts.scheme == "http" and not _private_host(parts.hostname):
+        raise fail(
+            "plain http:// would send the Anthropic key unencrypted over the internet",
+            "use https:// (http:// is accepted only for private addresses and names such as a local test upstream)",
+        )
+    return text.rstrip("/")
+
+
+def _private_host(host: str) -> bool:
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return "." not in host or host.endswith((".test", ".internal", ".localhost", ".local", ".lan"))
+    return address.is_private or address.is_loopback
+
+
+BaseURL = Annotated[str, BeforeValidator(_base_url)]
+
+
+def _acme_directory(value: object) -> str:
+    text = _text(value, DEFAULT_ACME_DIRECTORY).strip()
+    parts = urlsplit(text)
+    if parts.scheme != "https" or not parts.hostname:
+        raise fail(
+            f"{_show(text)} is not an https:// URL; ACME directories are served over HTTPS",
+            f"write e.g. {DEFAULT_ACME_DIRECTORY}",
+        )
+    return text
+
+
+def _size_text(value: object) -> object:
+    """``max_body_size: 1048576`` (a YAML number) is a byte count, as nginx reads it."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+BodySize = Annotated[Size, BeforeValidator(_size_text)]
+
+
+# --- sections -------------------------------------------------------------------------------
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_sections(cls, data: Any) -> Any:
+        """``ports:`` with every line below it commented out is YAML null: read it as "defaults"."""
+        if not isinstance(data, dict):
+            return data
+        out = dict(data)
+        for name, value in data.items():
+            info = cls.model_fields.get(name) if isinstance(name, str) else None
+            if value is not None or info is None:
+                continue
+            annotation = info.annotation
+            container = annotation if isinstance(annotation, type) else get_origin(annotation)
+            if container is list or (isinstance(container, type) and issubclass(container, BaseModel)):
+                if info.is_required():
+                    out[name] = [] if container is list else {}
+                else:
+                    del out[name]
+        return out
+
+
+class Target(_Section):
+    """Where to deploy: this machine (``host: local``) or a server over SSH."""
+
+    host: Annotated[str, BeforeValidator(_target_host)] = Field(
+        examples=["gw.example.com"],
+        description='"local" for this machine, or the server\'s host name or IP address',
+    )
+    user: UnixUser | None = Field(
+        default=None, examples=["deploy"], description="SSH user; default: your own user name, like ssh"
+    )
+    port: StrictInt = Field(default=22, ge=1, le=65535, examples=[22], description="SSH port")
+    ssh_key: FilePath | None = Field(
+        default=None,
+        examples=["~/.ssh/claudegate_deploy"],
+        description="private key file; default: ssh-agent, then ~/.ssh/id_{ed25519,ecdsa,rsa}",
+    )
+    known_hosts: FilePath = Field(
+        default_factory=lambda: config_home() / "known_hosts",
+        examples=["~/.config/claudegate/known_hosts"],
+        description="the tool's own known_hosts file (not ~/.ssh/known_hosts)",
+    )
+    host_key_fingerprint: Fingerprint | None = Field(
+        default=None,
+        examples=["SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s"],
+        description="accept exactly this host key on first contact",
+    )
+    sudo: StrictBool = Field(default=True, examples=[True], description="run privileged steps with sudo")
+
+    @property
+    def is_local(self) -> bool:
+        return self.host == "local"
+
+
+TLSMode = Literal["acme", "files", "internal-ca"]
+
+
+class TLS(_Section):
+    """Where the certificate comes from, and which TLS versions are offered."""
+
+    mode: TLSMode = Field(
+        examples=["acme"],
+        description="acme: Let's Encrypt (or another ACME CA) over HTTP-01; files: your own PEM files;"
+        " internal-ca: a private CA the tool creates (for trying it out)",
+    )
+    email: Email | None = Field(default=None, examples=["ops@example.com"], description="ACME account email")
+    acme_directory: Annotated[str, BeforeValidator(_acme_directory)] = Field(
+        default=DEFAULT_ACME_DIRECTORY, examples=[DEFAULT_ACME_DIRECTORY], description="ACME directory URL"
+    )
+    cert_file: FilePath | None = Field(
+        default=None,
+        examples=["/etc/ssl/gw/fullchain.pem"],
+        description="files: certificate and intermediates, PEM",
+    )
+    key_file: FilePath | None = Field(
+        default=None,
+        examples=["/etc/ssl/gw/privkey.pem"],
+        description="files: the private key, PEM, mode 0600",
+    )
+    chain_file: FilePath | None = Field(
+        default=None, examples=["/etc/ssl/gw/chain.pem"], description="files: intermediates (and root), PEM"
+    )
+    profile: Literal["intermediate", "modern"] = Field(
+        default=_edge_default("tls_profile"),
+        examples=["intermediate"],
+        description="Mozilla profile: intermediate = TLS 1.2 + 1.3, modern = TLS 1.3 only",
+    )
+
+
+class Upstream(_Section):
+    """The Anthropic API, and where its key is read from (never inline)."""
+
+    base_url: BaseURL = Field(default="https://api.anthropic.com", examples=["https://api.anthropic.com"])
+    api_key_file: FilePath | None = Field(
+        default=None,
+        examples=["~/.config/claudegate/anthropic_api_key"],
+        description="file holding the key, mode 0600; read only when deploying",
+    )
+    api_key_env: EnvName | None = Field(
+        default=None, examples=["ANTHROPIC_API_KEY"], description="environment variable holding the key"
+    )
+
+
+class Ports(_Section):
+    """The two ports nginx publishes on the host."""
+
+    http: StrictInt = Field(default=_edge_default("http_port"), ge=1, le=65535, examples=[80])
+    https: StrictInt = Field(default=_edge_default("https_port"), ge=1, le=65535, examples=[443])
+
+
+class Timeouts(_Section):
+    """Seconds nginx waits for clients and for the gateway (bounds come from EdgeSettings)."""
+
+    client_header: StrictInt = Field(default=_edge_default("client_header_timeout"), gt=0, examples=[10])
+    client_body: StrictInt = Field(default=_edge_default("client_body_timeout"), gt=0, examples=[10])
+    send: StrictInt = Field(default=_edge_default("send_timeout"), gt=0, examples=[30])
+    keepalive: StrictInt = Field(default=_edge_default("keepalive_timeout"), ge=0, examples=[30])
+    upstream_connect: StrictInt = Field(default=_edge_default("proxy_connect_timeout"), gt=0, examples=[5])
+    upstream_send: StrictInt = Field(default=_edge_default("proxy_send_timeout"), gt=0, examples=[60])
+    upstream_read: StrictInt = Field(default=_edge_default("proxy_read_timeout"), gt=0, examples=[600])
+
+
+class Limits(_Section):
+    """Abuse limits enforced by nginx before a request reaches the gateway."""
+
+    per_ip: RateLimit = Field(default=_edge_default("per_ip"), description="requests per client address")
+    per_key: RateLimit = Field(default=_edge_default("per_key"), description="requests per client key")
+    connections_per_ip: StrictInt = Field(default=_edge_default("conn_per_ip"), gt=0, examples=[32])
+    max_body_size: BodySize = Field(default=_edge_default("client_max_body_size"), examples=["32m"])
+    timeouts: Timeouts = Timeouts()
+
+
+class Client(_Section):
+    """One client key to create, with its scopes (the gateway's ``keys create`` options)."""
+
+    name: ClientName = Field(examples=["team-a"])
+    models: list[ModelGlob] = Field(
+        default_factory=lambda: ["*"], min_length=1, examples=[["claude-sonnet-*"]]
+    )
+    endpoints: list[EndpointGlob] = Field(
+        default_factory=lambda: ["/v1/*"], min_length=1, examples=[["/v1/*"]]
+    )
+    betas: list[BetaName] | None = Field(default=None, min_length=1, examples=[["prompt-caching-2024-07-31"]])
+    max_tokens: StrictInt | None = Field(default=None, gt=0, examples=[8192])
+    stream: StrictBool = Field(default=True, examples=[True])
+    rpm: StrictInt | None = Field(default=None, gt=0, examples=[60])
+    tpm: StrictInt | None = Field(default=None, gt=0, examples=[200000])
+    daily_tokens: StrictInt | None = Field(default=None, gt=0, examples=[5000000])
+    expires: Expires | None = Field(default=None, examples=["2027-06-30T00:00:00Z"])
+
+
+class Images(_Section):
+    """How the images get onto the target."""
+
+    base_image: ImageRef = Field(
+        default="claudegate/debian-base:bookworm", examples=["claudegate/debian-base:bookworm"]
+    )
+    transfer: Literal["build", "save-load"] = Field(
+        default="build",
+        examples=["build"],
+        description="build: build on the target; save-load: build here, docker save | ssh docker load",
+    )
+
+
+def _subnet(value: object) -> ipaddress.IPv4Network:
+    net = _cidr(value)
+    if not isinstance(net, ipaddress.IPv4Network):
+        raise fail(f"{net} is IPv6; the private network is IPv4", f"write e.g. {DEFAULT_NETWORK_SUBNET}")
+    if not net.is_private or net.is_loopback:
+        raise fail(f"{net} is not a private range", "use a range from 10/8, 172.16/12 or 192.168/16")
+    if net.prefixlen > 29:
+        raise fail(f"{net} is too small for the containers", "use a /29 or larger, e.g. a /28")
+    return net
+
+
+class Network(_Section):
+    """The private Docker network between nginx and the gateway."""
+
+    subnet: Annotated[ipaddress.IPv4Network, BeforeValidator(_subnet)] = Field(
+        default=ipaddress.IPv4Network(DEFAULT_NETWORK_SUBNET), examples=[DEFAULT_NETWORK_SUBNET]
+    )
+
+
+def _default_state_dir(data: dict[str, Any]) -> Path:
+    return config_home() / str(data.get("domain", "unknown"))
+
+
+class DeployConfig(_Section):
+    """The whole ``deploy.yaml``."""
+
+    target: Target
+    domain: Hostname = Field(examples=["gw.example.com"], description="the name clients use")
+    tls: TLS
+    upstream: Upstream = Upstream()
+    ports: Ports = Ports()
+    limits: Limits = Limits()
+    allowlist: list[CIDR] = Field(
+        default_factory=list,
+        examples=[["203.0.113.0/24"]],
+        description="client ranges allowed; empty = everyone",
+    )
+    trusted_proxies: list[TrustedCIDR] = Field(
+        default_factory=list,
+        examples=[["198.51.100.7/32"]],
+        description="proxies in front of nginx whose X-Forwarded-For is believed",
+    )
+    clients: list[Client] = Field(default_factory=list)
+    images: Images = Images()
+    network: Network = Network()
+    state_dir: FilePath = Field(
+        default_factory=_default_state_dir,
+        examples=["~/.config/claudegate/gw.example.com"],
+        description="operator-side secrets (0600) and the issued keys",
+    )
+
+    # Where the config came from (file name and node positions), for later
+    # messages such as the secret file check; None when built in code.
+    _origin: Any = PrivateAttr(default=None)
+
+    @property
+    def origin(self) -> Origin | None:
+        """The file and key positions this config was loaded from (None if built in code)."""
+        origin: Origin | None = self._origin
+        return origin
+
+    @model_validator(mode="after")
+    def _check_rules(self, info: ValidationInfo) -> DeployConfig:
+        if (info.context or {}).get(RULES_DEFERRED):
+            return self
+        from claudegate.config.rules import format_path, rule_problems
+
+        problems = rule_problems(self)
+        if problems:
+            first = problems[0]
+            where = format_path(first.loc)
+            raise fail(f"{where}: {first.problem}" if where else first.problem, first.fix)
+        return self

@@ -1,0 +1,255 @@
+"""Checks across sections of a validated :class:`DeployConfig`.
+
+Each check yields a :class:`RuleProblem`: the field path it is about (a
+pydantic-style ``loc`` tuple, so the loader can find its line), what is wrong
+and how to fix it. :func:`rule_problems` returns all of them, in a stable
+order; the loader reports every one, the model raises the first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from pydantic import ValidationError
+
+from claudegate.edge.settings import size_in_bytes
+
+if TYPE_CHECKING:
+    from claudegate.config.model import DeployConfig
+
+__all__ = ["EDGE_FIELDS", "Loc", "RuleProblem", "format_path", "rule_problems"]
+
+Loc = tuple[str | int, ...]
+
+#: EdgeSettings field -> where it comes from in deploy.yaml.
+EDGE_FIELDS: dict[str, Loc] = {
+    "domain": ("domain",),
+    "http_port": ("ports", "http"),
+    "https_port": ("ports", "https"),
+    "tls_profile": ("tls", "profile"),
+    "per_ip": ("limits", "per_ip"),
+    "per_key": ("limits", "per_key"),
+    "conn_per_ip": ("limits", "connections_per_ip"),
+    "allow_cidrs": ("allowlist",),
+    "trusted_proxy_cidrs": ("trusted_proxies",),
+    "client_max_body_size": ("limits", "max_body_size"),
+    "client_header_timeout": ("limits", "timeouts", "client_header"),
+    "client_body_timeout": ("limits", "timeouts", "client_body"),
+    "send_timeout": ("limits", "timeouts", "send"),
+    "keepalive_timeout": ("limits", "timeouts", "keepalive"),
+    "proxy_connect_timeout": ("limits", "timeouts", "upstream_connect"),
+    "proxy_send_timeout": ("limits", "timeouts", "upstream_send"),
+    "proxy_read_timeout": ("limits", "timeouts", "upstream_read"),
+}
+
+#: The gateway refuses a smaller body limit (it must hold a request's JSON).
+MIN_BODY_BYTES = 1024
+
+# Names a public CA will not issue for.
+_RESERVED_SUFFIXES = (
+    ".localhost",
+    ".local",
+    ".invalid",
+    ".test",
+    ".example",
+    ".internal",
+    ".lan",
+    ".home.arpa",
+)
+
+
+@dataclass(frozen=True)
+class RuleProblem:
+    loc: Loc
+    problem: str
+    fix: str | None = None
+
+
+def format_path(loc: Loc) -> str:
+    """``('clients', 1, 'rpm')`` -> ``clients[1].rpm`` (list indices count from 0)."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part and all(ch.isalnum() or ch in "_-" for ch in part):
+            out += f".{part}" if out else part
+        else:
+            out += f"[{part!r}]"
+    return out
+
+
+def rule_problems(cfg: DeployConfig) -> list[RuleProblem]:
+    """Every cross-section problem of ``cfg``; empty when it is consistent."""
+    problems = [
+        *_target(cfg),
+        *_tls(cfg),
+        *_upstream(cfg),
+        *_ports(cfg),
+        *_limits(cfg),
+        *_clients(cfg),
+    ]
+    # The edge model is the authority on nginx's bounds; map its complaints back
+    # (once per field: a rule above may already have said it better).
+    said = {p.loc for p in problems}
+    for problem in _edge(cfg):
+        if problem.loc not in said and (problem.loc or not problems):
+            problems.append(problem)
+    return problems
+
+
+def _target(cfg: DeployConfig) -> Iterator[RuleProblem]:
+    target = cfg.target
+    if not target.is_local:
+        return
+    for name in ("user", "port", "ssh_key", "known_hosts", "host_key_fingerprint"):
+        if name in target.model_fields_set:
+            yield RuleProblem(
+                ("target", name),
+                "is used only when deploying over SSH, and target.host is local",
+                "remove it, or set target.host to the server's name or address",
+            )
+
+
+def _tls(cfg: DeployConfig) -> Iterator[RuleProblem]:
+    tls = cfg.tls
+    given = tls.model_fields_set
+    if tls.mode == "files":
+        if tls.cert_file is None:
+            yield RuleProblem(
+                ("tls", "cert_file"),
+                "is required with tls.mode: files",
+                "set cert_file: to the PEM file holding the certificate followed by its intermediates",
+            )
+        if tls.key_file is None:
+            yield RuleProblem(
+                ("tls", "key_file"),
+                "is required with tls.mode: files",
+                "set key_file: to the PEM file holding the certificate's private key (mode 0600)",
+            )
+    else:
+        for name in ("cert_file", "key_file", "chain_file"):
+            if name in given:
+                yield RuleProblem(
+                    ("tls", name),
+                    f"is used only with tls.mode: files, and mode is {tls.mode}",
+                    "remove it, or set tls.mode: files",
+                )
+    if tls.mode == "acme":
+        if tls.email is None:
+            yield RuleProblem(
+                ("tls", "email"),
+                "is required with tls.mode: acme (the CA sends expiry warnings there)",
+                "set email: under tls:, e.g. email: ops@example.com",
+            )
+        public_ca = tls.acme_directory in _lets_encrypt()
+        domain = cfg.domain
+        if "." not in domain or domain == "localhost" or domain.endswith(_RESERVED_SUFFIXES[:3]):
+            yield RuleProblem(
+                ("domain",),
+                f"{domain!r} cannot get an ACME certificate: it is not a public DNS name",
+                "use a name with a DNS record pointing at the server, or tls.mode: internal-ca to try it out",
+            )
+        elif public_ca and domain.endswith(_RESERVED_SUFFIXES):
+            yield RuleProblem(
+                ("domain",),
+                f"{domain!r} is a reserved name; Let's Encrypt will not issue a certificate for it",
+                "use a name with a public DNS record pointing at the server, or tls.mode: internal-ca",
+            )
+        if public_ca and cfg.ports.http != 80:
+            yield RuleProblem(
+                ("ports", "http"),
+                f"is {cfg.ports.http}, but Let's Encrypt's HTTP-01 check always connects to port 80",
+                "set ports.http: 80, or use tls.mode: files with a certificate obtained another way",
+            )
+    else:
+        for name in ("email", "acme_directory"):
+            if name in given:
+                yield RuleProblem(
+                    ("tls", name),
+                    f"is used only with tls.mode: acme, and mode is {tls.mode}",
+                    "remove it, or set tls.mode: acme",
+                )
+
+
+def _lets_encrypt() -> tuple[str, ...]:
+    from claudegate.config.model import LETS_ENCRYPT_DIRECTORIES
+
+    return LETS_ENCRYPT_DIRECTORIES
+
+
+def _upstream(cfg: DeployConfig) -> Iterator[RuleProblem]:
+    up = cfg.upstream
+    if up.api_key_file is not None and up.api_key_env is not None:
+        yield RuleProblem(
+            ("upstream", "api_key_env"),
+            "is set together with upstream.api_key_file; the key must come from one place",
+            "remove one of the two",
+        )
+    elif up.api_key_file is None and up.api_key_env is None:
+        yield RuleProblem(
+            ("upstream", "api_key_file"),
+            "the Anthropic API key has no source",
+            "set upstream.api_key_file: to a file holding the key (mode 0600),"
+            " or upstream.api_key_env: to the environment variable holding it",
+        )
+
+
+def _ports(cfg: DeployConfig) -> Iterator[RuleProblem]:
+    if cfg.ports.http == cfg.ports.https:
+        yield RuleProblem(
+            ("ports", "https"),
+            f"is {cfg.ports.https}, the same as ports.http",
+            "give HTTP and HTTPS different ports, e.g. http: 80 and https: 443",
+        )
+
+
+def _limits(cfg: DeployConfig) -> Iterator[RuleProblem]:
+    size = cfg.limits.max_body_size
+    if size_in_bytes(size) < MIN_BODY_BYTES:
+        yield RuleProblem(
+            ("limits", "max_body_size"),
+            f"{size!r} is smaller than the gateway's minimum of 1k",
+            "set it to e.g. 32m (Anthropic's own request limit)",
+        )
+
+
+def _clients(cfg: DeployConfig) -> Iterator[RuleProblem]:
+    seen: dict[str, int] = {}
+    for index, client in enumerate(cfg.clients):
+        first = seen.setdefault(client.name, index)
+        if first != index:
+            yield RuleProblem(
+                ("clients", index, "name"),
+                f"{client.name!r} is already the name of clients[{first}]",
+                "give every client its own name",
+            )
+
+
+_BOUNDS = {
+    "less_than_equal": ("at most", "le"),
+    "less_than": ("less than", "lt"),
+    "greater_than_equal": ("at least", "ge"),
+    "greater_than": ("more than", "gt"),
+}
+
+
+def _edge(cfg: DeployConfig) -> Iterator[RuleProblem]:
+    from claudegate.config.derive import edge_settings
+
+    try:
+        edge_settings(cfg)
+    except ValidationError as exc:
+        for error in exc.errors(include_url=False):
+            loc = error["loc"]
+            head = loc[0] if loc else ""
+            mapped: Loc = EDGE_FIELDS.get(str(head), ()) + tuple(loc[1:])
+            message = str(error.get("ctx", {}).get("error", error["msg"]))
+            problem, _, fix = message.partition("; ")
+            bound = _BOUNDS.get(error["type"])
+            if bound is not None:
+                words, key = bound
+                problem = f"must be {words} {error.get('ctx', {}).get(key)}, got {error['input']}"
+                fix = "choose a value within that range"
+            yield RuleProblem(mapped, problem, fix or None)
