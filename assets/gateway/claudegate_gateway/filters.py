@@ -62,33 +62,73 @@ JSON escapes need nothing: the body is already decoded by ``json.loads``.
 A rule ``pattern`` that NFKC would change is refused at load (it could never
 match normalised text).
 
+Detectors (precise rather than greedy):
+
+* ``anthropic_key``: ``sk-ant-<kind><NN>-`` + 32+ base64url characters
+  (api03, admin01, ...);
+* ``openai_key``: ``sk-``, ``sk-proj-``, ``sk-svcacct-``, ``sk-admin-`` + 20+
+  characters that look random (digits, upper and lower case, a 16+ run),
+  not preceded by a word character (so ``task-...`` never counts);
+* ``aws_access_key``: ``AKIA``/``ASIA`` + 16 upper-case letters/digits, as a
+  whole token; ``aws_secret_key``: 40 base64 characters after a label
+  (``aws_secret_access_key``, ``AWS_SECRET_ACCESS_KEY``, ``SecretAccessKey``,
+  ``aws_secret_key``...) and ``=``, ``:``, ``=>`` or whitespace;
+* ``github_token``: ``ghp_ gho_ ghu_ ghs_ ghr_`` + 36+, ``github_pat_`` + 50+;
+* ``private_key``: a PEM ``-----BEGIN ... PRIVATE KEY-----`` block (any case,
+  RSA/EC/DSA/OPENSSH/ENCRYPTED/PGP ... BLOCK) through its END line, or the
+  key-looking lines after a header whose END is missing;
+* ``card_number``: 13-19 digits, optionally grouped by single spaces or
+  hyphens, passing Luhn, a known brand prefix with a matching length (Visa,
+  Mastercard incl. 2-series, Amex, Discover/UnionPay, JCB, Diners, Maestro),
+  and not one repeated digit. A card followed by a CVV or inside a short list
+  of numbers is found by trying whole groups of 3+ digits. Runs of 32+ groups
+  are treated as data and skipped. Any Unicode decimal digits count.
+
 Split content: besides every string on its own, all strings of the request
 are scanned as one text in document order (system, messages, then tools),
 joined once with nothing between them and once with a space, so a secret or a
-phrase split across two blocks, two messages, or a tool-input key and its
-value still matches. The whole-request join contains every per-message join,
-so those are not scanned separately. A match that crosses a piece boundary is
-redacted in every piece it touches (each part replaced by the marker), which
-can take a few characters of a neighbouring block with it; a blocking rule
-simply blocks. Joining with nothing can occasionally glue two innocent pieces
-into a match (``...project`` + ``x...``); that is the price of the guarantee.
+phrase split across two blocks, two messages, or two values of a tool input
+still matches. Dict keys are left out of the glued join (a key sits between
+two values) but kept in the spaced one (so a label key meets its value). The
+whole-request joins contain every per-message join, so those are not scanned
+separately. A match that crosses a piece boundary is redacted in every piece
+it touches (each part replaced by the marker; a neighbouring block can lose a
+few characters), a blocking rule simply blocks. Gluing can occasionally join
+two innocent pieces into a match (``...project`` + ``x...``): the price of the
+guarantee.
 
 Redaction replaces each matched span of the ORIGINAL string with
 ``[REDACTED:<rule name>]``; offsets found in the normalised text are mapped
 back, so zero-width padding inside a secret goes with it. For the labelled
 AWS secret only the 40-character value is replaced, the label stays. A key
-of a tool-input dict is renamed (``#2``... appended on a clash).
+of a tool-input dict is renamed (``#2``... appended on a clash), an integer
+replaced by the marker string. If the offsets of a non-ASCII string cannot be
+mapped back exactly (exotic combining sequences, or 200k+ special
+characters), the whole string is replaced: fail closed.
 
 Results never carry matched text: a :class:`Verdict` holds the rule name,
-its action, a match count and the names of detectors that fired.
+its action, a match count and the names of detectors that fired, and
+``repr(FilterResult)`` leaves the body out.
 
-Performance: strings are gathered without copying the body, pure-ASCII
-strings skip normalisation, and each detector first runs a cheap literal
-"gate" over the two joined texts; a clean request costs two short scans per
-detector and the real matchers only run when a gate fires. A redacted body
-copies only the containers on the way to a changed string. Operator regexes
-run on Python's backtracking ``re``: keep them simple (no nested
-quantifiers), they run on every request.
+Performance: strings are gathered without copying the body; ASCII strings
+skip normalisation and the rest are normalised in C (the offset map is built
+only when redacting). Each detector first runs a literal "gate" over the two
+joined texts (every detector regex starts with a literal), the card detector
+scans only digit regions and the AWS-secret one only windows around
+"secret"; the real matchers run only when a gate fires. Operator patterns
+that begin with a plain word are gated by one substring test on the lower-
+cased text. A redacted body copies only the containers on the way to a
+changed string. All work is linear in the body: about 50-150 ms per MB of
+adversarial text (zero-width padding, CJK, walls of digits or PEM headers),
+tens of microseconds for a typical 2 KB request; a caller may want to run
+very large bodies in an executor. Operator regexes run on Python's
+backtracking ``re``: keep them simple (no nested quantifiers).
+
+Not covered (by design or left for later): look-alikes beyond the folded
+Cyrillic/Greek set (NFKC handles compatibility forms, not confusables in
+general); a card written with one digit per group inside a longer run, or
+hidden in a run of 32+ numbers; secrets spelled out, encoded (base64, hex) or
+split with visible characters; ``thinking`` blocks.
 """
 
 from __future__ import annotations
@@ -114,12 +154,17 @@ __all__ = ["DETECTORS", "FilterPolicy", "FilterResult", "Verdict"]
 
 @dataclass(frozen=True)
 class Verdict:
-    """One rule that fired. Never holds matched text."""
+    """One rule that fired. Never holds matched text.
+
+    ``detectors`` (names of the detectors that fired, for detector rules) is
+    extra audit detail; it is left out of ``==`` so a verdict still compares
+    as the (rule, action, matches) triple.
+    """
 
     rule: str
     action: str
     matches: int
-    detectors: tuple[str, ...] = ()  # detector names that fired (detector rules only)
+    detectors: tuple[str, ...] = field(default=(), compare=False)
 
 
 _ERROR_TYPES = {400: "invalid_request_error", 403: "permission_error"}
@@ -127,7 +172,15 @@ _ERROR_TYPES = {400: "invalid_request_error", 403: "permission_error"}
 
 @dataclass
 class FilterResult:
-    body: dict[str, Any]
+    """What :meth:`FilterPolicy.apply` decided.
+
+    ``body`` is the input itself when nothing changed (and when blocked); when
+    redacted it is a new top-level dict whose changed branches are copies and
+    whose other branches are shared with the input: treat both as read-only.
+    It is left out of ``repr`` so logging a result cannot leak the request.
+    """
+
+    body: dict[str, Any] = field(repr=False)
     changed: bool
     blocked: Verdict | None
     status: int  # 400 / 403 when blocked, 200 otherwise
@@ -192,11 +245,11 @@ _FOLD: dict[int, int] = {ord(p[1]): ord(p[0]) for p in _FOLD_PAIRS.split()}
 
 @functools.cache
 def _special_tables() -> tuple[re.Pattern[str], frozenset[str]]:
-    """Characters that need per-unit NFKC work, computed once (~30 ms).
+    """Characters that need per-unit NFKC work, computed once (~25 ms, when a policy redacts).
 
     Returns a regex matching one "unit" (a special character plus the
-    combining characters that follow it) and the set of combining
-    ("attaching") characters that compose with what precedes them.
+    combining and ignorable characters that follow it) and the set of
+    combining ("attaching") characters that compose with what precedes them.
     """
     attach: set[int] = set(range(0x1161, 0x1176)) | set(range(0x11A8, 0x11C3))  # Hangul V, T jamo
     unstable: list[int] = []
@@ -219,7 +272,11 @@ def _special_tables() -> tuple[re.Pattern[str], frozenset[str]]:
             attach.add(cp)
     ignorable = [cp for a, b in _IGNORABLE_RANGES for cp in range(a, b + 1)]
     special = _to_ranges([*unstable, *ignorable, *attach])
-    unit = re.compile(f"[{_char_class(special)}][{_char_class(_to_ranges(sorted(attach)))}]*")
+    # A unit runs on through marks and ignorables, so marks separated by
+    # zero-width characters still compose / reorder together as in the
+    # whole-string normalisation.
+    trailing = _to_ranges([*attach, *ignorable])
+    unit = re.compile(f"[{_char_class(special)}][{_char_class(trailing)}]*")
     return unit, frozenset(chr(cp) for cp in attach)
 
 
@@ -246,11 +303,35 @@ class _Map:
         return oa, ob
 
 
-def _normalise(s: str) -> tuple[str, _Map | None]:
-    """NFKC + drop default-ignorables, with an offset map (None: identity)."""
-    if s.isascii() or (_IGNORABLE_RE.search(s) is None and unicodedata.is_normalized("NFKC", s)):
-        return s, None
+def _normalise(s: str) -> str:
+    """The text rules see: NFKC with default-ignorables removed. C speed throughout.
+
+    Callers skip ASCII strings (already normal). The offset map back to ``s``
+    is only needed to redact, so it is built later by :func:`_offset_map`.
+    """
+    if _IGNORABLE_RE.search(s) is None:
+        if unicodedata.is_normalized("NFKC", s):
+            return s
+    else:
+        s = _IGNORABLE_RE.sub("", s)
+    return _IGNORABLE_RE.sub("", unicodedata.normalize("NFKC", s))
+
+
+_MAX_MAP_UNITS = 200_000
+
+
+def _offset_map(s: str, view: str) -> _Map | None:
+    """Map offsets of ``view == _normalise(s)`` back into ``s``.
+
+    Rebuilds the view one unit at a time (a character needing work plus the
+    combining marks after it; plain text in between is copied in bulk). Returns
+    None when that is not exact (per-unit and whole-string NFKC differ, which
+    takes exotic combining sequences) or too costly (a string made mostly of
+    special characters): the caller then redacts the whole string.
+    """
     unit_re, attach = _special_tables()
+    if unit_re.subn("", s)[1] > _MAX_MAP_UNITS:
+        return None
     parts: list[str] = []
     vstart: list[int] = []
     ostart: list[int] = []
@@ -282,11 +363,16 @@ def _normalise(s: str) -> tuple[str, _Map | None]:
         vstart.append(v)
         ostart.append(last)
         oend.append(-1)
-    return "".join(parts), _Map(vstart, ostart, oend)
+    if "".join(parts) != view:
+        return None
+    return _Map(vstart, ostart, oend)
+
+
+_FOLD_RE = re.compile("[" + "".join(f"\\U{cp:08x}" for cp in sorted(_FOLD)) + "]")
 
 
 def _fold(s: str) -> str:
-    return s if s.isascii() else s.translate(_FOLD)
+    return s.translate(_FOLD) if _FOLD_RE.search(s) else s
 
 
 # --------------------------------------------------------------------------
@@ -325,12 +411,13 @@ class _Matcher:
 
     name: str
     gate: Callable[[_Text], bool]
-    find: Callable[[str], Iterator[_Found]]
+    find: Callable[[str, int, int], Iterator[_Found]]  # (text, start, end)
     monotone: bool = True
     folded: bool = True
-    # The gate on the space-joined text implies it on the bare join (its
-    # class contains the space), so one gate call covers both.
-    wide_gate: bool = False
+    # Instead of the gate: spans of a joined text (computed for each join)
+    # such that every match inside a piece, or across pieces in that join,
+    # lies within one span. Scanning is then limited to those spans.
+    regions: Callable[[_Text], list[tuple[int, int]]] | None = None
 
 
 def _literal_gate(pattern: str, *, lower: bool = False) -> Callable[[_Text], bool]:
@@ -342,9 +429,9 @@ def _literal_gate(pattern: str, *, lower: bool = False) -> Callable[[_Text], boo
 
 def _regex_find(
     rx: re.Pattern[str], valid: Callable[[re.Match[str]], bool] | None = None, group: str | None = None
-) -> Callable[[str], Iterator[_Found]]:
-    def find(text: str) -> Iterator[_Found]:
-        for m in rx.finditer(text):
+) -> Callable[[str, int, int], Iterator[_Found]]:
+    def find(text: str, start: int, end: int) -> Iterator[_Found]:
+        for m in rx.finditer(text, start, end):
             a, b = m.span()
             if a == b or (valid is not None and not valid(m)):
                 continue
@@ -377,25 +464,55 @@ def _aws_secret_ok(m: re.Match[str]) -> bool:
     )
 
 
+# Every detector regex starts with a literal (look-behinds come after it), so
+# sre jumps between occurrences instead of trying every position.
 _ANTHROPIC_RE = re.compile(r"sk-ant-[a-z]{2,12}\d{2}-(?P<b>[A-Za-z0-9_\-]{32,})")
 _OPENAI_RE = re.compile(
-    r"(?<![A-Za-z0-9_\-])sk-(?!ant-)(?:(?:proj|svcacct|admin)-)?(?P<b>[A-Za-z0-9_\-]{20,})"
+    r"sk-(?<![A-Za-z0-9_\-]sk-)(?!ant-)(?:(?:proj|svcacct|admin)-)?(?P<b>[A-Za-z0-9_\-]{20,})"
 )
-_AWS_ID_RE = re.compile(r"(?<![A-Za-z0-9])(?:AKIA|ASIA)(?P<b>[A-Z0-9]{16})(?![A-Za-z0-9])")
+_AWS_ID_RE = re.compile(r"(?:AKIA|ASIA)(?<![A-Za-z0-9](?:AKIA|ASIA))(?P<b>[A-Z0-9]{16})(?![A-Za-z0-9])")
+_GITHUB_RE = re.compile(
+    r"gh[pousr]_(?<![A-Za-z0-9_]gh[pousr]_)(?P<b>[A-Za-z0-9]{36,251})(?![A-Za-z0-9_])"
+    r"|github_pat_(?<![A-Za-z0-9_]github_pat_)(?P<p>[A-Za-z0-9_]{50,240})(?![A-Za-z0-9_])"
+)
+# The label is case-insensitive, so this one cannot start with a literal:
+# it only runs in windows around the word "secret" (see _secret_windows).
 _AWS_SECRET_RE = re.compile(
     r"(?i:aws[_\-. ]?secret[_\-. ]?(?:access[_\-. ]?)?key|secret[_\-. ]?access[_\-. ]?key)"
-    r"(?:[\"'`]?[ \t]*(?:=>|:=|[:=])[ \t]*[\"'`]?|[\"'`]?\s+[\"'`]?)"
+    r"(?:[\"'`]?[ \t]{0,8}(?:=>|:=|[:=])[ \t]{0,8}[\"'`]?|[\"'`]?\s{1,8}[\"'`]?)"
     r"(?P<s>[A-Za-z0-9/+]{40})(?![A-Za-z0-9/+=])"
 )
-_GITHUB_RE = re.compile(
-    r"(?<![A-Za-z0-9_])(?:gh[pousr]_(?P<b>[A-Za-z0-9]{36,251})|github_pat_(?P<p>[A-Za-z0-9_]{50,240}))"
-    r"(?![A-Za-z0-9_])"
-)
-_PEM_HEAD = r"-{3,}[ \t]*BEGIN[ A-Z0-9]{0,40}PRIVATE KEY(?: BLOCK)?[ \t]*-{3,}"
-_PEM_TAIL = r"-{3,}[ \t]*END[ A-Z0-9]{0,40}PRIVATE KEY(?: BLOCK)?[ \t]*-{3,}"
-_PRIVATE_KEY_RE = re.compile(
-    rf"(?i:{_PEM_HEAD})(?:[\s\S]{{0,200000}}?(?i:{_PEM_TAIL})|[A-Za-z0-9+/=:,.\s\-]*)"
-)
+_SECRET_WINDOW = (8, 128)  # chars before / after "secret" that hold any match (label + sep + value)
+
+_PEM_HEAD = r"---(?i:-*[ \t]*BEGIN[ A-Z0-9]{0,40}PRIVATE KEY(?: BLOCK)?[ \t]*-{3,})"
+_PEM_TAIL = r"(?i:-{3,}[ \t]*END[ A-Z0-9]{0,40}PRIVATE KEY(?: BLOCK)?[ \t]*-{3,})"
+# With an END line: everything up to it. The body may not cross a '---', and
+# is possessive, so each header costs at most the distance to the next dash
+# run (many headers and no END cannot go quadratic). Truncated (no END): the
+# lines or chunks that look like key material (16+ base64 characters, a
+# short '='-padded tail, or a 'Proc-Type: ...' header), so prose after a
+# pasted fragment survives.
+_PEM_BODY = r"(?:\s+(?:[A-Za-z0-9+/]{16,}={0,2}|[A-Za-z0-9+/]{0,15}={1,2}|[A-Z][A-Za-z-]*:[ \t][^\n]*))*+"
+_PRIVATE_KEY_RE = re.compile(rf"{_PEM_HEAD}(?:(?:[^-]|-(?!--)){{0,40000}}+{_PEM_TAIL}|{_PEM_BODY})")
+
+
+def _secret_windows(t: _Text) -> list[tuple[int, int]]:
+    """Spans around each "secret" (any case): every labelled AWS secret lies in one."""
+    low = t.lower
+    if len(low) != len(t.s):  # lower() changed lengths (cannot happen after folding); scan it all
+        return [(0, len(t.s))]
+    before, after = _SECRET_WINDOW
+    out: list[tuple[int, int]] = []
+    i = low.find("secret")
+    while i >= 0:
+        a, b = max(i - before, 0), min(i + after, len(low))
+        if out and a <= out[-1][1]:
+            out[-1] = (out[-1][0], b)
+        else:
+            out.append((a, b))
+        i = low.find("secret", i + 1)
+    return out
+
 
 # ---- payment cards
 
@@ -444,18 +561,22 @@ def _card_ok(digits: list[int]) -> bool:
     return False
 
 
+def _card_regions(t: _Text) -> list[tuple[int, int]]:
+    return [m.span() for m in (_CARD_REGION_ASCII if t.ascii else _CARD_REGION_ANY).finditer(t.s)]
+
+
 def _card_gate(t: _Text) -> bool:
     return (_CARD_REGION_ASCII if t.ascii else _CARD_REGION_ANY).search(t.s) is not None
 
 
-def _find_cards(text: str) -> Iterator[_Found]:
-    region_re = _CARD_REGION_ASCII if text.isascii() else _CARD_REGION_ANY
-    for region in region_re.finditer(text):
-        yield from _cards_in(text, region.start(), region.end())
+_MAX_CARD_GROUPS = 32
 
 
-def _cards_in(text: str, start: int, end: int) -> Iterator[_Found]:
+def _find_cards(text: str, start: int, end: int) -> Iterator[_Found]:
     for run in _CARD_RUN.finditer(text, start, end):
+        digits = run.group()
+        if digits.count(" ") + digits.count("-") >= _MAX_CARD_GROUPS:
+            continue  # a long list of numbers is data, not a card (and would cost a lot)
         base = run.start()
         groups = [(base + g.start(), base + g.end(), [int(c) for c in g.group()])
                   for g in _DIGIT_GROUP.finditer(run.group())]
@@ -491,22 +612,18 @@ def _cards_in(text: str, start: int, end: int) -> Iterator[_Found]:
             i = hit + 1
 
 
-def _detector(name: str, gate: Callable[[_Text], bool], find: Callable[[str], Iterator[_Found]]) -> _Matcher:
-    return _Matcher(name=name, gate=gate, find=find)
-
-
 _DETECTOR_LIST: tuple[_Matcher, ...] = (
-    _detector("anthropic_key", _literal_gate("sk-ant-"),
-              _regex_find(_ANTHROPIC_RE, lambda m: _distinct(m.group("b"), 8))),
-    _detector("openai_key", _literal_gate("sk-"), _regex_find(_OPENAI_RE, _openai_ok)),
-    _detector("aws_access_key", _literal_gate("AKIA|ASIA"),
-              _regex_find(_AWS_ID_RE, lambda m: _distinct(m.group("b"), 6))),
-    _detector("aws_secret_key", _literal_gate("secret", lower=True),
-              _regex_find(_AWS_SECRET_RE, _aws_secret_ok, group="s")),
-    _detector("github_token", _literal_gate("gh[pousr]_|github_pat_"),
-              _regex_find(_GITHUB_RE, lambda m: _distinct(m.group("b") or m.group("p"), 8))),
-    _detector("private_key", _literal_gate("private key", lower=True), _regex_find(_PRIVATE_KEY_RE)),
-    _Matcher("card_number", _card_gate, _find_cards, wide_gate=True),
+    _Matcher("anthropic_key", _literal_gate("sk-ant-"),
+             _regex_find(_ANTHROPIC_RE, lambda m: _distinct(m.group("b"), 8))),
+    _Matcher("openai_key", _literal_gate("sk-"), _regex_find(_OPENAI_RE, _openai_ok)),
+    _Matcher("aws_access_key", _literal_gate("AKIA|ASIA"),
+             _regex_find(_AWS_ID_RE, lambda m: _distinct(m.group("b"), 6))),
+    _Matcher("aws_secret_key", _literal_gate("secret", lower=True),
+             _regex_find(_AWS_SECRET_RE, _aws_secret_ok, group="s"), regions=_secret_windows),
+    _Matcher("github_token", _literal_gate("gh[pousr]_|github_pat_"),
+             _regex_find(_GITHUB_RE, lambda m: _distinct(m.group("b") or m.group("p"), 8))),
+    _Matcher("private_key", _literal_gate("private key", lower=True), _regex_find(_PRIVATE_KEY_RE)),
+    _Matcher("card_number", _card_gate, _find_cards, regions=_card_regions),
 )
 _DETECTORS: dict[str, _Matcher] = {d.name: d for d in _DETECTOR_LIST}
 DETECTORS: tuple[str, ...] = tuple(_DETECTORS)
@@ -567,8 +684,8 @@ def _required_literal(pattern: str) -> str | None:
 
 
 def _pattern_matcher(name: str, rx: re.Pattern[str]) -> _Matcher:
-    def find(text: str) -> Iterator[_Found]:
-        for m in rx.finditer(text):
+    def find(text: str, start: int, end: int) -> Iterator[_Found]:
+        for m in rx.finditer(text, start, end):
             a, b = m.span()
             if a != b:
                 yield a, b, a, b
@@ -581,7 +698,7 @@ def _pattern_matcher(name: str, rx: re.Pattern[str]) -> _Matcher:
         return _Matcher(name=name, gate=lambda t: literal in t.lower, find=find, monotone=True, folded=True)
     return _Matcher(
         name=name,
-        gate=lambda t: any(True for _ in find(t.s)),
+        gate=lambda t: any(True for _ in find(t.s, 0, len(t.s))),
         find=find,
         monotone=_CONTEXT_SENSITIVE.search(rx.pattern) is None,
         folded=folded,
@@ -592,7 +709,7 @@ def _pattern_matcher(name: str, rx: re.Pattern[str]) -> _Matcher:
 # Collecting the strings of a request
 
 _VALUE, _KEY, _B64, _NUM = range(4)
-_M_STR, _M_KEY, _M_NUM, _M_B64, _M_CONTENT, _M_BLOCK, _M_SOURCE, _M_JSON, _M_TOOL, _M_SCHEMA = range(10)
+_M_STR, _M_KEY, _M_B64, _M_CONTENT, _M_BLOCK, _M_SOURCE, _M_JSON, _M_TOOL, _M_SCHEMA = range(9)
 
 _TOOL_USE_TYPES = frozenset({"tool_use", "server_tool_use", "mcp_tool_use"})
 _TOOL_RESULT_TYPES = frozenset({"tool_result", "mcp_tool_result"})
@@ -749,6 +866,8 @@ def _collect(body: Mapping[str, Any]) -> list[_Piece]:
 def _push_block(
     node: dict[Any, Any], kind: Any, path: Path, push: Callable[[tuple[int, Any, Path]], None]
 ) -> None:
+    if not isinstance(kind, str):
+        kind = None  # missing or malformed: walk its fields like an unknown type
     if kind in _TOOL_USE_TYPES:
         if "input" in node:
             push((_M_JSON, node["input"], (*path, "input")))
@@ -761,7 +880,7 @@ def _push_block(
             push((_M_STR, node.get("title"), (*path, "title")))
         if "source" in node:
             push((_M_SOURCE, node["source"], (*path, "source")))
-    elif kind in _SKIP_TYPES or not isinstance(kind, (str, type(None))):
+    elif kind in _SKIP_TYPES:
         return
     elif kind in _SOURCE_TYPES and ("data" in node or "url" in node):
         _push_source(node, path, push)
@@ -804,89 +923,147 @@ class _Hit(NamedTuple):
     parts: tuple[_Part, ...]  # what to redact
 
 
-class _Joined:
-    """The pieces of one view (folded or not), alone and joined."""
+class _JoinText:
+    """All pieces of a view as one text, with where each piece starts in it."""
 
-    __slots__ = ("lens", "offs0", "offs1", "t0", "t1", "texts")
+    __slots__ = ("lens", "offs", "t")
 
-    def __init__(self, texts: list[str]) -> None:
-        self.texts = texts
+    def __init__(self, texts: list[str], sep: str) -> None:
+        self.t = _Text(sep.join(texts))
         self.lens = [len(t) for t in texts]
-        self.t0 = _Text("".join(texts))
-        self.t1 = _Text(" ".join(texts)) if len(texts) > 1 else self.t0
-        self.offs0: list[int] = []
-        self.offs1: list[int] = []
+        self.offs: list[int] = []
         pos = 0
-        for i, n in enumerate(self.lens):
-            self.offs0.append(pos)
-            self.offs1.append(pos + i)
-            pos += n
+        for n in self.lens:
+            self.offs.append(pos)
+            pos += n + len(sep)
 
-    def parts(self, offs: list[int], a: int, b: int) -> list[_Part]:
+    def inside_one(self, a: int, b: int) -> bool:
+        k = bisect_right(self.offs, a) - 1
+        return k >= 0 and b <= self.offs[k] + self.lens[k]
+
+    def parts(self, a: int, b: int) -> list[_Part]:
+        """The pieces [a, b) touches, as (piece, start, end) in piece offsets."""
         out: list[_Part] = []
+        offs, lens = self.offs, self.lens
         k = max(bisect_right(offs, a) - 1, 0)
         while k < len(offs) and offs[k] < b:
-            s, e = max(a, offs[k]), min(b, offs[k] + self.lens[k])
+            s, e = max(a, offs[k]), min(b, offs[k] + lens[k])
             if e > s:
                 out.append((k, s - offs[k], e - offs[k]))
             k += 1
         return out
 
 
+class _View:
+    """The pieces of one view (folded or not): alone, glued, and space-joined.
+
+    Dict keys are left out of the glued join: a key sits between the values
+    of a tool input, and gluing values is what catches a secret split across
+    them. The space-joined text keeps keys so a label key meets its value.
+    """
+
+    __slots__ = ("j0", "j1", "single", "texts")
+
+    def __init__(self, texts: list[str], is_key: list[bool]) -> None:
+        self.texts = texts
+        self.single = len(texts) == 1
+        self.j1 = _JoinText(texts, " ")
+        self.j0 = self.j1 if self.single else _JoinText(
+            ["" if key else t for t, key in zip(texts, is_key, strict=True)], "")
+
+
 class _Scan:
     def __init__(self, pieces: list[_Piece], need_plain: bool) -> None:
+        self.pieces = pieces
         base: list[str] = []
         folded: list[str] = []
-        self.maps: list[_Map | None] = []
         for _, _, text in pieces:
             if text.isascii():
                 base.append(text)
                 folded.append(text)
-                self.maps.append(None)
             else:
-                text, omap = _normalise(text)
+                text = _normalise(text)
                 base.append(text)
                 folded.append(_fold(text))
-                self.maps.append(omap)
-        self.views: dict[bool, _Joined] = {True: _Joined(folded)}
+        self.base = base
+        self.maps: dict[int, _Map | None] = {}
+        is_key = [p[0] == _KEY for p in pieces]
+        self.views: dict[bool, _View] = {True: _View(folded, is_key)}
         if need_plain:
-            self.views[False] = _Joined(base)
+            self.views[False] = _View(base, is_key)
 
     def run(self, m: _Matcher) -> list[_Hit]:
         view = self.views[m.folded]
-        single = len(view.texts) == 1
-        if m.wide_gate:
-            g0 = g1 = m.gate(view.t1)
-        else:
-            g0 = m.gate(view.t0)
-            g1 = g0 if single else m.gate(view.t1)
+        if m.regions is not None:
+            return self.run_regions(m, view, m.regions)
+        g1 = m.gate(view.j1.t)
+        g0 = g1 if view.single else m.gate(view.j0.t)
         if m.monotone and not (g0 or g1):
             return []
         hits: list[_Hit] = []
         for k, text in enumerate(view.texts):
             if text:
-                for fa, fb, ra, rb in m.find(text):
+                for fa, fb, ra, rb in m.find(text, 0, len(text)):
                     hits.append(_Hit(((k, fa, fb),), ((k, ra, rb),)))
-        if not single:
+        if not view.single:
             if g0:
-                self._joined(m, view, view.t0.s, view.offs0, hits)
+                self._joined(m, view.j0, hits, 0, len(view.j0.t.s))
             if g1:
-                self._joined(m, view, view.t1.s, view.offs1, hits)
+                self._joined(m, view.j1, hits, 0, len(view.j1.t.s))
+        return hits
+
+    def run_regions(
+        self, m: _Matcher, view: _View, regions: Callable[[_Text], list[tuple[int, int]]]
+    ) -> list[_Hit]:
+        """Scan only inside the matcher's regions.
+
+        Regions of the space-joined text cover every piece (keys included), so
+        a piece is scanned only where a region overlaps it; the same regions
+        bound the search for matches across pieces there. The glued join
+        lacks keys, so it gets its own regions.
+        """
+        hits: list[_Hit] = []
+        j1 = view.j1
+        texts, offs, lens = view.texts, j1.offs, j1.lens
+        for a, b in regions(j1.t):
+            k = max(bisect_right(offs, a) - 1, 0)
+            first = last = -1
+            while k < len(texts) and offs[k] < b:
+                la, lb = max(a - offs[k], 0), min(b - offs[k], lens[k])
+                if lb > la:
+                    if first < 0:
+                        first = k
+                    last = k
+                    for fa, fb, ra, rb in m.find(texts[k], la, lb):
+                        hits.append(_Hit(((k, fa, fb),), ((k, ra, rb),)))
+                k += 1
+            if last != first:  # the region spans pieces: look for matches across them
+                self._joined(m, j1, hits, a, b)
+        if not view.single:
+            j0 = view.j0
+            for a, b in regions(j0.t):
+                if not j0.inside_one(a, b):
+                    self._joined(m, j0, hits, a, b)
         return hits
 
     @staticmethod
-    def _joined(m: _Matcher, view: _Joined, text: str, offs: list[int], hits: list[_Hit]) -> None:
-        for fa, fb, ra, rb in m.find(text):
-            k = bisect_right(offs, fa) - 1
-            if k >= 0 and fb <= offs[k] + view.lens[k]:
+    def _joined(m: _Matcher, jt: _JoinText, hits: list[_Hit], start: int, end: int) -> None:
+        for fa, fb, ra, rb in m.find(jt.t.s, start, end):
+            if jt.inside_one(fa, fb):
                 continue  # inside one piece: the piece scan has it
-            sig = view.parts(offs, fa, fb)
+            sig = jt.parts(fa, fb)
             if sig:
-                hits.append(_Hit(tuple(sig), tuple(view.parts(offs, ra, rb))))
+                hits.append(_Hit(tuple(sig), tuple(jt.parts(ra, rb))))
 
     def original_span(self, k: int, a: int, b: int) -> tuple[int, int]:
+        """A span of piece k's normalised text, in the original string."""
+        text, view = self.pieces[k][2], self.base[k]
+        if text is view or text == view:
+            return a, b
+        if k not in self.maps:
+            self.maps[k] = _offset_map(text, view)
         omap = self.maps[k]
-        return (a, b) if omap is None else omap.span(a, b)
+        return (0, len(text)) if omap is None else omap.span(a, b)
 
 
 # --------------------------------------------------------------------------
@@ -998,6 +1175,8 @@ class FilterPolicy:
                 seen.setdefault(id(m), m)
         self._matchers = tuple(seen.values())
         self._need_plain = any(not m.folded for m in self._matchers)
+        if any(r.action == "redact" for r in self._rules):
+            _special_tables()  # build the redaction tables now, not on a request
 
     @property
     def rule_names(self) -> tuple[str, ...]:
@@ -1109,7 +1288,7 @@ def _parse_rule(raw: Any, where: str, source: str) -> _Rule:
         if action != "block":
             raise _fail(source, f"{where}.status", "status only applies to action: block",
                         "remove status, or set action: block")
-        if isinstance(status, bool) or status not in _ERROR_TYPES:
+        if not isinstance(status, int) or isinstance(status, bool) or status not in _ERROR_TYPES:
             raise _fail(source, f"{where}.status", f"{status!r} is not an allowed status",
                         "use 400 (invalid_request_error) or 403 (permission_error)")
     else:
