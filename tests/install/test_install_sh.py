@@ -1,0 +1,109 @@
+"""install.sh in a clean Debian container: piped to bash, idempotent, passes arguments through.
+
+Containers here reach Debian's mirror but not PyPI, so the wheels are
+downloaded on this side (for the container's platform) and mounted in; the
+script's CLAUDEGATE_WHEELS switch is what an offline site would use too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+CACHE = Path("/var/cache/claudegate-test")
+BASE = "claudegate/debian-base:bookworm"
+IMAGE = "claudegate-test/python-base:bookworm"
+
+pytestmark = pytest.mark.docker
+
+
+def _sh(*argv: str, timeout: float = 600, **kw: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, **kw)  # type: ignore[call-overload, no-any-return]
+
+
+@pytest.fixture(scope="module")
+def wheels(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    digest = hashlib.sha256((REPO / "pyproject.toml").read_bytes()).hexdigest()[:12]
+    deps = CACHE / f"install-wheels-{digest}"
+    if not (deps / ".complete").exists():
+        deps.mkdir(parents=True, exist_ok=True)
+        r = _sh(sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:",
+                "--platform", "manylinux2014_x86_64", "--platform", "manylinux_2_28_x86_64",
+                "--python-version", "3.11", "--implementation", "cp", "-d", str(deps), str(REPO))
+        assert r.returncode == 0, r.stderr[-2000:]
+        (deps / ".complete").touch()
+    out = tmp_path_factory.mktemp("wheels")
+    out.chmod(0o755)  # the container runs as an ordinary user
+    for parent in out.parents:
+        if parent == Path(tempfile.gettempdir()):
+            break
+        parent.chmod(parent.stat().st_mode | 0o055)
+    for whl in deps.glob("*.whl"):
+        if not whl.name.startswith("claudegate-"):
+            shutil.copy(whl, out / whl.name)
+    # claudegate itself, built from this checkout.
+    r = _sh(sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(out), str(REPO))
+    assert r.returncode == 0, r.stderr[-2000:]
+    for whl in out.iterdir():
+        whl.chmod(0o644)
+    return out
+
+
+@pytest.fixture(scope="module")
+def image() -> str:
+    if _sh("docker", "image", "inspect", IMAGE).returncode != 0:
+        assert _sh("docker", "image", "inspect", BASE).returncode == 0, "run tests/infra/build-base-image.sh first"
+        dockerfile = (f"FROM {BASE}\nRUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y "
+                      "--no-install-recommends python3 python3-venv && rm -rf /var/lib/apt/lists/*\n"
+                      "RUN useradd -m alice\n")
+        r = _sh("docker", "build", "-t", IMAGE, "-", input=dockerfile)
+        assert r.returncode == 0, r.stderr[-2000:]
+    return IMAGE
+
+
+def _run(image: str, wheels: Path, script: str) -> subprocess.CompletedProcess[str]:
+    # The whole test runs in one container so the second install sees the first.
+    return _sh("docker", "run", "--rm", "--network", "none", "--user", "alice",
+               "-v", f"{REPO}/install.sh:/src/install.sh:ro", "-v", f"{wheels}:/wheels:ro",
+               "-e", "CLAUDEGATE_WHEELS=/wheels", "-e", "CLAUDEGATE_SOURCE=claudegate",
+               image, "bash", "-c", script)
+
+
+def test_piped_install_is_idempotent_and_passes_arguments(image: str, wheels: Path) -> None:
+    r = _run(image, wheels, """
+        set -e
+        cat /src/install.sh | bash -s -- --version
+        echo ---second---
+        bash /src/install.sh --help
+        echo ---after---
+        ~/.local/bin/claudegate --version
+        test -x ~/.local/share/claudegate/venv/bin/python
+        echo ---config---
+        printf 'target: {host: local}\\n' > /tmp/bad.yaml
+        bash /src/install.sh --config /tmp/bad.yaml || echo "deploy exit $?"
+    """)
+    assert r.returncode == 0, r.stdout + r.stderr
+    first, rest = r.stdout.split("---second---")
+    assert "claudegate 0.1.0" in first
+    assert r.stderr.count("creating a virtualenv") == 1  # the second run reuses it
+    second, rest = rest.split("---after---")
+    assert "Usage: claudegate" in second and "deploy" in second
+    after, config = rest.split("---config---")
+    assert "claudegate 0.1.0" in after
+    # --config goes to `claudegate deploy`, which names what is missing in the file.
+    assert "deploy exit 2" in config
+    assert "/tmp/bad.yaml" in r.stderr and "domain" in r.stderr
+
+
+def test_clear_error_without_venv_support(image: str, wheels: Path) -> None:
+    r = _sh("docker", "run", "--rm", "--network", "none", "-v", f"{REPO}/install.sh:/src/install.sh:ro",
+            BASE, "bash", "/src/install.sh")
+    assert r.returncode == 1
+    assert "python3" in r.stderr and "fix:" in r.stderr
