@@ -192,3 +192,12 @@ def test_mid_stream_upstream_error_reaches_sdk(client: anthropic.Anthropic, fake
     ) as stream:
         for _ in stream.text_stream:
             pass
+
+
+def test_no_compression_asked_upstream(client: anthropic.Anthropic, fake: FakeAnthropic) -> None:
+    client.messages.create(
+        model=MODEL, max_tokens=5, messages=[{"role": "user", "content": "hi"}],
+        extra_headers={"accept-encoding": "gzip"},
+    )
+    rec = fake.state.last_request("/v1/messages")
+    assert rec is not None and "accept-encoding" not in rec.headers

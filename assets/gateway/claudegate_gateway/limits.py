@@ -72,11 +72,15 @@ class Limiter:
         self._requests: dict[str, _Window] = {}
         self._tokens: dict[str, _Window] = {}
         self.day = _utc_day(time.time())
+        self._day_ends = 0.0
         self.daily: dict[str, int] = {}
         self.dirty = False
 
     def _roll_day(self, wall: float) -> None:
+        if wall < self._day_ends:
+            return  # formatting the date costs more than the rest of reserve()
         day = _utc_day(wall)
+        self._day_ends = (int(wall) // 86400 + 1) * 86400
         if day != self.day:
             self.day = day
             self.daily = {}

@@ -137,7 +137,9 @@ class Gateway:
             connector=connector,
             timeout=aiohttp.ClientTimeout(total=None, connect=up.connect_timeout, sock_read=up.read_timeout),
             auto_decompress=True,
-            skip_auto_headers=("User-Agent",),
+            # No Accept-Encoding upstream: a compressed event stream would sit
+            # in the decompressor, which is batching by another name.
+            skip_auto_headers=("User-Agent", "Accept-Encoding"),
         )
 
     async def stop(self) -> None:
