@@ -151,7 +151,7 @@ def test_edge_bounds_are_the_edge_models() -> None:
             upstream_read: 3601
         """
     assert problems(text, base=LOCAL) == [
-        "deploy.yaml:9:3: limits.connections_per_ip: must be at most 100000, got 200000; choose a value within"
+        "deploy.yaml:9:3: limits.connections_per_ip: must be at most 65535, got 200000; choose a value within"
         " that range",
         "deploy.yaml:11:5: limits.timeouts.client_header: must be at most 300, got 301; choose a value within that"
         " range",

@@ -1,0 +1,278 @@
+"""What the NGINX edge is rendered from.
+
+Every value here ends up inside an nginx configuration file, so each field is
+validated to a narrow form: numbers are numbers, addresses are parsed with
+:mod:`ipaddress`, and free-form strings (paths, names) are restricted to
+characters that cannot open a new directive, a block, a quoted string or a
+variable. A value that passes these checks cannot change the structure of the
+rendered file.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import re
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+# A path may hold letters, digits and ``/ . _ - + @ ~ ,`` and nothing nginx gives a meaning to
+# (no whitespace, ``;``, braces, quotes, ``$``, ``#`` or backslash).
+_SAFE_PATH = re.compile(r"^/[A-Za-z0-9/._+@~,-]*$")
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)(?!-)[a-z0-9-]{1,63}(?<!-)(\.(?!-)[a-z0-9-]{1,63}(?<!-))*$")
+_RATE = re.compile(r"^([1-9][0-9]{0,5})r/([sm])$")
+_SIZE = re.compile(r"^[1-9][0-9]{0,6}[km]?$")
+_USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+
+# Trusted proxy ranges broader than this are refused: a range that wide holds
+# addresses a client can send from, and such a client could then name its own
+# address in X-Forwarded-For.
+MIN_TRUSTED_PREFIX = {4: 8, 6: 16}
+
+
+def _safe_path(value: str) -> str:
+    if not _SAFE_PATH.match(value) or "/../" in f"{value}/" or "//" in value:
+        raise ValueError(
+            f"{value!r} is not a plain absolute path; use letters, digits and / . _ - only, no '..'"
+        )
+    return value
+
+
+SafePath = Annotated[str, AfterValidator(_safe_path)]
+
+
+def _log_target(value: str) -> str:
+    if value in ("stderr", "off"):
+        return value
+    return _safe_path(value)
+
+
+def _size(value: str) -> str:
+    if not _SIZE.match(value):
+        raise ValueError(f"{value!r} is not an nginx size; write e.g. 32m, 512k or 1048576")
+    return value
+
+
+Size = Annotated[str, AfterValidator(_size)]
+
+
+def size_in_bytes(value: str) -> int:
+    """``32m`` -> 33554432, the way nginx reads a size."""
+    unit = value[-1]
+    if unit == "k":
+        return int(value[:-1]) * 1024
+    if unit == "m":
+        return int(value[:-1]) * 1024 * 1024
+    return int(value)
+
+
+class RateLimit(BaseModel):
+    """One ``limit_req`` zone: a leaky bucket of ``rate`` with room for ``burst`` extra requests."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rate: str = Field(description="requests per second or per minute, e.g. 20r/s or 600r/m")
+    burst: int = Field(ge=0, le=100_000, description="requests allowed above the rate before 429")
+    zone_size: Size = Field(default="10m", description="shared memory for the zone's keys")
+
+    @field_validator("rate")
+    @classmethod
+    def _check_rate(cls, value: str) -> str:
+        if not _RATE.match(value):
+            raise ValueError(f"{value!r} is not a rate; write e.g. 20r/s or 600r/m")
+        return value
+
+    @property
+    def per_second(self) -> float:
+        match = _RATE.match(self.rate)
+        assert match is not None
+        count = int(match.group(1))
+        return count if match.group(2) == "s" else count / 60
+
+    @property
+    def retry_after(self) -> int:
+        """Whole seconds until the bucket has room for one more request."""
+        return max(1, math.ceil(1 / self.per_second))
+
+
+class EdgeSettings(BaseModel):
+    """Everything the NGINX edge in front of the gateway is rendered from."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # --- names and sockets -------------------------------------------------
+    domain: str = Field(description="the public name clients use, e.g. gw.example.com")
+    listen_addresses: tuple[IPAddress, ...] = Field(
+        default=(ipaddress.IPv4Address("0.0.0.0"), ipaddress.IPv6Address("::")),
+        min_length=1,
+        description="local addresses nginx listens on, IPv4 and IPv6",
+    )
+    http_port: int = Field(default=80, ge=1, le=65535)
+    https_port: int = Field(default=443, ge=1, le=65535)
+
+    # --- TLS ---------------------------------------------------------------
+    tls_profile: Literal["intermediate", "modern"] = Field(
+        default="intermediate",
+        description="Mozilla profile: intermediate = TLS 1.2 + 1.3, modern = TLS 1.3 only",
+    )
+    cert_path: SafePath = Field(
+        default="/etc/claudegate/tls/fullchain.pem", description="leaf followed by every intermediate"
+    )
+    key_path: SafePath = Field(default="/etc/claudegate/tls/privkey.pem")
+    chain_path: SafePath = Field(
+        default="/etc/claudegate/tls/chain.pem", description="intermediates and root, for OCSP verification"
+    )
+    ocsp_stapling: bool = Field(
+        default=False, description="staple OCSP; keep off for Let's Encrypt, which ended OCSP in 2025"
+    )
+    resolver: tuple[IPAddress, ...] = Field(
+        default=(), description="DNS servers nginx itself queries (OCSP responders); local ones only"
+    )
+    resolver_timeout: int = Field(default=5, ge=1, le=60)
+    hsts_max_age: int = Field(default=63_072_000, ge=0, le=63_072_000)
+    hsts_include_subdomains: bool = False
+    hsts_preload: bool = False
+
+    # --- abuse limits ------------------------------------------------------
+    per_ip: RateLimit = RateLimit(rate="20r/s", burst=40)
+    per_key: RateLimit = RateLimit(rate="10r/s", burst=20)
+    conn_per_ip: int = Field(default=32, ge=1, le=65535, description="concurrent requests per client address")
+    allow_cidrs: tuple[IPNetwork, ...] = Field(
+        default=(), description="client ranges allowed on the HTTPS port; empty allows everyone"
+    )
+    trusted_proxy_cidrs: tuple[IPNetwork, ...] = Field(
+        default=(), description="exact addresses of proxies in front of nginx whose forwarded-for is believed"
+    )
+    real_ip_header: Literal["X-Forwarded-For", "X-Real-IP"] = "X-Forwarded-For"
+    real_ip_recursive: bool = Field(
+        default=False, description="walk X-Forwarded-For past several trusted proxies"
+    )
+
+    # --- body and time limits ----------------------------------------------
+    client_max_body_size: Size = Field(default="32m", description="Anthropic's own request limit")
+    client_body_buffer_size: Size = "1m"
+    client_header_timeout: int = Field(default=10, ge=1, le=300, description="seconds to send all headers")
+    client_body_timeout: int = Field(default=10, ge=1, le=300, description="seconds between two body reads")
+    send_timeout: int = Field(
+        default=30, ge=1, le=600, description="seconds between two writes to the client"
+    )
+    keepalive_timeout: int = Field(default=30, ge=0, le=600)
+
+    # --- the gateway behind nginx ------------------------------------------
+    upstream: str = Field(default="gateway:8080", description="the gateway's public listener, HOST:PORT")
+    upstream_keepalive: int = Field(default=32, ge=1, le=10_000)
+    proxy_connect_timeout: int = Field(default=5, ge=1, le=75)
+    proxy_send_timeout: int = Field(default=60, ge=1, le=3600)
+    proxy_read_timeout: int = Field(
+        default=600, ge=1, le=3600, description="seconds of silence allowed on a response or stream"
+    )
+    proxied_prefixes: tuple[str, ...] = Field(
+        default=("/v1/",), min_length=1, description="URL prefixes passed to the gateway; all else is 404"
+    )
+
+    # --- files and process -------------------------------------------------
+    acme_webroot: SafePath = Field(default="/var/www/acme", description="certbot --webroot path")
+    access_log_path: Annotated[str, AfterValidator(_log_target)] = "/var/log/nginx/claudegate-access.jsonl"
+    error_log_path: Annotated[str, AfterValidator(_log_target)] = "stderr"
+    error_log_level: Literal["debug", "info", "notice", "warn", "error", "crit"] = "warn"
+    modules_dir: SafePath = Field(
+        default="/usr/lib/nginx/modules", description="where Debian puts dynamic modules"
+    )
+    user: str | None = Field(default="www-data", description="worker user; None keeps nginx's default")
+    worker_processes: int | Literal["auto"] = "auto"
+    worker_connections: int = Field(default=4096, ge=64, le=1_000_000)
+    pid_path: SafePath = "/run/nginx.pid"
+    temp_dir: SafePath = Field(default="/var/lib/nginx", description="request body and proxy temp files")
+
+    @field_validator("domain")
+    @classmethod
+    def _check_domain(cls, value: str) -> str:
+        value = value.strip().rstrip(".").lower()
+        if not _HOSTNAME.match(value) or value.replace(".", "").isdigit():
+            raise ValueError(f"{value!r} is not a DNS name; write e.g. gw.example.com")
+        return value
+
+    @field_validator("user")
+    @classmethod
+    def _check_user(cls, value: str | None) -> str | None:
+        if value is not None and not _USER.match(value):
+            raise ValueError(f"{value!r} is not a user name")
+        return value
+
+    @field_validator("upstream")
+    @classmethod
+    def _check_upstream(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"{value!r} is not HOST:PORT; write e.g. gateway:8080 or 172.18.0.3:8080")
+        if host.startswith("[") and host.endswith("]"):
+            ipaddress.IPv6Address(host[1:-1])
+        elif not _HOSTNAME.match(host) and not _is_ipv4(host):
+            raise ValueError(f"{host!r} in upstream is neither a host name nor an address")
+        return value
+
+    @field_validator("proxied_prefixes")
+    @classmethod
+    def _check_prefixes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for prefix in value:
+            _safe_path(prefix)
+            if not prefix.endswith("/") or prefix == "/":
+                raise ValueError(f"proxied prefix {prefix!r} must be a directory such as /v1/, not the root")
+        if len(set(value)) != len(value):
+            raise ValueError("proxied_prefixes lists a prefix twice")
+        return value
+
+    @field_validator("trusted_proxy_cidrs")
+    @classmethod
+    def _check_trusted(cls, value: tuple[IPNetwork, ...]) -> tuple[IPNetwork, ...]:
+        for net in value:
+            if net.prefixlen < MIN_TRUSTED_PREFIX[net.version]:
+                raise ValueError(
+                    f"trusted proxy range {net} is too broad: clients inside it could choose their own "
+                    f"address; list the proxies' exact addresses (/{net.max_prefixlen}) or their own subnet"
+                )
+        return value
+
+    @field_validator("resolver")
+    @classmethod
+    def _check_resolver(cls, value: tuple[IPAddress, ...]) -> tuple[IPAddress, ...]:
+        for address in value:
+            if not (address.is_loopback or address.is_private):
+                raise ValueError(
+                    f"resolver {address} is not local: answers from a remote resolver can be spoofed; "
+                    "use the host's or Docker's resolver (e.g. 127.0.0.11)"
+                )
+        return value
+
+    @model_validator(mode="after")
+    def _check_combinations(self) -> EdgeSettings:
+        if self.http_port == self.https_port:
+            raise ValueError("http_port and https_port must differ")
+        if self.ocsp_stapling and not self.resolver:
+            raise ValueError("ocsp_stapling needs a resolver so nginx can reach the OCSP responder")
+        if self.hsts_preload and (not self.hsts_include_subdomains or self.hsts_max_age < 31_536_000):
+            raise ValueError("hsts_preload needs hsts_include_subdomains and hsts_max_age >= 31536000")
+        if len(set(self.listen_addresses)) != len(self.listen_addresses):
+            raise ValueError("listen_addresses lists an address twice")
+        return self
+
+    @property
+    def retry_after(self) -> int:
+        """The Retry-After nginx sends with its own 429: the slower of the two buckets."""
+        return max(self.per_ip.retry_after, self.per_key.retry_after)
+
+    @property
+    def max_body_bytes(self) -> int:
+        return size_in_bytes(self.client_max_body_size)
+
+
+def _is_ipv4(text: str) -> bool:
+    try:
+        ipaddress.IPv4Address(text)
+    except ValueError:
+        return False
+    return True
