@@ -1,0 +1,344 @@
+"""The public functions the CLI and the TUI call (re-exported by :mod:`claudegate.deploy`)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from claudegate.config.files import check_secret_files
+from claudegate.config.model import DeployConfig
+from claudegate.connectors.base import Connector
+from claudegate.connectors.local import LocalConnector
+from claudegate.deploy import docker_cli, host_cli
+from claudegate.deploy.context import Context
+from claudegate.deploy.engine import StepOutcome, run_steps
+from claudegate.deploy.facts import parse_container, parse_links
+from claudegate.deploy.journal import Journal
+from claudegate.deploy.layout import LABEL_GATEWAY, LABEL_ROLE, HostLayout
+from claudegate.deploy.lock import read_holder
+from claudegate.deploy.playbook import load_playbook
+from claudegate.deploy.progress import Reporter, StepEvent, null_reporter
+from claudegate.deploy.release import Release, build_release, parse_manifest
+from claudegate.deploy.results import ContainerStatus, DeployResult, RenderResult, StatusReport, StepReport
+from claudegate.deploy.secret_inputs import key_fingerprint, read_upstream_key
+from claudegate.deploy.tls_material import cert_summary
+from claudegate.errors import ClaudegateError, ConfigError
+
+__all__ = ["connector_for", "deploy", "logs", "plan", "render", "renew", "rollback", "status", "uninstall"]
+
+SERVICES = ("gateway", "nginx")
+
+
+def connector_for(cfg: DeployConfig, *, accept_host_key: str | None = None) -> Connector:
+    """The connector for ``cfg.target``: this machine, or SSH with the tool's own known_hosts.
+
+    ``accept_host_key`` (``SHA256:...``, from ``--accept-host-key``) accepts
+    exactly that key on first contact; ``target.host_key_fingerprint`` in
+    the config does the same. Otherwise an unknown host raises
+    :class:`~claudegate.errors.HostKeyUnknown` with the fingerprint to confirm.
+    Nothing connects until the first command.
+    """
+    target = cfg.target
+    if target.is_local:
+        return LocalConnector(default_timeout=300)
+    from claudegate.connectors.ssh import SSHConnector
+
+    return SSHConnector(
+        target.host,
+        user=target.user,
+        port=target.port,
+        key_filename=target.ssh_key,
+        known_hosts=target.known_hosts,
+        expected_fingerprint=accept_host_key or target.host_key_fingerprint,
+        connect_timeout=15.0,
+        default_timeout=300.0,
+    )
+
+
+def _release_for(
+    cfg: DeployConfig, layout: HostLayout, ctx: Context | None, *, strict: bool
+) -> tuple[Release, list[str]]:
+    """Render the release; with ``strict`` the key must be readable (a deploy), else it is noted."""
+    notes: list[str] = []
+    try:
+        if strict:
+            check_secret_files(cfg)
+        key = read_upstream_key(cfg)
+    except ConfigError as exc:
+        if strict:
+            raise
+        notes.append(f"the Anthropic key could not be read ({exc}); the release id assumes it is unchanged")
+        fingerprint = "unknown"
+    else:
+        fingerprint = key_fingerprint(key)
+        if ctx is not None:
+            ctx.upstream_key = key
+            ctx.connector.add_secret(key)
+    return build_release(cfg, layout, key_fingerprint=fingerprint), notes
+
+
+def _collect_notes(reporter: Reporter, notes: list[str]) -> Reporter:
+    def report(event: StepEvent) -> None:
+        if event.kind == "note":
+            notes.append(f"{event.step}: {event.message}" if event.step else event.message)
+        reporter(event)
+
+    return report
+
+
+def _run(
+    playbook: str,
+    cfg: DeployConfig,
+    connector: Connector,
+    *,
+    dry_run: bool,
+    reporter: Reporter | None,
+    layout: HostLayout | None,
+    options: dict[str, Any] | None = None,
+) -> DeployResult:
+    started = time.monotonic()
+    layout = layout or HostLayout()
+    notes: list[str] = []
+    ctx = Context(
+        cfg=cfg,
+        connector=connector,
+        layout=layout,
+        playbook=playbook,
+        dry_run=dry_run,
+        reporter=_collect_notes(reporter or null_reporter, notes),
+        options=dict(options or {}),
+    )
+    if playbook == "deploy":
+        ctx.release, render_notes = _release_for(cfg, layout, ctx, strict=not dry_run)
+        notes += render_notes
+    steps = load_playbook(playbook).build()
+    try:
+        outcomes = run_steps(ctx, steps)
+    except ClaudegateError as exc:
+        if ctx.new_keys:
+            # The run failed after making keys: they are not lost, say where they are.
+            where = f"new client keys ({', '.join(sorted(ctx.new_keys))}) were saved in {cfg.state_dir}/keys (0600)"
+            exc.hint = f"{exc.hint}; {where}" if exc.hint else where
+        raise
+    return DeployResult(
+        playbook=playbook,
+        dry_run=dry_run,
+        target=connector.target,
+        release_id=ctx.release.rid if ctx.release is not None else None,
+        previous_release=ctx.fallback,
+        steps=tuple(_report(o) for o in outcomes),
+        new_client_keys=dict(ctx.new_keys),
+        smoke=ctx.smoke,
+        elapsed=time.monotonic() - started,
+        notes=tuple(notes),
+    )
+
+
+def _report(outcome: StepOutcome) -> StepReport:
+    return StepReport(
+        name=outcome.name,
+        title=outcome.title,
+        changes=tuple(c.summary for c in outcome.changes),
+        diffs=tuple(c.diff for c in outcome.changes if c.diff),
+        elapsed=outcome.elapsed,
+    )
+
+
+def deploy(
+    cfg: DeployConfig,
+    connector: Connector,
+    *,
+    dry_run: bool = False,
+    reporter: Reporter | None = None,
+    layout: HostLayout | None = None,
+) -> DeployResult:
+    """Deploy ``cfg`` onto the connector's host, following ``playbooks/deploy.yaml``.
+
+    Idempotent: a second run with the same config changes nothing
+    (``result.changed`` is False) and restarts nothing. Resumable: a run cut
+    short (lost connection, Ctrl-C, crash) is picked up by the next one.
+    With ``dry_run`` nothing on the host changes: the result lists every
+    change and the diff of every rendered file (``result.plan_text()``).
+
+    Raises :class:`~claudegate.errors.DeployFailed` when a step fails -- the
+    release that served before keeps serving (after a failed smoke test
+    nginx is switched back to it) -- and the other
+    :class:`~claudegate.errors.ClaudegateError` subclasses for config,
+    connection and host-key problems. Never prints; progress goes to
+    ``reporter``.
+    """
+    return _run("deploy", cfg, connector, dry_run=dry_run, reporter=reporter, layout=layout)
+
+
+def plan(
+    cfg: DeployConfig,
+    connector: Connector,
+    *,
+    reporter: Reporter | None = None,
+    layout: HostLayout | None = None,
+) -> DeployResult:
+    """``deploy(..., dry_run=True)``: every change and diff, and the host stays byte-for-byte as it was."""
+    return deploy(cfg, connector, dry_run=True, reporter=reporter, layout=layout)
+
+
+def rollback(
+    cfg: DeployConfig,
+    connector: Connector,
+    *,
+    dry_run: bool = False,
+    reporter: Reporter | None = None,
+    layout: HostLayout | None = None,
+) -> DeployResult:
+    """Serve the previous release again (its gateway restarted, nginx switched, smoke-tested)."""
+    return _run("rollback", cfg, connector, dry_run=dry_run, reporter=reporter, layout=layout)
+
+
+def uninstall(
+    cfg: DeployConfig,
+    connector: Connector,
+    *,
+    keep_data: bool = False,
+    keep_images: bool = False,
+    dry_run: bool = False,
+    reporter: Reporter | None = None,
+    layout: HostLayout | None = None,
+) -> DeployResult:
+    """Remove containers, networks, images and files.
+
+    ``keep_data`` keeps the keystore and the secrets (a later deploy finds the
+    same clients); ``keep_images`` keeps the images (a later deploy builds nothing).
+    """
+    options = {"keep_data": keep_data, "keep_images": keep_images}
+    return _run(
+        "uninstall", cfg, connector, dry_run=dry_run, reporter=reporter, layout=layout, options=options
+    )
+
+
+def renew(
+    cfg: DeployConfig,
+    connector: Connector,
+    *,
+    dry_run: bool = False,
+    reporter: Reporter | None = None,
+    layout: HostLayout | None = None,
+) -> DeployResult:
+    """Renew the ACME certificate if it is within 30 days of its end (``tls.mode: acme``), reload nginx."""
+    return _run("renew", cfg, connector, dry_run=dry_run, reporter=reporter, layout=layout)
+
+
+def render(cfg: DeployConfig, out_dir: str | Path, *, layout: HostLayout | None = None) -> RenderResult:
+    """Write every file the deploy would put on the host below ``out_dir`` (secrets excluded).
+
+    The tree mirrors the host's (``releases/<rid>/...``, ``gateways/<id>/...``),
+    plus the image build contexts under ``images/`` (without wheels).
+    """
+    from claudegate.deploy.build_contexts import certbot_context, gateway_context, nginx_context
+
+    layout = layout or HostLayout()
+    release, notes = _release_for(cfg, layout, None, strict=False)
+    out = Path(out_dir)
+    written: list[Path] = []
+    trees: dict[str, dict[str, bytes]] = {
+        f"releases/{release.rid}": release.files,
+        f"gateways/{release.gateway_id}": release.gateway_files,
+    }
+    contexts = [gateway_context(), nginx_context()] + ([certbot_context()] if cfg.tls.mode == "acme" else [])
+    for context in contexts:
+        trees[f"images/{context.name}"] = dict(context.files)
+    for prefix, files in trees.items():
+        for rel, data in sorted(files.items()):
+            path = out / prefix / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+            written.append(path)
+    notes.append("not written: the Anthropic key, the pepper and the TLS private key (secrets)")
+    return RenderResult(release.rid, release.gateway_id, out, tuple(written), tuple(notes))
+
+
+def _sudo(cfg: DeployConfig, connector: Connector) -> bool:
+    return bool(cfg.target.sudo) and not connector.is_root
+
+
+def status(cfg: DeployConfig, connector: Connector, *, layout: HostLayout | None = None) -> StatusReport:
+    """What runs on the host now: releases, containers, certificate, lock, last run. Changes nothing."""
+    layout = layout or HostLayout()
+    sudo = _sudo(cfg, connector)
+
+    def fact(argv: list[str]) -> str:
+        result = connector.run(argv, sudo=sudo, timeout=60, check=False)
+        return result.text if result.ok else ""
+
+    docker = fact(docker_cli.docker_info()).strip() or None
+    links = parse_links(fact(host_cli.read_links([layout.current_link, layout.previous_link])))
+    containers: list[ContainerStatus] = []
+    for name in sorted(fact(docker_cli.container_list(layout.prefix)).split()) if docker else []:
+        state = parse_container(fact(docker_cli.container_inspect(name)))
+        if state is not None:
+            containers.append(
+                ContainerStatus(
+                    name=state.name,
+                    role=state.labels.get(LABEL_ROLE, "?"),
+                    status=state.status,
+                    health=state.health,
+                    image=state.image,
+                    started_at=state.started_at,
+                    gateway_id=state.labels.get(LABEL_GATEWAY),
+                )
+            )
+    certificate = None
+    chain = connector.get_file(f"{layout.tls}/fullchain.pem", sudo=sudo) if docker is not None else None
+    if chain:
+        try:
+            certificate = cert_summary(chain)
+        except ValueError:
+            certificate = "unreadable"
+    holder = read_holder(connector, layout.lock_dir, sudo=sudo)
+    journal = Journal.from_bytes(connector.get_file(layout.journal, sudo=sudo))
+    return StatusReport(
+        target=connector.target,
+        docker=docker,
+        current_release=links.get(layout.current_link),
+        previous_release=links.get(layout.previous_link),
+        containers=tuple(containers),
+        certificate=certificate,
+        lock=holder.describe() if holder is not None else None,
+        last_run=json.loads(journal.to_bytes()) if journal is not None else None,
+    )
+
+
+def logs(
+    cfg: DeployConfig,
+    connector: Connector,
+    service: str = "gateway",
+    tail: int = 100,
+    *,
+    layout: HostLayout | None = None,
+) -> str:
+    """The last ``tail`` log lines of ``service`` (``gateway``: the serving release's; ``nginx``), redacted."""
+    if service not in SERVICES:
+        raise ConfigError(f"unknown service {service!r}", hint=f"use one of: {', '.join(SERVICES)}")
+    if tail < 1:
+        raise ConfigError(f"tail must be at least 1, not {tail}")
+    layout = layout or HostLayout()
+    sudo = _sudo(cfg, connector)
+    name = layout.nginx_container
+    if service == "gateway":
+        links = parse_links(
+            connector.run(host_cli.read_links([layout.current_link]), sudo=sudo, check=False).text
+        )
+        current = links.get(layout.current_link)
+        if current is None:
+            raise ClaudegateError(
+                f"nothing is deployed on {connector.target} yet", hint="run claudegate deploy first"
+            )
+        manifest = connector.get_file(f"{layout.release_dir(current)}/release.json", sudo=sudo)
+        if manifest is None:
+            raise ClaudegateError(f"release {current} has no release.json on {connector.target}")
+        name = layout.gateway_container(parse_manifest(current, manifest).gateway_id)
+    result = connector.run(docker_cli.container_logs(name, tail=tail), sudo=sudo, timeout=60, check=False)
+    if not result.ok:
+        connector.raise_failed(docker_cli.container_logs(name, tail=tail), result)
+    # docker logs writes the container's stdout and stderr to its own two streams.
+    return connector.redact((result.stdout + result.stderr).decode("utf-8", errors="replace"))

@@ -1,0 +1,141 @@
+"""The state one run carries from step to step."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from claudegate.connectors.base import Connector, Input, Result
+from claudegate.deploy.engine import Call, Put, Run, Step
+from claudegate.deploy.journal import Journal
+from claudegate.deploy.layout import HostLayout
+from claudegate.deploy.progress import EventKind, Reporter, StepEvent, null_reporter
+from claudegate.redact import Secret
+
+if TYPE_CHECKING:
+    from claudegate.config.model import DeployConfig
+    from claudegate.deploy.lock import RemoteLock
+    from claudegate.deploy.release import Release
+    from claudegate.deploy.tls_material import TLSMaterial
+    from claudegate.smoke import SmokeReport
+
+__all__ = ["Context"]
+
+
+@dataclass
+class Context:
+    cfg: DeployConfig
+    connector: Connector
+    layout: HostLayout
+    playbook: str
+    dry_run: bool = False
+    reporter: Reporter = null_reporter
+    #: Options for particular playbooks (e.g. uninstall's ``keep_data``).
+    options: dict[str, Any] = field(default_factory=dict)
+
+    # -- facts and decisions, filled in by the steps -----------------------
+    machine: str = ""  # uname -m
+    upstream_key: Secret | None = None
+    release: Release | None = None  # what this run deploys (or rolls back to)
+    current: str | None = None  # releases/current when the run started
+    previous: str | None = None  # releases/previous when the run started
+    fallback: str | None = None  # the last good release: where a failed smoke test switches back to
+    journal: Journal | None = None
+    resumed: Journal | None = None  # the interrupted run this one resumes
+    lock: RemoteLock | None = None
+    tls: TLSMaterial | None = None
+    reload_nginx: bool = False  # certificate changed: nginx must reload even without a switch
+    switched: bool = False  # this run moved releases/current
+    docker_missing: bool = False
+    new_keys: dict[str, Secret] = field(default_factory=dict)
+    smoke_key: Secret | None = None
+    smoke: SmokeReport | None = None
+
+    _step: Step | None = None
+    _index: int = 0
+    _total: int = 0
+
+    # -- running things ------------------------------------------------------
+    @property
+    def sudo(self) -> bool:
+        return bool(self.cfg.target.sudo) and not self.connector.is_root
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        input: Input | None = None,
+        timeout: float | None = 120.0,
+        check: bool = True,
+        sudo: bool = True,
+    ) -> Result:
+        return self.connector.run(
+            list(argv), input=input, sudo=sudo and self.sudo, timeout=timeout, check=check
+        )
+
+    def fact(self, argv: Sequence[str], *, timeout: float | None = 60.0, sudo: bool = True) -> Result:
+        """A read-only command whose failure means "absent", not an error."""
+        return self.run(argv, timeout=timeout, check=False, sudo=sudo)
+
+    def read_file(self, path: str) -> bytes | None:
+        return self.connector.get_file(path, sudo=self.sudo, timeout=60)
+
+    def execute(self, op: Run | Put | Call) -> None:
+        if isinstance(op, Run):
+            data = op.input() if callable(op.input) else op.input
+            self.run(op.argv, input=data, timeout=op.timeout, sudo=op.sudo)
+        elif isinstance(op, Put):
+            self.connector.put_file(op.path, op.data, op.mode, op.owner, sudo=self.sudo, timeout=120)
+        else:
+            op.fn(self)
+
+    def secrets(self) -> list[str | Secret | None]:
+        return [self.upstream_key, self.smoke_key, *self.new_keys.values()]
+
+    # -- progress ------------------------------------------------------------
+    def begin_step(self, step: Step, index: int, total: int) -> None:
+        self._step, self._index, self._total = step, index, total
+
+    def emit(
+        self,
+        kind: EventKind,
+        *,
+        changes: tuple[str, ...] = (),
+        changed: bool = False,
+        elapsed: float = 0.0,
+        message: str = "",
+    ) -> None:
+        step = self._step
+        event = StepEvent(
+            kind=kind,
+            step=step.name if step else "",
+            title=step.title if step else "",
+            index=self._index,
+            total=self._total,
+            changes=changes,
+            changed=changed,
+            elapsed=elapsed,
+            message=message,
+        )
+        # A broken display must not break a deploy half-way.
+        with contextlib.suppress(Exception):
+            self.reporter(event)
+
+    def note(self, message: str) -> None:
+        self.emit("note", message=message)
+
+    # -- the journal -----------------------------------------------------------
+    def mark_step(self, name: str, *, changed: bool) -> None:
+        if self.journal is None or self.dry_run:
+            return
+        self.journal.mark(name, changed)
+        self.save_journal()
+
+    def save_journal(self) -> None:
+        if self.journal is None or self.dry_run:
+            return
+        self.connector.put_file(
+            self.layout.journal, self.journal.to_bytes(), 0o600, sudo=self.sudo, timeout=60
+        )

@@ -1,0 +1,165 @@
+"""The playbook engine: steps that gather facts, plan, apply and verify.
+
+A :class:`Step` looks at the host (facts, through the connector) and
+returns the :class:`Change` list still needed -- empty when the host already
+matches. Each change carries its operations as data: :class:`Run` (an argv
+list), :class:`Put` (a file with mode and owner) or, where a wait loop or a
+stream is needed, :class:`Call`. The engine then, per step::
+
+    start -> plan -> (dry run: stop here) -> apply -> verify -> perform -> finish
+
+``verify`` re-plans by default and fails if anything is still missing;
+``perform`` is work that is not a change to the host's desired state (take
+the lock, run the smoke test) and happens in real runs only.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from claudegate.connectors.base import Input
+from claudegate.errors import ClaudegateError, CommandFailed, ConnectionFailed, DeployFailed
+from claudegate.redact import redact
+
+if TYPE_CHECKING:
+    from claudegate.deploy.context import Context
+
+__all__ = ["Call", "Change", "Op", "Put", "Run", "Step", "StepOutcome", "run_steps"]
+
+
+@dataclass(frozen=True)
+class Run:
+    """Run ``argv`` on the target (as root when ``sudo`` and the target uses sudo)."""
+
+    argv: tuple[str, ...]
+    input: bytes | Callable[[], Input] | None = None
+    sudo: bool = True
+    timeout: float | None = 120.0
+
+
+@dataclass(frozen=True)
+class Put:
+    """Write a file on the target atomically, with mode and owner (secrets go this way)."""
+
+    path: str
+    data: bytes
+    mode: int
+    owner: str | None = None
+
+    def __repr__(self) -> str:  # the content may be a secret
+        return f"Put({self.path!r}, <{len(self.data)} bytes>, {self.mode:#o}, {self.owner!r})"
+
+
+@dataclass(frozen=True)
+class Call:
+    """Python work that is not one command (wait loops, streamed transfers)."""
+
+    what: str
+    fn: Callable[[Context], None]
+
+
+Op = Run | Put | Call
+
+
+@dataclass(frozen=True)
+class Change:
+    """One thing a step will change, for people (``summary``, ``diff``) and for the engine (``ops``)."""
+
+    summary: str
+    ops: tuple[Op, ...] = ()
+    diff: str = ""
+
+
+class Step:
+    """Base of every step; subclasses set ``name`` and ``title`` and override what they need."""
+
+    name: ClassVar[str] = ""
+    title: ClassVar[str] = ""
+
+    def __init__(self, **options: Any) -> None:
+        self.options = options
+
+    def plan(self, ctx: Context) -> list[Change]:
+        """Gather facts and return what is still needed (no side effects on the host)."""
+        return []
+
+    def apply(self, ctx: Context, changes: Sequence[Change]) -> None:
+        for change in changes:
+            for op in change.ops:
+                ctx.execute(op)
+
+    def verify(self, ctx: Context) -> None:
+        left = self.plan(ctx)
+        if left:
+            raise DeployFailed(
+                f"step {self.name}: still not done after applying: " + "; ".join(c.summary for c in left)
+            )
+
+    def perform(self, ctx: Context) -> None:
+        """Work of a real run that is not a change (the lock, the smoke test)."""
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    name: str
+    title: str
+    changes: tuple[Change, ...]
+    changed: bool
+    elapsed: float
+
+
+def run_steps(ctx: Context, steps: Sequence[Step]) -> list[StepOutcome]:
+    """Run ``steps`` in order (plans only, in a dry run); see the module docstring."""
+    outcomes: list[StepOutcome] = []
+    total = len(steps)
+    for index, step in enumerate(steps, 1):
+        started = time.monotonic()
+        ctx.begin_step(step, index, total)
+        ctx.emit("start")
+        try:
+            if ctx.lock is not None:
+                ctx.lock.refresh_if_due()
+            changes = step.plan(ctx)
+            ctx.emit("plan", changes=tuple(c.summary for c in changes))
+            if not ctx.dry_run:
+                if changes:
+                    step.apply(ctx, changes)
+                    step.verify(ctx)
+                step.perform(ctx)
+                if changes:
+                    ctx.mark_step(step.name, changed=True)
+        except BaseException as exc:
+            ctx.emit("fail", elapsed=time.monotonic() - started, message=_describe(ctx, exc))
+            _abort(ctx, exc)
+            if isinstance(exc, CommandFailed):
+                raise DeployFailed(
+                    f"step {step.name} ({step.title}) failed: {exc}",
+                    hint="nothing was switched; the release that served before keeps serving",
+                ) from exc
+            raise
+        elapsed = time.monotonic() - started
+        outcomes.append(StepOutcome(step.name, step.title, tuple(changes), bool(changes), elapsed))
+        ctx.emit("finish", changed=bool(changes), elapsed=elapsed)
+    return outcomes
+
+
+def _describe(ctx: Context, exc: BaseException) -> str:
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted"
+    return ctx.connector.redact(redact(str(exc) or type(exc).__name__, ctx.secrets()))
+
+
+def _abort(ctx: Context, exc: BaseException) -> None:
+    """Leave the host resumable: release the lock when we still can talk to it."""
+    if ctx.lock is None or ctx.dry_run:
+        return
+    if isinstance(exc, ConnectionFailed):
+        ctx.lock.forget()
+        return
+    try:
+        ctx.lock.release()
+    except (ClaudegateError, OSError):
+        ctx.lock.forget()

@@ -1,0 +1,171 @@
+"""What the public functions return: plain data, with text and JSON renderings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from claudegate.redact import Secret
+from claudegate.smoke import SmokeReport
+
+__all__ = ["ContainerStatus", "DeployResult", "RenderResult", "StatusReport", "StepReport"]
+
+
+@dataclass(frozen=True)
+class StepReport:
+    """One step of a run: what it changed (or, in a dry run, would change)."""
+
+    name: str
+    title: str
+    changes: tuple[str, ...]
+    diffs: tuple[str, ...]  # unified diffs of rendered files, where a change has one
+    elapsed: float
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.changes)
+
+
+@dataclass(frozen=True)
+class DeployResult:
+    """The outcome of ``deploy`` / ``plan`` / ``rollback`` / ``uninstall``.
+
+    ``new_client_keys`` holds the keys made by this run (client name ->
+    :class:`~claudegate.redact.Secret`); show them once, they are not
+    retrievable later (copies are in ``<state_dir>/keys``, 0600).
+    """
+
+    playbook: str
+    dry_run: bool
+    target: str
+    release_id: str | None
+    previous_release: str | None
+    steps: tuple[StepReport, ...]
+    new_client_keys: dict[str, Secret] = field(default_factory=dict)
+    smoke: SmokeReport | None = None
+    elapsed: float = 0.0
+    notes: tuple[str, ...] = ()
+
+    @property
+    def changed_steps(self) -> list[str]:
+        return [s.name for s in self.steps if s.changed]
+
+    @property
+    def changed(self) -> bool:
+        return any(s.changed for s in self.steps)
+
+    def plan_text(self, *, diffs: bool = True) -> str:
+        """Every change, step by step, then the diffs; "no changes" when there are none."""
+        verb = "would change" if self.dry_run else "changed"
+        lines = [f"{self.playbook} on {self.target}: release {self.release_id or '-'}"]
+        for step in self.steps:
+            for change in step.changes:
+                lines.append(f"  {step.name}: {change}")
+        if not self.changed:
+            lines.append("  no changes")
+        else:
+            lines.append(f"  {len(self.changed_steps)} step(s) {verb}: {', '.join(self.changed_steps)}")
+        text = "\n".join(lines) + "\n"
+        if diffs:
+            text += "".join(d for s in self.steps for d in s.diffs)
+        return text
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "playbook": self.playbook,
+            "dry_run": self.dry_run,
+            "target": self.target,
+            "release_id": self.release_id,
+            "previous_release": self.previous_release,
+            "changed": self.changed,
+            "changed_steps": self.changed_steps,
+            "steps": [
+                {
+                    "name": s.name,
+                    "title": s.title,
+                    "changes": list(s.changes),
+                    "elapsed_seconds": round(s.elapsed, 3),
+                }
+                for s in self.steps
+            ],
+            # Names only: the keys themselves are never put in machine output.
+            "new_clients": sorted(self.new_client_keys),
+            "smoke": self.smoke.to_json() if self.smoke is not None else None,
+            "elapsed_seconds": round(self.elapsed, 3),
+            "notes": list(self.notes),
+        }
+
+
+@dataclass(frozen=True)
+class RenderResult:
+    release_id: str
+    gateway_id: str
+    out_dir: Path
+    files: tuple[Path, ...]
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ContainerStatus:
+    name: str
+    role: str
+    status: str
+    health: str | None
+    image: str
+    started_at: str
+    gateway_id: str | None = None
+
+
+@dataclass(frozen=True)
+class StatusReport:
+    target: str
+    docker: str | None  # engine version, None when it does not answer
+    current_release: str | None
+    previous_release: str | None
+    containers: tuple[ContainerStatus, ...]
+    certificate: str | None
+    lock: str | None  # who holds the deploy lock, if anyone
+    last_run: dict[str, Any] | None  # the journal of the last run
+
+    @property
+    def serving(self) -> bool:
+        roles = {c.role for c in self.containers if c.status == "running"}
+        return self.current_release is not None and {"nginx", "gateway"} <= roles
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "target": self.target,
+            "docker": self.docker,
+            "serving": self.serving,
+            "current_release": self.current_release,
+            "previous_release": self.previous_release,
+            "containers": [c.__dict__ for c in self.containers],
+            "certificate": self.certificate,
+            "lock": self.lock,
+            "last_run": self.last_run,
+        }
+
+    def text(self) -> str:
+        lines = [
+            f"target:     {self.target}",
+            f"docker:     {self.docker or 'not answering'}",
+            f"serving:    {'yes' if self.serving else 'no'}",
+            f"release:    {self.current_release or '-'} (previous: {self.previous_release or '-'})",
+            f"certificate: {self.certificate or '-'}",
+        ]
+        if self.lock:
+            lines.append(f"lock:       held by {self.lock}")
+        if self.last_run:
+            state = (
+                "finished: " + self.last_run.get("outcome", "")
+                if self.last_run.get("finished")
+                else "interrupted"
+            )
+            lines.append(
+                f"last run:   {self.last_run.get('playbook')} of {self.last_run.get('started_at')} ({state})"
+            )
+        for c in self.containers:
+            health = f" ({c.health})" if c.health else ""
+            lines.append(f"  {c.name:<40} {c.status}{health}  {c.image}")
+        return "\n".join(lines)

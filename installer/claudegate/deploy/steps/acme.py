@@ -1,0 +1,158 @@
+"""The acme step: a certificate from an ACME CA (Let's Encrypt), issued and renewed on the host.
+
+Why certbot runs on the host (in a container built from the base image with
+Debian's certbot) rather than on the operator side: the HTTP-01 challenge is
+answered by nginx on the host from its webroot, the account key and the
+certificate key never need to leave the host, and renewal must work when
+the operator's laptop is off (a later ``renew`` run, or a host timer, needs
+only what is already there).
+
+The step runs after ``switch`` (nginx must be serving the webroot on the HTTP
+port; until the first issuance the ``tls`` step gave it a temporary
+self-signed certificate) and before ``smoke``:
+
+1. ``certbot certonly --webroot`` with ``--keep-until-expiring``, into
+   ``shared/letsencrypt`` (certificate name ``claudegate``);
+2. the live files are copied into ``shared/tls`` (the key created 0600);
+3. nginx reloads.
+
+A CA whose directory is served with a private certificate (a test CA such as
+pebble) is trusted through ``CLAUDEGATE_ACME_CA_BUNDLE`` on the operator side:
+that file is uploaded and handed to certbot as ``REQUESTS_CA_BUNDLE``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import posixpath
+from pathlib import Path
+
+from cryptography import x509
+
+from claudegate.deploy import host_cli
+from claudegate.deploy.build_contexts import certbot_context
+from claudegate.deploy.context import Context
+from claudegate.deploy.engine import Call, Change, Step
+from claudegate.deploy.facts import parse_sha256
+from claudegate.deploy.layout import LABEL_INSTANCE, LABEL_ROLE
+from claudegate.deploy.services import inspect, reload_nginx
+from claudegate.deploy.tls_material import RENEW_BEFORE
+from claudegate.errors import ConfigError
+
+__all__ = ["CERT_NAME", "AcmeStep", "certbot_argv", "copy_live_argv"]
+
+CERT_NAME = "claudegate"
+CA_BUNDLE_ENV = "CLAUDEGATE_ACME_CA_BUNDLE"
+_CA_BUNDLE_IN_CONTAINER = "/etc/letsencrypt/claudegate-acme-ca.pem"
+
+
+def certbot_argv(
+    *, image: str, prefix: str, network: str, state_dir: str, webroot: str, domain: str, email: str,
+    directory: str, ca_bundle: bool,
+) -> list[str]:  # fmt: skip
+    """``docker run`` of certbot: webroot HTTP-01, non-interactive, no capabilities."""
+    argv = [
+        "docker", "run", "--rm", "--network", network,
+        "--read-only", "--tmpfs", "/var/lib/letsencrypt", "--tmpfs", "/var/log/letsencrypt", "--tmpfs", "/tmp",  # noqa: S108 - a tmpfs private to the container
+        "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
+        "--label", f"{LABEL_INSTANCE}={prefix}", "--label", f"{LABEL_ROLE}=certbot",
+        "--volume", f"{state_dir}:/etc/letsencrypt:rw", "--volume", f"{webroot}:/var/www/acme:rw",
+    ]  # fmt: skip
+    if ca_bundle:
+        argv += ["--env", f"REQUESTS_CA_BUNDLE={_CA_BUNDLE_IN_CONTAINER}"]
+    argv += [
+        image, "certonly", "--non-interactive", "--agree-tos", "--email", email,
+        "--webroot", "--webroot-path", "/var/www/acme", "--domain", domain, "--cert-name", CERT_NAME,
+        "--server", directory, "--keep-until-expiring",
+    ]  # fmt: skip
+    return argv
+
+
+# cp -L: certbot's live/ files are symlinks into archive/. The key is made
+# with umask 077, so it is 0600 from its first byte; each file replaces the
+# old one by rename.
+_COPY_LIVE = r"""set -eu
+live=$1 tls=$2
+for f in fullchain chain; do
+  cp -L -- "$live/$f.pem" "$tls/.$f.pem.new"
+  chmod 0644 -- "$tls/.$f.pem.new"
+  mv -f -- "$tls/.$f.pem.new" "$tls/$f.pem"
+done
+(umask 077 && cp -L -- "$live/privkey.pem" "$tls/.privkey.pem.new")
+mv -f -- "$tls/.privkey.pem.new" "$tls/privkey.pem"
+"""
+
+
+def copy_live_argv(live_dir: str, tls_dir: str) -> list[str]:
+    return ["sh", "-c", _COPY_LIVE, "claudegate-acme-copy", live_dir, tls_dir]
+
+
+class AcmeStep(Step):
+    name = "acme"
+    title = "ACME certificate"
+
+    def _live(self, ctx: Context) -> str:
+        return posixpath.join(ctx.layout.acme_state, "live", CERT_NAME)
+
+    def plan(self, ctx: Context) -> list[Change]:
+        tls = ctx.cfg.tls
+        if tls.mode != "acme":
+            return []
+        if tls.email is None:
+            raise ConfigError("tls.mode acme needs tls.email")
+        live = self._live(ctx)
+        served = posixpath.join(ctx.layout.tls, "fullchain.pem")
+        digests = parse_sha256(ctx.fact(host_cli.file_sha256([f"{live}/fullchain.pem", served])).text)
+        issued = digests.get(f"{live}/fullchain.pem")
+        directory = tls.acme_directory
+        if issued is None:
+            summary = f"obtain a certificate for {ctx.cfg.domain} from {directory} (certbot, HTTP-01 webroot)"
+            return [Change(summary, (Call("certbot", self._obtain),))]
+        chain = ctx.read_file(f"{live}/fullchain.pem") or b""
+        try:
+            ends = x509.load_pem_x509_certificate(chain).not_valid_after_utc
+        except ValueError:
+            ends = dt.datetime.now(dt.UTC)
+        if ends - dt.datetime.now(dt.UTC) < RENEW_BEFORE:
+            return [
+                Change(
+                    f"renew the certificate for {ctx.cfg.domain} (ends {ends:%Y-%m-%d})",
+                    (Call("certbot", self._obtain),),
+                )
+            ]
+        if digests.get(served) != issued:
+            return [Change("install the issued certificate for nginx", (Call("install", self._install),))]
+        return []
+
+    def _obtain(self, ctx: Context) -> None:
+        cfg = ctx.cfg
+        layout = ctx.layout
+        bundle = os.environ.get(CA_BUNDLE_ENV)
+        if bundle:
+            ctx.connector.put_file(
+                posixpath.join(layout.acme_state, posixpath.basename(_CA_BUNDLE_IN_CONTAINER)),
+                Path(bundle).read_bytes(),
+                0o644,
+                sudo=ctx.sudo,
+            )
+        argv = certbot_argv(
+            image=certbot_context().tag(cfg.images.base_image),
+            prefix=layout.prefix,
+            network=layout.egress_network,
+            state_dir=layout.acme_state,
+            webroot=layout.acme_webroot,
+            domain=cfg.domain,
+            email=cfg.tls.email or "",
+            directory=cfg.tls.acme_directory,
+            ca_bundle=bool(bundle),
+        )
+        ctx.note(f"asking {cfg.tls.acme_directory} for a certificate for {cfg.domain}")
+        ctx.run(argv, timeout=600)
+        self._install(ctx)
+
+    def _install(self, ctx: Context) -> None:
+        ctx.run(copy_live_argv(self._live(ctx), ctx.layout.tls))
+        nginx = inspect(ctx, ctx.layout.nginx_container)
+        if nginx is not None and nginx.running:
+            reload_nginx(ctx)

@@ -1,0 +1,172 @@
+"""Steps about the host itself: connect, lock, Docker, directories, unlock."""
+
+from __future__ import annotations
+
+import time
+
+from claudegate.deploy import docker_cli, host_cli
+from claudegate.deploy.context import Context
+from claudegate.deploy.engine import Call, Change, Run, Step
+from claudegate.deploy.facts import parse_file_stats, parse_links, parse_os_release
+from claudegate.deploy.journal import Journal
+from claudegate.deploy.lock import RemoteLock, read_holder
+from claudegate.errors import ConfigError, DeployFailed
+
+__all__ = ["ConnectStep", "DockerStep", "LayoutStep", "LockStep", "UnlockStep", "read_host_state"]
+
+
+def read_host_state(ctx: Context) -> None:
+    """Which releases ``current`` and ``previous`` name, and the last run's journal."""
+    layout = ctx.layout
+    links = parse_links(ctx.fact(host_cli.read_links([layout.current_link, layout.previous_link])).text)
+    ctx.current = links.get(layout.current_link)
+    ctx.previous = links.get(layout.previous_link)
+    journal = Journal.from_bytes(ctx.read_file(layout.journal))
+    ctx.resumed = journal if journal is not None and journal.interrupted else None
+    # The last good release: the interrupted run's fallback if there is one
+    # (``current`` may name the release that run switched to but never
+    # proved), else what serves now.
+    if ctx.resumed is not None and ctx.resumed.fallback is not None:
+        ctx.fallback = ctx.resumed.fallback
+    else:
+        ctx.fallback = ctx.current
+
+
+class ConnectStep(Step):
+    name = "connect"
+    title = "Check the target"
+
+    def plan(self, ctx: Context) -> list[Change]:
+        # The first command opens (and verifies) the connection: a wrong host
+        # key stops everything here, before any change.
+        ctx.machine = ctx.run(host_cli.uname_machine(), sudo=False, timeout=30).text.strip()
+        if ctx.sudo:
+            check = ctx.run(host_cli.sudo_check(), timeout=30, check=False)
+            if not check.ok:
+                raise ConfigError(
+                    f"{ctx.connector.target}: the user cannot run commands with sudo without a password",
+                    hint="give the deploy user passwordless sudo (NOPASSWD), or connect as root",
+                )
+        what = f"; release {ctx.release.rid}" if ctx.release is not None else ""
+        ctx.note(f"{ctx.connector.target}: {ctx.machine}, {ctx.playbook}{what}")
+        if ctx.dry_run:
+            read_host_state(ctx)  # a real run reads it once it holds the lock
+        return []
+
+
+class LockStep(Step):
+    name = "lock"
+    title = "Take the deploy lock"
+
+    def plan(self, ctx: Context) -> list[Change]:
+        if ctx.dry_run:
+            holder = read_holder(ctx.connector, ctx.layout.lock_dir, sudo=ctx.sudo)
+            if holder is not None:
+                ctx.note(f"the deploy lock is held by {holder.describe()} ({holder.seconds_left} s left)")
+        return []
+
+    def perform(self, ctx: Context) -> None:
+        lock = RemoteLock(ctx.connector, ctx.layout.lock_dir, playbook=ctx.playbook, sudo=ctx.sudo)
+        lock.acquire()
+        ctx.lock = lock
+        read_host_state(ctx)
+        if ctx.resumed is not None:
+            done = ", ".join(ctx.resumed.steps) or "none"
+            ctx.note(
+                f"resuming the interrupted {ctx.resumed.playbook} of {ctx.resumed.started_at} "
+                f"(steps that had changed something: {done}); last good release: {ctx.fallback or 'none'}"
+            )
+        ctx.journal = Journal(
+            playbook=ctx.playbook, release=ctx.release.rid if ctx.release else None, fallback=ctx.fallback
+        )
+        ctx.save_journal()
+
+
+class UnlockStep(Step):
+    name = "unlock"
+    title = "Release the deploy lock"
+
+    def perform(self, ctx: Context) -> None:
+        if ctx.journal is not None:
+            ctx.journal.finish("ok")
+            ctx.save_journal()
+        if ctx.lock is not None:
+            ctx.lock.release()
+
+
+def _debian_like(os_release: dict[str, str]) -> bool:
+    ids = {os_release.get("ID", "")} | set(os_release.get("ID_LIKE", "").split())
+    return bool(ids & {"debian", "ubuntu"})
+
+
+def wait_for_docker(ctx: Context, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not ctx.fact(docker_cli.docker_info(), timeout=30).ok:
+        if time.monotonic() > deadline:
+            log = ctx.read_file("/var/log/docker.log") or b""
+            tail = ctx.connector.redact(log.decode(errors="replace")[-1500:])
+            raise DeployFailed(f"the Docker engine did not start within {timeout:.0f} s:\n{tail}")
+        time.sleep(0.5)
+
+
+class DockerStep(Step):
+    name = "docker"
+    title = "Docker engine"
+
+    def plan(self, ctx: Context) -> list[Change]:
+        changes: list[Change] = []
+        installed = ctx.fact(host_cli.command_path("docker"), sudo=False).ok
+        if not installed:
+            os_release = parse_os_release(ctx.fact(host_cli.os_release(), sudo=False).text)
+            if not _debian_like(os_release):
+                raise ConfigError(
+                    f"Docker is not installed on {ctx.connector.target} "
+                    f"({os_release.get('PRETTY_NAME', 'unknown OS')}), and only Debian and Ubuntu are set up "
+                    "automatically",
+                    hint="install Docker Engine on the host, then deploy again",
+                )
+            changes.append(
+                Change(
+                    "install docker.io from the distribution's packages",
+                    (Run(tuple(host_cli.apt_install("docker.io")), timeout=900),),
+                )
+            )
+        if not installed or not ctx.fact(docker_cli.docker_info(), timeout=30).ok:
+            changes.append(
+                Change(
+                    "start the Docker engine",
+                    (
+                        Run(tuple(host_cli.start_docker()), timeout=60),
+                        Call("wait for the engine", wait_for_docker),
+                    ),
+                )
+            )
+        ctx.docker_missing = bool(changes)
+        return changes
+
+    def verify(self, ctx: Context) -> None:
+        wait_for_docker(ctx)
+        ctx.docker_missing = False
+
+
+class LayoutStep(Step):
+    name = "layout"
+    title = "Directories"
+
+    def plan(self, ctx: Context) -> list[Change]:
+        specs = ctx.layout.directories()
+        stats = parse_file_stats(ctx.fact(host_cli.file_stats([s.path for s in specs])).text)
+        changes: list[Change] = []
+        for spec in specs:
+            st = stats.get(spec.path)
+            want = f"{spec.mode:04o} {spec.uid}:{spec.gid}"
+            if st is None:
+                summary = f"create {spec.path} ({want})"
+            elif st.kind != "directory":
+                raise DeployFailed(f"{spec.path} exists on the host but is a {st.kind}, not a directory")
+            elif (st.mode, st.uid, st.gid) != (spec.mode, spec.uid, spec.gid):
+                summary = f"set {spec.path} to {want} (was {st.mode:04o} {st.uid}:{st.gid})"
+            else:
+                continue
+            changes.append(Change(summary, (Run(tuple(host_cli.ensure_dir(spec))),)))
+        return changes

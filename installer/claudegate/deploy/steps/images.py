@@ -1,0 +1,144 @@
+"""The images step: base image on the host, then the gateway and nginx images.
+
+Images are named by their build context's hash (see :mod:`..build_contexts`), so
+"is it there?" is one ``docker image inspect`` per image and a redeploy of
+the same sources builds nothing.
+
+- The base image is loaded from this machine (``docker save | docker load``
+  over the verified connection) when the operator has it -- a locally made
+  base, no registry needed -- and pulled on the host otherwise.
+- ``images.transfer: build`` (default) builds on the host from a tar context
+  on stdin; the gateway's context carries the wheelhouse downloaded here.
+  ``save-load`` builds here and sends the images (same CPU architecture only).
+"""
+
+from __future__ import annotations
+
+import functools
+import shutil
+import subprocess
+from collections.abc import Callable
+
+from claudegate.connectors.base import Input, stderr_tail
+from claudegate.deploy import docker_cli
+from claudegate.deploy.build_contexts import (
+    ASSETS_DIR,
+    BuildContext,
+    certbot_context,
+    gateway_context,
+    nginx_context,
+)
+from claudegate.deploy.context import Context
+from claudegate.deploy.engine import Call, Change, Run, Step
+from claudegate.deploy.wheelhouse import ensure_wheelhouse
+from claudegate.errors import DeployFailed
+
+__all__ = ["ImagesStep", "context_tar", "operator_has_image", "send_image"]
+
+LABEL_CONTEXT = "org.claudegate.context"
+BUILD_TIMEOUT = 1200.0
+
+
+def operator_has_image(ref: str) -> bool:
+    """True when this machine's own Docker has ``ref`` (used to send it instead of pulling)."""
+    if shutil.which("docker") is None:
+        return False
+    probe = subprocess.run(docker_cli.image_inspect(ref), capture_output=True, timeout=60, check=False)
+    return probe.returncode == 0
+
+
+def send_image(ctx: Context, ref: str) -> None:
+    """``docker save`` here, streamed into ``docker load`` on the host."""
+    with subprocess.Popen(docker_cli.image_save(ref), stdout=subprocess.PIPE, stderr=subprocess.PIPE) as save:
+        assert save.stdout is not None
+        try:
+            ctx.run(docker_cli.image_load(), input=save.stdout, timeout=BUILD_TIMEOUT)
+        finally:
+            save.stdout.close()
+            err = save.stderr.read() if save.stderr is not None else b""
+            save.wait()
+    if save.returncode != 0:
+        raise DeployFailed(f"docker save {ref} failed on this machine:\n{stderr_tail(err)}")
+
+
+def context_tar(ctx: Context, context: BuildContext) -> Callable[[], Input]:
+    """The context's tar, made when the build runs (the wheel download happens then, once)."""
+
+    def make() -> Input:
+        wheels = None
+        if context.needs_wheels:
+            lock = ASSETS_DIR / "gateway" / "requirements.lock"
+            ctx.note(f"gateway wheels for {ctx.machine}: downloading or reusing the cache")
+            wheels = ensure_wheelhouse(lock, ctx.machine)
+        return context.tar(wheels)
+
+    return make
+
+
+def _build_locally(ctx: Context, *, context: BuildContext, base: str) -> None:
+    tag = context.tag(base)
+    tar = context_tar(ctx, context)()
+    assert isinstance(tar, bytes)
+    argv = docker_cli.build_image(tag, base_image=base, labels={LABEL_CONTEXT: context.digest(base)})
+    built = subprocess.run(argv, input=tar, capture_output=True, timeout=BUILD_TIMEOUT, check=False)
+    if built.returncode != 0:
+        raise DeployFailed(f"building {tag} on this machine failed:\n{stderr_tail(built.stderr)}")
+    send_image(ctx, tag)
+
+
+class ImagesStep(Step):
+    name = "images"
+    title = "Images"
+
+    def contexts(self, ctx: Context) -> list[BuildContext]:
+        found = [gateway_context(), nginx_context()]
+        if ctx.cfg.tls.mode == "acme":
+            found.append(certbot_context())
+        return found
+
+    def plan(self, ctx: Context) -> list[Change]:
+        base = ctx.cfg.images.base_image
+        local_target = ctx.cfg.target.is_local
+        changes: list[Change] = []
+        base_present = ctx.fact(docker_cli.image_inspect(base)).ok
+        contexts = [c for c in self.contexts(ctx) if not ctx.fact(docker_cli.image_inspect(c.tag(base))).ok]
+        save_load = ctx.cfg.images.transfer == "save-load" and not local_target
+        if not base_present and (contexts or not save_load):
+            if not local_target and operator_has_image(base):
+                changes.append(
+                    Change(
+                        f"send the base image {base} from this machine (docker save | docker load)",
+                        (Call(f"send {base}", lambda c: send_image(c, base)),),
+                    )
+                )
+            else:
+                changes.append(
+                    Change(
+                        f"pull the base image {base} on the host",
+                        (Run(tuple(docker_cli.image_pull(base)), timeout=900),),
+                    )
+                )
+        for context in contexts:
+            tag = context.tag(base)
+            if save_load:
+                changes.append(
+                    Change(
+                        f"build {tag} on this machine and send it (docker save | docker load)",
+                        (
+                            Call(
+                                f"build and send {tag}",
+                                functools.partial(_build_locally, context=context, base=base),
+                            ),
+                        ),
+                    )
+                )
+                continue
+            argv = docker_cli.build_image(tag, base_image=base, labels={LABEL_CONTEXT: context.digest(base)})
+            what = f" with wheels for {ctx.machine or 'the host'}" if context.needs_wheels else ""
+            changes.append(
+                Change(
+                    f"build {tag} on the host{what}",
+                    (Run(tuple(argv), input=context_tar(ctx, context), timeout=BUILD_TIMEOUT),),
+                )
+            )
+        return changes

@@ -1,0 +1,114 @@
+"""The smoke step: the deployed gateway, tested as its clients use it.
+
+If a check fails after this run switched nginx, nginx is switched back to
+the last good release (whose gateway still runs: cleanup only comes after a
+pass), the new gateway is removed, and the run raises
+:class:`~claudegate.errors.DeployFailed` naming the failed checks.
+"""
+
+from __future__ import annotations
+
+from claudegate.deploy import docker_cli
+from claudegate.deploy.context import Context
+from claudegate.deploy.engine import Step
+from claudegate.deploy.release import parse_manifest
+from claudegate.deploy.services import gateway_spec_for, inspect, switch_nginx, wait_gateway_ready
+from claudegate.deploy.steps.clients import SMOKE_CLIENT, keys_dir, read_saved_key
+from claudegate.edge.settings import size_in_bytes
+from claudegate.errors import ClaudegateError, DeployFailed, SmokeTestFailed
+from claudegate.smoke import SmokeReport, SmokeTarget, run_smoke
+
+__all__ = ["SmokeStep", "smoke_target"]
+
+
+def smoke_target(ctx: Context) -> SmokeTarget:
+    cfg = ctx.cfg
+    https = cfg.ports.https
+    base_url = f"https://{cfg.domain}" + ("" if https == 443 else f":{https}")
+    release = ctx.release.smoke if ctx.release is not None else {}
+    trust = ctx.tls.trust if ctx.tls is not None else None
+    if trust is None and cfg.tls.mode == "internal-ca":
+        candidate = cfg.state_dir / "ca.pem"
+        trust = candidate if candidate.exists() else None
+    return SmokeTarget(
+        base_url=base_url,
+        # Straight to the target: the domain may not resolve (yet) where the deploy runs.
+        connect_host="127.0.0.1" if cfg.target.is_local else cfg.target.host,
+        https_port=https,
+        http_port=cfg.ports.http,
+        ca_file=trust,
+        client_key=ctx.smoke_key,
+        max_body_bytes=release.get("max_body_bytes", size_in_bytes(cfg.limits.max_body_size)),
+        # Well past the per-address bucket, so nginx must answer 429.
+        burst=2 * release.get("per_ip_burst", cfg.limits.per_ip.burst) + 40,
+    )
+
+
+class SmokeStep(Step):
+    name = "smoke"
+    title = "Smoke test"
+
+    def perform(self, ctx: Context) -> None:
+        if ctx.smoke_key is None:
+            # A rollback has no clients step: use the key the deploys saved.
+            ctx.smoke_key = read_saved_key(keys_dir(ctx), SMOKE_CLIENT)
+            if ctx.smoke_key is not None:
+                ctx.connector.add_secret(ctx.smoke_key)
+        report = run_smoke(
+            smoke_target(ctx), progress=lambda check: ctx.note(f"{check.name}: {check.status}")
+        )
+        ctx.smoke = report
+        if report.ok:
+            return
+        release = ctx.release
+        failed = ", ".join(report.failed)
+        fallback = ctx.fallback
+        # nginx serves ``release`` now (the switch step saw to it, in this run
+        # or in the interrupted one this run resumes); anything else that
+        # served before is the way back.
+        if release is None or fallback is None or fallback == release.rid:
+            raise SmokeTestFailed(
+                f"the smoke test failed: {failed}\n{report.table()}",
+                failed=report.failed,
+                hint="there was no earlier release to switch back to; see the failed checks",
+            )
+        self._switch_back(ctx, fallback, report)
+        raise DeployFailed(
+            f"the smoke test of release {release.rid} failed ({failed}); nginx was switched back to release "
+            f"{fallback}, which keeps serving\n{report.table()}",
+            hint="fix what the failed checks say, then deploy again",
+        )
+
+    @staticmethod
+    def _switch_back(ctx: Context, fallback: str, report: SmokeReport) -> None:
+        release = ctx.release
+        assert release is not None
+        manifest = ctx.read_file(f"{ctx.layout.release_dir(fallback)}/release.json")
+        if manifest is None:
+            raise DeployFailed(
+                f"smoke test failed ({', '.join(report.failed)}) and release {fallback} is gone"
+            )
+        good = parse_manifest(fallback, manifest)
+        ctx.note(f"smoke test failed; switching nginx back to release {fallback}")
+        try:
+            spec = gateway_spec_for(ctx, good)
+            state = inspect(ctx, spec.name)
+            if state is not None and not state.running:
+                ctx.run(docker_cli.container_start(spec.name))
+                wait_gateway_ready(ctx, spec.name)
+            switch_nginx(ctx, fallback, ctx.previous if ctx.previous != fallback else None)
+        except ClaudegateError as exc:
+            raise DeployFailed(
+                f"the smoke test failed ({', '.join(report.failed)}) and switching back to {fallback} failed too: {exc}"
+            ) from exc
+        ctx.switched = False
+        if good.gateway_id != release.gateway_id:
+            failed_gateway = ctx.layout.gateway_container(release.gateway_id)
+            # A rollback's target stays (stopped) for another try; a new release's gateway goes.
+            if ctx.playbook == "rollback":
+                ctx.run(docker_cli.container_stop(failed_gateway), check=False, timeout=90)
+            else:
+                ctx.run(docker_cli.container_remove(failed_gateway), check=False)
+        if ctx.journal is not None:
+            ctx.journal.finish(f"smoke test failed; switched back to {fallback}")
+            ctx.save_journal()

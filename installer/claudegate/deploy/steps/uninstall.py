@@ -1,0 +1,88 @@
+"""The uninstall step: containers, networks, images and files of the installation.
+
+Docker itself stays installed (other things may use it). With the option
+``keep_data`` the keystore (``shared/data``) and the secrets stay, so a later
+deploy finds the same clients and keys; with ``keep_images`` the images stay
+(a reinstall then builds nothing).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import posixpath
+
+from claudegate.deploy import docker_cli, host_cli
+from claudegate.deploy.context import Context
+from claudegate.deploy.engine import Call, Change, Run, Step
+from claudegate.deploy.release import parse_manifest
+from claudegate.deploy.steps.network import network_commands
+
+__all__ = ["UninstallStep"]
+
+
+class UninstallStep(Step):
+    name = "uninstall"
+    title = "Remove the installation"
+
+    def plan(self, ctx: Context) -> list[Change]:
+        layout = ctx.layout
+        changes: list[Change] = []
+        names = ctx.fact(docker_cli.container_list(layout.prefix)).text.split()
+        if names:
+            changes.append(
+                Change(
+                    f"remove containers {', '.join(sorted(names))}",
+                    (Run(tuple(docker_cli.container_remove(*sorted(names)))),),
+                )
+            )
+        for network in network_commands(ctx):
+            if ctx.fact(docker_cli.network_inspect(network)).ok:
+                changes.append(
+                    Change(f"remove network {network}", (Run(tuple(docker_cli.network_remove(network))),))
+                )
+        images = set()
+        for entry in ctx.fact(host_cli.list_dir(layout.releases)).text.split():
+            data = ctx.read_file(posixpath.join(layout.release_dir(entry), "release.json"))
+            if data is not None:
+                with contextlib.suppress(ValueError):
+                    images |= set(parse_manifest(entry, data).images.values())
+        present = sorted(image for image in images if ctx.fact(docker_cli.image_inspect(image)).ok)
+        if present and not ctx.options.get("keep_images"):
+            changes.append(
+                Change(
+                    f"remove images {', '.join(present)}",
+                    (Call("remove images", lambda c: _remove_images(c, present)),),
+                )
+            )
+        if ctx.fact(host_cli.file_stats([layout.root])).text.strip():
+            if ctx.options.get("keep_data"):
+                keep = {layout.data, layout.secrets}
+                paths = [layout.releases, layout.gateways, layout.tls, layout.acme_webroot, layout.acme_state,
+                         layout.path("shared", "log"), layout.state]  # fmt: skip
+                summary = f"remove {layout.root} except the keystore and secrets ({', '.join(sorted(keep))})"
+            else:
+                paths = [layout.root]
+                summary = f"remove {layout.root} (keystore, secrets, certificates, releases)"
+            changes.append(Change(summary, (Call("remove files", lambda c: _remove_files(c, paths)),)))
+        return changes
+
+    def verify(self, ctx: Context) -> None:
+        # Images another installation uses, and kept data, legitimately remain.
+        left = [c for c in self.plan(ctx) if c.summary.startswith(("remove containers", "remove network"))]
+        if left:
+            from claudegate.errors import DeployFailed
+
+            raise DeployFailed("uninstall left: " + "; ".join(c.summary for c in left))
+
+
+def _remove_images(ctx: Context, images: list[str]) -> None:
+    # Refused when another installation on this engine uses one: that is fine.
+    ctx.run(docker_cli.image_remove(*images), check=False, timeout=300)
+
+
+def _remove_files(ctx: Context, paths: list[str]) -> None:
+    ctx.run(host_cli.remove_paths(*paths), timeout=300)
+    # The journal and the lock lived there.
+    ctx.journal = None
+    if ctx.lock is not None:
+        ctx.lock.forget()
