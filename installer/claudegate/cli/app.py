@@ -128,9 +128,16 @@ def deploy(
 
         cfg = _load(config)
         with _connect(cfg, accept_host_key) as conn:
+            if not (yes or dry_run) and sys.stdin.isatty():
+                # Installing a package on someone's server deserves a yes.
+                preview = core.plan(cfg, conn)
+                if "docker.io" in preview.plan_text(diffs=False) and not typer.confirm(
+                    f"Docker is not installed on {conn.target}; install docker.io from the distribution?"
+                ):
+                    raise typer.Exit(ExitCode.ERROR)
             reporter = None if json_out else output.StepPrinter()
-            result = core.deploy(cfg, conn, dry_run=dry_run, assume_yes=yes, reporter=reporter)
-        output.deploy_result(result, json_out=json_out, state_dir=cfg.state_dir)
+            result = core.deploy(cfg, conn, dry_run=dry_run, reporter=reporter)
+        output.deploy_result(result, json_out=json_out)
 
     run(body)
 
@@ -144,8 +151,8 @@ def plan(config: ConfigOpt, accept_host_key: HostKeyOpt = None, json_out: JsonOp
 
         cfg = _load(config)
         with _connect(cfg, accept_host_key) as conn:
-            result = core.deploy(cfg, conn, dry_run=True, reporter=None if json_out else output.StepPrinter())
-        output.deploy_result(result, json_out=json_out, state_dir=cfg.state_dir)
+            result = core.plan(cfg, conn, reporter=None if json_out else output.StepPrinter())
+        output.deploy_result(result, json_out=json_out)
 
     run(body)
 
@@ -159,7 +166,8 @@ def status(config: ConfigOpt, accept_host_key: HostKeyOpt = None, json_out: Json
 
         cfg = _load(config)
         with _connect(cfg, accept_host_key) as conn:
-            output.data(core.status(cfg, conn), json_out=json_out)
+            report = core.status(cfg, conn)
+        output.data(report.to_json(), json_out=True) if json_out else print(report.text())
 
     run(body)
 
@@ -194,7 +202,7 @@ def smoke_test(config: ConfigOpt, accept_host_key: HostKeyOpt = None, json_out: 
         from claudegate.errors import SmokeTestFailed
 
         cfg = _load(config)
-        report = core.smoke(cfg, progress=None if json_out else output.check_line)
+        report = core.smoke_test(cfg, progress=None if json_out else output.check_line)
         output.smoke_report(report, json_out=json_out)
         if not report.ok:
             failed = [c.name for c in report.checks if c.status == "fail"]
@@ -212,7 +220,8 @@ def rollback(config: ConfigOpt, accept_host_key: HostKeyOpt = None, json_out: Js
 
         cfg = _load(config)
         with _connect(cfg, accept_host_key) as conn:
-            output.data(core.rollback(cfg, conn, reporter=None if json_out else output.StepPrinter()), json_out=json_out)
+            result = core.rollback(cfg, conn, reporter=None if json_out else output.StepPrinter())
+        output.deploy_result(result, json_out=json_out)
 
     run(body)
 
@@ -233,7 +242,8 @@ def uninstall(
         if not yes and not typer.confirm(f"Remove claudegate from {cfg.target.host}?", default=False):
             raise typer.Exit(ExitCode.ERROR)
         with _connect(cfg, accept_host_key) as conn:
-            output.data(core.uninstall(cfg, conn, keep_data=keep_data), json_out=False)
+            result = core.uninstall(cfg, conn, keep_data=keep_data, reporter=output.StepPrinter())
+        output.deploy_result(result, json_out=False)
 
     run(body)
 
@@ -249,8 +259,11 @@ def render(
         from claudegate import deploy as core
 
         cfg = _load(config)
-        for path in core.render(cfg, out):
+        result = core.render(cfg, out)
+        for path in result.files:
             print(path)
+        for note in result.notes:
+            output.err(note)
 
     run(body)
 

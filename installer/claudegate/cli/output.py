@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from dataclasses import asdict, is_dataclass
-from pathlib import Path
 from typing import Any
 
 from claudegate.errors import ClaudegateError
@@ -44,19 +42,21 @@ def data(value: Any, *, json_out: bool) -> None:
 
 
 class StepPrinter:
-    """Progress of a playbook, one line per step, with timings."""
+    """Progress of a playbook on stderr: one line per step as it starts and ends."""
 
-    def __init__(self) -> None:
-        self._started: dict[str, float] = {}
-
-    def __call__(self, event: str, step: str, detail: str = "") -> None:
-        if event == "start":
-            self._started[step] = time.monotonic()
-            err(f"  … {step}{': ' + detail if detail else ''}")
-        else:
-            took = time.monotonic() - self._started.get(step, time.monotonic())
-            mark = {"done": "✓", "changed": "✓", "unchanged": "·", "failed": "✗", "skipped": "-"}.get(event, "·")
-            err(f"  {mark} {step} ({took:.1f}s){': ' + detail if detail else ''}")
+    def __call__(self, event: Any) -> None:
+        where = f"[{event.index}/{event.total}]"
+        if event.kind == "start":
+            err(f"{where} {event.title} …")
+        elif event.kind == "plan" and event.changes:
+            for change in event.changes:
+                err(f"      + {change}")
+        elif event.kind == "note" and event.message:
+            err(f"      {event.message}")
+        elif event.kind == "finish":
+            err(f"{where} {event.title}: {'changed' if event.changed else 'no changes'} ({event.elapsed:.1f}s)")
+        elif event.kind == "fail":
+            err(f"{where} {event.title}: FAILED ({event.elapsed:.1f}s) {event.message}")
 
 
 def check_line(check: Any) -> None:
@@ -71,9 +71,13 @@ def smoke_report(report: Any, *, json_out: bool) -> None:
         print(report.table())
 
 
-def deploy_result(result: Any, *, json_out: bool, state_dir: Path) -> None:
+def deploy_result(result: Any, *, json_out: bool) -> None:
     if json_out:
-        print(json.dumps(_plain(result), indent=2, default=str))
+        print(json.dumps(result.to_json(), indent=2, default=str))
         return
-    summary = getattr(result, "summary", None)
-    print(summary() if callable(summary) else result)
+    print(result.plan_text(diffs=result.dry_run))
+    if result.smoke is not None:
+        print(result.smoke.table())
+    for name, key in result.new_client_keys.items():
+        # Shown once, here; a copy is in state_dir/keys (0600).
+        print(f"new key for {name}: {key.reveal()}")

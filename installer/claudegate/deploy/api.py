@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from claudegate.config.files import check_secret_files
 from claudegate.config.model import DeployConfig
@@ -26,7 +27,22 @@ from claudegate.deploy.secret_inputs import key_fingerprint, read_upstream_key
 from claudegate.deploy.tls_material import cert_summary
 from claudegate.errors import ClaudegateError, ConfigError
 
-__all__ = ["connector_for", "deploy", "logs", "plan", "render", "renew", "rollback", "status", "uninstall"]
+__all__ = [
+    "connector_for",
+    "deploy",
+    "gateway_keys",
+    "logs",
+    "plan",
+    "render",
+    "renew",
+    "rollback",
+    "smoke_test",
+    "status",
+    "uninstall",
+]
+
+if TYPE_CHECKING:
+    from claudegate.smoke import Check, SmokeReport
 
 SERVICES = ("gateway", "nginx")
 
@@ -323,22 +339,55 @@ def logs(
         raise ConfigError(f"tail must be at least 1, not {tail}")
     layout = layout or HostLayout()
     sudo = _sudo(cfg, connector)
-    name = layout.nginx_container
-    if service == "gateway":
-        links = parse_links(
-            connector.run(host_cli.read_links([layout.current_link]), sudo=sudo, check=False).text
-        )
-        current = links.get(layout.current_link)
-        if current is None:
-            raise ClaudegateError(
-                f"nothing is deployed on {connector.target} yet", hint="run claudegate deploy first"
-            )
-        manifest = connector.get_file(f"{layout.release_dir(current)}/release.json", sudo=sudo)
-        if manifest is None:
-            raise ClaudegateError(f"release {current} has no release.json on {connector.target}")
-        name = layout.gateway_container(parse_manifest(current, manifest).gateway_id)
+    name = layout.gateway_container(_serving_gateway(connector, layout, sudo)) if service == "gateway" else (
+        layout.nginx_container
+    )
     result = connector.run(docker_cli.container_logs(name, tail=tail), sudo=sudo, timeout=60, check=False)
     if not result.ok:
         connector.raise_failed(docker_cli.container_logs(name, tail=tail), result)
     # docker logs writes the container's stdout and stderr to its own two streams.
     return connector.redact((result.stdout + result.stderr).decode("utf-8", errors="replace"))
+
+
+def _serving_gateway(connector: Connector, layout: HostLayout, sudo: bool) -> str:
+    """The gateway id of the release nginx serves now."""
+    links = parse_links(connector.run(host_cli.read_links([layout.current_link]), sudo=sudo, check=False).text)
+    current = links.get(layout.current_link)
+    if current is None:
+        raise ClaudegateError(f"nothing is deployed on {connector.target} yet", hint="run claudegate deploy first")
+    manifest = connector.get_file(f"{layout.release_dir(current)}/release.json", sudo=sudo)
+    if manifest is None:
+        raise ClaudegateError(f"release {current} has no release.json on {connector.target}")
+    return parse_manifest(current, manifest).gateway_id
+
+
+def gateway_keys(
+    cfg: DeployConfig, connector: Connector, args: list[str], *, layout: HostLayout | None = None
+) -> str:
+    """Run ``claudegate-gateway keys ARGS`` in the serving gateway; its stdout (a new key is the last line).
+
+    The keystore lives in the gateway's volume, so this is the only place keys
+    can be managed; a revocation is seen by the running gateway on its next request.
+    """
+    from claudegate.deploy.steps.clients import gateway_argv
+
+    layout = layout or HostLayout()
+    sudo = _sudo(cfg, connector)
+    container = layout.gateway_container(_serving_gateway(connector, layout, sudo))
+    argv = docker_cli.exec_in(container, gateway_argv(["claudegate-gateway", "keys", *args]))
+    result = connector.run(argv, sudo=sudo, timeout=60, check=False)
+    if not result.ok:
+        # The gateway's own message says what was wrong (unknown name, bad flag).
+        message = (result.stderr.decode("utf-8", errors="replace").strip().splitlines() or ["failed"])[-1]
+        raise ClaudegateError(f"keys {' '.join(args[:2])}: {message}", hint="see claudegate keys --help")
+    return result.text
+
+
+def smoke_test(cfg: DeployConfig, *, progress: Callable[[Check], None] | None = None) -> SmokeReport:
+    """The smoke test against what is deployed, as a client sees it (no SSH needed)."""
+    from claudegate.deploy.steps.clients import SMOKE_CLIENT, read_saved_key
+    from claudegate.deploy.steps.smoke import target_for
+    from claudegate.smoke import run_smoke
+
+    key = read_saved_key(Path(cfg.state_dir) / "keys", SMOKE_CLIENT)
+    return run_smoke(target_for(cfg, trust=None, client_key=key), progress=progress)

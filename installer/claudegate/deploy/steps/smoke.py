@@ -8,6 +8,9 @@ pass), the new gateway is removed, and the run raises
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from claudegate.config.model import DeployConfig
 from claudegate.deploy import docker_cli
 from claudegate.deploy.context import Context
 from claudegate.deploy.engine import Step
@@ -16,31 +19,47 @@ from claudegate.deploy.services import gateway_spec_for, inspect, switch_nginx, 
 from claudegate.deploy.steps.clients import SMOKE_CLIENT, keys_dir, read_saved_key
 from claudegate.edge.settings import size_in_bytes
 from claudegate.errors import ClaudegateError, DeployFailed, SmokeTestFailed
+from claudegate.redact import Secret
 from claudegate.smoke import SmokeReport, SmokeTarget, run_smoke
 
-__all__ = ["SmokeStep", "smoke_target"]
+__all__ = ["SmokeStep", "smoke_target", "target_for"]
 
 
-def smoke_target(ctx: Context) -> SmokeTarget:
-    cfg = ctx.cfg
+def target_for(
+    cfg: DeployConfig,
+    *,
+    trust: Path | None,
+    client_key: Secret | None,
+    max_body_bytes: int | None = None,
+    per_ip_burst: int | None = None,
+) -> SmokeTarget:
+    """The smoke test's view of a deployment: what clients call, and how hard to push it."""
     https = cfg.ports.https
-    base_url = f"https://{cfg.domain}" + ("" if https == 443 else f":{https}")
-    release = ctx.release.smoke if ctx.release is not None else {}
-    trust = ctx.tls.trust if ctx.tls is not None else None
     if trust is None and cfg.tls.mode == "internal-ca":
-        candidate = cfg.state_dir / "ca.pem"
+        candidate = Path(cfg.state_dir) / "ca.pem"
         trust = candidate if candidate.exists() else None
     return SmokeTarget(
-        base_url=base_url,
+        base_url=f"https://{cfg.domain}" + ("" if https == 443 else f":{https}"),
         # Straight to the target: the domain may not resolve (yet) where the deploy runs.
         connect_host="127.0.0.1" if cfg.target.is_local else cfg.target.host,
         https_port=https,
         http_port=cfg.ports.http,
         ca_file=trust,
-        client_key=ctx.smoke_key,
-        max_body_bytes=release.get("max_body_bytes", size_in_bytes(cfg.limits.max_body_size)),
+        client_key=client_key,
+        max_body_bytes=max_body_bytes or size_in_bytes(cfg.limits.max_body_size),
         # Well past the per-address bucket, so nginx must answer 429.
-        burst=2 * release.get("per_ip_burst", cfg.limits.per_ip.burst) + 40,
+        burst=2 * (per_ip_burst if per_ip_burst is not None else cfg.limits.per_ip.burst) + 40,
+    )
+
+
+def smoke_target(ctx: Context) -> SmokeTarget:
+    release = ctx.release.smoke if ctx.release is not None else {}
+    return target_for(
+        ctx.cfg,
+        trust=ctx.tls.trust if ctx.tls is not None else None,
+        client_key=ctx.smoke_key,
+        max_body_bytes=release.get("max_body_bytes"),
+        per_ip_burst=release.get("per_ip_burst"),
     )
 
 

@@ -1,0 +1,102 @@
+"""The typer front end: exit codes, messages on stderr, data on stdout."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from claudegate.cli import app
+
+REPO = Path(__file__).resolve().parents[2]
+runner = CliRunner()
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "deploy.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_help_teaches() -> None:
+    r = runner.invoke(app, ["--help"])
+    assert r.exit_code == 0
+    for word in ("deploy", "plan", "smoke-test", "rollback", "keys", "Exit codes", "examples/local.yaml"):
+        assert word in r.output
+    r = runner.invoke(app, ["deploy", "--help"])
+    assert r.exit_code == 0 and "--dry-run" in r.output and "--accept-host-key" in r.output
+
+
+def test_help_does_not_import_heavy_modules() -> None:
+    code = (
+        "import sys; from claudegate.cli import app\n"
+        "heavy = [m for m in ('paramiko', 'textual', 'jinja2', 'claudegate.deploy') if m in sys.modules]\n"
+        "print(heavy)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_bad_config_exit_2_names_file_line_and_fix(tmp_path: Path) -> None:
+    cfg = write(tmp_path, "target:\n  host: local\ndomain: gw.example.com\ntls:\n  mode: internal-ca\n  profil: modern\n"
+                          "upstream:\n  api_key_env: ANTHROPIC_API_KEY\n")
+    r = runner.invoke(app, ["plan", "--config", str(cfg)])
+    assert r.exit_code == 2
+    assert f"{cfg}:6:3: tls.profil" in r.stderr and "did you mean" in r.stderr
+    assert r.stdout == ""
+
+
+def test_inline_key_refused_without_echo(tmp_path: Path) -> None:
+    secret = "sk-ant-api03-" + "x" * 60
+    cfg = write(tmp_path, f"target: {{host: local}}\ndomain: gw.example.com\ntls: {{mode: internal-ca}}\n"
+                          f"upstream:\n  api_key: {secret}\n")
+    r = runner.invoke(app, ["deploy", "--config", str(cfg), "--yes"])
+    assert r.exit_code == 2 and "api_key" in r.stderr and secret not in r.output + r.stderr
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    r = runner.invoke(app, ["status", "--config", str(tmp_path / "nope.yaml")])
+    assert r.exit_code == 2 and "nope.yaml" in r.stderr and "fix:" in r.stderr
+
+
+def test_unreachable_host_is_exit_3(tmp_path: Path) -> None:
+    key = tmp_path / "id"
+    key.write_text("not a key")
+    key.chmod(0o600)
+    cfg = write(tmp_path, f"target:\n  host: 127.0.0.1\n  port: 1\n  user: deploy\n  ssh_key: {key}\n"
+                          f"  known_hosts: {tmp_path}/kh\ndomain: gw.example.com\ntls: {{mode: internal-ca}}\n"
+                          "upstream: {api_key_env: ANTHROPIC_API_KEY}\n")
+    r = runner.invoke(app, ["status", "--config", str(cfg)])
+    assert r.exit_code == 3, r.output + r.stderr
+    assert "127.0.0.1" in r.stderr
+
+
+def test_render_writes_every_file_but_no_secret(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    secret = "sk-ant-api03-" + "z" * 40
+    r = runner.invoke(app, ["render", "--config", str(REPO / "examples/local.yaml"), "--out", str(out)],
+                      env={"ANTHROPIC_API_KEY": secret})
+    assert r.exit_code == 0, r.output + r.stderr
+    files = [Path(line) for line in r.stdout.split()]
+    assert files and all(f.exists() for f in files)
+    names = {f.name for f in files}
+    assert "gateway.yaml" in names and any(n.endswith(".conf") for n in names)
+    blob = b"".join(f.read_bytes() for f in files)
+    assert secret.encode() not in blob
+    # The gateway's source ships too (and names PEM markers); no actual key material does.
+    assert re.search(rb"-----BEGIN [A-Z ]*PRIVATE KEY-----\r?\n[A-Za-z0-9+/]{40}", blob) is None
+    assert "not written" in r.stderr
+
+
+def test_init_says_what_to_do_instead() -> None:
+    r = runner.invoke(app, ["init"])
+    assert r.exit_code == 1 and "examples/local.yaml" in r.stderr
+
+
+@pytest.mark.parametrize("args", [["keys", "--help"], ["keys", "create", "--help"], ["smoke-test", "--help"]])
+def test_subcommand_help(args: list[str]) -> None:
+    assert runner.invoke(app, args).exit_code == 0
