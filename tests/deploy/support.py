@@ -27,10 +27,15 @@ def write_secret(path: Path, value: str) -> Path:
     return path
 
 
+TEST_BASE_IMAGE = "claudegate/debian-base:bookworm"
+
+
 def write_config(directory: Path, doc: dict[str, Any], name: str = "deploy.yaml") -> DeployConfig:
     """Write ``doc`` as a deploy.yaml and load it the way the CLI does."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / name
+    # No registry here: build FROM the Debian base that tests/infra makes locally.
+    doc = {**doc, "images": {"base_image": TEST_BASE_IMAGE, **doc.get("images", {})}}
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return load_config(path)
 

@@ -567,7 +567,9 @@ class Images(_Section):
     """How the images get onto the target."""
 
     base_image: ImageRef = Field(
-        default="claudegate/debian-base:bookworm", examples=["claudegate/debian-base:bookworm"]
+        default="debian:bookworm-slim",
+        examples=["debian:bookworm-slim"],
+        description="what the images build FROM; pulled on the host unless this machine has it (then sent)",
     )
     transfer: Literal["build", "save-load"] = Field(
         default="build",
