@@ -2125,8 +2125,8 @@ class FakeControl:
     def _call(self, method: str, path: str, payload: Any = None) -> Any:
         data = None if payload is None else json.dumps(payload).encode()
         headers = {"content-type": "application/json"}
-        req = urllib.request.Request(self.url + path, data=data, method=method, headers=headers)  # noqa: S310
-        with urllib.request.urlopen(req, timeout=self.timeout) as resp:  # noqa: S310 - http(s) only, test helper
+        req = urllib.request.Request(self.url + path, data=data, method=method, headers=headers)
+        with urllib.request.urlopen(req, timeout=self.timeout) as resp:
             return json.loads(resp.read() or b"null")
 
     def requests(self, path: str | None = None) -> list[dict[str, Any]]:
