@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -85,6 +86,9 @@ def test_piped_install_is_idempotent_and_passes_arguments(image: str, wheels: Pa
         echo ---after---
         ~/.local/bin/claudegate --version
         test -x ~/.local/share/claudegate/venv/bin/python
+        echo ---render---
+        printf 'target: {host: local}\\ndomain: gw.example.com\\ntls: {mode: internal-ca}\\nupstream: {api_key_env: K}\\n' > /tmp/ok.yaml
+        ~/.local/bin/claudegate render --config /tmp/ok.yaml --out /tmp/out
         echo ---config---
         printf 'target: {host: local}\\n' > /tmp/bad.yaml
         bash /src/install.sh --config /tmp/bad.yaml || echo "deploy exit $?"
@@ -95,8 +99,11 @@ def test_piped_install_is_idempotent_and_passes_arguments(image: str, wheels: Pa
     assert r.stderr.count("creating a virtualenv") == 1  # the second run reuses it
     second, rest = rest.split("---after---")
     assert "Usage: claudegate" in second and "deploy" in second
-    after, config = rest.split("---config---")
+    after, rest = rest.split("---render---")
     assert "claudegate 0.1.0" in after
+    # The installed wheel finds what goes onto the host (assets, templates).
+    rendered, config = rest.split("---config---")
+    assert "/tmp/out/" in rendered and "gateway.yaml" in rendered and "Dockerfile" in rendered
     # --config goes to `claudegate deploy`, which names what is missing in the file.
     assert "deploy exit 2" in config
     assert "/tmp/bad.yaml" in r.stderr and "domain" in r.stderr
@@ -107,3 +114,12 @@ def test_clear_error_without_venv_support(image: str, wheels: Path) -> None:
             BASE, "bash", "/src/install.sh")
     assert r.returncode == 1
     assert "python3" in r.stderr and "fix:" in r.stderr
+
+
+def test_wheel_carries_every_asset_and_playbook(wheels: Path) -> None:
+    tracked = subprocess.run(["git", "ls-files", "assets", "playbooks"], cwd=REPO, capture_output=True,
+                             text=True, check=True).stdout.split()
+    (wheel,) = wheels.glob("claudegate-*.whl")
+    with zipfile.ZipFile(wheel) as zf:
+        shipped = {n.split("/data/share/claudegate/", 1)[1] for n in zf.namelist() if "/data/share/claudegate/" in n}
+    assert set(tracked) == shipped

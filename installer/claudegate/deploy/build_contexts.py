@@ -20,6 +20,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from claudegate.resources import ASSETS_DIR
+
 __all__ = [
     "ASSETS_DIR",
     "BuildContext",
@@ -30,7 +32,6 @@ __all__ = [
 ]
 
 #: ``<repo>/assets`` in a source checkout (as for the nginx templates).
-ASSETS_DIR = Path(__file__).resolve().parents[3] / "assets"
 
 IMAGE_REPOSITORY = "claudegate"
 

@@ -26,11 +26,11 @@ import yaml
 
 from claudegate.deploy.engine import Step
 from claudegate.errors import ConfigError
+from claudegate.resources import PLAYBOOKS_DIR
 
 __all__ = ["PLAYBOOKS_DIR", "Playbook", "StepRef", "load_playbook"]
 
 #: ``<repo>/playbooks`` in a source checkout (next to ``assets/``).
-PLAYBOOKS_DIR = Path(__file__).resolve().parents[3] / "playbooks"
 
 
 @dataclass(frozen=True)

@@ -17,9 +17,10 @@ from typing import Any
 import jinja2
 
 from claudegate.edge.settings import EdgeSettings
+from claudegate.resources import ASSETS_DIR
 
 #: Where the templates live in a source checkout: ``<repo>/assets/nginx``.
-TEMPLATES_DIR = Path(__file__).resolve().parents[3] / "assets" / "nginx"
+TEMPLATES_DIR = ASSETS_DIR / "nginx"
 
 #: Rendered file (relative path) -> template (relative to the templates dir).
 OUTPUTS: dict[str, str] = {
