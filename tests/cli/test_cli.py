@@ -97,6 +97,8 @@ def test_init_says_what_to_do_instead() -> None:
     assert r.exit_code == 1 and "examples/local.yaml" in r.stderr
 
 
-@pytest.mark.parametrize("args", [["keys", "--help"], ["keys", "create", "--help"], ["smoke-test", "--help"]])
+@pytest.mark.parametrize(
+    "args", [["keys", "--help"], ["keys", "create", "--help"], ["smoke-test", "--help"], ["renew", "--help"]]
+)
 def test_subcommand_help(args: list[str]) -> None:
     assert runner.invoke(app, args).exit_code == 0

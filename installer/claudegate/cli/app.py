@@ -227,6 +227,21 @@ def rollback(config: ConfigOpt, accept_host_key: HostKeyOpt = None, json_out: Js
 
 
 @app.command()
+def renew(config: ConfigOpt, accept_host_key: HostKeyOpt = None, json_out: JsonOpt = False) -> None:
+    """Renew the ACME certificate when it is due, then reload nginx (safe to run from cron)."""
+
+    def body() -> None:
+        from claudegate import deploy as core
+
+        cfg = _load(config)
+        with _connect(cfg, accept_host_key) as conn:
+            result = core.renew(cfg, conn, reporter=None if json_out else output.StepPrinter())
+        output.deploy_result(result, json_out=json_out)
+
+    run(body)
+
+
+@app.command()
 def uninstall(
     config: ConfigOpt,
     keep_data: Annotated[bool, typer.Option("--keep-data/--purge", help="keep the keystore, audit log and certificates")] = True,
