@@ -18,7 +18,7 @@ import json
 import secrets
 import sqlite3
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
@@ -106,7 +106,6 @@ class _Cached:
     digest: bytes
     client: Client
     revoked: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def new_key() -> tuple[str, str]:
