@@ -1,0 +1,102 @@
+"""How long a deploy takes: from nothing to smoke-tested, a no-change redeploy,
+and `claudegate --help` start-up.
+
+Runs against a "fresh server" container (sshd only, no Docker) with the fake
+Anthropic API as upstream, exactly as the end-to-end tests do, and prints a
+table plus the command to reproduce. Needs dockerd and the local Debian base
+image (tests/infra/start-services.sh, tests/infra/build-base-image.sh).
+
+    .venv/bin/python bench/deploy_bench.py [--redeploys 3] [--help-runs 15]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import secrets
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from claudegate.deploy import connector_for, deploy  # noqa: E402
+from tests.deploy.support import DOMAIN, write_config, write_secret  # noqa: E402
+from tests.support.fake_anthropic import spawn_fake  # noqa: E402
+from tests.support.fresh_server import docker_client, start_fresh_server  # noqa: E402
+
+TARGETS = {"fresh deploy": 180.0, "no-change redeploy": 10.0, "claudegate --help": 0.3}
+
+
+def help_startup(runs: int) -> float:
+    exe = Path(sys.executable).parent / "claudegate"
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        subprocess.run([str(exe), "--help"], capture_output=True, check=True)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--redeploys", type=int, default=3, help="no-change redeploys to time (median)")
+    parser.add_argument("--help-runs", type=int, default=15, help="`claudegate --help` runs to time (median)")
+    args = parser.parse_args()
+
+    results: dict[str, float] = {}
+    key = "sk-ant-api03-bench-" + secrets.token_hex(16)
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = Path(tmp)
+        with start_fresh_server(directory / "server") as server:
+            fake = spawn_fake("0.0.0.0:0", api_keys=[key], event_delay=0.02)
+            try:
+                bridge = docker_client().networks.get(server.network).attrs["IPAM"]["Config"][0]["Gateway"]
+                doc = {
+                    "target": {
+                        "host": server.ip, "user": server.user, "ssh_key": str(server.key_path),
+                        "known_hosts": str(directory / "known_hosts"),
+                        "host_key_fingerprint": server.host_key_fingerprint,
+                    },
+                    "domain": DOMAIN,
+                    "tls": {"mode": "internal-ca"},
+                    "upstream": {"base_url": f"http://{bridge}:{fake.url.rsplit(':', 1)[1]}",
+                                 "api_key_file": str(write_secret(directory / "key", key))},
+                    "clients": [{"name": "bench"}],
+                    "limits": {"per_ip": {"rate": "50r/s", "burst": 20}},
+                    "state_dir": str(directory / "state"),
+                }
+                cfg = write_config(directory / "cfg", doc)
+                with connector_for(cfg) as conn:
+                    t0 = time.perf_counter()
+                    first = deploy(cfg, conn)
+                    results["fresh deploy"] = time.perf_counter() - t0
+                    assert first.smoke is not None and first.smoke.ok
+                    again = []
+                    for _ in range(args.redeploys):
+                        time.sleep(0.5)  # let the smoke test's burst drain from the rate bucket
+                        t0 = time.perf_counter()
+                        result = deploy(cfg, conn)
+                        again.append(time.perf_counter() - t0)
+                        assert not result.changed, result.changed_steps
+                    results["no-change redeploy"] = statistics.median(again)
+            finally:
+                fake.stop()
+    results["claudegate --help"] = help_startup(args.help_runs)
+
+    print(f"deploy benchmark, {time.strftime('%Y-%m-%d')}, {platform.node()}, python {platform.python_version()}")
+    print(f"{'figure':<22} {'seconds':>9} {'target':>8}  result")
+    for name, value in results.items():
+        target = TARGETS[name]
+        print(f"{name:<22} {value:>9.2f} {target:>8.1f}  {'PASS' if value <= target else 'FAIL'}")
+    print(f"reproduce: {Path(sys.executable).relative_to(REPO) if sys.executable.startswith(str(REPO)) else sys.executable}"
+          f" bench/deploy_bench.py --redeploys {args.redeploys} --help-runs {args.help_runs}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
