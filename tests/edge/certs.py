@@ -13,9 +13,10 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID
 
-PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+from tests.support.pki import PrivateKey, ca_certificate, cert_name, pem
+
 # Never fetched by the tests; it only has to be present in the leaf.
 CRL_URL = "http://crl.gw.test/intermediate.crl"
 
@@ -32,57 +33,7 @@ class EdgePKI:
 
 
 def _name(common_name: str) -> x509.Name:
-    return x509.Name(
-        [
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "claudegate tests"),
-            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
-        ]
-    )
-
-
-def _pem(cert: x509.Certificate) -> bytes:
-    return cert.public_bytes(serialization.Encoding.PEM)
-
-
-def _ca(
-    name: str,
-    key: PrivateKey,
-    issuer: x509.Name | None,
-    issuer_key: PrivateKey,
-    path_len: int,
-    now: dt.datetime,
-) -> x509.Certificate:
-    subject = _name(name)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer or subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(hours=1))
-        .not_valid_after(now + dt.timedelta(days=400))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=path_len), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-    )
-    if issuer is not None:
-        builder = builder.add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()), critical=False
-        )
-    return builder.sign(issuer_key, hashes.SHA256())
+    return cert_name(common_name)
 
 
 def make_pki(
@@ -96,9 +47,9 @@ def make_pki(
     directory.mkdir(parents=True, exist_ok=True)
     now = dt.datetime.now(dt.UTC)
     root_key = ec.generate_private_key(ec.SECP384R1())
-    root = _ca("claudegate test root", root_key, None, root_key, 1, now)
+    root = ca_certificate(_name("claudegate test root"), root_key, None, root_key, path_len=1)
     inter_key = ec.generate_private_key(ec.SECP256R1())
-    inter = _ca("claudegate test intermediate", inter_key, root.subject, root_key, 0, now)
+    inter = ca_certificate(_name("claudegate test intermediate"), inter_key, root.subject, root_key, path_len=0)
     leaf_key: PrivateKey = (
         rsa.generate_private_key(65537, 2048) if rsa_leaf else ec.generate_private_key(ec.SECP256R1())
     )
@@ -163,11 +114,11 @@ def make_pki(
         intermediate=directory / "intermediate.pem",
         intermediate_key=directory / "intermediate-key.pem",
     )
-    paths.root_ca.write_bytes(_pem(root))
-    paths.fullchain.write_bytes(_pem(leaf) + _pem(inter))
-    paths.leaf_only.write_bytes(_pem(leaf))
-    paths.chain.write_bytes(_pem(inter) + _pem(root))
-    paths.intermediate.write_bytes(_pem(inter))
+    paths.root_ca.write_bytes(pem(root))
+    paths.fullchain.write_bytes(pem(leaf) + pem(inter))
+    paths.leaf_only.write_bytes(pem(leaf))
+    paths.chain.write_bytes(pem(inter) + pem(root))
+    paths.intermediate.write_bytes(pem(inter))
     for path, private in ((paths.key, leaf_key), (paths.intermediate_key, inter_key)):
         path.touch(mode=0o600)
         path.write_bytes(

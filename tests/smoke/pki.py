@@ -14,7 +14,9 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from tests.support.pki import ca_certificate, cert_name, pem
 
 
 @dataclass(frozen=True)
@@ -34,50 +36,15 @@ class CA:
 
 
 def _name(cn: str) -> x509.Name:
-    return x509.Name(
-        [
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "claudegate smoke tests"),
-            x509.NameAttribute(NameOID.COMMON_NAME, cn),
-        ]
-    )
-
-
-def _pem(cert: x509.Certificate) -> bytes:
-    return cert.public_bytes(serialization.Encoding.PEM)
+    return cert_name(cn, "claudegate smoke tests")
 
 
 def _ca_cert(
-    subject: x509.Name,
-    key: ec.EllipticCurvePrivateKey,
-    issuer: x509.Name,
-    issuer_key: ec.EllipticCurvePrivateKey,
+    subject: x509.Name, key: ec.EllipticCurvePrivateKey, issuer: x509.Name, issuer_key: ec.EllipticCurvePrivateKey
 ) -> x509.Certificate:
-    now = dt.datetime.now(dt.UTC)
-    return (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=3650))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(issuer_key, hashes.SHA256())
+    return ca_certificate(
+        subject, key, None if issuer == subject else issuer, issuer_key,
+        valid_from=dt.timedelta(days=-1), valid_for=dt.timedelta(days=3650),
     )
 
 
@@ -87,7 +54,7 @@ def make_ca(directory: Path) -> CA:
     root = _ca_cert(_name("smoke test root"), root_key, _name("smoke test root"), root_key)
     inter_key = ec.generate_private_key(ec.SECP256R1())
     inter = _ca_cert(_name("smoke test intermediate"), inter_key, root.subject, root_key)
-    (directory / "root.pem").write_bytes(_pem(root))
+    (directory / "root.pem").write_bytes(pem(root))
     return CA(directory / "root.pem", root, root_key, inter, inter_key)
 
 
@@ -129,11 +96,11 @@ def make_leaf(
     )
     leaf = Leaf(directory / "fullchain.pem", directory / "privkey.pem", directory / "chain.pem")
     if ca is not None:
-        leaf.fullchain.write_bytes(_pem(cert) + _pem(ca.inter_cert))
-        leaf.chain.write_bytes(_pem(ca.inter_cert) + _pem(ca.root_cert))
+        leaf.fullchain.write_bytes(pem(cert) + pem(ca.inter_cert))
+        leaf.chain.write_bytes(pem(ca.inter_cert) + pem(ca.root_cert))
     else:
-        leaf.fullchain.write_bytes(_pem(cert))
-        leaf.chain.write_bytes(_pem(cert))
+        leaf.fullchain.write_bytes(pem(cert))
+        leaf.chain.write_bytes(pem(cert))
     leaf.key.touch(mode=0o600)
     leaf.key.write_bytes(
         key.private_bytes(
