@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import re
-import types
-import typing
 from pathlib import Path
 from typing import Any, get_args, get_origin
 
@@ -13,26 +11,13 @@ import yaml
 from pydantic import BaseModel
 
 from claudegate.config import DeployConfig, client_create_argv, edge_settings, gateway_config, load_config
+from claudegate.config.load import _unwrap
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 # An alternative written as a comment is the line itself with "# " in front
 # of the key ("  # cert_file: /etc/..."); removing the "# " makes it YAML again.
 _COMMENTED_KEY = re.compile(r"^(\s*)# (?=[a-z_]+:(?: |$))", re.MULTILINE)
-
-
-def _unwrap(tp: Any) -> Any:
-    while True:
-        origin = get_origin(tp)
-        if origin is typing.Annotated:
-            tp = get_args(tp)[0]
-        elif origin in (typing.Union, types.UnionType):
-            args = [a for a in get_args(tp) if a is not type(None)]
-            if len(args) != 1:
-                return tp
-            tp = args[0]
-        else:
-            return tp
 
 
 def model_keys(model: type[BaseModel] = DeployConfig, prefix: str = "") -> set[str]:
