@@ -215,3 +215,15 @@ def test_a_playbook_with_an_unknown_step_is_refused(tmp_path: Path) -> None:
         load_playbook("shape", tmp_path)
     (tmp_path / "long.yaml").write_text("steps:\n  - step: smoke\n    with: {retries: 2}\n")
     assert load_playbook("long", tmp_path).steps[0].options == {"retries": 2}
+
+
+def test_installs_docker_reads_the_docker_steps_change() -> None:
+    from claudegate.deploy.results import DeployResult, StepReport
+    from claudegate.deploy.steps.host import INSTALL_DOCKER
+
+    def result(*changes: str) -> DeployResult:
+        step = StepReport("docker", "Docker engine", changes, (), 0.0)
+        return DeployResult("deploy", True, "local", None, None, (step,))
+
+    assert result(INSTALL_DOCKER, "start the Docker engine").installs_docker
+    assert not result("start the Docker engine").installs_docker

@@ -131,7 +131,7 @@ def deploy(
             if not (yes or dry_run) and sys.stdin.isatty():
                 # Installing a package on someone's server deserves a yes.
                 preview = core.plan(cfg, conn)
-                if "docker.io" in preview.plan_text(diffs=False) and not typer.confirm(
+                if preview.installs_docker and not typer.confirm(
                     f"Docker is not installed on {conn.target}; install docker.io from the distribution?"
                 ):
                     raise typer.Exit(ExitCode.ERROR)
@@ -167,7 +167,7 @@ def status(config: ConfigOpt, accept_host_key: HostKeyOpt = None, json_out: Json
         cfg = _load(config)
         with _connect(cfg, accept_host_key) as conn:
             report = core.status(cfg, conn)
-        output.data(report.to_json(), json_out=True) if json_out else print(report.text())
+        output.status_report(report, json_out=json_out)
 
     run(body)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import asdict, is_dataclass
 from typing import Any
 
 from claudegate.errors import ClaudegateError
@@ -20,25 +19,11 @@ def error(exc: ClaudegateError) -> None:
         err(f"fix: {exc.hint}")
 
 
-def _plain(value: Any) -> Any:
-    if hasattr(value, "to_json"):
-        return value.to_json()
-    if is_dataclass(value) and not isinstance(value, type):
-        return asdict(value)
-    if hasattr(value, "model_dump"):
-        return value.model_dump(mode="json")
-    return value
-
-
-def data(value: Any, *, json_out: bool) -> None:
-    value = _plain(value)
-    if json_out or not isinstance(value, dict):
-        print(json.dumps(value, indent=2, default=str))
-        return
-    width = max((len(k) for k in value), default=0)
-    for key, item in value.items():
-        shown = item if isinstance(item, str | int | float) or item is None else json.dumps(item, default=str)
-        print(f"{key:<{width}}  {shown}")
+def status_report(report: Any, *, json_out: bool) -> None:
+    if json_out:
+        print(json.dumps(report.to_json(), indent=2, default=str))
+    else:
+        print(report.text())
 
 
 class StepPrinter:

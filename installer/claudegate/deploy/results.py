@@ -55,6 +55,13 @@ class DeployResult:
     def changed(self) -> bool:
         return any(s.changed for s in self.steps)
 
+    @property
+    def installs_docker(self) -> bool:
+        """True when the run installs (or, in a dry run, would install) Docker on the host."""
+        from claudegate.deploy.steps.host import INSTALL_DOCKER
+
+        return any(INSTALL_DOCKER in s.changes for s in self.steps if s.name == "docker")
+
     def plan_text(self, *, diffs: bool = True) -> str:
         """Every change, step by step, then the diffs; "no changes" when there are none."""
         verb = "would change" if self.dry_run else "changed"

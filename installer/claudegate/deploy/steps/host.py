@@ -32,6 +32,10 @@ def read_host_state(ctx: Context) -> None:
         ctx.fallback = ctx.current
 
 
+#: The docker step's change that installs a package; front ends ask before it.
+INSTALL_DOCKER = "install docker.io from the distribution's packages"
+
+
 class ConnectStep(Step):
     name = "connect"
     title = "Check the target"
@@ -127,7 +131,7 @@ class DockerStep(Step):
                 )
             changes.append(
                 Change(
-                    "install docker.io from the distribution's packages",
+                    INSTALL_DOCKER,
                     (Run(tuple(host_cli.apt_install("docker.io")), timeout=900),),
                 )
             )
