@@ -34,8 +34,13 @@ async def _hide_server(_: web.Request, response: web.StreamResponse) -> None:
 
 def public_app(gateway: Gateway) -> web.Application:
     # client_max_size makes aiohttp count bytes while reading, whatever
-    # Content-Length claims.
-    app = web.Application(client_max_size=gateway.config.max_body_bytes, handler_args={"max_field_size": 16384})
+    # Content-Length claims. auto_decompress off: aiohttp would otherwise
+    # inflate a compressed request body (a zip bomb, or a codec it lacks ends
+    # in a plain-text 400); the gateway refuses any Content-Encoding with a 415.
+    app = web.Application(
+        client_max_size=gateway.config.max_body_bytes,
+        handler_args={"max_field_size": 16384, "auto_decompress": False},
+    )
     app.router.add_route("*", "/{tail:.*}", gateway.handle)
     app.on_response_prepare.append(_hide_server)
     return app
