@@ -21,6 +21,7 @@ import yarl
 from aiohttp import web
 
 from claudegate_gateway.audit import AuditLog
+from claudegate_gateway.batchurls import localise_results_urls
 from claudegate_gateway.config import Config
 from claudegate_gateway.errors import GatewayError, error_body, error_response, new_request_id
 from claudegate_gateway.filters import FilterPolicy, Verdict
@@ -309,6 +310,8 @@ class Gateway:
         except aiohttp.ClientError:
             self.metrics.upstream_errors += 1
             raise GatewayError("api_error", "The upstream connection broke mid-response") from None
+        if route.op.owner_kind == "batch" and upstream.status == 200:
+            data = localise_results_urls(data)
         if route.op.meter == "message" and upstream.status == 200:
             ex.meter.read_message(data)
         elif upstream.status >= 400:
