@@ -2,14 +2,14 @@
 
 A client never chooses where a request goes or with which key: the upstream
 base URL and key come from the gateway's config, the client's credentials are
-stripped, and only paths under /v1/ are forwarded.
+stripped, and only the operations of the route table (routes.py) are served,
+at a URL rebuilt from the matched row, never from the client's bytes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -17,37 +17,43 @@ from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
+import yarl
 from aiohttp import web
 
 from claudegate_gateway.audit import AuditLog
+from claudegate_gateway.batchurls import localise_results_urls
 from claudegate_gateway.config import Config
 from claudegate_gateway.errors import GatewayError, error_body, error_response, new_request_id
 from claudegate_gateway.filters import FilterPolicy, Verdict
+from claudegate_gateway.hygiene import (
+    HOP_BY_HOP,
+    check_request_encoding,
+    connection_named,
+    presented_key,
+    response_headers,
+)
+from claudegate_gateway.inspection import estimate_tokens
 from claudegate_gateway.keystore import Client, KeyStore
 from claudegate_gateway.limits import Limiter, Reservation
 from claudegate_gateway.metering import UsageMeter
 from claudegate_gateway.metrics import Metrics
+from claudegate_gateway.offload import Offload
+from claudegate_gateway.routes import Match, RouteError, match
 
 log = logging.getLogger("claudegate.gateway")
 
-_HOP_BY_HOP = frozenset(
-    {"connection", "keep-alive", "te", "trailer", "trailers", "transfer-encoding", "upgrade",
-     "proxy-authorization", "proxy-authenticate", "proxy-connection"}
-)
 # Never forwarded upstream: the client's credentials, what names the client's
 # hop, and what aiohttp sets itself.
-_DROP_UP = _HOP_BY_HOP | {
+_DROP_UP = HOP_BY_HOP | {
     "host", "authorization", "x-api-key", "cookie", "content-length", "accept-encoding",
-    "x-real-ip", "forwarded", "via",
+    "content-encoding", "expect", "x-real-ip", "forwarded", "via",
 }
-_DROP_DOWN = _HOP_BY_HOP | {
+_DROP_DOWN = HOP_BY_HOP | {
     "content-length", "content-encoding", "set-cookie", "server", "x-powered-by", "via", "alt-svc",
 }
-# JSON bodies the gateway reads for scopes, limits and filters.
-_MESSAGES = "/v1/messages"
-_COUNT = "/v1/messages/count_tokens"
-_BATCHES = "/v1/messages/batches"
-_BAD_SEGMENTS = ("%2e", "%2f", "%5c", "\\")
+_MAX_LOGGED_PATH = 256
+# Responses that need no inspection go to the client in pieces this size.
+_CHUNK = 64 * 1024
 
 
 @dataclass
@@ -60,6 +66,7 @@ class Exchange:
     method: str
     path: str
     client: Client | None = None
+    route: Match | None = None
     model: str | None = None
     stream: bool = False
     status: int = 0
@@ -78,6 +85,7 @@ class Exchange:
             "client_ip": self.client_ip,
             "method": self.method,
             "path": self.path,
+            "operation": self.route.op.name if self.route is not None else None,
             "model": self.model,
             "stream": self.stream,
             "status": self.status,
@@ -89,29 +97,9 @@ class Exchange:
         }
 
 
-def presented_key(request: web.Request) -> str | None:
-    key = request.headers.get("x-api-key")
-    if key:
-        return key.strip()
-    auth = request.headers.get("authorization", "")
-    scheme, _, value = auth.partition(" ")
-    if scheme.lower() == "bearer" and value.strip():
-        return value.strip()
-    return None
-
-
-def _endpoint_label(path: str) -> str:
-    # Bounded label set for metrics: ids in paths would explode cardinality.
-    for known in (_COUNT, _BATCHES, _MESSAGES, "/v1/models", "/v1/files"):
-        if path.startswith(known):
-            return known
-    return "other"
-
-
-def _estimate_tokens(raw: bytes) -> int:
-    # Deliberately generous (bytes / 3): the reservation is settled from the
-    # usage the response reports, so over-estimating only delays, never leaks.
-    return len(raw) // 3 + 1
+def _endpoint_label(ex: Exchange) -> str:
+    # Bounded label set for metrics: the template, never a client's path.
+    return ex.route.op.template if ex.route is not None else "other"
 
 
 class Gateway:
@@ -119,6 +107,7 @@ class Gateway:
         self.config = config
         self.keystore = keystore
         self.policy = policy
+        self.offload = Offload(policy, config.filters, config.source)
         self.limiter = Limiter()
         self.limiter.daily = keystore.load_daily(self.limiter.day)
         self.audit = AuditLog(config.audit_log)
@@ -141,10 +130,12 @@ class Gateway:
             # in the decompressor, which is batching by another name.
             skip_auto_headers=("User-Agent", "Accept-Encoding"),
         )
+        await self.offload.start()
 
     async def stop(self) -> None:
         if self._session is not None:
             await self._session.close()
+        self.offload.stop()
         self.flush_usage()
         self.audit.close()
 
@@ -171,7 +162,9 @@ class Gateway:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         ex = Exchange(
-            new_request_id(), time.perf_counter(), self.client_ip(request), request.method, request.path
+            new_request_id(), time.perf_counter(), self.client_ip(request), request.method,
+            # Raw and cut short: a refused path is logged as sent, never decoded or whole.
+            request.rel_url.raw_path[:_MAX_LOGGED_PATH],
         )
         reservation: Reservation | None = None
         try:
@@ -198,34 +191,39 @@ class Gateway:
                 self.limiter.settle(reservation, ex.meter.total)
             self.metrics.tokens["input"] += ex.meter.input_tokens
             self.metrics.tokens["output"] += ex.meter.output_tokens
-            self.metrics.observe(_endpoint_label(ex.path), ex.status, time.perf_counter() - ex.started)
+            self.metrics.observe(_endpoint_label(ex), ex.status, time.perf_counter() - ex.started)
             self.audit.write(ex.record())
 
     async def _handle(
         self, request: web.Request, ex: Exchange
     ) -> tuple[web.StreamResponse, Reservation | None]:
-        raw_path = request.rel_url.raw_path
-        if not raw_path.startswith("/v1/"):
-            raise GatewayError("not_found_error", f"Not found: {request.path}")
-        lowered = raw_path.lower()
-        segments = raw_path.split("/")
-        if ".." in segments or "." in segments or "" in segments[1:-1] or any(b in lowered for b in _BAD_SEGMENTS):
-            raise GatewayError("invalid_request_error", "The request path is not a plain /v1/ path")
-
-        key = presented_key(request)
-        if key is None:
-            raise GatewayError("authentication_error", "x-api-key header is required")
-        client = self.keystore.authenticate(key)
+        # Cheap checks first, each before anything costlier: the key's form
+        # and digest, the route, the scopes, the size against the key's
+        # remaining tokens; only then is the body read and parsed.
+        client = self.keystore.authenticate(presented_key(request.headers))
         if client is None:
             raise GatewayError("authentication_error", "invalid x-api-key")
         ex.client = client
+        try:
+            route = match(request.method, request.rel_url.raw_path, request.rel_url.raw_query_string)
+        except RouteError as err:
+            raise GatewayError(err.error_type, err.message) from None
+        ex.route = route
+        ex.path = route.path
+        op = route.op
         scopes = client.scopes
-        if not scopes.endpoint_allowed(raw_path):
-            raise GatewayError("permission_error", f"This key may not call {request.method} {raw_path}")
+        if not scopes.endpoint_allowed(op.template):
+            raise GatewayError("permission_error", f"This key may not call {op.method} {op.template}")
         for beta in request.headers.getall("anthropic-beta", []):
             for name in (b.strip() for b in beta.split(",")):
                 if name and not scopes.beta_allowed(name):
-                    raise GatewayError("permission_error", f"This key may not use anthropic-beta {name!r}")
+                    raise GatewayError("permission_error", f"This key may not use anthropic-beta {name[:100]!r}")
+        check_request_encoding(request.headers)
+        declared = request.content_length or 0
+        if op.body == "none" and declared:
+            raise GatewayError("invalid_request_error", f"{op.method} {op.template} takes no request body")
+        if op.inspect in ("message", "batch") and declared:
+            self.limiter.check_room(client, estimate_tokens(declared))
 
         try:
             body = await request.read()
@@ -234,99 +232,45 @@ class Gateway:
                 "request_too_large",
                 f"Request exceeds the maximum allowed number of bytes ({self.config.max_body_bytes})",
             ) from None
+        if op.body == "none" and body:
+            raise GatewayError("invalid_request_error", f"{op.method} {op.template} takes no request body")
 
         tokens = 0
-        if request.method == "POST" and raw_path in (_MESSAGES, _COUNT, _BATCHES):
-            body, tokens = self._inspect(raw_path, body, client, ex)
+        if op.inspect != "none":
+            if op.inspect in ("message", "batch"):
+                self.limiter.check_room(client, estimate_tokens(len(body)))
+            found = await self.offload.inspect(op.inspect, body, scopes)
+            ex.model, ex.stream = found.model, found.stream
+            ex.verdicts.extend(found.verdicts)
+            if found.filter_blocked:
+                self.metrics.filter_blocks += 1
+            if found.error is not None:
+                raise GatewayError(*found.error)
+            body, tokens = found.body, found.tokens
         reservation = self.limiter.reserve(client, tokens)
         try:
-            response = await self._forward(request, raw_path, body, ex)
+            response = await self._forward(request, route, body, ex)
         except BaseException:
             self.limiter.settle(reservation, ex.meter.total)
             raise
         return response, reservation
 
-    def _inspect(self, path: str, body: bytes, client: Client, ex: Exchange) -> tuple[bytes, int]:
-        try:
-            doc = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise GatewayError("invalid_request_error", f"The request body is not valid JSON: {exc}") from None
-        if not isinstance(doc, dict):
-            raise GatewayError("invalid_request_error", "The request body must be a JSON object")
-        if path == _BATCHES:
-            requests = doc.get("requests")
-            if not isinstance(requests, list) or not requests:
-                raise GatewayError("invalid_request_error", "requests: a non-empty list is required")
-            max_tokens = 0
-            changed = False
-            for i, item in enumerate(requests):
-                params = item.get("params") if isinstance(item, dict) else None
-                if not isinstance(params, dict):
-                    raise GatewayError("invalid_request_error", f"requests.{i}.params: an object is required")
-                new_params, item_max, item_changed = self._check_params(
-                    params, client, ex, True, f"requests.{i}.params."
-                )
-                if item_changed:
-                    item["params"] = new_params
-                    changed = True
-                max_tokens += item_max
-            out = json.dumps(doc).encode() if changed else body
-            return out, _estimate_tokens(out) + max_tokens
-        new_doc, max_tokens, changed = self._check_params(doc, client, ex, path == _MESSAGES, "")
-        out = json.dumps(new_doc).encode() if changed else body
-        # Counting tokens costs none; only the request rate applies to it.
-        return out, (0 if path == _COUNT else _estimate_tokens(out) + max_tokens)
-
-    def _check_params(
-        self, doc: dict[str, Any], client: Client, ex: Exchange, generates: bool, where: str
-    ) -> tuple[dict[str, Any], int, bool]:
-        scopes = client.scopes
-        model = doc.get("model")
-        if not isinstance(model, str) or not model:
-            raise GatewayError("invalid_request_error", f"{where}model: Field required")
-        ex.model = ex.model or model
-        if not scopes.model_allowed(model):
-            raise GatewayError("permission_error", f"This key may not use model {model!r}")
-        max_tokens = 0
-        if generates:
-            asked = doc.get("max_tokens")
-            if not isinstance(asked, int) or isinstance(asked, bool) or asked < 1:
-                raise GatewayError("invalid_request_error", f"{where}max_tokens: a positive integer is required")
-            max_tokens = asked
-            if scopes.max_tokens is not None and max_tokens > scopes.max_tokens:
-                raise GatewayError(
-                    "invalid_request_error",
-                    f"{where}max_tokens: {max_tokens} is above this key's cap of {scopes.max_tokens}",
-                )
-            if doc.get("stream") is True:
-                if where:
-                    raise GatewayError("invalid_request_error", f"{where}stream: batch requests cannot stream")
-                if not scopes.stream:
-                    raise GatewayError("permission_error", "This key may not stream responses")
-                ex.stream = True
-        result = self.policy.apply(doc)
-        ex.verdicts.extend(result.verdicts)
-        if result.blocked is not None:
-            self.metrics.filter_blocks += 1
-            kind = "permission_error" if result.status == 403 else "invalid_request_error"
-            raise GatewayError(kind, f"The request was blocked by the gateway's filter rule {result.blocked.rule!r}")
-        return result.body, max_tokens, result.changed
-
     async def _forward(
-        self, request: web.Request, raw_path: str, body: bytes, ex: Exchange
+        self, request: web.Request, route: Match, body: bytes, ex: Exchange
     ) -> web.StreamResponse:
         assert self._session is not None
+        hop = connection_named(request.headers)
         headers = {
             k: v for k, v in request.headers.items()
-            if (lk := k.lower()) not in _DROP_UP and not lk.startswith(("proxy-", "x-forwarded-"))
+            if (lk := k.lower()) not in _DROP_UP and lk not in hop and not lk.startswith(("proxy-", "x-forwarded-"))
         }
         headers["x-api-key"] = self._upstream_key
-        url = self._base + raw_path
-        if request.rel_url.raw_query_string:
-            url += "?" + request.rel_url.raw_query_string
+        # Built from the matched row and its validated parameters; encoded=True
+        # so yarl sends exactly these bytes (there is nothing in them to encode).
+        url = yarl.URL(self._base + route.target, encoded=True)
         try:
             up_cm = self._session.request(
-                request.method, url, data=body if body else None, headers=headers, allow_redirects=False
+                route.op.method, url, data=body if body else None, headers=headers, allow_redirects=False
             )
             upstream = await up_cm.__aenter__()
         except (TimeoutError, aiohttp.ServerTimeoutError):
@@ -337,25 +281,27 @@ class Gateway:
             log.warning("request %s: upstream unreachable: %s", ex.request_id, type(exc).__name__)
             raise GatewayError("api_error", "The gateway could not reach the upstream API") from None
         try:
-            return await self._relay(request, upstream, raw_path, ex)
+            return await self._relay(request, upstream, route, ex)
         finally:
             await up_cm.__aexit__(None, None, None)
 
     def _down_headers(self, upstream: aiohttp.ClientResponse, ex: Exchange) -> dict[str, str]:
-        headers = {k: v for k, v in upstream.headers.items() if k.lower() not in _DROP_DOWN}
         ex.upstream_request_id = upstream.headers.get("request-id")
+        own: dict[str, str] = {}
         if ex.client is not None and (ex.client.scopes.rpm is not None or ex.client.scopes.tpm is not None):
-            headers.update(self.limiter.headers(ex.client))
-        headers["x-claudegate-request-id"] = ex.request_id
-        return headers
+            own.update(self.limiter.headers(ex.client))
+        own["x-claudegate-request-id"] = ex.request_id
+        return response_headers(upstream.headers, _DROP_DOWN, own)
 
     async def _relay(
-        self, request: web.Request, upstream: aiohttp.ClientResponse, raw_path: str, ex: Exchange
+        self, request: web.Request, upstream: aiohttp.ClientResponse, route: Match, ex: Exchange
     ) -> web.StreamResponse:
         ex.status = upstream.status
         headers = self._down_headers(upstream, ex)
         if upstream.content_type == "text/event-stream":
             return await self._relay_stream(request, upstream, headers, ex)
+        if route.op.stream_through:
+            return await self._relay_through(request, upstream, headers, ex)
         try:
             data = await upstream.read()
         except (TimeoutError, aiohttp.ServerTimeoutError):
@@ -364,11 +310,38 @@ class Gateway:
         except aiohttp.ClientError:
             self.metrics.upstream_errors += 1
             raise GatewayError("api_error", "The upstream connection broke mid-response") from None
-        if raw_path == _MESSAGES and upstream.status == 200:
+        if route.op.owner_kind == "batch" and upstream.status == 200:
+            data = localise_results_urls(data)
+        if route.op.meter == "message" and upstream.status == 200:
             ex.meter.read_message(data)
         elif upstream.status >= 400:
             ex.error_type = "upstream"
         return web.Response(status=upstream.status, body=data, headers=headers)
+
+    async def _relay_through(
+        self, request: web.Request, upstream: aiohttp.ClientResponse, headers: dict[str, str], ex: Exchange
+    ) -> web.StreamResponse:
+        """A response nobody needs to read (a download, results, a listing), passed on piece by piece."""
+        if upstream.status >= 400:
+            ex.error_type = "upstream"
+        response = web.StreamResponse(status=upstream.status, headers=headers)
+        await response.prepare(request)
+        try:
+            async for chunk in upstream.content.iter_chunked(_CHUNK):
+                await response.write(chunk)
+        except (TimeoutError, aiohttp.ServerTimeoutError, aiohttp.ClientPayloadError, aiohttp.ClientOSError):
+            self.metrics.upstream_errors += 1
+            ex.error_type = "upstream_broken"
+            # The status line is gone; cutting the connection before the last
+            # chunk is how the client learns the body is incomplete.
+            if request.transport is not None:
+                request.transport.abort()
+            return response
+        except (ConnectionResetError, aiohttp.ClientConnectionResetError):
+            ex.error_type = "client_closed"
+            return response
+        await response.write_eof()
+        return response
 
     async def _relay_stream(
         self, request: web.Request, upstream: aiohttp.ClientResponse, headers: dict[str, str], ex: Exchange
