@@ -121,7 +121,12 @@ class Gateway:
         self.policy = policy
         self.limiter = Limiter()
         self.limiter.daily = keystore.load_daily(self.limiter.day)
-        self.audit = AuditLog(config.audit_log)
+        self.audit = AuditLog(
+            config.audit_log,
+            field_chars=config.audit_field_max_chars,
+            rotate_bytes=config.audit_log_max_bytes,
+            keep_files=config.audit_log_files,
+        )
         self.metrics = Metrics()
         self._upstream_key = upstream_key
         self._base = config.upstream.base_url
@@ -149,9 +154,9 @@ class Gateway:
         self.audit.close()
 
     def flush_usage(self) -> None:
-        if self.limiter.dirty:
-            self.limiter.dirty = False
-            self.keystore.save_daily(self.limiter.day, dict(self.limiter.daily))
+        # Every few seconds even with nothing pending: another gateway process
+        # on this keystore may have spent some of the same budgets.
+        self.limiter.sync(self.keystore.add_daily)
 
     # -- request path -------------------------------------------------------
 
