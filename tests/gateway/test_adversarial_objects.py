@@ -409,7 +409,6 @@ def test_two_gateway_processes_on_one_keystore_add_up(
         threads = [threading.Thread(target=hammer, args=(g,)) for g in (blue, green)]
         for t in threads:
             t.start()
-        time.sleep(5.5)  # both flush at least once while the other is running
         for t in threads:
             t.join()
     finally:

@@ -9,6 +9,7 @@ at a URL rebuilt from the matched row, never from the client's bytes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import json
 import logging
@@ -22,14 +23,17 @@ import yarl
 from aiohttp import web
 
 from claudegate_gateway.audit import AuditLog
+from claudegate_gateway.concurrency import FairSlots, InFlight
 from claudegate_gateway.config import Config
 from claudegate_gateway.errors import GatewayError, error_body, error_response, new_request_id
 from claudegate_gateway.filters import FilterPolicy, Verdict
 from claudegate_gateway.keystore import Client, KeyStore
 from claudegate_gateway.limits import Limiter, Reservation
-from claudegate_gateway.metering import UsageMeter
+from claudegate_gateway.metering import UsageMeter, charge
 from claudegate_gateway.metrics import Metrics
+from claudegate_gateway.objects import Objects, UpstreamAnswer, public_origin
 from claudegate_gateway.routes import Match, RouteError, match
+from claudegate_gateway.uploads import filter_upload, read_upload, upstream_body
 
 log = logging.getLogger("claudegate.gateway")
 
@@ -67,6 +71,8 @@ class Exchange:
     upstream_request_id: str | None = None
     meter: UsageMeter = field(default_factory=UsageMeter)
     verdicts: list[Verdict] = field(default_factory=list)
+    # Held for the whole exchange (the key's in-flight place); closed last.
+    holds: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
 
     def record(self) -> dict[str, Any]:
         return {
@@ -129,6 +135,9 @@ class Gateway:
         self._base = config.upstream.base_url
         self._session: aiohttp.ClientSession | None = None
         self._trusted = config.trusted_proxies
+        self.objects = Objects(keystore.owners)
+        self.in_flight = InFlight(config.max_in_flight_per_key)
+        self.slots = FairSlots(config.upstream.max_connections)
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -199,7 +208,8 @@ class Gateway:
             return response
         finally:
             if reservation is not None:
-                self.limiter.settle(reservation, ex.meter.total)
+                self._settle(reservation, ex)
+            ex.holds.close()
             self.metrics.tokens["input"] += ex.meter.input_tokens
             self.metrics.tokens["output"] += ex.meter.output_tokens
             self.metrics.observe(_endpoint_label(ex), ex.status, time.perf_counter() - ex.started)
@@ -230,23 +240,35 @@ class Gateway:
             for name in (b.strip() for b in beta.split(",")):
                 if name and not scopes.beta_allowed(name):
                     raise GatewayError("permission_error", f"This key may not use anthropic-beta {name!r}")
+        ex.holds.enter_context(self.in_flight.admit(client.name))
+        kind = route.op.owner_kind
+        if kind is not None and route.op.owner_action == "access":
+            self.objects.check_access(client, kind, next(iter(route.params.values())))
+        elif kind is not None and route.op.owner_action == "list":
+            return await self._list(request, route, client, ex), None
 
-        try:
-            body = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            raise GatewayError(
-                "request_too_large",
-                f"Request exceeds the maximum allowed number of bytes ({self.config.max_body_bytes})",
-            ) from None
+        content_type = None
+        if route.op.body == "multipart":
+            body, content_type = await self._read_upload(request, ex)
+        else:
+            try:
+                body = await request.read()
+            except web.HTTPRequestEntityTooLarge:
+                raise GatewayError(
+                    "request_too_large",
+                    f"Request exceeds the maximum allowed number of bytes ({self.config.max_body_bytes})",
+                ) from None
 
         tokens = 0
         if route.op.inspect != "none":
             body, tokens = self._inspect(route.op.inspect, body, client, ex)
         reservation = self.limiter.reserve(client, tokens)
         try:
-            response = await self._forward(request, route, body, ex)
-        except BaseException:
-            self.limiter.settle(reservation, ex.meter.total)
+            response = await self._forward(request, route, body, ex, content_type)
+        except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError):
+                ex.error_type = "client_closed"
+            self._settle(reservation, ex)
             raise
         return response, reservation
 
@@ -257,6 +279,7 @@ class Gateway:
             raise GatewayError("invalid_request_error", f"The request body is not valid JSON: {exc}") from None
         if not isinstance(doc, dict):
             raise GatewayError("invalid_request_error", "The request body must be a JSON object")
+        self.objects.check_file_refs(client, doc)
         if kind == "batch":
             requests = doc.get("requests")
             if not isinstance(requests, list) or not requests:
@@ -317,14 +340,24 @@ class Gateway:
         return result.body, max_tokens, result.changed
 
     async def _forward(
-        self, request: web.Request, route: Match, body: bytes, ex: Exchange
+        self, request: web.Request, route: Match, body: bytes, ex: Exchange, content_type: str | None = None
     ) -> web.StreamResponse:
-        assert self._session is not None
+        assert self._session is not None and ex.client is not None
         headers = {
             k: v for k, v in request.headers.items()
             if (lk := k.lower()) not in _DROP_UP and not lk.startswith(("proxy-", "x-forwarded-"))
+            and not (content_type is not None and lk == "content-type")
         }
+        if content_type is not None:  # a body the gateway rebuilt (an upload)
+            headers["Content-Type"] = content_type
         headers["x-api-key"] = self._upstream_key
+        async with self.slots.slot(ex.client.name, self.config.upstream.connect_timeout):
+            return await self._exchange(request, route, body, ex, headers)
+
+    async def _exchange(
+        self, request: web.Request, route: Match, body: bytes, ex: Exchange, headers: dict[str, str]
+    ) -> web.StreamResponse:
+        assert self._session is not None
         # Built from the matched row and its validated parameters; encoded=True
         # so yarl sends exactly these bytes (there is nothing in them to encode).
         url = yarl.URL(self._base + route.target, encoded=True)
@@ -372,6 +405,8 @@ class Gateway:
             ex.meter.read_message(data)
         elif upstream.status >= 400:
             ex.error_type = "upstream"
+        if route.op.owner_kind is not None:
+            data = self._owned_answer(request, route, ex, upstream.status, data)
         return web.Response(status=upstream.status, body=data, headers=headers)
 
     async def _relay_stream(
@@ -401,3 +436,97 @@ class Gateway:
         finally:
             self.metrics.active_streams -= 1
         return response
+
+    # -- metering, objects, uploads ----------------------------------------
+
+    def _settle(self, reservation: Reservation, ex: Exchange) -> None:
+        meter = ex.route.op.meter if ex.route is not None else "none"
+        if meter == "batch":
+            # Upstream bills the batch's requests later, out of sight: the
+            # reservation made at creation is the charge.
+            used = reservation.tokens if 200 <= ex.status < 300 else 0
+        elif meter == "message":
+            used = charge(reservation.tokens, ex.meter, client_left=ex.error_type == "client_closed")
+        else:
+            used = ex.meter.total
+        self.limiter.settle(reservation, used)
+
+    def _origin(self, request: web.Request) -> str | None:
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        https = False
+        if peer and self._trusted:
+            with contextlib.suppress(ValueError):
+                peer_ip = ipaddress.ip_address(peer[0])
+                https = any(peer_ip in net for net in self._trusted) and (
+                    request.headers.get("x-forwarded-proto") == "https"
+                )
+        return public_origin(request.headers.get("host"), https, request.scheme)
+
+    def _owned_answer(self, request: web.Request, route: Match, ex: Exchange, status: int, data: bytes) -> bytes:
+        """Record or forget ownership from upstream's answer; point results_url at the gateway."""
+        kind, client = route.op.owner_kind, ex.client
+        assert kind is not None and client is not None
+        if route.op.owner_action == "create":
+            self.objects.created(client, kind, status, data)
+        elif route.op.method == "DELETE":
+            self.objects.deleted(kind, next(iter(route.params.values())), status)
+        if kind == "batch" and status == 200:
+            try:
+                doc = json.loads(data)
+            except ValueError:
+                return data
+            return json.dumps(self.objects.rewrite_results_url(doc, self._origin(request))).encode()
+        return data
+
+    async def _list(self, request: web.Request, route: Match, client: Client, ex: Exchange) -> web.StreamResponse:
+        assert self._session is not None and route.op.owner_kind is not None
+        session = self._session
+        headers = {
+            k: v for k, v in request.headers.items()
+            if (lk := k.lower()) not in _DROP_UP and not lk.startswith(("proxy-", "x-forwarded-"))
+        }
+        headers["x-api-key"] = self._upstream_key
+
+        async def fetch(query: list[tuple[str, str]]) -> tuple[int, Any, bytes]:
+            url = yarl.URL(self._base + route.path, encoded=True).with_query(query)
+            try:
+                async with self.slots.slot(client.name, self.config.upstream.connect_timeout), session.get(
+                    url, headers=headers, allow_redirects=False
+                ) as upstream:
+                    raw = await upstream.read()
+                    ex.upstream_request_id = upstream.headers.get("request-id")
+                    status = upstream.status
+            except (TimeoutError, aiohttp.ServerTimeoutError):
+                self.metrics.upstream_errors += 1
+                raise GatewayError("timeout_error", "The upstream API did not answer in time") from None
+            except aiohttp.ClientError:
+                self.metrics.upstream_errors += 1
+                raise GatewayError("api_error", "The gateway could not reach the upstream API") from None
+            try:
+                return status, json.loads(raw), raw
+            except ValueError:
+                return status, None, raw
+
+        down = {"x-claudegate-request-id": ex.request_id}
+        try:
+            page = await self.objects.list_page(client, route.op.owner_kind, route.query, fetch)
+        except UpstreamAnswer as answer:
+            ex.status, ex.error_type = answer.status, "upstream"
+            return web.Response(status=answer.status, body=answer.body, content_type="application/json", headers=down)
+        if route.op.owner_kind == "batch":
+            self.objects.rewrite_results_url(page, self._origin(request))
+        ex.status = 200
+        if ex.upstream_request_id:
+            down["request-id"] = ex.upstream_request_id
+        return web.Response(body=json.dumps(page).encode(), content_type="application/json", headers=down)
+
+    async def _read_upload(self, request: web.Request, ex: Exchange) -> tuple[bytes, str]:
+        """Read, filter and rebuild a file upload: (body, Content-Type) to send upstream."""
+        upload = await read_upload(request, self.config.max_upload_bytes)
+        result = await filter_upload(self.policy, upload)
+        ex.verdicts.extend(result.verdicts)
+        if result.blocked is not None:
+            self.metrics.filter_blocks += 1
+            kind = "permission_error" if result.status == 403 else "invalid_request_error"
+            raise GatewayError(kind, f"The file was blocked by the gateway's filter rule {result.blocked.rule!r}")
+        return await upstream_body(upload)
