@@ -105,6 +105,21 @@ def file_ids(doc: Any) -> Iterator[Any]:
             stack.extend(v for v in node if isinstance(v, (dict, list)))
 
 
+MAX_FILE_REFS = 1000
+
+
+def referenced_file_ids(doc: Any) -> list[str]:
+    """The distinct file ids a body references; ValueError for a malformed one."""
+    seen: dict[str, None] = {}
+    for value in file_ids(doc):
+        if not isinstance(value, str) or not OBJECT_ID.match(value):
+            raise ValueError("file_id: must be a file id of letters, digits, '_' and '-'")
+        seen[value] = None
+        if len(seen) > MAX_FILE_REFS:
+            raise ValueError(f"file_id: more than {MAX_FILE_REFS} files in one request")
+    return list(seen)
+
+
 @dataclass
 class PageScan:
     """Fill one page of the caller's objects from upstream pages of everyone's.

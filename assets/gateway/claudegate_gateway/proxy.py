@@ -27,30 +27,37 @@ from claudegate_gateway.concurrency import FairSlots, InFlight
 from claudegate_gateway.config import Config
 from claudegate_gateway.errors import GatewayError, error_body, error_response, new_request_id
 from claudegate_gateway.filters import FilterPolicy, Verdict
+from claudegate_gateway.hygiene import (
+    HOP_BY_HOP,
+    check_request_encoding,
+    connection_named,
+    presented_key,
+    response_headers,
+)
+from claudegate_gateway.inspection import estimate_tokens
 from claudegate_gateway.keystore import Client, KeyStore
 from claudegate_gateway.limits import Limiter, Reservation
 from claudegate_gateway.metering import UsageMeter, charge
 from claudegate_gateway.metrics import Metrics
 from claudegate_gateway.objects import Objects, UpstreamAnswer, public_origin
+from claudegate_gateway.offload import Offload
 from claudegate_gateway.routes import Match, RouteError, match
 from claudegate_gateway.uploads import filter_upload, read_upload, upstream_body
 
 log = logging.getLogger("claudegate.gateway")
 
-_HOP_BY_HOP = frozenset(
-    {"connection", "keep-alive", "te", "trailer", "trailers", "transfer-encoding", "upgrade",
-     "proxy-authorization", "proxy-authenticate", "proxy-connection"}
-)
 # Never forwarded upstream: the client's credentials, what names the client's
 # hop, and what aiohttp sets itself.
-_DROP_UP = _HOP_BY_HOP | {
+_DROP_UP = HOP_BY_HOP | {
     "host", "authorization", "x-api-key", "cookie", "content-length", "accept-encoding",
-    "x-real-ip", "forwarded", "via",
+    "content-encoding", "expect", "x-real-ip", "forwarded", "via",
 }
-_DROP_DOWN = _HOP_BY_HOP | {
+_DROP_DOWN = HOP_BY_HOP | {
     "content-length", "content-encoding", "set-cookie", "server", "x-powered-by", "via", "alt-svc",
 }
 _MAX_LOGGED_PATH = 256
+# Responses that need no inspection go to the client in pieces this size.
+_CHUNK = 64 * 1024
 
 
 @dataclass
@@ -84,6 +91,7 @@ class Exchange:
             "client_ip": self.client_ip,
             "method": self.method,
             "path": self.path,
+            "operation": self.route.op.name if self.route is not None else None,
             "model": self.model,
             "stream": self.stream,
             "status": self.status,
@@ -95,26 +103,9 @@ class Exchange:
         }
 
 
-def presented_key(request: web.Request) -> str | None:
-    key = request.headers.get("x-api-key")
-    if key:
-        return key.strip()
-    auth = request.headers.get("authorization", "")
-    scheme, _, value = auth.partition(" ")
-    if scheme.lower() == "bearer" and value.strip():
-        return value.strip()
-    return None
-
-
 def _endpoint_label(ex: Exchange) -> str:
     # Bounded label set for metrics: the template, never a client's path.
     return ex.route.op.template if ex.route is not None else "other"
-
-
-def _estimate_tokens(raw: bytes) -> int:
-    # Deliberately generous (bytes / 3): the reservation is settled from the
-    # usage the response reports, so over-estimating only delays, never leaks.
-    return len(raw) // 3 + 1
 
 
 class Gateway:
@@ -122,6 +113,7 @@ class Gateway:
         self.config = config
         self.keystore = keystore
         self.policy = policy
+        self.offload = Offload(policy, config.filters, config.source)
         self.limiter = Limiter()
         self.limiter.daily = keystore.load_daily(self.limiter.day)
         self.audit = AuditLog(
@@ -152,10 +144,12 @@ class Gateway:
             # in the decompressor, which is batching by another name.
             skip_auto_headers=("User-Agent", "Accept-Encoding"),
         )
+        await self.offload.start()
 
     async def stop(self) -> None:
         if self._session is not None:
             await self._session.close()
+        self.offload.stop()
         self.flush_usage()
         self.audit.close()
 
@@ -218,10 +212,10 @@ class Gateway:
     async def _handle(
         self, request: web.Request, ex: Exchange
     ) -> tuple[web.StreamResponse, Reservation | None]:
-        key = presented_key(request)
-        if key is None:
-            raise GatewayError("authentication_error", "x-api-key header is required")
-        client = self.keystore.authenticate(key)
+        # Cheap checks first, each before anything costlier: the key's form
+        # and digest, the route, the scopes, the size against the key's
+        # remaining tokens; only then is the body read and parsed.
+        client = self.keystore.authenticate(presented_key(request.headers))
         if client is None:
             raise GatewayError("authentication_error", "invalid x-api-key")
         ex.client = client
@@ -231,24 +225,29 @@ class Gateway:
             raise GatewayError(err.error_type, err.message) from None
         ex.route = route
         ex.path = route.path
+        op = route.op
         scopes = client.scopes
-        if not scopes.endpoint_allowed(route.op.template):
-            raise GatewayError(
-                "permission_error", f"This key may not call {route.op.method} {route.op.template}"
-            )
+        if not scopes.endpoint_allowed(op.template):
+            raise GatewayError("permission_error", f"This key may not call {op.method} {op.template}")
         for beta in request.headers.getall("anthropic-beta", []):
             for name in (b.strip() for b in beta.split(",")):
                 if name and not scopes.beta_allowed(name):
-                    raise GatewayError("permission_error", f"This key may not use anthropic-beta {name!r}")
+                    raise GatewayError("permission_error", f"This key may not use anthropic-beta {name[:100]!r}")
+        check_request_encoding(request.headers)
         ex.holds.enter_context(self.in_flight.admit(client.name))
-        kind = route.op.owner_kind
-        if kind is not None and route.op.owner_action == "access":
+        declared = request.content_length or 0
+        if op.body == "none" and declared:
+            raise GatewayError("invalid_request_error", f"{op.method} {op.template} takes no request body")
+        kind = op.owner_kind
+        if kind is not None and op.owner_action == "access":
             self.objects.check_access(client, kind, next(iter(route.params.values())))
-        elif kind is not None and route.op.owner_action == "list":
+        if op.inspect in ("message", "batch") and declared:
+            self.limiter.check_room(client, estimate_tokens(declared))
+        if kind is not None and op.owner_action == "list":
             return await self._list(request, route, client, ex), None
 
         content_type = None
-        if route.op.body == "multipart":
+        if op.body == "multipart":
             body, content_type = await self._read_upload(request, ex)
         else:
             try:
@@ -258,10 +257,22 @@ class Gateway:
                     "request_too_large",
                     f"Request exceeds the maximum allowed number of bytes ({self.config.max_body_bytes})",
                 ) from None
+        if op.body == "none" and body:
+            raise GatewayError("invalid_request_error", f"{op.method} {op.template} takes no request body")
 
         tokens = 0
-        if route.op.inspect != "none":
-            body, tokens = self._inspect(route.op.inspect, body, client, ex)
+        if op.inspect != "none":
+            if op.inspect in ("message", "batch"):
+                self.limiter.check_room(client, estimate_tokens(len(body)))
+            found = await self.offload.inspect(op.inspect, body, scopes)
+            ex.model, ex.stream = found.model, found.stream
+            ex.verdicts.extend(found.verdicts)
+            if found.filter_blocked:
+                self.metrics.filter_blocks += 1
+            if found.error is not None:
+                raise GatewayError(*found.error)
+            self.objects.check_file_refs(client, found.file_ids)
+            body, tokens = found.body, found.tokens
         reservation = self.limiter.reserve(client, tokens)
         try:
             response = await self._forward(request, route, body, ex, content_type)
@@ -272,80 +283,14 @@ class Gateway:
             raise
         return response, reservation
 
-    def _inspect(self, kind: str, body: bytes, client: Client, ex: Exchange) -> tuple[bytes, int]:
-        try:
-            doc = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise GatewayError("invalid_request_error", f"The request body is not valid JSON: {exc}") from None
-        if not isinstance(doc, dict):
-            raise GatewayError("invalid_request_error", "The request body must be a JSON object")
-        self.objects.check_file_refs(client, doc)
-        if kind == "batch":
-            requests = doc.get("requests")
-            if not isinstance(requests, list) or not requests:
-                raise GatewayError("invalid_request_error", "requests: a non-empty list is required")
-            max_tokens = 0
-            changed = False
-            for i, item in enumerate(requests):
-                params = item.get("params") if isinstance(item, dict) else None
-                if not isinstance(params, dict):
-                    raise GatewayError("invalid_request_error", f"requests.{i}.params: an object is required")
-                new_params, item_max, item_changed = self._check_params(
-                    params, client, ex, True, f"requests.{i}.params."
-                )
-                if item_changed:
-                    item["params"] = new_params
-                    changed = True
-                max_tokens += item_max
-            out = json.dumps(doc).encode() if changed else body
-            return out, _estimate_tokens(out) + max_tokens
-        new_doc, max_tokens, changed = self._check_params(doc, client, ex, kind == "message", "")
-        out = json.dumps(new_doc).encode() if changed else body
-        # Counting tokens costs none; only the request rate applies to it.
-        return out, (0 if kind == "count_tokens" else _estimate_tokens(out) + max_tokens)
-
-    def _check_params(
-        self, doc: dict[str, Any], client: Client, ex: Exchange, generates: bool, where: str
-    ) -> tuple[dict[str, Any], int, bool]:
-        scopes = client.scopes
-        model = doc.get("model")
-        if not isinstance(model, str) or not model:
-            raise GatewayError("invalid_request_error", f"{where}model: Field required")
-        ex.model = ex.model or model
-        if not scopes.model_allowed(model):
-            raise GatewayError("permission_error", f"This key may not use model {model!r}")
-        max_tokens = 0
-        if generates:
-            asked = doc.get("max_tokens")
-            if not isinstance(asked, int) or isinstance(asked, bool) or asked < 1:
-                raise GatewayError("invalid_request_error", f"{where}max_tokens: a positive integer is required")
-            max_tokens = asked
-            if scopes.max_tokens is not None and max_tokens > scopes.max_tokens:
-                raise GatewayError(
-                    "invalid_request_error",
-                    f"{where}max_tokens: {max_tokens} is above this key's cap of {scopes.max_tokens}",
-                )
-            if doc.get("stream") is True:
-                if where:
-                    raise GatewayError("invalid_request_error", f"{where}stream: batch requests cannot stream")
-                if not scopes.stream:
-                    raise GatewayError("permission_error", "This key may not stream responses")
-                ex.stream = True
-        result = self.policy.apply(doc)
-        ex.verdicts.extend(result.verdicts)
-        if result.blocked is not None:
-            self.metrics.filter_blocks += 1
-            kind = "permission_error" if result.status == 403 else "invalid_request_error"
-            raise GatewayError(kind, f"The request was blocked by the gateway's filter rule {result.blocked.rule!r}")
-        return result.body, max_tokens, result.changed
-
     async def _forward(
         self, request: web.Request, route: Match, body: bytes, ex: Exchange, content_type: str | None = None
     ) -> web.StreamResponse:
         assert self._session is not None and ex.client is not None
+        hop = connection_named(request.headers)
         headers = {
             k: v for k, v in request.headers.items()
-            if (lk := k.lower()) not in _DROP_UP and not lk.startswith(("proxy-", "x-forwarded-"))
+            if (lk := k.lower()) not in _DROP_UP and lk not in hop and not lk.startswith(("proxy-", "x-forwarded-"))
             and not (content_type is not None and lk == "content-type")
         }
         if content_type is not None:  # a body the gateway rebuilt (an upload)
@@ -379,12 +324,12 @@ class Gateway:
             await up_cm.__aexit__(None, None, None)
 
     def _down_headers(self, upstream: aiohttp.ClientResponse, ex: Exchange) -> dict[str, str]:
-        headers = {k: v for k, v in upstream.headers.items() if k.lower() not in _DROP_DOWN}
         ex.upstream_request_id = upstream.headers.get("request-id")
+        own: dict[str, str] = {}
         if ex.client is not None and (ex.client.scopes.rpm is not None or ex.client.scopes.tpm is not None):
-            headers.update(self.limiter.headers(ex.client))
-        headers["x-claudegate-request-id"] = ex.request_id
-        return headers
+            own.update(self.limiter.headers(ex.client))
+        own["x-claudegate-request-id"] = ex.request_id
+        return response_headers(upstream.headers, _DROP_DOWN, own)
 
     async def _relay(
         self, request: web.Request, upstream: aiohttp.ClientResponse, route: Match, ex: Exchange
@@ -393,6 +338,8 @@ class Gateway:
         headers = self._down_headers(upstream, ex)
         if upstream.content_type == "text/event-stream":
             return await self._relay_stream(request, upstream, headers, ex)
+        if route.op.stream_through:
+            return await self._relay_through(request, upstream, headers, ex)
         try:
             data = await upstream.read()
         except (TimeoutError, aiohttp.ServerTimeoutError):
@@ -408,6 +355,31 @@ class Gateway:
         if route.op.owner_kind is not None:
             data = self._owned_answer(request, route, ex, upstream.status, data)
         return web.Response(status=upstream.status, body=data, headers=headers)
+
+    async def _relay_through(
+        self, request: web.Request, upstream: aiohttp.ClientResponse, headers: dict[str, str], ex: Exchange
+    ) -> web.StreamResponse:
+        """A response nobody needs to read (a download, results, a listing), passed on piece by piece."""
+        if upstream.status >= 400:
+            ex.error_type = "upstream"
+        response = web.StreamResponse(status=upstream.status, headers=headers)
+        await response.prepare(request)
+        try:
+            async for chunk in upstream.content.iter_chunked(_CHUNK):
+                await response.write(chunk)
+        except (TimeoutError, aiohttp.ServerTimeoutError, aiohttp.ClientPayloadError, aiohttp.ClientOSError):
+            self.metrics.upstream_errors += 1
+            ex.error_type = "upstream_broken"
+            # The status line is gone; cutting the connection before the last
+            # chunk is how the client learns the body is incomplete.
+            if request.transport is not None:
+                request.transport.abort()
+            return response
+        except (ConnectionResetError, aiohttp.ClientConnectionResetError):
+            ex.error_type = "client_closed"
+            return response
+        await response.write_eof()
+        return response
 
     async def _relay_stream(
         self, request: web.Request, upstream: aiohttp.ClientResponse, headers: dict[str, str], ex: Exchange
@@ -523,7 +495,7 @@ class Gateway:
     async def _read_upload(self, request: web.Request, ex: Exchange) -> tuple[bytes, str]:
         """Read, filter and rebuild a file upload: (body, Content-Type) to send upstream."""
         upload = await read_upload(request, self.config.max_upload_bytes)
-        result = await filter_upload(self.policy, upload)
+        result = await filter_upload(self.offload.apply_policy, upload)
         ex.verdicts.extend(result.verdicts)
         if result.blocked is not None:
             self.metrics.filter_blocks += 1

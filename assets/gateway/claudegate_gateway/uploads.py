@@ -16,9 +16,9 @@ their content reaches upstream unscanned.
 
 from __future__ import annotations
 
-import asyncio
 import codecs
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +26,7 @@ from aiohttp import BodyPartReader, MultipartWriter, hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from claudegate_gateway.errors import GatewayError
-from claudegate_gateway.filters import FilterPolicy, FilterResult
+from claudegate_gateway.filters import FilterResult
 
 MAX_PARTS = 4
 _CHUNK = 1 << 16
@@ -118,27 +118,23 @@ def as_text(data: bytes) -> str | None:
     return None if "\x00" in text else text
 
 
-def _scan(policy: FilterPolicy, upload: Upload) -> tuple[FilterResult, str | None]:
+# (document to filter, its size) -> the policy's result; offload.py runs large ones in a worker.
+ApplyPolicy = Callable[[dict[str, Any], int], Awaitable[FilterResult]]
+
+
+async def filter_upload(apply: ApplyPolicy, upload: Upload) -> FilterResult:
+    """Filter the file name and, when the file is text, its content (redaction rewrites both)."""
     text = as_text(upload.data)
     blocks: list[dict[str, Any]] = [{"type": "text", "text": upload.filename}]
     if text is not None:
         blocks.append({"type": "text", "text": text})
-    doc = {"messages": [{"role": "user", "content": blocks}]}
-    return policy.apply(doc), text
-
-
-async def filter_upload(policy: FilterPolicy, upload: Upload, loop_budget: int = 256 * 1024) -> FilterResult:
-    """Filter the file name and text content; a large file is scanned off the event loop."""
-    if len(upload.data) > loop_budget:
-        result, text = await asyncio.get_running_loop().run_in_executor(None, _scan, policy, upload)
-    else:
-        result, text = _scan(policy, upload)
+    result = await apply({"messages": [{"role": "user", "content": blocks}]}, len(upload.data))
     upload.scanned = text is not None
     if result.changed and result.blocked is None:
-        blocks = result.body["messages"][0]["content"]
-        upload.filename = blocks[0]["text"]
+        new_blocks = result.body["messages"][0]["content"]
+        upload.filename = new_blocks[0]["text"]
         if text is not None:
-            upload.data = blocks[1]["text"].encode()
+            upload.data = new_blocks[1]["text"].encode()
         upload.redacted = True
     return result
 
