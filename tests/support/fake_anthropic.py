@@ -28,7 +28,8 @@ and drive it over HTTP with ``FakeControl(url)`` or the ``/_fake/`` endpoints:
                              {"mid_stream_after": N, "type": "overloaded_error"}   (SSE ``event: error``)
                              {"hang": true [, "seconds": S] [, "mid_stream_after": N]}
                              {"disconnect": true [, "mid_stream_after": N]}        (drop the TCP connection)
-                             optional on every kind: "count" (-1 = until reset), "path" (exact request path)
+                             optional on every kind: "count" (-1 = until reset), "path" (exact request path),
+                             "body_contains" (only requests whose body holds this text: a slow key's requests)
     GET    /_fake/config     current knobs;  POST /_fake/config  {"latency": S, "event_delay": S, ...}
     GET    /_fake/health     {"ok": true}
 
@@ -307,7 +308,9 @@ class Failure:
     * ``disconnect``: close the connection without an answer, or after ``after_events``
       events of a stream when ``after_events`` is set.
 
-    ``count`` < 0 means "until reset"; ``path`` restricts it to one exact request path.
+    ``count`` < 0 means "until reset"; ``path`` restricts it to one exact request path;
+    ``body_contains`` to requests whose raw body contains that text (e.g. a marker
+    in one client's prompts, to make only that client's requests slow).
     """
 
     kind: FailureKind = "status"
@@ -319,6 +322,7 @@ class Failure:
     after_events: int | None = None
     seconds: float | None = None
     retry_after: float | None = None
+    body_contains: str | None = None
 
     @property
     def streaming_only(self) -> bool:
@@ -337,6 +341,7 @@ class Failure:
             "mid_stream_after": self.after_events,
             "seconds": self.seconds,
             "retry_after": self.retry_after,
+            "body_contains": self.body_contains,
         }
 
 
@@ -364,6 +369,15 @@ def parse_failure(spec: Mapping[str, Any]) -> Failure:
     path = spec.get("path")
     if path is not None and not isinstance(path, str):
         raise ValueError("path must be a string")
+    body_contains = spec.get("body_contains")
+    if body_contains is not None and (not isinstance(body_contains, str) or not body_contains):
+        raise ValueError("body_contains must be a non-empty string")
+    failure = _parse_kind(spec, count, path)
+    failure.body_contains = body_contains
+    return failure
+
+
+def _parse_kind(spec: Mapping[str, Any], count: int, path: str | None) -> Failure:
     after = spec.get("mid_stream_after")
     if after is not None:
         after = _int(after, "mid_stream_after", minimum=0)
@@ -543,9 +557,12 @@ class FakeState:
         mid_stream_after: int | None = None,
         count: int = 1,
         path: str | None = None,
+        body_contains: str | None = None,
     ) -> Failure:
         """Stall the next request (forever unless ``seconds``), before answering or mid-stream."""
-        spec: dict[str, Any] = {"hang": True, "count": count, "path": path, "seconds": seconds}
+        spec: dict[str, Any] = {
+            "hang": True, "count": count, "path": path, "seconds": seconds, "body_contains": body_contains,
+        }
         if mid_stream_after is not None:
             spec["mid_stream_after"] = mid_stream_after
         return self.add_failure(spec)
@@ -558,7 +575,7 @@ class FakeState:
         """Drop the TCP connection of the next request without answering."""
         return self.add_failure({"disconnect": True, "count": count, "path": path})
 
-    def take_failure(self, path: str, streaming: bool) -> Failure | None:
+    def take_failure(self, path: str, streaming: bool, body: bytes = b"") -> Failure | None:
         if not self.failures:
             return None
         with self._lock:
@@ -566,6 +583,8 @@ class FakeState:
                 if failure.path is not None and failure.path != path:
                     continue
                 if failure.streaming_only and not streaming:
+                    continue
+                if failure.body_contains is not None and failure.body_contains.encode() not in body:
                     continue
                 if failure.count > 0:
                     failure.count -= 1
@@ -1431,7 +1450,7 @@ async def _api_middleware(request: web.Request, handler: Any) -> web.StreamRespo
             raise _bad(f"anthropic-version: '{version}' is not a valid version")
         if state.failures:
             streaming = path == "/v1/messages" and isinstance(parsed, dict) and parsed.get("stream") is True
-            failure = state.take_failure(path, streaming)
+            failure = state.take_failure(path, streaming, body)
             if failure is not None:
                 if failure.kind == "status":
                     raise _failure_error(failure)

@@ -16,6 +16,7 @@ from typing import Any
 from claudegate_gateway.filters import FilterPolicy, Verdict
 from claudegate_gateway.jsonbody import BodyError, parse_object
 from claudegate_gateway.keystore import Scopes
+from claudegate_gateway.ownership import referenced_file_ids
 
 
 class Refused(Exception):
@@ -40,6 +41,7 @@ class Inspection:
     verdicts: list[Verdict] = field(default_factory=list)
     filter_blocked: bool = False
     error: tuple[str, str] | None = None  # (Anthropic error type, message)
+    file_ids: list[str] = field(default_factory=list)  # each must be the caller's (checked by the proxy)
 
 
 def estimate_tokens(size: int) -> int:
@@ -65,6 +67,10 @@ def inspect_body(kind: str, body: bytes, scopes: Scopes, policy: FilterPolicy) -
 
 def _inspect(kind: str, body: bytes, scopes: Scopes, policy: FilterPolicy, found: Inspection) -> None:
     doc = parse_object(body)
+    try:
+        found.file_ids = referenced_file_ids(doc)
+    except ValueError as exc:
+        raise Refused("invalid_request_error", str(exc)) from None
     if kind == "batch":
         requests = doc.get("requests")
         if not isinstance(requests, list) or not requests:

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
-from claudegate_gateway.filters import FilterPolicy
+from claudegate_gateway.filters import FilterPolicy, FilterResult
 from claudegate_gateway.inspection import Inspection, inspect_body
 from claudegate_gateway.keystore import Scopes
 
@@ -53,6 +53,11 @@ def _inspect_in_worker(kind: str, body: bytes, scopes: Scopes) -> Inspection:
     if not found.changed:
         found.body = b""  # the parent has it: do not copy 30 MB back
     return found
+
+
+def _apply_in_worker(doc: dict[str, Any]) -> FilterResult:
+    assert _policy is not None, "worker not initialised"
+    return _policy.apply(doc)
 
 
 def _ready() -> bool:
@@ -107,3 +112,14 @@ class Offload:
         if not found.changed:
             found.body = body
         return found
+
+    async def apply_policy(self, doc: dict[str, Any], size: int) -> FilterResult:
+        """The filter policy alone on a prepared document (an upload's text), in the worker when large."""
+        if size < self.inline_max or self._pool is None:
+            return self.policy.apply(doc)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._pool, _apply_in_worker, doc)
+        except BrokenProcessPool:
+            log.error("the inspection worker died; starting a new one")
+            self._pool = self._new_pool()
+            raise

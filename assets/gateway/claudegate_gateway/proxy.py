@@ -9,7 +9,9 @@ at a URL rebuilt from the matched row, never from the client's bytes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -21,7 +23,8 @@ import yarl
 from aiohttp import web
 
 from claudegate_gateway.audit import AuditLog
-from claudegate_gateway.batchurls import localise_results_urls
+from claudegate_gateway.batchurls import localise_page, localise_results_urls
+from claudegate_gateway.concurrency import FairSlots, InFlight
 from claudegate_gateway.config import Config
 from claudegate_gateway.errors import GatewayError, error_body, error_response, new_request_id
 from claudegate_gateway.filters import FilterPolicy, Verdict
@@ -35,10 +38,12 @@ from claudegate_gateway.hygiene import (
 from claudegate_gateway.inspection import estimate_tokens
 from claudegate_gateway.keystore import Client, KeyStore
 from claudegate_gateway.limits import Limiter, Reservation
-from claudegate_gateway.metering import UsageMeter
+from claudegate_gateway.metering import UsageMeter, charge
 from claudegate_gateway.metrics import Metrics
+from claudegate_gateway.objects import Objects, UpstreamAnswer
 from claudegate_gateway.offload import Offload
 from claudegate_gateway.routes import Match, RouteError, match
+from claudegate_gateway.uploads import filter_upload, read_upload, upstream_body
 
 log = logging.getLogger("claudegate.gateway")
 
@@ -74,6 +79,8 @@ class Exchange:
     upstream_request_id: str | None = None
     meter: UsageMeter = field(default_factory=UsageMeter)
     verdicts: list[Verdict] = field(default_factory=list)
+    # Held for the whole exchange (the key's in-flight place); closed last.
+    holds: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
 
     def record(self) -> dict[str, Any]:
         return {
@@ -110,12 +117,20 @@ class Gateway:
         self.offload = Offload(policy, config.filters, config.source)
         self.limiter = Limiter()
         self.limiter.daily = keystore.load_daily(self.limiter.day)
-        self.audit = AuditLog(config.audit_log)
+        self.audit = AuditLog(
+            config.audit_log,
+            field_chars=config.audit_field_max_chars,
+            rotate_bytes=config.audit_log_max_bytes,
+            keep_files=config.audit_log_files,
+        )
         self.metrics = Metrics()
         self._upstream_key = upstream_key
         self._base = config.upstream.base_url
         self._session: aiohttp.ClientSession | None = None
         self._trusted = config.trusted_proxies
+        self.objects = Objects(keystore.owners)
+        self.in_flight = InFlight(config.max_in_flight_per_key)
+        self.slots = FairSlots(config.upstream.max_connections)
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -140,9 +155,9 @@ class Gateway:
         self.audit.close()
 
     def flush_usage(self) -> None:
-        if self.limiter.dirty:
-            self.limiter.dirty = False
-            self.keystore.save_daily(self.limiter.day, dict(self.limiter.daily))
+        # Every few seconds even with nothing pending: another gateway process
+        # on this keystore may have spent some of the same budgets.
+        self.limiter.sync(self.keystore.add_daily)
 
     # -- request path -------------------------------------------------------
 
@@ -188,7 +203,8 @@ class Gateway:
             return response
         finally:
             if reservation is not None:
-                self.limiter.settle(reservation, ex.meter.total)
+                self._settle(reservation, ex)
+            ex.holds.close()
             self.metrics.tokens["input"] += ex.meter.input_tokens
             self.metrics.tokens["output"] += ex.meter.output_tokens
             self.metrics.observe(_endpoint_label(ex), ex.status, time.perf_counter() - ex.started)
@@ -219,19 +235,29 @@ class Gateway:
                 if name and not scopes.beta_allowed(name):
                     raise GatewayError("permission_error", f"This key may not use anthropic-beta {name[:100]!r}")
         check_request_encoding(request.headers)
+        ex.holds.enter_context(self.in_flight.admit(client.name))
         declared = request.content_length or 0
         if op.body == "none" and declared:
             raise GatewayError("invalid_request_error", f"{op.method} {op.template} takes no request body")
+        kind = op.owner_kind
+        if kind is not None and op.owner_action == "access":
+            self.objects.check_access(client, kind, next(iter(route.params.values())))
         if op.inspect in ("message", "batch") and declared:
             self.limiter.check_room(client, estimate_tokens(declared))
+        if kind is not None and op.owner_action == "list":
+            return await self._list(request, route, client, ex), None
 
-        try:
-            body = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            raise GatewayError(
-                "request_too_large",
-                f"Request exceeds the maximum allowed number of bytes ({self.config.max_body_bytes})",
-            ) from None
+        content_type = None
+        if op.body == "multipart":
+            body, content_type = await self._read_upload(request, ex)
+        else:
+            try:
+                body = await request.read()
+            except web.HTTPRequestEntityTooLarge:
+                raise GatewayError(
+                    "request_too_large",
+                    f"Request exceeds the maximum allowed number of bytes ({self.config.max_body_bytes})",
+                ) from None
         if op.body == "none" and body:
             raise GatewayError("invalid_request_error", f"{op.method} {op.template} takes no request body")
 
@@ -246,25 +272,38 @@ class Gateway:
                 self.metrics.filter_blocks += 1
             if found.error is not None:
                 raise GatewayError(*found.error)
+            self.objects.check_file_refs(client, found.file_ids)
             body, tokens = found.body, found.tokens
         reservation = self.limiter.reserve(client, tokens)
         try:
-            response = await self._forward(request, route, body, ex)
-        except BaseException:
-            self.limiter.settle(reservation, ex.meter.total)
+            response = await self._forward(request, route, body, ex, content_type)
+        except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError):
+                ex.error_type = "client_closed"
+            self._settle(reservation, ex)
             raise
         return response, reservation
 
     async def _forward(
-        self, request: web.Request, route: Match, body: bytes, ex: Exchange
+        self, request: web.Request, route: Match, body: bytes, ex: Exchange, content_type: str | None = None
     ) -> web.StreamResponse:
-        assert self._session is not None
+        assert self._session is not None and ex.client is not None
         hop = connection_named(request.headers)
         headers = {
             k: v for k, v in request.headers.items()
             if (lk := k.lower()) not in _DROP_UP and lk not in hop and not lk.startswith(("proxy-", "x-forwarded-"))
+            and not (content_type is not None and lk == "content-type")
         }
+        if content_type is not None:  # a body the gateway rebuilt (an upload)
+            headers["Content-Type"] = content_type
         headers["x-api-key"] = self._upstream_key
+        async with self.slots.slot(ex.client.name, self.config.upstream.connect_timeout):
+            return await self._exchange(request, route, body, ex, headers)
+
+    async def _exchange(
+        self, request: web.Request, route: Match, body: bytes, ex: Exchange, headers: dict[str, str]
+    ) -> web.StreamResponse:
+        assert self._session is not None
         # Built from the matched row and its validated parameters; encoded=True
         # so yarl sends exactly these bytes (there is nothing in them to encode).
         url = yarl.URL(self._base + route.target, encoded=True)
@@ -316,6 +355,8 @@ class Gateway:
             ex.meter.read_message(data)
         elif upstream.status >= 400:
             ex.error_type = "upstream"
+        if route.op.owner_kind is not None:
+            data = self._owned_answer(request, route, ex, upstream.status, data)
         return web.Response(status=upstream.status, body=data, headers=headers)
 
     async def _relay_through(
@@ -370,3 +411,81 @@ class Gateway:
         finally:
             self.metrics.active_streams -= 1
         return response
+
+    # -- metering, objects, uploads ----------------------------------------
+
+    def _settle(self, reservation: Reservation, ex: Exchange) -> None:
+        meter = ex.route.op.meter if ex.route is not None else "none"
+        if meter == "batch":
+            # Upstream bills the batch's requests later, out of sight: the
+            # reservation made at creation is the charge.
+            used = reservation.tokens if 200 <= ex.status < 300 else 0
+        elif meter == "message":
+            used = charge(reservation.tokens, ex.meter, client_left=ex.error_type == "client_closed")
+        else:
+            used = ex.meter.total
+        self.limiter.settle(reservation, used)
+
+    def _owned_answer(self, request: web.Request, route: Match, ex: Exchange, status: int, data: bytes) -> bytes:
+        """Record or forget ownership from upstream's answer; point results_url at the gateway."""
+        kind, client = route.op.owner_kind, ex.client
+        assert kind is not None and client is not None
+        if route.op.owner_action == "create":
+            self.objects.created(client, kind, status, data)
+        elif route.op.method == "DELETE":
+            self.objects.deleted(kind, next(iter(route.params.values())), status)
+        # results_url was pointed at the gateway already (batchurls, in _relay).
+        return data
+
+    async def _list(self, request: web.Request, route: Match, client: Client, ex: Exchange) -> web.StreamResponse:
+        assert self._session is not None and route.op.owner_kind is not None
+        session = self._session
+        headers = {
+            k: v for k, v in request.headers.items()
+            if (lk := k.lower()) not in _DROP_UP and not lk.startswith(("proxy-", "x-forwarded-"))
+        }
+        headers["x-api-key"] = self._upstream_key
+
+        async def fetch(query: list[tuple[str, str]]) -> tuple[int, Any, bytes]:
+            url = yarl.URL(self._base + route.path, encoded=True).with_query(query)
+            try:
+                async with self.slots.slot(client.name, self.config.upstream.connect_timeout), session.get(
+                    url, headers=headers, allow_redirects=False
+                ) as upstream:
+                    raw = await upstream.read()
+                    ex.upstream_request_id = upstream.headers.get("request-id")
+                    status = upstream.status
+            except (TimeoutError, aiohttp.ServerTimeoutError):
+                self.metrics.upstream_errors += 1
+                raise GatewayError("timeout_error", "The upstream API did not answer in time") from None
+            except aiohttp.ClientError:
+                self.metrics.upstream_errors += 1
+                raise GatewayError("api_error", "The gateway could not reach the upstream API") from None
+            try:
+                return status, json.loads(raw), raw
+            except ValueError:
+                return status, None, raw
+
+        down = {"x-claudegate-request-id": ex.request_id}
+        try:
+            page = await self.objects.list_page(client, route.op.owner_kind, route.query, fetch)
+        except UpstreamAnswer as answer:
+            ex.status, ex.error_type = answer.status, "upstream"
+            return web.Response(status=answer.status, body=answer.body, content_type="application/json", headers=down)
+        if route.op.owner_kind == "batch":
+            localise_page(page)
+        ex.status = 200
+        if ex.upstream_request_id:
+            down["request-id"] = ex.upstream_request_id
+        return web.Response(body=json.dumps(page).encode(), content_type="application/json", headers=down)
+
+    async def _read_upload(self, request: web.Request, ex: Exchange) -> tuple[bytes, str]:
+        """Read, filter and rebuild a file upload: (body, Content-Type) to send upstream."""
+        upload = await read_upload(request, self.config.max_upload_bytes)
+        result = await filter_upload(self.offload.apply_policy, upload)
+        ex.verdicts.extend(result.verdicts)
+        if result.blocked is not None:
+            self.metrics.filter_blocks += 1
+            kind = "permission_error" if result.status == 403 else "invalid_request_error"
+            raise GatewayError(kind, f"The file was blocked by the gateway's filter rule {result.blocked.rule!r}")
+        return await upstream_body(upload)
