@@ -750,9 +750,9 @@ def test_config_from_a_tuple_like_the_gateway_config() -> None:
 
 
 def test_unmappable_string_is_redacted_whole(monkeypatch: pytest.MonkeyPatch) -> None:
-    import claudegate_gateway.filters as filters
+    import claudegate_gateway.filters.normalise as normalise
 
-    monkeypatch.setattr(filters, "_MAX_MAP_UNITS", 0)
+    monkeypatch.setattr(normalise, "_MAX_MAP_UNITS", 0)
     result = apply(REDACT, user(blocks("kept", f"ｗｉｄｅ {ANTHROPIC} text")))
     assert [b["text"] for b in result.body["messages"][0]["content"]] == ["kept", "[REDACTED:secrets]"]
 
