@@ -179,20 +179,60 @@ def _find_cards(text: str, start: int, end: int) -> Iterator[_Found]:
             i = hit + 1
 
 
+_PEM_HEAD_RE = re.compile(_PEM_HEAD)
+_PEM_TAIL_RE = re.compile(_PEM_TAIL)
+
 _DETECTOR_LIST: tuple[_Matcher, ...] = (
     _Matcher("anthropic_key", _literal_gate("sk-ant-"),
-             _regex_find(_ANTHROPIC_RE, lambda m: _distinct(m.group("b"), 8))),
-    _Matcher("openai_key", _literal_gate("sk-"), _regex_find(_OPENAI_RE, _openai_ok)),
+             _regex_find(_ANTHROPIC_RE, lambda m: _distinct(m.group("b"), 8)), width=200),
+    _Matcher("openai_key", _literal_gate("sk-"), _regex_find(_OPENAI_RE, _openai_ok), width=240),
     _Matcher("aws_access_key", _literal_gate("AKIA|ASIA"),
-             _regex_find(_AWS_ID_RE, lambda m: _distinct(m.group("b"), 6))),
+             _regex_find(_AWS_ID_RE, lambda m: _distinct(m.group("b"), 6)), width=32),
     _Matcher("aws_secret_key", _literal_gate("secret", lower=True),
-             _regex_find(_AWS_SECRET_RE, _aws_secret_ok, group="s"), regions=_secret_windows),
+             _regex_find(_AWS_SECRET_RE, _aws_secret_ok, group="s"), regions=_secret_windows, width=160),
     _Matcher("github_token", _literal_gate("gh[pousr]_|github_pat_"),
-             _regex_find(_GITHUB_RE, lambda m: _distinct(m.group("b") or m.group("p"), 8))),
-    _Matcher("private_key", _literal_gate("private key", lower=True), _regex_find(_PRIVATE_KEY_RE)),
-    _Matcher("card_number", _card_gate, _find_cards, regions=_card_regions),
+             _regex_find(_GITHUB_RE, lambda m: _distinct(m.group("b") or m.group("p"), 8)), width=272),
+    # In a stream the header alone is matched (a key block is kilobytes long)
+    # and the rest is withheld up to the END line: see _Matcher.until.
+    _Matcher("private_key", _literal_gate("private key", lower=True), _regex_find(_PRIVATE_KEY_RE),
+             width=96, until=_PEM_TAIL_RE),
+    _Matcher("card_number", _card_gate, _find_cards, regions=_card_regions, width=64),
 )
 _DETECTORS: dict[str, _Matcher] = {d.name: d for d in _DETECTOR_LIST}
 DETECTORS: tuple[str, ...] = tuple(_DETECTORS)
 """Names accepted in a rule's ``detectors`` list (plus ``all``)."""
 
+#: Stream form of the private key detector: the header only (see ``until``).
+STREAM_FORMS: dict[str, _Matcher] = {
+    "private_key": _Matcher("private_key", _literal_gate("private key", lower=True),
+                            _regex_find(_PEM_HEAD_RE), width=96, until=_PEM_TAIL_RE),
+}
+
+# ---- personal data (opt-in: not part of "all")
+
+# Bounded on both sides so the stream window stays small; a local part of
+# 64 and a domain of 5 labels cover real addresses.
+_EMAIL_RE = re.compile(
+    r"(?<![A-Za-z0-9._%+\-])[A-Za-z0-9._%+\-]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9\-]{0,62}\.){1,5}[A-Za-z]{2,24}(?![A-Za-z0-9\-])"
+)
+# A phone number: an optional + or 00, then 8-15 digits with single spaces,
+# dots, hyphens or parentheses between them, as a whole token.
+_PHONE_RE = re.compile(r"(?<![\w+])(?:\+|\(\+?)?\d(?:[ .\-]?\(?\d\)?){6,18}(?![\w])")
+
+
+def _phone_ok(m: re.Match[str]) -> bool:
+    text = m.group()
+    digits = sum(c.isdigit() for c in text)
+    return 8 <= digits <= 15 and _DATE_RE.fullmatch(text) is None
+
+
+_DATE_RE = re.compile(r"\d{4}[-./]\d{1,2}[-./]\d{1,2}|\d{1,2}[-./]\d{1,2}[-./]\d{4}")
+
+
+PII_LIST: tuple[_Matcher, ...] = (
+    _Matcher("email", _literal_gate("@"), _regex_find(_EMAIL_RE), width=224),
+    _Matcher("phone", _literal_gate(r"\d"), _regex_find(_PHONE_RE, _phone_ok), width=48),
+)
+PII_DETECTORS: tuple[str, ...] = tuple(m.name for m in PII_LIST)
+"""Opt-in personal-data detectors: named explicitly, never included in ``all``."""
+_ALL_DETECTORS: dict[str, _Matcher] = {**_DETECTORS, **{m.name: m for m in PII_LIST}}

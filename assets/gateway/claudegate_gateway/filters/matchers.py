@@ -46,6 +46,12 @@ class _Matcher:
     # such that every match inside a piece, or across pieces in that join,
     # lies within one span. Scanning is then limited to those spans.
     regions: Callable[[_Text], list[tuple[int, int]]] | None = None
+    # Streams: the longest match (plus look-around context) this matcher must
+    # see whole; the response window holds back this many characters.
+    width: int = 256
+    # Streams: after a match, everything up to a match of this (e.g. a PEM
+    # END line) is withheld too, so a long block needs no long window.
+    until: re.Pattern[str] | None = None
 
 
 def _literal_gate(pattern: str, *, lower: bool = False) -> Callable[[_Text], bool]:

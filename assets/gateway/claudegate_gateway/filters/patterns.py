@@ -61,25 +61,29 @@ def _required_literal(pattern: str) -> str | None:
     return literal.lower() if len(literal) >= 2 else None
 
 
-def _pattern_matcher(name: str, rx: re.Pattern[str]) -> _Matcher:
+def _pattern_matcher(name: str, rx: re.Pattern[str], width: int | None = None) -> _Matcher:
     def find(text: str, start: int, end: int) -> Iterator[_Found]:
         for m in rx.finditer(text, start, end):
             a, b = m.span()
             if a != b:
                 yield a, b, a, b
 
+    # Look-arounds see a few characters beyond the match: keep some context.
+    stream_width = (width or 0) + 16
     folded = rx.pattern.isascii() and _NON_ASCII_ESCAPE.search(rx.pattern) is None
     literal = _required_literal(rx.pattern) if folded else None
     if literal is not None:
         # On the folded view, a case-insensitive match of ASCII text lowers to
         # the literal; containment is monotone even when the regex is not.
-        return _Matcher(name=name, gate=lambda t: literal in t.lower, find=find, monotone=True, folded=True)
+        return _Matcher(name=name, gate=lambda t: literal in t.lower, find=find, monotone=True, folded=True,
+                        width=stream_width)
     return _Matcher(
         name=name,
         gate=lambda t: any(True for _ in find(t.s, 0, len(t.s))),
         find=find,
         monotone=_CONTEXT_SENSITIVE.search(rx.pattern) is None,
         folded=folded,
+        width=stream_width,
     )
 
 

@@ -6,11 +6,12 @@ import difflib
 import re
 import unicodedata
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from claudegate_gateway.config import ConfigError
-from claudegate_gateway.filters.detectors import _DETECTOR_LIST, _DETECTORS, DETECTORS
+from claudegate_gateway.filters import regex_safety
+from claudegate_gateway.filters.detectors import _ALL_DETECTORS, _DETECTOR_LIST, DETECTORS, PII_DETECTORS
 from claudegate_gateway.filters.matchers import _Matcher
 from claudegate_gateway.filters.normalise import _IGNORABLE_RE, _special_tables
 from claudegate_gateway.filters.patterns import _pattern_matcher
@@ -26,10 +27,24 @@ class _Rule:
     status: int
     matchers: tuple[_Matcher, ...]
     detector_rule: bool
+    direction: str = "request"
+
+    @property
+    def on_requests(self) -> bool:
+        return self.direction in ("request", "both")
+
+    @property
+    def on_responses(self) -> bool:
+        return self.direction in ("response", "both")
 
 
-_RULE_KEYS = ("name", "detectors", "pattern", "action", "status")
-_ACTIONS = ("block", "redact")
+_RULE_KEYS = ("name", "detectors", "pattern", "direction", "action", "status")
+_ACTIONS = ("block", "redact", "log")
+_DIRECTIONS = ("request", "response", "both")
+#: Client override values: a rule's action for that client, or ``off``.
+OVERRIDES = ("off", *_ACTIONS)
+#: The longest match a response rule may have: the stream holds back this many characters.
+MAX_RESPONSE_WIDTH = 1024
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")
 
 
@@ -47,10 +62,12 @@ def _suggest(value: str, known: Sequence[str], what: str) -> str:
 class FilterPolicy:
     """An ordered set of rules; build with :meth:`from_config` or :meth:`default`."""
 
-    __slots__ = ("_matchers", "_need_plain", "_rules")
+    __slots__ = ("_all", "_matchers", "_need_plain", "_rules")
 
     def __init__(self, rules: Sequence[_Rule] = ()) -> None:
-        self._rules = tuple(rules)
+        self._all = tuple(rules)
+        # apply() scans requests: only the rules that look at them.
+        self._rules = tuple(r for r in self._all if r.on_requests)
         seen: dict[int, _Matcher] = {}
         for rule in self._rules:
             for m in rule.matchers:
@@ -62,13 +79,34 @@ class FilterPolicy:
 
     @property
     def rule_names(self) -> tuple[str, ...]:
-        return tuple(r.name for r in self._rules)
+        return tuple(r.name for r in self._all)
+
+    @property
+    def rules(self) -> tuple[_Rule, ...]:
+        """Every rule, both directions, in config order."""
+        return self._all
+
+    @property
+    def response_rules(self) -> tuple[_Rule, ...]:
+        return tuple(r for r in self._all if r.on_responses)
 
     def __len__(self) -> int:
-        return len(self._rules)
+        return len(self._all)
 
     def __repr__(self) -> str:
-        return f"FilterPolicy({', '.join(f'{r.name}:{r.action}' for r in self._rules)})"
+        return f"FilterPolicy({', '.join(f'{r.name}:{r.action}' + (f'@{r.direction}' if r.direction != 'request' else '') for r in self._all)})"
+
+    def for_client(self, overrides: Mapping[str, str]) -> FilterPolicy:
+        """This policy with one client's overrides (rule name -> ``off`` or an action) applied."""
+        if not overrides:
+            return self
+        rules: list[_Rule] = []
+        for rule in self._all:
+            change = overrides.get(rule.name)
+            if change == "off":
+                continue
+            rules.append(rule if change is None else replace(rule, action=change))
+        return FilterPolicy(rules)
 
     @classmethod
     def default(cls) -> FilterPolicy:
@@ -123,7 +161,7 @@ class FilterPolicy:
             if rule.action == "block":
                 if blocked is None:
                     blocked, status = verdict, rule.status
-            else:
+            elif rule.action == "redact":
                 redactions.append((rule.name, hits))
         if blocked is not None or not redactions:
             return FilterResult(body=body, changed=False, blocked=blocked, status=status, verdicts=verdicts)
@@ -163,7 +201,12 @@ def _parse_rule(raw: Any, where: str, source: str) -> _Rule:
     action = raw.get("action", "block")
     if action not in _ACTIONS:
         raise _fail(source, f"{where}.action", f"{action!r} is not an action",
-                    _suggest(str(action), _ACTIONS, "actions") + " (block or redact)")
+                    _suggest(str(action), _ACTIONS, "actions") + " (block, redact or log)")
+
+    direction = raw.get("direction", "request")
+    if direction not in _DIRECTIONS:
+        raise _fail(source, f"{where}.direction", f"{direction!r} is not a direction",
+                    _suggest(str(direction), _DIRECTIONS, "directions") + " (request, response or both)")
 
     if "status" in raw:
         status = raw["status"]
@@ -182,8 +225,11 @@ def _parse_rule(raw: Any, where: str, source: str) -> _Rule:
         raise _fail(source, where, problem,
                     "give exactly one: detectors: [all] for secrets, or pattern: '<regex>' (one rule each)")
     if has_det:
-        return _Rule(name, action, status, _parse_detectors(raw["detectors"], f"{where}.detectors", source), True)
-    return _Rule(name, action, status, (_parse_pattern(name, raw["pattern"], f"{where}.pattern", source),), False)
+        matchers = _parse_detectors(raw["detectors"], f"{where}.detectors", source)
+        return _Rule(name, action, status, matchers, True, direction)
+    responses = direction != "request"
+    matcher = _parse_pattern(name, raw["pattern"], f"{where}.pattern", source, responses=responses)
+    return _Rule(name, action, status, (matcher,), False, direction)
 
 
 def _parse_detectors(value: Any, where: str, source: str) -> tuple[_Matcher, ...]:
@@ -196,15 +242,15 @@ def _parse_detectors(value: Any, where: str, source: str) -> tuple[_Matcher, ...
     for j, name in enumerate(value):
         if name == "all":
             return _DETECTOR_LIST
-        if not isinstance(name, str) or name not in _DETECTORS:
+        if not isinstance(name, str) or name not in _ALL_DETECTORS:
             raise _fail(source, f"{where}[{j}]", f"unknown detector {name!r}",
-                        _suggest(str(name), (*DETECTORS, "all"), "detectors"))
-        if _DETECTORS[name] not in chosen:
-            chosen.append(_DETECTORS[name])
+                        _suggest(str(name), (*DETECTORS, *PII_DETECTORS, "all"), "detectors"))
+        if _ALL_DETECTORS[name] not in chosen:
+            chosen.append(_ALL_DETECTORS[name])
     return tuple(chosen)
 
 
-def _parse_pattern(name: str, value: Any, where: str, source: str) -> _Matcher:
+def _parse_pattern(name: str, value: Any, where: str, source: str, *, responses: bool = False) -> _Matcher:
     if not isinstance(value, str) or not value:
         raise _fail(source, where, f"must be a non-empty string, got {value!r}",
                     "quote the regex in single quotes, e.g. pattern: 'project\\s*x'")
@@ -221,4 +267,15 @@ def _parse_pattern(name: str, value: Any, where: str, source: str) -> _Matcher:
     if any(m.start() == m.end() for probe in ("", "x", " x ") for m in rx.finditer(probe)):
         raise _fail(source, where, "can match the empty string, so it would fire on every request",
                     "make it require at least one character (e.g. use + instead of *)")
-    return _pattern_matcher(name, rx)
+    try:
+        regex_safety.check(value, re.IGNORECASE)
+    except regex_safety.UnsafePattern as exc:
+        raise _fail(source, where, exc.problem, exc.fix) from None
+    width = regex_safety.max_width(value, re.IGNORECASE)
+    if responses and (width is None or width > MAX_RESPONSE_WIDTH):
+        raise _fail(source, where,
+                    f"a response rule must have a bounded match length of at most {MAX_RESPONSE_WIDTH}"
+                    " characters (streams hold back that many), this one is "
+                    + ("unbounded" if width is None else f"up to {width}"),
+                    "bound each repeat, e.g. \\s{0,8} instead of \\s* or \\w{1,64} instead of \\w+")
+    return _pattern_matcher(name, rx, width)
