@@ -19,6 +19,7 @@ class Verdict:
     action: str
     matches: int
     detectors: tuple[str, ...] = field(default=(), compare=False)
+    direction: str = field(default="request", compare=False)
 
 
 _ERROR_TYPES = {400: "invalid_request_error", 403: "permission_error"}
