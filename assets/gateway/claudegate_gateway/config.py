@@ -42,12 +42,15 @@ class Config:
     # None: the key was absent, so the default secret detectors apply;
     # an explicit empty list turns filtering off.
     filters: tuple[dict[str, Any], ...] | None = None
+    # client name -> {rule name: "off" | action}; rule names are checked
+    # against the policy when the gateway is built.
+    client_filters: dict[str, dict[str, str]] = field(default_factory=dict)
     source: str = "<defaults>"
 
 
 _TOP_KEYS = {
     "listen", "internal_listen", "upstream", "keystore", "pepper_file",
-    "audit_log", "trusted_proxies", "max_body_bytes", "filters",
+    "audit_log", "trusted_proxies", "max_body_bytes", "filters", "client_filters",
 }
 _UPSTREAM_KEYS = {"base_url", "api_key_file", "connect_timeout", "read_timeout", "max_connections"}
 
@@ -115,6 +118,7 @@ def parse_config(raw: Any, source: str = "<config>") -> Config:
     filters = raw.get("filters")
     if filters is not None and (not isinstance(filters, list) or not all(isinstance(f, dict) for f in filters)):
         raise _fail(source, "filters", "must be a list of rule mappings", "see the gateway README for the rule format")
+    client_filters = _client_filters(source, raw.get("client_filters") or {})
     audit = raw.get("audit_log", str(Config.audit_log))
     return Config(
         listen=_hostport(source, "listen", raw.get("listen", "127.0.0.1:8080")),
@@ -126,8 +130,31 @@ def parse_config(raw: Any, source: str = "<config>") -> Config:
         trusted_proxies=tuple(proxies),
         max_body_bytes=_number(source, "max_body_bytes", raw.get("max_body_bytes", Config.max_body_bytes), minimum=1024, integer=True),
         filters=None if filters is None else tuple(filters),
+        client_filters=client_filters,
         source=source,
     )
+
+
+_OVERRIDES = ("off", "block", "redact", "log")
+
+
+def _client_filters(source: str, raw: Any) -> dict[str, dict[str, str]]:
+    if not isinstance(raw, dict):
+        raise _fail(source, "client_filters", "must be a mapping of client name to rule overrides",
+                    "write e.g. client_filters: {internal-tool: {pii: off}}")
+    out: dict[str, dict[str, str]] = {}
+    for client, rules in raw.items():
+        if not isinstance(rules, dict):
+            raise _fail(source, f"client_filters.{client}", "must be a mapping of rule name to override",
+                        "write e.g. {pii: off}")
+        for rule, value in rules.items():
+            if value is False:  # YAML 1.1 reads a bare off as false
+                value = "off"
+            if value not in _OVERRIDES:
+                raise _fail(source, f"client_filters.{client}.{rule}", f"{value!r} is not an override",
+                            "use off, block, redact or log")
+        out[str(client)] = {str(k): ("off" if v is False else str(v)) for k, v in rules.items()}
+    return out
 
 
 def load_config(path: str | Path) -> Config:

@@ -96,6 +96,18 @@ class FilterPolicy:
     def __repr__(self) -> str:
         return f"FilterPolicy({', '.join(f'{r.name}:{r.action}' + (f'@{r.direction}' if r.direction != 'request' else '') for r in self._all)})"
 
+    def check_overrides(self, client_filters: Mapping[str, Mapping[str, str]], source: str) -> None:
+        """Every rule a client override names exists, and every value is ``off`` or an action."""
+        names = self.rule_names
+        for client, overrides in client_filters.items():
+            for rule, value in overrides.items():
+                where = f"client_filters.{client}.{rule}"
+                if rule not in names:
+                    raise _fail(source, where, "names no rule in filters",
+                                _suggest(rule, names, "rules") if names else "there are no rules to override")
+                if value not in OVERRIDES:
+                    raise _fail(source, where, f"{value!r} is not an override", "use off, block, redact or log")
+
     def for_client(self, overrides: Mapping[str, str]) -> FilterPolicy:
         """This policy with one client's overrides (rule name -> ``off`` or an action) applied."""
         if not overrides:
