@@ -144,7 +144,7 @@ def test_gateway_errors_have_anthropic_shape(module_gateway: GatewayProc, key: s
     _gw_error(httpx.post(url + "/v1/messages", headers=auth, json={"max_tokens": 5}), 400, "invalid_request_error")
     _gw_error(httpx.get(url + "/admin", headers=auth), 404, "not_found_error")
     _gw_error(httpx.get(url + "/v1/models/../../secret", headers=auth), 404, "not_found_error")
-    _gw_error(httpx.get(url + "/v1/models/%2e%2e/x", headers=auth), 400, "invalid_request_error")
+    _gw_error(httpx.get(url + "/v1/models/%2e%2e/x", headers=auth), 404, "not_found_error")
 
 
 @pytest.mark.parametrize(

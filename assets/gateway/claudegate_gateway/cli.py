@@ -18,6 +18,7 @@ from pathlib import Path
 from claudegate_gateway import __version__
 from claudegate_gateway.config import Config, ConfigError, load_config, read_secret
 from claudegate_gateway.keystore import KeyStore, KeyStoreError, Scopes
+from claudegate_gateway.routes import TEMPLATES, endpoint_glob_problem
 
 EXIT_OK, EXIT_CONFIG, EXIT_USAGE = 0, 2, 3
 _DURATION = re.compile(r"^(\d+)([smhd])$")
@@ -82,7 +83,10 @@ def parser() -> argparse.ArgumentParser:
     )
     create.add_argument("name")
     create.add_argument("--models", nargs="+", default=["*"], metavar="GLOB", help="allowed models (default: any)")
-    create.add_argument("--endpoints", nargs="+", default=["/v1/*"], metavar="GLOB", help="allowed paths (default: /v1/*)")
+    create.add_argument(
+        "--endpoints", nargs="+", default=["/v1/*"], metavar="GLOB",
+        help="allowed operations, as globs over the path templates (default: /v1/*): " + " ".join(TEMPLATES),
+    )
     create.add_argument("--betas", nargs="+", metavar="NAME", help="allowed anthropic-beta values (default: any)")
     create.add_argument("--max-tokens", type=positive, help="cap on max_tokens per request")
     create.add_argument("--no-stream", action="store_true", help="refuse streaming requests")
@@ -119,6 +123,10 @@ def run_keys(args: argparse.Namespace, config: Config) -> int:
     store = _keystore(config)
     try:
         if args.action == "create":
+            for glob in args.endpoints:
+                problem = endpoint_glob_problem(glob)
+                if problem is not None:
+                    raise KeyStoreError(f"--endpoints: {problem}")
             scopes = Scopes(
                 models=tuple(args.models), endpoints=tuple(args.endpoints),
                 betas=tuple(args.betas) if args.betas else None, max_tokens=args.max_tokens,

@@ -2,7 +2,8 @@
 
 A client never chooses where a request goes or with which key: the upstream
 base URL and key come from the gateway's config, the client's credentials are
-stripped, and only paths under /v1/ are forwarded.
+stripped, and only the operations of the route table (routes.py) are served,
+at a URL rebuilt from the matched row, never from the client's bytes.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
+import yarl
 from aiohttp import web
 
 from claudegate_gateway.audit import AuditLog
@@ -27,6 +29,7 @@ from claudegate_gateway.keystore import Client, KeyStore
 from claudegate_gateway.limits import Limiter, Reservation
 from claudegate_gateway.metering import UsageMeter
 from claudegate_gateway.metrics import Metrics
+from claudegate_gateway.routes import Match, RouteError, match
 
 log = logging.getLogger("claudegate.gateway")
 
@@ -43,11 +46,7 @@ _DROP_UP = _HOP_BY_HOP | {
 _DROP_DOWN = _HOP_BY_HOP | {
     "content-length", "content-encoding", "set-cookie", "server", "x-powered-by", "via", "alt-svc",
 }
-# JSON bodies the gateway reads for scopes, limits and filters.
-_MESSAGES = "/v1/messages"
-_COUNT = "/v1/messages/count_tokens"
-_BATCHES = "/v1/messages/batches"
-_BAD_SEGMENTS = ("%2e", "%2f", "%5c", "\\")
+_MAX_LOGGED_PATH = 256
 
 
 @dataclass
@@ -60,6 +59,7 @@ class Exchange:
     method: str
     path: str
     client: Client | None = None
+    route: Match | None = None
     model: str | None = None
     stream: bool = False
     status: int = 0
@@ -100,12 +100,9 @@ def presented_key(request: web.Request) -> str | None:
     return None
 
 
-def _endpoint_label(path: str) -> str:
-    # Bounded label set for metrics: ids in paths would explode cardinality.
-    for known in (_COUNT, _BATCHES, _MESSAGES, "/v1/models", "/v1/files"):
-        if path.startswith(known):
-            return known
-    return "other"
+def _endpoint_label(ex: Exchange) -> str:
+    # Bounded label set for metrics: the template, never a client's path.
+    return ex.route.op.template if ex.route is not None else "other"
 
 
 def _estimate_tokens(raw: bytes) -> int:
@@ -171,7 +168,9 @@ class Gateway:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         ex = Exchange(
-            new_request_id(), time.perf_counter(), self.client_ip(request), request.method, request.path
+            new_request_id(), time.perf_counter(), self.client_ip(request), request.method,
+            # Raw and cut short: a refused path is logged as sent, never decoded or whole.
+            request.rel_url.raw_path[:_MAX_LOGGED_PATH],
         )
         reservation: Reservation | None = None
         try:
@@ -198,20 +197,12 @@ class Gateway:
                 self.limiter.settle(reservation, ex.meter.total)
             self.metrics.tokens["input"] += ex.meter.input_tokens
             self.metrics.tokens["output"] += ex.meter.output_tokens
-            self.metrics.observe(_endpoint_label(ex.path), ex.status, time.perf_counter() - ex.started)
+            self.metrics.observe(_endpoint_label(ex), ex.status, time.perf_counter() - ex.started)
             self.audit.write(ex.record())
 
     async def _handle(
         self, request: web.Request, ex: Exchange
     ) -> tuple[web.StreamResponse, Reservation | None]:
-        raw_path = request.rel_url.raw_path
-        if not raw_path.startswith("/v1/"):
-            raise GatewayError("not_found_error", f"Not found: {request.path}")
-        lowered = raw_path.lower()
-        segments = raw_path.split("/")
-        if ".." in segments or "." in segments or "" in segments[1:-1] or any(b in lowered for b in _BAD_SEGMENTS):
-            raise GatewayError("invalid_request_error", "The request path is not a plain /v1/ path")
-
         key = presented_key(request)
         if key is None:
             raise GatewayError("authentication_error", "x-api-key header is required")
@@ -219,9 +210,17 @@ class Gateway:
         if client is None:
             raise GatewayError("authentication_error", "invalid x-api-key")
         ex.client = client
+        try:
+            route = match(request.method, request.rel_url.raw_path, request.rel_url.raw_query_string)
+        except RouteError as err:
+            raise GatewayError(err.error_type, err.message) from None
+        ex.route = route
+        ex.path = route.path
         scopes = client.scopes
-        if not scopes.endpoint_allowed(raw_path):
-            raise GatewayError("permission_error", f"This key may not call {request.method} {raw_path}")
+        if not scopes.endpoint_allowed(route.op.template):
+            raise GatewayError(
+                "permission_error", f"This key may not call {route.op.method} {route.op.template}"
+            )
         for beta in request.headers.getall("anthropic-beta", []):
             for name in (b.strip() for b in beta.split(",")):
                 if name and not scopes.beta_allowed(name):
@@ -236,24 +235,24 @@ class Gateway:
             ) from None
 
         tokens = 0
-        if request.method == "POST" and raw_path in (_MESSAGES, _COUNT, _BATCHES):
-            body, tokens = self._inspect(raw_path, body, client, ex)
+        if route.op.inspect != "none":
+            body, tokens = self._inspect(route.op.inspect, body, client, ex)
         reservation = self.limiter.reserve(client, tokens)
         try:
-            response = await self._forward(request, raw_path, body, ex)
+            response = await self._forward(request, route, body, ex)
         except BaseException:
             self.limiter.settle(reservation, ex.meter.total)
             raise
         return response, reservation
 
-    def _inspect(self, path: str, body: bytes, client: Client, ex: Exchange) -> tuple[bytes, int]:
+    def _inspect(self, kind: str, body: bytes, client: Client, ex: Exchange) -> tuple[bytes, int]:
         try:
             doc = json.loads(body)
         except (ValueError, UnicodeDecodeError) as exc:
             raise GatewayError("invalid_request_error", f"The request body is not valid JSON: {exc}") from None
         if not isinstance(doc, dict):
             raise GatewayError("invalid_request_error", "The request body must be a JSON object")
-        if path == _BATCHES:
+        if kind == "batch":
             requests = doc.get("requests")
             if not isinstance(requests, list) or not requests:
                 raise GatewayError("invalid_request_error", "requests: a non-empty list is required")
@@ -272,10 +271,10 @@ class Gateway:
                 max_tokens += item_max
             out = json.dumps(doc).encode() if changed else body
             return out, _estimate_tokens(out) + max_tokens
-        new_doc, max_tokens, changed = self._check_params(doc, client, ex, path == _MESSAGES, "")
+        new_doc, max_tokens, changed = self._check_params(doc, client, ex, kind == "message", "")
         out = json.dumps(new_doc).encode() if changed else body
         # Counting tokens costs none; only the request rate applies to it.
-        return out, (0 if path == _COUNT else _estimate_tokens(out) + max_tokens)
+        return out, (0 if kind == "count_tokens" else _estimate_tokens(out) + max_tokens)
 
     def _check_params(
         self, doc: dict[str, Any], client: Client, ex: Exchange, generates: bool, where: str
@@ -313,7 +312,7 @@ class Gateway:
         return result.body, max_tokens, result.changed
 
     async def _forward(
-        self, request: web.Request, raw_path: str, body: bytes, ex: Exchange
+        self, request: web.Request, route: Match, body: bytes, ex: Exchange
     ) -> web.StreamResponse:
         assert self._session is not None
         headers = {
@@ -321,12 +320,12 @@ class Gateway:
             if (lk := k.lower()) not in _DROP_UP and not lk.startswith(("proxy-", "x-forwarded-"))
         }
         headers["x-api-key"] = self._upstream_key
-        url = self._base + raw_path
-        if request.rel_url.raw_query_string:
-            url += "?" + request.rel_url.raw_query_string
+        # Built from the matched row and its validated parameters; encoded=True
+        # so yarl sends exactly these bytes (there is nothing in them to encode).
+        url = yarl.URL(self._base + route.target, encoded=True)
         try:
             up_cm = self._session.request(
-                request.method, url, data=body if body else None, headers=headers, allow_redirects=False
+                route.op.method, url, data=body if body else None, headers=headers, allow_redirects=False
             )
             upstream = await up_cm.__aenter__()
         except (TimeoutError, aiohttp.ServerTimeoutError):
@@ -337,7 +336,7 @@ class Gateway:
             log.warning("request %s: upstream unreachable: %s", ex.request_id, type(exc).__name__)
             raise GatewayError("api_error", "The gateway could not reach the upstream API") from None
         try:
-            return await self._relay(request, upstream, raw_path, ex)
+            return await self._relay(request, upstream, route, ex)
         finally:
             await up_cm.__aexit__(None, None, None)
 
@@ -350,7 +349,7 @@ class Gateway:
         return headers
 
     async def _relay(
-        self, request: web.Request, upstream: aiohttp.ClientResponse, raw_path: str, ex: Exchange
+        self, request: web.Request, upstream: aiohttp.ClientResponse, route: Match, ex: Exchange
     ) -> web.StreamResponse:
         ex.status = upstream.status
         headers = self._down_headers(upstream, ex)
@@ -364,7 +363,7 @@ class Gateway:
         except aiohttp.ClientError:
             self.metrics.upstream_errors += 1
             raise GatewayError("api_error", "The upstream connection broke mid-response") from None
-        if raw_path == _MESSAGES and upstream.status == 200:
+        if route.op.meter == "message" and upstream.status == 200:
             ex.meter.read_message(data)
         elif upstream.status >= 400:
             ex.error_type = "upstream"
