@@ -606,7 +606,7 @@ def test_results_hold_no_matched_text(secret: str) -> None:
         assert result.verdicts
         assert leaks(result, secret) == []
         for verdict in result.verdicts:
-            assert set(vars(verdict)) == {"rule", "action", "matches", "detectors"}
+            assert set(vars(verdict)) == {"rule", "action", "matches", "detectors", "direction"}
 
 
 # --------------------------------------------------------------------------

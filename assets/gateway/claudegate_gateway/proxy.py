@@ -25,6 +25,9 @@ from claudegate_gateway.audit import AuditLog
 from claudegate_gateway.config import Config
 from claudegate_gateway.errors import GatewayError, error_body, error_response, new_request_id
 from claudegate_gateway.filters import FilterPolicy, Verdict
+from claudegate_gateway.filters.clients import ClientPolicies
+from claudegate_gateway.filters.response import ResponseFilter
+from claudegate_gateway.filters.sse import StreamFilter
 from claudegate_gateway.keystore import Client, KeyStore
 from claudegate_gateway.limits import Limiter, Reservation
 from claudegate_gateway.metering import UsageMeter
@@ -85,7 +88,10 @@ class Exchange:
             "input_tokens": self.meter.input_tokens,
             "output_tokens": self.meter.output_tokens,
             "latency_ms": round((time.perf_counter() - self.started) * 1000, 2),
-            "filters": [{"rule": v.rule, "action": v.action, "matches": v.matches} for v in self.verdicts],
+            "filters": [
+                {"rule": v.rule, "direction": v.direction, "action": v.action, "matches": v.matches}
+                for v in self.verdicts
+            ],
         }
 
 
@@ -116,6 +122,7 @@ class Gateway:
         self.config = config
         self.keystore = keystore
         self.policy = policy
+        self.filters = ClientPolicies(policy, config.client_filters)
         self.limiter = Limiter()
         self.limiter.daily = keystore.load_daily(self.limiter.day)
         self.audit = AuditLog(config.audit_log)
@@ -303,7 +310,7 @@ class Gateway:
                 if not scopes.stream:
                     raise GatewayError("permission_error", "This key may not stream responses")
                 ex.stream = True
-        result = self.policy.apply(doc)
+        result = self.filters.request_policy(client.name).apply(doc)
         ex.verdicts.extend(result.verdicts)
         if result.blocked is not None:
             self.metrics.filter_blocks += 1
@@ -353,8 +360,12 @@ class Gateway:
     ) -> web.StreamResponse:
         ex.status = upstream.status
         headers = self._down_headers(upstream, ex)
+        rf = None
+        if route.op.filter_response and ex.client is not None and upstream.status == 200:
+            rf = self.filters.response_filter(ex.client.name)
         if upstream.content_type == "text/event-stream":
-            return await self._relay_stream(request, upstream, headers, ex)
+            sf = StreamFilter(rf, ex.request_id) if rf is not None else None
+            return await self._relay_stream(request, upstream, headers, ex, sf)
         try:
             data = await upstream.read()
         except (TimeoutError, aiohttp.ServerTimeoutError):
@@ -364,35 +375,74 @@ class Gateway:
             self.metrics.upstream_errors += 1
             raise GatewayError("api_error", "The upstream connection broke mid-response") from None
         if route.op.meter == "message" and upstream.status == 200:
-            ex.meter.read_message(data)
+            ex.meter.read_message(data)  # metered before any verdict: a blocked answer is still paid for
+            if rf is not None:
+                data = self._filter_message(rf, data, ex)
         elif upstream.status >= 400:
             ex.error_type = "upstream"
         return web.Response(status=upstream.status, body=data, headers=headers)
 
+    def _filter_message(self, rf: ResponseFilter, data: bytes, ex: Exchange) -> bytes:
+        try:
+            doc = json.loads(data)
+        except ValueError:
+            return data  # not a message: nothing the rules read
+        if not isinstance(doc, dict):
+            return data
+        result = rf.message(doc)
+        ex.verdicts.extend(result.tally.verdicts())
+        if result.tally.blocked is not None:
+            self.metrics.filter_blocks += 1
+            raise GatewayError(result.tally.blocked_type, result.tally.blocked_message)
+        return json.dumps(result.doc, ensure_ascii=False).encode() if result.changed else data
+
     async def _relay_stream(
-        self, request: web.Request, upstream: aiohttp.ClientResponse, headers: dict[str, str], ex: Exchange
+        self, request: web.Request, upstream: aiohttp.ClientResponse, headers: dict[str, str], ex: Exchange,
+        sf: StreamFilter | None = None,
     ) -> web.StreamResponse:
         headers["cache-control"] = "no-cache"
         headers["x-accel-buffering"] = "no"
         response = web.StreamResponse(status=upstream.status, headers=headers)
         await response.prepare(request)
         self.metrics.active_streams += 1
+        ended = False
         try:
             try:
                 async for chunk in upstream.content.iter_any():
-                    await response.write(chunk)
+                    if sf is None:
+                        await response.write(chunk)
+                    else:
+                        # Filtered: what the window releases; after a block nothing, but
+                        # upstream is still read to the end so the usage is metered.
+                        out = sf.feed(chunk)
+                        if out:
+                            await response.write(out)
+                        if sf.blocked and not ended:
+                            await response.write_eof()  # the client has its error event: done
+                            ended = True
                     ex.meter.feed(chunk)
+                if sf is not None and not ended:
+                    out = sf.close()
+                    if out:
+                        await response.write(out)
             except (TimeoutError, aiohttp.ServerTimeoutError, aiohttp.ClientPayloadError, aiohttp.ClientOSError):
                 self.metrics.upstream_errors += 1
                 ex.error_type = "upstream_stream_broken"
-                event = error_body("api_error", "The upstream stream broke off", ex.request_id)
-                await response.write(b"event: error\ndata: " + event + b"\n\n")
+                if not ended:
+                    event = error_body("api_error", "The upstream stream broke off", ex.request_id)
+                    await response.write(b"event: error\ndata: " + event + b"\n\n")
             except (ConnectionResetError, aiohttp.ClientConnectionResetError):
                 ex.error_type = "client_closed"
                 return response
             if ex.meter.stream_error:
                 ex.error_type = ex.meter.stream_error
-            await response.write_eof()
+            if not ended:
+                await response.write_eof()
         finally:
             self.metrics.active_streams -= 1
+            if sf is not None:
+                ex.verdicts.extend(sf.verdicts())
+                if sf.blocked:
+                    self.metrics.filter_blocks += 1
+                    ex.error_type = ex.error_type or "response_blocked"
         return response
