@@ -5,7 +5,15 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Sequence
 
-from claudegate_gateway.filters.matchers import _Found, _literal_gate, _Matcher, _regex_find, _Text
+from claudegate_gateway.filters.matchers import (
+    _Found,
+    _literal_gate,
+    _Matcher,
+    _regex_find,
+    _Text,
+    literal_hold,
+    run_hold,
+)
 
 
 def _distinct(s: str, n: int) -> bool:
@@ -184,19 +192,25 @@ _PEM_TAIL_RE = re.compile(_PEM_TAIL)
 
 _DETECTOR_LIST: tuple[_Matcher, ...] = (
     _Matcher("anthropic_key", _literal_gate("sk-ant-"),
-             _regex_find(_ANTHROPIC_RE, lambda m: _distinct(m.group("b"), 8)), width=200),
-    _Matcher("openai_key", _literal_gate("sk-"), _regex_find(_OPENAI_RE, _openai_ok), width=240),
+             _regex_find(_ANTHROPIC_RE, lambda m: _distinct(m.group("b"), 8)), width=200,
+             hold=literal_hold(("sk-ant-",), 200)),
+    _Matcher("openai_key", _literal_gate("sk-"), _regex_find(_OPENAI_RE, _openai_ok), width=240,
+             hold=literal_hold(("sk-",), 240)),
     _Matcher("aws_access_key", _literal_gate("AKIA|ASIA"),
-             _regex_find(_AWS_ID_RE, lambda m: _distinct(m.group("b"), 6)), width=32),
+             _regex_find(_AWS_ID_RE, lambda m: _distinct(m.group("b"), 6)), width=32,
+             hold=literal_hold(("AKIA", "ASIA"), 32)),
     _Matcher("aws_secret_key", _literal_gate("secret", lower=True),
-             _regex_find(_AWS_SECRET_RE, _aws_secret_ok, group="s"), regions=_secret_windows, width=160),
+             _regex_find(_AWS_SECRET_RE, _aws_secret_ok, group="s"), regions=_secret_windows, width=160,
+             hold=literal_hold(("aws", "secret"), 160, lower=True)),
     _Matcher("github_token", _literal_gate("gh[pousr]_|github_pat_"),
-             _regex_find(_GITHUB_RE, lambda m: _distinct(m.group("b") or m.group("p"), 8)), width=272),
+             _regex_find(_GITHUB_RE, lambda m: _distinct(m.group("b") or m.group("p"), 8)), width=272,
+             hold=literal_hold(("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"), 272)),
     # In a stream the header alone is matched (a key block is kilobytes long)
     # and the rest is withheld up to the END line: see _Matcher.until.
     _Matcher("private_key", _literal_gate("private key", lower=True), _regex_find(_PRIVATE_KEY_RE),
              width=96, until=_PEM_TAIL_RE),
-    _Matcher("card_number", _card_gate, _find_cards, regions=_card_regions, width=64),
+    _Matcher("card_number", _card_gate, _find_cards, regions=_card_regions, width=64,
+             hold=run_hold(r"\d \-", 64)),
 )
 _DETECTORS: dict[str, _Matcher] = {d.name: d for d in _DETECTOR_LIST}
 DETECTORS: tuple[str, ...] = tuple(_DETECTORS)
@@ -205,7 +219,8 @@ DETECTORS: tuple[str, ...] = tuple(_DETECTORS)
 #: Stream form of the private key detector: the header only (see ``until``).
 STREAM_FORMS: dict[str, _Matcher] = {
     "private_key": _Matcher("private_key", _literal_gate("private key", lower=True),
-                            _regex_find(_PEM_HEAD_RE), width=96, until=_PEM_TAIL_RE),
+                            _regex_find(_PEM_HEAD_RE), width=96, until=_PEM_TAIL_RE,
+                            hold=literal_hold(("---",), 96)),
 }
 
 # ---- personal data (opt-in: not part of "all")
@@ -230,8 +245,10 @@ _DATE_RE = re.compile(r"\d{4}[-./]\d{1,2}[-./]\d{1,2}|\d{1,2}[-./]\d{1,2}[-./]\d
 
 
 PII_LIST: tuple[_Matcher, ...] = (
-    _Matcher("email", _literal_gate("@"), _regex_find(_EMAIL_RE), width=224),
-    _Matcher("phone", _literal_gate(r"\d"), _regex_find(_PHONE_RE, _phone_ok), width=48),
+    _Matcher("email", _literal_gate("@"), _regex_find(_EMAIL_RE), width=224,
+             hold=run_hold(r"A-Za-z0-9._%+\-@", 224)),
+    _Matcher("phone", _literal_gate(r"\d"), _regex_find(_PHONE_RE, _phone_ok), width=48,
+             hold=run_hold(r"\d ().\-+", 48)),
 )
 PII_DETECTORS: tuple[str, ...] = tuple(m.name for m in PII_LIST)
 """Opt-in personal-data detectors: named explicitly, never included in ``all``."""

@@ -52,6 +52,57 @@ class _Matcher:
     # Streams: after a match, everything up to a match of this (e.g. a PEM
     # END line) is withheld too, so a long block needs no long window.
     until: re.Pattern[str] | None = None
+    # Streams: (text, lo, end) -> the earliest index >= lo where a match may
+    # start that more text could still change; text before it is released.
+    # None: end - width (nothing known about how matches start).
+    hold: Callable[[str, int, int], int] | None = None
+
+    def hold_from(self, text: str, lo: int, end: int) -> int:
+        if self.hold is not None:
+            return self.hold(text, lo, end)
+        return max(lo, end - self.width)
+
+
+def literal_hold(literals: tuple[str, ...], width: int, *, lower: bool = False) -> Callable[[str, int, int], int]:
+    """Hold for matchers whose every match starts with one of ``literals``.
+
+    A match can only be in progress where a literal occurs within the last
+    ``width`` characters, or where the text ends with the start of one
+    ("...s", "...sk-"); everything else can be released.
+    """
+
+    def hold(text: str, lo: int, end: int) -> int:
+        start = max(lo, end - width)
+        tail = text[start:end]
+        if lower:
+            low = tail.lower()
+            if len(low) != len(tail):  # lower() changed lengths: be safe
+                return start
+            tail = low
+        best = end - start
+        for lit in literals:
+            i = tail.find(lit)
+            if i != -1 and i < best:
+                best = i
+            for k in range(min(len(lit) - 1, len(tail)), 0, -1):
+                if tail.endswith(lit[:k]):
+                    best = min(best, len(tail) - k)
+                    break
+        return start + best
+
+    return hold
+
+
+def run_hold(chars: str, width: int) -> Callable[[str, int, int], int]:
+    """Hold for matchers whose matches are runs of ``chars`` (a class body): the run touching the end."""
+    tail_re = re.compile(f"[{chars}]+\\Z")
+
+    def hold(text: str, lo: int, end: int) -> int:
+        start = max(lo, end - width)
+        m = tail_re.search(text, start, end)
+        return m.start() if m is not None else end
+
+    return hold
 
 
 def _literal_gate(pattern: str, *, lower: bool = False) -> Callable[[_Text], bool]:

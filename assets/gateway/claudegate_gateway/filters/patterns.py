@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
-from claudegate_gateway.filters.matchers import _Found, _Matcher
+from claudegate_gateway.filters.matchers import _Found, _Matcher, literal_hold
 
 # Patterns containing these may match a piece but not the joined text.
 _CONTEXT_SENSITIVE = re.compile(r"[\^$]|\\[bBAZ]|\(\?<?[=!]")
@@ -76,7 +76,7 @@ def _pattern_matcher(name: str, rx: re.Pattern[str], width: int | None = None) -
         # On the folded view, a case-insensitive match of ASCII text lowers to
         # the literal; containment is monotone even when the regex is not.
         return _Matcher(name=name, gate=lambda t: literal in t.lower, find=find, monotone=True, folded=True,
-                        width=stream_width)
+                        width=stream_width, hold=literal_hold((literal,), stream_width, lower=True))
     return _Matcher(
         name=name,
         gate=lambda t: any(True for _ in find(t.s, 0, len(t.s))),

@@ -210,7 +210,10 @@ class Channel:
         text, off = view.text, view.off
         end = len(text)
         hold = self.rf.window
-        limit = end if final else max(off, end - hold)
+        # Final text: everything before the earliest place where some rule's
+        # match may still be in progress (by default the last `width` chars;
+        # less for rules whose matches start with a literal or are runs).
+        limit = end if final else min((m.hold_from(text, off, end) for _, m in self.rf.pairs), default=end)
         forced = not final and end - off > _HOLD_FACTOR * max(hold, 1)
         hits: list[tuple[int, int, int, int, _Rule, _Matcher]] = []
         for rule, m in self.rf.pairs:
