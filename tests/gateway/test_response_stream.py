@@ -283,3 +283,13 @@ def test_tool_input_without_secrets_is_untouched(doc_input: dict[str, Any]) -> N
     source = json.dumps(doc_input)
     got, tally = _feed("json", list(source))
     assert got == source and not tally.counts
+
+
+def test_a_delta_without_its_block_start_is_still_scanned() -> None:
+    # Fail closed: a text delta for an index that never started (or of another
+    # type than its block) gets its own channel instead of passing unscanned.
+    raw = _stream(["card 4111 1111 ", "1111 1111 ok"], "\n").replace(
+        b'"content_block_start", "index": 0', b'"content_block_start", "index": 7')
+    sf = StreamFilter(RF, "req_1")
+    out = sf.feed(raw) + sf.close()
+    assert b"4111" not in out and b"[REDACTED:secrets]" in out

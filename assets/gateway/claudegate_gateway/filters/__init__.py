@@ -1,8 +1,15 @@
-"""Request content filters: secret detectors and operator regex rules.
+"""Content filters: secret and personal-data detectors and operator regex rules, both directions.
 
-The proxy calls :meth:`FilterPolicy.apply` on every parsed Messages request
-body before it goes upstream. Standard library only (the gateway image is
-minimal); the one import from this package is :class:`ConfigError`.
+The proxy calls ``FilterPolicy.apply`` on every parsed Messages request
+body before it goes upstream (the request rules), and runs the response
+rules over what the model answers (:mod:`.response` for whole messages and
+the stream window, :mod:`.sse` for event streams). Modules by concern:
+``normalise`` (Unicode), ``matchers`` / ``detectors`` / ``patterns`` (what a
+rule looks for), ``regex_safety`` (load-time checks of operator regexes),
+``walker`` (the strings of a request), ``scan`` (pieces, joins, redaction),
+``policy`` (rules from config), ``clients`` (per-client overrides),
+``results`` (verdicts). Standard library only besides the gateway's config
+and error helpers.
 
 Config (a list under ``filters:`` in the gateway YAML)::
 
@@ -10,16 +17,20 @@ Config (a list under ``filters:`` in the gateway YAML)::
       - name: secrets              # used in audit verdicts and [REDACTED:<name>]
         detectors: [all]           # or any of: anthropic_key, openai_key,
                                    # aws_access_key, aws_secret_key, github_token,
-                                   # private_key, card_number
-        action: redact             # block (default) | redact
+                                   # private_key, card_number; opt-in PII (never
+                                   # in "all"): email, phone
+        direction: both            # request (default) | response | both
+        action: redact             # block (default) | redact | log
       - name: no-project-x
-        pattern: 'project\\s*x'     # Python regex, case-insensitive, on normalised text
+        pattern: 'project\\s{0,3}x'  # Python regex, case-insensitive; shape-checked at load
         action: block
         status: 403                # 400 invalid_request_error (default) | 403 permission_error
 
 Each rule has a ``name`` and exactly one of ``detectors`` / ``pattern``.
 ``status`` is only allowed with ``action: block``. Names are unique,
-1-64 characters of ``A-Z a-z 0-9 _ . -``.
+1-64 characters of ``A-Z a-z 0-9 _ . -``. ``log`` records the verdict and
+changes nothing. The rest of this docstring is about requests; the gateway
+README lists what is and is not scanned in both directions.
 
 Absent vs empty: :meth:`FilterPolicy.from_config` builds exactly the rules it
 is given, so ``from_config([])`` is a policy with NO rules (``filters: []``
@@ -122,7 +133,8 @@ changed string. All work is linear in the body: about 50-150 ms per MB of
 adversarial text (zero-width padding, CJK, walls of digits or PEM headers),
 tens of microseconds for a typical 2 KB request; a caller may want to run
 very large bodies in an executor. Operator regexes run on Python's
-backtracking ``re``: keep them simple (no nested quantifiers).
+backtracking ``re``; :mod:`.regex_safety` refuses the shapes that make it
+super-linear when the config is loaded.
 
 Not covered (by design or left for later): look-alikes beyond the folded
 Cyrillic/Greek set (NFKC handles compatibility forms, not confusables in

@@ -39,13 +39,15 @@ __all__ = ["StreamFilter"]
 _EVENT_END = re.compile(rb"(?:\r\n|\r(?!\n)|\n)(?:\r\n|\r(?!\n)|\n)")
 _LINE = re.compile(r"\r\n|\r|\n")
 _DELTA_FIELDS = {"text_delta": "text", "thinking_delta": "thinking", "input_json_delta": "partial_json"}
+# content block type -> the delta type that carries its text
 _BLOCK_MODES = {
-    "text": ("text", "text_delta"),
-    "thinking": ("text", "thinking_delta"),
-    "tool_use": ("json", "input_json_delta"),
-    "server_tool_use": ("json", "input_json_delta"),
-    "mcp_tool_use": ("json", "input_json_delta"),
+    "text": "text_delta",
+    "thinking": "thinking_delta",
+    "tool_use": "input_json_delta",
+    "server_tool_use": "input_json_delta",
+    "mcp_tool_use": "input_json_delta",
 }
+_MODES = {"text_delta": "text", "thinking_delta": "text", "input_json_delta": "json"}
 _MAX_EVENT = 16 * 1024 * 1024  # one event bigger than this is not a Messages stream
 
 
@@ -57,7 +59,9 @@ class StreamFilter:
         self.tally = Tally()
         self.request_id = request_id
         self._buf = b""
-        self._channels: dict[int, tuple[Channel, str]] = {}
+        # (index, delta type) -> channel; a delta with no matching start opens
+        # its own channel (fail closed: nothing that carries text goes unscanned).
+        self._channels: dict[tuple[int, str], Channel] = {}
         self._done = False  # blocked: the client got its error event, the rest is dropped
 
     @property
@@ -95,7 +99,7 @@ class StreamFilter:
         if self._done:
             return b""
         out: list[bytes] = []
-        for index in sorted(self._channels):
+        for index in sorted({i for i, _ in self._channels}):
             out.append(self._flush(index))
             if self._done:
                 return b"".join(out)
@@ -114,36 +118,40 @@ class StreamFilter:
         if kind == "content_block_start":
             index, block = data.get("index"), data.get("content_block")
             if isinstance(index, int) and isinstance(block, dict) and block.get("type") in _BLOCK_MODES:
-                mode, delta_type = _BLOCK_MODES[block["type"]]
-                self._channels[index] = (self.rf.channel(mode, self.tally), delta_type)
+                delta_type = _BLOCK_MODES[block["type"]]
+                self._channels[(index, delta_type)] = self.rf.channel(_MODES[delta_type], self.tally)
             return raw
         if kind == "content_block_delta":
             index, delta = data.get("index"), data.get("delta")
             if not isinstance(index, int) or not isinstance(delta, dict):
                 return raw
-            field = _DELTA_FIELDS.get(str(delta.get("type")))
-            opened = self._channels.get(index)
-            if field is None or opened is None or opened[1] != delta.get("type"):
-                return raw
+            delta_type = str(delta.get("type"))
+            field = _DELTA_FIELDS.get(delta_type)
+            if field is None:
+                return raw  # signature_delta, citations_delta, ...: nothing the rules read
             text = delta.get(field)
             if not isinstance(text, str):
                 return raw
-            released = opened[0].feed(text)
+            channel = self._channels.get((index, delta_type))
+            if channel is None:
+                channel = self._channels[(index, delta_type)] = self.rf.channel(_MODES[delta_type], self.tally)
+            released = channel.feed(text)
             if self.tally.blocked is not None:
                 return self._block()
-            return _delta_event(index, opened[1], released) if released else b""
+            return _delta_event(index, delta_type, released) if released else b""
         if kind == "content_block_stop" and isinstance(data.get("index"), int):
             return self._flush(data["index"]) + (b"" if self._done else raw)
         return raw
 
     def _flush(self, index: int) -> bytes:
-        opened = self._channels.pop(index, None)
-        if opened is None:
-            return b""
-        rest = opened[0].flush()
-        if self.tally.blocked is not None:
-            return self._block()
-        return _delta_event(index, opened[1], rest) if rest else b""
+        out: list[bytes] = []
+        for key in [k for k in self._channels if k[0] == index]:
+            rest = self._channels.pop(key).flush()
+            if self.tally.blocked is not None:
+                return self._block()
+            if rest:
+                out.append(_delta_event(index, key[1], rest))
+        return b"".join(out)
 
     def _block(self) -> bytes:
         return self._block_with(self.tally.blocked_type, self.tally.blocked_message)
