@@ -278,6 +278,8 @@ class RecordedRequest:
     body: bytes
     json: Any  # parsed body, or None when not JSON
     time: float  # time.time() when received
+    raw_path: str = ""  # the path exactly as sent (``path`` is percent-decoded)
+    raw_query: str = ""  # the query string exactly as sent
 
     @property
     def text(self) -> str:
@@ -292,6 +294,8 @@ class RecordedRequest:
             "body": self.text,
             "json": self.json,
             "time": self.time,
+            "raw_path": self.raw_path,
+            "raw_query": self.raw_query,
         }
 
 
@@ -1462,6 +1466,8 @@ async def _api_middleware(request: web.Request, handler: Any) -> web.StreamRespo
             body,
             parsed,
             time.time(),
+            request.rel_url.raw_path,
+            request.rel_url.raw_query_string,
         )
     )
     if state.latency:

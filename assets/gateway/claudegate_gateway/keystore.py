@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 import secrets
 import sqlite3
 import time
@@ -106,6 +107,10 @@ class _Cached:
     digest: bytes
     client: Client
     revoked: bool = False
+
+
+# The exact shape of every key new_key() makes; nothing else is ever looked up.
+KEY_RE = re.compile(rf"{KEY_PREFIX}[{_ALPHABET}]{{{_PUBLIC_LEN}}}_[{_ALPHABET}]{{40}}")
 
 
 def new_key() -> tuple[str, str]:

@@ -140,6 +140,39 @@ class Limiter:
             self.dirty = True
         return Reservation(name, tokens, entry, self.day)
 
+    def check_room(self, client: Client, tokens: int, now: float | None = None) -> None:
+        """Raise the error reserve() would raise for `tokens` tokens, taking nothing.
+
+        The cheap check before a body is parsed: a body whose size alone is
+        more than the key has left is refused without being read through.
+        """
+        s = client.scopes
+        mono = time.monotonic() if now is None else now
+        wall = time.time()
+        if s.tpm is not None:
+            if tokens > s.tpm:
+                raise GatewayError(
+                    "invalid_request_error",
+                    f"This request's body alone is estimated at {tokens} tokens, more than this key's limit "
+                    f"of {s.tpm} tokens per minute",
+                )
+            window = self._tokens.get(client.name)
+            if window is not None:
+                window.expire(mono)
+                if window.total + tokens > s.tpm:
+                    wait = window.wait_for(tokens, s.tpm, mono)
+                    raise self._refuse(
+                        f"This key's rate limit of {s.tpm} tokens per minute is exceeded", wait, client, mono, wall
+                    )
+        if s.daily_tokens is not None:
+            used = self.daily.get(client.name, 0) if self.day == _utc_day(wall) else 0
+            if used + tokens > s.daily_tokens:
+                midnight = (int(wall) // 86400 + 1) * 86400
+                raise self._refuse(
+                    f"This key's daily budget of {s.daily_tokens} tokens is used up ({used} used)",
+                    midnight - wall, client, mono, wall,
+                )
+
     def settle(self, res: Reservation, used: int) -> None:
         """Replace a reservation by what the response reported it used."""
         if res.settled:

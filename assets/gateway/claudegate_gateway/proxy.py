@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -28,28 +27,35 @@ from claudegate_gateway.filters import FilterPolicy, Verdict
 from claudegate_gateway.filters.clients import ClientPolicies
 from claudegate_gateway.filters.response import ResponseFilter
 from claudegate_gateway.filters.sse import StreamFilter
+from claudegate_gateway.hygiene import (
+    HOP_BY_HOP,
+    check_request_encoding,
+    connection_named,
+    presented_key,
+    response_headers,
+)
+from claudegate_gateway.inspection import estimate_tokens
 from claudegate_gateway.keystore import Client, KeyStore
 from claudegate_gateway.limits import Limiter, Reservation
 from claudegate_gateway.metering import UsageMeter
 from claudegate_gateway.metrics import Metrics
+from claudegate_gateway.offload import Offload
 from claudegate_gateway.routes import Match, RouteError, match
 
 log = logging.getLogger("claudegate.gateway")
 
-_HOP_BY_HOP = frozenset(
-    {"connection", "keep-alive", "te", "trailer", "trailers", "transfer-encoding", "upgrade",
-     "proxy-authorization", "proxy-authenticate", "proxy-connection"}
-)
 # Never forwarded upstream: the client's credentials, what names the client's
 # hop, and what aiohttp sets itself.
-_DROP_UP = _HOP_BY_HOP | {
+_DROP_UP = HOP_BY_HOP | {
     "host", "authorization", "x-api-key", "cookie", "content-length", "accept-encoding",
-    "x-real-ip", "forwarded", "via",
+    "content-encoding", "expect", "x-real-ip", "forwarded", "via",
 }
-_DROP_DOWN = _HOP_BY_HOP | {
+_DROP_DOWN = HOP_BY_HOP | {
     "content-length", "content-encoding", "set-cookie", "server", "x-powered-by", "via", "alt-svc",
 }
 _MAX_LOGGED_PATH = 256
+# Responses that need no inspection go to the client in pieces this size.
+_CHUNK = 64 * 1024
 
 
 @dataclass
@@ -81,6 +87,7 @@ class Exchange:
             "client_ip": self.client_ip,
             "method": self.method,
             "path": self.path,
+            "operation": self.route.op.name if self.route is not None else None,
             "model": self.model,
             "stream": self.stream,
             "status": self.status,
@@ -95,26 +102,9 @@ class Exchange:
         }
 
 
-def presented_key(request: web.Request) -> str | None:
-    key = request.headers.get("x-api-key")
-    if key:
-        return key.strip()
-    auth = request.headers.get("authorization", "")
-    scheme, _, value = auth.partition(" ")
-    if scheme.lower() == "bearer" and value.strip():
-        return value.strip()
-    return None
-
-
 def _endpoint_label(ex: Exchange) -> str:
     # Bounded label set for metrics: the template, never a client's path.
     return ex.route.op.template if ex.route is not None else "other"
-
-
-def _estimate_tokens(raw: bytes) -> int:
-    # Deliberately generous (bytes / 3): the reservation is settled from the
-    # usage the response reports, so over-estimating only delays, never leaks.
-    return len(raw) // 3 + 1
 
 
 class Gateway:
@@ -123,6 +113,7 @@ class Gateway:
         self.keystore = keystore
         self.policy = policy
         self.filters = ClientPolicies(policy, config.client_filters)
+        self.offload = Offload(policy, config.filters, config.source, config.client_filters)
         self.limiter = Limiter()
         self.limiter.daily = keystore.load_daily(self.limiter.day)
         self.audit = AuditLog(config.audit_log)
@@ -145,10 +136,12 @@ class Gateway:
             # in the decompressor, which is batching by another name.
             skip_auto_headers=("User-Agent", "Accept-Encoding"),
         )
+        await self.offload.start()
 
     async def stop(self) -> None:
         if self._session is not None:
             await self._session.close()
+        self.offload.stop()
         self.flush_usage()
         self.audit.close()
 
@@ -210,10 +203,10 @@ class Gateway:
     async def _handle(
         self, request: web.Request, ex: Exchange
     ) -> tuple[web.StreamResponse, Reservation | None]:
-        key = presented_key(request)
-        if key is None:
-            raise GatewayError("authentication_error", "x-api-key header is required")
-        client = self.keystore.authenticate(key)
+        # Cheap checks first, each before anything costlier: the key's form
+        # and digest, the route, the scopes, the size against the key's
+        # remaining tokens; only then is the body read and parsed.
+        client = self.keystore.authenticate(presented_key(request.headers))
         if client is None:
             raise GatewayError("authentication_error", "invalid x-api-key")
         ex.client = client
@@ -223,15 +216,20 @@ class Gateway:
             raise GatewayError(err.error_type, err.message) from None
         ex.route = route
         ex.path = route.path
+        op = route.op
         scopes = client.scopes
-        if not scopes.endpoint_allowed(route.op.template):
-            raise GatewayError(
-                "permission_error", f"This key may not call {route.op.method} {route.op.template}"
-            )
+        if not scopes.endpoint_allowed(op.template):
+            raise GatewayError("permission_error", f"This key may not call {op.method} {op.template}")
         for beta in request.headers.getall("anthropic-beta", []):
             for name in (b.strip() for b in beta.split(",")):
                 if name and not scopes.beta_allowed(name):
-                    raise GatewayError("permission_error", f"This key may not use anthropic-beta {name!r}")
+                    raise GatewayError("permission_error", f"This key may not use anthropic-beta {name[:100]!r}")
+        check_request_encoding(request.headers)
+        declared = request.content_length or 0
+        if op.body == "none" and declared:
+            raise GatewayError("invalid_request_error", f"{op.method} {op.template} takes no request body")
+        if op.inspect in ("message", "batch") and declared:
+            self.limiter.check_room(client, estimate_tokens(declared))
 
         try:
             body = await request.read()
@@ -240,10 +238,21 @@ class Gateway:
                 "request_too_large",
                 f"Request exceeds the maximum allowed number of bytes ({self.config.max_body_bytes})",
             ) from None
+        if op.body == "none" and body:
+            raise GatewayError("invalid_request_error", f"{op.method} {op.template} takes no request body")
 
         tokens = 0
-        if route.op.inspect != "none":
-            body, tokens = self._inspect(route.op.inspect, body, client, ex)
+        if op.inspect != "none":
+            if op.inspect in ("message", "batch"):
+                self.limiter.check_room(client, estimate_tokens(len(body)))
+            found = await self.offload.inspect(op.inspect, body, scopes, client.name)
+            ex.model, ex.stream = found.model, found.stream
+            ex.verdicts.extend(found.verdicts)
+            if found.filter_blocked:
+                self.metrics.filter_blocks += 1
+            if found.error is not None:
+                raise GatewayError(*found.error)
+            body, tokens = found.body, found.tokens
         reservation = self.limiter.reserve(client, tokens)
         try:
             response = await self._forward(request, route, body, ex)
@@ -252,79 +261,14 @@ class Gateway:
             raise
         return response, reservation
 
-    def _inspect(self, kind: str, body: bytes, client: Client, ex: Exchange) -> tuple[bytes, int]:
-        try:
-            doc = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise GatewayError("invalid_request_error", f"The request body is not valid JSON: {exc}") from None
-        if not isinstance(doc, dict):
-            raise GatewayError("invalid_request_error", "The request body must be a JSON object")
-        if kind == "batch":
-            requests = doc.get("requests")
-            if not isinstance(requests, list) or not requests:
-                raise GatewayError("invalid_request_error", "requests: a non-empty list is required")
-            max_tokens = 0
-            changed = False
-            for i, item in enumerate(requests):
-                params = item.get("params") if isinstance(item, dict) else None
-                if not isinstance(params, dict):
-                    raise GatewayError("invalid_request_error", f"requests.{i}.params: an object is required")
-                new_params, item_max, item_changed = self._check_params(
-                    params, client, ex, True, f"requests.{i}.params."
-                )
-                if item_changed:
-                    item["params"] = new_params
-                    changed = True
-                max_tokens += item_max
-            out = json.dumps(doc).encode() if changed else body
-            return out, _estimate_tokens(out) + max_tokens
-        new_doc, max_tokens, changed = self._check_params(doc, client, ex, kind == "message", "")
-        out = json.dumps(new_doc).encode() if changed else body
-        # Counting tokens costs none; only the request rate applies to it.
-        return out, (0 if kind == "count_tokens" else _estimate_tokens(out) + max_tokens)
-
-    def _check_params(
-        self, doc: dict[str, Any], client: Client, ex: Exchange, generates: bool, where: str
-    ) -> tuple[dict[str, Any], int, bool]:
-        scopes = client.scopes
-        model = doc.get("model")
-        if not isinstance(model, str) or not model:
-            raise GatewayError("invalid_request_error", f"{where}model: Field required")
-        ex.model = ex.model or model
-        if not scopes.model_allowed(model):
-            raise GatewayError("permission_error", f"This key may not use model {model!r}")
-        max_tokens = 0
-        if generates:
-            asked = doc.get("max_tokens")
-            if not isinstance(asked, int) or isinstance(asked, bool) or asked < 1:
-                raise GatewayError("invalid_request_error", f"{where}max_tokens: a positive integer is required")
-            max_tokens = asked
-            if scopes.max_tokens is not None and max_tokens > scopes.max_tokens:
-                raise GatewayError(
-                    "invalid_request_error",
-                    f"{where}max_tokens: {max_tokens} is above this key's cap of {scopes.max_tokens}",
-                )
-            if doc.get("stream") is True:
-                if where:
-                    raise GatewayError("invalid_request_error", f"{where}stream: batch requests cannot stream")
-                if not scopes.stream:
-                    raise GatewayError("permission_error", "This key may not stream responses")
-                ex.stream = True
-        result = self.filters.request_policy(client.name).apply(doc)
-        ex.verdicts.extend(result.verdicts)
-        if result.blocked is not None:
-            self.metrics.filter_blocks += 1
-            kind = "permission_error" if result.status == 403 else "invalid_request_error"
-            raise GatewayError(kind, f"The request was blocked by the gateway's filter rule {result.blocked.rule!r}")
-        return result.body, max_tokens, result.changed
-
     async def _forward(
         self, request: web.Request, route: Match, body: bytes, ex: Exchange
     ) -> web.StreamResponse:
         assert self._session is not None
+        hop = connection_named(request.headers)
         headers = {
             k: v for k, v in request.headers.items()
-            if (lk := k.lower()) not in _DROP_UP and not lk.startswith(("proxy-", "x-forwarded-"))
+            if (lk := k.lower()) not in _DROP_UP and lk not in hop and not lk.startswith(("proxy-", "x-forwarded-"))
         }
         headers["x-api-key"] = self._upstream_key
         # Built from the matched row and its validated parameters; encoded=True
@@ -348,12 +292,12 @@ class Gateway:
             await up_cm.__aexit__(None, None, None)
 
     def _down_headers(self, upstream: aiohttp.ClientResponse, ex: Exchange) -> dict[str, str]:
-        headers = {k: v for k, v in upstream.headers.items() if k.lower() not in _DROP_DOWN}
         ex.upstream_request_id = upstream.headers.get("request-id")
+        own: dict[str, str] = {}
         if ex.client is not None and (ex.client.scopes.rpm is not None or ex.client.scopes.tpm is not None):
-            headers.update(self.limiter.headers(ex.client))
-        headers["x-claudegate-request-id"] = ex.request_id
-        return headers
+            own.update(self.limiter.headers(ex.client))
+        own["x-claudegate-request-id"] = ex.request_id
+        return response_headers(upstream.headers, _DROP_DOWN, own)
 
     async def _relay(
         self, request: web.Request, upstream: aiohttp.ClientResponse, route: Match, ex: Exchange
@@ -366,6 +310,8 @@ class Gateway:
         if upstream.content_type == "text/event-stream":
             sf = StreamFilter(rf, ex.request_id) if rf is not None else None
             return await self._relay_stream(request, upstream, headers, ex, sf)
+        if route.op.stream_through:
+            return await self._relay_through(request, upstream, headers, ex)
         try:
             data = await upstream.read()
         except (TimeoutError, aiohttp.ServerTimeoutError):
@@ -383,18 +329,37 @@ class Gateway:
         return web.Response(status=upstream.status, body=data, headers=headers)
 
     def _filter_message(self, rf: ResponseFilter, data: bytes, ex: Exchange) -> bytes:
-        try:
-            doc = json.loads(data)
-        except ValueError:
-            return data  # not a message: nothing the rules read
-        if not isinstance(doc, dict):
-            return data
-        result = rf.message(doc)
-        ex.verdicts.extend(result.tally.verdicts())
-        if result.tally.blocked is not None:
+        out, tally = rf.message_bytes(data)
+        ex.verdicts.extend(tally.verdicts())
+        if tally.blocked is not None:
             self.metrics.filter_blocks += 1
-            raise GatewayError(result.tally.blocked_type, result.tally.blocked_message)
-        return json.dumps(result.doc, ensure_ascii=False).encode() if result.changed else data
+            raise GatewayError(tally.blocked_type, tally.blocked_message)
+        return out
+
+    async def _relay_through(
+        self, request: web.Request, upstream: aiohttp.ClientResponse, headers: dict[str, str], ex: Exchange
+    ) -> web.StreamResponse:
+        """A response nobody needs to read (a download, results, a listing), passed on piece by piece."""
+        if upstream.status >= 400:
+            ex.error_type = "upstream"
+        response = web.StreamResponse(status=upstream.status, headers=headers)
+        await response.prepare(request)
+        try:
+            async for chunk in upstream.content.iter_chunked(_CHUNK):
+                await response.write(chunk)
+        except (TimeoutError, aiohttp.ServerTimeoutError, aiohttp.ClientPayloadError, aiohttp.ClientOSError):
+            self.metrics.upstream_errors += 1
+            ex.error_type = "upstream_broken"
+            # The status line is gone; cutting the connection before the last
+            # chunk is how the client learns the body is incomplete.
+            if request.transport is not None:
+                request.transport.abort()
+            return response
+        except (ConnectionResetError, aiohttp.ClientConnectionResetError):
+            ex.error_type = "client_closed"
+            return response
+        await response.write_eof()
+        return response
 
     async def _relay_stream(
         self, request: web.Request, upstream: aiohttp.ClientResponse, headers: dict[str, str], ex: Exchange,

@@ -136,6 +136,18 @@ class ResponseFilter:
                     changed = True
         return MessageResult(out if changed else doc, changed, tally)
 
+    def message_bytes(self, data: bytes) -> tuple[bytes, Tally]:
+        """:meth:`message` on a response body: the bytes to send (the input when unchanged) and the tally."""
+        try:
+            doc = json.loads(data)
+        except ValueError:
+            return data, Tally()  # not a message: nothing the rules read
+        if not isinstance(doc, dict):
+            return data, Tally()
+        result = self.message(doc)
+        out = json.dumps(result.doc, ensure_ascii=False).encode() if result.changed else data
+        return out, result.tally
+
     def _text_field(self, node: dict[str, Any], key: str, tally: Tally) -> bool:
         text = node.get(key)
         if not isinstance(text, str) or not text:
