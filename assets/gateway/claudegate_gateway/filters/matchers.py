@@ -68,27 +68,19 @@ def literal_hold(literals: tuple[str, ...], width: int, *, lower: bool = False) 
 
     A match can only be in progress where a literal occurs within the last
     ``width`` characters, or where the text ends with the start of one
-    ("...s", "...sk-"); everything else can be released.
+    ("...s", "...sk-"); everything else can be released. One regex finds the
+    earliest such place (``lower``: case-insensitive).
     """
+    alternatives: list[str] = []
+    for lit in literals:
+        alternatives.append(re.escape(lit))
+        alternatives += [re.escape(lit[:k]) + r"\Z" for k in range(len(lit) - 1, 0, -1)]
+    rx = re.compile("|".join(alternatives), re.IGNORECASE if lower else 0)
 
     def hold(text: str, lo: int, end: int) -> int:
         start = max(lo, end - width)
-        tail = text[start:end]
-        if lower:
-            low = tail.lower()
-            if len(low) != len(tail):  # lower() changed lengths: be safe
-                return start
-            tail = low
-        best = end - start
-        for lit in literals:
-            i = tail.find(lit)
-            if i != -1 and i < best:
-                best = i
-            for k in range(min(len(lit) - 1, len(tail)), 0, -1):
-                if tail.endswith(lit[:k]):
-                    best = min(best, len(tail) - k)
-                    break
-        return start + best
+        m = rx.search(text, start, end)
+        return m.start() if m is not None else end
 
     return hold
 
