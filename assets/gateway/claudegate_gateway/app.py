@@ -22,6 +22,7 @@ _FLUSH_EVERY = 5.0
 def build_gateway(config: Config) -> Gateway:
     # Config mistakes first, then the secrets: a typo should not be reported as a missing file.
     policy = build_policy(config.filters, config.source)
+    policy.check_overrides(config.client_filters, config.source)
     upstream_key = read_secret(config.upstream.api_key_file, "the upstream API key", "upstream.api_key_file", config.source)
     pepper = read_secret(config.pepper_file, "the key pepper", "pepper_file", config.source)
     return Gateway(config, KeyStore(config.keystore, pepper), upstream_key, policy)

@@ -21,11 +21,12 @@ import asyncio
 import concurrent.futures
 import logging
 import multiprocessing
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from claudegate_gateway.filters import FilterPolicy, FilterResult
+from claudegate_gateway.filters.clients import ClientPolicies
 from claudegate_gateway.inspection import Inspection, inspect_body
 from claudegate_gateway.keystore import Scopes
 
@@ -34,7 +35,7 @@ log = logging.getLogger("claudegate.gateway")
 INLINE_MAX = 256 * 1024
 WORKERS = 1
 
-_policy: FilterPolicy | None = None
+_policy: ClientPolicies | None = None
 
 
 def build_policy(filters: Sequence[dict[str, Any]] | None, source: str) -> FilterPolicy:
@@ -42,14 +43,16 @@ def build_policy(filters: Sequence[dict[str, Any]] | None, source: str) -> Filte
     return FilterPolicy.default() if filters is None else FilterPolicy.from_config(list(filters), source)
 
 
-def _init_worker(filters: Sequence[dict[str, Any]] | None, source: str) -> None:
+def _init_worker(
+    filters: Sequence[dict[str, Any]] | None, source: str, client_filters: Mapping[str, Mapping[str, str]]
+) -> None:
     global _policy
-    _policy = build_policy(filters, source)
+    _policy = ClientPolicies(build_policy(filters, source), client_filters)
 
 
-def _inspect_in_worker(kind: str, body: bytes, scopes: Scopes) -> Inspection:
+def _inspect_in_worker(kind: str, body: bytes, scopes: Scopes, client: str = "") -> Inspection:
     assert _policy is not None, "worker not initialised"
-    found = inspect_body(kind, body, scopes, _policy)
+    found = inspect_body(kind, body, scopes, _policy.request_policy(client))
     if not found.changed:
         found.body = b""  # the parent has it: do not copy 30 MB back
     return found
@@ -69,11 +72,14 @@ class Offload:
 
     def __init__(
         self, policy: FilterPolicy, filters: Sequence[dict[str, Any]] | None, source: str,
-        inline_max: int = INLINE_MAX,
+        client_filters: Mapping[str, Mapping[str, str]] | None = None, inline_max: int = INLINE_MAX,
     ) -> None:
         self.policy = policy
+        # Per-client overrides (rule off, or another action), here and in the worker.
+        self.policies = ClientPolicies(policy, client_filters or {})
         self.inline_max = inline_max
-        self._initargs = (None if filters is None else tuple(filters), source)
+        overrides = {name: dict(rules) for name, rules in (client_filters or {}).items()}
+        self._initargs = (None if filters is None else tuple(filters), source, overrides)
         self._pool: concurrent.futures.Executor | None = None
 
     def _new_pool(self) -> concurrent.futures.Executor:
@@ -97,12 +103,12 @@ class Offload:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
 
-    async def inspect(self, kind: str, body: bytes, scopes: Scopes) -> Inspection:
+    async def inspect(self, kind: str, body: bytes, scopes: Scopes, client: str = "") -> Inspection:
         if len(body) < self.inline_max or self._pool is None:
-            return inspect_body(kind, body, scopes, self.policy)
+            return inspect_body(kind, body, scopes, self.policies.request_policy(client))
         loop = asyncio.get_running_loop()
         try:
-            found = await loop.run_in_executor(self._pool, _inspect_in_worker, kind, body, scopes)
+            found = await loop.run_in_executor(self._pool, _inspect_in_worker, kind, body, scopes, client)
         except BrokenProcessPool:
             # The worker died (killed, out of memory): start a new one for the
             # next request; this one is answered as the gateway's failure.

@@ -28,6 +28,9 @@ from claudegate_gateway.concurrency import FairSlots, InFlight
 from claudegate_gateway.config import Config
 from claudegate_gateway.errors import GatewayError, error_body, error_response, new_request_id
 from claudegate_gateway.filters import FilterPolicy, Verdict
+from claudegate_gateway.filters.clients import ClientPolicies
+from claudegate_gateway.filters.response import ResponseFilter
+from claudegate_gateway.filters.sse import StreamFilter
 from claudegate_gateway.hygiene import (
     HOP_BY_HOP,
     check_request_encoding,
@@ -100,7 +103,10 @@ class Exchange:
             "input_tokens": self.meter.input_tokens,
             "output_tokens": self.meter.output_tokens,
             "latency_ms": round((time.perf_counter() - self.started) * 1000, 2),
-            "filters": [{"rule": v.rule, "action": v.action, "matches": v.matches} for v in self.verdicts],
+            "filters": [
+                {"rule": v.rule, "direction": v.direction, "action": v.action, "matches": v.matches}
+                for v in self.verdicts
+            ],
         }
 
 
@@ -114,7 +120,8 @@ class Gateway:
         self.config = config
         self.keystore = keystore
         self.policy = policy
-        self.offload = Offload(policy, config.filters, config.source)
+        self.filters = ClientPolicies(policy, config.client_filters)
+        self.offload = Offload(policy, config.filters, config.source, config.client_filters)
         self.limiter = Limiter()
         self.limiter.daily = keystore.load_daily(self.limiter.day)
         self.audit = AuditLog(
@@ -265,7 +272,7 @@ class Gateway:
         if op.inspect != "none":
             if op.inspect in ("message", "batch"):
                 self.limiter.check_room(client, estimate_tokens(len(body)))
-            found = await self.offload.inspect(op.inspect, body, scopes)
+            found = await self.offload.inspect(op.inspect, body, scopes, client.name)
             ex.model, ex.stream = found.model, found.stream
             ex.verdicts.extend(found.verdicts)
             if found.filter_blocked:
@@ -337,8 +344,12 @@ class Gateway:
     ) -> web.StreamResponse:
         ex.status = upstream.status
         headers = self._down_headers(upstream, ex)
+        rf = None
+        if route.op.filter_response and ex.client is not None and upstream.status == 200:
+            rf = self.filters.response_filter(ex.client.name)
         if upstream.content_type == "text/event-stream":
-            return await self._relay_stream(request, upstream, headers, ex)
+            sf = StreamFilter(rf, ex.request_id) if rf is not None else None
+            return await self._relay_stream(request, upstream, headers, ex, sf)
         if route.op.stream_through:
             return await self._relay_through(request, upstream, headers, ex)
         try:
@@ -352,12 +363,22 @@ class Gateway:
         if route.op.owner_kind == "batch" and upstream.status == 200:
             data = localise_results_urls(data)
         if route.op.meter == "message" and upstream.status == 200:
-            ex.meter.read_message(data)
+            ex.meter.read_message(data)  # metered before any verdict: a blocked answer is still paid for
+            if rf is not None:
+                data = self._filter_message(rf, data, ex)
         elif upstream.status >= 400:
             ex.error_type = "upstream"
         if route.op.owner_kind is not None:
             data = self._owned_answer(request, route, ex, upstream.status, data)
         return web.Response(status=upstream.status, body=data, headers=headers)
+
+    def _filter_message(self, rf: ResponseFilter, data: bytes, ex: Exchange) -> bytes:
+        out, tally = rf.message_bytes(data)
+        ex.verdicts.extend(tally.verdicts())
+        if tally.blocked is not None:
+            self.metrics.filter_blocks += 1
+            raise GatewayError(tally.blocked_type, tally.blocked_message)
+        return out
 
     async def _relay_through(
         self, request: web.Request, upstream: aiohttp.ClientResponse, headers: dict[str, str], ex: Exchange
@@ -385,31 +406,54 @@ class Gateway:
         return response
 
     async def _relay_stream(
-        self, request: web.Request, upstream: aiohttp.ClientResponse, headers: dict[str, str], ex: Exchange
+        self, request: web.Request, upstream: aiohttp.ClientResponse, headers: dict[str, str], ex: Exchange,
+        sf: StreamFilter | None = None,
     ) -> web.StreamResponse:
         headers["cache-control"] = "no-cache"
         headers["x-accel-buffering"] = "no"
         response = web.StreamResponse(status=upstream.status, headers=headers)
         await response.prepare(request)
         self.metrics.active_streams += 1
+        ended = False
         try:
             try:
                 async for chunk in upstream.content.iter_any():
-                    await response.write(chunk)
+                    if sf is None:
+                        await response.write(chunk)
+                    else:
+                        # Filtered: what the window releases; after a block nothing, but
+                        # upstream is still read to the end so the usage is metered.
+                        out = sf.feed(chunk)
+                        if out:
+                            await response.write(out)
+                        if sf.blocked and not ended:
+                            await response.write_eof()  # the client has its error event: done
+                            ended = True
                     ex.meter.feed(chunk)
+                if sf is not None and not ended:
+                    out = sf.close()
+                    if out:
+                        await response.write(out)
             except (TimeoutError, aiohttp.ServerTimeoutError, aiohttp.ClientPayloadError, aiohttp.ClientOSError):
                 self.metrics.upstream_errors += 1
                 ex.error_type = "upstream_stream_broken"
-                event = error_body("api_error", "The upstream stream broke off", ex.request_id)
-                await response.write(b"event: error\ndata: " + event + b"\n\n")
+                if not ended:
+                    event = error_body("api_error", "The upstream stream broke off", ex.request_id)
+                    await response.write(b"event: error\ndata: " + event + b"\n\n")
             except (ConnectionResetError, aiohttp.ClientConnectionResetError):
                 ex.error_type = "client_closed"
                 return response
             if ex.meter.stream_error:
                 ex.error_type = ex.meter.stream_error
-            await response.write_eof()
+            if not ended:
+                await response.write_eof()
         finally:
             self.metrics.active_streams -= 1
+            if sf is not None:
+                ex.verdicts.extend(sf.verdicts())
+                if sf.blocked:
+                    self.metrics.filter_blocks += 1
+                    ex.error_type = ex.error_type or "response_blocked"
         return response
 
     # -- metering, objects, uploads ----------------------------------------

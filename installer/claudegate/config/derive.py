@@ -34,6 +34,7 @@ __all__ = [
     "edge_settings",
     "format_expires",
     "gateway_config",
+    "gateway_filters_config",
     "network_plan",
 ]
 
@@ -132,7 +133,23 @@ def gateway_config(cfg: DeployConfig) -> dict[str, Any]:
         "audit_log": GATEWAY_AUDIT_LOG,
         "trusted_proxies": [str(network_plan(cfg).nginx_cidr)],
         "max_body_bytes": size_in_bytes(cfg.limits.max_body_size),
+        **gateway_filters_config(cfg),
     }
+
+
+def gateway_filters_config(cfg: DeployConfig) -> dict[str, Any]:
+    """``filters`` and ``client_filters`` of the gateway config; nothing when deploy.yaml leaves them out.
+
+    Left out, the gateway applies its default policy; an explicit ``[]`` is
+    written as such (filtering off).
+    """
+    out: dict[str, Any] = {}
+    if cfg.filters is not None:
+        out["filters"] = [rule.gateway_form() for rule in cfg.filters]
+    overrides = {c.name: dict(c.filters) for c in cfg.clients if c.filters}
+    if overrides:
+        out["client_filters"] = overrides
+    return out
 
 
 def format_expires(client: Client) -> str | None:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
+from claudegate.config.filters import filter_problems
 from claudegate.edge.settings import size_in_bytes
 
 if TYPE_CHECKING:
@@ -89,6 +90,7 @@ def rule_problems(cfg: DeployConfig) -> list[RuleProblem]:
         *_ports(cfg),
         *_limits(cfg),
         *_clients(cfg),
+        *filter_problems(cfg),
     ]
     # The edge model is the authority on nginx's bounds; map its complaints back
     # (once per field: a rule above may already have said it better).
