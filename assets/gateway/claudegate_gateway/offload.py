@@ -58,9 +58,9 @@ def _inspect_in_worker(kind: str, body: bytes, scopes: Scopes, client: str = "")
     return found
 
 
-def _apply_in_worker(doc: dict[str, Any]) -> FilterResult:
+def _apply_in_worker(doc: dict[str, Any], client: str) -> FilterResult:
     assert _policy is not None, "worker not initialised"
-    return _policy.apply(doc)
+    return _policy.request_policy(client).apply(doc)
 
 
 def _ready() -> bool:
@@ -119,12 +119,12 @@ class Offload:
             found.body = body
         return found
 
-    async def apply_policy(self, doc: dict[str, Any], size: int) -> FilterResult:
-        """The filter policy alone on a prepared document (an upload's text), in the worker when large."""
+    async def apply_policy(self, doc: dict[str, Any], size: int, client: str = "") -> FilterResult:
+        """The client's request policy alone on a prepared document (an upload's text), in the worker when large."""
         if size < self.inline_max or self._pool is None:
-            return self.policy.apply(doc)
+            return self.policies.request_policy(client).apply(doc)
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._pool, _apply_in_worker, doc)
+            return await asyncio.get_running_loop().run_in_executor(self._pool, _apply_in_worker, doc, client)
         except BrokenProcessPool:
             log.error("the inspection worker died; starting a new one")
             self._pool = self._new_pool()

@@ -27,7 +27,7 @@ from claudegate_gateway.batchurls import localise_page, localise_results_urls
 from claudegate_gateway.concurrency import FairSlots, InFlight
 from claudegate_gateway.config import Config
 from claudegate_gateway.errors import GatewayError, error_body, error_response, new_request_id
-from claudegate_gateway.filters import FilterPolicy, Verdict
+from claudegate_gateway.filters import FilterPolicy, FilterResult, Verdict
 from claudegate_gateway.filters.clients import ClientPolicies
 from claudegate_gateway.filters.response import ResponseFilter
 from claudegate_gateway.filters.sse import StreamFilter
@@ -526,7 +526,12 @@ class Gateway:
     async def _read_upload(self, request: web.Request, ex: Exchange) -> tuple[bytes, str]:
         """Read, filter and rebuild a file upload: (body, Content-Type) to send upstream."""
         upload = await read_upload(request, self.config.max_upload_bytes)
-        result = await filter_upload(self.offload.apply_policy, upload)
+        client = ex.client.name if ex.client is not None else ""
+
+        async def apply(doc: dict[str, Any], size: int) -> FilterResult:
+            return await self.offload.apply_policy(doc, size, client)  # the caller's overrides apply
+
+        result = await filter_upload(apply, upload)
         ex.verdicts.extend(result.verdicts)
         if result.blocked is not None:
             self.metrics.filter_blocks += 1
