@@ -46,9 +46,11 @@ def test_network_builders() -> None:
         subnet="10.213.71.0/28",
         ip_range="10.213.71.8/29",
         labels={"org.claudegate.instance": "claudegate"},
+        options={"com.docker.network.bridge.inhibit_ipv4": "true"},
     ) == [
         "docker", "network", "create", "--driver", "bridge", "--internal",
         "--subnet", "10.213.71.0/28", "--ip-range", "10.213.71.8/29",
+        "--opt", "com.docker.network.bridge.inhibit_ipv4=true",
         "--label", "org.claudegate.instance=claudegate", "claudegate-internal",
     ]  # fmt: skip
     assert docker_cli.network_create("claudegate-edge") == [
@@ -117,7 +119,7 @@ def test_nginx_container_publishes_the_two_ports_with_few_capabilities() -> None
     assert argv == [
         "docker", "create", "--name", "claudegate-nginx", "--network", "claudegate-edge", "--read-only",
         "--tmpfs", "/run:rw,nosuid,size=4m", "--tmpfs", "/var/lib/nginx:rw,nosuid,size=64m",
-        "--tmpfs", "/tmp:rw,noexec,nosuid,size=16m",
+        "--tmpfs", "/tmp:rw,noexec,nosuid,size=16m", "--tmpfs", "/var/log/nginx:rw,noexec,nosuid,size=1m",
         "--cap-drop", "ALL", "--cap-add", "CHOWN", "--cap-add", "NET_BIND_SERVICE",
         "--cap-add", "SETGID", "--cap-add", "SETUID",
         "--security-opt", "no-new-privileges",
@@ -128,7 +130,6 @@ def test_nginx_container_publishes_the_two_ports_with_few_capabilities() -> None
         "--volume", "/opt/claudegate/releases:/etc/claudegate/releases:ro",
         "--volume", "/opt/claudegate/shared/tls:/etc/claudegate/tls:ro",
         "--volume", "/opt/claudegate/shared/acme:/var/www/acme:ro",
-        "--volume", "/opt/claudegate/shared/log/nginx:/var/log/nginx:rw",
         "--publish", "80:80", "--publish", "443:443",
         "--label", "org.claudegate.instance=claudegate", "--label", "org.claudegate.role=nginx",
         "--label", f"org.claudegate.spec={spec.digest()}",
@@ -229,6 +230,7 @@ def test_certbot_runs_without_capabilities_on_the_webroot() -> None:
         "docker", "run", "--rm", "--network", "claudegate-egress",
         "--read-only", "--tmpfs", "/var/lib/letsencrypt", "--tmpfs", "/var/log/letsencrypt", "--tmpfs", "/tmp",
         "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
+        "--log-driver", "json-file", "--log-opt", "max-size=10m", "--log-opt", "max-file=3",
         "--label", "org.claudegate.instance=claudegate", "--label", "org.claudegate.role=certbot",
         "--volume", "/opt/claudegate/shared/letsencrypt:/etc/letsencrypt:rw",
         "--volume", "/opt/claudegate/shared/acme:/var/www/acme:rw",

@@ -10,7 +10,7 @@ run on a fresh host must plan everything, not stop.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
@@ -125,6 +125,7 @@ class NetworkState:
     internal: bool
     subnets: tuple[str, ...]
     labels: dict[str, str]
+    options: dict[str, str] = field(default_factory=dict)
 
 
 def parse_network(text: str) -> NetworkState | None:
@@ -138,6 +139,7 @@ def parse_network(text: str) -> NetworkState | None:
         internal=bool(data.get("Internal")),
         subnets=tuple(str(c.get("Subnet", "")) for c in ipam if c.get("Subnet")),
         labels=dict(data.get("Labels") or {}),
+        options={str(k): str(v) for k, v in (data.get("Options") or {}).items()},
     )
 
 

@@ -132,10 +132,6 @@ class HostLayout:
         return self.path("shared", "log", "gateway")
 
     @property
-    def nginx_log(self) -> str:
-        return self.path("shared", "log", "nginx")
-
-    @property
     def state(self) -> str:
         return self.path("state")
 
@@ -165,7 +161,6 @@ class HostLayout:
             DirSpec(self.data, 0o700, uid, gid),
             DirSpec(self.path("shared", "log"), 0o755),
             DirSpec(self.gateway_log, 0o750, uid, gid),
-            DirSpec(self.nginx_log, 0o750),
             DirSpec(self.acme_webroot, 0o755),
             DirSpec(self.acme_state, 0o700),
             DirSpec(self.state, 0o700),
