@@ -195,6 +195,7 @@ class ContainerSpec:
     restart: str = "unless-stopped"
     health_cmd: str | None = None
     extra_networks: tuple[tuple[str, str | None], ...] = field(default=())
+    group_add: tuple[int, ...] = ()  # supplementary host gids (the secrets group)
 
     def digest(self) -> str:
         """A short hash of everything the container is made from (goes in its spec label)."""
@@ -216,6 +217,7 @@ class ContainerSpec:
                 "restart": self.restart,
                 "health": self.health_cmd,
                 "extra_networks": self.extra_networks,
+                "group_add": self.group_add,
                 "labels": dict(sorted(self.labels.items())),
             },
             sort_keys=True,
@@ -235,6 +237,8 @@ def create_container(spec: ContainerSpec) -> list[str]:
         argv += ["--network-alias", spec.network_alias]
     if spec.user is not None:
         argv += ["--user", spec.user]
+    for gid in spec.group_add:
+        argv += ["--group-add", str(gid)]
     if spec.read_only:
         argv.append("--read-only")
     for path in spec.tmpfs:
@@ -313,11 +317,15 @@ def nginx_workers(container: str) -> list[str]:
 # -- the two services -------------------------------------------------------------
 
 
-def gateway_spec(layout: HostLayout, gateway_id: str, image: str) -> ContainerSpec:
+def gateway_spec(
+    layout: HostLayout, gateway_id: str, image: str, *, secrets_gid: int | None = None
+) -> ContainerSpec:
     """The gateway of one gateway id: internal network only (plus egress), no port published.
 
     It runs as its image's unprivileged user with no capabilities; the
-    Anthropic key and the pepper arrive as read-only files in /run/secrets.
+    Anthropic key and the pepper arrive as read-only files in /run/secrets,
+    owned by root and readable by the host's secrets group, which the
+    container joins (``secrets_gid``, from the host).
     """
     return ContainerSpec(
         name=layout.gateway_container(gateway_id),
@@ -340,6 +348,7 @@ def gateway_spec(layout: HostLayout, gateway_id: str, image: str) -> ContainerSp
             LABEL_GATEWAY: gateway_id,
         },
         extra_networks=((layout.egress_network, None),),
+        group_add=() if secrets_gid is None else (secrets_gid,),
     )
 
 

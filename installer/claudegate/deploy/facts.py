@@ -161,3 +161,11 @@ def parse_nginx_workers(text: str) -> tuple[int | None, set[int]]:
         elif title == "nginx: worker process":
             workers.add(int(pid_text))
     return master, workers
+
+
+def parse_group_gid(text: str) -> int | None:
+    """The gid in a ``getent group`` line (``NAME:x:GID:MEMBERS``), or None."""
+    parts = text.strip().split(":")
+    if len(parts) < 3 or not parts[2].isdigit():
+        return None
+    return int(parts[2])
