@@ -10,6 +10,7 @@ import signal
 
 from aiohttp import web
 
+from claudegate_gateway.bindaddr import listen_host
 from claudegate_gateway.config import Config, read_secret
 from claudegate_gateway.keystore import KeyStore
 from claudegate_gateway.offload import build_policy
@@ -81,11 +82,17 @@ async def serve(config: Config) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
-        await web.TCPSite(public, *config.listen, reuse_address=True, backlog=1024).start()
-        await web.TCPSite(internal, *config.internal_listen, reuse_address=True).start()
+        # A listen host given as a network binds this container's own address in it.
+        public_at = (listen_host(config.listen[0], key="listen", source=config.source), config.listen[1])
+        internal_at = (
+            listen_host(config.internal_listen[0], key="internal_listen", source=config.source),
+            config.internal_listen[1],
+        )
+        await web.TCPSite(public, *public_at, reuse_address=True, backlog=1024).start()
+        await web.TCPSite(internal, *internal_at, reuse_address=True).start()
         log.info(
             "claudegate gateway listening on %s:%d (internal %s:%d), upstream %s",
-            *config.listen, *config.internal_listen, config.upstream.base_url,
+            *public_at, *internal_at, config.upstream.base_url,
         )
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):

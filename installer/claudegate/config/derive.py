@@ -25,8 +25,8 @@ __all__ = [
     "GATEWAY_CONFIG_PATH",
     "GATEWAY_INTERNAL_LISTEN",
     "GATEWAY_KEYSTORE",
-    "GATEWAY_LISTEN",
     "GATEWAY_PEPPER_FILE",
+    "GATEWAY_PORT",
     "GATEWAY_PROGRAM",
     "NetworkPlan",
     "client_create_argv",
@@ -48,9 +48,14 @@ GATEWAY_PEPPER_FILE = "/run/secrets/key_pepper"
 #: The gateway's state (volumes).
 GATEWAY_KEYSTORE = "/var/lib/claudegate/keys.db"
 GATEWAY_AUDIT_LOG = "/var/log/claudegate/audit.jsonl"
-#: Public listener (reached by nginx only) and internal one (health, metrics).
-GATEWAY_LISTEN = "0.0.0.0:8080"
-GATEWAY_INTERNAL_LISTEN = "0.0.0.0:9090"
+#: The public listener's port. It binds only the gateway's own address on the
+#: internal network (the config names the subnet; the gateway finds its
+#: address in it at start), never the egress network's: nothing but nginx
+#: can reach it.
+GATEWAY_PORT = 8080
+#: The internal listener (health, readiness, metrics): loopback inside the
+#: gateway's container, reached only with ``docker exec``.
+GATEWAY_INTERNAL_LISTEN = "127.0.0.1:9090"
 
 #: Host number of nginx on the private network (.1 is Docker's bridge).
 NGINX_HOST_INDEX = 2
@@ -121,7 +126,7 @@ def gateway_config(cfg: DeployConfig) -> dict[str, Any]:
     :data:`GATEWAY_PEPPER_FILE`, never values in this config.
     """
     return {
-        "listen": GATEWAY_LISTEN,
+        "listen": f"{network_plan(cfg).subnet}:{GATEWAY_PORT}",
         "internal_listen": GATEWAY_INTERNAL_LISTEN,
         "upstream": {
             "base_url": cfg.upstream.base_url,

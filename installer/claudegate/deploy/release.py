@@ -28,7 +28,7 @@ from typing import Any
 
 import yaml
 
-from claudegate.config.derive import GATEWAY_LISTEN, edge_settings, gateway_config
+from claudegate.config.derive import GATEWAY_PORT, edge_settings, gateway_config
 from claudegate.config.model import DeployConfig
 from claudegate.deploy.build_contexts import BuildContext, gateway_context, nginx_context
 from claudegate.deploy.layout import HostLayout
@@ -72,7 +72,7 @@ def render_gateway_yaml(cfg: DeployConfig) -> bytes:
 
 
 def gateway_port() -> int:
-    return int(GATEWAY_LISTEN.rpartition(":")[2])
+    return GATEWAY_PORT
 
 
 def _sha12(*parts: bytes) -> str:

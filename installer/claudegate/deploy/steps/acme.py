@@ -33,6 +33,7 @@ from cryptography import x509
 from claudegate.deploy import host_cli
 from claudegate.deploy.build_contexts import certbot_context
 from claudegate.deploy.context import Context
+from claudegate.deploy.docker_cli import LOG_OPTIONS
 from claudegate.deploy.engine import Call, Change, Step
 from claudegate.deploy.facts import parse_sha256
 from claudegate.deploy.layout import LABEL_INSTANCE, LABEL_ROLE
@@ -55,7 +56,7 @@ def certbot_argv(
     argv = [
         "docker", "run", "--rm", "--network", network,
         "--read-only", "--tmpfs", "/var/lib/letsencrypt", "--tmpfs", "/var/log/letsencrypt", "--tmpfs", "/tmp",  # noqa: S108 - a tmpfs private to the container
-        "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
+        "--cap-drop", "ALL", "--security-opt", "no-new-privileges", *LOG_OPTIONS,
         "--label", f"{LABEL_INSTANCE}={prefix}", "--label", f"{LABEL_ROLE}=certbot",
         "--volume", f"{state_dir}:/etc/letsencrypt:rw", "--volume", f"{webroot}:/var/www/acme:rw",
     ]  # fmt: skip
