@@ -21,9 +21,10 @@ from claudegate.deploy.layout import LABEL_GATEWAY, LABEL_ROLE, HostLayout
 from claudegate.deploy.lock import read_holder
 from claudegate.deploy.playbook import load_playbook
 from claudegate.deploy.progress import Reporter, StepEvent, null_reporter
-from claudegate.deploy.release import Release, build_release, parse_manifest
+from claudegate.deploy.release import Release, build_release
 from claudegate.deploy.results import ContainerStatus, DeployResult, RenderResult, StatusReport, StepReport
 from claudegate.deploy.secret_inputs import key_fingerprint, read_upstream_key
+from claudegate.deploy.serving import serving_gateway
 from claudegate.deploy.tls_material import cert_summary
 from claudegate.errors import ClaudegateError, ConfigError
 
@@ -169,6 +170,7 @@ def deploy(
     dry_run: bool = False,
     reporter: Reporter | None = None,
     layout: HostLayout | None = None,
+    prune: bool = False,
 ) -> DeployResult:
     """Deploy ``cfg`` onto the connector's host, following ``playbooks/deploy.yaml``.
 
@@ -184,8 +186,13 @@ def deploy(
     :class:`~claudegate.errors.ClaudegateError` subclasses for config,
     connection and host-key problems. Never prints; progress goes to
     ``reporter``.
+
+    Clients converge to ``cfg.clients`` (created, or updated in place); a
+    client the keystore holds but the config does not list is noted, and
+    revoked only with ``prune``.
     """
-    return _run("deploy", cfg, connector, dry_run=dry_run, reporter=reporter, layout=layout)
+    options = {"prune": prune}
+    return _run("deploy", cfg, connector, dry_run=dry_run, reporter=reporter, layout=layout, options=options)
 
 
 def plan(
@@ -194,9 +201,10 @@ def plan(
     *,
     reporter: Reporter | None = None,
     layout: HostLayout | None = None,
+    prune: bool = False,
 ) -> DeployResult:
     """``deploy(..., dry_run=True)``: every change and diff, and the host stays byte-for-byte as it was."""
-    return deploy(cfg, connector, dry_run=True, reporter=reporter, layout=layout)
+    return deploy(cfg, connector, dry_run=True, reporter=reporter, layout=layout, prune=prune)
 
 
 def rollback(
@@ -339,8 +347,10 @@ def logs(
         raise ConfigError(f"tail must be at least 1, not {tail}")
     layout = layout or HostLayout()
     sudo = _sudo(cfg, connector)
-    name = layout.gateway_container(_serving_gateway(connector, layout, sudo)) if service == "gateway" else (
-        layout.nginx_container
+    name = (
+        layout.gateway_container(serving_gateway(connector, layout, sudo))
+        if service == "gateway"
+        else (layout.nginx_container)
     )
     result = connector.run(docker_cli.container_logs(name, tail=tail), sudo=sudo, timeout=60, check=False)
     if not result.ok:
@@ -349,38 +359,16 @@ def logs(
     return connector.redact((result.stdout + result.stderr).decode("utf-8", errors="replace"))
 
 
-def _serving_gateway(connector: Connector, layout: HostLayout, sudo: bool) -> str:
-    """The gateway id of the release nginx serves now."""
-    links = parse_links(connector.run(host_cli.read_links([layout.current_link]), sudo=sudo, check=False).text)
-    current = links.get(layout.current_link)
-    if current is None:
-        raise ClaudegateError(f"nothing is deployed on {connector.target} yet", hint="run claudegate deploy first")
-    manifest = connector.get_file(f"{layout.release_dir(current)}/release.json", sudo=sudo)
-    if manifest is None:
-        raise ClaudegateError(f"release {current} has no release.json on {connector.target}")
-    return parse_manifest(current, manifest).gateway_id
-
-
 def gateway_keys(
     cfg: DeployConfig, connector: Connector, args: list[str], *, layout: HostLayout | None = None
 ) -> str:
-    """Run ``claudegate-gateway keys ARGS`` in the serving gateway; its stdout (a new key is the last line).
+    """Run ``claudegate-gateway keys ARGS --config ...`` in the serving gateway; its stdout.
 
-    The keystore lives in the gateway's volume, so this is the only place keys
-    can be managed; a revocation is seen by the running gateway on its next request.
+    Kept for callers of the raw command; :mod:`claudegate.keys` has the typed calls.
     """
-    from claudegate.deploy.steps.clients import gateway_argv
+    from claudegate.keys import run_gateway_keys
 
-    layout = layout or HostLayout()
-    sudo = _sudo(cfg, connector)
-    container = layout.gateway_container(_serving_gateway(connector, layout, sudo))
-    argv = docker_cli.exec_in(container, gateway_argv(["claudegate-gateway", "keys", *args]))
-    result = connector.run(argv, sudo=sudo, timeout=60, check=False)
-    if not result.ok:
-        # The gateway's own message says what was wrong (unknown name, bad flag).
-        message = (result.stderr.decode("utf-8", errors="replace").strip().splitlines() or ["failed"])[-1]
-        raise ClaudegateError(f"keys {' '.join(args[:2])}: {message}", hint="see claudegate keys --help")
-    return result.text
+    return run_gateway_keys(cfg, connector, args, layout=layout)
 
 
 def smoke_test(cfg: DeployConfig, *, progress: Callable[[Check], None] | None = None) -> SmokeReport:
