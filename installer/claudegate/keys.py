@@ -35,6 +35,7 @@ from claudegate.connectors.base import Connector
 from claudegate.deploy import docker_cli, gateway_cli
 from claudegate.deploy.gateway_cli import ClientRecord, parse_client_list
 from claudegate.deploy.layout import HostLayout
+from claudegate.deploy.results import ClientExpiry
 from claudegate.deploy.serving import serving_gateway_container, uses_sudo
 from claudegate.deploy.steps.clients import save_key
 from claudegate.errors import ClaudegateError, ConfigError
@@ -47,6 +48,7 @@ __all__ = [
     "client_spec",
     "create_client",
     "expiring_clients",
+    "expiry_warnings",
     "list_clients",
     "parse_duration",
     "revoke_client",
@@ -55,6 +57,8 @@ __all__ = [
     "saved_keys_dir",
     "update_client",
 ]
+
+EXPIRY_WARNING_DAYS = 14  # status warns of client keys that stop working this soon
 
 _DURATION = re.compile(r"^(\d+)([smhd])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -201,6 +205,24 @@ def revoke_client(
 ) -> None:
     """Revoke ``name``: every key of it is refused from its next request on."""
     _run(cfg, connector, gateway_cli.keys_revoke(name), layout)
+
+
+def expiry_warnings(
+    cfg: DeployConfig,
+    connector: Connector,
+    *,
+    within_days: float = EXPIRY_WARNING_DAYS,
+    layout: HostLayout | None = None,
+) -> tuple[ClientExpiry, ...]:
+    """Active clients of the serving gateway that stop working within ``within_days``."""
+    now = datetime.now(UTC)
+    return tuple(
+        ClientExpiry(
+            c.name, c.expires_at.strftime("%Y-%m-%dT%H:%M:%SZ"), (c.expires_at - now).total_seconds() / 86400
+        )
+        for c in expiring_clients(list_clients(cfg, connector, layout=layout), within_days, now)
+        if c.expires_at is not None
+    )
 
 
 def expiring_clients(

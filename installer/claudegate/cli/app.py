@@ -68,12 +68,8 @@ _connect = connect
 @app.command()
 def deploy(
     config: ConfigOpt,
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="print the plan and file diffs; change nothing")
-    ] = False,
-    yes: Annotated[
-        bool, typer.Option("--yes", "-y", help="do not ask before installing Docker on the host")
-    ] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="print the plan and file diffs; change nothing")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask before installing Docker on the host")] = False,
     prune: Annotated[
         bool, typer.Option("--prune", help="revoke clients the keystore holds but the config no longer lists")
     ] = False,
@@ -129,15 +125,25 @@ def plan(
 
 
 @app.command()
-def status(config: ConfigOpt, accept_host_key: HostKeyOpt = None, json_out: JsonOpt = False) -> None:
-    """The deployed release, its containers and their health."""
+def status(
+    config: ConfigOpt,
+    expiry_days: Annotated[
+        int,
+        typer.Option(
+            "--expiry-days", min=0, help="warn of client keys that stop working within this many days"
+        ),
+    ] = 14,
+    accept_host_key: HostKeyOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """The deployed release, its containers and their health; client keys about to expire."""
 
     def body() -> None:
         from claudegate import deploy as core
 
         cfg = _load(config)
         with _connect(cfg, accept_host_key) as conn:
-            report = core.status(cfg, conn)
+            report = core.status(cfg, conn, expiry_days=expiry_days)
         output.status_report(report, json_out=json_out)
 
     run(body)
@@ -215,9 +221,7 @@ def renew(config: ConfigOpt, accept_host_key: HostKeyOpt = None, json_out: JsonO
 @app.command()
 def uninstall(
     config: ConfigOpt,
-    keep_data: Annotated[
-        bool, typer.Option("--keep-data/--purge", help="keep the keystore, audit log and certificates")
-    ] = True,
+    keep_data: Annotated[bool, typer.Option("--keep-data/--purge", help="keep the keystore, audit log and certificates")] = True,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask for confirmation")] = False,
     accept_host_key: HostKeyOpt = None,
 ) -> None:

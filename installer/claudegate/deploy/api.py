@@ -22,7 +22,14 @@ from claudegate.deploy.lock import read_holder
 from claudegate.deploy.playbook import load_playbook
 from claudegate.deploy.progress import Reporter, StepEvent, null_reporter
 from claudegate.deploy.release import Release, build_release
-from claudegate.deploy.results import ContainerStatus, DeployResult, RenderResult, StatusReport, StepReport
+from claudegate.deploy.results import (
+    ClientExpiry,
+    ContainerStatus,
+    DeployResult,
+    RenderResult,
+    StatusReport,
+    StepReport,
+)
 from claudegate.deploy.secret_inputs import key_fingerprint, read_upstream_key
 from claudegate.deploy.serving import serving_gateway
 from claudegate.deploy.tls_material import cert_summary
@@ -285,8 +292,13 @@ def _sudo(cfg: DeployConfig, connector: Connector) -> bool:
     return bool(cfg.target.sudo) and not connector.is_root
 
 
-def status(cfg: DeployConfig, connector: Connector, *, layout: HostLayout | None = None) -> StatusReport:
-    """What runs on the host now: releases, containers, certificate, lock, last run. Changes nothing."""
+def status(
+    cfg: DeployConfig, connector: Connector, *, layout: HostLayout | None = None, expiry_days: float = 14
+) -> StatusReport:
+    """What runs on the host now: releases, containers, certificate, lock, last run. Changes nothing.
+
+    Client keys that stop working within ``expiry_days`` are listed as warnings.
+    """
     layout = layout or HostLayout()
     sudo = _sudo(cfg, connector)
 
@@ -318,6 +330,7 @@ def status(cfg: DeployConfig, connector: Connector, *, layout: HostLayout | None
             certificate = cert_summary(chain)
         except ValueError:
             certificate = "unreadable"
+    client_expiry, clients_unknown = _client_expiry(cfg, connector, layout, expiry_days, containers)
     holder = read_holder(connector, layout.lock_dir, sudo=sudo)
     journal = Journal.from_bytes(connector.get_file(layout.journal, sudo=sudo))
     return StatusReport(
@@ -329,7 +342,26 @@ def status(cfg: DeployConfig, connector: Connector, *, layout: HostLayout | None
         certificate=certificate,
         lock=holder.describe() if holder is not None else None,
         last_run=json.loads(journal.to_bytes()) if journal is not None else None,
+        client_expiry=client_expiry,
+        clients_unknown=clients_unknown,
     )
+
+
+def _client_expiry(
+    cfg: DeployConfig,
+    connector: Connector,
+    layout: HostLayout,
+    days: float,
+    containers: list[ContainerStatus],
+) -> tuple[tuple[ClientExpiry, ...], str | None]:
+    if not any(c.role == "gateway" and c.status == "running" for c in containers):
+        return (), "no gateway runs"
+    from claudegate.keys import expiry_warnings
+
+    try:
+        return expiry_warnings(cfg, connector, within_days=days, layout=layout), None
+    except ClaudegateError as exc:
+        return (), str(exc)
 
 
 def logs(

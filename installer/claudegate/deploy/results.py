@@ -9,7 +9,7 @@ from typing import Any
 from claudegate.redact import Secret
 from claudegate.smoke import SmokeReport
 
-__all__ = ["ContainerStatus", "DeployResult", "RenderResult", "StatusReport", "StepReport"]
+__all__ = ["ClientExpiry", "ContainerStatus", "DeployResult", "RenderResult", "StatusReport", "StepReport"]
 
 
 @dataclass(frozen=True)
@@ -125,6 +125,23 @@ class ContainerStatus:
 
 
 @dataclass(frozen=True)
+class ClientExpiry:
+    """A client key that stops working soon (``status`` warns of it)."""
+
+    name: str
+    expires_at: str  # ISO 8601, UTC
+    days_left: float
+
+    def text(self) -> str:
+        left = (
+            f"in {self.days_left:.1f} days" if self.days_left >= 1 else f"in {self.days_left * 24:.1f} hours"
+        )
+        return (
+            f"client {self.name} expires {self.expires_at} ({left}); set a later clients[].expires and deploy"
+        )
+
+
+@dataclass(frozen=True)
 class StatusReport:
     target: str
     docker: str | None  # engine version, None when it does not answer
@@ -134,6 +151,8 @@ class StatusReport:
     certificate: str | None
     lock: str | None  # who holds the deploy lock, if anyone
     last_run: dict[str, Any] | None  # the journal of the last run
+    client_expiry: tuple[ClientExpiry, ...] = ()  # clients expiring within the warning window
+    clients_unknown: str | None = None  # why the clients could not be read, when they could not
 
     @property
     def serving(self) -> bool:
@@ -151,6 +170,8 @@ class StatusReport:
             "certificate": self.certificate,
             "lock": self.lock,
             "last_run": self.last_run,
+            "client_expiry": [c.__dict__ for c in self.client_expiry],
+            "clients_unknown": self.clients_unknown,
         }
 
     def text(self) -> str:
@@ -175,4 +196,7 @@ class StatusReport:
         for c in self.containers:
             health = f" ({c.health})" if c.health else ""
             lines.append(f"  {c.name:<40} {c.status}{health}  {c.image}")
+        lines += [f"warning:    {c.text()}" for c in self.client_expiry]
+        if self.clients_unknown:
+            lines.append(f"clients:    not checked ({self.clients_unknown})")
         return "\n".join(lines)
