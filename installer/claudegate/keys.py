@@ -193,6 +193,7 @@ def rotate_client(
     layout: HostLayout | None = None,
 ) -> IssuedKey:
     """Issue a new key for ``name``; the old ones keep working ``overlap_seconds`` longer (0: stop now)."""
+    client_spec(name)  # a name the gateway could read as an option never reaches it
     if overlap_seconds < 0:
         raise ConfigError(f"--overlap: {overlap_seconds} is negative", hint="write e.g. 0s or 24h")
     ends = datetime.now(UTC) + timedelta(seconds=overlap_seconds)
@@ -204,6 +205,7 @@ def revoke_client(
     cfg: DeployConfig, connector: Connector, name: str, *, layout: HostLayout | None = None
 ) -> None:
     """Revoke ``name``: every key of it is refused from its next request on."""
+    client_spec(name)
     _run(cfg, connector, gateway_cli.keys_revoke(name), layout)
 
 

@@ -1,10 +1,16 @@
 """Usage per client per day, summed from the gateway's audit log on the host.
 
-The audit log (``<gateway_log>/audit.jsonl`` on the host, plus any rotated
-``audit.jsonl.N`` / ``.gz`` beside it) holds one JSON line per request with
-the client's name, the model, the status and the metered input and output
-tokens. It is read over the connector (local or SSH) and summed here; the
-cost is an estimate from :mod:`claudegate.prices`.
+The audit log (``audit.jsonl``, plus any rotated ``audit.jsonl.N`` / ``.gz``
+beside it) holds one JSON line per request with the client's name, the
+model, the status and the metered input and output tokens. It is read over
+the connector (local or SSH), from inside the serving gateway container and
+as its user (``docker exec ... cat``): the log directory is writable by that
+user, so a root-run ``cat`` on the host could be led along a symlink planted
+there. The lines are summed here; the cost is an estimate from
+:mod:`claudegate.prices`.
+
+Model names in the log come from clients: they are shown only escaped
+(no control characters reach the operator's terminal) and cut short.
 
 Requests without a client (refused before authentication) are not anyone's
 usage and are left out; a line that is not a JSON object is counted in
@@ -24,17 +30,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
+from claudegate.config.derive import GATEWAY_AUDIT_LOG
 from claudegate.config.model import DeployConfig
 from claudegate.connectors.base import Connector
-from claudegate.deploy import host_cli
+from claudegate.deploy import docker_cli
 from claudegate.deploy.layout import HostLayout
-from claudegate.deploy.serving import uses_sudo
+from claudegate.deploy.serving import serving_gateway_container, uses_sudo
 from claudegate.errors import ClaudegateError, ConfigError
 from claudegate.prices import PRICES_AS_OF, price_for
 
 __all__ = ["UsageReport", "UsageRow", "parse_since", "read_usage", "summarize"]
 
-AUDIT_NAME = "audit.jsonl"
 _AUDIT_FILE = re.compile(r"^audit\.jsonl(\.\d+)?(\.gz)?$")
 
 
@@ -155,6 +161,20 @@ def _day(value: Any) -> str | None:
     return when.astimezone(UTC).date().isoformat()
 
 
+MODEL_SHOWN_MAX = 80  # characters of a model name a report shows
+UNPRICED_SHOWN_MAX = 10  # unpriced model names a row lists
+
+
+def _shown(model: str) -> str:
+    """A client-chosen model name made safe to print: escaped, no control characters, cut short."""
+    text = (
+        model.encode("unicode_escape").decode("ascii")
+        if not model.isprintable() or not model.isascii()
+        else model
+    )
+    return text if len(text) <= MODEL_SHOWN_MAX else text[: MODEL_SHOWN_MAX - 1] + "…"
+
+
 def summarize(
     lines: Iterable[bytes | str], *, client: str | None = None, since: date | None = None
 ) -> tuple[list[UsageRow], int]:
@@ -186,7 +206,7 @@ def summarize(
         entry.input_tokens += tokens_in
         entry.output_tokens += tokens_out
         raw_model = record.get("model")
-        model = raw_model if isinstance(raw_model, str) else ""
+        model = _shown(raw_model) if isinstance(raw_model, str) else ""
         had = entry.by_model.get(model, (0, 0))
         entry.by_model[model] = (had[0] + tokens_in, had[1] + tokens_out)
     rows = []
@@ -198,7 +218,10 @@ def summarize(
                 continue  # models list, refused requests: nothing to price
             price = price_for(model)
             if price is None:
-                unpriced.append(model or "(no model)")
+                if len(unpriced) < UNPRICED_SHOWN_MAX:
+                    unpriced.append(model or "(no model)")
+                elif len(unpriced) == UNPRICED_SHOWN_MAX:
+                    unpriced.append("(more)")
                 continue
             cost = (cost or 0.0) + price.cost(tokens_in, tokens_out)
         if cost is None and not unpriced:
@@ -210,21 +233,27 @@ def summarize(
     return rows, skipped
 
 
-def _audit_files(connector: Connector, directory: str, sudo: bool) -> list[str]:
-    result = connector.run(host_cli.list_dir(directory), sudo=sudo, timeout=60, check=False)
+def _in_gateway(cfg: DeployConfig, connector: Connector, container: str, argv: list[str]) -> bytes:
+    full = docker_cli.exec_in(container, argv)
+    result = connector.run(full, sudo=uses_sudo(cfg, connector), timeout=300, check=False)
     if not result.ok:
+        stderr = connector.redact(result.stderr.decode("utf-8", errors="replace")).strip()
         raise ClaudegateError(
-            f"cannot list the audit log directory {directory} on {connector.target}",
-            hint="is the gateway deployed there? run claudegate status",
+            f"cannot read the audit log in {container} on {connector.target}: {stderr or 'failed'}",
+            hint="the serving gateway must run: see claudegate status",
         )
-    names = [n for n in result.text.split() if _AUDIT_FILE.match(n)]
+    return result.stdout
 
-    # Oldest first: audit.jsonl.3, .2, .1, then the live file.
+
+def _audit_files(names: str) -> list[str]:
+    """The audit files among a directory listing, oldest first (``.3``, ``.2``, ``.1``, then the live one)."""
+    found = [n for n in names.split() if _AUDIT_FILE.match(n)]
+
     def age(name: str) -> int:
         match = re.search(r"\.(\d+)", name)
         return -int(match.group(1)) if match else 0
 
-    return [posixpath.join(directory, n) for n in sorted(names, key=age)]
+    return sorted(found, key=age)
 
 
 def read_usage(
@@ -236,16 +265,20 @@ def read_usage(
     layout: HostLayout | None = None,
 ) -> UsageReport:
     """Usage per client per day from the audit log on the host (read-only)."""
-    layout = layout or HostLayout()
-    sudo = uses_sudo(cfg, connector)
-    files = _audit_files(connector, layout.gateway_log, sudo)
+    container = serving_gateway_container(cfg, connector, layout)
+    directory = posixpath.dirname(GATEWAY_AUDIT_LOG)
+    files = [
+        posixpath.join(directory, n)
+        for n in _audit_files(_in_gateway(cfg, connector, container, ["ls", "-1A", "--", directory]).decode())
+    ]
     lines: list[bytes] = []
     for path in files:
-        data = connector.get_file(path, sudo=sudo, timeout=300)
-        if data is None:
-            continue  # rotated away between the listing and the read
+        data = _in_gateway(cfg, connector, container, ["cat", "--", path])
         if path.endswith(".gz"):
-            data = gzip.decompress(data)
+            try:
+                data = gzip.decompress(data)
+            except (OSError, EOFError):
+                raise ClaudegateError(f"{path} in {container} is not a readable gzip file") from None
         lines += data.splitlines()
     rows, skipped = summarize(lines, client=client, since=since)
     return UsageReport(tuple(rows), client=client, since=since, files=tuple(files), skipped_lines=skipped)

@@ -158,18 +158,37 @@ def test_durations_dates_and_client_specs_name_the_field() -> None:
 
 
 def test_cli_refuses_bad_input_before_connecting(tmp_path: Path) -> None:
-    # The config names an unreachable host: each refusal must come before any connection.
+    # The config names a closed loopback port: each refusal must come before any connection (exit 2, not 3).
     cfg = tmp_path / "deploy.yaml"
     key = tmp_path / "key"
     key.write_text("sk-ant-api03-" + "k" * 40 + "\n")
     key.chmod(0o600)
-    cfg.write_text(f"target: {{host: 203.0.113.9, user: deploy, known_hosts: {tmp_path / 'kh'}}}\n"
+    cfg.write_text(f"target: {{host: 127.0.0.1, port: 1, user: deploy, known_hosts: {tmp_path / 'kh'}}}\n"
                    f"domain: gw.example.com\ntls: {{mode: internal-ca}}\nupstream: {{api_key_file: {key}}}\n")  # fmt: skip
     r = runner.invoke(app, ["keys", "rotate", "team-a", "--config", str(cfg), "--overlap", "1 day"])
     assert r.exit_code == 2 and "--overlap" in r.stderr and "24h" in r.stderr
     r = runner.invoke(app, ["keys", "create", "bad name", "--config", str(cfg)])
     assert r.exit_code == 2 and "name" in r.stderr
+    for action in ("rotate", "revoke"):
+        r = runner.invoke(app, ["keys", action, "--config", str(cfg), "--", "--models"])
+        assert r.exit_code == 2 and "is not a client name" in r.stderr, r.output
     r = runner.invoke(app, ["usage", "--config", str(cfg), "--json", "--csv"])
     assert r.exit_code == 2 and "choose one" in r.stderr
     r = runner.invoke(app, ["usage", "--config", str(cfg), "--since", "last week"])
     assert r.exit_code == 2 and "YYYY-MM-DD" in r.stderr
+
+
+def test_usage_never_prints_a_clients_control_characters() -> None:
+    # A key scoped to any model can put any string in the audit's model field;
+    # the operator's terminal must not receive escape sequences from it.
+    from claudegate.usage import UsageReport
+
+    evil = "\x1b]0;owned\x07\x1b[2J" + "x" * 5000
+    many = [_line(model=f"m-{i}", input_tokens=1) for i in range(50)]
+    rows, _ = summarize([_line(model=evil, input_tokens=1, output_tokens=1), *many])
+    text = UsageReport(tuple(rows)).text()
+    assert "\x1b" not in text and "\x07" not in text
+    assert "\\x1b]0;owned" in text
+    assert max(len(line) for line in text.splitlines()) < 1200
+    (row,) = rows
+    assert len(row.unpriced_models) == 11 and "(more)" in row.unpriced_models

@@ -161,8 +161,9 @@ def keys_rotate(
     """Issue a new key for a client; the old one works until the overlap ends. Scopes stay."""
 
     def body() -> None:
-        from claudegate.keys import parse_duration, rotate_client
+        from claudegate.keys import client_spec, parse_duration, rotate_client
 
+        client_spec(name)  # bad input fails before connecting
         seconds = parse_duration(overlap)
         cfg = load(config)
         with connect(cfg, accept_host_key) as conn:
@@ -181,8 +182,9 @@ def keys_revoke(name: str, config: ConfigOpt, accept_host_key: HostKeyOpt = None
     """
 
     def body() -> None:
-        from claudegate.keys import revoke_client
+        from claudegate.keys import client_spec, revoke_client
 
+        client_spec(name)
         cfg = load(config)
         with connect(cfg, accept_host_key) as conn:
             revoke_client(cfg, conn, name)

@@ -38,15 +38,15 @@ SMOKE_CLIENT = "claudegate-smoke"
 
 # Exactly what claudegate.smoke calls with the key: GET /v1/models, one
 # count_tokens, one small streamed message (max_tokens 64) of its model.
-# The rpm leaves room for a deploy's smoke test and a `claudegate smoke-test`
-# right after it, and little else.
+# The rpm leaves room for back-to-back deploys (3 keyed requests each) and a
+# `claudegate smoke-test`, and little else.
 SMOKE_SCOPES = Client(
     name=SMOKE_CLIENT,
     models=[SmokeTarget.model],
     endpoints=["/v1/models", "/v1/messages", "/v1/messages/count_tokens"],
     max_tokens=64,
     stream=True,
-    rpm=20,
+    rpm=30,
     tpm=20000,
 )
 
