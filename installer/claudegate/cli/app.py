@@ -11,6 +11,7 @@ import typer
 
 from claudegate import __version__
 from claudegate.cli import output
+from claudegate.cli.backup import backup_command, restore_command
 from claudegate.cli.keys import keys_app
 from claudegate.cli.options import ConfigOpt, ExitCode, HostKeyOpt, JsonOpt, connect, load, run
 from claudegate.cli.usage import usage_command
@@ -273,6 +274,8 @@ def init() -> None:
 
 app.add_typer(keys_app, name="keys")
 app.command("usage")(usage_command)
+app.command("backup")(backup_command)
+app.command("restore")(restore_command)
 
 
 def main() -> None:
