@@ -304,3 +304,63 @@ def test_config_on_disk_is_not_rewritten(env: Env) -> None:
     # keys and usage only read deploy.yaml.
     doc = yaml.safe_load((env.dir / "deploy.yaml").read_text())
     assert doc["clients"] == _clients()
+
+
+def test_backup_then_restore_on_a_second_fresh_server_keeps_old_keys_working(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CG_BACKUP_PASS", "a passphrase for the test " + secrets.token_hex(8))
+    out = env.dir / "gw.cgbackup"
+    path, _cfg = env.write("pruned.yaml", clients=_clients(team_a_rpm=3, with_old=False))
+    r = env.cli("backup", "--out", str(out), "--passphrase-env", "CG_BACKUP_PASS", config=path)
+    assert r.exit_code == 0, r.output
+    assert "encrypted" in r.stdout and out.stat().st_mode & 0o777 == 0o600
+    sealed = out.read_bytes()
+    pepper = env.server.exec(["cat", "/opt/claudegate/shared/secrets/key_pepper"])[1].strip()
+    assert pepper and pepper not in sealed and b"team-a" not in sealed and CANARY.encode() not in sealed
+    r = env.cli("backup", "--out", str(out), config=path)
+    assert r.exit_code == 2 and "exists" in r.stderr  # never overwritten by accident
+
+    with start_fresh_server(env.dir / "server2", name_prefix="claudegate-fresh2") as second:
+        doc = {
+            **env.base,
+            "target": {**env.base["target"], "host": second.ip, "ssh_key": str(second.key_path),
+                       "host_key_fingerprint": second.host_key_fingerprint},
+            "upstream": {**env.base["upstream"],
+                         "base_url": f"http://{_default_gateway(second)}:{env.fake.url.rsplit(':', 1)[1]}"},
+            "clients": _clients(team_a_rpm=3, with_old=False),
+        }  # fmt: skip
+        cfg2 = write_config(env.dir, doc, "second.yaml")
+        path2 = env.dir / "second.yaml"
+        with timer() as took, connector_for(cfg2) as connector:
+            result = deploy(cfg2, connector)
+        print(f"\nday2 second fresh deploy: {took['seconds']:.1f}s")
+        assert result.smoke is not None and result.smoke.ok
+        fresh_team_a = result.new_client_keys["team-a"].reveal()  # the new server's own, before the restore
+
+        def second_sdk(key: str) -> anthropic.Anthropic:
+            return sdk_client(second.ip, 443, env.dir / "state" / "ca.pem", key)
+
+        old_key = env.keys["team-a"]
+        with pytest.raises(anthropic.AuthenticationError):
+            second_sdk(old_key).models.list()
+
+        monkeypatch.setenv("CG_WRONG_PASS", "not the passphrase at all")
+        r = env.cli("restore", "--from", str(out), "--passphrase-env", "CG_WRONG_PASS", "--yes", config=path2)
+        assert r.exit_code == 1 and "wrong passphrase" in r.stderr, r.output
+
+        r = env.cli(
+            "restore", "--from", str(out), "--passphrase-env", "CG_BACKUP_PASS", "--yes", config=path2
+        )
+        assert r.exit_code == 0, r.output
+        assert "team-a" in r.stdout
+        reply = second_sdk(old_key).messages.create(
+            model="claude-haiku-4-5", max_tokens=8, messages=[{"role": "user", "content": "hi"}]
+        )
+        assert reply.content  # 200: the old server's key works on the new one
+        for gone in (fresh_team_a, env.keys["old-team"]):  # the new server's own key; a revoked one
+            with pytest.raises(anthropic.AuthenticationError):
+                second_sdk(gone).models.list()
+        # A deploy after the restore converges (new smoke key) and passes its smoke test.
+        r = env.cli("deploy", config=path2)
+        assert r.exit_code == 0, r.output
