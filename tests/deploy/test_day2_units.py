@@ -192,3 +192,33 @@ def test_usage_never_prints_a_clients_control_characters() -> None:
     assert max(len(line) for line in text.splitlines()) < 1200
     (row,) = rows
     assert len(row.unpriced_models) == 11 and "(more)" in row.unpriced_models
+
+
+def test_refresh_stamp_moves_every_tag_and_nothing_else(tmp_path: Path) -> None:
+    from claudegate.deploy.build_contexts import gateway_context, nginx_context, with_refresh
+    from claudegate.deploy.docker_cli import build_image
+    from claudegate.deploy.layout import HostLayout
+    from claudegate.deploy.release import build_release, parse_manifest
+    from tests.deploy.support import write_config, write_secret
+
+    key = write_secret(tmp_path / "k", "sk-ant-api03-" + "u" * 40)
+    cfg = write_config(tmp_path, {"target": {"host": "local"}, "domain": "gw.example.com",
+                                  "tls": {"mode": "internal-ca"}, "upstream": {"api_key_file": str(key)},
+                                  "state_dir": str(tmp_path / "state")})  # fmt: skip
+    assert with_refresh(gateway_context(), "") == gateway_context()  # no stamp: earlier tags stay
+    plain = build_release(cfg, HostLayout(), key_fingerprint="f")
+    fresh = build_release(cfg, HostLayout(), key_fingerprint="f", refresh="20261130T140000Z")
+    assert b"images_refresh" not in plain.files["release.json"]  # earlier release ids unchanged
+    assert fresh.rid != plain.rid and fresh.gateway_id != plain.gateway_id
+    assert all(fresh.images[n] != plain.images[n] for n in ("gateway", "nginx"))
+    assert {n: t.split(":")[0] for n, t in fresh.images.items()} == {
+        n: t.split(":")[0] for n, t in plain.images.items()
+    }
+    assert fresh.files["nginx/nginx.conf"] == plain.files["nginx/nginx.conf"].replace(
+        plain.gateway_id.encode(), fresh.gateway_id.encode()
+    )
+    assert parse_manifest(fresh.rid, fresh.files["release.json"]).images_refresh == "20261130T140000Z"
+    assert with_refresh(nginx_context(), "s").tag("b") == with_refresh(nginx_context(), "s").tag("b")
+    argv = build_image("t", base_image="b", no_cache=True)
+    assert argv[:5] == ["docker", "build", "--pull=false", "--force-rm", "--no-cache"]
+    assert "--no-cache" not in build_image("t", base_image="b")

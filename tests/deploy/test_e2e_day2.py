@@ -300,6 +300,32 @@ def test_usage_sums_requests_and_tokens_per_client_per_day(env: Env) -> None:
     assert CANARY not in r.stdout + r.stderr
 
 
+def test_refresh_rebuilds_the_images_through_the_smoke_tested_switch(env: Env) -> None:
+    path, cfg = env.write("pruned.yaml", clients=_clients(team_a_rpm=3, with_old=False))
+    r = env.cli("status", "--json", config=path)
+    before = json.loads(r.stdout)
+    assert before["images"]["same_as_this_claudegate"] is True and before["images"]["refreshed"] == ""
+    assert set(before["images"]["built"]) == {"gateway", "nginx"}
+
+    r = env.cli("deploy", "--refresh", config=path)
+    assert r.exit_code == 0, r.output
+    after = json.loads(env.cli("status", "--json", config=path).stdout)
+    assert after["current_release"] != before["current_release"]
+    assert after["previous_release"] == before["current_release"]  # the old release kept for rollback
+    assert after["images"]["refreshed"] and after["images"]["same_as_this_claudegate"] is True
+    for name in ("gateway", "nginx"):
+        # Built anew: with the layer cache, the same sources would give the same image and time.
+        assert after["images"]["built"][name] > before["images"]["built"][name]
+    smoke_key = (env.dir / "state" / "keys" / f"{SMOKE_CLIENT}.key").read_text().strip()
+    assert env.sdk(smoke_key).models.list().data  # the keystore came along to the new gateway
+
+    # A plain deploy keeps the refreshed images: nothing to do.
+    with connector_for(cfg) as connector:
+        again = deploy(cfg, connector)
+    assert not again.changed, again.plan_text()
+    assert again.release_id == after["current_release"]
+
+
 def test_config_on_disk_is_not_rewritten(env: Env) -> None:
     # keys and usage only read deploy.yaml.
     doc = yaml.safe_load((env.dir / "deploy.yaml").read_text())

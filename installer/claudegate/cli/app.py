@@ -69,10 +69,21 @@ _connect = connect
 @app.command()
 def deploy(
     config: ConfigOpt,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="print the plan and file diffs; change nothing")] = False,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask before installing Docker on the host")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="print the plan and file diffs; change nothing")
+    ] = False,
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help="do not ask before installing Docker on the host")
+    ] = False,
     prune: Annotated[
         bool, typer.Option("--prune", help="revoke clients the keystore holds but the config no longer lists")
+    ] = False,
+    refresh: Annotated[
+        bool,
+        typer.Option(
+            "--refresh",
+            help="rebuild the images without cache from a fresh base (security updates), then switch",
+        ),
     ] = False,
     accept_host_key: HostKeyOpt = None,
     json_out: JsonOpt = False,
@@ -81,7 +92,10 @@ def deploy(
 
     Clients converge to the config: new ones get a key (shown once), changed
     scopes and limits apply in place (keys keep working); clients missing
-    from the config are only reported unless --prune is given.
+    from the config are only reported unless --prune is given. --refresh
+    builds new images (Debian updates, same sources) as a new release that
+    replaces the serving one only after its smoke test passes; later deploys
+    keep them. status shows when the images were built.
     """
 
     def body() -> None:
@@ -97,7 +111,7 @@ def deploy(
                 ):
                     raise typer.Exit(ExitCode.ERROR)
             reporter = None if json_out else output.StepPrinter()
-            result = core.deploy(cfg, conn, dry_run=dry_run, reporter=reporter, prune=prune)
+            result = core.deploy(cfg, conn, dry_run=dry_run, reporter=reporter, prune=prune, refresh=refresh)
         output.deploy_result(result, json_out=json_out)
 
     run(body)
@@ -222,7 +236,9 @@ def renew(config: ConfigOpt, accept_host_key: HostKeyOpt = None, json_out: JsonO
 @app.command()
 def uninstall(
     config: ConfigOpt,
-    keep_data: Annotated[bool, typer.Option("--keep-data/--purge", help="keep the keystore, audit log and certificates")] = True,
+    keep_data: Annotated[
+        bool, typer.Option("--keep-data/--purge", help="keep the keystore, audit log and certificates")
+    ] = True,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask for confirmation")] = False,
     accept_host_key: HostKeyOpt = None,
 ) -> None:

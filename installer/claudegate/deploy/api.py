@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,12 +17,13 @@ from claudegate.deploy import docker_cli, host_cli
 from claudegate.deploy.context import Context
 from claudegate.deploy.engine import StepOutcome, run_steps
 from claudegate.deploy.facts import parse_container, parse_links
+from claudegate.deploy.image_status import image_status
 from claudegate.deploy.journal import Journal
 from claudegate.deploy.layout import LABEL_GATEWAY, LABEL_ROLE, HostLayout
 from claudegate.deploy.lock import read_holder
 from claudegate.deploy.playbook import load_playbook
 from claudegate.deploy.progress import Reporter, StepEvent, null_reporter
-from claudegate.deploy.release import Release, build_release
+from claudegate.deploy.release import Release, build_release, parse_manifest
 from claudegate.deploy.results import (
     ClientExpiry,
     ContainerStatus,
@@ -82,7 +84,7 @@ def connector_for(cfg: DeployConfig, *, accept_host_key: str | None = None) -> C
 
 
 def _release_for(
-    cfg: DeployConfig, layout: HostLayout, ctx: Context | None, *, strict: bool
+    cfg: DeployConfig, layout: HostLayout, ctx: Context | None, *, strict: bool, refresh: str = ""
 ) -> tuple[Release, list[str]]:
     """Render the release; with ``strict`` the key must be readable (a deploy), else it is noted."""
     notes: list[str] = []
@@ -100,7 +102,20 @@ def _release_for(
         if ctx is not None:
             ctx.upstream_key = key
             ctx.connector.add_secret(key)
-    return build_release(cfg, layout, key_fingerprint=fingerprint), notes
+    return build_release(cfg, layout, key_fingerprint=fingerprint, refresh=refresh), notes
+
+
+def _refresh_stamp(connector: Connector, layout: HostLayout, sudo: bool, *, new: bool) -> str:
+    """A new stamp for ``--refresh``; else the serving release's, so its refreshed images stay."""
+    if new:
+        return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    data = connector.get_file(f"{layout.current_link}/release.json", sudo=sudo)
+    if not data:
+        return ""
+    try:
+        return parse_manifest("current", data).images_refresh
+    except ValueError:
+        return ""
 
 
 def _collect_notes(reporter: Reporter, notes: list[str]) -> Reporter:
@@ -135,7 +150,8 @@ def _run(
         options=dict(options or {}),
     )
     if playbook == "deploy":
-        ctx.release, render_notes = _release_for(cfg, layout, ctx, strict=not dry_run)
+        stamp = _refresh_stamp(connector, layout, ctx.sudo, new=bool(ctx.options.get("refresh")))
+        ctx.release, render_notes = _release_for(cfg, layout, ctx, strict=not dry_run, refresh=stamp)
         notes += render_notes
     steps = load_playbook(playbook).build()
     try:
@@ -178,6 +194,7 @@ def deploy(
     reporter: Reporter | None = None,
     layout: HostLayout | None = None,
     prune: bool = False,
+    refresh: bool = False,
 ) -> DeployResult:
     """Deploy ``cfg`` onto the connector's host, following ``playbooks/deploy.yaml``.
 
@@ -197,8 +214,12 @@ def deploy(
     Clients converge to ``cfg.clients`` (created, or updated in place); a
     client the keystore holds but the config does not list is noted, and
     revoked only with ``prune``.
+
+    ``refresh`` rebuilds the images without cache from a freshly fetched
+    base (Debian security updates) under a new tag: a new release, switched
+    to only after its smoke test passes, like any other.
     """
-    options = {"prune": prune}
+    options = {"prune": prune, "refresh": refresh}
     return _run("deploy", cfg, connector, dry_run=dry_run, reporter=reporter, layout=layout, options=options)
 
 
@@ -209,9 +230,12 @@ def plan(
     reporter: Reporter | None = None,
     layout: HostLayout | None = None,
     prune: bool = False,
+    refresh: bool = False,
 ) -> DeployResult:
     """``deploy(..., dry_run=True)``: every change and diff, and the host stays byte-for-byte as it was."""
-    return deploy(cfg, connector, dry_run=True, reporter=reporter, layout=layout, prune=prune)
+    return deploy(
+        cfg, connector, dry_run=True, reporter=reporter, layout=layout, prune=prune, refresh=refresh
+    )
 
 
 def rollback(
@@ -344,6 +368,7 @@ def status(
         last_run=json.loads(journal.to_bytes()) if journal is not None else None,
         client_expiry=client_expiry,
         clients_unknown=clients_unknown,
+        images=image_status(connector, layout, sudo=sudo) if docker is not None else None,
     )
 
 

@@ -9,7 +9,15 @@ from typing import Any
 from claudegate.redact import Secret
 from claudegate.smoke import SmokeReport
 
-__all__ = ["ClientExpiry", "ContainerStatus", "DeployResult", "RenderResult", "StatusReport", "StepReport"]
+__all__ = [
+    "ClientExpiry",
+    "ContainerStatus",
+    "DeployResult",
+    "ImageStatus",
+    "RenderResult",
+    "StatusReport",
+    "StepReport",
+]
 
 
 @dataclass(frozen=True)
@@ -142,6 +150,25 @@ class ClientExpiry:
 
 
 @dataclass(frozen=True)
+class ImageStatus:
+    """The serving release's images: when they were built, and whether this claudegate builds the same."""
+
+    built: dict[str, str]  # "gateway" / "nginx" -> when the image was built (docker's Created)
+    refreshed: str  # the deploy --refresh stamp they were built with ("" = never refreshed)
+    same_as_this_claudegate: bool  # False: this claudegate would build other images (update by deploying)
+    version: str  # this claudegate's version
+
+    def text(self) -> str:
+        built = ", ".join(f"{name} built {when}" for name, when in sorted(self.built.items())) or "unknown"
+        verdict = (
+            "this claudegate builds the same images"
+            if self.same_as_this_claudegate
+            else f"this claudegate ({self.version}) builds newer images: claudegate deploy updates them"
+        )
+        return f"{built}; {verdict}"
+
+
+@dataclass(frozen=True)
 class StatusReport:
     target: str
     docker: str | None  # engine version, None when it does not answer
@@ -153,6 +180,7 @@ class StatusReport:
     last_run: dict[str, Any] | None  # the journal of the last run
     client_expiry: tuple[ClientExpiry, ...] = ()  # clients expiring within the warning window
     clients_unknown: str | None = None  # why the clients could not be read, when they could not
+    images: ImageStatus | None = None  # None when nothing is deployed
 
     @property
     def serving(self) -> bool:
@@ -172,6 +200,7 @@ class StatusReport:
             "last_run": self.last_run,
             "client_expiry": [c.__dict__ for c in self.client_expiry],
             "clients_unknown": self.clients_unknown,
+            "images": self.images.__dict__ if self.images is not None else None,
         }
 
     def text(self) -> str:
@@ -182,6 +211,8 @@ class StatusReport:
             f"release:    {self.current_release or '-'} (previous: {self.previous_release or '-'})",
             f"certificate: {self.certificate or '-'}",
         ]
+        if self.images is not None:
+            lines.append(f"images:     {self.images.text()}")
         if self.lock:
             lines.append(f"lock:       held by {self.lock}")
         if self.last_run:
