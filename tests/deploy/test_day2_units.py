@@ -222,3 +222,10 @@ def test_refresh_stamp_moves_every_tag_and_nothing_else(tmp_path: Path) -> None:
     argv = build_image("t", base_image="b", no_cache=True)
     assert argv[:5] == ["docker", "build", "--pull=false", "--force-rm", "--no-cache"]
     assert "--no-cache" not in build_image("t", base_image="b")
+
+
+def test_usage_reads_rotated_audit_files_oldest_first_and_nothing_else() -> None:
+    from claudegate.usage import _audit_files
+
+    listing = "audit.jsonl\naudit.jsonl.2.gz\naudit.jsonl.1\nnginx.log\naudit.jsonl.bak\n.audit.jsonl.swp\naudit.jsonl.10\n"
+    assert _audit_files(listing) == ["audit.jsonl.10", "audit.jsonl.2.gz", "audit.jsonl.1", "audit.jsonl"]
