@@ -298,6 +298,40 @@ def _read_bundle(source: Path, passphrase: Secret | None) -> tuple[dict[str, Any
     return manifest, members
 
 
+def check_tree_tar(data: bytes, what: str) -> None:
+    """Refuse a directory tar that could write outside its root when root extracts it.
+
+    Only directories, regular files and symlinks whose target stays inside
+    the tree (certbot's ``live/`` links point into ``../../archive/``); no
+    absolute names, no ``..`` in names, nothing placed under a symlink.
+    """
+    import posixpath
+
+    links: set[str] = set()
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+            for info in tar.getmembers():
+                name = posixpath.normpath(info.name)
+                parts = name.split("/")
+                if info.name.startswith("/") or ".." in info.name.split("/") or name.startswith(".."):
+                    raise BackupError(
+                        f"{what}: member {info.name!r} leaves the directory; nothing was restored"
+                    )
+                if any("/".join(parts[:i]) in links for i in range(1, len(parts))):
+                    raise BackupError(
+                        f"{what}: member {info.name!r} lies under a symlink; nothing was restored"
+                    )
+                if info.issym():
+                    target = posixpath.normpath(posixpath.join(posixpath.dirname(name), info.linkname))
+                    if info.linkname.startswith("/") or target == ".." or target.startswith("../"):
+                        raise BackupError(f"{what}: link {info.name!r} points outside; nothing was restored")
+                    links.add(name)
+                elif not (info.isdir() or info.isfile()):
+                    raise BackupError(f"{what}: member {info.name!r} is not a file; nothing was restored")
+    except tarfile.TarError:
+        raise BackupError(f"{what} is not a readable tar; nothing was restored") from None
+
+
 def restore_backup(
     cfg: DeployConfig,
     connector: Connector,
@@ -312,6 +346,8 @@ def restore_backup(
     from claudegate.keys import list_clients
 
     manifest, members = _read_bundle(source, passphrase)
+    if cfg.tls.mode == "acme" and "letsencrypt.tar" in members:
+        check_tree_tar(members["letsencrypt.tar"], f"{source}: letsencrypt.tar")
     layout = layout or HostLayout()
     sudo = uses_sudo(cfg, connector)
     serving = serving_gateway_container(cfg, connector, layout)  # a deploy must have set the host up

@@ -128,3 +128,39 @@ def test_passphrases(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         read_passphrase(file=f, env="CG_PASS")
     with pytest.raises(ConfigError, match="cannot read"):
         read_passphrase(file=tmp_path / "missing")
+
+
+def _tree(*entries: tuple[str, str, str]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, kind, target in entries:
+            info = tarfile.TarInfo(name)
+            if kind == "dir":
+                info.type = tarfile.DIRTYPE
+            elif kind == "link":
+                info.type, info.linkname = tarfile.SYMTYPE, target
+            elif kind == "hard":
+                info.type, info.linkname = tarfile.LNKTYPE, target
+            tar.addfile(info, io.BytesIO(b"") if kind == "file" else None)
+    return buffer.getvalue()
+
+
+def test_the_acme_tree_cannot_write_outside_its_directory_when_root_extracts_it() -> None:
+    from claudegate.backup import check_tree_tar
+
+    # certbot's own shape passes: live/ links into ../../archive/.
+    check_tree_tar(
+        _tree(("./archive", "dir", ""), ("./archive/gw/cert1.pem", "file", ""), ("./live", "dir", ""),
+              ("./live/gw", "dir", ""), ("./live/gw/cert.pem", "link", "../../archive/gw/cert1.pem")),
+        "t",
+    )  # fmt: skip
+    for bad in (
+        _tree(("../etc/cron.d/x", "file", "")),
+        _tree(("/etc/passwd", "file", "")),
+        _tree(("./a/../../x", "file", "")),
+        _tree(("./l", "link", "/etc"), ("./l/cron.d/x", "file", "")),
+        _tree(("./l", "link", "../../etc")),
+        _tree(("./h", "hard", "/etc/shadow")),
+    ):
+        with pytest.raises(BackupError, match="nothing was restored"):
+            check_tree_tar(bad, "t")
