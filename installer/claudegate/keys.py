@@ -35,7 +35,7 @@ from claudegate.connectors.base import Connector
 from claudegate.deploy import docker_cli, gateway_cli
 from claudegate.deploy.gateway_cli import ClientRecord, parse_client_list
 from claudegate.deploy.layout import HostLayout
-from claudegate.deploy.results import ClientExpiry
+from claudegate.deploy.results import EXPIRY_WARNING_DAYS, ClientExpiry
 from claudegate.deploy.serving import serving_gateway_container, uses_sudo
 from claudegate.deploy.steps.clients import save_key
 from claudegate.errors import ClaudegateError, ConfigError
@@ -57,8 +57,6 @@ __all__ = [
     "saved_keys_dir",
     "update_client",
 ]
-
-EXPIRY_WARNING_DAYS = 14  # status warns of client keys that stop working this soon
 
 _DURATION = re.compile(r"^(\d+)([smhd])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}

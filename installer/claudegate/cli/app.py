@@ -143,11 +143,13 @@ def plan(
 def status(
     config: ConfigOpt,
     expiry_days: Annotated[
-        int,
+        int | None,
         typer.Option(
-            "--expiry-days", min=0, help="warn of client keys that stop working within this many days"
+            "--expiry-days",
+            min=0,
+            help="warn of client keys that stop working within this many days [default: 14]",
         ),
-    ] = 14,
+    ] = None,
     accept_host_key: HostKeyOpt = None,
     json_out: JsonOpt = False,
 ) -> None:

@@ -25,6 +25,7 @@ from claudegate.deploy.playbook import load_playbook
 from claudegate.deploy.progress import Reporter, StepEvent, null_reporter
 from claudegate.deploy.release import Release, build_release, parse_manifest
 from claudegate.deploy.results import (
+    EXPIRY_WARNING_DAYS,
     ClientExpiry,
     ContainerStatus,
     DeployResult,
@@ -317,13 +318,19 @@ def _sudo(cfg: DeployConfig, connector: Connector) -> bool:
 
 
 def status(
-    cfg: DeployConfig, connector: Connector, *, layout: HostLayout | None = None, expiry_days: float = 14
+    cfg: DeployConfig,
+    connector: Connector,
+    *,
+    layout: HostLayout | None = None,
+    expiry_days: float | None = None,
 ) -> StatusReport:
     """What runs on the host now: releases, containers, certificate, lock, last run. Changes nothing.
 
-    Client keys that stop working within ``expiry_days`` are listed as warnings.
+    Client keys that stop working within ``expiry_days`` (default
+    :data:`~claudegate.deploy.results.EXPIRY_WARNING_DAYS`) are listed as warnings.
     """
     layout = layout or HostLayout()
+    expiry_days = EXPIRY_WARNING_DAYS if expiry_days is None else expiry_days
     sudo = _sudo(cfg, connector)
 
     def fact(argv: list[str]) -> str:

@@ -132,6 +132,9 @@ class ContainerStatus:
     gateway_id: str | None = None
 
 
+EXPIRY_WARNING_DAYS = 14  # status warns of client keys that stop working this soon
+
+
 @dataclass(frozen=True)
 class ClientExpiry:
     """A client key that stops working soon (``status`` warns of it)."""
