@@ -235,6 +235,9 @@ class KeyStore:
         with self._db:
             self._db.execute("BEGIN IMMEDIATE")
             self._active(name)
+            # Credentials that ended already can never work again: drop them, so a
+            # client rotated on every deploy (the smoke test's) does not pile up rows.
+            self._db.execute("DELETE FROM credentials WHERE name = ? AND not_after <= ?", (name, now))
             self._db.execute(
                 "UPDATE credentials SET not_after = MIN(COALESCE(not_after, ?), ?) WHERE name = ?",
                 (now + overlap_seconds, now + overlap_seconds, name),
@@ -244,6 +247,21 @@ class KeyStore:
                 (public, name, self.digest(key), now),
             )
         return key
+
+    def update(self, name: str, scopes: Scopes, expires_at: float | None) -> None:
+        """Replace a client's scopes and expiry in place: its credentials keep working.
+
+        Declarative (the whole scope set, not a patch), so applying the same
+        config twice gives the same row. Gateways see it on their next
+        request (``data_version`` moves), so a lower rpm applies at once.
+        """
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._active(name)
+            self._db.execute(
+                "UPDATE clients SET scopes = ?, expires_at = ? WHERE name = ?",
+                (scopes.to_json(), expires_at, name),
+            )
 
     def revoke(self, name: str) -> None:
         with self._db:

@@ -4,30 +4,17 @@ imported inside the commands so `claudegate --help` stays fast."""
 from __future__ import annotations
 
 import sys
-from enum import IntEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from claudegate import __version__
 from claudegate.cli import output
-from claudegate.errors import ClaudegateError
-
-
-class ExitCode(IntEnum):
-    """Documented in `claudegate --help`; mirrors the error tree's exit_code."""
-
-    OK = 0
-    ERROR = 1
-    CONFIG = 2
-    CONNECTION = 3
-    HOST_KEY = 4
-    COMMAND = 5
-    DEPLOY = 6
-    SMOKE = 7
-    INTERRUPTED = 130
-
+from claudegate.cli.backup import backup_command, restore_command
+from claudegate.cli.keys import keys_app
+from claudegate.cli.options import ConfigOpt, ExitCode, HostKeyOpt, JsonOpt, connect, load, run
+from claudegate.cli.usage import usage_command
 
 HELP = """\
 Deploy a hardened gateway in front of the Anthropic API on your own server,
@@ -37,6 +24,8 @@ and prove it secure with its own smoke test.
   claudegate plan   --config deploy.yaml      what a deploy would change (changes nothing)
   claudegate deploy --config deploy.yaml      deploy, smoke-test, keep the old release on failure
   claudegate smoke-test --config deploy.yaml  run the smoke test against what is deployed
+  claudegate keys list --config deploy.yaml   client keys: create, rotate, revoke (see keys --help)
+  claudegate usage --config deploy.yaml       requests, tokens and cost per client per day
 
 Start from examples/local.yaml (this machine) or examples/remote.yaml (a server
 over SSH).
@@ -56,22 +45,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,  # locals would hold secrets
     rich_markup_mode=None,
 )
-keys_app = typer.Typer(help="Create, list, rotate and revoke client keys on the deployed gateway.", no_args_is_help=True)
-app.add_typer(keys_app, name="keys")
-
-ConfigOpt = Annotated[
-    Path,
-    typer.Option("--config", "-c", help="deploy.yaml to use", envvar="CLAUDEGATE_CONFIG", show_default=False),
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output on stdout")]
-HostKeyOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--accept-host-key",
-        metavar="SHA256:...",
-        help="on first contact, trust the host key with exactly this fingerprint (ssh-keygen -lf form)",
-    ),
-]
 
 
 def _version(value: bool) -> None:
@@ -89,39 +62,41 @@ def _root(
     pass
 
 
-def _load(config: Path) -> Any:
-    from claudegate.config import load_config
-
-    return load_config(config)
-
-
-def _connect(cfg: Any, accept_host_key: str | None) -> Any:
-    from claudegate.deploy import connector_for
-
-    return connector_for(cfg, accept_host_key=accept_host_key)
-
-
-def run(fn: Any) -> None:
-    """Run a command body, mapping the error tree to exit codes."""
-    try:
-        fn()
-    except ClaudegateError as exc:
-        output.error(exc)
-        raise typer.Exit(exc.exit_code) from None
-    except KeyboardInterrupt:
-        output.err("interrupted; a rerun resumes where this one stopped")
-        raise typer.Exit(ExitCode.INTERRUPTED) from None
+_load = load
+_connect = connect
 
 
 @app.command()
 def deploy(
     config: ConfigOpt,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="print the plan and file diffs; change nothing")] = False,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask before installing Docker on the host")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="print the plan and file diffs; change nothing")
+    ] = False,
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help="do not ask before installing Docker on the host")
+    ] = False,
+    prune: Annotated[
+        bool, typer.Option("--prune", help="revoke clients the keystore holds but the config no longer lists")
+    ] = False,
+    refresh: Annotated[
+        bool,
+        typer.Option(
+            "--refresh",
+            help="rebuild the images without cache from a fresh base (security updates), then switch",
+        ),
+    ] = False,
     accept_host_key: HostKeyOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Deploy (or update) the gateway described by the config, then smoke-test it."""
+    """Deploy (or update) the gateway described by the config, then smoke-test it.
+
+    Clients converge to the config: new ones get a key (shown once), changed
+    scopes and limits apply in place (keys keep working); clients missing
+    from the config are only reported unless --prune is given. --refresh
+    builds new images (Debian updates, same sources) as a new release that
+    replaces the serving one only after its smoke test passes; later deploys
+    keep them. status shows when the images were built.
+    """
 
     def body() -> None:
         from claudegate import deploy as core
@@ -136,14 +111,21 @@ def deploy(
                 ):
                     raise typer.Exit(ExitCode.ERROR)
             reporter = None if json_out else output.StepPrinter()
-            result = core.deploy(cfg, conn, dry_run=dry_run, reporter=reporter)
+            result = core.deploy(cfg, conn, dry_run=dry_run, reporter=reporter, prune=prune, refresh=refresh)
         output.deploy_result(result, json_out=json_out)
 
     run(body)
 
 
 @app.command()
-def plan(config: ConfigOpt, accept_host_key: HostKeyOpt = None, json_out: JsonOpt = False) -> None:
+def plan(
+    config: ConfigOpt,
+    prune: Annotated[
+        bool, typer.Option("--prune", help="show the revocations deploy --prune would make")
+    ] = False,
+    accept_host_key: HostKeyOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
     """Show what a deploy would change, with a diff of every file. Changes nothing."""
 
     def body() -> None:
@@ -151,22 +133,34 @@ def plan(config: ConfigOpt, accept_host_key: HostKeyOpt = None, json_out: JsonOp
 
         cfg = _load(config)
         with _connect(cfg, accept_host_key) as conn:
-            result = core.plan(cfg, conn, reporter=None if json_out else output.StepPrinter())
+            result = core.plan(cfg, conn, reporter=None if json_out else output.StepPrinter(), prune=prune)
         output.deploy_result(result, json_out=json_out)
 
     run(body)
 
 
 @app.command()
-def status(config: ConfigOpt, accept_host_key: HostKeyOpt = None, json_out: JsonOpt = False) -> None:
-    """The deployed release, its containers and their health."""
+def status(
+    config: ConfigOpt,
+    expiry_days: Annotated[
+        int | None,
+        typer.Option(
+            "--expiry-days",
+            min=0,
+            help="warn of client keys that stop working within this many days [default: 14]",
+        ),
+    ] = None,
+    accept_host_key: HostKeyOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """The deployed release, its containers and their health; client keys about to expire."""
 
     def body() -> None:
         from claudegate import deploy as core
 
         cfg = _load(config)
         with _connect(cfg, accept_host_key) as conn:
-            report = core.status(cfg, conn)
+            report = core.status(cfg, conn, expiry_days=expiry_days)
         output.status_report(report, json_out=json_out)
 
     run(body)
@@ -244,7 +238,9 @@ def renew(config: ConfigOpt, accept_host_key: HostKeyOpt = None, json_out: JsonO
 @app.command()
 def uninstall(
     config: ConfigOpt,
-    keep_data: Annotated[bool, typer.Option("--keep-data/--purge", help="keep the keystore, audit log and certificates")] = True,
+    keep_data: Annotated[
+        bool, typer.Option("--keep-data/--purge", help="keep the keystore, audit log and certificates")
+    ] = True,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask for confirmation")] = False,
     accept_host_key: HostKeyOpt = None,
 ) -> None:
@@ -294,64 +290,10 @@ def init() -> None:
     raise typer.Exit(ExitCode.ERROR)
 
 
-def _keys(config: Path, accept_host_key: str | None, args: list[str], *, secret_out: bool) -> None:
-    def body() -> None:
-        from claudegate import deploy as core
-
-        cfg = _load(config)
-        with _connect(cfg, accept_host_key) as conn:
-            text = core.gateway_keys(cfg, conn, args)
-        if secret_out:
-            output.err("the new key is shown once; store it now:")
-        sys.stdout.write(text if text.endswith("\n") else text + "\n")
-
-    run(body)
-
-
-@keys_app.command("create")
-def keys_create(
-    name: str,
-    config: ConfigOpt,
-    models: Annotated[list[str] | None, typer.Option("--model", help="allowed model glob (repeat)")] = None,
-    rpm: Annotated[int | None, typer.Option(help="requests per minute")] = None,
-    tpm: Annotated[int | None, typer.Option(help="tokens per minute")] = None,
-    daily_tokens: Annotated[int | None, typer.Option(help="tokens per UTC day")] = None,
-    max_tokens: Annotated[int | None, typer.Option(help="cap on max_tokens per request")] = None,
-    expires: Annotated[str | None, typer.Option(help="ISO 8601 time the key stops working")] = None,
-    accept_host_key: HostKeyOpt = None,
-) -> None:
-    """Create a client key; it is printed once, alone on the last line."""
-    args = ["create", name]
-    if models:
-        args += ["--models", *models]
-    for flag, value in (("--rpm", rpm), ("--tpm", tpm), ("--daily-tokens", daily_tokens),
-                        ("--max-tokens", max_tokens), ("--expires", expires)):
-        if value is not None:
-            args += [flag, str(value)]
-    _keys(config, accept_host_key, args, secret_out=True)
-
-
-@keys_app.command("list")
-def keys_list(config: ConfigOpt, accept_host_key: HostKeyOpt = None, json_out: JsonOpt = False) -> None:
-    """List clients and their scopes (never secrets)."""
-    _keys(config, accept_host_key, ["list", *(["--json"] if json_out else [])], secret_out=False)
-
-
-@keys_app.command("rotate")
-def keys_rotate(
-    name: str,
-    config: ConfigOpt,
-    overlap: Annotated[str, typer.Option(help="how long the old key keeps working, e.g. 24h")] = "0s",
-    accept_host_key: HostKeyOpt = None,
-) -> None:
-    """Issue a new key for a client; the old one works until the overlap ends."""
-    _keys(config, accept_host_key, ["rotate", name, "--overlap", overlap], secret_out=True)
-
-
-@keys_app.command("revoke")
-def keys_revoke(name: str, config: ConfigOpt, accept_host_key: HostKeyOpt = None) -> None:
-    """Revoke a client; its next request is refused."""
-    _keys(config, accept_host_key, ["revoke", name], secret_out=False)
+app.add_typer(keys_app, name="keys")
+app.command("usage")(usage_command)
+app.command("backup")(backup_command)
+app.command("restore")(restore_command)
 
 
 def main() -> None:

@@ -227,6 +227,13 @@ def _clients(cfg: DeployConfig) -> Iterator[RuleProblem]:
                 f"{client.name!r} is already the name of clients[{first}]",
                 "give every client its own name",
             )
+        if client.name.startswith("claudegate-"):
+            # The tool's own clients (the smoke test's) live under this prefix.
+            yield RuleProblem(
+                ("clients", index, "name"),
+                f"{client.name!r} starts with 'claudegate-', which is kept for the tool's own clients",
+                "choose another name, e.g. without that prefix",
+            )
 
 
 _BOUNDS = {

@@ -29,6 +29,7 @@ __all__ = [
     "gateway_context",
     "nginx_context",
     "tar_bytes",
+    "with_refresh",
 ]
 
 #: ``<repo>/assets`` in a source checkout (as for the nginx templates).
@@ -142,3 +143,16 @@ ENTRYPOINT ["certbot"]
 
 def certbot_context() -> BuildContext:
     return BuildContext("certbot", {"Dockerfile": _CERTBOT_DOCKERFILE})
+
+
+def with_refresh(context: BuildContext, stamp: str) -> BuildContext:
+    """``context`` marked with a refresh stamp (``deploy --refresh``): a new tag for the same sources.
+
+    The stamp is a file the Dockerfiles never read; it only moves the tag, so
+    a refresh is a new release that goes through the smoke-tested switch.
+    No stamp: the context unchanged (the tags of every earlier deploy stay).
+    """
+    if not stamp:
+        return context
+    return BuildContext(context.name, {**context.files, "REFRESH": f"{stamp}\n".encode()},
+                        context.needs_wheels, context.labels)  # fmt: skip

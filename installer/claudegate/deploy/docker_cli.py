@@ -85,14 +85,20 @@ def image_list(repository: str) -> list[str]:
     return [DOCKER, "image", "ls", "--format", "{{.Repository}}:{{.Tag}}", repository]
 
 
-def build_image(tag: str, *, base_image: str, labels: Mapping[str, str] | None = None) -> list[str]:
+def build_image(
+    tag: str, *, base_image: str, labels: Mapping[str, str] | None = None, no_cache: bool = False
+) -> list[str]:
     """Build ``tag`` from a tar build context read on stdin (``-``).
 
     A tar on stdin carries the whole context over the one verified
     connection, in one command, with nothing left behind on the host.
     ``--pull=false``: the base is a local image (there may be no registry).
+    ``no_cache`` (a refresh): every layer is built again, so ``apt-get``
+    installs today's packages instead of reusing a cached layer.
     """
     argv = [DOCKER, "build", "--pull=false", "--force-rm", "--tag", tag]
+    if no_cache:
+        argv.insert(4, "--no-cache")
     argv += ["--build-arg", f"BASE_IMAGE={base_image}"]
     for key, value in sorted((labels or {}).items()):
         argv += ["--label", f"{key}={value}"]
