@@ -13,6 +13,7 @@ from claudegate.config.model import DeployConfig
 from claudegate.connectors.base import Connector
 from claudegate.connectors.local import LocalConnector
 from claudegate.deploy import docker_cli, host_cli
+from claudegate.deploy.cert_status import certificate_status
 from claudegate.deploy.context import Context
 from claudegate.deploy.engine import StepOutcome, run_steps
 from claudegate.deploy.facts import parse_container, parse_links
@@ -240,7 +241,11 @@ def renew(
     reporter: Reporter | None = None,
     layout: HostLayout | None = None,
 ) -> DeployResult:
-    """Renew the ACME certificate if it is within 30 days of its end (``tls.mode: acme``), reload nginx."""
+    """Renew the ACME certificate now if a third of its lifetime is left (``tls.mode: acme``), reload nginx.
+
+    The host renews by itself (the deploy's ``renewal`` step); this also
+    (re)starts that renewer when it is missing.
+    """
     return _run("renew", cfg, connector, dry_run=dry_run, reporter=reporter, layout=layout)
 
 
@@ -310,6 +315,7 @@ def status(cfg: DeployConfig, connector: Connector, *, layout: HostLayout | None
             certificate = cert_summary(chain)
         except ValueError:
             certificate = "unreadable"
+    certs = certificate_status(cfg, connector, layout, sudo=sudo)
     holder = read_holder(connector, layout.lock_dir, sudo=sudo)
     journal = Journal.from_bytes(connector.get_file(layout.journal, sudo=sudo))
     return StatusReport(
@@ -321,6 +327,9 @@ def status(cfg: DeployConfig, connector: Connector, *, layout: HostLayout | None
         certificate=certificate,
         lock=holder.describe() if holder is not None else None,
         last_run=json.loads(journal.to_bytes()) if journal is not None else None,
+        served_certificate=certs.served,
+        renewal=certs.renewal,
+        warnings=certs.warnings,
     )
 
 

@@ -186,6 +186,9 @@ class ContainerSpec:
     restart: str = "unless-stopped"
     health_cmd: str | None = None
     extra_networks: tuple[tuple[str, str | None], ...] = field(default=())
+    #: ``container:NAME`` joins another container's PID namespace (the renewer signals nginx).
+    pid: str | None = None
+    entrypoint: str | None = None
 
     def digest(self) -> str:
         """A short hash of everything the container is made from (goes in its spec label)."""
@@ -211,6 +214,10 @@ class ContainerSpec:
             },
             sort_keys=True,
         )
+        # Added later: hashed only when set, so older containers keep their digest.
+        for extra, value in (("pid", self.pid), ("entrypoint", self.entrypoint)):
+            if value is not None:
+                body += f"\0{extra}={value}"
         return hashlib.sha256(body.encode()).hexdigest()[:16]
 
 
@@ -226,6 +233,10 @@ def create_container(spec: ContainerSpec) -> list[str]:
         argv += ["--network-alias", spec.network_alias]
     if spec.user is not None:
         argv += ["--user", spec.user]
+    if spec.pid is not None:
+        argv += ["--pid", spec.pid]
+    if spec.entrypoint is not None:
+        argv += ["--entrypoint", spec.entrypoint]
     if spec.read_only:
         argv.append("--read-only")
     for path in spec.tmpfs:

@@ -134,6 +134,9 @@ class StatusReport:
     certificate: str | None
     lock: str | None  # who holds the deploy lock, if anyone
     last_run: dict[str, Any] | None  # the journal of the last run
+    served_certificate: str | None = None  # what the HTTPS port presents (not the file on disk)
+    renewal: dict[str, Any] | None = None  # the host renewer's last round (ACME)
+    warnings: tuple[str, ...] = ()
 
     @property
     def serving(self) -> bool:
@@ -151,6 +154,9 @@ class StatusReport:
             "certificate": self.certificate,
             "lock": self.lock,
             "last_run": self.last_run,
+            "served_certificate": self.served_certificate,
+            "renewal": self.renewal,
+            "warnings": list(self.warnings),
         }
 
     def text(self) -> str:
@@ -160,7 +166,18 @@ class StatusReport:
             f"serving:    {'yes' if self.serving else 'no'}",
             f"release:    {self.current_release or '-'} (previous: {self.previous_release or '-'})",
             f"certificate: {self.certificate or '-'}",
+            f"served:     {self.served_certificate or 'nothing answers on the HTTPS port'}",
         ]
+        if self.renewal is not None:
+            last = self.renewal.get("last_renewal") or {}
+            lines.append(
+                f"renewal:    {self.renewal.get('result', '?')} at {self.renewal.get('checked_at', '?')}: "
+                f"{self.renewal.get('message', '')}"
+            )
+            if last:
+                outcome = "ok" if last.get("ok") else "FAILED"
+                lines.append(f"last renewal: {last.get('at', '?')} {outcome}: {last.get('message', '')}")
+        lines += list(self.warnings)
         if self.lock:
             lines.append(f"lock:       held by {self.lock}")
         if self.last_run:
