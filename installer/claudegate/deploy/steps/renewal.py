@@ -78,13 +78,20 @@ def renewer_spec(
     layout: HostLayout,
     *,
     image: str,
+    nginx: ContainerSpec,
     nginx_id: str,
     domain: str,
     https_port: int,
     ca_bundle: bool,
     interval: float = 0.0,
 ) -> ContainerSpec:
-    """The renewer: nginx's namespaces, certbot's state and nginx's TLS directory, no capabilities."""
+    """The renewer: nginx's namespaces, certbot's state, nginx's files; only CHOWN (for ``nginx -t``).
+
+    ``nginx -t`` must see what nginx sees, so the renewer gets the nginx
+    container's tmpfs and mounts (from ``nginx``, its spec), with the TLS
+    directory and the ACME webroot writable; ``nginx -t`` creates nginx's temp directories as the
+    worker user, hence CHOWN.
+    """
     args = [
         RENEWER_IN_IMAGE,
         "--domain", domain,
@@ -92,13 +99,20 @@ def renewer_spec(
         "--live", f"/etc/letsencrypt/live/{CERT_NAME}",
         "--tls", "/etc/claudegate/tls",
         "--status", f"/etc/letsencrypt/{STATUS_FILE}",
-        "--nginx-conf", f"{NGINX_CONF_DIR}/current/nginx/nginx.conf",
+        "--nginx-conf", nginx.args[-1] if nginx.args else f"{NGINX_CONF_DIR}/current/nginx/nginx.conf",
         "--https-port", str(https_port),
     ]  # fmt: skip
     if interval:
         args += ["--interval", f"{interval:g}"]
     if ca_bundle:
         args += ["--ca-bundle", CA_BUNDLE_IN_CONTAINER]
+    # Writable here: nginx's certificate (installed after a renewal) and the webroot (HTTP-01 answers).
+    writable = {layout.tls, layout.acme_webroot}
+    nginx_mounts = tuple(
+        (host, inside, read_only and host not in writable) for host, inside, read_only in nginx.mounts
+    )
+    certbot_mounts = ((layout.acme_state, "/etc/letsencrypt", False),)
+    taken = {inside for _, inside, _ in nginx_mounts}
     return ContainerSpec(
         name=layout.certbot_container,
         image=image,
@@ -107,18 +121,13 @@ def renewer_spec(
         entrypoint="python3",
         args=tuple(args),
         tmpfs=(
+            *nginx.tmpfs,
             "/var/lib/letsencrypt:rw,size=16m",
             "/var/log/letsencrypt:rw,size=16m",
-            "/tmp:rw,noexec,nosuid,size=16m",  # noqa: S108 - a tmpfs private to the container
-            "/run:rw,nosuid,size=4m",
-            "/var/lib/nginx:rw,nosuid,size=4m",  # nginx -t checks its temp paths
+            *(() if any(t.startswith("/tmp:") for t in nginx.tmpfs) else ("/tmp:rw,noexec,nosuid,size=16m",)),  # noqa: S108
         ),
-        mounts=(
-            (layout.acme_state, "/etc/letsencrypt", False),
-            (layout.acme_webroot, "/var/www/acme", False),
-            (layout.tls, "/etc/claudegate/tls", False),
-            (layout.releases, NGINX_CONF_DIR, True),
-        ),
+        mounts=(*nginx_mounts, *(m for m in certbot_mounts if m[1] not in taken)),
+        cap_add=("CHOWN",),
         memory="256m",
         cpus="0.5",
         pids_limit=64,
@@ -132,9 +141,14 @@ class RenewalStep(Step):
 
     def _spec(self, ctx: Context, nginx: ContainerState) -> ContainerSpec:
         cfg = ctx.cfg
+        # Only its files and temp directories are used: image and address do not matter here.
+        nginx_files = docker_cli.nginx_spec(
+            ctx.layout, "", http_port=cfg.ports.http, https_port=cfg.ports.https, fixed_ip=""
+        )
         return renewer_spec(
             ctx.layout,
             image=certbot_context().tag(cfg.images.base_image),
+            nginx=nginx_files,
             nginx_id=nginx.id,
             domain=cfg.domain,
             https_port=cfg.ports.https,
