@@ -30,9 +30,15 @@ from claudegate.deploy import docker_cli
 from claudegate.deploy.acme_precheck import CHALLENGE_PATH, probe_address, resolve, target_addresses
 from claudegate.deploy.cert_lifetime import MAX_CHECK_INTERVAL, MIN_CHECK_INTERVAL, check_interval, is_due
 from claudegate.deploy.cert_status import describe, expiry_warning
+from claudegate.deploy.engine import run_steps
 from claudegate.deploy.layout import HostLayout
+from claudegate.deploy.progress import StepEvent
+from claudegate.deploy.steps.files import TLSStep
 from claudegate.deploy.steps.renewal import renewer_spec
+from claudegate.deploy.tls_material import self_signed
 from claudegate.errors import DeployFailed
+from tests.deploy.conftest import ConfigFactory
+from tests.deploy.test_engine import Recorder, make_ctx
 
 REPO = Path(__file__).resolve().parents[2]
 NOW = dt.datetime(2026, 11, 30, 12, 0, tzinfo=dt.UTC)
@@ -49,7 +55,9 @@ def _cert(lifetime: dt.timedelta, *, issued: dt.datetime = NOW) -> x509.Certific
 
 
 def _renewer() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("claudegate_renew", REPO / "assets/certbot/claudegate_renew.py")
+    spec = importlib.util.spec_from_file_location(
+        "claudegate_renew", REPO / "assets/certbot/claudegate_renew.py"
+    )
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -250,3 +258,33 @@ def test_resolve_fails_clearly_when_the_dns_server_is_silent(monkeypatch: pytest
         monkeypatch.setenv("CLAUDEGATE_ACME_RESOLVER", f"127.0.0.1:{silent.getsockname()[1]}")
         with pytest.raises(DeployFailed, match="did not answer"):
             resolve("gw.example.com")
+
+
+def test_a_files_certificate_near_its_end_warns_in_plan_and_deploy(
+    make_cfg: ConfigFactory, tmp_path: Path
+) -> None:
+    material = self_signed("gw.example.com")  # 7 days of validity: under the 14-day mark
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.write_bytes(material.fullchain)
+    key.write_bytes(material.privkey)
+    key.chmod(0o600)
+    cfg = make_cfg(tls={"mode": "files", "cert_file": str(cert), "key_file": str(key)})
+
+    def warnings(events: list[StepEvent]) -> list[str]:
+        return [e.message for e in events if e.kind == "note" and e.message.startswith("warning:")]
+
+    planned: list[StepEvent] = []
+    run_steps(make_ctx(cfg, Recorder(), dry_run=True, events=planned), [TLSStep()])  # plan
+    assert len(warnings(planned)) == 1 and "days left" in warnings(planned)[0]
+    assert "tls.cert_file" in warnings(planned)[0]
+    deployed: list[StepEvent] = []
+    ctx = make_ctx(cfg, Recorder(), events=deployed)
+    step = TLSStep()
+    step.plan(ctx)
+    step.plan(ctx)  # the engine's verification plans again: no second warning from that
+    step.perform(ctx)  # deploy
+    assert len(warnings(deployed)) == 1
+    # internal-ca renews itself: no warning.
+    quiet: list[StepEvent] = []
+    run_steps(make_ctx(make_cfg(), Recorder(), dry_run=True, events=quiet), [TLSStep()])
+    assert warnings(quiet) == []

@@ -19,6 +19,7 @@ in file order:
 from __future__ import annotations
 
 import datetime as dt
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -30,9 +31,10 @@ import pytest
 from cryptography import x509
 
 from claudegate.config import DeployConfig
-from claudegate.deploy import connector_for, deploy, renew, status
+from claudegate.deploy import connector_for, deploy, host_cli, renew, status
 from claudegate.deploy.cert_lifetime import renewal_point
 from claudegate.deploy.cert_status import fetch_served
+from claudegate.deploy.steps.clients import read_saved_key
 from claudegate.errors import DeployFailed
 from tests.deploy.pebble import Pebble, run_pebble
 from tests.deploy.support import DOMAIN, sdk_client, write_config, write_secret
@@ -183,7 +185,10 @@ def test_six_day_certificates_deploy_and_are_not_due(env: Env, long_pebble: Pebb
         result = deploy(cfg, connector)
     assert "acme" in result.changed_steps and "renewal" in result.changed_steps, result.plan_text()
     assert result.smoke is not None and result.smoke.ok, result.smoke.table()
-    env.keys["team-a"] = result.new_client_keys["team-a"].reveal()
+    # The first (failed) deploy already issued team-a's key, and saved it.
+    saved = read_saved_key(env.dir / "state" / "keys", "team-a")
+    assert saved is not None and "team-a" not in result.new_client_keys
+    env.keys["team-a"] = saved.reveal()
     served = env.served()
     assert "Pebble" in served.issuer.rfc4514_string()
     assert served.not_valid_after_utc - served.not_valid_before_utc == dt.timedelta(days=6)
@@ -274,3 +279,45 @@ def test_short_lived_certificates_renew_on_the_host_without_dropping_a_stream(
         assert report.renewal is not None and report.renewal["last_renewal"]["ok"], report.text()
         assert "nginx serves serial" in report.renewal["last_renewal"]["message"], report.text()
         assert "last renewal:" in report.text()
+
+
+def test_the_renewer_comes_back_after_a_restart_of_the_host_docker(env: Env) -> None:
+    """What a reboot does to the stack: dockerd stops everything and starts again.
+
+    On a systemd host the docker step enabled docker.service, so boot starts
+    dockerd; this server has no init beyond sshd, so the test starts dockerd
+    the way the docker step does. Containers with a restart policy come back
+    -- the renewer too, back in (re-created) nginx's namespaces.
+    """
+    before = env.sh("docker inspect -f '{{.State.StartedAt}}' claudegate-certbot").strip()
+    env.sh(
+        "kill $(cat /var/run/docker.pid); "
+        "for i in $(seq 60); do [ -e /var/run/docker.sock ] && pidof dockerd >/dev/null || break; sleep 1; done"
+    )
+    code, out = env.server.exec(host_cli.start_docker())
+    assert code == 0, out
+    deadline = time.monotonic() + 90
+    states = ""
+    while time.monotonic() < deadline:
+        states = env.sh("docker ps --format '{{.Names}} {{.Status}}' 2>&1")
+        running = {line.split()[0] for line in states.splitlines() if " Up " in f" {line}"}
+        if {"claudegate-nginx", "claudegate-certbot"} <= running:
+            break
+        time.sleep(2)
+    assert "claudegate-certbot" in states and "claudegate-nginx" in states, states
+    after = env.sh("docker inspect -f '{{.State.StartedAt}}' claudegate-certbot").strip()
+    assert after != before
+    # It works in nginx's new namespaces: its next round sees what nginx serves.
+    deadline = time.monotonic() + 60
+    report = ""
+    while time.monotonic() < deadline:
+        report = env.sh("cat /opt/claudegate/shared/letsencrypt/claudegate-renewal.json")
+        if '"served": {' in report and after[:19] <= _checked_at(report):
+            break
+        time.sleep(2)
+    assert '"served": {' in report and after[:19] <= _checked_at(report), (report, after)
+    assert env.served().serial_number  # nginx serves again
+
+
+def _checked_at(report: str) -> str:
+    return str(json.loads(report).get("checked_at", ""))
