@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -27,7 +28,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from claudegate.deploy import docker_cli
-from claudegate.deploy.acme_precheck import CHALLENGE_PATH, probe_address, resolve, target_addresses
+from claudegate.deploy.acme_precheck import (
+    CHALLENGE_PATH,
+    probe_address,
+    resolve,
+    target_addresses,
+    write_token_argv,
+)
 from claudegate.deploy.cert_lifetime import MAX_CHECK_INTERVAL, MIN_CHECK_INTERVAL, check_interval, is_due
 from claudegate.deploy.cert_status import describe, expiry_warning
 from claudegate.deploy.engine import run_steps
@@ -288,3 +295,29 @@ def test_a_files_certificate_near_its_end_warns_in_plan_and_deploy(
     quiet: list[StepEvent] = []
     run_steps(make_ctx(make_cfg(), Recorder(), dry_run=True, events=quiet), [TLSStep()])
     assert warnings(quiet) == []
+
+
+def test_a_due_certificate_is_renewed_with_force_renewal() -> None:
+    from claudegate.deploy.steps.acme import certbot_argv
+
+    common: dict[str, Any] = {
+        "image": "claudegate/certbot:x", "prefix": "claudegate", "network": "claudegate-egress",
+        "state_dir": "/s", "webroot": "/w", "domain": "gw.example.com", "email": "ops@example.com",
+        "directory": "https://acme.example/dir", "ca_bundle": False,
+    }  # fmt: skip
+    first = certbot_argv(**common)
+    assert "--keep-until-expiring" in first and "--force-renewal" not in first
+    # Debian's certbot 2 would apply its own 30 days: claudegate decided it is due, so force it.
+    renewal = certbot_argv(**common, renew=True)
+    assert "--force-renewal" in renewal and "--keep-until-expiring" not in renewal
+
+
+def test_the_probe_token_is_served_world_readable_and_nothing_else_changes(tmp_path: Path) -> None:
+    webroot = tmp_path / "acme"
+    webroot.mkdir()
+    subprocess.run(write_token_argv(str(webroot), "tok-XYZ_1"), check=True)
+    token = webroot / ".well-known" / "acme-challenge" / "tok-XYZ_1"
+    assert token.read_text() == "tok-XYZ_1"
+    assert token.stat().st_mode & 0o777 == 0o644  # nginx's workers (www-data) read it
+    assert (webroot / ".well-known").stat().st_mode & 0o777 == 0o755
+    assert sorted(p.name for p in token.parent.iterdir()) == ["tok-XYZ_1"]  # no temp file left
