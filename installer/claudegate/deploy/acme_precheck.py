@@ -45,6 +45,7 @@ __all__ = [
     "probe_address",
     "resolve",
     "target_addresses",
+    "write_token_argv",
 ]
 
 RESOLVER_ENV = "CLAUDEGATE_ACME_RESOLVER"
