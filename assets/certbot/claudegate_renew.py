@@ -16,7 +16,9 @@ reboot. Each round it:
    requests and streams) and checks again that the served serial is the new
    one -- "renewed on disk, old one still served" is recorded as a failure;
 3. writes what it found to ``claudegate-renewal.json`` (``claudegate status``
-   shows it) and sleeps: 1/24 of the lifetime, between 5 s and 12 h.
+   shows it) and sleeps: 1/24 of the lifetime, between 5 s and 12 h -- but
+   wakes within 10 s when another certificate appears on disk (a deploy
+   issued one).
 
 It exits (and Docker restarts it) when nginx's master is gone from its PID
 namespace: nginx was restarted and the namespace it joined is stale.
@@ -48,6 +50,8 @@ CHECKS_PER_LIFETIME = 24
 MIN_INTERVAL = 5.0
 MAX_INTERVAL = 12 * 3600.0
 RELOAD_WAIT = 30.0
+#: How often a sleeping renewer looks whether the certificate on disk changed.
+WAKE_POLL = 10.0
 
 
 class NginxGone(Exception):
@@ -96,6 +100,13 @@ def _describe(cert: x509.Certificate | None) -> dict[str, str] | None:
         "not_after": _iso(after),
         "renew_at": _iso(renewal_point(cert)),
     }
+
+
+def _fingerprint(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return b""
 
 
 def load_cert(path: Path) -> x509.Certificate | None:
@@ -267,7 +278,21 @@ class Renewer:
                     checked_at=_iso(_now()), result="failed", message=f"{type(exc).__name__}: {exc}"
                 )
             self._write_status()
-            time.sleep(interval)
+            self.sleep(interval)
+
+    def sleep(self, interval: float) -> None:
+        """Sleep ``interval``, but wake when another certificate appears on disk.
+
+        A deploy or ``claudegate renew`` may issue one (another CA, another
+        lifetime) while this loop sleeps the 12 h of a 90-day certificate.
+        """
+        before = _fingerprint(self.live / "cert.pem")
+        deadline = time.monotonic() + interval
+        while (left := deadline - time.monotonic()) > 0:
+            time.sleep(min(left, WAKE_POLL))
+            if _fingerprint(self.live / "cert.pem") != before:
+                self._log("another certificate appeared on disk: checking it now")
+                return
 
 
 def main(argv: list[str] | None = None) -> int:

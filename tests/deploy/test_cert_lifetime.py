@@ -8,6 +8,7 @@ test_e2e_acme_renewal.py.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import datetime as dt
 import http.server
@@ -321,3 +322,25 @@ def test_the_probe_token_is_served_world_readable_and_nothing_else_changes(tmp_p
     assert token.stat().st_mode & 0o777 == 0o644  # nginx's workers (www-data) read it
     assert (webroot / ".well-known").stat().st_mode & 0o777 == 0o755
     assert sorted(p.name for p in token.parent.iterdir()) == ["tok-XYZ_1"]  # no temp file left
+
+
+def test_a_sleeping_renewer_wakes_when_another_certificate_appears(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A deploy may issue another certificate (another CA, a shorter lifetime) while the
+    # renewer sleeps the 12 h of a 90-day one: it must look at the new one promptly.
+    renewer = _renewer()
+    monkeypatch.setattr(renewer, "WAKE_POLL", 0.05)
+    live = tmp_path / "live"
+    live.mkdir()
+    (live / "cert.pem").write_bytes(b"first")
+    loop = renewer.Renewer(
+        argparse.Namespace(live=str(live), tls=str(tmp_path), status=str(tmp_path / "status.json"))
+    )
+    threading.Timer(0.3, (live / "cert.pem").write_bytes, args=(b"second",)).start()
+    started = time.monotonic()
+    loop.sleep(30)
+    assert time.monotonic() - started < 5
+    started = time.monotonic()
+    loop.sleep(0.3)  # nothing changes: the whole interval
+    assert time.monotonic() - started >= 0.3
