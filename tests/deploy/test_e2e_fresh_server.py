@@ -437,6 +437,7 @@ def test_acme_certificate_from_pebble(
     gateway_ip = env.server.host_address
     with run_pebble(env.dir / "pebble", listen_ip=gateway_ip, names_resolve_to=env.server.ip) as pebble:
         monkeypatch.setenv("CLAUDEGATE_ACME_CA_BUNDLE", str(pebble.api_ca))  # pebble's API certificate
+        monkeypatch.setenv("CLAUDEGATE_ACME_RESOLVER", pebble.dns)  # the pre-check resolves as pebble does
         monkeypatch.setenv("SSL_CERT_FILE", str(pebble.issuing_root))  # for the smoke test's verification
         tls = {"mode": "acme", "email": "ops@example.com", "acme_directory": pebble.directory}
         cfg = env.cfg("acme.yaml", tls=tls, limits={"max_body_size": "24m"})
@@ -449,7 +450,8 @@ def test_acme_certificate_from_pebble(
         assert "Pebble" in issuer, issuer
         assert env.sh("stat -c '%a %U' /opt/claudegate/shared/tls/privkey.pem").strip() == "600 root"
         with connector_for(cfg) as connector:
-            assert not renew(cfg, connector).changed  # not due for 30 days
+            assert not renew(cfg, connector).changed  # not due: pebble's certificates live 5 years
+        assert env.sh("docker inspect -f '{{.State.Status}}' claudegate-certbot").strip() == "running"
 
 
 def test_uninstall_removes_everything_but_docker(env: Env) -> None:

@@ -222,7 +222,12 @@ def rollback(config: ConfigOpt, accept_host_key: HostKeyOpt = None, json_out: Js
 
 @app.command()
 def renew(config: ConfigOpt, accept_host_key: HostKeyOpt = None, json_out: JsonOpt = False) -> None:
-    """Renew the ACME certificate when it is due, then reload nginx (safe to run from cron)."""
+    """Renew the ACME certificate now if it is due (a third of its lifetime left), then reload nginx.
+
+    Not needed on a schedule: the deploy starts a renewer on the host that
+    does this by itself (see `status`). This also restarts that renewer if
+    it is missing.
+    """
 
     def body() -> None:
         from claudegate import deploy as core

@@ -14,6 +14,7 @@ from claudegate.config.model import DeployConfig
 from claudegate.connectors.base import Connector
 from claudegate.connectors.local import LocalConnector
 from claudegate.deploy import docker_cli, host_cli
+from claudegate.deploy.cert_status import certificate_status
 from claudegate.deploy.context import Context
 from claudegate.deploy.engine import StepOutcome, run_steps
 from claudegate.deploy.facts import parse_container, parse_links
@@ -280,7 +281,11 @@ def renew(
     reporter: Reporter | None = None,
     layout: HostLayout | None = None,
 ) -> DeployResult:
-    """Renew the ACME certificate if it is within 30 days of its end (``tls.mode: acme``), reload nginx."""
+    """Renew the ACME certificate now if a third of its lifetime is left (``tls.mode: acme``), reload nginx.
+
+    The host renews by itself (the deploy's ``renewal`` step); this also
+    (re)starts that renewer when it is missing.
+    """
     return _run("renew", cfg, connector, dry_run=dry_run, reporter=reporter, layout=layout)
 
 
@@ -362,6 +367,7 @@ def status(
         except ValueError:
             certificate = "unreadable"
     client_expiry, clients_unknown = _client_expiry(cfg, connector, layout, expiry_days, containers)
+    certs = certificate_status(cfg, connector, layout, sudo=sudo)
     holder = read_holder(connector, layout.lock_dir, sudo=sudo)
     journal = Journal.from_bytes(connector.get_file(layout.journal, sudo=sudo))
     return StatusReport(
@@ -376,6 +382,9 @@ def status(
         client_expiry=client_expiry,
         clients_unknown=clients_unknown,
         images=image_status(connector, layout, sudo=sudo) if docker is not None else None,
+        served_certificate=certs.served,
+        renewal=certs.renewal,
+        warnings=certs.warnings,
     )
 
 

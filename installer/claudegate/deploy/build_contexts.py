@@ -129,20 +129,32 @@ def nginx_context(assets: Path = ASSETS_DIR) -> BuildContext:
     return BuildContext("nginx", {"Dockerfile": (assets / "nginx" / "Dockerfile").read_bytes()})
 
 
-# certbot from Debian, run on the host (see tls_acme.py for why there).
+# certbot from Debian, run on the host (see steps/acme.py for why there), and
+# the renewer loop that runs in it (assets/certbot/claudegate_renew.py). nginx
+# and its set-misc module are the same Debian packages as the nginx image's:
+# the renewer runs ``nginx -t`` on the served configuration before a reload.
 _CERTBOT_DOCKERFILE = b"""\
 # claudegate's certbot: Debian's package on the configured base image.
 ARG BASE_IMAGE=claudegate/debian-base:bookworm
 FROM ${BASE_IMAGE}
 RUN apt-get update \\
- && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends certbot ca-certificates \\
- && rm -rf /var/lib/apt/lists/*
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \\
+        certbot ca-certificates nginx libnginx-mod-http-set-misc \\
+ && rm -rf /var/lib/apt/lists/* /etc/nginx/sites-enabled/default /var/www/html
+COPY claudegate_renew.py /usr/local/lib/claudegate/claudegate_renew.py
 ENTRYPOINT ["certbot"]
 """
 
+#: Where the renewer script is inside the certbot image.
+RENEWER_IN_IMAGE = "/usr/local/lib/claudegate/claudegate_renew.py"
 
-def certbot_context() -> BuildContext:
-    return BuildContext("certbot", {"Dockerfile": _CERTBOT_DOCKERFILE})
+
+def certbot_context(assets: Path = ASSETS_DIR) -> BuildContext:
+    files = {
+        "Dockerfile": _CERTBOT_DOCKERFILE,
+        "claudegate_renew.py": (assets / "certbot" / "claudegate_renew.py").read_bytes(),
+    }
+    return BuildContext("certbot", files)
 
 
 def with_refresh(context: BuildContext, stamp: str) -> BuildContext:

@@ -202,6 +202,9 @@ class ContainerSpec:
     health_cmd: str | None = None
     extra_networks: tuple[tuple[str, str | None], ...] = field(default=())
     group_add: tuple[int, ...] = ()  # supplementary host gids (the secrets group)
+    #: ``container:NAME`` joins another container's PID namespace (the renewer signals nginx).
+    pid: str | None = None
+    entrypoint: str | None = None
 
     def digest(self) -> str:
         """A short hash of everything the container is made from (goes in its spec label)."""
@@ -228,6 +231,10 @@ class ContainerSpec:
             },
             sort_keys=True,
         )
+        # Added later: hashed only when set, so older containers keep their digest.
+        for extra, value in (("pid", self.pid), ("entrypoint", self.entrypoint)):
+            if value is not None:
+                body += f"\0{extra}={value}"
         return hashlib.sha256(body.encode()).hexdigest()[:16]
 
 
@@ -245,6 +252,10 @@ def create_container(spec: ContainerSpec) -> list[str]:
         argv += ["--user", spec.user]
     for gid in spec.group_add:
         argv += ["--group-add", str(gid)]
+    if spec.pid is not None:
+        argv += ["--pid", spec.pid]
+    if spec.entrypoint is not None:
+        argv += ["--entrypoint", spec.entrypoint]
     if spec.read_only:
         argv.append("--read-only")
     for path in spec.tmpfs:

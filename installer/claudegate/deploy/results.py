@@ -184,6 +184,9 @@ class StatusReport:
     client_expiry: tuple[ClientExpiry, ...] = ()  # clients expiring within the warning window
     clients_unknown: str | None = None  # why the clients could not be read, when they could not
     images: ImageStatus | None = None  # None when nothing is deployed
+    served_certificate: str | None = None  # what the HTTPS port presents (not the file on disk)
+    renewal: dict[str, Any] | None = None  # the host renewer's last round (ACME)
+    warnings: tuple[str, ...] = ()
 
     @property
     def serving(self) -> bool:
@@ -204,6 +207,9 @@ class StatusReport:
             "client_expiry": [c.__dict__ for c in self.client_expiry],
             "clients_unknown": self.clients_unknown,
             "images": self.images.__dict__ if self.images is not None else None,
+            "served_certificate": self.served_certificate,
+            "renewal": self.renewal,
+            "warnings": list(self.warnings),
         }
 
     def text(self) -> str:
@@ -213,9 +219,20 @@ class StatusReport:
             f"serving:    {'yes' if self.serving else 'no'}",
             f"release:    {self.current_release or '-'} (previous: {self.previous_release or '-'})",
             f"certificate: {self.certificate or '-'}",
+            f"served:     {self.served_certificate or 'nothing answers on the HTTPS port'}",
         ]
         if self.images is not None:
             lines.append(f"images:     {self.images.text()}")
+        if self.renewal is not None:
+            last = self.renewal.get("last_renewal") or {}
+            lines.append(
+                f"renewal:    {self.renewal.get('result', '?')} at {self.renewal.get('checked_at', '?')}: "
+                f"{self.renewal.get('message', '')}"
+            )
+            if last:
+                outcome = "ok" if last.get("ok") else "FAILED"
+                lines.append(f"last renewal: {last.get('at', '?')} {outcome}: {last.get('message', '')}")
+        lines += list(self.warnings)
         if self.lock:
             lines.append(f"lock:       held by {self.lock}")
         if self.last_run:

@@ -7,8 +7,11 @@ import hashlib
 import posixpath
 from collections.abc import Sequence
 
+from cryptography import x509
+
 from claudegate.deploy import host_cli
 from claudegate.deploy.build_contexts import tar_bytes
+from claudegate.deploy.cert_status import expiry_warning
 from claudegate.deploy.context import Context
 from claudegate.deploy.diff import file_diff
 from claudegate.deploy.engine import Change, Put, Run, Step
@@ -120,6 +123,8 @@ class TLSStep(Step):
             return []  # the acme step owns an existing certificate
         material = tls_material(ctx)
         ctx.tls = material
+        if ctx.dry_run:
+            self._warn_expiry(ctx, material)
         wanted = {
             "fullchain.pem": material.fullchain,
             "privkey.pem": material.privkey,
@@ -152,6 +157,17 @@ class TLSStep(Step):
     def apply(self, ctx: Context, changes: Sequence[Change]) -> None:
         super().apply(ctx, changes)
         ctx.reload_nginx = True
+
+    def perform(self, ctx: Context) -> None:
+        if ctx.tls is not None:
+            self._warn_expiry(ctx, ctx.tls)  # once per real run (plan runs again to verify)
+
+    @staticmethod
+    def _warn_expiry(ctx: Context, material: TLSMaterial) -> None:
+        with contextlib.suppress(ValueError):
+            warning = expiry_warning(x509.load_pem_x509_certificate(material.fullchain), mode=ctx.cfg.tls.mode)
+            if warning:
+                ctx.note(warning)
 
 
 class ReleaseStep(Step):
