@@ -33,7 +33,7 @@ import shlex
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -57,6 +57,7 @@ from claudegate.errors import (
     HostKeyUnknown,
 )
 from claudegate.redact import Secret
+from claudegate.session.interaction import HostKeyQuestion
 
 __all__ = ["HostKeyPolicy", "SSHConnector", "default_known_hosts"]
 
@@ -116,6 +117,7 @@ class SSHConnector(Connector):
         connect_timeout: float = 10.0,
         default_timeout: float | None = None,
         keepalive: float = 15.0,
+        confirm_new_key: Callable[[HostKeyQuestion], bool] | None = None,
     ) -> None:
         super().__init__()
         if not host:
@@ -152,6 +154,9 @@ class SSHConnector(Connector):
         self.connect_timeout = connect_timeout
         self.default_timeout = default_timeout
         self.keepalive = keepalive
+        #: Asked on first contact under the strict policy (the session's interaction); True records the key.
+        self.confirm_new_key = confirm_new_key
+        self._confirmed_now = False
         self.target = f"{self.user}@{self._where()}"
         self._transport: paramiko.Transport | None = None
         self._lock = threading.Lock()
@@ -173,7 +178,16 @@ class SSHConnector(Connector):
             if self.connected:
                 return self
             self._close_transport()
-            self._transport = self._open()
+            try:
+                self._transport = self._open()
+            except ConnectionFailed:
+                if not self._confirmed_now:
+                    raise
+                # The person took long enough to confirm the key that the server
+                # gave up on the login (LoginGraceTime): the key is recorded now, so
+                # one more attempt verifies it without asking again.
+                self._confirmed_now = False
+                self._transport = self._open()
         return self
 
     def __enter__(self) -> SSHConnector:
@@ -333,6 +347,18 @@ class SSHConnector(Connector):
                     offered_fingerprint=offered,
                 )
         elif self.host_key_policy is not HostKeyPolicy.ACCEPT_NEW:
+            question = HostKeyQuestion(
+                host=self.host,
+                port=self.port,
+                key_type=key_type,
+                fingerprint=offered,
+                known_hosts=str(self.known_hosts.path),
+            )
+            if self.confirm_new_key is not None and self.confirm_new_key(question):
+                self._confirmed_now = True
+                self._record(key)
+                self.host_key_fingerprint = offered
+                return
             raise HostKeyUnknown(
                 host=self.host,
                 port=self.port,
@@ -340,15 +366,18 @@ class SSHConnector(Connector):
                 fingerprint=offered,
                 known_hosts=self.known_hosts.path,
             )
+        self._record(key)
+        self.host_key_fingerprint = offered
+
+    def _record(self, key: paramiko.PKey) -> None:
         try:
             self.known_hosts.append(
-                self.host, self.port, key_type, key.get_base64(), hashed=self.hash_known_hosts
+                self.host, self.port, key.get_name(), key.get_base64(), hashed=self.hash_known_hosts
             )
         except OSError as exc:
             raise ConfigError(
                 f"cannot record the host key of {self._where()} in {self.known_hosts.path}: {exc.strerror}"
             ) from None
-        self.host_key_fingerprint = offered
 
     # -- authentication --------------------------------------------------------
     def _candidate_keys(self) -> list[tuple[str, paramiko.PKey]]:

@@ -74,7 +74,9 @@ class SmokeStep(Step):
             if ctx.smoke_key is not None:
                 ctx.connector.add_secret(ctx.smoke_key)
         report = run_smoke(
-            smoke_target(ctx), progress=lambda check: ctx.note(f"{check.name}: {check.status}")
+            smoke_target(ctx), progress=lambda check: ctx.emit(
+                "check", message=check.name, status=check.status, detail=check.detail
+            )
         )
         ctx.smoke = report
         if report.ok:
