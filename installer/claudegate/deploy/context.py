@@ -103,7 +103,7 @@ class Context:
 
     def sleep(self, seconds: float) -> None:
         """The wait loops' sleep: returns early and raises Cancelled when the run is cancelled."""
-        _cancel.sleep(seconds, self.controls.cancel)
+        _cancel.sleep(seconds, self.controls.cancel, step=self.current_step)
 
     def consent(self, question: ConsentQuestion) -> None:
         """Ask before a change that needs a yes; raise Declined on a no. Without an interaction: go ahead."""
