@@ -133,6 +133,23 @@ class HostKeyError(ClaudegateError):
         self.port = port
 
 
+#: The public host key file per SSH key type, as OpenSSH names them under /etc/ssh.
+_HOST_KEY_FILES = {
+    "ssh-ed25519": "ssh_host_ed25519_key.pub",
+    "ecdsa-sha2-nistp256": "ssh_host_ecdsa_key.pub",
+    "ecdsa-sha2-nistp384": "ssh_host_ecdsa_key.pub",
+    "ecdsa-sha2-nistp521": "ssh_host_ecdsa_key.pub",
+    "ssh-rsa": "ssh_host_rsa_key.pub",
+    "rsa-sha2-256": "ssh_host_rsa_key.pub",
+    "rsa-sha2-512": "ssh_host_rsa_key.pub",
+}
+
+
+def host_key_compare_command(key_type: str) -> str:
+    """What to run on the server itself (its console) to see the fingerprint of its ``key_type`` key."""
+    return f"ssh-keygen -lf /etc/ssh/{_HOST_KEY_FILES.get(key_type, 'ssh_host_*_key.pub')}"
+
+
 class HostKeyUnknown(HostKeyError):
     """First contact: the offered key is neither recorded nor confirmed.
 
@@ -157,8 +174,7 @@ class HostKeyUnknown(HostKeyError):
             host=host,
             port=port,
             hint=(
-                "Check the fingerprint on the server itself (ssh-keygen -lf "
-                "/etc/ssh/ssh_host_*_key.pub), then re-run with "
+                f"Check the fingerprint on the server itself ({host_key_compare_command(key_type)}), then re-run with "
                 f"--accept-host-key {fingerprint}"
             ),
         )

@@ -7,7 +7,7 @@ import io
 import pytest
 
 from claudegate.cli.interaction import CliInteraction
-from claudegate.errors import Declined, ExitCode
+from claudegate.errors import Declined, ExitCode, HostKeyUnknown
 from claudegate.session.interaction import (
     ConsentQuestion,
     HostKeyQuestion,
@@ -35,15 +35,15 @@ def test_host_key_question_says_how_to_compare_on_the_server() -> None:
 
 @pytest.mark.parametrize("interaction", [NonInteractive(), CliInteraction(tty=False)])
 def test_without_a_terminal_each_question_fails_with_the_flag_that_answers_it(interaction: Interaction) -> None:
-    with pytest.raises(Declined) as host:
-        interaction.confirm_host_key(HOST_KEY)
-    assert host.value.flag == f"--accept-host-key {FP}"
-    assert f"--accept-host-key {FP}" in (host.value.hint or "")
-    assert "ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub" in (host.value.hint or "")
-    assert host.value.exit_code == ExitCode.DECLINED
+    # A host key nobody confirmed is a no: the connector then raises HostKeyUnknown naming the flag.
+    assert interaction.confirm_host_key(HOST_KEY) is False
+    unknown = HostKeyUnknown(host=HOST_KEY.host, port=HOST_KEY.port, key_type="ssh-ed25519", fingerprint=FP)
+    assert f"--accept-host-key {FP}" in (unknown.hint or "") and HOST_KEY.compare_command in (unknown.hint or "")
+    assert unknown.exit_code == ExitCode.HOST_KEY
     with pytest.raises(Declined) as consent:
         interaction.consent(DOCKER)
     assert consent.value.flag == "--yes" and "--yes" in (consent.value.hint or "")
+    assert consent.value.exit_code == ExitCode.DECLINED
     assert interaction.ask_secret(SECRET) is None
 
 
@@ -52,8 +52,7 @@ def test_flags_answer_without_a_terminal() -> None:
     assert flags.confirm_host_key(HOST_KEY) is True
     assert flags.consent(DOCKER) is True
     other = HostKeyQuestion("203.0.113.7", 22, "ssh-ed25519", "SHA256:" + "A" * 43, "kh")
-    with pytest.raises(Declined):
-        flags.confirm_host_key(other)  # the flag trusts exactly one key
+    assert flags.confirm_host_key(other) is False  # the flag trusts exactly one key
 
 
 @pytest.mark.parametrize(
