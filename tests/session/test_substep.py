@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import io
 
+import pytest
+
 from claudegate.deploy.progress import StepEvent
 from claudegate.deploy.substep import BuildOutput, CountingReader, build_progress
+from claudegate.errors import Cancelled
+from claudegate.session.cancel import CancelToken
 
 Reported = list[tuple[str, float | None, float | None, str]]
 
@@ -52,3 +56,14 @@ def test_bytes_sent_are_counted_to_the_end() -> None:
     event = StepEvent("work", "images", "Images", 1, 1, message="sending", done=seen[-1][1], expected=seen[-1][2])
     assert event.fraction == 1.0
     assert StepEvent("work", "images", "Images", 1, 1, done=5).fraction is None
+
+
+def test_a_cancel_abandons_a_command_at_its_next_output() -> None:
+    token = CancelToken()
+    seen: Reported = []
+    output = BuildOutput("b", lambda *a: seen.append(a), check=token.raise_if_cancelled)
+    output(b"Step 1/2 : FROM x\n")
+    token.cancel()
+    with pytest.raises(Cancelled):
+        output(b"Step 2/2 : RUN y\n")
+    assert len(seen) == 1

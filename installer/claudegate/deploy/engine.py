@@ -40,7 +40,8 @@ class Run:
     input: bytes | Callable[[], Input] | None = None
     sudo: bool = True
     timeout: float | None = 120.0
-    #: When set, the command's output is reported as ``work`` events named by it (e.g. an image build).
+    #: When set, the command's output is reported as ``work`` events named by it (e.g. an image build),
+    #: and a cancel abandons the command at its next output (only for commands safe to abandon).
     progress: str = ""
 
 

@@ -65,15 +65,21 @@ class CountingReader(io.RawIOBase):
 class BuildOutput:
     """Splits a command's output chunks into lines; reports build steps (and other lines, throttled)."""
 
-    def __init__(self, what: str, report: Report, *, every: float = 2.0) -> None:
+    def __init__(
+        self, what: str, report: Report, *, every: float = 2.0, check: Callable[[], None] | None = None
+    ) -> None:
         self.what = what
         self._report = report
+        #: Called with every chunk; raising (Cancelled) abandons the command (an image build: nothing is tagged).
+        self._check = check
         self._every = every
         self._pending = b""
         self._last = float("-inf")  # the first line is always shown
         self.lines = 0
 
     def __call__(self, chunk: bytes) -> None:
+        if self._check is not None:
+            self._check()
         self._pending += chunk
         *complete, self._pending = self._pending.split(b"\n")
         for raw in complete:
