@@ -25,7 +25,10 @@ before it reaches an error.
     └── Cancelled                  exit 130 the run was cancelled (Ctrl-C, the wizard's Cancel);
                                             the journal says where, the next run resumes
 
-The codes themselves live in :class:`ExitCode` (front ends build their help from it).
+The codes themselves live in :class:`ExitCode`, with one phrase each in
+:data:`EXIT_CODE_HELP` (front ends build their help from it).
+:func:`host_key_compare_command` says what to run on a server to see its key's
+fingerprint (used in host-key messages and questions).
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ __all__ = [
     "HostKeyError",
     "HostKeyUnknown",
     "SmokeTestFailed",
+    "host_key_compare_command",
 ]
 
 
