@@ -114,3 +114,31 @@ def test_cancel_from_another_thread_then_resume_and_converge(setup: tuple[Path, 
         assert not again.deploy().changed
     checks = [e for e in events if e.kind == "check"]
     assert checks == []  # the cancelled run never reached its smoke test
+
+
+def test_cancel_during_the_smoke_test_puts_the_last_good_release_back(
+    setup: tuple[Path, dict[str, Any], HostLayout],
+) -> None:
+    directory, doc, layout = setup
+    good = Path(layout.current_link).resolve().name  # what the test above left serving
+    changed = {**doc, "limits": {"per_ip": {"rate": "50r/s", "burst": 21}}}  # a new release
+    cfg = write_config(directory, changed, "changed.yaml")
+    first_check = threading.Event()
+
+    def progress(event: StepEvent) -> None:
+        if event.kind == "check":
+            first_check.set()
+
+    session = Session(cfg, ScriptedInteraction(consent_answers=True), progress=progress, layout=layout)
+    canceller = threading.Thread(target=lambda: first_check.wait(600) and session.cancel())
+    canceller.start()
+    with session, pytest.raises(Cancelled) as stopped:
+        session.deploy()
+    canceller.join()
+    assert stopped.value.step == "smoke"
+    assert Path(layout.current_link).resolve().name == good  # the proven release serves again
+    assert not Path(layout.lock_dir).exists()
+    journal = Journal.from_bytes(Path(layout.journal).read_bytes())
+    assert journal is not None and "cancelled" in journal.outcome
+    names = {c.name for c in docker_client().containers.list(all=True) if c.name.startswith(layout.prefix)}
+    assert len([n for n in names if "gateway" in n]) == 1, names  # the unproven release's gateway is gone
