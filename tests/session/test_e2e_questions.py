@@ -15,10 +15,14 @@ Nothing here installs Docker or builds an image, so the module takes seconds.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import pty
+import select
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -181,3 +185,52 @@ def test_a_changed_host_key_always_stops(server: tuple[FreshServer, Path]) -> No
     with Session(cfg, yes_to_all) as session, pytest.raises(HostKeyChanged):
         session.test_connection()
     assert yes_to_all.asked == []  # a changed key is never a question
+
+
+def _read_until(fd: int, wanted: str, seen: list[str], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while wanted not in "".join(seen):
+        left = deadline - time.monotonic()
+        assert left > 0, f"no {wanted!r} in:\n{''.join(seen)}"
+        ready, _, _ = select.select([fd], [], [], left)
+        if ready:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:  # the child closed the terminal
+                chunk = b""
+            assert chunk, f"the command ended before {wanted!r}:\n{''.join(seen)}"
+            seen.append(chunk.decode(errors="replace"))
+
+
+def test_claudegate_deploy_on_a_terminal_asks_the_same_questions(server: tuple[FreshServer, Path]) -> None:
+    """The real command in a pseudo-terminal: its prompts, answered by typing, in the scripted order."""
+    fresh, directory = server
+    (directory / "known_hosts").unlink(missing_ok=True)
+    write_config(directory, _doc(fresh, directory), "tty.yaml")
+    controller, terminal = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from claudegate.cli import main; main()", "deploy", "--config",
+         str(directory / "tty.yaml")],
+        cwd=REPO, stdin=terminal, stdout=terminal, stderr=terminal, close_fds=True,
+        env={**os.environ, "PYTHONPATH": str(REPO), "NO_COLOR": "1"},
+    )
+    os.close(terminal)
+    seen: list[str] = []
+    try:
+        _read_until(controller, "Trust this host key?", seen)
+        text = "".join(seen)
+        assert fresh.host_key_fingerprint in text
+        assert "ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub" in text
+        os.write(controller, b"yes\n")
+        _read_until(controller, "[y/N]", seen)
+        assert "install docker.io" in "".join(seen).split("Trust this host key?")[1]
+        os.write(controller, b"n\n")
+        assert proc.wait(timeout=60) == 8
+        with contextlib.suppress(AssertionError):
+            _read_until(controller, "--yes", seen, timeout=5)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(controller)
+    assert "answered no" in "".join(seen)
+    assert not _lock_held(fresh) and _sh(fresh, "command -v docker")[0] != 0
