@@ -53,8 +53,10 @@ import httpx
 from cryptography import x509
 
 from claudegate import __version__
-from claudegate.errors import ConfigError
+from claudegate.errors import Cancelled, ConfigError
 from claudegate.redact import Secret, redact
+from claudegate.session import cancel as _cancel
+from claudegate.session.controls import current as _controls
 
 __all__ = [
     "CHECK_NAMES",
@@ -379,7 +381,7 @@ def _send(client: httpx.Client, method: str, url: str, **kwargs: Any) -> httpx.R
     if response.status_code == 429:
         wait = _retry_after(response)
         if wait is not None and wait <= MAX_RETRY_WAIT:
-            time.sleep(max(wait, 0.1))
+            _cancel.sleep(max(wait, 0.1), _controls().cancel)
             response = client.request(method, url, **kwargs)
     return response
 
@@ -1090,9 +1092,14 @@ def run_smoke(
         if progress is not None:
             progress(check)
 
+    cancel = _controls().cancel
+
     def run(name: str, fn: Callable[[], str]) -> None:
+        cancel.raise_if_cancelled(step="smoke")
         try:
             detail = fn()
+        except Cancelled:
+            raise
         except _Skipped as exc:
             record(name, SKIP, str(exc))
         except _Failed as exc:

@@ -183,6 +183,14 @@ def test_fresh_deploy_passes_the_smoke_test_and_serves_the_sdk(env: Env, keys: d
     TIMINGS["fresh deploy"] = took["seconds"]
     assert result.smoke is not None and result.smoke.ok, result.smoke.table() if result.smoke else None
     assert [e.step for e in events if e.kind == "start"][:3] == ["connect", "lock", "docker"]
+    # The long step is not silent: wheels, bytes sent and docker build steps arrive as work events.
+    work = [e for e in events if e.kind == "work" and e.step == "images"]
+    assert any(e.unit == "bytes" and e.fraction == 1.0 for e in work), [e.message for e in work]
+    assert any(e.unit == "steps" and e.expected for e in work), [e.message for e in work]
+    assert any("wheels" in e.message for e in work)
+    assert any(e.kind == "work" and e.step == "gateway" and e.unit == "s" for e in events)  # health wait
+    checks = [e for e in events if e.kind == "check"]
+    assert checks and {e.status for e in checks} <= {"pass", "skip"}
     assert "team-a" in result.new_client_keys
     key = result.new_client_keys["team-a"].reveal()
     keys["team-a"] = key

@@ -13,8 +13,17 @@ from claudegate import __version__
 from claudegate.cli import output
 from claudegate.cli.backup import backup_command, restore_command
 from claudegate.cli.keys import keys_app
-from claudegate.cli.options import ConfigOpt, ExitCode, HostKeyOpt, JsonOpt, connect, load, run
+from claudegate.cli.options import ConfigOpt, HostKeyOpt, JsonOpt, run
+from claudegate.cli.options import session as _session
 from claudegate.cli.usage import usage_command
+from claudegate.errors import EXIT_CODE_HELP, ExitCode
+
+__all__ = ["ExitCode", "app", "main"]
+
+
+def _exit_code_help() -> str:
+    return "Exit codes: " + ", ".join(f"{int(code)} {what}" for code, what in EXIT_CODE_HELP.items()) + "."
+
 
 HELP = """\
 Deploy a hardened gateway in front of the Anthropic API on your own server,
@@ -24,17 +33,20 @@ and prove it secure with its own smoke test.
   claudegate plan   --config deploy.yaml      what a deploy would change (changes nothing)
   claudegate deploy --config deploy.yaml      deploy, smoke-test, keep the old release on failure
   claudegate smoke-test --config deploy.yaml  run the smoke test against what is deployed
+  claudegate check --config deploy.yaml       test the connection: SSH, host key, sudo, Docker, ports
   claudegate keys list --config deploy.yaml   client keys: create, rotate, revoke (see keys --help)
   claudegate usage --config deploy.yaml       requests, tokens and cost per client per day
 
-Start from examples/local.yaml (this machine) or examples/remote.yaml (a server
-over SSH).
+Start from an example: `claudegate init --example local --out deploy.yaml`
+(this machine; the same text as examples/local.yaml) or `--example remote`
+(a server over SSH, examples/remote.yaml).
 
-\b
-Exit codes: 0 ok, 1 error, 2 bad config, 3 cannot connect, 4 host key unknown
-or changed, 5 a command failed on the host, 6 deploy failed (the old release
-keeps serving), 7 smoke test failed, 130 interrupted.
-"""
+Questions (an unknown host key, installing Docker, replacing a certificate)
+are asked on a terminal; without one, pass the flag the error names
+(--accept-host-key SHA256:..., --yes). Ctrl-C stops at the next safe point;
+the next run resumes.
+
+""" + _exit_code_help() + "\n"
 
 
 app = typer.Typer(
@@ -45,8 +57,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,  # locals would hold secrets
     rich_markup_mode=None,
 )
-
-
 def _version(value: bool) -> None:
     if value:
         print(f"claudegate {__version__}")
@@ -62,18 +72,12 @@ def _root(
     pass
 
 
-_load = load
-_connect = connect
-
-
 @app.command()
 def deploy(
     config: ConfigOpt,
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="print the plan and file diffs; change nothing")
-    ] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="print the plan and file diffs; change nothing")] = False,
     yes: Annotated[
-        bool, typer.Option("--yes", "-y", help="do not ask before installing Docker on the host")
+        bool, typer.Option("--yes", "-y", help="agree to installing Docker and replacing a certificate without asking")
     ] = False,
     prune: Annotated[
         bool, typer.Option("--prune", help="revoke clients the keystore holds but the config no longer lists")
@@ -99,19 +103,9 @@ def deploy(
     """
 
     def body() -> None:
-        from claudegate import deploy as core
-
-        cfg = _load(config)
-        with _connect(cfg, accept_host_key) as conn:
-            if not (yes or dry_run) and sys.stdin.isatty():
-                # Installing a package on someone's server deserves a yes.
-                preview = core.plan(cfg, conn)
-                if preview.installs_docker and not typer.confirm(
-                    f"Docker is not installed on {conn.target}; install docker.io from the distribution?"
-                ):
-                    raise typer.Exit(ExitCode.ERROR)
-            reporter = None if json_out else output.StepPrinter()
-            result = core.deploy(cfg, conn, dry_run=dry_run, reporter=reporter, prune=prune, refresh=refresh)
+        progress = None if json_out else output.StepPrinter()
+        with _session(config, accept_host_key=accept_host_key, yes=yes, progress=progress) as session:
+            result = session.deploy(dry_run=dry_run, prune=prune, refresh=refresh)
         output.deploy_result(result, json_out=json_out)
 
     run(body)
@@ -129,11 +123,9 @@ def plan(
     """Show what a deploy would change, with a diff of every file. Changes nothing."""
 
     def body() -> None:
-        from claudegate import deploy as core
-
-        cfg = _load(config)
-        with _connect(cfg, accept_host_key) as conn:
-            result = core.plan(cfg, conn, reporter=None if json_out else output.StepPrinter(), prune=prune)
+        progress = None if json_out else output.StepPrinter()
+        with _session(config, accept_host_key=accept_host_key, progress=progress) as session:
+            result = session.plan(prune=prune)
         output.deploy_result(result, json_out=json_out)
 
     run(body)
@@ -153,14 +145,11 @@ def status(
     accept_host_key: HostKeyOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """The deployed release, its containers and their health; client keys about to expire."""
+    """The deployed release, its containers and their health; certificates and client keys about to expire."""
 
     def body() -> None:
-        from claudegate import deploy as core
-
-        cfg = _load(config)
-        with _connect(cfg, accept_host_key) as conn:
-            report = core.status(cfg, conn, expiry_days=expiry_days)
+        with _session(config, accept_host_key=accept_host_key) as session:
+            report = session.status(expiry_days=expiry_days)
         output.status_report(report, json_out=json_out)
 
     run(body)
@@ -176,13 +165,10 @@ def logs(
     """Recent log lines of the nginx or gateway container."""
 
     def body() -> None:
-        from claudegate import deploy as core
-
         if service not in ("nginx", "gateway"):
             raise typer.BadParameter("SERVICE must be nginx or gateway")
-        cfg = _load(config)
-        with _connect(cfg, accept_host_key) as conn:
-            sys.stdout.write(core.logs(cfg, conn, service, tail))
+        with _session(config, accept_host_key=accept_host_key) as session:
+            sys.stdout.write(session.logs(service, tail))
 
     run(body)
 
@@ -192,11 +178,10 @@ def smoke_test(config: ConfigOpt, accept_host_key: HostKeyOpt = None, json_out: 
     """TLS, redirects, auth, models, count_tokens, a stream, 413, 429, headers: all must pass."""
 
     def body() -> None:
-        from claudegate import deploy as core
         from claudegate.errors import SmokeTestFailed
 
-        cfg = _load(config)
-        report = core.smoke_test(cfg, progress=None if json_out else output.check_line)
+        with _session(config, accept_host_key=accept_host_key, progress=None if json_out else output.StepPrinter()) as s:
+            report = s.smoke_test()
         output.smoke_report(report, json_out=json_out)
         if not report.ok:
             failed = [c.name for c in report.checks if c.status == "fail"]
@@ -210,11 +195,9 @@ def rollback(config: ConfigOpt, accept_host_key: HostKeyOpt = None, json_out: Js
     """Switch back to the previous release (kept by every deploy)."""
 
     def body() -> None:
-        from claudegate import deploy as core
-
-        cfg = _load(config)
-        with _connect(cfg, accept_host_key) as conn:
-            result = core.rollback(cfg, conn, reporter=None if json_out else output.StepPrinter())
+        progress = None if json_out else output.StepPrinter()
+        with _session(config, accept_host_key=accept_host_key, progress=progress) as session:
+            result = session.rollback()
         output.deploy_result(result, json_out=json_out)
 
     run(body)
@@ -222,19 +205,12 @@ def rollback(config: ConfigOpt, accept_host_key: HostKeyOpt = None, json_out: Js
 
 @app.command()
 def renew(config: ConfigOpt, accept_host_key: HostKeyOpt = None, json_out: JsonOpt = False) -> None:
-    """Renew the ACME certificate now if it is due (a third of its lifetime left), then reload nginx.
-
-    Not needed on a schedule: the deploy starts a renewer on the host that
-    does this by itself (see `status`). This also restarts that renewer if
-    it is missing.
-    """
+    """Renew the ACME certificate when it is due, then reload nginx (safe to run from cron)."""
 
     def body() -> None:
-        from claudegate import deploy as core
-
-        cfg = _load(config)
-        with _connect(cfg, accept_host_key) as conn:
-            result = core.renew(cfg, conn, reporter=None if json_out else output.StepPrinter())
+        progress = None if json_out else output.StepPrinter()
+        with _session(config, accept_host_key=accept_host_key, progress=progress) as session:
+            result = session.renew()
         output.deploy_result(result, json_out=json_out)
 
     run(body)
@@ -243,22 +219,15 @@ def renew(config: ConfigOpt, accept_host_key: HostKeyOpt = None, json_out: JsonO
 @app.command()
 def uninstall(
     config: ConfigOpt,
-    keep_data: Annotated[
-        bool, typer.Option("--keep-data/--purge", help="keep the keystore, audit log and certificates")
-    ] = True,
+    keep_data: Annotated[bool, typer.Option("--keep-data/--purge", help="keep the keystore, audit log and certificates")] = True,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask for confirmation")] = False,
     accept_host_key: HostKeyOpt = None,
 ) -> None:
     """Stop and remove the gateway's containers, networks and images from the host."""
 
     def body() -> None:
-        from claudegate import deploy as core
-
-        cfg = _load(config)
-        if not yes and not typer.confirm(f"Remove claudegate from {cfg.target.host}?", default=False):
-            raise typer.Exit(ExitCode.ERROR)
-        with _connect(cfg, accept_host_key) as conn:
-            result = core.uninstall(cfg, conn, keep_data=keep_data, reporter=output.StepPrinter())
+        with _session(config, accept_host_key=accept_host_key, yes=yes, progress=output.StepPrinter()) as session:
+            result = session.uninstall(keep_data=keep_data)
         output.deploy_result(result, json_out=False)
 
     run(body)
@@ -272,10 +241,8 @@ def render(
     """Write every file the deploy would put on the host into a local directory (secrets excluded)."""
 
     def body() -> None:
-        from claudegate import deploy as core
-
-        cfg = _load(config)
-        result = core.render(cfg, out)
+        with _session(config) as session:
+            result = session.render(out)
         for path in result.files:
             print(path)
         for note in result.notes:
@@ -285,14 +252,50 @@ def render(
 
 
 @app.command()
-def init() -> None:
-    """The interactive wizard (Textual). Not part of this release yet: start from an example config."""
-    output.err(
-        "The interactive wizard is not available in this version.\n"
-        "Copy examples/local.yaml or examples/remote.yaml, edit it, then run:\n"
-        "  claudegate plan --config deploy.yaml\n  claudegate deploy --config deploy.yaml"
-    )
-    raise typer.Exit(ExitCode.ERROR)
+def init(
+    example: Annotated[
+        str | None,
+        typer.Option(
+            "--example",
+            metavar="local|remote",
+            help="write a commented example config: local (this machine) or remote (a server over SSH)",
+        ),
+    ] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="where to write the example")] = Path("deploy.yaml"),
+    force: Annotated[bool, typer.Option("--force", help="overwrite --out if it exists")] = False,
+) -> None:
+    """Start a config: `--example local|remote` writes a commented example to edit."""
+
+    def body() -> None:
+        from claudegate.session.examples import EXAMPLES, write_example
+
+        if example is None:
+            choices = "\n".join(f"  claudegate init --example {n} --out deploy.yaml   {what}" for n, what in EXAMPLES.items())
+            output.err(
+                "The interactive wizard is not available in this version. Start from an example:\n"
+                f"{choices}\nthen edit it and run:\n"
+                "  claudegate check --config deploy.yaml\n  claudegate deploy --config deploy.yaml"
+            )
+            raise typer.Exit(ExitCode.ERROR)
+        path = write_example(example, out, force=force)
+        output.err(f"wrote {path} ({example}: {EXAMPLES[example]}); edit it, then:")
+        output.err(f"  claudegate check --config {path}\n  claudegate deploy --config {path}")
+
+    run(body)
+
+
+@app.command()
+def check(config: ConfigOpt, accept_host_key: HostKeyOpt = None, json_out: JsonOpt = False) -> None:
+    """Test the connection: SSH and host key, sudo, distribution, Docker, free ports, what a deploy installs."""
+
+    def body() -> None:
+        with _session(config, accept_host_key=accept_host_key) as session:
+            report = session.test_connection()
+        output.status_report(report, json_out=json_out)
+        if not report.ok:
+            raise typer.Exit(ExitCode.ERROR)
+
+    run(body)
 
 
 app.add_typer(keys_app, name="keys")

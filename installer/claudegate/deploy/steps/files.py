@@ -21,6 +21,7 @@ from claudegate.deploy.secret_inputs import new_pepper
 from claudegate.deploy.services import secrets_gid
 from claudegate.deploy.tls_material import TLSMaterial, cert_summary, from_files, internal_ca, self_signed
 from claudegate.errors import ConfigError
+from claudegate.session.interaction import ConsentQuestion
 
 __all__ = ["ReleaseStep", "SecretsStep", "TLSStep"]
 
@@ -141,17 +142,22 @@ class TLSStep(Step):
             )
             if digests.get(path) == _sha(data) and not wrong_mode:
                 continue
+            consent = None
             if name == "fullchain.pem":
                 old = ctx.read_file(path) if path in digests else None
                 summary = f"install the certificate: {material.summary}"
                 if old:
                     with contextlib.suppress(ValueError):
                         summary += f" (replaces: {cert_summary(old)})"
+                    # nginx will serve a different certificate: clients that pinned the old one break.
+                    consent = ConsentQuestion(
+                        topic="replace-certificate", target=ctx.connector.target, detail=f"{summary[0].upper()}{summary[1:]}"
+                    )
             elif name == "privkey.pem":
                 summary = f"install the private key ({path}, 0600 root)"
             else:
                 summary = f"install the chain ({path})"
-            changes.append(Change(summary, (Put(path, data, mode, "0:0"),)))
+            changes.append(Change(summary, (Put(path, data, mode, "0:0"),), consent=consent))
         return changes
 
     def apply(self, ctx: Context, changes: Sequence[Change]) -> None:

@@ -15,6 +15,7 @@ the same sources builds nothing.
 from __future__ import annotations
 
 import functools
+import io
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -31,6 +32,7 @@ from claudegate.deploy.build_contexts import (
 )
 from claudegate.deploy.context import Context
 from claudegate.deploy.engine import Call, Change, Run, Step
+from claudegate.deploy.substep import CountingReader
 from claudegate.deploy.wheelhouse import ensure_wheelhouse
 from claudegate.errors import DeployFailed
 
@@ -70,10 +72,26 @@ def context_tar(ctx: Context, context: BuildContext) -> Callable[[], Input]:
         if context.needs_wheels:
             lock = ASSETS_DIR / "gateway" / "requirements.lock"
             ctx.note(f"gateway wheels for {ctx.machine}: downloading or reusing the cache")
+            ctx.work(f"gateway wheels for {ctx.machine}: downloading (or reusing the cache)")
             wheels = ensure_wheelhouse(lock, ctx.machine)
+            count = len(list(wheels.glob("*.whl")))
+            ctx.work(f"gateway wheels for {ctx.machine}: {count} ready", done=count, expected=count, unit="wheels")
         return context.tar(wheels)
 
     return make
+
+
+def context_upload(ctx: Context, context: BuildContext) -> Callable[[], Input]:
+    """The context's tar as a stream that reports the bytes sent (wheels are fetched first, reported too)."""
+    make = context_tar(ctx, context)
+
+    def upload() -> Input:
+        tar = make()
+        assert isinstance(tar, bytes)
+        counting = CountingReader(tar, f"sending the {context.name} build context", ctx._work_report)
+        return io.BufferedReader(counting, buffer_size=1 << 16)
+
+    return upload
 
 
 def _build_locally(ctx: Context, *, context: BuildContext, base: str) -> None:
@@ -149,7 +167,14 @@ class ImagesStep(Step):
             changes.append(
                 Change(
                     f"build {tag} on the host{what}",
-                    (Run(tuple(argv), input=context_tar(ctx, context), timeout=BUILD_TIMEOUT),),
+                    (
+                        Run(
+                            tuple(argv),
+                            input=context_upload(ctx, context),
+                            timeout=BUILD_TIMEOUT,
+                            progress=f"building {context.name}",
+                        ),
+                    ),
                 )
             )
         return changes
