@@ -3,8 +3,10 @@ imported inside the commands so `claudegate --help` stays fast."""
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import sys
-from enum import IntEnum
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -12,21 +14,13 @@ import typer
 
 from claudegate import __version__
 from claudegate.cli import output
-from claudegate.errors import ClaudegateError
+from claudegate.errors import EXIT_CODE_HELP, ClaudegateError, ExitCode
+
+__all__ = ["ExitCode", "app", "main"]
 
 
-class ExitCode(IntEnum):
-    """Documented in `claudegate --help`; mirrors the error tree's exit_code."""
-
-    OK = 0
-    ERROR = 1
-    CONFIG = 2
-    CONNECTION = 3
-    HOST_KEY = 4
-    COMMAND = 5
-    DEPLOY = 6
-    SMOKE = 7
-    INTERRUPTED = 130
+def _exit_code_help() -> str:
+    return "Exit codes: " + ", ".join(f"{int(code)} {what}" for code, what in EXIT_CODE_HELP.items()) + "."
 
 
 HELP = """\
@@ -37,15 +31,18 @@ and prove it secure with its own smoke test.
   claudegate plan   --config deploy.yaml      what a deploy would change (changes nothing)
   claudegate deploy --config deploy.yaml      deploy, smoke-test, keep the old release on failure
   claudegate smoke-test --config deploy.yaml  run the smoke test against what is deployed
+  claudegate check --config deploy.yaml       test the connection: SSH, host key, sudo, Docker, ports
 
-Start from examples/local.yaml (this machine) or examples/remote.yaml (a server
-over SSH).
+Start from an example: `claudegate init --example local --out deploy.yaml`
+(this machine; the same text as examples/local.yaml) or `--example remote`
+(a server over SSH, examples/remote.yaml).
 
-\b
-Exit codes: 0 ok, 1 error, 2 bad config, 3 cannot connect, 4 host key unknown
-or changed, 5 a command failed on the host, 6 deploy failed (the old release
-keeps serving), 7 smoke test failed, 130 interrupted.
-"""
+Questions (an unknown host key, installing Docker, replacing a certificate)
+are asked on a terminal; without one, pass the flag the error names
+(--accept-host-key SHA256:..., --yes). Ctrl-C stops at the next safe point;
+the next run resumes.
+
+""" + _exit_code_help() + "\n"
 
 
 app = typer.Typer(
@@ -89,20 +86,47 @@ def _root(
     pass
 
 
-def _load(config: Path) -> Any:
-    from claudegate.config import load_config
+@contextlib.contextmanager
+def _session(
+    config: Path,
+    *,
+    accept_host_key: str | None = None,
+    yes: bool = False,
+    progress: Any = None,
+) -> Iterator[Any]:
+    """The core session for a command: prompts on a terminal, flags otherwise; Ctrl-C cancels."""
+    from claudegate.cli.interaction import CliInteraction
+    from claudegate.session.core import Session
 
-    return load_config(config)
+    interaction = CliInteraction(yes=yes, accept_host_key=accept_host_key)
+    session = Session.open(config, interaction, progress=progress, accept_host_key=accept_host_key)
+    with session, _cancel_on_sigint(session):
+        yield session
 
 
-def _connect(cfg: Any, accept_host_key: str | None) -> Any:
-    from claudegate.deploy import connector_for
+@contextlib.contextmanager
+def _cancel_on_sigint(session: Any) -> Iterator[None]:
+    """First Ctrl-C: cancel at the next safe point (journal written, lock released); second: stop now."""
 
-    return connector_for(cfg, accept_host_key=accept_host_key)
+    def handler(signum: int, frame: Any) -> None:
+        if session.cancelled:
+            raise KeyboardInterrupt
+        output.err("cancelling at the next safe point (Ctrl-C again to stop at once)")
+        session.cancel("interrupted (Ctrl-C)")
+
+    try:
+        previous = signal.signal(signal.SIGINT, handler)
+    except ValueError:  # not the main thread (an embedding program): leave its handler alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def run(fn: Any) -> None:
-    """Run a command body, mapping the error tree to exit codes."""
+    """Run a command body, mapping the error tree to exit codes (one enum: :class:`ExitCode`)."""
     try:
         fn()
     except ClaudegateError as exc:
@@ -110,33 +134,25 @@ def run(fn: Any) -> None:
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
         output.err("interrupted; a rerun resumes where this one stopped")
-        raise typer.Exit(ExitCode.INTERRUPTED) from None
+        raise typer.Exit(ExitCode.CANCELLED) from None
 
 
 @app.command()
 def deploy(
     config: ConfigOpt,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="print the plan and file diffs; change nothing")] = False,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask before installing Docker on the host")] = False,
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help="agree to installing Docker and replacing a certificate without asking")
+    ] = False,
     accept_host_key: HostKeyOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Deploy (or update) the gateway described by the config, then smoke-test it."""
 
     def body() -> None:
-        from claudegate import deploy as core
-
-        cfg = _load(config)
-        with _connect(cfg, accept_host_key) as conn:
-            if not (yes or dry_run) and sys.stdin.isatty():
-                # Installing a package on someone's server deserves a yes.
-                preview = core.plan(cfg, conn)
-                if preview.installs_docker and not typer.confirm(
-                    f"Docker is not installed on {conn.target}; install docker.io from the distribution?"
-                ):
-                    raise typer.Exit(ExitCode.ERROR)
-            reporter = None if json_out else output.StepPrinter()
-            result = core.deploy(cfg, conn, dry_run=dry_run, reporter=reporter)
+        progress = None if json_out else output.StepPrinter()
+        with _session(config, accept_host_key=accept_host_key, yes=yes, progress=progress) as session:
+            result = session.deploy(dry_run=dry_run)
         output.deploy_result(result, json_out=json_out)
 
     run(body)
@@ -147,11 +163,9 @@ def plan(config: ConfigOpt, accept_host_key: HostKeyOpt = None, json_out: JsonOp
     """Show what a deploy would change, with a diff of every file. Changes nothing."""
 
     def body() -> None:
-        from claudegate import deploy as core
-
-        cfg = _load(config)
-        with _connect(cfg, accept_host_key) as conn:
-            result = core.plan(cfg, conn, reporter=None if json_out else output.StepPrinter())
+        progress = None if json_out else output.StepPrinter()
+        with _session(config, accept_host_key=accept_host_key, progress=progress) as session:
+            result = session.plan()
         output.deploy_result(result, json_out=json_out)
 
     run(body)
@@ -162,11 +176,8 @@ def status(config: ConfigOpt, accept_host_key: HostKeyOpt = None, json_out: Json
     """The deployed release, its containers and their health."""
 
     def body() -> None:
-        from claudegate import deploy as core
-
-        cfg = _load(config)
-        with _connect(cfg, accept_host_key) as conn:
-            report = core.status(cfg, conn)
+        with _session(config, accept_host_key=accept_host_key) as session:
+            report = session.status()
         output.status_report(report, json_out=json_out)
 
     run(body)
@@ -182,13 +193,10 @@ def logs(
     """Recent log lines of the nginx or gateway container."""
 
     def body() -> None:
-        from claudegate import deploy as core
-
         if service not in ("nginx", "gateway"):
             raise typer.BadParameter("SERVICE must be nginx or gateway")
-        cfg = _load(config)
-        with _connect(cfg, accept_host_key) as conn:
-            sys.stdout.write(core.logs(cfg, conn, service, tail))
+        with _session(config, accept_host_key=accept_host_key) as session:
+            sys.stdout.write(session.logs(service, tail))
 
     run(body)
 
@@ -198,11 +206,10 @@ def smoke_test(config: ConfigOpt, accept_host_key: HostKeyOpt = None, json_out: 
     """TLS, redirects, auth, models, count_tokens, a stream, 413, 429, headers: all must pass."""
 
     def body() -> None:
-        from claudegate import deploy as core
         from claudegate.errors import SmokeTestFailed
 
-        cfg = _load(config)
-        report = core.smoke_test(cfg, progress=None if json_out else output.check_line)
+        with _session(config, accept_host_key=accept_host_key, progress=None if json_out else output.StepPrinter()) as s:
+            report = s.smoke_test()
         output.smoke_report(report, json_out=json_out)
         if not report.ok:
             failed = [c.name for c in report.checks if c.status == "fail"]
@@ -216,11 +223,9 @@ def rollback(config: ConfigOpt, accept_host_key: HostKeyOpt = None, json_out: Js
     """Switch back to the previous release (kept by every deploy)."""
 
     def body() -> None:
-        from claudegate import deploy as core
-
-        cfg = _load(config)
-        with _connect(cfg, accept_host_key) as conn:
-            result = core.rollback(cfg, conn, reporter=None if json_out else output.StepPrinter())
+        progress = None if json_out else output.StepPrinter()
+        with _session(config, accept_host_key=accept_host_key, progress=progress) as session:
+            result = session.rollback()
         output.deploy_result(result, json_out=json_out)
 
     run(body)
@@ -231,11 +236,9 @@ def renew(config: ConfigOpt, accept_host_key: HostKeyOpt = None, json_out: JsonO
     """Renew the ACME certificate when it is due, then reload nginx (safe to run from cron)."""
 
     def body() -> None:
-        from claudegate import deploy as core
-
-        cfg = _load(config)
-        with _connect(cfg, accept_host_key) as conn:
-            result = core.renew(cfg, conn, reporter=None if json_out else output.StepPrinter())
+        progress = None if json_out else output.StepPrinter()
+        with _session(config, accept_host_key=accept_host_key, progress=progress) as session:
+            result = session.renew()
         output.deploy_result(result, json_out=json_out)
 
     run(body)
@@ -251,13 +254,8 @@ def uninstall(
     """Stop and remove the gateway's containers, networks and images from the host."""
 
     def body() -> None:
-        from claudegate import deploy as core
-
-        cfg = _load(config)
-        if not yes and not typer.confirm(f"Remove claudegate from {cfg.target.host}?", default=False):
-            raise typer.Exit(ExitCode.ERROR)
-        with _connect(cfg, accept_host_key) as conn:
-            result = core.uninstall(cfg, conn, keep_data=keep_data, reporter=output.StepPrinter())
+        with _session(config, accept_host_key=accept_host_key, yes=yes, progress=output.StepPrinter()) as session:
+            result = session.uninstall(keep_data=keep_data)
         output.deploy_result(result, json_out=False)
 
     run(body)
@@ -271,10 +269,8 @@ def render(
     """Write every file the deploy would put on the host into a local directory (secrets excluded)."""
 
     def body() -> None:
-        from claudegate import deploy as core
-
-        cfg = _load(config)
-        result = core.render(cfg, out)
+        with _session(config) as session:
+            result = session.render(out)
         for path in result.files:
             print(path)
         for note in result.notes:
@@ -284,23 +280,56 @@ def render(
 
 
 @app.command()
-def init() -> None:
-    """The interactive wizard (Textual). Not part of this release yet: start from an example config."""
-    output.err(
-        "The interactive wizard is not available in this version.\n"
-        "Copy examples/local.yaml or examples/remote.yaml, edit it, then run:\n"
-        "  claudegate plan --config deploy.yaml\n  claudegate deploy --config deploy.yaml"
-    )
-    raise typer.Exit(ExitCode.ERROR)
+def init(
+    example: Annotated[
+        str | None,
+        typer.Option(
+            "--example",
+            metavar="local|remote",
+            help="write a commented example config: local (this machine) or remote (a server over SSH)",
+        ),
+    ] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="where to write the example")] = Path("deploy.yaml"),
+    force: Annotated[bool, typer.Option("--force", help="overwrite --out if it exists")] = False,
+) -> None:
+    """Start a config: `--example local|remote` writes a commented example to edit."""
+
+    def body() -> None:
+        from claudegate.session.examples import EXAMPLES, write_example
+
+        if example is None:
+            choices = "\n".join(f"  claudegate init --example {n} --out deploy.yaml   {what}" for n, what in EXAMPLES.items())
+            output.err(
+                "The interactive wizard is not available in this version. Start from an example:\n"
+                f"{choices}\nthen edit it and run:\n"
+                "  claudegate check --config deploy.yaml\n  claudegate deploy --config deploy.yaml"
+            )
+            raise typer.Exit(ExitCode.ERROR)
+        path = write_example(example, out, force=force)
+        output.err(f"wrote {path} ({example}: {EXAMPLES[example]}); edit it, then:")
+        output.err(f"  claudegate check --config {path}\n  claudegate deploy --config {path}")
+
+    run(body)
+
+
+@app.command()
+def check(config: ConfigOpt, accept_host_key: HostKeyOpt = None, json_out: JsonOpt = False) -> None:
+    """Test the connection: SSH and host key, sudo, distribution, Docker, free ports, what a deploy installs."""
+
+    def body() -> None:
+        with _session(config, accept_host_key=accept_host_key) as session:
+            report = session.test_connection()
+        output.status_report(report, json_out=json_out)
+        if not report.ok:
+            raise typer.Exit(ExitCode.ERROR)
+
+    run(body)
 
 
 def _keys(config: Path, accept_host_key: str | None, args: list[str], *, secret_out: bool) -> None:
     def body() -> None:
-        from claudegate import deploy as core
-
-        cfg = _load(config)
-        with _connect(cfg, accept_host_key) as conn:
-            text = core.gateway_keys(cfg, conn, args)
+        with _session(config, accept_host_key=accept_host_key) as session:
+            text = session.keys(args)
         if secret_out:
             output.err("the new key is shown once; store it now:")
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
