@@ -14,10 +14,8 @@ from pathlib import Path
 __all__ = ["run"]
 
 
-def run(config: Path | None = None, *, fresh: bool = False, save_to: Path | None = None) -> str | None:
-    """Run the wizard (or the console on an existing ``config``); returns the app's closing message."""
+def run(config: Path | None = None, *, fresh: bool = False, save_to: Path | None = None) -> None:
+    """Run the wizard (or the console on an existing ``config``); Textual prints its closing message."""
     from claudegate.wizard.app import make_app
 
-    app = make_app(config, fresh=fresh, save_to=save_to)
-    app.run()
-    return app.return_value
+    make_app(config, fresh=fresh, save_to=save_to).run()
