@@ -16,7 +16,7 @@ still applies to the rest.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -330,7 +330,7 @@ def _is_default(spec: FieldSpec, value: Any) -> bool:
         return False
 
 
-def _fill(doc: dict[str, Any], specs: Iterable[FieldSpec], values: Values, bad: dict[str, str]) -> None:
+def _fill(doc: dict[str, Any], specs: Sequence[FieldSpec], values: Values, bad: dict[str, str]) -> None:
     for spec in specs:
         if not spec.shown(values) or spec.key in ("target.mode", "tls.staging", "save_path"):
             continue
@@ -339,9 +339,28 @@ def _fill(doc: dict[str, Any], specs: Iterable[FieldSpec], values: Values, bad: 
         except _NotANumber as exc:
             bad[spec.key] = f"{str(exc)!r} is not a whole number; type digits only, e.g. {spec.default or 60}"
             continue
-        if value is None or value == [] or _is_default(spec, value):
+        if value is None or value == [] or (_is_default(spec, value) and not _grouped(spec.key, values, specs)):
             continue
         _put(doc, spec.key, value)
+
+
+#: Sections whose keys go together: a rate limit with only its burst changed still needs its rate.
+_GROUPS = ("limits.per_ip.", "limits.per_key.")
+
+
+def _grouped(key: str, values: Values, specs: Sequence[FieldSpec]) -> bool:
+    """Whether ``key`` belongs to a group in which another answer differs from its default."""
+    group = next((g for g in _GROUPS if key.startswith(g)), None)
+    if group is None:
+        return False
+    for other in specs:
+        if other.key.startswith(group) and other.key in values:
+            try:
+                if not _is_default(other, _convert(other, values[other.key])):
+                    return True
+            except _NotANumber:
+                return True
+    return False
 
 
 def client_document(client: Values, bad: dict[str, str] | None = None) -> dict[str, Any]:

@@ -38,6 +38,7 @@ class FormField(Vertical):
         super().__init__(id="row-" + field_id(spec.key))
         self.spec = spec
         self._value = value
+        self._shown: str | None = None
 
     def compose(self) -> ComposeResult:
         spec = self.spec
@@ -64,6 +65,9 @@ class FormField(Vertical):
         return widget
 
     def show_message(self, message: str | None) -> None:
+        if message == self._shown:
+            return  # each update costs a layout pass: skip the ones that change nothing
+        self._shown = message
         target = self.query_one(".field-message", Static)
         target.update(message or "")
         self.set_class(bool(message), "-invalid")

@@ -87,7 +87,9 @@ class StepScreen(Screen[None]):
 
     def revalidate(self) -> None:
         for row in self.query(FormField):
-            row.display = row.spec.shown(self.state.values)
+            shown = row.spec.shown(self.state.values)
+            if row.display != shown:
+                row.display = shown
         self.problems = field_problems(self.state, self.INDEX, core.check_document) if self.spec.fields else {}
         self.problems.update(self.extra_problems())
         for row in self.query(FormField):
@@ -99,7 +101,9 @@ class StepScreen(Screen[None]):
         self.show_extra_messages()
         blocking = len(self.problems)
         summary = self.query_one("#summary", Static)
-        summary.update(f"{blocking} to fix" if blocking else "")
+        text = f"{blocking} to fix" if blocking else ""
+        if str(summary.render()) != text:
+            summary.update(text)
         self.query_one("#next", Button).disabled = bool(blocking) or not self.can_go_on()
 
     def show_extra_messages(self) -> None:

@@ -38,9 +38,12 @@ class ReviewScreen(StepScreen):
     def compose_nav(self) -> ComposeResult:
         yield Button("Save only", id="save-only", compact=True)
 
-    def on_mount(self) -> None:
+    def compose(self) -> ComposeResult:
         if not self.state.values.get("save_path"):
             self.state.values["save_path"] = str(self.wizard.config_path)
+        yield from super().compose()
+
+    def on_mount(self) -> None:
         super().on_mount()
         self._show_yaml()
 

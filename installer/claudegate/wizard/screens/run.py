@@ -42,9 +42,10 @@ class DeployScreen(Screen[None]):
         Binding("ctrl+q", "app.quit", "Quit", show=False),
     ]
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session, *, autostart: bool = True) -> None:
         super().__init__(id="step-deploy")
         self.session = session
+        self.autostart = autostart
         self.rows: dict[str, Any] = {}
         self.started: dict[str, float] = {}
         self.running: str | None = None
@@ -73,7 +74,8 @@ class DeployScreen(Screen[None]):
         table = self.query_one("#steps", DataTable)
         table.add_columns("#", "Step", "Status", "Time")
         self.set_interval(0.5, self._tick)
-        self._start()
+        if self.autostart:
+            self._start()
 
     def _start(self) -> None:
         self.finished = False

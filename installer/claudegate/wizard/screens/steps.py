@@ -112,10 +112,12 @@ class UpstreamScreen(StepScreen):
             yield Button("Verify key (GET /v1/models)", id="verify", compact=True)
         yield Static("", id="verified", classes="output")
 
-    def on_mount(self) -> None:
+    def compose(self) -> ComposeResult:
         if not self.state.values.get("upstream.api_key_file"):
             self.state.values["upstream.api_key_file"] = str(core.default_key_file())
-            self.query_one("#f-upstream-api_key_file", Input).value = self.state.values["upstream.api_key_file"]
+        yield from super().compose()
+
+    def on_mount(self) -> None:
         super().on_mount()
         self.query_one("#api-key", Input).focus()
 
