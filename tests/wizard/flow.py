@@ -58,3 +58,28 @@ async def to_screen(pilot: Pilot[None], index: int) -> None:
     for step in STEPS[:index]:
         await step(pilot)
         await press_next(pilot)
+
+
+#: The same answers as a state (for tests that start on a later screen without typing).
+REFERENCE_VALUES = {
+    "target.mode": "server",
+    "target.host": "203.0.113.10",
+    "target.port": "2222",
+    "target.user": "deploy",
+    "target.ssh_key": "~/.ssh/claudegate_deploy",
+    "domain": "gw.example.com",
+    "tls.mode": "acme",
+    "tls.email": "ops@example.com",
+    "tls.staging": True,
+    "limits.per_ip.burst": "80",
+    "limits.max_body_size": "8m",
+    "allowlist": "203.0.113.0/24, 2001:db8::/32",
+}
+REFERENCE_CLIENT = {
+    "name": "team-a",
+    "models": "claude-sonnet-*, claude-haiku-*",
+    "max_tokens": "4096",
+    "rpm": "60",
+    "daily_tokens": "1000000",
+    "expires": "2027-06-30",
+}

@@ -195,7 +195,7 @@ LIMITS = ScreenSpec(
 NETWORK = ScreenSpec(
     "network",
     "Allowlist",
-    "Who may call the gateway. Empty allowlist: everyone (keys still required). One range per line.",
+    "Who may call the gateway. Empty allowlist: everyone (keys still required). Separate ranges with commas.",
     (
         FieldSpec("allowlist", "Allowlist", "Client ranges allowed (CIDR, e.g. 203.0.113.0/24, or one"
                   " address); others get 403.", "lines"),

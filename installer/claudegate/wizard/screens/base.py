@@ -39,6 +39,8 @@ class StepScreen(Screen[None]):
         #: Fields the operator has typed in: "is required" shows only for these.
         self.touched: set[str] = set()
         self.problems: dict[str, str] = {}
+        #: True once the first check ran (it runs just after the first paint).
+        self.checked = False
 
     @property
     def wizard(self) -> WizardApp:
@@ -55,14 +57,17 @@ class StepScreen(Screen[None]):
         yield Static(self.spec.intro, classes="intro")
         with VerticalScroll(id="body"):
             for spec in self.spec.fields:
-                yield FormField(spec, self.state.get(spec))
+                row = FormField(spec, self.state.get(spec))
+                row.display = spec.shown(self.state.values)
+                yield row
             yield from self.compose_extra()
         yield Static("", id="help", classes="help")
         with Horizontal(id="nav"):
             yield Button("Back", id="back", compact=True, disabled=self.INDEX == 0)
             yield Static("", id="summary")
             yield from self.compose_nav()
-            yield Button(self.next_label, id="next", variant="primary", compact=True)
+            # Disabled until the first check has run (just after the first paint).
+            yield Button(self.next_label, id="next", variant="primary", compact=True, disabled=True)
         yield Footer()
 
     next_label = "Next"
@@ -74,7 +79,9 @@ class StepScreen(Screen[None]):
         return iter(())
 
     def on_mount(self) -> None:
-        self.revalidate()
+        # The first check loads the config model (pydantic, the edge settings): paint first, then check,
+        # so the first screen appears at once.
+        self.call_after_refresh(self.revalidate)
         first = next((w for w in self.query("#body Input, #body Select, #body Checkbox") if w.display), None)
         if first is not None:
             first.focus()
@@ -105,6 +112,7 @@ class StepScreen(Screen[None]):
         if str(summary.render()) != text:
             summary.update(text)
         self.query_one("#next", Button).disabled = bool(blocking) or not self.can_go_on()
+        self.checked = True
 
     def show_extra_messages(self) -> None:
         pass

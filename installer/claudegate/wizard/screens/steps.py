@@ -102,7 +102,7 @@ class UpstreamScreen(StepScreen):
 
     def compose_extra(self) -> ComposeResult:
         with Horizontal(classes="field-line"):
-            yield Label("Anthropic key", classes="field-label")
+            yield Label("Anthropic key *", classes="field-label")
             yield Input(
                 password=True, id="api-key", compact=True,
                 placeholder="a key is set; type to replace it" if self.state.upstream_key else "sk-ant-…",
