@@ -10,6 +10,7 @@ terminal. Each run uses a fresh, empty config home (no draft to read).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import fcntl
 import os
 import pty
@@ -42,7 +43,7 @@ def first_screen_seconds(
     pid, fd = pty.fork()
     if pid == 0:
         os.chdir(home)
-        os.execvpe(claudegate, [claudegate, "init", "--fresh"], env)
+        os.execvpe(claudegate, [claudegate, "init", "--fresh"], env)  # noqa: S606 - argv, no shell
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", size[1], size[0], 0, 0))
     seen = b""
     elapsed = cpu = float("nan")
@@ -64,10 +65,8 @@ def first_screen_seconds(
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and not os.waitpid(pid, os.WNOHANG)[0]:
             select.select([fd], [], [], 0.1)
-            try:
+            with contextlib.suppress(OSError):
                 os.read(fd, 65536)
-            except OSError:
-                pass
         else:
             if time.monotonic() >= deadline:
                 os.kill(pid, signal.SIGKILL)

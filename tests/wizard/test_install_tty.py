@@ -8,6 +8,7 @@ so the test is about what install.sh does after installing.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pty
 import select
@@ -28,7 +29,7 @@ def _run_in_pty(command: str, env: dict[str, str], cwd: Path, *, timeout: float 
     pid, fd = pty.fork()
     if pid == 0:  # the child: a new session whose controlling terminal is the pty
         os.chdir(cwd)
-        os.execvpe("bash", ["bash", "-c", command], env)
+        os.execvpe("bash", ["bash", "-c", command], env)  # noqa: S606 - the test runs a shell line on purpose
     seen = b""
     deadline = time.monotonic() + timeout
     try:
@@ -59,10 +60,8 @@ def _run_in_pty(command: str, env: dict[str, str], cwd: Path, *, timeout: float 
                 break
             ready, _, _ = select.select([fd], [], [], 0.2)
             if ready:
-                try:
+                with contextlib.suppress(OSError):
                     seen += os.read(fd, 65536)
-                except OSError:
-                    pass
         else:
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
