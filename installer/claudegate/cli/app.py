@@ -263,25 +263,51 @@ def init(
     ] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="where to write the example")] = Path("deploy.yaml"),
     force: Annotated[bool, typer.Option("--force", help="overwrite --out if it exists")] = False,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="an existing deploy.yaml: open the day-2 console on it", show_default=False),
+    ] = None,
+    fresh: Annotated[bool, typer.Option("--fresh", help="ignore the saved draft of an unfinished wizard")] = False,
 ) -> None:
-    """Start a config: `--example local|remote` writes a commented example to edit."""
+    """The setup wizard (a terminal UI); `--example local|remote` writes a commented example instead.
+
+    \b
+      claudegate init                          the wizard; it saves to --out (default ./deploy.yaml)
+      claudegate init --config deploy.yaml     the console: status, clients, logs, rollback, smoke test
+      claudegate init --example remote         a commented example config to edit by hand
+    """
 
     def body() -> None:
         from claudegate.session.examples import EXAMPLES, write_example
 
         if example is None:
-            choices = "\n".join(f"  claudegate init --example {n} --out deploy.yaml   {what}" for n, what in EXAMPLES.items())
-            output.err(
-                "The interactive wizard is not available in this version. Start from an example:\n"
-                f"{choices}\nthen edit it and run:\n"
-                "  claudegate check --config deploy.yaml\n  claudegate deploy --config deploy.yaml"
-            )
-            raise typer.Exit(ExitCode.ERROR)
+            _wizard(config, fresh=fresh, save_to=out)
+            return
         path = write_example(example, out, force=force)
         output.err(f"wrote {path} ({example}: {EXAMPLES[example]}); edit it, then:")
         output.err(f"  claudegate check --config {path}\n  claudegate deploy --config {path}")
 
     run(body)
+
+
+@app.command()
+def console(config: ConfigOpt) -> None:
+    """The day-2 console on a deployed config: status, clients (create/rotate/revoke), logs, rollback, smoke test."""
+    run(lambda: _wizard(config, fresh=False, save_to=config))
+
+
+def _wizard(config: Path | None, *, fresh: bool, save_to: Path) -> None:
+    """Run the Textual wizard (or console) on this terminal; without one, say what to do instead."""
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        output.err(
+            "the wizard needs a terminal (stdin and stdout are not one).\n"
+            "Without a terminal, start from an example:  claudegate init --example remote --out deploy.yaml\n"
+            "then:  claudegate deploy --config deploy.yaml"
+        )
+        raise typer.Exit(ExitCode.ERROR)
+    from claudegate.wizard import run as run_wizard
+
+    run_wizard(config, fresh=fresh, save_to=save_to)
 
 
 @app.command()
