@@ -240,5 +240,3 @@ def upstream_proof(run: Run) -> ProbeResult:
     return p.result(f"none of {len(wanted)} refused requests reached upstream ({len(found)} audit records checked)")
 
 
-PROBES = (authentication, path_tricks, scopes, other_clients_objects, upstream_proof)
-QUICK = (authentication, path_tricks, upstream_proof)

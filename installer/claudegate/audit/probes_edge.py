@@ -107,5 +107,3 @@ def open_ports(run: Run) -> ProbeResult:
     return p.result(f"open: {opened} of {len(ports)} probed (expected {sorted(expected)})")
 
 
-PROBES = (errors_shaped, internal_endpoints, open_ports)
-QUICK = (errors_shaped,)

@@ -237,6 +237,4 @@ def allowlist(run: Run) -> ProbeResult:
     return p.untested("no vantage point outside the allowlist: run with --from HOST (an SSH host outside it)")
 
 
-PROBES = (burst, key_rate, body_size, slow_clients, connection_cap, allowlist)
-QUICK = (body_size, allowlist)
 

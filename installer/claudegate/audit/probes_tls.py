@@ -134,5 +134,3 @@ def redirect(run: Run) -> ProbeResult:
     return p.result(f"redirects to https://{run.ep.host_header}, and never to a foreign Host")
 
 
-PROBES = (protocols, ciphers, certificate, hsts, redirect)
-QUICK = (protocols, certificate)

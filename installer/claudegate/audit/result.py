@@ -34,6 +34,7 @@ class AuditReport:
     results: list[ProbeResult] = field(default_factory=list)
     elapsed: float = 0.0
     tokens_spent: int | None = None  # upstream tokens the run cost (from the audit log)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def held(self) -> int:
@@ -70,6 +71,7 @@ class AuditReport:
             "tested": self.tested,
             "elapsed": round(self.elapsed, 2),
             "tokens_spent": self.tokens_spent,
+            "notes": self.notes,
             "probes": [asdict(r) for r in self.results],
         }
 
@@ -77,6 +79,7 @@ class AuditReport:
         width = max((len(r.name) for r in self.results), default=10)
         lines = [row(r, width) for r in self.results]
         lines.append(self.summary())
+        lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
 
     def markdown(self) -> str:
