@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import shlex
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -20,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from claudegate.audit.result import AuditReport, ProbeResult
-from claudegate.audit.runner import run_audit
+from claudegate.audit.runner import run_audit, select_probes
 from claudegate.audit.target import AuditTarget, RunClients
+from claudegate.config.derive import GATEWAY_AUDIT_LOG as AUDIT_LOG
 from claudegate.config.model import DeployConfig
 from claudegate.connectors.base import Connector
 from claudegate.deploy.layout import HostLayout
@@ -42,7 +42,6 @@ _SCOPE = [
     "--max-tokens", str(MAX_TOKENS_CAP),
     "--no-stream",
 ]  # fmt: skip
-AUDIT_LOG = "/var/log/claudegate/audit.jsonl"
 _AUDIT_TAIL_LINES = 20_000
 
 KeysRunner = Callable[[list[str]], str]
@@ -165,11 +164,13 @@ def audit_deployment(
     read_audit_log: Callable[[], str] | None,
     *,
     quick: bool = False,
+    only: tuple[str, ...] = (),
     probe_source: str | None = None,
     remote: tuple[str, Callable[[str], int | None]] | None = None,
     progress: Callable[[ProbeResult], None] | None = None,
 ) -> AuditReport:
     """Create the run's clients, attack the deployment, revoke the clients (always)."""
+    select_probes(quick, only)  # an unknown --only name fails before anything is created
     run_id = datetime.now(UTC).strftime("%Y%m%d%H%M%S") + secrets.token_hex(2)
     clients, made = make_clients(keys, run_id)
     names = [*made, f"{AUDIT_CLIENT_PREFIX}revoked-{run_id}"]
@@ -184,7 +185,7 @@ def audit_deployment(
 
             target = replace(target, remote_name=remote[0], remote_probe=remote[1])
         time.sleep(3.5)  # let the "expired" client's few seconds run out
-        report = run_audit(target, quick=quick, progress=progress)
+        report = run_audit(target, quick=quick, only=only, progress=progress)
         if read_audit_log is not None:
             report.tokens_spent = tokens_spent(records(), names)
     finally:
@@ -194,26 +195,26 @@ def audit_deployment(
     return report
 
 
-def audit_tail_argv(lines: int = _AUDIT_TAIL_LINES) -> list[str]:
-    """Read the end of the audit log inside the gateway container, as the gateway's user."""
-    return ["sh", "-c", f"tail -n {int(lines)} {shlex.quote(AUDIT_LOG)} 2>/dev/null || true"]
-
-
 def connector_keys_and_log(
     cfg: DeployConfig, connector: Connector, layout: HostLayout | None = None
 ) -> tuple[KeysRunner, Callable[[], str]]:
-    """The keys runner and the audit-log reader for a deployment reached through ``connector``."""
-    from claudegate.deploy import api, docker_cli
+    """The keys runner and the audit-log reader for a deployment reached through ``connector``.
 
-    layout = layout or HostLayout()
+    Both run inside the serving gateway container (``docker exec``), as the
+    gateway's user: the log is read where the gateway writes it, by the
+    account that owns it, never by root along a path another uid controls.
+    """
+    from claudegate.deploy import docker_cli
+    from claudegate.deploy.serving import serving_gateway_container, uses_sudo
+    from claudegate.keys import run_gateway_keys
 
     def keys(args: list[str]) -> str:
-        return api.gateway_keys(cfg, connector, args, layout=layout)
+        return run_gateway_keys(cfg, connector, args, layout=layout)
 
     def read_log() -> str:
-        sudo = bool(cfg.target.sudo) and not connector.is_root
-        container = layout.gateway_container(api._serving_gateway(connector, layout, sudo))
-        result = connector.run(docker_cli.exec_in(container, audit_tail_argv()), sudo=sudo, timeout=60, check=False)
+        container = serving_gateway_container(cfg, connector, layout)
+        argv = docker_cli.exec_in(container, ["tail", "-n", str(_AUDIT_TAIL_LINES), "--", AUDIT_LOG])
+        result = connector.run(argv, sudo=uses_sudo(cfg, connector), timeout=60, check=False)
         return result.text if result.ok else ""
 
     return keys, read_log

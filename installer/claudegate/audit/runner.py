@@ -50,7 +50,7 @@ def probe_names(quick: bool = False) -> list[str]:
     return [name for name, _ in FULL if not quick or name in QUICK_NAMES]
 
 
-def _selected(quick: bool, only: tuple[str, ...]) -> list[tuple[str, ProbeFn]]:
+def select_probes(quick: bool, only: tuple[str, ...] = ()) -> list[tuple[str, ProbeFn]]:
     chosen = [(n, fn) for n, fn in FULL if not quick or n in QUICK_NAMES]
     if only:
         chosen = [(n, fn) for n, fn in chosen if any(n == o or n.startswith(o.rstrip(".") + ".") for o in only)]
@@ -72,7 +72,7 @@ def run_audit(
     run = Run.open(target, timeout)
     report = AuditReport(target.base_url)
     started = time.monotonic()
-    for name, fn in _selected(quick, only):
+    for name, fn in select_probes(quick, only):
         group = name.split(".")[0]
         try:
             result = fn(run)

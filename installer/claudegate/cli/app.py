@@ -11,6 +11,7 @@ import typer
 
 from claudegate import __version__
 from claudegate.cli import output
+from claudegate.cli.audit import audit_command
 from claudegate.cli.backup import backup_command, restore_command
 from claudegate.cli.keys import keys_app
 from claudegate.cli.options import ConfigOpt, HostKeyOpt, JsonOpt, run
@@ -36,6 +37,7 @@ and prove it secure with its own smoke test.
   claudegate check --config deploy.yaml       test the connection: SSH, host key, sudo, Docker, ports
   claudegate keys list --config deploy.yaml   client keys: create, rotate, revoke (see keys --help)
   claudegate usage --config deploy.yaml       requests, tokens and cost per client per day
+  claudegate audit --config deploy.yaml       attack the deployed gateway from outside; report what held
 
 Start from an example: `claudegate init --example local --out deploy.yaml`
 (this machine; the same text as examples/local.yaml) or `--example remote`
@@ -326,6 +328,7 @@ def check(config: ConfigOpt, accept_host_key: HostKeyOpt = None, json_out: JsonO
 
 app.add_typer(keys_app, name="keys")
 app.command("usage")(usage_command)
+app.command("audit")(audit_command)
 app.command("backup")(backup_command)
 app.command("restore")(restore_command)
 

@@ -48,6 +48,7 @@ from claudegate.session.controls import RunControls, using
 from claudegate.session.interaction import ConsentQuestion, Interaction, SecretQuestion
 
 if TYPE_CHECKING:
+    from claudegate.audit import AuditReport
     from claudegate.config.model import DeployConfig
     from claudegate.connectors.base import Connector
     from claudegate.deploy.layout import HostLayout
@@ -268,6 +269,31 @@ class Session:
             )
 
         return self._call(lambda: api.smoke_test(self._config, progress=on_check))
+
+    def audit(
+        self, *, quick: bool = False, only: Sequence[str] = (), probe_source: str | None = None
+    ) -> AuditReport:
+        """Attack the deployed stack from outside (:mod:`claudegate.audit`); each probe is a ``check`` event.
+
+        Temporary narrowly scoped clients are made on the serving gateway and
+        revoked at the end (the next deploy revokes any a killed run left).
+        """
+        from claudegate.audit.deployed import audit_deployment, connector_keys_and_log
+        from claudegate.deploy.progress import StepEvent
+
+        def on_probe(result: Any) -> None:
+            status = {"held": "pass", "failed": "fail"}.get(result.verdict, "skip")
+            self._emit(StepEvent(kind="check", step="audit", title="Security audit", index=1, total=1,
+                                 message=result.name, status=status, detail=result.detail))  # fmt: skip
+
+        def run() -> AuditReport:
+            keys, read_log = connector_keys_and_log(self._config, self._connect(), self.layout)
+            return audit_deployment(
+                self._config, keys, read_log, quick=quick, only=tuple(only), probe_source=probe_source,
+                progress=on_probe,
+            )
+
+        return self._call(run)
 
     def keys(self, args: Sequence[str]) -> str:
         """``claudegate-gateway keys ARGS`` in the serving gateway; its stdout (a new key is the last line)."""
