@@ -1,6 +1,6 @@
 """Audit a deployment made from a deploy.yaml: temporary clients, the target, the audit log.
 
-The run creates narrowly scoped clients named ``audit-<role>-<run id>`` on the
+The run creates narrowly scoped clients named ``claudegate-audit-<role>-<run id>`` on the
 serving gateway, attacks the public endpoint with them, reads the gateway's
 audit log over the connector to prove that refused requests reached nothing
 upstream, and revokes every client it made in a ``finally``. A run that is
@@ -24,11 +24,11 @@ from claudegate.audit.target import AuditTarget, RunClients
 from claudegate.config.derive import GATEWAY_AUDIT_LOG as AUDIT_LOG
 from claudegate.config.model import DeployConfig
 from claudegate.connectors.base import Connector
+from claudegate.deploy.gateway_cli import AUDIT_CLIENT_PREFIX
 from claudegate.deploy.layout import HostLayout
 from claudegate.edge.settings import size_in_bytes
 from claudegate.redact import Secret
 
-AUDIT_CLIENT_PREFIX = "audit-"
 ALLOWED_MODEL = "claude-haiku-4-5"
 FORBIDDEN_MODEL = "claude-opus-4-1"
 ALLOWED_BETA = "files-api-2025-04-14"

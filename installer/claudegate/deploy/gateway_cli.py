@@ -19,6 +19,7 @@ from claudegate.config.model import Client
 from claudegate.deploy.docker_cli import GATEWAY_CONFIG_IN_CONTAINER, GATEWAY_PYTHON
 
 __all__ = [
+    "AUDIT_CLIENT_PREFIX",
     "TOOL_CLIENT_PREFIX",
     "ClientRecord",
     "Credential",
@@ -35,6 +36,9 @@ __all__ = [
 # Names the tool manages itself (the smoke test's client, the audit's
 # temporary ones): never reported as "not in deploy.yaml", never pruned.
 TOOL_CLIENT_PREFIX = "claudegate-"
+#: ``claudegate audit``'s temporary clients; the clients step revokes any still
+#: active (left by a run that was killed before its own cleanup).
+AUDIT_CLIENT_PREFIX = TOOL_CLIENT_PREFIX + "audit-"
 
 
 def _keys(action: str, *args: str) -> list[str]:

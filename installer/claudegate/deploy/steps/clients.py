@@ -27,7 +27,12 @@ from claudegate.config.model import Client
 from claudegate.deploy import docker_cli, gateway_cli
 from claudegate.deploy.context import Context
 from claudegate.deploy.engine import Call, Change, Step
-from claudegate.deploy.gateway_cli import TOOL_CLIENT_PREFIX, ClientRecord, describe_differences
+from claudegate.deploy.gateway_cli import (
+    AUDIT_CLIENT_PREFIX,
+    TOOL_CLIENT_PREFIX,
+    ClientRecord,
+    describe_differences,
+)
 from claudegate.errors import ConfigError, DeployFailed
 from claudegate.redact import Secret
 from claudegate.smoke import SmokeTarget
@@ -148,6 +153,16 @@ class ClientsStep(Step):
             changes += self._converge(ctx, client, existing)
         listed = {c.name for c in ctx.cfg.clients}
         for name, record in sorted((existing or {}).items()):
+            if record.active and name.startswith(AUDIT_CLIENT_PREFIX):
+                # A `claudegate audit` run revokes its clients at the end; one that
+                # was killed first left them: they go now, --prune or not.
+                changes.append(
+                    Change(
+                        f"revoke client {name} (left by an interrupted claudegate audit)",
+                        (Call(f"revoke {name}", functools.partial(self._revoke, name=name)),),
+                    )
+                )
+                continue
             if name in listed or not record.active or name.startswith(TOOL_CLIENT_PREFIX):
                 continue
             if ctx.options.get("prune"):
