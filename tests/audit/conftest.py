@@ -29,7 +29,7 @@ from tests.support.gateway_proc import GatewayProc
 SCOPE = [
     "--models", "claude-haiku-*",
     # A wildcard, as most clients have: path tricks must not walk past the other scopes.
-    "--endpoints", "/v1/*",
+    "--endpoints", "/v1/*", "/v1/claudegate/pace",
     "--betas", "files-api-2025-04-14",
     "--max-tokens", "16",
     "--no-stream",

@@ -9,12 +9,19 @@ rendered line patched (or one setting changed), the real gateway and the fake.
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
 
 import pytest
 
 from claudegate.audit import FAILED, HELD, run_audit
-from tests.audit.conftest import AuditFactory
+from tests.audit.conftest import AuditFactory, make_clients
 from tests.smoke.conftest import EdgeFactory, chain, replace_in
+from tests.support.fake_anthropic import FakeAnthropic
+from tests.support.gateway_proc import GatewayProc, make_gateway
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -77,3 +84,68 @@ def test_error_pages_unshaped_fail_errors_shaped(make_edge: EdgeFactory, audit_t
     weak = make_edge("rawerrors", patch=replace_in("claudegate.conf", "include snippets/errors.conf;", ""))
     got = verdicts(run_audit(audit_target(weak), only=("edge.errors_shaped",)))
     assert got["edge.errors_shaped"][0] == FAILED
+
+
+def test_proxy_buffering_on_fails_stream_unbuffered(make_edge: EdgeFactory, audit_target: AuditFactory) -> None:
+    weak = make_edge("buffered", patch=replace_in("snippets/proxy_gateway.conf", "proxy_buffering off;",
+                                                   "proxy_buffering on;"))
+    got = verdicts(run_audit(audit_target(weak), only=("edge.stream_unbuffered",)))
+    verdict, detail, fix = got["edge.stream_unbuffered"]
+    assert verdict == FAILED and "buffered" in detail and "proxy_buffering" in fix
+
+
+# The gateway as it was before the route table: a path it does not know is
+# decoded and forwarded, uninspected (how `/v1/%6Dessages` walked past every
+# scope). Booted with the real package, one function replaced.
+_LENIENT_BOOT = """
+import sys, urllib.parse
+import claudegate_gateway.proxy as proxy
+from claudegate_gateway import routes
+strict = routes.match
+def lenient(method, raw_path, raw_query=""):
+    try:
+        return strict(method, raw_path, raw_query)
+    except routes.RouteError:
+        decoded = urllib.parse.unquote(raw_path)
+        op = routes.Operation("unchecked", method, decoded, query=(), body="json" if method == "POST" else "none")
+        return routes.Match(op, {}, ())
+proxy.match = lenient
+from claudegate_gateway.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+class LenientGateway(GatewayProc):
+    def start(self) -> LenientGateway:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", _LENIENT_BOOT, "serve", "--config", str(self.config_path)], stdout=log, stderr=log
+        )
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(self.internal_url + "/healthz", timeout=1):
+                    return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"the lenient gateway did not come up: {self.log_path.read_text()}")
+
+
+def test_a_gateway_that_forwards_encoded_paths_fails_path_tricks(
+    tmp_path: Path, make_edge: EdgeFactory, audit_target: AuditFactory, fake_anthropic: FakeAnthropic
+) -> None:
+    proto = make_gateway(tmp_path / "lenient", fake_anthropic.url, fake_anthropic.api_key,
+                         extra={"trusted_proxies": ["127.0.0.1/32"]})
+    weak = LenientGateway(proto.workdir, proto.config_path, proto.port, proto.internal_port, proto.pepper,
+                          proto.upstream_key).start()
+    try:
+        edge = make_edge("lenient", upstream=f"127.0.0.1:{weak.port}")
+        target = dataclasses.replace(audit_target(edge), clients=make_clients(weak),
+                                     audit_records=lambda: weak.audit(0, timeout=0))
+        got = verdicts(run_audit(target, only=("authz.path_tricks", "authz.nothing_reached_upstream")))
+    finally:
+        weak.stop()
+    verdict, detail, fix = got["authz.path_tricks"]
+    assert verdict == FAILED and "POST /v1/%6Dessages: 200" in detail and "route table" in fix
+    verdict, detail, _ = got["authz.nothing_reached_upstream"]
+    assert verdict == FAILED and "/v1/%6Dessages reached the upstream API" in detail

@@ -89,8 +89,11 @@ class Scopes:
     def model_allowed(self, model: str) -> bool:
         return any(fnmatchcase(model, glob) for glob in self.models)
 
-    def endpoint_allowed(self, path: str) -> bool:
-        return any(fnmatchcase(path, glob) for glob in self.endpoints)
+    def endpoint_allowed(self, template: str, *, exact: bool = False) -> bool:
+        """Whether an operation's path template is in the scopes; ``exact``: listed as such, not by a glob."""
+        if exact:
+            return template in self.endpoints
+        return any(fnmatchcase(template, glob) for glob in self.endpoints)
 
     def beta_allowed(self, beta: str) -> bool:
         return self.betas is None or beta in self.betas

@@ -45,7 +45,7 @@ from claudegate_gateway.metering import UsageMeter, charge
 from claudegate_gateway.metrics import Metrics
 from claudegate_gateway.objects import Objects, UpstreamAnswer
 from claudegate_gateway.offload import Offload
-from claudegate_gateway.routes import Match, RouteError, match
+from claudegate_gateway.routes import PACE_EVENTS, PACE_INTERVAL, Match, RouteError, match
 from claudegate_gateway.uploads import filter_upload, read_upload, upstream_body
 
 log = logging.getLogger("claudegate.gateway")
@@ -235,7 +235,7 @@ class Gateway:
         ex.path = route.path
         op = route.op
         scopes = client.scopes
-        if not scopes.endpoint_allowed(op.template):
+        if not scopes.endpoint_allowed(op.template, exact=op.explicit_scope):
             raise GatewayError("permission_error", f"This key may not call {op.method} {op.template}")
         for beta in request.headers.getall("anthropic-beta", []):
             for name in (b.strip() for b in beta.split(",")):
@@ -243,6 +243,11 @@ class Gateway:
                     raise GatewayError("permission_error", f"This key may not use anthropic-beta {name[:100]!r}")
         check_request_encoding(request.headers)
         ex.holds.enter_context(self.in_flight.admit(client.name))
+        if op.local:
+            if request.content_length:
+                raise GatewayError("invalid_request_error", f"{op.method} {op.template} takes no request body")
+            reservation = self.limiter.reserve(client, 0)  # the key's rate applies; no tokens
+            return await self._pace(request, ex), reservation
         declared = request.content_length or 0
         if op.body == "none" and declared:
             raise GatewayError("invalid_request_error", f"{op.method} {op.template} takes no request body")
@@ -290,6 +295,27 @@ class Gateway:
             self._settle(reservation, ex)
             raise
         return response, reservation
+
+    async def _pace(self, request: web.Request, ex: Exchange) -> web.StreamResponse:
+        """The paced diagnostic stream: PACE_EVENTS events PACE_INTERVAL apart, made here, never upstream.
+
+        If they reach the client all at once, something between (a proxy's
+        buffering, a compressing middlebox) holds events back.
+        """
+        ex.status = 200
+        response = web.StreamResponse(
+            status=200,
+            headers={"content-type": "text/event-stream", "cache-control": "no-cache", "x-accel-buffering": "no",
+                     "x-claudegate-request-id": ex.request_id},
+        )  # fmt: skip
+        await response.prepare(request)
+        for seq in range(PACE_EVENTS):
+            if seq:
+                await asyncio.sleep(PACE_INTERVAL)
+            event = {"type": "claudegate_pace", "seq": seq, "of": PACE_EVENTS, "interval_ms": int(PACE_INTERVAL * 1000)}
+            await response.write(b"event: claudegate_pace\ndata: " + json.dumps(event).encode() + b"\n\n")
+        await response.write_eof()
+        return response
 
     async def _forward(
         self, request: web.Request, route: Match, body: bytes, ex: Exchange, content_type: str | None = None

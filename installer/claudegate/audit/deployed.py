@@ -28,6 +28,7 @@ from claudegate.deploy.gateway_cli import AUDIT_CLIENT_PREFIX
 from claudegate.deploy.layout import HostLayout
 from claudegate.edge.settings import size_in_bytes
 from claudegate.redact import Secret
+from claudegate.smoke import PACE_PATH
 
 ALLOWED_MODEL = "claude-haiku-4-5"
 FORBIDDEN_MODEL = "claude-opus-4-1"
@@ -37,7 +38,7 @@ RATE_RPM = 10
 _SCOPE = [
     "--models", "claude-haiku-*",
     # A wildcard, as most clients have: path tricks must not walk past the other scopes.
-    "--endpoints", "/v1/*",
+    "--endpoints", "/v1/*", PACE_PATH,
     "--betas", ALLOWED_BETA,
     "--max-tokens", str(MAX_TOKENS_CAP),
     "--no-stream",

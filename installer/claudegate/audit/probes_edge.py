@@ -107,3 +107,21 @@ def open_ports(run: Run) -> ProbeResult:
     return p.result(f"open: {opened} of {len(ports)} probed (expected {sorted(expected)})")
 
 
+
+
+def stream_unbuffered(run: Run) -> ProbeResult:
+    from claudegate.smoke import SmokeTarget, _check_pace, _client, _endpoint, _Failed, _ssl_context
+
+    p = probe("edge", "edge.stream_unbuffered", "nginx proxy_buffering (assets/nginx/snippets/proxy_gateway.conf)", run)
+    key = run.key()
+    if key is None:
+        return p.untested("needs the run's client key")
+    ep = _endpoint(SmokeTarget(base_url=run.target.base_url, connect_host=run.ep.connect_host))
+    try:
+        with _client(ep, _ssl_context(run.target.ca_file), run.timeout) as client:
+            detail = _check_pace(ep, client, key, 4 * run.timeout)
+    except _Failed as exc:
+        p.expect(False, str(exc))
+        detail = str(exc)
+    p.saw("GET /v1/claudegate/pace (the gateway's own stream, 100 ms between events)", detail)
+    return p.result(detail)

@@ -26,6 +26,7 @@ FULL: tuple[tuple[str, ProbeFn], ...] = (
     ("edge.errors_shaped", probes_edge.errors_shaped),
     ("edge.internal_endpoints", probes_edge.internal_endpoints),
     ("edge.open_ports", probes_edge.open_ports),
+    ("edge.stream_unbuffered", probes_edge.stream_unbuffered),
     ("auth.keys_refused", probes_auth.authentication),
     ("authz.path_tricks", probes_auth.path_tricks),
     ("authz.scopes", probes_auth.scopes),
@@ -41,7 +42,7 @@ FULL: tuple[tuple[str, ProbeFn], ...] = (
 #: What ``deploy`` runs after the smoke test when the config says ``audit: true``:
 #: seconds, not minutes, and no burst.
 QUICK_NAMES = frozenset({
-    "tls.protocols", "tls.certificate", "edge.errors_shaped", "auth.keys_refused", "authz.path_tricks",
+    "tls.protocols", "tls.certificate", "edge.errors_shaped", "edge.stream_unbuffered", "auth.keys_refused", "authz.path_tricks",
     "limits.body_size", "allowlist.outside_refused", "authz.nothing_reached_upstream",
 })  # fmt: skip
 

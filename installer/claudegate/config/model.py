@@ -634,6 +634,11 @@ class DeployConfig(_Section):
     )
     images: Images = Images()
     network: Network = Network()
+    audit: StrictBool = Field(
+        default=False,
+        examples=[False],
+        description="after the smoke test, run `claudegate audit --quick`; a probe that fails keeps the old release",
+    )
     state_dir: FilePath = Field(
         default_factory=_default_state_dir,
         examples=["~/.config/claudegate/gw.example.com"],

@@ -35,20 +35,21 @@ from claudegate.deploy.gateway_cli import (
 )
 from claudegate.errors import ConfigError, DeployFailed
 from claudegate.redact import Secret
-from claudegate.smoke import SmokeTarget
+from claudegate.smoke import PACE_PATH, SmokeTarget
 
 __all__ = ["SMOKE_CLIENT", "SMOKE_SCOPES", "ClientsStep", "keys_dir", "read_saved_key", "save_key"]
 
 SMOKE_CLIENT = "claudegate-smoke"
 
 # Exactly what claudegate.smoke calls with the key: GET /v1/models, one
-# count_tokens, one small streamed message (max_tokens 64) of its model.
+# count_tokens, one small streamed message (max_tokens 64) of its model, and
+# the gateway's own paced stream (listed by name: no glob grants it).
 # The rpm leaves room for back-to-back deploys (3 keyed requests each) and a
 # `claudegate smoke-test`, and little else.
 SMOKE_SCOPES = Client(
     name=SMOKE_CLIENT,
     models=[SmokeTarget.model],
-    endpoints=["/v1/models", "/v1/messages", "/v1/messages/count_tokens"],
+    endpoints=["/v1/models", "/v1/messages", "/v1/messages/count_tokens", PACE_PATH],
     max_tokens=64,
     stream=True,
     rpm=30,

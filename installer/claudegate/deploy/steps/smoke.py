@@ -85,25 +85,34 @@ class SmokeStep(Step):
             self._back_after_cancel(ctx)
             raise
         ctx.smoke = report
-        if report.ok:
+        failed = ", ".join(report.failed)
+        if report.ok and ctx.cfg.audit and not ctx.dry_run:
+            failed = self._quick_audit(ctx)
+        if not failed:
             return
         release = ctx.release
-        failed = ", ".join(report.failed)
         fallback = ctx.fallback
         # nginx serves ``release`` now (the switch step saw to it, in this run
         # or in the interrupted one this run resumes); anything else that
         # served before is the way back.
         if release is None or fallback is None or fallback == release.rid:
+            if report.ok:  # the audit failed, with no release to go back to
+                raise DeployFailed(
+                    f"the quick security audit failed: {failed}",
+                    hint="run claudegate audit --config ... for the evidence; each failure names what to fix",
+                )
             raise SmokeTestFailed(
                 f"the smoke test failed: {failed}\n{report.table()}",
                 failed=report.failed,
                 hint="there was no earlier release to switch back to; see the failed checks",
             )
-        self._switch_back(ctx, fallback, f"smoke test failed ({failed})")
+        what = "smoke test" if not report.ok else "quick security audit"
+        self._switch_back(ctx, fallback, f"{what} failed ({failed})")
         raise DeployFailed(
-            f"the smoke test of release {release.rid} failed ({failed}); nginx was switched back to release "
-            f"{fallback}, which keeps serving\n{report.table()}",
-            hint="fix what the failed checks say, then deploy again",
+            f"the {what} of release {release.rid} failed ({failed}); nginx was switched back to release "
+            f"{fallback}, which keeps serving\n{report.table() if not report.ok else ''}".rstrip(),
+            hint="fix what the failed checks say, then deploy again"
+            if not report.ok else "run claudegate audit for the evidence; each failure names what to fix",
         )
 
     @classmethod
@@ -122,6 +131,21 @@ class SmokeStep(Step):
             cls._switch_back(ctx, fallback, "smoke test cancelled")
         finally:
             ctx.controls = saved
+
+    @staticmethod
+    def _quick_audit(ctx: Context) -> str:
+        """``audit: true``: the quick audit after a passing smoke test; the names of probes that failed."""
+        from claudegate.audit.deployed import audit_deployment, connector_keys_and_log
+
+        keys, read_log = connector_keys_and_log(ctx.cfg, ctx.connector, ctx.layout)
+        result = audit_deployment(
+            ctx.cfg, keys, read_log, quick=True,
+            progress=lambda probe: ctx.note(f"audit {probe.name}: {probe.verdict}"),
+        )  # fmt: skip
+        ctx.note(f"quick audit: {result.summary()}")
+        for probe in result.failed:
+            ctx.note(f"audit {probe.name} failed: {probe.detail} (fix: {probe.fix})")
+        return ", ".join(f"audit {probe.name}" for probe in result.failed)
 
     @staticmethod
     def _switch_back(ctx: Context, fallback: str, reason: str) -> None:
