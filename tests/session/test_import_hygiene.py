@@ -8,15 +8,17 @@ from __future__ import annotations
 import pkgutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 import claudegate
 
+REPO = Path(__file__).resolve().parents[2]
 FRONT_ENDS = ("claudegate.cli", "claudegate.tui", "claudegate.wizard")
-# rich and click too: with click installed (it is not a dependency), httpx would pull rich in for its
-# own command line; tests/smoke/test_units.py guards that for the smoke module.
-UI_LIBRARIES = ("textual", "typer", "rich", "click")
+# Not rich or click: httpx (the smoke test's client) imports both for its own command line when they
+# are installed. Our own code importing them directly is caught by the import-linter contract below.
+UI_LIBRARIES = ("textual", "typer")
 
 
 def core_modules() -> list[str]:
@@ -52,3 +54,10 @@ def test_the_whole_core_imports_no_ui_library() -> None:
 def test_each_session_module_alone_imports_no_ui_library(module: str) -> None:
     assert _ui_loaded_after_importing(module) == "", module
 
+
+def test_the_import_contract_holds() -> None:
+    """import-linter's contract in pyproject.toml: the core never imports a UI library or the CLI."""
+    lint = Path(sys.executable).with_name("lint-imports")
+    result = subprocess.run([str(lint)], capture_output=True, text=True, timeout=300, cwd=REPO, check=False)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert "1 kept, 0 broken" in result.stdout
