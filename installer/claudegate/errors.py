@@ -40,6 +40,7 @@ from pathlib import Path
 
 __all__ = [
     "EXIT_CODE_HELP",
+    "AuditFailed",
     "Cancelled",
     "ClaudegateError",
     "CommandFailed",
@@ -69,6 +70,7 @@ class ExitCode(IntEnum):
     DEPLOY = 6
     SMOKE = 7
     DECLINED = 8
+    AUDIT = 9
     CANCELLED = 130
 
 
@@ -83,6 +85,7 @@ EXIT_CODE_HELP: dict[ExitCode, str] = {
     ExitCode.DEPLOY: "deploy failed (the old release keeps serving)",
     ExitCode.SMOKE: "smoke test failed",
     ExitCode.DECLINED: "a question was answered no, or needs a flag without a terminal",
+    ExitCode.AUDIT: "a security audit probe failed",
     ExitCode.CANCELLED: "cancelled or interrupted (a rerun resumes)",
 }
 
@@ -288,6 +291,16 @@ class SmokeTestFailed(ClaudegateError):
     """The smoke test found failing checks; ``failed`` lists their names."""
 
     exit_code = ExitCode.SMOKE
+
+    def __init__(self, message: str, *, failed: Sequence[str] = (), hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.failed = list(failed)
+
+
+class AuditFailed(ClaudegateError):
+    """``claudegate audit`` found probes that did not hold; ``failed`` lists their names."""
+
+    exit_code = ExitCode.AUDIT
 
     def __init__(self, message: str, *, failed: Sequence[str] = (), hint: str | None = None) -> None:
         super().__init__(message, hint=hint)

@@ -224,7 +224,7 @@ _PUT_FILE_SCRIPT = r"""set -eu
 umask 077
 tmp=$(mktemp "$2/.$3.cg-XXXXXXXX")
 trap 'rm -f -- "$tmp"' EXIT
-if [ -n "$6" ]; then chown -- "$6" "$tmp"; fi
+if [ -n "$6" ]; then chown -h -- "$6" "$tmp"; fi
 chmod -- "$4" "$tmp"
 cat >"$tmp"
 if [ "$4" != "$5" ]; then chmod -- "$5" "$tmp"; fi

@@ -56,6 +56,7 @@ class Context:
     reload_nginx: bool = False  # certificate changed: nginx must reload even without a switch
     switched: bool = False  # this run moved releases/current
     docker_missing: bool = False
+    secrets_gid: int | None = None  # the host group that may read the secrets (None: not there yet)
     new_keys: dict[str, Secret] = field(default_factory=dict)
     smoke_key: Secret | None = None
     smoke: SmokeReport | None = None
