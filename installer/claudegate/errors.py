@@ -22,6 +22,7 @@ before it reaches an error.
     ├── SmokeTestFailed            exit 7   the deployed gateway failed one or more checks
     ├── Declined                   exit 8   a question needed a yes (host key, installing Docker, ...)
     │                                       and got a no, or no terminal to ask on and no flag
+    ├── AuditFailed                exit 9   claudegate audit found probes that did not hold
     └── Cancelled                  exit 130 the run was cancelled (Ctrl-C, the wizard's Cancel);
                                             the journal says where, the next run resumes
 

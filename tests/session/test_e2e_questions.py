@@ -234,3 +234,23 @@ def test_claudegate_deploy_on_a_terminal_asks_the_same_questions(server: tuple[F
         os.close(controller)
     assert "answered no" in "".join(seen)
     assert not _lock_held(fresh) and _sh(fresh, "command -v docker")[0] != 0
+
+
+def test_a_slow_yes_to_the_host_key_still_connects_without_asking_again(server: tuple[FreshServer, Path]) -> None:
+    """sshd drops a login that takes longer than LoginGraceTime (a person reading a fingerprint)."""
+    fresh, directory = server
+    _sh(fresh, "echo 'LoginGraceTime 2' >> /etc/ssh/sshd_config")
+    fresh.set_host_key(fresh.host_key)  # restarts sshd with the setting
+    (directory / "known_hosts").unlink(missing_ok=True)
+
+    class Slow(ScriptedInteraction):
+        def confirm_host_key(self, question: HostKeyQuestion) -> bool:
+            time.sleep(4)
+            return super().confirm_host_key(question)
+
+    slow = Slow(host_key=True)
+    cfg = write_config(directory, _doc(fresh, directory))
+    with Session(cfg, slow) as session:
+        report = session.test_connection()
+    assert report.host_key_fingerprint == fresh.host_key_fingerprint
+    assert len(slow.asked) == 1
