@@ -68,6 +68,7 @@ def audit_target(ca: CA, smoke_gateway: GatewayProc) -> AuditFactory:  # noqa: F
             "tls_profile": s.tls_profile,
             "max_body_bytes": s.max_body_bytes,
             "per_ip_burst": s.per_ip.burst,
+            "per_ip_rate": s.per_ip.per_second,
             "per_key_burst": s.per_key.burst,
             "conn_per_ip": s.conn_per_ip,
             "client_header_timeout": s.client_header_timeout,

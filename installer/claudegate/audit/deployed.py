@@ -121,6 +121,7 @@ def target_for(
         tls_profile=cfg.tls.profile,
         max_body_bytes=size_in_bytes(limits.max_body_size),
         per_ip_burst=limits.per_ip.burst,
+        per_ip_rate=limits.per_ip.per_second,
         per_key_burst=limits.per_key.burst,
         conn_per_ip=limits.connections_per_ip,
         client_header_timeout=limits.timeouts.client_header,

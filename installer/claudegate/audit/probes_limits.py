@@ -19,7 +19,9 @@ def burst(run: Run) -> ProbeResult:
     from claudegate.smoke import SmokeTarget, _check_burst, _endpoint, _Failed, _ssl_context
 
     p = probe("limits", "limits.per_ip_burst", "limits.per_ip (rate, burst) in deploy.yaml", run)
-    count = 2 * run.target.per_ip_burst + 40
+    # Enough to empty the bucket even if sending them takes a few seconds (a
+    # loaded or distant machine): the burst, plus what drains meanwhile.
+    count = 2 * run.target.per_ip_burst + int(4 * run.target.per_ip_rate) + 40
     ep = _endpoint(SmokeTarget(base_url=run.target.base_url, connect_host=run.ep.connect_host))
     try:
         # Keep-alive connections, as the smoke test does: quick enough to beat the refill.
@@ -87,7 +89,9 @@ def body_size(run: Run) -> ProbeResult:
     size = run.target.max_body_bytes + 1
     key = run.key()
     auth = [("x-api-key", key)] if key else []
-    total = size + 4 * 1024 * 1024
+    # Past the limit by more than the kernels' socket buffers can hold (several
+    # MiB on a fast network), so "answered before the upload ended" means it.
+    total = size + 16 * 1024 * 1024
     for label, headers, body in (
         ("Content-Length", [*auth, ("content-type", "application/json"), ("Content-Length", str(total))],
          _oversize_body(total)),

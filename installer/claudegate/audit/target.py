@@ -63,6 +63,7 @@ class AuditTarget:
     hsts_min_age: int = 15_552_000
     max_body_bytes: int = 32 * 1024 * 1024
     per_ip_burst: int = 40
+    per_ip_rate: float = 20.0  # requests a second the bucket drains at
     per_key_burst: int = 20
     conn_per_ip: int = 32
     client_header_timeout: int = 10
