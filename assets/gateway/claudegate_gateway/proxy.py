@@ -21,6 +21,7 @@ import yarl
 from aiohttp import web
 
 from claudegate_gateway.audit import AuditLog
+from claudegate_gateway.batchurls import localise_results_urls
 from claudegate_gateway.config import Config
 from claudegate_gateway.errors import GatewayError, error_body, error_response, new_request_id
 from claudegate_gateway.filters import FilterPolicy, Verdict
@@ -136,7 +137,7 @@ class Gateway:
             # in the decompressor, which is batching by another name.
             skip_auto_headers=("User-Agent", "Accept-Encoding"),
         )
-        await self.offload.start()
+        self.offload.start()
 
     async def stop(self) -> None:
         if self._session is not None:
@@ -320,6 +321,8 @@ class Gateway:
         except aiohttp.ClientError:
             self.metrics.upstream_errors += 1
             raise GatewayError("api_error", "The upstream connection broke mid-response") from None
+        if route.op.owner_kind == "batch" and upstream.status == 200:
+            data = localise_results_urls(data)
         if route.op.meter == "message" and upstream.status == 200:
             ex.meter.read_message(data)  # metered before any verdict: a blocked answer is still paid for
             if rf is not None:
