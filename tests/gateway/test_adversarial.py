@@ -306,6 +306,8 @@ def test_only_allowlisted_headers_go_upstream(gw: GatewayProc, full: str, fake: 
     assert r.status == 200
     sent = set(fake.state.requests[-1].headers)
     assert {"anthropic-beta", "anthropic-version", "user-agent", "x-app", "x-stainless-retry-count"} <= sent
+    r = raw(gw, "GET", "/v1/models", f"x-api-key: {full}", "anthropic-beta: a-1", "anthropic-beta: b-2")
+    assert r.status == 200 and fake.state.requests[-1].headers["anthropic-beta"] == "a-1, b-2"
     assert sent.isdisjoint({"anthropic-workspace-id", "cookie", "x-forwarded-for", "forwarded", "x-real-ip",
                             "x-anything", "proxy-authorization", "authorization"}), sent
 

@@ -76,10 +76,13 @@ def connection_named(headers: CIMultiDictProxy[str]) -> frozenset[str]:
 def request_headers_up(headers: CIMultiDictProxy[str]) -> dict[str, str]:
     """The client's headers that go upstream: the allowlist, minus what ``Connection`` names."""
     hop = connection_named(headers)
-    return {
-        k: v for k, v in headers.items()
-        if ((lk := k.lower()) in _UP_ALLOWED or lk.startswith(_UP_ALLOWED_PREFIXES)) and lk not in hop
-    }  # fmt: skip
+    out: dict[str, str] = {}
+    for name, value in headers.items():
+        lower = name.lower()
+        if (lower in _UP_ALLOWED or lower.startswith(_UP_ALLOWED_PREFIXES)) and lower not in hop:
+            # A repeated header is one list (RFC 9110 5.3): keep every value, as the scope check saw them.
+            out[lower] = f"{out[lower]}, {value}" if lower in out else value
+    return out
 
 
 def check_request_encoding(headers: CIMultiDictProxy[str]) -> None:
