@@ -31,8 +31,8 @@ from claudegate_gateway.filters.sse import StreamFilter
 from claudegate_gateway.hygiene import (
     HOP_BY_HOP,
     check_request_encoding,
-    connection_named,
     presented_key,
+    request_headers_up,
     response_headers,
 )
 from claudegate_gateway.inspection import estimate_tokens
@@ -45,12 +45,6 @@ from claudegate_gateway.routes import Match, RouteError, match
 
 log = logging.getLogger("claudegate.gateway")
 
-# Never forwarded upstream: the client's credentials, what names the client's
-# hop, and what aiohttp sets itself.
-_DROP_UP = HOP_BY_HOP | {
-    "host", "authorization", "x-api-key", "cookie", "content-length", "accept-encoding",
-    "content-encoding", "expect", "x-real-ip", "forwarded", "via",
-}
 _DROP_DOWN = HOP_BY_HOP | {
     "content-length", "content-encoding", "set-cookie", "server", "x-powered-by", "via", "alt-svc",
 }
@@ -266,11 +260,7 @@ class Gateway:
         self, request: web.Request, route: Match, body: bytes, ex: Exchange
     ) -> web.StreamResponse:
         assert self._session is not None
-        hop = connection_named(request.headers)
-        headers = {
-            k: v for k, v in request.headers.items()
-            if (lk := k.lower()) not in _DROP_UP and lk not in hop and not lk.startswith(("proxy-", "x-forwarded-"))
-        }
+        headers = request_headers_up(request.headers)
         headers["x-api-key"] = self._upstream_key
         # Built from the matched row and its validated parameters; encoded=True
         # so yarl sends exactly these bytes (there is nothing in them to encode).
