@@ -293,3 +293,17 @@ def test_a_delta_without_its_block_start_is_still_scanned() -> None:
     sf = StreamFilter(RF, "req_1")
     out = sf.feed(raw) + sf.close()
     assert b"4111" not in out and b"[REDACTED:secrets]" in out
+
+
+def test_cited_text_of_a_citation_delta_is_redacted() -> None:
+    citation = {"type": "char_location", "cited_text": "card 4111111111111111 here", "document_index": 0,
+                "start_char_index": 0, "end_char_index": 26}
+    event = _sse("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                         "delta": {"type": "citations_delta", "citation": citation}}, "\n")
+    raw = _stream(["see "], "\n")
+    raw = raw.replace(b"event: content_block_stop", event + b"event: content_block_stop", 1)
+    sf = StreamFilter(RF, "req_1")
+    events = _parse(sf.feed(raw) + sf.close())
+    cited = [d["delta"]["citation"] for n, d in events if n == "content_block_delta"
+             and d["delta"]["type"] == "citations_delta"]
+    assert cited == [{**citation, "cited_text": "card [REDACTED:secrets] here"}]

@@ -89,6 +89,14 @@ def test_piped_install_is_idempotent_and_passes_arguments(image: str, wheels: Pa
         echo ---render---
         printf 'target: {host: local}\\ndomain: gw.example.com\\ntls: {mode: internal-ca}\\nupstream: {api_key_env: K}\\n' > /tmp/ok.yaml
         ~/.local/bin/claudegate render --config /tmp/ok.yaml --out /tmp/out
+        echo ---filters---
+        # filters: are checked by the gateway's own validator, loaded from the installed assets.
+        printf 'filters:\n  - {name: pii, detectors: [email], direction: response, action: redact}\n' >> /tmp/ok.yaml
+        ~/.local/bin/claudegate render --config /tmp/ok.yaml --out /tmp/out2
+        grep -r -l "direction: response" /tmp/out2
+        head -4 /tmp/ok.yaml > /tmp/badrule.yaml
+        printf 'filters:\n  - {name: bad, pattern: "a.*b"}\n' >> /tmp/badrule.yaml
+        ~/.local/bin/claudegate render --config /tmp/badrule.yaml --out /tmp/out3 || echo "render exit $?"
         echo ---config---
         printf 'target: {host: local}\\n' > /tmp/bad.yaml
         bash /src/install.sh --config /tmp/bad.yaml || echo "deploy exit $?"
@@ -102,7 +110,10 @@ def test_piped_install_is_idempotent_and_passes_arguments(image: str, wheels: Pa
     after, rest = rest.split("---render---")
     assert "claudegate 0.1.0" in after
     # The installed wheel finds what goes onto the host (assets, templates).
-    rendered, config = rest.split("---config---")
+    rendered, rest = rest.split("---filters---")
+    filtered, config = rest.split("---config---")
+    assert "gateway.yaml" in filtered and "render exit 2" in filtered
+    assert "/tmp/badrule.yaml:6:17: filters[0].pattern: has an unbounded repeat" in r.stderr, r.stderr
     assert "/tmp/out/" in rendered and "gateway.yaml" in rendered and "Dockerfile" in rendered
     # --config goes to `claudegate deploy`, which names what is missing in the file.
     assert "deploy exit 2" in config

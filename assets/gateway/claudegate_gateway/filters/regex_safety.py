@@ -73,7 +73,8 @@ def check(pattern: str, flags: int = 0) -> None:
     first = checker.first(list(tree))
     for item in _walk(list(tree)):
         op, av = item
-        if op in _REPEATS and av[1] == MAXREPEAT and checker.first(list(av[2])) & first:
+        # Possessive repeats too: they do not backtrack, but each new start still rescans the run.
+        if (op in _REPEATS or op == _c.POSSESSIVE_REPEAT) and av[1] == MAXREPEAT and checker.first(list(av[2])) & first:
             raise UnsafePattern(
                 "has an unbounded repeat that can match the pattern's first character, so a long run of"
                 " such characters is rescanned from every position (quadratic time)",
@@ -175,9 +176,19 @@ class _Checker:
             return frozenset(out | self.chars(op, av))
         return frozenset(out)
 
-    def sequence(self, items: list[tuple[Any, Any]], *, nested: bool) -> None:
-        """Check one sequence; ``nested``: it sits inside a repeat that can run more than once."""
-        open_sets: list[frozenset[str]] = []  # unbounded repeats not yet closed by a required item
+    def sequence(
+        self, items: list[tuple[Any, Any]], *, nested: bool, incoming: list[frozenset[str]] | None = None
+    ) -> None:
+        """Check one sequence; ``nested``: it sits inside a repeat that can run more than once.
+
+        ``open_sets``: characters of unbounded repeats seen so far that the
+        text since then could still have been matched by (no required item
+        with other characters in between). An unbounded repeat reachable
+        next -- directly, or first inside a group or branch -- whose
+        characters meet one of them can split a run two ways at every
+        position: quadratic.
+        """
+        open_sets: list[frozenset[str]] = list(incoming or ())  # from before the enclosing group
         for op, av in items:
             if op in (_c.GROUPREF, _c.GROUPREF_EXISTS):
                 raise UnsafePattern(
@@ -185,29 +196,58 @@ class _Checker:
                     "match the text itself instead of referring back to a group",
                 )
             if op in _REPEATS:
-                lo, hi, body = av[0], av[1], list(av[2])
-                if hi > 1:
+                body = list(av[2])
+                if av[1] > 1:
                     self._repeat_body(body)
-                self.sequence(body, nested=nested or hi > 1)
-                if hi == MAXREPEAT:
-                    here = self.first(body)
-                    if any(here & s for s in open_sets):
-                        raise UnsafePattern(
-                            "has two unbounded repeats that can match the same characters with nothing"
-                            " required between them (quadratic backtracking)",
-                            "merge them into one repeat, or bound one, e.g. \\d{1,20}",
-                        )
-                    open_sets.append(here)
-                if lo > 0 and hi != MAXREPEAT:
-                    open_sets.clear()
+                self.sequence(body, nested=nested or av[1] > 1, incoming=open_sets)
+            else:
+                for sub in _children(op, av):
+                    self.sequence(sub, nested=nested, incoming=open_sets)
+            if op in (_c.AT, _c.ASSERT, _c.ASSERT_NOT):
                 continue
-            if op == _c.POSSESSIVE_REPEAT or op == _c.ATOMIC_GROUP:
-                open_sets.clear()
-                continue  # never backtracks into itself
-            for sub in _children(op, av):
-                self.sequence(sub, nested=nested)
-            if op not in (_c.AT, _c.ASSERT, _c.ASSERT_NOT) and _width([(op, av)])[0] > 0:
-                open_sets.clear()
+            item = [(op, av)]
+            lead = self._edge(item, reverse=False)
+            if lead and any(lead & s for s in open_sets):
+                raise UnsafePattern(
+                    "has two unbounded repeats that can match the same characters with nothing"
+                    " required between them that tells them apart (quadratic backtracking)",
+                    "merge them into one repeat, or bound one, e.g. \\d{1,20}",
+                )
+            if _width(item)[0] > 0:
+                chars = self._all_chars(item)
+                open_sets = [s for s in open_sets if s & chars]  # a required item of other characters separates
+            trail = self._edge(item, reverse=True)
+            if trail:
+                open_sets.append(trail)
+
+    def _edge(self, items: list[tuple[Any, Any]], *, reverse: bool) -> frozenset[str]:
+        """Characters of the unbounded repeats a match of ``items`` can start (or end) with."""
+        out: set[str] = set()
+        for op, av in reversed(items) if reverse else items:
+            if op in (_c.AT, _c.ASSERT, _c.ASSERT_NOT):
+                continue
+            if op in _REPEATS or op == _c.POSSESSIVE_REPEAT:
+                body = list(av[2])
+                out |= self._all_chars(body) if av[1] == MAXREPEAT else self._edge(body, reverse=reverse)
+                if av[0] > 0 and _width(body)[0] > 0:
+                    return frozenset(out)
+                continue
+            subs = _children(op, av)
+            if not subs:
+                return frozenset(out)  # one character: required
+            for sub in subs:
+                out |= self._edge(sub, reverse=reverse)
+            if _width([(op, av)])[0] > 0:
+                return frozenset(out)
+        return frozenset(out)
+
+    def _all_chars(self, items: list[tuple[Any, Any]]) -> frozenset[str]:
+        """Every character a match of ``items`` can contain."""
+        out: set[str] = set()
+        for op, av in _walk(items):
+            if op in (_c.LITERAL, _c.NOT_LITERAL, _c.ANY, _c.IN):
+                out |= self.chars(op, av)
+        return frozenset(out)
 
     def _repeat_body(self, body: list[tuple[Any, Any]]) -> None:
         if _width(body)[0] == 0:

@@ -14,6 +14,8 @@ decoded whole. Then, per event:
   when everything is held back);
 * ``content_block_stop``: the channel's rest leaves as one last delta of
   that type, then the stop event;
+* ``citations_delta``: the citation's ``cited_text`` is checked on its own
+  (a citation arrives whole);
 * everything else (``message_start``, ``ping``, ``message_delta`` with the
   usage, ``signature_delta``, ``error``...) passes byte for byte, unparsed
   beyond its JSON.
@@ -126,9 +128,11 @@ class StreamFilter:
             if not isinstance(index, int) or not isinstance(delta, dict):
                 return raw
             delta_type = str(delta.get("type"))
+            if delta_type == "citations_delta":
+                return self._citation(raw, data, delta)
             field = _DELTA_FIELDS.get(delta_type)
             if field is None:
-                return raw  # signature_delta, citations_delta, ...: nothing the rules read
+                return raw  # signature_delta, ...: nothing the rules read
             text = delta.get(field)
             if not isinstance(text, str):
                 return raw
@@ -142,6 +146,21 @@ class StreamFilter:
         if kind == "content_block_stop" and isinstance(data.get("index"), int):
             return self._flush(data["index"]) + (b"" if self._done else raw)
         return raw
+
+    def _citation(self, raw: bytes, data: dict[str, Any], delta: dict[str, Any]) -> bytes:
+        """A citation arrives whole: its ``cited_text`` is checked on its own (no window needed)."""
+        citation = delta.get("citation")
+        text = citation.get("cited_text") if isinstance(citation, dict) else None
+        if not isinstance(citation, dict) or not isinstance(text, str) or not text:
+            return raw
+        channel = self.rf.channel("text", self.tally)
+        new = channel.feed(text) + channel.flush()
+        if self.tally.blocked is not None:
+            return self._block()
+        if new == text:
+            return raw
+        out = {**data, "delta": {**delta, "citation": {**citation, "cited_text": new}}}
+        return b"event: content_block_delta\ndata: " + json.dumps(out, ensure_ascii=False).encode() + b"\n\n"
 
     def _flush(self, index: int) -> bytes:
         out: list[bytes] = []
