@@ -22,6 +22,7 @@ TEMPLATES: tuple[str, ...] = (
     "/v1/files",
     "/v1/files/{file_id}",
     "/v1/files/{file_id}/content",
+    "/v1/claudegate/pace",  # the gateway's own paced stream; granted only when listed as such
 )
 
 
