@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from claudegate.cli import app
@@ -24,18 +25,20 @@ from claudegate.deploy import connector_for, deploy
 from claudegate.keys import list_clients, run_gateway_keys
 from tests.deploy.support import write_config, write_secret
 from tests.support.fake_anthropic import spawn_fake
-from tests.support.fresh_server import start_fresh_server
+from tests.support.fresh_server import FreshServer, docker_client, start_fresh_server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.timeout(900)]
 
 KEY = "sk-ant-api03-audit-" + secrets.token_hex(12)
 runner = CliRunner()
+SERVERS: dict[str, FreshServer] = {}  # the module's deployed server, for the --from test
 
 
 @pytest.fixture(scope="module")
 def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, DeployConfig]]:
     directory = tmp_path_factory.mktemp("audit")
     with start_fresh_server(directory / "server") as server:
+        SERVERS["target"] = server
         fake = spawn_fake("0.0.0.0:0", api_keys=[KEY])
         try:
             doc: dict[str, Any] = {
@@ -113,3 +116,30 @@ def test_an_unknown_probe_name_fails_before_anything_is_created(deployed: tuple[
     result = runner.invoke(app, ["audit", "--config", str(path), "--only", "tls.nonsense"])
     assert result.exit_code == 2 and "names no probe" in result.output and "tls.protocols" in result.output
     assert _audit_clients(cfg) == before
+
+
+def test_the_allowlist_probe_from_a_second_ssh_host(
+    deployed: tuple[Path, DeployConfig], tmp_path: Path
+) -> None:
+    """With an allowlist, the probe needs a vantage point outside it: --from a second server over SSH."""
+    path, _cfg = deployed
+    server = SERVERS["target"]
+    doc = yaml.safe_load(path.read_text())
+    with start_fresh_server(tmp_path / "vantage", docker_in_docker=False) as vantage:
+        docker_client().networks.get(server.network).connect(vantage.container_id)
+        # Only this machine's address on the server's network may call the gateway.
+        doc["allowlist"] = [f"{server.host_address}/32"]
+        cfg = write_config(path.parent, doc)
+        with connector_for(cfg) as conn:
+            again = deploy(cfg, conn)
+        assert again.smoke is not None and again.smoke.ok, again.smoke.table() if again.smoke else ""
+        alone = runner.invoke(app, ["audit", "--config", str(path), "--only", "allowlist", "--json"])
+        got = json.loads(alone.stdout)["probes"][0]
+        assert got["verdict"] == "untested" and "--from" in got["detail"]
+        result = runner.invoke(app, [
+            "audit", "--config", str(path), "--only", "allowlist", "--json",
+            "--from", f"{vantage.user}@{vantage.ip}", "--from-host-key", vantage.host_key_fingerprint,
+        ])  # fmt: skip
+        got = json.loads(result.stdout)["probes"][0]
+        assert result.exit_code == 0 and got["verdict"] == "held", (got, result.output)
+        assert "403" in got["detail"] and vantage.ip in got["detail"]

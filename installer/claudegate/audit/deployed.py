@@ -21,6 +21,7 @@ from typing import Any
 from claudegate.audit.result import AuditReport, ProbeResult
 from claudegate.audit.runner import run_audit, select_probes
 from claudegate.audit.target import AuditTarget, RunClients
+from claudegate.audit.wire import Dial
 from claudegate.config.derive import GATEWAY_AUDIT_LOG as AUDIT_LOG
 from claudegate.config.model import DeployConfig
 from claudegate.connectors.base import Connector
@@ -168,7 +169,7 @@ def audit_deployment(
     quick: bool = False,
     only: tuple[str, ...] = (),
     probe_source: str | None = None,
-    remote: tuple[str, Callable[[str], int | None]] | None = None,
+    remote: tuple[str, Dial] | None = None,
     progress: Callable[[ProbeResult], None] | None = None,
 ) -> AuditReport:
     """Create the run's clients, attack the deployment, revoke the clients (always)."""
@@ -185,7 +186,7 @@ def audit_deployment(
         if remote is not None:
             from dataclasses import replace
 
-            target = replace(target, remote_name=remote[0], remote_probe=remote[1])
+            target = replace(target, remote_name=remote[0], remote_dial=remote[1])
         time.sleep(3.5)  # let the "expired" client's few seconds run out
         report = run_audit(target, quick=quick, only=only, progress=progress)
         if read_audit_log is not None:

@@ -223,21 +223,16 @@ def allowlist(run: Run) -> ProbeResult:
     if not target.allowlist:
         return p.untested("the config has no allowlist (allowlist.cidrs): every address may connect")
     forged = [("x-forwarded-for", "127.0.0.1"), ("x-real-ip", "127.0.0.1"), ("forwarded", "for=127.0.0.1")]
-    if target.probe_source:
-        answer = run.https("GET", "/v1/models", forged, source=target.probe_source)
-        p.saw(f"GET /v1/models from {target.probe_source} (outside the allowlist, forged forwarding headers)", answer)
-        refused = answer.status == 403 or answer.status == 0
-        p.expect(refused, f"a request from {target.probe_source} was not refused: {answer.describe()}")
+    where = target.probe_source or (target.remote_name or "the --from host" if target.remote_dial else None)
+    if where is not None:
+        answer = run.https("GET", "/v1/models", forged, source=target.probe_source, dial=target.remote_dial)
+        p.saw(f"GET /v1/models from {where} (outside the allowlist, forged forwarding headers)", answer)
+        if answer.status == 0 and "could not open" in answer.error:
+            return p.untested(f"could not connect from {where}: {answer.error}")
+        p.expect(answer.status in (0, 403), f"a request from {where} was not refused: {answer.describe()}")
         if answer.status:
             p.expect(answer.shaped(), "the refusal is not Anthropic's error JSON")
-        return p.result(f"a request from {target.probe_source} was refused ({answer.describe()})")
-    if target.remote_probe is not None:
-        status = target.remote_probe("/v1/models")
-        p.saw(f"GET /v1/models from {target.remote_name}", f"status {status}")
-        if status is None:
-            return p.untested(f"could not send a request from {target.remote_name}")
-        p.expect(status in (403, 0), f"a request from {target.remote_name} got {status}")
-        return p.result(f"a request from {target.remote_name} was refused ({status})")
+        return p.result(f"a request from {where} was refused ({answer.describe()})")
     return p.untested("no vantage point outside the allowlist: run with --from HOST (an SSH host outside it)")
 
 

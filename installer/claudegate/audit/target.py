@@ -9,6 +9,7 @@ not make (no allowlist, say) makes its probes ``untested``, never ``held``.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,9 +19,8 @@ from claudegate.redact import Secret
 
 #: Reads the gateway's audit records (newest last); None when it cannot be read.
 AuditReader = Callable[[], Sequence[dict[str, Any]]]
-#: Runs one HTTPS request from another vantage point; returns the HTTP status
-#: it got, or None when the request could not be sent at all.
-RemoteProbe = Callable[[str], "int | None"]
+#: Opens a TCP connection from another vantage point: (host, port, timeout) -> socket.
+RemoteDial = Callable[[str, int, float], socket.socket]
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ class AuditTarget:
     # A local address outside the allowlist to send from (tests, or an operator
     # machine with a second address); or a probe run from another host.
     probe_source: str | None = None
-    remote_probe: RemoteProbe | None = None
+    remote_dial: RemoteDial | None = None
     remote_name: str | None = None
     clients: RunClients | None = None
     audit_records: AuditReader | None = None

@@ -13,7 +13,7 @@ import select
 import socket
 import ssl
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -105,14 +105,26 @@ def tls_context(ca_file: str | None, *, verify: bool = True) -> ssl.SSLContext:
     return ctx
 
 
+#: Makes the TCP connection for a probe: (host, port, timeout) -> a connected socket.
+Dial = Callable[[str, int, float], socket.socket]
+
+
 def open_socket(
-    ep: Endpoint, ctx: ssl.SSLContext | None, timeout: float, *, source: str | None = None
+    ep: Endpoint,
+    ctx: ssl.SSLContext | None,
+    timeout: float,
+    *,
+    source: str | None = None,
+    dial: Dial | None = None,
 ) -> socket.socket:
     """A TCP (``ctx`` None: to the HTTP port) or TLS connection to the endpoint; the caller closes it."""
     port = ep.https_port if ctx is not None else ep.http_port
-    raw = socket.create_connection(
-        (ep.connect_host, port), timeout=timeout, source_address=(source, 0) if source else None
-    )
+    if dial is not None:
+        raw = dial(ep.connect_host, port, timeout)
+    else:
+        raw = socket.create_connection(
+            (ep.connect_host, port), timeout=timeout, source_address=(source, 0) if source else None
+        )
     try:
         return ctx.wrap_socket(raw, server_hostname=ep.domain) if ctx is not None else raw
     except BaseException:
@@ -122,9 +134,9 @@ def open_socket(
 
 @contextlib.contextmanager
 def connect(
-    ep: Endpoint, ctx: ssl.SSLContext | None, timeout: float, *, source: str | None = None
+    ep: Endpoint, ctx: ssl.SSLContext | None, timeout: float, *, source: str | None = None, dial: Dial | None = None
 ) -> Iterator[socket.socket]:
-    sock = open_socket(ep, ctx, timeout, source=source)
+    sock = open_socket(ep, ctx, timeout, source=source, dial=dial)
     try:
         yield sock
     finally:
@@ -170,6 +182,7 @@ def exchange(
     *,
     timeout: float = 10.0,
     source: str | None = None,
+    dial: Dial | None = None,
     defaults: bool = True,
 ) -> Answer:
     """Send one request; stop uploading as soon as the server answers. Never raises for network trouble."""
@@ -184,7 +197,7 @@ def exchange(
                          body_length=length, defaults=defaults)
     answer = Answer()
     try:
-        with connect(ep, ctx, timeout, source=source) as sock:
+        with connect(ep, ctx, timeout, source=source, dial=dial) as sock:
             sock.sendall(head)
             early: bytes | None = None
             for chunk in chunks:
@@ -270,3 +283,35 @@ def _read_answer(sock: socket.socket, method: str, answer: Answer, first: bytes 
                 answer.body += bytes(event.data)[: BODY_KEEP - len(answer.body)]
         elif isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
             return
+
+
+def tunnel_dial(open_channel: Callable[[str, int, float], Any]) -> Dial:
+    """A :data:`Dial` whose connections start on another host (an SSH direct-tcpip channel).
+
+    TLS needs a real socket: each channel is joined to one end of a local
+    socket pair by two pumping threads, and the other end is returned.
+    """
+    import threading
+
+    def dial(host: str, port: int, timeout: float) -> socket.socket:
+        try:
+            channel = open_channel(host, port, timeout)
+        except Exception as exc:  # said as a network failure, like any other connection
+            raise OSError(f"could not open a connection from the vantage point: {exc}") from None
+        mine, theirs = socket.socketpair()
+
+        def pump(read: Callable[[int], bytes], write: Callable[[bytes], Any], done: Callable[[], None]) -> None:
+            try:
+                while data := read(65536):
+                    write(data)
+            except OSError:
+                pass
+            finally:
+                done()
+
+        threading.Thread(target=pump, args=(channel.recv, theirs.sendall, theirs.close), daemon=True).start()
+        threading.Thread(target=pump, args=(theirs.recv, channel.sendall, channel.close), daemon=True).start()
+        mine.settimeout(timeout)
+        return mine
+
+    return dial

@@ -29,6 +29,15 @@ def audit_command(
         typer.Option("--probe-source", metavar="ADDRESS",
                      help="a local address outside the allowlist to send the allowlist probe from"),
     ] = None,
+    vantage: Annotated[
+        str | None,
+        typer.Option("--from", metavar="USER@HOST[:PORT]",
+                     help="send the allowlist probe from this SSH host (outside the allowlist); nothing runs there"),
+    ] = None,
+    vantage_host_key: Annotated[
+        str | None,
+        typer.Option("--from-host-key", metavar="SHA256:...", help="the --from host's key on first contact"),
+    ] = None,
     accept_host_key: HostKeyOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -40,7 +49,9 @@ def audit_command(
     misplaced, revoked, expired keys), authz (path and encoding tricks, scopes,
     another client's files; the gateway's audit log proves nothing reached
     upstream), limits (burst, exact per-key rate, body size, slow clients,
-    connection cap), allowlist.
+    connection cap), allowlist (needs a vantage point outside it: --from an
+    SSH host, whose TCP connections carry the probe, or --probe-source, a
+    second address of this machine; otherwise it is reported untested).
 
     Temporary clients are created for the run and revoked at its end. The scan
     spends no upstream tokens (what reaches upstream: model lists and one
@@ -51,6 +62,7 @@ def audit_command(
     \b
       claudegate audit --config deploy.yaml
       claudegate audit --config deploy.yaml --only authz --report audit.html
+      claudegate audit --config deploy.yaml --only allowlist --from ops@bastion.example.com
     """
 
     def body() -> None:
@@ -60,7 +72,8 @@ def audit_command(
         if report is not None and report.suffix.lower() not in (".md", ".html", ".htm"):
             raise ConfigError(f"--report {report}: give a .md or .html file name")
         with session(config, accept_host_key=accept_host_key) as s:
-            result = s.audit(quick=quick, only=tuple(only or ()), probe_source=probe_source)
+            result = s.audit(quick=quick, only=tuple(only or ()), probe_source=probe_source,
+                             vantage=vantage, vantage_host_key=vantage_host_key)
         if report is not None:
             text = result.html() if report.suffix.lower() in (".html", ".htm") else result.markdown()
             report.write_text(text)

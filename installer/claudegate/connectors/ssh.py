@@ -193,6 +193,23 @@ class SSHConnector(Connector):
     def __enter__(self) -> SSHConnector:
         return self.connect()
 
+    def open_tcp(self, host: str, port: int, timeout: float = 10.0) -> paramiko.Channel:
+        """A TCP connection made *from the server* to ``host:port`` (a direct-tcpip channel).
+
+        The far end sees the server's address as the source: ``claudegate
+        audit --from`` uses it to send probes from a second vantage point.
+        """
+        self.connect()
+        assert self._transport is not None
+        try:
+            return self._transport.open_channel("direct-tcpip", (host, port), ("127.0.0.1", 0), timeout=timeout)
+        except (paramiko.SSHException, OSError) as exc:
+            raise ConnectionFailed(
+                f"{self.target} could not open a connection to {host}:{port}: {exc}",
+                target=self.target,
+                hint="the SSH server must allow TCP forwarding (AllowTcpForwarding yes), and reach that address",
+            ) from None
+
     def close(self) -> None:
         with self._lock:
             self._close_transport()

@@ -271,7 +271,13 @@ class Session:
         return self._call(lambda: api.smoke_test(self._config, progress=on_check))
 
     def audit(
-        self, *, quick: bool = False, only: Sequence[str] = (), probe_source: str | None = None
+        self,
+        *,
+        quick: bool = False,
+        only: Sequence[str] = (),
+        probe_source: str | None = None,
+        vantage: str | None = None,
+        vantage_host_key: str | None = None,
     ) -> AuditReport:
         """Attack the deployed stack from outside (:mod:`claudegate.audit`); each probe is a ``check`` event.
 
@@ -288,10 +294,19 @@ class Session:
 
         def run() -> AuditReport:
             keys, read_log = connector_keys_and_log(self._config, self._connect(), self.layout)
-            return audit_deployment(
-                self._config, keys, read_log, quick=quick, only=tuple(only), probe_source=probe_source,
-                progress=on_probe,
-            )
+            if vantage is None:
+                return audit_deployment(
+                    self._config, keys, read_log, quick=quick, only=tuple(only), probe_source=probe_source,
+                    progress=on_probe,
+                )
+            from claudegate.audit.vantage import vantage_connector
+            from claudegate.audit.wire import tunnel_dial
+
+            with vantage_connector(self._config, vantage, vantage_host_key) as far:
+                return audit_deployment(
+                    self._config, keys, read_log, quick=quick, only=tuple(only), probe_source=probe_source,
+                    remote=(far.target, tunnel_dial(far.open_tcp)), progress=on_probe,
+                )
 
         return self._call(run)
 
