@@ -211,6 +211,12 @@ def test_file_lists_hold_only_the_callers_own_and_the_sdk_pages_through(
     assert first["has_more"] is False and first["next_page"] is None
     forged = httpx.get(gw.url + "/v1/files", headers=hdr(keys["alice"]), params={"page": "page_eyJ4Ijox"})
     assert forged.status_code == 400
+    # The id cursors work on files too, and skip bob's in between.
+    page = httpx.get(gw.url + "/v1/files", headers=hdr(keys["alice"]),
+                     params={"limit": "2", "after_id": mine[-2]}).json()
+    assert [f["id"] for f in page["data"]] == [mine[-3], mine[-4]] and page["has_more"] is True
+    bob_sees = httpx.get(gw.url + "/v1/files", headers=hdr(keys["bob"]), params={"limit": "1000"}).json()
+    assert not set(mine) & {f["id"] for f in bob_sees["data"]}
 
 
 def test_referencing_another_clients_file_is_refused_everywhere(
