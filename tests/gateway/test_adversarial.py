@@ -360,3 +360,20 @@ def test_a_large_download_is_streamed_through_not_held(
         assert grown_mib < 40, f"gateway peak RSS grew by {grown_mib:.0f} MiB for a 200 MiB download"
     finally:
         own.stop()
+
+
+def test_batch_results_url_points_at_the_gateway_not_upstream(gw: GatewayProc, full: str, fake: FakeAnthropic) -> None:
+    # Followed as given, upstream's absolute results_url would send the gateway key to Anthropic.
+    fake.state.configure(batch_processing_seconds=0)
+    body = {"requests": [{"custom_id": "a", "params": {"model": ALLOWED, "max_tokens": 5,
+                                                       "messages": [{"role": "user", "content": "x"}]}}]}
+    headers = {**HDRS, "x-api-key": full}
+    created = httpx.post(gw.url + "/v1/messages/batches", json=body, headers=headers).json()
+    got = httpx.get(f"{gw.url}/v1/messages/batches/{created['id']}", headers=headers).json()
+    listed = httpx.get(gw.url + "/v1/messages/batches", headers=headers).json()["data"]
+    for batch in (got, *listed):
+        assert batch["results_url"] == f"/v1/messages/batches/{batch['id']}/results", batch
+    upstream_said = fake.state.requests[-1]
+    assert upstream_said.raw_path == "/v1/messages/batches"
+    r = httpx.get(gw.url + got["results_url"], headers=headers)
+    assert r.status_code == 200 and json.loads(r.text.splitlines()[0])["custom_id"] == "a"

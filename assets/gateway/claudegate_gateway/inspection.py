@@ -33,6 +33,7 @@ class Inspection:
     """What the inspection found; ``error`` set means the request is refused."""
 
     body: bytes  # what goes upstream: the input itself, or re-serialised after redaction
+    changed: bool = False  # body is not the input (a worker then need not send the input back)
     tokens: int = 0  # to reserve: input estimate + max_tokens (0: costs no tokens)
     max_tokens: int = 0  # summed over a batch's requests
     model: str | None = None
@@ -83,11 +84,11 @@ def _inspect(kind: str, body: bytes, scopes: Scopes, policy: FilterPolicy, found
             if item_changed:
                 item["params"] = new_params
                 changed = True
-        found.body = json.dumps(doc).encode() if changed else body
+        found.body, found.changed = (json.dumps(doc).encode(), True) if changed else (body, False)
         found.tokens = estimate_tokens(len(found.body)) + found.max_tokens
         return
     new_doc, changed = _check_params(doc, scopes, policy, found, kind == "message", "")
-    found.body = json.dumps(new_doc).encode() if changed else body
+    found.body, found.changed = (json.dumps(new_doc).encode(), True) if changed else (body, False)
     # Counting tokens costs none; only the request rate applies to it.
     found.tokens = 0 if kind == "count_tokens" else estimate_tokens(len(found.body)) + found.max_tokens
 

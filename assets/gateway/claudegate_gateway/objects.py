@@ -11,17 +11,12 @@ Driven by the route table's ``owner_kind`` / ``owner_action`` columns:
   ``has_more``, ``first_id``/``last_id`` and, for files, ``next_page`` that
   stay correct for the caller's own sequence;
 * a ``file_id`` anywhere in a request body must be one of the caller's files.
-
-Batch objects carry a ``results_url`` naming upstream's host; the SDKs fetch
-results from that URL, so it is rewritten to the gateway's own origin (a
-client following upstream's would send its gateway key to Anthropic).
 """
 
 from __future__ import annotations
 
 import base64
 import json
-import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -39,7 +34,6 @@ from claudegate_gateway.ownership import (
 # (query pairs) -> (status, parsed JSON or None, raw body) of one upstream list page.
 Fetch = Callable[[list[tuple[str, str]]], Awaitable[tuple[int, Any, bytes]]]
 
-_HOST = re.compile(r"^(?:[A-Za-z0-9.-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\])(?::\d{1,5})?$")
 _DEFAULT_LIMIT = 20
 
 
@@ -57,13 +51,6 @@ def not_found(kind: ObjectKind, object_id: str) -> GatewayError:
     if kind == "batch":
         return GatewayError("not_found_error", f"Message batch {object_id} not found.")
     return GatewayError("not_found_error", f"File not found: {object_id}")
-
-
-def public_origin(host: str | None, forwarded_https: bool, scheme: str) -> str | None:
-    """The gateway's origin as the client reached it, or None when the Host header is odd."""
-    if not host or not _HOST.match(host):
-        return None
-    return f"{'https' if forwarded_https else scheme}://{host}"
 
 
 class Objects:
@@ -184,20 +171,6 @@ class Objects:
             "first_id": found[0]["id"] if found else None,
             "last_id": found[-1]["id"] if found else None,
         }
-
-    # -- batch objects ----------------------------------------------------------
-
-    @staticmethod
-    def rewrite_results_url(doc: Any, origin: str | None) -> Any:
-        """Point a batch's (or a list of batches') results_url at the gateway."""
-        items: list[Any] = [doc]
-        if isinstance(doc, dict) and isinstance(doc.get("data"), list):
-            items = doc["data"]
-        for item in items:
-            if isinstance(item, dict) and item.get("results_url") and isinstance(item.get("id"), str):
-                path = f"/v1/messages/batches/{item['id']}/results"
-                item["results_url"] = (origin or "") + path
-        return doc
 
 
 def _encode_cursor(upstream_page: str | None, skip: int) -> str:

@@ -49,7 +49,10 @@ def _init_worker(filters: Sequence[dict[str, Any]] | None, source: str) -> None:
 
 def _inspect_in_worker(kind: str, body: bytes, scopes: Scopes) -> Inspection:
     assert _policy is not None, "worker not initialised"
-    return inspect_body(kind, body, scopes, _policy)
+    found = inspect_body(kind, body, scopes, _policy)
+    if not found.changed:
+        found.body = b""  # the parent has it: do not copy 30 MB back
+    return found
 
 
 def _apply_in_worker(doc: dict[str, Any]) -> FilterResult:
@@ -99,13 +102,16 @@ class Offload:
             return inspect_body(kind, body, scopes, self.policy)
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._pool, _inspect_in_worker, kind, body, scopes)
+            found = await loop.run_in_executor(self._pool, _inspect_in_worker, kind, body, scopes)
         except BrokenProcessPool:
             # The worker died (killed, out of memory): start a new one for the
             # next request; this one is answered as the gateway's failure.
             log.error("the inspection worker died; starting a new one")
             self._pool = self._new_pool()
             raise
+        if not found.changed:
+            found.body = body
+        return found
 
     async def apply_policy(self, doc: dict[str, Any], size: int) -> FilterResult:
         """The filter policy alone on a prepared document (an upload's text), in the worker when large."""

@@ -23,6 +23,7 @@ import yarl
 from aiohttp import web
 
 from claudegate_gateway.audit import AuditLog
+from claudegate_gateway.batchurls import localise_results_urls
 from claudegate_gateway.concurrency import FairSlots, InFlight
 from claudegate_gateway.config import Config
 from claudegate_gateway.errors import GatewayError, error_body, error_response, new_request_id
@@ -39,7 +40,7 @@ from claudegate_gateway.keystore import Client, KeyStore
 from claudegate_gateway.limits import Limiter, Reservation
 from claudegate_gateway.metering import UsageMeter, charge
 from claudegate_gateway.metrics import Metrics
-from claudegate_gateway.objects import Objects, UpstreamAnswer, public_origin
+from claudegate_gateway.objects import Objects, UpstreamAnswer
 from claudegate_gateway.offload import Offload
 from claudegate_gateway.routes import Match, RouteError, match
 from claudegate_gateway.uploads import filter_upload, read_upload, upstream_body
@@ -348,6 +349,8 @@ class Gateway:
         except aiohttp.ClientError:
             self.metrics.upstream_errors += 1
             raise GatewayError("api_error", "The upstream connection broke mid-response") from None
+        if route.op.owner_kind == "batch" and upstream.status == 200:
+            data = localise_results_urls(data)
         if route.op.meter == "message" and upstream.status == 200:
             ex.meter.read_message(data)
         elif upstream.status >= 400:
@@ -423,17 +426,6 @@ class Gateway:
             used = ex.meter.total
         self.limiter.settle(reservation, used)
 
-    def _origin(self, request: web.Request) -> str | None:
-        peer = request.transport.get_extra_info("peername") if request.transport else None
-        https = False
-        if peer and self._trusted:
-            with contextlib.suppress(ValueError):
-                peer_ip = ipaddress.ip_address(peer[0])
-                https = any(peer_ip in net for net in self._trusted) and (
-                    request.headers.get("x-forwarded-proto") == "https"
-                )
-        return public_origin(request.headers.get("host"), https, request.scheme)
-
     def _owned_answer(self, request: web.Request, route: Match, ex: Exchange, status: int, data: bytes) -> bytes:
         """Record or forget ownership from upstream's answer; point results_url at the gateway."""
         kind, client = route.op.owner_kind, ex.client
@@ -442,12 +434,6 @@ class Gateway:
             self.objects.created(client, kind, status, data)
         elif route.op.method == "DELETE":
             self.objects.deleted(kind, next(iter(route.params.values())), status)
-        if kind == "batch" and status == 200:
-            try:
-                doc = json.loads(data)
-            except ValueError:
-                return data
-            return json.dumps(self.objects.rewrite_results_url(doc, self._origin(request))).encode()
         return data
 
     async def _list(self, request: web.Request, route: Match, client: Client, ex: Exchange) -> web.StreamResponse:
@@ -485,12 +471,13 @@ class Gateway:
         except UpstreamAnswer as answer:
             ex.status, ex.error_type = answer.status, "upstream"
             return web.Response(status=answer.status, body=answer.body, content_type="application/json", headers=down)
+        data = json.dumps(page).encode()
         if route.op.owner_kind == "batch":
-            self.objects.rewrite_results_url(page, self._origin(request))
+            data = localise_results_urls(data)
         ex.status = 200
         if ex.upstream_request_id:
             down["request-id"] = ex.upstream_request_id
-        return web.Response(body=json.dumps(page).encode(), content_type="application/json", headers=down)
+        return web.Response(body=data, content_type="application/json", headers=down)
 
     async def _read_upload(self, request: web.Request, ex: Exchange) -> tuple[bytes, str]:
         """Read, filter and rebuild a file upload: (body, Content-Type) to send upstream."""

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, get_origin
 from urllib.parse import urlsplit
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -41,6 +42,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from claudegate.config.operations import TEMPLATES, matches_an_operation
 from claudegate.connectors.known_hosts import normalize_fingerprint
 from claudegate.edge.settings import MIN_TRUSTED_PREFIX, EdgeSettings, RateLimit, Size
 
@@ -307,7 +309,7 @@ _ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 _UNIX_USER = r"^[a-z_][a-z0-9_-]{0,31}$"
 _CLIENT_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 _MODEL_GLOB = r"^[A-Za-z0-9*?\[\]][A-Za-z0-9*?\[\]._:@/-]{0,127}$"
-_ENDPOINT_GLOB = r"^/[A-Za-z0-9*?\[\]._/-]{0,127}$"
+_ENDPOINT_GLOB = r"^/[A-Za-z0-9*?\[\]{}._/-]{0,127}$"
 _BETA = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 _EMAIL = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
 _IMAGE = (
@@ -326,8 +328,18 @@ ClientName = Annotated[
     ),
 ]
 ModelGlob = Annotated[str, _pattern(_MODEL_GLOB, "is not a model name or glob", "claude-sonnet-*")]
+def _known_operation(glob: str) -> str:
+    # Endpoint scopes are matched against the gateway's route templates: a
+    # glob that matches none of them would silently allow nothing.
+    if not matches_an_operation(glob):
+        raise fail(f"{_show(glob)} matches no operation the gateway serves", f"use a glob over: {', '.join(TEMPLATES)}")
+    return glob
+
+
 EndpointGlob = Annotated[
-    str, _pattern(_ENDPOINT_GLOB, "is not a URL path or glob starting with /", "/v1/messages*")
+    str,
+    _pattern(_ENDPOINT_GLOB, "is not a URL path or glob starting with /", "/v1/messages*"),
+    AfterValidator(_known_operation),
 ]
 BetaName = Annotated[str, _pattern(_BETA, "is not an anthropic-beta value", "prompt-caching-2024-07-31")]
 Email = Annotated[str, _pattern(_EMAIL, "is not an email address", "ops@example.com")]
