@@ -95,9 +95,13 @@ class Objects:
         params = dict(query)
         limit = int(params.get("limit", _DEFAULT_LIMIT))
         passthrough = [(k, v) for k, v in query if k == "beta"]
+        # The first upstream page is asked exactly as the client asked for
+        # its page (same limit, same cursor); only pages fetched to fill it
+        # up use the gateway's own, larger page size.
+        first_limit = [("limit", params["limit"])] if "limit" in params else []
         if "after_id" in params or "before_id" in params or kind == "batch":
-            return await self._scan_ids(client, kind, params, limit, passthrough, fetch)
-        return await self._scan_cursor(client, params.get("page"), limit, passthrough, fetch)
+            return await self._scan_ids(client, kind, params, limit, passthrough, first_limit, fetch)
+        return await self._scan_cursor(client, params.get("page"), limit, passthrough, first_limit, fetch)
 
     async def _page(self, fetch: Fetch, query: list[tuple[str, str]]) -> dict[str, Any]:
         status, doc, raw = await fetch(query)
@@ -116,6 +120,7 @@ class Objects:
         params: dict[str, str],
         limit: int,
         passthrough: list[tuple[str, str]],
+        first_limit: list[tuple[str, str]],
         fetch: Fetch,
     ) -> dict[str, Any]:
         backward = "before_id" in params
@@ -124,8 +129,10 @@ class Objects:
         # upstream returns after it is filtered like every other page.
         cursor = params.get(cursor_name)
         scan = PageScan(limit=limit, backward=backward)
+        size = first_limit
         while True:
-            query = [*passthrough, ("limit", str(SCAN_PAGE_SIZE))]
+            query = [*passthrough, *size]
+            size = [("limit", str(SCAN_PAGE_SIZE))]
             if cursor is not None:
                 query.append((cursor_name, cursor))
             doc = await self._page(fetch, query)
@@ -136,13 +143,22 @@ class Objects:
         return scan.result()
 
     async def _scan_cursor(
-        self, client: Client, page: str | None, limit: int, passthrough: list[tuple[str, str]], fetch: Fetch
+        self,
+        client: Client,
+        page: str | None,
+        limit: int,
+        passthrough: list[tuple[str, str]],
+        first_limit: list[tuple[str, str]],
+        fetch: Fetch,
     ) -> dict[str, Any]:
         upstream_page, skip = _decode_cursor(page)
         found: list[dict[str, Any]] = []
         resume: tuple[str | None, int] | None = None
+        # A resumed page is fetched at full size: `skip` counts into it.
+        size = first_limit if page is None else [("limit", str(SCAN_PAGE_SIZE))]
         for _ in range(MAX_SCAN_PAGES):
-            query = [*passthrough, ("limit", str(SCAN_PAGE_SIZE))]
+            query = [*passthrough, *size]
+            size = [("limit", str(SCAN_PAGE_SIZE))]
             if upstream_page is not None:
                 query.append(("page", upstream_page))
             doc = await self._page(fetch, query)
