@@ -211,3 +211,32 @@ def test_page_scan_is_bounded() -> None:
     assert scan.pages == MAX_SCAN_PAGES
     out = scan.result()
     assert out["data"] == [] and out["has_more"] is True
+
+
+@pytest.mark.parametrize(
+    ("raw", "needle"),
+    [
+        ({"max_in_flight_per_key": 129}, "max_in_flight_per_key: 129 is more than half of upstream.max_connections"),
+        ({"max_in_flight_per_key": 3, "upstream": {"max_connections": 4}}, "set it to at most 2"),
+        ({"max_in_flight_per_key": 0}, "max_in_flight_per_key: expected a whole number >= 1"),
+        ({"audit_log_files": -1}, "audit_log_files: expected a whole number >= 0"),
+        ({"audit_log_max_bytes": 10}, "audit_log_max_bytes: expected a whole number >= 65536"),
+        ({"audit_field_max_chars": "long"}, "audit_field_max_chars: expected a whole number"),
+        ({"max_upload_bytes": 1.5}, "max_upload_bytes: expected a whole number"),
+        ({"max_upload_byte": 1}, "did you mean max_upload_bytes?"),
+    ],
+)
+def test_new_config_keys_fail_with_the_key_and_the_fix(raw: dict[str, object], needle: str) -> None:
+    from claudegate_gateway.config import ConfigError, parse_config
+
+    with pytest.raises(ConfigError) as err:
+        parse_config(raw, "gw.yaml")
+    assert str(err.value).startswith("gw.yaml: ") and needle in str(err.value)
+
+
+def test_new_config_keys_defaults() -> None:
+    from claudegate_gateway.config import parse_config
+
+    cfg = parse_config({}, "gw.yaml")
+    assert (cfg.max_in_flight_per_key, cfg.max_upload_bytes) == (32, 32 * 1024 * 1024)
+    assert (cfg.audit_log_max_bytes, cfg.audit_log_files, cfg.audit_field_max_chars) == (64 << 20, 5, 512)
