@@ -309,6 +309,19 @@ def test_upload_redaction_reaches_upstream_redacted(
     assert b'filename="conf.txt"' in sent.body
 
 
+def test_large_text_upload_is_filtered_in_the_worker(gateway_factory: GatewayFactory, fake: FakeAnthropic) -> None:
+    gw = gateway_factory({"max_upload_bytes": 4_000_000})
+    key = gw.create_key("big")
+    filler = b"lorem ipsum dolor sit amet\n" * 80_000  # ~2.2 MB: above the inline limit
+    r = upload(gw, key, filler + f"key {SECRET}\n".encode(), "big.txt", "application/octet-stream")
+    assert r.status_code == 400, r.text
+    assert fake.state.requests_for("/v1/files") == []
+    r = upload(gw, key, filler, "big.txt", "text/plain")
+    assert r.status_code == 200, r.text
+    sent = fake.state.requests_for("/v1/files", "POST")[-1]
+    assert filler in sent.body
+
+
 # -- metering ---------------------------------------------------------------------
 
 

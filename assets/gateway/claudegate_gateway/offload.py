@@ -57,7 +57,10 @@ def _inspect_in_worker(kind: str, body: bytes, scopes: Scopes) -> Inspection:
 
 def _apply_in_worker(doc: dict[str, Any]) -> FilterResult:
     assert _policy is not None, "worker not initialised"
-    return _policy.apply(doc)
+    result = _policy.apply(doc)
+    if not result.changed:
+        result.body = {}  # unchanged: the parent has it, do not copy 30 MB back
+    return result
 
 
 def _ready() -> bool:
