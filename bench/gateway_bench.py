@@ -876,6 +876,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--gateway-bin", default=None, help="command for claudegate-gateway (default: next to python)"
     )
+    p.add_argument(
+        "--gateway-before",
+        default=None,
+        metavar="CMD",
+        help="also run this claudegate-gateway command as target 'gateway-before' (e.g. an older version)",
+    )
     p.add_argument("--no-gateway", action="store_true")
     lit = p.add_mutually_exclusive_group()
     lit.add_argument("--litellm", action="store_true", help="include LiteLLM (the default unless --quick)")
@@ -969,6 +975,24 @@ def main(argv: list[str] | None = None) -> int:
             )
             ver = subprocess.run([*gw, "--version"], capture_output=True, text=True, check=False, timeout=30)
             versions["gateway"] = ver.stdout.strip() or ver.stderr.strip()
+        if args.gateway_before:
+            before = shlex.split(args.gateway_before)
+            b_fast, kb_fast = start_gateway(stack, "gateway-before", before, fast.base_url, up_key, pin_proxy)
+            b_slow, kb_slow = start_gateway(stack, "gateway-before-slow", before, slow.base_url, up_key, pin_proxy)
+            targets.append(
+                Target(
+                    "gateway-before",
+                    b_fast.base_url + "/v1/messages",
+                    b_slow.base_url + "/v1/messages",
+                    _load.auth_headers(kb_fast),
+                    MODEL,
+                    MODEL,
+                    b_fast,
+                    headers_slow=_load.auth_headers(kb_slow),
+                    service_slow=b_slow,
+                    note=f"--gateway-before: {args.gateway_before}",
+                )
+            )
         if want_bare:
             b_fast = start_bare(stack, "bare", fast.base_url, up_key, pin_proxy)
             b_slow = start_bare(stack, "bare-slow", slow.base_url, up_key, pin_proxy)

@@ -309,13 +309,23 @@ def test_upload_redaction_reaches_upstream_redacted(
     assert b'filename="conf.txt"' in sent.body
 
 
+def gateway_children(gw: GatewayProc) -> set[int]:
+    assert gw.proc is not None
+    pids: set[int] = set()
+    for task in Path(f"/proc/{gw.proc.pid}/task").iterdir():
+        pids.update(int(p) for p in (task / "children").read_text().split())
+    return pids
+
+
 def test_large_text_upload_is_filtered_in_the_worker(gateway_factory: GatewayFactory, fake: FakeAnthropic) -> None:
     gw = gateway_factory({"max_upload_bytes": 4_000_000})
     key = gw.create_key("big")
     filler = b"lorem ipsum dolor sit amet\n" * 80_000  # ~2.2 MB: above the inline limit
+    assert gateway_children(gw) == set()  # no worker until a large body needs one
     r = upload(gw, key, filler + f"key {SECRET}\n".encode(), "big.txt", "application/octet-stream")
     assert r.status_code == 400, r.text
     assert fake.state.requests_for("/v1/files") == []
+    assert gateway_children(gw), "the large file was not filtered in the worker process"
     r = upload(gw, key, filler, "big.txt", "text/plain")
     assert r.status_code == 200, r.text
     sent = fake.state.requests_for("/v1/files", "POST")[-1]

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import multiprocessing
+import os
 import random
+import signal
 import statistics
 import threading
 import time
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import httpx
+import pytest
 
+from claudegate_gateway import offload
+from claudegate_gateway.keystore import Scopes
 from tests.support.fake_anthropic import FakeAnthropic
 from tests.support.gateway_proc import make_gateway
 
@@ -82,3 +90,62 @@ def test_small_requests_are_not_delayed_by_a_30mb_body(tmp_path: Path, fake: Fak
         assert during_p99 < base_p99 * 3 + 0.015, (base_p99, during_p99, max(during))
     finally:
         gw.stop()
+
+
+def _message(text: str) -> bytes:
+    return json.dumps({"model": "claude-sonnet-4-6", "max_tokens": 5,
+                       "messages": [{"role": "user", "content": text}]}).encode()  # fmt: skip
+
+
+async def test_the_worker_finds_what_inline_inspection_finds() -> None:
+    rules = ({"name": "secrets", "detectors": ["all"], "action": "redact"},)
+    policy = offload.build_policy(rules, "test")
+    body = _message("x " * 200_000 + "key AKIAIOSFODNN7EXAMPLE end")
+    inline = await offload.Offload(policy, rules, "test", inline_max=1 << 40).inspect("message", body, Scopes())
+    pool = offload.Offload(policy, rules, "test", inline_max=0)
+    try:
+        worker = await pool.inspect("message", body, Scopes())
+    finally:
+        pool.stop()
+    assert inline.changed and worker.changed and b"AKIA" not in worker.body
+    assert (worker.body, worker.tokens, worker.verdicts) == (inline.body, inline.tokens, inline.verdicts)
+    unchanged = offload.Offload(policy, rules, "test", inline_max=0)
+    try:
+        same = await unchanged.inspect("message", _message("y " * 200_000), Scopes())
+    finally:
+        unchanged.stop()
+    assert not same.changed and same.body == _message("y " * 200_000)
+
+
+async def test_the_worker_starts_with_a_large_body_and_stops_when_idle() -> None:
+    pool = offload.Offload(offload.build_policy(None, "t"), None, "t", inline_max=1000, idle_seconds=0.3)
+    pool.start()
+    try:
+        await pool.inspect("message", _message("small"), Scopes())
+        assert not pool.running
+        await pool.inspect("message", _message("z" * 5000), Scopes())
+        assert pool.running
+        for _ in range(100):
+            if not pool.running:
+                break
+            await asyncio.sleep(0.05)
+        assert not pool.running
+    finally:
+        pool.stop()
+
+
+async def test_a_killed_worker_fails_one_request_and_the_next_gets_a_new_one() -> None:
+    pool = offload.Offload(offload.build_policy(None, "t"), None, "t", inline_max=0)
+    try:
+        await pool.inspect("message", _message("warm"), Scopes())
+        children = multiprocessing.active_children()
+        workers = [c for c in children if "resource_tracker" not in c.name.lower()]
+        assert workers
+        for child in workers:
+            os.kill(child.pid or 0, signal.SIGKILL)
+        with pytest.raises(BrokenProcessPool):
+            await pool.inspect("message", _message("x" * 300_000), Scopes())
+        found = await pool.inspect("message", _message("after"), Scopes())
+        assert found.error is None and found.model == "claude-sonnet-4-6"
+    finally:
+        pool.stop()

@@ -7,7 +7,8 @@ hold the GIL for as long as they run on one large string. So bodies of at
 least :data:`INLINE_MAX` bytes go to a small process pool (spawned, not
 forked: the gateway has threads); smaller ones, the common case (Claude
 Code's ~50 KB requests), are inspected inline, where the hand-off would
-cost more than the work.
+cost more than the work. The worker starts with the first large body and
+stops when none came for a while.
 
 The worker builds its own :class:`FilterPolicy` from the same config (a
 policy holds lambdas and is not picklable). If the pool cannot be started
@@ -21,6 +22,7 @@ import asyncio
 import concurrent.futures
 import logging
 import multiprocessing
+import time
 from collections.abc import Sequence
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
@@ -33,6 +35,7 @@ log = logging.getLogger("claudegate.gateway")
 
 INLINE_MAX = 256 * 1024
 WORKERS = 1
+IDLE_SECONDS = 120.0
 
 _policy: FilterPolicy | None = None
 
@@ -63,66 +66,100 @@ def _apply_in_worker(doc: dict[str, Any]) -> FilterResult:
     return result
 
 
-def _ready() -> bool:
-    return _policy is not None
-
-
 class Offload:
-    """Runs :func:`inspect_body` inline or in the worker pool, by body size."""
+    """Runs :func:`inspect_body` inline or in the worker pool, by body size.
+
+    The worker process starts with the first large body and stops after
+    ``idle_seconds`` without one, so a gateway that never sees large bodies
+    pays no memory for it (a worker and multiprocessing's resource tracker
+    are ~40 MB together).
+    """
 
     def __init__(
         self, policy: FilterPolicy, filters: Sequence[dict[str, Any]] | None, source: str,
-        inline_max: int = INLINE_MAX,
-    ) -> None:
+        inline_max: int = INLINE_MAX, idle_seconds: float = IDLE_SECONDS,
+    ) -> None:  # fmt: skip
         self.policy = policy
         self.inline_max = inline_max
+        self.idle_seconds = idle_seconds
         self._initargs = (None if filters is None else tuple(filters), source)
         self._pool: concurrent.futures.Executor | None = None
+        self._busy = 0
+        self._last_used = 0.0
+        self._reaper: asyncio.Task[None] | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._pool is not None
 
     def _new_pool(self) -> concurrent.futures.Executor:
         try:
             return concurrent.futures.ProcessPoolExecutor(
                 max_workers=WORKERS, mp_context=multiprocessing.get_context("spawn"),
                 initializer=_init_worker, initargs=self._initargs,
-            )
+            )  # fmt: skip
         except (OSError, ImportError) as exc:  # e.g. no semaphores without /dev/shm
             log.warning("no worker process for large bodies (%s); inspecting them in a thread", exc)
             _init_worker(*self._initargs)
             return concurrent.futures.ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="inspect")
 
-    async def start(self) -> None:
-        """Start the pool and wait for the worker to be ready, so the first large body does not pay for it."""
-        self._pool = self._new_pool()
-        await asyncio.get_running_loop().run_in_executor(self._pool, _ready)
+    def start(self) -> None:
+        """Start the idle reaper (on the running event loop)."""
+        self._reaper = asyncio.get_running_loop().create_task(self._reap())
+
+    async def _reap(self) -> None:
+        while True:
+            await asyncio.sleep(max(0.05, self.idle_seconds / 4))
+            if self._pool is not None and not self._busy and time.monotonic() - self._last_used > self.idle_seconds:
+                self._shutdown()
+
+    def _shutdown(self) -> None:
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            pool.shutdown(wait=False, cancel_futures=True)
 
     def stop(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
+        if self._reaper is not None:
+            self._reaper.cancel()
+            self._reaper = None
+        self._shutdown()
 
     async def inspect(self, kind: str, body: bytes, scopes: Scopes) -> Inspection:
-        if len(body) < self.inline_max or self._pool is None:
+        if len(body) < self.inline_max:
             return inspect_body(kind, body, scopes, self.policy)
-        loop = asyncio.get_running_loop()
-        try:
-            found = await loop.run_in_executor(self._pool, _inspect_in_worker, kind, body, scopes)
-        except BrokenProcessPool:
-            # The worker died (killed, out of memory): start a new one for the
-            # next request; this one is answered as the gateway's failure.
-            log.error("the inspection worker died; starting a new one")
+        if self._pool is None:
             self._pool = self._new_pool()
+        self._busy += 1
+        try:
+            found = await asyncio.get_running_loop().run_in_executor(
+                self._pool, _inspect_in_worker, kind, body, scopes
+            )
+        except BrokenProcessPool:
+            # The worker died (killed, out of memory): this request is the
+            # gateway's failure (a 500); the next large body starts a new worker.
+            log.error("the inspection worker died; the next large body starts a new one")
+            self._shutdown()
             raise
+        finally:
+            self._busy -= 1
+            self._last_used = time.monotonic()
         if not found.changed:
             found.body = body
         return found
 
     async def apply_policy(self, doc: dict[str, Any], size: int) -> FilterResult:
         """The filter policy alone on a prepared document (an upload's text), in the worker when large."""
-        if size < self.inline_max or self._pool is None:
+        if size < self.inline_max:
             return self.policy.apply(doc)
+        if self._pool is None:
+            self._pool = self._new_pool()
+        self._busy += 1
         try:
             return await asyncio.get_running_loop().run_in_executor(self._pool, _apply_in_worker, doc)
         except BrokenProcessPool:
-            log.error("the inspection worker died; starting a new one")
-            self._pool = self._new_pool()
+            log.error("the inspection worker died; the next large body starts a new one")
+            self._shutdown()
             raise
+        finally:
+            self._busy -= 1
+            self._last_used = time.monotonic()

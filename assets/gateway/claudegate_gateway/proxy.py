@@ -145,7 +145,7 @@ class Gateway:
             # in the decompressor, which is batching by another name.
             skip_auto_headers=("User-Agent", "Accept-Encoding"),
         )
-        await self.offload.start()
+        self.offload.start()
 
     async def stop(self) -> None:
         if self._session is not None:
