@@ -176,6 +176,22 @@ def test_batch_lists_hold_only_the_callers_own_with_correct_pagination(
         assert b["results_url"] is None or b["results_url"] == f"/v1/messages/batches/{b['id']}/results"
 
 
+def test_a_list_cursor_is_no_oracle_for_other_clients_ids(
+    gw: GatewayProc, keys: dict[str, str], fake: FakeAnthropic
+) -> None:
+    theirs = create_batch(gw, keys["alice"])
+    create_batch(gw, keys["bob"])
+    fake.state.clear_requests()
+    answers = []
+    for cursor in (theirs, "msgbatch_01NoSuchBatchAtAll0000", "cgpos_0123456789abcdef01234567_" + theirs):
+        for name in ("after_id", "before_id"):
+            r = httpx.get(gw.url + "/v1/messages/batches", headers=hdr(keys["bob"]), params={name: cursor})
+            assert r.status_code == 200, r.text
+            answers.append(r.json())
+    assert all(a == {"data": [], "has_more": False, "first_id": None, "last_id": None} for a in answers)
+    assert upstream_paths(fake) == []  # decided without asking upstream whether the id exists
+
+
 # -- ownership: files ---------------------------------------------------------------
 
 

@@ -16,6 +16,7 @@ from claudegate_gateway.concurrency import FairSlots, InFlight
 from claudegate_gateway.errors import GatewayError
 from claudegate_gateway.keystore import KEY_PREFIX, KeyStore, Scopes
 from claudegate_gateway.limits import Limiter
+from claudegate_gateway.objects import Objects
 from claudegate_gateway.ownership import MAX_SCAN_PAGES, PageScan, file_ids
 
 
@@ -203,14 +204,23 @@ def test_page_scan_fills_a_page_across_upstream_pages() -> None:
     assert collected == sorted(mine)
 
 
-def test_page_scan_is_bounded() -> None:
-    scan = PageScan(limit=5, backward=False)
+def test_page_scan_is_bounded_and_its_position_is_sealed(tmp_path: Path) -> None:
+    store = KeyStore(tmp_path / "keys.db", "pepper")
+    objects = Objects(store.owners, store.digest)
+    scan = PageScan(limit=5, backward=False, seal=objects.seal)
     n = 0
     while scan.take({"data": [{"id": f"x{n}"}], "has_more": True}, set()) is not None:
         n += 1
     assert scan.pages == MAX_SCAN_PAGES
     out = scan.result()
     assert out["data"] == [] and out["has_more"] is True
+    sealed = out["last_id"]
+    assert sealed.startswith("cgpos_") and objects.unseal(sealed) == f"x{n}"
+    tag = sealed.removeprefix("cgpos_").partition("_")[0]
+    assert objects.unseal(f"cgpos_{tag}_x0") is None  # a tag is good for its own position only
+    other = Objects(store.owners, KeyStore(tmp_path / "other.db", "another pepper").digest)
+    assert other.unseal(sealed) is None
+    store.close()
 
 
 @pytest.mark.parametrize(

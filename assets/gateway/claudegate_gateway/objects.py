@@ -11,11 +11,20 @@ Driven by the route table's ``owner_kind`` / ``owner_action`` columns:
   ``has_more``, ``first_id``/``last_id`` and, for files, ``next_page`` that
   stay correct for the caller's own sequence;
 * a ``file_id`` anywhere in a request body must be one of the caller's files.
+
+A list cursor (``after_id``/``before_id``) is itself an id, so it must not
+become an oracle: a cursor that is not the caller's own object answers an
+empty page without asking upstream, whether it exists or not. The one
+cursor the gateway hands out that is not the caller's (the scan position
+when a page could not be filled within the bound) is sealed: ``cgpos_``,
+the position, and a MAC under the keystore's pepper, so a client can only
+give back positions the gateway gave it.
 """
 
 from __future__ import annotations
 
 import base64
+import hmac
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -53,9 +62,26 @@ def not_found(kind: ObjectKind, object_id: str) -> GatewayError:
     return GatewayError("not_found_error", f"File not found: {object_id}")
 
 
+_SEALED = "cgpos_"
+
+
 class Objects:
-    def __init__(self, owners: Ownership) -> None:
+    def __init__(self, owners: Ownership, mac: Callable[[str], bytes]) -> None:
         self.owners = owners
+        self._mac = mac  # keyed digest (the keystore's HMAC under its pepper)
+
+    def seal(self, position: str) -> str:
+        tag = self._mac("list-position:" + position)[:12].hex()
+        return f"{_SEALED}{tag}_{position}"
+
+    def unseal(self, cursor: str) -> str | None:
+        """The position a sealed cursor names, or None when it is not one this gateway made."""
+        if not cursor.startswith(_SEALED):
+            return None
+        tag, _, position = cursor[len(_SEALED):].partition("_")
+        if not position or not hmac.compare_digest(tag, self._mac("list-position:" + position)[:12].hex()):
+            return None
+        return position
 
     # -- before forwarding ----------------------------------------------------
 
@@ -125,10 +151,16 @@ class Objects:
     ) -> dict[str, Any]:
         backward = "before_id" in params
         cursor_name = "before_id" if backward else "after_id"
-        # Any id (the route checked its form) is only a position: whatever
-        # upstream returns after it is filtered like every other page.
         cursor = params.get(cursor_name)
-        scan = PageScan(limit=limit, backward=backward)
+        if cursor is not None:
+            position = self.unseal(cursor)
+            if position is not None:
+                cursor = position
+            elif not self.owners.owns(kind, cursor, client.name):
+                # Another client's id or no id at all: the same empty page,
+                # and upstream is not asked (no existence oracle).
+                return {"data": [], "has_more": False, "first_id": None, "last_id": None}
+        scan = PageScan(limit=limit, backward=backward, seal=self.seal)
         size = first_limit
         while True:
             query = [*passthrough, *size]
