@@ -9,6 +9,8 @@ import os
 import random
 import signal
 import statistics
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures.process import BrokenProcessPool
@@ -62,7 +64,15 @@ def test_small_requests_are_not_delayed_by_a_30mb_body(tmp_path: Path, fake: Fak
 
             for _ in range(20):
                 timed()
-            baseline = [timed() for _ in range(300)]
+            # The worker will keep a core busy, which on a shared machine slows
+            # everything a little whoever runs it: the baseline is measured
+            # with a busy core too, so what is compared is the event loop only.
+            burner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+            try:
+                baseline = [timed() for _ in range(300)]
+            finally:
+                burner.kill()
+                burner.wait()
             big_status: list[int] = []
             big_time: list[float] = []
 
@@ -84,7 +94,7 @@ def test_small_requests_are_not_delayed_by_a_30mb_body(tmp_path: Path, fake: Fak
         # request in that time would wait for all of it.
         assert big_time[0] > 0.5 and len(during) >= 10, (big_time, len(during))
         base_p99, during_p99 = _p99(baseline), _p99(during)
-        print(f"p99 small request: {base_p99 * 1000:.1f} ms alone, {during_p99 * 1000:.1f} ms during a "
+        print(f"p99 small request: {base_p99 * 1000:.1f} ms beside a busy core, {during_p99 * 1000:.1f} ms during a "
               f"{len(big) >> 20} MB body ({big_time[0]:.1f} s, {len(during)} requests)")  # fmt: skip
         # Ratios, not absolute times: the machine is shared and noisy.
         assert during_p99 < base_p99 * 3 + 0.015, (base_p99, during_p99, max(during))

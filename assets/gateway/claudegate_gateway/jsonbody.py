@@ -36,22 +36,18 @@ def _constant(name: str) -> NoReturn:
 
 
 def depth(doc: Any, limit: int = MAX_DEPTH) -> int:
-    """Nesting depth of a parsed document, walked without recursion; stops early past ``limit``."""
+    """Nesting depth of a parsed document, level by level without recursion; stops past ``limit``."""
+    level: list[Any] = [doc] if type(doc) is dict or type(doc) is list else []
     deepest = 0
-    stack: list[tuple[Any, int]] = [(doc, 1)]
-    while stack:
-        node, level = stack.pop()
-        if isinstance(node, dict):
-            children: Any = node.values()
-        elif isinstance(node, list):
-            children = node
-        else:
-            continue
-        if level > deepest:
-            deepest = level
-            if deepest > limit:
-                return deepest
-        stack.extend((child, level + 1) for child in children if isinstance(child, (dict, list)))
+    while level:
+        deepest += 1
+        if deepest > limit:
+            break
+        below: list[Any] = []
+        for node in level:
+            # json.loads makes exact dicts and lists: type() is the fast test.
+            below += [v for v in (node.values() if type(node) is dict else node) if type(v) is dict or type(v) is list]
+        level = below
     return deepest
 
 

@@ -196,6 +196,10 @@ OPERATIONS: tuple[Operation, ...] = (
 
 # The distinct path templates, for scope validation here and in the installer.
 TEMPLATES: tuple[str, ...] = tuple(dict.fromkeys(op.template for op in OPERATIONS))
+# Rows by number of path segments: a request is compared with a handful of rows, not all.
+_BY_LENGTH: dict[int, tuple[Operation, ...]] = {
+    n: tuple(op for op in OPERATIONS if len(op.segments) == n) for n in {len(op.segments) for op in OPERATIONS}
+}
 
 
 @dataclass(frozen=True)
@@ -235,7 +239,7 @@ def match(method: str, raw_path: str, raw_query: str = "") -> Match:
     segments = raw_path.split("/")[1:]
     found: Operation | None = None
     params: dict[str, str] = {}
-    for op in OPERATIONS:
+    for op in _BY_LENGTH.get(len(segments), ()):
         got = _match_segments(op.segments, segments)
         if got is None:
             continue
