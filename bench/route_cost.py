@@ -3,6 +3,8 @@
 * matching: ``routes.match`` (canonical-path regex, row lookup, query
   allowlist) on the requests real clients send, against the check it
   replaced (prefix and segment tests on the raw path, query passed as is);
+* strict parsing: ``jsonbody.parse_object`` (duplicate keys, depth) against
+  plain ``json.loads`` on a body shaped like Claude Code's;
 * hand-off: inspecting a JSON body inline on the event loop against the same
   inspection in the worker process (pickling the body there, the result
   back), for bodies around the threshold (``offload.INLINE_MAX``) and larger.
@@ -24,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from claudegate_gateway import offload, routes
+from claudegate_gateway.jsonbody import parse_object
 from claudegate_gateway.keystore import Scopes
 
 REQUESTS = [
@@ -58,6 +61,25 @@ def per_call_us(fn: Any, n: int) -> float:
                 fn(method, path, query)
         best = min(best, (time.perf_counter() - t) / (n * len(REQUESTS)))
     return best * 1e6
+
+
+def claude_code_like() -> bytes:
+    """~58 KB: a long system prompt, 20 tools with schemas, 50 turns (the shape Claude Code sends)."""
+    tools = [{"name": f"t{i}", "description": "d" * 200, "input_schema": {"type": "object", "properties": {
+        f"p{j}": {"type": "string", "description": "x" * 50} for j in range(10)}}} for i in range(20)]
+    turns = [{"role": "user", "content": [{"type": "text", "text": "hi" * 100}]} for _ in range(50)]
+    return json.dumps({"model": "m", "max_tokens": 5, "system": "s" * 20000, "tools": tools,
+                       "messages": turns}).encode()  # fmt: skip
+
+
+def parse_ms(fn: Any, body: bytes) -> float:
+    best = float("inf")
+    for _ in range(5):
+        t = time.perf_counter()
+        for _ in range(50):
+            fn(body)
+        best = min(best, (time.perf_counter() - t) / 50)
+    return best * 1000
 
 
 def body_of(size: int) -> bytes:
@@ -116,6 +138,10 @@ def main() -> None:
         "old_check_us": round(per_call_us(old, n), 2),
     }
     result["match_ratio"] = round(result["match_us"] / result["old_check_us"], 1)
+    sample = claude_code_like()
+    result["parse_body_bytes"] = len(sample)
+    result["strict_parse_ms"] = round(parse_ms(parse_object, sample), 3)
+    result["json_loads_ms"] = round(parse_ms(json.loads, sample), 3)
     result["handoff"] = asyncio.run(handoff([offload.INLINE_MAX, 1 << 20, 8 << 20], 7))
     print(json.dumps(result, indent=2))
     if args.json:

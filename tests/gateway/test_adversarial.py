@@ -290,11 +290,26 @@ def test_a_compressed_request_body_is_415(gw: GatewayProc, narrow: str, fake: Fa
 
 
 def test_headers_named_in_connection_are_not_forwarded(gw: GatewayProc, full: str, fake: FakeAnthropic) -> None:
-    r = raw(gw, "GET", "/v1/models", f"x-api-key: {full}", "connection: keep-alive, x-hop-secret, anthropic-beta",
-            "x-hop-secret: s3cret", "anthropic-beta: files-api-2025-04-14", "x-end-to-end: kept")
+    r = raw(gw, "GET", "/v1/models", f"x-api-key: {full}", "connection: keep-alive, x-stainless-os, anthropic-beta",
+            "x-stainless-os: Linux", "anthropic-beta: files-api-2025-04-14", "x-stainless-lang: python")
     assert r.status == 200
     sent = fake.state.requests[-1].headers
-    assert "x-hop-secret" not in sent and "anthropic-beta" not in sent and sent["x-end-to-end"] == "kept"
+    assert "x-stainless-os" not in sent and "anthropic-beta" not in sent and sent["x-stainless-lang"] == "python"
+
+
+def test_only_allowlisted_headers_go_upstream(gw: GatewayProc, full: str, fake: FakeAnthropic) -> None:
+    # anthropic-workspace-id would pick another workspace of the organisation's key.
+    r = raw(gw, "GET", "/v1/models", f"x-api-key: {full}", "anthropic-workspace-id: wrkspc_other",
+            "cookie: s=1", "x-forwarded-for: 6.6.6.6", "forwarded: for=6.6.6.6", "x-real-ip: 6.6.6.6",
+            "x-anything: y", "proxy-authorization: Basic eA==", "anthropic-beta: files-api-2025-04-14",
+            "user-agent: claude-cli/2", "x-app: cli", "x-stainless-retry-count: 0")
+    assert r.status == 200
+    sent = set(fake.state.requests[-1].headers)
+    assert {"anthropic-beta", "anthropic-version", "user-agent", "x-app", "x-stainless-retry-count"} <= sent
+    r = raw(gw, "GET", "/v1/models", f"x-api-key: {full}", "anthropic-beta: a-1", "anthropic-beta: b-2")
+    assert r.status == 200 and fake.state.requests[-1].headers["anthropic-beta"] == "a-1, b-2"
+    assert sent.isdisjoint({"anthropic-workspace-id", "cookie", "x-forwarded-for", "forwarded", "x-real-ip",
+                            "x-anything", "proxy-authorization", "authorization"}), sent
 
 
 def test_upstream_organisation_headers_do_not_reach_clients(gw: GatewayProc, full: str, fake: FakeAnthropic) -> None:

@@ -24,6 +24,12 @@ HOP_BY_HOP = frozenset(
 # limits are none of a client's business (a client with gateway limits gets
 # the gateway's own anthropic-ratelimit-* headers instead).
 _ORG_HEADERS = frozenset({"anthropic-organization-id"})
+# What a client may say to upstream besides its body: the API's own request
+# headers and the SDKs' harmless metadata. Everything else stays here, such
+# as anthropic-workspace-id (which would let a client pick another workspace
+# of the organisation's key), cookies, forwarding and credential headers.
+_UP_ALLOWED = frozenset({"content-type", "accept", "anthropic-version", "anthropic-beta", "user-agent", "x-app"})
+_UP_ALLOWED_PREFIXES = ("x-stainless-",)
 _ORG_PREFIXES = ("anthropic-ratelimit-",)
 
 
@@ -65,6 +71,18 @@ def connection_named(headers: CIMultiDictProxy[str]) -> frozenset[str]:
     for value in headers.getall("connection", []):
         names.update(n.strip().lower() for n in value.split(",") if n.strip())
     return frozenset(names)
+
+
+def request_headers_up(headers: CIMultiDictProxy[str]) -> dict[str, str]:
+    """The client's headers that go upstream: the allowlist, minus what ``Connection`` names."""
+    hop = connection_named(headers)
+    out: dict[str, str] = {}
+    for name, value in headers.items():
+        lower = name.lower()
+        if (lower in _UP_ALLOWED or lower.startswith(_UP_ALLOWED_PREFIXES)) and lower not in hop:
+            # A repeated header is one list (RFC 9110 5.3): keep every value, as the scope check saw them.
+            out[lower] = f"{out[lower]}, {value}" if lower in out else value
+    return out
 
 
 def check_request_encoding(headers: CIMultiDictProxy[str]) -> None:

@@ -31,8 +31,8 @@ from claudegate_gateway.filters import FilterPolicy, Verdict
 from claudegate_gateway.hygiene import (
     HOP_BY_HOP,
     check_request_encoding,
-    connection_named,
     presented_key,
+    request_headers_up,
     response_headers,
 )
 from claudegate_gateway.inspection import estimate_tokens
@@ -47,12 +47,6 @@ from claudegate_gateway.uploads import filter_upload, read_upload, upstream_body
 
 log = logging.getLogger("claudegate.gateway")
 
-# Never forwarded upstream: the client's credentials, what names the client's
-# hop, and what aiohttp sets itself.
-_DROP_UP = HOP_BY_HOP | {
-    "host", "authorization", "x-api-key", "cookie", "content-length", "accept-encoding",
-    "content-encoding", "expect", "x-real-ip", "forwarded", "via",
-}
 _DROP_DOWN = HOP_BY_HOP | {
     "content-length", "content-encoding", "set-cookie", "server", "x-powered-by", "via", "alt-svc",
 }
@@ -288,14 +282,9 @@ class Gateway:
         self, request: web.Request, route: Match, body: bytes, ex: Exchange, content_type: str | None = None
     ) -> web.StreamResponse:
         assert self._session is not None and ex.client is not None
-        hop = connection_named(request.headers)
-        headers = {
-            k: v for k, v in request.headers.items()
-            if (lk := k.lower()) not in _DROP_UP and lk not in hop and not lk.startswith(("proxy-", "x-forwarded-"))
-            and not (content_type is not None and lk == "content-type")
-        }
+        headers = request_headers_up(request.headers)
         if content_type is not None:  # a body the gateway rebuilt (an upload)
-            headers["Content-Type"] = content_type
+            headers["content-type"] = content_type
         headers["x-api-key"] = self._upstream_key
         async with self.slots.slot(ex.client.name, self.config.upstream.connect_timeout):
             return await self._exchange(request, route, body, ex, headers)
@@ -439,10 +428,7 @@ class Gateway:
     async def _list(self, request: web.Request, route: Match, client: Client, ex: Exchange) -> web.StreamResponse:
         assert self._session is not None and route.op.owner_kind is not None
         session = self._session
-        headers = {
-            k: v for k, v in request.headers.items()
-            if (lk := k.lower()) not in _DROP_UP and not lk.startswith(("proxy-", "x-forwarded-"))
-        }
+        headers = request_headers_up(request.headers)
         headers["x-api-key"] = self._upstream_key
 
         async def fetch(query: list[tuple[str, str]]) -> tuple[int, Any, bytes]:
