@@ -13,7 +13,10 @@ order (see :data:`CHECK_NAMES`):
 ``headers.security``    HSTS (max-age >= 180 days), nosniff, ``Cache-Control: no-store``, no ``X-Powered-By``,
                         no version in ``Server`` -- on every API response looked at (the 401 and the 200)
 ``api.count_tokens``    ``POST /v1/messages/count_tokens`` with the client key: 200 and ``input_tokens``
-``api.stream``          a streamed message: ``message_start`` ... ``message_stop`` in order, arriving over time
+``api.stream``          a streamed message from upstream: ``message_start`` ... ``message_stop`` in order
+``stream.unbuffered``   the gateway's own paced stream (``/v1/claudegate/pace``: events 100 ms apart, made
+                        by the gateway, never upstream, no tokens) arrives paced, not at once: nothing on the
+                        way buffers events, whatever the upstream's pace
 ``limits.body``         a body one byte over ``max_body_bytes`` gets 413 ``request_too_large``
 ``allowlist.enforced``  (only with ``allowlist_probe``) a request sent from ``probe_source`` is refused
 ``limits.burst``        ``burst`` quick requests provoke a 429 ``rate_limit_error`` with ``retry-after``
@@ -32,6 +35,7 @@ import contextlib
 import datetime as dt
 import errno
 import ipaddress
+import itertools
 import json
 import re
 import secrets
@@ -53,8 +57,10 @@ import httpx
 from cryptography import x509
 
 from claudegate import __version__
-from claudegate.errors import ConfigError
+from claudegate.errors import Cancelled, ConfigError
 from claudegate.redact import Secret, redact
+from claudegate.session import cancel as _cancel
+from claudegate.session.controls import current as _controls
 
 __all__ = [
     "CHECK_NAMES",
@@ -75,6 +81,7 @@ CHECK_NAMES: tuple[str, ...] = (
     "headers.security",
     "api.count_tokens",
     "api.stream",
+    "stream.unbuffered",
     "limits.body",
     "allowlist.enforced",
     "limits.burst",
@@ -83,9 +90,11 @@ CHECK_NAMES: tuple[str, ...] = (
 ANTHROPIC_VERSION = "2023-06-01"
 USER_AGENT = f"claudegate-smoke/{__version__}"
 HSTS_MIN_AGE = 15_552_000  # 180 days
-# A stream whose message_start and message_stop arrive closer together than
-# this came out of a buffer, not token by token.
-STREAM_MIN_SPREAD = 0.02
+# The gateway's paced stream (see claudegate_gateway.routes): its events leave
+# PACE_INTERVAL apart; arriving closer together than half that, they were held.
+PACE_PATH = "/v1/claudegate/pace"
+PACE_EVENTS = 6
+PACE_INTERVAL = 0.1
 # How long to wait for the server to refuse an oversize body from its headers
 # alone before starting to upload it.
 EARLY_ANSWER_WAIT = 1.0
@@ -379,7 +388,7 @@ def _send(client: httpx.Client, method: str, url: str, **kwargs: Any) -> httpx.R
     if response.status_code == 429:
         wait = _retry_after(response)
         if wait is not None and wait <= MAX_RETRY_WAIT:
-            time.sleep(max(wait, 0.1))
+            _cancel.sleep(max(wait, 0.1), _controls().cancel)
             response = client.request(method, url, **kwargs)
     return response
 
@@ -519,14 +528,23 @@ def _check_certificate(
     not_after = cert.not_valid_after_utc
     not_before = cert.not_valid_before_utc
     days_left = int((not_after - now).total_seconds() // 86400)
+    # A short-lived certificate (Let's Encrypt's 6 days, a test CA's minutes)
+    # cannot have cert_min_days left: it must only not be past its renewal
+    # point (a third of its lifetime left, the renewer's rule).
+    required = min(dt.timedelta(days=min_days), (not_after - not_before) / 3)
     if not_before > now:
         problems.append(f"not valid before {not_before:%Y-%m-%d %H:%M} UTC")
     if not_after <= now:
         days_ago = int((now - not_after).total_seconds() // 86400)
         problems.append(f"expired on {not_after:%Y-%m-%d} ({days_ago} days ago)")
-    elif days_left < min_days:
+    elif not_after - now < required:
+        need = (
+            f"{min_days}"
+            if required.days == min_days
+            else f"{required.total_seconds() / 86400:.2f} (a third of its lifetime)"
+        )
         problems.append(
-            f"expires on {not_after:%Y-%m-%d}: {days_left} days left, at least {min_days} required"
+            f"expires on {not_after:%Y-%m-%d %H:%M} UTC: {days_left} days left, at least {need} required"
         )
     if problems:
         raise _Failed("; ".join(problems))
@@ -808,15 +826,49 @@ def _check_stream(ep: _Endpoint, client: httpx.Client, key: str, model: str, dea
         raise _Failed("; ".join(problems))
     first = next(e for e in events if e.event == "message_start")
     last = next(e for e in events if e.event == "message_stop")
-    spread = last.arrived - first.arrived
-    if spread < STREAM_MIN_SPREAD:
-        raise _Failed(
-            f"all {len(events)} events arrived at once after {last.arrived * 1000:.0f} ms: "
-            "the stream is buffered somewhere on the way (e.g. proxy_buffering)"
-        )
+    # No judgement on timing here: a fast upstream may send everything at once.
+    # Buffering on the way is stream.unbuffered's business, at a pace the stack sets.
     return (
         f"{len(events)} events in order; message_start after {first.arrived * 1000:.0f} ms, "
         f"message_stop after {last.arrived * 1000:.0f} ms"
+    )
+
+
+def _check_pace(ep: _Endpoint, client: httpx.Client, key: str, deadline: float) -> str:
+    headers = {**_auth_headers(key), "accept": "text/event-stream", "accept-encoding": "identity"}
+    parser = SSEParser()
+    events: list[SSEEvent] = []
+    started = time.monotonic()
+    with client.stream("GET", ep.https_url(PACE_PATH), headers=headers) as response:
+        if response.status_code != 200:
+            response.read()
+            hint = {
+                403: " (the smoke client's scopes predate it: deploy again to renew them)",
+                404: " (the gateway is older than this claudegate: deploy again)",
+            }.get(response.status_code, "")
+            raise _Failed(f"GET {PACE_PATH}: {response.status_code} {_snippet(response)}{hint}")
+        try:
+            for chunk in response.iter_raw():
+                arrived = time.monotonic() - started
+                events.extend(e for e in parser.feed(chunk, arrived) if e.event == "claudegate_pace")
+                if arrived > deadline:
+                    raise _Failed(f"the paced stream was still going after {arrived:.0f} s")
+        except httpx.TransportError as exc:
+            raise _Failed(f"the paced stream broke after {len(events)} events: {_describe_error(exc)}") from None
+    if len(events) != PACE_EVENTS:
+        raise _Failed(f"the paced stream carried {len(events)} events, {PACE_EVENTS} were sent")
+    gaps = [b.arrived - a.arrived for a, b in itertools.pairwise(events)]
+    held = sum(gap < PACE_INTERVAL / 2 for gap in gaps)
+    if held > len(gaps) // 2:
+        spread = events[-1].arrived - events[0].arrived
+        raise _Failed(
+            f"events sent {PACE_INTERVAL * 1000:.0f} ms apart arrived within {spread * 1000:.0f} ms of each other "
+            f"({held} of {len(gaps)} gaps under {PACE_INTERVAL * 500:.0f} ms): the stream is buffered somewhere "
+            "on the way (e.g. proxy_buffering on in nginx)"
+        )
+    return (
+        f"{PACE_EVENTS} events sent {PACE_INTERVAL * 1000:.0f} ms apart arrived "
+        f"{min(gaps) * 1000:.0f}-{max(gaps) * 1000:.0f} ms apart: not buffered"
     )
 
 
@@ -1081,9 +1133,14 @@ def run_smoke(
         if progress is not None:
             progress(check)
 
+    cancel = _controls().cancel
+
     def run(name: str, fn: Callable[[], str]) -> None:
+        cancel.raise_if_cancelled(step="smoke")
         try:
             detail = fn()
+        except Cancelled:
+            raise
         except _Skipped as exc:
             record(name, SKIP, str(exc))
         except _Failed as exc:
@@ -1121,9 +1178,11 @@ def run_smoke(
             if key:
                 run("api.count_tokens", lambda: _check_count_tokens(ep, client, key, target.model))
                 run("api.stream", lambda: _check_stream(ep, client, key, target.model, 4 * timeout))
+                run("stream.unbuffered", lambda: _check_pace(ep, client, key, 2 * timeout))
             else:
                 record("api.count_tokens", SKIP, no_key)
                 record("api.stream", SKIP, no_key)
+                record("stream.unbuffered", SKIP, no_key)
         run(
             "limits.body",
             lambda: _check_body_limit(ep, target.ca_file, target.model, target.max_body_bytes, timeout),

@@ -92,7 +92,7 @@ def test_filters_block_and_redact(gateway_factory: GatewayFactory, fake: FakeAnt
     assert len(fake.state.requests) == n_before  # blocked ones never reach upstream
 
     audit = gw.audit(3)
-    assert {"rule": "secrets", "action": "redact", "matches": 1} in audit[0]["filters"]
+    assert {"rule": "secrets", "direction": "request", "action": "redact", "matches": 1} in audit[0]["filters"]
     assert audit[1]["status"] == 403
     assert secret not in gw.audit_path.read_text() and "falcon" not in gw.audit_path.read_text().lower()
 

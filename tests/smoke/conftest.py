@@ -96,7 +96,8 @@ def smoke_gateway(
 
 @pytest.fixture(scope="session")
 def client_key(smoke_gateway: GatewayProc) -> str:
-    return smoke_gateway.create_key(f"smoke-{secrets.token_hex(3)}")
+    # As the deployed smoke client: the paced diagnostic stream is granted only by name.
+    return smoke_gateway.create_key(f"smoke-{secrets.token_hex(3)}", "--endpoints", "/v1/*", "/v1/claudegate/pace")
 
 
 @pytest.fixture

@@ -28,8 +28,10 @@ from tests.support.gateway_proc import GatewayProc
 
 HTTPS_CHECKS = CHECK_NAMES[3:]
 
-# The fake answers instantly; a real model produces tokens over time. Spacing the
-# fake's events 20 ms apart lets api.stream tell a live stream from a buffered one.
+# A real model produces tokens over time; the fake's events 20 ms apart are
+# like it. Whether the stack buffers is judged from the gateway's own paced
+# stream (stream.unbuffered), never from the upstream's pace: see
+# test_an_instant_upstream_passes.
 pytestmark = pytest.mark.usefixtures("stream_delay")
 
 
@@ -133,9 +135,11 @@ def test_certificate_for_another_name_fails(
 def test_certificate_expiring_soon_fails_but_the_rest_runs(
     make_edge: EdgeFactory, ca: CA, client_key: str, tmp_path: Path, stream_delay: FakeAnthropic
 ) -> None:
-    edge = make_edge(
-        "expiring", leaf=make_leaf(ca, tmp_path / "soon", (DOMAIN,), not_after=dt.timedelta(days=3))
+    # A 90-day certificate with 3 days left (a short-lived one is judged by its lifetime, below).
+    soon = make_leaf(
+        ca, tmp_path / "soon", (DOMAIN,), not_before=dt.timedelta(days=-87), not_after=dt.timedelta(days=3)
     )
+    edge = make_edge("expiring", leaf=soon)
     report = run_smoke(target_for(edge, ca, client_key))
     status, detail = by_name(report)["tls.certificate"]
     assert status == "fail" and "2 days left, at least 7 required" in detail
@@ -264,9 +268,28 @@ def test_buffered_stream_fails(
         patch=replace_in("snippets/proxy_gateway.conf", "proxy_buffering off;", "proxy_buffering on;"),
     )
     report = run_smoke(target_for(edge, ca, client_key))
-    status, detail = by_name(report)["api.stream"]
-    assert status == "fail" and "arrived at once" in detail and "buffered" in detail
-    assert failing(by_name(report)) == {"api.stream"}
+    status, detail = by_name(report)["stream.unbuffered"]
+    assert status == "fail" and "buffered" in detail and "proxy_buffering" in detail
+    assert failing(by_name(report)) == {"stream.unbuffered"}
+
+
+def test_an_instant_upstream_passes(make_edge: EdgeFactory, ca: CA, client_key: str, fake: FakeAnthropic) -> None:
+    """A fast model (or a caching upstream) sends the whole stream at once: not the stack's fault."""
+    fake.state.configure(event_delay=0.0, latency=0.0)
+    report = run_smoke(target_for(make_edge("instant"), ca, client_key))
+    assert report.ok, report.table()
+    assert by_name(report)["stream.unbuffered"][0] == "pass"
+
+
+def test_the_paced_stream_needs_its_own_scope(
+    make_edge: EdgeFactory, ca: CA, smoke_gateway: GatewayProc, fake: FakeAnthropic
+) -> None:
+    """A key whose endpoints are only `/v1/*` (every client's default) is refused the diagnostic stream."""
+    key = smoke_gateway.create_key(f"plain-{secrets.token_hex(3)}")
+    fake.state.clear_requests()
+    status, detail = by_name(run_smoke(target_for(make_edge("plainkey"), ca, key)))["stream.unbuffered"]
+    assert status == "fail" and "403" in detail and "deploy again" in detail
+    assert not [r for r in fake.state.requests if "pace" in r.path]  # never forwarded
 
 
 def test_stream_with_an_error_event_fails(

@@ -45,7 +45,13 @@ Deterministic behaviour (see ``plan_reply`` and ``estimate_input_tokens``):
 * with ``tools`` and a ``tool_choice`` of ``any``/``tool`` (or the last user text
   containing ``use the tool``) the reply is a ``tool_use`` block whose input holds
   the required properties of the tool's ``input_schema`` with placeholder values;
-* ``thinking`` of type ``enabled``/``adaptive`` adds a short thinking block first.
+* ``thinking`` of type ``enabled``/``adaptive`` adds a short thinking block first;
+* a *script* (``FakeState.script``, ``POST /_fake/config {"script": [...]}``) replaces
+  the planned content with exactly the given blocks, streamed as exactly the given
+  deltas: ``{"type": "text", "deltas": ["he", "llo"]}``, ``{"type": "thinking",
+  "deltas": [...]}`` or ``{"type": "tool_use", "name": "t", "deltas": ["{\"a", "\": 1}"]}``
+  (``partial_json`` pieces; their concatenation must be a JSON object). One delta is one
+  output token. Until reset, every messages request gets the script.
 """
 
 from __future__ import annotations
@@ -475,6 +481,7 @@ _CONFIG_FIELDS: Final = (
     "max_recorded",
     "public_base_url",
     "max_message_bytes",
+    "script",
 )
 
 
@@ -495,6 +502,7 @@ class FakeState:
     files_downloadable: bool = True  # the real API only allows downloading files made by tools
     public_base_url: str | None = None  # base of batch results_url; default: the request's own origin
     max_message_bytes: int = MESSAGES_MAX_BYTES
+    script: list[dict[str, Any]] | None = None  # scripted content blocks and deltas (see plan_reply)
     ratelimit_requests: int = 4_000
     ratelimit_input_tokens: int = 2_000_000
     ratelimit_output_tokens: int = 400_000
@@ -611,6 +619,8 @@ class FakeState:
                 if value is not None and not isinstance(value, str):
                     raise ValueError("public_base_url must be a string or null")
                 checked[name] = value.rstrip("/") if value else None
+            elif name == "script":
+                checked[name] = None if value is None else _check_script(value)
             elif name == "api_keys":
                 if isinstance(value, str) or not all(isinstance(k, str) and k for k in value):
                     raise ValueError("api_keys must be a list of non-empty strings")
@@ -1042,6 +1052,48 @@ class Reply:
     stop_sequence: str | None
     input_tokens: int
     output_tokens: int
+    # index -> the exact deltas to stream for that block (scripted replies)
+    deltas: dict[int, list[str]] = field(default_factory=dict)
+
+
+def _check_script(value: Any) -> list[dict[str, Any]]:
+    if not isinstance(value, list) or not value:
+        raise ValueError("script must be a non-empty list of blocks")
+    for i, block in enumerate(value):
+        if not isinstance(block, dict) or block.get("type") not in ("text", "thinking", "tool_use"):
+            raise ValueError(f"script[{i}]: a block of type text, thinking or tool_use is required")
+        deltas = block.get("deltas")
+        if not isinstance(deltas, list) or not all(isinstance(d, str) for d in deltas):
+            raise ValueError(f"script[{i}].deltas must be a list of strings")
+        if block["type"] == "tool_use":
+            try:
+                parsed = json.loads("".join(deltas))
+            except ValueError:
+                raise ValueError(f"script[{i}].deltas must join to a JSON object") from None
+            if not isinstance(parsed, dict) or not isinstance(block.get("name"), str):
+                raise ValueError(f"script[{i}]: a tool_use needs a name and deltas joining to a JSON object")
+    return [dict(b) for b in value]
+
+
+def scripted_reply(script: Sequence[Mapping[str, Any]], body: Mapping[str, Any]) -> Reply:
+    """The reply a script describes (see the module doc)."""
+    content: list[dict[str, Any]] = []
+    deltas: dict[int, list[str]] = {}
+    for index, block in enumerate(script):
+        pieces = list(block["deltas"])
+        deltas[index] = pieces
+        joined = "".join(pieces)
+        if block["type"] == "text":
+            content.append({"type": "text", "text": joined})
+        elif block["type"] == "thinking":
+            signature = base64.b64encode(hashlib.sha256(joined.encode()).digest() * 2).decode()
+            content.append({"type": "thinking", "thinking": joined, "signature": signature})
+        else:
+            content.append({"type": "tool_use", "id": _new_id("toolu_01"), "name": block["name"],
+                            "input": json.loads(joined)})
+    has_tool = any(b["type"] == "tool_use" for b in content)
+    output = max(sum(len(p) for p in deltas.values()), 1)
+    return Reply(content, "tool_use" if has_tool else "end_turn", None, estimate_input_tokens(body), output, deltas)
 
 
 def last_user_text(messages: Sequence[Any]) -> str:
@@ -1254,7 +1306,20 @@ def stream_events(reply: Reply, model: str, message_id: str | None = None) -> It
         )
         if index == 0:
             yield _sse("ping", {"type": "ping"})
-        if kind == "text":
+        scripted = reply.deltas.get(index)
+        if scripted is not None:
+            field_of = {"text": ("text_delta", "text"), "thinking": ("thinking_delta", "thinking"),
+                        "tool_use": ("input_json_delta", "partial_json")}
+            delta_type, key = field_of[kind]
+            for piece in scripted:
+                delta = {"type": delta_type, key: piece}
+                yield _sse(
+                    "content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}
+                )
+            if kind == "thinking":
+                delta = {"type": "signature_delta", "signature": block["signature"]}
+                yield _sse("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta})
+        elif kind == "text":
             for piece in _WORD_PIECE_RE.findall(block["text"]):
                 delta = {"type": "text_delta", "text": piece}
                 yield _sse(
@@ -1475,7 +1540,8 @@ async def _messages(request: web.Request) -> web.StreamResponse:
     body = validate_body(_json_body(request))
     spec = _resolve(state, body["model"])
     _check_model_limits(spec, body)
-    reply = plan_reply(body, state.default_reply_words)
+    script = state.script
+    reply = scripted_reply(script, body) if script else plan_reply(body, state.default_reply_words)
     if not body.get("stream"):
         return _json_response(
             request, message_json(reply, spec.id), in_tok=reply.input_tokens, out_tok=reply.output_tokens

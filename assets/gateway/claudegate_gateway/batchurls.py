@@ -30,6 +30,13 @@ def _local(batch: Any) -> bool:
     return True
 
 
+def localise_page(doc: Any) -> bool:
+    """Rewrite in place a batch object or a page of them; True if anything was a batch."""
+    data = doc.get("data") if isinstance(doc, dict) else None
+    items: list[Any] = data if isinstance(data, list) else [doc]
+    return any([_local(item) for item in items])
+
+
 def localise_results_urls(body: bytes) -> bytes:
     """A batch object, or a page of them, with results_url rewritten; other bodies unchanged."""
     try:
@@ -38,7 +45,4 @@ def localise_results_urls(body: bytes) -> bytes:
         return body
     if not isinstance(doc, dict):
         return body
-    data = doc.get("data")
-    items: list[Any] = data if isinstance(data, list) else [doc]
-    changed = [_local(item) for item in items]
-    return json.dumps(doc).encode() if any(changed) else body
+    return json.dumps(doc).encode() if localise_page(doc) else body

@@ -47,12 +47,15 @@ class Config:
     # None: the key was absent, so the default secret detectors apply;
     # an explicit empty list turns filtering off.
     filters: tuple[dict[str, Any], ...] | None = None
+    # client name -> {rule name: "off" | action}; rule names are checked
+    # against the policy when the gateway is built.
+    client_filters: dict[str, dict[str, str]] = field(default_factory=dict)
     source: str = "<defaults>"
 
 
 _TOP_KEYS = {
     "listen", "internal_listen", "upstream", "keystore", "pepper_file",
-    "audit_log", "trusted_proxies", "max_body_bytes", "filters",
+    "audit_log", "trusted_proxies", "max_body_bytes", "filters", "client_filters",
     "max_upload_bytes", "max_in_flight_per_key", "audit_log_max_bytes", "audit_log_files",
     "audit_field_max_chars",
 }
@@ -122,6 +125,7 @@ def parse_config(raw: Any, source: str = "<config>") -> Config:
     filters = raw.get("filters")
     if filters is not None and (not isinstance(filters, list) or not all(isinstance(f, dict) for f in filters)):
         raise _fail(source, "filters", "must be a list of rule mappings", "see the gateway README for the rule format")
+    client_filters = _client_filters(source, raw.get("client_filters") or {})
     audit = raw.get("audit_log", str(Config.audit_log))
     in_flight = _number(
         source, "max_in_flight_per_key", raw.get("max_in_flight_per_key", Config.max_in_flight_per_key),
@@ -159,8 +163,31 @@ def parse_config(raw: Any, source: str = "<config>") -> Config:
             source, "audit_field_max_chars", raw.get("audit_field_max_chars", Config.audit_field_max_chars),
             minimum=64, integer=True,
         ),
+        client_filters=client_filters,
         source=source,
     )
+
+
+_OVERRIDES = ("off", "block", "redact", "log")
+
+
+def _client_filters(source: str, raw: Any) -> dict[str, dict[str, str]]:
+    if not isinstance(raw, dict):
+        raise _fail(source, "client_filters", "must be a mapping of client name to rule overrides",
+                    "write e.g. client_filters: {internal-tool: {pii: off}}")
+    out: dict[str, dict[str, str]] = {}
+    for client, rules in raw.items():
+        if not isinstance(rules, dict):
+            raise _fail(source, f"client_filters.{client}", "must be a mapping of rule name to override",
+                        "write e.g. {pii: off}")
+        for rule, value in rules.items():
+            if value is False:  # YAML 1.1 reads a bare off as false
+                value = "off"
+            if value not in _OVERRIDES:
+                raise _fail(source, f"client_filters.{client}.{rule}", f"{value!r} is not an override",
+                            "use off, block, redact or log")
+        out[str(client)] = {str(k): ("off" if v is False else str(v)) for k, v in rules.items()}
+    return out
 
 
 def load_config(path: str | Path) -> Config:

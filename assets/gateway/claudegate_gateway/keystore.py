@@ -89,8 +89,11 @@ class Scopes:
     def model_allowed(self, model: str) -> bool:
         return any(fnmatchcase(model, glob) for glob in self.models)
 
-    def endpoint_allowed(self, path: str) -> bool:
-        return any(fnmatchcase(path, glob) for glob in self.endpoints)
+    def endpoint_allowed(self, template: str, *, exact: bool = False) -> bool:
+        """Whether an operation's path template is in the scopes; ``exact``: listed as such, not by a glob."""
+        if exact:
+            return template in self.endpoints
+        return any(fnmatchcase(template, glob) for glob in self.endpoints)
 
     def beta_allowed(self, beta: str) -> bool:
         return self.betas is None or beta in self.betas
@@ -235,6 +238,9 @@ class KeyStore:
         with self._db:
             self._db.execute("BEGIN IMMEDIATE")
             self._active(name)
+            # Credentials that ended already can never work again: drop them, so a
+            # client rotated on every deploy (the smoke test's) does not pile up rows.
+            self._db.execute("DELETE FROM credentials WHERE name = ? AND not_after <= ?", (name, now))
             self._db.execute(
                 "UPDATE credentials SET not_after = MIN(COALESCE(not_after, ?), ?) WHERE name = ?",
                 (now + overlap_seconds, now + overlap_seconds, name),
@@ -244,6 +250,21 @@ class KeyStore:
                 (public, name, self.digest(key), now),
             )
         return key
+
+    def update(self, name: str, scopes: Scopes, expires_at: float | None) -> None:
+        """Replace a client's scopes and expiry in place: its credentials keep working.
+
+        Declarative (the whole scope set, not a patch), so applying the same
+        config twice gives the same row. Gateways see it on their next
+        request (``data_version`` moves), so a lower rpm applies at once.
+        """
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._active(name)
+            self._db.execute(
+                "UPDATE clients SET scopes = ?, expires_at = ? WHERE name = ?",
+                (scopes.to_json(), expires_at, name),
+            )
 
     def revoke(self, name: str) -> None:
         with self._db:

@@ -19,6 +19,8 @@ cursor the gateway hands out that is not the caller's (the scan position
 when a page could not be filled within the bound) is sealed: ``cgpos_``,
 the position, and a MAC under the keystore's pepper, so a client can only
 give back positions the gateway gave it.
+
+Batch objects' ``results_url`` is pointed at the gateway by :mod:`.batchurls`.
 """
 
 from __future__ import annotations

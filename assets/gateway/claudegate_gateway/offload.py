@@ -23,11 +23,12 @@ import concurrent.futures
 import logging
 import multiprocessing
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from claudegate_gateway.filters import FilterPolicy, FilterResult
+from claudegate_gateway.filters.clients import ClientPolicies
 from claudegate_gateway.inspection import Inspection, inspect_body
 from claudegate_gateway.keystore import Scopes
 
@@ -37,7 +38,7 @@ INLINE_MAX = 256 * 1024
 WORKERS = 1
 IDLE_SECONDS = 120.0
 
-_policy: FilterPolicy | None = None
+_policy: ClientPolicies | None = None
 
 
 def build_policy(filters: Sequence[dict[str, Any]] | None, source: str) -> FilterPolicy:
@@ -45,22 +46,24 @@ def build_policy(filters: Sequence[dict[str, Any]] | None, source: str) -> Filte
     return FilterPolicy.default() if filters is None else FilterPolicy.from_config(list(filters), source)
 
 
-def _init_worker(filters: Sequence[dict[str, Any]] | None, source: str) -> None:
+def _init_worker(
+    filters: Sequence[dict[str, Any]] | None, source: str, client_filters: Mapping[str, Mapping[str, str]]
+) -> None:
     global _policy
-    _policy = build_policy(filters, source)
+    _policy = ClientPolicies(build_policy(filters, source), client_filters)
 
 
-def _inspect_in_worker(kind: str, body: bytes, scopes: Scopes) -> Inspection:
+def _inspect_in_worker(kind: str, body: bytes, scopes: Scopes, client: str = "") -> Inspection:
     assert _policy is not None, "worker not initialised"
-    found = inspect_body(kind, body, scopes, _policy)
+    found = inspect_body(kind, body, scopes, _policy.request_policy(client))
     if not found.changed:
         found.body = b""  # the parent has it: do not copy 30 MB back
     return found
 
 
-def _apply_in_worker(doc: dict[str, Any]) -> FilterResult:
+def _apply_in_worker(doc: dict[str, Any], client: str) -> FilterResult:
     assert _policy is not None, "worker not initialised"
-    result = _policy.apply(doc)
+    result = _policy.request_policy(client).apply(doc)
     if not result.changed:
         result.body = {}  # unchanged: the parent has it, do not copy 30 MB back
     return result
@@ -77,12 +80,16 @@ class Offload:
 
     def __init__(
         self, policy: FilterPolicy, filters: Sequence[dict[str, Any]] | None, source: str,
-        inline_max: int = INLINE_MAX, idle_seconds: float = IDLE_SECONDS,
+        client_filters: Mapping[str, Mapping[str, str]] | None = None, inline_max: int = INLINE_MAX,
+        idle_seconds: float = IDLE_SECONDS,
     ) -> None:  # fmt: skip
         self.policy = policy
+        # Per-client overrides (rule off, or another action), here and in the worker.
+        self.policies = ClientPolicies(policy, client_filters or {})
         self.inline_max = inline_max
         self.idle_seconds = idle_seconds
-        self._initargs = (None if filters is None else tuple(filters), source)
+        overrides = {name: dict(rules) for name, rules in (client_filters or {}).items()}
+        self._initargs = (None if filters is None else tuple(filters), source, overrides)
         self._pool: concurrent.futures.Executor | None = None
         self._busy = 0
         self._last_used = 0.0
@@ -124,15 +131,15 @@ class Offload:
             self._reaper = None
         self._shutdown()
 
-    async def inspect(self, kind: str, body: bytes, scopes: Scopes) -> Inspection:
+    async def inspect(self, kind: str, body: bytes, scopes: Scopes, client: str = "") -> Inspection:
         if len(body) < self.inline_max:
-            return inspect_body(kind, body, scopes, self.policy)
+            return inspect_body(kind, body, scopes, self.policies.request_policy(client))
         if self._pool is None:
             self._pool = self._new_pool()
         self._busy += 1
         try:
             found = await asyncio.get_running_loop().run_in_executor(
-                self._pool, _inspect_in_worker, kind, body, scopes
+                self._pool, _inspect_in_worker, kind, body, scopes, client
             )
         except BrokenProcessPool:
             # The worker died (killed, out of memory): this request is the
@@ -147,15 +154,15 @@ class Offload:
             found.body = body
         return found
 
-    async def apply_policy(self, doc: dict[str, Any], size: int) -> FilterResult:
-        """The filter policy alone on a prepared document (an upload's text), in the worker when large."""
+    async def apply_policy(self, doc: dict[str, Any], size: int, client: str = "") -> FilterResult:
+        """The client's request policy alone on a prepared document (an upload's text), in the worker when large."""
         if size < self.inline_max:
-            return self.policy.apply(doc)
+            return self.policies.request_policy(client).apply(doc)
         if self._pool is None:
             self._pool = self._new_pool()
         self._busy += 1
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._pool, _apply_in_worker, doc)
+            return await asyncio.get_running_loop().run_in_executor(self._pool, _apply_in_worker, doc, client)
         except BrokenProcessPool:
             log.error("the inspection worker died; the next large body starts a new one")
             self._shutdown()

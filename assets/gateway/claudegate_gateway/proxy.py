@@ -23,11 +23,14 @@ import yarl
 from aiohttp import web
 
 from claudegate_gateway.audit import AuditLog
-from claudegate_gateway.batchurls import localise_results_urls
+from claudegate_gateway.batchurls import localise_page, localise_results_urls
 from claudegate_gateway.concurrency import FairSlots, InFlight
 from claudegate_gateway.config import Config
 from claudegate_gateway.errors import GatewayError, error_body, error_response, new_request_id
-from claudegate_gateway.filters import FilterPolicy, Verdict
+from claudegate_gateway.filters import FilterPolicy, FilterResult, Verdict
+from claudegate_gateway.filters.clients import ClientPolicies
+from claudegate_gateway.filters.response import ResponseFilter
+from claudegate_gateway.filters.sse import StreamFilter
 from claudegate_gateway.hygiene import (
     HOP_BY_HOP,
     check_request_encoding,
@@ -42,7 +45,7 @@ from claudegate_gateway.metering import UsageMeter, charge
 from claudegate_gateway.metrics import Metrics
 from claudegate_gateway.objects import Objects, UpstreamAnswer
 from claudegate_gateway.offload import Offload
-from claudegate_gateway.routes import Match, RouteError, match
+from claudegate_gateway.routes import PACE_EVENTS, PACE_INTERVAL, Match, RouteError, match
 from claudegate_gateway.uploads import filter_upload, read_upload, upstream_body
 
 log = logging.getLogger("claudegate.gateway")
@@ -94,7 +97,10 @@ class Exchange:
             "input_tokens": self.meter.input_tokens,
             "output_tokens": self.meter.output_tokens,
             "latency_ms": round((time.perf_counter() - self.started) * 1000, 2),
-            "filters": [{"rule": v.rule, "action": v.action, "matches": v.matches} for v in self.verdicts],
+            "filters": [
+                {"rule": v.rule, "direction": v.direction, "action": v.action, "matches": v.matches}
+                for v in self.verdicts
+            ],
         }
 
 
@@ -108,7 +114,8 @@ class Gateway:
         self.config = config
         self.keystore = keystore
         self.policy = policy
-        self.offload = Offload(policy, config.filters, config.source)
+        self.filters = ClientPolicies(policy, config.client_filters)
+        self.offload = Offload(policy, config.filters, config.source, config.client_filters)
         self.limiter = Limiter()
         self.limiter.daily = keystore.load_daily(self.limiter.day)
         self.audit = AuditLog(
@@ -222,7 +229,7 @@ class Gateway:
         ex.path = route.path
         op = route.op
         scopes = client.scopes
-        if not scopes.endpoint_allowed(op.template):
+        if not scopes.endpoint_allowed(op.template, exact=op.explicit_scope):
             raise GatewayError("permission_error", f"This key may not call {op.method} {op.template}")
         for beta in request.headers.getall("anthropic-beta", []):
             for name in (b.strip() for b in beta.split(",")):
@@ -230,6 +237,11 @@ class Gateway:
                     raise GatewayError("permission_error", f"This key may not use anthropic-beta {name[:100]!r}")
         check_request_encoding(request.headers)
         ex.holds.enter_context(self.in_flight.admit(client.name))
+        if op.local:
+            if request.content_length:
+                raise GatewayError("invalid_request_error", f"{op.method} {op.template} takes no request body")
+            reservation = self.limiter.reserve(client, 0)  # the key's rate applies; no tokens
+            return await self._pace(request, ex), reservation
         declared = request.content_length or 0
         if op.body == "none" and declared:
             raise GatewayError("invalid_request_error", f"{op.method} {op.template} takes no request body")
@@ -259,7 +271,7 @@ class Gateway:
         if op.inspect != "none":
             if op.inspect in ("message", "batch"):
                 self.limiter.check_room(client, estimate_tokens(len(body)))
-            found = await self.offload.inspect(op.inspect, body, scopes)
+            found = await self.offload.inspect(op.inspect, body, scopes, client.name)
             ex.model, ex.stream = found.model, found.stream
             ex.verdicts.extend(found.verdicts)
             if found.filter_blocked:
@@ -278,12 +290,33 @@ class Gateway:
             raise
         return response, reservation
 
+    async def _pace(self, request: web.Request, ex: Exchange) -> web.StreamResponse:
+        """The paced diagnostic stream: PACE_EVENTS events PACE_INTERVAL apart, made here, never upstream.
+
+        If they reach the client all at once, something between (a proxy's
+        buffering, a compressing middlebox) holds events back.
+        """
+        ex.status = 200
+        response = web.StreamResponse(
+            status=200,
+            headers={"content-type": "text/event-stream", "cache-control": "no-cache", "x-accel-buffering": "no",
+                     "x-claudegate-request-id": ex.request_id},
+        )  # fmt: skip
+        await response.prepare(request)
+        for seq in range(PACE_EVENTS):
+            if seq:
+                await asyncio.sleep(PACE_INTERVAL)
+            event = {"type": "claudegate_pace", "seq": seq, "of": PACE_EVENTS, "interval_ms": int(PACE_INTERVAL * 1000)}
+            await response.write(b"event: claudegate_pace\ndata: " + json.dumps(event).encode() + b"\n\n")
+        await response.write_eof()
+        return response
+
     async def _forward(
         self, request: web.Request, route: Match, body: bytes, ex: Exchange, content_type: str | None = None
     ) -> web.StreamResponse:
         assert self._session is not None and ex.client is not None
         headers = request_headers_up(request.headers)
-        if content_type is not None:  # a body the gateway rebuilt (an upload)
+        if content_type is not None:  # a body the gateway rebuilt (an upload): its own boundary
             headers["content-type"] = content_type
         headers["x-api-key"] = self._upstream_key
         async with self.slots.slot(ex.client.name, self.config.upstream.connect_timeout):
@@ -326,8 +359,12 @@ class Gateway:
     ) -> web.StreamResponse:
         ex.status = upstream.status
         headers = self._down_headers(upstream, ex)
+        rf = None
+        if route.op.filter_response and ex.client is not None and upstream.status == 200:
+            rf = self.filters.response_filter(ex.client.name)
         if upstream.content_type == "text/event-stream":
-            return await self._relay_stream(request, upstream, headers, ex)
+            sf = StreamFilter(rf, ex.request_id) if rf is not None else None
+            return await self._relay_stream(request, upstream, headers, ex, sf)
         if route.op.stream_through:
             return await self._relay_through(request, upstream, headers, ex)
         try:
@@ -341,12 +378,22 @@ class Gateway:
         if route.op.owner_kind == "batch" and upstream.status == 200:
             data = localise_results_urls(data)
         if route.op.meter == "message" and upstream.status == 200:
-            ex.meter.read_message(data)
+            ex.meter.read_message(data)  # metered before any verdict: a blocked answer is still paid for
+            if rf is not None:
+                data = self._filter_message(rf, data, ex)
         elif upstream.status >= 400:
             ex.error_type = "upstream"
         if route.op.owner_kind is not None:
             data = self._owned_answer(request, route, ex, upstream.status, data)
         return web.Response(status=upstream.status, body=data, headers=headers)
+
+    def _filter_message(self, rf: ResponseFilter, data: bytes, ex: Exchange) -> bytes:
+        out, tally = rf.message_bytes(data)
+        ex.verdicts.extend(tally.verdicts())
+        if tally.blocked is not None:
+            self.metrics.filter_blocks += 1
+            raise GatewayError(tally.blocked_type, tally.blocked_message)
+        return out
 
     async def _relay_through(
         self, request: web.Request, upstream: aiohttp.ClientResponse, headers: dict[str, str], ex: Exchange
@@ -374,31 +421,54 @@ class Gateway:
         return response
 
     async def _relay_stream(
-        self, request: web.Request, upstream: aiohttp.ClientResponse, headers: dict[str, str], ex: Exchange
+        self, request: web.Request, upstream: aiohttp.ClientResponse, headers: dict[str, str], ex: Exchange,
+        sf: StreamFilter | None = None,
     ) -> web.StreamResponse:
         headers["cache-control"] = "no-cache"
         headers["x-accel-buffering"] = "no"
         response = web.StreamResponse(status=upstream.status, headers=headers)
         await response.prepare(request)
         self.metrics.active_streams += 1
+        ended = False
         try:
             try:
                 async for chunk in upstream.content.iter_any():
-                    await response.write(chunk)
+                    if sf is None:
+                        await response.write(chunk)
+                    else:
+                        # Filtered: what the window releases; after a block nothing, but
+                        # upstream is still read to the end so the usage is metered.
+                        out = sf.feed(chunk)
+                        if out:
+                            await response.write(out)
+                        if sf.blocked and not ended:
+                            await response.write_eof()  # the client has its error event: done
+                            ended = True
                     ex.meter.feed(chunk)
+                if sf is not None and not ended:
+                    out = sf.close()
+                    if out:
+                        await response.write(out)
             except (TimeoutError, aiohttp.ServerTimeoutError, aiohttp.ClientPayloadError, aiohttp.ClientOSError):
                 self.metrics.upstream_errors += 1
                 ex.error_type = "upstream_stream_broken"
-                event = error_body("api_error", "The upstream stream broke off", ex.request_id)
-                await response.write(b"event: error\ndata: " + event + b"\n\n")
+                if not ended:
+                    event = error_body("api_error", "The upstream stream broke off", ex.request_id)
+                    await response.write(b"event: error\ndata: " + event + b"\n\n")
             except (ConnectionResetError, aiohttp.ClientConnectionResetError):
                 ex.error_type = "client_closed"
                 return response
             if ex.meter.stream_error:
                 ex.error_type = ex.meter.stream_error
-            await response.write_eof()
+            if not ended:
+                await response.write_eof()
         finally:
             self.metrics.active_streams -= 1
+            if sf is not None:
+                ex.verdicts.extend(sf.verdicts())
+                if sf.blocked:
+                    self.metrics.filter_blocks += 1
+                    ex.error_type = ex.error_type or "response_blocked"
         return response
 
     # -- metering, objects, uploads ----------------------------------------
@@ -423,12 +493,13 @@ class Gateway:
             self.objects.created(client, kind, status, data)
         elif route.op.method == "DELETE":
             self.objects.deleted(kind, next(iter(route.params.values())), status)
+        # results_url was pointed at the gateway already (batchurls, in _relay).
         return data
 
     async def _list(self, request: web.Request, route: Match, client: Client, ex: Exchange) -> web.StreamResponse:
         assert self._session is not None and route.op.owner_kind is not None
         session = self._session
-        headers = request_headers_up(request.headers)
+        headers = request_headers_up(request.headers)  # the same allowlist as every forwarded request
         headers["x-api-key"] = self._upstream_key
 
         async def fetch(query: list[tuple[str, str]]) -> tuple[int, Any, bytes]:
@@ -457,18 +528,22 @@ class Gateway:
         except UpstreamAnswer as answer:
             ex.status, ex.error_type = answer.status, "upstream"
             return web.Response(status=answer.status, body=answer.body, content_type="application/json", headers=down)
-        data = json.dumps(page).encode()
         if route.op.owner_kind == "batch":
-            data = localise_results_urls(data)
+            localise_page(page)
         ex.status = 200
         if ex.upstream_request_id:
             down["request-id"] = ex.upstream_request_id
-        return web.Response(body=data, content_type="application/json", headers=down)
+        return web.Response(body=json.dumps(page).encode(), content_type="application/json", headers=down)
 
     async def _read_upload(self, request: web.Request, ex: Exchange) -> tuple[bytes, str]:
         """Read, filter and rebuild a file upload: (body, Content-Type) to send upstream."""
         upload = await read_upload(request, self.config.max_upload_bytes)
-        result = await filter_upload(self.offload.apply_policy, upload)
+        client = ex.client.name if ex.client is not None else ""
+
+        async def apply(doc: dict[str, Any], size: int) -> FilterResult:
+            return await self.offload.apply_policy(doc, size, client)  # the caller's overrides apply
+
+        result = await filter_upload(apply, upload)
         ex.verdicts.extend(result.verdicts)
         if result.blocked is not None:
             self.metrics.filter_blocks += 1

@@ -50,6 +50,12 @@ Adding an operation is one row. The fields of :class:`Operation`:
 ``filter_response``
     True when the response carries model output that response filters
     should see.
+``local``
+    True for the gateway's own diagnostic operation (``/v1/claudegate/pace``):
+    answered by the gateway, never forwarded, costs no tokens.
+``explicit_scope``
+    True when a glob never grants the operation: the client's endpoint
+    scopes must list the template itself (``/v1/*`` does not include it).
 ``owner_kind``, ``owner_action``
     Ownership of objects that live in the shared upstream organisation:
     ``owner_kind`` is ``batch`` or ``file`` (None: no owned object), and
@@ -76,6 +82,11 @@ _CANONICAL = re.compile(r"/v1(?:/[A-Za-z0-9_-]+)+")
 MAX_PATH_LEN = 512
 MAX_QUERY_LEN = 2048
 _MAX_QUERY_FIELDS = 32
+
+#: The gateway's own paced diagnostic stream (see the row in OPERATIONS).
+PACE_TEMPLATE = "/v1/claudegate/pace"
+PACE_EVENTS = 6
+PACE_INTERVAL = 0.1  # seconds between two events
 
 BodyKind = Literal["none", "json", "multipart"]
 InspectKind = Literal["message", "count_tokens", "batch", "none"]
@@ -159,6 +170,8 @@ class Operation:
     filter_response: bool = False
     owner_kind: OwnerKind | None = None
     owner_action: OwnerAction | None = None
+    local: bool = False
+    explicit_scope: bool = False
     segments: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -192,6 +205,11 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("files.content", "GET", "/v1/files/{file_id}/content", stream_through=True,
               owner_kind="file", owner_action="access"),
     Operation("files.delete", "DELETE", "/v1/files/{file_id}", owner_kind="file", owner_action="access"),
+    # A stream the gateway makes at a known pace: the smoke test and the audit
+    # prove from it that nothing between client and gateway buffers events,
+    # whatever the upstream's own pace. Only for clients that list it.
+    Operation("claudegate.pace", "GET", PACE_TEMPLATE, query=(), stream_through=True, local=True,
+              explicit_scope=True),
 )  # fmt: skip
 
 # The distinct path templates, for scope validation here and in the installer.

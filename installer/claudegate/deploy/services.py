@@ -13,7 +13,7 @@ from claudegate.deploy import docker_cli, host_cli
 from claudegate.deploy.context import Context
 from claudegate.deploy.docker_cli import ContainerSpec
 from claudegate.deploy.engine import Op, Run
-from claudegate.deploy.facts import ContainerState, parse_container, parse_nginx_workers
+from claudegate.deploy.facts import ContainerState, parse_container, parse_group_gid, parse_nginx_workers
 from claudegate.deploy.layout import LABEL_SPEC, NGINX_CONF_DIR
 from claudegate.deploy.release import Release
 from claudegate.errors import DeployFailed
@@ -27,6 +27,7 @@ __all__ = [
     "logs_tail",
     "nginx_spec_for",
     "reload_nginx",
+    "secrets_gid",
     "switch_nginx",
     "test_nginx_config",
     "wait_gateway_ready",
@@ -47,8 +48,18 @@ def inspect(ctx: Context, name: str) -> ContainerState | None:
     return parse_container(found.text) if found.ok else None
 
 
+def secrets_gid(ctx: Context) -> int | None:
+    """The host gid of the installation's secrets group (None while it does not exist); cached."""
+    if ctx.secrets_gid is None:
+        found = ctx.fact(host_cli.group_entry(ctx.layout.secrets_group), sudo=False)
+        ctx.secrets_gid = parse_group_gid(found.text) if found.ok else None
+    return ctx.secrets_gid
+
+
 def gateway_spec_for(ctx: Context, release: Release) -> ContainerSpec:
-    return docker_cli.gateway_spec(ctx.layout, release.gateway_id, release.gateway_image)
+    return docker_cli.gateway_spec(
+        ctx.layout, release.gateway_id, release.gateway_image, secrets_gid=secrets_gid(ctx)
+    )
 
 
 def nginx_spec_for(ctx: Context, release: Release) -> ContainerSpec:
@@ -92,9 +103,11 @@ def _crashed(state: ContainerState) -> str | None:
 
 def wait_gateway_ready(ctx: Context, name: str, *, timeout: float = GATEWAY_READY_TIMEOUT) -> None:
     """Until the gateway's /readyz answers 200 from inside its container; raise if it crashes."""
-    deadline = time.monotonic() + timeout
+    started = time.monotonic()
+    deadline = started + timeout
     ctx.note(f"waiting for {name} to be ready")
     while True:
+        ctx.work(f"waiting for {name} to be ready", done=time.monotonic() - started, expected=timeout, unit="s")
         state = inspect(ctx, name)
         problem = "it disappeared" if state is None else _crashed(state)
         if problem is None and state is not None and state.running:
@@ -105,14 +118,16 @@ def wait_gateway_ready(ctx: Context, name: str, *, timeout: float = GATEWAY_READ
             problem = f"it was not ready after {timeout:.0f} s"
         if problem is not None:
             raise DeployFailed(f"the gateway {name} did not start: {problem}\n{logs_tail(ctx, name)}")
-        time.sleep(0.5)
+        ctx.sleep(0.5)
 
 
 def wait_nginx_up(ctx: Context, *, timeout: float = NGINX_UP_TIMEOUT) -> set[int]:
     """Until nginx runs with workers; returns their pids."""
     name = ctx.layout.nginx_container
-    deadline = time.monotonic() + timeout
+    started = time.monotonic()
+    deadline = started + timeout
     while True:
+        ctx.work(f"waiting for {name} to start", done=time.monotonic() - started, expected=timeout, unit="s")
         state = inspect(ctx, name)
         problem = "it disappeared" if state is None else _crashed(state)
         if problem is None and state is not None and state.running:
@@ -123,7 +138,7 @@ def wait_nginx_up(ctx: Context, *, timeout: float = NGINX_UP_TIMEOUT) -> set[int
             problem = f"it had no workers after {timeout:.0f} s"
         if problem is not None:
             raise DeployFailed(f"nginx ({name}) did not start: {problem}\n{logs_tail(ctx, name)}")
-        time.sleep(0.3)
+        ctx.sleep(0.3)
 
 
 def test_nginx_config(ctx: Context, rid: str) -> None:
@@ -151,7 +166,7 @@ def reload_nginx(ctx: Context, *, timeout: float = 15.0) -> None:
             return
         if time.monotonic() > deadline:
             raise DeployFailed(f"nginx did not start new workers within {timeout:.0f} s of the reload")
-        time.sleep(0.1)
+        ctx.sleep(0.1)
 
 
 def set_links(ctx: Context, current: str, previous: str | None) -> None:

@@ -10,7 +10,9 @@ from claudegate.deploy.engine import Call, Change, Run, Step
 from claudegate.deploy.facts import parse_file_stats, parse_links, parse_os_release
 from claudegate.deploy.journal import Journal
 from claudegate.deploy.lock import RemoteLock, read_holder
+from claudegate.deploy.services import secrets_gid
 from claudegate.errors import ConfigError, DeployFailed
+from claudegate.session.interaction import ConsentQuestion
 
 __all__ = ["ConnectStep", "DockerStep", "LayoutStep", "LockStep", "UnlockStep", "read_host_state"]
 
@@ -104,13 +106,15 @@ def _debian_like(os_release: dict[str, str]) -> bool:
 
 
 def wait_for_docker(ctx: Context, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
+    started = time.monotonic()
+    deadline = started + timeout
     while not ctx.fact(docker_cli.docker_info(), timeout=30).ok:
+        ctx.work("waiting for the Docker engine", done=time.monotonic() - started, expected=timeout, unit="s")
         if time.monotonic() > deadline:
             log = ctx.read_file("/var/log/docker.log") or b""
             tail = ctx.connector.redact(log.decode(errors="replace")[-1500:])
             raise DeployFailed(f"the Docker engine did not start within {timeout:.0f} s:\n{tail}")
-        time.sleep(0.5)
+        ctx.sleep(0.5)
 
 
 class DockerStep(Step):
@@ -133,6 +137,14 @@ class DockerStep(Step):
                 Change(
                     INSTALL_DOCKER,
                     (Run(tuple(host_cli.apt_install("docker.io")), timeout=900),),
+                    consent=ConsentQuestion(
+                        topic="install-docker",
+                        target=ctx.connector.target,
+                        detail=(
+                            "Docker is not installed; install docker.io from "
+                            f"{os_release.get('PRETTY_NAME', 'the distribution')}'s packages (apt-get)"
+                        ),
+                    ),
                 )
             )
         if not installed or not ctx.fact(docker_cli.docker_info(), timeout=30).ok:
@@ -154,16 +166,33 @@ class DockerStep(Step):
 
 
 class LayoutStep(Step):
+    """The installation's system group (it may read the secrets), then every directory.
+
+    Directories are made parents first and every one of them is owned by
+    root and writable by root only, except the gateway's data and log
+    directories; a path that is a symlink is refused, never followed.
+    """
+
     name = "layout"
     title = "Directories"
 
     def plan(self, ctx: Context) -> list[Change]:
-        specs = ctx.layout.directories()
-        stats = parse_file_stats(ctx.fact(host_cli.file_stats([s.path for s in specs])).text)
+        layout = ctx.layout
         changes: list[Change] = []
+        ctx.secrets_gid = None  # re-read: verify plans again after the group was made
+        gid = secrets_gid(ctx)
+        if gid is None:
+            changes.append(
+                Change(
+                    f"create the system group {layout.secrets_group} (reads the secrets; the gateway joins it)",
+                    (Run(tuple(host_cli.ensure_group(layout.secrets_group))),),
+                )
+            )
+        specs = layout.directories(gid)
+        stats = parse_file_stats(ctx.fact(host_cli.file_stats([s.path for s in specs])).text)
         for spec in specs:
             st = stats.get(spec.path)
-            want = f"{spec.mode:04o} {spec.uid}:{spec.gid}"
+            want = f"{spec.mode:04o} {spec.owner}"
             if st is None:
                 summary = f"create {spec.path} ({want})"
             elif st.kind != "directory":
