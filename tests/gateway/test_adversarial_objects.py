@@ -176,6 +176,22 @@ def test_batch_lists_hold_only_the_callers_own_with_correct_pagination(
         assert b["results_url"] in (None, f"/v1/messages/batches/{b['id']}/results")
 
 
+def test_a_list_cursor_is_no_oracle_for_other_clients_ids(
+    gw: GatewayProc, keys: dict[str, str], fake: FakeAnthropic
+) -> None:
+    theirs = create_batch(gw, keys["alice"])
+    create_batch(gw, keys["bob"])
+    fake.state.clear_requests()
+    answers = []
+    for cursor in (theirs, "msgbatch_01NoSuchBatchAtAll0000", "cgpos_0123456789abcdef01234567_" + theirs):
+        for name in ("after_id", "before_id"):
+            r = httpx.get(gw.url + "/v1/messages/batches", headers=hdr(keys["bob"]), params={name: cursor})
+            assert r.status_code == 200, r.text
+            answers.append(r.json())
+    assert all(a == {"data": [], "has_more": False, "first_id": None, "last_id": None} for a in answers)
+    assert upstream_paths(fake) == []  # decided without asking upstream whether the id exists
+
+
 # -- ownership: files ---------------------------------------------------------------
 
 
@@ -211,6 +227,12 @@ def test_file_lists_hold_only_the_callers_own_and_the_sdk_pages_through(
     assert first["has_more"] is False and first["next_page"] is None
     forged = httpx.get(gw.url + "/v1/files", headers=hdr(keys["alice"]), params={"page": "page_eyJ4Ijox"})
     assert forged.status_code == 400
+    # The id cursors work on files too, and skip bob's in between.
+    page = httpx.get(gw.url + "/v1/files", headers=hdr(keys["alice"]),
+                     params={"limit": "2", "after_id": mine[-2]}).json()
+    assert [f["id"] for f in page["data"]] == [mine[-3], mine[-4]] and page["has_more"] is True
+    bob_sees = httpx.get(gw.url + "/v1/files", headers=hdr(keys["bob"]), params={"limit": "1000"}).json()
+    assert not set(mine) & {f["id"] for f in bob_sees["data"]}
 
 
 def test_referencing_another_clients_file_is_refused_everywhere(
@@ -301,6 +323,29 @@ def test_upload_redaction_reaches_upstream_redacted(
     sent = fake.state.requests_for("/v1/files", "POST")[-1]
     assert SECRET.encode() not in sent.body and b"[REDACTED:secrets]" in sent.body
     assert b'filename="conf.txt"' in sent.body
+
+
+def gateway_children(gw: GatewayProc) -> set[int]:
+    assert gw.proc is not None
+    pids: set[int] = set()
+    for task in Path(f"/proc/{gw.proc.pid}/task").iterdir():
+        pids.update(int(p) for p in (task / "children").read_text().split())
+    return pids
+
+
+def test_large_text_upload_is_filtered_in_the_worker(gateway_factory: GatewayFactory, fake: FakeAnthropic) -> None:
+    gw = gateway_factory({"max_upload_bytes": 4_000_000})
+    key = gw.create_key("big")
+    filler = b"lorem ipsum dolor sit amet\n" * 80_000  # ~2.2 MB: above the inline limit
+    assert gateway_children(gw) == set()  # no worker until a large body needs one
+    r = upload(gw, key, filler + f"key {SECRET}\n".encode(), "big.txt", "application/octet-stream")
+    assert r.status_code == 400, r.text
+    assert fake.state.requests_for("/v1/files") == []
+    assert gateway_children(gw), "the large file was not filtered in the worker process"
+    r = upload(gw, key, filler, "big.txt", "text/plain")
+    assert r.status_code == 200, r.text
+    sent = fake.state.requests_for("/v1/files", "POST")[-1]
+    assert filler in sent.body
 
 
 # -- metering ---------------------------------------------------------------------

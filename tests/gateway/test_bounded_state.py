@@ -16,6 +16,7 @@ from claudegate_gateway.concurrency import FairSlots, InFlight
 from claudegate_gateway.errors import GatewayError
 from claudegate_gateway.keystore import KEY_PREFIX, KeyStore, Scopes
 from claudegate_gateway.limits import Limiter
+from claudegate_gateway.objects import Objects
 from claudegate_gateway.ownership import MAX_SCAN_PAGES, PageScan, file_ids
 
 
@@ -203,11 +204,49 @@ def test_page_scan_fills_a_page_across_upstream_pages() -> None:
     assert collected == sorted(mine)
 
 
-def test_page_scan_is_bounded() -> None:
-    scan = PageScan(limit=5, backward=False)
+def test_page_scan_is_bounded_and_its_position_is_sealed(tmp_path: Path) -> None:
+    store = KeyStore(tmp_path / "keys.db", "pepper")
+    objects = Objects(store.owners, store.digest)
+    scan = PageScan(limit=5, backward=False, seal=objects.seal)
     n = 0
     while scan.take({"data": [{"id": f"x{n}"}], "has_more": True}, set()) is not None:
         n += 1
     assert scan.pages == MAX_SCAN_PAGES
     out = scan.result()
     assert out["data"] == [] and out["has_more"] is True
+    sealed = out["last_id"]
+    assert sealed.startswith("cgpos_") and objects.unseal(sealed) == f"x{n}"
+    tag = sealed.removeprefix("cgpos_").partition("_")[0]
+    assert objects.unseal(f"cgpos_{tag}_x0") is None  # a tag is good for its own position only
+    other = Objects(store.owners, KeyStore(tmp_path / "other.db", "another pepper").digest)
+    assert other.unseal(sealed) is None
+    store.close()
+
+
+@pytest.mark.parametrize(
+    ("raw", "needle"),
+    [
+        ({"max_in_flight_per_key": 129}, "max_in_flight_per_key: 129 is more than half of upstream.max_connections"),
+        ({"max_in_flight_per_key": 3, "upstream": {"max_connections": 4}}, "set it to at most 2"),
+        ({"max_in_flight_per_key": 0}, "max_in_flight_per_key: expected a whole number >= 1"),
+        ({"audit_log_files": -1}, "audit_log_files: expected a whole number >= 0"),
+        ({"audit_log_max_bytes": 10}, "audit_log_max_bytes: expected a whole number >= 65536"),
+        ({"audit_field_max_chars": "long"}, "audit_field_max_chars: expected a whole number"),
+        ({"max_upload_bytes": 1.5}, "max_upload_bytes: expected a whole number"),
+        ({"max_upload_byte": 1}, "did you mean max_upload_bytes?"),
+    ],
+)
+def test_new_config_keys_fail_with_the_key_and_the_fix(raw: dict[str, object], needle: str) -> None:
+    from claudegate_gateway.config import ConfigError, parse_config
+
+    with pytest.raises(ConfigError) as err:
+        parse_config(raw, "gw.yaml")
+    assert str(err.value).startswith("gw.yaml: ") and needle in str(err.value)
+
+
+def test_new_config_keys_defaults() -> None:
+    from claudegate_gateway.config import parse_config
+
+    cfg = parse_config({}, "gw.yaml")
+    assert (cfg.max_in_flight_per_key, cfg.max_upload_bytes) == (32, 32 * 1024 * 1024)
+    assert (cfg.audit_log_max_bytes, cfg.audit_log_files, cfg.audit_field_max_chars) == (64 << 20, 5, 512)

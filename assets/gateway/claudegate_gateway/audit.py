@@ -26,8 +26,31 @@ ROTATE_BYTES = 64 * 1024 * 1024
 KEEP_FILES = 5
 
 
+_SCALARS = frozenset({bool, int, float, type(None)})
+
+
+def _small(record: dict[str, Any], chars: int, items: int) -> bool:
+    # The common record, checked cheaply (it runs on every request): short
+    # strings and scalars only, and empty lists.
+    if len(record) > items:
+        return False
+    for key, v in record.items():
+        t = type(v)
+        if t is str:
+            if len(v) > chars:
+                return False
+        elif t is list:
+            if v:
+                return False
+        elif t not in _SCALARS or type(key) is not str or len(key) > 64:
+            return False
+    return True
+
+
 def bounded(value: Any, chars: int = FIELD_CHARS, items: int = MAX_ITEMS, depth: int = 4) -> Any:
-    """A copy of `value` whose strings, lists and mappings are all cut to size."""
+    """`value` with its strings, lists and mappings all cut to size (a copy when anything was cut)."""
+    if isinstance(value, dict) and _small(value, chars, items):
+        return value
     if isinstance(value, str):
         if len(value) <= chars:
             return value

@@ -318,11 +318,14 @@ class KeyStore:
         process on the same keystore (a blue/green switch) adds its own usage
         and neither overwrites the other.
         """
+        rows = [(name, d, delta, delta) for (d, name), delta in deltas.items() if delta]
+        if not rows:
+            return self.load_daily(day)  # no write: other processes' caches stay valid
         with self._db:
             self._db.execute("BEGIN IMMEDIATE")
             self._db.executemany(
                 "INSERT INTO daily_usage(name, day, tokens) VALUES (?,?,MAX(0, ?))"
                 " ON CONFLICT(name, day) DO UPDATE SET tokens = MAX(0, tokens + ?)",
-                [(name, d, delta, delta) for (d, name), delta in deltas.items() if delta],
+                rows,
             )
             return self.load_daily(day)

@@ -12,14 +12,22 @@ Driven by the route table's ``owner_kind`` / ``owner_action`` columns:
   stay correct for the caller's own sequence;
 * a ``file_id`` anywhere in a request body must be one of the caller's files.
 
+A list cursor (``after_id``/``before_id``) is itself an id, so it must not
+become an oracle: a cursor that is not the caller's own object answers an
+empty page without asking upstream, whether it exists or not. The one
+cursor the gateway hands out that is not the caller's (the scan position
+when a page could not be filled within the bound) is sealed: ``cgpos_``,
+the position, and a MAC under the keystore's pepper, so a client can only
+give back positions the gateway gave it.
+
 Batch objects' ``results_url`` is pointed at the gateway by :mod:`.batchurls`.
 """
 
 from __future__ import annotations
 
 import base64
+import hmac
 import json
-import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -37,7 +45,6 @@ from claudegate_gateway.ownership import (
 # (query pairs) -> (status, parsed JSON or None, raw body) of one upstream list page.
 Fetch = Callable[[list[tuple[str, str]]], Awaitable[tuple[int, Any, bytes]]]
 
-_HOST = re.compile(r"^(?:[A-Za-z0-9.-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\])(?::\d{1,5})?$")
 _DEFAULT_LIMIT = 20
 
 
@@ -57,9 +64,26 @@ def not_found(kind: ObjectKind, object_id: str) -> GatewayError:
     return GatewayError("not_found_error", f"File not found: {object_id}")
 
 
+_SEALED = "cgpos_"
+
+
 class Objects:
-    def __init__(self, owners: Ownership) -> None:
+    def __init__(self, owners: Ownership, mac: Callable[[str], bytes]) -> None:
         self.owners = owners
+        self._mac = mac  # keyed digest (the keystore's HMAC under its pepper)
+
+    def seal(self, position: str) -> str:
+        tag = self._mac("list-position:" + position)[:12].hex()
+        return f"{_SEALED}{tag}_{position}"
+
+    def unseal(self, cursor: str) -> str | None:
+        """The position a sealed cursor names, or None when it is not one this gateway made."""
+        if not cursor.startswith(_SEALED):
+            return None
+        tag, _, position = cursor[len(_SEALED):].partition("_")
+        if not position or not hmac.compare_digest(tag, self._mac("list-position:" + position)[:12].hex()):
+            return None
+        return position
 
     # -- before forwarding ----------------------------------------------------
 
@@ -99,9 +123,13 @@ class Objects:
         params = dict(query)
         limit = int(params.get("limit", _DEFAULT_LIMIT))
         passthrough = [(k, v) for k, v in query if k == "beta"]
+        # The first upstream page is asked exactly as the client asked for
+        # its page (same limit, same cursor); only pages fetched to fill it
+        # up use the gateway's own, larger page size.
+        first_limit = [("limit", params["limit"])] if "limit" in params else []
         if "after_id" in params or "before_id" in params or kind == "batch":
-            return await self._scan_ids(client, kind, params, limit, passthrough, fetch)
-        return await self._scan_cursor(client, params.get("page"), limit, passthrough, fetch)
+            return await self._scan_ids(client, kind, params, limit, passthrough, first_limit, fetch)
+        return await self._scan_cursor(client, params.get("page"), limit, passthrough, first_limit, fetch)
 
     async def _page(self, fetch: Fetch, query: list[tuple[str, str]]) -> dict[str, Any]:
         status, doc, raw = await fetch(query)
@@ -120,16 +148,25 @@ class Objects:
         params: dict[str, str],
         limit: int,
         passthrough: list[tuple[str, str]],
+        first_limit: list[tuple[str, str]],
         fetch: Fetch,
     ) -> dict[str, Any]:
         backward = "before_id" in params
         cursor_name = "before_id" if backward else "after_id"
-        # Any id (the route checked its form) is only a position: whatever
-        # upstream returns after it is filtered like every other page.
         cursor = params.get(cursor_name)
-        scan = PageScan(limit=limit, backward=backward)
+        if cursor is not None:
+            position = self.unseal(cursor)
+            if position is not None:
+                cursor = position
+            elif not self.owners.owns(kind, cursor, client.name):
+                # Another client's id or no id at all: the same empty page,
+                # and upstream is not asked (no existence oracle).
+                return {"data": [], "has_more": False, "first_id": None, "last_id": None}
+        scan = PageScan(limit=limit, backward=backward, seal=self.seal)
+        size = first_limit
         while True:
-            query = [*passthrough, ("limit", str(SCAN_PAGE_SIZE))]
+            query = [*passthrough, *size]
+            size = [("limit", str(SCAN_PAGE_SIZE))]
             if cursor is not None:
                 query.append((cursor_name, cursor))
             doc = await self._page(fetch, query)
@@ -140,13 +177,22 @@ class Objects:
         return scan.result()
 
     async def _scan_cursor(
-        self, client: Client, page: str | None, limit: int, passthrough: list[tuple[str, str]], fetch: Fetch
+        self,
+        client: Client,
+        page: str | None,
+        limit: int,
+        passthrough: list[tuple[str, str]],
+        first_limit: list[tuple[str, str]],
+        fetch: Fetch,
     ) -> dict[str, Any]:
         upstream_page, skip = _decode_cursor(page)
         found: list[dict[str, Any]] = []
         resume: tuple[str | None, int] | None = None
+        # A resumed page is fetched at full size: `skip` counts into it.
+        size = first_limit if page is None else [("limit", str(SCAN_PAGE_SIZE))]
         for _ in range(MAX_SCAN_PAGES):
-            query = [*passthrough, ("limit", str(SCAN_PAGE_SIZE))]
+            query = [*passthrough, *size]
+            size = [("limit", str(SCAN_PAGE_SIZE))]
             if upstream_page is not None:
                 query.append(("page", upstream_page))
             doc = await self._page(fetch, query)

@@ -63,7 +63,10 @@ def _inspect_in_worker(kind: str, body: bytes, scopes: Scopes, client: str = "")
 
 def _apply_in_worker(doc: dict[str, Any], client: str) -> FilterResult:
     assert _policy is not None, "worker not initialised"
-    return _policy.request_policy(client).apply(doc)
+    result = _policy.request_policy(client).apply(doc)
+    if not result.changed:
+        result.body = {}  # unchanged: the parent has it, do not copy 30 MB back
+    return result
 
 
 class Offload:
@@ -153,11 +156,17 @@ class Offload:
 
     async def apply_policy(self, doc: dict[str, Any], size: int, client: str = "") -> FilterResult:
         """The client's request policy alone on a prepared document (an upload's text), in the worker when large."""
-        if size < self.inline_max or self._pool is None:
+        if size < self.inline_max:
             return self.policies.request_policy(client).apply(doc)
+        if self._pool is None:
+            self._pool = self._new_pool()
+        self._busy += 1
         try:
             return await asyncio.get_running_loop().run_in_executor(self._pool, _apply_in_worker, doc, client)
         except BrokenProcessPool:
-            log.error("the inspection worker died; starting a new one")
-            self._pool = self._new_pool()
+            log.error("the inspection worker died; the next large body starts a new one")
+            self._shutdown()
             raise
+        finally:
+            self._busy -= 1
+            self._last_used = time.monotonic()

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -136,6 +136,7 @@ class PageScan:
     upstream_more: bool = True
     scanned_last: str | None = None
     pages: int = 0
+    seal: Callable[[str], str] = field(default=lambda position: position, repr=False)
 
     def take(self, page: dict[str, Any], owned: set[str]) -> str | None:
         """Take one upstream page; return the cursor for the next fetch, or None when done."""
@@ -161,9 +162,9 @@ class PageScan:
             data.reverse()
         first = data[0]["id"] if data else None
         last = data[-1]["id"] if data else None
-        if not data and has_more:
+        if not data and has_more and self.scanned_last is not None:
             # The scan bound was reached with none of the caller's objects:
-            # the cursor is the scan position so a client can go on. It is an
-            # id the caller cannot open (any use of it answers 404).
-            first = last = self.scanned_last
+            # the cursor is the scan position, sealed (see objects.py) so
+            # that it names no other client's object.
+            first = last = self.seal(self.scanned_last)
         return {"data": data, "has_more": has_more, "first_id": first, "last_id": last}

@@ -129,7 +129,7 @@ class Gateway:
         self._base = config.upstream.base_url
         self._session: aiohttp.ClientSession | None = None
         self._trusted = config.trusted_proxies
-        self.objects = Objects(keystore.owners)
+        self.objects = Objects(keystore.owners, keystore.digest)
         self.in_flight = InFlight(config.max_in_flight_per_key)
         self.slots = FairSlots(config.upstream.max_connections)
 
