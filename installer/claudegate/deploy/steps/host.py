@@ -108,7 +108,7 @@ def wait_for_docker(ctx: Context, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while not ctx.fact(docker_cli.docker_info(), timeout=30).ok:
         if time.monotonic() > deadline:
-            log = ctx.read_file("/var/log/docker.log") or b""
+            log = ctx.read_file(host_cli.DOCKERD_LOG) or b""
             tail = ctx.connector.redact(log.decode(errors="replace")[-1500:])
             raise DeployFailed(f"the Docker engine did not start within {timeout:.0f} s:\n{tail}")
         time.sleep(0.5)
