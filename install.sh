@@ -123,6 +123,10 @@ claudegate_install() {
     say "installed: $("$bindir/claudegate" --version)"
 
     if [[ $# -eq 0 ]]; then
+        # Piped in (curl ... | bash), stdin is the script: the wizard reads the terminal instead.
+        if [[ ! -t 0 ]] && { : </dev/tty; } 2>/dev/null; then
+            exec </dev/tty
+        fi
         exec "$bindir/claudegate" init
     elif [[ "$1" == --config || "$1" == -c || "$1" == --config=* ]]; then
         exec "$bindir/claudegate" deploy "$@"

@@ -19,29 +19,75 @@ before it reaches an error.
     ├── CommandFailed              exit 5   a command on the target exited non-zero
     │   └── CommandTimedOut                 ... or did not finish in time
     ├── DeployFailed               exit 6   a deploy step failed (the previous release keeps serving)
-    └── SmokeTestFailed            exit 7   the deployed gateway failed one or more checks
+    ├── SmokeTestFailed            exit 7   the deployed gateway failed one or more checks
+    ├── Declined                   exit 8   a question needed a yes (host key, installing Docker, ...)
+    │                                       and got a no, or no terminal to ask on and no flag
+    └── Cancelled                  exit 130 the run was cancelled (Ctrl-C, the wizard's Cancel);
+                                            the journal says where, the next run resumes
 
-Exit code 0 is success; 130 is left to Ctrl-C.
+The codes themselves live in :class:`ExitCode`, with one phrase each in
+:data:`EXIT_CODE_HELP` (front ends build their help from it).
+:func:`host_key_compare_command` says what to run on a server to see its key's
+fingerprint (used in host-key messages and questions).
 """
 
 from __future__ import annotations
 
 import shlex
 from collections.abc import Sequence
+from enum import IntEnum
 from pathlib import Path
 
 __all__ = [
+    "EXIT_CODE_HELP",
+    "AuditFailed",
+    "Cancelled",
     "ClaudegateError",
     "CommandFailed",
     "CommandTimedOut",
     "ConfigError",
     "ConnectionFailed",
+    "Declined",
     "DeployFailed",
+    "ExitCode",
     "HostKeyChanged",
     "HostKeyError",
     "HostKeyUnknown",
     "SmokeTestFailed",
+    "host_key_compare_command",
 ]
+
+
+class ExitCode(IntEnum):
+    """Every exit status a front end uses; :data:`EXIT_CODE_HELP` says what each means."""
+
+    OK = 0
+    ERROR = 1
+    CONFIG = 2
+    CONNECTION = 3
+    HOST_KEY = 4
+    COMMAND = 5
+    DEPLOY = 6
+    SMOKE = 7
+    DECLINED = 8
+    AUDIT = 9
+    CANCELLED = 130
+
+
+#: One phrase per exit code, in order: the CLI's ``--help`` is built from this.
+EXIT_CODE_HELP: dict[ExitCode, str] = {
+    ExitCode.OK: "ok",
+    ExitCode.ERROR: "error",
+    ExitCode.CONFIG: "bad config",
+    ExitCode.CONNECTION: "cannot connect",
+    ExitCode.HOST_KEY: "host key unknown or changed",
+    ExitCode.COMMAND: "a command failed on the host",
+    ExitCode.DEPLOY: "deploy failed (the old release keeps serving)",
+    ExitCode.SMOKE: "smoke test failed",
+    ExitCode.DECLINED: "a question was answered no, or needs a flag without a terminal",
+    ExitCode.AUDIT: "a security audit probe failed",
+    ExitCode.CANCELLED: "cancelled or interrupted (a rerun resumes)",
+}
 
 
 class ClaudegateError(Exception):
@@ -52,7 +98,7 @@ class ClaudegateError(Exception):
     to say than the message.
     """
 
-    exit_code: int = 1
+    exit_code: int = ExitCode.ERROR
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
         super().__init__(message)
@@ -66,7 +112,7 @@ class ClaudegateError(Exception):
 class ConfigError(ClaudegateError):
     """A setting is missing, invalid or inconsistent (says which and how to fix it)."""
 
-    exit_code = 2
+    exit_code = ExitCode.CONFIG
 
 
 class ConnectionFailed(ClaudegateError):
@@ -76,7 +122,7 @@ class ConnectionFailed(ClaudegateError):
     is involved) so the message always says where it tried.
     """
 
-    exit_code = 3
+    exit_code = ExitCode.CONNECTION
 
     def __init__(self, message: str, *, target: str, hint: str | None = None) -> None:
         super().__init__(message, hint=hint)
@@ -86,12 +132,29 @@ class ConnectionFailed(ClaudegateError):
 class HostKeyError(ClaudegateError):
     """The server's host key could not be verified; nothing was sent to it."""
 
-    exit_code = 4
+    exit_code = ExitCode.HOST_KEY
 
     def __init__(self, message: str, *, host: str, port: int, hint: str | None = None) -> None:
         super().__init__(message, hint=hint)
         self.host = host
         self.port = port
+
+
+#: The public host key file per SSH key type, as OpenSSH names them under /etc/ssh.
+_HOST_KEY_FILES = {
+    "ssh-ed25519": "ssh_host_ed25519_key.pub",
+    "ecdsa-sha2-nistp256": "ssh_host_ecdsa_key.pub",
+    "ecdsa-sha2-nistp384": "ssh_host_ecdsa_key.pub",
+    "ecdsa-sha2-nistp521": "ssh_host_ecdsa_key.pub",
+    "ssh-rsa": "ssh_host_rsa_key.pub",
+    "rsa-sha2-256": "ssh_host_rsa_key.pub",
+    "rsa-sha2-512": "ssh_host_rsa_key.pub",
+}
+
+
+def host_key_compare_command(key_type: str) -> str:
+    """What to run on the server itself (its console) to see the fingerprint of its ``key_type`` key."""
+    return f"ssh-keygen -lf /etc/ssh/{_HOST_KEY_FILES.get(key_type, 'ssh_host_*_key.pub')}"
 
 
 class HostKeyUnknown(HostKeyError):
@@ -118,8 +181,7 @@ class HostKeyUnknown(HostKeyError):
             host=host,
             port=port,
             hint=(
-                "Check the fingerprint on the server itself (ssh-keygen -lf "
-                "/etc/ssh/ssh_host_*_key.pub), then re-run with "
+                f"Check the fingerprint on the server itself ({host_key_compare_command(key_type)}), then re-run with "
                 f"--accept-host-key {fingerprint}"
             ),
         )
@@ -182,7 +244,7 @@ class CommandFailed(ClaudegateError):
     when there is none (the command was killed or timed out).
     """
 
-    exit_code = 5
+    exit_code = ExitCode.COMMAND
 
     def __init__(
         self,
@@ -222,14 +284,53 @@ class CommandTimedOut(CommandFailed):
 class DeployFailed(ClaudegateError):
     """A deploy step failed; the message names the step. The old release keeps serving."""
 
-    exit_code = 6
+    exit_code = ExitCode.DEPLOY
 
 
 class SmokeTestFailed(ClaudegateError):
     """The smoke test found failing checks; ``failed`` lists their names."""
 
-    exit_code = 7
+    exit_code = ExitCode.SMOKE
 
     def __init__(self, message: str, *, failed: Sequence[str] = (), hint: str | None = None) -> None:
         super().__init__(message, hint=hint)
         self.failed = list(failed)
+
+
+class AuditFailed(ClaudegateError):
+    """``claudegate audit`` found probes that did not hold; ``failed`` lists their names."""
+
+    exit_code = ExitCode.AUDIT
+
+    def __init__(self, message: str, *, failed: Sequence[str] = (), hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.failed = list(failed)
+
+
+class Declined(ClaudegateError):
+    """A question the run needed answered yes was answered no, or could not be asked.
+
+    ``flag`` names the command-line flag that answers it without a terminal
+    (``--yes``, ``--accept-host-key SHA256:...``), when there is one.
+    """
+
+    exit_code = ExitCode.DECLINED
+
+    def __init__(self, message: str, *, flag: str | None = None, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.flag = flag
+
+
+class Cancelled(ClaudegateError):
+    """The run was cancelled between or inside steps; nothing is half-switched.
+
+    ``step`` names the step it stopped in (None before the first). The host's
+    journal records the cancellation and the lock is released (or left to
+    expire when the connection was gone), so the next run resumes.
+    """
+
+    exit_code = ExitCode.CANCELLED
+
+    def __init__(self, message: str = "cancelled", *, step: str | None = None, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint or "run the same command again: it resumes where this one stopped")
+        self.step = step

@@ -1,4 +1,4 @@
-"""Where the files that go onto the host live: ``assets/`` and ``playbooks/``.
+"""Where the files that go onto the host live: ``assets/`` and ``playbooks/`` (and ``examples/``).
 
 In a checkout (and an editable install) they sit beside ``installer/``. An
 installed wheel carries them as data files under ``<prefix>/share/claudegate``
@@ -28,3 +28,5 @@ def _find(name: str) -> Path:
 
 ASSETS_DIR = _find("assets")
 PLAYBOOKS_DIR = _find("playbooks")
+#: The commented example configs ``claudegate init --example`` writes.
+EXAMPLES_DIR = _find("examples")

@@ -94,7 +94,7 @@ def test_render_writes_every_file_but_no_secret(tmp_path: Path) -> None:
 
 def test_init_says_what_to_do_instead() -> None:
     r = runner.invoke(app, ["init"])
-    assert r.exit_code == 1 and "examples/local.yaml" in r.stderr
+    assert r.exit_code == 1 and "--example local" in r.stderr and "--example remote" in r.stderr
 
 
 @pytest.mark.parametrize(

@@ -119,8 +119,8 @@ def test_clear_error_without_venv_support(image: str, wheels: Path) -> None:
     assert "python3" in r.stderr and "fix:" in r.stderr
 
 
-def test_wheel_carries_every_asset_and_playbook(wheels: Path) -> None:
-    tracked = subprocess.run(["git", "ls-files", "assets", "playbooks"], cwd=REPO, capture_output=True,
+def test_wheel_carries_every_asset_playbook_and_example(wheels: Path) -> None:
+    tracked = subprocess.run(["git", "ls-files", "assets", "playbooks", "examples"], cwd=REPO, capture_output=True,
                              text=True, check=True).stdout.split()
     (wheel,) = wheels.glob("claudegate-*.whl")
     with zipfile.ZipFile(wheel) as zf:

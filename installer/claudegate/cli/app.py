@@ -4,29 +4,26 @@ imported inside the commands so `claudegate --help` stays fast."""
 from __future__ import annotations
 
 import sys
-from enum import IntEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from claudegate import __version__
 from claudegate.cli import output
-from claudegate.errors import ClaudegateError
+from claudegate.cli.audit import audit_command
+from claudegate.cli.backup import backup_command, restore_command
+from claudegate.cli.keys import keys_app
+from claudegate.cli.options import ConfigOpt, HostKeyOpt, JsonOpt, run
+from claudegate.cli.options import session as _session
+from claudegate.cli.usage import usage_command
+from claudegate.errors import EXIT_CODE_HELP, ExitCode
+
+__all__ = ["ExitCode", "app", "main"]
 
 
-class ExitCode(IntEnum):
-    """Documented in `claudegate --help`; mirrors the error tree's exit_code."""
-
-    OK = 0
-    ERROR = 1
-    CONFIG = 2
-    CONNECTION = 3
-    HOST_KEY = 4
-    COMMAND = 5
-    DEPLOY = 6
-    SMOKE = 7
-    INTERRUPTED = 130
+def _exit_code_help() -> str:
+    return "Exit codes: " + ", ".join(f"{int(code)} {what}" for code, what in EXIT_CODE_HELP.items()) + "."
 
 
 HELP = """\
@@ -37,15 +34,21 @@ and prove it secure with its own smoke test.
   claudegate plan   --config deploy.yaml      what a deploy would change (changes nothing)
   claudegate deploy --config deploy.yaml      deploy, smoke-test, keep the old release on failure
   claudegate smoke-test --config deploy.yaml  run the smoke test against what is deployed
+  claudegate check --config deploy.yaml       test the connection: SSH, host key, sudo, Docker, ports
+  claudegate keys list --config deploy.yaml   client keys: create, rotate, revoke (see keys --help)
+  claudegate usage --config deploy.yaml       requests, tokens and cost per client per day
+  claudegate audit --config deploy.yaml       attack the deployed gateway from outside; report what held
 
-Start from examples/local.yaml (this machine) or examples/remote.yaml (a server
-over SSH).
+Start from an example: `claudegate init --example local --out deploy.yaml`
+(this machine; the same text as examples/local.yaml) or `--example remote`
+(a server over SSH, examples/remote.yaml).
 
-\b
-Exit codes: 0 ok, 1 error, 2 bad config, 3 cannot connect, 4 host key unknown
-or changed, 5 a command failed on the host, 6 deploy failed (the old release
-keeps serving), 7 smoke test failed, 130 interrupted.
-"""
+Questions (an unknown host key, installing Docker, replacing a certificate)
+are asked on a terminal; without one, pass the flag the error names
+(--accept-host-key SHA256:..., --yes). Ctrl-C stops at the next safe point;
+the next run resumes.
+
+""" + _exit_code_help() + "\n"
 
 
 app = typer.Typer(
@@ -56,24 +59,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,  # locals would hold secrets
     rich_markup_mode=None,
 )
-keys_app = typer.Typer(help="Create, list, rotate and revoke client keys on the deployed gateway.", no_args_is_help=True)
-app.add_typer(keys_app, name="keys")
-
-ConfigOpt = Annotated[
-    Path,
-    typer.Option("--config", "-c", help="deploy.yaml to use", envvar="CLAUDEGATE_CONFIG", show_default=False),
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output on stdout")]
-HostKeyOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--accept-host-key",
-        metavar="SHA256:...",
-        help="on first contact, trust the host key with exactly this fingerprint (ssh-keygen -lf form)",
-    ),
-]
-
-
 def _version(value: bool) -> None:
     if value:
         print(f"claudegate {__version__}")
@@ -89,84 +74,84 @@ def _root(
     pass
 
 
-def _load(config: Path) -> Any:
-    from claudegate.config import load_config
-
-    return load_config(config)
-
-
-def _connect(cfg: Any, accept_host_key: str | None) -> Any:
-    from claudegate.deploy import connector_for
-
-    return connector_for(cfg, accept_host_key=accept_host_key)
-
-
-def run(fn: Any) -> None:
-    """Run a command body, mapping the error tree to exit codes."""
-    try:
-        fn()
-    except ClaudegateError as exc:
-        output.error(exc)
-        raise typer.Exit(exc.exit_code) from None
-    except KeyboardInterrupt:
-        output.err("interrupted; a rerun resumes where this one stopped")
-        raise typer.Exit(ExitCode.INTERRUPTED) from None
-
-
 @app.command()
 def deploy(
     config: ConfigOpt,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="print the plan and file diffs; change nothing")] = False,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask before installing Docker on the host")] = False,
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help="agree to installing Docker and replacing a certificate without asking")
+    ] = False,
+    prune: Annotated[
+        bool, typer.Option("--prune", help="revoke clients the keystore holds but the config no longer lists")
+    ] = False,
+    refresh: Annotated[
+        bool,
+        typer.Option(
+            "--refresh",
+            help="rebuild the images without cache from a fresh base (security updates), then switch",
+        ),
+    ] = False,
     accept_host_key: HostKeyOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Deploy (or update) the gateway described by the config, then smoke-test it."""
+    """Deploy (or update) the gateway described by the config, then smoke-test it.
+
+    Clients converge to the config: new ones get a key (shown once), changed
+    scopes and limits apply in place (keys keep working); clients missing
+    from the config are only reported unless --prune is given. --refresh
+    builds new images (Debian updates, same sources) as a new release that
+    replaces the serving one only after its smoke test passes; later deploys
+    keep them. status shows when the images were built.
+    """
 
     def body() -> None:
-        from claudegate import deploy as core
-
-        cfg = _load(config)
-        with _connect(cfg, accept_host_key) as conn:
-            if not (yes or dry_run) and sys.stdin.isatty():
-                # Installing a package on someone's server deserves a yes.
-                preview = core.plan(cfg, conn)
-                if preview.installs_docker and not typer.confirm(
-                    f"Docker is not installed on {conn.target}; install docker.io from the distribution?"
-                ):
-                    raise typer.Exit(ExitCode.ERROR)
-            reporter = None if json_out else output.StepPrinter()
-            result = core.deploy(cfg, conn, dry_run=dry_run, reporter=reporter)
+        progress = None if json_out else output.StepPrinter()
+        with _session(config, accept_host_key=accept_host_key, yes=yes, progress=progress) as session:
+            result = session.deploy(dry_run=dry_run, prune=prune, refresh=refresh)
         output.deploy_result(result, json_out=json_out)
 
     run(body)
 
 
 @app.command()
-def plan(config: ConfigOpt, accept_host_key: HostKeyOpt = None, json_out: JsonOpt = False) -> None:
+def plan(
+    config: ConfigOpt,
+    prune: Annotated[
+        bool, typer.Option("--prune", help="show the revocations deploy --prune would make")
+    ] = False,
+    accept_host_key: HostKeyOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
     """Show what a deploy would change, with a diff of every file. Changes nothing."""
 
     def body() -> None:
-        from claudegate import deploy as core
-
-        cfg = _load(config)
-        with _connect(cfg, accept_host_key) as conn:
-            result = core.plan(cfg, conn, reporter=None if json_out else output.StepPrinter())
+        progress = None if json_out else output.StepPrinter()
+        with _session(config, accept_host_key=accept_host_key, progress=progress) as session:
+            result = session.plan(prune=prune)
         output.deploy_result(result, json_out=json_out)
 
     run(body)
 
 
 @app.command()
-def status(config: ConfigOpt, accept_host_key: HostKeyOpt = None, json_out: JsonOpt = False) -> None:
-    """The deployed release, its containers and their health."""
+def status(
+    config: ConfigOpt,
+    expiry_days: Annotated[
+        int | None,
+        typer.Option(
+            "--expiry-days",
+            min=0,
+            help="warn of client keys that stop working within this many days [default: 14]",
+        ),
+    ] = None,
+    accept_host_key: HostKeyOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """The deployed release, its containers and their health; certificates and client keys about to expire."""
 
     def body() -> None:
-        from claudegate import deploy as core
-
-        cfg = _load(config)
-        with _connect(cfg, accept_host_key) as conn:
-            report = core.status(cfg, conn)
+        with _session(config, accept_host_key=accept_host_key) as session:
+            report = session.status(expiry_days=expiry_days)
         output.status_report(report, json_out=json_out)
 
     run(body)
@@ -182,13 +167,10 @@ def logs(
     """Recent log lines of the nginx or gateway container."""
 
     def body() -> None:
-        from claudegate import deploy as core
-
         if service not in ("nginx", "gateway"):
             raise typer.BadParameter("SERVICE must be nginx or gateway")
-        cfg = _load(config)
-        with _connect(cfg, accept_host_key) as conn:
-            sys.stdout.write(core.logs(cfg, conn, service, tail))
+        with _session(config, accept_host_key=accept_host_key) as session:
+            sys.stdout.write(session.logs(service, tail))
 
     run(body)
 
@@ -198,11 +180,10 @@ def smoke_test(config: ConfigOpt, accept_host_key: HostKeyOpt = None, json_out: 
     """TLS, redirects, auth, models, count_tokens, a stream, 413, 429, headers: all must pass."""
 
     def body() -> None:
-        from claudegate import deploy as core
         from claudegate.errors import SmokeTestFailed
 
-        cfg = _load(config)
-        report = core.smoke_test(cfg, progress=None if json_out else output.check_line)
+        with _session(config, accept_host_key=accept_host_key, progress=None if json_out else output.StepPrinter()) as s:
+            report = s.smoke_test()
         output.smoke_report(report, json_out=json_out)
         if not report.ok:
             failed = [c.name for c in report.checks if c.status == "fail"]
@@ -216,11 +197,9 @@ def rollback(config: ConfigOpt, accept_host_key: HostKeyOpt = None, json_out: Js
     """Switch back to the previous release (kept by every deploy)."""
 
     def body() -> None:
-        from claudegate import deploy as core
-
-        cfg = _load(config)
-        with _connect(cfg, accept_host_key) as conn:
-            result = core.rollback(cfg, conn, reporter=None if json_out else output.StepPrinter())
+        progress = None if json_out else output.StepPrinter()
+        with _session(config, accept_host_key=accept_host_key, progress=progress) as session:
+            result = session.rollback()
         output.deploy_result(result, json_out=json_out)
 
     run(body)
@@ -231,11 +210,9 @@ def renew(config: ConfigOpt, accept_host_key: HostKeyOpt = None, json_out: JsonO
     """Renew the ACME certificate when it is due, then reload nginx (safe to run from cron)."""
 
     def body() -> None:
-        from claudegate import deploy as core
-
-        cfg = _load(config)
-        with _connect(cfg, accept_host_key) as conn:
-            result = core.renew(cfg, conn, reporter=None if json_out else output.StepPrinter())
+        progress = None if json_out else output.StepPrinter()
+        with _session(config, accept_host_key=accept_host_key, progress=progress) as session:
+            result = session.renew()
         output.deploy_result(result, json_out=json_out)
 
     run(body)
@@ -251,13 +228,8 @@ def uninstall(
     """Stop and remove the gateway's containers, networks and images from the host."""
 
     def body() -> None:
-        from claudegate import deploy as core
-
-        cfg = _load(config)
-        if not yes and not typer.confirm(f"Remove claudegate from {cfg.target.host}?", default=False):
-            raise typer.Exit(ExitCode.ERROR)
-        with _connect(cfg, accept_host_key) as conn:
-            result = core.uninstall(cfg, conn, keep_data=keep_data, reporter=output.StepPrinter())
+        with _session(config, accept_host_key=accept_host_key, yes=yes, progress=output.StepPrinter()) as session:
+            result = session.uninstall(keep_data=keep_data)
         output.deploy_result(result, json_out=False)
 
     run(body)
@@ -271,10 +243,8 @@ def render(
     """Write every file the deploy would put on the host into a local directory (secrets excluded)."""
 
     def body() -> None:
-        from claudegate import deploy as core
-
-        cfg = _load(config)
-        result = core.render(cfg, out)
+        with _session(config) as session:
+            result = session.render(out)
         for path in result.files:
             print(path)
         for note in result.notes:
@@ -284,74 +254,83 @@ def render(
 
 
 @app.command()
-def init() -> None:
-    """The interactive wizard (Textual). Not part of this release yet: start from an example config."""
-    output.err(
-        "The interactive wizard is not available in this version.\n"
-        "Copy examples/local.yaml or examples/remote.yaml, edit it, then run:\n"
-        "  claudegate plan --config deploy.yaml\n  claudegate deploy --config deploy.yaml"
-    )
-    raise typer.Exit(ExitCode.ERROR)
+def init(
+    example: Annotated[
+        str | None,
+        typer.Option(
+            "--example",
+            metavar="local|remote",
+            help="write a commented example config: local (this machine) or remote (a server over SSH)",
+        ),
+    ] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="where to write the example")] = Path("deploy.yaml"),
+    force: Annotated[bool, typer.Option("--force", help="overwrite --out if it exists")] = False,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="an existing deploy.yaml: open the day-2 console on it", show_default=False),
+    ] = None,
+    fresh: Annotated[bool, typer.Option("--fresh", help="ignore the saved draft of an unfinished wizard")] = False,
+) -> None:
+    """The setup wizard (a terminal UI); `--example local|remote` writes a commented example instead.
 
+    \b
+      claudegate init                          the wizard; it saves to --out (default ./deploy.yaml)
+      claudegate init --config deploy.yaml     the console: status, clients, logs, rollback, smoke test
+      claudegate init --example remote         a commented example config to edit by hand
+    """
 
-def _keys(config: Path, accept_host_key: str | None, args: list[str], *, secret_out: bool) -> None:
     def body() -> None:
-        from claudegate import deploy as core
+        from claudegate.session.examples import EXAMPLES, write_example
 
-        cfg = _load(config)
-        with _connect(cfg, accept_host_key) as conn:
-            text = core.gateway_keys(cfg, conn, args)
-        if secret_out:
-            output.err("the new key is shown once; store it now:")
-        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+        if example is None:
+            _wizard(config, fresh=fresh, save_to=out)
+            return
+        path = write_example(example, out, force=force)
+        output.err(f"wrote {path} ({example}: {EXAMPLES[example]}); edit it, then:")
+        output.err(f"  claudegate check --config {path}\n  claudegate deploy --config {path}")
 
     run(body)
 
 
-@keys_app.command("create")
-def keys_create(
-    name: str,
-    config: ConfigOpt,
-    models: Annotated[list[str] | None, typer.Option("--model", help="allowed model glob (repeat)")] = None,
-    rpm: Annotated[int | None, typer.Option(help="requests per minute")] = None,
-    tpm: Annotated[int | None, typer.Option(help="tokens per minute")] = None,
-    daily_tokens: Annotated[int | None, typer.Option(help="tokens per UTC day")] = None,
-    max_tokens: Annotated[int | None, typer.Option(help="cap on max_tokens per request")] = None,
-    expires: Annotated[str | None, typer.Option(help="ISO 8601 time the key stops working")] = None,
-    accept_host_key: HostKeyOpt = None,
-) -> None:
-    """Create a client key; it is printed once, alone on the last line."""
-    args = ["create", name]
-    if models:
-        args += ["--models", *models]
-    for flag, value in (("--rpm", rpm), ("--tpm", tpm), ("--daily-tokens", daily_tokens),
-                        ("--max-tokens", max_tokens), ("--expires", expires)):
-        if value is not None:
-            args += [flag, str(value)]
-    _keys(config, accept_host_key, args, secret_out=True)
+@app.command()
+def console(config: ConfigOpt) -> None:
+    """The day-2 console on a deployed config: status, clients (create/rotate/revoke), logs, rollback, smoke test."""
+    run(lambda: _wizard(config, fresh=False, save_to=config))
 
 
-@keys_app.command("list")
-def keys_list(config: ConfigOpt, accept_host_key: HostKeyOpt = None, json_out: JsonOpt = False) -> None:
-    """List clients and their scopes (never secrets)."""
-    _keys(config, accept_host_key, ["list", *(["--json"] if json_out else [])], secret_out=False)
+def _wizard(config: Path | None, *, fresh: bool, save_to: Path) -> None:
+    """Run the Textual wizard (or console) on this terminal; without one, say what to do instead."""
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        output.err(
+            "the wizard needs a terminal (stdin and stdout are not one).\n"
+            "Without a terminal, start from an example:  claudegate init --example remote --out deploy.yaml\n"
+            "then:  claudegate deploy --config deploy.yaml"
+        )
+        raise typer.Exit(ExitCode.ERROR)
+    from claudegate.wizard import run as run_wizard
+
+    run_wizard(config, fresh=fresh, save_to=save_to)
 
 
-@keys_app.command("rotate")
-def keys_rotate(
-    name: str,
-    config: ConfigOpt,
-    overlap: Annotated[str, typer.Option(help="how long the old key keeps working, e.g. 24h")] = "0s",
-    accept_host_key: HostKeyOpt = None,
-) -> None:
-    """Issue a new key for a client; the old one works until the overlap ends."""
-    _keys(config, accept_host_key, ["rotate", name, "--overlap", overlap], secret_out=True)
+@app.command()
+def check(config: ConfigOpt, accept_host_key: HostKeyOpt = None, json_out: JsonOpt = False) -> None:
+    """Test the connection: SSH and host key, sudo, distribution, Docker, free ports, what a deploy installs."""
+
+    def body() -> None:
+        with _session(config, accept_host_key=accept_host_key) as session:
+            report = session.test_connection()
+        output.status_report(report, json_out=json_out)
+        if not report.ok:
+            raise typer.Exit(ExitCode.ERROR)
+
+    run(body)
 
 
-@keys_app.command("revoke")
-def keys_revoke(name: str, config: ConfigOpt, accept_host_key: HostKeyOpt = None) -> None:
-    """Revoke a client; its next request is refused."""
-    _keys(config, accept_host_key, ["revoke", name], secret_out=False)
+app.add_typer(keys_app, name="keys")
+app.command("usage")(usage_command)
+app.command("audit")(audit_command)
+app.command("backup")(backup_command)
+app.command("restore")(restore_command)
 
 
 def main() -> None:

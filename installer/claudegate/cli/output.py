@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from typing import Any
 
 from claudegate.errors import ClaudegateError
@@ -27,11 +28,26 @@ def status_report(report: Any, *, json_out: bool) -> None:
 
 
 class StepPrinter:
-    """Progress of a playbook on stderr: one line per step as it starts and ends."""
+    """Progress of a playbook on stderr: one line per step as it starts and ends.
+
+    Sub-step ``work`` events come often (every poll of a wait, every build
+    line); a line is printed when what is being done changes, or every
+    ``every`` seconds while it goes on. Smoke ``check`` events print one line each.
+    """
+
+    def __init__(self, every: float = 10.0) -> None:
+        self.every = every
+        self._last_work = ""
+        self._last_at = 0.0
 
     def __call__(self, event: Any) -> None:
         where = f"[{event.index}/{event.total}]"
-        if event.kind == "start":
+        if event.kind == "work":
+            self._work(event)
+        elif event.kind == "check":
+            mark = {"pass": "✓", "fail": "✗", "skip": "-"}.get(event.status, "?")
+            err(f"  {mark} {event.message}: {event.detail}")
+        elif event.kind == "start":
             err(f"{where} {event.title} …")
         elif event.kind == "plan" and event.changes:
             for change in event.changes:
@@ -42,6 +58,25 @@ class StepPrinter:
             err(f"{where} {event.title}: {'changed' if event.changed else 'no changes'} ({event.elapsed:.1f}s)")
         elif event.kind == "fail":
             err(f"{where} {event.title}: FAILED ({event.elapsed:.1f}s) {event.message}")
+
+
+    def _work(self, event: Any) -> None:
+        now = time.monotonic()
+        if event.message == self._last_work and now - self._last_at < self.every:
+            return
+        self._last_work, self._last_at = event.message, now
+        err(f"      {event.message}{_amount(event)}")
+
+
+def _amount(event: Any) -> str:
+    if event.done is None:
+        return ""
+    if event.unit == "bytes":
+        done = f"{event.done / 1e6:.1f} MB"
+        return f" ({done} of {event.expected / 1e6:.1f} MB)" if event.expected else f" ({done})"
+    if event.unit == "s":
+        return f" ({event.done:.0f} s of at most {event.expected:.0f} s)" if event.expected else f" ({event.done:.0f} s)"
+    return f" ({event.done:g} {event.unit})"
 
 
 def check_line(check: Any) -> None:

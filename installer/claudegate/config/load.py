@@ -116,6 +116,18 @@ def load_config_text(text: str, *, source: str = "deploy.yaml", base_dir: Path |
                 )
             ]
         )
+    return validate_data(data, origin, problems, base_dir=base_dir)
+
+
+def validate_data(
+    data: Any, origin: Origin | None, problems: list[Problem], *, base_dir: Path | None = None
+) -> DeployConfig:
+    """Validate parsed data (a file's, or a document built in code when ``origin`` is None).
+
+    Raises :class:`DeployConfigError` with ``problems`` plus every problem found;
+    without an origin the problems carry the field but no file position.
+    """
+    problems = list(problems)
     reported = {p.field for p in problems}
     context = {"base_dir": base_dir, RULES_DEFERRED: True}
     cfg: DeployConfig | None = None
@@ -153,7 +165,8 @@ def load_config_text(text: str, *, source: str = "deploy.yaml", base_dir: Path |
     rules = [_rule_problem(r, origin) for r in rule_problems(cfg)]
     if rules:
         raise DeployConfigError(rules)
-    cfg._origin = origin
+    if origin is not None:
+        cfg._origin = origin
     return cfg
 
 
@@ -312,7 +325,7 @@ def _secret_looking(data: Any) -> list[Loc]:
 # --- pydantic errors -> problems ----------------------------------------------------------
 
 
-def _rule_problem(rule: RuleProblem, origin: Origin) -> Problem:
+def _rule_problem(rule: RuleProblem, origin: Origin | None) -> Problem:
     return problem_at(origin, rule.loc, rule.problem, rule.fix)
 
 
@@ -416,7 +429,7 @@ _NUMBER_ERRORS = {
 _MODEL_ERRORS = {"model_type", "dict_type", "model_attributes_type"}
 
 
-def _problem_from_error(error: ErrorDetails, origin: Origin) -> Problem:
+def _problem_from_error(error: ErrorDetails, origin: Origin | None) -> Problem:
     loc: Loc = tuple(error["loc"])
     problem, fix = _describe(error, loc)
     return problem_at(origin, loc, problem, fix)

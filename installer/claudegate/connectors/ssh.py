@@ -33,7 +33,7 @@ import shlex
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -57,6 +57,7 @@ from claudegate.errors import (
     HostKeyUnknown,
 )
 from claudegate.redact import Secret
+from claudegate.session.interaction import HostKeyQuestion
 
 __all__ = ["HostKeyPolicy", "SSHConnector", "default_known_hosts"]
 
@@ -116,6 +117,7 @@ class SSHConnector(Connector):
         connect_timeout: float = 10.0,
         default_timeout: float | None = None,
         keepalive: float = 15.0,
+        confirm_new_key: Callable[[HostKeyQuestion], bool] | None = None,
     ) -> None:
         super().__init__()
         if not host:
@@ -152,6 +154,9 @@ class SSHConnector(Connector):
         self.connect_timeout = connect_timeout
         self.default_timeout = default_timeout
         self.keepalive = keepalive
+        #: Asked on first contact under the strict policy (the session's interaction); True records the key.
+        self.confirm_new_key = confirm_new_key
+        self._confirmed_now = False
         self.target = f"{self.user}@{self._where()}"
         self._transport: paramiko.Transport | None = None
         self._lock = threading.Lock()
@@ -173,7 +178,16 @@ class SSHConnector(Connector):
             if self.connected:
                 return self
             self._close_transport()
-            self._transport = self._open()
+            try:
+                self._transport = self._open()
+            except ConnectionFailed:
+                if not self._confirmed_now:
+                    raise
+                # The person took long enough to confirm the key that the server
+                # gave up on the login (LoginGraceTime): the key is recorded now, so
+                # one more attempt verifies it without asking again.
+                self._confirmed_now = False
+                self._transport = self._open()
         return self
 
     def __enter__(self) -> SSHConnector:
@@ -333,6 +347,18 @@ class SSHConnector(Connector):
                     offered_fingerprint=offered,
                 )
         elif self.host_key_policy is not HostKeyPolicy.ACCEPT_NEW:
+            question = HostKeyQuestion(
+                host=self.host,
+                port=self.port,
+                key_type=key_type,
+                fingerprint=offered,
+                known_hosts=str(self.known_hosts.path),
+            )
+            if self.confirm_new_key is not None and self.confirm_new_key(question):
+                self._confirmed_now = True
+                self._record(key)
+                self.host_key_fingerprint = offered
+                return
             raise HostKeyUnknown(
                 host=self.host,
                 port=self.port,
@@ -340,15 +366,18 @@ class SSHConnector(Connector):
                 fingerprint=offered,
                 known_hosts=self.known_hosts.path,
             )
+        self._record(key)
+        self.host_key_fingerprint = offered
+
+    def _record(self, key: paramiko.PKey) -> None:
         try:
             self.known_hosts.append(
-                self.host, self.port, key_type, key.get_base64(), hashed=self.hash_known_hosts
+                self.host, self.port, key.get_name(), key.get_base64(), hashed=self.hash_known_hosts
             )
         except OSError as exc:
             raise ConfigError(
                 f"cannot record the host key of {self._where()} in {self.known_hosts.path}: {exc.strerror}"
             ) from None
-        self.host_key_fingerprint = offered
 
     # -- authentication --------------------------------------------------------
     def _candidate_keys(self) -> list[tuple[str, paramiko.PKey]]:
@@ -437,6 +466,7 @@ class SSHConnector(Connector):
         sudo: bool = False,
         timeout: float | None = None,
         check: bool = True,
+        on_output: Callable[[bytes], None] | None = None,
     ) -> Result:
         final = self.prepare_argv(argv, sudo=sudo)
         timeout = timeout if timeout is not None else self.default_timeout
@@ -445,7 +475,7 @@ class SSHConnector(Connector):
             channel.exec_command(shlex.join(final))
             feeder = _Feeder(channel, input)
             feeder.start()
-            stdout, stderr, status = self._collect(channel, argv, timeout, feeder)
+            stdout, stderr, status = self._collect(channel, argv, timeout, feeder, on_output)
         except (paramiko.SSHException, EOFError, OSError) as exc:
             raise ConnectionFailed(
                 f"lost the SSH session to {self._where()} while running {self.redact(shlex.join(argv))}: "
@@ -460,7 +490,12 @@ class SSHConnector(Connector):
         return result
 
     def _collect(
-        self, channel: paramiko.Channel, argv: Sequence[str], timeout: float | None, feeder: _Feeder
+        self,
+        channel: paramiko.Channel,
+        argv: Sequence[str],
+        timeout: float | None,
+        feeder: _Feeder,
+        on_output: Callable[[bytes], None] | None = None,
     ) -> tuple[bytes, bytes, int]:
         out: list[bytes] = []
         err: list[bytes] = []
@@ -470,9 +505,13 @@ class SSHConnector(Connector):
             while channel.recv_ready():
                 out.append(channel.recv(_CHUNK))
                 progressed = True
+                if on_output is not None:
+                    on_output(out[-1])
             while channel.recv_stderr_ready():
                 err.append(channel.recv_stderr(_CHUNK))
                 progressed = True
+                if on_output is not None:
+                    on_output(err[-1])
             # Output may still arrive after the exit status (OpenSSH sends
             # what is left in the pipe): done only at exit status + EOF.
             if (

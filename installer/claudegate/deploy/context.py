@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -12,13 +12,18 @@ from claudegate.deploy.engine import Call, Put, Run, Step
 from claudegate.deploy.journal import Journal
 from claudegate.deploy.layout import HostLayout
 from claudegate.deploy.progress import EventKind, Reporter, StepEvent, null_reporter
+from claudegate.deploy.substep import BuildOutput
+from claudegate.errors import Declined
 from claudegate.redact import Secret
+from claudegate.session import cancel as _cancel
+from claudegate.session.controls import RunControls, current
 
 if TYPE_CHECKING:
     from claudegate.config.model import DeployConfig
     from claudegate.deploy.lock import RemoteLock
     from claudegate.deploy.release import Release
     from claudegate.deploy.tls_material import TLSMaterial
+    from claudegate.session.interaction import ConsentQuestion
     from claudegate.smoke import SmokeReport
 
 __all__ = ["Context"]
@@ -34,6 +39,8 @@ class Context:
     reporter: Reporter = null_reporter
     #: Options for particular playbooks (e.g. uninstall's ``keep_data``).
     options: dict[str, Any] = field(default_factory=dict)
+    #: Cancel token and interaction of the session driving this run (defaults: none).
+    controls: RunControls = field(default_factory=current)
 
     # -- facts and decisions, filled in by the steps -----------------------
     machine: str = ""  # uname -m
@@ -71,7 +78,12 @@ class Context:
         timeout: float | None = 120.0,
         check: bool = True,
         sudo: bool = True,
+        on_output: Callable[[bytes], None] | None = None,
     ) -> Result:
+        if on_output is not None:  # only then: connectors written before streaming need not know it
+            return self.connector.run(
+                list(argv), input=input, sudo=sudo and self.sudo, timeout=timeout, check=check, on_output=on_output
+            )
         return self.connector.run(
             list(argv), input=input, sudo=sudo and self.sudo, timeout=timeout, check=check
         )
@@ -86,16 +98,42 @@ class Context:
     def execute(self, op: Run | Put | Call) -> None:
         if isinstance(op, Run):
             data = op.input() if callable(op.input) else op.input
-            self.run(op.argv, input=data, timeout=op.timeout, sudo=op.sudo)
+            # A command with progress (an image build) may be abandoned on cancel: its output checks the token.
+            on_output = BuildOutput(op.progress, self._work_report, check=self.check_cancelled) if op.progress else None
+            self.run(op.argv, input=data, timeout=op.timeout, sudo=op.sudo, on_output=on_output)
         elif isinstance(op, Put):
             self.connector.put_file(op.path, op.data, op.mode, op.owner, sudo=self.sudo, timeout=120)
         else:
             op.fn(self)
 
+    # -- cancelling and asking ------------------------------------------------
+    def check_cancelled(self) -> None:
+        self.controls.cancel.raise_if_cancelled(step=self._step.name if self._step else None)
+
+    def sleep(self, seconds: float) -> None:
+        """The wait loops' sleep: returns early and raises Cancelled when the run is cancelled."""
+        _cancel.sleep(seconds, self.controls.cancel, step=self.current_step)
+
+    def consent(self, question: ConsentQuestion) -> None:
+        """Ask before a change that needs a yes; raise Declined on a no. Without an interaction: go ahead."""
+        interaction = self.controls.interaction
+        if interaction is None or self.dry_run:
+            return
+        if not interaction.consent(question):
+            raise Declined(
+                f"{question.text()} -- answered no; nothing was changed by this step",
+                flag=question.flag,
+                hint=f"run again and agree (or pass {question.flag})",
+            )
+
     def secrets(self) -> list[str | Secret | None]:
         return [self.upstream_key, self.smoke_key, *self.new_keys.values()]
 
     # -- progress ------------------------------------------------------------
+    @property
+    def current_step(self) -> str | None:
+        return self._step.name if self._step else None
+
     def begin_step(self, step: Step, index: int, total: int) -> None:
         self._step, self._index, self._total = step, index, total
 
@@ -107,6 +145,11 @@ class Context:
         changed: bool = False,
         elapsed: float = 0.0,
         message: str = "",
+        done: float | None = None,
+        expected: float | None = None,
+        unit: str = "",
+        status: str = "",
+        detail: str = "",
     ) -> None:
         step = self._step
         event = StepEvent(
@@ -119,6 +162,11 @@ class Context:
             changed=changed,
             elapsed=elapsed,
             message=message,
+            done=done,
+            expected=expected,
+            unit=unit,
+            status=status,
+            detail=detail,
         )
         # A broken display must not break a deploy half-way.
         with contextlib.suppress(Exception):
@@ -126,6 +174,13 @@ class Context:
 
     def note(self, message: str) -> None:
         self.emit("note", message=message)
+
+    def _work_report(self, message: str, done: float | None, expected: float | None, unit: str) -> None:
+        self.work(message, done=done, expected=expected, unit=unit)
+
+    def work(self, message: str, *, done: float | None = None, expected: float | None = None, unit: str = "") -> None:
+        """Progress inside the current step (a build line, bytes sent, seconds waited)."""
+        self.emit("work", message=message, done=done, expected=expected, unit=unit)
 
     # -- the journal -----------------------------------------------------------
     def mark_step(self, name: str, *, changed: bool) -> None:

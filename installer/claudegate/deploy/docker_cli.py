@@ -85,14 +85,20 @@ def image_list(repository: str) -> list[str]:
     return [DOCKER, "image", "ls", "--format", "{{.Repository}}:{{.Tag}}", repository]
 
 
-def build_image(tag: str, *, base_image: str, labels: Mapping[str, str] | None = None) -> list[str]:
+def build_image(
+    tag: str, *, base_image: str, labels: Mapping[str, str] | None = None, no_cache: bool = False
+) -> list[str]:
     """Build ``tag`` from a tar build context read on stdin (``-``).
 
     A tar on stdin carries the whole context over the one verified
     connection, in one command, with nothing left behind on the host.
     ``--pull=false``: the base is a local image (there may be no registry).
+    ``no_cache`` (a refresh): every layer is built again, so ``apt-get``
+    installs today's packages instead of reusing a cached layer.
     """
     argv = [DOCKER, "build", "--pull=false", "--force-rm", "--tag", tag]
+    if no_cache:
+        argv.insert(4, "--no-cache")
     argv += ["--build-arg", f"BASE_IMAGE={base_image}"]
     for key, value in sorted((labels or {}).items()):
         argv += ["--label", f"{key}={value}"]
@@ -196,6 +202,9 @@ class ContainerSpec:
     health_cmd: str | None = None
     extra_networks: tuple[tuple[str, str | None], ...] = field(default=())
     group_add: tuple[int, ...] = ()  # supplementary host gids (the secrets group)
+    #: ``container:NAME`` joins another container's PID namespace (the renewer signals nginx).
+    pid: str | None = None
+    entrypoint: str | None = None
 
     def digest(self) -> str:
         """A short hash of everything the container is made from (goes in its spec label)."""
@@ -222,6 +231,10 @@ class ContainerSpec:
             },
             sort_keys=True,
         )
+        # Added later: hashed only when set, so older containers keep their digest.
+        for extra, value in (("pid", self.pid), ("entrypoint", self.entrypoint)):
+            if value is not None:
+                body += f"\0{extra}={value}"
         return hashlib.sha256(body.encode()).hexdigest()[:16]
 
 
@@ -239,6 +252,10 @@ def create_container(spec: ContainerSpec) -> list[str]:
         argv += ["--user", spec.user]
     for gid in spec.group_add:
         argv += ["--group-add", str(gid)]
+    if spec.pid is not None:
+        argv += ["--pid", spec.pid]
+    if spec.entrypoint is not None:
+        argv += ["--entrypoint", spec.entrypoint]
     if spec.read_only:
         argv.append("--read-only")
     for path in spec.tmpfs:

@@ -15,17 +15,19 @@ the lock, run the smoke test) and happens in real runs only.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from claudegate.connectors.base import Input
-from claudegate.errors import ClaudegateError, CommandFailed, ConnectionFailed, DeployFailed
+from claudegate.errors import Cancelled, ClaudegateError, CommandFailed, ConnectionFailed, DeployFailed
 from claudegate.redact import redact
 
 if TYPE_CHECKING:
     from claudegate.deploy.context import Context
+    from claudegate.session.interaction import ConsentQuestion
 
 __all__ = ["Call", "Change", "Op", "Put", "Run", "Step", "StepOutcome", "run_steps"]
 
@@ -38,6 +40,9 @@ class Run:
     input: bytes | Callable[[], Input] | None = None
     sudo: bool = True
     timeout: float | None = 120.0
+    #: When set, the command's output is reported as ``work`` events named by it (e.g. an image build),
+    #: and a cancel abandons the command at its next output (only for commands safe to abandon).
+    progress: str = ""
 
 
 @dataclass(frozen=True)
@@ -71,6 +76,8 @@ class Change:
     summary: str
     ops: tuple[Op, ...] = ()
     diff: str = ""
+    #: Asked through the session's interaction before the change is applied (a no stops the run).
+    consent: ConsentQuestion | None = None
 
 
 class Step:
@@ -88,7 +95,10 @@ class Step:
 
     def apply(self, ctx: Context, changes: Sequence[Change]) -> None:
         for change in changes:
+            if change.consent is not None:
+                ctx.consent(change.consent)
             for op in change.ops:
+                ctx.check_cancelled()
                 ctx.execute(op)
 
     def verify(self, ctx: Context) -> None:
@@ -120,6 +130,7 @@ def run_steps(ctx: Context, steps: Sequence[Step]) -> list[StepOutcome]:
         ctx.begin_step(step, index, total)
         ctx.emit("start")
         try:
+            ctx.check_cancelled()
             if ctx.lock is not None:
                 ctx.lock.refresh_if_due()
             changes = step.plan(ctx)
@@ -149,12 +160,22 @@ def run_steps(ctx: Context, steps: Sequence[Step]) -> list[StepOutcome]:
 def _describe(ctx: Context, exc: BaseException) -> str:
     if isinstance(exc, KeyboardInterrupt):
         return "interrupted"
+    if isinstance(exc, Cancelled):
+        return "cancelled"
     return ctx.connector.redact(redact(str(exc) or type(exc).__name__, ctx.secrets()))
 
 
 def _abort(ctx: Context, exc: BaseException) -> None:
     """Leave the host resumable: release the lock when we still can talk to it."""
-    if ctx.lock is None or ctx.dry_run:
+    if ctx.dry_run:
+        return
+    if isinstance(exc, Cancelled | KeyboardInterrupt) and ctx.journal is not None:
+        # Say in the journal where it stopped; it stays unfinished, so the next run resumes.
+        step = ctx.current_step or "?"
+        ctx.journal.stop(f"cancelled in step {step}")
+        with contextlib.suppress(ClaudegateError, OSError):
+            ctx.save_journal()
+    if ctx.lock is None:
         return
     if isinstance(exc, ConnectionFailed):
         ctx.lock.forget()

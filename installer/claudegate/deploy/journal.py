@@ -47,6 +47,11 @@ class Journal:
         self.outcome = outcome
         self.updated_at = _now()
 
+    def stop(self, outcome: str) -> None:
+        """Record why the run stopped early; it stays unfinished, so the next run resumes it."""
+        self.outcome = outcome
+        self.updated_at = _now()
+
     def to_bytes(self) -> bytes:
         return (json.dumps(asdict(self), indent=2, sort_keys=True) + "\n").encode()
 

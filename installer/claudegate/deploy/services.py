@@ -103,9 +103,11 @@ def _crashed(state: ContainerState) -> str | None:
 
 def wait_gateway_ready(ctx: Context, name: str, *, timeout: float = GATEWAY_READY_TIMEOUT) -> None:
     """Until the gateway's /readyz answers 200 from inside its container; raise if it crashes."""
-    deadline = time.monotonic() + timeout
+    started = time.monotonic()
+    deadline = started + timeout
     ctx.note(f"waiting for {name} to be ready")
     while True:
+        ctx.work(f"waiting for {name} to be ready", done=time.monotonic() - started, expected=timeout, unit="s")
         state = inspect(ctx, name)
         problem = "it disappeared" if state is None else _crashed(state)
         if problem is None and state is not None and state.running:
@@ -116,14 +118,16 @@ def wait_gateway_ready(ctx: Context, name: str, *, timeout: float = GATEWAY_READ
             problem = f"it was not ready after {timeout:.0f} s"
         if problem is not None:
             raise DeployFailed(f"the gateway {name} did not start: {problem}\n{logs_tail(ctx, name)}")
-        time.sleep(0.5)
+        ctx.sleep(0.5)
 
 
 def wait_nginx_up(ctx: Context, *, timeout: float = NGINX_UP_TIMEOUT) -> set[int]:
     """Until nginx runs with workers; returns their pids."""
     name = ctx.layout.nginx_container
-    deadline = time.monotonic() + timeout
+    started = time.monotonic()
+    deadline = started + timeout
     while True:
+        ctx.work(f"waiting for {name} to start", done=time.monotonic() - started, expected=timeout, unit="s")
         state = inspect(ctx, name)
         problem = "it disappeared" if state is None else _crashed(state)
         if problem is None and state is not None and state.running:
@@ -134,7 +138,7 @@ def wait_nginx_up(ctx: Context, *, timeout: float = NGINX_UP_TIMEOUT) -> set[int
             problem = f"it had no workers after {timeout:.0f} s"
         if problem is not None:
             raise DeployFailed(f"nginx ({name}) did not start: {problem}\n{logs_tail(ctx, name)}")
-        time.sleep(0.3)
+        ctx.sleep(0.3)
 
 
 def test_nginx_config(ctx: Context, rid: str) -> None:
@@ -162,7 +166,7 @@ def reload_nginx(ctx: Context, *, timeout: float = 15.0) -> None:
             return
         if time.monotonic() > deadline:
             raise DeployFailed(f"nginx did not start new workers within {timeout:.0f} s of the reload")
-        time.sleep(0.1)
+        ctx.sleep(0.1)
 
 
 def set_links(ctx: Context, current: str, previous: str | None) -> None:

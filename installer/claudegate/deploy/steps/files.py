@@ -7,8 +7,11 @@ import hashlib
 import posixpath
 from collections.abc import Sequence
 
+from cryptography import x509
+
 from claudegate.deploy import host_cli
 from claudegate.deploy.build_contexts import tar_bytes
+from claudegate.deploy.cert_status import expiry_warning
 from claudegate.deploy.context import Context
 from claudegate.deploy.diff import file_diff
 from claudegate.deploy.engine import Change, Put, Run, Step
@@ -18,6 +21,7 @@ from claudegate.deploy.secret_inputs import new_pepper
 from claudegate.deploy.services import secrets_gid
 from claudegate.deploy.tls_material import TLSMaterial, cert_summary, from_files, internal_ca, self_signed
 from claudegate.errors import ConfigError
+from claudegate.session.interaction import ConsentQuestion
 
 __all__ = ["ReleaseStep", "SecretsStep", "TLSStep"]
 
@@ -120,6 +124,8 @@ class TLSStep(Step):
             return []  # the acme step owns an existing certificate
         material = tls_material(ctx)
         ctx.tls = material
+        if ctx.dry_run:
+            self._warn_expiry(ctx, material)
         wanted = {
             "fullchain.pem": material.fullchain,
             "privkey.pem": material.privkey,
@@ -136,22 +142,38 @@ class TLSStep(Step):
             )
             if digests.get(path) == _sha(data) and not wrong_mode:
                 continue
+            consent = None
             if name == "fullchain.pem":
                 old = ctx.read_file(path) if path in digests else None
                 summary = f"install the certificate: {material.summary}"
                 if old:
                     with contextlib.suppress(ValueError):
                         summary += f" (replaces: {cert_summary(old)})"
+                    # nginx will serve a different certificate: clients that pinned the old one break.
+                    consent = ConsentQuestion(
+                        topic="replace-certificate", target=ctx.connector.target, detail=f"{summary[0].upper()}{summary[1:]}"
+                    )
             elif name == "privkey.pem":
                 summary = f"install the private key ({path}, 0600 root)"
             else:
                 summary = f"install the chain ({path})"
-            changes.append(Change(summary, (Put(path, data, mode, "0:0"),)))
+            changes.append(Change(summary, (Put(path, data, mode, "0:0"),), consent=consent))
         return changes
 
     def apply(self, ctx: Context, changes: Sequence[Change]) -> None:
         super().apply(ctx, changes)
         ctx.reload_nginx = True
+
+    def perform(self, ctx: Context) -> None:
+        if ctx.tls is not None:
+            self._warn_expiry(ctx, ctx.tls)  # once per real run (plan runs again to verify)
+
+    @staticmethod
+    def _warn_expiry(ctx: Context, material: TLSMaterial) -> None:
+        with contextlib.suppress(ValueError):
+            warning = expiry_warning(x509.load_pem_x509_certificate(material.fullchain), mode=ctx.cfg.tls.mode)
+            if warning:
+                ctx.note(warning)
 
 
 class ReleaseStep(Step):

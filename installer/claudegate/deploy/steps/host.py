@@ -12,6 +12,7 @@ from claudegate.deploy.journal import Journal
 from claudegate.deploy.lock import RemoteLock, read_holder
 from claudegate.deploy.services import secrets_gid
 from claudegate.errors import ConfigError, DeployFailed
+from claudegate.session.interaction import ConsentQuestion
 
 __all__ = ["ConnectStep", "DockerStep", "LayoutStep", "LockStep", "UnlockStep", "read_host_state"]
 
@@ -105,13 +106,15 @@ def _debian_like(os_release: dict[str, str]) -> bool:
 
 
 def wait_for_docker(ctx: Context, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
+    started = time.monotonic()
+    deadline = started + timeout
     while not ctx.fact(docker_cli.docker_info(), timeout=30).ok:
+        ctx.work("waiting for the Docker engine", done=time.monotonic() - started, expected=timeout, unit="s")
         if time.monotonic() > deadline:
             log = ctx.read_file(host_cli.DOCKERD_LOG) or b""
             tail = ctx.connector.redact(log.decode(errors="replace")[-1500:])
             raise DeployFailed(f"the Docker engine did not start within {timeout:.0f} s:\n{tail}")
-        time.sleep(0.5)
+        ctx.sleep(0.5)
 
 
 class DockerStep(Step):
@@ -134,6 +137,14 @@ class DockerStep(Step):
                 Change(
                     INSTALL_DOCKER,
                     (Run(tuple(host_cli.apt_install("docker.io")), timeout=900),),
+                    consent=ConsentQuestion(
+                        topic="install-docker",
+                        target=ctx.connector.target,
+                        detail=(
+                            "Docker is not installed; install docker.io from "
+                            f"{os_release.get('PRETTY_NAME', 'the distribution')}'s packages (apt-get)"
+                        ),
+                    ),
                 )
             )
         if not installed or not ctx.fact(docker_cli.docker_info(), timeout=30).ok:

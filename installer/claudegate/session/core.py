@@ -1,0 +1,382 @@
+"""The :class:`Session`: one object both front ends (CLI, wizard) drive.
+
+::
+
+    from claudegate.session import Session, CancelToken
+    from claudegate.session.interaction import NonInteractive
+
+    with Session.open("deploy.yaml", NonInteractive(yes=True), progress=print) as s:
+        report = s.test_connection()      # SSH + host key, sudo, distro, Docker, ports 80/443
+        result = s.plan()                 # every change and diff, nothing changed
+        result = s.deploy()               # same connection as test_connection
+        s.status(); s.logs("nginx", 50); s.smoke_test(); s.keys(["list", "--json"])
+        s.rollback(); s.renew(); s.uninstall(keep_data=True)
+
+A session owns, for its lifetime: the config, the interaction (questions a
+person answers), the :class:`~claudegate.session.cancel.CancelToken` (any
+thread may call :meth:`Session.cancel`), the progress callback (one
+:class:`~claudegate.deploy.progress.StepEvent` type for steps, sub-step work
+and smoke checks) and one verified connection, opened on first use and reused
+by every method until :meth:`Session.close`.
+
+The methods wrap the deploy facade (:mod:`claudegate.deploy.api`) without
+changing it: they set the run controls (:mod:`.controls`) for the call,
+so cancellation, questions and progress reach the steps, the wait loops and
+the smoke test. Every method may raise the
+:class:`~claudegate.errors.ClaudegateError` tree; a cancelled run raises
+:class:`~claudegate.errors.Cancelled` (exit 130) after telling the
+interaction, with the host's journal saying where it stopped and the lock
+released, so the next run resumes.
+
+Methods block; the wizard calls them from a worker thread. One method runs at
+a time per session (a second concurrent call waits).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from claudegate.errors import Cancelled, ConfigError, Declined
+from claudegate.session.cancel import CancelToken
+from claudegate.session.controls import RunControls, using
+from claudegate.session.interaction import ConsentQuestion, Interaction, SecretQuestion
+
+if TYPE_CHECKING:
+    from claudegate.audit import AuditReport
+    from claudegate.config.model import DeployConfig
+    from claudegate.connectors.base import Connector
+    from claudegate.deploy.layout import HostLayout
+    from claudegate.deploy.progress import Reporter, StepEvent
+    from claudegate.deploy.results import DeployResult, RenderResult, StatusReport
+    from claudegate.session.connection import ConnectionReport
+    from claudegate.smoke import SmokeReport
+
+__all__ = ["Session"]
+
+T = TypeVar("T")
+
+
+class Session:
+    """A config, an interaction, a cancel token, a progress callback and one verified connection."""
+
+    def __init__(
+        self,
+        config: DeployConfig,
+        interaction: Interaction,
+        *,
+        cancel: CancelToken | None = None,
+        progress: Reporter | None = None,
+        accept_host_key: str | None = None,
+        layout: HostLayout | None = None,
+    ) -> None:
+        self._config = config
+        self.interaction = interaction
+        self.cancel_token = cancel or CancelToken()
+        self.progress = progress
+        #: ``--accept-host-key``: the one first-contact key to trust without asking.
+        self.accept_host_key = accept_host_key
+        self.layout = layout
+        self._connector: Connector | None = None
+        self._busy = threading.RLock()
+
+    # -- building ----------------------------------------------------------------
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], interaction: Interaction, **options: Any) -> Session:
+        """A session on a deploy.yaml; raises DeployConfigError (``.problems``) when it has problems."""
+        from claudegate.config import load_config
+
+        return cls(load_config(path), interaction, **options)
+
+    @classmethod
+    def from_document(
+        cls,
+        document: Mapping[str, Any],
+        interaction: Interaction,
+        *,
+        base_dir: str | os.PathLike[str] | None = None,
+        **options: Any,
+    ) -> Session:
+        """A session on a config built in code (the wizard's form): same checks and Problems as a file."""
+        from claudegate.session.document import config_from_document
+
+        return cls(config_from_document(document, base_dir=base_dir), interaction, **options)
+
+    @property
+    def config(self) -> DeployConfig:
+        return self._config
+
+    # -- cancelling ----------------------------------------------------------------
+    def cancel(self, reason: str = "cancelled") -> None:
+        """Stop the running method at its next check (between steps, in any wait). Any thread."""
+        self.cancel_token.cancel(reason)
+
+    @property
+    def cancelled(self) -> bool:
+        return self.cancel_token.cancelled
+
+    # -- the connection ----------------------------------------------------------
+    @property
+    def connector(self) -> Connector | None:
+        """The open connection, once :meth:`connect` (or any remote method) made it."""
+        return self._connector
+
+    def connect(self) -> Connector:
+        """Open and verify the connection (an unknown host key is asked through the interaction).
+
+        Reused by every later method; a changed host key always raises
+        :class:`~claudegate.errors.HostKeyChanged`.
+        """
+        with self._busy, self._controls():
+            return self._connect()
+
+    def _connect(self) -> Connector:
+        if self._connector is not None:
+            return self._connector
+        from claudegate.deploy.api import connector_for
+
+        self.cancel_token.raise_if_cancelled()
+        connector = connector_for(self._config, accept_host_key=self.accept_host_key)
+        if hasattr(connector, "confirm_new_key"):
+            connector.confirm_new_key = self.interaction.confirm_host_key
+        connect = getattr(connector, "connect", None)
+        if callable(connect):
+            try:
+                connect()
+            except BaseException:
+                connector.close()
+                raise
+        self._connector = connector
+        return connector
+
+    def test_connection(self) -> ConnectionReport:
+        """Connect, verify and look around (sudo, distro, Docker, ports, what a deploy installs). Read-only."""
+        from claudegate.session.connection import check_target
+
+        return self._call(lambda: check_target(self._config, self._connect(), layout=self.layout))
+
+    # -- playbooks ---------------------------------------------------------------
+    def plan(self, *, prune: bool = False) -> DeployResult:
+        """What a deploy would change, with file diffs; the host stays as it was."""
+        from claudegate.deploy import api
+
+        return self._call(
+            lambda: api.plan(self._config, self._connect(), reporter=self._reporter(), layout=self.layout, prune=prune)
+        )
+
+    def deploy(self, *, dry_run: bool = False, prune: bool = False, refresh: bool = False) -> DeployResult:
+        """Deploy and smoke-test; asks (through the interaction) before installing Docker or replacing a certificate.
+
+        A missing Anthropic key file is asked for and saved 0600 where
+        ``upstream.api_key_file`` says, before anything happens on the host.
+        """
+        from claudegate.deploy import api
+
+        def run() -> DeployResult:
+            if not dry_run:
+                self._ensure_upstream_key()
+            return api.deploy(
+                self._config, self._connect(), dry_run=dry_run, reporter=self._reporter(), layout=self.layout,
+                prune=prune, refresh=refresh,
+            )
+
+        return self._call(run)
+
+    def rollback(self, *, dry_run: bool = False) -> DeployResult:
+        """Serve the previous release again (smoke-tested)."""
+        from claudegate.deploy import api
+
+        return self._call(
+            lambda: api.rollback(
+                self._config, self._connect(), dry_run=dry_run, reporter=self._reporter(), layout=self.layout
+            )
+        )
+
+    def renew(self, *, dry_run: bool = False) -> DeployResult:
+        """Renew the ACME certificate when due, reload nginx."""
+        from claudegate.deploy import api
+
+        return self._call(
+            lambda: api.renew(
+                self._config, self._connect(), dry_run=dry_run, reporter=self._reporter(), layout=self.layout
+            )
+        )
+
+    def uninstall(self, *, keep_data: bool = True, keep_images: bool = False, dry_run: bool = False) -> DeployResult:
+        """Remove the gateway from the host, after a yes through the interaction (not asked in a dry run)."""
+        from claudegate.deploy import api
+
+        def run() -> DeployResult:
+            connector = self._connect()
+            if not dry_run:
+                what = "keeping the keystore, audit log and certificates" if keep_data else "INCLUDING all data"
+                question = ConsentQuestion(
+                    topic="remove-gateway",
+                    target=connector.target,
+                    detail=f"remove claudegate's containers, networks and images, {what}",
+                )
+                if not self.interaction.consent(question):
+                    raise Declined(f"{question.text()} -- answered no; nothing was removed", flag=question.flag)
+            return api.uninstall(
+                self._config,
+                connector,
+                keep_data=keep_data,
+                keep_images=keep_images,
+                dry_run=dry_run,
+                reporter=self._reporter(),
+                layout=self.layout,
+            )
+
+        return self._call(run)
+
+    # -- looking ---------------------------------------------------------------------
+    def status(self, *, expiry_days: int | None = None) -> StatusReport:
+        """Releases, containers, certificate, lock, last run and expiring client keys. Changes nothing."""
+        from claudegate.deploy import api
+
+        return self._call(
+            lambda: api.status(self._config, self._connect(), layout=self.layout, expiry_days=expiry_days)
+        )
+
+    def logs(self, service: str = "gateway", tail: int = 100) -> str:
+        """The last ``tail`` lines of ``service`` (``gateway`` or ``nginx``), redacted."""
+        from claudegate.deploy import api
+
+        return self._call(lambda: api.logs(self._config, self._connect(), service, tail, layout=self.layout))
+
+    def smoke_test(self) -> SmokeReport:
+        """The smoke test against what is deployed, as a client sees it; each check is a ``check`` event."""
+        from claudegate.deploy import api
+        from claudegate.deploy.progress import StepEvent
+
+        def on_check(check: Any) -> None:
+            self._emit(
+                StepEvent(
+                    kind="check",
+                    step="smoke",
+                    title="Smoke test",
+                    index=1,
+                    total=1,
+                    message=check.name,
+                    status=check.status,
+                    detail=check.detail,
+                )
+            )
+
+        return self._call(lambda: api.smoke_test(self._config, progress=on_check))
+
+    def audit(
+        self, *, quick: bool = False, only: Sequence[str] = (), probe_source: str | None = None
+    ) -> AuditReport:
+        """Attack the deployed stack from outside (:mod:`claudegate.audit`); each probe is a ``check`` event.
+
+        Temporary narrowly scoped clients are made on the serving gateway and
+        revoked at the end (the next deploy revokes any a killed run left).
+        """
+        from claudegate.audit.deployed import audit_deployment, connector_keys_and_log
+        from claudegate.deploy.progress import StepEvent
+
+        def on_probe(result: Any) -> None:
+            status = {"held": "pass", "failed": "fail"}.get(result.verdict, "skip")
+            self._emit(StepEvent(kind="check", step="audit", title="Security audit", index=1, total=1,
+                                 message=result.name, status=status, detail=result.detail))  # fmt: skip
+
+        def run() -> AuditReport:
+            keys, read_log = connector_keys_and_log(self._config, self._connect(), self.layout)
+            return audit_deployment(
+                self._config, keys, read_log, quick=quick, only=tuple(only), probe_source=probe_source,
+                progress=on_probe,
+            )
+
+        return self._call(run)
+
+    def keys(self, args: Sequence[str]) -> str:
+        """``claudegate-gateway keys ARGS`` in the serving gateway; its stdout (a new key is the last line)."""
+        from claudegate.deploy import api
+
+        return self._call(lambda: api.gateway_keys(self._config, self._connect(), list(args), layout=self.layout))
+
+    def render(self, out_dir: str | os.PathLike[str]) -> RenderResult:
+        """Every file a deploy writes, into a local directory (secrets excluded). No connection."""
+        from claudegate.deploy import api
+
+        return self._call(lambda: api.render(self._config, Path(out_dir), layout=self.layout))
+
+    # -- lifetime ----------------------------------------------------------------------
+    def close(self) -> None:
+        connector, self._connector = self._connector, None
+        if connector is not None:
+            connector.close()
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # -- plumbing --------------------------------------------------------------------
+    @contextmanager
+    def _controls(self) -> Iterator[RunControls]:
+        with using(RunControls(cancel=self.cancel_token, interaction=self.interaction, progress=self.progress)) as c:
+            yield c
+
+    def _call(self, fn: Callable[[], T]) -> T:
+        with self._busy, self._controls():
+            try:
+                self.cancel_token.raise_if_cancelled()
+                return fn()
+            except Cancelled as exc:
+                self.interaction.cancelled(exc)
+                raise
+
+    def _reporter(self) -> Reporter | None:
+        return self._emit if self.progress is not None else None
+
+    def _emit(self, event: StepEvent) -> None:
+        if self.progress is not None:
+            with suppress(Exception):
+                self.progress(event)
+
+    def _ensure_upstream_key(self) -> None:
+        """Ask for the Anthropic key when its file is missing or empty; save it 0600 there."""
+        from claudegate.deploy.secret_inputs import read_upstream_key
+
+        try:
+            read_upstream_key(self._config)
+            return
+        except ConfigError as exc:
+            error = exc
+        path = self._config.upstream.api_key_file
+        if path is None or (path.exists() and path.read_text().strip()):
+            raise error  # an environment variable, or a file that is there but wrong: nothing to ask
+        question = SecretQuestion(
+            name="anthropic-api-key",
+            field="upstream.api_key_file",
+            save_to=str(path),
+            reason=f"{path} is missing or empty",
+        )
+        answer = self.interaction.ask_secret(question)
+        if answer is None:
+            raise error
+        value = answer.reveal().strip()
+        if not value or any(ch.isspace() for ch in value):
+            raise ConfigError("the Anthropic API key given is empty or contains whitespace", hint="paste only the key")
+        _write_secret(Path(path), value)
+
+
+def _write_secret(path: Path, value: str) -> None:
+    """Create ``path`` 0600 (parents 0700) with ``value``; the mode is set before the content is written."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, value.encode() + b"\n")
+    finally:
+        os.close(fd)

@@ -1,0 +1,216 @@
+"""The Textual app: the wizard's steps in order, the day-2 console, and the dialogs the core's questions open."""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from textual.app import App
+from textual.binding import Binding, BindingType
+from textual.screen import Screen
+
+from claudegate.wizard import core
+from claudegate.wizard.draft import clear_draft, draft_path, load_draft, save_draft
+from claudegate.wizard.form import SCREENS, WizardState
+from claudegate.wizard.interaction import DialogInteraction
+
+if TYPE_CHECKING:
+    from claudegate.config import DeployConfig
+    from claudegate.deploy import DeployResult, StepEvent
+    from claudegate.session import Session
+
+__all__ = ["WizardApp", "make_app"]
+
+
+class WizardApp(App[None]):
+    """``claudegate init``: the steps of :data:`claudegate.wizard.form.SCREENS`, or the console."""
+
+    CSS_PATH = "wizard.tcss"
+    TITLE = "claudegate setup"
+    ENABLE_COMMAND_PALETTE = False
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("ctrl+q", "quit", "Quit", priority=True)]
+
+    def __init__(
+        self,
+        state: WizardState,
+        *,
+        config_path: Path,
+        draft_file: Path | None = None,
+        console_config: DeployConfig | None = None,
+        resumed: bool = False,
+    ) -> None:
+        super().__init__()
+        self.state = state
+        self.config_path = config_path
+        self.draft_file = draft_file or draft_path()
+        self.console_config = console_config
+        self.resumed = resumed
+        self.session: Session | None = None
+        #: Where progress events go (the deploy or console screen showing a run).
+        self.progress_target: Callable[[StepEvent], None] | None = None
+        self._interactions: list[DialogInteraction] = []
+
+    def on_mount(self) -> None:
+        if self.console_config is not None:
+            from claudegate.wizard.screens.console import ConsoleScreen
+
+            self.push_screen(ConsoleScreen(self.console_config))
+            return
+        self.goto(self.state.screen, save=False)
+        if self.resumed:
+            self.notify("Resumed your saved draft (the Anthropic key is never saved: type it again).")
+
+    # --- navigation --------------------------------------------------------------------------
+
+    def goto(self, index: int, *, save: bool = True) -> None:
+        from claudegate.wizard.screens.clients import ClientsScreen
+        from claudegate.wizard.screens.review import ReviewScreen
+        from claudegate.wizard.screens.run import DeployScreen
+        from claudegate.wizard.screens.steps import STEP_SCREENS
+
+        index = max(0, min(index, len(SCREENS) - 1))
+        name = SCREENS[index].name
+        screen: Screen[Any]
+        if name in STEP_SCREENS:
+            screen = STEP_SCREENS[name]()
+        elif name == "clients":
+            screen = ClientsScreen()
+        elif name == "review":
+            screen = ReviewScreen()
+        elif name == "deploy":
+            from claudegate.wizard.form import document
+
+            try:
+                session = self.session_for(document(self.state), self.config_path.parent)
+            except Exception as exc:  # a config problem: stay on Review and say it
+                self.notify(str(exc), severity="error", timeout=10)
+                return
+            screen = DeployScreen(session)
+        else:
+            return
+        if index < SCREENS.index(SCREENS[7]):
+            self.state.screen = index
+            if save:
+                self.save_draft()
+        if len(self.screen_stack) <= 1:
+            self.push_screen(screen)
+        else:
+            self.switch_screen(screen)
+
+    def show_result(self, result: DeployResult) -> None:
+        from claudegate.wizard.screens.run import ResultScreen
+
+        cfg = self.session.config if self.session is not None else None
+        assert cfg is not None
+        port = cfg.ports.https
+        base_url = f"https://{cfg.domain}" + ("" if port == 443 else f":{port}")
+        ca_file = Path(cfg.state_dir) / "ca.pem" if cfg.tls.mode == "internal-ca" else None
+        self.switch_screen(ResultScreen(result, base_url, ca_file, self.config_path))
+
+    # --- the draft and the saved config ------------------------------------------------------
+
+    def save_draft(self) -> Path:
+        return save_draft(self.state, self.draft_file)
+
+    def saved(self, path: Path) -> None:
+        self.config_path = path
+        clear_draft(self.draft_file)
+
+    # --- sessions ----------------------------------------------------------------------------
+
+    def interaction(self) -> DialogInteraction:
+        interaction = DialogInteraction(self)
+        self._interactions.append(interaction)
+        return interaction
+
+    def session_for(self, doc: dict[str, Any], base_dir: Path) -> Session:
+        """A session on ``doc`` (replacing the previous one), its questions answered by dialogs."""
+        cfg = core.build_config(doc, base_dir=base_dir)
+        return self.session_on(cfg)
+
+    def session_on(self, cfg: DeployConfig) -> Session:
+        if self.session is not None:
+            self.session.close()
+        self.session = core.open_session(cfg, self.interaction(), progress=self._progress_from_thread)
+        return self.session
+
+    def session_for_retry(self, session: Session) -> Session:
+        return self.session_on(session.config)
+
+    def _progress_from_thread(self, event: StepEvent) -> None:
+        self._on_ui(self._progress, event)
+
+    def _progress(self, event: StepEvent) -> None:
+        if self.progress_target is not None:
+            self.progress_target(event)
+
+    def _on_ui(self, fn: Callable[..., Any], *args: Any) -> None:
+        if threading.get_ident() == self._thread_id:
+            fn(*args)
+        else:
+            self.call_from_thread(fn, *args)
+
+    # --- Asker: the core's questions as dialogs ----------------------------------------------
+
+    def ask(self, question: Any, answer: queue.SimpleQueue[Any]) -> None:
+        self._on_ui(self._show_question, question, answer)
+
+    def _show_question(self, question: Any, answer: queue.SimpleQueue[Any]) -> None:
+        from claudegate.wizard.screens.dialogs import ConfirmDialog, SecretDialog, host_key_dialog
+
+        kind = getattr(question, "kind", "")
+        dialog: Screen[Any]
+        if kind == "host-key":
+            dialog = host_key_dialog(question.where, question.key_type, question.fingerprint, question.compare_command)
+        elif kind == "consent":
+            dialog = ConfirmDialog("Go ahead?", question.text(), yes="Yes, go ahead", no="No, stop")
+        elif kind == "secret":
+            dialog = SecretDialog(question.text())
+        else:
+            answer.put(None)
+            return
+        self.push_screen(dialog, answer.put)
+
+    def told_cancelled(self, message: str) -> None:
+        self._on_ui(lambda: self.notify(f"Cancelled: {message}", title="Cancelled", severity="warning"))
+
+    # --- the end -----------------------------------------------------------------------------
+
+    async def action_quit(self) -> None:
+        if self.session is not None:
+            core.cancel(self.session)
+        for interaction in self._interactions:
+            interaction.stop()
+        self.exit()
+
+    def on_unmount(self) -> None:
+        if self.session is not None:
+            self.session.close()
+
+
+def make_app(
+    config: Path | None = None,
+    *,
+    fresh: bool = False,
+    draft_file: Path | None = None,
+    save_to: Path | None = None,
+) -> WizardApp:
+    """The one factory the CLI and the tests use.
+
+    ``config``: an existing deploy.yaml opens the day-2 console on it; otherwise
+    the wizard starts (resuming the saved draft unless ``fresh``) and saves to
+    ``save_to`` (default ``./deploy.yaml``).
+    """
+    draft_file = draft_file or draft_path()
+    if config is not None and config.exists():
+        _doc, cfg = core.load_document(config)
+        return WizardApp(WizardState(), config_path=config, draft_file=draft_file, console_config=cfg)
+    state = None if fresh else load_draft(draft_file)
+    resumed = state is not None
+    state = state or WizardState()
+    target = save_to or config or Path(os.getcwd()) / "deploy.yaml"
+    return WizardApp(state, config_path=target.absolute(), draft_file=draft_file, resumed=resumed)

@@ -1,0 +1,251 @@
+"""Every call the wizard makes into the core, in one place.
+
+The screens call only this module; it calls the config loader and the
+deploy API (the same functions the CLI uses) and turns their answers into
+plain values the screens show. It holds no deploy logic and parses no CLI
+output. Functions here block (SSH, HTTP): the screens run them in worker
+threads, and the questions the core needs answered go through an
+:class:`~claudegate.wizard.interaction.Interaction`.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from claudegate.errors import ConfigError
+from claudegate.redact import Secret
+
+if TYPE_CHECKING:
+    from claudegate.config import DeployConfig
+    from claudegate.deploy import DeployResult, StatusReport, StepEvent
+    from claudegate.session import ConnectionReport, Interaction, Session
+    from claudegate.smoke import SmokeReport
+
+__all__ = [
+    "build_config",
+    "check_document",
+    "config_yaml",
+    "generate_deploy_key",
+    "load_document",
+    "save",
+    "test_connection",
+    "verify_upstream_key",
+]
+
+YAML_HEADER = """\
+# claudegate deploy config, written by `claudegate init`.
+# Redeploy:  claudegate deploy --config {path}
+# Every key is documented in `claudegate init --example remote` / examples/remote.yaml.
+# The Anthropic key is not in this file: it is read from upstream.api_key_file (0600).
+"""
+
+
+# --- the document -----------------------------------------------------------------------------
+
+
+def check_document(doc: dict[str, Any], *, base_dir: Path | None = None) -> list[tuple[str, str]]:
+    """The core's problems with a deploy.yaml document, as (field, "problem; fix") pairs."""
+    from claudegate.session.document import validate_document
+
+    return [(p.field, f"{p.problem}; {p.fix}" if p.fix else p.problem) for p in validate_document(doc, base_dir=base_dir)]
+
+
+def build_config(doc: dict[str, Any], *, base_dir: Path | None = None) -> DeployConfig:
+    """The typed config of a document (raises :class:`ConfigError` listing every problem)."""
+    from claudegate.session.document import config_from_document
+
+    return config_from_document(doc, base_dir=base_dir)
+
+
+def config_yaml(doc: dict[str, Any], path: Path) -> str:
+    from claudegate.session.document import document_yaml
+
+    return YAML_HEADER.format(path=path) + document_yaml(doc)
+
+
+def load_document(path: Path) -> tuple[dict[str, Any], DeployConfig]:
+    """A saved deploy.yaml: its document (for the form) and its checked config."""
+    import yaml
+
+    from claudegate.config import load_config
+
+    cfg = load_config(path)
+    doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    return doc, cfg
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` with mode 0600 from the first byte, atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".claudegate-")
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save(doc: dict[str, Any], path: Path, *, upstream_key: Secret | None) -> None:
+    """Save the key (0600, where ``upstream.api_key_file`` says) and then deploy.yaml.
+
+    The config is checked first: nothing is written for a document with problems.
+    """
+    cfg = build_config(doc, base_dir=path.parent)
+    if upstream_key is not None:
+        key_file = cfg.upstream.api_key_file
+        if key_file is None:
+            raise ConfigError("upstream.api_key_file is not set", hint="choose where the key is saved")
+        _write_private(Path(key_file), upstream_key.reveal_bytes() + b"\n")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(config_yaml(doc, path), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def default_key_file() -> Path:
+    from claudegate.config import config_home
+
+    return config_home() / "anthropic_api_key"
+
+
+def key_on_file(path: str) -> bool:
+    """Whether a key file already exists (then the key box may stay empty)."""
+    try:
+        return Path(path).expanduser().stat().st_size > 0
+    except OSError:
+        return False
+
+
+# --- keys -------------------------------------------------------------------------------------
+
+
+def generate_deploy_key(path: Path) -> str:
+    """A new ed25519 key pair at ``path`` (0600) and ``path.pub``; returns the public key line."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    path = path.expanduser()
+    if path.exists():
+        raise ConfigError(f"{path} already exists", hint="choose another file name, or use that key")
+    key = ed25519.Ed25519PrivateKey.generate()
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+    )
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    line = public.decode() + " claudegate-deploy"
+    _write_private(path, private)
+    path.with_name(path.name + ".pub").write_text(line + "\n", encoding="utf-8")
+    return line
+
+
+def verify_upstream_key(base_url: str, key: Secret, *, timeout: float = 10.0) -> tuple[bool, str]:
+    """One free call (GET /v1/models) from this machine: does the key work? Never echoes the key."""
+    import httpx
+
+    url = base_url.rstrip("/") + "/v1/models"
+    try:
+        response = httpx.get(
+            url,
+            headers={"x-api-key": key.reveal(), "anthropic-version": "2023-06-01"},
+            timeout=timeout,
+        )
+    except httpx.HTTPError as exc:
+        return False, f"could not reach {url}: {type(exc).__name__}"
+    if response.status_code == 200:
+        return True, "the key works (GET /v1/models answered 200)"
+    if response.status_code in (401, 403):
+        return False, f"the API refused the key ({response.status_code}); check it was copied whole"
+    return False, f"GET /v1/models answered {response.status_code}"
+
+
+# --- the session ------------------------------------------------------------------------------
+
+
+def open_session(
+    cfg: DeployConfig, interaction: Interaction, *, progress: Callable[[StepEvent], None] | None = None
+) -> Session:
+    """One session per config: Test connection, plan and deploy reuse its verified connection."""
+    from claudegate.session import Session
+
+    return Session(cfg, interaction, progress=progress)
+
+
+def test_connection(session: Session) -> ConnectionReport:
+    """SSH and the host key (asked through the interaction), sudo, distro, Docker, ports 80/443."""
+    return session.test_connection()
+
+
+def plan(session: Session) -> DeployResult:
+    return session.plan()
+
+
+def deploy(session: Session) -> DeployResult:
+    """The deploy; asks (through the interaction) before installing Docker or replacing a certificate."""
+    return session.deploy()
+
+
+def cancel(session: Session) -> None:
+    """Stop the running method at its next safe point (any thread); the host's journal says where."""
+    session.cancel("cancelled in the wizard")
+
+
+def status(session: Session) -> StatusReport:
+    return session.status()
+
+
+def keys(session: Session, args: list[str]) -> str:
+    """``claudegate keys ARGS``: the same core call the CLI makes."""
+    return session.keys(args)
+
+
+def logs(session: Session, service: str, tail: int = 200) -> str:
+    return session.logs(service, tail)
+
+
+def rollback(session: Session) -> DeployResult:
+    return session.rollback()
+
+
+def smoke_test(session: Session) -> SmokeReport:
+    return session.smoke_test()
+
+
+# --- checks the form asks for -----------------------------------------------------------------
+
+
+def check_tls_files(domain: str, cert_file: Path, key_file: Path, chain_file: Path | None) -> str:
+    """The operator's certificate: readable, key matches, not expired, names the domain. Its summary."""
+    from claudegate.deploy.tls_material import from_files
+
+    return from_files(domain, cert_file, key_file, chain_file).summary
+
+
+def resolve(name: str) -> list[str]:
+    """The addresses ``name`` resolves to from here (the ACME pre-check compares them with the target)."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(name, 443, proto=socket.IPPROTO_TCP)
+    except OSError:
+        return []
+    return sorted({str(info[4][0]) for info in infos})
+
+
+def own_address(host: str, port: int) -> str | None:
+    """The address this machine uses to reach ``host`` (what the target sees without NAT). No packet is sent."""
+    import socket
+
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:
+            probe.connect((host, port))
+            return str(probe.getsockname()[0])
+    except OSError:
+        return None

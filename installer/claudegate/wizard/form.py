@@ -1,0 +1,511 @@
+"""The wizard's form model: what each screen asks, the document it builds, the problems it has.
+
+No widgets here (a test drives it without Textual). The wizard keeps every
+answer as the text the operator typed (``values``, keyed by the field's
+path in ``deploy.yaml``), turns the answers into a ``deploy.yaml`` document
+(:func:`document`), and asks the core what is wrong with it
+(:func:`field_problems`): the core's :class:`~claudegate.config.Problem`
+names a field (``limits.per_ip.burst``, ``allowlist[2]``), which maps back
+to the input it came from. The only checks made here are the ones a form
+must make before a document exists: "this box holds a number".
+
+A value equal to its default is left out of the document, so the saved
+YAML holds what the operator chose and a later release's better default
+still applies to the rest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from claudegate.redact import Secret
+
+__all__ = [
+    "CLIENT_FIELDS",
+    "SCREENS",
+    "FieldSpec",
+    "ScreenSpec",
+    "WizardState",
+    "client_document",
+    "document",
+    "field_problems",
+]
+
+Kind = Literal["text", "int", "choice", "bool", "lines", "path"]
+Values = Mapping[str, Any]
+
+#: ACME directories the staging switch chooses between (the config's own constants).
+ACME_PRODUCTION = "https://acme-v02.api.letsencrypt.org/directory"
+ACME_STAGING = "https://acme-staging-v02.api.letsencrypt.org/directory"
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """One input: ``key`` is its path in deploy.yaml (``limits.per_ip.rate``) or a form-only name."""
+
+    key: str
+    label: str
+    help: str
+    kind: Kind = "text"
+    default: str | bool = ""
+    choices: tuple[tuple[str, str], ...] = ()  # (value, label)
+    placeholder: str = ""
+    required: bool = False
+    #: Shown (and put in the document) only when this holds for the current values.
+    when: Callable[[Values], bool] | None = None
+
+    def shown(self, values: Values) -> bool:
+        return self.when is None or self.when(values)
+
+
+@dataclass(frozen=True)
+class ScreenSpec:
+    name: str
+    title: str
+    intro: str
+    fields: tuple[FieldSpec, ...] = ()
+    #: Document keys (and prefixes) whose problems belong to this screen besides its fields.
+    owns: tuple[str, ...] = ()
+
+
+def _server(values: Values) -> bool:
+    return values.get("target.mode") != "local"
+
+
+def _tls_mode(*modes: str) -> Callable[[Values], bool]:
+    return lambda values: values.get("tls.mode") in modes
+
+
+TARGET = ScreenSpec(
+    "target",
+    "Target",
+    "Where the gateway runs: this machine, or a Linux server you reach over SSH.",
+    (
+        FieldSpec(
+            "target.mode",
+            "Deploy to",
+            "This machine needs Docker or sudo rights to install it; a server needs SSH with sudo.",
+            "choice",
+            "server",
+            (("server", "A server over SSH"), ("local", "This machine")),
+        ),
+        FieldSpec(
+            "target.host", "Host", "The server's DNS name or IP address, as you would give it to ssh.",
+            placeholder="gw.example.com or 203.0.113.10", required=True, when=_server,
+        ),
+        FieldSpec("target.port", "SSH port", "The port sshd listens on.", "int", "22", when=_server),
+        FieldSpec(
+            "target.user", "SSH user", "A user with passwordless sudo (or root).",
+            placeholder="deploy", when=_server,
+        ),
+        FieldSpec(
+            "target.ssh_key", "SSH key", "The private key file to log in with (mode 0600); empty: ssh-agent,"
+            " then ~/.ssh/id_*. 'Generate' makes a new ed25519 key.", "path",
+            placeholder="~/.ssh/claudegate_deploy", when=_server,
+        ),
+    ),
+    owns=("target",),
+)
+
+UPSTREAM = ScreenSpec(
+    "upstream",
+    "Upstream",
+    "Your Anthropic API key. It is saved only to the key file below (mode 0600), never in deploy.yaml,"
+    " and is not shown again after you leave this box.",
+    (
+        FieldSpec(
+            "upstream.api_key_file", "Key file", "Where the key is saved (mode 0600); the deploy reads it from"
+            " here and copies it to a read-only secret on the server.", "path", required=True,
+        ),
+        FieldSpec(
+            "upstream.base_url", "API URL", "Where the gateway sends requests; keep the default unless you"
+            " test against another upstream.", default="https://api.anthropic.com",
+        ),
+    ),
+    owns=("upstream",),
+)
+
+TLS_SCREEN = ScreenSpec(
+    "tls",
+    "TLS",
+    "acme: a public server whose name resolves to it (Let's Encrypt).  files: you already have a"
+    " certificate.  internal-ca: a trial or a private network (clients must trust the tool's CA).",
+    (
+        FieldSpec(
+            "domain", "Domain", "The name your teams use: https://DOMAIN. Its DNS record must point at the"
+            " server.", placeholder="gw.example.com", required=True,
+        ),
+        FieldSpec(
+            "tls.mode", "Certificate", "Where the certificate comes from.", "choice", "acme",
+            (("acme", "ACME (Let's Encrypt)"), ("files", "My own files"), ("internal-ca", "Internal CA")),
+        ),
+        FieldSpec(
+            "tls.email", "ACME email", "Where the CA sends expiry warnings.", placeholder="ops@example.com",
+            required=True, when=_tls_mode("acme"),
+        ),
+        FieldSpec(
+            "tls.staging", "Staging CA", "Let's Encrypt staging: untrusted certificates, generous limits;"
+            " for a first try.", "bool", False, when=_tls_mode("acme"),
+        ),
+        FieldSpec(
+            "tls.cert_file", "Certificate", "PEM: the certificate followed by its intermediates.", "path",
+            required=True, when=_tls_mode("files"),
+        ),
+        FieldSpec(
+            "tls.key_file", "Private key", "PEM, mode 0600; it must match the certificate.", "path",
+            required=True, when=_tls_mode("files"),
+        ),
+        FieldSpec(
+            "tls.chain_file", "Chain", "Optional: the intermediates (and root), PEM.", "path",
+            when=_tls_mode("files"),
+        ),
+        FieldSpec(
+            "tls.profile", "TLS versions", "intermediate: TLS 1.2 and 1.3 (every current client);"
+            " modern: 1.3 only.", "choice", "intermediate",
+            (("intermediate", "TLS 1.2 + 1.3"), ("modern", "TLS 1.3 only")),
+        ),
+    ),
+    owns=("tls", "domain"),
+)
+
+LIMITS = ScreenSpec(
+    "limits",
+    "Limits",
+    "Abuse limits nginx enforces before a request reaches the gateway. The defaults suit most teams.",
+    (
+        FieldSpec("limits.per_ip.rate", "Rate per IP", "Requests per second (r/s) or minute (r/m) per client"
+                  " address.", default="20r/s"),
+        FieldSpec("limits.per_ip.burst", "Burst per IP", "Requests above the rate before 429.", "int", "40"),
+        FieldSpec("limits.per_key.rate", "Rate per key", "The same per client key.", default="10r/s"),
+        FieldSpec("limits.per_key.burst", "Burst per key", "Requests above the rate before 429.", "int", "20"),
+        FieldSpec("limits.connections_per_ip", "Connections/IP", "Concurrent requests per client address.",
+                  "int", "32"),
+        FieldSpec("limits.max_body_size", "Max body", "Largest request body (k or m suffix); 32m is"
+                  " Anthropic's own limit.", default="32m"),
+        FieldSpec("limits.timeouts.client_body", "Body timeout", "Seconds between two reads of a request"
+                  " body.", "int", "10"),
+        FieldSpec("limits.timeouts.upstream_read", "Read timeout", "Seconds of silence allowed from the"
+                  " gateway (a long answer, a slow stream).", "int", "600"),
+    ),
+    owns=("limits", "ports"),
+)
+
+NETWORK = ScreenSpec(
+    "network",
+    "Allowlist",
+    "Who may call the gateway. Empty allowlist: everyone (keys still required). Separate ranges with commas.",
+    (
+        FieldSpec("allowlist", "Allowlist", "Client ranges allowed (CIDR, e.g. 203.0.113.0/24, or one"
+                  " address); others get 403.", "lines"),
+        FieldSpec("trusted_proxies", "Trusted proxies", "Only if a load balancer sits in front: its"
+                  " addresses, whose X-Forwarded-For is believed.", "lines"),
+    ),
+    owns=("allowlist", "trusted_proxies"),
+)
+
+CLIENTS = ScreenSpec(
+    "clients",
+    "Clients",
+    "Each client gets its own key (shown once after the deploy), with its own scopes and limits.",
+    owns=("clients",),
+)
+
+REVIEW = ScreenSpec(
+    "review",
+    "Review",
+    "What the deploy will change, and the deploy.yaml that will be saved.",
+    (
+        FieldSpec("save_path", "Save as", "Where deploy.yaml is saved; redeploy later with"
+                  " claudegate deploy --config PATH.", "path", required=True),
+    ),
+    owns=("state_dir",),
+)
+
+DEPLOY = ScreenSpec("deploy", "Deploy", "Each step, its status and time; Cancel stops at a safe point.")
+RESULT = ScreenSpec("result", "Result", "The smoke test, your client keys (shown once), how to use them.")
+
+SCREENS: tuple[ScreenSpec, ...] = (TARGET, UPSTREAM, TLS_SCREEN, LIMITS, NETWORK, CLIENTS, REVIEW, DEPLOY, RESULT)
+
+CLIENT_FIELDS: tuple[FieldSpec, ...] = (
+    FieldSpec("name", "Name", "Who uses this key: letters, digits, '.', '_', '-'.", placeholder="team-a",
+              required=True),
+    FieldSpec("models", "Models", "Model names or globs, comma separated.", "lines", "*",
+              placeholder="claude-sonnet-*"),
+    FieldSpec("endpoints", "Endpoints", "API paths or globs, comma separated.", "lines", "/v1/*"),
+    FieldSpec("betas", "Betas", "anthropic-beta values allowed, comma separated; empty: any.", "lines"),
+    FieldSpec("max_tokens", "max_tokens cap", "Largest max_tokens a request may ask for; empty: no cap.",
+              "int"),
+    FieldSpec("stream", "Streaming", "Allow stream: true.", "bool", True),
+    FieldSpec("rpm", "Requests/min", "Empty: no limit.", "int"),
+    FieldSpec("tpm", "Tokens/min", "Empty: no limit.", "int"),
+    FieldSpec("daily_tokens", "Tokens/day", "Budget per UTC day; empty: no limit.", "int"),
+    FieldSpec("expires", "Expires", "ISO 8601 date or time the key stops working; empty: never.",
+              placeholder="2027-06-30"),
+)
+
+
+@dataclass
+class WizardState:
+    """Every answer so far. ``upstream_key`` is the one secret: never in :meth:`to_draft`."""
+
+    values: dict[str, Any] = field(default_factory=dict)
+    clients: list[dict[str, Any]] = field(default_factory=list)
+    upstream_key: Secret | None = None
+    #: Set when the operator confirmed the host key in the dialog (or it came from the config).
+    host_key_fingerprint: str | None = None
+    screen: int = 0
+
+    def get(self, spec: FieldSpec) -> Any:
+        return self.values.get(spec.key, spec.default)
+
+    def to_draft(self) -> dict[str, Any]:
+        return {
+            "version": 1,
+            "screen": self.screen,
+            "values": dict(self.values),
+            "clients": [dict(c) for c in self.clients],
+            "host_key_fingerprint": self.host_key_fingerprint,
+        }
+
+    @classmethod
+    def from_draft(cls, data: Mapping[str, Any]) -> WizardState:
+        values = data.get("values")
+        clients = data.get("clients")
+        fingerprint = data.get("host_key_fingerprint")
+        screen = data.get("screen")
+        return cls(
+            values={str(k): v for k, v in values.items() if isinstance(v, str | bool)}
+            if isinstance(values, dict) else {},
+            clients=[dict(c) for c in clients if isinstance(c, dict)] if isinstance(clients, list) else [],
+            host_key_fingerprint=fingerprint if isinstance(fingerprint, str) else None,
+            screen=screen if isinstance(screen, int) and 0 <= screen < SCREENS.index(DEPLOY) else 0,
+        )
+
+
+# --- from answers to a document ---------------------------------------------------------------
+
+
+class _NotANumber(ValueError):
+    pass
+
+
+def _lines(text: object) -> list[str]:
+    if isinstance(text, list):
+        return [str(t).strip() for t in text if str(t).strip()]
+    return [part.strip() for part in str(text or "").replace(",", "\n").splitlines() if part.strip()]
+
+
+def _convert(spec: FieldSpec, raw: Any) -> Any:
+    """The document value of an answer; None leaves it out. Raises _NotANumber for a bad int."""
+    if spec.kind == "bool":
+        return bool(raw)
+    if spec.kind == "lines":
+        return _lines(raw)
+    text = str(raw if raw is not None else "").strip()
+    if not text:
+        return None
+    if spec.kind == "int":
+        if not (text.isascii() and text.lstrip("-").isdigit()):
+            raise _NotANumber(text)
+        return int(text)
+    return text
+
+
+def _put(doc: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = doc
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+
+
+def _is_default(spec: FieldSpec, value: Any) -> bool:
+    if spec.kind == "lines":
+        return bool(value == _lines(spec.default))
+    try:
+        return bool(value == _convert(spec, spec.default))
+    except _NotANumber:
+        return False
+
+
+def _fill(doc: dict[str, Any], specs: Sequence[FieldSpec], values: Values, bad: dict[str, str]) -> None:
+    for spec in specs:
+        if not spec.shown(values) or spec.key in ("target.mode", "tls.staging", "save_path"):
+            continue
+        try:
+            value = _convert(spec, values.get(spec.key, spec.default))
+        except _NotANumber as exc:
+            bad[spec.key] = f"{str(exc)!r} is not a whole number; type digits only, e.g. {spec.default or 60}"
+            continue
+        if value is None or value == [] or (_is_default(spec, value) and not _grouped(spec.key, values, specs)):
+            continue
+        _put(doc, spec.key, value)
+
+
+#: Sections whose keys go together: a rate limit with only its burst changed still needs its rate.
+_GROUPS = ("limits.per_ip.", "limits.per_key.")
+
+
+def _grouped(key: str, values: Values, specs: Sequence[FieldSpec]) -> bool:
+    """Whether ``key`` belongs to a group in which another answer differs from its default."""
+    group = next((g for g in _GROUPS if key.startswith(g)), None)
+    if group is None:
+        return False
+    for other in specs:
+        if other.key.startswith(group) and other.key in values:
+            try:
+                if not _is_default(other, _convert(other, values[other.key])):
+                    return True
+            except _NotANumber:
+                return True
+    return False
+
+
+def client_document(client: Values, bad: dict[str, str] | None = None) -> dict[str, Any]:
+    """One client's answers as its ``clients[]`` entry (defaults left out)."""
+    out: dict[str, Any] = {}
+    _fill(out, CLIENT_FIELDS, client, bad if bad is not None else {})
+    if "name" not in out and client.get("name"):
+        out["name"] = str(client["name"])
+    return out
+
+
+#: Stand-ins for required answers of screens not reached yet, so the core checks the rest.
+_PLACEHOLDERS: dict[str, Any] = {"domain": "gw.example.com", "tls.mode": "internal-ca"}
+
+
+def document(
+    state: WizardState, *, upto: int | None = None, bad: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """The ``deploy.yaml`` document of the answers (of screens ``0..upto`` with placeholders after)."""
+    values = state.values
+    bad = bad if bad is not None else {}
+    doc: dict[str, Any] = {}
+    screens = SCREENS if upto is None else SCREENS[: upto + 1]
+    local = values.get("target.mode") == "local"
+    if SCREENS[0] in screens:
+        _put(doc, "target.host", "local" if local else "")
+    for screen in screens:
+        _fill(doc, screen.fields, values, bad)
+    if TARGET in screens and not local and state.host_key_fingerprint:
+        _put(doc, "target.host_key_fingerprint", state.host_key_fingerprint)
+    if TLS_SCREEN in screens and values.get("tls.mode", "acme") == "acme" and values.get("tls.staging"):
+        _put(doc, "tls.acme_directory", ACME_STAGING)
+    if TLS_SCREEN in screens and "tls" not in doc:
+        _put(doc, "tls.mode", "acme")  # the default choice, required in the document
+    if TLS_SCREEN in screens and "mode" not in doc["tls"]:
+        doc["tls"] = {"mode": "acme", **doc["tls"]}
+    if CLIENTS in screens:
+        doc["clients"] = [client_document(c) for c in state.clients]
+        if not doc["clients"]:
+            del doc["clients"]
+    for key in ("state_dir",):
+        if values.get(key):
+            doc[key] = values[key]
+    if upto is not None:
+        for key, value in _PLACEHOLDERS.items():
+            head, _, tail = key.partition(".")
+            if (head not in doc) or (tail and not doc[head].get(tail)):
+                _put(doc, key, value)
+    return _ordered(doc)
+
+
+_ORDER = ("target", "domain", "tls", "upstream", "ports", "limits", "allowlist", "trusted_proxies",
+          "clients", "images", "network", "state_dir")
+
+
+def _ordered(doc: dict[str, Any]) -> dict[str, Any]:
+    """The sections in the order the examples use (yaml.safe_dump keeps insertion order with sort_keys=False)."""
+    return {key: doc[key] for key in sorted(doc, key=lambda k: _ORDER.index(k) if k in _ORDER else 99)}
+
+
+# --- problems, field by field ---------------------------------------------------------------
+
+
+def _field_of(problem_field: str, keys: Iterable[str]) -> tuple[str, str] | None:
+    """The form key a core problem is about, and a prefix naming the list entry (``entry 3: ``)."""
+    keys = list(keys)
+    base, bracket, rest = problem_field.partition("[")
+    if bracket and base in keys:
+        index = rest.split("]", 1)[0]
+        label = f"entry {int(index) + 1}: " if index.isdigit() else ""
+        return base, label
+    best = None
+    for key in keys:
+        matches = problem_field == key or problem_field.startswith(key + ".")
+        if matches and (best is None or len(key) > len(best)):
+            best = key
+    if best is not None:
+        return best, ""
+    # A problem about a section (``tls``) goes to the section's first field.
+    for key in keys:
+        if key.startswith(problem_field + "."):
+            return key, ""
+    return None
+
+
+def map_problems(problems: Iterable[tuple[str, str]], keys: Iterable[str]) -> dict[str, str]:
+    """``(field, message)`` pairs from the core -> {form key: first message}."""
+    keys = list(keys)
+    out: dict[str, str] = {}
+    for problem_field, message in problems:
+        found = _field_of(problem_field, keys)
+        if found is None:
+            continue
+        key, prefix = found
+        out.setdefault(key, prefix + message)
+    return out
+
+
+def field_problems(
+    state: WizardState,
+    screen: int,
+    check: Callable[[dict[str, Any]], list[tuple[str, str]]],
+) -> dict[str, str]:
+    """{form key: message} for the fields of ``SCREENS[screen]`` (empty: Next may go on).
+
+    ``check`` is the core's validation of a document, returning (field, message) pairs.
+    """
+    spec = SCREENS[screen]
+    values = state.values
+    bad: dict[str, str] = {}
+    doc = document(state, upto=screen, bad=bad)
+    shown = [f for f in spec.fields if f.shown(values)]
+    out: dict[str, str] = {}
+    for f in shown:
+        if f.key in bad:
+            out[f.key] = bad[f.key]
+        elif f.required and not str(values.get(f.key, f.default) or "").strip():
+            out[f.key] = "is required" + (f"; e.g. {f.placeholder}" if f.placeholder else "")
+    keys = [f.key for f in shown] + [k for k in spec.owns if k not in {f.key for f in shown}]
+    for key, message in map_problems(check(doc), keys).items():
+        out.setdefault(_visible_key(key, shown), message)
+    return out
+
+
+def _visible_key(key: str, shown: list[FieldSpec]) -> str:
+    """A problem about an owned key without an input (``tls``) shows on the screen's first field."""
+    if any(f.key == key for f in shown) or not shown:
+        return key
+    return shown[0].key
+
+
+def client_problems(
+    client: Values, others: Iterable[str], check: Callable[[dict[str, Any]], list[tuple[str, str]]]
+) -> dict[str, str]:
+    """{client field: message} for one client being edited; ``others`` are the other clients' names."""
+    bad: dict[str, str] = {}
+    entry = client_document(client, bad)
+    out = dict(bad)
+    if not str(client.get("name") or "").strip():
+        out["name"] = "is required; a name such as team-a"
+    elif str(client.get("name")).strip() in set(others):
+        out["name"] = "another client has this name; choose another"
+    doc = {"target": {"host": "local"}, "domain": "gw.example.com", "tls": {"mode": "internal-ca"},
+           "clients": [entry]}
+    prefixed = [(f.removeprefix("clients[0]."), m) for f, m in check(doc) if f.startswith("clients[0]")]
+    for key, message in map_problems(prefixed, [f.key for f in CLIENT_FIELDS]).items():
+        out.setdefault(key, message)
+    return out

@@ -1,0 +1,193 @@
+"""What every wizard step shares: the step bar, a form that checks itself as you type, Back/Next."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar, cast
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, VerticalScroll
+from textual.screen import Screen
+from textual.widget import Widget
+from textual.widgets import Button, Checkbox, Footer, Input, Select, Static
+
+from claudegate.wizard import core
+from claudegate.wizard.form import SCREENS, FieldSpec, WizardState, field_problems
+from claudegate.wizard.widgets import FormField, StepBar, field_id, read_value
+
+if TYPE_CHECKING:
+    from claudegate.wizard.app import WizardApp
+
+__all__ = ["StepScreen"]
+
+
+class StepScreen(Screen[None]):
+    """One wizard step. Subclasses set ``INDEX`` and may add widgets with :meth:`compose_extra`."""
+
+    INDEX = 0
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("ctrl+n", "next", "Next", priority=True),
+        Binding("ctrl+b", "back", "Back", priority=True),
+        Binding("ctrl+s", "save_draft", "Save draft"),
+        Binding("ctrl+q", "app.quit", "Quit", priority=True),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__(id=f"step-{SCREENS[self.INDEX].name}")
+        self.spec = SCREENS[self.INDEX]
+        #: Fields the operator has typed in: "is required" shows only for these.
+        self.touched: set[str] = set()
+        self.problems: dict[str, str] = {}
+        #: True once the first check ran (it runs just after the first paint).
+        self.checked = False
+
+    @property
+    def wizard(self) -> WizardApp:
+        return cast("WizardApp", self.app)
+
+    @property
+    def state(self) -> WizardState:
+        return self.wizard.state
+
+    # --- layout ---------------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        yield StepBar(self.INDEX)
+        yield Static(self.spec.intro, classes="intro")
+        with VerticalScroll(id="body"):
+            for spec in self.spec.fields:
+                row = FormField(spec, self.state.get(spec))
+                row.display = spec.shown(self.state.values)
+                yield row
+            yield from self.compose_extra()
+        yield Static("", id="help", classes="help")
+        with Horizontal(id="nav"):
+            yield Button("Back", id="back", compact=True, disabled=self.INDEX == 0)
+            yield Static("", id="summary")
+            yield from self.compose_nav()
+            # Disabled until the first check has run (just after the first paint).
+            yield Button(self.next_label, id="next", variant="primary", compact=True, disabled=True)
+        yield Footer()
+
+    next_label = "Next"
+
+    def compose_extra(self) -> ComposeResult:
+        return iter(())
+
+    def compose_nav(self) -> ComposeResult:
+        return iter(())
+
+    def on_mount(self) -> None:
+        # The first check loads the config model (pydantic, the edge settings): paint first, then check,
+        # so the first screen appears at once.
+        self.call_after_refresh(self.revalidate)
+        first = next((w for w in self.query("#body Input, #body Select, #body Checkbox") if w.display), None)
+        if first is not None:
+            first.focus()
+
+    # --- values and validation ------------------------------------------------------------
+
+    def extra_problems(self) -> dict[str, str]:
+        """Problems the screen knows beyond the document (e.g. the key box); keyed by widget key."""
+        return {}
+
+    def revalidate(self) -> None:
+        for row in self.query(FormField):
+            shown = row.spec.shown(self.state.values)
+            if row.display != shown:
+                row.display = shown
+        self.problems = field_problems(self.state, self.INDEX, core.check_document) if self.spec.fields else {}
+        self.problems.update(self.extra_problems())
+        for row in self.query(FormField):
+            message = self.problems.get(row.spec.key)
+            untouched_required = (
+                message is not None and message.startswith("is required") and row.spec.key not in self.touched
+            )
+            row.show_message(None if untouched_required else message)
+        self.show_extra_messages()
+        blocking = len(self.problems)
+        summary = self.query_one("#summary", Static)
+        text = f"{blocking} to fix" if blocking else ""
+        if str(summary.render()) != text:
+            summary.update(text)
+        self.query_one("#next", Button).disabled = bool(blocking) or not self.can_go_on()
+        self.checked = True
+
+    def show_extra_messages(self) -> None:
+        pass
+
+    def can_go_on(self) -> bool:
+        return True
+
+    def _spec_of(self, widget: Widget) -> FieldSpec | None:
+        if widget.id is None:
+            return None
+        return next((s for s in self.spec.fields if field_id(s.key) == widget.id), None)
+
+    def _changed(self, widget: Widget) -> None:
+        spec = self._spec_of(widget)
+        if spec is None:
+            return
+        self.state.values[spec.key] = read_value(widget)
+        self.touched.add(spec.key)
+        self.on_value_changed(spec.key)
+        self.revalidate()
+
+    def on_value_changed(self, key: str) -> None:
+        pass
+
+    @on(Input.Changed)
+    def _input_changed(self, event: Input.Changed) -> None:
+        self._changed(event.input)
+
+    @on(Select.Changed)
+    def _select_changed(self, event: Select.Changed) -> None:
+        self._changed(event.select)
+
+    @on(Checkbox.Changed)
+    def _checkbox_changed(self, event: Checkbox.Changed) -> None:
+        self._changed(event.checkbox)
+
+    @on(Input.Submitted)
+    def _submitted(self, event: Input.Submitted) -> None:
+        # Enter moves on to the next field, as in a form; on the last one it means Next.
+        self.focus_next()
+
+    def on_descendant_focus(self, event: Any) -> None:
+        widget = event.widget
+        spec = self._spec_of(widget)
+        help_text = spec.help if spec is not None else getattr(widget, "tooltip", None) or ""
+        self.query_one("#help", Static).update(str(help_text))
+
+    # --- navigation ------------------------------------------------------------------------
+
+    @on(Button.Pressed, "#next")
+    def _next_pressed(self) -> None:
+        self.action_next()
+
+    @on(Button.Pressed, "#back")
+    def _back_pressed(self) -> None:
+        self.action_back()
+
+    def action_next(self) -> None:
+        self.revalidate()
+        if self.query_one("#next", Button).disabled:
+            for row in self.query(FormField):
+                row.show_message(self.problems.get(row.spec.key))
+            self.notify("Fix the fields marked in red first.", severity="warning")
+            return
+        self.leave()
+        self.wizard.goto(self.INDEX + 1)
+
+    def action_back(self) -> None:
+        if self.INDEX > 0:
+            self.leave()
+            self.wizard.goto(self.INDEX - 1)
+
+    def leave(self) -> None:
+        """Called before the screen goes away (clear secrets from widgets here)."""
+
+    def action_save_draft(self) -> None:
+        path = self.wizard.save_draft()
+        self.notify(f"Draft saved to {path} (without the Anthropic key).")

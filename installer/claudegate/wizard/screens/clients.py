@@ -1,0 +1,175 @@
+"""Clients: a table of the keys to create, and a dialog to add or edit one."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Button, Checkbox, DataTable, Input, Label, Select, Static
+
+from claudegate.wizard import core
+from claudegate.wizard.form import CLIENT_FIELDS, client_problems
+from claudegate.wizard.screens.base import StepScreen
+from claudegate.wizard.widgets import FormField, field_id, read_value
+
+__all__ = ["ClientDialog", "ClientsScreen"]
+
+
+def _scope(client: dict[str, Any], key: str) -> str:
+    value = client.get(key)
+    return str(value) if value not in (None, "") else "-"
+
+
+class ClientsScreen(StepScreen):
+    INDEX = 5
+    BINDINGS: ClassVar[list[BindingType]] = [
+        *StepScreen.BINDINGS,
+        Binding("a", "add", "Add client"),
+        Binding("e", "edit", "Edit"),
+        Binding("delete", "remove", "Remove"),
+    ]
+
+    def compose_extra(self) -> ComposeResult:
+        yield DataTable(id="clients", cursor_type="row", zebra_stripes=True)
+        with Horizontal(classes="actions"):
+            yield Button("Add client", id="add", compact=True)
+            yield Button("Edit", id="edit", compact=True)
+            yield Button("Remove", id="remove", compact=True)
+        yield Static("", id="clients-note", classes="output")
+
+    def on_mount(self) -> None:
+        table = self.query_one("#clients", DataTable)
+        table.add_columns("Name", "Models", "max_tokens", "rpm", "tpm", "Tokens/day", "Expires")
+        self._fill()
+        super().on_mount()
+        self.query_one("#add", Button).focus()
+
+    def _fill(self) -> None:
+        table = self.query_one("#clients", DataTable)
+        table.clear()
+        for client in self.state.clients:
+            table.add_row(
+                client.get("name", ""), _scope(client, "models"), _scope(client, "max_tokens"),
+                _scope(client, "rpm"), _scope(client, "tpm"), _scope(client, "daily_tokens"),
+                _scope(client, "expires"),
+            )
+        note = "" if self.state.clients else "No clients yet: add one to get a key for your team (a: add)."
+        self.query_one("#clients-note", Static).update(note)
+
+    def _selected(self) -> int | None:
+        table = self.query_one("#clients", DataTable)
+        if not self.state.clients or table.cursor_row is None:
+            return None
+        return min(table.cursor_row, len(self.state.clients) - 1)
+
+    @on(Button.Pressed, "#add")
+    def action_add(self) -> None:
+        self._edit(None)
+
+    @on(Button.Pressed, "#edit")
+    def action_edit(self) -> None:
+        index = self._selected()
+        if index is not None:
+            self._edit(index)
+
+    @on(DataTable.RowSelected)
+    def _row_selected(self) -> None:
+        self.action_edit()
+
+    @on(Button.Pressed, "#remove")
+    def action_remove(self) -> None:
+        index = self._selected()
+        if index is not None:
+            del self.state.clients[index]
+            self._fill()
+            self.revalidate()
+
+    def _edit(self, index: int | None) -> None:
+        current = dict(self.state.clients[index]) if index is not None else {}
+        others = [c.get("name", "") for i, c in enumerate(self.state.clients) if i != index]
+
+        def done(result: dict[str, Any] | None) -> None:
+            if result is None:
+                return
+            if index is None:
+                self.state.clients.append(result)
+            else:
+                self.state.clients[index] = result
+            self._fill()
+            self.revalidate()
+
+        self.app.push_screen(ClientDialog(current, others), done)
+
+
+class ClientDialog(ModalScreen[dict[str, Any] | None]):
+    """One client's scopes and limits; Save is disabled until every field is valid."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "cancel", "Cancel"),
+        Binding("ctrl+s", "save", "Save", priority=True),
+    ]
+
+    def __init__(self, client: dict[str, Any], others: list[str]) -> None:
+        super().__init__(classes="dialog-screen")
+        self.client = client
+        self.others = others
+        self.problems: dict[str, str] = {}
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog client-dialog"):
+            yield Label("Edit client" if self.client else "Add client", classes="dialog-title")
+            with VerticalScroll():
+                for spec in CLIENT_FIELDS:
+                    yield FormField(spec, self.client.get(spec.key, spec.default))
+            yield Static("", id="client-help", classes="help")
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("Save", id="save", variant="primary", compact=True)
+                yield Button("Cancel", id="cancel", compact=True)
+
+    def on_mount(self) -> None:
+        for spec in CLIENT_FIELDS:
+            self.client.setdefault(spec.key, spec.default)
+        self._check()
+        self.query_one("#" + field_id("name")).focus()
+
+    def _check(self) -> None:
+        self.problems = client_problems(self.client, self.others, core.check_document)
+        for row in self.query(FormField):
+            row.show_message(self.problems.get(row.spec.key))
+        self.query_one("#save", Button).disabled = bool(self.problems)
+
+    def _changed(self, widget: Any) -> None:
+        spec = next((s for s in CLIENT_FIELDS if field_id(s.key) == widget.id), None)
+        if spec is not None:
+            self.client[spec.key] = read_value(widget)
+            self._check()
+
+    @on(Input.Changed)
+    def _input(self, event: Input.Changed) -> None:
+        self._changed(event.input)
+
+    @on(Checkbox.Changed)
+    def _checkbox(self, event: Checkbox.Changed) -> None:
+        self._changed(event.checkbox)
+
+    @on(Select.Changed)
+    def _select(self, event: Select.Changed) -> None:
+        self._changed(event.select)
+
+    def on_descendant_focus(self, event: Any) -> None:
+        spec = next((s for s in CLIENT_FIELDS if field_id(s.key) == event.widget.id), None)
+        self.query_one("#client-help", Static).update(spec.help if spec else "")
+
+    @on(Button.Pressed, "#save")
+    def action_save(self) -> None:
+        self._check()
+        if not self.problems:
+            self.dismiss({k: v for k, v in self.client.items() if v not in ("", None)})
+
+    @on(Button.Pressed, "#cancel")
+    def action_cancel(self) -> None:
+        self.dismiss(None)

@@ -1,0 +1,143 @@
+"""Day 2: the console on a saved deploy.yaml -- status, clients, logs, rollback, smoke test."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar, cast
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal
+from textual.screen import Screen
+from textual.widgets import Button, Footer, Input, Label, RichLog, Select, Static, TabbedContent, TabPane
+
+from claudegate.errors import ClaudegateError
+from claudegate.wizard import core
+
+if TYPE_CHECKING:
+    from claudegate.config import DeployConfig
+    from claudegate.wizard.app import WizardApp
+
+__all__ = ["ConsoleScreen"]
+
+
+class ConsoleScreen(Screen[None]):
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("ctrl+r", "refresh", "Refresh status"),
+        Binding("ctrl+q", "app.quit", "Quit", priority=True),
+    ]
+
+    def __init__(self, cfg: DeployConfig) -> None:
+        super().__init__(id="console")
+        self.cfg = cfg
+
+    @property
+    def wizard(self) -> WizardApp:
+        return cast("WizardApp", self.app)
+
+    def compose(self) -> ComposeResult:
+        yield Static(f"claudegate console · {self.cfg.domain} on {self.cfg.target.host}", classes="step-bar")
+        with TabbedContent(id="console-tabs"):
+            with TabPane("Status", id="tab-status"):
+                yield RichLog(id="status", wrap=True, markup=False)
+            with TabPane("Clients", id="tab-clients"):
+                with Horizontal(classes="field-line"):
+                    yield Label("Client", classes="field-label")
+                    yield Input(placeholder="team-a", id="client-name", compact=True)
+                with Horizontal(classes="actions"):
+                    yield Button("List", id="keys-list", compact=True)
+                    yield Button("Create", id="keys-create", compact=True)
+                    yield Button("Rotate", id="keys-rotate", compact=True)
+                    yield Button("Revoke", id="keys-revoke", variant="error", compact=True)
+                yield RichLog(id="keys", wrap=True, markup=False)
+            with TabPane("Logs", id="tab-logs"):
+                with Horizontal(classes="actions"):
+                    yield Select([("gateway", "gateway"), ("nginx", "nginx")], value="gateway", id="service",
+                                 allow_blank=False, compact=True)
+                    yield Button("Show", id="logs-show", compact=True)
+                yield RichLog(id="logs", wrap=True, markup=False, max_lines=5000)
+            with TabPane("Actions", id="tab-actions"):
+                with Horizontal(classes="actions"):
+                    yield Button("Smoke test", id="smoke", compact=True)
+                    yield Button("Roll back", id="rollback", variant="warning", compact=True)
+                yield RichLog(id="actions", wrap=True, markup=False)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.wizard.session_on(self.cfg)
+        self.wizard.progress_target = self._progress
+        self.action_refresh()
+
+    def _write(self, log_id: str, text: str) -> None:
+        self.query_one(f"#{log_id}", RichLog).write(text)
+
+    def _progress(self, event: object) -> None:
+        kind = getattr(event, "kind", "")
+        if kind == "check":
+            self._write("actions", f"{event.message}: {event.status} {event.detail}")  # type: ignore[attr-defined]
+        elif kind in ("start", "finish", "fail"):
+            self._write("actions", f"{event.title}: {kind}")  # type: ignore[attr-defined]
+
+    @work(thread=True, exclusive=True, group="console")
+    def _call(self, log_id: str, what: str, fn_name: str, *args: object) -> None:
+        session = self.wizard.session
+        assert session is not None
+        self.app.call_from_thread(self._write, log_id, f"— {what}")
+        try:
+            fn = getattr(core, fn_name)
+            result = fn(session, *args)
+        except ClaudegateError as exc:
+            text = f"failed: {exc.message}" + (f"\nfix: {exc.hint}" if exc.hint else "")
+        else:
+            if fn_name == "status":
+                text = result.text()
+            elif fn_name in ("rollback",):
+                text = result.plan_text(diffs=False)
+            elif fn_name == "smoke_test":
+                text = result.table()
+            else:
+                text = str(result)
+        self.app.call_from_thread(self._write, log_id, text)
+
+    def action_refresh(self) -> None:
+        self._call("status", "status", "status")
+
+    def _client(self) -> str | None:
+        name = self.query_one("#client-name", Input).value.strip()
+        if not name:
+            self.notify("Type the client's name first.", severity="warning")
+            return None
+        return name
+
+    @on(Button.Pressed, "#keys-list")
+    def _keys_list(self) -> None:
+        self._call("keys", "keys list", "keys", ["list"])
+
+    @on(Button.Pressed, "#keys-create")
+    def _keys_create(self) -> None:
+        if (name := self._client()) is not None:
+            self._call("keys", f"keys create {name} (the key is shown once)", "keys", ["create", name])
+
+    @on(Button.Pressed, "#keys-rotate")
+    def _keys_rotate(self) -> None:
+        if (name := self._client()) is not None:
+            self._call("keys", f"keys rotate {name} (the new key is shown once)", "keys", ["rotate", name])
+
+    @on(Button.Pressed, "#keys-revoke")
+    def _keys_revoke(self) -> None:
+        if (name := self._client()) is not None:
+            self._call("keys", f"keys revoke {name}", "keys", ["revoke", name])
+
+    @on(Button.Pressed, "#logs-show")
+    def _logs(self) -> None:
+        service = str(self.query_one("#service", Select).value)
+        self.query_one("#logs", RichLog).clear()
+        self._call("logs", f"{service} logs", "logs", service)
+
+    @on(Button.Pressed, "#smoke")
+    def _smoke(self) -> None:
+        self._call("actions", "smoke test", "smoke_test")
+
+    @on(Button.Pressed, "#rollback")
+    def _rollback(self) -> None:
+        self._call("actions", "roll back to the previous release", "rollback")

@@ -1,0 +1,116 @@
+"""Modal questions: the host key, a consent, a missing secret, a message."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, Input, Label, Static
+
+from claudegate.redact import Secret
+
+__all__ = ["ConfirmDialog", "MessageDialog", "SecretDialog", "host_key_dialog"]
+
+
+class ConfirmDialog(ModalScreen[bool]):
+    """Yes or no; Escape (and the focused default) is the safe answer, no."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "answer(False)", "No")]
+
+    def __init__(self, title: str, text: str, *, yes: str = "Yes", no: str = "No", detail: str = "") -> None:
+        super().__init__(classes="dialog-screen")
+        self.title_text, self.text, self.yes, self.no, self.detail = title, text, yes, no, detail
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Label(self.title_text, classes="dialog-title")
+            yield Static(self.text, classes="dialog-text")
+            if self.detail:
+                yield Static(self.detail, id="detail", classes="fingerprint")
+            with Horizontal(classes="dialog-buttons"):
+                yield Button(self.yes, id="yes", variant="primary", compact=True)
+                yield Button(self.no, id="no", compact=True)
+
+    def on_mount(self) -> None:
+        self.query_one("#no", Button).focus()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        event.stop()
+        self.dismiss(event.button.id == "yes")
+
+    def action_answer(self, answer: bool) -> None:
+        self.dismiss(answer)
+
+
+def host_key_dialog(host: str, key_type: str, fingerprint: str, compare: str) -> ConfirmDialog:
+    """First contact with a server: its key's fingerprint, and how to compare it on the server."""
+    return ConfirmDialog(
+        "Confirm the server's host key",
+        f"{host} offered this {key_type} key. Trust it only if it matches what the server itself"
+        f" prints for:  {compare}",
+        yes="Trust this key",
+        no="Do not connect",
+        detail=fingerprint,
+    )
+
+
+class SecretDialog(ModalScreen[Secret | None]):
+    """A missing secret (the Anthropic key), typed masked; never shown again."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, text: str) -> None:
+        super().__init__(classes="dialog-screen")
+        self.text = text
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Label("The Anthropic API key is needed", classes="dialog-title")
+            yield Static(self.text, classes="dialog-text")
+            yield Input(password=True, id="secret", compact=True)
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("Save", id="save", variant="primary", compact=True)
+                yield Button("Cancel", id="cancel", compact=True)
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        event.stop()
+        if event.button.id == "save":
+            self._save()
+        else:
+            self.dismiss(None)
+
+    def on_input_submitted(self) -> None:
+        self._save()
+
+    def _save(self) -> None:
+        box = self.query_one("#secret", Input)
+        value, box.value = box.value.strip(), ""
+        self.dismiss(Secret(value) if value else None)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class MessageDialog(ModalScreen[None]):
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "close", "Close")]
+
+    def __init__(self, title: str, text: str) -> None:
+        super().__init__(classes="dialog-screen")
+        self.title_text, self.text = title, text
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Label(self.title_text, classes="dialog-title")
+            yield Static(self.text, classes="dialog-text")
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("Close", id="close", variant="primary", compact=True)
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        event.stop()
+        self.dismiss(None)
+
+    def action_close(self) -> None:
+        self.dismiss(None)

@@ -1,0 +1,101 @@
+"""Review: the deploy.yaml to be saved, the core's plan with file diffs; save only, or deploy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.widgets import Button, TabbedContent, TabPane, TextArea
+
+from claudegate.errors import ClaudegateError
+from claudegate.wizard import core
+from claudegate.wizard.form import document
+from claudegate.wizard.screens.base import StepScreen
+
+__all__ = ["ReviewScreen"]
+
+
+class ReviewScreen(StepScreen):
+    INDEX = 6
+    next_label = "Save and deploy"
+    BINDINGS: ClassVar[list[BindingType]] = [
+        *StepScreen.BINDINGS,
+        Binding("ctrl+o", "save_only", "Save only"),
+        Binding("ctrl+r", "plan", "Show plan"),
+    ]
+
+    def compose_extra(self) -> ComposeResult:
+        with TabbedContent(id="review-tabs"):
+            with TabPane("deploy.yaml", id="tab-yaml"):
+                yield TextArea("", id="yaml", read_only=True, soft_wrap=False, show_line_numbers=False)
+            with TabPane("Plan", id="tab-plan"):
+                yield Button("Show the plan (connects, changes nothing)", id="plan", compact=True)
+                yield TextArea("", id="plan-text", read_only=True, soft_wrap=False)
+
+    def compose_nav(self) -> ComposeResult:
+        yield Button("Save only", id="save-only", compact=True)
+
+    def compose(self) -> ComposeResult:
+        if not self.state.values.get("save_path"):
+            self.state.values["save_path"] = str(self.wizard.config_path)
+        yield from super().compose()
+
+    def on_mount(self) -> None:
+        super().on_mount()
+        self._show_yaml()
+
+    def on_value_changed(self, key: str) -> None:
+        self._show_yaml()
+
+    @property
+    def save_path(self) -> Path:
+        return Path(str(self.state.values.get("save_path") or self.wizard.config_path)).expanduser()
+
+    def _show_yaml(self) -> None:
+        text = core.config_yaml(document(self.state), self.save_path)
+        self.query_one("#yaml", TextArea).load_text(text)
+
+    def _save(self) -> bool:
+        try:
+            core.save(document(self.state), self.save_path, upstream_key=self.state.upstream_key)
+        except ClaudegateError as exc:
+            self.notify(f"{exc.message}" + (f"\n{exc.hint}" if exc.hint else ""), severity="error", timeout=10)
+            return False
+        self.wizard.saved(self.save_path)
+        return True
+
+    @on(Button.Pressed, "#save-only")
+    def action_save_only(self) -> None:
+        self.revalidate()
+        if self.problems:
+            self.notify("Fix the fields marked in red first.", severity="warning")
+            return
+        if self._save():
+            self.wizard.exit(message=f"Saved {self.save_path}. Deploy it with: claudegate deploy --config {self.save_path}")
+
+    def action_next(self) -> None:
+        self.revalidate()
+        if self.problems:
+            self.notify("Fix the fields marked in red first.", severity="warning")
+            return
+        if self._save():
+            self.wizard.goto(self.INDEX + 1)
+
+    @on(Button.Pressed, "#plan")
+    def action_plan(self) -> None:
+        self.query_one("#review-tabs", TabbedContent).active = "tab-plan"
+        self.query_one("#plan-text", TextArea).load_text("Connecting and reading the host…")
+        self._run_plan()
+
+    @work(thread=True, exclusive=True, group="plan")
+    def _run_plan(self) -> None:
+        try:
+            session = self.wizard.session_for(document(self.state), self.save_path.parent)
+            text = core.plan(session).plan_text(diffs=True)
+        except ClaudegateError as exc:
+            text = f"Failed: {exc.message}" + (f"\nFix: {exc.hint}" if exc.hint else "")
+        self.app.call_from_thread(self.query_one("#plan-text", TextArea).load_text, text)
+

@@ -1,0 +1,247 @@
+"""Deploy (steps with status and time, progress, live log, Cancel) and Result (smoke table, keys, snippets)."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any, ClassVar, cast
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import (
+    Button,
+    DataTable,
+    Footer,
+    Label,
+    ProgressBar,
+    RichLog,
+    Static,
+    TabbedContent,
+    TabPane,
+)
+
+from claudegate.errors import Cancelled, ClaudegateError
+from claudegate.wizard import core
+from claudegate.wizard.snippets import snippets
+from claudegate.wizard.widgets import StepBar
+
+if TYPE_CHECKING:
+    from claudegate.deploy import DeployResult, StepEvent
+    from claudegate.session import Session
+    from claudegate.wizard.app import WizardApp
+
+__all__ = ["DeployScreen", "ResultScreen"]
+
+
+class DeployScreen(Screen[None]):
+    INDEX = 7
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("ctrl+c", "cancel", "Cancel deploy", priority=True),
+        Binding("ctrl+q", "app.quit", "Quit", show=False),
+    ]
+
+    def __init__(self, session: Session, *, autostart: bool = True) -> None:
+        super().__init__(id="step-deploy")
+        self.session = session
+        self.autostart = autostart
+        self.rows: dict[str, Any] = {}
+        self.started: dict[str, float] = {}
+        self.running: str | None = None
+        self.finished = False
+
+    @property
+    def wizard(self) -> WizardApp:
+        return cast("WizardApp", self.app)
+
+    def compose(self) -> ComposeResult:
+        yield StepBar(self.INDEX)
+        yield Static(f"Deploying to {self.session.config.target.host}…", id="deploy-title", classes="intro")
+        yield DataTable(id="steps", cursor_type="none")
+        with Horizontal(id="progress-line"):
+            yield Label("", id="work")
+            yield ProgressBar(id="progress", show_eta=False)
+        yield RichLog(id="log", wrap=True, max_lines=2000, markup=False)
+        yield Static("", id="error", classes="error")
+        with Horizontal(id="nav"):
+            yield Button("Cancel", id="cancel", variant="error", compact=True)
+            yield Button("Back to review", id="back", compact=True, disabled=True)
+            yield Button("Retry", id="retry", compact=True, disabled=True)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one("#steps", DataTable)
+        table.add_columns("#", "Step", "Status", "Time")
+        self.set_interval(0.5, self._tick)
+        if self.autostart:
+            self._start()
+
+    def _start(self) -> None:
+        self.finished = False
+        self.query_one("#error", Static).update("")
+        for wid, disabled in (("#cancel", False), ("#back", True), ("#retry", True)):
+            self.query_one(wid, Button).disabled = disabled
+        self.wizard.progress_target = self.show_event
+        self._run()
+
+    @work(thread=True, exclusive=True, group="deploy")
+    def _run(self) -> None:
+        try:
+            result = core.deploy(self.session)
+        except ClaudegateError as exc:
+            self.app.call_from_thread(self._failed, exc)
+            return
+        self.app.call_from_thread(self._done, result)
+
+    # --- events from the core (already on the UI thread) ------------------------------
+
+    def show_event(self, event: StepEvent) -> None:
+        table = self.query_one("#steps", DataTable)
+        log = self.query_one("#log", RichLog)
+        if event.kind == "start":
+            if event.step not in self.rows:
+                self.rows[event.step] = table.add_row(str(event.index), event.title, "running", "")
+            self.started[event.step] = time.monotonic()
+            self.running = event.step
+            bar = self.query_one("#progress", ProgressBar)
+            bar.update(total=None, progress=0)
+            self.query_one("#work", Label).update(event.title)
+            log.write(f"[{event.index}/{event.total}] {event.title}")
+        elif event.kind == "plan":
+            for change in event.changes:
+                log.write(f"  + {change}")
+        elif event.kind == "note" and event.message:
+            log.write(f"  {event.message}")
+        elif event.kind == "work":
+            if event.message:
+                log.write(f"    {event.message}")
+                self.query_one("#work", Label).update(event.message[:40])
+            if event.expected:
+                self.query_one("#progress", ProgressBar).update(total=event.expected, progress=event.done or 0)
+        elif event.kind == "check":
+            log.write(f"  smoke {event.message}: {event.status} {event.detail}")
+        elif event.kind in ("finish", "fail"):
+            status = ("changed" if event.changed else "no changes") if event.kind == "finish" else "FAILED"
+            row = self.rows.get(event.step)
+            if row is not None:
+                table.update_cell(row, table.ordered_columns[2].key, status)
+                table.update_cell(row, table.ordered_columns[3].key, f"{event.elapsed:.1f}s")
+            if event.kind == "fail":
+                log.write(f"  FAILED: {event.message}")
+            self.running = None
+
+    def _tick(self) -> None:
+        if self.running is None or self.running not in self.rows:
+            return
+        table = self.query_one("#steps", DataTable)
+        elapsed = time.monotonic() - self.started[self.running]
+        table.update_cell(self.rows[self.running], table.ordered_columns[3].key, f"{elapsed:.0f}s")
+
+    # --- the end ---------------------------------------------------------------------------
+
+    def _failed(self, exc: ClaudegateError) -> None:
+        self.finished = True
+        cancelled = isinstance(exc, Cancelled)
+        head = "Cancelled" if cancelled else "Deploy failed"
+        text = f"{head}: {exc.message}" + (f"\nFix: {exc.hint}" if exc.hint else "")
+        self.query_one("#error", Static).update(text)
+        self.query_one("#log", RichLog).write(text)
+        self.query_one("#cancel", Button).disabled = True
+        self.query_one("#back", Button).disabled = False
+        self.query_one("#retry", Button).disabled = False
+
+    def _done(self, result: DeployResult) -> None:
+        self.finished = True
+        self.wizard.show_result(result)
+
+    @on(Button.Pressed, "#cancel")
+    def action_cancel(self) -> None:
+        if self.finished:
+            return
+        core.cancel(self.session)
+        self.query_one("#cancel", Button).disabled = True
+        self.query_one("#log", RichLog).write("Cancelling at the next safe point…")
+
+    @on(Button.Pressed, "#retry")
+    def _retry(self) -> None:
+        self.session = self.wizard.session_for_retry(self.session)
+        self._start()
+
+    @on(Button.Pressed, "#back")
+    def _back(self) -> None:
+        self.wizard.goto(self.INDEX - 1)
+
+
+class ResultScreen(Screen[None]):
+    INDEX = 8
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("ctrl+q", "app.quit", "Quit", priority=True),
+        Binding("c", "copy_key", "Copy key"),
+    ]
+
+    def __init__(self, result: DeployResult, base_url: str, ca_file: Any, config_path: Any) -> None:
+        super().__init__(id="step-result")
+        self.result = result
+        self.base_url = base_url
+        self.ca_file = ca_file
+        self.config_path = config_path
+
+    def compose(self) -> ComposeResult:
+        result = self.result
+        smoke = result.smoke
+        ok = smoke is None or smoke.ok
+        yield StepBar(self.INDEX)
+        yield Static(
+            ("Done: " if ok else "Deployed, but the smoke test failed: ")
+            + f"{self.base_url}  (release {result.release_id}, {result.elapsed:.0f}s)",
+            id="result-title", classes="intro",
+        )
+        with TabbedContent(id="result-tabs"):
+            with TabPane("Smoke test", id="tab-smoke"):
+                yield DataTable(id="smoke", cursor_type="row")
+            with TabPane("Keys", id="tab-keys"), VerticalScroll():
+                yield Static(
+                    "Each new key is shown only now. Copy it into your secret store; the gateway keeps"
+                    " only its hash.", classes="help",
+                )
+                if not result.new_client_keys:
+                    yield Static("No new keys in this deploy (existing clients keep theirs).")
+                for name, key in sorted(result.new_client_keys.items()):
+                    with Horizontal(classes="key-line"):
+                        yield Label(name, classes="field-label")
+                        yield Static(key.reveal(), classes="client-key", id=f"key-{name}")
+                        yield Button("Copy", id=f"copy-{name}", compact=True, classes="copy")
+            for title, text in snippets(self.base_url, ca_file=self.ca_file, config_path=self.config_path).items():
+                with TabPane(title), VerticalScroll():
+                    yield Static("export CLAUDEGATE_KEY=<the key from the Keys tab>", classes="help")
+                    yield Static(text, classes="snippet", markup=False)
+        with Horizontal(id="nav"):
+            yield Static(f"Config saved to {self.config_path}", id="saved")
+            yield Button("Done", id="done", variant="primary", compact=True)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one("#smoke", DataTable)
+        table.add_columns("Check", "Result", "Detail")
+        if self.result.smoke is not None:
+            for check in self.result.smoke.checks:
+                table.add_row(check.name, check.status, check.detail)
+
+    @on(Button.Pressed, ".copy")
+    def _copy(self, event: Button.Pressed) -> None:
+        name = (event.button.id or "").removeprefix("copy-")
+        key = self.result.new_client_keys.get(name)
+        if key is not None:
+            self.app.copy_to_clipboard(key.reveal())
+            self.notify(f"The key of {name} is on the clipboard.")
+
+    def action_copy_key(self) -> None:
+        if len(self.result.new_client_keys) == 1:
+            (name, key), = self.result.new_client_keys.items()
+            self.app.copy_to_clipboard(key.reveal())
+            self.notify(f"The key of {name} is on the clipboard.")
+
+    @on(Button.Pressed, "#done")
+    def _done(self) -> None:
+        self.app.exit(message=f"Redeploy any time with: claudegate deploy --config {self.config_path}")

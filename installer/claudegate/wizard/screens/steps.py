@@ -1,0 +1,260 @@
+"""The form steps: target, upstream key, TLS, limits, allowlist."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.containers import Horizontal
+from textual.widgets import Button, Input, Label, Static
+
+from claudegate.errors import ClaudegateError
+from claudegate.redact import Secret
+from claudegate.wizard import core
+from claudegate.wizard.form import SCREENS, TARGET, document
+from claudegate.wizard.screens.base import StepScreen
+
+__all__ = ["LimitsScreen", "NetworkScreen", "TLSScreen", "TargetScreen", "UpstreamScreen"]
+
+
+class TargetScreen(StepScreen):
+    INDEX = 0
+
+    def compose_extra(self) -> ComposeResult:
+        with Horizontal(classes="actions"):
+            yield Button("Generate key", id="generate", compact=True)
+            yield Button("Test connection", id="test", compact=True)
+            yield Button("Copy public key", id="copy", compact=True, disabled=True)
+        yield Static("", id="pubkey", classes="output")
+        yield Static("", id="report", classes="output")
+
+    def on_value_changed(self, key: str) -> None:
+        if key in ("target.host", "target.port", "target.mode"):
+            self.state.host_key_fingerprint = None  # confirmed for another server
+
+    def on_mount(self) -> None:
+        super().on_mount()
+        self._show_buttons()
+
+    def revalidate(self) -> None:
+        super().revalidate()
+        self._show_buttons()
+
+    def _show_buttons(self) -> None:
+        server = self.state.values.get("target.mode", "server") != "local"
+        self.query_one("#generate", Button).display = server
+
+    @on(Button.Pressed, "#generate")
+    def _generate(self) -> None:
+        raw = str(self.state.values.get("target.ssh_key") or "~/.ssh/claudegate_deploy")
+        try:
+            line = core.generate_deploy_key(Path(raw).expanduser())
+        except ClaudegateError as exc:
+            self.query_one("#pubkey", Static).update(f"{exc.message}; {exc.hint}")
+            return
+        self.state.values["target.ssh_key"] = raw
+        self.query_one("#f-target-ssh_key", Input).value = raw
+        self.public_key = line
+        self.query_one("#copy", Button).disabled = False
+        self.query_one("#pubkey", Static).update(
+            "Add this line to ~/.ssh/authorized_keys of the SSH user on the server:\n" + line
+        )
+
+    @on(Button.Pressed, "#copy")
+    def _copy(self) -> None:
+        self.app.copy_to_clipboard(getattr(self, "public_key", ""))
+        self.notify("Public key copied to the clipboard.")
+
+    @on(Button.Pressed, "#test")
+    def _test(self) -> None:
+        if self.problems:
+            self.notify("Fix the fields marked in red first.", severity="warning")
+            return
+        self.query_one("#report", Static).update("Connecting…")
+        self.query_one("#test", Button).disabled = True
+        self._run_test()
+
+    @work(thread=True, exclusive=True, group="test-connection")
+    def _run_test(self) -> None:
+        doc = document(self.state, upto=self.INDEX)
+        try:
+            cfg = core.build_config(doc, base_dir=Path.cwd())
+            with core.open_session(cfg, self.wizard.interaction()) as session:
+                report = core.test_connection(session)
+        except ClaudegateError as exc:
+            text = f"[b]Failed:[/b] {exc.message}" + (f"\nFix: {exc.hint}" if exc.hint else "")
+            self.app.call_from_thread(self._tested, text, None)
+            return
+        verdict = "[b]Ready to deploy.[/b]" if report.ok else "[b]Not ready:[/b] " + "; ".join(report.problems)
+        self.app.call_from_thread(self._tested, f"{verdict}\n{report.text()}", report.host_key_fingerprint)
+
+    def _tested(self, text: str, fingerprint: str | None) -> None:
+        self.query_one("#test", Button).disabled = False
+        if fingerprint:
+            self.state.host_key_fingerprint = fingerprint
+        self.query_one("#report", Static).update(text)
+
+
+class UpstreamScreen(StepScreen):
+    INDEX = 1
+
+    def compose_extra(self) -> ComposeResult:
+        with Horizontal(classes="field-line"):
+            yield Label("Anthropic key *", classes="field-label")
+            yield Input(
+                password=True, id="api-key", compact=True,
+                placeholder="a key is set; type to replace it" if self.state.upstream_key else "sk-ant-…",
+            )
+        yield Static("", id="msg-api-key", classes="field-message")
+        with Horizontal(classes="actions"):
+            yield Button("Verify key (GET /v1/models)", id="verify", compact=True)
+        yield Static("", id="verified", classes="output")
+
+    def compose(self) -> ComposeResult:
+        if not self.state.values.get("upstream.api_key_file"):
+            self.state.values["upstream.api_key_file"] = str(core.default_key_file())
+        yield from super().compose()
+
+    def on_mount(self) -> None:
+        super().on_mount()
+        self.query_one("#api-key", Input).focus()
+
+    def _key_problem(self) -> str | None:
+        key = self.state.upstream_key
+        if key is None:
+            if core.key_on_file(str(self.state.values.get("upstream.api_key_file", ""))):
+                return None  # the file already holds one: keep it
+            return "is required (it is saved only to the key file, 0600)"
+        value = key.reveal()
+        if any(ch.isspace() for ch in value) or not value.isascii():
+            return "contains spaces or non-ASCII characters; paste only the key"
+        return None
+
+    def extra_problems(self) -> dict[str, str]:
+        problem = self._key_problem()
+        return {"api-key": problem} if problem else {}
+
+    def show_extra_messages(self) -> None:
+        key_box = self.query("#api-key")
+        touched = "api-key" in self.touched or self.state.upstream_key is not None
+        message = self.problems.get("api-key") if key_box and touched else None
+        self.query_one("#msg-api-key", Static).update(message or "")
+
+    @on(Input.Changed, "#api-key")
+    def _key_changed(self, event: Input.Changed) -> None:
+        event.stop()
+        value = event.value.strip()
+        self.state.upstream_key = Secret(value) if value else self.state.upstream_key
+        self.touched.add("api-key")
+        self.revalidate()
+
+    def leave(self) -> None:
+        # The key leaves the screen with the operator: it lives on only as a Secret in memory.
+        self.query_one("#api-key", Input).value = ""
+
+    @on(Button.Pressed, "#verify")
+    def _verify(self) -> None:
+        if self.state.upstream_key is None:
+            self.query_one("#verified", Static).update("Type the key first.")
+            return
+        self.query_one("#verified", Static).update("Asking the API…")
+        self._run_verify(str(self.state.values.get("upstream.base_url") or "https://api.anthropic.com"),
+                         self.state.upstream_key)
+
+    @work(thread=True, exclusive=True, group="verify-key")
+    def _run_verify(self, base_url: str, key: Secret) -> None:
+        ok, message = core.verify_upstream_key(base_url, key)
+        self.app.call_from_thread(self.query_one("#verified", Static).update, ("OK: " if ok else "Failed: ") + message)
+
+
+class TLSScreen(StepScreen):
+    INDEX = 2
+
+    def compose_extra(self) -> ComposeResult:
+        with Horizontal(classes="actions"):
+            yield Button("Check", id="check", compact=True)
+        yield Static("", id="checked", classes="output")
+
+    @on(Button.Pressed, "#check")
+    def _check(self) -> None:
+        values = self.state.values
+        self.query_one("#checked", Static).update("Checking…")
+        self._run_check(dict(values))
+
+    @work(thread=True, exclusive=True, group="tls-check")
+    def _run_check(self, values: dict[str, object]) -> None:
+        mode = values.get("tls.mode", "acme")
+        domain = str(values.get("domain") or "")
+        if mode == "files":
+            try:
+                chain = values.get("tls.chain_file")
+                text = "Certificate and key match: " + core.check_tls_files(
+                    domain,
+                    Path(str(values.get("tls.cert_file"))).expanduser(),
+                    Path(str(values.get("tls.key_file"))).expanduser(),
+                    Path(str(chain)).expanduser() if chain else None,
+                )
+            except ClaudegateError as exc:
+                text = f"Problem: {exc.message}" + (f"; {exc.hint}" if exc.hint else "")
+        elif mode == "acme":
+            found = core.resolve(domain)
+            host = str(values.get("target.host") or "")
+            if not found:
+                text = f"{domain} does not resolve from here: create its DNS record (A/AAAA) first."
+            elif host and host in found:
+                text = f"{domain} resolves to {', '.join(found)}: the target. Good."
+            else:
+                text = (f"{domain} resolves to {', '.join(found)}; the target is {host or 'this machine'}."
+                        " Let's Encrypt will reach the first address: make sure it is the server.")
+        else:
+            text = "Internal CA: clients must trust the CA file the deploy writes to the state directory."
+        self.app.call_from_thread(self.query_one("#checked", Static).update, text)
+
+
+class LimitsScreen(StepScreen):
+    INDEX = 3
+
+
+class NetworkScreen(StepScreen):
+    INDEX = 4
+
+    def compose_extra(self) -> ComposeResult:
+        yield Static("", id="lockout", classes="warning")
+
+    def revalidate(self) -> None:
+        super().revalidate()
+        self.query_one("#lockout", Static).update(self._lockout_warning())
+
+    def _lockout_warning(self) -> str:
+        values = self.state.values
+        ranges = []
+        for text in str(values.get("allowlist") or "").replace(",", "\n").split():
+            try:
+                ranges.append(ipaddress.ip_network(text, strict=False))
+            except ValueError:
+                return ""
+        if not ranges:
+            return ""
+        local = values.get("target.mode") == "local"
+        host = "127.0.0.1" if local else str(values.get("target.host") or "")
+        mine = core.own_address(host, 443) if host else None
+        if mine is None:
+            return ""
+        address = ipaddress.ip_address(mine)
+        if any(address in net for net in ranges if net.version == address.version):
+            return ""
+        return (f"Warning: your own address as the target sees it ({mine}) is not in the allowlist: the"
+                " smoke test (run from here) and you will get 403. Add it, e.g. " + f"{mine}/32.")
+
+
+STEP_SCREENS: dict[str, type[StepScreen]] = {
+    "target": TargetScreen,
+    "upstream": UpstreamScreen,
+    "tls": TLSScreen,
+    "limits": LimitsScreen,
+    "network": NetworkScreen,
+}
+assert all(SCREENS[cls.INDEX].name == name for name, cls in STEP_SCREENS.items())
+assert TARGET is SCREENS[0]

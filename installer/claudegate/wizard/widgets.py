@@ -1,0 +1,97 @@
+"""Form widgets: one labelled input with its message beside it, built from a :class:`FieldSpec`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.widget import Widget
+from textual.widgets import Checkbox, Input, Label, Select, Static
+
+from claudegate.wizard.form import SCREENS, FieldSpec
+
+__all__ = ["FormField", "StepBar", "field_id", "read_value"]
+
+
+def field_id(key: str) -> str:
+    """A widget id for a document key (``limits.per_ip.rate`` -> ``f-limits-per_ip-rate``)."""
+    return "f-" + key.replace(".", "-")
+
+
+def read_value(widget: Widget) -> Any:
+    if isinstance(widget, Checkbox):
+        return widget.value
+    if isinstance(widget, Select):
+        return widget.value if widget.value is not Select.BLANK else ""
+    if isinstance(widget, Input):
+        return widget.value
+    raise TypeError(type(widget).__name__)
+
+
+class FormField(Vertical):
+    """``Label  [input]`` on one line, the problem (if any) on the next; the help shows on focus."""
+
+    DEFAULT_CLASSES = "form-field"
+
+    def __init__(self, spec: FieldSpec, value: Any) -> None:
+        super().__init__(id="row-" + field_id(spec.key))
+        self.spec = spec
+        self._value = value
+        self._shown: str | None = None
+
+    def compose(self) -> ComposeResult:
+        spec = self.spec
+        with Horizontal(classes="field-line"):
+            yield Label(spec.label + (" *" if spec.required else ""), classes="field-label")
+            yield self._input()
+        yield Static("", classes="field-message", id="msg-" + field_id(self.spec.key))
+
+    def _input(self) -> Widget:
+        spec, value, wid = self.spec, self._value, field_id(self.spec.key)
+        widget: Widget
+        if spec.kind == "choice":
+            widget = Select(
+                [(label, key) for key, label in spec.choices], value=value, allow_blank=False, id=wid,
+                compact=True,
+            )
+        elif spec.kind == "bool":
+            widget = Checkbox(spec.help.split(":")[0].split(";")[0], value=bool(value), id=wid)
+            widget.compact = True
+        else:
+            text = ", ".join(value) if isinstance(value, list) else str(value or "")
+            widget = Input(value=text, placeholder=spec.placeholder or str(spec.default or ""), id=wid, compact=True)
+        widget.tooltip = spec.help
+        return widget
+
+    def show_message(self, message: str | None) -> None:
+        if message == self._shown:
+            return  # each update costs a layout pass: skip the ones that change nothing
+        self._shown = message
+        target = self.query_one(".field-message", Static)
+        target.update(message or "")
+        self.set_class(bool(message), "-invalid")
+
+
+class StepBar(Static):
+    """``1 Target > 2 Upstream > ...`` with the current step highlighted."""
+
+    def __init__(self, current: int) -> None:
+        super().__init__(classes="step-bar")
+        self.current = current
+
+    def on_mount(self) -> None:
+        from rich.text import Text
+
+        text = Text(no_wrap=True, overflow="ellipsis")
+        for index, screen in enumerate(SCREENS):
+            if index:
+                text.append(" › ", style="dim")
+            label = f"{index + 1} {screen.title}"
+            if index == self.current:
+                text.append(label, style="bold reverse")
+            elif index < self.current:
+                text.append(label)
+            else:
+                text.append(label, style="dim")
+        self.update(text)

@@ -1,0 +1,231 @@
+"""The wizard driven by Pilot: the reference answers give the reference YAML; bad answers block Next;
+the Anthropic key is nowhere it should not be."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+from textual.widgets import Button, Input
+
+from claudegate.config import load_config
+from claudegate.wizard.app import WizardApp, make_app
+from claudegate.wizard.screens.clients import ClientDialog
+from tests.wizard import flow
+from tests.wizard.conftest import choose, fill, message, next_enabled, press_next
+
+REFERENCE = Path(__file__).with_name("reference.yaml")
+
+
+def _screen_name(app: WizardApp) -> str:
+    return type(app.screen).__name__
+
+
+async def test_reference_answers_save_the_reference_yaml(wizard: WizardApp, home: Path) -> None:
+    async with wizard.run_test(size=(80, 24)) as pilot:
+        await flow.to_screen(pilot, 6)
+        assert _screen_name(wizard) == "ReviewScreen"
+        await pilot.press("ctrl+o")  # save only
+        await pilot.pause()
+    saved = home / "deploy.yaml"
+    text = saved.read_text()
+    assert text == REFERENCE.read_text().replace("{home}", str(home))
+    # It is a valid config, equal to the reference, and a second load gives the same model.
+    cfg = load_config(saved)
+    assert cfg.target.port == 2222 and cfg.limits.per_ip.burst == 80 and cfg.limits.per_ip.rate == "20r/s"
+    assert [c.name for c in cfg.clients] == ["team-a"]
+    key_file = home / "config" / "claudegate" / "anthropic_api_key"
+    assert key_file.read_text().strip() == flow.UPSTREAM_KEY
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    # Saving ends the wizard: the draft is gone.
+    assert not (home / "draft.json").exists()
+
+
+async def test_the_key_is_never_saved_in_yaml_or_draft_nor_shown_after_entry(wizard: WizardApp, home: Path) -> None:
+    async with wizard.run_test(size=(120, 40)) as pilot:
+        await flow.to_screen(pilot, 1)
+        await flow.upstream(pilot)
+        box = wizard.screen.query_one("#api-key", Input)
+        assert box.password  # masked while typed
+        assert flow.UPSTREAM_KEY not in wizard.export_screenshot()
+        await press_next(pilot)
+        for step in flow.STEPS[2:]:
+            assert flow.UPSTREAM_KEY not in wizard.export_screenshot()
+            await step(pilot)
+            await press_next(pilot)
+        assert _screen_name(wizard) == "ReviewScreen"
+        assert flow.UPSTREAM_KEY not in wizard.export_screenshot()
+        # Back to the key screen: the box is empty and says a key is set.
+        for _ in range(5):
+            await pilot.press("ctrl+b")
+            await pilot.pause()
+        assert _screen_name(wizard) == "UpstreamScreen"
+        box = wizard.screen.query_one("#api-key", Input)
+        assert box.value == ""
+        assert "a key is set" in box.placeholder
+        assert flow.UPSTREAM_KEY not in wizard.export_screenshot()
+        await pilot.press("ctrl+s")  # save a draft here too
+        await pilot.pause()
+        draft = (home / "draft.json").read_text()
+        assert flow.UPSTREAM_KEY not in draft and "sk-ant" not in draft
+        for _ in range(5):
+            await press_next(pilot)
+        await pilot.press("ctrl+o")
+        await pilot.pause()
+    assert flow.UPSTREAM_KEY not in (home / "deploy.yaml").read_text()
+    for path in home.rglob("*"):
+        if path.is_file() and path.name != "anthropic_api_key":
+            assert flow.UPSTREAM_KEY.encode() not in path.read_bytes(), path
+
+
+async def test_a_draft_resumes_without_the_key(home: Path) -> None:
+    first = make_app(None, fresh=True, draft_file=home / "draft.json", save_to=home / "deploy.yaml")
+    async with first.run_test(size=(80, 24)) as pilot:
+        await flow.to_screen(pilot, 3)  # target, key, TLS answered
+    data = json.loads((home / "draft.json").read_text())
+    assert data["screen"] == 3 and data["values"]["domain"] == "gw.example.com"
+    assert flow.UPSTREAM_KEY not in json.dumps(data)
+    assert (home / "draft.json").stat().st_mode & 0o777 == 0o600
+    again = make_app(None, draft_file=home / "draft.json", save_to=home / "deploy.yaml")
+    async with again.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        assert _screen_name(again) == "LimitsScreen"
+        assert again.state.values["target.host"] == "203.0.113.10"
+        assert again.state.upstream_key is None
+        await pilot.press("ctrl+b")
+        await pilot.press("ctrl+b")
+        await pilot.pause()
+        # The key must be typed again (the file does not exist yet): Next is blocked.
+        assert _screen_name(again) == "UpstreamScreen"
+        assert not next_enabled(pilot)
+
+
+# (screen, field selector, bad value, what the message says, a good value)
+BAD = [
+    (0, "target.host", "https://gw.example.com", "is a URL", "gw.example.com"),
+    (0, "target.host", "gw.example.com:22", "includes a port", "gw.example.com"),
+    (0, "target.port", "22a", "not a whole number", "22"),
+    (0, "target.port", "70000", "from 1 to 65535", "22"),
+    (0, "target.user", "Root User", "not a Unix user name", "deploy"),
+    (2, "domain", "10.0.0.1", "is an IP address", "gw.example.com"),
+    (2, "domain", "gw_example.com", "not a valid DNS name", "gw.example.com"),
+    (2, "tls.email", "ops-at-example", "not an email address", "ops@example.com"),
+    (3, "limits.per_ip.rate", "20 per second", "not a rate", "20r/s"),
+    (3, "limits.per_ip.burst", "-5", "from 0 to 100000", "40"),
+    (3, "limits.connections_per_ip", "0", "", "32"),
+    (3, "limits.max_body_size", "lots", "", "32m"),
+    (3, "limits.timeouts.upstream_read", "ten", "not a whole number", "600"),
+    (4, "allowlist", "203.0.113.1/24", "host bits set", "203.0.113.0/24"),
+    (4, "allowlist", "10.0.0.0/8, nonsense", "entry 2", "10.0.0.0/8"),
+    (4, "trusted_proxies", "0.0.0.0/0", "too broad", "198.51.100.7/32"),
+]
+
+
+@pytest.mark.parametrize("screen", sorted({row[0] for row in BAD}))
+async def test_each_bad_answer_blocks_next_with_its_message(wizard: WizardApp, screen: int) -> None:
+    from claudegate.wizard.widgets import field_id
+
+    async with wizard.run_test(size=(80, 24)) as pilot:
+        await flow.to_screen(pilot, screen)
+        await flow.STEPS[screen](pilot)  # the reference answers, then one bad one at a time
+        assert next_enabled(pilot), wizard.screen.problems  # type: ignore[attr-defined]
+        for _, key, bad, says, good in (row for row in BAD if row[0] == screen):
+            await fill(pilot, "#" + field_id(key), bad)
+            assert not next_enabled(pilot), (key, bad)
+            shown = message(pilot, key)
+            assert shown and says in shown, (key, bad, shown)
+            before = type(wizard.screen)
+            await press_next(pilot)  # the key binding is blocked too
+            assert type(wizard.screen) is before
+            await fill(pilot, "#" + field_id(key), good)
+            assert message(pilot, key) == "", (key, good)
+            assert next_enabled(pilot), wizard.screen.problems  # type: ignore[attr-defined]
+
+
+async def test_tls_files_needs_both_files(wizard: WizardApp) -> None:
+    async with wizard.run_test(size=(80, 24)) as pilot:
+        await flow.to_screen(pilot, 2)
+        await fill(pilot, "#f-domain", "gw.example.com")
+        await choose(pilot, "#f-tls-mode", "files")
+        assert not next_enabled(pilot)
+        await fill(pilot, "#f-tls-cert_file", "/etc/ssl/gw/fullchain.pem")
+        assert not next_enabled(pilot)
+        await fill(pilot, "#f-tls-key_file", "/etc/ssl/gw/privkey.pem")
+        assert next_enabled(pilot)
+
+
+async def test_upstream_key_with_spaces_is_refused(wizard: WizardApp) -> None:
+    async with wizard.run_test(size=(80, 24)) as pilot:
+        await flow.to_screen(pilot, 1)
+        await fill(pilot, "#api-key", "sk-ant-api03 abc")
+        assert not next_enabled(pilot)
+        assert "spaces" in str(wizard.screen.query_one("#msg-api-key").render())
+
+
+BAD_CLIENT = [
+    ("name", "team a", "not a client name"),
+    ("models", "claude sonnet", "not a model name"),
+    ("endpoints", "v1/messages", "starting with /"),
+    ("max_tokens", "0", "positive"),
+    ("rpm", "sixty", "not a whole number"),
+    ("tpm", "-1", "positive"),
+    ("expires", "next week", "not a date"),
+]
+
+
+async def test_each_bad_client_answer_blocks_save(wizard: WizardApp) -> None:
+    async with wizard.run_test(size=(80, 24)) as pilot:
+        await flow.to_screen(pilot, 5)
+        await pilot.press("a")
+        await pilot.pause()
+        assert isinstance(wizard.screen, ClientDialog)
+        await fill(pilot, "#f-name", "team-b")
+        for key, bad, says in BAD_CLIENT:
+            before = wizard.screen.query_one(f"#f-{key}", Input).value
+            await fill(pilot, f"#f-{key}", bad)
+            assert wizard.screen.query_one("#save", Button).disabled, key
+            assert says in message(pilot, key), (key, message(pilot, key))
+            await pilot.press("ctrl+s")
+            assert isinstance(wizard.screen, ClientDialog)  # not saved
+            await fill(pilot, f"#f-{key}", before)
+            assert not wizard.screen.query_one("#save", Button).disabled, wizard.screen.problems  # type: ignore[attr-defined]
+
+
+async def test_client_names_are_unique(wizard: WizardApp) -> None:
+    async with wizard.run_test(size=(80, 24)) as pilot:
+        await flow.to_screen(pilot, 5)
+        await flow.clients(pilot)
+        await pilot.press("a")
+        await pilot.pause()
+        await fill(pilot, "#f-name", "team-a")
+        assert "another client" in message(pilot, "name")
+
+
+async def test_generate_deploy_key(wizard: WizardApp, home: Path) -> None:
+    async with wizard.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        await fill(pilot, "#f-target-ssh_key", str(home / "deploy_key"))
+        await pilot.click("#generate")
+        await pilot.pause()
+        line = (home / "deploy_key.pub").read_text().strip()
+        assert line.startswith("ssh-ed25519 ")
+        assert line in str(wizard.screen.query_one("#pubkey").render()).replace("\n", "")
+        assert (home / "deploy_key").stat().st_mode & 0o777 == 0o600
+
+
+def test_no_color_is_honoured(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NO_COLOR", "1")
+    app = make_app(None, fresh=True, draft_file=home / "d.json")
+    assert app.no_color
+    os.environ.pop("NO_COLOR", None)
+
+
+def test_reference_yaml_is_a_valid_config(tmp_path: Path) -> None:
+    text = REFERENCE.read_text().replace("{home}", str(tmp_path))
+    (tmp_path / "deploy.yaml").write_text(text)
+    load_config(tmp_path / "deploy.yaml")
+    assert "sk-ant" not in text
+    assert yaml.safe_load(text)["tls"]["acme_directory"].startswith("https://acme-staging")
