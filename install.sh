@@ -9,9 +9,12 @@
 # Idempotent: a second run reuses the virtualenv and only upgrades claudegate.
 #
 # What it installs is pinned: piped to bash it installs exactly
-# claudegate==CLAUDEGATE_VERSION below, and when CLAUDEGATE_SHA256 is known
-# (filled in for each release), pip checks the downloaded distribution
-# against it (--require-hashes) before anything of it runs. A bare or ranged
+# claudegate==CLAUDEGATE_PINNED_VERSION below, and when its sha256 is known
+# (CLAUDEGATE_PINNED_SHA256, filled in for each release, or CLAUDEGATE_SHA256)
+# pip checks the downloaded wheel against it (--require-hashes) before
+# anything of it runs. claudegate is installed alone (--no-deps); its
+# dependencies then come from the lock it ships (installer/requirements.lock:
+# exact versions, every file's sha256), always hash-checked. A bare or ranged
 # requirement (`claudegate`, `claudegate>=0.1`) is pinned or refused, never
 # handed to pip as is.
 #
@@ -90,9 +93,8 @@ claudegate_install() {
         pip+=(--no-index --find-links "$CLAUDEGATE_WHEELS")
     fi
     say "installing claudegate from $source${sha256:+ (sha256 $sha256)}"
+    # claudegate alone first (--no-deps): hash-checked when its sha256 is known.
     if [[ -n "$sha256" ]]; then
-        # Hash-checking mode: claudegate's own distribution first, alone
-        # (--no-deps), refused unless its sha256 matches; then what it needs.
         [[ "$sha256" =~ ^[0-9a-f]{64}$ ]] || die "CLAUDEGATE_SHA256 is not 64 hex digits" "copy the sha256 from the release notes"
         local pinned="$home/pinned-requirements.txt"
         if [[ -n "$requirement" ]]; then
@@ -102,14 +104,15 @@ claudegate_install() {
         fi
         "${pip[@]}" --upgrade --no-deps --require-hashes -r "$pinned" \
             || die "pip refused claudegate (its sha256 is not $sha256, or it could not be fetched)" "check CLAUDEGATE_SHA256 against the release notes"
-        local version
-        version="$("$home/venv/bin/python" -c 'import importlib.metadata as m; print(m.version("claudegate"))')"
-        "${pip[@]}" "claudegate==$version" \
-            || die "pip could not install claudegate's dependencies" "check the network or set CLAUDEGATE_WHEELS to a directory of wheels"
     else
-        "${pip[@]}" --upgrade "$source" \
+        "${pip[@]}" --upgrade --no-deps "$source" \
             || die "pip could not install claudegate" "check the network or set CLAUDEGATE_WHEELS to a directory of wheels"
     fi
+    # Then its dependencies, exactly as locked, every file hash-checked.
+    local lock="$home/venv/share/claudegate/installer/requirements.lock"
+    [[ -f "$lock" ]] || die "the installed claudegate carries no dependency lock ($lock)" "install a claudegate release (or checkout) that ships installer/requirements.lock"
+    "${pip[@]}" --require-hashes -r "$lock" \
+        || die "pip could not install claudegate's locked dependencies" "check the network or set CLAUDEGATE_WHEELS to a directory of wheels"
 
     mkdir -p "$bindir"
     ln -sfn "$home/venv/bin/claudegate" "$bindir/claudegate"

@@ -373,7 +373,8 @@ def restore_backup(
             cfg, connector, ["rm", "-f", "--", f"{keystore}-wal", f"{keystore}-shm"], "removing the old WAL"
         )
         connector.put_file(keystore, members["keystore.db"], 0o600, owner, sudo=sudo)
-        connector.put_file(layout.pepper_file, members["key_pepper"], 0o600, owner, sudo=sudo)
+        # Secrets are root's, readable through the installation's group (see steps/files.py).
+        connector.put_file(layout.pepper_file, members["key_pepper"], 0o640, f"0:{layout.secrets_group}", sudo=sudo)
         if cfg.tls.mode == "acme" and "letsencrypt.tar" in members:
             _host(cfg, connector, ["sh", "-c", _UNTAR_DIR, "claudegate-restore", layout.acme_state],
                   "restoring the ACME state", input=members["letsencrypt.tar"])  # fmt: skip

@@ -64,3 +64,22 @@ def test_nginx_workers_ignores_old_generations() -> None:
 def test_os_release() -> None:
     text = 'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nID=debian\nID_LIKE=""\n'
     assert parse_os_release(text)["ID"] == "debian"
+
+
+def test_network_options_and_group_entries() -> None:
+    from claudegate.deploy.facts import parse_group_gid
+
+    text = json.dumps(
+        {
+            "Name": "n",
+            "Internal": True,
+            "IPAM": {"Config": [{"Subnet": "10.213.71.0/28"}]},
+            "Options": {"com.docker.network.bridge.inhibit_ipv4": "true"},
+        }
+    )
+    state = parse_network(text)
+    assert state is not None and state.options == {"com.docker.network.bridge.inhibit_ipv4": "true"}
+    old = parse_network(json.dumps({"Name": "n", "Internal": True, "Options": None}))
+    assert old is not None and old.options == {}
+    assert parse_group_gid("claudegate:x:998:\n") == 998
+    assert parse_group_gid("") is None and parse_group_gid("claudegate:x::") is None

@@ -31,13 +31,16 @@ def _sh(*argv: str, timeout: float = 600, **kw: object) -> subprocess.CompletedP
 
 @pytest.fixture(scope="module")
 def wheels(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    digest = hashlib.sha256((REPO / "pyproject.toml").read_bytes()).hexdigest()[:12]
+    lock = REPO / "installer" / "requirements.lock"
+    digest = hashlib.sha256((REPO / "pyproject.toml").read_bytes() + lock.read_bytes()).hexdigest()[:12]
     deps = CACHE / f"install-wheels-{digest}"
     if not (deps / ".complete").exists():
         deps.mkdir(parents=True, exist_ok=True)
+        # Exactly what install.sh will ask for: the locked, hashed dependencies.
         r = _sh(sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:",
                 "--platform", "manylinux2014_x86_64", "--platform", "manylinux_2_28_x86_64",
-                "--python-version", "3.11", "--implementation", "cp", "-d", str(deps), str(REPO))
+                "--python-version", "3.11", "--implementation", "cp", "--require-hashes", "-r", str(lock),
+                "-d", str(deps))
         assert r.returncode == 0, r.stderr[-2000:]
         (deps / ".complete").touch()
     out = tmp_path_factory.mktemp("wheels")
@@ -133,7 +136,7 @@ def test_wheel_carries_every_asset_playbook_and_example(wheels: Path) -> None:
     (wheel,) = wheels.glob("claudegate-*.whl")
     with zipfile.ZipFile(wheel) as zf:
         shipped = {n.split("/data/share/claudegate/", 1)[1] for n in zf.namelist() if "/data/share/claudegate/" in n}
-    assert set(tracked) == shipped
+    assert set(tracked) | {"installer/requirements.lock"} == shipped
 
 
 def _run_env(image: str, wheels: Path, script: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -177,3 +180,23 @@ def test_piped_install_is_pinned_and_hash_checked(image: str, wheels: Path) -> N
         r = _run_env(image, wheels, "cat /src/install.sh | bash -s -- --version", CLAUDEGATE_SOURCE=unpinned)
         assert r.returncode == 1, (unpinned, r.stdout, r.stderr)
         assert "is not a pinned version" in r.stderr and "fix: set it to claudegate==0.1.0" in r.stderr
+
+
+def test_the_dependency_lock_covers_every_dependency_with_hashes() -> None:
+    import re
+    import tomllib
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    text = (REPO / "installer" / "requirements.lock").read_text()
+    entries = re.findall(r"^([A-Za-z0-9._-]+)==(\S+) \\\n((?:\s+--hash=sha256:[0-9a-f]{64}(?: \\)?\n)+)", text, re.M)
+    locked = {canonicalize_name(name): version for name, version, _ in entries}
+    assert len(entries) == len(re.findall(r"^[A-Za-z0-9]", text, re.M)), "every entry pins one version with hashes"
+    for dep in deps:
+        req = Requirement(dep)
+        name = canonicalize_name(req.name)
+        assert name in locked, f"{req.name} is not in installer/requirements.lock: regenerate it"
+        assert req.specifier.contains(locked[name], prereleases=True), (dep, locked[name])
+    assert "--index-url" not in text and "--find-links" not in text and "file://" not in text

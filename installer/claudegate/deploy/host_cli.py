@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from claudegate.deploy.layout import DirSpec
 
 __all__ = [
+    "DOCKERD_LOG",
     "apt_install",
     "command_path",
     "ensure_dir",
@@ -60,11 +61,17 @@ def apt_install(*packages: str) -> list[str]:
 # systemd hosts: the packaged unit. Hosts without systemd (containers, some
 # VPS images): Debian's init script needs CAP_SYS_RESOURCE for its ulimit and
 # fails there, so dockerd is started directly with start-stop-daemon, using
-# the pid file that script would use.
-_START_DOCKER = """set -eu
+# the pid file that script would use. Its output goes to DOCKERD_LOG in /run
+# (root's alone: /var/log may be writable by a log group, where a planted
+# symlink would make this root-run start write wherever it points), rotated
+# at each start once past 10 MB with one old copy kept.
+DOCKERD_LOG = "/run/claudegate-dockerd.log"
+_START_DOCKER = f"""set -eu
 if [ -d /run/systemd/system ]; then exec systemctl enable --now docker.service; fi
+log={DOCKERD_LOG}
+if [ -f "$log" ] && [ "$(stat -c %s -- "$log")" -gt 10485760 ]; then mv -f -- "$log" "$log.1"; fi
 exec start-stop-daemon --start --oknodo --background --make-pidfile \
-  --pidfile /var/run/docker-claudegate.pid --output /var/log/docker.log \
+  --pidfile /var/run/docker-claudegate.pid --output "$log" \
   --exec /usr/sbin/dockerd -- -p /var/run/docker.pid"""
 
 

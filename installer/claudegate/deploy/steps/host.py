@@ -111,7 +111,7 @@ def wait_for_docker(ctx: Context, timeout: float = 60.0) -> None:
     while not ctx.fact(docker_cli.docker_info(), timeout=30).ok:
         ctx.work("waiting for the Docker engine", done=time.monotonic() - started, expected=timeout, unit="s")
         if time.monotonic() > deadline:
-            log = ctx.read_file("/var/log/docker.log") or b""
+            log = ctx.read_file(host_cli.DOCKERD_LOG) or b""
             tail = ctx.connector.redact(log.decode(errors="replace")[-1500:])
             raise DeployFailed(f"the Docker engine did not start within {timeout:.0f} s:\n{tail}")
         ctx.sleep(0.5)
