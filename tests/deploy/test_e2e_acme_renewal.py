@@ -294,10 +294,11 @@ def test_the_renewer_comes_back_after_a_restart_of_the_host_docker(env: Env) -> 
     -- the renewer too, back in (re-created) nginx's namespaces.
     """
     before = env.sh("docker inspect -f '{{.State.StartedAt}}' claudegate-certbot").strip()
-    env.sh(
-        "kill $(cat /var/run/docker.pid); "
-        "for i in $(seq 60); do [ -e /var/run/docker.sock ] && pidof dockerd >/dev/null || break; sleep 1; done"
+    gone = env.sh(
+        "pid=$(cat /var/run/docker.pid); kill $pid; "
+        "for i in $(seq 90); do kill -0 $pid 2>/dev/null || { echo gone; break; }; sleep 1; done"
     )
+    assert gone.strip() == "gone"
     code, out = env.server.exec(host_cli.start_docker())
     assert code == 0, out
     deadline = time.monotonic() + 90
