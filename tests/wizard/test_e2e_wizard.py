@@ -52,9 +52,19 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[FreshServ
             fake.stop()
 
 
+CONSENTS: list[str] = []
+
+
 async def _until(pilot: Pilot[None], what: str, cond: Callable[[], bool], timeout: float = 600) -> None:
+    """Wait for ``cond``; a consent the deploy asks on the way (install Docker) is answered yes."""
     deadline = time.monotonic() + timeout
     while not cond():
+        screen = pilot.app.screen
+        if isinstance(screen, ConfirmDialog) and screen.yes.startswith("Yes, go ahead"):
+            CONSENTS.append(screen.text)
+            screen.dismiss(True)
+            await pilot.pause()
+            continue
         if time.monotonic() > deadline:
             screen = pilot.app.screen
             texts = [str(w.render()) for w in screen.query(Static) if w.id in ("report", "error", "summary")]
@@ -130,6 +140,7 @@ async def test_wizard_deploys_to_a_fresh_server(
         await _until(pilot, "the images step", lambda: "images" in deploying.rows, 600)
         await pilot.click("#cancel")
         await _until(pilot, "the cancellation", lambda: "Cancelled" in _text(app, "#error"), 600)
+        assert any("docker" in text.lower() for text in CONSENTS), CONSENTS  # asked in a dialog, answered yes
         journal, locked = _host_state(fresh)
         assert journal is not None and not journal["finished"], journal
         assert "cancel" in str(journal["outcome"]).lower(), journal
