@@ -9,7 +9,14 @@ from pathlib import Path
 from claudegate.redact import Secret
 from claudegate.wizard import core
 from claudegate.wizard.draft import load_draft, save_draft
-from claudegate.wizard.form import SCREENS, WizardState, client_problems, document, field_problems, map_problems
+from claudegate.wizard.form import (
+    SCREENS,
+    WizardState,
+    client_problems,
+    document,
+    field_problems,
+    map_problems,
+)
 
 
 def _state(**values: object) -> WizardState:
