@@ -68,8 +68,10 @@ async def _until(pilot: Pilot[None], what: str, cond: Callable[[], bool], timeou
         if time.monotonic() > deadline:
             screen = pilot.app.screen
             texts = [str(w.render()) for w in screen.query(Static) if w.id in ("report", "error", "summary")]
+            log = "\n".join(str(line.text) for line in screen.query_one("#log").lines) if isinstance(
+                screen, DeployScreen) else ""
             raise AssertionError(f"timed out waiting for {what}: {type(screen).__name__}, {texts},"
-                                 f" problems {getattr(screen, 'problems', None)}")
+                                 f" problems {getattr(screen, 'problems', None)}\n{log[-4000:]}")
         await pilot.pause(0.2)
 
 
@@ -137,7 +139,7 @@ async def test_wizard_deploys_to_a_fresh_server(
         assert saved.exists() and CANARY not in saved.read_text()
 
         # Cancel once the images are being built: the run stops at its next safe point.
-        await _until(pilot, "the images step", lambda: "images" in deploying.rows, 600)
+        await _until(pilot, "the images step", lambda: "images" in deploying.rows, 420)
         await pilot.click("#cancel")
         await _until(pilot, "the cancellation", lambda: "Cancelled" in _text(app, "#error"), 600)
         assert any("docker" in text.lower() for text in CONSENTS), CONSENTS  # asked in a dialog, answered yes
