@@ -302,9 +302,10 @@ def _wizard(config: Path | None, *, fresh: bool, save_to: Path) -> None:
     """Run the Textual wizard (or console) on this terminal; without one, say what to do instead."""
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         output.err(
-            "the wizard needs a terminal (stdin and stdout are not one).\n"
-            "Without a terminal, start from an example:  claudegate init --example remote --out deploy.yaml\n"
-            "then:  claudegate deploy --config deploy.yaml"
+            "the wizard needs a terminal (stdin and stdout are not one). Without one, start from an example:\n"
+            "  claudegate init --example local --out deploy.yaml    this machine\n"
+            "  claudegate init --example remote --out deploy.yaml   a server over SSH\n"
+            "then edit it and run:  claudegate deploy --config deploy.yaml"
         )
         raise typer.Exit(ExitCode.ERROR)
     from claudegate.wizard import run as run_wizard

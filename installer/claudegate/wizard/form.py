@@ -373,7 +373,11 @@ def client_document(client: Values, bad: dict[str, str] | None = None) -> dict[s
 
 
 #: Stand-ins for required answers of screens not reached yet, so the core checks the rest.
-_PLACEHOLDERS: dict[str, Any] = {"domain": "gw.example.com", "tls.mode": "internal-ca"}
+_PLACEHOLDERS: dict[str, Any] = {
+    "domain": "gw.example.com",
+    "tls.mode": "internal-ca",
+    "upstream.api_key_file": "anthropic_api_key",
+}
 
 
 def document(

@@ -1,0 +1,174 @@
+"""End to end: the wizard, driven by Pilot, deploys to the sshd-only fresh-server container.
+
+In order, on one server: Test connection (the host key confirmed in the
+dialog, its fingerprint compared with the one the test made) -> the answers
+-> Save and deploy -> Cancel mid-deploy (the host's journal says where it
+stopped, unfinished, and the lock is free) -> Retry resumes to a passing
+smoke test and the client key shown once -> ``claudegate deploy --config``
+on the saved YAML reports no changes. The upstream is the fake Anthropic API.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from textual.pilot import Pilot
+from textual.widgets import Button, Static
+
+from claudegate.deploy.layout import HostLayout
+from claudegate.wizard.app import WizardApp, make_app
+from claudegate.wizard.screens.dialogs import ConfirmDialog
+from claudegate.wizard.screens.run import DeployScreen, ResultScreen
+from tests.deploy.support import DOMAIN
+from tests.support.fake_anthropic import spawn_fake
+from tests.support.fresh_server import FreshServer, docker_client, start_fresh_server
+from tests.wizard.conftest import choose, fill, press_next
+
+pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.timeout(900)]
+
+CANARY = "sk-ant-api03-WIZARD-E2E-" + secrets.token_hex(16)
+
+
+def _network_gateway(network: str) -> str:
+    info = docker_client().networks.get(network).attrs
+    return str(info["IPAM"]["Config"][0]["Gateway"])
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[FreshServer, str]]:
+    directory = tmp_path_factory.mktemp("wizard-e2e")
+    with start_fresh_server(directory / "server") as fresh:
+        fake = spawn_fake("0.0.0.0:0", api_keys=[CANARY], event_delay=0.02)
+        try:
+            yield fresh, f"http://{_network_gateway(fresh.network)}:{fake.url.rsplit(':', 1)[1]}"
+        finally:
+            fake.stop()
+
+
+CONSENTS: list[str] = []
+
+
+async def _until(pilot: Pilot[None], what: str, cond: Callable[[], bool], timeout: float = 600) -> None:
+    """Wait for ``cond``; a consent the deploy asks on the way (install Docker) is answered yes."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        screen = pilot.app.screen
+        if isinstance(screen, ConfirmDialog) and screen.yes.startswith("Yes, go ahead"):
+            CONSENTS.append(screen.text)
+            screen.dismiss(True)
+            await pilot.pause()
+            continue
+        if time.monotonic() > deadline:
+            screen = pilot.app.screen
+            texts = [str(w.render()) for w in screen.query(Static) if w.id in ("report", "error", "summary")]
+            log = "\n".join(str(line.text) for line in screen.query_one("#log").lines) if isinstance(
+                screen, DeployScreen) else ""
+            raise AssertionError(f"timed out waiting for {what}: {type(screen).__name__}, {texts},"
+                                 f" problems {getattr(screen, 'problems', None)}\n{log[-4000:]}")
+        await pilot.pause(0.2)
+
+
+def _text(app: WizardApp, selector: str) -> str:
+    return str(app.screen.query_one(selector, Static).render())
+
+
+def _host_state(server: FreshServer) -> tuple[dict[str, object] | None, bool]:
+    layout = HostLayout()
+    code, out = server.exec(["sh", "-c", f"cat {layout.journal} 2>/dev/null"])
+    journal = json.loads(out) if code == 0 and out.strip() else None
+    code, _ = server.exec(["test", "-e", layout.lock_dir])
+    return journal, code == 0
+
+
+async def test_wizard_deploys_to_a_fresh_server(
+    server: tuple[FreshServer, str], home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fresh, upstream = server
+    app = make_app(None, fresh=True, draft_file=home / "draft.json", save_to=home / "deploy.yaml")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        # 1 Target, and Test connection: the host key is asked in the dialog.
+        await fill(pilot, "#f-target-host", fresh.ip)
+        await fill(pilot, "#f-target-port", str(fresh.port))
+        await fill(pilot, "#f-target-user", fresh.user)
+        await fill(pilot, "#f-target-ssh_key", str(fresh.key_path))
+        await pilot.pause()
+        app.screen.query_one("#test", Button).press()
+        await _until(pilot, "the host key dialog", lambda: isinstance(app.screen, ConfirmDialog), 120)
+        assert _text(app, "#detail") == fresh.host_key_fingerprint
+        await pilot.click("#yes")
+        await _until(pilot, "the connection report", lambda: "Ready to deploy" in _text(app, "#report")
+                     or "Failed" in _text(app, "#report") or "Not ready" in _text(app, "#report"), 120)
+        assert "Ready to deploy" in _text(app, "#report"), _text(app, "#report")
+        assert app.state.host_key_fingerprint == fresh.host_key_fingerprint
+        await press_next(pilot)
+        # 2 Upstream: the key, and the fake API as the upstream.
+        await fill(pilot, "#api-key", CANARY)
+        await fill(pilot, "#f-upstream-base_url", upstream)
+        await press_next(pilot)
+        # 3 TLS: a private CA (no public DNS here).
+        await fill(pilot, "#f-domain", DOMAIN)
+        await choose(pilot, "#f-tls-mode", "internal-ca")
+        await press_next(pilot)
+        # 4 Limits: a quick-draining per-address bucket (the smoke test ends with a burst).
+        await fill(pilot, "#f-limits-per_ip-rate", "50r/s")
+        await fill(pilot, "#f-limits-per_ip-burst", "20")
+        await press_next(pilot)
+        await press_next(pilot)  # 5 Allowlist: everyone
+        # 6 Clients
+        await pilot.press("a")
+        await pilot.pause()
+        await fill(pilot, "#f-name", "team-a")
+        await fill(pilot, "#f-rpm", "600")
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        await press_next(pilot)
+        # 7 Review -> Save and deploy
+        assert type(app.screen).__name__ == "ReviewScreen"
+        await press_next(pilot)
+        assert isinstance(app.screen, DeployScreen)
+        deploying = app.screen
+        saved = home / "deploy.yaml"
+        assert saved.exists() and CANARY not in saved.read_text()
+
+        # Cancel once the images are being built: the run stops at its next safe point.
+        await _until(pilot, "the images step", lambda: "images" in deploying.rows, 420)
+        await pilot.click("#cancel")
+        await _until(pilot, "the cancellation", lambda: "Cancelled" in _text(app, "#error"), 600)
+        assert any("docker" in text.lower() for text in CONSENTS), CONSENTS  # asked in a dialog, answered yes
+        journal, locked = _host_state(fresh)
+        assert journal is not None and not journal["finished"], journal
+        assert "cancel" in str(journal["outcome"]).lower(), journal
+        assert not locked, "the lock must be released after a cancel"
+        assert not deploying.query_one("#retry", Button).disabled
+
+        # Retry resumes the same deploy to a passing smoke test.
+        await pilot.click("#retry")
+        await _until(pilot, "the result screen", lambda: isinstance(app.screen, ResultScreen), 900)
+        result = app.screen
+        assert isinstance(result, ResultScreen)
+        assert result.result.smoke is not None and result.result.smoke.ok, result.result.smoke
+        assert "team-a" in result.result.new_client_keys
+        key = result.result.new_client_keys["team-a"].reveal()
+        shown = str(result.query_one("#key-team-a", Static).render())
+        assert shown == key  # shown once, here
+        assert CANARY not in app.export_screenshot()
+        await pilot.press("ctrl+q")
+
+    # The saved YAML redeploys without a question, and nothing changes.
+    run = subprocess.run(
+        [str(Path(sys.executable).with_name("claudegate")), "deploy", "--config", str(saved), "--json"],
+        capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    data = json.loads(run.stdout)
+    assert data["changed"] is False, data["changed_steps"]
+    assert data["smoke"]["ok"] is True
+    assert CANARY not in run.stdout + run.stderr
