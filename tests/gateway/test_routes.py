@@ -128,7 +128,7 @@ def test_endpoint_globs_are_checked_against_templates() -> None:
     problem = routes.endpoint_glob_problem("/v1/complete")
     assert problem is not None and "/v1/messages/count_tokens" in problem and "/v1/files/{file_id}" in problem
     assert routes.unknown_endpoint_globs(["/v1/messages", "/v1/mesages", "/v2/*"]) == ["/v1/mesages", "/v2/*"]
-    assert len(TEMPLATES) == len(set(TEMPLATES)) == 11
+    assert len(TEMPLATES) == len(set(TEMPLATES)) == 12  # 11 Anthropic operations and the paced stream
 
 
 def test_the_table_module_imports_no_aiohttp() -> None:
