@@ -76,6 +76,7 @@ def test_every_probe_holds_and_nothing_is_left_behind(deployed: tuple[Path, Depl
     path, cfg = deployed
     report_file = tmp_path / "audit.html"
     result = runner.invoke(app, ["audit", "--config", str(path), "--json", "--report", str(report_file)])
+    assert result.stdout.startswith("{"), (result.exit_code, result.output, result.exception)
     doc = json.loads(result.stdout)
     failed = [(p["name"], p["detail"]) for p in doc["probes"] if p["verdict"] == "failed"]
     assert result.exit_code == 0 and not failed, failed or result.output
@@ -134,12 +135,14 @@ def test_the_allowlist_probe_from_a_second_ssh_host(
             again = deploy(cfg, conn)
         assert again.smoke is not None and again.smoke.ok, again.smoke.table() if again.smoke else ""
         alone = runner.invoke(app, ["audit", "--config", str(path), "--only", "allowlist", "--json"])
+        assert alone.stdout.startswith("{"), (alone.exit_code, alone.output, alone.exception)
         got = json.loads(alone.stdout)["probes"][0]
         assert got["verdict"] == "untested" and "--from" in got["detail"]
         result = runner.invoke(app, [
             "audit", "--config", str(path), "--only", "allowlist", "--json",
             "--from", f"{vantage.user}@{vantage.ip}", "--from-host-key", vantage.host_key_fingerprint,
         ])  # fmt: skip
+        assert result.stdout.startswith("{"), (result.exit_code, result.output, result.exception)
         got = json.loads(result.stdout)["probes"][0]
         assert result.exit_code == 0 and got["verdict"] == "held", (got, result.output)
         assert "403" in got["detail"] and vantage.ip in got["detail"]
