@@ -123,6 +123,7 @@ def test_gateway_config_exact() -> None:
         "audit_log": "/var/log/claudegate/audit.jsonl",
         "trusted_proxies": ["172.29.8.2/32"],
         "max_body_bytes": 8 * 1024 * 1024,
+        "max_upload_bytes": 8 * 1024 * 1024,
     }
 
 

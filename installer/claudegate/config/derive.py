@@ -140,6 +140,8 @@ def gateway_config(cfg: DeployConfig) -> dict[str, Any]:
         "audit_log": GATEWAY_AUDIT_LOG,
         "trusted_proxies": [str(network_plan(cfg).nginx_cidr)],
         "max_body_bytes": size_in_bytes(cfg.limits.max_body_size),
+        # One knob for every request body nginx lets through, uploads included.
+        "max_upload_bytes": size_in_bytes(cfg.limits.max_body_size),
         **gateway_filters_config(cfg),
     }
 
