@@ -128,6 +128,10 @@ def test_the_allowlist_probe_from_a_second_ssh_host(
     doc = yaml.safe_load(path.read_text())
     with start_fresh_server(tmp_path / "vantage", docker_in_docker=False) as vantage:
         docker_client().networks.get(server.network).connect(vantage.container_id)
+        # The operator's one SSH key opens both hosts (as it would in life).
+        line = server.client_key.public_line
+        code, out = vantage.exec(["sh", "-c", f"printf '%s\\n' '{line}' >> /etc/ssh/authorized_keys/{vantage.user}"])
+        assert code == 0, out
         # Only this machine's address on the server's network may call the gateway.
         doc["allowlist"] = [f"{server.host_address}/32"]
         cfg = write_config(path.parent, doc)
