@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-import binascii
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -20,6 +20,8 @@ _OPAQUE_KEYS = frozenset({
 })
 
 Path = tuple[Any, ...]
+_PADDING = re.compile(r"=+")
+_NOT_B64 = re.compile(r"[^A-Za-z0-9+/=]")
 
 
 # (kind, path, text): _VALUE: the string at path; _KEY: `text` is a key of the
@@ -40,6 +42,11 @@ def _collect(body: Mapping[str, Any]) -> list[_Piece]:
     stack: list[tuple[int, Any, Path]] = []
     push = stack.append
     pop = stack.pop
+    # MCP servers leave the organisation: Anthropic calls each url with its
+    # authorization_token. Every string (and key) of them is scanned.
+    mcp = body.get("mcp_servers")
+    if isinstance(mcp, list):
+        push((_M_JSON, mcp, ("mcp_servers",)))
     tools = body.get("tools")
     if isinstance(tools, list):
         for i in range(len(tools) - 1, -1, -1):
@@ -137,11 +144,7 @@ def _collect(body: Mapping[str, Any]) -> list[_Piece]:
         elif mode == _M_SOURCE:
             _push_source(node, path, push)
         elif mode == _M_B64:
-            try:
-                raw = base64.b64decode(node)
-            except (binascii.Error, ValueError):
-                continue  # not base64: upstream rejects it anyway
-            text = raw.decode("utf-8", "surrogateescape")
+            text = _b64_all(node).decode("utf-8", "surrogateescape")
             if text:
                 add((_B64, path, text))
         elif mode == _M_TOOL:
@@ -160,6 +163,25 @@ def _collect(body: Mapping[str, Any]) -> list[_Piece]:
                 for i in range(len(node) - 1, -1, -1):
                     push((_M_SCHEMA, node[i], (*path, i)))
     return pieces
+
+
+def _b64_all(data: str) -> bytes:
+    """Every byte any base64 decoder could read from ``data``.
+
+    Python's lenient decoder stops at the first padding (``YQ==`` + more
+    decodes to ``a``) and refuses a run with one character too many; other
+    decoders read on, or drop what is left over. Each run between paddings
+    is decoded on its own, characters outside the alphabet and a last lone
+    character dropped, so text hidden after a padding or behind a stray
+    character is scanned too (and a redaction re-encodes the whole, as one
+    plain base64 string).
+    """
+    out: list[bytes] = []
+    for run in _PADDING.split(_NOT_B64.sub("", data)):
+        usable = len(run) - (len(run) % 4 == 1)
+        if usable:
+            out.append(base64.b64decode(run[:usable] + "=" * (-usable % 4)))
+    return b"".join(out)
 
 
 def _push_block(
