@@ -12,6 +12,8 @@ import json
 from typing import Any
 
 from claudegate_gateway.filters import FilterPolicy
+from claudegate_gateway.filters.response import ResponseFilter
+from claudegate_gateway.filters.sse import StreamFilter
 
 # An Anthropic-shaped key, built here so the source holds none.
 SECRET = "sk-ant-api03-" + "Zx9Qw8Er7Ty6Ui5Op4As3Df2Gh1Jk0" * 3 + "AA"
@@ -82,3 +84,62 @@ def test_mcp_server_url_and_token_are_scanned() -> None:
         redacted = REDACT.apply(doc)
         assert redacted.changed and SECRET not in json.dumps(redacted.body), server
         assert doc["mcp_servers"][0] == server  # apply never mutates its input
+
+
+# -- response direction -------------------------------------------------------
+
+
+def _sse(events: list[dict[str, Any]]) -> bytes:
+    return b"".join(f"event: {e['type']}\ndata: {json.dumps(e)}\n\n".encode() for e in events)
+
+
+def _citation_stream(cited: str) -> bytes:
+    citation = {"type": "char_location", "cited_text": cited, "document_index": 0, "document_title": "t",
+                "start_char_index": 0, "end_char_index": len(cited)}
+    return _sse([
+        {"type": "message_start", "message": {"id": "msg_1", "type": "message", "role": "assistant", "content": [],
+                                              "model": "m", "usage": {"input_tokens": 5, "output_tokens": 1}}},
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": "", "citations": []}},
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "citations_delta", "citation": citation}},
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "the doc says so"}},
+        {"type": "content_block_stop", "index": 0},
+        {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 9}},
+        {"type": "message_stop"},
+    ])  # fmt: skip
+
+
+def _events(out: bytes) -> list[dict[str, Any]]:
+    return [json.loads(line[6:]) for line in out.decode().split("\n") if line.startswith("data: ")]
+
+
+def test_streamed_citation_cited_text_is_filtered_like_a_whole_message() -> None:
+    """Attack: ask with stream=true to get the cited_text a whole message would redact.
+
+    The non-streamed path filtered citations' cited_text; the stream passed
+    citations_delta byte for byte, so the same answer leaked when streamed.
+    """
+    rf = ResponseFilter.from_policy(REDACT)
+    assert rf is not None
+    sf = StreamFilter(rf, "req_1")
+    out = sf.feed(_citation_stream(f"the key is {SECRET}.")) + sf.close()
+    assert SECRET.encode() not in out
+    cites = [e for e in _events(out) if e.get("delta", {}).get("type") == "citations_delta"]
+    assert len(cites) == 1
+    assert cites[0]["delta"]["citation"]["cited_text"] == "the key is [REDACTED:secrets]."
+    assert cites[0]["delta"]["citation"]["document_index"] == 0  # the rest of the citation unchanged
+    assert [v.rule for v in sf.verdicts()] == ["secrets"]
+
+    rfb = ResponseFilter.from_policy(BLOCK)
+    assert rfb is not None
+    sfb = StreamFilter(rfb, "req_2")
+    outb = sfb.feed(_citation_stream(f"the key is {SECRET}.")) + sfb.close()
+    assert SECRET.encode() not in outb and sfb.blocked
+    assert _events(outb)[-1]["type"] == "error"
+
+
+def test_streamed_citation_without_a_match_passes_byte_for_byte() -> None:
+    rf = ResponseFilter.from_policy(REDACT)
+    assert rf is not None
+    raw = _citation_stream("nothing to see")
+    sf = StreamFilter(rf, "req_3")
+    assert sf.feed(raw) + sf.close() == raw

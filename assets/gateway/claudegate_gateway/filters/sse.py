@@ -14,6 +14,9 @@ decoded whole. Then, per event:
   when everything is held back);
 * ``content_block_stop``: the channel's rest leaves as one last delta of
   that type, then the stop event;
+* ``content_block_delta`` with ``citations_delta``: the citation's
+  ``cited_text`` (whole in one event) is checked as in a whole message, so
+  streaming does not show what a non-streamed answer would redact;
 * everything else (``message_start``, ``ping``, ``message_delta`` with the
   usage, ``signature_delta``, ``error``...) passes byte for byte, unparsed
   beyond its JSON.
@@ -126,6 +129,8 @@ class StreamFilter:
             if not isinstance(index, int) or not isinstance(delta, dict):
                 return raw
             delta_type = str(delta.get("type"))
+            if delta_type == "citations_delta":
+                return self._citation(raw, data, delta)
             field = _DELTA_FIELDS.get(delta_type)
             if field is None:
                 return raw  # signature_delta, citations_delta, ...: nothing the rules read
@@ -142,6 +147,21 @@ class StreamFilter:
         if kind == "content_block_stop" and isinstance(data.get("index"), int):
             return self._flush(data["index"]) + (b"" if self._done else raw)
         return raw
+
+    def _citation(self, raw: bytes, data: dict[str, Any], delta: dict[str, Any]) -> bytes:
+        """A citation arrives whole in one delta: its cited_text is checked as a whole message's is."""
+        citation = delta.get("citation")
+        cited = citation.get("cited_text") if isinstance(citation, dict) else None
+        if not isinstance(citation, dict) or not isinstance(cited, str) or not cited:
+            return raw
+        channel = self.rf.channel("text", self.tally)
+        new = channel.feed(cited) + channel.flush()
+        if self.tally.blocked is not None:
+            return self._block()
+        if new == cited:
+            return raw
+        payload = {**data, "delta": {**delta, "citation": {**citation, "cited_text": new}}}
+        return b"event: content_block_delta\ndata: " + json.dumps(payload, ensure_ascii=False).encode() + b"\n\n"
 
     def _flush(self, index: int) -> bytes:
         out: list[bytes] = []
