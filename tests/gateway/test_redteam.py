@@ -9,11 +9,19 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Iterator
 from typing import Any
 
+import anthropic
+import httpx
+import pytest
+
 from claudegate_gateway.filters import FilterPolicy
+from claudegate_gateway.filters.batchresults import ResultsFilter
 from claudegate_gateway.filters.response import ResponseFilter
 from claudegate_gateway.filters.sse import StreamFilter
+from tests.support.fake_anthropic import FakeAnthropic
+from tests.support.gateway_proc import GatewayProc, make_gateway
 
 # An Anthropic-shaped key, built here so the source holds none.
 SECRET = "sk-ant-api03-" + "Zx9Qw8Er7Ty6Ui5Op4As3Df2Gh1Jk0" * 3 + "AA"
@@ -143,3 +151,72 @@ def test_streamed_citation_without_a_match_passes_byte_for_byte() -> None:
     raw = _citation_stream("nothing to see")
     sf = StreamFilter(rf, "req_3")
     assert sf.feed(raw) + sf.close() == raw
+
+
+# -- batch results: the response rules through the batch API ------------------
+
+
+@pytest.fixture(scope="module")
+def filtered_gw(tmp_path_factory: pytest.TempPathFactory, fake_anthropic: FakeAnthropic) -> Iterator[GatewayProc]:
+    rules = {"filters": [
+        {"name": "secrets", "detectors": ["all"], "direction": "response", "action": "redact"},
+        {"name": "codename", "pattern": r"project\s{1,3}falcon", "direction": "response", "action": "block"},
+    ]}  # fmt: skip
+    proc = make_gateway(tmp_path_factory.mktemp("rt-batch"), fake_anthropic.url, fake_anthropic.api_key, rules)
+    proc.start()
+    yield proc
+    proc.stop()
+
+
+def test_batch_results_pass_the_response_rules(filtered_gw: GatewayProc, fake: FakeAnthropic) -> None:
+    """Attack: ask for through a batch what POST /v1/messages would redact or block.
+
+    Batch results were relayed byte for byte, so every response rule was one
+    batch away from being bypassed by any key allowed to create batches.
+    """
+    client = anthropic.Anthropic(api_key=filtered_gw.create_key("batcher"), base_url=filtered_gw.url,
+                                 max_retries=0, timeout=20)  # fmt: skip
+    fake.state.configure(script=[{"type": "text", "deltas": [f"the key is {SECRET} ok"]}])
+    params: Any = {"model": "claude-sonnet-4-6", "max_tokens": 64, "messages": [{"role": "user", "content": "go"}]}
+    batch = client.messages.batches.create(requests=[{"custom_id": "a", "params": params}])
+    got = list(client.messages.batches.results(batch.id))
+    assert [r.custom_id for r in got] == ["a"]
+    assert got[0].result.type == "succeeded"
+    text = got[0].result.message.content[0]
+    assert text.type == "text" and text.text == "the key is [REDACTED:secrets] ok"
+    raw = httpx.get(f"{filtered_gw.url}/v1/messages/batches/{batch.id}/results",
+                    headers={"x-api-key": client.api_key, "anthropic-version": "2023-06-01"}, timeout=20)  # fmt: skip
+    assert raw.status_code == 200 and SECRET.encode() not in raw.content
+    rec = [r for r in filtered_gw.audit(at_least=3) if r["operation"] == "batches.results"][-1]
+    assert {"rule": "secrets", "direction": "response", "action": "redact", "matches": 1} in rec["filters"]
+
+    # A block rule turns that one result into an errored one; the others still arrive.
+    fake.state.configure(script=[{"type": "text", "deltas": ["all about project falcon"]}])
+    batch = client.messages.batches.create(requests=[{"custom_id": "b", "params": params}])
+    got = list(client.messages.batches.results(batch.id))
+    assert [r.custom_id for r in got] == ["b"] and got[0].result.type == "errored"
+    assert "codename" in got[0].result.error.error.message
+    raw = httpx.get(f"{filtered_gw.url}/v1/messages/batches/{batch.id}/results",
+                    headers={"x-api-key": client.api_key, "anthropic-version": "2023-06-01"}, timeout=20)  # fmt: skip
+    assert b"falcon" not in raw.content
+
+
+def test_results_filter_keeps_lines_whole_across_any_chunking() -> None:
+    rf = ResponseFilter.from_policy(REDACT)
+    assert rf is not None
+    lines = [
+        {"custom_id": "x", "result": {"type": "succeeded", "message": {"type": "message", "content": [
+            {"type": "text", "text": f"a {SECRET} b"}]}}},
+        {"custom_id": "y", "result": {"type": "errored", "error": {"type": "error", "error": {"type": "x"}}}},
+        {"custom_id": "z", "result": {"type": "succeeded", "message": {"type": "message", "content": [
+            {"type": "text", "text": "plain"}]}}},
+    ]  # fmt: skip
+    body = b"".join(json.dumps(line).encode() + b"\n" for line in lines)
+    for size in (1, 7, 64, len(body)):
+        rfl = ResultsFilter(rf)
+        out = b"".join(rfl.feed(body[i : i + size]) for i in range(0, len(body), size)) + rfl.close()
+        assert SECRET.encode() not in out
+        got = [json.loads(x) for x in out.splitlines()]
+        assert [g["custom_id"] for g in got] == ["x", "y", "z"]
+        assert got[0]["result"]["message"]["content"][0]["text"] == "a [REDACTED:secrets] b"
+        assert got[1:] == lines[1:]
