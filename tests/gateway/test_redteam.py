@@ -220,3 +220,27 @@ def test_results_filter_keeps_lines_whole_across_any_chunking() -> None:
         assert [g["custom_id"] for g in got] == ["x", "y", "z"]
         assert got[0]["result"]["message"]["content"][0]["text"] == "a [REDACTED:secrets] b"
         assert got[1:] == lines[1:]
+
+
+def test_citations_in_request_text_blocks_are_scanned() -> None:
+    """Attack: a secret in an earlier assistant turn's citations (cited_text, title, url).
+
+    The API takes citations on text blocks of the conversation and they are
+    part of what the model reads; the walker read a text block's ``text`` only.
+    """
+    for cite in (
+        {"type": "char_location", "cited_text": f"k {SECRET}", "document_index": 0, "document_title": "t",
+         "start_char_index": 0, "end_char_index": 3},
+        {"type": "web_search_result_location", "cited_text": "x", "url": f"https://example.invalid/?k={SECRET}",
+         "title": "t", "encrypted_index": "abc"},
+    ):  # fmt: skip
+        doc = _message("hi")
+        doc["messages"] = [
+            {"role": "user", "content": "q"},
+            {"role": "assistant", "content": [{"type": "text", "text": "answer", "citations": [cite]}]},
+            {"role": "user", "content": "more"},
+        ]
+        assert BLOCK.apply(doc).blocked is not None, cite
+        redacted = REDACT.apply(doc)
+        assert redacted.changed and SECRET not in json.dumps(redacted.body), cite
+        assert redacted.body["messages"][1]["content"][0]["text"] == "answer"

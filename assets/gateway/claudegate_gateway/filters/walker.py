@@ -69,6 +69,10 @@ def _collect(body: Mapping[str, Any]) -> list[_Piece]:
                     text = node.get("text")
                     if isinstance(text, str) and text:
                         add((_VALUE, (*path, "text"), text))
+                    # Citations of an earlier answer are part of what the model reads.
+                    cites = node.get("citations")
+                    if isinstance(cites, list) and cites:
+                        push((_M_JSON, cites, (*path, "citations")))
                 else:
                     _push_block(node, kind, path, push)
                 continue
@@ -84,7 +88,7 @@ def _collect(body: Mapping[str, Any]) -> list[_Piece]:
                 n, i = len(node), 0
                 while i < n:
                     block = node[i]
-                    if isinstance(block, dict) and block.get("type") == "text":
+                    if isinstance(block, dict) and block.get("type") == "text" and not block.get("citations"):
                         text = block.get("text")
                         if isinstance(text, str) and text:
                             add((_VALUE, (*path, i, "text"), text))
