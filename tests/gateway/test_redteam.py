@@ -7,6 +7,7 @@ run time so this file holds none for secret scanners to trip on.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from collections.abc import Iterator
@@ -16,10 +17,11 @@ import anthropic
 import httpx
 import pytest
 
-from claudegate_gateway.filters import FilterPolicy
+from claudegate_gateway.filters import FilterPolicy, FilterResult
 from claudegate_gateway.filters.batchresults import ResultsFilter
 from claudegate_gateway.filters.response import ResponseFilter
 from claudegate_gateway.filters.sse import StreamFilter
+from claudegate_gateway.uploads import Upload, filter_upload
 from tests.support.fake_anthropic import FakeAnthropic
 from tests.support.gateway_proc import GatewayProc, make_gateway
 
@@ -244,3 +246,24 @@ def test_citations_in_request_text_blocks_are_scanned() -> None:
         redacted = REDACT.apply(doc)
         assert redacted.changed and SECRET not in json.dumps(redacted.body), cite
         assert redacted.body["messages"][1]["content"][0]["text"] == "answer"
+
+
+# -- uploads ------------------------------------------------------------------
+
+
+def test_a_text_upload_with_a_nul_byte_is_still_scanned() -> None:
+    """Attack: upload "key <secret>\\0" as text/plain.
+
+    One NUL made the file count as binary, so unscanned; a NUL is valid
+    UTF-8 and upstream reads the file as text, secret included.
+    """
+
+    async def apply(doc: dict[str, Any], size: int) -> FilterResult:
+        return BLOCK.apply(doc)
+
+    for data in (f"key {SECRET}\x00".encode(), f"\x00\x00{SECRET}".encode()):
+        upload = Upload("notes.txt", "text/plain", data)
+        result = asyncio.run(filter_upload(apply, upload))
+        assert result.blocked is not None and upload.scanned, data[:8]
+    png = Upload("a.png", "image/png", b"\x89PNG\r\n\x1a\n\x00\x00" + SECRET.encode())
+    assert asyncio.run(filter_upload(apply, png)).blocked is None and not png.scanned  # binary: as documented
