@@ -267,3 +267,22 @@ def test_a_text_upload_with_a_nul_byte_is_still_scanned() -> None:
         assert result.blocked is not None and upload.scanned, data[:8]
     png = Upload("a.png", "image/png", b"\x89PNG\r\n\x1a\n\x00\x00" + SECRET.encode())
     assert asyncio.run(filter_upload(apply, png)).blocked is None and not png.scanned  # binary: as documented
+
+
+def test_every_field_of_a_tool_definition_but_its_name_and_schema_shape_is_scanned() -> None:
+    """Attack: a secret in ``tools[].input_examples`` (or any field the walker did not name).
+
+    The model reads a tool's examples as it reads its description; the
+    walker read only ``description`` and the schema's descriptions.
+    """
+    schema = {"type": "object", "properties": {"q": {"type": "string"}}}
+    for tool in (
+        {"name": "t", "description": "d", "input_schema": schema, "input_examples": [{"q": f"use {SECRET}"}]},
+        {"name": "t", "input_schema": schema, "some_future_field": {"note": SECRET}},
+        {"type": "web_search_20250305", "name": "web_search", "allowed_domains": [f"{SECRET}.example"]},
+    ):
+        doc = _message("hi", tools=[tool])
+        assert BLOCK.apply(doc).blocked is not None, tool
+        redacted = REDACT.apply(doc)
+        assert redacted.changed and SECRET not in json.dumps(redacted.body), tool
+        assert redacted.body["tools"][0]["name"] == tool["name"]

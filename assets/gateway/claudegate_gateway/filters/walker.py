@@ -13,6 +13,8 @@ _M_STR, _M_KEY, _M_B64, _M_CONTENT, _M_BLOCK, _M_SOURCE, _M_JSON, _M_TOOL, _M_SC
 _TOOL_USE_TYPES = frozenset({"tool_use", "server_tool_use", "mcp_tool_use"})
 _TOOL_RESULT_TYPES = frozenset({"tool_result", "mcp_tool_result"})
 _SKIP_TYPES = frozenset({"thinking", "redacted_thinking"})
+# A tool definition's fields read by name (description, schema) or not text at all.
+_TOOL_SHAPE_KEYS = frozenset({"name", "type", "description", "input_schema", "cache_control"})
 _SOURCE_TYPES = frozenset({"base64", "text", "content", "url", "file"})
 _OPAQUE_KEYS = frozenset({
     "type", "id", "tool_use_id", "signature", "data", "media_type", "cache_control",
@@ -153,6 +155,11 @@ def _collect(body: Mapping[str, Any]) -> list[_Piece]:
                 add((_B64, path, text))
         elif mode == _M_TOOL:
             if isinstance(node, dict):
+                # Every other field the model may read (input_examples, a server
+                # tool's settings, fields added later) is walked whole.
+                for k, v in reversed(node.items()):
+                    if isinstance(k, str) and k not in _TOOL_SHAPE_KEYS:
+                        push((_M_JSON, v, (*path, k)))
                 if "input_schema" in node:
                     push((_M_SCHEMA, node["input_schema"], (*path, "input_schema")))
                 push((_M_STR, node.get("description"), (*path, "description")))
