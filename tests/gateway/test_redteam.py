@@ -286,3 +286,24 @@ def test_every_field_of_a_tool_definition_but_its_name_and_schema_shape_is_scann
         redacted = REDACT.apply(doc)
         assert redacted.changed and SECRET not in json.dumps(redacted.body), tool
         assert redacted.body["tools"][0]["name"] == tool["name"]
+
+
+def test_top_level_fields_the_walker_does_not_know_are_scanned() -> None:
+    """Attack: a secret in ``output_format`` (structured outputs: its schema is read by the model).
+
+    The walker read system, messages and tools only; every request field it
+    does not know is now walked whole (fail closed), the known non-text
+    ones (model, metadata, stop_sequences...) stay as documented.
+    """
+    for extra in (
+        {"output_format": {"type": "json_schema", "schema": {"type": "object", "description": f"use {SECRET}"}}},
+        {"output_config": {"format": {"type": "json_schema", "schema": {"title": SECRET}}}},
+        {"some_future_field": [SECRET]},
+    ):
+        doc = _message("hi", **extra)
+        assert BLOCK.apply(doc).blocked is not None, extra
+        redacted = REDACT.apply(doc)
+        assert redacted.changed and SECRET not in json.dumps(redacted.body), extra
+    # The documented exceptions are unchanged.
+    doc = _message("hi", metadata={"user_id": SECRET}, stop_sequences=[SECRET])
+    assert BLOCK.apply(doc).blocked is None

@@ -13,6 +13,11 @@ _M_STR, _M_KEY, _M_B64, _M_CONTENT, _M_BLOCK, _M_SOURCE, _M_JSON, _M_TOOL, _M_SC
 _TOOL_USE_TYPES = frozenset({"tool_use", "server_tool_use", "mcp_tool_use"})
 _TOOL_RESULT_TYPES = frozenset({"tool_result", "mcp_tool_result"})
 _SKIP_TYPES = frozenset({"thinking", "redacted_thinking"})
+# Top-level request fields read by name in _collect, or documented as not scanned.
+_TOP_NOT_WALKED = frozenset({
+    "system", "messages", "tools", "model", "max_tokens", "stream", "temperature", "top_p", "top_k",
+    "metadata", "stop_sequences", "tool_choice", "thinking", "service_tier",
+})
 # A tool definition's fields read by name (description, schema) or not text at all.
 _TOOL_SHAPE_KEYS = frozenset({"name", "type", "description", "input_schema", "cache_control"})
 _SOURCE_TYPES = frozenset({"base64", "text", "content", "url", "file"})
@@ -44,11 +49,13 @@ def _collect(body: Mapping[str, Any]) -> list[_Piece]:
     stack: list[tuple[int, Any, Path]] = []
     push = stack.append
     pop = stack.pop
-    # MCP servers leave the organisation: Anthropic calls each url with its
-    # authorization_token. Every string (and key) of them is scanned.
-    mcp = body.get("mcp_servers")
-    if isinstance(mcp, list):
-        push((_M_JSON, mcp, ("mcp_servers",)))
+    # Fail closed: a request field not read by name below and not in the
+    # documented list of fields without text is walked whole. That covers
+    # mcp_servers (Anthropic calls each url with its authorization_token),
+    # output_format / output_config (a schema the model reads) and any field
+    # the API adds later.
+    for key in reversed([k for k in body if k not in _TOP_NOT_WALKED]):
+        push((_M_JSON, body[key], (key,)))
     tools = body.get("tools")
     if isinstance(tools, list):
         for i in range(len(tools) - 1, -1, -1):
