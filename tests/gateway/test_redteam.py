@@ -307,3 +307,14 @@ def test_top_level_fields_the_walker_does_not_know_are_scanned() -> None:
     # The documented exceptions are unchanged.
     doc = _message("hi", metadata={"user_id": SECRET}, stop_sequences=[SECRET])
     assert BLOCK.apply(doc).blocked is None
+
+
+def test_results_filter_checks_a_last_line_without_newline() -> None:
+    rf = ResponseFilter.from_policy(REDACT)
+    assert rf is not None
+    line = {"custom_id": "x", "result": {"type": "succeeded", "message": {"type": "message", "content": [
+        {"type": "text", "text": f"a {SECRET} b"}]}}}  # fmt: skip
+    body = json.dumps(line).encode()
+    rfl = ResultsFilter(rf)
+    out = b"".join(rfl.feed(body[i : i + 5]) for i in range(0, len(body), 5)) + rfl.close()
+    assert SECRET.encode() not in out and json.loads(out)["custom_id"] == "x"

@@ -32,7 +32,10 @@ class ResultsFilter:
         self.rf = rf
         self.tally = Tally()
         self.broken = False
-        self._buf = b""
+        # The unfinished line, as received: joined once its end arrives, so a
+        # long line in many small chunks is copied once, not once per chunk.
+        self._parts: list[bytes] = []
+        self._size = 0
 
     def verdicts(self) -> list[Verdict]:
         return self.tally.verdicts()
@@ -40,20 +43,23 @@ class ResultsFilter:
     def feed(self, chunk: bytes) -> bytes:
         if self.broken:
             return b""
-        buf = self._buf + chunk
-        end = buf.rfind(b"\n")
+        end = chunk.rfind(b"\n")
         if end < 0:
-            self._buf = buf
-            if len(buf) > MAX_LINE:
-                self.broken, self._buf = True, b""
+            self._parts.append(chunk)
+            self._size += len(chunk)
+            if self._size > MAX_LINE:
+                self.broken, self._parts, self._size = True, [], 0
             return b""
-        self._buf = buf[end + 1 :]
-        return b"".join(self._line(line) + b"\n" for line in buf[:end].split(b"\n"))
+        buf = b"".join([*self._parts, chunk[:end]])
+        rest = chunk[end + 1 :]
+        self._parts, self._size = ([rest], len(rest)) if rest else ([], 0)
+        return b"".join(self._line(line) + b"\n" for line in buf.split(b"\n"))
 
     def close(self) -> bytes:
         if self.broken:
             return b""
-        rest, self._buf = self._buf, b""
+        rest = b"".join(self._parts)
+        self._parts, self._size = [], 0
         return self._line(rest) if rest else b""
 
     def _line(self, raw: bytes) -> bytes:
