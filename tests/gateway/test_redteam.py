@@ -318,3 +318,26 @@ def test_results_filter_checks_a_last_line_without_newline() -> None:
     rfl = ResultsFilter(rf)
     out = b"".join(rfl.feed(body[i : i + 5]) for i in range(0, len(body), 5)) + rfl.close()
     assert SECRET.encode() not in out and json.loads(out)["custom_id"] == "x"
+
+
+# -- headers on the list operations --------------------------------------------
+
+
+def test_headers_named_in_connection_are_not_forwarded_by_lists(filtered_gw: GatewayProc, fake: FakeAnthropic) -> None:
+    """Attack: ``Connection: x-hop-secret`` on GET /v1/files and /v1/messages/batches.
+
+    The list operations build their upstream requests apart from the rest
+    and forgot the headers Connection names (hop-by-hop, RFC 9110 7.6.1),
+    which the other operations drop.
+    """
+    key = filtered_gw.create_key("lister")
+    for path in ("/v1/files", "/v1/messages/batches"):
+        fake.state.requests.clear()
+        r = httpx.get(filtered_gw.url + path, timeout=20, headers={
+            "x-api-key": key, "anthropic-version": "2023-06-01", "connection": "keep-alive, x-hop-secret",
+            "x-hop-secret": "s3cret", "x-end-to-end": "kept"})  # fmt: skip
+        assert r.status_code == 200, r.text
+        sent = [x.headers for x in fake.state.requests]
+        assert sent, path
+        for headers in sent:
+            assert "x-hop-secret" not in headers and headers.get("x-end-to-end") == "kept", (path, headers)

@@ -520,9 +520,10 @@ class Gateway:
     async def _list(self, request: web.Request, route: Match, client: Client, ex: Exchange) -> web.StreamResponse:
         assert self._session is not None and route.op.owner_kind is not None
         session = self._session
+        hop = connection_named(request.headers)
         headers = {
             k: v for k, v in request.headers.items()
-            if (lk := k.lower()) not in _DROP_UP and not lk.startswith(("proxy-", "x-forwarded-"))
+            if (lk := k.lower()) not in _DROP_UP and lk not in hop and not lk.startswith(("proxy-", "x-forwarded-"))
         }
         headers["x-api-key"] = self._upstream_key
 
