@@ -47,6 +47,7 @@ from claudegate.deploy.docker_cli import GATEWAY_PYTHON
 from claudegate.deploy.layout import GATEWAY_GID, GATEWAY_UID, HostLayout
 from claudegate.deploy.lock import RemoteLock
 from claudegate.deploy.serving import serving_gateway_container, uses_sudo
+from claudegate.deploy.steps.files import SECRET_MODE
 from claudegate.errors import ClaudegateError, ConfigError
 from claudegate.redact import Secret
 
@@ -372,9 +373,19 @@ def restore_backup(
         _host(
             cfg, connector, ["rm", "-f", "--", f"{keystore}-wal", f"{keystore}-shm"], "removing the old WAL"
         )
-        connector.put_file(keystore, members["keystore.db"], 0o600, owner, sudo=sudo)
-        # Secrets are root's, readable through the installation's group (see steps/files.py).
-        connector.put_file(layout.pepper_file, members["key_pepper"], 0o640, f"0:{layout.secrets_group}", sudo=sudo)
+        # The data directory belongs to the gateway's uid, which a host account
+        # could hold: root writes nothing in it by path (its temporary file
+        # could be swapped for a symlink, and `mv` into a keys.db that is a
+        # symlink to a directory would land there). The file is made in the
+        # root-only state directory and renamed over keys.db with -T, which
+        # replaces whatever entry is there instead of following it.
+        staged = f"{layout.state}/keys.db.restore"
+        connector.put_file(staged, members["keystore.db"], 0o600, owner, sudo=sudo)
+        _host(cfg, connector, ["mv", "-fT", "--", staged, keystore], "placing the keystore")
+        # Like the deploy's Secrets step: root's, readable through the secrets
+        # group, never owned by the image's uid that a host account could hold.
+        connector.put_file(layout.pepper_file, members["key_pepper"], SECRET_MODE, f"0:{layout.secrets_group}",
+                           sudo=sudo)  # fmt: skip
         if cfg.tls.mode == "acme" and "letsencrypt.tar" in members:
             _host(cfg, connector, ["sh", "-c", _UNTAR_DIR, "claudegate-restore", layout.acme_state],
                   "restoring the ACME state", input=members["letsencrypt.tar"])  # fmt: skip

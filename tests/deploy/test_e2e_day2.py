@@ -375,11 +375,25 @@ def test_backup_then_restore_on_a_second_fresh_server_keeps_old_keys_working(
         r = env.cli("restore", "--from", str(out), "--passphrase-env", "CG_WRONG_PASS", "--yes", config=path2)
         assert r.exit_code == 1 and "wrong passphrase" in r.stderr, r.output
 
+        # A host account holding the gateway's uid owns the data directory: it
+        # swaps keys.db for a symlink to a directory of root's. Root's restore
+        # must replace the link, never write through it.
+        planted = second.exec(["sh", "-c", "mkdir -p /root/victim && cd /opt/claudegate/shared/data && "
+                               "setpriv --reuid=10001 --regid=10001 --clear-groups "
+                               "sh -c 'rm -f keys.db && ln -s /root/victim keys.db'"])  # fmt: skip
+        assert planted[0] == 0, planted
         r = env.cli(
             "restore", "--from", str(out), "--passphrase-env", "CG_BACKUP_PASS", "--yes", config=path2
         )
         assert r.exit_code == 0, r.output
         assert "team-a" in r.stdout
+        # The restored pepper is root's and the secrets group's, as a deploy makes it,
+        # never the image's uid 10001 (which a host account could hold).
+        stat = second.exec(["stat", "-c", "%a %u %G", "/opt/claudegate/shared/secrets/key_pepper"])[1].split()
+        assert stat[:2] == [b"640", b"0"] and stat[2] != b"10001", stat
+        assert second.exec(["ls", "-A", "/root/victim"])[1] == b""  # nothing written through the link
+        kind = second.exec(["stat", "-c", "%F %u", "/opt/claudegate/shared/data/keys.db"])[1].strip()
+        assert kind == b"regular file 10001", kind
         reply = second_sdk(old_key).messages.create(
             model="claude-haiku-4-5", max_tokens=8, messages=[{"role": "user", "content": "hi"}]
         )

@@ -1688,7 +1688,7 @@ def _advance_batch(state: FakeState, batch: _Batch) -> None:
             error = error_payload(err.kind, err.message, new_request_id())
             results.append({"custom_id": custom_id, "result": {"type": "errored", "error": error}})
             continue
-        reply = plan_reply(params, state.default_reply_words)
+        reply = scripted_reply(state.script, params) if state.script else plan_reply(params, state.default_reply_words)
         results.append(
             {"custom_id": custom_id, "result": {"type": "succeeded", "message": message_json(reply, spec.id)}}
         )

@@ -28,6 +28,7 @@ from claudegate_gateway.concurrency import FairSlots, InFlight
 from claudegate_gateway.config import Config
 from claudegate_gateway.errors import GatewayError, error_body, error_response, new_request_id
 from claudegate_gateway.filters import FilterPolicy, FilterResult, Verdict
+from claudegate_gateway.filters.batchresults import ResultsFilter
 from claudegate_gateway.filters.clients import ClientPolicies
 from claudegate_gateway.filters.response import ResponseFilter
 from claudegate_gateway.filters.sse import StreamFilter
@@ -366,7 +367,7 @@ class Gateway:
             sf = StreamFilter(rf, ex.request_id) if rf is not None else None
             return await self._relay_stream(request, upstream, headers, ex, sf)
         if route.op.stream_through:
-            return await self._relay_through(request, upstream, headers, ex)
+            return await self._relay_through(request, upstream, headers, ex, rf)
         try:
             data = await upstream.read()
         except (TimeoutError, aiohttp.ServerTimeoutError):
@@ -396,16 +397,25 @@ class Gateway:
         return out
 
     async def _relay_through(
-        self, request: web.Request, upstream: aiohttp.ClientResponse, headers: dict[str, str], ex: Exchange
+        self, request: web.Request, upstream: aiohttp.ClientResponse, headers: dict[str, str], ex: Exchange,
+        rf: ResponseFilter | None = None,
     ) -> web.StreamResponse:
-        """A response nobody needs to read (a download, results, a listing), passed on piece by piece."""
+        """A response passed on piece by piece (a download, a listing; batch results line by line through ``rf``)."""
         if upstream.status >= 400:
             ex.error_type = "upstream"
+        lines = ResultsFilter(rf) if rf is not None else None
         response = web.StreamResponse(status=upstream.status, headers=headers)
         await response.prepare(request)
         try:
             async for chunk in upstream.content.iter_chunked(_CHUNK):
-                await response.write(chunk)
+                out = chunk if lines is None else lines.feed(chunk)
+                if lines is not None and lines.broken:
+                    raise aiohttp.ClientPayloadError("a batch result line over the gateway's limit")
+                if out:
+                    await response.write(out)
+            if lines is not None:
+                ex.verdicts.extend(lines.verdicts())
+                await response.write(lines.close())
         except (TimeoutError, aiohttp.ServerTimeoutError, aiohttp.ClientPayloadError, aiohttp.ClientOSError):
             self.metrics.upstream_errors += 1
             ex.error_type = "upstream_broken"

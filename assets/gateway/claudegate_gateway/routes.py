@@ -194,7 +194,7 @@ OPERATIONS: tuple[Operation, ...] = (
               owner_kind="batch", owner_action="list"),
     Operation("batches.get", "GET", "/v1/messages/batches/{batch_id}", owner_kind="batch", owner_action="access"),
     Operation("batches.results", "GET", "/v1/messages/batches/{batch_id}/results", stream_through=True,
-              owner_kind="batch", owner_action="access"),
+              filter_response=True, owner_kind="batch", owner_action="access"),
     Operation("batches.cancel", "POST", "/v1/messages/batches/{batch_id}/cancel",
               owner_kind="batch", owner_action="access"),
     Operation("batches.delete", "DELETE", "/v1/messages/batches/{batch_id}",

@@ -8,7 +8,7 @@ upstream reads that the gateway did not inspect), and the body sent upstream
 is built anew from what was inspected, never the client's bytes.
 
 What is scanned: any file whose bytes are text (UTF-8, or UTF-16 with a byte
-order mark, with no NUL), whatever content type the client declared, so
+order mark; NULs included), whatever content type the client declared, so
 labelling a text file ``image/png`` does not dodge the filter; and the file
 name. What is not: binary files (PDF, images, archives, office documents);
 their content reaches upstream unscanned.
@@ -109,13 +109,17 @@ def _content_type(value: str | None) -> str:
 
 
 def as_text(data: bytes) -> str | None:
-    """The file's text, or None when it is binary."""
+    """The file's text, or None when it is binary.
+
+    Whatever decodes is text, NUL characters included: a NUL is valid UTF-8
+    and upstream reads such a file as text, so treating it as binary would
+    let one NUL carry a whole file past the filter.
+    """
     encoding = "utf-16" if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) else "utf-8-sig"
     try:
-        text = data.decode(encoding)
+        return data.decode(encoding)
     except UnicodeDecodeError:
         return None
-    return None if "\x00" in text else text
 
 
 # (document to filter, its size) -> the policy's result; offload.py runs large ones in a worker.

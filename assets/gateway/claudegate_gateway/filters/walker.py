@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-import binascii
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -13,6 +13,13 @@ _M_STR, _M_KEY, _M_B64, _M_CONTENT, _M_BLOCK, _M_SOURCE, _M_JSON, _M_TOOL, _M_SC
 _TOOL_USE_TYPES = frozenset({"tool_use", "server_tool_use", "mcp_tool_use"})
 _TOOL_RESULT_TYPES = frozenset({"tool_result", "mcp_tool_result"})
 _SKIP_TYPES = frozenset({"thinking", "redacted_thinking"})
+# Top-level request fields read by name in _collect, or documented as not scanned.
+_TOP_NOT_WALKED = frozenset({
+    "system", "messages", "tools", "model", "max_tokens", "stream", "temperature", "top_p", "top_k",
+    "metadata", "stop_sequences", "tool_choice", "thinking", "service_tier",
+})
+# A tool definition's fields read by name (description, schema) or not text at all.
+_TOOL_SHAPE_KEYS = frozenset({"name", "type", "description", "input_schema", "cache_control"})
 _SOURCE_TYPES = frozenset({"base64", "text", "content", "url", "file"})
 _OPAQUE_KEYS = frozenset({
     "type", "id", "tool_use_id", "signature", "data", "media_type", "cache_control",
@@ -20,6 +27,8 @@ _OPAQUE_KEYS = frozenset({
 })
 
 Path = tuple[Any, ...]
+_PADDING = re.compile(r"=+")
+_NOT_B64 = re.compile(r"[^A-Za-z0-9+/=]")
 
 
 # (kind, path, text): _VALUE: the string at path; _KEY: `text` is a key of the
@@ -40,6 +49,13 @@ def _collect(body: Mapping[str, Any]) -> list[_Piece]:
     stack: list[tuple[int, Any, Path]] = []
     push = stack.append
     pop = stack.pop
+    # Fail closed: a request field not read by name below and not in the
+    # documented list of fields without text is walked whole. That covers
+    # mcp_servers (Anthropic calls each url with its authorization_token),
+    # output_format / output_config (a schema the model reads) and any field
+    # the API adds later.
+    for key in reversed([k for k in body if k not in _TOP_NOT_WALKED]):
+        push((_M_JSON, body[key], (key,)))
     tools = body.get("tools")
     if isinstance(tools, list):
         for i in range(len(tools) - 1, -1, -1):
@@ -62,6 +78,10 @@ def _collect(body: Mapping[str, Any]) -> list[_Piece]:
                     text = node.get("text")
                     if isinstance(text, str) and text:
                         add((_VALUE, (*path, "text"), text))
+                    # Citations of an earlier answer are part of what the model reads.
+                    cites = node.get("citations")
+                    if isinstance(cites, list) and cites:
+                        push((_M_JSON, cites, (*path, "citations")))
                 else:
                     _push_block(node, kind, path, push)
                 continue
@@ -77,7 +97,7 @@ def _collect(body: Mapping[str, Any]) -> list[_Piece]:
                 n, i = len(node), 0
                 while i < n:
                     block = node[i]
-                    if isinstance(block, dict) and block.get("type") == "text":
+                    if isinstance(block, dict) and block.get("type") == "text" and not block.get("citations"):
                         text = block.get("text")
                         if isinstance(text, str) and text:
                             add((_VALUE, (*path, i, "text"), text))
@@ -137,15 +157,16 @@ def _collect(body: Mapping[str, Any]) -> list[_Piece]:
         elif mode == _M_SOURCE:
             _push_source(node, path, push)
         elif mode == _M_B64:
-            try:
-                raw = base64.b64decode(node)
-            except (binascii.Error, ValueError):
-                continue  # not base64: upstream rejects it anyway
-            text = raw.decode("utf-8", "surrogateescape")
+            text = _b64_all(node).decode("utf-8", "surrogateescape")
             if text:
                 add((_B64, path, text))
         elif mode == _M_TOOL:
             if isinstance(node, dict):
+                # Every other field the model may read (input_examples, a server
+                # tool's settings, fields added later) is walked whole.
+                for k, v in reversed(node.items()):
+                    if isinstance(k, str) and k not in _TOOL_SHAPE_KEYS:
+                        push((_M_JSON, v, (*path, k)))
                 if "input_schema" in node:
                     push((_M_SCHEMA, node["input_schema"], (*path, "input_schema")))
                 push((_M_STR, node.get("description"), (*path, "description")))
@@ -160,6 +181,25 @@ def _collect(body: Mapping[str, Any]) -> list[_Piece]:
                 for i in range(len(node) - 1, -1, -1):
                     push((_M_SCHEMA, node[i], (*path, i)))
     return pieces
+
+
+def _b64_all(data: str) -> bytes:
+    """Every byte any base64 decoder could read from ``data``.
+
+    Python's lenient decoder stops at the first padding (``YQ==`` + more
+    decodes to ``a``) and refuses a run with one character too many; other
+    decoders read on, or drop what is left over. Each run between paddings
+    is decoded on its own, characters outside the alphabet and a last lone
+    character dropped, so text hidden after a padding or behind a stray
+    character is scanned too (and a redaction re-encodes the whole, as one
+    plain base64 string).
+    """
+    out: list[bytes] = []
+    for run in _PADDING.split(_NOT_B64.sub("", data)):
+        usable = len(run) - (len(run) % 4 == 1)
+        if usable:
+            out.append(base64.b64decode(run[:usable] + "=" * (-usable % 4)))
+    return b"".join(out)
 
 
 def _push_block(
