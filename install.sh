@@ -8,14 +8,29 @@
 # Safe to pipe to bash: nothing runs until the last line calls the function.
 # Idempotent: a second run reuses the virtualenv and only upgrades claudegate.
 #
+# What it installs is pinned: piped to bash it installs exactly
+# claudegate==CLAUDEGATE_VERSION below, and when CLAUDEGATE_SHA256 is known
+# (filled in for each release), pip checks the downloaded distribution
+# against it (--require-hashes) before anything of it runs. A bare or ranged
+# requirement (`claudegate`, `claudegate>=0.1`) is pinned or refused, never
+# handed to pip as is.
+#
 # Environment:
 #   CLAUDEGATE_HOME     where the virtualenv lives (default ~/.local/share/claudegate)
 #   CLAUDEGATE_BIN      where the `claudegate` link goes (default ~/.local/bin)
-#   CLAUDEGATE_SOURCE   what to install: a checkout directory, a wheel, or a pip
-#                       requirement (default: this script's directory when it sits
-#                       in a checkout, else the `claudegate` package)
+#   CLAUDEGATE_SOURCE   what to install: a checkout directory, a wheel file, or
+#                       `claudegate==X.Y.Z` (default: this script's directory when
+#                       it sits in a checkout, else claudegate==CLAUDEGATE_VERSION)
+#   CLAUDEGATE_SHA256   sha256 of the claudegate wheel to accept (default for
+#                       claudegate==CLAUDEGATE_PINNED_VERSION: the release's, below;
+#                       empty there: the version pin only)
 #   CLAUDEGATE_WHEELS   a directory of wheels to install from, without an index
 #   PYTHON              the Python 3.11+ interpreter to use (default python3)
+
+# The release this script installs (kept equal to pyproject.toml's version by a test).
+CLAUDEGATE_PINNED_VERSION="0.1.0"
+# sha256 of that release's wheel, set when the release is published.
+CLAUDEGATE_PINNED_SHA256=""
 
 claudegate_install() {
     set -euo pipefail
@@ -23,6 +38,7 @@ claudegate_install() {
     local bindir="${CLAUDEGATE_BIN:-$HOME/.local/bin}"
     local python="${PYTHON:-python3}"
     local source="${CLAUDEGATE_SOURCE:-}"
+    local sha256="${CLAUDEGATE_SHA256:-}"
 
     say() { printf 'claudegate: %s\n' "$*" >&2; }
     die() { say "$1"; [[ -n "${2:-}" ]] && say "fix: $2"; exit 1; }
@@ -35,8 +51,25 @@ claudegate_install() {
         if [[ -n "$here" && -f "$here/pyproject.toml" && -d "$here/installer/claudegate" ]]; then
             source="$here"
         else
-            source="claudegate"
+            source="claudegate==$CLAUDEGATE_PINNED_VERSION"
         fi
+    fi
+    # A requirement must name one exact version; a bare name is the pinned one.
+    if [[ "$source" == claudegate ]]; then
+        source="claudegate==$CLAUDEGATE_PINNED_VERSION"
+    fi
+    local requirement=""
+    if [[ -e "$source" ]]; then
+        [[ -z "$sha256" || -f "$source" ]] \
+            || die "CLAUDEGATE_SHA256 checks a wheel file, and $source is a directory" "unset CLAUDEGATE_SHA256 to install a checkout"
+    elif [[ "$source" =~ ^claudegate==[0-9][0-9A-Za-z.+!-]*$ ]]; then
+        requirement="$source"
+        # The release this script names comes with its published hash.
+        if [[ -z "$sha256" && "$source" == "claudegate==$CLAUDEGATE_PINNED_VERSION" ]]; then
+            sha256="$CLAUDEGATE_PINNED_SHA256"
+        fi
+    else
+        die "CLAUDEGATE_SOURCE=$source is not a pinned version" "set it to claudegate==$CLAUDEGATE_PINNED_VERSION, a wheel file or a checkout directory"
     fi
 
     command -v "$python" >/dev/null 2>&1 \
@@ -56,9 +89,27 @@ claudegate_install() {
     if [[ -n "${CLAUDEGATE_WHEELS:-}" ]]; then
         pip+=(--no-index --find-links "$CLAUDEGATE_WHEELS")
     fi
-    say "installing claudegate from $source"
-    "${pip[@]}" --upgrade "$source" \
-        || die "pip could not install claudegate" "check the network or set CLAUDEGATE_WHEELS to a directory of wheels"
+    say "installing claudegate from $source${sha256:+ (sha256 $sha256)}"
+    if [[ -n "$sha256" ]]; then
+        # Hash-checking mode: claudegate's own distribution first, alone
+        # (--no-deps), refused unless its sha256 matches; then what it needs.
+        [[ "$sha256" =~ ^[0-9a-f]{64}$ ]] || die "CLAUDEGATE_SHA256 is not 64 hex digits" "copy the sha256 from the release notes"
+        local pinned="$home/pinned-requirements.txt"
+        if [[ -n "$requirement" ]]; then
+            printf '%s --hash=sha256:%s\n' "$requirement" "$sha256" >"$pinned"
+        else
+            printf 'claudegate @ file://%s --hash=sha256:%s\n' "$(cd "$(dirname "$source")" && pwd)/$(basename "$source")" "$sha256" >"$pinned"
+        fi
+        "${pip[@]}" --upgrade --no-deps --require-hashes -r "$pinned" \
+            || die "pip refused claudegate (its sha256 is not $sha256, or it could not be fetched)" "check CLAUDEGATE_SHA256 against the release notes"
+        local version
+        version="$("$home/venv/bin/python" -c 'import importlib.metadata as m; print(m.version("claudegate"))')"
+        "${pip[@]}" "claudegate==$version" \
+            || die "pip could not install claudegate's dependencies" "check the network or set CLAUDEGATE_WHEELS to a directory of wheels"
+    else
+        "${pip[@]}" --upgrade "$source" \
+            || die "pip could not install claudegate" "check the network or set CLAUDEGATE_WHEELS to a directory of wheels"
+    fi
 
     mkdir -p "$bindir"
     ln -sfn "$home/venv/bin/claudegate" "$bindir/claudegate"

@@ -27,7 +27,7 @@ sys.path.insert(0, str(REPO))
 from claudegate.deploy import connector_for, deploy  # noqa: E402
 from tests.deploy.support import DOMAIN, write_config, write_secret  # noqa: E402
 from tests.support.fake_anthropic import spawn_fake  # noqa: E402
-from tests.support.fresh_server import docker_client, start_fresh_server  # noqa: E402
+from tests.support.fresh_server import start_fresh_server  # noqa: E402
 
 TARGETS = {"fresh deploy": 180.0, "no-change redeploy": 10.0, "claudegate --help": 0.3}
 
@@ -55,7 +55,7 @@ def main() -> int:
         with start_fresh_server(directory / "server") as server:
             fake = spawn_fake("0.0.0.0:0", api_keys=[key], event_delay=0.02)
             try:
-                bridge = docker_client().networks.get(server.network).attrs["IPAM"]["Config"][0]["Gateway"]
+                bridge = server.host_address
                 doc = {
                     "target": {
                         "host": server.ip, "user": server.user, "ssh_key": str(server.key_path),

@@ -22,10 +22,14 @@ before it reaches an error.
     ├── SmokeTestFailed            exit 7   the deployed gateway failed one or more checks
     ├── Declined                   exit 8   a question needed a yes (host key, installing Docker, ...)
     │                                       and got a no, or no terminal to ask on and no flag
+    ├── AuditFailed                exit 9   claudegate audit found probes that did not hold
     └── Cancelled                  exit 130 the run was cancelled (Ctrl-C, the wizard's Cancel);
                                             the journal says where, the next run resumes
 
-The codes themselves live in :class:`ExitCode` (front ends build their help from it).
+The codes themselves live in :class:`ExitCode`, with one phrase each in
+:data:`EXIT_CODE_HELP` (front ends build their help from it).
+:func:`host_key_compare_command` says what to run on a server to see its key's
+fingerprint (used in host-key messages and questions).
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from pathlib import Path
 
 __all__ = [
     "EXIT_CODE_HELP",
+    "AuditFailed",
     "Cancelled",
     "ClaudegateError",
     "CommandFailed",
@@ -50,6 +55,7 @@ __all__ = [
     "HostKeyError",
     "HostKeyUnknown",
     "SmokeTestFailed",
+    "host_key_compare_command",
 ]
 
 
@@ -65,6 +71,7 @@ class ExitCode(IntEnum):
     DEPLOY = 6
     SMOKE = 7
     DECLINED = 8
+    AUDIT = 9
     CANCELLED = 130
 
 
@@ -79,6 +86,7 @@ EXIT_CODE_HELP: dict[ExitCode, str] = {
     ExitCode.DEPLOY: "deploy failed (the old release keeps serving)",
     ExitCode.SMOKE: "smoke test failed",
     ExitCode.DECLINED: "a question was answered no, or needs a flag without a terminal",
+    ExitCode.AUDIT: "a security audit probe failed",
     ExitCode.CANCELLED: "cancelled or interrupted (a rerun resumes)",
 }
 
@@ -133,6 +141,23 @@ class HostKeyError(ClaudegateError):
         self.port = port
 
 
+#: The public host key file per SSH key type, as OpenSSH names them under /etc/ssh.
+_HOST_KEY_FILES = {
+    "ssh-ed25519": "ssh_host_ed25519_key.pub",
+    "ecdsa-sha2-nistp256": "ssh_host_ecdsa_key.pub",
+    "ecdsa-sha2-nistp384": "ssh_host_ecdsa_key.pub",
+    "ecdsa-sha2-nistp521": "ssh_host_ecdsa_key.pub",
+    "ssh-rsa": "ssh_host_rsa_key.pub",
+    "rsa-sha2-256": "ssh_host_rsa_key.pub",
+    "rsa-sha2-512": "ssh_host_rsa_key.pub",
+}
+
+
+def host_key_compare_command(key_type: str) -> str:
+    """What to run on the server itself (its console) to see the fingerprint of its ``key_type`` key."""
+    return f"ssh-keygen -lf /etc/ssh/{_HOST_KEY_FILES.get(key_type, 'ssh_host_*_key.pub')}"
+
+
 class HostKeyUnknown(HostKeyError):
     """First contact: the offered key is neither recorded nor confirmed.
 
@@ -157,8 +182,7 @@ class HostKeyUnknown(HostKeyError):
             host=host,
             port=port,
             hint=(
-                "Check the fingerprint on the server itself (ssh-keygen -lf "
-                "/etc/ssh/ssh_host_*_key.pub), then re-run with "
+                f"Check the fingerprint on the server itself ({host_key_compare_command(key_type)}), then re-run with "
                 f"--accept-host-key {fingerprint}"
             ),
         )
@@ -268,6 +292,16 @@ class SmokeTestFailed(ClaudegateError):
     """The smoke test found failing checks; ``failed`` lists their names."""
 
     exit_code = ExitCode.SMOKE
+
+    def __init__(self, message: str, *, failed: Sequence[str] = (), hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.failed = list(failed)
+
+
+class AuditFailed(ClaudegateError):
+    """``claudegate audit`` found probes that did not hold; ``failed`` lists their names."""
+
+    exit_code = ExitCode.AUDIT
 
     def __init__(self, message: str, *, failed: Sequence[str] = (), hint: str | None = None) -> None:
         super().__init__(message, hint=hint)

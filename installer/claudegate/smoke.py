@@ -521,14 +521,23 @@ def _check_certificate(
     not_after = cert.not_valid_after_utc
     not_before = cert.not_valid_before_utc
     days_left = int((not_after - now).total_seconds() // 86400)
+    # A short-lived certificate (Let's Encrypt's 6 days, a test CA's minutes)
+    # cannot have cert_min_days left: it must only not be past its renewal
+    # point (a third of its lifetime left, the renewer's rule).
+    required = min(dt.timedelta(days=min_days), (not_after - not_before) / 3)
     if not_before > now:
         problems.append(f"not valid before {not_before:%Y-%m-%d %H:%M} UTC")
     if not_after <= now:
         days_ago = int((now - not_after).total_seconds() // 86400)
         problems.append(f"expired on {not_after:%Y-%m-%d} ({days_ago} days ago)")
-    elif days_left < min_days:
+    elif not_after - now < required:
+        need = (
+            f"{min_days}"
+            if required.days == min_days
+            else f"{required.total_seconds() / 86400:.2f} (a third of its lifetime)"
+        )
         problems.append(
-            f"expires on {not_after:%Y-%m-%d}: {days_left} days left, at least {min_days} required"
+            f"expires on {not_after:%Y-%m-%d %H:%M} UTC: {days_left} days left, at least {need} required"
         )
     if problems:
         raise _Failed("; ".join(problems))

@@ -110,8 +110,9 @@ def test_client_argv_is_what_the_gateway_cli_parses() -> None:
 def test_gateway_config_exact() -> None:
     cfg = load(FULL, base=BASE)
     assert gateway_config(cfg) == {
-        "listen": "0.0.0.0:8080",
-        "internal_listen": "0.0.0.0:9090",
+        # The internal network only (the gateway binds its own address in it); loopback for health.
+        "listen": "172.29.8.0/28:8080",
+        "internal_listen": "127.0.0.1:9090",
         "upstream": {
             "base_url": "https://api.anthropic.com",
             "api_key_file": "/run/secrets/anthropic_api_key",
@@ -129,8 +130,8 @@ def test_gateway_config_is_accepted_by_the_gateway() -> None:
     for cfg in (load(FULL, base=BASE), load("", base=LOCAL)):
         rendered = yaml.safe_dump(gateway_config(cfg), sort_keys=True)
         parsed = parse_config(yaml.safe_load(rendered), "gateway.yaml")
-        assert parsed.listen == ("0.0.0.0", 8080)
-        assert parsed.internal_listen == ("0.0.0.0", 9090)
+        assert parsed.listen == (str(network_plan(cfg).subnet), 8080)
+        assert parsed.internal_listen == ("127.0.0.1", 9090)
         assert parsed.upstream.api_key_file == Path("/run/secrets/anthropic_api_key")
         assert parsed.pepper_file == Path("/run/secrets/key_pepper")
         assert parsed.trusted_proxies == (network_plan(cfg).nginx_cidr,)

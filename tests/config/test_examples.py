@@ -76,6 +76,8 @@ def test_every_model_key_is_documented_in_an_example() -> None:
         text = (EXAMPLES / name).read_text()
         documented |= yaml_keys(yaml.safe_load(text))
         documented |= yaml_keys(yaml.safe_load(_COMMENTED_KEY.sub(r"\1", text)))
+    # A mapping field (clients[].filters) has free keys: its own key documents it.
+    documented = {k for k in documented if not k.startswith("clients[].filters.")}
     missing = sorted(model_keys() - documented)
     assert missing == [], f"keys missing from examples/: {missing}"
     unknown = sorted(documented - model_keys())

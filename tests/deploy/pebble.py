@@ -34,6 +34,29 @@ class Pebble:
     directory: str  # the ACME directory URL, as the host sees it
     api_ca: Path  # what certbot must trust to talk to the API
     issuing_root: Path  # what clients must trust to verify issued certificates
+    dns: str = ""  # the mock DNS server (HOST:PORT) pebble resolves names with
+    dns_management: str = ""  # its management API (set and clear A records)
+    log: Path | None = None
+
+    def set_a_record(self, name: str, *addresses: str) -> None:
+        """Answer A queries for ``name`` with ``addresses`` (pebble and claudegate's pre-check see it)."""
+        self._dns_call("/add-a", {"host": name.rstrip(".") + ".", "addresses": list(addresses)})
+
+    def clear_a_record(self, name: str) -> None:
+        """Back to the default answer (the fresh server's address)."""
+        self._dns_call("/clear-a", {"host": name.rstrip(".") + "."})
+
+    def _dns_call(self, path: str, body: dict[str, object]) -> None:
+        request = urllib.request.Request(
+            self.dns_management + path, data=json.dumps(body).encode(), method="POST"
+        )
+        with urllib.request.urlopen(request, timeout=10) as r:
+            r.read()
+
+    def orders(self) -> int:
+        """How many orders pebble has accepted so far (from its log)."""
+        assert self.log is not None
+        return self.log.read_text(errors="replace").count("Added order")
 
 
 def _free_port() -> int:
@@ -83,7 +106,10 @@ def _wait_for(port: int, proc: subprocess.Popen[bytes], log: Path, timeout: floa
 
 
 @contextlib.contextmanager
-def run_pebble(directory: Path, *, listen_ip: str, names_resolve_to: str) -> Iterator[Pebble]:
+def run_pebble(
+    directory: Path, *, listen_ip: str, names_resolve_to: str, validity_seconds: int | None = None
+) -> Iterator[Pebble]:
+    """pebble and its mock DNS; ``validity_seconds`` sets the lifetime of issued certificates."""
     directory.mkdir(parents=True, exist_ok=True)
     api_ca, cert, key = _api_certificate(directory, [listen_ip, "127.0.0.1"])
     api_port, management_port, dns_port, dns_management = (_free_port() for _ in range(4))
@@ -99,6 +125,9 @@ def run_pebble(directory: Path, *, listen_ip: str, names_resolve_to: str) -> Ite
             "externalAccountBindingRequired": False,
         }
     }
+    if validity_seconds is not None:
+        # Debian's pebble 2.4 reads this key (seconds); the default is 5 years.
+        config["pebble"]["certificateValidityPeriod"] = validity_seconds
     (directory / "pebble.json").write_text(json.dumps(config))
     procs: list[subprocess.Popen[bytes]] = []
     try:
@@ -152,7 +181,14 @@ def run_pebble(directory: Path, *, listen_ip: str, names_resolve_to: str) -> Ite
             f"https://127.0.0.1:{management_port}/roots/0", context=context, timeout=10
         ) as r:
             (directory / "issuing-root.pem").write_bytes(r.read())
-        yield Pebble(f"https://{listen_ip}:{api_port}/dir", api_ca, directory / "issuing-root.pem")
+        yield Pebble(
+            f"https://{listen_ip}:{api_port}/dir",
+            api_ca,
+            directory / "issuing-root.pem",
+            dns=f"127.0.0.1:{dns_port}",
+            dns_management=f"http://127.0.0.1:{dns_management}",
+            log=log,
+        )
     finally:
         for proc in procs:
             proc.terminate()

@@ -46,9 +46,11 @@ def test_network_builders() -> None:
         subnet="10.213.71.0/28",
         ip_range="10.213.71.8/29",
         labels={"org.claudegate.instance": "claudegate"},
+        options={"com.docker.network.bridge.inhibit_ipv4": "true"},
     ) == [
         "docker", "network", "create", "--driver", "bridge", "--internal",
         "--subnet", "10.213.71.0/28", "--ip-range", "10.213.71.8/29",
+        "--opt", "com.docker.network.bridge.inhibit_ipv4=true",
         "--label", "org.claudegate.instance=claudegate", "claudegate-internal",
     ]  # fmt: skip
     assert docker_cli.network_create("claudegate-edge") == [
@@ -86,12 +88,13 @@ def test_container_builders() -> None:
 
 
 def test_gateway_container_is_hardened_and_gets_secrets_as_read_only_files() -> None:
-    spec = docker_cli.gateway_spec(LAYOUT, "0123456789ab", "claudegate/gateway:aaaaaaaaaaaa")
+    spec = docker_cli.gateway_spec(LAYOUT, "0123456789ab", "claudegate/gateway:aaaaaaaaaaaa", secrets_gid=998)
     argv = docker_cli.create_container(spec)
     assert argv == [
         "docker", "create", "--name", "claudegate-gateway-0123456789ab",
         "--network", "claudegate-internal", "--network-alias", "gateway-0123456789ab",
-        "--user", "10001:10001", "--read-only", "--tmpfs", "/tmp:rw,noexec,nosuid,size=16m",
+        "--user", "10001:10001", "--group-add", "998",
+        "--read-only", "--tmpfs", "/tmp:rw,noexec,nosuid,size=16m",
         "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
         "--memory", "512m", "--cpus", "1.0", "--pids-limit", "256", "--restart", "unless-stopped",
         "--log-driver", "json-file", "--log-opt", "max-size=10m", "--log-opt", "max-file=3",
@@ -117,7 +120,7 @@ def test_nginx_container_publishes_the_two_ports_with_few_capabilities() -> None
     assert argv == [
         "docker", "create", "--name", "claudegate-nginx", "--network", "claudegate-edge", "--read-only",
         "--tmpfs", "/run:rw,nosuid,size=4m", "--tmpfs", "/var/lib/nginx:rw,nosuid,size=64m",
-        "--tmpfs", "/tmp:rw,noexec,nosuid,size=16m",
+        "--tmpfs", "/tmp:rw,noexec,nosuid,size=16m", "--tmpfs", "/var/log/nginx:rw,noexec,nosuid,size=1m",
         "--cap-drop", "ALL", "--cap-add", "CHOWN", "--cap-add", "NET_BIND_SERVICE",
         "--cap-add", "SETGID", "--cap-add", "SETUID",
         "--security-opt", "no-new-privileges",
@@ -128,7 +131,6 @@ def test_nginx_container_publishes_the_two_ports_with_few_capabilities() -> None
         "--volume", "/opt/claudegate/releases:/etc/claudegate/releases:ro",
         "--volume", "/opt/claudegate/shared/tls:/etc/claudegate/tls:ro",
         "--volume", "/opt/claudegate/shared/acme:/var/www/acme:ro",
-        "--volume", "/opt/claudegate/shared/log/nginx:/var/log/nginx:rw",
         "--publish", "80:80", "--publish", "443:443",
         "--label", "org.claudegate.instance=claudegate", "--label", "org.claudegate.role=nginx",
         "--label", f"org.claudegate.spec={spec.digest()}",
@@ -165,10 +167,15 @@ def test_host_builders() -> None:
     start = host_cli.start_docker()
     assert start[:2] == ["sh", "-c"] and "systemctl enable --now docker.service" in start[2]
     assert "start-stop-daemon --start --oknodo" in start[2]
-    assert host_cli.ensure_dir(DirSpec("/opt/x y", 0o700, 10001, 10001)) == [
-        "sh", "-c", 'mkdir -p -- "$1" && chown -- "$2" "$1" && chmod -- "$3" "$1"', "claudegate-dir",
-        "/opt/x y", "10001:10001", "0700",
+    argv = host_cli.ensure_dir(DirSpec("/opt/x y", 0o700, 10001, 10001))
+    assert argv[:2] == ["sh", "-c"] and argv[3:] == ["claudegate-dir", "/opt/x y", "10001:10001", "0700"]
+    assert 'chown -h -- "$2" "$1"' in argv[2] and '[ -L "$1" ]' in argv[2]
+    # A host group is named (the host chose its number).
+    assert host_cli.ensure_dir(DirSpec("/s", 0o750, 0, -1, "claudegate"))[4:] == ["/s", "0:claudegate", "0750"]
+    assert host_cli.ensure_group("claudegate") == [
+        "sh", "-c", 'getent group "$1" >/dev/null || groupadd --system -- "$1"', "claudegate-group", "claudegate",
     ]  # fmt: skip
+    assert host_cli.group_entry("claudegate") == ["getent", "group", "claudegate"]
     assert host_cli.set_symlink("/r/current", "abc") == [
         "sh", "-c", 'ln -sfn -- "$2" "$1.tmp" && mv -fT -- "$1.tmp" "$1"', "claudegate-link", "/r/current", "abc",
     ]  # fmt: skip
@@ -212,8 +219,11 @@ def test_layout_names() -> None:
     assert layout.internal_network == "cgtest-internal"
     assert layout.journal == "/srv/cg/state/journal.json"
     assert layout.directories()[0].path == "/srv/cg"
-    secrets = next(d for d in layout.directories() if d.path == layout.secrets)
-    assert (secrets.mode, secrets.uid) == (0o700, 10001)
+    # Secrets: root's, readable through the installation's own system group, never uid 10001's.
+    secrets = next(d for d in layout.directories(998) if d.path == layout.secrets)
+    assert (secrets.mode, secrets.uid, secrets.gid, secrets.owner) == (0o750, 0, 998, "0:cgtest")
+    assert next(d for d in layout.directories() if d.path == layout.secrets).gid == -1
+    assert layout.secrets_group == "cgtest"
 
 
 def test_certbot_runs_without_capabilities_on_the_webroot() -> None:
@@ -229,6 +239,7 @@ def test_certbot_runs_without_capabilities_on_the_webroot() -> None:
         "docker", "run", "--rm", "--network", "claudegate-egress",
         "--read-only", "--tmpfs", "/var/lib/letsencrypt", "--tmpfs", "/var/log/letsencrypt", "--tmpfs", "/tmp",
         "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
+        "--log-driver", "json-file", "--log-opt", "max-size=10m", "--log-opt", "max-file=3",
         "--label", "org.claudegate.instance=claudegate", "--label", "org.claudegate.role=certbot",
         "--volume", "/opt/claudegate/shared/letsencrypt:/etc/letsencrypt:rw",
         "--volume", "/opt/claudegate/shared/acme:/var/www/acme:rw",

@@ -102,11 +102,6 @@ class Env:
         return sdk_client(self.server.ip, 443, self.dir / "state" / "ca.pem", key)
 
 
-def _network_gateway(network: str) -> str:
-    info = docker_client().networks.get(network).attrs
-    return str(info["IPAM"]["Config"][0]["Gateway"])
-
-
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     directory = tmp_path_factory.mktemp("e2e")
@@ -115,7 +110,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         try:
             # The deployed gateway reaches this machine through the fresh
             # server's NAT, at the address of its network's bridge.
-            upstream = f"http://{_network_gateway(server.network)}:{fake.url.rsplit(':', 1)[1]}"
+            upstream = f"http://{server.host_address}:{fake.url.rsplit(':', 1)[1]}"
             key_file = write_secret(directory / "anthropic_api_key", CANARY)
             base = {
                 "target": {
@@ -188,6 +183,14 @@ def test_fresh_deploy_passes_the_smoke_test_and_serves_the_sdk(env: Env, keys: d
     TIMINGS["fresh deploy"] = took["seconds"]
     assert result.smoke is not None and result.smoke.ok, result.smoke.table() if result.smoke else None
     assert [e.step for e in events if e.kind == "start"][:3] == ["connect", "lock", "docker"]
+    # The long step is not silent: wheels, bytes sent and docker build steps arrive as work events.
+    work = [e for e in events if e.kind == "work" and e.step == "images"]
+    assert any(e.unit == "bytes" and e.fraction == 1.0 for e in work), [e.message for e in work]
+    assert any(e.unit == "steps" and e.expected for e in work), [e.message for e in work]
+    assert any("wheels" in e.message for e in work)
+    assert any(e.kind == "work" and e.step == "gateway" and e.unit == "s" for e in events)  # health wait
+    checks = [e for e in events if e.kind == "check"]
+    assert checks and {e.status for e in checks} <= {"pass", "skip"}
     assert "team-a" in result.new_client_keys
     key = result.new_client_keys["team-a"].reveal()
     keys["team-a"] = key
@@ -439,9 +442,10 @@ def test_acme_certificate_from_pebble(
     env: Env, keys: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """tls.mode acme: certbot on the host gets a certificate from pebble over HTTP-01, nginx serves it."""
-    gateway_ip = _network_gateway(env.server.network)
+    gateway_ip = env.server.host_address
     with run_pebble(env.dir / "pebble", listen_ip=gateway_ip, names_resolve_to=env.server.ip) as pebble:
         monkeypatch.setenv("CLAUDEGATE_ACME_CA_BUNDLE", str(pebble.api_ca))  # pebble's API certificate
+        monkeypatch.setenv("CLAUDEGATE_ACME_RESOLVER", pebble.dns)  # the pre-check resolves as pebble does
         monkeypatch.setenv("SSL_CERT_FILE", str(pebble.issuing_root))  # for the smoke test's verification
         tls = {"mode": "acme", "email": "ops@example.com", "acme_directory": pebble.directory}
         cfg = env.cfg("acme.yaml", tls=tls, limits={"max_body_size": "24m"})
@@ -454,7 +458,8 @@ def test_acme_certificate_from_pebble(
         assert "Pebble" in issuer, issuer
         assert env.sh("stat -c '%a %U' /opt/claudegate/shared/tls/privkey.pem").strip() == "600 root"
         with connector_for(cfg) as connector:
-            assert not renew(cfg, connector).changed  # not due for 30 days
+            assert not renew(cfg, connector).changed  # not due: pebble's certificates live 5 years
+        assert env.sh("docker inspect -f '{{.State.Status}}' claudegate-certbot").strip() == "running"
 
 
 def test_uninstall_removes_everything_but_docker(env: Env) -> None:

@@ -14,13 +14,14 @@ import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from claudegate.deploy import HostLayout, connector_for, deploy, logs, status, uninstall
 from tests.deploy.support import sdk_client, timer, write_config, write_secret
 from tests.support.fake_anthropic import spawn_fake
-from tests.support.fresh_server import docker_client
+from tests.support.fresh_server import RESOURCE_LABEL, create_bridge, docker_client
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.timeout(600)]
 
@@ -33,21 +34,26 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _host_address_network() -> tuple[Any, str]:
+    """A bridge network of the test's own, whose gateway address containers reach this machine at."""
+    return create_bridge(docker_client(), f"cgtest-host-{secrets.token_hex(3)}", {RESOURCE_LABEL: "host-address"})
+
+
 @pytest.fixture(scope="module")
 def local_setup(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[Path, dict[str, object], HostLayout]]:
     directory = tmp_path_factory.mktemp("local")
-    bridge = docker_client().networks.get("bridge").attrs["IPAM"]["Config"][0]["Gateway"]
+    host_net, host_address = _host_address_network()
     fake = spawn_fake("0.0.0.0:0", api_keys=[KEY], event_delay=0.02)
     try:
         doc: dict[str, object] = {
             "target": {"host": "local", "sudo": False},
             "domain": "gw.test",
             "tls": {"mode": "internal-ca"},
-            # The containers reach this machine at its docker0 address.
+            # The containers reach this machine at an address the test gave it.
             "upstream": {
-                "base_url": f"http://{bridge}:{fake.url.rsplit(':', 1)[1]}",
+                "base_url": f"http://{host_address}:{fake.url.rsplit(':', 1)[1]}",
                 "api_key_file": str(write_secret(directory / "key", KEY)),
             },
             "ports": {"http": _free_port(), "https": _free_port()},
@@ -61,6 +67,7 @@ def local_setup(
         yield directory, doc, layout
     finally:
         fake.stop()
+        host_net.remove()
 
 
 def test_local_deploy_redeploy_status_logs_uninstall(

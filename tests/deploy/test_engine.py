@@ -196,10 +196,11 @@ def test_the_playbooks_name_known_steps_in_order() -> None:
     deploy = load_playbook("deploy")
     assert [s.name for s in deploy.steps] == [
         "connect", "lock", "docker", "layout", "secrets", "tls", "release", "images", "networks",
-        "gateway", "clients", "switch", "acme", "smoke", "cleanup", "unlock",
+        "gateway", "clients", "switch", "acme", "renewal", "smoke", "cleanup", "unlock",
     ]  # fmt: skip
     assert [s.name for s in load_playbook("rollback").steps][3:6] == ["rollback", "gateway", "switch"]
     assert [s.name for s in load_playbook("uninstall").steps] == ["connect", "lock", "uninstall", "unlock"]
+    assert [s.name for s in load_playbook("renew").steps] == ["connect", "lock", "acme", "renewal", "unlock"]
     for path in PLAYBOOKS_DIR.glob("*.yaml"):
         for step in load_playbook(path.stem).build():
             assert type(step) is STEP_TYPES[step.name]

@@ -99,3 +99,63 @@ def test_acme_copy_follows_certbots_links_and_makes_the_key_private(tmp_path: Pa
     assert not (tls / "privkey.pem").is_symlink() and (tls / "privkey.pem").read_text() == "privkey"
     assert (tls / "privkey.pem").stat().st_mode & 0o777 == 0o600
     assert (tls / "fullchain.pem").stat().st_mode & 0o777 == 0o644
+
+
+# --- symlink attacks: a root-run step never follows a link planted for it ----------------
+
+
+def test_ensure_dir_refuses_a_planted_symlink_and_leaves_its_target_alone(tmp_path: Path) -> None:
+    victim = tmp_path / "victim"
+    victim.mkdir(mode=0o700)
+    os.chown(victim, 0, 0)
+    planted = tmp_path / "secrets"
+    planted.symlink_to(victim)
+    result = local.run(host_cli.ensure_dir(DirSpec(str(planted), 0o750, 10001, 10001)), check=False)
+    assert result.exit_status != 0 and b"symlink" in result.stderr
+    st = victim.stat()
+    assert (st.st_mode & 0o777, st.st_uid, st.st_gid) == (0o700, 0, 0)
+    # A dangling link is not followed either (mkdir -p would create its target).
+    dangling = tmp_path / "data"
+    dangling.symlink_to(tmp_path / "made-by-link")
+    assert not local.run(host_cli.ensure_dir(DirSpec(str(dangling), 0o700)), check=False).ok
+    assert not (tmp_path / "made-by-link").exists()
+
+
+def test_put_file_replaces_a_planted_symlink_instead_of_writing_through_it(tmp_path: Path) -> None:
+    from claudegate.connectors.base import put_file_argv
+
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"do not touch")
+    victim.chmod(0o644)
+    target = tmp_path / "anthropic_api_key"
+    target.symlink_to(victim)
+    # The portable script the SSH connector runs (as root, through sudo).
+    local.run(put_file_argv(str(target), 0o640, "0:0"), input=b"sk-ant-secret")
+    assert victim.read_bytes() == b"do not touch" and victim.stat().st_mode & 0o777 == 0o644
+    assert not target.is_symlink() and target.read_bytes() == b"sk-ant-secret"
+    st = target.stat()
+    assert (st.st_mode & 0o777, st.st_uid, st.st_gid) == (0o640, 0, 0)
+
+
+def test_every_chown_in_host_scripts_keeps_off_symlinks() -> None:
+    """chown without -h follows a symlink: every host script uses -h."""
+    import re
+
+    from claudegate.connectors import base
+    from claudegate.deploy import lock
+    from claudegate.deploy.steps import acme, files
+
+    scripts = [
+        text
+        for module in (host_cli, base, lock, acme, files)
+        for text in (v for v in vars(module).values() if isinstance(v, str))
+    ]
+    import inspect
+
+    scripts += [inspect.getsource(files)]
+    found = 0
+    for text in scripts:
+        for match in re.finditer(r"\bchown\b([^\n;&|]*)", text):
+            found += 1
+            assert match.group(1).lstrip().startswith("-h"), match.group(0)
+    assert found >= 3  # the layout, put-file and pepper-fix scripts were seen

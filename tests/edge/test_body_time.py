@@ -1,6 +1,11 @@
-"""Body and time limits: a 33 MB body is refused with 413 JSON before the
-gateway hears of it, and slow clients (slowloris, slow body) do not starve
-normal ones."""
+"""Body and time limits: a 33 MB body is refused with 413 JSON and never
+reaches upstream, and slow clients (slowloris, slow body) do not starve
+normal ones.
+
+Bodies stream through nginx to the gateway (``proxy_request_buffering off``,
+see test_partial_uploads): a declared Content-Length over the limit is
+refused before the gateway hears of it; a chunked body is cut by nginx once
+it passes the limit, after the gateway has started reading it."""
 
 from __future__ import annotations
 
@@ -64,6 +69,7 @@ def test_33mb_body_is_refused_at_the_edge(
 ) -> None:
     key = backend.new_key("big")
     before = gateway_saw(backend)
+    upstream_before = len(backend.upstream_requests())
     out = subprocess.run(
         [
             bin_curl(),
@@ -95,7 +101,10 @@ def test_33mb_body_is_refused_at_the_edge(
     parsed = json.loads(body)
     assert parsed["error"]["type"] == "request_too_large" and parsed["request_id"].startswith("req_edge")
     time.sleep(0.2)
-    assert gateway_saw(backend) == before
+    assert len(backend.upstream_requests()) == upstream_before
+    if "chunked" not in " ".join(mode):
+        # A declared length is refused on the headers: the gateway never hears of it.
+        assert gateway_saw(backend) == before
 
 
 def test_sdk_sees_request_too_large(edge: NginxProcess, pki: EdgePKI, backend: Backend) -> None:
@@ -194,7 +203,7 @@ def test_slow_clients_do_not_starve_normal_ones(
         ],
     }
     key = backend.new_key("bystander")
-    before = gateway_saw(backend)
+    upstream_before = len(backend.upstream_requests())
     procs = {
         name: subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for name, cmd in attacks.items()
@@ -238,17 +247,26 @@ def test_slow_clients_do_not_starve_normal_ones(
     body = read_csv(tmp_path / "body.csv")
     assert all(row["Service Available"] > 0 for row in headers + body)
     # Slowloris: nginx dropped every half-sent header within its timeout.
-    assert max(row["Connected"] for row in headers) > slowloris_conns // 2  # the attack did open connections
-    # slowhttptest stops early ("no open connections left") once nginx closed them all;
-    # its last CSV row is written a moment before the last ones close.
-    assert len(headers) <= SLOW_TIMEOUT + 4, headers  # well before the 8 s test length
-    assert headers[-1]["Closed"] >= slowloris_conns * 0.7, headers[-3:]
+    # The attack did hold many connections at once (fewer on a loaded machine, whose ramp is slower).
+    assert max(row["Connected"] for row in headers) > slowloris_conns // 3
+    # Each second's row: once the attack had opened (nearly) all its
+    # connections, nginx closed them within its header timeout (plus CSV
+    # lag), however slowly a loaded machine let the attack ramp up.
+    opened = next(
+        (i for i, row in enumerate(headers) if row["Connected"] + row["Closed"] >= slowloris_conns * 0.9), None
+    )
+    closed = next((i for i, row in enumerate(headers) if row["Closed"] >= slowloris_conns * 0.7), None)
+    assert opened is not None and closed is not None, headers[-3:]
+    assert closed - opened <= SLOW_TIMEOUT + 2, headers
 
-    # Slow body: only CONN_PER_IP uploads were let in; the rest got an immediate 429.
+    # Slow body: the keyless uploads stream to the gateway, which answers 401
+    # on their headers without waiting for the body; past CONN_PER_IP at once
+    # nginx answers 429. None of them is held until the body timeout.
     attack = [r for r in slow_edge.access_records() if r["client"] == "127.0.0.1" and r["method"] == "POST"]
-    refused = [r for r in attack if r["status"] == 429]
-    assert len(refused) >= slowbody_conns - CONN_PER_IP - 5, len(refused)
-    # Only the bystander's uploads reached the gateway; no slow upload did
+    assert len(attack) >= slowbody_conns // 2, len(attack)
+    assert {r["status"] for r in attack} <= {401, 429}, sorted({r["status"] for r in attack})
+    assert all(float(r["request_time"]) < SLOW_TIMEOUT for r in attack if r["status"] == 401)
+    # Only the bystander's requests reached upstream; no slow upload did
     # (slowhttptest's own availability probe is a GET).
-    assert gateway_saw(backend) - before == len(probes)
+    assert len(backend.upstream_requests()) - upstream_before == len(probes)
     assert "worker_connections are not enough" not in slow_edge.logs()

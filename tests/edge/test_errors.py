@@ -84,14 +84,31 @@ def test_405_trace(edge: NginxProcess, pki: EdgePKI) -> None:
 
 def test_body_too_slow_is_cut_off(edge: NginxProcess, pki: EdgePKI, backend: Backend) -> None:
     """client_body_timeout: nginx 1.22 ends a stalled upload by closing the
-    connection (it never writes a 408 page, HTML or otherwise); the gateway
-    never hears of it."""
+    connection (it never writes a 408 page, HTML or otherwise); the body
+    streams to the gateway, but nothing of it reaches upstream."""
     before = len(backend.upstream_requests())
-    head = req("POST", "/v1/messages", "Content-Type: application/json", "Content-Length: 100")
+    key = backend.new_key("stalled")
+    head = req("POST", "/v1/messages", "Content-Type: application/json", "Content-Length: 100", f"x-api-key: {key}")
     started = time.monotonic()
     resp = raw_exchange(edge.settings.https_port, pki, head + b'{"mo', timeout=8)
     assert time.monotonic() - started < 4  # client_body_timeout is 1 s here
     assert resp.raw == b""
+    assert len(backend.upstream_requests()) == before
+
+
+def test_a_stalled_upload_without_a_valid_key_is_refused_at_once(
+    edge: NginxProcess, pki: EdgePKI, backend: Backend
+) -> None:
+    """The body streams to the gateway, which answers 401 on the headers: an
+    unauthenticated upload holds nothing until the body timeout."""
+    before = len(backend.upstream_requests())
+    for key_header in ((), ("x-api-key: sk-junk-" + "x" * 24,)):
+        head = req("POST", "/v1/messages", "Content-Type: application/json", "Content-Length: 100", *key_header)
+        resp = raw_exchange(edge.settings.https_port, pki, head + b'{"mo', timeout=8)
+        # An answer at all proves it came before the body timeout (which closes silently).
+        assert resp.status == 401, (resp.status_line, resp.body[:300])
+        error = resp.json()["error"]
+        assert isinstance(error, dict) and error["type"] == "authentication_error"
     assert len(backend.upstream_requests()) == before
 
 

@@ -757,6 +757,20 @@ def test_hang_times_out_and_bounded_hang_recovers(client: anthropic.Anthropic, f
     assert time.monotonic() - started >= 0.2
 
 
+def test_hang_for_one_body_marker_leaves_other_requests_fast(client: anthropic.Anthropic, fake: FakeAnthropic) -> None:
+    fake.state.hang(seconds=0.5, count=-1, body_contains="slow-client")
+    started = time.monotonic()
+    client.messages.create(model=MODEL, max_tokens=5, messages=user("fast-client says hi"))
+    assert time.monotonic() - started < 0.4
+    started = time.monotonic()
+    client.messages.create(model=MODEL, max_tokens=5, messages=user("slow-client says hi"))
+    client.messages.create(model=MODEL, max_tokens=5, messages=user("slow-client again"))
+    assert time.monotonic() - started >= 1.0  # count -1: every matching request, until reset
+    assert parse_failure({"hang": True, "body_contains": "x"}).to_json()["body_contains"] == "x"
+    with pytest.raises(ValueError, match="body_contains"):
+        parse_failure({"hang": True, "body_contains": ""})
+
+
 # --------------------------------------------------------------------------- models, batches, files
 
 

@@ -606,7 +606,7 @@ def test_results_hold_no_matched_text(secret: str) -> None:
         assert result.verdicts
         assert leaks(result, secret) == []
         for verdict in result.verdicts:
-            assert set(vars(verdict)) == {"rule", "action", "matches", "detectors"}
+            assert set(vars(verdict)) == {"rule", "action", "matches", "detectors", "direction"}
 
 
 # --------------------------------------------------------------------------
@@ -640,12 +640,12 @@ CONFIG_ERRORS: list[tuple[Any, str, str]] = [
     ([{"name": "a", "detectors": []}], "filters[0].detectors: must be a non-empty list", "detectors: [all]"),
     ([{"name": "a", "detectors": {"all": True}}], "filters[0].detectors: must be a non-empty list", "detectors: [all]"),
     ([{"name": "a", "pattern": "x", "action": "redcat"}], "filters[0].action: 'redcat' is not an action", "did you mean redact?"),
-    ([{"name": "a", "pattern": "x", "action": "drop"}], "filters[0].action: 'drop' is not an action", "block or redact"),
+    ([{"name": "a", "pattern": "x", "action": "drop"}], "filters[0].action: 'drop' is not an action", "block, redact or log"),
     ([{"name": "a", "pattern": "x", "status": 401}], "filters[0].status: 401 is not an allowed status", "use 400"),
     ([{"name": "a", "pattern": "x", "status": "403"}], "filters[0].status: '403' is not an allowed status", "or 403"),
     ([{"name": "a", "pattern": "x", "status": True}], "filters[0].status: True is not an allowed status", "use 400"),
     ([{"name": "a", "pattern": "x", "status": [403]}], "filters[0].status: [403] is not an allowed status", "use 400"),
-    ([{"name": "a", "pattern": "x", "action": ["block"]}], "filters[0].action: ['block'] is not an action", "block or"),
+    ([{"name": "a", "pattern": "x", "action": ["block"]}], "filters[0].action: ['block'] is not an action", "block, redact"),
     ([{"name": ["a"], "pattern": "x"}], "filters[0].name: ['a'] is not a valid rule name", "letters"),
     ([{"name": "a", "detectors": [{"all": 1}]}], "filters[0].detectors[0]: unknown detector", "known detectors"),
     ([{"name": "a", "pattern": "x", "action": "redact", "status": 403}], "filters[0].status: status only applies",
@@ -750,9 +750,9 @@ def test_config_from_a_tuple_like_the_gateway_config() -> None:
 
 
 def test_unmappable_string_is_redacted_whole(monkeypatch: pytest.MonkeyPatch) -> None:
-    import claudegate_gateway.filters as filters
+    import claudegate_gateway.filters.normalise as normalise
 
-    monkeypatch.setattr(filters, "_MAX_MAP_UNITS", 0)
+    monkeypatch.setattr(normalise, "_MAX_MAP_UNITS", 0)
     result = apply(REDACT, user(blocks("kept", f"ｗｉｄｅ {ANTHROPIC} text")))
     assert [b["text"] for b in result.body["messages"][0]["content"]] == ["kept", "[REDACTED:secrets]"]
 

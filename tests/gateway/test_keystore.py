@@ -120,9 +120,74 @@ def test_schema_is_plain_sqlite(store: KeyStore, tmp_path: Path) -> None:
 
 
 def test_scope_globs() -> None:
-    s = Scopes(models=("claude-haiku-*",), endpoints=("/v1/messages", "/v1/models*"), betas=("files-api-2025-04-14",))
+    s = Scopes(
+        models=("claude-haiku-*",), endpoints=("/v1/messages", "/v1/models*"), betas=("files-api-2025-04-14",)
+    )
     assert s.model_allowed("claude-haiku-4-5")
     assert not s.model_allowed("claude-opus-4-1")
     assert s.endpoint_allowed("/v1/models/claude-haiku-4-5")
     assert not s.endpoint_allowed("/v1/files")
     assert s.beta_allowed("files-api-2025-04-14") and not s.beta_allowed("other")
+
+
+def test_update_replaces_scopes_in_place_and_keeps_keys(tmp_path: Path) -> None:
+    server = KeyStore(tmp_path / "k.db", "p")
+    key = server.create("svc", Scopes(models=("claude-*",), rpm=5))
+    assert server.authenticate(key).scopes.rpm == 5  # type: ignore[union-attr]  # now cached
+    admin = KeyStore(tmp_path / "k.db", "p")
+    ends = time.time() + 3600
+    admin.update("svc", Scopes(models=("claude-haiku-*",), rpm=7, stream=False), ends)
+    # The serving connection sees the new scopes on its very next lookup, with the same key.
+    seen = server.authenticate(key)
+    assert seen is not None and seen.scopes == Scopes(models=("claude-haiku-*",), rpm=7, stream=False)
+    assert seen.expires_at == ends
+    assert server.authenticate(key, now=ends + 1) is None
+    # Declarative: omitted limits go back to their defaults, expiry included.
+    admin.update("svc", Scopes(), None)
+    again = server.authenticate(key, now=ends + 1)
+    assert again is not None and again.scopes == Scopes() and again.expires_at is None
+
+
+def test_update_refuses_unknown_and_revoked_clients(store: KeyStore) -> None:
+    with pytest.raises(KeyStoreError, match="keys list"):
+        store.update("nobody", Scopes(), None)
+    key = store.create("svc", Scopes())
+    store.revoke("svc")
+    with pytest.raises(KeyStoreError, match="revoked"):
+        store.update("svc", Scopes(), None)
+    # An update cannot bring a revoked key back.
+    assert store.authenticate(key) is None
+
+
+def test_rotation_drops_credentials_that_ended(store: KeyStore, tmp_path: Path) -> None:
+    store.create("smoke", Scopes())
+    for _ in range(5):
+        latest = store.rotate("smoke", overlap_seconds=0)
+    db = sqlite3.connect(tmp_path / "keys.db")
+    (count,) = db.execute("SELECT count(*) FROM credentials WHERE name = 'smoke'").fetchone()
+    assert count <= 2  # the live key, and at most the one that ended just now
+    assert store.authenticate(latest) is not None
+
+
+def test_cli_update_replaces_scopes_and_the_key_keeps_working(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from claudegate_gateway.cli import main
+
+    pepper = tmp_path / "pepper"
+    pepper.write_text("p" * 32)
+    pepper.chmod(0o600)
+    config = tmp_path / "gw.yaml"
+    config.write_text(
+        f"upstream: {{api_key_file: {pepper}}}\nkeystore: {tmp_path / 'k.db'}\npepper_file: {pepper}\n"
+    )
+    assert main(["keys", "create", "svc", "--config", str(config), "--rpm", "5"]) == 0
+    key = capsys.readouterr().out.strip().splitlines()[-1]
+    assert main(["keys", "update", "svc", "--config", str(config), "--models", "claude-haiku-*", "--rpm", "9",
+                 "--expires", "2099-01-01T00:00:00Z"]) == 0  # fmt: skip
+    assert "keep working" in capsys.readouterr().out
+    store = KeyStore(tmp_path / "k.db", "p" * 32)
+    seen = store.authenticate(key)
+    assert seen is not None and seen.scopes.rpm == 9 and seen.scopes.models == ("claude-haiku-*",)
+    assert main(["keys", "update", "nobody", "--config", str(config)]) == 3
+    assert "no client named 'nobody'" in capsys.readouterr().err

@@ -57,10 +57,11 @@ def test_client_disconnect_mid_stream_is_audited_and_settled(gateway_factory: Ga
         assert b"200" in s.recv(4096)
     rec = gw.audit()[-1]
     assert rec["error_type"] == "client_closed"
-    # The 3000-token reservation was settled to what was seen: another fits.
+    # Upstream's final usage never arrived, so leaving does not make the
+    # request cheap: the whole 3000-token reservation stays charged.
     r = httpx.post(gw.url + "/v1/messages", headers={**HDRS, "x-api-key": key},
                    json={"model": MODEL, "max_tokens": 3000, "messages": [{"role": "user", "content": "x"}]})
-    assert r.status_code == 200
+    assert r.status_code == 429 and "tokens per minute" in r.json()["error"]["message"]
 
 
 def test_filters_block_and_redact(gateway_factory: GatewayFactory, fake: FakeAnthropic) -> None:
@@ -91,7 +92,7 @@ def test_filters_block_and_redact(gateway_factory: GatewayFactory, fake: FakeAnt
     assert len(fake.state.requests) == n_before  # blocked ones never reach upstream
 
     audit = gw.audit(3)
-    assert {"rule": "secrets", "action": "redact", "matches": 1} in audit[0]["filters"]
+    assert {"rule": "secrets", "direction": "request", "action": "redact", "matches": 1} in audit[0]["filters"]
     assert audit[1]["status"] == 403
     assert secret not in gw.audit_path.read_text() and "falcon" not in gw.audit_path.read_text().lower()
 

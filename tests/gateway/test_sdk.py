@@ -144,7 +144,7 @@ def test_gateway_errors_have_anthropic_shape(module_gateway: GatewayProc, key: s
     _gw_error(httpx.post(url + "/v1/messages", headers=auth, json={"max_tokens": 5}), 400, "invalid_request_error")
     _gw_error(httpx.get(url + "/admin", headers=auth), 404, "not_found_error")
     _gw_error(httpx.get(url + "/v1/models/../../secret", headers=auth), 404, "not_found_error")
-    _gw_error(httpx.get(url + "/v1/models/%2e%2e/x", headers=auth), 400, "invalid_request_error")
+    _gw_error(httpx.get(url + "/v1/models/%2e%2e/x", headers=auth), 404, "not_found_error")
 
 
 @pytest.mark.parametrize(
@@ -201,3 +201,41 @@ def test_no_compression_asked_upstream(client: anthropic.Anthropic, fake: FakeAn
     )
     rec = fake.state.last_request("/v1/messages")
     assert rec is not None and "accept-encoding" not in rec.headers
+
+
+def test_files_through_the_route_table(client: anthropic.Anthropic, fake: FakeAnthropic) -> None:
+    uploaded = client.files.upload(file=("notes.txt", b"some notes", "text/plain"))
+    assert uploaded.id.startswith("file_")
+    assert uploaded.id in [f.id for f in client.files.list(limit=5).data]
+    assert client.files.retrieve_metadata(uploaded.id).filename == "notes.txt"
+    assert client.files.download(uploaded.id).read() == b"some notes"
+    beta = client.beta.files
+    assert uploaded.id in [f.id for f in beta.list()]
+    assert beta.retrieve_metadata(uploaded.id).size_bytes == 10
+    client.files.delete(uploaded.id)
+    with pytest.raises(anthropic.NotFoundError):
+        client.files.retrieve_metadata(uploaded.id)
+    paths = {(r.method, r.raw_path) for r in fake.state.requests}
+    assert ("GET", f"/v1/files/{uploaded.id}/content") in paths and ("DELETE", f"/v1/files/{uploaded.id}") in paths
+
+
+def test_batches_through_the_route_table(client: anthropic.Anthropic, fake: FakeAnthropic) -> None:
+    requests = [{"custom_id": f"r{i}", "params": {"model": MODEL, "max_tokens": 5,
+                 "messages": [{"role": "user", "content": f"hi {i}"}]}} for i in range(2)]  # fmt: skip
+    fake.state.configure(batch_processing_seconds=60)  # still running: it can be cancelled
+    batch = client.messages.batches.create(requests=requests)  # type: ignore[arg-type]
+    assert client.messages.batches.retrieve(batch.id).id == batch.id
+    assert batch.id in [b.id for b in client.messages.batches.list(limit=10)]
+    cancelled = client.messages.batches.cancel(batch.id)
+    assert cancelled.id == batch.id
+    beta_batch = client.beta.messages.batches.retrieve(batch.id)
+    assert beta_batch.id == batch.id
+    fake.state.configure(batch_processing_seconds=0)
+    done = client.messages.batches.create(requests=requests)  # type: ignore[arg-type]
+    assert client.messages.batches.retrieve(done.id).processing_status == "ended"
+    results = list(client.messages.batches.results(done.id))
+    assert sorted(r.custom_id for r in results) == ["r0", "r1"]
+    client.messages.batches.delete(done.id)
+    paths = [(r.method, r.raw_path) for r in fake.state.requests]
+    assert ("GET", f"/v1/messages/batches/{done.id}/results") in paths
+    assert ("POST", f"/v1/messages/batches/{batch.id}/cancel") in paths

@@ -123,3 +123,46 @@ def test_wheel_carries_every_asset_playbook_and_example(wheels: Path) -> None:
     with zipfile.ZipFile(wheel) as zf:
         shipped = {n.split("/data/share/claudegate/", 1)[1] for n in zf.namelist() if "/data/share/claudegate/" in n}
     assert set(tracked) == shipped
+
+
+def _run_env(image: str, wheels: Path, script: str, **env: str) -> subprocess.CompletedProcess[str]:
+    flags = [arg for key, value in env.items() for arg in ("-e", f"{key}={value}")]
+    return _sh("docker", "run", "--rm", "--network", "none", "--user", "alice",
+               "-v", f"{REPO}/install.sh:/src/install.sh:ro", "-v", f"{wheels}:/wheels:ro",
+               "-e", "CLAUDEGATE_WHEELS=/wheels", *flags, image, "bash", "-c", script)  # fmt: skip
+
+
+def test_the_script_pins_the_projects_version() -> None:
+    import re
+    import tomllib
+
+    version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    text = (REPO / "install.sh").read_text()
+    assert re.search(rf'^CLAUDEGATE_PINNED_VERSION="{re.escape(version)}"$', text, re.M)
+    # The release's hash: empty until a release is published, else 64 hex digits.
+    assert re.search(r'^CLAUDEGATE_PINNED_SHA256="([0-9a-f]{64})?"$', text, re.M)
+
+
+def test_piped_install_is_pinned_and_hash_checked(image: str, wheels: Path) -> None:
+    (wheel,) = wheels.glob("claudegate-*.whl")
+    good = hashlib.sha256(wheel.read_bytes()).hexdigest()
+    bad = hashlib.sha256(b"someone else's wheel").hexdigest()
+    # No CLAUDEGATE_SOURCE: piped, the script installs claudegate==<its pinned version>.
+    refused = _run_env(image, wheels, """
+        cat /src/install.sh | bash -s -- --version; echo "exit $?"
+        test -e ~/.local/bin/claudegate && echo "INSTALLED" || echo "NOT INSTALLED"
+    """, CLAUDEGATE_SHA256=bad)  # fmt: skip
+    assert "installing claudegate from claudegate==0.1.0 (sha256 " + bad in refused.stderr, refused.stderr
+    assert "pip refused claudegate" in refused.stderr and "exit 1" in refused.stdout
+    assert "NOT INSTALLED" in refused.stdout
+    assert "THESE PACKAGES DO NOT MATCH THE HASHES" in refused.stderr  # pip's own hash check said no
+
+    ok = _run_env(image, wheels, "cat /src/install.sh | bash -s -- --version", CLAUDEGATE_SHA256=good)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert f"installing claudegate from claudegate==0.1.0 (sha256 {good})" in ok.stderr
+    assert "claudegate 0.1.0" in ok.stdout
+
+    for unpinned in ("claudegate>=0.1", "claudegate==0.1.*", "https://example.invalid/claudegate.whl", "other"):
+        r = _run_env(image, wheels, "cat /src/install.sh | bash -s -- --version", CLAUDEGATE_SOURCE=unpinned)
+        assert r.returncode == 1, (unpinned, r.stdout, r.stderr)
+        assert "is not a pinned version" in r.stderr and "fix: set it to claudegate==0.1.0" in r.stderr

@@ -133,9 +133,11 @@ def test_certificate_for_another_name_fails(
 def test_certificate_expiring_soon_fails_but_the_rest_runs(
     make_edge: EdgeFactory, ca: CA, client_key: str, tmp_path: Path, stream_delay: FakeAnthropic
 ) -> None:
-    edge = make_edge(
-        "expiring", leaf=make_leaf(ca, tmp_path / "soon", (DOMAIN,), not_after=dt.timedelta(days=3))
+    # A 90-day certificate with 3 days left (a short-lived one is judged by its lifetime, below).
+    soon = make_leaf(
+        ca, tmp_path / "soon", (DOMAIN,), not_before=dt.timedelta(days=-87), not_after=dt.timedelta(days=3)
     )
+    edge = make_edge("expiring", leaf=soon)
     report = run_smoke(target_for(edge, ca, client_key))
     status, detail = by_name(report)["tls.certificate"]
     assert status == "fail" and "2 days left, at least 7 required" in detail

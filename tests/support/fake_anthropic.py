@@ -28,7 +28,8 @@ and drive it over HTTP with ``FakeControl(url)`` or the ``/_fake/`` endpoints:
                              {"mid_stream_after": N, "type": "overloaded_error"}   (SSE ``event: error``)
                              {"hang": true [, "seconds": S] [, "mid_stream_after": N]}
                              {"disconnect": true [, "mid_stream_after": N]}        (drop the TCP connection)
-                             optional on every kind: "count" (-1 = until reset), "path" (exact request path)
+                             optional on every kind: "count" (-1 = until reset), "path" (exact request path),
+                             "body_contains" (only requests whose body holds this text: a slow key's requests)
     GET    /_fake/config     current knobs;  POST /_fake/config  {"latency": S, "event_delay": S, ...}
     GET    /_fake/health     {"ok": true}
 
@@ -44,7 +45,13 @@ Deterministic behaviour (see ``plan_reply`` and ``estimate_input_tokens``):
 * with ``tools`` and a ``tool_choice`` of ``any``/``tool`` (or the last user text
   containing ``use the tool``) the reply is a ``tool_use`` block whose input holds
   the required properties of the tool's ``input_schema`` with placeholder values;
-* ``thinking`` of type ``enabled``/``adaptive`` adds a short thinking block first.
+* ``thinking`` of type ``enabled``/``adaptive`` adds a short thinking block first;
+* a *script* (``FakeState.script``, ``POST /_fake/config {"script": [...]}``) replaces
+  the planned content with exactly the given blocks, streamed as exactly the given
+  deltas: ``{"type": "text", "deltas": ["he", "llo"]}``, ``{"type": "thinking",
+  "deltas": [...]}`` or ``{"type": "tool_use", "name": "t", "deltas": ["{\"a", "\": 1}"]}``
+  (``partial_json`` pieces; their concatenation must be a JSON object). One delta is one
+  output token. Until reset, every messages request gets the script.
 """
 
 from __future__ import annotations
@@ -272,6 +279,8 @@ class RecordedRequest:
     body: bytes
     json: Any  # parsed body, or None when not JSON
     time: float  # time.time() when received
+    raw_path: str = ""  # the path exactly as sent (``path`` is percent-decoded)
+    raw_query: str = ""  # the query string exactly as sent
 
     @property
     def text(self) -> str:
@@ -286,6 +295,8 @@ class RecordedRequest:
             "body": self.text,
             "json": self.json,
             "time": self.time,
+            "raw_path": self.raw_path,
+            "raw_query": self.raw_query,
         }
 
 
@@ -303,7 +314,9 @@ class Failure:
     * ``disconnect``: close the connection without an answer, or after ``after_events``
       events of a stream when ``after_events`` is set.
 
-    ``count`` < 0 means "until reset"; ``path`` restricts it to one exact request path.
+    ``count`` < 0 means "until reset"; ``path`` restricts it to one exact request path;
+    ``body_contains`` to requests whose raw body contains that text (e.g. a marker
+    in one client's prompts, to make only that client's requests slow).
     """
 
     kind: FailureKind = "status"
@@ -315,6 +328,7 @@ class Failure:
     after_events: int | None = None
     seconds: float | None = None
     retry_after: float | None = None
+    body_contains: str | None = None
 
     @property
     def streaming_only(self) -> bool:
@@ -333,6 +347,7 @@ class Failure:
             "mid_stream_after": self.after_events,
             "seconds": self.seconds,
             "retry_after": self.retry_after,
+            "body_contains": self.body_contains,
         }
 
 
@@ -360,6 +375,15 @@ def parse_failure(spec: Mapping[str, Any]) -> Failure:
     path = spec.get("path")
     if path is not None and not isinstance(path, str):
         raise ValueError("path must be a string")
+    body_contains = spec.get("body_contains")
+    if body_contains is not None and (not isinstance(body_contains, str) or not body_contains):
+        raise ValueError("body_contains must be a non-empty string")
+    failure = _parse_kind(spec, count, path)
+    failure.body_contains = body_contains
+    return failure
+
+
+def _parse_kind(spec: Mapping[str, Any], count: int, path: str | None) -> Failure:
     after = spec.get("mid_stream_after")
     if after is not None:
         after = _int(after, "mid_stream_after", minimum=0)
@@ -457,6 +481,7 @@ _CONFIG_FIELDS: Final = (
     "max_recorded",
     "public_base_url",
     "max_message_bytes",
+    "script",
 )
 
 
@@ -477,6 +502,7 @@ class FakeState:
     files_downloadable: bool = True  # the real API only allows downloading files made by tools
     public_base_url: str | None = None  # base of batch results_url; default: the request's own origin
     max_message_bytes: int = MESSAGES_MAX_BYTES
+    script: list[dict[str, Any]] | None = None  # scripted content blocks and deltas (see plan_reply)
     ratelimit_requests: int = 4_000
     ratelimit_input_tokens: int = 2_000_000
     ratelimit_output_tokens: int = 400_000
@@ -539,9 +565,12 @@ class FakeState:
         mid_stream_after: int | None = None,
         count: int = 1,
         path: str | None = None,
+        body_contains: str | None = None,
     ) -> Failure:
         """Stall the next request (forever unless ``seconds``), before answering or mid-stream."""
-        spec: dict[str, Any] = {"hang": True, "count": count, "path": path, "seconds": seconds}
+        spec: dict[str, Any] = {
+            "hang": True, "count": count, "path": path, "seconds": seconds, "body_contains": body_contains,
+        }
         if mid_stream_after is not None:
             spec["mid_stream_after"] = mid_stream_after
         return self.add_failure(spec)
@@ -554,7 +583,7 @@ class FakeState:
         """Drop the TCP connection of the next request without answering."""
         return self.add_failure({"disconnect": True, "count": count, "path": path})
 
-    def take_failure(self, path: str, streaming: bool) -> Failure | None:
+    def take_failure(self, path: str, streaming: bool, body: bytes = b"") -> Failure | None:
         if not self.failures:
             return None
         with self._lock:
@@ -562,6 +591,8 @@ class FakeState:
                 if failure.path is not None and failure.path != path:
                     continue
                 if failure.streaming_only and not streaming:
+                    continue
+                if failure.body_contains is not None and failure.body_contains.encode() not in body:
                     continue
                 if failure.count > 0:
                     failure.count -= 1
@@ -588,6 +619,8 @@ class FakeState:
                 if value is not None and not isinstance(value, str):
                     raise ValueError("public_base_url must be a string or null")
                 checked[name] = value.rstrip("/") if value else None
+            elif name == "script":
+                checked[name] = None if value is None else _check_script(value)
             elif name == "api_keys":
                 if isinstance(value, str) or not all(isinstance(k, str) and k for k in value):
                     raise ValueError("api_keys must be a list of non-empty strings")
@@ -1019,6 +1052,48 @@ class Reply:
     stop_sequence: str | None
     input_tokens: int
     output_tokens: int
+    # index -> the exact deltas to stream for that block (scripted replies)
+    deltas: dict[int, list[str]] = field(default_factory=dict)
+
+
+def _check_script(value: Any) -> list[dict[str, Any]]:
+    if not isinstance(value, list) or not value:
+        raise ValueError("script must be a non-empty list of blocks")
+    for i, block in enumerate(value):
+        if not isinstance(block, dict) or block.get("type") not in ("text", "thinking", "tool_use"):
+            raise ValueError(f"script[{i}]: a block of type text, thinking or tool_use is required")
+        deltas = block.get("deltas")
+        if not isinstance(deltas, list) or not all(isinstance(d, str) for d in deltas):
+            raise ValueError(f"script[{i}].deltas must be a list of strings")
+        if block["type"] == "tool_use":
+            try:
+                parsed = json.loads("".join(deltas))
+            except ValueError:
+                raise ValueError(f"script[{i}].deltas must join to a JSON object") from None
+            if not isinstance(parsed, dict) or not isinstance(block.get("name"), str):
+                raise ValueError(f"script[{i}]: a tool_use needs a name and deltas joining to a JSON object")
+    return [dict(b) for b in value]
+
+
+def scripted_reply(script: Sequence[Mapping[str, Any]], body: Mapping[str, Any]) -> Reply:
+    """The reply a script describes (see the module doc)."""
+    content: list[dict[str, Any]] = []
+    deltas: dict[int, list[str]] = {}
+    for index, block in enumerate(script):
+        pieces = list(block["deltas"])
+        deltas[index] = pieces
+        joined = "".join(pieces)
+        if block["type"] == "text":
+            content.append({"type": "text", "text": joined})
+        elif block["type"] == "thinking":
+            signature = base64.b64encode(hashlib.sha256(joined.encode()).digest() * 2).decode()
+            content.append({"type": "thinking", "thinking": joined, "signature": signature})
+        else:
+            content.append({"type": "tool_use", "id": _new_id("toolu_01"), "name": block["name"],
+                            "input": json.loads(joined)})
+    has_tool = any(b["type"] == "tool_use" for b in content)
+    output = max(sum(len(p) for p in deltas.values()), 1)
+    return Reply(content, "tool_use" if has_tool else "end_turn", None, estimate_input_tokens(body), output, deltas)
 
 
 def last_user_text(messages: Sequence[Any]) -> str:
@@ -1231,7 +1306,20 @@ def stream_events(reply: Reply, model: str, message_id: str | None = None) -> It
         )
         if index == 0:
             yield _sse("ping", {"type": "ping"})
-        if kind == "text":
+        scripted = reply.deltas.get(index)
+        if scripted is not None:
+            field_of = {"text": ("text_delta", "text"), "thinking": ("thinking_delta", "thinking"),
+                        "tool_use": ("input_json_delta", "partial_json")}
+            delta_type, key = field_of[kind]
+            for piece in scripted:
+                delta = {"type": delta_type, key: piece}
+                yield _sse(
+                    "content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}
+                )
+            if kind == "thinking":
+                delta = {"type": "signature_delta", "signature": block["signature"]}
+                yield _sse("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta})
+        elif kind == "text":
             for piece in _WORD_PIECE_RE.findall(block["text"]):
                 delta = {"type": "text_delta", "text": piece}
                 yield _sse(
@@ -1397,6 +1485,8 @@ async def _api_middleware(request: web.Request, handler: Any) -> web.StreamRespo
             body,
             parsed,
             time.time(),
+            request.rel_url.raw_path,
+            request.rel_url.raw_query_string,
         )
     )
     if state.latency:
@@ -1425,7 +1515,7 @@ async def _api_middleware(request: web.Request, handler: Any) -> web.StreamRespo
             raise _bad(f"anthropic-version: '{version}' is not a valid version")
         if state.failures:
             streaming = path == "/v1/messages" and isinstance(parsed, dict) and parsed.get("stream") is True
-            failure = state.take_failure(path, streaming)
+            failure = state.take_failure(path, streaming, body)
             if failure is not None:
                 if failure.kind == "status":
                     raise _failure_error(failure)
@@ -1450,7 +1540,8 @@ async def _messages(request: web.Request) -> web.StreamResponse:
     body = validate_body(_json_body(request))
     spec = _resolve(state, body["model"])
     _check_model_limits(spec, body)
-    reply = plan_reply(body, state.default_reply_words)
+    script = state.script
+    reply = scripted_reply(script, body) if script else plan_reply(body, state.default_reply_words)
     if not body.get("stream"):
         return _json_response(
             request, message_json(reply, spec.id), in_tok=reply.input_tokens, out_tok=reply.output_tokens

@@ -49,6 +49,7 @@ from typing import Any
 
 import docker
 import docker.errors
+import docker.types
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
@@ -115,6 +116,9 @@ class FreshServer:
     key_path: Path
     client_key: KeyPair
     host_key: KeyPair
+    # This machine's own address on the server's network: where a test
+    # service listening on 0.0.0.0 (the fake upstream) is reached from it.
+    host_address: str = ""
     port: int = 22
     user: str = USER
     _client: Any = field(default=None, repr=False)
@@ -267,6 +271,29 @@ def _wait_for_ssh(ip: str, port: int, timeout: float) -> None:
     raise TimeoutError(f"sshd on {ip}:{port} did not answer within {timeout:.0f}s ({last})")
 
 
+def create_bridge(client: Any, name: str, labels: dict[str, str]) -> tuple[Any, str]:
+    """A bridge network whose subnet and gateway address the test chooses; (network, gateway).
+
+    Tests reach this machine from containers at the network's gateway
+    address. Whether ``docker network inspect`` reports it, and which one
+    Docker picks, differs between engine versions (Debian's 20.10 leaves
+    ``IPAM.Config[].Gateway`` out for the default bridge), so nothing reads
+    it back: the address is set here, and the host holds it on the bridge.
+    """
+    for _ in range(40):
+        third = secrets.randbelow(235) + 16
+        subnet, gateway = f"10.214.{third}.0/24", f"10.214.{third}.1"
+        ipam = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=subnet, gateway=gateway)])
+        try:
+            network = client.networks.create(name, driver="bridge", ipam=ipam, labels=labels)
+        except docker.errors.APIError as exc:
+            if "overlap" in str(exc).lower():
+                continue  # another test's network holds this subnet: draw again
+            raise
+        return network, gateway
+    raise RuntimeError("no free 10.214.X.0/24 subnet for a test network")
+
+
 @contextlib.contextmanager
 def start_fresh_server(
     tmp_dir: Path,
@@ -298,7 +325,7 @@ def start_fresh_server(
         fh.write(client_key.private_openssh)
     (tmp_dir / "id_ed25519.pub").write_text(client_key.public_line + "\n")
 
-    network = client.networks.create(name, driver="bridge", labels=labels)
+    network, host_address = create_bridge(client, name, labels)
     volume = None
     container = None
     try:
@@ -342,6 +369,7 @@ def start_fresh_server(
             key_path=key_path,
             client_key=client_key,
             host_key=host_key,
+            host_address=host_address,
             _client=client,
         )
     finally:

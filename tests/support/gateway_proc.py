@@ -59,7 +59,7 @@ class GatewayProc:
 
     @property
     def keystore_path(self) -> Path:
-        return self.workdir / "keys.db"
+        return Path(yaml.safe_load(self.config_path.read_text())["keystore"])
 
     def audit(self, at_least: int = 1, timeout: float = 10) -> list[dict[str, Any]]:
         """The audit records, once there are `at_least` (the last is written after the response ends)."""
@@ -106,19 +106,30 @@ class GatewayProc:
 
 
 def make_gateway(
-    workdir: Path, upstream_url: str, upstream_key: str, extra: dict[str, Any] | None = None
+    workdir: Path,
+    upstream_url: str,
+    upstream_key: str,
+    extra: dict[str, Any] | None = None,
+    share_keystore: GatewayProc | None = None,
 ) -> GatewayProc:
+    """A gateway in `workdir`; with `share_keystore`, a second process on that
+    gateway's keystore and pepper (as during a blue/green switch)."""
     workdir.mkdir(parents=True, exist_ok=True)
-    pepper = secrets.token_urlsafe(32)
-    write_secret(workdir / "pepper", pepper)
+    if share_keystore is None:
+        pepper = secrets.token_urlsafe(32)
+        write_secret(workdir / "pepper", pepper)
+        pepper_file, keystore = workdir / "pepper", workdir / "keys.db"
+    else:
+        pepper = share_keystore.pepper
+        pepper_file, keystore = share_keystore.workdir / "pepper", share_keystore.keystore_path
     write_secret(workdir / "upstream_key", upstream_key)
     port, internal = free_port(), free_port()
     config: dict[str, Any] = {
         "listen": f"127.0.0.1:{port}",
         "internal_listen": f"127.0.0.1:{internal}",
         "upstream": {"base_url": upstream_url, "api_key_file": str(workdir / "upstream_key")},
-        "keystore": str(workdir / "keys.db"),
-        "pepper_file": str(workdir / "pepper"),
+        "keystore": str(keystore),
+        "pepper_file": str(pepper_file),
         "audit_log": str(workdir / "audit.jsonl"),
     }
     for key, value in (extra or {}).items():

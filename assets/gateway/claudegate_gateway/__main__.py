@@ -1,3 +1,6 @@
 from claudegate_gateway.cli import main
 
-raise SystemExit(main())
+# Guarded: the inspection worker is spawned, and spawn imports the parent's
+# __main__ module (as __mp_main__) in the child.
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -10,9 +10,10 @@ import signal
 
 from aiohttp import web
 
+from claudegate_gateway.bindaddr import listen_host
 from claudegate_gateway.config import Config, read_secret
-from claudegate_gateway.filters import FilterPolicy
 from claudegate_gateway.keystore import KeyStore
+from claudegate_gateway.offload import build_policy
 from claudegate_gateway.proxy import Gateway
 
 log = logging.getLogger("claudegate.gateway")
@@ -21,7 +22,8 @@ _FLUSH_EVERY = 5.0
 
 def build_gateway(config: Config) -> Gateway:
     # Config mistakes first, then the secrets: a typo should not be reported as a missing file.
-    policy = FilterPolicy.default() if config.filters is None else FilterPolicy.from_config(config.filters, config.source)
+    policy = build_policy(config.filters, config.source)
+    policy.check_overrides(config.client_filters, config.source)
     upstream_key = read_secret(config.upstream.api_key_file, "the upstream API key", "upstream.api_key_file", config.source)
     pepper = read_secret(config.pepper_file, "the key pepper", "pepper_file", config.source)
     return Gateway(config, KeyStore(config.keystore, pepper), upstream_key, policy)
@@ -34,8 +36,13 @@ async def _hide_server(_: web.Request, response: web.StreamResponse) -> None:
 
 def public_app(gateway: Gateway) -> web.Application:
     # client_max_size makes aiohttp count bytes while reading, whatever
-    # Content-Length claims.
-    app = web.Application(client_max_size=gateway.config.max_body_bytes, handler_args={"max_field_size": 16384})
+    # Content-Length claims. auto_decompress off: aiohttp would otherwise
+    # inflate a compressed request body (a zip bomb, or a codec it lacks ends
+    # in a plain-text 400); the gateway refuses any Content-Encoding with a 415.
+    app = web.Application(
+        client_max_size=gateway.config.max_body_bytes,
+        handler_args={"max_field_size": 16384, "auto_decompress": False},
+    )
     app.router.add_route("*", "/{tail:.*}", gateway.handle)
     app.on_response_prepare.append(_hide_server)
     return app
@@ -75,11 +82,17 @@ async def serve(config: Config) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
-        await web.TCPSite(public, *config.listen, reuse_address=True, backlog=1024).start()
-        await web.TCPSite(internal, *config.internal_listen, reuse_address=True).start()
+        # A listen host given as a network binds this container's own address in it.
+        public_at = (listen_host(config.listen[0], key="listen", source=config.source), config.listen[1])
+        internal_at = (
+            listen_host(config.internal_listen[0], key="internal_listen", source=config.source),
+            config.internal_listen[1],
+        )
+        await web.TCPSite(public, *public_at, reuse_address=True, backlog=1024).start()
+        await web.TCPSite(internal, *internal_at, reuse_address=True).start()
         log.info(
             "claudegate gateway listening on %s:%d (internal %s:%d), upstream %s",
-            *config.listen, *config.internal_listen, config.upstream.base_url,
+            *public_at, *internal_at, config.upstream.base_url,
         )
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):

@@ -18,6 +18,7 @@ from pathlib import Path
 from claudegate_gateway import __version__
 from claudegate_gateway.config import Config, ConfigError, load_config, read_secret
 from claudegate_gateway.keystore import KeyStore, KeyStoreError, Scopes
+from claudegate_gateway.routes import TEMPLATES, endpoint_glob_problem
 
 EXIT_OK, EXIT_CONFIG, EXIT_USAGE = 0, 2, 3
 _DURATION = re.compile(r"^(\d+)([smhd])$")
@@ -27,6 +28,7 @@ EPILOG = """\
 examples:
   claudegate-gateway serve --config /etc/claudegate/gateway.yaml
   claudegate-gateway keys create team-a --config gw.yaml --models 'claude-sonnet-*' --rpm 60 --tpm 100000
+  claudegate-gateway keys update team-a --config gw.yaml --models 'claude-sonnet-*' --rpm 120
   claudegate-gateway keys rotate team-a --config gw.yaml --overlap 24h
   claudegate-gateway keys list --config gw.yaml --json
 
@@ -80,16 +82,13 @@ def parser() -> argparse.ArgumentParser:
     create = keys.add_parser(
         "create", parents=[common], help="create a client; the new key is printed once, alone on the last line"
     )
-    create.add_argument("name")
-    create.add_argument("--models", nargs="+", default=["*"], metavar="GLOB", help="allowed models (default: any)")
-    create.add_argument("--endpoints", nargs="+", default=["/v1/*"], metavar="GLOB", help="allowed paths (default: /v1/*)")
-    create.add_argument("--betas", nargs="+", metavar="NAME", help="allowed anthropic-beta values (default: any)")
-    create.add_argument("--max-tokens", type=positive, help="cap on max_tokens per request")
-    create.add_argument("--no-stream", action="store_true", help="refuse streaming requests")
-    create.add_argument("--rpm", type=positive, help="requests per minute")
-    create.add_argument("--tpm", type=positive, help="tokens per minute (input + output)")
-    create.add_argument("--daily-tokens", type=positive, help="tokens per UTC day")
-    create.add_argument("--expires", type=timestamp, metavar="ISO8601", help="when the key stops working")
+    _scope_arguments(create)
+    update = keys.add_parser(
+        "update", parents=[common],
+        help="replace a client's scopes, limits and expiry in place (its keys keep working); "
+        "omitted options take their defaults, as in create",
+    )
+    _scope_arguments(update)
     lst = keys.add_parser("list", parents=[common], help="list clients (never secrets)")
     lst.add_argument("--json", action="store_true", help="machine-readable output")
     revoke = keys.add_parser("revoke", parents=[common], help="revoke a client; takes effect on its next request")
@@ -98,6 +97,35 @@ def parser() -> argparse.ArgumentParser:
     rotate.add_argument("name")
     rotate.add_argument("--overlap", type=duration, default=0, metavar="DURATION", help="e.g. 24h (default: 0, old key stops now)")
     return top
+
+
+def _scope_arguments(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("name")
+    sub.add_argument("--models", nargs="+", default=["*"], metavar="GLOB", help="allowed models (default: any)")
+    sub.add_argument(
+        "--endpoints", nargs="+", default=["/v1/*"], metavar="GLOB",
+        help="allowed operations, as globs over the path templates (default: /v1/*): " + " ".join(TEMPLATES),
+    )
+    sub.add_argument("--betas", nargs="+", metavar="NAME", help="allowed anthropic-beta values (default: any)")
+    sub.add_argument("--max-tokens", type=positive, help="cap on max_tokens per request")
+    sub.add_argument("--no-stream", action="store_true", help="refuse streaming requests")
+    sub.add_argument("--rpm", type=positive, help="requests per minute")
+    sub.add_argument("--tpm", type=positive, help="tokens per minute (input + output)")
+    sub.add_argument("--daily-tokens", type=positive, help="tokens per UTC day")
+    sub.add_argument("--expires", type=timestamp, metavar="ISO8601", help="when the key stops working (default: never)")
+
+
+def _scopes(args: argparse.Namespace) -> Scopes:
+    # A glob that matches no operation is a mistake (a typo, a path with an id in it).
+    for glob in args.endpoints:
+        problem = endpoint_glob_problem(glob)
+        if problem is not None:
+            raise KeyStoreError(f"--endpoints: {problem}")
+    return Scopes(
+        models=tuple(args.models), endpoints=tuple(args.endpoints),
+        betas=tuple(args.betas) if args.betas else None, max_tokens=args.max_tokens,
+        stream=not args.no_stream, rpm=args.rpm, tpm=args.tpm, daily_tokens=args.daily_tokens,
+    )
 
 
 def _keystore(config: Config) -> KeyStore:
@@ -119,14 +147,12 @@ def run_keys(args: argparse.Namespace, config: Config) -> int:
     store = _keystore(config)
     try:
         if args.action == "create":
-            scopes = Scopes(
-                models=tuple(args.models), endpoints=tuple(args.endpoints),
-                betas=tuple(args.betas) if args.betas else None, max_tokens=args.max_tokens,
-                stream=not args.no_stream, rpm=args.rpm, tpm=args.tpm, daily_tokens=args.daily_tokens,
-            )
-            key = store.create(args.name, scopes, args.expires)
+            key = store.create(args.name, _scopes(args), args.expires)
             print(f"created client {args.name!r}; this key is shown once, store it now:", file=sys.stderr)
             print(key)
+        elif args.action == "update":
+            store.update(args.name, _scopes(args), args.expires)
+            print(f"updated client {args.name!r}; its keys keep working")
         elif args.action == "rotate":
             key = store.rotate(args.name, args.overlap)
             print(f"rotated {args.name!r}; old key ends {'now' if not args.overlap else f'in {args.overlap}s'}."

@@ -39,15 +39,25 @@ class Config:
     audit_log: Path | None = Path("/var/log/claudegate/audit.jsonl")
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     max_body_bytes: int = 32 * 1024 * 1024
+    max_upload_bytes: int = 32 * 1024 * 1024
+    max_in_flight_per_key: int = 32
+    audit_log_max_bytes: int = 64 * 1024 * 1024
+    audit_log_files: int = 5
+    audit_field_max_chars: int = 512
     # None: the key was absent, so the default secret detectors apply;
     # an explicit empty list turns filtering off.
     filters: tuple[dict[str, Any], ...] | None = None
+    # client name -> {rule name: "off" | action}; rule names are checked
+    # against the policy when the gateway is built.
+    client_filters: dict[str, dict[str, str]] = field(default_factory=dict)
     source: str = "<defaults>"
 
 
 _TOP_KEYS = {
     "listen", "internal_listen", "upstream", "keystore", "pepper_file",
-    "audit_log", "trusted_proxies", "max_body_bytes", "filters",
+    "audit_log", "trusted_proxies", "max_body_bytes", "filters", "client_filters",
+    "max_upload_bytes", "max_in_flight_per_key", "audit_log_max_bytes", "audit_log_files",
+    "audit_field_max_chars",
 }
 _UPSTREAM_KEYS = {"base_url", "api_key_file", "connect_timeout", "read_timeout", "max_connections"}
 
@@ -115,7 +125,19 @@ def parse_config(raw: Any, source: str = "<config>") -> Config:
     filters = raw.get("filters")
     if filters is not None and (not isinstance(filters, list) or not all(isinstance(f, dict) for f in filters)):
         raise _fail(source, "filters", "must be a list of rule mappings", "see the gateway README for the rule format")
+    client_filters = _client_filters(source, raw.get("client_filters") or {})
     audit = raw.get("audit_log", str(Config.audit_log))
+    in_flight = _number(
+        source, "max_in_flight_per_key", raw.get("max_in_flight_per_key", Config.max_in_flight_per_key),
+        minimum=1, integer=True,
+    )
+    if in_flight > max(1, upstream.max_connections // 2):
+        raise _fail(
+            source, "max_in_flight_per_key",
+            f"{in_flight} is more than half of upstream.max_connections ({upstream.max_connections}), "
+            "so one key could hold every upstream connection",
+            f"set it to at most {max(1, upstream.max_connections // 2)} or raise upstream.max_connections",
+        )
     return Config(
         listen=_hostport(source, "listen", raw.get("listen", "127.0.0.1:8080")),
         internal_listen=_hostport(source, "internal_listen", raw.get("internal_listen", "127.0.0.1:9090")),
@@ -126,8 +148,46 @@ def parse_config(raw: Any, source: str = "<config>") -> Config:
         trusted_proxies=tuple(proxies),
         max_body_bytes=_number(source, "max_body_bytes", raw.get("max_body_bytes", Config.max_body_bytes), minimum=1024, integer=True),
         filters=None if filters is None else tuple(filters),
+        max_upload_bytes=_number(
+            source, "max_upload_bytes", raw.get("max_upload_bytes", Config.max_upload_bytes), minimum=1024, integer=True
+        ),
+        max_in_flight_per_key=in_flight,
+        audit_log_max_bytes=_number(
+            source, "audit_log_max_bytes", raw.get("audit_log_max_bytes", Config.audit_log_max_bytes),
+            minimum=65536, integer=True,
+        ),
+        audit_log_files=_number(
+            source, "audit_log_files", raw.get("audit_log_files", Config.audit_log_files), minimum=0, integer=True
+        ),
+        audit_field_max_chars=_number(
+            source, "audit_field_max_chars", raw.get("audit_field_max_chars", Config.audit_field_max_chars),
+            minimum=64, integer=True,
+        ),
+        client_filters=client_filters,
         source=source,
     )
+
+
+_OVERRIDES = ("off", "block", "redact", "log")
+
+
+def _client_filters(source: str, raw: Any) -> dict[str, dict[str, str]]:
+    if not isinstance(raw, dict):
+        raise _fail(source, "client_filters", "must be a mapping of client name to rule overrides",
+                    "write e.g. client_filters: {internal-tool: {pii: off}}")
+    out: dict[str, dict[str, str]] = {}
+    for client, rules in raw.items():
+        if not isinstance(rules, dict):
+            raise _fail(source, f"client_filters.{client}", "must be a mapping of rule name to override",
+                        "write e.g. {pii: off}")
+        for rule, value in rules.items():
+            if value is False:  # YAML 1.1 reads a bare off as false
+                value = "off"
+            if value not in _OVERRIDES:
+                raise _fail(source, f"client_filters.{client}.{rule}", f"{value!r} is not an override",
+                            "use off, block, redact or log")
+        out[str(client)] = {str(k): ("off" if v is False else str(v)) for k, v in rules.items()}
+    return out
 
 
 def load_config(path: str | Path) -> Config:

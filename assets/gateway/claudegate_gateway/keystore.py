@@ -15,13 +15,17 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 import secrets
 import sqlite3
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
+
+from claudegate_gateway.ownership import OWNERSHIP_SCHEMA, Ownership
 
 KEY_PREFIX = "cgk_"
 _PUBLIC_LEN = 10
@@ -49,7 +53,11 @@ CREATE TABLE IF NOT EXISTS daily_usage (
     tokens INTEGER NOT NULL,
     PRIMARY KEY (name, day)
 );
-"""
+""" + OWNERSHIP_SCHEMA
+
+# Lookups remembered per process, known and unknown ids alike. Bounded: every
+# random public id an attacker sends would otherwise stay in memory for good.
+CACHE_ENTRIES = 4096
 
 
 class KeyStoreError(Exception):
@@ -108,6 +116,10 @@ class _Cached:
     revoked: bool = False
 
 
+# The exact shape of every key new_key() makes; nothing else is ever looked up.
+KEY_RE = re.compile(rf"{KEY_PREFIX}[{_ALPHABET}]{{{_PUBLIC_LEN}}}_[{_ALPHABET}]{{40}}")
+
+
 def new_key() -> tuple[str, str]:
     """Return (key, public_id). 10 + 40 characters from a 57-letter alphabet."""
     public = KEY_PREFIX + "".join(secrets.choice(_ALPHABET) for _ in range(_PUBLIC_LEN))
@@ -125,15 +137,17 @@ def public_id_of(key: str) -> str | None:
 class KeyStore:
     """The SQLite keystore. One instance per process; not shared across threads."""
 
-    def __init__(self, path: Path, pepper: str) -> None:
+    def __init__(self, path: Path, pepper: str, cache_entries: int = CACHE_ENTRIES) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(SCHEMA)
         self._pepper = pepper.encode()
-        self._cache: dict[str, _Cached | None] = {}
+        self._cache: OrderedDict[str, _Cached | None] = OrderedDict()
+        self._cache_entries = max(1, cache_entries)
         self._data_version = -1
+        self.owners = Ownership(self._db)
 
     def close(self) -> None:
         self._db.close()
@@ -158,10 +172,13 @@ class KeyStore:
             return None
         self._fresh()
         if public in self._cache:
+            self._cache.move_to_end(public)
             cached = self._cache[public]
         else:
             cached = self._load(public)
             self._cache[public] = cached
+            if len(self._cache) > self._cache_entries:
+                self._cache.popitem(last=False)
         if cached is None or cached.revoked:
             return None
         if not hmac.compare_digest(cached.digest, self.digest(key)):
@@ -196,9 +213,12 @@ class KeyStore:
             if row is not None and row[0] is None:
                 raise KeyStoreError(f"a client named {name!r} exists; rotate it with `keys rotate {name}` or revoke it first")
             if row is not None:
-                # A revoked name may be reused; its old credentials stay dead.
+                # A revoked name may be reused; its old credentials stay dead
+                # and its batches and files belong to nobody (not to the new
+                # holder of the name).
                 self._db.execute("DELETE FROM credentials WHERE name = ?", (name,))
                 self._db.execute("DELETE FROM clients WHERE name = ?", (name,))
+                self.owners.disown_all(name)
             self._db.execute(
                 "INSERT INTO clients(name, created_at, expires_at, revoked_at, scopes) VALUES (?,?,?,NULL,?)",
                 (name, now, expires_at, scopes.to_json()),
@@ -215,6 +235,9 @@ class KeyStore:
         with self._db:
             self._db.execute("BEGIN IMMEDIATE")
             self._active(name)
+            # Credentials that ended already can never work again: drop them, so a
+            # client rotated on every deploy (the smoke test's) does not pile up rows.
+            self._db.execute("DELETE FROM credentials WHERE name = ? AND not_after <= ?", (name, now))
             self._db.execute(
                 "UPDATE credentials SET not_after = MIN(COALESCE(not_after, ?), ?) WHERE name = ?",
                 (now + overlap_seconds, now + overlap_seconds, name),
@@ -224,6 +247,21 @@ class KeyStore:
                 (public, name, self.digest(key), now),
             )
         return key
+
+    def update(self, name: str, scopes: Scopes, expires_at: float | None) -> None:
+        """Replace a client's scopes and expiry in place: its credentials keep working.
+
+        Declarative (the whole scope set, not a patch), so applying the same
+        config twice gives the same row. Gateways see it on their next
+        request (``data_version`` moves), so a lower rpm applies at once.
+        """
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._active(name)
+            self._db.execute(
+                "UPDATE clients SET scopes = ?, expires_at = ? WHERE name = ?",
+                (scopes.to_json(), expires_at, name),
+            )
 
     def revoke(self, name: str) -> None:
         with self._db:
@@ -270,10 +308,18 @@ class KeyStore:
     def load_daily(self, day: str) -> dict[str, int]:
         return dict(self._db.execute("SELECT name, tokens FROM daily_usage WHERE day = ?", (day,)).fetchall())
 
-    def save_daily(self, day: str, usage: dict[str, int]) -> None:
+    def add_daily(self, deltas: dict[tuple[str, str], int], day: str) -> dict[str, int]:
+        """Add usage deltas ((day, name) -> tokens) and return `day`'s totals.
+
+        Additive (tokens = tokens + delta) in one transaction: another gateway
+        process on the same keystore (a blue/green switch) adds its own usage
+        and neither overwrites the other.
+        """
         with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
             self._db.executemany(
-                "INSERT INTO daily_usage(name, day, tokens) VALUES (?,?,?)"
-                " ON CONFLICT(name, day) DO UPDATE SET tokens = excluded.tokens",
-                [(name, day, tokens) for name, tokens in usage.items()],
+                "INSERT INTO daily_usage(name, day, tokens) VALUES (?,?,MAX(0, ?))"
+                " ON CONFLICT(name, day) DO UPDATE SET tokens = MAX(0, tokens + ?)",
+                [(name, d, delta, delta) for (d, name), delta in deltas.items() if delta],
             )
+            return self.load_daily(day)

@@ -7,12 +7,18 @@ parallel requests can never overshoot a limit.
 
 Windows are exact sliding minutes (a log of entries), not fixed buckets: a
 burst at a bucket edge cannot get twice the limit through.
+
+The daily budget is shared with any other gateway process on the same
+keystore (a blue/green switch runs two): this process keeps the changes it
+made since the last sync as *deltas*, `sync` adds them to SQLite and takes
+back the totals, so no process ever overwrites another's usage.
 """
 
 from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -56,6 +62,7 @@ class Reservation:
     tokens: int
     entry: _Entry | None
     day: str
+    daily: bool = False  # counted against the daily budget
     settled: bool = False
 
 
@@ -74,7 +81,8 @@ class Limiter:
         self.day = _utc_day(time.time())
         self._day_ends = 0.0
         self.daily: dict[str, int] = {}
-        self.dirty = False
+        # (day, name) -> tokens added or given back here since the last sync.
+        self.pending: dict[tuple[str, str], int] = {}
 
     def _roll_day(self, wall: float) -> None:
         if wall < self._day_ends:
@@ -84,7 +92,25 @@ class Limiter:
         if day != self.day:
             self.day = day
             self.daily = {}
-            self.dirty = True
+
+    def _add_daily(self, day: str, name: str, tokens: int) -> None:
+        if day == self.day:
+            self.daily[name] = max(0, self.daily.get(name, 0) + tokens)
+        key = (day, name)
+        self.pending[key] = self.pending.get(key, 0) + tokens
+
+    def sync(self, write: Callable[[dict[tuple[str, str], int], str], dict[str, int]]) -> None:
+        """Hand the pending deltas to `write` (additive) and adopt the totals it returns."""
+        self._roll_day(time.time())
+        pending, self.pending = self.pending, {}
+        try:
+            totals = write(pending, self.day)
+        except BaseException:
+            for key, tokens in pending.items():  # nothing lost: retried on the next sync
+                self.pending[key] = self.pending.get(key, 0) + tokens
+            raise
+        # write() does not await, so nothing was added here meanwhile.
+        self.daily = dict(totals)
 
     def reserve(self, client: Client, tokens: int, now: float | None = None) -> Reservation:
         """Admit one request needing up to `tokens`, or raise a 429 GatewayError."""
@@ -136,9 +162,41 @@ class Limiter:
             tok_w.entries.append(entry)
             tok_w.total += tokens
         if s.daily_tokens is not None and tokens:
-            self.daily[name] = self.daily.get(name, 0) + tokens
-            self.dirty = True
-        return Reservation(name, tokens, entry, self.day)
+            self._add_daily(self.day, name, tokens)
+        return Reservation(name, tokens, entry, self.day, s.daily_tokens is not None)
+
+    def check_room(self, client: Client, tokens: int, now: float | None = None) -> None:
+        """Raise the error reserve() would raise for `tokens` tokens, taking nothing.
+
+        The cheap check before a body is parsed: a body whose size alone is
+        more than the key has left is refused without being read through.
+        """
+        s = client.scopes
+        mono = time.monotonic() if now is None else now
+        wall = time.time()
+        if s.tpm is not None:
+            if tokens > s.tpm:
+                raise GatewayError(
+                    "invalid_request_error",
+                    f"This request's body alone is estimated at {tokens} tokens, more than this key's limit "
+                    f"of {s.tpm} tokens per minute",
+                )
+            window = self._tokens.get(client.name)
+            if window is not None:
+                window.expire(mono)
+                if window.total + tokens > s.tpm:
+                    wait = window.wait_for(tokens, s.tpm, mono)
+                    raise self._refuse(
+                        f"This key's rate limit of {s.tpm} tokens per minute is exceeded", wait, client, mono, wall
+                    )
+        if s.daily_tokens is not None:
+            used = self.daily.get(client.name, 0) if self.day == _utc_day(wall) else 0
+            if used + tokens > s.daily_tokens:
+                midnight = (int(wall) // 86400 + 1) * 86400
+                raise self._refuse(
+                    f"This key's daily budget of {s.daily_tokens} tokens is used up ({used} used)",
+                    midnight - wall, client, mono, wall,
+                )
 
     def settle(self, res: Reservation, used: int) -> None:
         """Replace a reservation by what the response reported it used."""
@@ -153,9 +211,8 @@ class Limiter:
             if window is not None and res.entry.live:
                 window.total += delta
             res.entry.amount += delta
-        if res.day == self.day and res.name in self.daily:
-            self.daily[res.name] = max(0, self.daily[res.name] + delta)
-            self.dirty = True
+        if res.daily and res.tokens:
+            self._add_daily(res.day, res.name, delta)
 
     def _refuse(self, message: str, wait: float, client: Client, mono: float, wall: float) -> GatewayError:
         headers = self.headers(client, mono, wall)

@@ -3,6 +3,12 @@
 For streams the bytes are forwarded first and only then shown to the meter,
 which looks at just the events that carry usage (``message_start``,
 ``message_delta``) and mid-stream ``error`` events.
+
+What a request is finally charged (``charge``) cannot be dodged by leaving:
+upstream generates, and bills, whether or not the client stays to read, so a
+client that goes away before upstream's final usage arrived pays its whole
+reservation (input estimate + max_tokens). When upstream itself breaks off,
+the charge is what upstream reported until then.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ class UsageMeter:
         self.model: str | None = None
         self.stream_error: str | None = None
         self.saw_stop = False
+        self.final = False  # upstream's final usage has arrived
         self._buf = b""
 
     @property
@@ -45,6 +52,7 @@ class UsageMeter:
                 self.input_tokens = _usage_input(usage)
                 out = usage.get("output_tokens")
                 self.output_tokens = out if isinstance(out, int) else 0
+                self.final = True
             if isinstance(doc.get("model"), str):
                 self.model = doc["model"]
 
@@ -92,6 +100,21 @@ class UsageMeter:
             if usage.get("input_tokens") is not None:
                 self.input_tokens = max(self.input_tokens, _usage_input(usage))
             self.saw_stop = True
+            self.final = True
         elif kind == "error":
             err = doc.get("error") or {}
             self.stream_error = str(err.get("type", "error"))
+
+
+def charge(reserved: int, meter: UsageMeter, *, client_left: bool) -> int:
+    """Tokens a generating request is charged, given what it reserved.
+
+    Upstream's final usage wins whenever it arrived. Without it, a client
+    that left pays the reservation; otherwise (upstream broke off or
+    answered an error) what upstream reported so far.
+    """
+    if meter.final:
+        return meter.total
+    if client_left:
+        return max(reserved, meter.total)
+    return meter.total

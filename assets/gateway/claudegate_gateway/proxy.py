@@ -2,12 +2,14 @@
 
 A client never chooses where a request goes or with which key: the upstream
 base URL and key come from the gateway's config, the client's credentials are
-stripped, and only paths under /v1/ are forwarded.
+stripped, and only the operations of the route table (routes.py) are served,
+at a URL rebuilt from the matched row, never from the client's bytes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import json
 import logging
@@ -17,37 +19,49 @@ from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
+import yarl
 from aiohttp import web
 
 from claudegate_gateway.audit import AuditLog
+from claudegate_gateway.batchurls import localise_page, localise_results_urls
+from claudegate_gateway.concurrency import FairSlots, InFlight
 from claudegate_gateway.config import Config
 from claudegate_gateway.errors import GatewayError, error_body, error_response, new_request_id
-from claudegate_gateway.filters import FilterPolicy, Verdict
+from claudegate_gateway.filters import FilterPolicy, FilterResult, Verdict
+from claudegate_gateway.filters.clients import ClientPolicies
+from claudegate_gateway.filters.response import ResponseFilter
+from claudegate_gateway.filters.sse import StreamFilter
+from claudegate_gateway.hygiene import (
+    HOP_BY_HOP,
+    check_request_encoding,
+    connection_named,
+    presented_key,
+    response_headers,
+)
+from claudegate_gateway.inspection import estimate_tokens
 from claudegate_gateway.keystore import Client, KeyStore
 from claudegate_gateway.limits import Limiter, Reservation
-from claudegate_gateway.metering import UsageMeter
+from claudegate_gateway.metering import UsageMeter, charge
 from claudegate_gateway.metrics import Metrics
+from claudegate_gateway.objects import Objects, UpstreamAnswer
+from claudegate_gateway.offload import Offload
+from claudegate_gateway.routes import Match, RouteError, match
+from claudegate_gateway.uploads import filter_upload, read_upload, upstream_body
 
 log = logging.getLogger("claudegate.gateway")
 
-_HOP_BY_HOP = frozenset(
-    {"connection", "keep-alive", "te", "trailer", "trailers", "transfer-encoding", "upgrade",
-     "proxy-authorization", "proxy-authenticate", "proxy-connection"}
-)
 # Never forwarded upstream: the client's credentials, what names the client's
 # hop, and what aiohttp sets itself.
-_DROP_UP = _HOP_BY_HOP | {
+_DROP_UP = HOP_BY_HOP | {
     "host", "authorization", "x-api-key", "cookie", "content-length", "accept-encoding",
-    "x-real-ip", "forwarded", "via",
+    "content-encoding", "expect", "x-real-ip", "forwarded", "via",
 }
-_DROP_DOWN = _HOP_BY_HOP | {
+_DROP_DOWN = HOP_BY_HOP | {
     "content-length", "content-encoding", "set-cookie", "server", "x-powered-by", "via", "alt-svc",
 }
-# JSON bodies the gateway reads for scopes, limits and filters.
-_MESSAGES = "/v1/messages"
-_COUNT = "/v1/messages/count_tokens"
-_BATCHES = "/v1/messages/batches"
-_BAD_SEGMENTS = ("%2e", "%2f", "%5c", "\\")
+_MAX_LOGGED_PATH = 256
+# Responses that need no inspection go to the client in pieces this size.
+_CHUNK = 64 * 1024
 
 
 @dataclass
@@ -60,6 +74,7 @@ class Exchange:
     method: str
     path: str
     client: Client | None = None
+    route: Match | None = None
     model: str | None = None
     stream: bool = False
     status: int = 0
@@ -67,6 +82,8 @@ class Exchange:
     upstream_request_id: str | None = None
     meter: UsageMeter = field(default_factory=UsageMeter)
     verdicts: list[Verdict] = field(default_factory=list)
+    # Held for the whole exchange (the key's in-flight place); closed last.
+    holds: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
 
     def record(self) -> dict[str, Any]:
         return {
@@ -78,6 +95,7 @@ class Exchange:
             "client_ip": self.client_ip,
             "method": self.method,
             "path": self.path,
+            "operation": self.route.op.name if self.route is not None else None,
             "model": self.model,
             "stream": self.stream,
             "status": self.status,
@@ -85,33 +103,16 @@ class Exchange:
             "input_tokens": self.meter.input_tokens,
             "output_tokens": self.meter.output_tokens,
             "latency_ms": round((time.perf_counter() - self.started) * 1000, 2),
-            "filters": [{"rule": v.rule, "action": v.action, "matches": v.matches} for v in self.verdicts],
+            "filters": [
+                {"rule": v.rule, "direction": v.direction, "action": v.action, "matches": v.matches}
+                for v in self.verdicts
+            ],
         }
 
 
-def presented_key(request: web.Request) -> str | None:
-    key = request.headers.get("x-api-key")
-    if key:
-        return key.strip()
-    auth = request.headers.get("authorization", "")
-    scheme, _, value = auth.partition(" ")
-    if scheme.lower() == "bearer" and value.strip():
-        return value.strip()
-    return None
-
-
-def _endpoint_label(path: str) -> str:
-    # Bounded label set for metrics: ids in paths would explode cardinality.
-    for known in (_COUNT, _BATCHES, _MESSAGES, "/v1/models", "/v1/files"):
-        if path.startswith(known):
-            return known
-    return "other"
-
-
-def _estimate_tokens(raw: bytes) -> int:
-    # Deliberately generous (bytes / 3): the reservation is settled from the
-    # usage the response reports, so over-estimating only delays, never leaks.
-    return len(raw) // 3 + 1
+def _endpoint_label(ex: Exchange) -> str:
+    # Bounded label set for metrics: the template, never a client's path.
+    return ex.route.op.template if ex.route is not None else "other"
 
 
 class Gateway:
@@ -119,14 +120,24 @@ class Gateway:
         self.config = config
         self.keystore = keystore
         self.policy = policy
+        self.filters = ClientPolicies(policy, config.client_filters)
+        self.offload = Offload(policy, config.filters, config.source, config.client_filters)
         self.limiter = Limiter()
         self.limiter.daily = keystore.load_daily(self.limiter.day)
-        self.audit = AuditLog(config.audit_log)
+        self.audit = AuditLog(
+            config.audit_log,
+            field_chars=config.audit_field_max_chars,
+            rotate_bytes=config.audit_log_max_bytes,
+            keep_files=config.audit_log_files,
+        )
         self.metrics = Metrics()
         self._upstream_key = upstream_key
         self._base = config.upstream.base_url
         self._session: aiohttp.ClientSession | None = None
         self._trusted = config.trusted_proxies
+        self.objects = Objects(keystore.owners)
+        self.in_flight = InFlight(config.max_in_flight_per_key)
+        self.slots = FairSlots(config.upstream.max_connections)
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -141,17 +152,19 @@ class Gateway:
             # in the decompressor, which is batching by another name.
             skip_auto_headers=("User-Agent", "Accept-Encoding"),
         )
+        await self.offload.start()
 
     async def stop(self) -> None:
         if self._session is not None:
             await self._session.close()
+        self.offload.stop()
         self.flush_usage()
         self.audit.close()
 
     def flush_usage(self) -> None:
-        if self.limiter.dirty:
-            self.limiter.dirty = False
-            self.keystore.save_daily(self.limiter.day, dict(self.limiter.daily))
+        # Every few seconds even with nothing pending: another gateway process
+        # on this keystore may have spent some of the same budgets.
+        self.limiter.sync(self.keystore.add_daily)
 
     # -- request path -------------------------------------------------------
 
@@ -171,7 +184,9 @@ class Gateway:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         ex = Exchange(
-            new_request_id(), time.perf_counter(), self.client_ip(request), request.method, request.path
+            new_request_id(), time.perf_counter(), self.client_ip(request), request.method,
+            # Raw and cut short: a refused path is logged as sent, never decoded or whole.
+            request.rel_url.raw_path[:_MAX_LOGGED_PATH],
         )
         reservation: Reservation | None = None
         try:
@@ -195,138 +210,113 @@ class Gateway:
             return response
         finally:
             if reservation is not None:
-                self.limiter.settle(reservation, ex.meter.total)
+                self._settle(reservation, ex)
+            ex.holds.close()
             self.metrics.tokens["input"] += ex.meter.input_tokens
             self.metrics.tokens["output"] += ex.meter.output_tokens
-            self.metrics.observe(_endpoint_label(ex.path), ex.status, time.perf_counter() - ex.started)
+            self.metrics.observe(_endpoint_label(ex), ex.status, time.perf_counter() - ex.started)
             self.audit.write(ex.record())
 
     async def _handle(
         self, request: web.Request, ex: Exchange
     ) -> tuple[web.StreamResponse, Reservation | None]:
-        raw_path = request.rel_url.raw_path
-        if not raw_path.startswith("/v1/"):
-            raise GatewayError("not_found_error", f"Not found: {request.path}")
-        lowered = raw_path.lower()
-        segments = raw_path.split("/")
-        if ".." in segments or "." in segments or "" in segments[1:-1] or any(b in lowered for b in _BAD_SEGMENTS):
-            raise GatewayError("invalid_request_error", "The request path is not a plain /v1/ path")
-
-        key = presented_key(request)
-        if key is None:
-            raise GatewayError("authentication_error", "x-api-key header is required")
-        client = self.keystore.authenticate(key)
+        # Cheap checks first, each before anything costlier: the key's form
+        # and digest, the route, the scopes, the size against the key's
+        # remaining tokens; only then is the body read and parsed.
+        client = self.keystore.authenticate(presented_key(request.headers))
         if client is None:
             raise GatewayError("authentication_error", "invalid x-api-key")
         ex.client = client
+        try:
+            route = match(request.method, request.rel_url.raw_path, request.rel_url.raw_query_string)
+        except RouteError as err:
+            raise GatewayError(err.error_type, err.message) from None
+        ex.route = route
+        ex.path = route.path
+        op = route.op
         scopes = client.scopes
-        if not scopes.endpoint_allowed(raw_path):
-            raise GatewayError("permission_error", f"This key may not call {request.method} {raw_path}")
+        if not scopes.endpoint_allowed(op.template):
+            raise GatewayError("permission_error", f"This key may not call {op.method} {op.template}")
         for beta in request.headers.getall("anthropic-beta", []):
             for name in (b.strip() for b in beta.split(",")):
                 if name and not scopes.beta_allowed(name):
-                    raise GatewayError("permission_error", f"This key may not use anthropic-beta {name!r}")
+                    raise GatewayError("permission_error", f"This key may not use anthropic-beta {name[:100]!r}")
+        check_request_encoding(request.headers)
+        ex.holds.enter_context(self.in_flight.admit(client.name))
+        declared = request.content_length or 0
+        if op.body == "none" and declared:
+            raise GatewayError("invalid_request_error", f"{op.method} {op.template} takes no request body")
+        kind = op.owner_kind
+        if kind is not None and op.owner_action == "access":
+            self.objects.check_access(client, kind, next(iter(route.params.values())))
+        if op.inspect in ("message", "batch") and declared:
+            self.limiter.check_room(client, estimate_tokens(declared))
+        if kind is not None and op.owner_action == "list":
+            return await self._list(request, route, client, ex), None
 
-        try:
-            body = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            raise GatewayError(
-                "request_too_large",
-                f"Request exceeds the maximum allowed number of bytes ({self.config.max_body_bytes})",
-            ) from None
+        content_type = None
+        if op.body == "multipart":
+            body, content_type = await self._read_upload(request, ex)
+        else:
+            try:
+                body = await request.read()
+            except web.HTTPRequestEntityTooLarge:
+                raise GatewayError(
+                    "request_too_large",
+                    f"Request exceeds the maximum allowed number of bytes ({self.config.max_body_bytes})",
+                ) from None
+        if op.body == "none" and body:
+            raise GatewayError("invalid_request_error", f"{op.method} {op.template} takes no request body")
 
         tokens = 0
-        if request.method == "POST" and raw_path in (_MESSAGES, _COUNT, _BATCHES):
-            body, tokens = self._inspect(raw_path, body, client, ex)
+        if op.inspect != "none":
+            if op.inspect in ("message", "batch"):
+                self.limiter.check_room(client, estimate_tokens(len(body)))
+            found = await self.offload.inspect(op.inspect, body, scopes, client.name)
+            ex.model, ex.stream = found.model, found.stream
+            ex.verdicts.extend(found.verdicts)
+            if found.filter_blocked:
+                self.metrics.filter_blocks += 1
+            if found.error is not None:
+                raise GatewayError(*found.error)
+            self.objects.check_file_refs(client, found.file_ids)
+            body, tokens = found.body, found.tokens
         reservation = self.limiter.reserve(client, tokens)
         try:
-            response = await self._forward(request, raw_path, body, ex)
-        except BaseException:
-            self.limiter.settle(reservation, ex.meter.total)
+            response = await self._forward(request, route, body, ex, content_type)
+        except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError):
+                ex.error_type = "client_closed"
+            self._settle(reservation, ex)
             raise
         return response, reservation
 
-    def _inspect(self, path: str, body: bytes, client: Client, ex: Exchange) -> tuple[bytes, int]:
-        try:
-            doc = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise GatewayError("invalid_request_error", f"The request body is not valid JSON: {exc}") from None
-        if not isinstance(doc, dict):
-            raise GatewayError("invalid_request_error", "The request body must be a JSON object")
-        if path == _BATCHES:
-            requests = doc.get("requests")
-            if not isinstance(requests, list) or not requests:
-                raise GatewayError("invalid_request_error", "requests: a non-empty list is required")
-            max_tokens = 0
-            changed = False
-            for i, item in enumerate(requests):
-                params = item.get("params") if isinstance(item, dict) else None
-                if not isinstance(params, dict):
-                    raise GatewayError("invalid_request_error", f"requests.{i}.params: an object is required")
-                new_params, item_max, item_changed = self._check_params(
-                    params, client, ex, True, f"requests.{i}.params."
-                )
-                if item_changed:
-                    item["params"] = new_params
-                    changed = True
-                max_tokens += item_max
-            out = json.dumps(doc).encode() if changed else body
-            return out, _estimate_tokens(out) + max_tokens
-        new_doc, max_tokens, changed = self._check_params(doc, client, ex, path == _MESSAGES, "")
-        out = json.dumps(new_doc).encode() if changed else body
-        # Counting tokens costs none; only the request rate applies to it.
-        return out, (0 if path == _COUNT else _estimate_tokens(out) + max_tokens)
-
-    def _check_params(
-        self, doc: dict[str, Any], client: Client, ex: Exchange, generates: bool, where: str
-    ) -> tuple[dict[str, Any], int, bool]:
-        scopes = client.scopes
-        model = doc.get("model")
-        if not isinstance(model, str) or not model:
-            raise GatewayError("invalid_request_error", f"{where}model: Field required")
-        ex.model = ex.model or model
-        if not scopes.model_allowed(model):
-            raise GatewayError("permission_error", f"This key may not use model {model!r}")
-        max_tokens = 0
-        if generates:
-            asked = doc.get("max_tokens")
-            if not isinstance(asked, int) or isinstance(asked, bool) or asked < 1:
-                raise GatewayError("invalid_request_error", f"{where}max_tokens: a positive integer is required")
-            max_tokens = asked
-            if scopes.max_tokens is not None and max_tokens > scopes.max_tokens:
-                raise GatewayError(
-                    "invalid_request_error",
-                    f"{where}max_tokens: {max_tokens} is above this key's cap of {scopes.max_tokens}",
-                )
-            if doc.get("stream") is True:
-                if where:
-                    raise GatewayError("invalid_request_error", f"{where}stream: batch requests cannot stream")
-                if not scopes.stream:
-                    raise GatewayError("permission_error", "This key may not stream responses")
-                ex.stream = True
-        result = self.policy.apply(doc)
-        ex.verdicts.extend(result.verdicts)
-        if result.blocked is not None:
-            self.metrics.filter_blocks += 1
-            kind = "permission_error" if result.status == 403 else "invalid_request_error"
-            raise GatewayError(kind, f"The request was blocked by the gateway's filter rule {result.blocked.rule!r}")
-        return result.body, max_tokens, result.changed
-
     async def _forward(
-        self, request: web.Request, raw_path: str, body: bytes, ex: Exchange
+        self, request: web.Request, route: Match, body: bytes, ex: Exchange, content_type: str | None = None
     ) -> web.StreamResponse:
-        assert self._session is not None
+        assert self._session is not None and ex.client is not None
+        hop = connection_named(request.headers)
         headers = {
             k: v for k, v in request.headers.items()
-            if (lk := k.lower()) not in _DROP_UP and not lk.startswith(("proxy-", "x-forwarded-"))
+            if (lk := k.lower()) not in _DROP_UP and lk not in hop and not lk.startswith(("proxy-", "x-forwarded-"))
+            and not (content_type is not None and lk == "content-type")
         }
+        if content_type is not None:  # a body the gateway rebuilt (an upload)
+            headers["Content-Type"] = content_type
         headers["x-api-key"] = self._upstream_key
-        url = self._base + raw_path
-        if request.rel_url.raw_query_string:
-            url += "?" + request.rel_url.raw_query_string
+        async with self.slots.slot(ex.client.name, self.config.upstream.connect_timeout):
+            return await self._exchange(request, route, body, ex, headers)
+
+    async def _exchange(
+        self, request: web.Request, route: Match, body: bytes, ex: Exchange, headers: dict[str, str]
+    ) -> web.StreamResponse:
+        assert self._session is not None
+        # Built from the matched row and its validated parameters; encoded=True
+        # so yarl sends exactly these bytes (there is nothing in them to encode).
+        url = yarl.URL(self._base + route.target, encoded=True)
         try:
             up_cm = self._session.request(
-                request.method, url, data=body if body else None, headers=headers, allow_redirects=False
+                route.op.method, url, data=body if body else None, headers=headers, allow_redirects=False
             )
             upstream = await up_cm.__aenter__()
         except (TimeoutError, aiohttp.ServerTimeoutError):
@@ -337,25 +327,31 @@ class Gateway:
             log.warning("request %s: upstream unreachable: %s", ex.request_id, type(exc).__name__)
             raise GatewayError("api_error", "The gateway could not reach the upstream API") from None
         try:
-            return await self._relay(request, upstream, raw_path, ex)
+            return await self._relay(request, upstream, route, ex)
         finally:
             await up_cm.__aexit__(None, None, None)
 
     def _down_headers(self, upstream: aiohttp.ClientResponse, ex: Exchange) -> dict[str, str]:
-        headers = {k: v for k, v in upstream.headers.items() if k.lower() not in _DROP_DOWN}
         ex.upstream_request_id = upstream.headers.get("request-id")
+        own: dict[str, str] = {}
         if ex.client is not None and (ex.client.scopes.rpm is not None or ex.client.scopes.tpm is not None):
-            headers.update(self.limiter.headers(ex.client))
-        headers["x-claudegate-request-id"] = ex.request_id
-        return headers
+            own.update(self.limiter.headers(ex.client))
+        own["x-claudegate-request-id"] = ex.request_id
+        return response_headers(upstream.headers, _DROP_DOWN, own)
 
     async def _relay(
-        self, request: web.Request, upstream: aiohttp.ClientResponse, raw_path: str, ex: Exchange
+        self, request: web.Request, upstream: aiohttp.ClientResponse, route: Match, ex: Exchange
     ) -> web.StreamResponse:
         ex.status = upstream.status
         headers = self._down_headers(upstream, ex)
+        rf = None
+        if route.op.filter_response and ex.client is not None and upstream.status == 200:
+            rf = self.filters.response_filter(ex.client.name)
         if upstream.content_type == "text/event-stream":
-            return await self._relay_stream(request, upstream, headers, ex)
+            sf = StreamFilter(rf, ex.request_id) if rf is not None else None
+            return await self._relay_stream(request, upstream, headers, ex, sf)
+        if route.op.stream_through:
+            return await self._relay_through(request, upstream, headers, ex)
         try:
             data = await upstream.read()
         except (TimeoutError, aiohttp.ServerTimeoutError):
@@ -364,36 +360,181 @@ class Gateway:
         except aiohttp.ClientError:
             self.metrics.upstream_errors += 1
             raise GatewayError("api_error", "The upstream connection broke mid-response") from None
-        if raw_path == _MESSAGES and upstream.status == 200:
-            ex.meter.read_message(data)
+        if route.op.owner_kind == "batch" and upstream.status == 200:
+            data = localise_results_urls(data)
+        if route.op.meter == "message" and upstream.status == 200:
+            ex.meter.read_message(data)  # metered before any verdict: a blocked answer is still paid for
+            if rf is not None:
+                data = self._filter_message(rf, data, ex)
         elif upstream.status >= 400:
             ex.error_type = "upstream"
+        if route.op.owner_kind is not None:
+            data = self._owned_answer(request, route, ex, upstream.status, data)
         return web.Response(status=upstream.status, body=data, headers=headers)
 
-    async def _relay_stream(
+    def _filter_message(self, rf: ResponseFilter, data: bytes, ex: Exchange) -> bytes:
+        out, tally = rf.message_bytes(data)
+        ex.verdicts.extend(tally.verdicts())
+        if tally.blocked is not None:
+            self.metrics.filter_blocks += 1
+            raise GatewayError(tally.blocked_type, tally.blocked_message)
+        return out
+
+    async def _relay_through(
         self, request: web.Request, upstream: aiohttp.ClientResponse, headers: dict[str, str], ex: Exchange
+    ) -> web.StreamResponse:
+        """A response nobody needs to read (a download, results, a listing), passed on piece by piece."""
+        if upstream.status >= 400:
+            ex.error_type = "upstream"
+        response = web.StreamResponse(status=upstream.status, headers=headers)
+        await response.prepare(request)
+        try:
+            async for chunk in upstream.content.iter_chunked(_CHUNK):
+                await response.write(chunk)
+        except (TimeoutError, aiohttp.ServerTimeoutError, aiohttp.ClientPayloadError, aiohttp.ClientOSError):
+            self.metrics.upstream_errors += 1
+            ex.error_type = "upstream_broken"
+            # The status line is gone; cutting the connection before the last
+            # chunk is how the client learns the body is incomplete.
+            if request.transport is not None:
+                request.transport.abort()
+            return response
+        except (ConnectionResetError, aiohttp.ClientConnectionResetError):
+            ex.error_type = "client_closed"
+            return response
+        await response.write_eof()
+        return response
+
+    async def _relay_stream(
+        self, request: web.Request, upstream: aiohttp.ClientResponse, headers: dict[str, str], ex: Exchange,
+        sf: StreamFilter | None = None,
     ) -> web.StreamResponse:
         headers["cache-control"] = "no-cache"
         headers["x-accel-buffering"] = "no"
         response = web.StreamResponse(status=upstream.status, headers=headers)
         await response.prepare(request)
         self.metrics.active_streams += 1
+        ended = False
         try:
             try:
                 async for chunk in upstream.content.iter_any():
-                    await response.write(chunk)
+                    if sf is None:
+                        await response.write(chunk)
+                    else:
+                        # Filtered: what the window releases; after a block nothing, but
+                        # upstream is still read to the end so the usage is metered.
+                        out = sf.feed(chunk)
+                        if out:
+                            await response.write(out)
+                        if sf.blocked and not ended:
+                            await response.write_eof()  # the client has its error event: done
+                            ended = True
                     ex.meter.feed(chunk)
+                if sf is not None and not ended:
+                    out = sf.close()
+                    if out:
+                        await response.write(out)
             except (TimeoutError, aiohttp.ServerTimeoutError, aiohttp.ClientPayloadError, aiohttp.ClientOSError):
                 self.metrics.upstream_errors += 1
                 ex.error_type = "upstream_stream_broken"
-                event = error_body("api_error", "The upstream stream broke off", ex.request_id)
-                await response.write(b"event: error\ndata: " + event + b"\n\n")
+                if not ended:
+                    event = error_body("api_error", "The upstream stream broke off", ex.request_id)
+                    await response.write(b"event: error\ndata: " + event + b"\n\n")
             except (ConnectionResetError, aiohttp.ClientConnectionResetError):
                 ex.error_type = "client_closed"
                 return response
             if ex.meter.stream_error:
                 ex.error_type = ex.meter.stream_error
-            await response.write_eof()
+            if not ended:
+                await response.write_eof()
         finally:
             self.metrics.active_streams -= 1
+            if sf is not None:
+                ex.verdicts.extend(sf.verdicts())
+                if sf.blocked:
+                    self.metrics.filter_blocks += 1
+                    ex.error_type = ex.error_type or "response_blocked"
         return response
+
+    # -- metering, objects, uploads ----------------------------------------
+
+    def _settle(self, reservation: Reservation, ex: Exchange) -> None:
+        meter = ex.route.op.meter if ex.route is not None else "none"
+        if meter == "batch":
+            # Upstream bills the batch's requests later, out of sight: the
+            # reservation made at creation is the charge.
+            used = reservation.tokens if 200 <= ex.status < 300 else 0
+        elif meter == "message":
+            used = charge(reservation.tokens, ex.meter, client_left=ex.error_type == "client_closed")
+        else:
+            used = ex.meter.total
+        self.limiter.settle(reservation, used)
+
+    def _owned_answer(self, request: web.Request, route: Match, ex: Exchange, status: int, data: bytes) -> bytes:
+        """Record or forget ownership from upstream's answer; point results_url at the gateway."""
+        kind, client = route.op.owner_kind, ex.client
+        assert kind is not None and client is not None
+        if route.op.owner_action == "create":
+            self.objects.created(client, kind, status, data)
+        elif route.op.method == "DELETE":
+            self.objects.deleted(kind, next(iter(route.params.values())), status)
+        # results_url was pointed at the gateway already (batchurls, in _relay).
+        return data
+
+    async def _list(self, request: web.Request, route: Match, client: Client, ex: Exchange) -> web.StreamResponse:
+        assert self._session is not None and route.op.owner_kind is not None
+        session = self._session
+        headers = {
+            k: v for k, v in request.headers.items()
+            if (lk := k.lower()) not in _DROP_UP and not lk.startswith(("proxy-", "x-forwarded-"))
+        }
+        headers["x-api-key"] = self._upstream_key
+
+        async def fetch(query: list[tuple[str, str]]) -> tuple[int, Any, bytes]:
+            url = yarl.URL(self._base + route.path, encoded=True).with_query(query)
+            try:
+                async with self.slots.slot(client.name, self.config.upstream.connect_timeout), session.get(
+                    url, headers=headers, allow_redirects=False
+                ) as upstream:
+                    raw = await upstream.read()
+                    ex.upstream_request_id = upstream.headers.get("request-id")
+                    status = upstream.status
+            except (TimeoutError, aiohttp.ServerTimeoutError):
+                self.metrics.upstream_errors += 1
+                raise GatewayError("timeout_error", "The upstream API did not answer in time") from None
+            except aiohttp.ClientError:
+                self.metrics.upstream_errors += 1
+                raise GatewayError("api_error", "The gateway could not reach the upstream API") from None
+            try:
+                return status, json.loads(raw), raw
+            except ValueError:
+                return status, None, raw
+
+        down = {"x-claudegate-request-id": ex.request_id}
+        try:
+            page = await self.objects.list_page(client, route.op.owner_kind, route.query, fetch)
+        except UpstreamAnswer as answer:
+            ex.status, ex.error_type = answer.status, "upstream"
+            return web.Response(status=answer.status, body=answer.body, content_type="application/json", headers=down)
+        if route.op.owner_kind == "batch":
+            localise_page(page)
+        ex.status = 200
+        if ex.upstream_request_id:
+            down["request-id"] = ex.upstream_request_id
+        return web.Response(body=json.dumps(page).encode(), content_type="application/json", headers=down)
+
+    async def _read_upload(self, request: web.Request, ex: Exchange) -> tuple[bytes, str]:
+        """Read, filter and rebuild a file upload: (body, Content-Type) to send upstream."""
+        upload = await read_upload(request, self.config.max_upload_bytes)
+        client = ex.client.name if ex.client is not None else ""
+
+        async def apply(doc: dict[str, Any], size: int) -> FilterResult:
+            return await self.offload.apply_policy(doc, size, client)  # the caller's overrides apply
+
+        result = await filter_upload(apply, upload)
+        ex.verdicts.extend(result.verdicts)
+        if result.blocked is not None:
+            self.metrics.filter_blocks += 1
+            kind = "permission_error" if result.status == 403 else "invalid_request_error"
+            raise GatewayError(kind, f"The file was blocked by the gateway's filter rule {result.blocked.rule!r}")
+        return await upstream_body(upload)

@@ -3,18 +3,21 @@ imported inside the commands so `claudegate --help` stays fast."""
 
 from __future__ import annotations
 
-import contextlib
-import signal
 import sys
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from claudegate import __version__
 from claudegate.cli import output
-from claudegate.errors import EXIT_CODE_HELP, ClaudegateError, ExitCode
+from claudegate.cli.audit import audit_command
+from claudegate.cli.backup import backup_command, restore_command
+from claudegate.cli.keys import keys_app
+from claudegate.cli.options import ConfigOpt, HostKeyOpt, JsonOpt, run
+from claudegate.cli.options import session as _session
+from claudegate.cli.usage import usage_command
+from claudegate.errors import EXIT_CODE_HELP, ExitCode
 
 __all__ = ["ExitCode", "app", "main"]
 
@@ -32,6 +35,9 @@ and prove it secure with its own smoke test.
   claudegate deploy --config deploy.yaml      deploy, smoke-test, keep the old release on failure
   claudegate smoke-test --config deploy.yaml  run the smoke test against what is deployed
   claudegate check --config deploy.yaml       test the connection: SSH, host key, sudo, Docker, ports
+  claudegate keys list --config deploy.yaml   client keys: create, rotate, revoke (see keys --help)
+  claudegate usage --config deploy.yaml       requests, tokens and cost per client per day
+  claudegate audit --config deploy.yaml       attack the deployed gateway from outside; report what held
 
 Start from an example: `claudegate init --example local --out deploy.yaml`
 (this machine; the same text as examples/local.yaml) or `--example remote`
@@ -53,24 +59,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,  # locals would hold secrets
     rich_markup_mode=None,
 )
-keys_app = typer.Typer(help="Create, list, rotate and revoke client keys on the deployed gateway.", no_args_is_help=True)
-app.add_typer(keys_app, name="keys")
-
-ConfigOpt = Annotated[
-    Path,
-    typer.Option("--config", "-c", help="deploy.yaml to use", envvar="CLAUDEGATE_CONFIG", show_default=False),
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output on stdout")]
-HostKeyOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--accept-host-key",
-        metavar="SHA256:...",
-        help="on first contact, trust the host key with exactly this fingerprint (ssh-keygen -lf form)",
-    ),
-]
-
-
 def _version(value: bool) -> None:
     if value:
         print(f"claudegate {__version__}")
@@ -86,57 +74,6 @@ def _root(
     pass
 
 
-@contextlib.contextmanager
-def _session(
-    config: Path,
-    *,
-    accept_host_key: str | None = None,
-    yes: bool = False,
-    progress: Any = None,
-) -> Iterator[Any]:
-    """The core session for a command: prompts on a terminal, flags otherwise; Ctrl-C cancels."""
-    from claudegate.cli.interaction import CliInteraction
-    from claudegate.session.core import Session
-
-    interaction = CliInteraction(yes=yes, accept_host_key=accept_host_key)
-    session = Session.open(config, interaction, progress=progress, accept_host_key=accept_host_key)
-    with session, _cancel_on_sigint(session):
-        yield session
-
-
-@contextlib.contextmanager
-def _cancel_on_sigint(session: Any) -> Iterator[None]:
-    """First Ctrl-C: cancel at the next safe point (journal written, lock released); second: stop now."""
-
-    def handler(signum: int, frame: Any) -> None:
-        if session.cancelled:
-            raise KeyboardInterrupt
-        output.err("cancelling at the next safe point (Ctrl-C again to stop at once)")
-        session.cancel("interrupted (Ctrl-C)")
-
-    try:
-        previous = signal.signal(signal.SIGINT, handler)
-    except ValueError:  # not the main thread (an embedding program): leave its handler alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-def run(fn: Any) -> None:
-    """Run a command body, mapping the error tree to exit codes (one enum: :class:`ExitCode`)."""
-    try:
-        fn()
-    except ClaudegateError as exc:
-        output.error(exc)
-        raise typer.Exit(exc.exit_code) from None
-    except KeyboardInterrupt:
-        output.err("interrupted; a rerun resumes where this one stopped")
-        raise typer.Exit(ExitCode.CANCELLED) from None
-
-
 @app.command()
 def deploy(
     config: ConfigOpt,
@@ -144,40 +81,77 @@ def deploy(
     yes: Annotated[
         bool, typer.Option("--yes", "-y", help="agree to installing Docker and replacing a certificate without asking")
     ] = False,
+    prune: Annotated[
+        bool, typer.Option("--prune", help="revoke clients the keystore holds but the config no longer lists")
+    ] = False,
+    refresh: Annotated[
+        bool,
+        typer.Option(
+            "--refresh",
+            help="rebuild the images without cache from a fresh base (security updates), then switch",
+        ),
+    ] = False,
     accept_host_key: HostKeyOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Deploy (or update) the gateway described by the config, then smoke-test it."""
+    """Deploy (or update) the gateway described by the config, then smoke-test it.
+
+    Clients converge to the config: new ones get a key (shown once), changed
+    scopes and limits apply in place (keys keep working); clients missing
+    from the config are only reported unless --prune is given. --refresh
+    builds new images (Debian updates, same sources) as a new release that
+    replaces the serving one only after its smoke test passes; later deploys
+    keep them. status shows when the images were built.
+    """
 
     def body() -> None:
         progress = None if json_out else output.StepPrinter()
         with _session(config, accept_host_key=accept_host_key, yes=yes, progress=progress) as session:
-            result = session.deploy(dry_run=dry_run)
+            result = session.deploy(dry_run=dry_run, prune=prune, refresh=refresh)
         output.deploy_result(result, json_out=json_out)
 
     run(body)
 
 
 @app.command()
-def plan(config: ConfigOpt, accept_host_key: HostKeyOpt = None, json_out: JsonOpt = False) -> None:
+def plan(
+    config: ConfigOpt,
+    prune: Annotated[
+        bool, typer.Option("--prune", help="show the revocations deploy --prune would make")
+    ] = False,
+    accept_host_key: HostKeyOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
     """Show what a deploy would change, with a diff of every file. Changes nothing."""
 
     def body() -> None:
         progress = None if json_out else output.StepPrinter()
         with _session(config, accept_host_key=accept_host_key, progress=progress) as session:
-            result = session.plan()
+            result = session.plan(prune=prune)
         output.deploy_result(result, json_out=json_out)
 
     run(body)
 
 
 @app.command()
-def status(config: ConfigOpt, accept_host_key: HostKeyOpt = None, json_out: JsonOpt = False) -> None:
-    """The deployed release, its containers and their health."""
+def status(
+    config: ConfigOpt,
+    expiry_days: Annotated[
+        int | None,
+        typer.Option(
+            "--expiry-days",
+            min=0,
+            help="warn of client keys that stop working within this many days [default: 14]",
+        ),
+    ] = None,
+    accept_host_key: HostKeyOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """The deployed release, its containers and their health; certificates and client keys about to expire."""
 
     def body() -> None:
         with _session(config, accept_host_key=accept_host_key) as session:
-            report = session.status()
+            report = session.status(expiry_days=expiry_days)
         output.status_report(report, json_out=json_out)
 
     run(body)
@@ -353,61 +327,11 @@ def check(config: ConfigOpt, accept_host_key: HostKeyOpt = None, json_out: JsonO
     run(body)
 
 
-def _keys(config: Path, accept_host_key: str | None, args: list[str], *, secret_out: bool) -> None:
-    def body() -> None:
-        with _session(config, accept_host_key=accept_host_key) as session:
-            text = session.keys(args)
-        if secret_out:
-            output.err("the new key is shown once; store it now:")
-        sys.stdout.write(text if text.endswith("\n") else text + "\n")
-
-    run(body)
-
-
-@keys_app.command("create")
-def keys_create(
-    name: str,
-    config: ConfigOpt,
-    models: Annotated[list[str] | None, typer.Option("--model", help="allowed model glob (repeat)")] = None,
-    rpm: Annotated[int | None, typer.Option(help="requests per minute")] = None,
-    tpm: Annotated[int | None, typer.Option(help="tokens per minute")] = None,
-    daily_tokens: Annotated[int | None, typer.Option(help="tokens per UTC day")] = None,
-    max_tokens: Annotated[int | None, typer.Option(help="cap on max_tokens per request")] = None,
-    expires: Annotated[str | None, typer.Option(help="ISO 8601 time the key stops working")] = None,
-    accept_host_key: HostKeyOpt = None,
-) -> None:
-    """Create a client key; it is printed once, alone on the last line."""
-    args = ["create", name]
-    if models:
-        args += ["--models", *models]
-    for flag, value in (("--rpm", rpm), ("--tpm", tpm), ("--daily-tokens", daily_tokens),
-                        ("--max-tokens", max_tokens), ("--expires", expires)):
-        if value is not None:
-            args += [flag, str(value)]
-    _keys(config, accept_host_key, args, secret_out=True)
-
-
-@keys_app.command("list")
-def keys_list(config: ConfigOpt, accept_host_key: HostKeyOpt = None, json_out: JsonOpt = False) -> None:
-    """List clients and their scopes (never secrets)."""
-    _keys(config, accept_host_key, ["list", *(["--json"] if json_out else [])], secret_out=False)
-
-
-@keys_app.command("rotate")
-def keys_rotate(
-    name: str,
-    config: ConfigOpt,
-    overlap: Annotated[str, typer.Option(help="how long the old key keeps working, e.g. 24h")] = "0s",
-    accept_host_key: HostKeyOpt = None,
-) -> None:
-    """Issue a new key for a client; the old one works until the overlap ends."""
-    _keys(config, accept_host_key, ["rotate", name, "--overlap", overlap], secret_out=True)
-
-
-@keys_app.command("revoke")
-def keys_revoke(name: str, config: ConfigOpt, accept_host_key: HostKeyOpt = None) -> None:
-    """Revoke a client; its next request is refused."""
-    _keys(config, accept_host_key, ["revoke", name], secret_out=False)
+app.add_typer(keys_app, name="keys")
+app.command("usage")(usage_command)
+app.command("audit")(audit_command)
+app.command("backup")(backup_command)
+app.command("restore")(restore_command)
 
 
 def main() -> None:

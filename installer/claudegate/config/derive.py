@@ -3,6 +3,7 @@
 - :func:`edge_settings` -- the :class:`EdgeSettings` the nginx files are rendered from;
 - :func:`gateway_config` -- the gateway service's YAML config, as a dict;
 - :func:`client_create_argv` -- the ``claudegate-gateway keys create`` command for a client;
+- :func:`client_scope_argv` -- the scope options ``keys create`` and ``keys update`` share;
 - :func:`client_scopes` -- that client's scopes as the keystore records them (for diffs);
 - :func:`network_plan` -- the private network's subnet and nginx's fixed address on it.
 
@@ -25,15 +26,17 @@ __all__ = [
     "GATEWAY_CONFIG_PATH",
     "GATEWAY_INTERNAL_LISTEN",
     "GATEWAY_KEYSTORE",
-    "GATEWAY_LISTEN",
     "GATEWAY_PEPPER_FILE",
+    "GATEWAY_PORT",
     "GATEWAY_PROGRAM",
     "NetworkPlan",
     "client_create_argv",
+    "client_scope_argv",
     "client_scopes",
     "edge_settings",
     "format_expires",
     "gateway_config",
+    "gateway_filters_config",
     "network_plan",
 ]
 
@@ -47,9 +50,14 @@ GATEWAY_PEPPER_FILE = "/run/secrets/key_pepper"
 #: The gateway's state (volumes).
 GATEWAY_KEYSTORE = "/var/lib/claudegate/keys.db"
 GATEWAY_AUDIT_LOG = "/var/log/claudegate/audit.jsonl"
-#: Public listener (reached by nginx only) and internal one (health, metrics).
-GATEWAY_LISTEN = "0.0.0.0:8080"
-GATEWAY_INTERNAL_LISTEN = "0.0.0.0:9090"
+#: The public listener's port. It binds only the gateway's own address on the
+#: internal network (the config names the subnet; the gateway finds its
+#: address in it at start), never the egress network's: nothing but nginx
+#: can reach it.
+GATEWAY_PORT = 8080
+#: The internal listener (health, readiness, metrics): loopback inside the
+#: gateway's container, reached only with ``docker exec``.
+GATEWAY_INTERNAL_LISTEN = "127.0.0.1:9090"
 
 #: Host number of nginx on the private network (.1 is Docker's bridge).
 NGINX_HOST_INDEX = 2
@@ -120,7 +128,7 @@ def gateway_config(cfg: DeployConfig) -> dict[str, Any]:
     :data:`GATEWAY_PEPPER_FILE`, never values in this config.
     """
     return {
-        "listen": GATEWAY_LISTEN,
+        "listen": f"{network_plan(cfg).subnet}:{GATEWAY_PORT}",
         "internal_listen": GATEWAY_INTERNAL_LISTEN,
         "upstream": {
             "base_url": cfg.upstream.base_url,
@@ -132,7 +140,23 @@ def gateway_config(cfg: DeployConfig) -> dict[str, Any]:
         "audit_log": GATEWAY_AUDIT_LOG,
         "trusted_proxies": [str(network_plan(cfg).nginx_cidr)],
         "max_body_bytes": size_in_bytes(cfg.limits.max_body_size),
+        **gateway_filters_config(cfg),
     }
+
+
+def gateway_filters_config(cfg: DeployConfig) -> dict[str, Any]:
+    """``filters`` and ``client_filters`` of the gateway config; nothing when deploy.yaml leaves them out.
+
+    Left out, the gateway applies its default policy; an explicit ``[]`` is
+    written as such (filtering off).
+    """
+    out: dict[str, Any] = {}
+    if cfg.filters is not None:
+        out["filters"] = [rule.gateway_form() for rule in cfg.filters]
+    overrides = {c.name: dict(c.filters) for c in cfg.clients if c.filters}
+    if overrides:
+        out["client_filters"] = overrides
+    return out
 
 
 def format_expires(client: Client) -> str | None:
@@ -148,13 +172,21 @@ def client_create_argv(
     """``claudegate-gateway keys create NAME --config ... --models ...`` for ``client``.
 
     Run inside the gateway container (e.g. prefixed with ``docker exec -i``);
-    the new key is printed once, alone on stdout's last line. Models and
-    endpoints are always passed, so the command does not depend on the
-    gateway's defaults.
+    the new key is printed once, alone on stdout's last line.
     """
-    argv = [program, "keys", "create", client.name, "--config", config_path]
-    argv += ["--models", *client.models]
-    argv += ["--endpoints", *client.endpoints]
+    name, *scopes = client_scope_argv(client)
+    return [program, "keys", "create", name, "--config", config_path, *scopes]
+
+
+def client_scope_argv(client: Client) -> list[str]:
+    """``NAME --models ... [--rpm N] ...``: the whole scope set, as ``keys create`` and ``keys update`` take it.
+
+    Models and endpoints are always passed, so the command does not depend on
+    the gateway's defaults; an option left out means its default ("no
+    limit", "any beta", "never expires"), which is what makes ``update``
+    declarative.
+    """
+    argv = [client.name, "--models", *client.models, "--endpoints", *client.endpoints]
     if client.betas is not None:
         argv += ["--betas", *client.betas]
     if client.max_tokens is not None:

@@ -41,6 +41,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from claudegate.config.filters import FilterRule, Override
 from claudegate.connectors.known_hosts import normalize_fingerprint
 from claudegate.edge.settings import MIN_TRUSTED_PREFIX, EdgeSettings, RateLimit, Size
 
@@ -561,6 +562,11 @@ class Client(_Section):
     tpm: StrictInt | None = Field(default=None, gt=0, examples=[200000])
     daily_tokens: StrictInt | None = Field(default=None, gt=0, examples=[5000000])
     expires: Expires | None = Field(default=None, examples=["2027-06-30T00:00:00Z"])
+    filters: dict[str, Override] = Field(
+        default_factory=dict,
+        examples=[{"pii": "off"}],
+        description="per-rule overrides for this client: off (exempt) or its own action",
+    )
 
 
 class Images(_Section):
@@ -621,6 +627,11 @@ class DeployConfig(_Section):
         description="proxies in front of nginx whose X-Forwarded-For is believed",
     )
     clients: list[Client] = Field(default_factory=list)
+    filters: list[FilterRule] | None = Field(
+        default=None,
+        description="content rules, both directions; left out: the gateway's default"
+        " (secrets and card numbers blocked in requests); [] turns filtering off",
+    )
     images: Images = Images()
     network: Network = Network()
     state_dir: FilePath = Field(

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
+from claudegate.config.filters import filter_problems
 from claudegate.edge.settings import size_in_bytes
 
 if TYPE_CHECKING:
@@ -89,6 +90,7 @@ def rule_problems(cfg: DeployConfig) -> list[RuleProblem]:
         *_ports(cfg),
         *_limits(cfg),
         *_clients(cfg),
+        *filter_problems(cfg),
     ]
     # The edge model is the authority on nginx's bounds; map its complaints back
     # (once per field: a rule above may already have said it better).
@@ -224,6 +226,13 @@ def _clients(cfg: DeployConfig) -> Iterator[RuleProblem]:
                 ("clients", index, "name"),
                 f"{client.name!r} is already the name of clients[{first}]",
                 "give every client its own name",
+            )
+        if client.name.startswith("claudegate-"):
+            # The tool's own clients (the smoke test's) live under this prefix.
+            yield RuleProblem(
+                ("clients", index, "name"),
+                f"{client.name!r} starts with 'claudegate-', which is kept for the tool's own clients",
+                "choose another name, e.g. without that prefix",
             )
 
 

@@ -17,7 +17,7 @@ import posixpath
 import re
 import shlex
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import IO
@@ -101,6 +101,7 @@ class Connector(ABC):
         sudo: bool = False,
         timeout: float | None = None,
         check: bool = True,
+        on_output: Callable[[bytes], None] | None = None,
     ) -> Result:
         """Run ``argv`` on the target and wait for it.
 
@@ -110,7 +111,10 @@ class Connector(ABC):
         (seconds, None = the connector's default) raises
         :class:`~claudegate.errors.CommandTimedOut`. With ``check`` a non-zero
         exit raises :class:`~claudegate.errors.CommandFailed`; without it the
-        :class:`Result` is returned whatever the status.
+        :class:`Result` is returned whatever the status. ``on_output`` is
+        called with stdout and stderr chunks as they arrive (progress for long
+        commands such as an image build; the result still holds all of it);
+        a connector that cannot stream calls it once, at the end.
         """
 
     def put_file(
@@ -220,7 +224,7 @@ _PUT_FILE_SCRIPT = r"""set -eu
 umask 077
 tmp=$(mktemp "$2/.$3.cg-XXXXXXXX")
 trap 'rm -f -- "$tmp"' EXIT
-if [ -n "$6" ]; then chown -- "$6" "$tmp"; fi
+if [ -n "$6" ]; then chown -h -- "$6" "$tmp"; fi
 chmod -- "$4" "$tmp"
 cat >"$tmp"
 if [ "$4" != "$5" ]; then chmod -- "$5" "$tmp"; fi

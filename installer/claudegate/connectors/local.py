@@ -11,7 +11,7 @@ import signal
 import subprocess
 import tempfile
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import IO
 
 from claudegate.connectors.base import Connector, Input, Result, check_mode, check_owner, stderr_tail
@@ -48,6 +48,7 @@ class LocalConnector(Connector):
         sudo: bool = False,
         timeout: float | None = None,
         check: bool = True,
+        on_output: Callable[[bytes], None] | None = None,
     ) -> Result:
         final = self.prepare_argv(argv, sudo=sudo)
         timeout = timeout if timeout is not None else self.default_timeout
@@ -99,6 +100,9 @@ class LocalConnector(Connector):
             if feeder is not None:
                 feeder.join(timeout=5)
 
+        if on_output is not None:
+            # communicate() gathers everything: this connector reports once, at the end.
+            on_output(stdout + stderr)
         result = Result(proc.returncode, stdout, stderr)
         if check and result.exit_status != 0:
             self.raise_failed(argv, result)

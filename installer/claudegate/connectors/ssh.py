@@ -466,6 +466,7 @@ class SSHConnector(Connector):
         sudo: bool = False,
         timeout: float | None = None,
         check: bool = True,
+        on_output: Callable[[bytes], None] | None = None,
     ) -> Result:
         final = self.prepare_argv(argv, sudo=sudo)
         timeout = timeout if timeout is not None else self.default_timeout
@@ -474,7 +475,7 @@ class SSHConnector(Connector):
             channel.exec_command(shlex.join(final))
             feeder = _Feeder(channel, input)
             feeder.start()
-            stdout, stderr, status = self._collect(channel, argv, timeout, feeder)
+            stdout, stderr, status = self._collect(channel, argv, timeout, feeder, on_output)
         except (paramiko.SSHException, EOFError, OSError) as exc:
             raise ConnectionFailed(
                 f"lost the SSH session to {self._where()} while running {self.redact(shlex.join(argv))}: "
@@ -489,7 +490,12 @@ class SSHConnector(Connector):
         return result
 
     def _collect(
-        self, channel: paramiko.Channel, argv: Sequence[str], timeout: float | None, feeder: _Feeder
+        self,
+        channel: paramiko.Channel,
+        argv: Sequence[str],
+        timeout: float | None,
+        feeder: _Feeder,
+        on_output: Callable[[bytes], None] | None = None,
     ) -> tuple[bytes, bytes, int]:
         out: list[bytes] = []
         err: list[bytes] = []
@@ -499,9 +505,13 @@ class SSHConnector(Connector):
             while channel.recv_ready():
                 out.append(channel.recv(_CHUNK))
                 progressed = True
+                if on_output is not None:
+                    on_output(out[-1])
             while channel.recv_stderr_ready():
                 err.append(channel.recv_stderr(_CHUNK))
                 progressed = True
+                if on_output is not None:
+                    on_output(err[-1])
             # Output may still arrive after the exit status (OpenSSH sends
             # what is left in the pipe): done only at exit status + EOF.
             if (

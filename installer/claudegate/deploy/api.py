@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -13,17 +14,28 @@ from claudegate.config.model import DeployConfig
 from claudegate.connectors.base import Connector
 from claudegate.connectors.local import LocalConnector
 from claudegate.deploy import docker_cli, host_cli
+from claudegate.deploy.cert_status import certificate_status
 from claudegate.deploy.context import Context
 from claudegate.deploy.engine import StepOutcome, run_steps
 from claudegate.deploy.facts import parse_container, parse_links
+from claudegate.deploy.image_status import image_status
 from claudegate.deploy.journal import Journal
 from claudegate.deploy.layout import LABEL_GATEWAY, LABEL_ROLE, HostLayout
 from claudegate.deploy.lock import read_holder
 from claudegate.deploy.playbook import load_playbook
 from claudegate.deploy.progress import Reporter, StepEvent, null_reporter
 from claudegate.deploy.release import Release, build_release, parse_manifest
-from claudegate.deploy.results import ContainerStatus, DeployResult, RenderResult, StatusReport, StepReport
+from claudegate.deploy.results import (
+    EXPIRY_WARNING_DAYS,
+    ClientExpiry,
+    ContainerStatus,
+    DeployResult,
+    RenderResult,
+    StatusReport,
+    StepReport,
+)
 from claudegate.deploy.secret_inputs import key_fingerprint, read_upstream_key
+from claudegate.deploy.serving import serving_gateway
 from claudegate.deploy.tls_material import cert_summary
 from claudegate.errors import ClaudegateError, ConfigError
 
@@ -74,7 +86,7 @@ def connector_for(cfg: DeployConfig, *, accept_host_key: str | None = None) -> C
 
 
 def _release_for(
-    cfg: DeployConfig, layout: HostLayout, ctx: Context | None, *, strict: bool
+    cfg: DeployConfig, layout: HostLayout, ctx: Context | None, *, strict: bool, refresh: str = ""
 ) -> tuple[Release, list[str]]:
     """Render the release; with ``strict`` the key must be readable (a deploy), else it is noted."""
     notes: list[str] = []
@@ -92,7 +104,20 @@ def _release_for(
         if ctx is not None:
             ctx.upstream_key = key
             ctx.connector.add_secret(key)
-    return build_release(cfg, layout, key_fingerprint=fingerprint), notes
+    return build_release(cfg, layout, key_fingerprint=fingerprint, refresh=refresh), notes
+
+
+def _refresh_stamp(connector: Connector, layout: HostLayout, sudo: bool, *, new: bool) -> str:
+    """A new stamp for ``--refresh``; else the serving release's, so its refreshed images stay."""
+    if new:
+        return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    data = connector.get_file(f"{layout.current_link}/release.json", sudo=sudo)
+    if not data:
+        return ""
+    try:
+        return parse_manifest("current", data).images_refresh
+    except ValueError:
+        return ""
 
 
 def _collect_notes(reporter: Reporter, notes: list[str]) -> Reporter:
@@ -127,7 +152,8 @@ def _run(
         options=dict(options or {}),
     )
     if playbook == "deploy":
-        ctx.release, render_notes = _release_for(cfg, layout, ctx, strict=not dry_run)
+        stamp = _refresh_stamp(connector, layout, ctx.sudo, new=bool(ctx.options.get("refresh")))
+        ctx.release, render_notes = _release_for(cfg, layout, ctx, strict=not dry_run, refresh=stamp)
         notes += render_notes
     steps = load_playbook(playbook).build()
     try:
@@ -169,6 +195,8 @@ def deploy(
     dry_run: bool = False,
     reporter: Reporter | None = None,
     layout: HostLayout | None = None,
+    prune: bool = False,
+    refresh: bool = False,
 ) -> DeployResult:
     """Deploy ``cfg`` onto the connector's host, following ``playbooks/deploy.yaml``.
 
@@ -184,8 +212,17 @@ def deploy(
     :class:`~claudegate.errors.ClaudegateError` subclasses for config,
     connection and host-key problems. Never prints; progress goes to
     ``reporter``.
+
+    Clients converge to ``cfg.clients`` (created, or updated in place); a
+    client the keystore holds but the config does not list is noted, and
+    revoked only with ``prune``.
+
+    ``refresh`` rebuilds the images without cache from a freshly fetched
+    base (Debian security updates) under a new tag: a new release, switched
+    to only after its smoke test passes, like any other.
     """
-    return _run("deploy", cfg, connector, dry_run=dry_run, reporter=reporter, layout=layout)
+    options = {"prune": prune, "refresh": refresh}
+    return _run("deploy", cfg, connector, dry_run=dry_run, reporter=reporter, layout=layout, options=options)
 
 
 def plan(
@@ -194,9 +231,13 @@ def plan(
     *,
     reporter: Reporter | None = None,
     layout: HostLayout | None = None,
+    prune: bool = False,
+    refresh: bool = False,
 ) -> DeployResult:
     """``deploy(..., dry_run=True)``: every change and diff, and the host stays byte-for-byte as it was."""
-    return deploy(cfg, connector, dry_run=True, reporter=reporter, layout=layout)
+    return deploy(
+        cfg, connector, dry_run=True, reporter=reporter, layout=layout, prune=prune, refresh=refresh
+    )
 
 
 def rollback(
@@ -240,7 +281,11 @@ def renew(
     reporter: Reporter | None = None,
     layout: HostLayout | None = None,
 ) -> DeployResult:
-    """Renew the ACME certificate if it is within 30 days of its end (``tls.mode: acme``), reload nginx."""
+    """Renew the ACME certificate now if a third of its lifetime is left (``tls.mode: acme``), reload nginx.
+
+    The host renews by itself (the deploy's ``renewal`` step); this also
+    (re)starts that renewer when it is missing.
+    """
     return _run("renew", cfg, connector, dry_run=dry_run, reporter=reporter, layout=layout)
 
 
@@ -277,9 +322,20 @@ def _sudo(cfg: DeployConfig, connector: Connector) -> bool:
     return bool(cfg.target.sudo) and not connector.is_root
 
 
-def status(cfg: DeployConfig, connector: Connector, *, layout: HostLayout | None = None) -> StatusReport:
-    """What runs on the host now: releases, containers, certificate, lock, last run. Changes nothing."""
+def status(
+    cfg: DeployConfig,
+    connector: Connector,
+    *,
+    layout: HostLayout | None = None,
+    expiry_days: float | None = None,
+) -> StatusReport:
+    """What runs on the host now: releases, containers, certificate, lock, last run. Changes nothing.
+
+    Client keys that stop working within ``expiry_days`` (default
+    :data:`~claudegate.deploy.results.EXPIRY_WARNING_DAYS`) are listed as warnings.
+    """
     layout = layout or HostLayout()
+    expiry_days = EXPIRY_WARNING_DAYS if expiry_days is None else expiry_days
     sudo = _sudo(cfg, connector)
 
     def fact(argv: list[str]) -> str:
@@ -310,6 +366,8 @@ def status(cfg: DeployConfig, connector: Connector, *, layout: HostLayout | None
             certificate = cert_summary(chain)
         except ValueError:
             certificate = "unreadable"
+    client_expiry, clients_unknown = _client_expiry(cfg, connector, layout, expiry_days, containers)
+    certs = certificate_status(cfg, connector, layout, sudo=sudo)
     holder = read_holder(connector, layout.lock_dir, sudo=sudo)
     journal = Journal.from_bytes(connector.get_file(layout.journal, sudo=sudo))
     return StatusReport(
@@ -321,7 +379,30 @@ def status(cfg: DeployConfig, connector: Connector, *, layout: HostLayout | None
         certificate=certificate,
         lock=holder.describe() if holder is not None else None,
         last_run=json.loads(journal.to_bytes()) if journal is not None else None,
+        client_expiry=client_expiry,
+        clients_unknown=clients_unknown,
+        images=image_status(connector, layout, sudo=sudo) if docker is not None else None,
+        served_certificate=certs.served,
+        renewal=certs.renewal,
+        warnings=certs.warnings,
     )
+
+
+def _client_expiry(
+    cfg: DeployConfig,
+    connector: Connector,
+    layout: HostLayout,
+    days: float,
+    containers: list[ContainerStatus],
+) -> tuple[tuple[ClientExpiry, ...], str | None]:
+    if not any(c.role == "gateway" and c.status == "running" for c in containers):
+        return (), "no gateway runs"
+    from claudegate.keys import expiry_warnings
+
+    try:
+        return expiry_warnings(cfg, connector, within_days=days, layout=layout), None
+    except ClaudegateError as exc:
+        return (), str(exc)
 
 
 def logs(
@@ -339,8 +420,10 @@ def logs(
         raise ConfigError(f"tail must be at least 1, not {tail}")
     layout = layout or HostLayout()
     sudo = _sudo(cfg, connector)
-    name = layout.gateway_container(_serving_gateway(connector, layout, sudo)) if service == "gateway" else (
-        layout.nginx_container
+    name = (
+        layout.gateway_container(serving_gateway(connector, layout, sudo))
+        if service == "gateway"
+        else (layout.nginx_container)
     )
     result = connector.run(docker_cli.container_logs(name, tail=tail), sudo=sudo, timeout=60, check=False)
     if not result.ok:
@@ -349,38 +432,16 @@ def logs(
     return connector.redact((result.stdout + result.stderr).decode("utf-8", errors="replace"))
 
 
-def _serving_gateway(connector: Connector, layout: HostLayout, sudo: bool) -> str:
-    """The gateway id of the release nginx serves now."""
-    links = parse_links(connector.run(host_cli.read_links([layout.current_link]), sudo=sudo, check=False).text)
-    current = links.get(layout.current_link)
-    if current is None:
-        raise ClaudegateError(f"nothing is deployed on {connector.target} yet", hint="run claudegate deploy first")
-    manifest = connector.get_file(f"{layout.release_dir(current)}/release.json", sudo=sudo)
-    if manifest is None:
-        raise ClaudegateError(f"release {current} has no release.json on {connector.target}")
-    return parse_manifest(current, manifest).gateway_id
-
-
 def gateway_keys(
     cfg: DeployConfig, connector: Connector, args: list[str], *, layout: HostLayout | None = None
 ) -> str:
-    """Run ``claudegate-gateway keys ARGS`` in the serving gateway; its stdout (a new key is the last line).
+    """Run ``claudegate-gateway keys ARGS --config ...`` in the serving gateway; its stdout.
 
-    The keystore lives in the gateway's volume, so this is the only place keys
-    can be managed; a revocation is seen by the running gateway on its next request.
+    Kept for callers of the raw command; :mod:`claudegate.keys` has the typed calls.
     """
-    from claudegate.deploy.steps.clients import gateway_argv
+    from claudegate.keys import run_gateway_keys
 
-    layout = layout or HostLayout()
-    sudo = _sudo(cfg, connector)
-    container = layout.gateway_container(_serving_gateway(connector, layout, sudo))
-    argv = docker_cli.exec_in(container, gateway_argv(["claudegate-gateway", "keys", *args]))
-    result = connector.run(argv, sudo=sudo, timeout=60, check=False)
-    if not result.ok:
-        # The gateway's own message says what was wrong (unknown name, bad flag).
-        message = (result.stderr.decode("utf-8", errors="replace").strip().splitlines() or ["failed"])[-1]
-        raise ClaudegateError(f"keys {' '.join(args[:2])}: {message}", hint="see claudegate keys --help")
-    return result.text
+    return run_gateway_keys(cfg, connector, args, layout=layout)
 
 
 def smoke_test(cfg: DeployConfig, *, progress: Callable[[Check], None] | None = None) -> SmokeReport:

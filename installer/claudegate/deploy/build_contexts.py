@@ -29,6 +29,7 @@ __all__ = [
     "gateway_context",
     "nginx_context",
     "tar_bytes",
+    "with_refresh",
 ]
 
 #: ``<repo>/assets`` in a source checkout (as for the nginx templates).
@@ -128,17 +129,42 @@ def nginx_context(assets: Path = ASSETS_DIR) -> BuildContext:
     return BuildContext("nginx", {"Dockerfile": (assets / "nginx" / "Dockerfile").read_bytes()})
 
 
-# certbot from Debian, run on the host (see tls_acme.py for why there).
+# certbot from Debian, run on the host (see steps/acme.py for why there), and
+# the renewer loop that runs in it (assets/certbot/claudegate_renew.py). nginx
+# and its set-misc module are the same Debian packages as the nginx image's:
+# the renewer runs ``nginx -t`` on the served configuration before a reload.
 _CERTBOT_DOCKERFILE = b"""\
 # claudegate's certbot: Debian's package on the configured base image.
 ARG BASE_IMAGE=claudegate/debian-base:bookworm
 FROM ${BASE_IMAGE}
 RUN apt-get update \\
- && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends certbot ca-certificates \\
- && rm -rf /var/lib/apt/lists/*
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \\
+        certbot ca-certificates nginx libnginx-mod-http-set-misc \\
+ && rm -rf /var/lib/apt/lists/* /etc/nginx/sites-enabled/default /var/www/html
+COPY claudegate_renew.py /usr/local/lib/claudegate/claudegate_renew.py
 ENTRYPOINT ["certbot"]
 """
 
+#: Where the renewer script is inside the certbot image.
+RENEWER_IN_IMAGE = "/usr/local/lib/claudegate/claudegate_renew.py"
 
-def certbot_context() -> BuildContext:
-    return BuildContext("certbot", {"Dockerfile": _CERTBOT_DOCKERFILE})
+
+def certbot_context(assets: Path = ASSETS_DIR) -> BuildContext:
+    files = {
+        "Dockerfile": _CERTBOT_DOCKERFILE,
+        "claudegate_renew.py": (assets / "certbot" / "claudegate_renew.py").read_bytes(),
+    }
+    return BuildContext("certbot", files)
+
+
+def with_refresh(context: BuildContext, stamp: str) -> BuildContext:
+    """``context`` marked with a refresh stamp (``deploy --refresh``): a new tag for the same sources.
+
+    The stamp is a file the Dockerfiles never read; it only moves the tag, so
+    a refresh is a new release that goes through the smoke-tested switch.
+    No stamp: the context unchanged (the tags of every earlier deploy stay).
+    """
+    if not stamp:
+        return context
+    return BuildContext(context.name, {**context.files, "REFRESH": f"{stamp}\n".encode()},
+                        context.needs_wheels, context.labels)  # fmt: skip

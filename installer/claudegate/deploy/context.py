@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -12,6 +12,7 @@ from claudegate.deploy.engine import Call, Put, Run, Step
 from claudegate.deploy.journal import Journal
 from claudegate.deploy.layout import HostLayout
 from claudegate.deploy.progress import EventKind, Reporter, StepEvent, null_reporter
+from claudegate.deploy.substep import BuildOutput
 from claudegate.errors import Declined
 from claudegate.redact import Secret
 from claudegate.session import cancel as _cancel
@@ -55,6 +56,7 @@ class Context:
     reload_nginx: bool = False  # certificate changed: nginx must reload even without a switch
     switched: bool = False  # this run moved releases/current
     docker_missing: bool = False
+    secrets_gid: int | None = None  # the host group that may read the secrets (None: not there yet)
     new_keys: dict[str, Secret] = field(default_factory=dict)
     smoke_key: Secret | None = None
     smoke: SmokeReport | None = None
@@ -76,7 +78,12 @@ class Context:
         timeout: float | None = 120.0,
         check: bool = True,
         sudo: bool = True,
+        on_output: Callable[[bytes], None] | None = None,
     ) -> Result:
+        if on_output is not None:  # only then: connectors written before streaming need not know it
+            return self.connector.run(
+                list(argv), input=input, sudo=sudo and self.sudo, timeout=timeout, check=check, on_output=on_output
+            )
         return self.connector.run(
             list(argv), input=input, sudo=sudo and self.sudo, timeout=timeout, check=check
         )
@@ -91,7 +98,9 @@ class Context:
     def execute(self, op: Run | Put | Call) -> None:
         if isinstance(op, Run):
             data = op.input() if callable(op.input) else op.input
-            self.run(op.argv, input=data, timeout=op.timeout, sudo=op.sudo)
+            # A command with progress (an image build) may be abandoned on cancel: its output checks the token.
+            on_output = BuildOutput(op.progress, self._work_report, check=self.check_cancelled) if op.progress else None
+            self.run(op.argv, input=data, timeout=op.timeout, sudo=op.sudo, on_output=on_output)
         elif isinstance(op, Put):
             self.connector.put_file(op.path, op.data, op.mode, op.owner, sudo=self.sudo, timeout=120)
         else:
@@ -103,7 +112,7 @@ class Context:
 
     def sleep(self, seconds: float) -> None:
         """The wait loops' sleep: returns early and raises Cancelled when the run is cancelled."""
-        _cancel.sleep(seconds, self.controls.cancel)
+        _cancel.sleep(seconds, self.controls.cancel, step=self.current_step)
 
     def consent(self, question: ConsentQuestion) -> None:
         """Ask before a change that needs a yes; raise Declined on a no. Without an interaction: go ahead."""
@@ -165,6 +174,9 @@ class Context:
 
     def note(self, message: str) -> None:
         self.emit("note", message=message)
+
+    def _work_report(self, message: str, done: float | None, expected: float | None, unit: str) -> None:
+        self.work(message, done=done, expected=expected, unit=unit)
 
     def work(self, message: str, *, done: float | None = None, expected: float | None = None, unit: str = "") -> None:
         """Progress inside the current step (a build line, bytes sent, seconds waited)."""

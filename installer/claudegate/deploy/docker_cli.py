@@ -26,6 +26,7 @@ from claudegate.deploy.layout import (
 )
 
 __all__ = [
+    "LOG_OPTIONS",
     "ContainerSpec",
     "build_image",
     "container_inspect",
@@ -55,6 +56,11 @@ __all__ = [
 
 DOCKER = "docker"
 
+#: Every container claudegate creates logs to Docker's json-file driver,
+#: rotated by size with a bounded number of files, whatever the daemon's
+#: default driver is (at most 3 x 10 MB per container).
+LOG_OPTIONS = ("--log-driver", "json-file", "--log-opt", "max-size=10m", "--log-opt", "max-file=3")
+
 #: The gateway's Python and module inside its image (there is no console
 #: script: the service is plain source on PYTHONPATH).
 GATEWAY_PYTHON = ("/opt/claudegate/venv/bin/python", "-m", "claudegate_gateway")
@@ -79,14 +85,20 @@ def image_list(repository: str) -> list[str]:
     return [DOCKER, "image", "ls", "--format", "{{.Repository}}:{{.Tag}}", repository]
 
 
-def build_image(tag: str, *, base_image: str, labels: Mapping[str, str] | None = None) -> list[str]:
+def build_image(
+    tag: str, *, base_image: str, labels: Mapping[str, str] | None = None, no_cache: bool = False
+) -> list[str]:
     """Build ``tag`` from a tar build context read on stdin (``-``).
 
     A tar on stdin carries the whole context over the one verified
     connection, in one command, with nothing left behind on the host.
     ``--pull=false``: the base is a local image (there may be no registry).
+    ``no_cache`` (a refresh): every layer is built again, so ``apt-get``
+    installs today's packages instead of reusing a cached layer.
     """
     argv = [DOCKER, "build", "--pull=false", "--force-rm", "--tag", tag]
+    if no_cache:
+        argv.insert(4, "--no-cache")
     argv += ["--build-arg", f"BASE_IMAGE={base_image}"]
     for key, value in sorted((labels or {}).items()):
         argv += ["--label", f"{key}={value}"]
@@ -127,6 +139,7 @@ def network_create(
     subnet: str | None = None,
     ip_range: str | None = None,
     labels: Mapping[str, str] | None = None,
+    options: Mapping[str, str] | None = None,
 ) -> list[str]:
     argv = [DOCKER, "network", "create", "--driver", "bridge"]
     if internal:
@@ -135,6 +148,8 @@ def network_create(
         argv += ["--subnet", subnet]
     if ip_range is not None:
         argv += ["--ip-range", ip_range]
+    for key, value in sorted((options or {}).items()):
+        argv += ["--opt", f"{key}={value}"]
     for key, value in sorted((labels or {}).items()):
         argv += ["--label", f"{key}={value}"]
     argv.append(name)
@@ -186,6 +201,10 @@ class ContainerSpec:
     restart: str = "unless-stopped"
     health_cmd: str | None = None
     extra_networks: tuple[tuple[str, str | None], ...] = field(default=())
+    group_add: tuple[int, ...] = ()  # supplementary host gids (the secrets group)
+    #: ``container:NAME`` joins another container's PID namespace (the renewer signals nginx).
+    pid: str | None = None
+    entrypoint: str | None = None
 
     def digest(self) -> str:
         """A short hash of everything the container is made from (goes in its spec label)."""
@@ -207,10 +226,15 @@ class ContainerSpec:
                 "restart": self.restart,
                 "health": self.health_cmd,
                 "extra_networks": self.extra_networks,
+                "group_add": self.group_add,
                 "labels": dict(sorted(self.labels.items())),
             },
             sort_keys=True,
         )
+        # Added later: hashed only when set, so older containers keep their digest.
+        for extra, value in (("pid", self.pid), ("entrypoint", self.entrypoint)):
+            if value is not None:
+                body += f"\0{extra}={value}"
         return hashlib.sha256(body.encode()).hexdigest()[:16]
 
 
@@ -226,6 +250,12 @@ def create_container(spec: ContainerSpec) -> list[str]:
         argv += ["--network-alias", spec.network_alias]
     if spec.user is not None:
         argv += ["--user", spec.user]
+    for gid in spec.group_add:
+        argv += ["--group-add", str(gid)]
+    if spec.pid is not None:
+        argv += ["--pid", spec.pid]
+    if spec.entrypoint is not None:
+        argv += ["--entrypoint", spec.entrypoint]
     if spec.read_only:
         argv.append("--read-only")
     for path in spec.tmpfs:
@@ -236,7 +266,7 @@ def create_container(spec: ContainerSpec) -> list[str]:
     argv += ["--security-opt", "no-new-privileges"]
     argv += ["--memory", spec.memory, "--cpus", spec.cpus, "--pids-limit", str(spec.pids_limit)]
     argv += ["--restart", spec.restart]
-    argv += ["--log-driver", "json-file", "--log-opt", "max-size=10m", "--log-opt", "max-file=3"]
+    argv += LOG_OPTIONS
     if spec.health_cmd is not None:
         argv += ["--health-cmd", spec.health_cmd, "--health-interval", "10s", "--health-timeout", "3s"]
         argv += ["--health-retries", "3"]
@@ -304,11 +334,15 @@ def nginx_workers(container: str) -> list[str]:
 # -- the two services -------------------------------------------------------------
 
 
-def gateway_spec(layout: HostLayout, gateway_id: str, image: str) -> ContainerSpec:
+def gateway_spec(
+    layout: HostLayout, gateway_id: str, image: str, *, secrets_gid: int | None = None
+) -> ContainerSpec:
     """The gateway of one gateway id: internal network only (plus egress), no port published.
 
     It runs as its image's unprivileged user with no capabilities; the
-    Anthropic key and the pepper arrive as read-only files in /run/secrets.
+    Anthropic key and the pepper arrive as read-only files in /run/secrets,
+    owned by root and readable by the host's secrets group, which the
+    container joins (``secrets_gid``, from the host).
     """
     return ContainerSpec(
         name=layout.gateway_container(gateway_id),
@@ -331,6 +365,7 @@ def gateway_spec(layout: HostLayout, gateway_id: str, image: str) -> ContainerSp
             LABEL_GATEWAY: gateway_id,
         },
         extra_networks=((layout.egress_network, None),),
+        group_add=() if secrets_gid is None else (secrets_gid,),
     )
 
 
@@ -354,12 +389,14 @@ def nginx_spec(
             "/run:rw,nosuid,size=4m",
             "/var/lib/nginx:rw,nosuid,size=64m",
             "/tmp:rw,noexec,nosuid,size=16m",  # noqa: S108 - a tmpfs private to the container
+            # nginx logs to stdout/stderr (rotated by the log driver); this
+            # only absorbs the compiled-in error log path nginx opens at start.
+            "/var/log/nginx:rw,noexec,nosuid,size=1m",
         ),
         mounts=(
             (layout.releases, NGINX_CONF_DIR, True),
             (layout.tls, "/etc/claudegate/tls", True),
             (layout.acme_webroot, "/var/www/acme", True),
-            (layout.nginx_log, "/var/log/nginx", False),
         ),
         publish=(f"{http_port}:{http_port}", f"{https_port}:{https_port}"),
         cap_add=("CHOWN", "NET_BIND_SERVICE", "SETGID", "SETUID"),

@@ -40,6 +40,9 @@ class Run:
     input: bytes | Callable[[], Input] | None = None
     sudo: bool = True
     timeout: float | None = 120.0
+    #: When set, the command's output is reported as ``work`` events named by it (e.g. an image build),
+    #: and a cancel abandons the command at its next output (only for commands safe to abandon).
+    progress: str = ""
 
 
 @dataclass(frozen=True)
@@ -164,7 +167,7 @@ def _describe(ctx: Context, exc: BaseException) -> str:
 
 def _abort(ctx: Context, exc: BaseException) -> None:
     """Leave the host resumable: release the lock when we still can talk to it."""
-    if ctx.lock is None or ctx.dry_run:
+    if ctx.dry_run:
         return
     if isinstance(exc, Cancelled | KeyboardInterrupt) and ctx.journal is not None:
         # Say in the journal where it stopped; it stays unfinished, so the next run resumes.
@@ -172,6 +175,8 @@ def _abort(ctx: Context, exc: BaseException) -> None:
         ctx.journal.stop(f"cancelled in step {step}")
         with contextlib.suppress(ClaudegateError, OSError):
             ctx.save_journal()
+    if ctx.lock is None:
+        return
     if isinstance(exc, ConnectionFailed):
         ctx.lock.forget()
         return

@@ -10,7 +10,7 @@ run on a fresh host must plan everything, not stop.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
@@ -125,6 +125,7 @@ class NetworkState:
     internal: bool
     subnets: tuple[str, ...]
     labels: dict[str, str]
+    options: dict[str, str] = field(default_factory=dict)
 
 
 def parse_network(text: str) -> NetworkState | None:
@@ -138,6 +139,7 @@ def parse_network(text: str) -> NetworkState | None:
         internal=bool(data.get("Internal")),
         subnets=tuple(str(c.get("Subnet", "")) for c in ipam if c.get("Subnet")),
         labels=dict(data.get("Labels") or {}),
+        options={str(k): str(v) for k, v in (data.get("Options") or {}).items()},
     )
 
 
@@ -159,3 +161,11 @@ def parse_nginx_workers(text: str) -> tuple[int | None, set[int]]:
         elif title == "nginx: worker process":
             workers.add(int(pid_text))
     return master, workers
+
+
+def parse_group_gid(text: str) -> int | None:
+    """The gid in a ``getent group`` line (``NAME:x:GID:MEMBERS``), or None."""
+    parts = text.strip().split(":")
+    if len(parts) < 3 or not parts[2].isdigit():
+        return None
+    return int(parts[2])

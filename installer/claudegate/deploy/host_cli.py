@@ -16,12 +16,15 @@ __all__ = [
     "apt_install",
     "command_path",
     "ensure_dir",
+    "ensure_group",
     "extract_tar",
     "file_sha256",
     "file_stats",
+    "group_entry",
     "list_dir",
     "os_release",
     "read_links",
+    "remove_group",
     "remove_paths",
     "set_symlink",
     "start_docker",
@@ -99,19 +102,39 @@ def read_links(paths: Sequence[str]) -> list[str]:
     return ["sh", "-c", _READ_LINKS, "claudegate-readlink", *paths]
 
 
-_ENSURE_DIR = 'mkdir -p -- "$1" && chown -- "$2" "$1" && chmod -- "$3" "$1"'
+# Runs as root in directories only root can write (the layout is made
+# parents first, each 0755 or tighter, root-owned). A path that exists but is
+# a symlink is refused, never followed: chown -h and chmod would otherwise
+# act on whatever it points at.
+_ENSURE_DIR = """set -eu
+if [ -L "$1" ]; then echo "claudegate: $1 is a symlink; refusing to follow it" >&2; exit 1; fi
+mkdir -p -- "$1"
+if [ -L "$1" ] || [ ! -d "$1" ]; then echo "claudegate: $1 is not a directory" >&2; exit 1; fi
+chown -h -- "$2" "$1"
+exec chmod -- "$3" "$1"
+"""
 
 
 def ensure_dir(spec: DirSpec) -> list[str]:
-    return [
-        "sh",
-        "-c",
-        _ENSURE_DIR,
-        "claudegate-dir",
-        spec.path,
-        f"{spec.uid}:{spec.gid}",
-        f"{spec.mode:04o}",
-    ]
+    return ["sh", "-c", _ENSURE_DIR, "claudegate-dir", spec.path, spec.owner, f"{spec.mode:04o}"]
+
+
+def group_entry(name: str) -> list[str]:
+    """``NAME:x:GID:MEMBERS`` of a host group; exits non-zero when there is none."""
+    return ["getent", "group", name]
+
+
+# A system group (gid from the system range, never a login account's): the
+# gateway's container joins it to read the secrets.
+_ENSURE_GROUP = 'getent group "$1" >/dev/null || groupadd --system -- "$1"'
+
+
+def ensure_group(name: str) -> list[str]:
+    return ["sh", "-c", _ENSURE_GROUP, "claudegate-group", name]
+
+
+def remove_group(name: str) -> list[str]:
+    return ["sh", "-c", 'if getent group "$1" >/dev/null; then groupdel -- "$1"; fi', "claudegate-group", name]
 
 
 # A new symlink replaces the old one with rename(2): whoever follows it

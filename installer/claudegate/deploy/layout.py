@@ -50,12 +50,22 @@ _PREFIX = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 
 @dataclass(frozen=True)
 class DirSpec:
-    """A directory the layout step makes sure of: path, mode, owner."""
+    """A directory the layout step makes sure of: path, mode, owner.
+
+    ``group`` names a host group instead of a fixed ``gid``: the host gave
+    it its number, so ``chown`` is told the name (``gid`` is then what the
+    host reported, or -1 while the group does not exist yet).
+    """
 
     path: str
     mode: int
     uid: int = 0
     gid: int = 0
+    group: str | None = None
+
+    @property
+    def owner(self) -> str:
+        return f"{self.uid}:{self.group if self.group is not None else self.gid}"
 
 
 @dataclass(frozen=True)
@@ -132,10 +142,6 @@ class HostLayout:
         return self.path("shared", "log", "gateway")
 
     @property
-    def nginx_log(self) -> str:
-        return self.path("shared", "log", "nginx")
-
-    @property
     def state(self) -> str:
         return self.path("state")
 
@@ -147,12 +153,23 @@ class HostLayout:
     def lock_dir(self) -> str:
         return self.path("state", "lock")
 
-    def directories(self) -> list[DirSpec]:
+    @property
+    def secrets_group(self) -> str:
+        """The host's system group that may read the secrets (the gateway joins it with --group-add).
+
+        A system group made for this installation, not the image's uid/gid
+        10001, which a host account could hold.
+        """
+        return self.prefix
+
+    def directories(self, secrets_gid: int | None = None) -> list[DirSpec]:
         """Every directory of the layout, parents first, with mode and owner.
 
-        The secrets and data directories belong to the gateway's user: the
-        gateway runs as that user and reads/writes them through its mounts;
-        nobody else (but root) can list them.
+        The secrets directory belongs to root and to the installation's
+        system group (``secrets_gid``: its number on the host, None while it
+        does not exist), which the gateway's container joins: no host account
+        can own it. The data and audit log directories belong to the
+        gateway's user, which writes them through its mounts.
         """
         uid, gid = GATEWAY_UID, GATEWAY_GID
         return [
@@ -160,12 +177,11 @@ class HostLayout:
             DirSpec(self.releases, 0o755),
             DirSpec(self.gateways, 0o755),
             DirSpec(self.path("shared"), 0o755),
-            DirSpec(self.secrets, 0o700, uid, gid),
+            DirSpec(self.secrets, 0o750, 0, -1 if secrets_gid is None else secrets_gid, self.secrets_group),
             DirSpec(self.tls, 0o750),
             DirSpec(self.data, 0o700, uid, gid),
             DirSpec(self.path("shared", "log"), 0o755),
             DirSpec(self.gateway_log, 0o750, uid, gid),
-            DirSpec(self.nginx_log, 0o750),
             DirSpec(self.acme_webroot, 0o755),
             DirSpec(self.acme_state, 0o700),
             DirSpec(self.state, 0o700),

@@ -28,9 +28,9 @@ from typing import Any
 
 import yaml
 
-from claudegate.config.derive import GATEWAY_LISTEN, edge_settings, gateway_config
+from claudegate.config.derive import GATEWAY_PORT, edge_settings, gateway_config
 from claudegate.config.model import DeployConfig
-from claudegate.deploy.build_contexts import BuildContext, gateway_context, nginx_context
+from claudegate.deploy.build_contexts import BuildContext, gateway_context, nginx_context, with_refresh
 from claudegate.deploy.layout import HostLayout
 from claudegate.edge.render import render_edge
 
@@ -53,6 +53,7 @@ class Release:
     #: What the smoke test expects of this release (so a rollback tests the
     #: rolled-back release by its own settings, not the current config's).
     smoke: dict[str, int] = field(default_factory=dict)
+    images_refresh: str = ""  # the refresh stamp its images were built with ("" = never refreshed)
     files: dict[str, bytes] = field(default_factory=dict)  # relative to releases/<rid>/
     gateway_files: dict[str, bytes] = field(default_factory=dict)  # relative to gateways/<gateway id>/
 
@@ -72,7 +73,7 @@ def render_gateway_yaml(cfg: DeployConfig) -> bytes:
 
 
 def gateway_port() -> int:
-    return int(GATEWAY_LISTEN.rpartition(":")[2])
+    return GATEWAY_PORT
 
 
 def _sha12(*parts: bytes) -> str:
@@ -89,9 +90,15 @@ def build_release(
     *,
     key_fingerprint: str,
     contexts: dict[str, BuildContext] | None = None,
+    refresh: str = "",
 ) -> Release:
-    """Render the release for ``cfg`` (pure: the same inputs give the same bytes and ids)."""
+    """Render the release for ``cfg`` (pure: the same inputs give the same bytes and ids).
+
+    ``refresh`` is the stamp of the last ``deploy --refresh`` (new images
+    from the same sources); it is recorded so later deploys keep those images.
+    """
     contexts = contexts or {"gateway": gateway_context(), "nginx": nginx_context()}
+    contexts = {name: with_refresh(context, refresh) for name, context in contexts.items()}
     base = cfg.images.base_image
     images = {name: ctx.tag(base) for name, ctx in sorted(contexts.items())}
 
@@ -117,6 +124,8 @@ def build_release(
         "gateway_files": {"gateway.yaml": hashlib.sha256(gateway_yaml).hexdigest()},
         "smoke": smoke,
     }
+    if refresh:
+        manifest["images_refresh"] = refresh  # only then: earlier release ids stay as they were
     files["release.json"] = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
     rid = _sha12(*(part for rel in sorted(files) for part in (rel.encode(), files[rel])))
     return Release(
@@ -125,6 +134,7 @@ def build_release(
         images=images,
         base_image=base,
         smoke=smoke,
+        images_refresh=refresh,
         files=files,
         gateway_files={"gateway.yaml": gateway_yaml},
     )
@@ -140,6 +150,7 @@ def parse_manifest(rid: str, data: bytes) -> Release:
             images={str(k): str(v) for k, v in manifest["images"].items()},
             base_image=str(manifest.get("base_image", "")),
             smoke={str(k): int(v) for k, v in (manifest.get("smoke") or {}).items()},
+            images_refresh=str(manifest.get("images_refresh") or ""),
         )
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ValueError(f"release {rid}: release.json is not readable ({exc})") from None

@@ -9,7 +9,15 @@ from typing import Any
 from claudegate.redact import Secret
 from claudegate.smoke import SmokeReport
 
-__all__ = ["ContainerStatus", "DeployResult", "RenderResult", "StatusReport", "StepReport"]
+__all__ = [
+    "ClientExpiry",
+    "ContainerStatus",
+    "DeployResult",
+    "ImageStatus",
+    "RenderResult",
+    "StatusReport",
+    "StepReport",
+]
 
 
 @dataclass(frozen=True)
@@ -124,6 +132,45 @@ class ContainerStatus:
     gateway_id: str | None = None
 
 
+EXPIRY_WARNING_DAYS = 14  # status warns of client keys that stop working this soon
+
+
+@dataclass(frozen=True)
+class ClientExpiry:
+    """A client key that stops working soon (``status`` warns of it)."""
+
+    name: str
+    expires_at: str  # ISO 8601, UTC
+    days_left: float
+
+    def text(self) -> str:
+        left = (
+            f"in {self.days_left:.1f} days" if self.days_left >= 1 else f"in {self.days_left * 24:.1f} hours"
+        )
+        return (
+            f"client {self.name} expires {self.expires_at} ({left}); set a later clients[].expires and deploy"
+        )
+
+
+@dataclass(frozen=True)
+class ImageStatus:
+    """The serving release's images: when they were built, and whether this claudegate builds the same."""
+
+    built: dict[str, str]  # "gateway" / "nginx" -> when the image was built (docker's Created)
+    refreshed: str  # the deploy --refresh stamp they were built with ("" = never refreshed)
+    same_as_this_claudegate: bool  # False: this claudegate would build other images (update by deploying)
+    version: str  # this claudegate's version
+
+    def text(self) -> str:
+        built = ", ".join(f"{name} built {when}" for name, when in sorted(self.built.items())) or "unknown"
+        verdict = (
+            "this claudegate builds the same images"
+            if self.same_as_this_claudegate
+            else f"this claudegate ({self.version}) builds newer images: claudegate deploy updates them"
+        )
+        return f"{built}; {verdict}"
+
+
 @dataclass(frozen=True)
 class StatusReport:
     target: str
@@ -134,6 +181,12 @@ class StatusReport:
     certificate: str | None
     lock: str | None  # who holds the deploy lock, if anyone
     last_run: dict[str, Any] | None  # the journal of the last run
+    client_expiry: tuple[ClientExpiry, ...] = ()  # clients expiring within the warning window
+    clients_unknown: str | None = None  # why the clients could not be read, when they could not
+    images: ImageStatus | None = None  # None when nothing is deployed
+    served_certificate: str | None = None  # what the HTTPS port presents (not the file on disk)
+    renewal: dict[str, Any] | None = None  # the host renewer's last round (ACME)
+    warnings: tuple[str, ...] = ()
 
     @property
     def serving(self) -> bool:
@@ -151,6 +204,12 @@ class StatusReport:
             "certificate": self.certificate,
             "lock": self.lock,
             "last_run": self.last_run,
+            "client_expiry": [c.__dict__ for c in self.client_expiry],
+            "clients_unknown": self.clients_unknown,
+            "images": self.images.__dict__ if self.images is not None else None,
+            "served_certificate": self.served_certificate,
+            "renewal": self.renewal,
+            "warnings": list(self.warnings),
         }
 
     def text(self) -> str:
@@ -160,7 +219,20 @@ class StatusReport:
             f"serving:    {'yes' if self.serving else 'no'}",
             f"release:    {self.current_release or '-'} (previous: {self.previous_release or '-'})",
             f"certificate: {self.certificate or '-'}",
+            f"served:     {self.served_certificate or 'nothing answers on the HTTPS port'}",
         ]
+        if self.images is not None:
+            lines.append(f"images:     {self.images.text()}")
+        if self.renewal is not None:
+            last = self.renewal.get("last_renewal") or {}
+            lines.append(
+                f"renewal:    {self.renewal.get('result', '?')} at {self.renewal.get('checked_at', '?')}: "
+                f"{self.renewal.get('message', '')}"
+            )
+            if last:
+                outcome = "ok" if last.get("ok") else "FAILED"
+                lines.append(f"last renewal: {last.get('at', '?')} {outcome}: {last.get('message', '')}")
+        lines += list(self.warnings)
         if self.lock:
             lines.append(f"lock:       held by {self.lock}")
         if self.last_run:
@@ -175,4 +247,7 @@ class StatusReport:
         for c in self.containers:
             health = f" ({c.health})" if c.health else ""
             lines.append(f"  {c.name:<40} {c.status}{health}  {c.image}")
+        lines += [f"warning:    {c.text()}" for c in self.client_expiry]
+        if self.clients_unknown:
+            lines.append(f"clients:    not checked ({self.clients_unknown})")
         return "\n".join(lines)

@@ -13,7 +13,7 @@ from claudegate.deploy import docker_cli, host_cli
 from claudegate.deploy.context import Context
 from claudegate.deploy.docker_cli import ContainerSpec
 from claudegate.deploy.engine import Op, Run
-from claudegate.deploy.facts import ContainerState, parse_container, parse_nginx_workers
+from claudegate.deploy.facts import ContainerState, parse_container, parse_group_gid, parse_nginx_workers
 from claudegate.deploy.layout import LABEL_SPEC, NGINX_CONF_DIR
 from claudegate.deploy.release import Release
 from claudegate.errors import DeployFailed
@@ -27,6 +27,7 @@ __all__ = [
     "logs_tail",
     "nginx_spec_for",
     "reload_nginx",
+    "secrets_gid",
     "switch_nginx",
     "test_nginx_config",
     "wait_gateway_ready",
@@ -47,8 +48,18 @@ def inspect(ctx: Context, name: str) -> ContainerState | None:
     return parse_container(found.text) if found.ok else None
 
 
+def secrets_gid(ctx: Context) -> int | None:
+    """The host gid of the installation's secrets group (None while it does not exist); cached."""
+    if ctx.secrets_gid is None:
+        found = ctx.fact(host_cli.group_entry(ctx.layout.secrets_group), sudo=False)
+        ctx.secrets_gid = parse_group_gid(found.text) if found.ok else None
+    return ctx.secrets_gid
+
+
 def gateway_spec_for(ctx: Context, release: Release) -> ContainerSpec:
-    return docker_cli.gateway_spec(ctx.layout, release.gateway_id, release.gateway_image)
+    return docker_cli.gateway_spec(
+        ctx.layout, release.gateway_id, release.gateway_image, secrets_gid=secrets_gid(ctx)
+    )
 
 
 def nginx_spec_for(ctx: Context, release: Release) -> ContainerSpec:

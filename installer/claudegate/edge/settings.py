@@ -154,7 +154,10 @@ class EdgeSettings(BaseModel):
 
     # --- body and time limits ----------------------------------------------
     client_max_body_size: Size = Field(default="32m", description="Anthropic's own request limit")
-    client_body_buffer_size: Size = "1m"
+    # Bodies stream through to the gateway (proxy_request_buffering off): this
+    # is only the per-connection relay buffer, so small keeps nginx's memory
+    # bounded by connections x buffer, not by body size.
+    client_body_buffer_size: Size = Field(default="128k", description="per-connection request body relay buffer")
     client_header_timeout: int = Field(default=10, ge=1, le=300, description="seconds to send all headers")
     client_body_timeout: int = Field(default=10, ge=1, le=300, description="seconds between two body reads")
     send_timeout: int = Field(
@@ -176,7 +179,12 @@ class EdgeSettings(BaseModel):
 
     # --- files and process -------------------------------------------------
     acme_webroot: SafePath = Field(default="/var/www/acme", description="certbot --webroot path")
-    access_log_path: Annotated[str, AfterValidator(_log_target)] = "/var/log/nginx/claudegate-access.jsonl"
+    # In the container both logs go to the container's stdout/stderr, which
+    # Docker's json-file driver rotates by size (docker_cli.LOG_OPTIONS): no
+    # file in the container or on the host grows without bound.
+    access_log_path: Annotated[str, AfterValidator(_log_target)] = Field(
+        default="/dev/stdout", description="JSON access log: a file, /dev/stdout, or off"
+    )
     error_log_path: Annotated[str, AfterValidator(_log_target)] = "stderr"
     error_log_level: Literal["debug", "info", "notice", "warn", "error", "crit"] = "warn"
     modules_dir: SafePath = Field(

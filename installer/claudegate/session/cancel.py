@@ -83,7 +83,7 @@ class _Never(CancelToken):
 NEVER: CancelToken = _Never()
 
 
-def sleep(seconds: float, token: CancelToken | None = None) -> None:
+def sleep(seconds: float, token: CancelToken | None = None, *, step: str | None = None) -> None:
     """``time.sleep`` that raises :class:`~claudegate.errors.Cancelled` as soon as ``token`` fires.
 
     Every wait loop in the deploy steps, the connectors and the smoke test
@@ -93,4 +93,4 @@ def sleep(seconds: float, token: CancelToken | None = None) -> None:
         time.sleep(max(0.0, seconds))
         return
     if token.wait(seconds):
-        token.raise_if_cancelled()
+        token.raise_if_cancelled(step=step)

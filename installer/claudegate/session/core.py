@@ -48,6 +48,7 @@ from claudegate.session.controls import RunControls, using
 from claudegate.session.interaction import ConsentQuestion, Interaction, SecretQuestion
 
 if TYPE_CHECKING:
+    from claudegate.audit import AuditReport
     from claudegate.config.model import DeployConfig
     from claudegate.connectors.base import Connector
     from claudegate.deploy.layout import HostLayout
@@ -160,13 +161,15 @@ class Session:
         return self._call(lambda: check_target(self._config, self._connect(), layout=self.layout))
 
     # -- playbooks ---------------------------------------------------------------
-    def plan(self) -> DeployResult:
+    def plan(self, *, prune: bool = False) -> DeployResult:
         """What a deploy would change, with file diffs; the host stays as it was."""
         from claudegate.deploy import api
 
-        return self._call(lambda: api.plan(self._config, self._connect(), reporter=self._reporter(), layout=self.layout))
+        return self._call(
+            lambda: api.plan(self._config, self._connect(), reporter=self._reporter(), layout=self.layout, prune=prune)
+        )
 
-    def deploy(self, *, dry_run: bool = False) -> DeployResult:
+    def deploy(self, *, dry_run: bool = False, prune: bool = False, refresh: bool = False) -> DeployResult:
         """Deploy and smoke-test; asks (through the interaction) before installing Docker or replacing a certificate.
 
         A missing Anthropic key file is asked for and saved 0600 where
@@ -178,7 +181,8 @@ class Session:
             if not dry_run:
                 self._ensure_upstream_key()
             return api.deploy(
-                self._config, self._connect(), dry_run=dry_run, reporter=self._reporter(), layout=self.layout
+                self._config, self._connect(), dry_run=dry_run, reporter=self._reporter(), layout=self.layout,
+                prune=prune, refresh=refresh,
             )
 
         return self._call(run)
@@ -231,11 +235,13 @@ class Session:
         return self._call(run)
 
     # -- looking ---------------------------------------------------------------------
-    def status(self) -> StatusReport:
-        """Releases, containers, certificate, lock and last run on the host. Changes nothing."""
+    def status(self, *, expiry_days: int | None = None) -> StatusReport:
+        """Releases, containers, certificate, lock, last run and expiring client keys. Changes nothing."""
         from claudegate.deploy import api
 
-        return self._call(lambda: api.status(self._config, self._connect(), layout=self.layout))
+        return self._call(
+            lambda: api.status(self._config, self._connect(), layout=self.layout, expiry_days=expiry_days)
+        )
 
     def logs(self, service: str = "gateway", tail: int = 100) -> str:
         """The last ``tail`` lines of ``service`` (``gateway`` or ``nginx``), redacted."""
@@ -263,6 +269,31 @@ class Session:
             )
 
         return self._call(lambda: api.smoke_test(self._config, progress=on_check))
+
+    def audit(
+        self, *, quick: bool = False, only: Sequence[str] = (), probe_source: str | None = None
+    ) -> AuditReport:
+        """Attack the deployed stack from outside (:mod:`claudegate.audit`); each probe is a ``check`` event.
+
+        Temporary narrowly scoped clients are made on the serving gateway and
+        revoked at the end (the next deploy revokes any a killed run left).
+        """
+        from claudegate.audit.deployed import audit_deployment, connector_keys_and_log
+        from claudegate.deploy.progress import StepEvent
+
+        def on_probe(result: Any) -> None:
+            status = {"held": "pass", "failed": "fail"}.get(result.verdict, "skip")
+            self._emit(StepEvent(kind="check", step="audit", title="Security audit", index=1, total=1,
+                                 message=result.name, status=status, detail=result.detail))  # fmt: skip
+
+        def run() -> AuditReport:
+            keys, read_log = connector_keys_and_log(self._config, self._connect(), self.layout)
+            return audit_deployment(
+                self._config, keys, read_log, quick=quick, only=tuple(only), probe_source=probe_source,
+                progress=on_probe,
+            )
+
+        return self._call(run)
 
     def keys(self, args: Sequence[str]) -> str:
         """``claudegate-gateway keys ARGS`` in the serving gateway; its stdout (a new key is the last line)."""

@@ -27,7 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
-from claudegate.errors import Cancelled, Declined
+from claudegate.errors import Cancelled, Declined, host_key_compare_command
 from claudegate.redact import Secret
 
 __all__ = [
@@ -41,22 +41,9 @@ __all__ = [
     "compare_command",
 ]
 
-#: Host key file per key type, as OpenSSH names them under /etc/ssh.
-_HOST_KEY_FILES = {
-    "ssh-ed25519": "ssh_host_ed25519_key.pub",
-    "ecdsa-sha2-nistp256": "ssh_host_ecdsa_key.pub",
-    "ecdsa-sha2-nistp384": "ssh_host_ecdsa_key.pub",
-    "ecdsa-sha2-nistp521": "ssh_host_ecdsa_key.pub",
-    "ssh-rsa": "ssh_host_rsa_key.pub",
-    "rsa-sha2-256": "ssh_host_rsa_key.pub",
-    "rsa-sha2-512": "ssh_host_rsa_key.pub",
-}
-
-
 def compare_command(key_type: str) -> str:
     """What to run on the server (its console, not over this connection) to see its own fingerprint."""
-    name = _HOST_KEY_FILES.get(key_type, "ssh_host_*_key.pub")
-    return f"ssh-keygen -lf /etc/ssh/{name}"
+    return host_key_compare_command(key_type)
 
 
 @dataclass(frozen=True)
@@ -157,9 +144,12 @@ class Interaction(Protocol):
 class NonInteractive:
     """Answers from flags only; anything else fails with the flag that answers it.
 
-    ``yes`` answers every :class:`ConsentQuestion`; ``accept_host_key`` is the
-    one fingerprint to trust on first contact. Secrets are never asked for:
-    the config must point at them.
+    ``yes`` answers every :class:`ConsentQuestion` (without it: Declined naming
+    ``--yes``, exit 8); ``accept_host_key`` is the one fingerprint to trust on
+    first contact (any other key: no, so the connector raises
+    :class:`~claudegate.errors.HostKeyUnknown`, exit 4, naming
+    ``--accept-host-key SHA256:...``). Secrets are never asked for: the config
+    must point at them.
     """
 
     def __init__(self, *, yes: bool = False, accept_host_key: str | None = None) -> None:
@@ -167,16 +157,9 @@ class NonInteractive:
         self.accept_host_key = accept_host_key
 
     def confirm_host_key(self, question: HostKeyQuestion) -> bool:
-        if self.accept_host_key is not None and self.accept_host_key == question.fingerprint:
-            return True
-        raise Declined(
-            f"the host key of {question.where} is not recorded yet: {question.key_type} {question.fingerprint}",
-            flag=question.flag,
-            hint=(
-                f"compare it with `{question.compare_command}` on the server itself, then re-run with "
-                f"{question.flag}"
-            ),
-        )
+        # A no makes the connector raise HostKeyUnknown (exit 4), whose hint names
+        # --accept-host-key with this fingerprint and how to compare it on the server.
+        return self.accept_host_key is not None and self.accept_host_key == question.fingerprint
 
     def consent(self, question: ConsentQuestion) -> bool:
         if self.yes:

@@ -11,6 +11,7 @@ from claudegate.deploy.steps.gateway import GatewayStep
 from claudegate.deploy.steps.host import ConnectStep, DockerStep, LayoutStep, LockStep, UnlockStep
 from claudegate.deploy.steps.images import ImagesStep
 from claudegate.deploy.steps.network import NetworksStep
+from claudegate.deploy.steps.renewal import RenewalStep
 from claudegate.deploy.steps.rollback import RollbackStep
 from claudegate.deploy.steps.smoke import SmokeStep
 from claudegate.deploy.steps.switch import SwitchStep
@@ -35,6 +36,7 @@ STEP_TYPES: dict[str, type[Step]] = {
         ClientsStep,
         SwitchStep,
         AcmeStep,
+        RenewalStep,
         SmokeStep,
         CleanupStep,
         RollbackStep,

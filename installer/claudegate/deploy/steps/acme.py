@@ -23,7 +23,7 @@ that file is uploaded and handed to certbot as ``REQUESTS_CA_BUNDLE``.
 
 from __future__ import annotations
 
-import datetime as dt
+import functools
 import os
 import posixpath
 from pathlib import Path
@@ -31,40 +31,47 @@ from pathlib import Path
 from cryptography import x509
 
 from claudegate.deploy import host_cli
+from claudegate.deploy.acme_precheck import check_domain_reaches_host
 from claudegate.deploy.build_contexts import certbot_context
+from claudegate.deploy.cert_lifetime import is_due
 from claudegate.deploy.context import Context
+from claudegate.deploy.docker_cli import LOG_OPTIONS
 from claudegate.deploy.engine import Call, Change, Step
 from claudegate.deploy.facts import parse_sha256
 from claudegate.deploy.layout import LABEL_INSTANCE, LABEL_ROLE
 from claudegate.deploy.services import inspect, reload_nginx
-from claudegate.deploy.tls_material import RENEW_BEFORE
 from claudegate.errors import ConfigError
 
-__all__ = ["CERT_NAME", "AcmeStep", "certbot_argv", "copy_live_argv"]
+__all__ = ["CA_BUNDLE_ENV", "CA_BUNDLE_IN_CONTAINER", "CERT_NAME", "AcmeStep", "certbot_argv", "copy_live_argv"]
 
 CERT_NAME = "claudegate"
 CA_BUNDLE_ENV = "CLAUDEGATE_ACME_CA_BUNDLE"
-_CA_BUNDLE_IN_CONTAINER = "/etc/letsencrypt/claudegate-acme-ca.pem"
+CA_BUNDLE_IN_CONTAINER = "/etc/letsencrypt/claudegate-acme-ca.pem"
 
 
 def certbot_argv(
     *, image: str, prefix: str, network: str, state_dir: str, webroot: str, domain: str, email: str,
-    directory: str, ca_bundle: bool,
+    directory: str, ca_bundle: bool, renew: bool = False,
 ) -> list[str]:  # fmt: skip
-    """``docker run`` of certbot: webroot HTTP-01, non-interactive, no capabilities."""
+    """``docker run`` of certbot: webroot HTTP-01, non-interactive, no capabilities.
+
+    ``renew``: the certificate is due by claudegate's rule (a third of its
+    lifetime left), which certbot's own (30 days, in Debian's certbot 2)
+    may not agree with for a long-lived one: force it.
+    """
     argv = [
         "docker", "run", "--rm", "--network", network,
         "--read-only", "--tmpfs", "/var/lib/letsencrypt", "--tmpfs", "/var/log/letsencrypt", "--tmpfs", "/tmp",  # noqa: S108 - a tmpfs private to the container
-        "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
+        "--cap-drop", "ALL", "--security-opt", "no-new-privileges", *LOG_OPTIONS,
         "--label", f"{LABEL_INSTANCE}={prefix}", "--label", f"{LABEL_ROLE}=certbot",
         "--volume", f"{state_dir}:/etc/letsencrypt:rw", "--volume", f"{webroot}:/var/www/acme:rw",
     ]  # fmt: skip
     if ca_bundle:
-        argv += ["--env", f"REQUESTS_CA_BUNDLE={_CA_BUNDLE_IN_CONTAINER}"]
+        argv += ["--env", f"REQUESTS_CA_BUNDLE={CA_BUNDLE_IN_CONTAINER}"]
     argv += [
         image, "certonly", "--non-interactive", "--agree-tos", "--email", email,
         "--webroot", "--webroot-path", "/var/www/acme", "--domain", domain, "--cert-name", CERT_NAME,
-        "--server", directory, "--keep-until-expiring",
+        "--server", directory, "--force-renewal" if renew else "--keep-until-expiring",
     ]  # fmt: skip
     return argv
 
@@ -111,27 +118,30 @@ class AcmeStep(Step):
             return [Change(summary, (Call("certbot", self._obtain),))]
         chain = ctx.read_file(f"{live}/fullchain.pem") or b""
         try:
-            ends = x509.load_pem_x509_certificate(chain).not_valid_after_utc
+            cert = x509.load_pem_x509_certificate(chain)
         except ValueError:
-            ends = dt.datetime.now(dt.UTC)
-        if ends - dt.datetime.now(dt.UTC) < RENEW_BEFORE:
+            cert = None
+        if cert is None or is_due(cert):
+            when = f" (ends {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC)" if cert is not None else ""
             return [
                 Change(
-                    f"renew the certificate for {ctx.cfg.domain} (ends {ends:%Y-%m-%d})",
-                    (Call("certbot", self._obtain),),
+                    f"renew the certificate for {ctx.cfg.domain}{when}",
+                    (Call("certbot", functools.partial(self._obtain, renew=True)),),
                 )
             ]
         if digests.get(served) != issued:
             return [Change("install the issued certificate for nginx", (Call("install", self._install),))]
         return []
 
-    def _obtain(self, ctx: Context) -> None:
+    def _obtain(self, ctx: Context, *, renew: bool = False) -> None:
         cfg = ctx.cfg
         layout = ctx.layout
+        # Fail in a second, with the DNS record to set, rather than burn the CA's rate limit.
+        check_domain_reaches_host(ctx)
         bundle = os.environ.get(CA_BUNDLE_ENV)
         if bundle:
             ctx.connector.put_file(
-                posixpath.join(layout.acme_state, posixpath.basename(_CA_BUNDLE_IN_CONTAINER)),
+                posixpath.join(layout.acme_state, posixpath.basename(CA_BUNDLE_IN_CONTAINER)),
                 Path(bundle).read_bytes(),
                 0o644,
                 sudo=ctx.sudo,
@@ -146,6 +156,7 @@ class AcmeStep(Step):
             email=cfg.tls.email or "",
             directory=cfg.tls.acme_directory,
             ca_bundle=bool(bundle),
+            renew=renew,
         )
         ctx.note(f"asking {cfg.tls.acme_directory} for a certificate for {cfg.domain}")
         ctx.run(argv, timeout=600)

@@ -1,35 +1,59 @@
-"""The clients step: the client keys the config lists, plus the smoke test's own.
+"""The clients step: the keystore converges to the clients deploy.yaml lists.
 
-Keys are made by the gateway's CLI inside the new gateway container (the
-keystore is shared by every gateway of the installation). A new key leaves
-the host once, on that command's stdout, and is saved on the operator side
-at once (``<state_dir>/keys/<name>.key``, 0600) -- so a run interrupted
-right after cannot lose it -- and returned to the caller to show once.
+- A client the keystore lacks (or holds revoked) is created; its new key
+  leaves the host once, on that command's stdout, and is saved on the
+  operator side at once (``<state_dir>/keys/<name>.key``, 0600) -- so a run
+  interrupted right after cannot lose it -- and returned to show once.
+- A client whose scopes, limits or expiry differ is updated in place
+  (``keys update``): its key keeps working, and the plan shows the
+  difference field by field.
+- A client in the keystore that deploy.yaml does not list is reported; it is
+  revoked only when the run asks for it (``options["prune"]``, from
+  ``claudegate deploy --prune``).
 
-The smoke test authenticates as the client ``claudegate-smoke``; its key is
-kept in the same place and re-issued (rotated) if that file is lost.
+The smoke test authenticates as ``claudegate-smoke``, scoped to exactly what
+the smoke test calls (:data:`SMOKE_SCOPES`) with a low rpm. Its key is
+replaced on every real deploy (the smoke step runs on every one), so a copy
+that leaked from an operator's machine stops working at the next deploy.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import os
 from pathlib import Path
-from typing import Any
 
-from claudegate.config.derive import client_create_argv, client_scopes
 from claudegate.config.model import Client
-from claudegate.deploy import docker_cli
+from claudegate.deploy import docker_cli, gateway_cli
 from claudegate.deploy.context import Context
-from claudegate.deploy.docker_cli import GATEWAY_CONFIG_IN_CONTAINER, GATEWAY_PYTHON
 from claudegate.deploy.engine import Call, Change, Step
+from claudegate.deploy.gateway_cli import (
+    AUDIT_CLIENT_PREFIX,
+    TOOL_CLIENT_PREFIX,
+    ClientRecord,
+    describe_differences,
+)
 from claudegate.errors import ConfigError, DeployFailed
 from claudegate.redact import Secret
+from claudegate.smoke import SmokeTarget
 
-__all__ = ["SMOKE_CLIENT", "ClientsStep", "keys_dir", "read_saved_key", "save_key"]
+__all__ = ["SMOKE_CLIENT", "SMOKE_SCOPES", "ClientsStep", "keys_dir", "read_saved_key", "save_key"]
 
 SMOKE_CLIENT = "claudegate-smoke"
+
+# Exactly what claudegate.smoke calls with the key: GET /v1/models, one
+# count_tokens, one small streamed message (max_tokens 64) of its model.
+# The rpm leaves room for back-to-back deploys (3 keyed requests each) and a
+# `claudegate smoke-test`, and little else.
+SMOKE_SCOPES = Client(
+    name=SMOKE_CLIENT,
+    models=[SmokeTarget.model],
+    endpoints=["/v1/models", "/v1/messages", "/v1/messages/count_tokens"],
+    max_tokens=64,
+    stream=True,
+    rpm=30,
+    tpm=20000,
+)
 
 
 def keys_dir(ctx: Context) -> Path:
@@ -56,11 +80,6 @@ def read_saved_key(directory: Path, name: str) -> Secret | None:
     return Secret(value) if value else None
 
 
-def gateway_argv(argv: list[str]) -> list[str]:
-    """A ``claudegate-gateway ...`` argv as the gateway image runs it (no console script there)."""
-    return [*GATEWAY_PYTHON, *argv[1:]]
-
-
 def _last_line(text: str) -> str:
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     return lines[-1] if lines else ""
@@ -75,15 +94,13 @@ class ClientsStep(Step):
             raise ConfigError("no release to manage keys on")
         return ctx.layout.gateway_container(ctx.release.gateway_id)
 
-    def _existing(self, ctx: Context) -> dict[str, dict[str, Any]] | None:
+    def _existing(self, ctx: Context) -> dict[str, ClientRecord] | None:
         """Clients in the keystore by name; None when no gateway can be asked (a dry run on a new host).
 
         Every gateway of the installation shares the keystore, so a dry run,
         whose new gateway does not run yet, asks one that does.
         """
-        argv = gateway_argv(
-            ["claudegate-gateway", "keys", "list", "--json", "--config", GATEWAY_CONFIG_IN_CONTAINER]
-        )
+        argv = gateway_cli.keys_list()
         found = ctx.fact(docker_cli.exec_in(self._container(ctx), argv))
         if not found.ok and ctx.dry_run:
             for name in ctx.fact(docker_cli.container_list(ctx.layout.prefix, role="gateway")).text.split():
@@ -96,52 +113,88 @@ class ClientsStep(Step):
             stderr = ctx.connector.redact(found.stderr.decode(errors="replace"))
             raise DeployFailed(f"cannot list the gateway's clients:\n{stderr}")
         try:
-            clients = json.loads(found.text)
-        except ValueError:
+            return {c.name: c for c in gateway_cli.parse_client_list(found.text)}
+        except (ValueError, KeyError, TypeError):
             raise DeployFailed("the gateway's client list is not JSON") from None
-        return {str(c["name"]): c for c in clients}
+
+    def _converge(
+        self, ctx: Context, client: Client, existing: dict[str, ClientRecord] | None
+    ) -> list[Change]:
+        record = existing.get(client.name) if existing is not None else None
+        smoke = client.name == SMOKE_CLIENT
+        what = f"the smoke test's client {client.name}" if smoke else f"client {client.name}"
+        if record is None or record.state == "revoked":
+            again = " (revoked in the keystore: a new key)" if record is not None else ""
+            return [
+                Change(
+                    f"create {what}{again}" + ("" if smoke else " (its key is shown once)"),
+                    (Call(f"create {client.name}", functools.partial(self._create, client=client)),),
+                )
+            ]
+        found = record.differences(client)
+        if not found:
+            return []
+        diff = "\n".join(
+            [f"--- keystore: {client.name}", f"+++ deploy.yaml: {client.name}"]
+            + [line for key, old, new in found for line in (f"-{key}: {old}", f"+{key}: {new}")]
+        )
+        return [
+            Change(
+                f"update {what} in place ({describe_differences(found)}); its key keeps working",
+                (Call(f"update {client.name}", functools.partial(self._update, client=client)),),
+                diff=diff + "\n",
+            )
+        ]
 
     def plan(self, ctx: Context) -> list[Change]:
         existing = None if ctx.docker_missing else self._existing(ctx)
         changes: list[Change] = []
-        saved_smoke = read_saved_key(keys_dir(ctx), SMOKE_CLIENT)
-        for client in ctx.cfg.clients:
-            if existing is None or client.name not in existing:
+        for client in [*ctx.cfg.clients, SMOKE_SCOPES]:
+            changes += self._converge(ctx, client, existing)
+        listed = {c.name for c in ctx.cfg.clients}
+        for name, record in sorted((existing or {}).items()):
+            if record.active and name.startswith(AUDIT_CLIENT_PREFIX):
+                # A `claudegate audit` run revokes its clients at the end; one that
+                # was killed first left them: they go now, --prune or not.
                 changes.append(
                     Change(
-                        f"create client {client.name} (its key is shown once)",
-                        (Call(f"create {client.name}", functools.partial(self._create, client=client)),),
+                        f"revoke client {name} (left by an interrupted claudegate audit)",
+                        (Call(f"revoke {name}", functools.partial(self._revoke, name=name)),),
                     )
                 )
-            elif existing[client.name].get("scopes") and _scopes_differ(
-                existing[client.name]["scopes"], client
-            ):
+                continue
+            if name in listed or not record.active or name.startswith(TOOL_CLIENT_PREFIX):
+                continue
+            if ctx.options.get("prune"):
+                changes.append(
+                    Change(
+                        f"revoke client {name} (not in deploy.yaml; --prune)",
+                        (Call(f"revoke {name}", functools.partial(self._revoke, name=name)),),
+                    )
+                )
+            elif not self._verifying:
                 ctx.note(
-                    f"client {client.name} exists with other scopes than the config lists; "
-                    f"the gateway cannot change scopes in place: revoke it and deploy again to re-create it"
+                    f"client {name} is in the keystore but not in deploy.yaml; it keeps working. "
+                    "Add it to clients:, or run claudegate deploy --prune to revoke it"
                 )
-        smoke_known = existing is not None and SMOKE_CLIENT in existing
-        if not smoke_known:
-            changes.append(
-                Change(
-                    f"create the smoke test's client {SMOKE_CLIENT}",
-                    (Call("create smoke client", self._create_smoke),),
-                )
-            )
-        elif saved_smoke is None:
-            changes.append(
-                Change(
-                    f"re-issue the key of {SMOKE_CLIENT} (its saved copy is missing)",
-                    (Call("rotate smoke key", self._rotate_smoke),),
-                )
-            )
-        else:
-            ctx.smoke_key = saved_smoke
-            ctx.connector.add_secret(saved_smoke)
         return changes
 
+    _verifying = False  # verify re-plans: say each note once
+
+    def verify(self, ctx: Context) -> None:
+        self._verifying = True
+        try:
+            super().verify(ctx)
+        finally:
+            self._verifying = False
+
+    def perform(self, ctx: Context) -> None:
+        # A fresh smoke key on every real deploy, unless this run just made one.
+        if ctx.smoke_key is None:
+            self._rotate_smoke(ctx)
+
     def _keys(self, ctx: Context, argv: list[str], name: str) -> Secret:
-        result = ctx.run(docker_cli.exec_in(self._container(ctx), gateway_argv(argv)), timeout=60)
+        result = ctx.run(docker_cli.exec_in(self._container(ctx), argv), timeout=60)
         key = _last_line(result.text)
         if not key or " " in key:
             raise DeployFailed(f"the gateway printed no key for client {name}")
@@ -151,28 +204,17 @@ class ClientsStep(Step):
         return secret
 
     def _create(self, ctx: Context, *, client: Client) -> None:
-        ctx.new_keys[client.name] = self._keys(
-            ctx, client_create_argv(client, config_path=GATEWAY_CONFIG_IN_CONTAINER), client.name
-        )
+        key = self._keys(ctx, gateway_cli.keys_create(client), client.name)
+        if client.name == SMOKE_CLIENT:
+            ctx.smoke_key = key
+        else:
+            ctx.new_keys[client.name] = key
 
-    def _create_smoke(self, ctx: Context) -> None:
-        argv = ["claudegate-gateway", "keys", "create", SMOKE_CLIENT, "--config", GATEWAY_CONFIG_IN_CONTAINER,
-                "--models", "*", "--endpoints", "/v1/*"]  # fmt: skip
-        ctx.smoke_key = self._keys(ctx, argv, SMOKE_CLIENT)
+    def _update(self, ctx: Context, *, client: Client) -> None:
+        ctx.run(docker_cli.exec_in(self._container(ctx), gateway_cli.keys_update(client)), timeout=60)
+
+    def _revoke(self, ctx: Context, *, name: str) -> None:
+        ctx.run(docker_cli.exec_in(self._container(ctx), gateway_cli.keys_revoke(name)), timeout=60)
 
     def _rotate_smoke(self, ctx: Context) -> None:
-        argv = ["claudegate-gateway", "keys", "rotate", SMOKE_CLIENT, "--config", GATEWAY_CONFIG_IN_CONTAINER]
-        ctx.smoke_key = self._keys(ctx, argv, SMOKE_CLIENT)
-
-    def verify(self, ctx: Context) -> None:
-        existing = self._existing(ctx) or {}
-        missing = [c.name for c in ctx.cfg.clients if c.name not in existing]
-        if SMOKE_CLIENT not in existing:
-            missing.append(SMOKE_CLIENT)
-        if missing:
-            raise DeployFailed(f"clients still missing after creating them: {', '.join(missing)}")
-
-
-def _scopes_differ(recorded: dict[str, Any], client: Client) -> bool:
-    wanted = client_scopes(client)
-    return any(recorded.get(key) != value for key, value in wanted.items())
+        ctx.smoke_key = self._keys(ctx, gateway_cli.keys_rotate(SMOKE_CLIENT, 0), SMOKE_CLIENT)

@@ -7,22 +7,26 @@ import hashlib
 import posixpath
 from collections.abc import Sequence
 
+from cryptography import x509
+
 from claudegate.deploy import host_cli
 from claudegate.deploy.build_contexts import tar_bytes
+from claudegate.deploy.cert_status import expiry_warning
 from claudegate.deploy.context import Context
 from claudegate.deploy.diff import file_diff
 from claudegate.deploy.engine import Change, Put, Run, Step
 from claudegate.deploy.facts import parse_file_stats, parse_sha256
-from claudegate.deploy.layout import GATEWAY_GID, GATEWAY_UID
 from claudegate.deploy.release import parse_manifest
 from claudegate.deploy.secret_inputs import new_pepper
+from claudegate.deploy.services import secrets_gid
 from claudegate.deploy.tls_material import TLSMaterial, cert_summary, from_files, internal_ca, self_signed
 from claudegate.errors import ConfigError
 from claudegate.session.interaction import ConsentQuestion
 
 __all__ = ["ReleaseStep", "SecretsStep", "TLSStep"]
 
-_GATEWAY_OWNER = f"{GATEWAY_UID}:{GATEWAY_GID}"
+#: Secret files: root's, readable by the installation's secrets group.
+SECRET_MODE = 0o640
 
 
 def _sha(data: bytes) -> str:
@@ -30,11 +34,13 @@ def _sha(data: bytes) -> str:
 
 
 class SecretsStep(Step):
-    """The Anthropic key and the pepper, as 0600 files of the gateway's user.
+    """The Anthropic key and the pepper: root's files, 0640, readable by the secrets group.
 
-    The key is compared by hash (the host prints ``sha256sum``), so it never
-    travels back. The pepper is made once and never replaced: every client
-    key's stored hash depends on it.
+    They never belong to the image's uid 10001, which a host account could
+    hold; the gateway's container joins the installation's system group
+    (``--group-add``) to read them. The key is compared by hash (the host
+    prints ``sha256sum``), so it never travels back. The pepper is made once
+    and never replaced: every client key's stored hash depends on it.
     """
 
     name = "secrets"
@@ -51,7 +57,10 @@ class SecretsStep(Step):
         paths = [layout.api_key_file, layout.pepper_file]
         digests = parse_sha256(ctx.fact(host_cli.file_sha256(paths)).text)
         stats = parse_file_stats(ctx.fact(host_cli.file_stats(paths)).text)
-        wanted = (0o600, GATEWAY_UID, GATEWAY_GID)
+        group = layout.secrets_group
+        owner = f"0:{group}"
+        wanted = (SECRET_MODE, 0, secrets_gid(ctx))
+        where = f"{SECRET_MODE:04o}, root:{group}"
         changes: list[Change] = []
         key_stat = stats.get(layout.api_key_file)
         key_ok = key_stat is not None and (key_stat.mode, key_stat.uid, key_stat.gid) == wanted
@@ -59,22 +68,26 @@ class SecretsStep(Step):
             what = "replace" if layout.api_key_file in digests else "upload"
             changes.append(
                 Change(
-                    f"{what} the Anthropic API key ({layout.api_key_file}, 0600, uid {GATEWAY_UID})",
-                    (Put(layout.api_key_file, key.reveal_bytes(), 0o600, _GATEWAY_OWNER),),
+                    f"{what} the Anthropic API key ({layout.api_key_file}, {where})",
+                    (Put(layout.api_key_file, key.reveal_bytes(), SECRET_MODE, owner),),
                 )
             )
         pepper_stat = stats.get(layout.pepper_file)
         if pepper_stat is None:
             changes.append(
                 Change(
-                    f"create the client-key pepper ({layout.pepper_file}, 0600, uid {GATEWAY_UID})",
-                    (Put(layout.pepper_file, new_pepper().reveal_bytes(), 0o600, _GATEWAY_OWNER),),
+                    f"create the client-key pepper ({layout.pepper_file}, {where})",
+                    (Put(layout.pepper_file, new_pepper().reveal_bytes(), SECRET_MODE, owner),),
                 )
             )
+        elif pepper_stat.kind != "regular file":
+            raise ConfigError(f"{layout.pepper_file} is a {pepper_stat.kind}, not a file; remove it and deploy again")
         elif (pepper_stat.mode, pepper_stat.uid, pepper_stat.gid) != wanted:
-            fix = ("sh", "-c", 'chown -- "$2" "$1" && chmod 0600 -- "$1"', "claudegate-fix", layout.pepper_file,
-                   _GATEWAY_OWNER)  # fmt: skip
-            changes.append(Change(f"set {layout.pepper_file} to 0600 uid {GATEWAY_UID}", (Run(fix),)))
+            # The secrets directory is root's (0750): nobody else can swap the
+            # file for a symlink between the check and the fix; -h all the same.
+            fix = ("sh", "-c", 'chown -h -- "$2" "$1" && chmod 0640 -- "$1"', "claudegate-fix", layout.pepper_file,
+                   owner)  # fmt: skip
+            changes.append(Change(f"set {layout.pepper_file} to {where}", (Run(fix),)))
         return changes
 
 
@@ -111,6 +124,8 @@ class TLSStep(Step):
             return []  # the acme step owns an existing certificate
         material = tls_material(ctx)
         ctx.tls = material
+        if ctx.dry_run:
+            self._warn_expiry(ctx, material)
         wanted = {
             "fullchain.pem": material.fullchain,
             "privkey.pem": material.privkey,
@@ -148,6 +163,17 @@ class TLSStep(Step):
     def apply(self, ctx: Context, changes: Sequence[Change]) -> None:
         super().apply(ctx, changes)
         ctx.reload_nginx = True
+
+    def perform(self, ctx: Context) -> None:
+        if ctx.tls is not None:
+            self._warn_expiry(ctx, ctx.tls)  # once per real run (plan runs again to verify)
+
+    @staticmethod
+    def _warn_expiry(ctx: Context, material: TLSMaterial) -> None:
+        with contextlib.suppress(ValueError):
+            warning = expiry_warning(x509.load_pem_x509_certificate(material.fullchain), mode=ctx.cfg.tls.mode)
+            if warning:
+                ctx.note(warning)
 
 
 class ReleaseStep(Step):

@@ -10,6 +10,7 @@ from claudegate.deploy.engine import Call, Change, Run, Step
 from claudegate.deploy.facts import parse_file_stats, parse_links, parse_os_release
 from claudegate.deploy.journal import Journal
 from claudegate.deploy.lock import RemoteLock, read_holder
+from claudegate.deploy.services import secrets_gid
 from claudegate.errors import ConfigError, DeployFailed
 from claudegate.session.interaction import ConsentQuestion
 
@@ -165,16 +166,33 @@ class DockerStep(Step):
 
 
 class LayoutStep(Step):
+    """The installation's system group (it may read the secrets), then every directory.
+
+    Directories are made parents first and every one of them is owned by
+    root and writable by root only, except the gateway's data and log
+    directories; a path that is a symlink is refused, never followed.
+    """
+
     name = "layout"
     title = "Directories"
 
     def plan(self, ctx: Context) -> list[Change]:
-        specs = ctx.layout.directories()
-        stats = parse_file_stats(ctx.fact(host_cli.file_stats([s.path for s in specs])).text)
+        layout = ctx.layout
         changes: list[Change] = []
+        ctx.secrets_gid = None  # re-read: verify plans again after the group was made
+        gid = secrets_gid(ctx)
+        if gid is None:
+            changes.append(
+                Change(
+                    f"create the system group {layout.secrets_group} (reads the secrets; the gateway joins it)",
+                    (Run(tuple(host_cli.ensure_group(layout.secrets_group))),),
+                )
+            )
+        specs = layout.directories(gid)
+        stats = parse_file_stats(ctx.fact(host_cli.file_stats([s.path for s in specs])).text)
         for spec in specs:
             st = stats.get(spec.path)
-            want = f"{spec.mode:04o} {spec.uid}:{spec.gid}"
+            want = f"{spec.mode:04o} {spec.owner}"
             if st is None:
                 summary = f"create {spec.path} ({want})"
             elif st.kind != "directory":

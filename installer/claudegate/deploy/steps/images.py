@@ -15,6 +15,7 @@ the same sources builds nothing.
 from __future__ import annotations
 
 import functools
+import io
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -27,9 +28,11 @@ from claudegate.deploy.build_contexts import (
     certbot_context,
     gateway_context,
     nginx_context,
+    with_refresh,
 )
 from claudegate.deploy.context import Context
 from claudegate.deploy.engine import Call, Change, Run, Step
+from claudegate.deploy.substep import CountingReader
 from claudegate.deploy.wheelhouse import ensure_wheelhouse
 from claudegate.errors import DeployFailed
 
@@ -69,17 +72,38 @@ def context_tar(ctx: Context, context: BuildContext) -> Callable[[], Input]:
         if context.needs_wheels:
             lock = ASSETS_DIR / "gateway" / "requirements.lock"
             ctx.note(f"gateway wheels for {ctx.machine}: downloading or reusing the cache")
+            ctx.work(f"gateway wheels for {ctx.machine}: downloading (or reusing the cache)")
             wheels = ensure_wheelhouse(lock, ctx.machine)
+            count = len(list(wheels.glob("*.whl")))
+            ctx.work(f"gateway wheels for {ctx.machine}: {count} ready", done=count, expected=count, unit="wheels")
         return context.tar(wheels)
 
     return make
+
+
+def context_upload(ctx: Context, context: BuildContext) -> Callable[[], Input]:
+    """The context's tar as a stream that reports the bytes sent (wheels are fetched first, reported too)."""
+    make = context_tar(ctx, context)
+
+    def upload() -> Input:
+        tar = make()
+        assert isinstance(tar, bytes)
+        counting = CountingReader(tar, f"sending the {context.name} build context", ctx._work_report)
+        return io.BufferedReader(counting, buffer_size=1 << 16)
+
+    return upload
 
 
 def _build_locally(ctx: Context, *, context: BuildContext, base: str) -> None:
     tag = context.tag(base)
     tar = context_tar(ctx, context)()
     assert isinstance(tar, bytes)
-    argv = docker_cli.build_image(tag, base_image=base, labels={LABEL_CONTEXT: context.digest(base)})
+    argv = docker_cli.build_image(
+        tag,
+        base_image=base,
+        labels={LABEL_CONTEXT: context.digest(base)},
+        no_cache=bool(ctx.options.get("refresh")),
+    )
     built = subprocess.run(argv, input=tar, capture_output=True, timeout=BUILD_TIMEOUT, check=False)
     if built.returncode != 0:
         raise DeployFailed(f"building {tag} on this machine failed:\n{stderr_tail(built.stderr)}")
@@ -94,14 +118,17 @@ class ImagesStep(Step):
         found = [gateway_context(), nginx_context()]
         if ctx.cfg.tls.mode == "acme":
             found.append(certbot_context())
-        return found
+        stamp = ctx.release.images_refresh if ctx.release is not None else ""
+        return [with_refresh(c, stamp) for c in found]
 
     def plan(self, ctx: Context) -> list[Change]:
         base = ctx.cfg.images.base_image
         local_target = ctx.cfg.target.is_local
         changes: list[Change] = []
-        base_present = ctx.fact(docker_cli.image_inspect(base)).ok
+        refresh = bool(ctx.options.get("refresh"))
         contexts = [c for c in self.contexts(ctx) if not ctx.fact(docker_cli.image_inspect(c.tag(base))).ok]
+        # A refresh (deploy --refresh) fetches the base again before building: updates come from there.
+        base_present = ctx.fact(docker_cli.image_inspect(base)).ok and not (refresh and contexts)
         save_load = ctx.cfg.images.transfer == "save-load" and not local_target
         if not base_present and (contexts or not save_load):
             if not local_target and operator_has_image(base):
@@ -133,12 +160,21 @@ class ImagesStep(Step):
                     )
                 )
                 continue
-            argv = docker_cli.build_image(tag, base_image=base, labels={LABEL_CONTEXT: context.digest(base)})
+            argv = docker_cli.build_image(
+                tag, base_image=base, labels={LABEL_CONTEXT: context.digest(base)}, no_cache=refresh
+            )
             what = f" with wheels for {ctx.machine or 'the host'}" if context.needs_wheels else ""
             changes.append(
                 Change(
                     f"build {tag} on the host{what}",
-                    (Run(tuple(argv), input=context_tar(ctx, context), timeout=BUILD_TIMEOUT),),
+                    (
+                        Run(
+                            tuple(argv),
+                            input=context_upload(ctx, context),
+                            timeout=BUILD_TIMEOUT,
+                            progress=f"building {context.name}",
+                        ),
+                    ),
                 )
             )
         return changes

@@ -8,6 +8,7 @@ pass), the new gateway is removed, and the run raises
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from claudegate.config.model import DeployConfig
@@ -18,9 +19,10 @@ from claudegate.deploy.release import parse_manifest
 from claudegate.deploy.services import gateway_spec_for, inspect, switch_nginx, wait_gateway_ready
 from claudegate.deploy.steps.clients import SMOKE_CLIENT, keys_dir, read_saved_key
 from claudegate.edge.settings import size_in_bytes
-from claudegate.errors import ClaudegateError, DeployFailed, SmokeTestFailed
+from claudegate.errors import Cancelled, ClaudegateError, DeployFailed, SmokeTestFailed
 from claudegate.redact import Secret
-from claudegate.smoke import SmokeReport, SmokeTarget, run_smoke
+from claudegate.session.cancel import NEVER
+from claudegate.smoke import SmokeTarget, run_smoke
 
 __all__ = ["SmokeStep", "smoke_target", "target_for"]
 
@@ -73,11 +75,15 @@ class SmokeStep(Step):
             ctx.smoke_key = read_saved_key(keys_dir(ctx), SMOKE_CLIENT)
             if ctx.smoke_key is not None:
                 ctx.connector.add_secret(ctx.smoke_key)
-        report = run_smoke(
-            smoke_target(ctx), progress=lambda check: ctx.emit(
-                "check", message=check.name, status=check.status, detail=check.detail
+        try:
+            report = run_smoke(
+                smoke_target(ctx), progress=lambda check: ctx.emit(
+                    "check", message=check.name, status=check.status, detail=check.detail
+                )
             )
-        )
+        except Cancelled:
+            self._back_after_cancel(ctx)
+            raise
         ctx.smoke = report
         if report.ok:
             return
@@ -93,24 +99,39 @@ class SmokeStep(Step):
                 failed=report.failed,
                 hint="there was no earlier release to switch back to; see the failed checks",
             )
-        self._switch_back(ctx, fallback, report)
+        self._switch_back(ctx, fallback, f"smoke test failed ({failed})")
         raise DeployFailed(
             f"the smoke test of release {release.rid} failed ({failed}); nginx was switched back to release "
             f"{fallback}, which keeps serving\n{report.table()}",
             hint="fix what the failed checks say, then deploy again",
         )
 
+    @classmethod
+    def _back_after_cancel(cls, ctx: Context) -> None:
+        """Cancelled mid-test: nginx serves an unproven release; put the last good one back first.
+
+        The way back has waits of its own; they must run to their end, so the
+        cancel token is set aside for them (the run still ends Cancelled).
+        """
+        release, fallback = ctx.release, ctx.fallback
+        if release is None or fallback is None or fallback == release.rid:
+            return
+        saved = ctx.controls
+        ctx.controls = dataclasses.replace(saved, cancel=NEVER)
+        try:
+            cls._switch_back(ctx, fallback, "smoke test cancelled")
+        finally:
+            ctx.controls = saved
+
     @staticmethod
-    def _switch_back(ctx: Context, fallback: str, report: SmokeReport) -> None:
+    def _switch_back(ctx: Context, fallback: str, reason: str) -> None:
         release = ctx.release
         assert release is not None
         manifest = ctx.read_file(f"{ctx.layout.release_dir(fallback)}/release.json")
         if manifest is None:
-            raise DeployFailed(
-                f"smoke test failed ({', '.join(report.failed)}) and release {fallback} is gone"
-            )
+            raise DeployFailed(f"{reason} and release {fallback} is gone")
         good = parse_manifest(fallback, manifest)
-        ctx.note(f"smoke test failed; switching nginx back to release {fallback}")
+        ctx.note(f"{reason}; switching nginx back to release {fallback}")
         try:
             spec = gateway_spec_for(ctx, good)
             state = inspect(ctx, spec.name)
@@ -120,7 +141,7 @@ class SmokeStep(Step):
             switch_nginx(ctx, fallback, ctx.previous if ctx.previous != fallback else None)
         except ClaudegateError as exc:
             raise DeployFailed(
-                f"the smoke test failed ({', '.join(report.failed)}) and switching back to {fallback} failed too: {exc}"
+                f"{reason} and switching back to {fallback} failed too: {exc}"
             ) from exc
         ctx.switched = False
         if good.gateway_id != release.gateway_id:
@@ -131,5 +152,5 @@ class SmokeStep(Step):
             else:
                 ctx.run(docker_cli.container_remove(failed_gateway), check=False)
         if ctx.journal is not None:
-            ctx.journal.finish(f"smoke test failed; switched back to {fallback}")
+            ctx.journal.finish(f"{reason}; switched back to {fallback}")
             ctx.save_journal()

@@ -64,6 +64,13 @@ class UninstallStep(Step):
                 paths = [layout.root]
                 summary = f"remove {layout.root} (keystore, secrets, certificates, releases)"
             changes.append(Change(summary, (Call("remove files", lambda c: _remove_files(c, paths)),)))
+        if not ctx.options.get("keep_data") and ctx.fact(host_cli.group_entry(layout.secrets_group), sudo=False).ok:
+            changes.append(
+                Change(
+                    f"remove the system group {layout.secrets_group}",
+                    (Run(tuple(host_cli.remove_group(layout.secrets_group))),),
+                )
+            )
         return changes
 
     def verify(self, ctx: Context) -> None:

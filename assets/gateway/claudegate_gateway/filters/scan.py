@@ -1,0 +1,231 @@
+"""Scanning pieces alone and joined, and redacting the spans found."""
+
+from __future__ import annotations
+
+import base64
+from bisect import bisect_right
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+from claudegate_gateway.filters.matchers import _Matcher, _Text
+from claudegate_gateway.filters.normalise import _fold, _Map, _normalise, _offset_map
+from claudegate_gateway.filters.walker import _B64, _KEY, Path, _Piece
+
+# (piece index, start, end) in that piece's normalised text
+_Part = tuple[int, int, int]
+
+
+class _Hit(NamedTuple):
+    sig: tuple[_Part, ...]  # the full match, for counting distinct matches
+    parts: tuple[_Part, ...]  # what to redact
+
+
+class _JoinText:
+    """All pieces of a view as one text, with where each piece starts in it."""
+
+    __slots__ = ("lens", "offs", "t")
+
+    def __init__(self, texts: list[str], sep: str) -> None:
+        self.t = _Text(sep.join(texts))
+        self.lens = [len(t) for t in texts]
+        self.offs: list[int] = []
+        pos = 0
+        for n in self.lens:
+            self.offs.append(pos)
+            pos += n + len(sep)
+
+    def inside_one(self, a: int, b: int) -> bool:
+        k = bisect_right(self.offs, a) - 1
+        return k >= 0 and b <= self.offs[k] + self.lens[k]
+
+    def parts(self, a: int, b: int) -> list[_Part]:
+        """The pieces [a, b) touches, as (piece, start, end) in piece offsets."""
+        out: list[_Part] = []
+        offs, lens = self.offs, self.lens
+        k = max(bisect_right(offs, a) - 1, 0)
+        while k < len(offs) and offs[k] < b:
+            s, e = max(a, offs[k]), min(b, offs[k] + lens[k])
+            if e > s:
+                out.append((k, s - offs[k], e - offs[k]))
+            k += 1
+        return out
+
+
+class _View:
+    """The pieces of one view (folded or not): alone, glued, and space-joined.
+
+    Dict keys are left out of the glued join: a key sits between the values
+    of a tool input, and gluing values is what catches a secret split across
+    them. The space-joined text keeps keys so a label key meets its value.
+    """
+
+    __slots__ = ("j0", "j1", "single", "texts")
+
+    def __init__(self, texts: list[str], is_key: list[bool]) -> None:
+        self.texts = texts
+        self.single = len(texts) == 1
+        self.j1 = _JoinText(texts, " ")
+        self.j0 = self.j1 if self.single else _JoinText(
+            ["" if key else t for t, key in zip(texts, is_key, strict=True)], "")
+
+
+class _Scan:
+    def __init__(self, pieces: list[_Piece], need_plain: bool) -> None:
+        self.pieces = pieces
+        base: list[str] = []
+        folded: list[str] = []
+        for _, _, text in pieces:
+            if text.isascii():
+                base.append(text)
+                folded.append(text)
+            else:
+                text = _normalise(text)
+                base.append(text)
+                folded.append(_fold(text))
+        self.base = base
+        self.maps: dict[int, _Map | None] = {}
+        is_key = [p[0] == _KEY for p in pieces]
+        self.views: dict[bool, _View] = {True: _View(folded, is_key)}
+        if need_plain:
+            self.views[False] = _View(base, is_key)
+
+    def run(self, m: _Matcher) -> list[_Hit]:
+        view = self.views[m.folded]
+        if m.regions is not None:
+            return self.run_regions(m, view, m.regions)
+        g1 = m.gate(view.j1.t)
+        g0 = g1 if view.single else m.gate(view.j0.t)
+        if m.monotone and not (g0 or g1):
+            return []
+        hits: list[_Hit] = []
+        for k, text in enumerate(view.texts):
+            if text:
+                for fa, fb, ra, rb in m.find(text, 0, len(text)):
+                    hits.append(_Hit(((k, fa, fb),), ((k, ra, rb),)))
+        if not view.single:
+            if g0:
+                self._joined(m, view.j0, hits, 0, len(view.j0.t.s))
+            if g1:
+                self._joined(m, view.j1, hits, 0, len(view.j1.t.s))
+        return hits
+
+    def run_regions(
+        self, m: _Matcher, view: _View, regions: Callable[[_Text], list[tuple[int, int]]]
+    ) -> list[_Hit]:
+        """Scan only inside the matcher's regions.
+
+        Regions of the space-joined text cover every piece (keys included), so
+        a piece is scanned only where a region overlaps it; the same regions
+        bound the search for matches across pieces there. The glued join
+        lacks keys, so it gets its own regions.
+        """
+        hits: list[_Hit] = []
+        j1 = view.j1
+        texts, offs, lens = view.texts, j1.offs, j1.lens
+        for a, b in regions(j1.t):
+            k = max(bisect_right(offs, a) - 1, 0)
+            first = last = -1
+            while k < len(texts) and offs[k] < b:
+                la, lb = max(a - offs[k], 0), min(b - offs[k], lens[k])
+                if lb > la:
+                    if first < 0:
+                        first = k
+                    last = k
+                    for fa, fb, ra, rb in m.find(texts[k], la, lb):
+                        hits.append(_Hit(((k, fa, fb),), ((k, ra, rb),)))
+                k += 1
+            if last != first:  # the region spans pieces: look for matches across them
+                self._joined(m, j1, hits, a, b)
+        if not view.single:
+            j0 = view.j0
+            for a, b in regions(j0.t):
+                if not j0.inside_one(a, b):
+                    self._joined(m, j0, hits, a, b)
+        return hits
+
+    @staticmethod
+    def _joined(m: _Matcher, jt: _JoinText, hits: list[_Hit], start: int, end: int) -> None:
+        for fa, fb, ra, rb in m.find(jt.t.s, start, end):
+            if jt.inside_one(fa, fb):
+                continue  # inside one piece: the piece scan has it
+            sig = jt.parts(fa, fb)
+            if sig:
+                hits.append(_Hit(tuple(sig), tuple(jt.parts(ra, rb))))
+
+    def original_span(self, k: int, a: int, b: int) -> tuple[int, int]:
+        """A span of piece k's normalised text, in the original string."""
+        text, view = self.pieces[k][2], self.base[k]
+        if text is view or text == view:
+            return a, b
+        if k not in self.maps:
+            self.maps[k] = _offset_map(text, view)
+        omap = self.maps[k]
+        return (0, len(text)) if omap is None else omap.span(a, b)
+
+
+# Redaction
+
+
+def _splice(text: str, spans: list[tuple[int, int, str]]) -> str:
+    spans.sort(key=lambda s: (s[0], -s[1]))
+    merged: list[tuple[int, int, str]] = []
+    for a, b, label in spans:
+        if merged and a < merged[-1][1]:
+            pa, pb, pl = merged[-1]
+            merged[-1] = (pa, max(pb, b), pl)
+        else:
+            merged.append((a, b, label))
+    out: list[str] = []
+    pos = 0
+    for a, b, label in merged:
+        out.append(text[pos:a])
+        out.append(label)
+        pos = b
+    out.append(text[pos:])
+    return "".join(out)
+
+
+def _container(copies: dict[Path, Any], path: Path) -> Any:
+    """The copied container at `path`, copying (shallowly) each level once."""
+    node = copies[()]
+    for depth in range(1, len(path) + 1):
+        sub = path[:depth]
+        copied = copies.get(sub)
+        if copied is None:
+            original = node[path[depth - 1]]
+            copied = dict(original) if isinstance(original, dict) else list(original)
+            node[path[depth - 1]] = copied
+            copies[sub] = copied
+        node = copied
+    return node
+
+
+def _rebuild(body: dict[str, Any], edits: list[tuple[_Piece, str]]) -> dict[str, Any]:
+    root = dict(body)
+    copies: dict[Path, Any] = {(): root}
+    renames: list[tuple[_Piece, str]] = []
+    for piece, new in edits:
+        kind, path, _ = piece
+        if kind == _KEY:
+            renames.append((piece, new))
+            continue
+        parent = _container(copies, path[:-1])
+        if kind == _B64:
+            new = base64.b64encode(new.encode("utf-8", "surrogateescape")).decode("ascii")
+        parent[path[-1]] = new
+    # Deepest first, after all value edits: paths above still use old names.
+    renames.sort(key=lambda e: len(e[0][1]), reverse=True)
+    for (_, path, old), new in renames:
+        target = _container(copies, path)
+        items = list(target.items())
+        taken = {k for k, _ in items if k != old}
+        name, n = new, 1
+        while name in taken:
+            n += 1
+            name = f"{new}#{n}"
+        target.clear()
+        for k, v in items:
+            target[name if k == old else k] = v
+    return root
+
+

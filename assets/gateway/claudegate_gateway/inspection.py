@@ -1,0 +1,130 @@
+"""Reading a request body before it goes upstream: scopes, caps and filters.
+
+:func:`inspect_body` is a pure function of (route kind, body, scopes,
+filter policy): it touches no gateway state, never raises, and returns a
+picklable :class:`Inspection`, so the proxy can run it inline for small
+bodies or in a worker process for large ones (see offload.py) with the
+same result.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from claudegate_gateway.filters import FilterPolicy, Verdict
+from claudegate_gateway.jsonbody import BodyError, parse_object
+from claudegate_gateway.keystore import Scopes
+from claudegate_gateway.ownership import referenced_file_ids
+
+
+class Refused(Exception):
+    """An inspection that says no: the Anthropic error type and the message."""
+
+    def __init__(self, error_type: str, message: str) -> None:
+        super().__init__(message)
+        self.error_type = error_type
+        self.message = message
+
+
+@dataclass
+class Inspection:
+    """What the inspection found; ``error`` set means the request is refused."""
+
+    body: bytes  # what goes upstream: the input itself, or re-serialised after redaction
+    changed: bool = False  # body is not the input (a worker then need not send the input back)
+    tokens: int = 0  # to reserve: input estimate + max_tokens (0: costs no tokens)
+    max_tokens: int = 0  # summed over a batch's requests
+    model: str | None = None
+    stream: bool = False
+    verdicts: list[Verdict] = field(default_factory=list)
+    filter_blocked: bool = False
+    error: tuple[str, str] | None = None  # (Anthropic error type, message)
+    file_ids: list[str] = field(default_factory=list)  # each must be the caller's (checked by the proxy)
+
+
+def estimate_tokens(size: int) -> int:
+    # Deliberately generous (bytes / 3): the reservation is settled from the
+    # usage the response reports, so over-estimating only delays, never leaks.
+    return size // 3 + 1
+
+
+def inspect_body(kind: str, body: bytes, scopes: Scopes, policy: FilterPolicy) -> Inspection:
+    """Check a JSON body of route kind ``message``, ``count_tokens`` or ``batch``."""
+    found = Inspection(body)
+    try:
+        _inspect(kind, body, scopes, policy, found)
+    except Refused as no:
+        found.error = (no.error_type, no.message)
+    except BodyError as exc:
+        found.error = ("invalid_request_error", str(exc))
+    except RecursionError:
+        # A filter walking a document that parsing accepted: still the client's doing.
+        found.error = ("invalid_request_error", "The request body is nested too deeply")
+    return found
+
+
+def _inspect(kind: str, body: bytes, scopes: Scopes, policy: FilterPolicy, found: Inspection) -> None:
+    doc = parse_object(body)
+    try:
+        found.file_ids = referenced_file_ids(doc)
+    except ValueError as exc:
+        raise Refused("invalid_request_error", str(exc)) from None
+    if kind == "batch":
+        requests = doc.get("requests")
+        if not isinstance(requests, list) or not requests:
+            raise Refused("invalid_request_error", "requests: a non-empty list is required")
+        changed = False
+        for i, item in enumerate(requests):
+            params = item.get("params") if isinstance(item, dict) else None
+            if not isinstance(params, dict):
+                raise Refused("invalid_request_error", f"requests.{i}.params: an object is required")
+            new_params, item_changed = _check_params(params, scopes, policy, found, True, f"requests.{i}.params.")
+            if item_changed:
+                item["params"] = new_params
+                changed = True
+        found.body, found.changed = (json.dumps(doc).encode(), True) if changed else (body, False)
+        found.tokens = estimate_tokens(len(found.body)) + found.max_tokens
+        return
+    new_doc, changed = _check_params(doc, scopes, policy, found, kind == "message", "")
+    found.body, found.changed = (json.dumps(new_doc).encode(), True) if changed else (body, False)
+    # Counting tokens costs none; only the request rate applies to it.
+    found.tokens = 0 if kind == "count_tokens" else estimate_tokens(len(found.body)) + found.max_tokens
+
+
+def _check_params(
+    doc: dict[str, Any], scopes: Scopes, policy: FilterPolicy, found: Inspection, generates: bool, where: str
+) -> tuple[dict[str, Any], bool]:
+    model = doc.get("model")
+    if not isinstance(model, str) or not model:
+        raise Refused("invalid_request_error", f"{where}model: Field required")
+    found.model = found.model or model
+    if not scopes.model_allowed(model):
+        raise Refused("permission_error", f"This key may not use model {model[:200]!r}")
+    stream = doc.get("stream", False)
+    if not isinstance(stream, bool):
+        # Another parser might take "true" or 1 for a stream the gateway did not meter as one.
+        raise Refused("invalid_request_error", f"{where}stream: must be true or false")
+    if generates:
+        asked = doc.get("max_tokens")
+        if not isinstance(asked, int) or isinstance(asked, bool) or asked < 1:
+            raise Refused("invalid_request_error", f"{where}max_tokens: a positive integer is required")
+        if scopes.max_tokens is not None and asked > scopes.max_tokens:
+            raise Refused(
+                "invalid_request_error", f"{where}max_tokens: {asked} is above this key's cap of {scopes.max_tokens}"
+            )
+        found.max_tokens += asked
+        if stream:
+            if where:
+                raise Refused("invalid_request_error", f"{where}stream: batch requests cannot stream")
+            if not scopes.stream:
+                raise Refused("permission_error", "This key may not stream responses")
+            found.stream = True
+    result = policy.apply(doc)
+    found.verdicts.extend(result.verdicts)
+    if result.blocked is not None:
+        found.filter_blocked = True
+        kind = "permission_error" if result.status == 403 else "invalid_request_error"
+        raise Refused(kind, f"The request was blocked by the gateway's filter rule {result.blocked.rule!r}")
+    return result.body, result.changed

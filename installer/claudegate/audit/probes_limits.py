@@ -1,0 +1,240 @@
+"""Limits: bursts, the per-key rate, body size, slow clients, the connection cap, the allowlist."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+from claudegate.audit.context import Run, probe
+from claudegate.audit.result import ProbeResult
+from claudegate.audit.wire import exchange, open_socket, poll, request_bytes
+
+
+def burst(run: Run) -> ProbeResult:
+    from claudegate.smoke import SmokeTarget, _check_burst, _endpoint, _Failed, _ssl_context
+
+    p = probe("limits", "limits.per_ip_burst", "limits.per_ip (rate, burst) in deploy.yaml", run)
+    count = 2 * run.target.per_ip_burst + 40
+    ep = _endpoint(SmokeTarget(base_url=run.target.base_url, connect_host=run.ep.connect_host))
+    try:
+        # Keep-alive connections, as the smoke test does: quick enough to beat the refill.
+        detail = _check_burst(ep, _ssl_context(run.target.ca_file), run.timeout, count)
+    except _Failed as exc:
+        p.expect(False, str(exc))
+        detail = str(exc)
+    p.saw(f"up to {count} quick requests without a key from one address", detail)
+    run.wait_for_bucket(2.0)
+    return p.result(detail)
+
+
+def key_rate(run: Run) -> ProbeResult:
+    p = probe("limits", "limits.key_rpm_exact", "clients[].rpm (the gateway's per-key limit)", run)
+    clients = run.target.clients
+    rate_key = run.key("rate") if clients is not None else None
+    if clients is None or rate_key is None:
+        return p.untested("needs the run's rate-limited client")
+    rpm = clients.rate_rpm
+    headers = [("x-api-key", rate_key)]
+    codes: Counter[int] = Counter()
+    gateway_429 = 0
+
+    def one(_: int) -> int:
+        return run.https("GET", "/v1/models", headers).status
+
+    with ThreadPoolExecutor(25) as pool:
+        for status in pool.map(one, range(50)):
+            codes[status] += 1
+    p.saw(f"50 parallel requests with a key of rpm {rpm}", ", ".join(f"{c}x{n}" for c, n in sorted(codes.items())))
+    ok = codes[200]
+    p.expect(ok <= rpm, f"{ok} of 50 parallel requests passed a key limited to {rpm} a minute")
+    # Whatever the per-address or per-key nginx buckets refused, fill the gateway's window slowly.
+    run.wait_for_bucket(2.0)
+    for _ in range(rpm + 2):
+        answer = run.https("GET", "/v1/models", headers)
+        if answer.status == 200:
+            ok += 1
+        elif answer.status == 429 and answer.error_type == "rate_limit_error" and "anthropic-ratelimit-requests-limit" in answer.headers:
+            gateway_429 += 1
+            break
+        time.sleep(0.25)
+    p.expect(ok == rpm, f"{ok} requests passed in the minute, the key's rpm is {rpm}")
+    p.expect(gateway_429 == 1, "the gateway never refused the key with its own 429")
+    return p.result(f"exactly {rpm} requests passed for a key of rpm {rpm}, under 50 in parallel")
+
+
+def _oversize_body(total: int, chunk: int = 256 * 1024) -> Iterator[bytes]:
+    sent = 0
+    yield b'{"model":"x","max_tokens":1,"messages":[{"role":"user","content":"'
+    while sent < total:
+        n = min(chunk, total - sent)
+        yield b"a" * n
+        sent += n
+
+
+def _chunked(total: int) -> Iterator[bytes]:
+    for piece in _oversize_body(total):
+        yield f"{len(piece):x}\r\n".encode() + piece + b"\r\n"
+    yield b"0\r\n\r\n"
+
+
+def body_size(run: Run) -> ProbeResult:
+    p = probe("limits", "limits.body_size", "limits.max_body_size in deploy.yaml (nginx client_max_body_size)", run)
+    size = run.target.max_body_bytes + 1
+    key = run.key()
+    auth = [("x-api-key", key)] if key else []
+    total = size + 4 * 1024 * 1024
+    for label, headers, body in (
+        ("Content-Length", [*auth, ("content-type", "application/json"), ("Content-Length", str(total))],
+         _oversize_body(total)),
+        ("chunked", [*auth, ("content-type", "application/json"), ("Transfer-Encoding", "chunked")], _chunked(total)),
+    ):
+        answer = run.https("POST", "/v1/messages", headers, body)
+        p.saw(f"POST /v1/messages with {total} bytes ({label})", f"{answer.describe()} after {answer.sent} bytes sent")
+        p.expect(answer.status == 413 and answer.shaped(), f"{label}: {answer.describe()}, expected 413 request_too_large")
+        p.expect(answer.sent < total, f"{label}: the whole {total}-byte body was read before the answer")
+    return p.result(f"413 request_too_large for a body over {run.target.max_body_bytes} bytes, plain and chunked, before the upload ended")
+
+
+@contextlib.contextmanager
+def _slow_conns(run: Run, heads: list[bytes]) -> Iterator[list[socket.socket]]:
+    """Connections that each sent their head and then nothing more (opened in parallel:
+    one after the other, the first could hit a short body timeout before the last is open)."""
+    stack = contextlib.ExitStack()
+
+    def open_one(head: bytes) -> socket.socket | None:
+        try:
+            sock = open_socket(run.ep, run.ctx(), run.timeout)
+        except OSError:
+            return None
+        try:
+            sock.sendall(head)
+        except OSError:
+            sock.close()
+            return None
+        return sock
+
+    try:
+        with ThreadPoolExecutor(min(32, max(1, len(heads)))) as pool:
+            socks = [s for s in pool.map(open_one, heads) if s is not None]
+        for sock in socks:
+            stack.callback(sock.close)
+        yield socks
+    finally:
+        stack.close()
+
+
+def _closed_within(sock: socket.socket, seconds: float) -> float | None:
+    """Seconds until the server closed (or answered) the connection, None if it did not within ``seconds``."""
+    started = time.monotonic()
+    sock.settimeout(seconds)
+    try:
+        sock.recv(1024)
+    except TimeoutError:
+        return None
+    except OSError:
+        pass
+    return time.monotonic() - started
+
+
+def slow_clients(run: Run) -> ProbeResult:
+    p = probe("limits", "limits.slow_clients", "limits.timeouts (nginx client_header_timeout / client_body_timeout)", run)
+    header_t, body_t = run.target.client_header_timeout, run.target.client_body_timeout
+    slack = 5.0
+    partial_head = f"GET /v1/models HTTP/1.1\r\nHost: {run.ep.host_header}\r\nx-slow: ".encode()
+    key = run.key()
+    body_head = request_bytes("POST", "/v1/messages/count_tokens",
+                              [("x-api-key", key or "none"), ("content-type", "application/json")],
+                              host=run.ep.host_header, body_length=1000)
+    results: dict[str, float | None] = {}
+
+    def hold(label: str, head: bytes, extra: bytes, limit: float) -> None:
+        with _slow_conns(run, [head + extra]) as socks:
+            results[label] = _closed_within(socks[0], limit + slack) if socks else -1.0
+
+    threads = [
+        threading.Thread(target=hold, args=("headers", partial_head, b"", header_t)),
+        threading.Thread(target=hold, args=("body", body_head, b'{"model":', body_t)),
+    ]
+    for t in threads:
+        t.start()
+    time.sleep(1.0)
+    normal = run.https("GET", "/v1/models")
+    p.saw("GET /v1/models while two slow clients hang", normal)
+    p.expect(normal.status == 401 and normal.elapsed < 2.0, f"a normal request was slowed down ({normal.elapsed:.1f} s)")
+    for t in threads:
+        t.join()
+    for label, limit in (("headers", header_t), ("body", body_t)):
+        took = results.get(label)
+        p.saw(f"slow {label}: sent part, then nothing", "no connection" if took == -1.0 else
+              f"cut after {took:.1f} s" if took is not None else f"still open after {limit + slack:.0f} s")
+        p.expect(took is not None and took != -1.0, f"a slow {label} was not cut within {limit} s (+{slack:.0f} s)")
+    return p.result(f"slow headers cut after ~{header_t} s, slow bodies after ~{body_t} s; others unaffected")
+
+
+def connection_cap(run: Run) -> ProbeResult:
+    p = probe("limits", "limits.connection_cap", "limits.connections_per_ip (nginx limit_conn)", run)
+    # Only a request in progress counts (headers read, body still coming), and
+    # each key's own bucket refuses more than its burst at once: spread the
+    # held requests over the run's keys.
+    keys = [k for k in (run.key(), run.key("other"), run.key("rate")) if k]
+    cap = run.target.conn_per_ip
+    per_key = max(1, run.target.per_key_burst)
+    if not keys or len(keys) * per_key < cap:
+        return p.untested(f"needs {cap} requests in progress at once; the run's keys allow {len(keys) * per_key}")
+    if cap > run.target.per_ip_burst:
+        return p.untested(f"the per-address burst ({run.target.per_ip_burst}) is below the connection cap ({cap}): "
+                          "the rate limit refuses requests before the cap is reached")
+    run.wait_for_bucket(3.0)  # empty per-address and per-key buckets, so only the cap can refuse
+    heads = [
+        request_bytes("POST", "/v1/messages/count_tokens", [("x-api-key", keys[i % len(keys)]),
+                      ("content-type", "application/json")], host=run.ep.host_header, body_length=100_000)
+        + b'{"model":'
+        for i in range(cap)
+    ]
+    with _slow_conns(run, heads) as socks:
+        time.sleep(0.5)
+        early = [data for data in (poll(sock) for sock in socks) if data is not None]
+        answered = len(early)
+        extra = exchange(run.ep, run.ctx(), "GET", "/v1/models", [], timeout=run.timeout)
+    p.saw(f"{len(socks)} requests held open ({answered} answered early), then one more", extra)
+    if answered:
+        first = " ".join(early[0][:200].decode("latin-1", "replace").split())
+        return p.untested(f"{answered} of the {cap} held requests were answered at once (another limit bit "
+                          f"first): {first}")
+    p.expect(len(socks) >= cap, f"only {len(socks)} connections could be opened")
+    p.expect(extra.status in (429, 503) and extra.shaped(),
+             f"request {cap + 1} from one address: {extra.describe()}, expected a 429 over the cap of {cap}")
+    run.wait_for_bucket(1.0)
+    return p.result(f"with {cap} requests in progress from one address, the next is refused ({extra.status})")
+
+
+def allowlist(run: Run) -> ProbeResult:
+    p = probe("allowlist", "allowlist.outside_refused", "allowlist.cidrs in deploy.yaml (nginx geo)", run)
+    target = run.target
+    if not target.allowlist:
+        return p.untested("the config has no allowlist (allowlist.cidrs): every address may connect")
+    forged = [("x-forwarded-for", "127.0.0.1"), ("x-real-ip", "127.0.0.1"), ("forwarded", "for=127.0.0.1")]
+    if target.probe_source:
+        answer = run.https("GET", "/v1/models", forged, source=target.probe_source)
+        p.saw(f"GET /v1/models from {target.probe_source} (outside the allowlist, forged forwarding headers)", answer)
+        refused = answer.status == 403 or answer.status == 0
+        p.expect(refused, f"a request from {target.probe_source} was not refused: {answer.describe()}")
+        if answer.status:
+            p.expect(answer.shaped(), "the refusal is not Anthropic's error JSON")
+        return p.result(f"a request from {target.probe_source} was refused ({answer.describe()})")
+    if target.remote_probe is not None:
+        status = target.remote_probe("/v1/models")
+        p.saw(f"GET /v1/models from {target.remote_name}", f"status {status}")
+        if status is None:
+            return p.untested(f"could not send a request from {target.remote_name}")
+        p.expect(status in (403, 0), f"a request from {target.remote_name} got {status}")
+        return p.result(f"a request from {target.remote_name} was refused ({status})")
+    return p.untested("no vantage point outside the allowlist: run with --from HOST (an SSH host outside it)")
+
+
+

@@ -1,0 +1,80 @@
+"""What the audit attacks, and what it expects of it.
+
+An :class:`AuditTarget` is the public endpoint (as the smoke test sees it)
+plus the protections the config promises: the TLS profile, the limits, the
+allowlist, and the narrowly scoped clients made for this run. The probes
+compare what the stack does with these promises; a promise the target does
+not make (no allowlist, say) makes its probes ``untested``, never ``held``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from claudegate.redact import Secret
+
+#: Reads the gateway's audit records (newest last); None when it cannot be read.
+AuditReader = Callable[[], Sequence[dict[str, Any]]]
+#: Runs one HTTPS request from another vantage point; returns the HTTP status
+#: it got, or None when the request could not be sent at all.
+RemoteProbe = Callable[[str], "int | None"]
+
+
+@dataclass(frozen=True)
+class RunClients:
+    """The temporary clients the run created (all revoked at its end).
+
+    ``run`` may call models, count_tokens, messages (``allowed_model`` only,
+    max_tokens up to ``max_tokens_cap``, no streaming, only ``allowed_beta``)
+    and files, at ``rpm`` requests a minute. ``other`` owns a file that
+    ``run`` must not see. ``revoked`` was revoked before the run;
+    ``expired`` expired a few seconds into it; ``rate`` has ``rate_rpm``.
+    """
+
+    run: Secret
+    rpm: int
+    allowed_model: str
+    forbidden_model: str
+    max_tokens_cap: int
+    allowed_beta: str
+    other: Secret | None = None
+    revoked: Secret | None = None
+    expired: Secret | None = None
+    # A client used only by the exact-rate probe (nothing else spends its window).
+    rate: Secret | None = None
+    rate_rpm: int = 10
+    names: tuple[str, ...] = ()
+
+    def secrets(self) -> list[str]:
+        keys = (self.run, self.other, self.revoked, self.expired, self.rate)
+        return [s.reveal() for s in keys if s is not None]
+
+
+@dataclass(frozen=True)
+class AuditTarget:
+    base_url: str  # https://gw.example.com[:port]
+    connect_host: str | None = None
+    http_port: int = 80
+    ca_file: Path | None = None
+    tls_profile: str = "intermediate"  # intermediate: TLS 1.2 + 1.3; modern: 1.3 only
+    hsts_min_age: int = 15_552_000
+    max_body_bytes: int = 32 * 1024 * 1024
+    per_ip_burst: int = 40
+    per_key_burst: int = 20
+    conn_per_ip: int = 32
+    client_header_timeout: int = 10
+    client_body_timeout: int = 10
+    allowlist: tuple[str, ...] = ()  # CIDRs; empty: no allowlist promised
+    # A local address outside the allowlist to send from (tests, or an operator
+    # machine with a second address); or a probe run from another host.
+    probe_source: str | None = None
+    remote_probe: RemoteProbe | None = None
+    remote_name: str | None = None
+    clients: RunClients | None = None
+    audit_records: AuditReader | None = None
+    # Ports expected open on connect_host; every other port probed must be closed.
+    open_ports: tuple[int, ...] = (80, 443)
+    scan_ports: tuple[int, ...] = field(default=())

@@ -1,0 +1,394 @@
+"""Backup and restore of what a deploy cannot re-create.
+
+What is saved:
+
+- the keystore (clients, scopes, key *hashes*, daily usage), as a consistent
+  SQLite snapshot taken inside the serving gateway (``Connection.serialize``,
+  one read transaction: never a half-written page of a live WAL database);
+- the pepper the key hashes are keyed with (without it the hashes are
+  useless, with it and the keystore a client key can be *checked*, never
+  recovered: neither holds a key);
+- certbot's directory (ACME account key, certificates, renewal config) and
+  the served certificate, when they exist.
+
+Not saved: the Anthropic key (it is on the operator's side already), the
+audit log (see ``claudegate usage``), releases and images (a deploy makes
+them). The file is written 0600, and encrypted when a passphrase is given
+(scrypt, then Fernet: AES-128-CBC with HMAC-SHA256; a wrong passphrase or a
+changed byte is refused, never restored).
+
+Restore puts the keystore and the pepper (and, for ``tls.mode: acme``,
+certbot's directory) onto a host a deploy already set up, under the deploy
+lock: the gateways are stopped for the swap (a few seconds without service),
+the keystore's WAL files are removed with the old database, and the serving
+gateway is started and waited for. Existing client keys then work there.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import os
+import tarfile
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from claudegate import __version__
+from claudegate.config.derive import GATEWAY_KEYSTORE
+from claudegate.config.model import DeployConfig
+from claudegate.connectors.base import Connector
+from claudegate.deploy import docker_cli
+from claudegate.deploy.docker_cli import GATEWAY_PYTHON
+from claudegate.deploy.layout import GATEWAY_GID, GATEWAY_UID, HostLayout
+from claudegate.deploy.lock import RemoteLock
+from claudegate.deploy.serving import serving_gateway_container, uses_sudo
+from claudegate.errors import ClaudegateError, ConfigError
+from claudegate.redact import Secret
+
+__all__ = ["BackupResult", "RestoreResult", "create_backup", "read_passphrase", "restore_backup"]
+
+MAGIC_PLAIN = b"claudegate-backup 1 tar\n"
+MAGIC_SEALED = b"claudegate-backup 1 scrypt-fernet\n"
+_SALT = 16
+# scrypt cost: ~0.1 s and 32 MiB here; a guess costs an attacker the same.
+_SCRYPT = {"n": 2**15, "r": 8, "p": 1}
+
+# A consistent copy of the live keystore, written to stdout by the gateway's own
+# Python. Bytes 18-19 of the header say "WAL" (2) in the live file; the copy is
+# marked rollback-journal (1) so it opens on its own, with no -wal beside it
+# (the gateway switches it back to WAL when it opens it).
+_SNAPSHOT = (
+    "import sqlite3, sys\n"
+    "db = sqlite3.connect(sys.argv[1])\n"
+    "db.execute('PRAGMA busy_timeout=5000')\n"
+    "data = bytearray(db.serialize())\n"
+    "data[18:20] = b'\\x01\\x01'\n"
+    "sys.stdout.buffer.write(data)\n"
+)
+_TAR_DIR = 'set -eu\n[ -d "$1" ] || exit 0\ncd -- "$1"\ntar -c --numeric-owner -f - .'
+_UNTAR_DIR = 'set -eu\nmkdir -p -- "$1"\ntar -x --numeric-owner -C "$1" -f -'
+
+
+class BackupError(ClaudegateError):
+    """A backup that cannot be made or used (wrong passphrase, damaged file, nothing deployed)."""
+
+
+@dataclass(frozen=True)
+class BackupResult:
+    path: Path
+    encrypted: bool
+    clients: int
+    contents: tuple[str, ...]
+    size: int
+
+    def text(self) -> str:
+        how = "encrypted" if self.encrypted else "NOT encrypted (0600; keep it as secret as the server)"
+        return (
+            f"backup written to {self.path} ({self.size} bytes, {how}): {', '.join(self.contents)}; "
+            f"{self.clients} clients"
+        )
+
+
+@dataclass(frozen=True)
+class RestoreResult:
+    target: str
+    clients: tuple[str, ...]
+    restored: tuple[str, ...]
+    created_at: str
+    source_domain: str
+
+    def text(self) -> str:
+        return (
+            f"restored {', '.join(self.restored)} from the backup of {self.source_domain} ({self.created_at}) "
+            f"onto {self.target}; clients: {', '.join(self.clients) or 'none'}"
+        )
+
+
+def read_passphrase(file: Path | None = None, env: str | None = None) -> Secret | None:
+    """The passphrase from a file (first line) or an environment variable; None when neither is given."""
+    if file is not None and env is not None:
+        raise ConfigError("--passphrase-file and --passphrase-env: give one of them")
+    if file is not None:
+        try:
+            text = file.read_text().splitlines()
+        except OSError as exc:
+            raise ConfigError(f"--passphrase-file: cannot read {file}: {exc.strerror}") from None
+        value = text[0] if text else ""
+        where = f"the first line of {file}"
+    elif env is not None:
+        value = os.environ.get(env, "")
+        where = f"${env}"
+    else:
+        return None
+    if len(value) < 12:
+        raise ConfigError(f"the passphrase ({where}) is shorter than 12 characters", hint="use a longer one")
+    return Secret(value)
+
+
+def _fernet(passphrase: Secret, salt: bytes) -> Any:
+    from cryptography.fernet import Fernet
+    from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+
+    key = Scrypt(salt=salt, length=32, **_SCRYPT).derive(passphrase.reveal_bytes())
+    return Fernet(base64.urlsafe_b64encode(key))
+
+
+def seal(bundle: bytes, passphrase: Secret | None) -> bytes:
+    if passphrase is None:
+        return MAGIC_PLAIN + bundle
+    salt = os.urandom(_SALT)
+    token: bytes = _fernet(passphrase, salt).encrypt(bundle)
+    return MAGIC_SEALED + salt + token
+
+
+def unseal(data: bytes, passphrase: Secret | None, source: Path) -> bytes:
+    if data.startswith(MAGIC_PLAIN):
+        return data[len(MAGIC_PLAIN) :]
+    if not data.startswith(MAGIC_SEALED):
+        raise BackupError(
+            f"{source} is not a claudegate backup", hint="give the file claudegate backup wrote"
+        )
+    if passphrase is None:
+        raise ConfigError(
+            f"{source} is encrypted",
+            hint="pass the passphrase with --passphrase-file FILE or --passphrase-env VAR",
+        )
+    from cryptography.fernet import InvalidToken
+
+    body = data[len(MAGIC_SEALED) :]
+    try:
+        return bytes(_fernet(passphrase, body[:_SALT]).decrypt(body[_SALT:]))
+    except InvalidToken:
+        raise BackupError(
+            f"{source}: wrong passphrase, or the file was changed",
+            hint="check the passphrase; nothing was restored",
+        ) from None
+
+
+def _write_private(path: Path, data: bytes, *, force: bool) -> None:
+    """Write ``data`` to ``path`` 0600 from the first byte; refuse to overwrite unless ``force``."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | (0 if force else os.O_EXCL) | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(path, flags, 0o600)
+    except FileExistsError:
+        raise ConfigError(
+            f"--out: {path} exists", hint="choose another file, or pass --force to replace it"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"--out: cannot write {path}: {exc.strerror}") from None
+    with os.fdopen(fd, "wb") as fh:
+        os.fchmod(fh.fileno(), 0o600)
+        fh.write(data)
+
+
+def _host(cfg: DeployConfig, connector: Connector, argv: list[str], what: str, **kw: Any) -> bytes:
+    result = connector.run(argv, sudo=uses_sudo(cfg, connector), timeout=300, check=False, **kw)
+    if not result.ok:
+        stderr = connector.redact(result.stderr.decode("utf-8", errors="replace")).strip()
+        raise BackupError(
+            f"{what} failed on {connector.target}: {stderr.splitlines()[-1] if stderr else 'failed'}"
+        )
+    return result.stdout
+
+
+def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mode = 0o600
+    info.mtime = int(time.time())
+    tar.addfile(info, io.BytesIO(data))
+
+
+def create_backup(
+    cfg: DeployConfig,
+    connector: Connector,
+    out: Path,
+    *,
+    passphrase: Secret | None = None,
+    force: bool = False,
+    layout: HostLayout | None = None,
+) -> BackupResult:
+    """Save the keystore, the pepper and the ACME state of the deployed gateway to ``out``."""
+    layout = layout or HostLayout()
+    sudo = uses_sudo(cfg, connector)
+    container = serving_gateway_container(cfg, connector, layout)
+    keystore = _host(
+        cfg, connector, docker_cli.exec_in(container, [*GATEWAY_PYTHON[:1], "-c", _SNAPSHOT, GATEWAY_KEYSTORE]),
+        "the keystore snapshot",
+    )  # fmt: skip
+    pepper = connector.get_file(layout.pepper_file, sudo=sudo)
+    if not pepper:
+        raise BackupError(f"{layout.pepper_file} is missing on {connector.target}", hint="deploy first")
+    connector.add_secret(Secret(pepper.decode("utf-8", errors="replace").strip()))
+    members = {"keystore.db": keystore, "key_pepper": pepper}
+    for name, directory in (("tls.tar", layout.tls), ("letsencrypt.tar", layout.acme_state)):
+        data = _host(
+            cfg, connector, ["sh", "-c", _TAR_DIR, "claudegate-backup", directory], f"reading {directory}"
+        )
+        if data:
+            members[name] = data
+    clients = _client_count(keystore)
+    manifest = {
+        "format": 1,
+        "claudegate": __version__,
+        "created_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "domain": cfg.domain,
+        "tls_mode": cfg.tls.mode,
+        "source": connector.target,
+        "clients": clients,
+        "sha256": {name: hashlib.sha256(data).hexdigest() for name, data in members.items()},
+    }
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        _add(tar, "manifest.json", json.dumps(manifest, indent=2).encode())
+        for name, data in members.items():
+            _add(tar, name, data)
+    sealed = seal(buffer.getvalue(), passphrase)
+    _write_private(out, sealed, force=force)
+    return BackupResult(out, passphrase is not None, clients, tuple(members), len(sealed))
+
+
+def _client_count(keystore: bytes) -> int:
+    import sqlite3
+
+    db = sqlite3.connect(":memory:")
+    try:
+        db.deserialize(keystore)
+        return int(db.execute("SELECT count(*) FROM clients").fetchone()[0])
+    except sqlite3.DatabaseError:
+        raise BackupError("the keystore snapshot is not a readable SQLite database") from None
+    finally:
+        db.close()
+
+
+def _read_bundle(source: Path, passphrase: Secret | None) -> tuple[dict[str, Any], dict[str, bytes]]:
+    try:
+        data = source.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"--from: cannot read {source}: {exc.strerror}") from None
+    bundle = unseal(data, passphrase, source)
+    members: dict[str, bytes] = {}
+    try:
+        with tarfile.open(fileobj=io.BytesIO(bundle), mode="r:gz") as tar:
+            for info in tar.getmembers():
+                # Plain files with plain names only: nothing in a backup is a link or a path.
+                if not info.isfile() or "/" in info.name or info.name.startswith("."):
+                    raise BackupError(f"{source}: unexpected member {info.name!r}; nothing was restored")
+                handle = tar.extractfile(info)
+                assert handle is not None
+                members[info.name] = handle.read()
+    except (tarfile.TarError, OSError, EOFError):
+        raise BackupError(f"{source} is damaged (not a readable archive); nothing was restored") from None
+    try:
+        manifest = json.loads(members.pop("manifest.json"))
+    except (KeyError, ValueError):
+        raise BackupError(f"{source} has no readable manifest; nothing was restored") from None
+    for name, digest in dict(manifest.get("sha256") or {}).items():
+        if hashlib.sha256(members.get(name, b"")).hexdigest() != digest:
+            raise BackupError(f"{source}: {name} does not match its checksum; nothing was restored")
+    for needed in ("keystore.db", "key_pepper"):
+        if needed not in members:
+            raise BackupError(f"{source} lacks {needed}; nothing was restored")
+    _client_count(members["keystore.db"])
+    return manifest, members
+
+
+def check_tree_tar(data: bytes, what: str) -> None:
+    """Refuse a directory tar that could write outside its root when root extracts it.
+
+    Only directories, regular files and symlinks whose target stays inside
+    the tree (certbot's ``live/`` links point into ``../../archive/``); no
+    absolute names, no ``..`` in names, nothing placed under a symlink.
+    """
+    import posixpath
+
+    links: set[str] = set()
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+            for info in tar.getmembers():
+                name = posixpath.normpath(info.name)
+                parts = name.split("/")
+                if info.name.startswith("/") or ".." in info.name.split("/") or name.startswith(".."):
+                    raise BackupError(
+                        f"{what}: member {info.name!r} leaves the directory; nothing was restored"
+                    )
+                if any("/".join(parts[:i]) in links for i in range(1, len(parts))):
+                    raise BackupError(
+                        f"{what}: member {info.name!r} lies under a symlink; nothing was restored"
+                    )
+                if info.issym():
+                    target = posixpath.normpath(posixpath.join(posixpath.dirname(name), info.linkname))
+                    if info.linkname.startswith("/") or target == ".." or target.startswith("../"):
+                        raise BackupError(f"{what}: link {info.name!r} points outside; nothing was restored")
+                    links.add(name)
+                elif not (info.isdir() or info.isfile()):
+                    raise BackupError(f"{what}: member {info.name!r} is not a file; nothing was restored")
+    except tarfile.TarError:
+        raise BackupError(f"{what} is not a readable tar; nothing was restored") from None
+
+
+def restore_backup(
+    cfg: DeployConfig,
+    connector: Connector,
+    source: Path,
+    *,
+    passphrase: Secret | None = None,
+    layout: HostLayout | None = None,
+) -> RestoreResult:
+    """Put a backup's keystore and pepper (and ACME state) onto the deployed host; old keys work there after."""
+    from claudegate.deploy.context import Context
+    from claudegate.deploy.services import wait_gateway_ready
+    from claudegate.keys import list_clients
+
+    manifest, members = _read_bundle(source, passphrase)
+    if cfg.tls.mode == "acme" and "letsencrypt.tar" in members:
+        check_tree_tar(members["letsencrypt.tar"], f"{source}: letsencrypt.tar")
+    layout = layout or HostLayout()
+    sudo = uses_sudo(cfg, connector)
+    serving = serving_gateway_container(cfg, connector, layout)  # a deploy must have set the host up
+    connector.add_secret(Secret(members["key_pepper"].decode("utf-8", errors="replace").strip()))
+    lock = RemoteLock(connector, layout.lock_dir, playbook="restore", sudo=sudo)
+    lock.acquire()
+    restored = ["keystore", "pepper"]
+    try:
+        names = _host(
+            cfg, connector, docker_cli.container_list(layout.prefix, role="gateway"), "listing gateways"
+        )
+        running = [
+            name
+            for name in names.decode().split()
+            if _host(cfg, connector, [docker_cli.DOCKER, "inspect", "--format", "{{.State.Running}}", name],
+                     f"inspecting {name}").strip() == b"true"
+        ]  # fmt: skip
+        for name in running:
+            _host(cfg, connector, docker_cli.container_stop(name), f"stopping {name}")
+        owner = f"{GATEWAY_UID}:{GATEWAY_GID}"
+        keystore = f"{layout.data}/keys.db"
+        _host(
+            cfg, connector, ["rm", "-f", "--", f"{keystore}-wal", f"{keystore}-shm"], "removing the old WAL"
+        )
+        connector.put_file(keystore, members["keystore.db"], 0o600, owner, sudo=sudo)
+        connector.put_file(layout.pepper_file, members["key_pepper"], 0o600, owner, sudo=sudo)
+        if cfg.tls.mode == "acme" and "letsencrypt.tar" in members:
+            _host(cfg, connector, ["sh", "-c", _UNTAR_DIR, "claudegate-restore", layout.acme_state],
+                  "restoring the ACME state", input=members["letsencrypt.tar"])  # fmt: skip
+            restored.append("ACME account and certificates")
+        for name in sorted(set(running) | {serving}, key=lambda n: n != serving):
+            _host(cfg, connector, docker_cli.container_start(name), f"starting {name}")
+        ctx = Context(cfg=cfg, connector=connector, layout=layout, playbook="restore")
+        wait_gateway_ready(ctx, serving)
+    finally:
+        lock.release()
+    clients = tuple(c.name for c in list_clients(cfg, connector, layout=layout) if c.active)
+    return RestoreResult(
+        target=connector.target,
+        clients=clients,
+        restored=tuple(restored),
+        created_at=str(manifest.get("created_at", "?")),
+        source_domain=str(manifest.get("domain", "?")),
+    )

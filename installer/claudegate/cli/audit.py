@@ -1,0 +1,83 @@
+"""``claudegate audit``: attack the deployed gateway from outside, report what held."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from claudegate.cli import output
+from claudegate.cli.options import ConfigOpt, HostKeyOpt, JsonOpt, run, session
+
+__all__ = ["audit_command"]
+
+
+def audit_command(
+    config: ConfigOpt,
+    quick: Annotated[bool, typer.Option("--quick", help="the fast subset a deploy runs (no bursts, no slow clients)")] = False,
+    only: Annotated[
+        list[str] | None,
+        typer.Option("--only", metavar="PROBE", help="run only this probe or group (repeat), e.g. authz or tls.protocols"),
+    ] = None,
+    report: Annotated[
+        Path | None, typer.Option("--report", metavar="FILE.md|FILE.html", help="write every probe's evidence here")
+    ] = None,
+    probe_source: Annotated[
+        str | None,
+        typer.Option("--probe-source", metavar="ADDRESS",
+                     help="a local address outside the allowlist to send the allowlist probe from"),
+    ] = None,
+    accept_host_key: HostKeyOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Attack the deployed gateway the way a hostile client would, and report what held.
+
+    \b
+    Groups: tls (versions, suites, certificate, HSTS, redirect), edge (every
+    error Anthropic-shaped, no internal endpoint, only 80/443 open), auth (bad,
+    misplaced, revoked, expired keys), authz (path and encoding tricks, scopes,
+    another client's files; the gateway's audit log proves nothing reached
+    upstream), limits (burst, exact per-key rate, body size, slow clients,
+    connection cap), allowlist.
+
+    Temporary clients are created for the run and revoked at its end. The scan
+    spends no upstream tokens (what reaches upstream: model lists and one
+    small file it deletes again); the summary says how many it spent. Exit 0
+    only when every probe that could run held; each failure names the config
+    key or component to fix.
+
+    \b
+      claudegate audit --config deploy.yaml
+      claudegate audit --config deploy.yaml --only authz --report audit.html
+    """
+
+    def body() -> None:
+        from claudegate.audit.result import row
+        from claudegate.errors import AuditFailed, ConfigError
+
+        if report is not None and report.suffix.lower() not in (".md", ".html", ".htm"):
+            raise ConfigError(f"--report {report}: give a .md or .html file name")
+        with session(config, accept_host_key=accept_host_key) as s:
+            result = s.audit(quick=quick, only=tuple(only or ()), probe_source=probe_source)
+        if report is not None:
+            text = result.html() if report.suffix.lower() in (".html", ".htm") else result.markdown()
+            report.write_text(text)
+            output.err(f"report written to {report}")
+        if json_out:
+            import json
+
+            sys.stdout.write(json.dumps(result.to_json(), indent=2) + "\n")
+        else:
+            for probe in result.results:
+                print(row(probe))
+            print(result.summary())
+            for note in result.notes:
+                output.err(f"note: {note}")
+        if not result.ok:
+            names = [r.name for r in result.failed]
+            fixes = "; ".join(f"{r.name}: {r.fix}" for r in result.failed if r.fix)
+            raise AuditFailed(f"{len(names)} probe(s) did not hold: {', '.join(names)}", failed=names, hint=fixes)
+
+    run(body)

@@ -1,0 +1,197 @@
+"""``claudegate keys``: client keys on the deployed gateway (a thin front end over :mod:`claudegate.keys`)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import typer
+
+from claudegate.cli import output
+from claudegate.cli.options import ConfigOpt, HostKeyOpt, JsonOpt, connect, load, run
+
+__all__ = ["keys_app"]
+
+keys_app = typer.Typer(
+    help="""Create, list, rotate and revoke client keys on the deployed gateway.
+
+\b
+  claudegate keys list   --config deploy.yaml [--json]
+  claudegate keys create ci --config deploy.yaml --model 'claude-haiku-*' --rpm 60 --expires 2027-06-30
+  claudegate keys rotate ci --config deploy.yaml --overlap 24h
+  claudegate keys revoke ci --config deploy.yaml
+
+Works on local and SSH targets alike: the commands run in the serving
+gateway container, whose keystore every release shares. A new key is shown
+once (alone on stdout's last line) and saved 0600 in <state_dir>/keys/.
+Clients listed in deploy.yaml are better managed there: a deploy creates
+them and applies scope changes in place.""",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+
+
+def _when(value: datetime | None, now: datetime) -> str:
+    if value is None:
+        return "never"
+    days = (value - now).total_seconds() / 86400
+    stamp = value.strftime("%Y-%m-%d %H:%M")
+    if days < 0:
+        return f"{stamp} (past)"
+    return f"{stamp} (in {days:.0f}d)" if days >= 1 else f"{stamp} (in {days * 24:.1f}h)"
+
+
+def _limits(scopes: dict[str, Any]) -> str:
+    parts = [
+        f"{key}={scopes[key]}" for key in ("rpm", "tpm", "daily_tokens", "max_tokens") if scopes.get(key)
+    ]
+    if scopes.get("stream") is False:
+        parts.append("no-stream")
+    return " ".join(parts) or "-"
+
+
+def _table(clients: list[Any]) -> str:
+    now = datetime.now(UTC)
+    rows = [("NAME", "STATE", "KEYS", "EXPIRES", "MODELS", "LIMITS")]
+    for c in clients:
+        keys = [
+            k.public_id + (f" (ends {_when(k.not_after, now)})" if k.not_after is not None else "")
+            for k in c.credentials
+            if k.active
+        ]
+        rows.append(
+            (
+                c.name,
+                c.state,
+                ", ".join(keys) or "-",
+                _when(c.expires_at, now),
+                ",".join(c.scopes.get("models") or ["*"]),
+                _limits(c.scopes),
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    return "\n".join(
+        "  ".join([*(cell.ljust(w) for cell, w in zip(row[:-1], widths, strict=True)), row[-1]]).rstrip()
+        for row in rows
+    )
+
+
+def _show_key(issued: Any, json_out: bool, what: str) -> None:
+    if json_out:
+        print(json.dumps(issued.to_json(), indent=2))
+        return
+    output.err(f"{what}; the new key is shown once (a copy is in {issued.saved_to}, 0600):")
+    if issued.old_keys_end is not None:
+        output.err(f"the previous key works until {issued.old_keys_end.strftime('%Y-%m-%dT%H:%M:%SZ')}")
+    sys.stdout.write(issued.key.reveal() + "\n")
+
+
+@keys_app.command("list")
+def keys_list(config: ConfigOpt, accept_host_key: HostKeyOpt = None, json_out: JsonOpt = False) -> None:
+    """List clients: state, key prefixes (never secrets), expiry, models and limits."""
+
+    def body() -> None:
+        from claudegate.keys import list_clients
+
+        cfg = load(config)
+        with connect(cfg, accept_host_key) as conn:
+            clients = list_clients(cfg, conn)
+        if json_out:
+            print(json.dumps([c.to_json() for c in clients], indent=2))
+        else:
+            print(_table(clients))
+
+    run(body)
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Argument(help="client name: letters, digits, '.', '_', '-'")],
+    config: ConfigOpt,
+    models: Annotated[
+        list[str] | None, typer.Option("--model", help="allowed model glob (repeat; default any)")
+    ] = None,
+    endpoints: Annotated[
+        list[str] | None, typer.Option("--endpoint", help="allowed path glob (repeat; default /v1/*)")
+    ] = None,
+    betas: Annotated[
+        list[str] | None, typer.Option("--beta", help="allowed anthropic-beta (repeat; default any)")
+    ] = None,
+    max_tokens: Annotated[int | None, typer.Option(help="cap on max_tokens per request")] = None,
+    no_stream: Annotated[bool, typer.Option("--no-stream", help="refuse streaming requests")] = False,
+    rpm: Annotated[int | None, typer.Option(help="requests per minute")] = None,
+    tpm: Annotated[int | None, typer.Option(help="tokens per minute (input + output)")] = None,
+    daily_tokens: Annotated[int | None, typer.Option(help="tokens per UTC day")] = None,
+    expires: Annotated[
+        str | None,
+        typer.Option(help="when the key stops working, ISO 8601 (2027-06-30 or 2027-06-30T12:00:00Z)"),
+    ] = None,
+    accept_host_key: HostKeyOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Create a client; its key is printed once, alone on stdout's last line."""
+
+    def body() -> None:
+        from claudegate.keys import client_spec, create_client
+
+        spec = client_spec(
+            name, models=models, endpoints=endpoints, betas=betas, max_tokens=max_tokens,
+            stream=False if no_stream else None, rpm=rpm, tpm=tpm, daily_tokens=daily_tokens, expires=expires,
+        )  # fmt: skip
+        cfg = load(config)
+        with connect(cfg, accept_host_key) as conn:
+            issued = create_client(cfg, conn, spec)
+        _show_key(issued, json_out, f"created client {name}")
+
+    run(body)
+
+
+@keys_app.command("rotate")
+def keys_rotate(
+    name: str,
+    config: ConfigOpt,
+    overlap: Annotated[
+        str, typer.Option(help="how long the old key keeps working: 0s (stop now), 30m, 24h, 7d")
+    ] = "0s",
+    accept_host_key: HostKeyOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Issue a new key for a client; the old one works until the overlap ends. Scopes stay."""
+
+    def body() -> None:
+        from claudegate.keys import client_spec, parse_duration, rotate_client
+
+        client_spec(name)  # bad input fails before connecting
+        seconds = parse_duration(overlap)
+        cfg = load(config)
+        with connect(cfg, accept_host_key) as conn:
+            issued = rotate_client(cfg, conn, name, overlap_seconds=seconds)
+        _show_key(issued, json_out, f"rotated client {name}")
+
+    run(body)
+
+
+@keys_app.command("revoke")
+def keys_revoke(name: str, config: ConfigOpt, accept_host_key: HostKeyOpt = None) -> None:
+    """Revoke a client: every key of it is refused from its next request on.
+
+    A client still listed in deploy.yaml is created anew (new key) by the next
+    deploy; remove it there too.
+    """
+
+    def body() -> None:
+        from claudegate.keys import client_spec, revoke_client
+
+        client_spec(name)
+        cfg = load(config)
+        with connect(cfg, accept_host_key) as conn:
+            revoke_client(cfg, conn, name)
+        print(f"revoked client {name}")
+        if any(c.name == name for c in cfg.clients):
+            output.err(
+                f"note: {name} is still listed in {config}; the next deploy creates it again with a new key"
+            )
+
+    run(body)

@@ -1,0 +1,102 @@
+"""What every command shares: the ``--config``/``--json``/``--accept-host-key``
+options, the core session a command drives, and the mapping of the error
+tree to exit codes. Heavy modules load inside the helpers, so ``--help``
+stays fast."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from claudegate.cli import output
+from claudegate.errors import ClaudegateError, ExitCode
+
+__all__ = ["ConfigOpt", "ExitCode", "HostKeyOpt", "JsonOpt", "connect", "load", "run", "session"]
+
+ConfigOpt = Annotated[
+    Path,
+    typer.Option("--config", "-c", help="deploy.yaml to use", envvar="CLAUDEGATE_CONFIG", show_default=False),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output on stdout")]
+HostKeyOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--accept-host-key",
+        metavar="SHA256:...",
+        help="on first contact, trust the host key with exactly this fingerprint (ssh-keygen -lf form)",
+    ),
+]
+
+
+def load(config: Path) -> Any:
+    from claudegate.config import load_config
+
+    return load_config(config)
+
+
+def _open(cfg: Any, accept_host_key: str | None, yes: bool, progress: Any) -> Any:
+    from claudegate.cli.interaction import CliInteraction
+    from claudegate.session.core import Session
+
+    interaction = CliInteraction(yes=yes, accept_host_key=accept_host_key)
+    return Session(cfg, interaction, progress=progress, accept_host_key=accept_host_key)
+
+
+@contextlib.contextmanager
+def session(
+    config: Path,
+    *,
+    accept_host_key: str | None = None,
+    yes: bool = False,
+    progress: Any = None,
+) -> Iterator[Any]:
+    """The core session for a command: prompts on a terminal, flags otherwise; Ctrl-C cancels."""
+    opened = _open(load(config), accept_host_key, yes, progress)
+    with opened, _cancel_on_sigint(opened):
+        yield opened
+
+
+@contextlib.contextmanager
+def connect(cfg: Any, accept_host_key: str | None, *, yes: bool = False) -> Iterator[Any]:
+    """A connection verified through a core session (an unknown host key is asked, as everywhere)."""
+    opened = _open(cfg, accept_host_key, yes, None)
+    with opened, _cancel_on_sigint(opened):
+        yield opened.connect()
+
+
+@contextlib.contextmanager
+def _cancel_on_sigint(running: Any) -> Iterator[None]:
+    """First Ctrl-C: cancel at the next safe point (journal written, lock released); second: stop now."""
+
+    def handler(signum: int, frame: Any) -> None:
+        if running.cancelled:
+            raise KeyboardInterrupt
+        output.err("cancelling at the next safe point (Ctrl-C again to stop at once)")
+        running.cancel("interrupted (Ctrl-C)")
+
+    try:
+        previous = signal.signal(signal.SIGINT, handler)
+    except ValueError:  # not the main thread (an embedding program): leave its handler alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def run(fn: Any) -> None:
+    """Run a command body, mapping the error tree to exit codes (one enum: :class:`ExitCode`)."""
+    try:
+        fn()
+    except ClaudegateError as exc:
+        output.error(exc)
+        raise typer.Exit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        output.err("interrupted; a rerun resumes where this one stopped")
+        raise typer.Exit(ExitCode.CANCELLED) from None

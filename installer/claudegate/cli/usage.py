@@ -1,0 +1,57 @@
+"""``claudegate usage``: requests and tokens per client per day, from the audit log (over the connector)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from claudegate.cli.options import ConfigOpt, HostKeyOpt, connect, load, run
+
+__all__ = ["usage_command"]
+
+
+def usage_command(
+    config: ConfigOpt,
+    client: Annotated[str | None, typer.Option("--client", help="only this client")] = None,
+    since: Annotated[
+        str | None, typer.Option("--since", metavar="YYYY-MM-DD", help="from this UTC day on")
+    ] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="JSON on stdout")] = False,
+    csv_out: Annotated[
+        bool, typer.Option("--csv", help="CSV on stdout (one row per client per day)")
+    ] = False,
+    accept_host_key: HostKeyOpt = None,
+) -> None:
+    """Requests, input and output tokens per client per UTC day, with a cost estimate.
+
+    Read from the gateway's audit log on the host (local or over SSH); the
+    cost uses the list prices in claudegate/prices.py (their date is printed),
+    at standard rates: caching and batch discounts are not applied.
+
+    \b
+      claudegate usage --config deploy.yaml
+      claudegate usage --config deploy.yaml --client team-a --since 2026-11-01 --csv > team-a.csv
+    """
+
+    def body() -> None:
+        from claudegate.errors import ConfigError
+        from claudegate.usage import parse_since, read_usage
+
+        if json_out and csv_out:
+            raise ConfigError("--json and --csv: choose one output format")
+        first = parse_since(since) if since is not None else None
+        cfg = load(config)
+        with connect(cfg, accept_host_key) as conn:
+            report = read_usage(cfg, conn, client=client, since=first)
+        if json_out:
+            import json
+
+            print(json.dumps(report.to_json(), indent=2))
+        elif csv_out:
+            sys.stdout.write(report.to_csv())
+        else:
+            print(report.text())
+
+    run(body)

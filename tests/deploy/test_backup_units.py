@@ -1,0 +1,166 @@
+"""Backup files without a server: sealing, tampering, hostile archives, file modes."""
+
+from __future__ import annotations
+
+import io
+import json
+import sqlite3
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from claudegate.backup import (
+    MAGIC_PLAIN,
+    BackupError,
+    _read_bundle,
+    _write_private,
+    read_passphrase,
+    seal,
+    unseal,
+)
+from claudegate.errors import ConfigError
+from claudegate.redact import Secret
+
+PASS = Secret("correct horse battery staple")
+
+
+def _keystore() -> bytes:
+    db = sqlite3.connect(":memory:")
+    db.execute("CREATE TABLE clients (name TEXT)")
+    db.execute("INSERT INTO clients VALUES ('team-a')")
+    db.commit()
+    return bytes(db.serialize())
+
+
+def _bundle(members: dict[str, bytes], *, links: tuple[str, ...] = ()) -> bytes:
+    import hashlib
+
+    manifest = {"format": 1, "sha256": {n: hashlib.sha256(d).hexdigest() for n, d in members.items()}}
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for name, data in {"manifest.json": json.dumps(manifest).encode(), **members}.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        for name in links:
+            info = tarfile.TarInfo(name)
+            info.type = tarfile.SYMTYPE
+            info.linkname = "/etc/shadow"
+            tar.addfile(info)
+    return buffer.getvalue()
+
+
+def test_sealed_backup_round_trips_and_refuses_a_wrong_passphrase_or_a_changed_byte(tmp_path: Path) -> None:
+    bundle = _bundle({"keystore.db": _keystore(), "key_pepper": b"pepper\n"})
+    sealed = seal(bundle, PASS)
+    assert b"pepper" not in sealed and b"team-a" not in sealed
+    src = tmp_path / "b"
+    assert unseal(sealed, PASS, src) == bundle
+    with pytest.raises(BackupError, match="wrong passphrase"):
+        unseal(sealed, Secret("another passphrase!"), src)
+    flipped = bytearray(sealed)
+    flipped[-20] ^= 1
+    with pytest.raises(BackupError, match="wrong passphrase, or the file was changed"):
+        unseal(bytes(flipped), PASS, src)
+    with pytest.raises(ConfigError, match="encrypted"):
+        unseal(sealed, None, src)
+    with pytest.raises(BackupError, match="not a claudegate backup"):
+        unseal(b"PK\x03\x04 some zip", PASS, src)
+
+
+def test_restore_reads_only_plain_checked_members(tmp_path: Path) -> None:
+    good = {"keystore.db": _keystore(), "key_pepper": b"pepper\n"}
+    path = tmp_path / "ok.cgbackup"
+    path.write_bytes(seal(_bundle(good), None))
+    manifest, members = _read_bundle(path, None)
+    assert members == good and manifest["format"] == 1
+    # A link, a path, a changed member, a missing pepper: each refused before anything is restored.
+    for bad, match in (
+        (_bundle(good, links=("key_pepper2",)), "unexpected member"),
+        (_bundle({**good, "../etc/cron.d/x": b"x"}), "unexpected member"),
+        (_bundle({"keystore.db": good["keystore.db"]}), "lacks key_pepper"),
+        (_bundle({**good, "keystore.db": b"not sqlite" * 100}), "not a readable SQLite"),
+    ):
+        path.write_bytes(MAGIC_PLAIN + bad)
+        with pytest.raises(BackupError, match=match):
+            _read_bundle(path, None)
+    # A member changed after the manifest was written: refused by its checksum.
+    buffer = io.BytesIO()
+    with (
+        tarfile.open(fileobj=io.BytesIO(_bundle(good)), mode="r:gz") as src,
+        tarfile.open(fileobj=buffer, mode="w:gz") as dst,
+    ):
+        for info in src.getmembers():
+            data = src.extractfile(info).read()  # type: ignore[union-attr]
+            if info.name == "key_pepper":
+                data = b"attacker's pepper\n"
+                info.size = len(data)
+            dst.addfile(info, io.BytesIO(data))
+    path.write_bytes(MAGIC_PLAIN + buffer.getvalue())
+    with pytest.raises(BackupError, match="key_pepper does not match its checksum"):
+        _read_bundle(path, None)
+
+
+def test_backup_file_is_0600_from_the_start_and_not_overwritten(tmp_path: Path) -> None:
+    out = tmp_path / "b.cgbackup"
+    _write_private(out, b"data", force=False)
+    assert out.stat().st_mode & 0o777 == 0o600
+    with pytest.raises(ConfigError, match="exists"):
+        _write_private(out, b"other", force=False)
+    assert out.read_bytes() == b"data"
+    link = tmp_path / "link"
+    link.symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(ConfigError):
+        _write_private(link, b"x", force=True)  # O_NOFOLLOW: never written through a planted link
+    assert not (tmp_path / "elsewhere").exists()
+
+
+def test_passphrases(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert read_passphrase() is None
+    f = tmp_path / "pass"
+    f.write_text("a long enough passphrase\nignored\n")
+    assert read_passphrase(file=f) == Secret("a long enough passphrase")
+    monkeypatch.setenv("CG_PASS", "short")
+    with pytest.raises(ConfigError, match="shorter than 12"):
+        read_passphrase(env="CG_PASS")
+    with pytest.raises(ConfigError, match="one of them"):
+        read_passphrase(file=f, env="CG_PASS")
+    with pytest.raises(ConfigError, match="cannot read"):
+        read_passphrase(file=tmp_path / "missing")
+
+
+def _tree(*entries: tuple[str, str, str]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, kind, target in entries:
+            info = tarfile.TarInfo(name)
+            if kind == "dir":
+                info.type = tarfile.DIRTYPE
+            elif kind == "link":
+                info.type, info.linkname = tarfile.SYMTYPE, target
+            elif kind == "hard":
+                info.type, info.linkname = tarfile.LNKTYPE, target
+            tar.addfile(info, io.BytesIO(b"") if kind == "file" else None)
+    return buffer.getvalue()
+
+
+def test_the_acme_tree_cannot_write_outside_its_directory_when_root_extracts_it() -> None:
+    from claudegate.backup import check_tree_tar
+
+    # certbot's own shape passes: live/ links into ../../archive/.
+    check_tree_tar(
+        _tree(("./archive", "dir", ""), ("./archive/gw/cert1.pem", "file", ""), ("./live", "dir", ""),
+              ("./live/gw", "dir", ""), ("./live/gw/cert.pem", "link", "../../archive/gw/cert1.pem")),
+        "t",
+    )  # fmt: skip
+    for bad in (
+        _tree(("../etc/cron.d/x", "file", "")),
+        _tree(("/etc/passwd", "file", "")),
+        _tree(("./a/../../x", "file", "")),
+        _tree(("./l", "link", "/etc"), ("./l/cron.d/x", "file", "")),
+        _tree(("./l", "link", "../../etc")),
+        _tree(("./h", "hard", "/etc/shadow")),
+    ):
+        with pytest.raises(BackupError, match="nothing was restored"):
+            check_tree_tar(bad, "t")

@@ -1,0 +1,115 @@
+"""End to end: `claudegate audit` against a stack deployed to a fresh server over SSH.
+
+Every probe that can run must hold against the stack as deployed; the run's
+temporary clients are revoked when it ends, and a deploy revokes any that a
+killed run left behind. The weakened-stack cases (each protection removed in
+turn) are in tests/audit/test_audit_weakened.py.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from claudegate.cli import app
+from claudegate.config import DeployConfig
+from claudegate.deploy import connector_for, deploy
+from claudegate.keys import list_clients, run_gateway_keys
+from tests.deploy.support import write_config, write_secret
+from tests.support.fake_anthropic import spawn_fake
+from tests.support.fresh_server import start_fresh_server
+
+pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.timeout(900)]
+
+KEY = "sk-ant-api03-audit-" + secrets.token_hex(12)
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, DeployConfig]]:
+    directory = tmp_path_factory.mktemp("audit")
+    with start_fresh_server(directory / "server") as server:
+        fake = spawn_fake("0.0.0.0:0", api_keys=[KEY])
+        try:
+            doc: dict[str, Any] = {
+                "target": {
+                    "host": server.ip, "user": server.user, "ssh_key": str(server.key_path),
+                    "known_hosts": str(directory / "known_hosts"),
+                    "host_key_fingerprint": server.host_key_fingerprint,
+                },
+                "domain": "gw.test",
+                "tls": {"mode": "internal-ca"},
+                "upstream": {
+                    "base_url": f"http://{server.host_address}:{fake.url.rsplit(':', 1)[1]}",
+                    "api_key_file": str(write_secret(directory / "key", KEY)),
+                },
+                "clients": [{"name": "team-a"}],
+                # Short client timeouts: the slow-client probes wait them out.
+                "limits": {"per_ip": {"rate": "50r/s", "burst": 40}, "timeouts": {"client_header": 4, "client_body": 4}},
+                "state_dir": str(directory / "state"),
+            }  # fmt: skip
+            cfg = write_config(directory, doc)
+            with connector_for(cfg) as conn:
+                result = deploy(cfg, conn)
+            assert result.smoke is not None and result.smoke.ok, result.smoke.table() if result.smoke else ""
+            yield directory / "deploy.yaml", cfg
+        finally:
+            fake.stop()
+
+
+def _audit_clients(cfg: DeployConfig) -> dict[str, bool]:
+    with connector_for(cfg) as conn:
+        return {c.name: c.active for c in list_clients(cfg, conn) if c.name.startswith("claudegate-audit-")}
+
+
+def test_every_probe_holds_and_nothing_is_left_behind(deployed: tuple[Path, DeployConfig], tmp_path: Path) -> None:
+    path, cfg = deployed
+    report_file = tmp_path / "audit.html"
+    result = runner.invoke(app, ["audit", "--config", str(path), "--json", "--report", str(report_file)])
+    doc = json.loads(result.stdout)
+    failed = [(p["name"], p["detail"]) for p in doc["probes"] if p["verdict"] == "failed"]
+    assert result.exit_code == 0 and not failed, failed or result.output
+    verdicts = {p["name"]: p["verdict"] for p in doc["probes"]}
+    # The probes that need nothing special from the target all ran and held.
+    for name in ("tls.protocols", "tls.ciphers", "tls.certificate", "edge.errors_shaped", "edge.open_ports",
+                 "auth.keys_refused", "authz.path_tricks", "authz.scopes", "authz.other_clients_objects",
+                 "limits.body_size", "limits.slow_clients", "limits.key_rpm_exact", "limits.per_ip_burst",
+                 "authz.nothing_reached_upstream"):  # fmt: skip
+        assert verdicts[name] == "held", (name, verdicts[name])
+    # No allowlist in this config: said, not counted as held.
+    assert verdicts["allowlist.outside_refused"] == "untested"
+    assert doc["tokens_spent"] == 0
+    html = report_file.read_text()
+    assert "authz.path_tricks" in html and "/v1/%6Dessages" in html
+    # Every temporary client was revoked at the end, and no key is in the report.
+    clients = _audit_clients(cfg)
+    assert clients and not any(clients.values()), clients
+    full_key = re.compile(r"cgk_[A-Za-z0-9]{10}_[A-Za-z0-9]{40}")
+    assert not full_key.search(html) and not full_key.search(result.stdout)
+
+
+def test_a_deploy_revokes_clients_a_killed_audit_left(deployed: tuple[Path, DeployConfig]) -> None:
+    _path, cfg = deployed
+    name = "claudegate-audit-run-killed" + secrets.token_hex(2)
+    with connector_for(cfg) as conn:
+        run_gateway_keys(cfg, conn, ["create", name, "--models", "claude-haiku-*"])
+    assert _audit_clients(cfg)[name] is True
+    with connector_for(cfg) as conn:
+        again = deploy(cfg, conn)
+    assert any(name in change for step in again.steps for change in step.changes), again.plan_text()
+    assert _audit_clients(cfg)[name] is False
+
+
+def test_an_unknown_probe_name_fails_before_anything_is_created(deployed: tuple[Path, DeployConfig]) -> None:
+    path, cfg = deployed
+    before = _audit_clients(cfg)
+    result = runner.invoke(app, ["audit", "--config", str(path), "--only", "tls.nonsense"])
+    assert result.exit_code == 2 and "names no probe" in result.output and "tls.protocols" in result.output
+    assert _audit_clients(cfg) == before

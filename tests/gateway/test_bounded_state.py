@@ -1,0 +1,213 @@
+"""In-process pieces that keep one client from taking more than its share:
+the fair upstream slots, the in-flight cap, the bounded audit log, the bounded
+key cache, the additive daily budget, the ownership record and list filter."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+from pathlib import Path
+
+import pytest
+
+from claudegate_gateway.audit import AuditLog
+from claudegate_gateway.concurrency import FairSlots, InFlight
+from claudegate_gateway.errors import GatewayError
+from claudegate_gateway.keystore import KEY_PREFIX, KeyStore, Scopes
+from claudegate_gateway.limits import Limiter
+from claudegate_gateway.ownership import MAX_SCAN_PAGES, PageScan, file_ids
+
+
+def test_in_flight_cap_is_a_429_with_retry_after_and_frees_on_exit() -> None:
+    cap = InFlight(2)
+    with cap.admit("a"), cap.admit("a"):
+        with pytest.raises(GatewayError) as err, cap.admit("a"):
+            pass
+        assert err.value.status == 429 and err.value.error_type == "rate_limit_error"
+        assert err.value.headers["retry-after"] == "1"
+        with cap.admit("b"):  # another key is not affected
+            assert cap.count("b") == 1
+    assert cap.count("a") == 0
+    with cap.admit("a"):
+        pass
+
+
+def test_fair_slots_go_to_the_key_holding_fewest() -> None:
+    async def run() -> list[str]:
+        slots = FairSlots(2)
+        order: list[str] = []
+        await slots.acquire("flood")
+        await slots.acquire("flood")  # the pool is full
+        waiters = [asyncio.create_task(slots.acquire("flood")) for _ in range(5)]
+        await asyncio.sleep(0)
+        late = asyncio.create_task(slots.acquire("polite"))
+        await asyncio.sleep(0)
+        for task, name in [*((w, "flood") for w in waiters), (late, "polite")]:
+            task.add_done_callback(lambda _t, n=name: order.append(n))
+        slots.release("flood")  # one slot frees: "polite" holds none, so it goes first
+        await asyncio.sleep(0)
+        assert slots.held("polite") == 1 and slots.waiting("flood") == 5
+        for _ in range(5):
+            slots.release("flood")
+            await asyncio.sleep(0)
+        await asyncio.gather(*waiters, late)
+        return order
+
+    assert asyncio.run(run())[0] == "polite"
+
+
+def test_fair_slot_wait_times_out_and_a_cancelled_waiter_leaks_nothing() -> None:
+    async def run() -> None:
+        slots = FairSlots(1)
+        await slots.acquire("a")
+        with pytest.raises(GatewayError) as err:
+            async with slots.slot("b", wait=0.05):
+                pass
+        assert err.value.error_type == "timeout_error"
+        task = asyncio.create_task(slots.acquire("c"))
+        await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert slots.waiting() == 0
+        slots.release("a")
+        assert slots.free == 1
+        async with slots.slot("b", wait=0.05):
+            assert slots.free == 0
+        assert slots.free == 1
+
+    asyncio.run(run())
+
+
+def test_audit_fields_are_bounded(tmp_path: Path) -> None:
+    log = AuditLog(tmp_path / "audit.jsonl", field_chars=100)
+    log.write({"model": "m" * 20_000_000, "filters": [{"rule": "r" * 500}] * 1000, "path": "/v1/x"})
+    log.close()
+    line = (tmp_path / "audit.jsonl").read_bytes()
+    assert len(line) < 10_000
+    rec = json.loads(line)
+    assert rec["model"].startswith("m" * 100) and "more chars" in rec["model"]
+    assert len(rec["filters"]) == 33 and rec["path"] == "/v1/x"
+
+
+def test_audit_rotates_by_size_and_keeps_a_bounded_number_of_files(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog(path, rotate_bytes=65536, keep_files=3)
+    for i in range(4000):
+        log.write({"i": i, "pad": "x" * 100})
+    log.close()
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files == ["audit.jsonl", "audit.jsonl.1", "audit.jsonl.2", "audit.jsonl.3"]
+    assert all(p.stat().st_size <= 65536 for p in tmp_path.iterdir())
+    # Nothing torn: every kept line is whole and the newest is in audit.jsonl.
+    assert json.loads(path.read_text().splitlines()[-1])["i"] == 3999
+    for p in tmp_path.iterdir():
+        for line in p.read_text().splitlines():
+            json.loads(line)
+
+
+def test_two_writers_follow_each_others_rotation(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    a = AuditLog(path, rotate_bytes=65536, keep_files=2)
+    b = AuditLog(path, rotate_bytes=65536, keep_files=2)
+    for i in range(3000):
+        (a if i % 2 else b).write({"i": i, "pad": "x" * 100})
+    a.close()
+    b.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["audit.jsonl", "audit.jsonl.1", "audit.jsonl.2"]
+    assert all(p.stat().st_size <= 2 * 65536 for p in tmp_path.iterdir())
+
+
+def test_unknown_key_ids_do_not_grow_the_cache(tmp_path: Path) -> None:
+    store = KeyStore(tmp_path / "keys.db", "pepper", cache_entries=64)
+    good = store.create("team", Scopes())
+    for _ in range(1000):
+        public = KEY_PREFIX + secrets.token_hex(5)
+        assert store.authenticate(f"{public}_{secrets.token_hex(20)}") is None
+    assert len(store._cache) <= 64
+    client = store.authenticate(good)
+    assert client is not None and client.name == "team"
+    store.close()
+
+
+def test_daily_usage_is_added_not_overwritten(tmp_path: Path) -> None:
+    one = KeyStore(tmp_path / "keys.db", "pepper")
+    two = KeyStore(tmp_path / "keys.db", "pepper")
+    la, lb = Limiter(), Limiter()
+    day = la.day
+    la.pending = {(day, "team"): 700}
+    lb.pending = {(day, "team"): 500}
+    la.sync(one.add_daily)
+    lb.sync(two.add_daily)
+    assert lb.daily == {"team": 1200}
+    la.sync(one.add_daily)  # nothing pending: re-reads the other process's usage
+    assert la.daily == {"team": 1200}
+    la.pending = {(day, "team"): -5000}  # a refund never takes the total below zero
+    la.sync(one.add_daily)
+    assert la.daily == {"team": 0}
+    one.close()
+    two.close()
+
+
+def test_reusing_a_revoked_name_does_not_inherit_its_objects(tmp_path: Path) -> None:
+    store = KeyStore(tmp_path / "keys.db", "pepper")
+    store.create("team", Scopes())
+    store.owners.record("batch", "msgbatch_1", "team")
+    assert store.owners.owns("batch", "msgbatch_1", "team")
+    store.owners.record("batch", "msgbatch_1", "intruder")  # first claim wins
+    assert not store.owners.owns("batch", "msgbatch_1", "intruder")
+    store.revoke("team")
+    store.create("team", Scopes())
+    assert not store.owners.owns("batch", "msgbatch_1", "team")
+    store.close()
+
+
+def test_file_ids_found_at_any_depth() -> None:
+    body = {
+        "messages": [{"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": "t", "content": [
+                {"type": "document", "source": {"type": "file", "file_id": "file_inner"}}]},
+            {"type": "image", "source": {"type": "file", "file_id": "file_img"}},
+        ]}],
+        "future_field": {"deep": [{"file_id": 12}]},
+    }
+    assert sorted(map(str, file_ids(body))) == ["12", "file_img", "file_inner"]
+
+
+def _upstream_page(ids: list[str], after: str | None, size: int) -> dict[str, object]:
+    """What upstream answers to ?after_id=&limit= (everyone's objects)."""
+    start = ids.index(after) + 1 if after is not None else 0
+    return {"data": [{"id": x} for x in ids[start : start + size]], "has_more": start + size < len(ids)}
+
+
+def test_page_scan_fills_a_page_across_upstream_pages() -> None:
+    everyone = [f"b{i:03d}" for i in range(100)]
+    mine = {f"b{i:03d}" for i in range(3, 100, 10)}  # 10 of 100
+    collected: list[str] = []
+    after: str | None = None
+    while True:
+        scan = PageScan(limit=3, backward=False)
+        cursor = after
+        while True:
+            nxt = scan.take(_upstream_page(everyone, cursor, 7), mine)
+            if nxt is None:
+                break
+            cursor = nxt
+        out = scan.result()
+        collected += [d["id"] for d in out["data"]]
+        assert all(d["id"] in mine for d in out["data"])
+        if not out["has_more"]:
+            break
+        after = out["last_id"]
+    assert collected == sorted(mine)
+
+
+def test_page_scan_is_bounded() -> None:
+    scan = PageScan(limit=5, backward=False)
+    n = 0
+    while scan.take({"data": [{"id": f"x{n}"}], "has_more": True}, set()) is not None:
+        n += 1
+    assert scan.pages == MAX_SCAN_PAGES
+    out = scan.result()
+    assert out["data"] == [] and out["has_more"] is True

@@ -1,0 +1,67 @@
+"""A missing Anthropic key file is asked for (through the interaction) and saved 0600 where the config says."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from claudegate.cli.interaction import CliInteraction
+from claudegate.errors import ConfigError, ConnectionFailed
+from claudegate.session import ScriptedInteraction, SecretQuestion, Session
+from claudegate.session.document import config_from_document
+
+KEY = "sk-ant-api03-asked-" + "k" * 30
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])  # closed again when this returns: nothing listens there
+
+
+def _doc(tmp_path: Path, key_file: Path) -> dict[str, Any]:
+    return {
+        # Nothing listens there: the run stops at connecting, after the question.
+        "target": {"host": "127.0.0.1", "port": _closed_port(), "user": "deploy",
+                   "known_hosts": str(tmp_path / "kh")},
+        "domain": "gw.example.com",
+        "tls": {"mode": "internal-ca"},
+        "upstream": {"api_key_file": str(key_file)},
+        "state_dir": str(tmp_path / "state"),
+    }
+
+
+def test_missing_key_is_asked_and_saved_0600(tmp_path: Path) -> None:
+    key_file = tmp_path / "secrets" / "anthropic_api_key"
+    asked = ScriptedInteraction(secret=KEY)
+    with Session(config_from_document(_doc(tmp_path, key_file)), asked) as session, \
+            pytest.raises(ConnectionFailed):
+        session.deploy()
+    (question,) = asked.asked
+    assert isinstance(question, SecretQuestion)
+    assert question.field == "upstream.api_key_file" and question.save_to == str(key_file)
+    assert key_file.read_text() == KEY + "\n"
+    assert key_file.stat().st_mode & 0o777 == 0o600 and key_file.parent.stat().st_mode & 0o077 == 0
+    assert KEY not in question.text()
+
+
+def test_no_answer_or_no_terminal_gives_the_config_error(tmp_path: Path) -> None:
+    key_file = tmp_path / "anthropic_api_key"
+    cfg = config_from_document(_doc(tmp_path, key_file))
+    for interaction in (ScriptedInteraction(secret=None), CliInteraction(tty=False)):
+        with Session(cfg, interaction) as session, pytest.raises(ConfigError) as missing:
+            session.deploy()
+        assert "api_key_file" in (missing.value.hint or "") or str(key_file) in str(missing.value)
+    assert not key_file.exists()
+
+
+def test_a_bad_answer_is_refused_and_nothing_written(tmp_path: Path) -> None:
+    key_file = tmp_path / "anthropic_api_key"
+    with Session(config_from_document(_doc(tmp_path, key_file)), ScriptedInteraction(secret="two words")) as session, \
+            pytest.raises(ConfigError) as bad:
+        session.deploy()
+    assert "whitespace" in str(bad.value) and "two words" not in str(bad.value)
+    assert not key_file.exists()
