@@ -31,7 +31,15 @@ from tests.support.fake_anthropic import spawn_fake
 from tests.support.fresh_server import BASE_IMAGE, FreshServer, docker_client, start_fresh_server
 from tests.wizard.conftest import choose, fill, press_next
 
-pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.timeout(900)]
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.docker,
+    pytest.mark.timeout(900),
+    # Unfinished: seen reaching the deploy's images step (host key and Docker consent answered in the
+    # dialogs) but not yet seen passing through Cancel, resume, smoke and the no-change redeploy.
+    # Remove this mark to run it.
+    pytest.mark.skip(reason="wizard e2e not yet seen passing end to end (see the module docstring)"),
+]
 
 CANARY = "sk-ant-api03-WIZARD-E2E-" + secrets.token_hex(16)
 
