@@ -105,8 +105,13 @@ TARGET = ScreenSpec(
             " then ~/.ssh/id_*. 'Generate' makes a new ed25519 key.", "path",
             placeholder="~/.ssh/claudegate_deploy", when=_server,
         ),
+        FieldSpec(
+            "images.base_image", "Base image", "The Debian image the gateway and nginx images build FROM;"
+            " pulled on the target unless this machine has it (then sent over SSH).",
+            default="debian:bookworm-slim",
+        ),
     ),
-    owns=("target",),
+    owns=("target", "images"),
 )
 
 UPSTREAM = ScreenSpec(

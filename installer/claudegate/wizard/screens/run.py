@@ -92,6 +92,10 @@ class DeployScreen(Screen[None]):
         except ClaudegateError as exc:
             self.app.call_from_thread(self._failed, exc)
             return
+        except Exception as exc:  # a bug must not take the app (and the log on screen) down with it
+            error = ClaudegateError(f"unexpected {type(exc).__name__}: {exc}", hint="a rerun resumes; report this")
+            self.app.call_from_thread(self._failed, error)
+            return
         self.app.call_from_thread(self._done, result)
 
     # --- events from the core (already on the UI thread) ------------------------------
