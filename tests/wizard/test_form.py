@@ -94,3 +94,18 @@ def test_the_form_model_imports_no_ui() -> None:
     code = "import claudegate.wizard.form, claudegate.wizard.core, claudegate.wizard.draft, sys; " \
            "sys.exit('textual' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
+
+
+def test_filter_presets_become_filters_the_core_accepts() -> None:
+    from claudegate.wizard.form import FILTER_PRESETS, LIMITS
+
+    limits = SCREENS.index(LIMITS)
+    assert "filters" not in document(_state())  # the default: the gateway's own policy applies
+    for name, (_label, rules) in FILTER_PRESETS.items():
+        state = _state(**{"filters.preset": name})
+        doc = document(state)
+        assert doc.get("filters") == rules, name
+        assert field_problems(state, limits, core.check_document) == {}, name
+    both = document(_state(**{"filters.preset": "pii"}))["filters"]
+    assert {(r["direction"], r["action"]) for r in both} == {("request", "block"), ("response", "redact")}
+    assert document(_state(**{"filters.preset": "off"}))["filters"] == []

@@ -24,6 +24,7 @@ from claudegate.redact import Secret
 
 __all__ = [
     "CLIENT_FIELDS",
+    "FILTER_PRESETS",
     "SCREENS",
     "FieldSpec",
     "ScreenSpec",
@@ -77,6 +78,19 @@ def _server(values: Values) -> bool:
 def _tls_mode(*modes: str) -> Callable[[Values], bool]:
     return lambda values: values.get("tls.mode") in modes
 
+
+#: The Limits screen's choice of content filters: (label, the deploy.yaml ``filters:`` list or None
+#: to leave the key out, so the gateway's default applies).
+FILTER_PRESET = "filters.preset"
+_SECRETS_IN = {"name": "secrets", "detectors": ["all"], "direction": "request", "action": "block"}
+_SECRETS_OUT = {"name": "secrets-out", "detectors": ["all"], "direction": "response", "action": "redact"}
+_PII_OUT = {"name": "pii", "detectors": ["email", "phone"], "direction": "response", "action": "redact"}
+FILTER_PRESETS: dict[str, tuple[str, list[dict[str, Any]] | None]] = {
+    "default": ("Secrets blocked in requests (the default)", None),
+    "both": ("Secrets: blocked in, redacted out", [_SECRETS_IN, _SECRETS_OUT]),
+    "pii": ("Secrets both ways + e-mail/phone redacted out", [_SECRETS_IN, _SECRETS_OUT, _PII_OUT]),
+    "off": ("Off (no content filtering)", []),
+}
 
 TARGET = ScreenSpec(
     "target",
@@ -193,8 +207,14 @@ LIMITS = ScreenSpec(
                   " body.", "int", "10"),
         FieldSpec("limits.timeouts.upstream_read", "Read timeout", "Seconds of silence allowed from the"
                   " gateway (a long answer, a slow stream).", "int", "600"),
+        FieldSpec(
+            FILTER_PRESET, "Content filters", "What the gateway looks for in requests and in the model's"
+            " answers (API keys, private keys, card numbers; e-mail and phone numbers when chosen). Edit"
+            " filters: in deploy.yaml for your own rules.", "choice", "default",
+            tuple((name, label) for name, (label, _rules) in FILTER_PRESETS.items()),
+        ),
     ),
-    owns=("limits", "ports"),
+    owns=("limits", "ports", "filters"),
 )
 
 NETWORK = ScreenSpec(
@@ -337,7 +357,7 @@ def _is_default(spec: FieldSpec, value: Any) -> bool:
 
 def _fill(doc: dict[str, Any], specs: Sequence[FieldSpec], values: Values, bad: dict[str, str]) -> None:
     for spec in specs:
-        if not spec.shown(values) or spec.key in ("target.mode", "tls.staging", "save_path"):
+        if not spec.shown(values) or spec.key in ("target.mode", "tls.staging", "save_path", FILTER_PRESET):
             continue
         try:
             value = _convert(spec, values.get(spec.key, spec.default))
@@ -406,6 +426,10 @@ def document(
         _put(doc, "tls.mode", "acme")  # the default choice, required in the document
     if TLS_SCREEN in screens and "mode" not in doc["tls"]:
         doc["tls"] = {"mode": "acme", **doc["tls"]}
+    if LIMITS in screens:
+        _label, rules = FILTER_PRESETS.get(str(values.get(FILTER_PRESET, "default")), FILTER_PRESETS["default"])
+        if rules is not None:
+            doc["filters"] = [dict(rule) for rule in rules]
     if CLIENTS in screens:
         doc["clients"] = [client_document(c) for c in state.clients]
         if not doc["clients"]:
@@ -422,7 +446,7 @@ def document(
 
 
 _ORDER = ("target", "domain", "tls", "upstream", "ports", "limits", "allowlist", "trusted_proxies",
-          "clients", "images", "network", "state_dir")
+          "clients", "filters", "images", "network", "state_dir")
 
 
 def _ordered(doc: dict[str, Any]) -> dict[str, Any]:
