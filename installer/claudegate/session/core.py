@@ -48,6 +48,8 @@ from claudegate.session.controls import RunControls, using
 from claudegate.session.interaction import ConsentQuestion, Interaction, SecretQuestion
 
 if TYPE_CHECKING:
+    from datetime import date
+
     from claudegate.audit import AuditReport
     from claudegate.config.model import DeployConfig
     from claudegate.connectors.base import Connector
@@ -56,6 +58,7 @@ if TYPE_CHECKING:
     from claudegate.deploy.results import DeployResult, RenderResult, StatusReport
     from claudegate.session.connection import ConnectionReport
     from claudegate.smoke import SmokeReport
+    from claudegate.usage import UsageReport
 
 __all__ = ["Session"]
 
@@ -309,6 +312,14 @@ class Session:
                 )
 
         return self._call(run)
+
+    def usage(self, *, client: str | None = None, since: date | None = None) -> UsageReport:
+        """Requests and tokens per client per UTC day from the gateway's audit log (read-only)."""
+        from claudegate.usage import read_usage
+
+        return self._call(
+            lambda: read_usage(self._config, self._connect(), client=client, since=since, layout=self.layout)
+        )
 
     def keys(self, args: Sequence[str]) -> str:
         """``claudegate-gateway keys ARGS`` in the serving gateway; its stdout (a new key is the last line)."""

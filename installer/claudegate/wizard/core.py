@@ -205,6 +205,14 @@ def keys(session: Session, args: list[str]) -> str:
     return session.keys(args)
 
 
+def usage(session: Session, days: int = 7) -> str:
+    """Recent usage per client per day (the last ``days`` UTC days), as ``claudegate usage`` prints it."""
+    from datetime import UTC, datetime, timedelta
+
+    since = (datetime.now(UTC) - timedelta(days=days - 1)).date()
+    return session.usage(since=since).text()
+
+
 def logs(session: Session, service: str, tail: int = 200) -> str:
     return session.logs(service, tail)
 

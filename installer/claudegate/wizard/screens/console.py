@@ -50,6 +50,10 @@ class ConsoleScreen(Screen[None]):
                     yield Button("Rotate", id="keys-rotate", compact=True)
                     yield Button("Revoke", id="keys-revoke", variant="error", compact=True)
                 yield RichLog(id="keys", wrap=True, markup=False)
+            with TabPane("Usage", id="tab-usage"):
+                with Horizontal(classes="actions"):
+                    yield Button("Last 7 days", id="usage-show", compact=True)
+                yield RichLog(id="usage", wrap=True, markup=False)
             with TabPane("Logs", id="tab-logs"):
                 with Horizontal(classes="actions"):
                     yield Select([("gateway", "gateway"), ("nginx", "nginx")], value="gateway", id="service",
@@ -127,6 +131,11 @@ class ConsoleScreen(Screen[None]):
     def _keys_revoke(self) -> None:
         if (name := self._client()) is not None:
             self._call("keys", f"keys revoke {name}", "keys", ["revoke", name])
+
+    @on(Button.Pressed, "#usage-show")
+    def _usage(self) -> None:
+        self.query_one("#usage", RichLog).clear()
+        self._call("usage", "requests and tokens per client per day, from the audit log", "usage")
 
     @on(Button.Pressed, "#logs-show")
     def _logs(self) -> None:
