@@ -82,7 +82,9 @@ def test_container_builders() -> None:
     assert docker_cli.container_logs("c", tail=5) == ["docker", "container", "logs", "--tail", "5", "c"]
     assert docker_cli.exec_in("c", ["id"]) == ["docker", "exec", "c", "id"]
     assert docker_cli.exec_in("c", ["cat"], stdin=True) == ["docker", "exec", "--interactive", "c", "cat"]
-    assert docker_cli.kill_signal("n", "HUP") == ["docker", "container", "kill", "--signal", "HUP", "n"]
+    # A reload signals from inside (docker exec): `docker kill` would mark nginx manually stopped.
+    argv = docker_cli.signal_nginx_master("n", 7, "HUP")
+    assert argv[:5] == ["docker", "exec", "n", "sh", "-c"] and argv[-2:] == ["HUP", "7"]
     argv = docker_cli.nginx_workers("n")
     assert argv[:5] == ["docker", "exec", "n", "sh", "-c"] and len(argv) == 6
 

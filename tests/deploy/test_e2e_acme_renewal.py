@@ -321,6 +321,7 @@ def test_the_renewer_comes_back_after_a_restart_of_the_host_docker(env: Env) -> 
         "docker ps -a --format '{{.Names}} {{.Status}}'; docker logs --tail 8 claudegate-nginx 2>&1; "
         "docker logs --tail 8 claudegate-certbot 2>&1; grep -i -E 'error|fail|restart' /var/log/docker.log | tail -n 25"
     )
+    Path("/tmp/reboot_debug.txt").write_text(diagnosis + "\n=====\n" + env.sh("cat /var/log/docker.log; docker inspect claudegate-nginx claudegate-certbot"))
     assert "claudegate-certbot" in states and "claudegate-nginx" in states, diagnosis
     after = env.sh("docker inspect -f '{{.State.StartedAt}}' claudegate-certbot").strip()
     assert after != before
