@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -313,6 +315,11 @@ def test_the_renewer_comes_back_after_a_restart_of_the_host_docker(env: Env) -> 
         "docker ps -a --format '{{.Names}} {{.Status}}'; docker logs --tail 8 claudegate-nginx 2>&1; "
         "docker logs --tail 8 claudegate-certbot 2>&1; grep -i -E 'error|fail|restart' /run/claudegate-dockerd.log | tail -n 25"
     )
+    print(
+        env.sh(
+            "grep -i -E 'cannot join|failed to start|restart' /run/claudegate-dockerd.log | tail -n 20; docker ps -a --format '{{.Names}} {{.Status}}'"
+        ),
+    )
     assert "claudegate-certbot" in states and "claudegate-nginx" in states, diagnosis
     after = env.sh("docker inspect -f '{{.State.StartedAt}}' claudegate-certbot").strip()
     assert after != before
@@ -326,6 +333,30 @@ def test_the_renewer_comes_back_after_a_restart_of_the_host_docker(env: Env) -> 
         time.sleep(2)
     assert '"served": {' in report and after[:19] <= _checked_at(report), (report, after)
     assert env.served().serial_number  # nginx serves again
+    # ... and proxies to the gateway, which answers for team-a's key (the fake upstream's reply).
+    assert _message_status(env) == 200
+
+
+def _message_status(env: Env) -> int:
+    """A Messages call through nginx and the gateway; TLS unverified (which CA issued it is not the point)."""
+    body = json.dumps(
+        {"model": "claude-haiku-4-5", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}
+    )
+    request = (
+        f"POST /v1/messages HTTP/1.1\r\nHost: {DOMAIN}\r\nx-api-key: {env.keys['team-a']}\r\n"
+        f"anthropic-version: 2023-06-01\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\nconnection: close\r\n\r\n{body}"
+    )
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with (
+        socket.create_connection((env.server.ip, 443), timeout=30) as raw,
+        context.wrap_socket(raw, server_hostname=DOMAIN) as tls,
+    ):
+        tls.sendall(request.encode())
+        status_line = tls.makefile("rb").readline().decode()
+    return int(status_line.split()[1])
 
 
 def _checked_at(report: str) -> str:
