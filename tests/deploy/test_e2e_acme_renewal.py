@@ -14,6 +14,9 @@ in file order:
    the lifetime left, nginx reloads gracefully and serves the new serial,
    while an SSE stream opened before the reload runs to its end.
    ``status`` shows the served certificate and the renewal's result.
+3. dockerd stops and starts again (what a reboot does): nginx, the gateway
+   and the renewer come back with no command run; a renewer whose restore
+   start failed (nginx not yet running) is started by the host hook.
 """
 
 from __future__ import annotations
