@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from claudegate.deploy import docker_cli, host_cli
+from claudegate.deploy import docker_cli, host_cli, renewer_restore
 from claudegate.deploy.layout import DirSpec, HostLayout
 from claudegate.deploy.lock import acquire_argv, read_argv, release_argv
 from claudegate.deploy.wheelhouse import download_argv
@@ -82,7 +82,9 @@ def test_container_builders() -> None:
     assert docker_cli.container_logs("c", tail=5) == ["docker", "container", "logs", "--tail", "5", "c"]
     assert docker_cli.exec_in("c", ["id"]) == ["docker", "exec", "c", "id"]
     assert docker_cli.exec_in("c", ["cat"], stdin=True) == ["docker", "exec", "--interactive", "c", "cat"]
-    assert docker_cli.kill_signal("n", "HUP") == ["docker", "container", "kill", "--signal", "HUP", "n"]
+    # A reload signals from inside (docker exec): `docker kill` would mark nginx manually stopped.
+    argv = docker_cli.signal_nginx_master("n", 7, "HUP")
+    assert argv[:5] == ["docker", "exec", "n", "sh", "-c"] and argv[-2:] == ["HUP", "7"]
     argv = docker_cli.nginx_workers("n")
     assert argv[:5] == ["docker", "exec", "n", "sh", "-c"] and len(argv) == 6
 
@@ -256,3 +258,16 @@ def test_certbot_runs_without_capabilities_on_the_webroot() -> None:
         with_bundle[with_bundle.index("--env") + 1]
         == "REQUESTS_CA_BUNDLE=/etc/letsencrypt/claudegate-acme-ca.pem"
     )
+
+
+def test_the_renewer_restore_hook_retries_only_failed_starts_and_never_fails_dockerd() -> None:
+    script = renewer_restore.start_failed_renewers_script()
+    assert "label=org.claudegate.role=certbot" in script and "{{.State.Error}}" in script
+    assert script.rstrip().endswith("exit 0") and "exit 1" not in script
+    # The deploy's own start of dockerd (hosts without systemd) runs it in the background.
+    start = host_cli.start_docker()
+    assert start[-1] == script and 'setsid sh -c "$1"' in start[2]
+    install = renewer_restore.install_hook()
+    assert install[-2:] == [renewer_restore.HOOK_PATH, renewer_restore.SYSTEMD_DROPIN]
+    # systemd: a failing hook ("-" prefix) does not fail docker.service.
+    assert f"ExecStartPost=-{renewer_restore.HOOK_PATH}" in install[-3]

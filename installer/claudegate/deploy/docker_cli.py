@@ -45,13 +45,13 @@ __all__ = [
     "image_pull",
     "image_remove",
     "image_save",
-    "kill_signal",
     "network_connect",
     "network_create",
     "network_inspect",
     "network_remove",
     "nginx_spec",
     "nginx_workers",
+    "signal_nginx_master",
 ]
 
 DOCKER = "docker"
@@ -313,8 +313,16 @@ def exec_in(container: str, argv: Sequence[str], *, stdin: bool = False) -> list
     return [DOCKER, "exec", *(["--interactive"] if stdin else []), container, *argv]
 
 
-def kill_signal(container: str, signal: str) -> list[str]:
-    return [DOCKER, "container", "kill", "--signal", signal, container]
+def signal_nginx_master(container: str, pid: int, signal: str) -> list[str]:
+    """Send nginx's master ``signal`` from inside its container (``docker exec``, the shell's ``kill``).
+
+    Not ``docker kill --signal``: Docker marks a container it signals that way
+    as manually stopped, whatever the signal, until its next ``docker start``
+    -- so after one graceful reload an ``unless-stopped`` nginx was not
+    started again when dockerd restarted (a reboot), nor after a crash, and
+    the renewer that joins its namespaces could not start either.
+    """
+    return exec_in(container, ["sh", "-c", 'kill -s "$1" "$2"', "claudegate-signal", signal, str(pid)])
 
 
 # nginx's processes from /proc inside its container: its image has no ps.

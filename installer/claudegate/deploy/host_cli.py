@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from claudegate.deploy.layout import DirSpec
+from claudegate.deploy.renewer_restore import start_failed_renewers_script
 
 __all__ = [
     "DOCKERD_LOG",
@@ -70,13 +71,15 @@ _START_DOCKER = f"""set -eu
 if [ -d /run/systemd/system ]; then exec systemctl enable --now docker.service; fi
 log={DOCKERD_LOG}
 if [ -f "$log" ] && [ "$(stat -c %s -- "$log")" -gt 10485760 ]; then mv -f -- "$log" "$log.1"; fi
-exec start-stop-daemon --start --oknodo --background --make-pidfile \
+start-stop-daemon --start --oknodo --background --make-pidfile \
   --pidfile /var/run/docker-claudegate.pid --output "$log" \
-  --exec /usr/sbin/dockerd -- -p /var/run/docker.pid"""
+  --exec /usr/sbin/dockerd -- -p /var/run/docker.pid
+# What docker.service's claudegate drop-in does on systemd hosts (renewer_restore.py).
+setsid sh -c "$1" claudegate-start-renewers </dev/null >/dev/null 2>&1 &"""
 
 
 def start_docker() -> list[str]:
-    return ["sh", "-c", _START_DOCKER, "claudegate-start-docker"]
+    return ["sh", "-c", _START_DOCKER, "claudegate-start-docker", start_failed_renewers_script()]
 
 
 _FILE_STATS = """for p; do

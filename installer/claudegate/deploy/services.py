@@ -157,8 +157,10 @@ def reload_nginx(ctx: Context, *, timeout: float = 15.0) -> None:
     sure that what comes next (the smoke test) meets the new configuration.
     """
     name = ctx.layout.nginx_container
-    _, before = parse_nginx_workers(ctx.fact(docker_cli.nginx_workers(name)).text)
-    ctx.run(docker_cli.kill_signal(name, "HUP"))
+    master, before = parse_nginx_workers(ctx.fact(docker_cli.nginx_workers(name)).text)
+    if master is None:
+        raise DeployFailed(f"no nginx master process in {name} to reload")
+    ctx.run(docker_cli.signal_nginx_master(name, master, "HUP"))
     deadline = time.monotonic() + timeout
     while True:
         _, now = parse_nginx_workers(ctx.fact(docker_cli.nginx_workers(name)).text)

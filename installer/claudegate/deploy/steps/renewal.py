@@ -23,7 +23,9 @@ Docker records the namespace owner by container id, so a recreated nginx
 (new id) means a recreated renewer: the id is part of the renewer's spec,
 and this step (after ``switch`` and ``acme``) recreates it. When nginx only
 restarts, the renewer notices that nginx's master left its namespace, exits,
-and its restart policy brings it back in the new one.
+and its restart policy brings it back in the new one. When dockerd starts
+(a reboot), its restore may start the renewer before nginx and does not
+retry: the host hook of ``renewer_restore`` (installed here) starts it.
 
 A test CA's API certificate (``CLAUDEGATE_ACME_CA_BUNDLE``) is handed to the
 renewer's certbot as it is to the deploy's. ``CLAUDEGATE_RENEW_CHECK_SECONDS``
@@ -36,7 +38,7 @@ from __future__ import annotations
 import os
 import posixpath
 
-from claudegate.deploy import docker_cli
+from claudegate.deploy import docker_cli, renewer_restore
 from claudegate.deploy.build_contexts import RENEWER_IN_IMAGE, certbot_context
 from claudegate.deploy.context import Context
 from claudegate.deploy.docker_cli import ContainerSpec
@@ -191,3 +193,5 @@ class RenewalStep(Step):
         ctx.run(docker_cli.container_remove(spec.name), check=False)
         ctx.run(docker_cli.create_container(spec))
         ctx.run(docker_cli.container_start(spec.name))
+        # Docker's restore does not wait for nginx before starting the renewer: a host hook retries it.
+        ctx.run(renewer_restore.install_hook())
