@@ -145,7 +145,6 @@ def test_renewer_container_has_no_socket_no_caps_but_chown_and_nginx_namespaces(
         "/opt/claudegate/releases:/etc/claudegate/releases:ro",  # nginx -t reads what nginx reads
         "/opt/claudegate/shared/tls:/etc/claudegate/tls:rw",  # renewed files are installed here
         "/opt/claudegate/shared/acme:/var/www/acme:rw",  # HTTP-01 answers
-        "/opt/claudegate/shared/log/nginx:/var/log/nginx:rw",
         "/opt/claudegate/shared/letsencrypt:/etc/letsencrypt:rw",
     }
     assert "--ca-bundle" not in argv and "--interval" not in argv

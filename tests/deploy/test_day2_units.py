@@ -77,7 +77,7 @@ def test_expiring_clients(tmp_path: Path) -> None:
 
 def test_smoke_client_is_scoped_to_what_the_smoke_test_calls() -> None:
     assert SMOKE_SCOPES.models == ["claude-haiku-4-5"]
-    assert sorted(SMOKE_SCOPES.endpoints) == ["/v1/messages", "/v1/messages/count_tokens", "/v1/models"]
+    assert sorted(SMOKE_SCOPES.endpoints) == ["/v1/claudegate/pace", "/v1/messages", "/v1/messages/count_tokens", "/v1/models"]
     assert SMOKE_SCOPES.rpm is not None and SMOKE_SCOPES.rpm <= 30
     assert SMOKE_SCOPES.max_tokens == 64
     scopes = Scopes(models=tuple(SMOKE_SCOPES.models), endpoints=tuple(SMOKE_SCOPES.endpoints))
