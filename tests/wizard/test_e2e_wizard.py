@@ -18,9 +18,10 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import anthropic
 import pytest
 from textual.pilot import Pilot
-from textual.widgets import Button, Static
+from textual.widgets import Button, RichLog, Static, TabbedContent
 
 from claudegate.deploy.layout import HostLayout
 from claudegate.wizard.app import WizardApp, make_app
@@ -38,6 +39,7 @@ pytestmark = [
 ]
 
 CANARY = "sk-ant-api03-WIZARD-E2E-" + secrets.token_hex(16)
+DEPLOYED: dict[str, Path] = {}  # the wizard run's operator home, for the console test after it
 
 
 @pytest.fixture(scope="module")
@@ -90,6 +92,7 @@ async def test_wizard_deploys_to_a_fresh_server(
     server: tuple[FreshServer, str], home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fresh, upstream = server
+    DEPLOYED["home"] = home
     app = make_app(None, fresh=True, draft_file=home / "draft.json", save_to=home / "deploy.yaml")
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.pause()
@@ -172,3 +175,72 @@ async def test_wizard_deploys_to_a_fresh_server(
     assert data["changed"] is False, data["changed_steps"]
     assert data["smoke"]["ok"] is True
     assert CANARY not in run.stdout + run.stderr
+
+
+async def _console_run(pilot: Pilot[None], tab: str, button: str, log: str, done: Callable[[str], bool]) -> str:
+    """Press a console button and wait until its log pane says what ``done`` looks for."""
+    app = pilot.app
+    app.screen.query_one(TabbedContent).active = tab
+    await pilot.pause()
+    app.screen.query_one(f"#{button}", Button).press()
+    text = ""
+
+    def finished() -> bool:
+        nonlocal text
+        text = "\n".join(str(line.text) for line in app.screen.query_one(f"#{log}", RichLog).lines)
+        return done(text)
+
+    await _until(pilot, f"{button} in the console", finished, 300)
+    return text
+
+
+async def test_the_console_runs_day_2_on_the_deployed_stack(
+    server: tuple[FreshServer, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`claudegate init --config deploy.yaml`: status, clients, usage, logs, smoke test, rollback -- each run."""
+    fresh, _upstream = server
+    home = DEPLOYED["home"]
+    # The same operator home as the wizard's run: its state_dir and known_hosts are there.
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / "config"))
+    monkeypatch.setenv("HOME", str(home / "home"))
+    monkeypatch.chdir(home)
+    app = make_app(home / "deploy.yaml")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await _until(pilot, "the status", lambda: "release" in "\n".join(
+            str(line.text) for line in app.screen.query_one("#status", RichLog).lines), 300)
+        await fill(pilot, "#client-name", "console-made")
+        created = await _console_run(pilot, "tab-clients", "keys-create", "keys", lambda t: "cgk_" in t or "failed" in t)
+        key = next(w for w in created.split() if w.startswith("cgk_"))
+        assert _sdk_status(fresh, key) == 200
+        rotated = await _console_run(pilot, "tab-clients", "keys-rotate", "keys",
+                                     lambda t: t.count("cgk_") >= 2 or t.count("failed") >= 1)
+        new_key = [w for w in rotated.split() if w.startswith("cgk_")][-1]
+        assert new_key != key and _sdk_status(fresh, new_key) == 200
+        await _console_run(pilot, "tab-clients", "keys-revoke", "keys", lambda t: "revoked" in t or "failed" in t)
+        assert _sdk_status(fresh, new_key) == 401
+        usage = await _console_run(pilot, "tab-usage", "usage-show", "usage",
+                                   lambda t: "console-made" in t or "failed" in t)
+        assert "console-made" in usage and "failed" not in usage, usage
+        logs = await _console_run(pilot, "tab-logs", "logs-show", "logs", lambda t: len(t) > 100 or "failed" in t)
+        assert CANARY not in logs and "failed" not in logs[:200]
+        smoke = await _console_run(pilot, "tab-actions", "smoke", "actions", lambda t: "PASS" in t or "FAIL" in t)
+        assert "FAILED" not in smoke, smoke
+        # One release only (the wizard's): the console says there is nothing to go back to, in words.
+        back = await _console_run(pilot, "tab-actions", "rollback", "actions",
+                                  lambda t: "roll back to the previous release" in t and (
+                                      "failed" in t.split("roll back to the previous release")[-1]
+                                      or "rollback" in t.split("roll back to the previous release")[-1].lower()))
+        assert "Traceback" not in back
+        await pilot.press("ctrl+q")
+
+
+def _sdk_status(fresh: FreshServer, key: str) -> int:
+    from tests.deploy.support import sdk_client
+
+    time.sleep(0.5)  # the smoke test's burst drains from the per-address bucket
+    client = sdk_client(fresh.ip, 443, DEPLOYED["home"] / "config" / "claudegate" / DOMAIN / "ca.pem", key)
+    try:
+        client.models.list()
+    except anthropic.APIStatusError as exc:
+        return exc.status_code
+    return 200
