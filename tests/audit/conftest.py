@@ -70,6 +70,7 @@ def audit_target(ca: CA, smoke_gateway: GatewayProc) -> AuditFactory:  # noqa: F
             "per_ip_burst": s.per_ip.burst,
             "per_ip_rate": s.per_ip.per_second,
             "per_key_burst": s.per_key.burst,
+            "per_key_rate": s.per_key.per_second,
             "conn_per_ip": s.conn_per_ip,
             "client_header_timeout": s.client_header_timeout,
             "client_body_timeout": s.client_body_timeout,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ssl
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -58,6 +59,23 @@ class Run:
     timeout: float = 10.0
     # Gateway request ids of requests that must not have reached upstream.
     refused_ids: list[tuple[str, str]] = field(default_factory=list)
+    _pace_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _next_at: float = 0.0
+
+    def _pace(self) -> None:
+        """Keep the probes under the edge's own per-address and per-key rates.
+
+        A probe that is refused by a rate limit proves nothing about what it
+        tested; the probes that test the limits themselves go unpaced.
+        """
+        rate = 0.8 * min(self.target.per_ip_rate, self.target.per_key_rate)
+        interval = 1.0 / max(rate, 0.5)
+        with self._pace_lock:
+            now = time.monotonic()
+            wait = self._next_at - now
+            self._next_at = max(now, self._next_at) + interval
+        if wait > 0:
+            time.sleep(wait)
 
     @classmethod
     def open(cls, target: AuditTarget, timeout: float = 10.0) -> Run:
@@ -85,11 +103,16 @@ class Run:
         path: str | bytes,
         headers: Iterable[tuple[str, str | bytes]] = (),
         body: bytes | Iterable[bytes] = b"",
+        *,
+        paced: bool = True,
         **kwargs: object,
     ) -> Answer:
+        if paced:
+            self._pace()
         return exchange(self.ep, self.ctx(), method, path, headers, body, timeout=self.timeout, **kwargs)  # type: ignore[arg-type]
 
     def http(self, method: str, path: str, headers: Iterable[tuple[str, str | bytes]] = (), **kwargs: object) -> Answer:
+        self._pace()
         return exchange(self.ep, None, method, path, headers, timeout=self.timeout, **kwargs)  # type: ignore[arg-type]
 
     def key(self, which: str = "run") -> str | None:

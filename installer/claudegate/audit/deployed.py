@@ -124,6 +124,7 @@ def target_for(
         per_ip_burst=limits.per_ip.burst,
         per_ip_rate=limits.per_ip.per_second,
         per_key_burst=limits.per_key.burst,
+        per_key_rate=limits.per_key.per_second,
         conn_per_ip=limits.connections_per_ip,
         client_header_timeout=limits.timeouts.client_header,
         client_body_timeout=limits.timeouts.client_body,

@@ -65,6 +65,7 @@ class AuditTarget:
     per_ip_burst: int = 40
     per_ip_rate: float = 20.0  # requests a second the bucket drains at
     per_key_burst: int = 20
+    per_key_rate: float = 10.0
     conn_per_ip: int = 32
     client_header_timeout: int = 10
     client_body_timeout: int = 10
