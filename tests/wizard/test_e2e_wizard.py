@@ -39,7 +39,8 @@ pytestmark = [
 ]
 
 CANARY = "sk-ant-api03-WIZARD-E2E-" + secrets.token_hex(16)
-DEPLOYED: dict[str, Path] = {}  # the wizard run's operator home, for the console test after it
+DEPLOYED: dict[str, Path] = {}
+EXPECTED_KEY: dict[str, str] = {}  # the wizard run's operator home, for the console test after it
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +64,13 @@ async def _until(pilot: Pilot[None], what: str, cond: Callable[[], bool], timeou
         screen = pilot.app.screen
         if isinstance(screen, ConfirmDialog) and screen.yes.startswith("Yes, go ahead"):
             CONSENTS.append(screen.text)
+            screen.dismiss(True)
+            await pilot.pause()
+            continue
+        if isinstance(screen, ConfirmDialog) and screen.yes == "Trust this key" and what != "the host key dialog":
+            # Asked again on a later connection: the key must still be the server's.
+            CONSENTS.append(f"host key asked again: {screen.detail}")
+            assert screen.detail == EXPECTED_KEY.get("fingerprint"), screen.detail
             screen.dismiss(True)
             await pilot.pause()
             continue
@@ -93,6 +101,7 @@ async def test_wizard_deploys_to_a_fresh_server(
 ) -> None:
     fresh, upstream = server
     DEPLOYED["home"] = home
+    EXPECTED_KEY["fingerprint"] = fresh.host_key_fingerprint
     app = make_app(None, fresh=True, draft_file=home / "draft.json", save_to=home / "deploy.yaml")
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.pause()
@@ -141,8 +150,8 @@ async def test_wizard_deploys_to_a_fresh_server(
         saved = home / "deploy.yaml"
         assert saved.exists() and CANARY not in saved.read_text()
 
-        # Cancel early in the run (the TLS step): it stops at its next safe point.
-        await _until(pilot, "the tls step", lambda: "tls" in deploying.rows, 420)
+        # Cancel during the image builds (the longest step, abandoned at its next output line).
+        await _until(pilot, "the images step", lambda: "images" in deploying.rows, 600)
         await pilot.click("#cancel")
         await _until(pilot, "the cancellation", lambda: "Cancelled" in _text(app, "#error"), 600)
         assert any("docker" in text.lower() for text in CONSENTS), CONSENTS  # asked in a dialog, answered yes
