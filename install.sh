@@ -110,6 +110,13 @@ claudegate_install() {
     fi
     # Then its dependencies, exactly as locked, every file hash-checked.
     local lock="$home/venv/share/claudegate/installer/requirements.lock"
+    if [[ ! -f "$lock" && -n "${BASH_SOURCE[0]:-}" && -f "${BASH_SOURCE[0]}" ]]; then
+        # An editable (development) install carries no data files: a checkout's
+        # own lock, beside this very script, is the same one.
+        local beside
+        beside="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/installer/requirements.lock"
+        [[ -f "$beside" ]] && lock="$beside"
+    fi
     [[ -f "$lock" ]] || die "the installed claudegate carries no dependency lock ($lock)" "install a claudegate release (or checkout) that ships installer/requirements.lock"
     "${pip[@]}" --require-hashes -r "$lock" \
         || die "pip could not install claudegate's locked dependencies" "check the network or set CLAUDEGATE_WHEELS to a directory of wheels"

@@ -243,7 +243,9 @@ def test_plan_shows_the_diff_and_changes_nothing(env: Env) -> None:
     text = result.plan_text()
     assert set(result.changed_steps) == {"release", "gateway", "switch"}, text
     assert "-client_max_body_size 32m;\n+client_max_body_size 16m;\n" in text
-    assert "-max_body_bytes: 33554432\n+max_body_bytes: 16777216\n" in text
+    # One knob (limits.max_body_size) bounds message bodies and file uploads alike.
+    assert "-max_body_bytes: 33554432\n-max_upload_bytes: 33554432\n+max_body_bytes: 16777216\n" in text
+    assert "+max_upload_bytes: 16777216\n" in text
     assert f"switch nginx from release {env.current()}" in text
 
 

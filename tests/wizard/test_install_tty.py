@@ -12,6 +12,7 @@ import contextlib
 import os
 import pty
 import select
+import shutil
 import signal
 import sys
 import time
@@ -75,6 +76,12 @@ def install_env(tmp_path: Path) -> dict[str, str]:
     home = tmp_path / "cg-home"
     home.mkdir()
     (home / "venv").symlink_to(VENV)  # "already installed": install.sh only upgrades (a no-op here)
+    # A release wheel ships its dependency lock as a data file; this run's editable
+    # install does not, so give the venv the checkout's (the same file).
+    shipped = VENV / "share" / "claudegate" / "installer" / "requirements.lock"
+    if not shipped.exists():
+        shipped.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(REPO / "installer" / "requirements.lock", shipped)
     wheels = tmp_path / "no-wheels"
     wheels.mkdir()
     env = {
