@@ -392,3 +392,22 @@ def test_batch_results_url_points_at_the_gateway_not_upstream(gw: GatewayProc, f
     assert upstream_said.raw_path == "/v1/messages/batches"
     r = httpx.get(gw.url + got["results_url"], headers=headers)
     assert r.status_code == 200 and json.loads(r.text.splitlines()[0])["custom_id"] == "a"
+
+
+# -- the gateway's own paced stream ----------------------------------------------
+
+
+def test_the_paced_stream_is_granted_only_by_name_and_never_forwarded(
+    gw: GatewayProc, full: str, fake: FakeAnthropic
+) -> None:
+    # `/v1/*` (every client's default) does not grant it.
+    assert_error(raw(gw, "GET", "/v1/claudegate/pace", f"x-api-key: {full}"), 403, "permission_error")
+    paced = gw.create_key("paced", "--endpoints", "/v1/models", "/v1/claudegate/pace")
+    for target in ("/v1/claudegate/Pace", "/v1/claudegate/pace/", "/v1/claudegate/%70ace", "/v1/claudegate//pace"):
+        assert_error(raw(gw, "GET", target, f"x-api-key: {paced}"), 404, "not_found_error")
+    assert_error(raw(gw, "POST", "/v1/claudegate/pace", f"x-api-key: {paced}"), 404, "not_found_error")
+    assert_error(raw(gw, "GET", "/v1/claudegate/pace?beta=true", f"x-api-key: {paced}"), 400, "invalid_request_error")
+    assert_error(raw(gw, "GET", "/v1/claudegate/pace", f"x-api-key: {paced}", body=b"{}"), 400, "invalid_request_error")
+    ok = raw(gw, "GET", "/v1/claudegate/pace", f"x-api-key: {paced}")
+    assert ok.status == 200 and ok.body.count(b"event: claudegate_pace") == 6
+    nothing_upstream(fake)

@@ -238,14 +238,12 @@ class Gateway:
                     raise GatewayError("permission_error", f"This key may not use anthropic-beta {name[:100]!r}")
         check_request_encoding(request.headers)
         ex.holds.enter_context(self.in_flight.admit(client.name))
-        if op.local:
-            if request.content_length:
-                raise GatewayError("invalid_request_error", f"{op.method} {op.template} takes no request body")
-            reservation = self.limiter.reserve(client, 0)  # the key's rate applies; no tokens
-            return await self._pace(request, ex), reservation
         declared = request.content_length or 0
         if op.body == "none" and declared:
             raise GatewayError("invalid_request_error", f"{op.method} {op.template} takes no request body")
+        if op.local:  # the gateway's own operation: never forwarded, no body read
+            reservation = self.limiter.reserve(client, 0)  # the key's rate applies; no tokens
+            return await self._pace(request, ex), reservation
         kind = op.owner_kind
         if kind is not None and op.owner_action == "access":
             self.objects.check_access(client, kind, next(iter(route.params.values())))
