@@ -27,7 +27,6 @@ from claudegate.config.model import DeployConfig
 from claudegate.connectors.base import Connector
 from claudegate.deploy.gateway_cli import AUDIT_CLIENT_PREFIX
 from claudegate.deploy.layout import HostLayout
-from claudegate.edge.settings import size_in_bytes
 from claudegate.redact import Secret
 from claudegate.smoke import PACE_PATH
 
@@ -106,21 +105,22 @@ def target_for(
     probe_source: str | None = None,
 ) -> AuditTarget:
     """The audit's view of a deployment: the public endpoint and what its config promises."""
+    from claudegate.deploy.steps.smoke import target_for as smoke_target_for
+
+    # Where clients connect and what they trust: exactly as the smoke test sees it.
+    smoke = smoke_target_for(cfg, trust=ca_file, client_key=None)
     https = cfg.ports.https
-    if ca_file is None and cfg.tls.mode == "internal-ca":
-        candidate = Path(cfg.state_dir) / "ca.pem"
-        ca_file = candidate if candidate.exists() else None
     limits = cfg.limits
     open_ports = [cfg.ports.http, https]
     if not cfg.target.is_local:
         open_ports.append(cfg.target.port)  # the SSH port the deploy itself uses
     return AuditTarget(
-        base_url=f"https://{cfg.domain}" + ("" if https == 443 else f":{https}"),
-        connect_host="127.0.0.1" if cfg.target.is_local else cfg.target.host,
-        http_port=cfg.ports.http,
-        ca_file=ca_file,
+        base_url=smoke.base_url,
+        connect_host=smoke.connect_host,
+        http_port=smoke.http_port,
+        ca_file=smoke.ca_file,
         tls_profile=cfg.tls.profile,
-        max_body_bytes=size_in_bytes(limits.max_body_size),
+        max_body_bytes=smoke.max_body_bytes,
         per_ip_burst=limits.per_ip.burst,
         per_ip_rate=limits.per_ip.per_second,
         per_key_burst=limits.per_key.burst,
