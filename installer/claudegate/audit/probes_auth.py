@@ -15,6 +15,8 @@ from claudegate.audit.context import Run, probe
 from claudegate.audit.result import ProbeResult
 from claudegate.audit.wire import Answer
 
+#: nginx's own request ids (its error pages); the gateway's start ``req_gw``.
+EDGE_ID_PREFIX = "req_edge"
 _ALPHABET = "abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 
 
@@ -233,7 +235,12 @@ def upstream_proof(run: Run) -> ProbeResult:
     for rid, label in wanted.items():
         record = found.get(rid)
         if record is None:
-            continue  # refused before the gateway logged it (nginx): it reached nothing
+            if rid.startswith(EDGE_ID_PREFIX):
+                continue  # refused by nginx before the gateway saw it: it reached nothing
+            # The gateway answered it (or upstream did) but the log does not say so: no proof.
+            p.expect(False, f"{label}: request {rid} is not in the gateway's audit log, so nothing proves "
+                            "it stayed there (log rotated, or not the serving gateway's)")
+            continue
         reached = record.get("upstream_request_id") or record.get("input_tokens") or record.get("output_tokens")
         p.expect(not reached, f"{label} reached the upstream API (audit record {rid})")
     p.saw(f"{len(wanted)} refused requests looked up in the audit log", f"{len(found)} found")

@@ -63,10 +63,17 @@ class Answer:
 
     @property
     def request_id(self) -> str | None:
+        """The gateway's id of the request when it saw it; else whatever id the answer names.
+
+        The gateway's own header comes first: an error upstream produced carries
+        upstream's id in its body, and the audit log knows the request by the gateway's.
+        """
+        if self.headers.get("x-claudegate-request-id"):
+            return self.headers["x-claudegate-request-id"]
         doc = self.json()
         if isinstance(doc, dict) and isinstance(doc.get("request_id"), str):
             return str(doc["request_id"])
-        return self.headers.get("x-claudegate-request-id") or self.headers.get("request-id")
+        return self.headers.get("request-id")
 
     def shaped(self) -> bool:
         """Anthropic's error shape: type error, error.type and .message, a request_id, JSON content type."""
