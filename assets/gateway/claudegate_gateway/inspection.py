@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from claudegate_gateway.filters import FilterPolicy, Verdict
+from claudegate_gateway.filters import FilterPolicy, FilterResult, Verdict
 from claudegate_gateway.jsonbody import BodyError, parse_object
 from claudegate_gateway.keystore import Scopes
 from claudegate_gateway.ownership import referenced_file_ids
@@ -75,6 +75,12 @@ def _inspect(kind: str, body: bytes, scopes: Scopes, policy: FilterPolicy, found
         requests = doc.get("requests")
         if not isinstance(requests, list) or not requests:
             raise Refused("invalid_request_error", "requests: a non-empty list is required")
+        # custom_id and every field outside params: scanned too, and since a
+        # custom_id names the result it must keep, a redaction blocks instead.
+        outside = {k: v for k, v in doc.items() if k != "requests"}
+        outside["requests"] = [{k: v for k, v in item.items() if k != "params"} if isinstance(item, dict) else item
+                               for item in requests]
+        _filter(policy.apply(outside, fixed=True), found)
         changed = False
         for i, item in enumerate(requests):
             params = item.get("params") if isinstance(item, dict) else None
@@ -122,9 +128,13 @@ def _check_params(
                 raise Refused("permission_error", "This key may not stream responses")
             found.stream = True
     result = policy.apply(doc)
+    _filter(result, found)
+    return result.body, result.changed
+
+
+def _filter(result: FilterResult, found: Inspection) -> None:
     found.verdicts.extend(result.verdicts)
     if result.blocked is not None:
         found.filter_blocked = True
         kind = "permission_error" if result.status == 403 else "invalid_request_error"
         raise Refused(kind, f"The request was blocked by the gateway's filter rule {result.blocked.rule!r}")
-    return result.body, result.changed

@@ -8,8 +8,14 @@ import unicodedata
 from bisect import bisect_right
 from collections.abc import Sequence
 
-# Unicode Default_Ignorable_Code_Point (DerivedCoreProperties.txt), ranges.
+# Unicode Default_Ignorable_Code_Point (DerivedCoreProperties.txt), ranges,
+# plus the control characters (C0 but TAB, LF and CR; DEL; C1, NEL included):
+# invisible on screen, so a NUL or an ESC inside a key splits it for a regex
+# but not for whoever reads it back. TAB/LF/CR stay: they are the layout a
+# PEM block or a "label: value" line is recognised by.
+_CONTROL_RANGES: tuple[tuple[int, int], ...] = ((0x00, 0x08), (0x0B, 0x0C), (0x0E, 0x1F), (0x7F, 0x9F))
 _IGNORABLE_RANGES: tuple[tuple[int, int], ...] = (
+    *_CONTROL_RANGES,
     (0x00AD, 0x00AD), (0x034F, 0x034F), (0x061C, 0x061C), (0x115F, 0x1160),
     (0x17B4, 0x17B5), (0x180B, 0x180F), (0x200B, 0x200F), (0x202A, 0x202E),
     (0x2060, 0x206F), (0x3164, 0x3164), (0xFE00, 0xFE0F), (0xFEFF, 0xFEFF),
@@ -33,6 +39,13 @@ def _to_ranges(codepoints: Sequence[int]) -> list[tuple[int, int]]:
 
 
 _IGNORABLE_RE = re.compile(f"[{_char_class(_IGNORABLE_RANGES)}]+")
+# The ASCII fast path (ASCII text is already NFKC) must still drop these.
+_CONTROL_RE = re.compile(f"[{_char_class(_CONTROL_RANGES)}]")
+
+
+def needs_normalising(s: str) -> bool:
+    """False for text rules may see as it is: ASCII without control characters."""
+    return not s.isascii() or _CONTROL_RE.search(s) is not None
 
 # Look-alikes NFKC leaves alone -> ASCII. One char to one char, so offsets hold.
 _FOLD_PAIRS = (

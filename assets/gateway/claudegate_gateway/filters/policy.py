@@ -17,7 +17,7 @@ from claudegate_gateway.filters.normalise import _IGNORABLE_RE, _special_tables
 from claudegate_gateway.filters.patterns import _pattern_matcher
 from claudegate_gateway.filters.results import _ERROR_TYPES, FilterResult, Verdict
 from claudegate_gateway.filters.scan import _Hit, _rebuild, _Scan, _splice
-from claudegate_gateway.filters.walker import _collect
+from claudegate_gateway.filters.walker import _FIXED_KINDS, _collect
 
 
 @dataclass(frozen=True)
@@ -142,12 +142,16 @@ class FilterPolicy:
             built.append(rule)
         return cls(built)
 
-    def apply(self, body: dict[str, Any]) -> FilterResult:
-        """Scan a parsed request body; never mutates it."""
+    def apply(self, body: dict[str, Any], *, fixed: bool = False) -> FilterResult:
+        """Scan a parsed request body; never mutates it.
+
+        ``fixed``: every field of ``body`` is one that cannot be rewritten
+        (see walker), so a redact rule that matches blocks instead.
+        """
         clean = FilterResult(body=body, changed=False, blocked=None, status=200, verdicts=[])
         if not self._rules or not isinstance(body, dict):
             return clean
-        pieces = _collect(body)
+        pieces = _collect(body, fixed=fixed)
         if not pieces:
             return clean
         scan = _Scan(pieces, self._need_plain)
@@ -168,12 +172,17 @@ class FilterPolicy:
             if not hits:
                 continue
             fired = tuple(m.name for m in rule.matchers if id(m) in found) if rule.detector_rule else ()
-            verdict = Verdict(rule.name, rule.action, len({h.sig for h in hits}), fired)
+            action = rule.action
+            if action == "redact" and any(pieces[k][0] in _FIXED_KINDS for h in hits for k, _, _ in h.parts):
+                # A tool name, property name, custom_id...: rewriting it would
+                # break the request (or silently change what it means).
+                action = "block"
+            verdict = Verdict(rule.name, action, len({h.sig for h in hits}), fired)
             verdicts.append(verdict)
-            if rule.action == "block":
+            if action == "block":
                 if blocked is None:
                     blocked, status = verdict, rule.status
-            elif rule.action == "redact":
+            elif action == "redact":
                 redactions.append((rule.name, hits))
         if blocked is not None or not redactions:
             return FilterResult(body=body, changed=False, blocked=blocked, status=status, verdicts=verdicts)

@@ -8,8 +8,8 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from claudegate_gateway.filters.matchers import _Matcher, _Text
-from claudegate_gateway.filters.normalise import _fold, _Map, _normalise, _offset_map
-from claudegate_gateway.filters.walker import _B64, _KEY, Path, _Piece
+from claudegate_gateway.filters.normalise import _fold, _Map, _normalise, _offset_map, needs_normalising
+from claudegate_gateway.filters.walker import _B64, _FIXED, _KEY, _KEY_KINDS, Path, _Piece
 
 # (piece index, start, end) in that piece's normalised text
 _Part = tuple[int, int, int]
@@ -20,19 +20,32 @@ class _Hit(NamedTuple):
     parts: tuple[_Part, ...]  # what to redact
 
 
+# Between the pieces of a pair join: a control character, so no normalised
+# piece can contain it (normalisation removes them), it is not a word
+# character, a digit or whitespace, and no detector's character class holds
+# it. To every look-around it is a boundary, like the end of a string.
+_STOP = "\x00"
+
+
 class _JoinText:
-    """All pieces of a view as one text, with where each piece starts in it."""
+    """Pieces as one text (``seps[k]`` before piece k), with where each piece starts in it."""
 
     __slots__ = ("lens", "offs", "t")
 
-    def __init__(self, texts: list[str], sep: str) -> None:
-        self.t = _Text(sep.join(texts))
+    def __init__(self, texts: list[str], seps: str | list[str]) -> None:
+        if isinstance(seps, str):
+            self.t = _Text(seps.join(texts))
+            seps = [seps] * len(texts)
+        else:
+            self.t = _Text("".join(x for pair in zip(seps, texts, strict=True) for x in pair))
         self.lens = [len(t) for t in texts]
         self.offs: list[int] = []
         pos = 0
-        for n in self.lens:
+        for n, sep in zip(self.lens, seps, strict=True):
+            if self.offs:
+                pos += len(sep)
             self.offs.append(pos)
-            pos += n + len(sep)
+            pos += n
 
     def inside_one(self, a: int, b: int) -> bool:
         k = bisect_right(self.offs, a) - 1
@@ -52,21 +65,47 @@ class _JoinText:
 
 
 class _View:
-    """The pieces of one view (folded or not): alone, glued, and space-joined.
+    """The pieces of one view (folded or not): alone, glued, paired and space-joined.
 
-    Dict keys are left out of the glued join: a key sits between the values
-    of a tool input, and gluing values is what catches a secret split across
-    them. The space-joined text keeps keys so a label key meets its value.
+    * ``j0`` glues every value: a secret split over any number of pieces;
+    * ``pairs`` glue each two neighbours and put a hard stop (:data:`_STOP`)
+      around them, once for the even and once for the odd pairs. In ``j0``
+      the text around a split secret touches it (``AKIA..`` + ``..MPLE`` +
+      ``xyz`` reads ``..MPLExyz``, no longer a whole token; a digit after a
+      split card makes it a longer number); in a pair join it ends where the
+      pieces end, whatever the next piece starts with;
+    * ``j1`` joins with a space and keeps keys, so a label key meets its value.
+
+    Dict keys (and fixed values, see _Scan) are left out of the glued joins:
+    a key sits between the values of a tool input, and gluing values is what
+    catches a secret split across them.
     """
 
-    __slots__ = ("j0", "j1", "single", "texts")
+    __slots__ = ("j0", "j1", "pairs", "single", "texts")
 
     def __init__(self, texts: list[str], is_key: list[bool]) -> None:
         self.texts = texts
         self.single = len(texts) == 1
         self.j1 = _JoinText(texts, " ")
-        self.j0 = self.j1 if self.single else _JoinText(
-            ["" if key else t for t, key in zip(texts, is_key, strict=True)], "")
+        self.j0 = self.j1
+        self.pairs: tuple[_JoinText, ...] = ()
+        if not self.single:
+            values = ["" if key else t for t, key in zip(texts, is_key, strict=True)]
+            self.j0 = _JoinText(values, "")
+            # Pieces with text, in order; keys and empty pieces are skipped so
+            # a pair is two neighbouring values.
+            live = [k for k, t in enumerate(values) if t]
+            if len(live) > 1:
+                self.pairs = tuple(_JoinText(values, _pair_seps(len(values), live, parity)) for parity in (0, 1))
+
+
+def _pair_seps(n: int, live: list[int], parity: int) -> list[str]:
+    """Separators gluing live pieces by rank (0,1), (2,3)... (parity 0) or 0, (1,2), (3,4)... (parity 1)."""
+    seps = [""] * n
+    for rank, k in enumerate(live):
+        if rank and (rank - parity) % 2 == 0:
+            seps[k] = _STOP  # a new pair (or, for parity 1, the first pair) starts here
+    return seps
 
 
 class _Scan:
@@ -75,7 +114,7 @@ class _Scan:
         base: list[str] = []
         folded: list[str] = []
         for _, _, text in pieces:
-            if text.isascii():
+            if not needs_normalising(text):
                 base.append(text)
                 folded.append(text)
             else:
@@ -84,7 +123,13 @@ class _Scan:
                 folded.append(_fold(text))
         self.base = base
         self.maps: dict[int, _Map | None] = {}
-        is_key = [p[0] == _KEY for p in pieces]
+        # Glued: values. Keys never (they sit between values); fixed values
+        # (names, ids, settings) only when there is nothing else, as in a
+        # batch's fields outside params: glued to the text around them, a
+        # greedy match running on into a role or a model name would turn a
+        # redaction of the text into a block.
+        only_fixed = all(p[0] == _FIXED or p[0] in _KEY_KINDS for p in pieces)
+        is_key = [p[0] in _KEY_KINDS or (p[0] == _FIXED and not only_fixed) for p in pieces]
         self.views: dict[bool, _View] = {True: _View(folded, is_key)}
         if need_plain:
             self.views[False] = _View(base, is_key)
@@ -105,6 +150,11 @@ class _Scan:
         if not view.single:
             if g0:
                 self._joined(m, view.j0, hits, 0, len(view.j0.t.s))
+            for jp in view.pairs:
+                # A pair join holds j0's characters with stops added: a gate
+                # true on it was true on j0, so it is tried only then.
+                if g0 and m.gate(jp.t):
+                    self._joined(m, jp, hits, 0, len(jp.t.s))
             if g1:
                 self._joined(m, view.j1, hits, 0, len(view.j1.t.s))
         return hits
@@ -137,10 +187,10 @@ class _Scan:
             if last != first:  # the region spans pieces: look for matches across them
                 self._joined(m, j1, hits, a, b)
         if not view.single:
-            j0 = view.j0
-            for a, b in regions(j0.t):
-                if not j0.inside_one(a, b):
-                    self._joined(m, j0, hits, a, b)
+            for jt in (view.j0, *view.pairs):
+                for a, b in regions(jt.t):
+                    if not jt.inside_one(a, b):
+                        self._joined(m, jt, hits, a, b)
         return hits
 
     @staticmethod

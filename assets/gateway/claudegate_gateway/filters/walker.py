@@ -7,19 +7,31 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-_VALUE, _KEY, _B64, _NUM = range(4)
-_M_STR, _M_KEY, _M_B64, _M_CONTENT, _M_BLOCK, _M_SOURCE, _M_JSON, _M_TOOL, _M_SCHEMA = range(9)
+# _FIXED / _FIXED_KEY: a value / dict key that cannot be rewritten without
+# breaking the request (a tool name that tool_use blocks and tool_choice
+# refer to, a schema's property names and enum values, a batch custom_id):
+# scanned like the others, but a redact verdict on one blocks the request.
+_VALUE, _KEY, _B64, _NUM, _FIXED, _FIXED_KEY = range(6)
+_KEY_KINDS = frozenset({_KEY, _FIXED_KEY})
+_FIXED_KINDS = frozenset({_FIXED, _FIXED_KEY})
+_M_STR, _M_KEY, _M_B64, _M_CONTENT, _M_BLOCK, _M_SOURCE, _M_JSON, _M_TOOL, _M_SCHEMA, _M_FIXED = range(10)
 
 _TOOL_USE_TYPES = frozenset({"tool_use", "server_tool_use", "mcp_tool_use"})
 _TOOL_RESULT_TYPES = frozenset({"tool_result", "mcp_tool_result"})
 _SKIP_TYPES = frozenset({"thinking", "redacted_thinking"})
-# Top-level request fields read by name in _collect, or documented as not scanned.
-_TOP_NOT_WALKED = frozenset({
-    "system", "messages", "tools", "model", "max_tokens", "stream", "temperature", "top_p", "top_k",
-    "metadata", "stop_sequences", "tool_choice", "thinking", "service_tier",
+# Top-level request fields read by name in _collect. Everything else is
+# walked whole (fail closed), numbers and booleans included.
+_ROLES = ("user", "assistant")
+_TOP_FIXED = frozenset({
+    "model", "tool_choice", "max_tokens", "stream", "temperature", "top_p", "top_k", "thinking", "service_tier",
 })
-# A tool definition's fields read by name (description, schema) or not text at all.
+_TOP_BY_NAME = frozenset({"system", "messages", "tools", "metadata", *_TOP_FIXED})
+# A tool definition's fields read by name (name, description, schema) or not text at all.
 _TOOL_SHAPE_KEYS = frozenset({"name", "type", "description", "input_schema", "cache_control"})
+# Schema strings that are prose: redacted in place. Every other schema string
+# (enum and const values, patterns, formats, defaults) and every key
+# (property names, which `required` and tool inputs name) is fixed.
+_SCHEMA_PROSE = frozenset({"description", "title"})
 _SOURCE_TYPES = frozenset({"base64", "text", "content", "url", "file"})
 _OPAQUE_KEYS = frozenset({
     "type", "id", "tool_use_id", "signature", "data", "media_type", "cache_control",
@@ -42,35 +54,39 @@ def _big_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and 10**12 <= abs(v) < 10**20
 
 
-def _collect(body: Mapping[str, Any]) -> list[_Piece]:
-    """Every scannable string, in document order, with where it lives."""
+def _collect(body: Mapping[str, Any], *, fixed: bool = False) -> list[_Piece]:
+    """Every scannable string, in document order, with where it lives.
+
+    ``fixed``: the whole document is fields that cannot be rewritten (a
+    batch request's ``custom_id`` and whatever sits outside ``params``).
+    """
     pieces: list[_Piece] = []
     add = pieces.append
     stack: list[tuple[int, Any, Path]] = []
     push = stack.append
     pop = stack.pop
-    # Fail closed: a request field not read by name below and not in the
-    # documented list of fields without text is walked whole. That covers
-    # mcp_servers (Anthropic calls each url with its authorization_token),
-    # output_format / output_config (a schema the model reads) and any field
-    # the API adds later.
-    for key in reversed([k for k in body if k not in _TOP_NOT_WALKED]):
-        push((_M_JSON, body[key], (key,)))
-    tools = body.get("tools")
-    if isinstance(tools, list):
-        for i in range(len(tools) - 1, -1, -1):
-            push((_M_TOOL, tools[i], ("tools", i)))
-    messages = body.get("messages")
-    if isinstance(messages, list):
-        for i in range(len(messages) - 1, -1, -1):
-            msg = messages[i]
-            if isinstance(msg, dict) and "content" in msg:
-                push((_M_CONTENT, msg["content"], ("messages", i, "content")))
-    if "system" in body:
-        push((_M_CONTENT, body["system"], ("system",)))
+    if fixed:
+        push((_M_FIXED, body, ()))
+    else:
+        _push_top(body, push)
 
     while stack:
         mode, node, path = pop()
+        if mode == _M_FIXED:
+            if isinstance(node, str):
+                if node:
+                    add((_FIXED, path, node))
+            elif isinstance(node, dict):
+                for k, v in reversed(list(node.items())):
+                    push((_M_FIXED, v, (*path, k)))
+                    if isinstance(k, str) and k:
+                        push((_M_KEY, (_FIXED_KEY, k), path))
+            elif isinstance(node, list):
+                for i in range(len(node) - 1, -1, -1):
+                    push((_M_FIXED, node[i], (*path, i)))
+            elif _big_int(node):
+                add((_FIXED, path, str(node)))
+            continue
         if mode == _M_BLOCK:
             if isinstance(node, dict):
                 kind = node.get("type")
@@ -93,6 +109,8 @@ def _collect(body: Mapping[str, Any]) -> list[_Piece]:
             if isinstance(node, str):
                 if node:
                     add((_VALUE, path, node))
+            elif isinstance(node, dict):
+                push((_M_BLOCK, node, path))  # one block where a list was expected: still read
             elif isinstance(node, list):
                 n, i = len(node), 0
                 while i < n:
@@ -153,7 +171,10 @@ def _collect(body: Mapping[str, Any]) -> list[_Piece]:
             if isinstance(node, str) and node:
                 add((_VALUE, path, node))
         elif mode == _M_KEY:
-            add((_KEY, path, node))
+            if isinstance(node, tuple):
+                add((node[0], path, node[1]))
+            else:
+                add((_KEY, path, node))
         elif mode == _M_SOURCE:
             _push_source(node, path, push)
         elif mode == _M_B64:
@@ -170,17 +191,76 @@ def _collect(body: Mapping[str, Any]) -> list[_Piece]:
                 if "input_schema" in node:
                     push((_M_SCHEMA, node["input_schema"], (*path, "input_schema")))
                 push((_M_STR, node.get("description"), (*path, "description")))
+                if "name" in node:
+                    push((_M_FIXED, node["name"], (*path, "name")))
+            else:
+                push((_M_FIXED, node, path))
         elif mode == _M_SCHEMA:
             if isinstance(node, dict):
-                for k, v in reversed(node.items()):
-                    if k == "description" and isinstance(v, str):
+                for k, v in reversed(list(node.items())):
+                    if k in _SCHEMA_PROSE and isinstance(v, str):
                         push((_M_STR, v, (*path, k)))
                     elif isinstance(v, (dict, list)):
                         push((_M_SCHEMA, v, (*path, k)))
+                    else:
+                        push((_M_FIXED, v, (*path, k)))
+                    if isinstance(k, str) and k:
+                        push((_M_KEY, (_FIXED_KEY, k), path))
             elif isinstance(node, list):
                 for i in range(len(node) - 1, -1, -1):
                     push((_M_SCHEMA, node[i], (*path, i)))
+            else:
+                push((_M_FIXED, node, path))
     return pieces
+
+
+def _push_top(body: Mapping[str, Any], push: Callable[[tuple[int, Any, Path]], None]) -> None:
+    """The request's fields, pushed so they pop in document order: system, messages, tools, the rest."""
+    # Fail closed: a field not read by name is walked whole. That covers
+    # stop_sequences, mcp_servers (Anthropic calls each url with its
+    # authorization_token), output_format / output_config (a schema the
+    # model reads), container, service_tier and any field the API adds later.
+    for key in reversed([k for k in body if k not in _TOP_BY_NAME]):
+        push((_M_JSON, body[key], (key,)))
+    # Fixed: the model name (scoped by glob, and quoted back in upstream's
+    # errors), tool_choice (its name must be a tool's name) and the settings.
+    for key in reversed([k for k in body if k in _TOP_FIXED]):
+        push((_M_FIXED, body[key], (key,)))
+    metadata = body.get("metadata")
+    if isinstance(metadata, dict):
+        # user_id is free text (redacted in place); other keys are not the API's.
+        for k, v in reversed(list(metadata.items())):
+            push((_M_STR if k == "user_id" and isinstance(v, str) else _M_FIXED, v, ("metadata", k)))
+            if isinstance(k, str) and k:
+                push((_M_KEY, (_FIXED_KEY, k), ("metadata",)))
+    elif "metadata" in body:
+        push((_M_FIXED, metadata, ("metadata",)))
+    tools = body.get("tools")
+    if isinstance(tools, list):
+        for i in range(len(tools) - 1, -1, -1):
+            push((_M_TOOL, tools[i], ("tools", i)))
+    elif "tools" in body:
+        push((_M_FIXED, tools, ("tools",)))
+    messages = body.get("messages")
+    if isinstance(messages, list):
+        for i in range(len(messages) - 1, -1, -1):
+            msg = messages[i]
+            if isinstance(msg, dict):
+                # Any other field of a message, and a role that is not one
+                # of the two: fixed (upstream would quote them back). The
+                # usual roles are left out so the spaced join of two
+                # messages' texts is not cut by them.
+                for k, v in reversed(list(msg.items())):
+                    if k != "content" and not (k == "role" and v in _ROLES):
+                        push((_M_FIXED, v, ("messages", i, k)))
+                if "content" in msg:
+                    push((_M_CONTENT, msg["content"], ("messages", i, "content")))
+            else:
+                push((_M_FIXED, msg, ("messages", i)))
+    elif "messages" in body:
+        push((_M_FIXED, messages, ("messages",)))
+    if "system" in body:
+        push((_M_CONTENT, body["system"], ("system",)))
 
 
 def _b64_all(data: str) -> bytes:
@@ -210,6 +290,9 @@ def _push_block(
     if kind in _TOOL_USE_TYPES:
         if "input" in node:
             push((_M_JSON, node["input"], (*path, "input")))
+        for k in ("server_name", "name"):  # must match a tool (or MCP server) by name
+            if k in node:
+                push((_M_FIXED, node[k], (*path, k)))
     elif kind in _TOOL_RESULT_TYPES:
         if "content" in node:
             push((_M_CONTENT, node["content"], (*path, "content")))
