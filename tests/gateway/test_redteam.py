@@ -265,8 +265,9 @@ def test_a_text_upload_with_a_nul_byte_is_still_scanned() -> None:
         upload = Upload("notes.txt", "text/plain", data)
         result = asyncio.run(filter_upload(apply, upload))
         assert result.blocked is not None and upload.scanned, data[:8]
+    # Not UTF-8 either: read with the single-byte fallback, still scanned.
     png = Upload("a.png", "image/png", b"\x89PNG\r\n\x1a\n\x00\x00" + SECRET.encode())
-    assert asyncio.run(filter_upload(apply, png)).blocked is None and not png.scanned  # binary: as documented
+    assert asyncio.run(filter_upload(apply, png)).blocked is not None and png.scanned
 
 
 def test_every_field_of_a_tool_definition_but_its_name_and_schema_shape_is_scanned() -> None:
@@ -304,9 +305,12 @@ def test_top_level_fields_the_walker_does_not_know_are_scanned() -> None:
         assert BLOCK.apply(doc).blocked is not None, extra
         redacted = REDACT.apply(doc)
         assert redacted.changed and SECRET not in json.dumps(redacted.body), extra
-    # The documented exceptions are unchanged.
+    # metadata.user_id and stop_sequences are free text: scanned, redacted in place.
     doc = _message("hi", metadata={"user_id": SECRET}, stop_sequences=[SECRET])
-    assert BLOCK.apply(doc).blocked is None
+    assert BLOCK.apply(doc).blocked is not None
+    redacted = REDACT.apply(doc)
+    assert redacted.blocked is None and SECRET not in json.dumps(redacted.body)
+    assert redacted.body["metadata"]["user_id"] == redacted.body["stop_sequences"][0] == "[REDACTED:secrets]"
 
 
 def test_results_filter_checks_a_last_line_without_newline() -> None:

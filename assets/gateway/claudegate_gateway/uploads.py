@@ -7,11 +7,11 @@ part is accepted (a positive model: an unknown form field could be something
 upstream reads that the gateway did not inspect), and the body sent upstream
 is built anew from what was inspected, never the client's bytes.
 
-What is scanned: any file whose bytes are text (UTF-8, or UTF-16 with a byte
-order mark; NULs included), whatever content type the client declared, so
-labelling a text file ``image/png`` does not dodge the filter; and the file
-name. What is not: binary files (PDF, images, archives, office documents);
-their content reaches upstream unscanned.
+What is scanned: the file name and every file's content, whatever content
+type the client declared, read as text by :func:`decode` (UTF-32/UTF-16/UTF-8
+by byte order mark, else UTF-8, else a single-byte decoding, so no file is
+"binary" and unscanned). What is not found: text a format stores compressed
+or encoded (a PDF's deflated streams, a zip, an image's pixels).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from __future__ import annotations
 import codecs
 import re
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from aiohttp import BodyPartReader, MultipartWriter, hdrs, web
@@ -108,18 +108,43 @@ def _content_type(value: str | None) -> str:
     return mime.lower()
 
 
-def as_text(data: bytes) -> str | None:
-    """The file's text, or None when it is binary.
+# Byte order marks, longest first: the UTF-32 LE mark starts with UTF-16 LE's.
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"),
+)
+# Every byte is a character, so any file decodes and every byte sequence a
+# secret could be written in is there to see; bytes 0x80-0x9F become C1
+# controls, which normalisation removes like the invisible ones.
+_FALLBACK = "latin-1"
 
-    Whatever decodes is text, NUL characters included: a NUL is valid UTF-8
-    and upstream reads such a file as text, so treating it as binary would
-    let one NUL carry a whole file past the filter.
+
+def decode(data: bytes) -> tuple[str, str]:
+    """The file as text, whatever it is, and the codec that reads it back into the same bytes.
+
+    A byte order mark picks UTF-32/UTF-16/UTF-8; then UTF-8 (NUL characters
+    included: valid UTF-8, and a UTF-16 file without a mark reads as its
+    letters with NULs between, which normalisation removes); else a
+    single-byte decoding. Nothing is "binary": a secret in a PDF's text, a
+    Latin-1 or UTF-16 file, or after a stray invalid byte is still seen.
     """
-    encoding = "utf-16" if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) else "utf-8-sig"
+    for bom, codec in _BOMS:
+        if data.startswith(bom):
+            try:
+                return data.decode(codec), codec
+            except UnicodeDecodeError:
+                break
     try:
-        return data.decode(encoding)
+        return data.decode("utf-8"), "utf-8"
     except UnicodeDecodeError:
-        return None
+        return data.decode(_FALLBACK), _FALLBACK
+
+
+def as_text(data: bytes) -> str | None:
+    """The file's text when it is a Unicode text file (a byte order mark, or valid UTF-8), else None."""
+    text, codec = decode(data)
+    return None if codec == _FALLBACK else text
 
 
 # (document to filter, its size) -> the policy's result; offload.py runs large ones in a worker.
@@ -127,18 +152,29 @@ ApplyPolicy = Callable[[dict[str, Any], int], Awaitable[FilterResult]]
 
 
 async def filter_upload(apply: ApplyPolicy, upload: Upload) -> FilterResult:
-    """Filter the file name and, when the file is text, its content (redaction rewrites both)."""
-    text = as_text(upload.data)
-    blocks: list[dict[str, Any]] = [{"type": "text", "text": upload.filename}]
-    if text is not None:
-        blocks.append({"type": "text", "text": text})
+    """Filter the file name and the file's content, read as text (redaction rewrites both).
+
+    A Unicode text file is redacted in place and written back in its own
+    encoding (byte order mark kept). A file read with the single-byte
+    fallback (a PDF, an image, a legacy code page) cannot be rewritten
+    without breaking it (offsets, lengths, checksums), so a match that a
+    rule would redact blocks the upload instead.
+    """
+    text, codec = decode(upload.data)
+    rewritable = codec != _FALLBACK
+    blocks: list[dict[str, Any]] = [{"type": "text", "text": upload.filename}, {"type": "text", "text": text}]
     result = await apply({"messages": [{"role": "user", "content": blocks}]}, len(upload.data))
-    upload.scanned = text is not None
+    upload.scanned = True
     if result.changed and result.blocked is None:
         new_blocks = result.body["messages"][0]["content"]
+        if not rewritable and new_blocks[1]["text"] != text:
+            redacted = [v for v in result.verdicts if v.action == "redact"]
+            rule = redacted[0] if redacted else result.verdicts[0]
+            blocked = replace(rule, action="block")
+            verdicts = [blocked if v is rule else v for v in result.verdicts]
+            return replace(result, body=result.body, changed=False, blocked=blocked, status=400, verdicts=verdicts)
         upload.filename = new_blocks[0]["text"]
-        if text is not None:
-            upload.data = new_blocks[1]["text"].encode()
+        upload.data = new_blocks[1]["text"].encode(codec)
         upload.redacted = True
     return result
 
