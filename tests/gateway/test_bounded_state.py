@@ -207,7 +207,7 @@ def test_page_scan_fills_a_page_across_upstream_pages() -> None:
 def test_page_scan_is_bounded_and_its_position_is_sealed(tmp_path: Path) -> None:
     store = KeyStore(tmp_path / "keys.db", "pepper")
     objects = Objects(store.owners, store.digest)
-    scan = PageScan(limit=5, backward=False, seal=objects.seal)
+    scan = PageScan(limit=5, backward=False, seal=lambda p: objects.seal("team-a", "batch", p))
     n = 0
     while scan.take({"data": [{"id": f"x{n}"}], "has_more": True}, set()) is not None:
         n += 1
@@ -215,11 +215,12 @@ def test_page_scan_is_bounded_and_its_position_is_sealed(tmp_path: Path) -> None
     out = scan.result()
     assert out["data"] == [] and out["has_more"] is True
     sealed = out["last_id"]
-    assert sealed.startswith("cgpos_") and objects.unseal(sealed) == f"x{n}"
-    tag = sealed.removeprefix("cgpos_").partition("_")[0]
-    assert objects.unseal(f"cgpos_{tag}_x0") is None  # a tag is good for its own position only
+    assert sealed.startswith("cgpos_") and objects.unseal("team-a", "batch", sealed) == f"x{n}"
+    assert f"x{n}" not in sealed  # encrypted, not only signed
+    assert objects.unseal("team-b", "batch", sealed) is None  # issued to team-a only
+    assert objects.unseal("team-a", "file", sealed) is None  # and for batch lists only
     other = Objects(store.owners, KeyStore(tmp_path / "other.db", "another pepper").digest)
-    assert other.unseal(sealed) is None
+    assert other.unseal("team-a", "batch", sealed) is None
     store.close()
 
 

@@ -14,23 +14,23 @@ Driven by the route table's ``owner_kind`` / ``owner_action`` columns:
 
 A list cursor (``after_id``/``before_id``) is itself an id, so it must not
 become an oracle: a cursor that is not the caller's own object answers an
-empty page without asking upstream, whether it exists or not. The one
-cursor the gateway hands out that is not the caller's (the scan position
-when a page could not be filled within the bound) is sealed: ``cgpos_``,
-the position, and a MAC under the keystore's pepper, so a client can only
-give back positions the gateway gave it.
+empty page without asking upstream, whether it exists or not. The cursors
+the gateway makes itself (the scan position when a page could not be
+filled within the bound, ``cgpos_...``, and the files ``next_page``,
+``page_...``) hold upstream positions that may be another client's object:
+they are encrypted and authenticated for the caller (:mod:`.cursors`), so
+they show nothing and only the client they were issued to can use them.
 
 Batch objects' ``results_url`` is pointed at the gateway by :mod:`.batchurls`.
 """
 
 from __future__ import annotations
 
-import base64
-import hmac
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from claudegate_gateway.cursors import CursorBox
 from claudegate_gateway.errors import GatewayError
 from claudegate_gateway.keystore import Client
 from claudegate_gateway.ownership import (
@@ -65,25 +65,43 @@ def not_found(kind: ObjectKind, object_id: str) -> GatewayError:
 
 
 _SEALED = "cgpos_"
+_PAGE = "page_"
 
 
 class Objects:
     def __init__(self, owners: Ownership, mac: Callable[[str], bytes]) -> None:
         self.owners = owners
-        self._mac = mac  # keyed digest (the keystore's HMAC under its pepper)
+        self._box = CursorBox(mac)  # keyed from the pepper (the keystore's HMAC)
 
-    def seal(self, position: str) -> str:
-        tag = self._mac("list-position:" + position)[:12].hex()
-        return f"{_SEALED}{tag}_{position}"
+    def seal(self, client: str, kind: ObjectKind, position: str) -> str:
+        return _SEALED + self._box.seal(f"position:{kind}", client, position.encode())
 
-    def unseal(self, cursor: str) -> str | None:
-        """The position a sealed cursor names, or None when it is not one this gateway made."""
+    def unseal(self, client: str, kind: ObjectKind, cursor: str) -> str | None:
+        """The position a sealed cursor names, or None when this gateway did not seal it for this client."""
         if not cursor.startswith(_SEALED):
             return None
-        tag, _, position = cursor[len(_SEALED):].partition("_")
-        if not position or not hmac.compare_digest(tag, self._mac("list-position:" + position)[:12].hex()):
+        raw = self._box.open(f"position:{kind}", client, cursor[len(_SEALED):])
+        if raw is None:
             return None
-        return position
+        position = raw.decode("utf-8", "replace")
+        return position if OBJECT_ID.match(position) else None
+
+    def seal_page(self, client: str, upstream_page: str | None, skip: int) -> str:
+        payload = skip.to_bytes(2, "big") + (b"" if upstream_page is None else b"p" + upstream_page.encode())
+        return _PAGE + self._box.seal("files-page", client, payload)
+
+    def open_page(self, client: str, page: str | None) -> tuple[str | None, int]:
+        """The gateway's own files cursor: (upstream page cursor, items to skip in it)."""
+        if not page:
+            return None, 0
+        raw = self._box.open("files-page", client, page.removeprefix(_PAGE)) if page.startswith(_PAGE) else None
+        if raw is None or len(raw) < 2:
+            raise GatewayError("invalid_request_error", "page: not a page cursor this gateway issued")
+        skip, rest = int.from_bytes(raw[:2], "big"), raw[2:]
+        upstream = rest[1:].decode("utf-8", "replace") if rest.startswith(b"p") else None
+        if skip > SCAN_PAGE_SIZE or (upstream is not None and not OBJECT_ID.match(upstream)):
+            raise GatewayError("invalid_request_error", "page: not a page cursor this gateway issued")
+        return upstream, skip
 
     # -- before forwarding ----------------------------------------------------
 
@@ -155,14 +173,14 @@ class Objects:
         cursor_name = "before_id" if backward else "after_id"
         cursor = params.get(cursor_name)
         if cursor is not None:
-            position = self.unseal(cursor)
+            position = self.unseal(client.name, kind, cursor)
             if position is not None:
                 cursor = position
             elif not self.owners.owns(kind, cursor, client.name):
                 # Another client's id or no id at all: the same empty page,
                 # and upstream is not asked (no existence oracle).
                 return {"data": [], "has_more": False, "first_id": None, "last_id": None}
-        scan = PageScan(limit=limit, backward=backward, seal=self.seal)
+        scan = PageScan(limit=limit, backward=backward, seal=lambda position: self.seal(client.name, kind, position))
         size = first_limit
         while True:
             query = [*passthrough, *size]
@@ -185,7 +203,7 @@ class Objects:
         first_limit: list[tuple[str, str]],
         fetch: Fetch,
     ) -> dict[str, Any]:
-        upstream_page, skip = _decode_cursor(page)
+        upstream_page, skip = self.open_page(client.name, page)
         found: list[dict[str, Any]] = []
         resume: tuple[str | None, int] | None = None
         # A resumed page is fetched at full size: `skip` counts into it.
@@ -213,7 +231,7 @@ class Objects:
             upstream_page, skip = following, 0
         else:
             resume = (upstream_page, 0) if upstream_page is not None else None
-        next_page = _encode_cursor(*resume) if resume is not None else None
+        next_page = self.seal_page(client.name, *resume) if resume is not None else None
         return {
             "data": found,
             "next_page": next_page,
@@ -221,27 +239,3 @@ class Objects:
             "first_id": found[0]["id"] if found else None,
             "last_id": found[-1]["id"] if found else None,
         }
-
-
-def _encode_cursor(upstream_page: str | None, skip: int) -> str:
-    raw = json.dumps([upstream_page, skip], separators=(",", ":")).encode()
-    return "page_" + base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode_cursor(page: str | None) -> tuple[str | None, int]:
-    """The gateway's own files cursor: (upstream page cursor, items to skip in it)."""
-    if not page:
-        return None, 0
-    bad = GatewayError("invalid_request_error", "page: not a page cursor this gateway issued")
-    try:
-        text = page.removeprefix("page_")
-        value = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
-    except ValueError:
-        raise bad from None
-    if (
-        not isinstance(value, list) or len(value) != 2
-        or not (value[0] is None or (isinstance(value[0], str) and OBJECT_ID.match(value[0])))
-        or not isinstance(value[1], int) or isinstance(value[1], bool) or not 0 <= value[1] <= SCAN_PAGE_SIZE
-    ):
-        raise bad
-    return value[0], value[1]

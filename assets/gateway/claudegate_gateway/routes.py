@@ -112,6 +112,15 @@ def _is_id(value: str) -> bool:
     return len(value) <= MAX_ID_LEN and ID_RE.fullmatch(value) is not None
 
 
+# A list cursor may be one the gateway sealed (see cursors.py): an id of up
+# to MAX_ID_LEN plus nonce and tag, base64url, fits in this.
+MAX_CURSOR_LEN = 256
+
+
+def _is_cursor(value: str) -> bool:
+    return len(value) <= MAX_CURSOR_LEN and ID_RE.fullmatch(value) is not None
+
+
 def _is_true(value: str) -> bool:
     return value == "true"
 
@@ -146,9 +155,9 @@ class QueryParam:
 # nothing the scopes care about, and its only accepted value is "true".
 BETA = QueryParam("beta", _is_true, "true")
 LIMIT = QueryParam("limit", _int_between(1, 1000), "a whole number from 1 to 1000")
-BEFORE_ID = QueryParam("before_id", _is_id, f"an id of [A-Za-z0-9_-], at most {MAX_ID_LEN} characters")
-AFTER_ID = QueryParam("after_id", _is_id, f"an id of [A-Za-z0-9_-], at most {MAX_ID_LEN} characters")
-PAGE = QueryParam("page", _is_id, f"a page cursor of [A-Za-z0-9_-], at most {MAX_ID_LEN} characters")
+BEFORE_ID = QueryParam("before_id", _is_cursor, f"an id of [A-Za-z0-9_-], at most {MAX_CURSOR_LEN} characters")
+AFTER_ID = QueryParam("after_id", _is_cursor, f"an id of [A-Za-z0-9_-], at most {MAX_CURSOR_LEN} characters")
+PAGE = QueryParam("page", _is_cursor, f"a page cursor of [A-Za-z0-9_-], at most {MAX_CURSOR_LEN} characters")
 LIFECYCLE = QueryParam(
     "lifecycle[]", _one_of("active", "deprecated", "retired"), "active, deprecated or retired", repeat=True
 )
