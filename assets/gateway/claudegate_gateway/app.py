@@ -12,6 +12,7 @@ from aiohttp import web
 
 from claudegate_gateway.bindaddr import listen_host
 from claudegate_gateway.config import Config, read_secret
+from claudegate_gateway.httpserver import SERVER_NAME, ShapedAppRunner
 from claudegate_gateway.keystore import KeyStore
 from claudegate_gateway.offload import build_policy
 from claudegate_gateway.proxy import Gateway
@@ -31,7 +32,7 @@ def build_gateway(config: Config) -> Gateway:
 
 async def _hide_server(_: web.Request, response: web.StreamResponse) -> None:
     # aiohttp would announce its own and Python's versions.
-    response.headers["Server"] = "claudegate"
+    response.headers["Server"] = SERVER_NAME
 
 
 def public_app(gateway: Gateway) -> web.Application:
@@ -73,8 +74,9 @@ def internal_app(gateway: Gateway) -> web.Application:
 async def serve(config: Config) -> None:
     gateway = build_gateway(config)
     await gateway.start()
-    public = web.AppRunner(public_app(gateway), access_log=None, handle_signals=False, shutdown_timeout=30)
-    internal = web.AppRunner(internal_app(gateway), access_log=None, handle_signals=False)
+    # Shaped: what aiohttp's parser refuses is answered in Anthropic's error shape too.
+    public = ShapedAppRunner(public_app(gateway), access_log=None, handle_signals=False, shutdown_timeout=30)
+    internal = ShapedAppRunner(internal_app(gateway), access_log=None, handle_signals=False)
     await public.setup()
     await internal.setup()
     stop = asyncio.Event()
