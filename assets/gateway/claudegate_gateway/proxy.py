@@ -32,6 +32,7 @@ from claudegate_gateway.filters.batchresults import ResultsFilter
 from claudegate_gateway.filters.clients import ClientPolicies
 from claudegate_gateway.filters.response import ResponseFilter
 from claudegate_gateway.filters.sse import StreamFilter
+from claudegate_gateway.filters.upstream_errors import filter_error_body
 from claudegate_gateway.hygiene import (
     HOP_BY_HOP,
     check_request_encoding,
@@ -382,9 +383,21 @@ class Gateway:
                 data = self._filter_message(rf, data, ex)
         elif upstream.status >= 400:
             ex.error_type = "upstream"
+            data = self._filter_error(data, ex)
         if route.op.owner_kind is not None:
             data = self._owned_answer(request, route, ex, upstream.status, data)
         return web.Response(status=upstream.status, body=data, headers=headers)
+
+    def _filter_error(self, data: bytes, ex: Exchange) -> bytes:
+        """Upstream's error body, checked by the client's rules: it may quote the request."""
+        if ex.client is None:
+            return data
+        name = ex.client.name
+        out, verdicts = filter_error_body(
+            data, self.filters.request_policy(name), self.filters.response_filter(name), ex.request_id
+        )
+        ex.verdicts.extend(verdicts)
+        return out
 
     def _filter_message(self, rf: ResponseFilter, data: bytes, ex: Exchange) -> bytes:
         out, tally = rf.message_bytes(data)
@@ -535,7 +548,8 @@ class Gateway:
             page = await self.objects.list_page(client, route.op.owner_kind, route.query, fetch)
         except UpstreamAnswer as answer:
             ex.status, ex.error_type = answer.status, "upstream"
-            return web.Response(status=answer.status, body=answer.body, content_type="application/json", headers=down)
+            body = self._filter_error(answer.body, ex)
+            return web.Response(status=answer.status, body=body, content_type="application/json", headers=down)
         if route.op.owner_kind == "batch":
             localise_page(page)
         ex.status = 200

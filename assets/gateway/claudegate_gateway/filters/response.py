@@ -33,7 +33,7 @@ import copy
 import json
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from claudegate_gateway.filters.detectors import STREAM_FORMS
@@ -47,6 +47,14 @@ _CTX = 32  # characters of released text kept so look-behinds see the same text
 _HOLD_FACTOR = 8  # a match still growing after this many windows is cut (bounded memory)
 _SEP = "\x00"  # between JSON tokens in the view: rules see one token at a time
 _TOOL_TYPES = frozenset({"tool_use", "server_tool_use", "mcp_tool_use"})
+# Fields of other blocks (server tool results: web search and fetch, code
+# execution, bash and text editor results...) that hold no text the model
+# shows: ids, types, opaque or encrypted payloads, base64 data.
+_OPAQUE = frozenset({
+    "type", "id", "tool_use_id", "signature", "encrypted_content", "encrypted_index", "encrypted_stdout",
+    "media_type", "file_id", "cache_control", "data",
+})
+_UNSCANNED_BLOCKS = frozenset({"redacted_thinking"})
 _OUT, _STR, _NUM = range(3)
 _NUM_CHARS = frozenset("0123456789+-.eE")
 _ESCAPES = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
@@ -60,9 +68,13 @@ class Tally:
     rules: dict[str, _Rule] = field(default_factory=dict)
     blocked: _Rule | None = None
 
-    def add(self, rule: _Rule) -> None:
+    def add(self, rule: _Rule, *, block: bool = False) -> None:
+        """Count a match; ``block``: it cannot be redacted (part of it left already), so it blocks."""
+        if block and rule.action == "redact":
+            rule = replace(rule, action="block")
         self.counts[rule.name] = self.counts.get(rule.name, 0) + 1
-        self.rules[rule.name] = rule
+        if rule.name not in self.rules or rule.action == "block":
+            self.rules[rule.name] = rule
         if rule.action == "block" and self.blocked is None:
             self.blocked = rule
 
@@ -117,10 +129,15 @@ class ResponseFilter:
             return MessageResult(doc, False, tally)
         out = copy.deepcopy(doc)
         changed = False
+        tail: str | None = None  # the end of the last text block, for matches across two
         for block in out["content"]:
             if not isinstance(block, dict):
                 continue
             kind = block.get("type")
+            if kind == "text" and isinstance(block.get("text"), str):
+                if tail is not None:
+                    self.crossing(tail, block["text"], tally)
+                tail = block["text"]
             if kind in ("text", "thinking"):
                 key = "text" if kind == "text" else "thinking"
                 changed |= self._text_field(block, key, tally)
@@ -134,7 +151,50 @@ class ResponseFilter:
                 if new != source:
                     block["input"] = json.loads(new)
                     changed = True
+            elif kind not in _UNSCANNED_BLOCKS:
+                changed |= self.other_block(block, tally)
         return MessageResult(out if changed else doc, changed, tally)
+
+    def crossing(self, tail: str, head: str, tally: Tally) -> None:
+        """Matches that start in ``tail`` (one text block) and end in ``head`` (the next one).
+
+        Each block is filtered on its own; a match across the two is found
+        here. It is never redacted: in a stream its first part left with the
+        earlier block, so a redact rule blocks (a log rule counts).
+        """
+        tail, head = tail[-self.window:], head[:self.window]
+        if not tail or not head:
+            return
+        text, cut = tail + head, len(tail)
+        for rule, m in self.pairs:
+            for fa, fb, _, _ in m.find(text, 0, len(text)):
+                if fa < cut < fb:
+                    tally.add(rule, block=True)
+                    break
+
+    def other_block(self, node: Any, tally: Tally) -> bool:
+        """Every string the model shows in a block of another type (server tool results...), in place."""
+        changed = False
+        if isinstance(node, dict):
+            text_source = node.get("type") == "text"  # a document source: its data is the text
+            for key in list(node):
+                value = node[key]
+                if isinstance(value, str):
+                    if key not in _OPAQUE or (key == "data" and text_source):
+                        changed |= self._text_field(node, key, tally)
+                elif isinstance(value, (dict, list)) and key not in _OPAQUE:
+                    changed |= self.other_block(value, tally)
+        elif isinstance(node, list):
+            for i, value in enumerate(node):
+                if isinstance(value, str) and value:
+                    ch = self.channel("text", tally)
+                    new = ch.feed(value) + ch.flush()
+                    if new != value:
+                        node[i] = new
+                        changed = True
+                elif isinstance(value, (dict, list)):
+                    changed |= self.other_block(value, tally)
+        return changed
 
     def message_bytes(self, data: bytes) -> tuple[bytes, Tally]:
         """:meth:`message` on a response body: the bytes to send (the input when unchanged) and the tally."""

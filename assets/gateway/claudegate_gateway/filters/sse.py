@@ -33,7 +33,7 @@ import re
 from typing import Any
 
 from claudegate_gateway.errors import error_body
-from claudegate_gateway.filters.response import Channel, ResponseFilter, Tally
+from claudegate_gateway.filters.response import _UNSCANNED_BLOCKS, Channel, ResponseFilter, Tally
 from claudegate_gateway.filters.results import Verdict
 
 __all__ = ["StreamFilter"]
@@ -65,6 +65,13 @@ class StreamFilter:
         # its own channel (fail closed: nothing that carries text goes unscanned).
         self._channels: dict[tuple[int, str], Channel] = {}
         self._done = False  # blocked: the client got its error event, the rest is dropped
+        # Matches across two text blocks: the end of the last text block seen
+        # (as the model wrote it), and, for a text block that follows one,
+        # its first characters, held until there are `window` of them (or
+        # the block ends) and checked against that end before any leaves.
+        self._tail: str | None = None
+        self._tails: dict[int, str] = {}
+        self._heads: dict[int, str] = {}
 
     @property
     def blocked(self) -> bool:
@@ -122,6 +129,12 @@ class StreamFilter:
             if isinstance(index, int) and isinstance(block, dict) and block.get("type") in _BLOCK_MODES:
                 delta_type = _BLOCK_MODES[block["type"]]
                 self._channels[(index, delta_type)] = self.rf.channel(_MODES[delta_type], self.tally)
+                if block["type"] == "text":
+                    self._tails[index] = ""
+                    if self._tail:
+                        self._heads[index] = ""
+            elif isinstance(index, int) and isinstance(block, dict) and block.get("type") not in _UNSCANNED_BLOCKS:
+                return self._whole_block(raw, data, block)
             return raw
         if kind == "content_block_delta":
             index, delta = data.get("index"), data.get("delta")
@@ -139,7 +152,13 @@ class StreamFilter:
             channel = self._channels.get((index, delta_type))
             if channel is None:
                 channel = self._channels[(index, delta_type)] = self.rf.channel(_MODES[delta_type], self.tally)
-            released = channel.feed(text)
+            if index in self._tails and delta_type == "text_delta":
+                self._tails[index] = (self._tails[index] + text)[-self.rf.window:]
+                if index in self._heads:
+                    text = self._head(index, text, final=False)
+                    if self._done:
+                        return self._block()
+            released = channel.feed(text) if text else ""
             if self.tally.blocked is not None:
                 return self._block()
             return _delta_event(index, delta_type, released) if released else b""
@@ -162,8 +181,45 @@ class StreamFilter:
         out = {**data, "delta": {**delta, "citation": {**citation, "cited_text": new}}}
         return b"event: content_block_delta\ndata: " + json.dumps(out, ensure_ascii=False).encode() + b"\n\n"
 
+    def _head(self, index: int, text: str, final: bool) -> str:
+        """Hold a text block's start until it can be checked against the previous block's end."""
+        head = self._heads[index] + text
+        if len(head) < self.rf.window and not final:
+            self._heads[index] = head
+            return ""
+        del self._heads[index]
+        assert self._tail is not None
+        self.rf.crossing(self._tail, head, self.tally)
+        if self.tally.blocked is not None:
+            self._done = True
+        return head
+
+    def _whole_block(self, raw: bytes, data: dict[str, Any], block: dict[str, Any]) -> bytes:
+        """A block that arrives whole in its start event (server tool results): every string it shows."""
+        new = json.loads(json.dumps(block))
+        changed = self.rf.other_block(new, self.tally)
+        if self.tally.blocked is not None:
+            return self._block()
+        if not changed:
+            return raw
+        out = {**data, "content_block": new}
+        return b"event: content_block_start\ndata: " + json.dumps(out, ensure_ascii=False).encode() + b"\n\n"
+
     def _flush(self, index: int) -> bytes:
         out: list[bytes] = []
+        if index in self._heads:
+            rest = self._head(index, "", final=True)
+            if self._done:
+                return self._block()
+            channel = self._channels.get((index, "text_delta"))
+            if channel is not None and rest:
+                released = channel.feed(rest)
+                if self.tally.blocked is not None:
+                    return self._block()
+                if released:
+                    out.append(_delta_event(index, "text_delta", released))
+        if index in self._tails:
+            self._tail = self._tails.pop(index)
         for key in [k for k in self._channels if k[0] == index]:
             rest = self._channels.pop(key).flush()
             if self.tally.blocked is not None:
