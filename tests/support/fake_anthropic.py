@@ -51,7 +51,10 @@ Deterministic behaviour (see ``plan_reply`` and ``estimate_input_tokens``):
   deltas: ``{"type": "text", "deltas": ["he", "llo"]}``, ``{"type": "thinking",
   "deltas": [...]}`` or ``{"type": "tool_use", "name": "t", "deltas": ["{\"a", "\": 1}"]}``
   (``partial_json`` pieces; their concatenation must be a JSON object). One delta is one
-  output token. Until reset, every messages request gets the script.
+  output token. A server tool result (``{"type": "web_search_tool_result", "tool_use_id":
+  ..., "content": ...}``, web fetch, code/bash/text editor execution) is sent whole in
+  its ``content_block_start``, as the real API does. Until reset, every messages
+  request gets the script.
 """
 
 from __future__ import annotations
@@ -1056,12 +1059,24 @@ class Reply:
     deltas: dict[int, list[str]] = field(default_factory=dict)
 
 
+# Blocks the API's server tools add to a reply (web search and fetch, code execution).
+SERVER_RESULT_TYPES = frozenset({
+    "web_search_tool_result", "web_fetch_tool_result", "code_execution_tool_result",
+    "bash_code_execution_tool_result", "text_editor_code_execution_tool_result",
+})
+
+
 def _check_script(value: Any) -> list[dict[str, Any]]:
     if not isinstance(value, list) or not value:
         raise ValueError("script must be a non-empty list of blocks")
     for i, block in enumerate(value):
+        if isinstance(block, dict) and block.get("type") in SERVER_RESULT_TYPES:
+            # A server tool's result arrives whole, in its content_block_start, as from the real API.
+            if "content" not in block or "tool_use_id" not in block or "deltas" in block:
+                raise ValueError(f"script[{i}]: a server tool result needs tool_use_id and content, and no deltas")
+            continue
         if not isinstance(block, dict) or block.get("type") not in ("text", "thinking", "tool_use"):
-            raise ValueError(f"script[{i}]: a block of type text, thinking or tool_use is required")
+            raise ValueError(f"script[{i}]: a block of type text, thinking, tool_use or a server tool result is required")
         deltas = block.get("deltas")
         if not isinstance(deltas, list) or not all(isinstance(d, str) for d in deltas):
             raise ValueError(f"script[{i}].deltas must be a list of strings")
@@ -1080,6 +1095,9 @@ def scripted_reply(script: Sequence[Mapping[str, Any]], body: Mapping[str, Any])
     content: list[dict[str, Any]] = []
     deltas: dict[int, list[str]] = {}
     for index, block in enumerate(script):
+        if block["type"] in SERVER_RESULT_TYPES:
+            content.append(dict(block))
+            continue
         pieces = list(block["deltas"])
         deltas[index] = pieces
         joined = "".join(pieces)

@@ -110,9 +110,9 @@ def _content_type(value: str | None) -> str:
 
 # Byte order marks, longest first: the UTF-32 LE mark starts with UTF-16 LE's.
 _BOMS = (
-    (codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
-    (codecs.BOM_UTF8, "utf-8-sig"),
-    (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"),
+    (codecs.BOM_UTF32_LE, "utf-32-le"), (codecs.BOM_UTF32_BE, "utf-32-be"),
+    (codecs.BOM_UTF8, "utf-8"),
+    (codecs.BOM_UTF16_LE, "utf-16-le"), (codecs.BOM_UTF16_BE, "utf-16-be"),
 )
 # Every byte is a character, so any file decodes and every byte sequence a
 # secret could be written in is there to see; bytes 0x80-0x9F become C1
@@ -120,31 +120,43 @@ _BOMS = (
 _FALLBACK = "latin-1"
 
 
-def decode(data: bytes) -> tuple[str, str]:
-    """The file as text, whatever it is, and the codec that reads it back into the same bytes.
+@dataclass(frozen=True)
+class Encoding:
+    """How a file's bytes were read: the codec and the byte order mark before the text."""
 
-    A byte order mark picks UTF-32/UTF-16/UTF-8; then UTF-8 (NUL characters
-    included: valid UTF-8, and a UTF-16 file without a mark reads as its
-    letters with NULs between, which normalisation removes); else a
-    single-byte decoding. Nothing is "binary": a secret in a PDF's text, a
-    Latin-1 or UTF-16 file, or after a stray invalid byte is still seen.
+    codec: str
+    bom: bytes = b""
+
+    def encode(self, text: str) -> bytes:
+        return self.bom + text.encode(self.codec)
+
+
+def decode(data: bytes) -> tuple[str, Encoding]:
+    """The file as text, whatever it is, and how to write it back into the same kind of bytes.
+
+    A byte order mark picks UTF-32/UTF-16/UTF-8 (and its byte order); then
+    UTF-8 (NUL characters included: valid UTF-8, and a UTF-16 file without a
+    mark reads as its letters with NULs between, which normalisation
+    removes); else a single-byte decoding. Nothing is "binary": a secret in
+    a PDF's text, a Latin-1 or UTF-16 file, or after a stray invalid byte is
+    still seen.
     """
     for bom, codec in _BOMS:
         if data.startswith(bom):
             try:
-                return data.decode(codec), codec
+                return data[len(bom):].decode(codec), Encoding(codec, bom)
             except UnicodeDecodeError:
                 break
     try:
-        return data.decode("utf-8"), "utf-8"
+        return data.decode("utf-8"), Encoding("utf-8")
     except UnicodeDecodeError:
-        return data.decode(_FALLBACK), _FALLBACK
+        return data.decode(_FALLBACK), Encoding(_FALLBACK)
 
 
 def as_text(data: bytes) -> str | None:
     """The file's text when it is a Unicode text file (a byte order mark, or valid UTF-8), else None."""
-    text, codec = decode(data)
-    return None if codec == _FALLBACK else text
+    text, how = decode(data)
+    return None if how.codec == _FALLBACK else text
 
 
 # (document to filter, its size) -> the policy's result; offload.py runs large ones in a worker.
@@ -160,8 +172,8 @@ async def filter_upload(apply: ApplyPolicy, upload: Upload) -> FilterResult:
     without breaking it (offsets, lengths, checksums), so a match that a
     rule would redact blocks the upload instead.
     """
-    text, codec = decode(upload.data)
-    rewritable = codec != _FALLBACK
+    text, how = decode(upload.data)
+    rewritable = how.codec != _FALLBACK
     blocks: list[dict[str, Any]] = [{"type": "text", "text": upload.filename}, {"type": "text", "text": text}]
     result = await apply({"messages": [{"role": "user", "content": blocks}]}, len(upload.data))
     upload.scanned = True
@@ -174,7 +186,7 @@ async def filter_upload(apply: ApplyPolicy, upload: Upload) -> FilterResult:
             verdicts = [blocked if v is rule else v for v in result.verdicts]
             return replace(result, body=result.body, changed=False, blocked=blocked, status=400, verdicts=verdicts)
         upload.filename = new_blocks[0]["text"]
-        upload.data = new_blocks[1]["text"].encode(codec)
+        upload.data = how.encode(new_blocks[1]["text"])
         upload.redacted = True
     return result
 

@@ -30,9 +30,10 @@ _STOP = "\x00"
 class _JoinText:
     """Pieces as one text (``seps[k]`` before piece k), with where each piece starts in it."""
 
-    __slots__ = ("lens", "offs", "t")
+    __slots__ = ("lens", "offs", "stops", "t")
 
     def __init__(self, texts: list[str], seps: str | list[str]) -> None:
+        self.stops = not isinstance(seps, str)  # a pair join: a match holding a stop is not one
         if isinstance(seps, str):
             self.t = _Text(seps.join(texts))
             seps = [seps] * len(texts)
@@ -198,6 +199,8 @@ class _Scan:
         for fa, fb, ra, rb in m.find(jt.t.s, start, end):
             if jt.inside_one(fa, fb):
                 continue  # inside one piece: the piece scan has it
+            if jt.stops and _STOP in jt.t.s[fa:fb]:
+                continue  # it took the stop for a character (`.`, `\S`, `[^x]`): the stop must not make a match
             sig = jt.parts(fa, fb)
             if sig:
                 hits.append(_Hit(tuple(sig), tuple(jt.parts(ra, rb))))
