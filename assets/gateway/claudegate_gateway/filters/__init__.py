@@ -38,22 +38,28 @@ written explicitly switches filtering off). When the ``filters`` key is absent
 from the YAML the gateway uses :meth:`FilterPolicy.default` instead: one rule
 ``secrets`` with every detector (card numbers included) and action ``block``.
 
-What is inspected (in an Anthropic Messages body):
+What is inspected (in an Anthropic Messages body): every field. The gateway
+README has the table of fields and what a redact rule does to each; in short:
 
-* ``system`` (string or text blocks) and every ``messages[].content``
-  (string or blocks);
-* ``text`` blocks; ``tool_use`` / ``server_tool_use`` / ``mcp_tool_use``
-  ``input``, walked fully: every string, every dict key, and integers of
-  13-20 digits; ``tool_result`` content (string or nested blocks);
-* ``document`` blocks: ``text`` sources, ``content`` sources (nested blocks),
-  ``base64`` sources whose ``media_type`` is ``text/plain`` (decoded, scanned,
-  re-encoded if redacted), plus ``title`` / ``context``; ``url`` sources of
-  documents and images (a token in a URL would be fetched upstream);
-* block types this module does not know (search results, server tool
-  results, future types): every string field except structural / opaque ones
-  (``type``, ``id``, ``tool_use_id``, ``signature``, ``data``, ``media_type``,
-  ``cache_control``, ``citations``, ``encrypted_*``, ``file_id``);
-* ``tools[].description`` and every ``description`` inside ``input_schema``.
+* ``system`` and every ``messages[].content`` (a string, blocks, or one block
+  where a list belongs); ``text`` blocks and their citations; tool inputs
+  walked fully (every string, dict key, and integers of 13-20 digits);
+  ``tool_result`` content; ``document`` sources (text, content, base64
+  ``text/plain`` decoded), titles, contexts and ``url`` sources; string
+  fields of block types this module does not know;
+* ``stop_sequences``, ``metadata.user_id``, tool descriptions and the
+  ``description`` / ``title`` prose of an ``input_schema``, every other field
+  of a tool definition, and every request field not read by name (walked
+  whole, fail closed): redacted in place;
+* *fixed* fields, which cannot be rewritten without breaking the request or
+  what it means: ``model``, ``tool_choice``, tool names (definitions and
+  ``tool_use`` blocks), the rest of an ``input_schema`` (property names,
+  ``required``, enums, consts...), the settings (``thinking``,
+  ``service_tier``, sampling), ``metadata``'s other keys, a message's fields
+  other than ``content`` (and a role that is not ``user``/``assistant``).
+  A redact rule matching one blocks the request (``apply(fixed=True)`` treats
+  a whole document so: a batch's ``custom_id`` and everything outside
+  ``params``).
 
 Never scanned: base64 image data and non-text base64 documents (opaque
 binary), ``thinking`` / ``redacted_thinking`` blocks (model output carrying a
@@ -64,7 +70,9 @@ string is NFKC-normalised (fullwidth letters, ligatures, circled and
 mathematical letters, compatibility spaces, etc.), default-ignorable code
 points are removed (zero-width space/joiners U+200B-U+200D, word joiner
 U+2060, BOM U+FEFF, soft hyphen U+00AD, bidi controls, variation selectors,
-tag characters, ...), and common Cyrillic/Greek/Latin look-alikes and
+tag characters, ...) and so are control characters (C0 but TAB, LF and CR;
+DEL; C1, NEL included: NUL or ESC inside a key split it for a regex, not
+for a reader), and common Cyrillic/Greek/Latin look-alikes and
 Unicode dashes are folded to their ASCII twins. Detectors and ASCII regex
 rules see the folded text; a regex rule with non-ASCII characters (or
 ``\\u``/``\\x``/``\\N`` escapes) sees the NFKC text without the look-alike
@@ -96,17 +104,29 @@ Detectors (precise rather than greedy):
   are treated as data and skipped. Any Unicode decimal digits count.
 
 Split content: besides every string on its own, all strings of the request
-are scanned as one text in document order (system, messages, then tools),
-joined once with nothing between them and once with a space, so a secret or a
-phrase split across two blocks, two messages, or two values of a tool input
-still matches. Dict keys are left out of the glued join (a key sits between
-two values) but kept in the spaced one (so a label key meets its value). The
-whole-request joins contain every per-message join, so those are not scanned
-separately. A match that crosses a piece boundary is redacted in every piece
-it touches (each part replaced by the marker; a neighbouring block can lose a
-few characters), a blocking rule simply blocks. Gluing can occasionally join
-two innocent pieces into a match (``...project`` + ``x...``): the price of the
-guarantee.
+are scanned as texts in document order (system, messages, then tools):
+
+* glued with nothing between them: a secret or phrase split over any number
+  of blocks, messages or tool-input values;
+* glued in neighbouring pairs, with a hard stop (NUL, which no normalised
+  string contains) between pairs, once for even and once for odd pairs: in
+  the fully glued text the pieces around a split secret touch it (a word
+  character after ``AKIA..``+``..MPLE``, a digit after a card) and the
+  detectors' whole-token checks fail; in a pair join a secret split over two
+  pieces ends where they end, whatever the next piece starts with. A match
+  that takes the stop itself for a character (``\\S``, ``[^ ]``) is
+  dropped, so the stop creates no match;
+* joined with a space, dict keys included (a label key meets its value).
+
+Dict keys and fixed fields are left out of the glued joins (a key sits
+between two values; a greedy match running on into a role or a model name
+would turn a redaction into a block). Known gap: a secret split over three
+or more pieces whose neighbours touch it is found only where the fully
+glued text still matches. A match that crosses a piece boundary is redacted
+in every piece it touches (each part replaced by the marker; a neighbouring
+block can lose a few characters), a blocking rule simply blocks. Gluing can
+occasionally join two innocent pieces into a match (``...project`` +
+``x...``): the price of the guarantee.
 
 Redaction replaces each matched span of the ORIGINAL string with
 ``[REDACTED:<rule name>]``; offsets found in the normalised text are mapped
