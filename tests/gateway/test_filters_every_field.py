@@ -349,6 +349,7 @@ def redact_gw(gateway_factory: GatewayFactory) -> tuple[str, str]:
     gw = gateway_factory({"filters": [
         {"name": "secrets", "detectors": ["all"], "action": "redact", "direction": "both"},
         {"name": "falcon", "pattern": r"project.falcon", "action": "redact", "direction": "response"},
+        {"name": "gone", "pattern": r"File not found", "action": "redact", "direction": "response"},
     ]})
     return gw.url, gw.create_key("team")
 
@@ -413,3 +414,9 @@ def test_end_to_end_responses_server_results_split_blocks_and_error_bodies(
     assert r.status_code == 404, r.text
     assert "project-falcon" not in r.text and "[REDACTED:falcon]" in r.json()["error"]["message"]
     assert _fake_saw(fake, "claude-project-falcon-9")  # it did go up: only the response rule knew it
+    # A relayed-through operation's error (a download of a file deleted upstream) is checked too.
+    r = httpx.post(url + "/v1/files", headers=h, files={"file": ("n.txt", b"hello", "text/plain")})
+    file_id = r.json()["id"]
+    httpx.delete(f"{fake.url}/v1/files/{file_id}", headers={**V, "x-api-key": fake.api_key})
+    r = httpx.get(f"{url}/v1/files/{file_id}/content", headers=h)
+    assert r.status_code == 404 and r.json()["error"]["message"].startswith("[REDACTED:gone]"), r.text

@@ -414,6 +414,16 @@ class Gateway:
         """A response passed on piece by piece (a download, a listing; batch results line by line through ``rf``)."""
         if upstream.status >= 400:
             ex.error_type = "upstream"
+            # An error is a small JSON body that may quote the request: read and checked whole.
+            try:
+                data = await upstream.read()
+            except (TimeoutError, aiohttp.ServerTimeoutError):
+                self.metrics.upstream_errors += 1
+                raise GatewayError("timeout_error", "The upstream API stopped answering mid-response") from None
+            except aiohttp.ClientError:
+                self.metrics.upstream_errors += 1
+                raise GatewayError("api_error", "The upstream connection broke mid-response") from None
+            return web.Response(status=upstream.status, body=self._filter_error(data, ex), headers=headers)
         lines = ResultsFilter(rf) if rf is not None else None
         response = web.StreamResponse(status=upstream.status, headers=headers)
         await response.prepare(request)
