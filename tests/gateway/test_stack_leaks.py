@@ -184,3 +184,27 @@ def test_batch_scan_position_is_opaque_and_useless_to_another_client(
     assert r.status_code == 200
     asked: list[Any] = [query(r).get("after_id") for r in fake.state.requests if r.path == "/v1/messages/batches"]
     assert asked[:1] == ["msgbatch_01SomeoneElsesBatch000"]
+
+
+def test_cursor_box_refuses_every_single_change() -> None:
+    """Unit level: every flipped bit, cut, extension and re-spelling of a sealed cursor is refused."""
+    from claudegate_gateway.cursors import CursorBox
+
+    box = CursorBox(lambda label: f"pepper:{label}".encode())
+    token = box.seal("position:batch", "alice", b"msgbatch_01Secret")
+    assert box.open("position:batch", "alice", token) == b"msgbatch_01Secret"
+    raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    for i in range(len(raw)):
+        for bit in (1, 0x80):
+            bad = bytearray(raw)
+            bad[i] ^= bit
+            forged = base64.urlsafe_b64encode(bytes(bad)).decode().rstrip("=")
+            assert box.open("position:batch", "alice", forged) is None, (i, bit)
+    for forged in (token[:-1], token + "A", token[:-2], "", "A" * len(token), token.upper()):
+        assert box.open("position:batch", "alice", forged) is None, forged
+    assert box.open("position:batch", "bob", token) is None  # another client
+    assert box.open("position:file", "alice", token) is None  # another list
+    assert CursorBox(lambda label: b"other pepper").open("position:batch", "alice", token) is None
+    # Opaque: two seals of one payload differ and neither holds it.
+    again = box.seal("position:batch", "alice", b"msgbatch_01Secret")
+    assert again != token and b"Secret" not in base64.urlsafe_b64decode(again + "=" * (-len(again) % 4))
