@@ -66,6 +66,7 @@ REWRITABLE = {
 # ... and in one that cannot be rewritten without breaking the request: blocked even by a redact rule.
 FIXED = {
     "tool name": message(tools=[tool(name=SECRET)]),
+    "tool type": message(tools=[tool(type=SECRET)]),
     "tool_choice name": message(tools=[tool()], tool_choice={"type": "tool", "name": SECRET}),
     "schema property name": message(tools=[tool(input_schema={"type": "object", "properties": {SECRET: {}}})]),
     "schema enum": message(tools=[tool(input_schema={"type": "string", "enum": ["a", SECRET]})]),

@@ -191,8 +191,9 @@ def _collect(body: Mapping[str, Any], *, fixed: bool = False) -> list[_Piece]:
                 if "input_schema" in node:
                     push((_M_SCHEMA, node["input_schema"], (*path, "input_schema")))
                 push((_M_STR, node.get("description"), (*path, "description")))
-                if "name" in node:
-                    push((_M_FIXED, node["name"], (*path, "name")))
+                for k in ("type", "name"):  # a server tool's type, a name tool_use blocks refer to
+                    if k in node:
+                        push((_M_FIXED, node[k], (*path, k)))
             else:
                 push((_M_FIXED, node, path))
         elif mode == _M_SCHEMA:
