@@ -150,15 +150,30 @@ def test_a_secret_split_across_two_pieces_is_found_whatever_surrounds_it(secret:
 
 
 def test_the_pair_join_separator_creates_no_match() -> None:
-    # `\S` and `[^ ]` match any character but a space: the stop between two
-    # pairs must not count as one (nor can a piece contain it).
-    for pattern in (r"project\Sx", r"project[^ ]x"):
+    """The stop between pairs is no character and no context: only what a pair alone holds matches.
+
+    Each case is built so that neither the glued nor the spaced join
+    matches; before the check, the stop was taken for a character (``\\S``,
+    ``[^ ]``) or seen by a positive look-around.
+    """
+    quiet = [
+        (r"project\Sx", ["a", "project", "x b"]),
+        (r"project[^ ]x", ["a", "project", "x b"]),
+        (r"(?<=\S)project-?x", ["a ", "project", "x"]),
+        (r"project-?x(?=\S)", ["project", "x", " b"]),
+    ]
+    for pattern, parts in quiet:
         policy = FilterPolicy.from_config([{"name": "p", "pattern": pattern}])
-        assert policy.apply(message(texts("a", "project", "x b"))).blocked is None, pattern
-        assert policy.apply(message(texts("project", "x"))).blocked is None, pattern
-        assert policy.apply(message(texts("projectx"))).blocked is None, pattern  # not even glued
-        assert policy.apply(message(texts("project-x"))).blocked is not None, pattern
-        assert policy.apply(message(texts("a proj", "ect-x b"))).blocked is not None, pattern
+        assert policy.apply(message(texts(*parts))).blocked is None, (pattern, parts)
+    # What a pair alone holds still matches, whatever is around it.
+    loud = [
+        (r"(?<=\S)project-?x", ["a ", "zproj", "ect-x", " b"]),
+        (r"project-?x(?=\S)", ["a ", "proj", "ect-xz", " b"]),
+        (r"project\Sx", ["a ", "proj", "ect-x", " b"]),
+    ]
+    for pattern, parts in loud:
+        policy = FilterPolicy.from_config([{"name": "p", "pattern": pattern}])
+        assert policy.apply(message(texts(*parts))).blocked is not None, (pattern, parts)
 
 
 @pytest.mark.parametrize("pad", ["\x00", "\x1b", "\x07", "\x7f", "\x85", "\x9b", "\x0b", "\x0c", "\x00\x1b\x9b"])

@@ -109,6 +109,23 @@ def _pair_seps(n: int, live: list[int], parity: int) -> list[str]:
     return seps
 
 
+def _in_own_segment(m: _Matcher, text: str, fa: int, fb: int) -> bool:
+    """A pair join's match is one only if its pair, alone, has it.
+
+    The stop must neither create a match (taken for a character by ``.``,
+    ``\\S`` or ``[^x]``, or seen by a positive look-around) nor be needed:
+    so the match is found again in the pair's own text, where the stops are
+    the ends of the string. Matches are rare; this runs only for them.
+    """
+    if _STOP in text[fa:fb]:
+        return False
+    start = text.rfind(_STOP, 0, fa) + 1
+    end = text.find(_STOP, fb)
+    end = len(text) if end < 0 else end
+    segment = text[start:end]
+    return any((a + start, b + start) == (fa, fb) for a, b, _, _ in m.find(segment, 0, len(segment)))
+
+
 class _Scan:
     def __init__(self, pieces: list[_Piece], need_plain: bool) -> None:
         self.pieces = pieces
@@ -199,8 +216,8 @@ class _Scan:
         for fa, fb, ra, rb in m.find(jt.t.s, start, end):
             if jt.inside_one(fa, fb):
                 continue  # inside one piece: the piece scan has it
-            if jt.stops and _STOP in jt.t.s[fa:fb]:
-                continue  # it took the stop for a character (`.`, `\S`, `[^x]`): the stop must not make a match
+            if jt.stops and not _in_own_segment(m, jt.t.s, fa, fb):
+                continue
             sig = jt.parts(fa, fb)
             if sig:
                 hits.append(_Hit(tuple(sig), tuple(jt.parts(ra, rb))))
