@@ -22,6 +22,7 @@ import aiohttp
 import yarl
 from aiohttp import web
 
+from claudegate_gateway.admission import Admission, make_admission
 from claudegate_gateway.audit import AuditLog
 from claudegate_gateway.batchurls import localise_page, localise_results_urls
 from claudegate_gateway.concurrency import FairSlots, InFlight
@@ -133,6 +134,8 @@ class Gateway:
         self.objects = Objects(keystore.owners, keystore.digest)
         self.in_flight = InFlight(config.max_in_flight_per_key)
         self.slots = FairSlots(config.upstream.max_connections)
+        # The limiter above on one host; Redis for all replicas with state.redis.
+        self.admission: Admission = make_admission(config, self.limiter, keystore)
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -148,18 +151,18 @@ class Gateway:
             skip_auto_headers=("User-Agent", "Accept-Encoding"),
         )
         self.offload.start()
+        await self.admission.start()
 
     async def stop(self) -> None:
         if self._session is not None:
             await self._session.close()
         self.offload.stop()
+        await self.admission.stop()
         self.flush_usage()
         self.audit.close()
 
     def flush_usage(self) -> None:
-        # Every few seconds even with nothing pending: another gateway process
-        # on this keystore may have spent some of the same budgets.
-        self.limiter.sync(self.keystore.add_daily)
+        self.admission.flush()
 
     # -- request path -------------------------------------------------------
 
@@ -242,13 +245,13 @@ class Gateway:
         if op.body == "none" and declared:
             raise GatewayError("invalid_request_error", f"{op.method} {op.template} takes no request body")
         if op.local:  # the gateway's own operation: never forwarded, no body read
-            reservation = self.limiter.reserve(client, 0)  # the key's rate applies; no tokens
+            reservation = await self.admission.reserve(client, 0)  # the key's rate applies; no tokens
             return await self._pace(request, ex), reservation
         kind = op.owner_kind
         if kind is not None and op.owner_action == "access":
             self.objects.check_access(client, kind, next(iter(route.params.values())))
         if op.inspect in ("message", "batch") and declared:
-            self.limiter.check_room(client, estimate_tokens(declared))
+            self.admission.check_room(client, estimate_tokens(declared))
         if kind is not None and op.owner_action == "list":
             return await self._list(request, route, client, ex), None
 
@@ -269,7 +272,7 @@ class Gateway:
         tokens = 0
         if op.inspect != "none":
             if op.inspect in ("message", "batch"):
-                self.limiter.check_room(client, estimate_tokens(len(body)))
+                self.admission.check_room(client, estimate_tokens(len(body)))
             found = await self.offload.inspect(op.inspect, body, scopes, client.name)
             ex.model, ex.stream = found.model, found.stream
             ex.verdicts.extend(found.verdicts)
@@ -279,7 +282,7 @@ class Gateway:
                 raise GatewayError(*found.error)
             self.objects.check_file_refs(client, found.file_ids)
             body, tokens = found.body, found.tokens
-        reservation = self.limiter.reserve(client, tokens)
+        reservation = await self.admission.reserve(client, tokens)
         try:
             response = await self._forward(request, route, body, ex, content_type)
         except BaseException as exc:
@@ -349,7 +352,7 @@ class Gateway:
         ex.upstream_request_id = upstream.headers.get("request-id")
         own: dict[str, str] = {}
         if ex.client is not None and (ex.client.scopes.rpm is not None or ex.client.scopes.tpm is not None):
-            own.update(self.limiter.headers(ex.client))
+            own.update(self.admission.headers(ex.client))
         own["x-claudegate-request-id"] = ex.request_id
         return response_headers(upstream.headers, _DROP_DOWN, own)
 
@@ -491,7 +494,7 @@ class Gateway:
             used = charge(reservation.tokens, ex.meter, client_left=ex.error_type == "client_closed")
         else:
             used = ex.meter.total
-        self.limiter.settle(reservation, used)
+        self.admission.settle(reservation, used)
 
     def _owned_answer(self, request: web.Request, route: Match, ex: Exchange, status: int, data: bytes) -> bytes:
         """Record or forget ownership from upstream's answer; point results_url at the gateway."""
