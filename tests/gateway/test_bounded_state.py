@@ -18,6 +18,7 @@ from claudegate_gateway.keystore import KEY_PREFIX, KeyStore, Scopes
 from claudegate_gateway.limits import Limiter
 from claudegate_gateway.objects import Objects
 from claudegate_gateway.ownership import MAX_SCAN_PAGES, PageScan, file_ids
+from claudegate_gateway.store import SqliteStore
 
 
 def test_in_flight_cap_is_a_429_with_retry_after_and_frees_on_exit() -> None:
@@ -206,7 +207,7 @@ def test_page_scan_fills_a_page_across_upstream_pages() -> None:
 
 def test_page_scan_is_bounded_and_its_position_is_sealed(tmp_path: Path) -> None:
     store = KeyStore(tmp_path / "keys.db", "pepper")
-    objects = Objects(store.owners, store.digest)
+    objects = Objects(SqliteStore(store).owners, store.digest)
     scan = PageScan(limit=5, backward=False, seal=objects.seal)
     n = 0
     while scan.take({"data": [{"id": f"x{n}"}], "has_more": True}, set()) is not None:
@@ -218,7 +219,7 @@ def test_page_scan_is_bounded_and_its_position_is_sealed(tmp_path: Path) -> None
     assert sealed.startswith("cgpos_") and objects.unseal(sealed) == f"x{n}"
     tag = sealed.removeprefix("cgpos_").partition("_")[0]
     assert objects.unseal(f"cgpos_{tag}_x0") is None  # a tag is good for its own position only
-    other = Objects(store.owners, KeyStore(tmp_path / "other.db", "another pepper").digest)
+    other = Objects(SqliteStore(store).owners, KeyStore(tmp_path / "other.db", "another pepper").digest)
     assert other.unseal(sealed) is None
     store.close()
 

@@ -14,11 +14,13 @@ so both engines count exactly the same thing.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 from claudegate_gateway.config import Config
-from claudegate_gateway.keystore import Client, KeyStore
+from claudegate_gateway.keystore import Client
 from claudegate_gateway.limits import Limiter, Reservation
+from claudegate_gateway.store import SqliteStore, Store
 
 
 class Admission(Protocol):
@@ -42,7 +44,7 @@ class Admission(Protocol):
         """anthropic-ratelimit-* headers for the client's limits."""
         ...
 
-    def flush(self) -> None:
+    async def flush(self) -> None:
         """Called every few seconds: usage into the durable ledger."""
         ...
 
@@ -50,9 +52,9 @@ class Admission(Protocol):
 class LocalAdmission:
     """One host: the in-process limiter, as the gateway always did."""
 
-    def __init__(self, limiter: Limiter, keystore: KeyStore) -> None:
+    def __init__(self, limiter: Limiter, add_daily: Callable[[dict[tuple[str, str], int], str], dict[str, int]]) -> None:
         self.limiter = limiter
-        self._keystore = keystore
+        self._add_daily = add_daily
 
     async def start(self) -> None:
         return None
@@ -72,19 +74,21 @@ class LocalAdmission:
     def headers(self, client: Client) -> dict[str, str]:
         return self.limiter.headers(client)
 
-    def flush(self) -> None:
+    async def flush(self) -> None:
         # Every few seconds even with nothing pending: another gateway process
         # on this keystore may have spent some of the same budgets.
-        self.limiter.sync(self._keystore.add_daily)
+        self.limiter.sync(self._add_daily)
 
 
-def make_admission(config: Config, limiter: Limiter, keystore: KeyStore) -> Admission:
+def make_admission(config: Config, limiter: Limiter, store: Store) -> Admission:
     """The engine the config names: Redis with ``state.redis``, else this process."""
     if config.state.redis is None:
-        return LocalAdmission(limiter, keystore)
+        # config.py allows no state.postgres without state.redis: one host, SQLite.
+        assert isinstance(store, SqliteStore)
+        return LocalAdmission(limiter, store.keystore.add_daily)
     from claudegate_gateway.admission_redis import RedisAdmission  # only deployments with Redis load it
 
     return RedisAdmission(
         config.state.redis, config.source, in_flight_per_key=config.max_in_flight_per_key,
-        load_daily=keystore.load_daily, add_daily=keystore.add_daily, replica_id=config.state.replica_id,
+        load_daily=store.load_daily, add_daily=store.add_daily, replica_id=config.state.replica_id,
     )  # fmt: skip

@@ -35,7 +35,7 @@ import secrets
 import socket
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -107,8 +107,8 @@ class RedisAdmission:
         source: str,
         *,
         in_flight_per_key: int,
-        load_daily: Callable[[str], dict[str, int]],
-        add_daily: Callable[[dict[tuple[str, str], int], str], dict[str, int]],
+        load_daily: Callable[[str], Awaitable[dict[str, int]]],
+        add_daily: Callable[[dict[tuple[str, str], int], str], Awaitable[dict[str, int]]],
         replica_id: str | None = None,
         client: aioredis.Redis | None = None,
     ) -> None:
@@ -147,7 +147,7 @@ class RedisAdmission:
             await asyncio.wait(self._tasks, timeout=2)
         with contextlib.suppress(RedisError, OSError):
             await self._drain_unsettled()
-        self.flush()
+        await self.flush()
         await self.redis.aclose()
 
     async def _load_library(self) -> None:
@@ -264,7 +264,7 @@ class RedisAdmission:
         self._queue_settle(keys, [str(args[0]), str(-tokens), "1" if int(args[4]) >= 0 and tokens else "0"])
 
     async def _seed(self, name: str, day: str, key: str) -> None:
-        total = self._load_daily(day).get(name, 0) + self._pending.get((day, name), 0)
+        total = (await self._load_daily(day)).get(name, 0) + self._pending.get((day, name), 0)
         await self._fcall("cg_seed", (key,), max(0, total), DAY_TTL)
 
     def _refusal(
@@ -377,12 +377,12 @@ class RedisAdmission:
             out[f"anthropic-ratelimit-{kind}-reset"] = _rfc3339(now + 60)
         return out
 
-    def flush(self) -> None:
+    async def flush(self) -> None:
         pending, self._pending = self._pending, {}
         if not pending:
             return
         try:
-            self._add_daily(pending, _utc_day(time.time() * 1000))
+            await self._add_daily(pending, _utc_day(time.time() * 1000))
         except BaseException:
             for key, tokens in pending.items():  # nothing lost: retried on the next flush
                 self._pending[key] = self._pending.get(key, 0) + tokens

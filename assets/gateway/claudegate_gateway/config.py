@@ -134,6 +134,9 @@ def parse_config(raw: Any, source: str = "<config>") -> Config:
         state = parse_state(raw.get("state"), source)
     except StateConfigError as exc:
         raise ConfigError(str(exc)) from None
+    if state.postgres is not None and state.redis is None:
+        raise _fail(source, "state.redis", "missing while state.postgres is set",
+                    "gateways on several hosts need Redis for exact limits; set state.redis.url too")
     audit = raw.get("audit_log", str(Config.audit_log))
     in_flight = _number(
         source, "max_in_flight_per_key", raw.get("max_in_flight_per_key", Config.max_in_flight_per_key),

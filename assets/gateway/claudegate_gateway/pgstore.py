@@ -28,7 +28,6 @@ break the running version) unless asked to *contract*.
 from __future__ import annotations
 
 import asyncio
-import builtins
 import contextlib
 import hashlib
 import hmac
@@ -239,6 +238,16 @@ class PgKeyStore:
         self._gen += 1
         self._cache.clear()
 
+    @property
+    def owners(self) -> PgKeyStore:
+        return self  # owned objects live in the same database
+
+    async def check(self) -> None:
+        try:
+            await self.pool.fetchval("SELECT 1", timeout=1)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+            raise StateUnavailable("reach its database") from None
+
     def digest(self, key: str) -> bytes:
         return hmac.new(self._pepper, key.encode(), hashlib.sha256).digest()
 
@@ -367,7 +376,7 @@ class PgKeyStore:
             await conn.execute("UPDATE clients SET revoked_at = $2 WHERE name = $1", name, time.time())
             await self._changed(conn, name)
 
-    async def list(self) -> list[dict[str, Any]]:
+    async def list_clients(self) -> list[dict[str, Any]]:
         now = time.time()
         out = []
         async with self.pool.acquire() as conn:
@@ -400,7 +409,7 @@ class PgKeyStore:
     async def owns(self, kind: ObjectKind, object_id: str, owner: str) -> bool:
         return bool(await self.owned(kind, owner, [object_id]))
 
-    async def owned(self, kind: ObjectKind, owner: str, ids: builtins.list[str]) -> set[str]:
+    async def owned(self, kind: ObjectKind, owner: str, ids: list[str]) -> set[str]:
         try:
             rows = await self.pool.fetch(
                 "SELECT id FROM owned_objects WHERE kind = $1 AND owner = $2 AND id = ANY($3::text[])", kind, owner, ids

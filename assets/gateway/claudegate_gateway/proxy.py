@@ -41,13 +41,14 @@ from claudegate_gateway.hygiene import (
     response_headers,
 )
 from claudegate_gateway.inspection import estimate_tokens
-from claudegate_gateway.keystore import Client, KeyStore
+from claudegate_gateway.keystore import Client
 from claudegate_gateway.limits import Limiter, Reservation
 from claudegate_gateway.metering import UsageMeter, charge
 from claudegate_gateway.metrics import Metrics
 from claudegate_gateway.objects import Objects, UpstreamAnswer
 from claudegate_gateway.offload import Offload
 from claudegate_gateway.routes import PACE_EVENTS, PACE_INTERVAL, Match, RouteError, match
+from claudegate_gateway.store import Store
 from claudegate_gateway.uploads import filter_upload, read_upload, upstream_body
 
 log = logging.getLogger("claudegate.gateway")
@@ -112,14 +113,13 @@ def _endpoint_label(ex: Exchange) -> str:
 
 
 class Gateway:
-    def __init__(self, config: Config, keystore: KeyStore, upstream_key: str, policy: FilterPolicy) -> None:
+    def __init__(self, config: Config, keystore: Store, upstream_key: str, policy: FilterPolicy) -> None:
         self.config = config
         self.keystore = keystore
         self.policy = policy
         self.filters = ClientPolicies(policy, config.client_filters)
         self.offload = Offload(policy, config.filters, config.source, config.client_filters)
         self.limiter = Limiter()
-        self.limiter.daily = keystore.load_daily(self.limiter.day)
         self.audit = AuditLog(
             config.audit_log,
             field_chars=config.audit_field_max_chars,
@@ -151,18 +151,23 @@ class Gateway:
             skip_auto_headers=("User-Agent", "Accept-Encoding"),
         )
         self.offload.start()
+        await self.keystore.open()
+        self.limiter.daily = await self.keystore.load_daily(self.limiter.day)
         await self.admission.start()
 
     async def stop(self) -> None:
         if self._session is not None:
             await self._session.close()
         self.offload.stop()
-        await self.admission.stop()
-        self.flush_usage()
+        try:
+            await self.admission.stop()
+            await self.flush_usage()
+        except Exception as exc:  # the ledger is away: nothing to do about it on the way out
+            log.warning("usage not written to the ledger at shutdown: %s", type(exc).__name__)
         self.audit.close()
 
-    def flush_usage(self) -> None:
-        self.admission.flush()
+    async def flush_usage(self) -> None:
+        await self.admission.flush()
 
     # -- request path -------------------------------------------------------
 
@@ -221,7 +226,7 @@ class Gateway:
         # Cheap checks first, each before anything costlier: the key's form
         # and digest, the route, the scopes, the size against the key's
         # remaining tokens; only then is the body read and parsed.
-        client = self.keystore.authenticate(presented_key(request.headers))
+        client = await self.keystore.lookup(presented_key(request.headers))
         if client is None:
             raise GatewayError("authentication_error", "invalid x-api-key")
         ex.client = client
@@ -249,7 +254,7 @@ class Gateway:
             return await self._pace(request, ex), reservation
         kind = op.owner_kind
         if kind is not None and op.owner_action == "access":
-            self.objects.check_access(client, kind, next(iter(route.params.values())))
+            await self.objects.check_access(client, kind, next(iter(route.params.values())))
         if op.inspect in ("message", "batch") and declared:
             self.admission.check_room(client, estimate_tokens(declared))
         if kind is not None and op.owner_action == "list":
@@ -280,7 +285,7 @@ class Gateway:
                 self.metrics.filter_blocks += 1
             if found.error is not None:
                 raise GatewayError(*found.error)
-            self.objects.check_file_refs(client, found.file_ids)
+            await self.objects.check_file_refs(client, found.file_ids)
             body, tokens = found.body, found.tokens
         reservation = await self.admission.reserve(client, tokens)
         try:
@@ -386,7 +391,7 @@ class Gateway:
         elif upstream.status >= 400:
             ex.error_type = "upstream"
         if route.op.owner_kind is not None:
-            data = self._owned_answer(request, route, ex, upstream.status, data)
+            data = await self._owned_answer(request, route, ex, upstream.status, data)
         return web.Response(status=upstream.status, body=data, headers=headers)
 
     def _filter_message(self, rf: ResponseFilter, data: bytes, ex: Exchange) -> bytes:
@@ -496,14 +501,14 @@ class Gateway:
             used = ex.meter.total
         self.admission.settle(reservation, used)
 
-    def _owned_answer(self, request: web.Request, route: Match, ex: Exchange, status: int, data: bytes) -> bytes:
+    async def _owned_answer(self, request: web.Request, route: Match, ex: Exchange, status: int, data: bytes) -> bytes:
         """Record or forget ownership from upstream's answer; point results_url at the gateway."""
         kind, client = route.op.owner_kind, ex.client
         assert kind is not None and client is not None
         if route.op.owner_action == "create":
-            self.objects.created(client, kind, status, data)
+            await self.objects.created(client, kind, status, data)
         elif route.op.method == "DELETE":
-            self.objects.deleted(kind, next(iter(route.params.values())), status)
+            await self.objects.deleted(kind, next(iter(route.params.values())), status)
         # results_url was pointed at the gateway already (batchurls, in _relay).
         return data
 
