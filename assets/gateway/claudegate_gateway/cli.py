@@ -208,7 +208,7 @@ async def _run_migrate(args: argparse.Namespace, config: Config) -> int:
         raise ConfigError(f"{config.source}: state.postgres: not set; {args.command} works on PostgreSQL only")
     store = _keystore(config)
     assert isinstance(store, PgKeyStore)
-    await store.open(run_migrations=False)
+    await store.open(serving=False)
     try:
         async with store.pool.acquire() as conn:
             applied = await migrate(conn, contract=getattr(args, "contract", False))

@@ -173,14 +173,16 @@ class PgKeyStore:
     async def _connect(self) -> asyncpg.Connection:
         return await asyncpg.connect(self.state.url, password=self._password, ssl=_ssl(self.state), timeout=2)
 
-    async def open(self, *, run_migrations: bool = True) -> None:
+    async def open(self, *, serving: bool = True) -> None:
+        """Connect; ``serving`` (a gateway or the keys command): also migrate (expand), check the schema, listen."""
         self._pool = await asyncpg.create_pool(
             self.state.url, password=self._password, ssl=_ssl(self.state), min_size=1, max_size=10,
             timeout=2, command_timeout=5,
         )  # fmt: skip
+        if not serving:
+            return
         async with self._pool.acquire() as conn:
-            if run_migrations:
-                await migrate(conn)
+            await migrate(conn)
             version = await conn.fetchval("SELECT max(version) FROM schema_version")
         if version is None or version < REQUIRED_VERSION:
             raise RuntimeError(f"the PostgreSQL schema is at version {version}, this gateway needs "

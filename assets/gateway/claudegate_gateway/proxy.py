@@ -253,6 +253,9 @@ class Gateway:
             reservation = await self.admission.reserve(client, 0)  # the key's rate applies; no tokens
             return await self._pace(request, ex), reservation
         kind = op.owner_kind
+        if kind is not None and op.owner_action == "create" and self.config.state.postgres is not None:
+            # Refused before upstream makes an object that could then not be recorded as the caller's.
+            await self.keystore.check()
         if kind is not None and op.owner_action == "access":
             await self.objects.check_access(client, kind, next(iter(route.params.values())))
         if op.inspect in ("message", "batch") and declared:
