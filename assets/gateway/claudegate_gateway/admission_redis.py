@@ -80,6 +80,15 @@ def _rfc3339(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _budget_unknown() -> GatewayError:
+    return GatewayError(
+        "api_error",
+        "The gateway cannot check this key's daily budget right now (its shared state is unreachable); "
+        "retry shortly",
+        status=503, headers={"retry-after": "5"},
+    )  # fmt: skip
+
+
 def default_replica_id() -> str:
     return f"{socket.gethostname()[:40]}-{os.getpid()}-{secrets.token_hex(3)}"
 
@@ -235,13 +244,18 @@ class RedisAdmission:
         except (RedisError, OSError) as exc:
             self._down(exc)
             return self._local(client, tokens)
+        except GatewayError:
+            raise
+        except Exception as exc:  # the ledger could not be read to seed today's counter
+            log.warning("daily budget of %s not seeded: %s", client.name, type(exc).__name__)
+            raise _budget_unknown() from None
         verdict, used, limit, wait_ms, redis_now = reply[0], int(reply[1]), int(reply[2]), int(reply[3]), int(reply[4])
         self._snap[client.name] = (redis_now / 1000, int(reply[5]), int(reply[6]))
         if verdict != "ok":
             raise self._refusal(client, verdict, used, limit, wait_ms, redis_now, tokens)
         counted = s.daily_tokens is not None and tokens > 0
-        hold = Hold(client.name, tokens, None, _utc_day(redis_now), counted, hold_id=hold_id,
-                    keys=_keys(client.name, _utc_day(redis_now)))  # fmt: skip
+        # Settled on the keys it was taken on, even if midnight passes meanwhile.
+        hold = Hold(client.name, tokens, None, day, counted, hold_id=hold_id, keys=keys)
         self._holds[hold_id] = hold
         if counted:
             self._ledger(hold.day, client.name, tokens)
@@ -294,12 +308,7 @@ class RedisAdmission:
         """Decide without Redis: budgets fail closed, rates at limit ÷ live replicas."""
         s = client.scopes
         if s.daily_tokens is not None and tokens > 0:
-            raise GatewayError(
-                "api_error",
-                "The gateway cannot check this key's daily budget right now (its shared state is "
-                "unreachable); retry shortly",
-                status=503, headers={"retry-after": "5"},
-            )  # fmt: skip
+            raise _budget_unknown()
         if s.tpm is not None and tokens > s.tpm:
             raise GatewayError(
                 "invalid_request_error",
