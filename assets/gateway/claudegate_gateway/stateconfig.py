@@ -65,7 +65,8 @@ def _fail(source: str, key: str, problem: str, fix: str) -> StateConfigError:
 
 def _unknown(source: str, prefix: str, given: set[str], known: set[str]) -> None:
     for key in sorted(given - known):
-        close = difflib.get_close_matches(key, sorted(known), n=1)
+        # A cut-short name (lease for lease_seconds) is the likeliest slip.
+        close = difflib.get_close_matches(key, sorted(known), n=1) or sorted(k for k in known if k.startswith(key))
         hint = f"did you mean {prefix}{close[0]}?" if close else f"known keys: {', '.join(sorted(known))}"
         raise _fail(source, prefix + key, "unknown key", hint)
 
