@@ -9,8 +9,10 @@ real server's.
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +101,15 @@ def test_revoke_and_rotate_on_one_gateway_are_refused_on_another_within_a_second
         time.sleep(0.02)
     assert run_parallel([a], new, [body()])[0][0] == 200
 
+    # A scope change is pushed too: a lower rpm applies on the other gateway at once.
+    b.cli("keys", "update", "other", "--rpm", "1")
+    updated_at = time.monotonic()
+    while True:
+        statuses = [s for s, _, _ in run_parallel([a], new, [body(), body()])]
+        if 429 in statuses:
+            break
+        assert time.monotonic() - updated_at < 1.5, "the new rpm did not reach the other gateway"
+
 
 def test_postgres_partition_serves_known_keys_refuses_new_ones_and_writes_then_applies_revocations(
     tmp_path: Path, fake: FakeAnthropic, redis_db: RedisServer, postgres_server: PostgresServer, pg_url: str,
@@ -126,6 +137,8 @@ def test_postgres_partition_serves_known_keys_refuses_new_ones_and_writes_then_a
         assert not fake.state.requests_for("/v1/files")
         b.cli("keys", "revoke", "known")
         assert run_parallel([a], known, [body()])[0][0] == 200  # a cannot know yet: the documented window
+        with urllib.request.urlopen(a.internal_url + "/readyz", timeout=2) as r:  # serving, degraded
+            assert json.loads(r.read()) == {"status": "ready", "degraded": ["postgres"]}
 
         relay.restore()
         back = time.monotonic()

@@ -37,11 +37,13 @@ def test_redis_outage_and_return(tmp_path: Path, fake: FakeAnthropic, gateways: 
         for gw in (a, b):
             statuses = [run_parallel([gw], rated, [body()])[0][0] for _ in range(7)]
             assert statuses == [200] * 5 + [429] * 2, statuses
-        # Nothing crashed.
+        # Nothing crashed; each replica stays ready (it serves) and says what it misses.
         for gw in gateways:
             assert gw.proc is not None and gw.proc.poll() is None
             with urllib.request.urlopen(gw.internal_url + "/healthz", timeout=2) as r:
                 assert r.status == 200
+            assert internal(gw, "/readyz") == '{"status": "ready", "degraded": ["redis"]}'
+            assert "claudegate_state_redis_up 0\n" in internal(gw, "/metrics")
 
         redis.start()  # same port, empty: no functions, no windows, no counters
         deadline = time.monotonic() + 3
@@ -51,8 +53,37 @@ def test_redis_outage_and_return(tmp_path: Path, fake: FakeAnthropic, gateways: 
         # Exact again, across both replicas, with no restart: a fresh window of 10.
         results = run_parallel([a, b], rated, [body() for _ in range(30)])
         assert [s for s, _, _ in results].count(200) == 10
+        assert "claudegate_state_redis_up 1\n" in internal(a, "/metrics")
+        assert "claudegate_state_live_replicas 2\n" in internal(a, "/metrics")
         # The daily counter was seeded from the durable ledger, not from zero.
         day = time.strftime("%Y-%m-%d", time.gmtime())
         assert int(redis.cli("GET", f"cg:{{budget}}:day:{day}")) > 0
+    finally:
+        redis.stop()
+
+
+def internal(gw: GatewayProc, path: str) -> str:
+    with urllib.request.urlopen(gw.internal_url + path, timeout=2) as r:
+        return str(r.read().decode())
+
+
+def test_a_gateway_started_while_redis_is_down_serves_and_becomes_exact_when_it_appears(
+    tmp_path: Path, fake: FakeAnthropic, gateways: list[GatewayProc]
+) -> None:
+    redis = RedisServer(tmp_path / "redis")  # not started yet
+    try:
+        gateways.extend(fleet(tmp_path, fake, redis, 1))
+        (gw,) = gateways
+        rated = gw.create_key("rated", "--rpm", "3")
+        budget = gw.create_key("budget", "--daily-tokens", "100000")
+        assert run_parallel([gw], rated, [body()])[0][0] == 200
+        assert run_parallel([gw], budget, [body()])[0][0] == 503
+        redis.start()
+        deadline = time.monotonic() + 3
+        while run_parallel([gw], budget, [body()])[0][0] != 200:
+            assert time.monotonic() < deadline, "Redis's arrival was not noticed"
+            time.sleep(0.1)
+        statuses = [s for s, _, _ in run_parallel([gw], rated, [body() for _ in range(6)])]
+        assert statuses.count(200) == 3  # Redis's window: 3, whatever the fallback admitted before
     finally:
         redis.stop()

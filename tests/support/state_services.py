@@ -58,6 +58,11 @@ class RedisServer:
     password: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     proc: subprocess.Popen[bytes] | None = None
 
+    def __post_init__(self) -> None:
+        # The password file exists before the server does: a gateway may start first.
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        write_secret(self.password_file, self.password)
+
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
@@ -68,8 +73,6 @@ class RedisServer:
 
     def start(self) -> RedisServer:
         binary = _need("redis-server", "redis-server")
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        write_secret(self.password_file, self.password)
         log = self.workdir / "redis.log"
         self.proc = subprocess.Popen(
             [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.workdir),

@@ -48,6 +48,10 @@ class Admission(Protocol):
         """Called every few seconds: usage into the durable ledger."""
         ...
 
+    def health(self) -> dict[str, float]:
+        """Gauges for /metrics and /readyz (name -> value); empty for the one-host engine."""
+        ...
+
 
 class LocalAdmission:
     """One host: the in-process limiter, as the gateway always did."""
@@ -73,6 +77,9 @@ class LocalAdmission:
 
     def headers(self, client: Client) -> dict[str, str]:
         return self.limiter.headers(client)
+
+    def health(self) -> dict[str, float]:
+        return {}
 
     async def flush(self) -> None:
         # Every few seconds even with nothing pending: another gateway process

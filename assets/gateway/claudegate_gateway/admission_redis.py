@@ -373,6 +373,10 @@ class RedisAdmission:
         key = (day, name)
         self._pending[key] = self._pending.get(key, 0) + tokens
 
+    def health(self) -> dict[str, float]:
+        return {"redis_up": 1.0 if self.up else 0.0, "live_replicas": float(self.live_replicas),
+                "unsettled": float(len(self._unsettled))}  # fmt: skip
+
     def headers(self, client: Client) -> dict[str, str]:
         s = client.scopes
         snap = self._snap.get(client.name)

@@ -12,6 +12,7 @@ from aiohttp import web
 
 from claudegate_gateway.bindaddr import listen_host
 from claudegate_gateway.config import Config, read_secret
+from claudegate_gateway.errors import GatewayError
 from claudegate_gateway.keystore import KeyStore
 from claudegate_gateway.offload import build_policy
 from claudegate_gateway.proxy import Gateway
@@ -63,14 +64,30 @@ def internal_app(gateway: Gateway) -> web.Application:
         return web.json_response({"status": "ok"})
 
     async def readyz(_: web.Request) -> web.Response:
+        health = {**gateway.admission.health(), **gateway.keystore.health()}
+        # Redis or PostgreSQL away is an outage of the whole fleet, not of this
+        # replica: it still serves (see "Shared state" in the README), so it
+        # stays ready and says what it is missing.
+        degraded = sorted(k.removesuffix("_up") for k, v in health.items() if k.endswith("_up") and not v)
         try:
-            await gateway.keystore.check()
+            if "postgres" not in degraded:
+                await gateway.keystore.check()
+        except GatewayError:  # the store's own "unreachable" (pgstore.StateUnavailable)
+            degraded.append("postgres")
         except Exception as exc:  # the keystore is what can fail at run time
             return web.json_response({"status": "not ready", "reason": type(exc).__name__}, status=503)
+        if degraded:
+            return web.json_response({"status": "ready", "degraded": degraded})
         return web.json_response({"status": "ready"})
 
     async def metrics(_: web.Request) -> web.Response:
-        return web.Response(text=gateway.metrics.render(), content_type="text/plain")
+        text = gateway.metrics.render()
+        health = {**gateway.admission.health(), **gateway.keystore.health()}
+        text += "".join(
+            f"# TYPE claudegate_state_{name} gauge\nclaudegate_state_{name} {value:g}\n"
+            for name, value in sorted(health.items())
+        )
+        return web.Response(text=text, content_type="text/plain")
 
     app = web.Application()
     app.on_response_prepare.append(_hide_server)

@@ -244,6 +244,9 @@ class PgKeyStore:
     def owners(self) -> PgKeyStore:
         return self  # owned objects live in the same database
 
+    def health(self) -> dict[str, float]:
+        return {"postgres_up": 1.0 if self.listening else 0.0, "key_cache_entries": float(len(self._cache))}
+
     async def check(self) -> None:
         try:
             await self.pool.fetchval("SELECT 1", timeout=1)

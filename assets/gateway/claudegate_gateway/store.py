@@ -39,6 +39,10 @@ class Store(Protocol):
         """Raise when the store cannot serve (the readiness probe)."""
         ...
 
+    def health(self) -> dict[str, float]:
+        """Gauges for /metrics and /readyz (name -> value); empty for SQLite."""
+        ...
+
     async def lookup(self, key: str) -> Client | None: ...
 
     async def load_daily(self, day: str) -> dict[str, int]: ...
@@ -95,6 +99,9 @@ class SqliteStore:
 
     async def check(self) -> None:
         self.keystore.list()
+
+    def health(self) -> dict[str, float]:
+        return {}
 
     async def lookup(self, key: str) -> Client | None:
         return self.keystore.authenticate(key)
