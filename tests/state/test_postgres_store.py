@@ -205,6 +205,10 @@ def test_migrate_state_moves_every_key_object_and_day_of_usage(
     today, old_day, files, batches = asyncio.run(check())
     assert today == {"alive": 1234} and old_day == {"rotating": 99}  # copied once, not doubled by the rerun
     assert files == {"file_abc"} and batches == {"msgbatch_xyz"}
+    listing = {c["name"]: c for c in json.loads(pg.cli("keys", "list", "--json").stdout)}
+    assert {n: c["state"] for n, c in listing.items()} == {"alive": "active", "gone": "revoked", "rotating": "active"}
+    assert listing["alive"]["scopes"]["daily_tokens"] == 50_000
+    assert len(listing["rotating"]["credentials"]) == 2
     # Every key works (or not) exactly as it did on the one host.
     pg.start()
     for k in (alive, rotated_old, rotated_new):

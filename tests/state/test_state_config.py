@@ -51,3 +51,11 @@ def test_mistakes_name_the_key_and_the_fix(state: dict[str, object], needle: str
         parse_config({"state": state}, "gw.yaml")
     assert str(info.value).startswith("gw.yaml: ") and needle in str(info.value)
     assert ":pw@" not in str(info.value)
+
+
+def test_a_missing_engine_binary_fails_naming_the_apt_packages() -> None:
+    from tests.support.state_services import _need
+
+    with pytest.raises(RuntimeError) as info:
+        _need("redis-server-that-is-not-there", "redis-server")
+    assert "apt-get install -y --no-install-recommends redis-server postgresql" in str(info.value)
