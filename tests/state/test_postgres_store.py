@@ -216,3 +216,40 @@ def test_migrate_state_moves_every_key_object_and_day_of_usage(
     assert run_parallel([pg], gone, [body()])[0][0] == 401
     with sqlite3.connect(sqlite_path) as db:  # the source is left as it was
         assert db.execute("SELECT count(*) FROM clients").fetchone()[0] == 3
+
+
+def test_usage_reaches_the_postgres_ledger_and_reseeds_a_redis_that_lost_its_data(
+    tmp_path: Path, fake: FakeAnthropic, redis_db: RedisServer, postgres_server: PostgresServer, pg_url: str,
+    gateways: list[GatewayProc],
+) -> None:
+    state = _state(redis_db, postgres_server, pg_url)
+    gateways.extend(pg_fleet(tmp_path, fake, [state, state]))
+    for gw in gateways:
+        gw.start()
+    key = gateways[0].create_key("metered", "--daily-tokens", "1000000")
+    results = run_parallel(gateways, key, [body(max_tokens=50) for _ in range(8)])
+    assert [s for s, _, _ in results] == [200] * 8
+    billed = sum(d["usage"]["input_tokens"] + d["usage"]["output_tokens"] for _, d, _ in results)
+    day = time.strftime("%Y-%m-%d", time.gmtime())
+
+    async def ledger() -> tuple[int, int]:
+        conn = await asyncpg.connect(pg_url, password=postgres_server.password)
+        try:
+            daily = await conn.fetchval("SELECT tokens FROM daily_usage WHERE name = 'metered' AND day = $1", day)
+            rows = await conn.fetchval("SELECT sum(tokens) FROM usage_ledger WHERE name = 'metered' AND day = $1", day)
+            return int(daily or 0), int(rows or 0)
+        finally:
+            await conn.close()
+
+    deadline = time.monotonic() + 15  # both replicas flush every 5 s
+    while asyncio.run(ledger()) != (billed, billed):
+        assert time.monotonic() < deadline, (asyncio.run(ledger()), billed)
+        time.sleep(0.3)
+
+    redis_db.cli("FLUSHALL")  # Redis lost everything (a restart without persistence)
+    status, doc, _ = run_parallel([gateways[1]], key, [body(max_tokens=50)])[0]
+    assert status == 200, doc
+    time.sleep(0.3)
+    now_charged = int(redis_db.cli("GET", f"cg:{{metered}}:day:{day}"))
+    # Seeded from the ledger, so today's spending was not forgotten.
+    assert now_charged == billed + doc["usage"]["input_tokens"] + doc["usage"]["output_tokens"]
