@@ -57,6 +57,8 @@ class RedisServer:
     port: int = field(default_factory=free_port)
     password: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     proc: subprocess.Popen[bytes] | None = None
+    # (certificate, key) PEM files: TLS only on `port`, as a managed rediss:// service is.
+    tls: tuple[Path, Path] | None = None
 
     def __post_init__(self) -> None:
         # The password file exists before the server does: a gateway may start first.
@@ -65,7 +67,7 @@ class RedisServer:
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"{'rediss' if self.tls else 'redis'}://127.0.0.1:{self.port}/0"
 
     @property
     def password_file(self) -> Path:
@@ -74,8 +76,12 @@ class RedisServer:
     def start(self) -> RedisServer:
         binary = _need("redis-server", "redis-server")
         log = self.workdir / "redis.log"
+        listen = ["--port", str(self.port)]
+        if self.tls is not None:
+            listen = ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", str(self.tls[0]),
+                      "--tls-key-file", str(self.tls[1]), "--tls-auth-clients", "no"]  # fmt: skip
         self.proc = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.workdir),
+            [binary, *listen, "--bind", "127.0.0.1", "--dir", str(self.workdir),
              "--save", "", "--appendonly", "no", "--requirepass", self.password, "--logfile", str(log),
              "--daemonize", "no"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -106,6 +112,7 @@ class PostgresServer:
     password: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     user: str = "claudegate"
     database: str = "claudegate"
+    tls: tuple[Path, Path] | None = None  # (certificate, key) PEM files: ssl=on
 
     @property
     def datadir(self) -> Path:
@@ -144,6 +151,14 @@ class PostgresServer:
         if not self.datadir.exists():
             self.init()
         opts = f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.workdir} -c fsync=off"
+        if self.tls is not None:
+            for src, name in zip(self.tls, ("server.crt", "server.key"), strict=True):
+                dst = self.datadir / name  # postgres insists on owning its key, mode 0600
+                shutil.copyfile(src, dst)
+                os.chmod(dst, 0o600)
+                if os.geteuid() == 0:
+                    shutil.chown(dst, "postgres")
+            opts += " -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key"
         self._as_postgres(pg_ctl, "-D", str(self.datadir), "-l", str(self.workdir / "pg.log"), "-o", opts,
                           "-w", "-t", "60", "start")  # fmt: skip
         _wait_port(self.port, 30, "postgres", self.workdir / "pg.log")

@@ -38,10 +38,11 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 
-from claudegate_gateway.config import read_secret
+from claudegate_gateway.config import ConfigError, read_secret
 from claudegate_gateway.errors import GatewayError
 from claudegate_gateway.keystore import Client, KeyStoreError, Scopes, new_key, public_id_of
 from claudegate_gateway.ownership import ObjectKind
@@ -102,6 +103,10 @@ CREATE TABLE usage_ledger (
 REQUIRED_VERSION = 1
 
 
+class StateConnectError(ConfigError):
+    """PostgreSQL could not be reached when opening the store: one line, the cause and what to check."""
+
+
 class StateUnavailable(GatewayError):
     """PostgreSQL cannot be reached for something only it can answer."""
 
@@ -160,6 +165,7 @@ class PgKeyStore:
             if state.password_file is not None else None
         )  # fmt: skip
         self.replica = replica
+        self.source = source
         self._pool: asyncpg.Pool | None = None
         self._listener: asyncpg.Connection | None = None
         self._watch: asyncpg.Connection | None = None
@@ -175,10 +181,17 @@ class PgKeyStore:
 
     async def open(self, *, serving: bool = True) -> None:
         """Connect; ``serving`` (a gateway or the keys command): also migrate (expand), check the schema, listen."""
-        self._pool = await asyncpg.create_pool(
-            self.state.url, password=self._password, ssl=_ssl(self.state), min_size=1, max_size=10,
-            timeout=2, command_timeout=5,
-        )  # fmt: skip
+        try:
+            self._pool = await asyncpg.create_pool(
+                self.state.url, password=self._password, ssl=_ssl(self.state), min_size=1, max_size=10,
+                timeout=2, command_timeout=5,
+            )  # fmt: skip
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+            where = urlsplit(self.state.url).hostname
+            raise StateConnectError(
+                f"{self.source}: state.postgres: cannot reach PostgreSQL at {where} ({type(exc).__name__}: {exc}); check the"
+                " URL, password_file, tls and tls_ca_file"
+            ) from None
         if not serving:
             return
         async with self._pool.acquire() as conn:
