@@ -67,7 +67,7 @@ def internal(gw: GatewayProc, path: str) -> str:
         return str(r.read().decode())
 
 
-def test_a_gateway_started_while_redis_is_down_serves_and_becomes_exact_when_it_appears(
+def test_a_gateway_started_while_redis_is_down_fails_closed_then_is_exact_when_it_appears(
     tmp_path: Path, fake: FakeAnthropic, gateways: list[GatewayProc]
 ) -> None:
     redis = RedisServer(tmp_path / "redis")  # not started yet
@@ -76,8 +76,13 @@ def test_a_gateway_started_while_redis_is_down_serves_and_becomes_exact_when_it_
         (gw,) = gateways
         rated = gw.create_key("rated", "--rpm", "3")
         budget = gw.create_key("budget", "--daily-tokens", "100000")
-        assert run_parallel([gw], rated, [body()])[0][0] == 200
+        free = gw.create_key("free")
+        assert run_parallel([gw], free, [body()])[0][0] == 200  # no limit to check: served
         assert run_parallel([gw], budget, [body()])[0][0] == 503
+        # Never having seen Redis, it cannot know its share of the rate (how many replicas
+        # are there?): refused too, rather than each replica admitting the whole limit.
+        status, doc, _ = run_parallel([gw], rated, [body()])[0]
+        assert status == 503 and "rate limit" in doc["error"]["message"]
         redis.start()
         deadline = time.monotonic() + 3
         while run_parallel([gw], budget, [body()])[0][0] != 200:

@@ -131,7 +131,9 @@ class RedisAdmission:
         self.lease_ms = int(state.lease_seconds * 1000)
         self.beat_every = min(1.0, state.lease_seconds / 3)
         self.up = False  # set by the first successful call
-        self.live_replicas = 1  # last count seen in Redis; the fallback's divisor
+        # Last count seen in Redis, the fallback's divisor; None until Redis was
+        # seen once: a replica started during an outage cannot know its share.
+        self.live_replicas: int | None = None
         self.fallback = Limiter()
         self._holds: dict[str, Hold] = {}  # live holds of this replica, renewed by the beat
         self._unsettled: deque[tuple[tuple[str, ...], list[str]]] = deque(maxlen=MAX_UNSETTLED)
@@ -315,7 +317,14 @@ class RedisAdmission:
                 f"This request may use up to {tokens} tokens (input estimate + max_tokens), more than "
                 f"this key's limit of {s.tpm} tokens per minute; lower max_tokens",
             )
-        n = max(1, self.live_replicas)
+        if self.live_replicas is None and (s.rpm is not None or s.tpm is not None):
+            raise GatewayError(
+                "api_error",
+                "The gateway cannot check this key's rate limit right now (its shared state has been "
+                "unreachable since this replica started); retry shortly",
+                status=503, headers={"retry-after": "5"},
+            )  # fmt: skip
+        n = max(1, self.live_replicas or 1)
         share = replace(
             s,
             rpm=None if s.rpm is None else max(1, s.rpm // n) if s.rpm >= n else 0,
@@ -374,7 +383,7 @@ class RedisAdmission:
         self._pending[key] = self._pending.get(key, 0) + tokens
 
     def health(self) -> dict[str, float]:
-        return {"redis_up": 1.0 if self.up else 0.0, "live_replicas": float(self.live_replicas),
+        return {"redis_up": 1.0 if self.up else 0.0, "live_replicas": float(self.live_replicas or 0),
                 "unsettled": float(len(self._unsettled))}  # fmt: skip
 
     def headers(self, client: Client) -> dict[str, str]:
