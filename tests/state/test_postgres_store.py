@@ -124,6 +124,8 @@ def test_postgres_partition_serves_known_keys_refuses_new_ones_and_writes_then_a
         a, b = gateways
         known = b.create_key("known")
         assert run_parallel([a], known, [body()])[0][0] == 200
+        metered = b.create_key("metered", "--daily-tokens", "1000000")
+        spent = [run_parallel([a], metered, [body()])[0]]  # seeds today's counter in Redis
 
         relay.cut()
         time.sleep(0.5)  # a's listening connection has noticed
@@ -135,6 +137,13 @@ def test_postgres_partition_serves_known_keys_refuses_new_ones_and_writes_then_a
         upload = _upload(a, known)
         assert upload[0] == 503, upload
         assert not fake.state.requests_for("/v1/files")
+        # Budgets are Redis's business, which a still reaches: served, the usage kept in memory.
+        spent += run_parallel([a], metered, [body(), body()])
+        assert [s for s, _, _ in spent] == [200, 200, 200]
+        deadline = time.monotonic() + 12  # a flush (every 5 s) meets the outage and keeps the usage
+        while "usage not written to the ledger yet" not in a.log_path.read_text():
+            assert time.monotonic() < deadline, a.log_path.read_text()[-2000:]
+            time.sleep(0.2)
         b.cli("keys", "revoke", "known")
         assert run_parallel([a], known, [body()])[0][0] == 200  # a cannot know yet: the documented window
         with urllib.request.urlopen(a.internal_url + "/readyz", timeout=2) as r:  # serving, degraded
@@ -148,6 +157,22 @@ def test_postgres_partition_serves_known_keys_refuses_new_ones_and_writes_then_a
         assert run_parallel([a], fresh, [body()])[0][0] == 200
         for gw in gateways:
             assert gw.proc is not None and gw.proc.poll() is None
+        # The usage a metered during the outage reaches the ledger once PostgreSQL is back.
+        billed = sum(d["usage"]["input_tokens"] + d["usage"]["output_tokens"] for _, d, _ in spent)
+        day = time.strftime("%Y-%m-%d", time.gmtime())
+        deadline = time.monotonic() + 15
+
+        async def in_ledger() -> int:
+            conn = await asyncpg.connect(pg_url, password=postgres_server.password)
+            try:
+                return int(await conn.fetchval(
+                    "SELECT coalesce(sum(tokens), 0) FROM daily_usage WHERE name = 'metered' AND day = $1", day))
+            finally:
+                await conn.close()
+
+        while asyncio.run(in_ledger()) != billed:
+            assert time.monotonic() < deadline, (asyncio.run(in_ledger()), billed)
+            time.sleep(0.3)
 
 
 def _upload(gw: GatewayProc, key: str) -> tuple[int, Any]:
