@@ -49,3 +49,31 @@ async def test_cancelled_while_reserving_gives_everything_back(redis_db: RedisSe
         assert redis_db.cli("ZCARD", "cg:{leaver}:rpm") == "2"  # the request rate still counts both
     finally:
         await adm.stop()
+
+
+async def test_a_hold_whose_request_ended_unsettled_is_given_back_not_renewed_for_ever(redis_db: RedisServer) -> None:
+    adm = RedisAdmission(RedisState(url=redis_db.url, password_file=redis_db.password_file, lease_seconds=1),
+                         "test", in_flight_per_key=4, load_daily=_none, add_daily=_add)  # fmt: skip
+    await adm.start()
+    client = Client("forgetful", "cgk_forgetfulx", Scopes(tpm=100_000), None, None)
+    try:
+        # A request path that reserves and never settles (a bug elsewhere): its task ends.
+        await asyncio.create_task(adm.reserve(client, 900))
+        assert redis_db.cli("ZCARD", "cg:{forgetful}:fly") == "1"
+        await asyncio.sleep(1.0)  # a beat or three
+        assert redis_db.cli("ZCARD", "cg:{forgetful}:fly") == "0"  # the place is back
+        assert redis_db.cli("GET", "cg:{forgetful}:tot") == "900"  # charged as reserved: the safe side
+        # A hold whose request is still running keeps being renewed past its lease.
+        gate = asyncio.Event()
+
+        async def long_request() -> None:
+            await adm.reserve(client, 10)
+            await gate.wait()
+
+        task = asyncio.create_task(long_request())
+        await asyncio.sleep(2.5)
+        assert redis_db.cli("ZCARD", "cg:{forgetful}:fly") == "1"
+        gate.set()
+        await task
+    finally:
+        await adm.stop()

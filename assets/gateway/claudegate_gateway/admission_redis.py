@@ -36,7 +36,7 @@ import socket
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -65,6 +65,9 @@ class Hold(Reservation):
 
     hold_id: str = ""
     keys: tuple[str, ...] = ()
+    # The request's task: a hold whose task ended unsettled (a code path that
+    # forgot settle) is not renewed for ever; the beat settles it.
+    task: asyncio.Task[Any] | None = field(default=None, repr=False)
 
 
 def _keys(name: str, day: str) -> tuple[str, ...]:
@@ -197,6 +200,9 @@ class RedisAdmission:
                 self._down(exc)
 
     async def _renew(self) -> None:
+        for hold in [h for h in self._holds.values() if h.task is not None and h.task.done()]:
+            log.error("reservation %s of %s was never settled; charged as reserved", hold.hold_id, hold.name)
+            self.settle(hold, hold.tokens)
         by_key: dict[str, list[str]] = {}
         for hold in self._holds.values():
             by_key.setdefault(hold.keys[5], []).append(hold.hold_id)
@@ -257,7 +263,7 @@ class RedisAdmission:
             raise self._refusal(client, verdict, used, limit, wait_ms, redis_now, tokens)
         counted = s.daily_tokens is not None and tokens > 0
         # Settled on the keys it was taken on, even if midnight passes meanwhile.
-        hold = Hold(client.name, tokens, None, day, counted, hold_id=hold_id, keys=keys)
+        hold = Hold(client.name, tokens, None, day, counted, hold_id=hold_id, keys=keys, task=asyncio.current_task())
         self._holds[hold_id] = hold
         if counted:
             self._ledger(hold.day, client.name, tokens)
