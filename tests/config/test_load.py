@@ -121,7 +121,7 @@ def test_unknown_key_without_a_close_match_lists_the_allowed_keys() -> None:
 def test_a_number_as_key() -> None:
     assert problems("1: x\n", base=LOCAL) == [
         "deploy.yaml:8:1: [1]: 1 is not a known key (keys are names); the keys allowed here are: target, domain,"
-        " tls, upstream, ports, limits, allowlist, trusted_proxies, clients, filters, images, network, audit, state_dir"
+        " tls, upstream, ports, limits, allowlist, trusted_proxies, clients, filters, images, network, state, audit, state_dir"
     ]
 
 

@@ -18,6 +18,7 @@ from claudegate_gateway.keystore import KEY_PREFIX, KeyStore, Scopes
 from claudegate_gateway.limits import Limiter
 from claudegate_gateway.objects import Objects
 from claudegate_gateway.ownership import MAX_SCAN_PAGES, PageScan, file_ids
+from claudegate_gateway.store import SqliteStore
 
 
 def test_in_flight_cap_is_a_429_with_retry_after_and_frees_on_exit() -> None:
@@ -206,7 +207,7 @@ def test_page_scan_fills_a_page_across_upstream_pages() -> None:
 
 def test_page_scan_is_bounded_and_its_position_is_sealed(tmp_path: Path) -> None:
     store = KeyStore(tmp_path / "keys.db", "pepper")
-    objects = Objects(store.owners, store.digest)
+    objects = Objects(SqliteStore(store).owners, store.digest)
     scan = PageScan(limit=5, backward=False, seal=lambda p: objects.seal("team-a", "batch", p))
     n = 0
     while scan.take({"data": [{"id": f"x{n}"}], "has_more": True}, set()) is not None:
@@ -219,7 +220,7 @@ def test_page_scan_is_bounded_and_its_position_is_sealed(tmp_path: Path) -> None
     assert f"x{n}" not in sealed  # encrypted, not only signed
     assert objects.unseal("team-b", "batch", sealed) is None  # issued to team-a only
     assert objects.unseal("team-a", "file", sealed) is None  # and for batch lists only
-    other = Objects(store.owners, KeyStore(tmp_path / "other.db", "another pepper").digest)
+    other = Objects(SqliteStore(store).owners, KeyStore(tmp_path / "other.db", "another pepper").digest)
     assert other.unseal("team-a", "batch", sealed) is None
     store.close()
 

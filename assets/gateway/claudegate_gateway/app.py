@@ -12,10 +12,12 @@ from aiohttp import web
 
 from claudegate_gateway.bindaddr import listen_host
 from claudegate_gateway.config import Config, read_secret
+from claudegate_gateway.errors import GatewayError
 from claudegate_gateway.httpserver import SERVER_NAME, ShapedAppRunner
 from claudegate_gateway.keystore import KeyStore
 from claudegate_gateway.offload import build_policy
 from claudegate_gateway.proxy import Gateway
+from claudegate_gateway.store import SqliteStore, Store
 
 log = logging.getLogger("claudegate.gateway")
 _FLUSH_EVERY = 5.0
@@ -26,8 +28,17 @@ def build_gateway(config: Config) -> Gateway:
     policy = build_policy(config.filters, config.source)
     policy.check_overrides(config.client_filters, config.source)
     upstream_key = read_secret(config.upstream.api_key_file, "the upstream API key", "upstream.api_key_file", config.source)
+    return Gateway(config, make_store(config), upstream_key, policy)
+
+
+def make_store(config: Config) -> Store:
+    """PostgreSQL with ``state.postgres``, else the SQLite keystore (opened by the caller)."""
     pepper = read_secret(config.pepper_file, "the key pepper", "pepper_file", config.source)
-    return Gateway(config, KeyStore(config.keystore, pepper), upstream_key, policy)
+    if config.state.postgres is not None:
+        from claudegate_gateway.pgstore import PgKeyStore  # only deployments with PostgreSQL load it
+
+        return PgKeyStore(config.state.postgres, pepper, config.source, replica=config.state.replica_id or "-")
+    return SqliteStore(KeyStore(config.keystore, pepper))
 
 
 async def _hide_server(_: web.Request, response: web.StreamResponse) -> None:
@@ -54,14 +65,30 @@ def internal_app(gateway: Gateway) -> web.Application:
         return web.json_response({"status": "ok"})
 
     async def readyz(_: web.Request) -> web.Response:
+        health = {**gateway.admission.health(), **gateway.keystore.health()}
+        # Redis or PostgreSQL away is an outage of the whole fleet, not of this
+        # replica: it still serves (see "Shared state" in the README), so it
+        # stays ready and says what it is missing.
+        degraded = sorted(k.removesuffix("_up") for k, v in health.items() if k.endswith("_up") and not v)
         try:
-            gateway.keystore.list()
+            if "postgres" not in degraded:
+                await gateway.keystore.check()
+        except GatewayError:  # the store's own "unreachable" (pgstore.StateUnavailable)
+            degraded.append("postgres")
         except Exception as exc:  # the keystore is what can fail at run time
             return web.json_response({"status": "not ready", "reason": type(exc).__name__}, status=503)
+        if degraded:
+            return web.json_response({"status": "ready", "degraded": degraded})
         return web.json_response({"status": "ready"})
 
     async def metrics(_: web.Request) -> web.Response:
-        return web.Response(text=gateway.metrics.render(), content_type="text/plain")
+        text = gateway.metrics.render()
+        health = {**gateway.admission.health(), **gateway.keystore.health()}
+        text += "".join(
+            f"# TYPE claudegate_state_{name} gauge\nclaudegate_state_{name} {value:g}\n"
+            for name, value in sorted(health.items())
+        )
+        return web.Response(text=text, content_type="text/plain")
 
     app = web.Application()
     app.on_response_prepare.append(_hide_server)
@@ -99,9 +126,12 @@ async def serve(config: Config) -> None:
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), _FLUSH_EVERY)
-            gateway.flush_usage()
+            try:
+                await gateway.flush_usage()
+            except Exception as exc:  # the ledger is away (PostgreSQL down): kept, written next time
+                log.warning("usage not written to the ledger yet: %s", type(exc).__name__)
     finally:
         await public.cleanup()
         await internal.cleanup()
         await gateway.stop()
-        gateway.keystore.close()
+        await gateway.keystore.close()

@@ -19,6 +19,7 @@ from claudegate_gateway import __version__
 from claudegate_gateway.config import Config, ConfigError, load_config, read_secret
 from claudegate_gateway.keystore import KeyStore, KeyStoreError, Scopes
 from claudegate_gateway.routes import TEMPLATES, endpoint_glob_problem
+from claudegate_gateway.store import Store
 
 EXIT_OK, EXIT_CONFIG, EXIT_USAGE = 0, 2, 3
 _DURATION = re.compile(r"^(\d+)([smhd])$")
@@ -31,6 +32,8 @@ examples:
   claudegate-gateway keys update team-a --config gw.yaml --models 'claude-sonnet-*' --rpm 120
   claudegate-gateway keys rotate team-a --config gw.yaml --overlap 24h
   claudegate-gateway keys list --config gw.yaml --json
+  claudegate-gateway migrate --config gw.yaml          (state.postgres: schema, once)
+  claudegate-gateway migrate-state --config gw.yaml --from /var/lib/claudegate/keys.db
 
 The config file may also be given as $CLAUDEGATE_GATEWAY_CONFIG.
 exit codes: 0 ok, 2 bad config, 3 bad request (unknown key name, bad flag value)
@@ -96,6 +99,18 @@ def parser() -> argparse.ArgumentParser:
     rotate = keys.add_parser("rotate", parents=[common], help="issue a new key; the old one works until the overlap ends")
     rotate.add_argument("name")
     rotate.add_argument("--overlap", type=duration, default=0, metavar="DURATION", help="e.g. 24h (default: 0, old key stops now)")
+    migrate = sub.add_parser(
+        "migrate", parents=[common],
+        help="state.postgres: apply the schema migrations not applied yet (expand; once, whoever runs it first)",
+    )
+    migrate.add_argument("--contract", action="store_true",
+                         help="also the contract steps; only once every replica runs this version")
+    move = sub.add_parser(
+        "migrate-state", parents=[common],
+        help="copy a one-host SQLite keystore (keys, owned objects, daily usage) into state.postgres",
+    )
+    move.add_argument("--from", dest="source_db", required=True, metavar="KEYS_DB",
+                      help="the SQLite keystore, e.g. /var/lib/claudegate/keys.db")
     return top
 
 
@@ -128,9 +143,10 @@ def _scopes(args: argparse.Namespace) -> Scopes:
     )
 
 
-def _keystore(config: Config) -> KeyStore:
-    pepper = read_secret(config.pepper_file, "the key pepper", "pepper_file", config.source)
-    return KeyStore(config.keystore, pepper)
+def _keystore(config: Config) -> Store:
+    from claudegate_gateway.app import make_store
+
+    return make_store(config)
 
 
 def _load(args: argparse.Namespace) -> Config:
@@ -144,25 +160,30 @@ def _when(ts: float | None) -> str:
 
 
 def run_keys(args: argparse.Namespace, config: Config) -> int:
+    return asyncio.run(_run_keys(args, config))
+
+
+async def _run_keys(args: argparse.Namespace, config: Config) -> int:
     store = _keystore(config)
+    await store.open()
     try:
         if args.action == "create":
-            key = store.create(args.name, _scopes(args), args.expires)
+            key = await store.create(args.name, _scopes(args), args.expires)
             print(f"created client {args.name!r}; this key is shown once, store it now:", file=sys.stderr)
             print(key)
         elif args.action == "update":
-            store.update(args.name, _scopes(args), args.expires)
+            await store.update(args.name, _scopes(args), args.expires)
             print(f"updated client {args.name!r}; its keys keep working")
         elif args.action == "rotate":
-            key = store.rotate(args.name, args.overlap)
+            key = await store.rotate(args.name, args.overlap)
             print(f"rotated {args.name!r}; old key ends {'now' if not args.overlap else f'in {args.overlap}s'}."
                   " New key, shown once:", file=sys.stderr)
             print(key)
         elif args.action == "revoke":
-            store.revoke(args.name)
+            await store.revoke(args.name)
             print(f"revoked {args.name!r}")
         elif args.action == "list":
-            clients = store.list()
+            clients = await store.list_clients()
             if args.json:
                 print(json.dumps(clients, indent=2))
             else:
@@ -175,7 +196,30 @@ def run_keys(args: argparse.Namespace, config: Config) -> int:
         print(f"claudegate-gateway: {exc}", file=sys.stderr)
         return EXIT_USAGE
     finally:
-        store.close()
+        await store.close()
+    return EXIT_OK
+
+
+async def _run_migrate(args: argparse.Namespace, config: Config) -> int:
+    from claudegate_gateway.pgstore import PgKeyStore, migrate
+    from claudegate_gateway.statemove import copy_sqlite
+
+    if config.state.postgres is None:
+        raise ConfigError(f"{config.source}: state.postgres: not set; {args.command} works on PostgreSQL only")
+    store = _keystore(config)
+    assert isinstance(store, PgKeyStore)
+    await store.open(serving=False)
+    try:
+        async with store.pool.acquire() as conn:
+            applied = await migrate(conn, contract=getattr(args, "contract", False))
+        if args.command == "migrate":
+            print(f"applied {', '.join(map(str, applied))}" if applied else "schema up to date")
+            return EXIT_OK
+        pepper = read_secret(config.pepper_file, "the key pepper", "pepper_file", config.source)
+        counts = await copy_sqlite(KeyStore(Path(args.source_db), pepper), store)
+        print("copied " + ", ".join(f"{n} {what}" for what, n in counts.items()))
+    finally:
+        await store.close()
     return EXIT_OK
 
 
@@ -190,9 +234,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "check-config":
             from claudegate_gateway.app import build_gateway
 
-            build_gateway(config).keystore.close()
+            asyncio.run(build_gateway(config).keystore.close())
             print(f"{config.source}: ok")
             return EXIT_OK
+        if args.command in ("migrate", "migrate-state"):
+            return asyncio.run(_run_migrate(args, config))
         return run_keys(args, config)
     except ConfigError as exc:
         print(f"claudegate-gateway: {exc}", file=sys.stderr)

@@ -15,6 +15,8 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from claudegate_gateway.stateconfig import StateConfig, StateConfigError, parse_state
+
 
 class ConfigError(Exception):
     """A config problem, said in one line: where, what, and how to fix it."""
@@ -50,6 +52,8 @@ class Config:
     # client name -> {rule name: "off" | action}; rule names are checked
     # against the policy when the gateway is built.
     client_filters: dict[str, dict[str, str]] = field(default_factory=dict)
+    # Shared state for several hosts (stateconfig.py); empty: SQLite and this process alone.
+    state: StateConfig = field(default_factory=StateConfig)
     source: str = "<defaults>"
 
 
@@ -57,7 +61,7 @@ _TOP_KEYS = {
     "listen", "internal_listen", "upstream", "keystore", "pepper_file",
     "audit_log", "trusted_proxies", "max_body_bytes", "filters", "client_filters",
     "max_upload_bytes", "max_in_flight_per_key", "audit_log_max_bytes", "audit_log_files",
-    "audit_field_max_chars",
+    "audit_field_max_chars", "state",
 }
 _UPSTREAM_KEYS = {"base_url", "api_key_file", "connect_timeout", "read_timeout", "max_connections"}
 
@@ -126,6 +130,13 @@ def parse_config(raw: Any, source: str = "<config>") -> Config:
     if filters is not None and (not isinstance(filters, list) or not all(isinstance(f, dict) for f in filters)):
         raise _fail(source, "filters", "must be a list of rule mappings", "see the gateway README for the rule format")
     client_filters = _client_filters(source, raw.get("client_filters") or {})
+    try:
+        state = parse_state(raw.get("state"), source)
+    except StateConfigError as exc:
+        raise ConfigError(str(exc)) from None
+    if state.postgres is not None and state.redis is None:
+        raise _fail(source, "state.redis", "missing while state.postgres is set",
+                    "gateways on several hosts need Redis for exact limits; set state.redis.url too")
     audit = raw.get("audit_log", str(Config.audit_log))
     in_flight = _number(
         source, "max_in_flight_per_key", raw.get("max_in_flight_per_key", Config.max_in_flight_per_key),
@@ -164,6 +175,7 @@ def parse_config(raw: Any, source: str = "<config>") -> Config:
             minimum=64, integer=True,
         ),
         client_filters=client_filters,
+        state=state,
         source=source,
     )
 

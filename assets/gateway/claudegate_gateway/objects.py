@@ -38,9 +38,9 @@ from claudegate_gateway.ownership import (
     OBJECT_ID,
     SCAN_PAGE_SIZE,
     ObjectKind,
-    Ownership,
     PageScan,
 )
+from claudegate_gateway.store import Owners
 
 # (query pairs) -> (status, parsed JSON or None, raw body) of one upstream list page.
 Fetch = Callable[[list[tuple[str, str]]], Awaitable[tuple[int, Any, bytes]]]
@@ -69,7 +69,7 @@ _PAGE = "page_"
 
 
 class Objects:
-    def __init__(self, owners: Ownership, mac: Callable[[str], bytes]) -> None:
+    def __init__(self, owners: Owners, mac: Callable[[str], bytes]) -> None:
         self.owners = owners
         self._box = CursorBox(mac)  # keyed from the pepper (the keystore's HMAC)
 
@@ -105,19 +105,22 @@ class Objects:
 
     # -- before forwarding ----------------------------------------------------
 
-    def check_access(self, client: Client, kind: ObjectKind, object_id: str) -> None:
-        if not self.owners.owns(kind, object_id, client.name):
+    async def check_access(self, client: Client, kind: ObjectKind, object_id: str) -> None:
+        if not await self.owners.owns(kind, object_id, client.name):
             raise not_found(kind, object_id)
 
-    def check_file_refs(self, client: Client, ids: list[str]) -> None:
+    async def check_file_refs(self, client: Client, ids: list[str]) -> None:
         """Every file the body references (ids found by the inspection) must be the caller's."""
+        if not ids:
+            return
+        owned = await self.owners.owned("file", client.name, ids)  # one query, however many ids
         for value in ids:
-            if not self.owners.owns("file", value, client.name):
+            if value not in owned:
                 raise not_found("file", value)
 
     # -- after upstream answered ----------------------------------------------
 
-    def created(self, client: Client, kind: ObjectKind, status: int, data: bytes) -> None:
+    async def created(self, client: Client, kind: ObjectKind, status: int, data: bytes) -> None:
         if not 200 <= status < 300:
             return
         try:
@@ -126,11 +129,11 @@ class Objects:
             return
         object_id = doc.get("id") if isinstance(doc, dict) else None
         if isinstance(object_id, str) and OBJECT_ID.match(object_id):
-            self.owners.record(kind, object_id, client.name)
+            await self.owners.record(kind, object_id, client.name)
 
-    def deleted(self, kind: ObjectKind, object_id: str, status: int) -> None:
+    async def deleted(self, kind: ObjectKind, object_id: str, status: int) -> None:
         if 200 <= status < 300:
-            self.owners.forget(kind, object_id)
+            await self.owners.forget(kind, object_id)
 
     # -- lists ----------------------------------------------------------------
 
@@ -155,9 +158,9 @@ class Objects:
             raise UpstreamAnswer(status, raw)
         return doc
 
-    def _owned(self, client: Client, kind: ObjectKind, doc: dict[str, Any]) -> set[str]:
+    async def _owned(self, client: Client, kind: ObjectKind, doc: dict[str, Any]) -> set[str]:
         ids = [d["id"] for d in doc.get("data") or [] if isinstance(d, dict) and isinstance(d.get("id"), str)]
-        return self.owners.owned(kind, client.name, ids)
+        return await self.owners.owned(kind, client.name, ids)
 
     async def _scan_ids(
         self,
@@ -176,7 +179,7 @@ class Objects:
             position = self.unseal(client.name, kind, cursor)
             if position is not None:
                 cursor = position
-            elif not self.owners.owns(kind, cursor, client.name):
+            elif not await self.owners.owns(kind, cursor, client.name):
                 # Another client's id or no id at all: the same empty page,
                 # and upstream is not asked (no existence oracle).
                 return {"data": [], "has_more": False, "first_id": None, "last_id": None}
@@ -188,7 +191,7 @@ class Objects:
             if cursor is not None:
                 query.append((cursor_name, cursor))
             doc = await self._page(fetch, query)
-            nxt = scan.take(doc, self._owned(client, kind, doc))
+            nxt = scan.take(doc, await self._owned(client, kind, doc))
             if nxt is None:
                 break
             cursor = nxt
@@ -214,7 +217,7 @@ class Objects:
             if upstream_page is not None:
                 query.append(("page", upstream_page))
             doc = await self._page(fetch, query)
-            owned = self._owned(client, "file", doc)
+            owned = await self._owned(client, "file", doc)
             data = doc.get("data") or []
             for i in range(skip, len(data)):
                 item = data[i]

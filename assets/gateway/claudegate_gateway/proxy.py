@@ -22,6 +22,7 @@ import aiohttp
 import yarl
 from aiohttp import web
 
+from claudegate_gateway.admission import Admission, make_admission
 from claudegate_gateway.audit import AuditLog
 from claudegate_gateway.batchurls import localise_page, localise_results_urls
 from claudegate_gateway.concurrency import FairSlots, InFlight
@@ -41,13 +42,14 @@ from claudegate_gateway.hygiene import (
     response_headers,
 )
 from claudegate_gateway.inspection import estimate_tokens
-from claudegate_gateway.keystore import Client, KeyStore
+from claudegate_gateway.keystore import Client
 from claudegate_gateway.limits import Limiter, Reservation
 from claudegate_gateway.metering import UsageMeter, charge
 from claudegate_gateway.metrics import Metrics
 from claudegate_gateway.objects import Objects, UpstreamAnswer
 from claudegate_gateway.offload import Offload
 from claudegate_gateway.routes import PACE_EVENTS, PACE_INTERVAL, Match, RouteError, match
+from claudegate_gateway.store import Store
 from claudegate_gateway.uploads import filter_upload, read_upload, upstream_body
 
 log = logging.getLogger("claudegate.gateway")
@@ -112,14 +114,13 @@ def _endpoint_label(ex: Exchange) -> str:
 
 
 class Gateway:
-    def __init__(self, config: Config, keystore: KeyStore, upstream_key: str, policy: FilterPolicy) -> None:
+    def __init__(self, config: Config, keystore: Store, upstream_key: str, policy: FilterPolicy) -> None:
         self.config = config
         self.keystore = keystore
         self.policy = policy
         self.filters = ClientPolicies(policy, config.client_filters)
         self.offload = Offload(policy, config.filters, config.source, config.client_filters)
         self.limiter = Limiter()
-        self.limiter.daily = keystore.load_daily(self.limiter.day)
         self.audit = AuditLog(
             config.audit_log,
             field_chars=config.audit_field_max_chars,
@@ -134,6 +135,8 @@ class Gateway:
         self.objects = Objects(keystore.owners, keystore.digest)
         self.in_flight = InFlight(config.max_in_flight_per_key)
         self.slots = FairSlots(config.upstream.max_connections)
+        # The limiter above on one host; Redis for all replicas with state.redis.
+        self.admission: Admission = make_admission(config, self.limiter, keystore)
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -149,18 +152,23 @@ class Gateway:
             skip_auto_headers=("User-Agent", "Accept-Encoding"),
         )
         self.offload.start()
+        await self.keystore.open()
+        self.limiter.daily = await self.keystore.load_daily(self.limiter.day)
+        await self.admission.start()
 
     async def stop(self) -> None:
         if self._session is not None:
             await self._session.close()
         self.offload.stop()
-        self.flush_usage()
+        try:
+            await self.admission.stop()
+            await self.flush_usage()
+        except Exception as exc:  # the ledger is away: nothing to do about it on the way out
+            log.warning("usage not written to the ledger at shutdown: %s", type(exc).__name__)
         self.audit.close()
 
-    def flush_usage(self) -> None:
-        # Every few seconds even with nothing pending: another gateway process
-        # on this keystore may have spent some of the same budgets.
-        self.limiter.sync(self.keystore.add_daily)
+    async def flush_usage(self) -> None:
+        await self.admission.flush()
 
     # -- request path -------------------------------------------------------
 
@@ -219,7 +227,7 @@ class Gateway:
         # Cheap checks first, each before anything costlier: the key's form
         # and digest, the route, the scopes, the size against the key's
         # remaining tokens; only then is the body read and parsed.
-        client = self.keystore.authenticate(presented_key(request.headers))
+        client = await self.keystore.lookup(presented_key(request.headers))
         if client is None:
             raise GatewayError("authentication_error", "invalid x-api-key")
         ex.client = client
@@ -243,13 +251,16 @@ class Gateway:
         if op.body == "none" and declared:
             raise GatewayError("invalid_request_error", f"{op.method} {op.template} takes no request body")
         if op.local:  # the gateway's own operation: never forwarded, no body read
-            reservation = self.limiter.reserve(client, 0)  # the key's rate applies; no tokens
+            reservation = await self.admission.reserve(client, 0)  # the key's rate applies; no tokens
             return await self._pace(request, ex), reservation
         kind = op.owner_kind
+        if kind is not None and op.owner_action == "create" and self.config.state.postgres is not None:
+            # Refused before upstream makes an object that could then not be recorded as the caller's.
+            await self.keystore.check()
         if kind is not None and op.owner_action == "access":
-            self.objects.check_access(client, kind, next(iter(route.params.values())))
+            await self.objects.check_access(client, kind, next(iter(route.params.values())))
         if op.inspect in ("message", "batch") and declared:
-            self.limiter.check_room(client, estimate_tokens(declared))
+            self.admission.check_room(client, estimate_tokens(declared))
         if kind is not None and op.owner_action == "list":
             return await self._list(request, route, client, ex), None
 
@@ -270,7 +281,7 @@ class Gateway:
         tokens = 0
         if op.inspect != "none":
             if op.inspect in ("message", "batch"):
-                self.limiter.check_room(client, estimate_tokens(len(body)))
+                self.admission.check_room(client, estimate_tokens(len(body)))
             found = await self.offload.inspect(op.inspect, body, scopes, client.name)
             ex.model, ex.stream = found.model, found.stream
             ex.verdicts.extend(found.verdicts)
@@ -278,9 +289,9 @@ class Gateway:
                 self.metrics.filter_blocks += 1
             if found.error is not None:
                 raise GatewayError(*found.error)
-            self.objects.check_file_refs(client, found.file_ids)
+            await self.objects.check_file_refs(client, found.file_ids)
             body, tokens = found.body, found.tokens
-        reservation = self.limiter.reserve(client, tokens)
+        reservation = await self.admission.reserve(client, tokens)
         try:
             response = await self._forward(request, route, body, ex, content_type)
         except BaseException as exc:
@@ -350,7 +361,7 @@ class Gateway:
         ex.upstream_request_id = upstream.headers.get("request-id")
         own: dict[str, str] = {}
         if ex.client is not None and (ex.client.scopes.rpm is not None or ex.client.scopes.tpm is not None):
-            own.update(self.limiter.headers(ex.client))
+            own.update(self.admission.headers(ex.client))
         own["x-claudegate-request-id"] = ex.request_id
         return response_headers(upstream.headers, _DROP_DOWN, own)
 
@@ -385,7 +396,7 @@ class Gateway:
             ex.error_type = "upstream"
             data = self._filter_error(data, ex)
         if route.op.owner_kind is not None:
-            data = self._owned_answer(request, route, ex, upstream.status, data)
+            data = await self._owned_answer(request, route, ex, upstream.status, data)
         return web.Response(status=upstream.status, body=data, headers=headers)
 
     def _filter_error(self, data: bytes, ex: Exchange) -> bytes:
@@ -514,16 +525,16 @@ class Gateway:
             used = charge(reservation.tokens, ex.meter, client_left=ex.error_type == "client_closed")
         else:
             used = ex.meter.total
-        self.limiter.settle(reservation, used)
+        self.admission.settle(reservation, used)
 
-    def _owned_answer(self, request: web.Request, route: Match, ex: Exchange, status: int, data: bytes) -> bytes:
+    async def _owned_answer(self, request: web.Request, route: Match, ex: Exchange, status: int, data: bytes) -> bytes:
         """Record or forget ownership from upstream's answer; point results_url at the gateway."""
         kind, client = route.op.owner_kind, ex.client
         assert kind is not None and client is not None
         if route.op.owner_action == "create":
-            self.objects.created(client, kind, status, data)
+            await self.objects.created(client, kind, status, data)
         elif route.op.method == "DELETE":
-            self.objects.deleted(kind, next(iter(route.params.values())), status)
+            await self.objects.deleted(kind, next(iter(route.params.values())), status)
         # results_url was pointed at the gateway already (batchurls, in _relay).
         return data
 

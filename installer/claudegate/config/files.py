@@ -54,6 +54,14 @@ def check_secret_files(cfg: DeployConfig, *, environ: Mapping[str, str] | None =
         for name, path in (("cert_file", tls.cert_file), ("chain_file", tls.chain_file)):
             if path is not None:
                 problems += _plain_file(origin, ("tls", name), path)
+    if cfg.state is not None:
+        for engine, section in (("redis", cfg.state.redis), ("postgres", cfg.state.postgres)):
+            if section.password_file is not None:
+                problems += _secret_file(
+                    origin, ("state", engine, "password_file"), section.password_file, f"the {engine} password"
+                )
+            if section.tls_ca_file is not None:
+                problems += _plain_file(origin, ("state", engine, "tls_ca_file"), section.tls_ca_file)
     if cfg.target.ssh_key is not None and not cfg.target.is_local:
         problems += _secret_file(origin, ("target", "ssh_key"), cfg.target.ssh_key, "the SSH private key")
     if problems:

@@ -615,6 +615,66 @@ class Network(_Section):
     )
 
 
+def _state_url(schemes: tuple[str, ...], example: str) -> Any:
+    def check(value: object) -> str:
+        text = _text(value, example).strip()
+        parts = urlsplit(text)
+        if parts.scheme not in schemes or not parts.hostname:
+            raise fail(f"{_show(text)} is not a {' or '.join(s + '://' for s in schemes)} URL", f"write e.g. {example}")
+        if parts.password is not None:
+            raise fail("the URL holds a password", "put the password in a 0600 file and set password_file")
+        return text
+
+    return BeforeValidator(check)
+
+
+class StateRedis(_Section):
+    """An existing Redis (or a managed one) for admission across hosts."""
+
+    url: Annotated[str, _state_url(("redis", "rediss"), "rediss://10.0.0.5:6379/0")] = Field(
+        examples=["rediss://10.0.0.5:6379/0"], description="redis:// or rediss:// (TLS); never a password in it"
+    )
+    password_file: FilePath | None = Field(
+        default=None, examples=["~/.config/claudegate/redis_password"], description="the password, mode 0600"
+    )
+    tls_ca_file: FilePath | None = Field(
+        default=None, examples=["~/.config/claudegate/state-ca.pem"], description="rediss://: the CA, PEM"
+    )
+    lease_seconds: StrictInt = Field(
+        default=15, ge=1, le=300, examples=[15],
+        description="a dead gateway replica's in-flight places come back after this",
+    )
+
+
+class StatePostgres(_Section):
+    """An existing PostgreSQL (or a managed one): keys, owned objects, usage."""
+
+    url: Annotated[str, _state_url(("postgresql", "postgres"), "postgresql://claudegate@10.0.0.5:5432/claudegate")] = (
+        Field(examples=["postgresql://claudegate@10.0.0.5:5432/claudegate"], description="never a password in it")
+    )
+    password_file: FilePath | None = Field(
+        default=None, examples=["~/.config/claudegate/pg_password"], description="the password, mode 0600"
+    )
+    tls: Literal["disable", "require", "verify-full"] = Field(
+        default="verify-full", examples=["verify-full"], description="verify-full checks the chain and the name"
+    )
+    tls_ca_file: FilePath | None = Field(
+        default=None, examples=["~/.config/claudegate/state-ca.pem"], description="verify-full: the CA, PEM"
+    )
+    cache_entries: StrictInt = Field(default=4096, ge=1, le=1_000_000, examples=[4096])
+    cache_seconds: StrictInt = Field(
+        default=3600, ge=1, le=86400, examples=[3600],
+        description="how long a known key keeps working while PostgreSQL is unreachable",
+    )
+
+
+class SharedState(_Section):
+    """Where gateways on several hosts share state (the gateway's ``state:`` section)."""
+
+    redis: StateRedis
+    postgres: StatePostgres
+
+
 def _default_state_dir(data: dict[str, Any]) -> Path:
     return config_home() / str(data.get("domain", "unknown"))
 
@@ -646,6 +706,10 @@ class DeployConfig(_Section):
     )
     images: Images = Images()
     network: Network = Network()
+    state: SharedState | None = Field(
+        default=None,
+        description="Redis and PostgreSQL shared by gateways on several hosts; left out: one host, SQLite",
+    )
     audit: StrictBool = Field(
         default=False,
         examples=[False],

@@ -8,9 +8,11 @@ order; the loader reports every one, the model raises the first.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
@@ -91,6 +93,7 @@ def rule_problems(cfg: DeployConfig) -> list[RuleProblem]:
         *_limits(cfg),
         *_clients(cfg),
         *filter_problems(cfg),
+        *_shared_state(cfg),
     ]
     # The edge model is the authority on nginx's bounds; map its complaints back
     # (once per field: a rule above may already have said it better).
@@ -196,6 +199,44 @@ def _upstream(cfg: DeployConfig) -> Iterator[RuleProblem]:
             "set upstream.api_key_file: to a file holding the key (mode 0600),"
             " or upstream.api_key_env: to the environment variable holding it",
         )
+
+
+def _plaintext_to_public(url: str) -> bool:
+    """Whether a URL's host is an address outside private, loopback and link-local ranges."""
+    host = urlsplit(url).hostname or ""
+    try:
+        addr = ipaddress.ip_address(host)
+    except ValueError:
+        return True  # a name: it may resolve anywhere
+    return not (addr.is_private or addr.is_loopback or addr.is_link_local)
+
+
+def _shared_state(cfg: DeployConfig) -> Iterator[RuleProblem]:
+    state = cfg.state
+    if state is None:
+        return
+    redis, pg = state.redis, state.postgres
+    if redis.tls_ca_file is not None and not redis.url.startswith("rediss://"):
+        yield RuleProblem(("state", "redis", "tls_ca_file"), "is set for a plain redis:// URL",
+                          "use rediss:// for TLS, or remove tls_ca_file")  # fmt: skip
+    if redis.url.startswith("redis://") and _plaintext_to_public(redis.url):
+        yield RuleProblem(("state", "redis", "url"),
+                          "is plain text (redis://) to an address that is not private",
+                          "use rediss:// with tls_ca_file, or a private address")  # fmt: skip
+    if pg.tls == "disable" and _plaintext_to_public(pg.url):
+        yield RuleProblem(("state", "postgres", "tls"), "is disable for an address that is not private",
+                          "use tls: verify-full with tls_ca_file, or a private address")  # fmt: skip
+    if pg.tls_ca_file is not None and pg.tls != "verify-full":
+        yield RuleProblem(("state", "postgres", "tls_ca_file"), f"is set but tls is {pg.tls}",
+                          "set tls: verify-full, or remove tls_ca_file")  # fmt: skip
+    # Said last, after every problem in the section itself: the model is
+    # checked today, the multi-host deploy that uses it is still to come.
+    yield RuleProblem(
+        ("state",),
+        "deploying gateways on shared Redis and PostgreSQL is not supported by `deploy` yet"
+        " (the gateway supports it: its gateway.yaml state: section)",
+        "remove state: from deploy.yaml; see assets/gateway/README.md, 'Shared state'",
+    )
 
 
 def _ports(cfg: DeployConfig) -> Iterator[RuleProblem]:

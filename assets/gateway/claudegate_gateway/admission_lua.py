@@ -1,0 +1,188 @@
+"""The Redis function library that decides admission for every replica.
+
+One FCALL per request checks rpm, tpm, the daily budget and the in-flight
+cap of a key and, only when all of them have room, takes that room, in one
+atomic step on the server: two replicas can never both see the last place
+free. Time is Redis's own clock (TIME), so replicas' clocks do not matter.
+
+Keys, all under one hash tag per client so a Redis Cluster keeps them on one
+slot (``cg:{name}:...``):
+
+* ``rpm``   sorted set: hold id -> admission time (ms); the sliding minute
+* ``tpm``   sorted set: hold id -> admission time (ms)
+* ``amt``   hash: hold id -> tokens that entry counts (reservation, then settled)
+* ``tot``   string: the sum of ``amt`` over the live ``tpm`` entries
+* ``day``   string: tokens charged today (reservations + settlements);
+            missing means "not seeded from the durable ledger yet"
+* ``fly``   sorted set: hold id -> lease end (ms); the in-flight holds
+
+A hold whose lease ends without being renewed (its replica died) no longer
+counts in ``fly``. Its tokens stay charged: upstream generated, and billed,
+whether or not the replica lived to see the usage.
+"""
+
+from __future__ import annotations
+
+LIBRARY_NAME = "claudegate"
+# Bumped whenever the code below changes: a replica loads its own version
+# (FUNCTION LOAD REPLACE) only when the server has an older one.
+LIBRARY_VERSION = 1
+WINDOW_MS = 60_000
+
+LIBRARY = f"""#!lua name={LIBRARY_NAME}
+
+local WINDOW = {WINDOW_MS}
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- Drop tpm entries that left the window, taking their amounts off the total.
+local function expire_tokens(tpm, amt, tot, now)
+  local gone = redis.call('ZRANGEBYSCORE', tpm, '-inf', now - WINDOW)
+  if #gone == 0 then return end
+  local sum = 0
+  for _, id in ipairs(gone) do
+    sum = sum + (tonumber(redis.call('HGET', amt, id)) or 0)
+    redis.call('HDEL', amt, id)
+  end
+  redis.call('ZREMRANGEBYSCORE', tpm, '-inf', now - WINDOW)
+  local left = (tonumber(redis.call('GET', tot)) or 0) - sum
+  if left <= 0 or redis.call('ZCARD', tpm) == 0 then redis.call('DEL', tot) else redis.call('SET', tot, left) end
+end
+
+-- ms until `need` more fits under `limit`, walking the window oldest first.
+local function tokens_wait(tpm, amt, total, need, limit, now)
+  local excess = total + need - limit
+  local rows = redis.call('ZRANGE', tpm, 0, -1, 'WITHSCORES')
+  for i = 1, #rows, 2 do
+    excess = excess - (tonumber(redis.call('HGET', amt, rows[i])) or 0)
+    if excess <= 0 then return math.max(0, tonumber(rows[i + 1]) + WINDOW - now) end
+  end
+  return WINDOW
+end
+
+-- KEYS: rpm tpm amt tot day fly
+-- ARGV: hold tokens rpm_limit tpm_limit day_limit fly_limit lease_ms day_ttl_s  (a limit < 0: none)
+-- -> {{verdict, used, limit, wait_ms, now_ms, rpm_used, tpm_used, day_used}}
+local function reserve(keys, args)
+  local rpm, tpm, amt, tot, day, fly = keys[1], keys[2], keys[3], keys[4], keys[5], keys[6]
+  local hold = args[1]
+  local tokens = tonumber(args[2])
+  local rpm_limit, tpm_limit = tonumber(args[3]), tonumber(args[4])
+  local day_limit, fly_limit = tonumber(args[5]), tonumber(args[6])
+  local lease, day_ttl = tonumber(args[7]), tonumber(args[8])
+  local now = now_ms()
+
+  local flying = 0
+  if fly_limit >= 0 then
+    redis.call('ZREMRANGEBYSCORE', fly, '-inf', now)
+    flying = redis.call('ZCARD', fly)
+    if flying >= fly_limit then return {{'inflight', flying, fly_limit, 1000, now, 0, 0, 0}} end
+  end
+  local requests = 0
+  if rpm_limit >= 0 then
+    redis.call('ZREMRANGEBYSCORE', rpm, '-inf', now - WINDOW)
+    requests = redis.call('ZCARD', rpm)
+    if requests + 1 > rpm_limit then
+      -- The entry whose leaving makes room for one more.
+      local idx = requests - rpm_limit
+      local row = redis.call('ZRANGE', rpm, idx, idx, 'WITHSCORES')
+      local wait = WINDOW
+      if #row == 2 then wait = math.max(0, tonumber(row[2]) + WINDOW - now) end
+      return {{'rpm', requests, rpm_limit, wait, now, requests, 0, 0}}
+    end
+  end
+  local total = 0
+  if tpm_limit >= 0 and tokens > 0 then
+    if tokens > tpm_limit then return {{'too_big', tokens, tpm_limit, 0, now, requests, 0, 0}} end
+    expire_tokens(tpm, amt, tot, now)
+    total = tonumber(redis.call('GET', tot)) or 0
+    if total + tokens > tpm_limit then
+      return {{'tpm', total, tpm_limit, tokens_wait(tpm, amt, total, tokens, tpm_limit, now), now, requests, total, 0}}
+    end
+  end
+  local used = 0
+  if day_limit >= 0 and tokens > 0 then
+    local raw = redis.call('GET', day)
+    if not raw then return {{'seed', 0, day_limit, 0, now, requests, total, 0}} end
+    used = tonumber(raw)
+    if used + tokens > day_limit then return {{'daily', used, day_limit, 0, now, requests, total, used}} end
+  end
+
+  -- Every check passed: take the room, all of it, in this same step.
+  if fly_limit >= 0 then redis.call('ZADD', fly, now + lease, hold) end
+  if rpm_limit >= 0 then
+    redis.call('ZADD', rpm, now, hold)
+    redis.call('PEXPIRE', rpm, WINDOW * 2)
+    requests = requests + 1
+  end
+  if tpm_limit >= 0 and tokens > 0 then
+    redis.call('ZADD', tpm, now, hold)
+    redis.call('HSET', amt, hold, tokens)
+    total = redis.call('INCRBY', tot, tokens)
+    for _, k in ipairs({{tpm, amt, tot}}) do redis.call('PEXPIRE', k, WINDOW * 2) end
+  end
+  if day_limit >= 0 and tokens > 0 then
+    used = redis.call('INCRBY', day, tokens)
+    redis.call('EXPIRE', day, day_ttl)
+  end
+  return {{'ok', 0, 0, 0, now, requests, total, used}}
+end
+
+-- KEYS: tpm amt tot day fly
+-- ARGV: hold delta day_counted(0/1)
+-- Replace a reservation by what was used; give the in-flight place back.
+local function settle(keys, args)
+  local tpm, amt, tot, day, fly = keys[1], keys[2], keys[3], keys[4], keys[5]
+  local hold, delta, counted = args[1], tonumber(args[2]), args[3] == '1'
+  if delta ~= 0 then
+    -- Still in the window: the window's total moves too. Gone: only the day.
+    if redis.call('HEXISTS', amt, hold) == 1 then
+      local amount = redis.call('HINCRBY', amt, hold, delta)
+      if amount < 0 then redis.call('HSET', amt, hold, 0); delta = delta - amount end
+      local left = redis.call('INCRBY', tot, delta)
+      if left < 0 then redis.call('SET', tot, 0) end
+    end
+    if counted and redis.call('EXISTS', day) == 1 then
+      local used = redis.call('INCRBY', day, delta)
+      if used < 0 then redis.call('SET', day, 0, 'KEEPTTL') end
+    end
+  end
+  redis.call('ZREM', fly, hold)
+  return 1
+end
+
+-- KEYS: fly ; ARGV: lease_ms hold...  Extend the leases of holds still held.
+local function renew(keys, args)
+  local until_ = now_ms() + tonumber(args[1])
+  local n = 0
+  for i = 2, #args do
+    n = n + redis.call('ZADD', keys[1], 'XX', 'CH', until_, args[i])
+  end
+  return n
+end
+
+-- KEYS: day ; ARGV: tokens ttl_s  The durable ledger's total, if nothing is there yet.
+local function seed(keys, args)
+  return redis.call('SET', keys[1], args[1], 'NX', 'EX', args[2]) and 1 or 0
+end
+
+-- KEYS: replicas ; ARGV: replica ttl_ms  -> live replicas (heartbeat within ttl)
+local function beat(keys, args)
+  local now = now_ms()
+  redis.call('ZADD', keys[1], now, args[1])
+  redis.call('ZREMRANGEBYSCORE', keys[1], '-inf', now - tonumber(args[2]))
+  return redis.call('ZCARD', keys[1])
+end
+
+local function version() return {LIBRARY_VERSION} end
+
+redis.register_function('cg_reserve', reserve)
+redis.register_function('cg_settle', settle)
+redis.register_function('cg_renew', renew)
+redis.register_function('cg_seed', seed)
+redis.register_function('cg_beat', beat)
+redis.register_function{{function_name='cg_version', callback=version, flags={{'no-writes'}}}}
+"""

@@ -1,0 +1,417 @@
+"""Admission in Redis: exact limits across every replica of every host.
+
+Each request is one ``FCALL cg_reserve`` (see :mod:`.admission_lua`) that
+checks and takes rpm, tpm, daily budget and the in-flight place together.
+Every in-flight place is a *hold* with a lease: this replica renews the
+leases of its live holds every lease/3 seconds, so the holds of a replica
+that died (``kill -9``, a lost host) stop counting once their lease ends.
+Settlement (``cg_settle``) replaces the reservation by what the metering
+code charged and gives the place back.
+
+When Redis cannot be reached (decided, see the README's "Shared state"):
+
+* a request that would spend a daily budget is refused, 503 with
+  Retry-After (fail closed: no replica can know what the others spent);
+* rates fall back to this process's own windows at limit ÷ live replicas
+  (the count last seen in Redis), so the fleet together stays within the
+  limit;
+* settlements that could not be written wait in a bounded queue and are
+  written when Redis answers again; a background probe notices that within
+  a second, and requests are exact again without a restart.
+
+The daily counter in Redis is admission's view; the durable total stays in
+the keystore's ledger (``add_daily``), from which Redis is seeded when its
+counter is missing (first use of the day, or a Redis that lost its data).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import secrets
+import socket
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError, ResponseError
+
+from claudegate_gateway.admission_lua import LIBRARY, LIBRARY_VERSION
+from claudegate_gateway.config import read_secret
+from claudegate_gateway.errors import GatewayError
+from claudegate_gateway.keystore import Client
+from claudegate_gateway.limits import Limiter, Reservation
+from claudegate_gateway.stateconfig import RedisState
+
+log = logging.getLogger("claudegate.gateway")
+
+DAY_TTL = 2 * 86400
+# Settlements kept while Redis is away; beyond this the oldest are dropped
+# (their tokens stay charged as reserved: the safe side).
+MAX_UNSETTLED = 10_000
+REPLICAS_KEY = "cg:replicas"
+
+
+@dataclass(eq=False)
+class Hold(Reservation):
+    """A reservation made in Redis; ``hold_id`` names it there."""
+
+    hold_id: str = ""
+    keys: tuple[str, ...] = ()
+    # The request's task: a hold whose task ended unsettled (a code path that
+    # forgot settle) is not renewed for ever; the beat settles it.
+    task: asyncio.Task[Any] | None = field(default=None, repr=False)
+
+
+def _keys(name: str, day: str) -> tuple[str, ...]:
+    tag = f"cg:{{{name}}}"
+    return (f"{tag}:rpm", f"{tag}:tpm", f"{tag}:amt", f"{tag}:tot", f"{tag}:day:{day}", f"{tag}:fly")
+
+
+def _utc_day(ms: float) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d")
+
+
+def _rfc3339(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _budget_unknown() -> GatewayError:
+    return GatewayError(
+        "api_error",
+        "The gateway cannot check this key's daily budget right now (its shared state is unreachable); "
+        "retry shortly",
+        status=503, headers={"retry-after": "5"},
+    )  # fmt: skip
+
+
+def default_replica_id() -> str:
+    return f"{socket.gethostname()[:40]}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+def connect(state: RedisState, source: str) -> aioredis.Redis:
+    password = None
+    if state.password_file is not None:
+        password = read_secret(state.password_file, "the Redis password", "state.redis.password_file", source)
+    extra: dict[str, Any] = {}
+    if state.tls_ca_file is not None:
+        extra["ssl_ca_certs"] = str(state.tls_ca_file)
+    # No client-side retries: a request waits at most one timeout, then is
+    # decided without Redis; the background probe does the retrying.
+    return aioredis.Redis.from_url(
+        state.url, password=password, socket_timeout=state.timeout_seconds,
+        socket_connect_timeout=state.timeout_seconds, retry_on_timeout=False, retry=None,
+        decode_responses=True, **extra,
+    )  # fmt: skip
+
+
+class RedisAdmission:
+    def __init__(
+        self,
+        state: RedisState,
+        source: str,
+        *,
+        in_flight_per_key: int,
+        load_daily: Callable[[str], Awaitable[dict[str, int]]],
+        add_daily: Callable[[dict[tuple[str, str], int], str], Awaitable[dict[str, int]]],
+        replica_id: str | None = None,
+        client: aioredis.Redis | None = None,
+    ) -> None:
+        self.state = state
+        self.redis = client if client is not None else connect(state, source)
+        self.replica = replica_id or default_replica_id()
+        self.in_flight_per_key = in_flight_per_key
+        self._load_daily = load_daily
+        self._add_daily = add_daily
+        self._seq = itertools.count()
+        self.lease_ms = int(state.lease_seconds * 1000)
+        self.beat_every = min(1.0, state.lease_seconds / 3)
+        self.up = False  # set by the first successful call
+        # Last count seen in Redis, the fallback's divisor; None until Redis was
+        # seen once: a replica started during an outage cannot know its share.
+        self.live_replicas: int | None = None
+        self.fallback = Limiter()
+        self._holds: dict[str, Hold] = {}  # live holds of this replica, renewed by the beat
+        self._unsettled: deque[tuple[tuple[str, ...], list[str]]] = deque(maxlen=MAX_UNSETTLED)
+        self._pending: dict[tuple[str, str], int] = {}  # ledger deltas not yet in the keystore
+        self._snap: dict[str, tuple[float, int, int]] = {}  # name -> (redis now s, requests, tokens)
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._beat: asyncio.Task[None] | None = None
+
+    # -- lifecycle ----------------------------------------------------------
+
+    async def start(self) -> None:
+        with contextlib.suppress(RedisError, OSError):
+            await self._probe()  # down at start is an outage like any other: serve, probe again
+        self._beat = asyncio.create_task(self._beat_loop())
+
+    async def stop(self) -> None:
+        if self._beat is not None:
+            self._beat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._beat
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=2)
+        with contextlib.suppress(RedisError, OSError):
+            await self._drain_unsettled()
+        await self.flush()
+        await self.redis.aclose()
+
+    async def _load_library(self) -> None:
+        try:
+            have = int(await self.redis.fcall_ro("cg_version", 0))
+        except ResponseError:
+            have = 0  # not loaded (a new or restarted Redis)
+        if have < LIBRARY_VERSION:
+            # REPLACE only when older: during a rolling deploy an old replica
+            # never takes a newer library away from the new ones.
+            await self.redis.function_load(LIBRARY, replace=True)
+
+    async def _probe(self) -> None:
+        if not self.up:
+            await self._load_library()
+        self.live_replicas = max(1, int(await self.redis.fcall("cg_beat", 1, REPLICAS_KEY, self.replica,
+                                                               int(self.beat_every * 3000) + 500)))  # fmt: skip
+        if not self.up:
+            log.info("shared state: Redis answers again; admission is exact across replicas")
+        self.up = True
+
+    def _down(self, exc: BaseException) -> None:
+        if self.up:
+            log.warning("shared state: Redis unreachable (%s); budgets fail closed, rates per replica",
+                        type(exc).__name__)  # fmt: skip
+        self.up = False
+
+    async def _beat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.beat_every)
+            try:
+                await self._probe()
+                await self._renew()
+                await self._drain_unsettled()
+            except (RedisError, OSError) as exc:
+                self._down(exc)
+
+    async def _renew(self) -> None:
+        for hold in [h for h in self._holds.values() if h.task is not None and h.task.done()]:
+            log.error("reservation %s of %s was never settled; charged as reserved", hold.hold_id, hold.name)
+            self.settle(hold, hold.tokens)
+        by_key: dict[str, list[str]] = {}
+        for hold in self._holds.values():
+            by_key.setdefault(hold.keys[5], []).append(hold.hold_id)
+        if not by_key:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for fly, ids in by_key.items():
+                pipe.fcall("cg_renew", 1, fly, self.lease_ms, *ids)
+            await pipe.execute()
+
+    async def _drain_unsettled(self) -> None:
+        while self._unsettled:
+            keys, args = self._unsettled[0]
+            await self.redis.fcall("cg_settle", len(keys), *keys, *args)
+            self._unsettled.popleft()
+
+    # -- the request path ---------------------------------------------------
+
+    async def _fcall(self, name: str, keys: tuple[str, ...], *args: Any) -> Any:
+        try:
+            return await self.redis.fcall(name, len(keys), *keys, *args)
+        except ResponseError as exc:
+            if "Function not found" not in str(exc):
+                raise
+            await self._load_library()  # Redis restarted empty: load and try once more
+            return await self.redis.fcall(name, len(keys), *keys, *args)
+
+    async def reserve(self, client: Client, tokens: int) -> Reservation:
+        if not self.up:
+            return self._local(client, tokens)
+        s = client.scopes
+        now_ms = time.time() * 1000
+        day = _utc_day(now_ms)
+        keys = _keys(client.name, day)
+        hold_id = f"{self.replica}:{next(self._seq)}"
+        args = (
+            hold_id, tokens,
+            -1 if s.rpm is None else s.rpm, -1 if s.tpm is None else s.tpm,
+            -1 if s.daily_tokens is None else s.daily_tokens, self.in_flight_per_key,
+            self.lease_ms, DAY_TTL,
+        )  # fmt: skip
+        try:
+            reply = await self._call_reserve(keys, args)
+            if reply[0] == "seed":
+                await self._seed(client.name, day, keys[4])
+                reply = await self._call_reserve(keys, args)
+        except (RedisError, OSError) as exc:
+            self._down(exc)
+            return self._local(client, tokens)
+        except GatewayError:
+            raise
+        except Exception as exc:  # the ledger could not be read to seed today's counter
+            log.warning("daily budget of %s not seeded: %s", client.name, type(exc).__name__)
+            raise _budget_unknown() from None
+        verdict, used, limit, wait_ms, redis_now = reply[0], int(reply[1]), int(reply[2]), int(reply[3]), int(reply[4])
+        self._snap[client.name] = (redis_now / 1000, int(reply[5]), int(reply[6]))
+        if verdict != "ok":
+            raise self._refusal(client, verdict, used, limit, wait_ms, redis_now, tokens)
+        counted = s.daily_tokens is not None and tokens > 0
+        # Settled on the keys it was taken on, even if midnight passes meanwhile.
+        hold = Hold(client.name, tokens, None, day, counted, hold_id=hold_id, keys=keys, task=asyncio.current_task())
+        self._holds[hold_id] = hold
+        if counted:
+            self._ledger(hold.day, client.name, tokens)
+        return hold
+
+    async def _call_reserve(self, keys: tuple[str, ...], args: tuple[Any, ...]) -> list[Any]:
+        # Shielded: a client that leaves while the call is on the wire must
+        # not leave a hold (and tokens) behind that nobody settles.
+        task = asyncio.ensure_future(self._fcall("cg_reserve", keys, *args))
+        try:
+            return list(await asyncio.shield(task))
+        except asyncio.CancelledError:
+            task.add_done_callback(lambda t: self._undo(t, keys, args))
+            raise
+
+    def _undo(self, task: asyncio.Task[Any], keys: tuple[str, ...], args: tuple[Any, ...]) -> None:
+        if task.cancelled() or task.exception() is not None or task.result()[0] != "ok":
+            return
+        tokens = int(args[1])
+        self._queue_settle(keys, [str(args[0]), str(-tokens), "1" if int(args[4]) >= 0 and tokens else "0"])
+
+    async def _seed(self, name: str, day: str, key: str) -> None:
+        total = (await self._load_daily(day)).get(name, 0) + self._pending.get((day, name), 0)
+        await self._fcall("cg_seed", (key,), max(0, total), DAY_TTL)
+
+    def _refusal(
+        self, client: Client, verdict: str, used: int, limit: int, wait_ms: int, now_ms: int, tokens: int
+    ) -> GatewayError:
+        if verdict == "too_big":
+            return GatewayError(
+                "invalid_request_error",
+                f"This request may use up to {tokens} tokens (input estimate + max_tokens), more than "
+                f"this key's limit of {limit} tokens per minute; lower max_tokens",
+            )
+        if verdict == "inflight":
+            message = (f"This key already has {used} requests in flight across the gateway's replicas, "
+                       "its limit; wait for one to finish")  # fmt: skip
+        elif verdict == "rpm":
+            message = f"This key's rate limit of {limit} requests per minute is exceeded"
+        elif verdict == "tpm":
+            message = f"This key's rate limit of {limit} tokens per minute is exceeded"
+        else:
+            message = f"This key's daily budget of {limit} tokens is used up ({used} used)"
+            wait_ms = (now_ms // 86_400_000 + 1) * 86_400_000 - now_ms
+        headers = self.headers(client)
+        headers["retry-after"] = str(max(1, -(-wait_ms // 1000)))
+        return GatewayError("rate_limit_error", message, headers=headers)
+
+    def _local(self, client: Client, tokens: int) -> Reservation:
+        """Decide without Redis: budgets fail closed, rates at limit ÷ live replicas."""
+        s = client.scopes
+        if s.daily_tokens is not None and tokens > 0:
+            raise _budget_unknown()
+        if s.tpm is not None and tokens > s.tpm:
+            raise GatewayError(
+                "invalid_request_error",
+                f"This request may use up to {tokens} tokens (input estimate + max_tokens), more than "
+                f"this key's limit of {s.tpm} tokens per minute; lower max_tokens",
+            )
+        if self.live_replicas is None and (s.rpm is not None or s.tpm is not None):
+            raise GatewayError(
+                "api_error",
+                "The gateway cannot check this key's rate limit right now (its shared state has been "
+                "unreachable since this replica started); retry shortly",
+                status=503, headers={"retry-after": "5"},
+            )  # fmt: skip
+        n = max(1, self.live_replicas or 1)
+        share = replace(
+            s,
+            rpm=None if s.rpm is None else max(1, s.rpm // n) if s.rpm >= n else 0,
+            tpm=None if s.tpm is None else s.tpm // n,
+            daily_tokens=None,
+        )
+        if (share.rpm == 0) or (share.tpm is not None and tokens > share.tpm):
+            raise GatewayError(
+                "rate_limit_error",
+                "This key's share of its rate limit on this gateway replica is used up while the "
+                "gateway's shared state is unreachable; retry shortly",
+                headers={"retry-after": "5"},
+            )
+        return self.fallback.reserve(replace(client, scopes=share), tokens)
+
+    def check_room(self, client: Client, tokens: int) -> None:
+        s = client.scopes
+        if s.tpm is not None and tokens > s.tpm:
+            raise GatewayError(
+                "invalid_request_error",
+                f"This request's body alone is estimated at {tokens} tokens, more than this key's limit "
+                f"of {s.tpm} tokens per minute",
+            )
+
+    def settle(self, res: Reservation, used: int) -> None:
+        if res.settled:
+            return
+        if not isinstance(res, Hold):
+            self.fallback.settle(res, used)
+            return
+        res.settled = True
+        self._holds.pop(res.hold_id, None)
+        delta = used - res.tokens
+        if res.daily and delta:
+            self._ledger(res.day, res.name, delta)
+        args = [res.hold_id, str(delta), "1" if res.daily else "0"]
+        self._queue_settle(res.keys, args)
+
+    def _queue_settle(self, keys: tuple[str, ...], args: list[str]) -> None:
+        if not self.up:
+            self._unsettled.append((keys[1:], args))
+            return
+        task = asyncio.get_running_loop().create_task(self._settle_now(keys[1:], args))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _settle_now(self, keys: tuple[str, ...], args: list[str]) -> None:
+        try:
+            await self._fcall("cg_settle", keys, *args)
+        except (RedisError, OSError) as exc:
+            self._down(exc)
+            self._unsettled.append((keys, args))
+
+    def _ledger(self, day: str, name: str, tokens: int) -> None:
+        key = (day, name)
+        self._pending[key] = self._pending.get(key, 0) + tokens
+
+    def health(self) -> dict[str, float]:
+        return {"redis_up": 1.0 if self.up else 0.0, "live_replicas": float(self.live_replicas or 0),
+                "unsettled": float(len(self._unsettled))}  # fmt: skip
+
+    def headers(self, client: Client) -> dict[str, str]:
+        s = client.scopes
+        snap = self._snap.get(client.name)
+        now, requests, tokens = snap if snap is not None else (time.time(), 0, 0)
+        out: dict[str, str] = {}
+        for kind, limit, used in (("requests", s.rpm, requests), ("tokens", s.tpm, tokens)):
+            if limit is None:
+                continue
+            out[f"anthropic-ratelimit-{kind}-limit"] = str(limit)
+            out[f"anthropic-ratelimit-{kind}-remaining"] = str(max(0, limit - used))
+            out[f"anthropic-ratelimit-{kind}-reset"] = _rfc3339(now + 60)
+        return out
+
+    async def flush(self) -> None:
+        pending, self._pending = self._pending, {}
+        if not pending:
+            return
+        try:
+            await self._add_daily(pending, _utc_day(time.time() * 1000))
+        except BaseException:
+            for key, tokens in pending.items():  # nothing lost: retried on the next flush
+                self._pending[key] = self._pending.get(key, 0) + tokens
+            raise

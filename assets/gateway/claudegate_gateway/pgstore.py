@@ -1,0 +1,467 @@
+"""Keys, owned objects and usage in PostgreSQL, for gateways on several hosts.
+
+The same records as the SQLite keystore (clients, credentials stored only as
+a keyed hash, owned batches and files, daily usage) plus an append-only
+usage ledger and the schema version, with the same rules (keystore.py):
+what differs is how every replica learns about a change, and what happens
+when PostgreSQL is away.
+
+* Every change to a client bumps its *epoch* and sends ``NOTIFY
+  claudegate_keys`` in the same transaction. Each replica LISTENs on its own
+  connection and drops what it cached about that client at once, so a key
+  revoked or rotated on one host is refused on every other host as soon as
+  the notification arrives (milliseconds), not after a cache TTL.
+* A lookup that was on the wire while a notification arrived is not cached
+  (the generation check below): a revocation can never be overwritten by an
+  older answer.
+* PostgreSQL unreachable: keys this replica knows keep working from its
+  cache (bounded in entries and in age, ``cache_seconds``); a key it does not
+  know, and every write (new keys, owned objects), fails closed with a 503.
+  The listening connection is re-made every fraction of a second; once it
+  is back the whole cache is dropped, so a revocation made during the outage
+  applies within a second of PostgreSQL's return.
+
+Migrations run once, under an advisory lock, and are *expand* (add, never
+break the running version) unless asked to *contract*.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import json
+import logging
+import ssl
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import asyncpg
+
+from claudegate_gateway.config import ConfigError, read_secret
+from claudegate_gateway.errors import GatewayError
+from claudegate_gateway.keystore import Client, KeyStoreError, Scopes, new_key, public_id_of
+from claudegate_gateway.ownership import ObjectKind
+from claudegate_gateway.stateconfig import PostgresState
+
+log = logging.getLogger("claudegate.gateway")
+
+CHANNEL = "claudegate_keys"
+# pg_advisory_xact_lock key: "cgmi" (claudegate migrations).
+MIGRATION_LOCK = 0x63676D69
+PING_EVERY = 0.25
+
+# (version, kind, SQL). Expand: only additions the previous gateway version
+# tolerates. Contract: removals, run by `migrate --contract` once every
+# replica runs a version that no longer needs what they remove.
+MIGRATIONS: tuple[tuple[int, str, str], ...] = (
+    (1, "expand", """
+CREATE TABLE clients (
+    name text PRIMARY KEY,
+    created_at double precision NOT NULL,
+    expires_at double precision,
+    revoked_at double precision,
+    scopes text NOT NULL,
+    epoch bigint NOT NULL DEFAULT 0
+);
+CREATE TABLE credentials (
+    public_id text PRIMARY KEY,
+    name text NOT NULL REFERENCES clients(name) ON DELETE CASCADE,
+    digest bytea NOT NULL,
+    created_at double precision NOT NULL,
+    not_after double precision
+);
+CREATE INDEX credentials_by_name ON credentials(name);
+CREATE TABLE owned_objects (
+    id text PRIMARY KEY,
+    kind text NOT NULL,
+    owner text NOT NULL,
+    created_at double precision NOT NULL
+);
+CREATE INDEX owned_objects_by_owner ON owned_objects(owner, kind);
+CREATE TABLE daily_usage (
+    name text NOT NULL,
+    day text NOT NULL,
+    tokens bigint NOT NULL,
+    PRIMARY KEY (name, day)
+);
+CREATE TABLE usage_ledger (
+    id bigserial PRIMARY KEY,
+    at timestamptz NOT NULL DEFAULT now(),
+    name text NOT NULL,
+    day text NOT NULL,
+    tokens bigint NOT NULL,
+    replica text NOT NULL
+);
+"""),
+)  # fmt: skip
+# The lowest schema this code runs on: a gateway refuses to serve an older one.
+REQUIRED_VERSION = 1
+
+
+class StateConnectError(ConfigError):
+    """PostgreSQL could not be reached when opening the store: one line, the cause and what to check."""
+
+
+class StateUnavailable(GatewayError):
+    """PostgreSQL cannot be reached for something only it can answer."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(
+            "api_error", f"The gateway cannot {what} right now (its shared state is unreachable); retry shortly",
+            status=503, headers={"retry-after": "5"},
+        )  # fmt: skip
+
+
+async def migrate(conn: asyncpg.Connection, *, contract: bool = False) -> list[int]:
+    """Apply the migrations not applied yet; returns their versions. Safe to run from many replicas at once."""
+    applied: list[int] = []
+    async with conn.transaction():
+        # Held to the end of the transaction: the second replica waits, then finds nothing to do.
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_version (version integer PRIMARY KEY, kind text NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_version")}
+        for version, kind, sql in MIGRATIONS:
+            if version in done or (kind == "contract" and not contract):
+                continue
+            await conn.execute(sql)
+            await conn.execute("INSERT INTO schema_version(version, kind) VALUES ($1, $2)", version, kind)
+            applied.append(version)
+    return applied
+
+
+@dataclass
+class _Cached:
+    digest: bytes
+    client: Client
+    revoked: bool
+    at: float  # when PostgreSQL last vouched for it
+
+
+def _ssl(state: PostgresState) -> Any:
+    if state.tls == "disable":
+        return False
+    if state.tls == "require":
+        return "require"
+    ctx = ssl.create_default_context(cafile=str(state.tls_ca_file) if state.tls_ca_file else None)
+    return ctx  # verify-full: certificate chain and host name
+
+
+class PgKeyStore:
+    """One per gateway process: a pool for queries, one connection that listens."""
+
+    def __init__(self, state: PostgresState, pepper: str, source: str, *, replica: str = "-") -> None:
+        self.state = state
+        self._pepper = pepper.encode()
+        self._password = (
+            read_secret(state.password_file, "the PostgreSQL password", "state.postgres.password_file", source)
+            if state.password_file is not None else None
+        )  # fmt: skip
+        self.replica = replica
+        self.source = source
+        self._pool: asyncpg.Pool | None = None
+        self._listener: asyncpg.Connection | None = None
+        self._watch: asyncpg.Connection | None = None
+        self._cache: OrderedDict[str, _Cached | None] = OrderedDict()
+        self._gen = 0  # moves on every notification and every cache drop
+        self.listening = False
+        self._task: asyncio.Task[None] | None = None
+
+    # -- lifecycle ----------------------------------------------------------
+
+    async def _connect(self) -> asyncpg.Connection:
+        return await asyncpg.connect(self.state.url, password=self._password, ssl=_ssl(self.state), timeout=2)
+
+    async def open(self, *, serving: bool = True) -> None:
+        """Connect; ``serving`` (a gateway or the keys command): also migrate (expand), check the schema, listen."""
+        try:
+            self._pool = await asyncpg.create_pool(
+                self.state.url, password=self._password, ssl=_ssl(self.state), min_size=1, max_size=10,
+                timeout=2, command_timeout=5,
+            )  # fmt: skip
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+            where = urlsplit(self.state.url).hostname
+            raise StateConnectError(
+                f"{self.source}: state.postgres: cannot reach PostgreSQL at {where} ({type(exc).__name__}: {exc}); check the"
+                " URL, password_file, tls and tls_ca_file"
+            ) from None
+        if not serving:
+            return
+        async with self._pool.acquire() as conn:
+            await migrate(conn)
+            version = await conn.fetchval("SELECT max(version) FROM schema_version")
+        if version is None or version < REQUIRED_VERSION:
+            raise RuntimeError(f"the PostgreSQL schema is at version {version}, this gateway needs "
+                               f"{REQUIRED_VERSION}; run `claudegate-gateway migrate` first")  # fmt: skip
+        await self._listen()
+        self._task = asyncio.create_task(self._keep_listening())
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._listener is not None:
+            with contextlib.suppress(Exception):
+                await self._listener.close(timeout=1)
+        if self._pool is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._pool.close(), 2)
+
+    async def _listen(self) -> None:
+        conn = await self._connect()
+        await conn.add_listener(CHANNEL, self._notified)
+        self._listener = conn
+        # Listening before dropping: a change made from here on is heard; one
+        # made while nobody listened is gone with the cache.
+        self._drop_all()
+        if not self.listening:
+            log.info("shared state: PostgreSQL answers; key changes are pushed again")
+        self.listening = True
+
+    async def _keep_listening(self) -> None:
+        while True:
+            await asyncio.sleep(PING_EVERY)
+            try:
+                if self._listener is None or self._listener.is_closed():
+                    await self._listen()
+                else:
+                    await self._listener.fetchval("SELECT 1", timeout=1)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+                if self.listening:
+                    log.warning("shared state: PostgreSQL unreachable (%s); known keys from cache, writes refused",
+                                type(exc).__name__)  # fmt: skip
+                self.listening = False
+                if self._listener is not None:
+                    self._listener.terminate()
+                    self._listener = None
+
+    def _notified(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        name, _, _epoch = payload.rpartition(":")
+        self._gen += 1
+        for public in [p for p, c in self._cache.items() if c is None or c.client.name == name]:
+            del self._cache[public]  # that client's keys, and every "unknown": it may be a new key
+
+    def _drop_all(self) -> None:
+        self._gen += 1
+        self._cache.clear()
+
+    @property
+    def owners(self) -> PgKeyStore:
+        return self  # owned objects live in the same database
+
+    def health(self) -> dict[str, float]:
+        return {"postgres_up": 1.0 if self.listening else 0.0, "key_cache_entries": float(len(self._cache))}
+
+    async def check(self) -> None:
+        try:
+            await self.pool.fetchval("SELECT 1", timeout=1)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+            raise StateUnavailable("reach its database") from None
+
+    def digest(self, key: str) -> bytes:
+        return hmac.new(self._pepper, key.encode(), hashlib.sha256).digest()
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        assert self._pool is not None, "open() first"
+        return self._pool
+
+    # -- the request path ---------------------------------------------------
+
+    async def lookup(self, key: str, now: float | None = None) -> Client | None:
+        """The client for a presented key, or None; StateUnavailable when only PostgreSQL could tell."""
+        public = public_id_of(key)
+        if public is None:
+            return None
+        wall = time.time() if now is None else now
+        known = public in self._cache
+        cached = self._cache.get(public)
+        # Without the listening connection a cached answer may be stale: served
+        # only while younger than cache_seconds (and an unknown id is asked again).
+        if known and (self.listening or (cached is not None and wall - cached.at < self.state.cache_seconds)):
+            self._cache.move_to_end(public)
+        else:
+            cached = await self._load(public, wall)
+        if cached is None or cached.revoked:
+            return None
+        if not hmac.compare_digest(cached.digest, self.digest(key)):
+            return None
+        ends = cached.client.ends_at()
+        if ends is not None and wall >= ends:
+            return None
+        return cached.client
+
+    async def _load(self, public: str, wall: float) -> _Cached | None:
+        for _ in range(3):
+            gen = self._gen
+            try:
+                row = await self.pool.fetchrow(
+                    "SELECT c.name, c.scopes, c.expires_at, c.revoked_at, k.digest, k.not_after"
+                    " FROM credentials k JOIN clients c ON c.name = k.name WHERE k.public_id = $1",
+                    public,
+                )
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+                stale = self._cache.get(public)
+                if stale is not None and wall - stale.at < self.state.cache_seconds:
+                    return stale
+                raise StateUnavailable("check this key") from None
+            entry = None
+            if row is not None:
+                client = Client(row["name"], public, Scopes.from_json(row["scopes"]), row["expires_at"], row["not_after"])
+                entry = _Cached(bytes(row["digest"]), client, row["revoked_at"] is not None, wall)
+            if gen == self._gen:  # no change was announced while the answer travelled
+                if self.listening:
+                    self._cache[public] = entry
+                    if len(self._cache) > self.state.cache_entries:
+                        self._cache.popitem(last=False)
+                return entry
+        return entry
+
+    # -- management (the keys CLI, migrate-state) --------------------------
+
+    async def _changed(self, conn: asyncpg.Connection, name: str) -> None:
+        epoch = await conn.fetchval("UPDATE clients SET epoch = epoch + 1 WHERE name = $1 RETURNING epoch", name)
+        await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, f"{name}:{epoch}")
+
+    async def create(self, name: str, scopes: Scopes, expires_at: float | None = None) -> str:
+        if not name or len(name) > 64 or not all(ch.isalnum() or ch in "-_." for ch in name):
+            raise KeyStoreError(f"name {name!r}: use 1-64 letters, digits, '-', '_' or '.'")
+        now = time.time()
+        key, public = new_key()
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow("SELECT revoked_at FROM clients WHERE name = $1 FOR UPDATE", name)
+            if row is not None and row["revoked_at"] is None:
+                raise KeyStoreError(f"a client named {name!r} exists; rotate it with `keys rotate {name}` or revoke it first")
+            epoch = 0
+            if row is not None:
+                epoch = await conn.fetchval("SELECT epoch FROM clients WHERE name = $1", name)
+                await conn.execute("DELETE FROM owned_objects WHERE owner = $1", name)
+                await conn.execute("DELETE FROM clients WHERE name = $1", name)  # credentials cascade
+            await conn.execute(
+                "INSERT INTO clients(name, created_at, expires_at, revoked_at, scopes, epoch) VALUES ($1,$2,$3,NULL,$4,$5)",
+                name, now, expires_at, scopes.to_json(), epoch,
+            )
+            await conn.execute(
+                "INSERT INTO credentials(public_id, name, digest, created_at, not_after) VALUES ($1,$2,$3,$4,NULL)",
+                public, name, self.digest(key), now,
+            )
+            await self._changed(conn, name)
+        return key
+
+    async def _active(self, conn: asyncpg.Connection, name: str) -> None:
+        row = await conn.fetchrow("SELECT revoked_at FROM clients WHERE name = $1 FOR UPDATE", name)
+        if row is None:
+            raise KeyStoreError(f"no client named {name!r}; see `keys list`")
+        if row["revoked_at"] is not None:
+            raise KeyStoreError(f"client {name!r} is revoked; create it anew with `keys create {name}`")
+
+    async def rotate(self, name: str, overlap_seconds: float) -> str:
+        now = time.time()
+        key, public = new_key()
+        ends = now + overlap_seconds
+        async with self.pool.acquire() as conn, conn.transaction():
+            await self._active(conn, name)
+            await conn.execute("DELETE FROM credentials WHERE name = $1 AND not_after <= $2", name, now)
+            await conn.execute(
+                "UPDATE credentials SET not_after = LEAST(COALESCE(not_after, $2), $2) WHERE name = $1", name, ends
+            )
+            await conn.execute(
+                "INSERT INTO credentials(public_id, name, digest, created_at, not_after) VALUES ($1,$2,$3,$4,NULL)",
+                public, name, self.digest(key), now,
+            )
+            await self._changed(conn, name)
+        return key
+
+    async def update(self, name: str, scopes: Scopes, expires_at: float | None) -> None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            await self._active(conn, name)
+            await conn.execute(
+                "UPDATE clients SET scopes = $2, expires_at = $3 WHERE name = $1", name, scopes.to_json(), expires_at
+            )
+            await self._changed(conn, name)
+
+    async def revoke(self, name: str) -> None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            await self._active(conn, name)
+            await conn.execute("UPDATE clients SET revoked_at = $2 WHERE name = $1", name, time.time())
+            await self._changed(conn, name)
+
+    async def list_clients(self) -> list[dict[str, Any]]:
+        now = time.time()
+        out = []
+        async with self.pool.acquire() as conn:
+            creds: dict[str, list[dict[str, Any]]] = {}
+            for r in await conn.fetch("SELECT public_id, name, created_at, not_after FROM credentials ORDER BY created_at"):
+                creds.setdefault(r["name"], []).append({
+                    "public_id": r["public_id"], "created_at": r["created_at"], "not_after": r["not_after"],
+                    "active": r["not_after"] is None or r["not_after"] > now,
+                })  # fmt: skip
+            for r in await conn.fetch("SELECT name, created_at, expires_at, revoked_at, scopes FROM clients ORDER BY name"):
+                expires, revoked = r["expires_at"], r["revoked_at"]
+                state = "revoked" if revoked else "expired" if expires is not None and expires <= now else "active"
+                out.append({
+                    "name": r["name"], "state": state, "created_at": r["created_at"], "expires_at": expires,
+                    "revoked_at": revoked, "scopes": json.loads(r["scopes"]), "credentials": creds.get(r["name"], []),
+                })  # fmt: skip
+        return out
+
+    # -- owned objects --------------------------------------------------------
+
+    async def record(self, kind: ObjectKind, object_id: str, owner: str) -> None:
+        try:
+            await self.pool.execute(
+                "INSERT INTO owned_objects(id, kind, owner, created_at) VALUES ($1,$2,$3,$4) ON CONFLICT (id) DO NOTHING",
+                object_id, kind, owner, time.time(),
+            )
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+            raise StateUnavailable("record who owns this object") from None
+
+    async def owns(self, kind: ObjectKind, object_id: str, owner: str) -> bool:
+        return bool(await self.owned(kind, owner, [object_id]))
+
+    async def owned(self, kind: ObjectKind, owner: str, ids: list[str]) -> set[str]:
+        try:
+            rows = await self.pool.fetch(
+                "SELECT id FROM owned_objects WHERE kind = $1 AND owner = $2 AND id = ANY($3::text[])", kind, owner, ids
+            )
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+            raise StateUnavailable("check who owns this object") from None
+        return {r["id"] for r in rows}
+
+    async def forget(self, kind: ObjectKind, object_id: str) -> None:
+        try:
+            await self.pool.execute("DELETE FROM owned_objects WHERE id = $1 AND kind = $2", object_id, kind)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+            raise StateUnavailable("forget this object") from None
+
+    # -- usage ----------------------------------------------------------------
+
+    async def load_daily(self, day: str) -> dict[str, int]:
+        rows = await self.pool.fetch("SELECT name, tokens FROM daily_usage WHERE day = $1", day)
+        return {r["name"]: int(r["tokens"]) for r in rows}
+
+    async def add_daily(self, deltas: dict[tuple[str, str], int], day: str) -> dict[str, int]:
+        """Add usage deltas ((day, name) -> tokens): one ledger row each, and the day's totals."""
+        rows = [(name, d, delta) for (d, name), delta in deltas.items() if delta]
+        async with self.pool.acquire() as conn:
+            if rows:
+                async with conn.transaction():
+                    await conn.executemany(
+                        "INSERT INTO usage_ledger(name, day, tokens, replica) VALUES ($1,$2,$3,$4)",
+                        [(n, d, t, self.replica) for n, d, t in rows],
+                    )
+                    await conn.executemany(
+                        "INSERT INTO daily_usage(name, day, tokens) VALUES ($1,$2,GREATEST(0,$3::bigint))"
+                        " ON CONFLICT (name, day) DO UPDATE SET tokens = GREATEST(0, daily_usage.tokens + $3::bigint)",
+                        rows,
+                    )
+            return {r["name"]: int(r["tokens"]) for r in await conn.fetch(
+                "SELECT name, tokens FROM daily_usage WHERE day = $1", day)}  # fmt: skip

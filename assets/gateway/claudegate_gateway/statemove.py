@@ -1,0 +1,59 @@
+"""Moving a one-host SQLite keystore into PostgreSQL (``migrate-state``).
+
+Everything the SQLite file holds is copied in one PostgreSQL transaction:
+clients with their scopes, every credential's keyed hash (the pepper stays
+the same file, so every issued key keeps working), owned batches and files,
+and the daily usage (also written to the usage ledger). Running it again
+copies nothing twice: rows already there are kept, and a day's usage is the
+larger of the two totals, never their sum.
+"""
+
+from __future__ import annotations
+
+import json
+
+from claudegate_gateway.keystore import KeyStore
+from claudegate_gateway.pgstore import CHANNEL, PgKeyStore
+
+
+async def copy_sqlite(source: KeyStore, target: PgKeyStore) -> dict[str, int]:
+    db = source._db  # the keystore's own connection: read-only use here
+    clients = db.execute("SELECT name, created_at, expires_at, revoked_at, scopes FROM clients").fetchall()
+    creds = db.execute("SELECT public_id, name, digest, created_at, not_after FROM credentials").fetchall()
+    objects = db.execute("SELECT id, kind, owner, created_at FROM owned_objects").fetchall()
+    usage = db.execute("SELECT name, day, tokens FROM daily_usage").fetchall()
+    counts = {"clients": 0, "credentials": 0, "owned objects": 0, "usage days": 0}
+    async with target.pool.acquire() as conn, conn.transaction():
+        for name, created, expires, revoked, scopes in clients:
+            json.loads(scopes)  # a damaged row stops the move before anything is committed
+            done = await conn.execute(
+                "INSERT INTO clients(name, created_at, expires_at, revoked_at, scopes) VALUES ($1,$2,$3,$4,$5)"
+                " ON CONFLICT (name) DO NOTHING", name, created, expires, revoked, scopes,
+            )  # fmt: skip
+            counts["clients"] += int(done.split()[-1])
+        for public, name, digest, created, not_after in creds:
+            done = await conn.execute(
+                "INSERT INTO credentials(public_id, name, digest, created_at, not_after) VALUES ($1,$2,$3,$4,$5)"
+                " ON CONFLICT (public_id) DO NOTHING", public, name, bytes(digest), created, not_after,
+            )  # fmt: skip
+            counts["credentials"] += int(done.split()[-1])
+        for object_id, kind, owner, created in objects:
+            done = await conn.execute(
+                "INSERT INTO owned_objects(id, kind, owner, created_at) VALUES ($1,$2,$3,$4)"
+                " ON CONFLICT (id) DO NOTHING", object_id, kind, owner, created,
+            )  # fmt: skip
+            counts["owned objects"] += int(done.split()[-1])
+        for name, day, tokens in usage:
+            await conn.execute(
+                "INSERT INTO daily_usage(name, day, tokens) VALUES ($1,$2,$3)"
+                " ON CONFLICT (name, day) DO UPDATE SET tokens = GREATEST(daily_usage.tokens, EXCLUDED.tokens)",
+                name, day, tokens,
+            )  # fmt: skip
+            await conn.execute(
+                "INSERT INTO usage_ledger(name, day, tokens, replica) VALUES ($1,$2,$3,'migrate-state')",
+                name, day, tokens,
+            )  # fmt: skip
+            counts["usage days"] += 1
+        for (name, *_rest) in clients:
+            await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, f"{name}:0")
+    return counts

@@ -1,0 +1,128 @@
+"""The durable store the request path and the keys command talk to.
+
+Two implementations with one (async) face:
+
+* :class:`SqliteStore`, the one-host default: the SQLite keystore
+  (keystore.py, ownership.py) unchanged, its calls simply awaited;
+* :class:`~claudegate_gateway.pgstore.PgKeyStore` with ``state.postgres``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from claudegate_gateway.keystore import Client, KeyStore, Scopes
+from claudegate_gateway.ownership import ObjectKind, Ownership
+
+
+class Owners(Protocol):
+    async def record(self, kind: ObjectKind, object_id: str, owner: str) -> None: ...
+
+    async def owns(self, kind: ObjectKind, object_id: str, owner: str) -> bool: ...
+
+    async def owned(self, kind: ObjectKind, owner: str, ids: list[str]) -> set[str]: ...
+
+    async def forget(self, kind: ObjectKind, object_id: str) -> None: ...
+
+
+class Store(Protocol):
+    @property
+    def owners(self) -> Owners: ...
+
+    def digest(self, key: str) -> bytes: ...
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def check(self) -> None:
+        """Raise when the store cannot serve (the readiness probe)."""
+        ...
+
+    def health(self) -> dict[str, float]:
+        """Gauges for /metrics and /readyz (name -> value); empty for SQLite."""
+        ...
+
+    async def lookup(self, key: str) -> Client | None: ...
+
+    async def load_daily(self, day: str) -> dict[str, int]: ...
+
+    async def add_daily(self, deltas: dict[tuple[str, str], int], day: str) -> dict[str, int]: ...
+
+    async def create(self, name: str, scopes: Scopes, expires_at: float | None = None) -> str: ...
+
+    async def rotate(self, name: str, overlap_seconds: float) -> str: ...
+
+    async def update(self, name: str, scopes: Scopes, expires_at: float | None) -> None: ...
+
+    async def revoke(self, name: str) -> None: ...
+
+    async def list_clients(self) -> list[dict[str, Any]]: ...
+
+
+class _SqliteOwners:
+    def __init__(self, owners: Ownership) -> None:
+        self._o = owners
+
+    async def record(self, kind: ObjectKind, object_id: str, owner: str) -> None:
+        self._o.record(kind, object_id, owner)
+
+    async def owns(self, kind: ObjectKind, object_id: str, owner: str) -> bool:
+        return self._o.owns(kind, object_id, owner)
+
+    async def owned(self, kind: ObjectKind, owner: str, ids: list[str]) -> set[str]:
+        return self._o.owned(kind, owner, ids)
+
+    async def forget(self, kind: ObjectKind, object_id: str) -> None:
+        self._o.forget(kind, object_id)
+
+
+class SqliteStore:
+    """The one-host keystore behind the async face; every call is the SQLite one."""
+
+    def __init__(self, keystore: KeyStore) -> None:
+        self.keystore = keystore
+        self._owners = _SqliteOwners(keystore.owners)
+
+    @property
+    def owners(self) -> Owners:
+        return self._owners
+
+    def digest(self, key: str) -> bytes:
+        return self.keystore.digest(key)
+
+    async def open(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        self.keystore.close()
+
+    async def check(self) -> None:
+        self.keystore.list()
+
+    def health(self) -> dict[str, float]:
+        return {}
+
+    async def lookup(self, key: str) -> Client | None:
+        return self.keystore.authenticate(key)
+
+    async def load_daily(self, day: str) -> dict[str, int]:
+        return self.keystore.load_daily(day)
+
+    async def add_daily(self, deltas: dict[tuple[str, str], int], day: str) -> dict[str, int]:
+        return self.keystore.add_daily(deltas, day)
+
+    async def create(self, name: str, scopes: Scopes, expires_at: float | None = None) -> str:
+        return self.keystore.create(name, scopes, expires_at)
+
+    async def rotate(self, name: str, overlap_seconds: float) -> str:
+        return self.keystore.rotate(name, overlap_seconds)
+
+    async def update(self, name: str, scopes: Scopes, expires_at: float | None) -> None:
+        self.keystore.update(name, scopes, expires_at)
+
+    async def revoke(self, name: str) -> None:
+        self.keystore.revoke(name)
+
+    async def list_clients(self) -> list[dict[str, Any]]:
+        return self.keystore.list()
