@@ -55,7 +55,7 @@ def test_missing_or_unreadable_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(tmp_path / "nope.yaml")
     assert str(info.value) == f"{tmp_path / 'nope.yaml'}: cannot read the config: No such file or directory"
-    assert info.value.hint == "check the path given to --config"
+    assert info.value.hint == "check the path given to --config (default ./deploy.yaml); `claudegate init` makes one"
     assert info.value.exit_code == 2
 
 
@@ -218,14 +218,16 @@ def test_malformed_yaml_names_line_column_and_problem(text: str, expected: str) 
 @pytest.mark.parametrize("text", ["", "# only a comment\n", "---\n"])
 def test_empty_config(text: str) -> None:
     assert problems(text) == [
-        "deploy.yaml:1:1: the config is empty; start from examples/local.yaml or examples/remote.yaml"
+        "deploy.yaml:1:1: the config is empty; write one with the wizard (claudegate init) or from a commented"
+        " example: claudegate init --example local --out deploy.yaml"
     ]
 
 
 def test_top_level_must_be_a_mapping() -> None:
     assert problems("- target\n") == [
         "deploy.yaml:1:1: the config must be a mapping of settings (key: value lines), got a list;"
-        " start from examples/local.yaml or examples/remote.yaml"
+        " write one with the wizard (claudegate init) or from a commented example:"
+        " claudegate init --example local --out deploy.yaml"
     ]
 
 

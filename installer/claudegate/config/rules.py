@@ -83,6 +83,8 @@ def format_path(loc: Loc) -> str:
 
 def rule_problems(cfg: DeployConfig) -> list[RuleProblem]:
     """Every cross-section problem of ``cfg``; empty when it is consistent."""
+    from claudegate.config.client_rules import client_problems
+
     problems = [
         *_target(cfg),
         *_tls(cfg),
@@ -90,6 +92,7 @@ def rule_problems(cfg: DeployConfig) -> list[RuleProblem]:
         *_ports(cfg),
         *_limits(cfg),
         *_clients(cfg),
+        *client_problems(cfg),
         *filter_problems(cfg),
     ]
     # The edge model is the authority on nginx's bounds; map its complaints back
