@@ -84,7 +84,8 @@ def _answer(body: Mapping[str, Any]) -> str:
 
 @web.middleware
 async def _require_demo_key(request: web.Request, handler: Any) -> web.StreamResponse:
-    key = request.headers.get("x-api-key", "")
+    bearer = request.headers.get("authorization", "")
+    key = request.headers.get("x-api-key") or (bearer[7:] if bearer.lower().startswith("bearer ") else "")
     if not key.startswith(DEMO_KEY_PREFIX):
         return _error(401, "authentication_error", "the demo upstream accepts only the demo's key (sk-ant-demo-...)")
     response: web.StreamResponse = await handler(request)
