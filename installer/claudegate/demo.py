@@ -36,6 +36,7 @@ from claudegate.config.model import config_home
 from claudegate.connectors.base import stderr_tail
 from claudegate.connectors.local import LocalConnector
 from claudegate.deploy import docker_cli
+from claudegate.deploy.base_image import base_image_build_argv
 from claudegate.deploy.build_contexts import gateway_context
 from claudegate.deploy.layout import LABEL_INSTANCE, HostLayout
 from claudegate.deploy.steps.clients import read_saved_key
@@ -90,12 +91,6 @@ def upstream_run_argv(image: str, network: str) -> list[str]:
         "--entrypoint", "/opt/claudegate/venv/bin/python",
         image, "-m", "claudegate_gateway.demo_upstream", "--listen", "0.0.0.0:8080",
     ]  # fmt: skip
-
-
-def base_image_build_argv(tag: str, cache: Path) -> list[str]:
-    """The shipped debootstrap recipe (the tests' base image too), run with its settings as env."""
-    script = ASSETS_DIR / "base" / "build-base-image.sh"
-    return ["env", f"CLAUDEGATE_BASE_IMAGE={tag}", f"CLAUDEGATE_TEST_CACHE={cache}", "bash", str(script)]
 
 
 def demo_document(*, base_image: str, upstream_key_file: Path, state_dir: Path, sudo: bool) -> dict[str, Any]:
