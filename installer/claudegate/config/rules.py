@@ -84,6 +84,7 @@ def format_path(loc: Loc) -> str:
 def rule_problems(cfg: DeployConfig) -> list[RuleProblem]:
     """Every cross-section problem of ``cfg``; empty when it is consistent."""
     from claudegate.config.client_rules import client_problems
+    from claudegate.config.domain_rules import domain_problems
 
     problems = [
         *_target(cfg),
@@ -93,6 +94,7 @@ def rule_problems(cfg: DeployConfig) -> list[RuleProblem]:
         *_limits(cfg),
         *_clients(cfg),
         *client_problems(cfg),
+        *domain_problems(cfg),
         *filter_problems(cfg),
     ]
     # The edge model is the authority on nginx's bounds; map its complaints back
