@@ -31,6 +31,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.timeout(1800)]
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO_PREFIX = "claudegate-demo"
+PASSED_ENV = ("PIP_", "SSL_CERT_", "REQUESTS_CA", "http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY",
+              "no_proxy", "NO_PROXY")  # fmt: skip
 KEY = re.compile(rb"demo client key \(shown once[^)]*\): (cgk_[A-Za-z0-9_-]+)")
 
 
@@ -123,7 +125,10 @@ def test_fresh_clone_install_demo_reaches_a_200_and_stop_leaves_nothing(tmp_path
     subprocess.run(["git", "clone", "--quiet", str(REPO), str(clone)], check=True)
     home = tmp_path / "home"
     home.mkdir()
+    # The machine's own ways to reach packages (pip's and TLS's settings) pass through; nothing of claudegate.
+    passed = {k: v for k, v in os.environ.items() if k.startswith(PASSED_ENV)}
     env = {
+        **passed,
         "PATH": f"{home / '.local' / 'bin'}:{os.environ['PATH']}",
         "HOME": str(home),  # a newcomer's: empty caches, nothing of claudegate
         "LANG": "C.UTF-8",
