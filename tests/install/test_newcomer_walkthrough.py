@@ -20,6 +20,7 @@ import select
 import signal
 import ssl
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -116,7 +117,9 @@ class Pty:
 
 def _sdk(ca_file: Path, key: str) -> anthropic.Anthropic:
     http = httpx2.Client(verify=ssl.create_default_context(cafile=str(ca_file)), timeout=30, trust_env=False)
-    return anthropic.Anthropic(api_key=key, base_url="https://localhost:8443", http_client=http, max_retries=0)
+    # The SDK's default retries: right after the deploy the smoke test's burst may still fill the
+    # per-address bucket, and a 429 with Retry-After is what a newcomer's SDK waits out too.
+    return anthropic.Anthropic(api_key=key, base_url="https://localhost:8443", http_client=http, max_retries=2)
 
 
 def test_fresh_clone_install_demo_reaches_a_200_and_stop_leaves_nothing(tmp_path: Path) -> None:
@@ -146,6 +149,17 @@ def test_fresh_clone_install_demo_reaches_a_200_and_stop_leaves_nothing(tmp_path
     # The snippets name what works: the URL, the CA, the key; the upstream is labelled a demo.
     assert f"--cacert {ca_file}" in screen and "https://localhost:8443/v1/messages" in screen
     assert "ANTHROPIC_BASE_URL=https://localhost:8443" in screen and "not from Claude" in screen
+
+    # The printed snippets work as printed (curl, and the Python one with this test's interpreter).
+    text = screen.replace("\r\n", "\n")
+    curl = text.split("curl:\n", 1)[1].split("\n\n", 1)[0]
+    time.sleep(2)  # the smoke test's burst drains from the per-address bucket
+    done = subprocess.run(["bash", "-c", curl], capture_output=True, text=True, timeout=60, env=env)
+    assert '"text":"echo: Hello"' in done.stdout.replace(" ", ""), (curl, done.stdout, done.stderr)
+    python = text.split("Python (pip install anthropic):\n", 1)[1].split("\n\n", 1)[0]
+    python = python.replace("python3 -c", f"{sys.executable} -c")
+    done = subprocess.run(["bash", "-c", python], capture_output=True, text=True, timeout=60, env=env)
+    assert done.stdout.strip() == "echo: Hello", (python, done.stdout, done.stderr)
 
     reply = _sdk(ca_file, key).messages.create(
         model="claude-sonnet-4-6", max_tokens=64, messages=[{"role": "user", "content": "Hello from a newcomer"}]
