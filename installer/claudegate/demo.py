@@ -128,7 +128,7 @@ class DemoResult:
         ca = self.ca_file
         return f"""\
 curl:
-  curl --cacert {ca} {self.url}/v1/messages \\
+  curl -sS --cacert {ca} {self.url}/v1/messages \\
     -H "x-api-key: {key}" -H "anthropic-version: 2023-06-01" -H "content-type: application/json" \\
     -d '{{"model": "claude-sonnet-4-6", "max_tokens": 64, "messages": [{{"role": "user", "content": "Hello"}}]}}'
 

@@ -147,7 +147,7 @@ def test_fresh_clone_install_demo_reaches_a_200_and_stop_leaves_nothing(tmp_path
     demo_dir = home / ".config" / "claudegate" / "demo"
     ca_file = demo_dir / "state" / "ca.pem"
     # The snippets name what works: the URL, the CA, the key; the upstream is labelled a demo.
-    assert f"--cacert {ca_file}" in screen and "https://localhost:8443/v1/messages" in screen
+    assert f"curl -sS --cacert {ca_file}" in screen and "https://localhost:8443/v1/messages" in screen
     assert "ANTHROPIC_BASE_URL=https://localhost:8443" in screen and "not from Claude" in screen
 
     # The printed snippets work as printed (curl, and the Python one with this test's interpreter).
