@@ -286,6 +286,19 @@ class Demo:
         self.config_path.write_text(header + yaml.safe_dump(doc, sort_keys=False))
         return self.config_path
 
+    def _installed(self) -> bool:
+        """Anything of the demo installation on this machine: a container or network of its prefix, or its root."""
+        names = self._docker([docker_cli.DOCKER, "ps", "--all", "--format", "{{.Names}}"], timeout=60).text.split()
+        names += self._docker([docker_cli.DOCKER, "network", "ls", "--format", "{{.Name}}"], timeout=60).text.split()
+        return any(n.startswith(self.layout.prefix + "-") for n in names) or Path(self.layout.root).exists()
+
+    def _stand_in_config(self) -> Any:
+        from claudegate.config import load_config_text
+
+        doc = demo_document(base_image=PULL_BASE, upstream_key_file=self.directory / "demo_upstream_key",
+                            state_dir=self.state_dir, sudo=self.sudo)  # fmt: skip
+        return load_config_text(yaml.safe_dump(doc), source="(the demo's config, rebuilt)")
+
     # -- the two commands ------------------------------------------------------------
     def start(self) -> DemoResult:
         from claudegate.config import load_config
@@ -321,8 +334,9 @@ class Demo:
             if not removed.ok:
                 raise DeployFailed(f"removing {UPSTREAM_CONTAINER} failed: {stderr_tail(removed.stderr)}")
             done.append(f"removed the container {UPSTREAM_CONTAINER}")
-        if self.config_path.exists():
-            cfg = load_config(self.config_path)
+        if self.config_path.exists() or self._installed():
+            # Without its config (a deleted directory) the demo is still found by its own prefix and root.
+            cfg = load_config(self.config_path) if self.config_path.exists() else self._stand_in_config()
             with Session(cfg, self.interaction, progress=self.progress, layout=self.layout) as session:
                 session.uninstall(keep_data=False)
             done.append(f"uninstalled the demo stack ({self.layout.prefix}-*, {self.layout.root})")
