@@ -2,8 +2,10 @@
 # claudegate installer: one line to start.
 #
 #   bash install.sh                          install, then open the setup wizard
+#   bash install.sh --demo                   install, then `claudegate try` (no Anthropic key needed)
 #   bash install.sh --config deploy.yaml     install, then deploy non-interactively
 #   bash install.sh plan --config deploy.yaml   install, then run any claudegate command
+#   bash install.sh --help                   this script's usage; changes nothing
 #
 # Safe to pipe to bash: nothing runs until the last line calls the function.
 # Idempotent: a second run reuses the virtualenv and only upgrades claudegate.
@@ -35,7 +37,39 @@ CLAUDEGATE_PINNED_VERSION="0.1.0"
 # sha256 of that release's wheel, set when the release is published.
 CLAUDEGATE_PINNED_SHA256=""
 
+claudegate_usage() {
+    cat <<USAGE
+usage: bash install.sh [--demo | --config FILE | COMMAND [ARGS...] | --help]
+
+Installs claudegate into a virtualenv (default ~/.local/share/claudegate/venv),
+links ~/.local/bin/claudegate, then:
+  (no arguments)        opens the setup wizard (claudegate init)
+  --demo [ARGS]         claudegate try: the local stack in front of a demo echo
+                        upstream, no Anthropic key needed (try --stop removes it)
+  --config FILE [ARGS]  claudegate deploy --config FILE: deploy without questions
+  COMMAND [ARGS]        any claudegate command, e.g. plan --config deploy.yaml
+  --help, -h            this text; installs nothing, changes nothing
+
+What it installs: this checkout when the script sits in one, else
+CLAUDEGATE_SOURCE (a checkout directory or a release wheel file). The
+dependencies come from the hash-pinned lock claudegate ships.
+
+Environment:
+  CLAUDEGATE_SOURCE   a checkout directory, a wheel file, or claudegate==X.Y.Z
+                      (default: this script's checkout, else claudegate==$CLAUDEGATE_PINNED_VERSION)
+  CLAUDEGATE_SHA256   sha256 of the wheel to accept (pip --require-hashes)
+  CLAUDEGATE_WHEELS   a directory of wheels to install from, without an index
+  CLAUDEGATE_HOME     where the virtualenv lives (default ~/.local/share/claudegate)
+  CLAUDEGATE_BIN      where the claudegate link goes (default ~/.local/bin)
+  PYTHON              the Python 3.11+ interpreter (default python3)
+USAGE
+}
+
 claudegate_install() {
+    if [[ "${1:-}" == --help || "${1:-}" == -h ]]; then
+        claudegate_usage
+        return 0
+    fi
     set -euo pipefail
     local home="${CLAUDEGATE_HOME:-${XDG_DATA_HOME:-$HOME/.local/share}/claudegate}"
     local bindir="${CLAUDEGATE_BIN:-$HOME/.local/bin}"
@@ -105,8 +139,14 @@ claudegate_install() {
         "${pip[@]}" --upgrade --no-deps --require-hashes -r "$pinned" \
             || die "pip refused claudegate (its sha256 is not $sha256, or it could not be fetched)" "check CLAUDEGATE_SHA256 against the release notes"
     else
-        "${pip[@]}" --upgrade --no-deps "$source" \
-            || die "pip could not install claudegate" "check the network or set CLAUDEGATE_WHEELS to a directory of wheels"
+        if [[ -n "$requirement" ]]; then
+            # A bare version needs a package index that has it; say where else it can come from.
+            "${pip[@]}" --upgrade --no-deps "$source" \
+                || die "pip could not install $source from a package index" "run install.sh from a git checkout (git clone ...; bash claudegate/install.sh), or set CLAUDEGATE_SOURCE=/path/to/claudegate-X.Y.Z-py3-none-any.whl (a release file)"
+        else
+            "${pip[@]}" --upgrade --no-deps "$source" \
+                || die "pip could not install claudegate from $source" "check the network or set CLAUDEGATE_WHEELS to a directory of wheels"
+        fi
     fi
     # Then its dependencies, exactly as locked, every file hash-checked.
     local lock="$home/venv/share/claudegate/installer/requirements.lock"
@@ -135,6 +175,8 @@ claudegate_install() {
             exec </dev/tty
         fi
         exec "$bindir/claudegate" init
+    elif [[ "$1" == --demo ]]; then
+        exec "$bindir/claudegate" try "${@:2}"
     elif [[ "$1" == --config || "$1" == -c || "$1" == --config=* ]]; then
         exec "$bindir/claudegate" deploy "$@"
     else

@@ -55,7 +55,7 @@ def test_missing_or_unreadable_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(tmp_path / "nope.yaml")
     assert str(info.value) == f"{tmp_path / 'nope.yaml'}: cannot read the config: No such file or directory"
-    assert info.value.hint == "check the path given to --config"
+    assert info.value.hint == "check the path given to --config (default ./deploy.yaml); `claudegate init` makes one"
     assert info.value.exit_code == 2
 
 
@@ -137,7 +137,7 @@ def test_several_problems_are_all_reported_sorted_by_line() -> None:
           host: gw.example.com
           port: 70000
           sudo: "yes"
-        domain: 203.0.113.10
+        domain: https://gw.example.com
         tls:
           mode: acmee
         ports: {http: "80"}
@@ -148,8 +148,8 @@ def test_several_problems_are_all_reported_sorted_by_line() -> None:
         "deploy.yaml:3:5: clients[0].tpm: must be a positive whole number, got 0; set it to e.g. 200000",
         "deploy.yaml:6:3: target.port: must be a whole number from 1 to 65535, got 70000; set it to e.g. 22",
         "deploy.yaml:7:3: target.sudo: must be true or false, got the text 'yes'; write true or false, without quotes",
-        "deploy.yaml:8:1: domain: '203.0.113.10' is an IP address; the domain must be a DNS name that points at"
-        " the server; create a DNS record and write its name, e.g. gw.example.com",
+        "deploy.yaml:8:1: domain: 'https://gw.example.com' is a URL, not a host name; write only the name,"
+        " e.g. gw.example.com",
         "deploy.yaml:10:3: tls.mode: must be one of acme, files, internal-ca; got 'acmee'; did you mean acme?",
         "deploy.yaml:11:9: ports.http: must be a whole number from 1 to 65535, got the text '80';"
         " write it without quotes: 80",
@@ -218,14 +218,16 @@ def test_malformed_yaml_names_line_column_and_problem(text: str, expected: str) 
 @pytest.mark.parametrize("text", ["", "# only a comment\n", "---\n"])
 def test_empty_config(text: str) -> None:
     assert problems(text) == [
-        "deploy.yaml:1:1: the config is empty; start from examples/local.yaml or examples/remote.yaml"
+        "deploy.yaml:1:1: the config is empty; write one with the wizard (claudegate init) or from a commented"
+        " example: claudegate init --example local --out deploy.yaml"
     ]
 
 
 def test_top_level_must_be_a_mapping() -> None:
     assert problems("- target\n") == [
         "deploy.yaml:1:1: the config must be a mapping of settings (key: value lines), got a list;"
-        " start from examples/local.yaml or examples/remote.yaml"
+        " write one with the wizard (claudegate init) or from a commented example:"
+        " claudegate init --example local --out deploy.yaml"
     ]
 
 

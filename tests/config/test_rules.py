@@ -58,9 +58,11 @@ def test_acme_with_an_ip_address_as_domain() -> None:
     text = (
         HEAD.replace("domain: gw.example.com", "domain: 203.0.113.10") + "tls: {mode: acme, email: a@b.co}\n"
     )
+    # An address is certified only by the internal CA (issue 14: domain may be an IP with it).
     assert problems(text) == [
-        "deploy.yaml:2:1: domain: '203.0.113.10' is an IP address; the domain must be a DNS name that points at"
-        " the server; create a DNS record and write its name, e.g. gw.example.com"
+        "deploy.yaml:2:1: domain: 203.0.113.10 is an IP address, and only tls.mode: internal-ca certifies an"
+        " address (tls.mode is acme); set tls.mode: internal-ca (clients trust its ca.pem), or use a DNS name"
+        " that points at the server"
     ]
 
 

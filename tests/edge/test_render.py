@@ -260,7 +260,8 @@ def test_trusted_proxy_ranges_must_be_narrow(cidr: str) -> None:
     [
         ("domain", "gw.example.com; include /etc/passwd"),
         ("domain", "-bad.example.com"),
-        ("domain", "127.0.0.1"),
+        ("domain", "127.0.0.1; include /x"),  # an IPv4 address is a valid name, nothing after it is
+        ("domain", "2001:db8::1"),
         ("cert_path", "/etc/x.pem; ssl_certificate_key /tmp/k"),
         ("cert_path", "relative/path.pem"),
         ("cert_path", "/etc/../root/x.pem"),

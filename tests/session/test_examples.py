@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from claudegate.cli import app
 from claudegate.config import load_config
 from claudegate.resources import EXAMPLES_DIR
-from claudegate.session.examples import EXAMPLES, example_text
+from claudegate.session.examples import EXAMPLES, example_text, header_for
 
 REPO = Path(__file__).resolve().parents[2]
 runner = CliRunner()
@@ -25,7 +25,10 @@ def test_init_writes_a_commented_example_that_loads(tmp_path: Path, name: str) -
     r = runner.invoke(app, ["init", "--example", name, "--out", str(out)])
     assert r.exit_code == 0, r.output
     text = out.read_text()
-    assert text == (REPO / "examples" / f"{name}.yaml").read_text() == example_text(name)
+    # The example's text, with the commands in its header naming the file it was written to.
+    assert (REPO / "examples" / f"{name}.yaml").read_text() == example_text(name)
+    assert text == header_for(example_text(name), name, out) != example_text(name)
+    assert f"--config {out}" in text
     assert text.lstrip().startswith("#") and oct(out.stat().st_mode & 0o777) == "0o644"
     assert f"claudegate deploy --config {out}" in r.stderr
     cfg = load_config(out)  # a valid config as written (the secret files are checked at deploy time)

@@ -73,7 +73,7 @@ def test_save_writes_the_key_0600_and_checks_first(tmp_path: Path) -> None:
     core.save(doc, tmp_path / "deploy.yaml", upstream_key=Secret("sk-ant-api03-SAVE"))
     assert (tmp_path / "k" / "key").stat().st_mode & 0o777 == 0o600
     assert "sk-ant" not in (tmp_path / "deploy.yaml").read_text()
-    bad = dict(doc, domain="10.0.0.1")
+    bad = dict(doc, domain="gw_example.com")
     try:
         core.save(bad, tmp_path / "other.yaml", upstream_key=Secret("sk-ant-api03-OTHER"))
     except Exception as exc:

@@ -13,8 +13,10 @@ from claudegate import __version__
 from claudegate.cli import output
 from claudegate.cli.audit import audit_command
 from claudegate.cli.backup import backup_command, restore_command
+from claudegate.cli.demo import try_command
 from claudegate.cli.keys import keys_app
-from claudegate.cli.options import ConfigOpt, HostKeyOpt, JsonOpt, run
+from claudegate.cli.options import DEFAULT_CONFIG, ConfigOpt, HostKeyOpt, JsonOpt, run, warn_missing_secrets
+from claudegate.cli.options import load as _load
 from claudegate.cli.options import session as _session
 from claudegate.cli.usage import usage_command
 from claudegate.errors import EXIT_CODE_HELP, ExitCode
@@ -29,6 +31,12 @@ def _exit_code_help() -> str:
 HELP = """\
 Deploy a hardened gateway in front of the Anthropic API on your own server,
 and prove it secure with its own smoke test.
+
+\b
+  claudegate init                             the setup wizard: answer a few screens, it saves ./deploy.yaml and deploys
+  claudegate try                              a demo on this machine's Docker, no Anthropic key needed (try --stop removes it)
+
+Every command reads ./deploy.yaml unless --config names another file.
 
 \b
   claudegate plan   --config deploy.yaml      what a deploy would change (changes nothing)
@@ -54,7 +62,6 @@ the next run resumes.
 app = typer.Typer(
     name="claudegate",
     help=HELP,
-    no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,  # locals would hold secrets
     rich_markup_mode=None,
@@ -65,18 +72,22 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
+@app.callback(invoke_without_command=True)
 def _root(
+    ctx: typer.Context,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="print the version and exit")
     ] = False,
 ) -> None:
-    pass
+    # Bare `claudegate` is a question, not a mistake: the help, exit 0.
+    if ctx.invoked_subcommand is None:
+        print(ctx.get_help())
+        raise typer.Exit(0)
 
 
 @app.command()
 def deploy(
-    config: ConfigOpt,
+    config: ConfigOpt = DEFAULT_CONFIG,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="print the plan and file diffs; change nothing")] = False,
     yes: Annotated[
         bool, typer.Option("--yes", "-y", help="agree to installing Docker and replacing a certificate without asking")
@@ -115,7 +126,7 @@ def deploy(
 
 @app.command()
 def plan(
-    config: ConfigOpt,
+    config: ConfigOpt = DEFAULT_CONFIG,
     prune: Annotated[
         bool, typer.Option("--prune", help="show the revocations deploy --prune would make")
     ] = False,
@@ -127,6 +138,7 @@ def plan(
     def body() -> None:
         progress = None if json_out else output.StepPrinter()
         with _session(config, accept_host_key=accept_host_key, progress=progress) as session:
+            warn_missing_secrets(session.config)
             result = session.plan(prune=prune)
         output.deploy_result(result, json_out=json_out)
 
@@ -135,7 +147,7 @@ def plan(
 
 @app.command()
 def status(
-    config: ConfigOpt,
+    config: ConfigOpt = DEFAULT_CONFIG,
     expiry_days: Annotated[
         int | None,
         typer.Option(
@@ -159,7 +171,7 @@ def status(
 
 @app.command()
 def logs(
-    config: ConfigOpt,
+    config: ConfigOpt = DEFAULT_CONFIG,
     service: Annotated[str, typer.Argument(help="nginx or gateway")] = "gateway",
     tail: Annotated[int, typer.Option(help="lines from the end")] = 100,
     accept_host_key: HostKeyOpt = None,
@@ -176,7 +188,7 @@ def logs(
 
 
 @app.command("smoke-test")
-def smoke_test(config: ConfigOpt, accept_host_key: HostKeyOpt = None, json_out: JsonOpt = False) -> None:
+def smoke_test(config: ConfigOpt = DEFAULT_CONFIG, accept_host_key: HostKeyOpt = None, json_out: JsonOpt = False) -> None:
     """TLS, redirects, auth, models, count_tokens, a stream, 413, 429, headers: all must pass."""
 
     def body() -> None:
@@ -193,7 +205,7 @@ def smoke_test(config: ConfigOpt, accept_host_key: HostKeyOpt = None, json_out: 
 
 
 @app.command()
-def rollback(config: ConfigOpt, accept_host_key: HostKeyOpt = None, json_out: JsonOpt = False) -> None:
+def rollback(config: ConfigOpt = DEFAULT_CONFIG, accept_host_key: HostKeyOpt = None, json_out: JsonOpt = False) -> None:
     """Switch back to the previous release (kept by every deploy)."""
 
     def body() -> None:
@@ -206,7 +218,7 @@ def rollback(config: ConfigOpt, accept_host_key: HostKeyOpt = None, json_out: Js
 
 
 @app.command()
-def renew(config: ConfigOpt, accept_host_key: HostKeyOpt = None, json_out: JsonOpt = False) -> None:
+def renew(config: ConfigOpt = DEFAULT_CONFIG, accept_host_key: HostKeyOpt = None, json_out: JsonOpt = False) -> None:
     """Renew the ACME certificate when it is due, then reload nginx (safe to run from cron)."""
 
     def body() -> None:
@@ -220,7 +232,7 @@ def renew(config: ConfigOpt, accept_host_key: HostKeyOpt = None, json_out: JsonO
 
 @app.command()
 def uninstall(
-    config: ConfigOpt,
+    config: ConfigOpt = DEFAULT_CONFIG,
     keep_data: Annotated[bool, typer.Option("--keep-data/--purge", help="keep the keystore, audit log and certificates")] = True,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask for confirmation")] = False,
     accept_host_key: HostKeyOpt = None,
@@ -237,8 +249,8 @@ def uninstall(
 
 @app.command()
 def render(
-    config: ConfigOpt,
     out: Annotated[Path, typer.Option("--out", "-o", help="directory to write into (created)")],
+    config: ConfigOpt = DEFAULT_CONFIG,
 ) -> None:
     """Write every file the deploy would put on the host into a local directory (secrets excluded)."""
 
@@ -293,9 +305,15 @@ def init(
 
 
 @app.command()
-def console(config: ConfigOpt) -> None:
+def console(config: ConfigOpt = DEFAULT_CONFIG) -> None:
     """The day-2 console on a deployed config: status, clients (create/rotate/revoke), logs, rollback, smoke test."""
-    run(lambda: _wizard(config, fresh=False, save_to=config))
+
+    def body() -> None:
+        # A missing or broken config fails here, as for plan, instead of opening the setup wizard.
+        _load(config)
+        _wizard(config, fresh=False, save_to=config)
+
+    run(body)
 
 
 def _wizard(config: Path | None, *, fresh: bool, save_to: Path) -> None:
@@ -314,11 +332,12 @@ def _wizard(config: Path | None, *, fresh: bool, save_to: Path) -> None:
 
 
 @app.command()
-def check(config: ConfigOpt, accept_host_key: HostKeyOpt = None, json_out: JsonOpt = False) -> None:
+def check(config: ConfigOpt = DEFAULT_CONFIG, accept_host_key: HostKeyOpt = None, json_out: JsonOpt = False) -> None:
     """Test the connection: SSH and host key, sudo, distribution, Docker, free ports, what a deploy installs."""
 
     def body() -> None:
         with _session(config, accept_host_key=accept_host_key) as session:
+            warn_missing_secrets(session.config)
             report = session.test_connection()
         output.status_report(report, json_out=json_out)
         if not report.ok:
@@ -328,6 +347,7 @@ def check(config: ConfigOpt, accept_host_key: HostKeyOpt = None, json_out: JsonO
 
 
 app.add_typer(keys_app, name="keys")
+app.command("try")(try_command)
 app.command("usage")(usage_command)
 app.command("audit")(audit_command)
 app.command("backup")(backup_command)

@@ -9,13 +9,13 @@ from typing import Annotated
 import typer
 
 from claudegate.cli import output
-from claudegate.cli.options import ConfigOpt, HostKeyOpt, JsonOpt, run, session
+from claudegate.cli.options import DEFAULT_CONFIG, ConfigOpt, HostKeyOpt, JsonOpt, run, session
 
 __all__ = ["audit_command"]
 
 
 def audit_command(
-    config: ConfigOpt,
+    config: ConfigOpt = DEFAULT_CONFIG,
     quick: Annotated[bool, typer.Option("--quick", help="the fast subset a deploy runs (no bursts, no slow clients)")] = False,
     only: Annotated[
         list[str] | None,

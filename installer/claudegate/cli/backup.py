@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from claudegate.cli import output
-from claudegate.cli.options import ConfigOpt, HostKeyOpt, connect, load, run
+from claudegate.cli.options import DEFAULT_CONFIG, ConfigOpt, HostKeyOpt, connect, load, run
 
 __all__ = ["backup_command", "restore_command"]
 
@@ -23,8 +23,8 @@ PassEnvOpt = Annotated[
 
 
 def backup_command(
-    config: ConfigOpt,
     out: Annotated[Path, typer.Option("--out", "-o", help="file to write (0600; refuses to overwrite)")],
+    config: ConfigOpt = DEFAULT_CONFIG,
     passphrase_file: PassFileOpt = None,
     passphrase_env: PassEnvOpt = None,
     force: Annotated[bool, typer.Option("--force", help="replace --out if it exists")] = False,
@@ -55,8 +55,8 @@ def backup_command(
 
 
 def restore_command(
-    config: ConfigOpt,
     source: Annotated[Path, typer.Option("--from", help="a file claudegate backup wrote")],
+    config: ConfigOpt = DEFAULT_CONFIG,
     passphrase_file: PassFileOpt = None,
     passphrase_env: PassEnvOpt = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask for confirmation")] = False,

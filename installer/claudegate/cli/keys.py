@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from claudegate.cli import output
-from claudegate.cli.options import ConfigOpt, HostKeyOpt, JsonOpt, connect, load, run
+from claudegate.cli.options import DEFAULT_CONFIG, ConfigOpt, HostKeyOpt, JsonOpt, connect, load, run
 
 __all__ = ["keys_app"]
 
@@ -89,7 +89,7 @@ def _show_key(issued: Any, json_out: bool, what: str) -> None:
 
 
 @keys_app.command("list")
-def keys_list(config: ConfigOpt, accept_host_key: HostKeyOpt = None, json_out: JsonOpt = False) -> None:
+def keys_list(config: ConfigOpt = DEFAULT_CONFIG, accept_host_key: HostKeyOpt = None, json_out: JsonOpt = False) -> None:
     """List clients: state, key prefixes (never secrets), expiry, models and limits."""
 
     def body() -> None:
@@ -109,7 +109,7 @@ def keys_list(config: ConfigOpt, accept_host_key: HostKeyOpt = None, json_out: J
 @keys_app.command("create")
 def keys_create(
     name: Annotated[str, typer.Argument(help="client name: letters, digits, '.', '_', '-'")],
-    config: ConfigOpt,
+    config: ConfigOpt = DEFAULT_CONFIG,
     models: Annotated[
         list[str] | None, typer.Option("--model", help="allowed model glob (repeat; default any)")
     ] = None,
@@ -151,7 +151,7 @@ def keys_create(
 @keys_app.command("rotate")
 def keys_rotate(
     name: str,
-    config: ConfigOpt,
+    config: ConfigOpt = DEFAULT_CONFIG,
     overlap: Annotated[
         str, typer.Option(help="how long the old key keeps working: 0s (stop now), 30m, 24h, 7d")
     ] = "0s",
@@ -174,7 +174,7 @@ def keys_rotate(
 
 
 @keys_app.command("revoke")
-def keys_revoke(name: str, config: ConfigOpt, accept_host_key: HostKeyOpt = None) -> None:
+def keys_revoke(name: str, config: ConfigOpt = DEFAULT_CONFIG, accept_host_key: HostKeyOpt = None) -> None:
     """Revoke a client: every key of it is refused from its next request on.
 
     A client still listed in deploy.yaml is created anew (new key) by the next

@@ -16,11 +16,17 @@ import typer
 from claudegate.cli import output
 from claudegate.errors import ClaudegateError, ExitCode
 
-__all__ = ["ConfigOpt", "ExitCode", "HostKeyOpt", "JsonOpt", "connect", "load", "run", "session"]
+__all__ = ["DEFAULT_CONFIG", "ConfigOpt", "ExitCode", "HostKeyOpt", "JsonOpt", "connect", "load", "run", "session", "warn_missing_secrets"]
+
+#: The wizard saves to ./deploy.yaml, so every command looks there first.
+DEFAULT_CONFIG = Path("deploy.yaml")
 
 ConfigOpt = Annotated[
     Path,
-    typer.Option("--config", "-c", help="deploy.yaml to use", envvar="CLAUDEGATE_CONFIG", show_default=False),
+    typer.Option(
+        "--config", "-c", help="deploy.yaml to use [default: ./deploy.yaml]", envvar="CLAUDEGATE_CONFIG",
+        show_default=False,
+    ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output on stdout")]
 HostKeyOpt = Annotated[
@@ -34,9 +40,27 @@ HostKeyOpt = Annotated[
 
 
 def load(config: Path) -> Any:
+    """The config, after saying on stderr which file it is (the default is easy to miss)."""
     from claudegate.config import load_config
 
+    output.err(f"config: {config}")
     return load_config(config)
+
+
+def warn_missing_secrets(cfg: Any) -> None:
+    """Say before connecting that a secret file is missing or too open (a deploy would stop on it).
+
+    plan and check do not need the key, so this is a warning; said first, it is
+    seen even when the host turns out to be unreachable.
+    """
+    from claudegate.config import check_secret_files
+    from claudegate.config.problems import DeployConfigError
+
+    try:
+        check_secret_files(cfg)
+    except DeployConfigError as exc:
+        for line in str(exc).splitlines():
+            output.err(f"warning: {line}")
 
 
 def _open(cfg: Any, accept_host_key: str | None, yes: bool, progress: Any) -> Any:

@@ -7,13 +7,13 @@ from typing import Annotated
 
 import typer
 
-from claudegate.cli.options import ConfigOpt, HostKeyOpt, connect, load, run
+from claudegate.cli.options import DEFAULT_CONFIG, ConfigOpt, HostKeyOpt, connect, load, run
 
 __all__ = ["usage_command"]
 
 
 def usage_command(
-    config: ConfigOpt,
+    config: ConfigOpt = DEFAULT_CONFIG,
     client: Annotated[str | None, typer.Option("--client", help="only this client")] = None,
     since: Annotated[
         str | None, typer.Option("--since", metavar="YYYY-MM-DD", help="from this UTC day on")

@@ -88,7 +88,7 @@ def load_config(path: str | os.PathLike[str]) -> DeployConfig:
     except OSError as exc:
         raise ConfigError(
             f"{source}: cannot read the config: {exc.strerror or exc}",
-            hint="check the path given to --config",
+            hint="check the path given to --config (default ./deploy.yaml); `claudegate init` makes one",
         ) from None
     try:
         text = raw.decode("utf-8-sig")
@@ -112,7 +112,8 @@ def load_config_text(text: str, *, source: str = "deploy.yaml", base_dir: Path |
                     1,
                     "",
                     "the config is empty",
-                    "start from examples/local.yaml or examples/remote.yaml",
+                    "write one with the wizard (claudegate init) or from a commented example:"
+                    " claudegate init --example local --out deploy.yaml",
                 )
             ]
         )
@@ -476,6 +477,10 @@ def _describe(error: ErrorDetails, loc: Loc) -> tuple[str, str | None]:
                 return problem, f"did you mean {close[0]}?"
         return problem, f"write one of {', '.join(choices)}"
     if kind in ("string_type", "str_type"):
+        if loc and loc[-1] == "rate" and isinstance(value, int | float) and not isinstance(value, bool):
+            # A bare number is the most natural slip: say which unit it probably meant.
+            number = f"{value:g}"
+            return f"must be a rate with a unit, got the number {number}", f"write {number}r/s (per second) or {number}r/m (per minute)"
         return f"must be text, got {_show(value)}", set_it
     if kind in ("list_type", "tuple_type"):
         if isinstance(value, str):
@@ -498,7 +503,8 @@ def _describe(error: ErrorDetails, loc: Loc) -> tuple[str, str | None]:
         if not loc:
             return (
                 f"the config must be a mapping of settings (key: value lines), got {_show(value)}",
-                "start from examples/local.yaml or examples/remote.yaml",
+                "write one with the wizard (claudegate init) or from a commented example:"
+                " claudegate init --example local --out deploy.yaml",
             )
         names = ", ".join(_allowed_keys(loc)) or "see examples/remote.yaml"
         return f"must be a mapping (key: value lines), got {_show(value)}", f"its keys are: {names}"

@@ -20,6 +20,7 @@ the two never disagree about a default or a bound.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import re
@@ -207,6 +208,19 @@ def check_hostname(value: object, *, what: str = "domain", example: str = "gw.ex
 
 
 Hostname = Annotated[str, BeforeValidator(check_hostname)]
+
+
+def _domain(value: object) -> str:
+    """The name clients use: a DNS name, or an IPv4 address (only the internal CA certifies one, see rules)."""
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            address = ipaddress.ip_address(value.strip())
+            if address.version == 4:
+                return str(address)
+    return check_hostname(value)
+
+
+Domain = Annotated[str, BeforeValidator(_domain)]
 
 
 def _target_host(value: object) -> str:
@@ -683,7 +697,10 @@ class DeployConfig(_Section):
     """The whole ``deploy.yaml``."""
 
     target: Target
-    domain: Hostname = Field(examples=["gw.example.com"], description="the name clients use")
+    domain: Domain = Field(
+        examples=["gw.example.com"],
+        description="the name clients use (an IPv4 address works with tls.mode: internal-ca)",
+    )
     tls: TLS
     upstream: Upstream = Upstream()
     ports: Ports = Ports()

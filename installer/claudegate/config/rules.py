@@ -85,6 +85,9 @@ def format_path(loc: Loc) -> str:
 
 def rule_problems(cfg: DeployConfig) -> list[RuleProblem]:
     """Every cross-section problem of ``cfg``; empty when it is consistent."""
+    from claudegate.config.client_rules import client_problems
+    from claudegate.config.domain_rules import domain_problems
+
     problems = [
         *_target(cfg),
         *_tls(cfg),
@@ -92,6 +95,8 @@ def rule_problems(cfg: DeployConfig) -> list[RuleProblem]:
         *_ports(cfg),
         *_limits(cfg),
         *_clients(cfg),
+        *client_problems(cfg),
+        *domain_problems(cfg),
         *filter_problems(cfg),
         *_shared_state(cfg),
     ]

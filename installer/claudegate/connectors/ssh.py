@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import getpass
+import logging
 import os
 import select
 import shlex
@@ -58,6 +59,12 @@ from claudegate.errors import (
 )
 from claudegate.redact import Secret
 from claudegate.session.interaction import HostKeyQuestion
+
+# paramiko's transport thread logs a failed handshake, with a traceback, at
+# ERROR; with no logging configured Python prints that on stderr ahead of the
+# clean error the same failure becomes here. A handler of our own keeps it
+# out of the terminal (a program that configures logging still receives it).
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 __all__ = ["HostKeyPolicy", "SSHConnector", "default_known_hosts"]
 

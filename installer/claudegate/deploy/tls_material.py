@@ -15,6 +15,7 @@ ACME is different (the host itself talks to the CA); see :mod:`.tls_acme`.
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,6 +89,36 @@ def _dns_names(cert: x509.Certificate) -> list[str]:
     return [str(name) for name in san.get_values_for_type(x509.DNSName)]
 
 
+def _san_names(cert: x509.Certificate) -> list[str]:
+    """Every name in the certificate's subjectAltName: DNS names, then IP addresses."""
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return []
+    return _dns_names(cert) + [str(ip) for ip in san.get_values_for_type(x509.IPAddress)]
+
+
+def _address(domain: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(domain)
+    except ValueError:
+        return None
+
+
+def _san_for(domain: str) -> x509.GeneralName:
+    """The certificate's name for ``domain``: an IP address entry when it is one (clients check that type)."""
+    address = _address(domain)
+    return x509.IPAddress(address) if address is not None else x509.DNSName(domain)
+
+
+def _permitted(domain: str) -> x509.GeneralName:
+    """What the internal CA may certify: the one address, or names under the domain."""
+    address = _address(domain)
+    if address is not None:
+        return x509.IPAddress(ipaddress.ip_network(f"{address}/{address.max_prefixlen}"))
+    return x509.DNSName(domain)
+
+
 def _make_ca(domain: str, now: dt.datetime) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"claudegate internal CA for {domain}")])
@@ -118,7 +149,7 @@ def _make_ca(domain: str, now: dt.datetime) -> tuple[ec.EllipticCurvePrivateKey,
         .add_extension(ski, critical=False)
         # Only names under the deploy's own domain can ever chain to this CA.
         .add_extension(
-            x509.NameConstraints(permitted_subtrees=[x509.DNSName(domain)], excluded_subtrees=None),
+            x509.NameConstraints(permitted_subtrees=[_permitted(domain)], excluded_subtrees=None),
             critical=True,
         )
         .sign(key, hashes.SHA256())
@@ -138,7 +169,7 @@ def _make_leaf(
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + _LEAF_LIFETIME)
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(domain)]), critical=False)
+        .add_extension(x509.SubjectAlternativeName([_san_for(domain)]), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(
@@ -193,7 +224,7 @@ def internal_ca(state_dir: Path, domain: str, *, now: dt.datetime | None = None)
         and cert is not None
         and cert.public_key() == key.public_key()
         and cert.issuer == ca_cert.subject
-        and _dns_names(cert) == [domain]
+        and _san_names(cert) == [domain]
         and cert.not_valid_after_utc - now > RENEW_BEFORE
     )
     if not leaf_ok:

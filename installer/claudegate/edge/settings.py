@@ -10,6 +10,7 @@ rendered file.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import math
 import re
@@ -200,6 +201,10 @@ class EdgeSettings(BaseModel):
     @classmethod
     def _check_domain(cls, value: str) -> str:
         value = value.strip().rstrip(".").lower()
+        with contextlib.suppress(ValueError):
+            # An IPv4 address as the name (certified by the internal CA; nginx's server_name takes it).
+            if ipaddress.ip_address(value).version == 4:
+                return value
         if not _HOSTNAME.match(value) or value.replace(".", "").isdigit():
             raise ValueError(f"{value!r} is not a DNS name; write e.g. gw.example.com")
         return value

@@ -38,10 +38,19 @@ def example_text(name: str) -> str:
     return example_path(name).read_text(encoding="utf-8")
 
 
+#: How each example's header names its own file, in the commands it shows.
+_SELF_NAMES = {"local": "examples/local.yaml", "remote": "remote.yaml"}
+
+
+def header_for(text: str, name: str, path: Path) -> str:
+    """The example's text with the commands in its header naming ``path``, where it is written."""
+    return text.replace(f"--config {_SELF_NAMES[name]}", f"--config {path}")
+
+
 def write_example(name: str, out: str | os.PathLike[str], *, force: bool = False) -> Path:
     """Write example ``name`` to ``out`` (0644); refuses to overwrite a file unless ``force``."""
-    text = example_text(name)
     path = Path(out)
+    text = header_for(example_text(name), name, path)
     if path.exists() and not force:
         raise ConfigError(f"{path} already exists; nothing was written", hint="choose another --out, or pass --force")
     path.parent.mkdir(parents=True, exist_ok=True)

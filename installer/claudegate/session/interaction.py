@@ -78,7 +78,7 @@ class HostKeyQuestion:
         )
 
 
-ConsentTopic = Literal["install-docker", "replace-certificate", "remove-gateway"]
+ConsentTopic = Literal["install-docker", "replace-certificate", "remove-gateway", "build-base-image"]
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from collections.abc import Callable
 
 from claudegate.connectors.base import Input, stderr_tail
 from claudegate.deploy import docker_cli
+from claudegate.deploy.base_image import pull_or_build
 from claudegate.deploy.build_contexts import (
     ASSETS_DIR,
     BuildContext,
@@ -139,10 +140,11 @@ class ImagesStep(Step):
                     )
                 )
             else:
+                # With no registry, the pull turns into an offer to build it (debootstrap).
                 changes.append(
                     Change(
-                        f"pull the base image {base} on the host",
-                        (Run(tuple(docker_cli.image_pull(base)), timeout=900),),
+                        f"pull the base image {base} on the host (no registry: offer to build it with debootstrap)",
+                        (Call(f"pull {base}", functools.partial(pull_or_build, base=base)),),
                     )
                 )
         for context in contexts:
