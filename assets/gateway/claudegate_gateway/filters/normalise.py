@@ -21,6 +21,9 @@ _IGNORABLE_RANGES: tuple[tuple[int, int], ...] = (
     (0x2060, 0x206F), (0x3164, 0x3164), (0xFE00, 0xFE0F), (0xFEFF, 0xFEFF),
     (0xFFA0, 0xFFA0), (0xFFF0, 0xFFF8), (0x1BCA0, 0x1BCA3), (0x1D173, 0x1D17A),
     (0xE0000, 0xE0FFF),
+    # Not Default_Ignorable, but format characters no font draws (interlinear
+    # annotation anchor/separator/terminator): found splitting keys by the red team.
+    (0xFFF9, 0xFFFB),
 )
 
 

@@ -38,6 +38,24 @@ _OPAQUE_KEYS = frozenset({
     "citations", "encrypted_content", "encrypted_index", "file_id",
 })
 
+# Content block types of the Messages API. A block of another type is
+# refused by upstream, but only after upstream has read it: its type and
+# every field (the opaque ones included) are scanned, fixed.
+_KNOWN_BLOCK_TYPES = frozenset({
+    "text", "image", "document", "search_result", "container_upload", *_TOOL_USE_TYPES, *_TOOL_RESULT_TYPES,
+    *_SKIP_TYPES, "web_search_tool_result", "web_fetch_tool_result", "code_execution_tool_result",
+    "bash_code_execution_tool_result", "text_editor_code_execution_tool_result", "tool_search_tool_result",
+    "web_search_result", "web_fetch_result", "code_execution_result", "code_execution_output",
+    "bash_code_execution_result", "bash_code_execution_output", "text_editor_code_execution_view_result",
+    "text_editor_code_execution_create_result", "text_editor_code_execution_str_replace_result",
+    "web_search_tool_result_error", "web_fetch_tool_error", "code_execution_tool_result_error",
+    "bash_code_execution_tool_result_error", "text_editor_code_execution_tool_result_error",
+    "tool_reference", "tool_search_tool_search_result",
+})
+# Ids a client chooses (upstream checks only their alphabet, which a token
+# fits) and upstream quotes back in its errors: scanned, fixed.
+_ID_KEYS = ("id", "tool_use_id")
+
 Path = tuple[Any, ...]
 _PADDING = re.compile(r"=+")
 _NOT_B64 = re.compile(r"[^A-Za-z0-9+/=]")
@@ -288,6 +306,14 @@ def _push_block(
 ) -> None:
     if not isinstance(kind, str):
         kind = None  # missing or malformed: walk its fields like an unknown type
+    for k in _ID_KEYS:
+        if isinstance(node.get(k), str):
+            push((_M_FIXED, node[k], (*path, k)))
+    if kind not in _KNOWN_BLOCK_TYPES:
+        # Not the API's: everything in it reaches upstream's validator (and
+        # its error message), so everything is scanned, and none rewritten.
+        push((_M_FIXED, {k: v for k, v in node.items() if k not in _ID_KEYS}, path))
+        return
     if kind in _TOOL_USE_TYPES:
         if "input" in node:
             push((_M_JSON, node["input"], (*path, "input")))
