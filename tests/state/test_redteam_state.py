@@ -1,0 +1,159 @@
+"""Red team, round 3: the state tier (Redis admission, PostgreSQL keystore) as a hostile client sees it.
+
+Real gateway processes, Debian's redis-server and postgresql, the recording
+fake; a partition is a TCP relay that is cut. Hole found here (failed before
+its fix): unknown keys were cached in the same bounded LRU as known ones, so
+a client with no key at all could push every known key out of the cache by
+sending random well-formed keys; during a PostgreSQL outage those known keys
+then failed (503) instead of being served from the cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from claudegate_gateway.keystore import KEY_PREFIX
+from tests.support.fake_anthropic import FakeAnthropic
+from tests.support.fleet import body, fleet, post, run_parallel
+from tests.support.gateway_proc import GatewayProc, make_gateway
+from tests.support.state_services import PostgresServer, RedisServer
+from tests.support.tcp_relay import TcpRelay
+
+_ALPHABET = "abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"
+
+
+def _random_key() -> str:
+    """A key of the right shape that no client holds."""
+    def pick(n: int) -> str:
+        return "".join(secrets.choice(_ALPHABET) for _ in range(n))
+
+    return f"{KEY_PREFIX}{pick(10)}_{pick(40)}"
+
+
+def _state(redis: RedisServer, pg: PostgresServer, url: str, **postgres: Any) -> dict[str, Any]:
+    return {"state": {
+        "redis": {"url": redis.url, "password_file": str(redis.password_file)},
+        "postgres": {"url": url, "password_file": str(pg.password_file), **postgres},
+    }}  # fmt: skip
+
+
+def test_unknown_keys_cannot_push_known_ones_out_of_the_postgres_cache(
+    tmp_path: Path, fake: FakeAnthropic, redis_db: RedisServer, postgres_server: PostgresServer,
+    gateways: list[GatewayProc],
+) -> None:
+    """Attack: before an outage (or to make one hurt), send many random keys of the right shape.
+    Each 401 must not cost a known client its place in the bounded cache."""
+    url = postgres_server.fresh_database()
+    with TcpRelay(postgres_server.port) as relay:
+        via_relay = url.replace(f":{postgres_server.port}/", f":{relay.port}/")
+        gw = make_gateway(tmp_path / "gw", fake.url, fake.api_key,
+                          _state(redis_db, postgres_server, via_relay, cache_entries=8))
+        gateways.append(gw)
+        gw.start()
+        known = [gw.create_key(f"team{i}") for i in range(4)]
+        for key in known:
+            assert run_parallel([gw], key, [body()])[0][0] == 200  # now cached
+        for _ in range(4):  # 40 strangers, in parallel batches of 10
+            strangers = [_random_key() for _ in range(10)]
+
+            async def knock(keys: list[str]) -> list[int]:
+                async with aiohttp.ClientSession() as s:
+                    return [r[0] for r in await asyncio.gather(*(post(s, gw, k, body()) for k in keys))]
+
+            assert set(asyncio.run(knock(strangers))) == {401}
+        relay.cut()
+        time.sleep(0.6)  # the listening connection has noticed
+        for key in known:
+            status, doc, _ = run_parallel([gw], key, [body()])[0]
+            assert status == 200, (status, doc)
+        # A stranger during the outage: not known, not cacheable; refused, and the gateway lives.
+        status, _, _ = run_parallel([gw], _random_key(), [body()])[0]
+        assert status in (401, 503)
+        relay.restore()
+    assert gw.proc is not None and gw.proc.poll() is None
+    assert "Traceback" not in gw.log_path.read_text()
+
+
+def test_huge_max_tokens_never_reach_redis_counters(
+    tmp_path: Path, fake: FakeAnthropic, redis_db: RedisServer, gateways: list[GatewayProc]
+) -> None:
+    """Attack: max_tokens far past any integer Redis keeps (2^63, 10^30), and a batch whose sum
+    passes 2^63, against a daily budget and a tpm limit: refused, counters untouched."""
+    gateways.extend(fleet(tmp_path, fake, redis_db, 1))
+    gw = gateways[0]
+    daily = gw.create_key("daily", "--daily-tokens", "100000")
+    tpm = gw.create_key("tpm", "--tpm", "100000")
+    assert run_parallel([gw], daily, [body()])[0][0] == 200  # seeds today's counter
+    day = time.strftime("%Y-%m-%d", time.gmtime())
+    before = int(redis_db.cli("GET", f"cg:{{daily}}:day:{day}") or 0)
+    for key in (daily, tpm):
+        for huge in (2**63, 2**63 - 1, 10**30, 2**53 + 1):
+            status, doc, _ = run_parallel([gw], key, [body(max_tokens=huge)])[0]
+            assert status in (400, 413, 429), (huge, status, doc)
+            assert doc["type"] == "error"
+    batch = {"requests": [{"custom_id": f"r{i}", "params": body(max_tokens=2**62)} for i in range(3)]}
+
+    async def send_batch() -> int:
+        async with aiohttp.ClientSession() as s, s.post(
+            gw.url + "/v1/messages/batches", json=batch,
+            headers={"x-api-key": daily, "anthropic-version": "2023-06-01"},
+        ) as r:  # fmt: skip
+            return r.status
+
+    assert asyncio.run(send_batch()) in (400, 413, 429)
+    assert int(redis_db.cli("GET", f"cg:{{daily}}:day:{day}") or 0) == before
+    assert int(redis_db.cli("GET", "cg:{tpm}:tot") or 0) == 0
+    assert not fake.state.requests_for("/v1/messages/batches")
+    assert run_parallel([gw], daily, [body()])[0][0] == 200  # still exact afterwards
+    assert "Traceback" not in gw.log_path.read_text()
+
+
+def test_a_replica_stopped_past_its_lease_holds_nothing_when_it_wakes(
+    tmp_path: Path, fake: FakeAnthropic, redis_db: RedisServer, gateways: list[GatewayProc]
+) -> None:
+    """Attack on the lease: SIGSTOP the replica holding the only in-flight place for longer than
+    the lease. The place frees after the lease (documented); when the replica wakes, its renewal
+    must not resurrect a hold another replica's admission already dropped, and once its request
+    ends nothing is left held."""
+    lease = 1.5
+    gateways.extend(fleet(tmp_path, fake, redis_db, 2, max_in_flight_per_key=1,
+                          redis_extra={"lease_seconds": lease}))  # fmt: skip
+    a, b = gateways
+    key = a.create_key("one")
+    fake.state.hang(seconds=lease * 3 + 2, body_contains="slow please")
+
+    async def scenario() -> list[int]:
+        async with aiohttp.ClientSession() as s:
+            slow = asyncio.create_task(post(s, a, key, body(text="slow please")))
+            deadline = time.monotonic() + 10
+            while not fake.state.requests_for("/v1/messages"):
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.02)
+            assert a.proc is not None
+            a.proc.send_signal(signal.SIGSTOP)
+            try:
+                stopped = time.monotonic()
+                while (await post(s, b, key, body()))[0] != 200:
+                    assert time.monotonic() - stopped < lease + 2, "the stopped replica's hold outlived its lease"
+                    await asyncio.sleep(0.1)
+            finally:
+                a.proc.send_signal(signal.SIGCONT)
+            await asyncio.sleep(lease)  # a's beat has run (renewal) at least once since waking
+            held = int(redis_db.cli("ZCARD", "cg:{one}:fly") or 0)
+            status = (await slow)[0]
+            return [held, status]
+
+    held, status = asyncio.run(scenario())
+    assert held == 0, "the woken replica brought back a hold that had been given up"
+    assert status == 200
+    # Nothing left held: both replicas admit again.
+    assert run_parallel([b], key, [body()])[0][0] == 200
+    assert run_parallel([a], key, [body()])[0][0] == 200
+    assert int(redis_db.cli("ZCARD", "cg:{one}:fly") or 0) == 0
