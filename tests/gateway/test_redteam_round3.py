@@ -371,3 +371,27 @@ def test_a_cursor_from_one_list_is_no_cursor_of_another(
     r = httpx.get(gw.url + "/v1/files", headers={**V, "x-api-key": bob}, params={"limit": "1", "page": cursor})
     assert r.status_code == 400
     assert [q for q in fake.state.requests if q.path in ("/v1/files", "/v1/messages/batches")] == []
+
+
+# -- response side: a secret over three text blocks ---------------------------------------
+
+
+@pytest.mark.parametrize("secret", [AWS, GITHUB])
+def test_a_secret_over_three_text_blocks_of_a_response_is_stopped(secret: str) -> None:
+    """Attack (the model's side): the secret cut over three text blocks, the middle one short.
+    The crossing check saw only the last block's end, which held no more than a piece."""
+    from tests.gateway.test_filters_every_field import RF, reply, run_stream, stream_of, streamed_text
+
+    a, b = len(secret) // 3, 2 * len(secret) // 3
+    parts = [f"here: {secret[:a]}", secret[a:b], f"{secret[b:]} done"]
+    assert RF.message(reply(*({"type": "text", "text": p} for p in parts))).tally.blocked is not None
+    with_tool: list[dict[str, Any]] = [{"type": "text", "text": parts[0]}, {"type": "tool_use", "id": "t", "name": "n", "input": {}},
+                 {"type": "text", "text": parts[1]}, {"type": "text", "text": parts[2]}]
+    assert RF.message(reply(*with_tool)).tally.blocked is not None
+    out, sf = run_stream(stream_of([({"type": "text", "text": ""}, [p[i:i + 3] for i in range(0, len(p), 3)])
+                                    for p in parts]))
+    assert sf.blocked and b"event: error" in out
+    assert secret[b:] not in streamed_text(out)
+    # Three innocent blocks pass whole.
+    out, sf = run_stream(stream_of([({"type": "text", "text": ""}, [w]) for w in ("one ", "two ", "three")]))
+    assert not sf.blocked and streamed_text(out) == "one two three"
