@@ -11,6 +11,7 @@ then failed (503) instead of being served from the cache.
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 import signal
 import time
@@ -157,3 +158,53 @@ def test_a_replica_stopped_past_its_lease_holds_nothing_when_it_wakes(
     assert run_parallel([b], key, [body()])[0][0] == 200
     assert run_parallel([a], key, [body()])[0][0] == 200
     assert int(redis_db.cli("ZCARD", "cg:{one}:fly") or 0) == 0
+
+
+def test_clients_leaving_at_every_point_of_a_stream_leave_no_hold(
+    tmp_path: Path, fake: FakeAnthropic, redis_db: RedisServer, gateways: list[GatewayProc]
+) -> None:
+    """Attack: open streams and drop the connection at every stage: while admission runs
+    (before any byte comes back), after the headers, after k events. Every in-flight place
+    must come back at once (not after a lease) and no request may hold tokens it never used
+    beyond its reservation."""
+    gateways.extend(fleet(tmp_path, fake, redis_db, 2, max_in_flight_per_key=4,
+                          redis_extra={"lease_seconds": 30}))  # fmt: skip
+    key = gateways[0].create_key("leaver", "--tpm", "10000000")
+    fake.state.configure(latency=0.05, event_delay=0.03)
+    stream = {**body(max_tokens=64, text="tell a long story"), "stream": True}
+
+    async def leave_after(s: aiohttp.ClientSession, gw: GatewayProc, cut: int) -> None:
+        headers = {"x-api-key": key, "anthropic-version": "2023-06-01"}
+        try:
+            async with asyncio.timeout(0.01 + 0.004 * cut if cut < 10 else 30):
+                async with s.post(gw.url + "/v1/messages", json=stream, headers=headers) as r:
+                    seen = 0
+                    async for _ in r.content.iter_any():
+                        seen += 1
+                        if seen >= cut - 10:
+                            break
+        except TimeoutError:
+            pass
+
+    async def run() -> None:
+        for wave in range(3):
+            async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as s:
+                await asyncio.gather(*(leave_after(s, gateways[(wave + i) % 2], cut)
+                                       for i, cut in enumerate(range(wave, 24, 3))))
+
+    asyncio.run(run())
+    deadline = time.monotonic() + 3  # well inside the 30 s lease: given back by the request's end, not the lease
+    while int(redis_db.cli("ZCARD", "cg:{leaver}:fly") or 0) != 0:
+        assert time.monotonic() < deadline, redis_db.cli("ZRANGE", "cg:{leaver}:fly", "0", "-1", "WITHSCORES")
+        time.sleep(0.1)
+    fake.state.configure(latency=0.0, event_delay=0.0)
+    results = run_parallel(gateways, key, [body() for _ in range(4)])  # all four places are free
+    assert [s for s, _, _ in results] == [200] * 4
+    records = []
+    for gw in gateways:
+        assert gw.proc is not None and gw.proc.poll() is None
+        assert "Traceback" not in gw.log_path.read_text()
+        records += [json.loads(line) for line in gw.audit_path.read_text().splitlines() if line]
+    # Every drop is audited as the client's, never as the gateway's failure.
+    assert [r for r in records if r["status"] == 500 or r["error_type"] == "api_error"] == []
+    assert any(r["error_type"] == "client_closed" or r["status"] == 499 for r in records)
