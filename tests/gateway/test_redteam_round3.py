@@ -12,7 +12,10 @@ check what the fake saw. Every hole found here failed before its fix:
   chooses (tool_use ``id``, ``tool_use_id``) were not scanned, yet upstream
   reads them (and quotes them in its errors);
 * U+FFF9..U+FFFB (interlinear annotation marks, drawn by no font) split a
-  key for the regexes and not for a reader.
+  key for the regexes and not for a reader; so did combining marks (composed
+  by NFKC into accented letters, or left standing on ``Q``, ``_`` or ``-``);
+* a secret over three text blocks of a *response* (a short middle block)
+  passed: the crossing check saw only the last block's end.
 """
 
 from __future__ import annotations
@@ -203,6 +206,21 @@ def test_interlinear_annotation_marks_inside_a_secret_are_removed(pad: str) -> N
         body = message(f"my key is {pad.join(secret)} ok")
         assert BLOCK.apply(body).blocked is not None, (pad, secret[:6])
         assert REDACT.apply(body).body["messages"][0]["content"] == "my key is [REDACTED:secrets] ok"
+
+
+@pytest.mark.parametrize("marks", ["\u0301", "\u0334", "\u0301\u0302", "\u0308\u200b\u0301", "\u20d7"])
+def test_combining_marks_on_a_secret_are_no_disguise(marks: str) -> None:
+    """Attack: a combining mark after every character of the key. NFKC composes some
+    (``A`` + U+0301 is ``Á``), leaves others standing (``Q`` + U+0301, ``_`` + U+0301, a second
+    mark); a reader still reads the key. Accents of real text stay as they are."""
+    card = "4111 1111 1111 1111"
+    for secret in (SECRET, AWS, GITHUB, card):
+        body = message(f"café naïve Việt, key {marks.join(secret)}{marks} ok ñ")
+        assert BLOCK.apply(body).blocked is not None, (marks, secret[:6])
+        out = REDACT.apply(body).body["messages"][0]["content"]
+        assert "[REDACTED:secrets]" in out and secret[-4:] not in out
+    clean = message("café naïve Việt Q\u0301 résumé")
+    assert REDACT.apply(clean).verdicts == [] and BLOCK.apply(clean).blocked is None
 
 
 def test_json_escapes_and_surrogate_pairs_are_read_like_the_characters(
