@@ -208,3 +208,52 @@ def test_clients_leaving_at_every_point_of_a_stream_leave_no_hold(
     # Every drop is audited as the client's, never as the gateway's failure.
     assert [r for r in records if r["status"] == 500 or r["error_type"] == "api_error"] == []
     assert any(r["error_type"] == "client_closed" or r["status"] == 499 for r in records)
+
+
+async def _no_ledger(_day: str) -> dict[str, int]:
+    return {}
+
+
+async def _keep(_d: dict[tuple[str, str], int], _day: str) -> dict[str, int]:
+    return {}
+
+
+async def test_a_replica_whose_clock_is_off_charges_redis_s_day(redis_db: RedisServer) -> None:
+    """Attack on clock skew: round-robin requests onto a replica whose clock is a day (or a few
+    minutes past midnight) ahead. It named the day counter after its own clock, found it empty
+    ("not seeded") and gave the key a fresh daily budget. Redis's clock decides the day now.
+
+    Two RedisAdmission instances on one real Redis, as two replicas; the skewed one's clock is
+    shifted while it decides (the clock being the thing attacked)."""
+    from unittest import mock
+
+    import claudegate_gateway.admission_redis as admission_redis
+    from claudegate_gateway.admission_redis import RedisAdmission
+    from claudegate_gateway.errors import GatewayError
+    from claudegate_gateway.keystore import Client, Scopes
+    from claudegate_gateway.stateconfig import RedisState
+
+    state = RedisState(url=redis_db.url, password_file=redis_db.password_file)
+    honest = RedisAdmission(state, "honest", in_flight_per_key=8, load_daily=_no_ledger, add_daily=_keep)
+    skewed = RedisAdmission(state, "skewed", in_flight_per_key=8, load_daily=_no_ledger, add_daily=_keep)
+    await honest.start()
+    await skewed.start()
+    client = Client("budget", "cgk_budgetbudg", Scopes(daily_tokens=1000), None, None)
+    real = time.time
+    try:
+        first = await honest.reserve(client, 900)
+        honest.settle(first, 900)
+        for ahead in (86_400.0, 3 * 86_400.0, -86_400.0):
+            with mock.patch.object(admission_redis.time, "time", lambda a=ahead: real() + a):
+                try:
+                    await skewed.reserve(client, 900)
+                except GatewayError as err:
+                    assert err.error_type == "rate_limit_error" and "daily budget" in err.message, err.message
+                else:
+                    raise AssertionError(f"a replica {ahead:+.0f} s off admitted 900 more tokens on a 1000 day")
+        # Redis holds one day counter for the key: today's by Redis's clock.
+        day = time.strftime("%Y-%m-%d", time.gmtime(int(redis_db.cli("TIME").split()[0])))
+        assert redis_db.cli("KEYS", "cg:{budget}:day:*").split() == [f"cg:{{budget}}:day:{day}"]
+    finally:
+        await honest.stop()
+        await skewed.stop()
