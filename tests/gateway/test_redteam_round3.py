@@ -161,6 +161,16 @@ UNREAD = {
     "a tool_result tool_use_id": message([{"type": "tool_result", "tool_use_id": GITHUB, "content": "x"}]),
     "a server tool result's tool_use_id": message([{"type": "web_search_tool_result", "tool_use_id": GITHUB,
                                                     "content": []}]),
+    "a text block's extra field": message([{"type": "text", "text": "a", "note": SECRET}]),
+    "an extra field's name": message([{"type": "text", "text": "a", SECRET: 1}]),
+    "a tool_result's extra field": message([{"type": "tool_result", "tool_use_id": "t", "content": "x",
+                                             "note": {"deep": [SECRET]}}]),
+    "a document's extra field": message([{"type": "document", "note": SECRET,
+                                          "source": {"type": "text", "media_type": "text/plain", "data": "x"}}]),
+    "a thinking block's extra field": {**message(), "messages": [
+        {"role": "user", "content": "a"},
+        {"role": "assistant", "content": [{"type": "thinking", "thinking": "t", "signature": "s", "x": SECRET}]},
+    ]},
 }
 
 

@@ -52,6 +52,19 @@ _KNOWN_BLOCK_TYPES = frozenset({
     "bash_code_execution_tool_result_error", "text_editor_code_execution_tool_result_error",
     "tool_reference", "tool_search_tool_search_result",
 })
+# The fields each block type of the API has that the walker reads (or that
+# are opaque by design). Any other field of such a block is not the API's:
+# upstream refuses it, after reading it; it is scanned, fixed.
+_BLOCK_FIELDS: dict[str, frozenset[str]] = {
+    "text": frozenset({"type", "text", "citations", "cache_control"}),
+    "thinking": frozenset({"type", "thinking", "signature"}),
+    "redacted_thinking": frozenset({"type", "data"}),
+    "image": frozenset({"type", "source", "cache_control"}),
+    "document": frozenset({"type", "source", "title", "context", "citations", "cache_control"}),
+    **{k: frozenset({"type", "id", "name", "server_name", "input", "cache_control"}) for k in _TOOL_USE_TYPES},
+    **{k: frozenset({"type", "tool_use_id", "content", "is_error", "cache_control"}) for k in _TOOL_RESULT_TYPES},
+}
+_TEXT_FAST = frozenset({"type", "text", "cache_control"})
 # Ids a client chooses (upstream checks only their alphabet, which a token
 # fits) and upstream quotes back in its errors: scanned, fixed.
 _ID_KEYS = ("id", "tool_use_id")
@@ -116,6 +129,7 @@ def _collect(body: Mapping[str, Any], *, fixed: bool = False) -> list[_Piece]:
                     cites = node.get("citations")
                     if isinstance(cites, list) and cites:
                         push((_M_JSON, cites, (*path, "citations")))
+                    _push_extra(node, "text", path, push)
                 else:
                     _push_block(node, kind, path, push)
                 continue
@@ -133,7 +147,7 @@ def _collect(body: Mapping[str, Any], *, fixed: bool = False) -> list[_Piece]:
                 n, i = len(node), 0
                 while i < n:
                     block = node[i]
-                    if isinstance(block, dict) and block.get("type") == "text" and not block.get("citations"):
+                    if isinstance(block, dict) and block.get("type") == "text" and block.keys() <= _TEXT_FAST:
                         text = block.get("text")
                         if isinstance(text, str) and text:
                             add((_VALUE, (*path, i, "text"), text))
@@ -314,6 +328,7 @@ def _push_block(
         # its error message), so everything is scanned, and none rewritten.
         push((_M_FIXED, {k: v for k, v in node.items() if k not in _ID_KEYS}, path))
         return
+    _push_extra(node, kind, path, push)
     if kind in _TOOL_USE_TYPES:
         if "input" in node:
             push((_M_JSON, node["input"], (*path, "input")))
@@ -360,3 +375,13 @@ def _push_source(node: Any, path: Path, push: Callable[[tuple[int, Any, Path]], 
         push((_M_STR, node.get("url"), (*path, "url")))
 
 
+def _push_extra(node: dict[Any, Any], kind: str, path: Path, push: Callable[[tuple[int, Any, Path]], None]) -> None:
+    """Fields a block of this API type does not have (``{"type": "text", "text": .., "x": SECRET}``): fixed."""
+    fields = _BLOCK_FIELDS.get(kind)
+    if fields is None or node.keys() <= fields:
+        return
+    for k, v in node.items():
+        if k not in fields:
+            push((_M_FIXED, v, (*path, k)))
+            if isinstance(k, str) and k:
+                push((_M_KEY, (_FIXED_KEY, k), path))
