@@ -676,7 +676,7 @@ def test_config_errors_name_the_key_and_the_fix(rules: Any, where: str, fix: str
 
 
 def test_config_error_index_points_at_the_bad_rule() -> None:
-    rules = [{"name": "a", "pattern": "x"}, {"name": "b", "detectors": ["all"]}, {"name": "c", "pattern": "(("}]
+    rules: list[dict[str, Any]] = [{"name": "a", "pattern": "x"}, {"name": "b", "detectors": ["all"]}, {"name": "c", "pattern": "(("}]
     with pytest.raises(ConfigError, match=r"^<config>: filters\[2\]\.pattern: "):
         FilterPolicy.from_config(rules)
 

@@ -227,7 +227,6 @@ async def test_a_replica_whose_clock_is_off_charges_redis_s_day(redis_db: RedisS
     shifted while it decides (the clock being the thing attacked)."""
     from unittest import mock
 
-    import claudegate_gateway.admission_redis as admission_redis
     from claudegate_gateway.admission_redis import RedisAdmission
     from claudegate_gateway.errors import GatewayError
     from claudegate_gateway.keystore import Client, Scopes
@@ -244,7 +243,8 @@ async def test_a_replica_whose_clock_is_off_charges_redis_s_day(redis_db: RedisS
         first = await honest.reserve(client, 900)
         honest.settle(first, 900)
         for ahead in (86_400.0, 3 * 86_400.0, -86_400.0):
-            with mock.patch.object(admission_redis.time, "time", lambda a=ahead: real() + a):
+            # The time module is one object: admission_redis reads this same clock.
+            with mock.patch.object(time, "time", lambda a=ahead: real() + a):
                 try:
                     await skewed.reserve(client, 900)
                 except GatewayError as err:
