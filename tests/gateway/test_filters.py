@@ -410,9 +410,17 @@ def test_opaque_content_is_not_scanned(where: str) -> None:
     assert apply(DEFAULT, user([block])).verdicts == []
 
 
-def test_structural_fields_are_left_alone() -> None:
+def test_tool_ids_are_fixed_fields() -> None:
+    """A client picks tool_use ids (upstream checks only [A-Za-z0-9_-], which a token fits) and
+    upstream quotes them in errors: scanned, and a match blocks (an id cannot be rewritten alone).
+    (Red team round 3; they were left alone before.)"""
     body = user([tool_use({"q": "fine"}) | {"id": VISA}, tool_result("ok") | {"tool_use_id": VISA}])
-    assert apply(DEFAULT, body).verdicts == []
+    assert apply(DEFAULT, body).blocked is not None
+    result = apply(REDACT, body)
+    assert result.blocked is not None and result.blocked.action == "block"
+    real = user([tool_use({"q": "fine"}) | {"id": "toolu_01A09q90qw90lq917835lq9"},
+                 tool_result("ok") | {"tool_use_id": "toolu_01A09q90qw90lq917835lq9"}])
+    assert apply(DEFAULT, real).verdicts == []
 
 
 def test_redacted_key_is_renamed_and_clashes_are_numbered() -> None:
@@ -668,7 +676,7 @@ def test_config_errors_name_the_key_and_the_fix(rules: Any, where: str, fix: str
 
 
 def test_config_error_index_points_at_the_bad_rule() -> None:
-    rules = [{"name": "a", "pattern": "x"}, {"name": "b", "detectors": ["all"]}, {"name": "c", "pattern": "(("}]
+    rules: list[dict[str, Any]] = [{"name": "a", "pattern": "x"}, {"name": "b", "detectors": ["all"]}, {"name": "c", "pattern": "(("}]
     with pytest.raises(ConfigError, match=r"^<config>: filters\[2\]\.pattern: "):
         FilterPolicy.from_config(rules)
 

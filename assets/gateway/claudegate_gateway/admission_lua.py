@@ -26,7 +26,7 @@ from __future__ import annotations
 LIBRARY_NAME = "claudegate"
 # Bumped whenever the code below changes: a replica loads its own version
 # (FUNCTION LOAD REPLACE) only when the server has an older one.
-LIBRARY_VERSION = 1
+LIBRARY_VERSION = 2  # 2: reserve checks the caller's UTC day against Redis's clock
 WINDOW_MS = 60_000
 
 LIBRARY = f"""#!lua name={LIBRARY_NAME}
@@ -64,7 +64,10 @@ local function tokens_wait(tpm, amt, total, need, limit, now)
 end
 
 -- KEYS: rpm tpm amt tot day fly
--- ARGV: hold tokens rpm_limit tpm_limit day_limit fly_limit lease_ms day_ttl_s  (a limit < 0: none)
+-- ARGV: hold tokens rpm_limit tpm_limit day_limit fly_limit lease_ms day_ttl_s [day_no]  (a limit < 0: none)
+-- day_no: the UTC day (ms // 86400000) the caller named `day` after; if Redis's
+-- clock says another day, nothing is taken and the verdict is 'day' (the
+-- caller's clock is off, or midnight passed): it asks again with Redis's day.
 -- -> {{verdict, used, limit, wait_ms, now_ms, rpm_used, tpm_used, day_used}}
 local function reserve(keys, args)
   local rpm, tpm, amt, tot, day, fly = keys[1], keys[2], keys[3], keys[4], keys[5], keys[6]
@@ -73,7 +76,9 @@ local function reserve(keys, args)
   local rpm_limit, tpm_limit = tonumber(args[3]), tonumber(args[4])
   local day_limit, fly_limit = tonumber(args[5]), tonumber(args[6])
   local lease, day_ttl = tonumber(args[7]), tonumber(args[8])
+  local day_no = tonumber(args[9])
   local now = now_ms()
+  if day_no and math.floor(now / 86400000) ~= day_no then return {{'day', 0, 0, 0, now, 0, 0, 0}} end
 
   local flying = 0
   if fly_limit >= 0 then

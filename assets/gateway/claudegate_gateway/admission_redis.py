@@ -142,6 +142,7 @@ class RedisAdmission:
         self._unsettled: deque[tuple[tuple[str, ...], list[str]]] = deque(maxlen=MAX_UNSETTLED)
         self._pending: dict[tuple[str, str], int] = {}  # ledger deltas not yet in the keystore
         self._snap: dict[str, tuple[float, int, int]] = {}  # name -> (redis now s, requests, tokens)
+        self._clock_offset_ms = 0.0  # Redis's clock minus this host's, from the last reserve
         self._tasks: set[asyncio.Task[Any]] = set()
         self._beat: asyncio.Task[None] | None = None
 
@@ -234,21 +235,35 @@ class RedisAdmission:
         if not self.up:
             return self._local(client, tokens)
         s = client.scopes
-        now_ms = time.time() * 1000
-        day = _utc_day(now_ms)
-        keys = _keys(client.name, day)
+        # The day is Redis's, not this host's: a replica whose clock is off
+        # (or a request at midnight) would charge another day's counter, a
+        # fresh budget. Guessed from the clock and the last offset seen;
+        # Redis checks it, and says which day it is when the guess is wrong.
+        now_ms = time.time() * 1000 + self._clock_offset_ms
         hold_id = f"{self.replica}:{next(self._seq)}"
-        args = (
-            hold_id, tokens,
-            -1 if s.rpm is None else s.rpm, -1 if s.tpm is None else s.tpm,
-            -1 if s.daily_tokens is None else s.daily_tokens, self.in_flight_per_key,
-            self.lease_ms, DAY_TTL,
-        )  # fmt: skip
         try:
-            reply = await self._call_reserve(keys, args)
+            for _ in range(3):
+                day_no = int(now_ms // 86_400_000)
+                day = _utc_day(day_no * 86_400_000)
+                keys = _keys(client.name, day)
+                args = (
+                    hold_id, tokens,
+                    -1 if s.rpm is None else s.rpm, -1 if s.tpm is None else s.tpm,
+                    -1 if s.daily_tokens is None else s.daily_tokens, self.in_flight_per_key,
+                    self.lease_ms, DAY_TTL, day_no,
+                )  # fmt: skip
+                reply = await self._call_reserve(keys, args)
+                self._clock_offset_ms = int(reply[4]) - time.time() * 1000
+                if reply[0] != "day":
+                    break
+                now_ms = float(reply[4])
+            else:
+                raise _budget_unknown()
             if reply[0] == "seed":
                 await self._seed(client.name, day, keys[4])
                 reply = await self._call_reserve(keys, args)
+                if reply[0] == "day":  # midnight passed while seeding: the client tries again
+                    raise _budget_unknown()
         except (RedisError, OSError) as exc:
             self._down(exc)
             return self._local(client, tokens)

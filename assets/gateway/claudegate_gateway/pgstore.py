@@ -17,6 +17,8 @@ when PostgreSQL is away.
 * PostgreSQL unreachable: keys this replica knows keep working from its
   cache (bounded in entries and in age, ``cache_seconds``); a key it does not
   know, and every write (new keys, owned objects), fails closed with a 503.
+  Ids that name no key are remembered apart, in a bound of their own: a
+  client sending random keys cannot push known keys out of the cache.
   The listening connection is re-made every fraction of a second; once it
   is back the whole cache is dropped, so a revocation made during the outage
   applies within a second of PostgreSQL's return.
@@ -49,6 +51,23 @@ from claudegate_gateway.ownership import ObjectKind
 from claudegate_gateway.stateconfig import PostgresState
 
 log = logging.getLogger("claudegate.gateway")
+
+
+class _OneLine(logging.Filter):
+    """asyncpg's pool logs a full traceback each time it fails to refill during an outage
+    (every few seconds): the outage is already said in one line by this module, so its
+    records keep their message and the exception's name, not the stack."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[0] is not None:
+            record.msg = f"{record.getMessage()} ({record.exc_info[0].__name__})"
+            record.args = None
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+logging.getLogger("asyncpg.pool").addFilter(_OneLine())
 
 CHANNEL = "claudegate_keys"
 # pg_advisory_xact_lock key: "cgmi" (claudegate migrations).
@@ -169,7 +188,10 @@ class PgKeyStore:
         self._pool: asyncpg.Pool | None = None
         self._listener: asyncpg.Connection | None = None
         self._watch: asyncpg.Connection | None = None
-        self._cache: OrderedDict[str, _Cached | None] = OrderedDict()
+        self._cache: OrderedDict[str, _Cached] = OrderedDict()  # known keys (revoked ones included)
+        # Public ids PostgreSQL said no key has. Apart from _cache: anyone can
+        # make up ids, and in one LRU they would evict the known keys.
+        self._unknown: OrderedDict[str, None] = OrderedDict()
         self._gen = 0  # moves on every notification and every cache drop
         self.listening = False
         self._task: asyncio.Task[None] | None = None
@@ -246,12 +268,14 @@ class PgKeyStore:
     def _notified(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
         name, _, _epoch = payload.rpartition(":")
         self._gen += 1
-        for public in [p for p, c in self._cache.items() if c is None or c.client.name == name]:
-            del self._cache[public]  # that client's keys, and every "unknown": it may be a new key
+        for public in [p for p, c in self._cache.items() if c.client.name == name]:
+            del self._cache[public]  # that client's keys
+        self._unknown.clear()  # and every "unknown": it may be a new key
 
     def _drop_all(self) -> None:
         self._gen += 1
         self._cache.clear()
+        self._unknown.clear()
 
     @property
     def owners(self) -> PgKeyStore:
@@ -282,12 +306,13 @@ class PgKeyStore:
         if public is None:
             return None
         wall = time.time() if now is None else now
-        known = public in self._cache
         cached = self._cache.get(public)
+        known = cached is not None or public in self._unknown
         # Without the listening connection a cached answer may be stale: served
         # only while younger than cache_seconds (and an unknown id is asked again).
         if known and (self.listening or (cached is not None and wall - cached.at < self.state.cache_seconds)):
-            self._cache.move_to_end(public)
+            if cached is not None:
+                self._cache.move_to_end(public)
         else:
             cached = await self._load(public, wall)
         if cached is None or cached.revoked:
@@ -319,9 +344,15 @@ class PgKeyStore:
                 entry = _Cached(bytes(row["digest"]), client, row["revoked_at"] is not None, wall)
             if gen == self._gen:  # no change was announced while the answer travelled
                 if self.listening:
-                    self._cache[public] = entry
-                    if len(self._cache) > self.state.cache_entries:
-                        self._cache.popitem(last=False)
+                    if entry is None:
+                        self._unknown[public] = None
+                        if len(self._unknown) > self.state.cache_entries:
+                            self._unknown.popitem(last=False)
+                    else:
+                        self._unknown.pop(public, None)
+                        self._cache[public] = entry
+                        if len(self._cache) > self.state.cache_entries:
+                            self._cache.popitem(last=False)
                 return entry
         return entry
 

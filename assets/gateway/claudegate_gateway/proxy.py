@@ -437,7 +437,8 @@ class Gateway:
             return web.Response(status=upstream.status, body=self._filter_error(data, ex), headers=headers)
         lines = ResultsFilter(rf) if rf is not None else None
         response = web.StreamResponse(status=upstream.status, headers=headers)
-        await response.prepare(request)
+        if not await _prepared(response, request, ex):
+            return response
         try:
             async for chunk in upstream.content.iter_chunked(_CHUNK):
                 out = chunk if lines is None else lines.feed(chunk)
@@ -469,7 +470,8 @@ class Gateway:
         headers["cache-control"] = "no-cache"
         headers["x-accel-buffering"] = "no"
         response = web.StreamResponse(status=upstream.status, headers=headers)
-        await response.prepare(request)
+        if not await _prepared(response, request, ex):
+            return response  # the reservation stays: no final usage came through
         self.metrics.active_streams += 1
         ended = False
         try:
@@ -593,3 +595,15 @@ class Gateway:
             kind = "permission_error" if result.status == 403 else "invalid_request_error"
             raise GatewayError(kind, f"The file was blocked by the gateway's filter rule {result.blocked.rule!r}")
         return await upstream_body(upload)
+
+
+async def _prepared(response: web.StreamResponse, request: web.Request, ex: Exchange) -> bool:
+    """Send the status line and headers; False when the client left just before (an audited
+    client disconnect, not a 500 with a traceback). aiohttp's own finishing of the unprepared
+    response meets the same closed transport and ends quietly."""
+    try:
+        await response.prepare(request)
+    except (ConnectionResetError, aiohttp.ClientConnectionResetError):
+        ex.error_type = "client_closed"
+        return False
+    return True

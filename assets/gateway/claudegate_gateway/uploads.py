@@ -188,6 +188,18 @@ async def filter_upload(apply: ApplyPolicy, upload: Upload) -> FilterResult:
         upload.filename = new_blocks[0]["text"]
         upload.data = how.encode(new_blocks[1]["text"])
         upload.redacted = True
+    if how.bom and how.codec != "utf-8" and result.blocked is None:
+        # A UTF-16/32 mark decides how *we* read the file, not how upstream
+        # or the model will: "\xff\xfe" + ASCII reads as CJK here and as the
+        # ASCII (after two junk bytes) there. The bytes that would go upstream
+        # are read once more, a byte a character; a match left there blocks.
+        shadow = await apply({"messages": [{"role": "user", "content": [
+            {"type": "text", "text": upload.data.decode(_FALLBACK)}]}]}, len(upload.data))
+        if shadow.blocked is not None or shadow.changed:
+            rule = shadow.blocked or shadow.verdicts[0]
+            blocked = replace(rule, action="block")
+            status = shadow.status if shadow.blocked is not None else 400
+            return replace(result, changed=False, blocked=blocked, status=status, verdicts=[blocked, *result.verdicts])
     return result
 
 

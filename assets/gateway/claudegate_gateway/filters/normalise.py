@@ -21,6 +21,9 @@ _IGNORABLE_RANGES: tuple[tuple[int, int], ...] = (
     (0x2060, 0x206F), (0x3164, 0x3164), (0xFE00, 0xFE0F), (0xFEFF, 0xFEFF),
     (0xFFA0, 0xFFA0), (0xFFF0, 0xFFF8), (0x1BCA0, 0x1BCA3), (0x1D173, 0x1D17A),
     (0xE0000, 0xE0FFF),
+    # Not Default_Ignorable, but format characters no font draws (interlinear
+    # annotation anchor/separator/terminator): found splitting keys by the red team.
+    (0xFFF9, 0xFFFB),
 )
 
 
@@ -39,6 +42,24 @@ def _to_ranges(codepoints: Sequence[int]) -> list[tuple[int, int]]:
 
 
 _IGNORABLE_RE = re.compile(f"[{_char_class(_IGNORABLE_RANGES)}]+")
+# Latin letters with diacritics and their ASCII letter ("Á" -> "A"): folded
+# one char to one char (below), and a base stray marks may follow.
+_LATIN_MARKED: dict[int, int] = {}
+for _cp in range(0xC0, 0x2000):
+    _parts = unicodedata.normalize("NFD", chr(_cp))
+    if len(_parts) > 1 and _parts[0].isascii() and _parts[0].isalnum() and all(
+        unicodedata.combining(c) for c in _parts[1:]
+    ):
+        _LATIN_MARKED[_cp] = ord(_parts[0])
+# Combining marks still standing after NFKC on printable ASCII or a marked
+# Latin letter (no precomposed form exists: "Q" + U+0301, "_" + U+0301, or a
+# second mark on "Á"): a reader sees the character, a regex a foreign one
+# inside the key. Removed (red team round 3); marks on other scripts' letters
+# are the text's own and stay.
+_STRAY_MARKS_RE = re.compile(
+    "(?<=[\\x20-\\x7e" + _char_class(_to_ranges(list(_LATIN_MARKED))) + "])"
+    "[\\u0300-\\u036f\\u1ab0-\\u1aff\\u1dc0-\\u1dff\\u20d0-\\u20ff\\ufe20-\\ufe2f]+"
+)
 # The ASCII fast path (ASCII text is already NFKC) must still drop these.
 _CONTROL_RE = re.compile(f"[{_char_class(_CONTROL_RANGES)}]")
 
@@ -60,6 +81,10 @@ _FOLD_PAIRS = (
     "-‐ -‑ -‒ -– -— -― -− -⁃ -˗ -﹘"
 )
 _FOLD: dict[int, int] = {ord(p[1]): ord(p[0]) for p in _FOLD_PAIRS.split()}
+# Latin letters with diacritics -> the ASCII letter: "A" + U+0301 composes
+# to "Á" under NFKC, which a reader takes for the A of a key.
+for _cp, _base in _LATIN_MARKED.items():
+    _FOLD.setdefault(_cp, _base)
 
 
 @functools.cache
@@ -130,10 +155,10 @@ def _normalise(s: str) -> str:
     """
     if _IGNORABLE_RE.search(s) is None:
         if unicodedata.is_normalized("NFKC", s):
-            return s
+            return _STRAY_MARKS_RE.sub("", s)
     else:
         s = _IGNORABLE_RE.sub("", s)
-    return _IGNORABLE_RE.sub("", unicodedata.normalize("NFKC", s))
+    return _STRAY_MARKS_RE.sub("", _IGNORABLE_RE.sub("", unicodedata.normalize("NFKC", s)))
 
 
 _MAX_MAP_UNITS = 200_000
@@ -169,7 +194,7 @@ def _offset_map(s: str, view: str) -> _Map | None:
             oend.append(-1)
             v += a - last
         if text:
-            text = _IGNORABLE_RE.sub("", unicodedata.normalize("NFKC", text))
+            text = _STRAY_MARKS_RE.sub("", _IGNORABLE_RE.sub("", unicodedata.normalize("NFKC", text)))
         if text:
             parts.append(text)
             vstart.append(v)

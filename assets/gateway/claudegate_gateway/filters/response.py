@@ -129,7 +129,10 @@ class ResponseFilter:
             return MessageResult(doc, False, tally)
         out = copy.deepcopy(doc)
         changed = False
-        tail: str | None = None  # the end of the last text block, for matches across two
+        # The end of the text so far (all text blocks, ``window`` characters),
+        # for matches across blocks: across the last one only, a secret in
+        # three blocks with a short middle one went through.
+        tail: str | None = None
         for block in out["content"]:
             if not isinstance(block, dict):
                 continue
@@ -137,7 +140,7 @@ class ResponseFilter:
             if kind == "text" and isinstance(block.get("text"), str):
                 if tail is not None:
                     self.crossing(tail, block["text"], tally)
-                tail = block["text"]
+                tail = ((tail or "") + block["text"])[-self.window:]
             if kind in ("text", "thinking"):
                 key = "text" if kind == "text" else "thinking"
                 changed |= self._text_field(block, key, tally)

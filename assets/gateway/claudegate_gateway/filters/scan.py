@@ -69,12 +69,14 @@ class _View:
     """The pieces of one view (folded or not): alone, glued, paired and space-joined.
 
     * ``j0`` glues every value: a secret split over any number of pieces;
-    * ``pairs`` glue each two neighbours and put a hard stop (:data:`_STOP`)
-      around them, once for the even and once for the odd pairs. In ``j0``
-      the text around a split secret touches it (``AKIA..`` + ``..MPLE`` +
-      ``xyz`` reads ``..MPLExyz``, no longer a whole token; a digit after a
-      split card makes it a longer number); in a pair join it ends where the
-      pieces end, whatever the next piece starts with;
+    * ``pairs`` glue runs of 2, 3 and 4 neighbours and put a hard stop
+      (:data:`_STOP`) around each run, once for every alignment (so every
+      window of 2 to :data:`_MAX_RUN` consecutive values is one run in one
+      join). In ``j0`` the text around a split secret touches it
+      (``AKIA..`` + ``..MPLE`` + ``xyz`` reads ``..MPLExyz``, no longer a
+      whole token; a digit after a split card makes it a longer number); in
+      a run join it ends where the pieces end, whatever the next piece
+      starts with. Built only when a matcher's gate holds on ``j0`` (rare);
     * ``j1`` joins with a space and keeps keys, so a label key meets its value.
 
     Dict keys (and fixed values, see _Scan) are left out of the glued joins:
@@ -82,30 +84,51 @@ class _View:
     catches a secret split across them.
     """
 
-    __slots__ = ("j0", "j1", "pairs", "single", "texts")
+    __slots__ = ("_pairs", "_values", "j0", "j1", "single", "texts")
 
     def __init__(self, texts: list[str], is_key: list[bool]) -> None:
         self.texts = texts
         self.single = len(texts) == 1
         self.j1 = _JoinText(texts, " ")
         self.j0 = self.j1
-        self.pairs: tuple[_JoinText, ...] = ()
+        self._values: list[str] = []
+        self._pairs: tuple[_JoinText, ...] | None = () if self.single else None
         if not self.single:
-            values = ["" if key else t for t, key in zip(texts, is_key, strict=True)]
-            self.j0 = _JoinText(values, "")
+            self._values = ["" if key else t for t, key in zip(texts, is_key, strict=True)]
+            self.j0 = _JoinText(self._values, "")
+
+    @property
+    def pairs(self) -> tuple[_JoinText, ...]:
+        if self._pairs is None:
+            values = self._values
             # Pieces with text, in order; keys and empty pieces are skipped so
-            # a pair is two neighbouring values.
+            # a run is of neighbouring values.
             live = [k for k, t in enumerate(values) if t]
-            if len(live) > 1:
-                self.pairs = tuple(_JoinText(values, _pair_seps(len(values), live, parity)) for parity in (0, 1))
+            self._pairs = tuple(
+                _JoinText(values, _run_seps(len(values), live, size, offset))
+                for size in range(2, min(_MAX_RUN, len(live)) + 1)
+                for offset in range(size)
+            )
+        return self._pairs
 
 
-def _pair_seps(n: int, live: list[int], parity: int) -> list[str]:
-    """Separators gluing live pieces by rank (0,1), (2,3)... (parity 0) or 0, (1,2), (3,4)... (parity 1)."""
+# Runs of up to this many pieces are joined with stops around them. Before
+# runs of three and four, a secret cut in three with a word character on both
+# sides (``x`` + ``AKIAIOSF`` + ``ODNN7`` + ``EXAMPLE`` + ``x``) matched in no
+# join at all. A secret in five or more pieces with word characters touching
+# both ends is still only seen by ``j0``/``j1`` (see the README).
+_MAX_RUN = 4
+
+
+def _run_seps(n: int, live: list[int], size: int, offset: int) -> list[str]:
+    """Separators gluing live pieces by rank into runs of ``size``, the first run cut short to ``offset``.
+
+    size 2: (0,1), (2,3)... for offset 0, and 0, (1,2), (3,4)... for offset 1.
+    """
     seps = [""] * n
     for rank, k in enumerate(live):
-        if rank and (rank - parity) % 2 == 0:
-            seps[k] = _STOP  # a new pair (or, for parity 1, the first pair) starts here
+        if rank and (rank - offset) % size == 0:
+            seps[k] = _STOP  # a new run starts here
     return seps
 
 
@@ -205,7 +228,12 @@ class _Scan:
             if last != first:  # the region spans pieces: look for matches across them
                 self._joined(m, j1, hits, a, b)
         if not view.single:
-            for jt in (view.j0, *view.pairs):
+            glued = regions(view.j0.t)
+            for a, b in glued:
+                if not view.j0.inside_one(a, b):
+                    self._joined(m, view.j0, hits, a, b)
+            # The run joins are j0 with stops added: no region there, none in them.
+            for jt in view.pairs if glued else ():
                 for a, b in regions(jt.t):
                     if not jt.inside_one(a, b):
                         self._joined(m, jt, hits, a, b)

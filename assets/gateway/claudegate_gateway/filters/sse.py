@@ -130,7 +130,8 @@ class StreamFilter:
                 delta_type = _BLOCK_MODES[block["type"]]
                 self._channels[(index, delta_type)] = self.rf.channel(_MODES[delta_type], self.tally)
                 if block["type"] == "text":
-                    self._tails[index] = ""
+                    # Running on from the text before: a match may span more than two blocks.
+                    self._tails[index] = self._tail or ""
                     if self._tail:
                         self._heads[index] = ""
             elif isinstance(index, int) and isinstance(block, dict) and block.get("type") not in _UNSCANNED_BLOCKS:

@@ -38,6 +38,37 @@ _OPAQUE_KEYS = frozenset({
     "citations", "encrypted_content", "encrypted_index", "file_id",
 })
 
+# Content block types of the Messages API. A block of another type is
+# refused by upstream, but only after upstream has read it: its type and
+# every field (the opaque ones included) are scanned, fixed.
+_KNOWN_BLOCK_TYPES = frozenset({
+    "text", "image", "document", "search_result", "container_upload", *_TOOL_USE_TYPES, *_TOOL_RESULT_TYPES,
+    *_SKIP_TYPES, "web_search_tool_result", "web_fetch_tool_result", "code_execution_tool_result",
+    "bash_code_execution_tool_result", "text_editor_code_execution_tool_result", "tool_search_tool_result",
+    "web_search_result", "web_fetch_result", "code_execution_result", "code_execution_output",
+    "bash_code_execution_result", "bash_code_execution_output", "text_editor_code_execution_view_result",
+    "text_editor_code_execution_create_result", "text_editor_code_execution_str_replace_result",
+    "web_search_tool_result_error", "web_fetch_tool_error", "code_execution_tool_result_error",
+    "bash_code_execution_tool_result_error", "text_editor_code_execution_tool_result_error",
+    "tool_reference", "tool_search_tool_search_result",
+})
+# The fields each block type of the API has that the walker reads (or that
+# are opaque by design). Any other field of such a block is not the API's:
+# upstream refuses it, after reading it; it is scanned, fixed.
+_BLOCK_FIELDS: dict[str, frozenset[str]] = {
+    "text": frozenset({"type", "text", "citations", "cache_control"}),
+    "thinking": frozenset({"type", "thinking", "signature"}),
+    "redacted_thinking": frozenset({"type", "data"}),
+    "image": frozenset({"type", "source", "cache_control"}),
+    "document": frozenset({"type", "source", "title", "context", "citations", "cache_control"}),
+    **{k: frozenset({"type", "id", "name", "server_name", "input", "cache_control"}) for k in _TOOL_USE_TYPES},
+    **{k: frozenset({"type", "tool_use_id", "content", "is_error", "cache_control"}) for k in _TOOL_RESULT_TYPES},
+}
+_TEXT_FAST = frozenset({"type", "text", "cache_control"})
+# Ids a client chooses (upstream checks only their alphabet, which a token
+# fits) and upstream quotes back in its errors: scanned, fixed.
+_ID_KEYS = ("id", "tool_use_id")
+
 Path = tuple[Any, ...]
 _PADDING = re.compile(r"=+")
 _NOT_B64 = re.compile(r"[^A-Za-z0-9+/=]")
@@ -98,6 +129,7 @@ def _collect(body: Mapping[str, Any], *, fixed: bool = False) -> list[_Piece]:
                     cites = node.get("citations")
                     if isinstance(cites, list) and cites:
                         push((_M_JSON, cites, (*path, "citations")))
+                    _push_extra(node, "text", path, push)
                 else:
                     _push_block(node, kind, path, push)
                 continue
@@ -115,7 +147,7 @@ def _collect(body: Mapping[str, Any], *, fixed: bool = False) -> list[_Piece]:
                 n, i = len(node), 0
                 while i < n:
                     block = node[i]
-                    if isinstance(block, dict) and block.get("type") == "text" and not block.get("citations"):
+                    if isinstance(block, dict) and block.get("type") == "text" and block.keys() <= _TEXT_FAST:
                         text = block.get("text")
                         if isinstance(text, str) and text:
                             add((_VALUE, (*path, i, "text"), text))
@@ -288,6 +320,15 @@ def _push_block(
 ) -> None:
     if not isinstance(kind, str):
         kind = None  # missing or malformed: walk its fields like an unknown type
+    for k in _ID_KEYS:
+        if isinstance(node.get(k), str):
+            push((_M_FIXED, node[k], (*path, k)))
+    if kind not in _KNOWN_BLOCK_TYPES:
+        # Not the API's: everything in it reaches upstream's validator (and
+        # its error message), so everything is scanned, and none rewritten.
+        push((_M_FIXED, {k: v for k, v in node.items() if k not in _ID_KEYS}, path))
+        return
+    _push_extra(node, kind, path, push)
     if kind in _TOOL_USE_TYPES:
         if "input" in node:
             push((_M_JSON, node["input"], (*path, "input")))
@@ -334,3 +375,13 @@ def _push_source(node: Any, path: Path, push: Callable[[tuple[int, Any, Path]], 
         push((_M_STR, node.get("url"), (*path, "url")))
 
 
+def _push_extra(node: dict[Any, Any], kind: str, path: Path, push: Callable[[tuple[int, Any, Path]], None]) -> None:
+    """Fields a block of this API type does not have (``{"type": "text", "text": .., "x": SECRET}``): fixed."""
+    fields = _BLOCK_FIELDS.get(kind)
+    if fields is None or node.keys() <= fields:
+        return
+    for k, v in node.items():
+        if k not in fields:
+            push((_M_FIXED, v, (*path, k)))
+            if isinstance(k, str) and k:
+                push((_M_KEY, (_FIXED_KEY, k), path))
