@@ -58,6 +58,7 @@ from cryptography import x509
 
 from claudegate import __version__
 from claudegate.errors import Cancelled, ConfigError
+from claudegate.knobs import probe_defaults
 from claudegate.redact import Secret, redact
 from claudegate.session import cancel as _cancel
 from claudegate.session.controls import current as _controls
@@ -104,6 +105,10 @@ BURST_CONCURRENCY = 16
 DETAIL_MAX = 400
 
 
+# What a deployment with deploy.yaml's defaults promises (the knob table).
+_DEFAULTS = probe_defaults()
+
+
 @dataclass(frozen=True)
 class SmokeTarget:
     """Where the gateway is and what to expect of it."""
@@ -118,7 +123,7 @@ class SmokeTarget:
     ca_file: Path | None = None
     client_key: str | Secret | None = field(default=None, repr=False)  # a gateway client key; never printed
     model: str = "claude-haiku-4-5"
-    max_body_bytes: int = 32 * 1024 * 1024
+    max_body_bytes: int = _DEFAULTS["max_body_bytes"]
     burst: int = 0  # requests fired to provoke a 429 (0 = skip that check)
     allowlist_probe: bool = False  # only where testable: needs probe_source
     cert_min_days: int = 7  # the certificate must stay valid at least this long

@@ -23,10 +23,12 @@ from claudegate.audit.runner import run_audit, select_probes
 from claudegate.audit.target import AuditTarget, RunClients
 from claudegate.audit.wire import Dial
 from claudegate.config.derive import GATEWAY_AUDIT_LOG as AUDIT_LOG
+from claudegate.config.derive import value_at
 from claudegate.config.model import DeployConfig
 from claudegate.connectors.base import Connector
 from claudegate.deploy.gateway_cli import AUDIT_CLIENT_PREFIX
 from claudegate.deploy.layout import HostLayout
+from claudegate.knobs import probe_values
 from claudegate.redact import Secret
 from claudegate.smoke import PACE_PATH
 
@@ -110,24 +112,17 @@ def target_for(
     # Where clients connect and what they trust: exactly as the smoke test sees it.
     smoke = smoke_target_for(cfg, trust=ca_file, client_key=None)
     https = cfg.ports.https
-    limits = cfg.limits
     open_ports = [cfg.ports.http, https]
     if not cfg.target.is_local:
         open_ports.append(cfg.target.port)  # the SSH port the deploy itself uses
+    # What the config promises, knob by knob (the knob table names the target's fields).
+    promised = probe_values(lambda loc: value_at(cfg, loc))
     return AuditTarget(
         base_url=smoke.base_url,
         connect_host=smoke.connect_host,
         http_port=smoke.http_port,
         ca_file=smoke.ca_file,
-        tls_profile=cfg.tls.profile,
-        max_body_bytes=smoke.max_body_bytes,
-        per_ip_burst=limits.per_ip.burst,
-        per_ip_rate=limits.per_ip.per_second,
-        per_key_burst=limits.per_key.burst,
-        per_key_rate=limits.per_key.per_second,
-        conn_per_ip=limits.connections_per_ip,
-        client_header_timeout=limits.timeouts.client_header,
-        client_body_timeout=limits.timeouts.client_body,
+        **promised,
         allowlist=tuple(str(c) for c in cfg.allowlist),
         probe_source=probe_source,
         clients=clients,

@@ -18,7 +18,8 @@ from datetime import UTC
 from typing import Any
 
 from claudegate.config.model import Client, DeployConfig
-from claudegate.edge.settings import EdgeSettings, size_in_bytes
+from claudegate.edge.settings import EdgeSettings
+from claudegate.knobs import EDGE_FIELDS, KNOBS
 
 __all__ = [
     "GATEWAY_API_KEY_FILE",
@@ -95,27 +96,7 @@ def edge_settings(cfg: DeployConfig, **overrides: Any) -> EdgeSettings:
     nginx listens on the published ports themselves (the compose file maps
     ``P:P``), so the http->https redirect names the port clients use.
     """
-    limits = cfg.limits
-    timeouts = limits.timeouts
-    values: dict[str, Any] = {
-        "domain": cfg.domain,
-        "http_port": cfg.ports.http,
-        "https_port": cfg.ports.https,
-        "tls_profile": cfg.tls.profile,
-        "per_ip": limits.per_ip,
-        "per_key": limits.per_key,
-        "conn_per_ip": limits.connections_per_ip,
-        "allow_cidrs": tuple(cfg.allowlist),
-        "trusted_proxy_cidrs": tuple(cfg.trusted_proxies),
-        "client_max_body_size": limits.max_body_size,
-        "client_header_timeout": timeouts.client_header,
-        "client_body_timeout": timeouts.client_body,
-        "send_timeout": timeouts.send,
-        "keepalive_timeout": timeouts.keepalive,
-        "proxy_connect_timeout": timeouts.upstream_connect,
-        "proxy_send_timeout": timeouts.upstream_send,
-        "proxy_read_timeout": timeouts.upstream_read,
-    }
+    values: dict[str, Any] = {name: value_at(cfg, loc) for name, loc in EDGE_FIELDS.items()}
     values.update(overrides)
     return EdgeSettings(**values)
 
@@ -127,23 +108,34 @@ def gateway_config(cfg: DeployConfig) -> dict[str, Any]:
     key and the pepper are files mounted at :data:`GATEWAY_API_KEY_FILE` and
     :data:`GATEWAY_PEPPER_FILE`, never values in this config.
     """
-    return {
+    out: dict[str, Any] = {
         "listen": f"{network_plan(cfg).subnet}:{GATEWAY_PORT}",
         "internal_listen": GATEWAY_INTERNAL_LISTEN,
-        "upstream": {
-            "base_url": cfg.upstream.base_url,
-            "api_key_file": GATEWAY_API_KEY_FILE,
-            "read_timeout": float(cfg.limits.timeouts.upstream_read),
-        },
+        "upstream": {"base_url": cfg.upstream.base_url, "api_key_file": GATEWAY_API_KEY_FILE},
         "keystore": GATEWAY_KEYSTORE,
         "pepper_file": GATEWAY_PEPPER_FILE,
         "audit_log": GATEWAY_AUDIT_LOG,
         "trusted_proxies": [str(network_plan(cfg).nginx_cidr)],
-        "max_body_bytes": size_in_bytes(cfg.limits.max_body_size),
-        # One knob for every request body nginx lets through, uploads included.
-        "max_upload_bytes": size_in_bytes(cfg.limits.max_body_size),
         **gateway_filters_config(cfg),
     }
+    # The knobs the gateway enforces too (the body limit, uploads included; the
+    # upstream read timeout), in its units.
+    for row in KNOBS:
+        for key in row.gateway:
+            *parents, leaf = key.split(".")
+            node = out
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[leaf] = row.gateway_value(value_at(cfg, row.loc))
+    return out
+
+
+def value_at(cfg: DeployConfig, loc: tuple[str, ...]) -> Any:
+    """deploy.yaml's value at ``loc`` (``("limits", "per_ip")``), defaults filled in."""
+    node: Any = cfg
+    for part in loc:
+        node = getattr(node, part)
+    return node
 
 
 def gateway_filters_config(cfg: DeployConfig) -> dict[str, Any]:

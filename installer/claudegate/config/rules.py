@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from pydantic import ValidationError
 
 from claudegate.config.filters import filter_problems
-from claudegate.edge.settings import size_in_bytes
+from claudegate.knobs import EDGE_FIELDS, knob, size_in_bytes
 
 if TYPE_CHECKING:
     from claudegate.config.model import DeployConfig
@@ -24,29 +24,10 @@ __all__ = ["EDGE_FIELDS", "Loc", "RuleProblem", "format_path", "rule_problems"]
 
 Loc = tuple[str | int, ...]
 
-#: EdgeSettings field -> where it comes from in deploy.yaml.
-EDGE_FIELDS: dict[str, Loc] = {
-    "domain": ("domain",),
-    "http_port": ("ports", "http"),
-    "https_port": ("ports", "https"),
-    "tls_profile": ("tls", "profile"),
-    "per_ip": ("limits", "per_ip"),
-    "per_key": ("limits", "per_key"),
-    "conn_per_ip": ("limits", "connections_per_ip"),
-    "allow_cidrs": ("allowlist",),
-    "trusted_proxy_cidrs": ("trusted_proxies",),
-    "client_max_body_size": ("limits", "max_body_size"),
-    "client_header_timeout": ("limits", "timeouts", "client_header"),
-    "client_body_timeout": ("limits", "timeouts", "client_body"),
-    "send_timeout": ("limits", "timeouts", "send"),
-    "keepalive_timeout": ("limits", "timeouts", "keepalive"),
-    "proxy_connect_timeout": ("limits", "timeouts", "upstream_connect"),
-    "proxy_send_timeout": ("limits", "timeouts", "upstream_send"),
-    "proxy_read_timeout": ("limits", "timeouts", "upstream_read"),
-}
+_BODY = knob("limits.max_body_size")
 
 #: The gateway refuses a smaller body limit (it must hold a request's JSON).
-MIN_BODY_BYTES = 1024
+MIN_BODY_BYTES = _BODY.minimum or 0
 
 # Names a public CA will not issue for.
 _RESERVED_SUFFIXES = (
@@ -212,9 +193,17 @@ def _limits(cfg: DeployConfig) -> Iterator[RuleProblem]:
     if size_in_bytes(size) < MIN_BODY_BYTES:
         yield RuleProblem(
             ("limits", "max_body_size"),
-            f"{size!r} is smaller than the gateway's minimum of 1k",
-            "set it to e.g. 32m (Anthropic's own request limit)",
+            f"{size!r} is smaller than the gateway's minimum of {_as_size(MIN_BODY_BYTES)}",
+            f"set it to e.g. {_BODY.default} (Anthropic's own request limit)",
         )
+
+
+def _as_size(count: int) -> str:
+    """1024 -> ``1k``: a byte count as deploy.yaml would write it."""
+    for unit, scale in (("m", 1024 * 1024), ("k", 1024)):
+        if count % scale == 0:
+            return f"{count // scale}{unit}"
+    return str(count)
 
 
 def _clients(cfg: DeployConfig) -> Iterator[RuleProblem]:

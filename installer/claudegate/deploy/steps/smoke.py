@@ -18,8 +18,8 @@ from claudegate.deploy.engine import Step
 from claudegate.deploy.release import parse_manifest
 from claudegate.deploy.services import gateway_spec_for, inspect, switch_nginx, wait_gateway_ready
 from claudegate.deploy.steps.clients import SMOKE_CLIENT, keys_dir, read_saved_key
-from claudegate.edge.settings import size_in_bytes
 from claudegate.errors import Cancelled, ClaudegateError, DeployFailed, SmokeTestFailed
+from claudegate.knobs import size_in_bytes
 from claudegate.redact import Secret
 from claudegate.session.cancel import NEVER
 from claudegate.smoke import SmokeTarget, run_smoke
