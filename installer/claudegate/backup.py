@@ -369,7 +369,7 @@ def restore_backup(
         for name in running:
             _host(cfg, connector, docker_cli.container_stop(name), f"stopping {name}")
         owner = f"{GATEWAY_UID}:{GATEWAY_GID}"
-        keystore = f"{layout.data}/keys.db"
+        keystore = layout.keystore
         _host(
             cfg, connector, ["rm", "-f", "--", f"{keystore}-wal", f"{keystore}-shm"], "removing the old WAL"
         )

@@ -7,7 +7,8 @@
 - :func:`client_scopes` -- that client's scopes as the keystore records them (for diffs);
 - :func:`network_plan` -- the private network's subnet and nginx's fixed address on it.
 
-Paths here are inside the containers; the deploy mounts the files there.
+Paths here are inside the containers (:mod:`claudegate.containers`, which
+ties each to the host directory the deploy mounts there).
 """
 
 from __future__ import annotations
@@ -18,6 +19,16 @@ from datetime import UTC
 from typing import Any
 
 from claudegate.config.model import Client, DeployConfig
+from claudegate.containers import (
+    API_KEY,
+    AUDIT_LOG,
+    GATEWAY_CONFIG,
+    GATEWAY_DATA,
+    GATEWAY_LOGS,
+    GATEWAY_SECRETS,
+    KEYSTORE,
+    PEPPER,
+)
 from claudegate.edge.settings import EdgeSettings
 from claudegate.knobs import EDGE_FIELDS, KNOBS
 
@@ -42,15 +53,15 @@ __all__ = [
 ]
 
 #: The gateway's config file inside its container.
-GATEWAY_CONFIG_PATH = "/etc/claudegate/gateway.yaml"
+GATEWAY_CONFIG_PATH = GATEWAY_CONFIG
 #: The gateway's command-line program inside its container.
 GATEWAY_PROGRAM = "claudegate-gateway"
 #: Secret files mounted read-only into the gateway container.
-GATEWAY_API_KEY_FILE = "/run/secrets/anthropic_api_key"
-GATEWAY_PEPPER_FILE = "/run/secrets/key_pepper"
+GATEWAY_API_KEY_FILE = GATEWAY_SECRETS.file(API_KEY)
+GATEWAY_PEPPER_FILE = GATEWAY_SECRETS.file(PEPPER)
 #: The gateway's state (volumes).
-GATEWAY_KEYSTORE = "/var/lib/claudegate/keys.db"
-GATEWAY_AUDIT_LOG = "/var/log/claudegate/audit.jsonl"
+GATEWAY_KEYSTORE = GATEWAY_DATA.file(KEYSTORE)
+GATEWAY_AUDIT_LOG = GATEWAY_LOGS.file(AUDIT_LOG)
 #: The public listener's port. It binds only the gateway's own address on the
 #: internal network (the config names the subnet; the gateway finds its
 #: address in it at start), never the egress network's: nothing but nginx
@@ -68,8 +79,9 @@ NGINX_HOST_INDEX = 2
 class NetworkPlan:
     """The private network between nginx and the gateway.
 
-    The compose file gives nginx the fixed ``nginx_address`` (``ipv4_address``)
-    so the gateway can trust forwarded-for headers from exactly that address.
+    nginx's container is attached to it with the fixed ``nginx_address``
+    (``docker network connect --ip``), so the gateway can trust forwarded-for
+    headers from exactly that address.
     """
 
     subnet: ipaddress.IPv4Network
@@ -93,7 +105,7 @@ def network_plan(cfg: DeployConfig) -> NetworkPlan:
 def edge_settings(cfg: DeployConfig, **overrides: Any) -> EdgeSettings:
     """The nginx edge for ``cfg``; ``overrides`` set EdgeSettings fields deploy.yaml has no key for.
 
-    nginx listens on the published ports themselves (the compose file maps
+    nginx listens on the published ports themselves (its container publishes
     ``P:P``), so the http->https redirect names the port clients use.
     """
     values: dict[str, Any] = {name: value_at(cfg, loc) for name, loc in EDGE_FIELDS.items()}

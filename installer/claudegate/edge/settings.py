@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from claudegate.containers import NGINX_ACME_WEBROOT, NGINX_TLS, TLS_CHAIN, TLS_FULLCHAIN, TLS_PRIVKEY
 from claudegate.knobs import BURST_BOUNDS, KNOBS, knob, per_second, size_in_bytes
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -122,11 +123,11 @@ class EdgeSettings(BaseModel):
         "tls_profile", description="Mozilla profile: intermediate = TLS 1.2 + 1.3, modern = TLS 1.3 only"
     )
     cert_path: SafePath = Field(
-        default="/etc/claudegate/tls/fullchain.pem", description="leaf followed by every intermediate"
+        default=NGINX_TLS.file(TLS_FULLCHAIN), description="leaf followed by every intermediate"
     )
-    key_path: SafePath = Field(default="/etc/claudegate/tls/privkey.pem")
+    key_path: SafePath = Field(default=NGINX_TLS.file(TLS_PRIVKEY))
     chain_path: SafePath = Field(
-        default="/etc/claudegate/tls/chain.pem", description="intermediates and root, for OCSP verification"
+        default=NGINX_TLS.file(TLS_CHAIN), description="intermediates and root, for OCSP verification"
     )
     ocsp_stapling: bool = Field(
         default=False, description="staple OCSP; keep off for Let's Encrypt, which ended OCSP in 2025"
@@ -178,7 +179,7 @@ class EdgeSettings(BaseModel):
     )
 
     # --- files and process -------------------------------------------------
-    acme_webroot: SafePath = Field(default="/var/www/acme", description="certbot --webroot path")
+    acme_webroot: SafePath = Field(default=NGINX_ACME_WEBROOT.inside, description="certbot --webroot path")
     # In the container both logs go to the container's stdout/stderr, which
     # Docker's json-file driver rotates by size (docker_cli.LOG_OPTIONS): no
     # file in the container or on the host grows without bound.
