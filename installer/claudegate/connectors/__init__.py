@@ -35,7 +35,7 @@ tool's known_hosts or a fingerprint the operator confirmed, and making it
 work would mean weakening host-key checking. The CLI over our connector keeps
 one connection, one host-key decision, one sudo story and one place that
 redacts errors, and its commands are plain argv lists that tests can assert.
-(The Docker SDK stays fine for the ``local`` target and for tests.)
+(The product does not use the Docker SDK at all: see docs/deploy.md.)
 
 The SSH names are imported lazily (paramiko takes ~100 ms to import, which
 ``claudegate --help`` should not pay).
