@@ -57,11 +57,11 @@ import httpx
 from cryptography import x509
 
 from claudegate import __version__
+from claudegate.control import cancel as _cancel
+from claudegate.control.controls import current as _controls
 from claudegate.errors import Cancelled, ConfigError
 from claudegate.knobs import probe_defaults
 from claudegate.redact import Secret, redact
-from claudegate.session import cancel as _cancel
-from claudegate.session.controls import current as _controls
 
 __all__ = [
     "CHECK_NAMES",

@@ -26,8 +26,12 @@ from claudegate.config.derive import GATEWAY_AUDIT_LOG as AUDIT_LOG
 from claudegate.config.derive import value_at
 from claudegate.config.model import DeployConfig
 from claudegate.connectors.base import Connector
+from claudegate.deploy import docker_cli
 from claudegate.deploy.gateway_cli import AUDIT_CLIENT_PREFIX
+from claudegate.deploy.gateway_keys import run_gateway_keys
 from claudegate.deploy.layout import HostLayout
+from claudegate.deploy.serving import serving_gateway_container, uses_sudo
+from claudegate.deploy.smoke_target import target_for as smoke_target_for
 from claudegate.knobs import probe_values
 from claudegate.redact import Secret
 from claudegate.smoke import PACE_PATH
@@ -107,8 +111,6 @@ def target_for(
     probe_source: str | None = None,
 ) -> AuditTarget:
     """The audit's view of a deployment: the public endpoint and what its config promises."""
-    from claudegate.deploy.steps.smoke import target_for as smoke_target_for
-
     # Where clients connect and what they trust: exactly as the smoke test sees it.
     smoke = smoke_target_for(cfg, trust=ca_file, client_key=None)
     https = cfg.ports.https
@@ -203,10 +205,6 @@ def connector_keys_and_log(
     gateway's user: the log is read where the gateway writes it, by the
     account that owns it, never by root along a path another uid controls.
     """
-    from claudegate.deploy import docker_cli
-    from claudegate.deploy.serving import serving_gateway_container, uses_sudo
-    from claudegate.keys import run_gateway_keys
-
     def keys(args: list[str]) -> str:
         return run_gateway_keys(cfg, connector, args, layout=layout)
 

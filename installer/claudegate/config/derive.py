@@ -16,9 +16,8 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 from datetime import UTC
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from claudegate.config.model import Client, DeployConfig
 from claudegate.containers import (
     API_KEY,
     AUDIT_LOG,
@@ -31,6 +30,9 @@ from claudegate.containers import (
 )
 from claudegate.edge.settings import EdgeSettings
 from claudegate.knobs import EDGE_FIELDS, KNOBS
+
+if TYPE_CHECKING:
+    from claudegate.config.model import Client, DeployConfig
 
 __all__ = [
     "GATEWAY_API_KEY_FILE",

@@ -40,10 +40,16 @@ from pydantic import (
     ValidationInfo,
     model_validator,
 )
-from pydantic_core import PydanticCustomError
 
+from claudegate.config.defaults import (
+    DEFAULT_ACME_DIRECTORY,
+    DEFAULT_NETWORK_SUBNET,
+    LETS_ENCRYPT_DIRECTORIES,
+)
 from claudegate.config.filters import FilterRule, Override
 from claudegate.config.operations import TEMPLATES, matches_an_operation
+from claudegate.config.problems import fail, format_path
+from claudegate.config.rules import rule_problems
 from claudegate.connectors.known_hosts import normalize_fingerprint
 from claudegate.edge.settings import MIN_TRUSTED_PREFIX, RateLimit, Size, default_zone
 from claudegate.knobs import knob
@@ -73,26 +79,9 @@ __all__ = [
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-DEFAULT_ACME_DIRECTORY = "https://acme-v02.api.letsencrypt.org/directory"
-LETS_ENCRYPT_DIRECTORIES = (
-    DEFAULT_ACME_DIRECTORY,
-    "https://acme-staging-v02.api.letsencrypt.org/directory",
-)
-#: The private Docker network between nginx and the gateway. Outside Docker's
-#: default pools (172.17-31.0.0/16, 192.168.0.0/16) and Podman's (10.88-89.x).
-DEFAULT_NETWORK_SUBNET = "10.213.71.0/28"
 
 #: ``ctx`` key under which a rule names the sub-field it is about.
 RULES_DEFERRED = "claudegate_rules_deferred"
-
-
-def fail(problem: str, fix: str | None = None) -> PydanticCustomError:
-    """A validation error that says what is wrong and how to fix it.
-
-    The text goes through ``ctx`` (not the template) so braces in values are
-    never read as placeholders.
-    """
-    return PydanticCustomError("claudegate", "{problem}", {"problem": problem, "fix": fix or ""})
 
 
 def config_home() -> Path:
@@ -682,8 +671,6 @@ class DeployConfig(_Section):
     def _check_rules(self, info: ValidationInfo) -> DeployConfig:
         if (info.context or {}).get(RULES_DEFERRED):
             return self
-        from claudegate.config.rules import format_path, rule_problems
-
         problems = rule_problems(self)
         if problems:
             first = problems[0]

@@ -9,12 +9,14 @@ order; the loader reports every one, the model raises the first.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
+from claudegate.config.defaults import LETS_ENCRYPT_DIRECTORIES
+from claudegate.config.derive import edge_settings
 from claudegate.config.filters import filter_problems
+from claudegate.config.problems import Loc, RuleProblem, format_path
 from claudegate.knobs import EDGE_FIELDS, knob, size_in_bytes
 
 if TYPE_CHECKING:
@@ -22,7 +24,6 @@ if TYPE_CHECKING:
 
 __all__ = ["EDGE_FIELDS", "Loc", "RuleProblem", "format_path", "rule_problems"]
 
-Loc = tuple[str | int, ...]
 
 _BODY = knob("limits.max_body_size")
 
@@ -40,26 +41,6 @@ _RESERVED_SUFFIXES = (
     ".lan",
     ".home.arpa",
 )
-
-
-@dataclass(frozen=True)
-class RuleProblem:
-    loc: Loc
-    problem: str
-    fix: str | None = None
-
-
-def format_path(loc: Loc) -> str:
-    """``('clients', 1, 'rpm')`` -> ``clients[1].rpm`` (list indices count from 0)."""
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif part and all(ch.isalnum() or ch in "_-" for ch in part):
-            out += f".{part}" if out else part
-        else:
-            out += f"[{part!r}]"
-    return out
 
 
 def rule_problems(cfg: DeployConfig) -> list[RuleProblem]:
@@ -157,8 +138,6 @@ def _tls(cfg: DeployConfig) -> Iterator[RuleProblem]:
 
 
 def _lets_encrypt() -> tuple[str, ...]:
-    from claudegate.config.model import LETS_ENCRYPT_DIRECTORIES
-
     return LETS_ENCRYPT_DIRECTORIES
 
 
@@ -234,8 +213,6 @@ _BOUNDS = {
 
 
 def _edge(cfg: DeployConfig) -> Iterator[RuleProblem]:
-    from claudegate.config.derive import edge_settings
-
     try:
         edge_settings(cfg)
     except ValidationError as exc:

@@ -48,6 +48,7 @@ from claudegate.connectors.known_hosts import (
     host_id,
     normalize_fingerprint,
 )
+from claudegate.control.interaction import HostKeyQuestion
 from claudegate.errors import (
     CommandTimedOut,
     ConfigError,
@@ -57,7 +58,6 @@ from claudegate.errors import (
     HostKeyUnknown,
 )
 from claudegate.redact import Secret
-from claudegate.session.interaction import HostKeyQuestion
 
 __all__ = ["HostKeyPolicy", "SSHConnector", "default_known_hosts"]
 

@@ -13,17 +13,18 @@ from claudegate.config.files import check_secret_files
 from claudegate.config.model import DeployConfig
 from claudegate.connectors.base import Connector
 from claudegate.connectors.local import LocalConnector
+from claudegate.control.progress import Reporter, StepEvent, null_reporter
 from claudegate.deploy import docker_cli, host_cli
 from claudegate.deploy.cert_status import certificate_status
 from claudegate.deploy.context import Context
 from claudegate.deploy.engine import StepOutcome, run_steps
 from claudegate.deploy.facts import parse_container, parse_links
+from claudegate.deploy.gateway_keys import expiry_warnings, run_gateway_keys
 from claudegate.deploy.image_status import image_status
 from claudegate.deploy.journal import Journal
 from claudegate.deploy.layout import LABEL_GATEWAY, LABEL_ROLE, HostLayout
 from claudegate.deploy.lock import read_holder
 from claudegate.deploy.playbook import load_playbook
-from claudegate.deploy.progress import Reporter, StepEvent, null_reporter
 from claudegate.deploy.release import Release, build_release, parse_manifest
 from claudegate.deploy.results import (
     EXPIRY_WARNING_DAYS,
@@ -397,8 +398,6 @@ def _client_expiry(
 ) -> tuple[tuple[ClientExpiry, ...], str | None]:
     if not any(c.role == "gateway" and c.status == "running" for c in containers):
         return (), "no gateway runs"
-    from claudegate.keys import expiry_warnings
-
     try:
         return expiry_warnings(cfg, connector, within_days=days, layout=layout), None
     except ClaudegateError as exc:
@@ -439,8 +438,6 @@ def gateway_keys(
 
     Kept for callers of the raw command; :mod:`claudegate.keys` has the typed calls.
     """
-    from claudegate.keys import run_gateway_keys
-
     return run_gateway_keys(cfg, connector, args, layout=layout)
 
 

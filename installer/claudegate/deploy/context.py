@@ -8,22 +8,22 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from claudegate.connectors.base import Connector, Input, Result
+from claudegate.control import cancel as _cancel
+from claudegate.control.controls import RunControls, current
+from claudegate.control.progress import EventKind, Reporter, StepEvent, null_reporter
 from claudegate.deploy.engine import Call, Put, Run, Step
 from claudegate.deploy.journal import Journal
 from claudegate.deploy.layout import HostLayout
-from claudegate.deploy.progress import EventKind, Reporter, StepEvent, null_reporter
 from claudegate.deploy.substep import BuildOutput
 from claudegate.errors import Declined
 from claudegate.redact import Secret
-from claudegate.session import cancel as _cancel
-from claudegate.session.controls import RunControls, current
 
 if TYPE_CHECKING:
     from claudegate.config.model import DeployConfig
+    from claudegate.control.interaction import ConsentQuestion
     from claudegate.deploy.lock import RemoteLock
     from claudegate.deploy.release import Release
     from claudegate.deploy.tls_material import TLSMaterial
-    from claudegate.session.interaction import ConsentQuestion
     from claudegate.smoke import SmokeReport
 
 __all__ = ["Context"]

@@ -3,7 +3,7 @@
 ::
 
     from claudegate.session import Session, CancelToken
-    from claudegate.session.interaction import NonInteractive
+    from claudegate.control.interaction import NonInteractive
 
     with Session.open("deploy.yaml", NonInteractive(yes=True), progress=print) as s:
         report = s.test_connection()      # SSH + host key, sudo, distro, Docker, ports 80/443
@@ -13,9 +13,9 @@
         s.rollback(); s.renew(); s.uninstall(keep_data=True)
 
 A session owns, for its lifetime: the config, the interaction (questions a
-person answers), the :class:`~claudegate.session.cancel.CancelToken` (any
+person answers), the :class:`~claudegate.control.cancel.CancelToken` (any
 thread may call :meth:`Session.cancel`), the progress callback (one
-:class:`~claudegate.deploy.progress.StepEvent` type for steps, sub-step work
+:class:`~claudegate.control.progress.StepEvent` type for steps, sub-step work
 and smoke checks) and one verified connection, opened on first use and reused
 by every method until :meth:`Session.close`.
 
@@ -42,10 +42,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from claudegate.control.cancel import CancelToken
+from claudegate.control.controls import RunControls, using
+from claudegate.control.interaction import ConsentQuestion, Interaction, SecretQuestion
 from claudegate.errors import Cancelled, ConfigError, Declined
-from claudegate.session.cancel import CancelToken
-from claudegate.session.controls import RunControls, using
-from claudegate.session.interaction import ConsentQuestion, Interaction, SecretQuestion
 
 if TYPE_CHECKING:
     from datetime import date
@@ -53,8 +53,8 @@ if TYPE_CHECKING:
     from claudegate.audit import AuditReport
     from claudegate.config.model import DeployConfig
     from claudegate.connectors.base import Connector
+    from claudegate.control.progress import Reporter, StepEvent
     from claudegate.deploy.layout import HostLayout
-    from claudegate.deploy.progress import Reporter, StepEvent
     from claudegate.deploy.results import DeployResult, RenderResult, StatusReport
     from claudegate.session.connection import ConnectionReport
     from claudegate.smoke import SmokeReport
@@ -254,8 +254,8 @@ class Session:
 
     def smoke_test(self) -> SmokeReport:
         """The smoke test against what is deployed, as a client sees it; each check is a ``check`` event."""
+        from claudegate.control.progress import StepEvent
         from claudegate.deploy import api
-        from claudegate.deploy.progress import StepEvent
 
         def on_check(check: Any) -> None:
             self._emit(
@@ -288,7 +288,7 @@ class Session:
         revoked at the end (the next deploy revokes any a killed run left).
         """
         from claudegate.audit.deployed import audit_deployment, connector_keys_and_log
-        from claudegate.deploy.progress import StepEvent
+        from claudegate.control.progress import StepEvent
 
         def on_probe(result: Any) -> None:
             status = {"held": "pass", "failed": "fail"}.get(result.verdict, "skip")

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from cryptography import x509
 
 from claudegate.containers import GATEWAY_YAML, TLS_CHAIN, TLS_FULLCHAIN, TLS_PRIVKEY
+from claudegate.control.interaction import ConsentQuestion
 from claudegate.deploy import host_cli
 from claudegate.deploy.build_contexts import tar_bytes
 from claudegate.deploy.cert_status import expiry_warning
@@ -22,7 +23,6 @@ from claudegate.deploy.secret_inputs import new_pepper
 from claudegate.deploy.services import secrets_gid
 from claudegate.deploy.tls_material import TLSMaterial, cert_summary, from_files, internal_ca, self_signed
 from claudegate.errors import ConfigError
-from claudegate.session.interaction import ConsentQuestion
 
 __all__ = ["ReleaseStep", "SecretsStep", "TLSStep"]
 
