@@ -43,12 +43,15 @@ from claudegate.config.derive import GATEWAY_KEYSTORE
 from claudegate.config.model import DeployConfig
 from claudegate.connectors.base import Connector
 from claudegate.deploy import docker_cli
+from claudegate.deploy.context import Context
 from claudegate.deploy.docker_cli import GATEWAY_PYTHON
 from claudegate.deploy.layout import GATEWAY_GID, GATEWAY_UID, HostLayout
 from claudegate.deploy.lock import RemoteLock
+from claudegate.deploy.services import wait_gateway_ready
 from claudegate.deploy.serving import serving_gateway_container, uses_sudo
 from claudegate.deploy.steps.files import SECRET_MODE
 from claudegate.errors import ClaudegateError, ConfigError
+from claudegate.keys import list_clients
 from claudegate.redact import Secret
 
 __all__ = ["BackupResult", "RestoreResult", "create_backup", "read_passphrase", "restore_backup"]
@@ -342,9 +345,6 @@ def restore_backup(
     layout: HostLayout | None = None,
 ) -> RestoreResult:
     """Put a backup's keystore and pepper (and ACME state) onto the deployed host; old keys work there after."""
-    from claudegate.deploy.context import Context
-    from claudegate.deploy.services import wait_gateway_ready
-    from claudegate.keys import list_clients
 
     manifest, members = _read_bundle(source, passphrase)
     if cfg.tls.mode == "acme" and "letsencrypt.tar" in members:

@@ -84,6 +84,24 @@ def test_the_layers_contract_catches_an_import_upwards(tmp_path: Path) -> None:
     assert "claudegate.knobs -> claudegate.deploy.layout" in result.stdout, result.stdout[-3000:]
 
 
+def test_every_module_can_be_imported_first() -> None:
+    """In one interpreter, each module imported with no claudegate module loaded before it.
+
+    A loop through a package's ``__init__`` (which runs before any of its
+    modules) shows here, where the module graph below cannot see it.
+    """
+    code = (
+        "import importlib, sys\nbad = []\n"
+        f"for m in {core_modules()!r}:\n"
+        "    for k in [k for k in sys.modules if k == 'claudegate' or k.startswith('claudegate.')]: del sys.modules[k]\n"
+        "    try: importlib.import_module(m)\n"
+        "    except ImportError as e: bad.append((m, str(e)))\n"
+        "print(bad)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
+
+
 def test_no_module_imports_itself_back_at_run_time() -> None:
     """No import loop between modules (typing-only imports aside): each can be imported first."""
     graph = grimp.build_graph("claudegate", exclude_type_checking_imports=True)

@@ -13,10 +13,10 @@ from concurrent.futures import ThreadPoolExecutor
 from claudegate.audit.context import Run, probe
 from claudegate.audit.result import ProbeResult
 from claudegate.audit.wire import exchange, open_socket, poll, request_bytes
+from claudegate.smoke import SmokeTarget, _check_burst, _endpoint, _Failed, _ssl_context
 
 
 def burst(run: Run) -> ProbeResult:
-    from claudegate.smoke import SmokeTarget, _check_burst, _endpoint, _Failed, _ssl_context
 
     p = probe("limits", "limits.per_ip_burst", "limits.per_ip (rate, burst) in deploy.yaml", run)
     # Enough to empty the bucket even if sending them takes a few seconds (a

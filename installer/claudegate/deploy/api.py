@@ -15,6 +15,7 @@ from claudegate.connectors.base import Connector
 from claudegate.connectors.local import LocalConnector
 from claudegate.control.progress import Reporter, StepEvent, null_reporter
 from claudegate.deploy import docker_cli, host_cli
+from claudegate.deploy.build_contexts import certbot_context, gateway_context, nginx_context
 from claudegate.deploy.cert_status import certificate_status
 from claudegate.deploy.context import Context
 from claudegate.deploy.engine import StepOutcome, run_steps
@@ -37,8 +38,10 @@ from claudegate.deploy.results import (
 )
 from claudegate.deploy.secret_inputs import key_fingerprint, read_upstream_key
 from claudegate.deploy.serving import serving_gateway
+from claudegate.deploy.smoke_target import target_for
 from claudegate.deploy.tls_material import cert_summary
 from claudegate.errors import ClaudegateError, ConfigError
+from claudegate.smoke import run_smoke
 
 __all__ = [
     "connector_for",
@@ -72,6 +75,7 @@ def connector_for(cfg: DeployConfig, *, accept_host_key: str | None = None) -> C
     target = cfg.target
     if target.is_local:
         return LocalConnector(default_timeout=300)
+    # Only for a server: paramiko takes ~100 ms to import, which a local deploy need not pay.
     from claudegate.connectors.ssh import SSHConnector
 
     return SSHConnector(
@@ -296,7 +300,6 @@ def render(cfg: DeployConfig, out_dir: str | Path, *, layout: HostLayout | None 
     The tree mirrors the host's (``releases/<rid>/...``, ``gateways/<id>/...``),
     plus the image build contexts under ``images/`` (without wheels).
     """
-    from claudegate.deploy.build_contexts import certbot_context, gateway_context, nginx_context
 
     layout = layout or HostLayout()
     release, notes = _release_for(cfg, layout, None, strict=False)
@@ -443,9 +446,10 @@ def gateway_keys(
 
 def smoke_test(cfg: DeployConfig, *, progress: Callable[[Check], None] | None = None) -> SmokeReport:
     """The smoke test against what is deployed, as a client sees it (no SSH needed)."""
+
+    # The steps package imports every step (and the audit, through the smoke
+    # step), which imports this facade's package back: only when called.
     from claudegate.deploy.steps.clients import SMOKE_CLIENT, read_saved_key
-    from claudegate.deploy.steps.smoke import target_for
-    from claudegate.smoke import run_smoke
 
     key = read_saved_key(Path(cfg.state_dir) / "keys", SMOKE_CLIENT)
     return run_smoke(target_for(cfg, trust=None, client_key=key), progress=progress)

@@ -47,6 +47,12 @@ from claudegate.control.controls import RunControls, using
 from claudegate.control.interaction import ConsentQuestion, Interaction, SecretQuestion
 from claudegate.errors import Cancelled, ConfigError, Declined
 
+# The deploy, the audit, usage and the config loader are imported inside the
+# methods that use them: the front ends import this module at start, and
+# `claudegate --help` or the wizard's first screen should not wait for the
+# deploy's modules (and paramiko, ~100 ms) to load. Start-up time only: none
+# of them imports this module back (tests/session/test_import_hygiene.py).
+
 if TYPE_CHECKING:
     from datetime import date
 

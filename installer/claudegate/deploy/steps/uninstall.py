@@ -16,6 +16,7 @@ from claudegate.deploy.context import Context
 from claudegate.deploy.engine import Call, Change, Run, Step
 from claudegate.deploy.release import parse_manifest
 from claudegate.deploy.steps.network import network_commands
+from claudegate.errors import DeployFailed
 
 __all__ = ["UninstallStep"]
 
@@ -77,7 +78,6 @@ class UninstallStep(Step):
         # Images another installation uses, and kept data, legitimately remain.
         left = [c for c in self.plan(ctx) if c.summary.startswith(("remove containers", "remove network"))]
         if left:
-            from claudegate.errors import DeployFailed
 
             raise DeployFailed("uninstall left: " + "; ".join(c.summary for c in left))
 
