@@ -52,6 +52,7 @@ from claudegate.deploy.serving import serving_gateway_container, uses_sudo
 from claudegate.deploy.steps.files import SECRET_MODE
 from claudegate.errors import ClaudegateError, ConfigError
 from claudegate.keys import list_clients
+from claudegate.private_files import write_private
 from claudegate.redact import Secret
 
 __all__ = ["BackupResult", "RestoreResult", "create_backup", "read_passphrase", "restore_backup"]
@@ -176,18 +177,14 @@ def unseal(data: bytes, passphrase: Secret | None, source: Path) -> bytes:
 
 def _write_private(path: Path, data: bytes, *, force: bool) -> None:
     """Write ``data`` to ``path`` 0600 from the first byte; refuse to overwrite unless ``force``."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | (0 if force else os.O_EXCL) | getattr(os, "O_NOFOLLOW", 0)
     try:
-        fd = os.open(path, flags, 0o600)
+        write_private(path, data, exclusive=not force)
     except FileExistsError:
         raise ConfigError(
             f"--out: {path} exists", hint="choose another file, or pass --force to replace it"
         ) from None
     except OSError as exc:
         raise ConfigError(f"--out: cannot write {path}: {exc.strerror}") from None
-    with os.fdopen(fd, "wb") as fh:
-        os.fchmod(fh.fileno(), 0o600)
-        fh.write(data)
 
 
 def _host(cfg: DeployConfig, connector: Connector, argv: list[str], what: str, **kw: Any) -> bytes:

@@ -46,6 +46,7 @@ from claudegate.control.cancel import CancelToken
 from claudegate.control.controls import RunControls, using
 from claudegate.control.interaction import ConsentQuestion, Interaction, SecretQuestion
 from claudegate.errors import Cancelled, ConfigError, Declined
+from claudegate.private_files import write_private
 
 # The deploy, the audit, usage and the config loader are imported inside the
 # methods that use them: the front ends import this module at start, and
@@ -405,10 +406,4 @@ class Session:
 
 def _write_secret(path: Path, value: str) -> None:
     """Create ``path`` 0600 (parents 0700) with ``value``; the mode is set before the content is written."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, value.encode() + b"\n")
-    finally:
-        os.close(fd)
+    write_private(path, value.encode() + b"\n")
