@@ -342,7 +342,6 @@ def restore_backup(
     layout: HostLayout | None = None,
 ) -> RestoreResult:
     """Put a backup's keystore and pepper (and ACME state) onto the deployed host; old keys work there after."""
-
     manifest, members = _read_bundle(source, passphrase)
     if cfg.tls.mode == "acme" and "letsencrypt.tar" in members:
         check_tree_tar(members["letsencrypt.tar"], f"{source}: letsencrypt.tar")

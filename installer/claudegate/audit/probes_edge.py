@@ -118,7 +118,6 @@ def open_ports(run: Run) -> ProbeResult:
 
 
 def stream_unbuffered(run: Run) -> ProbeResult:
-
     p = probe("edge", "edge.stream_unbuffered", "nginx proxy_buffering (assets/nginx/snippets/proxy_gateway.conf)", run)
     key = run.key()
     if key is None:

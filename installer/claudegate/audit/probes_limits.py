@@ -17,7 +17,6 @@ from claudegate.smoke import SmokeTarget, _check_burst, _endpoint, _Failed, _ssl
 
 
 def burst(run: Run) -> ProbeResult:
-
     p = probe("limits", "limits.per_ip_burst", "limits.per_ip (rate, burst) in deploy.yaml", run)
     # Enough to empty the bucket even if sending them takes a few seconds (a
     # loaded or distant machine): the burst, plus what drains meanwhile.

@@ -95,7 +95,6 @@ def ciphers(run: Run) -> ProbeResult:
 
 
 def certificate(run: Run) -> ProbeResult:
-
     p = probe("tls", "tls.certificate", "tls (the certificate files, or the ACME renewal: claudegate renew)", run)
     target = SmokeTarget(base_url=run.target.base_url, connect_host=run.ep.connect_host, ca_file=run.target.ca_file)
     ep = _endpoint(target)

@@ -31,7 +31,6 @@ def config_from_document(
     document: Mapping[str, Any], *, base_dir: str | os.PathLike[str] | None = None
 ) -> DeployConfig:
     """Validate ``document``; relative paths in it are relative to ``base_dir`` (default: the cwd)."""
-
     base = Path(base_dir).absolute() if base_dir is not None else Path.cwd()
     return validate_data(_plain(document), None, [], base_dir=base)
 
@@ -40,7 +39,6 @@ def validate_document(
     document: Mapping[str, Any], *, base_dir: str | os.PathLike[str] | None = None
 ) -> list[Problem]:
     """Every problem of ``document`` (empty: it is a valid config)."""
-
     try:
         config_from_document(document, base_dir=base_dir)
     except DeployConfigError as exc:

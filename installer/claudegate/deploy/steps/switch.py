@@ -77,7 +77,6 @@ class SwitchStep(Step):
 
     @staticmethod
     def _current(ctx: Context) -> str | None:
-
         links = parse_links(ctx.fact(host_cli.read_links([ctx.layout.current_link])).text)
         return links.get(ctx.layout.current_link)
 
