@@ -7,12 +7,10 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
 
 from claudegate.audit.result import FAILED, HELD, UNTESTED, Evidence, ProbeResult
 from claudegate.audit.target import AuditTarget
-from claudegate.audit.wire import Answer, Endpoint, exchange, tls_context
-from claudegate.errors import ConfigError
+from claudegate.probes.wire import Answer, Endpoint, endpoint, exchange, tls_context
 from claudegate.redact import redact
 
 
@@ -79,15 +77,10 @@ class Run:
 
     @classmethod
     def open(cls, target: AuditTarget, timeout: float = 10.0) -> Run:
-        parts = urlsplit(target.base_url)
-        if parts.scheme != "https" or not parts.hostname:
-            raise ConfigError(f"audit target {target.base_url!r} is not an https:// URL")
-        try:
-            port = parts.port or 443
-        except ValueError:
-            raise ConfigError(f"audit target {target.base_url!r} has an invalid port") from None
-        domain = parts.hostname.lower()
-        ep = Endpoint(domain, target.connect_host or domain, port, target.http_port)
+        # Parsed as the smoke test parses it (claudegate.probes.wire.endpoint).
+        ep = endpoint(
+            target.base_url, connect_host=target.connect_host, http_port=target.http_port, what="audit target"
+        )
         return cls(target, ep, timeout)
 
     @property

@@ -21,7 +21,6 @@ from typing import Any
 from claudegate.audit.result import AuditReport, ProbeResult
 from claudegate.audit.runner import run_audit, select_probes
 from claudegate.audit.target import AuditTarget, RunClients
-from claudegate.audit.wire import Dial
 from claudegate.config.derive import GATEWAY_AUDIT_LOG as AUDIT_LOG
 from claudegate.config.derive import value_at
 from claudegate.config.model import DeployConfig
@@ -33,6 +32,7 @@ from claudegate.deploy.layout import HostLayout
 from claudegate.deploy.serving import serving_gateway_container, uses_sudo
 from claudegate.deploy.smoke_target import target_for as smoke_target_for
 from claudegate.knobs import probe_values
+from claudegate.probes.wire import Dial
 from claudegate.redact import Secret
 from claudegate.smoke import PACE_PATH
 

@@ -13,7 +13,7 @@ import time
 
 from claudegate.audit.context import Run, probe
 from claudegate.audit.result import ProbeResult
-from claudegate.audit.wire import Answer
+from claudegate.probes.wire import Answer
 
 #: nginx's own request ids (its error pages); the gateway's start ``req_gw``.
 EDGE_ID_PREFIX = "req_edge"

@@ -10,7 +10,7 @@ import httpx
 
 from claudegate.audit.context import Run, probe
 from claudegate.audit.result import ProbeResult
-from claudegate.audit.wire import Answer
+from claudegate.probes.wire import Answer
 from claudegate.smoke import (
     SmokeTarget,
     _check_pace,

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from claudegate.audit.context import Run, probe
 from claudegate.audit.result import ProbeResult
-from claudegate.audit.wire import exchange, open_socket, poll, request_bytes
+from claudegate.probes.wire import exchange, open_socket, poll, request_bytes
 from claudegate.smoke import SmokeTarget, _check_burst, _endpoint, _Failed, _ssl_context
 
 

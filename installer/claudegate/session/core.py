@@ -310,7 +310,7 @@ class Session:
                     progress=on_probe,
                 )
             from claudegate.audit.vantage import vantage_connector
-            from claudegate.audit.wire import tunnel_dial
+            from claudegate.probes.wire import tunnel_dial
 
             with vantage_connector(self._config, vantage, vantage_host_key) as far:
                 return audit_deployment(
