@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import json
 import secrets
-import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from claudegate.audit.context import pause
 from claudegate.audit.result import AuditReport, ProbeResult
 from claudegate.audit.runner import run_audit, select_probes
 from claudegate.audit.target import AuditTarget, RunClients
@@ -185,7 +185,7 @@ def audit_deployment(
             from dataclasses import replace
 
             target = replace(target, remote_name=remote[0], remote_dial=remote[1])
-        time.sleep(3.5)  # let the "expired" client's few seconds run out
+        pause(3.5)  # let the "expired" client's few seconds run out
         report = run_audit(target, quick=quick, only=only, progress=progress)
         if read_audit_log is not None:
             report.tokens_spent = tokens_spent(records(), names)
