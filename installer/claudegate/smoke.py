@@ -59,7 +59,7 @@ from claudegate.control import cancel as _cancel
 from claudegate.control.controls import current as _controls
 from claudegate.errors import Cancelled
 from claudegate.knobs import probe_defaults
-from claudegate.probes.wire import ANTHROPIC_VERSION, USER_AGENT, endpoint
+from claudegate.probes.wire import ANTHROPIC_VERSION, USER_AGENT, endpoint, tls_context
 from claudegate.probes.wire import Endpoint as _Endpoint
 from claudegate.probes.wire import poll as _poll
 from claudegate.redact import Secret, redact
@@ -195,14 +195,7 @@ def _endpoint(target: SmokeTarget) -> _Endpoint:
 
 def _ssl_context(ca_file: Path | None, alpn: tuple[str, ...] = ("http/1.1",)) -> ssl.SSLContext:
     """Verifying client context: the system store plus ``ca_file``; TLS 1.2 at least; hostname checks on."""
-    ctx = ssl.create_default_context()
-    if ca_file is not None:
-        ctx.load_verify_locations(cafile=str(ca_file))
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.check_hostname = True
-    ctx.verify_mode = ssl.CERT_REQUIRED
-    ctx.set_alpn_protocols(list(alpn))
-    return ctx
+    return tls_context(ca_file, alpn=alpn)
 
 
 class _ConnectTo(httpx.BaseTransport):

@@ -100,7 +100,7 @@ class Run:
         return self.target.clients.secrets() if self.target.clients else []
 
     def ctx(self) -> ssl.SSLContext:
-        return tls_context(str(self.target.ca_file) if self.target.ca_file else None)
+        return tls_context(self.target.ca_file)
 
     def https(
         self,

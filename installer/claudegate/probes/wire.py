@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import select
 import socket
 import ssl
@@ -165,14 +166,25 @@ class Answer:
         return text
 
 
-def tls_context(ca_file: str | None, *, verify: bool = True) -> ssl.SSLContext:
+def tls_context(
+    ca_file: str | os.PathLike[str] | None, *, verify: bool = True, alpn: tuple[str, ...] = ("http/1.1",)
+) -> ssl.SSLContext:
+    """The client context of every probe: the system store plus ``ca_file``, TLS 1.2 at least.
+
+    Verifying (certificate and host name) unless ``verify`` is False, which
+    only the TLS probes use, to look at what a server offers.
+    """
     ctx = ssl.create_default_context()
     if ca_file:
-        ctx.load_verify_locations(cafile=ca_file)
-    if not verify:
+        ctx.load_verify_locations(cafile=os.fspath(ca_file))
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if verify:
+        ctx.check_hostname = True
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    else:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
-    ctx.set_alpn_protocols(["http/1.1"])
+    ctx.set_alpn_protocols(list(alpn))
     return ctx
 
 
