@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from claudegate.config.files import check_secret_files
 from claudegate.config.model import DeployConfig
@@ -17,7 +17,7 @@ from claudegate.control.progress import Reporter, StepEvent, null_reporter
 from claudegate.deploy import docker_cli, host_cli
 from claudegate.deploy.build_contexts import certbot_context, gateway_context, nginx_context
 from claudegate.deploy.cert_status import certificate_status
-from claudegate.deploy.context import Context
+from claudegate.deploy.context import Context, RunOptions
 from claudegate.deploy.engine import StepOutcome, run_steps
 from claudegate.deploy.facts import parse_container, parse_links
 from claudegate.deploy.gateway_keys import expiry_warnings, run_gateway_keys
@@ -142,7 +142,7 @@ def _run(
     dry_run: bool,
     reporter: Reporter | None,
     layout: HostLayout | None,
-    options: dict[str, Any] | None = None,
+    options: RunOptions | None = None,
 ) -> DeployResult:
     started = time.monotonic()
     layout = layout or HostLayout()
@@ -154,10 +154,10 @@ def _run(
         playbook=playbook,
         dry_run=dry_run,
         reporter=_collect_notes(reporter or null_reporter, notes),
-        options=dict(options or {}),
+        options=options or RunOptions(),
     )
     if playbook == "deploy":
-        stamp = _refresh_stamp(connector, layout, ctx.sudo, new=bool(ctx.options.get("refresh")))
+        stamp = _refresh_stamp(connector, layout, ctx.sudo, new=ctx.options.refresh)
         ctx.release, render_notes = _release_for(cfg, layout, ctx, strict=not dry_run, refresh=stamp)
         notes += render_notes
     steps = load_playbook(playbook).build()
@@ -226,7 +226,7 @@ def deploy(
     base (Debian security updates) under a new tag: a new release, switched
     to only after its smoke test passes, like any other.
     """
-    options = {"prune": prune, "refresh": refresh}
+    options = RunOptions(prune=prune, refresh=refresh)
     return _run("deploy", cfg, connector, dry_run=dry_run, reporter=reporter, layout=layout, options=options)
 
 
@@ -272,7 +272,7 @@ def uninstall(
     ``keep_data`` keeps the keystore and the secrets (a later deploy finds the
     same clients); ``keep_images`` keeps the images (a later deploy builds nothing).
     """
-    options = {"keep_data": keep_data, "keep_images": keep_images}
+    options = RunOptions(keep_data=keep_data, keep_images=keep_images)
     return _run(
         "uninstall", cfg, connector, dry_run=dry_run, reporter=reporter, layout=layout, options=options
     )

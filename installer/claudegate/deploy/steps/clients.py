@@ -159,7 +159,7 @@ class ClientsStep(Step):
                 continue
             if name in listed or not record.active or name.startswith(TOOL_CLIENT_PREFIX):
                 continue
-            if ctx.options.get("prune"):
+            if ctx.options.prune:
                 changes.append(
                     Change(
                         f"revoke client {name} (not in deploy.yaml; --prune)",
