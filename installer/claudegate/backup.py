@@ -43,12 +43,16 @@ from claudegate.config.derive import GATEWAY_KEYSTORE
 from claudegate.config.model import DeployConfig
 from claudegate.connectors.base import Connector
 from claudegate.deploy import docker_cli
+from claudegate.deploy.context import Context
 from claudegate.deploy.docker_cli import GATEWAY_PYTHON
 from claudegate.deploy.layout import GATEWAY_GID, GATEWAY_UID, HostLayout
 from claudegate.deploy.lock import RemoteLock
+from claudegate.deploy.services import wait_gateway_ready
 from claudegate.deploy.serving import serving_gateway_container, uses_sudo
 from claudegate.deploy.steps.files import SECRET_MODE
 from claudegate.errors import ClaudegateError, ConfigError
+from claudegate.keys import list_clients
+from claudegate.private_files import write_private
 from claudegate.redact import Secret
 
 __all__ = ["BackupResult", "RestoreResult", "create_backup", "read_passphrase", "restore_backup"]
@@ -173,18 +177,14 @@ def unseal(data: bytes, passphrase: Secret | None, source: Path) -> bytes:
 
 def _write_private(path: Path, data: bytes, *, force: bool) -> None:
     """Write ``data`` to ``path`` 0600 from the first byte; refuse to overwrite unless ``force``."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | (0 if force else os.O_EXCL) | getattr(os, "O_NOFOLLOW", 0)
     try:
-        fd = os.open(path, flags, 0o600)
+        write_private(path, data, exclusive=not force)
     except FileExistsError:
         raise ConfigError(
             f"--out: {path} exists", hint="choose another file, or pass --force to replace it"
         ) from None
     except OSError as exc:
         raise ConfigError(f"--out: cannot write {path}: {exc.strerror}") from None
-    with os.fdopen(fd, "wb") as fh:
-        os.fchmod(fh.fileno(), 0o600)
-        fh.write(data)
 
 
 def _host(cfg: DeployConfig, connector: Connector, argv: list[str], what: str, **kw: Any) -> bytes:
@@ -342,10 +342,6 @@ def restore_backup(
     layout: HostLayout | None = None,
 ) -> RestoreResult:
     """Put a backup's keystore and pepper (and ACME state) onto the deployed host; old keys work there after."""
-    from claudegate.deploy.context import Context
-    from claudegate.deploy.services import wait_gateway_ready
-    from claudegate.keys import list_clients
-
     manifest, members = _read_bundle(source, passphrase)
     if cfg.tls.mode == "acme" and "letsencrypt.tar" in members:
         check_tree_tar(members["letsencrypt.tar"], f"{source}: letsencrypt.tar")
@@ -369,7 +365,7 @@ def restore_backup(
         for name in running:
             _host(cfg, connector, docker_cli.container_stop(name), f"stopping {name}")
         owner = f"{GATEWAY_UID}:{GATEWAY_GID}"
-        keystore = f"{layout.data}/keys.db"
+        keystore = layout.keystore
         _host(
             cfg, connector, ["rm", "-f", "--", f"{keystore}-wal", f"{keystore}-shm"], "removing the old WAL"
         )

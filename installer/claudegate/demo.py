@@ -44,7 +44,7 @@ from claudegate.deploy.steps.images import LABEL_CONTEXT
 from claudegate.deploy.wheelhouse import ensure_wheelhouse
 from claudegate.errors import Declined, DeployFailed
 from claudegate.resources import ASSETS_DIR
-from claudegate.session.interaction import ConsentQuestion, Interaction
+from claudegate.control.interaction import ConsentQuestion, Interaction
 
 if TYPE_CHECKING:
     from claudegate.deploy.progress import Reporter

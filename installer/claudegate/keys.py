@@ -32,13 +32,19 @@ from pydantic import ValidationError
 
 from claudegate.config.model import Client, DeployConfig
 from claudegate.connectors.base import Connector
-from claudegate.deploy import docker_cli, gateway_cli
-from claudegate.deploy.gateway_cli import ClientRecord, parse_client_list
+from claudegate.deploy import gateway_cli
+from claudegate.deploy.gateway_cli import ClientRecord
+from claudegate.deploy.gateway_keys import (
+    KeysError,
+    expiring_clients,
+    expiry_warnings,
+    list_clients,
+    run_gateway_keys,
+    run_keys_argv,
+)
 from claudegate.deploy.layout import HostLayout
-from claudegate.deploy.results import EXPIRY_WARNING_DAYS, ClientExpiry
-from claudegate.deploy.serving import serving_gateway_container, uses_sudo
 from claudegate.deploy.steps.clients import save_key
-from claudegate.errors import ClaudegateError, ConfigError
+from claudegate.errors import ConfigError
 from claudegate.redact import Secret
 
 __all__ = [
@@ -60,10 +66,6 @@ __all__ = [
 
 _DURATION = re.compile(r"^(\d+)([smhd])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-class KeysError(ClaudegateError):
-    """The gateway refused a key request (unknown or revoked name, a duplicate)."""
 
 
 @dataclass(frozen=True)
@@ -117,32 +119,6 @@ def client_spec(name: str, **scopes: Any) -> Client:
         raise ConfigError("\n".join(lines), hint="see claudegate keys create --help") from None
 
 
-def run_gateway_keys(
-    cfg: DeployConfig, connector: Connector, args: list[str], *, layout: HostLayout | None = None
-) -> str:
-    """Run ``claudegate-gateway keys ARGS --config <its config>`` in the serving gateway; its stdout."""
-    from claudegate.deploy.docker_cli import GATEWAY_CONFIG_IN_CONTAINER, GATEWAY_PYTHON
-
-    return _run(
-        cfg, connector, [*GATEWAY_PYTHON, "keys", *args, "--config", GATEWAY_CONFIG_IN_CONTAINER], layout
-    )
-
-
-def _run(cfg: DeployConfig, connector: Connector, argv: list[str], layout: HostLayout | None) -> str:
-    container = serving_gateway_container(cfg, connector, layout)
-    full = docker_cli.exec_in(container, argv)
-    result = connector.run(full, sudo=uses_sudo(cfg, connector), timeout=60, check=False)
-    if not result.ok:
-        # The gateway's own message says what was wrong (unknown name, bad flag).
-        stderr = connector.redact(result.stderr.decode("utf-8", errors="replace"))
-        message = (stderr.strip().splitlines() or ["failed"])[-1].removeprefix("claudegate-gateway: ")
-        action = argv[argv.index("keys") + 1] if "keys" in argv else "keys"
-        raise KeysError(
-            f"keys {action}: {message}", hint="see claudegate keys list and claudegate keys --help"
-        )
-    return result.text
-
-
 def _issued(
     cfg: DeployConfig, connector: Connector, name: str, stdout: str, ends: datetime | None
 ) -> IssuedKey:
@@ -155,23 +131,12 @@ def _issued(
     return IssuedKey(name, key, save_key(saved_keys_dir(cfg), name, key), ends)
 
 
-def list_clients(
-    cfg: DeployConfig, connector: Connector, *, layout: HostLayout | None = None
-) -> list[ClientRecord]:
-    """Every client in the keystore (active, expired and revoked), by name. Never a secret."""
-    text = _run(cfg, connector, gateway_cli.keys_list(), layout)
-    try:
-        return parse_client_list(text)
-    except (ValueError, KeyError, TypeError):
-        raise KeysError("the gateway's client list is not the JSON expected") from None
-
-
 def create_client(
     cfg: DeployConfig, connector: Connector, client: Client, *, layout: HostLayout | None = None
 ) -> IssuedKey:
     """Create ``client`` with its scopes; the new key is returned (and saved 0600) once."""
     return _issued(
-        cfg, connector, client.name, _run(cfg, connector, gateway_cli.keys_create(client), layout), None
+        cfg, connector, client.name, run_keys_argv(cfg, connector, gateway_cli.keys_create(client), layout), None
     )
 
 
@@ -179,7 +144,7 @@ def update_client(
     cfg: DeployConfig, connector: Connector, client: Client, *, layout: HostLayout | None = None
 ) -> None:
     """Replace the client's scopes, limits and expiry with ``client``'s; its keys keep working."""
-    _run(cfg, connector, gateway_cli.keys_update(client), layout)
+    run_keys_argv(cfg, connector, gateway_cli.keys_update(client), layout)
 
 
 def rotate_client(
@@ -195,7 +160,7 @@ def rotate_client(
     if overlap_seconds < 0:
         raise ConfigError(f"--overlap: {overlap_seconds} is negative", hint="write e.g. 0s or 24h")
     ends = datetime.now(UTC) + timedelta(seconds=overlap_seconds)
-    stdout = _run(cfg, connector, gateway_cli.keys_rotate(name, overlap_seconds), layout)
+    stdout = run_keys_argv(cfg, connector, gateway_cli.keys_rotate(name, overlap_seconds), layout)
     return _issued(cfg, connector, name, stdout, ends)
 
 
@@ -204,30 +169,4 @@ def revoke_client(
 ) -> None:
     """Revoke ``name``: every key of it is refused from its next request on."""
     client_spec(name)
-    _run(cfg, connector, gateway_cli.keys_revoke(name), layout)
-
-
-def expiry_warnings(
-    cfg: DeployConfig,
-    connector: Connector,
-    *,
-    within_days: float = EXPIRY_WARNING_DAYS,
-    layout: HostLayout | None = None,
-) -> tuple[ClientExpiry, ...]:
-    """Active clients of the serving gateway that stop working within ``within_days``."""
-    now = datetime.now(UTC)
-    return tuple(
-        ClientExpiry(
-            c.name, c.expires_at.strftime("%Y-%m-%dT%H:%M:%SZ"), (c.expires_at - now).total_seconds() / 86400
-        )
-        for c in expiring_clients(list_clients(cfg, connector, layout=layout), within_days, now)
-        if c.expires_at is not None
-    )
-
-
-def expiring_clients(
-    clients: list[ClientRecord], within_days: float, now: datetime | None = None
-) -> list[ClientRecord]:
-    """Active clients whose expiry falls within ``within_days`` of ``now``, soonest first."""
-    soon = [c for c in clients if c.expires_within(within_days * 86400, now)]
-    return sorted(soon, key=lambda c: c.expires_at or datetime.max.replace(tzinfo=UTC))
+    run_keys_argv(cfg, connector, gateway_cli.keys_revoke(name), layout)

@@ -39,7 +39,6 @@ import itertools
 import json
 import re
 import secrets
-import select
 import socket
 import ssl
 import threading
@@ -56,11 +55,14 @@ import h11
 import httpx
 from cryptography import x509
 
-from claudegate import __version__
-from claudegate.errors import Cancelled, ConfigError
+from claudegate.control import cancel as _cancel
+from claudegate.control.controls import current as _controls
+from claudegate.errors import Cancelled
+from claudegate.knobs import probe_defaults
+from claudegate.probes.wire import ANTHROPIC_VERSION, USER_AGENT, endpoint, tls_context
+from claudegate.probes.wire import Endpoint as _Endpoint
+from claudegate.probes.wire import poll as _poll
 from claudegate.redact import Secret, redact
-from claudegate.session import cancel as _cancel
-from claudegate.session.controls import current as _controls
 
 __all__ = [
     "CHECK_NAMES",
@@ -87,8 +89,6 @@ CHECK_NAMES: tuple[str, ...] = (
     "limits.burst",
 )
 
-ANTHROPIC_VERSION = "2023-06-01"
-USER_AGENT = f"claudegate-smoke/{__version__}"
 HSTS_MIN_AGE = 15_552_000  # 180 days
 # The gateway's paced stream (see claudegate_gateway.routes): its events leave
 # PACE_INTERVAL apart; arriving closer together than half that, they were held.
@@ -102,6 +102,10 @@ EARLY_ANSWER_WAIT = 1.0
 MAX_RETRY_WAIT = 5.0
 BURST_CONCURRENCY = 16
 DETAIL_MAX = 400
+
+
+# What a deployment with deploy.yaml's defaults promises (the knob table).
+_DEFAULTS = probe_defaults()
 
 
 @dataclass(frozen=True)
@@ -118,7 +122,7 @@ class SmokeTarget:
     ca_file: Path | None = None
     client_key: str | Secret | None = field(default=None, repr=False)  # a gateway client key; never printed
     model: str = "claude-haiku-4-5"
-    max_body_bytes: int = 32 * 1024 * 1024
+    max_body_bytes: int = _DEFAULTS["max_body_bytes"]
     burst: int = 0  # requests fired to provoke a 429 (0 = skip that check)
     allowlist_probe: bool = False  # only where testable: needs probe_source
     cert_min_days: int = 7  # the certificate must stay valid at least this long
@@ -182,77 +186,16 @@ class SmokeReport:
 # Where to connect
 
 
-@dataclass(frozen=True)
-class _Endpoint:
-    domain: str  # for SNI, certificate checks and Host
-    https_port: int
-    http_port: int
-    prefix: str  # path prefix from base_url, "" or "/something"
-    connect_host: str  # where TCP goes
-
-    def https_url(self, path: str) -> str:
-        port = "" if self.https_port == 443 else f":{self.https_port}"
-        return f"https://{_url_host(self.domain)}{port}{self.prefix}{path}"
-
-    def http_url(self, path: str) -> str:
-        port = "" if self.http_port == 80 else f":{self.http_port}"
-        return f"http://{_url_host(self.domain)}{port}{self.prefix}{path}"
-
-    @property
-    def host_header(self) -> str:
-        port = "" if self.https_port == 443 else f":{self.https_port}"
-        return f"{_url_host(self.domain)}{port}"
-
-
-def _url_host(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
-
-
 def _endpoint(target: SmokeTarget) -> _Endpoint:
-    parts = urlsplit(target.base_url.strip())
-    if parts.scheme != "https":
-        raise ConfigError(
-            f"smoke test base_url {target.base_url!r} is not an https:// URL",
-            hint="give the public HTTPS address, e.g. https://gw.example.com",
-        )
-    if not parts.hostname or parts.username or parts.password or parts.query or parts.fragment:
-        raise ConfigError(
-            f"smoke test base_url {target.base_url!r} must be https://HOST[:PORT][/PREFIX] only",
-            hint="drop any user, query string or fragment",
-        )
-    try:
-        url_port = parts.port
-    except ValueError:
-        raise ConfigError(f"smoke test base_url {target.base_url!r} has an invalid port") from None
-    if url_port is not None and target.https_port not in (443, url_port):
-        raise ConfigError(
-            f"smoke test base_url names port {url_port} but https_port is {target.https_port}",
-            hint="give the port in one place only",
-        )
-    https_port = url_port if url_port is not None else target.https_port
-    for name, port in (("https_port", https_port), ("http_port", target.http_port)):
-        if not 0 <= port <= 65535 or (name == "https_port" and port == 0):
-            raise ConfigError(f"smoke test {name} {port} is not a TCP port")
-    domain = parts.hostname.lower().rstrip(".")
-    return _Endpoint(
-        domain=domain,
-        https_port=https_port,
-        http_port=target.http_port,
-        prefix=parts.path.rstrip("/"),
-        connect_host=target.connect_host or domain,
-    )
+    return endpoint(
+        target.base_url, connect_host=target.connect_host, https_port=target.https_port,
+        http_port=target.http_port, what="smoke test base_url",
+    )  # fmt: skip
 
 
 def _ssl_context(ca_file: Path | None, alpn: tuple[str, ...] = ("http/1.1",)) -> ssl.SSLContext:
     """Verifying client context: the system store plus ``ca_file``; TLS 1.2 at least; hostname checks on."""
-    ctx = ssl.create_default_context()
-    if ca_file is not None:
-        ctx.load_verify_locations(cafile=str(ca_file))
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.check_hostname = True
-    ctx.verify_mode = ssl.CERT_REQUIRED
-    ctx.set_alpn_protocols(list(alpn))
-    return ctx
+    return tls_context(ca_file, alpn=alpn)
 
 
 class _ConnectTo(httpx.BaseTransport):
@@ -902,31 +845,6 @@ class _RawResponse:
     total: int
 
 
-def _poll_answer(sock: ssl.SSLSocket, wait: float) -> bytes | None:
-    """Application data the server sent within ``wait`` seconds (b"" = it closed), else None.
-
-    A readable socket is not yet an answer: TLS 1.3 servers send session
-    tickets after the handshake. Those are consumed here and waited past.
-    """
-    deadline = time.monotonic() + wait
-    timeout = sock.gettimeout()
-    while True:
-        if not sock.pending():
-            ready, _, _ = select.select([sock], [], [], max(0.0, deadline - time.monotonic()))
-            if not ready:
-                return None
-        sock.setblocking(False)
-        try:
-            return sock.recv(65536)
-        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
-            if time.monotonic() >= deadline:
-                return None
-        except OSError:
-            return b""  # reset by the server: as good as closed
-        finally:
-            sock.settimeout(timeout)
-
-
 def _post_oversize(
     ep: _Endpoint, ca_file: Path | None, model: str, size: int, timeout: float
 ) -> _RawResponse:
@@ -948,11 +866,11 @@ def _post_oversize(
     with _tls_socket(ep, _ssl_context(ca_file), timeout) as sock:
         sock.sendall(conn.send(request))
         # A server that checks Content-Length answers from the headers alone: give it a moment.
-        early = _poll_answer(sock, min(EARLY_ANSWER_WAIT, timeout))
+        early = _poll(sock, min(EARLY_ANSWER_WAIT, timeout))
         if early is None:
             try:
                 for chunk in _oversize_chunks(size, model):
-                    early = _poll_answer(sock, 0)
+                    early = _poll(sock, 0)
                     if early is not None:
                         break
                     sock.sendall(conn.send(h11.Data(data=chunk)))

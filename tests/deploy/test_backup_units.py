@@ -111,9 +111,12 @@ def test_backup_file_is_0600_from_the_start_and_not_overwritten(tmp_path: Path) 
     assert out.read_bytes() == b"data"
     link = tmp_path / "link"
     link.symlink_to(tmp_path / "elsewhere")
-    with pytest.raises(ConfigError):
-        _write_private(link, b"x", force=True)  # O_NOFOLLOW: never written through a planted link
+    with pytest.raises(ConfigError, match="exists"):
+        _write_private(link, b"x", force=False)  # a planted link counts as an existing file
+    # --force replaces the link itself (claudegate.private_files): never written through it.
+    _write_private(link, b"x", force=True)
     assert not (tmp_path / "elsewhere").exists()
+    assert not link.is_symlink() and link.read_bytes() == b"x" and link.stat().st_mode & 0o777 == 0o600
 
 
 def test_passphrases(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -5,11 +5,15 @@
 
 from __future__ import annotations
 
+import os
 import pkgutil
+import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
+import grimp
 import pytest
 
 import claudegate
@@ -55,9 +59,55 @@ def test_each_session_module_alone_imports_no_ui_library(module: str) -> None:
     assert _ui_loaded_after_importing(module) == "", module
 
 
-def test_the_import_contract_holds() -> None:
-    """import-linter's contract in pyproject.toml: the core never imports a UI library or the CLI."""
+def _lint_imports(cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     lint = Path(sys.executable).with_name("lint-imports")
-    result = subprocess.run([str(lint)], capture_output=True, text=True, timeout=300, cwd=REPO, check=False)
+    return subprocess.run([str(lint)], capture_output=True, text=True, timeout=300, cwd=cwd, env=env, check=False)
+
+
+def test_the_import_contract_holds() -> None:
+    """import-linter's contracts in pyproject.toml: no UI library in the core, and the layers."""
+    contracts = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
+    assert any(c["type"] == "layers" for c in contracts)
+    result = _lint_imports(REPO)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
-    assert "1 kept, 0 broken" in result.stdout
+    assert f"{len(contracts)} kept, 0 broken" in result.stdout
+
+
+def test_the_layers_contract_catches_an_import_upwards(tmp_path: Path) -> None:
+    """A copy of the package where a base module imports the deploy: the contract must break."""
+    shutil.copytree(REPO / "installer" / "claudegate", tmp_path / "claudegate")
+    shutil.copy(REPO / "pyproject.toml", tmp_path / "pyproject.toml")
+    knobs = tmp_path / "claudegate" / "knobs.py"
+    knobs.write_text(knobs.read_text() + "\nfrom claudegate.deploy import layout as _upwards  # noqa\n")
+    result = _lint_imports(tmp_path, env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    assert result.returncode != 0
+    assert "claudegate.knobs -> claudegate.deploy.layout" in result.stdout, result.stdout[-3000:]
+
+
+def test_every_module_can_be_imported_first() -> None:
+    """In one interpreter, each module imported with no claudegate module loaded before it.
+
+    A loop through a package's ``__init__`` (which runs before any of its
+    modules) shows here, where the module graph below cannot see it.
+    """
+    code = (
+        "import importlib, sys\nbad = []\n"
+        f"for m in {core_modules()!r}:\n"
+        "    for k in [k for k in sys.modules if k == 'claudegate' or k.startswith('claudegate.')]: del sys.modules[k]\n"
+        "    try: importlib.import_module(m)\n"
+        "    except ImportError as e: bad.append((m, str(e)))\n"
+        "print(bad)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_no_module_imports_itself_back_at_run_time() -> None:
+    """No import loop between modules (typing-only imports aside): each can be imported first."""
+    graph = grimp.build_graph("claudegate", exclude_type_checking_imports=True)
+    loops = []
+    for module in sorted(graph.modules):
+        for imported in graph.find_modules_directly_imported_by(module):
+            if graph.chain_exists(importer=imported, imported=module):
+                loops.append((module, imported))
+    assert loops == []

@@ -7,17 +7,27 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
 
 from claudegate.audit.result import FAILED, HELD, UNTESTED, Evidence, ProbeResult
 from claudegate.audit.target import AuditTarget
-from claudegate.audit.wire import Answer, Endpoint, exchange, tls_context
-from claudegate.errors import ConfigError
+from claudegate.control import cancel as _cancel
+from claudegate.control.controls import current
+from claudegate.probes.wire import Answer, Endpoint, endpoint, exchange, tls_context
 from claudegate.redact import redact
 
 
 class Untestable(Exception):
     """The probe cannot run against this target (say why); it is reported, not counted."""
+
+
+def pause(seconds: float) -> None:
+    """Every wait of the audit: ``time.sleep`` that the session's Cancel interrupts.
+
+    Cancelled is raised as soon as the run's token fires (the session's
+    controls, :mod:`claudegate.control`); a probe thread of its own has no
+    token and simply sleeps.
+    """
+    _cancel.sleep(seconds, current().cancel)
 
 
 @dataclass
@@ -75,19 +85,14 @@ class Run:
             wait = self._next_at - now
             self._next_at = max(now, self._next_at) + interval
         if wait > 0:
-            time.sleep(wait)
+            pause(wait)
 
     @classmethod
     def open(cls, target: AuditTarget, timeout: float = 10.0) -> Run:
-        parts = urlsplit(target.base_url)
-        if parts.scheme != "https" or not parts.hostname:
-            raise ConfigError(f"audit target {target.base_url!r} is not an https:// URL")
-        try:
-            port = parts.port or 443
-        except ValueError:
-            raise ConfigError(f"audit target {target.base_url!r} has an invalid port") from None
-        domain = parts.hostname.lower()
-        ep = Endpoint(domain, target.connect_host or domain, port, target.http_port)
+        # Parsed as the smoke test parses it (claudegate.probes.wire.endpoint).
+        ep = endpoint(
+            target.base_url, connect_host=target.connect_host, http_port=target.http_port, what="audit target"
+        )
         return cls(target, ep, timeout)
 
     @property
@@ -95,7 +100,7 @@ class Run:
         return self.target.clients.secrets() if self.target.clients else []
 
     def ctx(self) -> ssl.SSLContext:
-        return tls_context(str(self.target.ca_file) if self.target.ca_file else None)
+        return tls_context(self.target.ca_file)
 
     def https(
         self,
@@ -122,7 +127,7 @@ class Run:
 
     def wait_for_bucket(self, seconds: float = 1.0) -> None:
         # Probes that burst fill the per-address bucket; the next one waits it out.
-        time.sleep(seconds)
+        pause(seconds)
 
 
 def probe(group: str, name: str, fix: str, run: Run) -> Probe:

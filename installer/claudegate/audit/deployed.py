@@ -12,21 +12,27 @@ from __future__ import annotations
 
 import json
 import secrets
-import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from claudegate.audit.context import pause
 from claudegate.audit.result import AuditReport, ProbeResult
 from claudegate.audit.runner import run_audit, select_probes
 from claudegate.audit.target import AuditTarget, RunClients
-from claudegate.audit.wire import Dial
 from claudegate.config.derive import GATEWAY_AUDIT_LOG as AUDIT_LOG
+from claudegate.config.derive import value_at
 from claudegate.config.model import DeployConfig
 from claudegate.connectors.base import Connector
+from claudegate.deploy import docker_cli
 from claudegate.deploy.gateway_cli import AUDIT_CLIENT_PREFIX
+from claudegate.deploy.gateway_keys import run_gateway_keys
 from claudegate.deploy.layout import HostLayout
+from claudegate.deploy.serving import serving_gateway_container, uses_sudo
+from claudegate.deploy.smoke_target import target_for as smoke_target_for
+from claudegate.knobs import probe_values
+from claudegate.probes.wire import Dial
 from claudegate.redact import Secret
 from claudegate.smoke import PACE_PATH
 
@@ -105,29 +111,20 @@ def target_for(
     probe_source: str | None = None,
 ) -> AuditTarget:
     """The audit's view of a deployment: the public endpoint and what its config promises."""
-    from claudegate.deploy.steps.smoke import target_for as smoke_target_for
-
     # Where clients connect and what they trust: exactly as the smoke test sees it.
     smoke = smoke_target_for(cfg, trust=ca_file, client_key=None)
     https = cfg.ports.https
-    limits = cfg.limits
     open_ports = [cfg.ports.http, https]
     if not cfg.target.is_local:
         open_ports.append(cfg.target.port)  # the SSH port the deploy itself uses
+    # What the config promises, knob by knob (the knob table names the target's fields).
+    promised = probe_values(lambda loc: value_at(cfg, loc))
     return AuditTarget(
         base_url=smoke.base_url,
         connect_host=smoke.connect_host,
         http_port=smoke.http_port,
         ca_file=smoke.ca_file,
-        tls_profile=cfg.tls.profile,
-        max_body_bytes=smoke.max_body_bytes,
-        per_ip_burst=limits.per_ip.burst,
-        per_ip_rate=limits.per_ip.per_second,
-        per_key_burst=limits.per_key.burst,
-        per_key_rate=limits.per_key.per_second,
-        conn_per_ip=limits.connections_per_ip,
-        client_header_timeout=limits.timeouts.client_header,
-        client_body_timeout=limits.timeouts.client_body,
+        **promised,
         allowlist=tuple(str(c) for c in cfg.allowlist),
         probe_source=probe_source,
         clients=clients,
@@ -188,7 +185,7 @@ def audit_deployment(
             from dataclasses import replace
 
             target = replace(target, remote_name=remote[0], remote_dial=remote[1])
-        time.sleep(3.5)  # let the "expired" client's few seconds run out
+        pause(3.5)  # let the "expired" client's few seconds run out
         report = run_audit(target, quick=quick, only=only, progress=progress)
         if read_audit_log is not None:
             report.tokens_spent = tokens_spent(records(), names)
@@ -208,10 +205,6 @@ def connector_keys_and_log(
     gateway's user: the log is read where the gateway writes it, by the
     account that owns it, never by root along a path another uid controls.
     """
-    from claudegate.deploy import docker_cli
-    from claudegate.deploy.serving import serving_gateway_container, uses_sudo
-    from claudegate.keys import run_gateway_keys
-
     def keys(args: list[str]) -> str:
         return run_gateway_keys(cfg, connector, args, layout=layout)
 

@@ -11,9 +11,9 @@ import json
 import secrets
 import time
 
-from claudegate.audit.context import Run, probe
+from claudegate.audit.context import Run, pause, probe
 from claudegate.audit.result import ProbeResult
-from claudegate.audit.wire import Answer
+from claudegate.probes.wire import Answer
 
 #: nginx's own request ids (its error pages); the gateway's start ``req_gw``.
 EDGE_ID_PREFIX = "req_edge"
@@ -231,7 +231,7 @@ def upstream_proof(run: Run) -> ProbeResult:
         found = {str(r.get("request_id")): dict(r) for r in reader() if r.get("request_id") in wanted}
         if len(found) >= len(wanted):
             break
-        time.sleep(0.5)
+        pause(0.5)
     for rid, label in wanted.items():
         record = found.get(rid)
         if record is None:

@@ -10,8 +10,16 @@ import httpx
 
 from claudegate.audit.context import Run, probe
 from claudegate.audit.result import ProbeResult
-from claudegate.audit.wire import Answer
-from claudegate.smoke import header_problems
+from claudegate.probes.wire import Answer
+from claudegate.smoke import (
+    SmokeTarget,
+    _check_pace,
+    _client,
+    _endpoint,
+    _Failed,
+    _ssl_context,
+    header_problems,
+)
 
 _LEAKS = re.compile(rb"Traceback \(most recent|File \"/|aiohttp/|nginx/\d|<center>|Python/\d|\.py\", line")
 # Ports a scan checks besides the expected ones: the gateway's listeners,
@@ -110,8 +118,6 @@ def open_ports(run: Run) -> ProbeResult:
 
 
 def stream_unbuffered(run: Run) -> ProbeResult:
-    from claudegate.smoke import SmokeTarget, _check_pace, _client, _endpoint, _Failed, _ssl_context
-
     p = probe("edge", "edge.stream_unbuffered", "nginx proxy_buffering (assets/nginx/snippets/proxy_gateway.conf)", run)
     key = run.key()
     if key is None:

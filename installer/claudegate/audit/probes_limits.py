@@ -10,14 +10,13 @@ from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
-from claudegate.audit.context import Run, probe
+from claudegate.audit.context import Run, pause, probe
 from claudegate.audit.result import ProbeResult
-from claudegate.audit.wire import exchange, open_socket, poll, request_bytes
+from claudegate.probes.wire import exchange, open_socket, poll, request_bytes
+from claudegate.smoke import SmokeTarget, _check_burst, _endpoint, _Failed, _ssl_context
 
 
 def burst(run: Run) -> ProbeResult:
-    from claudegate.smoke import SmokeTarget, _check_burst, _endpoint, _Failed, _ssl_context
-
     p = probe("limits", "limits.per_ip_burst", "limits.per_ip (rate, burst) in deploy.yaml", run)
     # Enough to empty the bucket even if sending them takes a few seconds (a
     # loaded or distant machine): the burst, plus what drains meanwhile.
@@ -63,7 +62,7 @@ def key_rate(run: Run) -> ProbeResult:
         elif answer.status == 429 and answer.error_type == "rate_limit_error" and "anthropic-ratelimit-requests-limit" in answer.headers:
             gateway_429 += 1
             break
-        time.sleep(0.25)
+        pause(0.25)
     p.expect(ok == rpm, f"{ok} requests passed in the minute, the key's rpm is {rpm}")
     p.expect(gateway_429 == 1, "the gateway never refused the key with its own 429")
     return p.result(f"exactly {rpm} requests passed for a key of rpm {rpm}, under 50 in parallel")
@@ -166,7 +165,7 @@ def slow_clients(run: Run) -> ProbeResult:
     ]
     for t in threads:
         t.start()
-    time.sleep(1.0)
+    pause(1.0)
     normal = run.https("GET", "/v1/models")
     p.saw("GET /v1/models while two slow clients hang", normal)
     p.expect(normal.status == 401 and normal.elapsed < 2.0, f"a normal request was slowed down ({normal.elapsed:.1f} s)")
@@ -201,7 +200,7 @@ def connection_cap(run: Run) -> ProbeResult:
         for i in range(cap)
     ]
     with _slow_conns(run, heads) as socks:
-        time.sleep(0.5)
+        pause(0.5)
         early = [data for data in (poll(sock) for sock in socks) if data is not None]
         answered = len(early)
         extra = exchange(run.ep, run.ctx(), "GET", "/v1/models", [], timeout=run.timeout)

@@ -8,7 +8,16 @@ import warnings
 
 from claudegate.audit.context import Run, probe
 from claudegate.audit.result import ProbeResult
-from claudegate.smoke import HSTS_MIN_AGE, header_problems
+from claudegate.smoke import (
+    HSTS_MIN_AGE,
+    SmokeTarget,
+    _check_certificate,
+    _endpoint,
+    _Failed,
+    _Skipped,
+    _tls_probe,
+    header_problems,
+)
 
 _VERSIONS = {
     "TLSv1": ssl.TLSVersion.TLSv1,
@@ -86,8 +95,6 @@ def ciphers(run: Run) -> ProbeResult:
 
 
 def certificate(run: Run) -> ProbeResult:
-    from claudegate.smoke import SmokeTarget, _check_certificate, _endpoint, _Failed, _Skipped, _tls_probe
-
     p = probe("tls", "tls.certificate", "tls (the certificate files, or the ACME renewal: claudegate renew)", run)
     target = SmokeTarget(base_url=run.target.base_url, connect_host=run.ep.connect_host, ca_file=run.target.ca_file)
     ep = _endpoint(target)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from claudegate.knobs import probe_defaults
 from claudegate.redact import Secret
 
 #: Reads the gateway's audit records (newest last); None when it cannot be read.
@@ -53,22 +54,27 @@ class RunClients:
         return [s.reveal() for s in keys if s is not None]
 
 
+_DEFAULTS = probe_defaults()
+
+
 @dataclass(frozen=True)
 class AuditTarget:
     base_url: str  # https://gw.example.com[:port]
     connect_host: str | None = None
     http_port: int = 80
     ca_file: Path | None = None
-    tls_profile: str = "intermediate"  # intermediate: TLS 1.2 + 1.3; modern: 1.3 only
+    # What the config promises: the knob table's defaults (claudegate.knobs),
+    # or a deployed config's values (audit.deployed.target_for).
+    tls_profile: str = _DEFAULTS["tls_profile"]  # intermediate: TLS 1.2 + 1.3; modern: 1.3 only
     hsts_min_age: int = 15_552_000
-    max_body_bytes: int = 32 * 1024 * 1024
-    per_ip_burst: int = 40
-    per_ip_rate: float = 20.0  # requests a second the bucket drains at
-    per_key_burst: int = 20
-    per_key_rate: float = 10.0
-    conn_per_ip: int = 32
-    client_header_timeout: int = 10
-    client_body_timeout: int = 10
+    max_body_bytes: int = _DEFAULTS["max_body_bytes"]
+    per_ip_burst: int = _DEFAULTS["per_ip_burst"]
+    per_ip_rate: float = _DEFAULTS["per_ip_rate"]  # requests a second the bucket drains at
+    per_key_burst: int = _DEFAULTS["per_key_burst"]
+    per_key_rate: float = _DEFAULTS["per_key_rate"]
+    conn_per_ip: int = _DEFAULTS["conn_per_ip"]
+    client_header_timeout: int = _DEFAULTS["client_header_timeout"]
+    client_body_timeout: int = _DEFAULTS["client_body_timeout"]
     allowlist: tuple[str, ...] = ()  # CIDRs; empty: no allowlist promised
     # A local address outside the allowlist to send from (tests, or an operator
     # machine with a second address); or a probe run from another host.

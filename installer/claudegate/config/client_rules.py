@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from claudegate.config.rules import RuleProblem
+from claudegate.config.problems import RuleProblem
 
 if TYPE_CHECKING:
     from claudegate.config.model import DeployConfig

@@ -7,7 +7,8 @@
 - :func:`client_scopes` -- that client's scopes as the keystore records them (for diffs);
 - :func:`network_plan` -- the private network's subnet and nginx's fixed address on it.
 
-Paths here are inside the containers; the deploy mounts the files there.
+Paths here are inside the containers (:mod:`claudegate.containers`, which
+ties each to the host directory the deploy mounts there).
 """
 
 from __future__ import annotations
@@ -15,10 +16,23 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 from datetime import UTC
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from claudegate.config.model import Client, DeployConfig
-from claudegate.edge.settings import EdgeSettings, size_in_bytes
+from claudegate.containers import (
+    API_KEY,
+    AUDIT_LOG,
+    GATEWAY_CONFIG,
+    GATEWAY_DATA,
+    GATEWAY_LOGS,
+    GATEWAY_SECRETS,
+    KEYSTORE,
+    PEPPER,
+)
+from claudegate.edge.settings import EdgeSettings
+from claudegate.knobs import EDGE_FIELDS, KNOBS
+
+if TYPE_CHECKING:
+    from claudegate.config.model import Client, DeployConfig
 
 __all__ = [
     "GATEWAY_API_KEY_FILE",
@@ -41,15 +55,15 @@ __all__ = [
 ]
 
 #: The gateway's config file inside its container.
-GATEWAY_CONFIG_PATH = "/etc/claudegate/gateway.yaml"
+GATEWAY_CONFIG_PATH = GATEWAY_CONFIG
 #: The gateway's command-line program inside its container.
 GATEWAY_PROGRAM = "claudegate-gateway"
 #: Secret files mounted read-only into the gateway container.
-GATEWAY_API_KEY_FILE = "/run/secrets/anthropic_api_key"
-GATEWAY_PEPPER_FILE = "/run/secrets/key_pepper"
+GATEWAY_API_KEY_FILE = GATEWAY_SECRETS.file(API_KEY)
+GATEWAY_PEPPER_FILE = GATEWAY_SECRETS.file(PEPPER)
 #: The gateway's state (volumes).
-GATEWAY_KEYSTORE = "/var/lib/claudegate/keys.db"
-GATEWAY_AUDIT_LOG = "/var/log/claudegate/audit.jsonl"
+GATEWAY_KEYSTORE = GATEWAY_DATA.file(KEYSTORE)
+GATEWAY_AUDIT_LOG = GATEWAY_LOGS.file(AUDIT_LOG)
 #: The public listener's port. It binds only the gateway's own address on the
 #: internal network (the config names the subnet; the gateway finds its
 #: address in it at start), never the egress network's: nothing but nginx
@@ -67,8 +81,9 @@ NGINX_HOST_INDEX = 2
 class NetworkPlan:
     """The private network between nginx and the gateway.
 
-    The compose file gives nginx the fixed ``nginx_address`` (``ipv4_address``)
-    so the gateway can trust forwarded-for headers from exactly that address.
+    nginx's container is attached to it with the fixed ``nginx_address``
+    (``docker network connect --ip``), so the gateway can trust forwarded-for
+    headers from exactly that address.
     """
 
     subnet: ipaddress.IPv4Network
@@ -92,30 +107,10 @@ def network_plan(cfg: DeployConfig) -> NetworkPlan:
 def edge_settings(cfg: DeployConfig, **overrides: Any) -> EdgeSettings:
     """The nginx edge for ``cfg``; ``overrides`` set EdgeSettings fields deploy.yaml has no key for.
 
-    nginx listens on the published ports themselves (the compose file maps
+    nginx listens on the published ports themselves (its container publishes
     ``P:P``), so the http->https redirect names the port clients use.
     """
-    limits = cfg.limits
-    timeouts = limits.timeouts
-    values: dict[str, Any] = {
-        "domain": cfg.domain,
-        "http_port": cfg.ports.http,
-        "https_port": cfg.ports.https,
-        "tls_profile": cfg.tls.profile,
-        "per_ip": limits.per_ip,
-        "per_key": limits.per_key,
-        "conn_per_ip": limits.connections_per_ip,
-        "allow_cidrs": tuple(cfg.allowlist),
-        "trusted_proxy_cidrs": tuple(cfg.trusted_proxies),
-        "client_max_body_size": limits.max_body_size,
-        "client_header_timeout": timeouts.client_header,
-        "client_body_timeout": timeouts.client_body,
-        "send_timeout": timeouts.send,
-        "keepalive_timeout": timeouts.keepalive,
-        "proxy_connect_timeout": timeouts.upstream_connect,
-        "proxy_send_timeout": timeouts.upstream_send,
-        "proxy_read_timeout": timeouts.upstream_read,
-    }
+    values: dict[str, Any] = {name: value_at(cfg, loc) for name, loc in EDGE_FIELDS.items()}
     values.update(overrides)
     return EdgeSettings(**values)
 
@@ -127,23 +122,34 @@ def gateway_config(cfg: DeployConfig) -> dict[str, Any]:
     key and the pepper are files mounted at :data:`GATEWAY_API_KEY_FILE` and
     :data:`GATEWAY_PEPPER_FILE`, never values in this config.
     """
-    return {
+    out: dict[str, Any] = {
         "listen": f"{network_plan(cfg).subnet}:{GATEWAY_PORT}",
         "internal_listen": GATEWAY_INTERNAL_LISTEN,
-        "upstream": {
-            "base_url": cfg.upstream.base_url,
-            "api_key_file": GATEWAY_API_KEY_FILE,
-            "read_timeout": float(cfg.limits.timeouts.upstream_read),
-        },
+        "upstream": {"base_url": cfg.upstream.base_url, "api_key_file": GATEWAY_API_KEY_FILE},
         "keystore": GATEWAY_KEYSTORE,
         "pepper_file": GATEWAY_PEPPER_FILE,
         "audit_log": GATEWAY_AUDIT_LOG,
         "trusted_proxies": [str(network_plan(cfg).nginx_cidr)],
-        "max_body_bytes": size_in_bytes(cfg.limits.max_body_size),
-        # One knob for every request body nginx lets through, uploads included.
-        "max_upload_bytes": size_in_bytes(cfg.limits.max_body_size),
         **gateway_filters_config(cfg),
     }
+    # The knobs the gateway enforces too (the body limit, uploads included; the
+    # upstream read timeout), in its units.
+    for row in KNOBS:
+        for key in row.gateway:
+            *parents, leaf = key.split(".")
+            node = out
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[leaf] = row.gateway_value(value_at(cfg, row.loc))
+    return out
+
+
+def value_at(cfg: DeployConfig, loc: tuple[str, ...]) -> Any:
+    """deploy.yaml's value at ``loc`` (``("limits", "per_ip")``), defaults filled in."""
+    node: Any = cfg
+    for part in loc:
+        node = getattr(node, part)
+    return node
 
 
 def gateway_filters_config(cfg: DeployConfig) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import ipaddress
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from claudegate.config.rules import RuleProblem
+from claudegate.config.problems import RuleProblem
 
 if TYPE_CHECKING:
     from claudegate.config.model import DeployConfig

@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt
 
+from claudegate.config.problems import RuleProblem, fail
 from claudegate.resources import ASSETS_DIR
 
 if TYPE_CHECKING:
     from claudegate.config.model import DeployConfig
-    from claudegate.config.rules import RuleProblem
 
 __all__ = ["DEFAULT_RULE_NAMES", "FilterRule", "Override", "filter_problems", "gateway_filters"]
 
@@ -37,7 +37,6 @@ def _override(value: object) -> str:
     if value is False:  # YAML 1.1 reads a bare off as false
         return "off"
     if value not in _OVERRIDES:
-        from claudegate.config.model import fail
 
         close = difflib.get_close_matches(str(value), _OVERRIDES, n=1)
         raise fail(f"{value!r} is not an override; use one of {', '.join(_OVERRIDES)}",
@@ -99,7 +98,6 @@ _WHERE = re.compile(r"^filters\[(\d+)\](?:\.([a-z_]+))?(?:\[(\d+)\])?: (.*)$", r
 
 def filter_problems(cfg: DeployConfig) -> Iterator[RuleProblem]:
     """The gateway's verdict on ``filters``, and client overrides that name no rule."""
-    from claudegate.config.rules import RuleProblem
 
     names = list(DEFAULT_RULE_NAMES)
     if cfg.filters is not None:

@@ -12,10 +12,10 @@ Checks that look at several sections at once (``tls.mode: files`` needs
 after its fields validated, so a model built directly (by the wizard, or in a
 test) is as checked as one loaded from a file.
 
-The edge sections (``ports``, ``tls.profile``, ``limits``, ``allowlist``,
-``trusted_proxies``) take their defaults from
-:class:`claudegate.edge.settings.EdgeSettings` and are checked against it, so
-the two never disagree about a default or a bound.
+The edge sections (``ports``, ``tls.profile``, ``limits``) take their
+defaults and bounds from the knob table (:mod:`claudegate.knobs`), as
+:class:`claudegate.edge.settings.EdgeSettings` does, and are checked against
+EdgeSettings too, so the two never disagree about a default or a bound.
 """
 
 from __future__ import annotations
@@ -41,12 +41,19 @@ from pydantic import (
     ValidationInfo,
     model_validator,
 )
-from pydantic_core import PydanticCustomError
 
+from claudegate.config.defaults import (
+    DEFAULT_ACME_DIRECTORY,
+    DEFAULT_NETWORK_SUBNET,
+    LETS_ENCRYPT_DIRECTORIES,
+)
 from claudegate.config.filters import FilterRule, Override
 from claudegate.config.operations import TEMPLATES, matches_an_operation
+from claudegate.config.problems import fail, format_path
+from claudegate.config.rules import rule_problems
 from claudegate.connectors.known_hosts import normalize_fingerprint
-from claudegate.edge.settings import MIN_TRUSTED_PREFIX, EdgeSettings, RateLimit, Size
+from claudegate.edge.settings import MIN_TRUSTED_PREFIX, RateLimit, Size, default_zone
+from claudegate.knobs import knob
 
 if TYPE_CHECKING:
     from claudegate.config.load import Origin
@@ -73,26 +80,9 @@ __all__ = [
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-DEFAULT_ACME_DIRECTORY = "https://acme-v02.api.letsencrypt.org/directory"
-LETS_ENCRYPT_DIRECTORIES = (
-    DEFAULT_ACME_DIRECTORY,
-    "https://acme-staging-v02.api.letsencrypt.org/directory",
-)
-#: The private Docker network between nginx and the gateway. Outside Docker's
-#: default pools (172.17-31.0.0/16, 192.168.0.0/16) and Podman's (10.88-89.x).
-DEFAULT_NETWORK_SUBNET = "10.213.71.0/28"
 
 #: ``ctx`` key under which a rule names the sub-field it is about.
 RULES_DEFERRED = "claudegate_rules_deferred"
-
-
-def fail(problem: str, fix: str | None = None) -> PydanticCustomError:
-    """A validation error that says what is wrong and how to fix it.
-
-    The text goes through ``ctx`` (not the template) so braces in values are
-    never read as placeholders.
-    """
-    return PydanticCustomError("claudegate", "{problem}", {"problem": problem, "fix": fix or ""})
 
 
 def config_home() -> Path:
@@ -101,8 +91,19 @@ def config_home() -> Path:
     return Path(base) / "claudegate"
 
 
-def _edge_default(name: str) -> Any:
-    return EdgeSettings.model_fields[name].default
+def _knob(path: str, **kwargs: Any) -> Any:
+    """A field with the knob table's default and lower bound for ``path`` (:mod:`claudegate.knobs`).
+
+    Upper bounds are checked through EdgeSettings (``rules._edge``), whose
+    message names the range; ports, whose range is fixed, are bounded here.
+    """
+    row = knob(path)
+    bounds: dict[str, Any] = {}
+    if row.kind == "int" and row.minimum is not None:
+        bounds["ge"] = row.minimum
+    if path.startswith("ports.") and row.maximum is not None:
+        bounds["le"] = row.maximum
+    return Field(default=row.default, examples=[row.default], **bounds, **kwargs)
 
 
 def _show(value: object) -> str:
@@ -521,10 +522,8 @@ class TLS(_Section):
     chain_file: FilePath | None = Field(
         default=None, examples=["/etc/ssl/gw/chain.pem"], description="files: intermediates (and root), PEM"
     )
-    profile: Literal["intermediate", "modern"] = Field(
-        default=_edge_default("tls_profile"),
-        examples=["intermediate"],
-        description="Mozilla profile: intermediate = TLS 1.2 + 1.3, modern = TLS 1.3 only",
+    profile: Literal["intermediate", "modern"] = _knob(
+        "tls.profile", description="Mozilla profile: intermediate = TLS 1.2 + 1.3, modern = TLS 1.3 only"
     )
 
 
@@ -545,29 +544,30 @@ class Upstream(_Section):
 class Ports(_Section):
     """The two ports nginx publishes on the host."""
 
-    http: StrictInt = Field(default=_edge_default("http_port"), ge=1, le=65535, examples=[80])
-    https: StrictInt = Field(default=_edge_default("https_port"), ge=1, le=65535, examples=[443])
+    http: StrictInt = _knob("ports.http")
+    https: StrictInt = _knob("ports.https")
 
 
 class Timeouts(_Section):
-    """Seconds nginx waits for clients and for the gateway (bounds come from EdgeSettings)."""
+    """Seconds nginx waits for clients and for the gateway (defaults and bounds: the knob table)."""
 
-    client_header: StrictInt = Field(default=_edge_default("client_header_timeout"), gt=0, examples=[10])
-    client_body: StrictInt = Field(default=_edge_default("client_body_timeout"), gt=0, examples=[10])
-    send: StrictInt = Field(default=_edge_default("send_timeout"), gt=0, examples=[30])
-    keepalive: StrictInt = Field(default=_edge_default("keepalive_timeout"), ge=0, examples=[30])
-    upstream_connect: StrictInt = Field(default=_edge_default("proxy_connect_timeout"), gt=0, examples=[5])
-    upstream_send: StrictInt = Field(default=_edge_default("proxy_send_timeout"), gt=0, examples=[60])
-    upstream_read: StrictInt = Field(default=_edge_default("proxy_read_timeout"), gt=0, examples=[600])
+    client_header: StrictInt = _knob("limits.timeouts.client_header")
+    client_body: StrictInt = _knob("limits.timeouts.client_body")
+    send: StrictInt = _knob("limits.timeouts.send")
+    keepalive: StrictInt = _knob("limits.timeouts.keepalive")
+    upstream_connect: StrictInt = _knob("limits.timeouts.upstream_connect")
+    upstream_send: StrictInt = _knob("limits.timeouts.upstream_send")
+    upstream_read: StrictInt = _knob("limits.timeouts.upstream_read")
 
 
 class Limits(_Section):
     """Abuse limits enforced by nginx before a request reaches the gateway."""
 
-    per_ip: RateLimit = Field(default=_edge_default("per_ip"), description="requests per client address")
-    per_key: RateLimit = Field(default=_edge_default("per_key"), description="requests per client key")
-    connections_per_ip: StrictInt = Field(default=_edge_default("conn_per_ip"), gt=0, examples=[32])
-    max_body_size: BodySize = Field(default=_edge_default("client_max_body_size"), examples=["32m"])
+    per_ip: RateLimit = Field(default=default_zone("per_ip"), description="requests per client address")
+    per_key: RateLimit = Field(default=default_zone("per_key"), description="requests per client key")
+    connections_per_ip: StrictInt = _knob("limits.connections_per_ip")
+    # Its minimum (in bytes) is a rule: config.rules._limits.
+    max_body_size: BodySize = _knob("limits.max_body_size")
     timeouts: Timeouts = Timeouts()
 
 
@@ -752,8 +752,6 @@ class DeployConfig(_Section):
     def _check_rules(self, info: ValidationInfo) -> DeployConfig:
         if (info.context or {}).get(RULES_DEFERRED):
             return self
-        from claudegate.config.rules import format_path, rule_problems
-
         problems = rule_problems(self)
         if problems:
             first = problems[0]

@@ -1,4 +1,9 @@
-"""Config problems: one line each, ``FILE:LINE:COL: FIELD: problem; fix``."""
+"""Config problems: one line each, ``FILE:LINE:COL: FIELD: problem; fix``.
+
+The bottom of the config package: the model's validators (:func:`fail`),
+the rules (:class:`RuleProblem`) and the loader (:class:`Problem`) all say
+what is wrong in these terms, so none of them imports another for it.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +11,43 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
+from pydantic_core import PydanticCustomError
+
 from claudegate.errors import ConfigError
 
-__all__ = ["DeployConfigError", "Problem", "mask_keys"]
+__all__ = ["DeployConfigError", "Loc", "Problem", "RuleProblem", "fail", "format_path", "mask_keys"]
+
+#: A field's path, pydantic style: ``("clients", 1, "rpm")``.
+Loc = tuple[str | int, ...]
+
+
+def fail(problem: str, fix: str | None = None) -> PydanticCustomError:
+    """A validation error that says what is wrong and how to fix it.
+
+    The text goes through ``ctx`` (not the template) so braces in values are
+    never read as placeholders.
+    """
+    return PydanticCustomError("claudegate", "{problem}", {"problem": problem, "fix": fix or ""})
+
+
+@dataclass(frozen=True)
+class RuleProblem:
+    loc: Loc
+    problem: str
+    fix: str | None = None
+
+
+def format_path(loc: Loc) -> str:
+    """``('clients', 1, 'rpm')`` -> ``clients[1].rpm`` (list indices count from 0)."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part and all(ch.isalnum() or ch in "_-" for ch in part):
+            out += f".{part}" if out else part
+        else:
+            out += f"[{part!r}]"
+    return out
 
 
 # Anything shaped like an Anthropic key is masked in every message, whatever put it there.

@@ -10,45 +10,27 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
+from claudegate.config.defaults import LETS_ENCRYPT_DIRECTORIES
+from claudegate.config.derive import edge_settings
 from claudegate.config.filters import filter_problems
-from claudegate.edge.settings import size_in_bytes
+from claudegate.config.problems import Loc, RuleProblem, format_path
+from claudegate.knobs import EDGE_FIELDS, knob, size_in_bytes
 
 if TYPE_CHECKING:
     from claudegate.config.model import DeployConfig
 
 __all__ = ["EDGE_FIELDS", "Loc", "RuleProblem", "format_path", "rule_problems"]
 
-Loc = tuple[str | int, ...]
 
-#: EdgeSettings field -> where it comes from in deploy.yaml.
-EDGE_FIELDS: dict[str, Loc] = {
-    "domain": ("domain",),
-    "http_port": ("ports", "http"),
-    "https_port": ("ports", "https"),
-    "tls_profile": ("tls", "profile"),
-    "per_ip": ("limits", "per_ip"),
-    "per_key": ("limits", "per_key"),
-    "conn_per_ip": ("limits", "connections_per_ip"),
-    "allow_cidrs": ("allowlist",),
-    "trusted_proxy_cidrs": ("trusted_proxies",),
-    "client_max_body_size": ("limits", "max_body_size"),
-    "client_header_timeout": ("limits", "timeouts", "client_header"),
-    "client_body_timeout": ("limits", "timeouts", "client_body"),
-    "send_timeout": ("limits", "timeouts", "send"),
-    "keepalive_timeout": ("limits", "timeouts", "keepalive"),
-    "proxy_connect_timeout": ("limits", "timeouts", "upstream_connect"),
-    "proxy_send_timeout": ("limits", "timeouts", "upstream_send"),
-    "proxy_read_timeout": ("limits", "timeouts", "upstream_read"),
-}
+_BODY = knob("limits.max_body_size")
 
 #: The gateway refuses a smaller body limit (it must hold a request's JSON).
-MIN_BODY_BYTES = 1024
+MIN_BODY_BYTES = _BODY.minimum or 0
 
 # Names a public CA will not issue for.
 _RESERVED_SUFFIXES = (
@@ -61,26 +43,6 @@ _RESERVED_SUFFIXES = (
     ".lan",
     ".home.arpa",
 )
-
-
-@dataclass(frozen=True)
-class RuleProblem:
-    loc: Loc
-    problem: str
-    fix: str | None = None
-
-
-def format_path(loc: Loc) -> str:
-    """``('clients', 1, 'rpm')`` -> ``clients[1].rpm`` (list indices count from 0)."""
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif part and all(ch.isalnum() or ch in "_-" for ch in part):
-            out += f".{part}" if out else part
-        else:
-            out += f"[{part!r}]"
-    return out
 
 
 def rule_problems(cfg: DeployConfig) -> list[RuleProblem]:
@@ -184,8 +146,6 @@ def _tls(cfg: DeployConfig) -> Iterator[RuleProblem]:
 
 
 def _lets_encrypt() -> tuple[str, ...]:
-    from claudegate.config.model import LETS_ENCRYPT_DIRECTORIES
-
     return LETS_ENCRYPT_DIRECTORIES
 
 
@@ -258,9 +218,17 @@ def _limits(cfg: DeployConfig) -> Iterator[RuleProblem]:
     if size_in_bytes(size) < MIN_BODY_BYTES:
         yield RuleProblem(
             ("limits", "max_body_size"),
-            f"{size!r} is smaller than the gateway's minimum of 1k",
-            "set it to e.g. 32m (Anthropic's own request limit)",
+            f"{size!r} is smaller than the gateway's minimum of {_as_size(MIN_BODY_BYTES)}",
+            f"set it to e.g. {_BODY.default} (Anthropic's own request limit)",
         )
+
+
+def _as_size(count: int) -> str:
+    """1024 -> ``1k``: a byte count as deploy.yaml would write it."""
+    for unit, scale in (("m", 1024 * 1024), ("k", 1024)):
+        if count % scale == 0:
+            return f"{count // scale}{unit}"
+    return str(count)
 
 
 def _clients(cfg: DeployConfig) -> Iterator[RuleProblem]:
@@ -291,8 +259,6 @@ _BOUNDS = {
 
 
 def _edge(cfg: DeployConfig) -> Iterator[RuleProblem]:
-    from claudegate.config.derive import edge_settings
-
     try:
         edge_settings(cfg)
     except ValidationError as exc:

@@ -11,9 +11,9 @@ Both implement :class:`Connector`::
                       expected_fingerprint="SHA256:...") as target:
         target.run(["uname", "-m"]).text                 # argv list, never a shell string
         target.run(["tee", "/dev/null"], input=b"...")   # secrets go over stdin ...
-        target.put_file("/etc/claudegate/upstream.key", key.reveal_bytes(), 0o600,
-                        owner="root", sudo=True)         # ... or into a file, atomically
-        target.get_file("/etc/claudegate/release")       # -> bytes, or None if missing
+        target.put_file("/opt/claudegate/shared/secrets/anthropic_api_key", key.reveal_bytes(), 0o640,
+                        owner="0:claudegate", sudo=True)  # ... or into a file, atomically
+        target.get_file("/opt/claudegate/state/journal.json")  # -> bytes, or None if missing
 
 Commands are data: playbook steps build argv lists with pure functions
 (tested as exact lists); connectors only execute them. The SSH connector
@@ -24,7 +24,7 @@ Docker on the target
 All Docker work on a target goes through the same verified connection, as
 the ``docker`` CLI run by the connector::
 
-    target.run(["docker", "compose", "-f", path, "up", "-d"], sudo=True)
+    target.run(["docker", "create", "--name", name, ...], sudo=True)    # deploy/docker_cli.py builds these
     target.run(["docker", "load"], input=image_tar_stream, sudo=True)   # save|load, streamed
     target.run(["docker", "inspect", name], check=False)                # a fact: parse JSON
 
@@ -35,7 +35,7 @@ tool's known_hosts or a fingerprint the operator confirmed, and making it
 work would mean weakening host-key checking. The CLI over our connector keeps
 one connection, one host-key decision, one sudo story and one place that
 redacts errors, and its commands are plain argv lists that tests can assert.
-(The Docker SDK stays fine for the ``local`` target and for tests.)
+(The product does not use the Docker SDK at all: see docs/deploy.md.)
 
 The SSH names are imported lazily (paramiko takes ~100 ms to import, which
 ``claudegate --help`` should not pay).

@@ -49,6 +49,7 @@ from claudegate.connectors.known_hosts import (
     host_id,
     normalize_fingerprint,
 )
+from claudegate.control.interaction import HostKeyQuestion
 from claudegate.errors import (
     CommandTimedOut,
     ConfigError,
@@ -58,7 +59,6 @@ from claudegate.errors import (
     HostKeyUnknown,
 )
 from claudegate.redact import Secret
-from claudegate.session.interaction import HostKeyQuestion
 
 # paramiko's transport thread logs a failed handshake, with a traceback, at
 # ERROR; with no logging configured Python prints that on stderr ahead of the

@@ -33,6 +33,7 @@ that served before keeps serving), :class:`~claudegate.errors.SmokeTestFailed`,
 :class:`~claudegate.errors.HostKeyUnknown` / :class:`~claudegate.errors.HostKeyChanged`.
 """
 
+from claudegate.control.progress import Reporter, StepEvent
 from claudegate.deploy.api import (
     connector_for,
     deploy,
@@ -47,7 +48,6 @@ from claudegate.deploy.api import (
     uninstall,
 )
 from claudegate.deploy.layout import HostLayout
-from claudegate.deploy.progress import Reporter, StepEvent
 from claudegate.deploy.results import ContainerStatus, DeployResult, RenderResult, StatusReport, StepReport
 
 __all__ = [

@@ -7,23 +7,25 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from claudegate.config.files import check_secret_files
 from claudegate.config.model import DeployConfig
 from claudegate.connectors.base import Connector
 from claudegate.connectors.local import LocalConnector
+from claudegate.control.progress import Reporter, StepEvent, null_reporter
 from claudegate.deploy import docker_cli, host_cli
+from claudegate.deploy.build_contexts import certbot_context, gateway_context, nginx_context
 from claudegate.deploy.cert_status import certificate_status
-from claudegate.deploy.context import Context
+from claudegate.deploy.context import Context, RunOptions
 from claudegate.deploy.engine import StepOutcome, run_steps
 from claudegate.deploy.facts import parse_container, parse_links
+from claudegate.deploy.gateway_keys import expiry_warnings, run_gateway_keys
 from claudegate.deploy.image_status import image_status
 from claudegate.deploy.journal import Journal
 from claudegate.deploy.layout import LABEL_GATEWAY, LABEL_ROLE, HostLayout
 from claudegate.deploy.lock import read_holder
 from claudegate.deploy.playbook import load_playbook
-from claudegate.deploy.progress import Reporter, StepEvent, null_reporter
 from claudegate.deploy.release import Release, build_release, parse_manifest
 from claudegate.deploy.results import (
     EXPIRY_WARNING_DAYS,
@@ -36,8 +38,10 @@ from claudegate.deploy.results import (
 )
 from claudegate.deploy.secret_inputs import key_fingerprint, read_upstream_key
 from claudegate.deploy.serving import serving_gateway
+from claudegate.deploy.smoke_target import target_for
 from claudegate.deploy.tls_material import cert_summary
 from claudegate.errors import ClaudegateError, ConfigError
+from claudegate.smoke import run_smoke
 
 __all__ = [
     "connector_for",
@@ -71,6 +75,7 @@ def connector_for(cfg: DeployConfig, *, accept_host_key: str | None = None) -> C
     target = cfg.target
     if target.is_local:
         return LocalConnector(default_timeout=300)
+    # Only for a server: paramiko takes ~100 ms to import, which a local deploy need not pay.
     from claudegate.connectors.ssh import SSHConnector
 
     return SSHConnector(
@@ -137,7 +142,7 @@ def _run(
     dry_run: bool,
     reporter: Reporter | None,
     layout: HostLayout | None,
-    options: dict[str, Any] | None = None,
+    options: RunOptions | None = None,
 ) -> DeployResult:
     started = time.monotonic()
     layout = layout or HostLayout()
@@ -149,10 +154,10 @@ def _run(
         playbook=playbook,
         dry_run=dry_run,
         reporter=_collect_notes(reporter or null_reporter, notes),
-        options=dict(options or {}),
+        options=options or RunOptions(),
     )
     if playbook == "deploy":
-        stamp = _refresh_stamp(connector, layout, ctx.sudo, new=bool(ctx.options.get("refresh")))
+        stamp = _refresh_stamp(connector, layout, ctx.sudo, new=ctx.options.refresh)
         ctx.release, render_notes = _release_for(cfg, layout, ctx, strict=not dry_run, refresh=stamp)
         notes += render_notes
     steps = load_playbook(playbook).build()
@@ -221,7 +226,7 @@ def deploy(
     base (Debian security updates) under a new tag: a new release, switched
     to only after its smoke test passes, like any other.
     """
-    options = {"prune": prune, "refresh": refresh}
+    options = RunOptions(prune=prune, refresh=refresh)
     return _run("deploy", cfg, connector, dry_run=dry_run, reporter=reporter, layout=layout, options=options)
 
 
@@ -267,7 +272,7 @@ def uninstall(
     ``keep_data`` keeps the keystore and the secrets (a later deploy finds the
     same clients); ``keep_images`` keeps the images (a later deploy builds nothing).
     """
-    options = {"keep_data": keep_data, "keep_images": keep_images}
+    options = RunOptions(keep_data=keep_data, keep_images=keep_images)
     return _run(
         "uninstall", cfg, connector, dry_run=dry_run, reporter=reporter, layout=layout, options=options
     )
@@ -295,7 +300,6 @@ def render(cfg: DeployConfig, out_dir: str | Path, *, layout: HostLayout | None 
     The tree mirrors the host's (``releases/<rid>/...``, ``gateways/<id>/...``),
     plus the image build contexts under ``images/`` (without wheels).
     """
-    from claudegate.deploy.build_contexts import certbot_context, gateway_context, nginx_context
 
     layout = layout or HostLayout()
     release, notes = _release_for(cfg, layout, None, strict=False)
@@ -397,8 +401,6 @@ def _client_expiry(
 ) -> tuple[tuple[ClientExpiry, ...], str | None]:
     if not any(c.role == "gateway" and c.status == "running" for c in containers):
         return (), "no gateway runs"
-    from claudegate.keys import expiry_warnings
-
     try:
         return expiry_warnings(cfg, connector, within_days=days, layout=layout), None
     except ClaudegateError as exc:
@@ -439,16 +441,15 @@ def gateway_keys(
 
     Kept for callers of the raw command; :mod:`claudegate.keys` has the typed calls.
     """
-    from claudegate.keys import run_gateway_keys
-
     return run_gateway_keys(cfg, connector, args, layout=layout)
 
 
 def smoke_test(cfg: DeployConfig, *, progress: Callable[[Check], None] | None = None) -> SmokeReport:
     """The smoke test against what is deployed, as a client sees it (no SSH needed)."""
+
+    # The steps package imports every step (and the audit, through the smoke
+    # step), which imports this facade's package back: only when called.
     from claudegate.deploy.steps.clients import SMOKE_CLIENT, read_saved_key
-    from claudegate.deploy.steps.smoke import target_for
-    from claudegate.smoke import run_smoke
 
     key = read_saved_key(Path(cfg.state_dir) / "keys", SMOKE_CLIENT)
     return run_smoke(target_for(cfg, trust=None, client_key=key), progress=progress)

@@ -16,11 +16,11 @@ from pathlib import Path
 
 from claudegate.connectors.base import stderr_tail
 from claudegate.connectors.local import LocalConnector
+from claudegate.control.interaction import ConsentQuestion
 from claudegate.deploy import docker_cli
 from claudegate.deploy.context import Context
 from claudegate.errors import DeployFailed
 from claudegate.resources import ASSETS_DIR
-from claudegate.session.interaction import ConsentQuestion
 
 __all__ = ["BUILD_CACHE", "base_image_build_argv", "debootstrap_probe", "pull_or_build"]
 

@@ -98,6 +98,8 @@ class CertificateStatus:
 def certificate_status(
     cfg: DeployConfig, connector: Connector, layout: HostLayout, *, sudo: bool
 ) -> CertificateStatus:
+    # Here, not at the top: deploy/steps/__init__ imports every step, and the
+    # ACME step imports this module (the loop runs through that package).
     from claudegate.deploy.steps.renewal import status_path
 
     warnings: list[str] = []

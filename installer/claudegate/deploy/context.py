@@ -5,28 +5,42 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from claudegate.connectors.base import Connector, Input, Result
+from claudegate.control import cancel as _cancel
+from claudegate.control.controls import RunControls, current
+from claudegate.control.progress import EventKind, Reporter, StepEvent, null_reporter
 from claudegate.deploy.engine import Call, Put, Run, Step
 from claudegate.deploy.journal import Journal
 from claudegate.deploy.layout import HostLayout
-from claudegate.deploy.progress import EventKind, Reporter, StepEvent, null_reporter
 from claudegate.deploy.substep import BuildOutput
 from claudegate.errors import Declined
 from claudegate.redact import Secret
-from claudegate.session import cancel as _cancel
-from claudegate.session.controls import RunControls, current
 
 if TYPE_CHECKING:
     from claudegate.config.model import DeployConfig
+    from claudegate.control.interaction import ConsentQuestion
     from claudegate.deploy.lock import RemoteLock
     from claudegate.deploy.release import Release
     from claudegate.deploy.tls_material import TLSMaterial
-    from claudegate.session.interaction import ConsentQuestion
     from claudegate.smoke import SmokeReport
 
-__all__ = ["Context"]
+__all__ = ["Context", "RunOptions"]
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What the run was asked besides the config: typed, so a step cannot read an option nobody sets."""
+
+    #: deploy: rebuild the images without cache from a freshly fetched base, under a new tag.
+    refresh: bool = False
+    #: deploy: revoke clients the keystore holds but deploy.yaml no longer lists.
+    prune: bool = False
+    #: uninstall: keep the keystore, the secrets and the certificates.
+    keep_data: bool = False
+    #: uninstall: keep the images.
+    keep_images: bool = False
 
 
 @dataclass
@@ -37,8 +51,8 @@ class Context:
     playbook: str
     dry_run: bool = False
     reporter: Reporter = null_reporter
-    #: Options for particular playbooks (e.g. uninstall's ``keep_data``).
-    options: dict[str, Any] = field(default_factory=dict)
+    #: What the run was asked (deploy's ``refresh``, uninstall's ``keep_data`` ...).
+    options: RunOptions = field(default_factory=RunOptions)
     #: Cancel token and interaction of the session driving this run (defaults: none).
     controls: RunControls = field(default_factory=current)
 

@@ -11,9 +11,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+import posixpath
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from claudegate.containers import (
+    GATEWAY_CONFIG,
+    GATEWAY_DATA,
+    GATEWAY_LOGS,
+    GATEWAY_SECRETS,
+    GATEWAY_YAML,
+    NGINX_ACME_WEBROOT,
+    NGINX_RELEASES,
+    NGINX_TLS,
+)
 from claudegate.deploy.layout import (
     GATEWAY_GID,
     GATEWAY_UID,
@@ -21,7 +32,6 @@ from claudegate.deploy.layout import (
     LABEL_INSTANCE,
     LABEL_ROLE,
     LABEL_SPEC,
-    NGINX_CONF_DIR,
     HostLayout,
 )
 
@@ -64,7 +74,8 @@ LOG_OPTIONS = ("--log-driver", "json-file", "--log-opt", "max-size=10m", "--log-
 #: The gateway's Python and module inside its image (there is no console
 #: script: the service is plain source on PYTHONPATH).
 GATEWAY_PYTHON = ("/opt/claudegate/venv/bin/python", "-m", "claudegate_gateway")
-GATEWAY_CONFIG_IN_CONTAINER = "/etc/claudegate/gateway.yaml"
+#: The gateway's config file inside its container (the name older callers import).
+GATEWAY_CONFIG_IN_CONTAINER = GATEWAY_CONFIG
 
 
 # -- engine and images --------------------------------------------------------
@@ -360,10 +371,10 @@ def gateway_spec(
         user=f"{GATEWAY_UID}:{GATEWAY_GID}",
         tmpfs=("/tmp:rw,noexec,nosuid,size=16m",),  # noqa: S108 - a tmpfs private to the container
         mounts=(
-            (f"{layout.gateway_dir(gateway_id)}/gateway.yaml", GATEWAY_CONFIG_IN_CONTAINER, True),
-            (layout.secrets, "/run/secrets", True),
-            (layout.data, "/var/lib/claudegate", False),
-            (layout.gateway_log, "/var/log/claudegate", False),
+            (posixpath.join(layout.gateway_dir(gateway_id), GATEWAY_YAML), GATEWAY_CONFIG, True),
+            layout.mount(GATEWAY_SECRETS),
+            layout.mount(GATEWAY_DATA),
+            layout.mount(GATEWAY_LOGS),
         ),
         memory="512m",
         cpus="1.0",
@@ -392,7 +403,7 @@ def nginx_spec(
         name=layout.nginx_container,
         image=image,
         network=layout.edge_network,
-        args=("-c", f"{NGINX_CONF_DIR}/current/nginx/nginx.conf"),
+        args=("-c", NGINX_RELEASES.file("current", "nginx", "nginx.conf")),
         tmpfs=(
             "/run:rw,nosuid,size=4m",
             "/var/lib/nginx:rw,nosuid,size=64m",
@@ -402,9 +413,9 @@ def nginx_spec(
             "/var/log/nginx:rw,noexec,nosuid,size=1m",
         ),
         mounts=(
-            (layout.releases, NGINX_CONF_DIR, True),
-            (layout.tls, "/etc/claudegate/tls", True),
-            (layout.acme_webroot, "/var/www/acme", True),
+            layout.mount(NGINX_RELEASES),
+            layout.mount(NGINX_TLS),
+            layout.mount(NGINX_ACME_WEBROOT),
         ),
         publish=(f"{http_port}:{http_port}", f"{https_port}:{https_port}"),
         cap_add=("CHOWN", "NET_BIND_SERVICE", "SETGID", "SETUID"),

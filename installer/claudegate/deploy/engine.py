@@ -26,8 +26,8 @@ from claudegate.errors import Cancelled, ClaudegateError, CommandFailed, Connect
 from claudegate.redact import redact
 
 if TYPE_CHECKING:
+    from claudegate.control.interaction import ConsentQuestion
     from claudegate.deploy.context import Context
-    from claudegate.session.interaction import ConsentQuestion
 
 __all__ = ["Call", "Change", "Op", "Put", "Run", "Step", "StepOutcome", "run_steps"]
 

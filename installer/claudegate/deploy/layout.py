@@ -4,7 +4,8 @@ One :class:`HostLayout` names every path under the root (default
 ``/opt/claudegate``) and every container, network and label of one
 installation. The defaults are what a real deploy uses; tests pass another
 ``root`` and ``prefix`` so a deploy onto this machine's own Docker cannot
-touch anything else.
+touch anything else. Where these directories appear inside the containers
+is :mod:`claudegate.containers` (:meth:`HostLayout.mount`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 import posixpath
 import re
 from dataclasses import dataclass
+
+from claudegate.containers import API_KEY, AUDIT_LOG, KEYSTORE, NGINX_RELEASES, PEPPER, Mount
 
 __all__ = [
     "DEFAULT_PREFIX",
@@ -43,7 +46,7 @@ LABEL_GATEWAY = "org.claudegate.gateway"
 LABEL_SPEC = "org.claudegate.spec"
 
 #: Where the releases directory appears inside the nginx container.
-NGINX_CONF_DIR = "/etc/claudegate/releases"
+NGINX_CONF_DIR = NGINX_RELEASES.inside
 
 _PREFIX = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 
@@ -114,11 +117,11 @@ class HostLayout:
 
     @property
     def api_key_file(self) -> str:
-        return self.path("shared", "secrets", "anthropic_api_key")
+        return posixpath.join(self.secrets, API_KEY)
 
     @property
     def pepper_file(self) -> str:
-        return self.path("shared", "secrets", "key_pepper")
+        return posixpath.join(self.secrets, PEPPER)
 
     @property
     def tls(self) -> str:
@@ -127,6 +130,10 @@ class HostLayout:
     @property
     def data(self) -> str:
         return self.path("shared", "data")
+
+    @property
+    def keystore(self) -> str:
+        return posixpath.join(self.data, KEYSTORE)
 
     @property
     def acme_webroot(self) -> str:
@@ -140,6 +147,10 @@ class HostLayout:
     @property
     def gateway_log(self) -> str:
         return self.path("shared", "log", "gateway")
+
+    @property
+    def audit_log(self) -> str:
+        return posixpath.join(self.gateway_log, AUDIT_LOG)
 
     @property
     def state(self) -> str:
@@ -186,6 +197,12 @@ class HostLayout:
             DirSpec(self.acme_state, 0o700),
             DirSpec(self.state, 0o700),
         ]
+
+    def mount(self, mount: Mount) -> tuple[str, str, bool]:
+        """``(host dir, container dir, read-only)`` of ``mount``, as a container spec lists it."""
+        host = getattr(self, mount.host)
+        assert isinstance(host, str), mount.host
+        return host, mount.inside, mount.read_only
 
     # -- docker names ------------------------------------------------------
     @property

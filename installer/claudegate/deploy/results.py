@@ -66,6 +66,7 @@ class DeployResult:
     @property
     def installs_docker(self) -> bool:
         """True when the run installs (or, in a dry run, would install) Docker on the host."""
+        # Here, not at the top: the steps import these result types (through deploy/steps/__init__).
         from claudegate.deploy.steps.host import INSTALL_DOCKER
 
         return any(INSTALL_DOCKER in s.changes for s in self.steps if s.name == "docker")

@@ -9,12 +9,13 @@ from __future__ import annotations
 import time
 
 from claudegate.config.derive import network_plan
+from claudegate.containers import NGINX_RELEASES
 from claudegate.deploy import docker_cli, host_cli
 from claudegate.deploy.context import Context
 from claudegate.deploy.docker_cli import ContainerSpec
 from claudegate.deploy.engine import Op, Run
 from claudegate.deploy.facts import ContainerState, parse_container, parse_group_gid, parse_nginx_workers
-from claudegate.deploy.layout import LABEL_SPEC, NGINX_CONF_DIR
+from claudegate.deploy.layout import LABEL_SPEC
 from claudegate.deploy.release import Release
 from claudegate.errors import DeployFailed
 from claudegate.redact import redact
@@ -143,7 +144,7 @@ def wait_nginx_up(ctx: Context, *, timeout: float = NGINX_UP_TIMEOUT) -> set[int
 
 def test_nginx_config(ctx: Context, rid: str) -> None:
     """``nginx -t`` of release ``rid``'s files inside the running nginx, before switching to them."""
-    conf = f"{NGINX_CONF_DIR}/{rid}/nginx/nginx.conf"
+    conf = NGINX_RELEASES.file(rid, "nginx", "nginx.conf")
     result = ctx.run(docker_cli.exec_in(ctx.layout.nginx_container, ["nginx", "-t", "-c", conf]), check=False)
     if not result.ok:
         text = ctx.connector.redact(result.stderr.decode("utf-8", errors="replace").strip())

@@ -14,9 +14,12 @@ import contextlib
 import ipaddress
 import math
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from claudegate.containers import NGINX_ACME_WEBROOT, NGINX_TLS, TLS_CHAIN, TLS_FULLCHAIN, TLS_PRIVKEY
+from claudegate.knobs import BURST_BOUNDS, KNOBS, knob, per_second, size_in_bytes
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -25,7 +28,6 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 # (no whitespace, ``;``, braces, quotes, ``$``, ``#`` or backslash).
 _SAFE_PATH = re.compile(r"^/[A-Za-z0-9/._+@~,-]*$")
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)(?!-)[a-z0-9-]{1,63}(?<!-)(\.(?!-)[a-z0-9-]{1,63}(?<!-))*$")
-_RATE = re.compile(r"^([1-9][0-9]{0,5})r/([sm])$")
 _SIZE = re.compile(r"^[1-9][0-9]{0,6}[km]?$")
 _USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 
@@ -61,14 +63,11 @@ def _size(value: str) -> str:
 Size = Annotated[str, AfterValidator(_size)]
 
 
-def size_in_bytes(value: str) -> int:
-    """``32m`` -> 33554432, the way nginx reads a size."""
-    unit = value[-1]
-    if unit == "k":
-        return int(value[:-1]) * 1024
-    if unit == "m":
-        return int(value[:-1]) * 1024 * 1024
-    return int(value)
+def _knob(edge_field: str, **kwargs: Any) -> Any:
+    """A field whose default and bounds are the knob table's (:mod:`claudegate.knobs`) row for it."""
+    row = next(k for k in KNOBS if k.edge == edge_field)
+    bounds: dict[str, Any] = {"ge": row.minimum, "le": row.maximum} if row.kind == "int" else {}
+    return Field(default=row.default, **bounds, **kwargs)
 
 
 class RateLimit(BaseModel):
@@ -77,27 +76,32 @@ class RateLimit(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     rate: str = Field(description="requests per second or per minute, e.g. 20r/s or 600r/m")
-    burst: int = Field(ge=0, le=100_000, description="requests allowed above the rate before 429")
+    burst: int = Field(
+        ge=BURST_BOUNDS[0], le=BURST_BOUNDS[1], description="requests allowed above the rate before 429"
+    )
     zone_size: Size = Field(default="10m", description="shared memory for the zone's keys")
 
     @field_validator("rate")
     @classmethod
     def _check_rate(cls, value: str) -> str:
-        if not _RATE.match(value):
-            raise ValueError(f"{value!r} is not a rate; write e.g. 20r/s or 600r/m")
+        per_second(value)  # raises ValueError naming the form
         return value
 
     @property
     def per_second(self) -> float:
-        match = _RATE.match(self.rate)
-        assert match is not None
-        count = int(match.group(1))
-        return count if match.group(2) == "s" else count / 60
+        return per_second(self.rate)
 
     @property
     def retry_after(self) -> int:
         """Whole seconds until the bucket has room for one more request."""
         return max(1, math.ceil(1 / self.per_second))
+
+
+def default_zone(zone: str) -> RateLimit:
+    """The ``per_ip`` / ``per_key`` zone with the knob table's rate and burst."""
+    return RateLimit(
+        rate=str(knob(f"limits.{zone}.rate").default), burst=int(knob(f"limits.{zone}.burst").default)
+    )
 
 
 class EdgeSettings(BaseModel):
@@ -112,20 +116,19 @@ class EdgeSettings(BaseModel):
         min_length=1,
         description="local addresses nginx listens on, IPv4 and IPv6",
     )
-    http_port: int = Field(default=80, ge=1, le=65535)
-    https_port: int = Field(default=443, ge=1, le=65535)
+    http_port: int = _knob("http_port")
+    https_port: int = _knob("https_port")
 
     # --- TLS ---------------------------------------------------------------
-    tls_profile: Literal["intermediate", "modern"] = Field(
-        default="intermediate",
-        description="Mozilla profile: intermediate = TLS 1.2 + 1.3, modern = TLS 1.3 only",
+    tls_profile: Literal["intermediate", "modern"] = _knob(
+        "tls_profile", description="Mozilla profile: intermediate = TLS 1.2 + 1.3, modern = TLS 1.3 only"
     )
     cert_path: SafePath = Field(
-        default="/etc/claudegate/tls/fullchain.pem", description="leaf followed by every intermediate"
+        default=NGINX_TLS.file(TLS_FULLCHAIN), description="leaf followed by every intermediate"
     )
-    key_path: SafePath = Field(default="/etc/claudegate/tls/privkey.pem")
+    key_path: SafePath = Field(default=NGINX_TLS.file(TLS_PRIVKEY))
     chain_path: SafePath = Field(
-        default="/etc/claudegate/tls/chain.pem", description="intermediates and root, for OCSP verification"
+        default=NGINX_TLS.file(TLS_CHAIN), description="intermediates and root, for OCSP verification"
     )
     ocsp_stapling: bool = Field(
         default=False, description="staple OCSP; keep off for Let's Encrypt, which ended OCSP in 2025"
@@ -139,9 +142,9 @@ class EdgeSettings(BaseModel):
     hsts_preload: bool = False
 
     # --- abuse limits ------------------------------------------------------
-    per_ip: RateLimit = RateLimit(rate="20r/s", burst=40)
-    per_key: RateLimit = RateLimit(rate="10r/s", burst=20)
-    conn_per_ip: int = Field(default=32, ge=1, le=65535, description="concurrent requests per client address")
+    per_ip: RateLimit = default_zone("per_ip")
+    per_key: RateLimit = default_zone("per_key")
+    conn_per_ip: int = _knob("conn_per_ip", description="concurrent requests per client address")
     allow_cidrs: tuple[IPNetwork, ...] = Field(
         default=(), description="client ranges allowed on the HTTPS port; empty allows everyone"
     )
@@ -154,32 +157,30 @@ class EdgeSettings(BaseModel):
     )
 
     # --- body and time limits ----------------------------------------------
-    client_max_body_size: Size = Field(default="32m", description="Anthropic's own request limit")
+    client_max_body_size: Size = _knob("client_max_body_size", description="Anthropic's own request limit")
     # Bodies stream through to the gateway (proxy_request_buffering off): this
     # is only the per-connection relay buffer, so small keeps nginx's memory
     # bounded by connections x buffer, not by body size.
     client_body_buffer_size: Size = Field(default="128k", description="per-connection request body relay buffer")
-    client_header_timeout: int = Field(default=10, ge=1, le=300, description="seconds to send all headers")
-    client_body_timeout: int = Field(default=10, ge=1, le=300, description="seconds between two body reads")
-    send_timeout: int = Field(
-        default=30, ge=1, le=600, description="seconds between two writes to the client"
-    )
-    keepalive_timeout: int = Field(default=30, ge=0, le=600)
+    client_header_timeout: int = _knob("client_header_timeout", description="seconds to send all headers")
+    client_body_timeout: int = _knob("client_body_timeout", description="seconds between two body reads")
+    send_timeout: int = _knob("send_timeout", description="seconds between two writes to the client")
+    keepalive_timeout: int = _knob("keepalive_timeout")
 
     # --- the gateway behind nginx ------------------------------------------
     upstream: str = Field(default="gateway:8080", description="the gateway's public listener, HOST:PORT")
     upstream_keepalive: int = Field(default=32, ge=1, le=10_000)
-    proxy_connect_timeout: int = Field(default=5, ge=1, le=75)
-    proxy_send_timeout: int = Field(default=60, ge=1, le=3600)
-    proxy_read_timeout: int = Field(
-        default=600, ge=1, le=3600, description="seconds of silence allowed on a response or stream"
+    proxy_connect_timeout: int = _knob("proxy_connect_timeout")
+    proxy_send_timeout: int = _knob("proxy_send_timeout")
+    proxy_read_timeout: int = _knob(
+        "proxy_read_timeout", description="seconds of silence allowed on a response or stream"
     )
     proxied_prefixes: tuple[str, ...] = Field(
         default=("/v1/",), min_length=1, description="URL prefixes passed to the gateway; all else is 404"
     )
 
     # --- files and process -------------------------------------------------
-    acme_webroot: SafePath = Field(default="/var/www/acme", description="certbot --webroot path")
+    acme_webroot: SafePath = Field(default=NGINX_ACME_WEBROOT.inside, description="certbot --webroot path")
     # In the container both logs go to the container's stdout/stderr, which
     # Docker's json-file driver rotates by size (docker_cli.LOG_OPTIONS): no
     # file in the container or on the host grows without bound.

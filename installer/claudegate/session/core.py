@@ -3,7 +3,7 @@
 ::
 
     from claudegate.session import Session, CancelToken
-    from claudegate.session.interaction import NonInteractive
+    from claudegate.control.interaction import NonInteractive
 
     with Session.open("deploy.yaml", NonInteractive(yes=True), progress=print) as s:
         report = s.test_connection()      # SSH + host key, sudo, distro, Docker, ports 80/443
@@ -13,9 +13,9 @@
         s.rollback(); s.renew(); s.uninstall(keep_data=True)
 
 A session owns, for its lifetime: the config, the interaction (questions a
-person answers), the :class:`~claudegate.session.cancel.CancelToken` (any
+person answers), the :class:`~claudegate.control.cancel.CancelToken` (any
 thread may call :meth:`Session.cancel`), the progress callback (one
-:class:`~claudegate.deploy.progress.StepEvent` type for steps, sub-step work
+:class:`~claudegate.control.progress.StepEvent` type for steps, sub-step work
 and smoke checks) and one verified connection, opened on first use and reused
 by every method until :meth:`Session.close`.
 
@@ -42,10 +42,17 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from claudegate.control.cancel import CancelToken
+from claudegate.control.controls import RunControls, using
+from claudegate.control.interaction import ConsentQuestion, Interaction, SecretQuestion
 from claudegate.errors import Cancelled, ConfigError, Declined
-from claudegate.session.cancel import CancelToken
-from claudegate.session.controls import RunControls, using
-from claudegate.session.interaction import ConsentQuestion, Interaction, SecretQuestion
+from claudegate.private_files import write_private
+
+# The deploy, the audit, usage and the config loader are imported inside the
+# methods that use them: the front ends import this module at start, and
+# `claudegate --help` or the wizard's first screen should not wait for the
+# deploy's modules (and paramiko, ~100 ms) to load. Start-up time only: none
+# of them imports this module back (tests/session/test_import_hygiene.py).
 
 if TYPE_CHECKING:
     from datetime import date
@@ -53,8 +60,8 @@ if TYPE_CHECKING:
     from claudegate.audit import AuditReport
     from claudegate.config.model import DeployConfig
     from claudegate.connectors.base import Connector
+    from claudegate.control.progress import Reporter, StepEvent
     from claudegate.deploy.layout import HostLayout
-    from claudegate.deploy.progress import Reporter, StepEvent
     from claudegate.deploy.results import DeployResult, RenderResult, StatusReport
     from claudegate.session.connection import ConnectionReport
     from claudegate.smoke import SmokeReport
@@ -254,8 +261,8 @@ class Session:
 
     def smoke_test(self) -> SmokeReport:
         """The smoke test against what is deployed, as a client sees it; each check is a ``check`` event."""
+        from claudegate.control.progress import StepEvent
         from claudegate.deploy import api
-        from claudegate.deploy.progress import StepEvent
 
         def on_check(check: Any) -> None:
             self._emit(
@@ -288,7 +295,7 @@ class Session:
         revoked at the end (the next deploy revokes any a killed run left).
         """
         from claudegate.audit.deployed import audit_deployment, connector_keys_and_log
-        from claudegate.deploy.progress import StepEvent
+        from claudegate.control.progress import StepEvent
 
         def on_probe(result: Any) -> None:
             status = {"held": "pass", "failed": "fail"}.get(result.verdict, "skip")
@@ -303,7 +310,7 @@ class Session:
                     progress=on_probe,
                 )
             from claudegate.audit.vantage import vantage_connector
-            from claudegate.audit.wire import tunnel_dial
+            from claudegate.probes.wire import tunnel_dial
 
             with vantage_connector(self._config, vantage, vantage_host_key) as far:
                 return audit_deployment(
@@ -399,10 +406,4 @@ class Session:
 
 def _write_secret(path: Path, value: str) -> None:
     """Create ``path`` 0600 (parents 0700) with ``value``; the mode is set before the content is written."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, value.encode() + b"\n")
-    finally:
-        os.close(fd)
+    write_private(path, value.encode() + b"\n")

@@ -17,6 +17,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from claudegate.config.load import validate_data
+from claudegate.config.problems import DeployConfigError
+
 if TYPE_CHECKING:
     from claudegate.config.model import DeployConfig
     from claudegate.config.problems import Problem
@@ -28,8 +31,6 @@ def config_from_document(
     document: Mapping[str, Any], *, base_dir: str | os.PathLike[str] | None = None
 ) -> DeployConfig:
     """Validate ``document``; relative paths in it are relative to ``base_dir`` (default: the cwd)."""
-    from claudegate.config.load import validate_data
-
     base = Path(base_dir).absolute() if base_dir is not None else Path.cwd()
     return validate_data(_plain(document), None, [], base_dir=base)
 
@@ -38,8 +39,6 @@ def validate_document(
     document: Mapping[str, Any], *, base_dir: str | os.PathLike[str] | None = None
 ) -> list[Problem]:
     """Every problem of ``document`` (empty: it is a valid config)."""
-    from claudegate.config.problems import DeployConfigError
-
     try:
         config_from_document(document, base_dir=base_dir)
     except DeployConfigError as exc:

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from claudegate.errors import Cancelled
-from claudegate.redact import Secret
-from claudegate.session.interaction import (
+from claudegate.control.interaction import (
     ConsentQuestion,
     HostKeyQuestion,
     Interaction,
     Question,
     SecretQuestion,
 )
+from claudegate.errors import Cancelled
+from claudegate.redact import Secret
 
 __all__ = ["RecordingInteraction", "ScriptedInteraction"]
 

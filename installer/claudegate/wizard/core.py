@@ -11,12 +11,12 @@ threads, and the questions the core needs answered go through an
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from claudegate.errors import ConfigError
+from claudegate.private_files import write_private
 from claudegate.redact import Secret
 
 if TYPE_CHECKING:
@@ -80,16 +80,7 @@ def load_document(path: Path) -> tuple[dict[str, Any], DeployConfig]:
 
 def _write_private(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` with mode 0600 from the first byte, atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".claudegate-")
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_private(path, data)
 
 
 def save(doc: dict[str, Any], path: Path, *, upstream_key: Secret | None) -> None:

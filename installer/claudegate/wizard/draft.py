@@ -8,9 +8,9 @@ files, mode 0600 (it names servers and paths).
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
+from claudegate.private_files import write_private
 from claudegate.wizard.form import WizardState
 
 __all__ = ["clear_draft", "draft_path", "load_draft", "save_draft"]
@@ -24,13 +24,7 @@ def draft_path() -> Path:
 
 def save_draft(state: WizardState, path: Path | None = None) -> Path:
     path = path or draft_path()
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        json.dump(state.to_draft(), out, indent=2, sort_keys=True)
-    os.replace(tmp, path)
-    return path
+    return write_private(path, json.dumps(state.to_draft(), indent=2, sort_keys=True).encode())
 
 
 def load_draft(path: Path | None = None) -> WizardState | None:

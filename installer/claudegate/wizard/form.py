@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from claudegate.knobs import by_path, knob
 from claudegate.redact import Secret
 
 __all__ = [
@@ -69,6 +70,12 @@ class ScreenSpec:
     fields: tuple[FieldSpec, ...] = ()
     #: Document keys (and prefixes) whose problems belong to this screen besides its fields.
     owns: tuple[str, ...] = ()
+
+
+def _knob_field(path: str) -> FieldSpec:
+    """The input for a deploy.yaml knob: label, help and default from the knob table."""
+    row = knob(path)
+    return FieldSpec(path, row.label, row.help, "int" if row.kind == "int" else "text", row.form_default)
 
 
 def _server(values: Values) -> bool:
@@ -181,8 +188,8 @@ TLS_SCREEN = ScreenSpec(
             when=_tls_mode("files"),
         ),
         FieldSpec(
-            "tls.profile", "TLS versions", "intermediate: TLS 1.2 and 1.3 (every current client);"
-            " modern: 1.3 only.", "choice", "intermediate",
+            "tls.profile", knob("tls.profile").label, knob("tls.profile").help, "choice",
+            knob("tls.profile").form_default,
             (("intermediate", "TLS 1.2 + 1.3"), ("modern", "TLS 1.3 only")),
         ),
     ),
@@ -194,19 +201,11 @@ LIMITS = ScreenSpec(
     "Limits",
     "Abuse limits nginx enforces before a request reaches the gateway. The defaults suit most teams.",
     (
-        FieldSpec("limits.per_ip.rate", "Rate per IP", "Requests per second (r/s) or minute (r/m) per client"
-                  " address.", default="20r/s"),
-        FieldSpec("limits.per_ip.burst", "Burst per IP", "Requests above the rate before 429.", "int", "40"),
-        FieldSpec("limits.per_key.rate", "Rate per key", "The same per client key.", default="10r/s"),
-        FieldSpec("limits.per_key.burst", "Burst per key", "Requests above the rate before 429.", "int", "20"),
-        FieldSpec("limits.connections_per_ip", "Connections/IP", "Concurrent requests per client address.",
-                  "int", "32"),
-        FieldSpec("limits.max_body_size", "Max body", "Largest request body (k or m suffix); 32m is"
-                  " Anthropic's own limit.", default="32m"),
-        FieldSpec("limits.timeouts.client_body", "Body timeout", "Seconds between two reads of a request"
-                  " body.", "int", "10"),
-        FieldSpec("limits.timeouts.upstream_read", "Read timeout", "Seconds of silence allowed from the"
-                  " gateway (a long answer, a slow stream).", "int", "600"),
+        *(_knob_field(path) for path in (
+            "limits.per_ip.rate", "limits.per_ip.burst", "limits.per_key.rate", "limits.per_key.burst",
+            "limits.connections_per_ip", "limits.max_body_size", "limits.timeouts.client_body",
+            "limits.timeouts.upstream_read",
+        )),
         FieldSpec(
             FILTER_PRESET, "Content filters", "What the gateway looks for in requests and in the model's"
             " answers (API keys, private keys, card numbers; e-mail and phone numbers when chosen). Edit"
@@ -349,8 +348,10 @@ def _put(doc: dict[str, Any], key: str, value: Any) -> None:
 def _is_default(spec: FieldSpec, value: Any) -> bool:
     if spec.kind == "lines":
         return bool(value == _lines(spec.default))
+    # A deploy.yaml knob's default is the knob table's, whatever the input shows.
+    row = by_path().get(spec.key)
     try:
-        return bool(value == _convert(spec, spec.default))
+        return bool(value == _convert(spec, row.form_default if row is not None else spec.default))
     except _NotANumber:
         return False
 

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from cryptography import x509
 
+from claudegate.containers import ACME_CA_BUNDLE, CERTBOT_STATE, CERTBOT_WEBROOT, TLS_FULLCHAIN
 from claudegate.deploy import host_cli
 from claudegate.deploy.acme_precheck import check_domain_reaches_host
 from claudegate.deploy.build_contexts import certbot_context
@@ -46,7 +47,7 @@ __all__ = ["CA_BUNDLE_ENV", "CA_BUNDLE_IN_CONTAINER", "CERT_NAME", "AcmeStep", "
 
 CERT_NAME = "claudegate"
 CA_BUNDLE_ENV = "CLAUDEGATE_ACME_CA_BUNDLE"
-CA_BUNDLE_IN_CONTAINER = "/etc/letsencrypt/claudegate-acme-ca.pem"
+CA_BUNDLE_IN_CONTAINER = CERTBOT_STATE.file(ACME_CA_BUNDLE)
 
 
 def certbot_argv(
@@ -64,13 +65,13 @@ def certbot_argv(
         "--read-only", "--tmpfs", "/var/lib/letsencrypt", "--tmpfs", "/var/log/letsencrypt", "--tmpfs", "/tmp",  # noqa: S108 - a tmpfs private to the container
         "--cap-drop", "ALL", "--security-opt", "no-new-privileges", *LOG_OPTIONS,
         "--label", f"{LABEL_INSTANCE}={prefix}", "--label", f"{LABEL_ROLE}=certbot",
-        "--volume", f"{state_dir}:/etc/letsencrypt:rw", "--volume", f"{webroot}:/var/www/acme:rw",
+        "--volume", f"{state_dir}:{CERTBOT_STATE.inside}:rw", "--volume", f"{webroot}:{CERTBOT_WEBROOT.inside}:rw",
     ]  # fmt: skip
     if ca_bundle:
         argv += ["--env", f"REQUESTS_CA_BUNDLE={CA_BUNDLE_IN_CONTAINER}"]
     argv += [
         image, "certonly", "--non-interactive", "--agree-tos", "--email", email,
-        "--webroot", "--webroot-path", "/var/www/acme", "--domain", domain, "--cert-name", CERT_NAME,
+        "--webroot", "--webroot-path", CERTBOT_WEBROOT.inside, "--domain", domain, "--cert-name", CERT_NAME,
         "--server", directory, "--force-renewal" if renew else "--keep-until-expiring",
     ]  # fmt: skip
     return argv
@@ -109,7 +110,7 @@ class AcmeStep(Step):
         if tls.email is None:
             raise ConfigError("tls.mode acme needs tls.email")
         live = self._live(ctx)
-        served = posixpath.join(ctx.layout.tls, "fullchain.pem")
+        served = posixpath.join(ctx.layout.tls, TLS_FULLCHAIN)
         digests = parse_sha256(ctx.fact(host_cli.file_sha256([f"{live}/fullchain.pem", served])).text)
         issued = digests.get(f"{live}/fullchain.pem")
         directory = tls.acme_directory
@@ -141,7 +142,7 @@ class AcmeStep(Step):
         bundle = os.environ.get(CA_BUNDLE_ENV)
         if bundle:
             ctx.connector.put_file(
-                posixpath.join(layout.acme_state, posixpath.basename(CA_BUNDLE_IN_CONTAINER)),
+                posixpath.join(layout.acme_state, ACME_CA_BUNDLE),
                 Path(bundle).read_bytes(),
                 0o644,
                 sudo=ctx.sudo,

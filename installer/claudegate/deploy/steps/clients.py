@@ -20,7 +20,6 @@ that leaked from an operator's machine stops working at the next deploy.
 from __future__ import annotations
 
 import functools
-import os
 from pathlib import Path
 
 from claudegate.config.model import Client
@@ -34,6 +33,7 @@ from claudegate.deploy.gateway_cli import (
     describe_differences,
 )
 from claudegate.errors import ConfigError, DeployFailed
+from claudegate.private_files import write_private
 from claudegate.redact import Secret
 from claudegate.smoke import PACE_PATH, SmokeTarget
 
@@ -63,14 +63,7 @@ def keys_dir(ctx: Context) -> Path:
 
 def save_key(directory: Path, name: str, key: Secret) -> Path:
     """Write ``key`` to ``directory/name.key`` (0600, directory 0700), atomically."""
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    path = directory / f"{name}.key"
-    tmp = directory / f".{name}.key.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(key.reveal_bytes() + b"\n")
-    tmp.replace(path)
-    return path
+    return write_private(directory / f"{name}.key", key.reveal_bytes() + b"\n")
 
 
 def read_saved_key(directory: Path, name: str) -> Secret | None:
@@ -166,7 +159,7 @@ class ClientsStep(Step):
                 continue
             if name in listed or not record.active or name.startswith(TOOL_CLIENT_PREFIX):
                 continue
-            if ctx.options.get("prune"):
+            if ctx.options.prune:
                 changes.append(
                     Change(
                         f"revoke client {name} (not in deploy.yaml; --prune)",

@@ -9,6 +9,8 @@ from collections.abc import Sequence
 
 from cryptography import x509
 
+from claudegate.containers import GATEWAY_YAML, TLS_CHAIN, TLS_FULLCHAIN, TLS_PRIVKEY
+from claudegate.control.interaction import ConsentQuestion
 from claudegate.deploy import host_cli
 from claudegate.deploy.build_contexts import tar_bytes
 from claudegate.deploy.cert_status import expiry_warning
@@ -21,7 +23,6 @@ from claudegate.deploy.secret_inputs import new_pepper
 from claudegate.deploy.services import secrets_gid
 from claudegate.deploy.tls_material import TLSMaterial, cert_summary, from_files, internal_ca, self_signed
 from claudegate.errors import ConfigError
-from claudegate.session.interaction import ConsentQuestion
 
 __all__ = ["ReleaseStep", "SecretsStep", "TLSStep"]
 
@@ -117,33 +118,33 @@ class TLSStep(Step):
     def plan(self, ctx: Context) -> list[Change]:
         tls_dir = ctx.layout.tls
         files = {
-            name: posixpath.join(tls_dir, name) for name in ("fullchain.pem", "privkey.pem", "chain.pem")
+            name: posixpath.join(tls_dir, name) for name in (TLS_FULLCHAIN, TLS_PRIVKEY, TLS_CHAIN)
         }
         digests = parse_sha256(ctx.fact(host_cli.file_sha256(list(files.values()))).text)
-        if ctx.cfg.tls.mode == "acme" and files["fullchain.pem"] in digests:
+        if ctx.cfg.tls.mode == "acme" and files[TLS_FULLCHAIN] in digests:
             return []  # the acme step owns an existing certificate
         material = tls_material(ctx)
         ctx.tls = material
         if ctx.dry_run:
             self._warn_expiry(ctx, material)
         wanted = {
-            "fullchain.pem": material.fullchain,
-            "privkey.pem": material.privkey,
-            "chain.pem": material.chain,
+            TLS_FULLCHAIN: material.fullchain,
+            TLS_PRIVKEY: material.privkey,
+            TLS_CHAIN: material.chain,
         }
-        stats = parse_file_stats(ctx.fact(host_cli.file_stats([files["privkey.pem"]])).text)
-        key_stat = stats.get(files["privkey.pem"])
+        stats = parse_file_stats(ctx.fact(host_cli.file_stats([files[TLS_PRIVKEY]])).text)
+        key_stat = stats.get(files[TLS_PRIVKEY])
         changes: list[Change] = []
         for name, data in wanted.items():
             path = files[name]
-            mode = 0o600 if name == "privkey.pem" else 0o644
+            mode = 0o600 if name == TLS_PRIVKEY else 0o644
             wrong_mode = (
-                name == "privkey.pem" and key_stat is not None and (key_stat.mode, key_stat.uid) != (0o600, 0)
+                name == TLS_PRIVKEY and key_stat is not None and (key_stat.mode, key_stat.uid) != (0o600, 0)
             )
             if digests.get(path) == _sha(data) and not wrong_mode:
                 continue
             consent = None
-            if name == "fullchain.pem":
+            if name == TLS_FULLCHAIN:
                 old = ctx.read_file(path) if path in digests else None
                 summary = f"install the certificate: {material.summary}"
                 if old:
@@ -153,7 +154,7 @@ class TLSStep(Step):
                     consent = ConsentQuestion(
                         topic="replace-certificate", target=ctx.connector.target, detail=f"{summary[0].upper()}{summary[1:]}"
                     )
-            elif name == "privkey.pem":
+            elif name == TLS_PRIVKEY:
                 summary = f"install the private key ({path}, 0600 root)"
             else:
                 summary = f"install the chain ({path})"
@@ -248,5 +249,5 @@ class ReleaseStep(Step):
             current = parse_manifest(ctx.current, manifest)
         except ValueError:
             return None, {}
-        path = posixpath.join(ctx.layout.gateway_dir(current.gateway_id), "gateway.yaml")
-        return current.gateway_id, {"gateway.yaml": ctx.read_file(path)}
+        path = posixpath.join(ctx.layout.gateway_dir(current.gateway_id), GATEWAY_YAML)
+        return current.gateway_id, {GATEWAY_YAML: ctx.read_file(path)}

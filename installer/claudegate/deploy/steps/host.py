@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from claudegate.control.interaction import ConsentQuestion
 from claudegate.deploy import docker_cli, host_cli
 from claudegate.deploy.context import Context
 from claudegate.deploy.engine import Call, Change, Run, Step
@@ -12,7 +13,6 @@ from claudegate.deploy.journal import Journal
 from claudegate.deploy.lock import RemoteLock, read_holder
 from claudegate.deploy.services import secrets_gid
 from claudegate.errors import ConfigError, DeployFailed
-from claudegate.session.interaction import ConsentQuestion
 
 __all__ = ["ConnectStep", "DockerStep", "LayoutStep", "LockStep", "UnlockStep", "read_host_state"]
 

@@ -103,7 +103,7 @@ def _build_locally(ctx: Context, *, context: BuildContext, base: str) -> None:
         tag,
         base_image=base,
         labels={LABEL_CONTEXT: context.digest(base)},
-        no_cache=bool(ctx.options.get("refresh")),
+        no_cache=ctx.options.refresh,
     )
     built = subprocess.run(argv, input=tar, capture_output=True, timeout=BUILD_TIMEOUT, check=False)
     if built.returncode != 0:
@@ -126,7 +126,7 @@ class ImagesStep(Step):
         base = ctx.cfg.images.base_image
         local_target = ctx.cfg.target.is_local
         changes: list[Change] = []
-        refresh = bool(ctx.options.get("refresh"))
+        refresh = ctx.options.refresh
         contexts = [c for c in self.contexts(ctx) if not ctx.fact(docker_cli.image_inspect(c.tag(base))).ok]
         # A refresh (deploy --refresh) fetches the base again before building: updates come from there.
         base_present = ctx.fact(docker_cli.image_inspect(base)).ok and not (refresh and contexts)

@@ -38,13 +38,14 @@ from __future__ import annotations
 import os
 import posixpath
 
+from claudegate.containers import CERTBOT_STATE, NGINX_RELEASES, NGINX_TLS
 from claudegate.deploy import docker_cli, renewer_restore
 from claudegate.deploy.build_contexts import RENEWER_IN_IMAGE, certbot_context
 from claudegate.deploy.context import Context
 from claudegate.deploy.docker_cli import ContainerSpec
 from claudegate.deploy.engine import Call, Change, Run, Step
 from claudegate.deploy.facts import ContainerState
-from claudegate.deploy.layout import LABEL_INSTANCE, LABEL_ROLE, LABEL_SPEC, NGINX_CONF_DIR, HostLayout
+from claudegate.deploy.layout import LABEL_INSTANCE, LABEL_ROLE, LABEL_SPEC, HostLayout
 from claudegate.deploy.services import inspect
 from claudegate.deploy.steps.acme import CA_BUNDLE_ENV, CA_BUNDLE_IN_CONTAINER, CERT_NAME
 from claudegate.errors import ConfigError, DeployFailed
@@ -98,10 +99,10 @@ def renewer_spec(
         RENEWER_IN_IMAGE,
         "--domain", domain,
         "--cert-name", CERT_NAME,
-        "--live", f"/etc/letsencrypt/live/{CERT_NAME}",
-        "--tls", "/etc/claudegate/tls",
-        "--status", f"/etc/letsencrypt/{STATUS_FILE}",
-        "--nginx-conf", nginx.args[-1] if nginx.args else f"{NGINX_CONF_DIR}/current/nginx/nginx.conf",
+        "--live", CERTBOT_STATE.file("live", CERT_NAME),
+        "--tls", NGINX_TLS.inside,
+        "--status", CERTBOT_STATE.file(STATUS_FILE),
+        "--nginx-conf", nginx.args[-1] if nginx.args else NGINX_RELEASES.file("current", "nginx", "nginx.conf"),
         "--https-port", str(https_port),
     ]  # fmt: skip
     if interval:
@@ -113,7 +114,7 @@ def renewer_spec(
     nginx_mounts = tuple(
         (host, inside, read_only and host not in writable) for host, inside, read_only in nginx.mounts
     )
-    certbot_mounts = ((layout.acme_state, "/etc/letsencrypt", False),)
+    certbot_mounts = (layout.mount(CERTBOT_STATE),)
     taken = {inside for _, inside, _ in nginx_mounts}
     return ContainerSpec(
         name=layout.certbot_container,

@@ -9,49 +9,20 @@ pass), the new gateway is removed, and the run raises
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
-from claudegate.config.model import DeployConfig
+from claudegate.audit.deployed import audit_deployment, connector_keys_and_log
+from claudegate.control.cancel import NEVER
 from claudegate.deploy import docker_cli
 from claudegate.deploy.context import Context
 from claudegate.deploy.engine import Step
 from claudegate.deploy.release import parse_manifest
 from claudegate.deploy.services import gateway_spec_for, inspect, switch_nginx, wait_gateway_ready
+from claudegate.deploy.smoke_target import target_for
 from claudegate.deploy.steps.clients import SMOKE_CLIENT, keys_dir, read_saved_key
-from claudegate.edge.settings import size_in_bytes
 from claudegate.errors import Cancelled, ClaudegateError, DeployFailed, SmokeTestFailed
-from claudegate.redact import Secret
-from claudegate.session.cancel import NEVER
 from claudegate.smoke import SmokeTarget, run_smoke
 
 __all__ = ["SmokeStep", "smoke_target", "target_for"]
-
-
-def target_for(
-    cfg: DeployConfig,
-    *,
-    trust: Path | None,
-    client_key: Secret | None,
-    max_body_bytes: int | None = None,
-    per_ip_burst: int | None = None,
-) -> SmokeTarget:
-    """The smoke test's view of a deployment: what clients call, and how hard to push it."""
-    https = cfg.ports.https
-    if trust is None and cfg.tls.mode == "internal-ca":
-        candidate = Path(cfg.state_dir) / "ca.pem"
-        trust = candidate if candidate.exists() else None
-    return SmokeTarget(
-        base_url=f"https://{cfg.domain}" + ("" if https == 443 else f":{https}"),
-        # Straight to the target: the domain may not resolve (yet) where the deploy runs.
-        connect_host="127.0.0.1" if cfg.target.is_local else cfg.target.host,
-        https_port=https,
-        http_port=cfg.ports.http,
-        ca_file=trust,
-        client_key=client_key,
-        max_body_bytes=max_body_bytes or size_in_bytes(cfg.limits.max_body_size),
-        # Well past the per-address bucket, so nginx must answer 429.
-        burst=2 * (per_ip_burst if per_ip_burst is not None else cfg.limits.per_ip.burst) + 40,
-    )
 
 
 def smoke_target(ctx: Context) -> SmokeTarget:
@@ -135,8 +106,6 @@ class SmokeStep(Step):
     @staticmethod
     def _quick_audit(ctx: Context) -> str:
         """``audit: true``: the quick audit after a passing smoke test; the names of probes that failed."""
-        from claudegate.audit.deployed import audit_deployment, connector_keys_and_log
-
         keys, read_log = connector_keys_and_log(ctx.cfg, ctx.connector, ctx.layout)
         result = audit_deployment(
             ctx.cfg, keys, read_log, quick=True,

@@ -12,6 +12,7 @@ from __future__ import annotations
 from claudegate.deploy import docker_cli, host_cli
 from claudegate.deploy.context import Context
 from claudegate.deploy.engine import Call, Change, Op, Run, Step
+from claudegate.deploy.facts import parse_links
 from claudegate.deploy.services import (
     container_matches,
     create_ops,
@@ -76,8 +77,6 @@ class SwitchStep(Step):
 
     @staticmethod
     def _current(ctx: Context) -> str | None:
-        from claudegate.deploy.facts import parse_links
-
         links = parse_links(ctx.fact(host_cli.read_links([ctx.layout.current_link])).text)
         return links.get(ctx.layout.current_link)
 

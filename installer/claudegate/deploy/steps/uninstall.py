@@ -16,6 +16,7 @@ from claudegate.deploy.context import Context
 from claudegate.deploy.engine import Call, Change, Run, Step
 from claudegate.deploy.release import parse_manifest
 from claudegate.deploy.steps.network import network_commands
+from claudegate.errors import DeployFailed
 
 __all__ = ["UninstallStep"]
 
@@ -47,7 +48,7 @@ class UninstallStep(Step):
                 with contextlib.suppress(ValueError):
                     images |= set(parse_manifest(entry, data).images.values())
         present = sorted(image for image in images if ctx.fact(docker_cli.image_inspect(image)).ok)
-        if present and not ctx.options.get("keep_images"):
+        if present and not ctx.options.keep_images:
             changes.append(
                 Change(
                     f"remove images {', '.join(present)}",
@@ -55,7 +56,7 @@ class UninstallStep(Step):
                 )
             )
         if ctx.fact(host_cli.file_stats([layout.root])).text.strip():
-            if ctx.options.get("keep_data"):
+            if ctx.options.keep_data:
                 keep = {layout.data, layout.secrets}
                 paths = [layout.releases, layout.gateways, layout.tls, layout.acme_webroot, layout.acme_state,
                          layout.path("shared", "log"), layout.state]  # fmt: skip
@@ -64,7 +65,7 @@ class UninstallStep(Step):
                 paths = [layout.root]
                 summary = f"remove {layout.root} (keystore, secrets, certificates, releases)"
             changes.append(Change(summary, (Call("remove files", lambda c: _remove_files(c, paths)),)))
-        if not ctx.options.get("keep_data") and ctx.fact(host_cli.group_entry(layout.secrets_group), sudo=False).ok:
+        if not ctx.options.keep_data and ctx.fact(host_cli.group_entry(layout.secrets_group), sudo=False).ok:
             changes.append(
                 Change(
                     f"remove the system group {layout.secrets_group}",
@@ -77,7 +78,6 @@ class UninstallStep(Step):
         # Images another installation uses, and kept data, legitimately remain.
         left = [c for c in self.plan(ctx) if c.summary.startswith(("remove containers", "remove network"))]
         if left:
-            from claudegate.errors import DeployFailed
 
             raise DeployFailed("uninstall left: " + "; ".join(c.summary for c in left))
 
