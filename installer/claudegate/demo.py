@@ -35,6 +35,7 @@ import yaml
 from claudegate.config.model import config_home
 from claudegate.connectors.base import stderr_tail
 from claudegate.connectors.local import LocalConnector
+from claudegate.control.interaction import ConsentQuestion, Interaction
 from claudegate.deploy import docker_cli
 from claudegate.deploy.base_image import base_image_build_argv
 from claudegate.deploy.build_contexts import gateway_context
@@ -43,8 +44,8 @@ from claudegate.deploy.steps.clients import read_saved_key
 from claudegate.deploy.steps.images import LABEL_CONTEXT
 from claudegate.deploy.wheelhouse import ensure_wheelhouse
 from claudegate.errors import Declined, DeployFailed
+from claudegate.private_files import write_private
 from claudegate.resources import ASSETS_DIR
-from claudegate.control.interaction import ConsentQuestion, Interaction
 
 if TYPE_CHECKING:
     from claudegate.deploy.progress import Reporter
@@ -274,9 +275,7 @@ class Demo:
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         key_file = self.directory / "demo_upstream_key"
         if not key_file.exists():
-            fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                fh.write(DEMO_KEY_PREFIX + secrets.token_hex(16) + "\n")
+            write_private(key_file, (DEMO_KEY_PREFIX + secrets.token_hex(16) + "\n").encode(), exclusive=True)
         doc = demo_document(base_image=base, upstream_key_file=key_file, state_dir=self.state_dir, sudo=self.sudo)
         header = (
             f"# {self.config_path}: the claudegate demo (claudegate try), written by it.\n"

@@ -19,6 +19,7 @@ from claudegate.connectors.local import LocalConnector
 from claudegate.control.interaction import ConsentQuestion
 from claudegate.deploy import docker_cli
 from claudegate.deploy.context import Context
+from claudegate.deploy.image_send import send_image
 from claudegate.errors import DeployFailed
 from claudegate.resources import ASSETS_DIR
 
@@ -84,6 +85,4 @@ def pull_or_build(ctx: Context, base: str) -> None:
             hint="check that deb.debian.org (or $DEBIAN_MIRROR) is reachable from this machine",
         )
     if not local:
-        from claudegate.deploy.steps.images import send_image
-
         send_image(ctx, base)

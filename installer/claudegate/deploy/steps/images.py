@@ -33,6 +33,7 @@ from claudegate.deploy.build_contexts import (
 )
 from claudegate.deploy.context import Context
 from claudegate.deploy.engine import Call, Change, Run, Step
+from claudegate.deploy.image_send import send_image
 from claudegate.deploy.substep import CountingReader
 from claudegate.deploy.wheelhouse import ensure_wheelhouse
 from claudegate.errors import DeployFailed
@@ -49,20 +50,6 @@ def operator_has_image(ref: str) -> bool:
         return False
     probe = subprocess.run(docker_cli.image_inspect(ref), capture_output=True, timeout=60, check=False)
     return probe.returncode == 0
-
-
-def send_image(ctx: Context, ref: str) -> None:
-    """``docker save`` here, streamed into ``docker load`` on the host."""
-    with subprocess.Popen(docker_cli.image_save(ref), stdout=subprocess.PIPE, stderr=subprocess.PIPE) as save:
-        assert save.stdout is not None
-        try:
-            ctx.run(docker_cli.image_load(), input=save.stdout, timeout=BUILD_TIMEOUT)
-        finally:
-            save.stdout.close()
-            err = save.stderr.read() if save.stderr is not None else b""
-            save.wait()
-    if save.returncode != 0:
-        raise DeployFailed(f"docker save {ref} failed on this machine:\n{stderr_tail(err)}")
 
 
 def context_tar(ctx: Context, context: BuildContext) -> Callable[[], Input]:
