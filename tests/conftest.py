@@ -11,6 +11,34 @@ import pytest
 from tests.support.fake_anthropic import FakeAnthropic
 from tests.support.gateway_proc import GatewayProc, make_gateway
 
+_SHARED_SCOPES = frozenset({"module", "class", "package"})
+#: Directories whose tests run on one worker, in order: tests/edge ends with
+#: test_zz_access_logs.py, which reads the access log of every nginx the edge
+#: tests started (its session's), so it must come after all of them, in the same session.
+_ONE_WORKER_DIRS = ("tests/edge/",)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Keep the tests that share a module's (or class's) fixture on one pytest-xdist worker.
+
+    CI runs ``-n 2 --dist loadgroup`` (.ci/run): tests are spread one by one,
+    except those in one ``xdist_group``. A module-scoped fixture (a deployed
+    fresh server, a gateway, a certificate authority) would otherwise be set up
+    on every worker that draws one of its tests; grouped by module, it is set up
+    once, as in a run without workers. A test's own ``xdist_group`` mark wins.
+    """
+    for item in items:
+        if item.get_closest_marker("xdist_group") is not None:
+            continue
+        path = item.nodeid.split("::", 1)[0]
+        if path.startswith(_ONE_WORKER_DIRS):
+            item.add_marker(pytest.mark.xdist_group(next(d for d in _ONE_WORKER_DIRS if path.startswith(d))))
+            continue
+        info = getattr(item, "_fixtureinfo", None)
+        defs = info.name2fixturedefs.values() if info is not None else ()
+        if any(d.scope in _SHARED_SCOPES for chain in defs for d in chain):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
+
 
 @pytest.fixture(scope="session")
 def fake_anthropic() -> Iterator[FakeAnthropic]:

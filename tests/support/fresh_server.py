@@ -53,6 +53,8 @@ import docker.types
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from tests.support.parallel import bridge_subnet, worker_index
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 INFRA_DIR = REPO_ROOT / "tests" / "infra"
 CONTEXT_DIR = INFRA_DIR / "fresh-server"
@@ -281,8 +283,7 @@ def create_bridge(client: Any, name: str, labels: dict[str, str]) -> tuple[Any, 
     it back: the address is set here, and the host holds it on the bridge.
     """
     for _ in range(40):
-        third = secrets.randbelow(235) + 16
-        subnet, gateway = f"10.214.{third}.0/24", f"10.214.{third}.1"
+        subnet, gateway = bridge_subnet()  # this worker's stripe: parallel workers cannot draw the same
         ipam = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=subnet, gateway=gateway)])
         try:
             network = client.networks.create(name, driver="bridge", ipam=ipam, labels=labels)
@@ -291,7 +292,7 @@ def create_bridge(client: Any, name: str, labels: dict[str, str]) -> tuple[Any, 
                 continue  # another test's network holds this subnet: draw again
             raise
         return network, gateway
-    raise RuntimeError("no free 10.214.X.0/24 subnet for a test network")
+    raise RuntimeError(f"no free 10.214.X.0/24 subnet for a test network (worker {worker_index()})")
 
 
 @contextlib.contextmanager
