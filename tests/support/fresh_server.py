@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import fcntl
 import hashlib
 import io
 import os
@@ -41,6 +42,7 @@ import secrets
 import socket
 import subprocess
 import tarfile
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -208,6 +210,14 @@ def ensure_images(client: Any | None = None) -> str:
     changed (a digest of the context is kept as an image label).
     """
     client = client or docker_client()
+    # One builder at a time on this machine: parallel test workers (and other
+    # runs) that need the image wait for the first to build it, then find it.
+    with open(os.path.join(tempfile.gettempdir(), "claudegate-test-images.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _ensure_images_locked(client)
+
+
+def _ensure_images_locked(client: Any) -> str:
     try:
         client.images.get(BASE_IMAGE)
     except docker.errors.ImageNotFound:
