@@ -12,10 +12,12 @@ from tests.support.fake_anthropic import FakeAnthropic
 from tests.support.gateway_proc import GatewayProc, make_gateway
 
 _SHARED_SCOPES = frozenset({"module", "class", "package"})
-#: Directories whose tests run on one worker, in order: tests/edge ends with
-#: test_zz_access_logs.py, which reads the access log of every nginx the edge
-#: tests started (its session's), so it must come after all of them, in the same session.
-_ONE_WORKER_DIRS = ("tests/edge/",)
+#: Paths whose tests run on one worker, in order (the group is the path):
+#: - tests/edge ends with test_zz_access_logs.py, which reads the access log of every
+#:   nginx the edge tests started (its session's): it must come after all of them, there;
+#: - the wizard's snapshots are taken in one fixed directory (its path is in the
+#:   pictures), which each test empties: two at once would clobber each other.
+_ONE_WORKER_PATHS = ("tests/edge/", "tests/wizard/test_snapshots.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -31,8 +33,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if item.get_closest_marker("xdist_group") is not None:
             continue
         path = item.nodeid.split("::", 1)[0]
-        if path.startswith(_ONE_WORKER_DIRS):
-            item.add_marker(pytest.mark.xdist_group(next(d for d in _ONE_WORKER_DIRS if path.startswith(d))))
+        shared = [p for p in _ONE_WORKER_PATHS if path.startswith(p)]
+        if shared:
+            item.add_marker(pytest.mark.xdist_group(shared[0]))
             continue
         info = getattr(item, "_fixtureinfo", None)
         defs = info.name2fixturedefs.values() if info is not None else ()
