@@ -76,11 +76,9 @@ main() {
     [[ -n "$dir" ]] || dir="$(mktemp -d /tmp/claudegate-pristine.XXXXXX)"
     mkdir -p "$dir"
 
-    local commit
+    local commit=""
     if [[ -d "$repo" ]]; then
         commit="$(git -C "$repo" rev-parse --verify "$ref^{commit}")"
-    else
-        commit="$ref"  # a URL: resolved after the clone
     fi
 
     if ((clean)); then
@@ -92,6 +90,10 @@ main() {
     say "cloning $repo at $ref into $dir/src"
     rm -rf "$dir/src" "$dir/home"
     git clone --quiet --no-local "$repo" "$dir/src"
+    if [[ ! -d "$repo" ]]; then  # a URL: a commit or tag, or a branch of the remote
+        commit="$(git -C "$dir/src" rev-parse --verify -q "$ref^{commit}" \
+            || git -C "$dir/src" rev-parse --verify "origin/$ref^{commit}")"
+    fi
     git -C "$dir/src" -c advice.detachedHead=false checkout --quiet --detach "$commit"
     say "testing $(git -C "$dir/src" log -1 --format='%h %s')"
 
