@@ -46,6 +46,7 @@
 #                     started (its pid file), so .ci/run starts it
 #   --no-clean        keep claudegate's Docker objects and caches (a quicker,
 #                     less pristine run)
+#   --clean-only      remove them (step 1 and 2), then stop: no clone, no run
 #   -h, --help        this text
 #
 # Other work on this machine that uses Docker must not run meanwhile (step 1
@@ -59,13 +60,14 @@ usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
 say() { printf 'pristine-ci: %s\n' "$*" >&2; }
 
 main() {
-    local repo="" dir="" ref=HEAD stop_dockerd=0 clean=1
+    local repo="" dir="" ref=HEAD stop_dockerd=0 clean=1 run=1
     while (($#)); do
         case "$1" in
             --repo) repo="$2"; shift ;;
             --dir) dir="$2"; shift ;;
             --stop-dockerd) stop_dockerd=1 ;;
             --no-clean) clean=0 ;;
+            --clean-only) run=0 ;;
             -h|--help) usage; return 0 ;;
             -*) say "unknown option $1"; usage >&2; return 2 ;;
             *) ref="$1" ;;
@@ -86,6 +88,7 @@ main() {
         remove_caches
     fi
     if ((stop_dockerd)); then stop_engine; fi
+    if ((!run)); then say "cleaned; not running (--clean-only)"; return 0; fi
 
     say "cloning $repo at $ref into $dir/src"
     rm -rf "$dir/src" "$dir/home"
@@ -127,17 +130,35 @@ remove_docker_objects() {
     done
     for label in org.claudegate.test org.claudegate.instance; do
         ids="$(docker network ls -q --filter "label=$label")"
-        [[ -z "$ids" ]] || { say "removing networks labelled $label"; docker network rm $ids >/dev/null; }
+        [[ -z "$ids" ]] || { say "removing networks labelled $label"; docker network rm $ids >/dev/null || true; }
         ids="$(docker volume ls -q --filter "label=$label")"
-        [[ -z "$ids" ]] || { say "removing volumes labelled $label"; docker volume rm -f $ids >/dev/null; }
+        [[ -z "$ids" ]] || { say "removing volumes labelled $label"; docker volume rm -f $ids >/dev/null || true; }
     done
-    ids="$( { docker images -q --filter 'reference=claudegate/*' --filter 'reference=claudegate/*:*'
-              docker images -q --filter 'reference=claudegate-test/*' --filter 'reference=claudegate-test/*:*'
-              docker images -q --filter 'label=org.claudegate.context'; } | sort -u)"
-    [[ -z "$ids" ]] || { say "removing claudegate images"; docker rmi -f $ids >/dev/null; }
+    # One at a time, repeated: an image another one was built FROM (the base image)
+    # cannot go while its child is there, so it goes on a later pass.
+    local pass id
+    for ((pass = 1; pass <= 5; pass++)); do
+        ids="$(claudegate_images)"
+        [[ -n "$ids" ]] || break
+        say "removing claudegate images (pass $pass): $(wc -w <<<"$ids")"
+        for id in $ids; do docker rmi -f "$id" >/dev/null 2>&1 || true; done
+    done
+    ids="$(claudegate_images)"
+    if [[ -n "$ids" ]]; then
+        say "could not remove these images (a container that is not claudegate's may use them):"
+        docker images --filter 'reference=claudegate/*' --filter 'reference=claudegate-test/*' >&2
+        return 1
+    fi
     # The engine's build cache is shared with other work, so it stays; it cannot
     # serve these builds anyway: they all start from the base image, which is
     # made again from a new debootstrap (its cache is removed below), so a new ID.
+}
+
+# claudegate_images: the IDs of the images claudegate and its tests made, one per line.
+claudegate_images() {
+    { docker images -q --filter 'reference=claudegate/*' --filter 'reference=claudegate/*:*'
+      docker images -q --filter 'reference=claudegate-test/*' --filter 'reference=claudegate-test/*:*'
+      docker images -q --filter 'label=org.claudegate.context'; } | sort -u
 }
 
 remove_caches() {
