@@ -20,6 +20,9 @@ _SHARED_SCOPES = frozenset({"module", "class", "package"})
 _ONE_WORKER_PATHS = ("tests/edge/", "tests/wizard/test_snapshots.py")
 
 
+# tryfirst: pytest-xdist's worker reads the xdist_group marks in its own hook of the same
+# name (it registers after this conftest, so it would run first and see no mark).
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Keep the tests that share a module's (or class's) fixture on one pytest-xdist worker.
 
