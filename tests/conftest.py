@@ -42,7 +42,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             continue
         info = getattr(item, "_fixtureinfo", None)
         defs = info.name2fixturedefs.values() if info is not None else ()
-        if any(d.scope in _SHARED_SCOPES for chain in defs for d in chain):
+        # End-to-end modules also build on their earlier tests (a rollback needs the deploys
+        # before it): they stay whole and in order whatever their fixtures' scopes.
+        whole = item.get_closest_marker("e2e") is not None or item.get_closest_marker("docker") is not None
+        if whole or any(d.scope in _SHARED_SCOPES for chain in defs for d in chain):
             item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
 
 
