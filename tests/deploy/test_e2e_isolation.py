@@ -17,7 +17,6 @@ One deploy for the module; uninstalled at the end (images kept).
 from __future__ import annotations
 
 import json
-import random
 import secrets
 import socket
 import subprocess
@@ -33,6 +32,7 @@ from claudegate.deploy import DeployResult, HostLayout, connector_for, deploy, u
 from claudegate.deploy.docker_cli import LOG_OPTIONS
 from tests.deploy.support import sdk_client, write_config, write_secret
 from tests.support.fake_anthropic import FakeProcess, spawn_fake
+from tests.support.parallel import deploy_subnet, name_suffix
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.timeout(600)]
 
@@ -98,12 +98,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             "api_key_file": str(write_secret(directory / "key", KEY)),
         },
         "ports": {"http": _free_port(), "https": _free_port()},
-        "network": {"subnet": f"10.214.{random.randint(100, 250)}.0/28"},
+        "network": {"subnet": deploy_subnet()},
         "clients": [{"name": "me"}],
         "limits": {"per_ip": {"rate": "50r/s", "burst": 20}},
         "state_dir": str(directory / "state"),
     }
-    layout = HostLayout(root=str(directory / "root"), prefix=f"cgiso{secrets.token_hex(3)}")
+    layout = HostLayout(root=str(directory / "root"), prefix=f"cgiso{name_suffix()}")
     cfg = write_config(directory, doc)
     try:
         with connector_for(cfg) as target:

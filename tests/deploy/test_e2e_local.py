@@ -8,7 +8,6 @@ kept: they are content-addressed, and the next run reuses them).
 
 from __future__ import annotations
 
-import random
 import secrets
 import socket
 import time
@@ -22,6 +21,7 @@ from claudegate.deploy import HostLayout, connector_for, deploy, logs, status, u
 from tests.deploy.support import sdk_client, timer, write_config, write_secret
 from tests.support.fake_anthropic import spawn_fake
 from tests.support.fresh_server import RESOURCE_LABEL, create_bridge, docker_client
+from tests.support.parallel import deploy_subnet, name_suffix
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.timeout(600)]
 
@@ -57,13 +57,13 @@ def local_setup(
                 "api_key_file": str(write_secret(directory / "key", KEY)),
             },
             "ports": {"http": _free_port(), "https": _free_port()},
-            "network": {"subnet": f"10.213.{random.randint(100, 250)}.0/28"},
+            "network": {"subnet": deploy_subnet()},
             "clients": [{"name": "me"}],
             # A quick-draining per-address bucket: the smoke test's burst fills it.
             "limits": {"per_ip": {"rate": "50r/s", "burst": 20}},
             "state_dir": str(directory / "state"),
         }
-        layout = HostLayout(root=str(directory / "root"), prefix=f"cgtest{secrets.token_hex(3)}")
+        layout = HostLayout(root=str(directory / "root"), prefix=f"cgtest{name_suffix()}")
         yield directory, doc, layout
     finally:
         fake.stop()

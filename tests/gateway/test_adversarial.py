@@ -102,7 +102,8 @@ def test_the_canonical_path_is_inspected_and_forwarded_byte_for_byte(gw: Gateway
     assert r.status == 200, r.body
     seen = fake.state.requests
     assert [(x.method, x.raw_path, x.raw_query) for x in seen] == [("POST", "/v1/messages", "beta=true")]
-    assert gw.audit()[-1]["path"] == "/v1/messages" and gw.audit()[-1]["operation"] == "messages.create"
+    rec = gw.record(r.headers)
+    assert rec["path"] == "/v1/messages" and rec["operation"] == "messages.create"
 
 
 def test_unknown_operations_and_methods_are_not_found(gw: GatewayProc, full: str, fake: FakeAnthropic) -> None:

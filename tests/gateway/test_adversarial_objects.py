@@ -398,7 +398,7 @@ def test_upstream_break_pays_what_upstream_reported(gateway_factory: GatewayFact
                       json=msg("reply with 50 words", 3000, stream=True)) as r:
         text = "".join(r.iter_text())
     assert "event: error" in text
-    rec = gw.audit()[-1]
+    rec = gw.record(r.headers)
     gw.stop()
     assert 0 < daily_usage(gw, "victim") == rec["input_tokens"] + rec["output_tokens"] < 100
 

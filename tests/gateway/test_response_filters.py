@@ -79,12 +79,13 @@ def test_sdk_parses_a_redacted_text_and_thinking_stream(gw: GatewayProc, keys: d
         for _ in stream:
             pass
         final = stream.get_final_message()
+        headers = stream.response.headers
     assert final.content[0].type == "thinking" and final.content[1].type == "text"
     assert final.content[0].thinking == "think [REDACTED:secrets] ok"
     assert final.content[1].text == ("Key [REDACTED:secrets], card [REDACTED:secrets], mail [REDACTED:pii]."
                                      " Thanks — 中文 😀 done.")
     assert final.usage.output_tokens > 1  # message_delta passed untouched
-    rec = gw.audit()[-1]
+    rec = gw.record(headers)
     verdicts = {(v["rule"], v["direction"], v["action"]): v["matches"] for v in rec["filters"]}
     assert verdicts == {("secrets", "response", "redact"): 3, ("pii", "response", "redact"): 1}
     assert KEY not in json.dumps(rec) and MAIL not in json.dumps(rec)
@@ -135,7 +136,7 @@ def test_block_in_a_stream_is_an_error_the_sdk_raises(gw: GatewayProc, keys: dic
         for _ in stream:
             pass
     assert "codename" in str(info.value)
-    rec = gw.audit()[-1]
+    rec = gw.record(info.value.response.headers)
     assert {"rule": "codename", "direction": "response", "action": "block", "matches": 1} in rec["filters"]
     assert rec["output_tokens"] > 300  # upstream was read to its end: the tokens are paid for
 
@@ -147,7 +148,7 @@ def test_block_of_a_message_is_an_error_and_still_metered(gw: GatewayProc, keys:
         sdk(gw, keys["team"]).messages.create(**BODY)
     assert info.value.body["error"]["type"] == "invalid_request_error"  # type: ignore[index]
     assert "falcon" not in json.dumps(info.value.body)
-    rec = gw.audit()[-1]
+    rec = gw.record(info.value.response.headers)
     assert rec["status"] == 400 and rec["output_tokens"] > 0
 
 

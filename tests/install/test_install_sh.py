@@ -191,7 +191,8 @@ def test_the_dependency_lock_covers_every_dependency_with_hashes() -> None:
 
     deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
     text = (REPO / "installer" / "requirements.lock").read_text()
-    entries = re.findall(r"^([A-Za-z0-9._-]+)==(\S+) \\\n((?:\s+--hash=sha256:[0-9a-f]{64}(?: \\)?\n)+)", text, re.M)
+    # name==version, an environment marker where it applies (the lock is universal), the hashes.
+    entries = re.findall(r"^([A-Za-z0-9._-]+)==(\S+)(?: ;[^\\\n]*)? \\\n((?:\s+--hash=sha256:[0-9a-f]{64}(?: \\)?\n)+)", text, re.M)
     locked = {canonicalize_name(name): version for name, version, _ in entries}
     assert len(entries) == len(re.findall(r"^[A-Za-z0-9]", text, re.M)), "every entry pins one version with hashes"
     for dep in deps:

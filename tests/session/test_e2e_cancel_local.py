@@ -8,7 +8,6 @@ another test built them already this deploy reuses them.
 from __future__ import annotations
 
 import ipaddress
-import random
 import secrets
 import socket
 import threading
@@ -26,6 +25,7 @@ from claudegate.session import ScriptedInteraction, Session
 from tests.deploy.support import write_config, write_secret
 from tests.support.fake_anthropic import spawn_fake
 from tests.support.fresh_server import docker_client
+from tests.support.parallel import deploy_subnet, name_suffix
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.timeout(900)]
 
@@ -48,7 +48,7 @@ def _bridge_gateway() -> str:
 def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict[str, Any], HostLayout]]:
     directory = tmp_path_factory.mktemp("cancel")
     fake = spawn_fake("0.0.0.0:0", api_keys=[KEY], event_delay=0.02)
-    layout = HostLayout(root=str(directory / "root"), prefix=f"cgcancel{secrets.token_hex(3)}")
+    layout = HostLayout(root=str(directory / "root"), prefix=f"cgcancel{name_suffix()}")
     doc: dict[str, Any] = {
         "target": {"host": "local", "sudo": False},
         "domain": "gw.test",
@@ -58,7 +58,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict
             "api_key_file": str(write_secret(directory / "key", KEY)),
         },
         "ports": {"http": _free_port(), "https": _free_port()},
-        "network": {"subnet": f"10.214.{random.randint(100, 250)}.0/28"},
+        "network": {"subnet": deploy_subnet()},
         "clients": [{"name": "me"}],
         "limits": {"per_ip": {"rate": "50r/s", "burst": 20}},
         "state_dir": str(directory / "state"),

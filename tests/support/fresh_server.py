@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import fcntl
 import hashlib
 import io
 import os
@@ -41,6 +42,7 @@ import secrets
 import socket
 import subprocess
 import tarfile
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -52,6 +54,8 @@ import docker.errors
 import docker.types
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from tests.support.parallel import bridge_subnet, worker_index
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 INFRA_DIR = REPO_ROOT / "tests" / "infra"
@@ -206,6 +210,14 @@ def ensure_images(client: Any | None = None) -> str:
     changed (a digest of the context is kept as an image label).
     """
     client = client or docker_client()
+    # One builder at a time on this machine: parallel test workers (and other
+    # runs) that need the image wait for the first to build it, then find it.
+    with open(os.path.join(tempfile.gettempdir(), "claudegate-test-images.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _ensure_images_locked(client)
+
+
+def _ensure_images_locked(client: Any) -> str:
     try:
         client.images.get(BASE_IMAGE)
     except docker.errors.ImageNotFound:
@@ -281,8 +293,7 @@ def create_bridge(client: Any, name: str, labels: dict[str, str]) -> tuple[Any, 
     it back: the address is set here, and the host holds it on the bridge.
     """
     for _ in range(40):
-        third = secrets.randbelow(235) + 16
-        subnet, gateway = f"10.214.{third}.0/24", f"10.214.{third}.1"
+        subnet, gateway = bridge_subnet()  # this worker's stripe: parallel workers cannot draw the same
         ipam = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=subnet, gateway=gateway)])
         try:
             network = client.networks.create(name, driver="bridge", ipam=ipam, labels=labels)
@@ -291,7 +302,7 @@ def create_bridge(client: Any, name: str, labels: dict[str, str]) -> tuple[Any, 
                 continue  # another test's network holds this subnet: draw again
             raise
         return network, gateway
-    raise RuntimeError("no free 10.214.X.0/24 subnet for a test network")
+    raise RuntimeError(f"no free 10.214.X.0/24 subnet for a test network (worker {worker_index()})")
 
 
 @contextlib.contextmanager

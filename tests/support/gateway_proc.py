@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,6 +69,26 @@ class GatewayProc:
             lines = self.audit_path.read_text().splitlines() if self.audit_path.exists() else []
             if len(lines) >= at_least or time.monotonic() > deadline:
                 return [json.loads(line) for line in lines]
+            time.sleep(0.02)
+
+    def record(self, headers: Mapping[str, str], timeout: float = 10) -> dict[str, Any]:
+        """The audit record of the request whose response carried `headers`, once it is written.
+
+        Found by the gateway's request id (``x-claudegate-request-id`` on what it
+        relays, ``request-id`` on what it answers itself), never as "the last line":
+        a record is written when its response ends, so on a shared gateway the
+        last line can be an earlier request's while this one's is still to come.
+        """
+        request_id = headers.get("x-claudegate-request-id") or headers["request-id"]
+        deadline = time.monotonic() + timeout
+        while True:
+            text = self.audit_path.read_text() if self.audit_path.exists() else ""
+            # Whole lines only: the last one may be half written.
+            found = [rec for rec in map(json.loads, text.split("\n")[:-1]) if rec.get("request_id") == request_id]
+            if found:
+                assert len(found) == 1, found
+                return dict(found[0])
+            assert time.monotonic() < deadline, f"no audit record for request {request_id} in {timeout} s"
             time.sleep(0.02)
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:

@@ -169,6 +169,9 @@ async def test_wizard_deploys_to_a_fresh_server(
         assert result.result.smoke is not None and result.result.smoke.ok, result.result.smoke
         assert "team-a" in result.result.new_client_keys
         key = result.result.new_client_keys["team-a"].reveal()
+        # The screen is current as soon as it is switched to; the panes inside its
+        # tabs are mounted a little later (a slow machine saw none yet).
+        await _until(pilot, "the Keys tab", lambda: bool(result.query("#key-team-a")), 30)
         shown = str(result.query_one("#key-team-a", Static).render())
         assert shown == key  # shown once, here
         assert CANARY not in app.export_screenshot()

@@ -6,6 +6,7 @@ fixed directory, so the pictures do not depend on the machine or the time.
 
 from __future__ import annotations
 
+import fcntl
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +29,14 @@ FORM_SCREENS = [s.name for s in SCREENS[:7]]
 
 @pytest.fixture
 def fixed_home(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    # One test at a time in the fixed directory, across pytest-xdist workers and
+    # other runs on this machine: each empties it, which would pull it from under another.
+    with open(f"{FIXED}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield from _fixed_home(monkeypatch)
+
+
+def _fixed_home(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     shutil.rmtree(FIXED, ignore_errors=True)
     (FIXED / "home").mkdir(parents=True)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(FIXED / "config"))
@@ -43,10 +52,15 @@ async def settle(pilot: Pilot[None]) -> None:
     """Wait for the first check (just after the first paint), and stop cursors blinking."""
     from textual.widgets import Input
 
+    # A screen is current before the widgets inside its containers are mounted (on a
+    # loaded machine, several pauses later): wait until their number stops changing too.
+    mounted = -1
     for _ in range(100):
         await pilot.pause()
-        if getattr(pilot.app.screen, "checked", True):
+        now = len(pilot.app.screen.query("*"))
+        if getattr(pilot.app.screen, "checked", True) and now == mounted:
             break
+        mounted = now
     for box in pilot.app.screen.query(Input):
         box.cursor_blink = False
     await pilot.pause()
@@ -118,7 +132,7 @@ def test_deploy_screen(snap_compare: Any, fixed_home: Path, size: tuple[int, int
         session = app.session_for(document(app.state), FIXED)
         screen = DeployScreen(session, autostart=False)
         app.switch_screen(screen)
-        await pilot.pause()
+        await settle(pilot)
         total = len(STEPS)
         for index, (step, title) in enumerate(STEPS, 1):
             screen.show_event(StepEvent("start", step, title, index, total))
