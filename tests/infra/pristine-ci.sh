@@ -143,6 +143,14 @@ remove_docker_objects() {
         say "removing claudegate images (pass $pass): $(wc -w <<<"$ids")"
         for id in $ids; do docker rmi -f "$id" >/dev/null 2>&1 || true; done
     done
+    # An image that still has a child (an untagged build intermediate made FROM
+    # it) cannot be deleted by ID; taking its names away is enough here: nothing
+    # claudegate's can find it any more, so the run builds it again.
+    local ref
+    for ref in $(docker images --format '{{.Repository}}:{{.Tag}}' --filter 'reference=claudegate/*' \
+                     --filter 'reference=claudegate-test/*'); do
+        docker rmi "$ref" >/dev/null 2>&1 && say "untagged $ref (an untagged image was built from it)"
+    done
     ids="$(claudegate_images)"
     if [[ -n "$ids" ]]; then
         say "could not remove these images (a container that is not claudegate's may use them):"
