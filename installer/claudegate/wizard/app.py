@@ -32,7 +32,12 @@ class WizardApp(App[None]):
     CSS_PATH = "wizard.tcss"
     TITLE = "claudegate setup"
     ENABLE_COMMAND_PALETTE = False
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("ctrl+q", "quit", "Quit", priority=True)]
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("ctrl+q", "quit", "Quit", priority=True),
+        Binding("f1", "help", "Help"),
+        # Not a priority: in a text box "?" is typed, elsewhere it opens the help.
+        Binding("question_mark", "help", "Help", show=False),
+    ]
 
     def __init__(
         self,
@@ -53,6 +58,8 @@ class WizardApp(App[None]):
         #: Where progress events go (the deploy or console screen showing a run).
         self.progress_target: Callable[[StepEvent], None] | None = None
         self._interactions: list[DialogInteraction] = []
+        #: True once the typed Anthropic key is in its key file (quitting then loses nothing).
+        self.key_saved = False
 
     def on_mount(self) -> None:
         if self.console_config is not None:
@@ -116,8 +123,18 @@ class WizardApp(App[None]):
     def save_draft(self) -> Path:
         return save_draft(self.state, self.draft_file)
 
+    def draft_changed(self) -> None:
+        """An answer changed: the draft follows at once, so a crash or a quit loses nothing but the key."""
+        try:
+            self.save_draft()
+        except OSError as exc:  # a full disk must not stop the typing; say it once
+            if not getattr(self, "_draft_warned", False):
+                self._draft_warned = True
+                self.notify(f"The draft cannot be saved ({exc.strerror}): finish in one go.", severity="warning")
+
     def saved(self, path: Path) -> None:
         self.config_path = path
+        self.key_saved = True
         clear_draft(self.draft_file)
 
     # --- sessions ----------------------------------------------------------------------------
@@ -180,12 +197,62 @@ class WizardApp(App[None]):
 
     # --- the end -----------------------------------------------------------------------------
 
+    def action_help(self) -> None:
+        from claudegate.wizard.screens.dialogs import HelpDialog
+
+        if not isinstance(self.screen, HelpDialog):
+            self.push_screen(HelpDialog())
+
     async def action_quit(self) -> None:
+        from claudegate.wizard.screens.dialogs import ConfirmDialog
+
+        if isinstance(self.screen, ConfirmDialog) and self.screen.id == "quit-dialog":
+            self._quit()  # Ctrl+Q twice: the operator means it
+            return
+        question = self._quit_question()
+        if question is None:
+            self._quit()
+            return
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self._quit()
+
+        dialog = ConfirmDialog("Quit?", question, yes="Quit", no="Stay")
+        dialog.id = "quit-dialog"
+        self.push_screen(dialog, answered)
+
+    def _quit_question(self) -> str | None:
+        """What quitting now would lose, or None when nothing is lost."""
+        from claudegate.wizard.screens.base import StepScreen
+        from claudegate.wizard.screens.run import DeployScreen, ResultScreen
+
+        screens = [type(s) for s in self.screen_stack]
+        if any(issubclass(s, DeployScreen) for s in screens):
+            deploy = next(s for s in self.screen_stack if isinstance(s, DeployScreen))
+            if not deploy.finished:
+                return "A deploy is running: quitting cancels it at the next safe point (a rerun resumes it)."
+            return None
+        if any(issubclass(s, ResultScreen) for s in screens):
+            return "The client keys on this screen are shown only now: copy them before you quit."
+        if any(issubclass(s, StepScreen) for s in screens) and self.state.upstream_key is not None and not self.key_saved:
+            # Every other answer is in the draft already (it follows each change).
+            return (f"Your answers are kept in the draft {self.draft_file} (`claudegate init` resumes it),"
+                    " but not the Anthropic key you typed: it is never written to the draft. You would type it"
+                    " again.")
+        return None
+
+    def _quit(self) -> None:
         if self.session is not None:
             core.cancel(self.session)
         for interaction in self._interactions:
             interaction.stop()
-        self.exit()
+        from claudegate.wizard.screens.base import StepScreen
+
+        message = None
+        if isinstance(self.screen, StepScreen) and self.draft_file.exists():
+            message = f"Your answers are in the draft {self.draft_file}; `claudegate init` resumes it."
+        self.exit(return_code=self.return_code or 0, message=message)
 
     def on_unmount(self) -> None:
         if self.session is not None:

@@ -25,6 +25,7 @@ from claudegate.redact import Secret
 __all__ = [
     "CLIENT_FIELDS",
     "FILTER_PRESETS",
+    "GENERATED_KEY",
     "SCREENS",
     "FieldSpec",
     "ScreenSpec",
@@ -36,6 +37,9 @@ __all__ = [
 
 Kind = Literal["text", "int", "choice", "bool", "lines", "path"]
 Values = Mapping[str, Any]
+
+#: Where "Generate key" writes a new deploy key when the SSH key box is empty.
+GENERATED_KEY = "~/.ssh/claudegate_deploy"
 
 #: ACME directories the staging switch chooses between (the config's own constants).
 ACME_PRODUCTION = "https://acme-v02.api.letsencrypt.org/directory"
@@ -52,13 +56,29 @@ class FieldSpec:
     kind: Kind = "text"
     default: str | bool = ""
     choices: tuple[tuple[str, str], ...] = ()  # (value, label)
+    #: An example answer, shown greyed as "e.g. ..." in an empty box (never a value of its own).
     placeholder: str = ""
+    #: What an empty box means ("{user}" is the operator's user name), shown greyed in an empty box.
+    empty_means: str = ""
     required: bool = False
     #: Shown (and put in the document) only when this holds for the current values.
     when: Callable[[Values], bool] | None = None
 
     def shown(self, values: Values) -> bool:
         return self.when is None or self.when(values)
+
+    def hint(self) -> str:
+        """The greyed text of an empty box: what empty means and an example, never a saved value."""
+        import getpass
+
+        parts = []
+        if self.empty_means:
+            parts.append("empty: " + self.empty_means.replace("{user}", getpass.getuser()))
+        elif self.default not in ("", False):
+            parts.append(f"empty: {self.default}")
+        if self.placeholder:
+            parts.append(f"e.g. {self.placeholder}")
+        return "; ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -112,12 +132,12 @@ TARGET = ScreenSpec(
         FieldSpec("target.port", "SSH port", "The port sshd listens on.", "int", "22", when=_server),
         FieldSpec(
             "target.user", "SSH user", "A user with passwordless sudo (or root).",
-            placeholder="deploy", when=_server,
+            placeholder="deploy", empty_means="{user} (your own user name, as ssh)", when=_server,
         ),
         FieldSpec(
             "target.ssh_key", "SSH key", "The private key file to log in with (mode 0600); empty: ssh-agent,"
             " then ~/.ssh/id_*. 'Generate' makes a new ed25519 key.", "path",
-            placeholder="~/.ssh/claudegate_deploy", when=_server,
+            empty_means="ssh-agent, then ~/.ssh/id_*", when=_server,
         ),
         FieldSpec(
             "images.base_image", "Base image", "The Debian image the gateway and nginx images build FROM;"
@@ -157,7 +177,7 @@ TLS_SCREEN = ScreenSpec(
             " server.", placeholder="gw.example.com", required=True,
         ),
         FieldSpec(
-            "tls.mode", "Certificate", "Where the certificate comes from.", "choice", "acme",
+            "tls.mode", "Certificate from", "Where the certificate comes from.", "choice", "acme",
             (("acme", "ACME (Let's Encrypt)"), ("files", "My own files"), ("internal-ca", "Internal CA")),
         ),
         FieldSpec(
@@ -169,15 +189,16 @@ TLS_SCREEN = ScreenSpec(
             " for a first try.", "bool", False, when=_tls_mode("acme"),
         ),
         FieldSpec(
-            "tls.cert_file", "Certificate", "PEM: the certificate followed by its intermediates.", "path",
+            "tls.cert_file", "Cert file", "PEM: the certificate followed by its intermediates.", "path",
             required=True, when=_tls_mode("files"),
         ),
         FieldSpec(
-            "tls.key_file", "Private key", "PEM, mode 0600; it must match the certificate.", "path",
+            "tls.key_file", "Key file", "PEM, mode 0600; it must match the certificate.", "path",
             required=True, when=_tls_mode("files"),
         ),
         FieldSpec(
-            "tls.chain_file", "Chain", "Optional: the intermediates (and root), PEM.", "path",
+            "tls.chain_file", "Chain file", "Optional: the intermediates (and root), PEM.", "path",
+            empty_means="the intermediates are in the cert file",
             when=_tls_mode("files"),
         ),
         FieldSpec(
@@ -223,9 +244,10 @@ NETWORK = ScreenSpec(
     "Who may call the gateway. Empty allowlist: everyone (keys still required). Separate ranges with commas.",
     (
         FieldSpec("allowlist", "Allowlist", "Client ranges allowed (CIDR, e.g. 203.0.113.0/24, or one"
-                  " address); others get 403.", "lines"),
+                  " address); others get 403.", "lines", placeholder="203.0.113.0/24",
+                  empty_means="everyone (keys still required)"),
         FieldSpec("trusted_proxies", "Trusted proxies", "Only if a load balancer sits in front: its"
-                  " addresses, whose X-Forwarded-For is believed.", "lines"),
+                  " addresses, whose X-Forwarded-For is believed.", "lines", empty_means="none"),
     ),
     owns=("allowlist", "trusted_proxies"),
 )
@@ -259,15 +281,16 @@ CLIENT_FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec("models", "Models", "Model names or globs, comma separated.", "lines", "*",
               placeholder="claude-sonnet-*"),
     FieldSpec("endpoints", "Endpoints", "API paths or globs, comma separated.", "lines", "/v1/*"),
-    FieldSpec("betas", "Betas", "anthropic-beta values allowed, comma separated; empty: any.", "lines"),
+    FieldSpec("betas", "Betas", "anthropic-beta values allowed, comma separated; empty: any.", "lines",
+              empty_means="any"),
     FieldSpec("max_tokens", "max_tokens cap", "Largest max_tokens a request may ask for; empty: no cap.",
-              "int"),
+              "int", empty_means="no cap"),
     FieldSpec("stream", "Streaming", "Allow stream: true.", "bool", True),
-    FieldSpec("rpm", "Requests/min", "Empty: no limit.", "int"),
-    FieldSpec("tpm", "Tokens/min", "Empty: no limit.", "int"),
-    FieldSpec("daily_tokens", "Tokens/day", "Budget per UTC day; empty: no limit.", "int"),
+    FieldSpec("rpm", "Requests/min", "Empty: no limit.", "int", empty_means="no limit"),
+    FieldSpec("tpm", "Tokens/min", "Empty: no limit.", "int", empty_means="no limit"),
+    FieldSpec("daily_tokens", "Tokens/day", "Budget per UTC day; empty: no limit.", "int", empty_means="no limit"),
     FieldSpec("expires", "Expires", "ISO 8601 date or time the key stops working; empty: never.",
-              placeholder="2027-06-30"),
+              placeholder="2027-06-30", empty_means="never"),
 )
 
 

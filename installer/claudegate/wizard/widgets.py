@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from textual.app import ComposeResult
+from textual.app import App, ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widget import Widget
 from textual.widgets import Checkbox, Input, Label, Select, Static
 
 from claudegate.wizard.form import SCREENS, FieldSpec
 
-__all__ = ["FormField", "StepBar", "field_id", "read_value"]
+__all__ = ["FormField", "StepBar", "TickBox", "copy_asked", "field_id", "read_value", "show_message"]
 
 
 def field_id(key: str) -> str:
@@ -45,7 +45,11 @@ class FormField(Vertical):
         with Horizontal(classes="field-line"):
             yield Label(spec.label + (" *" if spec.required else ""), classes="field-label")
             yield self._input()
-        yield Static("", classes="field-message", id="msg-" + field_id(self.spec.key))
+        message = Static("", classes="field-message", id="msg-" + field_id(self.spec.key))
+        # Hidden by ``display`` while there is nothing to say (CSS ``:empty`` is about child widgets, not
+        # text: a rule on it hid every message, so the wizard said "fix the fields in red" with none shown).
+        message.display = False
+        yield message
 
     def _input(self) -> Widget:
         spec, value, wid = self.spec, self._value, field_id(self.spec.key)
@@ -56,11 +60,11 @@ class FormField(Vertical):
                 compact=True,
             )
         elif spec.kind == "bool":
-            widget = Checkbox(spec.help.split(":")[0].split(";")[0], value=bool(value), id=wid)
+            widget = TickBox(spec.help.split(":")[0].split(";")[0], value=bool(value), id=wid)
             widget.compact = True
         else:
             text = ", ".join(value) if isinstance(value, list) else str(value or "")
-            widget = Input(value=text, placeholder=spec.placeholder or str(spec.default or ""), id=wid, compact=True)
+            widget = Input(value=text, placeholder=spec.hint(), id=wid, compact=True)
         widget.tooltip = spec.help
         return widget
 
@@ -68,9 +72,32 @@ class FormField(Vertical):
         if message == self._shown:
             return  # each update costs a layout pass: skip the ones that change nothing
         self._shown = message
-        target = self.query_one(".field-message", Static)
-        target.update(message or "")
+        show_message(self.query_one(".field-message", Static), message)
         self.set_class(bool(message), "-invalid")
+
+
+def show_message(target: Static, message: str | None) -> None:
+    """Show ``message`` under a field (the line disappears when there is none)."""
+    target.update(message or "")
+    target.display = bool(message)
+
+
+class TickBox(Checkbox):
+    """A checkbox whose mark differs by shape, not only by colour (``[x]`` / ``[ ]``; NO_COLOR too)."""
+
+    BUTTON_LEFT = "["
+    BUTTON_RIGHT = "]"
+
+    @property  # type: ignore[override]
+    def BUTTON_INNER(self) -> str:  # noqa: N802 - Textual's class attribute, read at each render
+        return "x" if self.value else " "
+
+
+def copy_asked(app: App[Any], text: str, what: str) -> None:
+    """Ask the terminal to copy ``text`` (OSC 52) and say so honestly: no terminal confirms it did."""
+    app.copy_to_clipboard(text)
+    app.notify(f"Asked the terminal to copy {what} to the clipboard. If pasting gives nothing, your terminal"
+               " does not allow it: select the text on screen instead.", timeout=8)
 
 
 class StepBar(Static):

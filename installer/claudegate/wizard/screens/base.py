@@ -29,8 +29,9 @@ class StepScreen(Screen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("ctrl+n", "next", "Next", priority=True),
         Binding("ctrl+b", "back", "Back", priority=True),
+        # Not a priority binding: an open Select list closes on Escape first.
+        Binding("escape", "back", "Back", show=False),
         Binding("ctrl+s", "save_draft", "Save draft"),
-        Binding("ctrl+q", "app.quit", "Quit", priority=True),
     ]
 
     def __init__(self) -> None:
@@ -56,6 +57,7 @@ class StepScreen(Screen[None]):
         yield StepBar(self.INDEX)
         yield Static(self.spec.intro, classes="intro")
         with VerticalScroll(id="body"):
+            yield from self.compose_first()
             for spec in self.spec.fields:
                 row = FormField(spec, self.state.get(spec))
                 row.display = spec.shown(self.state.values)
@@ -72,6 +74,10 @@ class StepScreen(Screen[None]):
 
     next_label = "Next"
 
+    def compose_first(self) -> ComposeResult:
+        """Widgets above the screen's fields (the Anthropic key box)."""
+        return iter(())
+
     def compose_extra(self) -> ComposeResult:
         return iter(())
 
@@ -82,9 +88,14 @@ class StepScreen(Screen[None]):
         # The first check loads the config model (pydantic, the edge settings): paint first, then check,
         # so the first screen appears at once.
         self.call_after_refresh(self.revalidate)
-        first = next((w for w in self.query("#body Input, #body Select, #body Checkbox") if w.display), None)
+        first = self.initial_focus()
         if first is not None:
-            first.focus()
+            # One focus decision per screen, so the cursor is drawn in the widget that gets the keys.
+            self.set_focus(first)
+
+    def initial_focus(self) -> Widget | None:
+        """The widget that has the keys when the screen opens: the first field shown."""
+        return next((w for w in self.query("#body Input, #body Select, #body Checkbox") if w.display), None)
 
     # --- values and validation ------------------------------------------------------------
 
@@ -105,7 +116,7 @@ class StepScreen(Screen[None]):
                 message is not None and message.startswith("is required") and row.spec.key not in self.touched
             )
             row.show_message(None if untouched_required else message)
-        self.show_extra_messages()
+        self.show_extra_messages(force=False)
         blocking = len(self.problems)
         summary = self.query_one("#summary", Static)
         text = f"{blocking} to fix" if blocking else ""
@@ -114,8 +125,8 @@ class StepScreen(Screen[None]):
         self.query_one("#next", Button).disabled = bool(blocking) or not self.can_go_on()
         self.checked = True
 
-    def show_extra_messages(self) -> None:
-        pass
+    def show_extra_messages(self, *, force: bool) -> None:
+        """Show problems of widgets that are not fields (``force``: also "is required" before any typing)."""
 
     def can_go_on(self) -> bool:
         return True
@@ -133,6 +144,7 @@ class StepScreen(Screen[None]):
         self.touched.add(spec.key)
         self.on_value_changed(spec.key)
         self.revalidate()
+        self.wizard.draft_changed()
 
     def on_value_changed(self, key: str) -> None:
         pass
@@ -171,14 +183,31 @@ class StepScreen(Screen[None]):
         self.action_back()
 
     def action_next(self) -> None:
-        self.revalidate()
-        if self.query_one("#next", Button).disabled:
-            for row in self.query(FormField):
-                row.show_message(self.problems.get(row.spec.key))
-            self.notify("Fix the fields marked in red first.", severity="warning")
+        if self.blocked():
             return
         self.leave()
         self.wizard.goto(self.INDEX + 1)
+
+    def blocked(self) -> bool:
+        """Whether the screen has problems; if so every message is shown and the first field focused."""
+        self.revalidate()
+        if not self.query_one("#next", Button).disabled:
+            return False
+        first: Widget | None = None
+        for row in self.query(FormField):
+            message = self.problems.get(row.spec.key)
+            row.show_message(message)
+            if message and first is None and row.display:
+                first = row.query_one("#" + field_id(row.spec.key))
+        self.show_extra_messages(force=True)
+        if first is None:
+            first = next((self.query_one("#" + k) for k in self.problems if self.query("#" + k)), None)
+        if first is not None:
+            self.set_focus(first)
+        count = len(self.problems)
+        self.notify(f"{count} field{'s' if count != 1 else ''} to fix: the problem is written under each.",
+                    severity="warning")
+        return True
 
     def action_back(self) -> None:
         if self.INDEX > 0:

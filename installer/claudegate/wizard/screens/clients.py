@@ -9,7 +9,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Button, Checkbox, DataTable, Input, Label, Select, Static
+from textual.widgets import Button, Checkbox, DataTable, Footer, Input, Label, Select, Static
 
 from claudegate.wizard import core
 from claudegate.wizard.form import CLIENT_FIELDS, client_problems
@@ -109,8 +109,9 @@ class ClientDialog(ModalScreen[dict[str, Any] | None]):
     """One client's scopes and limits; Save is disabled until every field is valid."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("enter", "save", "Save", show=True, key_display="Enter"),
+        Binding("ctrl+s", "save", "Save", priority=True, show=False),
         Binding("escape", "cancel", "Cancel"),
-        Binding("ctrl+s", "save", "Save", priority=True),
     ]
 
     def __init__(self, client: dict[str, Any], others: list[str]) -> None:
@@ -129,6 +130,8 @@ class ClientDialog(ModalScreen[dict[str, Any] | None]):
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Save", id="save", variant="primary", compact=True)
                 yield Button("Cancel", id="cancel", compact=True)
+        # The dialog's own keys (Save, Cancel), not those of the Clients screen behind it.
+        yield Footer()
 
     def on_mount(self) -> None:
         for spec in CLIENT_FIELDS:
@@ -164,11 +167,24 @@ class ClientDialog(ModalScreen[dict[str, Any] | None]):
         spec = next((s for s in CLIENT_FIELDS if field_id(s.key) == event.widget.id), None)
         self.query_one("#client-help", Static).update(spec.help if spec else "")
 
+    @on(Input.Submitted)
+    def _submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        self.action_save()  # Enter in a box saves, as in any dialog
+
     @on(Button.Pressed, "#save")
     def action_save(self) -> None:
         self._check()
         if not self.problems:
             self.dismiss({k: v for k, v in self.client.items() if v not in ("", None)})
+            return
+        # Save is refused: every problem is written under its field; go to the first.
+        first = next((row for row in self.query(FormField) if row.spec.key in self.problems), None)
+        if first is not None:
+            self.set_focus(first.query_one("#" + field_id(first.spec.key)))
+            first.scroll_visible()
+        self.notify(f"{len(self.problems)} to fix before Save: the problem is written under each field.",
+                    severity="warning")
 
     @on(Button.Pressed, "#cancel")
     def action_cancel(self) -> None:
