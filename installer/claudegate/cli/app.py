@@ -310,7 +310,9 @@ def _wizard(config: Path | None, *, fresh: bool, save_to: Path) -> None:
         raise typer.Exit(ExitCode.ERROR)
     from claudegate.wizard import run as run_wizard
 
-    run_wizard(config, fresh=fresh, save_to=save_to)
+    code = run_wizard(config, fresh=fresh, save_to=save_to)
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command()

@@ -54,6 +54,8 @@ class WizardApp(App[None]):
         self.draft_file = draft_file or draft_path()
         self.console_config = console_config
         self.resumed = resumed
+        #: The deploy.yaml the answers were loaded from (saving over it needs no question).
+        self.loaded_from: Path | None = None
         self.session: Session | None = None
         #: Where progress events go (the deploy or console screen showing a run).
         self.progress_target: Callable[[StepEvent], None] | None = None
@@ -73,7 +75,8 @@ class WizardApp(App[None]):
 
     # --- navigation --------------------------------------------------------------------------
 
-    def goto(self, index: int, *, save: bool = True) -> None:
+    def goto(self, index: int, *, save: bool = True, confirmed: bool = False) -> None:
+        """Show step ``index``. The deploy step starts only ``confirmed`` (Review's "Deploy now")."""
         from claudegate.wizard.screens.clients import ClientsScreen
         from claudegate.wizard.screens.review import ReviewScreen
         from claudegate.wizard.screens.run import DeployScreen
@@ -91,12 +94,15 @@ class WizardApp(App[None]):
         elif name == "deploy":
             from claudegate.wizard.form import document
 
+            if not confirmed:
+                return
+
             try:
                 session = self.session_for(document(self.state), self.config_path.parent)
             except Exception as exc:  # a config problem: stay on Review and say it
                 self.notify(str(exc), severity="error", timeout=10)
                 return
-            screen = DeployScreen(session)
+            screen = DeployScreen(session, autostart=True)
         else:
             return
         if index < SCREENS.index(SCREENS[7]):
@@ -116,7 +122,14 @@ class WizardApp(App[None]):
         port = cfg.ports.https
         base_url = f"https://{cfg.domain}" + ("" if port == 443 else f":{port}")
         ca_file = Path(cfg.state_dir) / "ca.pem" if cfg.tls.mode == "internal-ca" else None
-        self.switch_screen(ResultScreen(result, base_url, ca_file, self.config_path))
+        # The snippets ask for a model the (first) new client may use: pasted, they answer 200, not 403.
+        from claudegate.wizard.snippets import snippet_model
+
+        new = sorted(result.new_client_keys)
+        client = next((c for c in cfg.clients if new and c.name == new[0]), None)
+        model = snippet_model(list(client.models)) if client is not None else snippet_model(["*"])
+        who = client.name if client is not None else None
+        self.switch_screen(ResultScreen(result, base_url, ca_file, self.config_path, model=model, client=who))
 
     # --- the draft and the saved config ------------------------------------------------------
 

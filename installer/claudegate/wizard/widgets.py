@@ -88,8 +88,8 @@ class TickBox(Checkbox):
     BUTTON_LEFT = "["
     BUTTON_RIGHT = "]"
 
-    @property  # type: ignore[override]
-    def BUTTON_INNER(self) -> str:  # noqa: N802 - Textual's class attribute, read at each render
+    @property
+    def BUTTON_INNER(self) -> str:  # type: ignore[override]  # Textual reads this class attribute at each render
         return "x" if self.value else " "
 
 
