@@ -25,6 +25,7 @@ from textual.widgets import Button, RichLog, Static, TabbedContent
 
 from claudegate.deploy.layout import HostLayout
 from claudegate.wizard.app import WizardApp, make_app
+from claudegate.wizard.screens.clients import ClientDialog
 from claudegate.wizard.screens.dialogs import ConfirmDialog
 from claudegate.wizard.screens.run import DeployScreen, ResultScreen
 from tests.deploy.support import DOMAIN
@@ -145,6 +146,8 @@ async def test_wizard_deploys_to_a_fresh_server(
         # 7 Review -> Save and deploy
         assert type(app.screen).__name__ == "ReviewScreen"
         await press_next(pilot)
+        assert isinstance(app.screen, ConfirmDialog) and app.screen.yes == "Deploy now"  # asked, not started
+        await pilot.click("#yes")
         assert isinstance(app.screen, DeployScreen)
         deploying = app.screen
         saved = home / "deploy.yaml"
@@ -192,6 +195,9 @@ async def _console_run(pilot: Pilot[None], tab: str, button: str, log: str, done
     app.screen.query_one(TabbedContent).active = tab
     await pilot.pause()
     app.screen.query_one(f"#{button}", Button).press()
+    await pilot.pause()
+    if isinstance(app.screen, ConfirmDialog | ClientDialog):  # Revoke / Roll back confirm; Create's scopes
+        app.screen.query_one("#yes, #save", Button).press()
     text = ""
 
     def finished() -> bool:

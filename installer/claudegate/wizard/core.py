@@ -268,6 +268,29 @@ def keys(session: Session, args: list[str]) -> str:
     return session.keys(args)
 
 
+def create_client(session: Session, entry: dict[str, Any]) -> str:
+    """``claudegate keys create`` with the scopes of a ``clients[]`` entry: the key, saved 0600 under keys/."""
+    from claudegate import keys as client_keys
+
+    spec = client_keys.client_spec(**entry)  # checked before connecting
+    issued = client_keys.create_client(session.config, session.connect(), spec, layout=session.layout)
+    return (f"created client {issued.name}; its key is shown once (a copy is in {issued.saved_to}, 0600):\n"
+            f"{issued.key.reveal()}")
+
+
+def rotate_client(session: Session, name: str, overlap: str) -> str:
+    """``claudegate keys rotate NAME --overlap OVERLAP``: the new key, saved 0600 under keys/."""
+    from claudegate import keys as client_keys
+
+    client_keys.client_spec(name)
+    seconds = client_keys.parse_duration(overlap or "0s", field="overlap")
+    issued = client_keys.rotate_client(session.config, session.connect(), name, overlap_seconds=seconds,
+                                       layout=session.layout)
+    ends = issued.old_keys_end.strftime("%Y-%m-%d %H:%M UTC") if issued.old_keys_end else "now"
+    return (f"rotated client {name}; the old key works until {ends}. The new key is shown once (a copy is in"
+            f" {issued.saved_to}, 0600):\n{issued.key.reveal()}")
+
+
 def usage(session: Session, days: int = 7) -> str:
     """Recent usage per client per day (the last ``days`` UTC days), as ``claudegate usage`` prints it."""
     from datetime import UTC, datetime, timedelta

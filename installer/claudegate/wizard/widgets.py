@@ -83,10 +83,7 @@ def show_message(target: Static, message: str | None) -> None:
 
 
 class TickBox(Checkbox):
-    """A checkbox whose mark differs by shape, not only by colour (``[x]`` / ``[ ]``; NO_COLOR too)."""
-
-    BUTTON_LEFT = "["
-    BUTTON_RIGHT = "]"
+    """A checkbox whose mark differs by shape, not only by colour (an X or nothing; NO_COLOR too)."""
 
     @property
     def BUTTON_INNER(self) -> str:  # type: ignore[override]  # Textual reads this class attribute at each render

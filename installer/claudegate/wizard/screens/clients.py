@@ -114,15 +114,16 @@ class ClientDialog(ModalScreen[dict[str, Any] | None]):
         Binding("escape", "cancel", "Cancel"),
     ]
 
-    def __init__(self, client: dict[str, Any], others: list[str]) -> None:
+    def __init__(self, client: dict[str, Any], others: list[str], *, title: str | None = None) -> None:
         super().__init__(classes="dialog-screen")
+        self.title_text = title or ("Edit client" if client else "Add client")
         self.client = client
         self.others = others
         self.problems: dict[str, str] = {}
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog client-dialog"):
-            yield Label("Edit client" if self.client else "Add client", classes="dialog-title")
+            yield Label(self.title_text, classes="dialog-title")
             with VerticalScroll():
                 for spec in CLIENT_FIELDS:
                     yield FormField(spec, self.client.get(spec.key, spec.default))
