@@ -15,7 +15,7 @@ from textual.screen import Screen
 
 from claudegate.wizard import core
 from claudegate.wizard.draft import clear_draft, draft_path, load_draft, save_draft
-from claudegate.wizard.form import SCREENS, WizardState
+from claudegate.wizard.form import SCREENS, WizardState, state_from_document
 from claudegate.wizard.interaction import DialogInteraction
 
 if TYPE_CHECKING:
@@ -56,6 +56,8 @@ class WizardApp(App[None]):
         self.resumed = resumed
         #: The deploy.yaml the answers were loaded from (saving over it needs no question).
         self.loaded_from: Path | None = None
+        #: Said once the first screen is up (a loaded or existing deploy.yaml).
+        self.start_note: str | None = None
         self.session: Session | None = None
         #: Where progress events go (the deploy or console screen showing a run).
         self.progress_target: Callable[[StepEvent], None] | None = None
@@ -72,6 +74,8 @@ class WizardApp(App[None]):
         self.goto(self.state.screen, save=False)
         if self.resumed:
             self.notify("Resumed your saved draft (the Anthropic key is never saved: type it again).")
+        if self.start_note:
+            self.notify(self.start_note, timeout=10)
 
     # --- navigation --------------------------------------------------------------------------
 
@@ -291,6 +295,23 @@ def make_app(
         return WizardApp(WizardState(), config_path=config, draft_file=draft_file, console_config=cfg)
     state = None if fresh else load_draft(draft_file)
     resumed = state is not None
-    state = state or WizardState()
-    target = save_to or config or Path(os.getcwd()) / "deploy.yaml"
-    return WizardApp(state, config_path=target.absolute(), draft_file=draft_file, resumed=resumed)
+    target = (save_to or config or Path(os.getcwd()) / "deploy.yaml").absolute()
+    loaded_from = None
+    note = None
+    if state is None and target.is_file():
+        # An existing deploy.yaml is edited, not silently replaced by empty answers.
+        try:
+            doc, _cfg = core.load_document(target)
+        except Exception as exc:  # unreadable or invalid: start empty, and Save will ask before replacing it
+            note = (f"{target} exists but could not be loaded ({getattr(exc, 'message', exc)}); saving asks"
+                    " before replacing it.")
+        else:
+            state = state_from_document(doc)
+            loaded_from = target.resolve()
+            note = f"Loaded the answers of {target}: change what you need; Save writes them back there."
+    if state is not None and target.is_file() and loaded_from is None and note is None:
+        note = f"{target} already exists: saving asks before replacing it."
+    app = WizardApp(state or WizardState(), config_path=target, draft_file=draft_file, resumed=resumed)
+    app.loaded_from = loaded_from
+    app.start_note = note
+    return app

@@ -33,6 +33,7 @@ __all__ = [
     "client_document",
     "document",
     "field_problems",
+    "state_from_document",
 ]
 
 Kind = Literal["text", "int", "choice", "bool", "lines", "path"]
@@ -304,6 +305,9 @@ class WizardState:
     #: Set when the operator confirmed the host key in the dialog (or it came from the config).
     host_key_fingerprint: str | None = None
     screen: int = 0
+    #: Settings of a loaded deploy.yaml the form does not ask about (``ports.https``, ``network``...),
+    #: by dotted path: saved back unchanged, so loading and saving loses nothing.
+    extra: dict[str, Any] = field(default_factory=dict)
 
     def get(self, spec: FieldSpec) -> Any:
         return self.values.get(spec.key, spec.default)
@@ -315,6 +319,7 @@ class WizardState:
             "values": dict(self.values),
             "clients": [dict(c) for c in self.clients],
             "host_key_fingerprint": self.host_key_fingerprint,
+            "extra": dict(self.extra),
         }
 
     @classmethod
@@ -323,7 +328,9 @@ class WizardState:
         clients = data.get("clients")
         fingerprint = data.get("host_key_fingerprint")
         screen = data.get("screen")
+        extra = data.get("extra")
         return cls(
+            extra={str(k): v for k, v in extra.items()} if isinstance(extra, dict) else {},
             values={str(k): v for k, v in values.items() if isinstance(v, str | bool)}
             if isinstance(values, dict) else {},
             clients=[dict(c) for c in clients if isinstance(c, dict)] if isinstance(clients, list) else [],
@@ -417,7 +424,15 @@ def client_document(client: Values, bad: dict[str, str] | None = None) -> dict[s
     _fill(out, CLIENT_FIELDS, client, bad if bad is not None else {})
     if "name" not in out and client.get("name"):
         out["name"] = str(client["name"])
-    return out
+    asked = {f.key for f in CLIENT_FIELDS}
+    # Settings of a loaded client the dialog does not ask (its filter overrides): kept as they were.
+    out.update({k: v for k, v in client.items() if k not in asked and k not in out})
+    return _ordered_client(out)
+
+
+def _ordered_client(entry: dict[str, Any]) -> dict[str, Any]:
+    order = [f.key for f in CLIENT_FIELDS]
+    return {k: entry[k] for k in sorted(entry, key=lambda k: order.index(k) if k in order else len(order))}
 
 
 #: Stand-ins for required answers of screens not reached yet, so the core checks the rest.
@@ -460,12 +475,34 @@ def document(
     for key in ("state_dir",):
         if values.get(key):
             doc[key] = values[key]
+    if upto is None:
+        for path, value in state.extra.items():
+            if not _has(doc, path):
+                _put(doc, path, value)
+        # A kept setting inside a rate-limit group (its zone_size) needs the group's rate and burst.
+        for group in _GROUPS:
+            if _has(doc, group.rstrip(".")):
+                for spec in LIMITS.fields:
+                    if spec.key.startswith(group) and not _has(doc, spec.key):
+                        try:
+                            _put(doc, spec.key, _convert(spec, values.get(spec.key, spec.default)))
+                        except _NotANumber:
+                            pass  # the Limits screen says so under the field
     if upto is not None:
         for key, value in _PLACEHOLDERS.items():
             head, _, tail = key.partition(".")
             if (head not in doc) or (tail and not doc[head].get(tail)):
                 _put(doc, key, value)
     return _ordered(doc)
+
+
+def _has(doc: dict[str, Any], path: str) -> bool:
+    node: Any = doc
+    for part in path.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
 
 
 _ORDER = ("target", "domain", "tls", "upstream", "ports", "limits", "allowlist", "trusted_proxies",
@@ -565,3 +602,71 @@ def client_problems(
     for key, message in map_problems(prefixed, [f.key for f in CLIENT_FIELDS]).items():
         out.setdefault(key, message)
     return out
+
+
+# --- from a saved deploy.yaml back to answers -----------------------------------------------------
+
+#: Document keys the form writes itself besides its fields.
+_DERIVED = ("target.host", "target.host_key_fingerprint", "tls.acme_directory", "filters", "clients")
+
+
+def _leaves(node: Any, prefix: str = "") -> Iterable[tuple[str, Any]]:
+    if isinstance(node, dict) and node:
+        for key, value in node.items():
+            yield from _leaves(value, f"{prefix}.{key}" if prefix else str(key))
+    else:
+        yield prefix, node
+
+
+def _answer(spec: FieldSpec, value: Any) -> Any:
+    """A document value as the text (or bool) the form's box holds."""
+    import datetime
+
+    if spec.kind == "bool":
+        return bool(value)
+    if isinstance(value, datetime.date):  # YAML reads an unquoted date as one
+        return value.isoformat()
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value)
+    return "" if value is None else str(value)
+
+
+def state_from_document(doc: Mapping[str, Any]) -> WizardState:
+    """The answers of a saved deploy.yaml, so ``init`` edits it instead of starting empty.
+
+    Everything the form does not ask about is kept in :attr:`WizardState.extra` and saved back as it was.
+    """
+    specs = [f for screen in SCREENS for f in screen.fields if f.key != "save_path"]
+    by_key = {f.key: f for f in specs}
+    values: dict[str, Any] = {}
+    extra: dict[str, Any] = {}
+    state = WizardState(values=values, extra=extra)
+    host = str(((doc.get("target") or {}).get("host")) or "")
+    values["target.mode"] = "local" if host == "local" else "server"
+    if host and host != "local":
+        values["target.host"] = host
+    fingerprint = (doc.get("target") or {}).get("host_key_fingerprint")
+    state.host_key_fingerprint = str(fingerprint) if fingerprint else None
+    tls = doc.get("tls") or {}
+    if tls.get("acme_directory") == ACME_STAGING:
+        values["tls.staging"] = True
+    elif tls.get("acme_directory") not in (None, ACME_PRODUCTION):
+        extra["tls.acme_directory"] = tls["acme_directory"]
+    rules = doc.get("filters")
+    preset = next((name for name, (_label, r) in FILTER_PRESETS.items() if r == rules), None)
+    if preset is not None:
+        values[FILTER_PRESET] = preset
+    elif rules is not None:
+        extra["filters"] = rules  # the operator's own rules: kept, the preset box stays "default"
+    client_keys = {f.key for f in CLIENT_FIELDS}
+    for entry in doc.get("clients") or []:
+        if isinstance(entry, dict):
+            state.clients.append({k: (_answer(next(f for f in CLIENT_FIELDS if f.key == k), v)
+                                      if k in client_keys else v) for k, v in entry.items()})
+    for path, value in _leaves({k: v for k, v in doc.items() if k not in ("clients", "filters")}):
+        spec = next((by_key[k] for k in by_key if path == k), None)
+        if spec is not None:
+            values[spec.key] = _answer(spec, value)
+        elif path not in _DERIVED and not any(path.startswith(k + ".") for k in by_key):
+            extra[path] = value
+    return state

@@ -98,24 +98,30 @@ def copy_asked(app: App[Any], text: str, what: str) -> None:
 
 
 class StepBar(Static):
-    """``1 Target > 2 Upstream > ...`` with the current step highlighted."""
+    """``1 Target > 2 Upstream > ...`` with the current step highlighted; every step stays on screen.
+
+    When the titles do not fit (80 columns), the other steps shrink to their numbers.
+    """
 
     def __init__(self, current: int) -> None:
         super().__init__(classes="step-bar")
         self.current = current
 
-    def on_mount(self) -> None:
+    def render(self) -> Any:
         from rich.text import Text
 
-        text = Text(no_wrap=True, overflow="ellipsis")
-        for index, screen in enumerate(SCREENS):
-            if index:
-                text.append(" › ", style="dim")
-            label = f"{index + 1} {screen.title}"
-            if index == self.current:
-                text.append(label, style="bold reverse")
-            elif index < self.current:
-                text.append(label)
-            else:
-                text.append(label, style="dim")
-        self.update(text)
+        width = self.content_size.width or 80
+        for short in (False, True):
+            text = Text(no_wrap=True, overflow="ellipsis")
+            for index, screen in enumerate(SCREENS):
+                if index:
+                    text.append(" › " if not short else "›", style="dim")
+                full = f"{index + 1} {screen.title}"
+                if index == self.current:
+                    text.append(full if not short else f" {full} ", style="bold reverse")
+                else:
+                    label = full if not short else f" {index + 1} "
+                    text.append(label, style="" if index < self.current else "dim")
+            if text.cell_len <= width:
+                break
+        return text
