@@ -17,6 +17,7 @@ still applies to the rest.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -484,10 +485,8 @@ def document(
             if _has(doc, group.rstrip(".")):
                 for spec in LIMITS.fields:
                     if spec.key.startswith(group) and not _has(doc, spec.key):
-                        try:
+                        with suppress(_NotANumber):  # the Limits screen says so under the field
                             _put(doc, spec.key, _convert(spec, values.get(spec.key, spec.default)))
-                        except _NotANumber:
-                            pass  # the Limits screen says so under the field
     if upto is not None:
         for key, value in _PLACEHOLDERS.items():
             head, _, tail = key.partition(".")

@@ -72,8 +72,12 @@ class FormField(Vertical):
         if message == self._shown:
             return  # each update costs a layout pass: skip the ones that change nothing
         self._shown = message
-        show_message(self.query_one(".field-message", Static), message)
+        target = self.query_one(".field-message", Static)
+        show_message(target, message)
         self.set_class(bool(message), "-invalid")
+        if message and self.has_focus_within:
+            # The box being typed in is on screen; keep its message (the line under it) on screen too.
+            self.call_after_refresh(target.scroll_visible, animate=False)
 
 
 def show_message(target: Static, message: str | None) -> None:

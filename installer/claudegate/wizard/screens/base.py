@@ -92,6 +92,14 @@ class StepScreen(Screen[None]):
         if first is not None:
             # One focus decision per screen, so the cursor is drawn in the widget that gets the keys.
             self.set_focus(first)
+            self.call_after_refresh(self._place_cursor)
+
+    def _place_cursor(self) -> None:
+        # An Input places the terminal's cursor when it gets focus, before the first layout gave it a place
+        # (the cursor then sat at the top left); place it again once laid out.
+        focused = self.focused
+        if isinstance(focused, Input):
+            self.app.cursor_position = focused.cursor_screen_offset
 
     def initial_focus(self) -> Widget | None:
         """The widget that has the keys when the screen opens: the first field shown."""

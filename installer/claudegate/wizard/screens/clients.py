@@ -109,8 +109,8 @@ class ClientDialog(ModalScreen[dict[str, Any] | None]):
     """One client's scopes and limits; Save is disabled until every field is valid."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("enter", "save", "Save", show=True, key_display="Enter"),
-        Binding("ctrl+s", "save", "Save", priority=True, show=False),
+        # Enter in a box saves too (Input.Submitted below); the footer names both.
+        Binding("ctrl+s", "save", "Save", priority=True, key_display="Enter/^s"),
         Binding("escape", "cancel", "Cancel"),
     ]
 
