@@ -34,6 +34,11 @@ class WizardApp(App[None]):
     ENABLE_COMMAND_PALETTE = False
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("ctrl+q", "quit", "Quit", priority=True),
+        # Priority: the app moves the focus the moment Tab arrives. As a plain binding the Tab went to the
+        # focused box's queue first, and a burst typed right after it (a fast typist, a paste, a script)
+        # was already routed to the box being left (seen in a real terminal, never under Pilot).
+        Binding("tab", "focus_next", "Next field", show=False, priority=True),
+        Binding("shift+tab", "focus_previous", "Previous field", show=False, priority=True),
         Binding("f1", "help", "Help"),
         # Not a priority: in a text box "?" is typed, elsewhere it opens the help.
         Binding("question_mark", "help", "Help", show=False),

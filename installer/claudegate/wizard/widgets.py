@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from textual import events
 from textual.app import App, ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widget import Widget
@@ -11,7 +12,7 @@ from textual.widgets import Checkbox, Input, Label, Select, Static
 
 from claudegate.wizard.form import SCREENS, FieldSpec
 
-__all__ = ["FormField", "StepBar", "TickBox", "copy_asked", "field_id", "read_value", "show_message"]
+__all__ = ["FieldInput", "FormField", "StepBar", "TickBox", "copy_asked", "field_id", "read_value", "show_message"]
 
 
 def field_id(key: str) -> str:
@@ -64,7 +65,7 @@ class FormField(Vertical):
             widget.compact = True
         else:
             text = ", ".join(value) if isinstance(value, list) else str(value or "")
-            widget = Input(value=text, placeholder=spec.hint(), id=wid, compact=True)
+            widget = FieldInput(value=text, placeholder=spec.hint(), id=wid, compact=True)
         widget.tooltip = spec.help
         return widget
 
@@ -84,6 +85,25 @@ def show_message(target: Static, message: str | None) -> None:
     """Show ``message`` under a field (the line disappears when there is none)."""
     target.update(message or "")
     target.display = bool(message)
+
+
+class FieldInput(Input):
+    """A text box whose editing keys (Ctrl+A, Ctrl+K, Backspace, arrows) run in order with the typed text.
+
+    Textual runs a focused widget's key bindings only once the key has bubbled up to the app, and by then
+    the box has already inserted the characters typed after it: in a real terminal the burst
+    "Ctrl+A Ctrl+K 203.0.113.10" ended with an empty box (the address typed, then erased). Run them here.
+    """
+
+    async def _on_key(self, event: events.Key) -> None:
+        if not event.is_printable:
+            bindings = self._bindings.key_to_bindings.get(event.key, ())
+            if bindings:
+                event.stop()
+                event.prevent_default()
+                await self.run_action(bindings[0].action)
+                return
+        await super()._on_key(event)
 
 
 class TickBox(Checkbox):

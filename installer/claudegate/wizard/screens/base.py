@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from textual import on
+from textual.actions import SkipAction
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, VerticalScroll
@@ -32,6 +33,8 @@ class StepScreen(Screen[None]):
         # Not a priority binding: an open Select list closes on Escape first.
         Binding("escape", "back", "Back", show=False),
         Binding("ctrl+s", "save_draft", "Save draft"),
+        # Priority for the same reason as Tab (see the app): Enter in a box moves on at once.
+        Binding("enter", "enter_key", "Next field", show=False, priority=True),
     ]
 
     def __init__(self) -> None:
@@ -169,9 +172,11 @@ class StepScreen(Screen[None]):
     def _checkbox_changed(self, event: Checkbox.Changed) -> None:
         self._changed(event.checkbox)
 
-    @on(Input.Submitted)
-    def _submitted(self, event: Input.Submitted) -> None:
-        # Enter moves on to the next field, as in a form; on the last one it means Next.
+    def action_enter_key(self) -> None:
+        # Enter in a box moves on to the next field, as in a form; elsewhere (a button, a list) it does
+        # what that widget does.
+        if not isinstance(self.focused, Input):
+            raise SkipAction()
         self.focus_next()
 
     def on_descendant_focus(self, event: Any) -> None:

@@ -28,7 +28,7 @@ class ClientsScreen(StepScreen):
     INDEX = 5
     BINDINGS: ClassVar[list[BindingType]] = [
         *StepScreen.BINDINGS,
-        Binding("a", "add", "Add client"),
+        Binding("a", "add", "Add"),  # short: the footer holds every key at 80 columns
         Binding("e", "edit", "Edit"),
         Binding("delete", "remove", "Remove"),
     ]
@@ -138,7 +138,8 @@ class ClientDialog(ModalScreen[dict[str, Any] | None]):
         for spec in CLIENT_FIELDS:
             self.client.setdefault(spec.key, spec.default)
         self._check()
-        self.query_one("#" + field_id("name")).focus()
+        # Now, not after a refresh: what is typed as soon as the dialog shows goes into the name.
+        self.set_focus(self.query_one("#" + field_id("name")))
 
     def _check(self) -> None:
         self.problems = client_problems(self.client, self.others, core.check_document)

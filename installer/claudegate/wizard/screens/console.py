@@ -14,6 +14,7 @@ from textual.widgets import Button, Footer, Input, Label, RichLog, Select, Stati
 
 from claudegate.errors import ClaudegateError
 from claudegate.wizard import core
+from claudegate.wizard.widgets import FieldInput
 
 if TYPE_CHECKING:
     from claudegate.config import DeployConfig
@@ -44,11 +45,11 @@ class ConsoleScreen(Screen[None]):
             with TabPane("Clients", id="tab-clients"):
                 with Horizontal(classes="field-line"):
                     yield Label("Client", classes="field-label")
-                    yield Input(placeholder="e.g. team-a", id="client-name", compact=True,
+                    yield FieldInput(placeholder="e.g. team-a", id="client-name", compact=True,
                                 tooltip="The client to rotate or revoke (Create asks for its name and scopes).")
                 with Horizontal(classes="field-line"):
                     yield Label("Rotate overlap", classes="field-label")
-                    yield Input(value="0s", id="overlap", compact=True,
+                    yield FieldInput(value="0s", id="overlap", compact=True,
                                 tooltip="How long the old key keeps working after Rotate: 0s (stop now), 30m,"
                                 " 24h, 7d.")
                 with Horizontal(classes="actions"):

@@ -11,6 +11,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Footer, Input, Label, Static
 
 from claudegate.redact import Secret
+from claudegate.wizard.widgets import FieldInput
 
 __all__ = ["ConfirmDialog", "HelpDialog", "MessageDialog", "SecretDialog", "host_key_dialog"]
 
@@ -75,7 +76,7 @@ class SecretDialog(ModalScreen[Secret | None]):
         with Vertical(classes="dialog"):
             yield Label("The Anthropic API key is needed", classes="dialog-title")
             yield Static(self.text, classes="dialog-text")
-            yield Input(password=True, id="secret", compact=True)
+            yield FieldInput(password=True, id="secret", compact=True)
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Save", id="save", variant="primary", compact=True)
                 yield Button("Cancel", id="cancel", compact=True)
@@ -127,20 +128,24 @@ class MessageDialog(ModalScreen[None]):
 
 
 HELP = """\
-Keys on the wizard's screens
-  Tab / Shift+Tab   next / previous field (the focused field's label is shown reversed)
-  Enter             next field; on a button: press it
-  Ctrl+N            next screen (only when no field has a problem; each problem is written under its field)
-  Ctrl+B or Escape  previous screen
-  Ctrl+S            save a draft (it is also saved after every change, never with the Anthropic key)
-  Ctrl+Q            quit (asks first if the Anthropic key you typed would be lost)
-  F1 or ?           this help
+Tab, Shift+Tab    next / previous field (its label shows reversed)
+Enter             next field; on a button, press it
+Ctrl+N            next screen, once no field has a problem (each
+                  problem is written under its field)
+Ctrl+B, Escape    previous screen
+Ctrl+S            save a draft (also saved after every change;
+                  never with the Anthropic key)
+Ctrl+Q            quit (asks if the key you typed would be lost)
+F1, ?             this help
 
-Clients: a add, e or Enter edit, Delete remove.  In the client dialog: Enter or Ctrl+S save, Escape cancel.
-Review: Ctrl+O save only; Ctrl+N save and deploy (asks you to confirm the target first); Ctrl+R the plan.
-Deploy: Ctrl+C cancels at the next safe point; Retry resumes.
+Clients           a add, e or Enter edit, Delete remove;
+                  in the dialog Enter or Ctrl+S saves, Escape cancels
+Review            Ctrl+O save only, Ctrl+R plan, Ctrl+N save and
+                  deploy (asks you to confirm the target first)
+Deploy            Ctrl+C cancels at a safe point; Retry resumes
 
-Greyed text in an empty box is a hint ("empty: ..." says what empty means, "e.g." is an example), never a value.
+Grey text in an empty box is a hint, never a value:
+"empty: ..." says what empty means, "e.g. ..." is an example.
 """
 
 

@@ -169,6 +169,9 @@ class DeployScreen(Screen[None]):
             text = f"Deploy failed: {exc.message}" + (f"\nFix: {exc.hint}" if exc.hint else "")
         self.query_one("#error", Static).update(text)
         self.query_one("#log", RichLog).write(text)
+        # The progress line stops too: nothing is running any more.
+        self.query_one("#work", Label).update("Cancelled" if cancelled else "Failed")
+        self.query_one("#progress", ProgressBar).update(total=1, progress=0)
         self.query_one("#cancel", Button).disabled = True
         self.query_one("#back", Button).disabled = False
         self.query_one("#retry", Button).disabled = False

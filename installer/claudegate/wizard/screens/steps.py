@@ -16,7 +16,7 @@ from claudegate.redact import Secret
 from claudegate.wizard import core
 from claudegate.wizard.form import GENERATED_KEY, SCREENS, TARGET, document
 from claudegate.wizard.screens.base import StepScreen
-from claudegate.wizard.widgets import copy_asked, show_message
+from claudegate.wizard.widgets import FieldInput, copy_asked, show_message
 
 __all__ = ["LimitsScreen", "NetworkScreen", "TLSScreen", "TargetScreen", "UpstreamScreen"]
 
@@ -110,7 +110,7 @@ class UpstreamScreen(StepScreen):
         # lands masked here, never in clear text in the Key file box.
         with Horizontal(classes="field-line"):
             yield Label("Anthropic key *", classes="field-label")
-            yield Input(
+            yield FieldInput(
                 password=True, id="api-key", compact=True,
                 placeholder=self._key_placeholder(),
                 tooltip="Paste the key (sk-ant-...): it is masked, saved only to the key file (0600), and"
