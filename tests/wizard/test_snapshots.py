@@ -28,6 +28,16 @@ FORM_SCREENS = [s.name for s in SCREENS[:7]]
 
 @pytest.fixture
 def fixed_home(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    import fcntl
+
+    # The pictures name this fixed directory, so two runs on one machine (two checkouts) would share it:
+    # one at a time.
+    with open(f"{FIXED}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield from _fixed_home(monkeypatch)
+
+
+def _fixed_home(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     shutil.rmtree(FIXED, ignore_errors=True)
     (FIXED / "home").mkdir(parents=True)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(FIXED / "config"))
@@ -50,6 +60,15 @@ async def settle(pilot: Pilot[None]) -> None:
     for box in pilot.app.screen.query(Input):
         box.cursor_blink = False
     await pilot.pause()
+
+
+async def mounted(pilot: Pilot[None], screen: Any) -> None:
+    """Wait until ``screen`` is the one shown and composed (a loaded machine takes a few frames)."""
+    for _ in range(200):
+        await pilot.pause()
+        if pilot.app.screen is screen and screen.query("#steps"):
+            return
+    raise AssertionError("the deploy screen never came up")
 
 
 def _app(screen: int, *, clients: bool = True) -> WizardApp:
@@ -118,7 +137,7 @@ def test_deploy_screen(snap_compare: Any, fixed_home: Path, size: tuple[int, int
         session = app.session_for(document(app.state), FIXED)
         screen = DeployScreen(session, autostart=False)
         app.switch_screen(screen)
-        await pilot.pause()
+        await mounted(pilot, screen)
         total = len(STEPS)
         for index, (step, title) in enumerate(STEPS, 1):
             screen.show_event(StepEvent("start", step, title, index, total))
@@ -257,7 +276,7 @@ def test_deploy_screen_cancelled(snap_compare: Any, fixed_home: Path, size: tupl
         assert isinstance(app, WizardApp)
         screen = DeployScreen(app.session_for(document(app.state), FIXED))
         app.switch_screen(screen)
-        await pilot.pause()
+        await mounted(pilot, screen)
         total = len(STEPS)
         for index, (step, title) in enumerate(STEPS[:4], 1):
             screen.show_event(StepEvent("start", step, title, index, total))
