@@ -68,14 +68,17 @@ class StepScreen(Screen[None]):
             yield from self.compose_extra()
         yield Static("", id="help", classes="help")
         with Horizontal(id="nav"):
-            yield Button("Back", id="back", compact=True, disabled=self.INDEX == 0)
+            yield Button("Back", id="back", compact=True, disabled=self.INDEX == 0,
+                         tooltip="The previous screen (Ctrl+B or Escape); your answers stay.")
             yield Static("", id="summary")
             yield from self.compose_nav()
             # Disabled until the first check has run (just after the first paint).
-            yield Button(self.next_label, id="next", variant="primary", compact=True, disabled=True)
+            yield Button(self.next_label, id="next", variant="primary", compact=True, disabled=True,
+                         tooltip=self.next_help)
         yield Footer()
 
     next_label = "Next"
+    next_help = "The next screen (Ctrl+N), once no field has a problem."
 
     def compose_first(self) -> ComposeResult:
         """Widgets above the screen's fields (the Anthropic key box)."""

@@ -36,9 +36,10 @@ class ClientsScreen(StepScreen):
     def compose_extra(self) -> ComposeResult:
         yield DataTable(id="clients", cursor_type="row", zebra_stripes=True)
         with Horizontal(classes="actions"):
-            yield Button("Add client", id="add", compact=True)
-            yield Button("Edit", id="edit", compact=True)
-            yield Button("Remove", id="remove", compact=True)
+            yield Button("Add client", id="add", compact=True,
+                         tooltip="A new client: its name, scopes and limits (a).")
+            yield Button("Edit", id="edit", compact=True, tooltip="Change the selected client (e, or Enter on it).")
+            yield Button("Remove", id="remove", compact=True, tooltip="Remove the selected client (Delete).")
         yield Static("", id="clients-note", classes="output")
 
     def on_mount(self) -> None:

@@ -22,6 +22,7 @@ __all__ = ["ReviewScreen"]
 class ReviewScreen(StepScreen):
     INDEX = 6
     next_label = "Save and deploy…"
+    next_help = "Save deploy.yaml and the key file, then deploy (Ctrl+N); asks you to confirm the target first."
     BINDINGS: ClassVar[list[BindingType]] = [
         *[b for b in StepScreen.BINDINGS if not (isinstance(b, Binding) and b.key in ("ctrl+n", "ctrl+s"))],
         # The footer says what Ctrl+N does here; it asks before anything is deployed.
@@ -36,11 +37,14 @@ class ReviewScreen(StepScreen):
             with TabPane("deploy.yaml", id="tab-yaml"):
                 yield TextArea("", id="yaml", read_only=True, soft_wrap=True, show_line_numbers=False)
             with TabPane("Plan", id="tab-plan"):
-                yield Button("Show the plan (connects, changes nothing)", id="plan", compact=True)
+                yield Button("Show the plan (connects, changes nothing)", id="plan", compact=True,
+                             tooltip="The core's dry run: what the deploy would change, with file diffs (Ctrl+R).")
                 yield TextArea("", id="plan-text", read_only=True, soft_wrap=False)
 
     def compose_nav(self) -> ComposeResult:
-        yield Button("Save only", id="save-only", compact=True)
+        yield Button("Save only", id="save-only", compact=True,
+                     tooltip="Save deploy.yaml and the key file and quit (Ctrl+O); deploy later with"
+                     " claudegate deploy --config PATH.")
 
     def compose(self) -> ComposeResult:
         if not self.state.values.get("save_path"):
