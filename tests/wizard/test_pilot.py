@@ -410,3 +410,17 @@ async def test_init_on_an_existing_deploy_yaml_edits_it(home: Path) -> None:
         assert app.screen.query_one("#f-target-port", Input).value == "2222"
         assert [c["name"] for c in app.state.clients] == ["team-a"]
         assert "Loaded the answers" in "".join(str(n.message) for n in app._notifications)
+
+
+def test_an_error_in_the_wizard_is_a_non_zero_exit(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`claudegate init` must not exit 0 after the wizard stopped on an error."""
+    from textual.app import App
+
+    import claudegate.wizard as wizard_package
+
+    def boom(self: WizardApp) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(WizardApp, "on_mount", boom)
+    monkeypatch.setattr(WizardApp, "run", lambda self: App.run(self, headless=True, size=(80, 24)))
+    assert wizard_package.run(None, fresh=True, save_to=home / "deploy.yaml") == 1

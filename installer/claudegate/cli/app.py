@@ -274,7 +274,7 @@ def init(
     """The setup wizard (a terminal UI); `--example local|remote` writes a commented example instead.
 
     \b
-      claudegate init                          the wizard; it saves to --out (default ./deploy.yaml)
+      claudegate init                          the wizard; it saves to --out (default ./deploy.yaml; an existing one is loaded)
       claudegate init --config deploy.yaml     the console: status, clients, logs, rollback, smoke test
       claudegate init --example remote         a commented example config to edit by hand
     """
