@@ -302,11 +302,14 @@ async def test_escape_goes_back_and_f1_shows_the_keys(wizard: WizardApp) -> None
 
 
 async def test_checkboxes_look_different_checked_and_unchecked(wizard: WizardApp) -> None:
-    async with wizard.run_test(size=(80, 24), ) as pilot:
+    async with wizard.run_test(size=(80, 24)) as pilot:
         await flow.to_screen(pilot, 2)
         box = wizard.screen.query_one("#f-tls-staging")
         region = box.region
-        line = lambda: screen_text(pilot).splitlines()[region.y][region.x : region.x + 3]  # noqa: E731
+
+        def line() -> str:
+            return screen_text(pilot).splitlines()[region.y][region.x : region.x + 3]
+
         off = line()
         await pilot.click("#f-tls-staging")
         await pilot.pause()
