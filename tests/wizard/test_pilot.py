@@ -427,3 +427,37 @@ def test_an_error_in_the_wizard_is_a_non_zero_exit(home: Path, monkeypatch: pyte
     monkeypatch.setattr(WizardApp, "on_mount", boom)
     monkeypatch.setattr(WizardApp, "run", lambda self: App.run(self, headless=True, size=(80, 24)))
     assert wizard_package.run(None, fresh=True, save_to=home / "deploy.yaml") == 1
+
+
+async def test_the_console_asks_before_revoke_and_rollback_and_creates_with_scopes(home: Path) -> None:
+    """No server needed: nothing may run before the operator confirms (the target refuses connections)."""
+    from textual.widgets import RichLog
+
+    from claudegate.wizard.screens.dialogs import ConfirmDialog
+
+    saved = home / "deploy.yaml"
+    saved.write_text("target: {host: 127.0.0.1, port: 1, user: deploy}\ndomain: gw.example.com\n"
+                     "tls: {mode: internal-ca}\nupstream: {api_key_file: key}\n")
+    app = make_app(saved, draft_file=home / "draft.json")
+
+    def log(name: str) -> str:
+        return "\n".join(str(line.text) for line in app.screen.query_one(f"#{name}", RichLog).lines)
+
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        await fill(pilot, "#client-name", "team-a")
+        for button, title in (("keys-revoke", "Revoke team-a?"), ("rollback", "Roll back?")):
+            app.screen.query_one(f"#{button}", Button).press()
+            await pilot.pause()
+            assert isinstance(app.screen, ConfirmDialog) and title in screen_text(pilot)
+            assert app.screen.focused is app.screen.query_one("#no")
+            await pilot.press("escape")
+            await pilot.pause()
+            assert "revoke" not in log("keys") and "roll back" not in log("actions")
+        app.screen.query_one("#keys-create", Button).press()
+        await pilot.pause()
+        assert isinstance(app.screen, ClientDialog)
+        assert app.screen.query_one("#f-name", Input).value == "team-a"
+        for scope in ("#f-models", "#f-rpm", "#f-tpm", "#f-daily_tokens", "#f-max_tokens", "#f-expires"):
+            assert app.screen.query(scope), scope
+        await pilot.press("escape")
