@@ -116,7 +116,7 @@ async def test_wizard_deploys_to_a_fresh_server(
         app.screen.query_one("#test", Button).press()
         await _until(pilot, "the host key dialog", lambda: isinstance(app.screen, ConfirmDialog), 120)
         assert _text(app, "#detail") == fresh.host_key_fingerprint
-        await pilot.click("#yes")
+        app.screen.query_one("#yes", Button).press()  # not a click: the dialog may not be laid out yet
         await _until(pilot, "the connection report", lambda: "Ready to deploy" in _text(app, "#report")
                      or "Failed" in _text(app, "#report") or "Not ready" in _text(app, "#report"), 120)
         assert "Ready to deploy" in _text(app, "#report"), _text(app, "#report")
@@ -147,8 +147,8 @@ async def test_wizard_deploys_to_a_fresh_server(
         assert type(app.screen).__name__ == "ReviewScreen"
         await press_next(pilot)
         assert isinstance(app.screen, ConfirmDialog) and app.screen.yes == "Deploy now"  # asked, not started
-        await pilot.click("#yes")
-        assert isinstance(app.screen, DeployScreen)
+        app.screen.query_one("#yes", Button).press()
+        await _until(pilot, "the deploy screen", lambda: isinstance(app.screen, DeployScreen), 60)
         deploying = app.screen
         saved = home / "deploy.yaml"
         assert saved.exists() and CANARY not in saved.read_text()

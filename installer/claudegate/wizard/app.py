@@ -277,7 +277,12 @@ class WizardApp(App[None]):
         self.exit(return_code=self.return_code or 0, message=message)
 
     def on_unmount(self) -> None:
+        # However the app ends (Quit, an error, a test's teardown), a worker waiting for a dialog's answer
+        # gets "no" and a running method stops at its next safe point: no thread outlives the screen.
+        for interaction in self._interactions:
+            interaction.stop()
         if self.session is not None:
+            core.cancel(self.session)
             self.session.close()
 
 
