@@ -42,6 +42,9 @@ def _fixed_home(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     (FIXED / "home").mkdir(parents=True)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(FIXED / "config"))
     monkeypatch.setenv("HOME", str(FIXED / "home"))
+    # The SSH user's hint names the operator's user name (getpass reads these first).
+    monkeypatch.setenv("LOGNAME", "operator")
+    monkeypatch.setenv("USER", "operator")
     monkeypatch.chdir(FIXED)
     # The lock-out warning names this machine's address: a fixed one keeps the pictures portable.
     monkeypatch.setattr("claudegate.wizard.core.own_address", lambda host, port: "198.51.100.23")
