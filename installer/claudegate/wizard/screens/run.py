@@ -58,6 +58,12 @@ class DeployScreen(Screen[None]):
     def wizard(self) -> WizardApp:
         return cast("WizardApp", self.app)
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # The footer offers Cancel only while there is something to cancel.
+        if action == "cancel":
+            return not (self.finished or self.cancelling)
+        return True
+
     def compose(self) -> ComposeResult:
         yield StepBar(self.INDEX)
         yield Static(f"Deploying to {self.session.config.target.host}…", id="deploy-title", classes="intro")
@@ -95,6 +101,7 @@ class DeployScreen(Screen[None]):
         for wid, disabled in (("#cancel", False), ("#back", True), ("#retry", True)):
             self.query_one(wid, Button).disabled = disabled
         self.wizard.progress_target = self.show_event
+        self.refresh_bindings()
         self._run()
 
     @work(thread=True, exclusive=True, group="deploy")
@@ -175,6 +182,7 @@ class DeployScreen(Screen[None]):
         self.query_one("#cancel", Button).disabled = True
         self.query_one("#back", Button).disabled = False
         self.query_one("#retry", Button).disabled = False
+        self.refresh_bindings()
 
     def _done(self, result: DeployResult) -> None:
         self.finished = True
@@ -185,6 +193,7 @@ class DeployScreen(Screen[None]):
         if self.finished:
             return
         self.cancelling = True
+        self.refresh_bindings()
         core.cancel(self.session)
         self.query_one("#cancel", Button).disabled = True
         self.query_one("#log", RichLog).write("Cancelling at the next safe point…")
