@@ -117,6 +117,7 @@ async def test_wizard_deploys_to_a_fresh_server(
         await _until(pilot, "the host key dialog", lambda: isinstance(app.screen, ConfirmDialog), 120)
         assert _text(app, "#detail") == fresh.host_key_fingerprint
         app.screen.query_one("#yes", Button).press()  # not a click: the dialog may not be laid out yet
+        await _until(pilot, "the host key answered", lambda: not isinstance(app.screen, ConfirmDialog), 30)
         await _until(pilot, "the connection report", lambda: "Ready to deploy" in _text(app, "#report")
                      or "Failed" in _text(app, "#report") or "Not ready" in _text(app, "#report"), 120)
         assert "Ready to deploy" in _text(app, "#report"), _text(app, "#report")
