@@ -199,6 +199,7 @@ async def _console_run(pilot: Pilot[None], tab: str, button: str, log: str, done
     await pilot.pause()
     if isinstance(app.screen, ConfirmDialog | ClientDialog):  # Revoke / Roll back confirm; Create's scopes
         app.screen.query_one("#yes, #save", Button).press()
+        await _until(pilot, "the dialog to close", lambda: not isinstance(app.screen, ConfirmDialog | ClientDialog), 30)
     text = ""
 
     def finished() -> bool:
