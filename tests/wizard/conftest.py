@@ -67,3 +67,38 @@ def message(pilot: Pilot[None], key: str) -> str:
 async def press_next(pilot: Pilot[None]) -> None:
     await pilot.press("ctrl+n")
     await pilot.pause()
+
+
+def screen_text(pilot: Pilot[None]) -> str:
+    """What the terminal shows now: the composited screen, line by line (not the widget tree)."""
+    strips = pilot.app.screen._compositor.render_strips()
+    return "\n".join(strip.text for strip in strips)
+
+
+def shown_message(pilot: Pilot[None], key: str) -> str:
+    """The message under field ``key`` as drawn on screen ("" when no line is drawn), after checking that a
+    drawn message sits right under its field, inside the visible part of the screen."""
+    from textual.widgets import Static
+
+    from claudegate.wizard.widgets import field_id
+
+    screen = pilot.app.screen
+    widget = screen.query_one("#msg-" + field_id(key), Static)
+    if not widget.display:
+        return ""
+    region = widget.region
+    assert region.height > 0 and region.width > 0, (key, region)
+    lines = screen_text(pilot).splitlines()[region.y : region.bottom]
+    drawn = " ".join(line[region.x : region.right].strip() for line in lines).strip()
+    box = screen.query("#" + field_id(key))
+    if box:
+        assert box.first().region.bottom <= region.y + 1, (key, box.first().region, region)
+    return drawn
+
+
+def cursor_in_focused(pilot: Pilot[None]) -> bool:
+    """Whether the terminal's cursor is inside the widget that has the keys (a paste lands where it blinks)."""
+    focused = pilot.app.screen.focused
+    if focused is None:
+        return False
+    return focused.region.contains_point(pilot.app.cursor_position)

@@ -25,6 +25,7 @@ from textual.widgets import Button, RichLog, Static, TabbedContent
 
 from claudegate.deploy.layout import HostLayout
 from claudegate.wizard.app import WizardApp, make_app
+from claudegate.wizard.screens.clients import ClientDialog
 from claudegate.wizard.screens.dialogs import ConfirmDialog
 from claudegate.wizard.screens.run import DeployScreen, ResultScreen
 from tests.deploy.support import DOMAIN
@@ -115,7 +116,8 @@ async def test_wizard_deploys_to_a_fresh_server(
         app.screen.query_one("#test", Button).press()
         await _until(pilot, "the host key dialog", lambda: isinstance(app.screen, ConfirmDialog), 120)
         assert _text(app, "#detail") == fresh.host_key_fingerprint
-        await pilot.click("#yes")
+        app.screen.query_one("#yes", Button).press()  # not a click: the dialog may not be laid out yet
+        await _until(pilot, "the host key answered", lambda: not isinstance(app.screen, ConfirmDialog), 30)
         await _until(pilot, "the connection report", lambda: "Ready to deploy" in _text(app, "#report")
                      or "Failed" in _text(app, "#report") or "Not ready" in _text(app, "#report"), 120)
         assert "Ready to deploy" in _text(app, "#report"), _text(app, "#report")
@@ -145,7 +147,9 @@ async def test_wizard_deploys_to_a_fresh_server(
         # 7 Review -> Save and deploy
         assert type(app.screen).__name__ == "ReviewScreen"
         await press_next(pilot)
-        assert isinstance(app.screen, DeployScreen)
+        assert isinstance(app.screen, ConfirmDialog) and app.screen.yes == "Deploy now"  # asked, not started
+        app.screen.query_one("#yes", Button).press()
+        await _until(pilot, "the deploy screen", lambda: isinstance(app.screen, DeployScreen), 60)
         deploying = app.screen
         saved = home / "deploy.yaml"
         assert saved.exists() and CANARY not in saved.read_text()
@@ -195,6 +199,10 @@ async def _console_run(pilot: Pilot[None], tab: str, button: str, log: str, done
     app.screen.query_one(TabbedContent).active = tab
     await pilot.pause()
     app.screen.query_one(f"#{button}", Button).press()
+    await pilot.pause()
+    if isinstance(app.screen, ConfirmDialog | ClientDialog):  # Revoke / Roll back confirm; Create's scopes
+        app.screen.query_one("#yes, #save", Button).press()
+        await _until(pilot, "the dialog to close", lambda: not isinstance(app.screen, ConfirmDialog | ClientDialog), 30)
     text = ""
 
     def finished() -> bool:

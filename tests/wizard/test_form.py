@@ -109,3 +109,54 @@ def test_filter_presets_become_filters_the_core_accepts() -> None:
     both = document(_state(**{"filters.preset": "pii"}))["filters"]
     assert {(r["direction"], r["action"]) for r in both} == {("request", "block"), ("response", "redact")}
     assert document(_state(**{"filters.preset": "off"}))["filters"] == []
+
+
+def test_a_saved_deploy_yaml_loads_back_into_the_same_config(tmp_path: Path) -> None:
+    """`init` on an existing deploy.yaml edits it: its answers load, and saving them gives the same config,
+    including what the form does not ask (ports, network, the operator's own filters, a client's overrides)."""
+    import yaml
+
+    from claudegate.session.examples import write_example
+    from claudegate.wizard.form import state_from_document
+
+    for example in ("local", "remote"):
+        path = write_example(example, tmp_path / f"{example}.yaml", force=True)
+        doc = yaml.safe_load(path.read_text())
+        state = state_from_document(doc)
+        assert state.values["target.mode"] == ("local" if example == "local" else "server")
+        again = document(state)
+        assert core.check_document(again, base_dir=tmp_path) == []
+        before = core.build_config(doc, base_dir=tmp_path).model_dump()
+        after = core.build_config(again, base_dir=tmp_path).model_dump()
+        assert before == after, example
+
+
+def test_save_refuses_a_directory_and_leaves_no_temp_file(tmp_path: Path) -> None:
+    doc = document(_state(**{"upstream.api_key_file": str(tmp_path / "key"), "tls.mode": "internal-ca"}))
+    (tmp_path / "dir").mkdir()
+    try:
+        core.save(doc, tmp_path / "dir", upstream_key=None)
+    except Exception as exc:
+        assert "is a directory" in str(exc) and "deploy.yaml" in str(getattr(exc, "hint", "")), exc
+    else:
+        raise AssertionError("saved over a directory")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dir"]
+    assert list((tmp_path / "dir").iterdir()) == []
+
+
+def test_verify_key_says_what_failed_in_words_with_a_fix() -> None:
+    ok, message, fix = core.verify_upstream_key("http://127.0.0.1:9", Secret("sk-ant-api03-X"), timeout=5)
+    assert not ok
+    assert "Error" not in message and "refused the connection" in message, message
+    assert fix, message
+
+
+def test_the_snippet_model_is_one_the_client_may_use() -> None:
+    from fnmatch import fnmatchcase
+
+    from claudegate.wizard.snippets import snippet_model
+
+    for globs in (["*"], ["claude-haiku-*"], ["claude-opus-4-*"], ["claude-3-5-haiku-20241022"],
+                  ["claude-sonnet-*", "claude-haiku-*"]):
+        model = snippet_model(globs)
+        assert any(fnmatchcase(model, g) for g in globs), (globs, model)

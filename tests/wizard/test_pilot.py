@@ -15,7 +15,16 @@ from claudegate.config import load_config
 from claudegate.wizard.app import WizardApp, make_app
 from claudegate.wizard.screens.clients import ClientDialog
 from tests.wizard import flow
-from tests.wizard.conftest import choose, fill, message, next_enabled, press_next
+from tests.wizard.conftest import (
+    choose,
+    cursor_in_focused,
+    fill,
+    message,
+    next_enabled,
+    press_next,
+    screen_text,
+    shown_message,
+)
 
 REFERENCE = Path(__file__).with_name("reference.yaml")
 
@@ -135,13 +144,13 @@ async def test_each_bad_answer_blocks_next_with_its_message(wizard: WizardApp, s
         for _, key, bad, says, good in (row for row in BAD if row[0] == screen):
             await fill(pilot, "#" + field_id(key), bad)
             assert not next_enabled(pilot), (key, bad)
-            shown = message(pilot, key)
-            assert shown and says in shown, (key, bad, shown)
+            shown = shown_message(pilot, key)  # drawn under the field, on the first visit of the screen
+            assert shown and " ".join(says.split()) in shown, (key, bad, shown)
             before = type(wizard.screen)
             await press_next(pilot)  # the key binding is blocked too
             assert type(wizard.screen) is before
             await fill(pilot, "#" + field_id(key), good)
-            assert message(pilot, key) == "", (key, good)
+            assert shown_message(pilot, key) == "", (key, good)
             assert next_enabled(pilot), wizard.screen.problems  # type: ignore[attr-defined]
 
 
@@ -187,7 +196,7 @@ async def test_each_bad_client_answer_blocks_save(wizard: WizardApp) -> None:
             before = wizard.screen.query_one(f"#f-{key}", Input).value
             await fill(pilot, f"#f-{key}", bad)
             assert wizard.screen.query_one("#save", Button).disabled, key
-            assert says in message(pilot, key), (key, message(pilot, key))
+            assert says in shown_message(pilot, key), (key, shown_message(pilot, key))
             await pilot.press("ctrl+s")
             assert isinstance(wizard.screen, ClientDialog)  # not saved
             await fill(pilot, f"#f-{key}", before)
@@ -229,3 +238,227 @@ def test_reference_yaml_is_a_valid_config(tmp_path: Path) -> None:
     load_config(tmp_path / "deploy.yaml")
     assert "sk-ant" not in text
     assert yaml.safe_load(text)["tls"]["acme_directory"].startswith("https://acme-staging")
+
+
+# --- what the operator sees and where the keys go ------------------------------------------------
+
+
+async def test_next_on_an_untouched_screen_draws_every_problem_under_its_field(wizard: WizardApp) -> None:
+    async with wizard.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        assert shown_message(pilot, "target.host") == ""  # nothing typed yet: no scolding
+        await press_next(pilot)
+        assert _screen_name(wizard) == "TargetScreen"
+        assert "is required" in shown_message(pilot, "target.host")
+        assert wizard.screen.focused is wizard.screen.query_one("#f-target-host")  # taken to the field
+        assert "to fix" in screen_text(pilot)
+
+
+async def test_the_key_box_has_the_keys_so_a_pasted_key_is_masked(wizard: WizardApp) -> None:
+    async with wizard.run_test(size=(80, 24)) as pilot:
+        await flow.to_screen(pilot, 1)
+        for _ in range(3):
+            await pilot.pause()
+        key_box = wizard.screen.query_one("#api-key", Input)
+        assert wizard.screen.focused is key_box
+        assert cursor_in_focused(pilot), (wizard.cursor_position, key_box.region)
+        key_file = wizard.screen.query_one("#f-upstream-api_key_file", Input).value
+        await pilot.press(*flow.UPSTREAM_KEY)  # typed (or pasted) at once, no click first
+        await pilot.pause()
+        assert key_box.value == flow.UPSTREAM_KEY and key_box.password
+        assert wizard.screen.query_one("#f-upstream-api_key_file", Input).value == key_file
+        assert flow.UPSTREAM_KEY not in screen_text(pilot)
+        assert "•" * 10 in screen_text(pilot) or "*" * 10 in screen_text(pilot)
+
+
+async def test_typing_right_after_tab_lands_in_the_new_field(wizard: WizardApp) -> None:
+    async with wizard.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        await pilot.press("tab")  # from Deploy to, to Host
+        await pilot.press(*"gw.example.com", "tab", *"2222")
+        await pilot.pause()
+        assert wizard.screen.query_one("#f-target-host", Input).value == "gw.example.com"
+        # The port box held "22": focusing selects it, so what is typed replaces it.
+        assert wizard.screen.query_one("#f-target-port", Input).value == "2222"
+        assert wizard.screen.focused is wizard.screen.query_one("#f-target-port")
+        assert cursor_in_focused(pilot)
+
+
+async def test_escape_goes_back_and_f1_shows_the_keys(wizard: WizardApp) -> None:
+    from claudegate.wizard.screens.dialogs import HelpDialog
+
+    async with wizard.run_test(size=(80, 24)) as pilot:
+        await flow.to_screen(pilot, 2)
+        await pilot.press("escape")
+        await pilot.pause()
+        assert _screen_name(wizard) == "UpstreamScreen"
+        await pilot.press("f1")
+        await pilot.pause()
+        assert isinstance(wizard.screen, HelpDialog)
+        assert "Ctrl+N" in screen_text(pilot) and "Escape" in screen_text(pilot)
+        await pilot.press("escape")
+        await pilot.pause()
+        assert _screen_name(wizard) == "UpstreamScreen"
+
+
+async def test_checkboxes_look_different_checked_and_unchecked(wizard: WizardApp) -> None:
+    async with wizard.run_test(size=(80, 24)) as pilot:
+        await flow.to_screen(pilot, 2)
+        box = wizard.screen.query_one("#f-tls-staging")
+        region = box.region
+
+        def line() -> str:
+            return screen_text(pilot).splitlines()[region.y][region.x : region.x + 3]
+
+        off = line()
+        await pilot.click("#f-tls-staging")
+        await pilot.pause()
+        on = line()
+        assert off != on and "X" in on.upper() and "X" not in off.upper(), (off, on)
+
+
+async def test_the_client_dialog_says_its_own_keys_and_enter_saves(wizard: WizardApp) -> None:
+    async with wizard.run_test(size=(80, 24)) as pilot:
+        await flow.to_screen(pilot, 5)
+        assert wizard.screen.focused is wizard.screen.query_one("#add")
+        await pilot.press("enter")  # Enter on a button presses it (only in a text box does it move on)
+        await pilot.pause()
+        footer = screen_text(pilot).splitlines()[-1]
+        assert "Save" in footer and "Cancel" in footer and "Add client" not in footer, footer
+        await pilot.press("enter")  # no name yet: refused, and said under the field
+        await pilot.pause()
+        assert isinstance(wizard.screen, ClientDialog)
+        assert "is required" in shown_message(pilot, "name")
+        await pilot.press(*"team-b", "enter")
+        await pilot.pause()
+        assert not isinstance(wizard.screen, ClientDialog)
+        assert [c["name"] for c in wizard.state.clients] == ["team-b"]
+
+
+async def test_quit_keeps_the_answers_and_asks_only_for_the_typed_key(wizard: WizardApp, home: Path) -> None:
+    from claudegate.wizard.screens.dialogs import ConfirmDialog
+
+    async with wizard.run_test(size=(80, 24)) as pilot:
+        await flow.to_screen(pilot, 1)
+        await fill(pilot, "#api-key", flow.UPSTREAM_KEY)
+        await pilot.press("ctrl+q")
+        await pilot.pause()
+        assert isinstance(wizard.screen, ConfirmDialog) and "Anthropic key" in screen_text(pilot)
+        await pilot.press("escape")  # stay
+        await pilot.pause()
+        assert _screen_name(wizard) == "UpstreamScreen"
+    # Without a typed key Ctrl+Q quits at once, and the draft already holds the last answer typed.
+    again = make_app(None, fresh=True, draft_file=home / "draft2.json", save_to=home / "deploy.yaml")
+    async with again.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        await fill(pilot, "#f-target-host", "gw.example.com")
+        await pilot.press("ctrl+q")
+        await pilot.pause()
+        assert again.return_code == 0
+    assert json.loads((home / "draft2.json").read_text())["values"]["target.host"] == "gw.example.com"
+
+
+async def test_review_asks_before_deploying_and_the_footer_says_so(wizard: WizardApp) -> None:
+    from claudegate.wizard.screens.dialogs import ConfirmDialog
+
+    async with wizard.run_test(size=(120, 40)) as pilot:
+        await flow.to_screen(pilot, 6)
+        footer = screen_text(pilot).splitlines()[-1]
+        assert "Save and deploy" in footer and "Next" not in footer, footer
+        await press_next(pilot)
+        assert isinstance(wizard.screen, ConfirmDialog) and wizard.screen.yes == "Deploy now"
+        assert "203.0.113.10" in screen_text(pilot)
+        assert wizard.screen.focused is wizard.screen.query_one("#no")  # Enter alone does not deploy
+        await pilot.press("enter")
+        await pilot.pause()
+        assert _screen_name(wizard) == "ReviewScreen"
+        assert wizard.session is None  # nothing connected, nothing deployed
+
+
+async def test_save_as_a_directory_is_said_under_the_field(wizard: WizardApp, home: Path) -> None:
+    (home / "configs").mkdir()
+    async with wizard.run_test(size=(80, 24)) as pilot:
+        await flow.to_screen(pilot, 6)
+        await fill(pilot, "#f-save_path", str(home / "configs"))
+        assert "is a directory" in shown_message(pilot, "save_path")
+        await pilot.press("ctrl+o")
+        await pilot.pause()
+        assert _screen_name(wizard) == "ReviewScreen"  # no crash, nothing saved
+    assert sorted(p.name for p in (home / "configs").iterdir()) == []
+    assert not list(home.glob(".*.tmp")) and not (home / "deploy.yaml").exists()
+
+
+async def test_saving_over_an_existing_file_asks(home: Path) -> None:
+    from claudegate.wizard.screens.dialogs import ConfirmDialog
+
+    existing = home / "deploy.yaml"
+    existing.write_text("# the example I edited by hand\n")  # not a config: init cannot load it
+    app = make_app(None, fresh=True, draft_file=home / "draft.json", save_to=existing)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await flow.to_screen(pilot, 6)
+        await pilot.press("ctrl+o")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmDialog) and "already exists" in screen_text(pilot)
+        await pilot.press("escape")  # keep it
+        await pilot.pause()
+    assert existing.read_text() == "# the example I edited by hand\n"
+
+
+async def test_init_on_an_existing_deploy_yaml_edits_it(home: Path) -> None:
+    saved = home / "deploy.yaml"
+    saved.write_text(REFERENCE.read_text().replace("{home}", str(home)))
+    app = make_app(None, draft_file=home / "draft.json", save_to=saved)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        assert app.screen.query_one("#f-target-host", Input).value == "203.0.113.10"
+        assert app.screen.query_one("#f-target-port", Input).value == "2222"
+        assert [c["name"] for c in app.state.clients] == ["team-a"]
+        assert "Loaded the answers" in "".join(str(n.message) for n in app._notifications)
+
+
+def test_an_error_in_the_wizard_is_a_non_zero_exit(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`claudegate init` must not exit 0 after the wizard stopped on an error."""
+    from textual.app import App
+
+    import claudegate.wizard as wizard_package
+
+    def boom(self: WizardApp) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(WizardApp, "on_mount", boom)
+    monkeypatch.setattr(WizardApp, "run", lambda self: App.run(self, headless=True, size=(80, 24)))
+    assert wizard_package.run(None, fresh=True, save_to=home / "deploy.yaml") == 1
+
+
+async def test_the_console_asks_before_revoke_and_rollback_and_creates_with_scopes(home: Path) -> None:
+    """No server needed: nothing may run before the operator confirms (the target refuses connections)."""
+    from textual.widgets import RichLog
+
+    from claudegate.wizard.screens.dialogs import ConfirmDialog
+
+    saved = home / "deploy.yaml"
+    saved.write_text("target: {host: 127.0.0.1, port: 1, user: deploy}\ndomain: gw.example.com\n"
+                     "tls: {mode: internal-ca}\nupstream: {api_key_file: key}\n")
+    app = make_app(saved, draft_file=home / "draft.json")
+
+    def log(name: str) -> str:
+        return "\n".join(str(line.text) for line in app.screen.query_one(f"#{name}", RichLog).lines)
+
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        await fill(pilot, "#client-name", "team-a")
+        for button, title in (("keys-revoke", "Revoke team-a?"), ("rollback", "Roll back?")):
+            app.screen.query_one(f"#{button}", Button).press()
+            await pilot.pause()
+            assert isinstance(app.screen, ConfirmDialog) and title in screen_text(pilot)
+            assert app.screen.focused is app.screen.query_one("#no")
+            await pilot.press("escape")
+            await pilot.pause()
+            assert "revoke" not in log("keys") and "roll back" not in log("actions")
+        app.screen.query_one("#keys-create", Button).press()
+        await pilot.pause()
+        assert isinstance(app.screen, ClientDialog)
+        assert app.screen.query_one("#f-name", Input).value == "team-a"
+        for scope in ("#f-models", "#f-rpm", "#f-tpm", "#f-daily_tokens", "#f-max_tokens", "#f-expires"):
+            assert app.screen.query(scope), scope
+        await pilot.press("escape")

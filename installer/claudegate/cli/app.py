@@ -286,7 +286,7 @@ def init(
     """The setup wizard (a terminal UI); `--example local|remote` writes a commented example instead.
 
     \b
-      claudegate init                          the wizard; it saves to --out (default ./deploy.yaml)
+      claudegate init                          the wizard; it saves to --out (default ./deploy.yaml; an existing one is loaded)
       claudegate init --config deploy.yaml     the console: status, clients, logs, rollback, smoke test
       claudegate init --example remote         a commented example config to edit by hand
     """
@@ -328,7 +328,9 @@ def _wizard(config: Path | None, *, fresh: bool, save_to: Path) -> None:
         raise typer.Exit(ExitCode.ERROR)
     from claudegate.wizard import run as run_wizard
 
-    run_wizard(config, fresh=fresh, save_to=save_to)
+    code = run_wizard(config, fresh=fresh, save_to=save_to)
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command()

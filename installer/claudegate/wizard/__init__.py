@@ -14,8 +14,13 @@ from pathlib import Path
 __all__ = ["run"]
 
 
-def run(config: Path | None = None, *, fresh: bool = False, save_to: Path | None = None) -> None:
-    """Run the wizard (or the console on an existing ``config``); Textual prints its closing message."""
+def run(config: Path | None = None, *, fresh: bool = False, save_to: Path | None = None) -> int:
+    """Run the wizard (or the console on an existing ``config``); Textual prints its closing message.
+
+    Returns the exit code: not 0 when the app stopped on an error (Textual has printed it).
+    """
     from claudegate.wizard.app import make_app
 
-    make_app(config, fresh=fresh, save_to=save_to).run()
+    app = make_app(config, fresh=fresh, save_to=save_to)
+    app.run()
+    return app.return_code or 0

@@ -15,7 +15,7 @@ from textual.screen import Screen
 
 from claudegate.wizard import core
 from claudegate.wizard.draft import clear_draft, draft_path, load_draft, save_draft
-from claudegate.wizard.form import SCREENS, WizardState
+from claudegate.wizard.form import SCREENS, WizardState, state_from_document
 from claudegate.wizard.interaction import DialogInteraction
 
 if TYPE_CHECKING:
@@ -32,7 +32,17 @@ class WizardApp(App[None]):
     CSS_PATH = "wizard.tcss"
     TITLE = "claudegate setup"
     ENABLE_COMMAND_PALETTE = False
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("ctrl+q", "quit", "Quit", priority=True)]
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("ctrl+q", "quit", "Quit", priority=True),
+        # Priority: the app moves the focus the moment Tab arrives. As a plain binding the Tab went to the
+        # focused box's queue first, and a burst typed right after it (a fast typist, a paste, a script)
+        # was already routed to the box being left (seen in a real terminal, never under Pilot).
+        Binding("tab", "focus_next", "Next field", show=False, priority=True),
+        Binding("shift+tab", "focus_previous", "Previous field", show=False, priority=True),
+        Binding("f1", "help", "Help"),
+        # Not a priority: in a text box "?" is typed, elsewhere it opens the help.
+        Binding("question_mark", "help", "Help", show=False),
+    ]
 
     def __init__(
         self,
@@ -49,10 +59,16 @@ class WizardApp(App[None]):
         self.draft_file = draft_file or draft_path()
         self.console_config = console_config
         self.resumed = resumed
+        #: The deploy.yaml the answers were loaded from (saving over it needs no question).
+        self.loaded_from: Path | None = None
+        #: Said once the first screen is up (a loaded or existing deploy.yaml).
+        self.start_note: str | None = None
         self.session: Session | None = None
         #: Where progress events go (the deploy or console screen showing a run).
         self.progress_target: Callable[[StepEvent], None] | None = None
         self._interactions: list[DialogInteraction] = []
+        #: True once the typed Anthropic key is in its key file (quitting then loses nothing).
+        self.key_saved = False
 
     def on_mount(self) -> None:
         if self.console_config is not None:
@@ -63,10 +79,13 @@ class WizardApp(App[None]):
         self.goto(self.state.screen, save=False)
         if self.resumed:
             self.notify("Resumed your saved draft (the Anthropic key is never saved: type it again).")
+        if self.start_note:
+            self.notify(self.start_note, timeout=10)
 
     # --- navigation --------------------------------------------------------------------------
 
-    def goto(self, index: int, *, save: bool = True) -> None:
+    def goto(self, index: int, *, save: bool = True, confirmed: bool = False) -> None:
+        """Show step ``index``. The deploy step starts only ``confirmed`` (Review's "Deploy now")."""
         from claudegate.wizard.screens.clients import ClientsScreen
         from claudegate.wizard.screens.review import ReviewScreen
         from claudegate.wizard.screens.run import DeployScreen
@@ -84,12 +103,15 @@ class WizardApp(App[None]):
         elif name == "deploy":
             from claudegate.wizard.form import document
 
+            if not confirmed:
+                return
+
             try:
                 session = self.session_for(document(self.state), self.config_path.parent)
             except Exception as exc:  # a config problem: stay on Review and say it
                 self.notify(str(exc), severity="error", timeout=10)
                 return
-            screen = DeployScreen(session)
+            screen = DeployScreen(session, autostart=True)
         else:
             return
         if index < SCREENS.index(SCREENS[7]):
@@ -109,15 +131,32 @@ class WizardApp(App[None]):
         port = cfg.ports.https
         base_url = f"https://{cfg.domain}" + ("" if port == 443 else f":{port}")
         ca_file = Path(cfg.state_dir) / "ca.pem" if cfg.tls.mode == "internal-ca" else None
-        self.switch_screen(ResultScreen(result, base_url, ca_file, self.config_path))
+        # The snippets ask for a model the (first) new client may use: pasted, they answer 200, not 403.
+        from claudegate.wizard.snippets import snippet_model
+
+        new = sorted(result.new_client_keys)
+        client = next((c for c in cfg.clients if new and c.name == new[0]), None)
+        model = snippet_model(list(client.models)) if client is not None else snippet_model(["*"])
+        who = client.name if client is not None else None
+        self.switch_screen(ResultScreen(result, base_url, ca_file, self.config_path, model=model, client=who))
 
     # --- the draft and the saved config ------------------------------------------------------
 
     def save_draft(self) -> Path:
         return save_draft(self.state, self.draft_file)
 
+    def draft_changed(self) -> None:
+        """An answer changed: the draft follows at once, so a crash or a quit loses nothing but the key."""
+        try:
+            self.save_draft()
+        except OSError as exc:  # a full disk must not stop the typing; say it once
+            if not getattr(self, "_draft_warned", False):
+                self._draft_warned = True
+                self.notify(f"The draft cannot be saved ({exc.strerror}): finish in one go.", severity="warning")
+
     def saved(self, path: Path) -> None:
         self.config_path = path
+        self.key_saved = True
         clear_draft(self.draft_file)
 
     # --- sessions ----------------------------------------------------------------------------
@@ -180,15 +219,70 @@ class WizardApp(App[None]):
 
     # --- the end -----------------------------------------------------------------------------
 
+    def action_help(self) -> None:
+        from claudegate.wizard.screens.dialogs import HelpDialog
+
+        if not isinstance(self.screen, HelpDialog):
+            self.push_screen(HelpDialog())
+
     async def action_quit(self) -> None:
+        from claudegate.wizard.screens.dialogs import ConfirmDialog
+
+        if isinstance(self.screen, ConfirmDialog) and self.screen.id == "quit-dialog":
+            self._quit()  # Ctrl+Q twice: the operator means it
+            return
+        question = self._quit_question()
+        if question is None:
+            self._quit()
+            return
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self._quit()
+
+        dialog = ConfirmDialog("Quit?", question, yes="Quit", no="Stay")
+        dialog.id = "quit-dialog"
+        self.push_screen(dialog, answered)
+
+    def _quit_question(self) -> str | None:
+        """What quitting now would lose, or None when nothing is lost."""
+        from claudegate.wizard.screens.base import StepScreen
+        from claudegate.wizard.screens.run import DeployScreen, ResultScreen
+
+        screens = [type(s) for s in self.screen_stack]
+        if any(issubclass(s, DeployScreen) for s in screens):
+            deploy = next(s for s in self.screen_stack if isinstance(s, DeployScreen))
+            if not deploy.finished:
+                return "A deploy is running: quitting cancels it at the next safe point (a rerun resumes it)."
+            return None
+        if any(issubclass(s, ResultScreen) for s in screens):
+            return "The client keys on this screen are shown only now: copy them before you quit."
+        if any(issubclass(s, StepScreen) for s in screens) and self.state.upstream_key is not None and not self.key_saved:
+            # Every other answer is in the draft already (it follows each change).
+            return (f"Your answers are kept in the draft {self.draft_file} (`claudegate init` resumes it),"
+                    " but not the Anthropic key you typed: it is never written to the draft. You would type it"
+                    " again.")
+        return None
+
+    def _quit(self) -> None:
         if self.session is not None:
             core.cancel(self.session)
         for interaction in self._interactions:
             interaction.stop()
-        self.exit()
+        from claudegate.wizard.screens.base import StepScreen
+
+        message = None
+        if isinstance(self.screen, StepScreen) and self.draft_file.exists():
+            message = f"Your answers are in the draft {self.draft_file}; `claudegate init` resumes it."
+        self.exit(return_code=self.return_code or 0, message=message)
 
     def on_unmount(self) -> None:
+        # However the app ends (Quit, an error, a test's teardown), a worker waiting for a dialog's answer
+        # gets "no" and a running method stops at its next safe point: no thread outlives the screen.
+        for interaction in self._interactions:
+            interaction.stop()
         if self.session is not None:
+            core.cancel(self.session)
             self.session.close()
 
 
@@ -211,6 +305,23 @@ def make_app(
         return WizardApp(WizardState(), config_path=config, draft_file=draft_file, console_config=cfg)
     state = None if fresh else load_draft(draft_file)
     resumed = state is not None
-    state = state or WizardState()
-    target = save_to or config or Path(os.getcwd()) / "deploy.yaml"
-    return WizardApp(state, config_path=target.absolute(), draft_file=draft_file, resumed=resumed)
+    target = (save_to or config or Path(os.getcwd()) / "deploy.yaml").absolute()
+    loaded_from = None
+    note = None
+    if state is None and target.is_file():
+        # An existing deploy.yaml is edited, not silently replaced by empty answers.
+        try:
+            doc, _cfg = core.load_document(target)
+        except Exception as exc:  # unreadable or invalid: start empty, and Save will ask before replacing it
+            note = (f"{target} exists but could not be loaded ({getattr(exc, 'message', exc)}); saving asks"
+                    " before replacing it.")
+        else:
+            state = state_from_document(doc)
+            loaded_from = target.resolve()
+            note = f"Loaded the answers of {target}: change what you need; Save writes them back there."
+    if state is not None and target.is_file() and loaded_from is None and note is None:
+        note = f"{target} already exists: saving asks before replacing it."
+    app = WizardApp(state or WizardState(), config_path=target, draft_file=draft_file, resumed=resumed)
+    app.loaded_from = loaded_from
+    app.start_note = note
+    return app

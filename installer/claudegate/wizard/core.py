@@ -88,22 +88,56 @@ def save(doc: dict[str, Any], path: Path, *, upstream_key: Secret | None) -> Non
 
     The config is checked first: nothing is written for a document with problems.
     """
+    save_problem = where_to_save_problem(path)
+    if save_problem is not None:
+        raise ConfigError(f"cannot save to {path}: {save_problem[0]}", hint=save_problem[1])
     cfg = build_config(doc, base_dir=path.parent)
     if upstream_key is not None:
         key_file = cfg.upstream.api_key_file
         if key_file is None:
             raise ConfigError("upstream.api_key_file is not set", hint="choose where the key is saved")
-        _write_private(Path(key_file), upstream_key.reveal_bytes() + b"\n")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(config_yaml(doc, path), encoding="utf-8")
-    os.replace(tmp, path)
+        try:
+            _write_private(Path(key_file), upstream_key.reveal_bytes() + b"\n")
+        except OSError as exc:
+            raise ConfigError(f"cannot write the key file {key_file}: {exc.strerror}",
+                              hint="choose another Key file on the Upstream screen") from None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        try:
+            tmp.write_text(config_yaml(doc, path), encoding="utf-8")
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)  # gone after the replace; a leftover only after a failure
+    except OSError as exc:
+        raise ConfigError(f"cannot save to {path}: {exc.strerror}", hint="choose another Save as path") from None
+
+
+def where_to_save_problem(path: Path) -> tuple[str, str] | None:
+    """Why deploy.yaml cannot be saved at ``path`` (problem, fix), before anything is written; else None."""
+    if path.is_dir():
+        return "it is a directory", f"give a file name, e.g. {path / 'deploy.yaml'}"
+    parent = next((p for p in (path.parent, *path.parent.parents) if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        return f"{parent} is a file, not a directory", "choose a path in an existing directory"
+    if parent is not None and not os.access(parent, os.W_OK):
+        return f"{parent} is not writable", "choose a directory you can write to"
+    return None
 
 
 def default_key_file() -> Path:
     from claudegate.config import config_home
 
     return config_home() / "anthropic_api_key"
+
+
+def read_key_file(path: str) -> Secret | None:
+    """The key already in ``path`` (for Verify key when nothing was typed), or None."""
+    try:
+        text = Path(path).expanduser().read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return Secret(text) if text else None
 
 
 def key_on_file(path: str) -> bool:
@@ -136,8 +170,11 @@ def generate_deploy_key(path: Path) -> str:
     return line
 
 
-def verify_upstream_key(base_url: str, key: Secret, *, timeout: float = 10.0) -> tuple[bool, str]:
-    """One free call (GET /v1/models) from this machine: does the key work? Never echoes the key."""
+def verify_upstream_key(base_url: str, key: Secret, *, timeout: float = 10.0) -> tuple[bool, str, str]:
+    """One free call (GET /v1/models) from this machine: (works, what happened, how to fix it).
+
+    Never echoes the key, never names an exception class.
+    """
     import httpx
 
     url = base_url.rstrip("/") + "/v1/models"
@@ -148,12 +185,38 @@ def verify_upstream_key(base_url: str, key: Secret, *, timeout: float = 10.0) ->
             timeout=timeout,
         )
     except httpx.HTTPError as exc:
-        return False, f"could not reach {url}: {type(exc).__name__}"
+        return (False, *_unreachable(url, exc))
     if response.status_code == 200:
-        return True, "the key works (GET /v1/models answered 200)"
+        return True, "the key works (GET /v1/models answered 200)", ""
     if response.status_code in (401, 403):
-        return False, f"the API refused the key ({response.status_code}); check it was copied whole"
-    return False, f"GET /v1/models answered {response.status_code}"
+        return (False, f"the API refused the key ({response.status_code})",
+                "paste the key again, whole (sk-ant-...), or make a new one in the Anthropic console")
+    return (False, f"GET /v1/models answered {response.status_code}",
+            "check the API URL; a later try may work if the API is having trouble")
+
+
+def _unreachable(url: str, exc: Exception) -> tuple[str, str]:
+    """A failed request in words, with what to do (never a class name)."""
+    import httpx
+
+    text = str(exc).lower()
+    if isinstance(exc, httpx.TimeoutException):
+        return (f"no answer from {url} in time",
+                "check this machine's network (a proxy? set HTTPS_PROXY) and the API URL")
+    if isinstance(exc, httpx.ConnectError):
+        if "name or service not known" in text or "nodename nor servname" in text or "resolution" in text:
+            return (f"the name in {url} does not resolve from this machine",
+                    "check the API URL for typos, and this machine's DNS")
+        if "certificate" in text or "ssl" in text:
+            return (f"the TLS certificate of {url} is not trusted here",
+                    "check the API URL; behind an inspecting proxy set SSL_CERT_FILE to its CA")
+        if "refused" in text:
+            return (f"{url} refused the connection", "check the API URL's host and port")
+        return (f"could not connect to {url}", "check this machine's network (a proxy? set HTTPS_PROXY) and the"
+                " API URL")
+    if isinstance(exc, httpx.UnsupportedProtocol | httpx.InvalidURL):
+        return f"{url} is not a valid http(s) URL", "give the API URL as https://host"
+    return f"the request to {url} failed", "check the API URL and this machine's network"
 
 
 # --- the session ------------------------------------------------------------------------------
@@ -194,6 +257,29 @@ def status(session: Session) -> StatusReport:
 def keys(session: Session, args: list[str]) -> str:
     """``claudegate keys ARGS``: the same core call the CLI makes."""
     return session.keys(args)
+
+
+def create_client(session: Session, entry: dict[str, Any]) -> str:
+    """``claudegate keys create`` with the scopes of a ``clients[]`` entry: the key, saved 0600 under keys/."""
+    from claudegate import keys as client_keys
+
+    spec = client_keys.client_spec(**entry)  # checked before connecting
+    issued = client_keys.create_client(session.config, session.connect(), spec, layout=session.layout)
+    return (f"created client {issued.name}; its key is shown once (a copy is in {issued.saved_to}, 0600):\n"
+            f"{issued.key.reveal()}")
+
+
+def rotate_client(session: Session, name: str, overlap: str) -> str:
+    """``claudegate keys rotate NAME --overlap OVERLAP``: the new key, saved 0600 under keys/."""
+    from claudegate import keys as client_keys
+
+    client_keys.client_spec(name)
+    seconds = client_keys.parse_duration(overlap or "0s", field="overlap")
+    issued = client_keys.rotate_client(session.config, session.connect(), name, overlap_seconds=seconds,
+                                       layout=session.layout)
+    ends = issued.old_keys_end.strftime("%Y-%m-%d %H:%M UTC") if issued.old_keys_end else "now"
+    return (f"rotated client {name}; the old key works until {ends}. The new key is shown once (a copy is in"
+            f" {issued.saved_to}, 0600):\n{issued.key.reveal()}")
 
 
 def usage(session: Session, days: int = 7) -> str:

@@ -17,6 +17,7 @@ still applies to the rest.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -26,6 +27,7 @@ from claudegate.redact import Secret
 __all__ = [
     "CLIENT_FIELDS",
     "FILTER_PRESETS",
+    "GENERATED_KEY",
     "SCREENS",
     "FieldSpec",
     "ScreenSpec",
@@ -33,10 +35,14 @@ __all__ = [
     "client_document",
     "document",
     "field_problems",
+    "state_from_document",
 ]
 
 Kind = Literal["text", "int", "choice", "bool", "lines", "path"]
 Values = Mapping[str, Any]
+
+#: Where "Generate key" writes a new deploy key when the SSH key box is empty.
+GENERATED_KEY = "~/.ssh/claudegate_deploy"
 
 #: ACME directories the staging switch chooses between (the config's own constants).
 ACME_PRODUCTION = "https://acme-v02.api.letsencrypt.org/directory"
@@ -53,13 +59,29 @@ class FieldSpec:
     kind: Kind = "text"
     default: str | bool = ""
     choices: tuple[tuple[str, str], ...] = ()  # (value, label)
+    #: An example answer, shown greyed as "e.g. ..." in an empty box (never a value of its own).
     placeholder: str = ""
+    #: What an empty box means ("{user}" is the operator's user name), shown greyed in an empty box.
+    empty_means: str = ""
     required: bool = False
     #: Shown (and put in the document) only when this holds for the current values.
     when: Callable[[Values], bool] | None = None
 
     def shown(self, values: Values) -> bool:
         return self.when is None or self.when(values)
+
+    def hint(self) -> str:
+        """The greyed text of an empty box: what empty means and an example, never a saved value."""
+        import getpass
+
+        parts = []
+        if self.empty_means:
+            parts.append("empty: " + self.empty_means.replace("{user}", getpass.getuser()))
+        elif self.default not in ("", False):
+            parts.append(f"empty: {self.default}")
+        if self.placeholder:
+            parts.append(f"e.g. {self.placeholder}")
+        return "; ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -119,12 +141,12 @@ TARGET = ScreenSpec(
         FieldSpec("target.port", "SSH port", "The port sshd listens on.", "int", "22", when=_server),
         FieldSpec(
             "target.user", "SSH user", "A user with passwordless sudo (or root).",
-            placeholder="deploy", when=_server,
+            placeholder="deploy", empty_means="{user} (your own user name, as ssh)", when=_server,
         ),
         FieldSpec(
             "target.ssh_key", "SSH key", "The private key file to log in with (mode 0600); empty: ssh-agent,"
             " then ~/.ssh/id_*. 'Generate' makes a new ed25519 key.", "path",
-            placeholder="~/.ssh/claudegate_deploy", when=_server,
+            empty_means="ssh-agent, then ~/.ssh/id_*", when=_server,
         ),
         FieldSpec(
             "images.base_image", "Base image", "The Debian image the gateway and nginx images build FROM;"
@@ -164,7 +186,7 @@ TLS_SCREEN = ScreenSpec(
             " server.", placeholder="gw.example.com", required=True,
         ),
         FieldSpec(
-            "tls.mode", "Certificate", "Where the certificate comes from.", "choice", "acme",
+            "tls.mode", "Certificate from", "Where the certificate comes from.", "choice", "acme",
             (("acme", "ACME (Let's Encrypt)"), ("files", "My own files"), ("internal-ca", "Internal CA")),
         ),
         FieldSpec(
@@ -176,15 +198,16 @@ TLS_SCREEN = ScreenSpec(
             " for a first try.", "bool", False, when=_tls_mode("acme"),
         ),
         FieldSpec(
-            "tls.cert_file", "Certificate", "PEM: the certificate followed by its intermediates.", "path",
+            "tls.cert_file", "Cert file", "PEM: the certificate followed by its intermediates.", "path",
             required=True, when=_tls_mode("files"),
         ),
         FieldSpec(
-            "tls.key_file", "Private key", "PEM, mode 0600; it must match the certificate.", "path",
+            "tls.key_file", "Key file", "PEM, mode 0600; it must match the certificate.", "path",
             required=True, when=_tls_mode("files"),
         ),
         FieldSpec(
-            "tls.chain_file", "Chain", "Optional: the intermediates (and root), PEM.", "path",
+            "tls.chain_file", "Chain file", "Optional: the intermediates (and root), PEM.", "path",
+            empty_means="the intermediates are in the cert file",
             when=_tls_mode("files"),
         ),
         FieldSpec(
@@ -222,9 +245,10 @@ NETWORK = ScreenSpec(
     "Who may call the gateway. Empty allowlist: everyone (keys still required). Separate ranges with commas.",
     (
         FieldSpec("allowlist", "Allowlist", "Client ranges allowed (CIDR, e.g. 203.0.113.0/24, or one"
-                  " address); others get 403.", "lines"),
+                  " address); others get 403.", "lines", placeholder="203.0.113.0/24",
+                  empty_means="everyone (keys still required)"),
         FieldSpec("trusted_proxies", "Trusted proxies", "Only if a load balancer sits in front: its"
-                  " addresses, whose X-Forwarded-For is believed.", "lines"),
+                  " addresses, whose X-Forwarded-For is believed.", "lines", empty_means="none"),
     ),
     owns=("allowlist", "trusted_proxies"),
 )
@@ -258,15 +282,16 @@ CLIENT_FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec("models", "Models", "Model names or globs, comma separated.", "lines", "*",
               placeholder="claude-sonnet-*"),
     FieldSpec("endpoints", "Endpoints", "API paths or globs, comma separated.", "lines", "/v1/*"),
-    FieldSpec("betas", "Betas", "anthropic-beta values allowed, comma separated; empty: any.", "lines"),
+    FieldSpec("betas", "Betas", "anthropic-beta values allowed, comma separated; empty: any.", "lines",
+              empty_means="any"),
     FieldSpec("max_tokens", "max_tokens cap", "Largest max_tokens a request may ask for; empty: no cap.",
-              "int"),
+              "int", empty_means="no cap"),
     FieldSpec("stream", "Streaming", "Allow stream: true.", "bool", True),
-    FieldSpec("rpm", "Requests/min", "Empty: no limit.", "int"),
-    FieldSpec("tpm", "Tokens/min", "Empty: no limit.", "int"),
-    FieldSpec("daily_tokens", "Tokens/day", "Budget per UTC day; empty: no limit.", "int"),
+    FieldSpec("rpm", "Requests/min", "Empty: no limit.", "int", empty_means="no limit"),
+    FieldSpec("tpm", "Tokens/min", "Empty: no limit.", "int", empty_means="no limit"),
+    FieldSpec("daily_tokens", "Tokens/day", "Budget per UTC day; empty: no limit.", "int", empty_means="no limit"),
     FieldSpec("expires", "Expires", "ISO 8601 date or time the key stops working; empty: never.",
-              placeholder="2027-06-30"),
+              placeholder="2027-06-30", empty_means="never"),
 )
 
 
@@ -280,6 +305,9 @@ class WizardState:
     #: Set when the operator confirmed the host key in the dialog (or it came from the config).
     host_key_fingerprint: str | None = None
     screen: int = 0
+    #: Settings of a loaded deploy.yaml the form does not ask about (``ports.https``, ``network``...),
+    #: by dotted path: saved back unchanged, so loading and saving loses nothing.
+    extra: dict[str, Any] = field(default_factory=dict)
 
     def get(self, spec: FieldSpec) -> Any:
         return self.values.get(spec.key, spec.default)
@@ -291,6 +319,7 @@ class WizardState:
             "values": dict(self.values),
             "clients": [dict(c) for c in self.clients],
             "host_key_fingerprint": self.host_key_fingerprint,
+            "extra": dict(self.extra),
         }
 
     @classmethod
@@ -299,7 +328,9 @@ class WizardState:
         clients = data.get("clients")
         fingerprint = data.get("host_key_fingerprint")
         screen = data.get("screen")
+        extra = data.get("extra")
         return cls(
+            extra={str(k): v for k, v in extra.items()} if isinstance(extra, dict) else {},
             values={str(k): v for k, v in values.items() if isinstance(v, str | bool)}
             if isinstance(values, dict) else {},
             clients=[dict(c) for c in clients if isinstance(c, dict)] if isinstance(clients, list) else [],
@@ -395,7 +426,15 @@ def client_document(client: Values, bad: dict[str, str] | None = None) -> dict[s
     _fill(out, CLIENT_FIELDS, client, bad if bad is not None else {})
     if "name" not in out and client.get("name"):
         out["name"] = str(client["name"])
-    return out
+    asked = {f.key for f in CLIENT_FIELDS}
+    # Settings of a loaded client the dialog does not ask (its filter overrides): kept as they were.
+    out.update({k: v for k, v in client.items() if k not in asked and k not in out})
+    return _ordered_client(out)
+
+
+def _ordered_client(entry: dict[str, Any]) -> dict[str, Any]:
+    order = [f.key for f in CLIENT_FIELDS]
+    return {k: entry[k] for k in sorted(entry, key=lambda k: order.index(k) if k in order else len(order))}
 
 
 #: Stand-ins for required answers of screens not reached yet, so the core checks the rest.
@@ -438,12 +477,32 @@ def document(
     for key in ("state_dir",):
         if values.get(key):
             doc[key] = values[key]
+    if upto is None:
+        for path, value in state.extra.items():
+            if not _has(doc, path):
+                _put(doc, path, value)
+        # A kept setting inside a rate-limit group (its zone_size) needs the group's rate and burst.
+        for group in _GROUPS:
+            if _has(doc, group.rstrip(".")):
+                for spec in LIMITS.fields:
+                    if spec.key.startswith(group) and not _has(doc, spec.key):
+                        with suppress(_NotANumber):  # the Limits screen says so under the field
+                            _put(doc, spec.key, _convert(spec, values.get(spec.key, spec.default)))
     if upto is not None:
         for key, value in _PLACEHOLDERS.items():
             head, _, tail = key.partition(".")
             if (head not in doc) or (tail and not doc[head].get(tail)):
                 _put(doc, key, value)
     return _ordered(doc)
+
+
+def _has(doc: dict[str, Any], path: str) -> bool:
+    node: Any = doc
+    for part in path.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
 
 
 _ORDER = ("target", "domain", "tls", "upstream", "ports", "limits", "allowlist", "trusted_proxies",
@@ -543,3 +602,71 @@ def client_problems(
     for key, message in map_problems(prefixed, [f.key for f in CLIENT_FIELDS]).items():
         out.setdefault(key, message)
     return out
+
+
+# --- from a saved deploy.yaml back to answers -----------------------------------------------------
+
+#: Document keys the form writes itself besides its fields.
+_DERIVED = ("target.host", "target.host_key_fingerprint", "tls.acme_directory", "filters", "clients")
+
+
+def _leaves(node: Any, prefix: str = "") -> Iterable[tuple[str, Any]]:
+    if isinstance(node, dict) and node:
+        for key, value in node.items():
+            yield from _leaves(value, f"{prefix}.{key}" if prefix else str(key))
+    else:
+        yield prefix, node
+
+
+def _answer(spec: FieldSpec, value: Any) -> Any:
+    """A document value as the text (or bool) the form's box holds."""
+    import datetime
+
+    if spec.kind == "bool":
+        return bool(value)
+    if isinstance(value, datetime.date):  # YAML reads an unquoted date as one
+        return value.isoformat()
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value)
+    return "" if value is None else str(value)
+
+
+def state_from_document(doc: Mapping[str, Any]) -> WizardState:
+    """The answers of a saved deploy.yaml, so ``init`` edits it instead of starting empty.
+
+    Everything the form does not ask about is kept in :attr:`WizardState.extra` and saved back as it was.
+    """
+    specs = [f for screen in SCREENS for f in screen.fields if f.key != "save_path"]
+    by_key = {f.key: f for f in specs}
+    values: dict[str, Any] = {}
+    extra: dict[str, Any] = {}
+    state = WizardState(values=values, extra=extra)
+    host = str(((doc.get("target") or {}).get("host")) or "")
+    values["target.mode"] = "local" if host == "local" else "server"
+    if host and host != "local":
+        values["target.host"] = host
+    fingerprint = (doc.get("target") or {}).get("host_key_fingerprint")
+    state.host_key_fingerprint = str(fingerprint) if fingerprint else None
+    tls = doc.get("tls") or {}
+    if tls.get("acme_directory") == ACME_STAGING:
+        values["tls.staging"] = True
+    elif tls.get("acme_directory") not in (None, ACME_PRODUCTION):
+        extra["tls.acme_directory"] = tls["acme_directory"]
+    rules = doc.get("filters")
+    preset = next((name for name, (_label, r) in FILTER_PRESETS.items() if r == rules), None)
+    if preset is not None:
+        values[FILTER_PRESET] = preset
+    elif rules is not None:
+        extra["filters"] = rules  # the operator's own rules: kept, the preset box stays "default"
+    client_keys = {f.key for f in CLIENT_FIELDS}
+    for entry in doc.get("clients") or []:
+        if isinstance(entry, dict):
+            state.clients.append({k: (_answer(next(f for f in CLIENT_FIELDS if f.key == k), v)
+                                      if k in client_keys else v) for k, v in entry.items()})
+    for path, value in _leaves({k: v for k, v in doc.items() if k not in ("clients", "filters")}):
+        spec = next((by_key[k] for k in by_key if path == k), None)
+        if spec is not None:
+            values[spec.key] = _answer(spec, value)
+        elif path not in _DERIVED and not any(path.startswith(k + ".") for k in by_key):
+            extra[path] = value
+    return state

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from textual.app import ComposeResult
+from textual import events
+from textual.app import App, ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widget import Widget
 from textual.widgets import Checkbox, Input, Label, Select, Static
 
 from claudegate.wizard.form import SCREENS, FieldSpec
 
-__all__ = ["FormField", "StepBar", "field_id", "read_value"]
+__all__ = ["FieldInput", "FormField", "StepBar", "TickBox", "copy_asked", "field_id", "read_value", "show_message"]
 
 
 def field_id(key: str) -> str:
@@ -45,7 +46,11 @@ class FormField(Vertical):
         with Horizontal(classes="field-line"):
             yield Label(spec.label + (" *" if spec.required else ""), classes="field-label")
             yield self._input()
-        yield Static("", classes="field-message", id="msg-" + field_id(self.spec.key))
+        message = Static("", classes="field-message", id="msg-" + field_id(self.spec.key))
+        # Hidden by ``display`` while there is nothing to say (CSS ``:empty`` is about child widgets, not
+        # text: a rule on it hid every message, so the wizard said "fix the fields in red" with none shown).
+        message.display = False
+        yield message
 
     def _input(self) -> Widget:
         spec, value, wid = self.spec, self._value, field_id(self.spec.key)
@@ -56,11 +61,11 @@ class FormField(Vertical):
                 compact=True,
             )
         elif spec.kind == "bool":
-            widget = Checkbox(spec.help.split(":")[0].split(";")[0], value=bool(value), id=wid)
+            widget = TickBox(spec.help.split(":")[0].split(";")[0], value=bool(value), id=wid)
             widget.compact = True
         else:
             text = ", ".join(value) if isinstance(value, list) else str(value or "")
-            widget = Input(value=text, placeholder=spec.placeholder or str(spec.default or ""), id=wid, compact=True)
+            widget = FieldInput(value=text, placeholder=spec.hint(), id=wid, compact=True)
         widget.tooltip = spec.help
         return widget
 
@@ -69,29 +74,78 @@ class FormField(Vertical):
             return  # each update costs a layout pass: skip the ones that change nothing
         self._shown = message
         target = self.query_one(".field-message", Static)
-        target.update(message or "")
+        show_message(target, message)
         self.set_class(bool(message), "-invalid")
+        if message and self.has_focus_within:
+            # The box being typed in is on screen; keep its message (the line under it) on screen too.
+            self.call_after_refresh(target.scroll_visible, animate=False)
+
+
+def show_message(target: Static, message: str | None) -> None:
+    """Show ``message`` under a field (the line disappears when there is none)."""
+    target.update(message or "")
+    target.display = bool(message)
+
+
+class FieldInput(Input):
+    """A text box whose editing keys (Ctrl+A, Ctrl+K, Backspace, arrows) run in order with the typed text.
+
+    Textual runs a focused widget's key bindings only once the key has bubbled up to the app, and by then
+    the box has already inserted the characters typed after it: in a real terminal the burst
+    "Ctrl+A Ctrl+K 203.0.113.10" ended with an empty box (the address typed, then erased). Run them here.
+    """
+
+    async def _on_key(self, event: events.Key) -> None:
+        if not event.is_printable:
+            bindings = self._bindings.key_to_bindings.get(event.key, ())
+            if bindings:
+                event.stop()
+                event.prevent_default()
+                await self.run_action(bindings[0].action)
+                return
+        await super()._on_key(event)
+
+
+class TickBox(Checkbox):
+    """A checkbox whose mark differs by shape, not only by colour (an X or nothing; NO_COLOR too)."""
+
+    @property
+    def BUTTON_INNER(self) -> str:  # type: ignore[override]  # Textual reads this class attribute at each render
+        return "x" if self.value else " "
+
+
+def copy_asked(app: App[Any], text: str, what: str) -> None:
+    """Ask the terminal to copy ``text`` (OSC 52) and say so honestly: no terminal confirms it did."""
+    app.copy_to_clipboard(text)
+    app.notify(f"Asked the terminal to copy {what} to the clipboard. If pasting gives nothing, your terminal"
+               " does not allow it: select the text on screen instead.", timeout=8)
 
 
 class StepBar(Static):
-    """``1 Target > 2 Upstream > ...`` with the current step highlighted."""
+    """``1 Target > 2 Upstream > ...`` with the current step highlighted; every step stays on screen.
+
+    When the titles do not fit (80 columns), the other steps shrink to their numbers.
+    """
 
     def __init__(self, current: int) -> None:
         super().__init__(classes="step-bar")
         self.current = current
 
-    def on_mount(self) -> None:
+    def render(self) -> Any:
         from rich.text import Text
 
-        text = Text(no_wrap=True, overflow="ellipsis")
-        for index, screen in enumerate(SCREENS):
-            if index:
-                text.append(" › ", style="dim")
-            label = f"{index + 1} {screen.title}"
-            if index == self.current:
-                text.append(label, style="bold reverse")
-            elif index < self.current:
-                text.append(label)
-            else:
-                text.append(label, style="dim")
-        self.update(text)
+        width = self.content_size.width or 80
+        for short in (False, True):
+            text = Text(no_wrap=True, overflow="ellipsis")
+            for index, screen in enumerate(SCREENS):
+                if index:
+                    text.append(" › " if not short else "›", style="dim")
+                full = f"{index + 1} {screen.title}"
+                if index == self.current:
+                    text.append(full if not short else f" {full} ", style="bold reverse")
+                else:
+                    label = full if not short else f" {index + 1} "
+                    text.append(label, style="" if index < self.current else "dim")
+            if text.cell_len <= width:
+                break
+        return text

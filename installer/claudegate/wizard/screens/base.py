@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from textual import on
+from textual.actions import SkipAction
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, VerticalScroll
@@ -29,8 +30,11 @@ class StepScreen(Screen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("ctrl+n", "next", "Next", priority=True),
         Binding("ctrl+b", "back", "Back", priority=True),
+        # Not a priority binding: an open Select list closes on Escape first.
+        Binding("escape", "back", "Back", show=False),
         Binding("ctrl+s", "save_draft", "Save draft"),
-        Binding("ctrl+q", "app.quit", "Quit", priority=True),
+        # Priority for the same reason as Tab (see the app): Enter in a box moves on at once.
+        Binding("enter", "enter_key", "Next field", show=False, priority=True),
     ]
 
     def __init__(self) -> None:
@@ -56,6 +60,7 @@ class StepScreen(Screen[None]):
         yield StepBar(self.INDEX)
         yield Static(self.spec.intro, classes="intro")
         with VerticalScroll(id="body"):
+            yield from self.compose_first()
             for spec in self.spec.fields:
                 row = FormField(spec, self.state.get(spec))
                 row.display = spec.shown(self.state.values)
@@ -63,14 +68,21 @@ class StepScreen(Screen[None]):
             yield from self.compose_extra()
         yield Static("", id="help", classes="help")
         with Horizontal(id="nav"):
-            yield Button("Back", id="back", compact=True, disabled=self.INDEX == 0)
+            yield Button("Back", id="back", compact=True, disabled=self.INDEX == 0,
+                         tooltip="The previous screen (Ctrl+B or Escape); your answers stay.")
             yield Static("", id="summary")
             yield from self.compose_nav()
             # Disabled until the first check has run (just after the first paint).
-            yield Button(self.next_label, id="next", variant="primary", compact=True, disabled=True)
+            yield Button(self.next_label, id="next", variant="primary", compact=True, disabled=True,
+                         tooltip=self.next_help)
         yield Footer()
 
     next_label = "Next"
+    next_help = "The next screen (Ctrl+N), once no field has a problem."
+
+    def compose_first(self) -> ComposeResult:
+        """Widgets above the screen's fields (the Anthropic key box)."""
+        return iter(())
 
     def compose_extra(self) -> ComposeResult:
         return iter(())
@@ -82,9 +94,22 @@ class StepScreen(Screen[None]):
         # The first check loads the config model (pydantic, the edge settings): paint first, then check,
         # so the first screen appears at once.
         self.call_after_refresh(self.revalidate)
-        first = next((w for w in self.query("#body Input, #body Select, #body Checkbox") if w.display), None)
+        first = self.initial_focus()
         if first is not None:
-            first.focus()
+            # One focus decision per screen, so the cursor is drawn in the widget that gets the keys.
+            self.set_focus(first)
+            self.call_after_refresh(self._place_cursor)
+
+    def _place_cursor(self) -> None:
+        # An Input places the terminal's cursor when it gets focus, before the first layout gave it a place
+        # (the cursor then sat at the top left); place it again once laid out.
+        focused = self.focused
+        if isinstance(focused, Input):
+            self.app.cursor_position = focused.cursor_screen_offset
+
+    def initial_focus(self) -> Widget | None:
+        """The widget that has the keys when the screen opens: the first field shown."""
+        return next((w for w in self.query("#body Input, #body Select, #body Checkbox") if w.display), None)
 
     # --- values and validation ------------------------------------------------------------
 
@@ -105,7 +130,7 @@ class StepScreen(Screen[None]):
                 message is not None and message.startswith("is required") and row.spec.key not in self.touched
             )
             row.show_message(None if untouched_required else message)
-        self.show_extra_messages()
+        self.show_extra_messages(force=False)
         blocking = len(self.problems)
         summary = self.query_one("#summary", Static)
         text = f"{blocking} to fix" if blocking else ""
@@ -114,8 +139,8 @@ class StepScreen(Screen[None]):
         self.query_one("#next", Button).disabled = bool(blocking) or not self.can_go_on()
         self.checked = True
 
-    def show_extra_messages(self) -> None:
-        pass
+    def show_extra_messages(self, *, force: bool) -> None:
+        """Show problems of widgets that are not fields (``force``: also "is required" before any typing)."""
 
     def can_go_on(self) -> bool:
         return True
@@ -133,6 +158,7 @@ class StepScreen(Screen[None]):
         self.touched.add(spec.key)
         self.on_value_changed(spec.key)
         self.revalidate()
+        self.wizard.draft_changed()
 
     def on_value_changed(self, key: str) -> None:
         pass
@@ -149,9 +175,11 @@ class StepScreen(Screen[None]):
     def _checkbox_changed(self, event: Checkbox.Changed) -> None:
         self._changed(event.checkbox)
 
-    @on(Input.Submitted)
-    def _submitted(self, event: Input.Submitted) -> None:
-        # Enter moves on to the next field, as in a form; on the last one it means Next.
+    def action_enter_key(self) -> None:
+        # Enter in a box moves on to the next field, as in a form; elsewhere (a button, a list) it does
+        # what that widget does.
+        if not isinstance(self.focused, Input):
+            raise SkipAction()
         self.focus_next()
 
     def on_descendant_focus(self, event: Any) -> None:
@@ -171,14 +199,31 @@ class StepScreen(Screen[None]):
         self.action_back()
 
     def action_next(self) -> None:
-        self.revalidate()
-        if self.query_one("#next", Button).disabled:
-            for row in self.query(FormField):
-                row.show_message(self.problems.get(row.spec.key))
-            self.notify("Fix the fields marked in red first.", severity="warning")
+        if self.blocked():
             return
         self.leave()
         self.wizard.goto(self.INDEX + 1)
+
+    def blocked(self) -> bool:
+        """Whether the screen has problems; if so every message is shown and the first field focused."""
+        self.revalidate()
+        if not self.query_one("#next", Button).disabled:
+            return False
+        first: Widget | None = None
+        for row in self.query(FormField):
+            message = self.problems.get(row.spec.key)
+            row.show_message(message)
+            if message and first is None and row.display:
+                first = row.query_one("#" + field_id(row.spec.key))
+        self.show_extra_messages(force=True)
+        if first is None:
+            first = next((self.query_one("#" + k) for k in self.problems if self.query("#" + k)), None)
+        if first is not None:
+            self.set_focus(first)
+        count = len(self.problems)
+        self.notify(f"{count} field{'s' if count != 1 else ''} to fix: the problem is written under each.",
+                    severity="warning")
+        return True
 
     def action_back(self) -> None:
         if self.INDEX > 0:

@@ -9,7 +9,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Button, Checkbox, DataTable, Input, Label, Select, Static
+from textual.widgets import Button, Checkbox, DataTable, Footer, Input, Label, Select, Static
 
 from claudegate.wizard import core
 from claudegate.wizard.form import CLIENT_FIELDS, client_problems
@@ -28,7 +28,7 @@ class ClientsScreen(StepScreen):
     INDEX = 5
     BINDINGS: ClassVar[list[BindingType]] = [
         *StepScreen.BINDINGS,
-        Binding("a", "add", "Add client"),
+        Binding("a", "add", "Add"),  # short: the footer holds every key at 80 columns
         Binding("e", "edit", "Edit"),
         Binding("delete", "remove", "Remove"),
     ]
@@ -36,9 +36,10 @@ class ClientsScreen(StepScreen):
     def compose_extra(self) -> ComposeResult:
         yield DataTable(id="clients", cursor_type="row", zebra_stripes=True)
         with Horizontal(classes="actions"):
-            yield Button("Add client", id="add", compact=True)
-            yield Button("Edit", id="edit", compact=True)
-            yield Button("Remove", id="remove", compact=True)
+            yield Button("Add client", id="add", compact=True,
+                         tooltip="A new client: its name, scopes and limits (a).")
+            yield Button("Edit", id="edit", compact=True, tooltip="Change the selected client (e, or Enter on it).")
+            yield Button("Remove", id="remove", compact=True, tooltip="Remove the selected client (Delete).")
         yield Static("", id="clients-note", classes="output")
 
     def on_mount(self) -> None:
@@ -109,19 +110,21 @@ class ClientDialog(ModalScreen[dict[str, Any] | None]):
     """One client's scopes and limits; Save is disabled until every field is valid."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
+        # Enter in a box saves too (Input.Submitted below); the footer names both.
+        Binding("ctrl+s", "save", "Save", priority=True, key_display="Enter/^s"),
         Binding("escape", "cancel", "Cancel"),
-        Binding("ctrl+s", "save", "Save", priority=True),
     ]
 
-    def __init__(self, client: dict[str, Any], others: list[str]) -> None:
+    def __init__(self, client: dict[str, Any], others: list[str], *, title: str | None = None) -> None:
         super().__init__(classes="dialog-screen")
+        self.title_text = title or ("Edit client" if client else "Add client")
         self.client = client
         self.others = others
         self.problems: dict[str, str] = {}
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog client-dialog"):
-            yield Label("Edit client" if self.client else "Add client", classes="dialog-title")
+            yield Label(self.title_text, classes="dialog-title")
             with VerticalScroll():
                 for spec in CLIENT_FIELDS:
                     yield FormField(spec, self.client.get(spec.key, spec.default))
@@ -129,12 +132,15 @@ class ClientDialog(ModalScreen[dict[str, Any] | None]):
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Save", id="save", variant="primary", compact=True)
                 yield Button("Cancel", id="cancel", compact=True)
+        # The dialog's own keys (Save, Cancel), not those of the Clients screen behind it.
+        yield Footer()
 
     def on_mount(self) -> None:
         for spec in CLIENT_FIELDS:
             self.client.setdefault(spec.key, spec.default)
         self._check()
-        self.query_one("#" + field_id("name")).focus()
+        # Now, not after a refresh: what is typed as soon as the dialog shows goes into the name.
+        self.set_focus(self.query_one("#" + field_id("name")))
 
     def _check(self) -> None:
         self.problems = client_problems(self.client, self.others, core.check_document)
@@ -164,11 +170,24 @@ class ClientDialog(ModalScreen[dict[str, Any] | None]):
         spec = next((s for s in CLIENT_FIELDS if field_id(s.key) == event.widget.id), None)
         self.query_one("#client-help", Static).update(spec.help if spec else "")
 
+    @on(Input.Submitted)
+    def _submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        self.action_save()  # Enter in a box saves, as in any dialog
+
     @on(Button.Pressed, "#save")
     def action_save(self) -> None:
         self._check()
         if not self.problems:
             self.dismiss({k: v for k, v in self.client.items() if v not in ("", None)})
+            return
+        # Save is refused: every problem is written under its field; go to the first.
+        first = next((row for row in self.query(FormField) if row.spec.key in self.problems), None)
+        if first is not None:
+            self.set_focus(first.query_one("#" + field_id(first.spec.key)))
+            first.scroll_visible()
+        self.notify(f"{len(self.problems)} to fix before Save: the problem is written under each field.",
+                    severity="warning")
 
     @on(Button.Pressed, "#cancel")
     def action_cancel(self) -> None:

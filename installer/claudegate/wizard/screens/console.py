@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar, cast
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from textual import on, work
 from textual.app import ComposeResult
@@ -13,6 +14,7 @@ from textual.widgets import Button, Footer, Input, Label, RichLog, Select, Stati
 
 from claudegate.errors import ClaudegateError
 from claudegate.wizard import core
+from claudegate.wizard.widgets import FieldInput
 
 if TYPE_CHECKING:
     from claudegate.config import DeployConfig
@@ -43,12 +45,20 @@ class ConsoleScreen(Screen[None]):
             with TabPane("Clients", id="tab-clients"):
                 with Horizontal(classes="field-line"):
                     yield Label("Client", classes="field-label")
-                    yield Input(placeholder="team-a", id="client-name", compact=True)
+                    yield FieldInput(placeholder="e.g. team-a", id="client-name", compact=True,
+                                tooltip="The client to rotate or revoke (Create asks for its name and scopes).")
+                with Horizontal(classes="field-line"):
+                    yield Label("Rotate overlap", classes="field-label")
+                    yield FieldInput(value="0s", id="overlap", compact=True,
+                                tooltip="How long the old key keeps working after Rotate: 0s (stop now), 30m,"
+                                " 24h, 7d.")
                 with Horizontal(classes="actions"):
                     yield Button("List", id="keys-list", compact=True)
-                    yield Button("Create", id="keys-create", compact=True)
+                    yield Button("Create…", id="keys-create", compact=True,
+                                 tooltip="A new client with its scopes and limits; its key is shown once and saved"
+                                 " 0600 under keys/ in the state directory.")
                     yield Button("Rotate", id="keys-rotate", compact=True)
-                    yield Button("Revoke", id="keys-revoke", variant="error", compact=True)
+                    yield Button("Revoke…", id="keys-revoke", variant="error", compact=True)
                 yield RichLog(id="keys", wrap=True, markup=False)
             with TabPane("Usage", id="tab-usage"):
                 with Horizontal(classes="actions"):
@@ -63,7 +73,7 @@ class ConsoleScreen(Screen[None]):
             with TabPane("Actions", id="tab-actions"):
                 with Horizontal(classes="actions"):
                     yield Button("Smoke test", id="smoke", compact=True)
-                    yield Button("Roll back", id="rollback", variant="warning", compact=True)
+                    yield Button("Roll back…", id="rollback", variant="warning", compact=True)
                 yield RichLog(id="actions", wrap=True, markup=False)
         yield Footer()
 
@@ -119,18 +129,46 @@ class ConsoleScreen(Screen[None]):
 
     @on(Button.Pressed, "#keys-create")
     def _keys_create(self) -> None:
-        if (name := self._client()) is not None:
-            self._call("keys", f"keys create {name} (the key is shown once)", "keys", ["create", name])
+        from claudegate.wizard.form import client_document
+        from claudegate.wizard.screens.clients import ClientDialog
+
+        typed = self.query_one("#client-name", Input).value.strip()
+
+        def done(result: dict[str, Any] | None) -> None:
+            if result is None:
+                return
+            entry = client_document(result)
+            self.query_one("#client-name", Input).value = entry["name"]
+            self._call("keys", f"keys create {entry['name']} (the key is shown once)", "create_client", entry)
+
+        # The same dialog (and checks) as the wizard's clients: scopes and limits, not an unscoped key.
+        self.app.push_screen(ClientDialog({"name": typed} if typed else {}, [], title="Create client"), done)
 
     @on(Button.Pressed, "#keys-rotate")
     def _keys_rotate(self) -> None:
         if (name := self._client()) is not None:
-            self._call("keys", f"keys rotate {name} (the new key is shown once)", "keys", ["rotate", name])
+            overlap = self.query_one("#overlap", Input).value.strip() or "0s"
+            self._call("keys", f"keys rotate {name} --overlap {overlap} (the new key is shown once)",
+                       "rotate_client", name, overlap)
 
     @on(Button.Pressed, "#keys-revoke")
     def _keys_revoke(self) -> None:
-        if (name := self._client()) is not None:
-            self._call("keys", f"keys revoke {name}", "keys", ["revoke", name])
+        if (name := self._client()) is None:
+            return
+        note = (f" {name} is still listed in deploy.yaml: the next deploy creates it again with a new key;"
+                " remove it there too." if any(c.name == name for c in self.cfg.clients) else "")
+        self._confirm(f"Revoke {name}?", f"Every key of {name} is refused from its next request on. This cannot"
+                      " be undone (Create makes a new client)." + note, "Revoke",
+                      lambda: self._call("keys", f"keys revoke {name}", "keys", ["revoke", name]))
+
+    def _confirm(self, title: str, text: str, yes: str, then: Callable[[], object]) -> None:
+        from claudegate.wizard.screens.dialogs import ConfirmDialog
+
+        def answered(ok: bool | None) -> None:
+            if ok:
+                then()
+
+        self.app.push_screen(ConfirmDialog(title, text, yes=yes, no="Cancel"), answered)
 
     @on(Button.Pressed, "#usage-show")
     def _usage(self) -> None:
@@ -149,4 +187,6 @@ class ConsoleScreen(Screen[None]):
 
     @on(Button.Pressed, "#rollback")
     def _rollback(self) -> None:
-        self._call("actions", "roll back to the previous release", "rollback")
+        self._confirm("Roll back?", f"The previous release replaces the one serving on {self.cfg.target.host}"
+                      " (its nginx and gateway, then the smoke test).", "Roll back",
+                      lambda: self._call("actions", "roll back to the previous release", "rollback"))

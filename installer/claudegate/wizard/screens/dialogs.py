@@ -8,17 +8,21 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Button, Input, Label, Static
+from textual.widgets import Button, Footer, Input, Label, Static
 
 from claudegate.redact import Secret
+from claudegate.wizard.widgets import FieldInput
 
-__all__ = ["ConfirmDialog", "MessageDialog", "SecretDialog", "host_key_dialog"]
+__all__ = ["ConfirmDialog", "HelpDialog", "MessageDialog", "SecretDialog", "host_key_dialog"]
 
 
 class ConfirmDialog(ModalScreen[bool]):
     """Yes or no; Escape (and the focused default) is the safe answer, no."""
 
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "answer(False)", "No")]
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "answer(False)", "No"),
+        Binding("left,right", "app.focus_previous", "Switch", show=False),
+    ]
 
     def __init__(self, title: str, text: str, *, yes: str = "Yes", no: str = "No", detail: str = "") -> None:
         super().__init__(classes="dialog-screen")
@@ -33,6 +37,8 @@ class ConfirmDialog(ModalScreen[bool]):
             with Horizontal(classes="dialog-buttons"):
                 yield Button(self.yes, id="yes", variant="primary", compact=True)
                 yield Button(self.no, id="no", compact=True)
+        # The dialog's own keys, not those of the screen behind it.
+        yield Footer()
 
     def on_mount(self) -> None:
         self.query_one("#no", Button).focus()
@@ -70,10 +76,11 @@ class SecretDialog(ModalScreen[Secret | None]):
         with Vertical(classes="dialog"):
             yield Label("The Anthropic API key is needed", classes="dialog-title")
             yield Static(self.text, classes="dialog-text")
-            yield Input(password=True, id="secret", compact=True)
+            yield FieldInput(password=True, id="secret", compact=True)
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Save", id="save", variant="primary", compact=True)
                 yield Button("Cancel", id="cancel", compact=True)
+        yield Footer()
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         event.stop()
@@ -107,6 +114,10 @@ class MessageDialog(ModalScreen[None]):
             yield Static(self.text, classes="dialog-text")
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Close", id="close", variant="primary", compact=True)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#close", Button).focus()
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         event.stop()
@@ -114,3 +125,32 @@ class MessageDialog(ModalScreen[None]):
 
     def action_close(self) -> None:
         self.dismiss(None)
+
+
+HELP = """\
+Tab, Shift+Tab    next / previous field (its label shows reversed)
+Enter             next field; on a button, press it
+Ctrl+N            next screen, once no field has a problem (each
+                  problem is written under its field)
+Ctrl+B, Escape    previous screen
+Ctrl+S            save a draft (also saved after every change;
+                  never with the Anthropic key)
+Ctrl+Q            quit (asks if the key you typed would be lost)
+F1, ?             this help
+
+Clients           a add, e or Enter edit, Delete remove;
+                  in the dialog Enter or Ctrl+S saves, Escape cancels
+Review            Ctrl+O save only, Ctrl+R plan, Ctrl+N save and
+                  deploy (asks you to confirm the target first)
+Deploy            Ctrl+C cancels at a safe point; Retry resumes
+
+Grey text in an empty box is a hint, never a value:
+"empty: ..." says what empty means, "e.g. ..." is an example.
+"""
+
+
+class HelpDialog(MessageDialog):
+    """F1 / ?: the keys, on every screen."""
+
+    def __init__(self) -> None:
+        super().__init__("Help", HELP)

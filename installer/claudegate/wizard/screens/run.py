@@ -25,7 +25,7 @@ from textual.widgets import (
 from claudegate.errors import Cancelled, ClaudegateError
 from claudegate.wizard import core
 from claudegate.wizard.snippets import snippets
-from claudegate.wizard.widgets import StepBar
+from claudegate.wizard.widgets import StepBar, copy_asked
 
 if TYPE_CHECKING:
     from claudegate.deploy import DeployResult, StepEvent
@@ -42,7 +42,8 @@ class DeployScreen(Screen[None]):
         Binding("ctrl+q", "app.quit", "Quit", show=False),
     ]
 
-    def __init__(self, session: Session, *, autostart: bool = True) -> None:
+    def __init__(self, session: Session, *, autostart: bool = False) -> None:
+        """``autostart`` only after the operator confirmed the deploy (Review's "Deploy now")."""
         super().__init__(id="step-deploy")
         self.session = session
         self.autostart = autostart
@@ -50,10 +51,18 @@ class DeployScreen(Screen[None]):
         self.started: dict[str, float] = {}
         self.running: str | None = None
         self.finished = False
+        #: Cancel was pressed: the step that stops next stopped because of it, it did not fail.
+        self.cancelling = False
 
     @property
     def wizard(self) -> WizardApp:
         return cast("WizardApp", self.app)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # The footer offers Cancel only while there is something to cancel.
+        if action == "cancel":
+            return not (self.finished or self.cancelling)
+        return True
 
     def compose(self) -> ComposeResult:
         yield StepBar(self.INDEX)
@@ -72,17 +81,27 @@ class DeployScreen(Screen[None]):
 
     def on_mount(self) -> None:
         table = self.query_one("#steps", DataTable)
-        table.add_columns("#", "Step", "Status", "Time")
+        # Fixed widths for the columns whose text changes, so "no changes" and "123.4s" are never cut.
+        table.add_column("#", width=2)
+        table.add_column("Step")
+        table.add_column("Status", width=10)
+        table.add_column("Time", width=7)
         self.set_interval(0.5, self._tick)
         if self.autostart:
             self._start()
 
     def _start(self) -> None:
         self.finished = False
+        self.cancelling = False
         self.query_one("#error", Static).update("")
+        if self.rows:  # a retry: its own rows, not the last run's FAILED / cancelled ones
+            self.query_one("#steps", DataTable).clear()
+            self.rows.clear()
+            self.query_one("#log", RichLog).write("— retry: the deploy resumes where it stopped —")
         for wid, disabled in (("#cancel", False), ("#back", True), ("#retry", True)):
             self.query_one(wid, Button).disabled = disabled
         self.wizard.progress_target = self.show_event
+        self.refresh_bindings()
         self._run()
 
     @work(thread=True, exclusive=True, group="deploy")
@@ -126,13 +145,16 @@ class DeployScreen(Screen[None]):
         elif event.kind == "check":
             log.write(f"  smoke {event.message}: {event.status} {event.detail}")
         elif event.kind in ("finish", "fail"):
-            status = ("changed" if event.changed else "no changes") if event.kind == "finish" else "FAILED"
+            if event.kind == "finish":
+                status = "changed" if event.changed else "no changes"
+            else:
+                status = "cancelled" if self.cancelling else "FAILED"
             row = self.rows.get(event.step)
             if row is not None:
                 table.update_cell(row, table.ordered_columns[2].key, status)
                 table.update_cell(row, table.ordered_columns[3].key, f"{event.elapsed:.1f}s")
             if event.kind == "fail":
-                log.write(f"  FAILED: {event.message}")
+                log.write(f"  {status}: {event.message}")
             self.running = None
 
     def _tick(self) -> None:
@@ -146,14 +168,21 @@ class DeployScreen(Screen[None]):
 
     def _failed(self, exc: ClaudegateError) -> None:
         self.finished = True
-        cancelled = isinstance(exc, Cancelled)
-        head = "Cancelled" if cancelled else "Deploy failed"
-        text = f"{head}: {exc.message}" + (f"\nFix: {exc.hint}" if exc.hint else "")
+        cancelled = isinstance(exc, Cancelled) or self.cancelling
+        if cancelled:
+            text = ("Cancelled at a safe point, as you asked. Retry resumes the deploy where it stopped;"
+                    " Back to review changes the answers first.")
+        else:
+            text = f"Deploy failed: {exc.message}" + (f"\nFix: {exc.hint}" if exc.hint else "")
         self.query_one("#error", Static).update(text)
         self.query_one("#log", RichLog).write(text)
+        # The progress line stops too: nothing is running any more.
+        self.query_one("#work", Label).update("Cancelled" if cancelled else "Failed")
+        self.query_one("#progress", ProgressBar).update(total=1, progress=0)
         self.query_one("#cancel", Button).disabled = True
         self.query_one("#back", Button).disabled = False
         self.query_one("#retry", Button).disabled = False
+        self.refresh_bindings()
 
     def _done(self, result: DeployResult) -> None:
         self.finished = True
@@ -163,6 +192,8 @@ class DeployScreen(Screen[None]):
     def action_cancel(self) -> None:
         if self.finished:
             return
+        self.cancelling = True
+        self.refresh_bindings()
         core.cancel(self.session)
         self.query_one("#cancel", Button).disabled = True
         self.query_one("#log", RichLog).write("Cancelling at the next safe point…")
@@ -184,8 +215,13 @@ class ResultScreen(Screen[None]):
         Binding("c", "copy_key", "Copy key"),
     ]
 
-    def __init__(self, result: DeployResult, base_url: str, ca_file: Any, config_path: Any) -> None:
+    def __init__(
+        self, result: DeployResult, base_url: str, ca_file: Any, config_path: Any, *,
+        model: str = "claude-sonnet-4-5", client: str | None = None,
+    ) -> None:
         super().__init__(id="step-result")
+        self.model = model
+        self.client = client
         self.result = result
         self.base_url = base_url
         self.ca_file = ca_file
@@ -216,9 +252,11 @@ class ResultScreen(Screen[None]):
                         yield Label(name, classes="field-label")
                         yield Static(key.reveal(), classes="client-key", id=f"key-{name}")
                         yield Button("Copy", id=f"copy-{name}", compact=True, classes="copy")
-            for title, text in snippets(self.base_url, ca_file=self.ca_file, config_path=self.config_path).items():
+            whose = f"the key of {self.client}" if self.client else "a key from the Keys tab"
+            for title, text in snippets(self.base_url, ca_file=self.ca_file, config_path=self.config_path,
+                                        model=self.model).items():
                 with TabPane(title), VerticalScroll():
-                    yield Static("export CLAUDEGATE_KEY=<the key from the Keys tab>", classes="help")
+                    yield Static(f"export CLAUDEGATE_KEY=<{whose}>  (it may use {self.model})", classes="help")
                     yield Static(text, classes="snippet", markup=False)
         with Horizontal(id="nav"):
             yield Static(f"Config saved to {self.config_path}", id="saved")
@@ -237,14 +275,12 @@ class ResultScreen(Screen[None]):
         name = (event.button.id or "").removeprefix("copy-")
         key = self.result.new_client_keys.get(name)
         if key is not None:
-            self.app.copy_to_clipboard(key.reveal())
-            self.notify(f"The key of {name} is on the clipboard.")
+            copy_asked(self.app, key.reveal(), f"the key of {name}")
 
     def action_copy_key(self) -> None:
         if len(self.result.new_client_keys) == 1:
             (name, key), = self.result.new_client_keys.items()
-            self.app.copy_to_clipboard(key.reveal())
-            self.notify(f"The key of {name} is on the clipboard.")
+            copy_asked(self.app, key.reveal(), f"the key of {name}")
 
     @on(Button.Pressed, "#done")
     def _done(self) -> None:

@@ -8,13 +8,15 @@ from pathlib import Path
 from textual import on, work
 from textual.app import ComposeResult
 from textual.containers import Horizontal
+from textual.widget import Widget
 from textual.widgets import Button, Input, Label, Static
 
 from claudegate.errors import ClaudegateError
 from claudegate.redact import Secret
 from claudegate.wizard import core
-from claudegate.wizard.form import SCREENS, TARGET, document
+from claudegate.wizard.form import GENERATED_KEY, SCREENS, TARGET, document
 from claudegate.wizard.screens.base import StepScreen
+from claudegate.wizard.widgets import FieldInput, copy_asked, show_message
 
 __all__ = ["LimitsScreen", "NetworkScreen", "TLSScreen", "TargetScreen", "UpstreamScreen"]
 
@@ -24,9 +26,13 @@ class TargetScreen(StepScreen):
 
     def compose_extra(self) -> ComposeResult:
         with Horizontal(classes="actions"):
-            yield Button("Generate key", id="generate", compact=True)
-            yield Button("Test connection", id="test", compact=True)
-            yield Button("Copy public key", id="copy", compact=True, disabled=True)
+            yield Button("Generate key", id="generate", compact=True,
+                         tooltip="Make a new ed25519 key pair for the deploy (at the SSH key path) and show its"
+                         " public line.")
+            yield Button("Test connection", id="test", compact=True,
+                         tooltip="Connect (SSH, host key, sudo, Docker, ports 80/443); changes nothing.")
+            yield Button("Copy public key", id="copy", compact=True, disabled=True,
+                         tooltip="Ask the terminal to put the public key line on the clipboard.")
         yield Static("", id="pubkey", classes="output")
         yield Static("", id="report", classes="output")
 
@@ -45,10 +51,11 @@ class TargetScreen(StepScreen):
     def _show_buttons(self) -> None:
         server = self.state.values.get("target.mode", "server") != "local"
         self.query_one("#generate", Button).display = server
+        self.query_one("#copy", Button).display = server  # no key to install on this machine
 
     @on(Button.Pressed, "#generate")
     def _generate(self) -> None:
-        raw = str(self.state.values.get("target.ssh_key") or "~/.ssh/claudegate_deploy")
+        raw = str(self.state.values.get("target.ssh_key") or GENERATED_KEY)
         try:
             line = core.generate_deploy_key(Path(raw).expanduser())
         except ClaudegateError as exc:
@@ -64,13 +71,11 @@ class TargetScreen(StepScreen):
 
     @on(Button.Pressed, "#copy")
     def _copy(self) -> None:
-        self.app.copy_to_clipboard(getattr(self, "public_key", ""))
-        self.notify("Public key copied to the clipboard.")
+        copy_asked(self.app, getattr(self, "public_key", ""), "the public key")
 
     @on(Button.Pressed, "#test")
     def _test(self) -> None:
-        if self.problems:
-            self.notify("Fix the fields marked in red first.", severity="warning")
+        if self.blocked():
             return
         self.query_one("#report", Static).update("Connecting…")
         self.query_one("#test", Button).disabled = True
@@ -100,16 +105,32 @@ class TargetScreen(StepScreen):
 class UpstreamScreen(StepScreen):
     INDEX = 1
 
-    def compose_extra(self) -> ComposeResult:
+    def compose_first(self) -> ComposeResult:
+        # The key box comes first and has the keys when the screen opens: a key pasted straight away
+        # lands masked here, never in clear text in the Key file box.
         with Horizontal(classes="field-line"):
             yield Label("Anthropic key *", classes="field-label")
-            yield Input(
+            yield FieldInput(
                 password=True, id="api-key", compact=True,
-                placeholder="a key is set; type to replace it" if self.state.upstream_key else "sk-ant-…",
+                placeholder=self._key_placeholder(),
+                tooltip="Paste the key (sk-ant-...): it is masked, saved only to the key file (0600), and"
+                " the box is emptied when you leave the screen.",
             )
-        yield Static("", id="msg-api-key", classes="field-message")
+        message = Static("", id="msg-api-key", classes="field-message")
+        message.display = False
+        yield message
+
+    def _key_placeholder(self) -> str:
+        if self.state.upstream_key is not None:
+            return "a key is set; type to replace it"
+        if core.key_on_file(str(self.state.values.get("upstream.api_key_file", ""))):
+            return "the key file holds a key; type to replace it"
+        return "paste the key (sk-ant-...)"
+
+    def compose_extra(self) -> ComposeResult:
         with Horizontal(classes="actions"):
-            yield Button("Verify key (GET /v1/models)", id="verify", compact=True)
+            yield Button("Verify key (GET /v1/models)", id="verify", compact=True,
+                         tooltip="One free call from this machine to the API URL: does the key work?")
         yield Static("", id="verified", classes="output")
 
     def compose(self) -> ComposeResult:
@@ -117,9 +138,8 @@ class UpstreamScreen(StepScreen):
             self.state.values["upstream.api_key_file"] = str(core.default_key_file())
         yield from super().compose()
 
-    def on_mount(self) -> None:
-        super().on_mount()
-        self.query_one("#api-key", Input).focus()
+    def initial_focus(self) -> Widget | None:
+        return self.query_one("#api-key", Input)
 
     def _key_problem(self) -> str | None:
         key = self.state.upstream_key
@@ -136,11 +156,11 @@ class UpstreamScreen(StepScreen):
         problem = self._key_problem()
         return {"api-key": problem} if problem else {}
 
-    def show_extra_messages(self) -> None:
+    def show_extra_messages(self, *, force: bool) -> None:
         key_box = self.query("#api-key")
-        touched = "api-key" in self.touched or self.state.upstream_key is not None
+        touched = force or "api-key" in self.touched or self.state.upstream_key is not None
         message = self.problems.get("api-key") if key_box and touched else None
-        self.query_one("#msg-api-key", Static).update(message or "")
+        show_message(self.query_one("#msg-api-key", Static), message)
 
     @on(Input.Changed, "#api-key")
     def _key_changed(self, event: Input.Changed) -> None:
@@ -156,17 +176,23 @@ class UpstreamScreen(StepScreen):
 
     @on(Button.Pressed, "#verify")
     def _verify(self) -> None:
-        if self.state.upstream_key is None:
-            self.query_one("#verified", Static).update("Type the key first.")
+        key = self.state.upstream_key
+        key_file = str(self.state.values.get("upstream.api_key_file") or "")
+        if key is None:
+            key = core.read_key_file(key_file)
+        if key is None:
+            self.query_one("#verified", Static).update(
+                "No key to verify yet: paste it in the Anthropic key box (or choose a key file that holds one)."
+            )
             return
         self.query_one("#verified", Static).update("Asking the API…")
-        self._run_verify(str(self.state.values.get("upstream.base_url") or "https://api.anthropic.com"),
-                         self.state.upstream_key)
+        self._run_verify(str(self.state.values.get("upstream.base_url") or "https://api.anthropic.com"), key)
 
     @work(thread=True, exclusive=True, group="verify-key")
     def _run_verify(self, base_url: str, key: Secret) -> None:
-        ok, message = core.verify_upstream_key(base_url, key)
-        self.app.call_from_thread(self.query_one("#verified", Static).update, ("OK: " if ok else "Failed: ") + message)
+        ok, message, fix = core.verify_upstream_key(base_url, key)
+        text = ("OK: " if ok else "Failed: ") + message + (f"\nFix: {fix}" if fix else "")
+        self.app.call_from_thread(self.query_one("#verified", Static).update, text)
 
 
 class TLSScreen(StepScreen):
@@ -174,7 +200,8 @@ class TLSScreen(StepScreen):
 
     def compose_extra(self) -> ComposeResult:
         with Horizontal(classes="actions"):
-            yield Button("Check", id="check", compact=True)
+            yield Button("Check", id="check", compact=True,
+                         tooltip="acme: does the domain resolve to the target?  files: do key and certificate match?")
         yield Static("", id="checked", classes="output")
 
     @on(Button.Pressed, "#check")
