@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 
@@ -17,7 +16,6 @@ from claudegate_gateway.offload import build_policy
 from claudegate_gateway.proxy import Gateway
 
 log = logging.getLogger("claudegate.gateway")
-_FLUSH_EVERY = 5.0
 
 
 def build_gateway(config: Config) -> Gateway:
@@ -94,10 +92,7 @@ async def serve(config: Config) -> None:
             "claudegate gateway listening on %s:%d (internal %s:%d), upstream %s",
             *public_at, *internal_at, config.upstream.base_url,
         )
-        while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), _FLUSH_EVERY)
-            gateway.flush_usage()
+        await stop.wait()
     finally:
         await public.cleanup()
         await internal.cleanup()

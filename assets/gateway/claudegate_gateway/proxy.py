@@ -23,10 +23,12 @@ import yarl
 from aiohttp import web
 
 from claudegate_gateway.audit import AuditLog
+from claudegate_gateway.batchsettle import BatchSettler
 from claudegate_gateway.batchurls import localise_page, localise_results_urls
 from claudegate_gateway.concurrency import FairSlots, InFlight
 from claudegate_gateway.config import Config
 from claudegate_gateway.errors import GatewayError, error_body, error_response, new_request_id
+from claudegate_gateway.filetokens import file_tokens
 from claudegate_gateway.filters import FilterPolicy, FilterResult, Verdict
 from claudegate_gateway.filters.batchresults import ResultsFilter
 from claudegate_gateway.filters.clients import ClientPolicies
@@ -46,6 +48,7 @@ from claudegate_gateway.metering import UsageMeter, charge
 from claudegate_gateway.metrics import Metrics
 from claudegate_gateway.objects import Objects, UpstreamAnswer
 from claudegate_gateway.offload import Offload
+from claudegate_gateway.reservation import reservation_tokens
 from claudegate_gateway.routes import PACE_EVENTS, PACE_INTERVAL, Match, RouteError, match
 from claudegate_gateway.uploads import filter_upload, read_upload, upstream_body
 
@@ -75,6 +78,13 @@ class Exchange:
     status: int = 0
     error_type: str | None = None
     upstream_request_id: str | None = None
+    # Metering: whether the request was handed to upstream, the status upstream answered,
+    # what was reserved, the id an upload or a batch got, and an uploaded file's estimate.
+    sent: bool = False
+    upstream_status: int | None = None
+    reserved_tokens: int = 0
+    created_id: str | None = None
+    file_tokens: int | None = None
     meter: UsageMeter = field(default_factory=UsageMeter)
     verdicts: list[Verdict] = field(default_factory=list)
     # Held for the whole exchange (the key's in-flight place); closed last.
@@ -97,6 +107,7 @@ class Exchange:
             "error_type": self.error_type,
             "input_tokens": self.meter.input_tokens,
             "output_tokens": self.meter.output_tokens,
+            "reserved_tokens": self.reserved_tokens,
             "latency_ms": round((time.perf_counter() - self.started) * 1000, 2),
             "filters": [
                 {"rule": v.rule, "direction": v.direction, "action": v.action, "matches": v.matches}
@@ -117,8 +128,8 @@ class Gateway:
         self.policy = policy
         self.filters = ClientPolicies(policy, config.client_filters)
         self.offload = Offload(policy, config.filters, config.source, config.client_filters)
-        self.limiter = Limiter()
-        self.limiter.daily = keystore.load_daily(self.limiter.day)
+        # The daily budget is taken in the keystore's own transaction (exact across processes).
+        self.limiter = Limiter(keystore)
         self.audit = AuditLog(
             config.audit_log,
             field_chars=config.audit_field_max_chars,
@@ -133,6 +144,9 @@ class Gateway:
         self.objects = Objects(keystore.owners, keystore.digest)
         self.in_flight = InFlight(config.max_in_flight_per_key)
         self.slots = FairSlots(config.upstream.max_connections)
+        self.batches = BatchSettler(
+            keystore, lambda: self._session, self._base, upstream_key, self.audit.write, config.batch_poll_seconds
+        )
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -148,18 +162,14 @@ class Gateway:
             skip_auto_headers=("User-Agent", "Accept-Encoding"),
         )
         self.offload.start()
+        self.batches.start()
 
     async def stop(self) -> None:
+        await self.batches.stop()
         if self._session is not None:
             await self._session.close()
         self.offload.stop()
-        self.flush_usage()
         self.audit.close()
-
-    def flush_usage(self) -> None:
-        # Every few seconds even with nothing pending: another gateway process
-        # on this keystore may have spent some of the same budgets.
-        self.limiter.sync(self.keystore.add_daily)
 
     # -- request path -------------------------------------------------------
 
@@ -250,7 +260,9 @@ class Gateway:
         if op.inspect in ("message", "batch") and declared:
             self.limiter.check_room(client, estimate_tokens(declared))
         if kind is not None and op.owner_action == "list":
-            return await self._list(request, route, client, ex), None
+            # A list is a request like any other (rpm); its extra upstream pages are counted in _list.
+            reservation = self.limiter.reserve(client, 0)
+            return await self._list(request, route, client, ex), reservation
 
         content_type = None
         if op.body == "multipart":
@@ -278,13 +290,17 @@ class Gateway:
             if found.error is not None:
                 raise GatewayError(*found.error)
             self.objects.check_file_refs(client, found.file_ids)
-            body, tokens = found.body, found.tokens
+            body = found.body
+            # What upstream will bill, referenced content included (reservation.py).
+            owned = self.keystore.owners.file_tokens(client.name, list(found.refs.files))
+            tokens = reservation_tokens(found.tokens, found.refs, owned, self.config.reservations)
         reservation = self.limiter.reserve(client, tokens)
+        ex.reserved_tokens = tokens
         try:
             response = await self._forward(request, route, body, ex, content_type)
         except BaseException as exc:
             if isinstance(exc, asyncio.CancelledError):
-                ex.error_type = "client_closed"
+                ex.status, ex.error_type = 499, "client_closed"
             self._settle(reservation, ex)
             raise
         return response, reservation
@@ -332,7 +348,13 @@ class Gateway:
             up_cm = self._session.request(
                 route.op.method, url, data=body if body else None, headers=headers, allow_redirects=False
             )
+            ex.sent = True  # from here on upstream may have the request (and bill it)
             upstream = await up_cm.__aenter__()
+        except aiohttp.ClientConnectorError as exc:
+            ex.sent = False  # no connection was made: upstream never saw it
+            self.metrics.upstream_errors += 1
+            log.warning("request %s: upstream unreachable: %s", ex.request_id, type(exc).__name__)
+            raise GatewayError("api_error", "The gateway could not reach the upstream API") from None
         except (TimeoutError, aiohttp.ServerTimeoutError):
             self.metrics.upstream_errors += 1
             raise GatewayError("timeout_error", "The upstream API did not answer in time") from None
@@ -356,7 +378,7 @@ class Gateway:
     async def _relay(
         self, request: web.Request, upstream: aiohttp.ClientResponse, route: Match, ex: Exchange
     ) -> web.StreamResponse:
-        ex.status = upstream.status
+        ex.status = ex.upstream_status = upstream.status
         headers = self._down_headers(upstream, ex)
         rf = None
         if route.op.filter_response and ex.client is not None and upstream.status == 200:
@@ -423,7 +445,7 @@ class Gateway:
                 request.transport.abort()
             return response
         except (ConnectionResetError, aiohttp.ClientConnectionResetError):
-            ex.error_type = "client_closed"
+            ex.status, ex.error_type = 499, "client_closed"
             return response
         await response.write_eof()
         return response
@@ -435,11 +457,12 @@ class Gateway:
         headers["cache-control"] = "no-cache"
         headers["x-accel-buffering"] = "no"
         response = web.StreamResponse(status=upstream.status, headers=headers)
-        await response.prepare(request)
         self.metrics.active_streams += 1
         ended = False
         try:
             try:
+                # Inside the try: a client gone before the headers is a disconnect like any other.
+                await response.prepare(request)
                 async for chunk in upstream.content.iter_any():
                     if sf is None:
                         await response.write(chunk)
@@ -464,7 +487,7 @@ class Gateway:
                     event = error_body("api_error", "The upstream stream broke off", ex.request_id)
                     await response.write(b"event: error\ndata: " + event + b"\n\n")
             except (ConnectionResetError, aiohttp.ClientConnectionResetError):
-                ex.error_type = "client_closed"
+                ex.status, ex.error_type = 499, "client_closed"
                 return response
             if ex.meter.stream_error:
                 ex.error_type = ex.meter.stream_error
@@ -482,15 +505,21 @@ class Gateway:
     # -- metering, objects, uploads ----------------------------------------
 
     def _settle(self, reservation: Reservation, ex: Exchange) -> None:
+        if reservation.settled:
+            return
         meter = ex.route.op.meter if ex.route is not None else "none"
         if meter == "batch":
             # Upstream bills the batch's requests later, out of sight: the
-            # reservation made at creation is the charge.
-            used = reservation.tokens if 200 <= ex.status < 300 else 0
+            # reservation is charged now and settled when the batch ends (batchsettle.py).
+            created = ex.upstream_status is not None and 200 <= ex.upstream_status < 300
+            used = reservation.tokens if created or (ex.sent and ex.upstream_status is None) else 0
+            if created and ex.created_id is not None and ex.client is not None:
+                self.keystore.charge_batch(ex.created_id, ex.client.name, reservation.day, used, reservation.daily)
         elif meter == "message":
-            used = charge(reservation.tokens, ex.meter, client_left=ex.error_type == "client_closed")
+            started = ex.sent and (ex.upstream_status is None or ex.upstream_status < 400)
+            used = charge(reservation.tokens, ex.meter, started=started)
         else:
-            used = ex.meter.total
+            used = ex.meter.total  # count_tokens, lists, gets: upstream bills nothing
         self.limiter.settle(reservation, used)
 
     def _owned_answer(self, request: web.Request, route: Match, ex: Exchange, status: int, data: bytes) -> bytes:
@@ -498,7 +527,7 @@ class Gateway:
         kind, client = route.op.owner_kind, ex.client
         assert kind is not None and client is not None
         if route.op.owner_action == "create":
-            self.objects.created(client, kind, status, data)
+            ex.created_id = self.objects.created(client, kind, status, data, ex.file_tokens)
         elif route.op.method == "DELETE":
             self.objects.deleted(kind, next(iter(route.params.values())), status)
         # results_url was pointed at the gateway already (batchurls, in _relay).
@@ -510,7 +539,13 @@ class Gateway:
         headers = request_headers_up(request.headers)  # the same allowlist as every forwarded request
         headers["x-api-key"] = self._upstream_key
 
+        pages = 0
+
         async def fetch(query: list[tuple[str, str]]) -> tuple[int, Any, bytes]:
+            nonlocal pages
+            pages += 1
+            if pages > 1:  # the first page is the request the client was admitted for
+                self.limiter.count_request(client)
             url = yarl.URL(self._base + route.path, encoded=True).with_query(query)
             try:
                 async with self.slots.slot(client.name, self.config.upstream.connect_timeout), session.get(
@@ -557,4 +592,6 @@ class Gateway:
             self.metrics.filter_blocks += 1
             kind = "permission_error" if result.status == 403 else "invalid_request_error"
             raise GatewayError(kind, f"The file was blocked by the gateway's filter rule {result.blocked.rule!r}")
+        # What each later reference will reserve (filetokens.py); off the loop: a PDF may be inflated.
+        ex.file_tokens = await asyncio.to_thread(file_tokens, upload.data, upload.content_type)
         return await upstream_body(upload)
