@@ -254,6 +254,17 @@ def test_lists_and_their_fan_out_count_against_rpm(gateway_factory: GatewayFacto
     assert len(fake.state.requests) == 3  # only the admitted calls' pages
 
 
+def test_probing_ids_that_are_not_the_callers_costs_rpm(gateway_factory: GatewayFactory, fake: FakeAnthropic) -> None:
+    gw = gateway_factory()
+    key = gw.create_key("prober", "--rpm", "3")
+    for i in range(3):
+        r = httpx.get(gw.url + f"/v1/files/file_guess{i}", headers=hdr(key))
+        assert r.status_code == 404
+    r = httpx.delete(gw.url + "/v1/messages/batches/msgbatch_guess", headers=hdr(key))
+    assert r.status_code == 429 and r.json()["error"]["type"] == "rate_limit_error"
+    assert fake.state.requests == []
+
+
 # -- streams dropped at any point ---------------------------------------------------------
 
 

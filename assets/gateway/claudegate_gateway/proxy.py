@@ -255,7 +255,10 @@ class Gateway:
             reservation = self.limiter.reserve(client, 0)  # the key's rate applies; no tokens
             return await self._pace(request, ex), reservation
         kind = op.owner_kind
+        counted: Reservation | None = None
         if kind is not None and op.owner_action == "access":
+            # Counted before the owner check: probing ids that are not the caller's costs rpm too.
+            counted = self.limiter.reserve(client, 0)
             self.objects.check_access(client, kind, next(iter(route.params.values())))
         if op.inspect in ("message", "batch") and declared:
             self.limiter.check_room(client, estimate_tokens(declared))
@@ -294,7 +297,7 @@ class Gateway:
             # What upstream will bill, referenced content included (reservation.py).
             owned = self.keystore.owners.file_tokens(client.name, list(found.refs.files))
             tokens = reservation_tokens(found.tokens, found.refs, owned, self.config.reservations)
-        reservation = self.limiter.reserve(client, tokens)
+        reservation = counted if counted is not None and not tokens else self.limiter.reserve(client, tokens)
         ex.reserved_tokens = tokens
         try:
             response = await self._forward(request, route, body, ex, content_type)
