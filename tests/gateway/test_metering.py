@@ -155,6 +155,22 @@ def test_url_sources_and_server_tools_are_reserved_at_the_configured_ceiling(
     assert r.status_code == 200 and gw2.audit()[-1]["reserved_tokens"] > 8_000
 
 
+def test_server_tools_without_bounds_get_the_reserved_ones(
+    gateway_factory: GatewayFactory, fake: FakeAnthropic
+) -> None:
+    gw = gateway_factory({"limits": {"server_tool_use_tokens": 1_000, "server_tool_default_uses": 3}})
+    key = gw.create_key("fetcher", "--daily-tokens", "100000")
+    tools = [{"type": "web_fetch_20250910", "name": "web_fetch"},
+             {"type": "web_search_20250305", "name": "web_search", "max_uses": 2}]  # fmt: skip
+    r = httpx.post(gw.url + "/v1/messages", headers=hdr(key), json=msg("fetch it", tools=tools))
+    assert r.status_code == 200, r.text
+    sent = fake.state.requests_for("/v1/messages")[-1].json
+    # Upstream is told the bounds the reservation assumed; a tool's own bounds are kept.
+    assert sent["tools"][0] == {**tools[0], "max_uses": 3, "max_content_tokens": 1_000}
+    assert sent["tools"][1] == tools[1]
+    assert gw.audit()[-1]["reserved_tokens"] > 3 * 1_000 + 2 * 1_000
+
+
 def test_a_bad_limits_knob_is_a_config_error(gateway_factory: GatewayFactory) -> None:
     with pytest.raises(RuntimeError, match=r"limits\.url_source_tokens"):
         gateway_factory({"limits": {"url_source_tokens": 0}})

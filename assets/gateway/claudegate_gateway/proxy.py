@@ -48,7 +48,7 @@ from claudegate_gateway.metering import UsageMeter, charge
 from claudegate_gateway.metrics import Metrics
 from claudegate_gateway.objects import Objects, UpstreamAnswer
 from claudegate_gateway.offload import Offload
-from claudegate_gateway.reservation import reservation_tokens
+from claudegate_gateway.reservation import bound_server_tools, reservation_tokens
 from claudegate_gateway.routes import PACE_EVENTS, PACE_INTERVAL, Match, RouteError, match
 from claudegate_gateway.uploads import filter_upload, read_upload, upstream_body
 
@@ -294,6 +294,8 @@ class Gateway:
                 raise GatewayError(*found.error)
             self.objects.check_file_refs(client, found.file_ids)
             body = found.body
+            if any(uses is None or per is None for uses, per in found.refs.server_tools):
+                body = self._bound_server_tools(body)
             # What upstream will bill, referenced content included (reservation.py).
             owned = self.keystore.owners.file_tokens(client.name, list(found.refs.files))
             tokens = reservation_tokens(found.tokens, found.refs, owned, self.config.reservations)
@@ -307,6 +309,11 @@ class Gateway:
             self._settle(reservation, ex)
             raise
         return response, reservation
+
+    def _bound_server_tools(self, body: bytes) -> bytes:
+        # Rare (a web search or fetch tool without its bounds): parse the checked body again.
+        doc = json.loads(body)
+        return json.dumps(doc).encode() if bound_server_tools(doc, self.config.reservations) else body
 
     async def _pace(self, request: web.Request, ex: Exchange) -> web.StreamResponse:
         """The paced diagnostic stream: PACE_EVENTS events PACE_INTERVAL apart, made here, never upstream.

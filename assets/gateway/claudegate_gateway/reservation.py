@@ -17,7 +17,9 @@ as input although the body only points at it:
 * every server tool that bills what it brings back as input (web search,
   web fetch): its ``max_uses`` (or ``limits.server_tool_default_uses``) x
   ``limits.server_tool_use_tokens``, or x web fetch's own
-  ``max_content_tokens`` when it sets one.
+  ``max_content_tokens`` when it sets one. A tool sent without those bounds
+  gets the reserved ones written in (:func:`bound_server_tools`), so
+  upstream cannot run past what was reserved.
 
 Nothing here touches gateway state, so a shared admission tier (Redis) can
 call the same function; the settle step is :func:`metering.charge` for
@@ -82,6 +84,33 @@ def references(doc: Any) -> References:
         elif isinstance(node, list):
             stack.extend(v for v in node if isinstance(v, (dict, list)))
     return found
+
+
+def bound_server_tools(doc: Any, limits: ReservationLimits) -> bool:
+    """Give every web search / web fetch tool without its own bounds the ones it was reserved at.
+
+    A tool with no ``max_uses`` could search more often than the reservation
+    assumed, and a web fetch with no ``max_content_tokens`` could bring back
+    a whole book: the gateway writes the reserved bounds into the request,
+    so upstream itself enforces them. True when the document was changed.
+    """
+    changed = False
+    stack = [doc]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            kind = node.get("type")
+            if isinstance(kind, str) and _SERVER_TOOL.match(kind):
+                if _positive_int(node.get("max_uses")) is None:
+                    node["max_uses"] = limits.server_tool_default_uses
+                    changed = True
+                if kind.startswith("web_fetch") and _positive_int(node.get("max_content_tokens")) is None:
+                    node["max_content_tokens"] = limits.server_tool_use_tokens
+                    changed = True
+            stack.extend(v for v in node.values() if isinstance(v, (dict, list)))
+        elif isinstance(node, list):
+            stack.extend(v for v in node if isinstance(v, (dict, list)))
+    return changed
 
 
 def referenced_tokens(refs: References, file_tokens: Mapping[str, int], limits: ReservationLimits) -> int:
