@@ -1,7 +1,7 @@
 """Differential accounting: a generated workload, two gateway processes, one keystore.
 
 For a seeded random mix of messages, streams read to the end or cut at a
-random point, referenced files, batches, lists and count_tokens, sent by
+random point, referenced files, URL sources, batches, lists and count_tokens, sent by
 several keys through two gateway processes sharing one keystore (as during
 a blue/green switch), what each key was charged (the keystore's
 daily_usage, after every batch was settled) must be at least what the
@@ -65,6 +65,8 @@ class Workload:
         for file_id in self.files[name]:
             if rng.random() < 0.4:
                 blocks.insert(0, {"type": "document", "source": {"type": "file", "file_id": file_id}})
+        if rng.random() < 0.1:
+            blocks.insert(0, {"type": "image", "source": {"type": "url", "url": "https://example.com/a.png"}})
         return blocks
 
     def params(self, name: str, **extra: Any) -> dict[str, Any]:
@@ -138,7 +140,7 @@ class Workload:
 def test_charged_is_at_least_billed_for_a_generated_workload(
     tmp_path: Path, fake: FakeAnthropic, seed: int
 ) -> None:
-    extra = {"batch_poll_seconds": 0.2}
+    extra = {"batch_poll_seconds": 0.2, "limits": {"url_source_tokens": 8_000}}
     blue = make_gateway(tmp_path / "blue", fake.url, fake.api_key, extra)
     green = make_gateway(tmp_path / "green", fake.url, fake.api_key, extra, share_keystore=blue)
     keys = {name: blue.create_key(name, "--daily-tokens", str(budget)) for name, budget in BUDGETS.items()}

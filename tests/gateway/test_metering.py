@@ -331,3 +331,19 @@ def test_a_stream_dropped_at_any_point_keeps_its_reservation(
     assert rec["reserved_tokens"] == reservation
     assert daily_usage(gw, "dropper") == reservation >= billed(fake) > 0
     no_traceback(gw)
+
+
+def test_a_whole_answer_the_client_left_before_is_charged_its_usage_quietly(
+    gateway_factory: GatewayFactory, fake: FakeAnthropic
+) -> None:
+    gw = gateway_factory()
+    key = gw.create_key("quitter", "--daily-tokens", "1000000")
+    fake.state.configure(latency=0.8)
+    body = json.dumps(msg("reply with 30 words", 2_000)).encode()
+    _drop(gw, key, body, None, wait=0.2)
+    time.sleep(1.5)
+    rec = gw.audit()[-1]
+    # Upstream's final usage arrived (the answer was whole): that is the charge, not the reservation.
+    assert rec["operation"] == "messages.create" and rec["status"] in (200, 499)
+    assert daily_usage(gw, "quitter") == billed(fake) == rec["input_tokens"] + rec["output_tokens"] > 0
+    no_traceback(gw)
