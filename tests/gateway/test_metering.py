@@ -160,7 +160,7 @@ def test_server_tools_without_bounds_get_the_reserved_ones(
 ) -> None:
     gw = gateway_factory({"limits": {"server_tool_use_tokens": 1_000, "server_tool_default_uses": 3}})
     key = gw.create_key("fetcher", "--daily-tokens", "100000")
-    tools = [{"type": "web_fetch_20250910", "name": "web_fetch"},
+    tools: list[dict[str, Any]] = [{"type": "web_fetch_20250910", "name": "web_fetch"},
              {"type": "web_search_20250305", "name": "web_search", "max_uses": 2}]  # fmt: skip
     r = httpx.post(gw.url + "/v1/messages", headers=hdr(key), json=msg("fetch it", tools=tools))
     assert r.status_code == 200, r.text
