@@ -347,3 +347,21 @@ def test_a_whole_answer_the_client_left_before_is_charged_its_usage_quietly(
     assert rec["operation"] == "messages.create" and rec["status"] in (200, 499)
     assert daily_usage(gw, "quitter") == billed(fake) == rec["input_tokens"] + rec["output_tokens"] > 0
     no_traceback(gw)
+
+
+def test_a_keystore_locked_elsewhere_fails_closed_without_a_traceback(
+    gateway_factory: GatewayFactory, fake: FakeAnthropic
+) -> None:
+    gw = gateway_factory()
+    key = gw.create_key("locked", "--daily-tokens", "100000")
+    holder = sqlite3.connect(gw.keystore_path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another process holds the write lock past the busy timeout
+    try:
+        r = httpx.post(gw.url + "/v1/messages", headers=hdr(key), json=msg("hi"), timeout=30)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert r.status_code == 529 and r.json()["error"]["type"] == "overloaded_error" and r.headers["retry-after"]
+    assert fake.state.requests == []
+    assert httpx.post(gw.url + "/v1/messages", headers=hdr(key), json=msg("hi")).status_code == 200
+    no_traceback(gw)

@@ -13,6 +13,7 @@ import contextlib
 import ipaddress
 import json
 import logging
+import sqlite3
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -205,6 +206,14 @@ class Gateway:
             except asyncio.CancelledError:
                 ex.status, ex.error_type = 499, "client_closed"
                 raise
+            except sqlite3.OperationalError as exc:
+                # The keystore stayed locked past its busy timeout (another process
+                # holding it): budgets fail closed, and the client may retry.
+                log.warning("request %s: keystore busy: %s", ex.request_id, exc)
+                err = GatewayError("overloaded_error", "The gateway's key store is busy; retry shortly",
+                                   headers={"retry-after": "1"})
+                ex.status, ex.error_type = err.status, err.error_type
+                return error_response(err, ex.request_id)
             except Exception:
                 log.exception("unexpected error on request %s", ex.request_id)
                 ex.status, ex.error_type = 500, "api_error"
