@@ -210,10 +210,10 @@ class Gateway:
                 # The keystore stayed locked past its busy timeout (another process
                 # holding it): budgets fail closed, and the client may retry.
                 log.warning("request %s: keystore busy: %s", ex.request_id, exc)
-                err = GatewayError("overloaded_error", "The gateway's key store is busy; retry shortly",
-                                   headers={"retry-after": "1"})
-                ex.status, ex.error_type = err.status, err.error_type
-                return error_response(err, ex.request_id)
+                busy = GatewayError("overloaded_error", "The gateway's key store is busy; retry shortly",
+                                    headers={"retry-after": "1"})
+                ex.status, ex.error_type = busy.status, busy.error_type
+                return error_response(busy, ex.request_id)
             except Exception:
                 log.exception("unexpected error on request %s", ex.request_id)
                 ex.status, ex.error_type = 500, "api_error"
