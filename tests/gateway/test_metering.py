@@ -240,6 +240,12 @@ def test_a_batch_is_settled_in_the_background_against_the_day_it_was_charged(
     assert rec["used_tokens"] == batch_billed > 3 * 3_000
     assert rec["settled_tokens"] == batch_billed - created["reserved_tokens"] < 0
     assert daily_usage(gw, "batcher") == billed(fake) == batch_billed
+    assert rec["input_tokens"] + rec["output_tokens"] == batch_billed and rec["output_tokens"] > 0
+    # `claudegate usage` counts the settlement as the key's tokens, not as a request.
+    from claudegate.usage import summarize
+
+    row = next(r for r in summarize(gw.audit_path.read_bytes().splitlines())[0] if r.client == "batcher")
+    assert row.requests == 2 and row.input_tokens + row.output_tokens == batch_billed  # the upload, the batch
     time.sleep(0.6)  # later polls do not settle it again
     assert len([r for r in gw.audit() if r.get("event") == "batch_settled"]) == 1
     assert daily_usage(gw, "batcher") == batch_billed

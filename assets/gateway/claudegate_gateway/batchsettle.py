@@ -41,23 +41,28 @@ class KeepReservation(Exception):
     """The results cannot be read to the end: settle at the reservation."""
 
 
-def result_usage(line: bytes) -> int:
-    """Tokens one results line was billed (0 for errored, canceled and expired requests)."""
+def result_usage(line: bytes) -> tuple[int, int]:
+    """(input, output) tokens one results line was billed (none for errored, canceled and expired requests)."""
     try:
         doc = json.loads(line)
     except ValueError:
         raise KeepReservation("a results line is not JSON") from None
     result = doc.get("result") if isinstance(doc, dict) else None
     if not isinstance(result, dict) or result.get("type") != "succeeded":
-        return 0
+        return 0, 0
     message = result.get("message")
     usage = message.get("usage") if isinstance(message, dict) else None
-    return usage_tokens(usage) if isinstance(usage, dict) else 0
+    if not isinstance(usage, dict):
+        return 0, 0
+    total = usage_tokens(usage)
+    out = usage.get("output_tokens")
+    output = out if isinstance(out, int) and not isinstance(out, bool) else 0
+    return total - output, output
 
 
 def batch_usage(results: bytes) -> int:
     """The tokens a whole results file (JSON lines) was billed: the settle step of a batch."""
-    return sum(result_usage(line) for line in results.splitlines() if line.strip())
+    return sum(sum(result_usage(line)) for line in results.splitlines() if line.strip())
 
 
 class BatchSettler:
@@ -102,10 +107,11 @@ class BatchSettler:
         """Check the open batches once; return how many were settled."""
         settled = 0
         for batch_id, _owner, _day, reserved in self.keystore.open_batches(BATCHES_PER_POLL):
-            used = await self._ended_usage(batch_id, reserved)
-            if used is None:
+            billed = await self._ended_usage(batch_id, reserved)
+            if billed is None:
                 self.keystore.batch_checked(batch_id)
                 continue
+            used = sum(billed)
             done = self.keystore.settle_batch(batch_id, used)
             if done is not None:
                 owner, day, reserved = done
@@ -117,13 +123,19 @@ class BatchSettler:
                     "key_name": owner,
                     "day": day,
                     "reserved_tokens": reserved,
+                    # What upstream billed (claudegate usage adds these to the key's day).
+                    "input_tokens": billed[0],
+                    "output_tokens": billed[1],
                     "used_tokens": used,
                     "settled_tokens": used - reserved,
                 })  # fmt: skip
         return settled
 
-    async def _ended_usage(self, batch_id: str, reserved: int) -> int | None:
-        """The batch's billed tokens once it has ended; None while it runs (or upstream cannot say now)."""
+    async def _ended_usage(self, batch_id: str, reserved: int) -> tuple[int, int] | None:
+        """The batch's billed (input, output) once it has ended; None while it runs (or upstream cannot say now).
+
+        A batch whose results cannot be read keeps its reservation, counted as input.
+        """
         session = self._session()
         if session is None:
             return None
@@ -131,7 +143,7 @@ class BatchSettler:
         try:
             async with session.get(url, headers=self._headers(), allow_redirects=False) as up:
                 if up.status == 404:
-                    return reserved  # gone upstream: it keeps what it was charged
+                    return reserved, 0  # gone upstream: it keeps what it was charged
                 if up.status != 200:
                     return None
                 doc = await up.json(content_type=None)
@@ -139,17 +151,17 @@ class BatchSettler:
                 return None
             async with session.get(url / "results", headers=self._headers(), allow_redirects=False) as up:
                 if up.status == 404:
-                    return reserved
+                    return reserved, 0
                 if up.status != 200:
                     return None
                 return await self._sum_results(up)
         except KeepReservation:
-            return reserved
+            return reserved, 0
         except (aiohttp.ClientError, TimeoutError, ValueError):
             return None
 
-    async def _sum_results(self, up: aiohttp.ClientResponse) -> int:
-        total = 0
+    async def _sum_results(self, up: aiohttp.ClientResponse) -> tuple[int, int]:
+        total_in = total_out = 0
         pending = bytearray()  # the line being read; bytearray: appending a long line stays linear
         started = time.monotonic()
         async for chunk in up.content.iter_any():
@@ -157,7 +169,8 @@ class BatchSettler:
             while (end := chunk.find(b"\n", start)) >= 0:
                 pending += chunk[start:end]
                 if pending.strip():
-                    total += result_usage(bytes(pending))
+                    got_in, got_out = result_usage(bytes(pending))
+                    total_in, total_out = total_in + got_in, total_out + got_out
                 pending.clear()
                 start = end + 1
             pending += chunk[start:]
@@ -166,5 +179,6 @@ class BatchSettler:
             if time.monotonic() - started > 600:
                 raise KeepReservation("the results took too long to read")
         if pending.strip():
-            total += result_usage(bytes(pending))
-        return total
+            got_in, got_out = result_usage(bytes(pending))
+            total_in, total_out = total_in + got_in, total_out + got_out
+        return total_in, total_out
