@@ -160,12 +160,29 @@ def test_charged_is_at_least_billed_for_a_generated_workload(
             except BaseException as exc:  # seen by the test, not lost in the thread
                 errors.append(exc)
 
+        # While it runs, the day's usage (every admitted reservation not yet
+        # settled included) is sampled: it must never pass a key's budget.
+        peak: dict[str, int] = defaultdict(int)
+        done = threading.Event()
+
+        def sample() -> None:
+            while not done.is_set():
+                for n, used in daily_usage(blue.keystore_path).items():
+                    peak[n] = max(peak[n], used)
+                time.sleep(0.02)
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
         workers = [threading.Thread(target=run, args=(w,)) for w in loads]
         for t in workers:
             t.start()
         for t in workers:
             t.join()
+        done.set()
+        sampler.join()
         assert not errors, errors
+        for n, budget in BUDGETS.items():
+            assert peak[n] <= budget, (n, dict(peak))
         deadline = time.monotonic() + 20
         while open_batches(blue.keystore_path) and time.monotonic() < deadline:
             time.sleep(0.1)
