@@ -64,6 +64,9 @@ def test_pdf_pages_are_counted_in_plain_and_compressed_objects() -> None:
     inner = zlib.compress(b"<</Type/Page>> " * 40)
     packed = b"%PDF-1.5\n<</Type /ObjStm /Filter /FlateDecode>>stream\n" + inner + b"\nendstream\n<</Type /Page>>"
     assert pdf_pages(packed) == 41
+    # A large image stream is not inflated to look for pages: only object streams are.
+    image = b"5 0 obj<</Type /XObject /Subtype /Image /Filter /FlateDecode>>stream\n" + zlib.compress(b"\0" * (80 << 20))
+    assert pdf_pages(packed + image) == 41
     # Pages the gateway cannot count (encrypted) are reserved at the API's page limit.
     assert file_tokens(b"%PDF-1.7\n/Encrypt 5 0 R\n", "application/pdf") == PDF_MAX_PAGES * PDF_PAGE_TOKENS
 
@@ -101,3 +104,20 @@ def test_every_reference_anywhere_in_the_body_is_reserved() -> None:
     known = {"file_a": 100, "file_b": 10}
     expected = 50 + 2 * 100 + 10 + UNKNOWN_FILE_TOKENS + 7_000 + 3 * 500 + 4 * 2000
     assert reservation_tokens(50, refs, known, limits) == expected
+
+
+def test_counting_pdf_pages_is_bounded_whatever_the_file() -> None:
+    import time
+
+    # A Flate bomb: 200 MB of zeros in a few hundred KB. Not inflated to the end: unknown, so the page limit.
+    bomb = zlib.compress(b"\0" * (200 << 20), 9)
+    started = time.monotonic()
+    assert pdf_pages(b"%PDF-1.5\n<</Type /ObjStm>>stream\n" + bomb + b"\nendstream") is None
+    # Many stream markers, each followed by a valid stream: a bounded number is tried, not all.
+    many = b"%PDF-1.5\n" + (b"1 0 obj<</Type /ObjStm>>stream\n" + zlib.compress(b"<</Type /Page>>")) * 20_000
+    assert pdf_pages(many) is None
+    # A large file of markers with nothing behind them is read once, not once per marker.
+    markers = b"%PDF-1.5\n" + b"1 0 obj<</Type /ObjStm>>stream\nxx" * 9_000
+    assert pdf_pages(markers) is None  # nothing found in them: unknown
+    assert time.monotonic() - started < 10
+    assert file_tokens(b"%PDF-1.5\n<</Type /ObjStm>>stream\n" + bomb, "application/pdf") == PDF_MAX_PAGES * PDF_PAGE_TOKENS

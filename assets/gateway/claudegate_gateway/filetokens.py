@@ -43,6 +43,9 @@ PDF_MAX_PAGES = 100
 UNKNOWN_FILE_TOKENS = PDF_MAX_PAGES * PDF_PAGE_TOKENS
 # At most this much is inflated from a PDF's streams to count its pages.
 _PDF_INFLATE_BUDGET = 64 << 20
+_PDF_MAX_STREAMS = 10_000
+_PDF_MAX_MARKERS = 200_000
+_PDF_PIECE = 1 << 16
 
 
 
@@ -138,23 +141,48 @@ def _strict_text(data: bytes) -> bool:
 
 
 def pdf_pages(data: bytes) -> int | None:
-    """Page objects in a PDF, counted in the file and in its Flate streams; None when unknown."""
+    """Page objects in a PDF, counted in the file and in its Flate streams; None when unknown.
+
+    Only object streams are inflated (page contents and images are not).
+    Bounded, whatever the file: at most :data:`_PDF_INFLATE_BUDGET` bytes are
+    inflated in all and :data:`_PDF_MAX_STREAMS` streams tried, each fed in
+    pieces without copying the file; past either bound the count is unknown
+    (and the file is reserved at the page limit).
+    """
     if b"/Encrypt" in data:
         return None  # the page tree may be inside encrypted streams
     pages = len(_PAGE.findall(data))
-    if b"/ObjStm" in data:
-        # PDF 1.5 object streams: page objects may live only inside compressed streams.
-        budget = _PDF_INFLATE_BUDGET
-        for match in _FLATE_STREAM.finditer(data):
-            inflater = zlib.decompressobj()
-            try:
-                out = inflater.decompress(data[match.end() : match.end() + (budget or 1)], budget or 1)
-            except zlib.error:
-                continue
-            budget -= len(out)
-            if inflater.unconsumed_tail or budget <= 0:
-                return None  # more than the gateway will inflate: not counted, so unknown
-            pages += len(_PAGE.findall(out))
+    if b"/ObjStm" not in data:
+        return pages or None
+    # PDF 1.5 object streams: page objects may live only inside compressed streams.
+    view = memoryview(data)
+    budget = _PDF_INFLATE_BUDGET
+    tried = 0
+    for seen, match in enumerate(_FLATE_STREAM.finditer(data)):
+        if seen >= _PDF_MAX_MARKERS:
+            return None  # a file of stream markers: not worth reading each one's dictionary
+        # Only object streams (their dictionary says /Type /ObjStm) can hold
+        # page objects; images and page contents, however large, are skipped.
+        head = data[max(0, match.start() - 1024) : match.start()]
+        if b"/ObjStm" not in head[head.rfind(b"obj") + 1 :]:
+            continue
+        tried += 1
+        if tried > _PDF_MAX_STREAMS:
+            return None
+        inflater = zlib.decompressobj()
+        pos = match.end()
+        out = bytearray()
+        try:
+            while not inflater.eof and pos < len(data):
+                piece = view[pos : pos + _PDF_PIECE]
+                pos += len(piece)
+                out += inflater.decompress(piece, budget - len(out) + 1)
+                if len(out) > budget or inflater.unconsumed_tail:
+                    return None  # more than the gateway will inflate: not counted, so unknown
+        except zlib.error:
+            pass  # not a Flate stream (or not from here on): what was inflated still counts
+        budget -= len(out)
+        pages += len(_PAGE.findall(out))
     return pages or None
 
 
