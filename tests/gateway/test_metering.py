@@ -371,3 +371,28 @@ def test_a_keystore_locked_elsewhere_fails_closed_without_a_traceback(
     assert fake.state.requests == []
     assert httpx.post(gw.url + "/v1/messages", headers=hdr(key), json=msg("hi")).status_code == 200
     no_traceback(gw)
+
+
+def test_a_keystore_locked_at_settlement_keeps_the_reservation(
+    gateway_factory: GatewayFactory, fake: FakeAnthropic
+) -> None:
+    gw = gateway_factory()
+    key = gw.create_key("unsettled", "--daily-tokens", "100000")
+    fake.state.configure(latency=1.0)
+    got: list[httpx.Response] = []
+    sender = threading.Thread(target=lambda: got.append(
+        httpx.post(gw.url + "/v1/messages", headers=hdr(key), json=msg("hi", 500), timeout=30)))
+    sender.start()
+    time.sleep(0.5)  # admitted (the reservation is in the keystore), upstream still thinking
+    holder = sqlite3.connect(gw.keystore_path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        sender.join(20)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert got and got[0].status_code == 200
+    rec = gw.audit()[-1]
+    assert daily_usage(gw, "unsettled") == rec["reserved_tokens"] > billed(fake)
+    assert "settlement skipped" in gw.log_path.read_text()
+    no_traceback(gw)

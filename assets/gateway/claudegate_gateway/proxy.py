@@ -224,7 +224,11 @@ class Gateway:
             return response
         finally:
             if reservation is not None:
-                self._settle(reservation, ex)
+                try:
+                    self._settle(reservation, ex)
+                except sqlite3.OperationalError as exc:
+                    # The answer is gone already; the reservation stays charged (never less than billed).
+                    log.warning("request %s: keystore busy, settlement skipped: %s", ex.request_id, exc)
             ex.holds.close()
             self.metrics.tokens["input"] += ex.meter.input_tokens
             self.metrics.tokens["output"] += ex.meter.output_tokens
