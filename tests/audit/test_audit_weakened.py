@@ -158,10 +158,10 @@ _LISTS_FREE_BOOT = """
 import sys
 from claudegate_gateway import limits
 strict = limits.Limiter.reserve
-def lenient(self, client, tokens, now=None):
+def lenient(self, client, tokens, now=None, **kwargs):
     if tokens == 0:
         return limits.Reservation(client.name, 0, None, self.day)
-    return strict(self, client, tokens, now)
+    return strict(self, client, tokens, now, **kwargs)
 limits.Limiter.reserve = lenient
 from claudegate_gateway.cli import main
 sys.exit(main(sys.argv[1:]))

@@ -276,6 +276,19 @@ def test_lists_and_their_fan_out_count_against_rpm(gateway_factory: GatewayFacto
     assert len(fake.state.requests) == 3  # only the admitted calls' pages
 
 
+def test_refused_requests_count_against_rpm_too(gateway_factory: GatewayFactory, fake: FakeAnthropic) -> None:
+    gw = gateway_factory()
+    key = gw.create_key("refused", "--rpm", "3", "--models", "claude-haiku-*")
+    h = {**hdr(key), "content-type": "application/json"}
+    assert httpx.post(gw.url + "/v1/messages", headers=h, content=b"{not json").status_code == 400
+    assert httpx.post(gw.url + "/v1/messages", headers=h, json=msg("hi")).status_code == 403  # model not allowed
+    body = {**msg(doc_ref("file_not_mine")), "model": "claude-haiku-4-5"}
+    assert httpx.post(gw.url + "/v1/messages", headers=h, json=body).status_code == 404
+    r = httpx.post(gw.url + "/v1/messages", headers=h, json={**msg("hi"), "model": "claude-haiku-4-5"})
+    assert r.status_code == 429 and r.json()["error"]["type"] == "rate_limit_error"
+    assert fake.state.requests == []
+
+
 def test_probing_ids_that_are_not_the_callers_costs_rpm(gateway_factory: GatewayFactory, fake: FakeAnthropic) -> None:
     gw = gateway_factory()
     key = gw.create_key("prober", "--rpm", "3")

@@ -135,14 +135,20 @@ class Limiter:
         window.entries.append(_Entry(mono, 1))
         window.total += 1
 
-    def reserve(self, client: Client, tokens: int, now: float | None = None) -> Reservation:
-        """Admit one request needing up to `tokens`, or raise a 429 GatewayError."""
+    def reserve(
+        self, client: Client, tokens: int, now: float | None = None, *, count_request: bool = True
+    ) -> Reservation:
+        """Admit one request needing up to `tokens`, or raise a 429 GatewayError.
+
+        ``count_request=False``: the request was counted against rpm already
+        (the proxy counts every operation first, before reading its body).
+        """
         mono = time.monotonic() if now is None else now
         wall = time.time()
         self._roll_day(wall)
         s = client.scopes
         name = client.name
-        req_w = self._requests.setdefault(name, _Window()) if s.rpm is not None else None
+        req_w = self._requests.setdefault(name, _Window()) if s.rpm is not None and count_request else None
         tok_w = self._tokens.setdefault(name, _Window()) if s.tpm is not None and tokens else None
         if req_w is not None and s.rpm is not None:
             req_w.expire(mono)

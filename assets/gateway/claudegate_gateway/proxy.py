@@ -253,6 +253,9 @@ class Gateway:
         ex.path = route.path
         op = route.op
         scopes = client.scopes
+        # Every operation counts against the key's rpm, first, whatever becomes
+        # of it (refused by scope, body or filter, an id not the caller's, a list).
+        rate = self.limiter.reserve(client, 0)
         if not scopes.endpoint_allowed(op.template, exact=op.explicit_scope):
             raise GatewayError("permission_error", f"This key may not call {op.method} {op.template}")
         for beta in request.headers.getall("anthropic-beta", []):
@@ -264,21 +267,16 @@ class Gateway:
         declared = request.content_length or 0
         if op.body == "none" and declared:
             raise GatewayError("invalid_request_error", f"{op.method} {op.template} takes no request body")
-        if op.local:  # the gateway's own operation: never forwarded, no body read
-            reservation = self.limiter.reserve(client, 0)  # the key's rate applies; no tokens
-            return await self._pace(request, ex), reservation
+        if op.local:  # the gateway's own operation: never forwarded, no body read, no tokens
+            return await self._pace(request, ex), rate
         kind = op.owner_kind
-        counted: Reservation | None = None
         if kind is not None and op.owner_action == "access":
-            # Counted before the owner check: probing ids that are not the caller's costs rpm too.
-            counted = self.limiter.reserve(client, 0)
             self.objects.check_access(client, kind, next(iter(route.params.values())))
         if op.inspect in ("message", "batch") and declared:
             self.limiter.check_room(client, estimate_tokens(declared))
         if kind is not None and op.owner_action == "list":
-            # A list is a request like any other (rpm); its extra upstream pages are counted in _list.
-            reservation = self.limiter.reserve(client, 0)
-            return await self._list(request, route, client, ex), reservation
+            # Counted like any other (above); its extra upstream pages are counted in _list.
+            return await self._list(request, route, client, ex), rate
 
         content_type = None
         if op.body == "multipart":
@@ -312,7 +310,7 @@ class Gateway:
             # What upstream will bill, referenced content included (reservation.py).
             owned = self.keystore.owners.file_tokens(client.name, list(found.refs.files))
             tokens = reservation_tokens(found.tokens, found.refs, owned, self.config.reservations)
-        reservation = counted if counted is not None and not tokens else self.limiter.reserve(client, tokens)
+        reservation = self.limiter.reserve(client, tokens, count_request=False) if tokens else rate
         ex.reserved_tokens = tokens
         try:
             response = await self._forward(request, route, body, ex, content_type)
