@@ -220,8 +220,10 @@ def connection_cap(run: Run) -> ProbeResult:
     p = probe("limits", "limits.connection_cap", "limits.connections_per_ip (nginx limit_conn)", run)
     # Only a request in progress counts (headers read, body still coming), and
     # each key's own bucket refuses more than its burst at once: spread the
-    # held requests over the run's keys.
-    keys = [k for k in (run.key(), run.key("other"), run.key("rate")) if k]
+    # held requests over the run's keys. Not the rate-limited key: the gateway
+    # counts a request against rpm when its headers arrive, and
+    # limits.key_rpm_exact needs that key's minute untouched.
+    keys = [k for k in (run.key(), run.key("other")) if k]
     cap = run.target.conn_per_ip
     per_key = max(1, run.target.per_key_burst)
     if not keys or len(keys) * per_key < cap:
