@@ -31,6 +31,7 @@ and drive it over HTTP with ``FakeControl(url)`` or the ``/_fake/`` endpoints:
                              optional on every kind: "count" (-1 = until reset), "path" (exact request path),
                              "body_contains" (only requests whose body holds this text: a slow key's requests)
     GET    /_fake/config     current knobs;  POST /_fake/config  {"latency": S, "event_delay": S, ...}
+    GET    /_fake/billed     what the fake billed: [{"path", "input_tokens", "output_tokens", "params", "at"}]
     GET    /_fake/health     {"ok": true}
 
 Deterministic behaviour (see ``plan_reply`` and ``estimate_input_tokens``):
@@ -509,6 +510,7 @@ _CONFIG_FIELDS: Final = (
     "public_base_url",
     "max_message_bytes",
     "script",
+    "url_source_tokens",
 )
 
 
@@ -638,7 +640,7 @@ class FakeState:
         for name, value in changes.items():
             if name in ("latency", "event_delay", "batch_processing_seconds"):
                 checked[name] = _number(value, name)
-            elif name in ("default_reply_words", "max_recorded", "max_message_bytes"):
+            elif name in ("default_reply_words", "max_recorded", "max_message_bytes", "url_source_tokens"):
                 checked[name] = _int(value, name, minimum=0)
             elif name in ("files_downloadable", "record_requests"):
                 if not isinstance(value, bool):
@@ -2108,6 +2110,15 @@ async def _ctl_fail(request: web.Request) -> web.StreamResponse:
     return _plain({"ok": True, "added": [f.to_json() for f in added], "pending": len(state.failures)})
 
 
+async def _ctl_billed(request: web.Request) -> web.StreamResponse:
+    state = request.app[STATE_KEY]
+    return _plain([
+        {"path": b.path, "input_tokens": b.input_tokens, "output_tokens": b.output_tokens, "params": b.params,
+         "at": b.at}
+        for b in list(state.billed)
+    ])  # fmt: skip
+
+
 async def _ctl_get_config(request: web.Request) -> web.StreamResponse:
     return _plain(request.app[STATE_KEY].config())
 
@@ -2151,6 +2162,7 @@ def make_app(state: FakeState | None = None) -> web.Application:
     r.add_post("/_fake/reset", _ctl_reset)
     r.add_post("/_fake/fail", _ctl_fail)
     r.add_get("/_fake/config", _ctl_get_config)
+    r.add_get("/_fake/billed", _ctl_billed)
     r.add_post("/_fake/config", _ctl_config)
     r.add_get("/_fake/health", _ctl_health)
     return app
@@ -2340,6 +2352,11 @@ class FakeControl:
         result: dict[str, Any] = (
             self._call("POST", "/_fake/config", changes) if changes else self._call("GET", "/_fake/config")
         )
+        return result
+
+    def billed(self) -> list[dict[str, Any]]:
+        """What the fake billed (its ledger), one entry per generation."""
+        result: list[dict[str, Any]] = self._call("GET", "/_fake/billed")
         return result
 
     def health(self) -> bool:
