@@ -136,18 +136,14 @@ def test_unknown_key_ids_do_not_grow_the_cache(tmp_path: Path) -> None:
 def test_daily_usage_is_added_not_overwritten(tmp_path: Path) -> None:
     one = KeyStore(tmp_path / "keys.db", "pepper")
     two = KeyStore(tmp_path / "keys.db", "pepper")
-    la, lb = Limiter(), Limiter()
-    day = la.day
-    la.pending = {(day, "team"): 700}
-    lb.pending = {(day, "team"): 500}
-    la.sync(one.add_daily)
-    lb.sync(two.add_daily)
-    assert lb.daily == {"team": 1200}
-    la.sync(one.add_daily)  # nothing pending: re-reads the other process's usage
-    assert la.daily == {"team": 1200}
-    la.pending = {(day, "team"): -5000}  # a refund never takes the total below zero
-    la.sync(one.add_daily)
-    assert la.daily == {"team": 0}
+    day = Limiter().day
+    assert one.reserve_daily("team", day, 700, 10_000) is None
+    assert two.reserve_daily("team", day, 500, 10_000) is None
+    assert one.daily_used("team", day) == two.daily_used("team", day) == 1200
+    # The other process's usage counts at once: 9,000 more does not fit under 10,000.
+    assert one.reserve_daily("team", day, 9_000, 10_000) == 1200
+    two.add_daily("team", day, -5000)  # a refund never takes the total below zero
+    assert one.daily_used("team", day) == 0
     one.close()
     two.close()
 

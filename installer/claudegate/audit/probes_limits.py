@@ -69,6 +69,42 @@ def key_rate(run: Run) -> ProbeResult:
     return p.result(f"exactly {rpm} requests passed for a key of rpm {rpm}, under 50 in parallel")
 
 
+def rpm_on_lists(run: Run) -> ProbeResult:
+    """Lists and count_tokens count against the key's rpm like every other call (they spend no tokens)."""
+    p = probe("limits", "limits.rpm_on_lists", "clients[].rpm (the gateway counts every operation, lists included)", run)
+    clients = run.target.clients
+    rate_key = run.key("rate") if clients is not None else None
+    if clients is None or rate_key is None:
+        return p.untested("needs the run's rate-limited client")
+    rpm = clients.rate_rpm
+    headers = [("x-api-key", rate_key)]
+    paths = ("/v1/files", "/v1/messages/batches")
+    ok = 0
+    refused = None
+    # Right after limits.key_rpm_exact the key's minute is full and the first
+    # list is refused; run alone, the lists fill it themselves.
+    for i in range(rpm + 2):
+        answer = run.https("GET", paths[i % 2], headers)
+        if answer.status == 200:
+            ok += 1
+        elif answer.status == 429 and answer.error_type == "rate_limit_error" and "anthropic-ratelimit-requests-limit" in answer.headers:
+            refused = answer
+            break
+        else:
+            p.saw(f"GET {paths[i % 2]} with the key of rpm {rpm}", answer)
+            return p.untested(f"a list was answered {answer.describe()}, neither 200 nor the gateway's 429")
+    p.saw(f"up to {rpm + 2} list calls with a key of rpm {rpm}", f"{ok} answered 200, then "
+          + (refused.describe() if refused is not None else "no refusal"))
+    p.expect(refused is not None, f"{ok} list calls passed a key limited to {rpm} requests a minute")
+    p.expect(ok <= rpm, f"{ok} list calls passed in a minute, the key's rpm is {rpm}")
+    count = run.https("POST", "/v1/messages/count_tokens", [*headers, ("content-type", "application/json")],
+                      b'{"model":"claude-haiku-4-5","messages":[{"role":"user","content":"x"}]}')
+    p.saw("POST /v1/messages/count_tokens with the same key", count)
+    p.expect(count.status == 429 and count.error_type == "rate_limit_error",
+             f"count_tokens was not refused by the exhausted key: {count.describe()}")
+    return p.result(f"lists and count_tokens refused with the gateway's 429 once the key's {rpm} rpm were used")
+
+
 def _oversize_body(total: int, chunk: int = 256 * 1024) -> Iterator[bytes]:
     sent = 0
     yield b'{"model":"x","max_tokens":1,"messages":[{"role":"user","content":"'
@@ -184,8 +220,10 @@ def connection_cap(run: Run) -> ProbeResult:
     p = probe("limits", "limits.connection_cap", "limits.connections_per_ip (nginx limit_conn)", run)
     # Only a request in progress counts (headers read, body still coming), and
     # each key's own bucket refuses more than its burst at once: spread the
-    # held requests over the run's keys.
-    keys = [k for k in (run.key(), run.key("other"), run.key("rate")) if k]
+    # held requests over the run's keys. Not the rate-limited key: the gateway
+    # counts a request against rpm when its headers arrive, and
+    # limits.key_rpm_exact needs that key's minute untouched.
+    keys = [k for k in (run.key(), run.key("other")) if k]
     cap = run.target.conn_per_ip
     per_key = max(1, run.target.per_key_burst)
     if not keys or len(keys) * per_key < cap:

@@ -36,6 +36,7 @@ FULL: tuple[tuple[str, ProbeFn], ...] = (
     ("limits.connection_cap", probes_limits.connection_cap),
     ("allowlist.outside_refused", probes_limits.allowlist),
     ("limits.key_rpm_exact", probes_limits.key_rate),
+    ("limits.rpm_on_lists", probes_limits.rpm_on_lists),
     ("limits.per_ip_burst", probes_limits.burst),
     ("authz.nothing_reached_upstream", probes_auth.upstream_proof),
 )

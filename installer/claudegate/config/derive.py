@@ -142,6 +142,12 @@ def gateway_config(cfg: DeployConfig) -> dict[str, Any]:
         "max_body_bytes": size_in_bytes(cfg.limits.max_body_size),
         # One knob for every request body nginx lets through, uploads included.
         "max_upload_bytes": size_in_bytes(cfg.limits.max_body_size),
+        # Ceilings the gateway reserves for content a request points at (reservation.py).
+        "limits": {
+            "url_source_tokens": cfg.limits.url_source_tokens,
+            "server_tool_use_tokens": cfg.limits.server_tool_use_tokens,
+            "server_tool_default_uses": cfg.limits.server_tool_default_uses,
+        },
         **gateway_filters_config(cfg),
     }
 

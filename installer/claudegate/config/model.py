@@ -548,13 +548,27 @@ class Timeouts(_Section):
 
 
 class Limits(_Section):
-    """Abuse limits enforced by nginx before a request reaches the gateway."""
+    """Abuse limits enforced by nginx before a request reaches the gateway, and the
+    gateway's reservation ceilings for content a request only points at (URLs,
+    server tools; gateway.yaml ``limits``, defaults of ``claudegate_gateway.reservation``)."""
 
     per_ip: RateLimit = Field(default=_edge_default("per_ip"), description="requests per client address")
     per_key: RateLimit = Field(default=_edge_default("per_key"), description="requests per client key")
     connections_per_ip: StrictInt = Field(default=_edge_default("conn_per_ip"), gt=0, examples=[32])
     max_body_size: BodySize = Field(default=_edge_default("client_max_body_size"), examples=["32m"])
     timeouts: Timeouts = Timeouts()
+    url_source_tokens: StrictInt = Field(
+        default=100_000, gt=0, le=10_000_000, examples=[100000],
+        description="tokens reserved for each URL source (document or image url, MCP server) a request names",
+    )
+    server_tool_use_tokens: StrictInt = Field(
+        default=25_000, gt=0, le=10_000_000, examples=[25000],
+        description="tokens reserved per use of web search / web fetch (results are billed as input)",
+    )
+    server_tool_default_uses: StrictInt = Field(
+        default=10, gt=0, le=1000, examples=[10],
+        description="uses reserved for a web search / web fetch tool that sets no max_uses",
+    )
 
 
 class Client(_Section):
