@@ -112,14 +112,21 @@ class Limiter:
         # write() does not await, so nothing was added here meanwhile.
         self.daily = dict(totals)
 
-    def reserve(self, client: Client, tokens: int, now: float | None = None) -> Reservation:
-        """Admit one request needing up to `tokens`, or raise a 429 GatewayError."""
+    def reserve(
+        self, client: Client, tokens: int, now: float | None = None, *, count_request: bool = True
+    ) -> Reservation:
+        """Admit one request needing up to `tokens`, or raise a 429 GatewayError.
+
+        ``count_request=False``: the request was already counted against the
+        key's rpm when it arrived (:meth:`count_request`); only tokens now.
+        """
         mono = time.monotonic() if now is None else now
         wall = time.time()
         self._roll_day(wall)
         s = client.scopes
         name = client.name
-        req_w = self._requests.setdefault(name, _Window()) if s.rpm is not None else None
+        counts = count_request and s.rpm is not None
+        req_w = self._requests.setdefault(name, _Window()) if counts else None
         tok_w = self._tokens.setdefault(name, _Window()) if s.tpm is not None and tokens else None
         if req_w is not None and s.rpm is not None:
             req_w.expire(mono)
@@ -164,6 +171,14 @@ class Limiter:
         if s.daily_tokens is not None and tokens:
             self._add_daily(self.day, name, tokens)
         return Reservation(name, tokens, entry, self.day, s.daily_tokens is not None)
+
+    def count_request(self, client: Client, now: float | None = None) -> None:
+        """Count one request against the key's rpm as it arrives, or raise the 429.
+
+        Before its body is read: a key over its rate gets no byte of a large
+        body read, queued or parsed.
+        """
+        self.reserve(client, 0, now)
 
     def check_room(self, client: Client, tokens: int, now: float | None = None) -> None:
         """Raise the error reserve() would raise for `tokens` tokens, taking nothing.

@@ -27,6 +27,7 @@ from claudegate_gateway.batchurls import localise_page, localise_results_urls
 from claudegate_gateway.concurrency import FairSlots, InFlight
 from claudegate_gateway.config import Config
 from claudegate_gateway.errors import GatewayError, error_body, error_response, new_request_id
+from claudegate_gateway.fairqueue import BodyBytes
 from claudegate_gateway.filters import FilterPolicy, FilterResult, Verdict
 from claudegate_gateway.filters.batchresults import ResultsFilter
 from claudegate_gateway.filters.clients import ClientPolicies
@@ -132,6 +133,7 @@ class Gateway:
         self._trusted = config.trusted_proxies
         self.objects = Objects(keystore.owners, keystore.digest)
         self.in_flight = InFlight(config.max_in_flight_per_key)
+        self.body_bytes = BodyBytes(config.max_body_bytes_per_key)
         self.slots = FairSlots(config.upstream.max_connections)
 
     # -- lifecycle ----------------------------------------------------------
@@ -241,9 +243,12 @@ class Gateway:
         declared = request.content_length or 0
         if op.body == "none" and declared:
             raise GatewayError("invalid_request_error", f"{op.method} {op.template} takes no request body")
+        # Every operation counts against the key's rpm as it arrives, before a
+        # byte of its body is read or queued for a worker (fairness: a key over
+        # its rate costs the others nothing).
+        self.limiter.count_request(client)
         if op.local:  # the gateway's own operation: never forwarded, no body read
-            reservation = self.limiter.reserve(client, 0)  # the key's rate applies; no tokens
-            return await self._pace(request, ex), reservation
+            return await self._pace(request, ex), None
         kind = op.owner_kind
         if kind is not None and op.owner_action == "access":
             self.objects.check_access(client, kind, next(iter(route.params.values())))
@@ -253,6 +258,10 @@ class Gateway:
             return await self._list(request, route, client, ex), None
 
         content_type = None
+        # The key's body bytes inside the gateway are bounded: claimed from
+        # the declared length before reading, from the real size after.
+        claim = self.body_bytes.claim(client.name, declared)
+        ex.holds.callback(claim.release)
         if op.body == "multipart":
             body, content_type = await self._read_upload(request, ex)
         else:
@@ -263,6 +272,7 @@ class Gateway:
                     "request_too_large",
                     f"Request exceeds the maximum allowed number of bytes ({self.config.max_body_bytes})",
                 ) from None
+        claim.grow(len(body))
         if op.body == "none" and body:
             raise GatewayError("invalid_request_error", f"{op.method} {op.template} takes no request body")
 
@@ -279,7 +289,7 @@ class Gateway:
                 raise GatewayError(*found.error)
             self.objects.check_file_refs(client, found.file_ids)
             body, tokens = found.body, found.tokens
-        reservation = self.limiter.reserve(client, tokens)
+        reservation = self.limiter.reserve(client, tokens, count_request=False)
         try:
             response = await self._forward(request, route, body, ex, content_type)
         except BaseException as exc:
