@@ -20,8 +20,8 @@ import time
 import httpx
 import pytest
 
-from claudegate_gateway.fairqueue import BodyBytes, FairTurns
 from claudegate_gateway.errors import GatewayError
+from claudegate_gateway.fairqueue import BodyBytes, FairTurns
 from tests.conftest import GatewayFactory
 from tests.support.fake_anthropic import FakeAnthropic
 
@@ -32,7 +32,9 @@ COUNT = "/v1/messages/count_tokens"
 def _count_body(size: int, word: str) -> bytes:
     text = (word + " ") * (size // (len(word) + 1))
     blocks = [{"type": "text", "text": text[i : i + 100_000]} for i in range(0, len(text), 100_000)]
-    return json.dumps({"model": "claude-haiku-4-5", "messages": [{"role": "user", "content": blocks}]}).encode()
+    return json.dumps(
+        {"model": "claude-haiku-4-5", "messages": [{"role": "user", "content": blocks}]}
+    ).encode()
 
 
 def _timed_post(url: str, key: str, body: bytes) -> tuple[int, float]:
@@ -59,7 +61,9 @@ def _flood(url: str, key: str, body: bytes, n: int) -> tuple[list[threading.Thre
     return threads, results
 
 
-def test_a_1_rpm_key_s_8mb_bodies_do_not_delay_another_key(gateway_factory: GatewayFactory, fake: FakeAnthropic) -> None:
+def test_a_1_rpm_key_s_8mb_bodies_do_not_delay_another_key(
+    gateway_factory: GatewayFactory, fake: FakeAnthropic
+) -> None:
     gw = gateway_factory()
     bulk = gw.create_key("bulk", "--rpm", "1")
     other = gw.create_key("other")
@@ -123,7 +127,9 @@ def _slow_sender(port: int, key: str, declared: int) -> socket.socket:
     return sock
 
 
-def test_the_body_bytes_one_key_holds_are_bounded(gateway_factory: GatewayFactory, fake: FakeAnthropic) -> None:
+def test_the_body_bytes_one_key_holds_are_bounded(
+    gateway_factory: GatewayFactory, fake: FakeAnthropic
+) -> None:
     gw = gateway_factory({"max_body_bytes_per_key": 1_000_000})
     a, b = gw.create_key("a"), gw.create_key("b")
     holding = _slow_sender(gw.port, a, 700_000)
@@ -137,7 +143,12 @@ def test_the_body_bytes_one_key_holds_are_bounded(gateway_factory: GatewayFactor
             err = second.json()
             assert err["type"] == "error" and err["error"]["type"] == "rate_limit_error"
             assert second.headers["retry-after"] == "1"
-            assert client.post(COUNT, content=_count_body(400_000, "x"), headers={**HDRS, "x-api-key": b}).status_code == 200
+            assert (
+                client.post(
+                    COUNT, content=_count_body(400_000, "x"), headers={**HDRS, "x-api-key": b}
+                ).status_code
+                == 200
+            )
             # One body over the per-key bound alone: a 413, before it is read.
             alone = client.post(COUNT, content=_count_body(1_100_000, "x"), headers={**HDRS, "x-api-key": b})
             assert alone.status_code == 413 and alone.json()["error"]["type"] == "request_too_large"
@@ -182,10 +193,13 @@ async def test_fair_turns_serve_keys_round_robin_and_keep_a_worker_for_others() 
         await gate.wait()
         return name
 
-    tasks = [asyncio.create_task(turns.run("a", lambda i=i: job(f"a{i}"))) for i in range(4)]
+    def start(key: str, i: int) -> asyncio.Task[str]:
+        return asyncio.create_task(turns.run(key, lambda: job(f"{key}{i}")))
+
+    tasks = [start("a", i) for i in range(4)]
     await asyncio.sleep(0)
-    tasks += [asyncio.create_task(turns.run("b", lambda i=i: job(f"b{i}"))) for i in range(2)]
-    tasks.append(asyncio.create_task(turns.run("c", lambda: job("c0"))))
+    tasks += [start("b", i) for i in range(2)]
+    tasks.append(start("c", 0))
     await asyncio.sleep(0.01)
     # Key a came first with four jobs but holds one of the two workers: b got the other.
     assert order == ["a0", "b0"] and turns.held("a") == 1 and turns.busy == 2

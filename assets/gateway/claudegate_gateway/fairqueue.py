@@ -72,11 +72,12 @@ class FairTurns:
 
     def _dispatch(self) -> None:
         while self._busy < self.workers:
-            for key, queue in self._waiting.items():
+            for key in self._waiting:
                 if self._held.get(key, 0) < self.share:
                     break
             else:
                 return  # every waiting key already holds its share
+            queue = self._waiting[key]
             fut = queue.popleft()
             if queue:
                 self._waiting.move_to_end(key)  # its next job waits for the other keys' turns
