@@ -22,6 +22,7 @@ import pytest
 
 from claudegate_gateway.errors import GatewayError
 from claudegate_gateway.fairqueue import BodyBytes, FairTurns
+from claudegate_gateway.loopshare import LoopShare
 from tests.conftest import GatewayFactory
 from tests.support.fake_anthropic import FakeAnthropic
 
@@ -249,3 +250,19 @@ def test_body_bytes_claims_grow_and_are_given_back() -> None:
     one.release()  # twice is harmless
     other.release()
     assert bound.held("k") == 0 and bound.held("other") == 0
+
+
+def test_loop_share_pauses_a_key_over_its_share_and_forgets_idle_keys() -> None:
+    share = LoopShare(share=0.25, burst=0.004)
+    assert share.charge("k", 0.002, now=100.0) == 0.0  # under the burst: no pause
+    pause = share.charge("k", 0.010, now=100.0)  # 12 ms of loop at once: 8 ms over, at 25 %
+    assert pause == pytest.approx(0.032)
+    assert share.charge("other", 0.001, now=100.0) == 0.0  # another key's account is its own
+    # The account drains at the share: 48 ms later it is back to nothing.
+    assert share.debt("k", now=100.048) == pytest.approx(0.0, abs=1e-9)
+    assert share.charge("k", 0.001, now=100.2) == 0.0
+    share.forget_idle(now=200.0)
+    assert share.debt("k", now=200.0) == 0.0 and not share._debt
+    assert share.charge("k", 1.0, now=300.0) == pytest.approx(
+        0.05
+    )  # one pause is capped; the next charge rechecks

@@ -26,8 +26,17 @@ def test_the_gateway_environment_has_re2() -> None:
     # image (and this test venv) run operator patterns on it.
     assert engine.ENGINE == "re2"
     compiled = engine.compile_pattern(r"blue\s{1,3}falcon")
-    assert type(compiled).__module__.startswith("re2")
+    assert type(compiled).__name__ == "_Re2Pattern"
     assert [m.span() for m in compiled.finditer("a BLUE  Falcon", 0, 14)] == [(2, 14)]
+
+
+def test_text_with_a_lone_surrogate_is_searched_with_the_same_offsets() -> None:
+    # Legal in JSON ("\\ud83d" alone), and RE2 reads UTF-8, which has no such character.
+    compiled = engine.compile_pattern(r"blue\s{1,3}falcon")
+    text = "\ud83d blue falcon \ud800 中 blue  falcon"
+    assert [m.span() for m in compiled.finditer(text, 0, len(text))] == [
+        m.span() for m in re.finditer(r"blue\s{1,3}falcon", text)
+    ]
 
 
 def test_the_product_the_old_check_accepted_is_refused_and_was_slow() -> None:

@@ -43,6 +43,7 @@ from claudegate_gateway.hygiene import (
 from claudegate_gateway.inspection import estimate_tokens
 from claudegate_gateway.keystore import Client, KeyStore
 from claudegate_gateway.limits import Limiter, Reservation
+from claudegate_gateway.loopshare import LoopShare
 from claudegate_gateway.metering import UsageMeter, charge
 from claudegate_gateway.metrics import Metrics
 from claudegate_gateway.objects import Objects, UpstreamAnswer
@@ -58,6 +59,8 @@ _DROP_DOWN = HOP_BY_HOP | {
 _MAX_LOGGED_PATH = 256
 # Responses that need no inspection go to the client in pieces this size.
 _CHUNK = 64 * 1024
+# A filtered stream's chunk is filtered this many bytes at a time (a millisecond or two of work).
+_FILTER_SLICE = 1024
 
 
 @dataclass
@@ -134,6 +137,7 @@ class Gateway:
         self.objects = Objects(keystore.owners, keystore.digest)
         self.in_flight = InFlight(config.max_in_flight_per_key)
         self.body_bytes = BodyBytes(config.max_body_bytes_per_key)
+        self.loop_share = LoopShare()
         self.slots = FairSlots(config.upstream.max_connections)
 
     # -- lifecycle ----------------------------------------------------------
@@ -162,6 +166,7 @@ class Gateway:
         # Every few seconds even with nothing pending: another gateway process
         # on this keystore may have spent some of the same budgets.
         self.limiter.sync(self.keystore.add_daily)
+        self.loop_share.forget_idle()
 
     # -- request path -------------------------------------------------------
 
@@ -446,6 +451,7 @@ class Gateway:
         headers["x-accel-buffering"] = "no"
         response = web.StreamResponse(status=upstream.status, headers=headers)
         await response.prepare(request)
+        key = ex.client.name if ex.client is not None else ""
         self.metrics.active_streams += 1
         ended = False
         try:
@@ -453,16 +459,27 @@ class Gateway:
                 async for chunk in upstream.content.iter_any():
                     if sf is None:
                         await response.write(chunk)
-                    else:
-                        # Filtered: what the window releases; after a block nothing, but
-                        # upstream is still read to the end so the usage is metered.
-                        out = sf.feed(chunk)
+                        ex.meter.feed(chunk)
+                        continue
+                    # Filtered: what the window releases; after a block nothing, but
+                    # upstream is still read to the end so the usage is metered.
+                    # A large chunk (an upstream that sends faster than this reads)
+                    # is filtered in slices, each charged to the key's share of the
+                    # loop (loopshare.py): one key's streams never hold the loop
+                    # from the others for more than a slice.
+                    for at in range(0, len(chunk), _FILTER_SLICE):
+                        began = time.perf_counter()
+                        out = sf.feed(chunk[at : at + _FILTER_SLICE])
+                        if at == 0:
+                            ex.meter.feed(chunk)
+                        pause = self.loop_share.charge(key, time.perf_counter() - began)
                         if out:
                             await response.write(out)
                         if sf.blocked and not ended:
                             await response.write_eof()  # the client has its error event: done
                             ended = True
-                    ex.meter.feed(chunk)
+                        if pause or at + _FILTER_SLICE < len(chunk):
+                            await asyncio.sleep(pause)
                 if sf is not None and not ended:
                     out = sf.close()
                     if out:

@@ -109,7 +109,7 @@ def compile_pattern(pattern: str) -> Pattern:
     options.case_sensitive = False
     options.log_errors = False  # the refusal is reported once, as a config error
     try:
-        compiled: Pattern = _re2.compile(pattern, options)
+        compiled: Pattern = _Re2Pattern(_re2.compile(pattern, options))
     except _re2.error as exc:
         detail = (
             exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
@@ -119,3 +119,29 @@ def compile_pattern(pattern: str) -> Pattern:
             "rewrite it without that construct",
         ) from None
     return compiled
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+class _Re2Pattern:
+    """RE2's pattern, taking any ``str``: RE2 reads UTF-8, which a lone surrogate
+    (legal in JSON, ``"\\ud83d"``) has no encoding in. Such text is searched with
+    each surrogate read as U+FFFD: one character for one, so offsets are the same."""
+
+    __slots__ = ("_rx",)
+
+    def __init__(self, rx: Any) -> None:
+        self._rx = rx
+
+    @property
+    def pattern(self) -> str:
+        return str(self._rx.pattern)
+
+    def finditer(self, text: str, pos: int = 0, endpos: int | None = None) -> Iterator[Any]:
+        if not text.isascii():
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                text = _SURROGATE.sub("\ufffd", text)
+        return self._rx.finditer(text, pos, len(text) if endpos is None else endpos)  # type: ignore[no-any-return]
