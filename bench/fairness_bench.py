@@ -60,7 +60,9 @@ def _summary(xs: list[float]) -> dict[str, float]:
 def _count_body(size: int, word: str) -> bytes:
     text = (word + " ") * (size // (len(word) + 1))
     blocks = [{"type": "text", "text": text[i : i + 100_000]} for i in range(0, len(text), 100_000)]
-    return json.dumps({"model": "claude-haiku-4-5", "messages": [{"role": "user", "content": blocks}]}).encode()
+    return json.dumps(
+        {"model": "claude-haiku-4-5", "messages": [{"role": "user", "content": blocks}]}
+    ).encode()
 
 
 def _victim(url: str, key: str, seconds: float, local: bool) -> list[float]:
@@ -103,7 +105,7 @@ def main() -> int:
             deltas = ['{"n": 1.'] + ["777"] * (args.digits // 3) + ["}"]
             for _ in range(100):
                 try:
-                    req = urllib.request.Request(fake_url + "/_fake/config", method="POST",
+                    req = urllib.request.Request(fake_url + "/_fake/config", method="POST",  # noqa: S310 (loopback)
                                                  data=json.dumps({"script": [{"type": "tool_use", "name": "t",
                                                                               "deltas": deltas}]}).encode(),
                                                  headers={"content-type": "application/json"})  # fmt: skip
@@ -134,12 +136,14 @@ def main() -> int:
                 return out.stdout.split()[-1]
 
             victim, attacker = key("victim"), key("attacker")
-            gateway = subprocess.Popen([*gw, "serve", "--config", str(d / "gw.yaml")], stderr=subprocess.DEVNULL)
+            gateway = subprocess.Popen(
+                [*gw, "serve", "--config", str(d / "gw.yaml")], stderr=subprocess.DEVNULL
+            )
             procs.append(gateway)
             url = f"http://127.0.0.1:{port}"
             for _ in range(100):
                 try:
-                    urllib.request.urlopen(f"http://127.0.0.1:{internal}/healthz", timeout=1).read()  # noqa: S310
+                    urllib.request.urlopen(f"http://127.0.0.1:{internal}/healthz", timeout=1).read()
                     break
                 except OSError:
                     time.sleep(0.1)
@@ -197,8 +201,14 @@ def main() -> int:
                     "under_attack": _summary(attacked_up),
                     "added_p99_ms": round((_q(attacked_up, 0.99) - _q(idle_up, 0.99)) * 1000, 1),
                 },
-                "attacker": {**done, "body_mb": args.body_mb, "number_digits": args.digits, "seconds": args.seconds,
-                             "bodies_at_once": args.bodies, "streams_at_once": args.streams},  # fmt: skip
+                "attacker": {
+                    **done,
+                    "body_mb": args.body_mb,
+                    "number_digits": args.digits,
+                    "seconds": args.seconds,
+                    "bodies_at_once": args.bodies,
+                    "streams_at_once": args.streams,
+                },
             }
             print(json.dumps(result, indent=2))
         finally:

@@ -117,7 +117,9 @@ def main() -> int:
     p.add_argument("--streams", type=int, default=9000)
     p.add_argument("--batch", type=int, default=300, help="connections opened per 50 ms")
     p.add_argument("--event-delay", type=float, default=0.5, help="seconds between the upstream's events")
-    p.add_argument("--response-rules", action="store_true", help="add a response rule: every stream is filtered")
+    p.add_argument(
+        "--response-rules", action="store_true", help="add a response rule: every stream is filtered"
+    )
     p.add_argument("--client", nargs=3, metavar=("PORT", "KEY", "N"), help=argparse.SUPPRESS)
     args = p.parse_args()
     _raise_nofile()
@@ -158,7 +160,9 @@ def main() -> int:
                                  capture_output=True, text=True, check=True).stdout.split()[-1]  # fmt: skip
             # GATEWAY_CMD: another way to run the gateway (a profiler); it gets "serve --config FILE".
             run = os.environ.get("GATEWAY_CMD", "").split() or gw
-            gateway = subprocess.Popen([*run, "serve", "--config", str(d / "gw.yaml")], preexec_fn=_raise_nofile)
+            gateway = subprocess.Popen(
+                [*run, "serve", "--config", str(d / "gw.yaml")], preexec_fn=_raise_nofile
+            )
             procs.append(gateway)
             internal_url = f"http://127.0.0.1:{internal}"
             for _ in range(600):

@@ -23,9 +23,9 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import os
 import logging
 import multiprocessing
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures.process import BrokenProcessPool
