@@ -136,8 +136,10 @@ def main() -> int:
                 return out.stdout.split()[-1]
 
             victim, attacker = key("victim"), key("attacker")
+            # GATEWAY_CMD: another gateway to measure (an older version: env PYTHONPATH=... python -m claudegate_gateway).
+            run = os.environ.get("GATEWAY_CMD", "").split() or gw
             gateway = subprocess.Popen(
-                [*gw, "serve", "--config", str(d / "gw.yaml")], stderr=subprocess.DEVNULL
+                [*run, "serve", "--config", str(d / "gw.yaml")], stderr=subprocess.DEVNULL
             )
             procs.append(gateway)
             url = f"http://127.0.0.1:{port}"

@@ -115,7 +115,7 @@ async def _client(port: int, key: str, n: int, batch: int) -> None:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--streams", type=int, default=9000)
-    p.add_argument("--batch", type=int, default=300, help="connections opened per 50 ms")
+    p.add_argument("--batch", type=int, default=100, help="connections opened per 50 ms")
     p.add_argument("--event-delay", type=float, default=0.5, help="seconds between the upstream's events")
     p.add_argument(
         "--response-rules", action="store_true", help="add a response rule: every stream is filtered"
@@ -151,7 +151,8 @@ def main() -> int:
             )  # fmt: skip
             (d / "gw.yaml").write_text(
                 f"listen: 127.0.0.1:{port}\ninternal_listen: 127.0.0.1:{internal}\n"
-                f"upstream: {{base_url: '{upstream}', api_key_file: '{d / 'up'}', max_connections: {2 * n + 2}}}\n"
+                f"upstream: {{base_url: '{upstream}', api_key_file: '{d / 'up'}', max_connections: {2 * n + 2}, "
+                f"connect_timeout: 60}}\n"
                 f"max_in_flight_per_key: {n + 1}\nkeystore: '{d / 'keys.db'}'\npepper_file: '{d / 'pepper'}'\n"
                 f"audit_log: '{d / 'audit.jsonl'}'\n" + rules
             )
