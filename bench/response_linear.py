@@ -11,6 +11,7 @@ doubles with the length; the decoder before issue 17 was quadratic.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from claudegate_gateway.filters import FilterPolicy
 from claudegate_gateway.filters.response import ResponseFilter, Tally
@@ -19,7 +20,7 @@ RULES = [
     {"name": "secrets", "detectors": ["all"], "action": "redact", "direction": "both"},
     {"name": "pii", "detectors": ["email"], "action": "redact", "direction": "response"},
 ]
-SHAPES = {
+SHAPES: dict[str, Callable[[int], str]] = {
     "number": lambda n: '{"n": ' + "7" * n + "}",
     "whitespace": lambda n: '{"a": "AKIA", ' + " " * n + '"b": 1}',
     "string": lambda n: '{"s": "' + "a" * n + '"}',
