@@ -131,11 +131,14 @@ def test_trusted_client_is_exempt_from_the_pii_rule_only(gw: GatewayProc, keys: 
 def test_block_in_a_stream_is_an_error_the_sdk_raises(gw: GatewayProc, keys: dict[str, str],
                                                       fake: FakeAnthropic) -> None:
     script(fake, {"type": "text", "deltas": chars("the plan for project  falcon is secret " + "x" * 300)})
+    before = len(gw.audit(at_least=0, timeout=0))
     with pytest.raises(anthropic.APIStatusError) as info, sdk(gw, keys["team"]).messages.stream(**BODY) as stream:
         for _ in stream:
             pass
     assert "codename" in str(info.value)
-    rec = gw.audit()[-1]
+    # The record is written when upstream has been read to its end, after the
+    # client had its error event: wait for it, not the previous test's.
+    rec = gw.audit(at_least=before + 1)[-1]
     assert {"rule": "codename", "direction": "response", "action": "block", "matches": 1} in rec["filters"]
     assert rec["output_tokens"] > 300  # upstream was read to its end: the tokens are paid for
 

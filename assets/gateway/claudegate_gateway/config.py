@@ -44,6 +44,10 @@ class Config:
     max_body_bytes: int = 32 * 1024 * 1024
     max_upload_bytes: int = 32 * 1024 * 1024
     max_in_flight_per_key: int = 32
+    # Bytes of request bodies one key may have inside the gateway at once
+    # (being read, waiting for an inspection worker, sent upstream); more is a
+    # 429, one body over it a 413. Default: twice max_body_bytes.
+    max_body_bytes_per_key: int = 64 * 1024 * 1024
     audit_log_max_bytes: int = 64 * 1024 * 1024
     audit_log_files: int = 5
     audit_field_max_chars: int = 512
@@ -65,7 +69,7 @@ _TOP_KEYS = {
     "listen", "internal_listen", "upstream", "keystore", "pepper_file",
     "audit_log", "trusted_proxies", "max_body_bytes", "filters", "client_filters",
     "max_upload_bytes", "max_in_flight_per_key", "audit_log_max_bytes", "audit_log_files",
-    "audit_field_max_chars", "state", "limits", "batch_poll_seconds",
+    "audit_field_max_chars", "state", "limits", "batch_poll_seconds", "max_body_bytes_per_key",
 }
 _LIMITS_KEYS = {"url_source_tokens", "server_tool_use_tokens", "server_tool_default_uses"}
 _UPSTREAM_KEYS = {"base_url", "api_key_file", "connect_timeout", "read_timeout", "max_connections"}
@@ -154,6 +158,10 @@ def parse_config(raw: Any, source: str = "<config>") -> Config:
             "so one key could hold every upstream connection",
             f"set it to at most {max(1, upstream.max_connections // 2)} or raise upstream.max_connections",
         )
+    max_body = _number(source, "max_body_bytes", raw.get("max_body_bytes", Config.max_body_bytes), minimum=1024, integer=True)
+    per_key_bytes = _number(
+        source, "max_body_bytes_per_key", raw.get("max_body_bytes_per_key", 2 * max_body), minimum=1024, integer=True
+    )
     return Config(
         reservations=_reservations(source, raw.get("limits")),
         batch_poll_seconds=_number(
@@ -166,7 +174,8 @@ def parse_config(raw: Any, source: str = "<config>") -> Config:
         pepper_file=Path(raw.get("pepper_file", Config.pepper_file)),
         audit_log=Path(audit) if audit else None,
         trusted_proxies=tuple(proxies),
-        max_body_bytes=_number(source, "max_body_bytes", raw.get("max_body_bytes", Config.max_body_bytes), minimum=1024, integer=True),
+        max_body_bytes=max_body,
+        max_body_bytes_per_key=per_key_bytes,
         filters=None if filters is None else tuple(filters),
         max_upload_bytes=_number(
             source, "max_upload_bytes", raw.get("max_upload_bytes", Config.max_upload_bytes), minimum=1024, integer=True

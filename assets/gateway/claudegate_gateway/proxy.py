@@ -30,6 +30,7 @@ from claudegate_gateway.batchurls import localise_page, localise_results_urls
 from claudegate_gateway.concurrency import FairSlots, InFlight
 from claudegate_gateway.config import Config
 from claudegate_gateway.errors import GatewayError, error_body, error_response, new_request_id
+from claudegate_gateway.fairqueue import BodyBytes
 from claudegate_gateway.filetokens import file_tokens
 from claudegate_gateway.filters import FilterPolicy, FilterResult, Verdict
 from claudegate_gateway.filters.batchresults import ResultsFilter
@@ -47,6 +48,7 @@ from claudegate_gateway.hygiene import (
 from claudegate_gateway.inspection import estimate_tokens
 from claudegate_gateway.keystore import Client
 from claudegate_gateway.limits import Limiter, Reservation
+from claudegate_gateway.loopshare import LoopShare
 from claudegate_gateway.metering import UsageMeter, charge
 from claudegate_gateway.metrics import Metrics
 from claudegate_gateway.objects import Objects, UpstreamAnswer
@@ -64,6 +66,8 @@ _DROP_DOWN = HOP_BY_HOP | {
 _MAX_LOGGED_PATH = 256
 # Responses that need no inspection go to the client in pieces this size.
 _CHUNK = 64 * 1024
+# A filtered stream's chunk is filtered this many bytes at a time (a millisecond or two of work).
+_FILTER_SLICE = 1024
 
 
 @dataclass
@@ -151,6 +155,8 @@ class Gateway:
         self._trusted = config.trusted_proxies
         self.objects = Objects(keystore.owners, keystore.digest)
         self.in_flight = InFlight(config.max_in_flight_per_key)
+        self.body_bytes = BodyBytes(config.max_body_bytes_per_key)
+        self.loop_share = LoopShare()
         self.slots = FairSlots(config.upstream.max_connections)
         # The limiter above on one host; Redis for all replicas with state.redis.
         self.admission: Admission = make_admission(config, self.limiter, keystore)
@@ -190,6 +196,8 @@ class Gateway:
         self.audit.close()
 
     async def flush_usage(self) -> None:
+        """Every few seconds (app.py): usage into the ledger (Redis admission only), idle loop shares dropped."""
+        self.loop_share.forget_idle()
         await self.admission.flush()
 
     # -- request path -------------------------------------------------------
@@ -305,6 +313,10 @@ class Gateway:
             return await self._list(request, route, client, ex), rate
 
         content_type = None
+        # The key's body bytes inside the gateway are bounded: claimed from
+        # the declared length before reading, from the real size after.
+        claim = self.body_bytes.claim(client.name, declared)
+        ex.holds.callback(claim.release)
         if op.body == "multipart":
             body, content_type = await self._read_upload(request, ex)
         else:
@@ -315,6 +327,7 @@ class Gateway:
                     "request_too_large",
                     f"Request exceeds the maximum allowed number of bytes ({self.config.max_body_bytes})",
                 ) from None
+        claim.grow(len(body))
         if op.body == "none" and body:
             raise GatewayError("invalid_request_error", f"{op.method} {op.template} takes no request body")
 
@@ -528,6 +541,7 @@ class Gateway:
         headers["cache-control"] = "no-cache"
         headers["x-accel-buffering"] = "no"
         response = web.StreamResponse(status=upstream.status, headers=headers)
+        key = ex.client.name if ex.client is not None else ""
         self.metrics.active_streams += 1
         ended = False
         try:
@@ -537,16 +551,27 @@ class Gateway:
                 async for chunk in upstream.content.iter_any():
                     if sf is None:
                         await response.write(chunk)
-                    else:
-                        # Filtered: what the window releases; after a block nothing, but
-                        # upstream is still read to the end so the usage is metered.
-                        out = sf.feed(chunk)
+                        ex.meter.feed(chunk)
+                        continue
+                    # Filtered: what the window releases; after a block nothing, but
+                    # upstream is still read to the end so the usage is metered.
+                    # A large chunk (an upstream that sends faster than this reads)
+                    # is filtered in slices, each charged to the key's share of the
+                    # loop (loopshare.py): one key's streams never hold the loop
+                    # from the others for more than a slice.
+                    for at in range(0, len(chunk), _FILTER_SLICE):
+                        began = time.perf_counter()
+                        out = sf.feed(chunk[at : at + _FILTER_SLICE])
+                        if at == 0:
+                            ex.meter.feed(chunk)
+                        pause = self.loop_share.charge(key, time.perf_counter() - began)
                         if out:
                             await response.write(out)
                         if sf.blocked and not ended:
                             await response.write_eof()  # the client has its error event: done
                             ended = True
-                    ex.meter.feed(chunk)
+                        if pause or at + _FILTER_SLICE < len(chunk):
+                            await asyncio.sleep(pause)
                 if sf is not None and not ended:
                     out = sf.close()
                     if out:
