@@ -206,14 +206,15 @@ def test_page_scan_is_bounded_and_its_position_is_sealed(tmp_path: Path) -> None
     objects = Objects(SqliteStore(store).owners, store.digest)
     scan = PageScan(limit=5, backward=False, seal=lambda p: objects.seal("team-a", "batch", p))
     n = 0
-    while scan.take({"data": [{"id": f"x{n}"}], "has_more": True}, set()) is not None:
+    # Ids long enough that random ciphertext cannot contain one by chance.
+    while scan.take({"data": [{"id": f"msgbatch_position{n}"}], "has_more": True}, set()) is not None:
         n += 1
     assert scan.pages == MAX_SCAN_PAGES
     out = scan.result()
     assert out["data"] == [] and out["has_more"] is True
     sealed = out["last_id"]
-    assert sealed.startswith("cgpos_") and objects.unseal("team-a", "batch", sealed) == f"x{n}"
-    assert f"x{n}" not in sealed  # encrypted, not only signed
+    assert sealed.startswith("cgpos_") and objects.unseal("team-a", "batch", sealed) == f"msgbatch_position{n}"
+    assert "position" not in sealed  # encrypted, not only signed
     assert objects.unseal("team-b", "batch", sealed) is None  # issued to team-a only
     assert objects.unseal("team-a", "file", sealed) is None  # and for batch lists only
     other = Objects(SqliteStore(store).owners, KeyStore(tmp_path / "other.db", "another pepper").digest)
