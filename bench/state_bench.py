@@ -57,7 +57,7 @@ async def admission(redis: RedisServer, calls: int) -> dict[str, list[float]]:
     async def noop_add(_d: dict[tuple[str, str], int], _day: str) -> dict[str, int]:
         return {}
 
-    local = LocalAdmission(Limiter(), lambda _d, _day: {})
+    local = LocalAdmission(Limiter())
     remote = RedisAdmission(
         RedisState(url=redis.url, password_file=redis.password_file), "bench",
         in_flight_per_key=32, load_daily=noop_load, add_daily=noop_add,

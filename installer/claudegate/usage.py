@@ -198,7 +198,9 @@ def summarize(
         if (client is not None and name != client) or (first_day is not None and day < first_day):
             continue
         entry = sums.setdefault((name, day), _Sum())
-        entry.requests += 1
+        # A batch settlement (the gateway's own record) is tokens upstream billed, not a request.
+        if record.get("event") != "batch_settled":
+            entry.requests += 1
         status = record.get("status")
         if isinstance(status, int) and status >= 400:
             entry.errors += 1

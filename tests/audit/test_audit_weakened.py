@@ -149,3 +149,59 @@ def test_a_gateway_that_forwards_encoded_paths_fails_path_tricks(
     assert verdict == FAILED and "POST /v1/%6Dessages: 200" in detail and "route table" in fix
     verdict, detail, _ = got["authz.nothing_reached_upstream"]
     assert verdict == FAILED and "/v1/%6Dessages reached the upstream API" in detail
+
+
+# The gateway as it was before every operation counted: a call that reserves
+# no tokens (a list, a get) skips the key's rpm. Booted with the real package,
+# one method replaced.
+_LISTS_FREE_BOOT = """
+import sys
+from claudegate_gateway import limits
+strict = limits.Limiter.reserve
+def lenient(self, client, tokens, now=None, **kwargs):
+    if tokens == 0:
+        return limits.Reservation(client.name, 0, None, self.day)
+    return strict(self, client, tokens, now, **kwargs)
+limits.Limiter.reserve = lenient
+from claudegate_gateway.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+class ListsFreeGateway(GatewayProc):
+    def start(self) -> ListsFreeGateway:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", _LISTS_FREE_BOOT, "serve", "--config", str(self.config_path)], stdout=log, stderr=log
+        )
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(self.internal_url + "/healthz", timeout=1):
+                    return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"the weakened gateway did not come up: {self.log_path.read_text()}")
+
+
+def test_a_gateway_whose_lists_skip_rpm_fails_rpm_on_lists(
+    tmp_path: Path, make_edge: EdgeFactory, audit_target: AuditFactory, fake_anthropic: FakeAnthropic
+) -> None:
+    proto = make_gateway(tmp_path / "listsfree", fake_anthropic.url, fake_anthropic.api_key,
+                         extra={"trusted_proxies": ["127.0.0.1/32"]})
+    weak = ListsFreeGateway(proto.workdir, proto.config_path, proto.port, proto.internal_port, proto.pepper,
+                            proto.upstream_key).start()
+    try:
+        edge = make_edge("listsfree", upstream=f"127.0.0.1:{weak.port}")
+        target = dataclasses.replace(audit_target(edge), clients=make_clients(weak))
+        got = verdicts(run_audit(target, only=("limits.rpm_on_lists",)))
+    finally:
+        weak.stop()
+    verdict, detail, fix = got["limits.rpm_on_lists"]
+    assert verdict == FAILED and "list calls passed a key limited to" in detail and "clients[].rpm" in fix
+
+
+def test_rpm_on_lists_holds_on_the_real_gateway(make_edge: EdgeFactory, audit_target: AuditFactory) -> None:
+    edge = make_edge("listsrpm")
+    got = verdicts(run_audit(audit_target(edge), only=("limits.rpm_on_lists",)))
+    assert got["limits.rpm_on_lists"][0] == HELD, got["limits.rpm_on_lists"]

@@ -23,7 +23,7 @@ from claudegate.edge.settings import EdgeSettings
 from claudegate_gateway.cli import parser as gateway_parser
 from claudegate_gateway.config import parse_config
 from claudegate_gateway.keystore import Scopes
-from tests.config.common import BASE, LOCAL, load
+from tests.config.common import BASE, LOCAL, load, problems
 
 FULL = """\
 ports: {http: 80, https: 8443}
@@ -124,7 +124,20 @@ def test_gateway_config_exact() -> None:
         "trusted_proxies": ["172.29.8.2/32"],
         "max_body_bytes": 8 * 1024 * 1024,
         "max_upload_bytes": 8 * 1024 * 1024,
+        "limits": {"url_source_tokens": 100_000, "server_tool_use_tokens": 25_000, "server_tool_default_uses": 10},
     }
+
+
+def test_reservation_ceilings_reach_the_gateway_with_the_gateways_defaults() -> None:
+    from claudegate_gateway.reservation import ReservationLimits
+
+    # deploy.yaml's defaults are the gateway's own.
+    parsed = parse_config(gateway_config(load("", base=LOCAL)), "gateway.yaml")
+    assert parsed.reservations == ReservationLimits()
+    cfg = load("limits:\n  url_source_tokens: 7000\n  server_tool_default_uses: 3\n", base=LOCAL)
+    parsed = parse_config(gateway_config(cfg), "gateway.yaml")
+    assert parsed.reservations == ReservationLimits(url_source_tokens=7000, server_tool_default_uses=3)
+    assert any("url_source_tokens" in line for line in problems("limits:\n  url_source_tokens: 0\n", base=LOCAL))
 
 
 def test_gateway_config_is_accepted_by_the_gateway() -> None:

@@ -38,6 +38,10 @@ def rule(body: str) -> str:
         ("pattern: '\\d+\\d+'", "deploy.yaml:12:5: filters[0].pattern: has two unbounded repeats"),
         ("pattern: 'a.*b'", "deploy.yaml:12:5: filters[0].pattern: has an unbounded repeat that can match"),
         ("pattern: '(x)\\1'", "deploy.yaml:12:5: filters[0].pattern: uses a back-reference"),
+        ("pattern: 'a(?=b)'", "deploy.yaml:12:5: filters[0].pattern: uses a look-around ((?=...), (?<=...)),"
+         " which the gateway's linear-time regex engine (RE2) cannot run"),
+        ("pattern: 'x\\w{1,100}\\w{1,100}\\w{1,100}y'",
+         "deploy.yaml:12:5: filters[0].pattern: has bounded repeats in a row that can match the same characters"),
         ("pattern: 'ab+c'\ndirection: response",
          "deploy.yaml:12:5: filters[0].pattern: a response rule must have a bounded match length"),
         ("pattern: x\naction: redcat", "deploy.yaml:13:5: filters[0].action: must be one of block, redact, log;"

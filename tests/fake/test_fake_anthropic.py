@@ -994,3 +994,28 @@ def test_state_defaults() -> None:
     assert state.resolve_model("claude-sonnet-4-5") is not None
     assert state.resolve_model("claude-opus-4-1") is not None
     assert state.resolve_model("claude-haiku-4-5-20251001") is not None
+
+
+def test_the_fake_bills_referenced_files_and_urls_and_shows_its_ledger() -> None:
+    import httpx
+
+    from tests.support.fake_anthropic import FakeAnthropic, FakeControl
+
+    with FakeAnthropic() as fake:
+        h = {"x-api-key": fake.api_key, "anthropic-version": "2023-06-01"}
+        r = httpx.post(fake.url + "/v1/files", headers=h, files={"file": ("a.txt", b"x" * 4_000, "text/plain")})
+        file_id = r.json()["id"]
+        content = [{"type": "document", "source": {"type": "file", "file_id": file_id}},
+                   {"type": "image", "source": {"type": "url", "url": "https://example.com/i.png"}},
+                   {"type": "text", "text": "hi"}]  # fmt: skip
+        body = {"model": "claude-sonnet-4-6", "max_tokens": 5, "messages": [{"role": "user", "content": content}]}
+        counted = httpx.post(fake.url + "/v1/messages/count_tokens", headers=h,
+                             json={k: v for k, v in body.items() if k != "max_tokens"}).json()["input_tokens"]
+        assert counted == 1 + 1_000 + 5_000  # "hi", the file's 4,000 characters, one URL source
+        usage = httpx.post(fake.url + "/v1/messages", headers=h, json=body).json()["usage"]
+        assert usage["input_tokens"] == counted
+        ledger = FakeControl(fake.url).billed()
+        assert [(b["path"], b["input_tokens"]) for b in ledger] == [("/v1/messages", counted)]  # count_tokens is free
+        FakeControl(fake.url).config(url_source_tokens=7)
+        assert httpx.post(fake.url + "/v1/messages/count_tokens", headers=h,
+                          json={k: v for k, v in body.items() if k != "max_tokens"}).json()["input_tokens"] == 1_008

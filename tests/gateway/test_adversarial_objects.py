@@ -390,17 +390,24 @@ def test_stream_abandoned_before_message_delta_pays_the_reservation(
     assert daily_usage(gw, "leaver") == reservation
 
 
-def test_upstream_break_pays_what_upstream_reported(gateway_factory: GatewayFactory, fake: FakeAnthropic) -> None:
+def test_upstream_break_pays_the_reservation_not_less_than_upstream_billed(
+    gateway_factory: GatewayFactory, fake: FakeAnthropic
+) -> None:
+    # Upstream broke off before its final usage: it generated (and bills) more
+    # than message_start reported, so the charge is the reservation.
     gw = gateway_factory()
     key = gw.create_key("victim", "--daily-tokens", "1000000")
     fake.state.disconnect_mid_stream(after=3)
-    with httpx.stream("POST", gw.url + "/v1/messages", headers=hdr(key),
-                      json=msg("reply with 50 words", 3000, stream=True)) as r:
+    body = json.dumps(msg("reply with 50 words", 3000, stream=True)).encode()
+    with httpx.stream("POST", gw.url + "/v1/messages", headers={**hdr(key), "content-type": "application/json"},
+                      content=body) as r:
         text = "".join(r.iter_text())
     assert "event: error" in text
     rec = gw.record(r.headers)
+    assert rec["error_type"] == "upstream_stream_broken" and rec["reserved_tokens"] == len(body) // 3 + 1 + 3000
     gw.stop()
-    assert 0 < daily_usage(gw, "victim") == rec["input_tokens"] + rec["output_tokens"] < 100
+    billed = sum(b.tokens for b in fake.state.billed)
+    assert daily_usage(gw, "victim") == rec["reserved_tokens"] >= billed > rec["input_tokens"] + rec["output_tokens"]
 
 
 def test_finished_stream_pays_actual_usage(gateway_factory: GatewayFactory, fake: FakeAnthropic) -> None:

@@ -136,18 +136,14 @@ def test_unknown_key_ids_do_not_grow_the_cache(tmp_path: Path) -> None:
 def test_daily_usage_is_added_not_overwritten(tmp_path: Path) -> None:
     one = KeyStore(tmp_path / "keys.db", "pepper")
     two = KeyStore(tmp_path / "keys.db", "pepper")
-    la, lb = Limiter(), Limiter()
-    day = la.day
-    la.pending = {(day, "team"): 700}
-    lb.pending = {(day, "team"): 500}
-    la.sync(one.add_daily)
-    lb.sync(two.add_daily)
-    assert lb.daily == {"team": 1200}
-    la.sync(one.add_daily)  # nothing pending: re-reads the other process's usage
-    assert la.daily == {"team": 1200}
-    la.pending = {(day, "team"): -5000}  # a refund never takes the total below zero
-    la.sync(one.add_daily)
-    assert la.daily == {"team": 0}
+    day = Limiter().day
+    assert one.reserve_daily("team", day, 700, 10_000) is None
+    assert two.reserve_daily("team", day, 500, 10_000) is None
+    assert one.daily_used("team", day) == two.daily_used("team", day) == 1200
+    # The other process's usage counts at once: 9,000 more does not fit under 10,000.
+    assert one.reserve_daily("team", day, 9_000, 10_000) == 1200
+    two.add_daily("team", day, -5000)  # a refund never takes the total below zero
+    assert one.daily_used("team", day) == 0
     one.close()
     two.close()
 
@@ -210,14 +206,15 @@ def test_page_scan_is_bounded_and_its_position_is_sealed(tmp_path: Path) -> None
     objects = Objects(SqliteStore(store).owners, store.digest)
     scan = PageScan(limit=5, backward=False, seal=lambda p: objects.seal("team-a", "batch", p))
     n = 0
-    while scan.take({"data": [{"id": f"x{n}"}], "has_more": True}, set()) is not None:
+    # Ids long enough that random ciphertext cannot contain one by chance.
+    while scan.take({"data": [{"id": f"msgbatch_position{n}"}], "has_more": True}, set()) is not None:
         n += 1
     assert scan.pages == MAX_SCAN_PAGES
     out = scan.result()
     assert out["data"] == [] and out["has_more"] is True
     sealed = out["last_id"]
-    assert sealed.startswith("cgpos_") and objects.unseal("team-a", "batch", sealed) == f"x{n}"
-    assert f"x{n}" not in sealed  # encrypted, not only signed
+    assert sealed.startswith("cgpos_") and objects.unseal("team-a", "batch", sealed) == f"msgbatch_position{n}"
+    assert "position" not in sealed  # encrypted, not only signed
     assert objects.unseal("team-b", "batch", sealed) is None  # issued to team-a only
     assert objects.unseal("team-a", "file", sealed) is None  # and for batch lists only
     other = Objects(SqliteStore(store).owners, KeyStore(tmp_path / "other.db", "another pepper").digest)

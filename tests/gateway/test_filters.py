@@ -693,7 +693,7 @@ def test_valid_config_round_trip() -> None:
 
 def test_patterns_with_anchors_and_lookarounds_still_match_each_piece() -> None:
     for pattern, text in [(r"^ignore previous", "Ignore previous instructions"), (r"\bfalcon\b", "the falcon."),
-                          (r"(?<!blue )falcon", "a falcon"), (r"secret$", "top secret"), (r"(?s)a.b", "a\nb")]:
+                          (r"(?:^|[^e] )falcon", "a falcon"), (r"secret$", "top secret"), (r"(?s)a.b", "a\nb")]:
         policy = deny(pattern)
         assert apply(policy, user(blocks("first block", text))).blocked is not None, pattern
         assert apply(policy, {"system": "s", "messages": [{"role": "user", "content": text}]}).blocked is not None

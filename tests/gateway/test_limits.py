@@ -61,7 +61,7 @@ def test_daily_budget() -> None:
     assert "daily budget" in err.value.message and int(err.value.headers["retry-after"]) >= 1
     lim.settle(res, 300)
     lim.reserve(c, 600, now=2.0)
-    assert lim.daily["svc"] == 900 and lim.pending == {(lim.day, "svc"): 900}
+    assert lim.ledger.daily_used("svc", lim.day) == 900
 
 
 def test_settle_after_window_expired_does_not_corrupt_total() -> None:

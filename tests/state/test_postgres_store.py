@@ -59,7 +59,7 @@ def test_migrations_run_once_when_many_replicas_start_together(postgres_server: 
                 await c.close()
 
     results = asyncio.run(go())
-    assert sorted(map(tuple, results)) == [(), (), (), (), (), (1,)]
+    assert sorted(map(tuple, results)) == [(), (), (), (), (), (1, 2)]
 
     async def versions() -> list[tuple[int, str]]:
         conn = await asyncpg.connect(pg_url, password=postgres_server.password)
@@ -68,7 +68,7 @@ def test_migrations_run_once_when_many_replicas_start_together(postgres_server: 
         finally:
             await conn.close()
 
-    assert asyncio.run(versions()) == [(1, "expand")]
+    assert asyncio.run(versions()) == [(1, "expand"), (2, "expand")]
 
 
 def test_revoke_and_rotate_on_one_gateway_are_refused_on_another_within_a_second(
@@ -203,33 +203,38 @@ def test_migrate_state_moves_every_key_object_and_day_of_usage(
     rotated_new = store.rotate("rotating", 3600)
     gone = store.create("gone", Scopes())
     store.revoke("gone")
-    store.owners.record("file", "file_abc", "alive")
+    store.owners.record("file", "file_abc", "alive", 777)  # with its token estimate
     store.owners.record("batch", "msgbatch_xyz", "rotating")
     day = time.strftime("%Y-%m-%d", time.gmtime())
-    store.add_daily({(day, "alive"): 1234, ("2026-01-01", "rotating"): 99}, day)
+    store.add_daily("alive", day, 1234)
+    store.add_daily("rotating", "2026-01-01", 99)
+    store.charge_batch("msgbatch_xyz", "rotating", "2026-01-01", 99, True)  # still open: settled after the move
     store.close()
 
     pg = make_gateway(tmp_path / "pg", fake.url, fake.api_key, _state(redis_db, postgres_server, pg_url),
                       share_keystore=one)  # fmt: skip
     gateways.append(pg)
     out = pg.cli("migrate")
-    assert "applied 1" in out.stdout
+    assert "applied 1, 2" in out.stdout
     out = pg.cli("migrate-state", "--from", str(sqlite_path))
-    assert out.stdout.strip() == "copied 3 clients, 4 credentials, 2 owned objects, 2 usage days"
+    assert out.stdout.strip() == "copied 3 clients, 4 credentials, 2 owned objects, 1 open batches, 2 usage days"
     again = pg.cli("migrate-state", "--from", str(sqlite_path))  # a second run copies nothing twice
-    assert again.stdout.strip() == "copied 0 clients, 0 credentials, 0 owned objects, 2 usage days"
-    async def check() -> tuple[dict[str, int], dict[str, int], set[str], set[str]]:
+    assert again.stdout.strip() == "copied 0 clients, 0 credentials, 0 owned objects, 0 open batches, 2 usage days"
+    async def check() -> tuple[dict[str, int], dict[str, int], set[str], set[str], dict[str, int], Any]:
         s = PgKeyStore(PostgresState(url=pg_url, password_file=postgres_server.password_file), pg.pepper, "test")
         await s.open()
         try:
             return (await s.load_daily(day), await s.load_daily("2026-01-01"),
-                    await s.owned("file", "alive", ["file_abc"]), await s.owned("batch", "rotating", ["msgbatch_xyz"]))
+                    await s.owned("file", "alive", ["file_abc"]), await s.owned("batch", "rotating", ["msgbatch_xyz"]),
+                    await s.file_tokens("alive", ["file_abc"]), await s.open_batches(10))  # fmt: skip
         finally:
             await s.close()
 
-    today, old_day, files, batches = asyncio.run(check())
+    today, old_day, files, batches, estimates, open_batches = asyncio.run(check())
     assert today == {"alive": 1234} and old_day == {"rotating": 99}  # copied once, not doubled by the rerun
     assert files == {"file_abc"} and batches == {"msgbatch_xyz"}
+    assert estimates == {"file_abc": 777}
+    assert open_batches == [("msgbatch_xyz", "rotating", "2026-01-01", 99)]
     listing = {c["name"]: c for c in json.loads(pg.cli("keys", "list", "--json").stdout)}
     assert {n: c["state"] for n, c in listing.items()} == {"alive": "active", "gone": "revoked", "rotating": "active"}
     assert listing["alive"]["scopes"]["daily_tokens"] == 50_000

@@ -31,6 +31,7 @@ and drive it over HTTP with ``FakeControl(url)`` or the ``/_fake/`` endpoints:
                              optional on every kind: "count" (-1 = until reset), "path" (exact request path),
                              "body_contains" (only requests whose body holds this text: a slow key's requests)
     GET    /_fake/config     current knobs;  POST /_fake/config  {"latency": S, "event_delay": S, ...}
+    GET    /_fake/billed     what the fake billed: [{"path", "input_tokens", "output_tokens", "params", "at"}]
     GET    /_fake/health     {"ok": true}
 
 Deterministic behaviour (see ``plan_reply`` and ``estimate_input_tokens``):
@@ -40,8 +41,16 @@ Deterministic behaviour (see ``plan_reply`` and ``estimate_input_tokens``):
   text ``reply with N words`` asks for N words; ``max_tokens`` truncates (stop_reason
   ``max_tokens``), ``stop_sequences`` cut the text (stop_reason ``stop_sequence``);
 * input tokens are ``ceil(chars / 4)`` over system, message text, tool inputs and
-  results and the JSON of tool definitions, plus a fixed 1000 per image or binary
-  document; the same number is used by messages, count_tokens, usage and batches;
+  results and the JSON of tool definitions, plus a fixed 1000 per inline (base64)
+  image or PDF; content referenced by ``file_id`` is billed as real Anthropic bills
+  it (a text file ``ceil(chars / 4)``, a PDF ``PDF_PAGE_TOKENS`` per page, an image
+  ``(w*h)/750`` after the 1568 px / 1.15 MP downscale), a URL source
+  ``FakeState.url_source_tokens``; the same number is used by messages,
+  count_tokens, usage and batches;
+* what the fake *bills* is kept in ``FakeState.billed`` (one :class:`Billed` per
+  message it generated, streamed or not, finished or cut off, and per succeeded
+  batch request when the batch ends; count_tokens bills nothing), so tests can
+  compare what a gateway charged with what upstream would have invoiced;
 * with ``tools`` and a ``tool_choice`` of ``any``/``tool`` (or the last user text
   containing ``use the tool``) the reply is a ``tool_use`` block whose input holds
   the required properties of the tool's ``input_schema`` with placeholder values;
@@ -92,6 +101,7 @@ __all__ = [
     "DEFAULT_MODELS",
     "ERROR_STATUS",
     "AsyncFakeAnthropic",
+    "Billed",
     "Failure",
     "FakeAnthropic",
     "FakeControl",
@@ -143,7 +153,10 @@ MESSAGES_MAX_BYTES: Final = 32 * 1024 * 1024
 BATCHES_MAX_BYTES: Final = 256 * 1024 * 1024
 FILES_MAX_BYTES: Final = 500 * 1024 * 1024
 
-IMAGE_TOKENS: Final = 1000  # fixed input-token cost of one image / binary document
+IMAGE_TOKENS: Final = 1000  # fixed input-token cost of one inline image / binary document
+PDF_PAGE_TOKENS: Final = 3000  # a page's text and its image, as billed for a PDF file
+IMAGE_MAX_TOKENS: Final = 1600  # the most one image costs after the API's downscale
+_PDF_PAGE_RE: Final = re.compile(rb"/Type\s*/Page(?![A-Za-z0-9])")
 THINKING_WORDS: Final = 8
 TOOL_JSON_CHUNK: Final = 16  # characters per input_json_delta
 
@@ -440,6 +453,21 @@ def _parse_kind(spec: Mapping[str, Any], count: int, path: str | None) -> Failur
 
 
 @dataclass(slots=True)
+class Billed:
+    """One generation the fake billed: its path, tokens, and the request params it answered."""
+
+    path: str
+    input_tokens: int
+    output_tokens: int
+    params: Any
+    at: float = field(default_factory=time.time)
+
+    @property
+    def tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
+@dataclass(slots=True)
 class _Batch:
     id: str
     created: float
@@ -485,6 +513,7 @@ _CONFIG_FIELDS: Final = (
     "public_base_url",
     "max_message_bytes",
     "script",
+    "url_source_tokens",
 )
 
 
@@ -509,8 +538,10 @@ class FakeState:
     ratelimit_requests: int = 4_000
     ratelimit_input_tokens: int = 2_000_000
     ratelimit_output_tokens: int = 400_000
+    url_source_tokens: int = 5_000  # what fetching one URL source bills (the fake fetches nothing)
     batches: dict[str, _Batch] = field(default_factory=dict, repr=False)
     files: dict[str, _File] = field(default_factory=dict, repr=False)
+    billed: list[Billed] = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
         self._lock = threading.RLock()
@@ -612,7 +643,7 @@ class FakeState:
         for name, value in changes.items():
             if name in ("latency", "event_delay", "batch_processing_seconds"):
                 checked[name] = _number(value, name)
-            elif name in ("default_reply_words", "max_recorded", "max_message_bytes"):
+            elif name in ("default_reply_words", "max_recorded", "max_message_bytes", "url_source_tokens"):
                 checked[name] = _int(value, name, minimum=0)
             elif name in ("files_downloadable", "record_requests"):
                 if not isinstance(value, bool):
@@ -652,6 +683,7 @@ class FakeState:
             self.failures.clear()
             self.batches.clear()
             self.files.clear()
+            self.billed.clear()
             for name, value in self._initial.items():
                 setattr(self, name, value)
             self.api_keys = set(self._initial_keys)
@@ -738,10 +770,15 @@ def _block_cost(block: Any) -> tuple[int, int]:
     kind = block.get("type")
     if kind == "text":
         return len(str(block.get("text", ""))), 0
+    if kind in ("image", "document", "container_upload"):
+        source = block.get("source")
+        if isinstance(source, Mapping) and source.get("type") in ("file", "url"):
+            return 0, 0  # billed by referenced_input_tokens, which knows the files
+        if kind == "container_upload":
+            return 0, 0
     if kind == "image":
         return 0, IMAGE_TOKENS
     if kind == "document":
-        source = block.get("source")
         chars = len(str(block.get("title") or "")) + len(str(block.get("context") or ""))
         if isinstance(source, Mapping) and source.get("type") == "text":
             return chars + len(str(source.get("data", ""))), 0
@@ -785,6 +822,69 @@ def estimate_input_tokens(body: Mapping[str, Any]) -> int:
     for tool in body.get("tools") or ():
         chars += len(json.dumps(tool, separators=(",", ":"), sort_keys=True))
     return max(1, -(-chars // 4) + extra)
+
+
+def _image_dims(data: bytes) -> tuple[int, int] | None:
+    # PNG and GIF headers (what the tests upload); other images bill the most an image can.
+    if data.startswith(b"\x89PNG\r\n\x1a\n") and data[12:16] == b"IHDR":
+        return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    if data[:6] in (b"GIF87a", b"GIF89a"):
+        return int.from_bytes(data[6:8], "little"), int.from_bytes(data[8:10], "little")
+    return None
+
+
+def _file_input_tokens(stored: _File) -> int:
+    """What one reference to an uploaded file bills, by what the file is."""
+    data = stored.data
+    if data.startswith(b"%PDF-"):
+        return max(1, len(_PDF_PAGE_RE.findall(data))) * PDF_PAGE_TOKENS
+    dims = _image_dims(data)
+    if dims is not None:
+        w, h = dims
+        scale = min(1.0, 1568 / max(w, h, 1))
+        w2, h2 = w * scale, h * scale
+        if w2 * h2 > 1_150_000:
+            shrink = (1_150_000 / (w2 * h2)) ** 0.5
+            w2, h2 = w2 * shrink, h2 * shrink
+        return max(1, math.ceil(w2 * h2 / 750))
+    if stored.mime_type.startswith("image/"):
+        return IMAGE_MAX_TOKENS
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return PDF_PAGE_TOKENS  # an unknown binary document: one page's worth
+    return max(1, -(-len(text) // 4))
+
+
+def referenced_input_tokens(state: FakeState, body: Any) -> int:
+    """Input tokens of content the body points at: files by id, URL sources (containers bill none)."""
+    total = 0
+    stack = [body]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, Mapping):
+            if node.get("type") in ("image", "document"):
+                source = node.get("source")
+                if isinstance(source, Mapping) and source.get("type") == "file":
+                    stored = state.files.get(str(source.get("file_id")))
+                    total += _file_input_tokens(stored) if stored is not None else 0
+                elif isinstance(source, Mapping) and source.get("type") == "url":
+                    total += state.url_source_tokens
+            stack.extend(v for v in node.values() if isinstance(v, Mapping | list))
+        elif isinstance(node, list):
+            stack.extend(v for v in node if isinstance(v, Mapping | list))
+    return total
+
+
+def _reply_for(state: FakeState, body: Mapping[str, Any]) -> Reply:
+    """The reply to a messages body, its input billed with the content it references."""
+    reply = scripted_reply(state.script, body) if state.script else plan_reply(body, state.default_reply_words)
+    reply.input_tokens += referenced_input_tokens(state, body)
+    return reply
+
+
+def _bill(state: FakeState, path: str, reply: Reply, params: Any) -> None:
+    state.billed.append(Billed(path, reply.input_tokens, reply.output_tokens, params))
 
 
 # ---------------------------------------------------------------------------
@@ -1558,8 +1658,9 @@ async def _messages(request: web.Request) -> web.StreamResponse:
     body = validate_body(_json_body(request))
     spec = _resolve(state, body["model"])
     _check_model_limits(spec, body)
-    script = state.script
-    reply = scripted_reply(script, body) if script else plan_reply(body, state.default_reply_words)
+    reply = _reply_for(state, body)
+    # Billed once generation starts, whether or not anyone reads the answer to its end.
+    _bill(state, request.path, reply, body)
     if not body.get("stream"):
         return _json_response(
             request, message_json(reply, spec.id), in_tok=reply.input_tokens, out_tok=reply.output_tokens
@@ -1609,7 +1710,8 @@ async def _count_tokens(request: web.Request) -> web.StreamResponse:
     _check_size(request, state.max_message_bytes)
     body = validate_body(_json_body(request), count_only=True)
     _resolve(state, body["model"])
-    return _json_response(request, {"input_tokens": estimate_input_tokens(body)})
+    tokens = estimate_input_tokens(body) + referenced_input_tokens(state, body)
+    return _json_response(request, {"input_tokens": tokens})
 
 
 # -- pagination ------------------------------------------------------------
@@ -1706,7 +1808,8 @@ def _advance_batch(state: FakeState, batch: _Batch) -> None:
             error = error_payload(err.kind, err.message, new_request_id())
             results.append({"custom_id": custom_id, "result": {"type": "errored", "error": error}})
             continue
-        reply = scripted_reply(state.script, params) if state.script else plan_reply(params, state.default_reply_words)
+        reply = _reply_for(state, params)
+        _bill(state, "/v1/messages/batches", reply, params)
         results.append(
             {"custom_id": custom_id, "result": {"type": "succeeded", "message": message_json(reply, spec.id)}}
         )
@@ -2025,6 +2128,15 @@ async def _ctl_fail(request: web.Request) -> web.StreamResponse:
     return _plain({"ok": True, "added": [f.to_json() for f in added], "pending": len(state.failures)})
 
 
+async def _ctl_billed(request: web.Request) -> web.StreamResponse:
+    state = request.app[STATE_KEY]
+    return _plain([
+        {"path": b.path, "input_tokens": b.input_tokens, "output_tokens": b.output_tokens, "params": b.params,
+         "at": b.at}
+        for b in list(state.billed)
+    ])  # fmt: skip
+
+
 async def _ctl_get_config(request: web.Request) -> web.StreamResponse:
     return _plain(request.app[STATE_KEY].config())
 
@@ -2068,6 +2180,7 @@ def make_app(state: FakeState | None = None) -> web.Application:
     r.add_post("/_fake/reset", _ctl_reset)
     r.add_post("/_fake/fail", _ctl_fail)
     r.add_get("/_fake/config", _ctl_get_config)
+    r.add_get("/_fake/billed", _ctl_billed)
     r.add_post("/_fake/config", _ctl_config)
     r.add_get("/_fake/health", _ctl_health)
     return app
@@ -2257,6 +2370,11 @@ class FakeControl:
         result: dict[str, Any] = (
             self._call("POST", "/_fake/config", changes) if changes else self._call("GET", "/_fake/config")
         )
+        return result
+
+    def billed(self) -> list[dict[str, Any]]:
+        """What the fake billed (its ledger), one entry per generation."""
+        result: list[dict[str, Any]] = self._call("GET", "/_fake/billed")
         return result
 
     def health(self) -> bool:

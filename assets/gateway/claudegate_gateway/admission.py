@@ -14,7 +14,6 @@ so both engines count exactly the same thing.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Protocol
 
 from claudegate_gateway.config import Config
@@ -28,8 +27,17 @@ class Admission(Protocol):
 
     async def stop(self) -> None: ...
 
-    async def reserve(self, client: Client, tokens: int) -> Reservation:
-        """Admit one request needing up to `tokens`, or raise a GatewayError (429, 400, 503)."""
+    async def reserve(self, client: Client, tokens: int, *, count_request: bool = True) -> Reservation:
+        """Admit one request needing up to `tokens`, or raise a GatewayError (429, 400, 503).
+
+        Every operation is counted first with ``reserve(client, 0)`` (rpm and
+        the in-flight place); the token reservation after its body was read
+        passes ``count_request=False`` (neither counted again). Both are settled.
+        """
+        ...
+
+    async def count_request(self, client: Client) -> None:
+        """Count one more upstream request against rpm without checking it (a list's extra pages)."""
         ...
 
     def check_room(self, client: Client, tokens: int) -> None:
@@ -44,8 +52,12 @@ class Admission(Protocol):
         """anthropic-ratelimit-* headers for the client's limits."""
         ...
 
+    def adjust_daily(self, name: str, day: str, delta: int) -> None:
+        """A batch settled in the durable store (``settle_batch``): move admission's own view of the day too."""
+        ...
+
     async def flush(self) -> None:
-        """Called every few seconds: usage into the durable ledger."""
+        """Called every few seconds: usage into the durable ledger (nothing to do on one host)."""
         ...
 
     def health(self) -> dict[str, float]:
@@ -54,11 +66,10 @@ class Admission(Protocol):
 
 
 class LocalAdmission:
-    """One host: the in-process limiter, as the gateway always did."""
+    """One host: the in-process limiter, its daily budget taken in the SQLite keystore."""
 
-    def __init__(self, limiter: Limiter, add_daily: Callable[[dict[tuple[str, str], int], str], dict[str, int]]) -> None:
+    def __init__(self, limiter: Limiter) -> None:
         self.limiter = limiter
-        self._add_daily = add_daily
 
     async def start(self) -> None:
         return None
@@ -66,14 +77,22 @@ class LocalAdmission:
     async def stop(self) -> None:
         return None
 
-    async def reserve(self, client: Client, tokens: int) -> Reservation:
-        return self.limiter.reserve(client, tokens)
+    async def reserve(self, client: Client, tokens: int, *, count_request: bool = True) -> Reservation:
+        return self.limiter.reserve(client, tokens, count_request=count_request)
+
+    async def count_request(self, client: Client) -> None:
+        self.limiter.count_request(client)
 
     def check_room(self, client: Client, tokens: int) -> None:
         self.limiter.check_room(client, tokens)
 
     def settle(self, res: Reservation, used: int) -> None:
         self.limiter.settle(res, used)
+
+    def adjust_daily(self, name: str, day: str, delta: int) -> None:
+        # The keystore's settle_batch corrected daily_usage in its own transaction,
+        # and that table is this engine's view: nothing else to move.
+        return None
 
     def headers(self, client: Client) -> dict[str, str]:
         return self.limiter.headers(client)
@@ -82,9 +101,9 @@ class LocalAdmission:
         return {}
 
     async def flush(self) -> None:
-        # Every few seconds even with nothing pending: another gateway process
-        # on this keystore may have spent some of the same budgets.
-        self.limiter.sync(self._add_daily)
+        # Nothing pending: every reservation and settlement was written to the
+        # keystore when it was made (limits.DailyLedger), exact across processes.
+        return None
 
 
 def make_admission(config: Config, limiter: Limiter, store: Store) -> Admission:
@@ -92,7 +111,7 @@ def make_admission(config: Config, limiter: Limiter, store: Store) -> Admission:
     if config.state.redis is None:
         # config.py allows no state.postgres without state.redis: one host, SQLite.
         assert isinstance(store, SqliteStore)
-        return LocalAdmission(limiter, store.keystore.add_daily)
+        return LocalAdmission(limiter)
     from claudegate_gateway.admission_redis import RedisAdmission  # only deployments with Redis load it
 
     return RedisAdmission(

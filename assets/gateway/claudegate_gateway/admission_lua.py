@@ -26,7 +26,7 @@ from __future__ import annotations
 LIBRARY_NAME = "claudegate"
 # Bumped whenever the code below changes: a replica loads its own version
 # (FUNCTION LOAD REPLACE) only when the server has an older one.
-LIBRARY_VERSION = 2  # 2: reserve checks the caller's UTC day against Redis's clock
+LIBRARY_VERSION = 3  # 2: the caller's UTC day checked against Redis's clock; 3: count_request flag, cg_count
 WINDOW_MS = 60_000
 
 LIBRARY = f"""#!lua name={LIBRARY_NAME}
@@ -159,6 +159,13 @@ local function settle(keys, args)
   return 1
 end
 
+-- KEYS: rpm ; ARGV: id  One more request in the sliding minute, unchecked (a list's extra upstream page).
+local function count(keys, args)
+  redis.call('ZADD', keys[1], now_ms(), args[1])
+  redis.call('PEXPIRE', keys[1], WINDOW * 2)
+  return 1
+end
+
 -- KEYS: fly ; ARGV: lease_ms hold...  Extend the leases of holds still held.
 local function renew(keys, args)
   local until_ = now_ms() + tonumber(args[1])
@@ -187,6 +194,7 @@ local function version() return {LIBRARY_VERSION} end
 redis.register_function('cg_reserve', reserve)
 redis.register_function('cg_settle', settle)
 redis.register_function('cg_renew', renew)
+redis.register_function('cg_count', count)
 redis.register_function('cg_seed', seed)
 redis.register_function('cg_beat', beat)
 redis.register_function{{function_name='cg_version', callback=version, flags={{'no-writes'}}}}

@@ -231,9 +231,11 @@ class RedisAdmission:
             await self._load_library()  # Redis restarted empty: load and try once more
             return await self.redis.fcall(name, len(keys), *keys, *args)
 
-    async def reserve(self, client: Client, tokens: int) -> Reservation:
+    async def reserve(self, client: Client, tokens: int, *, count_request: bool = True) -> Reservation:
+        """``count_request=False``: the token reservation of a request whose rate count
+        (``reserve(client, 0)``, which took rpm and the in-flight place) came first."""
         if not self.up:
-            return self._local(client, tokens)
+            return self._local(client, tokens, count_request)
         s = client.scopes
         # The day is Redis's, not this host's: a replica whose clock is off
         # (or a request at midnight) would charge another day's counter, a
@@ -248,8 +250,9 @@ class RedisAdmission:
                 keys = _keys(client.name, day)
                 args = (
                     hold_id, tokens,
-                    -1 if s.rpm is None else s.rpm, -1 if s.tpm is None else s.tpm,
-                    -1 if s.daily_tokens is None else s.daily_tokens, self.in_flight_per_key,
+                    -1 if s.rpm is None or not count_request else s.rpm, -1 if s.tpm is None else s.tpm,
+                    -1 if s.daily_tokens is None else s.daily_tokens,
+                    self.in_flight_per_key if count_request else -1,
                     self.lease_ms, DAY_TTL, day_no,
                 )  # fmt: skip
                 reply = await self._call_reserve(keys, args)
@@ -266,14 +269,17 @@ class RedisAdmission:
                     raise _budget_unknown()
         except (RedisError, OSError) as exc:
             self._down(exc)
-            return self._local(client, tokens)
+            return self._local(client, tokens, count_request)
         except GatewayError:
             raise
         except Exception as exc:  # the ledger could not be read to seed today's counter
             log.warning("daily budget of %s not seeded: %s", client.name, type(exc).__name__)
             raise _budget_unknown() from None
         verdict, used, limit, wait_ms, redis_now = reply[0], int(reply[1]), int(reply[2]), int(reply[3]), int(reply[4])
-        self._snap[client.name] = (redis_now / 1000, int(reply[5]), int(reply[6]))
+        requests = int(reply[5])
+        if not count_request:  # the function did not look at rpm: the rate count's figure stands
+            requests = self._snap.get(client.name, (0.0, 0, 0))[1]
+        self._snap[client.name] = (redis_now / 1000, requests, int(reply[6]))
         if verdict != "ok":
             raise self._refusal(client, verdict, used, limit, wait_ms, redis_now, tokens)
         counted = s.daily_tokens is not None and tokens > 0
@@ -327,7 +333,26 @@ class RedisAdmission:
         headers["retry-after"] = str(max(1, -(-wait_ms // 1000)))
         return GatewayError("rate_limit_error", message, headers=headers)
 
-    def _local(self, client: Client, tokens: int) -> Reservation:
+    async def count_request(self, client: Client) -> None:
+        if client.scopes.rpm is None:
+            return
+        if self.up:
+            try:
+                await self._fcall("cg_count", _keys(client.name, "-")[:1], f"{self.replica}:{next(self._seq)}:p")
+                return
+            except (RedisError, OSError) as exc:
+                self._down(exc)
+        self.fallback.count_request(client)
+
+    def adjust_daily(self, name: str, day: str, delta: int) -> None:
+        if not delta:
+            return
+        # cg_settle of a hold that is not in the windows moves only the day
+        # (and only once it was seeded: unseeded, it is read from the ledger,
+        # which has the settlement already).
+        self._queue_settle(_keys(name, day), [f"batch:{self.replica}:{next(self._seq)}", str(delta), "1"])
+
+    def _local(self, client: Client, tokens: int, count_request: bool = True) -> Reservation:
         """Decide without Redis: budgets fail closed, rates at limit ÷ live replicas."""
         s = client.scopes
         if s.daily_tokens is not None and tokens > 0:
@@ -352,14 +377,14 @@ class RedisAdmission:
             tpm=None if s.tpm is None else s.tpm // n,
             daily_tokens=None,
         )
-        if (share.rpm == 0) or (share.tpm is not None and tokens > share.tpm):
+        if (share.rpm == 0 and count_request) or (share.tpm is not None and tokens > share.tpm):
             raise GatewayError(
                 "rate_limit_error",
                 "This key's share of its rate limit on this gateway replica is used up while the "
                 "gateway's shared state is unreachable; retry shortly",
                 headers={"retry-after": "5"},
             )
-        return self.fallback.reserve(replace(client, scopes=share), tokens)
+        return self.fallback.reserve(replace(client, scopes=share), tokens, count_request=count_request)
 
     def check_room(self, client: Client, tokens: int) -> None:
         s = client.scopes

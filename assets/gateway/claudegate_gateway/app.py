@@ -20,6 +20,8 @@ from claudegate_gateway.proxy import Gateway
 from claudegate_gateway.store import SqliteStore, Store
 
 log = logging.getLogger("claudegate.gateway")
+# With state.redis: how often usage metered here is written to the durable ledger.
+# One host needs no flush (its daily budget is taken in the keystore itself).
 _FLUSH_EVERY = 5.0
 
 

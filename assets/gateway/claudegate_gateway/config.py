@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from claudegate_gateway.reservation import ReservationLimits
 from claudegate_gateway.stateconfig import StateConfig, StateConfigError, parse_state
 
 
@@ -43,6 +44,10 @@ class Config:
     max_body_bytes: int = 32 * 1024 * 1024
     max_upload_bytes: int = 32 * 1024 * 1024
     max_in_flight_per_key: int = 32
+    # Bytes of request bodies one key may have inside the gateway at once
+    # (being read, waiting for an inspection worker, sent upstream); more is a
+    # 429, one body over it a 413. Default: twice max_body_bytes.
+    max_body_bytes_per_key: int = 64 * 1024 * 1024
     audit_log_max_bytes: int = 64 * 1024 * 1024
     audit_log_files: int = 5
     audit_field_max_chars: int = 512
@@ -54,6 +59,9 @@ class Config:
     client_filters: dict[str, dict[str, str]] = field(default_factory=dict)
     # Shared state for several hosts (stateconfig.py); empty: SQLite and this process alone.
     state: StateConfig = field(default_factory=StateConfig)
+    # Ceilings reserved for content a request points at (reservation.py).
+    reservations: ReservationLimits = field(default_factory=ReservationLimits)
+    batch_poll_seconds: float = 30.0  # how often open batches are checked for settlement
     source: str = "<defaults>"
 
 
@@ -61,8 +69,9 @@ _TOP_KEYS = {
     "listen", "internal_listen", "upstream", "keystore", "pepper_file",
     "audit_log", "trusted_proxies", "max_body_bytes", "filters", "client_filters",
     "max_upload_bytes", "max_in_flight_per_key", "audit_log_max_bytes", "audit_log_files",
-    "audit_field_max_chars", "state",
+    "audit_field_max_chars", "state", "limits", "batch_poll_seconds", "max_body_bytes_per_key",
 }
+_LIMITS_KEYS = {"url_source_tokens", "server_tool_use_tokens", "server_tool_default_uses"}
 _UPSTREAM_KEYS = {"base_url", "api_key_file", "connect_timeout", "read_timeout", "max_connections"}
 
 
@@ -149,7 +158,15 @@ def parse_config(raw: Any, source: str = "<config>") -> Config:
             "so one key could hold every upstream connection",
             f"set it to at most {max(1, upstream.max_connections // 2)} or raise upstream.max_connections",
         )
+    max_body = _number(source, "max_body_bytes", raw.get("max_body_bytes", Config.max_body_bytes), minimum=1024, integer=True)
+    per_key_bytes = _number(
+        source, "max_body_bytes_per_key", raw.get("max_body_bytes_per_key", 2 * max_body), minimum=1024, integer=True
+    )
     return Config(
+        reservations=_reservations(source, raw.get("limits")),
+        batch_poll_seconds=_number(
+            source, "batch_poll_seconds", raw.get("batch_poll_seconds", Config.batch_poll_seconds), minimum=0.1
+        ),
         listen=_hostport(source, "listen", raw.get("listen", "127.0.0.1:8080")),
         internal_listen=_hostport(source, "internal_listen", raw.get("internal_listen", "127.0.0.1:9090")),
         upstream=upstream,
@@ -157,7 +174,8 @@ def parse_config(raw: Any, source: str = "<config>") -> Config:
         pepper_file=Path(raw.get("pepper_file", Config.pepper_file)),
         audit_log=Path(audit) if audit else None,
         trusted_proxies=tuple(proxies),
-        max_body_bytes=_number(source, "max_body_bytes", raw.get("max_body_bytes", Config.max_body_bytes), minimum=1024, integer=True),
+        max_body_bytes=max_body,
+        max_body_bytes_per_key=per_key_bytes,
         filters=None if filters is None else tuple(filters),
         max_upload_bytes=_number(
             source, "max_upload_bytes", raw.get("max_upload_bytes", Config.max_upload_bytes), minimum=1024, integer=True
@@ -178,6 +196,20 @@ def parse_config(raw: Any, source: str = "<config>") -> Config:
         state=state,
         source=source,
     )
+
+
+def _reservations(source: str, raw: Any) -> ReservationLimits:
+    if raw is None:
+        return ReservationLimits()
+    if not isinstance(raw, dict):
+        raise _fail(source, "limits", "must be a mapping", "write e.g. limits: {url_source_tokens: 100000}")
+    _unknown(source, "limits.", set(raw), _LIMITS_KEYS)
+    defaults = ReservationLimits()
+    values = {
+        key: _number(source, f"limits.{key}", raw.get(key, getattr(defaults, key)), minimum=1, integer=True)
+        for key in _LIMITS_KEYS
+    }
+    return ReservationLimits(**values)
 
 
 _OVERRIDES = ("off", "block", "redact", "log")

@@ -17,6 +17,7 @@ from claudegate_gateway.filters import FilterPolicy, FilterResult, Verdict
 from claudegate_gateway.jsonbody import BodyError, parse_object
 from claudegate_gateway.keystore import Scopes
 from claudegate_gateway.ownership import referenced_file_ids
+from claudegate_gateway.reservation import References, references
 
 
 class Refused(Exception):
@@ -34,7 +35,7 @@ class Inspection:
 
     body: bytes  # what goes upstream: the input itself, or re-serialised after redaction
     changed: bool = False  # body is not the input (a worker then need not send the input back)
-    tokens: int = 0  # to reserve: input estimate + max_tokens (0: costs no tokens)
+    tokens: int = 0  # to reserve: input estimate + max_tokens, before referenced content (refs)
     max_tokens: int = 0  # summed over a batch's requests
     model: str | None = None
     stream: bool = False
@@ -42,6 +43,8 @@ class Inspection:
     filter_blocked: bool = False
     error: tuple[str, str] | None = None  # (Anthropic error type, message)
     file_ids: list[str] = field(default_factory=list)  # each must be the caller's (checked by the proxy)
+    # Content the body points at (files, URLs, server tools): reservation.py adds its cost to ``tokens``.
+    refs: References = field(default_factory=References)
 
 
 def estimate_tokens(size: int) -> int:
@@ -71,6 +74,7 @@ def _inspect(kind: str, body: bytes, scopes: Scopes, policy: FilterPolicy, found
         found.file_ids = referenced_file_ids(doc)
     except ValueError as exc:
         raise Refused("invalid_request_error", str(exc)) from None
+    found.refs = references(doc)
     if kind == "batch":
         requests = doc.get("requests")
         if not isinstance(requests, list) or not requests:
@@ -95,8 +99,10 @@ def _inspect(kind: str, body: bytes, scopes: Scopes, policy: FilterPolicy, found
         return
     new_doc, changed = _check_params(doc, scopes, policy, found, kind == "message", "")
     found.body, found.changed = (json.dumps(new_doc).encode(), True) if changed else (body, False)
-    # Counting tokens costs none; only the request rate applies to it.
-    found.tokens = 0 if kind == "count_tokens" else estimate_tokens(len(found.body)) + found.max_tokens
+    # count_tokens reserves its input too (referenced files included) and is
+    # settled to the nothing upstream bills for it: a key cannot count a file
+    # its budget could not pay for.
+    found.tokens = estimate_tokens(len(found.body)) + found.max_tokens
 
 
 def _check_params(

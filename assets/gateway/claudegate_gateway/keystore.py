@@ -12,6 +12,7 @@ end, so both work during the overlap.
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import hmac
 import json
@@ -53,6 +54,20 @@ CREATE TABLE IF NOT EXISTS daily_usage (
     tokens INTEGER NOT NULL,
     PRIMARY KEY (name, day)
 );
+-- A batch is charged its reservation at creation and settled, once, from
+-- its results' usage (batchsettle.py) against the day it was charged.
+CREATE TABLE IF NOT EXISTS batch_charges (
+    id TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    day TEXT NOT NULL,
+    reserved INTEGER NOT NULL,
+    daily INTEGER NOT NULL,
+    created_at REAL NOT NULL,
+    checked_at REAL,
+    settled_at REAL,
+    used INTEGER
+);
+CREATE INDEX IF NOT EXISTS batch_charges_open ON batch_charges(settled_at, checked_at);
 """ + OWNERSHIP_SCHEMA
 
 # Lookups remembered per process, known and unknown ids alike. Bounded: every
@@ -145,12 +160,16 @@ class KeyStore:
         self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA busy_timeout=5000")
+        # Every admission with a daily budget commits here: in WAL mode NORMAL
+        # survives a crash of the process (not of the machine) without an fsync per commit.
+        self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
         self._pepper = pepper.encode()
         self._cache: OrderedDict[str, _Cached | None] = OrderedDict()
         self._cache_entries = max(1, cache_entries)
         self._data_version = -1
         self.owners = Ownership(self._db)
+        self.owners.migrate()
 
     def close(self) -> None:
         self._db.close()
@@ -306,26 +325,113 @@ class KeyStore:
             )
         return out
 
-    # -- daily budget persistence -------------------------------------------
+    # -- the daily budget (limits.DailyLedger) --------------------------------
+
+    def reserve_daily(self, name: str, day: str, tokens: int, limit: int) -> int | None:
+        """Take `tokens` of `name`'s `day` if they fit under `limit`: None when taken, else the usage.
+
+        Checked and written in one ``BEGIN IMMEDIATE`` transaction, which
+        holds SQLite's write lock from the read on: two gateway processes
+        on this keystore can never both take the last of a budget.
+        """
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            row = self._db.execute("SELECT tokens FROM daily_usage WHERE name = ? AND day = ?", (name, day)).fetchone()
+            used = int(row[0]) if row else 0
+            if used + tokens > limit:
+                return used
+            self._db.execute(
+                "INSERT INTO daily_usage(name, day, tokens) VALUES (?,?,?)"
+                " ON CONFLICT(name, day) DO UPDATE SET tokens = tokens + excluded.tokens",
+                (name, day, tokens),
+            )
+        return None
+
+    def add_daily(self, name: str, day: str, delta: int) -> None:
+        """Add `delta` to `name`'s usage on `day` (a settlement; negative gives back), never below zero."""
+        if not delta:
+            return
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._add_daily_in(name, day, delta)
+
+    def add_usage(self, deltas: dict[tuple[str, str], int]) -> None:
+        """Add usage deltas ((day, name) -> tokens) in one transaction: the ledger
+        behind Redis admission (state.redis without state.postgres)."""
+        rows = [(name, day, delta) for (day, name), delta in deltas.items() if delta]
+        if not rows:
+            return  # no write: other processes' caches stay valid
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            for name, day, delta in rows:
+                self._add_daily_in(name, day, delta, clamp=False)
+
+    def _add_daily_in(self, name: str, day: str, delta: int, *, clamp: bool = True) -> None:
+        # Inside a caller's transaction (the batch settlement marks its row in the same one).
+        # clamp=False for deltas that may arrive before the reservation they correct
+        # (with state.redis a replica writes its reservations every few seconds, a
+        # batch settlement at once): the sum comes right once both are in.
+        if not clamp:
+            self._db.execute(
+                "INSERT INTO daily_usage(name, day, tokens) VALUES (?,?,?)"
+                " ON CONFLICT(name, day) DO UPDATE SET tokens = tokens + excluded.tokens",
+                (name, day, delta),
+            )
+            return
+        self._db.execute(
+            "INSERT INTO daily_usage(name, day, tokens) VALUES (?,?,MAX(0, ?))"
+            " ON CONFLICT(name, day) DO UPDATE SET tokens = MAX(0, tokens + ?)",
+            (name, day, delta, delta),
+        )
+
+    def daily_used(self, name: str, day: str) -> int:
+        row = self._db.execute("SELECT tokens FROM daily_usage WHERE name = ? AND day = ?", (name, day)).fetchone()
+        return int(row[0]) if row else 0
+
+    # -- batches charged at creation, settled when they end ------------------
+
+    def charge_batch(self, batch_id: str, owner: str, day: str, reserved: int, daily: bool) -> None:
+        with self._db:
+            self._db.execute(
+                "INSERT OR IGNORE INTO batch_charges(id, owner, day, reserved, daily, created_at)"
+                " VALUES (?,?,?,?,?,?)",
+                (batch_id, owner, day, reserved, int(daily), time.time()),
+            )
+
+    def open_batches(self, limit: int) -> builtins.list[tuple[str, str, str, int]]:
+        """Unsettled batches, least recently checked first: (id, owner, day, reserved)."""
+        rows = self._db.execute(
+            "SELECT id, owner, day, reserved FROM batch_charges WHERE settled_at IS NULL"
+            " ORDER BY COALESCE(checked_at, 0), created_at LIMIT ?",
+            (limit,),
+        ).fetchall()
+        return [(str(i), str(o), str(d), int(r)) for i, o, d, r in rows]
+
+    def batch_checked(self, batch_id: str) -> None:
+        with self._db:
+            self._db.execute("UPDATE batch_charges SET checked_at = ? WHERE id = ?", (time.time(), batch_id))
+
+    def settle_batch(self, batch_id: str, used: int) -> tuple[str, str, int, bool] | None:
+        """Replace a batch's reservation by `used`, once: (owner, day, reserved, daily), or None if settled already.
+
+        The mark and the daily correction are one transaction, so two
+        gateway processes polling the same batch settle it exactly once.
+        """
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            row = self._db.execute(
+                "SELECT owner, day, reserved, daily FROM batch_charges WHERE id = ? AND settled_at IS NULL",
+                (batch_id,),
+            ).fetchone()
+            if row is None:
+                return None
+            owner, day, reserved, daily = row
+            self._db.execute(
+                "UPDATE batch_charges SET settled_at = ?, used = ? WHERE id = ?", (time.time(), used, batch_id)
+            )
+            if daily:
+                self._add_daily_in(owner, day, used - int(reserved), clamp=False)
+        return str(owner), str(day), int(reserved), bool(daily)
 
     def load_daily(self, day: str) -> dict[str, int]:
         return dict(self._db.execute("SELECT name, tokens FROM daily_usage WHERE day = ?", (day,)).fetchall())
-
-    def add_daily(self, deltas: dict[tuple[str, str], int], day: str) -> dict[str, int]:
-        """Add usage deltas ((day, name) -> tokens) and return `day`'s totals.
-
-        Additive (tokens = tokens + delta) in one transaction: another gateway
-        process on the same keystore (a blue/green switch) adds its own usage
-        and neither overwrites the other.
-        """
-        rows = [(name, d, delta, delta) for (d, name), delta in deltas.items() if delta]
-        if not rows:
-            return self.load_daily(day)  # no write: other processes' caches stay valid
-        with self._db:
-            self._db.execute("BEGIN IMMEDIATE")
-            self._db.executemany(
-                "INSERT INTO daily_usage(name, day, tokens) VALUES (?,?,MAX(0, ?))"
-                " ON CONFLICT(name, day) DO UPDATE SET tokens = MAX(0, tokens + ?)",
-                rows,
-            )
-            return self.load_daily(day)

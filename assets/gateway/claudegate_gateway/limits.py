@@ -8,19 +8,20 @@ parallel requests can never overshoot a limit.
 Windows are exact sliding minutes (a log of entries), not fixed buckets: a
 burst at a bucket edge cannot get twice the limit through.
 
-The daily budget is shared with any other gateway process on the same
-keystore (a blue/green switch runs two): this process keeps the changes it
-made since the last sync as *deltas*, `sync` adds them to SQLite and takes
-back the totals, so no process ever overwrites another's usage.
+The daily budget is shared with every other gateway process on the same
+keystore (a blue/green switch runs two): it is checked and taken in one
+keystore transaction (:class:`DailyLedger`, SQLite's ``BEGIN IMMEDIATE`` in
+keystore.py), so two processes can never both admit the last of a day's
+tokens. rpm and tpm stay in process (windows per process).
 """
 
 from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Protocol
 
 from claudegate_gateway.errors import GatewayError
 from claudegate_gateway.keystore import Client
@@ -56,6 +57,39 @@ class _Window:
         return WINDOW
 
 
+class DailyLedger(Protocol):
+    """Where the daily budget is counted; one atomic check-and-take per request."""
+
+    def reserve_daily(self, name: str, day: str, tokens: int, limit: int) -> int | None:
+        """Take `tokens` of `day` if they fit under `limit`: None when taken, else the tokens used already."""
+
+    def add_daily(self, name: str, day: str, delta: int) -> None:
+        """Add `delta` (negative: give back) to `day`'s usage, never below zero."""
+
+    def daily_used(self, name: str, day: str) -> int:
+        """Tokens `day` has used so far."""
+
+
+class MemoryLedger:
+    """A ledger in this process alone (unit tests; a gateway uses the keystore's)."""
+
+    def __init__(self) -> None:
+        self.used: dict[tuple[str, str], int] = {}
+
+    def reserve_daily(self, name: str, day: str, tokens: int, limit: int) -> int | None:
+        used = self.used.get((day, name), 0)
+        if used + tokens > limit:
+            return used
+        self.used[(day, name)] = used + tokens
+        return None
+
+    def add_daily(self, name: str, day: str, delta: int) -> None:
+        self.used[(day, name)] = max(0, self.used.get((day, name), 0) + delta)
+
+    def daily_used(self, name: str, day: str) -> int:
+        return self.used.get((day, name), 0)
+
+
 @dataclass
 class Reservation:
     name: str
@@ -75,51 +109,46 @@ def _rfc3339(wall: float) -> str:
 
 
 class Limiter:
-    def __init__(self) -> None:
+    def __init__(self, ledger: DailyLedger | None = None) -> None:
         self._requests: dict[str, _Window] = {}
         self._tokens: dict[str, _Window] = {}
+        self.ledger: DailyLedger = ledger if ledger is not None else MemoryLedger()
         self.day = _utc_day(time.time())
         self._day_ends = 0.0
-        self.daily: dict[str, int] = {}
-        # (day, name) -> tokens added or given back here since the last sync.
-        self.pending: dict[tuple[str, str], int] = {}
 
     def _roll_day(self, wall: float) -> None:
         if wall < self._day_ends:
             return  # formatting the date costs more than the rest of reserve()
-        day = _utc_day(wall)
+        self.day = _utc_day(wall)
         self._day_ends = (int(wall) // 86400 + 1) * 86400
-        if day != self.day:
-            self.day = day
-            self.daily = {}
 
-    def _add_daily(self, day: str, name: str, tokens: int) -> None:
-        if day == self.day:
-            self.daily[name] = max(0, self.daily.get(name, 0) + tokens)
-        key = (day, name)
-        self.pending[key] = self.pending.get(key, 0) + tokens
+    def count_request(self, client: Client, now: float | None = None) -> None:
+        """Count one more upstream request against the key's rpm without checking it.
 
-    def sync(self, write: Callable[[dict[tuple[str, str], int], str], dict[str, int]]) -> None:
-        """Hand the pending deltas to `write` (additive) and adopt the totals it returns."""
-        self._roll_day(time.time())
-        pending, self.pending = self.pending, {}
-        try:
-            totals = write(pending, self.day)
-        except BaseException:
-            for key, tokens in pending.items():  # nothing lost: retried on the next sync
-                self.pending[key] = self.pending.get(key, 0) + tokens
-            raise
-        # write() does not await, so nothing was added here meanwhile.
-        self.daily = dict(totals)
+        For a list's extra upstream pages: the call was admitted, and the
+        pages it costs make the key's next request wait instead.
+        """
+        if client.scopes.rpm is None:
+            return
+        mono = time.monotonic() if now is None else now
+        window = self._requests.setdefault(client.name, _Window())
+        window.entries.append(_Entry(mono, 1))
+        window.total += 1
 
-    def reserve(self, client: Client, tokens: int, now: float | None = None) -> Reservation:
-        """Admit one request needing up to `tokens`, or raise a 429 GatewayError."""
+    def reserve(
+        self, client: Client, tokens: int, now: float | None = None, *, count_request: bool = True
+    ) -> Reservation:
+        """Admit one request needing up to `tokens`, or raise a 429 GatewayError.
+
+        ``count_request=False``: the request was counted against rpm already
+        (the proxy counts every operation first, before reading its body).
+        """
         mono = time.monotonic() if now is None else now
         wall = time.time()
         self._roll_day(wall)
         s = client.scopes
         name = client.name
-        req_w = self._requests.setdefault(name, _Window()) if s.rpm is not None else None
+        req_w = self._requests.setdefault(name, _Window()) if s.rpm is not None and count_request else None
         tok_w = self._tokens.setdefault(name, _Window()) if s.tpm is not None and tokens else None
         if req_w is not None and s.rpm is not None:
             req_w.expire(mono)
@@ -142,8 +171,10 @@ class Limiter:
                     f"This key's rate limit of {s.tpm} tokens per minute is exceeded", wait, client, mono, wall
                 )
         if s.daily_tokens is not None and tokens:
-            used = self.daily.get(name, 0)
-            if used + tokens > s.daily_tokens:
+            # Checked and taken in one keystore transaction: the last check,
+            # so a refusal here leaves nothing taken anywhere.
+            used = self.ledger.reserve_daily(name, self.day, tokens, s.daily_tokens)
+            if used is not None:
                 midnight = (int(wall) // 86400 + 1) * 86400
                 raise self._refuse(
                     f"This key's daily budget of {s.daily_tokens} tokens is used up ({used} used)",
@@ -161,8 +192,6 @@ class Limiter:
             entry = _Entry(mono, tokens)
             tok_w.entries.append(entry)
             tok_w.total += tokens
-        if s.daily_tokens is not None and tokens:
-            self._add_daily(self.day, name, tokens)
         return Reservation(name, tokens, entry, self.day, s.daily_tokens is not None)
 
     def check_room(self, client: Client, tokens: int, now: float | None = None) -> None:
@@ -190,7 +219,8 @@ class Limiter:
                         f"This key's rate limit of {s.tpm} tokens per minute is exceeded", wait, client, mono, wall
                     )
         if s.daily_tokens is not None:
-            used = self.daily.get(client.name, 0) if self.day == _utc_day(wall) else 0
+            self._roll_day(wall)
+            used = self.ledger.daily_used(client.name, self.day)
             if used + tokens > s.daily_tokens:
                 midnight = (int(wall) // 86400 + 1) * 86400
                 raise self._refuse(
@@ -212,7 +242,7 @@ class Limiter:
                 window.total += delta
             res.entry.amount += delta
         if res.daily and res.tokens:
-            self._add_daily(res.day, res.name, delta)
+            self.ledger.add_daily(res.name, res.day, delta)
 
     def _refuse(self, message: str, wait: float, client: Client, mono: float, wall: float) -> GatewayError:
         headers = self.headers(client, mono, wall)

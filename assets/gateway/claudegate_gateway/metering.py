@@ -4,17 +4,25 @@ For streams the bytes are forwarded first and only then shown to the meter,
 which looks at just the events that carry usage (``message_start``,
 ``message_delta``) and mid-stream ``error`` events.
 
-What a request is finally charged (``charge``) cannot be dodged by leaving:
-upstream generates, and bills, whether or not the client stays to read, so a
-client that goes away before upstream's final usage arrived pays its whole
-reservation (input estimate + max_tokens). When upstream itself breaks off,
-the charge is what upstream reported until then.
+What a request is finally charged (``charge``, the settle step) cannot be
+dodged by leaving: upstream generates, and bills, whether or not anyone
+stays to read, so a request that upstream may have started and whose final
+usage never arrived (the client left at any point, upstream broke off or
+timed out) pays its whole reservation (input estimate, referenced content,
+max_tokens). A request upstream answered with an error, or never received,
+pays what upstream reported (nothing).
 """
 
 from __future__ import annotations
 
 import json
 from typing import Any
+
+
+def usage_tokens(usage: dict[str, Any]) -> int:
+    """All the tokens one ``usage`` object bills: input (cache writes and reads included) and output."""
+    out = usage.get("output_tokens")
+    return _usage_input(usage) + (out if isinstance(out, int) and not isinstance(out, bool) else 0)
 
 
 def _usage_input(usage: dict[str, Any]) -> int:
@@ -106,15 +114,15 @@ class UsageMeter:
             self.stream_error = str(err.get("type", "error"))
 
 
-def charge(reserved: int, meter: UsageMeter, *, client_left: bool) -> int:
+def charge(reserved: int, meter: UsageMeter, *, started: bool) -> int:
     """Tokens a generating request is charged, given what it reserved.
 
-    Upstream's final usage wins whenever it arrived. Without it, a client
-    that left pays the reservation; otherwise (upstream broke off or
-    answered an error) what upstream reported so far.
+    Upstream's final usage wins whenever it arrived. Without it, a request
+    upstream may have started (``started``: sent, and not answered with an
+    error status) pays its reservation; otherwise what upstream reported.
     """
     if meter.final:
         return meter.total
-    if client_left:
+    if started:
         return max(reserved, meter.total)
     return meter.total

@@ -120,16 +120,21 @@ class Objects:
 
     # -- after upstream answered ----------------------------------------------
 
-    async def created(self, client: Client, kind: ObjectKind, status: int, data: bytes) -> None:
+    async def created(
+        self, client: Client, kind: ObjectKind, status: int, data: bytes, tokens: int | None = None
+    ) -> str | None:
+        """Record the new object as the caller's (a file with its token estimate); return its id."""
         if not 200 <= status < 300:
-            return
+            return None
         try:
             doc = json.loads(data)
         except ValueError:
-            return
+            return None
         object_id = doc.get("id") if isinstance(doc, dict) else None
         if isinstance(object_id, str) and OBJECT_ID.match(object_id):
-            await self.owners.record(kind, object_id, client.name)
+            await self.owners.record(kind, object_id, client.name, tokens)
+            return object_id
+        return None
 
     async def deleted(self, kind: ObjectKind, object_id: str, status: int) -> None:
         if 200 <= status < 300:

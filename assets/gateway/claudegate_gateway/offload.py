@@ -7,8 +7,10 @@ hold the GIL for as long as they run on one large string. So bodies of at
 least :data:`INLINE_MAX` bytes go to a small process pool (spawned, not
 forked: the gateway has threads); smaller ones, the common case (Claude
 Code's ~50 KB requests), are inspected inline, where the hand-off would
-cost more than the work. The worker starts with the first large body and
-stops when none came for a while.
+cost more than the work. The workers (one per core this process may run
+on, see fairqueue.py) start with the first large body and stop when none
+came for a while; keys take turns at them (:class:`~.fairqueue.FairTurns`),
+so one key's large bodies never make another key's wait behind all of them.
 
 The worker builds its own :class:`FilterPolicy` from the same config (a
 policy holds lambdas and is not picklable). If the pool cannot be started
@@ -20,13 +22,16 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import multiprocessing
+import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any
+from typing import Any, TypeVar
 
+from claudegate_gateway.fairqueue import FairTurns, host_cores
 from claudegate_gateway.filters import FilterPolicy, FilterResult
 from claudegate_gateway.filters.clients import ClientPolicies
 from claudegate_gateway.inspection import Inspection, inspect_body
@@ -35,10 +40,15 @@ from claudegate_gateway.keystore import Scopes
 log = logging.getLogger("claudegate.gateway")
 
 INLINE_MAX = 256 * 1024
-WORKERS = 1
+# One worker per core, up to a ceiling: each idle worker is ~40 MB, and a
+# 32 MB body parses into several times that while it is inspected.
+MAX_WORKERS = 16
+WORKERS = min(MAX_WORKERS, host_cores())
 IDLE_SECONDS = 120.0
+WORKER_NICENESS = 10
 
 _policy: ClientPolicies | None = None
+_R = TypeVar("_R")
 
 
 def build_policy(filters: Sequence[dict[str, Any]] | None, source: str) -> FilterPolicy:
@@ -51,6 +61,20 @@ def _init_worker(
 ) -> None:
     global _policy
     _policy = ClientPolicies(build_policy(filters, source), client_filters)
+
+
+def _init_process_worker(
+    filters: Sequence[dict[str, Any]] | None, source: str, client_filters: Mapping[str, Mapping[str, str]]
+) -> None:
+    # Below the event loop's priority: on a busy host the loop, which every
+    # key's requests and streams go through, gets the CPU before bulk inspection.
+    with contextlib.suppress(OSError):
+        os.nice(WORKER_NICENESS)
+    _init_worker(filters, source, client_filters)
+
+
+def _ready() -> None:
+    """Nothing: submitted once per worker so that all of them start with the pool."""
 
 
 def _inspect_in_worker(kind: str, body: bytes, scopes: Scopes, client: str = "") -> Inspection:
@@ -72,16 +96,16 @@ def _apply_in_worker(doc: dict[str, Any], client: str) -> FilterResult:
 class Offload:
     """Runs :func:`inspect_body` inline or in the worker pool, by body size.
 
-    The worker process starts with the first large body and stops after
+    The worker processes start with the first large body and stop after
     ``idle_seconds`` without one, so a gateway that never sees large bodies
-    pays no memory for it (a worker and multiprocessing's resource tracker
+    pays no memory for them (a worker and multiprocessing's resource tracker
     are ~40 MB together).
     """
 
     def __init__(
         self, policy: FilterPolicy, filters: Sequence[dict[str, Any]] | None, source: str,
         client_filters: Mapping[str, Mapping[str, str]] | None = None, inline_max: int = INLINE_MAX,
-        idle_seconds: float = IDLE_SECONDS,
+        idle_seconds: float = IDLE_SECONDS, workers: int = WORKERS,
     ) -> None:  # fmt: skip
         self.policy = policy
         # Per-client overrides (rule off, or another action), here and in the worker.
@@ -91,6 +115,8 @@ class Offload:
         overrides = {name: dict(rules) for name, rules in (client_filters or {}).items()}
         self._initargs = (None if filters is None else tuple(filters), source, overrides)
         self._pool: concurrent.futures.Executor | None = None
+        self.workers = max(1, workers)
+        self.turns = FairTurns(self.workers)
         self._busy = 0
         self._last_used = 0.0
         self._reaper: asyncio.Task[None] | None = None
@@ -101,14 +127,20 @@ class Offload:
 
     def _new_pool(self) -> concurrent.futures.Executor:
         try:
-            return concurrent.futures.ProcessPoolExecutor(
-                max_workers=WORKERS, mp_context=multiprocessing.get_context("spawn"),
-                initializer=_init_worker, initargs=self._initargs,
+            pool = concurrent.futures.ProcessPoolExecutor(
+                max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
+                initializer=_init_process_worker, initargs=self._initargs,
             )  # fmt: skip
+            # Spawned workers start on demand, one per job that finds none idle:
+            # start them all now, so a second key's body does not wait for a
+            # Python to start while the first key's body holds the only worker.
+            for _ in range(self.workers):
+                pool.submit(_ready)
+            return pool
         except (OSError, ImportError) as exc:  # e.g. no semaphores without /dev/shm
             log.warning("no worker process for large bodies (%s); inspecting them in a thread", exc)
             _init_worker(*self._initargs)
-            return concurrent.futures.ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="inspect")
+            return concurrent.futures.ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="inspect")
 
     def start(self) -> None:
         """Start the idle reaper (on the running event loop)."""
@@ -134,22 +166,7 @@ class Offload:
     async def inspect(self, kind: str, body: bytes, scopes: Scopes, client: str = "") -> Inspection:
         if len(body) < self.inline_max:
             return inspect_body(kind, body, scopes, self.policies.request_policy(client))
-        if self._pool is None:
-            self._pool = self._new_pool()
-        self._busy += 1
-        try:
-            found = await asyncio.get_running_loop().run_in_executor(
-                self._pool, _inspect_in_worker, kind, body, scopes, client
-            )
-        except BrokenProcessPool:
-            # The worker died (killed, out of memory): this request is the
-            # gateway's failure (a 500); the next large body starts a new worker.
-            log.error("the inspection worker died; the next large body starts a new one")
-            self._shutdown()
-            raise
-        finally:
-            self._busy -= 1
-            self._last_used = time.monotonic()
+        found = await self._in_worker(client, _inspect_in_worker, kind, body, scopes, client)
         if not found.changed:
             found.body = body
         return found
@@ -158,15 +175,29 @@ class Offload:
         """The client's request policy alone on a prepared document (an upload's text), in the worker when large."""
         if size < self.inline_max:
             return self.policies.request_policy(client).apply(doc)
-        if self._pool is None:
-            self._pool = self._new_pool()
-        self._busy += 1
+        return await self._in_worker(client, _apply_in_worker, doc, client)
+
+    async def _in_worker(self, key: str, fn: Callable[..., _R], *args: Any) -> _R:
+        """``fn(*args)`` in a worker, when it is ``key``'s turn (round robin over keys)."""
+        self._busy += 1  # counted while waiting too: the reaper must not stop the pool under a queue
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._pool, _apply_in_worker, doc, client)
-        except BrokenProcessPool:
-            log.error("the inspection worker died; the next large body starts a new one")
-            self._shutdown()
-            raise
+            return await self.turns.run(key, lambda: self._submit(fn, *args))
         finally:
             self._busy -= 1
             self._last_used = time.monotonic()
+
+    async def _submit(self, fn: Callable[..., _R], *args: Any) -> _R:
+        if self._pool is None:
+            self._pool = self._new_pool()
+        pool = self._pool
+        try:
+            # At most `workers` jobs are ever submitted at once (the turns see
+            # to it), so the executor's own first-come queue never decides.
+            return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
+        except BrokenProcessPool:
+            # A worker died (killed, out of memory): this request is the
+            # gateway's failure (a 500); the next large body starts new workers.
+            if self._pool is pool:  # not one a concurrent job already replaced
+                log.error("an inspection worker died; the next large body starts new ones")
+                self._shutdown()
+            raise

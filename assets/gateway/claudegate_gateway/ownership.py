@@ -14,6 +14,7 @@ request body and filtering a list page down to the caller's objects.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sqlite3
 import time
@@ -28,7 +29,8 @@ CREATE TABLE IF NOT EXISTS owned_objects (
     id TEXT PRIMARY KEY,
     kind TEXT NOT NULL,
     owner TEXT NOT NULL,
-    created_at REAL NOT NULL
+    created_at REAL NOT NULL,
+    tokens INTEGER
 );
 CREATE INDEX IF NOT EXISTS owned_objects_by_owner ON owned_objects(owner, kind);
 """
@@ -45,14 +47,36 @@ class Ownership:
     def __init__(self, db: sqlite3.Connection) -> None:
         self._db = db
 
-    def record(self, kind: ObjectKind, object_id: str, owner: str) -> None:
+    def migrate(self) -> None:
+        """Add the ``tokens`` column to a table made before files' estimates were kept."""
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(owned_objects)")}
+        if "tokens" not in columns:
+            with contextlib.suppress(sqlite3.OperationalError):  # another process added it meanwhile
+                self._db.execute("ALTER TABLE owned_objects ADD COLUMN tokens INTEGER")
+
+    def record(self, kind: ObjectKind, object_id: str, owner: str, tokens: int | None = None) -> None:
+        """Record an owner; ``tokens``: a file's input-token estimate per reference (filetokens.py)."""
         with self._db:
             # INSERT OR IGNORE: an id is owned by whoever created it first,
             # never taken over by a later claim.
             self._db.execute(
-                "INSERT OR IGNORE INTO owned_objects(id, kind, owner, created_at) VALUES (?,?,?,?)",
-                (object_id, kind, owner, time.time()),
+                "INSERT OR IGNORE INTO owned_objects(id, kind, owner, created_at, tokens) VALUES (?,?,?,?,?)",
+                (object_id, kind, owner, time.time(), tokens),
             )
+
+    def file_tokens(self, owner: str, ids: list[str]) -> dict[str, int]:
+        """The recorded estimates of the owner's files among `ids` (files without one are left out)."""
+        found: dict[str, int] = {}
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            for object_id, tokens in self._db.execute(
+                f"SELECT id, tokens FROM owned_objects WHERE kind = 'file' AND owner = ? AND id IN ({marks})",  # noqa: S608
+                (owner, *chunk),
+            ):
+                if isinstance(tokens, int):
+                    found[object_id] = tokens
+        return found
 
     def owns(self, kind: ObjectKind, object_id: str, owner: str) -> bool:
         row = self._db.execute(

@@ -117,9 +117,28 @@ CREATE TABLE usage_ledger (
     replica text NOT NULL
 );
 """),
+    # Metering: a file's token estimate recorded at upload (NULL for files
+    # recorded before, and for batches), and batches charged at creation
+    # until their settlement. Only additions: version 1 gateways name their
+    # columns and never read these.
+    (2, "expand", """
+ALTER TABLE owned_objects ADD COLUMN tokens bigint;
+CREATE TABLE batch_charges (
+    id text PRIMARY KEY,
+    owner text NOT NULL,
+    day text NOT NULL,
+    reserved bigint NOT NULL,
+    daily boolean NOT NULL,
+    created_at double precision NOT NULL,
+    checked_at double precision,
+    settled_at double precision,
+    used bigint
+);
+CREATE INDEX batch_charges_open ON batch_charges(settled_at, checked_at);
+"""),
 )  # fmt: skip
 # The lowest schema this code runs on: a gateway refuses to serve an older one.
-REQUIRED_VERSION = 1
+REQUIRED_VERSION = 2
 
 
 class StateConnectError(ConfigError):
@@ -446,11 +465,12 @@ class PgKeyStore:
 
     # -- owned objects --------------------------------------------------------
 
-    async def record(self, kind: ObjectKind, object_id: str, owner: str) -> None:
+    async def record(self, kind: ObjectKind, object_id: str, owner: str, tokens: int | None = None) -> None:
         try:
             await self.pool.execute(
-                "INSERT INTO owned_objects(id, kind, owner, created_at) VALUES ($1,$2,$3,$4) ON CONFLICT (id) DO NOTHING",
-                object_id, kind, owner, time.time(),
+                "INSERT INTO owned_objects(id, kind, owner, created_at, tokens) VALUES ($1,$2,$3,$4,$5)"
+                " ON CONFLICT (id) DO NOTHING",
+                object_id, kind, owner, time.time(), tokens,
             )
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
             raise StateUnavailable("record who owns this object") from None
@@ -466,6 +486,19 @@ class PgKeyStore:
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
             raise StateUnavailable("check who owns this object") from None
         return {r["id"] for r in rows}
+
+    async def file_tokens(self, owner: str, ids: list[str]) -> dict[str, int]:
+        if not ids:
+            return {}
+        try:
+            rows = await self.pool.fetch(
+                "SELECT id, tokens FROM owned_objects WHERE kind = 'file' AND owner = $1 AND id = ANY($2::text[])"
+                " AND tokens IS NOT NULL",
+                owner, ids,
+            )
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+            raise StateUnavailable("read what this file costs") from None
+        return {r["id"]: int(r["tokens"]) for r in rows}
 
     async def forget(self, kind: ObjectKind, object_id: str) -> None:
         try:
@@ -489,10 +522,62 @@ class PgKeyStore:
                         "INSERT INTO usage_ledger(name, day, tokens, replica) VALUES ($1,$2,$3,$4)",
                         [(n, d, t, self.replica) for n, d, t in rows],
                     )
+                    # Not clamped at zero: a batch's settlement (settle_batch) may
+                    # arrive before the reservation it corrects; the sum is the ledger's.
                     await conn.executemany(
-                        "INSERT INTO daily_usage(name, day, tokens) VALUES ($1,$2,GREATEST(0,$3::bigint))"
-                        " ON CONFLICT (name, day) DO UPDATE SET tokens = GREATEST(0, daily_usage.tokens + $3::bigint)",
+                        "INSERT INTO daily_usage(name, day, tokens) VALUES ($1,$2,$3::bigint)"
+                        " ON CONFLICT (name, day) DO UPDATE SET tokens = daily_usage.tokens + $3::bigint",
                         rows,
                     )
             return {r["name"]: int(r["tokens"]) for r in await conn.fetch(
                 "SELECT name, tokens FROM daily_usage WHERE day = $1", day)}  # fmt: skip
+
+    # -- batches: charged at creation, settled once when they end -------------
+
+    async def charge_batch(self, batch_id: str, owner: str, day: str, reserved: int, daily: bool) -> None:
+        await self.pool.execute(
+            "INSERT INTO batch_charges(id, owner, day, reserved, daily, created_at) VALUES ($1,$2,$3,$4,$5,$6)"
+            " ON CONFLICT (id) DO NOTHING",
+            batch_id, owner, day, reserved, daily, time.time(),
+        )
+
+    async def open_batches(self, limit: int) -> list[tuple[str, str, str, int]]:
+        rows = await self.pool.fetch(
+            "SELECT id, owner, day, reserved FROM batch_charges WHERE settled_at IS NULL"
+            " ORDER BY COALESCE(checked_at, 0), created_at LIMIT $1",
+            limit,
+        )
+        return [(r["id"], r["owner"], r["day"], int(r["reserved"])) for r in rows]
+
+    async def batch_checked(self, batch_id: str) -> None:
+        await self.pool.execute("UPDATE batch_charges SET checked_at = $2 WHERE id = $1", batch_id, time.time())
+
+    async def settle_batch(self, batch_id: str, used: int) -> tuple[str, str, int, bool] | None:
+        """Mark the batch settled and correct the ledger in one transaction.
+
+        ``UPDATE ... WHERE settled_at IS NULL`` takes the row's lock: of two
+        replicas settling the same batch the second waits, then finds it
+        settled and changes nothing, so each batch is settled exactly once.
+        """
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                "UPDATE batch_charges SET settled_at = $2, used = $3 WHERE id = $1 AND settled_at IS NULL"
+                " RETURNING owner, day, reserved, daily",
+                batch_id, time.time(), used,
+            )
+            if row is None:
+                return None
+            owner, day, reserved, daily = row["owner"], row["day"], int(row["reserved"]), bool(row["daily"])
+            delta = used - reserved
+            if daily and delta:
+                await conn.execute(
+                    "INSERT INTO usage_ledger(name, day, tokens, replica) VALUES ($1,$2,$3,$4)",
+                    owner, day, delta, self.replica,
+                )
+                # Not clamped: the reservation this corrects may still be on its way (add_daily).
+                await conn.execute(
+                    "INSERT INTO daily_usage(name, day, tokens) VALUES ($1,$2,$3::bigint)"
+                    " ON CONFLICT (name, day) DO UPDATE SET tokens = daily_usage.tokens + $3::bigint",
+                    owner, day, delta,
+                )
+        return owner, day, reserved, daily

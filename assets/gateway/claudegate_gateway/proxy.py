@@ -13,6 +13,7 @@ import contextlib
 import ipaddress
 import json
 import logging
+import sqlite3
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -24,10 +25,13 @@ from aiohttp import web
 
 from claudegate_gateway.admission import Admission, make_admission
 from claudegate_gateway.audit import AuditLog
+from claudegate_gateway.batchsettle import BatchSettler
 from claudegate_gateway.batchurls import localise_page, localise_results_urls
 from claudegate_gateway.concurrency import FairSlots, InFlight
 from claudegate_gateway.config import Config
 from claudegate_gateway.errors import GatewayError, error_body, error_response, new_request_id
+from claudegate_gateway.fairqueue import BodyBytes
+from claudegate_gateway.filetokens import file_tokens
 from claudegate_gateway.filters import FilterPolicy, FilterResult, Verdict
 from claudegate_gateway.filters.batchresults import ResultsFilter
 from claudegate_gateway.filters.clients import ClientPolicies
@@ -44,12 +48,14 @@ from claudegate_gateway.hygiene import (
 from claudegate_gateway.inspection import estimate_tokens
 from claudegate_gateway.keystore import Client
 from claudegate_gateway.limits import Limiter, Reservation
+from claudegate_gateway.loopshare import LoopShare
 from claudegate_gateway.metering import UsageMeter, charge
 from claudegate_gateway.metrics import Metrics
 from claudegate_gateway.objects import Objects, UpstreamAnswer
 from claudegate_gateway.offload import Offload
+from claudegate_gateway.reservation import bound_server_tools, reservation_tokens
 from claudegate_gateway.routes import PACE_EVENTS, PACE_INTERVAL, Match, RouteError, match
-from claudegate_gateway.store import Store
+from claudegate_gateway.store import SqliteStore, Store
 from claudegate_gateway.uploads import filter_upload, read_upload, upstream_body
 
 log = logging.getLogger("claudegate.gateway")
@@ -60,6 +66,8 @@ _DROP_DOWN = HOP_BY_HOP | {
 _MAX_LOGGED_PATH = 256
 # Responses that need no inspection go to the client in pieces this size.
 _CHUNK = 64 * 1024
+# A filtered stream's chunk is filtered this many bytes at a time (a millisecond or two of work).
+_FILTER_SLICE = 1024
 
 
 @dataclass
@@ -78,6 +86,16 @@ class Exchange:
     status: int = 0
     error_type: str | None = None
     upstream_request_id: str | None = None
+    # Metering: whether the request was handed to upstream, the status upstream answered,
+    # what was reserved, the id an upload or a batch got, and an uploaded file's estimate.
+    sent: bool = False
+    upstream_status: int | None = None
+    reserved_tokens: int = 0
+    created_id: str | None = None
+    file_tokens: int | None = None
+    # The rate count every operation takes first, and the token reservation (or the same one).
+    rate: Reservation | None = None
+    reservation: Reservation | None = None
     meter: UsageMeter = field(default_factory=UsageMeter)
     verdicts: list[Verdict] = field(default_factory=list)
     # Held for the whole exchange (the key's in-flight place); closed last.
@@ -100,6 +118,7 @@ class Exchange:
             "error_type": self.error_type,
             "input_tokens": self.meter.input_tokens,
             "output_tokens": self.meter.output_tokens,
+            "reserved_tokens": self.reserved_tokens,
             "latency_ms": round((time.perf_counter() - self.started) * 1000, 2),
             "filters": [
                 {"rule": v.rule, "direction": v.direction, "action": v.action, "matches": v.matches}
@@ -120,7 +139,9 @@ class Gateway:
         self.policy = policy
         self.filters = ClientPolicies(policy, config.client_filters)
         self.offload = Offload(policy, config.filters, config.source, config.client_filters)
-        self.limiter = Limiter()
+        # One host: the daily budget is taken in the keystore's own transaction
+        # (exact across processes). With state.redis the limiter is unused.
+        self.limiter = Limiter(keystore.keystore) if isinstance(keystore, SqliteStore) else Limiter()
         self.audit = AuditLog(
             config.audit_log,
             field_chars=config.audit_field_max_chars,
@@ -134,9 +155,15 @@ class Gateway:
         self._trusted = config.trusted_proxies
         self.objects = Objects(keystore.owners, keystore.digest)
         self.in_flight = InFlight(config.max_in_flight_per_key)
+        self.body_bytes = BodyBytes(config.max_body_bytes_per_key)
+        self.loop_share = LoopShare()
         self.slots = FairSlots(config.upstream.max_connections)
         # The limiter above on one host; Redis for all replicas with state.redis.
         self.admission: Admission = make_admission(config, self.limiter, keystore)
+        self.batches = BatchSettler(
+            keystore, self.admission.adjust_daily, lambda: self._session, self._base, upstream_key,
+            self.audit.write, config.batch_poll_seconds,
+        )  # fmt: skip
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -153,10 +180,11 @@ class Gateway:
         )
         self.offload.start()
         await self.keystore.open()
-        self.limiter.daily = await self.keystore.load_daily(self.limiter.day)
         await self.admission.start()
+        self.batches.start()
 
     async def stop(self) -> None:
+        await self.batches.stop()
         if self._session is not None:
             await self._session.close()
         self.offload.stop()
@@ -168,6 +196,8 @@ class Gateway:
         self.audit.close()
 
     async def flush_usage(self) -> None:
+        """Every few seconds (app.py): usage into the ledger (Redis admission only), idle loop shares dropped."""
+        self.loop_share.forget_idle()
         await self.admission.flush()
 
     # -- request path -------------------------------------------------------
@@ -204,6 +234,14 @@ class Gateway:
             except asyncio.CancelledError:
                 ex.status, ex.error_type = 499, "client_closed"
                 raise
+            except sqlite3.OperationalError as exc:
+                # The keystore stayed locked past its busy timeout (another process
+                # holding it): budgets fail closed, and the client may retry.
+                log.warning("request %s: keystore busy: %s", ex.request_id, exc)
+                busy = GatewayError("overloaded_error", "The gateway's key store is busy; retry shortly",
+                                    headers={"retry-after": "1"})
+                ex.status, ex.error_type = busy.status, busy.error_type
+                return error_response(busy, ex.request_id)
             except Exception:
                 log.exception("unexpected error on request %s", ex.request_id)
                 ex.status, ex.error_type = 500, "api_error"
@@ -213,8 +251,15 @@ class Gateway:
                 )
             return response
         finally:
-            if reservation is not None:
-                self._settle(reservation, ex)
+            try:
+                if reservation is not None:
+                    self._settle(reservation, ex)
+                if ex.rate is not None and ex.rate is not reservation:
+                    # The rate count taken first holds the in-flight place (Redis): given back, no tokens.
+                    self.admission.settle(ex.rate, 0)
+            except sqlite3.OperationalError as exc:
+                # The answer is gone already; the reservation stays charged (never less than billed).
+                log.warning("request %s: keystore busy, settlement skipped: %s", ex.request_id, exc)
             ex.holds.close()
             self.metrics.tokens["input"] += ex.meter.input_tokens
             self.metrics.tokens["output"] += ex.meter.output_tokens
@@ -239,6 +284,9 @@ class Gateway:
         ex.path = route.path
         op = route.op
         scopes = client.scopes
+        # Every operation counts against the key's rpm, first, whatever becomes
+        # of it (refused by scope, body or filter, an id not the caller's, a list).
+        rate = ex.rate = await self.admission.reserve(client, 0)
         if not scopes.endpoint_allowed(op.template, exact=op.explicit_scope):
             raise GatewayError("permission_error", f"This key may not call {op.method} {op.template}")
         for beta in request.headers.getall("anthropic-beta", []):
@@ -250,9 +298,8 @@ class Gateway:
         declared = request.content_length or 0
         if op.body == "none" and declared:
             raise GatewayError("invalid_request_error", f"{op.method} {op.template} takes no request body")
-        if op.local:  # the gateway's own operation: never forwarded, no body read
-            reservation = await self.admission.reserve(client, 0)  # the key's rate applies; no tokens
-            return await self._pace(request, ex), reservation
+        if op.local:  # the gateway's own operation: never forwarded, no body read, no tokens
+            return await self._pace(request, ex), rate
         kind = op.owner_kind
         if kind is not None and op.owner_action == "create" and self.config.state.postgres is not None:
             # Refused before upstream makes an object that could then not be recorded as the caller's.
@@ -262,9 +309,14 @@ class Gateway:
         if op.inspect in ("message", "batch") and declared:
             self.admission.check_room(client, estimate_tokens(declared))
         if kind is not None and op.owner_action == "list":
-            return await self._list(request, route, client, ex), None
+            # Counted like any other (above); its extra upstream pages are counted in _list.
+            return await self._list(request, route, client, ex), rate
 
         content_type = None
+        # The key's body bytes inside the gateway are bounded: claimed from
+        # the declared length before reading, from the real size after.
+        claim = self.body_bytes.claim(client.name, declared)
+        ex.holds.callback(claim.release)
         if op.body == "multipart":
             body, content_type = await self._read_upload(request, ex)
         else:
@@ -275,6 +327,7 @@ class Gateway:
                     "request_too_large",
                     f"Request exceeds the maximum allowed number of bytes ({self.config.max_body_bytes})",
                 ) from None
+        claim.grow(len(body))
         if op.body == "none" and body:
             raise GatewayError("invalid_request_error", f"{op.method} {op.template} takes no request body")
 
@@ -290,16 +343,29 @@ class Gateway:
             if found.error is not None:
                 raise GatewayError(*found.error)
             await self.objects.check_file_refs(client, found.file_ids)
-            body, tokens = found.body, found.tokens
-        reservation = await self.admission.reserve(client, tokens)
+            body = found.body
+            if any(uses is None or per is None for uses, per in found.refs.server_tools):
+                body = self._bound_server_tools(body)
+            # What upstream will bill, referenced content included (reservation.py).
+            owned = await self.keystore.owners.file_tokens(client.name, list(found.refs.files))
+            tokens = reservation_tokens(found.tokens, found.refs, owned, self.config.reservations)
+        # The rate was counted above (``rate``): this takes only tokens, and settles on its own.
+        reservation = await self.admission.reserve(client, tokens, count_request=False) if tokens else rate
+        ex.reservation = reservation
+        ex.reserved_tokens = tokens
         try:
             response = await self._forward(request, route, body, ex, content_type)
         except BaseException as exc:
             if isinstance(exc, asyncio.CancelledError):
-                ex.error_type = "client_closed"
+                ex.status, ex.error_type = 499, "client_closed"
             self._settle(reservation, ex)
             raise
         return response, reservation
+
+    def _bound_server_tools(self, body: bytes) -> bytes:
+        # Rare (a web search or fetch tool without its bounds): parse the checked body again.
+        doc = json.loads(body)
+        return json.dumps(doc).encode() if bound_server_tools(doc, self.config.reservations) else body
 
     async def _pace(self, request: web.Request, ex: Exchange) -> web.StreamResponse:
         """The paced diagnostic stream: PACE_EVENTS events PACE_INTERVAL apart, made here, never upstream.
@@ -344,7 +410,13 @@ class Gateway:
             up_cm = self._session.request(
                 route.op.method, url, data=body if body else None, headers=headers, allow_redirects=False
             )
+            ex.sent = True  # from here on upstream may have the request (and bill it)
             upstream = await up_cm.__aenter__()
+        except aiohttp.ClientConnectorError as exc:
+            ex.sent = False  # no connection was made: upstream never saw it
+            self.metrics.upstream_errors += 1
+            log.warning("request %s: upstream unreachable: %s", ex.request_id, type(exc).__name__)
+            raise GatewayError("api_error", "The gateway could not reach the upstream API") from None
         except (TimeoutError, aiohttp.ServerTimeoutError):
             self.metrics.upstream_errors += 1
             raise GatewayError("timeout_error", "The upstream API did not answer in time") from None
@@ -368,7 +440,7 @@ class Gateway:
     async def _relay(
         self, request: web.Request, upstream: aiohttp.ClientResponse, route: Match, ex: Exchange
     ) -> web.StreamResponse:
-        ex.status = upstream.status
+        ex.status = ex.upstream_status = upstream.status
         headers = self._down_headers(upstream, ex)
         rf = None
         if route.op.filter_response and ex.client is not None and upstream.status == 200:
@@ -458,7 +530,7 @@ class Gateway:
                 request.transport.abort()
             return response
         except (ConnectionResetError, aiohttp.ClientConnectionResetError):
-            ex.error_type = "client_closed"
+            ex.status, ex.error_type = 499, "client_closed"
             return response
         await response.write_eof()
         return response
@@ -470,25 +542,37 @@ class Gateway:
         headers["cache-control"] = "no-cache"
         headers["x-accel-buffering"] = "no"
         response = web.StreamResponse(status=upstream.status, headers=headers)
-        if not await _prepared(response, request, ex):
-            return response  # the reservation stays: no final usage came through
+        key = ex.client.name if ex.client is not None else ""
         self.metrics.active_streams += 1
         ended = False
         try:
             try:
+                # Inside the try: a client gone before the headers is a disconnect like any other.
+                await response.prepare(request)
                 async for chunk in upstream.content.iter_any():
                     if sf is None:
                         await response.write(chunk)
-                    else:
-                        # Filtered: what the window releases; after a block nothing, but
-                        # upstream is still read to the end so the usage is metered.
-                        out = sf.feed(chunk)
+                        ex.meter.feed(chunk)
+                        continue
+                    # Filtered: what the window releases; after a block nothing, but
+                    # upstream is still read to the end so the usage is metered.
+                    # A large chunk (an upstream that sends faster than this reads)
+                    # is filtered in slices, each charged to the key's share of the
+                    # loop (loopshare.py): one key's streams never hold the loop
+                    # from the others for more than a slice.
+                    for at in range(0, len(chunk), _FILTER_SLICE):
+                        began = time.perf_counter()
+                        out = sf.feed(chunk[at : at + _FILTER_SLICE])
+                        if at == 0:
+                            ex.meter.feed(chunk)
+                        pause = self.loop_share.charge(key, time.perf_counter() - began)
                         if out:
                             await response.write(out)
                         if sf.blocked and not ended:
                             await response.write_eof()  # the client has its error event: done
                             ended = True
-                    ex.meter.feed(chunk)
+                        if pause or at + _FILTER_SLICE < len(chunk):
+                            await asyncio.sleep(pause)
                 if sf is not None and not ended:
                     out = sf.close()
                     if out:
@@ -500,7 +584,7 @@ class Gateway:
                     event = error_body("api_error", "The upstream stream broke off", ex.request_id)
                     await response.write(b"event: error\ndata: " + event + b"\n\n")
             except (ConnectionResetError, aiohttp.ClientConnectionResetError):
-                ex.error_type = "client_closed"
+                ex.status, ex.error_type = 499, "client_closed"
                 return response
             if ex.meter.stream_error:
                 ex.error_type = ex.meter.stream_error
@@ -518,15 +602,20 @@ class Gateway:
     # -- metering, objects, uploads ----------------------------------------
 
     def _settle(self, reservation: Reservation, ex: Exchange) -> None:
+        if reservation.settled:
+            return
         meter = ex.route.op.meter if ex.route is not None else "none"
         if meter == "batch":
             # Upstream bills the batch's requests later, out of sight: the
-            # reservation made at creation is the charge.
-            used = reservation.tokens if 200 <= ex.status < 300 else 0
+            # reservation is charged now and settled when the batch ends (batchsettle.py).
+            created = ex.upstream_status is not None and 200 <= ex.upstream_status < 300
+            used = reservation.tokens if created or (ex.sent and ex.upstream_status is None) else 0
+            # (Its row for the settlement was written when upstream answered: _charge_batch.)
         elif meter == "message":
-            used = charge(reservation.tokens, ex.meter, client_left=ex.error_type == "client_closed")
+            started = ex.sent and (ex.upstream_status is None or ex.upstream_status < 400)
+            used = charge(reservation.tokens, ex.meter, started=started)
         else:
-            used = ex.meter.total
+            used = ex.meter.total  # count_tokens, lists, gets: upstream bills nothing
         self.admission.settle(reservation, used)
 
     async def _owned_answer(self, request: web.Request, route: Match, ex: Exchange, status: int, data: bytes) -> bytes:
@@ -534,11 +623,24 @@ class Gateway:
         kind, client = route.op.owner_kind, ex.client
         assert kind is not None and client is not None
         if route.op.owner_action == "create":
-            await self.objects.created(client, kind, status, data)
+            ex.created_id = await self.objects.created(client, kind, status, data, ex.file_tokens)
+            if kind == "batch" and ex.created_id is not None:
+                await self._charge_batch(ex.created_id, client, ex)
         elif route.op.method == "DELETE":
             await self.objects.deleted(kind, next(iter(route.params.values())), status)
         # results_url was pointed at the gateway already (batchurls, in _relay).
         return data
+
+    async def _charge_batch(self, batch_id: str, client: Client, ex: Exchange) -> None:
+        """Remember the new batch's charge, for its settlement when it ends (batchsettle.py)."""
+        res = ex.reservation
+        if res is None:
+            return
+        try:
+            await self.keystore.charge_batch(batch_id, client.name, res.day, res.tokens, res.daily)
+        except Exception as exc:  # the store is away: the batch keeps its reservation, never less than billed
+            log.warning("request %s: batch %s charged its reservation, not settled later: %s",
+                        ex.request_id, batch_id, type(exc).__name__)  # fmt: skip
 
     async def _list(self, request: web.Request, route: Match, client: Client, ex: Exchange) -> web.StreamResponse:
         assert self._session is not None and route.op.owner_kind is not None
@@ -546,7 +648,13 @@ class Gateway:
         headers = request_headers_up(request.headers)  # the same allowlist as every forwarded request
         headers["x-api-key"] = self._upstream_key
 
+        pages = 0
+
         async def fetch(query: list[tuple[str, str]]) -> tuple[int, Any, bytes]:
+            nonlocal pages
+            pages += 1
+            if pages > 1:  # the first page is the request the client was admitted for
+                await self.admission.count_request(client)
             url = yarl.URL(self._base + route.path, encoded=True).with_query(query)
             try:
                 async with self.slots.slot(client.name, self.config.upstream.connect_timeout), session.get(
@@ -594,6 +702,8 @@ class Gateway:
             self.metrics.filter_blocks += 1
             kind = "permission_error" if result.status == 403 else "invalid_request_error"
             raise GatewayError(kind, f"The file was blocked by the gateway's filter rule {result.blocked.rule!r}")
+        # What each later reference will reserve (filetokens.py); off the loop: a PDF may be inflated.
+        ex.file_tokens = await asyncio.to_thread(file_tokens, upload.data, upload.content_type)
         return await upstream_body(upload)
 
 

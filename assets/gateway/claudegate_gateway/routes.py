@@ -37,12 +37,14 @@ Adding an operation is one row. The fields of :class:`Operation`:
 ``inspect``
     How the body is read before forwarding: ``message`` (model scope,
     max_tokens cap, stream permission, filters, token reservation),
-    ``count_tokens`` (the same checks; costs no tokens), ``batch`` (each
+    ``count_tokens`` (the same checks; reserves its input, referenced files
+    included, and is settled to nothing, as upstream bills nothing), ``batch`` (each
     request of the batch as ``message``), ``none``.
 ``meter``
     How usage is charged: ``message`` (from the response's ``usage`` or the
     stream's ``message_start``/``message_delta``), ``batch`` (the
-    reservation made at creation), ``none`` (rate only).
+    reservation, charged at creation and settled from the results when the
+    batch ends, see batchsettle.py), ``none`` (rate only).
 ``stream_through``
     True when the response needs no inspection and is relayed chunk by
     chunk instead of being read whole (file downloads, batch results,

@@ -16,7 +16,13 @@ from claudegate_gateway.ownership import ObjectKind, Ownership
 
 
 class Owners(Protocol):
-    async def record(self, kind: ObjectKind, object_id: str, owner: str) -> None: ...
+    async def record(self, kind: ObjectKind, object_id: str, owner: str, tokens: int | None = None) -> None:
+        """Record an owner; ``tokens``: a file's input-token estimate per reference (filetokens.py)."""
+        ...
+
+    async def file_tokens(self, owner: str, ids: list[str]) -> dict[str, int]:
+        """The recorded estimates of the owner's files among `ids` (files without one are left out)."""
+        ...
 
     async def owns(self, kind: ObjectKind, object_id: str, owner: str) -> bool: ...
 
@@ -47,7 +53,23 @@ class Store(Protocol):
 
     async def load_daily(self, day: str) -> dict[str, int]: ...
 
-    async def add_daily(self, deltas: dict[tuple[str, str], int], day: str) -> dict[str, int]: ...
+    async def add_daily(self, deltas: dict[tuple[str, str], int], day: str) -> dict[str, int]:
+        """Add usage deltas ((day, name) -> tokens) to the durable ledger; return `day`'s totals."""
+        ...
+
+    # Batches: charged their reservation at creation, settled once when they end (batchsettle.py).
+    async def charge_batch(self, batch_id: str, owner: str, day: str, reserved: int, daily: bool) -> None: ...
+
+    async def open_batches(self, limit: int) -> list[tuple[str, str, str, int]]: ...
+
+    async def batch_checked(self, batch_id: str) -> None: ...
+
+    async def settle_batch(self, batch_id: str, used: int) -> tuple[str, str, int, bool] | None:
+        """Replace a batch's reservation by `used`, exactly once across processes and replicas.
+
+        Returns (owner, day, reserved, daily) when this call settled it, None when it was settled already.
+        """
+        ...
 
     async def create(self, name: str, scopes: Scopes, expires_at: float | None = None) -> str: ...
 
@@ -64,8 +86,11 @@ class _SqliteOwners:
     def __init__(self, owners: Ownership) -> None:
         self._o = owners
 
-    async def record(self, kind: ObjectKind, object_id: str, owner: str) -> None:
-        self._o.record(kind, object_id, owner)
+    async def record(self, kind: ObjectKind, object_id: str, owner: str, tokens: int | None = None) -> None:
+        self._o.record(kind, object_id, owner, tokens)
+
+    async def file_tokens(self, owner: str, ids: list[str]) -> dict[str, int]:
+        return self._o.file_tokens(owner, ids)
 
     async def owns(self, kind: ObjectKind, object_id: str, owner: str) -> bool:
         return self._o.owns(kind, object_id, owner)
@@ -110,7 +135,22 @@ class SqliteStore:
         return self.keystore.load_daily(day)
 
     async def add_daily(self, deltas: dict[tuple[str, str], int], day: str) -> dict[str, int]:
-        return self.keystore.add_daily(deltas, day)
+        # Only with state.redis (admission's day in Redis, the ledger here); one
+        # host writes each reservation and settlement itself (limits.DailyLedger).
+        self.keystore.add_usage(deltas)
+        return self.keystore.load_daily(day)
+
+    async def charge_batch(self, batch_id: str, owner: str, day: str, reserved: int, daily: bool) -> None:
+        self.keystore.charge_batch(batch_id, owner, day, reserved, daily)
+
+    async def open_batches(self, limit: int) -> list[tuple[str, str, str, int]]:
+        return self.keystore.open_batches(limit)
+
+    async def batch_checked(self, batch_id: str) -> None:
+        self.keystore.batch_checked(batch_id)
+
+    async def settle_batch(self, batch_id: str, used: int) -> tuple[str, str, int, bool] | None:
+        return self.keystore.settle_batch(batch_id, used)
 
     async def create(self, name: str, scopes: Scopes, expires_at: float | None = None) -> str:
         return self.keystore.create(name, scopes, expires_at)

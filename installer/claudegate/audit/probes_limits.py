@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
 import threading
 import time
@@ -66,6 +67,42 @@ def key_rate(run: Run) -> ProbeResult:
     p.expect(ok == rpm, f"{ok} requests passed in the minute, the key's rpm is {rpm}")
     p.expect(gateway_429 == 1, "the gateway never refused the key with its own 429")
     return p.result(f"exactly {rpm} requests passed for a key of rpm {rpm}, under 50 in parallel")
+
+
+def rpm_on_lists(run: Run) -> ProbeResult:
+    """Lists and count_tokens count against the key's rpm like every other call (they spend no tokens)."""
+    p = probe("limits", "limits.rpm_on_lists", "clients[].rpm (the gateway counts every operation, lists included)", run)
+    clients = run.target.clients
+    rate_key = run.key("rate") if clients is not None else None
+    if clients is None or rate_key is None:
+        return p.untested("needs the run's rate-limited client")
+    rpm = clients.rate_rpm
+    headers = [("x-api-key", rate_key)]
+    paths = ("/v1/files", "/v1/messages/batches")
+    ok = 0
+    refused = None
+    # Right after limits.key_rpm_exact the key's minute is full and the first
+    # list is refused; run alone, the lists fill it themselves.
+    for i in range(rpm + 2):
+        answer = run.https("GET", paths[i % 2], headers)
+        if answer.status == 200:
+            ok += 1
+        elif answer.status == 429 and answer.error_type == "rate_limit_error" and "anthropic-ratelimit-requests-limit" in answer.headers:
+            refused = answer
+            break
+        else:
+            p.saw(f"GET {paths[i % 2]} with the key of rpm {rpm}", answer)
+            return p.untested(f"a list was answered {answer.describe()}, neither 200 nor the gateway's 429")
+    p.saw(f"up to {rpm + 2} list calls with a key of rpm {rpm}", f"{ok} answered 200, then "
+          + (refused.describe() if refused is not None else "no refusal"))
+    p.expect(refused is not None, f"{ok} list calls passed a key limited to {rpm} requests a minute")
+    p.expect(ok <= rpm, f"{ok} list calls passed in a minute, the key's rpm is {rpm}")
+    count = run.https("POST", "/v1/messages/count_tokens", [*headers, ("content-type", "application/json")],
+                      b'{"model":"claude-haiku-4-5","messages":[{"role":"user","content":"x"}]}')
+    p.saw("POST /v1/messages/count_tokens with the same key", count)
+    p.expect(count.status == 429 and count.error_type == "rate_limit_error",
+             f"count_tokens was not refused by the exhausted key: {count.describe()}")
+    return p.result(f"lists and count_tokens refused with the gateway's 429 once the key's {rpm} rpm were used")
 
 
 def _oversize_body(total: int, chunk: int = 256 * 1024) -> Iterator[bytes]:
@@ -183,8 +220,10 @@ def connection_cap(run: Run) -> ProbeResult:
     p = probe("limits", "limits.connection_cap", "limits.connections_per_ip (nginx limit_conn)", run)
     # Only a request in progress counts (headers read, body still coming), and
     # each key's own bucket refuses more than its burst at once: spread the
-    # held requests over the run's keys.
-    keys = [k for k in (run.key(), run.key("other"), run.key("rate")) if k]
+    # held requests over the run's keys. Not the rate-limited key: the gateway
+    # counts a request against rpm when its headers arrive, and
+    # limits.key_rpm_exact needs that key's minute untouched.
+    keys = [k for k in (run.key(), run.key("other")) if k]
     cap = run.target.conn_per_ip
     per_key = max(1, run.target.per_key_burst)
     if not keys or len(keys) * per_key < cap:
@@ -236,3 +275,77 @@ def allowlist(run: Run) -> ProbeResult:
 
 
 
+
+
+def _inspected_body(size: int, model: str) -> bytes:
+    """A Messages body the gateway parses and filters whole, then refuses: it names a file no client owns.
+
+    Nothing reaches upstream and no token is spent; the inspection (in the
+    gateway's workers for a large body) is all the work it causes.
+    """
+    words = b"lorem ipsum dolor sit amet " * (size // 27 + 1)
+    text = words[:size].decode()
+    return json.dumps({
+        "model": model, "max_tokens": 1,
+        "messages": [{"role": "user", "content": [
+            {"type": "text", "text": text},
+            {"type": "document", "source": {"type": "file", "file_id": "file_claudegateauditnotowned0001"}},
+        ]}],
+    }).encode()  # fmt: skip
+
+
+def fairness(run: Run) -> ProbeResult:
+    p = probe("limits", "limits.large_body_fairness",
+              "the gateway's inspection workers (per-key turns, one worker per core; max_body_bytes_per_key)", run)  # fmt: skip
+    clients, mine, theirs = run.target.clients, run.key(), run.key("other")
+    if clients is None or mine is None or theirs is None:
+        return p.untested("needs the run's two clients")
+    # Eight bodies of 4 MiB (32 MiB in all: within the gateway's default bytes per key, twice the body limit).
+    large = min(4 * 1024 * 1024, run.target.max_body_bytes - 64 * 1024)
+    if large < 512 * 1024:
+        return p.untested(f"the body limit ({run.target.max_body_bytes} bytes) leaves no large body to send")
+    small_body = _inspected_body(300 * 1024, clients.allowed_model)  # over the gateway's inline size: a worker's job
+    large_body = _inspected_body(large, clients.allowed_model)
+    json_headers = [("content-type", "application/json")]
+
+    def timed(key: str, body: bytes) -> tuple[int, float]:
+        answer = run.https("POST", "/v1/messages", [("x-api-key", key), *json_headers], body, paced=False)
+        return answer.status, answer.elapsed
+
+    run.wait_for_bucket(2.0)
+    timed(mine, small_body)  # the first large body starts the gateway's workers: not part of the figure
+    idle = [timed(mine, small_body) for _ in range(3)]
+    count = max(1, min(8, run.target.per_key_burst))
+    run.wait_for_bucket(2.0)
+    with ThreadPoolExecutor(count) as pool:
+        heavy = [pool.submit(timed, theirs, large_body) for _ in range(count)]
+        time.sleep(0.05)
+        # One after the other while their bodies are in the gateway: some land
+        # behind whatever queue there is.
+        during: list[tuple[int, float]] = []
+        while len(during) < 8 and not all(f.done() for f in heavy):
+            during.append(timed(mine, small_body))
+        theirs_done = [f.result() for f in heavy]
+    # Give the per-address bucket back what these requests took from it: the next probes count on it.
+    run.wait_for_bucket(2.0 + (4 + 2 * len(idle) + count) / max(run.target.per_ip_rate, 0.5))
+    idle_worst = max(t for _, t in idle)
+    inspected = [t for status, t in during if status != 429]
+    during_worst = max(inspected, default=0.0)
+    slowest = max(t for _, t in theirs_done)
+    p.saw("3 requests of 300 KB from one client, idle", ", ".join(f"{s} in {t:.2f} s" for s, t in idle))
+    p.saw(f"{count} requests of {large >> 20} MiB from another client at once",
+          ", ".join(f"{s} in {t:.2f} s" for s, t in theirs_done))  # fmt: skip
+    p.saw("300 KB requests meanwhile, one after the other", ", ".join(f"{s} in {t:.2f} s" for s, t in during))
+    refused = [s for s, _ in idle + during + theirs_done if s not in (400, 403, 404, 429)]
+    p.expect(not refused, f"a probe body was not refused by the gateway (statuses {refused}): it may have reached upstream")
+    if slowest < 0.3 or not inspected or all(s == 429 for s, _ in theirs_done):
+        return p.untested(f"the large bodies took {slowest:.2f} s at most, {len(inspected)} small ones were "
+                          "inspected meanwhile: too little to tell a queue from none")  # fmt: skip
+    # Behind a first-come queue a small request waits for the large bodies
+    # before it, a good part of the time they all take; with per-key turns it
+    # waits for one at most (one core), and with two cores or more for none.
+    p.expect(during_worst < max(idle_worst + 0.1, slowest / 3),
+             f"the other client's large bodies delayed a 300 KB request from {idle_worst:.2f} s to "
+             f"{during_worst:.2f} s (they took {slowest:.2f} s)")  # fmt: skip
+    return p.result(f"a 300 KB request took {during_worst:.2f} s beside {count} large bodies of another client "
+                    f"({idle_worst:.2f} s idle)")  # fmt: skip

@@ -35,7 +35,9 @@ FULL: tuple[tuple[str, ProbeFn], ...] = (
     ("limits.slow_clients", probes_limits.slow_clients),
     ("limits.connection_cap", probes_limits.connection_cap),
     ("allowlist.outside_refused", probes_limits.allowlist),
+    ("limits.large_body_fairness", probes_limits.fairness),
     ("limits.key_rpm_exact", probes_limits.key_rate),
+    ("limits.rpm_on_lists", probes_limits.rpm_on_lists),
     ("limits.per_ip_burst", probes_limits.burst),
     ("authz.nothing_reached_upstream", probes_auth.upstream_proof),
 )

@@ -561,7 +561,9 @@ class Timeouts(_Section):
 
 
 class Limits(_Section):
-    """Abuse limits enforced by nginx before a request reaches the gateway."""
+    """Abuse limits enforced by nginx before a request reaches the gateway, and the
+    gateway's reservation ceilings for content a request only points at (URLs,
+    server tools; gateway.yaml ``limits``, defaults of ``claudegate_gateway.reservation``)."""
 
     per_ip: RateLimit = Field(default=default_zone("per_ip"), description="requests per client address")
     per_key: RateLimit = Field(default=default_zone("per_key"), description="requests per client key")
@@ -569,6 +571,18 @@ class Limits(_Section):
     # Its minimum (in bytes) is a rule: config.rules._limits.
     max_body_size: BodySize = _knob("limits.max_body_size")
     timeouts: Timeouts = Timeouts()
+    url_source_tokens: StrictInt = Field(
+        default=100_000, gt=0, le=10_000_000, examples=[100000],
+        description="tokens reserved for each URL source (document or image url, MCP server) a request names",
+    )
+    server_tool_use_tokens: StrictInt = Field(
+        default=25_000, gt=0, le=10_000_000, examples=[25000],
+        description="tokens reserved per use of web search / web fetch (results are billed as input)",
+    )
+    server_tool_default_uses: StrictInt = Field(
+        default=10, gt=0, le=1000, examples=[10],
+        description="uses reserved for a web search / web fetch tool that sets no max_uses",
+    )
 
 
 class Client(_Section):

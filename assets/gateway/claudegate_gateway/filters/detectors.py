@@ -153,10 +153,11 @@ def _find_cards(text: str, start: int, end: int) -> Iterator[_Found]:
         if digits.count(" ") + digits.count("-") >= _MAX_CARD_GROUPS:
             continue  # a long list of numbers is data, not a card (and would cost a lot)
         base = run.start()
-        groups = [(base + g.start(), base + g.end(), [int(c) for c in g.group()])
-                  for g in _DIGIT_GROUP.finditer(run.group())]
+        # Digits as text until a window is tried: a run of thousands of digits
+        # (a streamed number) costs one pass, not a list of ints per scan.
+        groups = [(base + g.start(), base + g.end(), g.group()) for g in _DIGIT_GROUP.finditer(run.group())]
         total = sum(len(g[2]) for g in groups)
-        if total <= 19 and _card_ok([d for g in groups for d in g[2]]):
+        if total <= 19 and _card_ok([int(d) for g in groups for d in g[2]]):
             yield run.start(), run.end(), run.start(), run.end()
             continue
         # Card inside a longer run (number + CVV, a list of numbers): try
@@ -176,7 +177,7 @@ def _find_cards(text: str, start: int, end: int) -> Iterator[_Found]:
                     ends.append(j)
             hit = None
             for j in reversed(ends):
-                if _card_ok([d for g in groups[i:j + 1] for d in g[2]]):
+                if _card_ok([int(d) for g in groups[i:j + 1] for d in g[2]]):
                     hit = j
                     break
             if hit is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
+from claudegate_gateway.filters.engine import Pattern
 from claudegate_gateway.filters.matchers import _Found, _Matcher, literal_hold
 
 # Patterns containing these may match a piece but not the joined text.
@@ -61,7 +62,7 @@ def _required_literal(pattern: str) -> str | None:
     return literal.lower() if len(literal) >= 2 else None
 
 
-def _pattern_matcher(name: str, rx: re.Pattern[str], width: int | None = None) -> _Matcher:
+def _pattern_matcher(name: str, rx: Pattern, width: int | None = None) -> _Matcher:
     def find(text: str, start: int, end: int) -> Iterator[_Found]:
         for m in rx.finditer(text, start, end):
             a, b = m.span()

@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from claudegate_gateway.config import ConfigError
-from claudegate_gateway.filters import regex_safety
+from claudegate_gateway.filters import engine, regex_safety
 from claudegate_gateway.filters.detectors import _ALL_DETECTORS, _DETECTOR_LIST, DETECTORS, PII_DETECTORS
 from claudegate_gateway.filters.matchers import _Matcher
 from claudegate_gateway.filters.normalise import _IGNORABLE_RE, _special_tables
@@ -289,8 +289,14 @@ def _parse_pattern(name: str, value: Any, where: str, source: str, *, responses:
         raise _fail(source, where, "can match the empty string, so it would fire on every request",
                     "make it require at least one character (e.g. use + instead of *)")
     try:
+        # Only what RE2 runs, and only shapes that are linear on the
+        # backtracking engine too, whichever engine this process has: the
+        # installer (maybe without RE2) and the gateway then accept the same
+        # patterns (see engine.py).
+        engine.check_supported(value, re.IGNORECASE)
         regex_safety.check(value, re.IGNORECASE)
-    except regex_safety.UnsafePattern as exc:
+        compiled = engine.compile_pattern(value)
+    except (regex_safety.UnsafePattern, engine.Unsupported) as exc:
         raise _fail(source, where, exc.problem, exc.fix) from None
     width = regex_safety.max_width(value, re.IGNORECASE)
     if responses and (width is None or width > MAX_RESPONSE_WIDTH):
@@ -299,4 +305,4 @@ def _parse_pattern(name: str, value: Any, where: str, source: str, *, responses:
                     " characters (streams hold back that many), this one is "
                     + ("unbounded" if width is None else f"up to {width}"),
                     "bound each repeat, e.g. \\s{0,8} instead of \\s* or \\w{1,64} instead of \\w+")
-    return _pattern_matcher(name, rx, width)
+    return _pattern_matcher(name, compiled, width)

@@ -1,10 +1,11 @@
 """Load-time checks that keep operator regexes linear on Python's backtracking ``re``.
 
-Why not a linear-time engine: the gateway image may depend only on aiohttp
-and pyyaml, and there is no RE2/Thompson engine in the standard library. So
-every operator pattern is parsed with the standard library's own regex
-parser (``re._parser``: the exact tree ``re.compile`` runs) and refused when
-its shape lets the backtracking matcher go super-linear:
+The gateway runs operator patterns on RE2 when it can (engine.py); these
+checks are the guard for when it cannot, and run on both so that which
+patterns are accepted never depends on the engine. Every operator pattern
+is parsed with the standard library's own regex parser (``re._parser``:
+the exact tree ``re.compile`` runs) and refused when its shape lets the
+backtracking matcher go super-linear:
 
 * a repeat (``*``, ``+``, ``{m,n}`` with n > 1) around something that can
   itself match a variable length (``(a+)+``, ``(\\w+\\s?)*``), around
@@ -18,9 +19,14 @@ its shape lets the backtracking matcher go super-linear:
   (``a.*b``, ``\\w+@``, ``.*secret``): the search restarts at every
   character of a long run and rescans it, quadratic in the body (40k
   characters took seconds when measured);
+* bounded repeats in a row that can match the same characters with only
+  optional items between them (``\\w{1,100}\\w{1,100}\\w{1,100}x``,
+  ``a?a?a?a?a?a?a?a?aaaaaaaa``): each start tries every way of splitting the
+  run between them, the product of their ranges (1.3 s on 300 letters for
+  the first); refused when that product is over :data:`MAX_SPLITS`;
 * back-references (not regular at all).
 
-Bounded repeats (``\\w{1,64}``) are always allowed: they cost at most their
+A bounded repeat alone (``\\w{1,64}``) is allowed: it costs at most its
 bound per starting position. Possessive repeats and atomic groups never
 backtrack and are exempt from the nesting checks. The character sets are
 compared on a sample alphabet (ASCII plus representative non-ASCII letters,
@@ -41,6 +47,9 @@ _parser: Any = importlib.import_module("re._parser")
 _c: Any = importlib.import_module("re._constants")
 
 MAXREPEAT: int = _c.MAXREPEAT
+# Ways one start may split a run between bounded repeats in a row: 256 is
+# e.g. \d{1,16}\d{1,16}, or eight optional characters that could each match.
+MAX_SPLITS = 256
 _ALPHABET = frozenset([chr(i) for i in range(128)] + list("éüßÄΩщ中٣\u00a0\u3000"))
 _REPEATS = {_c.MAX_REPEAT, _c.MIN_REPEAT}
 _CATEGORY: dict[Any, Callable[[str], bool]] = {
@@ -70,6 +79,8 @@ def check(pattern: str, flags: int = 0) -> None:
     icase = bool(tree.state.flags & _c.SRE_FLAG_IGNORECASE)
     checker = _Checker(icase)
     checker.sequence(list(tree), nested=False)
+    for items in _sequences(list(tree)):
+        checker.splits(items)
     first = checker.first(list(tree))
     for item in _walk(list(tree)):
         op, av = item
@@ -86,6 +97,26 @@ def max_width(pattern: str, flags: int = 0) -> int | None:
     """The most characters one match can span; None when unbounded."""
     width: int = _parser.parse(pattern, flags).getwidth()[1]
     return None if width >= MAXREPEAT else width
+
+
+def _flat(items: list[tuple[Any, Any]]) -> list[tuple[Any, Any]]:
+    """``items`` with plain groups opened up: (?:ab)c is the sequence a b c."""
+    out: list[tuple[Any, Any]] = []
+    for op, av in items:
+        if op == _c.SUBPATTERN:
+            out.extend(_flat(list(av[3])))
+        else:
+            out.append((op, av))
+    return out
+
+
+def _sequences(items: list[tuple[Any, Any]]) -> Iterable[list[tuple[Any, Any]]]:
+    """Every sequence in the pattern, groups opened up: the top level, each branch, each repeat's body."""
+    flat = _flat(items)
+    yield flat
+    for op, av in flat:
+        for sub in _children(op, av):
+            yield from _sequences(sub)
 
 
 def _walk(items: Iterable[tuple[Any, Any]]) -> Iterable[tuple[Any, Any]]:
@@ -219,6 +250,41 @@ class _Checker:
             trail = self._edge(item, reverse=True)
             if trail:
                 open_sets.append(trail)
+
+    def splits(self, items: list[tuple[Any, Any]]) -> None:
+        """Refuse bounded repeats in a row whose ways to split one run multiply past :data:`MAX_SPLITS`.
+
+        ``chain``: (characters, number of lengths) of the variable-length
+        repeats that the text since could still have been matched by, as in
+        :meth:`sequence`; a required item of other characters ends it.
+        """
+        chain: list[tuple[frozenset[str], int]] = []
+        for op, av in items:
+            if op in (_c.AT, _c.ASSERT, _c.ASSERT_NOT):
+                continue
+            chars = self._all_chars([(op, av)])
+            if op in _REPEATS or op == _c.POSSESSIVE_REPEAT:
+                lo, hi = _width([(op, av)])
+                if hi != lo and hi < MAXREPEAT and op != _c.POSSESSIVE_REPEAT:
+                    ways = hi - lo + 1
+                    product = ways
+                    for other, n in chain:
+                        if other & chars:
+                            product *= n
+                    if product > MAX_SPLITS and product != ways:
+                        raise UnsafePattern(
+                            f"has bounded repeats in a row that can match the same characters, so each start"
+                            f" tries up to {product} ways of splitting a run between them (polynomial"
+                            " backtracking)",
+                            "merge them into one repeat (\\w{2,200} for \\w{1,100}\\w{1,100}), or put a required"
+                            " character of another kind between them",
+                        )
+                    if lo > 0:
+                        chain = [e for e in chain if e[0] & chars]
+                    chain.append((chars, ways))
+                    continue
+            if _width([(op, av)])[0] > 0:
+                chain = [e for e in chain if e[0] & chars]
 
     def _edge(self, items: list[tuple[Any, Any]], *, reverse: bool) -> frozenset[str]:
         """Characters of the unbounded repeats a match of ``items`` can start (or end) with."""

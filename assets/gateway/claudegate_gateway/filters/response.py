@@ -8,12 +8,15 @@ content block's text as it streams in:
 * ``text`` mode: the characters of ``text_delta`` / ``thinking_delta`` (and
   of a whole ``text`` or ``thinking`` block);
 * ``json`` mode: the JSON source of ``input_json_delta`` (a tool_use input).
-  A small incremental tokenizer decodes string contents (escapes included,
-  ``\\uXXXX`` and surrogate pairs split anywhere) and numbers into a *view*;
-  rules run on the view, and a redaction replaces a run of string characters
-  with the marker (JSON-safe: letters, digits, ``[:]_.-``) or a whole number
-  with the marker as a string, so the JSON stays valid and the structure is
-  never touched.
+  An incremental decoder (jsonview.py) decodes string contents (escapes
+  included, ``\\uXXXX`` and surrogate pairs split anywhere) and numbers into
+  a *view*, each source character once; rules run on the view, and a
+  redaction replaces a run of string characters with the marker (JSON-safe:
+  letters, digits, ``[:]_.-``) or a whole number with the marker as a
+  string, so the JSON stays valid and the structure is never touched. A
+  number is held whole up to the window's bound; one longer than that is
+  released as it comes, and a match in its rest has its digits replaced
+  by zeros (still a valid number) instead.
 
 The window: a match is final once the channel holds ``window`` characters
 after its start (``window`` = the longest match any active rule can have,
@@ -37,6 +40,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from claudegate_gateway.filters.detectors import STREAM_FORMS
+from claudegate_gateway.filters.jsonview import NUMBER_STATES, SEP, JsonDecoder, mask_digit
 from claudegate_gateway.filters.matchers import _Matcher
 from claudegate_gateway.filters.policy import FilterPolicy, _Rule
 from claudegate_gateway.filters.results import Verdict
@@ -45,7 +49,7 @@ __all__ = ["Channel", "MessageResult", "ResponseFilter", "Tally"]
 
 _CTX = 32  # characters of released text kept so look-behinds see the same text
 _HOLD_FACTOR = 8  # a match still growing after this many windows is cut (bounded memory)
-_SEP = "\x00"  # between JSON tokens in the view: rules see one token at a time
+_SEP = SEP  # between JSON tokens in the view: rules see one token at a time
 _TOOL_TYPES = frozenset({"tool_use", "server_tool_use", "mcp_tool_use"})
 # Fields of other blocks (server tool results: web search and fetch, code
 # execution, bash and text editor results...) that hold no text the model
@@ -55,9 +59,6 @@ _OPAQUE = frozenset({
     "media_type", "file_id", "cache_control", "data",
 })
 _UNSCANNED_BLOCKS = frozenset({"redacted_thinking"})
-_OUT, _STR, _NUM = range(3)
-_NUM_CHARS = frozenset("0123456789+-.eE")
-_ESCAPES = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
 
 
 @dataclass
@@ -224,19 +225,18 @@ class ResponseFilter:
 
 
 class _View:
-    """What rules see of the pending text, and where each character came from."""
+    """What rules see of the pending text: the context, then the pending view characters.
 
-    __slots__ = ("committed", "end_state", "off", "states", "text", "tok", "ve", "vs")
+    In json mode, pending view character ``i`` (text index ``off + i``) is
+    list index ``i`` of the decoder's arrays, which hold absolute offsets.
+    """
+
+    __slots__ = ("committed", "off", "text")
 
     def __init__(self) -> None:
         self.text = ""
         self.off = 0  # view index where pending text starts (after the context)
-        self.vs: list[int] = []  # source start of each pending view character
-        self.ve: list[int] = []  # source end
-        self.tok: list[int] = []  # view index of the token's separator (json)
-        self.states: list[int] = []  # tokenizer state at each view character (json)
-        self.committed = 0  # source offset fully tokenized (no half escape)
-        self.end_state = _OUT
+        self.committed = 0  # source offset (in pending) fully decoded (no half escape)
 
 
 class Channel:
@@ -248,7 +248,7 @@ class Channel:
         self.tally = tally
         self.pending = ""
         self.ctx = ""
-        self.state = _OUT
+        self.dec = JsonDecoder()
         self.until: re.Pattern[str] | None = None  # withholding a private key block up to its END line
 
     # -- public ------------------------------------------------------------
@@ -260,6 +260,9 @@ class Channel:
 
     def flush(self) -> str:
         """The block ended: release the rest."""
+        if self.json:
+            self.dec.decode(self.pending)
+            self.dec.finish()
         out = self._drain(final=True)
         rest = "" if self.tally.blocked is not None else self.pending  # a half escape at the very end
         self.pending = ""
@@ -295,7 +298,7 @@ class Channel:
             for fa, fb, ra, rb in m.find(text, 0, end):
                 if fa >= off and (fa < limit or final):
                     hits.append((fa, fb, ra, rb, rule, m))
-        cut = self._safe_cut(view, limit)
+        cut = self._safe_cut(view, limit, forced)
         if not forced:
             moved = True
             while moved:
@@ -334,18 +337,26 @@ class Channel:
             self._release(view, cut, [(off, cut, "")], out)
             self.until = None
             return True
-        cut = len(text) if final else self._safe_cut(view, max(off, len(text) - self.rf.window))
+        cut = len(text) if final else self._safe_cut(view, max(off, len(text) - self.rf.window), True)
         if cut > off:
             self._release(view, cut, [(off, cut, "")], out)
         return False
 
-    def _safe_cut(self, view: _View, cut: int) -> int:
-        """``cut`` moved back so it never splits a JSON number."""
+    def _safe_cut(self, view: _View, cut: int, forced: bool = False) -> int:
+        """``cut`` moved back so it does not split a JSON number whose start is still held.
+
+        ``forced`` (the pending text is over its bound): a long number may be
+        cut; the rest of it is redacted digit by digit (see _json_edits).
+        """
         cut = max(cut, view.off)
-        if self.json and cut < len(view.text):
+        if self.json and not forced and cut < len(view.text):
             i = cut - view.off
-            if view.states[i] == _NUM and view.text[cut] != _SEP:
-                cut = view.tok[i]
+            dec = self.dec
+            start = dec.tok[i] - dec.vbase + view.off
+            # No match is longer than the window: a number longer than that is
+            # not held whole (its rest is masked digit by digit if need be).
+            if dec.states[i] in NUMBER_STATES and start >= view.off and cut - start <= self.rf.window:
+                cut = start
         return cut
 
     def _release(self, view: _View, cut: int, spans: list[tuple[int, int, str]], out: list[str]) -> None:
@@ -356,22 +367,22 @@ class Channel:
         if not self.json:
             chunk = view.text[off:cut]
             out.append(_splice(chunk, [(a - off, b - off, lab) for a, b, lab in spans]) if spans else chunk)
-            self.state = _OUT
         else:
-            out.append(self._json_edits(view, src_cut, spans))
-            self.state = view.states[cut - off] if cut < len(view.text) else view.end_state
-            if cut < len(view.text) and view.text[cut] == _SEP:
-                self.state = _OUT
+            out.append(self._json_edits(view, cut, src_cut, spans))
+            self.dec.drop(cut - off, src_cut)
         self.ctx = (self.ctx + view.text[off:cut])[-_CTX:]
         self.pending = self.pending[src_cut:]
 
     def _src_cut(self, view: _View, cut: int) -> int:
         if not self.json:
             return cut - view.off
-        return view.vs[cut - view.off] if cut < len(view.text) else view.committed
+        return self.dec.vs[cut - view.off] - self.dec.base if cut < len(view.text) else view.committed
 
-    def _json_edits(self, view: _View, src_cut: int, spans: list[tuple[int, int, str]]) -> str:
+    def _json_edits(self, view: _View, cut: int, src_cut: int, spans: list[tuple[int, int, str]]) -> str:
         src = self.pending
+        dec = self.dec
+        base, vbase = dec.base, dec.vbase
+        vs, ve, toks, states = dec.vs, dec.ve, dec.tok, dec.states
         edits: list[tuple[int, int, str]] = []
         off = view.off
         for a, b, label in _merge(spans):
@@ -381,18 +392,26 @@ class Channel:
                     i += 1
                     continue
                 j = i
-                tok = view.tok[i - off]
-                while j + 1 < b and view.text[j + 1] != _SEP and view.tok[j + 1 - off] == tok:
+                tok = toks[i - off]
+                while j + 1 < b and view.text[j + 1] != _SEP and toks[j + 1 - off] == tok:
                     j += 1
-                if view.states[i - off] == _NUM:
-                    k = j
-                    while k + 1 < len(view.text) and view.text[k + 1] != _SEP and view.tok[k + 1 - off] == tok:
-                        k += 1
-                    first = tok + 1  # the number's first character follows its separator
-                    edits.append((view.vs[first - off], view.ve[k - off], f'"{label}"'))
-                    i = k + 1
+                if states[i - off] in NUMBER_STATES:
+                    k, ended = dec.number_end(i - off)
+                    first = tok + 1 - vbase  # the number's first character follows its separator
+                    if first >= 0 and ended and k + off < cut:
+                        # Held whole: the whole number becomes the marker, as a string.
+                        edits.append((vs[first] - base, ve[k] - base, f'"{label}"'))
+                        i = k + off + 1
+                        continue
+                    # Its head already went out (a number over the window): zeros in place.
+                    for p in range(i - off, j - off + 1):
+                        ch = view.text[p + off]
+                        masked = mask_digit(ch, states[p])
+                        if masked != ch:
+                            edits.append((vs[p] - base, ve[p] - base, masked))
+                    i = j + 1
                 else:
-                    edits.append((view.vs[i - off], view.ve[j - off], label))
+                    edits.append((vs[i - off] - base, ve[j - off] - base, label))
                     i = j + 1
         return _splice(src[:src_cut], edits) if edits else src[:src_cut]
 
@@ -405,100 +424,10 @@ class Channel:
             view.text = self.ctx + self.pending
             view.committed = len(self.pending)
             return view
-        _tokenize(self.pending, self.state, view, self.ctx)
+        self.dec.decode(self.pending)  # only what arrived since the last call
+        view.text = self.ctx + "".join(self.dec.chars)
+        view.committed = self.dec.pos
         return view
-
-
-def _tokenize(src: str, state: int, view: _View, ctx: str) -> None:
-    """Decode JSON source (starting in ``state``) into ``view``; stops before a half escape."""
-    chars: list[str] = []
-    vs, ve, tok, states = view.vs, view.ve, view.tok, view.states
-    off = len(ctx)
-    tok_at = off - 1  # separator of the current token (may lie in the context)
-
-    def put(ch: str, a: int, b: int, st: int) -> None:
-        chars.append(ch)
-        vs.append(a)
-        ve.append(b)
-        tok.append(tok_at)
-        states.append(st)
-
-    i, n = 0, len(src)
-    committed = 0
-    while i < n:
-        c = src[i]
-        if state == _OUT:
-            if c == '"':
-                tok_at = off + len(chars)
-                put(_SEP, i, i, _OUT)
-                state = _STR
-                i += 1
-            elif c == "-" or c.isdigit():
-                tok_at = off + len(chars)
-                put(_SEP, i, i, _OUT)
-                state = _NUM
-            else:
-                i += 1
-            committed = i
-            continue
-        if state == _NUM:
-            if c in _NUM_CHARS:
-                put(c, i, i + 1, _NUM)
-                i += 1
-                committed = i
-            else:
-                state = _OUT
-            continue
-        # in a string
-        if c == '"':
-            state = _OUT
-            i += 1
-            committed = i
-            continue
-        if c != "\\":
-            put(c, i, i + 1, _STR)
-            i += 1
-            committed = i
-            continue
-        if i + 1 >= n:
-            break
-        e = src[i + 1]
-        if e != "u":
-            put(_ESCAPES.get(e, e), i, i + 2, _STR)
-            i += 2
-            committed = i
-            continue
-        if i + 6 > n:
-            break
-        try:
-            code = int(src[i + 2:i + 6], 16)
-        except ValueError:
-            code = 0xFFFD
-        if 0xD800 <= code < 0xDC00:
-            rest = src[i + 6:i + 12]
-            if len(rest) < 6 and _maybe_escape(rest):
-                break  # the low half may still come
-            if rest.startswith("\\u"):
-                try:
-                    low = int(src[i + 8:i + 12], 16)
-                except ValueError:
-                    low = 0
-                if 0xDC00 <= low < 0xE000:
-                    put(chr(0x10000 + ((code - 0xD800) << 10) + (low - 0xDC00)), i, i + 12, _STR)
-                    i += 12
-                    committed = i
-                    continue
-        put(chr(code), i, i + 6, _STR)
-        i += 6
-        committed = i
-    view.text = ctx + "".join(chars)
-    view.committed = committed
-    view.end_state = state
-
-
-def _maybe_escape(text: str) -> bool:
-    """``text`` could be the start of a ``\\uXXXX`` escape."""
-    return "\\u0000"[: len(text)] == text[:2] and all(c in "0123456789abcdefABCDEF" for c in text[2:])
 
 
 def _merge(spans: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:

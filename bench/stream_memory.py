@@ -1,0 +1,226 @@
+"""Memory of many concurrent streams through the gateway (issue 17: 10,000 streams <= 200 MB).
+
+Starts the asyncio stand-in upstream (bench/_standin_fake.py: one coroutine
+per stream, so it is not what gives out), a gateway in front of it, and a
+client process that opens N streaming /v1/messages requests over raw
+sockets and keeps reading them. Once the gateway reports N active streams
+(its /metrics gauge), the gateway's RSS is sampled; the peak (VmHWM) and the
+cost per stream over idle are printed as JSON.
+
+    .venv/bin/python bench/stream_memory.py --streams 9000 [--response-rules]
+
+One gateway process holds two sockets per stream (client and upstream):
+the per-process descriptor limit (ulimit -Hn, 20,000 on the benchmark
+machine) caps N below 10,000 there; the figure for 10,000 is the measured
+idle RSS plus 10,000 times the measured cost per stream.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import resource
+import secrets
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+PY = sys.executable
+
+
+def _raise_nofile() -> None:
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _status(pid: int) -> dict[str, int]:
+    out = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            out[key] = int(value.split()[0])  # kB
+    return out
+
+
+def _active_streams(internal: str) -> int:
+    text = urllib.request.urlopen(f"{internal}/metrics", timeout=30).read().decode()  # noqa: S310 (http://127.0.0.1)
+    for line in text.splitlines():
+        if line.startswith("claudegate_active_streams "):
+            return int(float(line.split()[1]))
+    return 0
+
+
+# ------------------------------------------------------------------ the client
+
+
+async def _client(port: int, key: str, n: int, batch: int) -> None:
+    body = json.dumps({"model": "claude-sonnet-4-6", "max_tokens": 64, "stream": True,
+                       "messages": [{"role": "user", "content": "hi"}]}).encode()  # fmt: skip
+    request = (
+        f"POST /v1/messages HTTP/1.1\r\nHost: 127.0.0.1\r\nx-api-key: {key}\r\nanthropic-version: 2023-06-01\r\n"
+        f"content-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    started = 0
+    first = 0
+    failed = 0
+
+    async def one() -> None:
+        nonlocal first, failed
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            if b" 200 " not in head.split(b"\r\n", 1)[0]:
+                failed += 1
+                print("refused:", head.split(b"\r\n", 1)[0].decode(), file=sys.stderr, flush=True)
+                return
+            await reader.readuntil(b"\n\n")  # the first event
+            first += 1
+            while await reader.read(65536):
+                pass
+            writer.close()
+        except (OSError, asyncio.IncompleteReadError) as exc:
+            failed += 1
+            print("client error:", type(exc).__name__, exc, file=sys.stderr, flush=True)
+
+    tasks = []
+    while started < n:
+        for _ in range(min(batch, n - started)):
+            tasks.append(asyncio.create_task(one()))
+            started += 1
+        await asyncio.sleep(0.05)
+    while first + failed < n:
+        await asyncio.sleep(0.2)
+    print(json.dumps({"streaming": first, "failed": failed}), flush=True)
+    await asyncio.gather(*tasks)
+
+
+# ------------------------------------------------------------------ the run
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--streams", type=int, default=9000)
+    p.add_argument("--batch", type=int, default=100, help="connections opened per 50 ms")
+    p.add_argument("--event-delay", type=float, default=0.5, help="seconds between the upstream's events")
+    p.add_argument(
+        "--response-rules", action="store_true", help="add a response rule: every stream is filtered"
+    )
+    p.add_argument("--client", nargs=3, metavar=("PORT", "KEY", "N"), help=argparse.SUPPRESS)
+    args = p.parse_args()
+    _raise_nofile()
+    if args.client:
+        asyncio.run(_client(int(args.client[0]), args.client[1], int(args.client[2]), args.batch))
+        return 0
+    n = args.streams
+    procs: list[subprocess.Popen[bytes]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp)
+        try:
+            upstream_key = "sk-ant-fake-" + secrets.token_hex(8)
+            fake = subprocess.Popen(
+                [PY, str(REPO / "bench" / "_standin_fake.py"), "--listen", "127.0.0.1:0", "--api-key", upstream_key,
+                 "--event-delay", str(args.event_delay), "--deltas", "400"],
+                stdout=subprocess.PIPE, preexec_fn=_raise_nofile,
+            )  # fmt: skip
+            procs.append(fake)
+            assert fake.stdout is not None
+            upstream = fake.stdout.readline().decode().split()[-1]
+            (d / "up").write_text(upstream_key)
+            (d / "pepper").write_text(secrets.token_urlsafe(32))
+            os.chmod(d / "up", 0o600)
+            os.chmod(d / "pepper", 0o600)
+            port, internal = _free_port(), _free_port()
+            rules = (
+                "filters: [{name: secrets, detectors: [all], action: redact, direction: both}]\n"
+                if args.response_rules else ""
+            )  # fmt: skip
+            (d / "gw.yaml").write_text(
+                f"listen: 127.0.0.1:{port}\ninternal_listen: 127.0.0.1:{internal}\n"
+                f"upstream: {{base_url: '{upstream}', api_key_file: '{d / 'up'}', max_connections: {2 * n + 2}, "
+                f"connect_timeout: 60}}\n"
+                f"max_in_flight_per_key: {n + 1}\nkeystore: '{d / 'keys.db'}'\npepper_file: '{d / 'pepper'}'\n"
+                f"audit_log: '{d / 'audit.jsonl'}'\n" + rules
+            )
+            gw = [PY, "-m", "claudegate_gateway"]
+            key = subprocess.run([*gw, "keys", "create", "bench", "--config", str(d / "gw.yaml")],
+                                 capture_output=True, text=True, check=True).stdout.split()[-1]  # fmt: skip
+            # GATEWAY_CMD: another way to run the gateway (a profiler); it gets "serve --config FILE".
+            run = os.environ.get("GATEWAY_CMD", "").split() or gw
+            gateway = subprocess.Popen(
+                [*run, "serve", "--config", str(d / "gw.yaml")], preexec_fn=_raise_nofile
+            )
+            procs.append(gateway)
+            internal_url = f"http://127.0.0.1:{internal}"
+            for _ in range(600):
+                try:
+                    _active_streams(internal_url)
+                    break
+                except OSError:
+                    time.sleep(0.1)
+            # Warm: one stream, so that imports and first-use caches are in the idle figure.
+            warm = subprocess.Popen([PY, __file__, "--client", str(port), key, "1"], stdout=subprocess.PIPE)
+            assert warm.stdout is not None
+            warm.stdout.readline()  # it streams
+            warm.terminate()
+            warm.wait()
+            time.sleep(1)
+            idle = _status(gateway.pid)["VmRSS"]
+            client = subprocess.Popen([PY, __file__, "--client", str(port), key, str(n), "--batch", str(args.batch)],
+                                      stdout=subprocess.PIPE)  # fmt: skip
+            procs.append(client)
+            t0 = time.monotonic()
+            peak_active = 0
+            while time.monotonic() - t0 < 180:
+                active = _active_streams(internal_url)
+                peak_active = max(peak_active, active)
+                if active >= n:
+                    break
+                time.sleep(0.5)
+            time.sleep(2)  # a few events on every stream
+            samples = []
+            for _ in range(5):
+                samples.append(_status(gateway.pid))
+                time.sleep(0.2)
+            rss = max(s["VmRSS"] for s in samples)
+            hwm = max(s["VmHWM"] for s in samples)
+            per_stream = (hwm - idle) / max(1, peak_active)
+            result = {
+                "date": time.strftime("%Y-%m-%d"),
+                "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cpus, Python {platform.python_version()}",
+                "streams": peak_active,
+                "response_rules": args.response_rules,
+                "idle_rss_mb": round(idle / 1024, 1),
+                "rss_mb": round(rss / 1024, 1),
+                "peak_rss_mb": round(hwm / 1024, 1),
+                "per_stream_kb": round(per_stream, 1),
+                "at_10000_mb": round((idle + 10_000 * per_stream) / 1024, 1),
+            }
+            print(json.dumps(result, indent=2))
+        finally:
+            for proc in reversed(procs):
+                proc.terminate()
+            for proc in procs:
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
