@@ -234,6 +234,11 @@ class Gateway:
             except asyncio.CancelledError:
                 ex.status, ex.error_type = 499, "client_closed"
                 raise
+            except (ConnectionResetError, aiohttp.ClientConnectionResetError):
+                # The client left while its body was being read (or before an answer
+                # could start): its disconnect, audited as such, not a gateway failure.
+                ex.status, ex.error_type = 499, "client_closed"
+                return web.Response(status=499)
             except sqlite3.OperationalError as exc:
                 # The keystore stayed locked past its busy timeout (another process
                 # holding it): budgets fail closed, and the client may retry.
