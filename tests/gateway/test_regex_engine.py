@@ -122,14 +122,15 @@ def test_no_accepted_pattern_takes_super_linear_time_on_either_engine(pattern: s
     fallback = re.compile(pattern, re.IGNORECASE)
     linear = engine.compile_pattern(pattern)
     for text in HOSTILE:
-        t0 = time.perf_counter()
+        t0 = time.thread_time()
         fallback.search(text)
-        took_re = time.perf_counter() - t0
-        t0 = time.perf_counter()
+        took_re = time.thread_time() - t0
+        t0 = time.thread_time()
         list(linear.finditer(text, 0, len(text)))
-        took_re2 = time.perf_counter() - t0
+        took_re2 = time.thread_time() - t0
         # Linear here is well under 50 ms even at a product of 256 splits per
-        # start; the refused shapes take seconds on these texts.
+        # start; the refused shapes take seconds on these texts. CPU time of this
+        # thread, not wall time: a loaded machine (parallel CI) must not fail it.
         assert took_re < 0.5 and took_re2 < 0.5, (pattern, text[:8], took_re, took_re2)
 
 
