@@ -62,13 +62,15 @@ _SECRET_WINDOW = (8, 128)  # chars before / after "secret" that hold any match (
 _PEM_HEAD = r"---(?i:-*[ \t]*BEGIN[ A-Z0-9]{0,40}PRIVATE KEY(?: BLOCK)?[ \t]*-{3,})"
 _PEM_TAIL = r"(?i:-{3,}[ \t]*END[ A-Z0-9]{0,40}PRIVATE KEY(?: BLOCK)?[ \t]*-{3,})"
 # With an END line: everything up to it. The body may not cross a '---', and
-# is possessive, so each header costs at most the distance to the next dash
-# run (many headers and no END cannot go quadratic). Truncated (no END): the
+# is atomic, so each header costs at most the distance to the next dash run
+# (many headers and no END cannot go quadratic). Atomic groups, not possessive
+# quantifiers: Python 3.11.2 (Debian bookworm, the gateway image's Python)
+# matches a possessive bounded repeat wrongly, and the END line was missed. Truncated (no END): the
 # lines or chunks that look like key material (16+ base64 characters, a
 # short '='-padded tail, or a 'Proc-Type: ...' header), so prose after a
 # pasted fragment survives.
-_PEM_BODY = r"(?:\s+(?:[A-Za-z0-9+/]{16,}={0,2}|[A-Za-z0-9+/]{0,15}={1,2}|[A-Z][A-Za-z-]*:[ \t][^\n]*))*+"
-_PRIVATE_KEY_RE = re.compile(rf"{_PEM_HEAD}(?:(?:[^-]|-(?!--)){{0,40000}}+{_PEM_TAIL}|{_PEM_BODY})")
+_PEM_BODY = r"(?>(?:\s+(?:[A-Za-z0-9+/]{16,}={0,2}|[A-Za-z0-9+/]{0,15}={1,2}|[A-Z][A-Za-z-]*:[ \t][^\n]*))*)"
+_PRIVATE_KEY_RE = re.compile(rf"{_PEM_HEAD}(?:(?>(?:[^-]|-(?!--)){{0,40000}}){_PEM_TAIL}|{_PEM_BODY})")
 
 
 def _secret_windows(t: _Text) -> list[tuple[int, int]]:
