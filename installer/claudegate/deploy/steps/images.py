@@ -218,29 +218,12 @@ def _build_here(ctx: Context, *, context: BuildContext, base: str) -> None:
 def _build_and_send(ctx: Context, *, contexts: Sequence[BuildContext], base: str) -> None:
     """Build what this machine lacks (its cache makes unchanged layers free), then send all in one stream."""
     refresh = bool(ctx.options.get("refresh"))
-    todo = []
     for context in contexts:
         tag = context.tag(base)
         if not refresh and operator_has_image(tag):
             ctx.work(f"{tag} is already built on this machine")
             continue
-        todo.append(context)
-    # Side by side: each build waits mostly on the Debian mirror (apt-get), not on the CPU.
-    failures: list[BaseException] = []
-
-    def build(context: BuildContext) -> None:
-        try:
-            _build_here(ctx, context=context, base=base)
-        except BaseException as exc:  # re-raised below, in the step's thread
-            failures.append(exc)
-
-    threads = [threading.Thread(target=build, args=(c,), name=f"build-{c.name}", daemon=True) for c in todo]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if failures:
-        raise failures[0]
+        _build_here(ctx, context=context, base=base)
     send_images(ctx, [c.tag(base) for c in contexts])
 
 
