@@ -7,11 +7,20 @@ table plus the command to reproduce. Needs dockerd and the local Debian base
 image (tests/infra/start-services.sh, tests/infra/build-base-image.sh).
 
     .venv/bin/python bench/deploy_bench.py [--redeploys 3] [--help-runs 15]
+        [--cold] [--transfer auto|build|save-load]
+
+``--cold`` starts from an empty wheelhouse cache (a temporary one) and
+builds the images without Docker's build cache (``deploy --refresh``), so
+neither the operator's nor the host's caches help; the fresh server never has
+claudegate images anyway. Without it the wheelhouse cache and this machine's
+build cache are whatever earlier runs left (warm). Per-step times and the
+longest silence between two progress events are printed too.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import secrets
 import statistics
@@ -20,6 +29,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -42,11 +52,43 @@ def help_startup(runs: int) -> float:
     return statistics.median(times)
 
 
+class StepTimes:
+    """A reporter that keeps each step's time and the longest gap between two events."""
+
+    def __init__(self) -> None:
+        self.steps: dict[str, float] = {}
+        self.longest_gap = 0.0
+        self.gap_at = ""
+        self._last: float | None = None
+
+    def __call__(self, event: Any) -> None:
+        now = time.monotonic()
+        if self._last is not None and now - self._last > self.longest_gap:
+            self.longest_gap, self.gap_at = now - self._last, f"{event.title}: {event.message}"[:80]
+        self._last = now
+        if event.kind == "finish":
+            self.steps[event.title] = event.elapsed
+
+
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--redeploys", type=int, default=3, help="no-change redeploys to time (median)")
     parser.add_argument("--help-runs", type=int, default=15, help="`claudegate --help` runs to time (median)")
+    parser.add_argument(
+        "--cold", action="store_true", help="empty wheelhouse cache, no build cache (--refresh)"
+    )
+    parser.add_argument(
+        "--transfer",
+        choices=["auto", "build", "save-load"],
+        default=None,
+        help="images.transfer (default: the config's default)",
+    )
     args = parser.parse_args()
+    if args.cold:
+        os.environ["CLAUDEGATE_WHEELHOUSE_CACHE"] = tempfile.mkdtemp(prefix="bench-wheels-")
+    times = StepTimes()
 
     results: dict[str, float] = {}
     key = "sk-ant-api03-bench-" + secrets.token_hex(16)
@@ -58,22 +100,28 @@ def main() -> int:
                 bridge = server.host_address
                 doc = {
                     "target": {
-                        "host": server.ip, "user": server.user, "ssh_key": str(server.key_path),
+                        "host": server.ip,
+                        "user": server.user,
+                        "ssh_key": str(server.key_path),
                         "known_hosts": str(directory / "known_hosts"),
                         "host_key_fingerprint": server.host_key_fingerprint,
                     },
                     "domain": DOMAIN,
                     "tls": {"mode": "internal-ca"},
-                    "upstream": {"base_url": f"http://{bridge}:{fake.url.rsplit(':', 1)[1]}",
-                                 "api_key_file": str(write_secret(directory / "key", key))},
+                    "upstream": {
+                        "base_url": f"http://{bridge}:{fake.url.rsplit(':', 1)[1]}",
+                        "api_key_file": str(write_secret(directory / "key", key)),
+                    },
                     "clients": [{"name": "bench"}],
                     "limits": {"per_ip": {"rate": "50r/s", "burst": 20}},
                     "state_dir": str(directory / "state"),
                 }
+                if args.transfer:
+                    doc["images"] = {"transfer": args.transfer}
                 cfg = write_config(directory / "cfg", doc)
                 with connector_for(cfg) as conn:
                     t0 = time.perf_counter()
-                    first = deploy(cfg, conn)
+                    first = deploy(cfg, conn, reporter=times, refresh=args.cold)
                     results["fresh deploy"] = time.perf_counter() - t0
                     assert first.smoke is not None and first.smoke.ok
                     again = []
@@ -88,13 +136,20 @@ def main() -> int:
                 fake.stop()
     results["claudegate --help"] = help_startup(args.help_runs)
 
-    print(f"deploy benchmark, {time.strftime('%Y-%m-%d')}, {platform.node()}, python {platform.python_version()}")
+    print(
+        f"deploy benchmark, {time.strftime('%Y-%m-%d')}, {platform.node()}, python {platform.python_version()}"
+    )
     print(f"{'figure':<22} {'seconds':>9} {'target':>8}  result")
     for name, value in results.items():
         target = TARGETS[name]
         print(f"{name:<22} {value:>9.2f} {target:>8.1f}  {'PASS' if value <= target else 'FAIL'}")
-    print(f"reproduce: {Path(sys.executable).relative_to(REPO) if sys.executable.startswith(str(REPO)) else sys.executable}"
-          f" bench/deploy_bench.py --redeploys {args.redeploys} --help-runs {args.help_runs}")
+    print("fresh deploy by step: " + ", ".join(f"{k} {v:.1f}" for k, v in times.steps.items()))
+    print(f"longest silence between progress events: {times.longest_gap:.1f} s (before {times.gap_at!r})")
+    print(
+        f"reproduce: {Path(sys.executable).relative_to(REPO) if sys.executable.startswith(str(REPO)) else sys.executable}"
+        f" bench/deploy_bench.py --redeploys {args.redeploys} --help-runs {args.help_runs}"
+        f"{' --cold' if args.cold else ''}{' --transfer ' + args.transfer if args.transfer else ''}"
+    )
     return 0
 
 

@@ -32,10 +32,12 @@ class StepPrinter:
 
     Sub-step ``work`` events come often (every poll of a wait, every build
     line); a line is printed when what is being done changes, or every
-    ``every`` seconds while it goes on. Smoke ``check`` events print one line each.
+    ``every`` seconds while it goes on, and always for a heartbeat (the
+    engine's "still ..." after a quiet spell): so stderr, a terminal or a CI
+    log alike, gets a line at least every 5 s. Smoke ``check`` events print one line each.
     """
 
-    def __init__(self, every: float = 10.0) -> None:
+    def __init__(self, every: float = 4.0) -> None:
         self.every = every
         self._last_work = ""
         self._last_at = 0.0
@@ -62,6 +64,10 @@ class StepPrinter:
 
     def _work(self, event: Any) -> None:
         now = time.monotonic()
+        if getattr(event, "heartbeat", False):
+            self._last_at = now
+            err(f"      {event.message} ({event.done:.0f} s in {event.title})")
+            return
         if event.message == self._last_work and now - self._last_at < self.every:
             return
         self._last_work, self._last_at = event.message, now

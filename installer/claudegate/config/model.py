@@ -617,10 +617,14 @@ class Images(_Section):
         examples=["debian:bookworm-slim"],
         description="what the images build FROM; pulled on the host unless this machine has it (then sent)",
     )
-    transfer: Literal["build", "save-load"] = Field(
-        default="build",
-        examples=["build"],
-        description="build: build on the target; save-load: build here, docker save | ssh docker load",
+    transfer: Literal["auto", "build", "save-load"] = Field(
+        default="auto",
+        examples=["auto"],
+        description=(
+            "auto: save-load when this machine has a working Docker with the base image and the target's"
+            " CPU architecture, else build; build: build on the target;"
+            " save-load: build here, docker save | ssh docker load"
+        ),
     )
 
 

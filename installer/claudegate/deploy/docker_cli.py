@@ -86,6 +86,11 @@ def docker_info() -> list[str]:
     return [DOCKER, "info", "--format", "{{.ServerVersion}}"]
 
 
+def engine_architecture() -> list[str]:
+    """Prints the engine's CPU architecture (``x86_64``, ``aarch64``); fails when there is no engine."""
+    return [DOCKER, "info", "--format", "{{.Architecture}}"]
+
+
 def image_inspect(ref: str) -> list[str]:
     """Prints the image id; exits non-zero when the image is absent."""
     return [DOCKER, "image", "inspect", "--format", "{{.Id}}", ref]

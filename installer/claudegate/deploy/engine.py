@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from claudegate.connectors.base import Input
+from claudegate.deploy.progress import Reporter, heartbeat
 from claudegate.errors import Cancelled, ClaudegateError, CommandFailed, ConnectionFailed, DeployFailed
 from claudegate.redact import redact
 
@@ -126,35 +127,49 @@ def run_steps(ctx: Context, steps: Sequence[Step]) -> list[StepOutcome]:
     outcomes: list[StepOutcome] = []
     total = len(steps)
     for index, step in enumerate(steps, 1):
-        started = time.monotonic()
-        ctx.begin_step(step, index, total)
-        ctx.emit("start")
-        try:
-            ctx.check_cancelled()
-            if ctx.lock is not None:
-                ctx.lock.refresh_if_due()
-            changes = step.plan(ctx)
-            ctx.emit("plan", changes=tuple(c.summary for c in changes))
-            if not ctx.dry_run:
-                if changes:
-                    step.apply(ctx, changes)
-                    step.verify(ctx)
-                step.perform(ctx)
-                if changes:
-                    ctx.mark_step(step.name, changed=True)
-        except BaseException as exc:
-            ctx.emit("fail", elapsed=time.monotonic() - started, message=_describe(ctx, exc))
-            _abort(ctx, exc)
-            if isinstance(exc, CommandFailed):
-                raise DeployFailed(
-                    f"step {step.name} ({step.title}) failed: {exc}",
-                    hint="nothing was switched; the release that served before keeps serving",
-                ) from exc
-            raise
-        elapsed = time.monotonic() - started
-        outcomes.append(StepOutcome(step.name, step.title, tuple(changes), bool(changes), elapsed))
-        ctx.emit("finish", changed=bool(changes), elapsed=elapsed)
+        with heartbeat(ctx.reporter, step=step.name, title=step.title, index=index, total=total) as beat:
+            outcomes.append(_run_step(ctx, step, index, total, beat))
     return outcomes
+
+
+def _run_step(ctx: Context, step: Step, index: int, total: int, beat: Reporter) -> StepOutcome:
+    # The step's events go through the heartbeat, which speaks up when the step is quiet.
+    reporter, ctx.reporter = ctx.reporter, beat
+    try:
+        return _run_one(ctx, step, index, total)
+    finally:
+        ctx.reporter = reporter
+
+
+def _run_one(ctx: Context, step: Step, index: int, total: int) -> StepOutcome:
+    started = time.monotonic()
+    ctx.begin_step(step, index, total)
+    ctx.emit("start")
+    try:
+        ctx.check_cancelled()
+        if ctx.lock is not None:
+            ctx.lock.refresh_if_due()
+        changes = step.plan(ctx)
+        ctx.emit("plan", changes=tuple(c.summary for c in changes))
+        if not ctx.dry_run:
+            if changes:
+                step.apply(ctx, changes)
+                step.verify(ctx)
+            step.perform(ctx)
+            if changes:
+                ctx.mark_step(step.name, changed=True)
+    except BaseException as exc:
+        ctx.emit("fail", elapsed=time.monotonic() - started, message=_describe(ctx, exc))
+        _abort(ctx, exc)
+        if isinstance(exc, CommandFailed):
+            raise DeployFailed(
+                f"step {step.name} ({step.title}) failed: {exc}",
+                hint="nothing was switched; the release that served before keeps serving",
+            ) from exc
+        raise
+    elapsed = time.monotonic() - started
+    ctx.emit("finish", changed=bool(changes), elapsed=elapsed)
+    return StepOutcome(step.name, step.title, tuple(changes), bool(changes), elapsed)
 
 
 def _describe(ctx: Context, exc: BaseException) -> str:

@@ -1,4 +1,4 @@
-"""Send an image from this machine's Docker to the host's: ``docker save`` here into ``docker load`` there.
+"""Send images from this machine's Docker to the host's: ``docker save`` here into ``docker load`` there.
 
 Its own module because both the images step and the base-image builder send
 images, and the builder sits below the step (the step calls it).
@@ -6,27 +6,69 @@ images, and the builder sits below the step (the step calls it).
 
 from __future__ import annotations
 
+import io
 import subprocess
+import time
+from collections.abc import Sequence
+from typing import IO
 
 from claudegate.connectors.base import stderr_tail
 from claudegate.deploy import docker_cli
 from claudegate.deploy.context import Context
 from claudegate.errors import DeployFailed
 
-__all__ = ["SEND_TIMEOUT", "send_image"]
+__all__ = ["SEND_TIMEOUT", "send_image", "send_images"]
 
 SEND_TIMEOUT = 1200.0
 
 
-def send_image(ctx: Context, ref: str) -> None:
-    """``docker save`` here, streamed into ``docker load`` on the host."""
-    with subprocess.Popen(docker_cli.image_save(ref), stdout=subprocess.PIPE, stderr=subprocess.PIPE) as save:
+class _CountingPipe(io.RawIOBase):
+    """Reads a pipe and reports the bytes read so far (a ``docker save`` on its way)."""
+
+    def __init__(self, pipe: IO[bytes], what: str, ctx: Context, *, every: float = 1.0) -> None:
+        super().__init__()
+        self._pipe = pipe
+        self._what = what
+        self._ctx = ctx
+        self._every = every
+        self._sent = 0
+        self._last = float("-inf")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        data = self._pipe.read(len(buffer))
+        view = memoryview(buffer)
+        view[: len(data)] = data
+        self._sent += len(data)
+        now = time.monotonic()
+        if now - self._last >= self._every or not data:
+            self._last = now
+            self._ctx.work(self._what, done=float(self._sent), unit="bytes")
+        return len(data)
+
+
+def send_images(ctx: Context, refs: Sequence[str]) -> None:
+    """``docker save`` of ``refs`` here, streamed into ``docker load`` on the host.
+
+    One stream for all of them: layers the images share are written once.
+    """
+    argv = docker_cli.image_save(*refs)
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as save:
         assert save.stdout is not None
+        what = f"sending {', '.join(refs)} (docker save | docker load)"
+        stream = io.BufferedReader(_CountingPipe(save.stdout, what, ctx), buffer_size=1 << 16)
         try:
-            ctx.run(docker_cli.image_load(), input=save.stdout, timeout=SEND_TIMEOUT)
+            ctx.run(docker_cli.image_load(), input=stream, timeout=SEND_TIMEOUT)
         finally:
             save.stdout.close()
             err = save.stderr.read() if save.stderr is not None else b""
             save.wait()
     if save.returncode != 0:
-        raise DeployFailed(f"docker save {ref} failed on this machine:\n{stderr_tail(err)}")
+        raise DeployFailed(f"docker save {' '.join(refs)} failed on this machine:\n{stderr_tail(err)}")
+
+
+def send_image(ctx: Context, ref: str) -> None:
+    """``docker save`` here, streamed into ``docker load`` on the host."""
+    send_images(ctx, [ref])

@@ -23,12 +23,17 @@ from pathlib import Path
 from claudegate.connectors.base import stderr_tail
 from claudegate.errors import ConfigError, DeployFailed
 
-__all__ = ["PYTHON_VERSION", "cache_root", "download_argv", "ensure_wheelhouse", "platform_tags"]
+__all__ = ["PYTHON_VERSION", "cache_root", "download_argv", "ensure_wheelhouse", "normalized_arch", "platform_tags"]
 
 #: The python3 of Debian bookworm, which the gateway image installs from apt.
 PYTHON_VERSION = "3.11"
 
 _ARCHES = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64"}
+
+
+def normalized_arch(machine: str) -> str | None:
+    """``x86_64`` or ``aarch64`` for a ``uname -m`` or Docker architecture name, None when unsupported."""
+    return _ARCHES.get(machine)
 
 
 def platform_tags(machine: str) -> list[str]:

@@ -8,7 +8,7 @@
   (``keys update``): its key keeps working, and the plan shows the
   difference field by field.
 - A client in the keystore that deploy.yaml does not list is reported; it is
-  revoked only when the run asks for it (``options["prune"]``, from
+  revoked only when the run asks for it (``options.prune``, from
   ``claudegate deploy --prune``).
 
 The smoke test authenticates as ``claudegate-smoke``, scoped to exactly what

@@ -136,6 +136,9 @@ class DeployScreen(Screen[None]):
                 log.write(f"  + {change}")
         elif event.kind == "note" and event.message:
             log.write(f"  {event.message}")
+        elif event.kind == "work" and event.heartbeat:
+            # The engine's "still ..." after a quiet spell: the label says it; the log stays readable.
+            self.query_one("#work", Label).update(f"{event.message[:32]} {event.done or 0:.0f}s")
         elif event.kind == "work":
             if event.message:
                 log.write(f"    {event.message}")
