@@ -455,14 +455,7 @@ class Gateway:
             return await self._relay_stream(request, upstream, headers, ex, sf)
         if route.op.stream_through:
             return await self._relay_through(request, upstream, headers, ex, rf)
-        try:
-            data = await upstream.read()
-        except (TimeoutError, aiohttp.ServerTimeoutError):
-            self.metrics.upstream_errors += 1
-            raise GatewayError("timeout_error", "The upstream API stopped answering mid-response") from None
-        except aiohttp.ClientError:
-            self.metrics.upstream_errors += 1
-            raise GatewayError("api_error", "The upstream connection broke mid-response") from None
+        data = await self._read_whole(upstream)
         if route.op.owner_kind == "batch" and upstream.status == 200:
             data = localise_results_urls(data)
         if route.op.meter == "message" and upstream.status == 200:
@@ -475,6 +468,17 @@ class Gateway:
         if route.op.owner_kind is not None:
             data = await self._owned_answer(request, route, ex, upstream.status, data)
         return web.Response(status=upstream.status, body=data, headers=headers)
+
+    async def _read_whole(self, upstream: aiohttp.ClientResponse) -> bytes:
+        """Upstream's whole body; a stall or a broken connection is the client's 504/500 in Anthropic's shape."""
+        try:
+            return await upstream.read()
+        except (TimeoutError, aiohttp.ServerTimeoutError):
+            self.metrics.upstream_errors += 1
+            raise GatewayError("timeout_error", "The upstream API stopped answering mid-response") from None
+        except aiohttp.ClientError:
+            self.metrics.upstream_errors += 1
+            raise GatewayError("api_error", "The upstream connection broke mid-response") from None
 
     def _filter_error(self, data: bytes, ex: Exchange) -> bytes:
         """Upstream's error body, checked by the client's rules: it may quote the request."""
@@ -503,14 +507,7 @@ class Gateway:
         if upstream.status >= 400:
             ex.error_type = "upstream"
             # An error is a small JSON body that may quote the request: read and checked whole.
-            try:
-                data = await upstream.read()
-            except (TimeoutError, aiohttp.ServerTimeoutError):
-                self.metrics.upstream_errors += 1
-                raise GatewayError("timeout_error", "The upstream API stopped answering mid-response") from None
-            except aiohttp.ClientError:
-                self.metrics.upstream_errors += 1
-                raise GatewayError("api_error", "The upstream connection broke mid-response") from None
+            data = await self._read_whole(upstream)
             return web.Response(status=upstream.status, body=self._filter_error(data, ex), headers=headers)
         lines = ResultsFilter(rf) if rf is not None else None
         response = web.StreamResponse(status=upstream.status, headers=headers)
