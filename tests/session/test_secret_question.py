@@ -63,5 +63,18 @@ def test_a_bad_answer_is_refused_and_nothing_written(tmp_path: Path) -> None:
     with Session(config_from_document(_doc(tmp_path, key_file)), ScriptedInteraction(secret="two words")) as session, \
             pytest.raises(ConfigError) as bad:
         session.deploy()
-    assert "whitespace" in str(bad.value) and "two words" not in str(bad.value)
+    assert "spaces" in str(bad.value) and "two words" not in str(bad.value)
+    assert not key_file.exists()
+
+
+@pytest.mark.parametrize(
+    "answer", ["ANTHROPIC_API_KEY=sk-ant-api03-" + "e" * 30, "hello", "sk-ant-api03-with space"]
+)
+def test_an_answer_that_is_not_an_anthropic_key_is_refused_and_not_saved(tmp_path: Path, answer: str) -> None:
+    key_file = tmp_path / "anthropic_api_key"
+    with Session(config_from_document(_doc(tmp_path, key_file)), ScriptedInteraction(secret=answer)) as session, \
+            pytest.raises(ConfigError) as refused:
+        session.deploy()
+    assert "Anthropic API key" in str(refused.value)
+    assert answer not in str(refused.value) and "e" * 30 not in str(refused.value)  # never echoed
     assert not key_file.exists()

@@ -174,6 +174,27 @@ async def test_upstream_key_with_spaces_is_refused(wizard: WizardApp) -> None:
         assert "spaces" in str(wizard.screen.query_one("#msg-api-key").render())
 
 
+@pytest.mark.parametrize(
+    ("pasted", "says"),
+    [
+        ("ANTHROPIC_API_KEY=sk-ant-api03-ENVLINE-0123456789", "line from an environment file"),
+        ("hello", "start with sk-ant-"),
+        ("sk-ant-api03-quoted'", "characters an Anthropic API key does not have"),
+    ],
+)
+async def test_a_pasted_key_that_is_not_a_key_is_shown_under_the_box(
+    wizard: WizardApp, pasted: str, says: str
+) -> None:
+    """What a hurried person copies (a .env line, a stray word) is refused on screen, never echoed."""
+    async with wizard.run_test(size=(80, 24)) as pilot:
+        await flow.to_screen(pilot, 1)
+        await fill(pilot, "#api-key", pasted)
+        assert not next_enabled(pilot)
+        drawn = screen_text(pilot)
+        assert says in " ".join(drawn.split()), drawn
+        assert "ENVLINE" not in drawn and "quoted" not in drawn  # the value itself is never drawn
+
+
 BAD_CLIENT = [
     ("name", "team a", "not a client name"),
     ("models", "claude sonnet", "not a model name"),

@@ -42,6 +42,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from claudegate.config.api_key import key_problem
 from claudegate.control.cancel import CancelToken
 from claudegate.control.controls import RunControls, using
 from claudegate.control.interaction import ConsentQuestion, Interaction, SecretQuestion
@@ -399,8 +400,9 @@ class Session:
         if answer is None:
             raise error
         value = answer.reveal().strip()
-        if not value or any(ch.isspace() for ch in value):
-            raise ConfigError("the Anthropic API key given is empty or contains whitespace", hint="paste only the key")
+        problem = key_problem(value)
+        if problem is not None:
+            raise ConfigError(f"the Anthropic API key given {problem}", hint="paste only the key")
         _write_secret(Path(path), value)
 
 

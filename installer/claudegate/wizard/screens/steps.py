@@ -11,6 +11,7 @@ from textual.containers import Horizontal
 from textual.widget import Widget
 from textual.widgets import Button, Input, Label, Static
 
+from claudegate.config.api_key import key_problem
 from claudegate.errors import ClaudegateError
 from claudegate.redact import Secret
 from claudegate.wizard import core
@@ -147,10 +148,7 @@ class UpstreamScreen(StepScreen):
             if core.key_on_file(str(self.state.values.get("upstream.api_key_file", ""))):
                 return None  # the file already holds one: keep it
             return "is required (it is saved only to the key file, 0600)"
-        value = key.reveal()
-        if any(ch.isspace() for ch in value) or not value.isascii():
-            return "contains spaces or non-ASCII characters; paste only the key"
-        return None
+        return key_problem(key.reveal())
 
     def extra_problems(self) -> dict[str, str]:
         problem = self._key_problem()
