@@ -234,9 +234,9 @@ class Gateway:
             except asyncio.CancelledError:
                 ex.status, ex.error_type = 499, "client_closed"
                 raise
-            except (ConnectionResetError, aiohttp.ClientConnectionResetError):
-                # The client left while its body was being read (or before an answer
-                # could start): its disconnect, audited as such, not a gateway failure.
+            except _ClientGone:
+                # The client left while its body was being read: its disconnect,
+                # audited as such, not a gateway failure (no one is there to answer).
                 ex.status, ex.error_type = 499, "client_closed"
                 return web.Response(status=499)
             except sqlite3.OperationalError as exc:
@@ -322,16 +322,18 @@ class Gateway:
         # the declared length before reading, from the real size after.
         claim = self.body_bytes.claim(client.name, declared)
         ex.holds.callback(claim.release)
-        if op.body == "multipart":
-            body, content_type = await self._read_upload(request, ex)
-        else:
-            try:
+        try:
+            if op.body == "multipart":
+                body, content_type = await self._read_upload(request, ex)
+            else:
                 body = await request.read()
-            except web.HTTPRequestEntityTooLarge:
-                raise GatewayError(
-                    "request_too_large",
-                    f"Request exceeds the maximum allowed number of bytes ({self.config.max_body_bytes})",
-                ) from None
+        except web.HTTPRequestEntityTooLarge:
+            raise GatewayError(
+                "request_too_large",
+                f"Request exceeds the maximum allowed number of bytes ({self.config.max_body_bytes})",
+            ) from None
+        except ConnectionResetError as exc:  # the client left mid-body (not upstream: nothing was sent yet)
+            raise _ClientGone from exc
         claim.grow(len(body))
         if op.body == "none" and body:
             raise GatewayError("invalid_request_error", f"{op.method} {op.template} takes no request body")
@@ -707,6 +709,10 @@ class Gateway:
         # What each later reference will reserve (filetokens.py); off the loop: a PDF may be inflated.
         ex.file_tokens = await asyncio.to_thread(file_tokens, upload.data, upload.content_type)
         return await upstream_body(upload)
+
+
+class _ClientGone(Exception):
+    """The client's connection broke while the gateway read its request body."""
 
 
 async def _prepared(response: web.StreamResponse, request: web.Request, ex: Exchange) -> bool:
