@@ -14,7 +14,9 @@ import json
 import secrets
 import subprocess
 import sys
+import threading
 import time
+import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -32,12 +34,6 @@ from tests.deploy.support import DOMAIN
 from tests.support.fake_anthropic import spawn_fake
 from tests.support.fresh_server import BASE_IMAGE, FreshServer, start_fresh_server
 from tests.wizard.conftest import choose, fill, press_next
-
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.docker,
-    pytest.mark.timeout(900),
-]
 
 CANARY = "sk-ant-api03-WIZARD-E2E-" + secrets.token_hex(16)
 DEPLOYED: dict[str, Path] = {}
@@ -58,9 +54,30 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[FreshServ
 CONSENTS: list[str] = []
 
 
+#: Every wait in a test ends before pytest-timeout's (TIMEOUT) would: a hang then
+#: fails with what was on the screen, the deploy log and every thread's stack,
+#: not with pytest-timeout's dump cut short (a CI run lost where it stood that way).
+TIMEOUT = 1200
+BUDGET: dict[str, float] = {}
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.docker,
+    pytest.mark.timeout(TIMEOUT),
+]
+
+
+def _thread_stacks() -> str:
+    names = {t.ident: t.name for t in threading.enumerate()}
+    return "\n".join(
+        f"--- {names.get(ident, ident)}\n" + "".join(traceback.format_stack(frame)[-12:])
+        for ident, frame in sys._current_frames().items()
+    )
+
+
 async def _until(pilot: Pilot[None], what: str, cond: Callable[[], bool], timeout: float = 600) -> None:
     """Wait for ``cond``; a consent the deploy asks on the way (install Docker) is answered yes."""
-    deadline = time.monotonic() + timeout
+    deadline = min(time.monotonic() + timeout, BUDGET.get("end", float("inf")))
     while not cond():
         screen = pilot.app.screen
         if isinstance(screen, ConfirmDialog) and screen.yes.startswith("Yes, go ahead"):
@@ -81,7 +98,8 @@ async def _until(pilot: Pilot[None], what: str, cond: Callable[[], bool], timeou
             log = "\n".join(str(line.text) for line in screen.query_one("#log").lines) if isinstance(
                 screen, DeployScreen) else ""
             raise AssertionError(f"timed out waiting for {what}: {type(screen).__name__}, {texts},"
-                                 f" problems {getattr(screen, 'problems', None)}\n{log[-4000:]}")
+                                 f" problems {getattr(screen, 'problems', None)}\n{log[-4000:]}\n"
+                                 f"{_thread_stacks()[-12000:]}")
         await pilot.pause(0.2)
 
 
@@ -101,6 +119,7 @@ async def test_wizard_deploys_to_a_fresh_server(
     server: tuple[FreshServer, str], home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fresh, upstream = server
+    BUDGET["end"] = time.monotonic() + TIMEOUT - 60
     DEPLOYED["home"] = home
     EXPECTED_KEY["fingerprint"] = fresh.host_key_fingerprint
     app = make_app(None, fresh=True, draft_file=home / "draft.json", save_to=home / "deploy.yaml")
@@ -157,6 +176,7 @@ async def test_wizard_deploys_to_a_fresh_server(
         # Cancel during the image builds (the longest step, abandoned at its next output line).
         await _until(pilot, "the images step", lambda: "images" in deploying.rows, 600)
         await pilot.click("#cancel")
+        await _until(pilot, "Cancel to be taken", lambda: deploying.cancelling, 10)
         await _until(pilot, "the cancellation", lambda: "Cancelled" in _text(app, "#error"), 600)
         assert any("docker" in text.lower() for text in CONSENTS), CONSENTS  # asked in a dialog, answered yes
         journal, locked = _host_state(fresh)

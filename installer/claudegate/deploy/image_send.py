@@ -15,7 +15,7 @@ from typing import IO
 from claudegate.connectors.base import stderr_tail
 from claudegate.deploy import docker_cli
 from claudegate.deploy.context import Context
-from claudegate.errors import DeployFailed
+from claudegate.errors import ClaudegateError, DeployFailed
 
 __all__ = ["SEND_TIMEOUT", "send_image", "send_images"]
 
@@ -33,11 +33,19 @@ class _CountingPipe(io.RawIOBase):
         self._every = every
         self._sent = 0
         self._last = float("-inf")
+        self.cancelled = False
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        # A transfer takes minutes on a slow link: Cancel stops it between chunks.
+        # The stream just ends here (the feeder threads of both connectors treat
+        # EOF, not an exception, as normal); ``docker load`` then refuses the
+        # cut archive and keeps nothing, and send_images raises Cancelled.
+        if self._ctx.controls.cancel.cancelled:
+            self.cancelled = True
+            return 0
         data = self._pipe.read(len(buffer))
         view = memoryview(buffer)
         view[: len(data)] = data
@@ -58,13 +66,19 @@ def send_images(ctx: Context, refs: Sequence[str]) -> None:
     with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as save:
         assert save.stdout is not None
         what = f"sending {', '.join(refs)} (docker save | docker load)"
-        stream = io.BufferedReader(_CountingPipe(save.stdout, what, ctx), buffer_size=1 << 16)
+        counting = _CountingPipe(save.stdout, what, ctx)
+        stream = io.BufferedReader(counting, buffer_size=1 << 16)
         try:
             ctx.run(docker_cli.image_load(), input=stream, timeout=SEND_TIMEOUT)
+        except ClaudegateError:
+            if not counting.cancelled:
+                raise
         finally:
             save.stdout.close()
             err = save.stderr.read() if save.stderr is not None else b""
             save.wait()
+    if counting.cancelled:
+        ctx.check_cancelled()  # raises Cancelled naming the step
     if save.returncode != 0:
         raise DeployFailed(f"docker save {' '.join(refs)} failed on this machine:\n{stderr_tail(err)}")
 
