@@ -187,6 +187,7 @@ async def test_wizard_deploys_to_a_fresh_server(
 
         # Retry resumes the same deploy to a passing smoke test.
         await pilot.click("#retry")
+        await _until(pilot, "Retry to start", lambda: not deploying.finished or isinstance(app.screen, ResultScreen), 10)
         await _until(pilot, "the result screen", lambda: isinstance(app.screen, ResultScreen), 900)
         result = app.screen
         assert isinstance(result, ResultScreen)
