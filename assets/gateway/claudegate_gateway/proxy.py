@@ -51,7 +51,7 @@ from claudegate_gateway.limits import Limiter, Reservation
 from claudegate_gateway.loopshare import LoopShare
 from claudegate_gateway.metering import UsageMeter, charge
 from claudegate_gateway.metrics import Metrics
-from claudegate_gateway.objects import Objects, UpstreamAnswer
+from claudegate_gateway.objects import Objects
 from claudegate_gateway.offload import Offload
 from claudegate_gateway.reservation import bound_server_tools, reservation_tokens
 from claudegate_gateway.routes import PACE_EVENTS, PACE_INTERVAL, Match, RouteError, match
@@ -632,6 +632,8 @@ class Gateway:
                 await self._charge_batch(ex.created_id, client, ex)
         elif route.op.method == "DELETE":
             await self.objects.deleted(kind, next(iter(route.params.values())), status)
+        else:  # a get or a cancel: upstream's newer view of the object, kept for lists
+            await self.objects.seen(kind, next(iter(route.params.values())), status, data)
         # results_url was pointed at the gateway already (batchurls, in _relay).
         return data
 
@@ -647,49 +649,34 @@ class Gateway:
                         ex.request_id, batch_id, type(exc).__name__)  # fmt: skip
 
     async def _list(self, request: web.Request, route: Match, client: Client, ex: Exchange) -> web.StreamResponse:
+        """A list, answered from the owner record (objects.py): one request of the key's rpm, no upstream call."""
         assert self._session is not None and route.op.owner_kind is not None
         session = self._session
         headers = request_headers_up(request.headers)  # the same allowlist as every forwarded request
         headers["x-api-key"] = self._upstream_key
 
-        pages = 0
-
-        async def fetch(query: list[tuple[str, str]]) -> tuple[int, Any, bytes]:
-            nonlocal pages
-            pages += 1
-            if pages > 1:  # the first page is the request the client was admitted for
-                await self.admission.count_request(client)
-            url = yarl.URL(self._base + route.path, encoded=True).with_query(query)
+        async def fetch(object_id: str) -> tuple[int, Any]:
+            # Only for a row recorded before objects were kept: once per such object, ever.
+            url = yarl.URL(self._base + route.path + "/" + object_id, encoded=True)
             try:
                 async with self.slots.slot(client.name, self.config.upstream.connect_timeout), session.get(
                     url, headers=headers, allow_redirects=False
                 ) as upstream:
                     raw = await upstream.read()
-                    ex.upstream_request_id = upstream.headers.get("request-id")
                     status = upstream.status
-            except (TimeoutError, aiohttp.ServerTimeoutError):
+            except (TimeoutError, aiohttp.ClientError):
                 self.metrics.upstream_errors += 1
-                raise GatewayError("timeout_error", "The upstream API did not answer in time") from None
-            except aiohttp.ClientError:
-                self.metrics.upstream_errors += 1
-                raise GatewayError("api_error", "The gateway could not reach the upstream API") from None
+                return 0, None
             try:
-                return status, json.loads(raw), raw
+                return status, json.loads(raw)
             except ValueError:
-                return status, None, raw
+                return status, None
 
-        down = {"x-claudegate-request-id": ex.request_id}
-        try:
-            page = await self.objects.list_page(client, route.op.owner_kind, route.query, fetch)
-        except UpstreamAnswer as answer:
-            ex.status, ex.error_type = answer.status, "upstream"
-            body = self._filter_error(answer.body, ex)
-            return web.Response(status=answer.status, body=body, content_type="application/json", headers=down)
+        page = await self.objects.list_page(client, route.op.owner_kind, route.query, fetch)
         if route.op.owner_kind == "batch":
             localise_page(page)
         ex.status = 200
-        if ex.upstream_request_id:
-            down["request-id"] = ex.upstream_request_id
+        down = {"x-claudegate-request-id": ex.request_id}
         return web.Response(body=json.dumps(page).encode(), content_type="application/json", headers=down)
 
     async def _read_upload(self, request: web.Request, ex: Exchange) -> tuple[bytes, str]:
