@@ -35,6 +35,7 @@ from claudegate_gateway.filetokens import file_tokens
 from claudegate_gateway.filters import FilterPolicy, FilterResult, Verdict
 from claudegate_gateway.filters.batchresults import ResultsFilter
 from claudegate_gateway.filters.clients import ClientPolicies
+from claudegate_gateway.filters.download import HOLD_BYTES, DownloadFilter
 from claudegate_gateway.filters.response import ResponseFilter
 from claudegate_gateway.filters.sse import StreamFilter
 from claudegate_gateway.filters.upstream_errors import filter_error_body
@@ -455,6 +456,8 @@ class Gateway:
         if upstream.content_type == "text/event-stream":
             sf = StreamFilter(rf, ex.request_id) if rf is not None else None
             return await self._relay_stream(request, upstream, headers, ex, sf)
+        if route.op.stream_through and route.op.owner_kind == "file" and rf is not None:
+            return await self._relay_download(request, upstream, headers, ex, DownloadFilter(rf))
         if route.op.stream_through:
             return await self._relay_through(request, upstream, headers, ex, rf)
         data = await self._read_whole(upstream)
@@ -530,6 +533,70 @@ class Gateway:
             ex.error_type = "upstream_broken"
             # The status line is gone; cutting the connection before the last
             # chunk is how the client learns the body is incomplete.
+            if request.transport is not None:
+                request.transport.abort()
+            return response
+        except (ConnectionResetError, aiohttp.ClientConnectionResetError):
+            ex.status, ex.error_type = 499, "client_closed"
+            return response
+        await response.write_eof()
+        return response
+
+    async def _relay_download(
+        self, request: web.Request, upstream: aiohttp.ClientResponse, headers: dict[str, str], ex: Exchange,
+        df: DownloadFilter,
+    ) -> web.StreamResponse:
+        """A file the model made, through the response rules (filters/download.py)."""
+        held: list[bytes] = []
+        size = 0
+        chunks = upstream.content.iter_chunked(_CHUNK)
+        try:
+            # The first HOLD_BYTES are filtered before the status line: a small
+            # file that must be blocked gets the gateway's error, not a 200.
+            async for chunk in chunks:
+                held.append(df.feed(chunk))
+                size += len(chunk)
+                if df.blocked or size >= HOLD_BYTES:
+                    break
+            else:
+                held.append(df.close())
+        except (TimeoutError, aiohttp.ServerTimeoutError, aiohttp.ClientPayloadError, aiohttp.ClientOSError):
+            self.metrics.upstream_errors += 1
+            raise GatewayError("api_error", "The upstream API broke off the download") from None
+        ex.verdicts.extend(df.verdicts())
+        if df.blocked:
+            self.metrics.filter_blocks += 1
+            ex.error_type = "response_blocked"
+            kind = df.tally.blocked_type
+            raise GatewayError(kind, df.tally.blocked_message)
+        response = web.StreamResponse(status=upstream.status, headers=headers)
+        if not await _prepared(response, request, ex):
+            return response
+        try:
+            for out in held:
+                if out:
+                    await response.write(out)
+            if size >= HOLD_BYTES:
+                async for chunk in chunks:
+                    out = df.feed(chunk)
+                    if df.blocked:
+                        break
+                    if out:
+                        await response.write(out)
+                if not df.blocked:
+                    await response.write(df.close())
+                ex.verdicts[:] = [v for v in ex.verdicts if v.direction != "response"] + df.verdicts()
+                if df.blocked:
+                    # Too late for an error status: cutting the connection before the last
+                    # chunk is how the client learns the body is incomplete.
+                    self.metrics.filter_blocks += 1
+                    ex.error_type = "response_blocked"
+                    if request.transport is not None:
+                        request.transport.abort()
+                    return response
+        except (TimeoutError, aiohttp.ServerTimeoutError, aiohttp.ClientPayloadError, aiohttp.ClientOSError):
+            self.metrics.upstream_errors += 1
+            ex.error_type = "upstream_broken"
             if request.transport is not None:
                 request.transport.abort()
             return response
