@@ -32,6 +32,7 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
 from claudegate_gateway.fairqueue import FairTurns, host_cores
+from claudegate_gateway.filecontents import Contents, contents, looks_opened
 from claudegate_gateway.filters import FilterPolicy, FilterResult
 from claudegate_gateway.filters.clients import ClientPolicies
 from claudegate_gateway.inspection import Inspection, inspect_body
@@ -83,6 +84,10 @@ def _inspect_in_worker(kind: str, body: bytes, scopes: Scopes, client: str = "")
     if not found.changed:
         found.body = b""  # the parent has it: do not copy 30 MB back
     return found
+
+
+def _contents_in_worker(data: bytes) -> Contents:
+    return contents(data)
 
 
 def _apply_in_worker(doc: dict[str, Any], client: str) -> FilterResult:
@@ -176,6 +181,12 @@ class Offload:
         if size < self.inline_max:
             return self.policies.request_policy(client).apply(doc)
         return await self._in_worker(client, _apply_in_worker, doc, client)
+
+    async def contents(self, data: bytes, client: str = "") -> Contents:
+        """What an uploaded file holds beyond its bytes (filecontents.py): in the worker unless small and plain."""
+        if len(data) < self.inline_max and not looks_opened(data):
+            return contents(data)
+        return await self._in_worker(client, _contents_in_worker, data)
 
     async def _in_worker(self, key: str, fn: Callable[..., _R], *args: Any) -> _R:
         """``fn(*args)`` in a worker, when it is ``key``'s turn (round robin over keys)."""

@@ -31,6 +31,7 @@ from claudegate_gateway.concurrency import FairSlots, InFlight
 from claudegate_gateway.config import Config
 from claudegate_gateway.errors import GatewayError, error_body, error_response, new_request_id
 from claudegate_gateway.fairqueue import BodyBytes
+from claudegate_gateway.filecontents import Contents
 from claudegate_gateway.filetokens import file_tokens
 from claudegate_gateway.filters import FilterPolicy, FilterResult, Verdict
 from claudegate_gateway.filters.batchresults import ResultsFilter
@@ -754,7 +755,10 @@ class Gateway:
         async def apply(doc: dict[str, Any], size: int) -> FilterResult:
             return await self.offload.apply_policy(doc, size, client)  # the caller's overrides apply
 
-        result = await filter_upload(apply, upload)
+        async def expand(data: bytes) -> Contents:
+            return await self.offload.contents(data, client)
+
+        result = await filter_upload(apply, upload, expand)
         ex.verdicts.extend(result.verdicts)
         if result.blocked is not None:
             self.metrics.filter_blocks += 1

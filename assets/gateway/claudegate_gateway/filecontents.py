@@ -1,0 +1,205 @@
+"""The text inside an uploaded file that its bytes do not show: compressed files and PDFs.
+
+The upload filter reads every file's bytes as text (uploads.py), which finds
+a secret written plainly but not one inside gzip, bzip2 or xz compression,
+nor a PDF's text (kept in deflated content streams, cut into pieces by the
+text operators). Upstream, the model reads both: the PDF's text directly,
+a compressed file through code execution. This module gives the request
+filters that text, bounded whatever the file:
+
+* compressed (gzip, also several members; bzip2; xz), recognised by their
+  magic bytes whatever the declared type: inflated with a bound on the
+  output (:data:`MAX_EXPANDED_BYTES` in all), nested at most
+  :data:`MAX_DEPTH` deep; a file that expands further, or nests deeper, is
+  refused (a zip bomb is never held, and what cannot be read whole is not
+  waved through). A truncated or corrupt stream gives what inflated before
+  the damage (what a program upstream would read too);
+* PDF: the text of each page with ``pypdf`` (a well-kept, pure-Python
+  reader; its own per-stream output bounds are lowered to
+  :data:`PDF_MAX_STREAM_BYTES`), at most :data:`PDF_MAX_PAGES` pages and
+  :data:`MAX_EXPANDED_BYTES` of text, within :data:`PDF_MAX_SECONDS`. A PDF
+  that cannot be read (a password, a parser error, past a bound) is refused:
+  its text cannot be inspected.
+
+Pure functions of the bytes, run in the inspection worker for all but small
+files (offload.py): parsing a PDF holds the GIL for its whole length.
+"""
+
+from __future__ import annotations
+
+import bz2
+import io
+import logging
+import lzma
+import time
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Contents", "contents"]
+
+MAX_EXPANDED_BYTES = 64 << 20
+MAX_DEPTH = 3
+PDF_MAX_PAGES = 2_000
+PDF_MAX_SECONDS = 30.0
+PDF_MAX_STREAM_BYTES = 16 << 20
+_PIECE = 1 << 16
+
+_GZIP = b"\x1f\x8b"
+_BZIP2 = b"BZh"
+_XZ = b"\xfd7zXZ\x00"
+
+
+@dataclass
+class Contents:
+    """What a file holds beyond its bytes: ``texts`` to filter, or why it cannot be inspected (``refused``)."""
+
+    texts: list[str] = field(default_factory=list)
+    refused: str | None = None
+    kinds: list[str] = field(default_factory=list)  # what was opened (gzip, pdf...), for the audit
+
+
+class _Refused(Exception):
+    pass
+
+
+def _decompressor(data: bytes) -> tuple[str, Any] | None:
+    if data.startswith(_GZIP):
+        return "gzip", zlib.decompressobj(wbits=31)
+    if data.startswith(_BZIP2) and len(data) > 3 and data[3:4].isdigit():
+        return "bzip2", bz2.BZ2Decompressor()
+    if data.startswith(_XZ):
+        return "xz", lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
+    return None
+
+
+def _inflate(data: bytes, budget: int) -> tuple[str, bytes] | None:
+    """(kind, expanded bytes) of a compressed file, at most ``budget`` of them; None when it is not one."""
+    found = _decompressor(data)
+    if found is None:
+        return None
+    kind = found[0]
+    out = bytearray()
+    rest = data
+    # One member after another (gzip files may be concatenated; so may bzip2 and xz streams).
+    while rest and (found := _decompressor(rest)) is not None:
+        dec = found[1]
+        zlib_kind = found[0] == "gzip"
+        view = memoryview(rest)
+        pos = 0
+        try:
+            while pos < len(rest) and not dec.eof:
+                piece: bytes | memoryview = view[pos : pos + _PIECE]
+                pos += len(piece)
+                while True:
+                    # Never more out than the budget left (+1, to know it was passed).
+                    out += dec.decompress(piece, budget - len(out) + 1)
+                    if len(out) > budget:
+                        raise _Refused(f"it expands past the gateway's limit of {MAX_EXPANDED_BYTES} bytes")
+                    # Output held back by that bound is drained before more input goes in.
+                    if zlib_kind:
+                        piece = dec.unconsumed_tail
+                        if not piece:
+                            break
+                    else:
+                        piece = b""
+                        if dec.eof or dec.needs_input:
+                            break
+        except (zlib.error, OSError, EOFError, lzma.LZMAError):
+            break  # damaged from here on: what inflated so far is what any reader gets
+        if not dec.eof:
+            break
+        rest = bytes(dec.unused_data) + bytes(view[pos:])  # the next member, if any
+    return kind, bytes(out)
+
+
+def _pdf_text(data: bytes, budget: int) -> str:
+    import pypdf
+    from pypdf.errors import PyPdfError
+
+    logging.getLogger("pypdf").setLevel(logging.ERROR)  # its warnings about odd files are no news here
+    started = time.monotonic()
+    limits = {name: PDF_MAX_STREAM_BYTES for name in (
+        "maximum_declared_stream_length", "array_based_stream_maximum_output_length", "zlib_maximum_output_length",
+        "lzw_maximum_output_length", "run_length_maximum_output_length", "jbig2_maximum_output_length",
+        "brotli_maximum_output_length")}  # fmt: skip
+    with pypdf.apply_configuration(None, **limits):
+        return _pdf_pages_text(pypdf, PyPdfError, data, budget, started)
+
+
+def _pdf_pages_text(pypdf: Any, pdf_error: type[Exception], data: bytes, budget: int, started: float) -> str:
+    try:
+        reader = pypdf.PdfReader(io.BytesIO(data), strict=False)
+        if reader.is_encrypted and not reader.decrypt(""):
+            raise _Refused("it is encrypted with a password")
+        if len(reader.pages) > PDF_MAX_PAGES:
+            raise _Refused(f"it has more than {PDF_MAX_PAGES} pages")
+        texts: list[str] = []
+        size = 0
+        for page in reader.pages:
+            text = page.extract_text() or ""
+            texts.append(text)
+            size += len(text)
+            if size > budget:
+                raise _Refused(f"its text is longer than the gateway's limit of {MAX_EXPANDED_BYTES} characters")
+            if time.monotonic() - started > PDF_MAX_SECONDS:
+                raise _Refused(f"reading its text took longer than {PDF_MAX_SECONDS:.0f} s")
+    except _Refused:
+        raise
+    except (pdf_error, ValueError, KeyError, TypeError, AttributeError, IndexError, RecursionError,
+            NotImplementedError, AssertionError, zlib.error, OSError):  # fmt: skip
+        raise _Refused("the gateway could not read its text") from None
+    # Pages apart: a secret is not glued across a page break it does not cross.
+    return "\n\f\n".join(texts)
+
+
+def _is_pdf(data: bytes) -> bool:
+    # Readers accept the header anywhere in the first KiB (as filetokens.py counts pages).
+    return b"%PDF-" in data[:1024]
+
+
+def inside_kind(data: bytes) -> str:
+    """What :func:`contents` takes `data` for (for messages): pdf, gzip, bzip2, xz or file."""
+    if _is_pdf(data):
+        return "PDF"
+    found = _decompressor(data)
+    return found[0] if found is not None else "file"
+
+
+def looks_opened(data: bytes) -> bool:
+    """True when :func:`contents` would open `data` (a PDF or a compressed file): work for the worker."""
+    return _is_pdf(data) or _decompressor(data) is not None
+
+
+def contents(data: bytes) -> Contents:
+    """The texts inside `data` the upload filter must also see (none for a plain file)."""
+    found = Contents()
+    budget = MAX_EXPANDED_BYTES
+    try:
+        for _ in range(MAX_DEPTH + 1):
+            if _is_pdf(data):
+                try:
+                    text = _pdf_text(data, budget)
+                except _Refused:
+                    if data.startswith(b"%PDF-") or found.kinds:
+                        raise
+                    return found  # "%PDF-" inside a text file's first KiB, no PDF: its bytes were scanned
+                found.kinds.append("pdf")
+                found.texts.append(text)
+                return found
+            inflated = _inflate(data, budget)
+            if inflated is None:
+                return found
+            if len(found.kinds) == MAX_DEPTH:
+                raise _Refused(f"it is compressed more than {MAX_DEPTH} times over")
+            kind, data = inflated
+            budget -= len(data)
+            found.kinds.append(kind)
+            # The expanded bytes are read like an uploaded file's (uploads.decode); a
+            # compressed file inside is opened in turn.
+            from claudegate_gateway.uploads import decode
+
+            found.texts.append(decode(data)[0])
+    except _Refused as why:
+        found.refused = str(why)
+    return found
