@@ -359,6 +359,32 @@ def test_a_stream_dropped_at_any_point_keeps_its_reservation(
     no_traceback(gw)
 
 
+def test_a_stream_whose_client_and_upstream_go_at_once_is_a_quiet_disconnect(
+    gateway_factory: GatewayFactory, fake: FakeAnthropic
+) -> None:
+    """Both ends of a stream drop together (a host shutting down): the upstream break makes
+    the gateway write its error event to a client already gone. That write was an uncaught
+    reset: a traceback in the log and a 500 in the audit."""
+    from tests.support.tcp_relay import TcpRelay
+
+    port = int(fake.url.rsplit(":", 1)[1])
+    with TcpRelay(port) as relay:
+        gw = gateway_factory({"upstream": {"base_url": f"http://127.0.0.1:{relay.port}"}})
+        key = gw.create_key("both", "--daily-tokens", "1000000")
+        fake.state.configure(event_delay=0.3)
+        body = json.dumps(msg("reply with 30 words", 2_000, stream=True)).encode()
+        _drop(gw, key, body, b"message_start")  # the client hangs up...
+        relay.cut()  # ...and upstream goes with it, before the next event
+        deadline = time.monotonic() + 10
+        while not gw.audit(1, timeout=10) or gw.audit()[-1].get("operation") != "messages.create":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    rec = gw.audit()[-1]
+    assert rec["status"] == 499 and rec["error_type"] == "client_closed", rec
+    assert daily_usage(gw, "both") == rec["reserved_tokens"] >= billed(fake)
+    no_traceback(gw)
+
+
 def test_a_whole_answer_the_client_left_before_is_charged_its_usage_quietly(
     gateway_factory: GatewayFactory, fake: FakeAnthropic
 ) -> None:

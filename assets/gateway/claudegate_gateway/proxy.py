@@ -654,14 +654,23 @@ class Gateway:
                 ex.error_type = "upstream_stream_broken"
                 if not ended:
                     event = error_body("api_error", "The upstream stream broke off", ex.request_id)
-                    await response.write(b"event: error\ndata: " + event + b"\n\n")
+                    try:
+                        await response.write(b"event: error\ndata: " + event + b"\n\n")
+                    except (ConnectionResetError, aiohttp.ClientConnectionResetError):
+                        # Both ends went at once (a host shutting down): the client's leaving is the news.
+                        ex.status, ex.error_type = 499, "client_closed"
+                        return response
             except (ConnectionResetError, aiohttp.ClientConnectionResetError):
                 ex.status, ex.error_type = 499, "client_closed"
                 return response
             if ex.meter.stream_error:
                 ex.error_type = ex.meter.stream_error
             if not ended:
-                await response.write_eof()
+                try:
+                    await response.write_eof()
+                except (ConnectionResetError, aiohttp.ClientConnectionResetError):
+                    ex.status, ex.error_type = 499, "client_closed"
+                    return response
         finally:
             self.metrics.active_streams -= 1
             if sf is not None:
