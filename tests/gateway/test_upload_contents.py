@@ -12,8 +12,10 @@ from __future__ import annotations
 import asyncio
 import bz2
 import gzip
+import io
 import lzma
 import time
+import zipfile
 import zlib
 from collections.abc import Iterator
 from typing import Any
@@ -115,8 +117,6 @@ def test_a_secret_in_a_pdfs_text_blocks_the_upload(split: int) -> None:
 
 
 def test_a_pdf_that_cannot_be_read_is_refused_and_a_text_about_pdfs_is_not() -> None:
-    import io
-
     import pypdf
 
     writer = pypdf.PdfWriter(clone_from=pypdf.PdfReader(io.BytesIO(make_pdf([f"key {AWS}"]))))
@@ -138,6 +138,49 @@ def test_a_pdf_with_too_many_pages_is_refused(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr(fc, "PDF_MAX_PAGES", 3)
     assert contents(make_pdf(["a", "b", "c"])).refused is None
     assert contents(make_pdf(["a", "b", "c", "d"])).refused == "it has more than 3 pages"
+
+
+def _zip(members: dict[str, bytes]) -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return out.getvalue()
+
+
+def test_a_zip_archive_is_opened_member_by_member() -> None:
+    hidden = ("option = on\n" * 50 + f"key = {AWS}\n").encode()
+    cases = {
+        "a member": _zip({"readme.txt": b"hello", "conf/app.ini": hidden}),
+        "a member's name": _zip({f"keys/{GITHUB}.txt": b"x"}),
+        "a gzip inside": _zip({"logs.gz": gzip.compress(hidden)}),
+        "a zip inside": _zip({"inner.zip": _zip({"a.txt": hidden})}),
+        "a PDF inside": _zip({"r.pdf": make_pdf([f"key {AWS}"], split=3)}),
+    }
+    for name, data in cases.items():
+        assert AWS.encode() not in data or name == "a member's name", name
+        assert _filter(data)[1].blocked is not None, name
+    clean = _zip({"a.txt": b"nothing here", "b/c.csv": b"1,2,3"})
+    assert _filter(clean)[1].blocked is None
+
+
+def test_zips_that_cannot_be_read_whole_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    import claudegate_gateway.filecontents as fc
+
+    plain = _zip({"secret.txt": f"key {AWS}".encode()})
+    # An encrypted member (the flag set in the central directory): its content is unseen, so refused.
+    at = plain.index(b"PK\x01\x02") + 8
+    locked = plain[:at] + bytes([plain[at] | 1]) + plain[at + 1 :]
+    assert contents(locked).refused == "its member 'secret.txt' is encrypted"
+    bomb = io.BytesIO()
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("zeros.bin", b"\0" * (MAX_EXPANDED_BYTES + 1))
+    assert len(bomb.getvalue()) < MAX_EXPANDED_BYTES // 500
+    found = contents(bomb.getvalue())
+    assert found.refused is not None and "expands past" in found.refused and found.texts == []
+    monkeypatch.setattr(fc, "MAX_ZIP_MEMBERS", 5)
+    assert contents(_zip({f"{i}.txt": b"x" for i in range(6)})).refused == "it has more than 5 members"
+    assert contents(b"PK\x03\x04 not really a zip").refused == "the gateway could not read it as a zip archive"
 
 
 # -- end to end ------------------------------------------------------------------------------

@@ -7,10 +7,12 @@ text operators). Upstream, the model reads both: the PDF's text directly,
 a compressed file through code execution. This module gives the request
 filters that text, bounded whatever the file:
 
-* compressed (gzip, also several members; bzip2; xz), recognised by their
-  magic bytes whatever the declared type: inflated with a bound on the
-  output (:data:`MAX_EXPANDED_BYTES` in all), nested at most
-  :data:`MAX_DEPTH` deep; a file that expands further, or nests deeper, is
+* compressed (gzip, also several members; bzip2; xz; a zip archive's
+  members and their names, at most :data:`MAX_ZIP_MEMBERS`), recognised by
+  their magic bytes whatever the declared type: inflated with a bound on
+  the output (:data:`MAX_EXPANDED_BYTES` in all), nested at most
+  :data:`MAX_DEPTH` deep (a zip of gzips, a gzip of a PDF...); an encrypted
+  zip member is refused; a file that expands further, or nests deeper, is
   refused (a zip bomb is never held, and what cannot be read whole is not
   waved through). A truncated or corrupt stream gives what inflated before
   the damage (what a program upstream would read too);
@@ -32,6 +34,7 @@ import io
 import logging
 import lzma
 import time
+import zipfile
 import zlib
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,6 +51,8 @@ _PIECE = 1 << 16
 _GZIP = b"\x1f\x8b"
 _BZIP2 = b"BZh"
 _XZ = b"\xfd7zXZ\x00"
+_ZIP = b"PK\x03\x04"
+MAX_ZIP_MEMBERS = 10_000
 
 
 @dataclass
@@ -163,43 +168,90 @@ def inside_kind(data: bytes) -> str:
     if _is_pdf(data):
         return "PDF"
     found = _decompressor(data)
-    return found[0] if found is not None else "file"
+    if found is not None:
+        return found[0]
+    return "zip" if data.startswith(_ZIP) else "file"
 
 
 def looks_opened(data: bytes) -> bool:
     """True when :func:`contents` would open `data` (a PDF or a compressed file): work for the worker."""
-    return _is_pdf(data) or _decompressor(data) is not None
+    return _is_pdf(data) or _decompressor(data) is not None or data.startswith(_ZIP)
 
 
 def contents(data: bytes) -> Contents:
     """The texts inside `data` the upload filter must also see (none for a plain file)."""
     found = Contents()
-    budget = MAX_EXPANDED_BYTES
     try:
-        for _ in range(MAX_DEPTH + 1):
-            if _is_pdf(data):
-                try:
-                    text = _pdf_text(data, budget)
-                except _Refused:
-                    if data.startswith(b"%PDF-") or found.kinds:
-                        raise
-                    return found  # "%PDF-" inside a text file's first KiB, no PDF: its bytes were scanned
-                found.kinds.append("pdf")
-                found.texts.append(text)
-                return found
-            inflated = _inflate(data, budget)
-            if inflated is None:
-                return found
-            if len(found.kinds) == MAX_DEPTH:
-                raise _Refused(f"it is compressed more than {MAX_DEPTH} times over")
-            kind, data = inflated
-            budget -= len(data)
-            found.kinds.append(kind)
-            # The expanded bytes are read like an uploaded file's (uploads.decode); a
-            # compressed file inside is opened in turn.
-            from claudegate_gateway.uploads import decode
-
-            found.texts.append(decode(data)[0])
+        _open(data, 0, found, [MAX_EXPANDED_BYTES], top=True)
     except _Refused as why:
         found.refused = str(why)
+        found.texts = []
     return found
+
+
+def _open(data: bytes, depth: int, found: Contents, budget: list[int], *, top: bool = False) -> None:
+    """Add the texts inside `data` (opened `depth` levels deep already) to `found`; ``budget``: bytes left."""
+    from claudegate_gateway.uploads import decode  # uploads imports this module
+
+    if _is_pdf(data):
+        try:
+            text = _pdf_text(data, budget[0])
+        except _Refused:
+            if data.startswith(b"%PDF-") or not top:
+                raise
+            return  # "%PDF-" inside a text file's first KiB, no PDF: its bytes were scanned
+        budget[0] -= len(text)
+        found.kinds.append("pdf")
+        found.texts.append(text)
+        return
+    opened: list[bytes]
+    inflated = _inflate(data, budget[0])
+    if inflated is not None:
+        kind, inner = inflated
+        opened = [inner]
+    elif data.startswith(_ZIP):
+        kind = "zip"
+        names, opened = _unzip(data, budget[0])
+        found.texts.append("\n".join(names))  # member names are text the model sees too
+    else:
+        return
+    if depth == MAX_DEPTH:
+        raise _Refused(f"it is compressed more than {MAX_DEPTH} times over")
+    found.kinds.append(kind)
+    for inner in opened:
+        budget[0] -= len(inner)
+        # The expanded bytes are read like an uploaded file's; what is inside is opened in turn.
+        found.texts.append(decode(inner)[0])
+        if looks_opened(inner):
+            _open(inner, depth + 1, found, budget)
+
+
+def _unzip(data: bytes, budget: int) -> tuple[list[str], list[bytes]]:
+    """(member names, member contents) of a zip archive, at most ``budget`` bytes of contents in all."""
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+        infos = archive.infolist()
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError):
+        raise _Refused("the gateway could not read it as a zip archive") from None
+    if len(infos) > MAX_ZIP_MEMBERS:
+        raise _Refused(f"it has more than {MAX_ZIP_MEMBERS} members")
+    names: list[str] = []
+    members: list[bytes] = []
+    total = 0
+    for info in infos:
+        names.append(info.filename)
+        if info.is_dir():
+            continue
+        if info.flag_bits & 0x1:
+            raise _Refused(f"its member {info.filename[:80]!r} is encrypted")
+        try:
+            with archive.open(info) as member:
+                # Never more out than the budget left (+1, to know it was passed), whatever the header claims.
+                content = member.read(budget - total + 1)
+        except (zipfile.BadZipFile, NotImplementedError, OSError, EOFError, zlib.error, lzma.LZMAError, ValueError):
+            raise _Refused(f"its member {info.filename[:80]!r} could not be read") from None
+        total += len(content)
+        if total > budget:
+            raise _Refused(f"it expands past the gateway's limit of {MAX_EXPANDED_BYTES} bytes")
+        members.append(content)
+    return names, members

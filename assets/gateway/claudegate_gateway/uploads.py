@@ -11,8 +11,9 @@ What is scanned: the file name and every file's content, whatever content
 type the client declared, read as text by :func:`decode` (UTF-32/UTF-16/UTF-8
 by byte order mark, else UTF-8, else a single-byte decoding, so no file is
 "binary" and unscanned), then what the file holds beyond its bytes: the
-inside of a gzip/bzip2/xz file and a PDF's text (filecontents.py, bounded),
-where a match blocks. What is not found: a zip's members, an image's pixels.
+inside of a gzip/bzip2/xz file or a zip archive and a PDF's text
+(filecontents.py, bounded), where a match blocks. What is not found: an
+image's pixels, formats the gateway does not open (7z, rar, zstd).
 """
 
 from __future__ import annotations
