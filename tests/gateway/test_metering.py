@@ -114,7 +114,9 @@ def test_images_and_pdfs_are_reserved_by_what_they_are(gateway_factory: GatewayF
     gw = gateway_factory()
     key = gw.create_key("media", "--daily-tokens", "1000000")
     png = b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + struct.pack(">II", 3000, 2000) + b"\x08\x02\0\0\0"
-    pdf = b"%PDF-1.4\n" + b"<</Type /Page>>\n" * 4 + b"%%EOF"
+    from tests.support.pdfmake import make_pdf
+
+    pdf = make_pdf(["one", "two", "three", "four"])  # a PDF pypdf reads: the upload filter reads its text
     image_id = upload(gw, key, png, "photo.png", "image/png")
     pdf_id = upload(gw, key, pdf, "doc.pdf", "application/pdf")
     content = [
