@@ -27,6 +27,7 @@ RULES = {
         {"name": "secrets", "detectors": ["all"], "direction": "response", "action": "redact"},
         {"name": "pii", "detectors": ["email"], "direction": "response", "action": "redact"},
         {"name": "codename", "pattern": r"project\s{1,3}falcon", "direction": "response", "action": "block"},
+        {"name": "clef", "pattern": "clé secrète", "direction": "response", "action": "redact"},
     ],
     "client_filters": {"trusted": {"pii": "off"}},
 }
@@ -76,6 +77,20 @@ def test_a_secret_in_a_downloaded_file_is_redacted_and_the_rest_is_byte_for_byte
     # The client's own overrides apply: pii is off for "trusted", secrets are not.
     theirs = model_made(gw, fake, keys["trusted"], KEY.encode() + b" " + MAIL.encode())
     assert download(gw, keys["trusted"], theirs).content == b"[REDACTED:secrets] " + MAIL.encode()
+
+
+@pytest.mark.parametrize("at", [0, 64 * 1024 - 3, HOLD - 4])
+def test_a_utf8_download_is_read_as_its_characters(
+    gw: GatewayProc, keys: dict[str, str], fake: FakeAnthropic, at: int
+) -> None:
+    """A rule with non-ASCII characters matches a UTF-8 file (read a byte a character it would
+    not), also with the phrase's two-byte characters cut by a chunk boundary."""
+    head = b"a" * at
+    data = head + "la clé secrète, ".encode() + b"\xff\xfe tail \xc3"  # invalid bytes pass untouched
+    file_id = model_made(gw, fake, keys["team"], data)
+    r = download(gw, keys["team"], file_id)
+    assert r.status_code == 200
+    assert r.content == head + b"la [REDACTED:clef], \xff\xfe tail \xc3"
 
 
 def test_a_blocked_small_download_is_the_gateways_error_not_a_200(
