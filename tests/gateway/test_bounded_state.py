@@ -278,6 +278,32 @@ def test_a_row_kept_before_objects_were_is_filled_in_once(tmp_path: Path) -> Non
     store.close()
 
 
+def test_filling_in_old_rows_is_bounded_per_list(tmp_path: Path) -> None:
+    from claudegate_gateway.objects import MAX_FILLS_PER_LIST
+
+    store, objects = _objects(tmp_path)
+    for i in range(MAX_FILLS_PER_LIST + 10):
+        store.owners.record("batch", f"msgbatch_old{i:03d}", "team-a")  # recorded before objects were kept
+    asked: list[str] = []
+
+    async def upstream(object_id: str) -> tuple[int, object]:
+        asked.append(object_id)
+        return 200, {"id": object_id, "type": "message_batch", "processing_status": "ended"}
+
+    client = type("C", (), {"name": "team-a"})()
+    first = asyncio.run(objects.list_page(client, "batch", (("limit", "1000"),), upstream))  # type: ignore[arg-type]
+    assert len(asked) == MAX_FILLS_PER_LIST and len(first["data"]) == MAX_FILLS_PER_LIST + 10
+    stubs = [d for d in first["data"] if "processing_status" not in d]
+    assert len(stubs) == 10 and all(d["type"] == "message_batch" for d in stubs)
+    asked.clear()
+    second = asyncio.run(objects.list_page(client, "batch", (("limit", "1000"),), upstream))  # type: ignore[arg-type]
+    assert len(asked) == 10 and all("processing_status" in d for d in second["data"])
+    asked.clear()
+    asyncio.run(objects.list_page(client, "batch", (("limit", "1000"),), upstream))  # type: ignore[arg-type]
+    assert asked == []  # every row holds its object now
+    store.close()
+
+
 @pytest.mark.parametrize(
     ("raw", "needle"),
     [

@@ -181,7 +181,7 @@ class BatchSettler:
         if isinstance(doc, dict) and doc.get("id") == batch_id and doc.get("type") == "message_batch":
             localise_page(doc)  # a list shows the gateway's results path, never upstream's
             text = json.dumps(doc, separators=(",", ":"))
-            if len(text) <= MAX_SNAPSHOT_BYTES:
+            if len(text) <= MAX_SNAPSHOT_BYTES:  # (a larger one: the list keeps the view it has)
                 with contextlib.suppress(GatewayError):  # the store is away: the list shows the older view
                     await self.store.owners.snapshot("batch", batch_id, text)
 

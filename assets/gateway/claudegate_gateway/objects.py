@@ -58,9 +58,17 @@ _PAGE = "page_"
 _PAGE_PURPOSE = "files-page:after"  # the earlier (upstream page, skip) cursors do not open under it
 
 
-def _snapshot(doc: dict[str, Any]) -> str | None:
+# Rows recorded before objects were kept are filled in from upstream at most
+# this many per list call (the others show their id and type until a later call).
+MAX_FILLS_PER_LIST = 50
+
+
+def _snapshot(doc: dict[str, Any]) -> str:
     text = json.dumps(doc, separators=(",", ":"))
-    return text if len(text) <= MAX_SNAPSHOT_BYTES else None
+    if len(text) <= MAX_SNAPSHOT_BYTES:
+        return text
+    # Far larger than any object upstream makes: kept as its id and type, never fetched again.
+    return json.dumps({"id": doc.get("id"), "type": doc.get("type")}, separators=(",", ":"))
 
 
 class Objects:
@@ -129,9 +137,7 @@ class Objects:
         except ValueError:
             return
         if isinstance(doc, dict) and doc.get("id") == object_id and doc.get("type") == _TYPES[kind]:
-            text = _snapshot(doc)
-            if text is not None:
-                await self.owners.snapshot(kind, object_id, text)
+            await self.owners.snapshot(kind, object_id, _snapshot(doc))
 
     async def deleted(self, kind: ObjectKind, object_id: str, status: int) -> None:
         if 200 <= status < 300:
@@ -160,32 +166,37 @@ class Objects:
         rows = rows[:limit]
         if backward:
             rows.reverse()  # nearest-first from the cursor; the list runs newest first
-        data = [item for item in [await self._shown(kind, object_id, obj, fetch) for object_id, obj in rows] if item]
+        fills = [MAX_FILLS_PER_LIST]
+        data = [item for object_id, obj in rows if (item := await self._shown(kind, object_id, obj, fetch, fills))]
         page: dict[str, Any] = {
             "data": data,
             "has_more": has_more,
-            "first_id": rows[0][0] if rows else None,
-            "last_id": rows[-1][0] if rows else None,
+            # From what is shown: a row found gone upstream is no cursor to page on from.
+            "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None,
         }
         if kind == "file":
-            following = has_more and not backward and rows
-            page["next_page"] = self.seal_page(client.name, rows[-1][0]) if following else None
+            following = has_more and not backward and data
+            page["next_page"] = self.seal_page(client.name, data[-1]["id"]) if following else None
         return page
 
-    async def _shown(self, kind: ObjectKind, object_id: str, obj: str | None, fetch: Fetch) -> dict[str, Any] | None:
+    async def _shown(
+        self, kind: ObjectKind, object_id: str, obj: str | None, fetch: Fetch, fills: list[int]
+    ) -> dict[str, Any] | None:
         """The object as last seen; a row recorded before objects were kept is filled in once from upstream."""
         if obj is not None:
             with contextlib.suppress(ValueError):
                 doc = json.loads(obj)
                 if isinstance(doc, dict) and doc.get("id") == object_id:
                     return doc
+        if fills[0] <= 0:
+            return {"id": object_id, "type": _TYPES[kind]}
+        fills[0] -= 1
         status, doc = await fetch(object_id)
         if status == 404:
             await self.owners.forget(kind, object_id)  # gone upstream (deleted or expired outside the gateway)
             return None
         if status == 200 and isinstance(doc, dict) and doc.get("id") == object_id:
-            text = _snapshot(doc)
-            if text is not None:
-                await self.owners.snapshot(kind, object_id, text)
+            await self.owners.snapshot(kind, object_id, _snapshot(doc))
             return doc
         return {"id": object_id, "type": _TYPES[kind]}  # upstream cannot say now: the id at least
