@@ -132,6 +132,17 @@ def test_a_pdf_that_cannot_be_read_is_refused_and_a_text_about_pdfs_is_not() -> 
     assert _filter(note)[1].blocked is None
 
 
+def test_a_pdf_that_holds_the_parser_too_long_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The alarm interrupts the parser inside a page, not only between pages."""
+    import claudegate_gateway.filecontents as fc
+
+    monkeypatch.setattr(fc, "PDF_MAX_SECONDS", 0.05)
+    one_long_page = make_pdf([" ".join(f"w{i}" for i in range(200_000))], split=2)
+    started = time.monotonic()
+    assert contents(one_long_page).refused == "reading its text took longer than 0 s"
+    assert time.monotonic() - started < 5
+
+
 def test_a_pdf_with_too_many_pages_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     import claudegate_gateway.filecontents as fc
 

@@ -30,12 +30,16 @@ files (offload.py): parsing a PDF holds the GIL for its whole length.
 from __future__ import annotations
 
 import bz2
+import contextlib
 import io
 import logging
 import lzma
+import signal
+import threading
 import time
 import zipfile
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -128,8 +132,38 @@ def _pdf_text(data: bytes, budget: int) -> str:
         "maximum_declared_stream_length", "array_based_stream_maximum_output_length", "zlib_maximum_output_length",
         "lzw_maximum_output_length", "run_length_maximum_output_length", "jbig2_maximum_output_length",
         "brotli_maximum_output_length")}  # fmt: skip
-    with pypdf.apply_configuration(None, **limits):
-        return _pdf_pages_text(pypdf, PyPdfError, data, budget, started)
+    with pypdf.apply_configuration(None, **limits), _deadline(PDF_MAX_SECONDS):
+        try:
+            return _pdf_pages_text(pypdf, PyPdfError, data, budget, started)
+        except _TimeUp:
+            raise _Refused(f"reading its text took longer than {PDF_MAX_SECONDS:.0f} s") from None
+
+
+class _TimeUp(BaseException):
+    """Raised by the alarm: a BaseException, so the parser's own ``except Exception`` cannot swallow it."""
+
+
+@contextlib.contextmanager
+def _deadline(seconds: float) -> Iterator[None]:
+    """Interrupt the block after `seconds`, where a signal can (a worker process's main thread).
+
+    One page of a hostile PDF can hold the parser for long; the check between
+    pages would come too late. Elsewhere (the thread fallback) only that check applies.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def time_up(_signum: int, _frame: Any) -> None:
+        raise _TimeUp
+
+    previous = signal.signal(signal.SIGALRM, time_up)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def _pdf_pages_text(pypdf: Any, pdf_error: type[Exception], data: bytes, budget: int, started: float) -> str:
