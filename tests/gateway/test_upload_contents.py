@@ -26,6 +26,7 @@ import pytest
 from claudegate_gateway.errors import GatewayError
 from claudegate_gateway.filecontents import MAX_DEPTH, MAX_EXPANDED_BYTES, contents
 from claudegate_gateway.filters import FilterPolicy, FilterResult
+from claudegate_gateway.offload import _inside
 from claudegate_gateway.uploads import Upload, filter_upload
 from tests.support.fake_anthropic import FakeAnthropic
 from tests.support.gateway_proc import GatewayProc, make_gateway
@@ -44,7 +45,7 @@ def _filter(data: bytes, policy: FilterPolicy = REDACT) -> tuple[Upload, FilterR
         return policy.apply(doc)
 
     async def expand(raw: bytes) -> Any:
-        return contents(raw)
+        return _inside(raw, policy)  # what the worker runs
 
     upload = Upload("data.bin", "application/octet-stream", data)
     return upload, asyncio.run(filter_upload(apply, upload, expand))

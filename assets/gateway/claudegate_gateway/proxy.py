@@ -764,8 +764,8 @@ class Gateway:
         async def apply(doc: dict[str, Any], size: int) -> FilterResult:
             return await self.offload.apply_policy(doc, size, client)  # the caller's overrides apply
 
-        async def expand(data: bytes) -> Contents:
-            return await self.offload.contents(data, client)
+        async def expand(data: bytes) -> tuple[Contents, FilterResult | None]:
+            return await self.offload.inside(data, client)
 
         result = await filter_upload(apply, upload, expand)
         ex.verdicts.extend(result.verdicts)

@@ -166,8 +166,14 @@ def as_text(data: bytes) -> str | None:
 ApplyPolicy = Callable[[dict[str, Any], int], Awaitable[FilterResult]]
 
 
-# (file bytes) -> the texts inside it (filecontents.py); offload.py runs it in a worker.
-Expand = Callable[[bytes], Awaitable[Contents]]
+# (file bytes) -> what is inside it (filecontents.py) and the policy's result on that text
+# (None: no text inside); offload.py runs both in one worker call, the text never copied back.
+Expand = Callable[[bytes], Awaitable[tuple[Contents, FilterResult | None]]]
+
+
+def inside_document(texts: list[str]) -> dict[str, Any]:
+    """The texts inside a file as the document the request policy filters."""
+    return {"messages": [{"role": "user", "content": [{"type": "text", "text": t} for t in texts]}]}
 
 
 async def filter_upload(apply: ApplyPolicy, upload: Upload, expand: Expand | None = None) -> FilterResult:
@@ -208,22 +214,19 @@ async def filter_upload(apply: ApplyPolicy, upload: Upload, expand: Expand | Non
             status = shadow.status if shadow.blocked is not None else 400
             return replace(result, changed=False, blocked=blocked, status=status, verdicts=[blocked, *result.verdicts])
     if expand is not None and result.blocked is None:
-        return await _filter_inside(apply, upload, expand, result)
+        return await _filter_inside(upload, expand, result)
     return result
 
 
-async def _filter_inside(apply: ApplyPolicy, upload: Upload, expand: Expand, result: FilterResult) -> FilterResult:
+async def _filter_inside(upload: Upload, expand: Expand, result: FilterResult) -> FilterResult:
     """The text inside a compressed file or a PDF, filtered too: a match blocks (the file cannot be
     rewritten in place), and a file whose inside cannot be read whole is refused."""
-    inside = await expand(upload.data)
+    inside, found = await expand(upload.data)
     if inside.refused is not None:
         raise _bad(f"file: the gateway cannot inspect this {'/'.join(inside.kinds) or inside_kind(upload.data)} "
                    f"file: {inside.refused}; upload its content uncompressed or as text")  # fmt: skip
-    if not inside.texts:
+    if found is None:
         return result
-    size = sum(len(t) for t in inside.texts)
-    found = await apply({"messages": [{"role": "user", "content": [
-        {"type": "text", "text": t} for t in inside.texts]}]}, size)  # fmt: skip
     if found.blocked is None and not found.changed:
         return replace(result, verdicts=[*result.verdicts, *found.verdicts])
     rule = found.blocked or found.verdicts[0]
