@@ -290,3 +290,40 @@ def test_usage_reaches_the_postgres_ledger_and_reseeds_a_redis_that_lost_its_dat
     now_charged = int(redis_db.cli("GET", f"cg:{{metered}}:day:{day}"))
     # Seeded from the ledger, so today's spending was not forgotten.
     assert now_charged == billed + doc["usage"]["input_tokens"] + doc["usage"]["output_tokens"]
+
+
+def test_lists_come_from_the_shared_index_whichever_replica_answers(
+    tmp_path: Path, fake: FakeAnthropic, redis_db: RedisServer, postgres_server: PostgresServer, pg_url: str,
+    gateways: list[GatewayProc],
+) -> None:
+    """Files made through either replica, listed through either: the caller's own, newest first,
+    paged across replicas by after_id and next_page, another client's never, upstream's list never asked."""
+    import httpx
+
+    state = _state(redis_db, postgres_server, pg_url)
+    gateways.extend(pg_fleet(tmp_path, fake, [state, state]))
+    for gw in gateways:
+        gw.start()
+    a, b = gateways
+    alice, bob = a.create_key("alice"), a.create_key("bob")
+    mine = []
+    for i in range(6):
+        status, doc = _upload(gateways[i % 2], alice)
+        assert status == 200, doc
+        mine.append(doc["id"])
+        assert _upload(gateways[(i + 1) % 2], bob)[0] == 200
+    newest_first = list(reversed(mine))
+    fake.state.clear_requests()
+    hdr = {"x-api-key": alice, "anthropic-version": "2023-06-01"}
+    first = httpx.get(a.url + "/v1/files", headers=hdr, params={"limit": "4"}).json()
+    assert [f["id"] for f in first["data"]] == newest_first[:4] and first["has_more"] is True
+    assert first["data"][0]["filename"] == "a.txt"  # the object as upstream answered its upload
+    by_id = httpx.get(b.url + "/v1/files", headers=hdr, params={"limit": "4", "after_id": first["last_id"]}).json()
+    by_page = httpx.get(b.url + "/v1/files", headers=hdr, params={"limit": "4", "page": first["next_page"]}).json()
+    assert [f["id"] for f in by_id["data"]] == [f["id"] for f in by_page["data"]] == newest_first[4:]
+    assert by_id["has_more"] is False and by_page["next_page"] is None
+    theirs = httpx.get(b.url + "/v1/files", headers={**hdr, "x-api-key": bob}, params={"limit": "1000"}).json()
+    assert not set(mine) & {f["id"] for f in theirs["data"]} and len(theirs["data"]) == 6
+    stolen = httpx.get(a.url + "/v1/files", headers={**hdr, "x-api-key": bob}, params={"after_id": mine[-1]}).json()
+    assert stolen["data"] == [] and stolen["has_more"] is False
+    assert fake.state.requests == []
