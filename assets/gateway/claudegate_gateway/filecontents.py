@@ -123,8 +123,11 @@ def _inflate(data: bytes, budget: int) -> tuple[str, bytes] | None:
 
 
 def _pdf_text(data: bytes, budget: int) -> str:
-    import pypdf
-    from pypdf.errors import PyPdfError
+    try:
+        import pypdf
+        from pypdf.errors import PyPdfError
+    except ImportError:  # an image built from a lock without it: PDFs are refused, never waved through
+        raise _Refused("this gateway cannot read PDF text (its pypdf package is missing)") from None
 
     logging.getLogger("pypdf").setLevel(logging.ERROR)  # its warnings about odd files are no news here
     started = time.monotonic()
