@@ -551,11 +551,23 @@ class Gateway:
         held: list[bytes] = []
         size = 0
         chunks = upstream.content.iter_chunked(_CHUNK)
+        key = ex.client.name if ex.client is not None else ""
+
+        async def filtered(chunk: bytes) -> bytes:
+            # Filtering runs on the event loop: charged to the key's share of it
+            # (loopshare.py), so a 400 MB download never holds other keys up.
+            began = time.perf_counter()
+            out = df.feed(chunk)
+            pause = self.loop_share.charge(key, time.perf_counter() - began)
+            if pause:
+                await asyncio.sleep(pause)
+            return out
+
         try:
             # The first HOLD_BYTES are filtered before the status line: a small
             # file that must be blocked gets the gateway's error, not a 200.
             async for chunk in chunks:
-                held.append(df.feed(chunk))
+                held.append(await filtered(chunk))
                 size += len(chunk)
                 if df.blocked or size >= HOLD_BYTES:
                     break
@@ -579,7 +591,7 @@ class Gateway:
                     await response.write(out)
             if size >= HOLD_BYTES:
                 async for chunk in chunks:
-                    out = df.feed(chunk)
+                    out = await filtered(chunk)
                     if df.blocked:
                         break
                     if out:
