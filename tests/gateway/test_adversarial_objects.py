@@ -144,6 +144,8 @@ def test_batch_lists_hold_only_the_callers_own_with_correct_pagination(
     gw: GatewayProc, keys: dict[str, str], fake: FakeAnthropic
 ) -> None:
     direct = anthropic.Anthropic(api_key=fake.api_key, base_url=fake.url, max_retries=0)
+    # Fresh keys: the module's gateway outlives the fake's state of earlier tests.
+    keys = {"alice": gw.create_key("pager-a"), "bob": gw.create_key("pager-b")}
     mine: list[str] = []
     for i in range(12):  # interleave alice's, bob's and outside batches
         mine.append(create_batch(gw, keys["alice"]))
@@ -215,6 +217,8 @@ def test_another_clients_file_answers_exactly_like_a_missing_one(
 def test_file_lists_hold_only_the_callers_own_and_the_sdk_pages_through(
     gw: GatewayProc, keys: dict[str, str], fake: FakeAnthropic
 ) -> None:
+    # Fresh keys: the module's gateway outlives the fake's state of earlier tests.
+    keys = {"alice": gw.create_key("filer-a"), "bob": gw.create_key("filer-b")}
     mine = []
     for i in range(7):
         mine.append(upload(gw, keys["alice"], f"a{i}".encode(), f"a{i}.txt").json()["id"])

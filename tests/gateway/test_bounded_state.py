@@ -17,7 +17,7 @@ from claudegate_gateway.errors import GatewayError
 from claudegate_gateway.keystore import KEY_PREFIX, KeyStore, Scopes
 from claudegate_gateway.limits import Limiter
 from claudegate_gateway.objects import Objects
-from claudegate_gateway.ownership import MAX_SCAN_PAGES, PageScan, file_ids
+from claudegate_gateway.ownership import file_ids
 from claudegate_gateway.store import SqliteStore
 
 
@@ -173,52 +173,134 @@ def test_file_ids_found_at_any_depth() -> None:
     assert sorted(map(str, file_ids(body))) == ["12", "file_img", "file_inner"]
 
 
-def _upstream_page(ids: list[str], after: str | None, size: int) -> dict[str, object]:
-    """What upstream answers to ?after_id=&limit= (everyone's objects)."""
-    start = ids.index(after) + 1 if after is not None else 0
-    return {"data": [{"id": x} for x in ids[start : start + size]], "has_more": start + size < len(ids)}
+def _objects(tmp_path: Path, pepper: str = "pepper", name: str = "keys.db") -> tuple[KeyStore, Objects]:
+    store = KeyStore(tmp_path / name, pepper)
+    return store, Objects(SqliteStore(store).owners, store.digest)
 
 
-def test_page_scan_fills_a_page_across_upstream_pages() -> None:
-    everyone = [f"b{i:03d}" for i in range(100)]
-    mine = {f"b{i:03d}" for i in range(3, 100, 10)}  # 10 of 100
-    collected: list[str] = []
-    after: str | None = None
+async def _no_upstream(object_id: str) -> tuple[int, object]:
+    raise AssertionError(f"a list asked upstream for {object_id}")
+
+
+def _list(objects: Objects, who: str, kind: str = "batch", **query: str) -> dict[str, object]:
+    client = type("C", (), {"name": who})()
+    return asyncio.run(objects.list_page(client, kind, tuple(query.items()), _no_upstream))  # type: ignore[arg-type]
+
+
+def test_lists_page_the_owners_objects_from_the_index_both_ways(tmp_path: Path) -> None:
+    store, objects = _objects(tmp_path)
+    mine: list[str] = []
+    for i in range(23):
+        mine.append(f"msgbatch_a{i:03d}")
+        store.owners.record("batch", mine[-1], "team-a", obj=json.dumps({"id": mine[-1], "type": "message_batch"}))
+        store.owners.record("batch", f"msgbatch_b{i:03d}", "team-b", obj="{}")
+        store.owners.record("file", f"file_a{i:03d}", "team-a", obj="{}")  # another kind: never in a batch list
+    # Several objects made within one clock tick: the id breaks the tie, nothing is skipped or repeated.
+    store._db.execute("UPDATE owned_objects SET created_at = 1000 WHERE id IN (?,?,?,?)", tuple(mine[5:9]))
+    store._db.execute("UPDATE owned_objects SET created_at = 1000 + rowid WHERE created_at != 1000")
+    expected = [r[0] for r in store._db.execute(
+        "SELECT id FROM owned_objects WHERE owner='team-a' AND kind='batch' ORDER BY created_at DESC, id DESC")]
+    seen: list[str] = []
+    after: dict[str, str] = {}
     while True:
-        scan = PageScan(limit=3, backward=False)
-        cursor = after
-        while True:
-            nxt = scan.take(_upstream_page(everyone, cursor, 7), mine)
-            if nxt is None:
-                break
-            cursor = nxt
-        out = scan.result()
-        collected += [d["id"] for d in out["data"]]
-        assert all(d["id"] in mine for d in out["data"])
-        if not out["has_more"]:
+        page = _list(objects, "team-a", limit="4", **after)
+        ids = [d["id"] for d in page["data"]]  # type: ignore[index, union-attr]
+        assert ids and (page["first_id"], page["last_id"]) == (ids[0], ids[-1])
+        seen += ids
+        if not page["has_more"]:
             break
-        after = out["last_id"]
-    assert collected == sorted(mine)
+        after = {"after_id": str(page["last_id"])}
+    assert seen == expected and len(seen) == 23
+    # Backwards from the oldest: the 4 just newer than it, in list order, and more beyond.
+    back = _list(objects, "team-a", limit="4", before_id=expected[-1])
+    assert [d["id"] for d in back["data"]] == expected[-5:-1] and back["has_more"] is True  # type: ignore[union-attr]
+    top = _list(objects, "team-a", limit="4", before_id=expected[3])
+    assert [d["id"] for d in top["data"]] == expected[:3] and top["has_more"] is False  # type: ignore[union-attr]
+    # team-b's id, a file id, and no id at all: the same empty page.
+    empty = {"data": [], "has_more": False, "first_id": None, "last_id": None}
+    for cursor in ("msgbatch_b003", "file_a003", "msgbatch_nosuch"):
+        assert _list(objects, "team-a", after_id=cursor) == empty
+        assert _list(objects, "team-a", before_id=cursor) == empty
+    with pytest.raises(GatewayError, match="Cannot specify both"):
+        _list(objects, "team-a", after_id=expected[0], before_id=expected[1])
+    store.close()
 
 
-def test_page_scan_is_bounded_and_its_position_is_sealed(tmp_path: Path) -> None:
-    store = KeyStore(tmp_path / "keys.db", "pepper")
-    objects = Objects(SqliteStore(store).owners, store.digest)
-    scan = PageScan(limit=5, backward=False, seal=lambda p: objects.seal("team-a", "batch", p))
-    n = 0
-    # Ids long enough that random ciphertext cannot contain one by chance.
-    while scan.take({"data": [{"id": f"msgbatch_position{n}"}], "has_more": True}, set()) is not None:
-        n += 1
-    assert scan.pages == MAX_SCAN_PAGES
-    out = scan.result()
-    assert out["data"] == [] and out["has_more"] is True
-    sealed = out["last_id"]
-    assert sealed.startswith("cgpos_") and objects.unseal("team-a", "batch", sealed) == f"msgbatch_position{n}"
-    assert "position" not in sealed  # encrypted, not only signed
-    assert objects.unseal("team-b", "batch", sealed) is None  # issued to team-a only
-    assert objects.unseal("team-a", "file", sealed) is None  # and for batch lists only
-    other = Objects(SqliteStore(store).owners, KeyStore(tmp_path / "other.db", "another pepper").digest)
-    assert other.unseal("team-a", "batch", sealed) is None
+def test_a_list_page_is_one_indexed_query(tmp_path: Path) -> None:
+    store, _ = _objects(tmp_path)
+    plan = " ".join(str(r[-1]) for r in store._db.execute(
+        "EXPLAIN QUERY PLAN SELECT id, object FROM owned_objects WHERE owner = ? AND kind = ?"
+        " AND (created_at, id) < (?, ?) ORDER BY created_at DESC, id DESC LIMIT ?", ("a", "batch", 1.0, "x", 21)))
+    assert "owned_objects_pages" in plan and "TEMP B-TREE" not in plan, plan
+    store.close()
+
+
+def test_files_next_page_is_sealed_for_its_client_and_list(tmp_path: Path) -> None:
+    store, objects = _objects(tmp_path)
+    for i in range(5):
+        store.owners.record("file", f"file_position{i}", "team-a", obj=json.dumps({"id": f"file_position{i}"}))
+    first = _list(objects, "team-a", "file", limit="2")
+    cursor = str(first["next_page"])
+    assert cursor.startswith("page_") and "position" not in cursor  # encrypted, not only signed
+    assert objects.open_page("team-a", cursor) == first["last_id"]
+    second = _list(objects, "team-a", "file", limit="2", page=cursor)
+    assert [d["id"] for d in second["data"]] == ["file_position2", "file_position1"]  # type: ignore[union-attr]
+    _, other = _objects(tmp_path, "another pepper", "other.db")
+    for opener, who in ((objects, "team-b"), (other, "team-a")):
+        with pytest.raises(GatewayError, match="page: not a page cursor"):
+            opener.open_page(who, cursor)
+    last = _list(objects, "team-a", "file", limit="2", page=str(second["next_page"]))
+    assert last["next_page"] is None and last["has_more"] is False
+    with pytest.raises(GatewayError, match="Cannot specify both"):
+        _list(objects, "team-a", "file", page=cursor, after_id="file_position1")
+    store.close()
+
+
+def test_a_row_kept_before_objects_were_is_filled_in_once(tmp_path: Path) -> None:
+    store, objects = _objects(tmp_path)
+    store.owners.record("file", "file_old", "team-a")  # as an earlier version recorded it: no object
+    store.owners.record("file", "file_gone", "team-a")
+    asked: list[str] = []
+
+    async def upstream(object_id: str) -> tuple[int, object]:
+        asked.append(object_id)
+        if object_id == "file_gone":
+            return 404, {"type": "error"}
+        return 200, {"id": object_id, "type": "file", "filename": "old.txt"}
+
+    client = type("C", (), {"name": "team-a"})()
+    page = asyncio.run(objects.list_page(client, "file", (), upstream))  # type: ignore[arg-type]
+    assert [d["id"] for d in page["data"]] == ["file_old"] and page["data"][0]["filename"] == "old.txt"
+    assert sorted(asked) == ["file_gone", "file_old"]
+    assert not store.owners.owns("file", "file_gone", "team-a")  # gone upstream: forgotten
+    again = _list(objects, "team-a", "file")  # no upstream call the second time
+    assert [d["id"] for d in again["data"]] == ["file_old"]  # type: ignore[union-attr]
+    store.close()
+
+
+def test_filling_in_old_rows_is_bounded_per_list(tmp_path: Path) -> None:
+    from claudegate_gateway.objects import MAX_FILLS_PER_LIST
+
+    store, objects = _objects(tmp_path)
+    for i in range(MAX_FILLS_PER_LIST + 10):
+        store.owners.record("batch", f"msgbatch_old{i:03d}", "team-a")  # recorded before objects were kept
+    asked: list[str] = []
+
+    async def upstream(object_id: str) -> tuple[int, object]:
+        asked.append(object_id)
+        return 200, {"id": object_id, "type": "message_batch", "processing_status": "ended"}
+
+    client = type("C", (), {"name": "team-a"})()
+    first = asyncio.run(objects.list_page(client, "batch", (("limit", "1000"),), upstream))  # type: ignore[arg-type]
+    assert len(asked) == MAX_FILLS_PER_LIST and len(first["data"]) == MAX_FILLS_PER_LIST + 10
+    stubs = [d for d in first["data"] if "processing_status" not in d]
+    assert len(stubs) == 10 and all(d["type"] == "message_batch" for d in stubs)
+    asked.clear()
+    second = asyncio.run(objects.list_page(client, "batch", (("limit", "1000"),), upstream))  # type: ignore[arg-type]
+    assert len(asked) == 10 and all("processing_status" in d for d in second["data"])
+    asked.clear()
+    asyncio.run(objects.list_page(client, "batch", (("limit", "1000"),), upstream))  # type: ignore[arg-type]
+    assert asked == []  # every row holds its object now
     store.close()
 
 

@@ -114,7 +114,9 @@ def test_images_and_pdfs_are_reserved_by_what_they_are(gateway_factory: GatewayF
     gw = gateway_factory()
     key = gw.create_key("media", "--daily-tokens", "1000000")
     png = b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + struct.pack(">II", 3000, 2000) + b"\x08\x02\0\0\0"
-    pdf = b"%PDF-1.4\n" + b"<</Type /Page>>\n" * 4 + b"%%EOF"
+    from tests.support.pdfmake import make_pdf
+
+    pdf = make_pdf(["one", "two", "three", "four"])  # a PDF pypdf reads: the upload filter reads its text
     image_id = upload(gw, key, png, "photo.png", "image/png")
     pdf_id = upload(gw, key, pdf, "doc.pdf", "application/pdf")
     content = [
@@ -231,6 +233,11 @@ def test_a_batch_is_settled_in_the_background_against_the_day_it_was_charged(
         settled = [r for r in gw.audit() if r.get("event") == "batch_settled"]
         time.sleep(0.1)
     assert settled, "the gateway did not settle the batch by itself"
+    # The key's list shows the batch ended, from the poll's view: no client get, no upstream list.
+    listed = httpx.get(gw.url + "/v1/messages/batches", headers=hdr(key)).json()["data"]
+    assert [(b["id"], b["processing_status"]) for b in listed] == [(batch_id, "ended")]
+    assert listed[0]["results_url"] == f"/v1/messages/batches/{batch_id}/results"
+    assert not [q for q in fake.state.requests if q.path == "/v1/messages/batches" and q.method == "GET"]
     rec = settled[0]
     assert rec["batch_id"] == batch_id and rec["key_name"] == "batcher"
     assert rec["reserved_tokens"] == created["reserved_tokens"]
@@ -245,7 +252,7 @@ def test_a_batch_is_settled_in_the_background_against_the_day_it_was_charged(
     from claudegate.usage import summarize
 
     row = next(r for r in summarize(gw.audit_path.read_bytes().splitlines())[0] if r.client == "batcher")
-    assert row.requests == 2 and row.input_tokens + row.output_tokens == batch_billed  # the upload, the batch
+    assert row.requests == 3 and row.input_tokens + row.output_tokens == batch_billed  # upload, batch, list
     time.sleep(0.6)  # later polls do not settle it again
     assert len([r for r in gw.audit() if r.get("event") == "batch_settled"]) == 1
     assert daily_usage(gw, "batcher") == batch_billed
@@ -254,7 +261,7 @@ def test_a_batch_is_settled_in_the_background_against_the_day_it_was_charged(
 # -- every operation counts against rpm --------------------------------------------------
 
 
-def test_lists_and_their_fan_out_count_against_rpm(gateway_factory: GatewayFactory, fake: FakeAnthropic) -> None:
+def test_lists_count_against_rpm_and_never_ask_upstream(gateway_factory: GatewayFactory, fake: FakeAnthropic) -> None:
     gw = gateway_factory()
     key = gw.create_key("lister", "--rpm", "4")
     other = gw.create_key("other")
@@ -262,18 +269,20 @@ def test_lists_and_their_fan_out_count_against_rpm(gateway_factory: GatewayFacto
     for i in range(3):
         upload(gw, other, f"theirs {i}".encode(), f"t{i}.txt")
     fake.state.clear_requests()
-    # limit=1: the newest upstream file is another client's, so a second upstream page is read: 2 more.
-    r = httpx.get(gw.url + "/v1/files?limit=1", headers=hdr(key))
+    # limit=1 with other clients' files newer than the caller's: answered from the
+    # gateway's own index, no upstream page at all (there was a fan-out here once).
+    r = httpx.get(gw.url + "/v1/files?limit=1", headers=hdr(key))  # 2
     assert r.status_code == 200 and len(r.json()["data"]) == 1
-    assert len(fake.state.requests_for("/v1/files", "GET")) == 2
+    assert httpx.get(gw.url + "/v1/messages/batches", headers=hdr(key)).json()["data"] == []  # 3
     assert httpx.get(gw.url + "/v1/files", headers=hdr(key)).status_code == 200  # 4
+    assert fake.state.requests == []
     for method, path in (("GET", "/v1/files"), ("GET", "/v1/messages/batches"), ("GET", "/v1/models"),
                          ("POST", "/v1/messages/count_tokens")):  # fmt: skip
         body = {"model": MODEL, "messages": [{"role": "user", "content": "x"}]} if method == "POST" else None
         r = httpx.request(method, gw.url + path, headers=hdr(key), json=body)
         assert r.status_code == 429, (path, r.text)
         assert r.json()["error"]["type"] == "rate_limit_error"
-    assert len(fake.state.requests) == 3  # only the admitted calls' pages
+    assert fake.state.requests == []
 
 
 def test_refused_requests_count_against_rpm_too(gateway_factory: GatewayFactory, fake: FakeAnthropic) -> None:
@@ -349,6 +358,32 @@ def test_a_stream_dropped_at_any_point_keeps_its_reservation(
     reservation = len(body) // 3 + 1 + 2_000
     assert rec["reserved_tokens"] == reservation
     assert daily_usage(gw, "dropper") == reservation >= billed(fake) > 0
+    no_traceback(gw)
+
+
+def test_a_stream_whose_client_and_upstream_go_at_once_is_a_quiet_disconnect(
+    gateway_factory: GatewayFactory, fake: FakeAnthropic
+) -> None:
+    """Both ends of a stream drop together (a host shutting down): the upstream break makes
+    the gateway write its error event to a client already gone. That write was an uncaught
+    reset: a traceback in the log and a 500 in the audit."""
+    from tests.support.tcp_relay import TcpRelay
+
+    port = int(fake.url.rsplit(":", 1)[1])
+    with TcpRelay(port) as relay:
+        gw = gateway_factory({"upstream": {"base_url": f"http://127.0.0.1:{relay.port}"}})
+        key = gw.create_key("both", "--daily-tokens", "1000000")
+        fake.state.configure(event_delay=0.3)
+        body = json.dumps(msg("reply with 30 words", 2_000, stream=True)).encode()
+        _drop(gw, key, body, b"message_start")  # the client hangs up...
+        relay.cut()  # ...and upstream goes with it, before the next event
+        deadline = time.monotonic() + 10
+        while not gw.audit(1, timeout=10) or gw.audit()[-1].get("operation") != "messages.create":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    rec = gw.audit()[-1]
+    assert rec["status"] == 499 and rec["error_type"] == "client_closed", rec
+    assert daily_usage(gw, "both") == rec["reserved_tokens"] >= billed(fake)
     no_traceback(gw)
 
 

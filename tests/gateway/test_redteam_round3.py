@@ -118,10 +118,10 @@ def test_end_to_end_a_lying_mark_does_not_reach_upstream(redact_gw: tuple[str, s
 
 
 @pytest.mark.parametrize("secret", [AWS, GITHUB, SECRET])
-@pytest.mark.parametrize("cuts", [3, 4])
-def test_a_secret_in_three_or_four_pieces_touching_word_characters_is_found(secret: str, cuts: int) -> None:
-    """Attack: ``x`` + three or four pieces + ``x``: the glued join reads ``..EXAMPLEx`` (no
-    whole token), the spaced one has spaces in the key, and a pair holds half of it."""
+@pytest.mark.parametrize("cuts", [3, 4, 5, 6, 7, 8])
+def test_a_secret_in_three_to_eight_pieces_touching_word_characters_is_found(secret: str, cuts: int) -> None:
+    """Attack: ``x`` + three to eight pieces + ``x``: the glued join reads ``..EXAMPLEx`` (no
+    whole token), the spaced one has spaces in the key, and a pair holds only part of it."""
     step = len(secret) // cuts
     pieces = [secret[i * step:(i + 1) * step] for i in range(cuts - 1)] + [secret[(cuts - 1) * step:]]
     for before, after in (("x", "x"), ("Q", "9"), ("", "x"), ("x", "")):

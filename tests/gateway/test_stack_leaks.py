@@ -14,6 +14,7 @@ import base64
 import contextlib
 import json
 import socket
+import time
 import urllib.parse
 from collections.abc import Iterator
 from typing import Any
@@ -160,30 +161,36 @@ def test_files_cursor_is_opaque_bound_to_its_client_and_tamper_proof(
     assert [r for r in fake.state.requests if r.path == "/v1/files"] == []
 
 
-def test_batch_scan_position_is_opaque_and_useless_to_another_client(
+def test_lists_show_no_upstream_position_and_keep_objects_current(
     gw: GatewayProc, keys: dict[str, str], fake: FakeAnthropic
 ) -> None:
-    """The sealed scan position (cgpos_) is checked at the unit level for its
-    content (test_bounded_state); here: one alice made is no key for bob."""
-    from claudegate_gateway.keystore import KeyStore
-    from claudegate_gateway.objects import Objects
-
-    store = KeyStore(gw.workdir / "probe.db", gw.pepper)  # the gateway's server secret
-    objects = Objects(store.owners, store.digest)
-    sealed = objects.seal("alice", "batch", "msgbatch_01SomeoneElsesBatch000")
-    store.close()
-    assert "msgbatch" not in sealed and "SomeoneElses" not in sealed
+    """Lists come from the gateway's index: no page of upstream's is ever read, so
+    no cursor can hold an upstream position (an earlier version's sealed scan
+    position, cgpos_, is now just an id nobody owns). What the list shows of an
+    object is upstream's last answer about it through the gateway."""
+    fake.state.configure(batch_processing_seconds=0.5)
+    body = {"requests": [{"custom_id": "a", "params": {
+        "model": "claude-sonnet-4-6", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}}]}
+    made = httpx.post(gw.url + "/v1/messages/batches", headers={**V, "x-api-key": keys["alice"]}, json=body).json()
+    fake.state.configure(batch_processing_seconds=0.0)
     fake.state.clear_requests()
+
+    def listed(**params: str) -> dict[str, Any]:
+        r = httpx.get(gw.url + "/v1/messages/batches", headers={**V, "x-api-key": keys["alice"]}, params=params)
+        assert r.status_code == 200, r.text
+        return dict(r.json())
+
+    newest = listed()["data"][0]
+    assert (newest["id"], newest["processing_status"]) == (made["id"], "in_progress")
     empty = {"data": [], "has_more": False, "first_id": None, "last_id": None}
-    r = httpx.get(gw.url + "/v1/messages/batches", headers={**V, "x-api-key": keys["bob"]}, params={"after_id": sealed})
-    assert r.status_code == 200 and r.json() == empty
-    assert [r for r in fake.state.requests if r.path.startswith("/v1/messages/batches")] == []
-    # alice's own: opens, and the scan resumes upstream from that position.
-    r = httpx.get(gw.url + "/v1/messages/batches", headers={**V, "x-api-key": keys["alice"]},
-                  params={"after_id": sealed})
-    assert r.status_code == 200
-    asked: list[Any] = [query(r).get("after_id") for r in fake.state.requests if r.path == "/v1/messages/batches"]
-    assert asked[:1] == ["msgbatch_01SomeoneElsesBatch000"]
+    assert listed(after_id="cgpos_" + "A" * 60) == empty
+    # A get through the gateway (the batch has ended upstream meanwhile) refreshes the list's view.
+    time.sleep(0.6)
+    got = httpx.get(f"{gw.url}/v1/messages/batches/{made['id']}", headers={**V, "x-api-key": keys["alice"]}).json()
+    assert got["processing_status"] == "ended"
+    now = next(b for b in listed()["data"] if b["id"] == made["id"])
+    assert now["processing_status"] == "ended" and now["results_url"] == got["results_url"]
+    assert [r.path for r in fake.state.requests] == [f"/v1/messages/batches/{made['id']}"]
 
 
 def test_cursor_box_refuses_every_single_change() -> None:

@@ -59,7 +59,7 @@ def test_migrations_run_once_when_many_replicas_start_together(postgres_server: 
                 await c.close()
 
     results = asyncio.run(go())
-    assert sorted(map(tuple, results)) == [(), (), (), (), (), (1, 2)]
+    assert sorted(map(tuple, results)) == [(), (), (), (), (), (1, 2, 3)]
 
     async def versions() -> list[tuple[int, str]]:
         conn = await asyncpg.connect(pg_url, password=postgres_server.password)
@@ -68,7 +68,7 @@ def test_migrations_run_once_when_many_replicas_start_together(postgres_server: 
         finally:
             await conn.close()
 
-    assert asyncio.run(versions()) == [(1, "expand"), (2, "expand")]
+    assert asyncio.run(versions()) == [(1, "expand"), (2, "expand"), (3, "expand")]
 
 
 def test_revoke_and_rotate_on_one_gateway_are_refused_on_another_within_a_second(
@@ -204,7 +204,7 @@ def test_migrate_state_moves_every_key_object_and_day_of_usage(
     gone = store.create("gone", Scopes())
     store.revoke("gone")
     store.owners.record("file", "file_abc", "alive", 777)  # with its token estimate
-    store.owners.record("batch", "msgbatch_xyz", "rotating")
+    store.owners.record("batch", "msgbatch_xyz", "rotating", obj='{"id":"msgbatch_xyz","type":"message_batch"}')
     day = time.strftime("%Y-%m-%d", time.gmtime())
     store.add_daily("alive", day, 1234)
     store.add_daily("rotating", "2026-01-01", 99)
@@ -215,22 +215,29 @@ def test_migrate_state_moves_every_key_object_and_day_of_usage(
                       share_keystore=one)  # fmt: skip
     gateways.append(pg)
     out = pg.cli("migrate")
-    assert "applied 1, 2" in out.stdout
+    assert "applied 1, 2, 3" in out.stdout
     out = pg.cli("migrate-state", "--from", str(sqlite_path))
     assert out.stdout.strip() == "copied 3 clients, 4 credentials, 2 owned objects, 1 open batches, 2 usage days"
     again = pg.cli("migrate-state", "--from", str(sqlite_path))  # a second run copies nothing twice
     assert again.stdout.strip() == "copied 0 clients, 0 credentials, 0 owned objects, 0 open batches, 2 usage days"
-    async def check() -> tuple[dict[str, int], dict[str, int], set[str], set[str], dict[str, int], Any]:
+    async def check() -> tuple[dict[str, int], dict[str, int], set[str], set[str], dict[str, int], Any, Any]:
         s = PgKeyStore(PostgresState(url=pg_url, password_file=postgres_server.password_file), pg.pepper, "test")
         await s.open()
         try:
             return (await s.load_daily(day), await s.load_daily("2026-01-01"),
                     await s.owned("file", "alive", ["file_abc"]), await s.owned("batch", "rotating", ["msgbatch_xyz"]),
-                    await s.file_tokens("alive", ["file_abc"]), await s.open_batches(10))  # fmt: skip
+                    await s.file_tokens("alive", ["file_abc"]), await s.open_batches(10),
+                    [await s.page("batch", "rotating", None, False, 20),
+                     await s.page("batch", "rotating", "msgbatch_xyz", False, 20),
+                     await s.page("batch", "rotating", "msgbatch_xyz", True, 20),
+                     await s.page("batch", "alive", "msgbatch_xyz", False, 20)])  # fmt: skip
         finally:
             await s.close()
 
-    today, old_day, files, batches, estimates, open_batches = asyncio.run(check())
+    today, old_day, files, batches, estimates, open_batches, listed = asyncio.run(check())
+    # The object as last seen moved too: the list answers from PostgreSQL as it did from SQLite.
+    assert listed[0] == [("msgbatch_xyz", '{"id":"msgbatch_xyz","type":"message_batch"}')]
+    assert listed[1:] == [[], [], None]  # nothing past its only object either way; another owner's cursor: None
     assert today == {"alive": 1234} and old_day == {"rotating": 99}  # copied once, not doubled by the rerun
     assert files == {"file_abc"} and batches == {"msgbatch_xyz"}
     assert estimates == {"file_abc": 777}
@@ -283,3 +290,40 @@ def test_usage_reaches_the_postgres_ledger_and_reseeds_a_redis_that_lost_its_dat
     now_charged = int(redis_db.cli("GET", f"cg:{{metered}}:day:{day}"))
     # Seeded from the ledger, so today's spending was not forgotten.
     assert now_charged == billed + doc["usage"]["input_tokens"] + doc["usage"]["output_tokens"]
+
+
+def test_lists_come_from_the_shared_index_whichever_replica_answers(
+    tmp_path: Path, fake: FakeAnthropic, redis_db: RedisServer, postgres_server: PostgresServer, pg_url: str,
+    gateways: list[GatewayProc],
+) -> None:
+    """Files made through either replica, listed through either: the caller's own, newest first,
+    paged across replicas by after_id and next_page, another client's never, upstream's list never asked."""
+    import httpx
+
+    state = _state(redis_db, postgres_server, pg_url)
+    gateways.extend(pg_fleet(tmp_path, fake, [state, state]))
+    for gw in gateways:
+        gw.start()
+    a, b = gateways
+    alice, bob = a.create_key("alice"), a.create_key("bob")
+    mine = []
+    for i in range(6):
+        status, doc = _upload(gateways[i % 2], alice)
+        assert status == 200, doc
+        mine.append(doc["id"])
+        assert _upload(gateways[(i + 1) % 2], bob)[0] == 200
+    newest_first = list(reversed(mine))
+    fake.state.clear_requests()
+    hdr = {"x-api-key": alice, "anthropic-version": "2023-06-01"}
+    first = httpx.get(a.url + "/v1/files", headers=hdr, params={"limit": "4"}).json()
+    assert [f["id"] for f in first["data"]] == newest_first[:4] and first["has_more"] is True
+    assert first["data"][0]["filename"] == "a.txt"  # the object as upstream answered its upload
+    by_id = httpx.get(b.url + "/v1/files", headers=hdr, params={"limit": "4", "after_id": first["last_id"]}).json()
+    by_page = httpx.get(b.url + "/v1/files", headers=hdr, params={"limit": "4", "page": first["next_page"]}).json()
+    assert [f["id"] for f in by_id["data"]] == [f["id"] for f in by_page["data"]] == newest_first[4:]
+    assert by_id["has_more"] is False and by_page["next_page"] is None
+    theirs = httpx.get(b.url + "/v1/files", headers={**hdr, "x-api-key": bob}, params={"limit": "1000"}).json()
+    assert not set(mine) & {f["id"] for f in theirs["data"]} and len(theirs["data"]) == 6
+    stolen = httpx.get(a.url + "/v1/files", headers={**hdr, "x-api-key": bob}, params={"after_id": mine[-1]}).json()
+    assert stolen["data"] == [] and stolen["has_more"] is False
+    assert fake.state.requests == []

@@ -30,7 +30,10 @@ from typing import Any
 import aiohttp
 import yarl
 
+from claudegate_gateway.batchurls import localise_page
+from claudegate_gateway.errors import GatewayError
 from claudegate_gateway.metering import usage_tokens
+from claudegate_gateway.ownership import MAX_SNAPSHOT_BYTES
 from claudegate_gateway.store import Store
 
 log = logging.getLogger("claudegate.gateway")
@@ -153,10 +156,13 @@ class BatchSettler:
         try:
             async with session.get(url, headers=self._headers(), allow_redirects=False) as up:
                 if up.status == 404:
+                    with contextlib.suppress(GatewayError):  # and it leaves the owner's list
+                        await self.store.owners.forget("batch", batch_id)
                     return reserved, 0  # gone upstream: it keeps what it was charged
                 if up.status != 200:
                     return None
                 doc = await up.json(content_type=None)
+            await self._keep(batch_id, doc)
             if not isinstance(doc, dict) or doc.get("processing_status") != "ended":
                 return None
             async with session.get(url / "results", headers=self._headers(), allow_redirects=False) as up:
@@ -169,6 +175,15 @@ class BatchSettler:
             return reserved, 0
         except (aiohttp.ClientError, TimeoutError, ValueError):
             return None
+
+    async def _keep(self, batch_id: str, doc: Any) -> None:
+        """The batch as the poll saw it, for the owner's lists (objects.py): they stay current without a client's get."""
+        if isinstance(doc, dict) and doc.get("id") == batch_id and doc.get("type") == "message_batch":
+            localise_page(doc)  # a list shows the gateway's results path, never upstream's
+            text = json.dumps(doc, separators=(",", ":"))
+            if len(text) <= MAX_SNAPSHOT_BYTES:  # (a larger one: the list keeps the view it has)
+                with contextlib.suppress(GatewayError):  # the store is away: the list shows the older view
+                    await self.store.owners.snapshot("batch", batch_id, text)
 
     async def _sum_results(self, up: aiohttp.ClientResponse) -> tuple[int, int]:
         total_in = total_out = 0

@@ -1,11 +1,12 @@
 """List cursors the gateway hands out: encrypted and authenticated, bound to one client.
 
-A cursor the gateway makes itself (the scan position of a batch list that
-could not be filled within its bound, the files ``next_page``) holds an
-upstream position: an object id or upstream's page token, which may name
-*another* client's object. Signing alone would show it; so a cursor is
-sealed with an AEAD from ``cryptography`` (a well-kept library, not a
-construction of our own):
+A cursor the gateway makes itself (the files ``next_page``) holds a
+position in the caller's own list. Lists are answered from the gateway's
+index now, so it names only the caller's object; it is still sealed, so
+that no cursor ever shows a position in clear and none can be made up or
+carried to another client or list (when lists were filled from upstream's
+pages it could name *another* client's object). Sealed with an AEAD from
+``cryptography`` (a well-kept library, not a construction of our own):
 
 * key: HKDF-SHA256 from the keystore's pepper (through its keyed digest, so
   the pepper itself never reaches this module) with a versioned ``info``;

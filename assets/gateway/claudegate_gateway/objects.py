@@ -6,26 +6,30 @@ Driven by the route table's ``owner_kind`` / ``owner_action`` columns:
   the caller created through the gateway, else the gateway answers the same
   404 it gives for an id that does not exist, and upstream is not asked;
 * ``create``: a 2xx answer's ``id`` is recorded as the caller's;
-* ``list``: upstream's pages of everyone's objects are filtered down to the
-  caller's, fetching further pages (a bounded number) to fill the page, with
-  ``has_more``, ``first_id``/``last_id`` and, for files, ``next_page`` that
-  stay correct for the caller's own sequence;
+* ``list``: answered from the owner record alone (ownership.py), never from
+  upstream: a page of the caller's own objects, newest first, paged by
+  ``after_id``/``before_id``/``limit`` as Anthropic pages (``first_id``,
+  ``last_id``, ``has_more``; files also carry ``next_page``). Each object
+  is shown as upstream last showed it through the gateway: its creation,
+  then every get or cancel and, for batches, the settlement poll
+  (batchsettle.py) keep it current. Objects made outside the gateway are
+  in no one's list; a list costs one request of the key's rpm and no
+  upstream call (a row recorded before objects were kept is filled in once
+  by a get upstream);
 * a ``file_id`` anywhere in a request body must be one of the caller's files.
 
 A list cursor (``after_id``/``before_id``) is itself an id, so it must not
 become an oracle: a cursor that is not the caller's own object answers an
-empty page without asking upstream, whether it exists or not. The cursors
-the gateway makes itself (the scan position when a page could not be
-filled within the bound, ``cgpos_...``, and the files ``next_page``,
-``page_...``) hold upstream positions that may be another client's object:
-they are encrypted and authenticated for the caller (:mod:`.cursors`), so
-they show nothing and only the client they were issued to can use them.
+empty page, and upstream is not asked whether it exists. ``next_page`` is
+the gateway's own cursor: the position sealed for the caller
+(:mod:`.cursors`), usable by no other client and no other list.
 
 Batch objects' ``results_url`` is pointed at the gateway by :mod:`.batchurls`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -33,28 +37,14 @@ from typing import Any
 from claudegate_gateway.cursors import CursorBox
 from claudegate_gateway.errors import GatewayError
 from claudegate_gateway.keystore import Client
-from claudegate_gateway.ownership import (
-    MAX_SCAN_PAGES,
-    OBJECT_ID,
-    SCAN_PAGE_SIZE,
-    ObjectKind,
-    PageScan,
-)
+from claudegate_gateway.ownership import MAX_SNAPSHOT_BYTES, OBJECT_ID, ObjectKind
 from claudegate_gateway.store import Owners
 
-# (query pairs) -> (status, parsed JSON or None, raw body) of one upstream list page.
-Fetch = Callable[[list[tuple[str, str]]], Awaitable[tuple[int, Any, bytes]]]
+# object id -> (status, parsed JSON or None) of upstream's GET of that one object.
+Fetch = Callable[[str], Awaitable[tuple[int, Any]]]
 
 _DEFAULT_LIMIT = 20
-
-
-class UpstreamAnswer(Exception):
-    """An upstream error met while filling a list: relayed to the client as it is."""
-
-    def __init__(self, status: int, body: bytes) -> None:
-        super().__init__(status)
-        self.status = status
-        self.body = body
+_TYPES: dict[ObjectKind, str] = {"batch": "message_batch", "file": "file"}
 
 
 def not_found(kind: ObjectKind, object_id: str) -> GatewayError:
@@ -64,8 +54,21 @@ def not_found(kind: ObjectKind, object_id: str) -> GatewayError:
     return GatewayError("not_found_error", f"File not found: {object_id}")
 
 
-_SEALED = "cgpos_"
 _PAGE = "page_"
+_PAGE_PURPOSE = "files-page:after"  # the earlier (upstream page, skip) cursors do not open under it
+
+
+# Rows recorded before objects were kept are filled in from upstream at most
+# this many per list call (the others show their id and type until a later call).
+MAX_FILLS_PER_LIST = 50
+
+
+def _snapshot(doc: dict[str, Any]) -> str:
+    text = json.dumps(doc, separators=(",", ":"))
+    if len(text) <= MAX_SNAPSHOT_BYTES:
+        return text
+    # Far larger than any object upstream makes: kept as its id and type, never fetched again.
+    return json.dumps({"id": doc.get("id"), "type": doc.get("type")}, separators=(",", ":"))
 
 
 class Objects:
@@ -73,35 +76,16 @@ class Objects:
         self.owners = owners
         self._box = CursorBox(mac)  # keyed from the pepper (the keystore's HMAC)
 
-    def seal(self, client: str, kind: ObjectKind, position: str) -> str:
-        return _SEALED + self._box.seal(f"position:{kind}", client, position.encode())
+    def seal_page(self, client: str, after: str) -> str:
+        return _PAGE + self._box.seal(_PAGE_PURPOSE, client, after.encode())
 
-    def unseal(self, client: str, kind: ObjectKind, cursor: str) -> str | None:
-        """The position a sealed cursor names, or None when this gateway did not seal it for this client."""
-        if not cursor.startswith(_SEALED):
-            return None
-        raw = self._box.open(f"position:{kind}", client, cursor[len(_SEALED):])
-        if raw is None:
-            return None
-        position = raw.decode("utf-8", "replace")
-        return position if OBJECT_ID.match(position) else None
-
-    def seal_page(self, client: str, upstream_page: str | None, skip: int) -> str:
-        payload = skip.to_bytes(2, "big") + (b"" if upstream_page is None else b"p" + upstream_page.encode())
-        return _PAGE + self._box.seal("files-page", client, payload)
-
-    def open_page(self, client: str, page: str | None) -> tuple[str | None, int]:
-        """The gateway's own files cursor: (upstream page cursor, items to skip in it)."""
-        if not page:
-            return None, 0
-        raw = self._box.open("files-page", client, page.removeprefix(_PAGE)) if page.startswith(_PAGE) else None
-        if raw is None or len(raw) < 2:
+    def open_page(self, client: str, page: str) -> str:
+        """The position a ``next_page`` cursor of this client's names; a 400 for anything else."""
+        raw = self._box.open(_PAGE_PURPOSE, client, page.removeprefix(_PAGE)) if page.startswith(_PAGE) else None
+        position = raw.decode("ascii", "replace") if raw is not None else ""
+        if not OBJECT_ID.match(position):
             raise GatewayError("invalid_request_error", "page: not a page cursor this gateway issued")
-        skip, rest = int.from_bytes(raw[:2], "big"), raw[2:]
-        upstream = rest[1:].decode("utf-8", "replace") if rest.startswith(b"p") else None
-        if skip > SCAN_PAGE_SIZE or (upstream is not None and not OBJECT_ID.match(upstream)):
-            raise GatewayError("invalid_request_error", "page: not a page cursor this gateway issued")
-        return upstream, skip
+        return position
 
     # -- before forwarding ----------------------------------------------------
 
@@ -132,9 +116,28 @@ class Objects:
             return None
         object_id = doc.get("id") if isinstance(doc, dict) else None
         if isinstance(object_id, str) and OBJECT_ID.match(object_id):
-            await self.owners.record(kind, object_id, client.name, tokens)
+            assert isinstance(doc, dict)
+            await self.owners.record(kind, object_id, client.name, tokens, _snapshot(doc))
             return object_id
         return None
+
+    async def seen(self, kind: ObjectKind, object_id: str, status: int, data: bytes) -> None:
+        """Keep upstream's newer view of an owned object (a get's or a cancel's answer) for lists.
+
+        A 404 means upstream no longer has it (deleted or expired outside the
+        gateway): it leaves the owner's list.
+        """
+        if status == 404:
+            await self.owners.forget(kind, object_id)
+            return
+        if status != 200:
+            return
+        try:
+            doc = json.loads(data)
+        except ValueError:
+            return
+        if isinstance(doc, dict) and doc.get("id") == object_id and doc.get("type") == _TYPES[kind]:
+            await self.owners.snapshot(kind, object_id, _snapshot(doc))
 
     async def deleted(self, kind: ObjectKind, object_id: str, status: int) -> None:
         if 200 <= status < 300:
@@ -145,105 +148,55 @@ class Objects:
     async def list_page(
         self, client: Client, kind: ObjectKind, query: tuple[tuple[str, str], ...], fetch: Fetch
     ) -> dict[str, Any]:
-        """One page of the caller's objects, assembled from upstream pages."""
-        params = dict(query)
+        """One page of the caller's objects, from the owner record (upstream's list is never asked)."""
+        params = dict(query)  # the route allows each of these once
+        cursors = [name for name in ("after_id", "before_id", "page") if name in params]
+        if len(cursors) > 1:
+            raise GatewayError("invalid_request_error", f"Cannot specify both {cursors[0]} and {cursors[1]}")
         limit = int(params.get("limit", _DEFAULT_LIMIT))
-        passthrough = [(k, v) for k, v in query if k == "beta"]
-        # The first upstream page is asked exactly as the client asked for
-        # its page (same limit, same cursor); only pages fetched to fill it
-        # up use the gateway's own, larger page size.
-        first_limit = [("limit", params["limit"])] if "limit" in params else []
-        if "after_id" in params or "before_id" in params or kind == "batch":
-            return await self._scan_ids(client, kind, params, limit, passthrough, first_limit, fetch)
-        return await self._scan_cursor(client, params.get("page"), limit, passthrough, first_limit, fetch)
-
-    async def _page(self, fetch: Fetch, query: list[tuple[str, str]]) -> dict[str, Any]:
-        status, doc, raw = await fetch(query)
-        if status != 200 or not isinstance(doc, dict):
-            raise UpstreamAnswer(status, raw)
-        return doc
-
-    async def _owned(self, client: Client, kind: ObjectKind, doc: dict[str, Any]) -> set[str]:
-        ids = [d["id"] for d in doc.get("data") or [] if isinstance(d, dict) and isinstance(d.get("id"), str)]
-        return await self.owners.owned(kind, client.name, ids)
-
-    async def _scan_ids(
-        self,
-        client: Client,
-        kind: ObjectKind,
-        params: dict[str, str],
-        limit: int,
-        passthrough: list[tuple[str, str]],
-        first_limit: list[tuple[str, str]],
-        fetch: Fetch,
-    ) -> dict[str, Any]:
         backward = "before_id" in params
-        cursor_name = "before_id" if backward else "after_id"
-        cursor = params.get(cursor_name)
-        if cursor is not None:
-            position = self.unseal(client.name, kind, cursor)
-            if position is not None:
-                cursor = position
-            elif not await self.owners.owns(kind, cursor, client.name):
-                # Another client's id or no id at all: the same empty page,
-                # and upstream is not asked (no existence oracle).
-                return {"data": [], "has_more": False, "first_id": None, "last_id": None}
-        scan = PageScan(limit=limit, backward=backward, seal=lambda position: self.seal(client.name, kind, position))
-        size = first_limit
-        while True:
-            query = [*passthrough, *size]
-            size = [("limit", str(SCAN_PAGE_SIZE))]
-            if cursor is not None:
-                query.append((cursor_name, cursor))
-            doc = await self._page(fetch, query)
-            nxt = scan.take(doc, await self._owned(client, kind, doc))
-            if nxt is None:
-                break
-            cursor = nxt
-        return scan.result()
-
-    async def _scan_cursor(
-        self,
-        client: Client,
-        page: str | None,
-        limit: int,
-        passthrough: list[tuple[str, str]],
-        first_limit: list[tuple[str, str]],
-        fetch: Fetch,
-    ) -> dict[str, Any]:
-        upstream_page, skip = self.open_page(client.name, page)
-        found: list[dict[str, Any]] = []
-        resume: tuple[str | None, int] | None = None
-        # A resumed page is fetched at full size: `skip` counts into it.
-        size = first_limit if page is None else [("limit", str(SCAN_PAGE_SIZE))]
-        for _ in range(MAX_SCAN_PAGES):
-            query = [*passthrough, *size]
-            size = [("limit", str(SCAN_PAGE_SIZE))]
-            if upstream_page is not None:
-                query.append(("page", upstream_page))
-            doc = await self._page(fetch, query)
-            owned = await self._owned(client, "file", doc)
-            data = doc.get("data") or []
-            for i in range(skip, len(data)):
-                item = data[i]
-                if isinstance(item, dict) and item.get("id") in owned:
-                    if len(found) == limit:
-                        resume = (upstream_page, i)  # the caller's next object starts the next page
-                        break
-                    found.append(item)
-            if resume is not None:
-                break
-            following = doc.get("next_page")
-            if not isinstance(following, str) or not following or not data:
-                break
-            upstream_page, skip = following, 0
-        else:
-            resume = (upstream_page, 0) if upstream_page is not None else None
-        next_page = self.seal_page(client.name, *resume) if resume is not None else None
-        return {
-            "data": found,
-            "next_page": next_page,
-            "has_more": next_page is not None,
-            "first_id": found[0]["id"] if found else None,
-            "last_id": found[-1]["id"] if found else None,
+        cursor = params.get("before_id") or params.get("after_id")
+        if "page" in params:
+            cursor = self.open_page(client.name, params["page"])
+        rows = await self.owners.page(kind, client.name, cursor, backward, limit)
+        if rows is None:
+            # Another client's id, or no id at all: the same empty page (no existence oracle).
+            rows = []
+        has_more = len(rows) > limit
+        rows = rows[:limit]
+        if backward:
+            rows.reverse()  # nearest-first from the cursor; the list runs newest first
+        fills = [MAX_FILLS_PER_LIST]
+        data = [item for object_id, obj in rows if (item := await self._shown(kind, object_id, obj, fetch, fills))]
+        page: dict[str, Any] = {
+            "data": data,
+            "has_more": has_more,
+            # From what is shown: a row found gone upstream is no cursor to page on from.
+            "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None,
         }
+        if kind == "file":
+            following = has_more and not backward and data
+            page["next_page"] = self.seal_page(client.name, data[-1]["id"]) if following else None
+        return page
+
+    async def _shown(
+        self, kind: ObjectKind, object_id: str, obj: str | None, fetch: Fetch, fills: list[int]
+    ) -> dict[str, Any] | None:
+        """The object as last seen; a row recorded before objects were kept is filled in once from upstream."""
+        if obj is not None:
+            with contextlib.suppress(ValueError):
+                doc = json.loads(obj)
+                if isinstance(doc, dict) and doc.get("id") == object_id:
+                    return doc
+        if fills[0] <= 0:
+            return {"id": object_id, "type": _TYPES[kind]}
+        fills[0] -= 1
+        status, doc = await fetch(object_id)
+        if status == 404:
+            await self.owners.forget(kind, object_id)  # gone upstream (deleted or expired outside the gateway)
+            return None
+        if status == 200 and isinstance(doc, dict) and doc.get("id") == object_id:
+            await self.owners.snapshot(kind, object_id, _snapshot(doc))
+            return doc
+        return {"id": object_id, "type": _TYPES[kind]}  # upstream cannot say now: the id at least

@@ -32,10 +32,12 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
 from claudegate_gateway.fairqueue import FairTurns, host_cores
+from claudegate_gateway.filecontents import Contents, contents, looks_opened
 from claudegate_gateway.filters import FilterPolicy, FilterResult
 from claudegate_gateway.filters.clients import ClientPolicies
 from claudegate_gateway.inspection import Inspection, inspect_body
 from claudegate_gateway.keystore import Scopes
+from claudegate_gateway.uploads import inside_document
 
 log = logging.getLogger("claudegate.gateway")
 
@@ -83,6 +85,21 @@ def _inspect_in_worker(kind: str, body: bytes, scopes: Scopes, client: str = "")
     if not found.changed:
         found.body = b""  # the parent has it: do not copy 30 MB back
     return found
+
+
+def _inside_in_worker(data: bytes, client: str) -> tuple[Contents, FilterResult | None]:
+    assert _policy is not None, "worker not initialised"
+    return _inside(data, _policy.request_policy(client))
+
+
+def _inside(data: bytes, policy: FilterPolicy) -> tuple[Contents, FilterResult | None]:
+    found = contents(data)
+    result = None
+    if found.refused is None and found.texts:
+        result = policy.apply(inside_document(found.texts))
+        result.body = {}  # a match blocks the upload: the rewritten text is never used
+    found.texts = []  # filtered here: up to 64 MiB not copied back to the parent
+    return found, result
 
 
 def _apply_in_worker(doc: dict[str, Any], client: str) -> FilterResult:
@@ -176,6 +193,13 @@ class Offload:
         if size < self.inline_max:
             return self.policies.request_policy(client).apply(doc)
         return await self._in_worker(client, _apply_in_worker, doc, client)
+
+    async def inside(self, data: bytes, client: str = "") -> tuple[Contents, FilterResult | None]:
+        """What an uploaded file holds beyond its bytes (filecontents.py), and the client's request
+        policy on it, in one worker call; a plain file has nothing inside to read."""
+        if not looks_opened(data):
+            return Contents(), None
+        return await self._in_worker(client, _inside_in_worker, data, client)
 
     async def _in_worker(self, key: str, fn: Callable[..., _R], *args: Any) -> _R:
         """``fn(*args)`` in a worker, when it is ``key``'s turn (round robin over keys)."""

@@ -9,7 +9,14 @@ exactly like an id that does not exist, without asking upstream.
 
 This module holds the record (a table in the keystore's SQLite file) and the
 pure helpers the request path uses: finding ``file_id`` references in a
-request body and filtering a list page down to the caller's objects.
+request body.
+
+The record is also the index list calls are answered from: each row keeps
+the object as upstream last showed it (``object``: JSON text, the answer to
+its creation, refreshed by every get or cancel through the gateway and by
+the batch settlement poll), and pages run over the owner's rows by
+``(created_at, id)``, newest first, so a list never asks upstream and never
+sees another client's objects.
 """
 
 from __future__ import annotations
@@ -18,8 +25,7 @@ import contextlib
 import re
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from typing import Any, Literal
 
 ObjectKind = Literal["batch", "file"]
@@ -30,15 +36,21 @@ CREATE TABLE IF NOT EXISTS owned_objects (
     kind TEXT NOT NULL,
     owner TEXT NOT NULL,
     created_at REAL NOT NULL,
-    tokens INTEGER
+    tokens INTEGER,
+    object TEXT
 );
 CREATE INDEX IF NOT EXISTS owned_objects_by_owner ON owned_objects(owner, kind);
 """
+# Made by migrate(), after the columns it names exist.
+_PAGE_INDEX = "CREATE INDEX IF NOT EXISTS owned_objects_pages ON owned_objects(owner, kind, created_at, id)"
 
 OBJECT_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
-# A list scans at most this many upstream pages to fill one filtered page.
-MAX_SCAN_PAGES = 10
-SCAN_PAGE_SIZE = 1000
+# An object as upstream showed it is a few hundred bytes; anything far larger
+# is not kept (the list then shows the id and type only).
+MAX_SNAPSHOT_BYTES = 16_384
+
+# One row of a list page: (id, the object as last seen or None).
+PageRow = tuple[str, str | None]
 
 
 class Ownership:
@@ -48,21 +60,61 @@ class Ownership:
         self._db = db
 
     def migrate(self) -> None:
-        """Add the ``tokens`` column to a table made before files' estimates were kept."""
+        """Add the columns of later versions (``tokens``, ``object``) to a table made before them."""
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(owned_objects)")}
-        if "tokens" not in columns:
-            with contextlib.suppress(sqlite3.OperationalError):  # another process added it meanwhile
-                self._db.execute("ALTER TABLE owned_objects ADD COLUMN tokens INTEGER")
+        for name, kind in (("tokens", "INTEGER"), ("object", "TEXT")):
+            if name not in columns:
+                with contextlib.suppress(sqlite3.OperationalError):  # another process added it meanwhile
+                    self._db.execute(f"ALTER TABLE owned_objects ADD COLUMN {name} {kind}")
+        self._db.execute(_PAGE_INDEX)
 
-    def record(self, kind: ObjectKind, object_id: str, owner: str, tokens: int | None = None) -> None:
-        """Record an owner; ``tokens``: a file's input-token estimate per reference (filetokens.py)."""
+    def record(
+        self, kind: ObjectKind, object_id: str, owner: str, tokens: int | None = None, obj: str | None = None
+    ) -> None:
+        """Record an owner; ``tokens``: a file's input-token estimate per reference (filetokens.py);
+        ``obj``: the object as upstream answered its creation (JSON text), for lists."""
         with self._db:
             # INSERT OR IGNORE: an id is owned by whoever created it first,
             # never taken over by a later claim.
             self._db.execute(
-                "INSERT OR IGNORE INTO owned_objects(id, kind, owner, created_at, tokens) VALUES (?,?,?,?,?)",
-                (object_id, kind, owner, time.time(), tokens),
+                "INSERT OR IGNORE INTO owned_objects(id, kind, owner, created_at, tokens, object)"
+                " VALUES (?,?,?,?,?,?)",
+                (object_id, kind, owner, time.time(), tokens, obj),
             )
+
+    def snapshot(self, kind: ObjectKind, object_id: str, obj: str) -> None:
+        """Keep a newer view of an object already recorded (never creates a row: ownership is not claimed here)."""
+        with self._db:
+            self._db.execute("UPDATE owned_objects SET object = ? WHERE id = ? AND kind = ?", (obj, object_id, kind))
+
+    def page(
+        self, kind: ObjectKind, owner: str, cursor: str | None, backward: bool, limit: int
+    ) -> list[PageRow] | None:
+        """Up to ``limit`` + 1 of the owner's objects next to ``cursor``, in walking order.
+
+        Forward (``after_id``, or no cursor): older than the cursor, newest first.
+        Backward (``before_id``): newer than the cursor, nearest first (the caller
+        reverses them into list order). None when the cursor is not one of the
+        owner's objects. One indexed query, whatever other clients hold.
+        """
+        where, args = "", [owner, kind]
+        if cursor is not None:
+            row = self._db.execute(
+                "SELECT created_at FROM owned_objects WHERE id = ? AND kind = ? AND owner = ?", (cursor, kind, owner)
+            ).fetchone()
+            if row is None:
+                return None
+            where = f" AND (created_at, id) {'>' if backward else '<'} (?, ?)"
+            args += [row[0], cursor]
+        order = "ASC" if backward else "DESC"
+        return [
+            (r[0], r[1])
+            for r in self._db.execute(
+                f"SELECT id, object FROM owned_objects WHERE owner = ? AND kind = ?{where}"  # noqa: S608
+                f" ORDER BY created_at {order}, id {order} LIMIT ?",
+                (*args, limit + 1),
+            )
+        ]
 
     def file_tokens(self, owner: str, ids: list[str]) -> dict[str, int]:
         """The recorded estimates of the owner's files among `ids` (files without one are left out)."""
@@ -142,53 +194,3 @@ def referenced_file_ids(doc: Any) -> list[str]:
         if len(seen) > MAX_FILE_REFS:
             raise ValueError(f"file_id: more than {MAX_FILE_REFS} files in one request")
     return list(seen)
-
-
-@dataclass
-class PageScan:
-    """Fill one page of the caller's objects from upstream pages of everyone's.
-
-    The caller asked for ``limit`` objects after ``after_id`` (or before
-    ``before_id``). Upstream pages are fetched one by one from that cursor;
-    owned objects are kept in order until ``limit`` + 1 are found (the extra
-    one proves ``has_more``) or upstream has no more, within ``MAX_SCAN_PAGES``.
-    """
-
-    limit: int
-    backward: bool  # paging with before_id: pages run towards newer objects
-    found: list[dict[str, Any]] = field(default_factory=list)
-    upstream_more: bool = True
-    scanned_last: str | None = None
-    pages: int = 0
-    seal: Callable[[str], str] = field(default=lambda position: position, repr=False)
-
-    def take(self, page: dict[str, Any], owned: set[str]) -> str | None:
-        """Take one upstream page; return the cursor for the next fetch, or None when done."""
-        self.pages += 1
-        data = [d for d in page.get("data") or [] if isinstance(d, dict) and isinstance(d.get("id"), str)]
-        self.upstream_more = bool(page.get("has_more")) and bool(data)
-        ordered = list(reversed(data)) if self.backward else data
-        for item in ordered:
-            if item["id"] in owned:
-                self.found.append(item)
-                if len(self.found) > self.limit:
-                    return None
-        if ordered:
-            self.scanned_last = ordered[-1]["id"]
-        if not self.upstream_more or self.pages >= MAX_SCAN_PAGES:
-            return None
-        return self.scanned_last
-
-    def result(self) -> dict[str, Any]:
-        data = self.found[: self.limit]
-        has_more = len(self.found) > self.limit or self.upstream_more
-        if self.backward:
-            data.reverse()
-        first = data[0]["id"] if data else None
-        last = data[-1]["id"] if data else None
-        if not data and has_more and self.scanned_last is not None:
-            # The scan bound was reached with none of the caller's objects:
-            # the cursor is the scan position, sealed (see objects.py) so
-            # that it names no other client's object.
-            first = last = self.seal(self.scanned_last)
-        return {"data": data, "has_more": has_more, "first_id": first, "last_id": last}

@@ -47,7 +47,7 @@ import asyncpg
 from claudegate_gateway.config import ConfigError, read_secret
 from claudegate_gateway.errors import GatewayError
 from claudegate_gateway.keystore import Client, KeyStoreError, Scopes, new_key, public_id_of
-from claudegate_gateway.ownership import ObjectKind
+from claudegate_gateway.ownership import ObjectKind, PageRow
 from claudegate_gateway.stateconfig import PostgresState
 
 log = logging.getLogger("claudegate.gateway")
@@ -136,9 +136,15 @@ CREATE TABLE batch_charges (
 );
 CREATE INDEX batch_charges_open ON batch_charges(settled_at, checked_at);
 """),
+    # Lists answered from the owner record: each object as upstream last
+    # showed it, and an index to page a client's objects newest first.
+    (3, "expand", """
+ALTER TABLE owned_objects ADD COLUMN object text;
+CREATE INDEX owned_objects_pages ON owned_objects(owner, kind, created_at, id);
+"""),
 )  # fmt: skip
 # The lowest schema this code runs on: a gateway refuses to serve an older one.
-REQUIRED_VERSION = 2
+REQUIRED_VERSION = 3
 
 
 class StateConnectError(ConfigError):
@@ -465,15 +471,50 @@ class PgKeyStore:
 
     # -- owned objects --------------------------------------------------------
 
-    async def record(self, kind: ObjectKind, object_id: str, owner: str, tokens: int | None = None) -> None:
+    async def record(
+        self, kind: ObjectKind, object_id: str, owner: str, tokens: int | None = None, obj: str | None = None
+    ) -> None:
         try:
             await self.pool.execute(
-                "INSERT INTO owned_objects(id, kind, owner, created_at, tokens) VALUES ($1,$2,$3,$4,$5)"
+                "INSERT INTO owned_objects(id, kind, owner, created_at, tokens, object) VALUES ($1,$2,$3,$4,$5,$6)"
                 " ON CONFLICT (id) DO NOTHING",
-                object_id, kind, owner, time.time(), tokens,
+                object_id, kind, owner, time.time(), tokens, obj,
             )
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
             raise StateUnavailable("record who owns this object") from None
+
+    async def snapshot(self, kind: ObjectKind, object_id: str, obj: str) -> None:
+        try:
+            await self.pool.execute("UPDATE owned_objects SET object = $1 WHERE id = $2 AND kind = $3", obj, object_id, kind)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+            raise StateUnavailable("keep this object's state") from None
+
+    async def page(
+        self, kind: ObjectKind, owner: str, cursor: str | None, backward: bool, limit: int
+    ) -> list[PageRow] | None:
+        order = "ASC" if backward else "DESC"
+        try:
+            if cursor is None:
+                rows = await self.pool.fetch(
+                    "SELECT id, object FROM owned_objects WHERE owner = $1 AND kind = $2"  # noqa: S608
+                    f" ORDER BY created_at {order}, id {order} LIMIT $3",
+                    owner, kind, limit + 1,
+                )
+            else:
+                at = await self.pool.fetchval(
+                    "SELECT created_at FROM owned_objects WHERE id = $1 AND kind = $2 AND owner = $3", cursor, kind, owner
+                )
+                if at is None:
+                    return None
+                rows = await self.pool.fetch(
+                    "SELECT id, object FROM owned_objects WHERE owner = $1 AND kind = $2"  # noqa: S608
+                    f" AND (created_at, id) {'>' if backward else '<'} ($3, $4)"
+                    f" ORDER BY created_at {order}, id {order} LIMIT $5",
+                    owner, kind, at, cursor, limit + 1,
+                )
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+            raise StateUnavailable("list this client's objects") from None
+        return [(r["id"], r["object"]) for r in rows]
 
     async def owns(self, kind: ObjectKind, object_id: str, owner: str) -> bool:
         return bool(await self.owned(kind, owner, [object_id]))

@@ -31,10 +31,12 @@ from claudegate_gateway.concurrency import FairSlots, InFlight
 from claudegate_gateway.config import Config
 from claudegate_gateway.errors import GatewayError, error_body, error_response, new_request_id
 from claudegate_gateway.fairqueue import BodyBytes
+from claudegate_gateway.filecontents import Contents
 from claudegate_gateway.filetokens import file_tokens
 from claudegate_gateway.filters import FilterPolicy, FilterResult, Verdict
 from claudegate_gateway.filters.batchresults import ResultsFilter
 from claudegate_gateway.filters.clients import ClientPolicies
+from claudegate_gateway.filters.download import HOLD_BYTES, DownloadFilter
 from claudegate_gateway.filters.response import ResponseFilter
 from claudegate_gateway.filters.sse import StreamFilter
 from claudegate_gateway.filters.upstream_errors import filter_error_body
@@ -51,7 +53,7 @@ from claudegate_gateway.limits import Limiter, Reservation
 from claudegate_gateway.loopshare import LoopShare
 from claudegate_gateway.metering import UsageMeter, charge
 from claudegate_gateway.metrics import Metrics
-from claudegate_gateway.objects import Objects, UpstreamAnswer
+from claudegate_gateway.objects import Objects
 from claudegate_gateway.offload import Offload
 from claudegate_gateway.reservation import bound_server_tools, reservation_tokens
 from claudegate_gateway.routes import PACE_EVENTS, PACE_INTERVAL, Match, RouteError, match
@@ -455,6 +457,8 @@ class Gateway:
         if upstream.content_type == "text/event-stream":
             sf = StreamFilter(rf, ex.request_id) if rf is not None else None
             return await self._relay_stream(request, upstream, headers, ex, sf)
+        if route.op.stream_through and route.op.owner_kind == "file" and rf is not None:
+            return await self._relay_download(request, upstream, headers, ex, DownloadFilter(rf))
         if route.op.stream_through:
             return await self._relay_through(request, upstream, headers, ex, rf)
         data = await self._read_whole(upstream)
@@ -539,6 +543,82 @@ class Gateway:
         await response.write_eof()
         return response
 
+    async def _relay_download(
+        self, request: web.Request, upstream: aiohttp.ClientResponse, headers: dict[str, str], ex: Exchange,
+        df: DownloadFilter,
+    ) -> web.StreamResponse:
+        """A file the model made, through the response rules (filters/download.py)."""
+        held: list[bytes] = []
+        size = 0
+        chunks = upstream.content.iter_chunked(_CHUNK)
+        key = ex.client.name if ex.client is not None else ""
+
+        async def filtered(chunk: bytes) -> bytes:
+            # Filtering runs on the event loop: charged to the key's share of it
+            # (loopshare.py), so a 400 MB download never holds other keys up.
+            began = time.perf_counter()
+            out = df.feed(chunk)
+            pause = self.loop_share.charge(key, time.perf_counter() - began)
+            if pause:
+                await asyncio.sleep(pause)
+            return out
+
+        try:
+            # The first HOLD_BYTES are filtered before the status line: a small
+            # file that must be blocked gets the gateway's error, not a 200.
+            async for chunk in chunks:
+                held.append(await filtered(chunk))
+                size += len(chunk)
+                if df.blocked or size >= HOLD_BYTES:
+                    break
+            else:
+                held.append(df.close())
+        except (TimeoutError, aiohttp.ServerTimeoutError, aiohttp.ClientPayloadError, aiohttp.ClientOSError):
+            self.metrics.upstream_errors += 1
+            raise GatewayError("api_error", "The upstream API broke off the download") from None
+        ex.verdicts.extend(df.verdicts())
+        if df.blocked:
+            self.metrics.filter_blocks += 1
+            ex.error_type = "response_blocked"
+            kind = df.tally.blocked_type
+            raise GatewayError(kind, df.tally.blocked_message)
+        response = web.StreamResponse(status=upstream.status, headers=headers)
+        if not await _prepared(response, request, ex):
+            return response
+        try:
+            for out in held:
+                if out:
+                    await response.write(out)
+            if size >= HOLD_BYTES:
+                async for chunk in chunks:
+                    out = await filtered(chunk)
+                    if df.blocked:
+                        break
+                    if out:
+                        await response.write(out)
+                if not df.blocked:
+                    await response.write(df.close())
+                ex.verdicts[:] = [v for v in ex.verdicts if v.direction != "response"] + df.verdicts()
+                if df.blocked:
+                    # Too late for an error status: cutting the connection before the last
+                    # chunk is how the client learns the body is incomplete.
+                    self.metrics.filter_blocks += 1
+                    ex.error_type = "response_blocked"
+                    if request.transport is not None:
+                        request.transport.abort()
+                    return response
+        except (TimeoutError, aiohttp.ServerTimeoutError, aiohttp.ClientPayloadError, aiohttp.ClientOSError):
+            self.metrics.upstream_errors += 1
+            ex.error_type = "upstream_broken"
+            if request.transport is not None:
+                request.transport.abort()
+            return response
+        except (ConnectionResetError, aiohttp.ClientConnectionResetError):
+            ex.status, ex.error_type = 499, "client_closed"
+            return response
+        await response.write_eof()
+        return response
+
     async def _relay_stream(
         self, request: web.Request, upstream: aiohttp.ClientResponse, headers: dict[str, str], ex: Exchange,
         sf: StreamFilter | None = None,
@@ -586,14 +666,23 @@ class Gateway:
                 ex.error_type = "upstream_stream_broken"
                 if not ended:
                     event = error_body("api_error", "The upstream stream broke off", ex.request_id)
-                    await response.write(b"event: error\ndata: " + event + b"\n\n")
+                    try:
+                        await response.write(b"event: error\ndata: " + event + b"\n\n")
+                    except (ConnectionResetError, aiohttp.ClientConnectionResetError):
+                        # Both ends went at once (a host shutting down): the client's leaving is the news.
+                        ex.status, ex.error_type = 499, "client_closed"
+                        return response
             except (ConnectionResetError, aiohttp.ClientConnectionResetError):
                 ex.status, ex.error_type = 499, "client_closed"
                 return response
             if ex.meter.stream_error:
                 ex.error_type = ex.meter.stream_error
             if not ended:
-                await response.write_eof()
+                try:
+                    await response.write_eof()
+                except (ConnectionResetError, aiohttp.ClientConnectionResetError):
+                    ex.status, ex.error_type = 499, "client_closed"
+                    return response
         finally:
             self.metrics.active_streams -= 1
             if sf is not None:
@@ -632,6 +721,8 @@ class Gateway:
                 await self._charge_batch(ex.created_id, client, ex)
         elif route.op.method == "DELETE":
             await self.objects.deleted(kind, next(iter(route.params.values())), status)
+        else:  # a get or a cancel: upstream's newer view of the object, kept for lists
+            await self.objects.seen(kind, next(iter(route.params.values())), status, data)
         # results_url was pointed at the gateway already (batchurls, in _relay).
         return data
 
@@ -647,49 +738,34 @@ class Gateway:
                         ex.request_id, batch_id, type(exc).__name__)  # fmt: skip
 
     async def _list(self, request: web.Request, route: Match, client: Client, ex: Exchange) -> web.StreamResponse:
+        """A list, answered from the owner record (objects.py): one request of the key's rpm, no upstream call."""
         assert self._session is not None and route.op.owner_kind is not None
         session = self._session
         headers = request_headers_up(request.headers)  # the same allowlist as every forwarded request
         headers["x-api-key"] = self._upstream_key
 
-        pages = 0
-
-        async def fetch(query: list[tuple[str, str]]) -> tuple[int, Any, bytes]:
-            nonlocal pages
-            pages += 1
-            if pages > 1:  # the first page is the request the client was admitted for
-                await self.admission.count_request(client)
-            url = yarl.URL(self._base + route.path, encoded=True).with_query(query)
+        async def fetch(object_id: str) -> tuple[int, Any]:
+            # Only for a row recorded before objects were kept: once per such object, ever.
+            url = yarl.URL(self._base + route.path + "/" + object_id, encoded=True)
             try:
                 async with self.slots.slot(client.name, self.config.upstream.connect_timeout), session.get(
                     url, headers=headers, allow_redirects=False
                 ) as upstream:
                     raw = await upstream.read()
-                    ex.upstream_request_id = upstream.headers.get("request-id")
                     status = upstream.status
-            except (TimeoutError, aiohttp.ServerTimeoutError):
+            except (TimeoutError, aiohttp.ClientError):
                 self.metrics.upstream_errors += 1
-                raise GatewayError("timeout_error", "The upstream API did not answer in time") from None
-            except aiohttp.ClientError:
-                self.metrics.upstream_errors += 1
-                raise GatewayError("api_error", "The gateway could not reach the upstream API") from None
+                return 0, None
             try:
-                return status, json.loads(raw), raw
+                return status, json.loads(raw)
             except ValueError:
-                return status, None, raw
+                return status, None
 
-        down = {"x-claudegate-request-id": ex.request_id}
-        try:
-            page = await self.objects.list_page(client, route.op.owner_kind, route.query, fetch)
-        except UpstreamAnswer as answer:
-            ex.status, ex.error_type = answer.status, "upstream"
-            body = self._filter_error(answer.body, ex)
-            return web.Response(status=answer.status, body=body, content_type="application/json", headers=down)
+        page = await self.objects.list_page(client, route.op.owner_kind, route.query, fetch)
         if route.op.owner_kind == "batch":
             localise_page(page)
         ex.status = 200
-        if ex.upstream_request_id:
-            down["request-id"] = ex.upstream_request_id
+        down = {"x-claudegate-request-id": ex.request_id}
         return web.Response(body=json.dumps(page).encode(), content_type="application/json", headers=down)
 
     async def _read_upload(self, request: web.Request, ex: Exchange) -> tuple[bytes, str]:
@@ -700,7 +776,10 @@ class Gateway:
         async def apply(doc: dict[str, Any], size: int) -> FilterResult:
             return await self.offload.apply_policy(doc, size, client)  # the caller's overrides apply
 
-        result = await filter_upload(apply, upload)
+        async def expand(data: bytes) -> tuple[Contents, FilterResult | None]:
+            return await self.offload.inside(data, client)
+
+        result = await filter_upload(apply, upload, expand)
         ex.verdicts.extend(result.verdicts)
         if result.blocked is not None:
             self.metrics.filter_blocks += 1

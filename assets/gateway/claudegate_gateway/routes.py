@@ -214,7 +214,7 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("files.list", "GET", "/v1/files", query=(*PAGING, PAGE), owner_kind="file", owner_action="list"),
     Operation("files.get", "GET", "/v1/files/{file_id}", owner_kind="file", owner_action="access"),
     Operation("files.content", "GET", "/v1/files/{file_id}/content", stream_through=True,
-              owner_kind="file", owner_action="access"),
+              filter_response=True, owner_kind="file", owner_action="access"),
     Operation("files.delete", "DELETE", "/v1/files/{file_id}", owner_kind="file", owner_action="access"),
     # A stream the gateway makes at a known pace: the smoke test and the audit
     # prove from it that nothing between client and gateway buffers events,

@@ -3,7 +3,7 @@
 Everything the SQLite file holds is copied in one PostgreSQL transaction:
 clients with their scopes, every credential's keyed hash (the pepper stays
 the same file, so every issued key keeps working), owned batches and files
-(with the files' token estimates), the batches charged and not yet settled
+(with the files' token estimates and each object as last seen, for lists), the batches charged and not yet settled
 (settled later by the PostgreSQL replicas), and the daily usage (also
 written to the usage ledger). Running it again
 copies nothing twice: rows already there are kept, and a day's usage is the
@@ -22,7 +22,7 @@ async def copy_sqlite(source: KeyStore, target: PgKeyStore) -> dict[str, int]:
     db = source._db  # the keystore's own connection: read-only use here
     clients = db.execute("SELECT name, created_at, expires_at, revoked_at, scopes FROM clients").fetchall()
     creds = db.execute("SELECT public_id, name, digest, created_at, not_after FROM credentials").fetchall()
-    objects = db.execute("SELECT id, kind, owner, created_at, tokens FROM owned_objects").fetchall()
+    objects = db.execute("SELECT id, kind, owner, created_at, tokens, object FROM owned_objects").fetchall()
     batches = db.execute(
         "SELECT id, owner, day, reserved, daily, created_at FROM batch_charges WHERE settled_at IS NULL"
     ).fetchall()
@@ -42,10 +42,10 @@ async def copy_sqlite(source: KeyStore, target: PgKeyStore) -> dict[str, int]:
                 " ON CONFLICT (public_id) DO NOTHING", public, name, bytes(digest), created, not_after,
             )  # fmt: skip
             counts["credentials"] += int(done.split()[-1])
-        for object_id, kind, owner, created, tokens in objects:
+        for object_id, kind, owner, created, tokens, obj in objects:
             done = await conn.execute(
-                "INSERT INTO owned_objects(id, kind, owner, created_at, tokens) VALUES ($1,$2,$3,$4,$5)"
-                " ON CONFLICT (id) DO NOTHING", object_id, kind, owner, created, tokens,
+                "INSERT INTO owned_objects(id, kind, owner, created_at, tokens, object) VALUES ($1,$2,$3,$4,$5,$6)"
+                " ON CONFLICT (id) DO NOTHING", object_id, kind, owner, created, tokens, obj,
             )  # fmt: skip
             counts["owned objects"] += int(done.split()[-1])
         for batch_id, owner, day, reserved, daily, created in batches:

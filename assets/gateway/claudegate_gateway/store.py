@@ -12,12 +12,25 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from claudegate_gateway.keystore import Client, KeyStore, Scopes
-from claudegate_gateway.ownership import ObjectKind, Ownership
+from claudegate_gateway.ownership import ObjectKind, Ownership, PageRow
 
 
 class Owners(Protocol):
-    async def record(self, kind: ObjectKind, object_id: str, owner: str, tokens: int | None = None) -> None:
-        """Record an owner; ``tokens``: a file's input-token estimate per reference (filetokens.py)."""
+    async def record(
+        self, kind: ObjectKind, object_id: str, owner: str, tokens: int | None = None, obj: str | None = None
+    ) -> None:
+        """Record an owner; ``tokens``: a file's input-token estimate per reference (filetokens.py);
+        ``obj``: the object as upstream answered its creation (JSON text), for lists."""
+        ...
+
+    async def snapshot(self, kind: ObjectKind, object_id: str, obj: str) -> None:
+        """Keep a newer view of a recorded object (no row is created)."""
+        ...
+
+    async def page(
+        self, kind: ObjectKind, owner: str, cursor: str | None, backward: bool, limit: int
+    ) -> list[PageRow] | None:
+        """Up to ``limit`` + 1 of the owner's objects next to ``cursor`` (see Ownership.page)."""
         ...
 
     async def file_tokens(self, owner: str, ids: list[str]) -> dict[str, int]:
@@ -86,8 +99,18 @@ class _SqliteOwners:
     def __init__(self, owners: Ownership) -> None:
         self._o = owners
 
-    async def record(self, kind: ObjectKind, object_id: str, owner: str, tokens: int | None = None) -> None:
-        self._o.record(kind, object_id, owner, tokens)
+    async def record(
+        self, kind: ObjectKind, object_id: str, owner: str, tokens: int | None = None, obj: str | None = None
+    ) -> None:
+        self._o.record(kind, object_id, owner, tokens, obj)
+
+    async def snapshot(self, kind: ObjectKind, object_id: str, obj: str) -> None:
+        self._o.snapshot(kind, object_id, obj)
+
+    async def page(
+        self, kind: ObjectKind, owner: str, cursor: str | None, backward: bool, limit: int
+    ) -> list[PageRow] | None:
+        return self._o.page(kind, owner, cursor, backward, limit)
 
     async def file_tokens(self, owner: str, ids: list[str]) -> dict[str, int]:
         return self._o.file_tokens(owner, ids)

@@ -10,8 +10,10 @@ is built anew from what was inspected, never the client's bytes.
 What is scanned: the file name and every file's content, whatever content
 type the client declared, read as text by :func:`decode` (UTF-32/UTF-16/UTF-8
 by byte order mark, else UTF-8, else a single-byte decoding, so no file is
-"binary" and unscanned). What is not found: text a format stores compressed
-or encoded (a PDF's deflated streams, a zip, an image's pixels).
+"binary" and unscanned), then what the file holds beyond its bytes: the
+inside of a gzip/bzip2/xz file or a zip archive and a PDF's text
+(filecontents.py, bounded), where a match blocks. What is not found: an
+image's pixels, formats the gateway does not open (7z, rar, zstd).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from aiohttp import BodyPartReader, MultipartWriter, hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from claudegate_gateway.errors import GatewayError
+from claudegate_gateway.filecontents import Contents, inside_kind
 from claudegate_gateway.filters import FilterResult
 
 MAX_PARTS = 4
@@ -163,7 +166,17 @@ def as_text(data: bytes) -> str | None:
 ApplyPolicy = Callable[[dict[str, Any], int], Awaitable[FilterResult]]
 
 
-async def filter_upload(apply: ApplyPolicy, upload: Upload) -> FilterResult:
+# (file bytes) -> what is inside it (filecontents.py) and the policy's result on that text
+# (None: no text inside); offload.py runs both in one worker call, the text never copied back.
+Expand = Callable[[bytes], Awaitable[tuple[Contents, FilterResult | None]]]
+
+
+def inside_document(texts: list[str]) -> dict[str, Any]:
+    """The texts inside a file as the document the request policy filters."""
+    return {"messages": [{"role": "user", "content": [{"type": "text", "text": t} for t in texts]}]}
+
+
+async def filter_upload(apply: ApplyPolicy, upload: Upload, expand: Expand | None = None) -> FilterResult:
     """Filter the file name and the file's content, read as text (redaction rewrites both).
 
     A Unicode text file is redacted in place and written back in its own
@@ -200,7 +213,26 @@ async def filter_upload(apply: ApplyPolicy, upload: Upload) -> FilterResult:
             blocked = replace(rule, action="block")
             status = shadow.status if shadow.blocked is not None else 400
             return replace(result, changed=False, blocked=blocked, status=status, verdicts=[blocked, *result.verdicts])
+    if expand is not None and result.blocked is None:
+        return await _filter_inside(upload, expand, result)
     return result
+
+
+async def _filter_inside(upload: Upload, expand: Expand, result: FilterResult) -> FilterResult:
+    """The text inside a compressed file or a PDF, filtered too: a match blocks (the file cannot be
+    rewritten in place), and a file whose inside cannot be read whole is refused."""
+    inside, found = await expand(upload.data)
+    if inside.refused is not None:
+        raise _bad(f"file: the gateway cannot inspect this {'/'.join(inside.kinds) or inside_kind(upload.data)} "
+                   f"file: {inside.refused}; upload its content uncompressed or as text")  # fmt: skip
+    if found is None:
+        return result
+    if found.blocked is None and not found.changed:
+        return replace(result, verdicts=[*result.verdicts, *found.verdicts])
+    rule = found.blocked or found.verdicts[0]
+    blocked = replace(rule, action="block")
+    status = found.status if found.blocked is not None else 400
+    return replace(result, changed=False, blocked=blocked, status=status, verdicts=[blocked, *result.verdicts])
 
 
 async def upstream_body(upload: Upload) -> tuple[bytes, str]:

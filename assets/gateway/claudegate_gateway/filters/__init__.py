@@ -108,19 +108,19 @@ are scanned as texts in document order (system, messages, then tools):
 
 * glued with nothing between them: a secret or phrase split over any number
   of blocks, messages or tool-input values;
-* glued in neighbouring pairs, with a hard stop (NUL, which no normalised
-  string contains) between pairs, once for even and once for odd pairs: in
+* glued in runs of 2 to 8 neighbours, with a hard stop (NUL, which no
+  normalised string contains) around each run, once for every alignment: in
   the fully glued text the pieces around a split secret touch it (a word
   character after ``AKIA..``+``..MPLE``, a digit after a card) and the
-  detectors' whole-token checks fail; in a pair join a secret split over two
-  pieces ends where they end, whatever the next piece starts with. A match
-  that takes the stop itself for a character (``\\S``, ``[^ ]``) is
+  detectors' whole-token checks fail; in a run join a secret split over up
+  to eight pieces ends where they end, whatever the next piece starts with.
+  A match that takes the stop itself for a character (``\\S``, ``[^ ]``) is
   dropped, so the stop creates no match;
 * joined with a space, dict keys included (a label key meets its value).
 
 Dict keys and fixed fields are left out of the glued joins (a key sits
 between two values; a greedy match running on into a role or a model name
-would turn a redaction into a block). Known gap: a secret split over three
+would turn a redaction into a block). Known gap: a secret split over nine
 or more pieces whose neighbours touch it is found only where the fully
 glued text still matches. A match that crosses a piece boundary is redacted
 in every piece it touches (each part replaced by the marker; a neighbouring

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 from bisect import bisect_right
 from collections.abc import Callable
+from itertools import accumulate
 from typing import Any, NamedTuple
 
 from claudegate_gateway.filters.matchers import _Matcher, _Text
@@ -30,23 +31,14 @@ _STOP = "\x00"
 class _JoinText:
     """Pieces as one text (``seps[k]`` before piece k), with where each piece starts in it."""
 
-    __slots__ = ("lens", "offs", "stops", "t")
+    __slots__ = ("lens", "offs", "t")
 
-    def __init__(self, texts: list[str], seps: str | list[str]) -> None:
-        self.stops = not isinstance(seps, str)  # a pair join: a match holding a stop is not one
-        if isinstance(seps, str):
-            self.t = _Text(seps.join(texts))
-            seps = [seps] * len(texts)
-        else:
-            self.t = _Text("".join(x for pair in zip(seps, texts, strict=True) for x in pair))
+    stops = False
+
+    def __init__(self, texts: list[str], sep: str) -> None:
+        self.t = _Text(sep.join(texts))
         self.lens = [len(t) for t in texts]
-        self.offs: list[int] = []
-        pos = 0
-        for n, sep in zip(self.lens, seps, strict=True):
-            if self.offs:
-                pos += len(sep)
-            self.offs.append(pos)
-            pos += n
+        self.offs = list(accumulate((n + len(sep) for n in self.lens[:-1]), initial=0)) if texts else []
 
     def inside_one(self, a: int, b: int) -> bool:
         k = bisect_right(self.offs, a) - 1
@@ -92,44 +84,68 @@ class _View:
         self.j1 = _JoinText(texts, " ")
         self.j0 = self.j1
         self._values: list[str] = []
-        self._pairs: tuple[_JoinText, ...] | None = () if self.single else None
+        self._pairs: tuple[_RunJoin, ...] | None = () if self.single else None
         if not self.single:
             self._values = ["" if key else t for t, key in zip(texts, is_key, strict=True)]
             self.j0 = _JoinText(self._values, "")
 
     @property
-    def pairs(self) -> tuple[_JoinText, ...]:
+    def pairs(self) -> tuple[_RunJoin, ...]:
         if self._pairs is None:
-            values = self._values
+            j0, values = self.j0, self._values
             # Pieces with text, in order; keys and empty pieces are skipped so
             # a run is of neighbouring values.
             live = [k for k, t in enumerate(values) if t]
+            starts = [j0.offs[k] for k in live]  # where each live piece starts in j0
             self._pairs = tuple(
-                _JoinText(values, _run_seps(len(values), live, size, offset))
+                # A stop before every live piece of rank offset, offset + size, ... (never the first).
+                _RunJoin(j0, starts[offset or size :: size])
                 for size in range(2, min(_MAX_RUN, len(live)) + 1)
                 for offset in range(size)
             )
         return self._pairs
 
 
+class _RunJoin:
+    """``j0`` with a stop inserted at each of ``cuts`` (positions in j0): runs of pieces.
+
+    Built with one C-level join per run join, not a loop over pieces: with
+    runs of up to :data:`_MAX_RUN` there are _MAX_RUN²/2 of them. Positions
+    map back to j0 (and so to pieces) only for matches, which are rare.
+    """
+
+    __slots__ = ("base", "stops_at", "t")
+    stops = True  # a match holding a stop is not one (see _in_own_segment)
+
+    def __init__(self, base: _JoinText, cuts: list[int]) -> None:
+        self.base = base
+        text = base.t.s
+        bounds = [0, *cuts, len(text)]
+        self.t = _Text(_STOP.join([text[bounds[i] : bounds[i + 1]] for i in range(len(bounds) - 1)]))
+        self.stops_at = [c + i for i, c in enumerate(cuts)]  # where each stop sits in this text
+
+    def _base(self, a: int, b: int) -> tuple[int, int]:
+        # For a span holding no stop (any other is dropped by the caller) every
+        # position is shifted by the number of stops before it.
+        n = bisect_right(self.stops_at, a)
+        return a - n, b - n
+
+    def inside_one(self, a: int, b: int) -> bool:
+        return self.base.inside_one(*self._base(a, b))
+
+    def parts(self, a: int, b: int) -> list[_Part]:
+        return self.base.parts(*self._base(a, b))
+
+
 # Runs of up to this many pieces are joined with stops around them. Before
 # runs of three and four, a secret cut in three with a word character on both
 # sides (``x`` + ``AKIAIOSF`` + ``ODNN7`` + ``EXAMPLE`` + ``x``) matched in no
-# join at all. A secret in five or more pieces with word characters touching
-# both ends is still only seen by ``j0``/``j1`` (see the README).
-_MAX_RUN = 4
-
-
-def _run_seps(n: int, live: list[int], size: int, offset: int) -> list[str]:
-    """Separators gluing live pieces by rank into runs of ``size``, the first run cut short to ``offset``.
-
-    size 2: (0,1), (2,3)... for offset 0, and 0, (1,2), (3,4)... for offset 1.
-    """
-    seps = [""] * n
-    for rank, k in enumerate(live):
-        if rank and (rank - offset) % size == 0:
-            seps[k] = _STOP  # a new run starts here
-    return seps
+# join at all; runs of up to 8 catch one cut in 5 to 8 pieces the same way.
+# The run joins are _MAX_RUN²/2 texts the size of the body, scanned only when
+# a matcher's gate holds on the glued text: linear in the body for this bound
+# (bench/split_join.py). A secret in more pieces, with word characters
+# touching both ends, is still only seen by ``j0``/``j1`` (see the README).
+_MAX_RUN = 8
 
 
 def _in_own_segment(m: _Matcher, text: str, fa: int, fb: int) -> bool:
@@ -240,7 +256,7 @@ class _Scan:
         return hits
 
     @staticmethod
-    def _joined(m: _Matcher, jt: _JoinText, hits: list[_Hit], start: int, end: int) -> None:
+    def _joined(m: _Matcher, jt: _JoinText | _RunJoin, hits: list[_Hit], start: int, end: int) -> None:
         for fa, fb, ra, rb in m.find(jt.t.s, start, end):
             if jt.inside_one(fa, fb):
                 continue  # inside one piece: the piece scan has it

@@ -1,0 +1,294 @@
+"""The text inside an uploaded file that its bytes do not show: compressed files and PDFs.
+
+The upload filter reads every file's bytes as text (uploads.py), which finds
+a secret written plainly but not one inside gzip, bzip2 or xz compression,
+nor a PDF's text (kept in deflated content streams, cut into pieces by the
+text operators). Upstream, the model reads both: the PDF's text directly,
+a compressed file through code execution. This module gives the request
+filters that text, bounded whatever the file:
+
+* compressed (gzip, also several members; bzip2; xz; a zip archive's
+  members and their names, at most :data:`MAX_ZIP_MEMBERS`), recognised by
+  their magic bytes whatever the declared type: inflated with a bound on
+  the output (:data:`MAX_EXPANDED_BYTES` in all), nested at most
+  :data:`MAX_DEPTH` deep (a zip of gzips, a gzip of a PDF...); an encrypted
+  zip member is refused; a file that expands further, or nests deeper, is
+  refused (a zip bomb is never held, and what cannot be read whole is not
+  waved through). A truncated or corrupt stream gives what inflated before
+  the damage (what a program upstream would read too);
+* PDF: the text of each page with ``pypdf`` (a well-kept, pure-Python
+  reader; its own per-stream output bounds are lowered to
+  :data:`PDF_MAX_STREAM_BYTES`), at most :data:`PDF_MAX_PAGES` pages and
+  :data:`MAX_EXPANDED_BYTES` of text, within :data:`PDF_MAX_SECONDS`. A PDF
+  that cannot be read (a password, a parser error, past a bound) is refused:
+  its text cannot be inspected.
+
+Pure functions of the bytes, run in the inspection worker for all but small
+files (offload.py): parsing a PDF holds the GIL for its whole length.
+"""
+
+from __future__ import annotations
+
+import bz2
+import contextlib
+import io
+import logging
+import lzma
+import signal
+import threading
+import time
+import zipfile
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Contents", "contents"]
+
+MAX_EXPANDED_BYTES = 64 << 20
+MAX_DEPTH = 3
+PDF_MAX_PAGES = 2_000
+PDF_MAX_SECONDS = 30.0
+PDF_MAX_STREAM_BYTES = 16 << 20
+_PIECE = 1 << 16
+
+_GZIP = b"\x1f\x8b"
+_BZIP2 = b"BZh"
+_XZ = b"\xfd7zXZ\x00"
+_ZIP = b"PK\x03\x04"
+MAX_ZIP_MEMBERS = 10_000
+
+
+@dataclass
+class Contents:
+    """What a file holds beyond its bytes: ``texts`` to filter, or why it cannot be inspected (``refused``)."""
+
+    texts: list[str] = field(default_factory=list)
+    refused: str | None = None
+    kinds: list[str] = field(default_factory=list)  # what was opened (gzip, pdf...), for the audit
+
+
+class _Refused(Exception):
+    pass
+
+
+def _decompressor(data: bytes) -> tuple[str, Any] | None:
+    if data.startswith(_GZIP):
+        return "gzip", zlib.decompressobj(wbits=31)
+    if data.startswith(_BZIP2) and len(data) > 3 and data[3:4].isdigit():
+        return "bzip2", bz2.BZ2Decompressor()
+    if data.startswith(_XZ):
+        return "xz", lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
+    return None
+
+
+def _inflate(data: bytes, budget: int) -> tuple[str, bytes] | None:
+    """(kind, expanded bytes) of a compressed file, at most ``budget`` of them; None when it is not one."""
+    found = _decompressor(data)
+    if found is None:
+        return None
+    kind = found[0]
+    out = bytearray()
+    rest = data
+    # One member after another (gzip files may be concatenated; so may bzip2 and xz streams).
+    while rest and (found := _decompressor(rest)) is not None:
+        dec = found[1]
+        zlib_kind = found[0] == "gzip"
+        view = memoryview(rest)
+        pos = 0
+        try:
+            while pos < len(rest) and not dec.eof:
+                piece: bytes | memoryview = view[pos : pos + _PIECE]
+                pos += len(piece)
+                while True:
+                    # Never more out than the budget left (+1, to know it was passed).
+                    out += dec.decompress(piece, budget - len(out) + 1)
+                    if len(out) > budget:
+                        raise _Refused(f"it expands past the gateway's limit of {MAX_EXPANDED_BYTES} bytes")
+                    # Output held back by that bound is drained before more input goes in.
+                    if zlib_kind:
+                        piece = dec.unconsumed_tail
+                        if not piece:
+                            break
+                    else:
+                        piece = b""
+                        if dec.eof or dec.needs_input:
+                            break
+        except (zlib.error, OSError, EOFError, lzma.LZMAError):
+            break  # damaged from here on: what inflated so far is what any reader gets
+        if not dec.eof:
+            break
+        rest = bytes(dec.unused_data) + bytes(view[pos:])  # the next member, if any
+    return kind, bytes(out)
+
+
+def _pdf_text(data: bytes, budget: int) -> str:
+    try:
+        import pypdf
+        from pypdf.errors import PyPdfError
+    except ImportError:  # an image built from a lock without it: PDFs are refused, never waved through
+        raise _Refused("this gateway cannot read PDF text (its pypdf package is missing)") from None
+
+    logging.getLogger("pypdf").setLevel(logging.ERROR)  # its warnings about odd files are no news here
+    started = time.monotonic()
+    limits = {name: PDF_MAX_STREAM_BYTES for name in (
+        "maximum_declared_stream_length", "array_based_stream_maximum_output_length", "zlib_maximum_output_length",
+        "lzw_maximum_output_length", "run_length_maximum_output_length", "jbig2_maximum_output_length",
+        "brotli_maximum_output_length")}  # fmt: skip
+    with pypdf.apply_configuration(None, **limits), _deadline(PDF_MAX_SECONDS):
+        try:
+            return _pdf_pages_text(pypdf, PyPdfError, data, budget, started)
+        except _TimeUp:
+            raise _Refused(f"reading its text took longer than {PDF_MAX_SECONDS:.0f} s") from None
+
+
+class _TimeUp(BaseException):
+    """Raised by the alarm: a BaseException, so the parser's own ``except Exception`` cannot swallow it."""
+
+
+@contextlib.contextmanager
+def _deadline(seconds: float) -> Iterator[None]:
+    """Interrupt the block after `seconds`, where a signal can (a worker process's main thread).
+
+    One page of a hostile PDF can hold the parser for long; the check between
+    pages would come too late. Elsewhere (the thread fallback) only that check applies.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def time_up(_signum: int, _frame: Any) -> None:
+        raise _TimeUp
+
+    previous = signal.signal(signal.SIGALRM, time_up)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _pdf_pages_text(pypdf: Any, pdf_error: type[Exception], data: bytes, budget: int, started: float) -> str:
+    try:
+        reader = pypdf.PdfReader(io.BytesIO(data), strict=False)
+        if reader.is_encrypted and not reader.decrypt(""):
+            raise _Refused("it is encrypted with a password")
+        if len(reader.pages) > PDF_MAX_PAGES:
+            raise _Refused(f"it has more than {PDF_MAX_PAGES} pages")
+        texts: list[str] = []
+        size = 0
+        for page in reader.pages:
+            text = page.extract_text() or ""
+            texts.append(text)
+            size += len(text)
+            if size > budget:
+                raise _Refused(f"its text is longer than the gateway's limit of {MAX_EXPANDED_BYTES} characters")
+            if time.monotonic() - started > PDF_MAX_SECONDS:
+                raise _Refused(f"reading its text took longer than {PDF_MAX_SECONDS:.0f} s")
+    except _Refused:
+        raise
+    except (pdf_error, ValueError, KeyError, TypeError, AttributeError, IndexError, RecursionError,
+            NotImplementedError, AssertionError, zlib.error, OSError):  # fmt: skip
+        raise _Refused("the gateway could not read its text") from None
+    # Pages apart: a secret is not glued across a page break it does not cross.
+    return "\n\f\n".join(texts)
+
+
+def _is_pdf(data: bytes) -> bool:
+    # Readers accept the header anywhere in the first KiB (as filetokens.py counts pages).
+    return b"%PDF-" in data[:1024]
+
+
+def inside_kind(data: bytes) -> str:
+    """What :func:`contents` takes `data` for (for messages): pdf, gzip, bzip2, xz or file."""
+    if _is_pdf(data):
+        return "PDF"
+    found = _decompressor(data)
+    if found is not None:
+        return found[0]
+    return "zip" if data.startswith(_ZIP) else "file"
+
+
+def looks_opened(data: bytes) -> bool:
+    """True when :func:`contents` would open `data` (a PDF or a compressed file): work for the worker."""
+    return _is_pdf(data) or _decompressor(data) is not None or data.startswith(_ZIP)
+
+
+def contents(data: bytes) -> Contents:
+    """The texts inside `data` the upload filter must also see (none for a plain file)."""
+    found = Contents()
+    try:
+        _open(data, 0, found, [MAX_EXPANDED_BYTES], top=True)
+    except _Refused as why:
+        found.refused = str(why)
+        found.texts = []
+    return found
+
+
+def _open(data: bytes, depth: int, found: Contents, budget: list[int], *, top: bool = False) -> None:
+    """Add the texts inside `data` (opened `depth` levels deep already) to `found`; ``budget``: bytes left."""
+    from claudegate_gateway.uploads import decode  # uploads imports this module
+
+    if _is_pdf(data):
+        try:
+            text = _pdf_text(data, budget[0])
+        except _Refused:
+            if data.startswith(b"%PDF-") or not top:
+                raise
+            return  # "%PDF-" inside a text file's first KiB, no PDF: its bytes were scanned
+        budget[0] -= len(text)
+        found.kinds.append("pdf")
+        found.texts.append(text)
+        return
+    opened: list[bytes]
+    inflated = _inflate(data, budget[0])
+    if inflated is not None:
+        kind, inner = inflated
+        opened = [inner]
+    elif data.startswith(_ZIP):
+        kind = "zip"
+        names, opened = _unzip(data, budget[0])
+        found.texts.append("\n".join(names))  # member names are text the model sees too
+    else:
+        return
+    if depth == MAX_DEPTH:
+        raise _Refused(f"it is compressed more than {MAX_DEPTH} times over")
+    found.kinds.append(kind)
+    for inner in opened:
+        budget[0] -= len(inner)
+        # The expanded bytes are read like an uploaded file's; what is inside is opened in turn.
+        found.texts.append(decode(inner)[0])
+        if looks_opened(inner):
+            _open(inner, depth + 1, found, budget)
+
+
+def _unzip(data: bytes, budget: int) -> tuple[list[str], list[bytes]]:
+    """(member names, member contents) of a zip archive, at most ``budget`` bytes of contents in all."""
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+        infos = archive.infolist()
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError):
+        raise _Refused("the gateway could not read it as a zip archive") from None
+    if len(infos) > MAX_ZIP_MEMBERS:
+        raise _Refused(f"it has more than {MAX_ZIP_MEMBERS} members")
+    names: list[str] = []
+    members: list[bytes] = []
+    total = 0
+    for info in infos:
+        names.append(info.filename)
+        if info.is_dir():
+            continue
+        if info.flag_bits & 0x1:
+            raise _Refused(f"its member {info.filename[:80]!r} is encrypted")
+        try:
+            with archive.open(info) as member:
+                # Never more out than the budget left (+1, to know it was passed), whatever the header claims.
+                content = member.read(budget - total + 1)
+        except (zipfile.BadZipFile, NotImplementedError, OSError, EOFError, zlib.error, lzma.LZMAError, ValueError):
+            raise _Refused(f"its member {info.filename[:80]!r} could not be read") from None
+        total += len(content)
+        if total > budget:
+            raise _Refused(f"it expands past the gateway's limit of {MAX_EXPANDED_BYTES} bytes")
+        members.append(content)
+    return names, members
