@@ -124,7 +124,7 @@ def test_secrets_owned_by_uid_10001_are_given_to_root_and_the_group(make_cfg: Co
         return None
 
     ctx = ctx_for(make_cfg, answer)
-    ctx.upstream_key = Secret(key)
+    ctx.state.upstream_key = Secret(key)
     changes = SecretsStep().plan(ctx)
     assert [c.summary for c in changes] == [
         f"replace the Anthropic API key ({layout.api_key_file}, 0640, root:claudegate)",
@@ -144,5 +144,5 @@ def test_secrets_owned_by_uid_10001_are_given_to_root_and_the_group(make_cfg: Co
         return answer(argv)
 
     ctx = ctx_for(make_cfg, settled)
-    ctx.upstream_key = Secret(key)
+    ctx.state.upstream_key = Secret(key)
     assert SecretsStep().plan(ctx) == []

@@ -95,9 +95,9 @@ def test_switch_plan(make_cfg: ConfigFactory, case: Case) -> None:
     release = build_release(cfg, LAYOUT, key_fingerprint="f")
     rid = release.rid
     ctx = Context(cfg=cfg, connector=Facts(lambda argv: None), layout=LAYOUT, playbook="deploy")
-    ctx.release = release
-    ctx.fallback = case.fallback
-    ctx.reload_nginx = case.reload
+    ctx.state.release = release
+    ctx.state.fallback = case.fallback
+    ctx.state.reload_nginx = case.reload
     spec = nginx_spec_for(ctx, release)
     current = rid if case.current == "new" else case.current
 

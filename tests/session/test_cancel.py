@@ -70,7 +70,7 @@ class Journaled(Step):
     title = "Journal"
 
     def perform(self, ctx: Context) -> None:
-        ctx.journal = Journal(playbook="deploy", release="r1", fallback="r0")
+        ctx.state.journal = Journal(playbook="deploy", release="r1", fallback="r0")
 
 
 class CancelsFromAnotherThread(Step):

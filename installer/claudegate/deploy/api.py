@@ -107,7 +107,7 @@ def _release_for(
     else:
         fingerprint = key_fingerprint(key)
         if ctx is not None:
-            ctx.upstream_key = key
+            ctx.state.upstream_key = key
             ctx.connector.add_secret(key)
     return build_release(cfg, layout, key_fingerprint=fingerprint, refresh=refresh), notes
 
@@ -158,26 +158,26 @@ def _run(
     )
     if playbook == "deploy":
         stamp = _refresh_stamp(connector, layout, ctx.sudo, new=ctx.options.refresh)
-        ctx.release, render_notes = _release_for(cfg, layout, ctx, strict=not dry_run, refresh=stamp)
+        ctx.state.release, render_notes = _release_for(cfg, layout, ctx, strict=not dry_run, refresh=stamp)
         notes += render_notes
     steps = load_playbook(playbook).build()
     try:
         outcomes = run_steps(ctx, steps)
     except ClaudegateError as exc:
-        if ctx.new_keys:
+        if ctx.state.new_keys:
             # The run failed after making keys: they are not lost, say where they are.
-            where = f"new client keys ({', '.join(sorted(ctx.new_keys))}) were saved in {cfg.state_dir}/keys (0600)"
+            where = f"new client keys ({', '.join(sorted(ctx.state.new_keys))}) were saved in {cfg.state_dir}/keys (0600)"
             exc.hint = f"{exc.hint}; {where}" if exc.hint else where
         raise
     return DeployResult(
         playbook=playbook,
         dry_run=dry_run,
         target=connector.target,
-        release_id=ctx.release.rid if ctx.release is not None else None,
-        previous_release=ctx.fallback,
+        release_id=ctx.state.release.rid if ctx.state.release is not None else None,
+        previous_release=ctx.state.fallback,
         steps=tuple(_report(o) for o in outcomes),
-        new_client_keys=dict(ctx.new_keys),
-        smoke=ctx.smoke,
+        new_client_keys=dict(ctx.state.new_keys),
+        smoke=ctx.state.smoke,
         elapsed=time.monotonic() - started,
         notes=tuple(notes),
     )

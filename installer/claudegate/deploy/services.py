@@ -51,10 +51,10 @@ def inspect(ctx: Context, name: str) -> ContainerState | None:
 
 def secrets_gid(ctx: Context) -> int | None:
     """The host gid of the installation's secrets group (None while it does not exist); cached."""
-    if ctx.secrets_gid is None:
+    if ctx.facts.secrets_gid is None:
         found = ctx.fact(host_cli.group_entry(ctx.layout.secrets_group), sudo=False)
-        ctx.secrets_gid = parse_group_gid(found.text) if found.ok else None
-    return ctx.secrets_gid
+        ctx.facts.secrets_gid = parse_group_gid(found.text) if found.ok else None
+    return ctx.facts.secrets_gid
 
 
 def gateway_spec_for(ctx: Context, release: Release) -> ContainerSpec:

@@ -39,7 +39,7 @@ class CleanupStep(Step):
             return None
 
     def plan(self, ctx: Context) -> list[Change]:
-        if ctx.docker_missing:
+        if ctx.facts.docker_missing:
             return []
         layout = ctx.layout
         links = parse_links(ctx.fact(host_cli.read_links([layout.current_link, layout.previous_link])).text)

@@ -84,9 +84,9 @@ class ClientsStep(Step):
     title = "Client keys"
 
     def _container(self, ctx: Context) -> str:
-        if ctx.release is None:
+        if ctx.state.release is None:
             raise ConfigError("no release to manage keys on")
-        return ctx.layout.gateway_container(ctx.release.gateway_id)
+        return ctx.layout.gateway_container(ctx.state.release.gateway_id)
 
     def _existing(self, ctx: Context) -> dict[str, ClientRecord] | None:
         """Clients in the keystore by name; None when no gateway can be asked (a dry run on a new host).
@@ -141,7 +141,7 @@ class ClientsStep(Step):
         ]
 
     def plan(self, ctx: Context) -> list[Change]:
-        existing = None if ctx.docker_missing else self._existing(ctx)
+        existing = None if ctx.facts.docker_missing else self._existing(ctx)
         changes: list[Change] = []
         for client in [*ctx.cfg.clients, SMOKE_SCOPES]:
             changes += self._converge(ctx, client, existing)
@@ -184,7 +184,7 @@ class ClientsStep(Step):
 
     def perform(self, ctx: Context) -> None:
         # A fresh smoke key on every real deploy, unless this run just made one.
-        if ctx.smoke_key is None:
+        if ctx.state.smoke_key is None:
             self._rotate_smoke(ctx)
 
     def _keys(self, ctx: Context, argv: list[str], name: str) -> Secret:
@@ -200,9 +200,9 @@ class ClientsStep(Step):
     def _create(self, ctx: Context, *, client: Client) -> None:
         key = self._keys(ctx, gateway_cli.keys_create(client), client.name)
         if client.name == SMOKE_CLIENT:
-            ctx.smoke_key = key
+            ctx.state.smoke_key = key
         else:
-            ctx.new_keys[client.name] = key
+            ctx.state.new_keys[client.name] = key
 
     def _update(self, ctx: Context, *, client: Client) -> None:
         ctx.run(docker_cli.exec_in(self._container(ctx), gateway_cli.keys_update(client)), timeout=60)
@@ -211,4 +211,4 @@ class ClientsStep(Step):
         ctx.run(docker_cli.exec_in(self._container(ctx), gateway_cli.keys_revoke(name)), timeout=60)
 
     def _rotate_smoke(self, ctx: Context) -> None:
-        ctx.smoke_key = self._keys(ctx, gateway_cli.keys_rotate(SMOKE_CLIENT, 0), SMOKE_CLIENT)
+        ctx.state.smoke_key = self._keys(ctx, gateway_cli.keys_rotate(SMOKE_CLIENT, 0), SMOKE_CLIENT)

@@ -21,17 +21,17 @@ def read_host_state(ctx: Context) -> None:
     """Which releases ``current`` and ``previous`` name, and the last run's journal."""
     layout = ctx.layout
     links = parse_links(ctx.fact(host_cli.read_links([layout.current_link, layout.previous_link])).text)
-    ctx.current = links.get(layout.current_link)
-    ctx.previous = links.get(layout.previous_link)
+    ctx.facts.current = links.get(layout.current_link)
+    ctx.facts.previous = links.get(layout.previous_link)
     journal = Journal.from_bytes(ctx.read_file(layout.journal))
-    ctx.resumed = journal if journal is not None and journal.interrupted else None
+    ctx.facts.resumed = journal if journal is not None and journal.interrupted else None
     # The last good release: the interrupted run's fallback if there is one
     # (``current`` may name the release that run switched to but never
     # proved), else what serves now.
-    if ctx.resumed is not None and ctx.resumed.fallback is not None:
-        ctx.fallback = ctx.resumed.fallback
+    if ctx.facts.resumed is not None and ctx.facts.resumed.fallback is not None:
+        ctx.state.fallback = ctx.facts.resumed.fallback
     else:
-        ctx.fallback = ctx.current
+        ctx.state.fallback = ctx.facts.current
 
 
 #: The docker step's change that installs a package; front ends ask before it.
@@ -45,7 +45,7 @@ class ConnectStep(Step):
     def plan(self, ctx: Context) -> list[Change]:
         # The first command opens (and verifies) the connection: a wrong host
         # key stops everything here, before any change.
-        ctx.machine = ctx.run(host_cli.uname_machine(), sudo=False, timeout=30).text.strip()
+        ctx.facts.machine = ctx.run(host_cli.uname_machine(), sudo=False, timeout=30).text.strip()
         if ctx.sudo:
             check = ctx.run(host_cli.sudo_check(), timeout=30, check=False)
             if not check.ok:
@@ -53,8 +53,8 @@ class ConnectStep(Step):
                     f"{ctx.connector.target}: the user cannot run commands with sudo without a password",
                     hint="give the deploy user passwordless sudo (NOPASSWD), or connect as root",
                 )
-        what = f"; release {ctx.release.rid}" if ctx.release is not None else ""
-        ctx.note(f"{ctx.connector.target}: {ctx.machine}, {ctx.playbook}{what}")
+        what = f"; release {ctx.state.release.rid}" if ctx.state.release is not None else ""
+        ctx.note(f"{ctx.connector.target}: {ctx.facts.machine}, {ctx.playbook}{what}")
         if ctx.dry_run:
             read_host_state(ctx)  # a real run reads it once it holds the lock
         return []
@@ -74,16 +74,16 @@ class LockStep(Step):
     def perform(self, ctx: Context) -> None:
         lock = RemoteLock(ctx.connector, ctx.layout.lock_dir, playbook=ctx.playbook, sudo=ctx.sudo)
         lock.acquire()
-        ctx.lock = lock
+        ctx.state.lock = lock
         read_host_state(ctx)
-        if ctx.resumed is not None:
-            done = ", ".join(ctx.resumed.steps) or "none"
+        if ctx.facts.resumed is not None:
+            done = ", ".join(ctx.facts.resumed.steps) or "none"
             ctx.note(
-                f"resuming the interrupted {ctx.resumed.playbook} of {ctx.resumed.started_at} "
-                f"(steps that had changed something: {done}); last good release: {ctx.fallback or 'none'}"
+                f"resuming the interrupted {ctx.facts.resumed.playbook} of {ctx.facts.resumed.started_at} "
+                f"(steps that had changed something: {done}); last good release: {ctx.state.fallback or 'none'}"
             )
-        ctx.journal = Journal(
-            playbook=ctx.playbook, release=ctx.release.rid if ctx.release else None, fallback=ctx.fallback
+        ctx.state.journal = Journal(
+            playbook=ctx.playbook, release=ctx.state.release.rid if ctx.state.release else None, fallback=ctx.state.fallback
         )
         ctx.save_journal()
 
@@ -93,11 +93,11 @@ class UnlockStep(Step):
     title = "Release the deploy lock"
 
     def perform(self, ctx: Context) -> None:
-        if ctx.journal is not None:
-            ctx.journal.finish("ok")
+        if ctx.state.journal is not None:
+            ctx.state.journal.finish("ok")
             ctx.save_journal()
-        if ctx.lock is not None:
-            ctx.lock.release()
+        if ctx.state.lock is not None:
+            ctx.state.lock.release()
 
 
 def _debian_like(os_release: dict[str, str]) -> bool:
@@ -157,12 +157,12 @@ class DockerStep(Step):
                     ),
                 )
             )
-        ctx.docker_missing = bool(changes)
+        ctx.facts.docker_missing = bool(changes)
         return changes
 
     def verify(self, ctx: Context) -> None:
         wait_for_docker(ctx)
-        ctx.docker_missing = False
+        ctx.facts.docker_missing = False
 
 
 class LayoutStep(Step):
@@ -179,7 +179,7 @@ class LayoutStep(Step):
     def plan(self, ctx: Context) -> list[Change]:
         layout = ctx.layout
         changes: list[Change] = []
-        ctx.secrets_gid = None  # re-read: verify plans again after the group was made
+        ctx.facts.secrets_gid = None  # re-read: verify plans again after the group was made
         gid = secrets_gid(ctx)
         if gid is None:
             changes.append(

@@ -161,7 +161,7 @@ class RenewalStep(Step):
 
     def plan(self, ctx: Context) -> list[Change]:
         name = ctx.layout.certbot_container
-        state = None if ctx.docker_missing else inspect(ctx, name)
+        state = None if ctx.facts.docker_missing else inspect(ctx, name)
         remove = Run(tuple(docker_cli.container_remove(name)))
         if ctx.cfg.tls.mode != "acme":
             return [Change(f"remove {name} (tls.mode is not acme)", (remove,))] if state is not None else []
@@ -169,7 +169,7 @@ class RenewalStep(Step):
             f"schedule ACME renewal on the host: {name} renews when a third of the lifetime is left, "
             "then nginx -t, graceful reload, and a check of the served certificate"
         )
-        nginx = None if ctx.docker_missing else inspect(ctx, ctx.layout.nginx_container)
+        nginx = None if ctx.facts.docker_missing else inspect(ctx, ctx.layout.nginx_container)
         if nginx is None:
             return [Change(summary, (Call(f"start {name}", self._create),))]
         spec = self._spec(ctx, nginx)

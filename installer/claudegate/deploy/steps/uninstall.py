@@ -90,6 +90,6 @@ def _remove_images(ctx: Context, images: list[str]) -> None:
 def _remove_files(ctx: Context, paths: list[str]) -> None:
     ctx.run(host_cli.remove_paths(*paths), timeout=300)
     # The journal and the lock lived there.
-    ctx.journal = None
-    if ctx.lock is not None:
-        ctx.lock.forget()
+    ctx.state.journal = None
+    if ctx.state.lock is not None:
+        ctx.state.lock.forget()
