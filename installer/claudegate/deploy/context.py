@@ -117,7 +117,7 @@ class Context:
             data = op.input() if callable(op.input) else op.input
             # A command with progress (an image build) may be abandoned on cancel: its output checks the token.
             on_output = BuildOutput(op.progress, self._work_report, check=self.check_cancelled) if op.progress else None
-            self.run(op.argv, input=data, timeout=op.timeout, sudo=op.sudo, on_output=on_output)
+            self.run(op.argv, input=data, timeout=op.timeout, sudo=op.sudo, check=op.check, on_output=on_output)
         elif isinstance(op, Put):
             self.connector.put_file(op.path, op.data, op.mode, op.owner, sudo=self.sudo, timeout=120)
         else:

@@ -45,6 +45,8 @@ class Run:
     #: When set, the command's output is reported as ``work`` events named by it (e.g. an image build),
     #: and a cancel abandons the command at its next output (only for commands safe to abandon).
     progress: str = ""
+    #: False: a failure is expected and fine (an image another installation still uses is not removed).
+    check: bool = True
 
 
 @dataclass(frozen=True)
@@ -62,7 +64,10 @@ class Put:
 
 @dataclass(frozen=True)
 class Call:
-    """Python work that is not one command (wait loops, streamed transfers)."""
+    """Python work that is not one command (wait loops, streamed transfers, a command whose output is kept).
+
+    Plans show a Call by its ``what`` only, so work that is one command is a :class:`Run`.
+    """
 
     what: str
     fn: Callable[[Context], None]

@@ -25,7 +25,7 @@ from pathlib import Path
 from claudegate.config.model import Client
 from claudegate.deploy import docker_cli, gateway_cli
 from claudegate.deploy.context import Context
-from claudegate.deploy.engine import Call, Change, Step
+from claudegate.deploy.engine import Call, Change, Run, Step
 from claudegate.deploy.gateway_cli import (
     AUDIT_CLIENT_PREFIX,
     TOOL_CLIENT_PREFIX,
@@ -82,11 +82,16 @@ def _last_line(text: str) -> str:
 class ClientsStep(Step):
     name = "clients"
     title = "Client keys"
+    reads = frozenset({"docker_missing"})
 
     def _container(self, ctx: Context) -> str:
         if ctx.state.release is None:
             raise ConfigError("no release to manage keys on")
         return ctx.layout.gateway_container(ctx.state.release.gateway_id)
+
+    def _in_gateway(self, ctx: Context, argv: list[str]) -> Run:
+        """A keystore command run in this release's gateway."""
+        return Run(tuple(docker_cli.exec_in(self._container(ctx), argv)), timeout=60)
 
     def _existing(self, ctx: Context) -> dict[str, ClientRecord] | None:
         """Clients in the keystore by name; None when no gateway can be asked (a dry run on a new host).
@@ -122,6 +127,7 @@ class ClientsStep(Step):
             return [
                 Change(
                     f"create {what}{again}" + ("" if smoke else " (its key is shown once)"),
+                    # A Call: the new key is on the command's stdout, and is saved here at once.
                     (Call(f"create {client.name}", functools.partial(self._create, client=client)),),
                 )
             ]
@@ -135,7 +141,7 @@ class ClientsStep(Step):
         return [
             Change(
                 f"update {what} in place ({describe_differences(found)}); its key keeps working",
-                (Call(f"update {client.name}", functools.partial(self._update, client=client)),),
+                (self._in_gateway(ctx, gateway_cli.keys_update(client)),),
                 diff=diff + "\n",
             )
         ]
@@ -153,7 +159,7 @@ class ClientsStep(Step):
                 changes.append(
                     Change(
                         f"revoke client {name} (left by an interrupted claudegate audit)",
-                        (Call(f"revoke {name}", functools.partial(self._revoke, name=name)),),
+                        (self._in_gateway(ctx, gateway_cli.keys_revoke(name)),),
                     )
                 )
                 continue
@@ -163,7 +169,7 @@ class ClientsStep(Step):
                 changes.append(
                     Change(
                         f"revoke client {name} (not in deploy.yaml; --prune)",
-                        (Call(f"revoke {name}", functools.partial(self._revoke, name=name)),),
+                        (self._in_gateway(ctx, gateway_cli.keys_revoke(name)),),
                     )
                 )
             elif not self._verifying:
@@ -203,12 +209,6 @@ class ClientsStep(Step):
             ctx.state.smoke_key = key
         else:
             ctx.state.new_keys[client.name] = key
-
-    def _update(self, ctx: Context, *, client: Client) -> None:
-        ctx.run(docker_cli.exec_in(self._container(ctx), gateway_cli.keys_update(client)), timeout=60)
-
-    def _revoke(self, ctx: Context, *, name: str) -> None:
-        ctx.run(docker_cli.exec_in(self._container(ctx), gateway_cli.keys_revoke(name)), timeout=60)
 
     def _rotate_smoke(self, ctx: Context) -> None:
         ctx.state.smoke_key = self._keys(ctx, gateway_cli.keys_rotate(SMOKE_CLIENT, 0), SMOKE_CLIENT)

@@ -46,6 +46,7 @@ class SecretsStep(Step):
 
     name = "secrets"
     title = "Secrets"
+    reads = frozenset({"secrets_gid"})
 
     def plan(self, ctx: Context) -> list[Change]:
         layout = ctx.layout
@@ -187,6 +188,7 @@ class ReleaseStep(Step):
 
     name = "release"
     title = "Release files"
+    reads = frozenset({"current"})
 
     def plan(self, ctx: Context) -> list[Change]:
         release = ctx.state.release

@@ -27,6 +27,7 @@ __all__ = ["GatewayStep"]
 class GatewayStep(Step):
     name = "gateway"
     title = "Gateway container"
+    reads = frozenset({"current", "docker_missing", "secrets_gid"})
 
     def plan(self, ctx: Context) -> list[Change]:
         release = ctx.state.release

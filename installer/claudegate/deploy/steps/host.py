@@ -11,27 +11,25 @@ from claudegate.deploy.engine import Call, Change, Run, Step
 from claudegate.deploy.facts import parse_file_stats, parse_links, parse_os_release
 from claudegate.deploy.journal import Journal
 from claudegate.deploy.lock import RemoteLock, read_holder
-from claudegate.deploy.services import secrets_gid
+from claudegate.deploy.services import learn_secrets_gid
 from claudegate.errors import ConfigError, DeployFailed
 
 __all__ = ["ConnectStep", "DockerStep", "LayoutStep", "LockStep", "UnlockStep", "read_host_state"]
 
 
-def read_host_state(ctx: Context) -> None:
-    """Which releases ``current`` and ``previous`` name, and the last run's journal."""
+def read_host_state(ctx: Context) -> Journal | None:
+    """Learn which releases ``current`` and ``previous`` name, and the interrupted run's journal (returned)."""
     layout = ctx.layout
     links = parse_links(ctx.fact(host_cli.read_links([layout.current_link, layout.previous_link])).text)
-    ctx.facts.current = links.get(layout.current_link)
+    current = ctx.facts.current = links.get(layout.current_link)
     ctx.facts.previous = links.get(layout.previous_link)
     journal = Journal.from_bytes(ctx.read_file(layout.journal))
-    ctx.facts.resumed = journal if journal is not None and journal.interrupted else None
+    resumed = ctx.facts.resumed = journal if journal is not None and journal.interrupted else None
     # The last good release: the interrupted run's fallback if there is one
     # (``current`` may name the release that run switched to but never
     # proved), else what serves now.
-    if ctx.facts.resumed is not None and ctx.facts.resumed.fallback is not None:
-        ctx.state.fallback = ctx.facts.resumed.fallback
-    else:
-        ctx.state.fallback = ctx.facts.current
+    ctx.state.fallback = resumed.fallback if resumed is not None and resumed.fallback is not None else current
+    return resumed
 
 
 #: The docker step's change that installs a package; front ends ask before it.
@@ -45,7 +43,7 @@ class ConnectStep(Step):
     def plan(self, ctx: Context) -> list[Change]:
         # The first command opens (and verifies) the connection: a wrong host
         # key stops everything here, before any change.
-        ctx.facts.machine = ctx.run(host_cli.uname_machine(), sudo=False, timeout=30).text.strip()
+        machine = ctx.facts.machine = ctx.run(host_cli.uname_machine(), sudo=False, timeout=30).text.strip()
         if ctx.sudo:
             check = ctx.run(host_cli.sudo_check(), timeout=30, check=False)
             if not check.ok:
@@ -54,7 +52,7 @@ class ConnectStep(Step):
                     hint="give the deploy user passwordless sudo (NOPASSWD), or connect as root",
                 )
         what = f"; release {ctx.state.release.rid}" if ctx.state.release is not None else ""
-        ctx.note(f"{ctx.connector.target}: {ctx.facts.machine}, {ctx.playbook}{what}")
+        ctx.note(f"{ctx.connector.target}: {machine}, {ctx.playbook}{what}")
         if ctx.dry_run:
             read_host_state(ctx)  # a real run reads it once it holds the lock
         return []
@@ -75,11 +73,11 @@ class LockStep(Step):
         lock = RemoteLock(ctx.connector, ctx.layout.lock_dir, playbook=ctx.playbook, sudo=ctx.sudo)
         lock.acquire()
         ctx.state.lock = lock
-        read_host_state(ctx)
-        if ctx.facts.resumed is not None:
-            done = ", ".join(ctx.facts.resumed.steps) or "none"
+        resumed = read_host_state(ctx)
+        if resumed is not None:
+            done = ", ".join(resumed.steps) or "none"
             ctx.note(
-                f"resuming the interrupted {ctx.facts.resumed.playbook} of {ctx.facts.resumed.started_at} "
+                f"resuming the interrupted {resumed.playbook} of {resumed.started_at} "
                 f"(steps that had changed something: {done}); last good release: {ctx.state.fallback or 'none'}"
             )
         ctx.state.journal = Journal(
@@ -179,8 +177,7 @@ class LayoutStep(Step):
     def plan(self, ctx: Context) -> list[Change]:
         layout = ctx.layout
         changes: list[Change] = []
-        ctx.facts.secrets_gid = None  # re-read: verify plans again after the group was made
-        gid = secrets_gid(ctx)
+        gid = learn_secrets_gid(ctx)  # asked again each time: verify plans again after the group was made
         if gid is None:
             changes.append(
                 Change(

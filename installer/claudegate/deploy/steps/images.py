@@ -177,6 +177,7 @@ def _build_and_send(ctx: Context, *, contexts: Sequence[BuildContext], base: str
 class ImagesStep(Step):
     name = "images"
     title = "Images"
+    reads = frozenset({"machine"})
 
     def contexts(self, ctx: Context) -> list[BuildContext]:
         found = [gateway_context(), nginx_context()]

@@ -21,6 +21,7 @@ __all__ = ["RollbackStep"]
 class RollbackStep(Step):
     name = "rollback"
     title = "Choose the release to roll back to"
+    reads = frozenset({"current", "previous"})
 
     def plan(self, ctx: Context) -> list[Change]:
         current, previous = ctx.facts.current, ctx.facts.previous

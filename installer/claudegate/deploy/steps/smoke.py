@@ -39,6 +39,7 @@ def smoke_target(ctx: Context) -> SmokeTarget:
 class SmokeStep(Step):
     name = "smoke"
     title = "Smoke test"
+    reads = frozenset({"previous", "secrets_gid"})
 
     def perform(self, ctx: Context) -> None:
         if ctx.state.smoke_key is None:

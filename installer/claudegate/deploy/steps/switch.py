@@ -30,6 +30,7 @@ __all__ = ["SwitchStep"]
 class SwitchStep(Step):
     name = "switch"
     title = "Switch nginx"
+    reads = frozenset({"docker_missing"})
 
     def plan(self, ctx: Context) -> list[Change]:
         release = ctx.state.release
