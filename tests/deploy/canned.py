@@ -146,9 +146,10 @@ def kind(op: Op) -> str:
     assert isinstance(op, Run)
     argv = op.argv
     if argv[0] == "docker":
-        if argv[1] == "exec":
-            inner = [a for a in argv[2:] if not a.startswith("--")]
-            return "docker exec " + " ".join(inner[1:4])
+        if argv[1] == "exec":  # the gateway's keystore commands by action, others by program
+            inner = [a for a in argv[2:] if not a.startswith("--")][1:]
+            return "docker exec " + (" ".join(inner[inner.index("keys") : inner.index("keys") + 2])
+                                     if "keys" in inner else inner[0])  # fmt: skip
         return " ".join(argv[:3] if argv[1] in ("container", "network", "image") else argv[:2])
     if argv[:2] == ("sh", "-c"):
         return argv[3]

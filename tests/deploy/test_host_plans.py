@@ -16,7 +16,14 @@ from claudegate.connectors.base import Result
 from claudegate.deploy.engine import Step
 from claudegate.deploy.journal import Journal
 from claudegate.deploy.layout import HostLayout
-from claudegate.deploy.steps.host import INSTALL_DOCKER, ConnectStep, DockerStep, LayoutStep, LockStep, UnlockStep
+from claudegate.deploy.steps.host import (
+    INSTALL_DOCKER,
+    ConnectStep,
+    DockerStep,
+    LayoutStep,
+    LockStep,
+    UnlockStep,
+)
 from claudegate.errors import ConfigError, DeployFailed
 from tests.deploy.canned import MISSING, assert_declared, context, kinds, ok, plan
 from tests.deploy.conftest import ConfigFactory
