@@ -101,9 +101,7 @@ def context(
         cfg=cfg,
         connector=Canned(answer, files, root=root),
         layout=HostLayout(),
-        playbook=playbook,
-        dry_run=dry_run,
-        options=RunOptions(**options),
+        options=RunOptions(playbook, dry_run=dry_run, **options),
         facts=facts or HostFacts(),
     )
 

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from claudegate.connectors.base import Result
-from claudegate.deploy.context import Context
+from claudegate.deploy.context import Context, RunOptions
 from claudegate.deploy.engine import Run
 from claudegate.deploy.layout import LABEL_GATEWAY, HostLayout
 from claudegate.deploy.steps.cleanup import CleanupStep
@@ -129,7 +129,7 @@ def test_the_cases_read_exactly_the_declared_facts(make_cfg: ConfigFactory) -> N
 
 def _cleanup(make_cfg: ConfigFactory, case: Case) -> set[str]:
     answer, files = _host(case.host)
-    ctx = Context(cfg=make_cfg(), connector=Canned(answer, files), layout=LAYOUT, playbook="deploy")
+    ctx = Context(cfg=make_cfg(), connector=Canned(answer, files), layout=LAYOUT, options=RunOptions("deploy"))
     changes, read = plan(CleanupStep(), ctx)
     assert tuple(c.summary for c in changes) == case.changes
     for change in changes:

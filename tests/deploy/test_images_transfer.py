@@ -11,7 +11,7 @@ import pytest
 
 import claudegate.deploy.steps.images as images
 from claudegate.connectors.base import Connector, Input, Result
-from claudegate.deploy.context import Context
+from claudegate.deploy.context import Context, RunOptions
 from claudegate.deploy.engine import Call, Run
 from claudegate.deploy.layout import HostLayout
 from claudegate.deploy.steps.images import ImagesStep, transfer_choice
@@ -36,7 +36,7 @@ class NoImages(Connector):
 
 def ctx_for(make_cfg: ConfigFactory, machine: str = "x86_64", **images_section: str) -> Context:
     cfg = make_cfg(images={"base_image": "debian:bookworm-slim", **images_section})
-    ctx = Context(cfg=cfg, connector=NoImages(), layout=HostLayout(), playbook="deploy")
+    ctx = Context(cfg=cfg, connector=NoImages(), layout=HostLayout(), options=RunOptions("deploy"))
     ctx.facts.machine = machine
     return ctx
 
@@ -99,6 +99,6 @@ def test_an_explicit_choice_is_followed(make_cfg: ConfigFactory, operator: dict[
 
 def test_the_local_target_never_sends_to_itself(make_cfg: ConfigFactory, operator: dict[str, Any]) -> None:
     cfg = make_cfg(target={"host": "local", "sudo": False})
-    ctx = Context(cfg=cfg, connector=NoImages(), layout=HostLayout(), playbook="deploy")
+    ctx = Context(cfg=cfg, connector=NoImages(), layout=HostLayout(), options=RunOptions("deploy"))
     ctx.facts.machine = "x86_64"
     assert transfer_choice(ctx, cfg.images.base_image) == (False, "")

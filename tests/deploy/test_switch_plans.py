@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from claudegate.connectors.base import Result
-from claudegate.deploy.context import Context
+from claudegate.deploy.context import Context, RunOptions
 from claudegate.deploy.engine import Call, Run
 from claudegate.deploy.layout import LABEL_SPEC, HostLayout
 from claudegate.deploy.release import build_release
@@ -102,7 +102,7 @@ def _switch(make_cfg: ConfigFactory, case: Case) -> set[str]:
     cfg = make_cfg()
     release = build_release(cfg, LAYOUT, key_fingerprint="f")
     rid = release.rid
-    ctx = Context(cfg=cfg, connector=Canned(lambda argv: None), layout=LAYOUT, playbook="deploy")
+    ctx = Context(cfg=cfg, connector=Canned(lambda argv: None), layout=LAYOUT, options=RunOptions("deploy"))
     ctx.state.release = release
     ctx.state.fallback = case.fallback
     ctx.state.reload_nginx = case.reload

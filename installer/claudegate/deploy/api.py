@@ -135,26 +135,23 @@ def _collect_notes(reporter: Reporter, notes: list[str]) -> Reporter:
 
 
 def _run(
-    playbook: str,
     cfg: DeployConfig,
     connector: Connector,
+    options: RunOptions,
     *,
-    dry_run: bool,
     reporter: Reporter | None,
     layout: HostLayout | None,
-    options: RunOptions | None = None,
 ) -> DeployResult:
     started = time.monotonic()
     layout = layout or HostLayout()
+    playbook, dry_run = options.playbook, options.dry_run
     notes: list[str] = []
     ctx = Context(
         cfg=cfg,
         connector=connector,
         layout=layout,
-        playbook=playbook,
-        dry_run=dry_run,
+        options=options,
         reporter=_collect_notes(reporter or null_reporter, notes),
-        options=options or RunOptions(),
     )
     if playbook == "deploy":
         stamp = _refresh_stamp(connector, layout, ctx.sudo, new=ctx.options.refresh)
@@ -226,8 +223,8 @@ def deploy(
     base (Debian security updates) under a new tag: a new release, switched
     to only after its smoke test passes, like any other.
     """
-    options = RunOptions(prune=prune, refresh=refresh)
-    return _run("deploy", cfg, connector, dry_run=dry_run, reporter=reporter, layout=layout, options=options)
+    options = RunOptions("deploy", dry_run=dry_run, prune=prune, refresh=refresh)
+    return _run(cfg, connector, options, reporter=reporter, layout=layout)
 
 
 def plan(
@@ -254,7 +251,7 @@ def rollback(
     layout: HostLayout | None = None,
 ) -> DeployResult:
     """Serve the previous release again (its gateway restarted, nginx switched, smoke-tested)."""
-    return _run("rollback", cfg, connector, dry_run=dry_run, reporter=reporter, layout=layout)
+    return _run(cfg, connector, RunOptions("rollback", dry_run=dry_run), reporter=reporter, layout=layout)
 
 
 def uninstall(
@@ -272,10 +269,8 @@ def uninstall(
     ``keep_data`` keeps the keystore and the secrets (a later deploy finds the
     same clients); ``keep_images`` keeps the images (a later deploy builds nothing).
     """
-    options = RunOptions(keep_data=keep_data, keep_images=keep_images)
-    return _run(
-        "uninstall", cfg, connector, dry_run=dry_run, reporter=reporter, layout=layout, options=options
-    )
+    options = RunOptions("uninstall", dry_run=dry_run, keep_data=keep_data, keep_images=keep_images)
+    return _run(cfg, connector, options, reporter=reporter, layout=layout)
 
 
 def renew(
@@ -291,7 +286,7 @@ def renew(
     The host renews by itself (the deploy's ``renewal`` step); this also
     (re)starts that renewer when it is missing.
     """
-    return _run("renew", cfg, connector, dry_run=dry_run, reporter=reporter, layout=layout)
+    return _run(cfg, connector, RunOptions("renew", dry_run=dry_run), reporter=reporter, layout=layout)
 
 
 def render(cfg: DeployConfig, out_dir: str | Path, *, layout: HostLayout | None = None) -> RenderResult:

@@ -34,6 +34,10 @@ __all__ = ["Context", "RunOptions", "RunState"]
 class RunOptions:
     """What the run was asked besides the config: typed, so a step cannot read an option nobody sets."""
 
+    #: The playbook that runs (``deploy``, ``rollback``, ``uninstall``, ``renew``; ``restore`` for its waits).
+    playbook: str
+    #: Plan only: nothing on the host changes (no lock, no journal, no question asked).
+    dry_run: bool = False
     #: deploy: rebuild the images without cache from a freshly fetched base, under a new tag.
     refresh: bool = False
     #: deploy: revoke clients the keystore holds but deploy.yaml no longer lists.
@@ -66,11 +70,9 @@ class Context:
     cfg: DeployConfig
     connector: Connector
     layout: HostLayout
-    playbook: str
-    dry_run: bool = False
+    #: What the run was asked: the playbook, a dry run, deploy's ``refresh``, uninstall's ``keep_data`` ...
+    options: RunOptions
     reporter: Reporter = null_reporter
-    #: What the run was asked (deploy's ``refresh``, uninstall's ``keep_data`` ...).
-    options: RunOptions = field(default_factory=RunOptions)
     #: Cancel token and interaction of the session driving this run (defaults: none).
     controls: RunControls = field(default_factory=current)
     #: What was learned from the host; each step declares the ones it reads (``Step.reads``).
@@ -134,7 +136,7 @@ class Context:
     def consent(self, question: ConsentQuestion) -> None:
         """Ask before a change that needs a yes; raise Declined on a no. Without an interaction: go ahead."""
         interaction = self.controls.interaction
-        if interaction is None or self.dry_run:
+        if interaction is None or self.options.dry_run:
             return
         if not interaction.consent(question):
             raise Declined(
@@ -203,14 +205,14 @@ class Context:
     # -- the journal -----------------------------------------------------------
     def mark_step(self, name: str, *, changed: bool) -> None:
         journal = self.state.journal
-        if journal is None or self.dry_run:
+        if journal is None or self.options.dry_run:
             return
         journal.mark(name, changed)
         self.save_journal()
 
     def save_journal(self) -> None:
         journal = self.state.journal
-        if journal is None or self.dry_run:
+        if journal is None or self.options.dry_run:
             return
         self.connector.put_file(
             self.layout.journal, journal.to_bytes(), 0o600, sudo=self.sudo, timeout=60

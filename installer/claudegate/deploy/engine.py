@@ -165,7 +165,7 @@ def _run_one(ctx: Context, step: Step, index: int, total: int) -> StepOutcome:
             ctx.state.lock.refresh_if_due()
         changes = step.plan(ctx)
         ctx.emit("plan", changes=tuple(c.summary for c in changes))
-        if not ctx.dry_run:
+        if not ctx.options.dry_run:
             if changes:
                 step.apply(ctx, changes)
                 step.verify(ctx)
@@ -196,7 +196,7 @@ def _describe(ctx: Context, exc: BaseException) -> str:
 
 def _abort(ctx: Context, exc: BaseException) -> None:
     """Leave the host resumable: release the lock when we still can talk to it."""
-    if ctx.dry_run:
+    if ctx.options.dry_run:
         return
     if isinstance(exc, Cancelled | KeyboardInterrupt) and ctx.state.journal is not None:
         # Say in the journal where it stopped; it stays unfinished, so the next run resumes.

@@ -101,7 +101,7 @@ class ClientsStep(Step):
         """
         argv = gateway_cli.keys_list()
         found = ctx.fact(docker_cli.exec_in(self._container(ctx), argv))
-        if not found.ok and ctx.dry_run:
+        if not found.ok and ctx.options.dry_run:
             for name in ctx.fact(docker_cli.container_list(ctx.layout.prefix, role="gateway")).text.split():
                 found = ctx.fact(docker_cli.exec_in(name, argv))
                 if found.ok:

@@ -52,7 +52,7 @@ class SecretsStep(Step):
         layout = ctx.layout
         key = ctx.state.upstream_key
         if key is None:
-            if ctx.dry_run:
+            if ctx.options.dry_run:
                 ctx.note("the Anthropic key could not be read here, so whether it changed is unknown")
                 return []
             raise ConfigError("no Anthropic API key was read for this deploy")
@@ -126,7 +126,7 @@ class TLSStep(Step):
             return []  # the acme step owns an existing certificate
         material = tls_material(ctx)
         ctx.state.tls = material
-        if ctx.dry_run:
+        if ctx.options.dry_run:
             self._warn_expiry(ctx, material)
         wanted = {
             TLS_FULLCHAIN: material.fullchain,

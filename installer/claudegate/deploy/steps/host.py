@@ -52,8 +52,8 @@ class ConnectStep(Step):
                     hint="give the deploy user passwordless sudo (NOPASSWD), or connect as root",
                 )
         what = f"; release {ctx.state.release.rid}" if ctx.state.release is not None else ""
-        ctx.note(f"{ctx.connector.target}: {machine}, {ctx.playbook}{what}")
-        if ctx.dry_run:
+        ctx.note(f"{ctx.connector.target}: {machine}, {ctx.options.playbook}{what}")
+        if ctx.options.dry_run:
             read_host_state(ctx)  # a real run reads it once it holds the lock
         return []
 
@@ -63,14 +63,14 @@ class LockStep(Step):
     title = "Take the deploy lock"
 
     def plan(self, ctx: Context) -> list[Change]:
-        if ctx.dry_run:
+        if ctx.options.dry_run:
             holder = read_holder(ctx.connector, ctx.layout.lock_dir, sudo=ctx.sudo)
             if holder is not None:
                 ctx.note(f"the deploy lock is held by {holder.describe()} ({holder.seconds_left} s left)")
         return []
 
     def perform(self, ctx: Context) -> None:
-        lock = RemoteLock(ctx.connector, ctx.layout.lock_dir, playbook=ctx.playbook, sudo=ctx.sudo)
+        lock = RemoteLock(ctx.connector, ctx.layout.lock_dir, playbook=ctx.options.playbook, sudo=ctx.sudo)
         lock.acquire()
         ctx.state.lock = lock
         resumed = read_host_state(ctx)
@@ -81,7 +81,7 @@ class LockStep(Step):
                 f"(steps that had changed something: {done}); last good release: {ctx.state.fallback or 'none'}"
             )
         ctx.state.journal = Journal(
-            playbook=ctx.playbook, release=ctx.state.release.rid if ctx.state.release else None, fallback=ctx.state.fallback
+            playbook=ctx.options.playbook, release=ctx.state.release.rid if ctx.state.release else None, fallback=ctx.state.fallback
         )
         ctx.save_journal()
 

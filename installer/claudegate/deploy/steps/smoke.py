@@ -58,7 +58,7 @@ class SmokeStep(Step):
             raise
         ctx.state.smoke = report
         failed = ", ".join(report.failed)
-        if report.ok and ctx.cfg.audit and not ctx.dry_run:
+        if report.ok and ctx.cfg.audit and not ctx.options.dry_run:
             failed = self._quick_audit(ctx)
         if not failed:
             return
@@ -140,7 +140,7 @@ class SmokeStep(Step):
         if good.gateway_id != release.gateway_id:
             failed_gateway = ctx.layout.gateway_container(release.gateway_id)
             # A rollback's target stays (stopped) for another try; a new release's gateway goes.
-            if ctx.playbook == "rollback":
+            if ctx.options.playbook == "rollback":
                 ctx.run(docker_cli.container_stop(failed_gateway), check=False, timeout=90)
             else:
                 ctx.run(docker_cli.container_remove(failed_gateway), check=False)
