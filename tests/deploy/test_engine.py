@@ -16,7 +16,7 @@ from claudegate.deploy.layout import HostLayout
 from claudegate.deploy.playbook import PLAYBOOKS_DIR, load_playbook
 from claudegate.deploy.progress import StepEvent
 from claudegate.deploy.results import DeployResult, StepReport
-from claudegate.deploy.steps import STEP_TYPES
+from claudegate.deploy.steps.registry import STEP_TYPES
 from claudegate.errors import CommandFailed, ConfigError, DeployFailed
 from tests.deploy.conftest import ConfigFactory
 

@@ -39,6 +39,7 @@ from claudegate.deploy.results import (
 from claudegate.deploy.secret_inputs import key_fingerprint, read_upstream_key
 from claudegate.deploy.serving import serving_gateway
 from claudegate.deploy.smoke_target import target_for
+from claudegate.deploy.steps.clients import SMOKE_CLIENT, read_saved_key
 from claudegate.deploy.tls_material import cert_summary
 from claudegate.errors import ClaudegateError, ConfigError
 from claudegate.smoke import run_smoke
@@ -441,10 +442,5 @@ def gateway_keys(
 
 def smoke_test(cfg: DeployConfig, *, progress: Callable[[Check], None] | None = None) -> SmokeReport:
     """The smoke test against what is deployed, as a client sees it (no SSH needed)."""
-
-    # The steps package imports every step (and the audit, through the smoke
-    # step), which imports this facade's package back: only when called.
-    from claudegate.deploy.steps.clients import SMOKE_CLIENT, read_saved_key
-
     key = read_saved_key(Path(cfg.state_dir) / "keys", SMOKE_CLIENT)
     return run_smoke(target_for(cfg, trust=None, client_key=key), progress=progress)
