@@ -116,9 +116,10 @@ def recorded(step: Step, ctx: Context, phase: Callable[[Context], object] | None
         watched, ctx.facts = ctx.facts, facts
         for f in fields(HostFacts):  # what the step learned stays learned
             setattr(facts, f.name, object.__getattribute__(watched, f.name))
-    read: set[str] = object.__getattribute__(watched, "read")
-    undeclared = read - type(step).reads
-    assert not undeclared, f"step {step.name} reads facts it does not declare: {sorted(undeclared)}"
+        read: set[str] = object.__getattribute__(watched, "read")
+        undeclared = read - type(step).reads
+        # Checked on the way out of an error too (a case that expects one still must not read undeclared facts).
+        assert not undeclared, f"step {step.name} reads facts it does not declare: {sorted(undeclared)}"
     return read
 
 

@@ -1,4 +1,13 @@
-"""The state one run carries from step to step."""
+"""One run's context, carried from step to step, in three parts kept apart.
+
+- :class:`RunOptions` (``ctx.options``): what the run was asked; frozen.
+- :class:`~.facts.HostFacts` (``ctx.facts``): what was learned from the host;
+  each step declares the ones it reads (``Step.reads``).
+- :class:`RunState` (``ctx.state``): what the run read, decided and did.
+
+The context also runs commands through the connector, asks for consent,
+reports progress and keeps the journal.
+"""
 
 from __future__ import annotations
 

@@ -13,10 +13,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from claudegate.deploy.journal import Journal
+from typing import Any
 
 __all__ = [
     "FACT_NAMES",
@@ -189,7 +186,6 @@ class HostFacts:
     machine: str = ""  # ``uname -m`` (connect)
     current: str | None = None  # releases/current when the run started (connect in a dry run, else lock)
     previous: str | None = None  # releases/previous when the run started
-    resumed: Journal | None = None  # the interrupted run's journal this run resumes
     docker_missing: bool = False  # docker: no engine, or not running, when planned (nothing to inspect yet)
     secrets_gid: int | None = None  # the host group that may read the secrets (None: not there yet)
 

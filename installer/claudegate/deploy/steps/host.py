@@ -24,7 +24,7 @@ def read_host_state(ctx: Context) -> Journal | None:
     current = ctx.facts.current = links.get(layout.current_link)
     ctx.facts.previous = links.get(layout.previous_link)
     journal = Journal.from_bytes(ctx.read_file(layout.journal))
-    resumed = ctx.facts.resumed = journal if journal is not None and journal.interrupted else None
+    resumed = journal if journal is not None and journal.interrupted else None
     # The last good release: the interrupted run's fallback if there is one
     # (``current`` may name the release that run switched to but never
     # proved), else what serves now.
