@@ -36,6 +36,7 @@ class GatewayStep(Step):
         spec = gateway_spec_for(ctx, release)
         name = spec.name
         state = None if ctx.facts.docker_missing else inspect(ctx, name)
+        # A Call: a wait loop, which removes a gateway that crashes instead of getting ready.
         ready = Call(f"wait until {name} is ready", lambda c: self._wait(c, name))
         if state is None:
             beside = " beside the one serving now" if ctx.facts.current is not None else ""

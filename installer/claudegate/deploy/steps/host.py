@@ -151,7 +151,7 @@ class DockerStep(Step):
                     "start the Docker engine",
                     (
                         Run(tuple(host_cli.start_docker()), timeout=60),
-                        Call("wait for the engine", wait_for_docker),
+                        Call("wait for the engine", wait_for_docker),  # a Call: a wait loop
                     ),
                 )
             )

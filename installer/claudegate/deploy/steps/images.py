@@ -201,6 +201,7 @@ class ImagesStep(Step):
                 changes.append(
                     Change(
                         f"build {tags} on this machine and send them in one docker save | docker load ({why})",
+                        # A Call: builds on this machine, then one docker save | docker load stream.
                         (Call("build here and send", build_and_send),),
                     )
                 )
@@ -212,6 +213,7 @@ class ImagesStep(Step):
                 changes.append(
                     Change(
                         f"send the base image {base} from this machine (docker save | docker load)",
+                        # A Call: a docker save here streamed into docker load there.
                         (Call(f"send {base}", lambda c: send_image(c, base)),),
                     )
                 )
@@ -220,6 +222,7 @@ class ImagesStep(Step):
                 changes.append(
                     Change(
                         f"pull the base image {base} on the host (no registry: offer to build it with debootstrap)",
+                        # A Call: a failed pull turns into a question, then a debootstrap build.
                         (Call(f"pull {base}", functools.partial(pull_or_build, base=base)),),
                     )
                 )

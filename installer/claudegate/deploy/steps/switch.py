@@ -46,7 +46,7 @@ class SwitchStep(Step):
         if previous is not None:
             links.append(Run(tuple(host_cli.set_symlink(layout.previous_link, previous))))
         links.append(Run(tuple(host_cli.set_symlink(layout.current_link, rid))))
-        up = Call("wait for nginx", self._up)
+        up = Call("wait for nginx", self._up)  # a Call: a wait loop until nginx has workers
         ports = f"ports {ctx.cfg.ports.http} and {ctx.cfg.ports.https}"
         if state is None:
             return [Change(f"start nginx on release {rid} ({ports})", (*links, *create_ops(spec), up))]
@@ -69,10 +69,13 @@ class SwitchStep(Step):
             return [
                 Change(
                     f"switch nginx from release {current or 'none'} to {rid} (nginx -t, then a graceful reload)",
+                    # A Call: nginx -t's verdict is read (its message names the broken line),
+                    # then the links, then a wait until only new workers serve.
                     (Call(f"switch to {rid}", lambda c: self._switch(c, rid, previous)),),
                 )
             ]
         if ctx.state.reload_nginx:
+            # A Call: SIGHUP to the master whose pid is read then, and a wait for new workers.
             return [Change("reload nginx for the new certificate", (Call("reload nginx", self._reload),))]
         return []
 

@@ -66,7 +66,8 @@ class UninstallStep(Step):
                 paths = [layout.root]
                 summary = f"remove {layout.root} (keystore, secrets, certificates, releases)"
             remove = Run(tuple(host_cli.remove_paths(*paths)), timeout=300)
-            changes.append(Change(summary, (remove, Call("forget the journal and the lock (they lived there)", _forget))))
+            forget = Call("forget the journal and the lock (they lived there)", _forget)
+            changes.append(Change(summary, (remove, forget)))
         if not ctx.options.keep_data and ctx.fact(host_cli.group_entry(layout.secrets_group), sudo=False).ok:
             changes.append(
                 Change(
