@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 import pytest
 
 from claudegate.connectors.base import Result
-from claudegate.deploy.engine import Step
 from claudegate.deploy.journal import Journal
 from claudegate.deploy.layout import HostLayout
 from claudegate.deploy.steps.host import (
@@ -118,7 +117,8 @@ def test_lock_plan(make_cfg: ConfigFactory, dry_run: bool, held: bool, note: str
     ctx = context(make_cfg(), answer, dry_run=dry_run)
     ctx.reporter = lambda event: notes.append(event.message) if event.kind == "note" else None
     changes, read = plan(LockStep(), ctx)
-    assert changes == [] and read == set()
+    assert changes == []
+    assert_declared(LockStep, [read])
     assert notes == ([note] if note else [])
     assert ctx.state.lock is None  # planning takes no lock
 
@@ -243,17 +243,14 @@ def _layout(make_cfg: ConfigFactory, case: LayoutCase) -> set[str]:
 def test_unlock_plans_nothing_and_reads_nothing(make_cfg: ConfigFactory) -> None:
     # Its work is perform's: finish the journal, release the lock; a plan asks the host nothing.
     changes, read = plan(UnlockStep(), context(make_cfg()))
-    assert changes == [] and read == set()
+    assert changes == []
+    assert_declared(UnlockStep, [read])
 
 
 # -- the declarations ----------------------------------------------------------
 
 
 def test_the_cases_read_exactly_the_declared_facts(make_cfg: ConfigFactory) -> None:
-    tables: list[tuple[type[Step], list[set[str]]]] = [
-        (ConnectStep, [_connect(make_cfg, c) for c in CONNECT]),
-        (DockerStep, [_docker(make_cfg, c) for c in DOCKER]),
-        (LayoutStep, [_layout(make_cfg, c) for c in LAYOUT_CASES]),
-    ]
-    for step, reads in tables:
-        assert_declared(step, reads)
+    assert_declared(ConnectStep, [_connect(make_cfg, c) for c in CONNECT])
+    assert_declared(DockerStep, [_docker(make_cfg, c) for c in DOCKER])
+    assert_declared(LayoutStep, [_layout(make_cfg, c) for c in LAYOUT_CASES])

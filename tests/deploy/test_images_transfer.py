@@ -15,7 +15,7 @@ from claudegate.deploy.context import Context, RunOptions
 from claudegate.deploy.engine import Call, Run
 from claudegate.deploy.layout import HostLayout
 from claudegate.deploy.steps.images import ImagesStep, transfer_choice
-from tests.deploy.canned import plan
+from tests.deploy.canned import assert_declared, plan
 from tests.deploy.conftest import ConfigFactory
 
 
@@ -54,7 +54,7 @@ def test_auto_builds_here_when_the_engine_matches(make_cfg: ConfigFactory, opera
     ctx = ctx_for(make_cfg, machine="amd64")  # Debian's name for the same architecture
     assert transfer_choice(ctx, "debian:bookworm-slim")[0] is True
     changes, read = plan(ImagesStep(), ctx)
-    assert read == ImagesStep.reads == {"machine"}  # the host's architecture, learned by connect
+    assert_declared(ImagesStep, [read])  # the host's architecture, learned by connect
     # One change: build gateway and nginx here and send both in one stream; no base image for the host.
     assert len(changes) == 1, [c.summary for c in changes]
     summary = changes[0].summary
@@ -80,7 +80,7 @@ def test_auto_builds_on_the_host_otherwise_and_says_why(
     ctx = ctx_for(make_cfg)
     assert transfer_choice(ctx, "debian:bookworm-slim") == (False, f"auto: {reason}")
     changes, read = plan(ImagesStep(), ctx)
-    assert read == ImagesStep.reads
+    assert_declared(ImagesStep, [read])
     builds = [c for c in changes if c.summary.startswith("build claudegate/")]
     assert [c.summary.split()[1].split(":")[0] for c in builds] == ["claudegate/gateway", "claudegate/nginx"]
     assert all(c.summary.endswith(f"on the host{' with wheels for x86_64' if 'gateway' in c.summary else ''}"

@@ -231,7 +231,7 @@ def _uninstall(make_cfg: ConfigFactory, case: UninstallCase) -> set[str]:
 def test_smoke_plans_nothing(make_cfg: ConfigFactory) -> None:
     # Its work is perform's (the test is not a change to the host): a plan asks the host nothing.
     changes, read = plan(SmokeStep(), context(make_cfg()))
-    assert changes == [] and read == set()
+    assert changes == [] and read == set()  # its reads are in perform's switch-back, below
 
 
 def test_smoke_switch_back_reads_what_it_declares(make_cfg: ConfigFactory) -> None:
@@ -264,7 +264,7 @@ def test_smoke_switch_back_reads_what_it_declares(make_cfg: ConfigFactory) -> No
     ctx.state.release = new
     step = SmokeStep()
     read = recorded(step, ctx, lambda c: SmokeStep._switch_back(c, R1, "smoke test failed"))
-    assert read == set(SmokeStep.reads)
+    assert_declared(SmokeStep, [read])
     links = [a[4:] for a in ran if a[3:4] == ["claudegate-link"]]
     assert links == [[LAYOUT.previous_link, "r00000000000"], [LAYOUT.current_link, R1]]
     assert ["docker", "container", "rm", "--force", "--volumes", LAYOUT.gateway_container(new.gateway_id)] in ran

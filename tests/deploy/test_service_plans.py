@@ -30,7 +30,6 @@ from claudegate.deploy.steps.acme import AcmeStep
 from claudegate.deploy.steps.clients import SMOKE_CLIENT, SMOKE_SCOPES, ClientsStep
 from claudegate.deploy.steps.gateway import GatewayStep
 from claudegate.deploy.steps.renewal import LABEL_NGINX_ID, RenewalStep
-from claudegate.deploy.steps.switch import SwitchStep
 from tests.deploy.canned import MISSING, assert_declared, context, kind, kinds, ok, plan
 from tests.deploy.conftest import ConfigFactory
 
@@ -380,4 +379,3 @@ def test_the_cases_read_exactly_the_declared_facts(make_cfg: ConfigFactory) -> N
     assert_declared(ClientsStep, [_clients(make_cfg, c) for c in CLIENTS])
     assert_declared(AcmeStep, [_acme(make_cfg, c) for c in ACME])
     assert_declared(RenewalStep, [_renewal(make_cfg, c) for c in RENEWAL])
-    assert SwitchStep.reads == {"docker_missing"}  # its table is test_switch_plans
