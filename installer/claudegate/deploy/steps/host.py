@@ -80,8 +80,9 @@ class LockStep(Step):
                 f"resuming the interrupted {resumed.playbook} of {resumed.started_at} "
                 f"(steps that had changed something: {done}); last good release: {ctx.state.fallback or 'none'}"
             )
+        release = ctx.state.release
         ctx.state.journal = Journal(
-            playbook=ctx.options.playbook, release=ctx.state.release.rid if ctx.state.release else None, fallback=ctx.state.fallback
+            playbook=ctx.options.playbook, release=release.rid if release else None, fallback=ctx.state.fallback
         )
         ctx.save_journal()
 
