@@ -43,7 +43,7 @@ from claudegate.config.derive import GATEWAY_KEYSTORE
 from claudegate.config.model import DeployConfig
 from claudegate.connectors.base import Connector
 from claudegate.deploy import docker_cli
-from claudegate.deploy.context import Context
+from claudegate.deploy.context import Context, RunOptions
 from claudegate.deploy.docker_cli import GATEWAY_PYTHON
 from claudegate.deploy.layout import GATEWAY_GID, GATEWAY_UID, HostLayout
 from claudegate.deploy.lock import RemoteLock
@@ -388,7 +388,7 @@ def restore_backup(
             restored.append("ACME account and certificates")
         for name in sorted(set(running) | {serving}, key=lambda n: n != serving):
             _host(cfg, connector, docker_cli.container_start(name), f"starting {name}")
-        ctx = Context(cfg=cfg, connector=connector, layout=layout, playbook="restore")
+        ctx = Context(cfg=cfg, connector=connector, layout=layout, options=RunOptions("restore"))
         wait_gateway_ready(ctx, serving)
     finally:
         lock.release()

@@ -10,7 +10,7 @@ import pytest
 
 from claudegate.connectors.base import Connector, Input, Result
 from claudegate.deploy.base_image import pull_or_build
-from claudegate.deploy.context import Context
+from claudegate.deploy.context import Context, RunOptions
 from claudegate.deploy.engine import Call
 from claudegate.deploy.layout import HostLayout
 from claudegate.deploy.steps.images import ImagesStep
@@ -55,7 +55,7 @@ class Host(Connector):
 def ctx_for(make_cfg: ConfigFactory, host: Host, consent: bool) -> tuple[Context, ScriptedInteraction]:
     cfg = make_cfg(target={"host": "local", "sudo": False})
     asked = ScriptedInteraction(consent_answers=consent)
-    ctx = Context(cfg=cfg, connector=host, layout=HostLayout(), playbook="deploy",
+    ctx = Context(cfg=cfg, connector=host, layout=HostLayout(), options=RunOptions("deploy"),
                   controls=RunControls(interaction=asked))  # fmt: skip
     return ctx, asked
 

@@ -36,7 +36,8 @@ import pytest
 from cryptography import x509
 
 from claudegate.config import DeployConfig
-from claudegate.deploy import connector_for, deploy, host_cli, renew, renewer_restore, status
+from claudegate.deploy import host_cli, renewer_restore
+from claudegate.deploy.api import connector_for, deploy, renew, status
 from claudegate.deploy.cert_lifetime import renewal_point
 from claudegate.deploy.cert_status import fetch_served
 from claudegate.deploy.steps.clients import read_saved_key

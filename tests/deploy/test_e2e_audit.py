@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 from claudegate.cli import app
 from claudegate.config import DeployConfig
-from claudegate.deploy import connector_for, deploy
+from claudegate.deploy.api import connector_for, deploy
 from claudegate.keys import list_clients, run_gateway_keys
 from tests.deploy.support import write_config, write_secret
 from tests.support.fake_anthropic import spawn_fake

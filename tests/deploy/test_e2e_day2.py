@@ -32,7 +32,7 @@ from typer.testing import CliRunner, Result
 
 from claudegate.cli import app
 from claudegate.config import DeployConfig
-from claudegate.deploy import connector_for, deploy, plan
+from claudegate.deploy.api import connector_for, deploy, plan
 from claudegate.deploy.steps.clients import SMOKE_CLIENT, SMOKE_SCOPES
 from claudegate.keys import list_clients
 from tests.deploy.support import sdk_client, timer, write_config, write_secret

@@ -33,7 +33,8 @@ from cryptography import x509
 import claudegate.deploy.release as release_module
 from claudegate.config import DeployConfig
 from claudegate.connectors import SSHConnector
-from claudegate.deploy import StepEvent, connector_for, deploy, plan, renew, rollback, status, uninstall
+from claudegate.control.progress import StepEvent
+from claudegate.deploy.api import connector_for, deploy, plan, renew, rollback, status, uninstall
 from claudegate.errors import ConnectionFailed, DeployFailed, HostKeyChanged
 from tests.deploy.pebble import run_pebble
 from tests.deploy.support import (
@@ -315,7 +316,7 @@ def test_deploy_cut_off_mid_way_resumes(env: Env) -> None:
 _DEPLOY_AND_REPORT = """
 import sys
 from claudegate.config import load_config
-from claudegate.deploy import connector_for, deploy
+from claudegate.deploy.api import connector_for, deploy
 cfg = load_config(sys.argv[1])
 def report(event):
     print(event.kind, event.step, event.message.replace("\\n", " "), flush=True)

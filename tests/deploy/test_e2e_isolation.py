@@ -28,8 +28,10 @@ from typing import Any
 
 import pytest
 
-from claudegate.deploy import DeployResult, HostLayout, connector_for, deploy, uninstall
+from claudegate.deploy.api import connector_for, deploy, uninstall
 from claudegate.deploy.docker_cli import LOG_OPTIONS
+from claudegate.deploy.layout import HostLayout
+from claudegate.deploy.results import DeployResult
 from tests.deploy.support import sdk_client, write_config, write_secret
 from tests.support.fake_anthropic import FakeProcess, spawn_fake
 from tests.support.parallel import deploy_subnet, name_suffix

@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from claudegate.deploy import HostLayout, connector_for, deploy, logs, status, uninstall
+from claudegate.deploy.api import connector_for, deploy, logs, status, uninstall
+from claudegate.deploy.layout import HostLayout
 from tests.deploy.support import sdk_client, timer, write_config, write_secret
 from tests.support.fake_anthropic import spawn_fake
 from tests.support.fresh_server import RESOURCE_LABEL, create_bridge, docker_client

@@ -9,14 +9,14 @@ from typing import Any
 import pytest
 
 from claudegate.connectors.base import Connector, Input, Result
-from claudegate.deploy.context import Context
+from claudegate.deploy.context import Context, RunOptions
 from claudegate.deploy.diff import file_diff
 from claudegate.deploy.engine import Call, Change, Put, Run, Step, run_steps
 from claudegate.deploy.layout import HostLayout
 from claudegate.deploy.playbook import PLAYBOOKS_DIR, load_playbook
 from claudegate.deploy.progress import StepEvent
 from claudegate.deploy.results import DeployResult, StepReport
-from claudegate.deploy.steps import STEP_TYPES
+from claudegate.deploy.steps.registry import STEP_TYPES
 from claudegate.errors import CommandFailed, ConfigError, DeployFailed
 from tests.deploy.conftest import ConfigFactory
 
@@ -97,8 +97,7 @@ def make_ctx(
         cfg=cfg,
         connector=connector,
         layout=HostLayout(),
-        playbook="deploy",
-        dry_run=dry_run,
+        options=RunOptions("deploy", dry_run=dry_run),
         reporter=(events.append if events is not None else (lambda e: None)),
     )
 

@@ -5,16 +5,19 @@ this machine's engine is replaced by what each case needs (its real use is in th
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
 import claudegate.deploy.steps.images as images
 from claudegate.connectors.base import Connector, Input, Result
-from claudegate.deploy.context import Context
+from claudegate.deploy.context import Context, RunOptions
 from claudegate.deploy.engine import Call, Run
+from claudegate.deploy.facts import HostFacts
 from claudegate.deploy.layout import HostLayout
 from claudegate.deploy.steps.images import ImagesStep, transfer_choice
+from tests.deploy.canned import assert_declared, context, kinds, plan
 from tests.deploy.conftest import ConfigFactory
 
 
@@ -35,8 +38,8 @@ class NoImages(Connector):
 
 def ctx_for(make_cfg: ConfigFactory, machine: str = "x86_64", **images_section: str) -> Context:
     cfg = make_cfg(images={"base_image": "debian:bookworm-slim", **images_section})
-    ctx = Context(cfg=cfg, connector=NoImages(), layout=HostLayout(), playbook="deploy")
-    ctx.machine = machine
+    ctx = Context(cfg=cfg, connector=NoImages(), layout=HostLayout(), options=RunOptions("deploy"))
+    ctx.facts.machine = machine
     return ctx
 
 
@@ -52,7 +55,8 @@ def operator(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
 def test_auto_builds_here_when_the_engine_matches(make_cfg: ConfigFactory, operator: dict[str, Any]) -> None:
     ctx = ctx_for(make_cfg, machine="amd64")  # Debian's name for the same architecture
     assert transfer_choice(ctx, "debian:bookworm-slim")[0] is True
-    changes = ImagesStep().plan(ctx)
+    changes, read = plan(ImagesStep(), ctx)
+    assert_declared(ImagesStep, [read])  # the host's architecture, learned by connect
     # One change: build gateway and nginx here and send both in one stream; no base image for the host.
     assert len(changes) == 1, [c.summary for c in changes]
     summary = changes[0].summary
@@ -77,7 +81,8 @@ def test_auto_builds_on_the_host_otherwise_and_says_why(
         operator["images"] = set()
     ctx = ctx_for(make_cfg)
     assert transfer_choice(ctx, "debian:bookworm-slim") == (False, f"auto: {reason}")
-    changes = ImagesStep().plan(ctx)
+    changes, read = plan(ImagesStep(), ctx)
+    assert_declared(ImagesStep, [read])
     builds = [c for c in changes if c.summary.startswith("build claudegate/")]
     assert [c.summary.split()[1].split(":")[0] for c in builds] == ["claudegate/gateway", "claudegate/nginx"]
     assert all(c.summary.endswith(f"on the host{' with wheels for x86_64' if 'gateway' in c.summary else ''}"
@@ -96,6 +101,75 @@ def test_an_explicit_choice_is_followed(make_cfg: ConfigFactory, operator: dict[
 
 def test_the_local_target_never_sends_to_itself(make_cfg: ConfigFactory, operator: dict[str, Any]) -> None:
     cfg = make_cfg(target={"host": "local", "sudo": False})
-    ctx = Context(cfg=cfg, connector=NoImages(), layout=HostLayout(), playbook="deploy")
-    ctx.machine = "x86_64"
+    ctx = Context(cfg=cfg, connector=NoImages(), layout=HostLayout(), options=RunOptions("deploy"))
+    ctx.facts.machine = "x86_64"
     assert transfer_choice(ctx, cfg.images.base_image) == (False, "")
+
+
+# -- the images step's plan, one case a row (images.transfer: build) -------------
+
+
+@dataclass(frozen=True)
+class ImagesCase:
+    id: str
+    on_host: tuple[str, ...]  # "base", "gateway", "nginx", "certbot": images the host has
+    here: bool = False  # this machine's Docker has the base image
+    refresh: bool = False
+    acme: bool = False
+    changes: tuple[str, ...] = ()  # summary starts, in order
+    kinds: tuple[str, ...] = ()  # one op each: a build ("docker build") or a Call
+
+
+IMAGES = [
+    ImagesCase("all there", ("base", "gateway", "nginx")),
+    ImagesCase("a new host with the base: both built on the host", ("base",),
+               changes=("build claudegate/gateway:", "build claudegate/nginx:"), kinds=("docker build", "docker build")),
+    ImagesCase("no base on the host: pulled first", (), changes=(
+        "pull the base image", "build claudegate/gateway:", "build claudegate/nginx:"),
+        kinds=("call: pull", "docker build", "docker build")),
+    ImagesCase("no base there, one here: sent", (), here=True, changes=(
+        "send the base image", "build claudegate/gateway:", "build claudegate/nginx:"),
+        kinds=("call: send", "docker build", "docker build")),
+    ImagesCase("acme adds certbot's image", ("base", "gateway", "nginx"), acme=True,
+               changes=("build claudegate/certbot:",), kinds=("docker build",)),
+    ImagesCase("--refresh fetches the base again before building", ("base",), refresh=True, changes=(
+        "pull the base image", "build claudegate/gateway:", "build claudegate/nginx:"),
+        kinds=("call: pull", "docker build", "docker build")),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", IMAGES, ids=[c.id for c in IMAGES])
+def test_images_plan(make_cfg: ConfigFactory, operator: dict[str, Any], case: ImagesCase) -> None:
+    _images(make_cfg, operator, case)
+
+
+def _images(make_cfg: ConfigFactory, operator: dict[str, Any], case: ImagesCase) -> set[str]:
+    base = "debian:bookworm-slim"
+    operator["images"] = {base} if case.here else set()
+    sections: dict[str, Any] = {"images": {"base_image": base, "transfer": "build"}}
+    if case.acme:
+        sections["tls"] = {"mode": "acme", "email": "ops@example.com"}
+    cfg = make_cfg(**sections)
+    step = ImagesStep()
+    tags = {c.name: c.tag(base) for c in step.contexts(context(cfg))}
+    present = {base if name == "base" else tags[name] for name in case.on_host}
+
+    def answer(argv: list[str]) -> Result | None:
+        if argv[:3] == ["docker", "image", "inspect"]:
+            return Result(0, b"sha256:x\n", b"") if argv[-1] in present else Result(1, b"", b"")
+        return None
+
+    ctx = context(cfg, answer, refresh=case.refresh, facts=HostFacts(machine="x86_64"))
+    changes, read = plan(step, ctx)
+    assert len(changes) == len(case.changes), [c.summary for c in changes]
+    for change, want, op in zip(changes, case.changes, case.kinds, strict=True):
+        assert change.summary.startswith(want), change.summary
+        assert kinds(change)[0].startswith(op), kinds(change)
+        build = change.ops[0]
+        if isinstance(build, Run):  # --no-cache exactly when refreshing; the context comes on stdin
+            assert ("--no-cache" in build.argv) == case.refresh and callable(build.input)
+    return read
+
+
+def test_the_images_cases_read_the_declared_facts(make_cfg: ConfigFactory, operator: dict[str, Any]) -> None:
+    assert_declared(ImagesStep, [_images(make_cfg, operator, c) for c in IMAGES])

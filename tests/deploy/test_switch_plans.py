@@ -17,14 +17,14 @@ from typing import Any
 import pytest
 
 from claudegate.connectors.base import Result
-from claudegate.deploy.context import Context
+from claudegate.deploy.context import Context, RunOptions
 from claudegate.deploy.engine import Call, Run
 from claudegate.deploy.layout import LABEL_SPEC, HostLayout
 from claudegate.deploy.release import build_release
 from claudegate.deploy.services import nginx_spec_for
 from claudegate.deploy.steps.switch import SwitchStep
+from tests.deploy.canned import MISSING, Canned, assert_declared, ok, plan
 from tests.deploy.conftest import ConfigFactory
-from tests.deploy.test_host_steps_plans import MISSING, Facts, ok
 
 LAYOUT = HostLayout()
 OTHER = "0123456789ab"
@@ -91,13 +91,21 @@ def _kind(op: Any) -> str:
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_switch_plan(make_cfg: ConfigFactory, case: Case) -> None:
+    _switch(make_cfg, case)
+
+
+def test_the_cases_read_exactly_the_declared_facts(make_cfg: ConfigFactory) -> None:
+    assert_declared(SwitchStep, [_switch(make_cfg, c) for c in CASES])
+
+
+def _switch(make_cfg: ConfigFactory, case: Case) -> set[str]:
     cfg = make_cfg()
     release = build_release(cfg, LAYOUT, key_fingerprint="f")
     rid = release.rid
-    ctx = Context(cfg=cfg, connector=Facts(lambda argv: None), layout=LAYOUT, playbook="deploy")
-    ctx.release = release
-    ctx.fallback = case.fallback
-    ctx.reload_nginx = case.reload
+    ctx = Context(cfg=cfg, connector=Canned(lambda argv: None), layout=LAYOUT, options=RunOptions("deploy"))
+    ctx.state.release = release
+    ctx.state.fallback = case.fallback
+    ctx.state.reload_nginx = case.reload
     spec = nginx_spec_for(ctx, release)
     current = rid if case.current == "new" else case.current
 
@@ -108,11 +116,11 @@ def test_switch_plan(make_cfg: ConfigFactory, case: Case) -> None:
             return ok(f"{LAYOUT.current_link} {current}\n" if current else "")
         return None
 
-    ctx.connector = Facts(answer)
-    changes = SwitchStep().plan(ctx)
+    ctx.connector = Canned(answer)
+    changes, read = plan(SwitchStep(), ctx)
     if case.summary is None:
         assert changes == []
-        return
+        return read
     (change,) = changes
     assert change.summary.startswith(case.summary), change.summary
     kinds = tuple(_kind(op) for op in change.ops)
@@ -123,3 +131,4 @@ def test_switch_plan(make_cfg: ConfigFactory, case: Case) -> None:
     if links:  # current points at the new release; previous at the fallback when there is one
         assert links[-1] == (LAYOUT.current_link, rid)
         assert ((LAYOUT.previous_link, OTHER) in links) == (case.fallback == OTHER)
+    return read

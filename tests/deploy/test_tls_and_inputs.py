@@ -11,7 +11,7 @@ import pytest
 from cryptography import x509
 
 from claudegate.connectors import LocalConnector, SSHConnector
-from claudegate.deploy import connector_for, render
+from claudegate.deploy.api import connector_for, render
 from claudegate.deploy.secret_inputs import key_fingerprint, read_upstream_key
 from claudegate.deploy.tls_material import from_files, internal_ca, self_signed
 from claudegate.deploy.wheelhouse import ensure_wheelhouse, platform_tags

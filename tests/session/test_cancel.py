@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from claudegate.deploy.context import Context
+from claudegate.deploy.context import Context, RunOptions
 from claudegate.deploy.engine import Call, Change, Run, Step, run_steps
 from claudegate.deploy.journal import Journal
 from claudegate.deploy.layout import HostLayout
@@ -70,7 +70,7 @@ class Journaled(Step):
     title = "Journal"
 
     def perform(self, ctx: Context) -> None:
-        ctx.journal = Journal(playbook="deploy", release="r1", fallback="r0")
+        ctx.state.journal = Journal(playbook="deploy", release="r1", fallback="r0")
 
 
 class CancelsFromAnotherThread(Step):
@@ -102,7 +102,7 @@ class Never(Step):
 
 
 def _ctx(make_cfg: ConfigFactory, connector: Recorder, controls: RunControls) -> Context:
-    return Context(cfg=make_cfg(), connector=connector, layout=HostLayout(), playbook="deploy", controls=controls)
+    return Context(cfg=make_cfg(), connector=connector, layout=HostLayout(), options=RunOptions("deploy"), controls=controls)
 
 
 def test_engine_stops_inside_a_wait_and_records_it_in_the_journal(make_cfg: ConfigFactory) -> None:
@@ -165,6 +165,6 @@ def test_a_dry_run_asks_nothing(make_cfg: ConfigFactory) -> None:
     connector = Recorder()
     asked = ScriptedInteraction(consent_answers=False)
     ctx = _ctx(make_cfg, connector, RunControls(interaction=asked))
-    ctx.dry_run = True
+    ctx.options = RunOptions("deploy", dry_run=True)
     run_steps(ctx, [NeedsConsent()])
     assert asked.asked == [] and connector.ran == []

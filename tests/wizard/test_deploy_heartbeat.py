@@ -7,7 +7,7 @@ from pathlib import Path
 
 from textual.widgets import Label, RichLog
 
-from claudegate.deploy import StepEvent
+from claudegate.control.progress import StepEvent
 from claudegate.wizard.app import WizardApp
 from tests.wizard.test_snapshots import FIXED, _app, fixed_home, settle
 

@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 from textual.pilot import Pilot
 
-from claudegate.deploy import DeployResult, StepEvent
+from claudegate.control.progress import StepEvent
+from claudegate.deploy.results import DeployResult
 from claudegate.redact import Secret
 from claudegate.smoke import Check, SmokeReport
 from claudegate.wizard.app import WizardApp

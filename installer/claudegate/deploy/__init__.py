@@ -1,8 +1,9 @@
 """The deploy engine: from a :class:`~claudegate.config.DeployConfig` to a smoke-tested gateway.
 
-Public API (what the CLI and the TUI call)::
+Public API (what the CLI and the TUI call), in :mod:`.api`; the result types are in
+:mod:`.results`. This package re-exports nothing: import from the defining module::
 
-    from claudegate.deploy import connector_for, deploy, plan, status, logs, rollback, uninstall, render
+    from claudegate.deploy.api import connector_for, deploy, plan, status, logs, rollback, uninstall, render
 
     with connector_for(cfg, accept_host_key=None) as target:    # LocalConnector or SSHConnector
         result = plan(cfg, target)                  # dry run: result.plan_text() has every change + diffs
@@ -24,7 +25,8 @@ verifies (:mod:`.engine`). The commands are built by pure functions
 host layout, containers and release scheme are described in
 ``docs/deploy.md`` and :mod:`.layout` / :mod:`.release`.
 
-Progress: pass ``reporter`` (a callable taking a :class:`StepEvent`); the
+Progress: pass ``reporter`` (a callable taking a
+:class:`~claudegate.control.progress.StepEvent`); the
 engine itself prints nothing and imports no UI library.
 
 Errors: :class:`~claudegate.errors.DeployFailed` (a step failed; the release
@@ -32,42 +34,3 @@ that served before keeps serving), :class:`~claudegate.errors.SmokeTestFailed`,
 :class:`~claudegate.errors.ConfigError`, :class:`~claudegate.errors.ConnectionFailed`,
 :class:`~claudegate.errors.HostKeyUnknown` / :class:`~claudegate.errors.HostKeyChanged`.
 """
-
-from claudegate.control.progress import Reporter, StepEvent
-from claudegate.deploy.api import (
-    connector_for,
-    deploy,
-    gateway_keys,
-    logs,
-    plan,
-    render,
-    renew,
-    rollback,
-    smoke_test,
-    status,
-    uninstall,
-)
-from claudegate.deploy.layout import HostLayout
-from claudegate.deploy.results import ContainerStatus, DeployResult, RenderResult, StatusReport, StepReport
-
-__all__ = [
-    "ContainerStatus",
-    "DeployResult",
-    "HostLayout",
-    "RenderResult",
-    "Reporter",
-    "StatusReport",
-    "StepEvent",
-    "StepReport",
-    "connector_for",
-    "deploy",
-    "gateway_keys",
-    "logs",
-    "plan",
-    "render",
-    "renew",
-    "rollback",
-    "smoke_test",
-    "status",
-    "uninstall",
-]

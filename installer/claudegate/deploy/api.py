@@ -39,6 +39,7 @@ from claudegate.deploy.results import (
 from claudegate.deploy.secret_inputs import key_fingerprint, read_upstream_key
 from claudegate.deploy.serving import serving_gateway
 from claudegate.deploy.smoke_target import target_for
+from claudegate.deploy.steps.clients import SMOKE_CLIENT, read_saved_key
 from claudegate.deploy.tls_material import cert_summary
 from claudegate.errors import ClaudegateError, ConfigError
 from claudegate.smoke import run_smoke
@@ -107,7 +108,7 @@ def _release_for(
     else:
         fingerprint = key_fingerprint(key)
         if ctx is not None:
-            ctx.upstream_key = key
+            ctx.state.upstream_key = key
             ctx.connector.add_secret(key)
     return build_release(cfg, layout, key_fingerprint=fingerprint, refresh=refresh), notes
 
@@ -135,49 +136,46 @@ def _collect_notes(reporter: Reporter, notes: list[str]) -> Reporter:
 
 
 def _run(
-    playbook: str,
     cfg: DeployConfig,
     connector: Connector,
+    options: RunOptions,
     *,
-    dry_run: bool,
     reporter: Reporter | None,
     layout: HostLayout | None,
-    options: RunOptions | None = None,
 ) -> DeployResult:
     started = time.monotonic()
     layout = layout or HostLayout()
+    playbook, dry_run = options.playbook, options.dry_run
     notes: list[str] = []
     ctx = Context(
         cfg=cfg,
         connector=connector,
         layout=layout,
-        playbook=playbook,
-        dry_run=dry_run,
+        options=options,
         reporter=_collect_notes(reporter or null_reporter, notes),
-        options=options or RunOptions(),
     )
     if playbook == "deploy":
         stamp = _refresh_stamp(connector, layout, ctx.sudo, new=ctx.options.refresh)
-        ctx.release, render_notes = _release_for(cfg, layout, ctx, strict=not dry_run, refresh=stamp)
+        ctx.state.release, render_notes = _release_for(cfg, layout, ctx, strict=not dry_run, refresh=stamp)
         notes += render_notes
     steps = load_playbook(playbook).build()
     try:
         outcomes = run_steps(ctx, steps)
     except ClaudegateError as exc:
-        if ctx.new_keys:
+        if ctx.state.new_keys:
             # The run failed after making keys: they are not lost, say where they are.
-            where = f"new client keys ({', '.join(sorted(ctx.new_keys))}) were saved in {cfg.state_dir}/keys (0600)"
+            where = f"new client keys ({', '.join(sorted(ctx.state.new_keys))}) were saved in {cfg.state_dir}/keys (0600)"
             exc.hint = f"{exc.hint}; {where}" if exc.hint else where
         raise
     return DeployResult(
         playbook=playbook,
         dry_run=dry_run,
         target=connector.target,
-        release_id=ctx.release.rid if ctx.release is not None else None,
-        previous_release=ctx.fallback,
+        release_id=ctx.state.release.rid if ctx.state.release is not None else None,
+        previous_release=ctx.state.fallback,
         steps=tuple(_report(o) for o in outcomes),
-        new_client_keys=dict(ctx.new_keys),
-        smoke=ctx.smoke,
+        new_client_keys=dict(ctx.state.new_keys),
+        smoke=ctx.state.smoke,
         elapsed=time.monotonic() - started,
         notes=tuple(notes),
     )
@@ -226,8 +224,8 @@ def deploy(
     base (Debian security updates) under a new tag: a new release, switched
     to only after its smoke test passes, like any other.
     """
-    options = RunOptions(prune=prune, refresh=refresh)
-    return _run("deploy", cfg, connector, dry_run=dry_run, reporter=reporter, layout=layout, options=options)
+    options = RunOptions("deploy", dry_run=dry_run, prune=prune, refresh=refresh)
+    return _run(cfg, connector, options, reporter=reporter, layout=layout)
 
 
 def plan(
@@ -254,7 +252,7 @@ def rollback(
     layout: HostLayout | None = None,
 ) -> DeployResult:
     """Serve the previous release again (its gateway restarted, nginx switched, smoke-tested)."""
-    return _run("rollback", cfg, connector, dry_run=dry_run, reporter=reporter, layout=layout)
+    return _run(cfg, connector, RunOptions("rollback", dry_run=dry_run), reporter=reporter, layout=layout)
 
 
 def uninstall(
@@ -272,10 +270,8 @@ def uninstall(
     ``keep_data`` keeps the keystore and the secrets (a later deploy finds the
     same clients); ``keep_images`` keeps the images (a later deploy builds nothing).
     """
-    options = RunOptions(keep_data=keep_data, keep_images=keep_images)
-    return _run(
-        "uninstall", cfg, connector, dry_run=dry_run, reporter=reporter, layout=layout, options=options
-    )
+    options = RunOptions("uninstall", dry_run=dry_run, keep_data=keep_data, keep_images=keep_images)
+    return _run(cfg, connector, options, reporter=reporter, layout=layout)
 
 
 def renew(
@@ -291,7 +287,7 @@ def renew(
     The host renews by itself (the deploy's ``renewal`` step); this also
     (re)starts that renewer when it is missing.
     """
-    return _run("renew", cfg, connector, dry_run=dry_run, reporter=reporter, layout=layout)
+    return _run(cfg, connector, RunOptions("renew", dry_run=dry_run), reporter=reporter, layout=layout)
 
 
 def render(cfg: DeployConfig, out_dir: str | Path, *, layout: HostLayout | None = None) -> RenderResult:
@@ -446,10 +442,5 @@ def gateway_keys(
 
 def smoke_test(cfg: DeployConfig, *, progress: Callable[[Check], None] | None = None) -> SmokeReport:
     """The smoke test against what is deployed, as a client sees it (no SSH needed)."""
-
-    # The steps package imports every step (and the audit, through the smoke
-    # step), which imports this facade's package back: only when called.
-    from claudegate.deploy.steps.clients import SMOKE_CLIENT, read_saved_key
-
     key = read_saved_key(Path(cfg.state_dir) / "keys", SMOKE_CLIENT)
     return run_smoke(target_for(cfg, trust=None, client_key=key), progress=progress)

@@ -24,6 +24,7 @@ from claudegate.config.model import DeployConfig
 from claudegate.connectors.base import Connector
 from claudegate.deploy.cert_lifetime import renewal_point
 from claudegate.deploy.layout import HostLayout
+from claudegate.deploy.steps.renewal import status_path
 
 __all__ = [
     "FILES_WARN_BEFORE",
@@ -98,10 +99,6 @@ class CertificateStatus:
 def certificate_status(
     cfg: DeployConfig, connector: Connector, layout: HostLayout, *, sudo: bool
 ) -> CertificateStatus:
-    # Here, not at the top: deploy/steps/__init__ imports every step, and the
-    # ACME step imports this module (the loop runs through that package).
-    from claudegate.deploy.steps.renewal import status_path
-
     warnings: list[str] = []
     host = "127.0.0.1" if cfg.target.is_local else cfg.target.host
     cert = fetch_served(host, cfg.ports.https, cfg.domain) if host else None

@@ -1,4 +1,13 @@
-"""The state one run carries from step to step."""
+"""One run's context, carried from step to step, in three parts kept apart.
+
+- :class:`RunOptions` (``ctx.options``): what the run was asked; frozen.
+- :class:`~.facts.HostFacts` (``ctx.facts``): what was learned from the host;
+  each step declares the ones it reads (``Step.reads``).
+- :class:`RunState` (``ctx.state``): what the run read, decided and did.
+
+The context also runs commands through the connector, asks for consent,
+reports progress and keeps the journal.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +21,7 @@ from claudegate.control import cancel as _cancel
 from claudegate.control.controls import RunControls, current
 from claudegate.control.progress import EventKind, Reporter, StepEvent, null_reporter
 from claudegate.deploy.engine import Call, Put, Run, Step
+from claudegate.deploy.facts import HostFacts
 from claudegate.deploy.journal import Journal
 from claudegate.deploy.layout import HostLayout
 from claudegate.deploy.substep import BuildOutput
@@ -26,13 +36,17 @@ if TYPE_CHECKING:
     from claudegate.deploy.tls_material import TLSMaterial
     from claudegate.smoke import SmokeReport
 
-__all__ = ["Context", "RunOptions"]
+__all__ = ["Context", "RunOptions", "RunState"]
 
 
 @dataclass(frozen=True)
 class RunOptions:
     """What the run was asked besides the config: typed, so a step cannot read an option nobody sets."""
 
+    #: The playbook that runs (``deploy``, ``rollback``, ``uninstall``, ``renew``; ``restore`` for its waits).
+    playbook: str
+    #: Plan only: nothing on the host changes (no lock, no journal, no question asked).
+    dry_run: bool = False
     #: deploy: rebuild the images without cache from a freshly fetched base, under a new tag.
     refresh: bool = False
     #: deploy: revoke clients the keystore holds but deploy.yaml no longer lists.
@@ -44,36 +58,36 @@ class RunOptions:
 
 
 @dataclass
+class RunState:
+    """What the run read, decided and did, carried from step to step (the steps write it)."""
+
+    #: The Anthropic key, read on this machine before the first step (None: unreadable, in a dry run).
+    upstream_key: Secret | None = None
+    release: Release | None = None  # what this run deploys (or rolls back to)
+    fallback: str | None = None  # the last good release: where a failed smoke test switches back to
+    journal: Journal | None = None
+    lock: RemoteLock | None = None
+    tls: TLSMaterial | None = None  # the certificate the tls step installs (the smoke test trusts it)
+    reload_nginx: bool = False  # certificate changed: nginx must reload even without a switch
+    new_keys: dict[str, Secret] = field(default_factory=dict)
+    smoke_key: Secret | None = None
+    smoke: SmokeReport | None = None
+
+
+@dataclass
 class Context:
     cfg: DeployConfig
     connector: Connector
     layout: HostLayout
-    playbook: str
-    dry_run: bool = False
+    #: What the run was asked: the playbook, a dry run, deploy's ``refresh``, uninstall's ``keep_data`` ...
+    options: RunOptions
     reporter: Reporter = null_reporter
-    #: What the run was asked (deploy's ``refresh``, uninstall's ``keep_data`` ...).
-    options: RunOptions = field(default_factory=RunOptions)
     #: Cancel token and interaction of the session driving this run (defaults: none).
     controls: RunControls = field(default_factory=current)
-
-    # -- facts and decisions, filled in by the steps -----------------------
-    machine: str = ""  # uname -m
-    upstream_key: Secret | None = None
-    release: Release | None = None  # what this run deploys (or rolls back to)
-    current: str | None = None  # releases/current when the run started
-    previous: str | None = None  # releases/previous when the run started
-    fallback: str | None = None  # the last good release: where a failed smoke test switches back to
-    journal: Journal | None = None
-    resumed: Journal | None = None  # the interrupted run this one resumes
-    lock: RemoteLock | None = None
-    tls: TLSMaterial | None = None
-    reload_nginx: bool = False  # certificate changed: nginx must reload even without a switch
-    switched: bool = False  # this run moved releases/current
-    docker_missing: bool = False
-    secrets_gid: int | None = None  # the host group that may read the secrets (None: not there yet)
-    new_keys: dict[str, Secret] = field(default_factory=dict)
-    smoke_key: Secret | None = None
-    smoke: SmokeReport | None = None
+    #: What was learned from the host; each step declares the ones it reads (``Step.reads``).
+    facts: HostFacts = field(default_factory=HostFacts)
+    #: What the run read, decided and did.
+    state: RunState = field(default_factory=RunState)
 
     _step: Step | None = None
     _index: int = 0
@@ -114,7 +128,7 @@ class Context:
             data = op.input() if callable(op.input) else op.input
             # A command with progress (an image build) may be abandoned on cancel: its output checks the token.
             on_output = BuildOutput(op.progress, self._work_report, check=self.check_cancelled) if op.progress else None
-            self.run(op.argv, input=data, timeout=op.timeout, sudo=op.sudo, on_output=on_output)
+            self.run(op.argv, input=data, timeout=op.timeout, sudo=op.sudo, check=op.check, on_output=on_output)
         elif isinstance(op, Put):
             self.connector.put_file(op.path, op.data, op.mode, op.owner, sudo=self.sudo, timeout=120)
         else:
@@ -131,7 +145,7 @@ class Context:
     def consent(self, question: ConsentQuestion) -> None:
         """Ask before a change that needs a yes; raise Declined on a no. Without an interaction: go ahead."""
         interaction = self.controls.interaction
-        if interaction is None or self.dry_run:
+        if interaction is None or self.options.dry_run:
             return
         if not interaction.consent(question):
             raise Declined(
@@ -141,7 +155,8 @@ class Context:
             )
 
     def secrets(self) -> list[str | Secret | None]:
-        return [self.upstream_key, self.smoke_key, *self.new_keys.values()]
+        state = self.state
+        return [state.upstream_key, state.smoke_key, *state.new_keys.values()]
 
     # -- progress ------------------------------------------------------------
     @property
@@ -198,14 +213,16 @@ class Context:
 
     # -- the journal -----------------------------------------------------------
     def mark_step(self, name: str, *, changed: bool) -> None:
-        if self.journal is None or self.dry_run:
+        journal = self.state.journal
+        if journal is None or self.options.dry_run:
             return
-        self.journal.mark(name, changed)
+        journal.mark(name, changed)
         self.save_journal()
 
     def save_journal(self) -> None:
-        if self.journal is None or self.dry_run:
+        journal = self.state.journal
+        if journal is None or self.options.dry_run:
             return
         self.connector.put_file(
-            self.layout.journal, self.journal.to_bytes(), 0o600, sudo=self.sudo, timeout=60
+            self.layout.journal, journal.to_bytes(), 0o600, sudo=self.sudo, timeout=60
         )

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from claudegate.connectors.base import Input
+from claudegate.deploy.facts import FACT_NAMES
 from claudegate.deploy.progress import Reporter, heartbeat
 from claudegate.errors import Cancelled, ClaudegateError, CommandFailed, ConnectionFailed, DeployFailed
 from claudegate.redact import redact
@@ -44,6 +45,8 @@ class Run:
     #: When set, the command's output is reported as ``work`` events named by it (e.g. an image build),
     #: and a cancel abandons the command at its next output (only for commands safe to abandon).
     progress: str = ""
+    #: False: a failure is expected and fine (an image another installation still uses is not removed).
+    check: bool = True
 
 
 @dataclass(frozen=True)
@@ -61,7 +64,10 @@ class Put:
 
 @dataclass(frozen=True)
 class Call:
-    """Python work that is not one command (wait loops, streamed transfers)."""
+    """Python work that is not one command (wait loops, streamed transfers, a command whose output is kept).
+
+    Plans show a Call by its ``what`` only, so work that is one command is a :class:`Run`.
+    """
 
     what: str
     fn: Callable[[Context], None]
@@ -86,6 +92,14 @@ class Step:
 
     name: ClassVar[str] = ""
     title: ClassVar[str] = ""
+    #: The host facts (``ctx.facts``, :class:`~.facts.HostFacts`) the step reads, learned by earlier steps.
+    reads: ClassVar[frozenset[str]] = frozenset()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        unknown = cls.reads - FACT_NAMES
+        if unknown:  # a typo here would make the declaration test vacuous
+            raise TypeError(f"{cls.__name__}.reads names no host fact: {', '.join(sorted(unknown))}")
 
     def __init__(self, **options: Any) -> None:
         self.options = options
@@ -147,11 +161,11 @@ def _run_one(ctx: Context, step: Step, index: int, total: int) -> StepOutcome:
     ctx.emit("start")
     try:
         ctx.check_cancelled()
-        if ctx.lock is not None:
-            ctx.lock.refresh_if_due()
+        if ctx.state.lock is not None:
+            ctx.state.lock.refresh_if_due()
         changes = step.plan(ctx)
         ctx.emit("plan", changes=tuple(c.summary for c in changes))
-        if not ctx.dry_run:
+        if not ctx.options.dry_run:
             if changes:
                 step.apply(ctx, changes)
                 step.verify(ctx)
@@ -182,20 +196,20 @@ def _describe(ctx: Context, exc: BaseException) -> str:
 
 def _abort(ctx: Context, exc: BaseException) -> None:
     """Leave the host resumable: release the lock when we still can talk to it."""
-    if ctx.dry_run:
+    if ctx.options.dry_run:
         return
-    if isinstance(exc, Cancelled | KeyboardInterrupt) and ctx.journal is not None:
+    if isinstance(exc, Cancelled | KeyboardInterrupt) and ctx.state.journal is not None:
         # Say in the journal where it stopped; it stays unfinished, so the next run resumes.
         step = ctx.current_step or "?"
-        ctx.journal.stop(f"cancelled in step {step}")
+        ctx.state.journal.stop(f"cancelled in step {step}")
         with contextlib.suppress(ClaudegateError, OSError):
             ctx.save_journal()
-    if ctx.lock is None:
+    if ctx.state.lock is None:
         return
     if isinstance(exc, ConnectionFailed):
-        ctx.lock.forget()
+        ctx.state.lock.forget()
         return
     try:
-        ctx.lock.release()
+        ctx.state.lock.release()
     except (ClaudegateError, OSError):
-        ctx.lock.forget()
+        ctx.state.lock.forget()

@@ -5,17 +5,21 @@ Each parser takes the text a builder's command printed (see
 sample output. A fact command that fails because something is absent (no
 Docker yet, no such container) is read as "absent", never as an error: a dry
 run on a fresh host must plan everything, not stop.
+
+:class:`HostFacts` holds what a run learned from the host for later steps.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 __all__ = [
+    "FACT_NAMES",
     "ContainerState",
     "FileStat",
+    "HostFacts",
     "NetworkState",
     "parse_container",
     "parse_file_stats",
@@ -169,3 +173,22 @@ def parse_group_gid(text: str) -> int | None:
     if len(parts) < 3 or not parts[2].isdigit():
         return None
     return int(parts[2])
+
+
+@dataclass
+class HostFacts:
+    """What a run learned from the host, for the steps after the one that learned it.
+
+    Each step declares the ones it reads (``Step.reads``); a test holds the
+    declarations to what the steps' plans actually read.
+    """
+
+    machine: str = ""  # ``uname -m`` (connect)
+    current: str | None = None  # releases/current when the run started (connect in a dry run, else lock)
+    previous: str | None = None  # releases/previous when the run started
+    docker_missing: bool = False  # docker: no engine, or not running, when planned (nothing to inspect yet)
+    secrets_gid: int | None = None  # the host group that may read the secrets (None: not there yet)
+
+
+#: The names a step may list in ``Step.reads``.
+FACT_NAMES = frozenset(f.name for f in fields(HostFacts))

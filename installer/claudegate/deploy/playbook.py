@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 
 from claudegate.deploy.engine import Step
+from claudegate.deploy.steps.registry import STEP_TYPES
 from claudegate.errors import ConfigError
 from claudegate.resources import PLAYBOOKS_DIR
 
@@ -47,10 +48,6 @@ class Playbook:
     source: Path
 
     def build(self) -> list[Step]:
-        # Here, not at the top: the steps import the engine and the context, and
-        # deploy/__init__ (which imports this module) would be back in the loop.
-        from claudegate.deploy.steps import STEP_TYPES
-
         return [STEP_TYPES[ref.name](**ref.options) for ref in self.steps]
 
 
@@ -59,8 +56,6 @@ def _fail(source: Path, problem: str, fix: str) -> ConfigError:
 
 
 def load_playbook(name: str, directory: Path | None = None) -> Playbook:
-    from claudegate.deploy.steps import STEP_TYPES  # as in Playbook.build
-
     source = (directory or PLAYBOOKS_DIR) / f"{name}.yaml"
     try:
         raw = yaml.safe_load(source.read_text())

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from claudegate.deploy.steps.host import INSTALL_DOCKER
 from claudegate.redact import Secret
 from claudegate.smoke import SmokeReport
 
@@ -66,9 +67,6 @@ class DeployResult:
     @property
     def installs_docker(self) -> bool:
         """True when the run installs (or, in a dry run, would install) Docker on the host."""
-        # Here, not at the top: the steps import these result types (through deploy/steps/__init__).
-        from claudegate.deploy.steps.host import INSTALL_DOCKER
-
         return any(INSTALL_DOCKER in s.changes for s in self.steps if s.name == "docker")
 
     def plan_text(self, *, diffs: bool = True) -> str:

@@ -25,6 +25,7 @@ __all__ = [
     "create_ops",
     "gateway_spec_for",
     "inspect",
+    "learn_secrets_gid",
     "logs_tail",
     "nginx_spec_for",
     "reload_nginx",
@@ -49,12 +50,17 @@ def inspect(ctx: Context, name: str) -> ContainerState | None:
     return parse_container(found.text) if found.ok else None
 
 
+def learn_secrets_gid(ctx: Context) -> int | None:
+    """Ask the host for the gid of the installation's secrets group (None while it does not exist)."""
+    found = ctx.fact(host_cli.group_entry(ctx.layout.secrets_group), sudo=False)
+    gid = ctx.facts.secrets_gid = parse_group_gid(found.text) if found.ok else None
+    return gid
+
+
 def secrets_gid(ctx: Context) -> int | None:
-    """The host gid of the installation's secrets group (None while it does not exist); cached."""
-    if ctx.secrets_gid is None:
-        found = ctx.fact(host_cli.group_entry(ctx.layout.secrets_group), sudo=False)
-        ctx.secrets_gid = parse_group_gid(found.text) if found.ok else None
-    return ctx.secrets_gid
+    """The gid of the secrets group: as learned (the layout step), else asked now."""
+    known = ctx.facts.secrets_gid
+    return known if known is not None else learn_secrets_gid(ctx)
 
 
 def gateway_spec_for(ctx: Context, release: Release) -> ContainerSpec:

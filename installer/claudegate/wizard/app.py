@@ -20,7 +20,8 @@ from claudegate.wizard.interaction import DialogInteraction
 
 if TYPE_CHECKING:
     from claudegate.config import DeployConfig
-    from claudegate.deploy import DeployResult, StepEvent
+    from claudegate.control.progress import StepEvent
+    from claudegate.deploy.results import DeployResult
     from claudegate.session import Session
 
 __all__ = ["WizardApp", "make_app"]

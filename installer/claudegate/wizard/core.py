@@ -21,7 +21,8 @@ from claudegate.redact import Secret
 
 if TYPE_CHECKING:
     from claudegate.config import DeployConfig
-    from claudegate.deploy import DeployResult, StatusReport, StepEvent
+    from claudegate.control.progress import StepEvent
+    from claudegate.deploy.results import DeployResult, StatusReport
     from claudegate.session import ConnectionReport, Interaction, Session
     from claudegate.smoke import SmokeReport
 

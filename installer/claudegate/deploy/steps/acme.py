@@ -37,7 +37,7 @@ from claudegate.deploy.build_contexts import certbot_context
 from claudegate.deploy.cert_lifetime import is_due
 from claudegate.deploy.context import Context
 from claudegate.deploy.docker_cli import LOG_OPTIONS
-from claudegate.deploy.engine import Call, Change, Step
+from claudegate.deploy.engine import Call, Change, Run, Step
 from claudegate.deploy.facts import parse_sha256
 from claudegate.deploy.layout import LABEL_INSTANCE, LABEL_ROLE
 from claudegate.deploy.services import inspect, reload_nginx
@@ -131,10 +131,11 @@ class AcmeStep(Step):
                 )
             ]
         if digests.get(served) != issued:
-            return [Change("install the issued certificate for nginx", (Call("install", self._install),))]
+            return [Change("install the issued certificate for nginx", self._install_ops(ctx))]
         return []
 
     def _obtain(self, ctx: Context, *, renew: bool = False) -> None:
+        """A Call: the DNS pre-check (Python) and the CA bundle's upload come before certbot's command."""
         cfg = ctx.cfg
         layout = ctx.layout
         # Fail in a second, with the DNS record to set, rather than burn the CA's rate limit.
@@ -161,10 +162,16 @@ class AcmeStep(Step):
         )
         ctx.note(f"asking {cfg.tls.acme_directory} for a certificate for {cfg.domain}")
         ctx.run(argv, timeout=600)
-        self._install(ctx)
+        for op in self._install_ops(ctx):
+            ctx.execute(op)
 
-    def _install(self, ctx: Context) -> None:
-        ctx.run(copy_live_argv(self._live(ctx), ctx.layout.tls))
+    def _install_ops(self, ctx: Context) -> tuple[Run, Call]:
+        copy = Run(tuple(copy_live_argv(self._live(ctx), ctx.layout.tls)))
+        return copy, Call("reload nginx if it runs", self._reload)
+
+    @staticmethod
+    def _reload(ctx: Context) -> None:
+        """A Call: a wait until only new workers serve, and only when nginx runs at that moment."""
         nginx = inspect(ctx, ctx.layout.nginx_container)
         if nginx is not None and nginx.running:
             reload_nginx(ctx)

@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Sequence
 
 from claudegate.deploy import docker_cli, host_cli
 from claudegate.deploy.context import Context
@@ -28,6 +27,7 @@ _LINKS = ("current", "previous")
 class CleanupStep(Step):
     name = "cleanup"
     title = "Clean up old releases"
+    reads = frozenset({"docker_missing"})
 
     def _manifest(self, ctx: Context, rid: str) -> Release | None:
         data = ctx.read_file(posixpath.join(ctx.layout.release_dir(rid), "release.json"))
@@ -39,7 +39,7 @@ class CleanupStep(Step):
             return None
 
     def plan(self, ctx: Context) -> list[Change]:
-        if ctx.docker_missing:
+        if ctx.facts.docker_missing:
             return []
         layout = ctx.layout
         links = parse_links(ctx.fact(host_cli.read_links([layout.current_link, layout.previous_link])).text)
@@ -101,19 +101,10 @@ class CleanupStep(Step):
             )
         present = [image for image in sorted(old_images) if ctx.fact(docker_cli.image_inspect(image)).ok]
         if present:
-            remove = Run(tuple(docker_cli.image_remove(*present)), timeout=300)
+            # Refused when another installation on the same engine still uses one: that is fine.
+            remove = Run(tuple(docker_cli.image_remove(*present)), timeout=300, check=False)
             changes.append(Change(f"remove images no kept release uses: {', '.join(present)}", (remove,)))
         return changes
-
-    def apply(self, ctx: Context, changes: Sequence[Change]) -> None:
-        # Image removal may be refused (another installation on the same
-        # engine still uses the image); that is fine, nothing else is.
-        for change in changes:
-            for op in change.ops:
-                if isinstance(op, Run) and op.argv[:3] == ("docker", "image", "rm"):
-                    ctx.run(op.argv, timeout=op.timeout, check=False)
-                else:
-                    ctx.execute(op)
 
     def verify(self, ctx: Context) -> None:
         left = [c for c in self.plan(ctx) if not c.summary.startswith("remove images")]

@@ -25,7 +25,7 @@ from pathlib import Path
 from claudegate.config.model import Client
 from claudegate.deploy import docker_cli, gateway_cli
 from claudegate.deploy.context import Context
-from claudegate.deploy.engine import Call, Change, Step
+from claudegate.deploy.engine import Call, Change, Run, Step
 from claudegate.deploy.gateway_cli import (
     AUDIT_CLIENT_PREFIX,
     TOOL_CLIENT_PREFIX,
@@ -82,11 +82,16 @@ def _last_line(text: str) -> str:
 class ClientsStep(Step):
     name = "clients"
     title = "Client keys"
+    reads = frozenset({"docker_missing"})
 
     def _container(self, ctx: Context) -> str:
-        if ctx.release is None:
+        if ctx.state.release is None:
             raise ConfigError("no release to manage keys on")
-        return ctx.layout.gateway_container(ctx.release.gateway_id)
+        return ctx.layout.gateway_container(ctx.state.release.gateway_id)
+
+    def _in_gateway(self, ctx: Context, argv: list[str]) -> Run:
+        """A keystore command run in this release's gateway."""
+        return Run(tuple(docker_cli.exec_in(self._container(ctx), argv)), timeout=60)
 
     def _existing(self, ctx: Context) -> dict[str, ClientRecord] | None:
         """Clients in the keystore by name; None when no gateway can be asked (a dry run on a new host).
@@ -96,7 +101,7 @@ class ClientsStep(Step):
         """
         argv = gateway_cli.keys_list()
         found = ctx.fact(docker_cli.exec_in(self._container(ctx), argv))
-        if not found.ok and ctx.dry_run:
+        if not found.ok and ctx.options.dry_run:
             for name in ctx.fact(docker_cli.container_list(ctx.layout.prefix, role="gateway")).text.split():
                 found = ctx.fact(docker_cli.exec_in(name, argv))
                 if found.ok:
@@ -122,6 +127,7 @@ class ClientsStep(Step):
             return [
                 Change(
                     f"create {what}{again}" + ("" if smoke else " (its key is shown once)"),
+                    # A Call: the new key is on the command's stdout, and is saved here at once.
                     (Call(f"create {client.name}", functools.partial(self._create, client=client)),),
                 )
             ]
@@ -135,13 +141,13 @@ class ClientsStep(Step):
         return [
             Change(
                 f"update {what} in place ({describe_differences(found)}); its key keeps working",
-                (Call(f"update {client.name}", functools.partial(self._update, client=client)),),
+                (self._in_gateway(ctx, gateway_cli.keys_update(client)),),
                 diff=diff + "\n",
             )
         ]
 
     def plan(self, ctx: Context) -> list[Change]:
-        existing = None if ctx.docker_missing else self._existing(ctx)
+        existing = None if ctx.facts.docker_missing else self._existing(ctx)
         changes: list[Change] = []
         for client in [*ctx.cfg.clients, SMOKE_SCOPES]:
             changes += self._converge(ctx, client, existing)
@@ -153,7 +159,7 @@ class ClientsStep(Step):
                 changes.append(
                     Change(
                         f"revoke client {name} (left by an interrupted claudegate audit)",
-                        (Call(f"revoke {name}", functools.partial(self._revoke, name=name)),),
+                        (self._in_gateway(ctx, gateway_cli.keys_revoke(name)),),
                     )
                 )
                 continue
@@ -163,7 +169,7 @@ class ClientsStep(Step):
                 changes.append(
                     Change(
                         f"revoke client {name} (not in deploy.yaml; --prune)",
-                        (Call(f"revoke {name}", functools.partial(self._revoke, name=name)),),
+                        (self._in_gateway(ctx, gateway_cli.keys_revoke(name)),),
                     )
                 )
             elif not self._verifying:
@@ -184,7 +190,7 @@ class ClientsStep(Step):
 
     def perform(self, ctx: Context) -> None:
         # A fresh smoke key on every real deploy, unless this run just made one.
-        if ctx.smoke_key is None:
+        if ctx.state.smoke_key is None:
             self._rotate_smoke(ctx)
 
     def _keys(self, ctx: Context, argv: list[str], name: str) -> Secret:
@@ -200,15 +206,9 @@ class ClientsStep(Step):
     def _create(self, ctx: Context, *, client: Client) -> None:
         key = self._keys(ctx, gateway_cli.keys_create(client), client.name)
         if client.name == SMOKE_CLIENT:
-            ctx.smoke_key = key
+            ctx.state.smoke_key = key
         else:
-            ctx.new_keys[client.name] = key
-
-    def _update(self, ctx: Context, *, client: Client) -> None:
-        ctx.run(docker_cli.exec_in(self._container(ctx), gateway_cli.keys_update(client)), timeout=60)
-
-    def _revoke(self, ctx: Context, *, name: str) -> None:
-        ctx.run(docker_cli.exec_in(self._container(ctx), gateway_cli.keys_revoke(name)), timeout=60)
+            ctx.state.new_keys[client.name] = key
 
     def _rotate_smoke(self, ctx: Context) -> None:
-        ctx.smoke_key = self._keys(ctx, gateway_cli.keys_rotate(SMOKE_CLIENT, 0), SMOKE_CLIENT)
+        ctx.state.smoke_key = self._keys(ctx, gateway_cli.keys_rotate(SMOKE_CLIENT, 0), SMOKE_CLIENT)

@@ -46,12 +46,13 @@ class SecretsStep(Step):
 
     name = "secrets"
     title = "Secrets"
+    reads = frozenset({"secrets_gid"})
 
     def plan(self, ctx: Context) -> list[Change]:
         layout = ctx.layout
-        key = ctx.upstream_key
+        key = ctx.state.upstream_key
         if key is None:
-            if ctx.dry_run:
+            if ctx.options.dry_run:
                 ctx.note("the Anthropic key could not be read here, so whether it changed is unknown")
                 return []
             raise ConfigError("no Anthropic API key was read for this deploy")
@@ -124,8 +125,8 @@ class TLSStep(Step):
         if ctx.cfg.tls.mode == "acme" and files[TLS_FULLCHAIN] in digests:
             return []  # the acme step owns an existing certificate
         material = tls_material(ctx)
-        ctx.tls = material
-        if ctx.dry_run:
+        ctx.state.tls = material
+        if ctx.options.dry_run:
             self._warn_expiry(ctx, material)
         wanted = {
             TLS_FULLCHAIN: material.fullchain,
@@ -163,11 +164,11 @@ class TLSStep(Step):
 
     def apply(self, ctx: Context, changes: Sequence[Change]) -> None:
         super().apply(ctx, changes)
-        ctx.reload_nginx = True
+        ctx.state.reload_nginx = True
 
     def perform(self, ctx: Context) -> None:
-        if ctx.tls is not None:
-            self._warn_expiry(ctx, ctx.tls)  # once per real run (plan runs again to verify)
+        if ctx.state.tls is not None:
+            self._warn_expiry(ctx, ctx.state.tls)  # once per real run (plan runs again to verify)
 
     @staticmethod
     def _warn_expiry(ctx: Context, material: TLSMaterial) -> None:
@@ -187,13 +188,14 @@ class ReleaseStep(Step):
 
     name = "release"
     title = "Release files"
+    reads = frozenset({"current"})
 
     def plan(self, ctx: Context) -> list[Change]:
-        release = ctx.release
+        release = ctx.state.release
         if release is None:
             raise ConfigError("no release to deploy")
-        if ctx.journal is not None and ctx.journal.release != release.rid:
-            ctx.journal.release = release.rid
+        if ctx.state.journal is not None and ctx.state.journal.release != release.rid:
+            ctx.state.journal.release = release.rid
         layout = ctx.layout
         rdir, gdir = layout.release_dir(release.rid), layout.gateway_dir(release.gateway_id)
         wanted = {posixpath.join(rdir, rel): data for rel, data in release.files.items()}
@@ -219,10 +221,10 @@ class ReleaseStep(Step):
             )
         if not release_ok:
             diff = ""
-            if ctx.current is not None:
+            if ctx.facts.current is not None:
                 for rel, data in sorted(release.files.items()):
-                    old_file = ctx.read_file(posixpath.join(layout.release_dir(ctx.current), rel))
-                    diff += file_diff(f"releases/{{{ctx.current} -> {release.rid}}}/{rel}", old_file, data)
+                    old_file = ctx.read_file(posixpath.join(layout.release_dir(ctx.facts.current), rel))
+                    diff += file_diff(f"releases/{{{ctx.facts.current} -> {release.rid}}}/{rel}", old_file, data)
             else:
                 diff = "".join(
                     file_diff(f"releases/{release.rid}/{rel}", None, d)
@@ -240,13 +242,13 @@ class ReleaseStep(Step):
 
     def _current_gateway_files(self, ctx: Context) -> tuple[str | None, dict[str, bytes | None]]:
         """The serving release's gateway id and files, to diff against."""
-        if ctx.current is None:
+        if ctx.facts.current is None:
             return None, {}
-        manifest = ctx.read_file(posixpath.join(ctx.layout.release_dir(ctx.current), "release.json"))
+        manifest = ctx.read_file(posixpath.join(ctx.layout.release_dir(ctx.facts.current), "release.json"))
         if manifest is None:
             return None, {}
         try:
-            current = parse_manifest(ctx.current, manifest)
+            current = parse_manifest(ctx.facts.current, manifest)
         except ValueError:
             return None, {}
         path = posixpath.join(ctx.layout.gateway_dir(current.gateway_id), GATEWAY_YAML)

@@ -27,17 +27,19 @@ __all__ = ["GatewayStep"]
 class GatewayStep(Step):
     name = "gateway"
     title = "Gateway container"
+    reads = frozenset({"current", "docker_missing", "secrets_gid"})
 
     def plan(self, ctx: Context) -> list[Change]:
-        release = ctx.release
+        release = ctx.state.release
         if release is None:
             raise ConfigError("no release to start")
         spec = gateway_spec_for(ctx, release)
         name = spec.name
-        state = None if ctx.docker_missing else inspect(ctx, name)
+        state = None if ctx.facts.docker_missing else inspect(ctx, name)
+        # A Call: a wait loop, which removes a gateway that crashes instead of getting ready.
         ready = Call(f"wait until {name} is ready", lambda c: self._wait(c, name))
         if state is None:
-            beside = " beside the one serving now" if ctx.current is not None else ""
+            beside = " beside the one serving now" if ctx.facts.current is not None else ""
             return [
                 Change(
                     f"start gateway {release.gateway_id} ({release.gateway_image}){beside}",

@@ -11,27 +11,25 @@ from claudegate.deploy.engine import Call, Change, Run, Step
 from claudegate.deploy.facts import parse_file_stats, parse_links, parse_os_release
 from claudegate.deploy.journal import Journal
 from claudegate.deploy.lock import RemoteLock, read_holder
-from claudegate.deploy.services import secrets_gid
+from claudegate.deploy.services import learn_secrets_gid
 from claudegate.errors import ConfigError, DeployFailed
 
 __all__ = ["ConnectStep", "DockerStep", "LayoutStep", "LockStep", "UnlockStep", "read_host_state"]
 
 
-def read_host_state(ctx: Context) -> None:
-    """Which releases ``current`` and ``previous`` name, and the last run's journal."""
+def read_host_state(ctx: Context) -> Journal | None:
+    """Learn which releases ``current`` and ``previous`` name, and the interrupted run's journal (returned)."""
     layout = ctx.layout
     links = parse_links(ctx.fact(host_cli.read_links([layout.current_link, layout.previous_link])).text)
-    ctx.current = links.get(layout.current_link)
-    ctx.previous = links.get(layout.previous_link)
+    current = ctx.facts.current = links.get(layout.current_link)
+    ctx.facts.previous = links.get(layout.previous_link)
     journal = Journal.from_bytes(ctx.read_file(layout.journal))
-    ctx.resumed = journal if journal is not None and journal.interrupted else None
+    resumed = journal if journal is not None and journal.interrupted else None
     # The last good release: the interrupted run's fallback if there is one
     # (``current`` may name the release that run switched to but never
     # proved), else what serves now.
-    if ctx.resumed is not None and ctx.resumed.fallback is not None:
-        ctx.fallback = ctx.resumed.fallback
-    else:
-        ctx.fallback = ctx.current
+    ctx.state.fallback = resumed.fallback if resumed is not None and resumed.fallback is not None else current
+    return resumed
 
 
 #: The docker step's change that installs a package; front ends ask before it.
@@ -45,7 +43,7 @@ class ConnectStep(Step):
     def plan(self, ctx: Context) -> list[Change]:
         # The first command opens (and verifies) the connection: a wrong host
         # key stops everything here, before any change.
-        ctx.machine = ctx.run(host_cli.uname_machine(), sudo=False, timeout=30).text.strip()
+        machine = ctx.facts.machine = ctx.run(host_cli.uname_machine(), sudo=False, timeout=30).text.strip()
         if ctx.sudo:
             check = ctx.run(host_cli.sudo_check(), timeout=30, check=False)
             if not check.ok:
@@ -53,9 +51,9 @@ class ConnectStep(Step):
                     f"{ctx.connector.target}: the user cannot run commands with sudo without a password",
                     hint="give the deploy user passwordless sudo (NOPASSWD), or connect as root",
                 )
-        what = f"; release {ctx.release.rid}" if ctx.release is not None else ""
-        ctx.note(f"{ctx.connector.target}: {ctx.machine}, {ctx.playbook}{what}")
-        if ctx.dry_run:
+        what = f"; release {ctx.state.release.rid}" if ctx.state.release is not None else ""
+        ctx.note(f"{ctx.connector.target}: {machine}, {ctx.options.playbook}{what}")
+        if ctx.options.dry_run:
             read_host_state(ctx)  # a real run reads it once it holds the lock
         return []
 
@@ -65,25 +63,26 @@ class LockStep(Step):
     title = "Take the deploy lock"
 
     def plan(self, ctx: Context) -> list[Change]:
-        if ctx.dry_run:
+        if ctx.options.dry_run:
             holder = read_holder(ctx.connector, ctx.layout.lock_dir, sudo=ctx.sudo)
             if holder is not None:
                 ctx.note(f"the deploy lock is held by {holder.describe()} ({holder.seconds_left} s left)")
         return []
 
     def perform(self, ctx: Context) -> None:
-        lock = RemoteLock(ctx.connector, ctx.layout.lock_dir, playbook=ctx.playbook, sudo=ctx.sudo)
+        lock = RemoteLock(ctx.connector, ctx.layout.lock_dir, playbook=ctx.options.playbook, sudo=ctx.sudo)
         lock.acquire()
-        ctx.lock = lock
-        read_host_state(ctx)
-        if ctx.resumed is not None:
-            done = ", ".join(ctx.resumed.steps) or "none"
+        ctx.state.lock = lock
+        resumed = read_host_state(ctx)
+        if resumed is not None:
+            done = ", ".join(resumed.steps) or "none"
             ctx.note(
-                f"resuming the interrupted {ctx.resumed.playbook} of {ctx.resumed.started_at} "
-                f"(steps that had changed something: {done}); last good release: {ctx.fallback or 'none'}"
+                f"resuming the interrupted {resumed.playbook} of {resumed.started_at} "
+                f"(steps that had changed something: {done}); last good release: {ctx.state.fallback or 'none'}"
             )
-        ctx.journal = Journal(
-            playbook=ctx.playbook, release=ctx.release.rid if ctx.release else None, fallback=ctx.fallback
+        release = ctx.state.release
+        ctx.state.journal = Journal(
+            playbook=ctx.options.playbook, release=release.rid if release else None, fallback=ctx.state.fallback
         )
         ctx.save_journal()
 
@@ -93,11 +92,11 @@ class UnlockStep(Step):
     title = "Release the deploy lock"
 
     def perform(self, ctx: Context) -> None:
-        if ctx.journal is not None:
-            ctx.journal.finish("ok")
+        if ctx.state.journal is not None:
+            ctx.state.journal.finish("ok")
             ctx.save_journal()
-        if ctx.lock is not None:
-            ctx.lock.release()
+        if ctx.state.lock is not None:
+            ctx.state.lock.release()
 
 
 def _debian_like(os_release: dict[str, str]) -> bool:
@@ -153,16 +152,16 @@ class DockerStep(Step):
                     "start the Docker engine",
                     (
                         Run(tuple(host_cli.start_docker()), timeout=60),
-                        Call("wait for the engine", wait_for_docker),
+                        Call("wait for the engine", wait_for_docker),  # a Call: a wait loop
                     ),
                 )
             )
-        ctx.docker_missing = bool(changes)
+        ctx.facts.docker_missing = bool(changes)
         return changes
 
     def verify(self, ctx: Context) -> None:
         wait_for_docker(ctx)
-        ctx.docker_missing = False
+        ctx.facts.docker_missing = False
 
 
 class LayoutStep(Step):
@@ -179,8 +178,7 @@ class LayoutStep(Step):
     def plan(self, ctx: Context) -> list[Change]:
         layout = ctx.layout
         changes: list[Change] = []
-        ctx.secrets_gid = None  # re-read: verify plans again after the group was made
-        gid = secrets_gid(ctx)
+        gid = learn_secrets_gid(ctx)  # asked again each time: verify plans again after the group was made
         if gid is None:
             changes.append(
                 Change(

@@ -79,12 +79,12 @@ def transfer_choice(ctx: Context, base: str) -> tuple[bool, str]:
         return False, ""
     if chosen == "save-load":
         return True, "images.transfer: save-load"
-    target = normalized_arch(ctx.machine)
+    target = normalized_arch(ctx.facts.machine)
     here = operator_engine_arch()
     if here is None:
         return False, "auto: no working Docker engine on this machine"
     if target is None or here != target:
-        return False, f"auto: this machine's Docker is {here}, the host is {ctx.machine or 'unknown'}"
+        return False, f"auto: this machine's Docker is {here}, the host is {ctx.facts.machine or 'unknown'}"
     if not operator_has_image(base):
         return False, f"auto: this machine's Docker has no {base}"
     return True, f"auto: this machine's Docker is {here} like the host and has {base}"
@@ -97,11 +97,11 @@ def context_tar(ctx: Context, context: BuildContext) -> Callable[[], Input]:
         wheels = None
         if context.needs_wheels:
             lock = ASSETS_DIR / "gateway" / "requirements.lock"
-            ctx.note(f"gateway wheels for {ctx.machine}: downloading or reusing the cache")
-            ctx.work(f"gateway wheels for {ctx.machine}: downloading (or reusing the cache)")
-            wheels = ensure_wheelhouse(lock, ctx.machine)
+            ctx.note(f"gateway wheels for {ctx.facts.machine}: downloading or reusing the cache")
+            ctx.work(f"gateway wheels for {ctx.facts.machine}: downloading (or reusing the cache)")
+            wheels = ensure_wheelhouse(lock, ctx.facts.machine)
             count = len(list(wheels.glob("*.whl")))
-            ctx.work(f"gateway wheels for {ctx.machine}: {count} ready", done=count, expected=count, unit="wheels")
+            ctx.work(f"gateway wheels for {ctx.facts.machine}: {count} ready", done=count, expected=count, unit="wheels")
         return context.tar(wheels)
 
     return make
@@ -177,12 +177,13 @@ def _build_and_send(ctx: Context, *, contexts: Sequence[BuildContext], base: str
 class ImagesStep(Step):
     name = "images"
     title = "Images"
+    reads = frozenset({"machine"})
 
     def contexts(self, ctx: Context) -> list[BuildContext]:
         found = [gateway_context(), nginx_context()]
         if ctx.cfg.tls.mode == "acme":
             found.append(certbot_context())
-        stamp = ctx.release.images_refresh if ctx.release is not None else ""
+        stamp = ctx.state.release.images_refresh if ctx.state.release is not None else ""
         return [with_refresh(c, stamp) for c in found]
 
     def plan(self, ctx: Context) -> list[Change]:
@@ -200,6 +201,7 @@ class ImagesStep(Step):
                 changes.append(
                     Change(
                         f"build {tags} on this machine and send them in one docker save | docker load ({why})",
+                        # A Call: builds on this machine, then one docker save | docker load stream.
                         (Call("build here and send", build_and_send),),
                     )
                 )
@@ -211,6 +213,7 @@ class ImagesStep(Step):
                 changes.append(
                     Change(
                         f"send the base image {base} from this machine (docker save | docker load)",
+                        # A Call: a docker save here streamed into docker load there.
                         (Call(f"send {base}", lambda c: send_image(c, base)),),
                     )
                 )
@@ -219,6 +222,7 @@ class ImagesStep(Step):
                 changes.append(
                     Change(
                         f"pull the base image {base} on the host (no registry: offer to build it with debootstrap)",
+                        # A Call: a failed pull turns into a question, then a debootstrap build.
                         (Call(f"pull {base}", functools.partial(pull_or_build, base=base)),),
                     )
                 )
@@ -227,7 +231,7 @@ class ImagesStep(Step):
             argv = docker_cli.build_image(
                 tag, base_image=base, labels={LABEL_CONTEXT: context.digest(base)}, no_cache=refresh
             )
-            what = f" with wheels for {ctx.machine or 'the host'}" if context.needs_wheels else ""
+            what = f" with wheels for {ctx.facts.machine or 'the host'}" if context.needs_wheels else ""
             changes.append(
                 Change(
                     f"build {tag} on the host{what}" + (f" ({why})" if why else ""),

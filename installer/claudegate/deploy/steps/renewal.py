@@ -141,6 +141,7 @@ def renewer_spec(
 class RenewalStep(Step):
     name = "renewal"
     title = "Scheduled renewal"
+    reads = frozenset({"docker_missing"})
 
     def _spec(self, ctx: Context, nginx: ContainerState) -> ContainerSpec:
         cfg = ctx.cfg
@@ -161,7 +162,7 @@ class RenewalStep(Step):
 
     def plan(self, ctx: Context) -> list[Change]:
         name = ctx.layout.certbot_container
-        state = None if ctx.docker_missing else inspect(ctx, name)
+        state = None if ctx.facts.docker_missing else inspect(ctx, name)
         remove = Run(tuple(docker_cli.container_remove(name)))
         if ctx.cfg.tls.mode != "acme":
             return [Change(f"remove {name} (tls.mode is not acme)", (remove,))] if state is not None else []
@@ -169,19 +170,21 @@ class RenewalStep(Step):
             f"schedule ACME renewal on the host: {name} renews when a third of the lifetime is left, "
             "then nginx -t, graceful reload, and a check of the served certificate"
         )
-        nginx = None if ctx.docker_missing else inspect(ctx, ctx.layout.nginx_container)
-        if nginx is None:
+        nginx = None if ctx.facts.docker_missing else inspect(ctx, ctx.layout.nginx_container)
+        if nginx is None or not nginx.running:
+            # A Call: the renewer joins nginx's namespaces by container id, known
+            # once nginx runs (in a dry run on a new host the switch step has not made it yet).
             return [Change(summary, (Call(f"start {name}", self._create),))]
         spec = self._spec(ctx, nginx)
         if state is None:
-            return [Change(summary, (Call(f"start {name}", self._create),))]
+            return [Change(summary, self._create_ops(spec))]
         if state.labels.get(LABEL_SPEC) != spec.digest():
             why = (
                 "nginx was recreated"
                 if state.labels.get(LABEL_NGINX_ID) != nginx.id
                 else "its settings changed"
             )
-            return [Change(f"recreate {name} ({why})", (remove, Call(f"start {name}", self._create)))]
+            return [Change(f"recreate {name} ({why})", (remove, *self._create_ops(spec)))]
         if not state.running and state.status != "restarting":
             return [Change(f"start the stopped {name}", (Run(tuple(docker_cli.container_start(name))),))]
         return []
@@ -192,7 +195,14 @@ class RenewalStep(Step):
             raise DeployFailed("the renewal container needs nginx running, and it is not")
         spec = self._spec(ctx, nginx)
         ctx.run(docker_cli.container_remove(spec.name), check=False)
-        ctx.run(docker_cli.create_container(spec))
-        ctx.run(docker_cli.container_start(spec.name))
-        # Docker's restore does not wait for nginx before starting the renewer: a host hook retries it.
-        ctx.run(renewer_restore.install_hook())
+        for op in self._create_ops(spec):
+            ctx.execute(op)
+
+    @staticmethod
+    def _create_ops(spec: ContainerSpec) -> tuple[Run, ...]:
+        return (
+            Run(tuple(docker_cli.create_container(spec))),
+            Run(tuple(docker_cli.container_start(spec.name))),
+            # Docker's restore does not wait for nginx before starting the renewer: a host hook retries it.
+            Run(tuple(renewer_restore.install_hook())),
+        )

@@ -21,9 +21,10 @@ __all__ = ["RollbackStep"]
 class RollbackStep(Step):
     name = "rollback"
     title = "Choose the release to roll back to"
+    reads = frozenset({"current", "previous"})
 
     def plan(self, ctx: Context) -> list[Change]:
-        current, previous = ctx.current, ctx.previous
+        current, previous = ctx.facts.current, ctx.facts.previous
         if previous is None or previous == current:
             raise DeployFailed(
                 f"there is no previous release to roll back to (current: {current or 'none'})",
@@ -32,10 +33,10 @@ class RollbackStep(Step):
         data = ctx.read_file(posixpath.join(ctx.layout.release_dir(previous), "release.json"))
         if data is None:
             raise DeployFailed(f"the previous release {previous} is no longer on the host")
-        ctx.release = parse_manifest(previous, data)
-        ctx.fallback = current
-        if ctx.journal is not None:
-            ctx.journal.release = previous
-            ctx.journal.fallback = current
+        ctx.state.release = parse_manifest(previous, data)
+        ctx.state.fallback = current
+        if ctx.state.journal is not None:
+            ctx.state.journal.release = previous
+            ctx.state.journal.fallback = current
         ctx.note(f"rolling back from release {current} to {previous}")
         return []

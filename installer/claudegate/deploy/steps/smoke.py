@@ -26,11 +26,11 @@ __all__ = ["SmokeStep", "smoke_target", "target_for"]
 
 
 def smoke_target(ctx: Context) -> SmokeTarget:
-    release = ctx.release.smoke if ctx.release is not None else {}
+    release = ctx.state.release.smoke if ctx.state.release is not None else {}
     return target_for(
         ctx.cfg,
-        trust=ctx.tls.trust if ctx.tls is not None else None,
-        client_key=ctx.smoke_key,
+        trust=ctx.state.tls.trust if ctx.state.tls is not None else None,
+        client_key=ctx.state.smoke_key,
         max_body_bytes=release.get("max_body_bytes"),
         per_ip_burst=release.get("per_ip_burst"),
     )
@@ -39,13 +39,14 @@ def smoke_target(ctx: Context) -> SmokeTarget:
 class SmokeStep(Step):
     name = "smoke"
     title = "Smoke test"
+    reads = frozenset({"previous", "secrets_gid"})
 
     def perform(self, ctx: Context) -> None:
-        if ctx.smoke_key is None:
+        if ctx.state.smoke_key is None:
             # A rollback has no clients step: use the key the deploys saved.
-            ctx.smoke_key = read_saved_key(keys_dir(ctx), SMOKE_CLIENT)
-            if ctx.smoke_key is not None:
-                ctx.connector.add_secret(ctx.smoke_key)
+            ctx.state.smoke_key = read_saved_key(keys_dir(ctx), SMOKE_CLIENT)
+            if ctx.state.smoke_key is not None:
+                ctx.connector.add_secret(ctx.state.smoke_key)
         try:
             report = run_smoke(
                 smoke_target(ctx), progress=lambda check: ctx.emit(
@@ -55,14 +56,14 @@ class SmokeStep(Step):
         except Cancelled:
             self._back_after_cancel(ctx)
             raise
-        ctx.smoke = report
+        ctx.state.smoke = report
         failed = ", ".join(report.failed)
-        if report.ok and ctx.cfg.audit and not ctx.dry_run:
+        if report.ok and ctx.cfg.audit and not ctx.options.dry_run:
             failed = self._quick_audit(ctx)
         if not failed:
             return
-        release = ctx.release
-        fallback = ctx.fallback
+        release = ctx.state.release
+        fallback = ctx.state.fallback
         # nginx serves ``release`` now (the switch step saw to it, in this run
         # or in the interrupted one this run resumes); anything else that
         # served before is the way back.
@@ -93,7 +94,7 @@ class SmokeStep(Step):
         The way back has waits of its own; they must run to their end, so the
         cancel token is set aside for them (the run still ends Cancelled).
         """
-        release, fallback = ctx.release, ctx.fallback
+        release, fallback = ctx.state.release, ctx.state.fallback
         if release is None or fallback is None or fallback == release.rid:
             return
         saved = ctx.controls
@@ -118,7 +119,7 @@ class SmokeStep(Step):
 
     @staticmethod
     def _switch_back(ctx: Context, fallback: str, reason: str) -> None:
-        release = ctx.release
+        release = ctx.state.release
         assert release is not None
         manifest = ctx.read_file(f"{ctx.layout.release_dir(fallback)}/release.json")
         if manifest is None:
@@ -131,19 +132,18 @@ class SmokeStep(Step):
             if state is not None and not state.running:
                 ctx.run(docker_cli.container_start(spec.name))
                 wait_gateway_ready(ctx, spec.name)
-            switch_nginx(ctx, fallback, ctx.previous if ctx.previous != fallback else None)
+            switch_nginx(ctx, fallback, ctx.facts.previous if ctx.facts.previous != fallback else None)
         except ClaudegateError as exc:
             raise DeployFailed(
                 f"{reason} and switching back to {fallback} failed too: {exc}"
             ) from exc
-        ctx.switched = False
         if good.gateway_id != release.gateway_id:
             failed_gateway = ctx.layout.gateway_container(release.gateway_id)
             # A rollback's target stays (stopped) for another try; a new release's gateway goes.
-            if ctx.playbook == "rollback":
+            if ctx.options.playbook == "rollback":
                 ctx.run(docker_cli.container_stop(failed_gateway), check=False, timeout=90)
             else:
                 ctx.run(docker_cli.container_remove(failed_gateway), check=False)
-        if ctx.journal is not None:
-            ctx.journal.finish(f"{reason}; switched back to {fallback}")
+        if ctx.state.journal is not None:
+            ctx.state.journal.finish(f"{reason}; switched back to {fallback}")
             ctx.save_journal()

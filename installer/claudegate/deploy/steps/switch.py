@@ -30,22 +30,23 @@ __all__ = ["SwitchStep"]
 class SwitchStep(Step):
     name = "switch"
     title = "Switch nginx"
+    reads = frozenset({"docker_missing"})
 
     def plan(self, ctx: Context) -> list[Change]:
-        release = ctx.release
+        release = ctx.state.release
         if release is None:
             raise ConfigError("no release to switch to")
         rid = release.rid
         layout = ctx.layout
         spec = nginx_spec_for(ctx, release)
-        state = None if ctx.docker_missing else inspect(ctx, spec.name)
+        state = None if ctx.facts.docker_missing else inspect(ctx, spec.name)
         current = self._current(ctx)
-        previous = ctx.fallback if ctx.fallback != rid else None
+        previous = ctx.state.fallback if ctx.state.fallback != rid else None
         links: list[Op] = []
         if previous is not None:
             links.append(Run(tuple(host_cli.set_symlink(layout.previous_link, previous))))
         links.append(Run(tuple(host_cli.set_symlink(layout.current_link, rid))))
-        up = Call("wait for nginx", lambda c: self._up(c, rid))
+        up = Call("wait for nginx", self._up)  # a Call: a wait loop until nginx has workers
         ports = f"ports {ctx.cfg.ports.http} and {ctx.cfg.ports.https}"
         if state is None:
             return [Change(f"start nginx on release {rid} ({ports})", (*links, *create_ops(spec), up))]
@@ -68,10 +69,13 @@ class SwitchStep(Step):
             return [
                 Change(
                     f"switch nginx from release {current or 'none'} to {rid} (nginx -t, then a graceful reload)",
+                    # A Call: nginx -t's verdict is read (its message names the broken line),
+                    # then the links, then a wait until only new workers serve.
                     (Call(f"switch to {rid}", lambda c: self._switch(c, rid, previous)),),
                 )
             ]
-        if ctx.reload_nginx:
+        if ctx.state.reload_nginx:
+            # A Call: SIGHUP to the master whose pid is read then, and a wait for new workers.
             return [Change("reload nginx for the new certificate", (Call("reload nginx", self._reload),))]
         return []
 
@@ -81,18 +85,16 @@ class SwitchStep(Step):
         return links.get(ctx.layout.current_link)
 
     @staticmethod
-    def _up(ctx: Context, rid: str) -> None:
+    def _up(ctx: Context) -> None:
         wait_nginx_up(ctx)
-        ctx.switched = ctx.current != rid
-        ctx.reload_nginx = False
+        ctx.state.reload_nginx = False
 
     @staticmethod
     def _switch(ctx: Context, rid: str, previous: str | None) -> None:
         switch_nginx(ctx, rid, previous)
-        ctx.switched = True
-        ctx.reload_nginx = False
+        ctx.state.reload_nginx = False
 
     @staticmethod
     def _reload(ctx: Context) -> None:
         reload_nginx(ctx)
-        ctx.reload_nginx = False
+        ctx.state.reload_nginx = False

@@ -52,7 +52,8 @@ class UninstallStep(Step):
             changes.append(
                 Change(
                     f"remove images {', '.join(present)}",
-                    (Call("remove images", lambda c: _remove_images(c, present)),),
+                    # Refused when another installation on this engine uses one: that is fine.
+                    (Run(tuple(docker_cli.image_remove(*present)), timeout=300, check=False),),
                 )
             )
         if ctx.fact(host_cli.file_stats([layout.root])).text.strip():
@@ -64,7 +65,9 @@ class UninstallStep(Step):
             else:
                 paths = [layout.root]
                 summary = f"remove {layout.root} (keystore, secrets, certificates, releases)"
-            changes.append(Change(summary, (Call("remove files", lambda c: _remove_files(c, paths)),)))
+            remove = Run(tuple(host_cli.remove_paths(*paths)), timeout=300)
+            forget = Call("forget the journal and the lock (they lived there)", _forget)
+            changes.append(Change(summary, (remove, forget)))
         if not ctx.options.keep_data and ctx.fact(host_cli.group_entry(layout.secrets_group), sudo=False).ok:
             changes.append(
                 Change(
@@ -82,14 +85,8 @@ class UninstallStep(Step):
             raise DeployFailed("uninstall left: " + "; ".join(c.summary for c in left))
 
 
-def _remove_images(ctx: Context, images: list[str]) -> None:
-    # Refused when another installation on this engine uses one: that is fine.
-    ctx.run(docker_cli.image_remove(*images), check=False, timeout=300)
-
-
-def _remove_files(ctx: Context, paths: list[str]) -> None:
-    ctx.run(host_cli.remove_paths(*paths), timeout=300)
-    # The journal and the lock lived there.
-    ctx.journal = None
-    if ctx.lock is not None:
-        ctx.lock.forget()
+def _forget(ctx: Context) -> None:
+    """A Call: not a command but the run's own state (nothing is left to write the journal to, or unlock)."""
+    ctx.state.journal = None
+    if ctx.state.lock is not None:
+        ctx.state.lock.forget()

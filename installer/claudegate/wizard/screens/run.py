@@ -28,7 +28,8 @@ from claudegate.wizard.snippets import snippets
 from claudegate.wizard.widgets import StepBar, copy_asked
 
 if TYPE_CHECKING:
-    from claudegate.deploy import DeployResult, StepEvent
+    from claudegate.control.progress import StepEvent
+    from claudegate.deploy.results import DeployResult
     from claudegate.session import Session
     from claudegate.wizard.app import WizardApp
 
