@@ -21,7 +21,7 @@ from claudegate.connectors.base import Input, Result
 from claudegate.connectors.local import LocalConnector
 from claudegate.control.cancel import CancelToken
 from claudegate.control.controls import RunControls
-from claudegate.deploy.context import Context
+from claudegate.deploy.context import Context, RunOptions
 from claudegate.deploy.image_send import send_image
 from claudegate.deploy.layout import HostLayout
 from claudegate.errors import Cancelled
@@ -61,7 +61,7 @@ def test_cancel_stops_the_send_between_chunks(make_cfg: ConfigFactory) -> None:
     before = subprocess.run(["docker", "image", "ls", "-q"], capture_output=True, text=True, check=True).stdout
     token = CancelToken()
     connector = CancelMidway(token, after=4 << 20)
-    ctx = Context(cfg=make_cfg(), connector=connector, layout=HostLayout(), playbook="deploy",
+    ctx = Context(cfg=make_cfg(), connector=connector, layout=HostLayout(), options=RunOptions("deploy"),
                   controls=RunControls(cancel=token))
     started = time.monotonic()
     with pytest.raises(Cancelled):
