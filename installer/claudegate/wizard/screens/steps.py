@@ -154,11 +154,12 @@ class UpstreamScreen(StepScreen):
         problem = self._key_problem()
         return {"api-key": problem} if problem else {}
 
-    def show_extra_messages(self, *, force: bool) -> None:
+    def show_extra_messages(self, *, force: bool) -> dict[str, str]:
         key_box = self.query("#api-key")
         touched = force or "api-key" in self.touched or self.state.upstream_key is not None
         message = self.problems.get("api-key") if key_box and touched else None
         show_message(self.query_one("#msg-api-key", Static), message)
+        return {"api-key": message} if message else {}
 
     @on(Input.Changed, "#api-key")
     def _key_changed(self, event: Input.Changed) -> None:
