@@ -232,7 +232,7 @@ def test_a_later_release_of_a_known_family_is_not_refused(workdir: Path, glob: s
 def test_every_problem_is_said_in_one_run_schema_and_rules_together(workdir: Path) -> None:
     # A refused rate, a bad allowlist entry, and rules (a past expiry, a glob matching nothing) in one run.
     (workdir / "deploy.yaml").write_text(
-        LOCAL + "limits: {per_ip: {rate: 20}}\nallowlist: ['10.0.0.0/8;192.168.0.0/16']\n"
+        LOCAL + "limits: {per_ip: {rate: 20, burst: 5}}\nallowlist: ['10.0.0.0/8;192.168.0.0/16']\n"
         "clients:\n  - name: a\n    rpm: -1\n    models: ['claud-*']\n    expires: 2020-01-01\n"
     )
     r = runner.invoke(app, ["plan"])
