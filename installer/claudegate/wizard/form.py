@@ -245,7 +245,8 @@ LIMITS = ScreenSpec(
 NETWORK = ScreenSpec(
     "network",
     "Allowlist",
-    "Who may call the gateway. Empty allowlist: everyone (keys still required). Separate ranges with commas.",
+    "Who may call the gateway. Empty allowlist: everyone (keys still required). Separate ranges with"
+    " commas or spaces.",
     (
         FieldSpec("allowlist", "Allowlist", "Client ranges allowed (CIDR, e.g. 203.0.113.0/24, or one"
                   " address); others get 403.", "lines", placeholder="203.0.113.0/24",

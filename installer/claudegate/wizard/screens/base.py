@@ -28,8 +28,8 @@ class StepScreen(Screen[None]):
 
     INDEX = 0
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("ctrl+n", "next", "Next", priority=True),
-        Binding("ctrl+b", "back", "Back", priority=True),
+        Binding("ctrl+n", "after_typing('next')", "Next", priority=True),
+        Binding("ctrl+b", "after_typing('back')", "Back", priority=True),
         # Not a priority binding: an open Select list closes on Escape first.
         Binding("escape", "back", "Back", show=False),
         Binding("ctrl+s", "save_draft", "Save draft"),
@@ -75,7 +75,7 @@ class StepScreen(Screen[None]):
             # Disabled until the first check has run (just after the first paint).
             yield Button(self.next_label, id="next", variant="primary", compact=True, disabled=True,
                          tooltip=self.next_help)
-        yield Footer()
+        yield Footer(show_command_palette=False)
 
     next_label = "Next"
     next_help = "The next screen (Ctrl+N), once no field has a problem."
@@ -211,6 +211,30 @@ class StepScreen(Screen[None]):
     @on(Button.Pressed, "#back")
     def _back_pressed(self) -> None:
         self.action_back()
+
+    def action_after_typing(self, action: str) -> None:
+        """Run ``action`` once the keys typed before its key are in their box.
+
+        Ctrl+N and Ctrl+B are priority keys: the app runs them the moment they arrive, while the text typed
+        just before them (a burst, a paste, a fast typist in a real terminal) still waits in the box's
+        queue. Asked through the box's own queue, the action runs after that text, with the box read.
+        """
+        focused = self.focused
+        if isinstance(focused, Input):
+            focused.call_later(self._read_then, focused, action)
+        else:
+            self.call_later(self.run_action, action)
+
+    async def _read_then(self, box: Input, action: str) -> None:
+        if box.is_attached:
+            self.read_box(box)
+        await self.run_action(action)
+
+    def read_box(self, box: Input) -> None:
+        """Take the box's text now (its Input.Changed is still on its way)."""
+        spec = self._spec_of(box)
+        if spec is not None and self.state.values.get(spec.key) != read_value(box):
+            self._changed(box)
 
     def action_next(self) -> None:
         if self.blocked():

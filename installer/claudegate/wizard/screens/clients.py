@@ -135,7 +135,7 @@ class ClientDialog(ModalScreen[dict[str, Any] | None]):
                 yield Button("Save", id="save", variant="primary", compact=True)
                 yield Button("Cancel", id="cancel", compact=True)
         # The dialog's own keys (Save, Cancel), not those of the Clients screen behind it.
-        yield Footer()
+        yield Footer(show_command_palette=False)
 
     def on_mount(self) -> None:
         for spec in CLIENT_FIELDS:
