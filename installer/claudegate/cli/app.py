@@ -137,15 +137,23 @@ def plan(
     ] = False,
     accept_host_key: HostKeyOpt = None,
     json_out: JsonOpt = False,
+    verbose: Annotated[
+        bool,
+        typer.Option("--verbose", "-v", help="every change of every step, and the diff of each rendered file"),
+    ] = False,
 ) -> None:
-    """Show what a deploy would change, with a diff of every file. Changes nothing."""
+    """Show what a deploy would change. Changes nothing, here or on the target.
+
+    By default one line per step that would change: how many changes and the first of them. --verbose
+    lists every change and the diff of every file the deploy would write; --json has every change too.
+    """
 
     def body() -> None:
-        progress = None if json_out else output.StepPrinter()
+        progress = None if json_out else output.StepPrinter(brief=not verbose)
         with _session(config, accept_host_key=accept_host_key, progress=progress) as session:
             warn_missing_secrets(session.config)
             result = session.plan(prune=prune)
-        output.deploy_result(result, json_out=json_out)
+        output.deploy_result(result, json_out=json_out, brief=not verbose)
 
     run(body)
 
