@@ -338,27 +338,49 @@ def _secret_looking(data: Any) -> list[Loc]:
 def _rules_on_the_rest(data: Any, errors: list[ErrorDetails], context: dict[str, Any]) -> list[RuleProblem]:
     """The rules' problems in the parts of ``data`` the schema accepted (empty when it cannot tell).
 
-    Each refused value is cut out (its innermost mapping key: a whole list when one entry is bad) and
-    the rest validated again, so its defaults stand in; a rule about a section that lost a key is not
-    said (it could be about the stand-in). A missing required key cannot be cut out: then nothing.
+    Each refused value is cut out and the rest validated again, so defaults stand in: a mapping key is
+    deleted; an entry of a top-level list (a client without a valid name, a bad allowlist range) is
+    taken out of its list, the others keeping their own positions in what is said. A rule about a part
+    that lost a value is not said (it could be about the stand-in).
     """
     pruned = copy.deepcopy(data)
-    cuts: list[Loc] = []
+    if not isinstance(pruned, dict):
+        return []
+    #: For each top-level list: the file's index of each entry still in ``pruned``.
+    kept = {key: list(range(len(value))) for key, value in pruned.items() if isinstance(value, list)}
+    cuts: list[Loc] = []  # in the file's positions
+
+    def in_file(loc: Loc) -> Loc:
+        if len(loc) > 1 and loc[0] in kept and isinstance(loc[1], int) and loc[1] < len(kept[str(loc[0])]):
+            return (loc[0], kept[str(loc[0])][loc[1]], *loc[2:])
+        return loc
+
     locs = _refused(errors)
     for _round in range(3):  # a cut can uncover a problem the first error hid; a few rounds settle it
+        drops: dict[str, set[int]] = {}
         for loc in locs:
-            if any(loc[: len(cut)] == cut for cut in cuts):
+            where = in_file(loc)
+            if any(where[: len(cut)] == cut for cut in cuts):
                 continue  # inside what is cut out already
+            if len(loc) == 2 and loc[0] in kept and isinstance(loc[1], int):
+                drops.setdefault(str(loc[0]), set()).add(loc[1])
+                cuts.append(where)
+                continue
             cut = _cut(pruned, loc)
             if cut is None:
                 return []
-            cuts.append(cut)
+            cuts.append(in_file(cut))
+        for key, indices in drops.items():
+            for index in sorted(indices, reverse=True):  # from the end: the others keep their indices
+                del pruned[key][index]
+                del kept[key][index]
         try:
             cfg = DeployConfig.model_validate(pruned, context=context)
         except ValidationError as exc:
             locs = _refused(exc.errors(include_url=False))
             continue
-        return [r for r in rule_problems(cfg) if r.loc and not any(_related(r.loc, cut) for cut in cuts)]
+        said = [RuleProblem(in_file(r.loc), r.problem, r.fix) for r in rule_problems(cfg)]
+        return [r for r in said if r.loc and not any(_related(r.loc, cut) for cut in cuts)]
     return []
 
 

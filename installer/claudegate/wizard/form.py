@@ -655,7 +655,14 @@ def client_problems(
     # A stand-in name while the box is empty, so the core checks the other fields in the same round.
     doc = {"target": {"host": "local"}, "domain": "gw.example.com", "tls": {"mode": "internal-ca"},
            "clients": [{"name": "client", **entry} if "name" in out else entry]}
-    prefixed = [(f.removeprefix("clients[0]."), _in_form_words(m)) for f, m in check(doc)
+    said = check(doc)
+    if "name" not in out and any(f == "clients[0].name" for f, _ in said):
+        # A refused name hides the rules on the other fields (the entry is left out of them): their
+        # problems come from a second look under a stand-in name, so one round shows them all.
+        again = check({**doc, "clients": [{**entry, "name": "client"}]})
+        said = [(f, m) for f, m in said if f == "clients[0].name"] + [(f, m) for f, m in again
+                                                                    if f != "clients[0].name"]
+    prefixed = [(f.removeprefix("clients[0]."), _in_form_words(m)) for f, m in said
                 if f.startswith("clients[0]")]
     core = map_problems(prefixed, [f.key for f in CLIENT_FIELDS])
     if "name" in out:
