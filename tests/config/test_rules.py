@@ -211,3 +211,15 @@ def test_acme_directory_must_be_https() -> None:
         "deploy.yaml:4:34: tls.acme_directory: 'http://ca.example.net/dir' is not an https:// URL; ACME"
         " directories are served over HTTPS; write e.g. https://acme-v02.api.letsencrypt.org/directory"
     ]
+
+
+def test_a_refused_list_entry_leaves_the_others_checked_at_their_own_positions() -> None:
+    # The first client has no name (the entry is left out of the rules); the second's rules still run
+    # and are said at clients[1], its place in the file, not at the index it has without the first.
+    text = LOCAL + (
+        "allowlist: ['10.0.0.0/33', '10.0.0.0/8']\n"
+        "clients:\n  - rpm: 5\n  - name: b\n    models: ['claude-sonet-*']\n"
+    )
+    said = [line.split(": ", 2)[1] for line in problems(text)]
+    assert said == ["allowlist[0]", "clients[0].name", "clients[1].models[0]"], said
+    assert "did you mean claude-sonnet-*?" in problems(text)[-1]
