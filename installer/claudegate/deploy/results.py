@@ -36,6 +36,10 @@ class StepReport:
         return bool(self.changes)
 
 
+#: Changes that cannot be undone by another deploy: the short plan lists each of them.
+_IRREVERSIBLE = ("revoke ",)
+
+
 @dataclass(frozen=True)
 class DeployResult:
     """The outcome of ``deploy`` / ``plan`` / ``rollback`` / ``uninstall``.
@@ -82,11 +86,14 @@ class DeployResult:
                  + (f"{len(changed)} of {len(self.steps)} steps {verb}" if changed else "no changes")]
         name_width = max((len(s.name) for s in changed), default=0)
         for step in changed:
-            count = len(step.changes)
+            # A revocation cannot be undone: it is never summed up in a count, each has its own line.
+            revokes = [c for c in step.changes[1:] if c.startswith(_IRREVERSIBLE)]
+            count = len(step.changes) - len(revokes)
             more = f" (+{count - 1} more)" if count > 1 else ""
             head = f"  {step.name:<{name_width}}  "
             room = width - len(head) - len(more)
             lines.append(head + textwrap.shorten(step.changes[0], room, placeholder="…") + more)
+            lines += [" " * len(head) + textwrap.shorten(c, width - len(head), placeholder="…") for c in revokes]
         # A step's diff text may hold several files: count their "+++ " headers.
         files = sum(line.startswith("+++ ") for s in self.steps for d in s.diffs for line in d.splitlines())
         if files:
