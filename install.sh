@@ -37,7 +37,30 @@ CLAUDEGATE_PINNED_VERSION="0.1.0"
 # sha256 of that release's wheel, set when the release is published.
 CLAUDEGATE_PINNED_SHA256=""
 
+# What this run would install when CLAUDEGATE_SOURCE is not set: this script's checkout when it sits in
+# one, else the pinned release. One function, so --help says exactly what the install does.
+claudegate_default_source() {
+    local here=""
+    if [[ -n "${BASH_SOURCE[0]:-}" && -f "${BASH_SOURCE[0]}" ]]; then
+        here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+    fi
+    if [[ -n "$here" && -f "$here/pyproject.toml" && -d "$here/installer/claudegate" ]]; then
+        printf '%s\n' "$here"
+    else
+        printf 'claudegate==%s\n' "$CLAUDEGATE_PINNED_VERSION"
+    fi
+}
+
 claudegate_usage() {
+    local default now
+    default="$(claudegate_default_source)"
+    if [[ -n "${CLAUDEGATE_SOURCE:-}" ]]; then
+        now="${CLAUDEGATE_SOURCE} (CLAUDEGATE_SOURCE)"
+    elif [[ "$default" == claudegate==* ]]; then
+        now="$default (the pinned release: this script is in no checkout)"
+    else
+        now="$default (the checkout this script is in)"
+    fi
     cat <<USAGE
 usage: bash install.sh [--demo | --config FILE | COMMAND [ARGS...] | --help]
 
@@ -45,21 +68,25 @@ Installs claudegate into a virtualenv (default ~/.local/share/claudegate/venv),
 links ~/.local/bin/claudegate, then:
   (no arguments)        opens the setup wizard (claudegate init)
   --demo [ARGS]         claudegate try: the local stack in front of a demo echo
-                        upstream, no Anthropic key needed (try --stop removes it)
-  --config FILE [ARGS]  claudegate deploy --config FILE: deploy without questions
+                        upstream, no Anthropic key needed (try --stop
+                        removes it)
+  --config FILE [ARGS]  claudegate deploy --config FILE: deploy without
+                        questions
   COMMAND [ARGS]        any claudegate command, e.g. plan --config deploy.yaml
   --help, -h            this text; installs nothing, changes nothing
 
-What it installs: this checkout when the script sits in one, else
-CLAUDEGATE_SOURCE (a checkout directory or a release wheel file). The
-dependencies come from the hash-pinned lock claudegate ships.
+What it installs: CLAUDEGATE_SOURCE when set, else the checkout this script
+sits in. Run now, it installs:
+  $now
+The dependencies come from the hash-pinned lock claudegate ships.
 
 Environment:
-  CLAUDEGATE_SOURCE   a checkout directory, a wheel file, or claudegate==X.Y.Z
-                      (default: this script's checkout, else claudegate==$CLAUDEGATE_PINNED_VERSION)
+  CLAUDEGATE_SOURCE   a checkout directory, a wheel file, or claudegate==X.Y.Z;
+                      default: $default
   CLAUDEGATE_SHA256   sha256 of the wheel to accept (pip --require-hashes)
   CLAUDEGATE_WHEELS   a directory of wheels to install from, without an index
-  CLAUDEGATE_HOME     where the virtualenv lives (default ~/.local/share/claudegate)
+  CLAUDEGATE_HOME     where the virtualenv lives
+                      (default ~/.local/share/claudegate)
   CLAUDEGATE_BIN      where the claudegate link goes (default ~/.local/bin)
   PYTHON              the Python 3.11+ interpreter (default python3)
 USAGE
@@ -81,15 +108,7 @@ claudegate_install() {
     die() { say "$1"; [[ -n "${2:-}" ]] && say "fix: $2"; exit 1; }
 
     if [[ -z "$source" ]]; then
-        local here=""
-        if [[ -n "${BASH_SOURCE[0]:-}" && -f "${BASH_SOURCE[0]}" ]]; then
-            here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-        fi
-        if [[ -n "$here" && -f "$here/pyproject.toml" && -d "$here/installer/claudegate" ]]; then
-            source="$here"
-        else
-            source="claudegate==$CLAUDEGATE_PINNED_VERSION"
-        fi
+        source="$(claudegate_default_source)"
     fi
     # A requirement must name one exact version; a bare name is the pinned one.
     if [[ "$source" == claudegate ]]; then

@@ -203,3 +203,42 @@ def test_install_sh_help_prints_its_own_usage_and_changes_nothing(tmp_path: Path
             assert word in r.stdout
         assert "Commands:" not in r.stdout  # the installer's usage, not the CLI's
     assert not any(tmp_path.iterdir())  # no venv, no link, nothing
+
+
+@pytest.mark.parametrize(
+    ("glob", "suggestion"),
+    [("claud-*", "did you mean claude-*?"), ("claude-sonet-*", "did you mean claude-sonnet-*?"),
+     ("claude-sonet-4-5", "did you mean claude-sonnet-4-5?"), ("gpt-4o", "write a model name or a glob")],
+)
+def test_a_model_glob_that_matches_no_known_model_is_refused_with_the_close_name(
+    workdir: Path, glob: str, suggestion: str
+) -> None:
+    (workdir / "deploy.yaml").write_text(LOCAL + f'clients:\n  - name: a\n    models: ["claude-haiku-*", "{glob}"]\n')
+    r = runner.invoke(app, ["plan"])
+    assert r.exit_code == 2, r.output
+    assert f"deploy.yaml:7:32: clients[0].models[1]: '{glob}' matches no known model" in r.stderr
+    assert suggestion in r.stderr
+    assert "models[0]" not in r.stderr
+
+
+@pytest.mark.parametrize("glob", ["claude-sonnet-5", "claude-opus-5-*", "claude-3-9-haiku-latest", "*", "claude-*"])
+def test_a_later_release_of_a_known_family_is_not_refused(workdir: Path, glob: str) -> None:
+    # Models come out after this release: a name of a known family, spelled right, must stay usable.
+    (workdir / "deploy.yaml").write_text(LOCAL + f'clients:\n  - name: a\n    models: ["{glob}"]\n')
+    r = runner.invoke(app, ["render", "--out", "out"])
+    assert r.exit_code == 0, r.output
+
+
+def test_every_problem_is_said_in_one_run_schema_and_rules_together(workdir: Path) -> None:
+    # A refused rate, a bad allowlist entry, and rules (a past expiry, a glob matching nothing) in one run.
+    (workdir / "deploy.yaml").write_text(
+        LOCAL + "limits: {per_ip: {rate: 20, burst: 5}}\nallowlist: ['10.0.0.0/8;192.168.0.0/16']\n"
+        "clients:\n  - name: a\n    rpm: -1\n    models: ['claud-*']\n    expires: 2020-01-01\n"
+    )
+    r = runner.invoke(app, ["plan"])
+    assert r.exit_code == 2, r.output
+    fields = [line.removeprefix("error: ").split(": ")[1] for line in r.stderr.splitlines()
+              if line.startswith(("error: ", "deploy.yaml"))]
+    assert fields == ["limits.per_ip.rate", "allowlist[0]", "clients[0].rpm", "clients[0].models[0]",
+                      "clients[0].expires"], r.stderr
+    assert "joined by ';', which does not separate entries" in r.stderr

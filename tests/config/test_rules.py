@@ -169,15 +169,35 @@ def test_body_size_below_the_gateway_minimum() -> None:
     ]
 
 
-def test_rules_run_once_the_schema_is_clean() -> None:
-    # A schema problem is reported alone; the rule problem shows up once it is fixed.
+def test_rules_run_on_the_rest_when_the_schema_fails() -> None:
+    # One run says every problem: the schema's and the rules' (nobody fixes one list to meet the next).
     text = HEAD + "tls: {mode: files}\nports: {http: x}\n"
-    assert problems(text) == [
-        "deploy.yaml:5:9: ports.http: must be a whole number from 1 to 65535, got 'x'; set it to e.g. 80"
-    ]
+    assert [line.split(": ")[1] for line in problems(text)] == ["tls.cert_file", "tls.key_file", "ports.http"]
     assert [line.split(": ")[1] for line in problems(text.replace("http: x", "http: 80"))] == [
         "tls.cert_file",
         "tls.key_file",
+    ]
+
+
+def test_a_rule_about_a_refused_section_is_not_said_about_its_stand_in() -> None:
+    # https is refused: the rules would see the default 443 in its place and call it the same as http;
+    # that is about a value nobody wrote, so it is not said. A client's own rules are still said.
+    assert problems(LOCAL + "ports: {http: 443, https: 443}\n") == [
+        "deploy.yaml:8:20: ports.https: is 443, the same as ports.http; give HTTP and HTTPS different ports,"
+        " e.g. http: 80 and https: 443"
+    ]
+    text = LOCAL + (
+        "ports: {http: 443, https: x}\n"
+        "clients: [{name: a, rpm: -1, models: ['claud-*'], expires: 2020-01-01}]\n"
+    )
+    said = [line.split(": ", 2)[1:] for line in problems(text)]
+    assert said == [
+        ["ports.https", "must be a whole number from 1 to 65535, got 'x'; set it to e.g. 443"],
+        ["clients[0].rpm", "must be a positive whole number, got -1; set it to e.g. 60"],
+        ["clients[0].models[0]", "'claud-*' matches no known model, so the key could use none; did you mean"
+         " claude-*?"],
+        ["clients[0].expires", "2020-01-01 00:00 UTC is in the past: the key would be refused from its first"
+         " request; set a later date, or remove expires: for a key that does not expire"],
     ]
 
 
@@ -191,3 +211,15 @@ def test_acme_directory_must_be_https() -> None:
         "deploy.yaml:4:34: tls.acme_directory: 'http://ca.example.net/dir' is not an https:// URL; ACME"
         " directories are served over HTTPS; write e.g. https://acme-v02.api.letsencrypt.org/directory"
     ]
+
+
+def test_a_refused_list_entry_leaves_the_others_checked_at_their_own_positions() -> None:
+    # The first client has no name (the entry is left out of the rules); the second's rules still run
+    # and are said at clients[1], its place in the file, not at the index it has without the first.
+    text = LOCAL + (
+        "allowlist: ['10.0.0.0/33', '10.0.0.0/8']\n"
+        "clients:\n  - rpm: 5\n  - name: b\n    models: ['claude-sonet-*']\n"
+    )
+    said = [line.split(": ", 2)[1] for line in problems(text)]
+    assert said == ["allowlist[0]", "clients[0].name", "clients[1].models[0]"], said
+    assert "did you mean claude-sonnet-*?" in problems(text)[-1]

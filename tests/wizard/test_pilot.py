@@ -197,7 +197,7 @@ async def test_a_pasted_key_that_is_not_a_key_is_shown_under_the_box(
 
 BAD_CLIENT = [
     ("name", "team a", "not a client name"),
-    ("models", "claude sonnet", "not a model name"),
+    ("models", "claude sonnet", "entry 1: 'claude' matches no known model"),  # a space separates entries
     ("endpoints", "v1/messages", "starting with /"),
     ("max_tokens", "0", "positive"),
     ("rpm", "sixty", "not a whole number"),

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from typer.core import TyperCommand
 
 from claudegate import __version__
 from claudegate.cli import output
@@ -33,19 +34,23 @@ Deploy a hardened gateway in front of the Anthropic API on your own server,
 and prove it secure with its own smoke test.
 
 \b
-  claudegate init                             the setup wizard: answer a few screens, it saves ./deploy.yaml and deploys
-  claudegate try                              a demo on this machine's Docker, no Anthropic key needed (try --stop removes it)
+  claudegate init         the setup wizard: a few screens, then it saves
+                          ./deploy.yaml and deploys
+  claudegate try          a demo on this machine's Docker, no Anthropic key
+                          needed (try --stop removes it)
 
 Every command reads ./deploy.yaml unless --config names another file.
 
 \b
-  claudegate plan   --config deploy.yaml      what a deploy would change (changes nothing)
-  claudegate deploy --config deploy.yaml      deploy, smoke-test, keep the old release on failure
-  claudegate smoke-test --config deploy.yaml  run the smoke test against what is deployed
-  claudegate check --config deploy.yaml       test the connection: SSH, host key, sudo, Docker, ports
-  claudegate keys list --config deploy.yaml   client keys: create, rotate, revoke (see keys --help)
-  claudegate usage --config deploy.yaml       requests, tokens and cost per client per day
-  claudegate audit --config deploy.yaml       attack the deployed gateway from outside; report what held
+  claudegate plan         what a deploy would change (changes nothing)
+  claudegate deploy       deploy, smoke-test, keep the old release on failure
+  claudegate smoke-test   run the smoke test against what is deployed
+  claudegate check        test the connection: SSH, host key, sudo, Docker,
+                          ports
+  claudegate keys list    client keys: create, rotate, revoke (keys --help)
+  claudegate usage        requests, tokens and cost per client per day
+  claudegate audit        attack the deployed gateway from outside; report
+                          what held
 
 Start from an example: `claudegate init --example local --out deploy.yaml`
 (this machine; the same text as examples/local.yaml) or `--example remote`
@@ -132,15 +137,23 @@ def plan(
     ] = False,
     accept_host_key: HostKeyOpt = None,
     json_out: JsonOpt = False,
+    verbose: Annotated[
+        bool,
+        typer.Option("--verbose", "-v", help="every change of every step, and the diff of each rendered file"),
+    ] = False,
 ) -> None:
-    """Show what a deploy would change, with a diff of every file. Changes nothing."""
+    """Show what a deploy would change. Changes nothing, here or on the target.
+
+    By default one line per step that would change: how many changes and the first of them. --verbose
+    lists every change and the diff of every file the deploy would write; --json has every change too.
+    """
 
     def body() -> None:
-        progress = None if json_out else output.StepPrinter()
+        progress = None if json_out else output.StepPrinter(brief=not verbose)
         with _session(config, accept_host_key=accept_host_key, progress=progress) as session:
             warn_missing_secrets(session.config)
             result = session.plan(prune=prune)
-        output.deploy_result(result, json_out=json_out)
+        output.deploy_result(result, json_out=json_out, brief=not verbose)
 
     run(body)
 
@@ -265,18 +278,42 @@ def render(
     run(body)
 
 
-@app.command()
+class _InitCommand(TyperCommand):
+    """``init``: a bare ``--example`` (last, or before another option) lists the examples, instead of
+    Click's "requires an argument" or taking the next option (``--out``) as the example's name."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        for at, arg in enumerate(args):
+            if arg == "--example" and (at + 1 == len(args) or args[at + 1].startswith("-")):
+                from claudegate.session.examples import EXAMPLES
+
+                output.err("error: --example needs the name of an example:\n" + "\n".join(
+                    f"  --example {name:<8} {what}" for name, what in EXAMPLES.items()))
+                raise typer.Exit(ExitCode.CONFIG)
+        result: list[str] = super().parse_args(ctx, args)
+        return result
+
+
+@app.command(cls=_InitCommand)
 def init(
     example: Annotated[
         str | None,
         typer.Option(
             "--example",
             metavar="local|remote",
-            help="write a commented example config: local (this machine) or remote (a server over SSH)",
+            help="write a commented example config instead of running the wizard: local (this machine) or"
+            " remote (a server over SSH)",
         ),
     ] = None,
-    out: Annotated[Path, typer.Option("--out", "-o", help="where to write the example")] = Path("deploy.yaml"),
-    force: Annotated[bool, typer.Option("--force", help="overwrite --out if it exists")] = False,
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out", "-o", metavar="<path>",
+            help="the deploy.yaml to write: the wizard saves there (and loads it first if it exists), --example"
+            " writes the example there",
+        ),
+    ] = Path("deploy.yaml"),
+    force: Annotated[bool, typer.Option("--force", help="--example: overwrite --out if it exists")] = False,
     config: Annotated[
         Path | None,
         typer.Option("--config", "-c", help="an existing deploy.yaml: open the day-2 console on it", show_default=False),
@@ -286,9 +323,11 @@ def init(
     """The setup wizard (a terminal UI); `--example local|remote` writes a commented example instead.
 
     \b
-      claudegate init                          the wizard; it saves to --out (default ./deploy.yaml; an existing one is loaded)
-      claudegate init --config deploy.yaml     the console: status, clients, logs, rollback, smoke test
-      claudegate init --example remote         a commented example config to edit by hand
+      claudegate init                    the wizard; it saves --out (deploy.yaml),
+                                         editing it if it exists
+      claudegate init --config FILE      the console: status, clients, logs,
+                                         rollback, smoke test
+      claudegate init --example remote   a commented example config to edit
     """
 
     def body() -> None:

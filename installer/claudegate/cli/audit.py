@@ -60,9 +60,9 @@ def audit_command(
     key or component to fix.
 
     \b
-      claudegate audit --config deploy.yaml
-      claudegate audit --config deploy.yaml --only authz --report audit.html
-      claudegate audit --config deploy.yaml --only allowlist --from ops@bastion.example.com
+      claudegate audit
+      claudegate audit --only authz --report audit.html
+      claudegate audit --only allowlist --from ops@bastion.example.com
     """
 
     def body() -> None:

@@ -38,8 +38,9 @@ def backup_command(
     of client keys offline: keep it as secret as the server.
 
     \b
-      claudegate backup  --config deploy.yaml --out gw-2026-11-30.cgbackup --passphrase-file ~/.cg-pass
-      claudegate restore --config new-server.yaml --from gw-2026-11-30.cgbackup --passphrase-file ~/.cg-pass
+      claudegate backup --out gw-2026-11-30.cgbackup --passphrase-file ~/.cg-pass
+      claudegate restore --config new-server.yaml --from gw-2026-11-30.cgbackup \\
+          --passphrase-file ~/.cg-pass
     """
 
     def body() -> None:

@@ -18,10 +18,11 @@ keys_app = typer.Typer(
     help="""Create, list, rotate and revoke client keys on the deployed gateway.
 
 \b
-  claudegate keys list   --config deploy.yaml [--json]
-  claudegate keys create ci --config deploy.yaml --model 'claude-haiku-*' --rpm 60 --expires 2027-06-30
-  claudegate keys rotate ci --config deploy.yaml --overlap 24h
-  claudegate keys revoke ci --config deploy.yaml
+  claudegate keys list [--json]
+  claudegate keys create ci --model 'claude-haiku-*' --rpm 60 \\
+      --expires 2027-06-30
+  claudegate keys rotate ci --overlap 24h
+  claudegate keys revoke ci
 
 Works on local and SSH targets alike: the commands run in the serving
 gateway container, whose keystore every release shares. A new key is shown

@@ -37,13 +37,18 @@ class StepPrinter:
     log alike, gets a line at least every 5 s. Smoke ``check`` events print one line each.
     """
 
-    def __init__(self, every: float = 4.0) -> None:
+    def __init__(self, every: float = 4.0, *, brief: bool = False) -> None:
         self.every = every
+        #: Only what shows the run is alive or failed (work, heartbeats, notes, failures): the steps and
+        #: their changes are summed up once at the end (``plan`` without --verbose).
+        self.brief = brief
         self._last_work = ""
         self._last_at = 0.0
 
     def __call__(self, event: Any) -> None:
         where = f"[{event.index}/{event.total}]"
+        if self.brief and event.kind in ("start", "plan", "finish"):
+            return
         if event.kind == "work":
             self._work(event)
         elif event.kind == "check":
@@ -97,9 +102,15 @@ def smoke_report(report: Any, *, json_out: bool) -> None:
         print(report.table())
 
 
-def deploy_result(result: Any, *, json_out: bool) -> None:
+def deploy_result(result: Any, *, json_out: bool, brief: bool = False) -> None:
+    """The result on stdout; ``brief`` (a plan without --verbose): one line per changing step."""
     if json_out:
         print(json.dumps(result.to_json(), indent=2, default=str))
+        return
+    if brief:
+        print(result.summary_text(), end="")
+        if result.changed:
+            print("every change and the diff of each file: claudegate plan --verbose")
         return
     print(result.plan_text(diffs=result.dry_run))
     if result.smoke is not None:

@@ -31,8 +31,8 @@ def usage_command(
     at standard rates: caching and batch discounts are not applied.
 
     \b
-      claudegate usage --config deploy.yaml
-      claudegate usage --config deploy.yaml --client team-a --since 2026-11-01 --csv > team-a.csv
+      claudegate usage
+      claudegate usage --client team-a --since 2026-11-01 --csv > team-a.csv
     """
 
     def body() -> None:

@@ -5,7 +5,11 @@
 - a model glob that matches no model name: the gateway matches scopes with
   :func:`fnmatch.fnmatchcase`, where a ``[`` without its ``]`` (or a stray
   ``]``) stands for itself, and model names never contain either, so
-  ``claude-[sonnet`` silently allows nothing.
+  ``claude-[sonnet`` silently allows nothing;
+- a model glob that matches no model the tool knows and is not shaped like a
+  later release of a known family (``claud-*``, ``claude-sonet-*``): a typo
+  that would refuse the key for every model
+  (:func:`claudegate.model_names.unknown_model_problem`).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from claudegate.config.problems import RuleProblem
+from claudegate.model_names import unknown_model_problem
 
 if TYPE_CHECKING:
     from claudegate.config.model import DeployConfig
@@ -62,3 +67,7 @@ def client_problems(cfg: DeployConfig, *, now: Callable[[], datetime] = lambda: 
                     f"{glob!r} can match no model name ({why}; model names never contain brackets)",
                     "write a name or a * glob, e.g. claude-sonnet-*, or a full set such as claude-[sh]*",
                 )
+                continue
+            unknown = unknown_model_problem(glob)
+            if unknown is not None:
+                yield RuleProblem(("clients", index, "models", position), *unknown)

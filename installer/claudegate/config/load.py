@@ -7,14 +7,16 @@ every validation error point at the line to edit::
 
     deploy.yaml:14:5: clients[1].rpm: must be a positive whole number, got -3; set it to e.g. 60
 
-Problems are found in two passes, each reported in full: the schema (types,
-unknown keys, missing keys, duplicate keys, anything that looks like an API
-key), then -- once the schema is clean -- the rules across sections
-(:mod:`claudegate.config.rules`).
+Problems are found in two passes: the schema (types, unknown keys, missing
+keys, duplicate keys, anything that looks like an API key), then the rules
+across sections (:mod:`claudegate.config.rules`). Both are reported in one
+run: when the schema fails, the rules still run on the rest of the config
+(the refused values cut out), so nobody fixes one list to meet the next.
 """
 
 from __future__ import annotations
 
+import copy
 import difflib
 import functools
 import os
@@ -132,6 +134,7 @@ def validate_data(
     reported = {p.field for p in problems}
     context = {"base_dir": base_dir, RULES_DEFERRED: True}
     cfg: DeployConfig | None = None
+    errors: list[ErrorDetails] = []
     try:
         cfg = DeployConfig.model_validate(data, context=context)
     except ValidationError as exc:
@@ -161,6 +164,12 @@ def validate_data(
                 )
             )
     if problems:
+        if cfg is None:
+            said = {p.field for p in problems}
+            problems += [
+                _rule_problem(r, origin) for r in _rules_on_the_rest(data, errors, context)
+                if format_path(r.loc) not in said
+            ]
         raise DeployConfigError(problems)
     assert cfg is not None
     rules = [_rule_problem(r, origin) for r in rule_problems(cfg)]
@@ -324,6 +333,96 @@ def _secret_looking(data: Any) -> list[Loc]:
 
 
 # --- pydantic errors -> problems ----------------------------------------------------------
+
+
+def _rules_on_the_rest(data: Any, errors: list[ErrorDetails], context: dict[str, Any]) -> list[RuleProblem]:
+    """The rules' problems in the parts of ``data`` the schema accepted (empty when it cannot tell).
+
+    Each refused value is cut out and the rest validated again, so defaults stand in: a mapping key is
+    deleted; an entry of a top-level list (a client without a valid name, a bad allowlist range) is
+    taken out of its list, the others keeping their own positions in what is said. A rule about a part
+    that lost a value is not said (it could be about the stand-in).
+    """
+    pruned = copy.deepcopy(data)
+    if not isinstance(pruned, dict):
+        return []
+    #: For each top-level list: the file's index of each entry still in ``pruned``.
+    kept = {key: list(range(len(value))) for key, value in pruned.items() if isinstance(value, list)}
+    cuts: list[Loc] = []  # in the file's positions
+
+    def in_file(loc: Loc) -> Loc:
+        if len(loc) > 1 and loc[0] in kept and isinstance(loc[1], int) and loc[1] < len(kept[str(loc[0])]):
+            return (loc[0], kept[str(loc[0])][loc[1]], *loc[2:])
+        return loc
+
+    locs = _refused(errors)
+    for _round in range(3):  # a cut can uncover a problem the first error hid; a few rounds settle it
+        drops: dict[str, set[int]] = {}
+        for loc in locs:
+            where = in_file(loc)
+            if any(where[: len(cut)] == cut for cut in cuts):
+                continue  # inside what is cut out already
+            if len(loc) == 2 and loc[0] in kept and isinstance(loc[1], int):
+                drops.setdefault(str(loc[0]), set()).add(loc[1])
+                cuts.append(where)
+                continue
+            cut = _cut(pruned, loc)
+            if cut is None:
+                return []
+            cuts.append(in_file(cut))
+        for key, indices in drops.items():
+            for index in sorted(indices, reverse=True):  # from the end: the others keep their indices
+                del pruned[key][index]
+                del kept[key][index]
+        try:
+            cfg = DeployConfig.model_validate(pruned, context=context)
+        except ValidationError as exc:
+            locs = _refused(exc.errors(include_url=False))
+            continue
+        said = [RuleProblem(in_file(r.loc), r.problem, r.fix) for r in rule_problems(cfg)]
+        return [r for r in said if r.loc and not any(_related(r.loc, cut) for cut in cuts)]
+    return []
+
+
+def _refused(errors: list[ErrorDetails]) -> list[Loc]:
+    """What to cut out for ``errors``: a refused value, or the mapping that lacks a required key."""
+    locs: list[Loc] = []
+    for error in errors:
+        loc = tuple(error["loc"])
+        if error["type"] == "default_factory_not_called":
+            continue  # a default computed from fields that failed: a consequence, not a value
+        locs.append(loc[:-1] if error["type"] == "missing" else loc)
+    return locs
+
+
+def _cut(data: Any, loc: Loc) -> Loc | None:
+    """Remove the innermost mapping key on ``loc`` from ``data``; its path, or None when there is none."""
+    node, holder, key = data, None, None
+    path: Loc = ()
+    at: Loc = ()
+    for part in loc:
+        if isinstance(node, dict) and part in node:
+            holder, key, path = node, part, (*at, part)
+        elif not (isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)):
+            return None  # a missing key, or a loc naming a type rather than a key
+        at = (*at, part)
+        node = node[part]
+    if holder is None or key is None:
+        return None
+    del holder[key]
+    return path
+
+
+def _related(loc: Loc, cut: Loc) -> bool:
+    """Whether a rule's verdict at ``loc`` may be about the stand-in for ``cut``.
+
+    A list entry's rules (a client's) are each about one field of it: only one on the cut value, or
+    above it, may be. A section's rules weigh its keys together (a burst against its rate): any of them.
+    """
+    if len(cut) > 1 and isinstance(cut[1], int):
+        shorter = min(len(loc), len(cut))
+        return loc[:shorter] == cut[:shorter]
+    return loc[:1] == cut[:1]
 
 
 def _rule_problem(rule: RuleProblem, origin: Origin | None) -> Problem:

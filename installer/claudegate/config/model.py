@@ -255,6 +255,13 @@ def _cidr(value: object) -> IPNetwork:
     try:
         net = ipaddress.ip_network(text, strict=False)
     except ValueError:
+        separator = next((ch for ch in ";, " if ch in text), None)
+        if separator is not None:
+            # Several ranges in one entry: a separator that is not the list's own.
+            raise fail(
+                f"{_show(text)} holds several entries joined by {separator!r}, which does not separate entries",
+                "write each range as its own list entry (in the wizard: separate them with commas or spaces)",
+            ) from None
         raise fail(
             f"{_show(text)} is not an IPv4 or IPv6 address range",
             "write ADDRESS/PREFIX, e.g. 203.0.113.0/24 or 2001:db8::/32, or a single address",

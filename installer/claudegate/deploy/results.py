@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,10 @@ class StepReport:
         return bool(self.changes)
 
 
+#: Changes that cannot be undone by another deploy: the short plan lists each of them.
+_IRREVERSIBLE = ("revoke ",)
+
+
 @dataclass(frozen=True)
 class DeployResult:
     """The outcome of ``deploy`` / ``plan`` / ``rollback`` / ``uninstall``.
@@ -68,6 +73,30 @@ class DeployResult:
     def installs_docker(self) -> bool:
         """True when the run installs (or, in a dry run, would install) Docker on the host."""
         return any(INSTALL_DOCKER in s.changes for s in self.steps if s.name == "docker")
+
+    def summary_text(self, width: int = 80) -> str:
+        """One line per step that changes: how many changes and the first of them, each line ``width``
+        columns at most; then how many rendered files differ. :meth:`plan_text` has every change and the
+        diffs."""
+        verb = "would change" if self.dry_run else "changed"
+        changed = [s for s in self.steps if s.changed]
+        lines = [f"{self.playbook} on {self.target}: release {self.release_id or '-'}, "
+                 + (f"{len(changed)} of {len(self.steps)} steps {verb}" if changed else "no changes")]
+        name_width = max((len(s.name) for s in changed), default=0)
+        for step in changed:
+            # A revocation cannot be undone: it is never summed up in a count, each has its own line.
+            revokes = [c for c in step.changes[1:] if c.startswith(_IRREVERSIBLE)]
+            count = len(step.changes) - len(revokes)
+            more = f" (+{count - 1} more)" if count > 1 else ""
+            head = f"  {step.name:<{name_width}}  "
+            room = width - len(head) - len(more)
+            lines.append(head + textwrap.shorten(step.changes[0], room, placeholder="…") + more)
+            lines += [" " * len(head) + textwrap.shorten(c, width - len(head), placeholder="…") for c in revokes]
+        # A step's diff text may hold several files: count their "+++ " headers.
+        files = sum(line.startswith("+++ ") for s in self.steps for d in s.diffs for line in d.splitlines())
+        if files:
+            lines.append(f"  {files} rendered file{'s' if files != 1 else ''} {verb}")
+        return "\n".join(lines) + "\n"
 
     def plan_text(self, *, diffs: bool = True) -> str:
         """Every change, step by step, then the diffs; "no changes" when there are none."""

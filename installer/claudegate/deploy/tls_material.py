@@ -190,9 +190,20 @@ def _load_cert(path: Path) -> x509.Certificate | None:
         return None
 
 
-def internal_ca(state_dir: Path, domain: str, *, now: dt.datetime | None = None) -> TLSMaterial:
-    """The private CA and server certificate for ``domain``, made once and reused."""
+def _discard(path: Path, data: bytes) -> None:
+    """What a plan does with a file it would write: nothing."""
+
+
+def internal_ca(
+    state_dir: Path, domain: str, *, now: dt.datetime | None = None, keep: bool = True
+) -> TLSMaterial:
+    """The private CA and server certificate for ``domain``, made once and reused.
+
+    ``keep=False`` (a plan) reads what is there and makes what is missing in memory only: a plan changes
+    nothing, here either (the deploy then makes and keeps its own).
+    """
     now = now or _now()
+    write = _write_private if keep else _discard
     tls_dir = state_dir / "tls"
     # ca.pem sits at the top of the state directory: it is what clients are pointed at.
     ca_key_path, ca_path = tls_dir / "ca.key.pem", state_dir / "ca.pem"
@@ -208,8 +219,8 @@ def internal_ca(state_dir: Path, domain: str, *, now: dt.datetime | None = None)
     )
     if not ca_ok:
         ca_key, ca_cert = _make_ca(domain, now)
-        _write_private(ca_key_path, _key_pem(ca_key))
-        _write_private(ca_path, ca_cert.public_bytes(serialization.Encoding.PEM))
+        write(ca_key_path, _key_pem(ca_key))
+        write(ca_path, ca_cert.public_bytes(serialization.Encoding.PEM))
     assert ca_key is not None and ca_cert is not None
 
     key, cert = _load_key(key_path), _load_cert(cert_path)
@@ -224,8 +235,8 @@ def internal_ca(state_dir: Path, domain: str, *, now: dt.datetime | None = None)
     )
     if not leaf_ok:
         key, cert = _make_leaf(domain, ca_key, ca_cert, now)
-        _write_private(key_path, _key_pem(key))
-        _write_private(cert_path, cert.public_bytes(serialization.Encoding.PEM))
+        write(key_path, _key_pem(key))
+        write(cert_path, cert.public_bytes(serialization.Encoding.PEM))
     assert key is not None and cert is not None
 
     ca_pem = ca_cert.public_bytes(serialization.Encoding.PEM)

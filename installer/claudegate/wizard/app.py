@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from textual.app import App
+from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
 
@@ -32,7 +33,9 @@ class WizardApp(App[None]):
 
     CSS_PATH = "wizard.tcss"
     TITLE = "claudegate setup"
-    ENABLE_COMMAND_PALETTE = False
+    # Ctrl+P: the command palette lists the keys' actions of the screen it was opened on, by name
+    # (get_system_commands). It is in the F1 help, not the footer: the footer holds the step's own keys.
+    ENABLE_COMMAND_PALETTE = True
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("ctrl+q", "quit", "Quit", priority=True),
         # Priority: the app moves the focus the moment Tab arrives. As a plain binding the Tab went to the
@@ -224,7 +227,28 @@ class WizardApp(App[None]):
         from claudegate.wizard.screens.dialogs import HelpDialog
 
         if not isinstance(self.screen, HelpDialog):
+            # A toast ("3 problems to fix") is drawn above every screen: it would sit on the help's text.
+            self.clear_notifications()
             self.push_screen(HelpDialog())
+
+    #: Actions that are not worth a line in the palette (moving between fields; the palette itself).
+    _NOT_IN_PALETTE = frozenset({"focus_next", "focus_previous", "enter_key", "command_palette", "help", "quit"})
+
+    def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
+        """The command palette: what the keys of ``screen`` do right now (the footer's and the hidden ones),
+        each with its key, then Help and Quit. Made from the bindings, so it never lists a stale action."""
+        seen: set[str] = set()
+        for active in screen.active_bindings.values():
+            binding = active.binding
+            if not active.enabled or not binding.description or binding.action in self._NOT_IN_PALETTE:
+                continue
+            if binding.action in seen:
+                continue
+            seen.add(binding.action)
+            yield SystemCommand(binding.description, f"key: {self.get_key_display(binding)}",
+                                partial(self.run_action, binding.action, active.node))
+        yield SystemCommand("Help", "key: F1  every key of the wizard", self.action_help)
+        yield SystemCommand("Quit", "key: ^q  asks first if something would be lost", self.action_quit)
 
     async def action_quit(self) -> None:
         from claudegate.wizard.screens.dialogs import ConfirmDialog

@@ -16,6 +16,7 @@ still applies to the rest.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -35,6 +36,8 @@ __all__ = [
     "client_document",
     "document",
     "field_problems",
+    "merge_problems",
+    "problem_count",
     "state_from_document",
 ]
 
@@ -242,7 +245,8 @@ LIMITS = ScreenSpec(
 NETWORK = ScreenSpec(
     "network",
     "Allowlist",
-    "Who may call the gateway. Empty allowlist: everyone (keys still required). Separate ranges with commas.",
+    "Who may call the gateway. Empty allowlist: everyone (keys still required). Separate ranges with"
+    " commas or spaces.",
     (
         FieldSpec("allowlist", "Allowlist", "Client ranges allowed (CIDR, e.g. 203.0.113.0/24, or one"
                   " address); others get 403.", "lines", placeholder="203.0.113.0/24",
@@ -346,10 +350,15 @@ class _NotANumber(ValueError):
     pass
 
 
+#: What separates the entries of a list box: commas or spaces (no entry of these lists holds either).
+#: A ';' is split on too, so the other entries are still checked, but it is said under the box.
+_SEPARATORS = re.compile(r"[,;\s]+")
+
+
 def _lines(text: object) -> list[str]:
     if isinstance(text, list):
         return [str(t).strip() for t in text if str(t).strip()]
-    return [part.strip() for part in str(text or "").replace(",", "\n").splitlines() if part.strip()]
+    return [part for part in _SEPARATORS.split(str(text or "")) if part]
 
 
 def _convert(spec: FieldSpec, raw: Any) -> Any:
@@ -391,8 +400,11 @@ def _fill(doc: dict[str, Any], specs: Sequence[FieldSpec], values: Values, bad: 
     for spec in specs:
         if not spec.shown(values) or spec.key in ("target.mode", "tls.staging", "save_path", FILTER_PRESET):
             continue
+        raw = values.get(spec.key, spec.default)
+        if spec.kind == "lines" and ";" in str(raw or ""):
+            bad[spec.key] = "';' does not separate entries; separate them with commas or spaces"
         try:
-            value = _convert(spec, values.get(spec.key, spec.default))
+            value = _convert(spec, raw)
         except _NotANumber as exc:
             bad[spec.key] = f"{str(exc)!r} is not a whole number; type digits only, e.g. {spec.default or 60}"
             continue
@@ -540,16 +552,40 @@ def _field_of(problem_field: str, keys: Iterable[str]) -> tuple[str, str] | None
 
 
 def map_problems(problems: Iterable[tuple[str, str]], keys: Iterable[str]) -> dict[str, str]:
-    """``(field, message)`` pairs from the core -> {form key: first message}."""
+    """``(field, message)`` pairs from the core -> {form key: every message, one a line}.
+
+    Every problem of a field is kept (a list box with two bad entries says both), so one round of
+    fixing is enough; :func:`problem_count` counts them.
+    """
     keys = list(keys)
-    out: dict[str, str] = {}
+    out: dict[str, list[str]] = {}
     for problem_field, message in problems:
         found = _field_of(problem_field, keys)
         if found is None:
             continue
         key, prefix = found
-        out.setdefault(key, prefix + message)
-    return out
+        _add(out, key, prefix + message)
+    return {key: "\n".join(messages) for key, messages in out.items()}
+
+
+def _add(out: dict[str, list[str]], key: str, message: str) -> None:
+    for line in message.splitlines() or [""]:
+        if line not in out.setdefault(key, []):
+            out[key].append(line)
+
+
+def problem_count(problems: Mapping[str, str]) -> int:
+    """How many problems ``problems`` holds: one a line, as they are shown under the fields."""
+    return sum(len(message.splitlines()) for message in problems.values())
+
+
+def merge_problems(first: Mapping[str, str], more: Mapping[str, str]) -> dict[str, str]:
+    """Both sets of problems, a field's messages one a line (a message said twice is said once)."""
+    out: dict[str, list[str]] = {}
+    for source in (first, more):
+        for key, message in source.items():
+            _add(out, key, message)
+    return {key: "\n".join(messages) for key, messages in out.items()}
 
 
 def field_problems(
@@ -571,11 +607,19 @@ def field_problems(
         if f.key in bad:
             out[f.key] = bad[f.key]
         elif f.required and not str(values.get(f.key, f.default) or "").strip():
-            out[f.key] = "is required" + (f"; e.g. {f.placeholder}" if f.placeholder else "")
+            out[f.key] = REQUIRED + (f"; e.g. {f.placeholder}" if f.placeholder else "")
     keys = [f.key for f in shown] + [k for k in spec.owns if k not in {f.key for f in shown}]
+    core: dict[str, str] = {}
     for key, message in map_problems(check(doc), keys).items():
-        out.setdefault(_visible_key(key, shown), message)
-    return out
+        visible = _visible_key(key, shown)
+        core[visible] = core[visible] + "\n" + message if visible in core else message
+    # A required box that is empty has that one problem (the core's "missing" says it again).
+    core = {k: m for k, m in core.items() if not out.get(k, "").startswith(REQUIRED)}
+    return merge_problems(out, core)
+
+
+#: The start of the message of an empty required box (shown only once the box was touched, or on Next).
+REQUIRED = "is required"
 
 
 def _visible_key(key: str, shown: list[FieldSpec]) -> str:
@@ -583,6 +627,18 @@ def _visible_key(key: str, shown: list[FieldSpec]) -> str:
     if any(f.key == key for f in shown) or not shown:
         return key
     return shown[0].key
+
+
+#: The core's fixes that name a deploy.yaml key, as the form says them (what to do in the box).
+_FORM_WORDS = {
+    "remove expires: for a key that does not expire": "empty the Expires box for a key that never expires",
+}
+
+
+def _in_form_words(message: str) -> str:
+    for yaml_words, form_words in _FORM_WORDS.items():
+        message = message.replace(yaml_words, form_words)
+    return message
 
 
 def client_problems(
@@ -593,15 +649,25 @@ def client_problems(
     entry = client_document(client, bad)
     out = dict(bad)
     if not str(client.get("name") or "").strip():
-        out["name"] = "is required; a name such as team-a"
+        out["name"] = REQUIRED + "; a name such as team-a"
     elif str(client.get("name")).strip() in set(others):
         out["name"] = "another client has this name; choose another"
+    # A stand-in name while the box is empty, so the core checks the other fields in the same round.
     doc = {"target": {"host": "local"}, "domain": "gw.example.com", "tls": {"mode": "internal-ca"},
-           "clients": [entry]}
-    prefixed = [(f.removeprefix("clients[0]."), m) for f, m in check(doc) if f.startswith("clients[0]")]
-    for key, message in map_problems(prefixed, [f.key for f in CLIENT_FIELDS]).items():
-        out.setdefault(key, message)
-    return out
+           "clients": [{"name": "client", **entry} if "name" in out else entry]}
+    said = check(doc)
+    if "name" not in out and any(f == "clients[0].name" for f, _ in said):
+        # A refused name hides the rules on the other fields (the entry is left out of them): their
+        # problems come from a second look under a stand-in name, so one round shows them all.
+        again = check({**doc, "clients": [{**entry, "name": "client"}]})
+        said = [(f, m) for f, m in said if f == "clients[0].name"] + [(f, m) for f, m in again
+                                                                    if f != "clients[0].name"]
+    prefixed = [(f.removeprefix("clients[0]."), _in_form_words(m)) for f, m in said
+                if f.startswith("clients[0]")]
+    core = map_problems(prefixed, [f.key for f in CLIENT_FIELDS])
+    if "name" in out:
+        core.pop("name", None)  # about the stand-in, or a repeat of the form's own message
+    return merge_problems(out, core)
 
 
 # --- from a saved deploy.yaml back to answers -----------------------------------------------------

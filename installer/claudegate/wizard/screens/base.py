@@ -14,7 +14,7 @@ from textual.widget import Widget
 from textual.widgets import Button, Checkbox, Footer, Input, Select, Static
 
 from claudegate.wizard import core
-from claudegate.wizard.form import SCREENS, FieldSpec, WizardState, field_problems
+from claudegate.wizard.form import REQUIRED, SCREENS, FieldSpec, WizardState, field_problems, problem_count
 from claudegate.wizard.widgets import FormField, StepBar, field_id, read_value
 
 if TYPE_CHECKING:
@@ -28,8 +28,8 @@ class StepScreen(Screen[None]):
 
     INDEX = 0
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("ctrl+n", "next", "Next", priority=True),
-        Binding("ctrl+b", "back", "Back", priority=True),
+        Binding("ctrl+n", "after_typing('next')", "Next", priority=True),
+        Binding("ctrl+b", "after_typing('back')", "Back", priority=True),
         # Not a priority binding: an open Select list closes on Escape first.
         Binding("escape", "back", "Back", show=False),
         Binding("ctrl+s", "save_draft", "Save draft"),
@@ -75,7 +75,7 @@ class StepScreen(Screen[None]):
             # Disabled until the first check has run (just after the first paint).
             yield Button(self.next_label, id="next", variant="primary", compact=True, disabled=True,
                          tooltip=self.next_help)
-        yield Footer()
+        yield Footer(show_command_palette=False)
 
     next_label = "Next"
     next_help = "The next screen (Ctrl+N), once no field has a problem."
@@ -119,28 +119,42 @@ class StepScreen(Screen[None]):
 
     def revalidate(self) -> None:
         for row in self.query(FormField):
-            shown = row.spec.shown(self.state.values)
-            if row.display != shown:
-                row.display = shown
+            asked = row.spec.shown(self.state.values)
+            if row.display != asked:
+                row.display = asked
         self.problems = field_problems(self.state, self.INDEX, core.check_document) if self.spec.fields else {}
         self.problems.update(self.extra_problems())
+        shown: dict[str, str] = {}
         for row in self.query(FormField):
             message = self.problems.get(row.spec.key)
             untouched_required = (
-                message is not None and message.startswith("is required") and row.spec.key not in self.touched
+                message is not None and message.startswith(REQUIRED) and row.spec.key not in self.touched
             )
             row.show_message(None if untouched_required else message)
-        self.show_extra_messages(force=False)
-        blocking = len(self.problems)
-        summary = self.query_one("#summary", Static)
-        text = f"{blocking} to fix" if blocking else ""
-        if str(summary.render()) != text:
-            summary.update(text)
-        self.query_one("#next", Button).disabled = bool(blocking) or not self.can_go_on()
+            if message and row.display and not untouched_required:
+                shown[row.spec.key] = message
+        shown.update(self.show_extra_messages(force=False))
+        self.show_summary(shown)
+        self.query_one("#next", Button).disabled = bool(self.problems) or not self.can_go_on()
         self.checked = True
 
-    def show_extra_messages(self, *, force: bool) -> None:
-        """Show problems of widgets that are not fields (``force``: also "is required" before any typing)."""
+    def show_summary(self, shown: dict[str, str]) -> None:
+        """The count next to Next: the problems drawn now, and the empty boxes still to fill (not yet
+        marked, so nobody is told off before typing), so the number always matches what is on screen."""
+        to_fix = problem_count(shown)
+        to_fill = len([k for k, m in self.problems.items() if k not in shown and m.startswith(REQUIRED)])
+        parts = [f"{to_fix} to fix"] if to_fix else []
+        if to_fill:
+            parts.append(f"{to_fill} to fill in")
+        text = ", ".join(parts)
+        summary = self.query_one("#summary", Static)
+        if str(summary.render()) != text:
+            summary.update(text)
+
+    def show_extra_messages(self, *, force: bool) -> dict[str, str]:
+        """Show problems of widgets that are not fields (``force``: also "is required" before any typing);
+        returns the ones now drawn."""
+        return {}
 
     def can_go_on(self) -> bool:
         return True
@@ -198,6 +212,30 @@ class StepScreen(Screen[None]):
     def _back_pressed(self) -> None:
         self.action_back()
 
+    def action_after_typing(self, action: str) -> None:
+        """Run ``action`` once the keys typed before its key are in their box.
+
+        Ctrl+N and Ctrl+B are priority keys: the app runs them the moment they arrive, while the text typed
+        just before them (a burst, a paste, a fast typist in a real terminal) still waits in the box's
+        queue. Asked through the box's own queue, the action runs after that text, with the box read.
+        """
+        focused = self.focused
+        if isinstance(focused, Input):
+            focused.call_later(self._read_then, focused, action)
+        else:
+            self.call_later(self.run_action, action)
+
+    async def _read_then(self, box: Input, action: str) -> None:
+        if box.is_attached:
+            self.read_box(box)
+        await self.run_action(action)
+
+    def read_box(self, box: Input) -> None:
+        """Take the box's text now (its Input.Changed is still on its way)."""
+        spec = self._spec_of(box)
+        if spec is not None and self.state.values.get(spec.key) != read_value(box):
+            self._changed(box)
+
     def action_next(self) -> None:
         if self.blocked():
             return
@@ -210,18 +248,22 @@ class StepScreen(Screen[None]):
         if not self.query_one("#next", Button).disabled:
             return False
         first: Widget | None = None
+        shown: dict[str, str] = {}
         for row in self.query(FormField):
             message = self.problems.get(row.spec.key)
             row.show_message(message)
-            if message and first is None and row.display:
-                first = row.query_one("#" + field_id(row.spec.key))
-        self.show_extra_messages(force=True)
+            if message and row.display:
+                shown[row.spec.key] = message
+                if first is None:
+                    first = row.query_one("#" + field_id(row.spec.key))
+        shown.update(self.show_extra_messages(force=True))
+        self.show_summary(shown)
         if first is None:
             first = next((self.query_one("#" + k) for k in self.problems if self.query("#" + k)), None)
         if first is not None:
             self.set_focus(first)
-        count = len(self.problems)
-        self.notify(f"{count} field{'s' if count != 1 else ''} to fix: the problem is written under each.",
+        count = problem_count(shown)
+        self.notify(f"{count} problem{'s' if count != 1 else ''} to fix: each is written under its field.",
                     severity="warning")
         return True
 

@@ -12,7 +12,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, DataTable, Footer, Input, Label, Select, Static
 
 from claudegate.wizard import core
-from claudegate.wizard.form import CLIENT_FIELDS, client_problems
+from claudegate.wizard.form import CLIENT_FIELDS, REQUIRED, client_problems, problem_count
 from claudegate.wizard.screens.base import StepScreen
 from claudegate.wizard.widgets import FormField, field_id, read_value
 
@@ -121,6 +121,8 @@ class ClientDialog(ModalScreen[dict[str, Any] | None]):
         self.client = client
         self.others = others
         self.problems: dict[str, str] = {}
+        #: Fields typed in: an empty required box says so only once touched (or on Save), not on opening.
+        self.touched: set[str] = set()
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog client-dialog"):
@@ -133,7 +135,7 @@ class ClientDialog(ModalScreen[dict[str, Any] | None]):
                 yield Button("Save", id="save", variant="primary", compact=True)
                 yield Button("Cancel", id="cancel", compact=True)
         # The dialog's own keys (Save, Cancel), not those of the Clients screen behind it.
-        yield Footer()
+        yield Footer(show_command_palette=False)
 
     def on_mount(self) -> None:
         for spec in CLIENT_FIELDS:
@@ -142,16 +144,26 @@ class ClientDialog(ModalScreen[dict[str, Any] | None]):
         # Now, not after a refresh: what is typed as soon as the dialog shows goes into the name.
         self.set_focus(self.query_one("#" + field_id("name")))
 
-    def _check(self) -> None:
+    def _check(self, *, everything: bool = False) -> dict[str, str]:
+        """Check the answers and draw the problems (``everything``: also untouched empty required boxes);
+        returns the problems drawn."""
         self.problems = client_problems(self.client, self.others, core.check_document)
+        shown: dict[str, str] = {}
         for row in self.query(FormField):
-            row.show_message(self.problems.get(row.spec.key))
+            message = self.problems.get(row.spec.key)
+            if message and message.startswith(REQUIRED) and row.spec.key not in self.touched and not everything:
+                message = None
+            row.show_message(message)
+            if message:
+                shown[row.spec.key] = message
         self.query_one("#save", Button).disabled = bool(self.problems)
+        return shown
 
     def _changed(self, widget: Any) -> None:
         spec = next((s for s in CLIENT_FIELDS if field_id(s.key) == widget.id), None)
         if spec is not None:
             self.client[spec.key] = read_value(widget)
+            self.touched.add(spec.key)
             self._check()
 
     @on(Input.Changed)
@@ -177,7 +189,7 @@ class ClientDialog(ModalScreen[dict[str, Any] | None]):
 
     @on(Button.Pressed, "#save")
     def action_save(self) -> None:
-        self._check()
+        shown = self._check(everything=True)
         if not self.problems:
             self.dismiss({k: v for k, v in self.client.items() if v not in ("", None)})
             return
@@ -186,8 +198,9 @@ class ClientDialog(ModalScreen[dict[str, Any] | None]):
         if first is not None:
             self.set_focus(first.query_one("#" + field_id(first.spec.key)))
             first.scroll_visible()
-        self.notify(f"{len(self.problems)} to fix before Save: the problem is written under each field.",
-                    severity="warning")
+        count = problem_count(shown)
+        self.notify(f"{count} problem{'s' if count != 1 else ''} to fix before Save: each is written under"
+                    " its field.", severity="warning")
 
     @on(Button.Pressed, "#cancel")
     def action_cancel(self) -> None:

@@ -75,7 +75,7 @@ class ConsoleScreen(Screen[None]):
                     yield Button("Smoke test", id="smoke", compact=True)
                     yield Button("Roll back…", id="rollback", variant="warning", compact=True)
                 yield RichLog(id="actions", wrap=True, markup=False)
-        yield Footer()
+        yield Footer(show_command_palette=False)
 
     def on_mount(self) -> None:
         self.wizard.session_on(self.cfg)

@@ -38,7 +38,7 @@ class ConfirmDialog(ModalScreen[bool]):
                 yield Button(self.yes, id="yes", variant="primary", compact=True)
                 yield Button(self.no, id="no", compact=True)
         # The dialog's own keys, not those of the screen behind it.
-        yield Footer()
+        yield Footer(show_command_palette=False)
 
     def on_mount(self) -> None:
         self.query_one("#no", Button).focus()
@@ -80,7 +80,7 @@ class SecretDialog(ModalScreen[Secret | None]):
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Save", id="save", variant="primary", compact=True)
                 yield Button("Cancel", id="cancel", compact=True)
-        yield Footer()
+        yield Footer(show_command_palette=False)
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         event.stop()
@@ -114,7 +114,7 @@ class MessageDialog(ModalScreen[None]):
             yield Static(self.text, classes="dialog-text")
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Close", id="close", variant="primary", compact=True)
-        yield Footer()
+        yield Footer(show_command_palette=False)
 
     def on_mount(self) -> None:
         self.query_one("#close", Button).focus()
@@ -127,25 +127,24 @@ class MessageDialog(ModalScreen[None]):
         self.dismiss(None)
 
 
+# Fits the dialog at 80x24 with its Close button (lines of at most 72 columns, 14 lines).
 HELP = """\
-Tab, Shift+Tab    next / previous field (its label shows reversed)
-Enter             next field; on a button, press it
-Ctrl+N            next screen, once no field has a problem (each
-                  problem is written under its field)
-Ctrl+B, Escape    previous screen
-Ctrl+S            save a draft (also saved after every change;
-                  never with the Anthropic key)
-Ctrl+Q            quit (asks if the key you typed would be lost)
-F1, ?             this help
-
-Clients           a add, e or Enter edit, Delete remove;
-                  in the dialog Enter or Ctrl+S saves, Escape cancels
-Review            Ctrl+O save only, Ctrl+R plan, Ctrl+N save and
-                  deploy (asks you to confirm the target first)
-Deploy            Ctrl+C cancels at a safe point; Retry resumes
-
-Grey text in an empty box is a hint, never a value:
-"empty: ..." says what empty means, "e.g. ..." is an example.
+Tab, Shift+Tab  next / previous field (its label shows reversed)
+Enter           next field; on a button, press it
+Ctrl+N          next screen, once no field has a problem (each is
+                written under its field)
+Ctrl+B, Escape  previous screen
+Ctrl+S          save a draft (saved after every change too; never
+                with the Anthropic key)
+Ctrl+Q          quit (asks if the key you typed would be lost)
+Ctrl+P          every action of this screen, by name;  F1, ?  this help
+Clients         a add, e or Enter edit, Delete remove; in the dialog
+                Enter or Ctrl+S saves, Escape cancels
+Review          Ctrl+O save only, Ctrl+R plan, Ctrl+N save and deploy
+                (asks you to confirm the target first)
+Deploy          Ctrl+C cancels at a safe point; Retry resumes
+Grey text in an empty box is a hint, never a value: "empty: ..." says
+what empty means, "e.g. ..." is an example.
 """
 
 

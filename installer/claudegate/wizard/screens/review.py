@@ -26,7 +26,7 @@ class ReviewScreen(StepScreen):
     BINDINGS: ClassVar[list[BindingType]] = [
         *[b for b in StepScreen.BINDINGS if not (isinstance(b, Binding) and b.key in ("ctrl+n", "ctrl+s"))],
         # The footer says what Ctrl+N does here; it asks before anything is deployed.
-        Binding("ctrl+n", "next", "Save and deploy…", priority=True),
+        Binding("ctrl+n", "after_typing('next')", "Save and deploy…", priority=True),
         Binding("ctrl+o", "save_only", "Save only"),
         Binding("ctrl+r", "plan", "Plan"),
         Binding("ctrl+s", "save_draft", "Save draft", show=False),  # 80 columns hold the others

@@ -78,7 +78,7 @@ class DeployScreen(Screen[None]):
             yield Button("Cancel", id="cancel", variant="error", compact=True)
             yield Button("Back to review", id="back", compact=True, disabled=True)
             yield Button("Retry", id="retry", compact=True, disabled=True)
-        yield Footer()
+        yield Footer(show_command_palette=False)
 
     def on_mount(self) -> None:
         table = self.query_one("#steps", DataTable)
@@ -265,7 +265,7 @@ class ResultScreen(Screen[None]):
         with Horizontal(id="nav"):
             yield Static(f"Config saved to {self.config_path}", id="saved")
             yield Button("Done", id="done", variant="primary", compact=True)
-        yield Footer()
+        yield Footer(show_command_palette=False)
 
     def on_mount(self) -> None:
         table = self.query_one("#smoke", DataTable)

@@ -154,19 +154,30 @@ class UpstreamScreen(StepScreen):
         problem = self._key_problem()
         return {"api-key": problem} if problem else {}
 
-    def show_extra_messages(self, *, force: bool) -> None:
+    def show_extra_messages(self, *, force: bool) -> dict[str, str]:
         key_box = self.query("#api-key")
         touched = force or "api-key" in self.touched or self.state.upstream_key is not None
         message = self.problems.get("api-key") if key_box and touched else None
         show_message(self.query_one("#msg-api-key", Static), message)
+        return {"api-key": message} if message else {}
 
     @on(Input.Changed, "#api-key")
     def _key_changed(self, event: Input.Changed) -> None:
         event.stop()
-        value = event.value.strip()
+        self._take_key(event.value)
+
+    def _take_key(self, text: str) -> None:
+        value = text.strip()
         self.state.upstream_key = Secret(value) if value else self.state.upstream_key
         self.touched.add("api-key")
         self.revalidate()
+
+    def read_box(self, box: Input) -> None:
+        if box.id != "api-key":
+            super().read_box(box)
+        elif box.value.strip() and (self.state.upstream_key is None
+                                    or self.state.upstream_key.reveal() != box.value.strip()):
+            self._take_key(box.value)
 
     def leave(self) -> None:
         # The key leaves the screen with the operator: it lives on only as a Secret in memory.
