@@ -97,7 +97,7 @@ def tls_material(ctx: Context) -> TLSMaterial:
     cfg = ctx.cfg
     tls = cfg.tls
     if tls.mode == "internal-ca":
-        return internal_ca(cfg.state_dir, cfg.domain, keep=not ctx.dry_run)
+        return internal_ca(cfg.state_dir, cfg.domain, keep=not ctx.options.dry_run)
     if tls.mode == "files":
         if tls.cert_file is None or tls.key_file is None:
             raise ConfigError("tls.mode files needs tls.cert_file and tls.key_file")
