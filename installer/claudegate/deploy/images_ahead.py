@@ -106,6 +106,8 @@ class ImagesAhead:
         self.send_failed = False
         self.spool = ""
         self.started_at = time.monotonic()
+        self.built_at: float | None = None
+        self.wanted_at: float | None = None
         self.finished_at: float | None = None
         self._thread = threading.Thread(target=self._work, name="claudegate-images-ahead", daemon=True)
         self._discarded = False
@@ -153,6 +155,7 @@ class ImagesAhead:
                     check=self._check,
                     started=self._started,
                 )
+            self.built_at = time.monotonic()
             self._send()
         except BaseException as exc:  # handed to the images step (or dropped when discarded)
             self.error = exc
@@ -193,6 +196,7 @@ class ImagesAhead:
     def wait(self, ctx: Context) -> None:
         """Wait for the thread, reporting what it does; a cancel stops the wait at once (then discard)."""
         last = float("-inf")
+        self.wanted_at = time.monotonic()
         while self._thread.is_alive():
             now = time.monotonic()
             if now - last >= 1.0:
@@ -206,8 +210,16 @@ class ImagesAhead:
     def load(self, ctx: Context) -> None:
         """``docker load`` from the spool file on the host, then remove the spool directory."""
         ctx.work(f"loading {', '.join(self.tags)} on the host from {self.path} (docker load)")
+        loading = time.monotonic()
         ctx.run(docker_cli.image_load_file(self.path), timeout=SEND_TIMEOUT)
         self.discard()
+        if self.built_at is not None and self.finished_at is not None and self.wanted_at is not None:
+            ctx.note(
+                f"images sent ahead: built here in {self.built_at - self.started_at:.1f} s, "
+                f"{self.sent / 1e6:.0f} MB written to the host in {self.finished_at - self.built_at:.1f} s, "
+                f"waited for {max(0.0, self.finished_at - self.wanted_at):.1f} s of it, "
+                f"loaded in {time.monotonic() - loading:.1f} s"
+            )
 
     def discard(self) -> None:
         """Stop the thread (kill the local build or ``docker save``), then remove the spool directory.
