@@ -9,7 +9,10 @@ Docker is being installed, the Docker step starts this job first: in a
 thread, this machine builds what it lacks and streams ``docker save`` over
 SSH into a file in a fresh root-only spool directory on the host
 (``/var/tmp/claudegate-images.XXXXXXXX``, made by ``mktemp -d``). The images
-step then waits for it and runs ``docker load --input`` from that file.
+step then waits for it and runs ``docker load --input`` from that file. When
+the build here outlasts the install (a cold build cache), the engine is up
+by the time the stream starts, so it goes straight into ``docker load``
+instead: the file would only be a detour.
 
 Whatever happens, the spool directory goes: after the load, and on a
 failure, a cancel or a lost connection (the deploy's end discards the job:
@@ -104,6 +107,8 @@ class ImagesAhead:
         self.error: BaseException | None = None
         #: True when the failure came from the transfer (the images step then sends directly).
         self.send_failed = False
+        #: The engine was up when the send began: the images went straight into docker load.
+        self.direct = False
         self.spool = ""
         self.started_at = time.monotonic()
         self.built_at: float | None = None
@@ -163,7 +168,14 @@ class ImagesAhead:
             self.finished_at = time.monotonic()
 
     def _send(self) -> None:
-        self.doing = f"writing {', '.join(self.tags)} to {self.path} on the host (docker save | ssh)"
+        # A long build may end after the engine is up: then straight into docker load, no file.
+        self.direct = self._run(docker_cli.docker_info(), check=False, timeout=30).ok
+        if self.direct:
+            argv = docker_cli.image_load()
+            self.doing = f"sending {', '.join(self.tags)} (docker save | docker load; the engine is up)"
+        else:
+            argv = write_spool(self.spool)
+            self.doing = f"writing {', '.join(self.tags)} to {self.path} on the host (docker save | ssh)"
         with subprocess.Popen(
             docker_cli.image_save(*self.tags), stdout=subprocess.PIPE, stderr=subprocess.PIPE
         ) as save:
@@ -175,7 +187,7 @@ class ImagesAhead:
 
             stream = io.BufferedReader(CountingPipe(save.stdout, count, every=0.5), buffer_size=1 << 16)
             try:
-                self._run(write_spool(self.spool), input=stream, timeout=SEND_TIMEOUT)
+                self._run(argv, input=stream, timeout=SEND_TIMEOUT)
             except BaseException:
                 self.send_failed = True
                 raise
@@ -208,15 +220,17 @@ class ImagesAhead:
             raise self.error
 
     def load(self, ctx: Context) -> None:
-        """``docker load`` from the spool file on the host, then remove the spool directory."""
-        ctx.work(f"loading {', '.join(self.tags)} on the host from {self.path} (docker load)")
+        """``docker load`` from the spool file on the host (unless they went straight in), then remove the spool."""
         loading = time.monotonic()
-        ctx.run(docker_cli.image_load_file(self.path), timeout=SEND_TIMEOUT)
+        if not self.direct:
+            ctx.work(f"loading {', '.join(self.tags)} on the host from {self.path} (docker load)")
+            ctx.run(docker_cli.image_load_file(self.path), timeout=SEND_TIMEOUT)
         self.discard()
         if self.built_at is not None and self.finished_at is not None and self.wanted_at is not None:
             ctx.note(
                 f"images sent ahead: built here in {self.built_at - self.started_at:.1f} s, "
-                f"{self.sent / 1e6:.0f} MB written to the host in {self.finished_at - self.built_at:.1f} s, "
+                f"{self.sent / 1e6:.0f} MB {'sent into docker load' if self.direct else 'written to the host'} "
+                f"in {self.finished_at - self.built_at:.1f} s, "
                 f"waited for {max(0.0, self.finished_at - self.wanted_at):.1f} s of it, "
                 f"loaded in {time.monotonic() - loading:.1f} s"
             )

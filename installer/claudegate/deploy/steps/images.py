@@ -216,8 +216,8 @@ class ImagesStep(Step):
                 tags = ", ".join(c.tag(base) for c in contexts)
                 changes.append(
                     Change(
-                        f"load {tags} on the host: built on this machine and written to the host's disk "
-                        f"while Docker was installed ({why})",
+                        f"load {tags} on the host: built on this machine and sent while Docker was "
+                        f"installed ({why})",
                         (Call("load the images sent ahead", _load_ahead),),
                     )
                 )
