@@ -203,7 +203,7 @@ class ImagesAhead:
     # -- the images step's side ---------------------------------------------------
     def describe(self) -> str:
         mb = self.sent / 1e6
-        return f"{self.doing} ({mb:.0f} MB written)" if self.sent else self.doing
+        return f"{self.doing} ({mb:.0f} MB sent)" if self.sent else self.doing
 
     def wait(self, ctx: Context) -> None:
         """Wait for the thread, reporting what it does; a cancel stops the wait at once (then discard)."""

@@ -146,7 +146,7 @@ def start_images_ahead(ctx: Context) -> None:
     Only when the images step would build here and send anyway (a fresh host has none of the images);
     a spool directory that cannot be made only costs the overlap, never the deploy.
     """
-    if ctx.dry_run or ctx.playbook != "deploy" or ctx.images_ahead is not None or ctx.release is None:
+    if ctx.dry_run or ctx.playbook != "deploy" or ctx.images_ahead is not None:
         return
     base = ctx.cfg.images.base_image
     save_load, why = transfer_choice(ctx, base)
