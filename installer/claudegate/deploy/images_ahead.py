@@ -111,6 +111,8 @@ class ImagesAhead:
         self.direct = False
         self.spool = ""
         self.started_at = time.monotonic()
+        #: Images this machine had already built (its cache), by context name.
+        self.already: list[str] = []
         self.built_at: float | None = None
         self.wanted_at: float | None = None
         self.finished_at: float | None = None
@@ -148,6 +150,7 @@ class ImagesAhead:
             for context in self.contexts:
                 self._check()
                 if not self._no_cache and operator_has_image(context.tag(self.base)):
+                    self.already.append(context.name)
                     continue
                 tar = context_bytes(context, self._machine, self._record)
                 self._check()
@@ -227,8 +230,11 @@ class ImagesAhead:
             ctx.run(docker_cli.image_load_file(self.path), timeout=SEND_TIMEOUT)
         self.discard()
         if self.built_at is not None and self.finished_at is not None and self.wanted_at is not None:
+            built = [c.name for c in self.contexts if c.name not in self.already]
+            made = f"built {', '.join(built)} here in {self.built_at - self.started_at:.1f} s" if built else ""
+            had = f"{', '.join(self.already)} already built on this machine" if self.already else ""
             ctx.note(
-                f"images sent ahead: built here in {self.built_at - self.started_at:.1f} s, "
+                f"images sent ahead: {'; '.join(x for x in (made, had) if x)}, "
                 f"{self.sent / 1e6:.0f} MB {'sent into docker load' if self.direct else 'written to the host'} "
                 f"in {self.finished_at - self.built_at:.1f} s, "
                 f"waited for {max(0.0, self.finished_at - self.wanted_at):.1f} s of it, "

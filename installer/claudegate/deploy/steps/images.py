@@ -211,13 +211,14 @@ class ImagesStep(Step):
             changes += _stale_spools(ctx)
         if save_load:
             # The loaded images carry their base layers: the host needs no base image of its own.
+            # Images sent ahead are always collected here (even when the engine already loaded
+            # them): the step reports them and removes their spool directory.
             ahead = ctx.images_ahead
-            if contexts and ahead is not None and {c.tag(base) for c in contexts} <= set(ahead.tags):
-                tags = ", ".join(c.tag(base) for c in contexts)
+            if ahead is not None and {c.tag(base) for c in contexts} <= set(ahead.tags):
                 changes.append(
                     Change(
-                        f"load {tags} on the host: built on this machine and sent while Docker was "
-                        f"installed ({why})",
+                        f"load {', '.join(ahead.tags)} on the host: built on this machine and sent while "
+                        f"Docker was installed ({why})",
                         (Call("load the images sent ahead", _load_ahead),),
                     )
                 )
