@@ -15,8 +15,10 @@ from claudegate.connectors.base import Connector, Input, Result
 from claudegate.deploy.context import Context, RunOptions
 from claudegate.deploy.engine import Call, Run
 from claudegate.deploy.facts import HostFacts
+from claudegate.deploy.images_ahead import ImagesAhead, find_spools, make_spool
 from claudegate.deploy.layout import HostLayout
-from claudegate.deploy.steps.images import ImagesStep, transfer_choice
+from claudegate.deploy.progress import StepEvent
+from claudegate.deploy.steps.images import ImagesStep, start_images_ahead, transfer_choice
 from tests.deploy.canned import assert_declared, context, kinds, plan
 from tests.deploy.conftest import ConfigFactory
 
@@ -32,6 +34,8 @@ class NoImages(Connector):
 
     def run(self, argv: Sequence[str], *, input: Input | None = None, sudo: bool = False,
             timeout: float | None = None, check: bool = False, **_: Any) -> Result:  # fmt: skip
+        if list(argv) == find_spools():
+            return Result(0, b"", b"")  # no spool directory left by an earlier run
         assert list(argv[:3]) == ["docker", "image", "inspect"], argv
         return Result(1, b"", b"Error: No such image\n")
 
@@ -173,3 +177,73 @@ def _images(make_cfg: ConfigFactory, operator: dict[str, Any], case: ImagesCase)
 
 def test_the_images_cases_read_the_declared_facts(make_cfg: ConfigFactory, operator: dict[str, Any]) -> None:
     assert_declared(ImagesStep, [_images(make_cfg, operator, c) for c in IMAGES])
+
+
+class SpoolHost(NoImages):
+    """A fresh host that also answers the spool commands of the images sent ahead."""
+
+    def __init__(self, *, spools: Sequence[str] = (), make_ok: bool = True) -> None:
+        super().__init__()
+        self.spools, self.make_ok = list(spools), make_ok
+        self.ran: list[list[str]] = []
+
+    def run(self, argv: Sequence[str], *, input: Input | None = None, sudo: bool = False,
+            timeout: float | None = None, check: bool = False, **_: Any) -> Result:  # fmt: skip
+        self.ran.append(list(argv))
+        if list(argv) == make_spool():
+            if self.make_ok:
+                return Result(0, b"/var/tmp/claudegate-images.Ab12Cd34\n", b"")
+            failed = Result(1, b"", b"mktemp: failed to create directory: No space left on device\n")
+            if check:
+                self.raise_failed(argv, failed)
+            return failed
+        if list(argv) == find_spools():
+            return Result(0, "".join(f"{path}\n" for path in self.spools).encode(), b"")
+        return super().run(argv, input=input, sudo=sudo, timeout=timeout, check=check)
+
+
+def test_nothing_is_sent_ahead_in_a_dry_run_or_when_the_host_builds(
+    make_cfg: ConfigFactory, operator: dict[str, Any]
+) -> None:
+    for ctx in (ctx_for(make_cfg, transfer="build"), ctx_for(make_cfg)):
+        host = SpoolHost()
+        ctx.connector = host
+        ctx.dry_run = ctx.cfg.images.transfer != "build"  # the second one: save-load, but only a plan
+        start_images_ahead(ctx)
+        assert ctx.images_ahead is None
+        assert make_spool() not in host.ran  # nothing was made on the host
+
+
+def test_a_spool_that_cannot_be_made_only_costs_the_overlap(make_cfg: ConfigFactory, operator: dict[str, Any]) -> None:
+    ctx = ctx_for(make_cfg)
+    ctx.connector = SpoolHost(make_ok=False)
+    events: list[StepEvent] = []
+    ctx.reporter = events.append
+    start_images_ahead(ctx)  # no exception: the images step sends them after the install instead
+    assert ctx.images_ahead is None
+    notes = [e.message for e in events if e.kind == "note"]
+    assert len(notes) == 1 and notes[0].startswith("could not start sending the images while Docker is installed")
+    assert "No space left on device" in notes[0]
+    assert [c for c in ImagesStep().plan(ctx) if "on this machine and send them in one" in c.summary]
+
+
+def test_the_images_step_loads_what_was_sent_ahead_and_removes_stale_spools_only(
+    make_cfg: ConfigFactory, operator: dict[str, Any]
+) -> None:
+    ctx = ctx_for(make_cfg)
+    mine = "/var/tmp/claudegate-images.Ab12Cd34"
+    stale = "/var/tmp/claudegate-images.killed99"
+    ctx.connector = SpoolHost(spools=[stale, mine, "/var/tmp/claudegate-imagesX"])
+    ahead = ImagesAhead(ctx, ImagesStep().contexts(ctx), base="debian:bookworm-slim", why="auto: test")
+    ahead.spool = mine  # as start() sets it (not started: no thread, no build)
+    ctx.images_ahead = ahead
+    changes = ImagesStep().plan(ctx)
+    summaries = [c.summary for c in changes]
+    assert len(changes) == 2, summaries
+    remove, load = changes
+    # Only the directory a killed run left; never this run's own, nor a name outside the prefix.
+    assert remove.summary == f"remove {stale} (images an interrupted run sent ahead)"
+    assert isinstance(remove.ops[0], Run) and remove.ops[0].argv == ("rm", "-rf", "--", stale)
+    assert load.summary.startswith("load claudegate/gateway:") and "sent while Docker was installed" in load.summary
+    assert isinstance(load.ops[0], Call)
+    assert not [s for s in summaries if "send them in one" in s]  # not built and sent a second time

@@ -3,7 +3,9 @@ a real server, while the other gateways still reach it.
 
 Not a fake of anything: bytes pass through unchanged. ``cut()`` drops every
 open connection and refuses new ones (as a lost route does); ``restore()``
-lets connections through again on the same port.
+lets connections through again on the same port. ``rate`` (bytes per second,
+each direction of each connection) makes it a slow link, as a home uplink
+to a distant server is.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ from tests.support.gateway_proc import free_port
 
 
 class TcpRelay:
-    def __init__(self, target_port: int, target_host: str = "127.0.0.1") -> None:
+    def __init__(self, target_port: int, target_host: str = "127.0.0.1", *, rate: float | None = None) -> None:
         self.port = free_port()
+        self._rate = rate
         self._target = (target_host, target_port)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
@@ -68,6 +71,8 @@ class TcpRelay:
                 while data := await src.read(65536):
                     dst.write(data)
                     await dst.drain()
+                    if self._rate:
+                        await asyncio.sleep(len(data) / self._rate)
             dst.transport.abort()
 
         await asyncio.gather(copy(reader, up_writer), copy(up_reader, writer))

@@ -30,8 +30,9 @@ BUILD_CACHE = Path("/var/cache/claudegate/base")
 BUILD_TIMEOUT = 1200.0
 
 
-def base_image_build_argv(tag: str, cache: Path = BUILD_CACHE) -> list[str]:
-    """The shipped debootstrap recipe, its settings passed as environment."""
+def base_image_build_argv(tag: str, cache: Path | None = None) -> list[str]:
+    """The shipped debootstrap recipe, its settings passed as environment (``cache``: :data:`BUILD_CACHE`)."""
+    cache = cache or BUILD_CACHE  # read at call time: a test points it at an empty directory
     script = ASSETS_DIR / "base" / "build-base-image.sh"
     return ["env", f"CLAUDEGATE_BASE_IMAGE={tag}", f"CLAUDEGATE_TEST_CACHE={cache}", "bash", str(script)]
 

@@ -31,6 +31,7 @@ from claudegate.redact import Secret
 if TYPE_CHECKING:
     from claudegate.config.model import DeployConfig
     from claudegate.control.interaction import ConsentQuestion
+    from claudegate.deploy.images_ahead import ImagesAhead
     from claudegate.deploy.lock import RemoteLock
     from claudegate.deploy.release import Release
     from claudegate.deploy.tls_material import TLSMaterial
@@ -72,6 +73,8 @@ class RunState:
     new_keys: dict[str, Secret] = field(default_factory=dict)
     smoke_key: Secret | None = None
     smoke: SmokeReport | None = None
+    #: Images being built here and written to the host's disk while it installs Docker (see images_ahead).
+    images_ahead: ImagesAhead | None = None
 
 
 @dataclass
@@ -133,6 +136,12 @@ class Context:
             self.connector.put_file(op.path, op.data, op.mode, op.owner, sudo=self.sudo, timeout=120)
         else:
             op.fn(self)
+
+    def stop_background(self) -> None:
+        """The run ends (done, failed or cancelled): stop work still going on beside it, remove what it left."""
+        ahead, self.state.images_ahead = self.state.images_ahead, None
+        if ahead is not None:
+            ahead.discard()
 
     # -- cancelling and asking ------------------------------------------------
     def check_cancelled(self) -> None:

@@ -52,6 +52,7 @@ __all__ = [
     "image_inspect",
     "image_list",
     "image_load",
+    "image_load_file",
     "image_pull",
     "image_remove",
     "image_save",
@@ -125,6 +126,11 @@ def build_image(
 def image_load() -> list[str]:
     """Reads a ``docker save`` tarball on stdin."""
     return [DOCKER, "image", "load", "--quiet"]
+
+
+def image_load_file(path: str) -> list[str]:
+    """Reads a ``docker save`` tarball from a file on the host (one sent ahead, see images_ahead)."""
+    return [DOCKER, "image", "load", "--quiet", "--input", path]
 
 
 def image_save(*refs: str) -> list[str]:

@@ -140,9 +140,12 @@ def run_steps(ctx: Context, steps: Sequence[Step]) -> list[StepOutcome]:
     """Run ``steps`` in order (plans only, in a dry run); see the module docstring."""
     outcomes: list[StepOutcome] = []
     total = len(steps)
-    for index, step in enumerate(steps, 1):
-        with heartbeat(ctx.reporter, step=step.name, title=step.title, index=index, total=total) as beat:
-            outcomes.append(_run_step(ctx, step, index, total, beat))
+    try:
+        for index, step in enumerate(steps, 1):
+            with heartbeat(ctx.reporter, step=step.name, title=step.title, index=index, total=total) as beat:
+                outcomes.append(_run_step(ctx, step, index, total, beat))
+    finally:
+        ctx.stop_background()  # e.g. images sent ahead that a failed or cancelled run never loaded
     return outcomes
 
 

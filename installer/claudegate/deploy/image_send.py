@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import IO
 
 from claudegate.connectors.base import stderr_tail
@@ -17,22 +17,26 @@ from claudegate.deploy import docker_cli
 from claudegate.deploy.context import Context
 from claudegate.errors import ClaudegateError, DeployFailed
 
-__all__ = ["SEND_TIMEOUT", "send_image", "send_images"]
+__all__ = ["SEND_TIMEOUT", "CountingPipe", "send_image", "send_images"]
 
 SEND_TIMEOUT = 1200.0
 
 
-class _CountingPipe(io.RawIOBase):
-    """Reads a pipe and reports the bytes read so far (a ``docker save`` on its way)."""
+class CountingPipe(io.RawIOBase):
+    """Reads a pipe and calls ``on_read(total)`` with the bytes read so far, at most every ``every`` s and at EOF."""
 
-    def __init__(self, pipe: IO[bytes], what: str, ctx: Context, *, every: float = 1.0) -> None:
+    def __init__(
+        self, pipe: IO[bytes], on_read: Callable[[int], None], *, every: float = 1.0,
+        stop: Callable[[], bool] | None = None,
+    ) -> None:
         super().__init__()
         self._pipe = pipe
-        self._what = what
-        self._ctx = ctx
+        self._on_read = on_read
         self._every = every
+        self._stop = stop
         self._sent = 0
         self._last = float("-inf")
+        #: ``stop`` said so and the stream was ended early.
         self.cancelled = False
 
     def readable(self) -> bool:
@@ -42,8 +46,8 @@ class _CountingPipe(io.RawIOBase):
         # A transfer takes minutes on a slow link: Cancel stops it between chunks.
         # The stream just ends here (the feeder threads of both connectors treat
         # EOF, not an exception, as normal); ``docker load`` then refuses the
-        # cut archive and keeps nothing, and send_images raises Cancelled.
-        if self._ctx.controls.cancel.cancelled:
+        # cut archive and keeps nothing, and the caller raises Cancelled.
+        if self._stop is not None and self._stop():
             self.cancelled = True
             return 0
         data = self._pipe.read(len(buffer))
@@ -53,7 +57,7 @@ class _CountingPipe(io.RawIOBase):
         now = time.monotonic()
         if now - self._last >= self._every or not data:
             self._last = now
-            self._ctx.work(self._what, done=float(self._sent), unit="bytes")
+            self._on_read(self._sent)
         return len(data)
 
 
@@ -66,18 +70,19 @@ def send_images(ctx: Context, refs: Sequence[str]) -> None:
     with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as save:
         assert save.stdout is not None
         what = f"sending {', '.join(refs)} (docker save | docker load)"
-        counting = _CountingPipe(save.stdout, what, ctx)
-        stream = io.BufferedReader(counting, buffer_size=1 << 16)
+        counted = CountingPipe(save.stdout, lambda sent: ctx.work(what, done=float(sent), unit="bytes"),
+                               stop=lambda: ctx.controls.cancel.cancelled)
+        stream = io.BufferedReader(counted, buffer_size=1 << 16)
         try:
             ctx.run(docker_cli.image_load(), input=stream, timeout=SEND_TIMEOUT)
         except ClaudegateError:
-            if not counting.cancelled:
+            if not counted.cancelled:
                 raise
         finally:
             save.stdout.close()
             err = save.stderr.read() if save.stderr is not None else b""
             save.wait()
-    if counting.cancelled:
+    if counted.cancelled:
         ctx.check_cancelled()  # raises Cancelled naming the step
     if save.returncode != 0:
         raise DeployFailed(f"docker save {' '.join(refs)} failed on this machine:\n{stderr_tail(err)}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 from claudegate.control.interaction import ConsentQuestion
 from claudegate.deploy import docker_cli, host_cli
@@ -12,6 +13,7 @@ from claudegate.deploy.facts import parse_file_stats, parse_links, parse_os_rele
 from claudegate.deploy.journal import Journal
 from claudegate.deploy.lock import RemoteLock, read_holder
 from claudegate.deploy.services import learn_secrets_gid
+from claudegate.deploy.steps.images import start_images_ahead
 from claudegate.errors import ConfigError, DeployFailed
 
 __all__ = ["ConnectStep", "DockerStep", "LayoutStep", "LockStep", "UnlockStep", "read_host_state"]
@@ -158,6 +160,18 @@ class DockerStep(Step):
             )
         ctx.facts.docker_missing = bool(changes)
         return changes
+
+    def apply(self, ctx: Context, changes: Sequence[Change]) -> None:
+        for change in changes:
+            if change.consent is not None:
+                ctx.consent(change.consent)
+            if change.summary == INSTALL_DOCKER:
+                # The install takes 10-15 s on a fresh host: meanwhile this machine builds the
+                # images and writes them to the host's disk (when it is to build them at all).
+                start_images_ahead(ctx)
+            for op in change.ops:
+                ctx.check_cancelled()
+                ctx.execute(op)
 
     def verify(self, ctx: Context) -> None:
         wait_for_docker(ctx)

@@ -24,39 +24,44 @@ import functools
 import io
 import shutil
 import subprocess
-import threading
 from collections.abc import Callable, Sequence
 
-from claudegate.connectors.base import Input, stderr_tail
+from claudegate.connectors.base import Input
 from claudegate.deploy import docker_cli
 from claudegate.deploy.base_image import pull_or_build
 from claudegate.deploy.build_contexts import (
-    ASSETS_DIR,
     BuildContext,
     certbot_context,
     gateway_context,
     nginx_context,
     with_refresh,
 )
+from claudegate.deploy.build_here import (
+    BUILD_TIMEOUT,
+    LABEL_CONTEXT,
+    build_here,
+    context_bytes,
+    operator_has_image,
+)
 from claudegate.deploy.context import Context
 from claudegate.deploy.engine import Call, Change, Run, Step
 from claudegate.deploy.image_send import send_image, send_images
-from claudegate.deploy.substep import BuildOutput, CountingReader
-from claudegate.deploy.wheelhouse import ensure_wheelhouse, normalized_arch
-from claudegate.errors import DeployFailed
+from claudegate.deploy.images_ahead import SPOOL_PREFIX, ImagesAhead, find_spools, remove_spool
+from claudegate.deploy.substep import CountingReader
+from claudegate.deploy.wheelhouse import normalized_arch
+from claudegate.errors import Cancelled, ClaudegateError
 
-__all__ = ["ImagesStep", "context_tar", "operator_engine_arch", "operator_has_image", "send_image", "transfer_choice"]
-
-LABEL_CONTEXT = "org.claudegate.context"
-BUILD_TIMEOUT = 1200.0
-
-
-def operator_has_image(ref: str) -> bool:
-    """True when this machine's own Docker has ``ref`` (used to send it instead of pulling)."""
-    if shutil.which("docker") is None:
-        return False
-    probe = subprocess.run(docker_cli.image_inspect(ref), capture_output=True, timeout=60, check=False)
-    return probe.returncode == 0
+__all__ = [
+    "BUILD_TIMEOUT",
+    "LABEL_CONTEXT",
+    "ImagesStep",
+    "context_tar",
+    "operator_engine_arch",
+    "operator_has_image",
+    "send_image",
+    "start_images_ahead",
+    "transfer_choice",
+]
 
 
 def operator_engine_arch() -> str | None:
@@ -94,15 +99,9 @@ def context_tar(ctx: Context, context: BuildContext) -> Callable[[], Input]:
     """The context's tar, made when the build runs (the wheel download happens then, once)."""
 
     def make() -> Input:
-        wheels = None
         if context.needs_wheels:
-            lock = ASSETS_DIR / "gateway" / "requirements.lock"
             ctx.note(f"gateway wheels for {ctx.facts.machine}: downloading or reusing the cache")
-            ctx.work(f"gateway wheels for {ctx.facts.machine}: downloading (or reusing the cache)")
-            wheels = ensure_wheelhouse(lock, ctx.facts.machine)
-            count = len(list(wheels.glob("*.whl")))
-            ctx.work(f"gateway wheels for {ctx.facts.machine}: {count} ready", done=count, expected=count, unit="wheels")
-        return context.tar(wheels)
+        return context_bytes(context, ctx.facts.machine, ctx._work_report)
 
     return make
 
@@ -122,44 +121,11 @@ def context_upload(ctx: Context, context: BuildContext) -> Callable[[], Input]:
 
 def _build_here(ctx: Context, *, context: BuildContext, base: str) -> None:
     """``docker build`` on this machine, its step lines reported as ``work`` events."""
-    tag = context.tag(base)
     tar = context_tar(ctx, context)()
     assert isinstance(tar, bytes)
-    argv = docker_cli.build_image(
-        tag,
-        base_image=base,
-        labels={LABEL_CONTEXT: context.digest(base)},
-        no_cache=ctx.options.refresh,
+    build_here(
+        context, tar, base=base, no_cache=ctx.options.refresh, report=ctx._work_report, check=ctx.check_cancelled
     )
-    report = BuildOutput(f"building {context.name} here", ctx._work_report, check=ctx.check_cancelled)
-    with subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as build:
-        assert build.stdin is not None and build.stdout is not None
-        stdin = build.stdin
-
-        def feed() -> None:
-            # In a thread: the build may talk before it has read the whole context.
-            try:
-                stdin.write(tar)
-            except OSError:
-                pass  # the build died; its output says why
-            finally:
-                stdin.close()
-
-        feeder = threading.Thread(target=feed, daemon=True)
-        feeder.start()
-        tail: list[bytes] = []
-        try:
-            for line in build.stdout:
-                tail = [*tail[-40:], line]
-                report(line)
-            build.wait(timeout=BUILD_TIMEOUT)
-        except BaseException:
-            build.kill()  # a cancel (or a crash) abandons the build: nothing is tagged
-            raise
-        finally:
-            feeder.join(timeout=5)
-    if build.returncode != 0:
-        raise DeployFailed(f"building {tag} on this machine failed:\n{stderr_tail(b''.join(tail))}")
 
 
 def _build_and_send(ctx: Context, *, contexts: Sequence[BuildContext], base: str) -> None:
@@ -172,6 +138,55 @@ def _build_and_send(ctx: Context, *, contexts: Sequence[BuildContext], base: str
             continue
         _build_here(ctx, context=context, base=base)
     send_images(ctx, [c.tag(base) for c in contexts])
+
+
+def start_images_ahead(ctx: Context) -> None:
+    """Called by the Docker step before it installs Docker: build here and write the images to the host's disk meanwhile.
+
+    Only when the images step would build here and send anyway (a fresh host has none of the images);
+    a spool directory that cannot be made only costs the overlap, never the deploy.
+    """
+    if ctx.options.dry_run or ctx.options.playbook != "deploy" or ctx.state.images_ahead is not None:
+        return
+    base = ctx.cfg.images.base_image
+    save_load, why = transfer_choice(ctx, base)
+    if not save_load:
+        return
+    ahead = ImagesAhead(ctx, ImagesStep().contexts(ctx), base=base, why=why)
+    try:
+        ahead.start()
+    except ClaudegateError as exc:
+        ctx.note(f"could not start sending the images while Docker is installed ({exc}); they follow it")
+        return
+    ctx.state.images_ahead = ahead
+    ctx.note(f"building {', '.join(ahead.tags)} here and writing them to {ahead.path} while Docker is installed")
+
+
+def _load_ahead(ctx: Context) -> None:
+    """Wait for the images sent ahead and ``docker load`` them; a failed transfer falls back to the direct stream."""
+    ahead = ctx.state.images_ahead
+    assert ahead is not None
+    try:
+        ahead.wait(ctx)
+    except ClaudegateError as exc:
+        if isinstance(exc, Cancelled) or not ahead.send_failed:
+            raise
+        ctx.note(f"writing the images to the host's disk failed ({exc}); sending them straight into docker load")
+        ctx.stop_background()
+        _build_and_send(ctx, contexts=ahead.contexts, base=ahead.base)
+        return
+    ahead.load(ctx)
+    ctx.state.images_ahead = None
+
+
+def _stale_spools(ctx: Context) -> list[Change]:
+    """Spool directories a killed run left on the host (hundreds of MB each): removed here."""
+    found = ctx.fact(find_spools()).text.split()
+    mine = ctx.state.images_ahead.spool if ctx.state.images_ahead is not None else None
+    stale = [path for path in found if path != mine and path.startswith(SPOOL_PREFIX)]
+    if not stale:
+        return []
+    return [Change(f"remove {', '.join(stale)} (images an interrupted run sent ahead)", (Run(tuple(remove_spool(*stale))),))]
 
 
 class ImagesStep(Step):
@@ -193,8 +208,22 @@ class ImagesStep(Step):
         refresh = ctx.options.refresh
         contexts = [c for c in self.contexts(ctx) if not ctx.fact(docker_cli.image_inspect(c.tag(base))).ok]
         save_load, why = transfer_choice(ctx, base)
+        if not local_target:
+            changes += _stale_spools(ctx)
         if save_load:
             # The loaded images carry their base layers: the host needs no base image of its own.
+            # Images sent ahead are always collected here (even when the engine already loaded
+            # them): the step reports them and removes their spool directory.
+            ahead = ctx.state.images_ahead
+            if ahead is not None and {c.tag(base) for c in contexts} <= set(ahead.tags):
+                changes.append(
+                    Change(
+                        f"load {', '.join(ahead.tags)} on the host: built on this machine and sent while "
+                        f"Docker was installed ({why})",
+                        (Call("load the images sent ahead", _load_ahead),),
+                    )
+                )
+                return changes
             if contexts:
                 tags = ", ".join(c.tag(base) for c in contexts)
                 build_and_send = functools.partial(_build_and_send, contexts=contexts, base=base)
