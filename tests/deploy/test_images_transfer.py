@@ -161,6 +161,8 @@ def _images(make_cfg: ConfigFactory, operator: dict[str, Any], case: ImagesCase)
     def answer(argv: list[str]) -> Result | None:
         if argv[:3] == ["docker", "image", "inspect"]:
             return Result(0, b"sha256:x\n", b"") if argv[-1] in present else Result(1, b"", b"")
+        if argv == find_spools():  # no images left on the host by a killed run
+            return Result(0, b"", b"")
         return None
 
     ctx = context(cfg, answer, refresh=case.refresh, facts=HostFacts(machine="x86_64"))
@@ -208,9 +210,10 @@ def test_nothing_is_sent_ahead_in_a_dry_run_or_when_the_host_builds(
     for ctx in (ctx_for(make_cfg, transfer="build"), ctx_for(make_cfg)):
         host = SpoolHost()
         ctx.connector = host
-        ctx.dry_run = ctx.cfg.images.transfer != "build"  # the second one: save-load, but only a plan
+        # the second one: save-load, but only a plan
+        ctx.options = RunOptions("deploy", dry_run=ctx.cfg.images.transfer != "build")
         start_images_ahead(ctx)
-        assert ctx.images_ahead is None
+        assert ctx.state.images_ahead is None
         assert make_spool() not in host.ran  # nothing was made on the host
 
 
@@ -220,7 +223,7 @@ def test_a_spool_that_cannot_be_made_only_costs_the_overlap(make_cfg: ConfigFact
     events: list[StepEvent] = []
     ctx.reporter = events.append
     start_images_ahead(ctx)  # no exception: the images step sends them after the install instead
-    assert ctx.images_ahead is None
+    assert ctx.state.images_ahead is None
     notes = [e.message for e in events if e.kind == "note"]
     assert len(notes) == 1 and notes[0].startswith("could not start sending the images while Docker is installed")
     assert "No space left on device" in notes[0]
@@ -236,7 +239,7 @@ def test_the_images_step_loads_what_was_sent_ahead_and_removes_stale_spools_only
     ctx.connector = SpoolHost(spools=[stale, mine, "/var/tmp/claudegate-imagesX"])
     ahead = ImagesAhead(ctx, ImagesStep().contexts(ctx), base="debian:bookworm-slim", why="auto: test")
     ahead.spool = mine  # as start() sets it (not started: no thread, no build)
-    ctx.images_ahead = ahead
+    ctx.state.images_ahead = ahead
     changes = ImagesStep().plan(ctx)
     summaries = [c.summary for c in changes]
     assert len(changes) == 2, summaries
