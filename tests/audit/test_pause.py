@@ -7,11 +7,12 @@ import time
 
 import pytest
 
-from claudegate.audit.context import Run, pause
+from claudegate.audit.context import Run
 from claudegate.audit.target import AuditTarget
 from claudegate.control.cancel import CancelToken
 from claudegate.control.controls import RunControls, using
 from claudegate.errors import Cancelled
+from claudegate.probes.wait import pause
 
 
 def _cancel_soon(token: CancelToken) -> threading.Timer:

@@ -11,10 +11,13 @@ from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
-from claudegate.audit.context import Run, pause, probe
+from claudegate.audit.context import Run, probe
 from claudegate.audit.result import ProbeResult
+from claudegate.probes.body import oversize_chunks
+from claudegate.probes.limits import check_burst
+from claudegate.probes.verdict import Failed
+from claudegate.probes.wait import pause
 from claudegate.probes.wire import exchange, open_socket, poll, request_bytes
-from claudegate.smoke import SmokeTarget, _check_burst, _endpoint, _Failed, _ssl_context
 
 
 def burst(run: Run) -> ProbeResult:
@@ -22,11 +25,10 @@ def burst(run: Run) -> ProbeResult:
     # Enough to empty the bucket even if sending them takes a few seconds (a
     # loaded or distant machine): the burst, plus what drains meanwhile.
     count = 2 * run.target.per_ip_burst + int(4 * run.target.per_ip_rate) + 40
-    ep = _endpoint(SmokeTarget(base_url=run.target.base_url, connect_host=run.ep.connect_host))
     try:
         # Keep-alive connections, as the smoke test does: quick enough to beat the refill.
-        detail = _check_burst(ep, _ssl_context(run.target.ca_file), run.timeout, count)
-    except _Failed as exc:
+        detail = check_burst(run.ep, run.ctx(), run.timeout, count)
+    except Failed as exc:
         p.expect(False, str(exc))
         detail = str(exc)
     p.saw(f"up to {count} quick requests without a key from one address", detail)
@@ -105,17 +107,8 @@ def rpm_on_lists(run: Run) -> ProbeResult:
     return p.result(f"lists and count_tokens refused with the gateway's 429 once the key's {rpm} rpm were used")
 
 
-def _oversize_body(total: int, chunk: int = 256 * 1024) -> Iterator[bytes]:
-    sent = 0
-    yield b'{"model":"x","max_tokens":1,"messages":[{"role":"user","content":"'
-    while sent < total:
-        n = min(chunk, total - sent)
-        yield b"a" * n
-        sent += n
-
-
 def _chunked(total: int) -> Iterator[bytes]:
-    for piece in _oversize_body(total):
+    for piece in oversize_chunks(total, "x"):
         yield f"{len(piece):x}\r\n".encode() + piece + b"\r\n"
     yield b"0\r\n\r\n"
 
@@ -130,7 +123,7 @@ def body_size(run: Run) -> ProbeResult:
     total = size + 16 * 1024 * 1024
     for label, headers, body in (
         ("Content-Length", [*auth, ("content-type", "application/json"), ("Content-Length", str(total))],
-         _oversize_body(total)),
+         oversize_chunks(total, "x")),
         ("chunked", [*auth, ("content-type", "application/json"), ("Transfer-Encoding", "chunked")], _chunked(total)),
     ):
         answer = run.https("POST", "/v1/messages", headers, body)
@@ -319,7 +312,7 @@ def fairness(run: Run) -> ProbeResult:
     run.wait_for_bucket(2.0)
     with ThreadPoolExecutor(count) as pool:
         heavy = [pool.submit(timed, theirs, large_body) for _ in range(count)]
-        time.sleep(0.05)
+        pause(0.05)
         # One after the other while their bodies are in the gateway: some land
         # behind whatever queue there is.
         during: list[tuple[int, float]] = []

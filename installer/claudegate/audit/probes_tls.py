@@ -8,16 +8,9 @@ import warnings
 
 from claudegate.audit.context import Run, probe
 from claudegate.audit.result import ProbeResult
-from claudegate.smoke import (
-    HSTS_MIN_AGE,
-    SmokeTarget,
-    _check_certificate,
-    _endpoint,
-    _Failed,
-    _Skipped,
-    _tls_probe,
-    header_problems,
-)
+from claudegate.probes.http import HSTS_MIN_AGE, header_problems
+from claudegate.probes.tls import check_certificate, tls_probe
+from claudegate.probes.verdict import Failed, Skipped
 
 _VERSIONS = {
     "TLSv1": ssl.TLSVersion.TLSv1,
@@ -96,14 +89,13 @@ def ciphers(run: Run) -> ProbeResult:
 
 def certificate(run: Run) -> ProbeResult:
     p = probe("tls", "tls.certificate", "tls (the certificate files, or the ACME renewal: claudegate renew)", run)
-    target = SmokeTarget(base_url=run.target.base_url, connect_host=run.ep.connect_host, ca_file=run.target.ca_file)
-    ep = _endpoint(target)
-    tls = _tls_probe(ep, run.target.ca_file, run.timeout)
+    ep = run.ep
+    tls = tls_probe(ep, run.target.ca_file, run.timeout)
     try:
-        detail = _check_certificate(tls, ep, run.target.ca_file, 14)
-    except _Skipped as exc:
+        detail = check_certificate(tls, ep, run.target.ca_file, 14)
+    except Skipped as exc:
         return p.untested(str(exc))
-    except _Failed as exc:
+    except Failed as exc:
         p.expect(False, str(exc))
         detail = ""
     p.saw(f"TLS handshake with SNI {ep.domain}", detail or "see the problem")

@@ -1,5 +1,10 @@
 """Audit a deployment made from a deploy.yaml: temporary clients, the target, the audit log.
 
+Here, above :mod:`claudegate.audit`, because it reaches the deployment the
+deploy's way (the serving gateway's keys command, its audit log over the
+connector, the smoke test's view of the endpoint); the audit itself only
+attacks an :class:`~claudegate.audit.target.AuditTarget`.
+
 The run creates narrowly scoped clients named ``claudegate-audit-<role>-<run id>`` on the
 serving gateway, attacks the public endpoint with them, reads the gateway's
 audit log over the connector to prove that refused requests reached nothing
@@ -17,7 +22,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from claudegate.audit.context import pause
 from claudegate.audit.result import AuditReport, ProbeResult
 from claudegate.audit.runner import run_audit, select_probes
 from claudegate.audit.target import AuditTarget, RunClients
@@ -32,9 +36,10 @@ from claudegate.deploy.layout import HostLayout
 from claudegate.deploy.serving import serving_gateway_container, uses_sudo
 from claudegate.deploy.smoke_target import target_for as smoke_target_for
 from claudegate.knobs import probe_values
+from claudegate.probes.pace import PACE_PATH
+from claudegate.probes.wait import pause
 from claudegate.probes.wire import Dial
 from claudegate.redact import Secret
-from claudegate.smoke import PACE_PATH
 
 ALLOWED_MODEL = "claude-haiku-4-5"
 FORBIDDEN_MODEL = "claude-opus-4-1"
