@@ -1,10 +1,12 @@
-"""The audit's waits go through the cancellable sleep: Cancel stops a waiting audit at once."""
+"""The probes' waits (the audit's and the smoke test's) go through the cancellable sleep: Cancel stops them at once."""
 
 from __future__ import annotations
 
+import http.server
 import threading
 import time
 
+import httpx
 import pytest
 
 from claudegate.audit.context import Run
@@ -12,6 +14,7 @@ from claudegate.audit.target import AuditTarget
 from claudegate.control.cancel import CancelToken
 from claudegate.control.controls import RunControls, using
 from claudegate.errors import Cancelled
+from claudegate.probes.http import send
 from claudegate.probes.wait import pause
 
 
@@ -44,3 +47,45 @@ def test_without_a_run_token_a_pause_just_sleeps() -> None:
     started = time.monotonic()
     pause(0.3)
     assert time.monotonic() - started >= 0.29
+
+
+def test_cancel_interrupts_the_pacing_between_requests() -> None:
+    """The audit keeps under the edge's rates by waiting between requests: Cancel stops that wait too."""
+    token = CancelToken()
+    # 0.5 requests a second: the second request must wait two seconds after the first.
+    run = Run.open(AuditTarget(base_url="https://gw.example.com", per_ip_rate=0.1, per_key_rate=0.1))
+    run._pace()  # the first goes at once
+    started = time.monotonic()
+    with using(RunControls(cancel=token)), pytest.raises(Cancelled):
+        token.cancel("Cancel pressed")
+        run._pace()
+    assert time.monotonic() - started < 1
+
+
+def test_the_smoke_tests_429_retry_waits_through_the_same_pause() -> None:
+    """A left-over 429 is waited out with the probes' pause, so Cancel stops the smoke test there too."""
+    calls = []
+
+    class TooMany(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            calls.append(self.path)
+            self.send_response(429)
+            self.send_header("retry-after", "4")
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), TooMany)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    token = CancelToken()
+    started = time.monotonic()
+    try:
+        with httpx.Client() as client, using(RunControls(cancel=token)), pytest.raises(Cancelled):
+            _cancel_soon(token)
+            send(client, "GET", f"http://127.0.0.1:{server.server_address[1]}/v1/models")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert calls == ["/v1/models"] and time.monotonic() - started < 3
