@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -187,8 +188,6 @@ def audit_deployment(
     try:
         target = target_for(cfg, clients, records if read_audit_log is not None else None, probe_source=probe_source)
         if remote is not None:
-            from dataclasses import replace
-
             target = replace(target, remote_name=remote[0], remote_dial=remote[1])
         pause(3.5)  # let the "expired" client's few seconds run out
         report = run_audit(target, quick=quick, only=only, progress=progress)

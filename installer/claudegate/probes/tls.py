@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import ipaddress
+import socket
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,8 +59,8 @@ def tls_probe(ep: Endpoint, ca_file: Path | None, timeout: float) -> TLSResult:
     return result
 
 
-def _record(result: TLSResult, tls: object) -> None:
-    assert isinstance(tls, ssl.SSLSocket)
+def _record(result: TLSResult, tls: socket.socket) -> None:
+    assert isinstance(tls, ssl.SSLSocket)  # connect() with a context wraps
     result.version = tls.version()
     cipher = tls.cipher()
     result.cipher = cipher[0] if cipher else None

@@ -13,6 +13,7 @@ import os
 import select
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -379,7 +380,6 @@ def tunnel_dial(open_channel: Callable[[str, int, float], Any]) -> Dial:
     TLS needs a real socket: each channel is joined to one end of a local
     socket pair by two pumping threads, and the other end is returned.
     """
-    import threading
 
     def dial(host: str, port: int, timeout: float) -> socket.socket:
         try:
