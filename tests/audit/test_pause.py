@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import http.server
+import socket
+import ssl
 import threading
 import time
 
 import httpx
 import pytest
 
+from claudegate.audit import probes_limits
 from claudegate.audit.context import Run
 from claudegate.audit.target import AuditTarget
 from claudegate.control.cancel import CancelToken
@@ -16,6 +19,8 @@ from claudegate.control.controls import RunControls, using
 from claudegate.errors import Cancelled
 from claudegate.probes.http import send
 from claudegate.probes.wait import pause
+from tests.smoke.conftest import DOMAIN  # the ca and good_leaf fixtures come through tests/audit/conftest.py
+from tests.smoke.pki import CA, Leaf
 
 
 def _cancel_soon(token: CancelToken) -> threading.Timer:
@@ -89,3 +94,37 @@ def test_the_smoke_tests_429_retry_waits_through_the_same_pause() -> None:
         server.shutdown()
         server.server_close()
     assert calls == ["/v1/models"] and time.monotonic() - started < 3
+
+
+def test_cancel_ends_the_wait_for_slow_clients_to_be_cut(ca: CA, good_leaf: Leaf) -> None:
+    """limits.slow_clients waits for nginx's client timeouts (a minute by default): Cancel ends that wait."""
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(good_leaf.fullchain, good_leaf.key)
+    listener = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+
+    def accept() -> None:  # a server that takes every connection and never answers
+        while True:
+            try:
+                raw, _ = listener.accept()
+                held.append(ctx.wrap_socket(raw, server_side=True))
+            except OSError:
+                return
+
+    threading.Thread(target=accept, daemon=True).start()
+    target = AuditTarget(base_url=f"https://{DOMAIN}:{listener.getsockname()[1]}", connect_host="127.0.0.1",
+                         ca_file=ca.root, client_header_timeout=60, client_body_timeout=60)
+    run = Run.open(target, timeout=1.0)
+    token = CancelToken()
+    timer = threading.Timer(3.0, token.cancel, args=("Cancel pressed",))
+    started = time.monotonic()
+    try:
+        with using(RunControls(cancel=token)), pytest.raises(Cancelled):
+            timer.start()
+            probes_limits.slow_clients(run)
+    finally:
+        timer.cancel()
+        listener.close()
+        for sock in held:
+            sock.close()
+    assert time.monotonic() - started < 8  # not the 65 s the slow clients would otherwise be held

@@ -161,17 +161,17 @@ def _slow_conns(run: Run, heads: list[bytes]) -> Iterator[list[socket.socket]]:
         stack.close()
 
 
-def _closed_within(sock: socket.socket, seconds: float) -> float | None:
-    """Seconds until the server closed (or answered) the connection, None if it did not within ``seconds``."""
+def _closed_within(sock: socket.socket, seconds: float, stop: threading.Event) -> float | None:
+    """Seconds until the server closed (or answered) the connection, None if it did not within ``seconds``.
+
+    Polled in short slices so that ``stop`` (set when the run is cancelled)
+    ends the wait at once; a slow-client wait is nginx's timeout, a minute by default.
+    """
     started = time.monotonic()
-    sock.settimeout(seconds)
-    try:
-        sock.recv(1024)
-    except TimeoutError:
-        return None
-    except OSError:
-        pass
-    return time.monotonic() - started
+    while (left := started + seconds - time.monotonic()) > 0 and not stop.is_set():
+        if poll(sock, min(left, 0.25)) is not None:
+            return time.monotonic() - started
+    return None
 
 
 def slow_clients(run: Run) -> ProbeResult:
@@ -184,23 +184,31 @@ def slow_clients(run: Run) -> ProbeResult:
                               [("x-api-key", key or "none"), ("content-type", "application/json")],
                               host=run.ep.host_header, body_length=1000)
     results: dict[str, float | None] = {}
+    stop = threading.Event()
 
     def hold(label: str, head: bytes, extra: bytes, limit: float) -> None:
         with _slow_conns(run, [head + extra]) as socks:
-            results[label] = _closed_within(socks[0], limit + slack) if socks else -1.0
+            results[label] = _closed_within(socks[0], limit + slack, stop) if socks else -1.0
 
     threads = [
         threading.Thread(target=hold, args=("headers", partial_head, b"", header_t)),
         threading.Thread(target=hold, args=("body", body_head, b'{"model":', body_t)),
     ]
-    for t in threads:
-        t.start()
-    pause(1.0)
-    normal = run.https("GET", "/v1/models")
-    p.saw("GET /v1/models while two slow clients hang", normal)
-    p.expect(normal.status == 401 and normal.elapsed < 2.0, f"a normal request was slowed down ({normal.elapsed:.1f} s)")
-    for t in threads:
-        t.join()
+    try:
+        for t in threads:
+            t.start()
+        pause(1.0)
+        normal = run.https("GET", "/v1/models")
+        p.saw("GET /v1/models while two slow clients hang", normal)
+        p.expect(normal.status == 401 and normal.elapsed < 2.0,
+                 f"a normal request was slowed down ({normal.elapsed:.1f} s)")
+        while any(t.is_alive() for t in threads):
+            pause(0.25)  # the run's Cancel ends the wait here (the threads have no token of their own)
+    finally:
+        stop.set()
+        for t in threads:
+            if t.ident is not None:
+                t.join()
     for label, limit in (("headers", header_t), ("body", body_t)):
         took = results.get(label)
         p.saw(f"slow {label}: sent part, then nothing", "no connection" if took == -1.0 else
