@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import socket
 import ssl
 import threading
 import time
+from collections.abc import Iterator
 
 import httpx
 import pytest
 
 from claudegate.audit import probes_limits
 from claudegate.audit.context import Run
+from claudegate.audit.result import FAILED
 from claudegate.audit.target import AuditTarget
 from claudegate.control.cancel import CancelToken
 from claudegate.control.controls import RunControls, using
@@ -96,14 +99,15 @@ def test_the_smoke_tests_429_retry_waits_through_the_same_pause() -> None:
     assert calls == ["/v1/models"] and time.monotonic() - started < 3
 
 
-def test_cancel_ends_the_wait_for_slow_clients_to_be_cut(ca: CA, good_leaf: Leaf) -> None:
-    """limits.slow_clients waits for nginx's client timeouts (a minute by default): Cancel ends that wait."""
+@contextlib.contextmanager
+def _silent_tls_server(leaf: Leaf) -> Iterator[int]:
+    """A TLS server on loopback that takes every connection (TLS 1.3 session tickets and all) and never answers."""
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.load_cert_chain(good_leaf.fullchain, good_leaf.key)
+    ctx.load_cert_chain(leaf.fullchain, leaf.key)
     listener = socket.create_server(("127.0.0.1", 0))
     held: list[socket.socket] = []
 
-    def accept() -> None:  # a server that takes every connection and never answers
+    def accept() -> None:
         while True:
             try:
                 raw, _ = listener.accept()
@@ -112,19 +116,36 @@ def test_cancel_ends_the_wait_for_slow_clients_to_be_cut(ca: CA, good_leaf: Leaf
                 return
 
     threading.Thread(target=accept, daemon=True).start()
-    target = AuditTarget(base_url=f"https://{DOMAIN}:{listener.getsockname()[1]}", connect_host="127.0.0.1",
-                         ca_file=ca.root, client_header_timeout=60, client_body_timeout=60)
-    run = Run.open(target, timeout=1.0)
-    token = CancelToken()
-    timer = threading.Timer(3.0, token.cancel, args=("Cancel pressed",))
-    started = time.monotonic()
     try:
-        with using(RunControls(cancel=token)), pytest.raises(Cancelled):
-            timer.start()
-            probes_limits.slow_clients(run)
+        yield listener.getsockname()[1]
     finally:
-        timer.cancel()
         listener.close()
         for sock in held:
             sock.close()
+
+
+def test_slow_clients_never_cut_fail_the_probe(ca: CA, good_leaf: Leaf) -> None:
+    """A server that holds slow clients forever: the probe says so (session tickets are not a close)."""
+    with _silent_tls_server(good_leaf) as port:
+        target = AuditTarget(base_url=f"https://{DOMAIN}:{port}", connect_host="127.0.0.1", ca_file=ca.root,
+                             client_header_timeout=1, client_body_timeout=1)
+        result = probes_limits.slow_clients(Run.open(target, timeout=1.0))
+    assert result.verdict == FAILED
+    assert "a slow headers was not cut" in result.detail and "a slow body was not cut" in result.detail
+
+
+def test_cancel_ends_the_wait_for_slow_clients_to_be_cut(ca: CA, good_leaf: Leaf) -> None:
+    """limits.slow_clients waits for nginx's client timeouts (a minute by default): Cancel ends that wait."""
+    token = CancelToken()
+    timer = threading.Timer(3.0, token.cancel, args=("Cancel pressed",))
+    started = time.monotonic()
+    with _silent_tls_server(good_leaf) as port:
+        target = AuditTarget(base_url=f"https://{DOMAIN}:{port}", connect_host="127.0.0.1", ca_file=ca.root,
+                             client_header_timeout=60, client_body_timeout=60)
+        try:
+            with using(RunControls(cancel=token)), pytest.raises(Cancelled):
+                timer.start()
+                probes_limits.slow_clients(Run.open(target, timeout=1.0))
+        finally:
+            timer.cancel()
     assert time.monotonic() - started < 8  # not the 65 s the slow clients would otherwise be held
