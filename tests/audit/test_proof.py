@@ -7,7 +7,7 @@ from typing import Any
 from claudegate.audit import FAILED, HELD, AuditTarget
 from claudegate.audit.context import Run
 from claudegate.audit.probes_auth import upstream_proof
-from claudegate.audit.wire import Answer
+from claudegate.probes.wire import Answer
 
 
 def _run(records: list[dict[str, Any]], ids: list[str]) -> Run:

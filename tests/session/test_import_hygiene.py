@@ -73,15 +73,29 @@ def test_the_import_contract_holds() -> None:
     assert f"{len(contracts)} kept, 0 broken" in result.stdout
 
 
-def test_the_layers_contract_catches_an_import_upwards(tmp_path: Path) -> None:
-    """A copy of the package where a base module imports the deploy: the contract must break."""
+@pytest.mark.parametrize(
+    ("module", "line", "reported"),
+    [
+        # A base module importing the deploy.
+        ("knobs.py", "from claudegate.deploy import layout", "claudegate.knobs -> claudegate.deploy.layout"),
+        # The audit and the smoke test share the probes, never each other's code...
+        ("audit/result.py", "from claudegate.smoke import CHECK_NAMES", "claudegate.audit.result -> claudegate.smoke"),
+        ("smoke.py", "from claudegate.audit import result", "claudegate.smoke -> claudegate.audit.result"),
+        # ...and neither reaches into the deploy that runs them.
+        ("audit/runner.py", "from claudegate.deploy import layout", "claudegate.audit.runner -> claudegate.deploy.layout"),
+        # The probes are below both.
+        ("probes/wire.py", "from claudegate import smoke", "claudegate.probes.wire -> claudegate.smoke"),
+    ],
+)
+def test_the_layers_contract_catches_a_forbidden_import(tmp_path: Path, module: str, line: str, reported: str) -> None:
+    """A copy of the package with one import the layers forbid: the contract must break, naming it."""
     shutil.copytree(REPO / "installer" / "claudegate", tmp_path / "claudegate")
     shutil.copy(REPO / "pyproject.toml", tmp_path / "pyproject.toml")
-    knobs = tmp_path / "claudegate" / "knobs.py"
-    knobs.write_text(knobs.read_text() + "\nfrom claudegate.deploy import layout as _upwards  # noqa\n")
+    path = tmp_path / "claudegate" / module
+    path.write_text(path.read_text() + f"\n{line} as _forbidden  # noqa\n")
     result = _lint_imports(tmp_path, env={**os.environ, "PYTHONPATH": str(tmp_path)})
     assert result.returncode != 0
-    assert "claudegate.knobs -> claudegate.deploy.layout" in result.stdout, result.stdout[-3000:]
+    assert reported in result.stdout, result.stdout[-3000:]
 
 
 def test_every_module_can_be_imported_first() -> None:

@@ -13,8 +13,11 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from claudegate import smoke
-from claudegate.smoke import SmokeTarget, _check_body_limit, _endpoint, _Failed
+from claudegate.probes import body
+from claudegate.probes.body import check_body_limit
+from claudegate.probes.verdict import Failed
+from claudegate.probes.wire import tls_context
+from claudegate.smoke import SmokeTarget
 from tests.smoke.conftest import DOMAIN
 from tests.smoke.pki import CA, Leaf
 
@@ -110,12 +113,12 @@ def upload_server(request: pytest.FixtureRequest, good_leaf: Leaf) -> Iterator[U
 
 @pytest.fixture(autouse=True)
 def short_early_wait(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(smoke, "EARLY_ANSWER_WAIT", 0.2)
+    monkeypatch.setattr(body, "EARLY_ANSWER_WAIT", 0.2)
 
 
 def check(server: UploadServer, ca: CA, limit: int = LIMIT) -> str:
-    ep = _endpoint(SmokeTarget(f"https://{DOMAIN}:{server.port}", "127.0.0.1"))
-    return _check_body_limit(ep, ca.root, "claude-haiku-4-5", limit, timeout=10)
+    ep = SmokeTarget(f"https://{DOMAIN}:{server.port}", "127.0.0.1").endpoint()
+    return check_body_limit(ep, tls_context(ca.root), "claude-haiku-4-5", limit, timeout=10)
 
 
 @pytest.mark.parametrize("upload_server", ["early"], indirect=True)
@@ -140,11 +143,11 @@ def test_answer_after_the_whole_body(upload_server: UploadServer, ca: CA) -> Non
 
 @pytest.mark.parametrize("upload_server", ["silent"], indirect=True)
 def test_closed_without_an_answer_fails(upload_server: UploadServer, ca: CA) -> None:
-    with pytest.raises(_Failed, match="closed without an answer"):
+    with pytest.raises(Failed, match="closed without an answer"):
         check(upload_server, ca)
 
 
 @pytest.mark.parametrize("upload_server", ["accepts"], indirect=True)
 def test_accepting_the_body_fails(upload_server: UploadServer, ca: CA) -> None:
-    with pytest.raises(_Failed, match="status 200, expected 413"):
+    with pytest.raises(Failed, match="status 200, expected 413"):
         check(upload_server, ca)

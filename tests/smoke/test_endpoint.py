@@ -8,7 +8,7 @@ from claudegate.audit.context import Run
 from claudegate.audit.target import AuditTarget
 from claudegate.errors import ConfigError
 from claudegate.probes.wire import endpoint
-from claudegate.smoke import SmokeTarget, _endpoint
+from claudegate.smoke import SmokeTarget
 
 
 def test_a_plain_url() -> None:
@@ -49,7 +49,7 @@ def test_an_ipv6_literal_is_bracketed_in_urls_and_host() -> None:
 )
 def test_what_is_not_an_endpoint_is_refused_by_both(url: str, problem: str) -> None:
     with pytest.raises(ConfigError, match="smoke test base_url") as smoke:
-        _endpoint(SmokeTarget(base_url=url))
+        SmokeTarget(base_url=url).endpoint()
     assert problem in str(smoke.value)
     with pytest.raises(ConfigError, match="audit target") as audit:
         Run.open(AuditTarget(base_url=url))
@@ -58,6 +58,6 @@ def test_what_is_not_an_endpoint_is_refused_by_both(url: str, problem: str) -> N
 
 def test_smoke_and_audit_reach_the_same_place() -> None:
     url = "https://gw.example.com:8443/pre"
-    smoke = _endpoint(SmokeTarget(base_url=url, connect_host="127.0.0.1", http_port=8080))
+    smoke = SmokeTarget(base_url=url, connect_host="127.0.0.1", http_port=8080).endpoint()
     audit = Run.open(AuditTarget(base_url=url, connect_host="127.0.0.1", http_port=8080)).ep
     assert smoke == audit

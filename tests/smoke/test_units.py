@@ -8,21 +8,12 @@ import httpx
 import pytest
 
 from claudegate.errors import ConfigError
+from claudegate.probes.body import oversize_chunks
+from claudegate.probes.http import header_problems
+from claudegate.probes.sse import SSEEvent, SSEParser, stream_problems
+from claudegate.probes.tls import hostname_matches
 from claudegate.redact import Secret
-from claudegate.smoke import (
-    CHECK_NAMES,
-    Check,
-    SmokeReport,
-    SmokeTarget,
-    SSEEvent,
-    SSEParser,
-    _endpoint,
-    _oversize_chunks,
-    header_problems,
-    hostname_matches,
-    run_smoke,
-    stream_problems,
-)
+from claudegate.smoke import CHECK_NAMES, Check, SmokeReport, SmokeTarget, run_smoke
 
 KEY = "sk-cg-unit-" + "x" * 30
 
@@ -45,7 +36,7 @@ def test_target_repr_never_shows_the_key() -> None:
     ],
 )
 def test_endpoint_from_base_url(url: str, https_port: int, domain: str, port: int, prefix: str) -> None:
-    ep = _endpoint(SmokeTarget(url, None, https_port=https_port))
+    ep = SmokeTarget(url, None, https_port=https_port).endpoint()
     assert (ep.domain, ep.https_port, ep.prefix, ep.connect_host) == (domain, port, prefix, domain)
     assert ep.https_url("/v1/models").endswith(f"{prefix}/v1/models")
 
@@ -67,7 +58,7 @@ def test_bad_base_url_is_a_config_error(url: str) -> None:
 
 def test_conflicting_ports_are_a_config_error() -> None:
     with pytest.raises(ConfigError, match="port"):
-        _endpoint(SmokeTarget("https://gw.test:8443", None, https_port=9443))
+        SmokeTarget("https://gw.test:8443", None, https_port=9443).endpoint()
 
 
 @pytest.mark.parametrize(
@@ -147,7 +138,7 @@ def test_sse_parser_handles_split_chunks_crlf_comments_and_utf8() -> None:
 
 def test_oversize_body_is_exact_and_valid_json() -> None:
     for total in (200, 1000, 300_000):
-        body = b"".join(_oversize_chunks(total, "claude-haiku-4-5", chunk_size=4096))
+        body = b"".join(oversize_chunks(total, "claude-haiku-4-5", chunk_size=4096))
         assert len(body) == total
         assert json.loads(body)["messages"][0]["role"] == "user"
 

@@ -10,24 +10,13 @@ from dataclasses import dataclass, field
 
 from claudegate.audit.result import FAILED, HELD, UNTESTED, Evidence, ProbeResult
 from claudegate.audit.target import AuditTarget
-from claudegate.control import cancel as _cancel
-from claudegate.control.controls import current
+from claudegate.probes.wait import pause
 from claudegate.probes.wire import Answer, Endpoint, endpoint, exchange, tls_context
 from claudegate.redact import redact
 
 
 class Untestable(Exception):
     """The probe cannot run against this target (say why); it is reported, not counted."""
-
-
-def pause(seconds: float) -> None:
-    """Every wait of the audit: ``time.sleep`` that the session's Cancel interrupts.
-
-    Cancelled is raised as soon as the run's token fires (the session's
-    controls, :mod:`claudegate.control`); a probe thread of its own has no
-    token and simply sleeps.
-    """
-    _cancel.sleep(seconds, current().cancel)
 
 
 @dataclass
@@ -85,7 +74,7 @@ class Run:
             wait = self._next_at - now
             self._next_at = max(now, self._next_at) + interval
         if wait > 0:
-            pause(wait)
+            pause(wait)  # every wait of the audit is a pause: Cancel interrupts it
 
     @classmethod
     def open(cls, target: AuditTarget, timeout: float = 10.0) -> Run:

@@ -11,8 +11,9 @@ import json
 import secrets
 import time
 
-from claudegate.audit.context import Run, pause, probe
+from claudegate.audit.context import Run, probe
 from claudegate.audit.result import ProbeResult
+from claudegate.probes.wait import pause
 from claudegate.probes.wire import Answer
 
 #: nginx's own request ids (its error pages); the gateway's start ``req_gw``.

@@ -10,16 +10,10 @@ import httpx
 
 from claudegate.audit.context import Run, probe
 from claudegate.audit.result import ProbeResult
+from claudegate.probes.http import client, header_problems
+from claudegate.probes.pace import check_pace
+from claudegate.probes.verdict import Failed
 from claudegate.probes.wire import Answer
-from claudegate.smoke import (
-    SmokeTarget,
-    _check_pace,
-    _client,
-    _endpoint,
-    _Failed,
-    _ssl_context,
-    header_problems,
-)
 
 _LEAKS = re.compile(rb"Traceback \(most recent|File \"/|aiohttp/|nginx/\d|<center>|Python/\d|\.py\", line")
 # Ports a scan checks besides the expected ones: the gateway's listeners,
@@ -122,11 +116,10 @@ def stream_unbuffered(run: Run) -> ProbeResult:
     key = run.key()
     if key is None:
         return p.untested("needs the run's client key")
-    ep = _endpoint(SmokeTarget(base_url=run.target.base_url, connect_host=run.ep.connect_host))
     try:
-        with _client(ep, _ssl_context(run.target.ca_file), run.timeout) as client:
-            detail = _check_pace(ep, client, key, 4 * run.timeout)
-    except _Failed as exc:
+        with client(run.ep, run.ctx(), run.timeout) as http:
+            detail = check_pace(run.ep, http, key, 4 * run.timeout)
+    except Failed as exc:
         p.expect(False, str(exc))
         detail = str(exc)
     p.saw("GET /v1/claudegate/pace (the gateway's own stream, 100 ms between events)", detail)

@@ -11,10 +11,13 @@ from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
-from claudegate.audit.context import Run, pause, probe
+from claudegate.audit.context import Run, probe
 from claudegate.audit.result import ProbeResult
+from claudegate.probes.body import oversize_chunks
+from claudegate.probes.limits import check_burst
+from claudegate.probes.verdict import Failed
+from claudegate.probes.wait import pause
 from claudegate.probes.wire import exchange, open_socket, poll, request_bytes
-from claudegate.smoke import SmokeTarget, _check_burst, _endpoint, _Failed, _ssl_context
 
 
 def burst(run: Run) -> ProbeResult:
@@ -22,11 +25,10 @@ def burst(run: Run) -> ProbeResult:
     # Enough to empty the bucket even if sending them takes a few seconds (a
     # loaded or distant machine): the burst, plus what drains meanwhile.
     count = 2 * run.target.per_ip_burst + int(4 * run.target.per_ip_rate) + 40
-    ep = _endpoint(SmokeTarget(base_url=run.target.base_url, connect_host=run.ep.connect_host))
     try:
         # Keep-alive connections, as the smoke test does: quick enough to beat the refill.
-        detail = _check_burst(ep, _ssl_context(run.target.ca_file), run.timeout, count)
-    except _Failed as exc:
+        detail = check_burst(run.ep, run.ctx(), run.timeout, count)
+    except Failed as exc:
         p.expect(False, str(exc))
         detail = str(exc)
     p.saw(f"up to {count} quick requests without a key from one address", detail)
@@ -105,17 +107,8 @@ def rpm_on_lists(run: Run) -> ProbeResult:
     return p.result(f"lists and count_tokens refused with the gateway's 429 once the key's {rpm} rpm were used")
 
 
-def _oversize_body(total: int, chunk: int = 256 * 1024) -> Iterator[bytes]:
-    sent = 0
-    yield b'{"model":"x","max_tokens":1,"messages":[{"role":"user","content":"'
-    while sent < total:
-        n = min(chunk, total - sent)
-        yield b"a" * n
-        sent += n
-
-
 def _chunked(total: int) -> Iterator[bytes]:
-    for piece in _oversize_body(total):
+    for piece in oversize_chunks(total, "x"):
         yield f"{len(piece):x}\r\n".encode() + piece + b"\r\n"
     yield b"0\r\n\r\n"
 
@@ -130,7 +123,7 @@ def body_size(run: Run) -> ProbeResult:
     total = size + 16 * 1024 * 1024
     for label, headers, body in (
         ("Content-Length", [*auth, ("content-type", "application/json"), ("Content-Length", str(total))],
-         _oversize_body(total)),
+         oversize_chunks(total, "x")),
         ("chunked", [*auth, ("content-type", "application/json"), ("Transfer-Encoding", "chunked")], _chunked(total)),
     ):
         answer = run.https("POST", "/v1/messages", headers, body)
@@ -168,17 +161,17 @@ def _slow_conns(run: Run, heads: list[bytes]) -> Iterator[list[socket.socket]]:
         stack.close()
 
 
-def _closed_within(sock: socket.socket, seconds: float) -> float | None:
-    """Seconds until the server closed (or answered) the connection, None if it did not within ``seconds``."""
+def _closed_within(sock: socket.socket, seconds: float, stop: threading.Event) -> float | None:
+    """Seconds until the server closed (or answered) the connection, None if it did not within ``seconds``.
+
+    Polled in short slices so that ``stop`` (set when the run is cancelled)
+    ends the wait at once; a slow-client wait is nginx's timeout, a minute by default.
+    """
     started = time.monotonic()
-    sock.settimeout(seconds)
-    try:
-        sock.recv(1024)
-    except TimeoutError:
-        return None
-    except OSError:
-        pass
-    return time.monotonic() - started
+    while (left := started + seconds - time.monotonic()) > 0 and not stop.is_set():
+        if poll(sock, min(left, 0.25)) is not None:
+            return time.monotonic() - started
+    return None
 
 
 def slow_clients(run: Run) -> ProbeResult:
@@ -191,23 +184,31 @@ def slow_clients(run: Run) -> ProbeResult:
                               [("x-api-key", key or "none"), ("content-type", "application/json")],
                               host=run.ep.host_header, body_length=1000)
     results: dict[str, float | None] = {}
+    stop = threading.Event()
 
     def hold(label: str, head: bytes, extra: bytes, limit: float) -> None:
         with _slow_conns(run, [head + extra]) as socks:
-            results[label] = _closed_within(socks[0], limit + slack) if socks else -1.0
+            results[label] = _closed_within(socks[0], limit + slack, stop) if socks else -1.0
 
     threads = [
         threading.Thread(target=hold, args=("headers", partial_head, b"", header_t)),
         threading.Thread(target=hold, args=("body", body_head, b'{"model":', body_t)),
     ]
-    for t in threads:
-        t.start()
-    pause(1.0)
-    normal = run.https("GET", "/v1/models")
-    p.saw("GET /v1/models while two slow clients hang", normal)
-    p.expect(normal.status == 401 and normal.elapsed < 2.0, f"a normal request was slowed down ({normal.elapsed:.1f} s)")
-    for t in threads:
-        t.join()
+    try:
+        for t in threads:
+            t.start()
+        pause(1.0)
+        normal = run.https("GET", "/v1/models")
+        p.saw("GET /v1/models while two slow clients hang", normal)
+        p.expect(normal.status == 401 and normal.elapsed < 2.0,
+                 f"a normal request was slowed down ({normal.elapsed:.1f} s)")
+        while any(t.is_alive() for t in threads):
+            pause(0.25)  # the run's Cancel ends the wait here (the threads have no token of their own)
+    finally:
+        stop.set()
+        for t in threads:
+            if t.ident is not None:
+                t.join()
     for label, limit in (("headers", header_t), ("body", body_t)):
         took = results.get(label)
         p.saw(f"slow {label}: sent part, then nothing", "no connection" if took == -1.0 else
@@ -319,7 +320,7 @@ def fairness(run: Run) -> ProbeResult:
     run.wait_for_bucket(2.0)
     with ThreadPoolExecutor(count) as pool:
         heavy = [pool.submit(timed, theirs, large_body) for _ in range(count)]
-        time.sleep(0.05)
+        pause(0.05)
         # One after the other while their bodies are in the gateway: some land
         # behind whatever queue there is.
         during: list[tuple[int, float]] = []

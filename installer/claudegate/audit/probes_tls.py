@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-import socket
 import ssl
 import warnings
 
+import httpx
+
 from claudegate.audit.context import Run, probe
 from claudegate.audit.result import ProbeResult
-from claudegate.smoke import (
-    HSTS_MIN_AGE,
-    SmokeTarget,
-    _check_certificate,
-    _endpoint,
-    _Failed,
-    _Skipped,
-    _tls_probe,
-    header_problems,
-)
+from claudegate.probes.http import HSTS_MIN_AGE, header_problems
+from claudegate.probes.tls import check_certificate, tls_probe
+from claudegate.probes.verdict import Failed, Skipped
+from claudegate.probes.wire import connect
 
 _VERSIONS = {
     "TLSv1": ssl.TLSVersion.TLSv1,
@@ -46,8 +41,8 @@ def _offer(run: Run, version: str, ciphers: str | None = None) -> tuple[bool | N
     except (ValueError, ssl.SSLError) as exc:
         return None, f"this machine's OpenSSL cannot offer {version}{' with ' + ciphers if ciphers else ''}: {exc}"
     try:
-        with socket.create_connection((run.ep.connect_host, run.ep.https_port), timeout=run.timeout) as raw, \
-                ctx.wrap_socket(raw, server_hostname=run.ep.domain) as tls:
+        with connect(run.ep, ctx, run.timeout) as tls:
+            assert isinstance(tls, ssl.SSLSocket)
             cipher = tls.cipher()
             return True, f"{tls.version()} {cipher[0] if cipher else ''}".strip()
     except ssl.SSLError as exc:
@@ -96,14 +91,13 @@ def ciphers(run: Run) -> ProbeResult:
 
 def certificate(run: Run) -> ProbeResult:
     p = probe("tls", "tls.certificate", "tls (the certificate files, or the ACME renewal: claudegate renew)", run)
-    target = SmokeTarget(base_url=run.target.base_url, connect_host=run.ep.connect_host, ca_file=run.target.ca_file)
-    ep = _endpoint(target)
-    tls = _tls_probe(ep, run.target.ca_file, run.timeout)
+    ep = run.ep
+    tls = tls_probe(ep, run.target.ca_file, run.timeout)
     try:
-        detail = _check_certificate(tls, ep, run.target.ca_file, 14)
-    except _Skipped as exc:
+        detail = check_certificate(tls, ep, run.target.ca_file, 14)
+    except Skipped as exc:
         return p.untested(str(exc))
-    except _Failed as exc:
+    except Failed as exc:
         p.expect(False, str(exc))
         detail = ""
     p.saw(f"TLS handshake with SNI {ep.domain}", detail or "see the problem")
@@ -116,8 +110,6 @@ def hsts(run: Run) -> ProbeResult:
     p.saw("GET /v1/models (no key)", answer)
     if not p.expect(answer.status != 0, f"no answer: {answer.error}"):
         return p.result("")
-    import httpx
-
     for problem in header_problems(httpx.Headers(answer.headers)):
         if "strict-transport-security" in problem:
             p.expect(False, problem)

@@ -64,7 +64,7 @@ class AuditTarget:
     http_port: int = 80
     ca_file: Path | None = None
     # What the config promises: the knob table's defaults (claudegate.knobs),
-    # or a deployed config's values (audit.deployed.target_for).
+    # or a deployed config's values (claudegate.deploy.audit_run.target_for).
     tls_profile: str = _DEFAULTS["tls_profile"]  # intermediate: TLS 1.2 + 1.3; modern: 1.3 only
     hsts_min_age: int = 15_552_000
     max_body_bytes: int = _DEFAULTS["max_body_bytes"]

@@ -1,6 +1,6 @@
 """The smoke test's view of a deployment: what clients call, and how hard to push it.
 
-Both the deploy's smoke step and the audit (:func:`claudegate.audit.deployed.target_for`)
+Both the deploy's smoke step and the audit (:func:`claudegate.deploy.audit_run.target_for`)
 start from it, so they reach the deployment the same way.
 """
 

@@ -13,6 +13,7 @@ import os
 import select
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -184,7 +185,8 @@ def tls_context(
     else:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
-    ctx.set_alpn_protocols(list(alpn))
+    if alpn:
+        ctx.set_alpn_protocols(list(alpn))
     return ctx
 
 
@@ -267,8 +269,13 @@ def exchange(
     source: str | None = None,
     dial: Dial | None = None,
     defaults: bool = True,
+    first_wait: float = 0.0,
 ) -> Answer:
-    """Send one request; stop uploading as soon as the server answers. Never raises for network trouble."""
+    """Send one request; stop uploading as soon as the server answers. Never raises for network trouble.
+
+    ``first_wait``: seconds to wait after the head for an answer from the
+    headers alone before the body starts (0: start at once).
+    """
     started = time.monotonic()
     chunks: Iterable[bytes]
     if isinstance(body, bytes):
@@ -282,8 +289,8 @@ def exchange(
     try:
         with connect(ep, ctx, timeout, source=source, dial=dial) as sock:
             sock.sendall(head)
-            early: bytes | None = None
-            for chunk in chunks:
+            early = poll(sock, first_wait) if first_wait > 0 else None
+            for chunk in chunks if early is None else ():
                 early = poll(sock)
                 if early is not None:
                     break  # it answered (or closed) before the body ended: read that
@@ -292,7 +299,7 @@ def exchange(
                 except OSError:
                     break
                 answer.sent += len(chunk)
-            _read_answer(sock, method, answer, early or b"")
+            _read_answer(sock, method, answer, early)
     except (OSError, ssl.SSLError) as exc:
         if answer.status == 0:
             answer.error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
@@ -329,23 +336,22 @@ def poll(sock: socket.socket, wait: float = 0.0) -> bytes | None:
         sock.settimeout(timeout)
 
 
-def _read_answer(sock: socket.socket, method: str, answer: Answer, first: bytes = b"") -> None:
+def _read_answer(sock: socket.socket, method: str, answer: Answer, first: bytes | None = None) -> None:
+    """Parse the answer into ``answer``; ``first`` is what :func:`poll` already read (b"": it closed)."""
     conn = h11.Connection(h11.CLIENT)
     # h11 parses answers to requests it sent: tell it about a stand-in with no body.
     conn.send(h11.Request(method=method, target="/", headers=[("Host", "x"), ("Content-Length", "0")]))
     conn.send(h11.EndOfMessage())
-    if first:
-        conn.receive_data(first)
     while True:
         try:
             event = conn.next_event()
         except h11.RemoteProtocolError as exc:
-            if answer.status == 0:
+            if answer.status == 0 and not answer.error:
                 answer.error = f"not HTTP: {exc}"
             return
         if event is h11.NEED_DATA:
             try:
-                data = sock.recv(65536)
+                data, first = (first, None) if first is not None else (sock.recv(65536), None)
             except (ssl.SSLWantReadError, TimeoutError) as exc:
                 if answer.status == 0:
                     answer.error = f"timed out waiting ({type(exc).__name__})"
@@ -374,7 +380,6 @@ def tunnel_dial(open_channel: Callable[[str, int, float], Any]) -> Dial:
     TLS needs a real socket: each channel is joined to one end of a local
     socket pair by two pumping threads, and the other end is returned.
     """
-    import threading
 
     def dial(host: str, port: int, timeout: float) -> socket.socket:
         try:

@@ -295,8 +295,8 @@ class Session:
         Temporary narrowly scoped clients are made on the serving gateway and
         revoked at the end (the next deploy revokes any a killed run left).
         """
-        from claudegate.audit.deployed import audit_deployment, connector_keys_and_log
         from claudegate.control.progress import StepEvent
+        from claudegate.deploy.audit_run import audit_deployment, connector_keys_and_log
 
         def on_probe(result: Any) -> None:
             status = {"held": "pass", "failed": "fail"}.get(result.verdict, "skip")

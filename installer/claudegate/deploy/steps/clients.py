@@ -34,8 +34,9 @@ from claudegate.deploy.gateway_cli import (
 )
 from claudegate.errors import ConfigError, DeployFailed
 from claudegate.private_files import write_private
+from claudegate.probes.pace import PACE_PATH
 from claudegate.redact import Secret
-from claudegate.smoke import PACE_PATH, SmokeTarget
+from claudegate.smoke import SmokeTarget
 
 __all__ = ["SMOKE_CLIENT", "SMOKE_SCOPES", "ClientsStep", "keys_dir", "read_saved_key", "save_key"]
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from claudegate.audit.deployed import audit_deployment, connector_keys_and_log
 from claudegate.control.cancel import NEVER
 from claudegate.deploy import docker_cli
+from claudegate.deploy.audit_run import audit_deployment, connector_keys_and_log
 from claudegate.deploy.context import Context
 from claudegate.deploy.engine import Step
 from claudegate.deploy.release import parse_manifest

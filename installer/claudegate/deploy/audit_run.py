@@ -1,5 +1,10 @@
 """Audit a deployment made from a deploy.yaml: temporary clients, the target, the audit log.
 
+Here, above :mod:`claudegate.audit`, because it reaches the deployment the
+deploy's way (the serving gateway's keys command, its audit log over the
+connector, the smoke test's view of the endpoint); the audit itself only
+attacks an :class:`~claudegate.audit.target.AuditTarget`.
+
 The run creates narrowly scoped clients named ``claudegate-audit-<role>-<run id>`` on the
 serving gateway, attacks the public endpoint with them, reads the gateway's
 audit log over the connector to prove that refused requests reached nothing
@@ -13,11 +18,11 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from claudegate.audit.context import pause
 from claudegate.audit.result import AuditReport, ProbeResult
 from claudegate.audit.runner import run_audit, select_probes
 from claudegate.audit.target import AuditTarget, RunClients
@@ -32,9 +37,10 @@ from claudegate.deploy.layout import HostLayout
 from claudegate.deploy.serving import serving_gateway_container, uses_sudo
 from claudegate.deploy.smoke_target import target_for as smoke_target_for
 from claudegate.knobs import probe_values
+from claudegate.probes.pace import PACE_PATH
+from claudegate.probes.wait import pause
 from claudegate.probes.wire import Dial
 from claudegate.redact import Secret
-from claudegate.smoke import PACE_PATH
 
 ALLOWED_MODEL = "claude-haiku-4-5"
 FORBIDDEN_MODEL = "claude-opus-4-1"
@@ -182,8 +188,6 @@ def audit_deployment(
     try:
         target = target_for(cfg, clients, records if read_audit_log is not None else None, probe_source=probe_source)
         if remote is not None:
-            from dataclasses import replace
-
             target = replace(target, remote_name=remote[0], remote_dial=remote[1])
         pause(3.5)  # let the "expired" client's few seconds run out
         report = run_audit(target, quick=quick, only=only, progress=progress)
