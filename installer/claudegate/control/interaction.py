@@ -8,7 +8,8 @@ decision it builds one of the question types below and calls the session's
   recorded: trust this fingerprint? (A *changed* key is never a question: it
   always stops the run with :class:`~claudegate.errors.HostKeyChanged`.)
 - :class:`ConsentQuestion` -- a change the operator should agree to first:
-  installing Docker from the distribution, replacing a certificate.
+  installing Docker from the distribution, replacing a certificate, removing
+  the gateway, restoring a backup over the host's keystore.
 - :class:`SecretQuestion` -- a secret the config points at is missing (the
   Anthropic key): the answer is saved where the config says, 0600.
 
@@ -78,7 +79,9 @@ class HostKeyQuestion:
         )
 
 
-ConsentTopic = Literal["install-docker", "replace-certificate", "remove-gateway", "build-base-image"]
+ConsentTopic = Literal[
+    "install-docker", "replace-certificate", "remove-gateway", "build-base-image", "restore-backup"
+]
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,6 @@ from claudegate.control.progress import Reporter, StepEvent
 from claudegate.deploy.api import (
     connector_for,
     deploy,
-    gateway_keys,
     logs,
     plan,
     render,
@@ -61,7 +60,6 @@ __all__ = [
     "StepReport",
     "connector_for",
     "deploy",
-    "gateway_keys",
     "logs",
     "plan",
     "render",

@@ -1,4 +1,9 @@
-"""Day 2: the console on a saved deploy.yaml -- status, clients, logs, rollback, smoke test."""
+"""Day 2: the console on a saved deploy.yaml -- status, clients, usage, logs, backup/restore, rollback, smoke test.
+
+Every button calls the same session method as the CLI command of the same
+name (through :mod:`claudegate.wizard.core`); questions the session asks
+(a restore's yes, an unknown host key) come up as the app's dialogs.
+"""
 
 from __future__ import annotations
 
@@ -64,6 +69,24 @@ class ConsoleScreen(Screen[None]):
                 with Horizontal(classes="actions"):
                     yield Button("Last 7 days", id="usage-show", compact=True)
                 yield RichLog(id="usage", wrap=True, markup=False)
+            with TabPane("Backup", id="tab-backup"):
+                with Horizontal(classes="field-line"):
+                    yield Label("Backup file", classes="field-label")
+                    yield FieldInput(placeholder="e.g. gw.cgbackup", id="backup-file", compact=True,
+                                tooltip="Back up writes it (0600, never over an existing file); Restore reads it.")
+                with Horizontal(classes="field-line"):
+                    yield Label("Passphrase file", classes="field-label")
+                    yield FieldInput(placeholder="optional: encrypts the backup", id="passphrase-file",
+                                compact=True, tooltip="A file whose first line (12+ characters) encrypts the"
+                                " backup, and decrypts it on Restore.")
+                with Horizontal(classes="actions"):
+                    yield Button("Back up", id="backup", compact=True,
+                                 tooltip="Keystore (key hashes, scopes, usage), pepper and ACME state: what a"
+                                 " deploy cannot re-create.")
+                    yield Button("Restore…", id="restore", variant="warning", compact=True,
+                                 tooltip="Replace this host's keystore and pepper with the backup's (asked"
+                                 " first): the old client keys work here after.")
+                yield RichLog(id="backup-log", wrap=True, markup=False)
             with TabPane("Logs", id="tab-logs"):
                 with Horizontal(classes="actions"):
                     yield Select([("gateway", "gateway"), ("nginx", "nginx")], value="gateway", id="service",
@@ -125,7 +148,7 @@ class ConsoleScreen(Screen[None]):
 
     @on(Button.Pressed, "#keys-list")
     def _keys_list(self) -> None:
-        self._call("keys", "keys list", "keys", ["list"])
+        self._call("keys", "keys list", "list_clients")
 
     @on(Button.Pressed, "#keys-create")
     def _keys_create(self) -> None:
@@ -159,7 +182,7 @@ class ConsoleScreen(Screen[None]):
                 " remove it there too." if any(c.name == name for c in self.cfg.clients) else "")
         self._confirm(f"Revoke {name}?", f"Every key of {name} is refused from its next request on. This cannot"
                       " be undone (Create makes a new client)." + note, "Revoke",
-                      lambda: self._call("keys", f"keys revoke {name}", "keys", ["revoke", name]))
+                      lambda: self._call("keys", f"keys revoke {name}", "revoke_client", name))
 
     def _confirm(self, title: str, text: str, yes: str, then: Callable[[], object]) -> None:
         from claudegate.wizard.screens.dialogs import ConfirmDialog
@@ -174,6 +197,21 @@ class ConsoleScreen(Screen[None]):
     def _usage(self) -> None:
         self.query_one("#usage", RichLog).clear()
         self._call("usage", "requests and tokens per client per day, from the audit log", "usage")
+
+    def _backup_inputs(self) -> tuple[str, str]:
+        return (self.query_one("#backup-file", Input).value.strip(),
+                self.query_one("#passphrase-file", Input).value.strip())
+
+    @on(Button.Pressed, "#backup")
+    def _backup(self) -> None:
+        out, passphrase_file = self._backup_inputs()
+        self._call("backup-log", f"backup to {out or '?'}", "backup", out, passphrase_file)
+
+    @on(Button.Pressed, "#restore")
+    def _restore(self) -> None:
+        # No dialog of the console's own: the session asks (the app shows its question as a dialog).
+        source, passphrase_file = self._backup_inputs()
+        self._call("backup-log", f"restore from {source or '?'}", "restore", source, passphrase_file)
 
     @on(Button.Pressed, "#logs-show")
     def _logs(self) -> None:
