@@ -7,19 +7,14 @@ same method with the same canned interaction.
 
 from __future__ import annotations
 
-import hashlib
-import io
-import json
 import socket
-import sqlite3
-import tarfile
 from pathlib import Path
 
 import pytest
 import yaml
 from typer.testing import CliRunner
 
-from claudegate.backup import BackupError, seal
+from claudegate.backup import BackupError
 from claudegate.cli import app
 from claudegate.control.interaction import ConsentQuestion
 from claudegate.errors import ClaudegateError, ConfigError, Declined, ExitCode
@@ -27,6 +22,7 @@ from claudegate.keys import client_spec
 from claudegate.redact import Secret
 from claudegate.session import ScriptedInteraction, Session
 from tests.deploy.conftest import ConfigFactory
+from tests.support.backup_files import write_backup_file
 
 PASS = Secret("a passphrase for the session test")
 
@@ -39,23 +35,7 @@ def _closed_port() -> int:
 
 
 def _backup_file(path: Path, *, passphrase: Secret | None = PASS) -> Path:
-    db = sqlite3.connect(":memory:")
-    db.execute("CREATE TABLE clients (name TEXT)")
-    db.execute("INSERT INTO clients VALUES ('team-a')")
-    db.commit()
-    members = {"keystore.db": bytes(db.serialize()), "key_pepper": b"pepper\n"}
-    manifest = {
-        "format": 1, "domain": "old.example.com", "created_at": "2026-11-30T10:00:00Z", "clients": 1,
-        "sha256": {n: hashlib.sha256(d).hexdigest() for n, d in members.items()},
-    }  # fmt: skip
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        for name, data in {"manifest.json": json.dumps(manifest).encode(), **members}.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    path.write_bytes(seal(buffer.getvalue(), passphrase))
-    return path
+    return write_backup_file(path, passphrase)
 
 
 def _session(make_cfg: ConfigFactory, interaction: ScriptedInteraction) -> Session:
