@@ -130,17 +130,10 @@ def gateway_config(cfg: DeployConfig) -> dict[str, Any]:
         "pepper_file": GATEWAY_PEPPER_FILE,
         "audit_log": GATEWAY_AUDIT_LOG,
         "trusted_proxies": [str(network_plan(cfg).nginx_cidr)],
-        # Ceilings the gateway reserves for content a request points at (reservation.py).
-        # Gateway-only knobs: not rows of the knob table yet (its rows are edge settings).
-        "limits": {
-            "url_source_tokens": cfg.limits.url_source_tokens,
-            "server_tool_use_tokens": cfg.limits.server_tool_use_tokens,
-            "server_tool_default_uses": cfg.limits.server_tool_default_uses,
-        },
         **gateway_filters_config(cfg),
     }
-    # The knobs the gateway enforces too (the body limit, uploads included; the
-    # upstream read timeout), in its units.
+    # The knobs the gateway enforces (the body limit, uploads included; the
+    # upstream read timeout; the metering ceilings under ``limits``), in its units.
     for row in KNOBS:
         for key in row.gateway:
             *parents, leaf = key.split(".")
