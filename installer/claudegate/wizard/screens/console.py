@@ -28,6 +28,12 @@ if TYPE_CHECKING:
 __all__ = ["ConsoleScreen"]
 
 
+def _field_line(label: str, input_id: str, *, tooltip: str, value: str = "", placeholder: str = "") -> Horizontal:
+    """A labelled text box on one line, as on the wizard's form."""
+    box = FieldInput(value=value, placeholder=placeholder, id=input_id, compact=True, tooltip=tooltip)
+    return Horizontal(Label(label, classes="field-label"), box, classes="field-line")
+
+
 class ConsoleScreen(Screen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("ctrl+r", "refresh", "Refresh status"),
@@ -48,15 +54,11 @@ class ConsoleScreen(Screen[None]):
             with TabPane("Status", id="tab-status"):
                 yield RichLog(id="status", wrap=True, markup=False)
             with TabPane("Clients", id="tab-clients"):
-                with Horizontal(classes="field-line"):
-                    yield Label("Client", classes="field-label")
-                    yield FieldInput(placeholder="e.g. team-a", id="client-name", compact=True,
-                                tooltip="The client to rotate or revoke (Create asks for its name and scopes).")
-                with Horizontal(classes="field-line"):
-                    yield Label("Rotate overlap", classes="field-label")
-                    yield FieldInput(value="0s", id="overlap", compact=True,
-                                tooltip="How long the old key keeps working after Rotate: 0s (stop now), 30m,"
-                                " 24h, 7d.")
+                yield _field_line("Client", "client-name", placeholder="e.g. team-a",
+                                  tooltip="The client to rotate or revoke (Create asks for its name and scopes).")
+                yield _field_line("Rotate overlap", "overlap", value="0s",
+                                  tooltip="How long the old key keeps working after Rotate: 0s (stop now), 30m,"
+                                  " 24h, 7d.")
                 with Horizontal(classes="actions"):
                     yield Button("List", id="keys-list", compact=True)
                     yield Button("Create…", id="keys-create", compact=True,
@@ -70,15 +72,11 @@ class ConsoleScreen(Screen[None]):
                     yield Button("Last 7 days", id="usage-show", compact=True)
                 yield RichLog(id="usage", wrap=True, markup=False)
             with TabPane("Backup", id="tab-backup"):
-                with Horizontal(classes="field-line"):
-                    yield Label("Backup file", classes="field-label")
-                    yield FieldInput(placeholder="e.g. gw.cgbackup", id="backup-file", compact=True,
-                                tooltip="Back up writes it (0600, never over an existing file); Restore reads it.")
-                with Horizontal(classes="field-line"):
-                    yield Label("Passphrase file", classes="field-label")
-                    yield FieldInput(placeholder="optional: encrypts the backup", id="passphrase-file",
-                                compact=True, tooltip="A file whose first line (12+ characters) encrypts the"
-                                " backup, and decrypts it on Restore.")
+                yield _field_line("Backup file", "backup-file", placeholder="e.g. gw.cgbackup",
+                                  tooltip="Back up writes it (0600, never over an existing file); Restore reads it.")
+                yield _field_line("Passphrase file", "passphrase-file", placeholder="optional: encrypts the backup",
+                                  tooltip="A file whose first line (12+ characters) encrypts the backup, and"
+                                  " decrypts it on Restore.")
                 with Horizontal(classes="actions"):
                     yield Button("Back up", id="backup", compact=True,
                                  tooltip="Keystore (key hashes, scopes, usage), pepper and ACME state: what a"
