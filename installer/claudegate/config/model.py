@@ -209,9 +209,6 @@ def check_hostname(value: object, *, what: str = "domain", example: str = "gw.ex
     return name
 
 
-Hostname = Annotated[str, BeforeValidator(check_hostname)]
-
-
 def _domain(value: object) -> str:
     """The name clients use: a DNS name, or an IPv4 address (only the internal CA certifies one, see rules)."""
     if isinstance(value, str):

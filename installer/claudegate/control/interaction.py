@@ -39,13 +39,7 @@ __all__ = [
     "NonInteractive",
     "Question",
     "SecretQuestion",
-    "compare_command",
 ]
-
-def compare_command(key_type: str) -> str:
-    """What to run on the server (its console, not over this connection) to see its own fingerprint."""
-    return host_key_compare_command(key_type)
-
 
 @dataclass(frozen=True)
 class HostKeyQuestion:
@@ -61,7 +55,8 @@ class HostKeyQuestion:
 
     @property
     def compare_command(self) -> str:
-        return compare_command(self.key_type)
+        """What to run on the server (its console, not over this connection) to see its own fingerprint."""
+        return host_key_compare_command(self.key_type)
 
     @property
     def flag(self) -> str:

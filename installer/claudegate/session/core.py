@@ -21,10 +21,13 @@ thread may call :meth:`Session.cancel`), the progress callback (one
 and smoke checks) and one verified connection, opened on first use and reused
 by every method until :meth:`Session.close`.
 
-The methods wrap the deploy facade (:mod:`claudegate.deploy.api`) without
-changing it: they set the run controls (:mod:`.controls`) for the call,
-so cancellation, questions and progress reach the steps, the wait loops and
-the smoke test. Every method may raise the
+The methods wrap the deploy facade (:mod:`claudegate.deploy.api`), the
+day-2 modules (:mod:`claudegate.keys`, :mod:`claudegate.usage`,
+:mod:`claudegate.backup`) and the audit without changing them: they set the
+run controls (:mod:`claudegate.control.controls`) for the call, so
+cancellation, questions and progress reach the steps, the wait loops and
+the smoke test. The CLI's commands and the wizard's screens call these
+methods, never those modules, so both ask the same questions. Every method may raise the
 :class:`~claudegate.errors.ClaudegateError` tree; a cancelled run raises
 :class:`~claudegate.errors.Cancelled` (exit 130) after telling the
 interaction, with the host's journal saying where it stopped and the lock
@@ -38,7 +41,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from types import TracebackType
@@ -51,8 +54,8 @@ from claudegate.control.interaction import ConsentQuestion, Interaction, SecretQ
 from claudegate.errors import Cancelled, ConfigError, Declined
 from claudegate.private_files import write_private
 
-# The deploy, the audit, usage and the config loader are imported inside the
-# methods that use them: the front ends import this module at start, and
+# The deploy, the audit, the day-2 modules and the config loader are imported
+# inside the methods that use them: the front ends import this module at start, and
 # `claudegate --help` or the wizard's first screen should not wait for the
 # deploy's modules (and paramiko, ~100 ms) to load. Start-up time only: none
 # of them imports this module back (tests/session/test_import_hygiene.py).
@@ -109,20 +112,6 @@ class Session:
         from claudegate.config import load_config
 
         return cls(load_config(path), interaction, **options)
-
-    @classmethod
-    def from_document(
-        cls,
-        document: Mapping[str, Any],
-        interaction: Interaction,
-        *,
-        base_dir: str | os.PathLike[str] | None = None,
-        **options: Any,
-    ) -> Session:
-        """A session on a config built in code (the wizard's form): same checks and Problems as a file."""
-        from claudegate.session.document import config_from_document
-
-        return cls(config_from_document(document, base_dir=base_dir), interaction, **options)
 
     @property
     def config(self) -> DeployConfig:
