@@ -136,9 +136,10 @@ class Backup:
 
     def summary(self) -> str:
         m = self.manifest
+        clients = m.get("clients", "?")
         return (
             f"the backup of {m.get('domain', '?')} made {m.get('created_at', '?')} "
-            f"({m.get('clients', '?')} clients, {self.source})"
+            f"({clients} client{'' if clients == 1 else 's'}, {self.source})"
         )
 
 
