@@ -55,7 +55,15 @@ from claudegate.keys import list_clients
 from claudegate.private_files import write_private
 from claudegate.redact import Secret
 
-__all__ = ["BackupResult", "RestoreResult", "create_backup", "read_passphrase", "restore_backup"]
+__all__ = [
+    "Backup",
+    "BackupResult",
+    "RestoreResult",
+    "create_backup",
+    "read_backup",
+    "read_passphrase",
+    "restore_backup",
+]
 
 MAGIC_PLAIN = b"claudegate-backup 1 tar\n"
 MAGIC_SEALED = b"claudegate-backup 1 scrypt-fernet\n"
@@ -111,6 +119,27 @@ class RestoreResult:
         return (
             f"restored {', '.join(self.restored)} from the backup of {self.source_domain} ({self.created_at}) "
             f"onto {self.target}; clients: {', '.join(self.clients) or 'none'}"
+        )
+
+
+@dataclass(frozen=True)
+class Backup:
+    """A backup file read and checked (passphrase, checksums, members): what a restore puts on a host.
+
+    Read before anything is asked or connected, so a wrong passphrase or a
+    damaged file is said first and the question names what would be restored.
+    """
+
+    source: Path
+    manifest: dict[str, Any]
+    members: dict[str, bytes]
+
+    def summary(self) -> str:
+        m = self.manifest
+        clients = m.get("clients", "?")
+        return (
+            f"the backup of {m.get('domain', '?')} made {m.get('created_at', '?')} "
+            f"({clients} client{'' if clients == 1 else 's'}, {self.source})"
         )
 
 
@@ -333,16 +362,17 @@ def check_tree_tar(data: bytes, what: str) -> None:
         raise BackupError(f"{what} is not a readable tar; nothing was restored") from None
 
 
+def read_backup(source: Path, passphrase: Secret | None = None) -> Backup:
+    """Read and check a backup file (decrypted with ``passphrase`` when it is sealed); nothing is restored."""
+    manifest, members = _read_bundle(source, passphrase)
+    return Backup(source, manifest, members)
+
+
 def restore_backup(
-    cfg: DeployConfig,
-    connector: Connector,
-    source: Path,
-    *,
-    passphrase: Secret | None = None,
-    layout: HostLayout | None = None,
+    cfg: DeployConfig, connector: Connector, backup: Backup, *, layout: HostLayout | None = None
 ) -> RestoreResult:
     """Put a backup's keystore and pepper (and ACME state) onto the deployed host; old keys work there after."""
-    manifest, members = _read_bundle(source, passphrase)
+    source, manifest, members = backup.source, backup.manifest, backup.members
     if cfg.tls.mode == "acme" and "letsencrypt.tar" in members:
         check_tree_tar(members["letsencrypt.tar"], f"{source}: letsencrypt.tar")
     layout = layout or HostLayout()

@@ -52,6 +52,7 @@ __all__ = [
     "IssuedKey",
     "KeysError",
     "client_spec",
+    "clients_table",
     "create_client",
     "expiring_clients",
     "expiry_warnings",
@@ -117,6 +118,52 @@ def client_spec(name: str, **scopes: Any) -> Client:
             fix = ctx.get("fix")
             lines.append(f"{where}: {problem}" + (f"; {fix}" if fix else ""))
         raise ConfigError("\n".join(lines), hint="see claudegate keys create --help") from None
+
+
+def _when(value: datetime | None, now: datetime) -> str:
+    if value is None:
+        return "never"
+    days = (value - now).total_seconds() / 86400
+    stamp = value.strftime("%Y-%m-%d %H:%M")
+    if days < 0:
+        return f"{stamp} (past)"
+    return f"{stamp} (in {days:.0f}d)" if days >= 1 else f"{stamp} (in {days * 24:.1f}h)"
+
+
+def _limits(scopes: dict[str, Any]) -> str:
+    parts = [
+        f"{key}={scopes[key]}" for key in ("rpm", "tpm", "daily_tokens", "max_tokens") if scopes.get(key)
+    ]
+    if scopes.get("stream") is False:
+        parts.append("no-stream")
+    return " ".join(parts) or "-"
+
+
+def clients_table(clients: list[ClientRecord]) -> str:
+    """The clients as ``claudegate keys list`` and the wizard's console show them (never a secret)."""
+    now = datetime.now(UTC)
+    rows = [("NAME", "STATE", "KEYS", "EXPIRES", "MODELS", "LIMITS")]
+    for c in clients:
+        keys = [
+            k.public_id + (f" (ends {_when(k.not_after, now)})" if k.not_after is not None else "")
+            for k in c.credentials
+            if k.active
+        ]
+        rows.append(
+            (
+                c.name,
+                c.state,
+                ", ".join(keys) or "-",
+                _when(c.expires_at, now),
+                ",".join(c.scopes.get("models") or ["*"]),
+                _limits(c.scopes),
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    return "\n".join(
+        "  ".join([*(cell.ljust(w) for cell, w in zip(row[:-1], widths, strict=True)), row[-1]]).rstrip()
+        for row in rows
+    )
 
 
 def _issued(

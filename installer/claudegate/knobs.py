@@ -4,12 +4,15 @@ A row (:class:`Knob`) says where the knob lives in ``deploy.yaml``, its kind,
 default and bounds, the :class:`~claudegate.edge.settings.EdgeSettings` field
 (and nginx directive) and the ``gateway.yaml`` keys it turns into, the
 smoke/audit target field that carries it and what those probes expect of it,
-and the wizard's label and help. Everything else reads the table:
+and the wizard's label and help. A row sets the edge, the gateway or both;
+a gateway-only row (the metering ceilings under ``limits``) has no edge field
+and no nginx directive (:attr:`Knob.at_edge` is false, and it is not in
+:data:`EDGE_KNOBS`). Everything else reads the table:
 
 - :mod:`claudegate.edge.settings` -- the edge model's defaults and bounds;
-- :mod:`claudegate.config.model` -- deploy.yaml's defaults and lower bounds
-  (upper bounds are checked through ``EdgeSettings`` by the rules, whose
-  message names the range);
+- :mod:`claudegate.config.model` -- deploy.yaml's defaults and bounds (an
+  edge row's upper bound is checked through ``EdgeSettings`` by the rules,
+  whose message names the range; a gateway-only row's by the model);
 - :mod:`claudegate.config.rules` -- which deploy.yaml path an edge problem is
   about (:data:`EDGE_FIELDS`), the body size minimum;
 - :mod:`claudegate.config.derive` -- the edge settings and ``gateway.yaml``;
@@ -38,6 +41,7 @@ from typing import Any, Literal
 __all__ = [
     "BURST_BOUNDS",
     "EDGE_FIELDS",
+    "EDGE_KNOBS",
     "KNOBS",
     "Knob",
     "by_path",
@@ -49,6 +53,8 @@ __all__ = [
 ]
 
 Kind = Literal["int", "size", "rate", "choice"]
+#: How gateway.yaml holds the value: bytes (from a size), seconds (a float), or a whole count.
+GatewayUnit = Literal["bytes", "seconds", "tokens", "uses", ""]
 Loc = tuple[str, ...]
 
 _RATE = re.compile(r"^([1-9][0-9]{0,5})r/([sm])$")
@@ -86,12 +92,13 @@ class Knob:
     minimum: int | None = None
     maximum: int | None = None
     #: The EdgeSettings field it sets; ``per_ip.burst`` is a field of the ``per_ip`` zone.
+    #: "" for a gateway-only knob (no nginx directive either).
     edge: str = ""
     #: The nginx directive the edge field is rendered into.
     nginx: str = ""
     #: ``gateway.yaml`` keys (dotted) it sets, and in what unit.
     gateway: tuple[str, ...] = ()
-    gateway_unit: Literal["bytes", "seconds", ""] = ""
+    gateway_unit: GatewayUnit = ""
     #: The smoke/audit target field that carries it ("" when no probe reads it) ...
     probe: str = ""
     #: ... and what the probes expect of the deployment because of it.
@@ -99,6 +106,19 @@ class Knob:
     #: The wizard's input for it ("" when the wizard does not ask).
     label: str = ""
     help: str = ""
+
+    def __post_init__(self) -> None:
+        if bool(self.edge) != bool(self.nginx):
+            raise ValueError(f"{self.path}: an edge field and its nginx directive go together")
+        if not self.edge and not self.gateway:
+            raise ValueError(f"{self.path}: a knob sets an edge field, gateway.yaml keys, or both")
+        if bool(self.gateway) != bool(self.gateway_unit):
+            raise ValueError(f"{self.path}: gateway.yaml keys need their unit")
+
+    @property
+    def at_edge(self) -> bool:
+        """Whether nginx enforces it (an EdgeSettings field); False: the gateway alone does."""
+        return bool(self.edge)
 
     @property
     def loc(self) -> Loc:
@@ -113,7 +133,9 @@ class Knob:
         """``value`` (as deploy.yaml holds it) in the gateway's unit."""
         if self.gateway_unit == "bytes":
             return size_in_bytes(str(value))
-        return float(value)
+        if self.gateway_unit == "seconds":
+            return float(value)
+        return int(value)  # tokens, uses: whole numbers, as written
 
     def probe_value(self, value: Any) -> Any:
         """``value`` the way the smoke/audit target holds it (bytes, requests a second)."""
@@ -191,7 +213,24 @@ KNOBS: tuple[Knob, ...] = (
         gateway=("upstream.read_timeout",), gateway_unit="seconds",
         label="Read timeout", help="Seconds of silence allowed from the gateway (a long answer, a slow stream).",
     ),
+    # Gateway-only: the ceilings the gateway reserves for content a request only points at
+    # (claudegate_gateway.reservation), metered before upstream bills it.
+    Knob(
+        "limits.url_source_tokens", "int", 100_000, 1, 10_000_000,
+        gateway=("limits.url_source_tokens",), gateway_unit="tokens",
+    ),
+    Knob(
+        "limits.server_tool_use_tokens", "int", 25_000, 1, 10_000_000,
+        gateway=("limits.server_tool_use_tokens",), gateway_unit="tokens",
+    ),
+    Knob(
+        "limits.server_tool_default_uses", "int", 10, 1, 1000,
+        gateway=("limits.server_tool_default_uses",), gateway_unit="uses",
+    ),
 )
+
+#: The rows nginx enforces (an EdgeSettings field each).
+EDGE_KNOBS: tuple[Knob, ...] = tuple(k for k in KNOBS if k.at_edge)
 
 _BY_PATH: Mapping[str, Knob] = MappingProxyType({k.path: k for k in KNOBS})
 
@@ -213,7 +252,7 @@ def _edge_fields() -> dict[str, Loc]:
     (``per_ip`` -> ``limits.per_ip``): deploy.yaml's zone is the edge's zone.
     """
     out: dict[str, Loc] = {"domain": ("domain",)}
-    for row in KNOBS:
+    for row in EDGE_KNOBS:
         head, *rest = row.edge.split(".")
         out.setdefault(head, row.loc[: len(row.loc) - len(rest)])
     out["allow_cidrs"] = ("allowlist",)

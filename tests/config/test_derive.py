@@ -12,12 +12,13 @@ import yaml
 from claudegate.config import (
     Client,
     RateLimit,
-    client_create_argv,
     client_scopes,
     edge_settings,
     gateway_config,
     network_plan,
 )
+from claudegate.deploy.docker_cli import GATEWAY_PYTHON
+from claudegate.deploy.gateway_cli import keys_create
 from claudegate.edge.render import render_edge
 from claudegate.edge.settings import EdgeSettings
 from claudegate_gateway.cli import parser as gateway_parser
@@ -60,8 +61,8 @@ clients:
 
 def test_client_argv_full() -> None:
     cfg = load(FULL, base=BASE)
-    assert client_create_argv(cfg.clients[0]) == [
-        "claudegate-gateway", "keys", "create", "team-a", "--config", "/etc/claudegate/gateway.yaml",
+    assert keys_create(cfg.clients[0]) == [
+        *GATEWAY_PYTHON, "keys", "create", "team-a",
         "--models", "claude-sonnet-*", "claude-haiku-*",
         "--endpoints", "/v1/messages", "/v1/messages/count_tokens",
         "--betas", "prompt-caching-2024-07-31",
@@ -71,23 +72,23 @@ def test_client_argv_full() -> None:
         "--tpm", "200000",
         "--daily-tokens", "5000000",
         "--expires", "2027-06-30T00:00:00Z",
+        "--config", "/etc/claudegate/gateway.yaml",
     ]  # fmt: skip
 
 
-def test_client_argv_minimal_and_options() -> None:
-    client = Client(name="minimal")
-    assert client_create_argv(client, config_path="/etc/gw.yaml", program="/venv/bin/claudegate-gateway") == [
-        "/venv/bin/claudegate-gateway", "keys", "create", "minimal", "--config", "/etc/gw.yaml",
-        "--models", "*", "--endpoints", "/v1/*",
+def test_client_argv_minimal() -> None:
+    assert keys_create(Client(name="minimal")) == [
+        *GATEWAY_PYTHON, "keys", "create", "minimal", "--models", "*", "--endpoints", "/v1/*",
+        "--config", "/etc/claudegate/gateway.yaml",
     ]  # fmt: skip
 
 
 def test_client_argv_is_what_the_gateway_cli_parses() -> None:
     cfg = load(FULL, base=BASE)
     for client in cfg.clients:
-        argv = client_create_argv(client)
-        assert argv[0] == "claudegate-gateway"
-        args = gateway_parser().parse_args(argv[1:])
+        argv = keys_create(client)  # what the deploy runs in the gateway's container
+        assert tuple(argv[: len(GATEWAY_PYTHON)]) == GATEWAY_PYTHON
+        args = gateway_parser().parse_args(argv[len(GATEWAY_PYTHON) :])
         scopes = Scopes(
             models=tuple(args.models),
             endpoints=tuple(args.endpoints),

@@ -10,8 +10,9 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from claudegate.config import DeployConfig, client_create_argv, edge_settings, gateway_config, load_config
+from claudegate.config import DeployConfig, edge_settings, gateway_config, load_config
 from claudegate.config.load import _unwrap
+from claudegate.deploy.gateway_cli import keys_create
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -52,7 +53,7 @@ def test_example_validates_without_the_secret(name: str) -> None:
     edge_settings(cfg)
     gateway_config(cfg)
     for client in cfg.clients:
-        client_create_argv(client)
+        keys_create(client)
 
 
 def test_local_example_is_this_machine_with_the_internal_ca() -> None:

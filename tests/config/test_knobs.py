@@ -20,13 +20,15 @@ from claudegate.config.derive import edge_settings, gateway_config, value_at
 from claudegate.config.rules import EDGE_FIELDS as RULES_EDGE_FIELDS
 from claudegate.edge.render import render_edge
 from claudegate.edge.settings import EdgeSettings, RateLimit
-from claudegate.knobs import KNOBS, Knob, knob, probe_defaults, size_in_bytes
+from claudegate.knobs import EDGE_KNOBS, KNOBS, Knob, knob, probe_defaults, size_in_bytes
 from claudegate.smoke import SmokeTarget
 from claudegate.wizard import form
 from claudegate_gateway.config import Config, ConfigError, Upstream, parse_config
+from claudegate_gateway.reservation import ReservationLimits
 from tests.config.common import LOCAL, load, problems
 
 IDS = [k.path for k in KNOBS]
+EDGE_IDS = [k.path for k in EDGE_KNOBS]
 
 
 def _edge_value(settings: EdgeSettings, row: Knob) -> Any:
@@ -67,11 +69,14 @@ def _with(row: Knob, value: Any) -> str:
 def test_model_and_edge_defaults_are_the_tables(row: Knob) -> None:
     cfg = load("", base=LOCAL)
     assert value_at(cfg, row.loc) == row.default
+    if not row.at_edge:  # a gateway-only knob: held to the gateway's own default below
+        assert not row.nginx and row.gateway and row.path not in {k.path for k in EDGE_KNOBS}
+        return
     assert _edge_value(EdgeSettings(domain="localhost"), row) == row.default
     assert _edge_value(edge_settings(cfg), row) == row.default
 
 
-@pytest.mark.parametrize("row", [k for k in KNOBS if k.kind == "int"], ids=lambda k: k.path)
+@pytest.mark.parametrize("row", [k for k in EDGE_KNOBS if k.kind == "int"], ids=lambda k: k.path)
 def test_edge_bounds_are_the_tables(row: Knob) -> None:
     head, *rest = row.edge.split(".")
     model: type[Any] = RateLimit if rest else EdgeSettings
@@ -82,7 +87,10 @@ def test_edge_bounds_are_the_tables(row: Knob) -> None:
 def test_deploy_yaml_refuses_values_outside_the_tables_bounds(row: Knob) -> None:
     assert row.minimum is not None and row.maximum is not None
     for good in (row.minimum, row.maximum):
-        assert _edge_value(edge_settings(load(_with(row, good))), row) == good
+        cfg = load(_with(row, good))
+        assert value_at(cfg, row.loc) == good
+        if row.at_edge:
+            assert _edge_value(edge_settings(cfg), row) == good
     for bad in (row.minimum - 1, row.maximum + 1):
         found = problems(_with(row, bad))
         assert len(found) == 1 and f": {row.path}: " in found[0], found
@@ -96,12 +104,13 @@ def test_body_size_minimum_is_the_tables() -> None:
 
 
 def test_rules_map_edge_fields_with_the_tables_paths() -> None:
-    for row in KNOBS:
+    assert "" not in RULES_EDGE_FIELDS  # a gateway-only row adds no edge field
+    for row in EDGE_KNOBS:
         head, *rest = row.edge.split(".")
         assert RULES_EDGE_FIELDS[head] == row.loc[: len(row.loc) - len(rest)]
 
 
-@pytest.mark.parametrize("row", KNOBS, ids=IDS)
+@pytest.mark.parametrize("row", EDGE_KNOBS, ids=EDGE_IDS)
 def test_a_changed_knob_changes_its_nginx_directive(row: Knob) -> None:
     """Each row's edge field is rendered into the directive the row names."""
     other: Any = {"int": lambda v: v + 1 if v + 1 != 80 else v + 2, "size": lambda v: "8m",
@@ -120,8 +129,13 @@ def test_a_changed_knob_changes_its_nginx_directive(row: Knob) -> None:
 
 def test_gateway_defaults_and_minimums_are_the_tables() -> None:
     """The gateway cannot import the table: its own defaults and minimums are held to it here."""
+    reservations = ReservationLimits()
     defaults = {"max_body_bytes": Config.max_body_bytes, "max_upload_bytes": Config.max_upload_bytes,
-                "upstream.read_timeout": Upstream.read_timeout}
+                "upstream.read_timeout": Upstream.read_timeout,
+                "limits.url_source_tokens": reservations.url_source_tokens,
+                "limits.server_tool_use_tokens": reservations.server_tool_use_tokens,
+                "limits.server_tool_default_uses": reservations.server_tool_default_uses}
+    assert parse_config({}).reservations == reservations  # what a gateway.yaml without limits gets
     rows = [(row, key) for row in KNOBS for key in row.gateway]
     assert sorted(key for _row, key in rows) == sorted(defaults)
     for row, key in rows:
@@ -139,10 +153,24 @@ def test_gateway_defaults_and_minimums_are_the_tables() -> None:
 
 
 def test_gateway_yaml_carries_the_knobs() -> None:
-    cfg = load("limits: {max_body_size: 8m, timeouts: {upstream_read: 900}}\n", base=LOCAL)
+    cfg = load("limits: {max_body_size: 8m, timeouts: {upstream_read: 900}, url_source_tokens: 7000,"
+               " server_tool_use_tokens: 3000, server_tool_default_uses: 4}\n", base=LOCAL)
     config = parse_config(gateway_config(cfg))
     assert config.max_body_bytes == config.max_upload_bytes == 8 * 1024 * 1024
     assert config.upstream.read_timeout == 900.0
+    assert config.reservations == ReservationLimits(7000, 3000, 4)
+    # Whole numbers, as the gateway requires of them (a float would be refused there).
+    assert gateway_config(cfg)["limits"] == {"url_source_tokens": 7000, "server_tool_use_tokens": 3000,
+                                             "server_tool_default_uses": 4}
+
+
+def test_a_row_sets_the_edge_or_the_gateway() -> None:
+    with pytest.raises(ValueError, match=r"edge field, gateway\.yaml keys, or both"):
+        Knob("limits.nothing", "int", 1, 1, 2)
+    with pytest.raises(ValueError, match="nginx directive"):
+        Knob("limits.half", "int", 1, 1, 2, edge="half")
+    with pytest.raises(ValueError, match="unit"):
+        Knob("limits.unitless", "int", 1, 1, 2, gateway=("limits.unitless",))
 
 
 def test_smoke_and_audit_targets_default_to_the_table() -> None:

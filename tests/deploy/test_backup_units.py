@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import io
-import json
-import sqlite3
 import tarfile
 from pathlib import Path
 
@@ -13,50 +11,25 @@ import pytest
 from claudegate.backup import (
     MAGIC_PLAIN,
     BackupError,
-    _read_bundle,
     _write_private,
+    read_backup,
     read_passphrase,
     seal,
     unseal,
 )
 from claudegate.errors import ConfigError
 from claudegate.redact import Secret
+from tests.support.backup_files import bundle, keystore
 
 PASS = Secret("correct horse battery staple")
 
 
-def _keystore() -> bytes:
-    db = sqlite3.connect(":memory:")
-    db.execute("CREATE TABLE clients (name TEXT)")
-    db.execute("INSERT INTO clients VALUES ('team-a')")
-    db.commit()
-    return bytes(db.serialize())
-
-
-def _bundle(members: dict[str, bytes], *, links: tuple[str, ...] = ()) -> bytes:
-    import hashlib
-
-    manifest = {"format": 1, "sha256": {n: hashlib.sha256(d).hexdigest() for n, d in members.items()}}
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        for name, data in {"manifest.json": json.dumps(manifest).encode(), **members}.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-        for name in links:
-            info = tarfile.TarInfo(name)
-            info.type = tarfile.SYMTYPE
-            info.linkname = "/etc/shadow"
-            tar.addfile(info)
-    return buffer.getvalue()
-
-
 def test_sealed_backup_round_trips_and_refuses_a_wrong_passphrase_or_a_changed_byte(tmp_path: Path) -> None:
-    bundle = _bundle({"keystore.db": _keystore(), "key_pepper": b"pepper\n"})
-    sealed = seal(bundle, PASS)
+    plain = bundle({"keystore.db": keystore(), "key_pepper": b"pepper\n"})
+    sealed = seal(plain, PASS)
     assert b"pepper" not in sealed and b"team-a" not in sealed
     src = tmp_path / "b"
-    assert unseal(sealed, PASS, src) == bundle
+    assert unseal(sealed, PASS, src) == plain
     with pytest.raises(BackupError, match="wrong passphrase"):
         unseal(sealed, Secret("another passphrase!"), src)
     flipped = bytearray(sealed)
@@ -70,25 +43,25 @@ def test_sealed_backup_round_trips_and_refuses_a_wrong_passphrase_or_a_changed_b
 
 
 def test_restore_reads_only_plain_checked_members(tmp_path: Path) -> None:
-    good = {"keystore.db": _keystore(), "key_pepper": b"pepper\n"}
+    good = {"keystore.db": keystore(), "key_pepper": b"pepper\n"}
     path = tmp_path / "ok.cgbackup"
-    path.write_bytes(seal(_bundle(good), None))
-    manifest, members = _read_bundle(path, None)
-    assert members == good and manifest["format"] == 1
+    path.write_bytes(seal(bundle(good), None))
+    backup = read_backup(path)
+    assert backup.members == good and backup.manifest["format"] == 1
     # A link, a path, a changed member, a missing pepper: each refused before anything is restored.
     for bad, match in (
-        (_bundle(good, links=("key_pepper2",)), "unexpected member"),
-        (_bundle({**good, "../etc/cron.d/x": b"x"}), "unexpected member"),
-        (_bundle({"keystore.db": good["keystore.db"]}), "lacks key_pepper"),
-        (_bundle({**good, "keystore.db": b"not sqlite" * 100}), "not a readable SQLite"),
+        (bundle(good, links=("key_pepper2",)), "unexpected member"),
+        (bundle({**good, "../etc/cron.d/x": b"x"}), "unexpected member"),
+        (bundle({"keystore.db": good["keystore.db"]}), "lacks key_pepper"),
+        (bundle({**good, "keystore.db": b"not sqlite" * 100}), "not a readable SQLite"),
     ):
         path.write_bytes(MAGIC_PLAIN + bad)
         with pytest.raises(BackupError, match=match):
-            _read_bundle(path, None)
+            read_backup(path)
     # A member changed after the manifest was written: refused by its checksum.
     buffer = io.BytesIO()
     with (
-        tarfile.open(fileobj=io.BytesIO(_bundle(good)), mode="r:gz") as src,
+        tarfile.open(fileobj=io.BytesIO(bundle(good)), mode="r:gz") as src,
         tarfile.open(fileobj=buffer, mode="w:gz") as dst,
     ):
         for info in src.getmembers():
@@ -99,7 +72,7 @@ def test_restore_reads_only_plain_checked_members(tmp_path: Path) -> None:
             dst.addfile(info, io.BytesIO(data))
     path.write_bytes(MAGIC_PLAIN + buffer.getvalue())
     with pytest.raises(BackupError, match="key_pepper does not match its checksum"):
-        _read_bundle(path, None)
+        read_backup(path)
 
 
 def test_backup_file_is_0600_from_the_start_and_not_overwritten(tmp_path: Path) -> None:

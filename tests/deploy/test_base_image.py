@@ -9,13 +9,13 @@ from typing import Any
 import pytest
 
 from claudegate.connectors.base import Connector, Input, Result
+from claudegate.control.controls import RunControls
 from claudegate.deploy.base_image import pull_or_build
 from claudegate.deploy.context import Context, RunOptions
 from claudegate.deploy.engine import Call
 from claudegate.deploy.layout import HostLayout
 from claudegate.deploy.steps.images import ImagesStep
 from claudegate.errors import Declined, DeployFailed
-from claudegate.session.controls import RunControls
 from claudegate.session.scripted import ScriptedInteraction
 from tests.deploy.conftest import ConfigFactory
 

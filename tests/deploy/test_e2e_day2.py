@@ -10,12 +10,15 @@ fresh deploy (narrow smoke client) -> keys create/list/rotate --overlap/revoke
 -> status warns of a key about to expire -> an rpm change applied in place
 (old key works, new rpm enforced) -> a removed client is reported, revoked
 only with --prune -> the smoke key is replaced by every deploy -> usage sums
-what the tests sent.
+what the tests sent -> backup, then restore onto a second server: through the
+Session with a canned interaction (a no restores nothing, a yes restores),
+then through the CLI with --yes.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import socket
 import struct
@@ -32,9 +35,13 @@ from typer.testing import CliRunner, Result
 
 from claudegate.cli import app
 from claudegate.config import DeployConfig
+from claudegate.control.interaction import ConsentQuestion
 from claudegate.deploy.api import connector_for, deploy, plan
 from claudegate.deploy.steps.clients import SMOKE_CLIENT, SMOKE_SCOPES
+from claudegate.errors import Declined
 from claudegate.keys import list_clients
+from claudegate.redact import Secret
+from claudegate.session import ScriptedInteraction, Session
 from tests.deploy.support import sdk_client, timer, write_config, write_secret
 from tests.support.fake_anthropic import FakeProcess, spawn_fake
 from tests.support.fresh_server import FreshServer, start_fresh_server
@@ -375,6 +382,16 @@ def test_backup_then_restore_on_a_second_fresh_server_keeps_old_keys_working(
         r = env.cli("restore", "--from", str(out), "--passphrase-env", "CG_WRONG_PASS", "--yes", config=path2)
         assert r.exit_code == 1 and "wrong passphrase" in r.stderr, r.output
 
+        # Restore asks through the session's interaction: a no restores nothing (the new server's key still works).
+        passphrase = Secret(os.environ["CG_BACKUP_PASS"])
+        refusing = ScriptedInteraction(consent_answers=False)
+        with Session(cfg2, refusing) as session, pytest.raises(Declined, match="nothing was restored"):
+            session.restore(out, passphrase=passphrase)
+        assert [q.topic for q in refusing.asked if isinstance(q, ConsentQuestion)] == ["restore-backup"]
+        second_sdk(fresh_team_a).models.list()
+        with pytest.raises(anthropic.AuthenticationError):
+            second_sdk(old_key).models.list()
+
         # A host account holding the gateway's uid owns the data directory: it
         # swaps keys.db for a symlink to a directory of root's. Root's restore
         # must replace the link, never write through it.
@@ -382,11 +399,11 @@ def test_backup_then_restore_on_a_second_fresh_server_keeps_old_keys_working(
                                "setpriv --reuid=10001 --regid=10001 --clear-groups "
                                "sh -c 'rm -f keys.db && ln -s /root/victim keys.db'"])  # fmt: skip
         assert planted[0] == 0, planted
-        r = env.cli(
-            "restore", "--from", str(out), "--passphrase-env", "CG_BACKUP_PASS", "--yes", config=path2
-        )
-        assert r.exit_code == 0, r.output
-        assert "team-a" in r.stdout
+        accepting = ScriptedInteraction(consent_answers={"restore-backup": True})
+        with Session(cfg2, accepting) as session:
+            restored = session.restore(out, passphrase=passphrase)
+        assert "team-a" in restored.clients and restored.source_domain == "gw.test"
+        assert [q.topic for q in accepting.asked if isinstance(q, ConsentQuestion)] == ["restore-backup"]
         # The restored pepper is root's and the secrets group's, as a deploy makes it,
         # never the image's uid 10001 (which a host account could hold).
         stat = second.exec(["stat", "-c", "%a %u %G", "/opt/claudegate/shared/secrets/key_pepper"])[1].split()
@@ -401,6 +418,13 @@ def test_backup_then_restore_on_a_second_fresh_server_keeps_old_keys_working(
         for gone in (fresh_team_a, env.keys["old-team"]):  # the new server's own key; a revoked one
             with pytest.raises(anthropic.AuthenticationError):
                 second_sdk(gone).models.list()
+        # The CLI answers the same question with --yes (a second restore of the same file changes nothing).
+        r = env.cli(
+            "restore", "--from", str(out), "--passphrase-env", "CG_BACKUP_PASS", "--yes", config=path2
+        )
+        assert r.exit_code == 0, r.output
+        assert "team-a" in r.stdout
+        second_sdk(old_key).models.list()
         # A deploy after the restore converges (new smoke key) and passes its smoke test.
         r = env.cli("deploy", config=path2)
         assert r.exit_code == 0, r.output

@@ -9,15 +9,15 @@ from typing import Any
 
 import pytest
 
+from claudegate.control import cancel
+from claudegate.control.cancel import NEVER, CancelToken
+from claudegate.control.controls import RunControls, current, using
+from claudegate.control.interaction import ConsentQuestion
 from claudegate.deploy.context import Context, RunOptions
 from claudegate.deploy.engine import Call, Change, Run, Step, run_steps
 from claudegate.deploy.journal import Journal
 from claudegate.deploy.layout import HostLayout
 from claudegate.errors import Cancelled, Declined, ExitCode
-from claudegate.session import cancel
-from claudegate.session.cancel import NEVER, CancelToken
-from claudegate.session.controls import RunControls, current, using
-from claudegate.session.interaction import ConsentQuestion
 from claudegate.session.scripted import ScriptedInteraction
 from tests.deploy.conftest import ConfigFactory
 from tests.deploy.test_engine import Recorder
@@ -42,14 +42,14 @@ def test_sleep_without_a_token_just_sleeps_and_never_cannot_be_cancelled() -> No
         NEVER.cancel()
 
 
-def test_cancel_is_idempotent_and_runs_callbacks_once() -> None:
+def test_cancel_is_idempotent_and_keeps_the_first_reason() -> None:
     token = CancelToken()
-    calls: list[str] = []
-    token.on_cancel(lambda: calls.append("a"))
+    assert not token.cancelled
     token.cancel("first")
     token.cancel("second")
-    token.on_cancel(lambda: calls.append("late"))  # already cancelled: runs now
-    assert calls == ["a", "late"] and token.reason == "first"
+    assert token.cancelled and token.reason == "first"
+    with pytest.raises(Cancelled, match="first"):
+        token.raise_if_cancelled()
 
 
 def test_controls_are_per_thread_and_restored() -> None:

@@ -14,7 +14,6 @@ from claudegate.session import ScriptedInteraction, Session
 from claudegate.session.document import (
     config_from_document,
     document_yaml,
-    problems_by_field,
     validate_document,
 )
 
@@ -65,7 +64,7 @@ def test_each_problem_names_its_field_like_a_file_does(tmp_path: Path, change: A
     in_code = validate_document(doc)
     assert in_code, "the document should have a problem"
     assert all(p.source is None and p.line is None for p in in_code)
-    assert field in problems_by_field(in_code), [str(p) for p in in_code]
+    assert field in {p.field for p in in_code}, [str(p) for p in in_code]
     assert all(p.fix for p in in_code if p.field == field), "every problem says how to fix it"
 
     path = tmp_path / "deploy.yaml"
@@ -81,17 +80,17 @@ def test_several_problems_at_once_and_cross_field_rules(tmp_path: Path) -> None:
     doc["tls"] = {"mode": "acme"}  # acme needs an email
     doc["clients"].append({"name": "team-a"})  # duplicate name
     problems = validate_document(doc)
-    fields = problems_by_field(problems)
+    fields = {p.field for p in problems}
     assert problems and all(p.source is None for p in problems), [str(p) for p in problems]
     assert any(f.startswith("tls") or f.startswith("clients") for f in fields)
 
 
-def test_session_from_document_raises_with_the_problems(tmp_path: Path) -> None:
+def test_a_session_on_a_document_raises_with_the_problems(tmp_path: Path) -> None:
     doc = good(tmp_path)
     doc["tls"]["mode"] = "nope"
     with pytest.raises(DeployConfigError) as bad:
-        Session.from_document(doc, ScriptedInteraction())
+        Session(config_from_document(doc), ScriptedInteraction())
     assert [p.field for p in bad.value.problems] == ["tls.mode"]
     doc["tls"]["mode"] = "internal-ca"
-    with Session.from_document(doc, ScriptedInteraction()) as session:
+    with Session(config_from_document(doc), ScriptedInteraction()) as session:
         assert session.config.tls.mode == "internal-ca" and session.connector is None

@@ -30,11 +30,11 @@ from typing import Any
 import pytest
 
 from claudegate.cli.interaction import CliInteraction
+from claudegate.control.interaction import ConsentQuestion, HostKeyQuestion, Interaction, NonInteractive
 from claudegate.deploy.journal import Journal
 from claudegate.deploy.layout import HostLayout
 from claudegate.errors import Declined, HostKeyChanged, HostKeyUnknown
 from claudegate.session import RecordingInteraction, ScriptedInteraction, Session
-from claudegate.session.interaction import ConsentQuestion, HostKeyQuestion, Interaction, NonInteractive
 from tests.deploy.support import write_config, write_secret
 from tests.support.fresh_server import FreshServer, generate_ed25519, start_fresh_server
 

@@ -44,7 +44,7 @@ def _ui_loaded_after_importing(*modules: str) -> str:
 
 def test_the_core_is_found() -> None:
     names = core_modules()
-    for expected in ("claudegate.session.core", "claudegate.session.interaction", "claudegate.deploy.api",
+    for expected in ("claudegate.session.core", "claudegate.control.interaction", "claudegate.deploy.api",
                      "claudegate.connectors.ssh", "claudegate.smoke"):
         assert expected in names
 

@@ -7,15 +7,14 @@ import io
 import pytest
 
 from claudegate.cli.interaction import CliInteraction
-from claudegate.errors import Declined, ExitCode, HostKeyUnknown
-from claudegate.session.interaction import (
+from claudegate.control.interaction import (
     ConsentQuestion,
     HostKeyQuestion,
     Interaction,
     NonInteractive,
     SecretQuestion,
-    compare_command,
 )
+from claudegate.errors import Declined, ExitCode, HostKeyUnknown, host_key_compare_command
 from claudegate.session.scripted import RecordingInteraction, ScriptedInteraction
 
 FP = "SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s"
@@ -26,8 +25,8 @@ SECRET = SecretQuestion("anthropic-api-key", "upstream.api_key_file", "/tmp/k", 
 
 def test_host_key_question_says_how_to_compare_on_the_server() -> None:
     assert HOST_KEY.compare_command == "ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub"
-    assert compare_command("ecdsa-sha2-nistp256") == "ssh-keygen -lf /etc/ssh/ssh_host_ecdsa_key.pub"
-    assert compare_command("weird") == "ssh-keygen -lf /etc/ssh/ssh_host_*_key.pub"
+    assert host_key_compare_command("ecdsa-sha2-nistp256") == "ssh-keygen -lf /etc/ssh/ssh_host_ecdsa_key.pub"
+    assert host_key_compare_command("weird") == "ssh-keygen -lf /etc/ssh/ssh_host_*_key.pub"
     assert HOST_KEY.where == "[203.0.113.7]:2222"
     assert FP in HOST_KEY.text() and HOST_KEY.compare_command in HOST_KEY.text()
     assert HOST_KEY.flag == f"--accept-host-key {FP}"

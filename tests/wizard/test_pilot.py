@@ -453,9 +453,10 @@ def test_an_error_in_the_wizard_is_a_non_zero_exit(home: Path, monkeypatch: pyte
 
 async def test_the_console_asks_before_revoke_and_rollback_and_creates_with_scopes(home: Path) -> None:
     """No server needed: nothing may run before the operator confirms (the target refuses connections)."""
-    from textual.widgets import RichLog
+    from textual.widgets import RichLog, TabbedContent
 
     from claudegate.wizard.screens.dialogs import ConfirmDialog
+    from tests.support.backup_files import write_backup_file
 
     saved = home / "deploy.yaml"
     saved.write_text("target: {host: 127.0.0.1, port: 1, user: deploy}\ndomain: gw.example.com\n"
@@ -483,3 +484,25 @@ async def test_the_console_asks_before_revoke_and_rollback_and_creates_with_scop
         for scope in ("#f-models", "#f-rpm", "#f-tpm", "#f-daily_tokens", "#f-max_tokens", "#f-expires"):
             assert app.screen.query(scope), scope
         await pilot.press("escape")
+        await pilot.pause()
+        # Restore: the console asks nothing itself; the session's question comes up as the app's dialog,
+        # before any connection, and a no leaves the host alone.
+        app.screen.query_one(TabbedContent).active = "tab-backup"
+        await pilot.pause()
+        await fill(pilot, "#backup-file", str(write_backup_file(home / "gw.cgbackup", None)))
+        app.screen.query_one("#restore", Button).press()
+        for _ in range(100):
+            await pilot.pause(0.05)
+            if isinstance(app.screen, ConfirmDialog):
+                break
+        assert isinstance(app.screen, ConfirmDialog), type(app.screen)
+        await pilot.pause()
+        asked = app.screen.text
+        assert "replace the keystore and pepper" in asked and "old.example.com" in asked, asked
+        assert app.screen.focused is app.screen.query_one("#no")
+        await pilot.press("escape")
+        for _ in range(100):
+            await pilot.pause(0.05)
+            if "nothing was restored" in log("backup-log"):
+                break
+        assert "answered no; nothing was restored" in log("backup-log"), log("backup-log")

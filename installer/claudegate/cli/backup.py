@@ -1,4 +1,4 @@
-"""``claudegate backup`` and ``claudegate restore``: thin front ends over :mod:`claudegate.backup`."""
+"""``claudegate backup`` and ``claudegate restore``: front ends over ``Session.backup`` and ``Session.restore``."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from claudegate.cli import output
-from claudegate.cli.options import DEFAULT_CONFIG, ConfigOpt, HostKeyOpt, connect, load, run
+from claudegate.cli.options import DEFAULT_CONFIG, ConfigOpt, HostKeyOpt, run, session
 
 __all__ = ["backup_command", "restore_command"]
 
@@ -44,12 +44,11 @@ def backup_command(
     """
 
     def body() -> None:
-        from claudegate.backup import create_backup, read_passphrase
+        from claudegate.backup import read_passphrase
 
         passphrase = read_passphrase(passphrase_file, passphrase_env)
-        cfg = load(config)
-        with connect(cfg, accept_host_key) as conn:
-            result = create_backup(cfg, conn, out, passphrase=passphrase, force=force)
+        with session(config, accept_host_key=accept_host_key) as s:
+            result = s.backup(out, passphrase=passphrase, force=force)
         print(result.text())
 
     run(body)
@@ -60,7 +59,9 @@ def restore_command(
     config: ConfigOpt = DEFAULT_CONFIG,
     passphrase_file: PassFileOpt = None,
     passphrase_env: PassEnvOpt = None,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask for confirmation")] = False,
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help="replace without asking (needed where there is no terminal)")
+    ] = False,
     accept_host_key: HostKeyOpt = None,
 ) -> None:
     """Put a backup onto a deployed host (e.g. a new server): the old client keys work there after.
@@ -72,16 +73,12 @@ def restore_command(
     """
 
     def body() -> None:
-        from claudegate.backup import read_passphrase, restore_backup
+        from claudegate.backup import read_passphrase
 
         passphrase = read_passphrase(passphrase_file, passphrase_env)
-        cfg = load(config)
-        if not yes and not typer.confirm(
-            f"Replace the keystore and pepper on {cfg.target.host} with {source}?", default=False
-        ):
-            raise typer.Exit(1)
-        with connect(cfg, accept_host_key) as conn:
-            result = restore_backup(cfg, conn, source, passphrase=passphrase)
+        # The question is the session's (a prompt on a terminal, --yes otherwise; a no exits 8).
+        with session(config, accept_host_key=accept_host_key, yes=yes) as s:
+            result = s.restore(source, passphrase=passphrase)
         print(result.text())
         output.err("next: claudegate deploy --config ... (converges clients, re-keys the smoke test)")
 

@@ -14,14 +14,14 @@ import sys
 from collections.abc import Callable
 from typing import TextIO
 
-from claudegate.errors import Cancelled
-from claudegate.redact import Secret
-from claudegate.session.interaction import (
+from claudegate.control.interaction import (
     ConsentQuestion,
     HostKeyQuestion,
     NonInteractive,
     SecretQuestion,
 )
+from claudegate.errors import Cancelled
+from claudegate.redact import Secret
 
 __all__ = ["CliInteraction"]
 

@@ -1,16 +1,15 @@
-"""``claudegate keys``: client keys on the deployed gateway (a thin front end over :mod:`claudegate.keys`)."""
+"""``claudegate keys``: client keys on the deployed gateway, through the session's key methods."""
 
 from __future__ import annotations
 
 import json
 import sys
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
 
 from claudegate.cli import output
-from claudegate.cli.options import DEFAULT_CONFIG, ConfigOpt, HostKeyOpt, JsonOpt, connect, load, run
+from claudegate.cli.options import DEFAULT_CONFIG, ConfigOpt, HostKeyOpt, JsonOpt, run, session
 
 __all__ = ["keys_app"]
 
@@ -34,51 +33,6 @@ them and applies scope changes in place.""",
 )
 
 
-def _when(value: datetime | None, now: datetime) -> str:
-    if value is None:
-        return "never"
-    days = (value - now).total_seconds() / 86400
-    stamp = value.strftime("%Y-%m-%d %H:%M")
-    if days < 0:
-        return f"{stamp} (past)"
-    return f"{stamp} (in {days:.0f}d)" if days >= 1 else f"{stamp} (in {days * 24:.1f}h)"
-
-
-def _limits(scopes: dict[str, Any]) -> str:
-    parts = [
-        f"{key}={scopes[key]}" for key in ("rpm", "tpm", "daily_tokens", "max_tokens") if scopes.get(key)
-    ]
-    if scopes.get("stream") is False:
-        parts.append("no-stream")
-    return " ".join(parts) or "-"
-
-
-def _table(clients: list[Any]) -> str:
-    now = datetime.now(UTC)
-    rows = [("NAME", "STATE", "KEYS", "EXPIRES", "MODELS", "LIMITS")]
-    for c in clients:
-        keys = [
-            k.public_id + (f" (ends {_when(k.not_after, now)})" if k.not_after is not None else "")
-            for k in c.credentials
-            if k.active
-        ]
-        rows.append(
-            (
-                c.name,
-                c.state,
-                ", ".join(keys) or "-",
-                _when(c.expires_at, now),
-                ",".join(c.scopes.get("models") or ["*"]),
-                _limits(c.scopes),
-            )
-        )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
-    return "\n".join(
-        "  ".join([*(cell.ljust(w) for cell, w in zip(row[:-1], widths, strict=True)), row[-1]]).rstrip()
-        for row in rows
-    )
-
-
 def _show_key(issued: Any, json_out: bool, what: str) -> None:
     if json_out:
         print(json.dumps(issued.to_json(), indent=2))
@@ -94,15 +48,14 @@ def keys_list(config: ConfigOpt = DEFAULT_CONFIG, accept_host_key: HostKeyOpt = 
     """List clients: state, key prefixes (never secrets), expiry, models and limits."""
 
     def body() -> None:
-        from claudegate.keys import list_clients
+        from claudegate.keys import clients_table
 
-        cfg = load(config)
-        with connect(cfg, accept_host_key) as conn:
-            clients = list_clients(cfg, conn)
+        with session(config, accept_host_key=accept_host_key) as s:
+            clients = s.list_clients()
         if json_out:
             print(json.dumps([c.to_json() for c in clients], indent=2))
         else:
-            print(_table(clients))
+            print(clients_table(clients))
 
     run(body)
 
@@ -135,15 +88,14 @@ def keys_create(
     """Create a client; its key is printed once, alone on stdout's last line."""
 
     def body() -> None:
-        from claudegate.keys import client_spec, create_client
+        from claudegate.keys import client_spec
 
         spec = client_spec(
             name, models=models, endpoints=endpoints, betas=betas, max_tokens=max_tokens,
             stream=False if no_stream else None, rpm=rpm, tpm=tpm, daily_tokens=daily_tokens, expires=expires,
         )  # fmt: skip
-        cfg = load(config)
-        with connect(cfg, accept_host_key) as conn:
-            issued = create_client(cfg, conn, spec)
+        with session(config, accept_host_key=accept_host_key) as s:
+            issued = s.create_client(spec)
         _show_key(issued, json_out, f"created client {name}")
 
     run(body)
@@ -162,13 +114,12 @@ def keys_rotate(
     """Issue a new key for a client; the old one works until the overlap ends. Scopes stay."""
 
     def body() -> None:
-        from claudegate.keys import client_spec, parse_duration, rotate_client
+        from claudegate.keys import client_spec, parse_duration
 
-        client_spec(name)  # bad input fails before connecting
+        client_spec(name)  # bad input fails before the config is read or anything connects
         seconds = parse_duration(overlap)
-        cfg = load(config)
-        with connect(cfg, accept_host_key) as conn:
-            issued = rotate_client(cfg, conn, name, overlap_seconds=seconds)
+        with session(config, accept_host_key=accept_host_key) as s:
+            issued = s.rotate_client(name, overlap_seconds=seconds)
         _show_key(issued, json_out, f"rotated client {name}")
 
     run(body)
@@ -183,14 +134,13 @@ def keys_revoke(name: str, config: ConfigOpt = DEFAULT_CONFIG, accept_host_key: 
     """
 
     def body() -> None:
-        from claudegate.keys import client_spec, revoke_client
+        from claudegate.keys import client_spec
 
         client_spec(name)
-        cfg = load(config)
-        with connect(cfg, accept_host_key) as conn:
-            revoke_client(cfg, conn, name)
+        with session(config, accept_host_key=accept_host_key) as s:
+            s.revoke_client(name)
         print(f"revoked client {name}")
-        if any(c.name == name for c in cfg.clients):
+        if any(c.name == name for c in s.config.clients):
             output.err(
                 f"note: {name} is still listed in {config}; the next deploy creates it again with a new key"
             )

@@ -16,7 +16,7 @@ import typer
 from claudegate.cli import output
 from claudegate.errors import ClaudegateError, ExitCode
 
-__all__ = ["DEFAULT_CONFIG", "ConfigOpt", "ExitCode", "HostKeyOpt", "JsonOpt", "connect", "load", "run", "session", "warn_missing_secrets"]
+__all__ = ["DEFAULT_CONFIG", "ConfigOpt", "ExitCode", "HostKeyOpt", "JsonOpt", "load", "run", "session", "warn_missing_secrets"]
 
 #: The wizard saves to ./deploy.yaml, so every command looks there first.
 DEFAULT_CONFIG = Path("deploy.yaml")
@@ -83,14 +83,6 @@ def session(
     opened = _open(load(config), accept_host_key, yes, progress)
     with opened, _cancel_on_sigint(opened):
         yield opened
-
-
-@contextlib.contextmanager
-def connect(cfg: Any, accept_host_key: str | None, *, yes: bool = False) -> Iterator[Any]:
-    """A connection verified through a core session (an unknown host key is asked, as everywhere)."""
-    opened = _open(cfg, accept_host_key, yes, None)
-    with opened, _cancel_on_sigint(opened):
-        yield opened.connect()
 
 
 @contextlib.contextmanager

@@ -1,4 +1,4 @@
-"""``claudegate usage``: requests and tokens per client per day, from the audit log (over the connector)."""
+"""``claudegate usage``: requests and tokens per client per day, from the audit log (``Session.usage``)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from claudegate.cli.options import DEFAULT_CONFIG, ConfigOpt, HostKeyOpt, connect, load, run
+from claudegate.cli.options import DEFAULT_CONFIG, ConfigOpt, HostKeyOpt, run, session
 
 __all__ = ["usage_command"]
 
@@ -37,14 +37,13 @@ def usage_command(
 
     def body() -> None:
         from claudegate.errors import ConfigError
-        from claudegate.usage import parse_since, read_usage
+        from claudegate.usage import parse_since
 
         if json_out and csv_out:
             raise ConfigError("--json and --csv: choose one output format")
         first = parse_since(since) if since is not None else None
-        cfg = load(config)
-        with connect(cfg, accept_host_key) as conn:
-            report = read_usage(cfg, conn, client=client, since=first)
+        with session(config, accept_host_key=accept_host_key) as s:
+            report = s.usage(client=client, since=first)
         if json_out:
             import json
 

@@ -7,7 +7,6 @@
     cfg = load_config("deploy.yaml")     # every problem at once, as FILE:LINE:COL: FIELD: problem; fix
     edge = edge_settings(cfg)            # -> EdgeSettings for the nginx templates
     gateway_config(cfg)                  # -> dict, the gateway's gateway.yaml
-    [client_create_argv(c) for c in cfg.clients]   # keys create commands, as argv lists
     check_secret_files(cfg)              # the deploy, before it uploads: 0600 key file etc.
 
 Errors: :class:`DeployConfigError` (a :class:`claudegate.errors.ConfigError`,
@@ -18,14 +17,11 @@ documented key by key in ``examples/local.yaml`` and ``examples/remote.yaml``.
 from claudegate.config.derive import (
     GATEWAY_API_KEY_FILE,
     GATEWAY_AUDIT_LOG,
-    GATEWAY_CONFIG_PATH,
     GATEWAY_INTERNAL_LISTEN,
     GATEWAY_KEYSTORE,
     GATEWAY_PEPPER_FILE,
     GATEWAY_PORT,
-    GATEWAY_PROGRAM,
     NetworkPlan,
-    client_create_argv,
     client_scopes,
     edge_settings,
     format_expires,
@@ -57,12 +53,10 @@ __all__ = [
     "DEFAULT_NETWORK_SUBNET",
     "GATEWAY_API_KEY_FILE",
     "GATEWAY_AUDIT_LOG",
-    "GATEWAY_CONFIG_PATH",
     "GATEWAY_INTERNAL_LISTEN",
     "GATEWAY_KEYSTORE",
     "GATEWAY_PEPPER_FILE",
     "GATEWAY_PORT",
-    "GATEWAY_PROGRAM",
     "TLS",
     "Client",
     "DeployConfig",
@@ -79,7 +73,6 @@ __all__ = [
     "Timeouts",
     "Upstream",
     "check_secret_files",
-    "client_create_argv",
     "client_scopes",
     "config_home",
     "edge_settings",

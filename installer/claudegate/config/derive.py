@@ -2,8 +2,8 @@
 
 - :func:`edge_settings` -- the :class:`EdgeSettings` the nginx files are rendered from;
 - :func:`gateway_config` -- the gateway service's YAML config, as a dict;
-- :func:`client_create_argv` -- the ``claudegate-gateway keys create`` command for a client;
-- :func:`client_scope_argv` -- the scope options ``keys create`` and ``keys update`` share;
+- :func:`client_scope_argv` -- the scope options ``keys create`` and ``keys update`` take
+  (:mod:`claudegate.deploy.gateway_cli` builds the commands);
 - :func:`client_scopes` -- that client's scopes as the keystore records them (for diffs);
 - :func:`network_plan` -- the private network's subnet and nginx's fixed address on it.
 
@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any
 from claudegate.containers import (
     API_KEY,
     AUDIT_LOG,
-    GATEWAY_CONFIG,
     GATEWAY_DATA,
     GATEWAY_LOGS,
     GATEWAY_SECRETS,
@@ -37,14 +36,11 @@ if TYPE_CHECKING:
 __all__ = [
     "GATEWAY_API_KEY_FILE",
     "GATEWAY_AUDIT_LOG",
-    "GATEWAY_CONFIG_PATH",
     "GATEWAY_INTERNAL_LISTEN",
     "GATEWAY_KEYSTORE",
     "GATEWAY_PEPPER_FILE",
     "GATEWAY_PORT",
-    "GATEWAY_PROGRAM",
     "NetworkPlan",
-    "client_create_argv",
     "client_scope_argv",
     "client_scopes",
     "edge_settings",
@@ -54,10 +50,6 @@ __all__ = [
     "network_plan",
 ]
 
-#: The gateway's config file inside its container.
-GATEWAY_CONFIG_PATH = GATEWAY_CONFIG
-#: The gateway's command-line program inside its container.
-GATEWAY_PROGRAM = "claudegate-gateway"
 #: Secret files mounted read-only into the gateway container.
 GATEWAY_API_KEY_FILE = GATEWAY_SECRETS.file(API_KEY)
 GATEWAY_PEPPER_FILE = GATEWAY_SECRETS.file(PEPPER)
@@ -130,17 +122,10 @@ def gateway_config(cfg: DeployConfig) -> dict[str, Any]:
         "pepper_file": GATEWAY_PEPPER_FILE,
         "audit_log": GATEWAY_AUDIT_LOG,
         "trusted_proxies": [str(network_plan(cfg).nginx_cidr)],
-        # Ceilings the gateway reserves for content a request points at (reservation.py).
-        # Gateway-only knobs: not rows of the knob table yet (its rows are edge settings).
-        "limits": {
-            "url_source_tokens": cfg.limits.url_source_tokens,
-            "server_tool_use_tokens": cfg.limits.server_tool_use_tokens,
-            "server_tool_default_uses": cfg.limits.server_tool_default_uses,
-        },
         **gateway_filters_config(cfg),
     }
-    # The knobs the gateway enforces too (the body limit, uploads included; the
-    # upstream read timeout), in its units.
+    # The knobs the gateway enforces (the body limit, uploads included; the
+    # upstream read timeout; the metering ceilings under ``limits``), in its units.
     for row in KNOBS:
         for key in row.gateway:
             *parents, leaf = key.split(".")
@@ -179,18 +164,6 @@ def format_expires(client: Client) -> str | None:
     if client.expires is None:
         return None
     return client.expires.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def client_create_argv(
-    client: Client, *, config_path: str = GATEWAY_CONFIG_PATH, program: str = GATEWAY_PROGRAM
-) -> list[str]:
-    """``claudegate-gateway keys create NAME --config ... --models ...`` for ``client``.
-
-    Run inside the gateway container (e.g. prefixed with ``docker exec -i``);
-    the new key is printed once, alone on stdout's last line.
-    """
-    name, *scopes = client_scope_argv(client)
-    return [program, "keys", "create", name, "--config", config_path, *scopes]
 
 
 def client_scope_argv(client: Client) -> list[str]:

@@ -94,14 +94,15 @@ def config_home() -> Path:
 def _knob(path: str, **kwargs: Any) -> Any:
     """A field with the knob table's default and lower bound for ``path`` (:mod:`claudegate.knobs`).
 
-    Upper bounds are checked through EdgeSettings (``rules._edge``), whose
-    message names the range; ports, whose range is fixed, are bounded here.
+    An edge knob's upper bound is checked through EdgeSettings (``rules._edge``),
+    whose message names the range; ports, whose range is fixed, and the
+    gateway-only knobs, which no EdgeSettings field checks, are bounded here.
     """
     row = knob(path)
     bounds: dict[str, Any] = {}
     if row.kind == "int" and row.minimum is not None:
         bounds["ge"] = row.minimum
-    if path.startswith("ports.") and row.maximum is not None:
+    if (path.startswith("ports.") or not row.at_edge) and row.maximum is not None:
         bounds["le"] = row.maximum
     return Field(default=row.default, examples=[row.default], **bounds, **kwargs)
 
@@ -206,9 +207,6 @@ def check_hostname(value: object, *, what: str = "domain", example: str = "gw.ex
             f"{_show(text)} is not a valid DNS name (the last label is a number)", f"write e.g. {example}"
         )
     return name
-
-
-Hostname = Annotated[str, BeforeValidator(check_hostname)]
 
 
 def _domain(value: object) -> str:
@@ -578,16 +576,16 @@ class Limits(_Section):
     # Its minimum (in bytes) is a rule: config.rules._limits.
     max_body_size: BodySize = _knob("limits.max_body_size")
     timeouts: Timeouts = Timeouts()
-    url_source_tokens: StrictInt = Field(
-        default=100_000, gt=0, le=10_000_000, examples=[100000],
+    url_source_tokens: StrictInt = _knob(
+        "limits.url_source_tokens",
         description="tokens reserved for each URL source (document or image url, MCP server) a request names",
     )
-    server_tool_use_tokens: StrictInt = Field(
-        default=25_000, gt=0, le=10_000_000, examples=[25000],
+    server_tool_use_tokens: StrictInt = _knob(
+        "limits.server_tool_use_tokens",
         description="tokens reserved per use of web search / web fetch (results are billed as input)",
     )
-    server_tool_default_uses: StrictInt = Field(
-        default=10, gt=0, le=1000, examples=[10],
+    server_tool_default_uses: StrictInt = _knob(
+        "limits.server_tool_default_uses",
         description="uses reserved for a web search / web fetch tool that sets no max_uses",
     )
 

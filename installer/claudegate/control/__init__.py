@@ -9,8 +9,7 @@
 
 The deploy, the probes and the connectors use these, and the session hands
 them in; so they sit below all of them (the ``layers`` contract in
-pyproject.toml). The old names (``claudegate.session.cancel`` ...) still
-import, for the front ends.
+pyproject.toml).
 
 Import the modules directly; this package re-exports nothing.
 """

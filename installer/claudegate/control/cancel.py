@@ -15,10 +15,8 @@ every layer (connectors, steps, smoke test) can use it.
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
-from collections.abc import Callable
 
 from claudegate.errors import Cancelled
 
@@ -31,7 +29,6 @@ class CancelToken:
     def __init__(self) -> None:
         self._event = threading.Event()
         self._reason = "cancelled"
-        self._callbacks: list[Callable[[], None]] = []
         self._lock = threading.Lock()
 
     def cancel(self, reason: str = "cancelled") -> None:
@@ -41,11 +38,6 @@ class CancelToken:
                 return
             self._reason = reason
             self._event.set()
-            callbacks = list(self._callbacks)
-        for callback in callbacks:
-            # A callback wakes a blocking wait (e.g. closes a channel); it must not break cancel().
-            with contextlib.suppress(Exception):
-                callback()
 
     @property
     def cancelled(self) -> bool:
@@ -54,14 +46,6 @@ class CancelToken:
     @property
     def reason(self) -> str:
         return self._reason
-
-    def on_cancel(self, callback: Callable[[], None]) -> None:
-        """Call ``callback`` (once, in the cancelling thread) when the token fires."""
-        with self._lock:
-            if not self._event.is_set():
-                self._callbacks.append(callback)
-                return
-        callback()
 
     def raise_if_cancelled(self, *, step: str | None = None) -> None:
         if self._event.is_set():

@@ -8,9 +8,9 @@ call (:func:`using`) and the context, the wait loops and the smoke test read
 them (:func:`current`). They are a :mod:`contextvars` variable, so a run in
 one thread never sees another thread's controls.
 
-Outside a session (the functions called directly, as older tests do) the
-defaults apply: nothing cancels, nobody is asked (consent is taken as given,
-as before the session existed), progress goes nowhere extra.
+Outside a session (the deploy's functions called directly, as tests do)
+the defaults apply: nothing cancels, nobody is asked (consent
+is taken as given), progress goes nowhere extra.
 """
 
 from __future__ import annotations

@@ -8,7 +8,8 @@ decision it builds one of the question types below and calls the session's
   recorded: trust this fingerprint? (A *changed* key is never a question: it
   always stops the run with :class:`~claudegate.errors.HostKeyChanged`.)
 - :class:`ConsentQuestion` -- a change the operator should agree to first:
-  installing Docker from the distribution, replacing a certificate.
+  installing Docker from the distribution, replacing a certificate, removing
+  the gateway, restoring a backup over the host's keystore.
 - :class:`SecretQuestion` -- a secret the config points at is missing (the
   Anthropic key): the answer is saved where the config says, 0600.
 
@@ -38,13 +39,7 @@ __all__ = [
     "NonInteractive",
     "Question",
     "SecretQuestion",
-    "compare_command",
 ]
-
-def compare_command(key_type: str) -> str:
-    """What to run on the server (its console, not over this connection) to see its own fingerprint."""
-    return host_key_compare_command(key_type)
-
 
 @dataclass(frozen=True)
 class HostKeyQuestion:
@@ -60,7 +55,8 @@ class HostKeyQuestion:
 
     @property
     def compare_command(self) -> str:
-        return compare_command(self.key_type)
+        """What to run on the server (its console, not over this connection) to see its own fingerprint."""
+        return host_key_compare_command(self.key_type)
 
     @property
     def flag(self) -> str:
@@ -78,7 +74,9 @@ class HostKeyQuestion:
         )
 
 
-ConsentTopic = Literal["install-docker", "replace-certificate", "remove-gateway", "build-base-image"]
+ConsentTopic = Literal[
+    "install-docker", "replace-certificate", "remove-gateway", "build-base-image", "restore-backup"
+]
 
 
 @dataclass(frozen=True)

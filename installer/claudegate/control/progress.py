@@ -68,13 +68,6 @@ class StepEvent:
     #: ``done`` is then the step's elapsed seconds (``unit`` ``s``).
     heartbeat: bool = False
 
-    @property
-    def fraction(self) -> float | None:
-        """``done / expected`` in 0..1 for a ``work`` event whose total is known, else None."""
-        if self.done is None or not self.expected:
-            return None
-        return max(0.0, min(1.0, self.done / self.expected))
-
 
 Reporter = Callable[[StepEvent], None]
 

@@ -20,7 +20,7 @@ from claudegate.deploy.cert_status import certificate_status
 from claudegate.deploy.context import Context, RunOptions
 from claudegate.deploy.engine import StepOutcome, run_steps
 from claudegate.deploy.facts import parse_container, parse_links
-from claudegate.deploy.gateway_keys import expiry_warnings, run_gateway_keys
+from claudegate.deploy.gateway_keys import expiry_warnings
 from claudegate.deploy.image_status import image_status
 from claudegate.deploy.journal import Journal
 from claudegate.deploy.layout import LABEL_GATEWAY, LABEL_ROLE, HostLayout
@@ -47,7 +47,6 @@ from claudegate.smoke import run_smoke
 __all__ = [
     "connector_for",
     "deploy",
-    "gateway_keys",
     "logs",
     "plan",
     "render",
@@ -428,16 +427,6 @@ def logs(
         connector.raise_failed(docker_cli.container_logs(name, tail=tail), result)
     # docker logs writes the container's stdout and stderr to its own two streams.
     return connector.redact((result.stdout + result.stderr).decode("utf-8", errors="replace"))
-
-
-def gateway_keys(
-    cfg: DeployConfig, connector: Connector, args: list[str], *, layout: HostLayout | None = None
-) -> str:
-    """Run ``claudegate-gateway keys ARGS --config ...`` in the serving gateway; its stdout.
-
-    Kept for callers of the raw command; :mod:`claudegate.keys` has the typed calls.
-    """
-    return run_gateway_keys(cfg, connector, args, layout=layout)
 
 
 def smoke_test(cfg: DeployConfig, *, progress: Callable[[Check], None] | None = None) -> SmokeReport:

@@ -3,14 +3,15 @@
 Modules (each importable alone; none imports textual, rich or typer):
 
 - :mod:`.core` -- :class:`Session`: plan/deploy/rollback/status/logs/smoke_test/
-  keys/renew/uninstall/render, ``test_connection``, ``cancel``;
-- :mod:`claudegate.control.interaction` (also ``.interaction``) -- the questions
+  renew/uninstall/render/audit, day 2 (usage, list/create/rotate/revoke_client,
+  backup, restore), ``test_connection``, ``cancel``;
+- :mod:`claudegate.control.interaction` -- the questions
   (:class:`HostKeyQuestion`, :class:`ConsentQuestion`, :class:`SecretQuestion`),
   the :class:`Interaction` protocol and :class:`NonInteractive` (flags only);
 - :mod:`.scripted` -- :class:`ScriptedInteraction` and :class:`RecordingInteraction` (tests);
-- :mod:`claudegate.control.cancel` (also ``.cancel``) -- :class:`CancelToken` and the one
+- :mod:`claudegate.control.cancel` -- :class:`CancelToken` and the one
   cancellable ``sleep``;
-- :mod:`claudegate.control.controls` (also ``.controls``) -- how a session's token and
+- :mod:`claudegate.control.controls` -- how a session's token and
   interaction reach the steps;
 - :mod:`.connection` -- "Test connection": :class:`ConnectionReport`;
 - :mod:`.document` -- configs built in code: ``validate_document`` -> Problems,
@@ -22,9 +23,7 @@ Progress: one event type, :class:`claudegate.control.progress.StepEvent`
 smoke ``check``\\s.
 
 The run controls (cancel, questions, progress) live in
-:mod:`claudegate.control`, below the deploy and the probes that use them;
-``claudegate.session.cancel``, ``.interaction`` and ``.controls`` are the
-same modules under their old names.
+:mod:`claudegate.control`, below the deploy and the probes that use them.
 """
 
 from __future__ import annotations

@@ -9,7 +9,9 @@
         report = s.test_connection()      # SSH + host key, sudo, distro, Docker, ports 80/443
         result = s.plan()                 # every change and diff, nothing changed
         result = s.deploy()               # same connection as test_connection
-        s.status(); s.logs("nginx", 50); s.smoke_test(); s.keys(["list", "--json"])
+        s.status(); s.logs("nginx", 50); s.smoke_test(); s.usage()
+        s.list_clients(); s.create_client(client_spec("ci", rpm=60)); s.rotate_client("ci"); s.revoke_client("ci")
+        s.backup("gw.cgbackup"); s.restore("gw.cgbackup")   # restore asks first, through the interaction
         s.rollback(); s.renew(); s.uninstall(keep_data=True)
 
 A session owns, for its lifetime: the config, the interaction (questions a
@@ -19,10 +21,13 @@ thread may call :meth:`Session.cancel`), the progress callback (one
 and smoke checks) and one verified connection, opened on first use and reused
 by every method until :meth:`Session.close`.
 
-The methods wrap the deploy facade (:mod:`claudegate.deploy.api`) without
-changing it: they set the run controls (:mod:`.controls`) for the call,
-so cancellation, questions and progress reach the steps, the wait loops and
-the smoke test. Every method may raise the
+The methods wrap the deploy facade (:mod:`claudegate.deploy.api`), the
+day-2 modules (:mod:`claudegate.keys`, :mod:`claudegate.usage`,
+:mod:`claudegate.backup`) and the audit without changing them: they set the
+run controls (:mod:`claudegate.control.controls`) for the call, so
+cancellation, questions and progress reach the steps, the wait loops and
+the smoke test. The CLI's commands and the wizard's screens call these
+methods, never those modules, so both ask the same questions. Every method may raise the
 :class:`~claudegate.errors.ClaudegateError` tree; a cancelled run raises
 :class:`~claudegate.errors.Cancelled` (exit 130) after telling the
 interaction, with the host's journal saying where it stopped and the lock
@@ -36,7 +41,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from types import TracebackType
@@ -49,8 +54,8 @@ from claudegate.control.interaction import ConsentQuestion, Interaction, SecretQ
 from claudegate.errors import Cancelled, ConfigError, Declined
 from claudegate.private_files import write_private
 
-# The deploy, the audit, usage and the config loader are imported inside the
-# methods that use them: the front ends import this module at start, and
+# The deploy, the audit, the day-2 modules and the config loader are imported
+# inside the methods that use them: the front ends import this module at start, and
 # `claudegate --help` or the wizard's first screen should not wait for the
 # deploy's modules (and paramiko, ~100 ms) to load. Start-up time only: none
 # of them imports this module back (tests/session/test_import_hygiene.py).
@@ -59,11 +64,15 @@ if TYPE_CHECKING:
     from datetime import date
 
     from claudegate.audit import AuditReport
-    from claudegate.config.model import DeployConfig
+    from claudegate.backup import BackupResult, RestoreResult
+    from claudegate.config.model import Client, DeployConfig
     from claudegate.connectors.base import Connector
     from claudegate.control.progress import Reporter, StepEvent
+    from claudegate.deploy.gateway_cli import ClientRecord
     from claudegate.deploy.layout import HostLayout
     from claudegate.deploy.results import DeployResult, RenderResult, StatusReport
+    from claudegate.keys import IssuedKey
+    from claudegate.redact import Secret
     from claudegate.session.connection import ConnectionReport
     from claudegate.smoke import SmokeReport
     from claudegate.usage import UsageReport
@@ -103,20 +112,6 @@ class Session:
         from claudegate.config import load_config
 
         return cls(load_config(path), interaction, **options)
-
-    @classmethod
-    def from_document(
-        cls,
-        document: Mapping[str, Any],
-        interaction: Interaction,
-        *,
-        base_dir: str | os.PathLike[str] | None = None,
-        **options: Any,
-    ) -> Session:
-        """A session on a config built in code (the wizard's form): same checks and Problems as a file."""
-        from claudegate.session.document import config_from_document
-
-        return cls(config_from_document(document, base_dir=base_dir), interaction, **options)
 
     @property
     def config(self) -> DeployConfig:
@@ -329,11 +324,72 @@ class Session:
             lambda: read_usage(self._config, self._connect(), client=client, since=since, layout=self.layout)
         )
 
-    def keys(self, args: Sequence[str]) -> str:
-        """``claudegate-gateway keys ARGS`` in the serving gateway; its stdout (a new key is the last line)."""
-        from claudegate.deploy import api
+    # -- day 2: client keys, backup, restore ---------------------------------------------
+    def list_clients(self) -> list[ClientRecord]:
+        """Every client in the serving gateway's keystore: state, key prefixes (never secrets), scopes."""
+        from claudegate import keys
 
-        return self._call(lambda: api.gateway_keys(self._config, self._connect(), list(args), layout=self.layout))
+        return self._call(lambda: keys.list_clients(self._config, self._connect(), layout=self.layout))
+
+    def create_client(self, client: Client) -> IssuedKey:
+        """Create ``client`` (see :func:`claudegate.keys.client_spec`); its key is returned once and saved 0600."""
+        from claudegate import keys
+
+        return self._call(lambda: keys.create_client(self._config, self._connect(), client, layout=self.layout))
+
+    def rotate_client(self, name: str, *, overlap_seconds: int = 0) -> IssuedKey:
+        """A new key for ``name``; the old ones keep working ``overlap_seconds`` longer (0: stop now)."""
+        from claudegate import keys
+
+        keys.client_spec(name)  # a bad name fails before connecting
+        return self._call(
+            lambda: keys.rotate_client(
+                self._config, self._connect(), name, overlap_seconds=overlap_seconds, layout=self.layout
+            )
+        )
+
+    def revoke_client(self, name: str) -> None:
+        """Revoke ``name``: every key of it is refused from its next request on."""
+        from claudegate import keys
+
+        keys.client_spec(name)
+        self._call(lambda: keys.revoke_client(self._config, self._connect(), name, layout=self.layout))
+
+    def backup(self, out: str | os.PathLike[str], *, passphrase: Secret | None = None, force: bool = False) -> BackupResult:
+        """Save the keystore, the pepper and the ACME state of the deployed gateway to ``out`` (0600)."""
+        from claudegate.backup import create_backup
+
+        return self._call(
+            lambda: create_backup(
+                self._config, self._connect(), Path(out), passphrase=passphrase, force=force, layout=self.layout
+            )
+        )
+
+    def restore(self, source: str | os.PathLike[str], *, passphrase: Secret | None = None) -> RestoreResult:
+        """Put a backup onto the deployed host, after a yes through the interaction.
+
+        The file is read and checked first (a wrong passphrase or a damaged
+        file fails before anything is asked); the question comes before the
+        connection, and a no raises :class:`~claudegate.errors.Declined` with
+        nothing read from or written to the host.
+        """
+        from claudegate.backup import read_backup, restore_backup
+
+        def run() -> RestoreResult:
+            backup = read_backup(Path(source), passphrase)
+            question = ConsentQuestion(
+                topic="restore-backup",
+                target=self._target_name(),
+                detail=(
+                    f"replace the keystore and pepper with {backup.summary()}; clients made there since are "
+                    "gone and the gateway stops for a few seconds"
+                ),
+            )
+            if not self.interaction.consent(question):
+                raise Declined(f"{question.text()} -- answered no; nothing was restored", flag=question.flag)
+            return restore_backup(self._config, self._connect(), backup, layout=self.layout)
+
+        return self._call(run)
 
     def render(self, out_dir: str | os.PathLike[str]) -> RenderResult:
         """Every file a deploy writes, into a local directory (secrets excluded). No connection."""
@@ -369,6 +425,13 @@ class Session:
             except Cancelled as exc:
                 self.interaction.cancelled(exc)
                 raise
+
+    def _target_name(self) -> str:
+        """The target as a question names it before the connection is open."""
+        target = self._config.target
+        if target.is_local:
+            return "this machine"
+        return f"{target.user}@{target.host}" if target.user else target.host
 
     def _reporter(self) -> Reporter | None:
         return self._emit if self.progress is not None else None

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from claudegate.config.model import DeployConfig
     from claudegate.config.problems import Problem
 
-__all__ = ["config_from_document", "document_yaml", "problems_by_field", "validate_document"]
+__all__ = ["config_from_document", "document_yaml", "validate_document"]
 
 
 def config_from_document(
@@ -44,14 +44,6 @@ def validate_document(
     except DeployConfigError as exc:
         return list(exc.problems)
     return []
-
-
-def problems_by_field(problems: list[Problem]) -> dict[str, list[Problem]]:
-    """Group problems by their dotted field (``tls.domain``, ``clients[0].rpm``; "" for the whole)."""
-    grouped: dict[str, list[Problem]] = {}
-    for problem in problems:
-        grouped.setdefault(problem.field, []).append(problem)
-    return grouped
 
 
 def document_yaml(document: Mapping[str, Any]) -> str:

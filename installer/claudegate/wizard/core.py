@@ -255,32 +255,36 @@ def status(session: Session) -> StatusReport:
     return session.status()
 
 
-def keys(session: Session, args: list[str]) -> str:
-    """``claudegate keys ARGS``: the same core call the CLI makes."""
-    return session.keys(args)
+def list_clients(session: Session) -> str:
+    """``claudegate keys list``: the same session method, the same table."""
+    from claudegate.keys import clients_table
+
+    return clients_table(session.list_clients())
 
 
 def create_client(session: Session, entry: dict[str, Any]) -> str:
     """``claudegate keys create`` with the scopes of a ``clients[]`` entry: the key, saved 0600 under keys/."""
-    from claudegate import keys as client_keys
+    from claudegate.keys import client_spec
 
-    spec = client_keys.client_spec(**entry)  # checked before connecting
-    issued = client_keys.create_client(session.config, session.connect(), spec, layout=session.layout)
+    issued = session.create_client(client_spec(**entry))  # checked before connecting
     return (f"created client {issued.name}; its key is shown once (a copy is in {issued.saved_to}, 0600):\n"
             f"{issued.key.reveal()}")
 
 
 def rotate_client(session: Session, name: str, overlap: str) -> str:
     """``claudegate keys rotate NAME --overlap OVERLAP``: the new key, saved 0600 under keys/."""
-    from claudegate import keys as client_keys
+    from claudegate.keys import parse_duration
 
-    client_keys.client_spec(name)
-    seconds = client_keys.parse_duration(overlap or "0s", field="overlap")
-    issued = client_keys.rotate_client(session.config, session.connect(), name, overlap_seconds=seconds,
-                                       layout=session.layout)
+    issued = session.rotate_client(name, overlap_seconds=parse_duration(overlap or "0s", field="overlap"))
     ends = issued.old_keys_end.strftime("%Y-%m-%d %H:%M UTC") if issued.old_keys_end else "now"
     return (f"rotated client {name}; the old key works until {ends}. The new key is shown once (a copy is in"
             f" {issued.saved_to}, 0600):\n{issued.key.reveal()}")
+
+
+def revoke_client(session: Session, name: str) -> str:
+    """``claudegate keys revoke NAME`` (the console asked first)."""
+    session.revoke_client(name)
+    return f"revoked client {name}"
 
 
 def usage(session: Session, days: int = 7) -> str:
@@ -289,6 +293,27 @@ def usage(session: Session, days: int = 7) -> str:
 
     since = (datetime.now(UTC) - timedelta(days=days - 1)).date()
     return session.usage(since=since).text()
+
+
+def backup(session: Session, out: str, passphrase_file: str) -> str:
+    """``claudegate backup --out OUT [--passphrase-file FILE]``: what was written."""
+    from claudegate.backup import read_passphrase
+
+    if not out:
+        raise ConfigError("no backup file given", hint="type where to write it, e.g. gw.cgbackup")
+    passphrase = read_passphrase(Path(passphrase_file).expanduser() if passphrase_file else None)
+    return session.backup(Path(out).expanduser(), passphrase=passphrase).text()
+
+
+def restore(session: Session, source: str, passphrase_file: str) -> str:
+    """``claudegate restore --from SOURCE``: the session asks first (a dialog here), then restores."""
+    from claudegate.backup import read_passphrase
+
+    if not source:
+        raise ConfigError("no backup file given", hint="type the file claudegate backup wrote")
+    passphrase = read_passphrase(Path(passphrase_file).expanduser() if passphrase_file else None)
+    result = session.restore(Path(source).expanduser(), passphrase=passphrase)
+    return result.text() + "\nnext: Deploy again (converges the clients, re-keys the smoke test)"
 
 
 def logs(session: Session, service: str, tail: int = 200) -> str:

@@ -2,7 +2,7 @@
 
 The session runs in a worker thread; a question blocks that thread until the
 operator answers in a dialog on the UI thread. :class:`DialogInteraction`
-implements :class:`claudegate.session.interaction.Interaction` (the same
+implements :class:`claudegate.control.interaction.Interaction` (the same
 protocol the CLI answers with prompts or flags) over an :class:`Asker` that
 the app provides.
 """
@@ -14,9 +14,9 @@ import threading
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from claudegate.control.interaction import ConsentQuestion, HostKeyQuestion, SecretQuestion
     from claudegate.errors import Cancelled
     from claudegate.redact import Secret
-    from claudegate.session.interaction import ConsentQuestion, HostKeyQuestion, SecretQuestion
 
 __all__ = ["Asker", "DialogInteraction"]
 

@@ -1,4 +1,9 @@
-"""Day 2: the console on a saved deploy.yaml -- status, clients, logs, rollback, smoke test."""
+"""Day 2: the console on a saved deploy.yaml -- status, clients, usage, logs, backup/restore, rollback, smoke test.
+
+Every button calls the same session method as the CLI command of the same
+name (through :mod:`claudegate.wizard.core`); questions the session asks
+(a restore's yes, an unknown host key) come up as the app's dialogs.
+"""
 
 from __future__ import annotations
 
@@ -23,6 +28,12 @@ if TYPE_CHECKING:
 __all__ = ["ConsoleScreen"]
 
 
+def _field_line(label: str, input_id: str, *, tooltip: str, value: str = "", placeholder: str = "") -> Horizontal:
+    """A labelled text box on one line, as on the wizard's form."""
+    box = FieldInput(value=value, placeholder=placeholder, id=input_id, compact=True, tooltip=tooltip)
+    return Horizontal(Label(label, classes="field-label"), box, classes="field-line")
+
+
 class ConsoleScreen(Screen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("ctrl+r", "refresh", "Refresh status"),
@@ -43,15 +54,11 @@ class ConsoleScreen(Screen[None]):
             with TabPane("Status", id="tab-status"):
                 yield RichLog(id="status", wrap=True, markup=False)
             with TabPane("Clients", id="tab-clients"):
-                with Horizontal(classes="field-line"):
-                    yield Label("Client", classes="field-label")
-                    yield FieldInput(placeholder="e.g. team-a", id="client-name", compact=True,
-                                tooltip="The client to rotate or revoke (Create asks for its name and scopes).")
-                with Horizontal(classes="field-line"):
-                    yield Label("Rotate overlap", classes="field-label")
-                    yield FieldInput(value="0s", id="overlap", compact=True,
-                                tooltip="How long the old key keeps working after Rotate: 0s (stop now), 30m,"
-                                " 24h, 7d.")
+                yield _field_line("Client", "client-name", placeholder="e.g. team-a",
+                                  tooltip="The client to rotate or revoke (Create asks for its name and scopes).")
+                yield _field_line("Rotate overlap", "overlap", value="0s",
+                                  tooltip="How long the old key keeps working after Rotate: 0s (stop now), 30m,"
+                                  " 24h, 7d.")
                 with Horizontal(classes="actions"):
                     yield Button("List", id="keys-list", compact=True)
                     yield Button("Create…", id="keys-create", compact=True,
@@ -64,6 +71,20 @@ class ConsoleScreen(Screen[None]):
                 with Horizontal(classes="actions"):
                     yield Button("Last 7 days", id="usage-show", compact=True)
                 yield RichLog(id="usage", wrap=True, markup=False)
+            with TabPane("Backup", id="tab-backup"):
+                yield _field_line("Backup file", "backup-file", placeholder="e.g. gw.cgbackup",
+                                  tooltip="Back up writes it (0600, never over an existing file); Restore reads it.")
+                yield _field_line("Passphrase file", "passphrase-file", placeholder="optional: encrypts the backup",
+                                  tooltip="A file whose first line (12+ characters) encrypts the backup, and"
+                                  " decrypts it on Restore.")
+                with Horizontal(classes="actions"):
+                    yield Button("Back up", id="backup", compact=True,
+                                 tooltip="Keystore (key hashes, scopes, usage), pepper and ACME state: what a"
+                                 " deploy cannot re-create.")
+                    yield Button("Restore…", id="restore", variant="warning", compact=True,
+                                 tooltip="Replace this host's keystore and pepper with the backup's (asked"
+                                 " first): the old client keys work here after.")
+                yield RichLog(id="backup-log", wrap=True, markup=False)
             with TabPane("Logs", id="tab-logs"):
                 with Horizontal(classes="actions"):
                     yield Select([("gateway", "gateway"), ("nginx", "nginx")], value="gateway", id="service",
@@ -125,7 +146,7 @@ class ConsoleScreen(Screen[None]):
 
     @on(Button.Pressed, "#keys-list")
     def _keys_list(self) -> None:
-        self._call("keys", "keys list", "keys", ["list"])
+        self._call("keys", "keys list", "list_clients")
 
     @on(Button.Pressed, "#keys-create")
     def _keys_create(self) -> None:
@@ -159,7 +180,7 @@ class ConsoleScreen(Screen[None]):
                 " remove it there too." if any(c.name == name for c in self.cfg.clients) else "")
         self._confirm(f"Revoke {name}?", f"Every key of {name} is refused from its next request on. This cannot"
                       " be undone (Create makes a new client)." + note, "Revoke",
-                      lambda: self._call("keys", f"keys revoke {name}", "keys", ["revoke", name]))
+                      lambda: self._call("keys", f"keys revoke {name}", "revoke_client", name))
 
     def _confirm(self, title: str, text: str, yes: str, then: Callable[[], object]) -> None:
         from claudegate.wizard.screens.dialogs import ConfirmDialog
@@ -174,6 +195,21 @@ class ConsoleScreen(Screen[None]):
     def _usage(self) -> None:
         self.query_one("#usage", RichLog).clear()
         self._call("usage", "requests and tokens per client per day, from the audit log", "usage")
+
+    def _backup_inputs(self) -> tuple[str, str]:
+        return (self.query_one("#backup-file", Input).value.strip(),
+                self.query_one("#passphrase-file", Input).value.strip())
+
+    @on(Button.Pressed, "#backup")
+    def _backup(self) -> None:
+        out, passphrase_file = self._backup_inputs()
+        self._call("backup-log", f"backup to {out or '?'}", "backup", out, passphrase_file)
+
+    @on(Button.Pressed, "#restore")
+    def _restore(self) -> None:
+        # No dialog of the console's own: the session asks (the app shows its question as a dialog).
+        source, passphrase_file = self._backup_inputs()
+        self._call("backup-log", f"restore from {source or '?'}", "restore", source, passphrase_file)
 
     @on(Button.Pressed, "#logs-show")
     def _logs(self) -> None:
