@@ -25,7 +25,7 @@ from claudegate.deploy.context import Context
 from claudegate.deploy.engine import Call
 from claudegate.deploy.layout import HostLayout
 from claudegate.deploy.steps.images import ImagesStep
-from claudegate.session.controls import RunControls
+from claudegate.control.controls import RunControls
 from claudegate.session.scripted import ScriptedInteraction
 from tests.deploy.support import write_config, write_secret
 from tests.support.parallel import name_suffix
