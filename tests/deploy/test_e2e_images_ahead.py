@@ -24,7 +24,7 @@ import pytest
 
 from claudegate.control.cancel import CancelToken
 from claudegate.control.controls import RunControls, using
-from claudegate.deploy import StepEvent, connector_for, deploy
+from claudegate.control.progress import StepEvent, connector_for, deploy
 from claudegate.errors import Cancelled
 from tests.deploy.support import DOMAIN, write_config, write_secret
 from tests.support.fake_anthropic import spawn_fake
