@@ -24,7 +24,8 @@ import pytest
 
 from claudegate.control.cancel import CancelToken
 from claudegate.control.controls import RunControls, using
-from claudegate.control.progress import StepEvent, connector_for, deploy
+from claudegate.control.progress import StepEvent
+from claudegate.deploy.api import connector_for, deploy
 from claudegate.errors import Cancelled
 from tests.deploy.support import DOMAIN, write_config, write_secret
 from tests.support.fake_anthropic import spawn_fake
