@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC
 from typing import TYPE_CHECKING, Any
 
+from claudegate.config.state_files import gateway_state
 from claudegate.containers import (
     API_KEY,
     AUDIT_LOG,
@@ -139,6 +140,9 @@ def gateway_config(cfg: DeployConfig) -> dict[str, Any]:
         },
         **gateway_filters_config(cfg),
     }
+    shared = gateway_state(cfg)
+    if shared is not None:
+        out["state"] = shared
     # The knobs the gateway enforces too (the body limit, uploads included; the
     # upstream read timeout), in its units.
     for row in KNOBS:

@@ -62,6 +62,7 @@ if TYPE_CHECKING:
     from claudegate.config.model import DeployConfig
     from claudegate.connectors.base import Connector
     from claudegate.control.progress import Reporter, StepEvent
+    from claudegate.deploy.fleet import FleetResult
     from claudegate.deploy.layout import HostLayout
     from claudegate.deploy.results import DeployResult, RenderResult, StatusReport
     from claudegate.session.connection import ConnectionReport
@@ -165,6 +166,23 @@ class Session:
         self._connector = connector
         return connector
 
+    def _open_host(self, host_cfg: DeployConfig) -> Connector:
+        """A verified connection to one host of ``hosts:`` (the rolling deploy closes it)."""
+        from claudegate.deploy.api import connector_for
+
+        self.cancel_token.raise_if_cancelled()
+        connector = connector_for(host_cfg)  # --accept-host-key names one key: one host only
+        if hasattr(connector, "confirm_new_key"):
+            connector.confirm_new_key = self.interaction.confirm_host_key
+        connect = getattr(connector, "connect", None)
+        if callable(connect):
+            try:
+                connect()
+            except BaseException:
+                connector.close()
+                raise
+        return connector
+
     def test_connection(self) -> ConnectionReport:
         """Connect, verify and look around (sudo, distro, Docker, ports, what a deploy installs). Read-only."""
         from claudegate.session.connection import check_target
@@ -172,15 +190,24 @@ class Session:
         return self._call(lambda: check_target(self._config, self._connect(), layout=self.layout))
 
     # -- playbooks ---------------------------------------------------------------
-    def plan(self, *, prune: bool = False) -> DeployResult:
-        """What a deploy would change, with file diffs; the host stays as it was."""
+    def plan(self, *, prune: bool = False) -> DeployResult | FleetResult:
+        """What a deploy would change, with file diffs; the host stays as it was (every host of ``hosts:``)."""
         from claudegate.deploy import api
 
+        if self._config.several_hosts:
+            return self._call(
+                lambda: api.deploy_hosts(
+                    self._config, self._open_host, dry_run=True, reporter=self._reporter(), layout=self.layout,
+                    prune=prune,
+                )
+            )  # fmt: skip
         return self._call(
             lambda: api.plan(self._config, self._connect(), reporter=self._reporter(), layout=self.layout, prune=prune)
         )
 
-    def deploy(self, *, dry_run: bool = False, prune: bool = False, refresh: bool = False) -> DeployResult:
+    def deploy(
+        self, *, dry_run: bool = False, prune: bool = False, refresh: bool = False
+    ) -> DeployResult | FleetResult:
         """Deploy and smoke-test; asks (through the interaction) before installing Docker or replacing a certificate.
 
         A missing Anthropic key file is asked for and saved 0600 where
@@ -188,9 +215,14 @@ class Session:
         """
         from claudegate.deploy import api
 
-        def run() -> DeployResult:
+        def run() -> DeployResult | FleetResult:
             if not dry_run:
                 self._ensure_upstream_key()
+            if self._config.several_hosts:  # host by host, each smoke-tested (deploy/fleet.py)
+                return api.deploy_hosts(
+                    self._config, self._open_host, dry_run=dry_run, reporter=self._reporter(), layout=self.layout,
+                    prune=prune, refresh=refresh,
+                )  # fmt: skip
             return api.deploy(
                 self._config, self._connect(), dry_run=dry_run, reporter=self._reporter(), layout=self.layout,
                 prune=prune, refresh=refresh,
