@@ -340,7 +340,7 @@ def start_fresh_server(
     # Several servers may share one network (a fleet: ``(network, this machine's address on it)``,
     # from create_bridge); a network given is the caller's to remove.
     own_network = network is None
-    network, host_address = create_bridge(client, name, labels) if network is None else network
+    bridge, host_address = create_bridge(client, name, labels) if network is None else network
     volume = None
     container = None
     try:
@@ -353,7 +353,7 @@ def start_fresh_server(
             image,
             name=name,
             hostname=name,
-            network=network.name,
+            network=bridge.name,
             labels=labels,
             detach=True,
             # /run is a tmpfs on a real server: pid files do not survive a reboot
@@ -368,9 +368,9 @@ def start_fresh_server(
         )
         container.start()
         container.reload()
-        ip = container.attrs["NetworkSettings"]["Networks"][network.name]["IPAddress"]
+        ip = container.attrs["NetworkSettings"]["Networks"][bridge.name]["IPAddress"]
         if not ip:
-            raise RuntimeError(f"container {name} got no IP on network {network.name}")
+            raise RuntimeError(f"container {name} got no IP on network {bridge.name}")
         try:
             _wait_for_ssh(ip, 22, timeout=30)
         except TimeoutError as exc:
@@ -379,7 +379,7 @@ def start_fresh_server(
         yield FreshServer(
             container_id=container.id,
             name=name,
-            network=network.name,
+            network=bridge.name,
             ip=ip,
             key_path=key_path,
             client_key=client_key,
@@ -396,7 +396,7 @@ def start_fresh_server(
                 volume.remove(force=True)
         if own_network:
             with contextlib.suppress(docker.errors.NotFound):
-                network.remove()
+                bridge.remove()
 
 
 @contextlib.contextmanager
