@@ -110,3 +110,15 @@ def test_every_hosts_ssh_key_must_be_0600(tmp_path: Path) -> None:
 )
 def test_the_first_host_goes_alone_then_batches(count: int, batch: int, order: list[list[int]]) -> None:
     assert rollout_batches(count, batch) == order
+
+
+def test_the_rendered_gateway_yaml_is_one_the_gateway_accepts() -> None:
+    from claudegate_gateway.config import parse_config
+
+    raw = yaml.safe_load(FLEET_BASE + TWO + STATE)
+    cfg = DeployConfig.model_validate(raw, context={RULES_DEFERRED: True})
+    parsed = parse_config(gateway_config(cfg), "gateway.yaml")
+    assert parsed.state.redis is not None and parsed.state.redis.url == "redis://10.0.0.5:6379/0"
+    assert parsed.state.postgres is not None and str(parsed.state.postgres.password_file) == (
+        "/run/secrets/postgres_password"
+    )
