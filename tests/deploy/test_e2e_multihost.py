@@ -14,6 +14,7 @@ first host back to the release it served before.
 
 from __future__ import annotations
 
+import json
 import secrets
 import shutil
 import tempfile
@@ -26,7 +27,9 @@ from typing import Any
 
 import httpx
 import pytest
+from typer.testing import CliRunner
 
+from claudegate.cli.app import app
 from claudegate.config import DeployConfig
 from claudegate.deploy import connector_for
 from claudegate.deploy.api import deploy_hosts
@@ -127,11 +130,14 @@ def keys() -> dict[str, str]:
 
 
 def test_plan_shows_every_host_and_changes_nothing(fleet: Fleet) -> None:
+    fleet.cfg()
     before = [host_snapshot(s.exec) for s in fleet.servers]
-    result = fleet.deploy(fleet.cfg(), dry_run=True)
+    # The CLI, as an operator runs it: the session opens each host's verified connection.
+    run = CliRunner().invoke(app, ["plan", "--config", str(fleet.dir / "deploy.yaml")])
+    assert run.exit_code == 0, run.output
     assert [host_snapshot(s.exec) for s in fleet.servers] == before
-    assert all(s.ip in r.target for r, s in zip(result.hosts, fleet.servers, strict=True))
-    text = result.plan_text()
+    text = run.stdout
+    assert all(f"deploy on {s.user}@{s.ip}" in text or s.ip in text for s in fleet.servers), text
     assert "[host 1/2]" in text and "[host 2/2]" in text
     assert text.count("install docker.io") == 2
     assert "fleet's client-key pepper" in text
@@ -163,6 +169,14 @@ def test_one_deploy_rolls_both_hosts_each_smoke_tested(fleet: Fleet, keys: dict[
         listing = fleet.sh(server, "stat -c '%a %U %n' /opt/claudegate/shared/secrets/*_password")
         assert listing.count("640 root") == 2, listing
         assert fleet.redis.password not in fleet.sh(server, "cat /opt/claudegate/gateways/*/gateway.yaml")
+
+
+def test_status_shows_every_host(fleet: Fleet) -> None:
+    run = CliRunner().invoke(app, ["status", "--config", str(fleet.dir / "deploy.yaml"), "--json"])
+    assert run.exit_code == 0, run.output
+    hosts = json.loads(run.stdout)["hosts"]
+    assert [h["current_release"] for h in hosts] == [fleet.current(s) for s in fleet.servers]
+    assert all(s.ip in h["target"] for h, s in zip(hosts, fleet.servers, strict=True))
 
 
 def test_a_key_created_by_the_deploy_works_on_both_hosts(fleet: Fleet, keys: dict[str, str]) -> None:

@@ -286,6 +286,23 @@ class Session:
             lambda: api.status(self._config, self._connect(), layout=self.layout, expiry_days=expiry_days)
         )
 
+    def fleet_status(self, *, expiry_days: int | None = None) -> list[StatusReport]:
+        """:meth:`status` of every host of ``hosts:``, in rollout order (one connection at a time)."""
+        from claudegate.deploy import api
+
+        def run() -> list[StatusReport]:
+            reports = []
+            for host in self._config.fleet:
+                host_cfg = self._config.for_host(host)
+                connector = self._open_host(host_cfg)
+                try:
+                    reports.append(api.status(host_cfg, connector, layout=self.layout, expiry_days=expiry_days))
+                finally:
+                    connector.close()
+            return reports
+
+        return self._call(run)
+
     def logs(self, service: str = "gateway", tail: int = 100) -> str:
         """The last ``tail`` lines of ``service`` (``gateway`` or ``nginx``), redacted."""
         from claudegate.deploy import api
