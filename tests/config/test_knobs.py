@@ -121,7 +121,7 @@ def test_a_changed_knob_changes_its_nginx_directive(row: Knob) -> None:
 def test_gateway_defaults_and_minimums_are_the_tables() -> None:
     """The gateway cannot import the table: its own defaults and minimums are held to it here."""
     defaults = {"max_body_bytes": Config.max_body_bytes, "max_upload_bytes": Config.max_upload_bytes,
-                "upstream.read_timeout": Upstream.read_timeout}
+                "upstream.read_timeout": Upstream.read_timeout, "drain_seconds": Config.drain_seconds}
     rows = [(row, key) for row in KNOBS for key in row.gateway]
     assert sorted(key for _row, key in rows) == sorted(defaults)
     for row, key in rows:

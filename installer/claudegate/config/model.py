@@ -558,6 +558,8 @@ class Timeouts(_Section):
     upstream_connect: StrictInt = _knob("limits.timeouts.upstream_connect")
     upstream_send: StrictInt = _knob("limits.timeouts.upstream_send")
     upstream_read: StrictInt = _knob("limits.timeouts.upstream_read")
+    #: A replaced gateway (and nginx's workers from before a reload) let open streams finish for this long.
+    drain: StrictInt = _knob("limits.timeouts.drain")
 
 
 class Limits(_Section):
