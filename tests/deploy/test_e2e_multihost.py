@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import secrets
 import shutil
+import ssl
 import tempfile
 import threading
 import time
@@ -189,7 +190,7 @@ def test_a_key_created_by_the_deploy_works_on_both_hosts(fleet: Fleet, keys: dic
 
 
 def _post(server: FreshServer, ca: Path, key: str) -> int:
-    with httpx.Client(verify=str(ca), timeout=30, trust_env=False) as client:
+    with httpx.Client(verify=ssl.create_default_context(cafile=str(ca)), timeout=30, trust_env=False) as client:
         response = client.post(
             f"https://{server.ip}/v1/messages",
             headers={"host": DOMAIN, "x-api-key": key, "anthropic-version": "2023-06-01"},
