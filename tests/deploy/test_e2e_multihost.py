@@ -266,3 +266,23 @@ def test_a_second_host_that_fails_rolls_the_first_back(fleet: Fleet, keys: dict[
     time.sleep(0.5)
     for server in fleet.servers:
         assert _post(server, fleet.dir / "state" / "ca.pem", keys["team-a"]) == 200
+
+
+def test_two_replicas_per_host_and_one_killed_costs_no_request(fleet: Fleet, keys: dict[str, str]) -> None:
+    listing = "docker ps --filter label=org.claudegate.role=gateway --format '{{.Names}}'"
+    for server in fleet.servers:
+        assert len(fleet.sh(server, listing).split()) == 2, fleet.sh(server, listing)
+    server = fleet.servers[0]
+    first = min(fleet.sh(server, listing).split(), key=len)  # replica 1 (replica 2 is "...-r2")
+    # A crash, not a stop: SIGKILL to its process from the host; Docker restarts it.
+    fleet.sh(server, f"kill -9 $(docker inspect -f '{{{{.State.Pid}}}}' {first})")
+    ca = fleet.dir / "state" / "ca.pem"
+    time.sleep(0.5)
+    started = time.monotonic()
+    statuses = [_post(server, ca, keys["team-a"]) for _ in range(20)]
+    TIMINGS["20 requests with a replica killed (s)"] = time.monotonic() - started
+    assert statuses == [200] * 20, statuses
+    deadline = time.monotonic() + 30
+    while fleet.sh(server, f"docker inspect -f '{{{{.State.Running}}}}' {first}").strip() != "true":
+        assert time.monotonic() < deadline, "the killed replica was not restarted"
+        time.sleep(0.5)

@@ -16,7 +16,7 @@ from claudegate.deploy import docker_cli
 from claudegate.deploy.context import Context
 from claudegate.deploy.engine import Step
 from claudegate.deploy.release import parse_manifest
-from claudegate.deploy.services import gateway_spec_for, inspect, switch_nginx, wait_gateway_ready
+from claudegate.deploy.services import gateway_specs_for, inspect, switch_nginx, wait_gateway_ready
 from claudegate.deploy.smoke_target import target_for
 from claudegate.deploy.steps.clients import SMOKE_CLIENT, keys_dir, read_saved_key
 from claudegate.errors import Cancelled, ClaudegateError, DeployFailed, SmokeTestFailed
@@ -126,11 +126,11 @@ class SmokeStep(Step):
         good = parse_manifest(fallback, manifest)
         ctx.note(f"{reason}; switching nginx back to release {fallback}")
         try:
-            spec = gateway_spec_for(ctx, good)
-            state = inspect(ctx, spec.name)
-            if state is not None and not state.running:
-                ctx.run(docker_cli.container_start(spec.name))
-                wait_gateway_ready(ctx, spec.name)
+            for spec in gateway_specs_for(ctx, good):
+                state = inspect(ctx, spec.name)
+                if state is not None and not state.running:
+                    ctx.run(docker_cli.container_start(spec.name))
+                    wait_gateway_ready(ctx, spec.name)
             switch_nginx(ctx, fallback, ctx.previous if ctx.previous != fallback else None)
         except ClaudegateError as exc:
             raise DeployFailed(
@@ -138,12 +138,13 @@ class SmokeStep(Step):
             ) from exc
         ctx.switched = False
         if good.gateway_id != release.gateway_id:
-            failed_gateway = ctx.layout.gateway_container(release.gateway_id)
-            # A rollback's target stays (stopped) for another try; a new release's gateway goes.
-            if ctx.playbook == "rollback":
-                ctx.run(docker_cli.container_stop(failed_gateway), check=False, timeout=90)
-            else:
-                ctx.run(docker_cli.container_remove(failed_gateway), check=False)
+            for spec in gateway_specs_for(ctx, release):
+                failed_gateway = spec.name
+                # A rollback's target stays (stopped) for another try; a new release's gateway goes.
+                if ctx.playbook == "rollback":
+                    ctx.run(docker_cli.container_stop(failed_gateway), check=False, timeout=90)
+                else:
+                    ctx.run(docker_cli.container_remove(failed_gateway), check=False)
         if ctx.journal is not None:
             ctx.journal.finish(f"{reason}; switched back to {fallback}")
             ctx.save_journal()
