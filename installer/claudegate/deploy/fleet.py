@@ -61,6 +61,7 @@ class FleetResult:
     dry_run: bool
     hosts: tuple[DeployResult, ...]
     elapsed: float = 0.0
+    batch: int = 1
     notes: tuple[str, ...] = ()
 
     @property
@@ -86,7 +87,8 @@ class FleetResult:
 
     def plan_text(self, *, diffs: bool = True) -> str:
         verb = "plan" if self.dry_run else self.playbook
-        parts = [f"{verb} on {len(self.hosts)} hosts, one at a time (the first alone)\n"]
+        pace = "one at a time" if self.batch == 1 else f"the first alone, then {self.batch} at a time"
+        parts = [f"{verb} on {len(self.hosts)} hosts, {pace}\n"]
         for index, result in enumerate(self.hosts, 1):
             text = result.plan_text(diffs=diffs)
             if result.smoke is not None:
@@ -190,6 +192,7 @@ def deploy_fleet(
         dry_run=dry_run,
         hosts=tuple(r for _, r in sorted(done, key=lambda item: item[0])),
         elapsed=time.monotonic() - started,
+        batch=cfg.rollout.batch,
     )
 
 
