@@ -171,7 +171,12 @@ class Session:
         from claudegate.deploy.api import connector_for
 
         self.cancel_token.raise_if_cancelled()
-        connector = connector_for(host_cfg)  # --accept-host-key names one key: one host only
+        if self.accept_host_key is not None:
+            raise ConfigError(
+                "--accept-host-key names one host's key, and this config lists several hosts",
+                hint="give each entry of hosts: its host_key_fingerprint, or confirm each key when asked",
+            )
+        connector = connector_for(host_cfg)
         if hasattr(connector, "confirm_new_key"):
             connector.confirm_new_key = self.interaction.confirm_host_key
         connect = getattr(connector, "connect", None)
