@@ -186,7 +186,8 @@ def deploy_fleet(
                 index, exc = failed[0]
                 if dry_run or not isinstance(exc, ClaudegateError):
                     raise exc
-                raise _rolled_back(roll, cfg, index, exc, done, roll_back, layout) from exc
+                others = [i for i, _ in failed[1:]]  # a batch's other failures: said, never "not started"
+                raise _rolled_back(roll, cfg, index, exc, done, roll_back, layout, others) from exc
     return FleetResult(
         playbook="deploy",
         dry_run=dry_run,
@@ -217,6 +218,7 @@ def _rolled_back(
     done: list[tuple[int, DeployResult]],
     roll_back: Callable[..., DeployResult],
     layout: HostLayout | None,
+    others: list[int],
 ) -> DeployFailed:
     hosts = cfg.fleet
     name = host_name(hosts[failed])
@@ -238,7 +240,10 @@ def _rolled_back(
         parts.append(f"rolled back to the release they served before: {', '.join(back)}")
     if kept:
         parts.append(f"NOT rolled back (they serve the new release): {'; '.join(kept)}")
-    untouched = [host_name(h) for i, h in enumerate(hosts) if i != failed and i not in {j for j, _ in done}]
+    if others:
+        parts.append(f"also failed (in the same batch): {', '.join(host_name(hosts[i]) for i in others)}")
+    seen = {failed, *others, *(j for j, _ in done)}
+    untouched = [host_name(h) for i, h in enumerate(hosts) if i not in seen]
     if untouched:
         parts.append(f"not started: {', '.join(untouched)}")
     return DeployFailed(
