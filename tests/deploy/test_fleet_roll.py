@@ -130,3 +130,14 @@ def test_a_dry_run_failure_is_raised_as_is_and_rolls_nothing_back(tmp_path: Path
     with pytest.raises(DeployFailed, match="smoke test failed"):
         rec.deploy(_cfg(tmp_path, 2), dry_run=True)
     assert [c[0] for c in rec.calls] == ["deploy", "deploy"]
+
+
+def test_a_batch_with_two_failures_names_both_and_rolls_back_its_switched_host(tmp_path: Path) -> None:
+    rec = Recorder(fail={HOSTS[1], HOSTS[3]})
+    with pytest.raises(DeployFailed) as failed:
+        rec.deploy(_cfg(tmp_path, 4, batch=3))
+    text = str(failed.value)
+    assert f"host 2/4 ({HOSTS[1]}) failed" in text and f"also failed (in the same batch): {HOSTS[3]}" in text
+    assert "not started" not in text
+    rolled = sorted(host for kind, host, _ in rec.calls if kind == "rollback")
+    assert rolled == [HOSTS[0], HOSTS[2]]  # the canary and the batch's host that passed
