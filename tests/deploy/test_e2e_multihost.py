@@ -277,7 +277,9 @@ def test_two_replicas_per_host_and_one_killed_costs_no_request(fleet: Fleet, key
     # A crash, not a stop: SIGKILL to its process from the host. Docker would restart it at once;
     # kept down here (restart policy off for the test) so every request below meets it dead.
     fleet.sh(server, f"docker update --restart=no {first}")
-    fleet.sh(server, f"kill -9 $(docker inspect -f '{{{{.State.Pid}}}}' {first})")
+    pid = fleet.sh(server, f"docker inspect -f '{{{{.State.Pid}}}}' {first}").strip()
+    assert pid.isdigit() and pid != "0", pid
+    fleet.sh(server, f"kill -9 {pid}")
     deadline = time.monotonic() + 10
     while fleet.sh(server, f"docker inspect -f '{{{{.State.Running}}}}' {first}").strip() != "false":
         assert time.monotonic() < deadline, "the replica did not die"
@@ -291,6 +293,7 @@ def test_two_replicas_per_host_and_one_killed_costs_no_request(fleet: Fleet, key
     fleet.sh(server, f"docker update --restart=unless-stopped {first}")
     fleet.sh(server, f"docker start {first}")
     pid_before = fleet.sh(server, f"docker inspect -f '{{{{.State.Pid}}}}' {first}").strip()
+    assert pid_before.isdigit() and pid_before != "0", pid_before  # never "kill -9 0"
     fleet.sh(server, f"kill -9 {pid_before}")
     deadline = time.monotonic() + 30
     while True:
