@@ -200,6 +200,21 @@ def _post(server: FreshServer, ca: Path, key: str) -> int:
         return response.status_code
 
 
+def _stream(server: FreshServer, ca_file: Path, key: str, marker: str) -> bytes:
+    ca = ssl.create_default_context(cafile=str(ca_file))
+    body = {"model": "claude-haiku-4-5", "max_tokens": 32, "stream": True,
+            "messages": [{"role": "user", "content": f"reply with 12 words {marker}"}]}  # fmt: skip
+    received = bytearray()
+    with httpx.Client(verify=ca, timeout=120, trust_env=False) as client, client.stream(
+        "POST", f"https://{server.ip}/v1/messages", json=body, extensions={"sni_hostname": DOMAIN},
+        headers={"host": DOMAIN, "x-api-key": key, "anthropic-version": "2023-06-01"},
+    ) as response:
+        assert response.status_code == 200, response.read()
+        for chunk in response.iter_raw():
+            received += chunk
+    return bytes(received)
+
+
 def test_a_limit_of_n_rpm_admits_exactly_n_across_both_hosts(fleet: Fleet, keys: dict[str, str]) -> None:
     ca = fleet.dir / "state" / "ca.pem"
     total = 2 * LIMITED_RPM
@@ -251,13 +266,25 @@ def test_a_second_host_that_fails_rolls_the_first_back(fleet: Fleet, keys: dict[
     block = f"iptables -I DOCKER-USER -p tcp -d {broken.host_address} --dport {pg_port} -j REJECT"
     code, out = broken.exec(["sh", "-c", block])
     assert code == 0, out
+    # A long stream through the first host, opened before the roll: upstream pauses it for 40 s
+    # after its first events, so it is still open when the roll replaces that host's gateway.
+    marker = "stream-across-the-roll"
+    fleet.fake.control.fail(hang=True, seconds=40, mid_stream_after=3, body_contains=marker, count=1)
+    streamed: list[bytes] = []
+    ca_file = fleet.dir / "state" / "ca.pem"
+    stream = threading.Thread(target=lambda: streamed.append(_stream(fleet.servers[0], ca_file, keys["team-a"], marker)))
+    stream.start()
     try:
+        time.sleep(2)  # the stream is open (and paused upstream)
         # A new release (another body limit): the first host switches to it, the second fails.
         cfg = fleet.cfg("new-release.yaml", limits={"per_ip": {"rate": "50r/s", "burst": 20}, "max_body_size": "16m"})
         with pytest.raises(DeployFailed) as failed:
             fleet.deploy(cfg)
     finally:
         broken.exec(["sh", "-c", block.replace("-I DOCKER-USER", "-D DOCKER-USER")])
+        stream.join(120)
+    # The replaced gateway drained it (limits.timeouts.drain): it ended as a stream ends.
+    assert streamed and b"event: message_stop" in streamed[0], streamed[0][-400:] if streamed else "no stream"
     text = str(failed.value)
     assert f"host 2/2 ({broken.ip}) failed" in text, text
     assert f"rolled back to the release they served before: {fleet.servers[0].ip}" in text, text
