@@ -39,6 +39,10 @@ __all__ = [
     "NGINX_RELEASES",
     "NGINX_TLS",
     "PEPPER",
+    "POSTGRES_CA",
+    "POSTGRES_PASSWORD",
+    "REDIS_CA",
+    "REDIS_PASSWORD",
     "TLS_CHAIN",
     "TLS_FULLCHAIN",
     "TLS_PRIVKEY",
@@ -62,6 +66,11 @@ class Mount:
 # -- file names, the same on the host and in the container ----------------------
 API_KEY = "anthropic_api_key"
 PEPPER = "key_pepper"
+#: The shared state tier's secrets (deploy.yaml ``state:``), beside the Anthropic key.
+REDIS_PASSWORD = "redis_password"  # noqa: S105 - a file name
+POSTGRES_PASSWORD = "postgres_password"  # noqa: S105 - a file name
+REDIS_CA = "state_redis_ca.pem"
+POSTGRES_CA = "state_postgres_ca.pem"
 KEYSTORE = "keys.db"
 AUDIT_LOG = "audit.jsonl"
 TLS_FULLCHAIN = "fullchain.pem"

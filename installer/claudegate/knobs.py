@@ -213,6 +213,12 @@ KNOBS: tuple[Knob, ...] = (
         gateway=("upstream.read_timeout",), gateway_unit="seconds",
         label="Read timeout", help="Seconds of silence allowed from the gateway (a long answer, a slow stream).",
     ),
+    Knob(
+        # Claude Code's streams are long: a replaced gateway (a deploy, a rollback) and nginx's
+        # workers from before a reload let the streams they carry finish for this long.
+        _TIMEOUT + "drain", "int", 600, 1, 3600, edge="worker_shutdown_timeout", nginx="worker_shutdown_timeout",
+        gateway=("drain_seconds",), gateway_unit="seconds",
+    ),
     # Gateway-only: the ceilings the gateway reserves for content a request only points at
     # (claudegate_gateway.reservation), metered before upstream bills it.
     Knob(

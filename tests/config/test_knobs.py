@@ -131,7 +131,7 @@ def test_gateway_defaults_and_minimums_are_the_tables() -> None:
     """The gateway cannot import the table: its own defaults and minimums are held to it here."""
     reservations = ReservationLimits()
     defaults = {"max_body_bytes": Config.max_body_bytes, "max_upload_bytes": Config.max_upload_bytes,
-                "upstream.read_timeout": Upstream.read_timeout,
+                "upstream.read_timeout": Upstream.read_timeout, "drain_seconds": Config.drain_seconds,
                 "limits.url_source_tokens": reservations.url_source_tokens,
                 "limits.server_tool_use_tokens": reservations.server_tool_use_tokens,
                 "limits.server_tool_default_uses": reservations.server_tool_default_uses}

@@ -108,7 +108,7 @@ def test_unknown_key_spelled_with_dash_or_case() -> None:
 def test_key_in_the_wrong_section_says_where_it_belongs() -> None:
     assert problems("rpm: 60\nsudo: true\n", base=BASE) == [
         "deploy.yaml:10:1: rpm: is not a known key here; it belongs at clients[].rpm",
-        "deploy.yaml:11:1: sudo: is not a known key here; it belongs at target.sudo",
+        "deploy.yaml:11:1: sudo: is not a known key here; it belongs at target.sudo or hosts[].sudo",
     ]
 
 
@@ -120,8 +120,8 @@ def test_unknown_key_without_a_close_match_lists_the_allowed_keys() -> None:
 
 def test_a_number_as_key() -> None:
     assert problems("1: x\n", base=LOCAL) == [
-        "deploy.yaml:8:1: [1]: 1 is not a known key (keys are names); the keys allowed here are: target, domain,"
-        " tls, upstream, ports, limits, allowlist, trusted_proxies, clients, filters, images, network, state, audit, state_dir"
+        "deploy.yaml:8:1: [1]: 1 is not a known key (keys are names); the keys allowed here are: target, hosts,"
+        " rollout, domain, tls, upstream, ports, limits, allowlist, trusted_proxies, clients, filters, images, network, state, audit, state_dir"
     ]
 
 

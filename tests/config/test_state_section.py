@@ -1,4 +1,4 @@
-"""deploy.yaml's `state:` section: the model and its checks (the deploy that uses it is still to come)."""
+"""deploy.yaml's `state:` section: the model and its checks (the multi-host deploy: tests/config/test_hosts.py)."""
 
 from __future__ import annotations
 
@@ -33,10 +33,8 @@ def test_without_state_nothing_changes() -> None:
     assert rules_of("") == []
 
 
-def test_a_valid_section_is_refused_only_because_deploy_cannot_roll_it_out_yet() -> None:
-    assert [loc for loc, _ in rules_of(GOOD)] == ["state"]
-    lines = problems(GOOD, base=BASE)
-    assert len(lines) == 1 and "state: deploying gateways on shared Redis and PostgreSQL is not supported" in lines[0]
+def test_a_valid_section_is_accepted_for_one_host() -> None:
+    assert rules_of(GOOD) == []
 
 
 @pytest.mark.parametrize(
@@ -79,7 +77,6 @@ def test_model_errors_name_the_key_and_the_fix(section: str, needle: str) -> Non
 def test_rules_refuse_plain_text_to_public_addresses_and_misplaced_ca_files(section: str, where: str, needle: str) -> None:
     found = rules_of(section + "\n")
     assert any(loc == where and needle in problem for loc, problem in found), found
-    assert found[-1][0] == "state"  # the "not yet" line comes after the section's own problems
 
 
 def test_password_files_must_be_0600(tmp_path: Path) -> None:

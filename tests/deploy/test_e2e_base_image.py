@@ -20,12 +20,12 @@ import pytest
 
 import claudegate.deploy.base_image as base_image
 from claudegate.connectors.local import LocalConnector
+from claudegate.control.controls import RunControls
 from claudegate.control.progress import StepEvent
 from claudegate.deploy.context import Context
 from claudegate.deploy.engine import Call
 from claudegate.deploy.layout import HostLayout
 from claudegate.deploy.steps.images import ImagesStep
-from claudegate.control.controls import RunControls
 from claudegate.session.scripted import ScriptedInteraction
 from tests.deploy.support import write_config, write_secret
 from tests.support.parallel import name_suffix

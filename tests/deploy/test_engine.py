@@ -195,7 +195,7 @@ def test_the_playbooks_name_known_steps_in_order() -> None:
     deploy = load_playbook("deploy")
     assert [s.name for s in deploy.steps] == [
         "connect", "lock", "docker", "layout", "secrets", "tls", "release", "images", "networks",
-        "gateway", "clients", "switch", "acme", "renewal", "smoke", "cleanup", "unlock",
+        "migrate", "gateway", "clients", "switch", "acme", "renewal", "smoke", "cleanup", "unlock",
     ]  # fmt: skip
     assert [s.name for s in load_playbook("rollback").steps][3:6] == ["rollback", "gateway", "switch"]
     assert [s.name for s in load_playbook("uninstall").steps] == ["connect", "lock", "uninstall", "unlock"]

@@ -312,6 +312,7 @@ def start_fresh_server(
     docker_in_docker: bool = True,
     client: Any | None = None,
     name_prefix: str = "claudegate-fresh",
+    network: tuple[Any, str] | None = None,
 ) -> Iterator[FreshServer]:
     """Start a fresh server on its own network; remove container, volume and network after.
 
@@ -336,7 +337,10 @@ def start_fresh_server(
         fh.write(client_key.private_openssh)
     (tmp_dir / "id_ed25519.pub").write_text(client_key.public_line + "\n")
 
-    network, host_address = create_bridge(client, name, labels)
+    # Several servers may share one network (a fleet: ``(network, this machine's address on it)``,
+    # from create_bridge); a network given is the caller's to remove.
+    own_network = network is None
+    bridge, host_address = create_bridge(client, name, labels) if network is None else network
     volume = None
     container = None
     try:
@@ -349,7 +353,7 @@ def start_fresh_server(
             image,
             name=name,
             hostname=name,
-            network=network.name,
+            network=bridge.name,
             labels=labels,
             detach=True,
             # /run is a tmpfs on a real server: pid files do not survive a reboot
@@ -364,9 +368,9 @@ def start_fresh_server(
         )
         container.start()
         container.reload()
-        ip = container.attrs["NetworkSettings"]["Networks"][network.name]["IPAddress"]
+        ip = container.attrs["NetworkSettings"]["Networks"][bridge.name]["IPAddress"]
         if not ip:
-            raise RuntimeError(f"container {name} got no IP on network {network.name}")
+            raise RuntimeError(f"container {name} got no IP on network {bridge.name}")
         try:
             _wait_for_ssh(ip, 22, timeout=30)
         except TimeoutError as exc:
@@ -375,7 +379,7 @@ def start_fresh_server(
         yield FreshServer(
             container_id=container.id,
             name=name,
-            network=network.name,
+            network=bridge.name,
             ip=ip,
             key_path=key_path,
             client_key=client_key,
@@ -390,8 +394,27 @@ def start_fresh_server(
         if volume is not None:
             with contextlib.suppress(docker.errors.NotFound):
                 volume.remove(force=True)
+        if own_network:
+            with contextlib.suppress(docker.errors.NotFound):
+                bridge.remove()
+
+
+@contextlib.contextmanager
+def start_fresh_servers(tmp_dir: Path, count: int, *, client: Any | None = None) -> Iterator[list[FreshServer]]:
+    """``count`` fresh servers on one bridge network (several hosts of one deployment); all removed after."""
+    client = client or docker_client()
+    ensure_images(client)
+    labels = {RESOURCE_LABEL: "fresh-server"}
+    network = create_bridge(client, f"claudegate-fleet-{secrets.token_hex(4)}", labels)
+    try:
+        with contextlib.ExitStack() as stack:
+            yield [
+                stack.enter_context(start_fresh_server(tmp_dir / f"server{i}", client=client, network=network))
+                for i in range(count)
+            ]
+    finally:
         with contextlib.suppress(docker.errors.NotFound):
-            network.remove()
+            network[0].remove()
 
 
 def _main() -> None:  # pragma: no cover - manual use

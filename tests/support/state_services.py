@@ -59,6 +59,8 @@ class RedisServer:
     proc: subprocess.Popen[bytes] | None = None
     # (certificate, key) PEM files: TLS only on `port`, as a managed rediss:// service is.
     tls: tuple[Path, Path] | None = None
+    # Also listen here (a docker bridge's address: reached from containers on it, see state_on_bridge).
+    also_bind: str | None = None
 
     def __post_init__(self) -> None:
         # The password file exists before the server does: a gateway may start first.
@@ -67,7 +69,7 @@ class RedisServer:
 
     @property
     def url(self) -> str:
-        return f"{'rediss' if self.tls else 'redis'}://127.0.0.1:{self.port}/0"
+        return f"{'rediss' if self.tls else 'redis'}://{self.also_bind or '127.0.0.1'}:{self.port}/0"
 
     @property
     def password_file(self) -> Path:
@@ -81,7 +83,7 @@ class RedisServer:
             listen = ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", str(self.tls[0]),
                       "--tls-key-file", str(self.tls[1]), "--tls-auth-clients", "no"]  # fmt: skip
         self.proc = subprocess.Popen(
-            [binary, *listen, "--bind", "127.0.0.1", "--dir", str(self.workdir),
+            [binary, *listen, "--bind", "127.0.0.1", *([self.also_bind] if self.also_bind else []), "--dir", str(self.workdir),
              "--save", "", "--appendonly", "no", "--requirepass", self.password, "--logfile", str(log),
              "--daemonize", "no"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -113,6 +115,9 @@ class PostgresServer:
     user: str = "claudegate"
     database: str = "claudegate"
     tls: tuple[Path, Path] | None = None  # (certificate, key) PEM files: ssl=on
+    # Also listen on this address and let clients from this network in (scram-sha-256): a
+    # docker bridge's address and subnet, for containers on it (see state_on_bridge).
+    also_bind: tuple[str, str] | None = None
 
     @property
     def datadir(self) -> Path:
@@ -124,7 +129,8 @@ class PostgresServer:
 
     @property
     def url(self) -> str:
-        return f"postgresql://{self.user}@127.0.0.1:{self.port}/{self.database}"
+        host = self.also_bind[0] if self.also_bind else "127.0.0.1"
+        return f"postgresql://{self.user}@{host}:{self.port}/{self.database}"
 
     def _as_postgres(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         runas = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
@@ -150,7 +156,14 @@ class PostgresServer:
         pg_ctl = _need("pg_ctl", "postgresql")
         if not self.datadir.exists():
             self.init()
-        opts = f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.workdir} -c fsync=off"
+        listen = "127.0.0.1" + (f",{self.also_bind[0]}" if self.also_bind else "")
+        opts = f"-p {self.port} -c listen_addresses={listen} -k {self.workdir} -c fsync=off"
+        if self.also_bind:
+            hba = self.datadir / "pg_hba.conf"
+            line = f"host all all {self.also_bind[1]} scram-sha-256\n"
+            if line not in hba.read_text():
+                with hba.open("a") as fh:
+                    fh.write(line)
         if self.tls is not None:
             for src, name in zip(self.tls, ("server.crt", "server.key"), strict=True):
                 dst = self.datadir / name  # postgres insists on owning its key, mode 0600

@@ -104,7 +104,8 @@ async def serve(config: Config) -> None:
     gateway = build_gateway(config)
     await gateway.start()
     # Shaped: what aiohttp's parser refuses is answered in Anthropic's error shape too.
-    public = ShapedAppRunner(public_app(gateway), access_log=None, handle_signals=False, shutdown_timeout=30)
+    public = ShapedAppRunner(public_app(gateway), access_log=None, handle_signals=False,
+                             shutdown_timeout=config.drain_seconds)
     internal = ShapedAppRunner(internal_app(gateway), access_log=None, handle_signals=False)
     await public.setup()
     await internal.setup()

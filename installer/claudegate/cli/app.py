@@ -176,6 +176,9 @@ def status(
 
     def body() -> None:
         with _session(config, accept_host_key=accept_host_key) as session:
+            if session.config.several_hosts:  # every host of hosts:, each under its own header
+                output.fleet_status(session.fleet_status(expiry_days=expiry_days), json_out=json_out)
+                return
             report = session.status(expiry_days=expiry_days)
         output.status_report(report, json_out=json_out)
 

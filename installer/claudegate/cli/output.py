@@ -27,6 +27,14 @@ def status_report(report: Any, *, json_out: bool) -> None:
         print(report.text())
 
 
+def fleet_status(reports: list[Any], *, json_out: bool) -> None:
+    if json_out:
+        print(json.dumps({"hosts": [r.to_json() for r in reports]}, indent=2, default=str))
+        return
+    for index, report in enumerate(reports, 1):
+        print(f"[host {index}/{len(reports)}] {report.text()}")
+
+
 class StepPrinter:
     """Progress of a playbook on stderr: one line per step as it starts and ends.
 

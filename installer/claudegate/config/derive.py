@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC
 from typing import TYPE_CHECKING, Any
 
+from claudegate.config.state_files import gateway_state
 from claudegate.containers import (
     API_KEY,
     AUDIT_LOG,
@@ -124,8 +125,11 @@ def gateway_config(cfg: DeployConfig) -> dict[str, Any]:
         "trusted_proxies": [str(network_plan(cfg).nginx_cidr)],
         **gateway_filters_config(cfg),
     }
+    shared = gateway_state(cfg)
+    if shared is not None:
+        out["state"] = shared
     # The knobs the gateway enforces (the body limit, uploads included; the
-    # upstream read timeout; the metering ceilings under ``limits``), in its units.
+    # upstream read timeout; the drain; the metering ceilings under ``limits``), in its units.
     for row in KNOBS:
         for key in row.gateway:
             *parents, leaf = key.split(".")

@@ -14,7 +14,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from claudegate.config.load import Origin, problem_at
-from claudegate.config.model import DeployConfig
+from claudegate.config.model import DeployConfig, Target
 from claudegate.config.problems import DeployConfigError, Problem
 from claudegate.config.rules import Loc
 
@@ -62,8 +62,12 @@ def check_secret_files(cfg: DeployConfig, *, environ: Mapping[str, str] | None =
                 )
             if section.tls_ca_file is not None:
                 problems += _plain_file(origin, ("state", engine, "tls_ca_file"), section.tls_ca_file)
-    if cfg.target.ssh_key is not None and not cfg.target.is_local:
-        problems += _secret_file(origin, ("target", "ssh_key"), cfg.target.ssh_key, "the SSH private key")
+    hosts: list[tuple[Loc, Target]] = [(("hosts", i), h) for i, h in enumerate(cfg.hosts)] if cfg.hosts else [(("target",), cfg.target)]
+    checked: set[Path] = set()
+    for where, host in hosts:
+        if host.ssh_key is not None and not host.is_local and host.ssh_key not in checked:
+            checked.add(host.ssh_key)  # one line per key file, however many hosts share it
+            problems += _secret_file(origin, (*where, "ssh_key"), host.ssh_key, "the SSH private key")
     if problems:
         raise DeployConfigError(problems)
 

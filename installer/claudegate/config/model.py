@@ -563,6 +563,8 @@ class Timeouts(_Section):
     upstream_connect: StrictInt = _knob("limits.timeouts.upstream_connect")
     upstream_send: StrictInt = _knob("limits.timeouts.upstream_send")
     upstream_read: StrictInt = _knob("limits.timeouts.upstream_read")
+    #: A replaced gateway (and nginx's workers from before a reload) let open streams finish for this long.
+    drain: StrictInt = _knob("limits.timeouts.drain")
 
 
 class Limits(_Section):
@@ -716,10 +718,25 @@ def _default_state_dir(data: dict[str, Any]) -> Path:
     return config_home() / str(data.get("domain", "unknown"))
 
 
+class Rollout(_Section):
+    """How a deploy to several hosts moves through them."""
+
+    batch: StrictInt = Field(
+        default=1, ge=1, le=100, examples=[1],
+        description="hosts switched together; each batch is smoke-tested before the next starts",
+    )
+
+
 class DeployConfig(_Section):
     """The whole ``deploy.yaml``."""
 
-    target: Target
+    target: Target = Field(description="the one gateway host; with several, write hosts: instead")
+    hosts: list[Target] | None = Field(
+        default=None,
+        min_length=1,
+        description="several gateway hosts (each written like target:); they need state: to share keys and limits",
+    )
+    rollout: Rollout = Rollout()
     domain: Domain = Field(
         examples=["gw.example.com"],
         description="the name clients use (an IPv4 address works with tls.mode: internal-ca)",
@@ -764,6 +781,33 @@ class DeployConfig(_Section):
     # Where the config came from (file name and node positions), for later
     # messages such as the secret file check; None when built in code.
     _origin: Any = PrivateAttr(default=None)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _hosts_or_target(cls, data: Any) -> Any:
+        """``hosts:`` names the fleet; ``target`` is then its first host (what one-host code reads)."""
+        if not isinstance(data, dict) or not isinstance(data.get("hosts"), list) or not data["hosts"]:
+            return data
+        first = data["hosts"][0]
+        if "target" in data and data["target"] != first:
+            raise fail(
+                "target: and hosts: are both set",
+                "write target: for one host, or list every host under hosts: (and remove target:)",
+            )
+        return {**data, "target": first}
+
+    @property
+    def fleet(self) -> list[Target]:
+        """Every gateway host, in rollout order (``[target]`` for a one-host file)."""
+        return list(self.hosts) if self.hosts else [self.target]
+
+    @property
+    def several_hosts(self) -> bool:
+        return len(self.fleet) > 1
+
+    def for_host(self, host: Target) -> DeployConfig:
+        """This config as a one-host deploy of ``host`` (what each step of a rolling deploy sees)."""
+        return self.model_copy(update={"target": host})
 
     @property
     def origin(self) -> Origin | None:

@@ -49,6 +49,7 @@ def rule_problems(cfg: DeployConfig) -> list[RuleProblem]:
     """Every cross-section problem of ``cfg``; empty when it is consistent."""
     from claudegate.config.client_rules import client_problems
     from claudegate.config.domain_rules import domain_problems
+    from claudegate.config.fleet_rules import fleet_problems
 
     problems = [
         *_target(cfg),
@@ -61,6 +62,7 @@ def rule_problems(cfg: DeployConfig) -> list[RuleProblem]:
         *domain_problems(cfg),
         *filter_problems(cfg),
         *_shared_state(cfg),
+        *fleet_problems(cfg),
     ]
     # The edge model is the authority on nginx's bounds; map its complaints back
     # (once per field: a rule above may already have said it better).
@@ -194,14 +196,6 @@ def _shared_state(cfg: DeployConfig) -> Iterator[RuleProblem]:
     if pg.tls_ca_file is not None and pg.tls != "verify-full":
         yield RuleProblem(("state", "postgres", "tls_ca_file"), f"is set but tls is {pg.tls}",
                           "set tls: verify-full, or remove tls_ca_file")  # fmt: skip
-    # Said last, after every problem in the section itself: the model is
-    # checked today, the multi-host deploy that uses it is still to come.
-    yield RuleProblem(
-        ("state",),
-        "deploying gateways on shared Redis and PostgreSQL is not supported by `deploy` yet"
-        " (the gateway supports it: its gateway.yaml state: section)",
-        "remove state: from deploy.yaml; see assets/gateway/README.md, 'Shared state'",
-    )
 
 
 def _ports(cfg: DeployConfig) -> Iterator[RuleProblem]:

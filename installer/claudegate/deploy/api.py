@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Callable
@@ -11,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from claudegate.config.files import check_secret_files
 from claudegate.config.model import DeployConfig
+from claudegate.config.state_files import state_files
 from claudegate.connectors.base import Connector
 from claudegate.connectors.local import LocalConnector
 from claudegate.control.progress import Reporter, StepEvent, null_reporter
@@ -20,6 +22,7 @@ from claudegate.deploy.cert_status import certificate_status
 from claudegate.deploy.context import Context, RunOptions
 from claudegate.deploy.engine import StepOutcome, run_steps
 from claudegate.deploy.facts import parse_container, parse_links
+from claudegate.deploy.fleet import FleetResult, deploy_fleet
 from claudegate.deploy.gateway_keys import expiry_warnings
 from claudegate.deploy.image_status import image_status
 from claudegate.deploy.journal import Journal
@@ -39,6 +42,7 @@ from claudegate.deploy.results import (
 from claudegate.deploy.secret_inputs import key_fingerprint, read_upstream_key
 from claudegate.deploy.serving import serving_gateway
 from claudegate.deploy.smoke_target import target_for
+from claudegate.deploy.state_secrets import state_fingerprint
 from claudegate.deploy.steps.clients import SMOKE_CLIENT, read_saved_key
 from claudegate.deploy.tls_material import cert_summary
 from claudegate.errors import ClaudegateError, ConfigError
@@ -47,6 +51,7 @@ from claudegate.smoke import run_smoke
 __all__ = [
     "connector_for",
     "deploy",
+    "deploy_hosts",
     "logs",
     "plan",
     "render",
@@ -106,6 +111,8 @@ def _release_for(
         fingerprint = "unknown"
     else:
         fingerprint = key_fingerprint(key)
+        if cfg.state is not None:  # only then: one-host release ids stay as they were
+            fingerprint += "+" + state_fingerprint([f.source for f in state_files(cfg)])
         if ctx is not None:
             ctx.state.upstream_key = key
             ctx.connector.add_secret(key)
@@ -225,6 +232,43 @@ def deploy(
     """
     options = RunOptions("deploy", dry_run=dry_run, prune=prune, refresh=refresh)
     return _run(cfg, connector, options, reporter=reporter, layout=layout)
+
+
+def deploy_hosts(
+    cfg: DeployConfig,
+    connect: Callable[[DeployConfig], Connector],
+    *,
+    dry_run: bool = False,
+    reporter: Reporter | None = None,
+    layout: HostLayout | None = None,
+    prune: bool = False,
+    refresh: bool = False,
+) -> FleetResult:
+    """Deploy ``cfg`` to every host of ``hosts:``, host by host (see :mod:`claudegate.deploy.fleet`).
+
+    ``connect(host_cfg)`` opens the verified connection to ``host_cfg.target``.
+    Each host gets :func:`deploy`; the first one also runs the schema
+    migrations (``state:``). A failing host stops the roll and the hosts
+    already switched are rolled back (:class:`~claudegate.errors.DeployFailed`
+    says which). With ``dry_run``: every host's plan, nothing changed.
+    """
+
+    def run_one(
+        host_cfg: DeployConfig, connector: Connector, *, dry_run: bool, reporter: Reporter | None,
+        layout: HostLayout | None, options: RunOptions,
+    ) -> DeployResult:
+        options = dataclasses.replace(options, playbook="deploy", dry_run=dry_run)
+        return _run(host_cfg, connector, options, reporter=reporter, layout=layout)
+
+    def roll_back(
+        host_cfg: DeployConfig, connector: Connector, *, reporter: Reporter | None, layout: HostLayout | None,
+    ) -> DeployResult:
+        return _run(host_cfg, connector, RunOptions("rollback"), reporter=reporter, layout=layout)
+
+    return deploy_fleet(
+        cfg, connect, run_one=run_one, roll_back=roll_back, dry_run=dry_run, reporter=reporter, layout=layout,
+        options=RunOptions("deploy", prune=prune, refresh=refresh),
+    )  # fmt: skip
 
 
 def plan(

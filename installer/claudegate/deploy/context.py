@@ -56,6 +56,9 @@ class RunOptions:
     keep_data: bool = False
     #: uninstall: keep the images.
     keep_images: bool = False
+    #: deploy with ``state:``: run the schema migrations before the gateway starts (a rolling
+    #: deploy asks only its first host: once per fleet).
+    migrate: bool = True
 
 
 @dataclass

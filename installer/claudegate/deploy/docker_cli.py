@@ -30,6 +30,7 @@ from claudegate.deploy.layout import (
     GATEWAY_UID,
     LABEL_GATEWAY,
     LABEL_INSTANCE,
+    LABEL_REPLICA,
     LABEL_ROLE,
     LABEL_SPEC,
     HostLayout,
@@ -365,7 +366,7 @@ def nginx_workers(container: str) -> list[str]:
 
 
 def gateway_spec(
-    layout: HostLayout, gateway_id: str, image: str, *, secrets_gid: int | None = None
+    layout: HostLayout, gateway_id: str, image: str, *, secrets_gid: int | None = None, replica: int = 1
 ) -> ContainerSpec:
     """The gateway of one gateway id: internal network only (plus egress), no port published.
 
@@ -375,7 +376,7 @@ def gateway_spec(
     container joins (``secrets_gid``, from the host).
     """
     return ContainerSpec(
-        name=layout.gateway_container(gateway_id),
+        name=layout.gateway_container(gateway_id, replica),
         image=image,
         network=layout.internal_network,
         network_alias=layout.gateway_alias(gateway_id),
@@ -393,6 +394,8 @@ def gateway_spec(
             LABEL_INSTANCE: layout.prefix,
             LABEL_ROLE: "gateway",
             LABEL_GATEWAY: gateway_id,
+            # Only on later replicas: the first one's spec (and so its container) stays as it was.
+            **({LABEL_REPLICA: str(replica)} if replica > 1 else {}),
         },
         extra_networks=((layout.egress_network, None),),
         group_add=() if secrets_gid is None else (secrets_gid,),

@@ -41,6 +41,8 @@ GATEWAY_GID = 10001
 LABEL_INSTANCE = "org.claudegate.instance"
 LABEL_ROLE = "org.claudegate.role"
 LABEL_GATEWAY = "org.claudegate.gateway"
+#: A gateway's replica number, on replicas after the first (``state:``: two per host).
+LABEL_REPLICA = "org.claudegate.replica"
 #: Hash of the arguments a container was created with: a container whose
 #: label differs from what the deploy would create now is recreated.
 LABEL_SPEC = "org.claudegate.spec"
@@ -209,8 +211,9 @@ class HostLayout:
     def nginx_container(self) -> str:
         return f"{self.prefix}-nginx"
 
-    def gateway_container(self, gateway_id: str) -> str:
-        return f"{self.prefix}-gateway-{gateway_id}"
+    def gateway_container(self, gateway_id: str, replica: int = 1) -> str:
+        """Replica 1 keeps the one-replica name (an upgrade restarts nothing); replica 2 is ``...-r2``."""
+        return f"{self.prefix}-gateway-{gateway_id}" + (f"-r{replica}" if replica > 1 else "")
 
     @staticmethod
     def gateway_alias(gateway_id: str) -> str:

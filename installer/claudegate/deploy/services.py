@@ -23,7 +23,9 @@ from claudegate.redact import redact
 __all__ = [
     "container_matches",
     "create_ops",
+    "gateway_replicas",
     "gateway_spec_for",
+    "gateway_specs_for",
     "inspect",
     "learn_secrets_gid",
     "logs_tail",
@@ -63,10 +65,25 @@ def secrets_gid(ctx: Context) -> int | None:
     return known if known is not None else learn_secrets_gid(ctx)
 
 
-def gateway_spec_for(ctx: Context, release: Release) -> ContainerSpec:
+def gateway_spec_for(ctx: Context, release: Release, replica: int = 1) -> ContainerSpec:
     return docker_cli.gateway_spec(
-        ctx.layout, release.gateway_id, release.gateway_image, secrets_gid=secrets_gid(ctx)
+        ctx.layout, release.gateway_id, release.gateway_image, secrets_gid=secrets_gid(ctx), replica=replica
     )
+
+
+def gateway_replicas(ctx: Context) -> int:
+    """Two gateway replicas per host with ``state:`` (limits are counted in Redis, so two processes
+    admit what one would), else one: per-process counters would double every limit.
+
+    Both answer to the gateway's network alias, so nginx's upstream has both addresses and, with
+    ``proxy_next_upstream error timeout`` (and non-idempotent requests never retried once sent),
+    tries the other when a replica refuses the connection.
+    """
+    return 2 if ctx.cfg.state is not None else 1
+
+
+def gateway_specs_for(ctx: Context, release: Release) -> list[ContainerSpec]:
+    return [gateway_spec_for(ctx, release, n) for n in range(1, gateway_replicas(ctx) + 1)]
 
 
 def nginx_spec_for(ctx: Context, release: Release) -> ContainerSpec:

@@ -166,6 +166,9 @@ class EdgeSettings(BaseModel):
     client_body_timeout: int = _knob("client_body_timeout", description="seconds between two body reads")
     send_timeout: int = _knob("send_timeout", description="seconds between two writes to the client")
     keepalive_timeout: int = _knob("keepalive_timeout")
+    worker_shutdown_timeout: int = _knob(
+        "worker_shutdown_timeout", description="seconds a worker replaced by a reload keeps its open streams"
+    )
 
     # --- the gateway behind nginx ------------------------------------------
     upstream: str = Field(default="gateway:8080", description="the gateway's public listener, HOST:PORT")

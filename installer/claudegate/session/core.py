@@ -68,6 +68,7 @@ if TYPE_CHECKING:
     from claudegate.config.model import Client, DeployConfig
     from claudegate.connectors.base import Connector
     from claudegate.control.progress import Reporter, StepEvent
+    from claudegate.deploy.fleet import FleetResult
     from claudegate.deploy.gateway_cli import ClientRecord
     from claudegate.deploy.layout import HostLayout
     from claudegate.deploy.results import DeployResult, RenderResult, StatusReport
@@ -160,6 +161,28 @@ class Session:
         self._connector = connector
         return connector
 
+    def _open_host(self, host_cfg: DeployConfig) -> Connector:
+        """A verified connection to one host of ``hosts:`` (the rolling deploy closes it)."""
+        from claudegate.deploy.api import connector_for
+
+        self.cancel_token.raise_if_cancelled()
+        if self.accept_host_key is not None:
+            raise ConfigError(
+                "--accept-host-key names one host's key, and this config lists several hosts",
+                hint="give each entry of hosts: its host_key_fingerprint, or confirm each key when asked",
+            )
+        connector = connector_for(host_cfg)
+        if hasattr(connector, "confirm_new_key"):
+            connector.confirm_new_key = self.interaction.confirm_host_key
+        connect = getattr(connector, "connect", None)
+        if callable(connect):
+            try:
+                connect()
+            except BaseException:
+                connector.close()
+                raise
+        return connector
+
     def test_connection(self) -> ConnectionReport:
         """Connect, verify and look around (sudo, distro, Docker, ports, what a deploy installs). Read-only."""
         from claudegate.session.connection import check_target
@@ -167,15 +190,24 @@ class Session:
         return self._call(lambda: check_target(self._config, self._connect(), layout=self.layout))
 
     # -- playbooks ---------------------------------------------------------------
-    def plan(self, *, prune: bool = False) -> DeployResult:
-        """What a deploy would change, with file diffs; the host stays as it was."""
+    def plan(self, *, prune: bool = False) -> DeployResult | FleetResult:
+        """What a deploy would change, with file diffs; the host stays as it was (every host of ``hosts:``)."""
         from claudegate.deploy import api
 
+        if self._config.several_hosts:
+            return self._call(
+                lambda: api.deploy_hosts(
+                    self._config, self._open_host, dry_run=True, reporter=self._reporter(), layout=self.layout,
+                    prune=prune,
+                )
+            )  # fmt: skip
         return self._call(
             lambda: api.plan(self._config, self._connect(), reporter=self._reporter(), layout=self.layout, prune=prune)
         )
 
-    def deploy(self, *, dry_run: bool = False, prune: bool = False, refresh: bool = False) -> DeployResult:
+    def deploy(
+        self, *, dry_run: bool = False, prune: bool = False, refresh: bool = False
+    ) -> DeployResult | FleetResult:
         """Deploy and smoke-test; asks (through the interaction) before installing Docker or replacing a certificate.
 
         A missing Anthropic key file is asked for and saved 0600 where
@@ -183,9 +215,14 @@ class Session:
         """
         from claudegate.deploy import api
 
-        def run() -> DeployResult:
+        def run() -> DeployResult | FleetResult:
             if not dry_run:
                 self._ensure_upstream_key()
+            if self._config.several_hosts:  # host by host, each smoke-tested (deploy/fleet.py)
+                return api.deploy_hosts(
+                    self._config, self._open_host, dry_run=dry_run, reporter=self._reporter(), layout=self.layout,
+                    prune=prune, refresh=refresh,
+                )  # fmt: skip
             return api.deploy(
                 self._config, self._connect(), dry_run=dry_run, reporter=self._reporter(), layout=self.layout,
                 prune=prune, refresh=refresh,
@@ -248,6 +285,23 @@ class Session:
         return self._call(
             lambda: api.status(self._config, self._connect(), layout=self.layout, expiry_days=expiry_days)
         )
+
+    def fleet_status(self, *, expiry_days: int | None = None) -> list[StatusReport]:
+        """:meth:`status` of every host of ``hosts:``, in rollout order (one connection at a time)."""
+        from claudegate.deploy import api
+
+        def run() -> list[StatusReport]:
+            reports = []
+            for host in self._config.fleet:
+                host_cfg = self._config.for_host(host)
+                connector = self._open_host(host_cfg)
+                try:
+                    reports.append(api.status(host_cfg, connector, layout=self.layout, expiry_days=expiry_days))
+                finally:
+                    connector.close()
+            return reports
+
+        return self._call(run)
 
     def logs(self, service: str = "gateway", tail: int = 100) -> str:
         """The last ``tail`` lines of ``service`` (``gateway`` or ``nginx``), redacted."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from claudegate.errors import ConfigError
 from claudegate.private_files import write_private
@@ -237,13 +237,23 @@ def test_connection(session: Session) -> ConnectionReport:
     return session.test_connection()
 
 
+def _one_host(session: Session) -> None:
+    if session.config.several_hosts:
+        raise ConfigError(
+            "the wizard deploys one host, and this config lists several (hosts:)",
+            hint="run claudegate plan / claudegate deploy --config with it",
+        )
+
+
 def plan(session: Session) -> DeployResult:
-    return session.plan()
+    _one_host(session)
+    return cast("DeployResult", session.plan())
 
 
 def deploy(session: Session) -> DeployResult:
     """The deploy; asks (through the interaction) before installing Docker or replacing a certificate."""
-    return session.deploy()
+    _one_host(session)
+    return cast("DeployResult", session.deploy())
 
 
 def cancel(session: Session) -> None:

@@ -29,6 +29,12 @@ class CleanupStep(Step):
     title = "Clean up old releases"
     reads = frozenset({"docker_missing"})
 
+    @staticmethod
+    def _stop(ctx: Context, name: str) -> Run:
+        """SIGTERM, then up to ``limits.timeouts.drain`` seconds for its open streams to finish (then SIGKILL)."""
+        drain = ctx.cfg.limits.timeouts.drain
+        return Run(tuple(docker_cli.container_stop(name, timeout=drain + 5)), timeout=drain + 60)
+
     def _manifest(self, ctx: Context, rid: str) -> Release | None:
         data = ctx.read_file(posixpath.join(ctx.layout.release_dir(rid), "release.json"))
         if data is None:
@@ -66,7 +72,7 @@ class CleanupStep(Step):
                     changes.append(
                         Change(
                             f"stop gateway {gateway_id} of the previous release (kept for rollback)",
-                            (Run(tuple(docker_cli.container_stop(name)), timeout=90),),
+                            (self._stop(ctx, name),),
                         )
                     )
                 continue

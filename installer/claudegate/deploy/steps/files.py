@@ -21,6 +21,7 @@ from claudegate.deploy.facts import parse_file_stats, parse_sha256
 from claudegate.deploy.release import parse_manifest
 from claudegate.deploy.secret_inputs import new_pepper
 from claudegate.deploy.services import secrets_gid
+from claudegate.deploy.state_secrets import pepper_change, state_file_changes, state_paths
 from claudegate.deploy.tls_material import TLSMaterial, cert_summary, from_files, internal_ca, self_signed
 from claudegate.errors import ConfigError
 
@@ -56,7 +57,7 @@ class SecretsStep(Step):
                 ctx.note("the Anthropic key could not be read here, so whether it changed is unknown")
                 return []
             raise ConfigError("no Anthropic API key was read for this deploy")
-        paths = [layout.api_key_file, layout.pepper_file]
+        paths = [layout.api_key_file, layout.pepper_file, *state_paths(ctx)]
         digests = parse_sha256(ctx.fact(host_cli.file_sha256(paths)).text)
         stats = parse_file_stats(ctx.fact(host_cli.file_stats(paths)).text)
         group = layout.secrets_group
@@ -75,13 +76,20 @@ class SecretsStep(Step):
                 )
             )
         pepper_stat = stats.get(layout.pepper_file)
+        state_ok = {p: (st.mode, st.uid, st.gid) == wanted for p, st in stats.items()}
+        changes += state_file_changes(ctx, digests, mode=SECRET_MODE, owner=owner, wanted_ok=state_ok)
+        shared = ctx.cfg.state is not None
+        if shared and (pepper_stat is None or pepper_stat.kind == "regular file"):
+            # Shared state: every host holds the fleet's pepper (see deploy/state_secrets.py).
+            changes += pepper_change(ctx, digests, mode=SECRET_MODE, owner=owner, exists=pepper_stat is not None)
         if pepper_stat is None:
-            changes.append(
-                Change(
-                    f"create the client-key pepper ({layout.pepper_file}, {where})",
-                    (Put(layout.pepper_file, new_pepper().reveal_bytes(), SECRET_MODE, owner),),
+            if not shared:
+                changes.append(
+                    Change(
+                        f"create the client-key pepper ({layout.pepper_file}, {where})",
+                        (Put(layout.pepper_file, new_pepper().reveal_bytes(), SECRET_MODE, owner),),
+                    )
                 )
-            )
         elif pepper_stat.kind != "regular file":
             raise ConfigError(f"{layout.pepper_file} is a {pepper_stat.kind}, not a file; remove it and deploy again")
         elif (pepper_stat.mode, pepper_stat.uid, pepper_stat.gid) != wanted:

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from claudegate.deploy import docker_cli
 from claudegate.deploy.context import Context
+from claudegate.deploy.docker_cli import ContainerSpec
 from claudegate.deploy.engine import Call, Change, Run, Step
 from claudegate.deploy.services import (
     container_matches,
     create_ops,
-    gateway_spec_for,
+    gateway_specs_for,
     inspect,
     wait_gateway_ready,
 )
@@ -33,31 +34,33 @@ class GatewayStep(Step):
         release = ctx.state.release
         if release is None:
             raise ConfigError("no release to start")
-        spec = gateway_spec_for(ctx, release)
+        changes: list[Change] = []
+        specs = gateway_specs_for(ctx, release)
+        for replica, spec in enumerate(specs, 1):
+            what = f"gateway {release.gateway_id}" + (f" (replica {replica} of {len(specs)})" if len(specs) > 1 else "")
+            changes += self._replica(ctx, what, release.gateway_image, spec)
+        return changes
+
+    def _replica(self, ctx: Context, what: str, image: str, spec: ContainerSpec) -> list[Change]:
         name = spec.name
         state = None if ctx.facts.docker_missing else inspect(ctx, name)
         # A Call: a wait loop, which removes a gateway that crashes instead of getting ready.
         ready = Call(f"wait until {name} is ready", lambda c: self._wait(c, name))
         if state is None:
             beside = " beside the one serving now" if ctx.facts.current is not None else ""
-            return [
-                Change(
-                    f"start gateway {release.gateway_id} ({release.gateway_image}){beside}",
-                    (*create_ops(spec), ready),
-                )
-            ]
+            return [Change(f"start {what} ({image}){beside}", (*create_ops(spec), ready))]
         if not container_matches(state, spec):
             remove = Run(tuple(docker_cli.container_remove(name)))
             return [
                 Change(
-                    f"recreate gateway {release.gateway_id} (its container settings changed)",
+                    f"recreate {what} (its container settings changed)",
                     (remove, *create_ops(spec), ready),
                 )
             ]
         if not state.running:
             return [
                 Change(
-                    f"start the stopped gateway {release.gateway_id}",
+                    f"start the stopped {what}",
                     (Run(tuple(docker_cli.container_start(name))), ready),
                 )
             ]

@@ -10,6 +10,7 @@ from claudegate.deploy.steps.files import ReleaseStep, SecretsStep, TLSStep
 from claudegate.deploy.steps.gateway import GatewayStep
 from claudegate.deploy.steps.host import ConnectStep, DockerStep, LayoutStep, LockStep, UnlockStep
 from claudegate.deploy.steps.images import ImagesStep
+from claudegate.deploy.steps.migrate import MigrateStep
 from claudegate.deploy.steps.network import NetworksStep
 from claudegate.deploy.steps.renewal import RenewalStep
 from claudegate.deploy.steps.rollback import RollbackStep
@@ -32,6 +33,7 @@ STEP_TYPES: dict[str, type[Step]] = {
         ReleaseStep,
         ImagesStep,
         NetworksStep,
+        MigrateStep,
         GatewayStep,
         ClientsStep,
         SwitchStep,

@@ -16,7 +16,7 @@ from claudegate.deploy.audit_run import audit_deployment, connector_keys_and_log
 from claudegate.deploy.context import Context
 from claudegate.deploy.engine import Step
 from claudegate.deploy.release import parse_manifest
-from claudegate.deploy.services import gateway_spec_for, inspect, switch_nginx, wait_gateway_ready
+from claudegate.deploy.services import gateway_specs_for, inspect, switch_nginx, wait_gateway_ready
 from claudegate.deploy.smoke_target import target_for
 from claudegate.deploy.steps.clients import SMOKE_CLIENT, keys_dir, read_saved_key
 from claudegate.errors import Cancelled, ClaudegateError, DeployFailed, SmokeTestFailed
@@ -127,23 +127,24 @@ class SmokeStep(Step):
         good = parse_manifest(fallback, manifest)
         ctx.note(f"{reason}; switching nginx back to release {fallback}")
         try:
-            spec = gateway_spec_for(ctx, good)
-            state = inspect(ctx, spec.name)
-            if state is not None and not state.running:
-                ctx.run(docker_cli.container_start(spec.name))
-                wait_gateway_ready(ctx, spec.name)
+            for spec in gateway_specs_for(ctx, good):
+                state = inspect(ctx, spec.name)
+                if state is not None and not state.running:
+                    ctx.run(docker_cli.container_start(spec.name))
+                    wait_gateway_ready(ctx, spec.name)
             switch_nginx(ctx, fallback, ctx.facts.previous if ctx.facts.previous != fallback else None)
         except ClaudegateError as exc:
             raise DeployFailed(
                 f"{reason} and switching back to {fallback} failed too: {exc}"
             ) from exc
         if good.gateway_id != release.gateway_id:
-            failed_gateway = ctx.layout.gateway_container(release.gateway_id)
-            # A rollback's target stays (stopped) for another try; a new release's gateway goes.
-            if ctx.options.playbook == "rollback":
-                ctx.run(docker_cli.container_stop(failed_gateway), check=False, timeout=90)
-            else:
-                ctx.run(docker_cli.container_remove(failed_gateway), check=False)
+            for spec in gateway_specs_for(ctx, release):
+                failed_gateway = spec.name
+                # A rollback's target stays (stopped) for another try; a new release's gateway goes.
+                if ctx.options.playbook == "rollback":
+                    ctx.run(docker_cli.container_stop(failed_gateway), check=False, timeout=90)
+                else:
+                    ctx.run(docker_cli.container_remove(failed_gateway), check=False)
         if ctx.state.journal is not None:
             ctx.state.journal.finish(f"{reason}; switched back to {fallback}")
             ctx.save_journal()

@@ -1,0 +1,330 @@
+"""End to end: one deploy.yaml, two fresh servers (``hosts:``), Redis and PostgreSQL shared (``state:``).
+
+Two "fresh server" containers on one bridge network; Redis and PostgreSQL
+(Debian's packages) run on this machine and listen on the bridge's address,
+so the gateways on both servers reach them through each server's NAT, like
+managed services on a private network. The module shares one fleet and the
+tests build on each other, in file order: plan on both fresh hosts (nothing
+changes) -> one deploy rolls both, each smoke-tested -> a key works on both
+-> a limit of N rpm admits exactly N of 2N parallel requests sent through
+both hosts -> a key revoked through one host is refused by the other within
+1 s -> a new release whose second host cannot reach PostgreSQL rolls the
+first host back to the release it served before.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import shutil
+import ssl
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from claudegate.cli.app import app
+from claudegate.config import DeployConfig
+from claudegate.deploy.api import connector_for, deploy_hosts
+from claudegate.deploy.fleet import FleetResult
+from claudegate.deploy.gateway_keys import run_gateway_keys
+from claudegate.errors import DeployFailed
+from tests.deploy.support import DOMAIN, host_snapshot, sdk_client, timer, write_config, write_secret
+from tests.support.fake_anthropic import FakeProcess, spawn_fake
+from tests.support.fresh_server import FreshServer, start_fresh_servers
+from tests.support.state_services import PostgresServer, RedisServer
+
+pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.timeout(900)]
+
+CANARY = "sk-ant-api03-CANARY-" + secrets.token_hex(20)
+LIMITED_RPM = 4
+TIMINGS: dict[str, float] = {}
+
+
+@dataclass
+class Fleet:
+    servers: list[FreshServer]
+    redis: RedisServer
+    postgres: PostgresServer
+    fake: FakeProcess
+    dir: Path
+    base: dict[str, Any]
+
+    def cfg(self, name: str = "deploy.yaml", **sections: Any) -> DeployConfig:
+        return write_config(self.dir, {**self.base, **sections}, name)
+
+    def sh(self, server: FreshServer, script: str) -> str:
+        return server.exec(["sh", "-c", script])[1].decode(errors="replace")
+
+    def current(self, server: FreshServer) -> str:
+        return self.sh(server, "readlink /opt/claudegate/releases/current").strip()
+
+    def client(self, server: FreshServer, key: str) -> Any:
+        return sdk_client(server.ip, 443, self.dir / "state" / "ca.pem", key)
+
+    def deploy(self, cfg: DeployConfig, *, dry_run: bool = False) -> FleetResult:
+        return deploy_hosts(cfg, connector_for, dry_run=dry_run)
+
+
+def _target(server: FreshServer, known_hosts: Path) -> dict[str, Any]:
+    return {
+        "host": server.ip,
+        "user": server.user,
+        "ssh_key": str(server.key_path),
+        "known_hosts": str(known_hosts),
+        "host_key_fingerprint": server.host_key_fingerprint,
+    }
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    directory = tmp_path_factory.mktemp("fleet")
+    with start_fresh_servers(directory, 2) as servers:
+        bridge = servers[0].host_address
+        subnet = bridge.rsplit(".", 1)[0] + ".0/24"
+        # Not under pytest's tmp_path: postgres runs as its own user and must reach its directory.
+        redis = RedisServer(Path(tempfile.mkdtemp(prefix="cg-fleet-redis-", dir="/tmp")), also_bind=bridge).start()
+        postgres = PostgresServer(
+            Path(tempfile.mkdtemp(prefix="cg-fleet-pg-", dir="/tmp")), also_bind=(bridge, subnet)
+        ).start()
+        fake = spawn_fake("0.0.0.0:0", api_keys=[CANARY], event_delay=0.01)
+        try:
+            known = directory / "known_hosts"
+            base = {
+                "hosts": [_target(s, known) for s in servers],
+                "domain": DOMAIN,
+                "tls": {"mode": "internal-ca"},
+                "upstream": {
+                    "base_url": f"http://{bridge}:{fake.url.rsplit(':', 1)[1]}",
+                    "api_key_file": str(write_secret(directory / "anthropic_api_key", CANARY)),
+                },
+                "clients": [{"name": "team-a"}, {"name": "limited", "rpm": LIMITED_RPM}],
+                "limits": {"per_ip": {"rate": "50r/s", "burst": 20}},
+                "state": {
+                    "redis": {"url": redis.url, "password_file": str(redis.password_file)},
+                    "postgres": {"url": postgres.url, "password_file": str(postgres.password_file), "tls": "disable"},
+                },
+                "state_dir": str(directory / "state"),
+            }
+            yield Fleet(servers, redis, postgres, fake, directory, base)
+        finally:
+            fake.stop()
+            redis.stop()
+            postgres.stop()
+            shutil.rmtree(redis.workdir, ignore_errors=True)
+            shutil.rmtree(postgres.workdir, ignore_errors=True)
+            if TIMINGS:
+                print("\nfleet timings:", {k: round(v, 1) for k, v in TIMINGS.items()})
+
+
+@pytest.fixture(scope="module")
+def keys() -> dict[str, str]:
+    return {}
+
+
+def test_plan_shows_every_host_and_changes_nothing(fleet: Fleet) -> None:
+    fleet.cfg()
+    before = [host_snapshot(s.exec) for s in fleet.servers]
+    # The CLI, as an operator runs it: the session opens each host's verified connection.
+    run = CliRunner().invoke(app, ["plan", "--config", str(fleet.dir / "deploy.yaml")])
+    assert run.exit_code == 0, run.output
+    assert [host_snapshot(s.exec) for s in fleet.servers] == before
+    text = run.stdout
+    assert all(f"deploy on {s.user}@{s.ip}" in text or s.ip in text for s in fleet.servers), text
+    assert "[host 1/2]" in text and "[host 2/2]" in text
+    assert text.count("install docker.io") == 2
+    assert "fleet's client-key pepper" in text
+    assert "upload the Redis password" in text and "upload the PostgreSQL password" in text
+    assert CANARY not in text and fleet.redis.password not in text and fleet.postgres.password not in text
+
+
+def test_one_deploy_rolls_both_hosts_each_smoke_tested(fleet: Fleet, keys: dict[str, str]) -> None:
+    with timer() as took:
+        result = fleet.deploy(fleet.cfg())
+    TIMINGS["fresh 2-host deploy"] = took["seconds"]
+    assert len(result.hosts) == 2
+    for host in result.hosts:
+        assert host.smoke is not None and host.smoke.ok, host.smoke.table() if host.smoke else None
+    # One release everywhere; the schema was migrated once, by the first host.
+    assert {fleet.current(s) for s in fleet.servers} == {result.release_id}
+    migrated = [[n for n in r.notes if n.startswith("migrate: migrating")] for r in result.hosts]
+    assert len(migrated[0]) == 1 and migrated[1] == [], migrated
+    versions = fleet.postgres._psql(fleet.postgres.database, "SELECT count(*) FROM schema_version").stdout
+    assert int(versions.split()[2]) >= 2, versions
+    # The clients were made once (the second host found them in PostgreSQL): their keys came back from host 1.
+    assert set(result.new_client_keys) == {"team-a", "limited"}
+    assert set(result.hosts[0].new_client_keys) == {"team-a", "limited"} and not result.hosts[1].new_client_keys
+    keys.update({name: key.reveal() for name, key in result.new_client_keys.items()})
+    # Every host holds the same pepper, the state secrets are root's and the gateway's group's.
+    peppers = {fleet.sh(s, "sha256sum /opt/claudegate/shared/secrets/key_pepper").split()[0] for s in fleet.servers}
+    assert len(peppers) == 1
+    for server in fleet.servers:
+        listing = fleet.sh(server, "stat -c '%a %U %n' /opt/claudegate/shared/secrets/*_password")
+        assert listing.count("640 root") == 2, listing
+        assert fleet.redis.password not in fleet.sh(server, "cat /opt/claudegate/gateways/*/gateway.yaml")
+
+
+def test_status_shows_every_host(fleet: Fleet) -> None:
+    run = CliRunner().invoke(app, ["status", "--config", str(fleet.dir / "deploy.yaml"), "--json"])
+    assert run.exit_code == 0, run.output
+    hosts = json.loads(run.stdout)["hosts"]
+    assert [h["current_release"] for h in hosts] == [fleet.current(s) for s in fleet.servers]
+    assert all(s.ip in h["target"] for h, s in zip(hosts, fleet.servers, strict=True))
+
+
+def test_a_key_created_by_the_deploy_works_on_both_hosts(fleet: Fleet, keys: dict[str, str]) -> None:
+    time.sleep(0.5)  # the smoke test's burst filled this machine's per-address bucket
+    for server in fleet.servers:
+        reply = fleet.client(server, keys["team-a"]).messages.create(
+            model="claude-haiku-4-5", max_tokens=16, messages=[{"role": "user", "content": "reply with 3 words"}]
+        )
+        assert reply.content[0].type == "text"
+
+
+def _post(server: FreshServer, ca: Path, key: str) -> int:
+    with httpx.Client(verify=ssl.create_default_context(cafile=str(ca)), timeout=30, trust_env=False) as client:
+        response = client.post(
+            f"https://{server.ip}/v1/messages",
+            headers={"host": DOMAIN, "x-api-key": key, "anthropic-version": "2023-06-01"},
+            json={"model": "claude-haiku-4-5", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]},
+            extensions={"sni_hostname": DOMAIN},
+        )
+        return response.status_code
+
+
+def _stream(server: FreshServer, ca_file: Path, key: str, marker: str) -> bytes:
+    ca = ssl.create_default_context(cafile=str(ca_file))
+    body = {"model": "claude-haiku-4-5", "max_tokens": 32, "stream": True,
+            "messages": [{"role": "user", "content": f"reply with 12 words {marker}"}]}  # fmt: skip
+    received = bytearray()
+    with httpx.Client(verify=ca, timeout=120, trust_env=False) as client, client.stream(
+        "POST", f"https://{server.ip}/v1/messages", json=body, extensions={"sni_hostname": DOMAIN},
+        headers={"host": DOMAIN, "x-api-key": key, "anthropic-version": "2023-06-01"},
+    ) as response:
+        assert response.status_code == 200, response.read()
+        for chunk in response.iter_raw():
+            received += chunk
+    return bytes(received)
+
+
+def test_a_limit_of_n_rpm_admits_exactly_n_across_both_hosts(fleet: Fleet, keys: dict[str, str]) -> None:
+    ca = fleet.dir / "state" / "ca.pem"
+    total = 2 * LIMITED_RPM
+    start = threading.Barrier(total)
+    statuses: list[int] = []
+
+    def one(index: int) -> None:
+        server = fleet.servers[index % 2]
+        start.wait()
+        statuses.append(_post(server, ca, keys["limited"]))
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(total)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert sorted(statuses) == [200] * LIMITED_RPM + [429] * LIMITED_RPM, statuses
+
+
+def test_a_key_revoked_through_one_host_is_refused_by_the_other_within_a_second(fleet: Fleet) -> None:
+    cfg = fleet.cfg()
+    first, second = (cfg.for_host(h) for h in cfg.fleet)
+    ca = fleet.dir / "state" / "ca.pem"
+    with connector_for(first) as one:
+        key = run_gateway_keys(first, one, ["create", "temp-revoke"]).strip().splitlines()[-1]
+        time.sleep(0.3)
+        assert _post(fleet.servers[1], ca, key) == 200  # known (and cached) on the other host
+        run_gateway_keys(first, one, ["revoke", "temp-revoke"])
+        revoked = time.monotonic()
+    while True:
+        status = _post(fleet.servers[1], ca, key)
+        waited = time.monotonic() - revoked
+        if status == 401:
+            break
+        assert status == 200, status
+        assert waited < 1.0, "the other host still accepts the revoked key after 1 s"
+        time.sleep(0.05)
+    TIMINGS["revocation seen by the other host (s)"] = waited
+    assert waited < 1.0
+    del second
+
+
+def test_a_second_host_that_fails_rolls_the_first_back(fleet: Fleet, keys: dict[str, str]) -> None:
+    before = {s.ip: fleet.current(s) for s in fleet.servers}
+    assert len(set(before.values())) == 1
+    # The second host's containers cannot reach PostgreSQL: its new gateway cannot serve.
+    broken = fleet.servers[1]
+    pg_port = fleet.postgres.port
+    block = f"iptables -I DOCKER-USER -p tcp -d {broken.host_address} --dport {pg_port} -j REJECT"
+    code, out = broken.exec(["sh", "-c", block])
+    assert code == 0, out
+    # A long stream through the first host, opened before the roll: upstream pauses it for 40 s
+    # after its first events, so it is still open when the roll replaces that host's gateway.
+    marker = "stream-across-the-roll"
+    fleet.fake.control.fail(hang=True, seconds=40, mid_stream_after=3, body_contains=marker, count=1)
+    streamed: list[bytes] = []
+    ca_file = fleet.dir / "state" / "ca.pem"
+    stream = threading.Thread(target=lambda: streamed.append(_stream(fleet.servers[0], ca_file, keys["team-a"], marker)))
+    stream.start()
+    try:
+        time.sleep(2)  # the stream is open (and paused upstream)
+        # A new release (another body limit): the first host switches to it, the second fails.
+        cfg = fleet.cfg("new-release.yaml", limits={"per_ip": {"rate": "50r/s", "burst": 20}, "max_body_size": "16m"})
+        with pytest.raises(DeployFailed) as failed:
+            fleet.deploy(cfg)
+    finally:
+        broken.exec(["sh", "-c", block.replace("-I DOCKER-USER", "-D DOCKER-USER")])
+        stream.join(120)
+    # The replaced gateway drained it (limits.timeouts.drain): it ended as a stream ends.
+    assert streamed and b"event: message_stop" in streamed[0], streamed[0][-400:] if streamed else "no stream"
+    text = str(failed.value)
+    assert f"host 2/2 ({broken.ip}) failed" in text, text
+    assert f"rolled back to the release they served before: {fleet.servers[0].ip}" in text, text
+    # Both serve the release they served before, and the deployed key still works on both.
+    assert {s.ip: fleet.current(s) for s in fleet.servers} == before
+    time.sleep(0.5)
+    for server in fleet.servers:
+        assert _post(server, fleet.dir / "state" / "ca.pem", keys["team-a"]) == 200
+
+
+def test_two_replicas_per_host_and_one_killed_costs_no_request(fleet: Fleet, keys: dict[str, str]) -> None:
+    listing = "docker ps --filter label=org.claudegate.role=gateway --format '{{.Names}}'"
+    for server in fleet.servers:
+        assert len(fleet.sh(server, listing).split()) == 2, fleet.sh(server, listing)
+    server = fleet.servers[0]
+    first = min(fleet.sh(server, listing).split(), key=len)  # replica 1 (replica 2 is "...-r2")
+    # A crash, not a stop: SIGKILL to its process from the host. Docker would restart it at once;
+    # kept down here (restart policy off for the test) so every request below meets it dead.
+    fleet.sh(server, f"docker update --restart=no {first}")
+    pid = fleet.sh(server, f"docker inspect -f '{{{{.State.Pid}}}}' {first}").strip()
+    assert pid.isdigit() and pid != "0", pid
+    fleet.sh(server, f"kill -9 {pid}")
+    deadline = time.monotonic() + 10
+    while fleet.sh(server, f"docker inspect -f '{{{{.State.Running}}}}' {first}").strip() != "false":
+        assert time.monotonic() < deadline, "the replica did not die"
+        time.sleep(0.1)
+    ca = fleet.dir / "state" / "ca.pem"
+    started = time.monotonic()
+    statuses = [_post(server, ca, keys["team-a"]) for _ in range(20)]
+    TIMINGS["20 requests with a replica dead (s)"] = time.monotonic() - started
+    assert statuses == [200] * 20, statuses  # nginx found the dead one refusing and used the other
+    # Back to its policy; with it, Docker restarts a crashed replica by itself.
+    fleet.sh(server, f"docker update --restart=unless-stopped {first}")
+    fleet.sh(server, f"docker start {first}")
+    pid_before = fleet.sh(server, f"docker inspect -f '{{{{.State.Pid}}}}' {first}").strip()
+    assert pid_before.isdigit() and pid_before != "0", pid_before  # never "kill -9 0"
+    fleet.sh(server, f"kill -9 {pid_before}")
+    deadline = time.monotonic() + 30
+    while True:
+        running, pid = fleet.sh(server, f"docker inspect -f '{{{{.State.Running}}}} {{{{.State.Pid}}}}' {first}").split()
+        if running == "true" and pid not in (pid_before, "0"):
+            break
+        assert time.monotonic() < deadline, "the killed replica was not restarted"
+        time.sleep(0.2)
