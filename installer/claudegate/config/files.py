@@ -56,6 +56,8 @@ def check_secret_files(cfg: DeployConfig, *, environ: Mapping[str, str] | None =
                 problems += _plain_file(origin, ("tls", name), path)
     if cfg.state is not None:
         for engine, section in (("redis", cfg.state.redis), ("postgres", cfg.state.postgres)):
+            if section is None:
+                continue
             if section.password_file is not None:
                 problems += _secret_file(
                     origin, ("state", engine, "password_file"), section.password_file, f"the {engine} password"
@@ -64,6 +66,9 @@ def check_secret_files(cfg: DeployConfig, *, environ: Mapping[str, str] | None =
                 problems += _plain_file(origin, ("state", engine, "tls_ca_file"), section.tls_ca_file)
     if cfg.target.ssh_key is not None and not cfg.target.is_local:
         problems += _secret_file(origin, ("target", "ssh_key"), cfg.target.ssh_key, "the SSH private key")
+    state_host = cfg.state.host if cfg.state is not None else None
+    if state_host is not None and state_host.ssh_key is not None and not state_host.is_local:
+        problems += _secret_file(origin, ("state", "host", "ssh_key"), state_host.ssh_key, "the SSH private key")
     if problems:
         raise DeployConfigError(problems)
 

@@ -178,8 +178,8 @@ def _plaintext_to_public(url: str) -> bool:
 
 def _shared_state(cfg: DeployConfig) -> Iterator[RuleProblem]:
     state = cfg.state
-    if state is None:
-        return
+    if state is None or state.redis is None or state.postgres is None:
+        return  # state.host: claudegate deploys both on the private address (the model checked it)
     redis, pg = state.redis, state.postgres
     if redis.tls_ca_file is not None and not redis.url.startswith("rediss://"):
         yield RuleProblem(("state", "redis", "tls_ca_file"), "is set for a plain redis:// URL",
@@ -194,14 +194,6 @@ def _shared_state(cfg: DeployConfig) -> Iterator[RuleProblem]:
     if pg.tls_ca_file is not None and pg.tls != "verify-full":
         yield RuleProblem(("state", "postgres", "tls_ca_file"), f"is set but tls is {pg.tls}",
                           "set tls: verify-full, or remove tls_ca_file")  # fmt: skip
-    # Said last, after every problem in the section itself: the model is
-    # checked today, the multi-host deploy that uses it is still to come.
-    yield RuleProblem(
-        ("state",),
-        "deploying gateways on shared Redis and PostgreSQL is not supported by `deploy` yet"
-        " (the gateway supports it: its gateway.yaml state: section)",
-        "remove state: from deploy.yaml; see assets/gateway/README.md, 'Shared state'",
-    )
 
 
 def _ports(cfg: DeployConfig) -> Iterator[RuleProblem]:

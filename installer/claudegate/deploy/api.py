@@ -144,6 +144,14 @@ def _run(
     layout: HostLayout | None,
     options: RunOptions | None = None,
 ) -> DeployResult:
+    if playbook == "deploy" and cfg.state is not None:
+        # The multi-host rollout is what uses state:; until it is wired, a
+        # one-host deploy must not silently ignore it (and keep SQLite).
+        raise ConfigError(
+            "state: deploying gateways on shared Redis and PostgreSQL is not supported by `deploy` yet",
+            hint="remove state: to deploy one host on SQLite; `claudegate state deploy` sets up state.host,"
+            " `claudegate migrate-state` copies the keystore there (docs/deploy.md, 'Shared state')",
+        )
     started = time.monotonic()
     layout = layout or HostLayout()
     notes: list[str] = []
