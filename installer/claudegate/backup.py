@@ -55,7 +55,7 @@ from claudegate.keys import list_clients
 from claudegate.private_files import write_private
 from claudegate.redact import Secret
 
-__all__ = ["BackupResult", "RestoreResult", "create_backup", "read_passphrase", "restore_backup"]
+__all__ = ["BackupResult", "RestoreResult", "create_backup", "keystore_snapshot", "read_passphrase", "restore_backup"]
 
 MAGIC_PLAIN = b"claudegate-backup 1 tar\n"
 MAGIC_SEALED = b"claudegate-backup 1 scrypt-fernet\n"
@@ -205,6 +205,14 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
+def keystore_snapshot(cfg: DeployConfig, connector: Connector, container: str) -> bytes:
+    """A consistent copy of the live SQLite keystore, taken inside the serving gateway ``container``."""
+    return _host(
+        cfg, connector, docker_cli.exec_in(container, [*GATEWAY_PYTHON[:1], "-c", _SNAPSHOT, GATEWAY_KEYSTORE]),
+        "the keystore snapshot",
+    )  # fmt: skip
+
+
 def create_backup(
     cfg: DeployConfig,
     connector: Connector,
@@ -218,10 +226,7 @@ def create_backup(
     layout = layout or HostLayout()
     sudo = uses_sudo(cfg, connector)
     container = serving_gateway_container(cfg, connector, layout)
-    keystore = _host(
-        cfg, connector, docker_cli.exec_in(container, [*GATEWAY_PYTHON[:1], "-c", _SNAPSHOT, GATEWAY_KEYSTORE]),
-        "the keystore snapshot",
-    )  # fmt: skip
+    keystore = keystore_snapshot(cfg, connector, container)
     pepper = connector.get_file(layout.pepper_file, sudo=sudo)
     if not pepper:
         raise BackupError(f"{layout.pepper_file} is missing on {connector.target}", hint="deploy first")
