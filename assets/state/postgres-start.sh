@@ -16,7 +16,6 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
   {
     echo "local all all scram-sha-256"
     for net in 10.0.0.0/8 172.16.0.0/12 192.168.0.0/16; do
-      echo "hostssl all all $net scram-sha-256"
       echo "host all all $net scram-sha-256"
     done
   } >"$PGDATA/pg_hba.conf"

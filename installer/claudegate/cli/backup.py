@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -20,6 +22,18 @@ PassEnvOpt = Annotated[
     str | None,
     typer.Option("--passphrase-env", metavar="VAR", help="... or with the one in this environment variable"),
 ]
+
+
+@contextlib.contextmanager
+def _state_host(cfg: Any, accept_host_key: str | None) -> Iterator[Any]:
+    """A verified connection to state.host when the config has one (its PostgreSQL is backed up too)."""
+    if cfg.state is None or cfg.state.host is None:
+        yield None
+        return
+    from claudegate.deploy.state_host import state_config
+
+    with connect(state_config(cfg), accept_host_key) as conn:
+        yield conn
 
 
 def backup_command(
@@ -47,8 +61,8 @@ def backup_command(
 
         passphrase = read_passphrase(passphrase_file, passphrase_env)
         cfg = load(config)
-        with connect(cfg, accept_host_key) as conn:
-            result = create_backup(cfg, conn, out, passphrase=passphrase, force=force)
+        with connect(cfg, accept_host_key) as conn, _state_host(cfg, accept_host_key) as state_conn:
+            result = create_backup(cfg, conn, out, passphrase=passphrase, force=force, state_connector=state_conn)
         print(result.text())
 
     run(body)
@@ -79,8 +93,8 @@ def restore_command(
             f"Replace the keystore and pepper on {cfg.target.host} with {source}?", default=False
         ):
             raise typer.Exit(1)
-        with connect(cfg, accept_host_key) as conn:
-            result = restore_backup(cfg, conn, source, passphrase=passphrase)
+        with connect(cfg, accept_host_key) as conn, _state_host(cfg, accept_host_key) as state_conn:
+            result = restore_backup(cfg, conn, source, passphrase=passphrase, state_connector=state_conn)
         print(result.text())
         output.err("next: claudegate deploy --config ... (converges clients, re-keys the smoke test)")
 

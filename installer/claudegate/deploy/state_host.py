@@ -62,9 +62,11 @@ __all__ = [
     "StateEngine",
     "addresses_fact",
     "deploy_state_host",
+    "dump_postgres",
     "engine_spec",
     "operator_password",
     "pick_private_address",
+    "restore_postgres",
     "state_endpoints",
 ]
 
@@ -120,10 +122,50 @@ REDIS = StateEngine(
 )  # fmt: skip
 POSTGRES = StateEngine(
     "postgres", 10002, "/var/lib/postgresql/data",
-    "PGPASSWORD=$(cat /run/secrets/postgres_password) exec psql -h \"$BIND\" -p \"$PORT\" -U claudegate"
+    "PGPASSWORD=$(cat /run/secrets/postgres_password) exec /usr/local/lib/pgbin/psql -h \"$BIND\" -p \"$PORT\" -U claudegate"
     " -d claudegate -Atc 'SELECT 1'",
 )  # fmt: skip
 ENGINES = (REDIS, POSTGRES)
+
+
+# pg_dump / pg_restore of the claudegate database, run inside the PostgreSQL
+# container (its own binaries: the server's version), over the private address
+# with the password from the mounted file. The dump is PostgreSQL's custom
+# format on stdout; the restore reads it on stdin and replaces what is there,
+# in one transaction (a failed restore leaves the database as it was).
+_PG_DUMP = (
+    'PGPASSWORD=$(cat /run/secrets/postgres_password) exec /usr/local/lib/pgbin/pg_dump -h "$BIND" -p "$PORT"'
+    " -U claudegate -d claudegate --format=custom --no-owner"
+)
+_PG_RESTORE = (
+    'PGPASSWORD=$(cat /run/secrets/postgres_password) exec /usr/local/lib/pgbin/pg_restore -h "$BIND" -p "$PORT"'
+    " -U claudegate -d claudegate --clean --if-exists --single-transaction --no-owner --exit-on-error"
+)
+
+
+def pg_dump_argv() -> list[str]:
+    return docker_cli.exec_in(POSTGRES.container, ["sh", "-c", _PG_DUMP])
+
+
+def pg_restore_argv() -> list[str]:
+    return docker_cli.exec_in(POSTGRES.container, ["sh", "-c", _PG_RESTORE], stdin=True)
+
+
+def dump_postgres(cfg: DeployConfig, connector: Connector) -> bytes:
+    """``pg_dump`` of the state host's database (custom format); ``connector`` reaches ``state.host``."""
+    sudo = bool(_host(cfg).sudo) and not connector.is_root
+    done = connector.run(pg_dump_argv(), sudo=sudo, timeout=900, check=False)
+    if not done.ok or not done.stdout.startswith(b"PGDMP"):
+        connector.raise_failed(pg_dump_argv(), done)
+    return done.stdout
+
+
+def restore_postgres(cfg: DeployConfig, connector: Connector, dump: bytes) -> None:
+    """Load a :func:`dump_postgres` dump into the state host's database, replacing what it holds."""
+    if not dump.startswith(b"PGDMP"):
+        raise ConfigError("the PostgreSQL dump is not pg_dump's custom format; nothing was restored")
+    sudo = bool(_host(cfg).sudo) and not connector.is_root
+    connector.run(pg_restore_argv(), input=dump, sudo=sudo, timeout=900)
 
 
 def _host(cfg: DeployConfig) -> StateHost:
