@@ -91,7 +91,7 @@ def test_the_state_host_is_the_target_of_its_own_run(make_cfg: ConfigFactory, tm
     cfg = _with_host(make_cfg, tmp_path)
     seen = state_config(cfg)
     assert seen.target.host == "10.214.3.2" and cfg.target.host == "203.0.113.10"
-    with pytest.raises(ConfigError, match="endpoints.json is missing") as info:
+    with pytest.raises(ConfigError, match=r"endpoints\.json is missing") as info:
         state_endpoints(cfg)  # nothing recorded yet: migrate-state says what to run first
     assert "claudegate state deploy" in (info.value.hint or "")
     plain = make_cfg()
