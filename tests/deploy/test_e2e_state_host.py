@@ -300,10 +300,28 @@ def test_migrate_state_moves_the_sqlite_host_and_the_same_keys_work_on_the_state
         )  # fmt: skip
         assert int(row.stdout.split()[0]) >= usage["team-a"]  # today's usage came along (and grew by the calls above)
 
+        # backup carries a pg_dump of the state host's database.
+        saved = env.dir / "with-postgres.cgbackup"
+        made = runner.invoke(app, ["backup", "--config", str(moved_path), "--out", str(saved)])
+        assert made.exit_code == 0 and "postgres.dump" in made.output, made.output
+
         # A client made on the state tier since: the target now differs from B's keystore.
         gw.cli("keys", "create", "made-elsewhere")
         refused = runner.invoke(app, ["migrate-state", "--config", str(moved_path)])
         assert refused.exit_code != 0
         assert "already holds different data" in refused.output and "made-elsewhere" in refused.output
+        assert "nothing was copied" in refused.output
+
+        # restore loads the dump back: the database is what it was at the backup.
+        back = runner.invoke(app, ["restore", "--config", str(moved_path), "--from", str(saved), "--yes"])
+        assert back.exit_code == 0 and "PostgreSQL (state host)" in back.output, back.output
+        names = subprocess.run(
+            ["psql", "-h", env.private, "-U", "claudegate", "-d", "claudegate", "-Atc", "SELECT name FROM clients"],
+            capture_output=True, text=True, timeout=30, check=True,
+            env={**os.environ, "PGPASSWORD": (op / "postgres_password").read_text().strip()},
+        ).stdout.split()  # fmt: skip
+        assert "made-elsewhere" not in names and {"team-a", "team-b"} <= set(names)
+        after = runner.invoke(app, ["migrate-state", "--config", str(moved_path)])
+        assert after.exit_code == 0 and "copied 0 clients" in after.output, after.output
     finally:
         gw.stop()
