@@ -1,7 +1,8 @@
 # Starts PostgreSQL listening on $BIND only. First start: a cluster whose
 # superuser `claudegate` has the password from the file (scram-sha-256), a
 # database `claudegate`, and connections accepted from private ranges only,
-# always with the password. Every start sets the password from the file
+# always with the password; no Unix socket (the root file system is
+# read-only, and every client comes over TCP). Every start sets the password from the file
 # again (the file is the truth), through single-user mode's stdin: never argv.
 set -eu
 : "${BIND:?BIND: the private address to listen on}"
@@ -14,7 +15,6 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
   "$bin/initdb" -D "$PGDATA" -U claudegate --pwfile=/run/secrets/postgres_password \
     --auth-local=scram-sha-256 --auth-host=scram-sha-256 -E UTF8 >/dev/null
   {
-    echo "local all all scram-sha-256"
     for net in 10.0.0.0/8 172.16.0.0/12 192.168.0.0/16; do
       echo "host all all $net scram-sha-256"
     done
@@ -23,4 +23,4 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
 fi
 echo "ALTER ROLE claudegate PASSWORD '$pw';" | "$bin/postgres" --single -D "$PGDATA" postgres >/dev/null
 exec "$bin/postgres" -D "$PGDATA" -c listen_addresses="$BIND" -c port="$PORT" \
-  -c unix_socket_directories=/run/postgresql -c password_encryption=scram-sha-256
+  -c unix_socket_directories= -c password_encryption=scram-sha-256
