@@ -116,3 +116,17 @@ def test_migrate_state_sends_the_password_on_stdin_never_in_argv(make_cfg: Confi
     assert argv[argv.index("--user") + 1] == "10001:10001" and argv[argv.index("--network") + 1] == "host"
     with pytest.raises(ConfigError, match="state: is not set"):
         postgres_target(make_cfg())
+
+
+def test_the_state_commands_say_what_is_missing_before_connecting(make_cfg: ConfigFactory, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from claudegate.cli import app
+
+    make_cfg()  # writes tmp_path/cfg/deploy.yaml without state:
+    config = str(tmp_path / "cfg" / "deploy.yaml")
+    runner = CliRunner()
+    out = runner.invoke(app, ["state", "deploy", "--config", config])
+    assert out.exit_code == 2 and "state.host is not set" in out.output, out.output
+    out = runner.invoke(app, ["migrate-state", "--config", config])
+    assert out.exit_code == 2 and "state: is not set: there is nowhere to migrate to" in out.output, out.output

@@ -54,9 +54,10 @@ def migrate_state_command(
     """
 
     def body() -> None:
-        from claudegate.state_move import migrate_state
+        from claudegate.state_move import migrate_state, postgres_target
 
         cfg = load(config)
+        postgres_target(cfg)  # what is missing is said before connecting anywhere
         with connect(cfg, accept_host_key) as conn:
             result = migrate_state(cfg, conn)
         print(result.text())
