@@ -14,13 +14,18 @@ case "$pw" in *[!A-Za-z0-9_-]*|"") echo "claudegate-postgres: the password file 
 if [ ! -s "$PGDATA/PG_VERSION" ]; then
   "$bin/initdb" -D "$PGDATA" -U claudegate --pwfile=/run/secrets/postgres_password \
     --auth-local=scram-sha-256 --auth-host=scram-sha-256 -E UTF8 >/dev/null
-  {
-    for net in 10.0.0.0/8 172.16.0.0/12 192.168.0.0/16; do
-      echo "host all all $net scram-sha-256"
-    done
-  } >"$PGDATA/pg_hba.conf"
   echo "CREATE DATABASE claudegate OWNER claudegate;" | "$bin/postgres" --single -D "$PGDATA" postgres >/dev/null
 fi
+# Written at every start: TLS=1 turns every allowed line into hostssl (TLS or nothing).
+kind=host
+tls=""
+if [ -n "${TLS:-}" ]; then
+  kind=hostssl
+  tls="-c ssl=on -c ssl_cert_file=/run/secrets/tls.crt -c ssl_key_file=/run/secrets/tls.key"
+fi
+for net in 10.0.0.0/8 172.16.0.0/12 192.168.0.0/16; do
+  echo "$kind all all $net scram-sha-256"
+done >"$PGDATA/pg_hba.conf"
 echo "ALTER ROLE claudegate PASSWORD '$pw';" | "$bin/postgres" --single -D "$PGDATA" postgres >/dev/null
 exec "$bin/postgres" -D "$PGDATA" -c listen_addresses="$BIND" -c port="$PORT" \
-  -c unix_socket_directories= -c password_encryption=scram-sha-256
+  -c unix_socket_directories= -c password_encryption=scram-sha-256 $tls

@@ -43,15 +43,22 @@ __all__ = ["MigrateResult", "StateConflictError", "migrate_argv", "migrate_state
 #: The gateway's ``migrate-state`` exit status for "the target holds different data".
 EXIT_CONFLICT = 4
 
-# Inside the one-off container: the password is stdin's first line, the
-# snapshot the rest; both go to the container's tmpfs (umask 077). The
-# deployed gateway.yaml plus a state.postgres section is the config.
+# Inside the one-off container: stdin is the password (a line), the CA's
+# length in bytes (a line; 0: none), the CA, then the snapshot; all go to
+# the container's tmpfs (umask 077). The deployed gateway.yaml plus a
+# state.postgres section is the config.
 _SCRIPT = """set -eu
 umask 077
 IFS= read -r pw
+IFS= read -r calen
 printf '%s' "$pw" >/tmp/pg_password
+if [ "$calen" -gt 0 ]; then head -c "$calen" >/tmp/ca.pem; fi
 cat >/tmp/keys.db
-{ cat "$1"; printf '\\nstate:\\n  postgres:\\n    url: "%s"\\n    password_file: /tmp/pg_password\\n    tls: %s\\n' "$2" "$3"; } >/tmp/gateway.yaml
+{
+  cat "$1"
+  printf '\\nstate:\\n  postgres:\\n    url: "%s"\\n    password_file: /tmp/pg_password\\n    tls: %s\\n' "$2" "$3"
+  if [ "$calen" -gt 0 ]; then printf '    tls_ca_file: /tmp/ca.pem\\n'; fi
+} >/tmp/gateway.yaml
 exec "$4" -m claudegate_gateway migrate-state --config /tmp/gateway.yaml --from /tmp/keys.db"""
 
 
@@ -69,8 +76,8 @@ class MigrateResult:
         return f"{self.source} -> {self.target}: {self.copied}"
 
 
-def postgres_target(cfg: DeployConfig) -> tuple[str, Secret, str]:
-    """``(url, password, tls)`` of the PostgreSQL that ``state:`` names (the URL, or the state host's)."""
+def postgres_target(cfg: DeployConfig) -> tuple[str, Secret, str, bytes]:
+    """``(url, password, tls, CA PEM or b"")`` of the PostgreSQL that ``state:`` names (the URL, or the state host's)."""
     state = cfg.state
     if state is None:
         raise ConfigError(
@@ -78,19 +85,23 @@ def postgres_target(cfg: DeployConfig) -> tuple[str, Secret, str]:
             hint="add state: (host: for claudegate to deploy Redis and PostgreSQL, or redis:/postgres: URLs)",
         )
     if state.host is not None:
-        return state_endpoints(cfg).postgres_url, operator_password(cfg, "postgres"), "disable"
+        ends = state_endpoints(cfg)
+        ca = _read(ends.tls_ca_file, "state_dir/state/ca.pem") if ends.tls_ca_file is not None else b""
+        return ends.postgres_url, operator_password(cfg, "postgres"), ends.postgres_tls, ca
     pg = state.postgres
     assert pg is not None  # the model: host, or both URLs
-    if pg.tls_ca_file is not None:
-        raise ConfigError(
-            "state.postgres.tls_ca_file: migrate-state cannot bring a CA file into the gateway host yet",
-            hint="run the gateway's own migrate-state (claudegate-gateway migrate-state) where the CA is,"
-            " or use tls: require for the move",
-        )
     if pg.password_file is None:
         raise ConfigError("state.postgres.password_file: not set", hint="migrate-state needs the password")
-    password = Secret(Path(pg.password_file).expanduser().read_text().strip())
-    return pg.url, password, pg.tls
+    password = Secret(_read(Path(pg.password_file).expanduser(), "state.postgres.password_file").decode().strip())
+    ca = _read(Path(pg.tls_ca_file).expanduser(), "state.postgres.tls_ca_file") if pg.tls_ca_file else b""
+    return pg.url, password, pg.tls, ca
+
+
+def _read(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{what}: cannot read {path}: {exc.strerror}") from None
 
 
 def migrate_argv(image: str, serving: str, groups: list[str], url: str, tls: str) -> list[str]:
@@ -108,7 +119,7 @@ def migrate_argv(image: str, serving: str, groups: list[str], url: str, tls: str
 
 def migrate_state(cfg: DeployConfig, connector: Connector, *, layout: HostLayout | None = None) -> MigrateResult:
     """Copy the deployed one-host keystore into ``state:``'s PostgreSQL; see the module docstring."""
-    url, password, tls = postgres_target(cfg)
+    url, password, tls, ca = postgres_target(cfg)
     connector.add_secret(password)
     layout = layout or HostLayout()
     sudo = uses_sudo(cfg, connector)
@@ -122,7 +133,8 @@ def migrate_state(cfg: DeployConfig, connector: Connector, *, layout: HostLayout
     image = str(json.loads(image_json))
     groups = [str(g) for g in (json.loads(groups_json) or [])]
     argv = migrate_argv(image, serving, groups, url, tls)
-    done = connector.run(argv, input=password.reveal_bytes() + b"\n" + snapshot, sudo=sudo, timeout=600, check=False)
+    stdin = password.reveal_bytes() + b"\n" + str(len(ca)).encode() + b"\n" + ca + snapshot
+    done = connector.run(argv, input=stdin, sudo=sudo, timeout=600, check=False)
     if done.exit_status == EXIT_CONFLICT:
         message = connector.redact(done.stderr.decode(errors="replace")).strip().removeprefix("claudegate-gateway: ")
         raise StateConflictError(

@@ -107,8 +107,8 @@ def test_migrate_state_sends_the_password_on_stdin_never_in_argv(make_cfg: Confi
         "redis": {"url": "redis://10.0.0.5:6379/0"},
         "postgres": {"url": "postgresql://claudegate@10.0.0.5/claudegate", "password_file": str(pw), "tls": "require"},
     })  # fmt: skip
-    url, password, tls = postgres_target(cfg)
-    assert (url, password.reveal(), tls) == ("postgresql://claudegate@10.0.0.5/claudegate", "s3cret-pg-password", "require")
+    url, password, tls, ca = postgres_target(cfg)
+    assert (url, password.reveal(), tls, ca) == ("postgresql://claudegate@10.0.0.5/claudegate", "s3cret-pg-password", "require", b"")
     argv = migrate_argv("claudegate/gateway:abc", "claudegate-gateway-1", ["998"], url, tls)
     assert "s3cret-pg-password" not in " ".join(argv)
     assert argv[:4] == ["docker", "run", "--rm", "--interactive"]
@@ -130,3 +130,15 @@ def test_the_state_commands_say_what_is_missing_before_connecting(make_cfg: Conf
     assert out.exit_code == 2 and "state.host is not set" in out.output, out.output
     out = runner.invoke(app, ["migrate-state", "--config", config])
     assert out.exit_code == 2 and "state: is not set: there is nowhere to migrate to" in out.output, out.output
+
+
+def test_tls_mounts_the_engines_own_certificate_and_key_and_says_tls_in_the_environment() -> None:
+    spec = engine_spec(POSTGRES, "i", "10.0.0.5", 5432, "d1", "t1")
+    argv = create_argv(spec, "10.0.0.5", 5432)
+    joined = " ".join(argv)
+    assert "--volume /opt/claudegate-state/secrets/postgres_tls.key:/run/secrets/tls.key:ro" in joined
+    assert "--volume /opt/claudegate-state/secrets/postgres_tls.crt:/run/secrets/tls.crt:ro" in joined
+    assert "--env TLS=1" in joined
+    plain = create_argv(engine_spec(POSTGRES, "i", "10.0.0.5", 5432, "d1"), "10.0.0.5", 5432)
+    assert "TLS=1" not in " ".join(plain) and "tls.key" not in " ".join(plain)
+    assert spec.digest() != engine_spec(POSTGRES, "i", "10.0.0.5", 5432, "d1", "t2").digest()  # a new cert re-creates

@@ -730,6 +730,11 @@ class StateHost(Target):
     )
     redis_port: StrictInt = Field(default=6379, ge=1, le=65535, examples=[6379])
     postgres_port: StrictInt = Field(default=5432, ge=1, le=65535, examples=[5432])
+    tls: StrictBool = Field(
+        default=False,
+        examples=[False],
+        description="TLS to both, with a private CA made here (state_dir/state/ca.pem) for the private address",
+    )
 
 
 class SharedState(_Section):

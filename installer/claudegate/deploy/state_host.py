@@ -51,6 +51,7 @@ from claudegate.deploy.image_send import send_image
 from claudegate.deploy.layout import LABEL_INSTANCE, LABEL_ROLE, DirSpec, HostLayout
 from claudegate.deploy.steps.host import ConnectStep, DockerStep
 from claudegate.deploy.steps.images import operator_has_image
+from claudegate.deploy.tls_material import TLSMaterial, internal_ca
 from claudegate.errors import ConfigError, DeployFailed
 from claudegate.private_files import write_private
 from claudegate.redact import Secret
@@ -103,6 +104,11 @@ class StateEngine:
     def secret_in_container(self) -> str:
         return f"/run/secrets/{self.name}_password"
 
+    @property
+    def tls_on_host(self) -> tuple[str, str]:
+        """(certificate chain, private key) on the host, each the engine's own copy (PostgreSQL owns its key)."""
+        return f"{HOST_SECRETS}/{self.name}_tls.crt", f"{HOST_SECRETS}/{self.name}_tls.key"
+
     def context(self) -> BuildContext:
         state = ASSETS_DIR / "state"
         return BuildContext(
@@ -118,7 +124,8 @@ class StateEngine:
 # environment variable inside the container: never argv, never `docker exec -e`.
 REDIS = StateEngine(
     "redis", 10003, "/var/lib/redis",
-    'REDISCLI_AUTH=$(cat /run/secrets/redis_password) exec redis-cli --no-auth-warning -h "$BIND" -p "$PORT" ping',
+    "REDISCLI_AUTH=$(cat /run/secrets/redis_password) exec redis-cli ${TLS:+--tls --cacert /run/secrets/tls.crt}"
+    ' --no-auth-warning -h "$BIND" -p "$PORT" ping',
 )  # fmt: skip
 POSTGRES = StateEngine(
     "postgres", 10002, "/var/lib/postgresql/data",
@@ -211,10 +218,16 @@ class StateEndpoints:
     postgres_port: int
     redis_password_file: Path
     postgres_password_file: Path
+    #: With ``state.host.tls``: the private CA (state_dir/state/ca.pem) both certificates chain to.
+    tls_ca_file: Path | None = None
 
     @property
     def redis_url(self) -> str:
-        return f"redis://{self.address}:{self.redis_port}/0"
+        return f"{'rediss' if self.tls_ca_file else 'redis'}://{self.address}:{self.redis_port}/0"
+
+    @property
+    def postgres_tls(self) -> str:
+        return "verify-full" if self.tls_ca_file else "disable"
 
     @property
     def postgres_url(self) -> str:
@@ -237,6 +250,7 @@ def state_endpoints(cfg: DeployConfig) -> StateEndpoints:
         postgres_port=host.postgres_port,
         redis_password_file=operator_dir(cfg) / "redis_password",
         postgres_password_file=operator_dir(cfg) / "postgres_password",
+        tls_ca_file=operator_dir(cfg) / "ca.pem" if host.tls else None,
     )
 
 
@@ -293,8 +307,24 @@ def pick_private_address(text: str, named: ipaddress.IPv4Address | None, where: 
     return str(private[0])
 
 
-def engine_spec(engine: StateEngine, image: str, address: str, port: int, secret_digest: str) -> docker_cli.ContainerSpec:
-    """The container of one engine: host network, listening on ``address`` only, data on its named volume."""
+def engine_spec(
+    engine: StateEngine, image: str, address: str, port: int, secret_digest: str, tls_digest: str | None = None
+) -> docker_cli.ContainerSpec:
+    """The container of one engine: host network, listening on ``address`` only, data on its named volume.
+
+    ``tls_digest`` (a hash of the certificate and key): TLS on, with the engine's copies mounted.
+    """
+    mounts = [(engine.volume, engine.data, False), (engine.secret_on_host, engine.secret_in_container, True)]
+    labels = {
+        LABEL_INSTANCE: INSTANCE,
+        LABEL_ROLE: f"state-{engine.name}",
+        LABEL_SECRET: secret_digest,
+        "org.claudegate.bind": f"{address}:{port}",
+    }
+    if tls_digest is not None:
+        cert, key = engine.tls_on_host
+        mounts += [(cert, "/run/secrets/tls.crt", True), (key, "/run/secrets/tls.key", True)]
+        labels["org.claudegate.tls"] = tls_digest
     return docker_cli.ContainerSpec(
         name=engine.container,
         image=image,
@@ -303,24 +333,22 @@ def engine_spec(engine: StateEngine, image: str, address: str, port: int, secret
         network="host",
         user=f"{engine.uid}:{engine.uid}",
         tmpfs=("/tmp:rw,noexec,nosuid,size=16m",),  # noqa: S108 - private to the container
-        mounts=((engine.volume, engine.data, False), (engine.secret_on_host, engine.secret_in_container, True)),
+        mounts=tuple(mounts),
         memory="1g",
         cpus="1.0",
         args=(),
-        labels={
-            LABEL_INSTANCE: INSTANCE,
-            LABEL_ROLE: f"state-{engine.name}",
-            LABEL_SECRET: secret_digest,
-            "org.claudegate.bind": f"{address}:{port}",
-        },
+        labels=labels,
     )
 
 
 def create_argv(spec: docker_cli.ContainerSpec, address: str, port: int) -> list[str]:
-    """``docker create`` for ``spec`` with where to listen (``BIND``/``PORT``; not secret) in its environment."""
+    """``docker create`` for ``spec`` with where to listen (``BIND``/``PORT``, ``TLS``; not secret) in its environment."""
     argv = docker_cli.create_container(spec)
     at = argv.index(spec.image)
-    return [*argv[:at], "--env", f"BIND={address}", "--env", f"PORT={port}", *argv[at:]]
+    env = ["--env", f"BIND={address}", "--env", f"PORT={port}"]
+    if "org.claudegate.tls" in spec.labels:
+        env += ["--env", "TLS=1"]
+    return [*argv[:at], *env, *argv[at:]]
 
 
 # -- the steps ------------------------------------------------------------------------------
@@ -332,6 +360,10 @@ class StateRun:
 
     address: str = ""
     passwords: dict[str, Secret] = field(default_factory=dict)
+    tls: TLSMaterial | None = None  # state.host.tls: the private CA's server certificate for the address
+
+    def tls_files(self) -> tuple[bytes, bytes] | None:
+        return (self.tls.fullchain, self.tls.privkey) if self.tls is not None else None
 
 
 class AddressStep(Step):
@@ -359,14 +391,24 @@ class PasswordsStep(Step):
             changes.append(Change(f"create {HOST_SECRETS} (root's, 0700)",
                                   (Run(tuple(ensure_dir(DirSpec(HOST_ROOT, 0o755)))),
                                    Run(tuple(ensure_dir(DirSpec(HOST_SECRETS, 0o700)))))))  # fmt: skip
-        on_host = parse_sha256(ctx.fact(file_sha256([e.secret_on_host for e in ENGINES])).text)
+        host = ctx.cfg.target
+        assert isinstance(host, StateHost)
+        if host.tls and run.tls is None and not ctx.dry_run:
+            # A private CA for this address only (name-constrained to it), made once in state_dir/state.
+            run.tls = internal_ca(operator_dir(self.options["cfg"]), run.address)
+        wanted: dict[str, tuple[str, bytes, int]] = {}
         for engine in ENGINES:
-            secret = run.passwords[engine.name]
-            data = (secret.reveal() + "\n").encode()
-            if on_host.get(engine.secret_on_host) != hashlib.sha256(data).hexdigest():
-                owner = f"{engine.uid}:{engine.uid}"
-                changes.append(Change(f"write the {engine.name} password ({engine.secret_on_host}, 0600)",
-                                      (Put(engine.secret_on_host, data, 0o600, owner),)))  # fmt: skip
+            wanted[engine.secret_on_host] = (engine.name, (run.passwords[engine.name].reveal() + "\n").encode(), engine.uid)
+            files = run.tls_files()
+            if files is not None:
+                for path, data in zip(engine.tls_on_host, files, strict=True):
+                    wanted[path] = (engine.name, data, engine.uid)
+        on_host = parse_sha256(ctx.fact(file_sha256(list(wanted))).text)
+        for path, (name, data, uid) in wanted.items():
+            if on_host.get(path) != hashlib.sha256(data).hexdigest():
+                changes.append(Change(f"write {path} (the {name} secret, 0600)", (Put(path, data, 0o600, f"{uid}:{uid}"),)))
+        if host.tls and run.tls is None:
+            changes.append(Change("make the private CA and the TLS certificate for the private address"))
         return changes
 
 
@@ -411,7 +453,12 @@ class StateContainersStep(Step):
         for engine in ENGINES:
             port = host.redis_port if engine is REDIS else host.postgres_port
             digest = hashlib.sha256(run.passwords[engine.name].reveal_bytes()).hexdigest()[:16]
-            spec = engine_spec(engine, engine.context().tag(ctx.cfg.images.base_image), run.address, port, digest)
+            files = run.tls_files()
+            tls_digest = hashlib.sha256(b"".join(files)).hexdigest()[:16] if files is not None else None
+            if host.tls and files is None:
+                tls_digest = "to-be-made"  # a dry run: the certificate is made by a real one
+            image = engine.context().tag(ctx.cfg.images.base_image)
+            spec = engine_spec(engine, image, run.address, port, digest, tls_digest)
             found = parse_container(ctx.fact(docker_cli.container_inspect(engine.container)).text)
             create = (Run(tuple(create_argv(spec, run.address, port))), Run(tuple(docker_cli.container_start(spec.name))))
             if found is None:
@@ -462,16 +509,18 @@ class StateDeployResult:
         lines = [f"state host {self.target}: {done} {len(self.changes)}" + (": " if self.changes else " (no changes)")]
         lines += [f"  - {c}" for c in self.changes]
         lines.append(f"  Redis: {e.redis_url} (password: {e.redis_password_file})")
-        lines.append(f"  PostgreSQL: {e.postgres_url} (password: {e.postgres_password_file})")
+        lines.append(f"  PostgreSQL: {e.postgres_url} (password: {e.postgres_password_file}, tls: {e.postgres_tls})")
+        if e.tls_ca_file is not None:
+            lines.append(f"  CA for both (tls_ca_file): {e.tls_ca_file}")
         return "\n".join(lines)
 
 
-def state_steps(run: StateRun) -> Sequence[Step]:
+def state_steps(run: StateRun, cfg: DeployConfig) -> Sequence[Step]:
     return [
         ConnectStep(),
         DockerStep(),
         AddressStep(run=run),
-        PasswordsStep(run=run),
+        PasswordsStep(run=run, cfg=cfg),
         StateImagesStep(),
         StateContainersStep(run=run),
         StateReadyStep(),
@@ -497,10 +546,11 @@ def deploy_state_host(
         connector.add_secret(run.passwords[engine.name])
     ctx = Context(cfg=state_config(cfg), connector=connector, layout=HostLayout(), playbook="state",
                   dry_run=dry_run, reporter=reporter or null_reporter)  # fmt: skip
-    outcomes = run_steps(ctx, state_steps(run))
+    outcomes = run_steps(ctx, state_steps(run, cfg))
     endpoints = StateEndpoints(
         run.address, host.redis_port, host.postgres_port,
         operator_dir(cfg) / "redis_password", operator_dir(cfg) / "postgres_password",
+        operator_dir(cfg) / "ca.pem" if host.tls else None,
     )  # fmt: skip
     if not dry_run:
         write_private(operator_dir(cfg) / ENDPOINTS_FILE, json.dumps({"address": run.address}).encode())
