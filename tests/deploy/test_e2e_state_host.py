@@ -326,3 +326,33 @@ def test_migrate_state_moves_the_sqlite_host_and_the_same_keys_work_on_the_state
         assert after.exit_code == 0 and "copied 0 clients" in after.output, after.output
     finally:
         gw.stop()
+
+
+def test_tls_on_the_state_host_keeps_the_data_and_refuses_plain_text(env: Env) -> None:
+    section = env.state_section()
+    section["host"]["tls"] = True
+    _path, cfg = env.config("state-tls.yaml", state=section)
+    with connector_for(state_config(cfg)) as conn:
+        result = deploy_state_host(cfg, conn)
+    assert any("re-create claudegate-state-postgres" in c for c in result.changes), result.changes
+    ca = env.dir / "state" / "state" / "ca.pem"
+    assert result.endpoints.tls_ca_file == ca and result.endpoints.redis_url.startswith("rediss://")
+    pg_pw = (env.dir / "state" / "state" / "postgres_password").read_text().strip()
+
+    def psql(conninfo: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["psql", f"host={env.private} user=claudegate dbname=claudegate connect_timeout=5 {conninfo}", "-Atc",
+             "SELECT (SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()), count(*) FROM clients"],
+            capture_output=True, text=True, timeout=30, env={**os.environ, "PGPASSWORD": pg_pw},
+        )  # fmt: skip
+
+    verified = psql(f"sslmode=verify-full sslrootcert={ca}")
+    assert verified.returncode == 0, verified.stderr
+    ssl_on, clients = verified.stdout.strip().split("|")
+    assert ssl_on == "t" and int(clients) >= 3  # the data survived the re-create (named volume)
+    plain = psql("sslmode=disable")
+    assert plain.returncode != 0 and "no pg_hba.conf entry" in plain.stderr
+    redis_pw = (env.dir / "state" / "state" / "redis_password").read_text().strip()
+    assert env.resp_from_gateway_host(redis_pw).strip() == ""  # plain RESP gets nothing back on the TLS port
+    with connector_for(state_config(cfg)) as conn:
+        assert deploy_state_host(cfg, conn).changes == ()  # and it converged
