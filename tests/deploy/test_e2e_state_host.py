@@ -126,7 +126,7 @@ def _refused(address: str, port: int) -> bool:
 # Speaks RESP from B with bash's /dev/tcp: AUTH with the password, then PING.
 _RESP = """exec 3<>"/dev/tcp/$1/$2"
 printf 'AUTH %s\\r\\nPING\\r\\n' "$REDIS_PW" >&3
-timeout 5 head -c 64 <&3 || true"""
+timeout 3 cat <&3 || true"""  # cat writes as it reads (head's buffer dies with it on the timeout)
 
 
 @dataclass
@@ -153,8 +153,8 @@ class Env:
         container = self.client.containers.get(self.gw.container_id)
         result = container.exec_run(["bash", "-c", _RESP, "resp", self.private, "6379"],
                                     environment={"REDIS_PW": password}, demux=True)  # fmt: skip
-        out, _err = result.output
-        return (out or b"").decode(errors="replace")
+        out, err = result.output
+        return (out or b"").decode(errors="replace") + (f" [stderr: {err.decode(errors='replace')}]" if err else "")
 
 
 @pytest.fixture(scope="module")
