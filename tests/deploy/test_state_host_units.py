@@ -142,3 +142,25 @@ def test_tls_mounts_the_engines_own_certificate_and_key_and_says_tls_in_the_envi
     plain = create_argv(engine_spec(POSTGRES, "i", "10.0.0.5", 5432, "d1"), "10.0.0.5", 5432)
     assert "TLS=1" not in " ".join(plain) and "tls.key" not in " ".join(plain)
     assert spec.digest() != engine_spec(POSTGRES, "i", "10.0.0.5", 5432, "d1", "t2").digest()  # a new cert re-creates
+
+
+@pytest.mark.parametrize("tls", [False, True])
+def test_the_state_host_becomes_the_url_form_the_fleet_deploy_rolls_out(
+    make_cfg: ConfigFactory, tmp_path: Path, tls: bool
+) -> None:
+    import json
+
+    from claudegate.deploy.state_host import as_url_state
+
+    cfg = make_cfg(state={"host": {"host": "10.214.3.2", "user": "deploy", "tls": tls}})
+    op = Path(cfg.state_dir) / "state"
+    op.mkdir(parents=True)
+    (op / "endpoints.json").write_text(json.dumps({"address": "10.214.3.2"}))
+    state = as_url_state(cfg)
+    assert state.host is None and state.redis is not None and state.postgres is not None
+    assert state.redis.url == ("rediss" if tls else "redis") + "://10.214.3.2:6379/0"
+    assert state.postgres.url == "postgresql://claudegate@10.214.3.2:5432/claudegate"
+    assert state.redis.password_file == op / "redis_password" and state.postgres.password_file == op / "postgres_password"
+    assert state.postgres.tls == ("verify-full" if tls else "disable")
+    assert state.postgres.tls_ca_file == (op / "ca.pem" if tls else None)
+    cfg.model_copy(update={"state": state})  # what the fleet deploy takes

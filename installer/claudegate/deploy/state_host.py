@@ -37,7 +37,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from claudegate.config.model import DeployConfig, StateHost
+from claudegate.config.model import DeployConfig, SharedState, StateHost, StatePostgres, StateRedis
 from claudegate.connectors.base import Connector
 from claudegate.control.progress import Reporter, null_reporter
 from claudegate.deploy import docker_cli
@@ -62,6 +62,7 @@ __all__ = [
     "StateEndpoints",
     "StateEngine",
     "addresses_fact",
+    "as_url_state",
     "deploy_state_host",
     "dump_postgres",
     "engine_spec",
@@ -252,6 +253,21 @@ def state_endpoints(cfg: DeployConfig) -> StateEndpoints:
         postgres_password_file=operator_dir(cfg) / "postgres_password",
         tls_ca_file=operator_dir(cfg) / "ca.pem" if host.tls else None,
     )
+
+
+def as_url_state(cfg: DeployConfig) -> SharedState:
+    """``state.host`` as the URL form (what the fleet deploy already knows how to roll out).
+
+    After :func:`deploy_state_host`: ``cfg.model_copy(update={"state": as_url_state(cfg)})`` is the
+    config whose gateways use the state host, with the generated password files and (TLS) its CA.
+    """
+    ends = state_endpoints(cfg)
+    redis = StateRedis(url=ends.redis_url, password_file=ends.redis_password_file, tls_ca_file=ends.tls_ca_file)
+    postgres = StatePostgres(
+        url=ends.postgres_url, password_file=ends.postgres_password_file, tls=ends.postgres_tls,  # type: ignore[arg-type]
+        tls_ca_file=ends.tls_ca_file,
+    )  # fmt: skip
+    return SharedState(redis=redis, postgres=postgres)
 
 
 # -- facts and decisions ---------------------------------------------------------------
