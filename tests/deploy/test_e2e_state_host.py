@@ -176,7 +176,9 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
                 "domain": "gw.test",
                 "tls": {"mode": "internal-ca"},
                 "upstream": {"base_url": upstream, "api_key_file": str(key_file)},
-                "clients": [{"name": "team-a", "models": ["claude-haiku-*"]}, {"name": "team-b"}],
+                # A daily budget: the keystore keeps a day's usage for the clients that have one.
+                "clients": [{"name": "team-a", "models": ["claude-haiku-*"], "daily_tokens": 1_000_000},
+                            {"name": "team-b"}],
                 "state_dir": str(directory / "state"),
             }  # fmt: skip
             yield Env(directory, client, state, gw, fake, state.ip, _ip_on(client, state, public_net.name), base)
