@@ -136,7 +136,10 @@ def migrate_state(cfg: DeployConfig, connector: Connector, *, layout: HostLayout
     stdin = password.reveal_bytes() + b"\n" + str(len(ca)).encode() + b"\n" + ca + snapshot
     done = connector.run(argv, input=stdin, sudo=sudo, timeout=600, check=False)
     if done.exit_status == EXIT_CONFLICT:
-        message = connector.redact(done.stderr.decode(errors="replace")).strip().removeprefix("claudegate-gateway: ")
+        # The gateway's own line, not the log lines before it.
+        lines = connector.redact(done.stderr.decode(errors="replace")).strip().splitlines()
+        said = [line for line in lines if line.startswith("claudegate-gateway: ")] or lines[-1:]
+        message = said[-1].removeprefix("claudegate-gateway: ") if said else "the target holds different data"
         raise StateConflictError(
             message, hint="point state: at an empty database, or at the one an earlier migrate-state of this host filled"
         )

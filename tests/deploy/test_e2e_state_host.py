@@ -270,7 +270,8 @@ def test_migrate_state_moves_the_sqlite_host_and_the_same_keys_work_on_the_state
     # A gateway on A's Redis and PostgreSQL with B's pepper: the same keys work.
     _code, pepper = env.gw.exec(["cat", "/opt/claudegate/shared/secrets/key_pepper"])
     op = env.dir / "state" / "state"
-    gw: GatewayProc = make_gateway(env.dir / "pg-gateway", env.fake.url, CANARY, {"state": {
+    upstream = f"http://127.0.0.1:{env.fake.url.rsplit(':', 1)[1]}"
+    gw: GatewayProc = make_gateway(env.dir / "pg-gateway", upstream, CANARY, {"state": {
         "redis": {"url": f"redis://{env.private}:6379/0", "password_file": str(op / "redis_password")},
         "postgres": {"url": f"postgresql://claudegate@{env.private}:5432/claudegate",
                      "password_file": str(op / "postgres_password")},
