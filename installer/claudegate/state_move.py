@@ -46,7 +46,8 @@ EXIT_CONFLICT = 4
 # Inside the one-off container: stdin is the password (a line), the CA's
 # length in bytes (a line; 0: none), the CA, then the snapshot; all go to
 # the container's tmpfs (umask 077). The deployed gateway.yaml plus a
-# state.postgres section is the config.
+# state.postgres section is the config (and state.redis's URL: the gateway's
+# config wants both together; the copy itself never talks to Redis).
 _SCRIPT = """set -eu
 umask 077
 IFS= read -r pw
@@ -58,6 +59,7 @@ cat >/tmp/keys.db
   cat "$1"
   printf '\\nstate:\\n  postgres:\\n    url: "%s"\\n    password_file: /tmp/pg_password\\n    tls: %s\\n' "$2" "$3"
   if [ "$calen" -gt 0 ]; then printf '    tls_ca_file: /tmp/ca.pem\\n'; fi
+  printf '  redis:\\n    url: "%s"\\n' "$5"
 } >/tmp/gateway.yaml
 exec "$4" -m claudegate_gateway migrate-state --config /tmp/gateway.yaml --from /tmp/keys.db"""
 
@@ -97,6 +99,14 @@ def postgres_target(cfg: DeployConfig) -> tuple[str, Secret, str, bytes]:
     return pg.url, password, pg.tls, ca
 
 
+def _redis_url(cfg: DeployConfig) -> str:
+    assert cfg.state is not None
+    if cfg.state.host is not None:
+        return state_endpoints(cfg).redis_url
+    assert cfg.state.redis is not None
+    return cfg.state.redis.url
+
+
 def _read(path: Path, what: str) -> bytes:
     try:
         return path.read_bytes()
@@ -104,7 +114,7 @@ def _read(path: Path, what: str) -> bytes:
         raise ConfigError(f"{what}: cannot read {path}: {exc.strerror}") from None
 
 
-def migrate_argv(image: str, serving: str, groups: list[str], url: str, tls: str) -> list[str]:
+def migrate_argv(image: str, serving: str, groups: list[str], url: str, tls: str, redis_url: str) -> list[str]:
     """The one-off container that runs the gateway's ``migrate-state`` (stdin: password line, then the snapshot)."""
     argv = [docker_cli.DOCKER, "run", "--rm", "--interactive", "--network", "host",
             "--user", f"{GATEWAY_UID}:{GATEWAY_GID}"]  # fmt: skip
@@ -113,7 +123,7 @@ def migrate_argv(image: str, serving: str, groups: list[str], url: str, tls: str
     argv += ["--volumes-from", f"{serving}:ro", "--read-only", "--tmpfs", "/tmp:rw,noexec,nosuid,size=256m",  # noqa: S108
              "--cap-drop", "ALL", "--security-opt", "no-new-privileges", *docker_cli.LOG_OPTIONS,
              "--entrypoint", "/bin/sh", image, "-c", _SCRIPT, "claudegate-migrate-state",
-             GATEWAY_CONFIG, url, tls, GATEWAY_PYTHON[0]]  # fmt: skip
+             GATEWAY_CONFIG, url, tls, GATEWAY_PYTHON[0], redis_url]  # fmt: skip
     return argv
 
 
@@ -132,7 +142,7 @@ def migrate_state(cfg: DeployConfig, connector: Connector, *, layout: HostLayout
     image_json, _, groups_json = inspect.text.strip().partition(" ")
     image = str(json.loads(image_json))
     groups = [str(g) for g in (json.loads(groups_json) or [])]
-    argv = migrate_argv(image, serving, groups, url, tls)
+    argv = migrate_argv(image, serving, groups, url, tls, _redis_url(cfg))
     stdin = password.reveal_bytes() + b"\n" + str(len(ca)).encode() + b"\n" + ca + snapshot
     done = connector.run(argv, input=stdin, sudo=sudo, timeout=600, check=False)
     if done.exit_status == EXIT_CONFLICT:

@@ -109,7 +109,8 @@ def test_migrate_state_sends_the_password_on_stdin_never_in_argv(make_cfg: Confi
     })  # fmt: skip
     url, password, tls, ca = postgres_target(cfg)
     assert (url, password.reveal(), tls, ca) == ("postgresql://claudegate@10.0.0.5/claudegate", "s3cret-pg-password", "require", b"")
-    argv = migrate_argv("claudegate/gateway:abc", "claudegate-gateway-1", ["998"], url, tls)
+    argv = migrate_argv("claudegate/gateway:abc", "claudegate-gateway-1", ["998"], url, tls, "redis://10.0.0.5:6379/0")
+    assert argv[-1] == "redis://10.0.0.5:6379/0"
     assert "s3cret-pg-password" not in " ".join(argv)
     assert argv[:4] == ["docker", "run", "--rm", "--interactive"]
     assert "--volumes-from claudegate-gateway-1:ro" in " ".join(argv) and "--group-add 998" in " ".join(argv)
