@@ -9,7 +9,11 @@ What is saved:
   useless, with it and the keystore a client key can be *checked*, never
   recovered: neither holds a key);
 - certbot's directory (ACME account key, certificates, renewal config) and
-  the served certificate, when they exist.
+  the served certificate, when they exist;
+- with ``state.host``: a ``pg_dump`` of the state host's PostgreSQL (keys,
+  owned objects, the usage ledger), custom format; ``restore`` loads it
+  back with ``pg_restore --clean`` in one transaction. Redis is not saved:
+  it holds only rate windows and in-flight holds, rebuilt from PostgreSQL.
 
 Not saved: the Anthropic key (it is on the operator's side already), the
 audit log (see ``claudegate usage``), releases and images (a deploy makes
@@ -49,6 +53,7 @@ from claudegate.deploy.layout import GATEWAY_GID, GATEWAY_UID, HostLayout
 from claudegate.deploy.lock import RemoteLock
 from claudegate.deploy.services import wait_gateway_ready
 from claudegate.deploy.serving import serving_gateway_container, uses_sudo
+from claudegate.deploy.state_host import dump_postgres, restore_postgres
 from claudegate.deploy.steps.files import SECRET_MODE
 from claudegate.errors import ClaudegateError, ConfigError
 from claudegate.keys import list_clients
@@ -60,12 +65,15 @@ __all__ = [
     "BackupResult",
     "RestoreResult",
     "create_backup",
+    "keystore_snapshot",
     "read_backup",
     "read_passphrase",
     "restore_backup",
 ]
 
 MAGIC_PLAIN = b"claudegate-backup 1 tar\n"
+#: The backup member holding the state host's ``pg_dump`` (custom format).
+POSTGRES_DUMP = "postgres.dump"
 MAGIC_SEALED = b"claudegate-backup 1 scrypt-fernet\n"
 _SALT = 16
 # scrypt cost: ~0.1 s and 32 MiB here; a guess costs an attacker the same.
@@ -234,6 +242,14 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
+def keystore_snapshot(cfg: DeployConfig, connector: Connector, container: str) -> bytes:
+    """A consistent copy of the live SQLite keystore, taken inside the serving gateway ``container``."""
+    return _host(
+        cfg, connector, docker_cli.exec_in(container, [*GATEWAY_PYTHON[:1], "-c", _SNAPSHOT, GATEWAY_KEYSTORE]),
+        "the keystore snapshot",
+    )  # fmt: skip
+
+
 def create_backup(
     cfg: DeployConfig,
     connector: Connector,
@@ -242,15 +258,16 @@ def create_backup(
     passphrase: Secret | None = None,
     force: bool = False,
     layout: HostLayout | None = None,
+    state_connector: Connector | None = None,
 ) -> BackupResult:
-    """Save the keystore, the pepper and the ACME state of the deployed gateway to ``out``."""
+    """Save the keystore, the pepper and the ACME state of the deployed gateway to ``out``.
+
+    With ``state.host`` in ``cfg``, ``state_connector`` (reaching that host) adds its PostgreSQL dump.
+    """
     layout = layout or HostLayout()
     sudo = uses_sudo(cfg, connector)
     container = serving_gateway_container(cfg, connector, layout)
-    keystore = _host(
-        cfg, connector, docker_cli.exec_in(container, [*GATEWAY_PYTHON[:1], "-c", _SNAPSHOT, GATEWAY_KEYSTORE]),
-        "the keystore snapshot",
-    )  # fmt: skip
+    keystore = keystore_snapshot(cfg, connector, container)
     pepper = connector.get_file(layout.pepper_file, sudo=sudo)
     if not pepper:
         raise BackupError(f"{layout.pepper_file} is missing on {connector.target}", hint="deploy first")
@@ -262,6 +279,10 @@ def create_backup(
         )
         if data:
             members[name] = data
+    if cfg.state is not None and cfg.state.host is not None:
+        if state_connector is None:
+            raise ConfigError("state.host is set: the backup needs a connection to it for the PostgreSQL dump")
+        members[POSTGRES_DUMP] = dump_postgres(cfg, state_connector)
     clients = _client_count(keystore)
     manifest = {
         "format": 1,
@@ -369,9 +390,18 @@ def read_backup(source: Path, passphrase: Secret | None = None) -> Backup:
 
 
 def restore_backup(
-    cfg: DeployConfig, connector: Connector, backup: Backup, *, layout: HostLayout | None = None
+    cfg: DeployConfig,
+    connector: Connector,
+    backup: Backup,
+    *,
+    layout: HostLayout | None = None,
+    state_connector: Connector | None = None,
 ) -> RestoreResult:
-    """Put a backup's keystore and pepper (and ACME state) onto the deployed host; old keys work there after."""
+    """Put a backup's keystore and pepper (and ACME state) onto the deployed host; old keys work there after.
+
+    A backup with a PostgreSQL dump is loaded into ``state.host``'s database too
+    (``state_connector`` reaches it), replacing what it holds.
+    """
     source, manifest, members = backup.source, backup.manifest, backup.members
     if cfg.tls.mode == "acme" and "letsencrypt.tar" in members:
         check_tree_tar(members["letsencrypt.tar"], f"{source}: letsencrypt.tar")
@@ -418,6 +448,11 @@ def restore_backup(
             restored.append("ACME account and certificates")
         for name in sorted(set(running) | {serving}, key=lambda n: n != serving):
             _host(cfg, connector, docker_cli.container_start(name), f"starting {name}")
+        if POSTGRES_DUMP in members and cfg.state is not None and cfg.state.host is not None:
+            if state_connector is None:
+                raise ConfigError("the backup holds a PostgreSQL dump: restoring it needs a connection to state.host")
+            restore_postgres(cfg, state_connector, members[POSTGRES_DUMP])
+            restored.append("PostgreSQL (state host)")
         ctx = Context(cfg=cfg, connector=connector, layout=layout, options=RunOptions("restore"))
         wait_gateway_ready(ctx, serving)
     finally:

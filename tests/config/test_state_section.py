@@ -1,4 +1,4 @@
-"""deploy.yaml's `state:` section: the model and its checks (the multi-host deploy: tests/config/test_hosts.py)."""
+"""deploy.yaml's `state:` section: URLs of servers that exist, or a host claudegate deploys them on (the multi-host deploy: tests/config/test_hosts.py)."""
 
 from __future__ import annotations
 
@@ -35,6 +35,46 @@ def test_without_state_nothing_changes() -> None:
 
 def test_a_valid_section_is_accepted_for_one_host() -> None:
     assert rules_of(GOOD) == []
+
+
+HOST = """\
+state:
+  host: {host: 10.0.0.5, user: deploy, private_address: 10.0.0.5}
+"""
+
+
+def test_a_state_host_section_loads_with_defaults() -> None:
+    from claudegate.config.load import load_config_text
+
+    state = load_config_text(BASE + HOST).state
+    assert state is not None and state.host is not None and state.redis is None and state.postgres is None
+    assert (str(state.host.private_address), state.host.redis_port, state.host.postgres_port) == ("10.0.0.5", 6379, 5432)
+    detected = load_config_text(BASE + "state: {host: {host: db.internal}}\n").state
+    assert detected is not None and detected.host is not None and detected.host.private_address is None
+
+
+@pytest.mark.parametrize(
+    ("section", "needle"),
+    [
+        ('state: {host: {host: 10.0.0.5}, redis: {url: "redis://10.0.0.5/0"}}',
+         "state: host: and redis: are both set; choose one: state.host"),
+        ('state: {host: {host: 10.0.0.5}, redis: {url: "redis://10.0.0.5/0"}, postgres: {url: "postgresql://u@h/db"}}',
+         "host: and redis and postgres: are both set"),
+        ("state: {}", "state.redis and state.postgres missing; give both"),
+        ('state: {postgres: {url: "postgresql://u@10.0.0.5/db"}}', "state.redis missing"),
+        ("state: {host: {host: 10.0.0.5, private_address: 93.184.216.34}}",
+         "state.host.private_address: 93.184.216.34 is not a private address"),
+        ("state: {host: {host: 10.0.0.5, private_address: 0.0.0.0}}", "0.0.0.0 is not a private address"),
+        ("state: {host: {host: 10.0.0.5, private_address: 127.0.0.1}}", "127.0.0.1 is not a private address"),
+        ('state: {host: {host: 10.0.0.5, private_address: "fd00::5"}}', "is IPv6"),
+        ("state: {host: {host: 10.0.0.5, private_address: db}}", "is not an IP address"),
+        ("state: {host: {host: 10.0.0.5, redis_port: 0}}", "state.host.redis_port"),
+        ("state: {host: {host: 10.0.0.5, adress: 10.0.0.5}}", "state.host.adress: is not a known key"),
+    ],
+)
+def test_state_host_errors_name_the_key_and_the_fix(section: str, needle: str) -> None:
+    lines = problems(section + "\n", base=BASE)
+    assert any(needle in line for line in lines), lines
 
 
 @pytest.mark.parametrize(

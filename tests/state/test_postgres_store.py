@@ -255,6 +255,35 @@ def test_migrate_state_moves_every_key_object_and_day_of_usage(
         assert db.execute("SELECT count(*) FROM clients").fetchone()[0] == 3
 
 
+def test_migrate_state_refuses_a_target_that_holds_another_keystore_and_copies_nothing(
+    tmp_path: Path, fake: FakeAnthropic, redis_db: RedisServer, postgres_server: PostgresServer, pg_url: str,
+) -> None:
+    ours = make_gateway(tmp_path / "ours", fake.url, fake.api_key)
+    store = KeyStore(ours.keystore_path, ours.pepper)
+    store.create("team-a", Scopes())
+    store.owners.record("file", "file_shared_id", "team-a")
+    store.close()
+    theirs = make_gateway(tmp_path / "theirs", fake.url, fake.api_key)
+    other = KeyStore(theirs.keystore_path, theirs.pepper)
+    other.create("team-a", Scopes())  # the same name, another client (made at another time)
+    other.create("team-z", Scopes())
+    other.owners.record("file", "file_shared_id", "team-z")  # a hostile takeover of an object id
+    other.close()
+    pg = make_gateway(tmp_path / "pg", fake.url, fake.api_key, _state(redis_db, postgres_server, pg_url),
+                      share_keystore=theirs)  # fmt: skip
+    assert "copied 2 clients" in pg.cli("migrate-state", "--from", str(theirs.keystore_path)).stdout
+    refused = pg.cli("migrate-state", "--from", str(ours.keystore_path), check=False)
+    assert refused.returncode == 4, refused.stderr
+    assert "already holds different data" in refused.stderr and "nothing was copied" in refused.stderr
+    assert "client 'team-z' is not in the SQLite keystore" in refused.stderr
+    assert "client 'team-a' was made at another time there" in refused.stderr
+    assert "file file_shared_id belongs to another client there" in refused.stderr
+    listing = {c["name"] for c in json.loads(pg.cli("keys", "list", "--json").stdout)}
+    assert listing == {"team-a", "team-z"}  # unchanged: the refused run wrote nothing
+    # The first copy again is still fine: idempotent.
+    assert "copied 0 clients" in pg.cli("migrate-state", "--from", str(theirs.keystore_path)).stdout
+
+
 def test_usage_reaches_the_postgres_ledger_and_reseeds_a_redis_that_lost_its_data(
     tmp_path: Path, fake: FakeAnthropic, redis_db: RedisServer, postgres_server: PostgresServer, pg_url: str,
     gateways: list[GatewayProc],

@@ -22,6 +22,8 @@ from claudegate_gateway.routes import TEMPLATES, endpoint_glob_problem
 from claudegate_gateway.store import Store
 
 EXIT_OK, EXIT_CONFIG, EXIT_USAGE = 0, 2, 3
+#: migrate-state: the target PostgreSQL holds different data (nothing was copied).
+EXIT_CONFLICT = 4
 _DURATION = re.compile(r"^(\d+)([smhd])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -202,7 +204,7 @@ async def _run_keys(args: argparse.Namespace, config: Config) -> int:
 
 async def _run_migrate(args: argparse.Namespace, config: Config) -> int:
     from claudegate_gateway.pgstore import PgKeyStore, migrate
-    from claudegate_gateway.statemove import copy_sqlite
+    from claudegate_gateway.statemove import StateConflict, copy_sqlite
 
     if config.state.postgres is None:
         raise ConfigError(f"{config.source}: state.postgres: not set; {args.command} works on PostgreSQL only")
@@ -216,7 +218,11 @@ async def _run_migrate(args: argparse.Namespace, config: Config) -> int:
             print(f"applied {', '.join(map(str, applied))}" if applied else "schema up to date")
             return EXIT_OK
         pepper = read_secret(config.pepper_file, "the key pepper", "pepper_file", config.source)
-        counts = await copy_sqlite(KeyStore(Path(args.source_db), pepper), store)
+        try:
+            counts = await copy_sqlite(KeyStore(Path(args.source_db), pepper), store)
+        except StateConflict as exc:
+            print(f"claudegate-gateway: {exc}", file=sys.stderr)
+            return EXIT_CONFLICT
         print("copied " + ", ".join(f"{n} {what}" for what, n in counts.items()))
     finally:
         await store.close()

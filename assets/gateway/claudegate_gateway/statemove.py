@@ -8,14 +8,45 @@ the same file, so every issued key keeps working), owned batches and files
 written to the usage ledger). Running it again
 copies nothing twice: rows already there are kept, and a day's usage is the
 larger of the two totals, never their sum.
+
+A target that holds *different* data is refused before anything is written
+(:class:`StateConflict`): a client of the same name made at another time, a
+credential id with another hash, an owned object with another owner or
+kind, or clients the SQLite file does not know (another deployment's
+database, or one that has moved on since the first copy). Copying into it
+would merge two keystores, and an owned object could change hands.
 """
 
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from claudegate_gateway.keystore import KeyStore
 from claudegate_gateway.pgstore import CHANNEL, PgKeyStore
+
+
+class StateConflict(Exception):
+    """The target PostgreSQL holds data that differs from the SQLite keystore's; nothing was copied."""
+
+
+async def _conflicts(conn: Any, clients: list[Any], creds: list[Any], objects: list[Any]) -> list[str]:
+    found: list[str] = []
+    mine = {name: created for name, created, *_ in clients}
+    for name, created in await conn.fetch("SELECT name, created_at FROM clients"):
+        if name not in mine:
+            found.append(f"client {name!r} is not in the SQLite keystore")
+        elif created != mine[name]:
+            found.append(f"client {name!r} was made at another time there")
+    digests = {public: (name, bytes(digest)) for public, name, digest, *_ in creds}
+    for public, name, digest in await conn.fetch("SELECT public_id, name, digest FROM credentials"):
+        if public in digests and digests[public] != (name, bytes(digest)):
+            found.append(f"credential {public} has another client or hash there")
+    owners = {object_id: (kind, owner) for object_id, kind, owner, *_ in objects}
+    for object_id, kind, owner in await conn.fetch("SELECT id, kind, owner FROM owned_objects"):
+        if object_id in owners and owners[object_id] != (kind, owner):
+            found.append(f"{kind} {object_id} belongs to another client there")
+    return found
 
 
 async def copy_sqlite(source: KeyStore, target: PgKeyStore) -> dict[str, int]:
@@ -29,6 +60,15 @@ async def copy_sqlite(source: KeyStore, target: PgKeyStore) -> dict[str, int]:
     usage = db.execute("SELECT name, day, tokens FROM daily_usage").fetchall()
     counts = {"clients": 0, "credentials": 0, "owned objects": 0, "open batches": 0, "usage days": 0}
     async with target.pool.acquire() as conn, conn.transaction():
+        # Serializes two copies run at once; the check and the copy see one state.
+        await conn.execute("LOCK TABLE clients, credentials, owned_objects IN EXCLUSIVE MODE")
+        conflicts = await _conflicts(conn, clients, creds, objects)
+        if conflicts:
+            more = f" (and {len(conflicts) - 5} more)" if len(conflicts) > 5 else ""
+            raise StateConflict(
+                "the target PostgreSQL already holds different data: " + "; ".join(conflicts[:5]) + more
+                + "; nothing was copied (use an empty database, or the one an earlier run of this copy filled)"
+            )
         for name, created, expires, revoked, scopes in clients:
             json.loads(scopes)  # a damaged row stops the move before anything is committed
             done = await conn.execute(

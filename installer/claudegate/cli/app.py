@@ -19,6 +19,7 @@ from claudegate.cli.keys import keys_app
 from claudegate.cli.options import DEFAULT_CONFIG, ConfigOpt, HostKeyOpt, JsonOpt, run, warn_missing_secrets
 from claudegate.cli.options import load as _load
 from claudegate.cli.options import session as _session
+from claudegate.cli.state import migrate_state_command, state_app
 from claudegate.cli.usage import usage_command
 from claudegate.errors import EXIT_CODE_HELP, ExitCode
 
@@ -396,6 +397,8 @@ app.command("usage")(usage_command)
 app.command("audit")(audit_command)
 app.command("backup")(backup_command)
 app.command("restore")(restore_command)
+app.add_typer(state_app, name="state")
+app.command("migrate-state")(migrate_state_command)
 
 
 def main() -> None:

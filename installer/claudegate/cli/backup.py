@@ -22,6 +22,7 @@ PassEnvOpt = Annotated[
 ]
 
 
+
 def backup_command(
     out: Annotated[Path, typer.Option("--out", "-o", help="file to write (0600; refuses to overwrite)")],
     config: ConfigOpt = DEFAULT_CONFIG,

@@ -86,6 +86,17 @@ def session(
 
 
 @contextlib.contextmanager
+def connect(cfg: Any, accept_host_key: str | None, *, yes: bool = False) -> Iterator[Any]:
+    """A connection verified through a core session (an unknown host key is asked, as everywhere).
+
+    For the state tier's commands, whose host (state.host) is not the config's target.
+    """
+    opened = _open(cfg, accept_host_key, yes, None)
+    with opened, _cancel_on_sigint(opened):
+        yield opened.connect()
+
+
+@contextlib.contextmanager
 def _cancel_on_sigint(running: Any) -> Iterator[None]:
     """First Ctrl-C: cancel at the next safe point (journal written, lock released); second: stop now."""
 

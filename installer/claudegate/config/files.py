@@ -56,6 +56,8 @@ def check_secret_files(cfg: DeployConfig, *, environ: Mapping[str, str] | None =
                 problems += _plain_file(origin, ("tls", name), path)
     if cfg.state is not None:
         for engine, section in (("redis", cfg.state.redis), ("postgres", cfg.state.postgres)):
+            if section is None:
+                continue
             if section.password_file is not None:
                 problems += _secret_file(
                     origin, ("state", engine, "password_file"), section.password_file, f"the {engine} password"
@@ -68,6 +70,9 @@ def check_secret_files(cfg: DeployConfig, *, environ: Mapping[str, str] | None =
         if host.ssh_key is not None and not host.is_local and host.ssh_key not in checked:
             checked.add(host.ssh_key)  # one line per key file, however many hosts share it
             problems += _secret_file(origin, (*where, "ssh_key"), host.ssh_key, "the SSH private key")
+    state_host = cfg.state.host if cfg.state is not None else None
+    if state_host is not None and state_host.ssh_key is not None and not state_host.is_local and state_host.ssh_key not in checked:
+        problems += _secret_file(origin, ("state", "host", "ssh_key"), state_host.ssh_key, "the SSH private key")
     if problems:
         raise DeployConfigError(problems)
 

@@ -686,6 +686,10 @@ def _unknown_key(loc: Loc) -> tuple[str, str]:
     normal = key.strip().lower().replace("-", "_").replace(" ", "_")
     elsewhere = [p for p in _field_index().get(normal, []) if p != format_path(loc)]
     if elsewhere:
+        # The nearest homes only: `sudo:` at the top belongs at target.sudo, not
+        # also at state.host.sudo (which repeats target's keys one level down).
+        nearest = min(p.count(".") for p in elsewhere)
+        elsewhere = [p for p in elsewhere if p.count(".") == nearest]
         return "is not a known key here", f"it belongs at {' or '.join(elsewhere)}"
     return "is not a known key", _allowed_hint(loc)
 

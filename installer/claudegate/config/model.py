@@ -707,11 +707,70 @@ class StatePostgres(_Section):
     )
 
 
-class SharedState(_Section):
-    """Where gateways on several hosts share state (the gateway's ``state:`` section)."""
+def _private_address(value: object) -> ipaddress.IPv4Address:
+    text = _text(value, "10.0.0.5").strip()
+    try:
+        addr = ipaddress.ip_address(text)
+    except ValueError:
+        raise fail(f"{_show(text)} is not an IP address", "write the host's private IPv4 address, e.g. 10.0.0.5") from None
+    if not isinstance(addr, ipaddress.IPv4Address):
+        raise fail(f"{addr} is IPv6", "write the host's private IPv4 address, e.g. 10.0.0.5")
+    # Redis and PostgreSQL listen here and nowhere else: a public (or wildcard,
+    # or loopback) address would either expose them or hide them from the gateways.
+    if not addr.is_private or addr.is_loopback or addr.is_unspecified or addr.is_link_local:
+        raise fail(f"{addr} is not a private address", "use the host's address in 10/8, 172.16/12 or 192.168/16")
+    return addr
 
-    redis: StateRedis
-    postgres: StatePostgres
+
+class StateHost(Target):
+    """A host on which claudegate deploys Redis and PostgreSQL itself (``claudegate state deploy``).
+
+    The SSH fields are :class:`Target`'s. Both engines are Debian's packages in
+    images built from ``images.base_image``, with their data on named volumes,
+    listening on ``private_address`` only; their passwords are generated.
+    """
+
+    private_address: Annotated[ipaddress.IPv4Address, BeforeValidator(_private_address)] | None = Field(
+        default=None,
+        examples=["10.0.0.5"],
+        description="where Redis and PostgreSQL listen (nothing else); default: the host's one private address",
+    )
+    redis_port: StrictInt = Field(default=6379, ge=1, le=65535, examples=[6379])
+    postgres_port: StrictInt = Field(default=5432, ge=1, le=65535, examples=[5432])
+    tls: StrictBool = Field(
+        default=False,
+        examples=[False],
+        description="TLS to both, with a private CA made here (state_dir/state/ca.pem) for the private address",
+    )
+
+
+class SharedState(_Section):
+    """Where gateways on several hosts share state (the gateway's ``state:`` section).
+
+    Either ``redis:`` and ``postgres:`` (servers that exist: URLs), or ``host:``
+    (claudegate deploys both there), never both.
+    """
+
+    redis: StateRedis | None = None
+    postgres: StatePostgres | None = None
+    host: StateHost | None = None
+
+    @model_validator(mode="after")
+    def _one_way(self) -> SharedState:
+        urls = [name for name in ("redis", "postgres") if getattr(self, name) is not None]
+        if self.host is not None and urls:
+            raise fail(
+                f"host: and {' and '.join(urls)}: are both set",
+                "choose one: state.host (claudegate deploys Redis and PostgreSQL there)"
+                " or state.redis and state.postgres (URLs of servers you run)",
+            )
+        if self.host is None and len(urls) != 2:
+            missing = "state.redis and state.postgres" if not urls else f"state.{({'redis', 'postgres'} - set(urls)).pop()}"
+            raise fail(
+                f"{missing} missing",
+                "give both state.redis and state.postgres (URLs), or state.host for claudegate to deploy them",
+            )
+        return self
 
 
 def _default_state_dir(data: dict[str, Any]) -> Path:

@@ -180,8 +180,8 @@ def _plaintext_to_public(url: str) -> bool:
 
 def _shared_state(cfg: DeployConfig) -> Iterator[RuleProblem]:
     state = cfg.state
-    if state is None:
-        return
+    if state is None or state.redis is None or state.postgres is None:
+        return  # state.host: claudegate deploys both on the private address (the model checked it)
     redis, pg = state.redis, state.postgres
     if redis.tls_ca_file is not None and not redis.url.startswith("rediss://"):
         yield RuleProblem(("state", "redis", "tls_ca_file"), "is set for a plain redis:// URL",

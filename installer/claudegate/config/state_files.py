@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from claudegate.containers import GATEWAY_SECRETS, POSTGRES_CA, POSTGRES_PASSWORD, REDIS_CA, REDIS_PASSWORD
+from claudegate.errors import ConfigError
 
 if TYPE_CHECKING:
-    from claudegate.config.model import DeployConfig
+    from claudegate.config.model import DeployConfig, StatePostgres, StateRedis
 
 __all__ = ["StateFile", "gateway_state", "state_files"]
 
@@ -31,31 +32,47 @@ class StateFile:
     what: str
 
 
-def state_files(cfg: DeployConfig) -> list[StateFile]:
-    """The files ``cfg.state`` names, in a fixed order (none without ``state:``)."""
+def _urls(cfg: DeployConfig) -> tuple[StateRedis, StatePostgres] | None:
+    """``state:``'s two engines by URL; ``state.host`` must have been turned into them first."""
     state = cfg.state
     if state is None:
+        return None
+    if state.redis is None or state.postgres is None:
+        # state.host: the deploy swaps in the URLs `claudegate state deploy` recorded
+        # (deploy.state_host.as_url_state) before anything reads them here.
+        raise ConfigError(
+            "state.host: the gateways' Redis and PostgreSQL URLs are known only after the state host is set up",
+            hint="run `claudegate state deploy --config ...` first",
+        )
+    return state.redis, state.postgres
+
+
+def state_files(cfg: DeployConfig) -> list[StateFile]:
+    """The files ``cfg.state`` names, in a fixed order (none without ``state:``)."""
+    engines = _urls(cfg)
+    if engines is None:
         return []
+    redis, postgres = engines
     wanted = [
-        (REDIS_PASSWORD, state.redis.password_file, "the Redis password"),
-        (REDIS_CA, state.redis.tls_ca_file, "the Redis CA certificate"),
-        (POSTGRES_PASSWORD, state.postgres.password_file, "the PostgreSQL password"),
-        (POSTGRES_CA, state.postgres.tls_ca_file, "the PostgreSQL CA certificate"),
+        (REDIS_PASSWORD, redis.password_file, "the Redis password"),
+        (REDIS_CA, redis.tls_ca_file, "the Redis CA certificate"),
+        (POSTGRES_PASSWORD, postgres.password_file, "the PostgreSQL password"),
+        (POSTGRES_CA, postgres.tls_ca_file, "the PostgreSQL CA certificate"),
     ]
     return [StateFile(name, Path(path), what) for name, path, what in wanted if path is not None]
 
 
 def gateway_state(cfg: DeployConfig) -> dict[str, Any] | None:
     """The gateway's ``state:`` section (None without ``state:``)."""
-    state = cfg.state
-    if state is None:
+    engines = _urls(cfg)
+    if engines is None:
         return None
-    redis: dict[str, Any] = {"url": state.redis.url, "lease_seconds": state.redis.lease_seconds}
-    if state.redis.password_file is not None:
+    red, pg = engines
+    redis: dict[str, Any] = {"url": red.url, "lease_seconds": red.lease_seconds}
+    if red.password_file is not None:
         redis["password_file"] = GATEWAY_SECRETS.file(REDIS_PASSWORD)
-    if state.redis.tls_ca_file is not None:
+    if red.tls_ca_file is not None:
         redis["tls_ca_file"] = GATEWAY_SECRETS.file(REDIS_CA)
-    pg = state.postgres
     postgres: dict[str, Any] = {
         "url": pg.url, "tls": pg.tls, "cache_entries": pg.cache_entries, "cache_seconds": pg.cache_seconds,
     }  # fmt: skip

@@ -42,6 +42,7 @@ from claudegate.deploy.results import (
 from claudegate.deploy.secret_inputs import key_fingerprint, read_upstream_key
 from claudegate.deploy.serving import serving_gateway
 from claudegate.deploy.smoke_target import target_for
+from claudegate.deploy.state_host import as_url_state
 from claudegate.deploy.state_secrets import state_fingerprint
 from claudegate.deploy.steps.clients import SMOKE_CLIENT, read_saved_key
 from claudegate.deploy.tls_material import cert_summary
@@ -149,6 +150,11 @@ def _run(
     reporter: Reporter | None,
     layout: HostLayout | None,
 ) -> DeployResult:
+    if cfg.state is not None and cfg.state.host is not None:
+        # state.host: the gateways use the Redis and PostgreSQL `claudegate state deploy`
+        # set up there (its recorded address and generated password files); before that
+        # first run this names the command to run.
+        cfg = cfg.model_copy(update={"state": as_url_state(cfg)})
     started = time.monotonic()
     layout = layout or HostLayout()
     playbook, dry_run = options.playbook, options.dry_run

@@ -39,6 +39,7 @@ a time per session (a second concurrent call waits).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -141,6 +142,27 @@ class Session:
         """
         with self._busy, self._controls():
             return self._connect()
+
+    @contextlib.contextmanager
+    def _state_host(self) -> Iterator[Connector | None]:
+        """A verified connection to ``state.host`` when the config has one (closed on the way out)."""
+        cfg = self._config
+        if cfg.state is None or cfg.state.host is None:
+            yield None
+            return
+        from claudegate.deploy.api import connector_for
+        from claudegate.deploy.state_host import state_config
+
+        connector = connector_for(state_config(cfg), accept_host_key=self.accept_host_key)
+        if hasattr(connector, "confirm_new_key"):
+            connector.confirm_new_key = self.interaction.confirm_host_key
+        try:
+            connect = getattr(connector, "connect", None)
+            if callable(connect):
+                connect()
+            yield connector
+        finally:
+            connector.close()
 
     def _connect(self) -> Connector:
         if self._connector is not None:
@@ -413,11 +435,14 @@ class Session:
         """Save the keystore, the pepper and the ACME state of the deployed gateway to ``out`` (0600)."""
         from claudegate.backup import create_backup
 
-        return self._call(
-            lambda: create_backup(
-                self._config, self._connect(), Path(out), passphrase=passphrase, force=force, layout=self.layout
-            )
-        )
+        def run() -> BackupResult:
+            with self._state_host() as state_connector:  # state.host: its PostgreSQL dump goes in too
+                return create_backup(
+                    self._config, self._connect(), Path(out), passphrase=passphrase, force=force,
+                    layout=self.layout, state_connector=state_connector,
+                )  # fmt: skip
+
+        return self._call(run)
 
     def restore(self, source: str | os.PathLike[str], *, passphrase: Secret | None = None) -> RestoreResult:
         """Put a backup onto the deployed host, after a yes through the interaction.
@@ -441,7 +466,10 @@ class Session:
             )
             if not self.interaction.consent(question):
                 raise Declined(f"{question.text()} -- answered no; nothing was restored", flag=question.flag)
-            return restore_backup(self._config, self._connect(), backup, layout=self.layout)
+            with self._state_host() as state_connector:  # a PostgreSQL dump goes back to state.host
+                return restore_backup(
+                    self._config, self._connect(), backup, layout=self.layout, state_connector=state_connector
+                )
 
         return self._call(run)
 
