@@ -79,6 +79,11 @@ async def _until(pilot: Pilot[None], what: str, cond: Callable[[], bool], timeou
     """Wait for ``cond``; a consent the deploy asks on the way (install Docker) is answered yes."""
     deadline = min(time.monotonic() + timeout, BUDGET.get("end", float("inf")))
     while not cond():
+        if not pilot.app.is_running or getattr(pilot.app, "_exception", None) is not None:
+            # An error in a callback (e.g. on the worker's way back to the screen) stops the
+            # app; waiting on would only sit out the timeout.
+            raise AssertionError(f"the app stopped while waiting for {what}: "
+                                 f"{getattr(pilot.app, '_exception', None)!r}\n{_thread_stacks()[-8000:]}")
         screen = pilot.app.screen
         if isinstance(screen, ConfirmDialog) and screen.yes.startswith("Yes, go ahead"):
             CONSENTS.append(screen.text)
