@@ -42,7 +42,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from claudegate.deploy import connector_for, deploy  # noqa: E402
+from claudegate.deploy.api import connector_for, deploy  # noqa: E402
 from tests.deploy.support import DOMAIN, write_config, write_secret  # noqa: E402
 from tests.support.fake_anthropic import spawn_fake  # noqa: E402
 from tests.support.fresh_server import start_fresh_server  # noqa: E402

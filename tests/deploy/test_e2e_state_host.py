@@ -42,7 +42,7 @@ from typer.testing import CliRunner
 from claudegate.backup import keystore_snapshot
 from claudegate.cli import app
 from claudegate.config import DeployConfig
-from claudegate.deploy import connector_for, deploy
+from claudegate.deploy.api import connector_for, deploy
 from claudegate.deploy.serving import serving_gateway_container
 from claudegate.deploy.state_host import deploy_state_host, state_config
 from claudegate.deploy.steps.clients import read_saved_key
