@@ -34,6 +34,8 @@ REPO = Path(__file__).resolve().parents[2]
 DEMO_PREFIX = "claudegate-demo"
 PASSED_ENV = ("PIP_", "SSL_CERT_", "REQUESTS_CA", "http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY",
               "no_proxy", "NO_PROXY")  # fmt: skip
+#: The pinned npm clients .ci/run installs (Claude Code among them), as tests/gateway/test_node_clients.py.
+NODE_CLIENTS = Path(os.environ.get("CLAUDEGATE_NODE_CLIENTS", REPO / ".venv-tools" / "node"))
 KEY = re.compile(rb"demo client key \(shown once[^)]*\): (cgk_[A-Za-z0-9_-]+)")
 
 
@@ -178,6 +180,25 @@ def _walk(clone: Path, home: Path, env: dict[str, str], tmp_path: Path) -> None:
     python = python.replace("python3 -c", f"{sys.executable} -c")
     done = subprocess.run(["bash", "-c", python], capture_output=True, text=True, timeout=60, env=env)
     assert done.stdout.strip() == "echo: Hello", (python, done.stdout, done.stderr)
+
+    # ... and the Claude Code one: its variables as printed, then Claude Code itself in print mode
+    # (the launcher of the pinned install; `claude` on a user's PATH is the same program).
+    claude_line = text.split("Claude Code:\n", 1)[1].split("\n", 1)[0].strip()
+    assert claude_line.endswith(" claude"), claude_line
+    assignments = dict(item.split("=", 1) for item in claude_line.removesuffix(" claude").split())
+    assert set(assignments) == {"ANTHROPIC_BASE_URL", "ANTHROPIC_AUTH_TOKEN", "NODE_EXTRA_CA_CERTS"}, assignments
+    cc_home = tmp_path / "claude-code-home"
+    cc_home.mkdir()
+    cc_env = {
+        "PATH": env["PATH"], "HOME": str(cc_home), "TERM": "dumb", **assignments,
+        "DISABLE_TELEMETRY": "1", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1", "DISABLE_AUTOUPDATER": "1",
+    }  # fmt: skip
+    launcher = NODE_CLIENTS / "node_modules" / "@anthropic-ai" / "claude-code" / "cli-wrapper.cjs"
+    assert launcher.is_file(), f"{launcher}: .ci/run installs the npm clients (or set CLAUDEGATE_NODE_CLIENTS)"
+    done = subprocess.run(["node", str(launcher), "-p", "Hello from Claude Code", "--model", "claude-sonnet-4-6"],
+                          env=cc_env, capture_output=True, text=True, timeout=180, cwd=cc_home, check=False)  # fmt: skip
+    assert done.returncode == 0 and "echo:" in done.stdout, (done.stdout[-2000:], done.stderr[-2000:])
+    assert "Hello from Claude Code" in done.stdout
 
     with _sdk(ca_file, key).messages.stream(
         model="claude-haiku-4-5", max_tokens=64, messages=[{"role": "user", "content": "one two three four"}]
