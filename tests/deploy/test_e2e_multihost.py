@@ -133,7 +133,12 @@ def test_plan_shows_every_host_and_changes_nothing(fleet: Fleet) -> None:
     fleet.cfg()
     before = [host_snapshot(s.exec) for s in fleet.servers]
     # The CLI, as an operator runs it: the session opens each host's verified connection.
-    run = CliRunner().invoke(app, ["plan", "--config", str(fleet.dir / "deploy.yaml")])
+    brief = CliRunner().invoke(app, ["plan", "--config", str(fleet.dir / "deploy.yaml")])
+    assert brief.exit_code == 0, brief.output
+    # The short plan: one block per host, a line per changing step.
+    assert "plan on 2 hosts" in brief.stdout and "[host 1/2]" in brief.stdout and "[host 2/2]" in brief.stdout
+    assert len(brief.stdout.splitlines()) < 60, brief.stdout
+    run = CliRunner().invoke(app, ["plan", "--verbose", "--config", str(fleet.dir / "deploy.yaml")])
     assert run.exit_code == 0, run.output
     assert [host_snapshot(s.exec) for s in fleet.servers] == before
     text = run.stdout

@@ -74,6 +74,22 @@ def test_a_message_echoes_the_last_user_text_with_usage(echo_url: str) -> None:
     assert reply.usage.input_tokens > 0 and reply.usage.output_tokens == 5  # "echo: Hello there" / 4
 
 
+def test_a_clients_system_reminders_are_not_echoed_the_prompt_is(echo_url: str) -> None:
+    # Claude Code's shape: reminders as text blocks ahead of what the person typed.
+    content = [{"type": "text", "text": "<system-reminder>\n# Environment\n" + "x" * 3000 + "</system-reminder>"},
+               {"type": "text", "text": "  <system-reminder>more</system-reminder>"},
+               {"type": "text", "text": "Hello from Claude Code"}]  # fmt: skip
+    reply = sdk(echo_url).messages.create(
+        model="claude-sonnet-4-6", max_tokens=64, messages=[{"role": "user", "content": content}]  # type: ignore[list-item]
+    )
+    assert reply.content[0].type == "text" and reply.content[0].text == "echo: Hello from Claude Code"
+    only = [{"type": "text", "text": "<system-reminder>all there is</system-reminder>"}]
+    reply = sdk(echo_url).messages.create(
+        model="claude-sonnet-4-6", max_tokens=64, messages=[{"role": "user", "content": only}]  # type: ignore[list-item]
+    )
+    assert reply.content[0].type == "text" and reply.content[0].text == "echo: <system-reminder>all there is</system-reminder>"
+
+
 def test_max_tokens_cuts_the_answer(echo_url: str) -> None:
     reply = sdk(echo_url).messages.create(
         model="claude-haiku-4-5", max_tokens=2, messages=[{"role": "user", "content": "a long sentence here"}]

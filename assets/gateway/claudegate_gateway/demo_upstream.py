@@ -71,13 +71,27 @@ def _all_text(body: Mapping[str, Any]) -> str:
     return "\n".join(p for p in parts if p)
 
 
+def _typed(content: Any) -> str:
+    """What the person typed: the last text block that is not a client's ``<system-reminder>``.
+
+    Claude Code sends its environment and reminders as text blocks ahead of the
+    prompt; echoing those would hide the prompt behind pages of context.
+    """
+    if isinstance(content, list):
+        texts = [b.get("text", "") for b in content if isinstance(b, dict) and b.get("type") == "text"]
+        typed = [t for t in texts if isinstance(t, str) and not t.lstrip().startswith("<system-reminder>")]
+        if typed:
+            return str(typed[-1])
+    return _text_of(content)
+
+
 def _answer(body: Mapping[str, Any]) -> str:
     messages = body.get("messages")
     last = ""
     if isinstance(messages, list):
         for message in reversed(messages):
             if isinstance(message, dict) and message.get("role") == "user":
-                last = _text_of(message.get("content"))
+                last = _typed(message.get("content"))
                 break
     return ("echo: " + last)[:MAX_ECHO_CHARS]
 

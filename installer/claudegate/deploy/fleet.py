@@ -98,6 +98,14 @@ class FleetResult:
         parts += [f"note: {n}\n" for n in self.notes]
         return "".join(parts)
 
+    def summary_text(self, width: int = 80) -> str:
+        """Each host's one-line-per-step summary (``plan`` without ``--verbose``)."""
+        verb = "plan" if self.dry_run else self.playbook
+        parts = [f"{verb} on {len(self.hosts)} hosts\n"]
+        parts += [f"[host {i}/{len(self.hosts)}] {r.summary_text(width)}" for i, r in enumerate(self.hosts, 1)]
+        parts += [f"note: {n}\n" for n in self.notes]
+        return "".join(parts)
+
     def to_json(self) -> dict[str, Any]:
         return {
             "playbook": self.playbook,
