@@ -150,16 +150,10 @@ class Session:
         if cfg.state is None or cfg.state.host is None:
             yield None
             return
-        from claudegate.deploy.api import connector_for
         from claudegate.deploy.state_host import state_config
 
-        connector = connector_for(state_config(cfg), accept_host_key=self.accept_host_key)
-        if hasattr(connector, "confirm_new_key"):
-            connector.confirm_new_key = self.interaction.confirm_host_key
+        connector = self._verified(state_config(cfg), self.accept_host_key)
         try:
-            connect = getattr(connector, "connect", None)
-            if callable(connect):
-                connect()
             yield connector
         finally:
             connector.close()
@@ -167,10 +161,15 @@ class Session:
     def _connect(self) -> Connector:
         if self._connector is not None:
             return self._connector
+        self._connector = self._verified(self._config, self.accept_host_key)
+        return self._connector
+
+    def _verified(self, cfg: DeployConfig, accept_host_key: str | None) -> Connector:
+        """A connection to ``cfg.target``, its host key checked (an unknown one asked through the interaction)."""
         from claudegate.deploy.api import connector_for
 
         self.cancel_token.raise_if_cancelled()
-        connector = connector_for(self._config, accept_host_key=self.accept_host_key)
+        connector = connector_for(cfg, accept_host_key=accept_host_key)
         if hasattr(connector, "confirm_new_key"):
             connector.confirm_new_key = self.interaction.confirm_host_key
         connect = getattr(connector, "connect", None)
@@ -180,30 +179,16 @@ class Session:
             except BaseException:
                 connector.close()
                 raise
-        self._connector = connector
         return connector
 
     def _open_host(self, host_cfg: DeployConfig) -> Connector:
         """A verified connection to one host of ``hosts:`` (the rolling deploy closes it)."""
-        from claudegate.deploy.api import connector_for
-
-        self.cancel_token.raise_if_cancelled()
         if self.accept_host_key is not None:
             raise ConfigError(
                 "--accept-host-key names one host's key, and this config lists several hosts",
                 hint="give each entry of hosts: its host_key_fingerprint, or confirm each key when asked",
             )
-        connector = connector_for(host_cfg)
-        if hasattr(connector, "confirm_new_key"):
-            connector.confirm_new_key = self.interaction.confirm_host_key
-        connect = getattr(connector, "connect", None)
-        if callable(connect):
-            try:
-                connect()
-            except BaseException:
-                connector.close()
-                raise
-        return connector
+        return self._verified(host_cfg, None)
 
     def test_connection(self) -> ConnectionReport:
         """Connect, verify and look around (sudo, distro, Docker, ports, what a deploy installs). Read-only."""
