@@ -22,7 +22,7 @@ import claudegate.deploy.base_image as base_image
 from claudegate.connectors.local import LocalConnector
 from claudegate.control.controls import RunControls
 from claudegate.control.progress import StepEvent
-from claudegate.deploy.context import Context
+from claudegate.deploy.context import Context, RunOptions
 from claudegate.deploy.engine import Call
 from claudegate.deploy.layout import HostLayout
 from claudegate.deploy.steps.images import ImagesStep
@@ -57,7 +57,7 @@ def test_no_registry_and_a_yes_builds_the_base_image_with_debootstrap(
         cfg=cfg,
         connector=LocalConnector(),
         layout=HostLayout(root=str(tmp_path / "root"), prefix=f"cgbase{name_suffix()}"),
-        playbook="deploy",
+        options=RunOptions("deploy"),
         reporter=events.append,
         controls=RunControls(interaction=asked),
     )

@@ -52,6 +52,15 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[FreshServ
 
 
 CONSENTS: list[str] = []
+#: Dialogs already answered, kept (so no later screen can reuse an id): never answered twice.
+ANSWERED: list[object] = []
+
+
+def _answer(screen: object, button: str = "#yes") -> None:
+    """Press a dialog's button, once: the wait loops then leave this dialog alone until it is gone."""
+    assert isinstance(screen, ConfirmDialog | ClientDialog), screen
+    ANSWERED.append(screen)
+    screen.query_one(button, Button).press()
 
 
 #: Every wait in a test ends before pytest-timeout's (TIMEOUT) would: a hang then
@@ -85,8 +94,14 @@ async def _until(pilot: Pilot[None], what: str, cond: Callable[[], bool], timeou
             raise AssertionError(f"the app stopped while waiting for {what}: "
                                  f"{getattr(pilot.app, '_exception', None)!r}\n{_thread_stacks()[-8000:]}")
         screen = pilot.app.screen
+        if any(screen is done for done in ANSWERED):
+            # Answered already (by this loop or by a button press the app has not handled yet):
+            # a second dismiss would pop the screen beneath the dialog too.
+            await pilot.pause(0.1)
+            continue
         if isinstance(screen, ConfirmDialog) and screen.yes.startswith("Yes, go ahead"):
             CONSENTS.append(screen.text)
+            ANSWERED.append(screen)
             screen.dismiss(True)
             await pilot.pause()
             continue
@@ -94,6 +109,7 @@ async def _until(pilot: Pilot[None], what: str, cond: Callable[[], bool], timeou
             # Asked again on a later connection: the key must still be the server's.
             CONSENTS.append(f"host key asked again: {screen.detail}")
             assert screen.detail == EXPECTED_KEY.get("fingerprint"), screen.detail
+            ANSWERED.append(screen)
             screen.dismiss(True)
             await pilot.pause()
             continue
@@ -140,7 +156,7 @@ async def test_wizard_deploys_to_a_fresh_server(
         app.screen.query_one("#test", Button).press()
         await _until(pilot, "the host key dialog", lambda: isinstance(app.screen, ConfirmDialog), 120)
         assert _text(app, "#detail") == fresh.host_key_fingerprint
-        app.screen.query_one("#yes", Button).press()  # not a click: the dialog may not be laid out yet
+        _answer(app.screen)  # not a click: the dialog may not be laid out yet
         await _until(pilot, "the host key answered", lambda: not isinstance(app.screen, ConfirmDialog), 30)
         await _until(pilot, "the connection report", lambda: "Ready to deploy" in _text(app, "#report")
                      or "Failed" in _text(app, "#report") or "Not ready" in _text(app, "#report"), 120)
@@ -172,7 +188,7 @@ async def test_wizard_deploys_to_a_fresh_server(
         assert type(app.screen).__name__ == "ReviewScreen"
         await press_next(pilot)
         assert isinstance(app.screen, ConfirmDialog) and app.screen.yes == "Deploy now"  # asked, not started
-        app.screen.query_one("#yes", Button).press()
+        _answer(app.screen)
         await _until(pilot, "the deploy screen", lambda: isinstance(app.screen, DeployScreen), 60)
         deploying = app.screen
         saved = home / "deploy.yaml"
@@ -227,7 +243,7 @@ async def _console_run(pilot: Pilot[None], tab: str, button: str, log: str, done
     app.screen.query_one(f"#{button}", Button).press()
     await pilot.pause()
     if isinstance(app.screen, ConfirmDialog | ClientDialog):  # Revoke / Roll back confirm; Create's scopes
-        app.screen.query_one("#yes, #save", Button).press()
+        _answer(app.screen, "#yes, #save")
         await _until(pilot, "the dialog to close", lambda: not isinstance(app.screen, ConfirmDialog | ClientDialog), 30)
     text = ""
 
