@@ -9,6 +9,7 @@ import string
 import unicodedata
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -197,6 +198,20 @@ def test_redaction_keeps_the_text_around_a_secret(before: str, after: str, secre
     if result.verdicts and result.verdicts[0].matches == 1:
         # The one match is our secret: everything around it survives byte for byte.
         assert out == f"{before} [REDACTED:secrets] {after}"
+
+
+@pytest.mark.parametrize("mark", ["\u1acf", "\u1aff", "\u0301", "\ufe2f"])
+def test_a_mark_this_python_does_not_know_keeps_the_text_around_a_secret(mark: str) -> None:
+    # Found by the fuzz test above in a pristine run: U+1ACF is unassigned in the image's
+    # Unicode 14 tables, so the offset map lost it and the whole string was redacted.
+    secret = SECRETS[0]
+    text = f" {secret} {mark}"
+    result = REDACT.apply({"messages": [{"role": "user", "content": text}]})
+    assert result.body["messages"][0]["content"] == f" [REDACTED:secrets] {mark}"
+    # ... and inside a key the same mark still does not hide it.
+    hidden = secret[:20] + mark + secret[20:]
+    result = REDACT.apply({"messages": [{"role": "user", "content": f"key {hidden} end"}]})
+    assert result.verdicts and secret[24:40] not in result.body["messages"][0]["content"]
 
 
 # --------------------------------------------------------------------------
