@@ -10,6 +10,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 from claudegate.audit.context import Run, probe
 from claudegate.audit.result import ProbeResult
@@ -295,6 +296,39 @@ def _inspected_body(size: int, model: str) -> bytes:
     }).encode()  # fmt: skip
 
 
+@dataclass(frozen=True)
+class _FairRound:
+    """One round of the fairness probe: the small requests idle, the large bodies, the small ones beside them."""
+
+    idle: list[tuple[int, float]]
+    during: list[tuple[int, float]]
+    theirs: list[tuple[int, float]]
+
+    @property
+    def idle_worst(self) -> float:
+        return max(t for _, t in self.idle)
+
+    @property
+    def inspected(self) -> list[float]:
+        return [t for status, t in self.during if status != 429]
+
+    @property
+    def during_worst(self) -> float:
+        return max(self.inspected, default=0.0)
+
+    @property
+    def slowest(self) -> float:
+        return max(t for _, t in self.theirs)
+
+    def verdict(self) -> str:
+        if self.slowest < 0.3 or not self.inspected or all(s == 429 for s, _ in self.theirs):
+            return "too little"
+        # Behind a first-come queue a small request waits for the large bodies
+        # before it, a good part of the time they all take; with per-key turns it
+        # waits for one at most (one core), and with two cores or more for none.
+        return "fair" if self.during_worst < max(self.idle_worst + 0.1, self.slowest / 3) else "slow"
+
+
 def fairness(run: Run) -> ProbeResult:
     p = probe("limits", "limits.large_body_fairness",
               "the gateway's inspection workers (per-key turns, one worker per core; max_body_bytes_per_key)", run)  # fmt: skip
@@ -313,40 +347,47 @@ def fairness(run: Run) -> ProbeResult:
         answer = run.https("POST", "/v1/messages", [("x-api-key", key), *json_headers], body, paced=False)
         return answer.status, answer.elapsed
 
-    run.wait_for_bucket(2.0)
-    timed(mine, small_body)  # the first large body starts the gateway's workers: not part of the figure
-    idle = [timed(mine, small_body) for _ in range(3)]
     count = max(1, min(8, run.target.per_key_burst))
     run.wait_for_bucket(2.0)
-    with ThreadPoolExecutor(count) as pool:
-        heavy = [pool.submit(timed, theirs, large_body) for _ in range(count)]
-        pause(0.05)
-        # One after the other while their bodies are in the gateway: some land
-        # behind whatever queue there is.
-        during: list[tuple[int, float]] = []
-        while len(during) < 8 and not all(f.done() for f in heavy):
-            during.append(timed(mine, small_body))
-        theirs_done = [f.result() for f in heavy]
-    # Give the per-address bucket back what these requests took from it: the next probes count on it.
-    run.wait_for_bucket(2.0 + (4 + 2 * len(idle) + count) / max(run.target.per_ip_rate, 0.5))
-    idle_worst = max(t for _, t in idle)
-    inspected = [t for status, t in during if status != 429]
-    during_worst = max(inspected, default=0.0)
-    slowest = max(t for _, t in theirs_done)
-    p.saw("3 requests of 300 KB from one client, idle", ", ".join(f"{s} in {t:.2f} s" for s, t in idle))
-    p.saw(f"{count} requests of {large >> 20} MiB from another client at once",
-          ", ".join(f"{s} in {t:.2f} s" for s, t in theirs_done))  # fmt: skip
-    p.saw("300 KB requests meanwhile, one after the other", ", ".join(f"{s} in {t:.2f} s" for s, t in during))
-    refused = [s for s, _ in idle + during + theirs_done if s not in (400, 403, 404, 429)]
+    timed(mine, small_body)  # the first large body starts the gateway's workers: not part of the figure
+
+    def one_round(label: str) -> _FairRound:
+        run.wait_for_bucket(2.0)
+        idle = [timed(mine, small_body) for _ in range(3)]
+        run.wait_for_bucket(2.0)
+        with ThreadPoolExecutor(count) as pool:
+            heavy = [pool.submit(timed, theirs, large_body) for _ in range(count)]
+            pause(0.05)
+            # One after the other while their bodies are in the gateway: some land
+            # behind whatever queue there is.
+            during: list[tuple[int, float]] = []
+            while len(during) < 8 and not all(f.done() for f in heavy):
+                during.append(timed(mine, small_body))
+            theirs_done = [f.result() for f in heavy]
+        # Give the per-address bucket back what these requests took from it: the next probes count on it.
+        run.wait_for_bucket(2.0 + (4 + 2 * len(idle) + count) / max(run.target.per_ip_rate, 0.5))
+        p.saw(f"{label}: 3 requests of 300 KB from one client, idle", ", ".join(f"{s} in {t:.2f} s" for s, t in idle))
+        p.saw(f"{label}: {count} requests of {large >> 20} MiB from another client at once",
+              ", ".join(f"{s} in {t:.2f} s" for s, t in theirs_done))  # fmt: skip
+        p.saw(f"{label}: 300 KB requests meanwhile, one after the other",
+              ", ".join(f"{s} in {t:.2f} s" for s, t in during))  # fmt: skip
+        return _FairRound(idle, during, theirs_done)
+
+    first = one_round("round 1")
+    # A busy host (another tenant, a backup) can stretch one small request
+    # past the bound once; a first-come queue stretches it every time. So a
+    # round over the bound is measured again, and only two in a row fail.
+    rounds = [first] if first.verdict() != "slow" else [first, one_round("round 2")]
+    last = rounds[-1]
+    refused = [s for r in rounds for s, _ in r.idle + r.during + r.theirs if s not in (400, 403, 404, 429)]
     p.expect(not refused, f"a probe body was not refused by the gateway (statuses {refused}): it may have reached upstream")
-    if slowest < 0.3 or not inspected or all(s == 429 for s, _ in theirs_done):
-        return p.untested(f"the large bodies took {slowest:.2f} s at most, {len(inspected)} small ones were "
+    if last.verdict() == "too little":
+        return p.untested(f"the large bodies took {last.slowest:.2f} s at most, {len(last.inspected)} small ones were "
                           "inspected meanwhile: too little to tell a queue from none")  # fmt: skip
-    # Behind a first-come queue a small request waits for the large bodies
-    # before it, a good part of the time they all take; with per-key turns it
-    # waits for one at most (one core), and with two cores or more for none.
-    p.expect(during_worst < max(idle_worst + 0.1, slowest / 3),
-             f"the other client's large bodies delayed a 300 KB request from {idle_worst:.2f} s to "
-             f"{during_worst:.2f} s (they took {slowest:.2f} s)")  # fmt: skip
-    return p.result(f"a 300 KB request took {during_worst:.2f} s beside {count} large bodies of another client "
-                    f"({idle_worst:.2f} s idle)")  # fmt: skip
+    p.expect(last.verdict() == "fair",
+             "the other client's large bodies delayed a 300 KB request from "
+             + " and ".join(f"{r.idle_worst:.2f} s to {r.during_worst:.2f} s (they took {r.slowest:.2f} s)"
+                            for r in rounds))  # fmt: skip
+    again = " (the second round; the first was slow)" if len(rounds) > 1 else ""
+    return p.result(f"a 300 KB request took {last.during_worst:.2f} s beside {count} large bodies of another client "
+                    f"({last.idle_worst:.2f} s idle){again}")  # fmt: skip
