@@ -14,8 +14,9 @@ def _literal(text: str) -> bytes:
     return b"(" + text.encode("latin-1").replace(b"\\", b"\\\\").replace(b"(", b"\\(").replace(b")", b"\\)") + b")"
 
 
-def make_pdf(pages: list[str], *, split: int = 0, compress: bool = True) -> bytes:
-    """A PDF with one line of Helvetica text per page (``split``: pieces of that many characters)."""
+def make_pdf(pages: list[str], *, split: int = 0, compress: bool = True, repeat: int = 1) -> bytes:
+    """A PDF with one line of Helvetica text per page (``split``: pieces of that many characters;
+    ``repeat``: the line drawn that many times over, one text operator each)."""
     objects: list[bytes] = []
     n = len(pages)
     kids = " ".join(f"{4 + 2 * i} 0 R" for i in range(n))
@@ -28,7 +29,7 @@ def make_pdf(pages: list[str], *, split: int = 0, compress: bool = True) -> byte
             shown = b"[" + b" -20 ".join(_literal(p) for p in parts) + b"] TJ"
         else:
             shown = _literal(text) + b" Tj"
-        stream = b"BT /F1 12 Tf 72 712 Td " + shown + b" ET"
+        stream = b"BT /F1 12 Tf 72 712 Td " + b" ".join([shown] * repeat) + b" ET"
         data = zlib.compress(stream) if compress else stream
         flt = b" /Filter /FlateDecode" if compress else b""
         objects.append(

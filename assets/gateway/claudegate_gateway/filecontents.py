@@ -30,7 +30,6 @@ files (offload.py): parsing a PDF holds the GIL for its whole length.
 from __future__ import annotations
 
 import bz2
-import contextlib
 import io
 import logging
 import lzma
@@ -39,16 +38,19 @@ import threading
 import time
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 __all__ = ["Contents", "contents"]
+
+_T = TypeVar("_T")
 
 MAX_EXPANDED_BYTES = 64 << 20
 MAX_DEPTH = 3
 PDF_MAX_PAGES = 2_000
 PDF_MAX_SECONDS = 30.0
+_ALARM_REPEAT_SECONDS = 0.1  # after the first, until the parser stops (_within)
 PDF_MAX_STREAM_BYTES = 16 << 20
 _PIECE = 1 << 16
 
@@ -135,9 +137,9 @@ def _pdf_text(data: bytes, budget: int) -> str:
         "maximum_declared_stream_length", "array_based_stream_maximum_output_length", "zlib_maximum_output_length",
         "lzw_maximum_output_length", "run_length_maximum_output_length", "jbig2_maximum_output_length",
         "brotli_maximum_output_length")}  # fmt: skip
-    with pypdf.apply_configuration(None, **limits), _deadline(PDF_MAX_SECONDS):
+    with pypdf.apply_configuration(None, **limits):
         try:
-            return _pdf_pages_text(pypdf, PyPdfError, data, budget, started)
+            return _within(PDF_MAX_SECONDS, lambda: _pdf_pages_text(pypdf, PyPdfError, data, budget, started))
         except _TimeUp:
             raise _Refused(f"reading its text took longer than {PDF_MAX_SECONDS:.0f} s") from None
 
@@ -146,25 +148,30 @@ class _TimeUp(BaseException):
     """Raised by the alarm: a BaseException, so the parser's own ``except Exception`` cannot swallow it."""
 
 
-@contextlib.contextmanager
-def _deadline(seconds: float) -> Iterator[None]:
-    """Interrupt the block after `seconds`, where a signal can (a worker process's main thread).
+def _within(seconds: float, work: Callable[[], _T]) -> _T:
+    """``work()``, interrupted by :class:`_TimeUp` once `seconds` have passed, where a
+    signal can (a worker process's main thread).
 
     One page of a hostile PDF can hold the parser for long; the check between
     pages would come too late. Elsewhere (the thread fallback) only that check applies.
+    The alarm repeats until `work` ends: Python drops an exception raised in a
+    weakref callback or a ``__del__`` ("Exception ignored in ..."), so a single
+    alarm that lands in one while the parser frees objects would leave the page unbounded.
     """
     if threading.current_thread() is not threading.main_thread():
-        yield
-        return
+        return work()
+    working = True
 
     def time_up(_signum: int, _frame: Any) -> None:
-        raise _TimeUp
+        if working:  # an alarm handled once `work` has ended is no one's to stop
+            raise _TimeUp
 
     previous = signal.signal(signal.SIGALRM, time_up)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
-        yield
+        signal.setitimer(signal.ITIMER_REAL, seconds, _ALARM_REPEAT_SECONDS)
+        return work()
     finally:
+        working = False  # first, before any call (where a pending alarm's handler could run)
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
 
