@@ -32,6 +32,13 @@ def write_secret(path: Path, value: str) -> Path:
     return path
 
 
+def raw_headers(response: bytes) -> dict[str, str]:
+    """The header fields of a raw HTTP/1.1 response read off a socket (names lower-cased)."""
+    assert b"\r\n\r\n" in response, f"the response's head was not read whole: {response[:200]!r}"
+    head = response.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")[1:]
+    return {name.strip().lower(): value.strip() for name, _, value in (line.partition(":") for line in head)}
+
+
 @dataclass
 class GatewayProc:
     workdir: Path
@@ -63,10 +70,14 @@ class GatewayProc:
         return Path(yaml.safe_load(self.config_path.read_text())["keystore"])
 
     def audit(self, at_least: int = 1, timeout: float = 10) -> list[dict[str, Any]]:
-        """The audit records, once there are `at_least` (the last is written after the response ends)."""
+        """The audit records, once there are `at_least` (the last is written after the response ends).
+
+        Only a count: to read one request's record, :meth:`record` finds it by its id.
+        """
         deadline = time.monotonic() + timeout
         while True:
-            lines = self.audit_path.read_text().splitlines() if self.audit_path.exists() else []
+            text = self.audit_path.read_text() if self.audit_path.exists() else ""
+            lines = text.split("\n")[:-1]  # whole lines only: the last one may be half written
             if len(lines) >= at_least or time.monotonic() > deadline:
                 return [json.loads(line) for line in lines]
             time.sleep(0.02)
@@ -80,15 +91,25 @@ class GatewayProc:
         last line can be an earlier request's while this one's is still to come.
         """
         request_id = headers.get("x-claudegate-request-id") or headers["request-id"]
+        return self.record_where(timeout=timeout, request_id=request_id)
+
+    def record_where(self, timeout: float = 10, **fields: Any) -> dict[str, Any]:
+        """The one audit record whose `fields` have these values, once it is written.
+
+        For a request whose response headers the client never saw (it hung up
+        first): the caller names what only that request has (its key, its path).
+        Finding two is a failure: the fields did not single the request out.
+        """
         deadline = time.monotonic() + timeout
         while True:
             text = self.audit_path.read_text() if self.audit_path.exists() else ""
             # Whole lines only: the last one may be half written.
-            found = [rec for rec in map(json.loads, text.split("\n")[:-1]) if rec.get("request_id") == request_id]
+            found = [rec for rec in map(json.loads, text.split("\n")[:-1])
+                     if all(rec.get(k) == v for k, v in fields.items())]  # fmt: skip
             if found:
                 assert len(found) == 1, found
                 return dict(found[0])
-            assert time.monotonic() < deadline, f"no audit record for request {request_id} in {timeout} s"
+            assert time.monotonic() < deadline, f"no audit record with {fields} in {timeout} s"
             time.sleep(0.02)
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
