@@ -188,16 +188,18 @@ def test_health_ready_metrics_on_internal_listener_only(gateway_factory: Gateway
 def test_trusted_proxy_real_ip(gateway_factory: GatewayFactory, fake: FakeAnthropic) -> None:
     untrusted = gateway_factory(name="u")
     key = untrusted.create_key("k")
-    httpx.post(untrusted.url + "/v1/messages", headers={**HDRS, "x-api-key": key, "x-real-ip": "6.6.6.6",
-               "x-forwarded-for": "6.6.6.6"}, json={"model": MODEL, "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]})
-    rec = untrusted.audit()[-1]
+    r = httpx.post(untrusted.url + "/v1/messages", headers={**HDRS, "x-api-key": key, "x-real-ip": "6.6.6.6",
+                   "x-forwarded-for": "6.6.6.6"}, json={"model": MODEL, "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]})
+    assert r.status_code == 200, r.text
+    rec = untrusted.record(r.headers)
     assert rec["client_ip"] == "127.0.0.1"
     assert "x-forwarded-for" not in fake.state.requests[-1].headers
     assert "x-real-ip" not in fake.state.requests[-1].headers
 
     trusted = gateway_factory({"trusted_proxies": ["127.0.0.1/32"]}, name="t")
     key = trusted.create_key("k")
-    httpx.post(trusted.url + "/v1/messages", headers={**HDRS, "x-api-key": key, "x-real-ip": "203.0.113.7"},
-               json={"model": MODEL, "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]})
-    rec = trusted.audit()[-1]
+    r = httpx.post(trusted.url + "/v1/messages", headers={**HDRS, "x-api-key": key, "x-real-ip": "203.0.113.7"},
+                   json={"model": MODEL, "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]})
+    assert r.status_code == 200, r.text
+    rec = trusted.record(r.headers)
     assert rec["client_ip"] == "203.0.113.7"

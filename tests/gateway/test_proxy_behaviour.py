@@ -15,6 +15,7 @@ import pytest
 
 from tests.conftest import GatewayFactory
 from tests.support.fake_anthropic import FakeAnthropic
+from tests.support.gateway_proc import raw_headers
 
 MODEL = "claude-sonnet-4-6"
 HDRS = {"anthropic-version": "2023-06-01"}
@@ -54,8 +55,13 @@ def test_client_disconnect_mid_stream_is_audited_and_settled(gateway_factory: Ga
         s.sendall(b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nx-api-key: " + key.encode() +
                   b"\r\nanthropic-version: 2023-06-01\r\ncontent-type: application/json\r\ncontent-length: "
                   + str(len(body)).encode() + b"\r\n\r\n" + body)
-        assert b"200" in s.recv(4096)
-    rec = gw.audit()[-1]
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = s.recv(4096)
+            assert chunk, head
+            head += chunk
+        assert head.startswith(b"HTTP/1.1 200"), head
+    rec = gw.record(raw_headers(head))
     assert rec["error_type"] == "client_closed"
     # Upstream's final usage never arrived, so leaving does not make the
     # request cheap: the whole 3000-token reservation stays charged.
@@ -77,23 +83,24 @@ def test_filters_block_and_redact(gateway_factory: GatewayFactory, fake: FakeAnt
         return httpx.post(gw.url + "/v1/messages", headers={**HDRS, "x-api-key": key},
                           json={"model": MODEL, "max_tokens": 5, "messages": [{"role": "user", "content": content}]})
 
-    r = send(f"my key is {secret}, keep it")
-    assert r.status_code == 200
+    redacted = send(f"my key is {secret}, keep it")
+    assert redacted.status_code == 200
     forwarded = fake.state.last_request("/v1/messages")
     assert forwarded is not None and secret not in forwarded.text and "[REDACTED:secrets]" in forwarded.text
 
-    r = send("tell me about PROJECT   Falcon")
-    assert r.status_code == 403 and r.json()["error"]["type"] == "permission_error"
-    assert "codename" in r.json()["error"]["message"] and "Falcon" not in r.text
-    r = send([{"type": "text", "text": "id 123-45-"}, {"type": "text", "text": "6789"}])
-    assert r.status_code == 400 and "no-ssn" in r.json()["error"]["message"]
+    blocked = send("tell me about PROJECT   Falcon")
+    assert blocked.status_code == 403 and blocked.json()["error"]["type"] == "permission_error"
+    assert "codename" in blocked.json()["error"]["message"] and "Falcon" not in blocked.text
+    ssn = send([{"type": "text", "text": "id 123-45-"}, {"type": "text", "text": "6789"}])
+    assert ssn.status_code == 400 and "no-ssn" in ssn.json()["error"]["message"]
     n_before = len(fake.state.requests)
-    send("project\u200bfalcon")
+    hidden = send("project\u200bfalcon")
     assert len(fake.state.requests) == n_before  # blocked ones never reach upstream
 
-    audit = gw.audit(3)
-    assert {"rule": "secrets", "direction": "request", "action": "redact", "matches": 1} in audit[0]["filters"]
-    assert audit[1]["status"] == 403
+    # Each by its request id: a record is written as its response ends, so the order of lines is not the order sent.
+    records = [gw.record(r.headers) for r in (redacted, blocked, ssn, hidden)]
+    assert {"rule": "secrets", "direction": "request", "action": "redact", "matches": 1} in records[0]["filters"]
+    assert [rec["status"] for rec in records[1:]] == [403, 400, 403]
     assert secret not in gw.audit_path.read_text() and "falcon" not in gw.audit_path.read_text().lower()
 
 
@@ -111,10 +118,10 @@ def test_audit_record_fields(gateway_factory: GatewayFactory, fake: FakeAnthropi
     gw = gateway_factory()
     key = gw.create_key("audited")
     prompt = "a very private prompt text"
-    httpx.post(gw.url + "/v1/messages", headers={**HDRS, "x-api-key": key},
-               json={"model": MODEL, "max_tokens": 5, "messages": [{"role": "user", "content": prompt}]})
-    httpx.get(gw.url + "/v1/models", headers={**HDRS, "x-api-key": "wrong"})
-    first, second = gw.audit(2)
+    r1 = httpx.post(gw.url + "/v1/messages", headers={**HDRS, "x-api-key": key},
+                    json={"model": MODEL, "max_tokens": 5, "messages": [{"role": "user", "content": prompt}]})
+    r2 = httpx.get(gw.url + "/v1/models", headers={**HDRS, "x-api-key": "wrong"})
+    first, second = gw.record(r1.headers), gw.record(r2.headers)
     assert first["key_name"] == "audited" and first["key_prefix"] == key[:14]
     assert first["status"] == 200 and first["model"] == MODEL and first["path"] == "/v1/messages"
     assert first["input_tokens"] > 0 and first["output_tokens"] == 5 and first["latency_ms"] > 0
