@@ -21,7 +21,7 @@ import pytest
 
 from tests.conftest import GatewayFactory
 from tests.support.fake_anthropic import FakeAnthropic
-from tests.support.gateway_proc import GatewayProc, make_gateway
+from tests.support.gateway_proc import GatewayProc, make_gateway, raw_headers
 
 MODEL = "claude-sonnet-4-6"
 V = {"anthropic-version": "2023-06-01"}
@@ -70,11 +70,11 @@ def test_six_parallel_requests_on_one_big_file_stay_within_the_budget(
     key = gw.create_key("reader", "--daily-tokens", "20000")
     file_id = upload(gw, key, b"lorem ipsum " * 2_500)  # 30,000 bytes: ~7,500 tokens billed per reference
     fake.state.configure(latency=1.0)  # all six in flight at once
-    statuses: list[int] = []
+    answers: list[httpx.Response] = []
 
     def send() -> None:
-        r = httpx.post(gw.url + "/v1/messages", headers=hdr(key), json=msg(doc_ref(file_id), 50), timeout=30)
-        statuses.append(r.status_code)
+        answers.append(httpx.post(gw.url + "/v1/messages", headers=hdr(key), json=msg(doc_ref(file_id), 50),
+                                  timeout=30))
 
     threads = [threading.Thread(target=send) for _ in range(6)]
     for t in threads:
@@ -82,13 +82,13 @@ def test_six_parallel_requests_on_one_big_file_stay_within_the_budget(
     for t in threads:
         t.join()
     # Each reservation is ~10,100 tokens (the file at bytes/3, the body, max_tokens): one fits in 20,000.
-    assert sorted(statuses) == [200, 429, 429, 429, 429, 429]
+    assert sorted(r.status_code for r in answers) == [200, 429, 429, 429, 429, 429]
     assert len(fake.state.requests_for("/v1/messages")) == 1
     assert 7_500 < billed(fake) <= 20_000
     assert daily_usage(gw, "reader") >= billed(fake)
     # The body alone (a few hundred bytes) would have let all six through under the old rule.
-    rec = [r for r in gw.audit() if r.get("status") == 200 and r.get("operation") == "messages.create"]
-    assert rec[0]["reserved_tokens"] > 10_000
+    admitted = next(r for r in answers if r.status_code == 200)
+    assert gw.record(admitted.headers)["reserved_tokens"] > 10_000
 
 
 def test_count_tokens_reserves_the_file_and_is_settled_to_nothing(
@@ -126,7 +126,7 @@ def test_images_and_pdfs_are_reserved_by_what_they_are(gateway_factory: GatewayF
     ]
     r = httpx.post(gw.url + "/v1/messages", headers=hdr(key), json=msg(content, 10))
     assert r.status_code == 200, r.text
-    rec = gw.audit()[-1]
+    rec = gw.record(r.headers)
     # 4 pages at 4,600 and one downscaled image at most 1,600, plus the body.
     assert 4 * 4_600 + 1_500 < rec["reserved_tokens"] < 4 * 4_600 + 1_600 + 200
     assert rec["input_tokens"] == fake.state.billed[-1].input_tokens > 4 * 3_000
@@ -151,10 +151,10 @@ def test_url_sources_and_server_tools_are_reserved_at_the_configured_ceiling(
     key2 = gw2.create_key("web2", "--daily-tokens", "50000")
     r = httpx.post(gw2.url + "/v1/messages", headers=hdr(key2), json=msg(url_doc))
     assert r.status_code == 200, r.text
-    assert gw2.audit()[-1]["reserved_tokens"] > 6_000
+    assert gw2.record(r.headers)["reserved_tokens"] > 6_000
     assert daily_usage(gw2, "web2") == billed(fake) > 5_000  # the fake bills a URL source 5,000
     r = httpx.post(gw2.url + "/v1/messages", headers=hdr(key2), json=msg("find", tools=[{**search, "max_uses": 2}]))
-    assert r.status_code == 200 and gw2.audit()[-1]["reserved_tokens"] > 8_000
+    assert r.status_code == 200 and gw2.record(r.headers)["reserved_tokens"] > 8_000
 
 
 def test_server_tools_without_bounds_get_the_reserved_ones(
@@ -170,7 +170,7 @@ def test_server_tools_without_bounds_get_the_reserved_ones(
     # Upstream is told the bounds the reservation assumed; a tool's own bounds are kept.
     assert sent["tools"][0] == {**tools[0], "max_uses": 3, "max_content_tokens": 1_000}
     assert sent["tools"][1] == tools[1]
-    assert gw.audit()[-1]["reserved_tokens"] > 3 * 1_000 + 2 * 1_000
+    assert gw.record(r.headers)["reserved_tokens"] > 3 * 1_000 + 2 * 1_000
 
 
 def test_a_bad_limits_knob_is_a_config_error(gateway_factory: GatewayFactory) -> None:
@@ -223,7 +223,7 @@ def test_a_batch_is_settled_in_the_background_against_the_day_it_was_charged(
     r = httpx.post(gw.url + "/v1/messages/batches", headers=hdr(key), json=body)
     assert r.status_code == 200, r.text
     batch_id = r.json()["id"]
-    created = gw.audit()[-1]
+    created = gw.record(r.headers)
     assert created["operation"] == "batches.create"
     # Charged the whole reservation at creation: three references to the file and 3 x max_tokens.
     assert daily_usage(gw, "batcher") == created["reserved_tokens"] > 3 * (12_000 // 3) + 1_500
@@ -234,7 +234,8 @@ def test_a_batch_is_settled_in_the_background_against_the_day_it_was_charged(
         time.sleep(0.1)
     assert settled, "the gateway did not settle the batch by itself"
     # The key's list shows the batch ended, from the poll's view: no client get, no upstream list.
-    listed = httpx.get(gw.url + "/v1/messages/batches", headers=hdr(key)).json()["data"]
+    listing = httpx.get(gw.url + "/v1/messages/batches", headers=hdr(key))
+    listed = listing.json()["data"]
     assert [(b["id"], b["processing_status"]) for b in listed] == [(batch_id, "ended")]
     assert listed[0]["results_url"] == f"/v1/messages/batches/{batch_id}/results"
     assert not [q for q in fake.state.requests if q.path == "/v1/messages/batches" and q.method == "GET"]
@@ -251,6 +252,7 @@ def test_a_batch_is_settled_in_the_background_against_the_day_it_was_charged(
     # `claudegate usage` counts the settlement as the key's tokens, not as a request.
     from claudegate.usage import summarize
 
+    gw.record(listing.headers)  # the list's line is written as its answer ends: wait for it
     row = next(r for r in summarize(gw.audit_path.read_bytes().splitlines())[0] if r.client == "batcher")
     assert row.requests == 3 and row.input_tokens + row.output_tokens == batch_billed  # upload, batch, list
     time.sleep(0.6)  # later polls do not settle it again
@@ -348,12 +350,9 @@ def test_a_stream_dropped_at_any_point_keeps_its_reservation(
     body = json.dumps(msg("reply with 30 words", 2_000, stream=True)).encode()
     seen = _drop(gw, key, body, after, wait=0.2)
     assert b"message_delta" not in seen, where
-    deadline = time.monotonic() + 10
-    while not gw.audit(1, timeout=10) or gw.audit()[-1].get("operation") != "messages.create":
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    time.sleep(1.0 if after is None else 0.1)  # before headers: the record is written once upstream answered
-    rec = gw.audit()[-1]
+    # By its key, the one request it made: dropped before its headers (the first case), it has no request id.
+    # Written once upstream answered (so after the fake billed) and the reservation settled.
+    rec = gw.record_where(key_name="dropper", operation="messages.create")
     assert rec["status"] == 499 and rec["error_type"] == "client_closed", (where, rec)
     reservation = len(body) // 3 + 1 + 2_000
     assert rec["reserved_tokens"] == reservation
@@ -375,13 +374,9 @@ def test_a_stream_whose_client_and_upstream_go_at_once_is_a_quiet_disconnect(
         key = gw.create_key("both", "--daily-tokens", "1000000")
         fake.state.configure(event_delay=0.3)
         body = json.dumps(msg("reply with 30 words", 2_000, stream=True)).encode()
-        _drop(gw, key, body, b"message_start")  # the client hangs up...
+        seen = _drop(gw, key, body, b"message_start")  # the client hangs up...
         relay.cut()  # ...and upstream goes with it, before the next event
-        deadline = time.monotonic() + 10
-        while not gw.audit(1, timeout=10) or gw.audit()[-1].get("operation") != "messages.create":
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-    rec = gw.audit()[-1]
+        rec = gw.record(raw_headers(seen))
     assert rec["status"] == 499 and rec["error_type"] == "client_closed", rec
     assert daily_usage(gw, "both") == rec["reserved_tokens"] >= billed(fake)
     no_traceback(gw)
@@ -395,8 +390,8 @@ def test_a_whole_answer_the_client_left_before_is_charged_its_usage_quietly(
     fake.state.configure(latency=0.8)
     body = json.dumps(msg("reply with 30 words", 2_000)).encode()
     _drop(gw, key, body, None, wait=0.2)
-    time.sleep(1.5)
-    rec = gw.audit()[-1]
+    # By its key, the one request it made: the client left before the headers, so it never saw its request id.
+    rec = gw.record_where(key_name="quitter", operation="messages.create")
     # Upstream's final usage arrived (the answer was whole): that is the charge, not the reservation.
     assert rec["operation"] == "messages.create" and rec["status"] in (200, 499)
     assert daily_usage(gw, "quitter") == billed(fake) == rec["input_tokens"] + rec["output_tokens"] > 0
@@ -440,7 +435,7 @@ def test_a_keystore_locked_at_settlement_keeps_the_reservation(
         holder.execute("ROLLBACK")
         holder.close()
     assert got and got[0].status_code == 200
-    rec = gw.audit()[-1]
+    rec = gw.record(got[0].headers)
     assert daily_usage(gw, "unsettled") == rec["reserved_tokens"] > billed(fake)
     assert "settlement skipped" in gw.log_path.read_text()
     no_traceback(gw)
