@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from tests.edge.rawhttp import RawResponse, raw_exchange, req
-from tests.support.fake_anthropic import FakeAnthropic
+from tests.support.fake_anthropic import FakeAnthropic, RecordedRequest
 from tests.support.gateway_proc import GatewayProc, make_gateway
 
 HDRS = {"anthropic-version": "2023-06-01"}
@@ -40,7 +40,10 @@ PATH_TRICKS = [
 
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory: pytest.TempPathFactory, fake_anthropic: FakeAnthropic) -> Iterator[GatewayProc]:
-    proc = make_gateway(tmp_path_factory.mktemp("adv"), fake_anthropic.url, fake_anthropic.api_key)
+    # A quick batch poll: the batch test can wait for its batch to be settled, so no poll of it
+    # reaches upstream while a later test asserts that nothing does.
+    proc = make_gateway(tmp_path_factory.mktemp("adv"), fake_anthropic.url, fake_anthropic.api_key,
+                        {"batch_poll_seconds": 0.2})
     proc.start()
     yield proc
     proc.stop()
@@ -77,6 +80,13 @@ def assert_error(r: RawResponse | httpx.Response, status: int, kind: str) -> str
 def nothing_upstream(fake: FakeAnthropic) -> None:
     got = [(r.method, r.raw_path or r.path) for r in fake.state.requests]
     assert got == [], got
+
+
+def models_request(fake: FakeAnthropic) -> RecordedRequest:
+    """The model list request upstream saw last (by its path: the gateway's own batch poll may come after)."""
+    sent = fake.state.last_request("/v1/models")
+    assert sent is not None, [(r.method, r.raw_path) for r in fake.state.requests]
+    return sent
 
 
 # -- the route table ---------------------------------------------------------
@@ -225,7 +235,7 @@ def test_key_tricks_get_401_never_500_and_nothing_upstream(gw: GatewayProc, full
 def test_the_same_key_in_both_headers_is_accepted(gw: GatewayProc, full: str, fake: FakeAnthropic) -> None:
     r = raw(gw, "GET", "/v1/models", f"x-api-key: {full}", f"authorization: bearer {full}")
     assert r.status == 200
-    sent = fake.state.requests[-1].headers
+    sent = models_request(fake).headers
     assert sent["x-api-key"] == fake.api_key and "authorization" not in sent
 
 
@@ -294,7 +304,7 @@ def test_headers_named_in_connection_are_not_forwarded(gw: GatewayProc, full: st
     r = raw(gw, "GET", "/v1/models", f"x-api-key: {full}", "connection: keep-alive, x-stainless-os, anthropic-beta",
             "x-stainless-os: Linux", "anthropic-beta: files-api-2025-04-14", "x-stainless-lang: python")
     assert r.status == 200
-    sent = fake.state.requests[-1].headers
+    sent = models_request(fake).headers
     assert "x-stainless-os" not in sent and "anthropic-beta" not in sent and sent["x-stainless-lang"] == "python"
 
 
@@ -305,10 +315,10 @@ def test_only_allowlisted_headers_go_upstream(gw: GatewayProc, full: str, fake: 
             "x-anything: y", "proxy-authorization: Basic eA==", "anthropic-beta: files-api-2025-04-14",
             "user-agent: claude-cli/2", "x-app: cli", "x-stainless-retry-count: 0")
     assert r.status == 200
-    sent = set(fake.state.requests[-1].headers)
+    sent = set(models_request(fake).headers)
     assert {"anthropic-beta", "anthropic-version", "user-agent", "x-app", "x-stainless-retry-count"} <= sent
     r = raw(gw, "GET", "/v1/models", f"x-api-key: {full}", "anthropic-beta: a-1", "anthropic-beta: b-2")
-    assert r.status == 200 and fake.state.requests[-1].headers["anthropic-beta"] == "a-1, b-2"
+    assert r.status == 200 and models_request(fake).headers["anthropic-beta"] == "a-1, b-2"
     assert sent.isdisjoint({"anthropic-workspace-id", "cookie", "x-forwarded-for", "forwarded", "x-real-ip",
                             "x-anything", "proxy-authorization", "authorization"}), sent
 
@@ -389,10 +399,14 @@ def test_batch_results_url_points_at_the_gateway_not_upstream(gw: GatewayProc, f
     listed = httpx.get(gw.url + "/v1/messages/batches", headers=headers).json()["data"]
     for batch in (got, *listed):
         assert batch["results_url"] == f"/v1/messages/batches/{batch['id']}/results", batch
-    # The list came from the gateway's index (what the get saw), not from upstream.
-    assert fake.state.requests[-1].raw_path == f"/v1/messages/batches/{created['id']}"
+    # The list came from the gateway's index (what the get saw), not from upstream. (Not "the
+    # last request was the get": the gateway's own poll reads the ended batch's results meanwhile.)
+    assert fake.state.requests_for(f"/v1/messages/batches/{created['id']}", "GET")
+    assert not fake.state.requests_for("/v1/messages/batches", "GET")
     r = httpx.get(gw.url + got["results_url"], headers=headers)
     assert r.status_code == 200 and json.loads(r.text.splitlines()[0])["custom_id"] == "a"
+    # Settled by the gateway's poll: it has no reason to call upstream about this batch again.
+    assert gw.record_where(event="batch_settled", batch_id=created["id"])["key_name"] == "full"
 
 
 # -- the gateway's own paced stream ----------------------------------------------
