@@ -9,10 +9,10 @@ prove that no access log of the run holds one.
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import ssl
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +38,7 @@ class Backend:
     gateway: Any | None  # tests.support.gateway_proc.GatewayProc
     credentials: set[str]
     _keys: list[str] = field(default_factory=list)
+    _names: dict[str, str] = field(default_factory=dict)  # key -> the name the gateway issued it under
 
     @property
     def addr(self) -> str:
@@ -48,7 +49,9 @@ class Backend:
     def new_key(self, name: str = "edge") -> str:
         """A client key the backend accepts (a gateway-issued key with the gateway)."""
         if self.gateway is not None:
-            key = str(self.gateway.create_key(f"{name}-{secrets.token_hex(3)}"))
+            name = f"{name}-{secrets.token_hex(3)}"
+            key = str(self.gateway.create_key(name))
+            self._names[key] = name
         else:
             key = "sk-edge-" + secrets.token_urlsafe(24)
             self._keys.append(key)
@@ -67,17 +70,24 @@ class Backend:
         reqs = list(self.fake.state.requests)
         return [r for r in reqs if path is None or r.path == path]
 
-    def client_ips(self) -> list[str]:
-        """Client addresses the backend attributed requests to, oldest first."""
-        if self.gateway is not None:
-            path = Path(self.gateway.audit_path)
-            if not path.exists():
-                return []
-            records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-            return [
-                str(r.get("client_ip") or r.get("ip") or r.get("client", {}).get("ip", "")) for r in records
-            ]
-        return [r.headers.get("x-real-ip", "") for r in self.fake.state.requests]
+    def client_ips(self, key: str, at_least: int = 1, timeout: float = 10) -> list[str]:
+        """Client addresses the backend attributed `key`'s requests to, oldest first, once
+        there are `at_least` (the gateway writes a request's record as its answer ends).
+
+        By the key, not as the log's newest lines: the gateway is the session's, and an
+        earlier test's record can land after this test began.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.gateway is not None:
+                name = self._names[key]
+                found = [str(r["client_ip"]) for r in self.gateway.audit(0, timeout=0) if r.get("key_name") == name]
+            else:
+                found = [r.headers.get("x-real-ip", "") for r in list(self.fake.state.requests)
+                         if r.headers.get("x-api-key") == key]  # fmt: skip
+            if len(found) >= at_least or time.monotonic() > deadline:
+                return found
+            time.sleep(0.05)
 
 
 @pytest.fixture(scope="session")
