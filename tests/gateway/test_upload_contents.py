@@ -137,7 +137,7 @@ def test_a_pdf_that_cannot_be_read_is_refused_and_a_text_about_pdfs_is_not() -> 
 def test_a_pdf_that_holds_the_parser_too_long_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     """The alarm interrupts the parser inside a page, not only between pages.
 
-    One page of 12 KB: 500 text operators of 1,000 pieces each, inside every
+    One page of 10 KB: 500 text operators of 1,000 pieces each, inside every
     bound pypdf keeps (its array and token counts), holds it for about 10 s of
     CPU when read whole (a 2-core CI machine). Measured in this process's CPU
     time, not on the wall clock: a loaded machine slows the parse, not what it costs.
