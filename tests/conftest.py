@@ -18,6 +18,15 @@ _SHARED_SCOPES = frozenset({"module", "class", "package"})
 #: - the wizard's snapshots are taken in one fixed directory (its path is in the
 #:   pictures), which each test empties: two at once would clobber each other.
 _ONE_WORKER_PATHS = ("tests/edge/", "tests/wizard/test_snapshots.py")
+#: The modules sharing one deployed stack (the ``shared_stack`` fixture, tests/deploy/shared_stack.py),
+#: in the order they run: those that leave the stack as deployed first, the chains that change it
+#: for good after.
+STACK_MODULES = (
+    "tests/deploy/test_e2e_audit.py",  # reads the stack as deployed; restores what it changes
+    "tests/deploy/test_e2e_day2.py",  # a chain of key and client changes, a refresh, a backup
+)
+#: The pytest-xdist group of every test that uses the stack.
+STACK_GROUP = "tests/deploy/shared-stack"
 
 
 # tryfirst: pytest-xdist's worker reads the xdist_group marks in its own hook of the same
@@ -32,8 +41,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     on every worker that draws one of its tests; grouped by module, it is set up
     once, as in a run without workers. A test's own ``xdist_group`` mark wins.
     """
+    _order_the_shared_stack(items)
     for item in items:
         if item.get_closest_marker("xdist_group") is not None:
+            continue
+        if _uses_shared_stack(item):
+            # Session-scoped, so one per worker: all its users on one worker deploy it once.
+            item.add_marker(pytest.mark.xdist_group(STACK_GROUP))
             continue
         path = item.nodeid.split("::", 1)[0]
         shared = [p for p in _ONE_WORKER_PATHS if path.startswith(p)]
@@ -47,6 +61,33 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         whole = item.get_closest_marker("e2e") is not None or item.get_closest_marker("docker") is not None
         if whole or any(d.scope in _SHARED_SCOPES for chain in defs for d in chain):
             item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
+
+
+def _uses_shared_stack(item: pytest.Item) -> bool:
+    info = getattr(item, "_fixtureinfo", None)
+    return info is not None and "shared_stack" in info.name2fixturedefs
+
+
+def _order_the_shared_stack(items: list[pytest.Item]) -> None:
+    """The shared stack's tests in the order of STACK_MODULES, each module's in file order.
+
+    They are placed where the first of them was collected; the others keep their order.
+    """
+    rank = {path: i for i, path in enumerate(STACK_MODULES)}
+    users = [i for i, item in enumerate(items) if _uses_shared_stack(item)]
+    if not users:
+        return
+    unknown = {item.nodeid.split("::", 1)[0] for item in items if _uses_shared_stack(item)} - set(rank)
+    if unknown:
+        raise pytest.UsageError(
+            f"add {sorted(unknown)} to STACK_MODULES (tests/conftest.py): its place in the order"
+        )
+    ordered = sorted(
+        (items[i] for i in users), key=lambda item: rank[item.nodeid.split("::", 1)[0]]
+    )  # stable
+    taken = set(users)
+    rest = [item for i, item in enumerate(items) if i not in taken]
+    items[:] = rest[: users[0]] + ordered + rest[users[0] :]
 
 
 @pytest.fixture(scope="session")

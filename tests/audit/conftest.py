@@ -5,7 +5,6 @@ protection removed (a patched rendered file, or other settings)."""
 from __future__ import annotations
 
 import secrets
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -42,10 +41,11 @@ def make_clients(gw: GatewayProc) -> RunClients:
     other = gw.create_key(f"audit-other-{tag}", *SCOPE, "--rpm", "600")
     revoked = gw.create_key(f"audit-revoked-{tag}", *SCOPE)
     gw.cli("keys", "revoke", f"audit-revoked-{tag}")
-    soon = (datetime.now(UTC) + timedelta(seconds=2)).isoformat()
-    expired = gw.create_key(f"audit-expired-{tag}", *SCOPE, "--expires", soon)
+    # Already past: the gateway refuses it exactly as one that ran out a moment ago (both compare
+    # expires_at with now, tests/gateway/test_lifecycle.py), and no test waits for it to run out.
+    past = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
+    expired = gw.create_key(f"audit-expired-{tag}", *SCOPE, "--expires", past)
     rate = gw.create_key(f"audit-rate-{tag}", *SCOPE, "--rpm", "10")
-    time.sleep(2.1)
     return RunClients(
         run=Secret(run), rpm=600, allowed_model="claude-haiku-4-5", forbidden_model="claude-opus-4-1",
         max_tokens_cap=16, allowed_beta="files-api-2025-04-14", other=Secret(other), revoked=Secret(revoked),

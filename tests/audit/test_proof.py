@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from claudegate.audit import FAILED, HELD, AuditTarget
+import pytest
+
+from claudegate.audit import FAILED, HELD, AuditTarget, probes_auth
 from claudegate.audit.context import Run
 from claudegate.audit.probes_auth import upstream_proof
 from claudegate.probes.wire import Answer
@@ -16,9 +18,29 @@ def _run(records: list[dict[str, Any]], ids: list[str]) -> Run:
     return run
 
 
-def test_refused_at_the_gateway_or_at_nginx_holds() -> None:
+def test_refused_at_the_gateway_or_at_nginx_holds(monkeypatch: pytest.MonkeyPatch) -> None:
+    paused: list[float] = []
+    monkeypatch.setattr(probes_auth, "pause", paused.append)
     records = [{"request_id": "req_gw1", "upstream_request_id": None, "input_tokens": 0, "output_tokens": 0}]
     assert upstream_proof(_run(records, ["req_gw1", "req_edge9"])).verdict == HELD
+    # nginx's id is never in the gateway's log: nothing waits for it.
+    assert paused == []
+
+
+def test_a_gateway_record_written_late_is_waited_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    paused: list[float] = []
+    monkeypatch.setattr(probes_auth, "pause", paused.append)
+    record = {"request_id": "req_gw3", "upstream_request_id": "req_011abc"}
+    reads: list[int] = []
+
+    def reader() -> list[dict[str, Any]]:
+        reads.append(1)
+        return [record] if len(reads) >= 3 else []  # the gateway wrote it after two looks
+
+    run = Run.open(AuditTarget(base_url="https://gw.test", audit_records=reader))
+    run.refused_ids = [("req_gw3", "POST trick 0"), ("req_edge4", "POST trick 1")]
+    result = upstream_proof(run)
+    assert len(paused) == 2 and result.verdict == FAILED and "reached the upstream API" in result.detail
 
 
 def test_a_record_with_an_upstream_id_or_tokens_fails() -> None:

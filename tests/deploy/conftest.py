@@ -1,14 +1,15 @@
-"""Fixtures for the deploy tests that need no server: configs and a state directory."""
+"""Fixtures for the deploy tests: configs and a state directory, and the shared deployed stack."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from claudegate.config import DeployConfig
+from tests.deploy.shared_stack import Stack, deployed_stack
 from tests.deploy.support import write_config, write_secret
 
 ConfigFactory = Callable[..., DeployConfig]
@@ -38,3 +39,10 @@ def make_cfg(tmp_path: Path) -> ConfigFactory:
         return write_config(tmp_path / "cfg", doc)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def shared_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """The stack deployed once for every end-to-end module that needs *a* deployment (tests/deploy/shared_stack.py)."""
+    with deployed_stack(tmp_path_factory.mktemp("stack")) as stack:
+        yield stack

@@ -1,5 +1,9 @@
 """End to end: `claudegate audit` against a stack deployed to a fresh server over SSH.
 
+The stack is the one the end-to-end modules share (tests/deploy/shared_stack.py);
+these tests run first on it and leave it as deployed (the allowlist test
+deploys the base config again when it ends).
+
 Every probe that can run must hold against the stack as deployed; the run's
 temporary clients are revoked when it ends, and a deploy revokes any that a
 killed run left behind. The weakened-stack cases (each protection removed in
@@ -11,9 +15,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
@@ -23,48 +25,19 @@ from claudegate.cli import app
 from claudegate.config import DeployConfig
 from claudegate.deploy.api import connector_for, deploy
 from claudegate.keys import list_clients, run_gateway_keys
-from tests.deploy.support import write_config, write_secret
-from tests.support.fake_anthropic import spawn_fake
-from tests.support.fresh_server import FreshServer, docker_client, start_fresh_server
+from tests.deploy.shared_stack import Stack
+from tests.deploy.support import write_config
+from tests.support.fresh_server import docker_client, start_fresh_server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.timeout(900)]
 
-KEY = "sk-ant-api03-audit-" + secrets.token_hex(12)
 runner = CliRunner()
-SERVERS: dict[str, FreshServer] = {}  # the module's deployed server, for the --from test
 
 
-@pytest.fixture(scope="module")
-def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, DeployConfig]]:
-    directory = tmp_path_factory.mktemp("audit")
-    with start_fresh_server(directory / "server") as server:
-        SERVERS["target"] = server
-        fake = spawn_fake("0.0.0.0:0", api_keys=[KEY])
-        try:
-            doc: dict[str, Any] = {
-                "target": {
-                    "host": server.ip, "user": server.user, "ssh_key": str(server.key_path),
-                    "known_hosts": str(directory / "known_hosts"),
-                    "host_key_fingerprint": server.host_key_fingerprint,
-                },
-                "domain": "gw.test",
-                "tls": {"mode": "internal-ca"},
-                "upstream": {
-                    "base_url": f"http://{server.host_address}:{fake.url.rsplit(':', 1)[1]}",
-                    "api_key_file": str(write_secret(directory / "key", KEY)),
-                },
-                "clients": [{"name": "team-a"}],
-                # Short client timeouts: the slow-client probes wait them out.
-                "limits": {"per_ip": {"rate": "50r/s", "burst": 40}, "timeouts": {"client_header": 4, "client_body": 4}},
-                "state_dir": str(directory / "state"),
-            }  # fmt: skip
-            cfg = write_config(directory, doc)
-            with connector_for(cfg) as conn:
-                result = deploy(cfg, conn)
-            assert result.smoke is not None and result.smoke.ok, result.smoke.table() if result.smoke else ""
-            yield directory / "deploy.yaml", cfg
-        finally:
-            fake.stop()
+@pytest.fixture
+def deployed(shared_stack: Stack) -> tuple[Path, DeployConfig]:
+    """The shared stack (tests/deploy/shared_stack.py) as deployed: its deploy.yaml, loaded."""
+    return shared_stack.write()
 
 
 def _audit_clients(cfg: DeployConfig) -> dict[str, bool]:
@@ -72,7 +45,9 @@ def _audit_clients(cfg: DeployConfig) -> dict[str, bool]:
         return {c.name: c.active for c in list_clients(cfg, conn) if c.name.startswith("claudegate-audit-")}
 
 
-def test_every_probe_holds_and_nothing_is_left_behind(deployed: tuple[Path, DeployConfig], tmp_path: Path) -> None:
+def test_every_probe_holds_and_nothing_is_left_behind(
+    deployed: tuple[Path, DeployConfig], tmp_path: Path
+) -> None:
     path, cfg = deployed
     report_file = tmp_path / "audit.html"
     result = runner.invoke(app, ["audit", "--config", str(path), "--json", "--report", str(report_file)])
@@ -119,34 +94,37 @@ def test_an_unknown_probe_name_fails_before_anything_is_created(deployed: tuple[
     assert _audit_clients(cfg) == before
 
 
-def test_the_allowlist_probe_from_a_second_ssh_host(
-    deployed: tuple[Path, DeployConfig], tmp_path: Path
-) -> None:
+def test_the_allowlist_probe_from_a_second_ssh_host(shared_stack: Stack, tmp_path: Path) -> None:
     """With an allowlist, the probe needs a vantage point outside it: --from a second server over SSH."""
-    path, _cfg = deployed
-    server = SERVERS["target"]
-    doc = yaml.safe_load(path.read_text())
+    server = shared_stack.server
+    path = shared_stack.dir / "allowlist.yaml"
+    doc = yaml.safe_load(shared_stack.config_path.read_text())
     with start_fresh_server(tmp_path / "vantage", docker_in_docker=False) as vantage:
         docker_client().networks.get(server.network).connect(vantage.container_id)
         # The operator's one SSH key opens both hosts (as it would in life).
         line = server.client_key.public_line
-        code, out = vantage.exec(["sh", "-c", f"printf '%s\\n' '{line}' >> /etc/ssh/authorized_keys/{vantage.user}"])
+        code, out = vantage.exec(
+            ["sh", "-c", f"printf '%s\\n' '{line}' >> /etc/ssh/authorized_keys/{vantage.user}"]
+        )
         assert code == 0, out
         # Only this machine's address on the server's network may call the gateway.
         doc["allowlist"] = [f"{server.host_address}/32"]
-        cfg = write_config(path.parent, doc)
-        with connector_for(cfg) as conn:
-            again = deploy(cfg, conn)
-        assert again.smoke is not None and again.smoke.ok, again.smoke.table() if again.smoke else ""
-        alone = runner.invoke(app, ["audit", "--config", str(path), "--only", "allowlist", "--json"])
-        assert alone.stdout.startswith("{"), (alone.exit_code, alone.output, alone.exception)
-        got = json.loads(alone.stdout)["probes"][0]
-        assert got["verdict"] == "untested" and "--from" in got["detail"]
-        result = runner.invoke(app, [
-            "audit", "--config", str(path), "--only", "allowlist", "--json",
-            "--from", f"{vantage.user}@{vantage.ip}", "--from-host-key", vantage.host_key_fingerprint,
-        ])  # fmt: skip
-        assert result.stdout.startswith("{"), (result.exit_code, result.output, result.exception)
-        got = json.loads(result.stdout)["probes"][0]
-        assert result.exit_code == 0 and got["verdict"] == "held", (got, result.output)
-        assert "403" in got["detail"] and vantage.ip in got["detail"]
+        cfg = write_config(path.parent, doc, path.name)
+        try:
+            with connector_for(cfg) as conn:
+                again = deploy(cfg, conn)
+            assert again.smoke is not None and again.smoke.ok, again.smoke.table() if again.smoke else ""
+            alone = runner.invoke(app, ["audit", "--config", str(path), "--only", "allowlist", "--json"])
+            assert alone.stdout.startswith("{"), (alone.exit_code, alone.output, alone.exception)
+            got = json.loads(alone.stdout)["probes"][0]
+            assert got["verdict"] == "untested" and "--from" in got["detail"]
+            result = runner.invoke(app, [
+                "audit", "--config", str(path), "--only", "allowlist", "--json",
+                "--from", f"{vantage.user}@{vantage.ip}", "--from-host-key", vantage.host_key_fingerprint,
+            ])  # fmt: skip
+            assert result.stdout.startswith("{"), (result.exit_code, result.output, result.exception)
+            got = json.loads(result.stdout)["probes"][0]
+            assert result.exit_code == 0 and got["verdict"] == "held", (got, result.output)
+            assert "403" in got["detail"] and vantage.ip in got["detail"]
+        finally:
+            shared_stack.restore()  # the modules after this one find the stack without the allowlist

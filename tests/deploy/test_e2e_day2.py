@@ -1,7 +1,8 @@
 """End to end, day 2: keys, clients that converge, the smoke client, usage -- on a fresh server over SSH.
 
-One server for the module, deployed once by a fixture; the tests build on
-each other in file order. Every `claudegate` command runs through the real
+The stack the end-to-end modules share (tests/deploy/shared_stack.py),
+deployed once; these tests run after the audit's (which leave it as
+deployed) and build on each other in file order. Every `claudegate` command runs through the real
 CLI (typer's runner, the same code path as the console script) against the
 deployed stack, and every key is tried with the official SDK through the
 deployed nginx:
@@ -22,19 +23,14 @@ import os
 import secrets
 import socket
 import struct
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import Any
 
 import anthropic
 import pytest
 import yaml
-from typer.testing import CliRunner, Result
+from typer.testing import CliRunner
 
 from claudegate.cli import app
-from claudegate.config import DeployConfig
 from claudegate.control.interaction import ConsentQuestion
 from claudegate.deploy.api import connector_for, deploy, plan
 from claudegate.deploy.steps.clients import SMOKE_CLIENT, SMOKE_SCOPES
@@ -42,13 +38,12 @@ from claudegate.errors import Declined
 from claudegate.keys import list_clients
 from claudegate.redact import Secret
 from claudegate.session import ScriptedInteraction, Session
-from tests.deploy.support import sdk_client, timer, write_config, write_secret
-from tests.support.fake_anthropic import FakeProcess, spawn_fake
+from tests.deploy.shared_stack import CANARY, Stack, stack_clients
+from tests.deploy.support import sdk_client, timer, write_config
 from tests.support.fresh_server import FreshServer, start_fresh_server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.timeout(900)]
 
-CANARY = "sk-ant-api03-CANARY-" + secrets.token_hex(20)
 runner = CliRunner()
 
 
@@ -62,77 +57,17 @@ def _default_gateway(server: FreshServer) -> str:
     raise AssertionError(f"no default route in the fresh server:\n{out.decode()}")
 
 
-@dataclass
-class Env:
-    server: FreshServer
-    fake: FakeProcess
-    dir: Path
-    base: dict[str, Any]
-    keys: dict[str, str] = field(default_factory=dict)
-
-    def write(self, name: str = "deploy.yaml", **sections: Any) -> tuple[Path, DeployConfig]:
-        doc = {**self.base, **sections}
-        cfg = write_config(self.dir, doc, name)
-        return self.dir / name, cfg
-
-    def cli(self, *args: str, config: Path | None = None) -> Result:
-        path = config or self.dir / "deploy.yaml"
-        return runner.invoke(app, [*args, "--config", str(path)])
-
-    def sdk(self, key: str) -> anthropic.Anthropic:
-        return sdk_client(self.server.ip, 443, self.dir / "state" / "ca.pem", key)
-
-    def ask(self, key: str, model: str = "claude-haiku-4-5") -> anthropic.types.Message:
-        return self.sdk(key).messages.create(
-            model=model, max_tokens=16, messages=[{"role": "user", "content": "reply with 3 words"}]
-        )
+#: The day-2 tests' client lists: the stack's own (deploy.yaml), then an rpm change, then one removed.
+_clients = stack_clients
 
 
-def _clients(team_a_rpm: int = 600, *, with_old: bool = True) -> list[dict[str, Any]]:
-    clients: list[dict[str, Any]] = [{"name": "team-a", "models": ["claude-haiku-*"], "rpm": team_a_rpm}]
-    if with_old:
-        clients.append({"name": "old-team"})
-    return clients
+@pytest.fixture
+def env(shared_stack: Stack) -> Stack:
+    """The shared stack (tests/deploy/shared_stack.py); these tests build on each other in file order."""
+    return shared_stack
 
 
-@pytest.fixture(scope="module")
-def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
-    directory = tmp_path_factory.mktemp("day2")
-    with start_fresh_server(directory / "server") as server:
-        fake = spawn_fake("0.0.0.0:0", api_keys=[CANARY], event_delay=0.01)
-        try:
-            upstream = f"http://{_default_gateway(server)}:{fake.url.rsplit(':', 1)[1]}"
-            key_file = write_secret(directory / "anthropic_api_key", CANARY)
-            base = {
-                "target": {
-                    "host": server.ip,
-                    "user": server.user,
-                    "ssh_key": str(server.key_path),
-                    "known_hosts": str(directory / "known_hosts"),
-                    "host_key_fingerprint": server.host_key_fingerprint,
-                },
-                "domain": "gw.test",
-                "tls": {"mode": "internal-ca"},
-                "upstream": {"base_url": upstream, "api_key_file": str(key_file)},
-                "clients": _clients(),
-                "limits": {"per_ip": {"rate": "50r/s", "burst": 20}},
-                "state_dir": str(directory / "state"),
-            }
-            env = Env(server, fake, directory, base)
-            _path, cfg = env.write()
-            with timer() as took, connector_for(cfg) as connector:
-                result = deploy(cfg, connector)
-            print(f"\nday2 fresh deploy: {took['seconds']:.1f}s")
-            assert result.smoke is not None and result.smoke.ok, (
-                result.smoke.table() if result.smoke else None
-            )
-            env.keys = {name: key.reveal() for name, key in result.new_client_keys.items()}
-            yield env
-        finally:
-            fake.stop()
-
-
-def test_the_smoke_client_is_narrow_and_its_key_saved_0600(env: Env) -> None:
+def test_the_smoke_client_is_narrow_and_its_key_saved_0600(env: Stack) -> None:
     _path, cfg = env.write()
     with connector_for(cfg) as connector:
         records = {c.name: c for c in list_clients(cfg, connector)}
@@ -157,7 +92,7 @@ def test_the_smoke_client_is_narrow_and_its_key_saved_0600(env: Env) -> None:
         client.messages.batches.list()
 
 
-def test_keys_create_list_rotate_with_overlap_and_revoke(env: Env) -> None:
+def test_keys_create_list_rotate_with_overlap_and_revoke(env: Stack) -> None:
     expires = (datetime.now(UTC) + timedelta(days=5)).strftime("%Y-%m-%dT%H:%M:%SZ")
     r = env.cli("keys", "create", "ci", "--model", "claude-haiku-*", "--rpm", "100", "--expires", expires)
     assert r.exit_code == 0, r.output
@@ -206,7 +141,7 @@ def test_keys_create_list_rotate_with_overlap_and_revoke(env: Env) -> None:
     assert r.exit_code == 1 and "revoked" in r.stderr
 
 
-def test_an_rpm_change_is_applied_in_place_and_the_key_keeps_working(env: Env) -> None:
+def test_an_rpm_change_is_applied_in_place_and_the_key_keeps_working(env: Stack) -> None:
     old_key = env.keys["team-a"]
     path, cfg = env.write("rpm.yaml", clients=_clients(team_a_rpm=3))
     with connector_for(cfg) as connector:
@@ -234,7 +169,7 @@ def test_an_rpm_change_is_applied_in_place_and_the_key_keeps_working(env: Env) -
         assert "clients" not in plan(cfg, connector).changed_steps
 
 
-def test_a_removed_client_is_reported_and_revoked_only_with_prune(env: Env) -> None:
+def test_a_removed_client_is_reported_and_revoked_only_with_prune(env: Stack) -> None:
     old_key = env.keys["old-team"]
     path, cfg = env.write("pruned.yaml", clients=_clients(team_a_rpm=3, with_old=False))
     r = env.cli("plan", config=path)
@@ -258,7 +193,7 @@ def test_a_removed_client_is_reported_and_revoked_only_with_prune(env: Env) -> N
     )
 
 
-def test_every_deploy_replaces_the_smoke_key(env: Env) -> None:
+def test_every_deploy_replaces_the_smoke_key(env: Stack) -> None:
     saved = env.dir / "state" / "keys" / f"{SMOKE_CLIENT}.key"
     before = saved.read_text().strip()
     path, cfg = env.write("pruned.yaml", clients=_clients(team_a_rpm=3, with_old=False))
@@ -275,7 +210,7 @@ def test_every_deploy_replaces_the_smoke_key(env: Env) -> None:
     assert r.exit_code == 0, r.output
 
 
-def test_usage_sums_requests_and_tokens_per_client_per_day(env: Env) -> None:
+def test_usage_sums_requests_and_tokens_per_client_per_day(env: Stack) -> None:
     r = env.cli("usage", "--json")
     assert r.exit_code == 0, r.output
     report = json.loads(r.stdout)
@@ -307,7 +242,7 @@ def test_usage_sums_requests_and_tokens_per_client_per_day(env: Env) -> None:
     assert CANARY not in r.stdout + r.stderr
 
 
-def test_refresh_rebuilds_the_images_through_the_smoke_tested_switch(env: Env) -> None:
+def test_refresh_rebuilds_the_images_through_the_smoke_tested_switch(env: Stack) -> None:
     path, cfg = env.write("pruned.yaml", clients=_clients(team_a_rpm=3, with_old=False))
     r = env.cli("status", "--json", config=path)
     before = json.loads(r.stdout)
@@ -333,14 +268,14 @@ def test_refresh_rebuilds_the_images_through_the_smoke_tested_switch(env: Env) -
     assert again.release_id == after["current_release"]
 
 
-def test_config_on_disk_is_not_rewritten(env: Env) -> None:
+def test_config_on_disk_is_not_rewritten(env: Stack) -> None:
     # keys and usage only read deploy.yaml.
     doc = yaml.safe_load((env.dir / "deploy.yaml").read_text())
     assert doc["clients"] == _clients()
 
 
 def test_backup_then_restore_on_a_second_fresh_server_keeps_old_keys_working(
-    env: Env, monkeypatch: pytest.MonkeyPatch
+    env: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("CG_BACKUP_PASS", "a passphrase for the test " + secrets.token_hex(8))
     out = env.dir / "gw.cgbackup"

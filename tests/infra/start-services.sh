@@ -46,9 +46,7 @@ main() {
             rm -f "$ctd_pidfile"
         fi
         echo "start-services: starting dockerd (log: $log)"
-        # setsid: its own session, so the end of this shell or CI step does
-        # not take it along; fd 9 (the lock) must not be inherited.
-        setsid dockerd --pidfile "$pidfile" >>"$log" 2>&1 </dev/null 9>&- &
+        daemon dockerd --pidfile "$pidfile" >>"$log" 2>&1 </dev/null
         started=1
     else
         echo "start-services: dockerd (pid $(cat "$pidfile")) is starting; waiting"
@@ -73,6 +71,23 @@ main() {
     return 1
 }
 
+# daemon CMD...: start CMD in the background in its own session (setsid: the end
+# of this shell or CI step does not take it along), holding no descriptor of
+# ours but 0-2. Not fd 9 (the lock above), nor any a caller's flock holds:
+# `flock /work/docker-e2e.lock tests/infra/pristine-ci.sh` hands its fd 3 down to
+# here, and a dockerd that keeps it holds every session's e2e lock for as long
+# as it runs.
+daemon() {
+    (
+        local fd
+        for fd in /proc/"$BASHPID"/fd/*; do
+            fd="${fd##*/}"
+            if ((fd > 2)); then eval "exec $fd>&-"; fi
+        done
+        exec setsid "$@"
+    ) &
+}
+
 # pid_is NAME PID: true if PID is a live (not zombie) process called NAME.
 pid_is() {
     local name="$1" pid="$2" stat
@@ -82,4 +97,7 @@ pid_is() {
     [[ "$(cut -d' ' -f3 <<<"$stat")" != Z ]]
 }
 
-main "$@"
+# Sourced (tests/test_start_services.py), it only defines the functions.
+if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
+    main "$@"
+fi
