@@ -408,6 +408,10 @@ def _fill(doc: dict[str, Any], specs: Sequence[FieldSpec], values: Values, bad: 
         except _NotANumber as exc:
             bad[spec.key] = f"{str(exc)!r} is not a whole number; type digits only, e.g. {spec.default or 60}"
             continue
+        if value is None and spec.default not in ("", False) and _grouped(spec.key, values, specs):
+            # An empty box of a group another answer changed means what its hint says ("empty: 40"),
+            # not a missing key: the rate with its burst left empty keeps the default burst.
+            value = _convert(spec, spec.default)
         if value is None or value == [] or (_is_default(spec, value) and not _grouped(spec.key, values, specs)):
             continue
         _put(doc, spec.key, value)
@@ -613,8 +617,12 @@ def field_problems(
     for key, message in map_problems(check(doc), keys).items():
         visible = _visible_key(key, shown)
         core[visible] = core[visible] + "\n" + message if visible in core else message
-    # A required box that is empty has that one problem (the core's "missing" says it again).
+    # A required box that is empty has that one problem (the core's "missing" says it again); a box whose
+    # text is not a number was left out of the document, so the core's "is required" about it is noise.
     core = {k: m for k, m in core.items() if not out.get(k, "").startswith(REQUIRED)}
+    core = {k: "\n".join(line for line in m.splitlines() if not (k in bad and line.startswith(REQUIRED)))
+            for k, m in core.items()}
+    core = {k: m for k, m in core.items() if m}
     return merge_problems(out, core)
 
 
