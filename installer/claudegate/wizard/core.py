@@ -11,6 +11,7 @@ threads, and the questions the core needs answered go through an
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -142,14 +143,34 @@ def read_key_file(path: str) -> Secret | None:
 
 
 def key_on_file(path: str) -> bool:
-    """Whether a key file already exists (then the key box may stay empty)."""
+    """Whether a key file already exists (then the key box may stay empty); a directory is none."""
     try:
-        return Path(path).expanduser().stat().st_size > 0
+        st = Path(path).expanduser().stat()
+    except OSError:
+        return False
+    return stat.S_ISREG(st.st_mode) and st.st_size > 0
+
+
+def is_directory(path: str) -> bool:
+    """Whether a file box's text names a directory (relative to the current directory, ~ expanded)."""
+    try:
+        return Path(path).expanduser().is_dir()
     except OSError:
         return False
 
 
 # --- keys -------------------------------------------------------------------------------------
+
+
+def public_key_line(path: Path) -> str | None:
+    """The public line of an existing key pair (``path`` and ``path.pub``), or None."""
+    try:
+        if not path.is_file():
+            return None
+        line = path.with_name(path.name + ".pub").read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return line if line.startswith(("ssh-", "ecdsa-", "sk-")) and "\n" not in line else None
 
 
 def generate_deploy_key(path: Path) -> str:

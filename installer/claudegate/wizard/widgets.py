@@ -69,6 +69,12 @@ class FormField(Vertical):
         widget.tooltip = spec.help
         return widget
 
+    def on_descendant_focus(self, event: events.DescendantFocus) -> None:
+        # Focus scrolls only the box into view; a box tabbed to at the bottom of the screen had its
+        # problem on the line below, out of sight. Show the whole field, message included.
+        if self._shown:
+            self.call_after_refresh(self.scroll_visible, animate=False)
+
     def show_message(self, message: str | None) -> None:
         if message == self._shown:
             return  # each update costs a layout pass: skip the ones that change nothing

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from textual import on
@@ -113,6 +114,16 @@ class StepScreen(Screen[None]):
 
     # --- values and validation ------------------------------------------------------------
 
+    def path_problems(self) -> dict[str, str]:
+        """A file box naming a directory (the key file, the SSH key, a certificate): said as it is typed,
+        not when Save or the deploy fails on it."""
+        out: dict[str, str] = {}
+        for spec in self.spec.fields:
+            raw = str(self.state.values.get(spec.key) or "").strip()
+            if spec.kind == "path" and raw and spec.shown(self.state.values) and core.is_directory(raw):
+                out[spec.key] = f"{raw} is a directory, not a file; give the path of a file in it"
+        return out
+
     def extra_problems(self) -> dict[str, str]:
         """Problems the screen knows beyond the document (e.g. the key box); keyed by widget key."""
         return {}
@@ -123,6 +134,8 @@ class StepScreen(Screen[None]):
             if row.display != asked:
                 row.display = asked
         self.problems = field_problems(self.state, self.INDEX, core.check_document) if self.spec.fields else {}
+        for key, said in self.path_problems().items():
+            self.problems.setdefault(key, said)
         self.problems.update(self.extra_problems())
         shown: dict[str, str] = {}
         for row in self.query(FormField):
@@ -197,7 +210,9 @@ class StepScreen(Screen[None]):
         self.focus_next()
 
     def on_descendant_focus(self, event: Any) -> None:
-        widget = event.widget
+        # The widget focused now, not the event's: focus events bubble up paths of different lengths, so
+        # after "Tab Tab Tab" a box's late event overwrote the help of the button focused after it.
+        widget = self.focused or event.widget
         spec = self._spec_of(widget)
         help_text = spec.help if spec is not None else getattr(widget, "tooltip", None) or ""
         self.query_one("#help", Static).update(str(help_text))
@@ -216,18 +231,23 @@ class StepScreen(Screen[None]):
         """Run ``action`` once the keys typed before its key are in their box.
 
         Ctrl+N and Ctrl+B are priority keys: the app runs them the moment they arrive, while the text typed
-        just before them (a burst, a paste, a fast typist in a real terminal) still waits in the box's
-        queue. Asked through the box's own queue, the action runs after that text, with the box read.
+        just before them (a burst, a paste, a fast typist in a real terminal) still waits in the boxes'
+        queues. The action runs once every box has taken its text, with every box read.
         """
-        focused = self.focused
-        if isinstance(focused, Input):
-            focused.call_later(self._read_then, focused, action)
-        else:
-            self.call_later(self.run_action, action)
+        self.call_later(self._read_then, action)
 
-    async def _read_then(self, box: Input, action: str) -> None:
-        if box.is_attached:
-            self.read_box(box)
+    async def _read_then(self, action: str) -> None:
+        # Every box, not only the focused one: in "Ctrl+U Tab Ctrl+U Ctrl+N" the first box's Ctrl+U may
+        # still wait in that box's queue when Ctrl+N arrives (Next then counted problems of text already
+        # erased, and drew none). Each box's queue is passed once, then each box is read.
+        boxes = [box for box in self.query(Input) if box.is_attached]
+        for box in boxes:
+            passed = asyncio.Event()
+            if box.call_later(passed.set):
+                await passed.wait()
+        for box in boxes:
+            if box.is_attached:
+                self.read_box(box)
         await self.run_action(action)
 
     def read_box(self, box: Input) -> None:

@@ -179,7 +179,8 @@ class ClientDialog(ModalScreen[dict[str, Any] | None]):
         self._changed(event.select)
 
     def on_descendant_focus(self, event: Any) -> None:
-        spec = next((s for s in CLIENT_FIELDS if field_id(s.key) == event.widget.id), None)
+        widget = self.focused or event.widget  # the one focused now (a burst's late event is stale)
+        spec = next((s for s in CLIENT_FIELDS if field_id(s.key) == widget.id), None)
         self.query_one("#client-help", Static).update(spec.help if spec else "")
 
     @on(Input.Submitted)

@@ -1,0 +1,147 @@
+"""Defects of the third newcomer pass at 80x24 (issue 14), each checked on the drawn screen: a box's hint
+that means what it says, one message for one mistake, focus that stays where the operator put it, a
+problem that comes into view with its field, a directory named as a file, dialog keys named by their
+buttons."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from textual.widgets import Button, Input, Static
+
+from claudegate.wizard import core
+from claudegate.wizard.app import WizardApp
+from claudegate.wizard.form import document
+from claudegate.wizard.screens.clients import ClientDialog
+from claudegate.wizard.screens.dialogs import ConfirmDialog
+from tests.wizard import flow
+from tests.wizard.conftest import fill, next_enabled, press_next, screen_text, shown_message
+
+
+async def test_an_empty_burst_beside_a_changed_rate_means_its_hint(wizard: WizardApp) -> None:
+    """The hint says "empty: 40": the box left empty is 40, not "is required; add burst: under ...:"."""
+    async with wizard.run_test(size=(80, 24)) as pilot:
+        await flow.to_screen(pilot, 3)
+        await fill(pilot, "#f-limits-per_ip-rate", "30r/s")
+        await fill(pilot, "#f-limits-per_ip-burst", "")
+        row = next(line for line in screen_text(pilot).splitlines() if "Burst per IP" in line)
+        assert "empty: 40" in row, row
+        assert shown_message(pilot, "limits.per_ip.burst") == ""
+        assert "is required" not in screen_text(pilot)
+        assert next_enabled(pilot)
+        assert document(wizard.state)["limits"]["per_ip"] == {"rate": "30r/s", "burst": 40}
+
+
+async def test_a_box_that_is_not_a_number_says_only_that(wizard: WizardApp) -> None:
+    async with wizard.run_test(size=(80, 24)) as pilot:
+        await flow.to_screen(pilot, 3)
+        await fill(pilot, "#f-limits-per_key-burst", "lots")
+        shown = shown_message(pilot, "limits.per_key.burst")
+        assert shown.startswith("'lots' is not a whole number"), shown
+        assert "is required" not in shown and "limits.per_key" not in shown, shown
+        assert str(wizard.screen.query_one("#summary", Static).render()) == "1 to fix"
+
+
+async def test_test_connection_keeps_the_focus(wizard: WizardApp) -> None:
+    """A second Enter on Test connection (the impatient one) must not land on Generate key."""
+    async with wizard.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        await fill(pilot, "#f-target-host", "gw.invalid")  # never resolves (RFC 6761)
+        wizard.screen.query_one("#test", Button).focus()
+        await pilot.pause()
+        await pilot.press("enter")
+        deadline = time.monotonic() + 30
+        while "Failed" not in str(wizard.screen.query_one("#report", Static).render()):
+            assert time.monotonic() < deadline, screen_text(pilot)
+            await pilot.pause(0.1)
+        assert wizard.screen.focused is not None and wizard.screen.focused.id == "test"
+        help_line = next(line for line in screen_text(pilot).splitlines() if "Connect (SSH" in line)
+        assert "ed25519" not in help_line
+        assert not (Path.home() / ".ssh" / "claudegate_deploy").exists()
+
+
+async def test_generate_again_shows_the_existing_key_and_how_to_install_it(wizard: WizardApp, home: Path) -> None:
+    async with wizard.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        await fill(pilot, "#f-target-host", "203.0.113.10")
+        await fill(pilot, "#f-target-user", "deploy")
+        await fill(pilot, "#f-target-ssh_key", "deploy_key")  # in the current directory, home
+        await pilot.click("#generate")
+        await pilot.pause()
+        line = (home / "deploy_key.pub").read_text().strip()
+        command = "ssh-copy-id -i deploy_key.pub deploy@203.0.113.10"
+        assert command in screen_text(pilot)
+        await pilot.pause(0.3)  # a Button ignores a click during its 0.2 s press effect
+        await pilot.click("#generate")  # the key exists now: its line again, not an error
+        await pilot.pause()
+        text = screen_text(pilot)
+        assert "exists already" in text and command in text, text
+        assert "choose another file name" not in text
+        assert (home / "deploy_key.pub").read_text().strip() == line  # not replaced
+        assert line in str(wizard.screen.query_one("#pubkey", Static).render()).replace("\n", "")
+
+
+async def test_a_directory_as_the_key_file_is_said_under_it(wizard: WizardApp, home: Path) -> None:
+    async with wizard.run_test(size=(80, 24)) as pilot:
+        await flow.to_screen(pilot, 1)
+        folder = home / "keys"
+        folder.mkdir()
+        await fill(pilot, "#f-upstream-api_key_file", str(folder))
+        assert "is a directory, not a file" in shown_message(pilot, "upstream.api_key_file")
+        assert not next_enabled(pilot)
+        # Nor does a directory count as a key file that already holds a key.
+        assert not core.key_on_file(str(folder))
+        await fill(pilot, "#f-upstream-api_key_file", str(folder / "anthropic_api_key"))
+        assert shown_message(pilot, "upstream.api_key_file") == ""
+
+
+async def test_a_directory_as_the_ssh_key_is_said_under_it(wizard: WizardApp, home: Path) -> None:
+    async with wizard.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        await fill(pilot, "#f-target-host", "203.0.113.10")
+        await fill(pilot, "#f-target-ssh_key", "~")
+        assert "is a directory, not a file" in shown_message(pilot, "target.ssh_key")
+        await press_next(pilot)
+        assert type(wizard.screen).__name__ == "TargetScreen"
+
+
+async def test_tabbing_to_a_field_brings_its_problem_into_view(wizard: WizardApp) -> None:
+    """In the client dialog at 80x24, Tab to a field at the bottom edge showed the box but not the line
+    under it that says what is wrong."""
+    async with wizard.run_test(size=(80, 24)) as pilot:
+        await flow.to_screen(pilot, 5)
+        await pilot.press("a")
+        await pilot.pause()
+        assert isinstance(wizard.screen, ClientDialog)
+        await fill(pilot, "#f-endpoints", "v1/messages")
+        await fill(pilot, "#f-models", "claude-[sonnet, gpt-4")  # a long message above Endpoints
+        await fill(pilot, "#f-name", "team a!")  # back to the top
+        await pilot.press("tab", "tab")
+        await pilot.pause()
+        assert wizard.screen.focused is not None and wizard.screen.focused.id == "f-endpoints"
+        assert "is not a URL path or glob" in shown_message(pilot, "endpoints")
+
+
+async def test_a_question_names_escape_by_its_safe_button(wizard: WizardApp) -> None:
+    async with wizard.run_test(size=(80, 24)) as pilot:
+        await flow.to_screen(pilot, 6)
+        await press_next(pilot)  # Save and deploy… asks first
+        assert isinstance(wizard.screen, ConfirmDialog)
+        footer = screen_text(pilot).splitlines()[-1]
+        assert "esc Not yet" in footer and "esc No" not in footer.replace("esc Not yet", ""), footer
+        await pilot.press("escape")
+        await pilot.pause()
+        assert not isinstance(wizard.screen, ConfirmDialog)
+
+
+async def test_the_help_line_is_the_focused_widgets_after_a_burst_of_tabs(wizard: WizardApp) -> None:
+    async with wizard.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        await fill(pilot, "#f-target-host", "203.0.113.10")
+        await pilot.press("tab", "tab", "tab", "tab", "tab")  # port, user, key, image, Generate key
+        await pilot.pause()
+        focused = wizard.screen.focused
+        assert focused is not None and focused.id == "generate"
+        assert str(wizard.screen.query_one("#help", Static).render()).startswith("Make a new ed25519 key pair")
+        assert isinstance(wizard.screen.query_one("#f-images-base_image", Input), Input)
