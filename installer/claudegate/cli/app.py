@@ -339,6 +339,8 @@ def init(
         from claudegate.session.examples import EXAMPLES, write_example
 
         if example is None:
+            if config is not None:
+                _load(config)  # the console on a missing or broken config fails as `console` and plan do
             _wizard(config, fresh=fresh, save_to=out)
             return
         path = write_example(example, out, force=force)
