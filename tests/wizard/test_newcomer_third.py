@@ -145,3 +145,35 @@ async def test_the_help_line_is_the_focused_widgets_after_a_burst_of_tabs(wizard
         assert focused is not None and focused.id == "generate"
         assert str(wizard.screen.query_one("#help", Static).render()).startswith("Make a new ed25519 key pair")
         assert isinstance(wizard.screen.query_one("#f-images-base_image", Input), Input)
+
+
+async def test_a_missing_ssh_key_is_a_note_under_it_that_generate_answers(wizard: WizardApp, home: Path) -> None:
+    """A typo in the key path used to surface only at the deploy; the file may also come later (Generate),
+    so it is said under the box without blocking Next."""
+    async with wizard.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        await fill(pilot, "#f-target-host", "203.0.113.10")
+        await fill(pilot, "#f-target-ssh_key", "deploy_key")
+        shown = shown_message(pilot, "target.ssh_key")
+        assert "deploy_key does not exist yet; Generate key makes it there" in shown, shown
+        assert next_enabled(pilot)
+        assert str(wizard.screen.query_one("#summary", Static).render()) == ""  # a note is not a problem
+        await pilot.click("#generate")
+        await pilot.pause()
+        assert shown_message(pilot, "target.ssh_key") == ""
+
+
+async def test_missing_certificate_files_are_noted_and_a_directory_refused(wizard: WizardApp, home: Path) -> None:
+    async with wizard.run_test(size=(80, 24)) as pilot:
+        await flow.to_screen(pilot, 2)
+        await fill(pilot, "#f-domain", "gw.example.com")
+        wizard.screen.query_one("#f-tls-mode").value = "files"  # type: ignore[attr-defined]
+        await pilot.pause()
+        await fill(pilot, "#f-tls-cert_file", "fullchain.pem")
+        await fill(pilot, "#f-tls-key_file", str(home))
+        assert "fullchain.pem does not exist yet" in shown_message(pilot, "tls.cert_file")
+        assert "is a directory, not a file" in shown_message(pilot, "tls.key_file")
+        assert not next_enabled(pilot)
+        await fill(pilot, "#f-tls-key_file", "privkey.pem")
+        assert "privkey.pem does not exist yet" in shown_message(pilot, "tls.key_file")
+        assert next_enabled(pilot)

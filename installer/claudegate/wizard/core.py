@@ -151,6 +151,14 @@ def key_on_file(path: str) -> bool:
     return stat.S_ISREG(st.st_mode) and st.st_size > 0
 
 
+def exists(path: str) -> bool:
+    """Whether a file box's text names something that exists (~ expanded)."""
+    try:
+        return Path(path).expanduser().exists()
+    except OSError:
+        return True  # cannot tell: say nothing
+
+
 def is_directory(path: str) -> bool:
     """Whether a file box's text names a directory (relative to the current directory, ~ expanded)."""
     try:

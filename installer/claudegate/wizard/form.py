@@ -29,6 +29,7 @@ __all__ = [
     "CLIENT_FIELDS",
     "FILTER_PRESETS",
     "GENERATED_KEY",
+    "MISSING_FILE_NOTES",
     "SCREENS",
     "FieldSpec",
     "ScreenSpec",
@@ -625,6 +626,15 @@ def field_problems(
     core = {k: m for k, m in core.items() if m}
     return merge_problems(out, core)
 
+
+#: File boxes whose file may come later (a key made by Generate, a certificate copied over): a missing file
+#: is a note under the box, not a problem, with what to do about it before the deploy (which needs it).
+MISSING_FILE_NOTES: dict[str, str] = {
+    "target.ssh_key": "Generate key makes it there, or correct the path",
+    "tls.cert_file": "put the certificate (PEM) there before the deploy, or correct the path",
+    "tls.key_file": "put the private key (PEM, 0600) there before the deploy, or correct the path",
+    "tls.chain_file": "put the intermediates (PEM) there before the deploy, or empty the box",
+}
 
 #: The start of the message of an empty required box (shown only once the box was touched, or on Next).
 REQUIRED = "is required"

@@ -15,7 +15,15 @@ from textual.widget import Widget
 from textual.widgets import Button, Checkbox, Footer, Input, Select, Static
 
 from claudegate.wizard import core
-from claudegate.wizard.form import REQUIRED, SCREENS, FieldSpec, WizardState, field_problems, problem_count
+from claudegate.wizard.form import (
+    MISSING_FILE_NOTES,
+    REQUIRED,
+    SCREENS,
+    FieldSpec,
+    WizardState,
+    field_problems,
+    problem_count,
+)
 from claudegate.wizard.widgets import FormField, StepBar, field_id, read_value
 
 if TYPE_CHECKING:
@@ -124,6 +132,16 @@ class StepScreen(Screen[None]):
                 out[spec.key] = f"{raw} is a directory, not a file; give the path of a file in it"
         return out
 
+    def path_notes(self) -> dict[str, str]:
+        """A file box naming a file that does not exist (yet): said under it, without blocking Next."""
+        out: dict[str, str] = {}
+        for spec in self.spec.fields:
+            raw = str(self.state.values.get(spec.key) or "").strip()
+            todo = MISSING_FILE_NOTES.get(spec.key)
+            if todo and raw and spec.shown(self.state.values) and not core.exists(raw):
+                out[spec.key] = f"note: {raw} does not exist yet; {todo}"
+        return out
+
     def extra_problems(self) -> dict[str, str]:
         """Problems the screen knows beyond the document (e.g. the key box); keyed by widget key."""
         return {}
@@ -138,11 +156,15 @@ class StepScreen(Screen[None]):
             self.problems.setdefault(key, said)
         self.problems.update(self.extra_problems())
         shown: dict[str, str] = {}
+        notes = self.path_notes()
         for row in self.query(FormField):
             message = self.problems.get(row.spec.key)
             untouched_required = (
                 message is not None and message.startswith(REQUIRED) and row.spec.key not in self.touched
             )
+            if message is None and row.spec.key in notes:
+                row.show_message(notes[row.spec.key], note=True)
+                continue
             row.show_message(None if untouched_required else message)
             if message and row.display and not untouched_required:
                 shown[row.spec.key] = message
@@ -271,8 +293,10 @@ class StepScreen(Screen[None]):
         shown: dict[str, str] = {}
         for row in self.query(FormField):
             message = self.problems.get(row.spec.key)
+            if message is None:
+                continue  # revalidate drew it: nothing, or a note
             row.show_message(message)
-            if message and row.display:
+            if row.display:
                 shown[row.spec.key] = message
                 if first is None:
                     first = row.query_one("#" + field_id(row.spec.key))

@@ -72,6 +72,7 @@ class TargetScreen(StepScreen):
             made = "Made a new key pair."
         self.state.values["target.ssh_key"] = raw
         self.query_one("#f-target-ssh_key", Input).value = raw
+        self.revalidate()  # the file exists now: its note goes
         self.public_key = line
         self.query_one("#copy", Button).disabled = False
         # The public line is longer than 80 columns: copied off the screen it breaks into pieces, so the
