@@ -177,3 +177,13 @@ async def test_missing_certificate_files_are_noted_and_a_directory_refused(wizar
         await fill(pilot, "#f-tls-key_file", "privkey.pem")
         assert "privkey.pem does not exist yet" in shown_message(pilot, "tls.key_file")
         assert next_enabled(pilot)
+
+
+async def test_a_number_box_gives_an_example_that_fits_it(wizard: WizardApp) -> None:
+    async with wizard.run_test(size=(80, 24)) as pilot:
+        await flow.to_screen(pilot, 5)
+        await pilot.press("a")
+        await pilot.pause()
+        await fill(pilot, "#f-daily_tokens", "1e6")
+        shown = shown_message(pilot, "daily_tokens")
+        assert shown.endswith("e.g. 1000000"), shown  # not "e.g. 60" tokens a day

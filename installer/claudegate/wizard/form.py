@@ -397,6 +397,11 @@ def _is_default(spec: FieldSpec, value: Any) -> bool:
         return False
 
 
+#: An example for a number box without a default (a client's limits): "e.g. 60" suits requests per minute,
+#: not tokens per day.
+_NUMBER_EXAMPLES = {"max_tokens": 8192, "rpm": 60, "tpm": 200000, "daily_tokens": 1000000}
+
+
 def _fill(doc: dict[str, Any], specs: Sequence[FieldSpec], values: Values, bad: dict[str, str]) -> None:
     for spec in specs:
         if not spec.shown(values) or spec.key in ("target.mode", "tls.staging", "save_path", FILTER_PRESET):
@@ -407,7 +412,8 @@ def _fill(doc: dict[str, Any], specs: Sequence[FieldSpec], values: Values, bad: 
         try:
             value = _convert(spec, raw)
         except _NotANumber as exc:
-            bad[spec.key] = f"{str(exc)!r} is not a whole number; type digits only, e.g. {spec.default or 60}"
+            example = spec.default or _NUMBER_EXAMPLES.get(spec.key, 60)
+            bad[spec.key] = f"{str(exc)!r} is not a whole number; type digits only, e.g. {example}"
             continue
         if value is None and spec.default not in ("", False) and _grouped(spec.key, values, specs):
             # An empty box of a group another answer changed means what its hint says ("empty: 40"),
