@@ -187,3 +187,16 @@ async def test_a_number_box_gives_an_example_that_fits_it(wizard: WizardApp) -> 
         await fill(pilot, "#f-daily_tokens", "1e6")
         shown = shown_message(pilot, "daily_tokens")
         assert shown.endswith("e.g. 1000000"), shown  # not "e.g. 60" tokens a day
+
+
+async def test_the_command_palette_lists_each_action_once_with_all_its_keys(wizard: WizardApp) -> None:
+    from textual.command import CommandPalette
+
+    async with wizard.run_test(size=(80, 24)) as pilot:
+        await flow.to_screen(pilot, 5)
+        await pilot.press("ctrl+p")
+        await pilot.pause(0.3)
+        assert isinstance(wizard.screen, CommandPalette)
+        rows = [row.strip() for row in screen_text(pilot).splitlines()]
+        assert rows.count("Back") == 1, rows  # Ctrl+B and Escape are one action, said once
+        assert "key: ^b, esc" in rows, rows

@@ -237,16 +237,20 @@ class WizardApp(App[None]):
     def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
         """The command palette: what the keys of ``screen`` do right now (the footer's and the hidden ones),
         each with its key, then Help and Quit. Made from the bindings, so it never lists a stale action."""
-        seen: set[str] = set()
+        # One entry per name, with all its keys ("Back  key: ^b, esc"), not one per key.
+        entries: dict[str, tuple[list[str], Any]] = {}
         for active in screen.active_bindings.values():
             binding = active.binding
             if not active.enabled or not binding.description or binding.action in self._NOT_IN_PALETTE:
                 continue
-            if binding.action in seen:
-                continue
-            seen.add(binding.action)
-            yield SystemCommand(binding.description, f"key: {self.get_key_display(binding)}",
-                                partial(self.run_action, binding.action, active.node))
+            keys, _run = entries.setdefault(
+                binding.description, ([], partial(self.run_action, binding.action, active.node))
+            )
+            shown = self.get_key_display(binding)
+            if shown not in keys:
+                keys.append(shown)
+        for name, (keys, run) in entries.items():
+            yield SystemCommand(name, "key: " + ", ".join(keys), run)
         yield SystemCommand("Help", "key: F1  every key of the wizard", self.action_help)
         yield SystemCommand("Quit", "key: ^q  asks first if something would be lost", self.action_quit)
 
