@@ -200,3 +200,20 @@ async def test_the_command_palette_lists_each_action_once_with_all_its_keys(wiza
         rows = [row.strip() for row in screen_text(pilot).splitlines()]
         assert rows.count("Back") == 1, rows  # Ctrl+B and Escape are one action, said once
         assert "key: ^b, esc" in rows, rows
+
+
+async def test_a_key_file_others_may_read_is_said_before_the_deploy_refuses_it(wizard: WizardApp, home: Path) -> None:
+    """`echo sk-ant-... > anthropic_api_key` makes it 0644: the deploy refuses it, so the wizard says so
+    under the box (a key pasted above writes the file again, 0600, and the problem goes)."""
+    key_file = home / "config" / "claudegate" / "anthropic_api_key"
+    key_file.parent.mkdir(parents=True)
+    key_file.write_text(flow.UPSTREAM_KEY + "\n")
+    key_file.chmod(0o644)
+    async with wizard.run_test(size=(80, 24)) as pilot:
+        await flow.to_screen(pilot, 1)
+        shown = shown_message(pilot, "upstream.api_key_file")
+        assert "mode 0644, readable by everyone" in shown and "chmod 600" in shown, shown
+        assert not next_enabled(pilot)
+        await fill(pilot, "#api-key", flow.UPSTREAM_KEY)
+        assert shown_message(pilot, "upstream.api_key_file") == ""
+        assert next_enabled(pilot)

@@ -11,6 +11,7 @@ threads, and the questions the core needs answered go through an
 from __future__ import annotations
 
 import os
+import shlex
 import stat
 from collections.abc import Callable
 from pathlib import Path
@@ -157,6 +158,21 @@ def exists(path: str) -> bool:
         return Path(path).expanduser().exists()
     except OSError:
         return True  # cannot tell: say nothing
+
+
+def open_key_file_problem(path: str) -> str | None:
+    """Why the deploy would refuse an existing key file for its mode (group or others may read it), as the
+    deploy's own check says it; None when it is private or absent. Made with ``echo KEY > FILE`` it is 0644."""
+    try:
+        st = Path(path).expanduser().stat()
+    except OSError:
+        return None
+    mode = stat.S_IMODE(st.st_mode)
+    if not stat.S_ISREG(st.st_mode) or not mode & 0o077:
+        return None
+    readers = "everyone" if mode & 0o007 else "its group"
+    return (f"{path} holds the key but is mode {mode:04o}, readable by {readers}, and the deploy refuses it;"
+            f" run: chmod 600 {shlex.quote(path)}, or paste the key above to write it again (0600)")
 
 
 def is_directory(path: str) -> bool:

@@ -173,7 +173,13 @@ class UpstreamScreen(StepScreen):
 
     def extra_problems(self) -> dict[str, str]:
         problem = self._key_problem()
-        return {"api-key": problem} if problem else {}
+        out = {"api-key": problem} if problem else {}
+        if self.state.upstream_key is None:  # a typed key rewrites the file 0600: its mode no longer matters
+            key_file = str(self.state.values.get("upstream.api_key_file") or "")
+            too_open = core.open_key_file_problem(key_file) if key_file else None
+            if too_open:
+                out["upstream.api_key_file"] = too_open
+        return out
 
     def show_extra_messages(self, *, force: bool) -> dict[str, str]:
         key_box = self.query("#api-key")
