@@ -217,3 +217,12 @@ async def test_a_key_file_others_may_read_is_said_before_the_deploy_refuses_it(w
         await fill(pilot, "#api-key", flow.UPSTREAM_KEY)
         assert shown_message(pilot, "upstream.api_key_file") == ""
         assert next_enabled(pilot)
+
+
+async def test_the_tls_screen_speaks_of_its_own_choices_not_yaml_keys(wizard: WizardApp) -> None:
+    async with wizard.run_test(size=(80, 24)) as pilot:
+        await flow.to_screen(pilot, 2)
+        await fill(pilot, "#f-domain", "localhost")  # ACME cannot certify it
+        shown = shown_message(pilot, "domain")
+        assert "or Certificate from: Internal CA to try it out" in shown, shown
+        assert "tls.mode" not in screen_text(pilot)

@@ -621,7 +621,7 @@ def field_problems(
             out[f.key] = REQUIRED + (f"; e.g. {f.placeholder}" if f.placeholder else "")
     keys = [f.key for f in shown] + [k for k in spec.owns if k not in {f.key for f in shown}]
     core: dict[str, str] = {}
-    for key, message in map_problems(check(doc), keys).items():
+    for key, message in map_problems([(f, _in_form_words(m)) for f, m in check(doc)], keys).items():
         visible = _visible_key(key, shown)
         core[visible] = core[visible] + "\n" + message if visible in core else message
     # A required box that is empty has that one problem (the core's "missing" says it again); a box whose
@@ -656,6 +656,12 @@ def _visible_key(key: str, shown: list[FieldSpec]) -> str:
 #: The core's fixes that name a deploy.yaml key, as the form says them (what to do in the box).
 _FORM_WORDS = {
     "remove expires: for a key that does not expire": "empty the Expires box for a key that never expires",
+    # The TLS screen's choice, as the screen names it ("or tls.mode: internal-ca to try it out").
+    "tls.mode: internal-ca": "Certificate from: Internal CA",
+    "tls.mode: files": "Certificate from: My own files",
+    "tls.mode: acme": "Certificate from: ACME",
+    "tls.mode is files": "Certificate from is My own files",
+    "tls.mode is acme": "Certificate from is ACME",
 }
 
 
