@@ -13,10 +13,13 @@ from textual.widgets import Button, Input, Static
 from claudegate.wizard import core
 from claudegate.wizard.app import WizardApp
 from claudegate.wizard.form import document
+from claudegate.wizard.screens.base import StepScreen
 from claudegate.wizard.screens.clients import ClientDialog
 from claudegate.wizard.screens.dialogs import ConfirmDialog
 from tests.wizard import flow
 from tests.wizard.conftest import fill, next_enabled, press_next, screen_text, shown_message
+
+REFERENCE = Path(__file__).with_name("reference.yaml")
 
 
 async def test_an_empty_burst_beside_a_changed_rate_means_its_hint(wizard: WizardApp) -> None:
@@ -226,3 +229,52 @@ async def test_the_tls_screen_speaks_of_its_own_choices_not_yaml_keys(wizard: Wi
         shown = shown_message(pilot, "domain")
         assert "or Certificate from: Internal CA to try it out" in shown, shown
         assert "tls.mode" not in screen_text(pilot)
+
+
+async def test_opening_the_wizard_writes_no_draft_until_an_answer_is_typed(wizard: WizardApp, home: Path) -> None:
+    """Every filled box announces its value when it mounts; counted as answers, they wrote a draft (and
+    marked the boxes typed in) before any key was pressed."""
+    import json
+
+    async with wizard.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        await pilot.pause(0.3)
+        assert not (home / "draft.json").exists()
+        assert isinstance(wizard.screen, StepScreen) and wizard.screen.touched == set()
+        await fill(pilot, "#f-target-host", "203.0.113.10")
+        draft = json.loads((home / "draft.json").read_text())
+        assert draft["values"]["target.host"] == "203.0.113.10"
+        assert draft["for"] == str(home / "deploy.yaml")
+
+
+async def test_init_out_a_file_loads_it_though_a_draft_for_another_file_is_saved(home: Path) -> None:
+    from claudegate.wizard.app import make_app
+    from claudegate.wizard.draft import save_draft
+    from claudegate.wizard.form import WizardState
+
+    other = WizardState(values={"target.host": "other.example.com"}, draft_for=str(home / "other" / "deploy.yaml"))
+    save_draft(other, home / "draft.json")
+    saved = home / "deploy.yaml"
+    saved.write_text(REFERENCE.read_text().replace("{home}", str(home)))
+    app = make_app(None, draft_file=home / "draft.json", save_to=saved)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        assert app.screen.query_one("#f-target-host", Input).value == "203.0.113.10"
+        said = " ".join(str(n.message) for n in app._notifications)
+        assert "Loaded the answers" in said and f"The unfinished draft is for {home / 'other'}" in said, said
+        assert "Resumed" not in said
+
+
+async def test_a_draft_without_answers_is_not_resumed_over_an_existing_file(home: Path) -> None:
+    from claudegate.wizard.app import make_app
+    from claudegate.wizard.draft import save_draft
+    from claudegate.wizard.form import WizardState
+
+    save_draft(WizardState(values={"target.mode": "server", "target.port": "22", "target.host": ""}),
+               home / "draft.json")
+    saved = home / "deploy.yaml"
+    saved.write_text(REFERENCE.read_text().replace("{home}", str(home)))
+    app = make_app(None, draft_file=home / "draft.json", save_to=saved)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        assert app.screen.query_one("#f-target-host", Input).value == "203.0.113.10"

@@ -313,9 +313,24 @@ class WizardState:
     #: Settings of a loaded deploy.yaml the form does not ask about (``ports.https``, ``network``...),
     #: by dotted path: saved back unchanged, so loading and saving loses nothing.
     extra: dict[str, Any] = field(default_factory=dict)
+    #: The deploy.yaml a draft's answers are for (where the wizard that wrote it was to save).
+    draft_for: str | None = None
 
     def get(self, spec: FieldSpec) -> Any:
         return self.values.get(spec.key, spec.default)
+
+    def has_answers(self) -> bool:
+        """Whether anything differs from a fresh start (a draft without answers is no draft)."""
+        if self.clients or self.host_key_fingerprint or self.extra:
+            return True
+        specs = {f.key: f for screen in SCREENS for f in screen.fields}
+        for key, value in self.values.items():
+            spec = specs.get(key)
+            default = spec.default if spec is not None else ""
+            if key == "save_path" or value in ("", None) or str(value) == str(default):
+                continue
+            return True
+        return False
 
     def to_draft(self) -> dict[str, Any]:
         return {
@@ -325,6 +340,7 @@ class WizardState:
             "clients": [dict(c) for c in self.clients],
             "host_key_fingerprint": self.host_key_fingerprint,
             "extra": dict(self.extra),
+            "for": self.draft_for,
         }
 
     @classmethod
@@ -334,7 +350,9 @@ class WizardState:
         fingerprint = data.get("host_key_fingerprint")
         screen = data.get("screen")
         extra = data.get("extra")
+        draft_for = data.get("for")
         return cls(
+            draft_for=draft_for if isinstance(draft_for, str) else None,
             extra={str(k): v for k, v in extra.items()} if isinstance(extra, dict) else {},
             values={str(k): v for k, v in values.items() if isinstance(v, str | bool)}
             if isinstance(values, dict) else {},

@@ -203,7 +203,15 @@ class StepScreen(Screen[None]):
         spec = self._spec_of(widget)
         if spec is None:
             return
-        self.state.values[spec.key] = read_value(widget)
+        value = read_value(widget)
+        unchanged = _same(value, self.state.get(spec))
+        self.state.values[spec.key] = value  # held either way: which fields show depends on it
+        if unchanged:
+            # A box announcing the value it was given (every filled box does when it mounts) is no answer:
+            # counted as one, it wrote a draft nobody typed (the next `init --out FILE` resumed it instead
+            # of loading FILE) and forgot a confirmed host key each time the Target screen opened.
+            self.revalidate()
+            return
         self.touched.add(spec.key)
         self.on_value_changed(spec.key)
         self.revalidate()
@@ -322,3 +330,12 @@ class StepScreen(Screen[None]):
     def action_save_draft(self) -> None:
         path = self.wizard.save_draft()
         self.notify(f"Draft saved to {path} (without the Anthropic key).")
+
+
+def _same(value: Any, answer: Any) -> bool:
+    """Whether a widget's value is the answer already held (text compared as the box shows it)."""
+    if isinstance(value, bool) or isinstance(answer, bool):
+        return bool(value == answer)
+    if isinstance(answer, list):
+        answer = ", ".join(str(a) for a in answer)
+    return str(value) == str("" if answer is None else answer)
