@@ -278,3 +278,16 @@ async def test_a_draft_without_answers_is_not_resumed_over_an_existing_file(home
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause()
         assert app.screen.query_one("#f-target-host", Input).value == "203.0.113.10"
+
+
+async def test_going_back_to_target_keeps_the_confirmed_host_key(wizard: WizardApp) -> None:
+    async with wizard.run_test(size=(80, 24)) as pilot:
+        await flow.to_screen(pilot, 1)
+        wizard.state.host_key_fingerprint = "SHA256:" + "A" * 43  # as the host key dialog leaves it
+        await pilot.press("escape")
+        await pilot.pause()
+        await pilot.pause(0.2)
+        assert type(wizard.screen).__name__ == "TargetScreen"
+        assert wizard.state.host_key_fingerprint == "SHA256:" + "A" * 43
+        await fill(pilot, "#f-target-port", "22")  # another server: the confirmation no longer holds
+        assert wizard.state.host_key_fingerprint is None
