@@ -291,3 +291,29 @@ async def test_going_back_to_target_keeps_the_confirmed_host_key(wizard: WizardA
         assert wizard.state.host_key_fingerprint == "SHA256:" + "A" * 43
         await fill(pilot, "#f-target-port", "22")  # another server: the confirmation no longer holds
         assert wizard.state.host_key_fingerprint is None
+
+
+async def test_what_next_marked_stays_marked_while_another_box_is_typed_in(wizard: WizardApp) -> None:
+    """Next draws "is required" under every empty box; typing in the first one hid it again under the
+    others, while the count still named them."""
+    async with wizard.run_test(size=(80, 24)) as pilot:
+        await flow.to_screen(pilot, 2)
+        await fill(pilot, "#f-domain", "gw.example.com")
+        wizard.screen.query_one("#f-tls-mode").value = "files"  # type: ignore[attr-defined]
+        await pilot.pause()
+        await press_next(pilot)
+        assert shown_message(pilot, "tls.key_file") == "is required"
+        await fill(pilot, "#f-tls-cert_file", "fullchain.pem")
+        assert shown_message(pilot, "tls.key_file") == "is required"
+
+
+async def test_what_save_marked_in_the_client_dialog_stays_marked(wizard: WizardApp) -> None:
+    async with wizard.run_test(size=(80, 24)) as pilot:
+        await flow.to_screen(pilot, 5)
+        await pilot.press("a")
+        await pilot.pause()
+        await pilot.press("ctrl+s")  # refused: the empty name is marked
+        await pilot.pause()
+        assert "is required" in shown_message(pilot, "name")
+        await fill(pilot, "#f-rpm", "60")
+        assert "is required" in shown_message(pilot, "name")

@@ -297,6 +297,8 @@ class StepScreen(Screen[None]):
         self.revalidate()
         if not self.query_one("#next", Button).disabled:
             return False
+        # Every problem is drawn now, "is required" too, and stays drawn while another box is typed in.
+        self.touched.update(self.problems)
         first: Widget | None = None
         shown: dict[str, str] = {}
         for row in self.query(FormField):

@@ -194,7 +194,9 @@ class ClientDialog(ModalScreen[dict[str, Any] | None]):
         if not self.problems:
             self.dismiss({k: v for k, v in self.client.items() if v not in ("", None)})
             return
-        # Save is refused: every problem is written under its field; go to the first.
+        # Save is refused: every problem is written under its field (and stays while another box is typed
+        # in); go to the first.
+        self.touched.update(self.problems)
         first = next((row for row in self.query(FormField) if row.spec.key in self.problems), None)
         if first is not None:
             self.set_focus(first.query_one("#" + field_id(first.spec.key)))
