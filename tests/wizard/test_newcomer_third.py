@@ -317,3 +317,16 @@ async def test_what_save_marked_in_the_client_dialog_stays_marked(wizard: Wizard
         assert "is required" in shown_message(pilot, "name")
         await fill(pilot, "#f-rpm", "60")
         assert "is required" in shown_message(pilot, "name")
+
+
+async def test_ssh_forms_of_the_host_say_which_box_takes_the_rest(wizard: WizardApp) -> None:
+    async with wizard.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        await fill(pilot, "#f-target-host", "root@203.0.113.10")
+        shown = shown_message(pilot, "target.host")
+        assert shown == "'root@203.0.113.10' includes a user name; write only 203.0.113.10 and put root in the" \
+                        " SSH user box", shown
+        await fill(pilot, "#f-target-host", "203.0.113.10:2222")
+        shown = shown_message(pilot, "target.host")
+        assert "write only 203.0.113.10 and put the port in the SSH port box" in shown, shown
+        assert "target." not in screen_text(pilot)

@@ -229,6 +229,10 @@ def _target_host(value: object) -> str:
     bare = text.strip().strip("[]")
     if _is_ip(bare):
         return str(ipaddress.ip_address(bare))
+    user, at, rest = text.strip().rpartition("@")
+    if at and user and rest:
+        # ssh's own user@host form: the user has its own key.
+        raise fail(f"{_show(text)} includes a user name", f"write host: {rest} and put {user} in target.user")
     name, colon, port = text.strip().rpartition(":")
     if colon and port.isdigit() and "/" not in text:
         raise fail(

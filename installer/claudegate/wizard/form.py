@@ -680,6 +680,10 @@ _FORM_WORDS = {
     "tls.mode: acme": "Certificate from: ACME",
     "tls.mode is files": "Certificate from is My own files",
     "tls.mode is acme": "Certificate from is ACME",
+    # The Target screen's boxes ("203.0.113.10:2222 includes a port; write host: ... in target.port").
+    "write host: ": "write only ",
+    "in target.port": "in the SSH port box",
+    "in target.user": "in the SSH user box",
 }
 
 
