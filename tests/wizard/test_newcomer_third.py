@@ -330,3 +330,14 @@ async def test_ssh_forms_of_the_host_say_which_box_takes_the_rest(wizard: Wizard
         shown = shown_message(pilot, "target.host")
         assert "write only 203.0.113.10 and put the port in the SSH port box" in shown, shown
         assert "target." not in screen_text(pilot)
+
+
+async def test_the_review_shows_the_files_comments_unbroken_at_80_columns(wizard: WizardApp) -> None:
+    """A comment wrapped by the view showed its tail as a line of YAML ("examples/remote.yaml.")."""
+    async with wizard.run_test(size=(80, 24)) as pilot:
+        await flow.to_screen(pilot, 6)
+        rows = [row.strip(" ▊▎▁▂▃▄▅▆▇█") for row in screen_text(pilot).splitlines()]
+        header = core.YAML_HEADER.format(path=wizard.screen.save_path).splitlines()  # type: ignore[attr-defined]
+        for line in header[2:]:  # after the Redeploy line, whose path is as long as it is
+            assert line in rows, (line, rows)
+        assert "examples/" not in screen_text(pilot)

@@ -39,11 +39,15 @@ __all__ = [
     "verify_upstream_key",
 ]
 
+#: Lines short enough for the Review screen at 80 columns (a wrapped comment line showed as YAML), and no
+#: examples/ path, which a pip install does not have.
 YAML_HEADER = """\
 # claudegate deploy config, written by `claudegate init`.
 # Redeploy:  claudegate deploy --config {path}
-# Every key is documented in `claudegate init --example remote` / examples/remote.yaml.
-# The Anthropic key is not in this file: it is read from upstream.api_key_file (0600).
+# Every key is explained in the example this command writes:
+#   claudegate init --example remote --out example.yaml
+# The Anthropic key is not in this file: it is read from
+# upstream.api_key_file (mode 0600).
 """
 
 
