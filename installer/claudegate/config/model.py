@@ -369,7 +369,7 @@ EndpointGlob = Annotated[
 BetaName = Annotated[str, _pattern(_BETA, "is not an anthropic-beta value", "prompt-caching-2024-07-31")]
 Email = Annotated[str, _pattern(_EMAIL, "is not an email address", "ops@example.com")]
 ImageRef = Annotated[
-    str, _pattern(_IMAGE, "is not a Docker image reference", "claudegate/debian-base:bookworm")
+    str, _pattern(_IMAGE, "is not a Docker image reference", "debian:bookworm-slim")
 ]
 
 
