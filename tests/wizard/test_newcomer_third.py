@@ -341,3 +341,27 @@ async def test_the_review_shows_the_files_comments_unbroken_at_80_columns(wizard
         for line in header[2:]:  # after the Redeploy line, whose path is as long as it is
             assert line in rows, (line, rows)
         assert "examples/" not in screen_text(pilot)
+
+
+async def test_the_clients_table_fits_80_columns(wizard: WizardApp) -> None:
+    """Two model globs side by side pushed Tokens/day and Expires off the screen."""
+    from claudegate.wizard.screens.clients import ClientsScreen
+
+    async with wizard.run_test(size=(80, 24)) as pilot:
+        await flow.to_screen(pilot, 5)
+        screen = wizard.screen
+        assert isinstance(screen, ClientsScreen)
+        wizard.state.clients.extend([
+            {**flow.REFERENCE_CLIENT, "tpm": "200000"},
+            {"name": "batch-jobs", "models": "claude-haiku-*", "expires": "2027-06-30T12:30:00Z"},
+        ])
+        screen._fill()
+        await pilot.pause()
+        rows = screen_text(pilot).splitlines()
+        header = next(row for row in rows if "Name" in row and "Models" in row)
+        assert header.split() == ["Name", "Models", "max_tok", "rpm", "tpm", "tok/day", "Expires"], header
+        team_a = next(row for row in rows if "team-a" in row)
+        assert team_a.split() == ["team-a", "claude-sonnet-*", "4096", "60", "200000", "1000000", "2027-06-30"]
+        assert any(row.split() == ["claude-haiku-*"] for row in rows), rows  # its second glob, under the first
+        batch = next(row for row in rows if "batch-jobs" in row)
+        assert batch.split()[-2:] == ["2027-06-30", "12:30"], batch
