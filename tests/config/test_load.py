@@ -574,7 +574,7 @@ def test_image_reference() -> None:
     )
     assert problems("images: {base_image: Debian Bookworm}\n", base=LOCAL) == [
         "deploy.yaml:8:10: images.base_image: 'Debian Bookworm' is not a Docker image reference;"
-        " write e.g. claudegate/debian-base:bookworm"
+        " write e.g. debian:bookworm-slim"
     ]
 
 

@@ -40,6 +40,10 @@ def fixed_home(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
 def _fixed_home(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     shutil.rmtree(FIXED, ignore_errors=True)
     (FIXED / "home").mkdir(parents=True)
+    # The reference answers' SSH key exists, as it does for an operator (a missing one is a note under it).
+    (FIXED / "home" / ".ssh").mkdir(mode=0o700)
+    (FIXED / "home" / ".ssh" / "claudegate_deploy").write_text("not a real key\n")
+    (FIXED / "home" / ".ssh" / "claudegate_deploy").chmod(0o600)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(FIXED / "config"))
     monkeypatch.setenv("HOME", str(FIXED / "home"))
     # The SSH user's hint names the operator's user name (getpass reads these first).

@@ -167,6 +167,7 @@ def status(
         typer.Option(
             "--expiry-days",
             min=0,
+            metavar="DAYS",
             help="warn of client keys that stop working within this many days [default: 14]",
         ),
     ] = None,
@@ -190,7 +191,7 @@ def status(
 def logs(
     config: ConfigOpt = DEFAULT_CONFIG,
     service: Annotated[str, typer.Argument(help="nginx or gateway")] = "gateway",
-    tail: Annotated[int, typer.Option(help="lines from the end")] = 100,
+    tail: Annotated[int, typer.Option(metavar="N", help="lines from the end")] = 100,
     accept_host_key: HostKeyOpt = None,
 ) -> None:
     """Recent log lines of the nginx or gateway container."""
@@ -338,6 +339,8 @@ def init(
         from claudegate.session.examples import EXAMPLES, write_example
 
         if example is None:
+            if config is not None:
+                _load(config)  # the console on a missing or broken config fails as `console` and plan do
             _wizard(config, fresh=fresh, save_to=out)
             return
         path = write_example(example, out, force=force)

@@ -43,6 +43,9 @@ def _show_key(issued: Any, json_out: bool, what: str) -> None:
     sys.stdout.write(issued.key.reveal() + "\n")
 
 
+#: The client name argument, named NAME in --help (typer's default showed the type, "{name}", "<str>").
+NameArg = Annotated[str, typer.Argument(metavar="NAME", help="client name: letters, digits, '.', '_', '-'")]
+
 @keys_app.command("list")
 def keys_list(config: ConfigOpt = DEFAULT_CONFIG, accept_host_key: HostKeyOpt = None, json_out: JsonOpt = False) -> None:
     """List clients: state, key prefixes (never secrets), expiry, models and limits."""
@@ -62,25 +65,25 @@ def keys_list(config: ConfigOpt = DEFAULT_CONFIG, accept_host_key: HostKeyOpt = 
 
 @keys_app.command("create")
 def keys_create(
-    name: Annotated[str, typer.Argument(help="client name: letters, digits, '.', '_', '-'")],
+    name: NameArg,
     config: ConfigOpt = DEFAULT_CONFIG,
     models: Annotated[
-        list[str] | None, typer.Option("--model", help="allowed model glob (repeat; default any)")
+        list[str] | None, typer.Option("--model", metavar="GLOB", help="allowed model glob (repeat; default any)")
     ] = None,
     endpoints: Annotated[
-        list[str] | None, typer.Option("--endpoint", help="allowed path glob (repeat; default /v1/*)")
+        list[str] | None, typer.Option("--endpoint", metavar="GLOB", help="allowed path glob (repeat; default /v1/*)")
     ] = None,
     betas: Annotated[
-        list[str] | None, typer.Option("--beta", help="allowed anthropic-beta (repeat; default any)")
+        list[str] | None, typer.Option("--beta", metavar="BETA", help="allowed anthropic-beta (repeat; default any)")
     ] = None,
-    max_tokens: Annotated[int | None, typer.Option(help="cap on max_tokens per request")] = None,
+    max_tokens: Annotated[int | None, typer.Option(metavar="N", help="cap on max_tokens per request")] = None,
     no_stream: Annotated[bool, typer.Option("--no-stream", help="refuse streaming requests")] = False,
-    rpm: Annotated[int | None, typer.Option(help="requests per minute")] = None,
-    tpm: Annotated[int | None, typer.Option(help="tokens per minute (input + output)")] = None,
-    daily_tokens: Annotated[int | None, typer.Option(help="tokens per UTC day")] = None,
+    rpm: Annotated[int | None, typer.Option(metavar="N", help="requests per minute")] = None,
+    tpm: Annotated[int | None, typer.Option(metavar="N", help="tokens per minute (input + output)")] = None,
+    daily_tokens: Annotated[int | None, typer.Option(metavar="N", help="tokens per UTC day")] = None,
     expires: Annotated[
         str | None,
-        typer.Option(help="when the key stops working, ISO 8601 (2027-06-30 or 2027-06-30T12:00:00Z)"),
+        typer.Option(metavar="DATE", help="when the key stops working, ISO 8601 (2027-06-30 or 2027-06-30T12:00:00Z)"),
     ] = None,
     accept_host_key: HostKeyOpt = None,
     json_out: JsonOpt = False,
@@ -103,10 +106,10 @@ def keys_create(
 
 @keys_app.command("rotate")
 def keys_rotate(
-    name: str,
+    name: NameArg,
     config: ConfigOpt = DEFAULT_CONFIG,
     overlap: Annotated[
-        str, typer.Option(help="how long the old key keeps working: 0s (stop now), 30m, 24h, 7d")
+        str, typer.Option(metavar="DURATION", help="how long the old key keeps working: 0s (stop now), 30m, 24h, 7d")
     ] = "0s",
     accept_host_key: HostKeyOpt = None,
     json_out: JsonOpt = False,
@@ -126,7 +129,7 @@ def keys_rotate(
 
 
 @keys_app.command("revoke")
-def keys_revoke(name: str, config: ConfigOpt = DEFAULT_CONFIG, accept_host_key: HostKeyOpt = None) -> None:
+def keys_revoke(name: NameArg, config: ConfigOpt = DEFAULT_CONFIG, accept_host_key: HostKeyOpt = None) -> None:
     """Revoke a client: every key of it is refused from its next request on.
 
     A client still listed in deploy.yaml is created anew (new key) by the next

@@ -14,7 +14,7 @@ __all__ = ["usage_command"]
 
 def usage_command(
     config: ConfigOpt = DEFAULT_CONFIG,
-    client: Annotated[str | None, typer.Option("--client", help="only this client")] = None,
+    client: Annotated[str | None, typer.Option("--client", metavar="NAME", help="only this client")] = None,
     since: Annotated[
         str | None, typer.Option("--since", metavar="YYYY-MM-DD", help="from this UTC day on")
     ] = None,

@@ -229,6 +229,10 @@ def _target_host(value: object) -> str:
     bare = text.strip().strip("[]")
     if _is_ip(bare):
         return str(ipaddress.ip_address(bare))
+    user, at, rest = text.strip().rpartition("@")
+    if at and user and rest:
+        # ssh's own user@host form: the user has its own key.
+        raise fail(f"{_show(text)} includes a user name", f"write host: {rest} and put {user} in target.user")
     name, colon, port = text.strip().rpartition(":")
     if colon and port.isdigit() and "/" not in text:
         raise fail(
@@ -365,7 +369,7 @@ EndpointGlob = Annotated[
 BetaName = Annotated[str, _pattern(_BETA, "is not an anthropic-beta value", "prompt-caching-2024-07-31")]
 Email = Annotated[str, _pattern(_EMAIL, "is not an email address", "ops@example.com")]
 ImageRef = Annotated[
-    str, _pattern(_IMAGE, "is not a Docker image reference", "claudegate/debian-base:bookworm")
+    str, _pattern(_IMAGE, "is not a Docker image reference", "debian:bookworm-slim")
 ]
 
 

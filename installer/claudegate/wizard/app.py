@@ -147,6 +147,7 @@ class WizardApp(App[None]):
     # --- the draft and the saved config ------------------------------------------------------
 
     def save_draft(self) -> Path:
+        self.state.draft_for = str(self.config_path)
         return save_draft(self.state, self.draft_file)
 
     def draft_changed(self) -> None:
@@ -237,16 +238,20 @@ class WizardApp(App[None]):
     def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
         """The command palette: what the keys of ``screen`` do right now (the footer's and the hidden ones),
         each with its key, then Help and Quit. Made from the bindings, so it never lists a stale action."""
-        seen: set[str] = set()
+        # One entry per name, with all its keys ("Back  key: ^b, esc"), not one per key.
+        entries: dict[str, tuple[list[str], Any]] = {}
         for active in screen.active_bindings.values():
             binding = active.binding
             if not active.enabled or not binding.description or binding.action in self._NOT_IN_PALETTE:
                 continue
-            if binding.action in seen:
-                continue
-            seen.add(binding.action)
-            yield SystemCommand(binding.description, f"key: {self.get_key_display(binding)}",
-                                partial(self.run_action, binding.action, active.node))
+            keys, _run = entries.setdefault(
+                binding.description, ([], partial(self.run_action, binding.action, active.node))
+            )
+            shown = self.get_key_display(binding)
+            if shown not in keys:
+                keys.append(shown)
+        for name, (keys, run) in entries.items():
+            yield SystemCommand(name, "key: " + ", ".join(keys), run)
         yield SystemCommand("Help", "key: F1  every key of the wizard", self.action_help)
         yield SystemCommand("Quit", "key: ^q  asks first if something would be lost", self.action_quit)
 
@@ -328,11 +333,18 @@ def make_app(
     if config is not None and config.exists():
         _doc, cfg = core.load_document(config)
         return WizardApp(WizardState(), config_path=config, draft_file=draft_file, console_config=cfg)
-    state = None if fresh else load_draft(draft_file)
-    resumed = state is not None
     target = (save_to or config or Path(os.getcwd()) / "deploy.yaml").absolute()
-    loaded_from = None
+    state = None if fresh else load_draft(draft_file)
     note = None
+    if state is not None and not state.has_answers():
+        state = None  # nothing was typed in it
+    elif state is not None and state.draft_for and Path(state.draft_for) != target and target.is_file():
+        # The draft of another deploy.yaml: edit this one as asked; the draft stays until an answer changes.
+        note = (f"The unfinished draft is for {state.draft_for} (`claudegate init --out {state.draft_for}`"
+                f" resumes it); an answer changed here replaces it.")
+        state = None
+    resumed = state is not None
+    loaded_from = None
     if state is None and target.is_file():
         # An existing deploy.yaml is edited, not silently replaced by empty answers.
         try:
@@ -343,7 +355,9 @@ def make_app(
         else:
             state = state_from_document(doc)
             loaded_from = target.resolve()
-            note = f"Loaded the answers of {target}: change what you need; Save writes them back there."
+            note = " ".join(filter(None, (
+                f"Loaded the answers of {target}: change what you need; Save writes them back there.", note,
+            )))
     if state is not None and target.is_file() and loaded_from is None and note is None:
         note = f"{target} already exists: saving asks before replacing it."
     app = WizardApp(state or WizardState(), config_path=target, draft_file=draft_file, resumed=resumed)

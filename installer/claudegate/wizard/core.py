@@ -11,6 +11,8 @@ threads, and the questions the core needs answered go through an
 from __future__ import annotations
 
 import os
+import shlex
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -37,11 +39,15 @@ __all__ = [
     "verify_upstream_key",
 ]
 
+#: Lines short enough for the Review screen at 80 columns (a wrapped comment line showed as YAML), and no
+#: examples/ path, which a pip install does not have.
 YAML_HEADER = """\
 # claudegate deploy config, written by `claudegate init`.
 # Redeploy:  claudegate deploy --config {path}
-# Every key is documented in `claudegate init --example remote` / examples/remote.yaml.
-# The Anthropic key is not in this file: it is read from upstream.api_key_file (0600).
+# Every key is explained in the example this command writes:
+#   claudegate init --example remote --out example.yaml
+# The Anthropic key is not in this file: it is read from
+# upstream.api_key_file (mode 0600).
 """
 
 
@@ -142,14 +148,57 @@ def read_key_file(path: str) -> Secret | None:
 
 
 def key_on_file(path: str) -> bool:
-    """Whether a key file already exists (then the key box may stay empty)."""
+    """Whether a key file already exists (then the key box may stay empty); a directory is none."""
     try:
-        return Path(path).expanduser().stat().st_size > 0
+        st = Path(path).expanduser().stat()
+    except OSError:
+        return False
+    return stat.S_ISREG(st.st_mode) and st.st_size > 0
+
+
+def exists(path: str) -> bool:
+    """Whether a file box's text names something that exists (~ expanded)."""
+    try:
+        return Path(path).expanduser().exists()
+    except OSError:
+        return True  # cannot tell: say nothing
+
+
+def open_key_file_problem(path: str) -> str | None:
+    """Why the deploy would refuse an existing key file for its mode (group or others may read it), as the
+    deploy's own check says it; None when it is private or absent. Made with ``echo KEY > FILE`` it is 0644."""
+    try:
+        st = Path(path).expanduser().stat()
+    except OSError:
+        return None
+    mode = stat.S_IMODE(st.st_mode)
+    if not stat.S_ISREG(st.st_mode) or not mode & 0o077:
+        return None
+    readers = "everyone" if mode & 0o007 else "its group"
+    return (f"{path} holds the key but is mode {mode:04o}, readable by {readers}, and the deploy refuses it;"
+            f" run: chmod 600 {shlex.quote(path)}, or paste the key above to write it again (0600)")
+
+
+def is_directory(path: str) -> bool:
+    """Whether a file box's text names a directory (relative to the current directory, ~ expanded)."""
+    try:
+        return Path(path).expanduser().is_dir()
     except OSError:
         return False
 
 
 # --- keys -------------------------------------------------------------------------------------
+
+
+def public_key_line(path: Path) -> str | None:
+    """The public line of an existing key pair (``path`` and ``path.pub``), or None."""
+    try:
+        if not path.is_file():
+            return None
+        line = path.with_name(path.name + ".pub").read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return line if line.startswith(("ssh-", "ecdsa-", "sk-")) and "\n" not in line else None
 
 
 def generate_deploy_key(path: Path) -> str:

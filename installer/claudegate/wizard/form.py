@@ -29,6 +29,7 @@ __all__ = [
     "CLIENT_FIELDS",
     "FILTER_PRESETS",
     "GENERATED_KEY",
+    "MISSING_FILE_NOTES",
     "SCREENS",
     "FieldSpec",
     "ScreenSpec",
@@ -312,9 +313,24 @@ class WizardState:
     #: Settings of a loaded deploy.yaml the form does not ask about (``ports.https``, ``network``...),
     #: by dotted path: saved back unchanged, so loading and saving loses nothing.
     extra: dict[str, Any] = field(default_factory=dict)
+    #: The deploy.yaml a draft's answers are for (where the wizard that wrote it was to save).
+    draft_for: str | None = None
 
     def get(self, spec: FieldSpec) -> Any:
         return self.values.get(spec.key, spec.default)
+
+    def has_answers(self) -> bool:
+        """Whether anything differs from a fresh start (a draft without answers is no draft)."""
+        if self.clients or self.host_key_fingerprint or self.extra:
+            return True
+        specs = {f.key: f for screen in SCREENS for f in screen.fields}
+        for key, value in self.values.items():
+            spec = specs.get(key)
+            default = spec.default if spec is not None else ""
+            if key == "save_path" or value in ("", None) or str(value) == str(default):
+                continue
+            return True
+        return False
 
     def to_draft(self) -> dict[str, Any]:
         return {
@@ -324,6 +340,7 @@ class WizardState:
             "clients": [dict(c) for c in self.clients],
             "host_key_fingerprint": self.host_key_fingerprint,
             "extra": dict(self.extra),
+            "for": self.draft_for,
         }
 
     @classmethod
@@ -333,7 +350,9 @@ class WizardState:
         fingerprint = data.get("host_key_fingerprint")
         screen = data.get("screen")
         extra = data.get("extra")
+        draft_for = data.get("for")
         return cls(
+            draft_for=draft_for if isinstance(draft_for, str) else None,
             extra={str(k): v for k, v in extra.items()} if isinstance(extra, dict) else {},
             values={str(k): v for k, v in values.items() if isinstance(v, str | bool)}
             if isinstance(values, dict) else {},
@@ -396,6 +415,11 @@ def _is_default(spec: FieldSpec, value: Any) -> bool:
         return False
 
 
+#: An example for a number box without a default (a client's limits): "e.g. 60" suits requests per minute,
+#: not tokens per day.
+_NUMBER_EXAMPLES = {"max_tokens": 8192, "rpm": 60, "tpm": 200000, "daily_tokens": 1000000}
+
+
 def _fill(doc: dict[str, Any], specs: Sequence[FieldSpec], values: Values, bad: dict[str, str]) -> None:
     for spec in specs:
         if not spec.shown(values) or spec.key in ("target.mode", "tls.staging", "save_path", FILTER_PRESET):
@@ -406,8 +430,13 @@ def _fill(doc: dict[str, Any], specs: Sequence[FieldSpec], values: Values, bad: 
         try:
             value = _convert(spec, raw)
         except _NotANumber as exc:
-            bad[spec.key] = f"{str(exc)!r} is not a whole number; type digits only, e.g. {spec.default or 60}"
+            example = spec.default or _NUMBER_EXAMPLES.get(spec.key, 60)
+            bad[spec.key] = f"{str(exc)!r} is not a whole number; type digits only, e.g. {example}"
             continue
+        if value is None and spec.default not in ("", False) and _grouped(spec.key, values, specs):
+            # An empty box of a group another answer changed means what its hint says ("empty: 40"),
+            # not a missing key: the rate with its burst left empty keeps the default burst.
+            value = _convert(spec, spec.default)
         if value is None or value == [] or (_is_default(spec, value) and not _grouped(spec.key, values, specs)):
             continue
         _put(doc, spec.key, value)
@@ -610,13 +639,26 @@ def field_problems(
             out[f.key] = REQUIRED + (f"; e.g. {f.placeholder}" if f.placeholder else "")
     keys = [f.key for f in shown] + [k for k in spec.owns if k not in {f.key for f in shown}]
     core: dict[str, str] = {}
-    for key, message in map_problems(check(doc), keys).items():
+    for key, message in map_problems([(f, _in_form_words(m)) for f, m in check(doc)], keys).items():
         visible = _visible_key(key, shown)
         core[visible] = core[visible] + "\n" + message if visible in core else message
-    # A required box that is empty has that one problem (the core's "missing" says it again).
+    # A required box that is empty has that one problem (the core's "missing" says it again); a box whose
+    # text is not a number was left out of the document, so the core's "is required" about it is noise.
     core = {k: m for k, m in core.items() if not out.get(k, "").startswith(REQUIRED)}
+    core = {k: "\n".join(line for line in m.splitlines() if not (k in bad and line.startswith(REQUIRED)))
+            for k, m in core.items()}
+    core = {k: m for k, m in core.items() if m}
     return merge_problems(out, core)
 
+
+#: File boxes whose file may come later (a key made by Generate, a certificate copied over): a missing file
+#: is a note under the box, not a problem, with what to do about it before the deploy (which needs it).
+MISSING_FILE_NOTES: dict[str, str] = {
+    "target.ssh_key": "Generate key makes it there, or correct the path",
+    "tls.cert_file": "put the certificate (PEM) there before the deploy, or correct the path",
+    "tls.key_file": "put the private key (PEM, 0600) there before the deploy, or correct the path",
+    "tls.chain_file": "put the intermediates (PEM) there before the deploy, or empty the box",
+}
 
 #: The start of the message of an empty required box (shown only once the box was touched, or on Next).
 REQUIRED = "is required"
@@ -632,6 +674,16 @@ def _visible_key(key: str, shown: list[FieldSpec]) -> str:
 #: The core's fixes that name a deploy.yaml key, as the form says them (what to do in the box).
 _FORM_WORDS = {
     "remove expires: for a key that does not expire": "empty the Expires box for a key that never expires",
+    # The TLS screen's choice, as the screen names it ("or tls.mode: internal-ca to try it out").
+    "tls.mode: internal-ca": "Certificate from: Internal CA",
+    "tls.mode: files": "Certificate from: My own files",
+    "tls.mode: acme": "Certificate from: ACME",
+    "tls.mode is files": "Certificate from is My own files",
+    "tls.mode is acme": "Certificate from is ACME",
+    # The Target screen's boxes ("203.0.113.10:2222 includes a port; write host: ... in target.port").
+    "write host: ": "write only ",
+    "in target.port": "in the SSH port box",
+    "in target.user": "in the SSH user box",
 }
 
 

@@ -69,13 +69,21 @@ class FormField(Vertical):
         widget.tooltip = spec.help
         return widget
 
-    def show_message(self, message: str | None) -> None:
+    def on_descendant_focus(self, event: events.DescendantFocus) -> None:
+        # Focus scrolls only the box into view; a box tabbed to at the bottom of the screen had its
+        # problem on the line below, out of sight. Show the whole field, message included.
+        if self._shown:
+            self.call_after_refresh(self.scroll_visible, animate=False)
+
+    def show_message(self, message: str | None, *, note: bool = False) -> None:
+        """Show ``message`` under the box: a problem, or (``note``) a remark that does not block Next."""
         if message == self._shown:
             return  # each update costs a layout pass: skip the ones that change nothing
         self._shown = message
         target = self.query_one(".field-message", Static)
         show_message(target, message)
-        self.set_class(bool(message), "-invalid")
+        self.set_class(bool(message) and not note, "-invalid")
+        self.set_class(bool(message) and note, "-note")
         if message and self.has_focus_within:
             # The box being typed in is on screen; keep its message (the line under it) on screen too.
             self.call_after_refresh(target.scroll_visible, animate=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from textual import on
@@ -14,7 +15,15 @@ from textual.widget import Widget
 from textual.widgets import Button, Checkbox, Footer, Input, Select, Static
 
 from claudegate.wizard import core
-from claudegate.wizard.form import REQUIRED, SCREENS, FieldSpec, WizardState, field_problems, problem_count
+from claudegate.wizard.form import (
+    MISSING_FILE_NOTES,
+    REQUIRED,
+    SCREENS,
+    FieldSpec,
+    WizardState,
+    field_problems,
+    problem_count,
+)
 from claudegate.wizard.widgets import FormField, StepBar, field_id, read_value
 
 if TYPE_CHECKING:
@@ -113,6 +122,26 @@ class StepScreen(Screen[None]):
 
     # --- values and validation ------------------------------------------------------------
 
+    def path_problems(self) -> dict[str, str]:
+        """A file box naming a directory (the key file, the SSH key, a certificate): said as it is typed,
+        not when Save or the deploy fails on it."""
+        out: dict[str, str] = {}
+        for spec in self.spec.fields:
+            raw = str(self.state.values.get(spec.key) or "").strip()
+            if spec.kind == "path" and raw and spec.shown(self.state.values) and core.is_directory(raw):
+                out[spec.key] = f"{raw} is a directory, not a file; give the path of a file in it"
+        return out
+
+    def path_notes(self) -> dict[str, str]:
+        """A file box naming a file that does not exist (yet): said under it, without blocking Next."""
+        out: dict[str, str] = {}
+        for spec in self.spec.fields:
+            raw = str(self.state.values.get(spec.key) or "").strip()
+            todo = MISSING_FILE_NOTES.get(spec.key)
+            if todo and raw and spec.shown(self.state.values) and not core.exists(raw):
+                out[spec.key] = f"note: {raw} does not exist yet; {todo}"
+        return out
+
     def extra_problems(self) -> dict[str, str]:
         """Problems the screen knows beyond the document (e.g. the key box); keyed by widget key."""
         return {}
@@ -123,13 +152,19 @@ class StepScreen(Screen[None]):
             if row.display != asked:
                 row.display = asked
         self.problems = field_problems(self.state, self.INDEX, core.check_document) if self.spec.fields else {}
+        for key, said in self.path_problems().items():
+            self.problems.setdefault(key, said)
         self.problems.update(self.extra_problems())
         shown: dict[str, str] = {}
+        notes = self.path_notes()
         for row in self.query(FormField):
             message = self.problems.get(row.spec.key)
             untouched_required = (
                 message is not None and message.startswith(REQUIRED) and row.spec.key not in self.touched
             )
+            if message is None and row.spec.key in notes:
+                row.show_message(notes[row.spec.key], note=True)
+                continue
             row.show_message(None if untouched_required else message)
             if message and row.display and not untouched_required:
                 shown[row.spec.key] = message
@@ -168,7 +203,15 @@ class StepScreen(Screen[None]):
         spec = self._spec_of(widget)
         if spec is None:
             return
-        self.state.values[spec.key] = read_value(widget)
+        value = read_value(widget)
+        unchanged = _same(value, self.state.get(spec))
+        self.state.values[spec.key] = value  # held either way: which fields show depends on it
+        if unchanged:
+            # A box announcing the value it was given (every filled box does when it mounts) is no answer:
+            # counted as one, it wrote a draft nobody typed (the next `init --out FILE` resumed it instead
+            # of loading FILE) and forgot a confirmed host key each time the Target screen opened.
+            self.revalidate()
+            return
         self.touched.add(spec.key)
         self.on_value_changed(spec.key)
         self.revalidate()
@@ -197,7 +240,9 @@ class StepScreen(Screen[None]):
         self.focus_next()
 
     def on_descendant_focus(self, event: Any) -> None:
-        widget = event.widget
+        # The widget focused now, not the event's: focus events bubble up paths of different lengths, so
+        # after "Tab Tab Tab" a box's late event overwrote the help of the button focused after it.
+        widget = self.focused or event.widget
         spec = self._spec_of(widget)
         help_text = spec.help if spec is not None else getattr(widget, "tooltip", None) or ""
         self.query_one("#help", Static).update(str(help_text))
@@ -216,18 +261,23 @@ class StepScreen(Screen[None]):
         """Run ``action`` once the keys typed before its key are in their box.
 
         Ctrl+N and Ctrl+B are priority keys: the app runs them the moment they arrive, while the text typed
-        just before them (a burst, a paste, a fast typist in a real terminal) still waits in the box's
-        queue. Asked through the box's own queue, the action runs after that text, with the box read.
+        just before them (a burst, a paste, a fast typist in a real terminal) still waits in the boxes'
+        queues. The action runs once every box has taken its text, with every box read.
         """
-        focused = self.focused
-        if isinstance(focused, Input):
-            focused.call_later(self._read_then, focused, action)
-        else:
-            self.call_later(self.run_action, action)
+        self.call_later(self._read_then, action)
 
-    async def _read_then(self, box: Input, action: str) -> None:
-        if box.is_attached:
-            self.read_box(box)
+    async def _read_then(self, action: str) -> None:
+        # Every box, not only the focused one: in "Ctrl+U Tab Ctrl+U Ctrl+N" the first box's Ctrl+U may
+        # still wait in that box's queue when Ctrl+N arrives (Next then counted problems of text already
+        # erased, and drew none). Each box's queue is passed once, then each box is read.
+        boxes = [box for box in self.query(Input) if box.is_attached]
+        for box in boxes:
+            passed = asyncio.Event()
+            if box.call_later(passed.set):
+                await passed.wait()
+        for box in boxes:
+            if box.is_attached:
+                self.read_box(box)
         await self.run_action(action)
 
     def read_box(self, box: Input) -> None:
@@ -247,12 +297,16 @@ class StepScreen(Screen[None]):
         self.revalidate()
         if not self.query_one("#next", Button).disabled:
             return False
+        # Every problem is drawn now, "is required" too, and stays drawn while another box is typed in.
+        self.touched.update(self.problems)
         first: Widget | None = None
         shown: dict[str, str] = {}
         for row in self.query(FormField):
             message = self.problems.get(row.spec.key)
+            if message is None:
+                continue  # revalidate drew it: nothing, or a note
             row.show_message(message)
-            if message and row.display:
+            if row.display:
                 shown[row.spec.key] = message
                 if first is None:
                     first = row.query_one("#" + field_id(row.spec.key))
@@ -278,3 +332,12 @@ class StepScreen(Screen[None]):
     def action_save_draft(self) -> None:
         path = self.wizard.save_draft()
         self.notify(f"Draft saved to {path} (without the Anthropic key).")
+
+
+def _same(value: Any, answer: Any) -> bool:
+    """Whether a widget's value is the answer already held (text compared as the box shows it)."""
+    if isinstance(value, bool) or isinstance(answer, bool):
+        return bool(value == answer)
+    if isinstance(answer, list):
+        answer = ", ".join(str(a) for a in answer)
+    return str(value) == str("" if answer is None else answer)

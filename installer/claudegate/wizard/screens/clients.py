@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, ClassVar
 
 from textual import on
@@ -24,6 +25,27 @@ def _scope(client: dict[str, Any], key: str) -> str:
     return str(value) if value not in (None, "") else "-"
 
 
+def _expiry(client: dict[str, Any]) -> str:
+    """The expiry as short as it is exact: the date alone at midnight, else date and minute."""
+    import datetime
+
+    text = _scope(client, "expires")
+    try:
+        when = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return text
+    if (when.hour, when.minute, when.second) == (0, 0, 0):
+        return when.date().isoformat()
+    return when.strftime("%Y-%m-%d %H:%M")
+
+
+def _models(client: dict[str, Any]) -> str:
+    """The model globs one a line: side by side they pushed Tokens/day and Expires off an 80-column screen."""
+    value = client.get("models")
+    entries = value if isinstance(value, list) else re.split(r"[,;\s]+", str(value or ""))
+    return "\n".join(str(e) for e in entries if str(e)) or "-"
+
+
 class ClientsScreen(StepScreen):
     INDEX = 5
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -44,7 +66,8 @@ class ClientsScreen(StepScreen):
 
     def on_mount(self) -> None:
         table = self.query_one("#clients", DataTable)
-        table.add_columns("Name", "Models", "max_tokens", "rpm", "tpm", "Tokens/day", "Expires")
+        # Short headers: with a client's values the table fits 80 columns (Expires was cut off).
+        table.add_columns("Name", "Models", "max_tok", "rpm", "tpm", "tok/day", "Expires")
         self._fill()
         super().on_mount()
         self.query_one("#add", Button).focus()
@@ -54,9 +77,9 @@ class ClientsScreen(StepScreen):
         table.clear()
         for client in self.state.clients:
             table.add_row(
-                client.get("name", ""), _scope(client, "models"), _scope(client, "max_tokens"),
+                client.get("name", ""), _models(client), _scope(client, "max_tokens"),
                 _scope(client, "rpm"), _scope(client, "tpm"), _scope(client, "daily_tokens"),
-                _scope(client, "expires"),
+                _expiry(client), height=None,
             )
         note = "" if self.state.clients else "No clients yet: add one to get a key for your team (a: add)."
         self.query_one("#clients-note", Static).update(note)
@@ -179,7 +202,8 @@ class ClientDialog(ModalScreen[dict[str, Any] | None]):
         self._changed(event.select)
 
     def on_descendant_focus(self, event: Any) -> None:
-        spec = next((s for s in CLIENT_FIELDS if field_id(s.key) == event.widget.id), None)
+        widget = self.focused or event.widget  # the one focused now (a burst's late event is stale)
+        spec = next((s for s in CLIENT_FIELDS if field_id(s.key) == widget.id), None)
         self.query_one("#client-help", Static).update(spec.help if spec else "")
 
     @on(Input.Submitted)
@@ -193,7 +217,9 @@ class ClientDialog(ModalScreen[dict[str, Any] | None]):
         if not self.problems:
             self.dismiss({k: v for k, v in self.client.items() if v not in ("", None)})
             return
-        # Save is refused: every problem is written under its field; go to the first.
+        # Save is refused: every problem is written under its field (and stays while another box is typed
+        # in); go to the first.
+        self.touched.update(self.problems)
         first = next((row for row in self.query(FormField) if row.spec.key in self.problems), None)
         if first is not None:
             self.set_focus(first.query_one("#" + field_id(first.spec.key)))

@@ -27,6 +27,8 @@ class ConfirmDialog(ModalScreen[bool]):
     def __init__(self, title: str, text: str, *, yes: str = "Yes", no: str = "No", detail: str = "") -> None:
         super().__init__(classes="dialog-screen")
         self.title_text, self.text, self.yes, self.no, self.detail = title, text, yes, no, detail
+        # The footer names Escape by the button it answers ("esc Keep it"), not a generic "No".
+        self._bindings.key_to_bindings["escape"] = [Binding("escape", "answer(False)", no)]
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):

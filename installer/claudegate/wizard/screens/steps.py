@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 from pathlib import Path
 
+from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.containers import Horizontal
@@ -24,6 +25,8 @@ __all__ = ["LimitsScreen", "NetworkScreen", "TLSScreen", "TargetScreen", "Upstre
 
 class TargetScreen(StepScreen):
     INDEX = 0
+    #: A connection test is running (a second press waits for it).
+    testing = False
 
     def compose_extra(self) -> ComposeResult:
         with Horizontal(classes="actions"):
@@ -57,18 +60,34 @@ class TargetScreen(StepScreen):
     @on(Button.Pressed, "#generate")
     def _generate(self) -> None:
         raw = str(self.state.values.get("target.ssh_key") or GENERATED_KEY)
-        try:
-            line = core.generate_deploy_key(Path(raw).expanduser())
-        except ClaudegateError as exc:
-            self.query_one("#pubkey", Static).update(f"{exc.message}; {exc.hint}")
-            return
+        # A second press (or a key made by an earlier run) shows that key's public line again.
+        line = core.public_key_line(Path(raw).expanduser())
+        made = "This key pair exists already."
+        if line is None:
+            try:
+                line = core.generate_deploy_key(Path(raw).expanduser())
+            except ClaudegateError as exc:
+                self.query_one("#pubkey", Static).update(f"{exc.message}; {exc.hint}")
+                return
+            made = "Made a new key pair."
         self.state.values["target.ssh_key"] = raw
         self.query_one("#f-target-ssh_key", Input).value = raw
+        self.revalidate()  # the file exists now: its note goes
         self.public_key = line
         self.query_one("#copy", Button).disabled = False
-        self.query_one("#pubkey", Static).update(
-            "Add this line to ~/.ssh/authorized_keys of the SSH user on the server:\n" + line
-        )
+        # The public line is longer than 80 columns: copied off the screen it breaks into pieces, so the
+        # one-line command that installs it comes first.
+        user = str(self.state.values.get("target.user") or "").strip()
+        host = str(self.state.values.get("target.host") or "").strip() or "HOST"
+        port = str(self.state.values.get("target.port") or "22").strip()
+        copy_id = f"ssh-copy-id -i {raw}.pub" + (f" -p {port}" if port not in ("", "22") else "")
+        copy_id += f" {user + '@' if user else ''}{host}"
+        self.query_one("#pubkey", Static).update(Text.assemble(
+            f"{made} Install it on the server from here (asks the server's password once):\n  ",
+            (copy_id, "bold"),
+            "\nor add this line to ~/.ssh/authorized_keys of the SSH user there:\n",
+            line,
+        ))
 
     @on(Button.Pressed, "#copy")
     def _copy(self) -> None:
@@ -76,10 +95,12 @@ class TargetScreen(StepScreen):
 
     @on(Button.Pressed, "#test")
     def _test(self) -> None:
-        if self.blocked():
+        if self.blocked() or self.testing:
             return
+        # The button stays enabled (and focused): disabling it moved the focus to Generate key, so a
+        # second Enter, the usual impatient one, made a key pair nobody asked for.
+        self.testing = True
         self.query_one("#report", Static).update("Connecting…")
-        self.query_one("#test", Button).disabled = True
         self._run_test()
 
     @work(thread=True, exclusive=True, group="test-connection")
@@ -97,7 +118,7 @@ class TargetScreen(StepScreen):
         self.app.call_from_thread(self._tested, f"{verdict}\n{report.text()}", report.host_key_fingerprint)
 
     def _tested(self, text: str, fingerprint: str | None) -> None:
-        self.query_one("#test", Button).disabled = False
+        self.testing = False
         if fingerprint:
             self.state.host_key_fingerprint = fingerprint
         self.query_one("#report", Static).update(text)
@@ -152,7 +173,13 @@ class UpstreamScreen(StepScreen):
 
     def extra_problems(self) -> dict[str, str]:
         problem = self._key_problem()
-        return {"api-key": problem} if problem else {}
+        out = {"api-key": problem} if problem else {}
+        if self.state.upstream_key is None:  # a typed key rewrites the file 0600: its mode no longer matters
+            key_file = str(self.state.values.get("upstream.api_key_file") or "")
+            too_open = core.open_key_file_problem(key_file) if key_file else None
+            if too_open:
+                out["upstream.api_key_file"] = too_open
+        return out
 
     def show_extra_messages(self, *, force: bool) -> dict[str, str]:
         key_box = self.query("#api-key")

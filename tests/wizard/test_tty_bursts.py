@@ -1,0 +1,53 @@
+"""Bursts of keys in a real 80x24 terminal (tmux), read off the screen: what Pilot's paced key presses
+never show. Keys sent in one ``send-keys`` reach the app before any widget has handled the first."""
+
+from __future__ import annotations
+
+from tests.wizard.test_tty_walk import KEY, Pane, pane, under
+
+__all__ = ["pane"]  # the fixture, shared with the walk
+
+
+def _help_line(screen: str) -> str:
+    """The line above Back/Next: the focused widget's help (its first line)."""
+    rows = screen.splitlines()
+    nav = next(i for i, row in enumerate(rows) if row.split()[:1] == ["Back"])
+    return " ".join(" ".join(rows[nav - 2 : nav]).split())
+
+
+def test_bursts_leave_the_help_with_the_focus_and_next_reads_every_box(pane: Pane) -> None:
+    pane.wait_for("Test connection")
+    pane.keys("Tab")
+    pane.type("203.0.113.10")
+    pane.keys("Tab", "Tab")
+    pane.type("deploy")
+    # Three Tabs at once, from SSH user past SSH key and Base image to Generate key: the help line is
+    # Generate key's (a late focus event of a box overwrote it with the Base image's).
+    pane.keys("Tab", "Tab", "Tab")
+    screen = pane.wait_for("Make a new ed25519")
+    assert "Debian image" not in _help_line(screen), screen
+    pane.keys("C-n")
+
+    pane.wait_for("Anthropic key *")
+    pane.paste(KEY)
+    pane.wait_for("•" * 8)
+    pane.keys("C-n")
+    pane.wait_for("Domain *")
+    pane.type("gw.example.com")
+    pane.keys("Tab", "Tab")
+    pane.type("ops@example.com")
+    pane.keys("C-n")
+    pane.wait_for("Rate per IP")
+    pane.keys("C-n")
+
+    # Allowlist: both boxes wrong, then emptied and Next in one burst. The first box's Ctrl+U was still
+    # queued when Ctrl+N came: Next counted "2 problems to fix", drew none, and stayed.
+    pane.wait_for("Trusted proxies")
+    pane.type("nonsense, 10.0.0.1/8")
+    pane.keys("Tab")
+    pane.type("bad")
+    screen = pane.wait_for("'bad' is not")
+    under(screen, "Trusted proxies", "'bad' is not an IPv4 or IPv6 address range")
+    pane.keys("BTab", "C-u", "Tab", "C-u", "C-n")
+    screen = pane.wait_for("No clients yet")
+    assert "to fix" not in screen, screen
