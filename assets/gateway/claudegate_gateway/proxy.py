@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlencode
 
 import aiohttp
 import yarl
@@ -53,6 +54,14 @@ from claudegate_gateway.limits import Limiter, Reservation
 from claudegate_gateway.loopshare import LoopShare
 from claudegate_gateway.metering import UsageMeter, charge
 from claudegate_gateway.metrics import Metrics
+from claudegate_gateway.modelscope import (
+    MAX_UPSTREAM_PAGES,
+    UPSTREAM_PAGE,
+    hidden_model,
+    paging,
+    scoped_page,
+    visible,
+)
 from claudegate_gateway.objects import Objects
 from claudegate_gateway.offload import Offload
 from claudegate_gateway.reservation import bound_server_tools, reservation_tokens
@@ -318,6 +327,11 @@ class Gateway:
         if kind is not None and op.owner_action == "list":
             # Counted like any other (above); its extra upstream pages are counted in _list.
             return await self._list(request, route, client, ex), rate
+        # The model catalogue within the key's model scope (modelscope.py).
+        if op.name == "models.get" and not scopes.model_allowed(route.params["model_id"]):
+            raise hidden_model(route.params["model_id"])
+        if op.name == "models.list":
+            return await self._models(request, route, client, ex), rate
 
         content_type = None
         # The key's body bytes inside the gateway are bounded: claimed from
@@ -767,6 +781,59 @@ class Gateway:
         ex.status = 200
         down = {"x-claudegate-request-id": ex.request_id}
         return web.Response(body=json.dumps(page).encode(), content_type="application/json", headers=down)
+
+    async def _models(self, request: web.Request, route: Match, client: Client, ex: Exchange) -> web.StreamResponse:
+        """The models list within the key's scope: upstream's whole catalogue read, filtered, paged here."""
+        assert self._session is not None
+        want = paging(route.query)  # a bad query is refused before upstream is asked
+        headers = request_headers_up(request.headers)  # the same allowlist as every forwarded request
+        headers["x-api-key"] = self._upstream_key
+        # The selection (lifecycle, beta) goes upstream; the paging is the gateway's own.
+        base = [(k, v) for k, v in route.query if k not in ("limit", "after_id", "before_id")]
+        base.append(("limit", str(UPSTREAM_PAGE)))
+        entries: list[Any] = []
+        down: dict[str, str] | None = None
+        after: str | None = None
+        ex.sent = True
+        for _ in range(MAX_UPSTREAM_PAGES):
+            query = base + ([("after_id", after)] if after is not None else [])
+            url = yarl.URL(self._base + route.path + "?" + urlencode(query), encoded=True)
+            try:
+                async with self.slots.slot(client.name, self.config.upstream.connect_timeout), self._session.get(
+                    url, headers=headers, allow_redirects=False
+                ) as upstream:
+                    if down is None:
+                        ex.status = ex.upstream_status = upstream.status
+                        down = self._down_headers(upstream, ex)
+                    data = await self._read_whole(upstream)
+                    status = upstream.status
+            except (TimeoutError, aiohttp.ServerTimeoutError):
+                self.metrics.upstream_errors += 1
+                raise GatewayError("timeout_error", "The upstream API did not answer in time") from None
+            except aiohttp.ClientError:
+                self.metrics.upstream_errors += 1
+                raise GatewayError("api_error", "The gateway could not reach the upstream API") from None
+            if status >= 400:
+                ex.status, ex.error_type = status, "upstream"
+                return web.Response(status=status, body=self._filter_error(data, ex), headers=down)
+            try:
+                doc = json.loads(data)
+            except ValueError:
+                doc = None
+            page = doc.get("data") if isinstance(doc, dict) else None
+            if not isinstance(doc, dict) or not isinstance(page, list):
+                self.metrics.upstream_errors += 1
+                raise GatewayError("api_error", "The upstream API answered the model list in an unknown shape")
+            entries.extend(page)
+            last = doc.get("last_id")
+            if doc.get("has_more") is not True or not isinstance(last, str) or not page:
+                break
+            after = last
+        assert down is not None
+        down["content-type"] = "application/json"
+        body = json.dumps(scoped_page(visible(entries, client.scopes), want)).encode()
+        ex.status = 200
+        return web.Response(status=200, body=body, headers=down)
 
     async def _read_upload(self, request: web.Request, ex: Exchange) -> tuple[bytes, str]:
         """Read, filter and rebuild a file upload: (body, Content-Type) to send upstream."""
