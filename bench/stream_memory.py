@@ -129,6 +129,7 @@ def main() -> int:
     )
     p.add_argument("--body-kb", type=int, default=0, help="request body size (a filler text), KB")
     p.add_argument("--bare", action="store_true", help="the minimal aiohttp relay instead of the gateway")
+    p.add_argument("--bare-variant", default="aiohttp", choices=["aiohttp", "aiohttp+uvloop"])
     p.add_argument("--client", nargs=3, metavar=("PORT", "KEY", "N"), help=argparse.SUPPRESS)
     args = p.parse_args()
     _raise_nofile()
@@ -170,7 +171,7 @@ def main() -> int:
             if args.bare:
                 key = "unused"
                 gateway = subprocess.Popen(
-                    [PY, str(REPO / "bench" / "stack_choice.py"), "serve", "aiohttp", "--port", str(port),
+                    [PY, str(REPO / "bench" / "stack_choice.py"), "serve", args.bare_variant, "--port", str(port),
                      "--upstream", upstream],
                     env=dict(os.environ, STACKBENCH_UPSTREAM_KEY=upstream_key, STACKBENCH_CONNECTIONS=str(2 * n + 2)),
                     preexec_fn=_raise_nofile,
@@ -224,7 +225,7 @@ def main() -> int:
                 "date": time.strftime("%Y-%m-%d"),
                 "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cpus, Python {platform.python_version()}",
                 "streams": peak_active,
-                "relay": "bare aiohttp" if args.bare else "gateway",
+                "relay": f"bare {args.bare_variant}" if args.bare else "gateway",
                 "body_kb": args.body_kb,
                 "response_rules": args.response_rules,
                 "idle_rss_mb": round(idle / 1024, 1),

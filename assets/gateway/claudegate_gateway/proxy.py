@@ -684,6 +684,7 @@ class Gateway:
         headers["cache-control"] = "no-cache"
         headers["x-accel-buffering"] = "no"
         response = web.StreamResponse(status=upstream.status, headers=headers)
+        headers.clear()  # copied into the response; the callers' frames hold this dict for the whole stream
         key = ex.client.name if ex.client is not None else ""
         self.metrics.active_streams += 1
         ended = False
@@ -691,7 +692,8 @@ class Gateway:
             try:
                 # Inside the try: a client gone before the headers is a disconnect like any other.
                 await response.prepare(request)
-                async for chunk in upstream.content.iter_any():
+                # readany() in a loop: what iter_any() does, without its iterator object per stream.
+                while chunk := await upstream.content.readany():
                     if sf is None:
                         await response.write(chunk)
                         ex.meter.feed(chunk)
