@@ -693,10 +693,14 @@ class Gateway:
                 # Inside the try: a client gone before the headers is a disconnect like any other.
                 await response.prepare(request)
                 # readany() in a loop: what iter_any() does, without its iterator object per stream.
+                # Between two events a stream holds no piece of the last one: the
+                # names are cleared before waiting (a burst from upstream can be a
+                # chunk of hundreds of KB, and a stream waits for minutes).
                 while chunk := await upstream.content.readany():
                     if sf is None:
                         await response.write(chunk)
                         ex.meter.feed(chunk)
+                        chunk = b""
                         continue
                     # Filtered: what the window releases; after a block nothing, but
                     # upstream is still read to the end so the usage is metered.
@@ -715,8 +719,10 @@ class Gateway:
                         if sf.blocked and not ended:
                             await response.write_eof()  # the client has its error event: done
                             ended = True
+                        out = b""
                         if pause or at + _FILTER_SLICE < len(chunk):
                             await asyncio.sleep(pause)
+                    chunk = b""
                 if sf is not None and not ended:
                     out = sf.close()
                     if out:
