@@ -114,9 +114,15 @@ class FairSlots:
             self._grant(key)
             fut.set_result(None)
 
-    async def acquire(self, key: str) -> None:
+    def try_acquire(self, key: str) -> bool:
+        """Take a slot now if one is free and nobody waits (the common case: no timer, no future)."""
         if self._free > 0 and not self._waiting:
             self._grant(key)
+            return True
+        return False
+
+    async def acquire(self, key: str) -> None:
+        if self.try_acquire(key):
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiting.setdefault(key, deque()).append((next(self._seq), fut))
@@ -156,6 +162,8 @@ class Slot:
         self._owner, self._key, self._wait = owner, key, wait
 
     async def __aenter__(self) -> None:
+        if self._owner.try_acquire(self._key):
+            return
         try:
             async with asyncio.timeout(self._wait):
                 await self._owner.acquire(self._key)
