@@ -3,9 +3,10 @@
 Starts the asyncio stand-in upstream (bench/_standin_fake.py: one coroutine
 per stream, so it is not what gives out), a gateway in front of it, and a
 client process that opens N streaming /v1/messages requests over raw
-sockets and keeps reading them. Once the gateway reports N active streams
-(its /metrics gauge), the gateway's RSS is sampled; the peak (VmHWM) and the
-cost per stream over idle are printed as JSON.
+sockets and keeps reading them. Once every stream has had its first event
+(the client says so; the gateway's /metrics gauge gives the count open),
+the relay's RSS is sampled; the peak (VmHWM) and the cost per stream over
+idle are printed as JSON.
 
     .venv/bin/python bench/stream_memory.py --streams 9000 [--response-rules] [--body-kb 32] [--bare]
 
