@@ -304,3 +304,16 @@ def test_a_list_spelled_otherwise_is_not_served(gw: GatewayProc, opus: str, fake
     # And the plain list with the largest page still shows only the scope.
     doc = json.loads(raw_get(gw, opus, "/v1/models?limit=1000").body)
     assert ids(doc) == OPUS
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["limit=1_000", "limit=%201000", "limit=%EF%BC%91%EF%BC%90", "limit=+5", "limit=1e3", "limit=0x10",
+     "limit=", "after_id=", "after_id=claude-opus-4-6%00", "after_id=claude-opus-4-6/", "LIMIT=5"],
+)  # fmt: skip
+def test_hostile_paging_spellings_are_refused_before_upstream(
+    gw: GatewayProc, opus: str, fake: FakeAnthropic, query: str
+) -> None:
+    r = raw_get(gw, opus, "/v1/models?" + query)
+    assert error_of(r)[:2] == (400, "invalid_request_error"), r.body
+    assert fake.state.requests == []
