@@ -317,3 +317,20 @@ def test_hostile_paging_spellings_are_refused_before_upstream(
     r = raw_get(gw, opus, "/v1/models?" + query)
     assert error_of(r)[:2] == (400, "invalid_request_error"), r.body
     assert fake.state.requests == []
+
+
+def test_each_upstream_page_of_the_list_counts_against_rpm(gw: GatewayProc, fake: FakeAnthropic) -> None:
+    # A catalogue of three upstream pages: one list call costs the key three requests of its rpm.
+    fake.state.models = tuple(ModelSpec(f"claude-opus-z-{n:05d}", f"Z {n}", "2025-01-01T00:00:00Z") for n in range(2500))
+    three = gw.create_key("three-a-minute", "--models", "claude-opus-*", "--rpm", "3")
+    doc = page(gw, three, "/v1/models?limit=5")
+    assert len(doc["data"]) == 5 and doc["has_more"] is True
+    assert len(fake.state.requests) == 3
+    after = get(gw, three, "/v1/models/claude-opus-z-00001")
+    assert after.status_code == 429 and after.json()["error"]["type"] == "rate_limit_error", after.text
+    assert len(fake.state.requests) == 3  # refused before upstream
+    # A catalogue of one page costs one: the same rpm allows three list calls.
+    fake.state.models = fake.state.models[:10]
+    other = gw.create_key("three-more", "--models", "claude-opus-*", "--rpm", "3")
+    assert all(get(gw, other, "/v1/models").status_code == 200 for _ in range(3))
+    assert get(gw, other, "/v1/models").status_code == 429

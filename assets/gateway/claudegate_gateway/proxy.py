@@ -847,7 +847,11 @@ class Gateway:
         down: dict[str, str] | None = None
         after: str | None = None
         ex.sent = True
-        for _ in range(MAX_UPSTREAM_PAGES):
+        for n in range(MAX_UPSTREAM_PAGES):
+            if n:
+                # Each upstream page past the first counts against the key's rpm (the
+                # call was admitted; the pages it costs make the key's next request wait).
+                await self.admission.count_request(client)
             query = base + ([("after_id", after)] if after is not None else [])
             url = yarl.URL(self._base + route.path + "?" + urlencode(query), encoded=True)
             try:
