@@ -117,7 +117,7 @@ class Exchange:
     # (fairqueue.BodyBytes), held until upstream has the body.
     admitted: Admitted | None = None
     claim: Claim | None = None
-    # The body on its way upstream: taken (and so dropped) by _exchange.
+    # The body on its way upstream: taken (and so dropped) by _forward.
     body: bytes | None = None
 
     def body_sent(self) -> None:
