@@ -78,7 +78,7 @@ def serve_aiohttp(port: int, upstream: str, key: str, use_uvloop: bool) -> None:
 
     async def on_startup(app: web.Application) -> None:
         app["session"] = ClientSession(
-            connector=TCPConnector(limit=256, keepalive_timeout=60),
+            connector=TCPConnector(limit=int(os.environ.get("STACKBENCH_CONNECTIONS", "256")), keepalive_timeout=60),
             timeout=ClientTimeout(total=600, sock_connect=10),
             auto_decompress=False,
         )

@@ -3,11 +3,17 @@
 Starts the asyncio stand-in upstream (bench/_standin_fake.py: one coroutine
 per stream, so it is not what gives out), a gateway in front of it, and a
 client process that opens N streaming /v1/messages requests over raw
-sockets and keeps reading them. Once the gateway reports N active streams
-(its /metrics gauge), the gateway's RSS is sampled; the peak (VmHWM) and the
-cost per stream over idle are printed as JSON.
+sockets and keeps reading them. Once every stream has had its first event
+(the client says so; the gateway's /metrics gauge gives the count open),
+the relay's RSS is sampled; the peak (VmHWM) and the cost per stream over
+idle are printed as JSON.
 
-    .venv/bin/python bench/stream_memory.py --streams 9000 [--response-rules]
+    .venv/bin/python bench/stream_memory.py --streams 9000 [--response-rules] [--body-kb 32] [--bare]
+
+``--body-kb`` makes each request that large (a Claude Code request is tens
+of KB): what the gateway keeps of a request while its stream runs shows up
+per stream. ``--bare`` measures the minimal aiohttp relay of
+bench/stack_choice.py instead of the gateway: the floor of the stack itself.
 
 One gateway process holds two sockets per stream (client and upstream):
 the per-process descriptor limit (ulimit -Hn, 20,000 on the benchmark
@@ -67,9 +73,10 @@ def _active_streams(internal: str) -> int:
 # ------------------------------------------------------------------ the client
 
 
-async def _client(port: int, key: str, n: int, batch: int) -> None:
+async def _client(port: int, key: str, n: int, batch: int, body_kb: int) -> None:
+    filler = ("lorem ipsum dolor sit amet " * (body_kb * 40))[: body_kb * 1024] or "hi"
     body = json.dumps({"model": "claude-sonnet-4-6", "max_tokens": 64, "stream": True,
-                       "messages": [{"role": "user", "content": "hi"}]}).encode()  # fmt: skip
+                       "messages": [{"role": "user", "content": filler}]}).encode()  # fmt: skip
     request = (
         f"POST /v1/messages HTTP/1.1\r\nHost: 127.0.0.1\r\nx-api-key: {key}\r\nanthropic-version: 2023-06-01\r\n"
         f"content-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n"
@@ -86,7 +93,8 @@ async def _client(port: int, key: str, n: int, batch: int) -> None:
             head = await reader.readuntil(b"\r\n\r\n")
             if b" 200 " not in head.split(b"\r\n", 1)[0]:
                 failed += 1
-                print("refused:", head.split(b"\r\n", 1)[0].decode(), file=sys.stderr, flush=True)
+                said = await reader.read(400)
+                print("refused:", head.split(b"\r\n", 1)[0].decode(), said[:300], file=sys.stderr, flush=True)
                 return
             await reader.readuntil(b"\n\n")  # the first event
             first += 1
@@ -120,11 +128,14 @@ def main() -> int:
     p.add_argument(
         "--response-rules", action="store_true", help="add a response rule: every stream is filtered"
     )
+    p.add_argument("--body-kb", type=int, default=0, help="request body size (a filler text), KB")
+    p.add_argument("--bare", action="store_true", help="the minimal aiohttp relay instead of the gateway")
+    p.add_argument("--bare-variant", default="aiohttp", choices=["aiohttp", "aiohttp+uvloop"])
     p.add_argument("--client", nargs=3, metavar=("PORT", "KEY", "N"), help=argparse.SUPPRESS)
     args = p.parse_args()
     _raise_nofile()
     if args.client:
-        asyncio.run(_client(int(args.client[0]), args.client[1], int(args.client[2]), args.batch))
+        asyncio.run(_client(int(args.client[0]), args.client[1], int(args.client[2]), args.batch, args.body_kb))
         return 0
     n = args.streams
     procs: list[subprocess.Popen[bytes]] = []
@@ -157,21 +168,37 @@ def main() -> int:
                 f"audit_log: '{d / 'audit.jsonl'}'\n" + rules
             )
             gw = [PY, "-m", "claudegate_gateway"]
-            key = subprocess.run([*gw, "keys", "create", "bench", "--config", str(d / "gw.yaml")],
-                                 capture_output=True, text=True, check=True).stdout.split()[-1]  # fmt: skip
-            # GATEWAY_CMD: another way to run the gateway (a profiler); it gets "serve --config FILE".
-            run = os.environ.get("GATEWAY_CMD", "").split() or gw
-            gateway = subprocess.Popen(
-                [*run, "serve", "--config", str(d / "gw.yaml")], preexec_fn=_raise_nofile
-            )
-            procs.append(gateway)
             internal_url = f"http://127.0.0.1:{internal}"
-            for _ in range(600):
-                try:
-                    _active_streams(internal_url)
-                    break
-                except OSError:
-                    time.sleep(0.1)
+            if args.bare:
+                key = "unused"
+                gateway = subprocess.Popen(
+                    [PY, str(REPO / "bench" / "stack_choice.py"), "serve", args.bare_variant, "--port", str(port),
+                     "--upstream", upstream],
+                    env=dict(os.environ, STACKBENCH_UPSTREAM_KEY=upstream_key, STACKBENCH_CONNECTIONS=str(2 * n + 2)),
+                    preexec_fn=_raise_nofile,
+                )  # fmt: skip
+                procs.append(gateway)
+                for _ in range(600):
+                    try:
+                        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                        break
+                    except OSError:
+                        time.sleep(0.1)
+            else:
+                key = subprocess.run([*gw, "keys", "create", "bench", "--config", str(d / "gw.yaml")],
+                                     capture_output=True, text=True, check=True).stdout.split()[-1]  # fmt: skip
+                # GATEWAY_CMD: another way to run the gateway (a profiler); it gets "serve --config FILE".
+                run = os.environ.get("GATEWAY_CMD", "").split() or gw
+                gateway = subprocess.Popen(
+                    [*run, "serve", "--config", str(d / "gw.yaml")], preexec_fn=_raise_nofile
+                )
+                procs.append(gateway)
+                for _ in range(600):
+                    try:
+                        _active_streams(internal_url)
+                        break
+                    except OSError:
+                        time.sleep(0.1)
             # Warm: one stream, so that imports and first-use caches are in the idle figure.
             warm = subprocess.Popen([PY, __file__, "--client", str(port), key, "1"], stdout=subprocess.PIPE)
             assert warm.stdout is not None
@@ -180,17 +207,13 @@ def main() -> int:
             warm.wait()
             time.sleep(1)
             idle = _status(gateway.pid)["VmRSS"]
-            client = subprocess.Popen([PY, __file__, "--client", str(port), key, str(n), "--batch", str(args.batch)],
-                                      stdout=subprocess.PIPE)  # fmt: skip
+            client = subprocess.Popen([PY, __file__, "--client", str(port), key, str(n), "--batch", str(args.batch),
+                                       "--body-kb", str(args.body_kb)], stdout=subprocess.PIPE)  # fmt: skip
             procs.append(client)
-            t0 = time.monotonic()
-            peak_active = 0
-            while time.monotonic() - t0 < 180:
-                active = _active_streams(internal_url)
-                peak_active = max(peak_active, active)
-                if active >= n:
-                    break
-                time.sleep(0.5)
+            assert client.stdout is not None
+            # The client's line comes once every stream has had its first event (or failed).
+            opened = json.loads(client.stdout.readline() or b'{"streaming": 0}')
+            peak_active = opened["streaming"] if args.bare else _active_streams(internal_url)
             time.sleep(2)  # a few events on every stream
             samples = []
             for _ in range(5):
@@ -203,6 +226,8 @@ def main() -> int:
                 "date": time.strftime("%Y-%m-%d"),
                 "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cpus, Python {platform.python_version()}",
                 "streams": peak_active,
+                "relay": f"bare {args.bare_variant}" if args.bare else "gateway",
+                "body_kb": args.body_kb,
                 "response_rules": args.response_rules,
                 "idle_rss_mb": round(idle / 1024, 1),
                 "rss_mb": round(rss / 1024, 1),

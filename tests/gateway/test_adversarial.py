@@ -180,8 +180,11 @@ def test_query_parameters_outside_the_row_allowlist_are_refused(
 def test_allowed_query_is_re_encoded_from_validated_values(gw: GatewayProc, full: str, fake: FakeAnthropic) -> None:
     r = raw(gw, "GET", "/v1/models?lim%69t=2&lifecycle[]=active", f"x-api-key: {full}")
     assert r.status == 200, r.body
+    # The selection goes upstream re-encoded; the paging (limit=2, read as such) is the
+    # gateway's own over upstream's whole catalogue (modelscope.py).
     assert [(x.raw_path, x.raw_query) for x in fake.state.requests] == [
-        ("/v1/models", "limit=2&lifecycle%5B%5D=active")]
+        ("/v1/models", "lifecycle%5B%5D=active&limit=1000")]
+    assert len(json.loads(r.body)["data"]) == 2
 
 
 def test_a_body_on_a_bodiless_operation_is_refused(gw: GatewayProc, full: str, fake: FakeAnthropic) -> None:

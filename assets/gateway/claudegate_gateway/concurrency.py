@@ -19,10 +19,13 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections import deque
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from types import TracebackType
 
 from claudegate_gateway.errors import GatewayError
+
+# The two holds below are small classes, not generator-based context
+# managers: each is held for a whole stream, and a suspended generator with
+# its frame and wrapper costs ~1 KB a stream where these cost ~60 bytes.
 
 
 class InFlight:
@@ -35,8 +38,11 @@ class InFlight:
     def count(self, key: str) -> int:
         return self._count.get(key, 0)
 
-    @contextmanager
-    def admit(self, key: str) -> Iterator[None]:
+    def admit(self, key: str) -> Admitted:
+        """A hold on one of the key's places, taken on entering (or a 429), given back on leaving."""
+        return Admitted(self, key)
+
+    def _take(self, key: str) -> None:
         n = self._count.get(key, 0)
         if n >= self.per_key:
             raise GatewayError(
@@ -46,14 +52,28 @@ class InFlight:
                 headers={"retry-after": "1"},
             )
         self._count[key] = n + 1
-        try:
-            yield
-        finally:
-            left = self._count[key] - 1
-            if left:
-                self._count[key] = left
-            else:
-                del self._count[key]
+
+    def _give(self, key: str) -> None:
+        left = self._count[key] - 1
+        if left:
+            self._count[key] = left
+        else:
+            del self._count[key]
+
+
+class Admitted:
+    __slots__ = ("_key", "_owner")
+
+    def __init__(self, owner: InFlight, key: str) -> None:
+        self._owner, self._key = owner, key
+
+    def __enter__(self) -> None:
+        self._owner._take(self._key)
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._owner._give(self._key)
 
 
 class FairSlots:
@@ -94,9 +114,15 @@ class FairSlots:
             self._grant(key)
             fut.set_result(None)
 
-    async def acquire(self, key: str) -> None:
+    def try_acquire(self, key: str) -> bool:
+        """Take a slot now if one is free and nobody waits (the common case: no timer, no future)."""
         if self._free > 0 and not self._waiting:
             self._grant(key)
+            return True
+        return False
+
+    async def acquire(self, key: str) -> None:
+        if self.try_acquire(key):
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiting.setdefault(key, deque()).append((next(self._seq), fut))
@@ -124,17 +150,29 @@ class FairSlots:
         self._free += 1
         self._dispatch()
 
-    @asynccontextmanager
-    async def slot(self, key: str, wait: float) -> AsyncIterator[None]:
-        """Hold one slot for the block; waiting longer than `wait` seconds is a 504."""
+    def slot(self, key: str, wait: float) -> Slot:
+        """Hold one slot for an ``async with`` block; waiting longer than `wait` seconds is a 504."""
+        return Slot(self, key, wait)
+
+
+class Slot:
+    __slots__ = ("_key", "_owner", "_wait")
+
+    def __init__(self, owner: FairSlots, key: str, wait: float) -> None:
+        self._owner, self._key, self._wait = owner, key, wait
+
+    async def __aenter__(self) -> None:
+        if self._owner.try_acquire(self._key):
+            return
         try:
-            async with asyncio.timeout(wait):
-                await self.acquire(key)
+            async with asyncio.timeout(self._wait):
+                await self._owner.acquire(self._key)
         except TimeoutError:
             raise GatewayError(
                 "timeout_error", "The gateway's upstream connections stayed busy; retry shortly"
             ) from None
-        try:
-            yield
-        finally:
-            self.release(key)
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._owner.release(self._key)

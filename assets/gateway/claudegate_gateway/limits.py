@@ -90,7 +90,7 @@ class MemoryLedger:
         return self.used.get((day, name), 0)
 
 
-@dataclass
+@dataclass(slots=True)  # one or two per request, held as long as it (a stream's for minutes)
 class Reservation:
     name: str
     tokens: int

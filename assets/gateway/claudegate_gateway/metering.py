@@ -35,6 +35,9 @@ def _usage_input(usage: dict[str, Any]) -> int:
 
 
 class UsageMeter:
+    # One per request, held as long as it (a stream's for minutes).
+    __slots__ = ("_buf", "final", "input_tokens", "model", "output_tokens", "saw_stop", "stream_error")
+
     def __init__(self) -> None:
         self.input_tokens = 0
         self.output_tokens = 0

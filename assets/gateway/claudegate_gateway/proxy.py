@@ -9,7 +9,6 @@ at a URL rebuilt from the matched row, never from the client's bytes.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import json
 import logging
@@ -18,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlencode
 
 import aiohttp
 import yarl
@@ -27,10 +27,10 @@ from claudegate_gateway.admission import Admission, make_admission
 from claudegate_gateway.audit import AuditLog
 from claudegate_gateway.batchsettle import BatchSettler
 from claudegate_gateway.batchurls import localise_page, localise_results_urls
-from claudegate_gateway.concurrency import FairSlots, InFlight
+from claudegate_gateway.concurrency import Admitted, FairSlots, InFlight
 from claudegate_gateway.config import Config
 from claudegate_gateway.errors import GatewayError, error_body, error_response, new_request_id
-from claudegate_gateway.fairqueue import BodyBytes
+from claudegate_gateway.fairqueue import BodyBytes, Claim
 from claudegate_gateway.filecontents import Contents
 from claudegate_gateway.filetokens import file_tokens
 from claudegate_gateway.filters import FilterPolicy, FilterResult, Verdict
@@ -53,6 +53,14 @@ from claudegate_gateway.limits import Limiter, Reservation
 from claudegate_gateway.loopshare import LoopShare
 from claudegate_gateway.metering import UsageMeter, charge
 from claudegate_gateway.metrics import Metrics
+from claudegate_gateway.modelscope import (
+    MAX_UPSTREAM_PAGES,
+    UPSTREAM_PAGE,
+    hidden_model,
+    paging,
+    scoped_page,
+    visible,
+)
 from claudegate_gateway.objects import Objects
 from claudegate_gateway.offload import Offload
 from claudegate_gateway.reservation import bound_server_tools, reservation_tokens
@@ -72,9 +80,14 @@ _CHUNK = 64 * 1024
 _FILTER_SLICE = 1024
 
 
-@dataclass
+@dataclass(slots=True)
 class Exchange:
-    """What one request did, for the audit log and the metrics."""
+    """What one request did, for the audit log and the metrics.
+
+    One lives as long as its request, a stream's for the whole stream: slots,
+    and nothing in it that grows with the request (the body is handed on
+    through ``body`` and dropped once upstream has it).
+    """
 
     request_id: str
     started: float
@@ -100,8 +113,24 @@ class Exchange:
     reservation: Reservation | None = None
     meter: UsageMeter = field(default_factory=UsageMeter)
     verdicts: list[Verdict] = field(default_factory=list)
-    # Held for the whole exchange (the key's in-flight place); closed last.
-    holds: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
+    # The key's in-flight place, held for the whole exchange; its body bytes
+    # (fairqueue.BodyBytes), held until upstream has the body.
+    admitted: Admitted | None = None
+    claim: Claim | None = None
+    # The body on its way upstream: taken (and so dropped) by _forward.
+    body: bytes | None = None
+
+    def body_sent(self) -> None:
+        """Upstream has the body (or never will): the gateway keeps no copy and gives back its bytes."""
+        self.body = None
+        if self.claim is not None:
+            self.claim.release()
+
+    def close_holds(self) -> None:
+        self.body_sent()
+        if self.admitted is not None:
+            admitted, self.admitted = self.admitted, None
+            admitted.__exit__(None, None, None)
 
     def record(self) -> dict[str, Any]:
         return {
@@ -127,6 +156,21 @@ class Exchange:
                 for v in self.verdicts
             ],
         }
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes:
+    """The request body, at most ``limit`` bytes (more is aiohttp's 413, as ``request.read`` raises).
+
+    Not ``request.read()``: aiohttp keeps what that returns on the request
+    for the request's whole life, and a stream's request lives as long as
+    the stream.
+    """
+    body = bytearray()
+    while chunk := await request.content.readany():
+        body += chunk
+        if len(body) > limit:
+            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(body))
+    return bytes(body)
 
 
 def _endpoint_label(ex: Exchange) -> str:
@@ -267,7 +311,7 @@ class Gateway:
             except sqlite3.OperationalError as exc:
                 # The answer is gone already; the reservation stays charged (never less than billed).
                 log.warning("request %s: keystore busy, settlement skipped: %s", ex.request_id, exc)
-            ex.holds.close()
+            ex.close_holds()
             self.metrics.tokens["input"] += ex.meter.input_tokens
             self.metrics.tokens["output"] += ex.meter.output_tokens
             self.metrics.observe(_endpoint_label(ex), ex.status, time.perf_counter() - ex.started)
@@ -301,7 +345,9 @@ class Gateway:
                 if name and not scopes.beta_allowed(name):
                     raise GatewayError("permission_error", f"This key may not use anthropic-beta {name[:100]!r}")
         check_request_encoding(request.headers)
-        ex.holds.enter_context(self.in_flight.admit(client.name))
+        admitted = self.in_flight.admit(client.name)
+        admitted.__enter__()
+        ex.admitted = admitted
         declared = request.content_length or 0
         if op.body == "none" and declared:
             raise GatewayError("invalid_request_error", f"{op.method} {op.template} takes no request body")
@@ -318,17 +364,21 @@ class Gateway:
         if kind is not None and op.owner_action == "list":
             # Counted like any other (above); its extra upstream pages are counted in _list.
             return await self._list(request, route, client, ex), rate
+        # The model catalogue within the key's model scope (modelscope.py).
+        if op.name == "models.get" and not scopes.model_allowed(route.params["model_id"]):
+            raise hidden_model(route.params["model_id"])
+        if op.name == "models.list":
+            return await self._models(request, route, client, ex), rate
 
         content_type = None
         # The key's body bytes inside the gateway are bounded: claimed from
         # the declared length before reading, from the real size after.
-        claim = self.body_bytes.claim(client.name, declared)
-        ex.holds.callback(claim.release)
+        claim = ex.claim = self.body_bytes.claim(client.name, declared)
         try:
             if op.body == "multipart":
                 body, content_type = await self._read_upload(request, ex)
             else:
-                body = await request.read()
+                body = await _read_body(request, self.config.max_body_bytes)
         except web.HTTPRequestEntityTooLarge:
             raise GatewayError(
                 "request_too_large",
@@ -358,12 +408,17 @@ class Gateway:
             # What upstream will bill, referenced content included (reservation.py).
             owned = await self.keystore.owners.file_tokens(client.name, list(found.refs.files))
             tokens = reservation_tokens(found.tokens, found.refs, owned, self.config.reservations)
+            del found  # it holds the body too
         # The rate was counted above (``rate``): this takes only tokens, and settles on its own.
         reservation = await self.admission.reserve(client, tokens, count_request=False) if tokens else rate
         ex.reservation = reservation
         ex.reserved_tokens = tokens
+        # Handed on through the Exchange, so that no frame here holds the body
+        # while a stream runs: _forward drops it once upstream has it.
+        ex.body = body
+        del body
         try:
-            response = await self._forward(request, route, body, ex, content_type)
+            response = await self._forward(request, route, ex, content_type)
         except BaseException as exc:
             if isinstance(exc, asyncio.CancelledError):
                 ex.status, ex.error_type = 499, "client_closed"
@@ -398,45 +453,48 @@ class Gateway:
         return response
 
     async def _forward(
-        self, request: web.Request, route: Match, body: bytes, ex: Exchange, content_type: str | None = None
+        self, request: web.Request, route: Match, ex: Exchange, content_type: str | None = None
     ) -> web.StreamResponse:
+        """Send ``ex.body`` upstream and relay the answer.
+
+        The gateway's copy of the body is dropped, and its bytes given back to
+        the key's bound, as soon as upstream has answered: a stream then holds
+        nothing of its request (a Claude Code request is tens of KB).
+        """
         assert self._session is not None and ex.client is not None
         headers = request_headers_up(request.headers)
         if content_type is not None:  # a body the gateway rebuilt (an upload): its own boundary
             headers["content-type"] = content_type
         headers["x-api-key"] = self._upstream_key
-        async with self.slots.slot(ex.client.name, self.config.upstream.connect_timeout):
-            return await self._exchange(request, route, body, ex, headers)
-
-    async def _exchange(
-        self, request: web.Request, route: Match, body: bytes, ex: Exchange, headers: dict[str, str]
-    ) -> web.StreamResponse:
-        assert self._session is not None
         # Built from the matched row and its validated parameters; encoded=True
         # so yarl sends exactly these bytes (there is nothing in them to encode).
         url = yarl.URL(self._base + route.target, encoded=True)
-        try:
-            up_cm = self._session.request(
-                route.op.method, url, data=body if body else None, headers=headers, allow_redirects=False
-            )
-            ex.sent = True  # from here on upstream may have the request (and bill it)
-            upstream = await up_cm.__aenter__()
-        except aiohttp.ClientConnectorError as exc:
-            ex.sent = False  # no connection was made: upstream never saw it
-            self.metrics.upstream_errors += 1
-            log.warning("request %s: upstream unreachable: %s", ex.request_id, type(exc).__name__)
-            raise GatewayError("api_error", "The gateway could not reach the upstream API") from None
-        except (TimeoutError, aiohttp.ServerTimeoutError):
-            self.metrics.upstream_errors += 1
-            raise GatewayError("timeout_error", "The upstream API did not answer in time") from None
-        except aiohttp.ClientError as exc:
-            self.metrics.upstream_errors += 1
-            log.warning("request %s: upstream unreachable: %s", ex.request_id, type(exc).__name__)
-            raise GatewayError("api_error", "The gateway could not reach the upstream API") from None
-        try:
-            return await self._relay(request, upstream, route, ex)
-        finally:
-            await up_cm.__aexit__(None, None, None)
+        async with self.slots.slot(ex.client.name, self.config.upstream.connect_timeout):
+            body, ex.body = ex.body, None
+            try:
+                ex.sent = True  # from here on upstream may have the request (and bill it)
+                # Awaited, not entered: an entered request context keeps aiohttp's
+                # finished request coroutine (~1 KB) for the whole stream.
+                upstream = await self._session.request(
+                    route.op.method, url, data=body if body else None, headers=headers, allow_redirects=False
+                )
+            except aiohttp.ClientConnectorError as exc:
+                ex.sent = False  # no connection was made: upstream never saw it
+                self.metrics.upstream_errors += 1
+                log.warning("request %s: upstream unreachable: %s", ex.request_id, type(exc).__name__)
+                raise GatewayError("api_error", "The gateway could not reach the upstream API") from None
+            except (TimeoutError, aiohttp.ServerTimeoutError):
+                self.metrics.upstream_errors += 1
+                raise GatewayError("timeout_error", "The upstream API did not answer in time") from None
+            except aiohttp.ClientError as exc:
+                self.metrics.upstream_errors += 1
+                log.warning("request %s: upstream unreachable: %s", ex.request_id, type(exc).__name__)
+                raise GatewayError("api_error", "The gateway could not reach the upstream API") from None
+            finally:
+                del body
+                ex.body_sent()
+            async with upstream:
+                return await self._relay(request, upstream, route, ex)
 
     def _down_headers(self, upstream: aiohttp.ClientResponse, ex: Exchange) -> dict[str, str]:
         ex.upstream_request_id = upstream.headers.get("request-id")
@@ -626,6 +684,7 @@ class Gateway:
         headers["cache-control"] = "no-cache"
         headers["x-accel-buffering"] = "no"
         response = web.StreamResponse(status=upstream.status, headers=headers)
+        headers.clear()  # copied into the response; the callers' frames hold this dict for the whole stream
         key = ex.client.name if ex.client is not None else ""
         self.metrics.active_streams += 1
         ended = False
@@ -633,10 +692,15 @@ class Gateway:
             try:
                 # Inside the try: a client gone before the headers is a disconnect like any other.
                 await response.prepare(request)
-                async for chunk in upstream.content.iter_any():
+                # readany() in a loop: what iter_any() does, without its iterator object per stream.
+                # Between two events a stream holds no piece of the last one: the
+                # names are cleared before waiting (a burst from upstream can be a
+                # chunk of hundreds of KB, and a stream waits for minutes).
+                while chunk := await upstream.content.readany():
                     if sf is None:
                         await response.write(chunk)
                         ex.meter.feed(chunk)
+                        chunk = b""
                         continue
                     # Filtered: what the window releases; after a block nothing, but
                     # upstream is still read to the end so the usage is metered.
@@ -655,8 +719,10 @@ class Gateway:
                         if sf.blocked and not ended:
                             await response.write_eof()  # the client has its error event: done
                             ended = True
+                        out = b""
                         if pause or at + _FILTER_SLICE < len(chunk):
                             await asyncio.sleep(pause)
+                    chunk = b""
                 if sf is not None and not ended:
                     out = sf.close()
                     if out:
@@ -767,6 +833,63 @@ class Gateway:
         ex.status = 200
         down = {"x-claudegate-request-id": ex.request_id}
         return web.Response(body=json.dumps(page).encode(), content_type="application/json", headers=down)
+
+    async def _models(self, request: web.Request, route: Match, client: Client, ex: Exchange) -> web.StreamResponse:
+        """The models list within the key's scope: upstream's whole catalogue read, filtered, paged here."""
+        assert self._session is not None
+        want = paging(route.query)  # a bad query is refused before upstream is asked
+        headers = request_headers_up(request.headers)  # the same allowlist as every forwarded request
+        headers["x-api-key"] = self._upstream_key
+        # The selection (lifecycle, beta) goes upstream; the paging is the gateway's own.
+        base = [(k, v) for k, v in route.query if k not in ("limit", "after_id", "before_id")]
+        base.append(("limit", str(UPSTREAM_PAGE)))
+        entries: list[Any] = []
+        down: dict[str, str] | None = None
+        after: str | None = None
+        ex.sent = True
+        for n in range(MAX_UPSTREAM_PAGES):
+            if n:
+                # Each upstream page past the first counts against the key's rpm (the
+                # call was admitted; the pages it costs make the key's next request wait).
+                await self.admission.count_request(client)
+            query = base + ([("after_id", after)] if after is not None else [])
+            url = yarl.URL(self._base + route.path + "?" + urlencode(query), encoded=True)
+            try:
+                async with self.slots.slot(client.name, self.config.upstream.connect_timeout), self._session.get(
+                    url, headers=headers, allow_redirects=False
+                ) as upstream:
+                    if down is None:
+                        ex.status = ex.upstream_status = upstream.status
+                        down = self._down_headers(upstream, ex)
+                    data = await self._read_whole(upstream)
+                    status = upstream.status
+            except (TimeoutError, aiohttp.ServerTimeoutError):
+                self.metrics.upstream_errors += 1
+                raise GatewayError("timeout_error", "The upstream API did not answer in time") from None
+            except aiohttp.ClientError:
+                self.metrics.upstream_errors += 1
+                raise GatewayError("api_error", "The gateway could not reach the upstream API") from None
+            if status >= 400:
+                ex.status, ex.error_type = status, "upstream"
+                return web.Response(status=status, body=self._filter_error(data, ex), headers=down)
+            try:
+                doc = json.loads(data)
+            except ValueError:
+                doc = None
+            page = doc.get("data") if isinstance(doc, dict) else None
+            if not isinstance(doc, dict) or not isinstance(page, list):
+                self.metrics.upstream_errors += 1
+                raise GatewayError("api_error", "The upstream API answered the model list in an unknown shape")
+            entries.extend(page)
+            last = doc.get("last_id")
+            if doc.get("has_more") is not True or not isinstance(last, str) or not page:
+                break
+            after = last
+        assert down is not None
+        down["content-type"] = "application/json"
+        body = json.dumps(scoped_page(visible(entries, client.scopes), want)).encode()
+        ex.status = 200
+        return web.Response(status=200, body=body, headers=down)
 
     async def _read_upload(self, request: web.Request, ex: Exchange) -> tuple[bytes, str]:
         """Read, filter and rebuild a file upload: (body, Content-Type) to send upstream."""
