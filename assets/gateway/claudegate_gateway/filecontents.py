@@ -15,7 +15,11 @@ filters that text, bounded whatever the file:
   zip member is refused; a file that expands further, or nests deeper, is
   refused (a zip bomb is never held, and what cannot be read whole is not
   waved through). A truncated or corrupt stream gives what inflated before
-  the damage (what a program upstream would read too);
+  the damage (what a program upstream would read too). A file is read every
+  way a common tool would read it: a zip behind a prefix (``unzip`` finds
+  it by its end record), a zip behind a gzip member, xz streams after
+  stream padding; a zip whose local entries say other than its central
+  directory (what a streaming reader would extract) is refused;
 * PDF: the text of each page with ``pypdf`` (a well-kept, pure-Python
   reader; its own per-stream output bounds are lowered to
   :data:`PDF_MAX_STREAM_BYTES`), at most :data:`PDF_MAX_PAGES` pages and
@@ -34,7 +38,9 @@ import contextlib
 import io
 import logging
 import lzma
+import re
 import signal
+import struct
 import threading
 import time
 import zipfile
@@ -51,12 +57,14 @@ PDF_MAX_PAGES = 2_000
 PDF_MAX_SECONDS = 30.0
 PDF_MAX_STREAM_BYTES = 16 << 20
 _PIECE = 1 << 16
+_NULS = re.compile(rb"\0*")
 
 _GZIP = b"\x1f\x8b"
 _BZIP2 = b"BZh"
 _XZ = b"\xfd7zXZ\x00"
 _ZIP = b"PK\x03\x04"
 MAX_ZIP_MEMBERS = 10_000
+MAX_MEMBERS = 10_000  # concatenated gzip/bzip2/xz members in one file
 
 
 @dataclass
@@ -89,15 +97,19 @@ def _inflate(data: bytes, budget: int) -> tuple[str, bytes] | None:
         return None
     kind = found[0]
     out = bytearray()
-    rest = data
+    view = memoryview(data)
+    start = 0  # where the current member begins (never a copy of the rest: that was quadratic in members)
+    members = 0
     # One member after another (gzip files may be concatenated; so may bzip2 and xz streams).
-    while rest and (found := _decompressor(rest)) is not None:
+    while start < len(data) and (found := _decompressor(data[start : start + 6])) is not None:
+        members += 1
+        if members > MAX_MEMBERS:
+            raise _Refused(f"it has more than {MAX_MEMBERS} compressed members")
         dec = found[1]
         zlib_kind = found[0] == "gzip"
-        view = memoryview(rest)
-        pos = 0
+        pos = start
         try:
-            while pos < len(rest) and not dec.eof:
+            while pos < len(data) and not dec.eof:
                 piece: bytes | memoryview = view[pos : pos + _PIECE]
                 pos += len(piece)
                 while True:
@@ -118,7 +130,11 @@ def _inflate(data: bytes, budget: int) -> tuple[str, bytes] | None:
             break  # damaged from here on: what inflated so far is what any reader gets
         if not dec.eof:
             break
-        rest = bytes(dec.unused_data) + bytes(view[pos:])  # the next member, if any
+        start = pos - len(dec.unused_data)  # the next member, if any
+        if found[0] == "xz":
+            # Stream padding (NULs) may separate xz streams; xz -d reads the stream after it.
+            padding = _NULS.match(data, start)
+            start = padding.end() if padding else start
     return kind, bytes(out)
 
 
@@ -210,9 +226,25 @@ def inside_kind(data: bytes) -> str:
     return "zip" if data.startswith(_ZIP) else "file"
 
 
+def _is_zip(data: bytes) -> bool:
+    # unzip and zipfile find an archive by its end record, after any prefix (a script, a gzip
+    # member, an image): an archive that does not start the file is an archive to them too.
+    if data.startswith(_ZIP):
+        return True
+    if not zipfile.is_zipfile(io.BytesIO(data)):
+        return False
+    # The end record's 4 magic bytes turn up by chance in about one binary file in 65,000;
+    # only an end record that leads to a directory of members makes the file an archive.
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            return bool(archive.infolist())
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError):
+        return False
+
+
 def looks_opened(data: bytes) -> bool:
-    """True when :func:`contents` would open `data` (a PDF or a compressed file): work for the worker."""
-    return _is_pdf(data) or _decompressor(data) is not None or data.startswith(_ZIP)
+    """True when :func:`contents` would open `data` (a PDF, a compressed file, a zip): work for the worker."""
+    return _is_pdf(data) or _decompressor(data) is not None or _is_zip(data)
 
 
 def contents(data: bytes) -> Contents:
@@ -230,37 +262,40 @@ def _open(data: bytes, depth: int, found: Contents, budget: list[int], *, top: b
     """Add the texts inside `data` (opened `depth` levels deep already) to `found`; ``budget``: bytes left."""
     from claudegate_gateway.uploads import decode  # uploads imports this module
 
+    # Every reading that applies, not the first: a file can be a gzip and a zip at once
+    # (gunzip reads the front, unzip the archive behind it), or a PDF with an archive appended.
+    opened: list[tuple[str, list[bytes]]] = []
     if _is_pdf(data):
         try:
             text = _pdf_text(data, budget[0])
         except _Refused:
             if data.startswith(b"%PDF-") or not top:
                 raise
-            return  # "%PDF-" inside a text file's first KiB, no PDF: its bytes were scanned
-        budget[0] -= len(text)
-        found.kinds.append("pdf")
-        found.texts.append(text)
-        return
-    opened: list[bytes]
+            text = None  # "%PDF-" inside a text file's first KiB, no PDF: its bytes were scanned
+        if text is not None:
+            budget[0] -= len(text)
+            found.kinds.append("pdf")
+            found.texts.append(text)
     inflated = _inflate(data, budget[0])
     if inflated is not None:
-        kind, inner = inflated
-        opened = [inner]
-    elif data.startswith(_ZIP):
-        kind = "zip"
-        names, opened = _unzip(data, budget[0])
+        opened.append((inflated[0], [inflated[1]]))
+        budget[0] -= len(inflated[1])
+    if _is_zip(data):
+        names, members = _unzip(data, budget[0])
         found.texts.append("\n".join(names))  # member names are text the model sees too
-    else:
+        opened.append(("zip", members))
+        budget[0] -= sum(map(len, members))
+    if not opened:
         return
     if depth == MAX_DEPTH:
         raise _Refused(f"it is compressed more than {MAX_DEPTH} times over")
-    found.kinds.append(kind)
-    for inner in opened:
-        budget[0] -= len(inner)
-        # The expanded bytes are read like an uploaded file's; what is inside is opened in turn.
-        found.texts.append(decode(inner)[0])
-        if looks_opened(inner):
-            _open(inner, depth + 1, found, budget)
+    for kind, inners in opened:
+        found.kinds.append(kind)
+        for inner in inners:
+            # The expanded bytes are read like an uploaded file's; what is inside is opened in turn.
+            found.texts.append(decode(inner)[0])
+            if looks_opened(inner):
+                _open(inner, depth + 1, found, budget)
 
 
 def _unzip(data: bytes, budget: int) -> tuple[list[str], list[bytes]]:
@@ -272,6 +307,7 @@ def _unzip(data: bytes, budget: int) -> tuple[list[str], list[bytes]]:
         raise _Refused("the gateway could not read it as a zip archive") from None
     if len(infos) > MAX_ZIP_MEMBERS:
         raise _Refused(f"it has more than {MAX_ZIP_MEMBERS} members")
+    _check_entries(data, infos, archive.start_dir)
     names: list[str] = []
     members: list[bytes] = []
     total = 0
@@ -292,3 +328,37 @@ def _unzip(data: bytes, budget: int) -> tuple[list[str], list[bytes]]:
             raise _Refused(f"it expands past the gateway's limit of {MAX_EXPANDED_BYTES} bytes")
         members.append(content)
     return names, members
+
+
+def _check_entries(data: bytes, infos: list[zipfile.ZipInfo], directory: int) -> None:
+    """Refuse a zip whose local entries say other than its central directory.
+
+    zipfile (and unzip) read members through the central directory; a
+    streaming reader (libarchive's bsdtar, Java's ZipInputStream) walks the
+    local entries instead. A local entry the directory does not list, or one
+    whose compression or encryption differs from its directory record, is
+    content only the other kind of reader sees.
+    """
+    spans: list[tuple[int, int]] = []
+    for info in infos:
+        at = info.header_offset
+        if data[at : at + 4] != _ZIP or len(data) < at + 30:
+            raise _Refused(f"its directory points its member {info.filename[:80]!r} at no entry")
+        flags, method = struct.unpack_from("<HH", data, at + 6)
+        crc, csize, usize = struct.unpack_from("<III", data, at + 14)
+        # (Encrypted in the directory is refused by the caller, with its own reason.)
+        differs = method != info.compress_type or flags & ~info.flag_bits & 0x1
+        # Sizes in the entry (no data descriptor after it, no zip64 marker): a streaming reader
+        # takes a stored member's length from there, so a longer one reads bytes zipfile skips.
+        if not flags & 0x8 and csize != 0xFFFFFFFF and usize != 0xFFFFFFFF:
+            differs = differs or (crc, csize, usize) != (info.CRC, info.compress_size, info.file_size)
+        if differs:
+            raise _Refused(f"its member {info.filename[:80]!r} is described two ways (entry and directory)")
+        name_len, extra_len = struct.unpack_from("<HH", data, at + 26)
+        spans.append((at, at + 30 + name_len + extra_len + info.compress_size))
+    seen = 0
+    for start, end in [*sorted(spans), (directory, directory)]:
+        # Between the listed entries (data descriptors, a prefix) there is no other entry.
+        if data.find(_ZIP, seen, start) != -1:
+            raise _Refused("it holds an entry its central directory does not list")
+        seen = max(seen, end)
