@@ -73,6 +73,7 @@ import asyncio
 import base64
 import contextlib
 import hashlib
+import io
 import json
 import math
 import mimetypes
@@ -833,11 +834,23 @@ def _image_dims(data: bytes) -> tuple[int, int] | None:
     return None
 
 
+def _pdf_page_count(data: bytes) -> int:
+    """The pages a PDF reader finds (its page tree: a page needs no /Type there), as Anthropic bills
+    them, or the page objects in plain sight when that is more (the tests' hand-made PDFs have no tree)."""
+    plain = len(_PDF_PAGE_RE.findall(data))
+    try:
+        import pypdf
+
+        return max(plain, len(pypdf.PdfReader(io.BytesIO(data), strict=False).pages))
+    except Exception:  # not readable as a whole, or no pypdf here
+        return plain
+
+
 def _file_input_tokens(stored: _File) -> int:
     """What one reference to an uploaded file bills, by what the file is."""
     data = stored.data
     if data.startswith(b"%PDF-"):
-        return max(1, len(_PDF_PAGE_RE.findall(data))) * PDF_PAGE_TOKENS
+        return max(1, _pdf_page_count(data)) * PDF_PAGE_TOKENS
     dims = _image_dims(data)
     if dims is not None:
         w, h = dims

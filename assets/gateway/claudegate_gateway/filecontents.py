@@ -74,6 +74,8 @@ class Contents:
     texts: list[str] = field(default_factory=list)
     refused: str | None = None
     kinds: list[str] = field(default_factory=list)  # what was opened (gzip, pdf...), for the audit
+    # The file's pages as pypdf counts them (a PDF): filetokens.py reserves at least that many.
+    pages: int | None = None
 
 
 class _Refused(Exception):
@@ -138,7 +140,8 @@ def _inflate(data: bytes, budget: int) -> tuple[str, bytes] | None:
     return kind, bytes(out)
 
 
-def _pdf_text(data: bytes, budget: int) -> str:
+def _pdf_text(data: bytes, budget: int) -> tuple[str, int]:
+    """(the PDF's text, its pages)."""
     try:
         import pypdf
         from pypdf.errors import PyPdfError
@@ -185,7 +188,9 @@ def _deadline(seconds: float) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
-def _pdf_pages_text(pypdf: Any, pdf_error: type[Exception], data: bytes, budget: int, started: float) -> str:
+def _pdf_pages_text(
+    pypdf: Any, pdf_error: type[Exception], data: bytes, budget: int, started: float
+) -> tuple[str, int]:
     try:
         reader = pypdf.PdfReader(io.BytesIO(data), strict=False)
         if reader.is_encrypted and not reader.decrypt(""):
@@ -208,7 +213,7 @@ def _pdf_pages_text(pypdf: Any, pdf_error: type[Exception], data: bytes, budget:
             NotImplementedError, AssertionError, zlib.error, OSError):  # fmt: skip
         raise _Refused("the gateway could not read its text") from None
     # Pages apart: a secret is not glued across a page break it does not cross.
-    return "\n\f\n".join(texts)
+    return "\n\f\n".join(texts), len(texts)
 
 
 def _is_pdf(data: bytes) -> bool:
@@ -267,12 +272,14 @@ def _open(data: bytes, depth: int, found: Contents, budget: list[int], *, top: b
     opened: list[tuple[str, list[bytes]]] = []
     if _is_pdf(data):
         try:
-            text = _pdf_text(data, budget[0])
+            text, pages = _pdf_text(data, budget[0])
         except _Refused:
             if data.startswith(b"%PDF-") or not top:
                 raise
             text = None  # "%PDF-" inside a text file's first KiB, no PDF: its bytes were scanned
         if text is not None:
+            if top:
+                found.pages = pages
             budget[0] -= len(text)
             found.kinds.append("pdf")
             found.texts.append(text)

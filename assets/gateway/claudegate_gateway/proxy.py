@@ -786,7 +786,7 @@ class Gateway:
             kind = "permission_error" if result.status == 403 else "invalid_request_error"
             raise GatewayError(kind, f"The file was blocked by the gateway's filter rule {result.blocked.rule!r}")
         # What each later reference will reserve (filetokens.py); off the loop: a PDF may be inflated.
-        ex.file_tokens = await asyncio.to_thread(file_tokens, upload.data, upload.content_type)
+        ex.file_tokens = await asyncio.to_thread(file_tokens, upload.data, upload.content_type, upload.pdf_pages)
         return await upstream_body(upload)
 
 
