@@ -15,7 +15,7 @@ import json
 import logging
 import sqlite3
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,7 +31,7 @@ from claudegate_gateway.concurrency import FairSlots, InFlight
 from claudegate_gateway.config import Config
 from claudegate_gateway.errors import GatewayError, error_body, error_response, new_request_id
 from claudegate_gateway.fairqueue import BodyBytes
-from claudegate_gateway.filecontents import Contents
+from claudegate_gateway.filecontents import MAX_EXPANDED_BYTES, Contents, inside_kind, looks_opened
 from claudegate_gateway.filetokens import file_tokens
 from claudegate_gateway.filters import FilterPolicy, FilterResult, Verdict
 from claudegate_gateway.filters.batchresults import ResultsFilter
@@ -66,6 +66,8 @@ _DROP_DOWN = HOP_BY_HOP | {
     "content-length", "content-encoding", "set-cookie", "server", "x-powered-by", "via", "alt-svc",
 }
 _MAX_LOGGED_PATH = 256
+# A download with an inside (compressed, a zip, a PDF) is held whole to be read: at most this much.
+MAX_OPENED_DOWNLOAD = MAX_EXPANDED_BYTES
 # Responses that need no inspection go to the client in pieces this size.
 _CHUNK = 64 * 1024
 # A filtered stream's chunk is filtered this many bytes at a time (a millisecond or two of work).
@@ -563,16 +565,38 @@ class Gateway:
                 await asyncio.sleep(pause)
             return out
 
+        raw: list[bytes] = []  # upstream's bytes as sent: what kind of file this is
+        whole: bytes | None = None  # a file with an inside (compressed, a zip, a PDF), held whole
+        ended = False
         try:
             # The first HOLD_BYTES are filtered before the status line: a small
             # file that must be blocked gets the gateway's error, not a 200.
             async for chunk in chunks:
+                raw.append(chunk)
                 held.append(await filtered(chunk))
                 size += len(chunk)
                 if df.blocked or size >= HOLD_BYTES:
                     break
             else:
                 held.append(df.close())
+                ended = True
+            if not df.blocked and looks_opened(b"".join(raw)):
+                # Its inside is read before a byte is sent: a truncated gzip still gives
+                # its start, so cutting the download late would be too late.
+                while not ended and not df.blocked:
+                    chunk = await anext(chunks, b"")
+                    if not chunk:
+                        held.append(df.close())
+                        ended = True
+                        break
+                    size += len(chunk)
+                    if size > MAX_OPENED_DOWNLOAD:
+                        raise GatewayError("invalid_request_error", "The gateway cannot inspect this download: "
+                                           f"a compressed file, archive or PDF over {MAX_OPENED_DOWNLOAD} bytes")
+                    raw.append(chunk)
+                    held.append(await filtered(chunk))
+                whole = b"".join(raw)
+            raw.clear()
         except (TimeoutError, aiohttp.ServerTimeoutError, aiohttp.ClientPayloadError, aiohttp.ClientOSError):
             self.metrics.upstream_errors += 1
             raise GatewayError("api_error", "The upstream API broke off the download") from None
@@ -580,8 +604,10 @@ class Gateway:
         if df.blocked:
             self.metrics.filter_blocks += 1
             ex.error_type = "response_blocked"
-            kind = df.tally.blocked_type
-            raise GatewayError(kind, df.tally.blocked_message)
+            raise GatewayError(df.blocked_type, df.blocked_message)
+        if whole is not None:
+            await self._check_download_inside(whole, ex)
+            whole = None
         response = web.StreamResponse(status=upstream.status, headers=headers)
         if not await _prepared(response, request, ex):
             return response
@@ -589,7 +615,7 @@ class Gateway:
             for out in held:
                 if out:
                     await response.write(out)
-            if size >= HOLD_BYTES:
+            if not ended:
                 async for chunk in chunks:
                     out = await filtered(chunk)
                     if df.blocked:
@@ -618,6 +644,24 @@ class Gateway:
             return response
         await response.write_eof()
         return response
+
+    async def _check_download_inside(self, data: bytes, ex: Exchange) -> None:
+        """The text inside a downloaded compressed file, zip or PDF, through the response rules:
+        a match blocks (it cannot be redacted in place), what cannot be read whole is refused."""
+        inside, verdicts = await self.offload.inside_download(data, ex.client.name if ex.client is not None else "")
+        if inside.refused is not None:
+            ex.error_type = "response_blocked"
+            kind = "/".join(inside.kinds) or inside_kind(data)
+            raise GatewayError("invalid_request_error",
+                               f"The gateway cannot inspect this downloaded {kind} file: {inside.refused}")  # fmt: skip
+        if verdicts:
+            blocked = [replace(v, action="block") for v in verdicts]
+            ex.verdicts.extend(blocked)
+            self.metrics.filter_blocks += 1
+            ex.error_type = "response_blocked"
+            raise GatewayError(
+                "invalid_request_error", f"The response was blocked by the gateway's filter rule {blocked[0].rule!r}"
+            )
 
     async def _relay_stream(
         self, request: web.Request, upstream: aiohttp.ClientResponse, headers: dict[str, str], ex: Exchange,

@@ -1,0 +1,138 @@
+"""Red team: downloads (files the model made) whose text the response rules did not see.
+
+Holes found here, each failing before its fix: a file written in UTF-16 or
+UTF-32 (NULs between the letters) and a compressed file, a zip archive
+(every Office document) or a PDF went to the client byte for byte with an
+AWS key in it, where the same key in a plain text file is redacted. Now a
+NUL-spread match blocks (the file cannot be rewritten in place), and a file
+with an inside is held whole (at most 64 MiB), opened as an upload is
+(filecontents.py), and blocked when the rules match inside or when it
+cannot be read whole. Each file is played by the fake's store, as code
+execution would have written it (tests/gateway/test_download_filters.py).
+"""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import io
+import lzma
+import os
+import zipfile
+from collections.abc import Callable
+
+import httpx
+import pypdf
+import pytest
+from pypdf.generic import DecodedStreamObject, DictionaryObject, NameObject
+
+from tests.gateway.test_download_filters import AWS, HOLD, V, download, gw, keys, model_made
+from tests.support.fake_anthropic import FakeAnthropic
+from tests.support.gateway_proc import GatewayProc
+
+__all__ = ["gw", "keys"]  # test_download_filters' gateway (its response rules) and keys
+
+SECRET = f"aws_access_key_id = {AWS}\n"
+TEXT = "report\n" * 50 + SECRET  # long enough that xz compresses it (a short input is stored as it is)
+
+
+def _zip(data: bytes) -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("xl/sharedStrings.xml", data)
+    return out.getvalue()
+
+
+def _pdf(text: str) -> bytes:
+    writer = pypdf.PdfWriter()
+    page = writer.add_blank_page(600, 800)
+    font = DictionaryObject({NameObject("/Type"): NameObject("/Font"), NameObject("/Subtype"): NameObject("/Type1"),
+                             NameObject("/BaseFont"): NameObject("/Helvetica")})  # fmt: skip
+    page[NameObject("/Resources")] = DictionaryObject(
+        {NameObject("/Font"): DictionaryObject({NameObject("/F1"): writer._add_object(font)})}
+    )
+    stream = DecodedStreamObject()
+    stream.set_data(f"BT /F1 12 Tf 50 700 Td ({text}) Tj ET".encode())
+    page[NameObject("/Contents")] = writer._add_object(stream.flate_encode())
+    out = io.BytesIO()
+    writer.write(out)
+    return out.getvalue()
+
+
+HIDING: dict[str, Callable[[str], bytes]] = {
+    "utf-16-le, no mark": lambda t: t.encode("utf-16-le"),
+    "utf-16 with its mark": lambda t: t.encode("utf-16"),
+    "utf-16-be": lambda t: t.encode("utf-16-be"),
+    "utf-32": lambda t: t.encode("utf-32"),
+    "gzip": lambda t: gzip.compress(t.encode()),
+    "bzip2": lambda t: bz2.compress(t.encode()),
+    "xz": lambda t: lzma.compress(t.encode()),
+    "zip (an Office document)": lambda t: _zip(t.encode()),
+    "a PDF's text": lambda t: _pdf(t.strip()),
+}
+
+
+def test_the_files_hide_the_key_from_their_bytes() -> None:
+    for name, hide in HIDING.items():
+        assert AWS.encode() not in hide(TEXT), name
+    assert AWS in pypdf.PdfReader(io.BytesIO(_pdf(SECRET.strip()))).pages[0].extract_text()
+
+
+@pytest.mark.parametrize("name", list(HIDING))
+def test_a_key_hidden_in_a_download_blocks_it(
+    gw: GatewayProc, keys: dict[str, str], fake: FakeAnthropic, name: str
+) -> None:
+    data = HIDING[name](TEXT)
+    file_id = model_made(gw, fake, keys["team"], data)
+    r = download(gw, keys["team"], file_id)
+    assert r.status_code == 400, (name, r.status_code, r.content[:200])
+    assert r.json()["type"] == "error" and "'secrets'" in r.json()["error"]["message"]
+    assert data not in r.content
+    record = gw.record(r.headers)
+    assert ("secrets", "block") in {(v["rule"], v["action"]) for v in record["filters"]}
+
+
+@pytest.mark.parametrize("name", list(HIDING))
+def test_a_clean_download_of_each_kind_is_byte_for_byte(
+    gw: GatewayProc, keys: dict[str, str], fake: FakeAnthropic, name: str
+) -> None:
+    data = HIDING[name]("quarterly report\n" * 200)
+    r = download(gw, keys["team"], model_made(gw, fake, keys["team"], data))
+    assert r.status_code == 200, r.text
+    assert r.content == data
+
+
+def test_a_large_gzip_is_read_whole_before_anything_is_sent(
+    gw: GatewayProc, keys: dict[str, str], fake: FakeAnthropic
+) -> None:
+    """Past the held first megabyte a plain file streams; a compressed one is held: a cut gzip
+    still gives its beginning, so the key at its end must stop it before the status line."""
+    noise = os.urandom(3 * HOLD).hex().encode()  # incompressible: the gzip stays over 2 MiB
+    data = gzip.compress(noise + b"\n" + SECRET.encode(), compresslevel=1)
+    assert len(data) > 2 * HOLD
+    r = download(gw, keys["team"], model_made(gw, fake, keys["team"], data))
+    assert r.status_code == 400, r.content[:200]
+    assert len(r.content) < 1000
+
+
+def test_a_compressed_download_that_cannot_be_read_whole_is_refused(
+    gw: GatewayProc, keys: dict[str, str], fake: FakeAnthropic
+) -> None:
+    bomb = gzip.compress(b"\0" * (80 << 20))  # expands past the 64 MiB the gateway will inflate
+    r = download(gw, keys["team"], model_made(gw, fake, keys["team"], bomb))
+    assert r.status_code == 400 and "cannot inspect" in r.json()["error"]["message"], r.text
+
+
+def test_a_utf16_key_past_the_held_part_cuts_the_download(
+    gw: GatewayProc, keys: dict[str, str], fake: FakeAnthropic
+) -> None:
+    data = ("z" * HOLD + " " + SECRET + "z" * 1000).encode("utf-16-le")
+    file_id = model_made(gw, fake, keys["team"], data)
+    got = b""
+    with pytest.raises(httpx.HTTPError), httpx.stream(
+        "GET", f"{gw.url}/v1/files/{file_id}/content", headers={**V, "x-api-key": keys["team"]}, timeout=30
+    ) as r:
+        assert r.status_code == 200
+        for chunk in r.iter_raw():
+            got += chunk
+    assert AWS.encode("utf-16-le") not in got and len(got) < len(data)
