@@ -43,6 +43,7 @@ class Inspection:
     filter_blocked: bool = False
     error: tuple[str, str] | None = None  # (Anthropic error type, message)
     file_ids: list[str] = field(default_factory=list)  # each must be the caller's (checked by the proxy)
+    container_ids: list[str] = field(default_factory=list)  # `container` reused: each must be the caller's
     # Content the body points at (files, URLs, server tools): reservation.py adds its cost to ``tokens``.
     refs: References = field(default_factory=References)
 
@@ -108,6 +109,15 @@ def _inspect(kind: str, body: bytes, scopes: Scopes, policy: FilterPolicy, found
 def _check_params(
     doc: dict[str, Any], scopes: Scopes, policy: FilterPolicy, found: Inspection, generates: bool, where: str
 ) -> tuple[dict[str, Any], bool]:
+    container = doc.get("container")
+    if container is not None:
+        # A container holds what an earlier request put in it (uploaded files, outputs): naming one
+        # reuses it, so it must be the caller's (an id string, or an object with its id).
+        named = container.get("id") if isinstance(container, dict) else container
+        if not isinstance(named, str) and not (isinstance(container, dict) and named is None):
+            raise Refused("invalid_request_error", f"{where}container: an id string or an object is required")
+        if isinstance(named, str):
+            found.container_ids.append(named)
     model = doc.get("model")
     if not isinstance(model, str) or not model:
         raise Refused("invalid_request_error", f"{where}model: Field required")

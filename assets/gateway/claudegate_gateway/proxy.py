@@ -55,6 +55,7 @@ from claudegate_gateway.metering import UsageMeter, charge
 from claudegate_gateway.metrics import Metrics
 from claudegate_gateway.objects import Objects
 from claudegate_gateway.offload import Offload
+from claudegate_gateway.ownership import OBJECT_ID
 from claudegate_gateway.reservation import bound_server_tools, reservation_tokens
 from claudegate_gateway.routes import PACE_EVENTS, PACE_INTERVAL, Match, RouteError, match
 from claudegate_gateway.store import SqliteStore, Store
@@ -270,6 +271,8 @@ class Gateway:
                 # The answer is gone already; the reservation stays charged (never less than billed).
                 log.warning("request %s: keystore busy, settlement skipped: %s", ex.request_id, exc)
             ex.holds.close()
+            if ex.meter.container_id is not None and ex.client is not None:
+                await self._own_container(ex.meter.container_id, ex)
             self.metrics.tokens["input"] += ex.meter.input_tokens
             self.metrics.tokens["output"] += ex.meter.output_tokens
             self.metrics.observe(_endpoint_label(ex), ex.status, time.perf_counter() - ex.started)
@@ -354,6 +357,8 @@ class Gateway:
             if found.error is not None:
                 raise GatewayError(*found.error)
             await self.objects.check_file_refs(client, found.file_ids)
+            for container_id in found.container_ids:
+                await self.objects.check_access(client, "container", container_id)
             body = found.body
             if any(uses is None or per is None for uses, per in found.refs.server_tools):
                 body = self._bound_server_tools(body)
@@ -769,6 +774,16 @@ class Gateway:
             await self.objects.seen(kind, next(iter(route.params.values())), status, data)
         # results_url was pointed at the gateway already (batchurls, in _relay).
         return data
+
+    async def _own_container(self, container_id: str, ex: Exchange) -> None:
+        """The container upstream ran this request's code in is the caller's (the first to use it)."""
+        assert ex.client is not None
+        if not OBJECT_ID.match(container_id):
+            return
+        try:
+            await self.keystore.owners.record("container", container_id, ex.client.name)
+        except Exception as exc:  # the store is away: the container stays nobody's (refused to all)
+            log.warning("request %s: container not recorded: %s", ex.request_id, type(exc).__name__)
 
     async def _charge_batch(self, batch_id: str, client: Client, ex: Exchange) -> None:
         """Remember the new batch's charge, for its settlement when it ends (batchsettle.py)."""
