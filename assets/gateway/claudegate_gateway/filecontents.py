@@ -64,7 +64,10 @@ _BZIP2 = b"BZh"
 _XZ = b"\xfd7zXZ\x00"
 _ZIP = b"PK\x03\x04"
 MAX_ZIP_MEMBERS = 10_000
-MAX_MEMBERS = 10_000  # concatenated gzip/bzip2/xz members in one file
+# Compressed members (gzip/bzip2/xz streams) and zip entries in all, nested ones included: each costs
+# a decompressor or a header parse whatever its size (300 zipped gzips of 10,000 empty members each,
+# a 180 KB upload, held a worker for 10 s), so their number is bounded, not only the bytes they expand to.
+MAX_MEMBERS = 20_000
 
 
 @dataclass
@@ -92,8 +95,13 @@ def _decompressor(data: bytes) -> tuple[str, Any] | None:
     return None
 
 
-def _inflate(data: bytes, budget: int) -> tuple[str, bytes] | None:
-    """(kind, expanded bytes) of a compressed file, at most ``budget`` of them; None when it is not one."""
+def _inflate(data: bytes, budgets: list[int]) -> tuple[str, bytes] | None:
+    """(kind, expanded bytes) of a compressed file; None when it is not one.
+
+    ``budgets``: [bytes, members] the whole upload has left: at most that
+    many bytes come out, and the members are counted down here.
+    """
+    budget = budgets[0]
     found = _decompressor(data)
     if found is None:
         return None
@@ -101,12 +109,11 @@ def _inflate(data: bytes, budget: int) -> tuple[str, bytes] | None:
     out = bytearray()
     view = memoryview(data)
     start = 0  # where the current member begins (never a copy of the rest: that was quadratic in members)
-    members = 0
     # One member after another (gzip files may be concatenated; so may bzip2 and xz streams).
     while start < len(data) and (found := _decompressor(data[start : start + 6])) is not None:
-        members += 1
-        if members > MAX_MEMBERS:
-            raise _Refused(f"it has more than {MAX_MEMBERS} compressed members")
+        budgets[1] -= 1
+        if budgets[1] < 0:
+            raise _Refused(f"it has more than {MAX_MEMBERS} compressed members and archive entries in all")
         dec = found[1]
         zlib_kind = found[0] == "gzip"
         pos = start
@@ -256,7 +263,7 @@ def contents(data: bytes) -> Contents:
     """The texts inside `data` the upload filter must also see (none for a plain file)."""
     found = Contents()
     try:
-        _open(data, 0, found, [MAX_EXPANDED_BYTES], top=True)
+        _open(data, 0, found, [MAX_EXPANDED_BYTES, MAX_MEMBERS], top=True)
     except _Refused as why:
         found.refused = str(why)
         found.texts = []
@@ -264,7 +271,8 @@ def contents(data: bytes) -> Contents:
 
 
 def _open(data: bytes, depth: int, found: Contents, budget: list[int], *, top: bool = False) -> None:
-    """Add the texts inside `data` (opened `depth` levels deep already) to `found`; ``budget``: bytes left."""
+    """Add the texts inside `data` (opened `depth` levels deep already) to `found`;
+    ``budget``: [bytes left, members left] for the whole upload."""
     from claudegate_gateway.uploads import decode  # uploads imports this module
 
     # Every reading that applies, not the first: a file can be a gzip and a zip at once
@@ -283,12 +291,12 @@ def _open(data: bytes, depth: int, found: Contents, budget: list[int], *, top: b
             budget[0] -= len(text)
             found.kinds.append("pdf")
             found.texts.append(text)
-    inflated = _inflate(data, budget[0])
+    inflated = _inflate(data, budget)
     if inflated is not None:
         opened.append((inflated[0], [inflated[1]]))
         budget[0] -= len(inflated[1])
     if _is_zip(data):
-        names, members = _unzip(data, budget[0])
+        names, members = _unzip(data, budget[0], budget)
         found.texts.append("\n".join(names))  # member names are text the model sees too
         opened.append(("zip", members))
         budget[0] -= sum(map(len, members))
@@ -305,8 +313,9 @@ def _open(data: bytes, depth: int, found: Contents, budget: list[int], *, top: b
                 _open(inner, depth + 1, found, budget)
 
 
-def _unzip(data: bytes, budget: int) -> tuple[list[str], list[bytes]]:
-    """(member names, member contents) of a zip archive, at most ``budget`` bytes of contents in all."""
+def _unzip(data: bytes, budget: int, budgets: list[int]) -> tuple[list[str], list[bytes]]:
+    """(member names, member contents) of a zip archive, at most ``budget`` bytes of contents in all;
+    its entries are counted down in ``budgets[1]`` (the members the whole upload has left)."""
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
         infos = archive.infolist()
@@ -314,6 +323,9 @@ def _unzip(data: bytes, budget: int) -> tuple[list[str], list[bytes]]:
         raise _Refused("the gateway could not read it as a zip archive") from None
     if len(infos) > MAX_ZIP_MEMBERS:
         raise _Refused(f"it has more than {MAX_ZIP_MEMBERS} members")
+    budgets[1] -= len(infos)
+    if budgets[1] < 0:
+        raise _Refused(f"it has more than {MAX_MEMBERS} compressed members and archive entries in all")
     _check_entries(data, infos, archive.start_dir)
     names: list[str] = []
     members: list[bytes] = []
