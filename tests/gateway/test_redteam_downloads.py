@@ -136,3 +136,15 @@ def test_a_utf16_key_past_the_held_part_cuts_the_download(
         for chunk in r.iter_raw():
             got += chunk
     assert AWS.encode("utf-16-le") not in got and len(got) < len(data)
+
+
+@pytest.mark.parametrize("mime", ["text/event-stream", "text/event-stream; charset=utf-8"])
+def test_a_download_served_as_an_event_stream_is_still_a_file_to_the_filters(
+    gw: GatewayProc, keys: dict[str, str], fake: FakeAnthropic, mime: str
+) -> None:
+    """Upstream serves a file with the type it was stored with; as an event stream it went through the
+    SSE filter, which reads events only: text outside them (the whole file) passed unseen."""
+    for data in (f"creds {AWS}\n".encode(), f"data: creds {AWS}\n\n".encode()):
+        r = download(gw, keys["team"], model_made(gw, fake, keys["team"], data, mime=mime))
+        assert r.status_code == 200, r.text
+        assert AWS.encode() not in r.content and b"[REDACTED:secrets]" in r.content, r.content

@@ -461,7 +461,10 @@ class Gateway:
         rf = None
         if route.op.filter_response and ex.client is not None and upstream.status == 200:
             rf = self.filters.response_filter(ex.client.name)
-        if upstream.content_type == "text/event-stream":
+        # Only a message streams: a file (the model names it, and its type) or a results file that
+        # upstream serves as text/event-stream is still a file, for the filters below; read as
+        # events, text outside them would pass unseen.
+        if upstream.content_type == "text/event-stream" and route.op.meter == "message":
             sf = StreamFilter(rf, ex.request_id) if rf is not None else None
             return await self._relay_stream(request, upstream, headers, ex, sf)
         if route.op.stream_through and route.op.owner_kind == "file" and rf is not None:
