@@ -148,3 +148,30 @@ def test_a_download_served_as_an_event_stream_is_still_a_file_to_the_filters(
         r = download(gw, keys["team"], model_made(gw, fake, keys["team"], data, mime=mime))
         assert r.status_code == 200, r.text
         assert AWS.encode() not in r.content and b"[REDACTED:secrets]" in r.content, r.content
+
+
+def test_the_name_the_model_gave_a_file_goes_through_the_response_rules(
+    gw: GatewayProc, keys: dict[str, str], fake: FakeAnthropic
+) -> None:
+    """The model names its output files; the name reached the client unfiltered in a get, in the
+    gateway's list and in the download's Content-Disposition header."""
+    key = keys["team"]
+    redacted = model_made(gw, fake, key, b"hello")
+    fake.state.files[redacted].filename = f"creds-{AWS}.txt"
+    withheld = model_made(gw, fake, key, b"hello")
+    fake.state.files[withheld].filename = "project falcon plan.txt"
+    r = download(gw, key, redacted)
+    assert r.status_code == 200 and r.content == b"hello"
+    assert AWS not in str(r.headers) and "content-disposition" not in r.headers
+    r = httpx.get(f"{gw.url}/v1/files/{redacted}", headers={**V, "x-api-key": key})
+    assert r.status_code == 200 and r.json()["filename"] == "creds-[REDACTED:secrets].txt", r.text
+    r = httpx.get(f"{gw.url}/v1/files/{withheld}", headers={**V, "x-api-key": key})
+    assert r.status_code in (400, 403) and "codename" in r.json()["error"]["message"] and "falcon" not in r.text
+    r = httpx.get(f"{gw.url}/v1/files", headers={**V, "x-api-key": key}, params={"limit": 1000})
+    names = {item["id"]: item["filename"] for item in r.json()["data"]}
+    assert names[redacted] == "creds-[REDACTED:secrets].txt"
+    assert AWS not in r.text and "falcon" not in r.text.lower()
+    # A name no rule matches is left as it is, header and all.
+    plain = model_made(gw, fake, key, b"hello")
+    fake.state.files[plain].filename = "report.txt"
+    assert 'filename="report.txt"' in download(gw, key, plain).headers["content-disposition"]

@@ -37,7 +37,8 @@ from claudegate_gateway.filters import FilterPolicy, FilterResult, Verdict
 from claudegate_gateway.filters.batchresults import ResultsFilter
 from claudegate_gateway.filters.clients import ClientPolicies
 from claudegate_gateway.filters.download import HOLD_BYTES, DownloadFilter
-from claudegate_gateway.filters.response import ResponseFilter
+from claudegate_gateway.filters.filenames import filter_disposition, filter_file_object
+from claudegate_gateway.filters.response import ResponseFilter, Tally
 from claudegate_gateway.filters.sse import StreamFilter
 from claudegate_gateway.filters.upstream_errors import filter_error_body
 from claudegate_gateway.hygiene import (
@@ -468,6 +469,7 @@ class Gateway:
             sf = StreamFilter(rf, ex.request_id) if rf is not None else None
             return await self._relay_stream(request, upstream, headers, ex, sf)
         if route.op.stream_through and route.op.owner_kind == "file" and rf is not None:
+            self._filter_disposition(rf, headers, ex)
             return await self._relay_download(request, upstream, headers, ex, DownloadFilter(rf))
         if route.op.stream_through:
             return await self._relay_through(request, upstream, headers, ex, rf)
@@ -483,7 +485,35 @@ class Gateway:
             data = self._filter_error(data, ex)
         if route.op.owner_kind is not None:
             data = await self._owned_answer(request, route, ex, upstream.status, data)
+            if route.op.name == "files.get" and upstream.status == 200:
+                data = self._filter_file_name(data, ex)
         return web.Response(status=upstream.status, body=data, headers=headers)
+
+    def _filter_disposition(self, rf: ResponseFilter, headers: dict[str, str], ex: Exchange) -> None:
+        """A download's Content-Disposition names the file the model made: dropped when a rule matches it."""
+        for name in [h for h in headers if h.lower() == "content-disposition"]:
+            tally = Tally()
+            if filter_disposition(rf, headers[name], tally) is None:
+                del headers[name]
+            ex.verdicts.extend(tally.verdicts())
+
+    def _filter_file_name(self, data: bytes, ex: Exchange) -> bytes:
+        """A file object's name (the model's words, for its outputs) through the caller's response rules."""
+        rf = self.filters.response_filter(ex.client.name) if ex.client is not None else None
+        if rf is None:
+            return data
+        try:
+            doc = json.loads(data)
+        except ValueError:
+            return data
+        tally = Tally()
+        changed = filter_file_object(rf, doc, tally)
+        ex.verdicts.extend(tally.verdicts())
+        if tally.blocked is not None:
+            self.metrics.filter_blocks += 1
+            ex.error_type = "response_blocked"
+            raise GatewayError(tally.blocked_type, tally.blocked_message)
+        return json.dumps(doc).encode() if changed else data
 
     async def _read_whole(self, upstream: aiohttp.ClientResponse) -> bytes:
         """Upstream's whole body; a stall or a broken connection is the client's 504/500 in Anthropic's shape."""
@@ -826,6 +856,13 @@ class Gateway:
         page = await self.objects.list_page(client, route.op.owner_kind, route.query, fetch)
         if route.op.owner_kind == "batch":
             localise_page(page)
+        rf = self.filters.response_filter(client.name)
+        if route.op.owner_kind == "file" and rf is not None and isinstance(page.get("data"), list):
+            # Names the model gave its files, as on a get: redacted, or withheld when a rule blocks.
+            tally = Tally()
+            for item in page["data"]:
+                filter_file_object(rf, item, tally)
+            ex.verdicts.extend(tally.verdicts())
         ex.status = 200
         down = {"x-claudegate-request-id": ex.request_id}
         return web.Response(body=json.dumps(page).encode(), content_type="application/json", headers=down)
