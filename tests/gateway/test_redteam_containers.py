@@ -84,3 +84,18 @@ def test_a_container_value_of_another_shape_is_refused(gateway_factory: GatewayF
         r = httpx.post(gw.url + "/v1/messages", headers=hdr(key), json=body(named), timeout=30)
         assert r.status_code == 400, (named, r.text)
     assert fake.state.requests_for("/v1/messages") == []
+
+
+def test_a_custom_skill_is_nobodys(gateway_factory: GatewayFactory, fake: FakeAnthropic) -> None:
+    """A custom skill lives in the shared workspace (made outside the gateway: it serves no skills
+    API) and runs its code in the container: as a file made outside it, it is no client's."""
+    gw = gateway_factory()
+    key = gw.create_key("skills")
+    custom = {"skills": [{"type": "custom", "skill_id": "skill_01otherteam", "version": "latest"}]}
+    for container in (custom, {"skills": [{"skill_id": "skill_01otherteam"}]}):
+        r = httpx.post(gw.url + "/v1/messages", headers=hdr(key), json=body(container), timeout=30)
+        assert r.status_code == 404 and r.json()["error"]["type"] == "not_found_error", r.text
+    assert fake.state.requests_for("/v1/messages") == []
+    anthropic = {"skills": [{"type": "anthropic", "skill_id": "xlsx", "version": "latest"}]}
+    r = httpx.post(gw.url + "/v1/messages", headers=hdr(key), json=body(anthropic), timeout=30)
+    assert r.status_code == 200, r.text

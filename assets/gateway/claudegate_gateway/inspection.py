@@ -118,6 +118,14 @@ def _check_params(
             raise Refused("invalid_request_error", f"{where}container: an id string or an object is required")
         if isinstance(named, str):
             found.container_ids.append(named)
+        skills = container.get("skills") if isinstance(container, dict) else None
+        for skill in skills if isinstance(skills, list) else []:
+            # A custom skill is an object of the shared workspace (its code, its files) that no
+            # client made through the gateway (it serves no skills API): nobody's, like a file made
+            # outside it. Anthropic's own skills are everyone's.
+            if not (isinstance(skill, dict) and skill.get("type") == "anthropic"):
+                skill_id = skill.get("skill_id") if isinstance(skill, dict) else None
+                raise Refused("not_found_error", f"Skill not found: {str(skill_id)[:128]}")
     model = doc.get("model")
     if not isinstance(model, str) or not model:
         raise Refused("invalid_request_error", f"{where}model: Field required")
