@@ -198,3 +198,37 @@ def test_end_to_end_zipped_gzips_are_refused_promptly(gw: GatewayProc, fake: Fak
     assert r.status_code == 400 and "members" in r.text, r.text
     assert time.monotonic() - started < 15
     assert fake.state.requests_for("/v1/files") == []
+
+
+def _pdf_with(where: str) -> bytes:
+    """A blank page whose only text is the key in an annotation (a text box) or the document's title,
+    written as a hex string: not in the file's bytes, and not in the page's extracted text."""
+    import pypdf
+    from pypdf.annotations import FreeText
+
+    writer = pypdf.PdfWriter()
+    writer.add_blank_page(600, 800)
+    text = f"creds {AWS}"
+    if where == "annotation":
+        writer.add_annotation(page_number=0, annotation=FreeText(text=text, rect=(50, 550, 400, 650)))
+    else:
+        writer.add_metadata({"/Title": text})
+    out = io.BytesIO()
+    writer.write(out)
+    literal = b"(" + text.encode() + b")"
+    assert literal in out.getvalue()
+    return out.getvalue().replace(literal, b"<" + text.encode().hex().encode() + b">")
+
+
+@pytest.mark.parametrize("where", ["annotation", "title"])
+def test_a_pdfs_annotations_and_metadata_are_read_too(gw: GatewayProc, fake: FakeAnthropic, where: str) -> None:
+    import pypdf
+
+    data = _pdf_with(where)
+    assert AWS.encode() not in data
+    reader = pypdf.PdfReader(io.BytesIO(data), strict=False)
+    assert AWS not in (reader.pages[0].extract_text() or "")  # what the gateway read before
+    assert any(AWS in t for t in contents(data).texts)
+    r = _post(gw, gw.create_key(f"rt-pdf-{where}"), "report.pdf", data)
+    assert r.status_code == 400, r.text
+    assert fake.state.requests_for("/v1/files") == []

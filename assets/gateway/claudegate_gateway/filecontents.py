@@ -20,7 +20,8 @@ filters that text, bounded whatever the file:
   it by its end record), a zip behind a gzip member, xz streams after
   stream padding; a zip whose local entries say other than its central
   directory (what a streaming reader would extract) is refused;
-* PDF: the text of each page with ``pypdf`` (a well-kept, pure-Python
+* PDF: the text of each page with ``pypdf`` and its annotations' text,
+  then form fields and metadata (a well-kept, pure-Python
   reader; its own per-stream output bounds are lowered to
   :data:`PDF_MAX_STREAM_BYTES`), at most :data:`PDF_MAX_PAGES` pages and
   :data:`MAX_EXPANDED_BYTES` of text, within :data:`PDF_MAX_SECONDS`. A PDF
@@ -207,20 +208,44 @@ def _pdf_pages_text(
         texts: list[str] = []
         size = 0
         for page in reader.pages:
-            text = page.extract_text() or ""
+            # The page's text, then its annotations' (a comment, a text box): drawn on the page
+            # the model sees, and kept outside the content stream, so extract_text leaves them out.
+            text = "\n".join([page.extract_text() or "", *_annotation_texts(page)])
             texts.append(text)
             size += len(text)
             if size > budget:
                 raise _Refused(f"its text is longer than the gateway's limit of {MAX_EXPANDED_BYTES} characters")
             if time.monotonic() - started > PDF_MAX_SECONDS:
                 raise _Refused(f"reading its text took longer than {PDF_MAX_SECONDS:.0f} s")
+        pages = len(texts)
+        # Form fields' names and values (drawn in their widgets) and the document's metadata.
+        fields = reader.get_form_text_fields() or {}
+        texts.append("\n".join(f"{name}: {value}" for name, value in fields.items()))
+        texts.append("\n".join(str(v) for v in (reader.metadata or {}).values() if isinstance(v, str)))
+        if size + len(texts[-1]) + len(texts[-2]) > budget:
+            raise _Refused(f"its text is longer than the gateway's limit of {MAX_EXPANDED_BYTES} characters")
     except _Refused:
         raise
     except (pdf_error, ValueError, KeyError, TypeError, AttributeError, IndexError, RecursionError,
             NotImplementedError, AssertionError, zlib.error, OSError):  # fmt: skip
         raise _Refused("the gateway could not read its text") from None
     # Pages apart: a secret is not glued across a page break it does not cross.
-    return "\n\f\n".join(texts), len(texts)
+    return "\n\f\n".join(texts), pages
+
+
+_ANNOTATION_TEXT = ("/Contents", "/T", "/Subj", "/RC")
+
+
+def _annotation_texts(page: Any) -> list[str]:
+    """The text an annotation of the page carries (its contents, title, subject, rich text)."""
+    annots = page.get("/Annots")
+    annots = annots.get_object() if annots is not None else []
+    found: list[str] = []
+    for annot in annots if isinstance(annots, list) else []:
+        obj = annot.get_object()
+        if isinstance(obj, dict):
+            found += [str(obj[key]) for key in _ANNOTATION_TEXT if isinstance(obj.get(key), str)]
+    return found
 
 
 def _is_pdf(data: bytes) -> bool:
