@@ -9,15 +9,18 @@ same result.
 
 from __future__ import annotations
 
+import base64
 import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from claudegate_gateway.filecontents import Contents, contents
 from claudegate_gateway.filters import FilterPolicy, FilterResult, Verdict
 from claudegate_gateway.jsonbody import BodyError, parse_object
 from claudegate_gateway.keystore import Scopes
 from claudegate_gateway.ownership import referenced_file_ids
 from claudegate_gateway.reservation import References, references
+from claudegate_gateway.uploads import inside_document
 
 
 class Refused(Exception):
@@ -153,7 +156,48 @@ def _check_params(
             found.stream = True
     result = policy.apply(doc)
     _filter(result, found)
+    _check_inline_pdfs(doc, policy, found, where)
     return result.body, result.changed
+
+
+def _check_inline_pdfs(doc: dict[str, Any], policy: FilterPolicy, found: Inspection, where: str) -> None:
+    """A PDF sent inline (a base64 document source) is read like an uploaded one (filecontents.py).
+
+    The model reads its text; the filters saw only base64. A match blocks (the
+    PDF cannot be rewritten in place); a PDF that cannot be read whole is refused.
+    """
+    stack: list[Any] = [doc]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if node.get("type") == "base64" and node.get("media_type") == "application/pdf":
+                data = node.get("data")
+                if isinstance(data, str):
+                    _check_pdf(data, policy, found, where)
+            stack.extend(v for v in node.values() if isinstance(v, (dict, list)))
+        elif isinstance(node, list):
+            stack.extend(v for v in node if isinstance(v, (dict, list)))
+
+
+def _check_pdf(data: str, policy: FilterPolicy, found: Inspection, where: str) -> None:
+    try:
+        pdf = base64.b64decode(data)
+    except ValueError:
+        return  # not base64: upstream refuses it, the model reads nothing from it
+    # Only a PDF (its header where readers look for it): upstream reads nothing else as one.
+    inside = contents(pdf) if b"%PDF-" in pdf[:1024] else Contents()
+    if inside.refused is not None:
+        raise Refused("invalid_request_error", f"{where}a PDF document: the gateway cannot inspect it: "
+                      f"{inside.refused}")  # fmt: skip
+    if not inside.texts:
+        return
+    result = policy.apply(inside_document(inside.texts))
+    found.verdicts.extend(result.verdicts)
+    rule = result.blocked or next((v for v in result.verdicts if v.action != "log"), None)
+    if rule is not None:
+        found.filter_blocked = True
+        kind = "permission_error" if result.status == 403 else "invalid_request_error"
+        raise Refused(kind, f"The request was blocked by the gateway's filter rule {rule.rule!r} (in a PDF document)")
 
 
 def _filter(result: FilterResult, found: Inspection) -> None:

@@ -198,7 +198,8 @@ class Offload:
         self._shutdown()
 
     async def inspect(self, kind: str, body: bytes, scopes: Scopes, client: str = "") -> Inspection:
-        if len(body) < self.inline_max:
+        # A PDF sent inline is parsed (inspection.py): never on the event loop, however small.
+        if len(body) < self.inline_max and b'"application/pdf"' not in body:
             return inspect_body(kind, body, scopes, self.policies.request_policy(client))
         found = await self._in_worker(client, _inspect_in_worker, kind, body, scopes, client)
         if not found.changed:

@@ -1,0 +1,94 @@
+"""Red team: a PDF sent inline (a base64 document) instead of uploaded.
+
+An uploaded PDF's text goes through the request filters (filecontents.py);
+the same PDF sent inline in a message went upstream unread (found here: it
+failed before the fix). Now an inline PDF is read like an upload: a match
+blocks, a PDF that cannot be read is refused, and the parse never runs on
+the event loop (the body goes to the inspection worker whatever its size).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from typing import Any
+
+import httpx
+import pypdf
+import pytest
+from pypdf.generic import DecodedStreamObject, DictionaryObject, NameObject
+
+from tests.conftest import GatewayFactory
+from tests.support.fake_anthropic import FakeAnthropic
+
+MODEL = "claude-sonnet-4-6"
+V = {"anthropic-version": "2023-06-01"}
+AWS = "AKIAIOSFODNN7EXAMPLE"
+
+
+def pdf(text: str) -> bytes:
+    writer = pypdf.PdfWriter()
+    page = writer.add_blank_page(600, 800)
+    font = DictionaryObject({NameObject("/Type"): NameObject("/Font"), NameObject("/Subtype"): NameObject("/Type1"),
+                             NameObject("/BaseFont"): NameObject("/Helvetica")})  # fmt: skip
+    page[NameObject("/Resources")] = DictionaryObject(
+        {NameObject("/Font"): DictionaryObject({NameObject("/F1"): writer._add_object(font)})}
+    )
+    stream = DecodedStreamObject()
+    stream.set_data(f"BT /F1 12 Tf 50 700 Td ({text}) Tj ET".encode())
+    page[NameObject("/Contents")] = writer._add_object(stream.flate_encode())
+    out = io.BytesIO()
+    writer.write(out)
+    return out.getvalue()
+
+
+def document(data: bytes) -> dict[str, Any]:
+    return {"type": "document", "source": {"type": "base64", "media_type": "application/pdf",
+                                           "data": base64.b64encode(data).decode()}}  # fmt: skip
+
+
+def body(*blocks: dict[str, Any]) -> dict[str, Any]:
+    return {"model": MODEL, "max_tokens": 20,
+            "messages": [{"role": "user", "content": [*blocks, {"type": "text", "text": "summarise"}]}]}  # fmt: skip
+
+
+WHERE = {
+    "a message": lambda d: body(d),
+    "a tool result": lambda d: {**body(), "messages": [
+        {"role": "user", "content": "go"},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "read", "input": {}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": [d]}]}],
+        "tools": [{"name": "read", "input_schema": {"type": "object"}}]},
+}
+
+
+@pytest.mark.parametrize("where", list(WHERE))
+def test_a_secret_in_an_inline_pdf_never_reaches_upstream(
+    gateway_factory: GatewayFactory, fake: FakeAnthropic, where: str
+) -> None:
+    gw = gateway_factory()
+    key = gw.create_key("inline")
+    data = pdf(f"aws_access_key_id = {AWS}")
+    assert AWS.encode() not in data and AWS in pypdf.PdfReader(io.BytesIO(data)).pages[0].extract_text()
+    doc = WHERE[where](document(data))
+    for path in ("/v1/messages", "/v1/messages/count_tokens"):
+        r = httpx.post(gw.url + path, headers={**V, "x-api-key": key}, json=doc, timeout=60)
+        assert r.status_code == 400 and "filter rule" in r.text, (path, r.text)
+    batch = {"requests": [{"custom_id": "a", "params": doc}]}
+    r = httpx.post(gw.url + "/v1/messages/batches", headers={**V, "x-api-key": key}, json=batch, timeout=60)
+    assert r.status_code == 400, r.text
+    assert fake.state.requests == []
+    # The same PDF without the secret goes up as it was sent.
+    clean = WHERE[where](document(pdf("quarterly figures")))
+    r = httpx.post(gw.url + "/v1/messages", headers={**V, "x-api-key": key}, json=clean, timeout=60)
+    assert r.status_code == 200, r.text
+    assert fake.state.requests_for("/v1/messages")[-1].json == clean
+
+
+def test_an_inline_pdf_that_cannot_be_read_is_refused(gateway_factory: GatewayFactory, fake: FakeAnthropic) -> None:
+    gw = gateway_factory()
+    key = gw.create_key("inline-bad")
+    r = httpx.post(gw.url + "/v1/messages", headers={**V, "x-api-key": key},
+                   json=body(document(b"%PDF-1.7\n" + b"\x00garbage" * 100)), timeout=60)  # fmt: skip
+    assert r.status_code == 400 and "cannot inspect" in r.text, r.text
+    assert fake.state.requests == []
