@@ -232,3 +232,21 @@ def test_a_pdfs_annotations_and_metadata_are_read_too(gw: GatewayProc, fake: Fak
     r = _post(gw, gw.create_key(f"rt-pdf-{where}"), "report.pdf", data)
     assert r.status_code == 400, r.text
     assert fake.state.requests_for("/v1/files") == []
+
+
+def test_the_pdf_time_bound_is_for_the_whole_upload(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each PDF had its own 30 s: a zip of a hundred slow PDFs could hold a worker for 50 minutes.
+    The bound (here three times one PDF's reading) is for all the PDFs of one upload together."""
+    import claudegate_gateway.filecontents as fc
+    from tests.support.pdfmake import make_pdf
+
+    slow = make_pdf([" ".join(f"w{i}" for i in range(300))] * 2, split=2)
+    assert contents(slow).refused is None  # (warm: imports and caches out of the measurement)
+    one = time.monotonic()
+    assert contents(slow).refused is None
+    took = time.monotonic() - one  # one of them, on this host
+    monkeypatch.setattr(fc, "PDF_MAX_SECONDS", 3 * took)
+    assert contents(slow).refused is None  # one fits in the bound
+    archive = _zip({f"part{i}.pdf": slow for i in range(30)}, zipfile.ZIP_STORED)
+    found = contents(archive)  # thirty do not: each within it, all together past it
+    assert found.refused is not None and "longer than" in found.refused, found.refused

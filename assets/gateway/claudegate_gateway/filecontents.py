@@ -148,7 +148,7 @@ def _inflate(data: bytes, budgets: list[int]) -> tuple[str, bytes] | None:
     return kind, bytes(out)
 
 
-def _pdf_text(data: bytes, budget: int) -> tuple[str, int]:
+def _pdf_text(data: bytes, budget: int, until: float) -> tuple[str, int]:
     """(the PDF's text, its pages)."""
     try:
         import pypdf
@@ -157,14 +157,16 @@ def _pdf_text(data: bytes, budget: int) -> tuple[str, int]:
         raise _Refused("this gateway cannot read PDF text (its pypdf package is missing)") from None
 
     logging.getLogger("pypdf").setLevel(logging.ERROR)  # its warnings about odd files are no news here
-    started = time.monotonic()
+    left = until - time.monotonic()
+    if left <= 0:
+        raise _Refused(f"reading its text took longer than {PDF_MAX_SECONDS:.0f} s")
     limits = {name: PDF_MAX_STREAM_BYTES for name in (
         "maximum_declared_stream_length", "array_based_stream_maximum_output_length", "zlib_maximum_output_length",
         "lzw_maximum_output_length", "run_length_maximum_output_length", "jbig2_maximum_output_length",
         "brotli_maximum_output_length")}  # fmt: skip
-    with pypdf.apply_configuration(None, **limits), _deadline(PDF_MAX_SECONDS):
+    with pypdf.apply_configuration(None, **limits), _deadline(left):
         try:
-            return _pdf_pages_text(pypdf, PyPdfError, data, budget, started)
+            return _pdf_pages_text(pypdf, PyPdfError, data, budget, until)
         except _TimeUp:
             raise _Refused(f"reading its text took longer than {PDF_MAX_SECONDS:.0f} s") from None
 
@@ -197,7 +199,7 @@ def _deadline(seconds: float) -> Iterator[None]:
 
 
 def _pdf_pages_text(
-    pypdf: Any, pdf_error: type[Exception], data: bytes, budget: int, started: float
+    pypdf: Any, pdf_error: type[Exception], data: bytes, budget: int, until: float
 ) -> tuple[str, int]:
     try:
         reader = pypdf.PdfReader(io.BytesIO(data), strict=False)
@@ -215,7 +217,7 @@ def _pdf_pages_text(
             size += len(text)
             if size > budget:
                 raise _Refused(f"its text is longer than the gateway's limit of {MAX_EXPANDED_BYTES} characters")
-            if time.monotonic() - started > PDF_MAX_SECONDS:
+            if time.monotonic() > until:
                 raise _Refused(f"reading its text took longer than {PDF_MAX_SECONDS:.0f} s")
         pages = len(texts)
         # Form fields' names and values (drawn in their widgets) and the document's metadata.
@@ -284,20 +286,27 @@ def looks_opened(data: bytes) -> bool:
     return _is_pdf(data) or _decompressor(data) is not None or _is_zip(data)
 
 
-def contents(data: bytes) -> Contents:
-    """The texts inside `data` the upload filter must also see (none for a plain file)."""
+def contents(data: bytes, seconds: float | None = None) -> Contents:
+    """The texts inside `data` the upload filter must also see (none for a plain file).
+
+    ``seconds``: for all the PDFs in it together (a zip of a hundred slow PDFs
+    must not take a hundred times the bound); :data:`PDF_MAX_SECONDS` by default.
+    """
+    until = time.monotonic() + (PDF_MAX_SECONDS if seconds is None else seconds)
     found = Contents()
     try:
-        _open(data, 0, found, [MAX_EXPANDED_BYTES, MAX_MEMBERS], top=True)
+        _open(data, 0, found, [MAX_EXPANDED_BYTES, MAX_MEMBERS], until, top=True)
     except _Refused as why:
         found.refused = str(why)
         found.texts = []
     return found
 
 
-def _open(data: bytes, depth: int, found: Contents, budget: list[int], *, top: bool = False) -> None:
+def _open(
+    data: bytes, depth: int, found: Contents, budget: list[int], until: float, *, top: bool = False
+) -> None:
     """Add the texts inside `data` (opened `depth` levels deep already) to `found`;
-    ``budget``: [bytes left, members left] for the whole upload."""
+    ``budget``: [bytes left, members left] for the whole upload; ``until``: when its PDFs' time is up."""
     from claudegate_gateway.uploads import decode  # uploads imports this module
 
     # Every reading that applies, not the first: a file can be a gzip and a zip at once
@@ -305,7 +314,7 @@ def _open(data: bytes, depth: int, found: Contents, budget: list[int], *, top: b
     opened: list[tuple[str, list[bytes]]] = []
     if _is_pdf(data):
         try:
-            text, pages = _pdf_text(data, budget[0])
+            text, pages = _pdf_text(data, budget[0], until)
         except _Refused:
             if data.startswith(b"%PDF-") or not top:
                 raise
@@ -335,7 +344,7 @@ def _open(data: bytes, depth: int, found: Contents, budget: list[int], *, top: b
             # The expanded bytes are read like an uploaded file's; what is inside is opened in turn.
             found.texts.append(decode(inner)[0])
             if looks_opened(inner):
-                _open(inner, depth + 1, found, budget)
+                _open(inner, depth + 1, found, budget, until)
 
 
 def _unzip(data: bytes, budget: int, budgets: list[int]) -> tuple[list[str], list[bytes]]:

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from claudegate_gateway.filecontents import Contents, contents
+from claudegate_gateway.filecontents import PDF_MAX_SECONDS, Contents, contents
 from claudegate_gateway.filters import FilterPolicy, FilterResult, Verdict
 from claudegate_gateway.jsonbody import BodyError, parse_object
 from claudegate_gateway.keystore import Scopes
@@ -167,25 +168,26 @@ def _check_inline_pdfs(doc: dict[str, Any], policy: FilterPolicy, found: Inspect
     PDF cannot be rewritten in place); a PDF that cannot be read whole is refused.
     """
     stack: list[Any] = [doc]
+    until = time.monotonic() + PDF_MAX_SECONDS  # for all of the body's PDFs together
     while stack:
         node = stack.pop()
         if isinstance(node, dict):
             if node.get("type") == "base64" and node.get("media_type") == "application/pdf":
                 data = node.get("data")
                 if isinstance(data, str):
-                    _check_pdf(data, policy, found, where)
+                    _check_pdf(data, policy, found, where, until)
             stack.extend(v for v in node.values() if isinstance(v, (dict, list)))
         elif isinstance(node, list):
             stack.extend(v for v in node if isinstance(v, (dict, list)))
 
 
-def _check_pdf(data: str, policy: FilterPolicy, found: Inspection, where: str) -> None:
+def _check_pdf(data: str, policy: FilterPolicy, found: Inspection, where: str, until: float) -> None:
     try:
         pdf = base64.b64decode(data)
     except ValueError:
         return  # not base64: upstream refuses it, the model reads nothing from it
     # Only a PDF (its header where readers look for it): upstream reads nothing else as one.
-    inside = contents(pdf) if b"%PDF-" in pdf[:1024] else Contents()
+    inside = contents(pdf, until - time.monotonic()) if b"%PDF-" in pdf[:1024] else Contents()
     if inside.refused is not None:
         raise Refused("invalid_request_error", f"{where}a PDF document: the gateway cannot inspect it: "
                       f"{inside.refused}")  # fmt: skip
