@@ -175,3 +175,23 @@ def test_the_name_the_model_gave_a_file_goes_through_the_response_rules(
     plain = model_made(gw, fake, key, b"hello")
     fake.state.files[plain].filename = "report.txt"
     assert 'filename="report.txt"' in download(gw, key, plain).headers["content-disposition"]
+
+
+def test_a_log_rule_seen_through_the_nuls_is_counted_not_blocking() -> None:
+    from claudegate_gateway.filters import FilterPolicy
+    from claudegate_gateway.filters.download import DownloadFilter
+    from claudegate_gateway.filters.response import ResponseFilter
+
+    policy = FilterPolicy.from_config(
+        [{"name": "watch", "pattern": "falcon", "direction": "response", "action": "log"},
+         {"name": "codename", "pattern": "eagle", "direction": "response", "action": "redact"}], "test")  # fmt: skip
+    rf = ResponseFilter.from_policy(policy)
+    assert rf is not None
+    logged = DownloadFilter(rf)
+    data = "the falcon report".encode("utf-16-le")
+    assert logged.feed(data) + logged.close() == data and not logged.blocked
+    assert [(v.rule, v.action) for v in logged.verdicts()] == [("watch", "log")]
+    redacted = DownloadFilter(rf)
+    redacted.feed("the eagle report".encode("utf-16-le"))
+    redacted.close()
+    assert redacted.blocked and [(v.rule, v.action) for v in redacted.verdicts()] == [("codename", "block")]

@@ -29,6 +29,7 @@ from __future__ import annotations
 import codecs
 from dataclasses import replace
 
+from claudegate_gateway.filters.policy import _Rule
 from claudegate_gateway.filters.response import Channel, ResponseFilter, Tally
 from claudegate_gateway.filters.results import Verdict
 
@@ -54,18 +55,23 @@ class DownloadFilter:
 
     @property
     def blocked(self) -> bool:
-        return self.tally.blocked is not None or bool(self._shadow_tally.counts)
+        return self.tally.blocked is not None or self._shadow_rule() is not None
+
+    def _shadow_rule(self) -> _Rule | None:
+        # A rule that would change or stop the text matched only in the shadow: it blocks
+        # (a log rule there is only counted, as anywhere else).
+        return next((r for r in self._shadow_tally.rules.values() if r.action != "log"), None)
 
     @property
     def blocked_rule(self) -> str:
-        rule = self.tally.blocked or next(iter(self._shadow_tally.rules.values()), None)
+        rule = self.tally.blocked or self._shadow_rule()
         return rule.name if rule is not None else "?"
 
     @property
     def blocked_type(self) -> str:
         if self.tally.blocked is not None:
             return self.tally.blocked_type
-        rule = next(iter(self._shadow_tally.rules.values()), None)
+        rule = self._shadow_rule()
         return "permission_error" if rule is not None and rule.status == 403 else "invalid_request_error"
 
     @property
@@ -74,7 +80,7 @@ class DownloadFilter:
 
     def verdicts(self) -> list[Verdict]:
         # A match only the shadow saw blocked the download, whatever its rule's action.
-        shadow = [replace(v, action="block") for v in self._shadow_tally.verdicts()]
+        shadow = [v if v.action == "log" else replace(v, action="block") for v in self._shadow_tally.verdicts()]
         return self.tally.verdicts() + shadow
 
     def feed(self, chunk: bytes) -> bytes:
