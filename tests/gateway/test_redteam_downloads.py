@@ -26,6 +26,7 @@ import pypdf
 import pytest
 from pypdf.generic import DecodedStreamObject, DictionaryObject, NameObject
 
+from tests.conftest import GatewayFactory
 from tests.gateway.test_download_filters import AWS, HOLD, V, download, gw, keys, model_made
 from tests.support.fake_anthropic import FakeAnthropic
 from tests.support.gateway_proc import GatewayProc
@@ -195,3 +196,15 @@ def test_a_log_rule_seen_through_the_nuls_is_counted_not_blocking() -> None:
     redacted.feed("the eagle report".encode("utf-16-le"))
     redacted.close()
     assert redacted.blocked and [(v.rule, v.action) for v in redacted.verdicts()] == [("codename", "block")]
+
+
+def test_a_log_rule_inside_a_compressed_download_does_not_block_it(
+    gateway_factory: GatewayFactory, fake: FakeAnthropic
+) -> None:
+    gw2 = gateway_factory({"filters": [{"name": "watch", "pattern": "falcon", "direction": "response",
+                                        "action": "log"}]}, name="logging")  # fmt: skip
+    key = gw2.create_key("team")
+    data = gzip.compress(b"the falcon report\n" * 20)
+    r = download(gw2, key, model_made(gw2, fake, key, data))
+    assert r.status_code == 200 and r.content == data, r.text
+    assert ("watch", "log") in {(v["rule"], v["action"]) for v in gw2.record(r.headers)["filters"]}

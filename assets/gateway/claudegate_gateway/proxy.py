@@ -692,8 +692,9 @@ class Gateway:
             kind = "/".join(inside.kinds) or inside_kind(data)
             raise GatewayError("invalid_request_error",
                                f"The gateway cannot inspect this downloaded {kind} file: {inside.refused}")  # fmt: skip
-        if verdicts:
-            blocked = [replace(v, action="block") for v in verdicts]
+        ex.verdicts.extend(v for v in verdicts if v.action == "log")  # counted, no more
+        blocked = [replace(v, action="block") for v in verdicts if v.action != "log"]
+        if blocked:
             ex.verdicts.extend(blocked)
             self.metrics.filter_blocks += 1
             ex.error_type = "response_blocked"
