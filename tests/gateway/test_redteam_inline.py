@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 from typing import Any
 
 import httpx
@@ -92,3 +93,22 @@ def test_an_inline_pdf_that_cannot_be_read_is_refused(gateway_factory: GatewayFa
                    json=body(document(b"%PDF-1.7\n" + b"\x00garbage" * 100)), timeout=60)  # fmt: skip
     assert r.status_code == 400 and "cannot inspect" in r.text, r.text
     assert fake.state.requests == []
+
+
+@pytest.mark.parametrize("spelling", ["application/PDF", "application/pdf; charset=binary"])
+def test_an_inline_pdf_is_read_in_the_worker_whatever_the_body_spells(spelling: str) -> None:
+    """JSON escapes or another spelling of the media type: the body's bytes do not say "application/pdf",
+    yet the PDF is parsed, and only in the worker (never inline on the event loop)."""
+    from claudegate_gateway.filters import FilterPolicy
+    from claudegate_gateway.inspection import inspect_body
+    from claudegate_gateway.keystore import Scopes
+
+    block = document(pdf(f"aws_access_key_id = {AWS}"))
+    block["source"]["media_type"] = spelling
+    raw = json.dumps(body(block)).replace("pdf", "\\u0070df").encode()
+    assert b'"application/pdf"' not in raw  # what a check of the bytes would look for
+    policy, scopes = FilterPolicy.default(), Scopes()
+    inline = inspect_body("message", raw, scopes, policy, parse_pdfs=False)
+    assert inline.needs_worker and inline.error is None
+    worker = inspect_body("message", raw, scopes, policy)
+    assert worker.error is not None and "filter rule" in worker.error[1]

@@ -50,6 +50,13 @@ class Inspection:
     container_ids: list[str] = field(default_factory=list)  # `container` reused: each must be the caller's
     # Content the body points at (files, URLs, server tools): reservation.py adds its cost to ``tokens``.
     refs: References = field(default_factory=References)
+    # An inline PDF met where PDFs are not parsed (on the event loop): inspect again in the worker.
+    needs_worker: bool = False
+    parse_pdfs: bool = True
+
+
+class _NeedsWorker(Exception):
+    pass
 
 
 def estimate_tokens(size: int) -> int:
@@ -58,11 +65,19 @@ def estimate_tokens(size: int) -> int:
     return size // 3 + 1
 
 
-def inspect_body(kind: str, body: bytes, scopes: Scopes, policy: FilterPolicy) -> Inspection:
-    """Check a JSON body of route kind ``message``, ``count_tokens`` or ``batch``."""
-    found = Inspection(body)
+def inspect_body(
+    kind: str, body: bytes, scopes: Scopes, policy: FilterPolicy, *, parse_pdfs: bool = True
+) -> Inspection:
+    """Check a JSON body of route kind ``message``, ``count_tokens`` or ``batch``.
+
+    ``parse_pdfs`` False (inline, on the event loop): a body with an inline PDF
+    comes back with ``needs_worker`` set, for the caller to inspect it there.
+    """
+    found = Inspection(body, parse_pdfs=parse_pdfs)
     try:
         _inspect(kind, body, scopes, policy, found)
+    except _NeedsWorker:
+        return Inspection(body, needs_worker=True)
     except Refused as no:
         found.error = (no.error_type, no.message)
     except BodyError as exc:
@@ -172,7 +187,9 @@ def _check_inline_pdfs(doc: dict[str, Any], policy: FilterPolicy, found: Inspect
     while stack:
         node = stack.pop()
         if isinstance(node, dict):
-            if node.get("type") == "base64" and node.get("media_type") == "application/pdf":
+            media = node.get("media_type")
+            # (Spelled in any case, with parameters: a lenient reader upstream must not read a PDF unseen.)
+            if node.get("type") == "base64" and str(media).split(";")[0].strip().lower() == "application/pdf":
                 data = node.get("data")
                 if isinstance(data, str):
                     _check_pdf(data, policy, found, where, until)
@@ -186,6 +203,8 @@ def _check_pdf(data: str, policy: FilterPolicy, found: Inspection, where: str, u
         pdf = base64.b64decode(data)
     except ValueError:
         return  # not base64: upstream refuses it, the model reads nothing from it
+    if not found.parse_pdfs:
+        raise _NeedsWorker
     # Only a PDF (its header where readers look for it): upstream reads nothing else as one.
     inside = contents(pdf, until - time.monotonic()) if b"%PDF-" in pdf[:1024] else Contents()
     if inside.refused is not None:

@@ -198,9 +198,11 @@ class Offload:
         self._shutdown()
 
     async def inspect(self, kind: str, body: bytes, scopes: Scopes, client: str = "") -> Inspection:
-        # A PDF sent inline is parsed (inspection.py): never on the event loop, however small.
-        if len(body) < self.inline_max and b'"application/pdf"' not in body:
-            return inspect_body(kind, body, scopes, self.policies.request_policy(client))
+        if len(body) < self.inline_max:
+            found = inspect_body(kind, body, scopes, self.policies.request_policy(client), parse_pdfs=False)
+            if not found.needs_worker:
+                return found
+            # A PDF sent inline is parsed (inspection.py): never on the event loop, however small.
         found = await self._in_worker(client, _inspect_in_worker, kind, body, scopes, client)
         if not found.changed:
             found.body = body
