@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import base64
 import io
+import itertools
 import json
+import time
 from typing import Any
 
 import httpx
@@ -112,3 +114,30 @@ def test_an_inline_pdf_is_read_in_the_worker_whatever_the_body_spells(spelling: 
     assert inline.needs_worker and inline.error is None
     worker = inspect_body("message", raw, scopes, policy)
     assert worker.error is not None and "filter rule" in worker.error[1]
+
+
+def test_the_pdf_time_bound_is_for_the_whole_body_batches_included(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each batch request's PDFs had their own 30 s: a batch of thousands could hold a worker for hours.
+    The time a PDF is given is what the body's PDFs have left together."""
+    import claudegate_gateway.inspection as insp
+    from claudegate_gateway.filecontents import Contents
+    from claudegate_gateway.filters import FilterPolicy
+    from claudegate_gateway.inspection import inspect_body
+    from claudegate_gateway.keystore import Scopes
+
+    given: list[float | None] = []
+
+    def slow_reading(data: bytes, seconds: float | None = None) -> Contents:
+        given.append(seconds)
+        time.sleep(0.05)  # a PDF that takes its time
+        return Contents()
+
+    monkeypatch.setattr(insp, "contents", slow_reading)
+    pdf_block = document(pdf("quarterly figures"))
+    batch = {"requests": [{"custom_id": f"r{i}", "params": body(pdf_block)} for i in range(4)]}
+    assert inspect_body("batch", json.dumps(batch).encode(), Scopes(), FilterPolicy.default()).error is None
+    assert len(given) == 4 and all(isinstance(s, float) for s in given)
+    left = [s for s in given if s is not None]
+    # Each PDF gets what is left of one bound: at least the 0.05 s the ones before it took, less.
+    assert all(b <= a - 0.04 for a, b in itertools.pairwise(left)), left
+    assert left[0] <= insp.PDF_MAX_SECONDS

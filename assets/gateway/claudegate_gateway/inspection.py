@@ -53,6 +53,8 @@ class Inspection:
     # An inline PDF met where PDFs are not parsed (on the event loop): inspect again in the worker.
     needs_worker: bool = False
     parse_pdfs: bool = True
+    # When the body's inline PDFs have had their time, all of them together (every request of a batch).
+    pdfs_until: float | None = None
 
 
 class _NeedsWorker(Exception):
@@ -183,7 +185,6 @@ def _check_inline_pdfs(doc: dict[str, Any], policy: FilterPolicy, found: Inspect
     PDF cannot be rewritten in place); a PDF that cannot be read whole is refused.
     """
     stack: list[Any] = [doc]
-    until = time.monotonic() + PDF_MAX_SECONDS  # for all of the body's PDFs together
     while stack:
         node = stack.pop()
         if isinstance(node, dict):
@@ -192,19 +193,22 @@ def _check_inline_pdfs(doc: dict[str, Any], policy: FilterPolicy, found: Inspect
             if node.get("type") == "base64" and str(media).split(";")[0].strip().lower() == "application/pdf":
                 data = node.get("data")
                 if isinstance(data, str):
-                    _check_pdf(data, policy, found, where, until)
+                    _check_pdf(data, policy, found, where)
             stack.extend(v for v in node.values() if isinstance(v, (dict, list)))
         elif isinstance(node, list):
             stack.extend(v for v in node if isinstance(v, (dict, list)))
 
 
-def _check_pdf(data: str, policy: FilterPolicy, found: Inspection, where: str, until: float) -> None:
+def _check_pdf(data: str, policy: FilterPolicy, found: Inspection, where: str) -> None:
     try:
         pdf = base64.b64decode(data)
     except ValueError:
         return  # not base64: upstream refuses it, the model reads nothing from it
     if not found.parse_pdfs:
         raise _NeedsWorker
+    if found.pdfs_until is None:
+        found.pdfs_until = time.monotonic() + PDF_MAX_SECONDS
+    until = found.pdfs_until
     # Only a PDF (its header where readers look for it): upstream reads nothing else as one.
     inside = contents(pdf, until - time.monotonic()) if b"%PDF-" in pdf[:1024] else Contents()
     if inside.refused is not None:
