@@ -73,6 +73,7 @@ import asyncio
 import base64
 import contextlib
 import hashlib
+import io
 import json
 import math
 import mimetypes
@@ -541,6 +542,8 @@ class FakeState:
     url_source_tokens: int = 5_000  # what fetching one URL source bills (the fake fetches nothing)
     batches: dict[str, _Batch] = field(default_factory=dict, repr=False)
     files: dict[str, _File] = field(default_factory=dict, repr=False)
+    # Code execution containers made so far (one upstream workspace: any request may name any of them).
+    containers: set[str] = field(default_factory=set, repr=False)
     billed: list[Billed] = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
@@ -683,6 +686,7 @@ class FakeState:
             self.failures.clear()
             self.batches.clear()
             self.files.clear()
+            self.containers.clear()
             self.billed.clear()
             for name, value in self._initial.items():
                 setattr(self, name, value)
@@ -833,11 +837,23 @@ def _image_dims(data: bytes) -> tuple[int, int] | None:
     return None
 
 
+def _pdf_page_count(data: bytes) -> int:
+    """The pages a PDF reader finds (its page tree: a page needs no /Type there), as Anthropic bills
+    them, or the page objects in plain sight when that is more (the tests' hand-made PDFs have no tree)."""
+    plain = len(_PDF_PAGE_RE.findall(data))
+    try:
+        import pypdf
+
+        return max(plain, len(pypdf.PdfReader(io.BytesIO(data), strict=False).pages))
+    except Exception:  # not readable as a whole, or no pypdf here
+        return plain
+
+
 def _file_input_tokens(stored: _File) -> int:
     """What one reference to an uploaded file bills, by what the file is."""
     data = stored.data
     if data.startswith(b"%PDF-"):
-        return max(1, len(_PDF_PAGE_RE.findall(data))) * PDF_PAGE_TOKENS
+        return max(1, _pdf_page_count(data)) * PDF_PAGE_TOKENS
     dims = _image_dims(data)
     if dims is not None:
         w, h = dims
@@ -881,6 +897,27 @@ def _reply_for(state: FakeState, body: Mapping[str, Any]) -> Reply:
     reply = scripted_reply(state.script, body) if state.script else plan_reply(body, state.default_reply_words)
     reply.input_tokens += referenced_input_tokens(state, body)
     return reply
+
+
+_CODE_EXECUTION = re.compile(r"^code_execution_[0-9]{8}$")
+
+
+def _container_for(state: FakeState, body: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The container a request runs in: the one it names (any the workspace has), or a new one when
+    it uses code execution or uploads a file into a container; None otherwise."""
+    given = body.get("container")
+    named = given.get("id") if isinstance(given, Mapping) else given
+    if isinstance(named, str):
+        if named not in state.containers:
+            raise ApiError(404, "not_found_error", f"Container not found: {named}")
+    else:
+        tools = body.get("tools") or []
+        uses = any(isinstance(t, Mapping) and _CODE_EXECUTION.match(str(t.get("type", ""))) for t in tools)
+        if not uses and b'"container_upload"' not in _dumps(body.get("messages") or []):
+            return None
+        named = _new_id("container_011")
+        state.containers.add(named)
+    return {"id": named, "expires_at": "2099-01-01T00:00:00Z"}
 
 
 def _bill(state: FakeState, path: str, reply: Reply, params: Any) -> None:
@@ -1157,6 +1194,8 @@ class Reply:
     output_tokens: int
     # index -> the exact deltas to stream for that block (scripted replies)
     deltas: dict[int, list[str]] = field(default_factory=dict)
+    # {"id", "expires_at"} of the code execution container the request ran in, if any
+    container: dict[str, Any] | None = None
 
 
 # Blocks the API's server tools add to a reply (web search and fetch, code execution).
@@ -1394,6 +1433,7 @@ def message_json(reply: Reply, model: str, message_id: str | None = None) -> dic
         "stop_reason": reply.stop_reason,
         "stop_sequence": reply.stop_sequence,
         "usage": _usage(reply, reply.output_tokens),
+        **({"container": reply.container} if reply.container is not None else {}),
     }
 
 
@@ -1405,6 +1445,7 @@ def stream_events(reply: Reply, model: str, message_id: str | None = None) -> It
     """The SSE byte chunks of a streamed reply, one event per chunk, in the real API's order."""
     start = message_json(reply, model, message_id)
     start["content"] = []
+    start.pop("container", None)  # told in message_delta, once the turn has run
     start["stop_reason"] = None
     start["stop_sequence"] = None
     start["usage"] = _usage(reply, 1)
@@ -1464,7 +1505,8 @@ def stream_events(reply: Reply, model: str, message_id: str | None = None) -> It
         "message_delta",
         {
             "type": "message_delta",
-            "delta": {"stop_reason": reply.stop_reason, "stop_sequence": reply.stop_sequence},
+            "delta": {"stop_reason": reply.stop_reason, "stop_sequence": reply.stop_sequence,
+                      **({"container": reply.container} if reply.container is not None else {})},
             "usage": {
                 "input_tokens": reply.input_tokens,
                 "cache_creation_input_tokens": 0,
@@ -1659,6 +1701,7 @@ async def _messages(request: web.Request) -> web.StreamResponse:
     spec = _resolve(state, body["model"])
     _check_model_limits(spec, body)
     reply = _reply_for(state, body)
+    reply.container = _container_for(state, body)
     # Billed once generation starts, whether or not anyone reads the answer to its end.
     _bill(state, request.path, reply, body)
     if not body.get("stream"):

@@ -13,7 +13,7 @@ from aiohttp import web
 from claudegate_gateway.bindaddr import listen_host
 from claudegate_gateway.config import Config, read_secret
 from claudegate_gateway.errors import GatewayError
-from claudegate_gateway.httpserver import SERVER_NAME, ShapedAppRunner
+from claudegate_gateway.httpserver import SERVER_NAME, ShapedAppRunner, expect_continue, shaped_router_errors
 from claudegate_gateway.keystore import KeyStore
 from claudegate_gateway.offload import build_policy
 from claudegate_gateway.proxy import Gateway
@@ -56,8 +56,9 @@ def public_app(gateway: Gateway) -> web.Application:
     app = web.Application(
         client_max_size=gateway.config.max_body_bytes,
         handler_args={"max_field_size": 16384, "auto_decompress": False},
+        middlewares=[shaped_router_errors],
     )
-    app.router.add_route("*", "/{tail:.*}", gateway.handle)
+    app.router.add_route("*", "/{tail:.*}", gateway.handle, expect_handler=expect_continue)
     app.on_response_prepare.append(_hide_server)
     return app
 
@@ -92,7 +93,7 @@ def internal_app(gateway: Gateway) -> web.Application:
         )
         return web.Response(text=text, content_type="text/plain")
 
-    app = web.Application()
+    app = web.Application(middlewares=[shaped_router_errors])
     app.on_response_prepare.append(_hide_server)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

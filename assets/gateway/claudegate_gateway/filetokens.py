@@ -14,9 +14,11 @@ Each estimate is an upper bound, never a guess that could fall short:
   an image of the page (1,500-3,000 tokens of text per dense page, plus at
   most :data:`IMAGE_MAX_TOKENS` for its image). Pages are counted as page
   objects in the file and in its compressed object streams (bounded
-  decompression); a PDF whose pages cannot be counted (encrypted, or too
-  much to decompress) is reserved at :data:`PDF_MAX_PAGES` pages, the API's
-  own page limit per request;
+  decompression; a name may be spelled with #xx escapes), and by pypdf when
+  the upload was read (a page needs no /Type for a reader: the larger count
+  wins); a PDF whose pages cannot be counted (encrypted, or too much to
+  decompress) is reserved at :data:`PDF_MAX_PAGES` pages, the API's own
+  page limit per request;
 * images (PNG, JPEG, GIF, WebP, read from their headers): Anthropic's
   published formula, (width x height) / 750, after the documented downscale
   (long edge at most 1568 px, area at most about 1.15 megapixels), so never
@@ -54,7 +56,15 @@ def estimate_tokens(size: int) -> int:
     return size // 3 + 1
 
 
-_PAGE = re.compile(rb"/Type\s*/Page(?![A-Za-z0-9])")
+def _name_pattern(word: str) -> bytes:
+    """A regex for the PDF name /word, any of its characters written as #xx (/P#61ge is /Page to every reader)."""
+    letters = "".join(f"(?:{c}|#(?i:{ord(c):02x}))" for c in word)
+    return b"/" + letters.encode()
+
+
+# White space between the tokens may include comments (% to the end of the line).
+_GAP = rb"\s*(?:%[^\r\n]*[\r\n]\s*)*"
+_PAGE = re.compile(_name_pattern("Type") + _GAP + _name_pattern("Page") + rb"(?![A-Za-z0-9#])")
 _FLATE_STREAM = re.compile(rb"stream\r?\n")
 
 
@@ -186,12 +196,15 @@ def pdf_pages(data: bytes) -> int | None:
     return pages or None
 
 
-def file_tokens(data: bytes, content_type: str) -> int:
+def file_tokens(data: bytes, content_type: str, parsed_pages: int | None = None) -> int:
     """The input tokens upstream may bill each time a request references this file (an upper bound).
 
     The largest of every reading that applies: a text file that starts with
     an image's magic bytes is still billed as text when referenced as a
-    document.
+    document. ``parsed_pages``: the pages a PDF parser found when the upload
+    was read (filecontents.py); a page tree can hold pages this module's
+    scan does not see (no /Type, a name spelled another way), so the larger
+    count is reserved.
     """
     found: list[int] = []
     size = image_size(data)
@@ -201,7 +214,8 @@ def file_tokens(data: bytes, content_type: str) -> int:
         found.append(IMAGE_MAX_TOKENS)
     if data.startswith(b"%PDF-") or b"%PDF-" in data[:1024] or content_type == "application/pdf":
         pages = pdf_pages(data)
-        found.append((pages if pages is not None else PDF_MAX_PAGES) * PDF_PAGE_TOKENS)
+        pages = max(PDF_MAX_PAGES if pages is None else pages, parsed_pages or 0)
+        found.append(pages * PDF_PAGE_TOKENS)
     if _strict_text(data):
         found.append(estimate_tokens(len(data)))
     if not found:

@@ -9,15 +9,19 @@ same result.
 
 from __future__ import annotations
 
+import base64
 import json
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from claudegate_gateway.filecontents import PDF_MAX_SECONDS, Contents, contents
 from claudegate_gateway.filters import FilterPolicy, FilterResult, Verdict
 from claudegate_gateway.jsonbody import BodyError, parse_object
 from claudegate_gateway.keystore import Scopes
 from claudegate_gateway.ownership import referenced_file_ids
 from claudegate_gateway.reservation import References, references
+from claudegate_gateway.uploads import inside_document
 
 
 class Refused(Exception):
@@ -43,8 +47,18 @@ class Inspection:
     filter_blocked: bool = False
     error: tuple[str, str] | None = None  # (Anthropic error type, message)
     file_ids: list[str] = field(default_factory=list)  # each must be the caller's (checked by the proxy)
+    container_ids: list[str] = field(default_factory=list)  # `container` reused: each must be the caller's
     # Content the body points at (files, URLs, server tools): reservation.py adds its cost to ``tokens``.
     refs: References = field(default_factory=References)
+    # An inline PDF met where PDFs are not parsed (on the event loop): inspect again in the worker.
+    needs_worker: bool = False
+    parse_pdfs: bool = True
+    # When the body's inline PDFs have had their time, all of them together (every request of a batch).
+    pdfs_until: float | None = None
+
+
+class _NeedsWorker(Exception):
+    pass
 
 
 def estimate_tokens(size: int) -> int:
@@ -53,11 +67,19 @@ def estimate_tokens(size: int) -> int:
     return size // 3 + 1
 
 
-def inspect_body(kind: str, body: bytes, scopes: Scopes, policy: FilterPolicy) -> Inspection:
-    """Check a JSON body of route kind ``message``, ``count_tokens`` or ``batch``."""
-    found = Inspection(body)
+def inspect_body(
+    kind: str, body: bytes, scopes: Scopes, policy: FilterPolicy, *, parse_pdfs: bool = True
+) -> Inspection:
+    """Check a JSON body of route kind ``message``, ``count_tokens`` or ``batch``.
+
+    ``parse_pdfs`` False (inline, on the event loop): a body with an inline PDF
+    comes back with ``needs_worker`` set, for the caller to inspect it there.
+    """
+    found = Inspection(body, parse_pdfs=parse_pdfs)
     try:
         _inspect(kind, body, scopes, policy, found)
+    except _NeedsWorker:
+        return Inspection(body, needs_worker=True)
     except Refused as no:
         found.error = (no.error_type, no.message)
     except BodyError as exc:
@@ -108,6 +130,23 @@ def _inspect(kind: str, body: bytes, scopes: Scopes, policy: FilterPolicy, found
 def _check_params(
     doc: dict[str, Any], scopes: Scopes, policy: FilterPolicy, found: Inspection, generates: bool, where: str
 ) -> tuple[dict[str, Any], bool]:
+    container = doc.get("container")
+    if container is not None:
+        # A container holds what an earlier request put in it (uploaded files, outputs): naming one
+        # reuses it, so it must be the caller's (an id string, or an object with its id).
+        named = container.get("id") if isinstance(container, dict) else container
+        if not isinstance(named, str) and not (isinstance(container, dict) and named is None):
+            raise Refused("invalid_request_error", f"{where}container: an id string or an object is required")
+        if isinstance(named, str):
+            found.container_ids.append(named)
+        skills = container.get("skills") if isinstance(container, dict) else None
+        for skill in skills if isinstance(skills, list) else []:
+            # A custom skill is an object of the shared workspace (its code, its files) that no
+            # client made through the gateway (it serves no skills API): nobody's, like a file made
+            # outside it. Anthropic's own skills are everyone's.
+            if not (isinstance(skill, dict) and skill.get("type") == "anthropic"):
+                skill_id = skill.get("skill_id") if isinstance(skill, dict) else None
+                raise Refused("not_found_error", f"Skill not found: {str(skill_id)[:128]}")
     model = doc.get("model")
     if not isinstance(model, str) or not model:
         raise Refused("invalid_request_error", f"{where}model: Field required")
@@ -135,7 +174,55 @@ def _check_params(
             found.stream = True
     result = policy.apply(doc)
     _filter(result, found)
+    _check_inline_pdfs(doc, policy, found, where)
     return result.body, result.changed
+
+
+def _check_inline_pdfs(doc: dict[str, Any], policy: FilterPolicy, found: Inspection, where: str) -> None:
+    """A PDF sent inline (a base64 document source) is read like an uploaded one (filecontents.py).
+
+    The model reads its text; the filters saw only base64. A match blocks (the
+    PDF cannot be rewritten in place); a PDF that cannot be read whole is refused.
+    """
+    stack: list[Any] = [doc]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            media = node.get("media_type")
+            # (Spelled in any case, with parameters: a lenient reader upstream must not read a PDF unseen.)
+            if node.get("type") == "base64" and str(media).split(";")[0].strip().lower() == "application/pdf":
+                data = node.get("data")
+                if isinstance(data, str):
+                    _check_pdf(data, policy, found, where)
+            stack.extend(v for v in node.values() if isinstance(v, (dict, list)))
+        elif isinstance(node, list):
+            stack.extend(v for v in node if isinstance(v, (dict, list)))
+
+
+def _check_pdf(data: str, policy: FilterPolicy, found: Inspection, where: str) -> None:
+    try:
+        pdf = base64.b64decode(data)
+    except ValueError:
+        return  # not base64: upstream refuses it, the model reads nothing from it
+    if not found.parse_pdfs:
+        raise _NeedsWorker
+    if found.pdfs_until is None:
+        found.pdfs_until = time.monotonic() + PDF_MAX_SECONDS
+    until = found.pdfs_until
+    # Only a PDF (its header where readers look for it): upstream reads nothing else as one.
+    inside = contents(pdf, until - time.monotonic()) if b"%PDF-" in pdf[:1024] else Contents()
+    if inside.refused is not None:
+        raise Refused("invalid_request_error", f"{where}a PDF document: the gateway cannot inspect it: "
+                      f"{inside.refused}")  # fmt: skip
+    if not inside.texts:
+        return
+    result = policy.apply(inside_document(inside.texts))
+    found.verdicts.extend(result.verdicts)
+    rule = result.blocked or next((v for v in result.verdicts if v.action != "log"), None)
+    if rule is not None:
+        found.filter_blocked = True
+        kind = "permission_error" if result.status == 403 else "invalid_request_error"
+        raise Refused(kind, f"The request was blocked by the gateway's filter rule {rule.rule!r} (in a PDF document)")
 
 
 def _filter(result: FilterResult, found: Inspection) -> None:

@@ -36,7 +36,7 @@ def _usage_input(usage: dict[str, Any]) -> int:
 
 class UsageMeter:
     # One per request, held as long as it (a stream's for minutes).
-    __slots__ = ("_buf", "final", "input_tokens", "model", "output_tokens", "saw_stop", "stream_error")
+    __slots__ = ("_buf", "container_id", "final", "input_tokens", "model", "output_tokens", "saw_stop", "stream_error")
 
     def __init__(self) -> None:
         self.input_tokens = 0
@@ -45,6 +45,7 @@ class UsageMeter:
         self.stream_error: str | None = None
         self.saw_stop = False
         self.final = False  # upstream's final usage has arrived
+        self.container_id: str | None = None  # the code execution container upstream used (ownership)
         self._buf = b""
 
     @property
@@ -66,6 +67,12 @@ class UsageMeter:
                 self.final = True
             if isinstance(doc.get("model"), str):
                 self.model = doc["model"]
+            self._container(doc.get("container"))
+
+    def _container(self, value: Any) -> None:
+        found = value.get("id") if isinstance(value, dict) else None
+        if isinstance(found, str):
+            self.container_id = found
 
     def feed(self, chunk: bytes) -> None:
         """Look at a piece of an event stream that has already been forwarded."""
@@ -103,7 +110,11 @@ class UsageMeter:
             self.output_tokens = out if isinstance(out, int) else 0
             if isinstance(message.get("model"), str):
                 self.model = message["model"]
+            self._container(message.get("container"))
         elif kind == "message_delta":
+            delta = doc.get("delta")
+            if isinstance(delta, dict):
+                self._container(delta.get("container"))
             usage = doc.get("usage") or {}
             out = usage.get("output_tokens")
             if isinstance(out, int):

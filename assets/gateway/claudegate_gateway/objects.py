@@ -51,6 +51,8 @@ def not_found(kind: ObjectKind, object_id: str) -> GatewayError:
     # The same words upstream uses for an id that does not exist.
     if kind == "batch":
         return GatewayError("not_found_error", f"Message batch {object_id} not found.")
+    if kind == "container":
+        return GatewayError("not_found_error", f"Container not found: {object_id}")
     return GatewayError("not_found_error", f"File not found: {object_id}")
 
 

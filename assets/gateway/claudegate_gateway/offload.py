@@ -33,8 +33,9 @@ from typing import Any, TypeVar
 
 from claudegate_gateway.fairqueue import FairTurns, host_cores
 from claudegate_gateway.filecontents import Contents, contents, looks_opened
-from claudegate_gateway.filters import FilterPolicy, FilterResult
+from claudegate_gateway.filters import FilterPolicy, FilterResult, Verdict
 from claudegate_gateway.filters.clients import ClientPolicies
+from claudegate_gateway.filters.response import ResponseFilter
 from claudegate_gateway.inspection import Inspection, inspect_body
 from claudegate_gateway.keystore import Scopes
 from claudegate_gateway.uploads import inside_document
@@ -100,6 +101,22 @@ def _inside(data: bytes, policy: FilterPolicy) -> tuple[Contents, FilterResult |
         result.body = {}  # a match blocks the upload: the rewritten text is never used
     found.texts = []  # filtered here: up to 64 MiB not copied back to the parent
     return found, result
+
+
+def _inside_download_in_worker(data: bytes, client: str) -> tuple[Contents, list[Verdict]]:
+    assert _policy is not None, "worker not initialised"
+    return inside_download(data, _policy.response_filter(client))
+
+
+def inside_download(data: bytes, rf: ResponseFilter | None) -> tuple[Contents, list[Verdict]]:
+    """What a downloaded file holds beyond its bytes, and the response rules' verdicts on that text."""
+    found = contents(data)
+    verdicts: list[Verdict] = []
+    if found.refused is None and found.texts and rf is not None:
+        checked = rf.message({"content": [{"type": "text", "text": t} for t in found.texts]})
+        verdicts = checked.tally.verdicts()
+    found.texts = []  # checked here: not copied back to the parent
+    return found, verdicts
 
 
 def _apply_in_worker(doc: dict[str, Any], client: str) -> FilterResult:
@@ -182,7 +199,10 @@ class Offload:
 
     async def inspect(self, kind: str, body: bytes, scopes: Scopes, client: str = "") -> Inspection:
         if len(body) < self.inline_max:
-            return inspect_body(kind, body, scopes, self.policies.request_policy(client))
+            found = inspect_body(kind, body, scopes, self.policies.request_policy(client), parse_pdfs=False)
+            if not found.needs_worker:
+                return found
+            # A PDF sent inline is parsed (inspection.py): never on the event loop, however small.
         found = await self._in_worker(client, _inspect_in_worker, kind, body, scopes, client)
         if not found.changed:
             found.body = body
@@ -200,6 +220,13 @@ class Offload:
         if not looks_opened(data):
             return Contents(), None
         return await self._in_worker(client, _inside_in_worker, data, client)
+
+    async def inside_download(self, data: bytes, client: str = "") -> tuple[Contents, list[Verdict]]:
+        """What a downloaded file holds beyond its bytes (a compressed file, a zip, a PDF) and the
+        client's response rules' verdicts on it, in one worker call."""
+        if not looks_opened(data):
+            return Contents(), []
+        return await self._in_worker(client, _inside_download_in_worker, data, client)
 
     async def _in_worker(self, key: str, fn: Callable[..., _R], *args: Any) -> _R:
         """``fn(*args)`` in a worker, when it is ``key``'s turn (round robin over keys)."""

@@ -28,7 +28,9 @@ import time
 from collections.abc import Iterator
 from typing import Any, Literal
 
-ObjectKind = Literal["batch", "file"]
+# A container (code execution's sandbox, its uploaded files and outputs) is owned by the
+# client whose request made it: only that client may name it in a later request's `container`.
+ObjectKind = Literal["batch", "file", "container"]
 
 OWNERSHIP_SCHEMA = """
 CREATE TABLE IF NOT EXISTS owned_objects (

@@ -14,7 +14,7 @@ import json
 import logging
 import sqlite3
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
@@ -31,13 +31,14 @@ from claudegate_gateway.concurrency import Admitted, FairSlots, InFlight
 from claudegate_gateway.config import Config
 from claudegate_gateway.errors import GatewayError, error_body, error_response, new_request_id
 from claudegate_gateway.fairqueue import BodyBytes, Claim
-from claudegate_gateway.filecontents import Contents
+from claudegate_gateway.filecontents import MAX_EXPANDED_BYTES, Contents, inside_kind, looks_opened
 from claudegate_gateway.filetokens import file_tokens
 from claudegate_gateway.filters import FilterPolicy, FilterResult, Verdict
 from claudegate_gateway.filters.batchresults import ResultsFilter
 from claudegate_gateway.filters.clients import ClientPolicies
 from claudegate_gateway.filters.download import HOLD_BYTES, DownloadFilter
-from claudegate_gateway.filters.response import ResponseFilter
+from claudegate_gateway.filters.filenames import filter_disposition, filter_file_object
+from claudegate_gateway.filters.response import ResponseFilter, Tally
 from claudegate_gateway.filters.sse import StreamFilter
 from claudegate_gateway.filters.upstream_errors import filter_error_body
 from claudegate_gateway.hygiene import (
@@ -63,6 +64,7 @@ from claudegate_gateway.modelscope import (
 )
 from claudegate_gateway.objects import Objects
 from claudegate_gateway.offload import Offload
+from claudegate_gateway.ownership import OBJECT_ID
 from claudegate_gateway.reservation import bound_server_tools, reservation_tokens
 from claudegate_gateway.routes import PACE_EVENTS, PACE_INTERVAL, Match, RouteError, match
 from claudegate_gateway.store import SqliteStore, Store
@@ -74,6 +76,8 @@ _DROP_DOWN = HOP_BY_HOP | {
     "content-length", "content-encoding", "set-cookie", "server", "x-powered-by", "via", "alt-svc",
 }
 _MAX_LOGGED_PATH = 256
+# A download with an inside (compressed, a zip, a PDF) is held whole to be read: at most this much.
+MAX_OPENED_DOWNLOAD = MAX_EXPANDED_BYTES
 # Responses that need no inspection go to the client in pieces this size.
 _CHUNK = 64 * 1024
 # A filtered stream's chunk is filtered this many bytes at a time (a millisecond or two of work).
@@ -312,6 +316,8 @@ class Gateway:
                 # The answer is gone already; the reservation stays charged (never less than billed).
                 log.warning("request %s: keystore busy, settlement skipped: %s", ex.request_id, exc)
             ex.close_holds()
+            if ex.meter.container_id is not None and ex.client is not None:
+                await self._own_container(ex.meter.container_id, ex)
             self.metrics.tokens["input"] += ex.meter.input_tokens
             self.metrics.tokens["output"] += ex.meter.output_tokens
             self.metrics.observe(_endpoint_label(ex), ex.status, time.perf_counter() - ex.started)
@@ -402,6 +408,8 @@ class Gateway:
             if found.error is not None:
                 raise GatewayError(*found.error)
             await self.objects.check_file_refs(client, found.file_ids)
+            for container_id in found.container_ids:
+                await self.objects.check_access(client, "container", container_id)
             body = found.body
             if any(uses is None or per is None for uses, per in found.refs.server_tools):
                 body = self._bound_server_tools(body)
@@ -512,10 +520,14 @@ class Gateway:
         rf = None
         if route.op.filter_response and ex.client is not None and upstream.status == 200:
             rf = self.filters.response_filter(ex.client.name)
-        if upstream.content_type == "text/event-stream":
+        # Only a message streams: a file (the model names it, and its type) or a results file that
+        # upstream serves as text/event-stream is still a file, for the filters below; read as
+        # events, text outside them would pass unseen.
+        if upstream.content_type == "text/event-stream" and route.op.meter == "message":
             sf = StreamFilter(rf, ex.request_id) if rf is not None else None
             return await self._relay_stream(request, upstream, headers, ex, sf)
         if route.op.stream_through and route.op.owner_kind == "file" and rf is not None:
+            self._filter_disposition(rf, headers, ex)
             return await self._relay_download(request, upstream, headers, ex, DownloadFilter(rf))
         if route.op.stream_through:
             return await self._relay_through(request, upstream, headers, ex, rf)
@@ -531,7 +543,35 @@ class Gateway:
             data = self._filter_error(data, ex)
         if route.op.owner_kind is not None:
             data = await self._owned_answer(request, route, ex, upstream.status, data)
+            if route.op.name == "files.get" and upstream.status == 200:
+                data = self._filter_file_name(data, ex)
         return web.Response(status=upstream.status, body=data, headers=headers)
+
+    def _filter_disposition(self, rf: ResponseFilter, headers: dict[str, str], ex: Exchange) -> None:
+        """A download's Content-Disposition names the file the model made: dropped when a rule matches it."""
+        for name in [h for h in headers if h.lower() == "content-disposition"]:
+            tally = Tally()
+            if filter_disposition(rf, headers[name], tally) is None:
+                del headers[name]
+            ex.verdicts.extend(tally.verdicts())
+
+    def _filter_file_name(self, data: bytes, ex: Exchange) -> bytes:
+        """A file object's name (the model's words, for its outputs) through the caller's response rules."""
+        rf = self.filters.response_filter(ex.client.name) if ex.client is not None else None
+        if rf is None:
+            return data
+        try:
+            doc = json.loads(data)
+        except ValueError:
+            return data
+        tally = Tally()
+        changed = filter_file_object(rf, doc, tally)
+        ex.verdicts.extend(tally.verdicts())
+        if tally.blocked is not None:
+            self.metrics.filter_blocks += 1
+            ex.error_type = "response_blocked"
+            raise GatewayError(tally.blocked_type, tally.blocked_message)
+        return json.dumps(doc).encode() if changed else data
 
     async def _read_whole(self, upstream: aiohttp.ClientResponse) -> bytes:
         """Upstream's whole body; a stall or a broken connection is the client's 504/500 in Anthropic's shape."""
@@ -621,16 +661,38 @@ class Gateway:
                 await asyncio.sleep(pause)
             return out
 
+        raw: list[bytes] = []  # upstream's bytes as sent: what kind of file this is
+        whole: bytes | None = None  # a file with an inside (compressed, a zip, a PDF), held whole
+        ended = False
         try:
             # The first HOLD_BYTES are filtered before the status line: a small
             # file that must be blocked gets the gateway's error, not a 200.
             async for chunk in chunks:
+                raw.append(chunk)
                 held.append(await filtered(chunk))
                 size += len(chunk)
                 if df.blocked or size >= HOLD_BYTES:
                     break
             else:
                 held.append(df.close())
+                ended = True
+            if not df.blocked and looks_opened(b"".join(raw)):
+                # Its inside is read before a byte is sent: a truncated gzip still gives
+                # its start, so cutting the download late would be too late.
+                while not ended and not df.blocked:
+                    chunk = await anext(chunks, b"")
+                    if not chunk:
+                        held.append(df.close())
+                        ended = True
+                        break
+                    size += len(chunk)
+                    if size > MAX_OPENED_DOWNLOAD:
+                        raise GatewayError("invalid_request_error", "The gateway cannot inspect this download: "
+                                           f"a compressed file, archive or PDF over {MAX_OPENED_DOWNLOAD} bytes")
+                    raw.append(chunk)
+                    held.append(await filtered(chunk))
+                whole = b"".join(raw)
+            raw.clear()
         except (TimeoutError, aiohttp.ServerTimeoutError, aiohttp.ClientPayloadError, aiohttp.ClientOSError):
             self.metrics.upstream_errors += 1
             raise GatewayError("api_error", "The upstream API broke off the download") from None
@@ -638,8 +700,10 @@ class Gateway:
         if df.blocked:
             self.metrics.filter_blocks += 1
             ex.error_type = "response_blocked"
-            kind = df.tally.blocked_type
-            raise GatewayError(kind, df.tally.blocked_message)
+            raise GatewayError(df.blocked_type, df.blocked_message)
+        if whole is not None:
+            await self._check_download_inside(whole, ex)
+            whole = None
         response = web.StreamResponse(status=upstream.status, headers=headers)
         if not await _prepared(response, request, ex):
             return response
@@ -647,7 +711,7 @@ class Gateway:
             for out in held:
                 if out:
                     await response.write(out)
-            if size >= HOLD_BYTES:
+            if not ended:
                 async for chunk in chunks:
                     out = await filtered(chunk)
                     if df.blocked:
@@ -676,6 +740,25 @@ class Gateway:
             return response
         await response.write_eof()
         return response
+
+    async def _check_download_inside(self, data: bytes, ex: Exchange) -> None:
+        """The text inside a downloaded compressed file, zip or PDF, through the response rules:
+        a match blocks (it cannot be redacted in place), what cannot be read whole is refused."""
+        inside, verdicts = await self.offload.inside_download(data, ex.client.name if ex.client is not None else "")
+        if inside.refused is not None:
+            ex.error_type = "response_blocked"
+            kind = "/".join(inside.kinds) or inside_kind(data)
+            raise GatewayError("invalid_request_error",
+                               f"The gateway cannot inspect this downloaded {kind} file: {inside.refused}")  # fmt: skip
+        ex.verdicts.extend(v for v in verdicts if v.action == "log")  # counted, no more
+        blocked = [replace(v, action="block") for v in verdicts if v.action != "log"]
+        if blocked:
+            ex.verdicts.extend(blocked)
+            self.metrics.filter_blocks += 1
+            ex.error_type = "response_blocked"
+            raise GatewayError(
+                "invalid_request_error", f"The response was blocked by the gateway's filter rule {blocked[0].rule!r}"
+            )
 
     async def _relay_stream(
         self, request: web.Request, upstream: aiohttp.ClientResponse, headers: dict[str, str], ex: Exchange,
@@ -792,6 +875,16 @@ class Gateway:
         # results_url was pointed at the gateway already (batchurls, in _relay).
         return data
 
+    async def _own_container(self, container_id: str, ex: Exchange) -> None:
+        """The container upstream ran this request's code in is the caller's (the first to use it)."""
+        assert ex.client is not None
+        if not OBJECT_ID.match(container_id):
+            return
+        try:
+            await self.keystore.owners.record("container", container_id, ex.client.name)
+        except Exception as exc:  # the store is away: the container stays nobody's (refused to all)
+            log.warning("request %s: container not recorded: %s", ex.request_id, type(exc).__name__)
+
     async def _charge_batch(self, batch_id: str, client: Client, ex: Exchange) -> None:
         """Remember the new batch's charge, for its settlement when it ends (batchsettle.py)."""
         res = ex.reservation
@@ -830,6 +923,13 @@ class Gateway:
         page = await self.objects.list_page(client, route.op.owner_kind, route.query, fetch)
         if route.op.owner_kind == "batch":
             localise_page(page)
+        rf = self.filters.response_filter(client.name)
+        if route.op.owner_kind == "file" and rf is not None and isinstance(page.get("data"), list):
+            # Names the model gave its files, as on a get: redacted, or withheld when a rule blocks.
+            tally = Tally()
+            for item in page["data"]:
+                filter_file_object(rf, item, tally)
+            ex.verdicts.extend(tally.verdicts())
         ex.status = 200
         down = {"x-claudegate-request-id": ex.request_id}
         return web.Response(body=json.dumps(page).encode(), content_type="application/json", headers=down)
@@ -909,7 +1009,7 @@ class Gateway:
             kind = "permission_error" if result.status == 403 else "invalid_request_error"
             raise GatewayError(kind, f"The file was blocked by the gateway's filter rule {result.blocked.rule!r}")
         # What each later reference will reserve (filetokens.py); off the loop: a PDF may be inflated.
-        ex.file_tokens = await asyncio.to_thread(file_tokens, upload.data, upload.content_type)
+        ex.file_tokens = await asyncio.to_thread(file_tokens, upload.data, upload.content_type, upload.pdf_pages)
         return await upstream_body(upload)
 
 

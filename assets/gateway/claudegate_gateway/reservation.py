@@ -77,9 +77,10 @@ def references(doc: Any) -> References:
             if kind == "url" and isinstance(node.get("url"), str):
                 found.url_sources += 1
             elif isinstance(kind, str) and _SERVER_TOOL.match(kind):
-                found.server_tools.append(
-                    (_positive_int(node.get("max_uses")), _positive_int(node.get("max_content_tokens")))
-                )
+                # Only web fetch has max_content_tokens; on a web search it bounds nothing
+                # upstream, so it must not lower what the search's results are reserved at.
+                per_use = _positive_int(node.get("max_content_tokens")) if kind.startswith("web_fetch") else None
+                found.server_tools.append((_positive_int(node.get("max_uses")), per_use))
             stack.extend(v for v in node.values() if isinstance(v, (dict, list)))
         elif isinstance(node, list):
             stack.extend(v for v in node if isinstance(v, (dict, list)))

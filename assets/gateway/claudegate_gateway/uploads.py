@@ -44,6 +44,7 @@ class Upload:
     data: bytes
     scanned: bool = False  # read as text and filtered
     redacted: bool = False
+    pdf_pages: int | None = None  # a PDF's pages as its text was read (filecontents.py), for filetokens.py
 
 
 def _bad(message: str) -> GatewayError:
@@ -222,6 +223,7 @@ async def _filter_inside(upload: Upload, expand: Expand, result: FilterResult) -
     """The text inside a compressed file or a PDF, filtered too: a match blocks (the file cannot be
     rewritten in place), and a file whose inside cannot be read whole is refused."""
     inside, found = await expand(upload.data)
+    upload.pdf_pages = inside.pages
     if inside.refused is not None:
         raise _bad(f"file: the gateway cannot inspect this {'/'.join(inside.kinds) or inside_kind(upload.data)} "
                    f"file: {inside.refused}; upload its content uncompressed or as text")  # fmt: skip
