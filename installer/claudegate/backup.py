@@ -37,6 +37,7 @@ import json
 import os
 import tarfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -65,10 +66,13 @@ __all__ = [
     "BackupResult",
     "RestoreResult",
     "create_backup",
+    "fleet_members",
+    "host_members",
     "keystore_snapshot",
     "read_backup",
     "read_passphrase",
     "restore_backup",
+    "write_backup",
 ]
 
 MAGIC_PLAIN = b"claudegate-backup 1 tar\n"
@@ -106,13 +110,14 @@ class BackupResult:
     clients: int
     contents: tuple[str, ...]
     size: int
+    notes: tuple[str, ...] = ()
 
     def text(self) -> str:
         how = "encrypted" if self.encrypted else "NOT encrypted (0600; keep it as secret as the server)"
         return (
             f"backup written to {self.path} ({self.size} bytes, {how}): {', '.join(self.contents)}; "
             f"{self.clients} clients"
-        )
+        ) + "".join(f"\nnote: {note}" for note in self.notes)
 
 
 @dataclass(frozen=True)
@@ -250,20 +255,8 @@ def keystore_snapshot(cfg: DeployConfig, connector: Connector, container: str) -
     )  # fmt: skip
 
 
-def create_backup(
-    cfg: DeployConfig,
-    connector: Connector,
-    out: Path,
-    *,
-    passphrase: Secret | None = None,
-    force: bool = False,
-    layout: HostLayout | None = None,
-    state_connector: Connector | None = None,
-) -> BackupResult:
-    """Save the keystore, the pepper and the ACME state of the deployed gateway to ``out``.
-
-    With ``state.host`` in ``cfg``, ``state_connector`` (reaching that host) adds its PostgreSQL dump.
-    """
+def host_members(cfg: DeployConfig, connector: Connector, layout: HostLayout | None = None) -> dict[str, bytes]:
+    """What one host holds that a deploy cannot re-create: keystore snapshot, pepper, TLS and ACME trees."""
     layout = layout or HostLayout()
     sudo = uses_sudo(cfg, connector)
     container = serving_gateway_container(cfg, connector, layout)
@@ -279,21 +272,85 @@ def create_backup(
         )
         if data:
             members[name] = data
+    return members
+
+
+def create_backup(
+    cfg: DeployConfig,
+    connector: Connector,
+    out: Path,
+    *,
+    passphrase: Secret | None = None,
+    force: bool = False,
+    layout: HostLayout | None = None,
+    state_connector: Connector | None = None,
+) -> BackupResult:
+    """Save the keystore, the pepper and the ACME state of the deployed gateway to ``out``.
+
+    With ``state.host`` in ``cfg``, ``state_connector`` (reaching that host) adds its PostgreSQL dump.
+    """
+    members = host_members(cfg, connector, layout)
+    return write_backup(cfg, members, out, source=connector.target, passphrase=passphrase, force=force,
+                        state_connector=state_connector)  # fmt: skip
+
+
+def fleet_members(hosts: Sequence[tuple[int, str, dict[str, bytes]]]) -> tuple[dict[str, bytes], dict[str, str], list[str]]:
+    """One file's members for several hosts: the first host's at the top (what ``restore`` reads), every
+    host's own files as ``host<N>.<name>`` (its pepper, TLS and ACME trees; the keystore is shared state).
+
+    Returns the members, the manifest's ``hosts`` map (N -> host) and notes (hosts whose peppers differ:
+    their key hashes cannot agree, so a key works on one and not the other).
+    """
+    first = hosts[0][2]
+    members = dict(first)
+    names: dict[str, str] = {}
+    notes: list[str] = []
+    for index, host, files in hosts:
+        names[str(index)] = host
+        members.update({f"host{index}.{name}": data for name, data in files.items() if name != "keystore.db"})
+        if files.get("key_pepper") != first.get("key_pepper"):
+            notes.append(f"WARNING: host {index} ({host}) holds another pepper than host {hosts[0][0]}")
+    return members, names, notes
+
+
+def write_backup(
+    cfg: DeployConfig,
+    members: dict[str, bytes],
+    out: Path,
+    *,
+    source: str,
+    passphrase: Secret | None = None,
+    force: bool = False,
+    state_connector: Connector | None = None,
+    hosts: dict[str, str] | None = None,
+    notes: Sequence[str] = (),
+) -> BackupResult:
+    """Add the state tier (once: ``state.host``'s PostgreSQL dump), seal and write ``members`` to ``out`` (0600)."""
+    members = dict(members)
+    notes = list(notes)
     if cfg.state is not None and cfg.state.host is not None:
         if state_connector is None:
             raise ConfigError("state.host is set: the backup needs a connection to it for the PostgreSQL dump")
         members[POSTGRES_DUMP] = dump_postgres(cfg, state_connector)
-    clients = _client_count(keystore)
-    manifest = {
+    elif cfg.state is not None:
+        # A PostgreSQL someone else runs (state.postgres.url): its data is theirs to back up.
+        notes.append(
+            "the keys, owned objects and usage live in the PostgreSQL at state.postgres.url, which this "
+            "file does not hold: back it up with that service's snapshots or pg_dump"
+        )
+    clients = _client_count(members["keystore.db"])
+    manifest: dict[str, Any] = {
         "format": 1,
         "claudegate": __version__,
         "created_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "domain": cfg.domain,
         "tls_mode": cfg.tls.mode,
-        "source": connector.target,
+        "source": source,
         "clients": clients,
         "sha256": {name: hashlib.sha256(data).hexdigest() for name, data in members.items()},
     }
+    if hosts is not None:
+        manifest["hosts"] = hosts
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
         _add(tar, "manifest.json", json.dumps(manifest, indent=2).encode())
@@ -301,7 +358,7 @@ def create_backup(
             _add(tar, name, data)
     sealed = seal(buffer.getvalue(), passphrase)
     _write_private(out, sealed, force=force)
-    return BackupResult(out, passphrase is not None, clients, tuple(members), len(sealed))
+    return BackupResult(out, passphrase is not None, clients, tuple(members), len(sealed), tuple(notes))
 
 
 def _client_count(keystore: bytes) -> int:

@@ -179,9 +179,17 @@ def test_one_deploy_rolls_both_hosts_each_smoke_tested(fleet: Fleet, keys: dict[
 def test_status_shows_every_host(fleet: Fleet) -> None:
     run = CliRunner().invoke(app, ["status", "--config", str(fleet.dir / "deploy.yaml"), "--json"])
     assert run.exit_code == 0, run.output
-    hosts = json.loads(run.stdout)["hosts"]
-    assert [h["current_release"] for h in hosts] == [fleet.current(s) for s in fleet.servers]
-    assert all(s.ip in h["target"] for h, s in zip(hosts, fleet.servers, strict=True))
+    data = json.loads(run.stdout)
+    assert data["ok"] is True and [h["host"] for h in data["hosts"]] == [s.ip for s in fleet.servers]
+    reports = [h["result"] for h in data["hosts"]]
+    assert [r["current_release"] for r in reports] == [fleet.current(s) for s in fleet.servers]
+    assert all(s.ip in r["target"] for r, s in zip(reports, fleet.servers, strict=True))
+    # One certificate everywhere (the served-serial check on every host).
+    assert len(data["notes"]) == 1 and data["notes"][0].startswith("every host serves the certificate with serial")
+    text = CliRunner().invoke(app, ["status", "--config", str(fleet.dir / "deploy.yaml")])
+    assert text.exit_code == 0, text.output
+    for index, server in enumerate(fleet.servers, 1):
+        assert f"[host {index}/2 ({server.ip})]" in text.stdout, text.stdout
 
 
 def test_a_key_created_by_the_deploy_works_on_both_hosts(fleet: Fleet, keys: dict[str, str]) -> None:
@@ -329,6 +337,92 @@ def test_two_replicas_per_host_and_one_killed_costs_no_request(fleet: Fleet, key
     deadline = time.monotonic() + 30
     while True:
         running, pid = fleet.sh(server, f"docker inspect -f '{{{{.State.Running}}}} {{{{.State.Pid}}}}' {first}").split()
+        if running == "true" and pid not in (pid_before, "0"):
+            break
+        assert time.monotonic() < deadline, "the killed replica was not restarted"
+        time.sleep(0.2)
+
+
+def _steady_load(server: FreshServer, ca: Path, key: str, *, rate: float, seconds: float,
+                 during: Any) -> list[tuple[float, str]]:
+    """``rate`` short requests a second for ``seconds`` through ``server``'s nginx, from 4 keep-alive clients.
+
+    ``during()`` runs once, a third of the way in. Returns each request's
+    start (seconds from the first) and outcome: the status code, or the
+    exception's name when the client got no answer.
+    """
+    context = ssl.create_default_context(cafile=str(ca))
+    total = int(rate * seconds)
+    outcomes: list[tuple[float, str]] = []
+    lock = threading.Lock()
+    next_index = iter(range(total))
+    begin = time.monotonic() + 0.2
+
+    def worker() -> None:
+        with httpx.Client(verify=context, timeout=30, trust_env=False) as client:
+            while True:
+                with lock:
+                    index = next(next_index, None)
+                if index is None:
+                    return
+                time.sleep(max(0.0, begin + index / rate - time.monotonic()))
+                sent = time.monotonic() - begin
+                try:
+                    response = client.post(
+                        f"https://{server.ip}/v1/messages",
+                        headers={"host": DOMAIN, "x-api-key": key, "anthropic-version": "2023-06-01"},
+                        json={"model": "claude-haiku-4-5", "max_tokens": 8,
+                              "messages": [{"role": "user", "content": "hi"}]},
+                        extensions={"sni_hostname": DOMAIN},
+                    )  # fmt: skip
+                    outcome = str(response.status_code)
+                except httpx.HTTPError as exc:
+                    outcome = type(exc).__name__
+                with lock:
+                    outcomes.append((sent, outcome))
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    time.sleep(max(0.0, begin + seconds / 3 - time.monotonic()))
+    during()
+    for thread in threads:
+        thread.join(seconds + 60)
+    return sorted(outcomes)
+
+
+def test_kill_9_of_a_replica_under_steady_load_fails_no_request(fleet: Fleet, keys: dict[str, str]) -> None:
+    listing = "docker ps --filter label=org.claudegate.role=gateway --format '{{.Names}}'"
+    server = fleet.servers[1]
+    replicas = fleet.sh(server, listing).split()
+    assert len(replicas) == 2, replicas
+    victim = min(replicas, key=len)
+    pid_before = fleet.sh(server, f"docker inspect -f '{{{{.State.Pid}}}}' {victim}").strip()
+    assert pid_before.isdigit() and pid_before != "0", pid_before
+    # Upstream answers after 50 ms: at 15 req/s about one request is in flight on each replica at any time.
+    fleet.fake.control.config(latency=0.05)
+    killed: list[float] = []
+
+    def kill() -> None:
+        fleet.sh(server, f"kill -9 {pid_before}")
+        killed.append(time.monotonic())
+
+    try:
+        outcomes = _steady_load(server, fleet.dir / "state" / "ca.pem", keys["team-a"], rate=15, seconds=10,
+                                during=kill)  # fmt: skip
+    finally:
+        fleet.fake.control.config(latency=0.0)
+    failed = [(round(at, 2), what) for at, what in outcomes if what != "200"]
+    TIMINGS["steady load: requests"] = len(outcomes)
+    TIMINGS["steady load: failed"] = len(failed)
+    print("\nkill -9 under load, failed:", failed)
+    assert len(outcomes) == 150
+    assert killed
+    assert failed == [], failed
+    # Docker restarted the crashed replica (restart policy), and it serves again.
+    deadline = time.monotonic() + 30
+    while True:
+        running, pid = fleet.sh(server, f"docker inspect -f '{{{{.State.Running}}}} {{{{.State.Pid}}}}' {victim}").split()
         if running == "true" and pid not in (pid_before, "0"):
             break
         assert time.monotonic() < deadline, "the killed replica was not restarted"

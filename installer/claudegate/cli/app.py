@@ -177,10 +177,10 @@ def status(
 
     def body() -> None:
         with _session(config, accept_host_key=accept_host_key) as session:
-            if session.config.several_hosts:  # every host of hosts:, each under its own header
-                output.fleet_status(session.fleet_status(expiry_days=expiry_days), json_out=json_out)
-                return
             report = session.status(expiry_days=expiry_days)
+        if session.config.several_hosts:  # every host of hosts:, each under its own header
+            output.each_host(report, json_out=json_out)
+            return
         output.status_report(report, json_out=json_out)
 
     run(body)
@@ -199,7 +199,11 @@ def logs(
         if service not in ("nginx", "gateway"):
             raise typer.BadParameter("SERVICE must be nginx or gateway")
         with _session(config, accept_host_key=accept_host_key) as session:
-            sys.stdout.write(session.logs(service, tail))
+            text = session.logs(service, tail)
+        if isinstance(text, str):
+            sys.stdout.write(text)
+        else:  # every host of hosts:, each under its own header
+            output.each_host(text, json_out=False, text=lambda lines: lines)
 
     run(body)
 
@@ -229,7 +233,7 @@ def rollback(config: ConfigOpt = DEFAULT_CONFIG, accept_host_key: HostKeyOpt = N
         progress = None if json_out else output.StepPrinter()
         with _session(config, accept_host_key=accept_host_key, progress=progress) as session:
             result = session.rollback()
-        output.deploy_result(result, json_out=json_out)
+        _day2_result(session, result, json_out)
 
     run(body)
 
@@ -242,7 +246,7 @@ def renew(config: ConfigOpt = DEFAULT_CONFIG, accept_host_key: HostKeyOpt = None
         progress = None if json_out else output.StepPrinter()
         with _session(config, accept_host_key=accept_host_key, progress=progress) as session:
             result = session.renew()
-        output.deploy_result(result, json_out=json_out)
+        _day2_result(session, result, json_out)
 
     run(body)
 
@@ -259,7 +263,7 @@ def uninstall(
     def body() -> None:
         with _session(config, accept_host_key=accept_host_key, yes=yes, progress=output.StepPrinter()) as session:
             result = session.uninstall(keep_data=keep_data)
-        output.deploy_result(result, json_out=False)
+        _day2_result(session, result, False)
 
     run(body)
 
@@ -280,6 +284,14 @@ def render(
             output.err(note)
 
     run(body)
+
+
+def _day2_result(session: Any, result: Any, json_out: bool) -> None:
+    """One host's playbook result, or every host's (hosts:) under its header, failures named."""
+    if session.config.several_hosts:
+        output.each_host(result, json_out=json_out, text=output.deploy_text)
+    else:
+        output.deploy_result(result, json_out=json_out)
 
 
 class _InitCommand(TyperCommand):

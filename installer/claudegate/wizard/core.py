@@ -262,7 +262,8 @@ def cancel(session: Session) -> None:
 
 
 def status(session: Session) -> StatusReport:
-    return session.status()
+    _one_host(session)
+    return cast("StatusReport", session.status())
 
 
 def list_clients(session: Session) -> str:
@@ -327,11 +328,13 @@ def restore(session: Session, source: str, passphrase_file: str) -> str:
 
 
 def logs(session: Session, service: str, tail: int = 200) -> str:
-    return session.logs(service, tail)
+    _one_host(session)
+    return cast("str", session.logs(service, tail))
 
 
 def rollback(session: Session) -> DeployResult:
-    return session.rollback()
+    _one_host(session)
+    return cast("DeployResult", session.rollback())
 
 
 def smoke_test(session: Session) -> SmokeReport:
