@@ -111,3 +111,36 @@ def test_a_cancel_stops_the_loop_and_a_bug_is_not_swallowed(tmp_path: Path) -> N
 
     with pytest.raises(KeyError):
         on_every_host(_cfg(tmp_path, 2), hosts.connect, "status", bug)
+
+
+def _rollback_to(release: dict[str, str | None]) -> Any:
+    from claudegate.deploy.results import DeployResult
+    from claudegate.errors import DeployFailed
+
+    def fn(cfg: DeployConfig, connector: Any) -> DeployResult:
+        rid = release[cfg.target.host]
+        if rid is None:
+            raise DeployFailed("there is no previous release to roll back to (current: r2)")
+        return DeployResult("rollback", True, cfg.target.host, rid, "r2", ())
+
+    return fn
+
+
+def test_a_fleet_rollback_needs_every_host_to_go_back_to_one_release(tmp_path: Path) -> None:
+    from claudegate.deploy.every_host import FleetCommandFailed, same_release_everywhere
+
+    cfg, hosts = _cfg(tmp_path, 3), Hosts()
+    same_release_everywhere(on_every_host(cfg, hosts.connect, "rollback", _rollback_to(dict.fromkeys(HOSTS, "r1"))))
+    # A host that never switched (the one a failed roll stopped at) has nothing to go back to.
+    planned = on_every_host(cfg, hosts.connect, "rollback", _rollback_to({**dict.fromkeys(HOSTS, "r1"), HOSTS[1]: None}))
+    with pytest.raises(FleetCommandFailed) as no_previous:
+        same_release_everywhere(planned)
+    assert f"host 2/3 ({HOSTS[1]}): FAILED: there is no previous release" in str(no_previous.value)
+    assert "nothing was rolled back" in str(no_previous.value)
+    # Hosts whose previous releases differ would leave two releases serving.
+    planned = on_every_host(cfg, hosts.connect, "rollback", _rollback_to({**dict.fromkeys(HOSTS, "r1"), HOSTS[2]: "r0"}))
+    with pytest.raises(FleetCommandFailed) as differ:
+        same_release_everywhere(planned)
+    text = str(differ.value)
+    assert f"host 1/3 ({HOSTS[0]}), host 2/3 ({HOSTS[1]}) -> release r1; host 3/3 ({HOSTS[2]}) -> release r0" in text
+    assert "nothing was rolled back" in text

@@ -28,9 +28,10 @@ from claudegate.config.model import DeployConfig
 from claudegate.connectors.base import Connector
 from claudegate.control.progress import Reporter, StepEvent
 from claudegate.deploy.fleet import host_name
+from claudegate.deploy.results import DeployResult
 from claudegate.errors import Cancelled, ClaudegateError
 
-__all__ = ["EveryHost", "FleetCommandFailed", "HostRun", "on_every_host"]
+__all__ = ["EveryHost", "FleetCommandFailed", "HostRun", "on_every_host", "same_release_everywhere"]
 
 T = TypeVar("T")
 
@@ -159,3 +160,27 @@ def on_every_host(
             continue
         runs.append(HostRun(index, len(hosts), name, result=result))
     return EveryHost(command, tuple(runs))
+
+
+def same_release_everywhere(planned: EveryHost[DeployResult]) -> None:
+    """A fleet rollback's check before it changes any host: every host can roll back, to one release.
+
+    ``planned`` is the rollback's dry run on every host. A host with no
+    previous release (it never switched: e.g. the host a failed roll stopped
+    at), or hosts whose previous releases differ, would leave the fleet
+    serving two releases: refused, naming the hosts, before any is touched.
+    """
+    error = planned.error()
+    if error is not None:
+        error.message += "\nnothing was rolled back: every host must be able to go back to the same release"
+        raise error
+    targets: dict[str, list[str]] = {}
+    for run in planned.runs:
+        assert run.result is not None
+        targets.setdefault(run.result.release_id or "none", []).append(run.label)
+    if len(targets) > 1:
+        which = "; ".join(f"{', '.join(labels)} -> release {rid}" for rid, labels in targets.items())
+        raise FleetCommandFailed(
+            f"the hosts would roll back to different releases ({which}); nothing was rolled back",
+            hint="deploy the release you want on every host instead (claudegate deploy)",
+        )

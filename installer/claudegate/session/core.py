@@ -250,12 +250,25 @@ class Session:
         return self._call(run)
 
     def rollback(self, *, dry_run: bool = False) -> DeployResult | EveryHost[DeployResult]:
-        """Serve the previous release again (smoke-tested); on every host of ``hosts:``, each one's own."""
+        """Serve the previous release again (smoke-tested).
+
+        On several hosts: each host in turn, after a dry run on every host
+        showed that they all go back to the same release (else nothing is
+        touched and the error names the hosts).
+        """
         from claudegate.deploy import api
 
         if self._config.several_hosts:
-            return self._call(lambda: self._each_host("rollback", lambda cfg, connector: api.rollback(
-                cfg, connector, dry_run=dry_run, reporter=self._reporter(), layout=self.layout)))  # fmt: skip
+            from claudegate.deploy.every_host import same_release_everywhere
+
+            def on_hosts() -> EveryHost[DeployResult]:
+                if not dry_run:  # every host can go back, to one release, before any host is touched
+                    same_release_everywhere(self._each_host("rollback", lambda cfg, connector: api.rollback(
+                        cfg, connector, dry_run=True, layout=self.layout)))  # fmt: skip
+                return self._each_host("rollback", lambda cfg, connector: api.rollback(
+                    cfg, connector, dry_run=dry_run, reporter=self._reporter(), layout=self.layout))  # fmt: skip
+
+            return self._call(on_hosts)
         return self._call(
             lambda: api.rollback(
                 self._config, self._connect(), dry_run=dry_run, reporter=self._reporter(), layout=self.layout
@@ -503,6 +516,14 @@ class Session:
         from claudegate.backup import read_backup, restore_backup
 
         def run() -> RestoreResult:
+            if self._config.several_hosts:
+                # One host's restore would give it the backup's pepper while the others (and the fleet's
+                # copy in state_dir, which the next deploy hands out) keep theirs: keys would work on some.
+                raise ConfigError(
+                    "restore onto several hosts (hosts:) is not supported yet: nothing was restored",
+                    hint="restore the state tier with its own tools (pg_restore); the hosts' files come back "
+                    "with claudegate deploy",
+                )
             backup = read_backup(Path(source), passphrase)
             question = ConsentQuestion(
                 topic="restore-backup",
