@@ -427,3 +427,118 @@ def test_kill_9_of_a_replica_under_steady_load_fails_no_request(fleet: Fleet, ke
             break
         assert time.monotonic() < deadline, "the killed replica was not restarted"
         time.sleep(0.2)
+
+
+# --- day-2 commands on every host (the CLI, as an operator runs them) -------------------------------
+
+
+def _cli(fleet: Fleet, *args: str, config: str = "deploy.yaml") -> Any:
+    return CliRunner().invoke(app, [*args, "--config", str(fleet.dir / config)])
+
+
+def _headers(fleet: Fleet) -> list[str]:
+    return [f"[host {i}/2 ({s.ip})]" for i, s in enumerate(fleet.servers, 1)]
+
+
+def test_logs_audit_renew_and_backup_act_on_every_host(fleet: Fleet, keys: dict[str, str]) -> None:
+    first, second = _headers(fleet)
+    # logs: each host's section, each replica's lines under its container name, the key never shown.
+    gateway = _cli(fleet, "logs", "gateway", "--tail", "400")
+    assert gateway.exit_code == 0, gateway.output
+    text = gateway.stdout
+    assert text.index(first) < text.index(second), text[:400]
+    for part in text.split(second):
+        assert part.count("--- claudegate-gateway-") == 2, part[:2000]  # both replicas of that host
+        assert part.count("-r2 ---") == 1
+    assert keys["team-a"] not in text
+    nginx = _cli(fleet, "logs", "nginx", "--tail", "50")
+    assert nginx.exit_code == 0 and first in nginx.stdout and second in nginx.stdout, nginx.output
+    # audit: every host's own edge is attacked (a few quick probes), each under its header.
+    audit = _cli(fleet, "audit", "--quick", "--only", "tls.certificate", "--only", "authz.path_tricks", "--json")
+    assert audit.stdout.startswith("{"), (audit.exit_code, audit.output, audit.exception)
+    doc = json.loads(audit.stdout)
+    assert audit.exit_code == 0 and doc["ok"], audit.output
+    assert [h["host"] for h in doc["hosts"]] == [s.ip for s in fleet.servers]
+    for entry in doc["hosts"]:
+        verdicts = {p["name"]: p["verdict"] for p in entry["result"]["probes"]}
+        assert verdicts == {"tls.certificate": "held", "authz.path_tricks": "held"}, entry
+    # renew: internal-ca has nothing due; every host is visited and says so.
+    renew = _cli(fleet, "renew", "--json")
+    assert renew.exit_code == 0, renew.output
+    renewed = json.loads(renew.stdout[renew.stdout.index("{"):])
+    assert [h["host"] for h in renewed["hosts"]] == [s.ip for s in fleet.servers]
+    assert all(h["ok"] and h["result"]["playbook"] == "renew" for h in renewed["hosts"]), renewed
+    # backup: one file, the first host's files where restore reads them, each host's own beside them.
+    from claudegate.backup import read_backup
+
+    out = fleet.dir / "fleet.cgbackup"
+    backup = CliRunner().invoke(app, ["backup", "--out", str(out), "--config", str(fleet.dir / "deploy.yaml")])
+    assert backup.exit_code == 0, backup.output
+    assert "state.postgres.url" in backup.stdout  # says what the file does not hold
+    read = read_backup(out)
+    assert read.manifest["hosts"] == {"1": fleet.servers[0].ip, "2": fleet.servers[1].ip}
+    pepper = fleet.sh(fleet.servers[1], "cat /opt/claudegate/shared/secrets/key_pepper").strip()
+    assert read.members["host2.key_pepper"].decode().strip() == pepper == read.members["key_pepper"].decode().strip()
+    # restore onto several hosts is refused before anything is read from a host.
+    restore = CliRunner().invoke(app, ["restore", "--from", str(out), "--yes", "--config", str(fleet.dir / "deploy.yaml")])
+    assert restore.exit_code == 2 and "not supported yet" in restore.output, restore.output
+
+
+def test_a_host_that_cannot_be_reached_is_named_and_the_other_still_answers(fleet: Fleet) -> None:
+    down = fleet.servers[1]
+    block = "iptables -I INPUT -p tcp --dport 22 -j REJECT --reject-with tcp-reset"
+    code, out = down.exec(["sh", "-c", block])
+    assert code == 0, out
+    try:
+        status = _cli(fleet, "status")
+        logs = _cli(fleet, "logs", "nginx", "--tail", "5")
+    finally:
+        down.exec(["sh", "-c", block.replace("-I INPUT", "-D INPUT")])
+    first, second = _headers(fleet)
+    for run in (status, logs):
+        assert run.exit_code == 3, run.output  # the connection's own exit code, not a generic one
+        assert first in run.stdout and second in run.stdout, run.stdout
+        # The reachable host's report is there; the unreachable one is named with its error.
+        assert run.stdout.index(first) < run.stdout.index(second)
+        assert f"{second} FAILED" in run.stdout, run.stdout
+        assert "failed on 1 of 2 hosts" in run.output and f"host 2/2 ({down.ip}): FAILED" in run.output
+        assert f"done on: host 1/2 ({fleet.servers[0].ip})" in run.output
+    assert f"release:    {fleet.current(fleet.servers[0])} " in status.stdout.split(second)[0], status.stdout
+
+
+def test_rollback_is_refused_on_every_host_when_one_has_nothing_to_go_back_to(fleet: Fleet) -> None:
+    # After the failed roll: host 1 went forward and back (it has a previous release), host 2 never switched.
+    before = [fleet.current(s) for s in fleet.servers]
+    run = _cli(fleet, "rollback")
+    assert run.exit_code != 0, run.output
+    assert f"host 2/2 ({fleet.servers[1].ip}): FAILED: there is no previous release" in run.output, run.output
+    assert "nothing was rolled back" in run.output
+    assert [fleet.current(s) for s in fleet.servers] == before  # host 1 was not touched either
+
+
+def test_rollback_takes_every_host_back_to_the_release_before(fleet: Fleet) -> None:
+    before = {fleet.current(s) for s in fleet.servers}
+    assert len(before) == 1
+    # A release both hosts switch to (the one that failed on host 2 before, now that it reaches PostgreSQL).
+    forward = fleet.deploy(fleet.cfg("new-release.yaml", limits={"per_ip": {"rate": "50r/s", "burst": 20},
+                                                                  "max_body_size": "16m"}))  # fmt: skip
+    assert {fleet.current(s) for s in fleet.servers} == {forward.release_id} != before
+    run = _cli(fleet, "rollback", config="new-release.yaml")
+    assert run.exit_code == 0, run.output
+    first, second = _headers(fleet)
+    assert run.stdout.index(first) < run.stdout.index(second), run.stdout
+    assert {fleet.current(s) for s in fleet.servers} == before
+    listing = "docker ps --filter label=org.claudegate.role=gateway --format '{{.Names}}'"
+    for server in fleet.servers:  # the release before serves with its two replicas again
+        assert len(fleet.sh(server, listing).split()) == 2, fleet.sh(server, listing)
+
+
+def test_uninstall_removes_the_gateway_from_every_host(fleet: Fleet) -> None:
+    run = CliRunner().invoke(app, ["uninstall", "--yes", "--config", str(fleet.dir / "deploy.yaml")])
+    assert run.exit_code == 0, run.output
+    first, second = _headers(fleet)
+    assert first in run.stdout and second in run.stdout, run.stdout
+    for server in fleet.servers:
+        assert fleet.sh(server, "docker ps -a --filter name=claudegate- --format '{{.Names}}'").split() == []
+        # --keep-data (the default): the secrets stay for a later deploy.
+        assert fleet.sh(server, "ls /opt/claudegate/shared/secrets/").split(), server.ip

@@ -193,7 +193,7 @@ def logs(
     tail: Annotated[int, typer.Option(help="lines from the end")] = 100,
     accept_host_key: HostKeyOpt = None,
 ) -> None:
-    """Recent log lines of the nginx or gateway container."""
+    """Recent log lines of the nginx or gateway container (every host of hosts:, each under its header)."""
 
     def body() -> None:
         if service not in ("nginx", "gateway"):
@@ -258,7 +258,7 @@ def uninstall(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask for confirmation")] = False,
     accept_host_key: HostKeyOpt = None,
 ) -> None:
-    """Stop and remove the gateway's containers, networks and images from the host."""
+    """Stop and remove the gateway's containers, networks and images from the host (every host of hosts:)."""
 
     def body() -> None:
         with _session(config, accept_host_key=accept_host_key, yes=yes, progress=output.StepPrinter()) as session:
