@@ -462,6 +462,14 @@ def test_logs_audit_renew_and_backup_act_on_every_host(fleet: Fleet, keys: dict[
     for entry in doc["hosts"]:
         verdicts = {p["name"]: p["verdict"] for p in entry["result"]["probes"]}
         assert verdicts == {"tls.certificate": "held", "authz.path_tricks": "held"}, entry
+    # smoke-test: each host's own HTTPS port; check: each host's SSH, sudo, Docker.
+    smoke = _cli(fleet, "smoke-test", "--json")
+    assert smoke.exit_code == 0, smoke.output
+    smoked = json.loads(smoke.stdout)
+    assert [h["host"] for h in smoked["hosts"]] == [s.ip for s in fleet.servers]
+    assert all(h["result"]["ok"] for h in smoked["hosts"]), smoked
+    check = _cli(fleet, "check")
+    assert check.exit_code == 0 and first in check.stdout and second in check.stdout, check.output
     # renew: internal-ca has nothing due; every host is visited and says so.
     renew = _cli(fleet, "renew", "--json")
     assert renew.exit_code == 0, renew.output

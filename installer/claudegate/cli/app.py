@@ -217,9 +217,14 @@ def smoke_test(config: ConfigOpt = DEFAULT_CONFIG, accept_host_key: HostKeyOpt =
 
         with _session(config, accept_host_key=accept_host_key, progress=None if json_out else output.StepPrinter()) as s:
             report = s.smoke_test()
-        output.smoke_report(report, json_out=json_out)
-        if not report.ok:
+        if s.config.several_hosts:  # every host's table under its header; a failing check names its host
+            output.each_host(report, json_out=json_out, text=lambda r: r.table())
+            failed = [f"{c.name} on {run.label}" for run in report.runs if run.result is not None
+                      for c in run.result.checks if c.status == "fail"]  # fmt: skip
+        else:
+            output.smoke_report(report, json_out=json_out)
             failed = [c.name for c in report.checks if c.status == "fail"]
+        if failed:
             raise SmokeTestFailed(f"smoke test failed: {', '.join(failed)}", failed=failed)
 
     run(body)
@@ -396,6 +401,11 @@ def check(config: ConfigOpt = DEFAULT_CONFIG, accept_host_key: HostKeyOpt = None
         with _session(config, accept_host_key=accept_host_key) as session:
             warn_missing_secrets(session.config)
             report = session.test_connection()
+        if session.config.several_hosts:  # every host under its header; a host not reached is named
+            output.each_host(report, json_out=json_out)
+            if not all(r.ok for r in report.results):
+                raise typer.Exit(ExitCode.ERROR)
+            return
         output.status_report(report, json_out=json_out)
         if not report.ok:
             raise typer.Exit(ExitCode.ERROR)

@@ -31,7 +31,7 @@ from claudegate.deploy.fleet import host_name
 from claudegate.deploy.results import DeployResult
 from claudegate.errors import Cancelled, ClaudegateError
 
-__all__ = ["EveryHost", "FleetCommandFailed", "HostRun", "on_every_host", "same_release_everywhere"]
+__all__ = ["EveryHost", "FleetCommandFailed", "HostRun", "for_every_host", "on_every_host", "same_release_everywhere"]
 
 T = TypeVar("T")
 
@@ -139,6 +139,21 @@ def on_every_host(
     reporter: Reporter | None = None,
 ) -> EveryHost[T]:
     """``fn(host_cfg, connector)`` on every host of ``cfg.fleet``, one at a time; see the module docstring."""
+
+    def one(host_cfg: DeployConfig) -> T:
+        connector = connect(host_cfg)
+        try:
+            return fn(host_cfg, connector)
+        finally:
+            connector.close()
+
+    return for_every_host(cfg, command, one, reporter=reporter)
+
+
+def for_every_host(
+    cfg: DeployConfig, command: str, fn: Callable[[DeployConfig], T], *, reporter: Reporter | None = None
+) -> EveryHost[T]:
+    """``fn(host_cfg)`` on every host of ``cfg.fleet`` (no SSH connection: e.g. the smoke test, over HTTPS)."""
     hosts = cfg.fleet
     runs: list[HostRun[T]] = []
     for index, host in enumerate(hosts, 1):
@@ -146,13 +161,8 @@ def on_every_host(
         if reporter is not None:
             reporter(StepEvent(kind="note", step="", title="", index=0, total=0,
                                message=f"host {index}/{len(hosts)}: {name}"))  # fmt: skip
-        host_cfg = cfg.for_host(host)
         try:
-            connector = connect(host_cfg)
-            try:
-                result = fn(host_cfg, connector)
-            finally:
-                connector.close()
+            result = fn(cfg.for_host(host))
         except Cancelled:
             raise
         except ClaudegateError as exc:

@@ -202,10 +202,16 @@ class Session:
         self._one_key_for_one_host()  # a wrong flag is one error, not one per host
         return on_every_host(self._config, self._open_host, command, fn, reporter=self._reporter())
 
-    def test_connection(self) -> ConnectionReport:
-        """Connect, verify and look around (sudo, distro, Docker, ports, what a deploy installs). Read-only."""
+    def test_connection(self) -> ConnectionReport | EveryHost[ConnectionReport]:
+        """Connect, verify and look around (sudo, distro, Docker, ports, what a deploy installs). Read-only.
+
+        On several hosts: every host's report (a host that cannot be reached is named).
+        """
         from claudegate.session.connection import check_target
 
+        if self._config.several_hosts:
+            return self._call(lambda: self._each_host(
+                "check", lambda cfg, connector: check_target(cfg, connector, layout=self.layout)))  # fmt: skip
         return self._call(lambda: check_target(self._config, self._connect(), layout=self.layout))
 
     # -- playbooks ---------------------------------------------------------------
@@ -358,8 +364,11 @@ class Session:
                 cfg, connector, service, tail, layout=self.layout)))  # fmt: skip
         return self._call(lambda: api.logs(self._config, self._connect(), service, tail, layout=self.layout))
 
-    def smoke_test(self) -> SmokeReport:
-        """The smoke test against what is deployed, as a client sees it; each check is a ``check`` event."""
+    def smoke_test(self) -> SmokeReport | EveryHost[SmokeReport]:
+        """The smoke test against what is deployed, as a client sees it; each check is a ``check`` event.
+
+        On several hosts: every host's (its own address, the same domain).
+        """
         from claudegate.control.progress import StepEvent
         from claudegate.deploy import api
 
@@ -377,6 +386,12 @@ class Session:
                 )
             )
 
+        if self._config.several_hosts:  # each host's own HTTPS port, as a client reaching it would
+            from claudegate.deploy.every_host import for_every_host
+
+            return self._call(lambda: for_every_host(
+                self._config, "smoke-test", lambda cfg: api.smoke_test(cfg, progress=on_check),
+                reporter=self._reporter()))  # fmt: skip
         return self._call(lambda: api.smoke_test(self._config, progress=on_check))
 
     def audit(

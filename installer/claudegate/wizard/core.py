@@ -234,7 +234,8 @@ def open_session(
 
 def test_connection(session: Session) -> ConnectionReport:
     """SSH and the host key (asked through the interaction), sudo, distro, Docker, ports 80/443."""
-    return session.test_connection()
+    _one_host(session)
+    return cast("ConnectionReport", session.test_connection())
 
 
 def _one_host(session: Session) -> None:
@@ -338,7 +339,8 @@ def rollback(session: Session) -> DeployResult:
 
 
 def smoke_test(session: Session) -> SmokeReport:
-    return session.smoke_test()
+    _one_host(session)
+    return cast("SmokeReport", session.smoke_test())
 
 
 # --- checks the form asks for -----------------------------------------------------------------
