@@ -1,4 +1,5 @@
-"""A day-2 command on every host of ``hosts:`` (status, logs, audit, rollback, renew, uninstall, backup).
+"""A day-2 command on every host of ``hosts:`` (status, logs, check, smoke-test, audit, backup, rollback,
+renew, uninstall).
 
 ::
 
@@ -15,7 +16,8 @@ still done: an operator who asks "how is my fleet" must not lose the
 answer for host 3 because host 2 is down. Only a cancel stops the loop.
 
 What is not a :class:`~claudegate.errors.ClaudegateError` (a bug) is not
-swallowed either: it propagates.
+swallowed either: it propagates. :func:`for_every_host` is the same loop
+without an SSH connection (the smoke test reaches each host over HTTPS).
 """
 
 from __future__ import annotations
