@@ -107,16 +107,16 @@ class BackupError(ClaudegateError):
 class BackupResult:
     path: Path
     encrypted: bool
-    clients: int
+    clients: int | None  # None: no keystore in the file (several hosts: the clients are in PostgreSQL)
     contents: tuple[str, ...]
     size: int
     notes: tuple[str, ...] = ()
 
     def text(self) -> str:
         how = "encrypted" if self.encrypted else "NOT encrypted (0600; keep it as secret as the server)"
+        clients = "" if self.clients is None else f"; {self.clients} clients"
         return (
-            f"backup written to {self.path} ({self.size} bytes, {how}): {', '.join(self.contents)}; "
-            f"{self.clients} clients"
+            f"backup written to {self.path} ({self.size} bytes, {how}): {', '.join(self.contents)}{clients}"
         ) + "".join(f"\nnote: {note}" for note in self.notes)
 
 
@@ -150,10 +150,8 @@ class Backup:
     def summary(self) -> str:
         m = self.manifest
         clients = m.get("clients", "?")
-        return (
-            f"the backup of {m.get('domain', '?')} made {m.get('created_at', '?')} "
-            f"({clients} client{'' if clients == 1 else 's'}, {self.source})"
-        )
+        count = "clients in PostgreSQL" if clients is None else f"{clients} client{'' if clients == 1 else 's'}"
+        return f"the backup of {m.get('domain', '?')} made {m.get('created_at', '?')} ({count}, {self.source})"
 
 
 def read_passphrase(file: Path | None = None, env: str | None = None) -> Secret | None:
@@ -255,17 +253,24 @@ def keystore_snapshot(cfg: DeployConfig, connector: Connector, container: str) -
     )  # fmt: skip
 
 
-def host_members(cfg: DeployConfig, connector: Connector, layout: HostLayout | None = None) -> dict[str, bytes]:
-    """What one host holds that a deploy cannot re-create: keystore snapshot, pepper, TLS and ACME trees."""
+def host_members(
+    cfg: DeployConfig, connector: Connector, layout: HostLayout | None = None, *, keystore: bool = True
+) -> dict[str, bytes]:
+    """What one host holds that a deploy cannot re-create: keystore snapshot, pepper, TLS and ACME trees.
+
+    ``keystore=False``: no SQLite snapshot (hosts on a shared PostgreSQL keep their clients there; a
+    snapshot taken in their gateway would be of an empty or stale file).
+    """
     layout = layout or HostLayout()
     sudo = uses_sudo(cfg, connector)
     container = serving_gateway_container(cfg, connector, layout)
-    keystore = keystore_snapshot(cfg, connector, container)
     pepper = connector.get_file(layout.pepper_file, sudo=sudo)
     if not pepper:
         raise BackupError(f"{layout.pepper_file} is missing on {connector.target}", hint="deploy first")
     connector.add_secret(Secret(pepper.decode("utf-8", errors="replace").strip()))
-    members = {"keystore.db": keystore, "key_pepper": pepper}
+    members = {"key_pepper": pepper}
+    if keystore:
+        members = {"keystore.db": keystore_snapshot(cfg, connector, container), **members}
     for name, directory in (("tls.tar", layout.tls), ("letsencrypt.tar", layout.acme_state)):
         data = _host(
             cfg, connector, ["sh", "-c", _TAR_DIR, "claudegate-backup", directory], f"reading {directory}"
@@ -338,7 +343,7 @@ def write_backup(
             "the keys, owned objects and usage live in the PostgreSQL at state.postgres.url, which this "
             "file does not hold: back it up with that service's snapshots or pg_dump"
         )
-    clients = _client_count(members["keystore.db"])
+    clients = _client_count(members["keystore.db"]) if "keystore.db" in members else None
     manifest: dict[str, Any] = {
         "format": 1,
         "claudegate": __version__,
@@ -399,10 +404,12 @@ def _read_bundle(source: Path, passphrase: Secret | None) -> tuple[dict[str, Any
     for name, digest in dict(manifest.get("sha256") or {}).items():
         if hashlib.sha256(members.get(name, b"")).hexdigest() != digest:
             raise BackupError(f"{source}: {name} does not match its checksum; nothing was restored")
-    for needed in ("keystore.db", "key_pepper"):
+    # A backup of several hosts (manifest "hosts") has no keystore: their clients are in PostgreSQL.
+    for needed in ("key_pepper",) if "hosts" in manifest else ("keystore.db", "key_pepper"):
         if needed not in members:
             raise BackupError(f"{source} lacks {needed}; nothing was restored")
-    _client_count(members["keystore.db"])
+    if "keystore.db" in members:
+        _client_count(members["keystore.db"])
     return manifest, members
 
 
@@ -460,6 +467,12 @@ def restore_backup(
     (``state_connector`` reaches it), replacing what it holds.
     """
     source, manifest, members = backup.source, backup.manifest, backup.members
+    if "keystore.db" not in members:
+        raise BackupError(
+            f"{source} is a backup of several hosts (hosts: {', '.join(dict(manifest.get('hosts') or {}).values())}): "
+            "it holds their peppers and certificates, not a keystore; nothing was restored",
+            hint="their clients are in the PostgreSQL of state.postgres: restore that with its own tools",
+        )
     if cfg.tls.mode == "acme" and "letsencrypt.tar" in members:
         check_tree_tar(members["letsencrypt.tar"], f"{source}: letsencrypt.tar")
     layout = layout or HostLayout()

@@ -485,6 +485,7 @@ def test_logs_audit_renew_and_backup_act_on_every_host(fleet: Fleet, keys: dict[
     assert "state.postgres.url" in backup.stdout  # says what the file does not hold
     read = read_backup(out)
     assert read.manifest["hosts"] == {"1": fleet.servers[0].ip, "2": fleet.servers[1].ip}
+    assert "keystore.db" not in read.members  # the clients are in PostgreSQL
     pepper = fleet.sh(fleet.servers[1], "cat /opt/claudegate/shared/secrets/key_pepper").strip()
     assert read.members["host2.key_pepper"].decode().strip() == pepper == read.members["key_pepper"].decode().strip()
     # restore onto several hosts is refused before anything is read from a host.

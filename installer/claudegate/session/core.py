@@ -503,7 +503,9 @@ class Session:
     def _backup_hosts(self, out: Path, passphrase: Secret | None, force: bool) -> BackupResult:
         from claudegate.backup import fleet_members, host_members, write_backup
 
-        runs = self._each_host("backup", lambda cfg, connector: host_members(cfg, connector, self.layout))
+        # No keystore snapshot: several hosts keep their clients in the shared PostgreSQL (state:).
+        runs = self._each_host("backup", lambda cfg, connector: host_members(cfg, connector, self.layout,
+                                                                          keystore=False))  # fmt: skip
         read = [(r.index, r.host, r.result) for r in runs.runs if r.result is not None]
         failed = runs.error()
         if not read:
