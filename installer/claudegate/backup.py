@@ -37,6 +37,7 @@ import json
 import os
 import tarfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -65,10 +66,13 @@ __all__ = [
     "BackupResult",
     "RestoreResult",
     "create_backup",
+    "fleet_members",
+    "host_members",
     "keystore_snapshot",
     "read_backup",
     "read_passphrase",
     "restore_backup",
+    "write_backup",
 ]
 
 MAGIC_PLAIN = b"claudegate-backup 1 tar\n"
@@ -103,16 +107,17 @@ class BackupError(ClaudegateError):
 class BackupResult:
     path: Path
     encrypted: bool
-    clients: int
+    clients: int | None  # None: no keystore in the file (several hosts: the clients are in PostgreSQL)
     contents: tuple[str, ...]
     size: int
+    notes: tuple[str, ...] = ()
 
     def text(self) -> str:
         how = "encrypted" if self.encrypted else "NOT encrypted (0600; keep it as secret as the server)"
+        clients = "" if self.clients is None else f"; {self.clients} clients"
         return (
-            f"backup written to {self.path} ({self.size} bytes, {how}): {', '.join(self.contents)}; "
-            f"{self.clients} clients"
-        )
+            f"backup written to {self.path} ({self.size} bytes, {how}): {', '.join(self.contents)}{clients}"
+        ) + "".join(f"\nnote: {note}" for note in self.notes)
 
 
 @dataclass(frozen=True)
@@ -145,10 +150,8 @@ class Backup:
     def summary(self) -> str:
         m = self.manifest
         clients = m.get("clients", "?")
-        return (
-            f"the backup of {m.get('domain', '?')} made {m.get('created_at', '?')} "
-            f"({clients} client{'' if clients == 1 else 's'}, {self.source})"
-        )
+        count = "clients in PostgreSQL" if clients is None else f"{clients} client{'' if clients == 1 else 's'}"
+        return f"the backup of {m.get('domain', '?')} made {m.get('created_at', '?')} ({count}, {self.source})"
 
 
 def read_passphrase(file: Path | None = None, env: str | None = None) -> Secret | None:
@@ -250,6 +253,33 @@ def keystore_snapshot(cfg: DeployConfig, connector: Connector, container: str) -
     )  # fmt: skip
 
 
+def host_members(
+    cfg: DeployConfig, connector: Connector, layout: HostLayout | None = None, *, keystore: bool = True
+) -> dict[str, bytes]:
+    """What one host holds that a deploy cannot re-create: keystore snapshot, pepper, TLS and ACME trees.
+
+    ``keystore=False``: no SQLite snapshot (hosts on a shared PostgreSQL keep their clients there; a
+    snapshot taken in their gateway would be of an empty or stale file).
+    """
+    layout = layout or HostLayout()
+    sudo = uses_sudo(cfg, connector)
+    container = serving_gateway_container(cfg, connector, layout)
+    pepper = connector.get_file(layout.pepper_file, sudo=sudo)
+    if not pepper:
+        raise BackupError(f"{layout.pepper_file} is missing on {connector.target}", hint="deploy first")
+    connector.add_secret(Secret(pepper.decode("utf-8", errors="replace").strip()))
+    members = {"key_pepper": pepper}
+    if keystore:
+        members = {"keystore.db": keystore_snapshot(cfg, connector, container), **members}
+    for name, directory in (("tls.tar", layout.tls), ("letsencrypt.tar", layout.acme_state)):
+        data = _host(
+            cfg, connector, ["sh", "-c", _TAR_DIR, "claudegate-backup", directory], f"reading {directory}"
+        )
+        if data:
+            members[name] = data
+    return members
+
+
 def create_backup(
     cfg: DeployConfig,
     connector: Connector,
@@ -264,36 +294,68 @@ def create_backup(
 
     With ``state.host`` in ``cfg``, ``state_connector`` (reaching that host) adds its PostgreSQL dump.
     """
-    layout = layout or HostLayout()
-    sudo = uses_sudo(cfg, connector)
-    container = serving_gateway_container(cfg, connector, layout)
-    keystore = keystore_snapshot(cfg, connector, container)
-    pepper = connector.get_file(layout.pepper_file, sudo=sudo)
-    if not pepper:
-        raise BackupError(f"{layout.pepper_file} is missing on {connector.target}", hint="deploy first")
-    connector.add_secret(Secret(pepper.decode("utf-8", errors="replace").strip()))
-    members = {"keystore.db": keystore, "key_pepper": pepper}
-    for name, directory in (("tls.tar", layout.tls), ("letsencrypt.tar", layout.acme_state)):
-        data = _host(
-            cfg, connector, ["sh", "-c", _TAR_DIR, "claudegate-backup", directory], f"reading {directory}"
-        )
-        if data:
-            members[name] = data
+    members = host_members(cfg, connector, layout)
+    return write_backup(cfg, members, out, source=connector.target, passphrase=passphrase, force=force,
+                        state_connector=state_connector)  # fmt: skip
+
+
+def fleet_members(hosts: Sequence[tuple[int, str, dict[str, bytes]]]) -> tuple[dict[str, bytes], dict[str, str], list[str]]:
+    """One file's members for several hosts: the first host's at the top (what ``restore`` reads), every
+    host's own files as ``host<N>.<name>`` (its pepper, TLS and ACME trees; the keystore is shared state).
+
+    Returns the members, the manifest's ``hosts`` map (N -> host) and notes (hosts whose peppers differ:
+    their key hashes cannot agree, so a key works on one and not the other).
+    """
+    first = hosts[0][2]
+    members = dict(first)
+    names: dict[str, str] = {}
+    notes: list[str] = []
+    for index, host, files in hosts:
+        names[str(index)] = host
+        members.update({f"host{index}.{name}": data for name, data in files.items() if name != "keystore.db"})
+        if files.get("key_pepper") != first.get("key_pepper"):
+            notes.append(f"WARNING: host {index} ({host}) holds another pepper than host {hosts[0][0]}")
+    return members, names, notes
+
+
+def write_backup(
+    cfg: DeployConfig,
+    members: dict[str, bytes],
+    out: Path,
+    *,
+    source: str,
+    passphrase: Secret | None = None,
+    force: bool = False,
+    state_connector: Connector | None = None,
+    hosts: dict[str, str] | None = None,
+    notes: Sequence[str] = (),
+) -> BackupResult:
+    """Add the state tier (once: ``state.host``'s PostgreSQL dump), seal and write ``members`` to ``out`` (0600)."""
+    members = dict(members)
+    notes = list(notes)
     if cfg.state is not None and cfg.state.host is not None:
         if state_connector is None:
             raise ConfigError("state.host is set: the backup needs a connection to it for the PostgreSQL dump")
         members[POSTGRES_DUMP] = dump_postgres(cfg, state_connector)
-    clients = _client_count(keystore)
-    manifest = {
+    elif cfg.state is not None:
+        # A PostgreSQL someone else runs (state.postgres.url): its data is theirs to back up.
+        notes.append(
+            "the keys, owned objects and usage live in the PostgreSQL at state.postgres.url, which this "
+            "file does not hold: back it up with that service's snapshots or pg_dump"
+        )
+    clients = _client_count(members["keystore.db"]) if "keystore.db" in members else None
+    manifest: dict[str, Any] = {
         "format": 1,
         "claudegate": __version__,
         "created_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "domain": cfg.domain,
         "tls_mode": cfg.tls.mode,
-        "source": connector.target,
+        "source": source,
         "clients": clients,
         "sha256": {name: hashlib.sha256(data).hexdigest() for name, data in members.items()},
     }
+    if hosts is not None:
+        manifest["hosts"] = hosts
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
         _add(tar, "manifest.json", json.dumps(manifest, indent=2).encode())
@@ -301,7 +363,7 @@ def create_backup(
             _add(tar, name, data)
     sealed = seal(buffer.getvalue(), passphrase)
     _write_private(out, sealed, force=force)
-    return BackupResult(out, passphrase is not None, clients, tuple(members), len(sealed))
+    return BackupResult(out, passphrase is not None, clients, tuple(members), len(sealed), tuple(notes))
 
 
 def _client_count(keystore: bytes) -> int:
@@ -342,10 +404,12 @@ def _read_bundle(source: Path, passphrase: Secret | None) -> tuple[dict[str, Any
     for name, digest in dict(manifest.get("sha256") or {}).items():
         if hashlib.sha256(members.get(name, b"")).hexdigest() != digest:
             raise BackupError(f"{source}: {name} does not match its checksum; nothing was restored")
-    for needed in ("keystore.db", "key_pepper"):
+    # A backup of several hosts (manifest "hosts") has no keystore: their clients are in PostgreSQL.
+    for needed in ("key_pepper",) if "hosts" in manifest else ("keystore.db", "key_pepper"):
         if needed not in members:
             raise BackupError(f"{source} lacks {needed}; nothing was restored")
-    _client_count(members["keystore.db"])
+    if "keystore.db" in members:
+        _client_count(members["keystore.db"])
     return manifest, members
 
 
@@ -403,6 +467,12 @@ def restore_backup(
     (``state_connector`` reaches it), replacing what it holds.
     """
     source, manifest, members = backup.source, backup.manifest, backup.members
+    if "keystore.db" not in members:
+        raise BackupError(
+            f"{source} is a backup of several hosts (hosts: {', '.join(dict(manifest.get('hosts') or {}).values())}): "
+            "it holds their peppers and certificates, not a keystore; nothing was restored",
+            hint="their clients are in the PostgreSQL of state.postgres: restore that with its own tools",
+        )
     if cfg.tls.mode == "acme" and "letsencrypt.tar" in members:
         check_tree_tar(members["letsencrypt.tar"], f"{source}: letsencrypt.tar")
     layout = layout or HostLayout()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -102,3 +103,38 @@ def test_init_without_a_terminal_says_what_to_do_instead() -> None:
 )
 def test_subcommand_help(args: list[str]) -> None:
     assert runner.invoke(app, args).exit_code == 0
+
+
+def test_every_host_of_hosts_is_tried_and_each_failure_named(tmp_path: Path) -> None:
+    """``hosts:``: a day-2 command goes on after a host that fails, names each, exits with the failure's code."""
+    key = tmp_path / "id"
+    key.write_text("not a key")
+    key.chmod(0o600)
+    pw = tmp_path / "pw"
+    pw.write_text("state-password")
+    pw.chmod(0o600)
+    entry = f"{{host: 127.0.0.1, port: %d, user: deploy, ssh_key: {key}, known_hosts: {tmp_path}/kh}}"
+    cfg = write(tmp_path, f"hosts:\n  - {entry % 1}\n  - {entry % 2}\ndomain: gw.example.com\n"
+                          "tls: {mode: internal-ca}\nupstream: {api_key_env: ANTHROPIC_API_KEY}\n"
+                          f"state:\n  redis: {{url: 'redis://10.0.0.5:6379/0', password_file: {pw}}}\n"
+                          f"  postgres: {{url: 'postgresql://cg@10.0.0.5/cg', password_file: {pw}, tls: disable}}\n")
+    for command in (["status"], ["logs", "nginx"], ["rollback"], ["renew"], ["check"]):
+        r = runner.invoke(app, [*command, "--config", str(cfg)])
+        assert r.exit_code == 3, (command, r.output)
+        # Host 2 was tried after host 1 failed; each is named in the error (and in its section of the output;
+        # rollback stops at its dry run on every host, before it prints anything).
+        assert f"{command[0]} failed on 2 of 2 hosts" in r.stderr, (command, r.stderr)
+        assert "host 1/2 (127.0.0.1:1): FAILED: cannot connect" in r.stderr, r.stderr
+        assert "host 2/2 (127.0.0.1:2): FAILED: cannot connect" in r.stderr, r.stderr
+        if command[0] == "rollback":
+            assert "nothing was rolled back" in r.stderr and r.stdout == "", r.output
+        else:
+            assert "[host 1/2 (127.0.0.1:1)] FAILED:" in r.stdout and "[host 2/2 (127.0.0.1:2)] FAILED:" in r.stdout, r.stdout
+    # --json: one document, every host with its error.
+    r = runner.invoke(app, ["status", "--json", "--config", str(cfg)])
+    doc = json.loads(r.stdout)
+    assert r.exit_code == 3 and doc["ok"] is False
+    assert [(h["host"], h["ok"]) for h in doc["hosts"]] == [("127.0.0.1:1", False), ("127.0.0.1:2", False)]
+    # One key for several hosts is refused before any host is tried.
+    r = runner.invoke(app, ["status", "--accept-host-key", "SHA256:x", "--config", str(cfg)])
+    assert r.exit_code == 2 and "names one host's key" in r.stderr, r.output

@@ -140,3 +140,36 @@ def test_the_acme_tree_cannot_write_outside_its_directory_when_root_extracts_it(
     ):
         with pytest.raises(BackupError, match="nothing was restored"):
             check_tree_tar(bad, "t")
+
+
+def test_a_backup_of_several_hosts_holds_each_hosts_files_and_no_keystore(tmp_path: Path) -> None:
+    from claudegate.backup import fleet_members, restore_backup, write_backup
+    from claudegate.connectors.local import LocalConnector
+    from tests.deploy.test_fleet_roll import _cfg
+
+    cfg = _cfg(tmp_path, 2)
+    hosts = [(1, "10.0.0.11", {"key_pepper": b"fleet-pepper\n", "tls.tar": b"tls-1"}),
+             (2, "10.0.0.12", {"key_pepper": b"another-pepper\n", "tls.tar": b"tls-2"})]  # fmt: skip
+    members, names, notes = fleet_members(hosts)
+    # The first host's files where a one-host reader looks; every host's own beside them.
+    assert members == {"key_pepper": b"fleet-pepper\n", "tls.tar": b"tls-1",
+                       "host1.key_pepper": b"fleet-pepper\n", "host1.tls.tar": b"tls-1",
+                       "host2.key_pepper": b"another-pepper\n", "host2.tls.tar": b"tls-2"}  # fmt: skip
+    assert names == {"1": "10.0.0.11", "2": "10.0.0.12"}
+    assert notes == ["WARNING: host 2 (10.0.0.12) holds another pepper than host 1"]
+    out = tmp_path / "fleet.cgbackup"
+    result = write_backup(cfg, members, out, source="10.0.0.11", passphrase=PASS, hosts=names, notes=notes)
+    assert result.clients is None and "clients" not in result.text().split("\n")[0]
+    # The state tier is not in the file, and the text says so.
+    assert "state.postgres.url" in result.text() and "another pepper" in result.text()
+    assert out.stat().st_mode & 0o777 == 0o600
+    read = read_backup(out, PASS)
+    assert read.manifest["hosts"] == names and "keystore.db" not in read.members
+    assert "clients in PostgreSQL" in read.summary()
+    # It cannot be restored onto one host as if it were a one-host backup: refused before any connection use.
+    with pytest.raises(BackupError, match="a backup of several hosts"):
+        restore_backup(cfg, LocalConnector(), read)
+    # A one-host backup still needs its keystore.
+    (tmp_path / "one.cgbackup").write_bytes(MAGIC_PLAIN + bundle({"key_pepper": b"pepper\n"}))
+    with pytest.raises(BackupError, match=r"lacks keystore\.db"):
+        read_backup(tmp_path / "one.cgbackup")

@@ -179,9 +179,17 @@ def test_one_deploy_rolls_both_hosts_each_smoke_tested(fleet: Fleet, keys: dict[
 def test_status_shows_every_host(fleet: Fleet) -> None:
     run = CliRunner().invoke(app, ["status", "--config", str(fleet.dir / "deploy.yaml"), "--json"])
     assert run.exit_code == 0, run.output
-    hosts = json.loads(run.stdout)["hosts"]
-    assert [h["current_release"] for h in hosts] == [fleet.current(s) for s in fleet.servers]
-    assert all(s.ip in h["target"] for h, s in zip(hosts, fleet.servers, strict=True))
+    data = json.loads(run.stdout)
+    assert data["ok"] is True and [h["host"] for h in data["hosts"]] == [s.ip for s in fleet.servers]
+    reports = [h["result"] for h in data["hosts"]]
+    assert [r["current_release"] for r in reports] == [fleet.current(s) for s in fleet.servers]
+    assert all(s.ip in r["target"] for r, s in zip(reports, fleet.servers, strict=True))
+    # One certificate everywhere (the served-serial check on every host).
+    assert len(data["notes"]) == 1 and data["notes"][0].startswith("every host serves the certificate with serial")
+    text = CliRunner().invoke(app, ["status", "--config", str(fleet.dir / "deploy.yaml")])
+    assert text.exit_code == 0, text.output
+    for index, server in enumerate(fleet.servers, 1):
+        assert f"[host {index}/2 ({server.ip})]" in text.stdout, text.stdout
 
 
 def test_a_key_created_by_the_deploy_works_on_both_hosts(fleet: Fleet, keys: dict[str, str]) -> None:
@@ -333,3 +341,213 @@ def test_two_replicas_per_host_and_one_killed_costs_no_request(fleet: Fleet, key
             break
         assert time.monotonic() < deadline, "the killed replica was not restarted"
         time.sleep(0.2)
+
+
+def _steady_load(server: FreshServer, ca: Path, key: str, *, rate: float, seconds: float,
+                 during: Any) -> list[tuple[float, str]]:
+    """``rate`` short requests a second for ``seconds`` through ``server``'s nginx, from 4 keep-alive clients.
+
+    ``during()`` runs once, a third of the way in. Returns each request's
+    start (seconds from the first) and outcome: the status code, or the
+    exception's name when the client got no answer.
+    """
+    context = ssl.create_default_context(cafile=str(ca))
+    total = int(rate * seconds)
+    outcomes: list[tuple[float, str]] = []
+    lock = threading.Lock()
+    next_index = iter(range(total))
+    begin = time.monotonic() + 0.2
+
+    def worker() -> None:
+        with httpx.Client(verify=context, timeout=30, trust_env=False) as client:
+            while True:
+                with lock:
+                    index = next(next_index, None)
+                if index is None:
+                    return
+                time.sleep(max(0.0, begin + index / rate - time.monotonic()))
+                sent = time.monotonic() - begin
+                try:
+                    response = client.post(
+                        f"https://{server.ip}/v1/messages",
+                        headers={"host": DOMAIN, "x-api-key": key, "anthropic-version": "2023-06-01"},
+                        json={"model": "claude-haiku-4-5", "max_tokens": 8,
+                              "messages": [{"role": "user", "content": "hi"}]},
+                        extensions={"sni_hostname": DOMAIN},
+                    )  # fmt: skip
+                    outcome = str(response.status_code)
+                except httpx.HTTPError as exc:
+                    outcome = type(exc).__name__
+                with lock:
+                    outcomes.append((sent, outcome))
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    time.sleep(max(0.0, begin + seconds / 3 - time.monotonic()))
+    during()
+    for thread in threads:
+        thread.join(seconds + 60)
+    return sorted(outcomes)
+
+
+def test_kill_9_of_a_replica_under_steady_load_fails_no_request(fleet: Fleet, keys: dict[str, str]) -> None:
+    listing = "docker ps --filter label=org.claudegate.role=gateway --format '{{.Names}}'"
+    server = fleet.servers[1]
+    replicas = fleet.sh(server, listing).split()
+    assert len(replicas) == 2, replicas
+    victim = min(replicas, key=len)
+    pid_before = fleet.sh(server, f"docker inspect -f '{{{{.State.Pid}}}}' {victim}").strip()
+    assert pid_before.isdigit() and pid_before != "0", pid_before
+    # Upstream answers after 50 ms: at 15 req/s about one request is in flight on each replica at any time.
+    fleet.fake.control.config(latency=0.05)
+    killed: list[float] = []
+
+    def kill() -> None:
+        fleet.sh(server, f"kill -9 {pid_before}")
+        killed.append(time.monotonic())
+
+    try:
+        outcomes = _steady_load(server, fleet.dir / "state" / "ca.pem", keys["team-a"], rate=15, seconds=10,
+                                during=kill)  # fmt: skip
+    finally:
+        fleet.fake.control.config(latency=0.0)
+    failed = [(round(at, 2), what) for at, what in outcomes if what != "200"]
+    TIMINGS["steady load: requests"] = len(outcomes)
+    TIMINGS["steady load: failed"] = len(failed)
+    print("\nkill -9 under load, failed:", failed)
+    assert len(outcomes) == 150
+    assert killed
+    assert failed == [], failed
+    # Docker restarted the crashed replica (restart policy), and it serves again.
+    deadline = time.monotonic() + 30
+    while True:
+        running, pid = fleet.sh(server, f"docker inspect -f '{{{{.State.Running}}}} {{{{.State.Pid}}}}' {victim}").split()
+        if running == "true" and pid not in (pid_before, "0"):
+            break
+        assert time.monotonic() < deadline, "the killed replica was not restarted"
+        time.sleep(0.2)
+
+
+# --- day-2 commands on every host (the CLI, as an operator runs them) -------------------------------
+
+
+def _cli(fleet: Fleet, *args: str, config: str = "deploy.yaml") -> Any:
+    return CliRunner().invoke(app, [*args, "--config", str(fleet.dir / config)])
+
+
+def _headers(fleet: Fleet) -> list[str]:
+    return [f"[host {i}/2 ({s.ip})]" for i, s in enumerate(fleet.servers, 1)]
+
+
+def test_logs_audit_renew_and_backup_act_on_every_host(fleet: Fleet, keys: dict[str, str]) -> None:
+    first, second = _headers(fleet)
+    # logs: each host's section, each replica's lines under its container name, the key never shown.
+    gateway = _cli(fleet, "logs", "gateway", "--tail", "400")
+    assert gateway.exit_code == 0, gateway.output
+    text = gateway.stdout
+    assert text.index(first) < text.index(second), text[:400]
+    for part in text.split(second):
+        assert part.count("--- claudegate-gateway-") == 2, part[:2000]  # both replicas of that host
+        assert part.count("-r2 ---") == 1
+    assert keys["team-a"] not in text
+    nginx = _cli(fleet, "logs", "nginx", "--tail", "50")
+    assert nginx.exit_code == 0 and first in nginx.stdout and second in nginx.stdout, nginx.output
+    # audit: every host's own edge is attacked (a few quick probes), each under its header.
+    audit = _cli(fleet, "audit", "--quick", "--only", "tls.certificate", "--only", "authz.path_tricks", "--json")
+    assert audit.stdout.startswith("{"), (audit.exit_code, audit.output, audit.exception)
+    doc = json.loads(audit.stdout)
+    assert audit.exit_code == 0 and doc["ok"], audit.output
+    assert [h["host"] for h in doc["hosts"]] == [s.ip for s in fleet.servers]
+    for entry in doc["hosts"]:
+        verdicts = {p["name"]: p["verdict"] for p in entry["result"]["probes"]}
+        assert verdicts == {"tls.certificate": "held", "authz.path_tricks": "held"}, entry
+    # smoke-test: each host's own HTTPS port; check: each host's SSH, sudo, Docker.
+    smoke = _cli(fleet, "smoke-test", "--json")
+    assert smoke.exit_code == 0, smoke.output
+    smoked = json.loads(smoke.stdout)
+    assert [h["host"] for h in smoked["hosts"]] == [s.ip for s in fleet.servers]
+    assert all(h["result"]["ok"] for h in smoked["hosts"]), smoked
+    check = _cli(fleet, "check")
+    assert check.exit_code == 0 and first in check.stdout and second in check.stdout, check.output
+    # renew: internal-ca has nothing due; every host is visited and says so.
+    renew = _cli(fleet, "renew", "--json")
+    assert renew.exit_code == 0, renew.output
+    renewed = json.loads(renew.stdout[renew.stdout.index("{"):])
+    assert [h["host"] for h in renewed["hosts"]] == [s.ip for s in fleet.servers]
+    assert all(h["ok"] and h["result"]["playbook"] == "renew" for h in renewed["hosts"]), renewed
+    # backup: one file, the first host's files where restore reads them, each host's own beside them.
+    from claudegate.backup import read_backup
+
+    out = fleet.dir / "fleet.cgbackup"
+    backup = CliRunner().invoke(app, ["backup", "--out", str(out), "--config", str(fleet.dir / "deploy.yaml")])
+    assert backup.exit_code == 0, backup.output
+    assert "state.postgres.url" in backup.stdout  # says what the file does not hold
+    read = read_backup(out)
+    assert read.manifest["hosts"] == {"1": fleet.servers[0].ip, "2": fleet.servers[1].ip}
+    assert "keystore.db" not in read.members  # the clients are in PostgreSQL
+    pepper = fleet.sh(fleet.servers[1], "cat /opt/claudegate/shared/secrets/key_pepper").strip()
+    assert read.members["host2.key_pepper"].decode().strip() == pepper == read.members["key_pepper"].decode().strip()
+    # restore onto several hosts is refused before anything is read from a host.
+    restore = CliRunner().invoke(app, ["restore", "--from", str(out), "--yes", "--config", str(fleet.dir / "deploy.yaml")])
+    assert restore.exit_code == 2 and "not supported yet" in restore.output, restore.output
+
+
+def test_a_host_that_cannot_be_reached_is_named_and_the_other_still_answers(fleet: Fleet) -> None:
+    down = fleet.servers[1]
+    block = "iptables -I INPUT -p tcp --dport 22 -j REJECT --reject-with tcp-reset"
+    code, out = down.exec(["sh", "-c", block])
+    assert code == 0, out
+    try:
+        status = _cli(fleet, "status")
+        logs = _cli(fleet, "logs", "nginx", "--tail", "5")
+    finally:
+        down.exec(["sh", "-c", block.replace("-I INPUT", "-D INPUT")])
+    first, second = _headers(fleet)
+    for run in (status, logs):
+        assert run.exit_code == 3, run.output  # the connection's own exit code, not a generic one
+        assert first in run.stdout and second in run.stdout, run.stdout
+        # The reachable host's report is there; the unreachable one is named with its error.
+        assert run.stdout.index(first) < run.stdout.index(second)
+        assert f"{second} FAILED" in run.stdout, run.stdout
+        assert "failed on 1 of 2 hosts" in run.output and f"host 2/2 ({down.ip}): FAILED" in run.output
+        assert f"done on: host 1/2 ({fleet.servers[0].ip})" in run.output
+    assert f"release:    {fleet.current(fleet.servers[0])} " in status.stdout.split(second)[0], status.stdout
+
+
+def test_rollback_is_refused_on_every_host_when_one_has_nothing_to_go_back_to(fleet: Fleet) -> None:
+    # After the failed roll: host 1 went forward and back (it has a previous release), host 2 never switched.
+    before = [fleet.current(s) for s in fleet.servers]
+    run = _cli(fleet, "rollback")
+    assert run.exit_code != 0, run.output
+    assert f"host 2/2 ({fleet.servers[1].ip}): FAILED: there is no previous release" in run.output, run.output
+    assert "nothing was rolled back" in run.output
+    assert [fleet.current(s) for s in fleet.servers] == before  # host 1 was not touched either
+
+
+def test_rollback_takes_every_host_back_to_the_release_before(fleet: Fleet) -> None:
+    before = {fleet.current(s) for s in fleet.servers}
+    assert len(before) == 1
+    # A release both hosts switch to (the one that failed on host 2 before, now that it reaches PostgreSQL).
+    forward = fleet.deploy(fleet.cfg("new-release.yaml", limits={"per_ip": {"rate": "50r/s", "burst": 20},
+                                                                  "max_body_size": "16m"}))  # fmt: skip
+    assert {fleet.current(s) for s in fleet.servers} == {forward.release_id} != before
+    run = _cli(fleet, "rollback", config="new-release.yaml")
+    assert run.exit_code == 0, run.output
+    first, second = _headers(fleet)
+    assert run.stdout.index(first) < run.stdout.index(second), run.stdout
+    assert {fleet.current(s) for s in fleet.servers} == before
+    listing = "docker ps --filter label=org.claudegate.role=gateway --format '{{.Names}}'"
+    for server in fleet.servers:  # the release before serves with its two replicas again
+        assert len(fleet.sh(server, listing).split()) == 2, fleet.sh(server, listing)
+
+
+def test_uninstall_removes_the_gateway_from_every_host(fleet: Fleet) -> None:
+    run = CliRunner().invoke(app, ["uninstall", "--yes", "--config", str(fleet.dir / "deploy.yaml")])
+    assert run.exit_code == 0, run.output
+    first, second = _headers(fleet)
+    assert first in run.stdout and second in run.stdout, run.stdout
+    for server in fleet.servers:
+        assert fleet.sh(server, "docker ps -a --filter name=claudegate- --format '{{.Names}}'").split() == []
+        # --keep-data (the default): the secrets stay for a later deploy.
+        assert fleet.sh(server, "ls /opt/claudegate/shared/secrets/").split(), server.ip

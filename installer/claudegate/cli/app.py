@@ -178,10 +178,10 @@ def status(
 
     def body() -> None:
         with _session(config, accept_host_key=accept_host_key) as session:
-            if session.config.several_hosts:  # every host of hosts:, each under its own header
-                output.fleet_status(session.fleet_status(expiry_days=expiry_days), json_out=json_out)
-                return
             report = session.status(expiry_days=expiry_days)
+        if session.config.several_hosts:  # every host of hosts:, each under its own header
+            output.each_host(report, json_out=json_out)
+            return
         output.status_report(report, json_out=json_out)
 
     run(body)
@@ -194,13 +194,17 @@ def logs(
     tail: Annotated[int, typer.Option(metavar="N", help="lines from the end")] = 100,
     accept_host_key: HostKeyOpt = None,
 ) -> None:
-    """Recent log lines of the nginx or gateway container."""
+    """Recent log lines of the nginx or gateway container (every host of hosts:, each under its header)."""
 
     def body() -> None:
         if service not in ("nginx", "gateway"):
             raise typer.BadParameter("SERVICE must be nginx or gateway")
         with _session(config, accept_host_key=accept_host_key) as session:
-            sys.stdout.write(session.logs(service, tail))
+            text = session.logs(service, tail)
+        if isinstance(text, str):
+            sys.stdout.write(text)
+        else:  # every host of hosts:, each under its own header
+            output.each_host(text, json_out=False, text=lambda lines: lines)
 
     run(body)
 
@@ -214,9 +218,14 @@ def smoke_test(config: ConfigOpt = DEFAULT_CONFIG, accept_host_key: HostKeyOpt =
 
         with _session(config, accept_host_key=accept_host_key, progress=None if json_out else output.StepPrinter()) as s:
             report = s.smoke_test()
-        output.smoke_report(report, json_out=json_out)
-        if not report.ok:
+        if s.config.several_hosts:  # every host's table under its header; a failing check names its host
+            output.each_host(report, json_out=json_out, text=lambda r: r.table())
+            failed = [f"{c.name} on {run.label}" for run in report.runs if run.result is not None
+                      for c in run.result.checks if c.status == "fail"]  # fmt: skip
+        else:
+            output.smoke_report(report, json_out=json_out)
             failed = [c.name for c in report.checks if c.status == "fail"]
+        if failed:
             raise SmokeTestFailed(f"smoke test failed: {', '.join(failed)}", failed=failed)
 
     run(body)
@@ -230,7 +239,7 @@ def rollback(config: ConfigOpt = DEFAULT_CONFIG, accept_host_key: HostKeyOpt = N
         progress = None if json_out else output.StepPrinter()
         with _session(config, accept_host_key=accept_host_key, progress=progress) as session:
             result = session.rollback()
-        output.deploy_result(result, json_out=json_out)
+        _day2_result(session, result, json_out)
 
     run(body)
 
@@ -243,7 +252,7 @@ def renew(config: ConfigOpt = DEFAULT_CONFIG, accept_host_key: HostKeyOpt = None
         progress = None if json_out else output.StepPrinter()
         with _session(config, accept_host_key=accept_host_key, progress=progress) as session:
             result = session.renew()
-        output.deploy_result(result, json_out=json_out)
+        _day2_result(session, result, json_out)
 
     run(body)
 
@@ -255,12 +264,12 @@ def uninstall(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask for confirmation")] = False,
     accept_host_key: HostKeyOpt = None,
 ) -> None:
-    """Stop and remove the gateway's containers, networks and images from the host."""
+    """Stop and remove the gateway's containers, networks and images from the host (every host of hosts:)."""
 
     def body() -> None:
         with _session(config, accept_host_key=accept_host_key, yes=yes, progress=output.StepPrinter()) as session:
             result = session.uninstall(keep_data=keep_data)
-        output.deploy_result(result, json_out=False)
+        _day2_result(session, result, False)
 
     run(body)
 
@@ -281,6 +290,14 @@ def render(
             output.err(note)
 
     run(body)
+
+
+def _day2_result(session: Any, result: Any, json_out: bool) -> None:
+    """One host's playbook result, or every host's (hosts:) under its header, failures named."""
+    if session.config.several_hosts:
+        output.each_host(result, json_out=json_out, text=output.deploy_text)
+    else:
+        output.deploy_result(result, json_out=json_out)
 
 
 class _InitCommand(TyperCommand):
@@ -387,6 +404,11 @@ def check(config: ConfigOpt = DEFAULT_CONFIG, accept_host_key: HostKeyOpt = None
         with _session(config, accept_host_key=accept_host_key) as session:
             warn_missing_secrets(session.config)
             report = session.test_connection()
+        if session.config.several_hosts:  # every host under its header; a host not reached is named
+            output.each_host(report, json_out=json_out)
+            if not all(r.ok for r in report.results):
+                raise typer.Exit(ExitCode.ERROR)
+            return
         output.status_report(report, json_out=json_out)
         if not report.ok:
             raise typer.Exit(ExitCode.ERROR)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -66,31 +66,67 @@ def audit_command(
     """
 
     def body() -> None:
-        from claudegate.audit.result import row
-        from claudegate.errors import AuditFailed, ConfigError
+        from claudegate.errors import ConfigError
 
         if report is not None and report.suffix.lower() not in (".md", ".html", ".htm"):
             raise ConfigError(f"--report {report}: give a .md or .html file name")
         with session(config, accept_host_key=accept_host_key) as s:
             result = s.audit(quick=quick, only=tuple(only or ()), probe_source=probe_source,
                              vantage=vantage, vantage_host_key=vantage_host_key)
-        if report is not None:
-            text = result.html() if report.suffix.lower() in (".html", ".htm") else result.markdown()
-            report.write_text(text)
-            output.err(f"report written to {report}")
-        if json_out:
-            import json
-
-            sys.stdout.write(json.dumps(result.to_json(), indent=2) + "\n")
-        else:
-            for probe in result.results:
-                print(row(probe))
-            print(result.summary())
-            for note in result.notes:
-                output.err(f"note: {note}")
-        if not result.ok:
-            names = [r.name for r in result.failed]
-            fixes = "; ".join(f"{r.name}: {r.fix}" for r in result.failed if r.fix)
-            raise AuditFailed(f"{len(names)} probe(s) did not hold: {', '.join(names)}", failed=names, hint=fixes)
+        if s.config.several_hosts:  # every host's edge, each under its header
+            _hosts(result, report, json_out)
+            return
+        _one(result, report, json_out)
 
     run(body)
+
+
+def _one(result: Any, report: Path | None, json_out: bool) -> None:
+    from claudegate.audit.result import row
+    from claudegate.errors import AuditFailed
+
+    if report is not None:
+        text = result.html() if report.suffix.lower() in (".html", ".htm") else result.markdown()
+        report.write_text(text)
+        output.err(f"report written to {report}")
+    if json_out:
+        import json
+
+        sys.stdout.write(json.dumps(result.to_json(), indent=2) + "\n")
+    else:
+        for probe in result.results:
+            print(row(probe))
+        print(result.summary())
+        for note in result.notes:
+            output.err(f"note: {note}")
+    if not result.ok:
+        names = [r.name for r in result.failed]
+        fixes = "; ".join(f"{r.name}: {r.fix}" for r in result.failed if r.fix)
+        raise AuditFailed(f"{len(names)} probe(s) did not hold: {', '.join(names)}", failed=names, hint=fixes)
+
+
+def _hosts(runs: Any, report: Path | None, json_out: bool) -> None:
+    """Every host's audit; a probe that did not hold on any host fails the run, naming the host."""
+    from claudegate.audit.result import row
+    from claudegate.errors import AuditFailed
+
+    if report is not None:
+        html = report.suffix.lower() in (".html", ".htm")
+        # One report per host beside the named one: report.md -> report.host1.md, ...
+        for run in runs.runs:
+            if run.result is not None:
+                path = report.with_name(f"{report.stem}.host{run.index}{report.suffix}")
+                path.write_text(run.result.html() if html else run.result.markdown())
+                output.err(f"report for {run.label} written to {path}")
+
+    def text(result: Any) -> str:
+        lines = [row(probe) for probe in result.results] + [result.summary()]
+        return "\n".join(lines + [f"note: {n}" for n in result.notes])
+
+    output.each_host(runs, json_out=json_out, text=text)  # raises first when a host could not be audited
+    failed = [(run.label, r) for run in runs.runs if run.result is not None for r in run.result.failed]
+    if failed:
+        names = [f"{probe.name} on {label}" for label, probe in failed]
+        fixes = "; ".join(sorted({f"{probe.name}: {probe.fix}" for _, probe in failed if probe.fix}))
+        raise AuditFailed(f"{len(failed)} probe(s) did not hold: {', '.join(names)}",
+                          failed=[probe.name for _, probe in failed], hint=fixes or None)  # fmt: skip

@@ -27,12 +27,28 @@ def status_report(report: Any, *, json_out: bool) -> None:
         print(report.text())
 
 
-def fleet_status(reports: list[Any], *, json_out: bool) -> None:
+def each_host(runs: Any, *, json_out: bool, text: Any = None, data: Any = None) -> None:
+    """A day-2 command's result on every host (``EveryHost``): each under its header, then raise its error.
+
+    ``text``/``data`` render one host's result (default: its ``text()``/``to_json()``).
+    A host that failed is shown where it belongs; after everything is printed,
+    the error naming the failing hosts is raised (its exit code: the first failure's).
+    """
     if json_out:
-        print(json.dumps({"hosts": [r.to_json() for r in reports]}, indent=2, default=str))
-        return
-    for index, report in enumerate(reports, 1):
-        print(f"[host {index}/{len(reports)}] {report.text()}")
+        print(json.dumps(runs.to_json(data or (lambda r: r.to_json())), indent=2, default=str))
+    else:
+        print(runs.text(text or (lambda r: r.text())), end="")
+    error = runs.error()
+    if error is not None:
+        raise error
+
+
+def deploy_text(result: Any) -> str:
+    """A playbook's result as ``deploy_result`` prints it (without the new keys: day-2 playbooks make none)."""
+    text: str = result.plan_text(diffs=result.dry_run)
+    if result.smoke is not None:
+        text += "\n" + result.smoke.table()
+    return text
 
 
 class StepPrinter:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -58,6 +59,7 @@ __all__ = [
     "render",
     "renew",
     "rollback",
+    "served_serial_notes",
     "smoke_test",
     "status",
     "uninstall",
@@ -467,16 +469,41 @@ def logs(
         raise ConfigError(f"tail must be at least 1, not {tail}")
     layout = layout or HostLayout()
     sudo = _sudo(cfg, connector)
-    name = (
-        layout.gateway_container(serving_gateway(connector, layout, sudo))
-        if service == "gateway"
-        else (layout.nginx_container)
-    )
-    result = connector.run(docker_cli.container_logs(name, tail=tail), sudo=sudo, timeout=60, check=False)
-    if not result.ok:
-        connector.raise_failed(docker_cli.container_logs(name, tail=tail), result)
-    # docker logs writes the container's stdout and stderr to its own two streams.
-    return connector.redact((result.stdout + result.stderr).decode("utf-8", errors="replace"))
+    if service == "gateway":
+        gateway_id = serving_gateway(connector, layout, sudo)
+        # With state: two replicas serve (deploy/services.py); each one's lines under its name.
+        names = [layout.gateway_container(gateway_id, n) for n in range(1, (2 if cfg.state is not None else 1) + 1)]
+    else:
+        names = [layout.nginx_container]
+    parts = []
+    for name in names:
+        result = connector.run(docker_cli.container_logs(name, tail=tail), sudo=sudo, timeout=60, check=False)
+        if not result.ok:
+            connector.raise_failed(docker_cli.container_logs(name, tail=tail), result)
+        # docker logs writes the container's stdout and stderr to its own two streams.
+        text = connector.redact((result.stdout + result.stderr).decode("utf-8", errors="replace"))
+        parts.append(text if len(names) == 1 else f"--- {name} ---\n{text}")
+    return "".join(parts)
+
+
+def served_serial_notes(reports: Sequence[tuple[str, StatusReport]]) -> list[str]:
+    """A note when the hosts of ``hosts:`` do not all serve the same certificate (by serial).
+
+    Every host is given the same certificate (one internal CA, the operator's
+    files, or the shared ACME one): a host serving another serial missed a
+    renewal's reload, or answers with something that is not claudegate.
+    """
+    serials: dict[str, list[str]] = {}
+    for host, report in reports:
+        found = _SERIAL.match(report.served_certificate or "")
+        serials.setdefault(found.group(1) if found else "nothing", []).append(host)
+    if len(serials) <= 1:
+        return [f"every host serves the certificate with serial {next(iter(serials))}"] if serials else []
+    which = "; ".join(f"serial {serial}: {', '.join(hosts)}" for serial, hosts in sorted(serials.items()))
+    return [f"WARNING: the hosts serve different certificates ({which}); run claudegate renew, then status"]
+
+
+_SERIAL = re.compile(r"serial ([0-9a-f]+),")
 
 
 def smoke_test(cfg: DeployConfig, *, progress: Callable[[Check], None] | None = None) -> SmokeReport:

@@ -40,6 +40,7 @@ a time per session (a second concurrent call waits).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -69,6 +70,7 @@ if TYPE_CHECKING:
     from claudegate.config.model import Client, DeployConfig
     from claudegate.connectors.base import Connector
     from claudegate.control.progress import Reporter, StepEvent
+    from claudegate.deploy.every_host import EveryHost
     from claudegate.deploy.fleet import FleetResult
     from claudegate.deploy.gateway_cli import ClientRecord
     from claudegate.deploy.layout import HostLayout
@@ -183,17 +185,33 @@ class Session:
 
     def _open_host(self, host_cfg: DeployConfig) -> Connector:
         """A verified connection to one host of ``hosts:`` (the rolling deploy closes it)."""
+        self._one_key_for_one_host()
+        return self._verified(host_cfg, None)
+
+    def _one_key_for_one_host(self) -> None:
         if self.accept_host_key is not None:
             raise ConfigError(
                 "--accept-host-key names one host's key, and this config lists several hosts",
                 hint="give each entry of hosts: its host_key_fingerprint, or confirm each key when asked",
             )
-        return self._verified(host_cfg, None)
 
-    def test_connection(self) -> ConnectionReport:
-        """Connect, verify and look around (sudo, distro, Docker, ports, what a deploy installs). Read-only."""
+    def _each_host(self, command: str, fn: Callable[[DeployConfig, Connector], T]) -> EveryHost[T]:
+        """``fn(host_cfg, connector)`` on every host of ``hosts:``; a failing host is named, the rest still done."""
+        from claudegate.deploy.every_host import on_every_host
+
+        self._one_key_for_one_host()  # a wrong flag is one error, not one per host
+        return on_every_host(self._config, self._open_host, command, fn, reporter=self._reporter())
+
+    def test_connection(self) -> ConnectionReport | EveryHost[ConnectionReport]:
+        """Connect, verify and look around (sudo, distro, Docker, ports, what a deploy installs). Read-only.
+
+        On several hosts: every host's report (a host that cannot be reached is named).
+        """
         from claudegate.session.connection import check_target
 
+        if self._config.several_hosts:
+            return self._call(lambda: self._each_host(
+                "check", lambda cfg, connector: check_target(cfg, connector, layout=self.layout)))  # fmt: skip
         return self._call(lambda: check_target(self._config, self._connect(), layout=self.layout))
 
     # -- playbooks ---------------------------------------------------------------
@@ -237,87 +255,120 @@ class Session:
 
         return self._call(run)
 
-    def rollback(self, *, dry_run: bool = False) -> DeployResult:
-        """Serve the previous release again (smoke-tested)."""
+    def rollback(self, *, dry_run: bool = False) -> DeployResult | EveryHost[DeployResult]:
+        """Serve the previous release again (smoke-tested).
+
+        On several hosts: each host in turn, after a dry run on every host
+        showed that they all go back to the same release (else nothing is
+        touched and the error names the hosts).
+        """
         from claudegate.deploy import api
 
+        if self._config.several_hosts:
+            from claudegate.deploy.every_host import same_release_everywhere
+
+            def on_hosts() -> EveryHost[DeployResult]:
+                if not dry_run:  # every host can go back, to one release, before any host is touched
+                    same_release_everywhere(self._each_host("rollback", lambda cfg, connector: api.rollback(
+                        cfg, connector, dry_run=True, layout=self.layout)))  # fmt: skip
+                return self._each_host("rollback", lambda cfg, connector: api.rollback(
+                    cfg, connector, dry_run=dry_run, reporter=self._reporter(), layout=self.layout))  # fmt: skip
+
+            return self._call(on_hosts)
         return self._call(
             lambda: api.rollback(
                 self._config, self._connect(), dry_run=dry_run, reporter=self._reporter(), layout=self.layout
             )
         )
 
-    def renew(self, *, dry_run: bool = False) -> DeployResult:
-        """Renew the ACME certificate when due, reload nginx."""
+    def renew(self, *, dry_run: bool = False) -> DeployResult | EveryHost[DeployResult]:
+        """Renew the ACME certificate when due, reload nginx (on every host of ``hosts:``)."""
         from claudegate.deploy import api
 
+        if self._config.several_hosts:
+            return self._call(lambda: self._each_host("renew", lambda cfg, connector: api.renew(
+                cfg, connector, dry_run=dry_run, reporter=self._reporter(), layout=self.layout)))  # fmt: skip
         return self._call(
             lambda: api.renew(
                 self._config, self._connect(), dry_run=dry_run, reporter=self._reporter(), layout=self.layout
             )
         )
 
-    def uninstall(self, *, keep_data: bool = True, keep_images: bool = False, dry_run: bool = False) -> DeployResult:
-        """Remove the gateway from the host, after a yes through the interaction (not asked in a dry run)."""
+    def uninstall(
+        self, *, keep_data: bool = True, keep_images: bool = False, dry_run: bool = False
+    ) -> DeployResult | EveryHost[DeployResult]:
+        """Remove the gateway from the host (every host of ``hosts:``), after one yes through the interaction.
+
+        Not asked in a dry run. On several hosts the question names them all
+        before any is touched; the state tier (``state:``) is left alone.
+        """
         from claudegate.deploy import api
 
-        def run() -> DeployResult:
+        def remove(cfg: DeployConfig, connector: Connector) -> DeployResult:
+            return api.uninstall(
+                cfg, connector, keep_data=keep_data, keep_images=keep_images, dry_run=dry_run,
+                reporter=self._reporter(), layout=self.layout,
+            )  # fmt: skip
+
+        def ask(target: str) -> None:
+            what = "keeping the keystore, audit log and certificates" if keep_data else "INCLUDING all data"
+            question = ConsentQuestion(
+                topic="remove-gateway", target=target,
+                detail=f"remove claudegate's containers, networks and images, {what}",
+            )  # fmt: skip
+            if not self.interaction.consent(question):
+                raise Declined(f"{question.text()} -- answered no; nothing was removed", flag=question.flag)
+
+        def run() -> DeployResult | EveryHost[DeployResult]:
+            if self._config.several_hosts:
+                from claudegate.deploy.fleet import host_name
+
+                if not dry_run:
+                    ask(f"{len(self._config.fleet)} hosts ({', '.join(host_name(h) for h in self._config.fleet)})")
+                return self._each_host("uninstall", remove)
             connector = self._connect()
             if not dry_run:
-                what = "keeping the keystore, audit log and certificates" if keep_data else "INCLUDING all data"
-                question = ConsentQuestion(
-                    topic="remove-gateway",
-                    target=connector.target,
-                    detail=f"remove claudegate's containers, networks and images, {what}",
-                )
-                if not self.interaction.consent(question):
-                    raise Declined(f"{question.text()} -- answered no; nothing was removed", flag=question.flag)
-            return api.uninstall(
-                self._config,
-                connector,
-                keep_data=keep_data,
-                keep_images=keep_images,
-                dry_run=dry_run,
-                reporter=self._reporter(),
-                layout=self.layout,
-            )
+                ask(connector.target)
+            return remove(self._config, connector)
 
         return self._call(run)
 
     # -- looking ---------------------------------------------------------------------
-    def status(self, *, expiry_days: int | None = None) -> StatusReport:
-        """Releases, containers, certificate, lock, last run and expiring client keys. Changes nothing."""
+    def status(self, *, expiry_days: int | None = None) -> StatusReport | EveryHost[StatusReport]:
+        """Releases, containers, certificate, lock, last run and expiring client keys. Changes nothing.
+
+        On several hosts: every host's report (a host that cannot be reached
+        is named with its error, the others still shown) and a note on
+        whether they all serve the same certificate serial.
+        """
         from claudegate.deploy import api
 
-        return self._call(
-            lambda: api.status(self._config, self._connect(), layout=self.layout, expiry_days=expiry_days)
-        )
+        def one(cfg: DeployConfig, connector: Connector) -> StatusReport:
+            return api.status(cfg, connector, layout=self.layout, expiry_days=expiry_days)
 
-    def fleet_status(self, *, expiry_days: int | None = None) -> list[StatusReport]:
-        """:meth:`status` of every host of ``hosts:``, in rollout order (one connection at a time)."""
-        from claudegate.deploy import api
-
-        def run() -> list[StatusReport]:
-            reports = []
-            for host in self._config.fleet:
-                host_cfg = self._config.for_host(host)
-                connector = self._open_host(host_cfg)
-                try:
-                    reports.append(api.status(host_cfg, connector, layout=self.layout, expiry_days=expiry_days))
-                finally:
-                    connector.close()
-            return reports
+        def run() -> StatusReport | EveryHost[StatusReport]:
+            if not self._config.several_hosts:
+                return one(self._config, self._connect())
+            runs = self._each_host("status", one)
+            served = [(r.host, r.result) for r in runs.runs if r.result is not None]
+            return dataclasses.replace(runs, notes=tuple(api.served_serial_notes(served)))
 
         return self._call(run)
 
-    def logs(self, service: str = "gateway", tail: int = 100) -> str:
-        """The last ``tail`` lines of ``service`` (``gateway`` or ``nginx``), redacted."""
+    def logs(self, service: str = "gateway", tail: int = 100) -> str | EveryHost[str]:
+        """The last ``tail`` lines of ``service`` (``gateway`` or ``nginx``), redacted; every host's, labelled."""
         from claudegate.deploy import api
 
+        if self._config.several_hosts:
+            return self._call(lambda: self._each_host("logs", lambda cfg, connector: api.logs(
+                cfg, connector, service, tail, layout=self.layout)))  # fmt: skip
         return self._call(lambda: api.logs(self._config, self._connect(), service, tail, layout=self.layout))
 
-    def smoke_test(self) -> SmokeReport:
-        """The smoke test against what is deployed, as a client sees it; each check is a ``check`` event."""
+    def smoke_test(self) -> SmokeReport | EveryHost[SmokeReport]:
+        """The smoke test against what is deployed, as a client sees it; each check is a ``check`` event.
+
+        On several hosts: every host's (its own address, the same domain).
+        """
         from claudegate.control.progress import StepEvent
         from claudegate.deploy import api
 
@@ -335,6 +386,12 @@ class Session:
                 )
             )
 
+        if self._config.several_hosts:  # each host's own HTTPS port, as a client reaching it would
+            from claudegate.deploy.every_host import for_every_host
+
+            return self._call(lambda: for_every_host(
+                self._config, "smoke-test", lambda cfg: api.smoke_test(cfg, progress=on_check),
+                reporter=self._reporter()))  # fmt: skip
         return self._call(lambda: api.smoke_test(self._config, progress=on_check))
 
     def audit(
@@ -345,11 +402,13 @@ class Session:
         probe_source: str | None = None,
         vantage: str | None = None,
         vantage_host_key: str | None = None,
-    ) -> AuditReport:
+    ) -> AuditReport | EveryHost[AuditReport]:
         """Attack the deployed stack from outside (:mod:`claudegate.audit`); each probe is a ``check`` event.
 
         Temporary narrowly scoped clients are made on the serving gateway and
         revoked at the end (the next deploy revokes any a killed run left).
+        On several hosts every host's edge is attacked in turn (its own
+        nginx, its own audit log), each with its own run's clients.
         """
         from claudegate.control.progress import StepEvent
         from claudegate.deploy.audit_run import audit_deployment, connector_keys_and_log
@@ -359,23 +418,25 @@ class Session:
             self._emit(StepEvent(kind="check", step="audit", title="Security audit", index=1, total=1,
                                  message=result.name, status=status, detail=result.detail))  # fmt: skip
 
-        def run() -> AuditReport:
-            keys, read_log = connector_keys_and_log(self._config, self._connect(), self.layout)
+        def one(cfg: DeployConfig, connector: Connector) -> AuditReport:
+            keys, read_log = connector_keys_and_log(cfg, connector, self.layout)
             if vantage is None:
                 return audit_deployment(
-                    self._config, keys, read_log, quick=quick, only=tuple(only), probe_source=probe_source,
+                    cfg, keys, read_log, quick=quick, only=tuple(only), probe_source=probe_source,
                     progress=on_probe,
                 )
             from claudegate.audit.vantage import vantage_connector
             from claudegate.probes.wire import tunnel_dial
 
-            with vantage_connector(self._config, vantage, vantage_host_key) as far:
+            with vantage_connector(cfg, vantage, vantage_host_key) as far:
                 return audit_deployment(
-                    self._config, keys, read_log, quick=quick, only=tuple(only), probe_source=probe_source,
+                    cfg, keys, read_log, quick=quick, only=tuple(only), probe_source=probe_source,
                     remote=(far.target, tunnel_dial(far.open_tcp)), progress=on_probe,
                 )
 
-        return self._call(run)
+        if self._config.several_hosts:
+            return self._call(lambda: self._each_host("audit", one))
+        return self._call(lambda: one(self._config, self._connect()))
 
     def usage(self, *, client: str | None = None, since: date | None = None) -> UsageReport:
         """Requests and tokens per client per UTC day from the gateway's audit log (read-only)."""
@@ -417,8 +478,18 @@ class Session:
         self._call(lambda: keys.revoke_client(self._config, self._connect(), name, layout=self.layout))
 
     def backup(self, out: str | os.PathLike[str], *, passphrase: Secret | None = None, force: bool = False) -> BackupResult:
-        """Save the keystore, the pepper and the ACME state of the deployed gateway to ``out`` (0600)."""
+        """Save the keystore, the pepper and the ACME state of the deployed gateway to ``out`` (0600).
+
+        On several hosts: the state tier once (``state.host``'s dump) and
+        each host's own files (pepper, TLS and ACME trees) in one file. A
+        host that cannot be read is left out and named: the file is written
+        with the others, then :class:`~claudegate.deploy.every_host.FleetCommandFailed`
+        says which host is missing from it.
+        """
         from claudegate.backup import create_backup
+
+        if self._config.several_hosts:
+            return self._call(lambda: self._backup_hosts(Path(out), passphrase, force))
 
         def run() -> BackupResult:
             with self._state_host() as state_connector:  # state.host: its PostgreSQL dump goes in too
@@ -428,6 +499,28 @@ class Session:
                 )  # fmt: skip
 
         return self._call(run)
+
+    def _backup_hosts(self, out: Path, passphrase: Secret | None, force: bool) -> BackupResult:
+        from claudegate.backup import fleet_members, host_members, write_backup
+
+        # No keystore snapshot: several hosts keep their clients in the shared PostgreSQL (state:).
+        runs = self._each_host("backup", lambda cfg, connector: host_members(cfg, connector, self.layout,
+                                                                          keystore=False))  # fmt: skip
+        read = [(r.index, r.host, r.result) for r in runs.runs if r.result is not None]
+        failed = runs.error()
+        if not read:
+            assert failed is not None
+            raise failed
+        members, hosts, notes = fleet_members(read)
+        with self._state_host() as state_connector:  # the state tier once, whatever the number of hosts
+            result = write_backup(
+                self._config, members, out, source=read[0][1], passphrase=passphrase, force=force,
+                state_connector=state_connector, hosts=hosts, notes=notes,
+            )  # fmt: skip
+        if failed is not None:
+            failed.message += f"\n{result.text()}\nit lacks the files of the hosts that failed"
+            raise failed
+        return result
 
     def restore(self, source: str | os.PathLike[str], *, passphrase: Secret | None = None) -> RestoreResult:
         """Put a backup onto the deployed host, after a yes through the interaction.
@@ -440,6 +533,14 @@ class Session:
         from claudegate.backup import read_backup, restore_backup
 
         def run() -> RestoreResult:
+            if self._config.several_hosts:
+                # One host's restore would give it the backup's pepper while the others (and the fleet's
+                # copy in state_dir, which the next deploy hands out) keep theirs: keys would work on some.
+                raise ConfigError(
+                    "restore onto several hosts (hosts:) is not supported yet: nothing was restored",
+                    hint="restore the state tier with its own tools (pg_restore); the hosts' files come back "
+                    "with claudegate deploy",
+                )
             backup = read_backup(Path(source), passphrase)
             question = ConsentQuestion(
                 topic="restore-backup",

@@ -283,7 +283,8 @@ def open_session(
 
 def test_connection(session: Session) -> ConnectionReport:
     """SSH and the host key (asked through the interaction), sudo, distro, Docker, ports 80/443."""
-    return session.test_connection()
+    _one_host(session)
+    return cast("ConnectionReport", session.test_connection())
 
 
 def _one_host(session: Session) -> None:
@@ -311,7 +312,8 @@ def cancel(session: Session) -> None:
 
 
 def status(session: Session) -> StatusReport:
-    return session.status()
+    _one_host(session)
+    return cast("StatusReport", session.status())
 
 
 def list_clients(session: Session) -> str:
@@ -376,15 +378,18 @@ def restore(session: Session, source: str, passphrase_file: str) -> str:
 
 
 def logs(session: Session, service: str, tail: int = 200) -> str:
-    return session.logs(service, tail)
+    _one_host(session)
+    return cast("str", session.logs(service, tail))
 
 
 def rollback(session: Session) -> DeployResult:
-    return session.rollback()
+    _one_host(session)
+    return cast("DeployResult", session.rollback())
 
 
 def smoke_test(session: Session) -> SmokeReport:
-    return session.smoke_test()
+    _one_host(session)
+    return cast("SmokeReport", session.smoke_test())
 
 
 # --- checks the form asks for -----------------------------------------------------------------
