@@ -6,6 +6,7 @@ stays fast."""
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -103,8 +104,13 @@ def _cancel_on_sigint(running: Any) -> Iterator[None]:
     def handler(signum: int, frame: Any) -> None:
         if running.cancelled:
             raise KeyboardInterrupt
-        output.err("cancelling at the next safe point (Ctrl-C again to stop at once)")
+        # Cancel first, and say so without sys.stderr: the handler runs between two
+        # bytecodes of the main thread, which may be inside a write to that same
+        # stream (a progress line); a second write there raises "reentrant call",
+        # and the cancel would be lost in whatever caught it.
         running.cancel("interrupted (Ctrl-C)")
+        with contextlib.suppress(OSError):
+            os.write(2, b"cancelling at the next safe point (Ctrl-C again to stop at once)\n")
 
     try:
         previous = signal.signal(signal.SIGINT, handler)
