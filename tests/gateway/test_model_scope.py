@@ -165,7 +165,7 @@ def test_a_model_outside_the_scope_is_not_found_like_one_that_does_not_exist(
 
 
 def test_a_scope_that_matches_nothing_lists_nothing(gw: GatewayProc, fake: FakeAnthropic) -> None:
-    key = gw.create_key("no-listed-model", "--models", "claude-opus-4-5")  # an alias: usable, never listed
+    key = gw.create_key("no-listed-model", "--models", "claude-opus-9-9")  # neither an id nor an alias of one
     assert page(gw, key, "/v1/models") == {"data": [], "has_more": False, "first_id": None, "last_id": None}
     assert page(gw, key, "/v1/models?limit=1000&after_id=claude-opus-4-6")["data"] == []
 
@@ -334,3 +334,20 @@ def test_each_upstream_page_of_the_list_counts_against_rpm(gw: GatewayProc, fake
     other = gw.create_key("three-more", "--models", "claude-opus-*", "--rpm", "3")
     assert all(get(gw, other, "/v1/models").status_code == 200 for _ in range(3))
     assert get(gw, other, "/v1/models").status_code == 429
+
+
+def test_a_key_scoped_to_an_alias_sees_the_dated_model_it_resolves_to(gw: GatewayProc) -> None:
+    """The smoke client is scoped to ``claude-haiku-4-5``; its list must not be empty (an alias is
+    the dated id without its date), and nothing else may show through the alias rule."""
+    key = gw.create_key("haiku-alias", "--models", "claude-haiku-4-5")
+    dated = [m for m in ALL if m.startswith("claude-haiku-4-5-")]
+    assert dated, ALL
+    assert ids(page(gw, key, "/v1/models?limit=1000")) == dated
+    assert get(gw, key, f"/v1/models/{dated[0]}").status_code == 200
+    assert get(gw, key, "/v1/models/claude-haiku-4-5").status_code == 200
+    # A longer name that starts like the alias is not its dated model.
+    for other in ("claude-haiku-4-5-extra-20251001", "claude-haiku-4-50-20251001", "claude-haiku-4-5-2025100"):
+        assert get(gw, key, f"/v1/models/{other}").status_code == 404, other
+    others = [m for m in ALL if m not in dated]
+    for model in others[:3]:
+        assert get(gw, key, f"/v1/models/{model}").status_code == 404, model

@@ -18,26 +18,40 @@ the caller's list (a hidden model, an unknown id) answers the same empty
 page, so no cursor tells whether a model outside the scope exists.
 
 Scopes are matched against the ids the list shows (dated ids such as
-``claude-opus-4-5-20251101``); a scope naming only an alias
-(``claude-opus-4-5``) lets the key use and get that alias but lists nothing
-for it.
+``claude-opus-4-5-20251101``) and against the alias of each, the id without
+its date (``claude-opus-4-5``): a key scoped to an alias can send requests
+to it, and upstream serves those with the dated model, so the list shows
+that model to it and a get of either id answers.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from claudegate_gateway.errors import GatewayError
 from claudegate_gateway.keystore import Scopes
 
-__all__ = ["MAX_UPSTREAM_PAGES", "UPSTREAM_PAGE", "Paging", "hidden_model", "paging", "scoped_page", "visible"]
+__all__ = [
+    "MAX_UPSTREAM_PAGES", "UPSTREAM_PAGE", "Paging", "hidden_model", "listed", "paging", "scoped_page", "visible",
+]
 
 # Upstream's catalogue is read in pages this large, at most this many per list
 # call: a bounded fan-out (one request in practice) whatever upstream says.
 UPSTREAM_PAGE = 1000
 MAX_UPSTREAM_PAGES = 3
 _DEFAULT_LIMIT = 20
+# A dated model id ends in its snapshot's date; without it, the id is the alias.
+_DATED = re.compile(r"(.+)-(\d{8})")
+
+
+def listed(model_id: str, scopes: Scopes) -> bool:
+    """Whether the key sees ``model_id``: the scope allows it, or the alias it is the dated model of."""
+    if scopes.model_allowed(model_id):
+        return True
+    dated = _DATED.fullmatch(model_id)
+    return dated is not None and scopes.model_allowed(dated.group(1))
 
 
 def hidden_model(model_id: str) -> GatewayError:
@@ -49,7 +63,7 @@ def visible(entries: list[Any], scopes: Scopes) -> list[dict[str, Any]]:
     """Upstream's entries the scope allows, in upstream's order (anything without a string id is dropped)."""
     out: list[dict[str, Any]] = []
     for entry in entries:
-        if isinstance(entry, dict) and isinstance(entry.get("id"), str) and scopes.model_allowed(entry["id"]):
+        if isinstance(entry, dict) and isinstance(entry.get("id"), str) and listed(entry["id"], scopes):
             out.append(entry)
     return out
 

@@ -58,6 +58,7 @@ from claudegate_gateway.modelscope import (
     MAX_UPSTREAM_PAGES,
     UPSTREAM_PAGE,
     hidden_model,
+    listed,
     paging,
     scoped_page,
     visible,
@@ -371,7 +372,7 @@ class Gateway:
             # Counted like any other (above); its extra upstream pages are counted in _list.
             return await self._list(request, route, client, ex), rate
         # The model catalogue within the key's model scope (modelscope.py).
-        if op.name == "models.get" and not scopes.model_allowed(route.params["model_id"]):
+        if op.name == "models.get" and not listed(route.params["model_id"], scopes):
             raise hidden_model(route.params["model_id"])
         if op.name == "models.list":
             return await self._models(request, route, client, ex), rate
