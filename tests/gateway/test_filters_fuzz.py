@@ -239,3 +239,15 @@ def test_from_config_only_raises_config_error(rules: Any) -> None:
         assert "; " in str(exc)
     else:
         check_apply(policy, {"messages": [{"role": "user", "content": "hello 4111111111111111 x"}]})
+
+
+def test_a_number_beside_a_card_is_not_taken_into_it() -> None:
+    """Found by the fuzz test in a pristine run: "67" and a card are 18 digits that pass Luhn
+    and start like a Discover card; only the card is the secret."""
+    for before in ("67", "order 67", "6 7"):
+        text = f"{before} 4111111111111111 tail"
+        out = REDACT.apply({"messages": [{"role": "user", "content": text}]}).body["messages"][0]["content"]
+        assert out == f"{before} [REDACTED:secrets] tail", out
+    # Grouped the way cards are printed, the whole card is still one secret.
+    out = REDACT.apply({"messages": [{"role": "user", "content": "x 4111 1111 1111 1111 y"}]}).body
+    assert out["messages"][0]["content"] == "x [REDACTED:secrets] y"

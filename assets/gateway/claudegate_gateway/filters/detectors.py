@@ -159,7 +159,10 @@ def _find_cards(text: str, start: int, end: int) -> Iterator[_Found]:
         # (a streamed number) costs one pass, not a list of ints per scan.
         groups = [(base + g.start(), base + g.end(), g.group()) for g in _DIGIT_GROUP.finditer(run.group())]
         total = sum(len(g[2]) for g in groups)
-        if total <= 19 and _card_ok([int(d) for g in groups for d in g[2]]):
+        # A group that is a card on its own is the card, not the run it joins with the
+        # numbers beside it ("order 67 4111111111111111": the 18 digits pass Luhn by chance).
+        alone = len(groups) > 1 and any(len(g[2]) >= 13 and _card_ok([int(d) for d in g[2]]) for g in groups)
+        if total <= 19 and not alone and _card_ok([int(d) for g in groups for d in g[2]]):
             yield run.start(), run.end(), run.start(), run.end()
             continue
         # Card inside a longer run (number + CVV, a list of numbers): try
