@@ -22,6 +22,7 @@ import pytest
 
 from claudegate.connectors.ssh import SSHConnector
 from tests.support.fresh_server import KeyPair, generate_ed25519
+from tests.support.ports import free_port
 
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 
@@ -33,9 +34,7 @@ def _write_private(path: Path, data: bytes) -> None:
 
 
 def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return free_port("127.0.0.1")
 
 
 def _wait_for_banner(port: int, proc: subprocess.Popen[bytes], log: Path, timeout: float = 10) -> None:

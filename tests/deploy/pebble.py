@@ -28,6 +28,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from tests.support.ports import free_port
+
 
 @dataclass(frozen=True)
 class Pebble:
@@ -60,9 +62,7 @@ class Pebble:
 
 
 def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("0.0.0.0", 0))
-        return int(sock.getsockname()[1])
+    return free_port("0.0.0.0")
 
 
 def _api_certificate(directory: Path, addresses: list[str]) -> tuple[Path, Path, Path]:

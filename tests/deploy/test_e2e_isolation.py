@@ -35,6 +35,7 @@ from claudegate.deploy.results import DeployResult
 from tests.deploy.support import sdk_client, write_config, write_secret
 from tests.support.fake_anthropic import FakeProcess, spawn_fake
 from tests.support.parallel import deploy_subnet, name_suffix
+from tests.support.ports import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.timeout(600)]
 
@@ -42,9 +43,7 @@ KEY = "sk-ant-api03-isolation-" + secrets.token_hex(12)
 
 
 def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("0.0.0.0", 0))
-        return int(sock.getsockname()[1])
+    return free_port("0.0.0.0")
 
 
 def _docker(*args: str, check: bool = True) -> str:

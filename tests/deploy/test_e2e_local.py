@@ -9,7 +9,6 @@ kept: they are content-addressed, and the next run reuses them).
 from __future__ import annotations
 
 import secrets
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +22,7 @@ from tests.deploy.support import sdk_client, timer, write_config, write_secret
 from tests.support.fake_anthropic import spawn_fake
 from tests.support.fresh_server import RESOURCE_LABEL, create_bridge, docker_client
 from tests.support.parallel import deploy_subnet, name_suffix
+from tests.support.ports import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.timeout(600)]
 
@@ -30,9 +30,7 @@ KEY = "sk-ant-api03-local-" + secrets.token_hex(12)
 
 
 def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("0.0.0.0", 0))
-        return int(sock.getsockname()[1])
+    return free_port("0.0.0.0")
 
 
 def _host_address_network() -> tuple[Any, str]:

@@ -250,14 +250,18 @@ def test_slow_clients_do_not_starve_normal_ones(
     # The attack did hold many connections at once (fewer on a loaded machine, whose ramp is slower).
     assert max(row["Connected"] for row in headers) > slowloris_conns // 3
     # Each second's row: once the attack had opened (nearly) all its
-    # connections, nginx closed them within its header timeout (plus CSV
-    # lag), however slowly a loaded machine let the attack ramp up.
+    # connections, nginx closed most of them within its header timeout (plus
+    # CSV lag), however slowly a loaded machine let the attack ramp up.
+    # slowhttptest may stop writing rows before the last ones are closed
+    # (a pristine run's CSV ended at 205 of 300 closed), so "most" is half by
+    # the deadline and well over half by the end, not a fixed share at once.
     opened = next(
         (i for i, row in enumerate(headers) if row["Connected"] + row["Closed"] >= slowloris_conns * 0.9), None
     )
-    closed = next((i for i, row in enumerate(headers) if row["Closed"] >= slowloris_conns * 0.7), None)
+    closed = next((i for i, row in enumerate(headers) if row["Closed"] >= slowloris_conns * 0.5), None)
     assert opened is not None and closed is not None, headers[-3:]
     assert closed - opened <= SLOW_TIMEOUT + 2, headers
+    assert max(row["Closed"] for row in headers) >= slowloris_conns * 0.6, headers[-3:]
 
     # Slow body: the keyless uploads stream to the gateway, which answers 401
     # on their headers without waiting for the body; past CONN_PER_IP at once

@@ -10,6 +10,7 @@ from aiohttp import web
 
 from claudegate_gateway.bindaddr import listen_host
 from claudegate_gateway.config import ConfigError, parse_config
+from tests.support.ports import free_port
 
 
 def test_plain_hosts_pass_through() -> None:
@@ -39,9 +40,7 @@ def test_a_network_without_an_address_of_ours_is_a_config_error(host: str, probl
 
 
 def test_the_rendered_form_parses_and_binds_only_that_address() -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        free = int(probe.getsockname()[1])
+    free = free_port()
     config = parse_config({"listen": f"127.0.0.0/8:{free}"}, "gateway.yaml")
     assert config.listen == ("127.0.0.0/8", free)
 

@@ -6,7 +6,6 @@ published)."""
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
@@ -28,15 +27,14 @@ from claudegate.demo import (
     upstream_run_argv,
 )
 from claudegate.session.scripted import ScriptedInteraction
+from tests.support.ports import free_port
 
 DEMO_KEY = DEMO_KEY_PREFIX + "0123456789abcdef"
 
 
 @pytest.fixture(scope="module")
 def echo_url() -> Iterator[str]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "claudegate_gateway.demo_upstream", "--listen", f"127.0.0.1:{port}"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

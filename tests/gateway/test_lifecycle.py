@@ -151,7 +151,7 @@ def test_daily_budget_survives_restart(gateway_factory: GatewayFactory, fake: Fa
 
 
 def test_dead_and_slow_upstream(gateway_factory: GatewayFactory, fake: FakeAnthropic) -> None:
-    from tests.support.gateway_proc import free_port
+    from tests.support.ports import free_port
 
     dead = gateway_factory(name="dead", upstream_url=f"http://127.0.0.1:{free_port()}")
     key = dead.create_key("k")

@@ -11,6 +11,7 @@ import pytest
 from claudegate.session import ScriptedInteraction, Session
 from claudegate.session.connection import parse_listening_ports
 from claudegate.session.document import config_from_document
+from tests.support.ports import free_port
 
 # /proc/net/tcp and tcp6 as Linux prints them: 0A is LISTEN, 01 ESTABLISHED.
 PROC_NET_TCP = """\
@@ -30,9 +31,7 @@ def test_listening_ports_parsed_from_proc() -> None:
 
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("0.0.0.0", 0))
-        return int(s.getsockname()[1])
+    return free_port("0.0.0.0")
 
 
 def test_check_this_machine(tmp_path: Path) -> None:

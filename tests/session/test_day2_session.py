@@ -7,7 +7,6 @@ same method with the same canned interaction.
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import pytest
@@ -23,15 +22,14 @@ from claudegate.redact import Secret
 from claudegate.session import ScriptedInteraction, Session
 from tests.deploy.conftest import ConfigFactory
 from tests.support.backup_files import write_backup_file
+from tests.support.ports import free_port
 
 PASS = Secret("a passphrase for the session test")
 
 
 def _closed_port() -> int:
-    """A port nothing listens on (bound, then released): a connection there is refused at once."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port nothing listens on: a connection there is refused at once."""
+    return free_port("127.0.0.1")
 
 
 def _backup_file(path: Path, *, passphrase: Secret | None = PASS) -> Path:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ipaddress
 import secrets
-import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +25,7 @@ from tests.deploy.support import write_config, write_secret
 from tests.support.fake_anthropic import spawn_fake
 from tests.support.fresh_server import docker_client
 from tests.support.parallel import deploy_subnet, name_suffix
+from tests.support.ports import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.timeout(900)]
 
@@ -33,9 +33,7 @@ KEY = "sk-ant-api03-cancel-" + secrets.token_hex(12)
 
 
 def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("0.0.0.0", 0))
-        return int(sock.getsockname()[1])
+    return free_port("0.0.0.0")
 
 
 def _bridge_gateway() -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -12,14 +11,14 @@ from claudegate.cli.interaction import CliInteraction
 from claudegate.errors import ConfigError, ConnectionFailed
 from claudegate.session import ScriptedInteraction, SecretQuestion, Session
 from claudegate.session.document import config_from_document
+from tests.support.ports import free_port
 
 KEY = "sk-ant-api03-asked-" + "k" * 30
 
 
 def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])  # closed again when this returns: nothing listens there
+    """A port nothing listens on: a connection there is refused at once."""
+    return free_port("127.0.0.1")
 
 
 def _doc(tmp_path: Path, key_file: Path) -> dict[str, Any]:

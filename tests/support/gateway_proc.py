@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import time
@@ -17,13 +16,11 @@ from typing import Any
 
 import yaml
 
+from tests.support.ports import free_port
+
 GATEWAY = [sys.executable, "-m", "claudegate_gateway"]
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 def write_secret(path: Path, value: str) -> Path:

@@ -19,15 +19,11 @@ from typing import Any
 
 from claudegate.edge.render import render_edge, write_edge
 from claudegate.edge.settings import EdgeSettings
+from tests.support.ports import free_port
 
 NGINX = "/usr/sbin/nginx"
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 def local_settings(workdir: Path, **overrides: Any) -> EdgeSettings:
