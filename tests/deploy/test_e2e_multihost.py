@@ -538,15 +538,85 @@ def test_rollback_is_refused_on_every_host_when_one_has_nothing_to_go_back_to(fl
     assert [fleet.current(s) for s in fleet.servers] == before  # host 1 was not touched either
 
 
-def test_rollback_takes_every_host_back_to_the_release_before(fleet: Fleet) -> None:
+class _LoadOnEveryHost:
+    """Keep-alive clients sending ``rate`` short requests a second, host after host, until stopped.
+
+    What an operator's users do while a roll or a rollback goes through the
+    fleet. Each worker keeps one connection per host, as an SDK client does,
+    so a connection an old nginx worker or gateway drops is met, not avoided.
+    """
+
+    def __init__(self, fleet: Fleet, key: str, *, rate: float = 8.0, workers: int = 4) -> None:
+        self.fleet, self.key, self.rate = fleet, key, rate
+        self.outcomes: list[tuple[float, str, str]] = []  # (seconds from the start, host, status or error)
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._count = 0
+        self._threads = [threading.Thread(target=self._worker) for _ in range(workers)]
+
+    def __enter__(self) -> _LoadOnEveryHost:
+        self._begin = time.monotonic()
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(60)
+
+    def _worker(self) -> None:
+        context = ssl.create_default_context(cafile=str(self.fleet.dir / "state" / "ca.pem"))
+        clients = [httpx.Client(verify=context, timeout=30, trust_env=False) for _ in self.fleet.servers]
+        try:
+            while not self._stop.is_set():
+                with self._lock:
+                    index = self._count
+                    self._count += 1
+                time.sleep(max(0.0, self._begin + index / self.rate - time.monotonic()))
+                server = self.fleet.servers[index % len(self.fleet.servers)]
+                sent = time.monotonic() - self._begin
+                try:
+                    response = clients[index % len(clients)].post(
+                        f"https://{server.ip}/v1/messages",
+                        headers={"host": DOMAIN, "x-api-key": self.key, "anthropic-version": "2023-06-01"},
+                        json={"model": "claude-haiku-4-5", "max_tokens": 8,
+                              "messages": [{"role": "user", "content": "hi"}]},
+                        extensions={"sni_hostname": DOMAIN},
+                    )  # fmt: skip
+                    outcome = str(response.status_code)
+                except httpx.HTTPError as exc:
+                    outcome = type(exc).__name__
+                with self._lock:
+                    self.outcomes.append((round(sent, 2), server.ip, outcome))
+        finally:
+            for client in clients:
+                client.close()
+
+    def failed(self) -> list[tuple[float, str, str]]:
+        return sorted(o for o in self.outcomes if o[2] != "200")
+
+
+def test_rollback_takes_every_host_back_to_the_release_before(fleet: Fleet, keys: dict[str, str]) -> None:
     before = {fleet.current(s) for s in fleet.servers}
     assert len(before) == 1
-    # A release both hosts switch to (the one that failed on host 2 before, now that it reaches PostgreSQL).
-    forward = fleet.deploy(fleet.cfg("new-release.yaml", limits={"per_ip": {"rate": "50r/s", "burst": 20},
-                                                                  "max_body_size": "16m"}))  # fmt: skip
+    # A release both hosts switch to (the one that failed on host 2 before, now that it reaches PostgreSQL),
+    # under steady load on both hosts: no request fails while the fleet rolls (issue #15).
+    with _LoadOnEveryHost(fleet, keys["team-a"]) as roll_load:
+        forward = fleet.deploy(fleet.cfg("new-release.yaml", limits={"per_ip": {"rate": "50r/s", "burst": 20},
+                                                                      "max_body_size": "16m"}))  # fmt: skip
+    TIMINGS["roll under load: requests"] = len(roll_load.outcomes)
     assert {fleet.current(s) for s in fleet.servers} == {forward.release_id} != before
-    run = _cli(fleet, "rollback", config="new-release.yaml")
+    assert len(roll_load.outcomes) >= 100, len(roll_load.outcomes)
+    assert {ip for _, ip, _ in roll_load.outcomes} == {s.ip for s in fleet.servers}
+    assert roll_load.failed() == [], roll_load.failed()
+    # The rollback, under the same load: none fails either.
+    with _LoadOnEveryHost(fleet, keys["team-a"]) as back_load:
+        run = _cli(fleet, "rollback", config="new-release.yaml")
     assert run.exit_code == 0, run.output
+    TIMINGS["rollback under load: requests"] = len(back_load.outcomes)
+    assert len(back_load.outcomes) >= 40, len(back_load.outcomes)
+    assert back_load.failed() == [], back_load.failed()
     first, second = _headers(fleet)
     assert run.stdout.index(first) < run.stdout.index(second), run.stdout
     assert {fleet.current(s) for s in fleet.servers} == before
