@@ -14,6 +14,7 @@ first host back to the release it served before.
 
 from __future__ import annotations
 
+import itertools
 import json
 import secrets
 import shutil
@@ -32,6 +33,7 @@ from typer.testing import CliRunner
 
 from claudegate.cli.app import app
 from claudegate.config import DeployConfig
+from claudegate.control.progress import StepEvent
 from claudegate.deploy.api import connector_for, deploy_hosts
 from claudegate.deploy.fleet import FleetResult
 from claudegate.deploy.gateway_keys import run_gateway_keys
@@ -151,9 +153,15 @@ def test_plan_shows_every_host_and_changes_nothing(fleet: Fleet) -> None:
 
 
 def test_one_deploy_rolls_both_hosts_each_smoke_tested(fleet: Fleet, keys: dict[str, str]) -> None:
+    # Every event the operator's screen would print, with when it came: a fresh fleet deploy
+    # (images, Docker, the roll) speaks at least every 5 s, between hosts too (issue #15).
+    seen: list[tuple[float, StepEvent]] = []
     with timer() as took:
-        result = fleet.deploy(fleet.cfg())
+        result = deploy_hosts(fleet.cfg(), connector_for, reporter=lambda e: seen.append((time.monotonic(), e)))
     TIMINGS["fresh 2-host deploy"] = took["seconds"]
+    gaps = [(round(b[0] - a[0], 1), a[1].step, b[1].step) for a, b in itertools.pairwise(seen)]
+    assert seen and max(gaps)[0] <= 5.0, sorted(gaps)[-3:]
+    TIMINGS["longest silence in the deploy (s)"] = max(gaps)[0]
     assert len(result.hosts) == 2
     for host in result.hosts:
         assert host.smoke is not None and host.smoke.ok, host.smoke.table() if host.smoke else None
