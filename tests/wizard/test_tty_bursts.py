@@ -51,3 +51,20 @@ def test_bursts_leave_the_help_with_the_focus_and_next_reads_every_box(pane: Pan
     pane.keys("BTab", "C-u", "Tab", "C-u", "C-n")
     screen = pane.wait_for("No clients yet")
     assert "to fix" not in screen, screen
+
+
+def test_a_dropdown_answered_in_one_burst_chooses(pane: Pane) -> None:
+    """Enter, Down, Enter sent at once on "Deploy to": the second option is chosen and the list closed
+    (the Down and Enter reached the closed dropdown before the list had the focus, and it stayed open)."""
+    screen = pane.wait_for("Test connection")
+    assert "A server over SSH" in screen
+    pane.keys("Enter", "Down", "Enter")
+    screen = pane.wait_for("This machine")
+    screen = pane.wait_gone("Host *")  # the server's boxes go with the choice
+    row = next(line for line in screen.splitlines() if "Deploy to" in line)
+    assert "This machine" in row, screen
+    assert "A server over SSH" not in screen, screen  # the list is closed
+    assert "Dismiss menu" not in screen, screen
+    # The dropdown keeps the focus: the next Tab goes on to the next field, whose help shows.
+    pane.keys("Tab")
+    pane.wait_for("The Debian image")

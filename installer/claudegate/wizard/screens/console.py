@@ -19,7 +19,7 @@ from textual.widgets import Button, Footer, Input, Label, RichLog, Select, Stati
 
 from claudegate.errors import ClaudegateError
 from claudegate.wizard import core
-from claudegate.wizard.widgets import FieldInput
+from claudegate.wizard.widgets import FieldInput, FieldSelect
 
 if TYPE_CHECKING:
     from claudegate.config import DeployConfig
@@ -87,7 +87,7 @@ class ConsoleScreen(Screen[None]):
                 yield RichLog(id="backup-log", wrap=True, markup=False)
             with TabPane("Logs", id="tab-logs"):
                 with Horizontal(classes="actions"):
-                    yield Select([("gateway", "gateway"), ("nginx", "nginx")], value="gateway", id="service",
+                    yield FieldSelect([("gateway", "gateway"), ("nginx", "nginx")], value="gateway", id="service",
                                  allow_blank=False, compact=True)
                     yield Button("Show", id="logs-show", compact=True)
                 yield RichLog(id="logs", wrap=True, markup=False, max_lines=5000)
