@@ -342,6 +342,17 @@ def rotate_client(session: Session, name: str, overlap: str) -> str:
             f" {issued.saved_to}, 0600):\n{issued.key.reveal()}")
 
 
+def overlap_problem(text: str) -> str | None:
+    """What is wrong with a Rotate overlap as typed (empty is 0s), in the console's words; None if fine."""
+    from claudegate.keys import parse_duration
+
+    try:
+        parse_duration(text.strip() or "0s", field="overlap")
+    except ConfigError as exc:
+        return f"{text.strip()!r} is not a duration; {exc.hint}" if exc.hint else str(exc)
+    return None
+
+
 def revoke_client(session: Session, name: str) -> str:
     """``claudegate keys revoke NAME`` (the console asked first)."""
     session.revoke_client(name)
