@@ -348,11 +348,12 @@ def make_app(
     if state is None and target.is_file():
         # An existing deploy.yaml is edited, not silently replaced by empty answers.
         try:
-            doc, _cfg = core.load_document(target)
+            doc, cfg = core.load_document(target)
         except Exception as exc:  # unreadable or invalid: start empty, and Save will ask before replacing it
             note = (f"{target} exists but could not be loaded ({getattr(exc, 'message', exc)}); saving asks"
                     " before replacing it.")
         else:
+            core.refuse_several_hosts(cfg, target)
             state = state_from_document(doc)
             loaded_from = target.resolve()
             note = " ".join(filter(None, (

@@ -754,6 +754,12 @@ def state_from_document(doc: Mapping[str, Any]) -> WizardState:
 
     Everything the form does not ask about is kept in :attr:`WizardState.extra` and saved back as it was.
     """
+    hosts = doc.get("hosts")
+    if isinstance(hosts, list) and len(hosts) == 1 and isinstance(hosts[0], dict) and doc.get("target") in (
+        None, hosts[0],
+    ):
+        # hosts: with one entry is the deploy target: is (docs/multihost.md): edited and saved as target:.
+        doc = {**{k: v for k, v in doc.items() if k != "hosts"}, "target": hosts[0]}
     specs = [f for screen in SCREENS for f in screen.fields if f.key != "save_path"]
     by_key = {f.key: f for f in specs}
     values: dict[str, Any] = {}

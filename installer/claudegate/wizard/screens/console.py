@@ -49,6 +49,13 @@ def _field_line(label: str, input_id: str, *, tooltip: str, value: str = "", pla
                     classes="form-field")
 
 
+#: How one host's result of a console action is written in its log.
+_RENDER: dict[str, Callable[[Any], str]] = {
+    "status": lambda report: str(report.text()),
+    "rollback": lambda result: str(result.plan_text(diffs=False)),
+    "smoke_test": lambda report: str(report.table()),
+}
+
 _LOG_HELP = "What the last action said; arrows and PgUp/PgDn scroll it."
 _TABS_HELP = "Left and Right switch tabs; Tab goes into the tab."
 
@@ -72,7 +79,7 @@ class ConsoleScreen(Screen[None]):
         return cast("WizardApp", self.app)
 
     def compose(self) -> ComposeResult:
-        yield Static(f"claudegate console · {self.cfg.domain} on {self.cfg.target.host}", classes="step-bar")
+        yield Static(f"claudegate console · {self.cfg.domain} on {self._where()}", classes="step-bar")
         with TabbedContent(id="console-tabs"):
             with TabPane("Status", id="tab-status"):
                 yield _log("status")
@@ -132,6 +139,11 @@ class ConsoleScreen(Screen[None]):
         yield Static("", id="help", classes="help")
         yield Footer(show_command_palette=False)
 
+    def _where(self) -> str:
+        """The host, or (hosts:) how many and which: every action of the console acts on all of them."""
+        fleet = [t.host for t in self.cfg.fleet]
+        return fleet[0] if len(fleet) == 1 else f"{len(fleet)} hosts ({', '.join(fleet)})"
+
     def on_mount(self) -> None:
         self.wizard.session_on(self.cfg)
         self.wizard.progress_target = self._progress
@@ -158,14 +170,8 @@ class ConsoleScreen(Screen[None]):
         except ClaudegateError as exc:
             text = f"failed: {exc.message}" + (f"\nfix: {exc.hint}" if exc.hint else "")
         else:
-            if fn_name == "status":
-                text = result.text()
-            elif fn_name in ("rollback",):
-                text = result.plan_text(diffs=False)
-            elif fn_name == "smoke_test":
-                text = result.table()
-            else:
-                text = str(result)
+            # One host's result, or (hosts:) every host's under its own header.
+            text = core.result_text(result, _RENDER.get(fn_name, str))
         self.app.call_from_thread(self._write, log_id, text)
 
     def action_refresh(self) -> None:
@@ -296,6 +302,6 @@ class ConsoleScreen(Screen[None]):
 
     @on(Button.Pressed, "#rollback")
     def _rollback(self) -> None:
-        self._confirm("Roll back?", f"The previous release replaces the one serving on {self.cfg.target.host}"
-                      " (its nginx and gateway, then the smoke test).", "Roll back",
+        self._confirm("Roll back?", f"The previous release replaces the one serving on {self._where()}"
+                      " (its nginx and gateway, then the smoke test; host by host).", "Roll back",
                       lambda: self._call("actions", "roll back to the previous release", "rollback"))
