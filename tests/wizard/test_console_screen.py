@@ -108,3 +108,17 @@ async def test_a_rotate_overlap_that_is_no_duration_is_said_as_typed(home: Path)
         await pilot.press("ctrl+a", "ctrl+k", *"2d")
         await pilot.pause()
         assert _under(pilot, "Rotate overlap") == "", screen_text(pilot)
+
+
+async def test_f1_in_the_console_tells_the_consoles_keys(home: Path) -> None:
+    """F1 showed the setup screens' keys (Ctrl+N next screen, drafts, Review), none of which work here."""
+    app = _console(home)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        await pilot.press("f1")
+        await pilot.pause()
+        shown = screen_text(pilot)
+        assert "Ctrl+R          refresh the status" in shown, shown
+        assert "type a client's name, then Rotate or Revoke" in shown, shown
+        assert "Ctrl+N" not in shown and "draft" not in shown, shown
+        assert "Close" in shown  # fits at 80x24 with its button

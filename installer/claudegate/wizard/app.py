@@ -230,7 +230,7 @@ class WizardApp(App[None]):
         if not isinstance(self.screen, HelpDialog):
             # A toast ("3 problems to fix") is drawn above every screen: it would sit on the help's text.
             self.clear_notifications()
-            self.push_screen(HelpDialog())
+            self.push_screen(HelpDialog(console=self.console_config is not None))
 
     #: Actions that are not worth a line in the palette (moving between fields; the palette itself).
     _NOT_IN_PALETTE = frozenset({"focus_next", "focus_previous", "enter_key", "command_palette", "help", "quit"})
