@@ -3,9 +3,11 @@ and its styles, not the widget tree)."""
 
 from __future__ import annotations
 
+import pytest
 from textual.pilot import Pilot
 
 from claudegate.wizard.app import WizardApp
+from tests.wizard import flow
 from tests.wizard.conftest import fill, press_next, screen_text
 
 
@@ -31,3 +33,36 @@ async def test_a_blocked_next_lights_the_field_it_moved_to(wizard: WizardApp) ->
         await press_next(pilot)
         assert wizard.screen.focused is wizard.screen.query_one("#f-target-host")
         assert _reversed_labels(pilot) == ["Host *"], screen_text(pilot)
+
+
+def _help_line(pilot: Pilot[None]) -> str:
+    """The help line as drawn: the screen's text where the help sits (above Back/Next)."""
+    region = pilot.app.screen.query_one("#help").region
+    rows = screen_text(pilot).splitlines()[region.y : region.bottom]
+    return " ".join(" ".join(row[region.x : region.right] for row in rows).split())
+
+
+@pytest.mark.parametrize("index", [0, 1, 2, 3, 4, 5, 6])
+async def test_every_tab_stop_shows_where_it_is(wizard: WizardApp, index: int) -> None:
+    """Tab goes round the screen's fields and buttons; each stop says what it is on the help line (the
+    form's scrolling body was a stop of its own: nothing lit, no help, one Tab lost)."""
+    async with wizard.run_test(size=(80, 24)) as pilot:
+        await flow.to_screen(pilot, index)
+        stops = len(wizard.screen.focus_chain)
+        for _ in range(stops + 1):
+            await pilot.press("tab")
+            await pilot.pause()
+            focused = wizard.screen.focused
+            assert _help_line(pilot), (focused, screen_text(pilot))
+
+
+async def test_an_open_dropdown_keeps_its_fields_help(wizard: WizardApp) -> None:
+    """The open list had the keys and the help line went blank."""
+    async with wizard.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        help_text = _help_line(pilot)
+        assert help_text.startswith("This machine needs Docker"), help_text
+        await pilot.press("enter")  # opens "Deploy to"
+        await pilot.pause()
+        assert "This machine" in screen_text(pilot)
+        assert _help_line(pilot) == help_text, screen_text(pilot)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from textual import events
@@ -13,7 +14,7 @@ from textual.widgets._select import SelectOverlay
 
 from claudegate.wizard.form import SCREENS, FieldSpec
 
-__all__ = ["FieldInput", "FieldSelect", "FormField", "StepBar", "TickBox", "copy_asked", "field_id", "read_value", "show_message"]
+__all__ = ["FieldInput", "FieldSelect", "FormField", "StepBar", "TickBox", "boxes_settled", "copy_asked", "field_id", "read_value", "show_message"]
 
 
 def field_id(key: str) -> str:
@@ -88,6 +89,21 @@ class FormField(Vertical):
         if message and self.has_focus_within:
             # The box being typed in is on screen; keep its message (the line under it) on screen too.
             self.call_after_refresh(target.scroll_visible, animate=False)
+
+
+async def boxes_settled(boxes: list[Input]) -> None:
+    """Return once each box has taken the keys already queued for it.
+
+    A priority key (Ctrl+N, Ctrl+S) runs the moment it arrives, while the text typed just before it (a
+    burst, a paste, a fast typist in a real terminal) still waits in the boxes' queues: each queue is
+    passed once, so the boxes can be read after.
+    """
+    for box in boxes:
+        if not box.is_attached:
+            continue
+        passed = asyncio.Event()
+        if box.call_later(passed.set):
+            await passed.wait()
 
 
 def show_message(target: Static, message: str | None) -> None:

@@ -30,6 +30,7 @@ from textual.widgets import (
 
 from claudegate.errors import ClaudegateError
 from claudegate.wizard import core
+from claudegate.wizard.screens.base import TABS_HELP
 from claudegate.wizard.widgets import FieldInput, FieldSelect, show_message
 
 if TYPE_CHECKING:
@@ -57,7 +58,6 @@ _RENDER: dict[str, Callable[[Any], str]] = {
 }
 
 _LOG_HELP = "What the last action said; arrows and PgUp/PgDn scroll it."
-_TABS_HELP = "Left and Right switch tabs; Tab goes into the tab."
 
 
 def _log(log_id: str, *, max_lines: int | None = None) -> RichLog:
@@ -181,7 +181,7 @@ class ConsoleScreen(Screen[None]):
         # The widget focused now, not the event's (focus events of a fast Tab burst arrive late).
         widget = self.focused or event.widget
         if isinstance(widget, Tabs):
-            help_text = _TABS_HELP
+            help_text = TABS_HELP
         elif isinstance(widget, RichLog):
             help_text = _LOG_HELP
         else:
