@@ -8,7 +8,7 @@ from textual.pilot import Pilot
 
 from claudegate.wizard.app import WizardApp
 from tests.wizard import flow
-from tests.wizard.conftest import fill, press_next, screen_text
+from tests.wizard.conftest import choose, fill, press_next, screen_text
 
 
 def _reversed_labels(pilot: Pilot[None]) -> list[str]:
@@ -66,3 +66,22 @@ async def test_an_open_dropdown_keeps_its_fields_help(wizard: WizardApp) -> None
         await pilot.pause()
         assert "This machine" in screen_text(pilot)
         assert _help_line(pilot) == help_text, screen_text(pilot)
+
+
+async def test_the_tls_check_names_the_boxes_not_yaml_keys(wizard: WizardApp) -> None:
+    """Check on missing files said "check tls.cert_file / tls.key_file": keys of a file the operator has
+    not seen yet, not the boxes on the screen."""
+    async with wizard.run_test(size=(80, 24)) as pilot:
+        await flow.to_screen(pilot, 2)
+        await fill(pilot, "#f-domain", "gw.example.com")
+        await choose(pilot, "#f-tls-mode", "files")
+        await fill(pilot, "#f-tls-cert_file", "cert.pem")
+        await fill(pilot, "#f-tls-key_file", "key.pem")
+        await pilot.click("#check")
+        for _ in range(100):
+            await pilot.pause(0.05)
+            if "Problem:" in screen_text(pilot):
+                break
+        shown = " ".join(screen_text(pilot).split())
+        assert "check the Cert file and Key file boxes" in shown, screen_text(pilot)
+        assert "tls.cert_file" not in shown
