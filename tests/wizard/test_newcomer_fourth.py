@@ -85,3 +85,19 @@ async def test_the_tls_check_names_the_boxes_not_yaml_keys(wizard: WizardApp) ->
         shown = " ".join(screen_text(pilot).split())
         assert "check the Cert file and Key file boxes" in shown, screen_text(pilot)
         assert "tls.cert_file" not in shown
+
+
+async def test_edit_and_remove_are_offered_only_with_a_client(wizard: WizardApp) -> None:
+    """With no client the footer listed "e Edit  del Remove", and both keys (and buttons) did nothing."""
+    async with wizard.run_test(size=(80, 24)) as pilot:
+        await flow.to_screen(pilot, 5)
+        footer = screen_text(pilot).splitlines()[-1]
+        assert "a Add" in footer and "Edit" not in footer and "Remove" not in footer, footer
+        assert wizard.screen.query_one("#edit").disabled and wizard.screen.query_one("#remove").disabled
+        await flow.clients(pilot)  # adds team-a
+        footer = screen_text(pilot).splitlines()[-1]
+        assert "e Edit" in footer and "del Remove" in footer, footer
+        await pilot.press("delete")
+        await pilot.pause()
+        assert "No clients yet" in screen_text(pilot)
+        assert "Edit" not in screen_text(pilot).splitlines()[-1]

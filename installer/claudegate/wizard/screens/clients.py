@@ -85,6 +85,16 @@ class ClientsScreen(StepScreen):
             )
         note = "" if self.state.clients else "No clients yet: add one to get a key for your team (a: add)."
         self.query_one("#clients-note", Static).update(note)
+        # Edit and Remove (their buttons and their keys in the footer) only when there is a client to act on:
+        # with none, e and Delete were listed and did nothing.
+        for button in ("#edit", "#remove"):
+            self.query_one(button, Button).disabled = not self.state.clients
+        self.refresh_bindings()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in ("edit", "remove") and not self.state.clients:
+            return False
+        return super().check_action(action, parameters)
 
     def _selected(self) -> int | None:
         table = self.query_one("#clients", DataTable)
