@@ -60,3 +60,18 @@ def test_init_out_says_what_it_is_for_both_ways() -> None:
     text = " ".join(_run("init", "--help").stdout.split())
     assert "the wizard saves there" in text and "--example writes the example there" in text
     assert "where to write the example" not in text
+
+
+@pytest.mark.parametrize("group", [(), ("keys",), ("state",)], ids=lambda g: " ".join(g) or "claudegate")
+def test_the_command_list_says_each_commands_whole_first_sentence(group: tuple[str, ...]) -> None:
+    """Click cut each line to fit beside the names and ended it with "..." ("init  The setup wizard (a
+    terminal UI); `--example..."): the list, the first thing `claudegate` prints, said half of it."""
+    out = _run(*group, "--help").stdout
+    listed = out[out.index("\nCommands:") :]
+    assert "..." not in listed, listed
+    entries = " ".join(listed.split())
+    if not group:
+        assert "init The setup wizard (a terminal UI); `--example local|remote` writes a commented example" \
+            " instead." in entries, listed
+        assert "restore Put a backup onto a deployed host (such as a new server): the old client keys work" \
+            " there after." in entries, listed

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from rich.style import Style
 from textual.pilot import Pilot
 from textual.widgets import Checkbox, Input, Select
 
@@ -102,3 +103,18 @@ def cursor_in_focused(pilot: Pilot[None]) -> bool:
     if focused is None:
         return False
     return focused.region.contains_point(pilot.app.cursor_position)
+
+
+def drawn_style(pilot: Pilot[None], text: str) -> Style:
+    """The style ``text`` is drawn in (its first segment on the composited screen): reversed, its colour."""
+    for strip in pilot.app.screen._compositor.render_strips():
+        line = strip.text
+        if text not in line:
+            continue
+        at = line.index(text)
+        x = 0
+        for segment in strip:
+            if x <= at < x + len(segment.text):
+                return segment.style or Style()
+            x += len(segment.text)
+    raise AssertionError(f"{text!r} is not on screen:\n{screen_text(pilot)}")

@@ -51,3 +51,59 @@ def test_bursts_leave_the_help_with_the_focus_and_next_reads_every_box(pane: Pan
     pane.keys("BTab", "C-u", "Tab", "C-u", "C-n")
     screen = pane.wait_for("No clients yet")
     assert "to fix" not in screen, screen
+
+
+def test_a_dropdown_answered_in_one_burst_chooses(pane: Pane) -> None:
+    """Enter, Down, Enter sent at once on "Deploy to": the second option is chosen and the list closed
+    (the Down and Enter reached the closed dropdown before the list had the focus, and it stayed open)."""
+    screen = pane.wait_for("Test connection")
+    assert "A server over SSH" in screen
+    pane.keys("Enter", "Down", "Enter")
+    screen = pane.wait_for("This machine")
+    screen = pane.wait_gone("Host *")  # the server's boxes go with the choice
+    row = next(line for line in screen.splitlines() if "Deploy to" in line)
+    assert "This machine" in row, screen
+    assert "A server over SSH" not in screen, screen  # the list is closed
+    assert "Dismiss menu" not in screen, screen
+    # The dropdown keeps the focus: the next Tab goes on to the next field, whose help shows.
+    pane.keys("Tab")
+    pane.wait_for("The Debian image")
+
+
+def _to_clients(pane: Pane) -> None:
+    pane.wait_for("Test connection")
+    pane.keys("Tab")
+    pane.type("203.0.113.10")
+    pane.keys("C-n")
+    pane.wait_for("Anthropic key *")
+    pane.paste(KEY)
+    pane.wait_for("•" * 8)
+    pane.keys("C-n")
+    pane.wait_for("Domain *")
+    pane.type("gw.example.com")
+    pane.keys("Tab", "Tab")
+    pane.type("ops@example.com")
+    pane.keys("C-n")
+    pane.wait_for("Rate per IP")
+    pane.keys("C-n")
+    pane.wait_for("Trusted proxies")
+    pane.keys("C-n")
+    pane.wait_for("No clients yet")
+
+
+def test_a_client_typed_and_saved_in_one_burst_is_saved(pane: Pane) -> None:
+    """A name typed and Ctrl+S at once: Save read the box before the name was in it, refused with "1
+    problem to fix" beside a box showing a good name, and the toast saying so covered Cancel."""
+    _to_clients(pane)
+    pane.keys("a")
+    pane.wait_for("Name *")
+    pane.keys("C-s")  # nothing typed: refused, said under the box and beside the buttons, Cancel in sight
+    screen = pane.wait_for("1 to fix")
+    under(screen, "Name *", "is required")
+    buttons = next(row for row in screen.splitlines() if "Save" in row and "Cancel" in row)
+    assert "1 to fix" in buttons, screen
+    pane.keys("t", "e", "a", "m", "-", "a", "C-s")
+    screen = pane.wait_gone("Name *")
+    row = next(line for line in screen.splitlines() if "team-a" in line)
+    assert "*" in row, screen  # the table's row: team-a, every model
+    assert "No clients yet" not in screen, screen

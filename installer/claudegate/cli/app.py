@@ -15,6 +15,7 @@ from claudegate.cli import output
 from claudegate.cli.audit import audit_command
 from claudegate.cli.backup import backup_command, restore_command
 from claudegate.cli.demo import try_command
+from claudegate.cli.help import WrappedHelpGroup
 from claudegate.cli.keys import keys_app
 from claudegate.cli.options import DEFAULT_CONFIG, ConfigOpt, HostKeyOpt, JsonOpt, run, warn_missing_secrets
 from claudegate.cli.options import load as _load
@@ -66,6 +67,7 @@ the next run resumes.
 
 
 app = typer.Typer(
+    cls=WrappedHelpGroup,
     name="claudegate",
     help=HELP,
     add_completion=False,

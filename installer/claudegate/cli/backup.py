@@ -65,7 +65,7 @@ def restore_command(
     ] = False,
     accept_host_key: HostKeyOpt = None,
 ) -> None:
-    """Put a backup onto a deployed host (e.g. a new server): the old client keys work there after.
+    """Put a backup onto a deployed host (such as a new server): the old client keys work there after.
 
     Deploy to the host first (claudegate deploy), then restore. The keystore
     and pepper on the host are replaced (clients made there since are gone);

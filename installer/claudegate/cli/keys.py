@@ -9,11 +9,13 @@ from typing import Annotated, Any
 import typer
 
 from claudegate.cli import output
+from claudegate.cli.help import WrappedHelpGroup
 from claudegate.cli.options import DEFAULT_CONFIG, ConfigOpt, HostKeyOpt, JsonOpt, run, session
 
 __all__ = ["keys_app"]
 
 keys_app = typer.Typer(
+    cls=WrappedHelpGroup,
     help="""Create, list, rotate and revoke client keys on the deployed gateway.
 
 \b

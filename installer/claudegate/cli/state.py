@@ -7,11 +7,13 @@ from typing import Annotated
 import typer
 
 from claudegate.cli import output
+from claudegate.cli.help import WrappedHelpGroup
 from claudegate.cli.options import DEFAULT_CONFIG, ConfigOpt, HostKeyOpt, connect, load, run
 
 __all__ = ["migrate_state_command", "state_app"]
 
 state_app = typer.Typer(
+    cls=WrappedHelpGroup,
     help="Redis and PostgreSQL on state.host, deployed by claudegate (see docs/deploy.md, 'Shared state').",
     no_args_is_help=True,
 )

@@ -230,7 +230,7 @@ class WizardApp(App[None]):
         if not isinstance(self.screen, HelpDialog):
             # A toast ("3 problems to fix") is drawn above every screen: it would sit on the help's text.
             self.clear_notifications()
-            self.push_screen(HelpDialog())
+            self.push_screen(HelpDialog(console=self.console_config is not None))
 
     #: Actions that are not worth a line in the palette (moving between fields; the palette itself).
     _NOT_IN_PALETTE = frozenset({"focus_next", "focus_previous", "enter_key", "command_palette", "help", "quit"})
@@ -348,11 +348,12 @@ def make_app(
     if state is None and target.is_file():
         # An existing deploy.yaml is edited, not silently replaced by empty answers.
         try:
-            doc, _cfg = core.load_document(target)
+            doc, cfg = core.load_document(target)
         except Exception as exc:  # unreadable or invalid: start empty, and Save will ask before replacing it
             note = (f"{target} exists but could not be loaded ({getattr(exc, 'message', exc)}); saving asks"
                     " before replacing it.")
         else:
+            core.refuse_several_hosts(cfg, target)
             state = state_from_document(doc)
             loaded_from = target.resolve()
             note = " ".join(filter(None, (

@@ -24,6 +24,7 @@ from claudegate.redact import Secret
 if TYPE_CHECKING:
     from claudegate.config import DeployConfig
     from claudegate.control.progress import StepEvent
+    from claudegate.deploy.every_host import EveryHost
     from claudegate.deploy.results import DeployResult, StatusReport
     from claudegate.session import ConnectionReport, Interaction, Session
     from claudegate.smoke import SmokeReport
@@ -289,10 +290,21 @@ def test_connection(session: Session) -> ConnectionReport:
 
 def _one_host(session: Session) -> None:
     if session.config.several_hosts:
-        raise ConfigError(
-            "the wizard deploys one host, and this config lists several (hosts:)",
-            hint="run claudegate plan / claudegate deploy --config with it",
-        )
+        refuse_several_hosts(session.config, None)
+
+
+def refuse_several_hosts(cfg: DeployConfig, path: Path | None) -> None:
+    """The setup screens edit one host: a file listing several is edited as a file, not half-read here."""
+    if not cfg.several_hosts:
+        return
+    names = ", ".join(t.host for t in cfg.fleet)
+    where = str(path) if path is not None else "deploy.yaml"
+    raise ConfigError(
+        f"{where} lists {len(cfg.fleet)} hosts (hosts: {names}); the setup wizard sets up one host",
+        hint=f"edit hosts: and state: in the file itself (docs/multihost.md), then run claudegate plan --config"
+        f" {where} and claudegate deploy --config {where}; claudegate console --config {where} opens the"
+        " day-2 console on every host",
+    )
 
 
 def plan(session: Session) -> DeployResult:
@@ -311,9 +323,9 @@ def cancel(session: Session) -> None:
     session.cancel("cancelled in the wizard")
 
 
-def status(session: Session) -> StatusReport:
-    _one_host(session)
-    return cast("StatusReport", session.status())
+def status(session: Session) -> StatusReport | EveryHost[StatusReport]:
+    """Every host's under its own header when the file lists several (``hosts:``)."""
+    return session.status()
 
 
 def list_clients(session: Session) -> str:
@@ -340,6 +352,17 @@ def rotate_client(session: Session, name: str, overlap: str) -> str:
     ends = issued.old_keys_end.strftime("%Y-%m-%d %H:%M UTC") if issued.old_keys_end else "now"
     return (f"rotated client {name}; the old key works until {ends}. The new key is shown once (a copy is in"
             f" {issued.saved_to}, 0600):\n{issued.key.reveal()}")
+
+
+def overlap_problem(text: str) -> str | None:
+    """What is wrong with a Rotate overlap as typed (empty is 0s), in the console's words; None if fine."""
+    from claudegate.keys import parse_duration
+
+    try:
+        parse_duration(text.strip() or "0s", field="overlap")
+    except ConfigError as exc:
+        return f"{text.strip()!r} is not a duration; {exc.hint}" if exc.hint else str(exc)
+    return None
 
 
 def revoke_client(session: Session, name: str) -> str:
@@ -377,19 +400,32 @@ def restore(session: Session, source: str, passphrase_file: str) -> str:
     return result.text() + "\nnext: Deploy again (converges the clients, re-keys the smoke test)"
 
 
-def logs(session: Session, service: str, tail: int = 200) -> str:
-    _one_host(session)
-    return cast("str", session.logs(service, tail))
+def logs(session: Session, service: str, tail: int = 200) -> str | EveryHost[str]:
+    return session.logs(service, tail)
 
 
-def rollback(session: Session) -> DeployResult:
-    _one_host(session)
-    return cast("DeployResult", session.rollback())
+def rollback(session: Session) -> DeployResult | EveryHost[DeployResult]:
+    """Several hosts: each in turn, once a dry run showed they all go back to the same release."""
+    return session.rollback()
 
 
-def smoke_test(session: Session) -> SmokeReport:
-    _one_host(session)
-    return cast("SmokeReport", session.smoke_test())
+def smoke_test(session: Session) -> SmokeReport | EveryHost[SmokeReport]:
+    return session.smoke_test()
+
+
+def result_text(result: Any, render: Callable[[Any], str]) -> str:
+    """A day-2 result as text: one host's with ``render``; several hosts' each under its header, then the
+    error naming the hosts that failed."""
+    from claudegate.deploy.every_host import EveryHost
+
+    if not isinstance(result, EveryHost):
+        return render(result)
+    text = result.text(render)
+    error = result.error()
+    if error is not None:
+        # Each failing host said its error under its header already: only the count here.
+        text += f"failed: {error.message.splitlines()[0].rstrip(':')}"
+    return text
 
 
 # --- checks the form asks for -----------------------------------------------------------------

@@ -37,6 +37,7 @@ __all__ = [
     "client_document",
     "document",
     "field_problems",
+    "in_form_words",
     "merge_problems",
     "problem_count",
     "state_from_document",
@@ -639,7 +640,7 @@ def field_problems(
             out[f.key] = REQUIRED + (f"; e.g. {f.placeholder}" if f.placeholder else "")
     keys = [f.key for f in shown] + [k for k in spec.owns if k not in {f.key for f in shown}]
     core: dict[str, str] = {}
-    for key, message in map_problems([(f, _in_form_words(m)) for f, m in check(doc)], keys).items():
+    for key, message in map_problems([(f, in_form_words(m)) for f, m in check(doc)], keys).items():
         visible = _visible_key(key, shown)
         core[visible] = core[visible] + "\n" + message if visible in core else message
     # A required box that is empty has that one problem (the core's "missing" says it again); a box whose
@@ -684,10 +685,13 @@ _FORM_WORDS = {
     "write host: ": "write only ",
     "in target.port": "in the SSH port box",
     "in target.user": "in the SSH user box",
+    # The TLS check's fix ("check tls.cert_file / tls.key_file"): the boxes by their labels.
+    "tls.cert_file / tls.key_file": "the Cert file and Key file boxes",
 }
 
 
-def _in_form_words(message: str) -> str:
+def in_form_words(message: str) -> str:
+    """A core message that names deploy.yaml keys, in the words of the form's boxes."""
     for yaml_words, form_words in _FORM_WORDS.items():
         message = message.replace(yaml_words, form_words)
     return message
@@ -714,7 +718,7 @@ def client_problems(
         again = check({**doc, "clients": [{**entry, "name": "client"}]})
         said = [(f, m) for f, m in said if f == "clients[0].name"] + [(f, m) for f, m in again
                                                                     if f != "clients[0].name"]
-    prefixed = [(f.removeprefix("clients[0]."), _in_form_words(m)) for f, m in said
+    prefixed = [(f.removeprefix("clients[0]."), in_form_words(m)) for f, m in said
                 if f.startswith("clients[0]")]
     core = map_problems(prefixed, [f.key for f in CLIENT_FIELDS])
     if "name" in out:
@@ -754,6 +758,12 @@ def state_from_document(doc: Mapping[str, Any]) -> WizardState:
 
     Everything the form does not ask about is kept in :attr:`WizardState.extra` and saved back as it was.
     """
+    hosts = doc.get("hosts")
+    if isinstance(hosts, list) and len(hosts) == 1 and isinstance(hosts[0], dict) and doc.get("target") in (
+        None, hosts[0],
+    ):
+        # hosts: with one entry is the deploy target: is (docs/multihost.md): edited and saved as target:.
+        doc = {**{k: v for k, v in doc.items() if k != "hosts"}, "target": hosts[0]}
     specs = [f for screen in SCREENS for f in screen.fields if f.key != "save_path"]
     by_key = {f.key: f for f in specs}
     values: dict[str, Any] = {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from textual import events
@@ -9,10 +10,11 @@ from textual.app import App, ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widget import Widget
 from textual.widgets import Checkbox, Input, Label, Select, Static
+from textual.widgets._select import SelectOverlay
 
 from claudegate.wizard.form import SCREENS, FieldSpec
 
-__all__ = ["FieldInput", "FormField", "StepBar", "TickBox", "copy_asked", "field_id", "read_value", "show_message"]
+__all__ = ["FieldInput", "FieldSelect", "FormField", "StepBar", "TickBox", "boxes_settled", "copy_asked", "field_id", "read_value", "show_message"]
 
 
 def field_id(key: str) -> str:
@@ -56,7 +58,7 @@ class FormField(Vertical):
         spec, value, wid = self.spec, self._value, field_id(self.spec.key)
         widget: Widget
         if spec.kind == "choice":
-            widget = Select(
+            widget = FieldSelect(
                 [(label, key) for key, label in spec.choices], value=value, allow_blank=False, id=wid,
                 compact=True,
             )
@@ -89,6 +91,21 @@ class FormField(Vertical):
             self.call_after_refresh(target.scroll_visible, animate=False)
 
 
+async def boxes_settled(boxes: list[Input]) -> None:
+    """Return once each box has taken the keys already queued for it.
+
+    A priority key (Ctrl+N, Ctrl+S) runs the moment it arrives, while the text typed just before it (a
+    burst, a paste, a fast typist in a real terminal) still waits in the boxes' queues: each queue is
+    passed once, so the boxes can be read after.
+    """
+    for box in boxes:
+        if not box.is_attached:
+            continue
+        passed = asyncio.Event()
+        if box.call_later(passed.set):
+            await passed.wait()
+
+
 def show_message(target: Static, message: str | None) -> None:
     """Show ``message`` under a field (the line disappears when there is none)."""
     target.update(message or "")
@@ -111,6 +128,36 @@ class FieldInput(Input):
                 event.prevent_default()
                 await self.run_action(bindings[0].action)
                 return
+        await super()._on_key(event)
+
+
+class FieldSelect(Select[str]):
+    """A dropdown whose keys act in the order typed, also when they come in one burst.
+
+    Enter opens the list and moves the focus to it, but the focus arrives only after the keys already
+    queued: "Enter Down Enter" typed fast (or sent by a script) reached the closed dropdown, whose Down
+    and Enter only opened it again, and the list stayed open with nothing chosen. Keys that come while
+    the list is open but not yet focused are the list's: they move in it and choose, as if it had the focus.
+    """
+
+    #: The keys that open the list (Select's own binding).
+    OPEN_KEYS = frozenset({"enter", "down", "up", "space"})
+
+    async def _on_key(self, event: events.Key) -> None:
+        overlay = self.query_one(SelectOverlay)
+        if self.expanded and not overlay.has_focus:
+            bindings = overlay._bindings.key_to_bindings.get(event.key, ())
+            if bindings:
+                event.stop()
+                event.prevent_default()
+                await overlay.run_action(bindings[0].action)
+                return
+        elif not self.expanded and event.key in self.OPEN_KEYS:
+            # Open it now, not when the key has bubbled up to the app (after the keys typed behind it).
+            event.stop()
+            event.prevent_default()
+            self.action_show_overlay()
+            return
         await super()._on_key(event)
 
 

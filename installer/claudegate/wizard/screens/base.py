@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from textual import on
@@ -12,7 +11,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widget import Widget
-from textual.widgets import Button, Checkbox, Footer, Input, Select, Static
+from textual.widgets import Button, Checkbox, Footer, Input, Select, Static, Tabs
 
 from claudegate.wizard import core
 from claudegate.wizard.form import (
@@ -24,12 +23,15 @@ from claudegate.wizard.form import (
     field_problems,
     problem_count,
 )
-from claudegate.wizard.widgets import FormField, StepBar, field_id, read_value
+from claudegate.wizard.widgets import FormField, StepBar, boxes_settled, field_id, read_value
 
 if TYPE_CHECKING:
     from claudegate.wizard.app import WizardApp
 
-__all__ = ["StepScreen"]
+__all__ = ["TABS_HELP", "StepScreen"]
+
+#: The help line of a tab bar (Review's, the result's, the console's).
+TABS_HELP = "Left and Right switch tabs; Tab goes into the tab."
 
 
 class StepScreen(Screen[None]):
@@ -68,7 +70,9 @@ class StepScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         yield StepBar(self.INDEX)
         yield Static(self.spec.intro, classes="intro")
-        with VerticalScroll(id="body"):
+        # Not a Tab stop of its own: focused, it showed nothing (no lit box, no help) and took a Tab. A field
+        # that gets the focus scrolls itself (and its problem) into view.
+        with VerticalScroll(id="body", can_focus=False):
             yield from self.compose_first()
             for spec in self.spec.fields:
                 row = FormField(spec, self.state.get(spec))
@@ -243,8 +247,12 @@ class StepScreen(Screen[None]):
         # The widget focused now, not the event's: focus events bubble up paths of different lengths, so
         # after "Tab Tab Tab" a box's late event overwrote the help of the button focused after it.
         widget = self.focused or event.widget
+        if isinstance(widget.parent, Select):
+            widget = widget.parent  # an open dropdown's list: the help of its field
         spec = self._spec_of(widget)
         help_text = spec.help if spec is not None else getattr(widget, "tooltip", None) or ""
+        if isinstance(widget, Tabs):
+            help_text = TABS_HELP
         self.query_one("#help", Static).update(str(help_text))
 
     # --- navigation ------------------------------------------------------------------------
@@ -271,10 +279,7 @@ class StepScreen(Screen[None]):
         # still wait in that box's queue when Ctrl+N arrives (Next then counted problems of text already
         # erased, and drew none). Each box's queue is passed once, then each box is read.
         boxes = [box for box in self.query(Input) if box.is_attached]
-        for box in boxes:
-            passed = asyncio.Event()
-            if box.call_later(passed.set):
-                await passed.wait()
+        await boxes_settled(boxes)
         for box in boxes:
             if box.is_attached:
                 self.read_box(box)

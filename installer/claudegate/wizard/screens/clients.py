@@ -15,7 +15,7 @@ from textual.widgets import Button, Checkbox, DataTable, Footer, Input, Label, S
 from claudegate.wizard import core
 from claudegate.wizard.form import CLIENT_FIELDS, REQUIRED, client_problems, problem_count
 from claudegate.wizard.screens.base import StepScreen
-from claudegate.wizard.widgets import FormField, field_id, read_value
+from claudegate.wizard.widgets import FormField, boxes_settled, field_id, read_value
 
 __all__ = ["ClientDialog", "ClientsScreen"]
 
@@ -56,7 +56,9 @@ class ClientsScreen(StepScreen):
     ]
 
     def compose_extra(self) -> ComposeResult:
-        yield DataTable(id="clients", cursor_type="row", zebra_stripes=True)
+        table: DataTable[str] = DataTable(id="clients", cursor_type="row", zebra_stripes=True)
+        table.tooltip = "The clients: Up/Down picks one; Enter or e edits it, Delete removes it, a adds one."
+        yield table
         with Horizontal(classes="actions"):
             yield Button("Add client", id="add", compact=True,
                          tooltip="A new client: its name, scopes and limits (a).")
@@ -83,6 +85,16 @@ class ClientsScreen(StepScreen):
             )
         note = "" if self.state.clients else "No clients yet: add one to get a key for your team (a: add)."
         self.query_one("#clients-note", Static).update(note)
+        # Edit and Remove (their buttons and their keys in the footer) only when there is a client to act on:
+        # with none, e and Delete were listed and did nothing.
+        for button in ("#edit", "#remove"):
+            self.query_one(button, Button).disabled = not self.state.clients
+        self.refresh_bindings()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in ("edit", "remove") and not self.state.clients:
+            return False
+        return super().check_action(action, parameters)
 
     def _selected(self) -> int | None:
         table = self.query_one("#clients", DataTable)
@@ -134,7 +146,7 @@ class ClientDialog(ModalScreen[dict[str, Any] | None]):
 
     BINDINGS: ClassVar[list[BindingType]] = [
         # Enter in a box saves too (Input.Submitted below); the footer names both.
-        Binding("ctrl+s", "save", "Save", priority=True, key_display="Enter/^s"),
+        Binding("ctrl+s", "save_after_typing", "Save", priority=True, key_display="Enter/^s"),
         Binding("escape", "cancel", "Cancel"),
     ]
 
@@ -150,13 +162,16 @@ class ClientDialog(ModalScreen[dict[str, Any] | None]):
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog client-dialog"):
             yield Label(self.title_text, classes="dialog-title")
-            with VerticalScroll():
+            with VerticalScroll(can_focus=False):  # no invisible Tab stop; a focused field scrolls into view
                 for spec in CLIENT_FIELDS:
                     yield FormField(spec, self.client.get(spec.key, spec.default))
             yield Static("", id="client-help", classes="help")
             with Horizontal(classes="dialog-buttons"):
-                yield Button("Save", id="save", variant="primary", compact=True)
-                yield Button("Cancel", id="cancel", compact=True)
+                yield Button("Save", id="save", variant="primary", compact=True,
+                             tooltip="Keep this client (Enter in a box, or Ctrl+S), once no field has a problem.")
+                yield Button("Cancel", id="cancel", compact=True, tooltip="Close without keeping (Escape).")
+                # What a refused Save left to fix, beside the buttons (a toast covered Cancel at 80x24).
+                yield Static("", id="client-summary")
         # The dialog's own keys (Save, Cancel), not those of the Clients screen behind it.
         yield Footer(show_command_palette=False)
 
@@ -180,6 +195,8 @@ class ClientDialog(ModalScreen[dict[str, Any] | None]):
             if message:
                 shown[row.spec.key] = message
         self.query_one("#save", Button).disabled = bool(self.problems)
+        if not shown:
+            self.query_one("#client-summary", Static).update("")
         return shown
 
     def _changed(self, widget: Any) -> None:
@@ -203,8 +220,10 @@ class ClientDialog(ModalScreen[dict[str, Any] | None]):
 
     def on_descendant_focus(self, event: Any) -> None:
         widget = self.focused or event.widget  # the one focused now (a burst's late event is stale)
+        if isinstance(widget.parent, Select):
+            widget = widget.parent  # an open dropdown's list: the help of its field
         spec = next((s for s in CLIENT_FIELDS if field_id(s.key) == widget.id), None)
-        self.query_one("#client-help", Static).update(spec.help if spec else "")
+        self.query_one("#client-help", Static).update(spec.help if spec else str(widget.tooltip or ""))
 
     @on(Input.Submitted)
     def _submitted(self, event: Input.Submitted) -> None:
@@ -224,9 +243,21 @@ class ClientDialog(ModalScreen[dict[str, Any] | None]):
         if first is not None:
             self.set_focus(first.query_one("#" + field_id(first.spec.key)))
             first.scroll_visible()
-        count = problem_count(shown)
-        self.notify(f"{count} problem{'s' if count != 1 else ''} to fix before Save: each is written under"
-                    " its field.", severity="warning")
+        self.query_one("#client-summary", Static).update(f"{problem_count(shown)} to fix")
+
+    def action_save_after_typing(self) -> None:
+        """Ctrl+S: save once the keys typed before it are in their boxes (it is a priority key: typed fast
+        after a name, it read the box before the name was in it, and refused the Save)."""
+        self.call_later(self._read_then_save)
+
+    async def _read_then_save(self) -> None:
+        boxes = list(self.query(Input))
+        await boxes_settled(boxes)
+        for box in boxes:
+            spec = next((s for s in CLIENT_FIELDS if field_id(s.key) == box.id), None)
+            if box.is_attached and spec is not None and self.client.get(spec.key) != read_value(box):
+                self._changed(box)
+        self.action_save()
 
     @on(Button.Pressed, "#cancel")
     def action_cancel(self) -> None:

@@ -150,8 +150,25 @@ what empty means, "e.g. ..." is an example.
 """
 
 
-class HelpDialog(MessageDialog):
-    """F1 / ?: the keys, on every screen."""
+# The day-2 console's keys: none of the setup screens' (Next, Back, drafts) work there.
+CONSOLE_HELP = """\
+Left, Right     switch tabs (when the tab bar has the keys)
+Tab, Shift+Tab  into the tab: next / previous field or button (the
+                focused field's label shows reversed)
+Enter           press the focused button
+Ctrl+R          refresh the status
+Ctrl+Q          quit;  Ctrl+P  every action by name;  F1, ?  this help
+Clients         type a client's name, then Rotate or Revoke; Create
+                asks for the name, scopes and limits; List shows all
+Backup          the file to write (Back up) or read (Restore)
+Logs            choose gateway or nginx, then Show
+Every action runs on the host(s) of the deploy.yaml the console opened;
+Revoke, Restore and Roll back ask first.
+"""
 
-    def __init__(self) -> None:
-        super().__init__("Help", HELP)
+
+class HelpDialog(MessageDialog):
+    """F1 / ?: the keys, on every screen (the console's own in the console)."""
+
+    def __init__(self, *, console: bool = False) -> None:
+        super().__init__("Help", CONSOLE_HELP if console else HELP)

@@ -35,11 +35,16 @@ class ReviewScreen(StepScreen):
     def compose_extra(self) -> ComposeResult:
         with TabbedContent(id="review-tabs"):
             with TabPane("deploy.yaml", id="tab-yaml"):
-                yield TextArea("", id="yaml", read_only=True, soft_wrap=True, show_line_numbers=False)
+                yaml_box = TextArea("", id="yaml", read_only=True, soft_wrap=True, show_line_numbers=False)
+                yaml_box.tooltip = ("The deploy.yaml that Save writes (read only here: change the answers on their"
+                                    " screens); arrows and PgUp/PgDn scroll it.")
+                yield yaml_box
             with TabPane("Plan", id="tab-plan"):
                 yield Button("Show the plan (connects, changes nothing)", id="plan", compact=True,
                              tooltip="The core's dry run: what the deploy would change, with file diffs (Ctrl+R).")
-                yield TextArea("", id="plan-text", read_only=True, soft_wrap=False)
+                plan_box = TextArea("", id="plan-text", read_only=True, soft_wrap=False)
+                plan_box.tooltip = "What the deploy would change on the host; arrows and PgUp/PgDn scroll it."
+                yield plan_box
 
     def compose_nav(self) -> ComposeResult:
         yield Button("Save only", id="save-only", compact=True,

@@ -16,7 +16,7 @@ from claudegate.config.api_key import key_problem
 from claudegate.errors import ClaudegateError
 from claudegate.redact import Secret
 from claudegate.wizard import core
-from claudegate.wizard.form import GENERATED_KEY, SCREENS, TARGET, document
+from claudegate.wizard.form import GENERATED_KEY, SCREENS, TARGET, document, in_form_words
 from claudegate.wizard.screens.base import StepScreen
 from claudegate.wizard.widgets import FieldInput, copy_asked, show_message
 
@@ -260,7 +260,7 @@ class TLSScreen(StepScreen):
                     Path(str(chain)).expanduser() if chain else None,
                 )
             except ClaudegateError as exc:
-                text = f"Problem: {exc.message}" + (f"; {exc.hint}" if exc.hint else "")
+                text = in_form_words(f"Problem: {exc.message}" + (f"; {exc.hint}" if exc.hint else ""))
         elif mode == "acme":
             found = core.resolve(domain)
             host = str(values.get("target.host") or "")
