@@ -233,6 +233,12 @@ KNOBS: tuple[Knob, ...] = (
         "limits.server_tool_default_uses", "int", 10, 1, 1000,
         gateway=("limits.server_tool_default_uses",), gateway_unit="uses",
     ),
+    # Gateway-only: upstream's model catalogue is read once for every key for this long
+    # (claudegate_gateway.catalogue); 0 keeps nothing, concurrent list calls still share one read.
+    Knob(
+        "limits.models_cache_seconds", "int", 30, 0, 600,
+        gateway=("models_cache_seconds",), gateway_unit="seconds",
+    ),
 )
 
 #: The rows nginx enforces (an EdgeSettings field each).

@@ -27,6 +27,7 @@ from claudegate_gateway.admission import Admission, make_admission
 from claudegate_gateway.audit import AuditLog
 from claudegate_gateway.batchsettle import BatchSettler
 from claudegate_gateway.batchurls import localise_page, localise_results_urls
+from claudegate_gateway.catalogue import Catalogue, CatalogueCache, UpstreamAnswer
 from claudegate_gateway.concurrency import Admitted, FairSlots, InFlight
 from claudegate_gateway.config import Config
 from claudegate_gateway.errors import GatewayError, error_body, error_response, new_request_id
@@ -209,6 +210,7 @@ class Gateway:
         self.body_bytes = BodyBytes(config.max_body_bytes_per_key)
         self.loop_share = LoopShare()
         self.slots = FairSlots(config.upstream.max_connections)
+        self.catalogues = CatalogueCache(config.models_cache_seconds)
         # The limiter above on one host; Redis for all replicas with state.redis.
         self.admission: Admission = make_admission(config, self.limiter, keystore)
         self.batches = BatchSettler(
@@ -936,32 +938,56 @@ class Gateway:
         return web.Response(body=json.dumps(page).encode(), content_type="application/json", headers=down)
 
     async def _models(self, request: web.Request, route: Match, client: Client, ex: Exchange) -> web.StreamResponse:
-        """The models list within the key's scope: upstream's whole catalogue read, filtered, paged here."""
-        assert self._session is not None
+        """The models list within the key's scope: upstream's whole catalogue (read once for every key
+        for ``models_cache_seconds``, catalogue.py), filtered, paged here."""
         want = paging(route.query)  # a bad query is refused before upstream is asked
         headers = request_headers_up(request.headers)  # the same allowlist as every forwarded request
-        headers["x-api-key"] = self._upstream_key
         # The selection (lifecycle, beta) goes upstream; the paging is the gateway's own.
-        base = [(k, v) for k, v in route.query if k not in ("limit", "after_id", "before_id")]
-        base.append(("limit", str(UPSTREAM_PAGE)))
-        entries: list[Any] = []
-        down: dict[str, str] | None = None
-        after: str | None = None
+        base = tuple((k, v) for k, v in route.query if k not in ("limit", "after_id", "before_id"))
+        shaping = tuple(headers.get(name, "") for name in ("anthropic-version", "anthropic-beta"))
         ex.sent = True
+        answer, _shared = await self.catalogues.get(
+            (base, shaping), lambda: self._read_catalogue(route.path, base, headers, client)
+        )
+        ex.upstream_request_id = answer.upstream_request_id
+        down = dict(answer.headers)
+        if client.scopes.rpm is not None or client.scopes.tpm is not None:
+            down.update(self.admission.headers(client))
+        down["x-claudegate-request-id"] = ex.request_id
+        ex.upstream_status = answer.status if isinstance(answer, UpstreamAnswer) else 200
+        if isinstance(answer, UpstreamAnswer):
+            ex.status, ex.error_type = answer.status, "upstream"
+            return web.Response(status=answer.status, body=self._filter_error(answer.body, ex), headers=down)
+        down["content-type"] = "application/json"
+        body = json.dumps(scoped_page(visible(list(answer.entries), client.scopes), want)).encode()
+        ex.status = 200
+        return web.Response(status=200, body=body, headers=down)
+
+    async def _read_catalogue(
+        self, path: str, base: tuple[tuple[str, str], ...], headers: dict[str, str], client: Client
+    ) -> Catalogue | UpstreamAnswer:
+        """Upstream's whole catalogue for one selection: at most MAX_UPSTREAM_PAGES pages, each past
+        the first counted against the rpm of the key whose call made the read."""
+        assert self._session is not None
+        headers = {**headers, "x-api-key": self._upstream_key}
+        entries: list[dict[str, Any]] = []
+        down: tuple[tuple[str, str], ...] | None = None
+        request_id: str | None = None
+        after: str | None = None
         for n in range(MAX_UPSTREAM_PAGES):
             if n:
                 # Each upstream page past the first counts against the key's rpm (the
                 # call was admitted; the pages it costs make the key's next request wait).
                 await self.admission.count_request(client)
-            query = base + ([("after_id", after)] if after is not None else [])
-            url = yarl.URL(self._base + route.path + "?" + urlencode(query), encoded=True)
+            query = [*base, ("limit", str(UPSTREAM_PAGE))] + ([("after_id", after)] if after is not None else [])
+            url = yarl.URL(self._base + path + "?" + urlencode(query), encoded=True)
             try:
                 async with self.slots.slot(client.name, self.config.upstream.connect_timeout), self._session.get(
                     url, headers=headers, allow_redirects=False
                 ) as upstream:
                     if down is None:
-                        ex.status = ex.upstream_status = upstream.status
-                        down = self._down_headers(upstream, ex)
+                        request_id = upstream.headers.get("request-id")
+                        down = tuple(response_headers(upstream.headers, _DROP_DOWN, {}).items())
                     data = await self._read_whole(upstream)
                     status = upstream.status
             except (TimeoutError, aiohttp.ServerTimeoutError):
@@ -971,8 +997,7 @@ class Gateway:
                 self.metrics.upstream_errors += 1
                 raise GatewayError("api_error", "The gateway could not reach the upstream API") from None
             if status >= 400:
-                ex.status, ex.error_type = status, "upstream"
-                return web.Response(status=status, body=self._filter_error(data, ex), headers=down)
+                return UpstreamAnswer(status, data, down, request_id)
             try:
                 doc = json.loads(data)
             except ValueError:
@@ -981,16 +1006,13 @@ class Gateway:
             if not isinstance(doc, dict) or not isinstance(page, list):
                 self.metrics.upstream_errors += 1
                 raise GatewayError("api_error", "The upstream API answered the model list in an unknown shape")
-            entries.extend(page)
+            entries.extend(entry for entry in page if isinstance(entry, dict))
             last = doc.get("last_id")
             if doc.get("has_more") is not True or not isinstance(last, str) or not page:
                 break
             after = last
         assert down is not None
-        down["content-type"] = "application/json"
-        body = json.dumps(scoped_page(visible(entries, client.scopes), want)).encode()
-        ex.status = 200
-        return web.Response(status=200, body=body, headers=down)
+        return Catalogue(tuple(entries), down, request_id)
 
     async def _read_upload(self, request: web.Request, ex: Exchange) -> tuple[bytes, str]:
         """Read, filter and rebuild a file upload: (body, Content-Type) to send upstream."""
