@@ -18,6 +18,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from claudegate_gateway.ownership import MAX_OUTPUT_FILES, output_file_ids
+
 
 def usage_tokens(usage: dict[str, Any]) -> int:
     """All the tokens one ``usage`` object bills: input (cache writes and reads included) and output."""
@@ -36,7 +38,10 @@ def _usage_input(usage: dict[str, Any]) -> int:
 
 class UsageMeter:
     # One per request, held as long as it (a stream's for minutes).
-    __slots__ = ("_buf", "container_id", "final", "input_tokens", "model", "output_tokens", "saw_stop", "stream_error")
+    __slots__ = (
+        "_buf", "_taken", "container_id", "final", "input_tokens", "model", "output_files", "output_tokens",
+        "saw_stop", "stream_error",
+    )
 
     def __init__(self) -> None:
         self.input_tokens = 0
@@ -46,6 +51,10 @@ class UsageMeter:
         self.saw_stop = False
         self.final = False  # upstream's final usage has arrived
         self.container_id: str | None = None  # the code execution container upstream used (ownership)
+        # Files the request's code execution wrote (ownership.output_file_ids), in order; the first
+        # ``_taken`` of them have been handed out by take_output_files.
+        self.output_files: list[str] = []
+        self._taken = 0
         self._buf = b""
 
     @property
@@ -68,6 +77,20 @@ class UsageMeter:
             if isinstance(doc.get("model"), str):
                 self.model = doc["model"]
             self._container(doc.get("container"))
+            content = doc.get("content")
+            for block in content if isinstance(content, list) else ():
+                self._outputs(block)
+
+    def _outputs(self, block: Any) -> None:
+        for file_id in output_file_ids(block):
+            if len(self.output_files) < MAX_OUTPUT_FILES and file_id not in self.output_files:
+                self.output_files.append(file_id)
+
+    def take_output_files(self) -> list[str]:
+        """The output files seen since the last call (to record as the client's before it is shown them)."""
+        new = self.output_files[self._taken :]
+        self._taken = len(self.output_files)
+        return new
 
     def _container(self, value: Any) -> None:
         found = value.get("id") if isinstance(value, dict) else None
@@ -92,7 +115,10 @@ class UsageMeter:
             self._buf = b""
 
     def _event(self, raw: bytes) -> None:
-        if b"message_start" not in raw and b"message_delta" not in raw and b"error" not in raw:
+        if (
+            b"message_start" not in raw and b"message_delta" not in raw and b"error" not in raw
+            and b"code_execution_tool_result" not in raw
+        ):
             return
         data = b"".join(line[5:].lstrip() for line in raw.split(b"\n") if line.startswith(b"data:"))
         try:
@@ -123,6 +149,9 @@ class UsageMeter:
                 self.input_tokens = max(self.input_tokens, _usage_input(usage))
             self.saw_stop = True
             self.final = True
+        elif kind == "content_block_start":
+            # A server tool's result arrives whole here; only a whole, parsed event counts.
+            self._outputs(doc.get("content_block"))
         elif kind == "error":
             err = doc.get("error") or {}
             self.stream_error = str(err.get("type", "error"))

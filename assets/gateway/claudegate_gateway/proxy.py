@@ -539,6 +539,8 @@ class Gateway:
             data = localise_results_urls(data)
         if route.op.meter == "message" and upstream.status == 200:
             ex.meter.read_message(data)  # metered before any verdict: a blocked answer is still paid for
+            if ex.meter.output_files:
+                await self._own_outputs(ex)
             if rf is not None:
                 data = self._filter_message(rf, data, ex)
         elif upstream.status >= 400:
@@ -784,8 +786,11 @@ class Gateway:
                 # chunk of hundreds of KB, and a stream waits for minutes).
                 while chunk := await upstream.content.readany():
                     if sf is None:
-                        await response.write(chunk)
+                        # Metered first (cheap): a code execution output file is the client's before it sees its id.
                         ex.meter.feed(chunk)
+                        if ex.meter.output_files:
+                            await self._own_outputs(ex)
+                        await response.write(chunk)
                         chunk = b""
                         continue
                     # Filtered: what the window releases; after a block nothing, but
@@ -799,6 +804,8 @@ class Gateway:
                         out = sf.feed(chunk[at : at + _FILTER_SLICE])
                         if at == 0:
                             ex.meter.feed(chunk)
+                            if ex.meter.output_files:
+                                await self._own_outputs(ex)
                         pause = self.loop_share.charge(key, time.perf_counter() - began)
                         if out:
                             await response.write(out)
@@ -887,6 +894,16 @@ class Gateway:
             await self.keystore.owners.record("container", container_id, ex.client.name)
         except Exception as exc:  # the store is away: the container stays nobody's (refused to all)
             log.warning("request %s: container not recorded: %s", ex.request_id, type(exc).__name__)
+
+    async def _own_outputs(self, ex: Exchange) -> None:
+        """The files this request's code execution wrote are the caller's (the first to be shown them;
+        INSERT OR IGNORE: an id another key owns stays that key's, and refused to this one)."""
+        assert ex.client is not None
+        for file_id in ex.meter.take_output_files():
+            try:
+                await self.keystore.owners.record("file", file_id, ex.client.name)
+            except Exception as exc:  # the store is away: the file stays nobody's (refused to all)
+                log.warning("request %s: output file not recorded: %s", ex.request_id, type(exc).__name__)
 
     async def _charge_batch(self, batch_id: str, client: Client, ex: Exchange) -> None:
         """Remember the new batch's charge, for its settlement when it ends (batchsettle.py)."""
