@@ -67,6 +67,9 @@ class Config:
     # Upstream's model catalogue is read once for every key for this long (catalogue.py); 0: only
     # concurrent list calls share a read.
     models_cache_seconds: float = 30.0
+    # Bytes of file downloads held at once, all keys together (the start of each while it is
+    # filtered, a compressed file or PDF whole); a download that would go past it is refused (529).
+    max_held_download_bytes: int = 256 * 1024 * 1024
     source: str = "<defaults>"
 
 
@@ -75,7 +78,7 @@ _TOP_KEYS = {
     "audit_log", "trusted_proxies", "max_body_bytes", "filters", "client_filters",
     "max_upload_bytes", "max_in_flight_per_key", "audit_log_max_bytes", "audit_log_files",
     "audit_field_max_chars", "state", "limits", "batch_poll_seconds", "max_body_bytes_per_key",
-    "drain_seconds", "models_cache_seconds",
+    "drain_seconds", "models_cache_seconds", "max_held_download_bytes",
 }
 _LIMITS_KEYS = {"url_source_tokens", "server_tool_use_tokens", "server_tool_default_uses"}
 _UPSTREAM_KEYS = {"base_url", "api_key_file", "connect_timeout", "read_timeout", "max_connections"}
@@ -174,6 +177,10 @@ def parse_config(raw: Any, source: str = "<config>") -> Config:
             source, "batch_poll_seconds", raw.get("batch_poll_seconds", Config.batch_poll_seconds), minimum=0.1
         ),
         drain_seconds=_number(source, "drain_seconds", raw.get("drain_seconds", Config.drain_seconds), minimum=1),
+        max_held_download_bytes=_number(
+            source, "max_held_download_bytes", raw.get("max_held_download_bytes", Config.max_held_download_bytes),
+            minimum=8 * 1024 * 1024, integer=True,
+        ),
         models_cache_seconds=_number(
             source, "models_cache_seconds", raw.get("models_cache_seconds", Config.models_cache_seconds), minimum=0
         ),

@@ -31,7 +31,7 @@ from claudegate_gateway.catalogue import Catalogue, CatalogueCache, UpstreamAnsw
 from claudegate_gateway.concurrency import Admitted, FairSlots, InFlight
 from claudegate_gateway.config import Config
 from claudegate_gateway.errors import GatewayError, error_body, error_response, new_request_id
-from claudegate_gateway.fairqueue import BodyBytes, Claim
+from claudegate_gateway.fairqueue import BodyBytes, Claim, HeldBytes, HeldClaim
 from claudegate_gateway.filecontents import MAX_EXPANDED_BYTES, Contents, inside_kind, looks_opened
 from claudegate_gateway.filetokens import file_tokens
 from claudegate_gateway.filters import FilterPolicy, FilterResult, Verdict
@@ -211,6 +211,8 @@ class Gateway:
         self.loop_share = LoopShare()
         self.slots = FairSlots(config.upstream.max_connections)
         self.catalogues = CatalogueCache(config.models_cache_seconds)
+        # Downloads held while filtered (their first MiB, a compressed file whole): bounded in all.
+        self.held_downloads = HeldBytes(config.max_held_download_bytes, "file downloads")
         # The limiter above on one host; Redis for all replicas with state.redis.
         self.admission: Admission = make_admission(config, self.limiter, keystore)
         self.batches = BatchSettler(
@@ -651,7 +653,19 @@ class Gateway:
         df: DownloadFilter,
     ) -> web.StreamResponse:
         """A file the model made, through the response rules (filters/download.py)."""
-        held: list[bytes] = []
+        held: list[bytes] = []  # the filtered bytes of the start, sent once it passed
+        raw: list[bytes] = []  # upstream's bytes as sent: what kind of file this is
+        # What this download holds (upstream's bytes and the filtered ones), within the process's bound.
+        claim = self.held_downloads.claim()
+        try:
+            return await self._relay_held(request, upstream, headers, ex, df, held, raw, claim)
+        finally:
+            claim.release()
+
+    async def _relay_held(
+        self, request: web.Request, upstream: aiohttp.ClientResponse, headers: dict[str, str], ex: Exchange,
+        df: DownloadFilter, held: list[bytes], raw: list[bytes], claim: HeldClaim,
+    ) -> web.StreamResponse:
         size = 0
         chunks = upstream.content.iter_chunked(_CHUNK)
         key = ex.client.name if ex.client is not None else ""
@@ -666,15 +680,18 @@ class Gateway:
                 await asyncio.sleep(pause)
             return out
 
-        raw: list[bytes] = []  # upstream's bytes as sent: what kind of file this is
+        def hold(chunk: bytes, out: bytes) -> None:
+            claim.resize(claim.size + len(chunk) + len(out))  # raises past the process's bound
+            raw.append(chunk)
+            held.append(out)
+
         whole: bytes | None = None  # a file with an inside (compressed, a zip, a PDF), held whole
         ended = False
         try:
             # The first HOLD_BYTES are filtered before the status line: a small
             # file that must be blocked gets the gateway's error, not a 200.
             async for chunk in chunks:
-                raw.append(chunk)
-                held.append(await filtered(chunk))
+                hold(chunk, await filtered(chunk))
                 size += len(chunk)
                 if df.blocked or size >= HOLD_BYTES:
                     break
@@ -694,10 +711,11 @@ class Gateway:
                     if size > MAX_OPENED_DOWNLOAD:
                         raise GatewayError("invalid_request_error", "The gateway cannot inspect this download: "
                                            f"a compressed file, archive or PDF over {MAX_OPENED_DOWNLOAD} bytes")
-                    raw.append(chunk)
-                    held.append(await filtered(chunk))
+                    hold(chunk, await filtered(chunk))
+                claim.resize(claim.size + size)  # the joined copy, while the pieces still exist
                 whole = b"".join(raw)
             raw.clear()
+            claim.resize(claim.size - size)  # upstream's pieces let go (the joined copy, if any, stays)
         except (TimeoutError, aiohttp.ServerTimeoutError, aiohttp.ClientPayloadError, aiohttp.ClientOSError):
             self.metrics.upstream_errors += 1
             raise GatewayError("api_error", "The upstream API broke off the download") from None
@@ -708,6 +726,7 @@ class Gateway:
             raise GatewayError(df.blocked_type, df.blocked_message)
         if whole is not None:
             await self._check_download_inside(whole, ex)
+            claim.resize(claim.size - len(whole))
             whole = None
         response = web.StreamResponse(status=upstream.status, headers=headers)
         if not await _prepared(response, request, ex):
@@ -716,6 +735,8 @@ class Gateway:
             for out in held:
                 if out:
                     await response.write(out)
+            held.clear()  # sent: from here the download streams and holds nothing
+            claim.release()
             if not ended:
                 async for chunk in chunks:
                     out = await filtered(chunk)

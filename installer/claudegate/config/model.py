@@ -598,6 +598,10 @@ class Limits(_Section):
         "limits.models_cache_seconds",
         description="seconds the gateway keeps upstream's model catalogue for every key's GET /v1/models",
     )
+    held_downloads_mib: StrictInt = _knob(
+        "limits.held_downloads_mib",
+        description="MiB of file downloads the gateway holds at once while it filters them (all keys together)",
+    )
 
 
 class Client(_Section):
