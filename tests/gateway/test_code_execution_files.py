@@ -181,3 +181,23 @@ def test_the_meter_takes_ids_only_from_a_whole_event() -> None:
     assert meter.take_output_files() == ["file_011Cwhole"] and meter.take_output_files() == []
     meter.feed(event)  # the same id again is not a new one
     assert meter.take_output_files() == []
+
+
+def test_a_batchs_run_outputs_become_its_owners_when_it_settles(
+    gateway_factory: GatewayFactory, fake: FakeAnthropic
+) -> None:
+    """A batch's requests run code out of sight: the settlement poll reads the results and records the
+    files they wrote for the batch's owner (and nobody else)."""
+    gw = gateway_factory({"batch_poll_seconds": 0.2})
+    alice, bob = gw.create_key("alice"), gw.create_key("bob")
+    fake.state.configure(script=[code_result(made("batch.csv", "a,b\n"))])
+    batch = {"requests": [{"custom_id": "one", "params": body()}]}
+    r = httpx.post(gw.url + "/v1/messages/batches", headers=hdr(alice), json=batch, timeout=30)
+    assert r.status_code == 200, r.text
+    gw.record_where(event="batch_settled", batch_id=r.json()["id"])
+    results = httpx.get(f"{gw.url}/v1/messages/batches/{r.json()['id']}/results", headers=hdr(alice), timeout=30)
+    (line,) = [json.loads(x) for x in results.text.splitlines() if x.strip()]
+    (file_id,) = output_ids(line["result"]["message"]["content"])
+    assert file_calls(gw.url, alice, file_id)[1].content == b"a,b\n"
+    refused_like_unknown(gw.url, bob, file_id, fake)
+    fake.state.configure(script=None)
