@@ -213,3 +213,24 @@ def test_the_gateway_redacts_a_disguised_secret_in_model_output(
         text, tool = content[0]["text"], json.dumps(content[1]["input"])
     assert text == "Your key: [REDACTED:secrets] (keep it safe)"
     assert json.loads(tool) == {"cmd": "K=[REDACTED:secrets]"}
+
+
+def test_a_streamed_secret_split_across_blocks_behind_invisible_padding_blocks() -> None:
+    """The start of a text block is held until the rules can read a window's worth of it: counted in
+    what they read, so invisible characters cannot fill the hold and push the key's rest past it."""
+    from claudegate_gateway.filters.sse import StreamFilter
+
+    split = KEY.index("api03-") + 6
+    padded = ("\u200b" * 40).join(KEY[split:])
+    events = [("message_start", {"type": "message_start", "message": {"id": "m", "usage": {"input_tokens": 1}}})]
+    for index, text in enumerate(["the key: " + KEY[:split], padded + " ok"]):
+        events.append(("content_block_start", {"type": "content_block_start", "index": index,
+                                               "content_block": {"type": "text", "text": ""}}))  # fmt: skip
+        events += [("content_block_delta", {"type": "content_block_delta", "index": index,
+                                            "delta": {"type": "text_delta", "text": c}}) for c in text]  # fmt: skip
+        events.append(("content_block_stop", {"type": "content_block_stop", "index": index}))
+    raw = b"".join(f"event: {n}\ndata: {json.dumps(d)}\n\n".encode() for n, d in events)
+    sf = StreamFilter(RF, "req_1")
+    out = sf.feed(raw) + sf.close()
+    assert sf.blocked and b"event: error" in out
+    assert not leaks(KEY, out.decode())
