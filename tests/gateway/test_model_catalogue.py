@@ -201,7 +201,11 @@ def test_list_calls_from_every_key_share_one_read_within_the_ttl_and_read_again_
     start = time.monotonic()
     r = _list(gw, opus, "?limit=1000")
     assert [m["id"] for m in r.json()["data"]] == OPUS
-    assert [m["id"] for m in _list(gw, full, "?limit=1000").json()["data"]] == ALL  # another key, another scope
+    assert r.headers["request-id"].startswith("req_")  # the call that made the read: upstream's id
+    r = _list(gw, full, "?limit=1000")
+    assert [m["id"] for m in r.json()["data"]] == ALL  # another key, another scope
+    if _reads(fake) == 1:  # served from the kept catalogue: upstream's request id was the first call's
+        assert "request-id" not in r.headers and r.headers["x-claudegate-request-id"]
     assert [m["id"] for m in _list(gw, opus, "?limit=2").json()["data"]] == OPUS[:2]
     if time.monotonic() - start < 0.9:  # the three calls came within the TTL (1 s): one read served them
         assert _reads(fake) == 1

@@ -984,11 +984,15 @@ class Gateway:
         base = tuple((k, v) for k, v in route.query if k not in ("limit", "after_id", "before_id"))
         shaping = tuple(headers.get(name, "") for name in ("anthropic-version", "anthropic-beta"))
         ex.sent = True
-        answer, _shared = await self.catalogues.get(
+        answer, shared = await self.catalogues.get(
             (base, shaping), lambda: self._read_catalogue(route.path, base, headers, client)
         )
-        ex.upstream_request_id = answer.upstream_request_id
         down = dict(answer.headers)
+        if shared:
+            # Upstream's request id belongs to the call that made the read (its audit record has it).
+            down = {k: v for k, v in down.items() if k.lower() != "request-id"}
+        else:
+            ex.upstream_request_id = answer.upstream_request_id
         if client.scopes.rpm is not None or client.scopes.tpm is not None:
             down.update(self.admission.headers(client))
         down["x-claudegate-request-id"] = ex.request_id
