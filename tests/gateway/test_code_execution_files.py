@@ -201,3 +201,23 @@ def test_a_batchs_run_outputs_become_its_owners_when_it_settles(
     assert file_calls(gw.url, alice, file_id)[1].content == b"a,b\n"
     refused_like_unknown(gw.url, bob, file_id, fake)
     fake.state.configure(script=None)
+
+
+def test_outputs_are_seen_before_the_bytes_leave_and_usage_only_after() -> None:
+    """The relay peeks at each chunk before forwarding it (ownership first), and meters it after (a
+    client gone before the final usage reached it pays its reservation)."""
+    block = code_result({"type": "code_execution_output", "file_id": "file_011Cpeek"})
+    start = b"event: content_block_start\ndata: " + json.dumps(
+        {"type": "content_block_start", "index": 1, "content_block": block}).encode() + b"\n\n"
+    delta = b'event: message_delta\ndata: {"type":"message_delta","delta":{},"usage":{"output_tokens":5}}\n\n'
+    stream = start + delta
+    for cut in range(1, len(stream)):  # the stream in two chunks, split anywhere
+        meter = UsageMeter()
+        first, second = stream[:cut], stream[cut:]
+        assert meter.peek_outputs(first) == (cut >= len(start))
+        meter.feed(first)
+        if cut < len(start):
+            assert meter.peek_outputs(second) and meter.take_output_files() == ["file_011Cpeek"]
+        assert not meter.final  # peeking meters nothing
+        meter.feed(second)
+        assert meter.final and meter.output_files == ["file_011Cpeek"]

@@ -2,7 +2,9 @@
 
 For streams the bytes are forwarded first and only then shown to the meter,
 which looks at just the events that carry usage (``message_start``,
-``message_delta``) and mid-stream ``error`` events.
+``message_delta``) and mid-stream ``error`` events. The one look before
+forwarding (:meth:`UsageMeter.peek_outputs`) reads only the rare events that
+name files a code execution wrote, so they are the caller's before it sees them.
 
 What a request is finally charged (``charge``, the settle step) cannot be
 dodged by leaving: upstream generates, and bills, whether or not anyone
@@ -34,6 +36,10 @@ def _usage_input(usage: dict[str, Any]) -> int:
         if isinstance(value, int):
             total += value
     return total
+
+
+# In every code execution result block's type (code, bash and text editor execution).
+_OUTPUT_MARK = b"code_execution_tool_result"
 
 
 class UsageMeter:
@@ -86,11 +92,38 @@ class UsageMeter:
             if len(self.output_files) < MAX_OUTPUT_FILES and file_id not in self.output_files:
                 self.output_files.append(file_id)
 
+    def peek_outputs(self, chunk: bytes) -> bool:
+        """Before ``chunk`` is forwarded (and fed): note the output files of the events it completes.
+
+        Usage is still metered only after the bytes left (``feed``); this only
+        reads the rare events naming code execution outputs, so their files are
+        recorded before the client sees the ids. True when new ones were noted.
+        """
+        buf = self._buf  # the event in progress (at most 1 MiB: feed lets go of more)
+        if _OUTPUT_MARK not in chunk and _OUTPUT_MARK not in buf and _OUTPUT_MARK not in buf[-64:] + chunk[:64]:
+            return False
+        if b"\r" in chunk:
+            chunk = chunk.replace(b"\r\n", b"\n")
+        data = self._buf + chunk
+        end = data.rfind(b"\n\n")
+        if end < 0:
+            return False
+        before = len(self.output_files)
+        for raw in data[:end].split(b"\n\n"):
+            if _OUTPUT_MARK in raw and b"content_block_start" in raw:
+                self._event(raw, outputs_only=True)
+        return len(self.output_files) > before
+
     def take_output_files(self) -> list[str]:
         """The output files seen since the last call (to record as the client's before it is shown them)."""
         new = self.output_files[self._taken :]
         self._taken = len(self.output_files)
         return new
+
+    @property
+    def taken(self) -> int:
+        """How many output files take_output_files has handed out."""
+        return self._taken
 
     def _container(self, value: Any) -> None:
         found = value.get("id") if isinstance(value, dict) else None
@@ -114,10 +147,10 @@ class UsageMeter:
             # An event this large carries no usage we care about; do not hoard it.
             self._buf = b""
 
-    def _event(self, raw: bytes) -> None:
+    def _event(self, raw: bytes, *, outputs_only: bool = False) -> None:
         if (
             b"message_start" not in raw and b"message_delta" not in raw and b"error" not in raw
-            and b"code_execution_tool_result" not in raw
+            and _OUTPUT_MARK not in raw
         ):
             return
         data = b"".join(line[5:].lstrip() for line in raw.split(b"\n") if line.startswith(b"data:"))
@@ -128,6 +161,10 @@ class UsageMeter:
         if not isinstance(doc, dict):
             return
         kind = doc.get("type")
+        if outputs_only:
+            if kind == "content_block_start":
+                self._outputs(doc.get("content_block"))
+            return
         if kind == "message_start":
             message = doc.get("message") or {}
             usage = message.get("usage") or {}

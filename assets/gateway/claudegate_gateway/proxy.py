@@ -541,7 +541,7 @@ class Gateway:
             data = localise_results_urls(data)
         if route.op.meter == "message" and upstream.status == 200:
             ex.meter.read_message(data)  # metered before any verdict: a blocked answer is still paid for
-            if ex.meter.output_files:
+            if len(ex.meter.output_files) > ex.meter.taken:
                 await self._own_outputs(ex)
             if rf is not None:
                 data = self._filter_message(rf, data, ex)
@@ -807,11 +807,13 @@ class Gateway:
                 # chunk of hundreds of KB, and a stream waits for minutes).
                 while chunk := await upstream.content.readany():
                     if sf is None:
-                        # Metered first (cheap): a code execution output file is the client's before it sees its id.
-                        ex.meter.feed(chunk)
-                        if ex.meter.output_files:
+                        # A code execution output file is the client's before it sees its id;
+                        # usage is metered once the bytes left (a client gone before the final
+                        # usage reached it pays the reservation).
+                        if ex.meter.peek_outputs(chunk):
                             await self._own_outputs(ex)
                         await response.write(chunk)
+                        ex.meter.feed(chunk)
                         chunk = b""
                         continue
                     # Filtered: what the window releases; after a block nothing, but
@@ -825,7 +827,7 @@ class Gateway:
                         out = sf.feed(chunk[at : at + _FILTER_SLICE])
                         if at == 0:
                             ex.meter.feed(chunk)
-                            if ex.meter.output_files:
+                            if len(ex.meter.output_files) > ex.meter.taken:
                                 await self._own_outputs(ex)
                         pause = self.loop_share.charge(key, time.perf_counter() - began)
                         if out:
