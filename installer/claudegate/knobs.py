@@ -54,7 +54,7 @@ __all__ = [
 
 Kind = Literal["int", "size", "rate", "choice"]
 #: How gateway.yaml holds the value: bytes (from a size), seconds (a float), or a whole count.
-GatewayUnit = Literal["bytes", "seconds", "tokens", "uses", ""]
+GatewayUnit = Literal["bytes", "mebibytes", "seconds", "tokens", "uses", ""]
 Loc = tuple[str, ...]
 
 _RATE = re.compile(r"^([1-9][0-9]{0,5})r/([sm])$")
@@ -133,6 +133,8 @@ class Knob:
         """``value`` (as deploy.yaml holds it) in the gateway's unit."""
         if self.gateway_unit == "bytes":
             return size_in_bytes(str(value))
+        if self.gateway_unit == "mebibytes":
+            return int(value) * 1024 * 1024  # written in MiB, held in bytes
         if self.gateway_unit == "seconds":
             return float(value)
         return int(value)  # tokens, uses: whole numbers, as written
@@ -232,6 +234,18 @@ KNOBS: tuple[Knob, ...] = (
     Knob(
         "limits.server_tool_default_uses", "int", 10, 1, 1000,
         gateway=("limits.server_tool_default_uses",), gateway_unit="uses",
+    ),
+    # Gateway-only: upstream's model catalogue is read once for every key for this long
+    # (claudegate_gateway.catalogue); 0 keeps nothing, concurrent list calls still share one read.
+    Knob(
+        "limits.models_cache_seconds", "int", 30, 0, 600,
+        gateway=("models_cache_seconds",), gateway_unit="seconds",
+    ),
+    # Gateway-only: the MiB of file downloads the gateway holds at once (all keys together) while it
+    # filters their start, or a whole compressed file; a download past it is refused (529).
+    Knob(
+        "limits.held_downloads_mib", "int", 256, 8, 65536,
+        gateway=("max_held_download_bytes",), gateway_unit="mebibytes",
     ),
 )
 

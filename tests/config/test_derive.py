@@ -127,6 +127,8 @@ def test_gateway_config_exact() -> None:
         "max_upload_bytes": 8 * 1024 * 1024,
         "limits": {"url_source_tokens": 100_000, "server_tool_use_tokens": 25_000, "server_tool_default_uses": 10},
         "drain_seconds": 600.0,  # limits.timeouts.drain's default
+        "models_cache_seconds": 30.0,  # limits.models_cache_seconds's default
+        "max_held_download_bytes": 256 * 1024 * 1024,  # limits.held_downloads_mib's default
     }
 
 

@@ -134,7 +134,9 @@ def test_gateway_defaults_and_minimums_are_the_tables() -> None:
                 "upstream.read_timeout": Upstream.read_timeout, "drain_seconds": Config.drain_seconds,
                 "limits.url_source_tokens": reservations.url_source_tokens,
                 "limits.server_tool_use_tokens": reservations.server_tool_use_tokens,
-                "limits.server_tool_default_uses": reservations.server_tool_default_uses}
+                "limits.server_tool_default_uses": reservations.server_tool_default_uses,
+                "models_cache_seconds": Config.models_cache_seconds,
+                "max_held_download_bytes": Config.max_held_download_bytes}
     assert parse_config({}).reservations == reservations  # what a gateway.yaml without limits gets
     rows = [(row, key) for row in KNOBS for key in row.gateway]
     assert sorted(key for _row, key in rows) == sorted(defaults)

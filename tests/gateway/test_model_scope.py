@@ -28,6 +28,8 @@ OPUS = [m for m in ALL if m.startswith("claude-opus-")]
 
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory: pytest.TempPathFactory, fake_anthropic: FakeAnthropic) -> Iterator[GatewayProc]:
+    # (make_gateway keeps nothing between list calls: each test here changes or watches upstream's
+    # catalogue; the cache itself is tested in test_model_catalogue.py.)
     proc = make_gateway(tmp_path_factory.mktemp("models"), fake_anthropic.url, fake_anthropic.api_key)
     proc.start()
     yield proc

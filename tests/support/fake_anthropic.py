@@ -62,8 +62,12 @@ Deterministic behaviour (see ``plan_reply`` and ``estimate_input_tokens``):
   (``partial_json`` pieces; their concatenation must be a JSON object). One delta is one
   output token. A server tool result (``{"type": "web_search_tool_result", "tool_use_id":
   ..., "content": ...}``, web fetch, code/bash/text editor execution) is sent whole in
-  its ``content_block_start``, as the real API does. Until reset, every messages
-  request gets the script.
+  its ``content_block_start``, as the real API does. A code or bash execution result
+  whose outputs (``content.content``) list ``{"type": "code_execution_output",
+  "filename": ..., "file_content": ...}`` makes that file, as code execution does:
+  the fake stores it in its Files API (downloadable) under a new id and the block
+  carries ``{"type": ..., "file_id": <new id>}``; an output that gives a ``file_id``
+  itself is sent as given. Until reset, every messages request gets the script.
 """
 
 from __future__ import annotations
@@ -896,7 +900,33 @@ def _reply_for(state: FakeState, body: Mapping[str, Any]) -> Reply:
     """The reply to a messages body, its input billed with the content it references."""
     reply = scripted_reply(state.script, body) if state.script else plan_reply(body, state.default_reply_words)
     reply.input_tokens += referenced_input_tokens(state, body)
+    for block in reply.content:
+        _make_output_files(state, block)
     return reply
+
+
+# The result blocks whose outputs are files the sandbox wrote (listed in ``content.content``).
+OUTPUT_FILE_RESULTS: Final = frozenset({"code_execution_tool_result", "bash_code_execution_tool_result"})
+
+
+def _make_output_files(state: FakeState, block: dict[str, Any]) -> None:
+    """Store the files a scripted code execution result says its run wrote; the block then names their ids."""
+    result = block.get("content") if block.get("type") in OUTPUT_FILE_RESULTS else None
+    outputs = result.get("content") if isinstance(result, dict) else None
+    if not isinstance(outputs, list):
+        return
+    for n, item in enumerate(outputs):
+        if not isinstance(item, dict) or "file_content" not in item:
+            continue
+        filename = str(item.get("filename", "output.txt"))
+        data = item["file_content"]
+        stored = _File(
+            _new_id("file_011C", 20), filename, mimetypes.guess_type(filename)[0] or "text/plain",
+            data.encode() if isinstance(data, str) else bytes(data), time.time(), None, True,
+        )
+        with state._lock:
+            state.files[stored.id] = stored
+        outputs[n] = {"type": item.get("type", "code_execution_output"), "file_id": stored.id}
 
 
 _CODE_EXECUTION = re.compile(r"^code_execution_[0-9]{8}$")
@@ -1235,7 +1265,7 @@ def scripted_reply(script: Sequence[Mapping[str, Any]], body: Mapping[str, Any])
     deltas: dict[int, list[str]] = {}
     for index, block in enumerate(script):
         if block["type"] in SERVER_RESULT_TYPES:
-            content.append(dict(block))
+            content.append(json.loads(json.dumps(block)))  # a copy: its outputs may be made into files
             continue
         pieces = list(block["deltas"])
         deltas[index] = pieces

@@ -170,6 +170,9 @@ def make_gateway(
         "keystore": str(keystore),
         "pepper_file": str(pepper_file),
         "audit_log": str(workdir / "audit.jsonl"),
+        # Nothing kept between model list calls: tests that watch what upstream sees (the list is
+        # the cheapest probe of forwarding) see every call; test_model_catalogue.py sets its own.
+        "models_cache_seconds": 0,
     }
     for key, value in (extra or {}).items():
         if isinstance(value, dict) and isinstance(config.get(key), dict):

@@ -86,6 +86,14 @@ def internal_app(gateway: Gateway) -> web.Application:
 
     async def metrics(_: web.Request) -> web.Response:
         text = gateway.metrics.render()
+        text += (
+            "# HELP claudegate_held_download_bytes Bytes of file downloads held while filtered (all keys).\n"
+            "# TYPE claudegate_held_download_bytes gauge\n"
+            f"claudegate_held_download_bytes {gateway.held_downloads.held}\n"
+            "# HELP claudegate_model_catalogue_reads_total Upstream reads of the model catalogue.\n"
+            "# TYPE claudegate_model_catalogue_reads_total counter\n"
+            f"claudegate_model_catalogue_reads_total {gateway.catalogues.reads}\n"
+        )
         health = {**gateway.admission.health(), **gateway.keystore.health()}
         text += "".join(
             f"# TYPE claudegate_state_{name} gauge\nclaudegate_state_{name} {value:g}\n"

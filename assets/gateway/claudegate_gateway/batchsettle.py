@@ -33,7 +33,7 @@ import yarl
 from claudegate_gateway.batchurls import localise_page
 from claudegate_gateway.errors import GatewayError
 from claudegate_gateway.metering import usage_tokens
-from claudegate_gateway.ownership import MAX_SNAPSHOT_BYTES
+from claudegate_gateway.ownership import MAX_OUTPUT_FILES, MAX_SNAPSHOT_BYTES, output_file_ids
 from claudegate_gateway.store import Store
 
 log = logging.getLogger("claudegate.gateway")
@@ -50,21 +50,29 @@ class KeepReservation(Exception):
 
 def result_usage(line: bytes) -> tuple[int, int]:
     """(input, output) tokens one results line was billed (none for errored, canceled and expired requests)."""
+    got_in, got_out, _ = read_result(line)
+    return got_in, got_out
+
+
+def read_result(line: bytes) -> tuple[int, int, list[str]]:
+    """(input, output) tokens one results line was billed, and the files its code execution wrote."""
     try:
         doc = json.loads(line)
     except ValueError:
         raise KeepReservation("a results line is not JSON") from None
     result = doc.get("result") if isinstance(doc, dict) else None
     if not isinstance(result, dict) or result.get("type") != "succeeded":
-        return 0, 0
+        return 0, 0, []
     message = result.get("message")
+    content = message.get("content") if isinstance(message, dict) else None
+    files = [f for block in content for f in output_file_ids(block)] if isinstance(content, list) else []
     usage = message.get("usage") if isinstance(message, dict) else None
     if not isinstance(usage, dict):
-        return 0, 0
+        return 0, 0, files
     total = usage_tokens(usage)
     out = usage.get("output_tokens")
     output = out if isinstance(out, int) and not isinstance(out, bool) else 0
-    return total - output, output
+    return total - output, output, files
 
 
 def batch_usage(results: bytes) -> int:
@@ -117,8 +125,8 @@ class BatchSettler:
     async def poll(self) -> int:
         """Check the open batches once; return how many were settled."""
         settled = 0
-        for batch_id, _owner, _day, reserved in await self.store.open_batches(BATCHES_PER_POLL):
-            billed = await self._ended_usage(batch_id, reserved)
+        for batch_id, owner, _day, reserved in await self.store.open_batches(BATCHES_PER_POLL):
+            billed = await self._ended_usage(batch_id, owner, reserved)
             if billed is None:
                 await self.store.batch_checked(batch_id)
                 continue
@@ -144,10 +152,12 @@ class BatchSettler:
                 })  # fmt: skip
         return settled
 
-    async def _ended_usage(self, batch_id: str, reserved: int) -> tuple[int, int] | None:
+    async def _ended_usage(self, batch_id: str, owner: str, reserved: int) -> tuple[int, int] | None:
         """The batch's billed (input, output) once it has ended; None while it runs (or upstream cannot say now).
 
         A batch whose results cannot be read keeps its reservation, counted as input.
+        The files its requests' code execution wrote become the batch owner's
+        (as a message's do for its caller), the first owner of an id keeping it.
         """
         session = self._session()
         if session is None:
@@ -170,7 +180,11 @@ class BatchSettler:
                     return reserved, 0
                 if up.status != 200:
                     return None
-                return await self._sum_results(up)
+                got_in, got_out, files = await self._sum_results(up)
+            for file_id in files:
+                with contextlib.suppress(GatewayError):  # the store is away: the file stays nobody's
+                    await self.store.owners.record("file", file_id, owner)
+            return got_in, got_out
         except KeepReservation:
             return reserved, 0
         except (aiohttp.ClientError, TimeoutError, ValueError):
@@ -185,8 +199,18 @@ class BatchSettler:
                 with contextlib.suppress(GatewayError):  # the store is away: the list shows the older view
                     await self.store.owners.snapshot("batch", batch_id, text)
 
-    async def _sum_results(self, up: aiohttp.ClientResponse) -> tuple[int, int]:
+    async def _sum_results(self, up: aiohttp.ClientResponse) -> tuple[int, int, list[str]]:
         total_in = total_out = 0
+        files: dict[str, None] = {}
+
+        def add(line: bytes) -> None:
+            nonlocal total_in, total_out
+            got_in, got_out, wrote = read_result(line)
+            total_in, total_out = total_in + got_in, total_out + got_out
+            for file_id in wrote:
+                if len(files) < MAX_OUTPUT_FILES * 10:
+                    files[file_id] = None
+
         pending = bytearray()  # the line being read; bytearray: appending a long line stays linear
         started = time.monotonic()
         async for chunk in up.content.iter_any():
@@ -194,8 +218,7 @@ class BatchSettler:
             while (end := chunk.find(b"\n", start)) >= 0:
                 pending += chunk[start:end]
                 if pending.strip():
-                    got_in, got_out = result_usage(bytes(pending))
-                    total_in, total_out = total_in + got_in, total_out + got_out
+                    add(bytes(pending))
                 pending.clear()
                 start = end + 1
             pending += chunk[start:]
@@ -204,6 +227,5 @@ class BatchSettler:
             if time.monotonic() - started > 600:
                 raise KeepReservation("the results took too long to read")
         if pending.strip():
-            got_in, got_out = result_usage(bytes(pending))
-            total_in, total_out = total_in + got_in, total_out + got_out
-        return total_in, total_out
+            add(bytes(pending))
+        return total_in, total_out, list(files)

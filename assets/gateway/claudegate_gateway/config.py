@@ -64,6 +64,12 @@ class Config:
     batch_poll_seconds: float = 30.0  # how often open batches are checked for settlement
     # On SIGTERM, requests and streams in flight get this long to finish (Claude Code's streams are long).
     drain_seconds: float = 600.0
+    # Upstream's model catalogue is read once for every key for this long (catalogue.py); 0: only
+    # concurrent list calls share a read.
+    models_cache_seconds: float = 30.0
+    # Bytes of file downloads held at once, all keys together (the start of each while it is
+    # filtered, a compressed file or PDF whole); a download that would go past it is refused (529).
+    max_held_download_bytes: int = 256 * 1024 * 1024
     source: str = "<defaults>"
 
 
@@ -72,7 +78,7 @@ _TOP_KEYS = {
     "audit_log", "trusted_proxies", "max_body_bytes", "filters", "client_filters",
     "max_upload_bytes", "max_in_flight_per_key", "audit_log_max_bytes", "audit_log_files",
     "audit_field_max_chars", "state", "limits", "batch_poll_seconds", "max_body_bytes_per_key",
-    "drain_seconds",
+    "drain_seconds", "models_cache_seconds", "max_held_download_bytes",
 }
 _LIMITS_KEYS = {"url_source_tokens", "server_tool_use_tokens", "server_tool_default_uses"}
 _UPSTREAM_KEYS = {"base_url", "api_key_file", "connect_timeout", "read_timeout", "max_connections"}
@@ -171,6 +177,13 @@ def parse_config(raw: Any, source: str = "<config>") -> Config:
             source, "batch_poll_seconds", raw.get("batch_poll_seconds", Config.batch_poll_seconds), minimum=0.1
         ),
         drain_seconds=_number(source, "drain_seconds", raw.get("drain_seconds", Config.drain_seconds), minimum=1),
+        max_held_download_bytes=_number(
+            source, "max_held_download_bytes", raw.get("max_held_download_bytes", Config.max_held_download_bytes),
+            minimum=8 * 1024 * 1024, integer=True,
+        ),
+        models_cache_seconds=_number(
+            source, "models_cache_seconds", raw.get("models_cache_seconds", Config.models_cache_seconds), minimum=0
+        ),
         listen=_hostport(source, "listen", raw.get("listen", "127.0.0.1:8080")),
         internal_listen=_hostport(source, "internal_listen", raw.get("internal_listen", "127.0.0.1:9090")),
         upstream=upstream,

@@ -184,3 +184,46 @@ class Claim:
         if self.size:
             self._owner._give(self._key, self.size)
             self.size = 0
+
+
+class HeldBytes:
+    """Bytes the whole process holds for one purpose (downloads being filtered), bounded in all.
+
+    A claim that would go past the bound is refused at once (529
+    ``overloaded_error``, Anthropic's answer when the service is busy), never
+    queued: two holders each waiting for the other's bytes would wait forever.
+    """
+
+    def __init__(self, limit: int, what: str) -> None:
+        self.limit = limit
+        self.what = what
+        self.held = 0
+
+    def claim(self) -> HeldClaim:
+        return HeldClaim(self)
+
+
+class HeldClaim:
+    """One holder's share of :class:`HeldBytes`; ``release`` when it lets go."""
+
+    def __init__(self, owner: HeldBytes) -> None:
+        self._owner = owner
+        self.size = 0
+
+    def resize(self, size: int) -> None:
+        """Hold ``size`` bytes in all: more than now claims the difference (or raises), less gives some back."""
+        more = size - self.size
+        owner = self._owner
+        if more > 0 and owner.held + more > owner.limit:
+            raise GatewayError(
+                "overloaded_error",
+                f"The gateway is holding as many {owner.what} as it may at once ({owner.limit} bytes); "
+                "retry shortly",
+                headers={"retry-after": "2"},
+            )
+        owner.held += more
+        self.size = size
+
+    def release(self) -> None:
+        self._owner.held -= self.size
+        self.size = 0

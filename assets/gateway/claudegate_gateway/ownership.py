@@ -196,3 +196,36 @@ def referenced_file_ids(doc: Any) -> list[str]:
         if len(seen) > MAX_FILE_REFS:
             raise ValueError(f"file_id: more than {MAX_FILE_REFS} files in one request")
     return list(seen)
+
+
+# Server tool results whose outputs are files the code execution sandbox wrote
+# (``content.content``: ``{"type": "code_execution_output", "file_id": ...}``,
+# ``bash_code_execution_output``); upstream made them for the request's client.
+OUTPUT_FILE_RESULTS = frozenset({
+    "code_execution_tool_result", "bash_code_execution_tool_result", "text_editor_code_execution_tool_result",
+})
+# At most this many output files of one response are recorded as its client's.
+MAX_OUTPUT_FILES = 1000
+
+
+def output_file_ids(block: Any) -> list[str]:
+    """The files a code execution result block says its run wrote.
+
+    Only the result's own structure counts (an ``*_output`` entry of the
+    result's ``content`` list): an id the model wrote in text, in a tool
+    input, or in the run's stdout is not an output and grants nothing.
+    """
+    if not isinstance(block, dict) or block.get("type") not in OUTPUT_FILE_RESULTS:
+        return []
+    result = block.get("content")
+    outputs = result.get("content") if isinstance(result, dict) else None
+    if not isinstance(outputs, list):
+        return []
+    found: list[str] = []
+    for item in outputs:
+        if not isinstance(item, dict):
+            continue
+        kind, file_id = item.get("type"), item.get("file_id")
+        if isinstance(kind, str) and kind.endswith("_output") and isinstance(file_id, str) and OBJECT_ID.match(file_id):
+            found.append(file_id)
+    return found

@@ -27,10 +27,11 @@ from claudegate_gateway.admission import Admission, make_admission
 from claudegate_gateway.audit import AuditLog
 from claudegate_gateway.batchsettle import BatchSettler
 from claudegate_gateway.batchurls import localise_page, localise_results_urls
+from claudegate_gateway.catalogue import Catalogue, CatalogueCache, UpstreamAnswer
 from claudegate_gateway.concurrency import Admitted, FairSlots, InFlight
 from claudegate_gateway.config import Config
 from claudegate_gateway.errors import GatewayError, error_body, error_response, new_request_id
-from claudegate_gateway.fairqueue import BodyBytes, Claim
+from claudegate_gateway.fairqueue import BodyBytes, Claim, HeldBytes, HeldClaim
 from claudegate_gateway.filecontents import MAX_EXPANDED_BYTES, Contents, inside_kind, looks_opened
 from claudegate_gateway.filetokens import file_tokens
 from claudegate_gateway.filters import FilterPolicy, FilterResult, Verdict
@@ -209,6 +210,9 @@ class Gateway:
         self.body_bytes = BodyBytes(config.max_body_bytes_per_key)
         self.loop_share = LoopShare()
         self.slots = FairSlots(config.upstream.max_connections)
+        self.catalogues = CatalogueCache(config.models_cache_seconds)
+        # Downloads held while filtered (their first MiB, a compressed file whole): bounded in all.
+        self.held_downloads = HeldBytes(config.max_held_download_bytes, "file downloads")
         # The limiter above on one host; Redis for all replicas with state.redis.
         self.admission: Admission = make_admission(config, self.limiter, keystore)
         self.batches = BatchSettler(
@@ -537,6 +541,8 @@ class Gateway:
             data = localise_results_urls(data)
         if route.op.meter == "message" and upstream.status == 200:
             ex.meter.read_message(data)  # metered before any verdict: a blocked answer is still paid for
+            if len(ex.meter.output_files) > ex.meter.taken:
+                await self._own_outputs(ex)
             if rf is not None:
                 data = self._filter_message(rf, data, ex)
         elif upstream.status >= 400:
@@ -647,7 +653,19 @@ class Gateway:
         df: DownloadFilter,
     ) -> web.StreamResponse:
         """A file the model made, through the response rules (filters/download.py)."""
-        held: list[bytes] = []
+        held: list[bytes] = []  # the filtered bytes of the start, sent once it passed
+        raw: list[bytes] = []  # upstream's bytes as sent: what kind of file this is
+        # What this download holds (upstream's bytes and the filtered ones), within the process's bound.
+        claim = self.held_downloads.claim()
+        try:
+            return await self._relay_held(request, upstream, headers, ex, df, held, raw, claim)
+        finally:
+            claim.release()
+
+    async def _relay_held(
+        self, request: web.Request, upstream: aiohttp.ClientResponse, headers: dict[str, str], ex: Exchange,
+        df: DownloadFilter, held: list[bytes], raw: list[bytes], claim: HeldClaim,
+    ) -> web.StreamResponse:
         size = 0
         chunks = upstream.content.iter_chunked(_CHUNK)
         key = ex.client.name if ex.client is not None else ""
@@ -662,15 +680,18 @@ class Gateway:
                 await asyncio.sleep(pause)
             return out
 
-        raw: list[bytes] = []  # upstream's bytes as sent: what kind of file this is
+        def hold(chunk: bytes, out: bytes) -> None:
+            claim.resize(claim.size + len(chunk) + len(out))  # raises past the process's bound
+            raw.append(chunk)
+            held.append(out)
+
         whole: bytes | None = None  # a file with an inside (compressed, a zip, a PDF), held whole
         ended = False
         try:
             # The first HOLD_BYTES are filtered before the status line: a small
             # file that must be blocked gets the gateway's error, not a 200.
             async for chunk in chunks:
-                raw.append(chunk)
-                held.append(await filtered(chunk))
+                hold(chunk, await filtered(chunk))
                 size += len(chunk)
                 if df.blocked or size >= HOLD_BYTES:
                     break
@@ -690,10 +711,11 @@ class Gateway:
                     if size > MAX_OPENED_DOWNLOAD:
                         raise GatewayError("invalid_request_error", "The gateway cannot inspect this download: "
                                            f"a compressed file, archive or PDF over {MAX_OPENED_DOWNLOAD} bytes")
-                    raw.append(chunk)
-                    held.append(await filtered(chunk))
+                    hold(chunk, await filtered(chunk))
+                claim.resize(claim.size + size)  # the joined copy, while the pieces still exist
                 whole = b"".join(raw)
             raw.clear()
+            claim.resize(claim.size - size)  # upstream's pieces let go (the joined copy, if any, stays)
         except (TimeoutError, aiohttp.ServerTimeoutError, aiohttp.ClientPayloadError, aiohttp.ClientOSError):
             self.metrics.upstream_errors += 1
             raise GatewayError("api_error", "The upstream API broke off the download") from None
@@ -704,6 +726,7 @@ class Gateway:
             raise GatewayError(df.blocked_type, df.blocked_message)
         if whole is not None:
             await self._check_download_inside(whole, ex)
+            claim.resize(claim.size - len(whole))
             whole = None
         response = web.StreamResponse(status=upstream.status, headers=headers)
         if not await _prepared(response, request, ex):
@@ -712,6 +735,8 @@ class Gateway:
             for out in held:
                 if out:
                     await response.write(out)
+            held.clear()  # sent: from here the download streams and holds nothing
+            claim.release()
             if not ended:
                 async for chunk in chunks:
                     out = await filtered(chunk)
@@ -782,6 +807,11 @@ class Gateway:
                 # chunk of hundreds of KB, and a stream waits for minutes).
                 while chunk := await upstream.content.readany():
                     if sf is None:
+                        # A code execution output file is the client's before it sees its id;
+                        # usage is metered once the bytes left (a client gone before the final
+                        # usage reached it pays the reservation).
+                        if ex.meter.peek_outputs(chunk):
+                            await self._own_outputs(ex)
                         await response.write(chunk)
                         ex.meter.feed(chunk)
                         chunk = b""
@@ -797,6 +827,8 @@ class Gateway:
                         out = sf.feed(chunk[at : at + _FILTER_SLICE])
                         if at == 0:
                             ex.meter.feed(chunk)
+                            if len(ex.meter.output_files) > ex.meter.taken:
+                                await self._own_outputs(ex)
                         pause = self.loop_share.charge(key, time.perf_counter() - began)
                         if out:
                             await response.write(out)
@@ -886,6 +918,16 @@ class Gateway:
         except Exception as exc:  # the store is away: the container stays nobody's (refused to all)
             log.warning("request %s: container not recorded: %s", ex.request_id, type(exc).__name__)
 
+    async def _own_outputs(self, ex: Exchange) -> None:
+        """The files this request's code execution wrote are the caller's (the first to be shown them;
+        INSERT OR IGNORE: an id another key owns stays that key's, and refused to this one)."""
+        assert ex.client is not None
+        for file_id in ex.meter.take_output_files():
+            try:
+                await self.keystore.owners.record("file", file_id, ex.client.name)
+            except Exception as exc:  # the store is away: the file stays nobody's (refused to all)
+                log.warning("request %s: output file not recorded: %s", ex.request_id, type(exc).__name__)
+
     async def _charge_batch(self, batch_id: str, client: Client, ex: Exchange) -> None:
         """Remember the new batch's charge, for its settlement when it ends (batchsettle.py)."""
         res = ex.reservation
@@ -936,32 +978,60 @@ class Gateway:
         return web.Response(body=json.dumps(page).encode(), content_type="application/json", headers=down)
 
     async def _models(self, request: web.Request, route: Match, client: Client, ex: Exchange) -> web.StreamResponse:
-        """The models list within the key's scope: upstream's whole catalogue read, filtered, paged here."""
-        assert self._session is not None
+        """The models list within the key's scope: upstream's whole catalogue (read once for every key
+        for ``models_cache_seconds``, catalogue.py), filtered, paged here."""
         want = paging(route.query)  # a bad query is refused before upstream is asked
         headers = request_headers_up(request.headers)  # the same allowlist as every forwarded request
-        headers["x-api-key"] = self._upstream_key
         # The selection (lifecycle, beta) goes upstream; the paging is the gateway's own.
-        base = [(k, v) for k, v in route.query if k not in ("limit", "after_id", "before_id")]
-        base.append(("limit", str(UPSTREAM_PAGE)))
-        entries: list[Any] = []
-        down: dict[str, str] | None = None
-        after: str | None = None
+        base = tuple((k, v) for k, v in route.query if k not in ("limit", "after_id", "before_id"))
+        shaping = tuple(headers.get(name, "") for name in ("anthropic-version", "anthropic-beta"))
         ex.sent = True
+        answer, shared = await self.catalogues.get(
+            (base, shaping), lambda: self._read_catalogue(route.path, base, headers, client)
+        )
+        down = dict(answer.headers)
+        if shared:
+            # Upstream's request id belongs to the call that made the read (its audit record has it).
+            down = {k: v for k, v in down.items() if k.lower() != "request-id"}
+        else:
+            ex.upstream_request_id = answer.upstream_request_id
+        if client.scopes.rpm is not None or client.scopes.tpm is not None:
+            down.update(self.admission.headers(client))
+        down["x-claudegate-request-id"] = ex.request_id
+        ex.upstream_status = answer.status if isinstance(answer, UpstreamAnswer) else 200
+        if isinstance(answer, UpstreamAnswer):
+            ex.status, ex.error_type = answer.status, "upstream"
+            return web.Response(status=answer.status, body=self._filter_error(answer.body, ex), headers=down)
+        down["content-type"] = "application/json"
+        body = json.dumps(scoped_page(visible(list(answer.entries), client.scopes), want)).encode()
+        ex.status = 200
+        return web.Response(status=200, body=body, headers=down)
+
+    async def _read_catalogue(
+        self, path: str, base: tuple[tuple[str, str], ...], headers: dict[str, str], client: Client
+    ) -> Catalogue | UpstreamAnswer:
+        """Upstream's whole catalogue for one selection: at most MAX_UPSTREAM_PAGES pages, each past
+        the first counted against the rpm of the key whose call made the read."""
+        assert self._session is not None
+        headers = {**headers, "x-api-key": self._upstream_key}
+        entries: list[dict[str, Any]] = []
+        down: tuple[tuple[str, str], ...] | None = None
+        request_id: str | None = None
+        after: str | None = None
         for n in range(MAX_UPSTREAM_PAGES):
             if n:
                 # Each upstream page past the first counts against the key's rpm (the
                 # call was admitted; the pages it costs make the key's next request wait).
                 await self.admission.count_request(client)
-            query = base + ([("after_id", after)] if after is not None else [])
-            url = yarl.URL(self._base + route.path + "?" + urlencode(query), encoded=True)
+            query = [*base, ("limit", str(UPSTREAM_PAGE))] + ([("after_id", after)] if after is not None else [])
+            url = yarl.URL(self._base + path + "?" + urlencode(query), encoded=True)
             try:
                 async with self.slots.slot(client.name, self.config.upstream.connect_timeout), self._session.get(
                     url, headers=headers, allow_redirects=False
                 ) as upstream:
                     if down is None:
-                        ex.status = ex.upstream_status = upstream.status
-                        down = self._down_headers(upstream, ex)
+                        request_id = upstream.headers.get("request-id")
+                        down = tuple(response_headers(upstream.headers, _DROP_DOWN, {}).items())
                     data = await self._read_whole(upstream)
                     status = upstream.status
             except (TimeoutError, aiohttp.ServerTimeoutError):
@@ -971,8 +1041,7 @@ class Gateway:
                 self.metrics.upstream_errors += 1
                 raise GatewayError("api_error", "The gateway could not reach the upstream API") from None
             if status >= 400:
-                ex.status, ex.error_type = status, "upstream"
-                return web.Response(status=status, body=self._filter_error(data, ex), headers=down)
+                return UpstreamAnswer(status, data, down, request_id)
             try:
                 doc = json.loads(data)
             except ValueError:
@@ -981,16 +1050,13 @@ class Gateway:
             if not isinstance(doc, dict) or not isinstance(page, list):
                 self.metrics.upstream_errors += 1
                 raise GatewayError("api_error", "The upstream API answered the model list in an unknown shape")
-            entries.extend(page)
+            entries.extend(entry for entry in page if isinstance(entry, dict))
             last = doc.get("last_id")
             if doc.get("has_more") is not True or not isinstance(last, str) or not page:
                 break
             after = last
         assert down is not None
-        down["content-type"] = "application/json"
-        body = json.dumps(scoped_page(visible(entries, client.scopes), want)).encode()
-        ex.status = 200
-        return web.Response(status=200, body=body, headers=down)
+        return Catalogue(tuple(entries), down, request_id)
 
     async def _read_upload(self, request: web.Request, ex: Exchange) -> tuple[bytes, str]:
         """Read, filter and rebuild a file upload: (body, Content-Type) to send upstream."""

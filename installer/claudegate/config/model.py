@@ -594,6 +594,14 @@ class Limits(_Section):
         "limits.server_tool_default_uses",
         description="uses reserved for a web search / web fetch tool that sets no max_uses",
     )
+    models_cache_seconds: StrictInt = _knob(
+        "limits.models_cache_seconds",
+        description="seconds the gateway keeps upstream's model catalogue for every key's GET /v1/models",
+    )
+    held_downloads_mib: StrictInt = _knob(
+        "limits.held_downloads_mib",
+        description="MiB of file downloads the gateway holds at once while it filters them (all keys together)",
+    )
 
 
 class Client(_Section):

@@ -21,7 +21,9 @@ A file written in UTF-16 or UTF-32 (a spreadsheet export, a Windows tool's
 output) has NULs between its ASCII letters, which split every match for
 the rules. Once a NUL is seen, what the rules released is read a second
 time with the NULs taken out (a *shadow* channel); a match there cannot be
-redacted in the file's own bytes, so it blocks.
+redacted in the file's own bytes, so it blocks. For the same reason a
+download is read as it is, not normalised as model text is (its NULs and
+odd bytes are the file's own; redacting through them would corrupt it).
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ class DownloadFilter:
     def __init__(self, rf: ResponseFilter) -> None:
         self.tally = Tally()
         self._rf = rf
-        self._channel = rf.channel("text", self.tally)
+        self._channel = rf.channel("text", self.tally, normalise=False)
         # Incremental: a character cut by a chunk boundary waits for its other bytes.
         self._decoder = codecs.getincrementaldecoder("utf-8")("surrogateescape")
         # The released text without NULs (a UTF-16/32 file's letters side by side), from the first NUL on.
@@ -87,7 +89,7 @@ class DownloadFilter:
         text = self._decoder.decode(chunk)
         out = "".join(self._channel.feed(text[i : i + _SLICE]) for i in range(0, len(text), _SLICE))
         if self._shadow is None and "\0" in text:
-            self._shadow = self._rf.channel("text", self._shadow_tally)
+            self._shadow = self._rf.channel("text", self._shadow_tally, normalise=False)
         self._read_again(out)
         return b"" if self.blocked else _encode(out)
 

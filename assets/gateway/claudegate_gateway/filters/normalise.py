@@ -71,6 +71,15 @@ def needs_normalising(s: str) -> bool:
     """False for text rules may see as it is: ASCII without control characters."""
     return not s.isascii() or _CONTROL_RE.search(s) is not None
 
+
+def is_normal(s: str) -> bool:
+    """Whether normalising ``s`` leaves it as it is (C speed: prose in any script, mostly)."""
+    return (
+        _IGNORABLE_RE.search(s) is None
+        and unicodedata.is_normalized("NFKC", s)
+        and _STRAY_MARKS_RE.search(s) is None
+    )
+
 # Look-alikes NFKC leaves alone -> ASCII. One char to one char, so offsets hold.
 _FOLD_PAIRS = (
     # Cyrillic
@@ -179,6 +188,20 @@ def _offset_map(s: str, view: str) -> _Map | None:
     takes exotic combining sequences) or too costly (a string made mostly of
     special characters): the caller then redacts the whole string.
     """
+    rebuilt = normalise_mapped(s)
+    if rebuilt is None or rebuilt[0] != view:
+        return None
+    return rebuilt[1]
+
+
+def normalise_mapped(s: str) -> tuple[str, _Map] | None:
+    """``s`` normalised one unit at a time, and the exact map of its offsets back into ``s``.
+
+    The same text as :func:`_normalise` but for exotic combining sequences
+    (where per-unit and whole-string NFKC differ; both are read alike by a
+    person). Used where the map must always hold (response redaction). None
+    when ``s`` holds more than ``_MAX_MAP_UNITS`` characters needing work.
+    """
     unit_re, attach = _special_tables()
     if unit_re.subn("", s)[1] > _MAX_MAP_UNITS:
         return None
@@ -213,9 +236,7 @@ def _offset_map(s: str, view: str) -> _Map | None:
         vstart.append(v)
         ostart.append(last)
         oend.append(-1)
-    if "".join(parts) != view:
-        return None
-    return _Map(vstart, ostart, oend)
+    return "".join(parts), _Map(vstart, ostart, oend)
 
 
 _FOLD_RE = re.compile("[" + "".join(f"\\U{cp:08x}" for cp in sorted(_FOLD)) + "]")

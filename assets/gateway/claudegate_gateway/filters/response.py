@@ -27,6 +27,15 @@ released whole and redacted whole. A private key block is matched by its
 header only and then withheld up to its END line (a PEM block is kilobytes;
 the window stays small).
 
+Rules read the pending text normalised as request text is (normalise.py:
+NFKC, invisible and control characters out, look-alikes folded), so a
+secret in full-width characters or with zero-width characters between its
+characters is found; every offset is mapped back to the original, so what
+is released is the model's own text and a redaction covers the whole
+disguise. Text reaches the window in bounded slices, so each look (and its
+normalisation) stays bounded. File downloads are read as they are
+(``normalise=False``, download.py).
+
 Counts go to the caller's tally; matched text is never kept anywhere else.
 """
 
@@ -40,8 +49,16 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from claudegate_gateway.filters.detectors import STREAM_FORMS
-from claudegate_gateway.filters.jsonview import NUMBER_STATES, SEP, JsonDecoder, mask_digit
+from claudegate_gateway.filters.jsonview import NUMBER_STATES, OUT, SEP, JsonDecoder, mask_digit
 from claudegate_gateway.filters.matchers import _Matcher
+from claudegate_gateway.filters.normalise import (
+    _fold,
+    _Map,
+    _normalise,
+    is_normal,
+    needs_normalising,
+    normalise_mapped,
+)
 from claudegate_gateway.filters.policy import FilterPolicy, _Rule
 from claudegate_gateway.filters.results import Verdict
 
@@ -49,7 +66,6 @@ __all__ = ["Channel", "MessageResult", "ResponseFilter", "Tally"]
 
 _CTX = 32  # characters of released text kept so look-behinds see the same text
 _HOLD_FACTOR = 8  # a match still growing after this many windows is cut (bounded memory)
-_SEP = SEP  # between JSON tokens in the view: rules see one token at a time
 _TOOL_TYPES = frozenset({"tool_use", "server_tool_use", "mcp_tool_use"})
 # Fields of other blocks (server tool results: web search and fetch, code
 # execution, bash and text editor results...) that hold no text the model
@@ -59,6 +75,17 @@ _OPAQUE = frozenset({
     "media_type", "file_id", "cache_control", "data",
 })
 _UNSCANNED_BLOCKS = frozenset({"redacted_thinking"})
+# Text reaches the window at most this many characters at a time: each look at
+# the pending text (its normalisation included) stays bounded however large a
+# delta or a whole block is.
+_FEED_SLICE = 32_768
+# The JSON view's token separator stands in as this private-use character while
+# the view is normalised (normalisation removes control characters such as NUL).
+_SEP_STANDIN = "\ue000"
+# The control characters normalisation removes (as normalise.py), and the same but NUL (the JSON
+# view's separator, counted apart).
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_CONTROL_BUT_NUL = re.compile("[\x01-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 @dataclass
@@ -112,6 +139,7 @@ class ResponseFilter:
                 pairs.append((rule, STREAM_FORMS.get(m.name, m) if rule.detector_rule else m))
         self.pairs = tuple(pairs)
         self.window = max((m.width for _, m in pairs), default=0)
+        self.any_folded = any(m.folded for _, m in pairs)
 
     @classmethod
     def from_policy(cls, policy: FilterPolicy) -> ResponseFilter | None:
@@ -119,8 +147,10 @@ class ResponseFilter:
         rules = policy.response_rules
         return cls(rules) if rules else None
 
-    def channel(self, mode: str, tally: Tally) -> Channel:
-        return Channel(self, mode, tally)
+    def channel(self, mode: str, tally: Tally, *, normalise: bool = True) -> Channel:
+        """``normalise``: rules read the normalised view (model output); False: the text as it is
+        (file downloads: bytes read as text, whose NULs and odd bytes are the file's own)."""
+        return Channel(self, mode, tally, normalise=normalise)
 
     def message(self, doc: dict[str, Any]) -> MessageResult:
         """Check a whole Messages response body (``content`` blocks)."""
@@ -166,12 +196,16 @@ class ResponseFilter:
         here. It is never redacted: in a stream its first part left with the
         earlier block, so a redact rule blocks (a log rule counts).
         """
+        # Seen normalised, as within a block (full-width digits, zero-width characters).
+        tail = _normalise(tail) if needs_normalising(tail) else tail
+        head = _normalise(head) if needs_normalising(head) else head
         tail, head = tail[-self.window:], head[:self.window]
         if not tail or not head:
             return
         text, cut = tail + head, len(tail)
+        folded = _fold(text) if self.any_folded else text
         for rule, m in self.pairs:
-            for fa, fb, _, _ in m.find(text, 0, len(text)):
+            for fa, fb, _, _ in m.find(folded if m.folded else text, 0, len(text)):
                 if fa < cut < fb:
                     tally.add(rule, block=True)
                     break
@@ -229,21 +263,92 @@ class _View:
 
     In json mode, pending view character ``i`` (text index ``off + i``) is
     list index ``i`` of the decoder's arrays, which hold absolute offsets.
+
+    Rules run on the *normalised* view (``ntext``, as the request side
+    normalises: NFKC, invisible and control characters removed, stray marks
+    dropped; ``nfolded`` with look-alikes folded), so a secret written in
+    full-width digits or with zero-width characters between its characters
+    is found. Everything the window decides is then said in ``text``'s
+    offsets (:meth:`raw_start`, :meth:`raw_end`: a normalised character maps
+    to the whole original unit it came from), so what is released and
+    redacted is always the original text.
     """
 
-    __slots__ = ("committed", "off", "text")
+    __slots__ = ("committed", "nfolded", "noff", "npend", "ntext", "off", "omap", "text")
 
     def __init__(self) -> None:
         self.text = ""
         self.off = 0  # view index where pending text starts (after the context)
         self.committed = 0  # source offset (in pending) fully decoded (no half escape)
+        self.ntext = ""  # the normalised context, then the normalised pending view
+        self.nfolded = ""
+        self.noff = 0  # ntext index where the normalised pending view starts
+        self.npend = 0  # its length
+        self.omap: _Map | None = None  # normalised pending index -> pending view index; None: the same
+
+    def normalise(self, fold: bool, states: list[int] | None) -> None:
+        """Build ``ntext`` from ``text`` (the pending part mapped back exactly).
+
+        In json mode (``states``: the decoder's, one per pending character)
+        the view's token separators (NUL, state OUT) are kept: a stand-in goes
+        through normalisation for them, while a NUL inside a string is the
+        model's and removed like any control character.
+        """
+        text, off = self.text, self.off
+        if text.isascii() and (
+            _CONTROL.search(text) is None if states is None
+            else _CONTROL_BUT_NUL.search(text) is None and text.count(SEP, off) == states.count(OUT)
+        ):  # fmt: skip
+            # ASCII without control characters (separators aside): already what the rules read.
+            self.ntext = self.nfolded = text
+            self.noff, self.npend = off, len(text) - off
+            return
+        ctx, pend = text[:off], text[off:]
+        sep = states is not None
+        if states is not None:
+            ctx = ctx.replace(SEP, _SEP_STANDIN)
+            if pend.count(SEP) == states.count(OUT):  # every NUL a separator (one per OUT character)
+                pend = pend.replace(SEP, _SEP_STANDIN)
+            else:
+                pend = "".join(_SEP_STANDIN if st == OUT else ch for ch, st in zip(pend, states, strict=True))
+        nctx = _normalise(ctx) if needs_normalising(ctx) else ctx
+        npend = pend
+        if needs_normalising(pend) and not is_normal(pend):
+            mapped = normalise_mapped(pend)
+            if mapped is not None:  # None: too many special characters for one look (bounded by _FEED_SLICE)
+                npend = mapped[0]
+                self.omap = mapped[1] if npend != pend else None
+        if sep:
+            nctx, npend = nctx.replace(_SEP_STANDIN, SEP), npend.replace(_SEP_STANDIN, SEP)
+        self.ntext = nctx + npend
+        self.noff, self.npend = len(nctx), len(npend)
+        self.nfolded = _fold(self.ntext) if fold else self.ntext
+
+    def raw_start(self, x: int) -> int:
+        """The view offset where the original of normalised character ``x`` starts (``x`` may be the end)."""
+        i = x - self.noff
+        if i <= 0:
+            return self.off
+        if i >= self.npend:
+            return len(self.text)
+        return self.off + (i if self.omap is None else self.omap.span(i, i + 1)[0])
+
+    def raw_end(self, x: int) -> int:
+        """The view offset just past the original of normalised character ``x - 1``."""
+        i = x - self.noff
+        if i <= 0:
+            return self.off
+        if i >= self.npend and self.omap is not None:
+            return len(self.text)
+        return self.off + (i if self.omap is None else self.omap.span(i - 1, i)[1])
 
 
 class Channel:
     """One content block's text (``mode`` ``text``) or tool input JSON (``json``), filtered as it arrives."""
 
-    def __init__(self, rf: ResponseFilter, mode: str, tally: Tally) -> None:
+    def __init__(self, rf: ResponseFilter, mode: str, tally: Tally, *, normalise: bool = True) -> None:
         self.rf = rf
+        self.normalise = normalise
         self.json = mode == "json"
         self.tally = tally
         self.pending = ""
@@ -255,8 +360,14 @@ class Channel:
 
     def feed(self, text: str) -> str:
         """Take more of the block; return what may be released now (possibly empty)."""
-        self.pending += text
-        return self._drain(final=False)
+        if len(text) <= _FEED_SLICE:
+            self.pending += text
+            return self._drain(final=False)
+        out: list[str] = []
+        for at in range(0, len(text), _FEED_SLICE):
+            self.pending += text[at : at + _FEED_SLICE]
+            out.append(self._drain(final=False))
+        return "".join(out)
 
     def flush(self) -> str:
         """The block ended: release the rest."""
@@ -288,16 +399,27 @@ class Channel:
         text, off = view.text, view.off
         end = len(text)
         hold = self.rf.window
+        # Rules read the normalised view; every offset below is the original view's.
+        ntext, nfolded, noff = view.ntext, view.nfolded, view.noff
+        nend = len(ntext)
         # Final text: everything before the earliest place where some rule's
         # match may still be in progress (by default the last `width` chars;
         # less for rules whose matches start with a literal or are runs).
-        limit = end if final else min((m.hold_from(text, off, end) for _, m in self.rf.pairs), default=end)
+        limit = end if final else view.raw_start(
+            min((m.hold_from(nfolded if m.folded else ntext, noff, nend) for _, m in self.rf.pairs), default=nend)
+        )
+        # Over its bound in original characters too (invisible ones count: they are held).
         forced = not final and end - off > _HOLD_FACTOR * max(hold, 1)
+        if forced:
+            limit = max(limit, end - _HOLD_FACTOR * max(hold, 1))
         hits: list[tuple[int, int, int, int, _Rule, _Matcher]] = []
         for rule, m in self.rf.pairs:
-            for fa, fb, ra, rb in m.find(text, 0, end):
-                if fa >= off and (fa < limit or final):
-                    hits.append((fa, fb, ra, rb, rule, m))
+            for nfa, nfb, nra, nrb in m.find(nfolded if m.folded else ntext, 0, nend):
+                if nfa < noff:
+                    continue
+                fa = view.raw_start(nfa)
+                if fa < limit or final:
+                    hits.append((fa, view.raw_end(nfb), max(view.raw_start(nra), off), view.raw_end(nrb), rule, m))
         cut = self._safe_cut(view, limit, forced)
         if not forced:
             moved = True
@@ -388,12 +510,13 @@ class Channel:
         for a, b, label in _merge(spans):
             i = a
             while i < b:
-                if view.text[i] == _SEP:
+                # A separator between tokens stays (a NUL inside a string is the model's: redacted with it).
+                if states[i - off] == OUT:
                     i += 1
                     continue
                 j = i
                 tok = toks[i - off]
-                while j + 1 < b and view.text[j + 1] != _SEP and toks[j + 1 - off] == tok:
+                while j + 1 < b and states[j + 1 - off] != OUT and toks[j + 1 - off] == tok:
                     j += 1
                 if states[i - off] in NUMBER_STATES:
                     k, ended = dec.number_end(i - off)
@@ -423,10 +546,15 @@ class Channel:
         if not self.json:
             view.text = self.ctx + self.pending
             view.committed = len(self.pending)
-            return view
-        self.dec.decode(self.pending)  # only what arrived since the last call
-        view.text = self.ctx + "".join(self.dec.chars)
-        view.committed = self.dec.pos
+        else:
+            self.dec.decode(self.pending)  # only what arrived since the last call
+            view.text = self.ctx + "".join(self.dec.chars)
+            view.committed = self.dec.pos
+        if self.normalise:
+            view.normalise(self.rf.any_folded, self.dec.states if self.json else None)
+        else:
+            view.ntext = view.nfolded = view.text
+            view.noff, view.npend = view.off, len(view.text) - view.off
         return view
 
 

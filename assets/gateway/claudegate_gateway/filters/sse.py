@@ -33,6 +33,7 @@ import re
 from typing import Any
 
 from claudegate_gateway.errors import error_body
+from claudegate_gateway.filters.normalise import _normalise, is_normal, needs_normalising
 from claudegate_gateway.filters.response import _UNSCANNED_BLOCKS, Channel, ResponseFilter, Tally
 from claudegate_gateway.filters.results import Verdict
 
@@ -51,6 +52,22 @@ _BLOCK_MODES = {
 }
 _MODES = {"text_delta": "text", "thinking_delta": "text", "input_json_delta": "json"}
 _MAX_EVENT = 16 * 1024 * 1024  # one event bigger than this is not a Messages stream
+# The text around a block boundary is kept (the end of one block) and held (the start of the next)
+# until the rules can read a window of it, counted in what they read (normalised: invisible
+# characters do not count), but never more than this many windows of the model's own characters.
+_RAW_WINDOWS = 16
+
+
+def _keep_tail(tail: str, window: int) -> str:
+    """The end of a block kept for matches across blocks: a window, more when invisible characters are in it."""
+    short = tail[-window:]
+    # Already what the rules read (ASCII, or prose in any script): a window is a window.
+    return short if not needs_normalising(short) or is_normal(short) else tail[-_RAW_WINDOWS * window :]
+
+
+def _read_len(text: str) -> int:
+    """How many characters the rules read of ``text`` (normalised)."""
+    return len(_normalise(text)) if needs_normalising(text) else len(text)
 
 
 class StreamFilter:
@@ -154,7 +171,7 @@ class StreamFilter:
             if channel is None:
                 channel = self._channels[(index, delta_type)] = self.rf.channel(_MODES[delta_type], self.tally)
             if index in self._tails and delta_type == "text_delta":
-                self._tails[index] = (self._tails[index] + text)[-self.rf.window:]
+                self._tails[index] = _keep_tail(self._tails[index] + text, self.rf.window)
                 if index in self._heads:
                     text = self._head(index, text, final=False)
                     if self._done:
@@ -185,7 +202,8 @@ class StreamFilter:
     def _head(self, index: int, text: str, final: bool) -> str:
         """Hold a text block's start until it can be checked against the previous block's end."""
         head = self._heads[index] + text
-        if len(head) < self.rf.window and not final:
+        window = self.rf.window
+        if not final and len(head) < _RAW_WINDOWS * window and (len(head) < window or _read_len(head) < window):
             self._heads[index] = head
             return ""
         del self._heads[index]
