@@ -3,6 +3,8 @@ and its styles, not the widget tree)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from textual.pilot import Pilot
 
@@ -101,3 +103,25 @@ async def test_edit_and_remove_are_offered_only_with_a_client(wizard: WizardApp)
         await pilot.pause()
         assert "No clients yet" in screen_text(pilot)
         assert "Edit" not in screen_text(pilot).splitlines()[-1]
+
+
+async def test_a_failed_deploy_does_not_still_say_deploying(wizard: WizardApp, home: Path) -> None:
+    """The line above the steps said "Deploying to 127.0.0.1…" under "Deploy failed"."""
+    from claudegate.wizard.screens.run import DeployScreen
+
+    key = home / "anthropic_api_key"
+    key.write_text("sk-ant-api03-NOT-A-REAL-KEY\n")
+    key.chmod(0o600)
+    doc = {"target": {"host": "127.0.0.1", "port": 1, "user": "deploy"}, "domain": "gw.example.com",
+           "tls": {"mode": "internal-ca"}, "upstream": {"api_key_file": str(key)}}
+    async with wizard.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        wizard.switch_screen(DeployScreen(wizard.session_for(doc, home), autostart=True))
+        for _ in range(400):
+            await pilot.pause(0.05)
+            if "Deploy failed" in screen_text(pilot):
+                break
+        rows = screen_text(pilot).splitlines()
+        title = " ".join(" ".join(rows[1:3]).split())
+        assert title.startswith("The deploy to 127.0.0.1 failed: Retry resumes it"), screen_text(pilot)
+        assert "Deploying to" not in screen_text(pilot)

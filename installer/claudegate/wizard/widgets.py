@@ -160,6 +160,20 @@ class FieldSelect(Select[str]):
             return
         await super()._on_key(event)
 
+    def _watch_expanded(self, expanded: bool) -> None:
+        # The closed list is no Tab stop: Tab right after a burst that closed it went into the list (its
+        # hiding is applied at the next refresh), where the keys went nowhere anyone could see.
+        for overlay in self.query(SelectOverlay):
+            overlay.can_focus = expanded
+        super()._watch_expanded(expanded)
+
+    def on_descendant_focus(self, event: events.DescendantFocus) -> None:
+        # Opening the list asks for its focus later: a burst that already chose and closed it is answered
+        # first, and the focus then landed on the closed, hidden list (the footer said "esc Dismiss menu",
+        # Tab went nowhere). A closed list gives the focus back.
+        if not self.expanded:
+            self.focus()
+
 
 class TickBox(Checkbox):
     """A checkbox whose mark differs by shape, not only by colour (an X or nothing; NO_COLOR too)."""

@@ -67,7 +67,7 @@ class DeployScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         yield StepBar(self.INDEX)
-        yield Static(f"Deploying to {self.session.config.target.host}…", id="deploy-title", classes="intro")
+        yield Static(self._title(), id="deploy-title", classes="intro")
         yield DataTable(id="steps", cursor_type="none")
         with Horizontal(id="progress-line"):
             yield Label("", id="work")
@@ -91,9 +91,17 @@ class DeployScreen(Screen[None]):
         if self.autostart:
             self._start()
 
+    def _title(self, outcome: str | None = None) -> str:
+        """The line above the steps: what runs now, or how it ended (it said "Deploying…" after a failure)."""
+        host = self.session.config.target.host
+        if outcome is None:
+            return f"Deploying to {host}…"
+        return f"The deploy to {host} {outcome}: Retry resumes it, Back to review changes the answers."
+
     def _start(self) -> None:
         self.finished = False
         self.cancelling = False
+        self.query_one("#deploy-title", Static).update(self._title())
         self.query_one("#error", Static).update("")
         if self.rows:  # a retry: its own rows, not the last run's FAILED / cancelled ones
             self.query_one("#steps", DataTable).clear()
@@ -179,6 +187,7 @@ class DeployScreen(Screen[None]):
         else:
             text = f"Deploy failed: {exc.message}" + (f"\nFix: {exc.hint}" if exc.hint else "")
         self.query_one("#error", Static).update(text)
+        self.query_one("#deploy-title", Static).update(self._title("was cancelled" if cancelled else "failed"))
         self.query_one("#log", RichLog).write(text)
         # The progress line stops too: nothing is running any more.
         self.query_one("#work", Label).update("Cancelled" if cancelled else "Failed")
