@@ -528,6 +528,27 @@ def test_a_host_that_cannot_be_reached_is_named_and_the_other_still_answers(flee
     assert f"release:    {fleet.current(fleet.servers[0])} " in status.stdout.split(second)[0], status.stdout
 
 
+def test_keys_and_usage_answer_through_the_second_host_when_the_first_is_down(fleet: Fleet) -> None:
+    up, down = fleet.servers[1], fleet.servers[0]
+    block = "iptables -I INPUT -p tcp --dport 22 -j REJECT --reject-with tcp-reset"
+    code, out = down.exec(["sh", "-c", block])
+    assert code == 0, out
+    try:
+        listed = _cli(fleet, "keys", "list", "--json")
+        usage = _cli(fleet, "usage", "--json")
+    finally:
+        down.exec(["sh", "-c", block.replace("-I INPUT", "-D INPUT")])
+    assert listed.exit_code == 0, listed.output
+    assert {"team-a", "limited"} <= {c["name"] for c in json.loads(listed.stdout)}
+    assert f"answered by host 2/2 ({up.ip}); host 1/2 ({down.ip}) did not answer:" in listed.output, listed.output
+    # usage: every host logs what it served; the down host's part is named as missing, not silently dropped.
+    assert usage.exit_code == 0, usage.output
+    report = json.loads(usage.stdout)
+    assert report["hosts"] == [f"host 2/2 ({up.ip})"] and report["missing_hosts"][0].startswith(f"host 1/2 ({down.ip})")
+    assert any(r["client"] == "team-a" and r["requests"] >= 1 for r in report["rows"]), report  # served by host 2
+    assert "NOT counted" in usage.output
+
+
 def test_rollback_is_refused_on_every_host_when_one_has_nothing_to_go_back_to(fleet: Fleet) -> None:
     # After the failed roll: host 1 went forward and back (it has a previous release), host 2 never switched.
     before = [fleet.current(s) for s in fleet.servers]

@@ -70,7 +70,7 @@ if TYPE_CHECKING:
     from claudegate.config.model import Client, DeployConfig
     from claudegate.connectors.base import Connector
     from claudegate.control.progress import Reporter, StepEvent
-    from claudegate.deploy.every_host import EveryHost
+    from claudegate.deploy.every_host import Answered, EveryHost
     from claudegate.deploy.fleet import FleetResult
     from claudegate.deploy.gateway_cli import ClientRecord
     from claudegate.deploy.layout import HostLayout
@@ -108,6 +108,8 @@ class Session:
         self.layout = layout
         self._connector: Connector | None = None
         self._busy = threading.RLock()
+        #: Several hosts: which host answered the last keys command (and which did not), else None.
+        self.answered_by: Answered[Any] | None = None
 
     # -- building ----------------------------------------------------------------
     @classmethod
@@ -439,43 +441,85 @@ class Session:
         return self._call(lambda: one(self._config, self._connect()))
 
     def usage(self, *, client: str | None = None, since: date | None = None) -> UsageReport:
-        """Requests and tokens per client per UTC day from the gateway's audit log (read-only)."""
-        from claudegate.usage import read_usage
+        """Requests and tokens per client per UTC day from the gateway's audit log (read-only).
 
-        return self._call(
-            lambda: read_usage(self._config, self._connect(), client=client, since=since, layout=self.layout)
-        )
+        On several hosts every host's audit log is summed (each host logs the
+        requests it served); a host that cannot be read is named in the
+        report (``missing_hosts``), and only when none can be read does it fail.
+        """
+        from claudegate.usage import audit_lines, fleet_usage, read_usage
+
+        if not self._config.several_hosts:
+            return self._call(
+                lambda: read_usage(self._config, self._connect(), client=client, since=since, layout=self.layout)
+            )
+
+        def run() -> UsageReport:
+            runs = self._each_host("usage", lambda cfg, connector: audit_lines(cfg, connector, self.layout))
+            error = runs.error()
+            read = [(r.label, *r.result) for r in runs.runs if r.result is not None]
+            if not read:
+                assert error is not None
+                error.message += "\nno host's audit log could be read"
+                raise error
+            missing = [f"{r.label}: {r.error}" for r in runs.failed]
+            return fleet_usage(read, missing, client=client, since=since)
+
+        return self._call(run)
 
     # -- day 2: client keys, backup, restore ---------------------------------------------
     def list_clients(self) -> list[ClientRecord]:
-        """Every client in the serving gateway's keystore: state, key prefixes (never secrets), scopes."""
+        """Every client in the serving gateway's keystore: state, key prefixes (never secrets), scopes.
+
+        On several hosts: through the first host that answers (see :meth:`_any_host`).
+        """
         from claudegate import keys
 
-        return self._call(lambda: keys.list_clients(self._config, self._connect(), layout=self.layout))
+        return self._call(lambda: self._any_host("keys list", lambda cfg, connector: keys.list_clients(
+            cfg, connector, layout=self.layout)))  # fmt: skip
 
     def create_client(self, client: Client) -> IssuedKey:
         """Create ``client`` (see :func:`claudegate.keys.client_spec`); its key is returned once and saved 0600."""
         from claudegate import keys
 
-        return self._call(lambda: keys.create_client(self._config, self._connect(), client, layout=self.layout))
+        return self._call(lambda: self._any_host("keys create", lambda cfg, connector: keys.create_client(
+            cfg, connector, client, layout=self.layout), change=True))  # fmt: skip
 
     def rotate_client(self, name: str, *, overlap_seconds: int = 0) -> IssuedKey:
         """A new key for ``name``; the old ones keep working ``overlap_seconds`` longer (0: stop now)."""
         from claudegate import keys
 
         keys.client_spec(name)  # a bad name fails before connecting
-        return self._call(
-            lambda: keys.rotate_client(
-                self._config, self._connect(), name, overlap_seconds=overlap_seconds, layout=self.layout
-            )
-        )
+        return self._call(lambda: self._any_host("keys rotate", lambda cfg, connector: keys.rotate_client(
+            cfg, connector, name, overlap_seconds=overlap_seconds, layout=self.layout), change=True))  # fmt: skip
 
     def revoke_client(self, name: str) -> None:
         """Revoke ``name``: every key of it is refused from its next request on."""
         from claudegate import keys
 
         keys.client_spec(name)
-        self._call(lambda: keys.revoke_client(self._config, self._connect(), name, layout=self.layout))
+        self._call(lambda: self._any_host("keys revoke", lambda cfg, connector: keys.revoke_client(
+            cfg, connector, name, layout=self.layout), change=True))  # fmt: skip
+
+    def _any_host(self, command: str, fn: Callable[[DeployConfig, Connector], T], *, change: bool = False) -> T:
+        """``fn`` on the connection (one host), or on the first host of ``hosts:`` that answers.
+
+        The client keys live in the shared PostgreSQL, so any host answers
+        for the whole fleet. Which host did (and why the ones before it did
+        not) is kept in :attr:`answered_by` for the front end to say. A
+        change (``change``) goes to the next host only when the connection
+        failed before anything was sent.
+        """
+        self.answered_by = None
+        if not self._config.several_hosts:
+            return fn(self._config, self._connect())
+        from claudegate.deploy.every_host import first_answering
+
+        self._one_key_for_one_host()
+        answer = first_answering(self._config, self._open_host, command, fn, reporter=self._reporter(),
+                                 retry_after_sent=not change)  # fmt: skip
+        self.answered_by = answer
+        return answer.result
 
     def backup(self, out: str | os.PathLike[str], *, passphrase: Secret | None = None, force: bool = False) -> BackupResult:
         """Save the keystore, the pepper and the ACME state of the deployed gateway to ``out`` (0600).
