@@ -18,6 +18,8 @@ import json
 import secrets
 import shutil
 import ssl
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -574,6 +576,60 @@ def test_rollback_takes_every_host_back_to_the_release_before(fleet: Fleet) -> N
     listing = "docker ps --filter label=org.claudegate.role=gateway --format '{{.Names}}'"
     for server in fleet.servers:  # the release before serves with its two replicas again
         assert len(fleet.sh(server, listing).split()) == 2, fleet.sh(server, listing)
+
+
+def _deploy_process(fleet: Fleet) -> subprocess.Popen[str]:
+    """``claudegate deploy`` as an operator runs it, in its own process (so it can be killed)."""
+    cli = Path(sys.executable).parent / "claudegate"
+    return subprocess.Popen([str(cli), "deploy", "--yes", "--config", str(fleet.dir / "deploy.yaml")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+
+def _lock_taken(fleet: Fleet, run: subprocess.Popen[str]) -> str:
+    """Wait for the run to hold the fleet's lock (the key in the shared Redis); its value."""
+    from claudegate.deploy.fleet_lock import KEY
+
+    deadline = time.monotonic() + 60
+    while fleet.redis.cli("EXISTS", KEY) != "1":
+        assert run.poll() is None, run.communicate()[1]
+        assert time.monotonic() < deadline, "the deploy never took the fleet's lock"
+        time.sleep(0.05)
+    return fleet.redis.cli("GET", KEY)
+
+
+def test_a_second_run_on_the_fleet_is_refused_at_once_and_the_lock_ends_with_the_first(fleet: Fleet) -> None:
+    from claudegate.deploy.fleet_lock import KEY, LEASE_SECONDS
+
+    first = _deploy_process(fleet)
+    try:
+        holder = json.loads(_lock_taken(fleet, first))
+        with timer() as took:
+            second = _cli(fleet, "deploy", "--yes")
+            rollback = _cli(fleet, "rollback")
+        TIMINGS["second deploy + rollback refused"] = took["seconds"]
+        for run in (second, rollback):
+            assert run.exit_code == 6, run.output
+            assert "another run holds the fleet's lock" in run.output, run.output
+            assert f"(pid {first.pid}, deploy started {holder['started_at']})" in run.output, run.output
+        assert took["seconds"] < 30, took  # refused at once, not after the first run's roll
+        assert first.poll() is None  # the refusals came while the first run was still rolling
+        _, err = first.communicate(timeout=600)
+        assert first.returncode == 0, err
+    finally:
+        first.kill()
+    assert fleet.redis.cli("EXISTS", KEY) == "0"  # released when the run ended
+    # A run killed (SIGKILL: no cleanup at all) leaves a lock that lapses within its lease.
+    killed = _deploy_process(fleet)
+    try:
+        _lock_taken(fleet, killed)
+        killed.kill()
+        killed.wait(30)
+        gone_by = time.monotonic() + LEASE_SECONDS + 10
+        while fleet.redis.cli("EXISTS", KEY) == "1":
+            assert time.monotonic() < gone_by, "a killed run's fleet lock did not lapse"
+            time.sleep(0.5)
+    finally:
+        killed.kill()
 
 
 def test_uninstall_removes_the_gateway_from_every_host(fleet: Fleet) -> None:

@@ -53,7 +53,7 @@ from claudegate.config.api_key import key_problem
 from claudegate.control.cancel import CancelToken
 from claudegate.control.controls import RunControls, using
 from claudegate.control.interaction import ConsentQuestion, Interaction, SecretQuestion
-from claudegate.errors import Cancelled, ConfigError, Declined
+from claudegate.errors import Cancelled, ClaudegateError, ConfigError, Declined
 from claudegate.private_files import write_private
 
 # The deploy, the audit, the day-2 modules and the config loader are imported
@@ -204,6 +204,80 @@ class Session:
         self._one_key_for_one_host()  # a wrong flag is one error, not one per host
         return on_every_host(self._config, self._open_host, command, fn, reporter=self._reporter())
 
+    @contextlib.contextmanager
+    def _fleet_locked(self, playbook: str, *, dry_run: bool) -> Iterator[None]:
+        """Hold the fleet's lock (:mod:`claudegate.deploy.fleet_lock`) while a run changes several hosts.
+
+        Taken in the shared Redis through the first host whose SSH lets a
+        TCP connection through to it; a second run is refused at once,
+        naming the holder. A lock lost mid-run (not renewed within its
+        lease) cancels this run at its next safe point. Not for a dry run.
+        """
+        if dry_run or not self._config.several_hosts:
+            yield
+            return
+        from claudegate.deploy.fleet_lock import FleetLock
+
+        with self._state_tunnel() as (endpoint, dial):
+            lock = FleetLock(endpoint, dial, playbook=playbook, on_lost=self.cancel)
+            lock.acquire()
+            try:
+                yield
+            finally:
+                lock.release()
+
+    @contextlib.contextmanager
+    def _state_tunnel(self) -> Iterator[tuple[Any, Callable[[], Any]]]:
+        """The state tier's Redis endpoint and a dial to it through the first host that lets one through."""
+        from claudegate.deploy.every_host import EveryHost, HostRun
+        from claudegate.deploy.fleet import host_name
+        from claudegate.deploy.fleet_lock import RedisEndpoint
+        from claudegate.deploy.state_host import as_url_state
+        from claudegate.errors import ConnectionFailed
+
+        state = self._config.state
+        assert state is not None  # several hosts need state: (config rules)
+        redis = state.redis if state.redis is not None else as_url_state(self._config).redis
+        assert redis is not None
+        password = redis.password_file.read_text().strip() if redis.password_file is not None else None
+        endpoint = RedisEndpoint.from_url(redis.url, password, redis.tls_ca_file)
+        opened: list[Connector] = []
+
+        def dial() -> Any:
+            hosts = self._config.fleet
+            failed: list[HostRun[None]] = []
+            for index, host in enumerate(hosts, 1):
+                try:
+                    connector = self._open_host(self._config.for_host(host))
+                except Cancelled:
+                    raise
+                except ClaudegateError as exc:
+                    failed.append(HostRun(index, len(hosts), host_name(host), error=exc))
+                    continue
+                opened.append(connector)
+                open_tcp = getattr(connector, "open_tcp", None)
+                try:
+                    if open_tcp is None:
+                        raise ConnectionFailed("this connection cannot carry a TCP connection",
+                                               target=connector.target)  # fmt: skip
+                    return open_tcp(endpoint.host, endpoint.port)
+                except ClaudegateError as exc:
+                    failed.append(HostRun(index, len(hosts), host_name(host), error=exc))
+            error = EveryHost("fleet lock", tuple(failed)).error()
+            assert error is not None
+            error.message = (
+                f"the fleet's lock is kept in the state tier's Redis ({endpoint.address}), reached through a "
+                f"host's SSH, and no host let a connection through: nothing was changed\n{error.message}"
+            )
+            error.hint = "allow TCP forwarding to that address in the hosts' sshd (AllowTcpForwarding yes)"
+            raise error
+
+        try:
+            yield endpoint, dial
+        finally:
+            for connector in opened:
+                connector.close()
+
     def test_connection(self) -> ConnectionReport | EveryHost[ConnectionReport]:
         """Connect, verify and look around (sudo, distro, Docker, ports, what a deploy installs). Read-only.
 
@@ -246,10 +320,11 @@ class Session:
             if not dry_run:
                 self._ensure_upstream_key()
             if self._config.several_hosts:  # host by host, each smoke-tested (deploy/fleet.py)
-                return api.deploy_hosts(
-                    self._config, self._open_host, dry_run=dry_run, reporter=self._reporter(), layout=self.layout,
-                    prune=prune, refresh=refresh,
-                )  # fmt: skip
+                with self._fleet_locked("deploy", dry_run=dry_run):
+                    return api.deploy_hosts(
+                        self._config, self._open_host, dry_run=dry_run, reporter=self._reporter(),
+                        layout=self.layout, prune=prune, refresh=refresh,
+                    )  # fmt: skip
             return api.deploy(
                 self._config, self._connect(), dry_run=dry_run, reporter=self._reporter(), layout=self.layout,
                 prune=prune, refresh=refresh,
@@ -270,6 +345,10 @@ class Session:
             from claudegate.deploy.every_host import same_release_everywhere
 
             def on_hosts() -> EveryHost[DeployResult]:
+                with self._fleet_locked("rollback", dry_run=dry_run):
+                    return rolled()
+
+            def rolled() -> EveryHost[DeployResult]:
                 if not dry_run:  # every host can go back, to one release, before any host is touched
                     same_release_everywhere(self._each_host("rollback", lambda cfg, connector: api.rollback(
                         cfg, connector, dry_run=True, layout=self.layout)))  # fmt: skip
@@ -327,7 +406,8 @@ class Session:
 
                 if not dry_run:
                     ask(f"{len(self._config.fleet)} hosts ({', '.join(host_name(h) for h in self._config.fleet)})")
-                return self._each_host("uninstall", remove)
+                with self._fleet_locked("uninstall", dry_run=dry_run):
+                    return self._each_host("uninstall", remove)
             connector = self._connect()
             if not dry_run:
                 ask(connector.target)
