@@ -349,11 +349,24 @@ class Session:
                     return rolled()
 
             def rolled() -> EveryHost[DeployResult]:
-                if not dry_run:  # every host can go back, to one release, before any host is touched
-                    same_release_everywhere(self._each_host("rollback", lambda cfg, connector: api.rollback(
-                        cfg, connector, dry_run=True, layout=self.layout)))  # fmt: skip
-                return self._each_host("rollback", lambda cfg, connector: api.rollback(
-                    cfg, connector, dry_run=dry_run, reporter=self._reporter(), layout=self.layout))  # fmt: skip
+                if dry_run:
+                    return self._each_host("rollback", lambda cfg, connector: api.rollback(
+                        cfg, connector, dry_run=True, reporter=self._reporter(), layout=self.layout))  # fmt: skip
+                # Every host can go back, to one release, before any host is touched.
+                same_release_everywhere(self._each_host("rollback", lambda cfg, connector: api.rollback(
+                    cfg, connector, dry_run=True, layout=self.layout)))  # fmt: skip
+                # Host by host; one that fails: the ones already back go forward again (deploy/fleet_rollback.py).
+                from claudegate.deploy.fleet_rollback import rollback_fleet
+                from claudegate.deploy.serving import current_release
+
+                origin = self._config.origin
+                return rollback_fleet(
+                    self._config, self._open_host, reporter=self._reporter(),
+                    roll_back=lambda cfg, connector: api.rollback(
+                        cfg, connector, reporter=self._reporter(), layout=self.layout),
+                    read_current=lambda cfg, connector: current_release(cfg, connector, self.layout),
+                    config_path=origin.source if origin is not None else "deploy.yaml",
+                )  # fmt: skip
 
             return self._call(on_hosts)
         return self._call(
@@ -433,7 +446,9 @@ class Session:
                 return one(self._config, self._connect())
             runs = self._each_host("status", one)
             served = [(r.host, r.result) for r in runs.runs if r.result is not None]
-            return dataclasses.replace(runs, notes=tuple(api.served_serial_notes(served)))
+            releases = [(r.label, r.result.current_release) for r in runs.runs if r.result is not None]
+            notes = [*api.served_serial_notes(served), *api.mixed_release_notes(releases)]
+            return dataclasses.replace(runs, notes=tuple(notes))
 
         return self._call(run)
 
