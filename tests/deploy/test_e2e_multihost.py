@@ -578,6 +578,22 @@ def test_rollback_takes_every_host_back_to_the_release_before(fleet: Fleet) -> N
         assert len(fleet.sh(server, listing).split()) == 2, fleet.sh(server, listing)
 
 
+def test_accept_host_key_names_each_hosts_key(fleet: Fleet) -> None:
+    # A config without host_key_fingerprint and a known_hosts that knows neither host: first contact.
+    fresh = fleet.dir / "fresh_known_hosts"
+    hosts = [{k: v for k, v in _target(s, fresh).items() if k != "host_key_fingerprint"} for s in fleet.servers]
+    fleet.cfg("first-contact.yaml", hosts=hosts)
+    one, two = fleet.servers
+    swapped = _cli(fleet, "check", "--accept-host-key", f"{one.ip}={two.host_key_fingerprint}",
+                   "--accept-host-key", f"{two.ip}={one.host_key_fingerprint}", config="first-contact.yaml")  # fmt: skip
+    assert swapped.exit_code == 4, swapped.output  # each key is checked against its own host only
+    assert not fresh.exists() or one.ip not in fresh.read_text()
+    run = _cli(fleet, "check", "--accept-host-key", f"{one.ip}={one.host_key_fingerprint}",
+               "--accept-host-key", f"{two.ip}={two.host_key_fingerprint}", config="first-contact.yaml")  # fmt: skip
+    assert run.exit_code == 0, run.output
+    assert one.ip in fresh.read_text() and two.ip in fresh.read_text()  # recorded, as a yes would
+
+
 def _deploy_process(fleet: Fleet) -> subprocess.Popen[str]:
     """``claudegate deploy`` as an operator runs it, in its own process (so it can be killed)."""
     cli = Path(sys.executable).parent / "claudegate"

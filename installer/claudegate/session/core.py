@@ -43,7 +43,7 @@ import contextlib
 import dataclasses
 import os
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from types import TracebackType
@@ -97,6 +97,7 @@ class Session:
         cancel: CancelToken | None = None,
         progress: Reporter | None = None,
         accept_host_key: str | None = None,
+        host_keys: Mapping[str, str] | None = None,
         layout: HostLayout | None = None,
     ) -> None:
         self._config = config
@@ -105,6 +106,9 @@ class Session:
         self.progress = progress
         #: ``--accept-host-key``: the one first-contact key to trust without asking.
         self.accept_host_key = accept_host_key
+        #: ``--accept-host-key HOST=SHA256:...``: a first-contact key per host (several hosts).
+        self.host_keys = dict(host_keys or {})
+        self._check_host_keys()
         self.layout = layout
         self._connector: Connector | None = None
         self._busy = threading.RLock()
@@ -156,7 +160,8 @@ class Session:
             return
         from claudegate.deploy.state_host import state_config
 
-        connector = self._verified(state_config(cfg), self.accept_host_key)
+        state_cfg = state_config(cfg)
+        connector = self._verified(state_cfg, self._host_key_for(state_cfg))
         try:
             yield connector
         finally:
@@ -165,8 +170,32 @@ class Session:
     def _connect(self) -> Connector:
         if self._connector is not None:
             return self._connector
-        self._connector = self._verified(self._config, self.accept_host_key)
+        self._connector = self._verified(self._config, self._host_key_for(self._config))
         return self._connector
+
+    def _host_key_for(self, cfg: DeployConfig) -> str | None:
+        """The first-contact key given for ``cfg.target`` (``HOST=SHA256:...``), else the one key."""
+        from claudegate.deploy.fleet import host_name
+
+        target = cfg.target
+        return self.host_keys.get(host_name(target)) or self.host_keys.get(target.host) or self.accept_host_key
+
+    def _check_host_keys(self) -> None:
+        """Every ``HOST=`` of ``--accept-host-key`` is a host of the config (a typo must not go unnoticed)."""
+        if not self.host_keys:
+            return
+        from claudegate.deploy.fleet import host_name
+
+        cfg = self._config
+        known = {name for t in cfg.fleet for name in (host_name(t), t.host)}
+        if cfg.state is not None and cfg.state.host is not None:
+            known |= {host_name(cfg.state.host), cfg.state.host.host}
+        unknown = sorted(set(self.host_keys) - known)
+        if unknown:
+            raise ConfigError(
+                f"--accept-host-key names {', '.join(unknown)}, not a host of this config",
+                hint=f"the hosts are: {', '.join(host_name(t) for t in cfg.fleet)}",
+            )
 
     def _verified(self, cfg: DeployConfig, accept_host_key: str | None) -> Connector:
         """A connection to ``cfg.target``, its host key checked (an unknown one asked through the interaction)."""
@@ -188,13 +217,14 @@ class Session:
     def _open_host(self, host_cfg: DeployConfig) -> Connector:
         """A verified connection to one host of ``hosts:`` (the rolling deploy closes it)."""
         self._one_key_for_one_host()
-        return self._verified(host_cfg, None)
+        return self._verified(host_cfg, self._host_key_for(host_cfg))
 
     def _one_key_for_one_host(self) -> None:
         if self.accept_host_key is not None:
             raise ConfigError(
                 "--accept-host-key names one host's key, and this config lists several hosts",
-                hint="give each entry of hosts: its host_key_fingerprint, or confirm each key when asked",
+                hint="name each host's key (--accept-host-key HOST=SHA256:..., once per host), give each entry "
+                "of hosts: its host_key_fingerprint, or confirm each key when asked",
             )
 
     def _each_host(self, command: str, fn: Callable[[DeployConfig, Connector], T]) -> EveryHost[T]:
