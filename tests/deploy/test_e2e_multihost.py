@@ -302,6 +302,8 @@ def test_a_second_host_that_fails_rolls_the_first_back(fleet: Fleet, keys: dict[
     text = str(failed.value)
     assert f"host 2/2 ({broken.ip}) failed" in text, text
     assert f"rolled back to the release they served before: {fleet.servers[0].ip}" in text, text
+    rid = before[fleet.servers[0].ip]  # read again on every host after the roll, not assumed
+    assert f"now: host 1/2 ({fleet.servers[0].ip}) on {rid}; host 2/2 ({broken.ip}) on {rid}" in text, text
     # Both serve the release they served before, and the deployed key still works on both.
     assert {s.ip: fleet.current(s) for s in fleet.servers} == before
     time.sleep(0.5)

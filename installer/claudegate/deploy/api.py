@@ -41,7 +41,7 @@ from claudegate.deploy.results import (
     StepReport,
 )
 from claudegate.deploy.secret_inputs import key_fingerprint, read_upstream_key
-from claudegate.deploy.serving import serving_gateway
+from claudegate.deploy.serving import current_release, serving_gateway
 from claudegate.deploy.smoke_target import target_for
 from claudegate.deploy.state_host import as_url_state
 from claudegate.deploy.state_secrets import state_fingerprint
@@ -277,6 +277,7 @@ def deploy_hosts(
     return deploy_fleet(
         cfg, connect, run_one=run_one, roll_back=roll_back, dry_run=dry_run, reporter=reporter, layout=layout,
         options=RunOptions("deploy", prune=prune, refresh=refresh),
+        read_current=lambda host_cfg, connector: current_release(host_cfg, connector, layout),
     )  # fmt: skip
 
 
