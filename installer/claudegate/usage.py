@@ -12,6 +12,11 @@ there. The lines are summed here; the cost is an estimate from
 Model names in the log come from clients: they are shown only escaped
 (no control characters reach the operator's terminal) and cut short.
 
+On several hosts (``hosts:``) every host keeps its own audit log of the
+requests it served, so the fleet's usage is every host's log summed
+(:func:`fleet_usage`): a host that cannot be read is named in the report
+(``missing_hosts``), and the report fails only when no host can be read.
+
 Requests without a client (refused before authentication) are not anyone's
 usage and are left out; a line that is not a JSON object is counted in
 ``skipped_lines`` rather than failing the report.
@@ -39,7 +44,7 @@ from claudegate.deploy.serving import serving_gateway_container, uses_sudo
 from claudegate.errors import ClaudegateError, ConfigError
 from claudegate.prices import PRICES_AS_OF, price_for
 
-__all__ = ["UsageReport", "UsageRow", "parse_since", "read_usage", "summarize"]
+__all__ = ["UsageReport", "UsageRow", "audit_lines", "fleet_usage", "parse_since", "read_usage", "summarize"]
 
 _AUDIT_FILE = re.compile(r"^audit\.jsonl(\.\d+)?(\.gz)?$")
 
@@ -76,6 +81,9 @@ class UsageReport:
     files: tuple[str, ...] = ()
     skipped_lines: int = 0
     prices_as_of: str = PRICES_AS_OF
+    #: Several hosts: the hosts whose audit logs are summed, and those that could not be read (with why).
+    hosts: tuple[str, ...] = ()
+    missing_hosts: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -85,7 +93,18 @@ class UsageReport:
             "files": list(self.files),
             "skipped_lines": self.skipped_lines,
             "rows": [r.to_json() for r in self.rows],
+            "hosts": list(self.hosts),
+            "missing_hosts": list(self.missing_hosts),
         }
+
+    def hosts_text(self) -> str:
+        """Which hosts' logs the report sums (several hosts only; empty otherwise)."""
+        if not self.hosts:
+            return ""
+        text = f"summed from the audit logs of {', '.join(self.hosts)}"
+        if self.missing_hosts:
+            text += f"\nWARNING: these hosts' requests are NOT counted: {'; '.join(self.missing_hosts)}"
+        return text
 
     def to_csv(self) -> str:
         out = io.StringIO()
@@ -267,6 +286,32 @@ def read_usage(
     layout: HostLayout | None = None,
 ) -> UsageReport:
     """Usage per client per day from the audit log on the host (read-only)."""
+    files, lines = audit_lines(cfg, connector, layout)
+    rows, skipped = summarize(lines, client=client, since=since)
+    return UsageReport(tuple(rows), client=client, since=since, files=tuple(files), skipped_lines=skipped)
+
+
+def fleet_usage(
+    read: list[tuple[str, list[str], list[bytes]]],
+    missing: list[str],
+    *,
+    client: str | None = None,
+    since: date | None = None,
+) -> UsageReport:
+    """The fleet's usage: ``read`` is (host label, files, lines) of each host whose log was read."""
+    lines = [line for _, _, host_lines in read for line in host_lines]
+    rows, skipped = summarize(lines, client=client, since=since)
+    files = tuple(f"{label}:{path}" for label, paths, _ in read for path in paths)
+    return UsageReport(
+        tuple(rows), client=client, since=since, files=files, skipped_lines=skipped,
+        hosts=tuple(label for label, _, _ in read), missing_hosts=tuple(missing),
+    )  # fmt: skip
+
+
+def audit_lines(
+    cfg: DeployConfig, connector: Connector, layout: HostLayout | None = None
+) -> tuple[list[str], list[bytes]]:
+    """The audit log files in the serving gateway and their lines, rotated ones included."""
     container = serving_gateway_container(cfg, connector, layout)
     directory = posixpath.dirname(GATEWAY_AUDIT_LOG)
     files = [
@@ -282,5 +327,4 @@ def read_usage(
             except (OSError, EOFError):
                 raise ClaudegateError(f"{path} in {container} is not a readable gzip file") from None
         lines += data.splitlines()
-    rows, skipped = summarize(lines, client=client, since=since)
-    return UsageReport(tuple(rows), client=client, since=since, files=tuple(files), skipped_lines=skipped)
+    return files, lines

@@ -123,11 +123,13 @@ def test_every_host_of_hosts_is_tried_and_each_failure_named(tmp_path: Path) -> 
         assert r.exit_code == 3, (command, r.output)
         # Host 2 was tried after host 1 failed; each is named in the error (and in its section of the output;
         # rollback stops at its dry run on every host, before it prints anything).
-        assert f"{command[0]} failed on 2 of 2 hosts" in r.stderr, (command, r.stderr)
+        # rollback takes the fleet's lock first, in the state tier through a host: no host, no lock.
+        what = "fleet lock" if command[0] == "rollback" else command[0]
+        assert f"{what} failed on 2 of 2 hosts" in r.stderr, (command, r.stderr)
         assert "host 1/2 (127.0.0.1:1): FAILED: cannot connect" in r.stderr, r.stderr
         assert "host 2/2 (127.0.0.1:2): FAILED: cannot connect" in r.stderr, r.stderr
         if command[0] == "rollback":
-            assert "nothing was rolled back" in r.stderr and r.stdout == "", r.output
+            assert "no host let a connection through: nothing was changed" in r.stderr and r.stdout == "", r.output
         else:
             assert "[host 1/2 (127.0.0.1:1)] FAILED:" in r.stdout and "[host 2/2 (127.0.0.1:2)] FAILED:" in r.stdout, r.stdout
     # --json: one document, every host with its error.
@@ -138,3 +140,37 @@ def test_every_host_of_hosts_is_tried_and_each_failure_named(tmp_path: Path) -> 
     # One key for several hosts is refused before any host is tried.
     r = runner.invoke(app, ["status", "--accept-host-key", "SHA256:x", "--config", str(cfg)])
     assert r.exit_code == 2 and "names one host's key" in r.stderr, r.output
+
+
+def test_accept_host_key_per_host_is_parsed_and_checked_against_the_hosts(tmp_path: Path) -> None:
+    from claudegate.cli.options import host_keys
+    from claudegate.errors import ConfigError
+
+    fp1, fp2 = "SHA256:" + "a" * 43, "SHA256:" + "b" * 43
+    assert host_keys(None) == (None, {})
+    assert host_keys([fp1]) == (fp1, {})
+    assert host_keys([f"10.0.0.11={fp1}", f"10.0.0.12:2222={fp2}"]) == (None, {"10.0.0.11": fp1, "10.0.0.12:2222": fp2})
+    for bad in ([fp1, fp2], [fp1, f"h={fp2}"], [f"h={fp1}", f"h={fp2}"], ["=x"], ["h="]):
+        with pytest.raises(ConfigError):
+            host_keys(bad)
+    key = tmp_path / "id"
+    key.write_text("not a key")
+    key.chmod(0o600)
+    pw = tmp_path / "pw"
+    pw.write_text("state-password")
+    pw.chmod(0o600)
+    entry = f"{{host: 127.0.0.1, port: %d, user: deploy, ssh_key: {key}, known_hosts: {tmp_path}/kh}}"
+    cfg = write(tmp_path, f"hosts:\n  - {entry % 1}\n  - {entry % 2}\ndomain: gw.example.com\n"
+                          "tls: {mode: internal-ca}\nupstream: {api_key_env: ANTHROPIC_API_KEY}\n"
+                          f"state:\n  redis: {{url: 'redis://10.0.0.5:6379/0', password_file: {pw}}}\n"
+                          f"  postgres: {{url: 'postgresql://cg@10.0.0.5/cg', password_file: {pw}, tls: disable}}\n")
+    # One key per host: accepted, each host is tried (here: nobody listens, exit 3 for the connection).
+    r = runner.invoke(app, ["status", "--accept-host-key", f"127.0.0.1:1={fp1}", "--accept-host-key",
+                            f"127.0.0.1:2={fp2}", "--config", str(cfg)])  # fmt: skip
+    assert r.exit_code == 3 and "failed on 2 of 2 hosts" in r.stderr, r.output
+    # A host the config does not list: refused before anything connects.
+    r = runner.invoke(app, ["status", "--accept-host-key", f"10.9.9.9={fp1}", "--config", str(cfg)])
+    assert r.exit_code == 2 and "names 10.9.9.9, not a host of this config" in r.stderr, r.output
+    # One unnamed key for several hosts: still refused, and the hint says how to name them.
+    r = runner.invoke(app, ["status", "--accept-host-key", fp1, "--config", str(cfg)])
+    assert r.exit_code == 2 and "HOST=SHA256:" in r.stderr, r.output

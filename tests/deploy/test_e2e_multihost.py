@@ -19,6 +19,8 @@ import json
 import secrets
 import shutil
 import ssl
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -308,6 +310,8 @@ def test_a_second_host_that_fails_rolls_the_first_back(fleet: Fleet, keys: dict[
     text = str(failed.value)
     assert f"host 2/2 ({broken.ip}) failed" in text, text
     assert f"rolled back to the release they served before: {fleet.servers[0].ip}" in text, text
+    rid = before[fleet.servers[0].ip]  # read again on every host after the roll, not assumed
+    assert f"now: host 1/2 ({fleet.servers[0].ip}) on {rid}; host 2/2 ({broken.ip}) on {rid}" in text, text
     # Both serve the release they served before, and the deployed key still works on both.
     assert {s.ip: fleet.current(s) for s in fleet.servers} == before
     time.sleep(0.5)
@@ -536,6 +540,27 @@ def test_a_host_that_cannot_be_reached_is_named_and_the_other_still_answers(flee
     assert f"release:    {fleet.current(fleet.servers[0])} " in status.stdout.split(second)[0], status.stdout
 
 
+def test_keys_and_usage_answer_through_the_second_host_when_the_first_is_down(fleet: Fleet) -> None:
+    up, down = fleet.servers[1], fleet.servers[0]
+    block = "iptables -I INPUT -p tcp --dport 22 -j REJECT --reject-with tcp-reset"
+    code, out = down.exec(["sh", "-c", block])
+    assert code == 0, out
+    try:
+        listed = _cli(fleet, "keys", "list", "--json")
+        usage = _cli(fleet, "usage", "--json")
+    finally:
+        down.exec(["sh", "-c", block.replace("-I INPUT", "-D INPUT")])
+    assert listed.exit_code == 0, listed.output
+    assert {"team-a", "limited"} <= {c["name"] for c in json.loads(listed.stdout)}
+    assert f"answered by host 2/2 ({up.ip}); host 1/2 ({down.ip}) did not answer:" in listed.output, listed.output
+    # usage: every host logs what it served; the down host's part is named as missing, not silently dropped.
+    assert usage.exit_code == 0, usage.output
+    report = json.loads(usage.stdout)
+    assert report["hosts"] == [f"host 2/2 ({up.ip})"] and report["missing_hosts"][0].startswith(f"host 1/2 ({down.ip})")
+    assert any(r["client"] == "team-a" and r["requests"] >= 1 for r in report["rows"]), report  # served by host 2
+    assert "NOT counted" in usage.output
+
+
 def test_rollback_is_refused_on_every_host_when_one_has_nothing_to_go_back_to(fleet: Fleet) -> None:
     # After the failed roll: host 1 went forward and back (it has a previous release), host 2 never switched.
     before = [fleet.current(s) for s in fleet.servers]
@@ -638,6 +663,76 @@ def test_rollback_takes_every_host_back_to_the_release_before(fleet: Fleet, keys
     listing = "docker ps --filter label=org.claudegate.role=gateway --format '{{.Names}}'"
     for server in fleet.servers:  # the release before serves with its two replicas again
         assert len(fleet.sh(server, listing).split()) == 2, fleet.sh(server, listing)
+
+
+def test_accept_host_key_names_each_hosts_key(fleet: Fleet) -> None:
+    # A config without host_key_fingerprint and a known_hosts that knows neither host: first contact.
+    fresh = fleet.dir / "fresh_known_hosts"
+    hosts = [{k: v for k, v in _target(s, fresh).items() if k != "host_key_fingerprint"} for s in fleet.servers]
+    fleet.cfg("first-contact.yaml", hosts=hosts)
+    one, two = fleet.servers
+    swapped = _cli(fleet, "check", "--accept-host-key", f"{one.ip}={two.host_key_fingerprint}",
+                   "--accept-host-key", f"{two.ip}={one.host_key_fingerprint}", config="first-contact.yaml")  # fmt: skip
+    assert swapped.exit_code == 4, swapped.output  # each key is checked against its own host only
+    assert not fresh.exists() or one.ip not in fresh.read_text()
+    run = _cli(fleet, "check", "--accept-host-key", f"{one.ip}={one.host_key_fingerprint}",
+               "--accept-host-key", f"{two.ip}={two.host_key_fingerprint}", config="first-contact.yaml")  # fmt: skip
+    assert run.exit_code == 0, run.output
+    assert one.ip in fresh.read_text() and two.ip in fresh.read_text()  # recorded, as a yes would
+
+
+def _deploy_process(fleet: Fleet) -> subprocess.Popen[str]:
+    """``claudegate deploy`` as an operator runs it, in its own process (so it can be killed)."""
+    cli = Path(sys.executable).parent / "claudegate"
+    return subprocess.Popen([str(cli), "deploy", "--yes", "--config", str(fleet.dir / "deploy.yaml")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+
+def _lock_taken(fleet: Fleet, run: subprocess.Popen[str]) -> str:
+    """Wait for the run to hold the fleet's lock (the key in the shared Redis); its value."""
+    from claudegate.deploy.fleet_lock import KEY
+
+    deadline = time.monotonic() + 60
+    while fleet.redis.cli("EXISTS", KEY) != "1":
+        assert run.poll() is None, run.communicate()[1]
+        assert time.monotonic() < deadline, "the deploy never took the fleet's lock"
+        time.sleep(0.05)
+    return fleet.redis.cli("GET", KEY)
+
+
+def test_a_second_run_on_the_fleet_is_refused_at_once_and_the_lock_ends_with_the_first(fleet: Fleet) -> None:
+    from claudegate.deploy.fleet_lock import KEY, LEASE_SECONDS
+
+    first = _deploy_process(fleet)
+    try:
+        holder = json.loads(_lock_taken(fleet, first))
+        with timer() as took:
+            second = _cli(fleet, "deploy", "--yes")
+            rollback = _cli(fleet, "rollback")
+        TIMINGS["second deploy + rollback refused"] = took["seconds"]
+        for run in (second, rollback):
+            assert run.exit_code == 6, run.output
+            assert "another run holds the fleet's lock" in run.output, run.output
+            assert f"(pid {first.pid}, deploy started {holder['started_at']})" in run.output, run.output
+        assert took["seconds"] < 30, took  # refused at once, not after the first run's roll
+        assert first.poll() is None  # the refusals came while the first run was still rolling
+        _, err = first.communicate(timeout=600)
+        assert first.returncode == 0, err
+    finally:
+        first.kill()
+    assert fleet.redis.cli("EXISTS", KEY) == "0"  # released when the run ended
+    # A run killed (SIGKILL: no cleanup at all) leaves a lock that lapses within its lease.
+    killed = _deploy_process(fleet)
+    try:
+        _lock_taken(fleet, killed)
+        killed.kill()
+        killed.wait(30)
+        gone_by = time.monotonic() + LEASE_SECONDS + 10
+        while fleet.redis.cli("EXISTS", KEY) == "1":
+            assert time.monotonic() < gone_by, "a killed run's fleet lock did not lapse"
+            time.sleep(0.5)
+    finally:
+        killed.kill()
 
 
 def test_uninstall_removes_the_gateway_from_every_host(fleet: Fleet) -> None:

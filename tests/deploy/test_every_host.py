@@ -9,6 +9,7 @@ without servers.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -144,3 +145,81 @@ def test_a_fleet_rollback_needs_every_host_to_go_back_to_one_release(tmp_path: P
     text = str(differ.value)
     assert f"host 1/3 ({HOSTS[0]}), host 2/3 ({HOSTS[1]}) -> release r1; host 3/3 ({HOSTS[2]}) -> release r0" in text
     assert "nothing was rolled back" in text
+
+
+# --- keys: the first host that answers (every_host.first_answering) --------------------------------
+
+
+def test_the_first_host_that_answers_does_and_the_ones_before_it_are_named(tmp_path: Path) -> None:
+    from claudegate.deploy.every_host import first_answering
+
+    down = ConnectionFailed("connection refused", target=f"root@{HOSTS[0]}")
+    hosts = Hosts({HOSTS[0]: down})
+    asked: list[str] = []
+
+    def fn(cfg: DeployConfig, connector: Any) -> str:
+        asked.append(cfg.target.host)
+        return f"clients via {cfg.target.host}"
+
+    answer = first_answering(_cfg(tmp_path, 3), hosts.connect, "keys list", fn)
+    assert answer.result == f"clients via {HOSTS[1]}" and asked == [HOSTS[1]]  # host 3 is not asked
+    assert hosts.closed == [HOSTS[1]]
+    assert answer.note() == f"answered by host 2/3 ({HOSTS[1]}); host 1/3 ({HOSTS[0]}) did not answer: connection refused"
+    assert answer.to_json()["skipped"] == [{"host": HOSTS[0], "index": 1, "error": "connection refused"}]
+    # All up: the first host, nothing skipped.
+    first = first_answering(_cfg(tmp_path, 3), Hosts().connect, "keys list", fn)
+    assert first.served.index == 1 and first.note() == f"answered by host 1/3 ({HOSTS[0]})"
+
+
+def test_a_read_that_fails_on_a_host_goes_on_and_none_answering_names_every_host(tmp_path: Path) -> None:
+    from claudegate.deploy.every_host import FleetCommandFailed, first_answering
+    from claudegate.errors import DeployFailed
+
+    def fn(cfg: DeployConfig, connector: Any) -> str:
+        raise DeployFailed(f"no serving gateway on {cfg.target.host}")
+
+    down = ConnectionFailed("connection refused", target=f"root@{HOSTS[0]}")
+    with pytest.raises(FleetCommandFailed) as none:
+        first_answering(_cfg(tmp_path, 2), Hosts({HOSTS[0]: down}).connect, "keys list", fn)
+    text = str(none.value)
+    assert f"host 1/2 ({HOSTS[0]}): FAILED: connection refused" in text
+    assert f"host 2/2 ({HOSTS[1]}): FAILED: no serving gateway on {HOSTS[1]}" in text
+    assert "no host answered" in text
+    assert none.value.exit_code == ExitCode.CONNECTION  # the first failure's
+
+
+def test_a_change_is_sent_to_one_host_only_once_it_was_sent(tmp_path: Path) -> None:
+    from claudegate.deploy.every_host import first_answering
+    from claudegate.errors import DeployFailed
+
+    asked: list[str] = []
+
+    def create(cfg: DeployConfig, connector: Any) -> str:
+        asked.append(cfg.target.host)
+        raise DeployFailed("the connection dropped while creating the key")
+
+    down = ConnectionFailed("connection refused", target=f"root@{HOSTS[0]}")
+    with pytest.raises(DeployFailed) as sent:
+        first_answering(_cfg(tmp_path, 3), Hosts({HOSTS[0]: down}).connect, "keys create", create,
+                        retry_after_sent=False)  # fmt: skip
+    # Host 1 was never reached (skipped), host 2 got it and failed: host 3 is not asked to make a second key.
+    assert asked == [HOSTS[1]]
+    assert f"tried on host 2/3 ({HOSTS[1]}); host 1/3 ({HOSTS[0]}) did not answer" in str(sent.value)
+
+
+def test_usage_on_several_hosts_sums_every_host_log_and_names_a_missing_one() -> None:
+    from claudegate.usage import fleet_usage
+
+    def line(client: str, tokens: int) -> bytes:
+        return json.dumps({"time": "2026-12-07T10:00:00Z", "key_name": client, "model": "claude-haiku-4-5",
+                           "status": 200, "input_tokens": tokens, "output_tokens": 1}).encode()  # fmt: skip
+
+    read = [("host 2/3 (b)", ["/log/audit.jsonl"], [line("ci", 10), line("ci", 5)]),
+            ("host 3/3 (c)", ["/log/audit.jsonl"], [line("ci", 7)])]  # fmt: skip
+    report = fleet_usage(read, ["host 1/3 (a): connection refused"])
+    (row,) = report.rows
+    assert (row.client, row.requests, row.input_tokens) == ("ci", 3, 22)
+    assert report.files == ("host 2/3 (b):/log/audit.jsonl", "host 3/3 (c):/log/audit.jsonl")
+    assert "summed from the audit logs of host 2/3 (b), host 3/3 (c)" in report.hosts_text()
+    assert "WARNING: these hosts' requests are NOT counted: host 1/3 (a): connection refused" in report.hosts_text()
+    assert report.to_json()["missing_hosts"] == ["host 1/3 (a): connection refused"]

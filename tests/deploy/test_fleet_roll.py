@@ -141,3 +141,27 @@ def test_a_batch_with_two_failures_names_both_and_rolls_back_its_switched_host(t
     assert "not started" not in text
     rolled = sorted(host for kind, host, _ in rec.calls if kind == "rollback")
     assert rolled == [HOSTS[0], HOSTS[2]]  # the canary and the batch's host that passed
+
+
+def test_a_failed_roll_reads_every_hosts_release_and_names_the_fix_when_they_differ(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path, 3)
+    serving = {HOSTS[0]: "r1", HOSTS[1]: "r1", HOSTS[2]: "r1"}
+
+    def read(host_cfg: DeployConfig, connector: Any) -> str:
+        return serving[host_cfg.target.host]
+
+    recorder = Recorder(fail={HOSTS[1]})
+    with pytest.raises(DeployFailed) as failed:
+        deploy_fleet(cfg, recorder.connect, run_one=recorder.run_one, roll_back=recorder.roll_back,
+                     read_current=read)  # fmt: skip
+    text = str(failed.value)
+    assert f"now: host 1/3 ({HOSTS[0]}) on r1; host 2/3 ({HOSTS[1]}) on r1; host 3/3 ({HOSTS[2]}) on r1" in text
+    assert "DIFFERENT" not in text and failed.value.hint and "deploy again" in failed.value.hint
+    # Host 1's rollback did not take (it still serves the new release): said, with the one command.
+    serving[HOSTS[0]] = "r2"
+    with pytest.raises(DeployFailed) as mixed:
+        deploy_fleet(cfg, Recorder(fail={HOSTS[1]}).connect, run_one=Recorder(fail={HOSTS[1]}).run_one,
+                     roll_back=recorder.roll_back, read_current=read)  # fmt: skip
+    assert f"now: host 1/3 ({HOSTS[0]}) on r2; host 2/3 ({HOSTS[1]}) on r1" in str(mixed.value)
+    assert "the hosts serve DIFFERENT releases" in str(mixed.value)
+    assert mixed.value.hint and mixed.value.hint.startswith("claudegate deploy --config ")

@@ -121,6 +121,10 @@ def deploy(
     builds new images (Debian updates, same sources) as a new release that
     replaces the serving one only after its smoke test passes; later deploys
     keep them. status shows when the images were built.
+
+    Several hosts (hosts:): host by host, holding the fleet's lock (a lease in
+    the shared Redis, reached through a host's SSH): a second deploy, rollback
+    or uninstall of the same fleet is refused at once, naming who holds it.
     """
 
     def body() -> None:
@@ -235,7 +239,12 @@ def smoke_test(config: ConfigOpt = DEFAULT_CONFIG, accept_host_key: HostKeyOpt =
 
 @app.command()
 def rollback(config: ConfigOpt = DEFAULT_CONFIG, accept_host_key: HostKeyOpt = None, json_out: JsonOpt = False) -> None:
-    """Switch back to the previous release (kept by every deploy)."""
+    """Switch back to the previous release (kept by every deploy).
+
+    Several hosts: only if every host goes back to one release; host by host,
+    holding the fleet's lock. If a host fails, the hosts already rolled back
+    go forward again, and the error says which host serves which release.
+    """
 
     def body() -> None:
         progress = None if json_out else output.StepPrinter()

@@ -26,13 +26,22 @@ keys_app = typer.Typer(
   claudegate keys revoke ci
 
 Works on local and SSH targets alike: the commands run in the serving
-gateway container, whose keystore every release shares. A new key is shown
+gateway container, whose keystore every release shares. With several hosts
+(hosts:) the keys are in the shared PostgreSQL: the first host, in rollout
+order, that answers does (stderr names it, and the hosts before it that did
+not); a change is tried on the next host only if the connection failed. A new key is shown
 once (alone on stdout's last line) and saved 0600 in <state_dir>/keys/.
 Clients listed in deploy.yaml are better managed there: a deploy creates
 them and applies scope changes in place.""",
     no_args_is_help=True,
     rich_markup_mode=None,
 )
+
+
+def _say_host(s: Any) -> None:
+    """Several hosts: which host answered (and which before it did not), on stderr."""
+    if s.answered_by is not None:
+        output.err(f"note: {s.answered_by.note()}")
 
 
 def _show_key(issued: Any, json_out: bool, what: str) -> None:
@@ -57,6 +66,7 @@ def keys_list(config: ConfigOpt = DEFAULT_CONFIG, accept_host_key: HostKeyOpt = 
 
         with session(config, accept_host_key=accept_host_key) as s:
             clients = s.list_clients()
+        _say_host(s)
         if json_out:
             print(json.dumps([c.to_json() for c in clients], indent=2))
         else:
@@ -101,6 +111,7 @@ def keys_create(
         )  # fmt: skip
         with session(config, accept_host_key=accept_host_key) as s:
             issued = s.create_client(spec)
+        _say_host(s)
         _show_key(issued, json_out, f"created client {name}")
 
     run(body)
@@ -125,6 +136,7 @@ def keys_rotate(
         seconds = parse_duration(overlap)
         with session(config, accept_host_key=accept_host_key) as s:
             issued = s.rotate_client(name, overlap_seconds=seconds)
+        _say_host(s)
         _show_key(issued, json_out, f"rotated client {name}")
 
     run(body)
@@ -144,6 +156,7 @@ def keys_revoke(name: NameArg, config: ConfigOpt = DEFAULT_CONFIG, accept_host_k
         client_spec(name)
         with session(config, accept_host_key=accept_host_key) as s:
             s.revoke_client(name)
+        _say_host(s)
         print(f"revoked client {name}")
         if any(c.name == name for c in s.config.clients):
             output.err(

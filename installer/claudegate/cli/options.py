@@ -17,7 +17,7 @@ import typer
 from claudegate.cli import output
 from claudegate.errors import ClaudegateError, ExitCode
 
-__all__ = ["DEFAULT_CONFIG", "ConfigOpt", "ExitCode", "HostKeyOpt", "JsonOpt", "load", "run", "session", "warn_missing_secrets"]
+__all__ = ["DEFAULT_CONFIG", "ConfigOpt", "ExitCode", "HostKeyOpt", "JsonOpt", "host_keys", "load", "run", "session", "warn_missing_secrets"]
 
 #: The wizard saves to ./deploy.yaml, so every command looks there first.
 DEFAULT_CONFIG = Path("deploy.yaml")
@@ -31,13 +31,44 @@ ConfigOpt = Annotated[
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output on stdout")]
 HostKeyOpt = Annotated[
-    str | None,
+    list[str] | None,
     typer.Option(
         "--accept-host-key",
-        metavar="SHA256:...",
-        help="on first contact, trust the host key with exactly this fingerprint (ssh-keygen -lf form)",
+        metavar="[HOST=]SHA256:...",
+        help="on first contact, trust the host key with exactly this fingerprint (ssh-keygen -lf form); "
+        "with several hosts (hosts:), HOST=SHA256:... once per host",
     ),
 ]
+
+
+def host_keys(values: list[str] | str | None) -> tuple[str | None, dict[str, str]]:
+    """``--accept-host-key`` values as (one key for the one host, {host: key} per host).
+
+    ``SHA256:x`` alone is the one host's key; ``HOST=SHA256:x`` (repeatable)
+    names the host (as ``hosts:`` writes it, ``host`` or ``host:port``).
+    """
+    from claudegate.errors import ConfigError
+
+    if values is None or isinstance(values, str):
+        return values, {}
+    one: list[str] = []
+    named: dict[str, str] = {}
+    for value in values:
+        host, sep, key = value.partition("=")
+        if not sep or host.upper().startswith(("SHA256:", "MD5:")):
+            one.append(value)
+            continue
+        if not host or not key:
+            raise ConfigError(f"--accept-host-key {value!r}: expected HOST=SHA256:... or SHA256:...")
+        if host in named:
+            raise ConfigError(f"--accept-host-key names {host} twice", hint="give each host's key once")
+        named[host] = key
+    if one and (named or len(one) > 1):
+        raise ConfigError(
+            "--accept-host-key: with several keys, name each one's host",
+            hint="--accept-host-key HOST=SHA256:... once per host",
+        )
+    return (one[0] if one else None), named
 
 
 def load(config: Path) -> Any:
@@ -64,19 +95,20 @@ def warn_missing_secrets(cfg: Any) -> None:
             output.err(f"warning: {line}")
 
 
-def _open(cfg: Any, accept_host_key: str | None, yes: bool, progress: Any) -> Any:
+def _open(cfg: Any, accept_host_key: list[str] | str | None, yes: bool, progress: Any) -> Any:
     from claudegate.cli.interaction import CliInteraction
     from claudegate.session.core import Session
 
-    interaction = CliInteraction(yes=yes, accept_host_key=accept_host_key)
-    return Session(cfg, interaction, progress=progress, accept_host_key=accept_host_key)
+    one, per_host = host_keys(accept_host_key)
+    interaction = CliInteraction(yes=yes, accept_host_key=one)
+    return Session(cfg, interaction, progress=progress, accept_host_key=one, host_keys=per_host)
 
 
 @contextlib.contextmanager
 def session(
     config: Path,
     *,
-    accept_host_key: str | None = None,
+    accept_host_key: list[str] | str | None = None,
     yes: bool = False,
     progress: Any = None,
 ) -> Iterator[Any]:
@@ -87,7 +119,7 @@ def session(
 
 
 @contextlib.contextmanager
-def connect(cfg: Any, accept_host_key: str | None, *, yes: bool = False) -> Iterator[Any]:
+def connect(cfg: Any, accept_host_key: list[str] | str | None, *, yes: bool = False) -> Iterator[Any]:
     """A connection verified through a core session (an unknown host key is asked, as everywhere).
 
     For the state tier's commands, whose host (state.host) is not the config's target.

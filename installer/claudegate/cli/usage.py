@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from claudegate.cli import output
 from claudegate.cli.options import DEFAULT_CONFIG, ConfigOpt, HostKeyOpt, run, session
 
 __all__ = ["usage_command"]
@@ -29,6 +30,9 @@ def usage_command(
     Read from the gateway's audit log on the host (local or over SSH); the
     cost uses the list prices in claudegate/prices.py (their date is printed),
     at standard rates: caching and batch discounts are not applied.
+    With several hosts (hosts:) every host's audit log is summed; a host that
+    cannot be read is named with a WARNING on stderr ("missing_hosts" in
+    --json), and the command fails only when no host can be read.
 
     \b
       claudegate usage
@@ -44,6 +48,8 @@ def usage_command(
         first = parse_since(since) if since is not None else None
         with session(config, accept_host_key=accept_host_key) as s:
             report = s.usage(client=client, since=first)
+        if report.hosts_text():
+            output.err(report.hosts_text())
         if json_out:
             import json
 

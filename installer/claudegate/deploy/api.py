@@ -41,7 +41,7 @@ from claudegate.deploy.results import (
     StepReport,
 )
 from claudegate.deploy.secret_inputs import key_fingerprint, read_upstream_key
-from claudegate.deploy.serving import serving_gateway
+from claudegate.deploy.serving import current_release, serving_gateway
 from claudegate.deploy.smoke_target import target_for
 from claudegate.deploy.state_host import as_url_state
 from claudegate.deploy.state_secrets import state_fingerprint
@@ -55,6 +55,7 @@ __all__ = [
     "deploy",
     "deploy_hosts",
     "logs",
+    "mixed_release_notes",
     "plan",
     "render",
     "renew",
@@ -276,6 +277,7 @@ def deploy_hosts(
     return deploy_fleet(
         cfg, connect, run_one=run_one, roll_back=roll_back, dry_run=dry_run, reporter=reporter, layout=layout,
         options=RunOptions("deploy", prune=prune, refresh=refresh),
+        read_current=lambda host_cfg, connector: current_release(host_cfg, connector, layout),
     )  # fmt: skip
 
 
@@ -501,6 +503,25 @@ def served_serial_notes(reports: Sequence[tuple[str, StatusReport]]) -> list[str
         return [f"every host serves the certificate with serial {next(iter(serials))}"] if serials else []
     which = "; ".join(f"serial {serial}: {', '.join(hosts)}" for serial, hosts in sorted(serials.items()))
     return [f"WARNING: the hosts serve different certificates ({which}); run claudegate renew, then status"]
+
+
+def mixed_release_notes(releases: Sequence[tuple[str, str | None]]) -> list[str]:
+    """A WARNING when the hosts of ``hosts:`` serve different releases (nothing when they serve one).
+
+    Expected only while a deploy rolls; otherwise a roll or a rollback
+    stopped half-way (its error said so) and ``claudegate deploy`` brings
+    every host to one release.
+    """
+    which: dict[str, list[str]] = {}
+    for label, release in releases:
+        which.setdefault(release or "nothing", []).append(label)
+    if len(which) <= 1:
+        return []
+    listed = "; ".join(f"release {rid}: {', '.join(labels)}" for rid, labels in which.items())
+    return [
+        f"WARNING: the hosts serve different releases ({listed}); unless a deploy is rolling right now, "
+        "run claudegate deploy to put every host on this config's release"
+    ]
 
 
 _SERIAL = re.compile(r"serial ([0-9a-f]+),")

@@ -18,6 +18,11 @@ answer for host 3 because host 2 is down. Only a cancel stops the loop.
 What is not a :class:`~claudegate.errors.ClaudegateError` (a bug) is not
 swallowed either: it propagates. :func:`for_every_host` is the same loop
 without an SSH connection (the smoke test reaches each host over HTTPS).
+
+:func:`first_answering` is for what any one host can answer for the whole
+fleet (the client keys, in the shared PostgreSQL): the first host, in
+rollout order, that answers does; the hosts before it that did not are
+named beside the answer, and only when no host answers does it fail.
 """
 
 from __future__ import annotations
@@ -33,7 +38,16 @@ from claudegate.deploy.fleet import host_name
 from claudegate.deploy.results import DeployResult
 from claudegate.errors import Cancelled, ClaudegateError
 
-__all__ = ["EveryHost", "FleetCommandFailed", "HostRun", "for_every_host", "on_every_host", "same_release_everywhere"]
+__all__ = [
+    "Answered",
+    "EveryHost",
+    "FleetCommandFailed",
+    "HostRun",
+    "first_answering",
+    "for_every_host",
+    "on_every_host",
+    "same_release_everywhere",
+]
 
 T = TypeVar("T")
 
@@ -196,3 +210,85 @@ def same_release_everywhere(planned: EveryHost[DeployResult]) -> None:
             f"the hosts would roll back to different releases ({which}); nothing was rolled back",
             hint="deploy the release you want on every host instead (claudegate deploy)",
         )
+
+
+@dataclass(frozen=True)
+class Answered(Generic[T]):
+    """The answer of the first host that gave one, and the hosts before it that did not."""
+
+    served: HostRun[T]
+    skipped: tuple[HostRun[T], ...] = ()
+
+    @property
+    def result(self) -> T:
+        assert self.served.result is not None
+        return self.served.result
+
+    def note(self) -> str:
+        """``answered by host 2/2 (b); host 1/2 (a) did not answer: <error>``."""
+        text = f"answered by {self.served.label}"
+        for run in self.skipped:
+            assert run.error is not None
+            text += f"; {run.label} did not answer: {run.error}"
+        return text
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "host": self.served.host,
+            "index": self.served.index,
+            "skipped": [{"host": r.host, "index": r.index, "error": str(r.error)} for r in self.skipped],
+        }
+
+
+def first_answering(
+    cfg: DeployConfig,
+    connect: Connect,
+    command: str,
+    fn: Callable[[DeployConfig, Connector], T],
+    *,
+    reporter: Reporter | None = None,
+    retry_after_sent: bool = True,
+) -> Answered[T]:
+    """``fn(host_cfg, connector)`` on the first host of ``cfg.fleet`` that answers, in rollout order.
+
+    A host that cannot be connected to (unreachable, a changed host key) is
+    skipped, and so is one whose ``fn`` fails, unless ``retry_after_sent``
+    is False: a command that changes something (creating a key) is sent to
+    one host only, and tried on the next only when the connection failed
+    before anything was sent (a second try could make a second key). Raises
+    :class:`FleetCommandFailed` naming every host's error when none answers.
+    """
+    hosts = cfg.fleet
+    tried: list[HostRun[T]] = []
+    for index, host in enumerate(hosts, 1):
+        name = host_name(host)
+        if reporter is not None:
+            reporter(StepEvent(kind="note", step="", title="", index=0, total=0,
+                               message=f"host {index}/{len(hosts)}: {name}"))  # fmt: skip
+        host_cfg = cfg.for_host(host)
+        try:
+            connector = connect(host_cfg)
+        except Cancelled:
+            raise
+        except ClaudegateError as exc:
+            tried.append(HostRun(index, len(hosts), name, error=exc))
+            continue
+        try:
+            result = fn(host_cfg, connector)
+        except Cancelled:
+            raise
+        except ClaudegateError as exc:
+            if not retry_after_sent:
+                if tried:
+                    exc.message += "\n" + Answered(HostRun(index, len(hosts), name), tuple(tried)).note().replace(
+                        "answered by", "tried on", 1)  # fmt: skip
+                raise
+            tried.append(HostRun(index, len(hosts), name, error=exc))
+            continue
+        finally:
+            connector.close()
+        return Answered(HostRun(index, len(hosts), name, result=result), tuple(tried))
+    error = EveryHost(command, tuple(tried)).error()
+    assert error is not None
+    error.message += "\nno host answered"
+    raise error

@@ -159,6 +159,7 @@ def deploy_fleet(
     reporter: Reporter | None = None,
     layout: HostLayout | None = None,
     options: RunOptions | None = None,
+    read_current: Callable[[DeployConfig, Connector], str | None] | None = None,
 ) -> FleetResult:
     """Deploy ``cfg`` to every host of ``cfg.fleet`` (see the module docstring); a plan with ``dry_run``.
 
@@ -166,7 +167,10 @@ def deploy_fleet(
     deploys one host; ``roll_back(host_cfg, connector, reporter=, layout=)``
     rolls one back (the api module passes its own, so this module needs no
     import of it). Raises :class:`~claudegate.errors.DeployFailed` naming
-    the failing host and what was rolled back.
+    the failing host and what was rolled back; with ``read_current(host_cfg,
+    connector)`` (the release a host serves) it also says which release
+    each host serves afterwards, and the command that puts them on one when
+    they differ.
     """
     started = time.monotonic()
     options = options or RunOptions("deploy")
@@ -195,7 +199,7 @@ def deploy_fleet(
                 if dry_run or not isinstance(exc, ClaudegateError):
                     raise exc
                 others = [i for i, _ in failed[1:]]  # a batch's other failures: said, never "not started"
-                raise _rolled_back(roll, cfg, index, exc, done, roll_back, layout, others) from exc
+                raise _rolled_back(roll, cfg, index, exc, done, roll_back, layout, others, read_current) from exc
     return FleetResult(
         playbook="deploy",
         dry_run=dry_run,
@@ -227,6 +231,7 @@ def _rolled_back(
     roll_back: Callable[..., DeployResult],
     layout: HostLayout | None,
     others: list[int],
+    read_current: Callable[[DeployConfig, Connector], str | None] | None = None,
 ) -> DeployFailed:
     hosts = cfg.fleet
     name = host_name(hosts[failed])
@@ -254,7 +259,31 @@ def _rolled_back(
     untouched = [host_name(h) for i, h in enumerate(hosts) if i not in seen]
     if untouched:
         parts.append(f"not started: {', '.join(untouched)}")
-    return DeployFailed(
-        "\n".join(parts),
-        hint=(exc.hint + "; " if exc.hint else "") + "fix the failing host, then deploy again (the roll starts over)",
-    )
+    hint = (exc.hint + "; " if exc.hint else "") + "fix the failing host, then deploy again (the roll starts over)"
+    if read_current is not None:
+        serving = _serving_now(roll, cfg, read_current)
+        parts.append("now: " + "; ".join(f"host {i + 1}/{len(hosts)} ({host_name(hosts[i])}) on {rid}"
+                                         for i, rid in serving.items()))  # fmt: skip
+        if len(set(serving.values())) > 1:
+            origin = cfg.origin
+            parts.append("the hosts serve DIFFERENT releases (or one could not be read)")
+            hint = (
+                f"claudegate deploy --config {origin.source if origin else 'deploy.yaml'} puts every host on "
+                "this config's release once the failing host is fixed; until then they serve two releases"
+            )
+    return DeployFailed("\n".join(parts), hint=hint)
+
+
+def _serving_now(
+    roll: _Roll, cfg: DeployConfig, read_current: Callable[[DeployConfig, Connector], str | None]
+) -> dict[int, str]:
+    """Which release each host serves, read again after a failed roll (``unknown (why)`` if it cannot be)."""
+    serving: dict[int, str] = {}
+    for index, host in enumerate(cfg.fleet):
+        try:
+            current = read_current(cfg.for_host(host), roll.connector(index))
+        except ClaudegateError as problem:
+            serving[index] = f"unknown ({problem})"
+        else:
+            serving[index] = current or "nothing"
+    return serving

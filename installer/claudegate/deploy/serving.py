@@ -10,11 +10,20 @@ from claudegate.deploy.layout import HostLayout
 from claudegate.deploy.release import parse_manifest
 from claudegate.errors import ClaudegateError
 
-__all__ = ["serving_gateway", "serving_gateway_container", "uses_sudo"]
+__all__ = ["current_release", "serving_gateway", "serving_gateway_container", "uses_sudo"]
 
 
 def uses_sudo(cfg: DeployConfig, connector: Connector) -> bool:
     return bool(cfg.target.sudo) and not connector.is_root
+
+
+def current_release(cfg: DeployConfig, connector: Connector, layout: HostLayout | None = None) -> str | None:
+    """The release nginx serves now on the host (None when nothing is deployed)."""
+    layout = layout or HostLayout()
+    result = connector.run(host_cli.read_links([layout.current_link]), sudo=uses_sudo(cfg, connector), check=False)
+    if not result.ok:
+        connector.raise_failed(host_cli.read_links([layout.current_link]), result)
+    return parse_links(result.text).get(layout.current_link)
 
 
 def serving_gateway(connector: Connector, layout: HostLayout, sudo: bool) -> str:

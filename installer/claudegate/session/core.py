@@ -43,7 +43,7 @@ import contextlib
 import dataclasses
 import os
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from types import TracebackType
@@ -53,7 +53,7 @@ from claudegate.config.api_key import key_problem
 from claudegate.control.cancel import CancelToken
 from claudegate.control.controls import RunControls, using
 from claudegate.control.interaction import ConsentQuestion, Interaction, SecretQuestion
-from claudegate.errors import Cancelled, ConfigError, Declined
+from claudegate.errors import Cancelled, ClaudegateError, ConfigError, Declined
 from claudegate.private_files import write_private
 
 # The deploy, the audit, the day-2 modules and the config loader are imported
@@ -70,7 +70,7 @@ if TYPE_CHECKING:
     from claudegate.config.model import Client, DeployConfig
     from claudegate.connectors.base import Connector
     from claudegate.control.progress import Reporter, StepEvent
-    from claudegate.deploy.every_host import EveryHost
+    from claudegate.deploy.every_host import Answered, EveryHost
     from claudegate.deploy.fleet import FleetResult
     from claudegate.deploy.gateway_cli import ClientRecord
     from claudegate.deploy.layout import HostLayout
@@ -97,6 +97,7 @@ class Session:
         cancel: CancelToken | None = None,
         progress: Reporter | None = None,
         accept_host_key: str | None = None,
+        host_keys: Mapping[str, str] | None = None,
         layout: HostLayout | None = None,
     ) -> None:
         self._config = config
@@ -105,9 +106,14 @@ class Session:
         self.progress = progress
         #: ``--accept-host-key``: the one first-contact key to trust without asking.
         self.accept_host_key = accept_host_key
+        #: ``--accept-host-key HOST=SHA256:...``: a first-contact key per host (several hosts).
+        self.host_keys = dict(host_keys or {})
+        self._check_host_keys()
         self.layout = layout
         self._connector: Connector | None = None
         self._busy = threading.RLock()
+        #: Several hosts: which host answered the last keys command (and which did not), else None.
+        self.answered_by: Answered[Any] | None = None
 
     # -- building ----------------------------------------------------------------
     @classmethod
@@ -154,7 +160,8 @@ class Session:
             return
         from claudegate.deploy.state_host import state_config
 
-        connector = self._verified(state_config(cfg), self.accept_host_key)
+        state_cfg = state_config(cfg)
+        connector = self._verified(state_cfg, self._host_key_for(state_cfg))
         try:
             yield connector
         finally:
@@ -163,8 +170,32 @@ class Session:
     def _connect(self) -> Connector:
         if self._connector is not None:
             return self._connector
-        self._connector = self._verified(self._config, self.accept_host_key)
+        self._connector = self._verified(self._config, self._host_key_for(self._config))
         return self._connector
+
+    def _host_key_for(self, cfg: DeployConfig) -> str | None:
+        """The first-contact key given for ``cfg.target`` (``HOST=SHA256:...``), else the one key."""
+        from claudegate.deploy.fleet import host_name
+
+        target = cfg.target
+        return self.host_keys.get(host_name(target)) or self.host_keys.get(target.host) or self.accept_host_key
+
+    def _check_host_keys(self) -> None:
+        """Every ``HOST=`` of ``--accept-host-key`` is a host of the config (a typo must not go unnoticed)."""
+        if not self.host_keys:
+            return
+        from claudegate.deploy.fleet import host_name
+
+        cfg = self._config
+        known = {name for t in cfg.fleet for name in (host_name(t), t.host)}
+        if cfg.state is not None and cfg.state.host is not None:
+            known |= {host_name(cfg.state.host), cfg.state.host.host}
+        unknown = sorted(set(self.host_keys) - known)
+        if unknown:
+            raise ConfigError(
+                f"--accept-host-key names {', '.join(unknown)}, not a host of this config",
+                hint=f"the hosts are: {', '.join(host_name(t) for t in cfg.fleet)}",
+            )
 
     def _verified(self, cfg: DeployConfig, accept_host_key: str | None) -> Connector:
         """A connection to ``cfg.target``, its host key checked (an unknown one asked through the interaction)."""
@@ -186,13 +217,14 @@ class Session:
     def _open_host(self, host_cfg: DeployConfig) -> Connector:
         """A verified connection to one host of ``hosts:`` (the rolling deploy closes it)."""
         self._one_key_for_one_host()
-        return self._verified(host_cfg, None)
+        return self._verified(host_cfg, self._host_key_for(host_cfg))
 
     def _one_key_for_one_host(self) -> None:
         if self.accept_host_key is not None:
             raise ConfigError(
                 "--accept-host-key names one host's key, and this config lists several hosts",
-                hint="give each entry of hosts: its host_key_fingerprint, or confirm each key when asked",
+                hint="name each host's key (--accept-host-key HOST=SHA256:..., once per host), give each entry "
+                "of hosts: its host_key_fingerprint, or confirm each key when asked",
             )
 
     def _each_host(self, command: str, fn: Callable[[DeployConfig, Connector], T]) -> EveryHost[T]:
@@ -201,6 +233,80 @@ class Session:
 
         self._one_key_for_one_host()  # a wrong flag is one error, not one per host
         return on_every_host(self._config, self._open_host, command, fn, reporter=self._reporter())
+
+    @contextlib.contextmanager
+    def _fleet_locked(self, playbook: str, *, dry_run: bool) -> Iterator[None]:
+        """Hold the fleet's lock (:mod:`claudegate.deploy.fleet_lock`) while a run changes several hosts.
+
+        Taken in the shared Redis through the first host whose SSH lets a
+        TCP connection through to it; a second run is refused at once,
+        naming the holder. A lock lost mid-run (not renewed within its
+        lease) cancels this run at its next safe point. Not for a dry run.
+        """
+        if dry_run or not self._config.several_hosts:
+            yield
+            return
+        from claudegate.deploy.fleet_lock import FleetLock
+
+        with self._state_tunnel() as (endpoint, dial):
+            lock = FleetLock(endpoint, dial, playbook=playbook, on_lost=self.cancel)
+            lock.acquire()
+            try:
+                yield
+            finally:
+                lock.release()
+
+    @contextlib.contextmanager
+    def _state_tunnel(self) -> Iterator[tuple[Any, Callable[[], Any]]]:
+        """The state tier's Redis endpoint and a dial to it through the first host that lets one through."""
+        from claudegate.deploy.every_host import EveryHost, HostRun
+        from claudegate.deploy.fleet import host_name
+        from claudegate.deploy.fleet_lock import RedisEndpoint
+        from claudegate.deploy.state_host import as_url_state
+        from claudegate.errors import ConnectionFailed
+
+        state = self._config.state
+        assert state is not None  # several hosts need state: (config rules)
+        redis = state.redis if state.redis is not None else as_url_state(self._config).redis
+        assert redis is not None
+        password = redis.password_file.read_text().strip() if redis.password_file is not None else None
+        endpoint = RedisEndpoint.from_url(redis.url, password, redis.tls_ca_file)
+        opened: list[Connector] = []
+
+        def dial() -> Any:
+            hosts = self._config.fleet
+            failed: list[HostRun[None]] = []
+            for index, host in enumerate(hosts, 1):
+                try:
+                    connector = self._open_host(self._config.for_host(host))
+                except Cancelled:
+                    raise
+                except ClaudegateError as exc:
+                    failed.append(HostRun(index, len(hosts), host_name(host), error=exc))
+                    continue
+                opened.append(connector)
+                open_tcp = getattr(connector, "open_tcp", None)
+                try:
+                    if open_tcp is None:
+                        raise ConnectionFailed("this connection cannot carry a TCP connection",
+                                               target=connector.target)  # fmt: skip
+                    return open_tcp(endpoint.host, endpoint.port)
+                except ClaudegateError as exc:
+                    failed.append(HostRun(index, len(hosts), host_name(host), error=exc))
+            error = EveryHost("fleet lock", tuple(failed)).error()
+            assert error is not None
+            error.message = (
+                f"the fleet's lock is kept in the state tier's Redis ({endpoint.address}), reached through a "
+                f"host's SSH, and no host let a connection through: nothing was changed\n{error.message}"
+            )
+            error.hint = "allow TCP forwarding to that address in the hosts' sshd (AllowTcpForwarding yes)"
+            raise error
+
+        try:
+            yield endpoint, dial
+        finally:
+            for connector in opened:
+                connector.close()
 
     def test_connection(self) -> ConnectionReport | EveryHost[ConnectionReport]:
         """Connect, verify and look around (sudo, distro, Docker, ports, what a deploy installs). Read-only.
@@ -244,10 +350,11 @@ class Session:
             if not dry_run:
                 self._ensure_upstream_key()
             if self._config.several_hosts:  # host by host, each smoke-tested (deploy/fleet.py)
-                return api.deploy_hosts(
-                    self._config, self._open_host, dry_run=dry_run, reporter=self._reporter(), layout=self.layout,
-                    prune=prune, refresh=refresh,
-                )  # fmt: skip
+                with self._fleet_locked("deploy", dry_run=dry_run):
+                    return api.deploy_hosts(
+                        self._config, self._open_host, dry_run=dry_run, reporter=self._reporter(),
+                        layout=self.layout, prune=prune, refresh=refresh,
+                    )  # fmt: skip
             return api.deploy(
                 self._config, self._connect(), dry_run=dry_run, reporter=self._reporter(), layout=self.layout,
                 prune=prune, refresh=refresh,
@@ -268,11 +375,28 @@ class Session:
             from claudegate.deploy.every_host import same_release_everywhere
 
             def on_hosts() -> EveryHost[DeployResult]:
-                if not dry_run:  # every host can go back, to one release, before any host is touched
-                    same_release_everywhere(self._each_host("rollback", lambda cfg, connector: api.rollback(
-                        cfg, connector, dry_run=True, layout=self.layout)))  # fmt: skip
-                return self._each_host("rollback", lambda cfg, connector: api.rollback(
-                    cfg, connector, dry_run=dry_run, reporter=self._reporter(), layout=self.layout))  # fmt: skip
+                with self._fleet_locked("rollback", dry_run=dry_run):
+                    return rolled()
+
+            def rolled() -> EveryHost[DeployResult]:
+                if dry_run:
+                    return self._each_host("rollback", lambda cfg, connector: api.rollback(
+                        cfg, connector, dry_run=True, reporter=self._reporter(), layout=self.layout))  # fmt: skip
+                # Every host can go back, to one release, before any host is touched.
+                same_release_everywhere(self._each_host("rollback", lambda cfg, connector: api.rollback(
+                    cfg, connector, dry_run=True, layout=self.layout)))  # fmt: skip
+                # Host by host; one that fails: the ones already back go forward again (deploy/fleet_rollback.py).
+                from claudegate.deploy.fleet_rollback import rollback_fleet
+                from claudegate.deploy.serving import current_release
+
+                origin = self._config.origin
+                return rollback_fleet(
+                    self._config, self._open_host, reporter=self._reporter(),
+                    roll_back=lambda cfg, connector: api.rollback(
+                        cfg, connector, reporter=self._reporter(), layout=self.layout),
+                    read_current=lambda cfg, connector: current_release(cfg, connector, self.layout),
+                    config_path=origin.source if origin is not None else "deploy.yaml",
+                )  # fmt: skip
 
             return self._call(on_hosts)
         return self._call(
@@ -325,7 +449,8 @@ class Session:
 
                 if not dry_run:
                     ask(f"{len(self._config.fleet)} hosts ({', '.join(host_name(h) for h in self._config.fleet)})")
-                return self._each_host("uninstall", remove)
+                with self._fleet_locked("uninstall", dry_run=dry_run):
+                    return self._each_host("uninstall", remove)
             connector = self._connect()
             if not dry_run:
                 ask(connector.target)
@@ -351,7 +476,9 @@ class Session:
                 return one(self._config, self._connect())
             runs = self._each_host("status", one)
             served = [(r.host, r.result) for r in runs.runs if r.result is not None]
-            return dataclasses.replace(runs, notes=tuple(api.served_serial_notes(served)))
+            releases = [(r.label, r.result.current_release) for r in runs.runs if r.result is not None]
+            notes = [*api.served_serial_notes(served), *api.mixed_release_notes(releases)]
+            return dataclasses.replace(runs, notes=tuple(notes))
 
         return self._call(run)
 
@@ -439,43 +566,85 @@ class Session:
         return self._call(lambda: one(self._config, self._connect()))
 
     def usage(self, *, client: str | None = None, since: date | None = None) -> UsageReport:
-        """Requests and tokens per client per UTC day from the gateway's audit log (read-only)."""
-        from claudegate.usage import read_usage
+        """Requests and tokens per client per UTC day from the gateway's audit log (read-only).
 
-        return self._call(
-            lambda: read_usage(self._config, self._connect(), client=client, since=since, layout=self.layout)
-        )
+        On several hosts every host's audit log is summed (each host logs the
+        requests it served); a host that cannot be read is named in the
+        report (``missing_hosts``), and only when none can be read does it fail.
+        """
+        from claudegate.usage import audit_lines, fleet_usage, read_usage
+
+        if not self._config.several_hosts:
+            return self._call(
+                lambda: read_usage(self._config, self._connect(), client=client, since=since, layout=self.layout)
+            )
+
+        def run() -> UsageReport:
+            runs = self._each_host("usage", lambda cfg, connector: audit_lines(cfg, connector, self.layout))
+            error = runs.error()
+            read = [(r.label, *r.result) for r in runs.runs if r.result is not None]
+            if not read:
+                assert error is not None
+                error.message += "\nno host's audit log could be read"
+                raise error
+            missing = [f"{r.label}: {r.error}" for r in runs.failed]
+            return fleet_usage(read, missing, client=client, since=since)
+
+        return self._call(run)
 
     # -- day 2: client keys, backup, restore ---------------------------------------------
     def list_clients(self) -> list[ClientRecord]:
-        """Every client in the serving gateway's keystore: state, key prefixes (never secrets), scopes."""
+        """Every client in the serving gateway's keystore: state, key prefixes (never secrets), scopes.
+
+        On several hosts: through the first host that answers (see :meth:`_any_host`).
+        """
         from claudegate import keys
 
-        return self._call(lambda: keys.list_clients(self._config, self._connect(), layout=self.layout))
+        return self._call(lambda: self._any_host("keys list", lambda cfg, connector: keys.list_clients(
+            cfg, connector, layout=self.layout)))  # fmt: skip
 
     def create_client(self, client: Client) -> IssuedKey:
         """Create ``client`` (see :func:`claudegate.keys.client_spec`); its key is returned once and saved 0600."""
         from claudegate import keys
 
-        return self._call(lambda: keys.create_client(self._config, self._connect(), client, layout=self.layout))
+        return self._call(lambda: self._any_host("keys create", lambda cfg, connector: keys.create_client(
+            cfg, connector, client, layout=self.layout), change=True))  # fmt: skip
 
     def rotate_client(self, name: str, *, overlap_seconds: int = 0) -> IssuedKey:
         """A new key for ``name``; the old ones keep working ``overlap_seconds`` longer (0: stop now)."""
         from claudegate import keys
 
         keys.client_spec(name)  # a bad name fails before connecting
-        return self._call(
-            lambda: keys.rotate_client(
-                self._config, self._connect(), name, overlap_seconds=overlap_seconds, layout=self.layout
-            )
-        )
+        return self._call(lambda: self._any_host("keys rotate", lambda cfg, connector: keys.rotate_client(
+            cfg, connector, name, overlap_seconds=overlap_seconds, layout=self.layout), change=True))  # fmt: skip
 
     def revoke_client(self, name: str) -> None:
         """Revoke ``name``: every key of it is refused from its next request on."""
         from claudegate import keys
 
         keys.client_spec(name)
-        self._call(lambda: keys.revoke_client(self._config, self._connect(), name, layout=self.layout))
+        self._call(lambda: self._any_host("keys revoke", lambda cfg, connector: keys.revoke_client(
+            cfg, connector, name, layout=self.layout), change=True))  # fmt: skip
+
+    def _any_host(self, command: str, fn: Callable[[DeployConfig, Connector], T], *, change: bool = False) -> T:
+        """``fn`` on the connection (one host), or on the first host of ``hosts:`` that answers.
+
+        The client keys live in the shared PostgreSQL, so any host answers
+        for the whole fleet. Which host did (and why the ones before it did
+        not) is kept in :attr:`answered_by` for the front end to say. A
+        change (``change``) goes to the next host only when the connection
+        failed before anything was sent.
+        """
+        self.answered_by = None
+        if not self._config.several_hosts:
+            return fn(self._config, self._connect())
+        from claudegate.deploy.every_host import first_answering
+
+        self._one_key_for_one_host()
+        answer = first_answering(self._config, self._open_host, command, fn, reporter=self._reporter(),
+                                 retry_after_sent=not change)  # fmt: skip
+        self.answered_by = answer
+        return answer.result
 
     def backup(self, out: str | os.PathLike[str], *, passphrase: Secret | None = None, force: bool = False) -> BackupResult:
         """Save the keystore, the pepper and the ACME state of the deployed gateway to ``out`` (0600).

@@ -332,7 +332,9 @@ def list_clients(session: Session) -> str:
     """``claudegate keys list``: the same session method, the same table."""
     from claudegate.keys import clients_table
 
-    return clients_table(session.list_clients())
+    table = clients_table(session.list_clients())
+    answered = session.answered_by  # several hosts: which one answered
+    return table if answered is None else f"{table}\n{answered.note()}"
 
 
 def create_client(session: Session, entry: dict[str, Any]) -> str:
@@ -376,7 +378,9 @@ def usage(session: Session, days: int = 7) -> str:
     from datetime import UTC, datetime, timedelta
 
     since = (datetime.now(UTC) - timedelta(days=days - 1)).date()
-    return session.usage(since=since).text()
+    report = session.usage(since=since)
+    hosts = report.hosts_text()  # several hosts: whose logs are summed, and any not counted
+    return report.text() if not hosts else f"{report.text()}\n{hosts}"
 
 
 def backup(session: Session, out: str, passphrase_file: str) -> str:
