@@ -69,3 +69,42 @@ def test_a_module_not_in_the_order_cannot_use_the_stack() -> None:
     items = [FakeItem("tests/deploy/test_e2e_new.py::test_x", "shared_stack")]
     with pytest.raises(pytest.UsageError, match="STACK_MODULES"):
         _run_hook(items)
+
+
+def test_long_work_units_are_handed_out_first_and_the_rest_as_xdist_orders_them() -> None:
+    """tests/support/schedule.py: expected seconds, most first; ties keep xdist's order."""
+    from collections import OrderedDict
+
+    from tests.support import schedule
+
+    queue: OrderedDict[str, dict[str, bool]] = OrderedDict(
+        (scope, dict.fromkeys(tests, False))
+        for scope, tests in [
+            ("tests/edge/", [f"e{i}" for i in range(100)]),  # many short tests: xdist's first
+            ("tests/a/test_one.py::test_x", ["x"]),
+            ("tests/deploy/test_e2e_brand_new.py", ["n1", "n2"]),  # an e2e module not in the table
+            (conftest.STACK_GROUP, ["s1", "s2", "s3"]),
+            ("tests/deploy/test_e2e_multihost.py", ["m1", "m2"]),
+            ("tests/a/test_one.py::test_y", ["y"]),
+        ]
+    )
+    schedule.longest_first(queue)
+    seconds = schedule.EXPECTED_SECONDS
+    tabled = sorted((s for s in queue if s in seconds), key=lambda s: -seconds[s])
+    assert list(queue)[: len(tabled)] == tabled  # the table's, longest first
+    rest = list(queue)[len(tabled) :]
+    assert rest[0] == "tests/deploy/test_e2e_brand_new.py"  # then an e2e module the table misses
+    assert rest[1:] == ["tests/a/test_one.py::test_x", "tests/a/test_one.py::test_y"]  # as xdist had them
+    assert "tests/edge/" in tabled and tabled[0] == max(tabled, key=lambda s: seconds[s])
+
+
+def test_every_unit_in_the_timing_table_exists() -> None:
+    """A module renamed or removed must leave tests/support/schedule.py's table too."""
+    from pathlib import Path
+
+    from tests.support import schedule
+
+    root = Path(__file__).resolve().parents[1]
+    groups = {conftest.STACK_GROUP}
+    for unit in schedule.EXPECTED_SECONDS:
+        assert unit in groups or (root / unit).exists(), f"{unit}: no such module or group"
