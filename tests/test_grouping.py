@@ -107,4 +107,4 @@ def test_every_unit_in_the_timing_table_exists() -> None:
     root = Path(__file__).resolve().parents[1]
     groups = {conftest.STACK_GROUP}
     for unit in schedule.EXPECTED_SECONDS:
-        assert unit in groups or (root / unit).exists(), f"{unit}: no such module or group"
+        assert unit in groups or (root / unit.split("::")[0]).exists(), f"{unit}: no such module or group"

@@ -34,15 +34,19 @@ import pytest
 #: first. Only the order matters: it is the order long units are handed out in. Refresh it from
 #: the summary the :class:`Timeline` prints when a unit's time changes a lot.
 EXPECTED_SECONDS: dict[str, int] = {
-    "tests/deploy/test_e2e_multihost.py": 300,
-    "tests/deploy/shared-stack": 260,
-    "tests/deploy/test_e2e_acme_renewal.py": 250,
-    "tests/deploy/test_e2e_fresh_server.py": 240,
-    "tests/deploy/test_e2e_state_host.py": 240,
-    "tests/wizard/test_e2e_wizard.py": 100,
-    "tests/deploy/test_e2e_isolation.py": 90,
+    "tests/deploy/test_e2e_multihost.py": 320,
+    "tests/deploy/shared-stack": 250,
+    "tests/deploy/test_e2e_acme_renewal.py": 220,
+    "tests/deploy/test_e2e_fresh_server.py": 200,
+    "tests/deploy/test_e2e_state_host.py": 140,
+    "tests/edge/": 120,
+    "tests/wizard/test_e2e_wizard.py": 75,
     "tests/deploy/test_e2e_images_ahead.py": 70,
-    "tests/edge/": 60,
+    "tests/deploy/test_e2e_base_image.py": 56,
+    "tests/install/test_install_sh.py": 50,
+    "tests/audit/test_audit_local.py::test_every_probe_holds_on_a_good_stack": 38,
+    "tests/install/test_newcomer_walkthrough.py": 37,
+    "tests/audit/test_audit_fairness.py::test_a_first_come_inspection_queue_fails_the_probe": 27,
 }
 #: What an end-to-end module (a group whose name has ``/test_e2e_``) not in the table is taken to cost:
 #: enough to start it before the short tests.
