@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from tests.support import schedule
 from tests.support.fake_anthropic import FakeAnthropic
 from tests.support.gateway_proc import GatewayProc, make_gateway
+from tests.support.schedule import Timeline
 
 _SHARED_SCOPES = frozenset({"module", "class", "package"})
 #: Paths whose tests run on one worker, in order (the group is the path):
@@ -32,13 +32,7 @@ STACK_GROUP = "tests/deploy/shared-stack"
 
 def pytest_configure(config: pytest.Config) -> None:
     if not hasattr(config, "workerinput"):  # the controller (or a run without workers)
-        config.pluginmanager.register(schedule.Timeline(), "claudegate-timeline")
-
-
-@pytest.hookimpl(optionalhook=True)
-def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
-    """``--dist loadgroup`` hands the work units out longest first (tests/support/schedule.py)."""
-    return schedule.make_scheduler(config, log) if config.getvalue("dist") == "loadgroup" else None
+        config.pluginmanager.register(Timeline(), "claudegate-timeline")
 
 
 # tryfirst: pytest-xdist's worker reads the xdist_group marks in its own hook of the same
