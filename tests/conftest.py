@@ -41,7 +41,7 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Keep the tests that share a module's (or class's) fixture on one pytest-xdist worker.
 
-    CI runs ``-n 2 --dist loadgroup`` (.ci/run): tests are spread one by one,
+    CI runs ``-n 3 --dist loadgroup`` (.ci/run): tests are spread one by one,
     except those in one ``xdist_group``. A module-scoped fixture (a deployed
     fresh server, a gateway, a certificate authority) would otherwise be set up
     on every worker that draws one of its tests; grouped by module, it is set up

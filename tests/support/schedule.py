@@ -1,6 +1,6 @@
 """What each pytest-xdist worker ran, and when: a few lines at the end of every run.
 
-CI runs ``-n 2 --dist loadgroup`` (.ci/run). Every test report carries its
+CI runs ``-n 3 --dist loadgroup`` (.ci/run). Every test report carries its
 start and stop; :class:`Timeline` (registered on the controller by
 tests/conftest.py) collects them and prints each worker's busy time and when
 its last test ended, and the longest work units (an ``xdist_group``, or a
