@@ -43,9 +43,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from claudegate.deploy.api import connector_for, deploy  # noqa: E402
-from tests.deploy.support import DOMAIN, write_config, write_secret  # noqa: E402
-from tests.support.fake_anthropic import spawn_fake  # noqa: E402
-from tests.support.fresh_server import start_fresh_server  # noqa: E402
+from tests.deploy.support import fresh_server_and_fake, fresh_server_doc, write_config  # noqa: E402
 
 TARGETS = {"fresh deploy": 60.0, "no-change redeploy": 10.0, "claudegate --help": 0.3}
 
@@ -108,48 +106,26 @@ def main() -> int:
     key = "sk-ant-api03-bench-" + secrets.token_hex(16)
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
-        with start_fresh_server(directory / "server") as server:
-            fake = spawn_fake("0.0.0.0:0", api_keys=[key], event_delay=0.02)
-            try:
-                bridge = server.host_address
-                doc = {
-                    "target": {
-                        "host": server.ip,
-                        "user": server.user,
-                        "ssh_key": str(server.key_path),
-                        "known_hosts": str(directory / "known_hosts"),
-                        "host_key_fingerprint": server.host_key_fingerprint,
-                    },
-                    "domain": DOMAIN,
-                    "tls": {"mode": "internal-ca"},
-                    "upstream": {
-                        "base_url": f"http://{bridge}:{fake.url.rsplit(':', 1)[1]}",
-                        "api_key_file": str(write_secret(directory / "key", key)),
-                    },
-                    "clients": [{"name": "bench"}],
-                    "limits": {"per_ip": {"rate": "50r/s", "burst": 20}},
-                    "state_dir": str(directory / "state"),
-                }
-                if args.transfer:
-                    doc["images"] = {"transfer": args.transfer}
-                cfg = write_config(directory / "cfg", doc)
-                with connector_for(cfg) as conn:
+        with fresh_server_and_fake(directory, key) as (server, fake):
+            doc = fresh_server_doc(server, directory, fake, key, clients=[{"name": "bench"}])
+            if args.transfer:
+                doc["images"] = {"transfer": args.transfer}
+            cfg = write_config(directory / "cfg", doc)
+            with connector_for(cfg) as conn:
+                t0 = time.perf_counter()
+                first = deploy(cfg, conn, reporter=times, refresh=args.cold)
+                results["fresh deploy"] = time.perf_counter() - t0
+                assert first.smoke is not None and first.smoke.ok
+                notes = [n for n in first.notes if "sent ahead" in n or "while Docker is installed" in n]
+                again = []
+                for _ in range(args.redeploys):
+                    time.sleep(0.5)  # let the smoke test's burst drain from the rate bucket
                     t0 = time.perf_counter()
-                    first = deploy(cfg, conn, reporter=times, refresh=args.cold)
-                    results["fresh deploy"] = time.perf_counter() - t0
-                    assert first.smoke is not None and first.smoke.ok
-                    notes = [n for n in first.notes if "sent ahead" in n or "while Docker is installed" in n]
-                    again = []
-                    for _ in range(args.redeploys):
-                        time.sleep(0.5)  # let the smoke test's burst drain from the rate bucket
-                        t0 = time.perf_counter()
-                        result = deploy(cfg, conn)
-                        again.append(time.perf_counter() - t0)
-                        assert not result.changed, result.changed_steps
-                    if again:
-                        results["no-change redeploy"] = statistics.median(again)
-            finally:
-                fake.stop()
+                    result = deploy(cfg, conn)
+                    again.append(time.perf_counter() - t0)
+                    assert not result.changed, result.changed_steps
+                if again:
+                    results["no-change redeploy"] = statistics.median(again)
     results["claudegate --help"] = help_startup(args.help_runs)
 
     print(

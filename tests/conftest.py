@@ -10,6 +10,7 @@ import pytest
 
 from tests.support.fake_anthropic import FakeAnthropic
 from tests.support.gateway_proc import GatewayProc, make_gateway
+from tests.support.schedule import Timeline
 
 _SHARED_SCOPES = frozenset({"module", "class", "package"})
 #: Paths whose tests run on one worker, in order (the group is the path):
@@ -29,13 +30,18 @@ STACK_MODULES = (
 STACK_GROUP = "tests/deploy/shared-stack"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    if not hasattr(config, "workerinput"):  # the controller (or a run without workers)
+        config.pluginmanager.register(Timeline(), "claudegate-timeline")
+
+
 # tryfirst: pytest-xdist's worker reads the xdist_group marks in its own hook of the same
 # name (it registers after this conftest, so it would run first and see no mark).
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Keep the tests that share a module's (or class's) fixture on one pytest-xdist worker.
 
-    CI runs ``-n 2 --dist loadgroup`` (.ci/run): tests are spread one by one,
+    CI runs ``-n 3 --dist loadgroup`` (.ci/run): tests are spread one by one,
     except those in one ``xdist_group``. A module-scoped fixture (a deployed
     fresh server, a gateway, a certificate authority) would otherwise be set up
     on every worker that draws one of its tests; grouped by module, it is set up

@@ -69,3 +69,32 @@ def test_a_module_not_in_the_order_cannot_use_the_stack() -> None:
     items = [FakeItem("tests/deploy/test_e2e_new.py::test_x", "shared_stack")]
     with pytest.raises(pytest.UsageError, match="STACK_MODULES"):
         _run_hook(items)
+
+
+def test_the_timeline_says_what_each_worker_did_and_the_longest_units() -> None:
+    """tests/support/schedule.py: the lines printed at the end of a run with workers."""
+    from types import SimpleNamespace
+
+    from tests.support.schedule import Timeline
+
+    timeline = Timeline(began=1000.0)
+
+    def report(worker: str, nodeid: str, start: float, stop: float) -> Any:
+        node = SimpleNamespace(gateway=SimpleNamespace(id=worker))
+        return SimpleNamespace(node=node, nodeid=nodeid, start=start, stop=stop, duration=stop - start)
+
+    group = "tests/deploy/test_e2e_x.py"
+    for phase_start, phase_stop in ((1010.0, 1040.0), (1040.0, 1050.0)):  # setup, call: one test
+        timeline.pytest_runtest_logreport(report("gw0", f"{group}::test_a@{group}", phase_start, phase_stop))
+    timeline.pytest_runtest_logreport(report("gw0", f"{group}::test_b@{group}", 1050.0, 1070.0))
+    timeline.pytest_runtest_logreport(report("gw1", "tests/a/test_one.py::test_x", 1010.0, 1012.0))
+    lines = timeline.summary(ended=1080.0)
+    assert lines[0] == "workers (80 s from the start of the run):"
+    assert "  gw0: 2 tests, busy 60 s, last test ended at 70 s" in lines
+    assert "  gw1: 1 tests, busy 2 s, last test ended at 12 s" in lines
+    longest = lines[lines.index("longest work units (seconds, worker, from-to seconds into the run):") + 1]
+    assert longest.split() == ["60.0", "gw0", "10-70", group]
+    # Without workers (one process) there is nothing to balance: no lines.
+    alone = Timeline(began=0.0)
+    alone.pytest_runtest_logreport(SimpleNamespace(nodeid="t::x", start=1.0, stop=2.0, duration=1.0))  # type: ignore[arg-type]
+    assert alone.summary(ended=3.0) == []

@@ -38,9 +38,9 @@ from typer.testing import CliRunner, Result
 from claudegate.cli import app
 from claudegate.config import DeployConfig
 from claudegate.deploy.api import connector_for, deploy
-from tests.deploy.support import DOMAIN, sdk_client, timer, write_config, write_secret
-from tests.support.fake_anthropic import FakeProcess, spawn_fake
-from tests.support.fresh_server import FreshServer, start_fresh_server
+from tests.deploy.support import fresh_server_and_fake, fresh_server_doc, sdk_client, timer, write_config
+from tests.support.fake_anthropic import FakeProcess
+from tests.support.fresh_server import FreshServer
 
 #: The upstream key, which must never show up in anything the tool prints.
 CANARY = "sk-ant-api03-CANARY-" + secrets.token_hex(20)
@@ -102,40 +102,18 @@ class Stack:
 @contextlib.contextmanager
 def deployed_stack(directory: Path) -> Iterator[Stack]:
     """A fresh server with the base config deployed and smoke-tested; everything removed after."""
-    with start_fresh_server(directory / "server", name_prefix="claudegate-stack") as server:
-        fake = spawn_fake("0.0.0.0:0", api_keys=[CANARY], event_delay=EVENT_DELAY)
-        try:
-            base: dict[str, Any] = {
-                "target": {
-                    "host": server.ip,
-                    "user": server.user,
-                    "ssh_key": str(server.key_path),
-                    "known_hosts": str(directory / "known_hosts"),
-                    "host_key_fingerprint": server.host_key_fingerprint,
-                },
-                "domain": DOMAIN,
-                "tls": {"mode": "internal-ca"},
-                "upstream": {
-                    "base_url": f"http://{server.host_address}:{fake.url.rsplit(':', 1)[1]}",
-                    "api_key_file": str(write_secret(directory / "anthropic_api_key", CANARY)),
-                },
-                "clients": stack_clients(),
-                # Short client timeouts: the audit's slow-client probes wait them out.
-                "limits": {
-                    "per_ip": {"rate": "50r/s", "burst": 40},
-                    "timeouts": {"client_header": 4, "client_body": 4},
-                },
-                "state_dir": str(directory / "state"),
-            }
-            stack = Stack(server, fake, directory, base)
-            _path, cfg = stack.write()
-            with timer() as took, connector_for(cfg) as connector:
-                result = deploy(cfg, connector)
-            print(f"\nshared stack: fresh deploy in {took['seconds']:.1f}s")
-            assert result.smoke is not None and result.smoke.ok, (
-                result.smoke.table() if result.smoke else None
-            )
-            stack.keys = {name: key.reveal() for name, key in result.new_client_keys.items()}
-            yield stack
-        finally:
-            fake.stop()
+    with fresh_server_and_fake(directory, CANARY, name_prefix="claudegate-stack", event_delay=EVENT_DELAY) as (
+        server,
+        fake,
+    ):
+        # Short client timeouts: the audit's slow-client probes wait them out.
+        limits = {"per_ip": {"rate": "50r/s", "burst": 40}, "timeouts": {"client_header": 4, "client_body": 4}}
+        base = fresh_server_doc(server, directory, fake, CANARY, clients=stack_clients(), limits=limits)
+        stack = Stack(server, fake, directory, base)
+        _path, cfg = stack.write()
+        with timer() as took, connector_for(cfg) as connector:
+            result = deploy(cfg, connector)
+        print(f"\nshared stack: fresh deploy in {took['seconds']:.1f}s")
+        assert result.smoke is not None and result.smoke.ok, result.smoke.table() if result.smoke else None
+        stack.keys = {name: key.reveal() for name, key in result.new_client_keys.items()}
+        yield stack

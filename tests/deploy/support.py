@@ -1,4 +1,4 @@
-"""Helpers for the deploy tests: configs, clients through nginx, host snapshots."""
+"""Helpers for the deploy tests: configs, a fresh server with its upstream, clients through nginx, host snapshots."""
 
 from __future__ import annotations
 
@@ -16,8 +16,13 @@ import httpx2
 import yaml
 
 from claudegate.config import DeployConfig, load_config
+from tests.support.fake_anthropic import FakeProcess, spawn_fake
+from tests.support.fresh_server import FreshServer, start_fresh_server
 
 DOMAIN = "gw.test"
+#: A per-address bucket that drains in under half a second: each deploy's smoke test ends with
+#: a burst that fills it, and the tests' own requests follow right after.
+QUICK_DRAIN = {"per_ip": {"rate": "50r/s", "burst": 20}}
 
 
 def write_secret(path: Path, value: str) -> Path:
@@ -38,6 +43,64 @@ def write_config(directory: Path, doc: dict[str, Any], name: str = "deploy.yaml"
     doc = {**doc, "images": {"base_image": TEST_BASE_IMAGE, **doc.get("images", {})}}
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return load_config(path)
+
+
+def server_target(server: FreshServer, known_hosts: Path) -> dict[str, Any]:
+    """deploy.yaml's ``target`` for a fresh server: its SSH key, its host key pinned by fingerprint."""
+    return {
+        "host": server.ip,
+        "user": server.user,
+        "ssh_key": str(server.key_path),
+        "known_hosts": str(known_hosts),
+        "host_key_fingerprint": server.host_key_fingerprint,
+    }
+
+
+def upstream_url(address: str, fake: FakeProcess) -> str:
+    """The fake upstream (listening on 0.0.0.0 here) as a host's gateway reaches it: at ``address``."""
+    return f"http://{address}:{fake.url.rsplit(':', 1)[1]}"
+
+
+def fresh_server_doc(
+    server: FreshServer,
+    directory: Path,
+    fake: FakeProcess,
+    key: str,
+    *,
+    clients: list[dict[str, Any]],
+    limits: dict[str, Any] = QUICK_DRAIN,
+    upstream_address: str | None = None,
+) -> dict[str, Any]:
+    """A deploy.yaml for ``server`` (internal CA), the fake as upstream, the key file and state under ``directory``.
+
+    The gateway reaches the fake through the server's NAT, at this machine's
+    address on the server's network unless ``upstream_address`` says otherwise.
+    """
+    return {
+        "target": server_target(server, directory / "known_hosts"),
+        "domain": DOMAIN,
+        "tls": {"mode": "internal-ca"},
+        "upstream": {
+            "base_url": upstream_url(upstream_address or server.host_address, fake),
+            "api_key_file": str(write_secret(directory / "anthropic_api_key", key)),
+        },
+        "clients": clients,
+        "limits": limits,
+        "state_dir": str(directory / "state"),
+    }
+
+
+@contextlib.contextmanager
+def fresh_server_and_fake(
+    directory: Path, key: str, *, name_prefix: str = "claudegate-fresh", event_delay: float = 0.02
+) -> Iterator[tuple[FreshServer, FakeProcess]]:
+    """A fresh server (sshd only) in ``directory``/server and a fake upstream that accepts ``key``; both gone after."""
+    with start_fresh_server(directory / "server", name_prefix=name_prefix) as server:
+        fake = spawn_fake("0.0.0.0:0", api_keys=[key], event_delay=event_delay)
+        try:
+            yield server, fake
+        finally:
+            fake.stop()
 
 
 def connect_to(host: str, domain: str = DOMAIN) -> Any:

@@ -43,9 +43,9 @@ from claudegate.deploy.cert_status import fetch_served
 from claudegate.deploy.steps.clients import read_saved_key
 from claudegate.errors import DeployFailed
 from tests.deploy.pebble import Pebble, run_pebble
-from tests.deploy.support import DOMAIN, sdk_client, write_config, write_secret
-from tests.support.fake_anthropic import FakeProcess, spawn_fake
-from tests.support.fresh_server import FreshServer, docker_client, start_fresh_server
+from tests.deploy.support import DOMAIN, fresh_server_and_fake, fresh_server_doc, sdk_client, write_config
+from tests.support.fake_anthropic import FakeProcess
+from tests.support.fresh_server import FreshServer, docker_client
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.timeout(900)]
 
@@ -90,31 +90,11 @@ def _bridge_address(server: FreshServer) -> str:
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     directory = tmp_path_factory.mktemp("acme")
-    with start_fresh_server(directory / "server", name_prefix="claudegate-acme") as server:
-        fake = spawn_fake("0.0.0.0:0", api_keys=[UPSTREAM_KEY], event_delay=0.02)
-        try:
-            bridge = _bridge_address(server)
-            key_file = write_secret(directory / "anthropic_api_key", UPSTREAM_KEY)
-            base = {
-                "target": {
-                    "host": server.ip,
-                    "user": server.user,
-                    "ssh_key": str(server.key_path),
-                    "known_hosts": str(directory / "known_hosts"),
-                    "host_key_fingerprint": server.host_key_fingerprint,
-                },
-                "domain": DOMAIN,
-                "upstream": {
-                    "base_url": f"http://{bridge}:{fake.url.rsplit(':', 1)[1]}",
-                    "api_key_file": str(key_file),
-                },
-                "clients": [{"name": "team-a"}],
-                "limits": {"per_ip": {"rate": "50r/s", "burst": 20}},
-                "state_dir": str(directory / "state"),
-            }
-            yield Env(server, fake, directory, bridge, base, {})
-        finally:
-            fake.stop()
+    with fresh_server_and_fake(directory, UPSTREAM_KEY, name_prefix="claudegate-acme") as (server, fake):
+        bridge = _bridge_address(server)
+        base = fresh_server_doc(server, directory, fake, UPSTREAM_KEY, clients=[{"name": "team-a"}],
+                                upstream_address=bridge)  # fmt: skip
+        yield Env(server, fake, directory, bridge, base, {})
 
 
 @pytest.fixture

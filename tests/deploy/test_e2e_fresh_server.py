@@ -38,23 +38,17 @@ from claudegate.deploy.api import connector_for, deploy, plan, renew, rollback, 
 from claudegate.errors import ConnectionFailed, DeployFailed, HostKeyChanged
 from tests.deploy.pebble import run_pebble
 from tests.deploy.support import (
-    DOMAIN,
     DROP_SSH_SCRIPT,
     Background,
+    fresh_server_and_fake,
+    fresh_server_doc,
     host_snapshot,
     sdk_client,
     timer,
     write_config,
-    write_secret,
 )
-from tests.support.fake_anthropic import FakeProcess, spawn_fake
-from tests.support.fresh_server import (
-    BASE_IMAGE,
-    FreshServer,
-    docker_client,
-    generate_ed25519,
-    start_fresh_server,
-)
+from tests.support.fake_anthropic import FakeProcess
+from tests.support.fresh_server import BASE_IMAGE, FreshServer, docker_client, generate_ed25519
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.timeout(600)]
 
@@ -106,33 +100,11 @@ class Env:
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     directory = tmp_path_factory.mktemp("e2e")
-    with start_fresh_server(directory / "server") as server:
-        fake = spawn_fake("0.0.0.0:0", api_keys=[CANARY], event_delay=0.02)
+    with fresh_server_and_fake(directory, CANARY) as (server, fake):
         try:
-            # The deployed gateway reaches this machine through the fresh
-            # server's NAT, at the address of its network's bridge.
-            upstream = f"http://{server.host_address}:{fake.url.rsplit(':', 1)[1]}"
-            key_file = write_secret(directory / "anthropic_api_key", CANARY)
-            base = {
-                "target": {
-                    "host": server.ip,
-                    "user": server.user,
-                    "ssh_key": str(server.key_path),
-                    "known_hosts": str(directory / "known_hosts"),
-                    "host_key_fingerprint": server.host_key_fingerprint,
-                },
-                "domain": DOMAIN,
-                "tls": {"mode": "internal-ca"},
-                "upstream": {"base_url": upstream, "api_key_file": str(key_file)},
-                "clients": [{"name": "team-a"}],
-                # A quick-draining per-address bucket: the smoke test's burst
-                # leaves it full, and the tests' own requests follow right after.
-                "limits": {"per_ip": {"rate": "50r/s", "burst": 20}},
-                "state_dir": str(directory / "state"),
-            }
-            yield Env(server, fake, directory, upstream, base)
+            base = fresh_server_doc(server, directory, fake, CANARY, clients=[{"name": "team-a"}])
+            yield Env(server, fake, directory, base["upstream"]["base_url"], base)
         finally:
-            fake.stop()
             if TIMINGS:
                 print("\ndeploy timings:", {k: round(v, 1) for k, v in TIMINGS.items()})
 

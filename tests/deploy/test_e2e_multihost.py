@@ -40,7 +40,17 @@ from claudegate.deploy.api import connector_for, deploy_hosts
 from claudegate.deploy.fleet import FleetResult
 from claudegate.deploy.gateway_keys import run_gateway_keys
 from claudegate.errors import DeployFailed
-from tests.deploy.support import DOMAIN, host_snapshot, sdk_client, timer, write_config, write_secret
+from tests.deploy.support import (
+    DOMAIN,
+    QUICK_DRAIN,
+    host_snapshot,
+    sdk_client,
+    server_target,
+    timer,
+    upstream_url,
+    write_config,
+    write_secret,
+)
 from tests.support.fake_anthropic import FakeProcess, spawn_fake
 from tests.support.fresh_server import FreshServer, start_fresh_servers
 from tests.support.state_services import PostgresServer, RedisServer
@@ -77,16 +87,6 @@ class Fleet:
         return deploy_hosts(cfg, connector_for, dry_run=dry_run)
 
 
-def _target(server: FreshServer, known_hosts: Path) -> dict[str, Any]:
-    return {
-        "host": server.ip,
-        "user": server.user,
-        "ssh_key": str(server.key_path),
-        "known_hosts": str(known_hosts),
-        "host_key_fingerprint": server.host_key_fingerprint,
-    }
-
-
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     directory = tmp_path_factory.mktemp("fleet")
@@ -102,15 +102,15 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
         try:
             known = directory / "known_hosts"
             base = {
-                "hosts": [_target(s, known) for s in servers],
+                "hosts": [server_target(s, known) for s in servers],
                 "domain": DOMAIN,
                 "tls": {"mode": "internal-ca"},
                 "upstream": {
-                    "base_url": f"http://{bridge}:{fake.url.rsplit(':', 1)[1]}",
+                    "base_url": upstream_url(bridge, fake),
                     "api_key_file": str(write_secret(directory / "anthropic_api_key", CANARY)),
                 },
                 "clients": [{"name": "team-a"}, {"name": "limited", "rpm": LIMITED_RPM}],
-                "limits": {"per_ip": {"rate": "50r/s", "burst": 20}},
+                "limits": QUICK_DRAIN,
                 "state": {
                     "redis": {"url": redis.url, "password_file": str(redis.password_file)},
                     "postgres": {"url": postgres.url, "password_file": str(postgres.password_file), "tls": "disable"},

@@ -46,7 +46,7 @@ from claudegate.deploy.api import connector_for, deploy
 from claudegate.deploy.serving import serving_gateway_container
 from claudegate.deploy.state_host import deploy_state_host, state_config
 from claudegate.deploy.steps.clients import read_saved_key
-from tests.deploy.support import sdk_client, timer, write_config, write_secret
+from tests.deploy.support import sdk_client, server_target, timer, upstream_url, write_config, write_secret
 from tests.support.fake_anthropic import FakeProcess, spawn_fake
 from tests.support.fleet import body, run_parallel
 from tests.support.fresh_server import FreshServer, docker_client, start_fresh_server
@@ -144,9 +144,7 @@ class Env:
         return self.dir / name, write_config(self.dir, {**self.base, **sections}, name)
 
     def state_section(self) -> dict[str, Any]:
-        return {"host": {"host": self.state.ip, "user": self.state.user, "ssh_key": str(self.state.key_path),
-                         "known_hosts": str(self.dir / "known_hosts"),
-                         "host_key_fingerprint": self.state.host_key_fingerprint}}  # fmt: skip
+        return {"host": server_target(self.state, self.dir / "known_hosts")}
 
     def resp_from_gateway_host(self, password: str) -> str:
         """What Redis on A's private address answers B (a container on the bridge network), stdout only."""
@@ -168,11 +166,9 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         fake = spawn_fake("0.0.0.0:0", api_keys=[CANARY], event_delay=0.01)
         try:
             key_file = write_secret(directory / "anthropic_api_key", CANARY)
-            upstream = f"http://{_default_gateway(gw)}:{fake.url.rsplit(':', 1)[1]}"
+            upstream = upstream_url(_default_gateway(gw), fake)
             base = {
-                "target": {"host": gw.ip, "user": gw.user, "ssh_key": str(gw.key_path),
-                           "known_hosts": str(directory / "known_hosts"),
-                           "host_key_fingerprint": gw.host_key_fingerprint},
+                "target": server_target(gw, directory / "known_hosts"),
                 "domain": "gw.test",
                 "tls": {"mode": "internal-ca"},
                 "upstream": {"base_url": upstream, "api_key_file": str(key_file)},
