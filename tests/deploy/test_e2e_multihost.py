@@ -668,7 +668,7 @@ def test_rollback_takes_every_host_back_to_the_release_before(fleet: Fleet, keys
 def test_accept_host_key_names_each_hosts_key(fleet: Fleet) -> None:
     # A config without host_key_fingerprint and a known_hosts that knows neither host: first contact.
     fresh = fleet.dir / "fresh_known_hosts"
-    hosts = [{k: v for k, v in _target(s, fresh).items() if k != "host_key_fingerprint"} for s in fleet.servers]
+    hosts = [{k: v for k, v in server_target(s, fresh).items() if k != "host_key_fingerprint"} for s in fleet.servers]
     fleet.cfg("first-contact.yaml", hosts=hosts)
     one, two = fleet.servers
     swapped = _cli(fleet, "check", "--accept-host-key", f"{one.ip}={two.host_key_fingerprint}",
