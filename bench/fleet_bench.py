@@ -60,7 +60,17 @@ class Setup:
     rates: list[float] = field(default_factory=list)
     p50: list[float] = field(default_factory=list)
     p99: list[float] = field(default_factory=list)
+    cpu_ms: list[float] = field(default_factory=list)  # the gateways' CPU per request
     errors: int = 0
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU of this set-up's gateway processes so far (/proc/<pid>/stat)."""
+        total = 0
+        for gw in self.gateways:
+            assert gw.proc is not None
+            fields = Path(f"/proc/{gw.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime in clock ticks
+        return total / os.sysconf("SC_CLK_TCK")
 
 
 def pin(pid: int, cpus: set[int]) -> None:
@@ -93,9 +103,10 @@ async def load(setup: Setup, seconds: float, concurrency: int) -> None:
                 latencies.append(time.perf_counter() - started)
                 done += 1
 
-        begun = time.perf_counter()
+        begun, cpu_before = time.perf_counter(), setup.cpu_seconds()
         await asyncio.gather(*(client() for _ in range(concurrency)))
-        elapsed = time.perf_counter() - begun
+        elapsed, cpu = time.perf_counter() - begun, setup.cpu_seconds() - cpu_before
+    setup.cpu_ms.append(cpu / max(done, 1) * 1000)
     latencies.sort()
     setup.rates.append(done / elapsed)
     setup.p50.append(latencies[len(latencies) // 2] * 1000)
@@ -153,6 +164,7 @@ def main() -> int:
                 setup.rates.clear()
                 setup.p50.clear()
                 setup.p99.clear()
+                setup.cpu_ms.clear()
                 setup.errors = 0
             for _ in range(args.rounds):
                 for setup in setups:
@@ -168,11 +180,12 @@ def main() -> int:
     print(f"\ngateways on CPU {sorted(gateway_cpus)}{' and ' + str(min(others)) if args.spread else ''}; "
           f"load, fake, Redis, PostgreSQL on {sorted(others)}; {args.concurrency} clients, "
           f"{args.rounds} x {args.seconds:.0f} s; load average at the end {load_avg[0]:.1f}")  # fmt: skip
-    print(f"{'set-up':<38} {'req/s':>8} {'vs one':>7} {'p50 ms':>8} {'p99 ms':>8} {'non-200':>8}")
+    print(f"{'set-up':<38} {'req/s':>8} {'vs one':>7} {'p50 ms':>8} {'p99 ms':>8} {'CPU ms/req':>11} {'non-200':>8}")
     for setup in setups:
         rate = statistics.median(setup.rates)
         print(f"{setup.name:<38} {rate:>8.0f} {rate / base:>6.2f}x {statistics.median(setup.p50):>8.2f} "
-              f"{statistics.median(setup.p99):>8.2f} {setup.errors:>8}")  # fmt: skip
+              f"{statistics.median(setup.p99):>8.2f} {statistics.median(setup.cpu_ms):>11.3f} "
+              f"{setup.errors:>8}")  # fmt: skip
     return 0
 
 
