@@ -3,14 +3,16 @@
 The edge as deployed with ``state:`` (two or more replicas behind one upstream):
 a message whose replica dies before answering is answered by another replica
 (nginx replays it, with the same edge request id); a batch create is never
-sent twice. The dead replica's reservation stays charged after its lease,
-and the replay is charged again. Real nginx, real gateways, Debian's
+sent twice. The dead replica's reservation stays charged after its lease
+(in Redis, and in the durable ledger), and the replay is charged again. Real nginx, real gateways, Debian's
 redis-server, the recording fake Anthropic API.
 """
 
 from __future__ import annotations
 
+import contextlib
 import signal
+import sqlite3
 import ssl
 import threading
 import time
@@ -70,6 +72,13 @@ def _live_holds(redis: RedisServer, name: str) -> int:
     seconds, micros = redis.cli("TIME").split()
     now_ms = int(seconds) * 1000 + int(micros) // 1000
     return int(redis.cli("ZCOUNT", f"cg:{{{name}}}:fly", str(now_ms), "+inf"))
+
+
+def _ledger(gw: GatewayProc, name: str, day: str) -> int:
+    """The key's day in the durable ledger (the fleet's shared keystore)."""
+    with contextlib.closing(sqlite3.connect(gw.keystore_path)) as db:
+        row = db.execute("SELECT tokens FROM daily_usage WHERE name = ? AND day = ?", (name, day)).fetchone()
+    return int(row[0]) if row else 0
 
 
 def _send(client: httpx2.Client, url: str, key: str, doc: dict[str, Any], out: list[Any]) -> None:
@@ -142,6 +151,10 @@ def test_a_replica_killed_mid_request_costs_a_message_nothing_and_never_repeats_
             # Charged: the dead try's whole reservation (no final usage came) + the replay's usage.
             _wait(lambda: int(redis_db.cli("GET", counter)) == reserved + used,
                   f"day counter {redis_db.cli('GET', counter)} != {reserved} + {used}")  # fmt: skip
+            # And the durable ledger gets the same, though the dead replica never flushed its share:
+            # it waited in Redis, and the survivor (which served the key since) wrote it.
+            _wait(lambda: _ledger(gateways[0], "replayed", day) == reserved + used,
+                  f"ledger {_ledger(gateways[0], 'replayed', day)} != {reserved} + {used}", timeout=15)  # fmt: skip
 
             # --- a batch create is never sent twice ---------------------------------------------
             fake.state.hang(seconds=30, path="/v1/messages/batches", count=1)

@@ -15,10 +15,15 @@ slot (``cg:{name}:...``):
 * ``day``   string: tokens charged today (reservations + settlements);
             missing means "not seeded from the durable ledger yet"
 * ``fly``   sorted set: hold id -> lease end (ms); the in-flight holds
+* ``led``   hash: UTC day -> tokens charged (reservations + settlements) that
+            are not in the durable ledger yet; any replica moves them there
+            (``cg_take_ledger``), so what a replica charged outlives it
 
 A hold whose lease ends without being renewed (its replica died) no longer
 counts in ``fly``. Its tokens stay charged: upstream generated, and billed,
-whether or not the replica lived to see the usage.
+whether or not the replica lived to see the usage. They are in ``day`` and
+in ``led`` from the reservation on (the same atomic step), so the durable
+ledger gets them too, from whichever replica flushes that key next.
 """
 
 from __future__ import annotations
@@ -26,7 +31,10 @@ from __future__ import annotations
 LIBRARY_NAME = "claudegate"
 # Bumped whenever the code below changes: a replica loads its own version
 # (FUNCTION LOAD REPLACE) only when the server has an older one.
-LIBRARY_VERSION = 3  # 2: the caller's UTC day checked against Redis's clock; 3: count_request flag, cg_count
+# 2: the caller's UTC day checked against Redis's clock; 3: count_request flag, cg_count;
+# 4: the ledger's pending share in Redis (``led``), cg_take_ledger. Older callers pass fewer
+# arguments and keep their own pending share, as before.
+LIBRARY_VERSION = 4
 WINDOW_MS = 60_000
 
 LIBRARY = f"""#!lua name={LIBRARY_NAME}
@@ -63,8 +71,9 @@ local function tokens_wait(tpm, amt, total, need, limit, now)
   return WINDOW
 end
 
--- KEYS: rpm tpm amt tot day fly
--- ARGV: hold tokens rpm_limit tpm_limit day_limit fly_limit lease_ms day_ttl_s [day_no]  (a limit < 0: none)
+-- KEYS: rpm tpm amt tot day fly [led]
+-- ARGV: hold tokens rpm_limit tpm_limit day_limit fly_limit lease_ms day_ttl_s [day_no [ledger_day]]  (a limit < 0: none)
+-- ledger_day: the day's field in `led`; the tokens taken for the daily budget are added there too.
 -- day_no: the UTC day (ms // 86400000) the caller named `day` after; if Redis's
 -- clock says another day, nothing is taken and the verdict is 'day' (the
 -- caller's clock is off, or midnight passed): it asks again with Redis's day.
@@ -132,16 +141,25 @@ local function reserve(keys, args)
   if day_limit >= 0 and tokens > 0 then
     used = redis.call('INCRBY', day, tokens)
     redis.call('EXPIRE', day, day_ttl)
+    if keys[7] and args[10] and args[10] ~= '' then
+      redis.call('HINCRBY', keys[7], args[10], tokens)
+      redis.call('EXPIRE', keys[7], day_ttl)
+    end
   end
   return {{'ok', 0, 0, 0, now, requests, total, used}}
 end
 
--- KEYS: tpm amt tot day fly
--- ARGV: hold delta day_counted(0/1)
+-- KEYS: tpm amt tot day fly [led]
+-- ARGV: hold delta day_counted(0/1) [ledger_day]
 -- Replace a reservation by what was used; give the in-flight place back.
+-- ledger_day (a counted hold whose reservation went to `led`): the delta goes there too.
 local function settle(keys, args)
   local tpm, amt, tot, day, fly = keys[1], keys[2], keys[3], keys[4], keys[5]
   local hold, delta, counted = args[1], tonumber(args[2]), args[3] == '1'
+  if delta ~= 0 and counted and keys[6] and args[4] and args[4] ~= '' then
+    redis.call('HINCRBY', keys[6], args[4], delta)
+    redis.call('EXPIRE', keys[6], 2 * 86400)
+  end
   if delta ~= 0 then
     -- Still in the window: the window's total moves too. Gone: only the day.
     if redis.call('HEXISTS', amt, hold) == 1 then
@@ -176,9 +194,26 @@ local function renew(keys, args)
   return n
 end
 
--- KEYS: day ; ARGV: tokens ttl_s  The durable ledger's total, if nothing is there yet.
+-- KEYS: day [led] ; ARGV: tokens ttl_s [ledger_day]  The durable ledger's total (plus what is on
+-- its way there), if nothing is there yet.
 local function seed(keys, args)
-  return redis.call('SET', keys[1], args[1], 'NX', 'EX', args[2]) and 1 or 0
+  local tokens = tonumber(args[1])
+  if keys[2] and args[3] then tokens = tokens + (tonumber(redis.call('HGET', keys[2], args[3])) or 0) end
+  return redis.call('SET', keys[1], math.max(0, tokens), 'NX', 'EX', args[2]) and 1 or 0
+end
+
+-- KEYS: led  -> day, tokens, day, tokens...  Take what is on its way to the durable ledger (the caller writes it).
+local function take_ledger(keys, args)
+  local rows = redis.call('HGETALL', keys[1])
+  if #rows > 0 then redis.call('DEL', keys[1]) end
+  return rows
+end
+
+-- KEYS: led ; ARGV: day tokens ttl_s  Give back what could not be written to the durable ledger.
+local function give_ledger(keys, args)
+  redis.call('HINCRBY', keys[1], args[1], args[2])
+  redis.call('EXPIRE', keys[1], args[3])
+  return 1
 end
 
 -- KEYS: replicas ; ARGV: replica ttl_ms  -> live replicas (heartbeat within ttl)
@@ -196,6 +231,8 @@ redis.register_function('cg_settle', settle)
 redis.register_function('cg_renew', renew)
 redis.register_function('cg_count', count)
 redis.register_function('cg_seed', seed)
+redis.register_function('cg_take_ledger', take_ledger)
+redis.register_function('cg_give_ledger', give_ledger)
 redis.register_function('cg_beat', beat)
 redis.register_function{{function_name='cg_version', callback=version, flags={{'no-writes'}}}}
 """

@@ -22,6 +22,11 @@ When Redis cannot be reached (decided, see the README's "Shared state"):
 The daily counter in Redis is admission's view; the durable total stays in
 the keystore's ledger (``add_daily``), from which Redis is seeded when its
 counter is missing (first use of the day, or a Redis that lost its data).
+What is charged on its way to that ledger waits in Redis, not in a
+replica's memory (``led``, written in the same atomic step as the daily
+counter): a replica killed mid-request leaves its reservation charged there,
+and the next flush of any replica that serves the key (or the sweep every
+minute) writes it to the ledger.
 """
 
 from __future__ import annotations
@@ -57,6 +62,9 @@ DAY_TTL = 2 * 86400
 # (their tokens stay charged as reserved: the safe side).
 MAX_UNSETTLED = 10_000
 REPLICAS_KEY = "cg:replicas"
+# Every this many flushes (5 s apart, app.py) a replica also looks for keys whose
+# charges wait for the ledger with nobody serving them (their replica died).
+SWEEP_EVERY_FLUSHES = 12
 
 
 @dataclass(eq=False)
@@ -72,7 +80,20 @@ class Hold(Reservation):
 
 def _keys(name: str, day: str) -> tuple[str, ...]:
     tag = f"cg:{{{name}}}"
-    return (f"{tag}:rpm", f"{tag}:tpm", f"{tag}:amt", f"{tag}:tot", f"{tag}:day:{day}", f"{tag}:fly")
+    return (
+        f"{tag}:rpm", f"{tag}:tpm", f"{tag}:amt", f"{tag}:tot", f"{tag}:day:{day}", f"{tag}:fly", _led_key(name),
+    )  # fmt: skip
+
+
+def _led_key(name: str) -> str:
+    return f"cg:{{{name}}}:led"
+
+
+def _led_name(key: str) -> str | None:
+    """The client name of a ``cg:{name}:led`` key (None for anything else)."""
+    if key.startswith("cg:{") and key.endswith("}:led"):
+        return key[4:-5]
+    return None
 
 
 def _utc_day(ms: float) -> str:
@@ -140,7 +161,10 @@ class RedisAdmission:
         self.fallback = Limiter()
         self._holds: dict[str, Hold] = {}  # live holds of this replica, renewed by the beat
         self._unsettled: deque[tuple[tuple[str, ...], list[str]]] = deque(maxlen=MAX_UNSETTLED)
-        self._pending: dict[tuple[str, str], int] = {}  # ledger deltas not yet in the keystore
+        # Ledger deltas not yet in the keystore that could not wait in Redis either.
+        self._pending: dict[tuple[str, str], int] = {}
+        self._touched: set[str] = set()  # names whose charges in Redis this replica flushes next
+        self._flushes = 0
         self._snap: dict[str, tuple[float, int, int]] = {}  # name -> (redis now s, requests, tokens)
         self._clock_offset_ms = 0.0  # Redis's clock minus this host's, from the last reserve
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -253,7 +277,7 @@ class RedisAdmission:
                     -1 if s.rpm is None or not count_request else s.rpm, -1 if s.tpm is None else s.tpm,
                     -1 if s.daily_tokens is None else s.daily_tokens,
                     self.in_flight_per_key if count_request else -1,
-                    self.lease_ms, DAY_TTL, day_no,
+                    self.lease_ms, DAY_TTL, day_no, day,
                 )  # fmt: skip
                 reply = await self._call_reserve(keys, args)
                 self._clock_offset_ms = int(reply[4]) - time.time() * 1000
@@ -287,7 +311,7 @@ class RedisAdmission:
         hold = Hold(client.name, tokens, None, day, counted, hold_id=hold_id, keys=keys, task=asyncio.current_task())
         self._holds[hold_id] = hold
         if counted:
-            self._ledger(hold.day, client.name, tokens)
+            self._touched.add(client.name)  # the reservation waits in Redis for the ledger
         return hold
 
     async def _call_reserve(self, keys: tuple[str, ...], args: tuple[Any, ...]) -> list[Any]:
@@ -304,11 +328,13 @@ class RedisAdmission:
         if task.cancelled() or task.exception() is not None or task.result()[0] != "ok":
             return
         tokens = int(args[1])
-        self._queue_settle(keys, [str(args[0]), str(-tokens), "1" if int(args[4]) >= 0 and tokens else "0"])
+        counted = int(args[4]) >= 0 and tokens > 0
+        self._queue_settle(keys, [str(args[0]), str(-tokens), "1" if counted else "0", str(args[9])])
 
     async def _seed(self, name: str, day: str, key: str) -> None:
+        # The ledger's total, plus what is on its way there (in Redis, and any this replica holds).
         total = (await self._load_daily(day)).get(name, 0) + self._pending.get((day, name), 0)
-        await self._fcall("cg_seed", (key,), max(0, total), DAY_TTL)
+        await self._fcall("cg_seed", (key, _led_key(name)), total, DAY_TTL, day)
 
     def _refusal(
         self, client: Client, verdict: str, used: int, limit: int, wait_ms: int, now_ms: int, tokens: int
@@ -349,8 +375,8 @@ class RedisAdmission:
             return
         # cg_settle of a hold that is not in the windows moves only the day
         # (and only once it was seeded: unseeded, it is read from the ledger,
-        # which has the settlement already).
-        self._queue_settle(_keys(name, day), [f"batch:{self.replica}:{next(self._seq)}", str(delta), "1"])
+        # which has the settlement already; so not in `led` either).
+        self._queue_settle(_keys(name, day), [f"batch:{self.replica}:{next(self._seq)}", str(delta), "1", ""])
 
     def _local(self, client: Client, tokens: int, count_request: bool = True) -> Reservation:
         """Decide without Redis: budgets fail closed, rates at limit ÷ live replicas."""
@@ -405,8 +431,9 @@ class RedisAdmission:
         self._holds.pop(res.hold_id, None)
         delta = used - res.tokens
         if res.daily and delta:
-            self._ledger(res.day, res.name, delta)
-        args = [res.hold_id, str(delta), "1" if res.daily else "0"]
+            self._touched.add(res.name)
+        # A counted hold's settlement goes to `led` with it, in the same step as the daily counter.
+        args = [res.hold_id, str(delta), "1" if res.daily else "0", res.day if res.daily else ""]
         self._queue_settle(res.keys, args)
 
     def _queue_settle(self, keys: tuple[str, ...], args: list[str]) -> None:
@@ -423,10 +450,6 @@ class RedisAdmission:
         except (RedisError, OSError) as exc:
             self._down(exc)
             self._unsettled.append((keys, args))
-
-    def _ledger(self, day: str, name: str, tokens: int) -> None:
-        key = (day, name)
-        self._pending[key] = self._pending.get(key, 0) + tokens
 
     def health(self) -> dict[str, float]:
         return {"redis_up": 1.0 if self.up else 0.0, "live_replicas": float(self.live_replicas or 0),
@@ -446,12 +469,52 @@ class RedisAdmission:
         return out
 
     async def flush(self) -> None:
+        """Move charges on their way to the durable ledger there: this replica's, and any a dead
+        replica left in Redis for a key this replica served (or found by the sweep)."""
         pending, self._pending = self._pending, {}
-        if not pending:
+        taken: dict[tuple[str, str], int] = {}
+        if self.up:
+            try:
+                await self._take_ledger(taken)
+            except (RedisError, OSError) as exc:
+                self._down(exc)
+        for key, tokens in taken.items():
+            pending[key] = pending.get(key, 0) + tokens
+        if not any(pending.values()):
             return
         try:
             await self._add_daily(pending, _utc_day(time.time() * 1000))
         except BaseException:
-            for key, tokens in pending.items():  # nothing lost: retried on the next flush
-                self._pending[key] = self._pending.get(key, 0) + tokens
+            # Nothing lost: back where every replica flushes from (else kept here), written next time.
+            await self._give_back(pending)
             raise
+
+    async def _take_ledger(self, taken: dict[tuple[str, str], int]) -> None:
+        self._flushes += 1
+        if self._flushes % SWEEP_EVERY_FLUSHES == 1:
+            async for key in self.redis.scan_iter(match="cg:{*}:led", count=500):
+                name = _led_name(str(key))
+                if name is not None:
+                    self._touched.add(name)
+        while self._touched:
+            name = self._touched.pop()
+            try:
+                rows = await self._fcall("cg_take_ledger", (_led_key(name),))
+            except BaseException:
+                self._touched.add(name)
+                raise
+            for day, tokens in zip(rows[::2], rows[1::2], strict=True):
+                taken[(str(day), name)] = taken.get((str(day), name), 0) + int(tokens)
+
+    async def _give_back(self, pending: dict[tuple[str, str], int]) -> None:
+        for (day, name), tokens in pending.items():
+            if not tokens:
+                continue
+            try:
+                if not self.up:
+                    raise ConnectionError("Redis is down")
+                await self._fcall("cg_give_ledger", (_led_key(name),), day, tokens, DAY_TTL)
+                self._touched.add(name)
+            except (RedisError, OSError) as exc:
+                self._down(exc)
+                self._pending[(day, name)] = self._pending.get((day, name), 0) + tokens
