@@ -394,12 +394,41 @@ def _steady_load(server: FreshServer, ca: Path, key: str, *, rate: float, second
 
 def test_kill_9_of_a_replica_under_steady_load_fails_no_request(fleet: Fleet, keys: dict[str, str]) -> None:
     """0 failed: a message already sent to the killed process is sent again to the other
-    replica by nginx (the replay locations; docs/multihost.md), everything else never reached it."""
+    replica by nginx (the replay locations; docs/multihost.md), everything else never reached it.
+    One message is held upstream on the replica that is killed, so the crash surely cuts one off."""
     listing = "docker ps --filter label=org.claudegate.role=gateway --format '{{.Names}}'"
     server = fleet.servers[1]
     replicas = fleet.sh(server, listing).split()
     assert len(replicas) == 2, replicas
-    victim = min(replicas, key=len)
+    ca = fleet.dir / "state" / "ca.pem"
+    # The held message: upstream stalls it (the first try only); its in-flight hold in Redis,
+    # "<container hostname>-<pid>-...", names the replica it is on, which is the one killed.
+    marker = f"held {secrets.token_hex(4)}"
+    fleet.fake.control.fail(hang=True, seconds=60, body_contains=marker, count=1)
+    held: list[Any] = []
+
+    def send_held() -> None:
+        with httpx.Client(verify=ssl.create_default_context(cafile=str(ca)), timeout=60, trust_env=False) as c:
+            try:
+                held.append(c.post(f"https://{server.ip}/v1/messages", extensions={"sni_hostname": DOMAIN},
+                                   headers={"host": DOMAIN, "x-api-key": keys["team-a"], "anthropic-version": "2023-06-01"},
+                                   json={"model": "claude-haiku-4-5", "max_tokens": 8,
+                                         "messages": [{"role": "user", "content": marker}]}).status_code)  # fmt: skip
+            except httpx.HTTPError as exc:
+                held.append(type(exc).__name__)
+
+    holder = threading.Thread(target=send_held)
+    holder.start()
+    hostnames = {fleet.sh(server, f"docker inspect -f '{{{{.Config.Hostname}}}}' {r}").strip(): r for r in replicas}
+    deadline = time.monotonic() + 20
+    while True:
+        holds = fleet.redis.cli("ZRANGE", "cg:{team-a}:fly", "0", "-1").split()
+        on = {r for h in holds for name, r in hostnames.items() if h.startswith(name + "-")}
+        if len(on) == 1:
+            break
+        assert time.monotonic() < deadline, (holds, hostnames)
+        time.sleep(0.1)
+    victim = on.pop()
     pid_before = fleet.sh(server, f"docker inspect -f '{{{{.State.Pid}}}}' {victim}").strip()
     assert pid_before.isdigit() and pid_before != "0", pid_before
     # Upstream answers after 50 ms. 8 req/s stays under the per-key edge limit (10r/s, burst 20):
@@ -414,17 +443,20 @@ def test_kill_9_of_a_replica_under_steady_load_fails_no_request(fleet: Fleet, ke
         killed.append(time.monotonic())
 
     try:
-        outcomes = _steady_load(server, fleet.dir / "state" / "ca.pem", keys["team-a"], rate=rate, seconds=seconds,
-                                during=kill)  # fmt: skip
+        outcomes = _steady_load(server, ca, keys["team-a"], rate=rate, seconds=seconds, during=kill)
+        holder.join(60)
     finally:
         fleet.fake.control.config(latency=0.0)
     failed = [(round(at, 2), what) for at, what in outcomes if what != "200"]
     TIMINGS["steady load: requests"] = len(outcomes)
     TIMINGS["steady load: failed"] = len(failed)
-    print("\nkill -9 under load, failed:", failed)
+    print("\nkill -9 under load, failed:", failed, "held message:", held)
     assert len(outcomes) == rate * seconds
     assert len(killed) == 2
     assert failed == []
+    # The message cut off on the killed replica was answered by the other (and upstream saw it twice).
+    assert held == [200]
+    assert sum(marker in str(r.get("body", "")) for r in fleet.fake.control.requests("/v1/messages")) == 2
     # Docker restarted the crashed replica (restart policy), and it serves again.
     deadline = time.monotonic() + 30
     while True:
