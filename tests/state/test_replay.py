@@ -120,6 +120,7 @@ def test_a_replica_killed_mid_request_costs_a_message_nothing_and_never_repeats_
             sender = threading.Thread(target=_send, args=(client, edge.https_url + "/v1/messages", key,
                                                           body(text="crash me"), answers))  # fmt: skip
             sender.start()
+            _wait(lambda: fake.state.requests_for("/v1/messages"), "the message never reached upstream")
             victim = _holder(redis_db, "replayed", gateways)
             assert victim.proc is not None
             victim.proc.send_signal(signal.SIGKILL)
@@ -163,6 +164,7 @@ def test_a_replica_killed_mid_request_costs_a_message_nothing_and_never_repeats_
             sender = threading.Thread(target=_send, args=(client, edge.https_url + "/v1/messages/batches", key,
                                                           batch, answers))  # fmt: skip
             sender.start()
+            _wait(lambda: fake.state.requests_for("/v1/messages/batches", "POST"), "the batch never reached upstream")
             alive = [gw for gw in gateways if gw is not victim]
             holder = _holder(redis_db, "replayed", alive)
             assert holder.proc is not None
