@@ -347,3 +347,95 @@ def test_render_imports_no_ui_library() -> None:
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+# --- replay on another replica (several gateway replicas per host) -----------------------------
+
+
+def _location(text: str, name: str) -> list[str]:
+    """The directives of ``location <name> { ... }`` (one level of nesting)."""
+    start = text.index(f"location {name} {{")
+    depth, end = 0, start
+    for end in range(start, len(text)):
+        depth += {"{": 1, "}": -1}.get(text[end], 0)
+        if depth == 0 and text[end] == "}":
+            break
+    return directives(text[start : end + 1])
+
+
+def test_one_replica_replays_nothing(base: EdgeSettings) -> None:
+    files = render_edge(base)
+    assert base.replay_locations == ()
+    assert "claudegate_replayable" not in files["claudegate.conf"]
+    assert "proxy_replay.conf" not in files["claudegate.conf"]  # rendered, never included
+    assert "proxy_request_buffering off;" in directives(files["snippets/proxy_gateway.conf"])
+
+
+def test_with_two_replicas_only_messages_and_count_tokens_may_be_replayed(base: EdgeSettings) -> None:
+    two = base.model_copy(update={"upstream_replicas": 2})
+    files = render_edge(two)
+    text = files["claudegate.conf"]
+    replay = directives(files["snippets/proxy_replay.conf"])
+    plain = directives(files["snippets/proxy_gateway.conf"])
+    # The replay snippet: non_idempotent, once, the body whole in memory, never past a read timeout.
+    assert "proxy_next_upstream error timeout non_idempotent;" in replay
+    assert "proxy_next_upstream_tries 2;" in replay
+    assert "proxy_request_buffering on;" in replay and "proxy_request_buffering off;" not in replay
+    assert f"proxy_next_upstream_timeout {two.proxy_read_timeout - 1}s;" in replay
+    # Everything else as the plain snippet (same headers, same timeouts).
+    same = [d for d in replay if not d.startswith(("proxy_next_upstream", "proxy_request_buffering"))]
+    assert same == [d for d in plain if not d.startswith(("proxy_next_upstream", "proxy_request_buffering"))]
+    # The plain snippet never replays a request once sent.
+    assert "proxy_next_upstream error timeout;" in plain and "proxy_request_buffering off;" in plain
+    assert not any("non_idempotent" in d for d in plain)
+    # Exactly the two replayable paths use the replay snippet, each through an internal location.
+    uses = re.findall(r"location = (\S+) \{[^}]*?include snippets/proxy_replay\.conf;", text)
+    assert uses == ["/.claudegate-replay/v1/messages", "/.claudegate-replay/v1/messages/count_tokens"]
+    assert text.count("include snippets/proxy_replay.conf;") == 2
+    for path in ("/v1/messages", "/v1/messages/count_tokens"):
+        outer = _location(text, f"= {path}")
+        assert f"rewrite ^ /.claudegate-replay{path} last;" in outer
+        # A large or unsized body: streamed, not replayed.
+        assert "include snippets/proxy_gateway.conf;" in outer
+        inner = _location(text, f"= /.claudegate-replay{path}")
+        assert inner[1:4] == ["internal;", f"rewrite ^ {path} break;", "include snippets/proxy_replay.conf;"]
+    # Batches, files, models...: the /v1/ prefix location, the plain snippet.
+    assert "include snippets/proxy_gateway.conf;" in _location(text, "/v1/")
+
+
+@pytest.mark.parametrize("limit", [0, 1, 9, 10, 99, 100, 101, 4096, 131072, 1048576, 999_999])
+def test_the_replayable_size_regex_is_exactly_at_most_the_buffer(limit: int) -> None:
+    from claudegate.edge.settings import at_most_regex
+
+    pattern = re.compile(at_most_regex(limit))
+    probes = {*range(0, 120), *range(max(0, limit - 150), limit + 150), limit * 10, limit * 10 + 1, 10**12}
+    for n in probes:
+        assert bool(pattern.match(str(n))) == (n <= limit), (limit, n)
+    # What nginx's $content_length could also hold: leading zeros, signs, junk, empty.
+    for text in ("", "00", "01", "-1", "+1", "1 ", " 1", "1e3", "0x10"):
+        assert not pattern.match(text) or text == "0", text
+
+
+def test_the_replay_buffer_follows_client_body_buffer_size(base: EdgeSettings) -> None:
+    two = base.model_copy(update={"upstream_replicas": 2, "client_body_buffer_size": "1m"})
+    text = render_edge(two)["claudegate.conf"]
+    assert two.replay_max_body_bytes == 1048576
+    line = next(d for d in directives(text) if d.startswith('"~^(?:0|'))
+    regex = line.split('"')[1][1:]
+    assert re.match(regex, "1048576") and not re.match(regex, "1048577")
+
+
+def test_no_replay_when_v1_is_not_proxied(base: EdgeSettings) -> None:
+    two = base.model_copy(update={"upstream_replicas": 2, "proxied_prefixes": ("/v2/",)})
+    assert two.replay_locations == ()
+    assert "claudegate-replay" not in conf(two)
+
+
+def test_the_edge_request_id_goes_to_the_gateway_on_every_try(base: EdgeSettings) -> None:
+    two = base.model_copy(update={"upstream_replicas": 2})
+    files = render_edge(two)
+    line = "proxy_set_header X-Claudegate-Edge-Request-Id req_edge$request_id;"
+    for snippet in ("snippets/proxy_gateway.conf", "snippets/proxy_replay.conf"):
+        assert line in directives(files[snippet])
+    # The access log names every replica a request was tried on.
+    assert '"upstream_addr":"$upstream_addr"' in files["claudegate.conf"]

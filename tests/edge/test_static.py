@@ -42,6 +42,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "proxy_read_timeout": 3600,
     },
     "two-prefixes": {"proxied_prefixes": ["/v1/", "/v1beta/"]},
+    # Several gateway replicas: messages and count_tokens replayable (internal locations, a map).
+    "replicas": {"upstream_replicas": 2},
     "no-access-log": {"access_log_path": "off"},
     "stdout-logs": {"access_log_path": "/dev/stdout", "error_log_path": "stderr"},
 }

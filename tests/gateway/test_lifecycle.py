@@ -203,3 +203,25 @@ def test_trusted_proxy_real_ip(gateway_factory: GatewayFactory, fake: FakeAnthro
     assert r.status_code == 200, r.text
     rec = trusted.record(r.headers)
     assert rec["client_ip"] == "203.0.113.7"
+
+
+def test_the_edge_request_id_is_audited_only_from_a_trusted_proxy(
+    gateway_factory: GatewayFactory, fake: FakeAnthropic
+) -> None:
+    edge_id = "req_edge" + "0123456789abcdef" * 2
+    doc = {"model": MODEL, "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}
+    untrusted = gateway_factory(name="u")
+    key = untrusted.create_key("k")
+    r = httpx.post(untrusted.url + "/v1/messages", headers={**HDRS, "x-api-key": key,
+                   "x-claudegate-edge-request-id": edge_id}, json=doc)  # fmt: skip
+    assert r.status_code == 200, r.text
+    assert untrusted.record(r.headers)["edge_request_id"] is None  # a client cannot pose as the edge
+    assert "x-claudegate-edge-request-id" not in fake.state.requests[-1].headers  # never upstream
+
+    trusted = gateway_factory({"trusted_proxies": ["127.0.0.1/32"]}, name="t")
+    key = trusted.create_key("k")
+    for sent, audited in ((edge_id, edge_id), ("req_edge" + "x" * 32, None), (edge_id + "0", None)):
+        r = httpx.post(trusted.url + "/v1/messages", headers={**HDRS, "x-api-key": key,
+                       "x-claudegate-edge-request-id": sent}, json=doc)  # fmt: skip
+        assert r.status_code == 200, r.text
+        assert trusted.record(r.headers)["edge_request_id"] == audited, sent

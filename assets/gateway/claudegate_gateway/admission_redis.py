@@ -243,6 +243,14 @@ class RedisAdmission:
             keys, args = self._unsettled[0]
             await self.redis.fcall("cg_settle", len(keys), *keys, *args)
             self._unsettled.popleft()
+            self._settled_to_ledger(keys, args)
+
+    def _settled_to_ledger(self, keys: tuple[str, ...], args: list[str]) -> None:
+        """A settlement that moved ``led`` (written, not just queued): that key is flushed next."""
+        if len(args) > 3 and args[3]:
+            name = _led_name(keys[-1])
+            if name is not None:
+                self._touched.add(name)
 
     # -- the request path ---------------------------------------------------
 
@@ -430,8 +438,6 @@ class RedisAdmission:
         res.settled = True
         self._holds.pop(res.hold_id, None)
         delta = used - res.tokens
-        if res.daily and delta:
-            self._touched.add(res.name)
         # A counted hold's settlement goes to `led` with it, in the same step as the daily counter.
         args = [res.hold_id, str(delta), "1" if res.daily else "0", res.day if res.daily else ""]
         self._queue_settle(res.keys, args)
@@ -450,6 +456,8 @@ class RedisAdmission:
         except (RedisError, OSError) as exc:
             self._down(exc)
             self._unsettled.append((keys, args))
+            return
+        self._settled_to_ledger(keys, args)
 
     def health(self) -> dict[str, float]:
         return {"redis_up": 1.0 if self.up else 0.0, "live_replicas": float(self.live_replicas or 0),

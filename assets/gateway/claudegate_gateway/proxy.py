@@ -9,9 +9,11 @@ at a URL rebuilt from the matched row, never from the client's bytes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import json
 import logging
+import re
 import sqlite3
 import time
 from dataclasses import dataclass, field, replace
@@ -84,6 +86,8 @@ MAX_OPENED_DOWNLOAD = MAX_EXPANDED_BYTES
 _CHUNK = 64 * 1024
 # A filtered stream's chunk is filtered this many bytes at a time (a millisecond or two of work).
 _FILTER_SLICE = 1024
+# nginx's $request_id (32 hex digits) behind the prefix the edge gives it.
+_EDGE_ID = re.compile(r"req_edge[0-9a-f]{32}")
 
 
 @dataclass(slots=True)
@@ -107,6 +111,8 @@ class Exchange:
     status: int = 0
     error_type: str | None = None
     upstream_request_id: str | None = None
+    # nginx's id of the client request, the same on every replica it was tried on.
+    edge_request_id: str | None = None
     # Metering: whether the request was handed to upstream, the status upstream answered,
     # what was reserved, the id an upload or a batch got, and an uploaded file's estimate.
     sent: bool = False
@@ -143,6 +149,7 @@ class Exchange:
             "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
             "request_id": self.request_id,
             "upstream_request_id": self.upstream_request_id,
+            "edge_request_id": self.edge_request_id,
             "key_name": self.client.name if self.client else None,
             "key_prefix": self.client.public_id if self.client else None,
             "client_ip": self.client_ip,
@@ -257,19 +264,31 @@ class Gateway:
 
     # -- request path -------------------------------------------------------
 
+    def _from_trusted_proxy(self, request: web.Request) -> bool:
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        if not self._trusted or not peer:
+            return False
+        try:
+            peer_ip = ipaddress.ip_address(peer[0])
+        except ValueError:
+            return False
+        return any(peer_ip in net for net in self._trusted)
+
     def client_ip(self, request: web.Request) -> str:
         peer = request.transport.get_extra_info("peername") if request.transport else None
         ip = peer[0] if peer else "unknown"
-        if self._trusted and peer:
-            real = request.headers.get("x-real-ip")
-            if real:
-                try:
-                    peer_ip = ipaddress.ip_address(ip)
-                    if any(peer_ip in net for net in self._trusted):
-                        return str(ipaddress.ip_address(real.strip()))
-                except ValueError:
-                    pass
+        real = request.headers.get("x-real-ip")
+        if real and self._from_trusted_proxy(request):
+            with contextlib.suppress(ValueError):
+                return str(ipaddress.ip_address(real.strip()))
         return str(ip)
+
+    def edge_request_id(self, request: web.Request) -> str | None:
+        """nginx's id of this client request (a retried one keeps it), believed only from the edge."""
+        value = request.headers.get("x-claudegate-edge-request-id")
+        if value is None or not _EDGE_ID.fullmatch(value) or not self._from_trusted_proxy(request):
+            return None
+        return value
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         ex = Exchange(
@@ -277,6 +296,7 @@ class Gateway:
             # Raw and cut short: a refused path is logged as sent, never decoded or whole.
             request.rel_url.raw_path[:_MAX_LOGGED_PATH],
         )
+        ex.edge_request_id = self.edge_request_id(request)
         reservation: Reservation | None = None
         try:
             try:

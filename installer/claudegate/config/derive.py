@@ -97,6 +97,12 @@ def network_plan(cfg: DeployConfig) -> NetworkPlan:
     )
 
 
+def gateway_replica_count(cfg: DeployConfig) -> int:
+    """Two gateway replicas per host with ``state:`` (limits are counted in Redis, so two
+    processes admit what one would), else one: per-process counters would double every limit."""
+    return 2 if cfg.state is not None else 1
+
+
 def edge_settings(cfg: DeployConfig, **overrides: Any) -> EdgeSettings:
     """The nginx edge for ``cfg``; ``overrides`` set EdgeSettings fields deploy.yaml has no key for.
 
@@ -104,6 +110,7 @@ def edge_settings(cfg: DeployConfig, **overrides: Any) -> EdgeSettings:
     ``P:P``), so the http->https redirect names the port clients use.
     """
     values: dict[str, Any] = {name: value_at(cfg, loc) for name, loc in EDGE_FIELDS.items()}
+    values["upstream_replicas"] = gateway_replica_count(cfg)
     values.update(overrides)
     return EdgeSettings(**values)
 

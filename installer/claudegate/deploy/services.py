@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 
-from claudegate.config.derive import network_plan
+from claudegate.config.derive import gateway_replica_count, network_plan
 from claudegate.containers import NGINX_RELEASES
 from claudegate.deploy import docker_cli, host_cli
 from claudegate.deploy.context import Context
@@ -72,14 +72,14 @@ def gateway_spec_for(ctx: Context, release: Release, replica: int = 1) -> Contai
 
 
 def gateway_replicas(ctx: Context) -> int:
-    """Two gateway replicas per host with ``state:`` (limits are counted in Redis, so two processes
-    admit what one would), else one: per-process counters would double every limit.
+    """Two gateway replicas per host with ``state:``, else one (``derive.gateway_replica_count``).
 
-    Both answer to the gateway's network alias, so nginx's upstream has both addresses and, with
-    ``proxy_next_upstream error timeout`` (and non-idempotent requests never retried once sent),
-    tries the other when a replica refuses the connection.
+    Both answer to the gateway's network alias, so nginx's upstream has both addresses and
+    tries the other when a replica refuses the connection; messages and count_tokens are also
+    sent again when the replica they reached fails before answering (the edge's replay
+    locations); nothing that creates or deletes is ever sent twice.
     """
-    return 2 if ctx.cfg.state is not None else 1
+    return gateway_replica_count(ctx.cfg)
 
 
 def gateway_specs_for(ctx: Context, release: Release) -> list[ContainerSpec]:

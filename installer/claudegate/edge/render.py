@@ -16,7 +16,7 @@ from typing import Any
 
 import jinja2
 
-from claudegate.edge.settings import EdgeSettings
+from claudegate.edge.settings import EdgeSettings, at_most_regex
 from claudegate.resources import ASSETS_DIR
 
 #: Where the templates live in a source checkout: ``<repo>/assets/nginx``.
@@ -29,7 +29,11 @@ OUTPUTS: dict[str, str] = {
     "snippets/tls.conf": "snippets/tls.conf.j2",
     "snippets/errors.conf": "snippets/errors.conf.j2",
     "snippets/proxy_gateway.conf": "snippets/proxy_gateway.conf.j2",
+    "snippets/proxy_replay.conf": "snippets/proxy_replay.conf.j2",
 }
+
+#: Where a replayable request is routed inside nginx (an internal location, never reachable from outside).
+REPLAY_PREFIX = "/.claudegate-replay"
 
 # Mozilla "intermediate" TLS 1.2 suites (AEAD with forward secrecy). The DHE
 # suites of that list are left out: they need a dhparam file and add nothing
@@ -136,6 +140,8 @@ def _context(settings: EdgeSettings) -> dict[str, Any]:
         "ecdh_curves": ECDH_CURVES,
         "errors": [(e, error_body(e)) for e in errors],
         "retry_after": settings.retry_after,
+        "replay_prefix": REPLAY_PREFIX,
+        "replay_size_regex": at_most_regex(settings.replay_max_body_bytes),
         "worker_rlimit_nofile": settings.worker_connections * 2,
     }
 

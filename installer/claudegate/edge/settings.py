@@ -160,7 +160,9 @@ class EdgeSettings(BaseModel):
     client_max_body_size: Size = _knob("client_max_body_size", description="Anthropic's own request limit")
     # Bodies stream through to the gateway (proxy_request_buffering off): this
     # is only the per-connection relay buffer, so small keeps nginx's memory
-    # bounded by connections x buffer, not by body size.
+    # bounded by connections x buffer, not by body size. With several replicas
+    # a replayable request no larger than this is held whole (in this buffer)
+    # so that nginx can retry it: the same bound.
     client_body_buffer_size: Size = Field(default="128k", description="per-connection request body relay buffer")
     client_header_timeout: int = _knob("client_header_timeout", description="seconds to send all headers")
     client_body_timeout: int = _knob("client_body_timeout", description="seconds between two body reads")
@@ -173,6 +175,11 @@ class EdgeSettings(BaseModel):
     # --- the gateway behind nginx ------------------------------------------
     upstream: str = Field(default="gateway:8080", description="the gateway's public listener, HOST:PORT")
     upstream_keepalive: int = Field(default=32, ge=1, le=10_000)
+    # With several replicas behind ``upstream`` (a host with ``state:``), the
+    # replayable operations (messages, count_tokens) are retried on another
+    # replica when the one they reached fails before answering: see
+    # ``replay_locations`` and docs/multihost.md.
+    upstream_replicas: int = Field(default=1, ge=1, le=16, description="gateway replicas behind upstream")
     proxy_connect_timeout: int = _knob("proxy_connect_timeout")
     proxy_send_timeout: int = _knob("proxy_send_timeout")
     proxy_read_timeout: int = _knob(
@@ -285,6 +292,54 @@ class EdgeSettings(BaseModel):
     @property
     def max_body_bytes(self) -> int:
         return size_in_bytes(self.client_max_body_size)
+
+    @property
+    def replay_locations(self) -> tuple[str, ...]:
+        """Exact paths nginx may send to a second replica after the first one failed mid-request.
+
+        Only operations whose repetition costs the client nothing but a
+        second upstream bill: a message (its answer reaches the client whole
+        or not at all until the gateway relays it) and a token count. Never a
+        batch, a file, or anything else that creates or deletes. Empty with
+        one replica, or when /v1/ is not proxied.
+        """
+        if self.upstream_replicas < 2 or "/v1/" not in self.proxied_prefixes:
+            return ()
+        return REPLAY_PATHS
+
+    @property
+    def replay_max_body_bytes(self) -> int:
+        """A replayable request is kept in memory whole (never in a temp file): this large at most."""
+        return size_in_bytes(self.client_body_buffer_size)
+
+
+#: The operations nginx may replay on another replica (``EdgeSettings.replay_locations``).
+REPLAY_PATHS = ("/v1/messages", "/v1/messages/count_tokens")
+
+
+def at_most_regex(limit: int) -> str:
+    """A regex (anchored) matching exactly the decimal numbers 0..``limit`` written without leading zeros.
+
+    nginx's ``map`` compares strings, not numbers; this is how it tells a
+    Content-Length that fits a buffer from one that does not.
+    """
+    if limit < 0:
+        raise ValueError("limit must be >= 0")
+    text = str(limit)
+    width = len(text)
+    alternatives = ["0"]
+    if width >= 2:
+        alternatives.append("[1-9]" if width == 2 else f"[1-9][0-9]{{0,{width - 2}}}")
+    for i, ch in enumerate(text):
+        low = 1 if i == 0 else 0
+        digit = int(ch)
+        if digit > low:
+            rest = width - i - 1
+            span = str(low) if digit - 1 == low else f"[{low}-{digit - 1}]"
+            alternatives.append(text[:i] + span + (f"[0-9]{{{rest}}}" if rest else ""))
+    if limit > 0:
+        alternatives.append(text)
+    return "^(?:" + "|".join(dict.fromkeys(alternatives)) + ")$"
 
 
 def _is_ipv4(text: str) -> bool:
