@@ -14,7 +14,7 @@ from claudegate.cli import app
 from claudegate.config.model import Client
 from claudegate.deploy import gateway_cli
 from claudegate.deploy.docker_cli import GATEWAY_CONFIG_IN_CONTAINER, GATEWAY_PYTHON
-from claudegate.deploy.steps.clients import SMOKE_SCOPES
+from claudegate.deploy.steps.clients import SMOKE_SCOPES, smoke_scopes
 from claudegate.errors import ConfigError
 from claudegate.keys import client_spec, expiring_clients, parse_duration
 from claudegate.prices import PRICES_AS_OF, price_for
@@ -84,6 +84,14 @@ def test_smoke_client_is_scoped_to_what_the_smoke_test_calls() -> None:
     assert not scopes.model_allowed("claude-opus-4-1")
     for path in ("/v1/messages/batches", "/v1/files", "/v1/models/claude-opus-4-1"):
         assert not scopes.endpoint_allowed(path), path
+
+
+def test_smoke_client_rpm_is_per_host_because_a_fleet_shares_one_window() -> None:
+    # With state: every host's smoke test counts in one rpm window; a roll and a rollback of two
+    # hosts and a deploy within a minute used a fixed 30 up (pristine multihost run).
+    assert smoke_scopes(1) == SMOKE_SCOPES
+    assert smoke_scopes(3).rpm == 3 * (SMOKE_SCOPES.rpm or 0)
+    assert smoke_scopes(3).model_copy(update={"rpm": SMOKE_SCOPES.rpm}) == SMOKE_SCOPES  # nothing else grows
 
 
 def _line(**fields: object) -> str:

@@ -38,15 +38,17 @@ from claudegate.probes.pace import PACE_PATH
 from claudegate.redact import Secret
 from claudegate.smoke import SmokeTarget
 
-__all__ = ["SMOKE_CLIENT", "SMOKE_SCOPES", "ClientsStep", "keys_dir", "read_saved_key", "save_key"]
+__all__ = ["SMOKE_CLIENT", "SMOKE_SCOPES", "ClientsStep", "keys_dir", "read_saved_key", "save_key", "smoke_scopes"]
 
 SMOKE_CLIENT = "claudegate-smoke"
 
 # Exactly what claudegate.smoke calls with the key: GET /v1/models, one
 # count_tokens, one small streamed message (max_tokens 64) of its model, and
 # the gateway's own paced stream (listed by name: no glob grants it).
-# The rpm leaves room for back-to-back deploys (3 keyed requests each) and a
-# `claudegate smoke-test`, and little else.
+# The rpm leaves room for back-to-back deploys (4 keyed requests each) and a
+# `claudegate smoke-test`, and little else -- per host: with state: the key's
+# rpm is one window for the whole fleet, and every host's smoke test counts in
+# it (smoke_scopes).
 SMOKE_SCOPES = Client(
     name=SMOKE_CLIENT,
     models=[SmokeTarget.model],
@@ -56,6 +58,18 @@ SMOKE_SCOPES = Client(
     rpm=30,
     tpm=20000,
 )
+
+
+def smoke_scopes(hosts: int) -> Client:
+    """The smoke client for a deploy to ``hosts`` hosts: its rpm grows with them.
+
+    With several hosts the rpm is counted once across the fleet (Redis), and a
+    roll smoke-tests every host, so a fixed rpm would refuse the smoke test of
+    the later hosts of a larger fleet (seen on two hosts: a roll, a rollback
+    and a deploy within a minute used the 30 up).
+    """
+    rpm = SMOKE_SCOPES.rpm or 30
+    return SMOKE_SCOPES.model_copy(update={"rpm": rpm * max(1, hosts)})
 
 
 def keys_dir(ctx: Context) -> Path:
@@ -150,7 +164,7 @@ class ClientsStep(Step):
     def plan(self, ctx: Context) -> list[Change]:
         existing = None if ctx.facts.docker_missing else self._existing(ctx)
         changes: list[Change] = []
-        for client in [*ctx.cfg.clients, SMOKE_SCOPES]:
+        for client in [*ctx.cfg.clients, smoke_scopes(len(ctx.cfg.hosts or [ctx.cfg.target]))]:
             changes += self._converge(ctx, client, existing)
         listed = {c.name for c in ctx.cfg.clients}
         for name, record in sorted((existing or {}).items()):
