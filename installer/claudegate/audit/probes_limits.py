@@ -296,6 +296,14 @@ def _inspected_body(size: int, model: str) -> bytes:
     }).encode()  # fmt: skip
 
 
+def _then_release(body: bytes, sent: threading.Semaphore) -> Iterator[bytes]:
+    """The body in one piece; ``sent`` is released once it was handed to the socket (or the exchange gave up)."""
+    try:
+        yield body
+    finally:
+        sent.release()
+
+
 @dataclass(frozen=True)
 class _FairRound:
     """One round of the fairness probe: the small requests idle, the large bodies, the small ones beside them."""
@@ -343,8 +351,12 @@ def fairness(run: Run) -> ProbeResult:
     large_body = _inspected_body(large, clients.allowed_model)
     json_headers = [("content-type", "application/json")]
 
-    def timed(key: str, body: bytes) -> tuple[int, float]:
-        answer = run.https("POST", "/v1/messages", [("x-api-key", key), *json_headers], body, paced=False)
+    def timed(key: str, body: bytes, sent: threading.Semaphore | None = None) -> tuple[int, float]:
+        if sent is None:
+            answer = run.https("POST", "/v1/messages", [("x-api-key", key), *json_headers], body, paced=False)
+        else:
+            headers = [("x-api-key", key), *json_headers, ("content-length", str(len(body)))]
+            answer = run.https("POST", "/v1/messages", headers, _then_release(body, sent), paced=False)
         return answer.status, answer.elapsed
 
     count = max(1, min(8, run.target.per_key_burst))
@@ -355,11 +367,18 @@ def fairness(run: Run) -> ProbeResult:
         run.wait_for_bucket(2.0)
         idle = [timed(mine, small_body) for _ in range(3)]
         run.wait_for_bucket(2.0)
+        sent = threading.Semaphore(0)
         with ThreadPoolExecutor(count) as pool:
-            heavy = [pool.submit(timed, theirs, large_body) for _ in range(count)]
+            heavy = [pool.submit(timed, theirs, large_body, sent) for _ in range(count)]
+            # The small requests start once every large body has left this
+            # machine, so that all of them wait in whatever queue there is: a
+            # small one sent earlier could overtake bodies still uploading,
+            # and a first-come queue would then look fair on a busy host.
+            deadline, left = time.monotonic() + 10.0, count
+            while left and time.monotonic() < deadline and not all(f.done() for f in heavy):
+                left -= sent.acquire(timeout=0.1)
             pause(0.05)
-            # One after the other while their bodies are in the gateway: some land
-            # behind whatever queue there is.
+            # One after the other while their bodies are in the gateway.
             during: list[tuple[int, float]] = []
             while len(during) < 8 and not all(f.done() for f in heavy):
                 during.append(timed(mine, small_body))
