@@ -129,7 +129,7 @@ def test_every_host_of_hosts_is_tried_and_each_failure_named(tmp_path: Path) -> 
         assert "host 1/2 (127.0.0.1:1): FAILED: cannot connect" in r.stderr, r.stderr
         assert "host 2/2 (127.0.0.1:2): FAILED: cannot connect" in r.stderr, r.stderr
         if command[0] == "rollback":
-            assert "no host let a connection through: nothing was changed" in r.stderr and r.stdout == "", r.output
+            assert "no host got a connection through: nothing was changed" in r.stderr and r.stdout == "", r.output
         else:
             assert "[host 1/2 (127.0.0.1:1)] FAILED:" in r.stdout and "[host 2/2 (127.0.0.1:2)] FAILED:" in r.stdout, r.stdout
     # --json: one document, every host with its error.

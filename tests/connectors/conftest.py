@@ -65,6 +65,7 @@ class Sshd:
     user: str = field(default_factory=getpass.getuser)
     host: str = "127.0.0.1"
     proc: subprocess.Popen[bytes] | None = None
+    options: list[str] = field(default_factory=list)  # more sshd -o settings, e.g. AllowTcpForwarding=no
 
     @property
     def host_key(self) -> KeyPair:
@@ -101,6 +102,8 @@ class Sshd:
             "-o", "LogLevel=VERBOSE",
             "-o", "MaxStartups=100",
         ]  # fmt: skip
+        for option in self.options:
+            argv += ["-o", option]
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
         log = self.dir / "sshd.log"
         with log.open("ab") as out:

@@ -93,6 +93,9 @@ class Fleet:
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     directory = tmp_path_factory.mktemp("fleet")
     with start_fresh_servers(directory, 2) as servers:
+        # Host 1 refuses TCP forwarding (a common sshd hardening): the fleet's
+        # lock reaches the state tier's Redis through it anyway (ssh.py's relay).
+        servers[0].refuse_tcp_forwarding()
         bridge = servers[0].host_address
         subnet = bridge.rsplit(".", 1)[0] + ".0/24"
         # Not under pytest's tmp_path: postgres runs as its own user and must reach its directory.
@@ -805,6 +808,9 @@ def test_a_second_run_on_the_fleet_is_refused_at_once_and_the_lock_ends_with_the
     first = _deploy_process(fleet)
     try:
         holder = json.loads(_lock_taken(fleet, first))
+        # Host 1 (first in rollout order) refuses forwarding: the lock's connection is a relay there.
+        _, relays = fleet.servers[0].exec(["pgrep", "-af", "claudegate-relay"])
+        assert f" {fleet.redis.port}".encode() in relays, relays
         with timer() as took:
             second = _cli(fleet, "deploy", "--yes")
             rollback = _cli(fleet, "rollback")

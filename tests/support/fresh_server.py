@@ -170,6 +170,16 @@ class FreshServer:
         result = container.exec_run(argv, user=user)
         return int(result.exit_code), bytes(result.output)
 
+    def refuse_tcp_forwarding(self) -> None:
+        """``AllowTcpForwarding no`` in sshd (a common hardening), applied by SIGHUP; SSH answers again after."""
+        code, out = self.exec(["sh", "-c",
+                               "echo 'AllowTcpForwarding no' > /etc/ssh/sshd_config.d/10-no-forwarding.conf"
+                               " && kill -HUP \"$(cat /run/sshd.pid)\""])  # fmt: skip
+        assert code == 0, out
+        _wait_for_ssh(self.ip, self.port, timeout=30)
+        code, out = self.exec(["sshd", "-T"])
+        assert code == 0 and b"allowtcpforwarding no" in out.lower(), out[-500:]
+
     def set_host_key(self, key: KeyPair) -> None:
         """Replace the ed25519 host key and restart sshd (simulates a changed host)."""
         container = self._client.containers.get(self.container_id)

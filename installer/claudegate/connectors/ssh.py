@@ -29,6 +29,7 @@ import contextlib
 import getpass
 import logging
 import os
+import re
 import select
 import shlex
 import socket
@@ -70,6 +71,24 @@ __all__ = ["HostKeyPolicy", "SSHConnector", "default_known_hosts"]
 
 _CHUNK = 1 << 15
 
+
+# When sshd refuses TCP forwarding, bash on the server makes the connection
+# (its /dev/tcp redirection: no netcat or socat needed on a minimal Debian) and
+# the SSH session's stdin and stdout carry the bytes. It says it is connected
+# on stderr first, so a refused connection is an error, not an empty stream.
+# Whichever side ends first ends both (kill 0: the session's process group,
+# which sshd made for this command): a server that closes is an EOF for the
+# caller, and a caller that closes the channel leaves nothing on the host.
+_RELAY = """exec 3<>"/dev/tcp/$1/$2" || exit 97
+echo claudegate-relay: connected >&2
+exec 4<&0
+{ cat <&3; kill 0; } 2>/dev/null &
+cat <&4 >&3 2>/dev/null
+kill 0
+"""
+_RELAY_READY = b"claudegate-relay: connected"
+# A name or an address, as bash's /dev/tcp takes them (no slash, no shell syntax).
+_RELAY_HOST = re.compile(r"[A-Za-z0-9][A-Za-z0-9.:_-]{0,252}")
 
 class HostKeyPolicy(StrEnum):
     """What to do with a host whose key is not recorded yet."""
@@ -201,21 +220,60 @@ class SSHConnector(Connector):
         return self.connect()
 
     def open_tcp(self, host: str, port: int, timeout: float = 10.0) -> paramiko.Channel:
-        """A TCP connection made *from the server* to ``host:port`` (a direct-tcpip channel).
+        """A TCP connection made *from the server* to ``host:port``.
 
-        The far end sees the server's address as the source: ``claudegate
-        audit --from`` uses it to send probes from a second vantage point.
+        A direct-tcpip channel where sshd allows it; where it refuses
+        (``AllowTcpForwarding no``, a common hardening), a relay run on the
+        server by the login shell, see :data:`_RELAY`. Either way the far end
+        sees the server's address as the source: ``claudegate audit --from``
+        uses it to send probes from a second vantage point, and the fleet's
+        lock to reach the state tier's Redis.
         """
         self.connect()
         assert self._transport is not None
         try:
             return self._transport.open_channel("direct-tcpip", (host, port), ("127.0.0.1", 0), timeout=timeout)
+        except paramiko.ChannelException as exc:
+            if exc.code != paramiko.common.OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED:
+                raise self._no_tcp(host, port, exc) from None
         except (paramiko.SSHException, OSError) as exc:
-            raise ConnectionFailed(
-                f"{self.target} could not open a connection to {host}:{port}: {exc}",
-                target=self.target,
-                hint="the SSH server must allow TCP forwarding (AllowTcpForwarding yes), and reach that address",
-            ) from None
+            raise self._no_tcp(host, port, exc) from None
+        return self._relay(host, port, timeout)
+
+    def _no_tcp(self, host: str, port: int, exc: BaseException) -> ConnectionFailed:
+        return ConnectionFailed(
+            f"{self.target} could not open a connection to {host}:{port}: {exc}",
+            target=self.target,
+            hint=f"{self.host} must reach {host}:{port} (a firewall, or the service not listening there?)",
+        )
+
+    def _relay(self, host: str, port: int, timeout: float) -> paramiko.Channel:
+        if not _RELAY_HOST.fullmatch(host) or not 0 < port < 65536:
+            raise ConnectionFailed(f"{host}:{port} is not an address the relay can take", target=self.target)
+        channel = self._session()
+        try:
+            channel.exec_command(shlex.join(["bash", "-c", _RELAY, "claudegate-relay", host, str(port)]))
+            said = b""
+            deadline = time.monotonic() + timeout
+            while _RELAY_READY not in said:
+                if channel.recv_stderr_ready():
+                    said += channel.recv_stderr(4096)
+                elif channel.exit_status_ready() or time.monotonic() > deadline:
+                    said += channel.recv_stderr(4096) if channel.recv_stderr_ready() else b""
+                    why = said.decode(errors="replace").strip() or "no answer in time"
+                    raise ConnectionFailed(
+                        f"{self.target} could not open a connection to {host}:{port} (sshd refuses TCP forwarding,"
+                        f" so through bash on the host): {why[-300:]}",
+                        target=self.target,
+                        hint=f"{self.host} must reach {host}:{port} and have bash; or allow forwarding to it"
+                        " (AllowTcpForwarding yes in its sshd)",
+                    )
+                else:
+                    time.sleep(0.01)
+        except BaseException:
+            channel.close()
+            raise
+        return channel
 
     def close(self) -> None:
         with self._lock:

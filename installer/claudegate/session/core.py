@@ -297,9 +297,9 @@ class Session:
             assert error is not None
             error.message = (
                 f"the fleet's lock is kept in the state tier's Redis ({endpoint.address}), reached through a "
-                f"host's SSH, and no host let a connection through: nothing was changed\n{error.message}"
+                f"host's SSH, and no host got a connection through: nothing was changed\n{error.message}"
             )
-            error.hint = "allow TCP forwarding to that address in the hosts' sshd (AllowTcpForwarding yes)"
+            error.hint = "a host must reach that address (through its sshd's forwarding, or else bash on the host)"
             raise error
 
         try:
