@@ -200,7 +200,9 @@ def test_status_shows_every_host(fleet: Fleet) -> None:
     assert [r["current_release"] for r in reports] == [fleet.current(s) for s in fleet.servers]
     assert all(s.ip in r["target"] for r, s in zip(reports, fleet.servers, strict=True))
     # One certificate everywhere (the served-serial check on every host).
-    assert len(data["notes"]) == 1 and data["notes"][0].startswith("every host serves the certificate with serial")
+    assert data["notes"][0].startswith("every host serves the certificate with serial"), data["notes"]
+    # And who holds the fleet's lock: nobody (read through host 1, whose sshd refuses forwarding).
+    assert data["notes"][1:] == ["the fleet's lock is free: no deploy, rollback or uninstall is running"], data["notes"]
     text = CliRunner().invoke(app, ["status", "--config", str(fleet.dir / "deploy.yaml")])
     assert text.exit_code == 0, text.output
     for index, server in enumerate(fleet.servers, 1):
@@ -808,6 +810,11 @@ def test_a_second_run_on_the_fleet_is_refused_at_once_and_the_lock_ends_with_the
     first = _deploy_process(fleet)
     try:
         holder = json.loads(_lock_taken(fleet, first))
+        # status names the run that holds it (and is not refused: it changes nothing).
+        status = _cli(fleet, "status")
+        assert status.exit_code == 0, status.output
+        assert (f"note: the fleet's lock is held by {holder['user']}@{holder['operator_host']} (pid {first.pid}, "
+                f"deploy started {holder['started_at']}); its lease runs out in") in status.stdout, status.stdout
         # Host 1 (first in rollout order) refuses forwarding: the lock's connection is a relay there.
         _, relays = fleet.servers[0].exec(["pgrep", "-af", "claudegate-relay"])
         assert f" {fleet.redis.port}".encode() in relays, relays

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from claudegate.deploy.fleet_lock import KEY, FleetLock, FleetLockHeld, RedisEndpoint
+from claudegate.deploy.fleet_lock import KEY, FleetLock, FleetLockHeld, RedisEndpoint, holder_note
 from claudegate.errors import ClaudegateError
 from tests.support.state_services import RedisServer
 
@@ -161,3 +161,25 @@ def test_rediss_over_the_channel_with_the_operators_ca(tmp_path: Path) -> None:
             _lock(server, endpoint=RedisEndpoint.from_url(server.url, server.password, foreign)).acquire()
     finally:
         server.stop()
+
+
+def test_holder_note_says_free_held_or_unreadable(redis: RedisServer) -> None:
+    endpoint = _endpoint(redis)
+
+    def dial() -> socket.socket:
+        return socket.create_connection(("127.0.0.1", redis.port))
+
+    assert holder_note(endpoint, dial) == "the fleet's lock is free: no deploy, rollback or uninstall is running"
+    lock = _lock(redis, "rollback")
+    lock.acquire()
+    try:
+        note = holder_note(endpoint, dial)
+    finally:
+        lock.release()
+    owner = json.loads(lock.value)
+    assert note.startswith(f"the fleet's lock is held by {owner['user']}@{owner['operator_host']} (pid {owner['pid']}, "
+                           f"rollback started {owner['started_at']}); its lease runs out in "), note
+    wrong = RedisEndpoint.from_url(redis.url, "not-the-password", None)
+    assert holder_note(wrong, dial).startswith("the fleet's lock could not be read in the state tier's Redis"), \
+        holder_note(wrong, dial)  # fmt: skip
+    assert holder_note(endpoint, dial) == "the fleet's lock is free: no deploy, rollback or uninstall is running"

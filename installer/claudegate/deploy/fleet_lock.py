@@ -62,6 +62,7 @@ __all__ = [
     "RedisEndpoint",
     "Resp",
     "describe_holder",
+    "holder_note",
 ]
 
 KEY = "claudegate:fleet-lock"
@@ -241,6 +242,24 @@ def describe_holder(value: str | None, ttl_ms: int | None = None) -> str:
     if ttl_ms is not None and ttl_ms >= 0:
         text += f"; its lease runs out in {ttl_ms / 1000:.0f} s unless it is renewed"
     return text
+
+
+def holder_note(endpoint: RedisEndpoint, dial: Callable[[], Channel]) -> str:
+    """What ``status`` says of the fleet's lock: free, or who holds it and for how long; read-only."""
+    try:
+        redis = Resp(dial(), endpoint)
+        try:
+            value, ttl = redis.call("GET", KEY), redis.call("PTTL", KEY)
+        finally:
+            redis.close()
+    except (OSError, ConnectionError, EOFError, ClaudegateError) as exc:
+        return f"the fleet's lock could not be read in the state tier's Redis ({endpoint.address}): {exc}"
+    if value is None:
+        return "the fleet's lock is free: no deploy, rollback or uninstall is running"
+    return (
+        f"the fleet's lock is held by {describe_holder(value, ttl if isinstance(ttl, int) else None)}: "
+        "a deploy, rollback or uninstall now is refused until it ends"
+    )
 
 
 class FleetLock:

@@ -477,10 +477,19 @@ class Session:
             runs = self._each_host("status", one)
             served = [(r.host, r.result) for r in runs.runs if r.result is not None]
             releases = [(r.label, r.result.current_release) for r in runs.runs if r.result is not None]
-            notes = [*api.served_serial_notes(served), *api.mixed_release_notes(releases)]
+            notes = [*api.served_serial_notes(served), *api.mixed_release_notes(releases), self._lock_note()]
             return dataclasses.replace(runs, notes=tuple(notes))
 
         return self._call(run)
+
+    def _lock_note(self) -> str:
+        from claudegate.deploy.fleet_lock import holder_note
+
+        try:
+            with self._state_tunnel() as (endpoint, dial):
+                return holder_note(endpoint, dial)
+        except ClaudegateError as exc:  # no host reached the state tier: said, the hosts' reports still shown
+            return f"the fleet's lock could not be read: {exc.message.splitlines()[0]}"
 
     def logs(self, service: str = "gateway", tail: int = 100) -> str | EveryHost[str]:
         """The last ``tail`` lines of ``service`` (``gateway`` or ``nginx``), redacted; every host's, labelled."""
