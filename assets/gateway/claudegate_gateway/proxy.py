@@ -219,7 +219,9 @@ class Gateway:
         self.slots = FairSlots(config.upstream.max_connections)
         self.catalogues = CatalogueCache(config.models_cache_seconds)
         # Downloads held while filtered (their first MiB, a compressed file whole): bounded in all.
-        self.held_downloads = HeldBytes(config.max_held_download_bytes, "file downloads")
+        self.held_downloads = HeldBytes(
+            config.max_held_download_bytes, "file downloads", config.max_held_download_bytes_per_key
+        )
         # The limiter above on one host; Redis for all replicas with state.redis.
         self.admission: Admission = make_admission(config, self.limiter, keystore)
         self.batches = BatchSettler(
@@ -675,8 +677,9 @@ class Gateway:
         """A file the model made, through the response rules (filters/download.py)."""
         held: list[bytes] = []  # the filtered bytes of the start, sent once it passed
         raw: list[bytes] = []  # upstream's bytes as sent: what kind of file this is
-        # What this download holds (upstream's bytes and the filtered ones), within the process's bound.
-        claim = self.held_downloads.claim()
+        # What this download holds (upstream's bytes and the filtered ones), within the process's
+        # bound and the key's share of it.
+        claim = self.held_downloads.claim(ex.client.name if ex.client is not None else "")
         try:
             return await self._relay_held(request, upstream, headers, ex, df, held, raw, claim)
         finally:
