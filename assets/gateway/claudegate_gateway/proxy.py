@@ -84,6 +84,10 @@ _MAX_LOGGED_PATH = 256
 MAX_OPENED_DOWNLOAD = MAX_EXPANDED_BYTES
 # Responses that need no inspection go to the client in pieces this size.
 _CHUNK = 64 * 1024
+# Per-stream buffers: upstream's reader pauses the socket past 2 x _READ_BUFSIZE unread
+# (aiohttp's default: 2 x 64 KiB), and a stream waits for its client past _WRITE_HIGH unsent.
+_READ_BUFSIZE = 16 * 1024
+_WRITE_HIGH = 16 * 1024
 # A filtered stream's chunk is filtered this many bytes at a time (a millisecond or two of work).
 _FILTER_SLICE = 1024
 # nginx's $request_id (32 hex digits) behind the prefix the edge gives it.
@@ -238,6 +242,7 @@ class Gateway:
             connector=connector,
             timeout=aiohttp.ClientTimeout(total=None, connect=up.connect_timeout, sock_read=up.read_timeout),
             auto_decompress=True,
+            read_bufsize=_READ_BUFSIZE,
             # No Accept-Encoding upstream: a compressed event stream would sit
             # in the decompressor, which is batching by another name.
             skip_auto_headers=("User-Agent", "Accept-Encoding"),
@@ -824,6 +829,11 @@ class Gateway:
             try:
                 # Inside the try: a client gone before the headers is a disconnect like any other.
                 await response.prepare(request)
+                transport = request.transport
+                if transport is not None:
+                    # Past this many unsent bytes the writer waits for the client (asyncio's
+                    # default is 64 KiB, and aiohttp waits only every 64 KiB written).
+                    transport.set_write_buffer_limits(high=_WRITE_HIGH)
                 # readany() in a loop: what iter_any() does, without its iterator object per stream.
                 # Between two events a stream holds no piece of the last one: the
                 # names are cleared before waiting (a burst from upstream can be a
@@ -838,6 +848,8 @@ class Gateway:
                         await response.write(chunk)
                         ex.meter.feed(chunk)
                         chunk = b""
+                        if transport is not None and transport.get_write_buffer_size() > _WRITE_HIGH:
+                            await request.writer.drain()  # a client that does not read holds this stream
                         continue
                     # Filtered: what the window releases; after a block nothing, but
                     # upstream is still read to the end so the usage is metered.
@@ -855,6 +867,8 @@ class Gateway:
                         pause = self.loop_share.charge(key, time.perf_counter() - began)
                         if out:
                             await response.write(out)
+                            if transport is not None and transport.get_write_buffer_size() > _WRITE_HIGH:
+                                await request.writer.drain()
                         if sf.blocked and not ended:
                             await response.write_eof()  # the client has its error event: done
                             ended = True
