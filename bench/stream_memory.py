@@ -240,6 +240,7 @@ def main() -> int:
             warm.wait()
             time.sleep(1)
             idle = _status(gateway.pid)["VmRSS"]
+            fake_idle = _status(fake.pid)["VmRSS"]
             client = subprocess.Popen([PY, __file__, "--client", str(port), key, str(n), "--batch", str(args.batch),
                                        "--body-kb", str(args.body_kb)] + (["--stall"] if args.stall else []), stdout=subprocess.PIPE)  # fmt: skip
             procs.append(client)
@@ -254,6 +255,7 @@ def main() -> int:
                 time.sleep(0.2)
             rss = max(s["VmRSS"] for s in samples)
             hwm = max(s["VmHWM"] for s in samples)
+            fake_rss = _status(fake.pid)["VmRSS"]
             per_stream = (hwm - idle) / max(1, peak_active)
             result = {
                 "date": time.strftime("%Y-%m-%d"),
@@ -267,6 +269,9 @@ def main() -> int:
                 "peak_rss_mb": round(hwm / 1024, 1),
                 "per_stream_kb": round(per_stream, 1),
                 "at_10000_mb": round((idle + 10_000 * per_stream) / 1024, 1),
+                # The stand-in upstream is an aiohttp server and a handler that writes events:
+                # what the server side of aiohttp costs a stream, for comparison.
+                "upstream_per_stream_kb": round((fake_rss - fake_idle) / max(1, peak_active), 1),
             }
             print(json.dumps(result, indent=2))
             if args.census:
