@@ -144,8 +144,9 @@ async def serve(config: Config) -> None:
         await web.TCPSite(public, *public_at, reuse_address=True, backlog=1024).start()
         await web.TCPSite(internal, *internal_at, reuse_address=True).start()
         log.info(
-            "claudegate gateway listening on %s:%d (internal %s:%d), upstream %s, %d open files (%d streams)",
-            *public_at, *internal_at, config.upstream.base_url, open_files, open_files // 2,
+            "claudegate gateway listening on %s:%d (internal %s:%d), upstream %s, up to %d open files "
+            "(two a stream)",
+            *public_at, *internal_at, config.upstream.base_url, open_files,
         )
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):

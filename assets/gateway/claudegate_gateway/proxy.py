@@ -1130,4 +1130,8 @@ async def _prepared(response: web.StreamResponse, request: web.Request, ex: Exch
     except (ConnectionResetError, aiohttp.ClientConnectionResetError):
         ex.error_type = "client_closed"
         return False
+    if request.transport is not None:
+        # A client that does not read holds its response here: at most this much unsent
+        # (then aiohttp's writer waits for it, every 64 KiB written).
+        request.transport.set_write_buffer_limits(high=_WRITE_HIGH)
     return True
