@@ -152,7 +152,7 @@ def main() -> int:
     p.add_argument("--deltas", type=int, default=400, help="upstream's text deltas per stream")
     p.add_argument("--delta-chars", type=int, default=0, help="characters per delta (0: one word)")
     p.add_argument("--bare", action="store_true", help="the minimal aiohttp relay instead of the gateway")
-    p.add_argument("--bare-variant", default="aiohttp", choices=["aiohttp", "aiohttp+uvloop"])
+    p.add_argument("--bare-variant", default="aiohttp", choices=["aiohttp", "aiohttp+uvloop", "aiohttp+asyncio-up"])
     p.add_argument(
         "--census", metavar="DIR", type=Path,
         help="run the gateway under tracemalloc (bench/stream_census.py); snapshot at N streams, open N more, "
