@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import sys
 import uuid
@@ -29,7 +30,7 @@ def _error(status: int, kind: str, message: str) -> web.Response:
     return web.json_response(body, status=status)
 
 
-def make_app(api_key: str, latency: float, event_delay: float, deltas: int) -> web.Application:
+def make_app(api_key: str, latency: float, event_delay: float, deltas: int, delta_chars: int = 0) -> web.Application:
     async def messages(request: web.Request) -> web.StreamResponse:
         given = request.headers.get("x-api-key") or request.headers.get("authorization", "").removeprefix(
             "Bearer "
@@ -44,7 +45,8 @@ def make_app(api_key: str, latency: float, event_delay: float, deltas: int) -> w
         msg_id = "msg_" + uuid.uuid4().hex[:24]
         if latency:
             await asyncio.sleep(latency)
-        text = [WORDS[i % len(WORDS)] for i in range(deltas)]
+        long_text = "x" * delta_chars
+        text = [long_text if delta_chars else WORDS[i % len(WORDS)] for i in range(deltas)]
         if not body.get("stream"):
             return web.json_response(
                 {
@@ -90,14 +92,7 @@ def make_app(api_key: str, latency: float, event_delay: float, deltas: int) -> w
             ),
             ("ping", {"type": "ping"}),
         ]
-        events += [
-            (
-                "content_block_delta",
-                {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": t}},
-            )
-            for t in text
-        ]
-        events += [
+        tail: list[tuple[str, dict]] = [
             ("content_block_stop", {"type": "content_block_stop", "index": 0}),
             (
                 "message_delta",
@@ -109,7 +104,11 @@ def make_app(api_key: str, latency: float, event_delay: float, deltas: int) -> w
             ),
             ("message_stop", {"type": "message_stop"}),
         ]
-        for i, (name, data) in enumerate(events):
+        deltas_made = (
+            ("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": t}})
+            for t in text
+        )
+        for i, (name, data) in enumerate(itertools.chain(events, deltas_made, tail)):
             if i and event_delay:
                 await asyncio.sleep(event_delay)
             await resp.write(f"event: {name}\ndata: {json.dumps(data)}\n\n".encode())
@@ -123,7 +122,7 @@ def make_app(api_key: str, latency: float, event_delay: float, deltas: int) -> w
 
 async def _main(args: argparse.Namespace) -> None:
     host, _, port = args.listen.rpartition(":")
-    app = make_app(args.api_key, args.latency, args.event_delay, args.deltas)
+    app = make_app(args.api_key, args.latency, args.event_delay, args.deltas, args.delta_chars)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, int(port), backlog=1024)
@@ -141,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--latency", type=float, default=0.0)
     p.add_argument("--event-delay", type=float, default=0.0)
     p.add_argument("--deltas", type=int, default=8, help="content_block_delta events per stream")
+    p.add_argument("--delta-chars", type=int, default=0, help="characters of each delta's text (0: one word)")
     args = p.parse_args(argv)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_main(args))

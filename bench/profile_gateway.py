@@ -6,6 +6,10 @@ summary of bench/_profile_summary.py, including the gateway's own frames.
 
     /work/venv/bin/pip install py-spy
     /work/venv/bin/python bench/profile_gateway.py [--seconds 10] [--stream] [--raw /tmp/gw.raw]
+
+Without py-spy, ``--cprofile FILE`` runs the gateway under cProfile instead
+(slower, and it counts calls exactly) and prints the functions with the
+most time of their own, then those with the most time inside.
 """
 
 from __future__ import annotations
@@ -35,7 +39,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rate", type=int, default=200, help="py-spy samples per second")
     p.add_argument("--top", type=int, default=30)
     p.add_argument("--gateway-bin", default=None)
+    p.add_argument("--cprofile", type=Path, default=None, help="cProfile the gateway into this file (no py-spy)")
     args = p.parse_args(argv)
+    if args.cprofile is not None:
+        return _cprofile(args)
     spy = Path(sys.executable).with_name("py-spy")
     spy_cmd = str(spy) if spy.exists() else shutil.which("py-spy")
     if not spy_cmd:
@@ -71,6 +78,26 @@ def main(argv: list[str] | None = None) -> int:
           f"gateway CPU {cpu_share * 100:.0f}% of a core; "
           f"{'streamed' if args.stream else 'non-streamed'} requests; profile {args.raw}")  # fmt: skip
     return _profile_summary.main([str(args.raw), "--top", str(args.top), "--filter", "claudegate_gateway"])
+
+
+def _cprofile(args: argparse.Namespace) -> int:
+    import pstats
+
+    gw_cmd = [sys.executable, "-m", "cProfile", "-o", str(args.cprofile), "-m", "claudegate_gateway"]
+    with gb.Stack() as stack:
+        fake = gb.start_fake(stack, "fake", "auto", "upk-profile", 0.0, args.event_delay, None)
+        gw, key = gb.start_gateway(stack, "gateway", gw_cmd, fake.base_url, "upk-profile", None)
+        body = _load.message_body(gb.MODEL, stream=args.stream)
+        result = _load.wrk(gw.base_url + "/v1/messages", _load.auth_headers(key), body,
+                           connections=args.concurrency, duration=args.seconds)  # fmt: skip
+    # The gateway wrote its profile on the way out (SIGTERM ends it normally).
+    requests = int(float(str(result.get("rps", 0))) * args.seconds) or 1
+    print(f"load: {result.get('rps', 0):.0f} req/s ({requests} requests), errors {result.get('errors')}; "
+          f"{'streamed' if args.stream else 'non-streamed'}; profile {args.cprofile}")  # fmt: skip
+    stats = pstats.Stats(str(args.cprofile))
+    stats.sort_stats("tottime").print_stats(args.top)
+    stats.sort_stats("cumtime").print_stats(args.top)
+    return 0
 
 
 if __name__ == "__main__":

@@ -113,6 +113,51 @@ def serve_aiohttp(port: int, upstream: str, key: str, use_uvloop: bool) -> None:
     web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None, loop=loop)
 
 
+def serve_aiohttp_streams_upstream(port: int, upstream: str, key: str) -> None:
+    """aiohttp's server, and upstream through asyncio streams: a measurement of what aiohttp's
+    client costs a stream (bench/stream_memory.py --bare --bare-variant aiohttp+asyncio-up).
+
+    Not a client to ship: one connection per request (``Connection: close``), plain HTTP, no
+    timeouts; it reads a status line, headers and a chunked or sized body, and nothing else.
+    """
+    from aiohttp import web
+    from yarl import URL
+
+    up = URL(upstream)
+    host, up_port = up.host or "127.0.0.1", up.port or 80
+
+    async def messages(request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        reader, writer = await asyncio.open_connection(host, up_port, limit=16 * 1024)
+        try:
+            head = "".join(f"{k}: {v}\r\n" for k, v in _upstream_headers(request.headers, key).items())
+            writer.write(f"POST /v1/messages HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n{head}"
+                         f"Content-Length: {len(body)}\r\n\r\n".encode() + body)  # fmt: skip
+            del body
+            status_line, *lines = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+            status = int(status_line.split()[1])
+            headers = dict(line.split(": ", 1) for line in lines if line)
+            chunked = headers.get("Transfer-Encoding", headers.get("transfer-encoding", "")) == "chunked"
+            resp = web.StreamResponse(status=status, headers=_downstream_headers(headers.items()))
+            del headers, lines
+            await resp.prepare(request)
+            if chunked:
+                while size := int((await reader.readline()).split(b";")[0], 16):
+                    await resp.write(await reader.readexactly(size))
+                    await reader.readexactly(2)
+            else:
+                while chunk := await reader.read(16 * 1024):
+                    await resp.write(chunk)
+            await resp.write_eof()
+            return resp
+        finally:
+            writer.close()
+
+    app = web.Application()
+    app.router.add_post("/v1/messages", messages)
+    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
+
+
 def serve_starlette(port: int, upstream: str, key: str, use_uvloop: bool, client_lib: str = "httpx") -> None:
     import importlib
 
@@ -160,6 +205,8 @@ def serve_starlette(port: int, upstream: str, key: str, use_uvloop: bool, client
 VARIANTS = {
     "aiohttp": ("aiohttp", False),
     "aiohttp+uvloop": ("aiohttp", True),
+    # A measurement only (see serve_aiohttp_streams_upstream): aiohttp's client left out.
+    "aiohttp+asyncio-up": ("aiohttp-asyncio-up", False),
     "starlette/uvicorn+httpx": ("starlette", False),
     "starlette/uvicorn[std]+httpx": ("starlette", True),
     # httpx2: the maintained fork whose connection pool no longer rescans every
@@ -255,6 +302,8 @@ def main(argv: list[str] | None = None) -> int:
         key = os.environ[args.key_env]
         if kind == "aiohttp":
             serve_aiohttp(args.port, args.upstream, key, uv)
+        elif kind == "aiohttp-asyncio-up":
+            serve_aiohttp_streams_upstream(args.port, args.upstream, key)
         else:
             serve_starlette(
                 args.port, args.upstream, key, uv, "httpx2" if kind.endswith("httpx2") else "httpx"

@@ -30,6 +30,7 @@ import os
 import platform
 import resource
 import secrets
+import signal
 import socket
 import subprocess
 import sys
@@ -70,10 +71,19 @@ def _active_streams(internal: str) -> int:
     return 0
 
 
+def _census(out: Path, pid: int, streams: int) -> None:
+    """The census gateway's snapshot, named by the streams open (bench/stream_census.py)."""
+    (out / "tag").write_text(str(streams))
+    os.kill(pid, signal.SIGUSR1)
+    while not (out / f"{streams}.done").exists():
+        time.sleep(0.2)
+    print(f"census: {out / f'{streams}.snap'}", flush=True)
+
+
 # ------------------------------------------------------------------ the client
 
 
-async def _client(port: int, key: str, n: int, batch: int, body_kb: int) -> None:
+async def _client(port: int, key: str, n: int, batch: int, body_kb: int, stall: bool) -> None:
     filler = ("lorem ipsum dolor sit amet " * (body_kb * 40))[: body_kb * 1024] or "hi"
     body = json.dumps({"model": "claude-sonnet-4-6", "max_tokens": 64, "stream": True,
                        "messages": [{"role": "user", "content": filler}]}).encode()  # fmt: skip
@@ -88,7 +98,12 @@ async def _client(port: int, key: str, n: int, batch: int, body_kb: int) -> None
     async def one() -> None:
         nonlocal first, failed
         try:
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            sock = socket.socket()
+            if stall:  # and takes in little: the kernel holds little for it, the relay must
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.setblocking(False)
+            await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+            reader, writer = await asyncio.open_connection(sock=sock)
             writer.write(request)
             head = await reader.readuntil(b"\r\n\r\n")
             if b" 200 " not in head.split(b"\r\n", 1)[0]:
@@ -98,6 +113,8 @@ async def _client(port: int, key: str, n: int, batch: int, body_kb: int) -> None
                 return
             await reader.readuntil(b"\n\n")  # the first event
             first += 1
+            if stall:  # a hostile client: it never reads again, and never leaves
+                await asyncio.Event().wait()
             while await reader.read(65536):
                 pass
             writer.close()
@@ -129,15 +146,27 @@ def main() -> int:
         "--response-rules", action="store_true", help="add a response rule: every stream is filtered"
     )
     p.add_argument("--body-kb", type=int, default=0, help="request body size (a filler text), KB")
+    p.add_argument("--stall", action="store_true",
+                   help="hostile clients: each reads the first event, then never reads again (upstream sends "
+                   "--deltas x --delta-chars as fast as it may): what the relay buffers per stream")
+    p.add_argument("--deltas", type=int, default=400, help="upstream's text deltas per stream")
+    p.add_argument("--delta-chars", type=int, default=0, help="characters per delta (0: one word)")
     p.add_argument("--bare", action="store_true", help="the minimal aiohttp relay instead of the gateway")
-    p.add_argument("--bare-variant", default="aiohttp", choices=["aiohttp", "aiohttp+uvloop"])
+    p.add_argument("--bare-variant", default="aiohttp", choices=["aiohttp", "aiohttp+uvloop", "aiohttp+asyncio-up"])
+    p.add_argument(
+        "--census", metavar="DIR", type=Path,
+        help="run the gateway under tracemalloc (bench/stream_census.py); snapshot at N streams, open N more, "
+        "snapshot again; then: bench/stream_census.py diff DIR/N.snap DIR/2N.snap",
+    )
     p.add_argument("--client", nargs=3, metavar=("PORT", "KEY", "N"), help=argparse.SUPPRESS)
     args = p.parse_args()
     _raise_nofile()
     if args.client:
-        asyncio.run(_client(int(args.client[0]), args.client[1], int(args.client[2]), args.batch, args.body_kb))
+        asyncio.run(_client(int(args.client[0]), args.client[1], int(args.client[2]), args.batch, args.body_kb,
+                            args.stall))
         return 0
     n = args.streams
+    room = 2 * n if args.census else n  # the census opens n more
     procs: list[subprocess.Popen[bytes]] = []
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
@@ -145,7 +174,7 @@ def main() -> int:
             upstream_key = "sk-ant-fake-" + secrets.token_hex(8)
             fake = subprocess.Popen(
                 [PY, str(REPO / "bench" / "_standin_fake.py"), "--listen", "127.0.0.1:0", "--api-key", upstream_key,
-                 "--event-delay", str(args.event_delay), "--deltas", "400"],
+                 "--event-delay", str(args.event_delay), "--deltas", str(args.deltas), "--delta-chars", str(args.delta_chars)],
                 stdout=subprocess.PIPE, preexec_fn=_raise_nofile,
             )  # fmt: skip
             procs.append(fake)
@@ -162,9 +191,9 @@ def main() -> int:
             )  # fmt: skip
             (d / "gw.yaml").write_text(
                 f"listen: 127.0.0.1:{port}\ninternal_listen: 127.0.0.1:{internal}\n"
-                f"upstream: {{base_url: '{upstream}', api_key_file: '{d / 'up'}', max_connections: {2 * n + 2}, "
+                f"upstream: {{base_url: '{upstream}', api_key_file: '{d / 'up'}', max_connections: {2 * room + 2}, "
                 f"connect_timeout: 60}}\n"
-                f"max_in_flight_per_key: {n + 1}\nkeystore: '{d / 'keys.db'}'\npepper_file: '{d / 'pepper'}'\n"
+                f"max_in_flight_per_key: {room + 1}\nkeystore: '{d / 'keys.db'}'\npepper_file: '{d / 'pepper'}'\n"
                 f"audit_log: '{d / 'audit.jsonl'}'\n" + rules
             )
             gw = [PY, "-m", "claudegate_gateway"]
@@ -189,8 +218,12 @@ def main() -> int:
                                      capture_output=True, text=True, check=True).stdout.split()[-1]  # fmt: skip
                 # GATEWAY_CMD: another way to run the gateway (a profiler); it gets "serve --config FILE".
                 run = os.environ.get("GATEWAY_CMD", "").split() or gw
+                env = dict(os.environ)
+                if args.census:
+                    args.census.mkdir(parents=True, exist_ok=True)
+                    run, env["CENSUS_DIR"] = [PY, str(REPO / "bench" / "stream_census.py")], str(args.census)
                 gateway = subprocess.Popen(
-                    [*run, "serve", "--config", str(d / "gw.yaml")], preexec_fn=_raise_nofile
+                    [*run, "serve", "--config", str(d / "gw.yaml")], preexec_fn=_raise_nofile, env=env
                 )
                 procs.append(gateway)
                 for _ in range(600):
@@ -207,8 +240,9 @@ def main() -> int:
             warm.wait()
             time.sleep(1)
             idle = _status(gateway.pid)["VmRSS"]
+            fake_idle = _status(fake.pid)["VmRSS"]
             client = subprocess.Popen([PY, __file__, "--client", str(port), key, str(n), "--batch", str(args.batch),
-                                       "--body-kb", str(args.body_kb)], stdout=subprocess.PIPE)  # fmt: skip
+                                       "--body-kb", str(args.body_kb)] + (["--stall"] if args.stall else []), stdout=subprocess.PIPE)  # fmt: skip
             procs.append(client)
             assert client.stdout is not None
             # The client's line comes once every stream has had its first event (or failed).
@@ -221,6 +255,7 @@ def main() -> int:
                 time.sleep(0.2)
             rss = max(s["VmRSS"] for s in samples)
             hwm = max(s["VmHWM"] for s in samples)
+            fake_rss = _status(fake.pid)["VmRSS"]
             per_stream = (hwm - idle) / max(1, peak_active)
             result = {
                 "date": time.strftime("%Y-%m-%d"),
@@ -234,8 +269,20 @@ def main() -> int:
                 "peak_rss_mb": round(hwm / 1024, 1),
                 "per_stream_kb": round(per_stream, 1),
                 "at_10000_mb": round((idle + 10_000 * per_stream) / 1024, 1),
+                # The stand-in upstream is an aiohttp server and a handler that writes events:
+                # what the server side of aiohttp costs a stream, for comparison.
+                "upstream_per_stream_kb": round((fake_rss - fake_idle) / max(1, peak_active), 1),
             }
             print(json.dumps(result, indent=2))
+            if args.census:
+                _census(args.census, gateway.pid, peak_active)
+                more = subprocess.Popen([PY, __file__, "--client", str(port), key, str(n), "--batch",
+                                         str(args.batch), "--body-kb", str(args.body_kb)] + (["--stall"] if args.stall else []), stdout=subprocess.PIPE)  # fmt: skip
+                procs.append(more)
+                assert more.stdout is not None
+                opened_more = json.loads(more.stdout.readline() or b'{"streaming": 0}')
+                time.sleep(2)
+                _census(args.census, gateway.pid, peak_active + opened_more["streaming"])
         finally:
             for proc in reversed(procs):
                 proc.terminate()

@@ -247,6 +247,12 @@ KNOBS: tuple[Knob, ...] = (
         "limits.held_downloads_mib", "int", 256, 8, 65536,
         gateway=("max_held_download_bytes",), gateway_unit="mebibytes",
     ),
+    # Gateway-only: one key's share of those MiB (the gateway uses at most the whole bound); a key
+    # holding its share gets 429 while other keys' downloads still fit in the rest.
+    Knob(
+        "limits.held_downloads_per_key_mib", "int", 128, 8, 65536,
+        gateway=("max_held_download_bytes_per_key",), gateway_unit="mebibytes",
+    ),
 )
 
 #: The rows nginx enforces (an EdgeSettings field each).

@@ -129,6 +129,7 @@ def test_gateway_config_exact() -> None:
         "drain_seconds": 600.0,  # limits.timeouts.drain's default
         "models_cache_seconds": 30.0,  # limits.models_cache_seconds's default
         "max_held_download_bytes": 256 * 1024 * 1024,  # limits.held_downloads_mib's default
+        "max_held_download_bytes_per_key": 128 * 1024 * 1024,  # limits.held_downloads_per_key_mib's default
     }
 
 

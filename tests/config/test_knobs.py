@@ -136,7 +136,8 @@ def test_gateway_defaults_and_minimums_are_the_tables() -> None:
                 "limits.server_tool_use_tokens": reservations.server_tool_use_tokens,
                 "limits.server_tool_default_uses": reservations.server_tool_default_uses,
                 "models_cache_seconds": Config.models_cache_seconds,
-                "max_held_download_bytes": Config.max_held_download_bytes}
+                "max_held_download_bytes": Config.max_held_download_bytes,
+                "max_held_download_bytes_per_key": Config.max_held_download_bytes_per_key}
     assert parse_config({}).reservations == reservations  # what a gateway.yaml without limits gets
     rows = [(row, key) for row in KNOBS for key in row.gateway]
     assert sorted(key for _row, key in rows) == sorted(defaults)

@@ -479,7 +479,8 @@ def test_a_section_that_is_not_a_mapping() -> None:
     assert problems("limits: 5\n", base=BASE) == [
         "deploy.yaml:10:1: limits: must be a mapping (key: value lines), got 5; its keys are: per_ip, per_key,"
         " connections_per_ip, max_body_size, timeouts, url_source_tokens, server_tool_use_tokens,"
-        " server_tool_default_uses, models_cache_seconds, held_downloads_mib"
+        " server_tool_default_uses, models_cache_seconds, held_downloads_mib,"
+        " held_downloads_per_key_mib"
     ]
 
 

@@ -6,7 +6,10 @@ parallel downloads could exhaust the gateway's memory. ``max_held_download_bytes
 (deploy.yaml ``limits.held_downloads_mib``) bounds them all together: a
 download that would go past it is refused with Anthropic's 529
 ``overloaded_error`` and a ``retry-after``, and everything a download held
-is given back however it ends.
+is given back however it ends. One key may hold at most
+``max_held_download_bytes_per_key`` of them (deploy.yaml
+``limits.held_downloads_per_key_mib``), a 429 past it: a key holding its
+share leaves the rest for the others.
 """
 
 from __future__ import annotations
@@ -15,6 +18,9 @@ import asyncio
 import gzip
 import os
 import re
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -45,6 +51,27 @@ def test_claims_are_bounded_in_all_and_given_back() -> None:
     b.release()
     b.release()
     assert held.held == 0
+
+
+def test_one_key_takes_at_most_its_share() -> None:
+    held = HeldBytes(10, "things", per_key=6)
+    a1, a2, b = held.claim("a"), held.claim("a"), held.claim("b")
+    a1.resize(4)
+    with pytest.raises(GatewayError) as refused:
+        a2.resize(3)  # 7 > a's 6, though the process has room
+    assert refused.value.error_type == "rate_limit_error" and refused.value.headers == {"retry-after": "2"}
+    assert held.held_by("a") == 4 and a2.size == 0
+    a2.resize(2)  # a at its share
+    b.resize(4)  # b still fits beside it
+    with pytest.raises(GatewayError) as full:
+        b.resize(5)  # within b's share, past the process's bound
+    assert full.value.error_type == "overloaded_error"
+    a1.release()
+    a2.resize(1)
+    b.release()
+    a2.release()
+    assert held.held == 0 and held.held_by("a") == held.held_by("b") == 0
+    assert HeldBytes(10, "things", per_key=99).per_key == 10  # a share is at most the whole
 
 
 def _held(gw: GatewayProc) -> int:
@@ -113,4 +140,47 @@ def test_parallel_downloads_stay_within_the_bound(gw: GatewayProc, fake: FakeAnt
         else:
             assert r.status_code == 200 and r.content == data
     assert any(r.status_code == 200 for r in answers)
+    assert _held(gw) == 0
+
+
+def _wait_held(gw: GatewayProc, at_least: int) -> int:
+    deadline = time.monotonic() + 30
+    while (now := _held(gw)) < at_least:
+        assert time.monotonic() < deadline, f"the gateway holds {now} bytes, waited for {at_least}"
+        time.sleep(0.05)
+    return now
+
+
+def test_a_key_holding_its_share_leaves_room_for_another_key(
+    gateway_factory: GatewayFactory, fake: FakeAnthropic
+) -> None:
+    """A key's gzip downloads stall upstream mid-way (held whole while inspected: 4.5 MiB held for
+    2.25 MiB sent); its second one would take it past its 8 MiB share and is refused with 429, so
+    another key's 6 MiB still fits in the 12 MiB bound. Without the share the hog held 9 MiB
+    and the other key got 529."""
+    gw = gateway_factory({**RULES, "max_held_download_bytes": 12 * MIB, "max_held_download_bytes_per_key": 8 * MIB})
+    hog, other = gw.create_key("hog"), gw.create_key("other")
+    resume = threading.Event()
+    stalled = _noise_gzip(5 * MIB // 2)  # 7.5 MiB held at its end: within the share
+    hog_ids = [model_made(gw, fake, hog, stalled) for _ in range(2)]
+    for file_id in hog_ids:
+        fake.state.files[file_id].stall_after, fake.state.files[file_id].resume = 9 * MIB // 4, resume
+    small = _noise_gzip(2 * MIB)
+    other_id = model_made(gw, fake, other, small)
+    with ThreadPoolExecutor(2) as pool:
+        try:
+            first = pool.submit(download, gw, hog, hog_ids[0])
+            # Stalled at upstream's 2.25 MiB, held twice (less the filter's window, still unsent).
+            assert _wait_held(gw, 9 * MIB // 2 - 64 * 1024) <= 9 * MIB // 2
+            second = pool.submit(download, gw, hog, hog_ids[1])
+            refused = second.result(timeout=30)
+            assert refused.status_code == 429, refused.content[:200]
+            assert refused.json()["error"]["type"] == "rate_limit_error" and refused.headers["retry-after"] == "2"
+            assert _held(gw) <= 9 * MIB // 2  # the refused one gave back what it took
+            r = download(gw, other, other_id)  # 6 MiB held while inspected, beside the hog's
+            assert r.status_code == 200, r.content[:200]
+            assert r.content == small
+        finally:
+            resume.set()
+        assert first.result(timeout=30).content == stalled
     assert _held(gw) == 0

@@ -12,6 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import resource
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -87,3 +92,66 @@ def test_a_streams_request_body_is_not_kept_while_it_runs(gateway_factory: Gatew
         grown = rss_kb(gw.proc.pid) - before
         assert len(streams) == 30
     assert grown < 30 * BODY_TEXT // 1024 // 2, f"the gateway grew {grown} KB with 30 streams open"
+
+
+def _stalled_stream(url: str, key: str) -> socket.socket:
+    """A stream whose client takes in little and, after its first bytes, never reads again."""
+    host, port = url.removeprefix("http://").split(":")
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect((host, int(port)))
+    body = json.dumps({"model": "claude-sonnet-4-6", "max_tokens": 64, "stream": True,
+                       "messages": [{"role": "user", "content": "long reply please"}]}).encode()  # fmt: skip
+    sock.sendall(
+        f"POST /v1/messages HTTP/1.1\r\nHost: {host}\r\nx-api-key: {key}\r\nanthropic-version: 2023-06-01\r\n"
+        f"content-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n".encode() + body
+    )
+    assert sock.recv(1024).startswith(b"HTTP/1.1 200 "), "the stream did not start"
+    return sock
+
+
+def test_a_client_that_stops_reading_holds_a_bounded_stream(
+    gateway_factory: GatewayFactory, fake: FakeAnthropic
+) -> None:
+    # Upstream sends 12 MB per stream as fast as it may; each client reads its first bytes and
+    # stops. Backpressure must reach upstream: the gateway holds its reader's bound (2 x 16 KiB,
+    # plus one socket read) and its write bound (16 KiB) per stream, ~160 KB measured, not what
+    # upstream sent (over 1 MB a stream before: aiohttp's 2 x 64 KiB reader bound was overrun by
+    # whole socket reads while the stream waited, and the writer waited only every 64 KiB).
+    gw = gateway_factory()
+    key = gw.create_key("never-reads")
+    assert gw.proc is not None
+    piece = "x" * 16_000
+    fake.state.script = [{"type": "text", "deltas": [piece] * 750}]
+    for sock in [_stalled_stream(gw.url, key)]:  # warm: first-use allocations are not the streams' cost
+        sock.close()
+    before = rss_kb(gw.proc.pid)
+    streams = [_stalled_stream(gw.url, key) for _ in range(8)]
+    try:
+        # No event says "every buffer is full": wait until the gateway stops growing.
+        peak, still, deadline = rss_kb(gw.proc.pid), 0, time.monotonic() + 20
+        while still < 5 and time.monotonic() < deadline:
+            time.sleep(0.2)
+            now = rss_kb(gw.proc.pid)
+            still = still + 1 if now <= peak else 0
+            peak = max(peak, now)
+        grown = peak - before
+        assert grown < 8 * 512, f"the gateway grew {grown} KB with 8 stalled streams"
+    finally:
+        for sock in streams:
+            sock.close()
+
+
+def test_the_gateway_raises_its_open_files_limit_to_the_hard_limit() -> None:
+    # Two descriptors a stream: at a soft limit of 1024 (a common default) the 510th stream fails.
+    code = (
+        "import resource\n"
+        "from claudegate_gateway.app import raise_open_files\n"
+        "hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))\n"
+        "print(raise_open_files(), resource.getrlimit(resource.RLIMIT_NOFILE)[0], hard)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    said, soft, hard = (int(v) for v in out)
+    assert said == soft > 256
+    assert soft == hard or hard == resource.RLIM_INFINITY

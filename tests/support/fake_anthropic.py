@@ -493,6 +493,10 @@ class _File:
     created: float
     expires: float | None
     downloadable: bool
+    # A test's hold on downloads of it: the first ``stall_after`` bytes are sent, the rest once
+    # ``resume`` is set (in process only; a download that sees neither sends it whole).
+    stall_after: int | None = None
+    resume: threading.Event | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -2138,7 +2142,16 @@ async def _file_content(request: web.Request) -> web.StreamResponse:
     headers = _headers(request)
     headers["Content-Type"] = stored.mime_type
     headers["Content-Disposition"] = f'attachment; filename="{stored.filename}"'
-    return web.Response(body=stored.data, headers=headers)
+    if stored.stall_after is None or stored.resume is None:
+        return web.Response(body=stored.data, headers=headers)
+    response = web.StreamResponse(headers=headers)
+    response.content_length = len(stored.data)
+    await response.prepare(request)
+    await response.write(stored.data[: stored.stall_after])
+    await asyncio.get_running_loop().run_in_executor(None, stored.resume.wait)
+    await response.write(stored.data[stored.stall_after :])
+    await response.write_eof()
+    return response
 
 
 async def _delete_file(request: web.Request) -> web.StreamResponse:

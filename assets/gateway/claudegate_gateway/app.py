@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import resource
 import signal
 
 from aiohttp import web
@@ -109,7 +110,18 @@ def internal_app(gateway: Gateway) -> web.Application:
     return app
 
 
+def raise_open_files() -> int:
+    """The soft limit on open descriptors raised to the hard one: a stream holds two (client and
+    upstream), and a soft limit of 1024 would refuse the 510th stream. Returns the limit now."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
 async def serve(config: Config) -> None:
+    open_files = raise_open_files()
     gateway = build_gateway(config)
     await gateway.start()
     # Shaped: what aiohttp's parser refuses is answered in Anthropic's error shape too.
@@ -132,8 +144,9 @@ async def serve(config: Config) -> None:
         await web.TCPSite(public, *public_at, reuse_address=True, backlog=1024).start()
         await web.TCPSite(internal, *internal_at, reuse_address=True).start()
         log.info(
-            "claudegate gateway listening on %s:%d (internal %s:%d), upstream %s",
-            *public_at, *internal_at, config.upstream.base_url,
+            "claudegate gateway listening on %s:%d (internal %s:%d), upstream %s, up to %d open files "
+            "(two a stream)",
+            *public_at, *internal_at, config.upstream.base_url, open_files,
         )
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):

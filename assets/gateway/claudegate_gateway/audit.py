@@ -24,6 +24,7 @@ FIELD_CHARS = 512
 MAX_ITEMS = 32
 ROTATE_BYTES = 64 * 1024 * 1024
 KEEP_FILES = 5
+_RECHECK = 64
 
 
 _SCALARS = frozenset({bool, int, float, type(None)})
@@ -85,6 +86,11 @@ class AuditLog:
         keep_files: int = KEEP_FILES,
     ) -> None:
         self._fd: int | None = None
+        # The file's size as last seen plus what this process wrote since: the size is
+        # asked of the file (fstat) only every _RECHECK writes or when this passes the
+        # bound, so another writer's lines (blue/green) make a rotation at most that late.
+        self._size = 0
+        self._unchecked = 0
         self._path = path
         self.field_chars = field_chars
         self.rotate_bytes = rotate_bytes
@@ -97,15 +103,20 @@ class AuditLog:
         assert self._path is not None
         # O_APPEND keeps whole lines intact even with several writers.
         self._fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+        self._size, self._unchecked = os.fstat(self._fd).st_size, 0
 
     def write(self, record: dict[str, Any]) -> None:
         if self._fd is None:
             return
         line = json.dumps(bounded(record, self.field_chars), separators=(",", ":"), default=str) + "\n"
         data = line.encode()
-        if os.fstat(self._fd).st_size + len(data) > self.rotate_bytes:
-            self._rotate()
+        self._unchecked += 1
+        if self._size + len(data) > self.rotate_bytes or self._unchecked >= _RECHECK:
+            self._size, self._unchecked = os.fstat(self._fd).st_size, 0
+            if self._size + len(data) > self.rotate_bytes:
+                self._rotate()
         os.write(self._fd, data)
+        self._size += len(data)
 
     def _rotate(self) -> None:
         assert self._path is not None and self._fd is not None

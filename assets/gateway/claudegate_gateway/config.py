@@ -70,6 +70,9 @@ class Config:
     # Bytes of file downloads held at once, all keys together (the start of each while it is
     # filtered, a compressed file or PDF whole); a download that would go past it is refused (529).
     max_held_download_bytes: int = 256 * 1024 * 1024
+    # One key's share of it (at most all of it): a key holding its share leaves the rest to the others
+    # (past it: 429). Half by default, so a 40 MiB gzip (held three times while opened) still fits.
+    max_held_download_bytes_per_key: int = 128 * 1024 * 1024
     source: str = "<defaults>"
 
 
@@ -79,6 +82,7 @@ _TOP_KEYS = {
     "max_upload_bytes", "max_in_flight_per_key", "audit_log_max_bytes", "audit_log_files",
     "audit_field_max_chars", "state", "limits", "batch_poll_seconds", "max_body_bytes_per_key",
     "drain_seconds", "models_cache_seconds", "max_held_download_bytes",
+    "max_held_download_bytes_per_key",
 }
 _LIMITS_KEYS = {"url_source_tokens", "server_tool_use_tokens", "server_tool_default_uses"}
 _UPSTREAM_KEYS = {"base_url", "api_key_file", "connect_timeout", "read_timeout", "max_connections"}
@@ -179,6 +183,11 @@ def parse_config(raw: Any, source: str = "<config>") -> Config:
         drain_seconds=_number(source, "drain_seconds", raw.get("drain_seconds", Config.drain_seconds), minimum=1),
         max_held_download_bytes=_number(
             source, "max_held_download_bytes", raw.get("max_held_download_bytes", Config.max_held_download_bytes),
+            minimum=8 * 1024 * 1024, integer=True,
+        ),
+        max_held_download_bytes_per_key=_number(
+            source, "max_held_download_bytes_per_key",
+            raw.get("max_held_download_bytes_per_key", Config.max_held_download_bytes_per_key),
             minimum=8 * 1024 * 1024, integer=True,
         ),
         models_cache_seconds=_number(

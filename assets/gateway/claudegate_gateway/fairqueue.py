@@ -187,43 +187,77 @@ class Claim:
 
 
 class HeldBytes:
-    """Bytes the whole process holds for one purpose (downloads being filtered), bounded in all.
+    """Bytes the whole process holds for one purpose (downloads being filtered), bounded in all and per key.
 
-    A claim that would go past the bound is refused at once (529
+    A claim that would go past the process's bound is refused at once (529
     ``overloaded_error``, Anthropic's answer when the service is busy), never
     queued: two holders each waiting for the other's bytes would wait forever.
+    A claim that would take its key past the key's share (``per_key``, at
+    most the whole bound) is refused with a 429 ``rate_limit_error``: one key
+    filling its share leaves ``limit - per_key`` for the others.
     """
 
-    def __init__(self, limit: int, what: str) -> None:
+    def __init__(self, limit: int, what: str, per_key: int | None = None) -> None:
         self.limit = limit
         self.what = what
+        self.per_key = limit if per_key is None else min(per_key, limit)
         self.held = 0
+        self._by_key: dict[str, int] = {}
 
-    def claim(self) -> HeldClaim:
-        return HeldClaim(self)
+    def claim(self, key: str = "") -> HeldClaim:
+        return HeldClaim(self, key)
+
+    def held_by(self, key: str) -> int:
+        return self._by_key.get(key, 0)
+
+    def _take(self, key: str, more: int) -> None:
+        mine = self._by_key.get(key, 0)
+        if self.held + more > self.limit:
+            raise GatewayError(
+                "overloaded_error",
+                f"The gateway is holding as many {self.what} as it may at once ({self.limit} bytes); "
+                "retry shortly",
+                headers={"retry-after": "2"},
+            )
+        if mine + more > self.per_key:
+            raise GatewayError(
+                "rate_limit_error",
+                f"This key is holding as many {self.what} as one key may at once ({self.per_key} bytes); "
+                "retry once its other downloads are done",
+                headers={"retry-after": "2"},
+            )
+        self.held += more
+        self._by_key[key] = mine + more
+
+    def _give(self, key: str, less: int) -> None:
+        self.held -= less
+        left = self._by_key.get(key, 0) - less
+        if left > 0:
+            self._by_key[key] = left
+        else:
+            self._by_key.pop(key, None)
 
 
 class HeldClaim:
-    """One holder's share of :class:`HeldBytes`; ``release`` when it lets go."""
+    """One holder's share of :class:`HeldBytes` (charged to its key); ``release`` when it lets go."""
 
-    def __init__(self, owner: HeldBytes) -> None:
+    __slots__ = ("_key", "_owner", "size")
+
+    def __init__(self, owner: HeldBytes, key: str = "") -> None:
         self._owner = owner
+        self._key = key
         self.size = 0
 
     def resize(self, size: int) -> None:
         """Hold ``size`` bytes in all: more than now claims the difference (or raises), less gives some back."""
         more = size - self.size
-        owner = self._owner
-        if more > 0 and owner.held + more > owner.limit:
-            raise GatewayError(
-                "overloaded_error",
-                f"The gateway is holding as many {owner.what} as it may at once ({owner.limit} bytes); "
-                "retry shortly",
-                headers={"retry-after": "2"},
-            )
-        owner.held += more
+        if more > 0:
+            self._owner._take(self._key, more)
+        elif more < 0:
+            self._owner._give(self._key, -more)
         self.size = size
 
     def release(self) -> None:
-        self._owner.held -= self.size
-        self.size = 0
+        if self.size:
+            self._owner._give(self._key, self.size)
+            self.size = 0

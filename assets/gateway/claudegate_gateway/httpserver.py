@@ -85,6 +85,8 @@ async def shaped_router_errors(request: web.Request, handler: Handler) -> web.St
 
 
 class _ShapedHandler(web.RequestHandler):
+    __slots__ = ()  # one per connection: no instance dict beside aiohttp's slots
+
     def handle_error(
         self,
         request: web.BaseRequest,

@@ -9,7 +9,8 @@ unfolds or picks one of several values.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import functools
+from collections.abc import Mapping
 
 from multidict import CIMultiDictProxy
 
@@ -101,12 +102,23 @@ def is_org_header(name: str) -> bool:
     return lower in _ORG_HEADERS or lower.startswith(_ORG_PREFIXES)
 
 
+@functools.lru_cache(maxsize=8)
+def _gone(drop: frozenset[str]) -> frozenset[str]:
+    return HOP_BY_HOP | drop
+
+
 def response_headers(
-    upstream: CIMultiDictProxy[str], drop: Iterable[str], own: Mapping[str, str]
+    upstream: CIMultiDictProxy[str], drop: frozenset[str], own: Mapping[str, str]
 ) -> dict[str, str]:
-    """What goes back to the client: upstream's headers minus hop-by-hop, ``drop``,
+    """What goes back to the client: upstream's headers minus hop-by-hop, ``drop`` (lower-case),
     the ones upstream's ``Connection`` names, and the organisation's, plus ``own``."""
-    gone = HOP_BY_HOP | frozenset(drop) | connection_named(upstream)
-    out = {k: v for k, v in upstream.items() if (lk := k.lower()) not in gone and not is_org_header(lk)}
+    gone = _gone(drop)
+    if "connection" in upstream:
+        gone = gone | connection_named(upstream)
+    # Runs on every answer: the organisation's headers tested inline (as is_org_header).
+    out = {
+        k: v for k, v in upstream.items()
+        if (lk := k.lower()) not in gone and lk not in _ORG_HEADERS and not lk.startswith(_ORG_PREFIXES)
+    }  # fmt: skip
     out.update(own)
     return out

@@ -602,6 +602,10 @@ class Limits(_Section):
         "limits.held_downloads_mib",
         description="MiB of file downloads the gateway holds at once while it filters them (all keys together)",
     )
+    held_downloads_per_key_mib: StrictInt = _knob(
+        "limits.held_downloads_per_key_mib",
+        description="MiB of those one key may hold (at most held_downloads_mib); past it that key gets 429",
+    )
 
 
 class Client(_Section):
