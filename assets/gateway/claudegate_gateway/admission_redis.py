@@ -82,6 +82,7 @@ def _keys(name: str, day: str) -> tuple[str, ...]:
     tag = f"cg:{{{name}}}"
     return (
         f"{tag}:rpm", f"{tag}:tpm", f"{tag}:amt", f"{tag}:tot", f"{tag}:day:{day}", f"{tag}:fly", _led_key(name),
+        f"{tag}:res",
     )  # fmt: skip
 
 
@@ -248,7 +249,7 @@ class RedisAdmission:
     def _settled_to_ledger(self, keys: tuple[str, ...], args: list[str]) -> None:
         """A settlement that moved ``led`` (written, not just queued): that key is flushed next."""
         if len(args) > 3 and args[3]:
-            name = _led_name(keys[-1])
+            name = _led_name(keys[5])  # settle's keys: tpm amt tot day fly led res
             if name is not None:
                 self._touched.add(name)
 
@@ -337,7 +338,7 @@ class RedisAdmission:
             return
         tokens = int(args[1])
         counted = int(args[4]) >= 0 and tokens > 0
-        self._queue_settle(keys, [str(args[0]), str(-tokens), "1" if counted else "0", str(args[9])])
+        self._queue_settle(keys, [str(args[0]), str(-tokens), "1" if counted else "0", str(args[9]), "0"])
 
     async def _seed(self, name: str, day: str, key: str) -> None:
         # The ledger's total, plus what is on its way there (in Redis, and any this replica holds).
@@ -439,7 +440,8 @@ class RedisAdmission:
         self._holds.pop(res.hold_id, None)
         delta = used - res.tokens
         # A counted hold's settlement goes to `led` with it, in the same step as the daily counter.
-        args = [res.hold_id, str(delta), "1" if res.daily else "0", res.day if res.daily else ""]
+        # `used` too: a Redis that lost the reservation (restarted empty) is charged that instead.
+        args = [res.hold_id, str(delta), "1" if res.daily else "0", res.day if res.daily else "", str(used)]
         self._queue_settle(res.keys, args)
 
     def _queue_settle(self, keys: tuple[str, ...], args: list[str]) -> None:
