@@ -15,6 +15,18 @@ Tried, and what became of it:
   ended far below what upstream billed, a fresh budget for the key. The
   reservation is now marked in Redis and a settlement that finds no mark
   charges what was used instead of the correction.
+* HOLE (fixed): a name revoked and given to someone else (``keys create`` again)
+  while the old holder's upload was still upstream: the upload's answer was
+  recorded under the name, so the new holder owned (listed, read, could
+  delete) the old holder's file. Ownership is now recorded only while the key
+  that made the request still belongs to that client (one statement, SQLite and
+  PostgreSQL); the same for code outputs and containers, and a batch's output
+  files only while the batch is still its owner's.
+* Held: bob, on process B, against alice's file and batch made on A: get,
+  content, delete, a reference in a message, in count_tokens and in a batch,
+  batch get, results, cancel, delete: 404, upstream never asked; alice's
+  ``next_page`` cursor replayed by bob (400), her ids as ``after_id``/``before_id``
+  (empty page); after a rotate alice's cursor and files stay hers on the other process.
 """
 
 from __future__ import annotations
@@ -22,15 +34,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import aiohttp
+import httpx
 
+from tests.state.test_postgres_store import _state as _pg_state
+from tests.state.test_postgres_store import pg_fleet
 from tests.support.fake_anthropic import FakeAnthropic
 from tests.support.fleet import body, fleet, post, run_parallel
 from tests.support.gateway_proc import GatewayProc
-from tests.support.state_services import RedisServer
+from tests.support.state_services import PostgresServer, RedisServer
 
 
 def _ledger(gw: GatewayProc, name: str, day: str) -> int:
@@ -88,3 +105,93 @@ def test_redis_losing_its_data_mid_request_never_settles_the_ledger_below_what_w
     finally:
         redis.stop()
 
+
+# --- ownership across processes (PostgreSQL) ------------------------------------------------
+
+def _hdr(key: str, files: bool = False) -> dict[str, str]:
+    beta = {"anthropic-beta": "files-api-2025-04-14"} if files else {}
+    return {"x-api-key": key, "anthropic-version": "2023-06-01", **beta}
+
+
+def _upload(gw: GatewayProc, key: str, name: str = "a.txt") -> httpx.Response:
+    return httpx.post(gw.url + "/v1/files", headers=_hdr(key, True), files={"file": (name, b"secret words", "text/plain")},
+                      timeout=30)  # fmt: skip
+
+
+def _ref(file_id: str) -> dict[str, Any]:
+    return {**body(), "messages": [{"role": "user", "content": [
+        {"type": "document", "source": {"type": "file", "file_id": file_id}}, {"type": "text", "text": "sum up"}]}]}
+
+
+def test_another_keys_objects_and_cursors_through_the_other_process_are_not_found(
+    tmp_path: Path, fake: FakeAnthropic, redis_db: RedisServer, postgres_server: PostgresServer,
+    gateways: list[GatewayProc],
+) -> None:
+    """Attack: alice's file, batch and list cursor, made on A, used by bob on B (every access
+    operation, a reference in a message, a count_tokens and a batch); alice's cursor after a rotate;
+    and a name revoked and created anew while its old holder's upload is still in flight."""
+    state = _pg_state(redis_db, postgres_server, postgres_server.fresh_database())
+    gateways.extend(pg_fleet(tmp_path, fake, [state, state]))
+    for gw in gateways:
+        gw.start()
+    a, b = gateways
+    alice, bob = a.create_key("alice"), a.create_key("bob")
+    files = []
+    for _ in range(2):
+        r = _upload(a, alice)
+        assert r.status_code == 200, r.text
+        files.append(r.json()["id"])
+    r = httpx.post(a.url + "/v1/messages/batches", headers=_hdr(alice), json={"requests": [
+        {"custom_id": "x", "params": body()}]})  # fmt: skip
+    assert r.status_code == 200, r.text
+    batch = r.json()["id"]
+    listed = httpx.get(a.url + "/v1/files", headers=_hdr(alice, True), params={"limit": "1"}).json()
+    cursor = listed["next_page"]
+    assert cursor
+
+    fake.state.clear_requests()
+    fid = files[0]
+    tries = [
+        ("GET", f"/v1/files/{fid}", None), ("GET", f"/v1/files/{fid}/content", None), ("DELETE", f"/v1/files/{fid}", None),
+        ("POST", "/v1/messages", _ref(fid)), ("POST", "/v1/messages/count_tokens", _ref(fid)),
+        ("POST", "/v1/messages/batches", {"requests": [{"custom_id": "y", "params": _ref(fid)}]}),
+        ("GET", f"/v1/messages/batches/{batch}", None), ("GET", f"/v1/messages/batches/{batch}/results", None),
+        ("POST", f"/v1/messages/batches/{batch}/cancel", None), ("DELETE", f"/v1/messages/batches/{batch}", None),
+    ]  # fmt: skip
+    for method, path, doc in tries:
+        r = httpx.request(method, b.url + path, headers=_hdr(bob, True), json=doc)
+        assert r.status_code == 404 and r.json()["error"]["type"] == "not_found_error", (method, path, r.text)
+    # alice's cursor, minted on A, replayed by bob on B: refused, shows nothing.
+    r = httpx.get(b.url + "/v1/files", headers=_hdr(bob, True), params={"page": cursor})
+    assert r.status_code == 400, r.text
+    for name in ("after_id", "before_id"):
+        r = httpx.get(b.url + "/v1/files", headers=_hdr(bob, True), params={name: fid})
+        assert r.status_code == 200 and r.json()["data"] == [], r.text
+    assert fake.state.requests == [], [x.path for x in fake.state.requests]
+
+    # A rotate keeps the client: its cursor and objects stay its own, on either process.
+    new_alice = b.cli("keys", "rotate", "alice").stdout.strip().splitlines()[-1]
+    r = httpx.get(a.url + "/v1/files", headers=_hdr(new_alice, True), params={"page": cursor})
+    assert r.status_code == 200 and [f["id"] for f in r.json()["data"]] == [files[0]], r.text
+
+    # The name revoked and given to someone else while the old holder's upload is upstream:
+    # the new holder of the name must not own what the old one's request makes.
+    fake.state.hang(seconds=1.5, path="/v1/files", count=1)
+    out: list[httpx.Response] = []
+    sender = threading.Thread(target=lambda: out.append(_upload(a, new_alice, "late.txt")))
+    sender.start()
+    deadline = time.monotonic() + 10
+    while not fake.state.requests_for("/v1/files", "POST"):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    b.cli("keys", "revoke", "alice")
+    stranger = b.create_key("alice")  # same name, another client
+    sender.join(30)
+    assert out[0].status_code == 200, out[0].text  # upstream made it: it belongs to nobody now
+    late = out[0].json()["id"]
+    theirs = httpx.get(b.url + "/v1/files", headers=_hdr(stranger, True)).json()
+    assert theirs["data"] == [], theirs  # neither the old holder's files nor the late one
+    r = httpx.get(b.url + f"/v1/files/{late}", headers=_hdr(stranger, True))
+    assert r.status_code == 404, r.text
+    for gw in gateways:
+        assert "Traceback" not in gw.log_path.read_text()

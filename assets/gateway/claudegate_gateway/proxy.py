@@ -934,7 +934,8 @@ class Gateway:
         if not OBJECT_ID.match(container_id):
             return
         try:
-            await self.keystore.owners.record("container", container_id, ex.client.name)
+            await self.keystore.owners.record("container", container_id, ex.client.name,
+                                              credential=ex.client.public_id)  # fmt: skip
         except Exception as exc:  # the store is away: the container stays nobody's (refused to all)
             log.warning("request %s: container not recorded: %s", ex.request_id, type(exc).__name__)
 
@@ -944,7 +945,7 @@ class Gateway:
         assert ex.client is not None
         for file_id in ex.meter.take_output_files():
             try:
-                await self.keystore.owners.record("file", file_id, ex.client.name)
+                await self.keystore.owners.record("file", file_id, ex.client.name, credential=ex.client.public_id)
             except Exception as exc:  # the store is away: the file stays nobody's (refused to all)
                 log.warning("request %s: output file not recorded: %s", ex.request_id, type(exc).__name__)
 
