@@ -27,6 +27,17 @@ Tried, and what became of it:
   batch get, results, cancel, delete: 404, upstream never asked; alice's
   ``next_page`` cursor replayed by bob (400), her ids as ``after_id``/``before_id``
   (empty page); after a rotate alice's cursor and files stay hers on the other process.
+* HOLE (fixed, for whole answers): a client keeping exactly ``max_in_flight_per_key``
+  requests open, each sent the moment the previous answer arrived, was refused
+  "in flight" by its own finished requests: the place was given back to Redis
+  by a task that ran after the answer had been sent (1 run in 2-4 failed). A
+  whole answer now waits (at most the Redis timeout) until its place is free.
+  A stream's last event is still sent before its place is given back.
+* Held: rpm 12 spent on a mix of messages, count_tokens, batch creation, file and
+  batch lists and the model list, over two processes: exactly the first 12,
+  whatever their kind; lists ask upstream nothing. 16 at once of messages,
+  count_tokens and batch creation (all held upstream) against an in-flight cap
+  of 4 over two processes: exactly 4, and all four places back at their end.
 """
 
 from __future__ import annotations
@@ -195,3 +206,75 @@ def test_another_keys_objects_and_cursors_through_the_other_process_are_not_foun
     assert r.status_code == 404, r.text
     for gw in gateways:
         assert "Traceback" not in gw.log_path.read_text()
+
+
+# --- limits: every kind of operation counts, across processes -------------------------------
+
+async def _call(s: aiohttp.ClientSession, gw: GatewayProc, key: str, what: str, text: str = "hello") -> tuple[int, Any]:
+    """One operation of kind `what` on `gw`: its status and JSON answer."""
+    method, path, doc = {
+        "message": ("POST", "/v1/messages", body(text=text)),
+        "count": ("POST", "/v1/messages/count_tokens", {k: v for k, v in body(text=text).items() if k != "max_tokens"}),
+        "batch": ("POST", "/v1/messages/batches", {"requests": [{"custom_id": "a", "params": body(text=text)}]}),
+        "files": ("GET", "/v1/files", None),
+        "batches": ("GET", "/v1/messages/batches", None),
+        "models": ("GET", "/v1/models", None),
+    }[what]
+    async with s.request(method, gw.url + path, json=doc, headers=_hdr(key, True)) as r:
+        return r.status, await r.json()
+
+
+def test_every_kind_of_operation_counts_once_against_limits_shared_by_two_processes(
+    tmp_path: Path, fake: FakeAnthropic, redis_db: RedisServer, gateways: list[GatewayProc]
+) -> None:
+    """Attack: spend a key's rpm on the operations that bill no tokens (count_tokens, lists,
+    the model list) and on batch creation, split over two processes; then open more requests
+    than the in-flight cap at once, on both processes, every kind mixed."""
+    gateways.extend(fleet(tmp_path, fake, redis_db, 2, max_in_flight_per_key=4))
+    a = gateways[0]
+    rated = a.create_key("rated", "--rpm", "12")
+    kinds = ["message", "count", "batch", "files", "batches", "models"]
+
+    async def rpm_waves() -> list[tuple[str, int]]:
+        seen: list[tuple[str, int]] = []
+        async with aiohttp.ClientSession() as s:
+            for wave in range(9):  # 4 at a time (under the in-flight cap): only rpm can refuse
+                what = [kinds[(wave * 4 + i) % len(kinds)] for i in range(4)]
+                got = await asyncio.gather(*(_call(s, gateways[i % 2], rated, w) for i, w in enumerate(what)))
+                seen += [(w, st) for w, (st, _) in zip(what, got, strict=True)]
+        return seen
+
+    seen = asyncio.run(rpm_waves())
+    assert [st for _, st in seen].count(200) == 12, seen
+    assert {st for _, st in seen} == {200, 429}, seen
+    assert [st for _, st in seen[:12]] == [200] * 12  # the first twelve, whatever their kind
+    # Upstream saw only the admitted ones that are forwarded (lists are answered locally).
+    forwarded = [w for w, st in seen if st == 200 and w in ("message", "count", "batch", "models")]
+    asked = [r for r in fake.state.requests if r.path in ("/v1/messages", "/v1/messages/count_tokens",
+                                                           "/v1/messages/batches", "/v1/models")]  # fmt: skip
+    assert len(asked) == len(forwarded), ([r.path for r in asked], forwarded)
+
+    flying = a.create_key("flying")
+    fake.state.hang(seconds=1.5, body_contains="slow please", count=32)
+
+    async def burst() -> list[tuple[str, int, Any]]:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as s:
+            what = [kinds[i % 3] for i in range(16)]  # message, count, batch: all reach upstream
+            got = await asyncio.gather(*(_call(s, gateways[i % 2], flying, w, "slow please") for i, w in enumerate(what)))
+            return [(w, st, doc) for w, (st, doc) in zip(what, got, strict=True)]
+
+    results = asyncio.run(burst())
+    assert [st for _, st, _ in results].count(200) == 4, [(w, st) for w, st, _ in results]
+    refused = [doc for _, st, doc in results if st != 200]
+    assert all(d["error"]["type"] == "rate_limit_error" and "in flight" in d["error"]["message"] for d in refused)
+    # Every place came back with its request's end (not a lease later): four more go through at once.
+    assert int(redis_db.cli("ZCARD", "cg:{flying}:fly") or 0) == 0
+    again = asyncio.run(_four(gateways, flying))
+    assert again == [200] * 4
+    for gw in gateways:
+        assert "Traceback" not in gw.log_path.read_text()
+
+
+async def _four(gateways: list[GatewayProc], key: str) -> list[int]:
+    async with aiohttp.ClientSession() as s:
+        return [st for st, _ in await asyncio.gather(*(_call(s, gateways[i % 2], key, "message") for i in range(4)))]

@@ -76,6 +76,8 @@ class Hold(Reservation):
     # The request's task: a hold whose task ended unsettled (a code path that
     # forgot settle) is not renewed for ever; the beat settles it.
     task: asyncio.Task[Any] | None = field(default=None, repr=False)
+    # Its settlement on its way to Redis (given_back waits for it).
+    settling: asyncio.Task[Any] | None = field(default=None, repr=False)
 
 
 def _keys(name: str, day: str) -> tuple[str, ...]:
@@ -442,15 +444,22 @@ class RedisAdmission:
         # A counted hold's settlement goes to `led` with it, in the same step as the daily counter.
         # `used` too: a Redis that lost the reservation (restarted empty) is charged that instead.
         args = [res.hold_id, str(delta), "1" if res.daily else "0", res.day if res.daily else "", str(used)]
-        self._queue_settle(res.keys, args)
+        res.settling = self._queue_settle(res.keys, args)
 
-    def _queue_settle(self, keys: tuple[str, ...], args: list[str]) -> None:
+    async def given_back(self, res: Reservation) -> None:
+        task = res.settling if isinstance(res, Hold) else None
+        if task is not None and not task.done():
+            with contextlib.suppress(Exception):  # (TimeoutError too) Redis slow or away: the lease frees it
+                await asyncio.wait_for(asyncio.shield(task), self.state.timeout_seconds)
+
+    def _queue_settle(self, keys: tuple[str, ...], args: list[str]) -> asyncio.Task[None] | None:
         if not self.up:
             self._unsettled.append((keys[1:], args))
-            return
+            return None
         task = asyncio.get_running_loop().create_task(self._settle_now(keys[1:], args))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     async def _settle_now(self, keys: tuple[str, ...], args: list[str]) -> None:
         try:

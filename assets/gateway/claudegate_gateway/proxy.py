@@ -340,6 +340,14 @@ class Gateway:
             except sqlite3.OperationalError as exc:
                 # The answer is gone already; the reservation stays charged (never less than billed).
                 log.warning("request %s: keystore busy, settlement skipped: %s", ex.request_id, exc)
+            if ex.status != 499:
+                # An answer not yet sent (a whole one is sent after this returns) waits until its
+                # in-flight place is free in Redis: a client that sends its next request the moment
+                # it has this answer would otherwise be refused "in flight" by its own finished
+                # request (red team round 6). A stream's end was sent already: not exact there.
+                for res in (reservation, ex.rate):
+                    if res is not None:
+                        await self.admission.given_back(res)
             ex.close_holds()
             if ex.meter.container_id is not None and ex.client is not None:
                 await self._own_container(ex.meter.container_id, ex)
