@@ -38,12 +38,20 @@ Tried, and what became of it:
   whatever their kind; lists ask upstream nothing. 16 at once of messages,
   count_tokens and batch creation (all held upstream) against an in-flight cap
   of 4 over two processes: exactly 4, and all four places back at their end.
+* Held: the differential check (tests/gateway/test_accounting_differential.py's
+  generated workload: messages, streams read whole or cut at any point,
+  referenced files, URL sources, batches, lists, count_tokens; three keys with
+  daily budgets) over two processes on Redis and PostgreSQL while one process
+  loses PostgreSQL for 2 s: every key's ledger (and Redis day) ends at least at
+  what the fake billed, no budget passed, before or after batch settlement.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import random
 import sqlite3
 import threading
 import time
@@ -53,12 +61,15 @@ from typing import Any
 import aiohttp
 import httpx
 
+from tests.gateway.test_accounting_differential import _MARK, BUDGETS, Workload
 from tests.state.test_postgres_store import _state as _pg_state
 from tests.state.test_postgres_store import pg_fleet
+from tests.state.test_state_metering import pg as _pg
 from tests.support.fake_anthropic import FakeAnthropic
 from tests.support.fleet import body, fleet, post, run_parallel
 from tests.support.gateway_proc import GatewayProc
 from tests.support.state_services import PostgresServer, RedisServer
+from tests.support.tcp_relay import TcpRelay
 
 
 def _ledger(gw: GatewayProc, name: str, day: str) -> int:
@@ -278,3 +289,95 @@ def test_every_kind_of_operation_counts_once_against_limits_shared_by_two_proces
 async def _four(gateways: list[GatewayProc], key: str) -> list[int]:
     async with aiohttp.ClientSession() as s:
         return [st for st, _ in await asyncio.gather(*(_call(s, gateways[i % 2], key, "message") for i in range(4)))]
+
+
+# --- accounting: the differential check on shared state, with a partition -------------------
+
+def test_charged_is_at_least_billed_on_shared_state_through_a_postgres_partition(
+    tmp_path: Path, fake: FakeAnthropic, redis_db: RedisServer, postgres_server: PostgresServer,
+    gateways: list[GatewayProc],
+) -> None:
+    """Attack: the generated workload of tests/gateway/test_accounting_differential.py (messages,
+    streams read whole or cut at any point, referenced files, URL sources, batches, lists,
+    count_tokens; three keys with daily budgets) over two processes on Redis and PostgreSQL,
+    while process A loses PostgreSQL for a while (uploads and batch creation there fail closed,
+    usage waits in memory, batches are settled in the background by either process)."""
+    url = postgres_server.fresh_database()
+    extra = {"batch_poll_seconds": 0.2, "limits": {"url_source_tokens": 8_000}}
+    with TcpRelay(postgres_server.port) as relay:
+        cut_off = {**_pg_state(redis_db, postgres_server, url.replace(f":{postgres_server.port}/", f":{relay.port}/")),
+                   **extra}  # fmt: skip
+        direct = {**_pg_state(redis_db, postgres_server, url), **extra}
+        gateways.extend(pg_fleet(tmp_path, fake, [cut_off, direct]))
+        for gw in gateways:
+            gw.start()
+        a, b = gateways
+        keys = {name: b.create_key(name, "--daily-tokens", str(budget)) for name, budget in BUDGETS.items()}
+        fake.state.configure(event_delay=0.01, batch_processing_seconds=0.5)
+        day = time.strftime("%Y-%m-%d", time.gmtime())
+        loads = [Workload(random.Random(606 + i), [a, b], keys) for i in range(3)]
+        errors: list[BaseException] = []
+
+        def run(load: Workload) -> None:
+            try:
+                with httpx.Client(timeout=30) as c:
+                    for _ in range(20):
+                        load.step(c)
+            except BaseException as exc:  # seen by the test, not lost in the thread
+                errors.append(exc)
+
+        # Admission's view of each day (reservations in flight included) never passes a budget.
+        peak: dict[str, int] = dict.fromkeys(BUDGETS, 0)
+        done = threading.Event()
+
+        def sample() -> None:
+            while not done.is_set():
+                for n in BUDGETS:
+                    peak[n] = max(peak[n], int(redis_db.cli("GET", f"cg:{{{n}}}:day:{day}") or 0))
+                done.wait(0.05)
+
+        workers = [threading.Thread(target=run, args=(w,)) for w in loads] + [threading.Thread(target=sample)]
+        for t in workers:
+            t.start()
+        done.wait(1.0)
+        relay.cut()  # the attack's schedule: A loses PostgreSQL mid-workload ...
+        done.wait(2.0)
+        relay.restore()  # ... and gets it back
+        for t in workers[:-1]:
+            t.join()
+        done.set()
+        workers[-1].join()
+        assert not errors, errors
+        assert all(peak[n] <= budget for n, budget in BUDGETS.items()), peak
+
+        def ledger() -> dict[str, int]:
+            rows = _pg(url, postgres_server.password, "SELECT name, tokens FROM daily_usage WHERE day = $1", day)
+            return {r["name"]: int(r["tokens"]) for r in rows}
+
+        billed: dict[str, int] = dict.fromkeys(BUDGETS, 0)
+        deadline = time.monotonic() + 30
+        while True:  # batches settle in the background; every process flushes every 5 s
+            open_ = _pg(url, postgres_server.password, "SELECT count(*) AS n FROM batch_charges WHERE settled_at IS NULL")
+            billed = dict.fromkeys(BUDGETS, 0)
+            for x in fake.state.billed:
+                found = _MARK.search(json.dumps(x.params))
+                assert found is not None, x.params
+                billed[found.group(1)] += x.tokens
+            charged = ledger()
+            if open_[0]["n"] == 0 and all(charged.get(n, 0) >= billed[n] for n in BUDGETS):
+                break
+            assert time.monotonic() < deadline, (open_[0]["n"], charged, billed)
+            time.sleep(0.3)
+    statuses: dict[str, int] = {}
+    for load in loads:
+        for k, v in load.statuses.items():
+            statuses[k] = statuses.get(k, 0) + v
+    for n, budget in BUDGETS.items():
+        assert charged.get(n, 0) <= budget and billed[n] <= budget, (n, charged, billed)
+        # Admission's day counts at least what the ledger says was billed.
+        assert int(redis_db.cli("GET", f"cg:{{{n}}}:day:{day}") or 0) >= billed[n], (n, billed)
+    assert any(k.startswith("cut") for k in statuses) and any(k.startswith("batch 200") for k in statuses), statuses
+    for gw in gateways:
+        assert gw.proc is not None and gw.proc.poll() is None
+        assert "Traceback" not in gw.log_path.read_text()
+        assert all(r.get("status") != 500 for r in gw.audit()), gw.workdir
