@@ -44,6 +44,11 @@ Tried, and what became of it:
   daily budgets) over two processes on Redis and PostgreSQL while one process
   loses PostgreSQL for 2 s: every key's ledger (and Redis day) ends at least at
   what the fake billed, no budget passed, before or after batch settlement.
+* Held: PostgreSQL itself stopped (``pg_ctl stop -m immediate``) and started under
+  load: the known key served throughout by both processes from their caches;
+  uploads and lists 503 with Retry-After before upstream; a key never seen
+  503; ``keys create`` refused; after the return the unseen key works and a
+  revocation reaches both processes within 1 s; no traceback, no 500.
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ import random
 import sqlite3
 import threading
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -377,6 +383,84 @@ def test_charged_is_at_least_billed_on_shared_state_through_a_postgres_partition
         # Admission's day counts at least what the ledger says was billed.
         assert int(redis_db.cli("GET", f"cg:{{{n}}}:day:{day}") or 0) >= billed[n], (n, billed)
     assert any(k.startswith("cut") for k in statuses) and any(k.startswith("batch 200") for k in statuses), statuses
+    for gw in gateways:
+        assert gw.proc is not None and gw.proc.poll() is None
+        assert "Traceback" not in gw.log_path.read_text()
+        assert all(r.get("status") != 500 for r in gw.audit()), gw.workdir
+
+
+# --- outages: PostgreSQL itself stopped (not a partition) under load ------------------------
+
+def _ready(gw: GatewayProc) -> dict[str, Any]:
+    with urllib.request.urlopen(gw.internal_url + "/readyz", timeout=2) as r:
+        return dict(json.loads(r.read()))
+
+
+def test_postgres_stopped_and_started_under_load_serves_known_keys_and_fails_writes_closed(
+    tmp_path: Path, fake: FakeAnthropic, redis_db: RedisServer, postgres_server: PostgresServer,
+    gateways: list[GatewayProc],
+) -> None:
+    """Attack: the database server itself goes away (pg_ctl stop -m immediate: every connection
+    of every process dropped, then "starting up" refusals) while a known key keeps sending
+    through both processes; then it comes back and a revocation must reach both within 1 s."""
+    state = _pg_state(redis_db, postgres_server, postgres_server.fresh_database())
+    gateways.extend(pg_fleet(tmp_path, fake, [state, state]))
+    for gw in gateways:
+        gw.start()
+    a, b = gateways
+    known = a.create_key("known")
+    unseen = a.create_key("unseen")  # never used before the outage
+    for gw in gateways:
+        assert run_parallel([gw], known, [body()])[0][0] == 200
+    statuses: list[int] = []
+    stop = threading.Event()
+
+    def load() -> None:
+        with httpx.Client(timeout=30) as c:
+            i = 0
+            while not stop.is_set():
+                r = c.post(gateways[i % 2].url + "/v1/messages", headers=_hdr(known), json=body())
+                statuses.append(r.status_code)
+                i += 1
+
+    sender = threading.Thread(target=load)
+    sender.start()
+    try:
+        postgres_server.stop("immediate")
+        try:
+            deadline = time.monotonic() + 5
+            while any(_ready(gw).get("degraded") != ["postgres"] for gw in gateways):
+                assert time.monotonic() < deadline, [_ready(gw) for gw in gateways]
+                time.sleep(0.05)
+            fake.state.clear_requests()
+            for gw in gateways:
+                r = _upload(gw, known)
+                assert r.status_code == 503 and r.json()["error"]["type"] == "api_error", r.text
+                assert int(r.headers["retry-after"]) >= 1
+                assert run_parallel([gw], unseen, [body()])[0][0] == 503
+                r = httpx.get(gw.url + "/v1/files", headers=_hdr(known, True))
+                assert r.status_code == 503, r.text
+            assert not fake.state.requests_for("/v1/files")  # refused before upstream made anything
+            assert b.cli("keys", "create", "newcomer", check=False).returncode != 0
+        finally:
+            postgres_server.start()
+        deadline = time.monotonic() + 5
+        while any(_ready(gw).get("degraded") for gw in gateways):
+            assert time.monotonic() < deadline, [_ready(gw) for gw in gateways]
+            time.sleep(0.05)
+        assert run_parallel([a], unseen, [body()])[0][0] == 200
+        assert _upload(b, known).status_code == 200
+        b.cli("keys", "revoke", "known")
+        revoked = time.monotonic()
+        while not all(run_parallel([gw], known, [body()])[0][0] == 401 for gw in gateways):
+            assert time.monotonic() - revoked < 1.0, "a revocation after the return was not pushed within 1 s"
+            time.sleep(0.02)
+    finally:
+        stop.set()
+        sender.join(30)
+    # The known key was served throughout (from each process's cache while the server was away).
+    assert statuses and set(statuses) <= {200, 401}, sorted(set(statuses))
+    assert statuses.count(200) > 10
     for gw in gateways:
         assert gw.proc is not None and gw.proc.poll() is None
         assert "Traceback" not in gw.log_path.read_text()
