@@ -49,6 +49,13 @@ Tried, and what became of it:
   uploads and lists 503 with Retry-After before upstream; a key never seen
   503; ``keys create`` refused; after the return the unseen key works and a
   revocation reaches both processes within 1 s; no traceback, no 500.
+* Held: a file alice's code run wrote on A, and its container, used by bob on B
+  (get, content, delete, a reference, a request naming the container): 404,
+  upstream never asked; alice reads it and reuses the container through B.
+  Part of the name-reuse hole above: a batch's output files, recorded when the
+  batch settles (in the background, on either process), went to the new
+  holder of a name revoked and re-created before the batch ended (fails
+  without the check in batchsettle.py).
 """
 
 from __future__ import annotations
@@ -465,3 +472,72 @@ def test_postgres_stopped_and_started_under_load_serves_known_keys_and_fails_wri
         assert gw.proc is not None and gw.proc.poll() is None
         assert "Traceback" not in gw.log_path.read_text()
         assert all(r.get("status") != 500 for r in gw.audit()), gw.workdir
+
+
+# --- ownership: what code execution makes, across processes ---------------------------------
+
+_CODE = {"type": "code_execution_20250825", "name": "code_execution"}
+
+
+def _code_result(name: str, content: str) -> dict[str, Any]:
+    """A scripted code execution result that writes one file (the fake stores it, names its id)."""
+    return {"type": "code_execution_tool_result", "tool_use_id": "srvtoolu_01", "content": {
+        "type": "code_execution_result", "stdout": "", "stderr": "", "return_code": 0,
+        "content": [{"type": "code_execution_output", "filename": name, "file_content": content}]}}  # fmt: skip
+
+
+def _run_code(**extra: Any) -> dict[str, Any]:
+    return {**body(max_tokens=50, text="make a chart"), "tools": [_CODE], **extra}
+
+
+def test_code_outputs_and_containers_stay_their_makers_across_processes_and_name_reuse(
+    tmp_path: Path, fake: FakeAnthropic, redis_db: RedisServer, postgres_server: PostgresServer,
+    gateways: list[GatewayProc],
+) -> None:
+    """Attack: alice's code run on A wrote a file and made a container; bob, on B, reads, deletes,
+    references the file and names the container. Then a batch of alice's runs code out of sight,
+    and the name is revoked and given to someone else before the batch settles (in the background,
+    on either process): the batch's output file must not become the new holder's."""
+    state = {**_pg_state(redis_db, postgres_server, postgres_server.fresh_database()), "batch_poll_seconds": 0.2}
+    gateways.extend(pg_fleet(tmp_path, fake, [state, state]))
+    for gw in gateways:
+        gw.start()
+    a, b = gateways
+    alice, bob = a.create_key("alice"), a.create_key("bob")
+    fake.state.configure(script=[_code_result("chart.csv", "x,y\n1,2\n"), {"type": "text", "deltas": ["done"]}])
+    r = httpx.post(a.url + "/v1/messages", headers=_hdr(alice, True), json=_run_code(), timeout=30)
+    assert r.status_code == 200, r.text
+    (out,) = [o["file_id"] for blk in r.json()["content"] if blk["type"] == "code_execution_tool_result"
+              for o in blk["content"]["content"]]  # fmt: skip
+    container = r.json()["container"]["id"]
+    got = httpx.get(b.url + f"/v1/files/{out}/content", headers=_hdr(alice, True))
+    assert got.status_code == 200 and got.content == b"x,y\n1,2\n", got.text
+    fake.state.clear_requests()
+    for method, path, doc in [("GET", f"/v1/files/{out}", None), ("GET", f"/v1/files/{out}/content", None),
+                              ("DELETE", f"/v1/files/{out}", None), ("POST", "/v1/messages", _ref(out)),
+                              ("POST", "/v1/messages", _run_code(container=container))]:  # fmt: skip
+        r = httpx.request(method, b.url + path, headers=_hdr(bob, True), json=doc)
+        assert r.status_code == 404, (method, path, r.text)
+    assert fake.state.requests == []
+    r = httpx.post(b.url + "/v1/messages", headers=_hdr(alice, True), json=_run_code(container=container))
+    assert r.status_code == 200, r.text  # the maker may go on in its container, on either process
+
+    fake.state.configure(script=[_code_result("batch.csv", "a,b\n")], batch_processing_seconds=1.0)
+    before = set(fake.state.files)
+    r = httpx.post(a.url + "/v1/messages/batches", headers=_hdr(alice, True),
+                   json={"requests": [{"custom_id": "one", "params": _run_code()}]})  # fmt: skip
+    assert r.status_code == 200, r.text
+    batch = r.json()["id"]
+    b.cli("keys", "revoke", "alice")
+    stranger = b.create_key("alice")  # the name, given to someone else before the batch ends
+    deadline = time.monotonic() + 15
+    while not any(rec.get("event") == "batch_settled" for gw in gateways for rec in gw.audit()):
+        assert time.monotonic() < deadline, "no process settled the batch"
+        time.sleep(0.1)
+    (late,) = set(fake.state.files) - before  # the file the batch's run wrote
+    for gw in gateways:
+        assert httpx.get(gw.url + f"/v1/files/{late}", headers=_hdr(stranger, True)).status_code == 404
+        assert httpx.get(gw.url + f"/v1/messages/batches/{batch}", headers=_hdr(stranger)).status_code == 404
+        assert httpx.get(gw.url + "/v1/files", headers=_hdr(stranger, True)).json()["data"] == []
+        assert "Traceback" not in gw.log_path.read_text()
+    fake.state.configure(script=None)
