@@ -27,12 +27,19 @@ Tried, and what became of it:
   batch get, results, cancel, delete: 404, upstream never asked; alice's
   ``next_page`` cursor replayed by bob (400), her ids as ``after_id``/``before_id``
   (empty page); after a rotate alice's cursor and files stay hers on the other process.
-* HOLE (fixed, for whole answers): a client keeping exactly ``max_in_flight_per_key``
-  requests open, each sent the moment the previous answer arrived, was refused
-  "in flight" by its own finished requests: the place was given back to Redis
-  by a task that ran after the answer had been sent (1 run in 2-4 failed). A
-  whole answer now waits (at most the Redis timeout) until its place is free.
-  A stream's last event is still sent before its place is given back.
+* HOLE (fixed): a client keeping exactly ``max_in_flight_per_key`` requests open,
+  each sent the moment the previous answer ended, was refused "in flight" by
+  its own finished requests: the place was given back to Redis by a task that
+  ran after the answer had been sent (1 run in 2-4 failed, whole answers and
+  streams alike). A whole answer now goes out once its place is free (waiting
+  at most the Redis timeout); a stream is settled and its place given back
+  before its end (the last chunk) is written. A client that acts on a stream's
+  ``message_stop`` event before that end can still be early.
+* HOLE (fixed): a request whose headers (and key) B checked before a revoke on
+  A, its body trickled in afterwards (the edge streams bodies through, cutting
+  only a client silent for ``client_body_timeout``): forwarded upstream 1.5 s
+  after the revocation had reached B. A body that took over 0.5 s to arrive
+  now has its key checked again before anything is forwarded.
 * Held: rpm 12 spent on a mix of messages, count_tokens, batch creation, file and
   batch lists and the model list, over two processes: exactly the first 12,
   whatever their kind; lists ask upstream nothing. 16 at once of messages,
@@ -64,6 +71,7 @@ import asyncio
 import contextlib
 import json
 import random
+import socket
 import sqlite3
 import threading
 import time
@@ -541,3 +549,72 @@ def test_code_outputs_and_containers_stay_their_makers_across_processes_and_name
         assert httpx.get(gw.url + "/v1/files", headers=_hdr(stranger, True)).json()["data"] == []
         assert "Traceback" not in gw.log_path.read_text()
     fake.state.configure(script=None)
+
+
+def test_a_client_at_its_in_flight_cap_is_never_refused_by_its_own_finished_requests(
+    tmp_path: Path, fake: FakeAnthropic, redis_db: RedisServer, gateways: list[GatewayProc]
+) -> None:
+    """Attack (on the gateway's exactness, from an honest client): keep exactly the in-flight cap of
+    requests open over two processes, each worker sending its next request, whole or streamed,
+    the moment the previous answer has ended. None may be refused as "in flight"."""
+    gateways.extend(fleet(tmp_path, fake, redis_db, 2, max_in_flight_per_key=2))
+    key = gateways[0].create_key("eager")
+    stream = {**body(), "stream": True}
+
+    async def worker(s: aiohttp.ClientSession, n: int) -> list[int]:
+        seen = []
+        for i in range(12):
+            gw = gateways[(n + i) % 2]
+            doc = stream if i % 2 else body()
+            async with s.post(gw.url + "/v1/messages", json=doc, headers=_hdr(key)) as r:
+                await r.read()  # to the end of the answer (a stream's last chunk)
+                seen.append(r.status)
+        return seen
+
+    async def go() -> list[int]:
+        async with aiohttp.ClientSession() as s:
+            return [st for got in await asyncio.gather(worker(s, 0), worker(s, 1)) for st in got]
+
+    statuses = asyncio.run(go())
+    assert statuses == [200] * 24, statuses
+
+
+# --- a revocation against a request already admitted whose body is still coming ------------
+
+def test_a_body_trickled_past_a_revocation_is_not_forwarded(
+    tmp_path: Path, fake: FakeAnthropic, redis_db: RedisServer, postgres_server: PostgresServer,
+    gateways: list[GatewayProc],
+) -> None:
+    """Attack: open a request on B with the key's headers (checked then), send its body slowly
+    (the edge streams bodies through; nginx only cuts a client silent for client_body_timeout),
+    get the key revoked on A meanwhile, then finish the body: it must not reach upstream."""
+    state = _pg_state(redis_db, postgres_server, postgres_server.fresh_database())
+    gateways.extend(pg_fleet(tmp_path, fake, [state, state]))
+    for gw in gateways:
+        gw.start()
+    a, b = gateways
+    key = a.create_key("doomed")
+    assert run_parallel([b], key, [body()])[0][0] == 200
+    fake.state.clear_requests()
+    doc = json.dumps(body(text="sent after my key was revoked")).encode()
+    head = (f"POST /v1/messages HTTP/1.1\r\nHost: x\r\nx-api-key: {key}\r\nanthropic-version: 2023-06-01\r\n"
+            f"content-type: application/json\r\ncontent-length: {len(doc)}\r\n\r\n").encode()  # fmt: skip
+    with socket.create_connection(("127.0.0.1", b.port)) as s:
+        s.sendall(head + doc[:10])
+        began = time.monotonic()
+        a.cli("keys", "revoke", "doomed")
+        while run_parallel([b], key, [body()])[0][0] != 401:  # B applied the revocation
+            assert time.monotonic() - began < 5
+            time.sleep(0.02)
+        time.sleep(max(0.0, began + 0.8 - time.monotonic()))  # a trickle: the body takes its time
+        s.sendall(doc[10:])
+        s.settimeout(10)
+        answer = b""
+        while b"\r\n\r\n" not in answer or len(answer) < answer.index(b"\r\n\r\n") + 40:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 401"), answer[:300]
+    assert fake.state.requests_for("/v1/messages") == []
+    assert "Traceback" not in b.log_path.read_text()
