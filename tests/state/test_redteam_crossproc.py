@@ -40,6 +40,10 @@ Tried, and what became of it:
   only a client silent for ``client_body_timeout``): forwarded upstream 1.5 s
   after the revocation had reached B. A body that took over 0.5 s to arrive
   now has its key checked again before anything is forwarded.
+* HOLE (fixed): with Redis down, each process applied the whole in-flight cap
+  (its own local cap): 16 held requests over two processes against a cap of
+  4 had 8 in flight. The cap is now shared out like the rates
+  (cap ÷ live replicas per process) while Redis is away; exact again on its return.
 * Held: rpm 12 spent on a mix of messages, count_tokens, batch creation, file and
   batch lists and the model list, over two processes: exactly the first 12,
   whatever their kind; lists ask upstream nothing. 16 at once of messages,
@@ -234,6 +238,9 @@ def test_another_keys_objects_and_cursors_through_the_other_process_are_not_foun
     late = out[0].json()["id"]
     theirs = httpx.get(b.url + "/v1/files", headers=_hdr(stranger, True)).json()
     assert theirs["data"] == [], theirs  # neither the old holder's files nor the late one
+    # The old holder's cursor opens for the name, but names none of the new holder's objects.
+    r = httpx.get(a.url + "/v1/files", headers=_hdr(stranger, True), params={"page": cursor})
+    assert r.status_code == 200 and r.json()["data"] == [], r.text
     r = httpx.get(b.url + f"/v1/files/{late}", headers=_hdr(stranger, True))
     assert r.status_code == 404, r.text
     for gw in gateways:
@@ -618,3 +625,40 @@ def test_a_body_trickled_past_a_revocation_is_not_forwarded(
     assert answer.startswith(b"HTTP/1.1 401"), answer[:300]
     assert fake.state.requests_for("/v1/messages") == []
     assert "Traceback" not in b.log_path.read_text()
+
+
+
+def _metrics(gw: GatewayProc) -> str:
+    with urllib.request.urlopen(gw.internal_url + "/metrics", timeout=2) as r:
+        return str(r.read().decode())
+
+
+def test_the_in_flight_cap_is_shared_out_while_redis_is_away_and_exact_on_its_return(
+    tmp_path: Path, fake: FakeAnthropic, gateways: list[GatewayProc]
+) -> None:
+    """Attack: with Redis down, open far more held requests than the in-flight cap over two
+    processes. Each process's own cap is the whole cap: the fleet let twice the cap fly."""
+    redis = RedisServer(tmp_path / "redis").start()
+    try:
+        gateways.extend(fleet(tmp_path, fake, redis, 2, max_in_flight_per_key=4))
+        key = gateways[0].create_key("flying")
+        deadline = time.monotonic() + 5
+        while not all("claudegate_state_live_replicas 2\n" in _metrics(gw) for gw in gateways):
+            assert time.monotonic() < deadline, "the replicas never saw each other in Redis"
+            time.sleep(0.05)
+        redis.stop()
+        fake.state.hang(seconds=0.7, body_contains="slow please", count=64)
+        for _ in range(2):  # the places come back at each request's end, Redis or not
+            statuses = sorted(s for s, _, _ in run_parallel(gateways, key, [body(text="slow please")] * 16))
+            assert statuses == [200] * 4 + [429] * 12, statuses
+        redis.start()
+        deadline = time.monotonic() + 5
+        while not all("claudegate_state_redis_up 1\n" in _metrics(gw) for gw in gateways):
+            assert time.monotonic() < deadline, "Redis's return was not noticed"
+            time.sleep(0.05)
+        statuses = sorted(s for s, _, _ in run_parallel(gateways, key, [body(text="slow please")] * 16))
+        assert statuses == [200] * 4 + [429] * 12, statuses
+        for gw in gateways:
+            assert "Traceback" not in gw.log_path.read_text()
+    finally:
+        redis.stop()

@@ -162,6 +162,9 @@ class RedisAdmission:
         # seen once: a replica started during an outage cannot know its share.
         self.live_replicas: int | None = None
         self.fallback = Limiter()
+        # Without Redis, the in-flight places this process gave out per key (its share of the
+        # cap, like the rates' share): the fallback reservations themselves, until settled.
+        self._local_places: dict[str, list[Reservation]] = {}
         self._holds: dict[str, Hold] = {}  # live holds of this replica, renewed by the beat
         self._unsettled: deque[tuple[tuple[str, ...], list[str]]] = deque(maxlen=MAX_UNSETTLED)
         # Ledger deltas not yet in the keystore that could not wait in Redis either.
@@ -421,7 +424,20 @@ class RedisAdmission:
                 "gateway's shared state is unreachable; retry shortly",
                 headers={"retry-after": "5"},
             )
-        return self.fallback.reserve(replace(client, scopes=share), tokens, count_request=count_request)
+        # The in-flight cap too is shared out (each process's own cap, concurrency.py, is the whole
+        # cap): without this, n replicas let n times the cap fly while Redis is away (red team round 6).
+        places = self._local_places.get(client.name, [])
+        if count_request and len(places) >= max(1, self.in_flight_per_key // n):
+            raise GatewayError(
+                "rate_limit_error",
+                f"This key already has {len(places)} requests in flight on this gateway replica, its share "
+                "of its limit while the gateway's shared state is unreachable; wait for one to finish",
+                headers={"retry-after": "1"},
+            )
+        res = self.fallback.reserve(replace(client, scopes=share), tokens, count_request=count_request)
+        if count_request:
+            self._local_places.setdefault(client.name, []).append(res)
+        return res
 
     def check_room(self, client: Client, tokens: int) -> None:
         s = client.scopes
@@ -436,6 +452,13 @@ class RedisAdmission:
         if res.settled:
             return
         if not isinstance(res, Hold):
+            places = self._local_places.get(res.name, [])
+            for i, held in enumerate(places):
+                if held is res:  # its in-flight place, taken while Redis was away
+                    del places[i]
+                    if not places:
+                        del self._local_places[res.name]
+                    break
             self.fallback.settle(res, used)
             return
         res.settled = True
