@@ -22,6 +22,9 @@ slot (``cg:{name}:...``):
             Redis took and that are not settled yet. A settlement that finds no
             mark (Redis lost its data since: restarted without persistence) never
             saw its reservation, so it charges what was used, not the correction
+* ``took``  string: how many times ``led`` was taken to the ledger; a settlement
+            returns it, so a replica knows which of its charges a flush (anyone's)
+            took since, and which to charge again if Redis loses its data
 
 A hold whose lease ends without being renewed (its replica died) no longer
 counts in ``fly``. Its tokens stay charged: upstream generated, and billed,
@@ -39,7 +42,8 @@ LIBRARY_NAME = "claudegate"
 # 4: the ledger's pending share in Redis (``led``), cg_take_ledger. Older callers pass fewer
 # arguments and keep their own pending share, as before.
 # 5: daily reservations marked in ``res``; a settlement of an unmarked one charges what was used.
-LIBRARY_VERSION = 5
+# 6: ``took``, counted by cg_take_ledger and returned by cg_settle.
+LIBRARY_VERSION = 6
 WINDOW_MS = 60_000
 
 LIBRARY = f"""#!lua name={LIBRARY_NAME}
@@ -161,8 +165,9 @@ local function reserve(keys, args)
   return {{'ok', 0, 0, 0, now, requests, total, used}}
 end
 
--- KEYS: tpm amt tot day fly [led [res]]
+-- KEYS: tpm amt tot day fly [led [res [took]]]
 -- ARGV: hold delta day_counted(0/1) [ledger_day [used]]
+-- -> `took` (the takes of `led` so far) when given, else 1
 -- Replace a reservation by what was used; give the in-flight place back.
 -- ledger_day (a counted hold whose reservation went to `led`): the delta goes there too.
 -- used (with `res`): if this Redis holds no mark of the reservation, it lost its data since
@@ -194,6 +199,7 @@ local function settle(keys, args)
     end
   end
   redis.call('ZREM', fly, hold)
+  if keys[8] then return tonumber(redis.call('GET', keys[8])) or 0 end
   return 1
 end
 
@@ -222,10 +228,16 @@ local function seed(keys, args)
   return redis.call('SET', keys[1], math.max(0, tokens), 'NX', 'EX', args[2]) and 1 or 0
 end
 
--- KEYS: led  -> day, tokens, day, tokens...  Take what is on its way to the durable ledger (the caller writes it).
+-- KEYS: led [took]  -> day, tokens, day, tokens...  Take what is on its way to the durable ledger (the caller writes it).
 local function take_ledger(keys, args)
   local rows = redis.call('HGETALL', keys[1])
-  if #rows > 0 then redis.call('DEL', keys[1]) end
+  if #rows > 0 then
+    redis.call('DEL', keys[1])
+    if keys[2] then
+      redis.call('INCR', keys[2])
+      redis.call('EXPIRE', keys[2], 2 * 86400)
+    end
+  end
   return rows
 end
 
