@@ -64,6 +64,10 @@ Tried, and what became of it:
   uploads and lists 503 with Retry-After before upstream; a key never seen
   503; ``keys create`` refused; after the return the unseen key works and a
   revocation reaches both processes within 1 s; no traceback, no 500.
+* Held: A lowers a key's daily budget below what it spent (B, which had it
+  cached, refuses within 1 s, "daily budget"), raises it again (B admits within
+  1 s), rotates it with a 1 s overlap (both keys work on B, the old one is
+  refused once the overlap ends).
 * Held: a file alice's code run wrote on A, and its container, used by bob on B
   (get, content, delete, a reference, a request naming the container): 404,
   upstream never asked; alice reads it and reuses the container through B.
@@ -668,3 +672,43 @@ def test_the_in_flight_cap_is_shared_out_while_redis_is_away_and_exact_on_its_re
             assert "Traceback" not in gw.log_path.read_text()
     finally:
         redis.stop()
+
+
+# --- limits changed, and a rotation's overlap ending, seen by the other process -------------
+
+def test_a_budget_lowered_and_a_rotation_overlap_ending_on_one_process_bind_the_other(
+    tmp_path: Path, fake: FakeAnthropic, redis_db: RedisServer, postgres_server: PostgresServer,
+    gateways: list[GatewayProc],
+) -> None:
+    """Attack: keep sending through B (which has the key and its limits cached) while A lowers the
+    key's daily budget below what it spent, raises it again, and rotates it with a short overlap."""
+    state = _pg_state(redis_db, postgres_server, postgres_server.fresh_database())
+    gateways.extend(pg_fleet(tmp_path, fake, [state, state]))
+    for gw in gateways:
+        gw.start()
+    a, b = gateways
+    key = a.create_key("spender", "--daily-tokens", "100000")
+    assert run_parallel([b], key, [body(), body()])[0][0] == 200  # cached on B, today's counter seeded
+
+    def within_a_second(expect: int, what: str, k: str = key) -> None:
+        changed = time.monotonic()
+        while (got := run_parallel([b], k, [body()])[0])[0] != expect:
+            assert time.monotonic() - changed < 1.0, (what, got[0], got[1])
+            time.sleep(0.02)
+        if expect == 429:
+            assert "daily budget" in got[1]["error"]["message"], got[1]
+
+    a.cli("keys", "update", "spender", "--daily-tokens", "10")  # below what it spent today
+    within_a_second(429, "a lowered budget did not bind the other process within 1 s")
+    a.cli("keys", "update", "spender", "--daily-tokens", "100000")
+    within_a_second(200, "a raised budget did not reach the other process within 1 s")
+    new = a.cli("keys", "rotate", "spender", "--overlap", "1s").stdout.strip().splitlines()[-1]
+    assert run_parallel([b], key, [body()])[0][0] == 200  # the overlap: both keys work
+    assert run_parallel([b], new, [body()])[0][0] == 200
+    deadline = time.monotonic() + 10
+    while run_parallel([b], key, [body()])[0][0] == 200:  # until the overlap ends, by B's clock
+        assert time.monotonic() < deadline, "the old key outlived its overlap"
+        time.sleep(0.05)
+    assert run_parallel([b], key, [body()])[0][0] == 401
+    assert run_parallel([b], new, [body()])[0][0] == 200
+    assert "Traceback" not in b.log_path.read_text()
