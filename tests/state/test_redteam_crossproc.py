@@ -80,6 +80,27 @@ Tried, and what became of it:
   batch settles (in the background, on either process), went to the new
   holder of a name revoked and re-created before the batch ended (fails
   without the check in batchsettle.py).
+
+Weak, or left:
+
+* After Redis loses its data a budget is not exact for a moment: the day
+  counter is seeded from the ledger before the requests in flight settle
+  (each then adds what it used) and before each replica charges again what it
+  had not seen flushed (within a beat, 1 s), so admissions in that moment can
+  pass the budget by those amounts. Charges a flush took in the last beat
+  before the loss are charged twice (the safe side).
+* A client that acts on a stream's ``message_stop`` event before the chunked
+  end can still find its own finished stream holding the in-flight place.
+* A request admitted (and its key re-checked) before a revocation that then
+  waits for an upstream connection (at most ``upstream.connect_timeout``) is
+  still forwarded, as a request already upstream still runs to its end.
+* What an old holder's request made after its name was revoked and created
+  anew (an upload, a batch, code outputs) exists upstream owned by nobody: no
+  client can reach or delete it through the gateway.
+* In-flight places given out without Redis are not in Redis when it returns:
+  until those requests end the fleet can hold up to that many more.
+* Not tried here: UTC midnight on Redis's own clock (it cannot be moved without
+  faketime; round 3 moved the replicas' clocks); nginx in front (test_replay.py).
 """
 
 from __future__ import annotations
