@@ -301,7 +301,7 @@ class RedisAdmission:
     def _settled_to_ledger(self, keys: tuple[str, ...], args: list[str], took: Any) -> None:
         """A settlement that moved ``led`` (written, not just queued): that key is flushed next."""
         if len(args) > 3 and args[3]:
-            name = _led_name(keys[5])  # settle's keys: tpm amt tot day fly led res
+            name = _led_name(keys[5])  # settle's keys: tpm amt tot day fly led res took
             if name is not None:
                 self._touched.add(name)
                 if len(args) > 4 and args[2] == "1" and len(keys) > 7:  # its net charge in `led`: what it used
