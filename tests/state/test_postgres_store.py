@@ -312,6 +312,12 @@ def test_usage_reaches_the_postgres_ledger_and_reseeds_a_redis_that_lost_its_dat
         assert time.monotonic() < deadline, (asyncio.run(ledger()), billed)
         time.sleep(0.3)
 
+    # Every replica knows its charges are in the ledger (a flush took them: each notices within a
+    # beat); else it would charge them again when Redis loses its data (never less than billed).
+    deadline = time.monotonic() + 5
+    while not all("claudegate_state_unflushed_keys 0\n" in _metrics(gw) for gw in gateways):
+        assert time.monotonic() < deadline, [_metrics(gw) for gw in gateways]
+        time.sleep(0.05)
     redis_db.cli("FLUSHALL")  # Redis lost everything (a restart without persistence)
     status, doc, _ = run_parallel([gateways[1]], key, [body(max_tokens=50)])[0]
     assert status == 200, doc
@@ -356,3 +362,8 @@ def test_lists_come_from_the_shared_index_whichever_replica_answers(
     stolen = httpx.get(a.url + "/v1/files", headers={**hdr, "x-api-key": bob}, params={"after_id": mine[-1]}).json()
     assert stolen["data"] == [] and stolen["has_more"] is False
     assert fake.state.requests == []
+
+
+def _metrics(gw: GatewayProc) -> str:
+    with urllib.request.urlopen(gw.internal_url + "/metrics", timeout=2) as r:
+        return str(r.read().decode())

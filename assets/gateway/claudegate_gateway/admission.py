@@ -48,6 +48,11 @@ class Admission(Protocol):
         """Replace a reservation by what was charged; idempotent; never raises, never waits."""
         ...
 
+    async def given_back(self, res: Reservation) -> None:
+        """Wait (at most the store's timeout) until a settled reservation's in-flight place is
+        free where every replica sees it; never raises."""
+        ...
+
     def headers(self, client: Client) -> dict[str, str]:
         """anthropic-ratelimit-* headers for the client's limits."""
         ...
@@ -88,6 +93,9 @@ class LocalAdmission:
 
     def settle(self, res: Reservation, used: int) -> None:
         self.limiter.settle(res, used)
+
+    async def given_back(self, res: Reservation) -> None:
+        return None  # settled in this process, at once
 
     def adjust_daily(self, name: str, day: str, delta: int) -> None:
         # The keystore's settle_batch corrected daily_usage in its own transaction,

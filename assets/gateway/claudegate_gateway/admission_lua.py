@@ -18,6 +18,13 @@ slot (``cg:{name}:...``):
 * ``led``   hash: UTC day -> tokens charged (reservations + settlements) that
             are not in the durable ledger yet; any replica moves them there
             (``cg_take_ledger``), so what a replica charged outlives it
+* ``res``   sorted set: hold id -> admission time (ms); the daily reservations this
+            Redis took and that are not settled yet. A settlement that finds no
+            mark (Redis lost its data since: restarted without persistence) never
+            saw its reservation, so it charges what was used, not the correction
+* ``took``  string: how many times ``led`` was taken to the ledger; a settlement
+            returns it, so a replica knows which of its charges a flush (anyone's)
+            took since, and which to charge again if Redis loses its data
 
 A hold whose lease ends without being renewed (its replica died) no longer
 counts in ``fly``. Its tokens stay charged: upstream generated, and billed,
@@ -34,7 +41,9 @@ LIBRARY_NAME = "claudegate"
 # 2: the caller's UTC day checked against Redis's clock; 3: count_request flag, cg_count;
 # 4: the ledger's pending share in Redis (``led``), cg_take_ledger. Older callers pass fewer
 # arguments and keep their own pending share, as before.
-LIBRARY_VERSION = 4
+# 5: daily reservations marked in ``res``; a settlement of an unmarked one charges what was used.
+# 6: ``took``, counted by cg_take_ledger and returned by cg_settle.
+LIBRARY_VERSION = 6
 WINDOW_MS = 60_000
 
 LIBRARY = f"""#!lua name={LIBRARY_NAME}
@@ -71,9 +80,10 @@ local function tokens_wait(tpm, amt, total, need, limit, now)
   return WINDOW
 end
 
--- KEYS: rpm tpm amt tot day fly [led]
+-- KEYS: rpm tpm amt tot day fly [led [res]]
 -- ARGV: hold tokens rpm_limit tpm_limit day_limit fly_limit lease_ms day_ttl_s [day_no [ledger_day]]  (a limit < 0: none)
--- ledger_day: the day's field in `led`; the tokens taken for the daily budget are added there too.
+-- ledger_day: the day's field in `led`; the tokens taken for the daily budget are added there too,
+-- and the hold is marked in `res` (its settlement will find the mark in this same Redis).
 -- day_no: the UTC day (ms // 86400000) the caller named `day` after; if Redis's
 -- clock says another day, nothing is taken and the verdict is 'day' (the
 -- caller's clock is off, or midnight passed): it asks again with Redis's day.
@@ -144,18 +154,33 @@ local function reserve(keys, args)
     if keys[7] and args[10] and args[10] ~= '' then
       redis.call('HINCRBY', keys[7], args[10], tokens)
       redis.call('EXPIRE', keys[7], day_ttl)
+      if keys[8] then
+        -- Marks left by killed replicas (never settled) go after the counter's lifetime: bounded.
+        redis.call('ZREMRANGEBYSCORE', keys[8], '-inf', now - day_ttl * 1000)
+        redis.call('ZADD', keys[8], now, hold)
+        redis.call('EXPIRE', keys[8], day_ttl)
+      end
     end
   end
   return {{'ok', 0, 0, 0, now, requests, total, used}}
 end
 
--- KEYS: tpm amt tot day fly [led]
--- ARGV: hold delta day_counted(0/1) [ledger_day]
+-- KEYS: tpm amt tot day fly [led [res [took]]]
+-- ARGV: hold delta day_counted(0/1) [ledger_day [used]]
+-- -> `took` (the takes of `led` so far) when given, else 1
 -- Replace a reservation by what was used; give the in-flight place back.
 -- ledger_day (a counted hold whose reservation went to `led`): the delta goes there too.
+-- used (with `res`): if this Redis holds no mark of the reservation, it lost its data since
+-- (the reservation, in `day` and `led`, went with it, unless a flush had taken it): the
+-- negative correction would take from the ledger tokens that never reached it, so what
+-- was used is charged instead (never less than billed; a reservation already flushed
+-- stays charged as well, the safe side).
 local function settle(keys, args)
   local tpm, amt, tot, day, fly = keys[1], keys[2], keys[3], keys[4], keys[5]
   local hold, delta, counted = args[1], tonumber(args[2]), args[3] == '1'
+  if counted and keys[7] and args[5] and args[4] and args[4] ~= '' then
+    if redis.call('ZREM', keys[7], hold) == 0 then delta = tonumber(args[5]) end
+  end
   if delta ~= 0 and counted and keys[6] and args[4] and args[4] ~= '' then
     redis.call('HINCRBY', keys[6], args[4], delta)
     redis.call('EXPIRE', keys[6], 2 * 86400)
@@ -174,6 +199,7 @@ local function settle(keys, args)
     end
   end
   redis.call('ZREM', fly, hold)
+  if keys[8] then return tonumber(redis.call('GET', keys[8])) or 0 end
   return 1
 end
 
@@ -202,10 +228,16 @@ local function seed(keys, args)
   return redis.call('SET', keys[1], math.max(0, tokens), 'NX', 'EX', args[2]) and 1 or 0
 end
 
--- KEYS: led  -> day, tokens, day, tokens...  Take what is on its way to the durable ledger (the caller writes it).
+-- KEYS: led [took]  -> day, tokens, day, tokens...  Take what is on its way to the durable ledger (the caller writes it).
 local function take_ledger(keys, args)
   local rows = redis.call('HGETALL', keys[1])
-  if #rows > 0 then redis.call('DEL', keys[1]) end
+  if #rows > 0 then
+    redis.call('DEL', keys[1])
+    if keys[2] then
+      redis.call('INCR', keys[2])
+      redis.call('EXPIRE', keys[2], 2 * 86400)
+    end
+  end
   return rows
 end
 

@@ -62,6 +62,9 @@ DAY_TTL = 2 * 86400
 # (their tokens stay charged as reserved: the safe side).
 MAX_UNSETTLED = 10_000
 REPLICAS_KEY = "cg:replicas"
+# A token set once per data set: another one means Redis lost its data since (restarted
+# without persistence, flushed), and with it the charges in `led` no flush had taken yet.
+EPOCH_KEY = "cg:epoch"
 # Every this many flushes (5 s apart, app.py) a replica also looks for keys whose
 # charges wait for the ledger with nobody serving them (their replica died).
 SWEEP_EVERY_FLUSHES = 12
@@ -76,17 +79,24 @@ class Hold(Reservation):
     # The request's task: a hold whose task ended unsettled (a code path that
     # forgot settle) is not renewed for ever; the beat settles it.
     task: asyncio.Task[Any] | None = field(default=None, repr=False)
+    # Its settlement on its way to Redis (given_back waits for it).
+    settling: asyncio.Task[Any] | None = field(default=None, repr=False)
 
 
 def _keys(name: str, day: str) -> tuple[str, ...]:
     tag = f"cg:{{{name}}}"
     return (
         f"{tag}:rpm", f"{tag}:tpm", f"{tag}:amt", f"{tag}:tot", f"{tag}:day:{day}", f"{tag}:fly", _led_key(name),
+        f"{tag}:res", _took_key(name),
     )  # fmt: skip
 
 
 def _led_key(name: str) -> str:
     return f"cg:{{{name}}}:led"
+
+
+def _took_key(name: str) -> str:
+    return f"cg:{{{name}}}:took"
 
 
 def _led_name(key: str) -> str | None:
@@ -159,10 +169,19 @@ class RedisAdmission:
         # seen once: a replica started during an outage cannot know its share.
         self.live_replicas: int | None = None
         self.fallback = Limiter()
+        # Without Redis, the in-flight places this process gave out per key (its share of the
+        # cap, like the rates' share): the fallback reservations themselves, until settled.
+        self._local_places: dict[str, list[Reservation]] = {}
         self._holds: dict[str, Hold] = {}  # live holds of this replica, renewed by the beat
         self._unsettled: deque[tuple[tuple[str, ...], list[str]]] = deque(maxlen=MAX_UNSETTLED)
         # Ledger deltas not yet in the keystore that could not wait in Redis either.
         self._pending: dict[tuple[str, str], int] = {}
+        # What this replica's settled requests put in `led` and no flush (anyone's) has taken
+        # yet, as far as the last beat knew: (day, name) -> {`took` when written: net charge}.
+        # Charged again if Redis loses its data (red team round 6: lost from the ledger); one
+        # taken within the last beat before the loss is charged twice (never less than billed).
+        self._written: dict[tuple[str, str], dict[int, int]] = {}
+        self._epoch: str | None = None
         self._touched: set[str] = set()  # names whose charges in Redis this replica flushes next
         self._flushes = 0
         self._snap: dict[str, tuple[float, int, int]] = {}  # name -> (redis now s, requests, tokens)
@@ -204,9 +223,42 @@ class RedisAdmission:
             await self._load_library()
         self.live_replicas = max(1, int(await self.redis.fcall("cg_beat", 1, REPLICAS_KEY, self.replica,
                                                                int(self.beat_every * 3000) + 500)))  # fmt: skip
+        await self._check_epoch()
         if not self.up:
             log.info("shared state: Redis answers again; admission is exact across replicas")
         self.up = True
+
+    async def _check_epoch(self) -> None:
+        await self.redis.set(EPOCH_KEY, secrets.token_hex(8), nx=True)
+        seen = str(await self.redis.get(EPOCH_KEY))
+        if self._epoch is not None and seen != self._epoch and self._written:
+            log.warning("shared state: Redis lost its data; the charges this replica had not flushed yet "
+                        "are charged again from memory")  # fmt: skip
+            written, self._written = self._written, {}
+            for (day, name), by_gen in written.items():
+                tokens = sum(by_gen.values())
+                # Into the new `led` and (once seeded) day counter, in one step: a counter seeded
+                # before this has it added, one seeded after reads it from `led` (cg_seed).
+                # A hold with no mark in `res`: the "used" it names is what is charged.
+                hold = f"lost:{self.replica}:{next(self._seq)}"
+                self._queue_settle(_keys(name, day), [hold, str(tokens), "1", day, str(tokens)])
+        self._epoch = seen
+
+    async def _prune_written(self) -> None:
+        """Forget the charges a flush took since they were written (``took`` moved past them)."""
+        names = sorted({name for _, name in self._written})
+        if not names:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.get(_took_key(name))
+            took = {name: int(gen or 0) for name, gen in zip(names, await pipe.execute(), strict=True)}
+        for key in list(self._written):
+            left = {gen: tokens for gen, tokens in self._written[key].items() if gen >= took[key[1]]}
+            if left:
+                self._written[key] = left
+            else:
+                del self._written[key]
 
     def _down(self, exc: BaseException) -> None:
         if self.up:
@@ -221,6 +273,7 @@ class RedisAdmission:
                 await self._probe()
                 await self._renew()
                 await self._drain_unsettled()
+                await self._prune_written()
             except (RedisError, OSError) as exc:
                 self._down(exc)
 
@@ -241,16 +294,19 @@ class RedisAdmission:
     async def _drain_unsettled(self) -> None:
         while self._unsettled:
             keys, args = self._unsettled[0]
-            await self.redis.fcall("cg_settle", len(keys), *keys, *args)
+            took = await self.redis.fcall("cg_settle", len(keys), *keys, *args)
             self._unsettled.popleft()
-            self._settled_to_ledger(keys, args)
+            self._settled_to_ledger(keys, args, took)
 
-    def _settled_to_ledger(self, keys: tuple[str, ...], args: list[str]) -> None:
+    def _settled_to_ledger(self, keys: tuple[str, ...], args: list[str], took: Any) -> None:
         """A settlement that moved ``led`` (written, not just queued): that key is flushed next."""
         if len(args) > 3 and args[3]:
-            name = _led_name(keys[-1])
+            name = _led_name(keys[5])  # settle's keys: tpm amt tot day fly led res took
             if name is not None:
                 self._touched.add(name)
+                if len(args) > 4 and args[2] == "1" and len(keys) > 7:  # its net charge in `led`: what it used
+                    by_gen = self._written.setdefault((args[3], name), {})
+                    by_gen[int(took)] = by_gen.get(int(took), 0) + int(args[4])
 
     # -- the request path ---------------------------------------------------
 
@@ -337,7 +393,7 @@ class RedisAdmission:
             return
         tokens = int(args[1])
         counted = int(args[4]) >= 0 and tokens > 0
-        self._queue_settle(keys, [str(args[0]), str(-tokens), "1" if counted else "0", str(args[9])])
+        self._queue_settle(keys, [str(args[0]), str(-tokens), "1" if counted else "0", str(args[9]), "0"])
 
     async def _seed(self, name: str, day: str, key: str) -> None:
         # The ledger's total, plus what is on its way there (in Redis, and any this replica holds).
@@ -418,7 +474,20 @@ class RedisAdmission:
                 "gateway's shared state is unreachable; retry shortly",
                 headers={"retry-after": "5"},
             )
-        return self.fallback.reserve(replace(client, scopes=share), tokens, count_request=count_request)
+        # The in-flight cap too is shared out (each process's own cap, concurrency.py, is the whole
+        # cap): without this, n replicas let n times the cap fly while Redis is away (red team round 6).
+        places = self._local_places.get(client.name, [])
+        if count_request and len(places) >= max(1, self.in_flight_per_key // n):
+            raise GatewayError(
+                "rate_limit_error",
+                f"This key already has {len(places)} requests in flight on this gateway replica, its share "
+                "of its limit while the gateway's shared state is unreachable; wait for one to finish",
+                headers={"retry-after": "1"},
+            )
+        res = self.fallback.reserve(replace(client, scopes=share), tokens, count_request=count_request)
+        if count_request:
+            self._local_places.setdefault(client.name, []).append(res)
+        return res
 
     def check_room(self, client: Client, tokens: int) -> None:
         s = client.scopes
@@ -433,35 +502,52 @@ class RedisAdmission:
         if res.settled:
             return
         if not isinstance(res, Hold):
+            places = self._local_places.get(res.name, [])
+            for i, held in enumerate(places):
+                if held is res:  # its in-flight place, taken while Redis was away
+                    del places[i]
+                    if not places:
+                        del self._local_places[res.name]
+                    break
             self.fallback.settle(res, used)
             return
         res.settled = True
         self._holds.pop(res.hold_id, None)
         delta = used - res.tokens
         # A counted hold's settlement goes to `led` with it, in the same step as the daily counter.
-        args = [res.hold_id, str(delta), "1" if res.daily else "0", res.day if res.daily else ""]
-        self._queue_settle(res.keys, args)
+        # `used` too: a Redis that lost the reservation (restarted empty) is charged that instead.
+        args = [res.hold_id, str(delta), "1" if res.daily else "0", res.day if res.daily else "", str(used)]
+        res.settling = self._queue_settle(res.keys, args)
 
-    def _queue_settle(self, keys: tuple[str, ...], args: list[str]) -> None:
+    async def given_back(self, res: Reservation) -> None:
+        task = res.settling if isinstance(res, Hold) else None
+        if task is not None and not task.done():
+            with contextlib.suppress(Exception):  # (TimeoutError too) Redis slow or away: the lease frees it
+                await asyncio.wait_for(asyncio.shield(task), self.state.timeout_seconds)
+
+    def _queue_settle(self, keys: tuple[str, ...], args: list[str]) -> asyncio.Task[None] | None:
         if not self.up:
             self._unsettled.append((keys[1:], args))
-            return
+            return None
         task = asyncio.get_running_loop().create_task(self._settle_now(keys[1:], args))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     async def _settle_now(self, keys: tuple[str, ...], args: list[str]) -> None:
         try:
-            await self._fcall("cg_settle", keys, *args)
+            took = await self._fcall("cg_settle", keys, *args)
         except (RedisError, OSError) as exc:
             self._down(exc)
             self._unsettled.append((keys, args))
             return
-        self._settled_to_ledger(keys, args)
+        self._settled_to_ledger(keys, args, took)
 
     def health(self) -> dict[str, float]:
         return {"redis_up": 1.0 if self.up else 0.0, "live_replicas": float(self.live_replicas or 0),
-                "unsettled": float(len(self._unsettled))}  # fmt: skip
+                "unsettled": float(len(self._unsettled)),
+                # Keys whose charges in `led` no flush has taken yet (charged again if Redis loses its data).
+                "unflushed_keys": float(len({name for _, name in self._written}))}  # fmt: skip
 
     def headers(self, client: Client) -> dict[str, str]:
         s = client.scopes
@@ -504,10 +590,11 @@ class RedisAdmission:
                 name = _led_name(str(key))
                 if name is not None:
                     self._touched.add(name)
+        await self._check_epoch()  # before taking: what a Redis that lost its data lost is written from memory
         while self._touched:
             name = self._touched.pop()
             try:
-                rows = await self._fcall("cg_take_ledger", (_led_key(name),))
+                rows = await self._fcall("cg_take_ledger", (_led_key(name), _took_key(name)))
             except BaseException:
                 self._touched.add(name)
                 raise

@@ -181,9 +181,12 @@ class BatchSettler:
                 if up.status != 200:
                     return None
                 got_in, got_out, files = await self._sum_results(up)
-            for file_id in files:
-                with contextlib.suppress(GatewayError):  # the store is away: the file stays nobody's
-                    await self.store.owners.record("file", file_id, owner)
+            # Only while the batch is still its owner's: a name revoked and given to someone
+            # else meanwhile disowned it, and its outputs are not the new holder's.
+            with contextlib.suppress(GatewayError):  # the store is away: the files stay nobody's
+                if files and await self.store.owners.owns("batch", batch_id, owner):
+                    for file_id in files:
+                        await self.store.owners.record("file", file_id, owner)
             return got_in, got_out
         except KeepReservation:
             return reserved, 0

@@ -119,7 +119,7 @@ class Objects:
         object_id = doc.get("id") if isinstance(doc, dict) else None
         if isinstance(object_id, str) and OBJECT_ID.match(object_id):
             assert isinstance(doc, dict)
-            await self.owners.record(kind, object_id, client.name, tokens, _snapshot(doc))
+            await self.owners.record(kind, object_id, client.name, tokens, _snapshot(doc), client.public_id)
             return object_id
         return None
 

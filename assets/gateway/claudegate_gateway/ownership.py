@@ -51,6 +51,13 @@ OBJECT_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 # is not kept (the list then shows the id and type only).
 MAX_SNAPSHOT_BYTES = 16_384
 
+# Reused names, why ``record(credential=...)``: ownership is by client *name*, and a revoked name may be
+# given to someone else (``keys create`` again: the old holder's objects are disowned, its
+# credentials deleted). A request of the old holder still upstream at that moment (an upload,
+# a batch create, a code run's output files) must not make its object the new holder's: it is
+# recorded only if the key that sent it still belongs to that name, in the same statement.
+# (A rotated-out key still belongs to its client until the rotation after next drops it.)
+
 # One row of a list page: (id, the object as last seen or None).
 PageRow = tuple[str, str | None]
 
@@ -71,17 +78,21 @@ class Ownership:
         self._db.execute(_PAGE_INDEX)
 
     def record(
-        self, kind: ObjectKind, object_id: str, owner: str, tokens: int | None = None, obj: str | None = None
+        self, kind: ObjectKind, object_id: str, owner: str, tokens: int | None = None, obj: str | None = None,
+        credential: str | None = None,
     ) -> None:
         """Record an owner; ``tokens``: a file's input-token estimate per reference (filetokens.py);
-        ``obj``: the object as upstream answered its creation (JSON text), for lists."""
+        ``obj``: the object as upstream answered its creation (JSON text), for lists;
+        ``credential``: the public id of the key whose request made the object: recorded
+        only while that key is still one of ``owner``'s (see the note on reused names above)."""
         with self._db:
             # INSERT OR IGNORE: an id is owned by whoever created it first,
             # never taken over by a later claim.
             self._db.execute(
                 "INSERT OR IGNORE INTO owned_objects(id, kind, owner, created_at, tokens, object)"
-                " VALUES (?,?,?,?,?,?)",
-                (object_id, kind, owner, time.time(), tokens, obj),
+                " SELECT ?,?,?,?,?,? WHERE ? IS NULL OR EXISTS"
+                " (SELECT 1 FROM credentials WHERE public_id = ? AND name = ?)",
+                (object_id, kind, owner, time.time(), tokens, obj, credential, credential, owner),
             )
 
     def snapshot(self, kind: ObjectKind, object_id: str, obj: str) -> None:

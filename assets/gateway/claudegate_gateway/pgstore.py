@@ -472,13 +472,17 @@ class PgKeyStore:
     # -- owned objects --------------------------------------------------------
 
     async def record(
-        self, kind: ObjectKind, object_id: str, owner: str, tokens: int | None = None, obj: str | None = None
+        self, kind: ObjectKind, object_id: str, owner: str, tokens: int | None = None, obj: str | None = None,
+        credential: str | None = None,
     ) -> None:
         try:
+            # Only while the key that made it is still the owner's (ownership.py: reused names).
             await self.pool.execute(
-                "INSERT INTO owned_objects(id, kind, owner, created_at, tokens, object) VALUES ($1,$2,$3,$4,$5,$6)"
+                "INSERT INTO owned_objects(id, kind, owner, created_at, tokens, object)"
+                " SELECT $1,$2,$3,$4,$5,$6 WHERE $7::text IS NULL OR EXISTS"
+                " (SELECT 1 FROM credentials WHERE public_id = $7 AND name = $3)"
                 " ON CONFLICT (id) DO NOTHING",
-                object_id, kind, owner, time.time(), tokens, obj,
+                object_id, kind, owner, time.time(), tokens, obj, credential,
             )
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
             raise StateUnavailable("record who owns this object") from None

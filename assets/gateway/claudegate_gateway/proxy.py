@@ -96,6 +96,11 @@ _FILTER_SLICE = 1024
 _EDGE_ID = re.compile(r"req_edge[0-9a-f]{32}")
 
 
+# A request whose body took longer than this to arrive has its key checked again before
+# it is forwarded (a revocation reaches every replica within 1 s).
+_RECHECK_AFTER = 0.5
+
+
 @dataclass(slots=True)
 class Exchange:
     """What one request did, for the audit log and the metrics.
@@ -355,6 +360,15 @@ class Gateway:
             self.metrics.tokens["output"] += ex.meter.output_tokens
             self.metrics.observe(_endpoint_label(ex), ex.status, time.perf_counter() - ex.started)
             self.audit.write(ex.record())
+            if ex.status != 499:
+                # Last (a cancellation while waiting skips nothing else): an answer not yet sent
+                # (a whole one goes out after this returns) waits until its in-flight place is
+                # free in Redis, else a client that sends its next request the moment it has this
+                # answer is refused "in flight" by its own finished request (red team round 6).
+                # A stream's end was sent already: not exact there.
+                for res in (reservation, ex.rate):
+                    if res is not None:
+                        await self.admission.given_back(res)
 
     async def _handle(
         self, request: web.Request, ex: Exchange
@@ -426,6 +440,13 @@ class Gateway:
         except ConnectionResetError as exc:  # the client left mid-body (not upstream: nothing was sent yet)
             raise _ClientGone from exc
         claim.grow(len(body))
+        # The key was checked on the headers; a body can arrive slowly (the edge streams
+        # bodies through and cuts only a client silent for client_body_timeout), so a key
+        # revoked or rotated out meanwhile, on any replica, is checked again before anything
+        # reaches upstream (red team round 6: forwarded 1.5 s after a revoke).
+        slow = time.perf_counter() - ex.started > _RECHECK_AFTER
+        if slow and await self.keystore.lookup(presented_key(request.headers)) is None:
+            raise GatewayError("authentication_error", "invalid x-api-key")
         if op.body == "none" and body:
             raise GatewayError("invalid_request_error", f"{op.method} {op.template} takes no request body")
 
@@ -899,6 +920,7 @@ class Gateway:
             if ex.meter.stream_error:
                 ex.error_type = ex.meter.stream_error
             if not ended:
+                await self._release_before_end(ex)
                 try:
                     await response.write_eof()
                 except (ConnectionResetError, aiohttp.ClientConnectionResetError):
@@ -912,6 +934,20 @@ class Gateway:
                     self.metrics.filter_blocks += 1
                     ex.error_type = ex.error_type or "response_blocked"
         return response
+
+    async def _release_before_end(self, ex: Exchange) -> None:
+        """A stream upstream finished (relayed and metered whole): settle it and give its in-flight
+        place back before the client sees the end, as a whole answer does (handle's finally, which
+        then finds all of it done): a client may send its next request the moment this one ends."""
+        with contextlib.suppress(sqlite3.OperationalError):  # handle's finally tries again, and logs
+            if ex.reservation is not None:
+                self._settle(ex.reservation, ex)
+            if ex.rate is not None and ex.rate is not ex.reservation:
+                self.admission.settle(ex.rate, 0)
+        ex.close_holds()
+        for res in (ex.reservation, ex.rate):
+            if res is not None:
+                await self.admission.given_back(res)
 
     # -- metering, objects, uploads ----------------------------------------
 
@@ -953,7 +989,8 @@ class Gateway:
         if not OBJECT_ID.match(container_id):
             return
         try:
-            await self.keystore.owners.record("container", container_id, ex.client.name)
+            await self.keystore.owners.record("container", container_id, ex.client.name,
+                                              credential=ex.client.public_id)  # fmt: skip
         except Exception as exc:  # the store is away: the container stays nobody's (refused to all)
             log.warning("request %s: container not recorded: %s", ex.request_id, type(exc).__name__)
 
@@ -963,7 +1000,7 @@ class Gateway:
         assert ex.client is not None
         for file_id in ex.meter.take_output_files():
             try:
-                await self.keystore.owners.record("file", file_id, ex.client.name)
+                await self.keystore.owners.record("file", file_id, ex.client.name, credential=ex.client.public_id)
             except Exception as exc:  # the store is away: the file stays nobody's (refused to all)
                 log.warning("request %s: output file not recorded: %s", ex.request_id, type(exc).__name__)
 

@@ -17,10 +17,12 @@ from claudegate_gateway.ownership import ObjectKind, Ownership, PageRow
 
 class Owners(Protocol):
     async def record(
-        self, kind: ObjectKind, object_id: str, owner: str, tokens: int | None = None, obj: str | None = None
+        self, kind: ObjectKind, object_id: str, owner: str, tokens: int | None = None, obj: str | None = None,
+        credential: str | None = None,
     ) -> None:
         """Record an owner; ``tokens``: a file's input-token estimate per reference (filetokens.py);
-        ``obj``: the object as upstream answered its creation (JSON text), for lists."""
+        ``obj``: the object as upstream answered its creation (JSON text), for lists; ``credential``:
+        recorded only while this key (public id) is still ``owner``'s (ownership.py: reused names)."""
         ...
 
     async def snapshot(self, kind: ObjectKind, object_id: str, obj: str) -> None:
@@ -100,9 +102,10 @@ class _SqliteOwners:
         self._o = owners
 
     async def record(
-        self, kind: ObjectKind, object_id: str, owner: str, tokens: int | None = None, obj: str | None = None
+        self, kind: ObjectKind, object_id: str, owner: str, tokens: int | None = None, obj: str | None = None,
+        credential: str | None = None,
     ) -> None:
-        self._o.record(kind, object_id, owner, tokens, obj)
+        self._o.record(kind, object_id, owner, tokens, obj, credential)
 
     async def snapshot(self, kind: ObjectKind, object_id: str, obj: str) -> None:
         self._o.snapshot(kind, object_id, obj)
