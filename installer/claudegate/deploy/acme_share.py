@@ -27,22 +27,17 @@ import hashlib
 import json
 import posixpath
 import secrets
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from claudegate.containers import CERTBOT_STATE, NGINX_TLS
-from claudegate.deploy.cert_status import fetch_served
 from claudegate.deploy.context import Context
 from claudegate.deploy.docker_cli import LOG_OPTIONS
 from claudegate.deploy.layout import LABEL_INSTANCE, LABEL_ROLE, HostLayout
-from claudegate.errors import ConfigError, DeployFailed
+from claudegate.errors import ConfigError
 from claudegate.private_files import write_private
 from claudegate.redact import Secret
-
-if TYPE_CHECKING:
-    from claudegate.config.model import DeployConfig
 
 __all__ = [
     "SHARE_DIR",
@@ -52,7 +47,6 @@ __all__ = [
     "fleet_share_key",
     "host_role",
     "role",
-    "served_serials",
     "share_argv",
     "share_dir",
     "share_files",
@@ -200,28 +194,3 @@ def share_argv(
     argv += ["--live", live] if command == "publish" else ["--tls", NGINX_TLS.inside]
     return argv
 
-
-def served_serials(cfg: DeployConfig, *, wait: float = 30.0, poll: float = 1.0) -> str:
-    """After a fleet deploy with ACME: the one serial every host serves, else :class:`DeployFailed`.
-
-    Read from this machine at each host's HTTPS port (what a client gets),
-    waiting up to ``wait`` seconds for the hosts to agree (a renewer that was
-    reloading nginx right then).
-    """
-    deadline = time.monotonic() + wait
-    while True:
-        seen: dict[str, str] = {}
-        for host in cfg.fleet:
-            cert = fetch_served(host.host, cfg.ports.https, cfg.domain)
-            seen[host.host] = "nothing" if cert is None else format(cert.serial_number, "x")
-        serials = set(seen.values())
-        if len(serials) == 1 and "nothing" not in serials:
-            return serials.pop()
-        if time.monotonic() >= deadline:
-            which = "; ".join(f"host {i + 1}/{len(seen)} ({h}): {s}" for i, (h, s) in enumerate(seen.items()))
-            raise DeployFailed(
-                f"the hosts do not serve one certificate for {cfg.domain} after the deploy ({which})",
-                hint="`claudegate status --config <your file>` shows each host's certificate and its renewer's "
-                "last round; a host that cannot reach state.postgres keeps the certificate it had",
-            )
-        time.sleep(poll)

@@ -17,9 +17,9 @@ from claudegate.config.state_files import state_files
 from claudegate.connectors.base import Connector
 from claudegate.connectors.local import LocalConnector
 from claudegate.control.progress import Reporter, StepEvent, null_reporter
-from claudegate.deploy import acme_share, docker_cli, host_cli
+from claudegate.deploy import docker_cli, host_cli
 from claudegate.deploy.build_contexts import certbot_context, gateway_context, nginx_context
-from claudegate.deploy.cert_status import certificate_status
+from claudegate.deploy.cert_status import certificate_status, fleet_served_serial
 from claudegate.deploy.context import Context, RunOptions
 from claudegate.deploy.engine import StepOutcome, run_steps
 from claudegate.deploy.facts import parse_container, parse_links
@@ -281,7 +281,7 @@ def deploy_hosts(
     )  # fmt: skip
     if not dry_run and cfg.tls.mode == "acme" and cfg.several_hosts:
         # One ACME certificate for the fleet: every host must serve the issuer's.
-        serial = acme_share.served_serials(cfg)
+        serial = fleet_served_serial(cfg)
         note = f"every host serves the ACME certificate with serial {serial}"
         result = dataclasses.replace(result, notes=(*result.notes, note))
     return result
