@@ -330,7 +330,7 @@ class Renewer:
         shared_ok = self.share is None or bool(self.status.get("share", {}).get("ok"))
         self.status.update(
             result="failed" if (record is not None and not record["ok"]) or not shared_ok else "ok",
-            message=(record or {}).get("message", "not due"),
+            message=(record or {}).get("message") or ("not due" if shared_ok else self.status["share"]["message"]),
             certificate=_describe(disk),
             served=_describe(served),
         )
