@@ -23,6 +23,12 @@ reboot. Each round it:
 It exits (and Docker restarts it) when nginx's master is gone from its PID
 namespace: nginx was restarted and the namespace it joined is stale.
 
+With several hosts (``--share``, see claudegate_share.py) the first host's
+renewer also seals each certificate it has into the state tier (PostgreSQL)
+for the others; every other host's renewer runs no certbot at all: each
+round it installs the newest certificate the state tier holds that passes
+the share's checks, and reloads nginx as in 2.
+
 Only the standard library and the ``cryptography`` certbot already depends
 on; keep the renewal rule in step with installer/claudegate/deploy/cert_lifetime.py.
 """
@@ -45,6 +51,9 @@ from typing import Any
 
 from cryptography import x509
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import claudegate_share as share
+
 RENEW_FRACTION = 3
 CHECKS_PER_LIFETIME = 24
 MIN_INTERVAL = 5.0
@@ -52,6 +61,8 @@ MAX_INTERVAL = 12 * 3600.0
 RELOAD_WAIT = 30.0
 #: How often a sleeping renewer looks whether the certificate on disk changed.
 WAKE_POLL = 10.0
+#: A follower asks the state tier at least this often (the issuer may renew early: a new CA, a deploy).
+FOLLOWER_MAX_INTERVAL = 3600.0
 
 
 class NginxGone(Exception):
@@ -167,6 +178,7 @@ class Renewer:
         self.tls = Path(args.tls)
         self.status_path = Path(args.status)
         self.status: dict[str, Any] = self._read_status()
+        self.share = share.ShareConfig.load(Path(args.share)) if getattr(args, "share", "") else None
 
     def _read_status(self) -> dict[str, Any]:
         try:
@@ -202,9 +214,10 @@ class Renewer:
             )
         return True, "certbot renewed the certificate"
 
-    def reload(self, disk: x509.Certificate) -> tuple[bool, str]:
-        """Install, ``nginx -t``, SIGHUP, then check nginx serves ``disk``."""
-        install(self.live, self.tls)
+    def reload(self, disk: x509.Certificate, *, from_live: bool = True) -> tuple[bool, str]:
+        """Install (from certbot's live files), ``nginx -t``, SIGHUP, then check nginx serves ``disk``."""
+        if from_live:
+            install(self.live, self.tls)
         test = subprocess.run(
             ["nginx", "-t", "-q", "-c", self.args.nginx_conf], capture_output=True, timeout=60, check=False
         )
@@ -224,7 +237,67 @@ class Renewer:
             f"{RELOAD_WAIT:.0f} s after the reload"
         )
 
+    def publish(self) -> None:
+        """The issuer: seal the certificate it has into the state tier unless it is there."""
+        assert self.share is not None
+        try:
+            done, message = share.publish(
+                self.share, (self.live / "fullchain.pem").read_bytes(), (self.live / "privkey.pem").read_bytes()
+            )
+        except (share.ShareError, OSError) as exc:
+            self.status["share"] = {"role": "issuer", "ok": False, "message": f"not shared: {exc}"}
+            self._log(f"could not share the certificate: {exc}")
+            return
+        if done:
+            self._log(message)
+        self.status["share"] = {"role": "issuer", "ok": True, "message": message}
+
+    def follower_round(self) -> float:
+        """A host that is not the issuer: install what the state tier holds, reload, check."""
+        assert self.share is not None
+        now = _now()
+        self.status["checked_at"] = _iso(now)
+        record: dict[str, Any] | None = None
+        try:
+            result = share.sync(self.share, self.tls)
+        except (share.ShareError, OSError) as exc:
+            self.status["share"] = {"role": "follower", "ok": False, "message": str(exc)}
+            self._log(f"could not read the state tier: {exc}")
+        else:
+            ok = not result.refused
+            self.status["share"] = {"role": "follower", "ok": ok, "message": result.message}
+            if result.code == share.EXIT_INSTALLED:
+                self._log(result.message)
+                record = {"at": _iso(now), "ok": True, "message": result.message}
+            elif result.refused:
+                self._log(result.message)
+        disk = load_cert(self.tls / "fullchain.pem")
+        nginx_master()
+        served = served_cert(self.args.https_port, self.args.domain)
+        if disk is not None and (served is None or served.serial_number != disk.serial_number):
+            ok, message = self.reload(disk, from_live=False)
+            self._log(message)
+            record = record or {"at": _iso(now), "ok": ok, "message": "reload"}
+            record["ok"] = record["ok"] and ok
+            record["message"] += f"; {message}"
+            served = served_cert(self.args.https_port, self.args.domain)
+        if record is not None and disk is not None:
+            record["serial"] = format(disk.serial_number, "x")
+            self.status["last_renewal"] = record
+        shared_ok = bool(self.status.get("share", {}).get("ok"))
+        self.status.update(
+            result="ok" if shared_ok and (record is None or record["ok"]) else "failed",
+            message=(record or {}).get("message") or self.status["share"]["message"],
+            certificate=_describe(disk),
+            served=_describe(served),
+        )
+        interval = min(interval_for(disk, self.args.interval), FOLLOWER_MAX_INTERVAL)
+        self.status["interval_seconds"] = round(interval, 1)
+        return interval
+
     def round(self) -> float:
+        if self.share is not None and self.share.role == "follower":
+            return self.follower_round()
         disk = load_cert(self.live / "cert.pem")
         now = _now()
         self.status["checked_at"] = _iso(now)
@@ -252,9 +325,12 @@ class Renewer:
         if record is not None:
             record["serial"] = format(disk.serial_number, "x")
             self.status["last_renewal"] = record
+        if self.share is not None:
+            self.publish()
+        shared_ok = self.share is None or bool(self.status.get("share", {}).get("ok"))
         self.status.update(
-            result="failed" if record is not None and not record["ok"] else "ok",
-            message=(record or {}).get("message", "not due"),
+            result="failed" if (record is not None and not record["ok"]) or not shared_ok else "ok",
+            message=(record or {}).get("message") or ("not due" if shared_ok else self.status["share"]["message"]),
             certificate=_describe(disk),
             served=_describe(served),
         )
@@ -308,6 +384,7 @@ def main(argv: list[str] | None = None) -> int:
         "--interval", type=float, default=0.0, help="seconds between rounds (0: from the lifetime)"
     )
     parser.add_argument("--ca-bundle", default="", help="REQUESTS_CA_BUNDLE for certbot (a test CA)")
+    parser.add_argument("--share", default="", help="share.json: several hosts share one certificate")
     return Renewer(parser.parse_args(argv)).run()
 
 

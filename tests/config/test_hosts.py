@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from claudegate.config import DeployConfig
-from claudegate.config.derive import gateway_config
+from claudegate.config.derive import edge_settings, gateway_config
 from claudegate.config.files import check_secret_files
 from claudegate.config.model import RULES_DEFERRED
 from claudegate.config.problems import DeployConfigError
@@ -69,10 +69,17 @@ def test_hosts_mistakes_name_the_key(text: str, needle: str) -> None:
     assert any(needle in line for line in lines), lines
 
 
-def test_acme_is_refused_with_several_hosts() -> None:
+def test_acme_with_several_hosts_loads_and_every_host_relays_challenges_to_the_first() -> None:
     acme = FLEET_BASE.replace("tls:\n  mode: internal-ca\n", "tls:\n  mode: acme\n  email: ops@example.com\n")
-    lines = problems(TWO + STATE, base=acme)
-    assert any("tls.mode: acme is not supported with several hosts" in line for line in lines), lines
+    cfg = load(TWO + STATE, base=acme)  # no longer refused
+    # One nginx configuration for the fleet (one release id): the issuer's HTTP port on every host.
+    relays = {edge_settings(cfg.for_host(h)).acme_relay for h in cfg.fleet}
+    assert relays == {"10.0.0.11:80"}
+    six = load("hosts:\n  - {host: \"fd00::11\"}\n  - {host: 10.0.0.12}\n" + STATE, base=acme)
+    assert edge_settings(six).acme_relay == "[fd00::11]:80"
+    # One host, or no ACME: no relay.
+    assert edge_settings(load("", base=BASE)).acme_relay is None
+    assert edge_settings(load(TWO + STATE, base=FLEET_BASE)).acme_relay is None
 
 
 def test_the_gateway_gets_state_with_its_secret_files_never_the_passwords(tmp_path: Path) -> None:

@@ -158,7 +158,9 @@ def run_pebble(
             )
         _wait_for(dns_management, procs[-1], dns_log)
         log = directory / "pebble.log"
-        env = {**os.environ, "PEBBLE_VA_NOSLEEP": "1", "PEBBLE_WFE_NONCEREJECT": "0"}
+        # PEBBLE_AUTHZREUSE=0: every order is validated again (by default pebble reuses half of the
+        # valid authorizations, so a renewal might never reach port 80 at all).
+        env = {**os.environ, "PEBBLE_VA_NOSLEEP": "1", "PEBBLE_WFE_NONCEREJECT": "0", "PEBBLE_AUTHZREUSE": "0"}
         with log.open("wb") as out:
             procs.append(
                 subprocess.Popen(

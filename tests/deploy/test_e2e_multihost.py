@@ -38,10 +38,12 @@ from claudegate.cli.app import app
 from claudegate.config import DeployConfig
 from claudegate.control.progress import StepEvent
 from claudegate.deploy.api import connector_for, deploy_hosts
+from claudegate.deploy.cert_status import fetch_served
 from claudegate.deploy.fleet import FleetResult
 from claudegate.deploy.gateway_keys import run_gateway_keys
 from claudegate.deploy.layout import HostLayout
 from claudegate.errors import DeployFailed
+from tests.deploy.pebble import Pebble, run_pebble
 from tests.deploy.support import (
     DOMAIN,
     QUICK_DRAIN,
@@ -845,6 +847,115 @@ def test_a_second_run_on_the_fleet_is_refused_at_once_and_the_lock_ends_with_the
             time.sleep(0.5)
     finally:
         killed.kill()
+
+
+ACME_LIFETIME = 150  # seconds: the issuer's renewer renews 100 s after issuance
+
+
+@dataclass
+class AcmeFleet:
+    pebble: Pebble
+    cfg: DeployConfig
+    first: int = 0  # the serial both hosts served after the deploy
+
+
+@pytest.fixture(scope="module")
+def acme_fleet(fleet: Fleet) -> Iterator[AcmeFleet]:
+    """pebble (short-lived certificates) on this machine; the domain resolves to the first host."""
+    with run_pebble(
+        fleet.dir / "pebble", listen_ip=fleet.servers[0].host_address, names_resolve_to=fleet.servers[0].ip,
+        validity_seconds=ACME_LIFETIME,
+    ) as pebble:  # fmt: skip
+        tls = {"mode": "acme", "email": "ops@example.com", "acme_directory": pebble.directory}
+        yield AcmeFleet(pebble, fleet.cfg("acme.yaml", tls=tls))
+
+
+@pytest.fixture
+def use_pebble(acme_fleet: AcmeFleet, monkeypatch: pytest.MonkeyPatch) -> AcmeFleet:
+    monkeypatch.setenv("CLAUDEGATE_ACME_CA_BUNDLE", str(acme_fleet.pebble.api_ca))  # pebble's API certificate
+    monkeypatch.setenv("CLAUDEGATE_ACME_RESOLVER", acme_fleet.pebble.dns)  # the pre-check asks pebble's DNS
+    monkeypatch.setenv("SSL_CERT_FILE", str(acme_fleet.pebble.issuing_root))  # the smoke tests verify the chain
+    monkeypatch.setenv("CLAUDEGATE_RENEW_CHECK_SECONDS", "3")
+    return acme_fleet
+
+
+def _served(fleet: Fleet) -> list[int]:
+    serials = []
+    for server in fleet.servers:
+        cert = fetch_served(server.ip, 443, DOMAIN)
+        serials.append(cert.serial_number if cert is not None else 0)
+    return serials
+
+
+def test_acme_one_certificate_issued_by_the_first_host_served_by_both(fleet: Fleet, use_pebble: AcmeFleet) -> None:
+    acme = use_pebble
+    with timer() as took:
+        result = fleet.deploy(acme.cfg)
+    TIMINGS["acme deploy of both hosts"] = took["seconds"]
+    for host in result.hosts:
+        assert host.smoke is not None and host.smoke.ok, host.smoke.table() if host.smoke else None
+    # One order, from the first host; the second host ran no certbot, it installed the shared one.
+    assert acme.pebble.orders() == 1
+    assert "acme" in result.hosts[0].changed_steps and "acme" in result.hosts[1].changed_steps
+    assert "install the fleet's certificate" in result.hosts[1].plan_text(), result.hosts[1].plan_text()
+    serials = _served(fleet)
+    assert serials[0] and serials[0] == serials[1], serials
+    assert f"every host serves the ACME certificate with serial {serials[0]:x}" in result.notes
+    cert = fetch_served(fleet.servers[1].ip, 443, DOMAIN)
+    assert cert is not None and "Pebble" in cert.issuer.rfc4514_string()
+    acme.first = serials[0]
+    second = fleet.servers[1]
+    listing = fleet.sh(second, "ls /opt/claudegate/shared/letsencrypt/").split()
+    assert "claudegate-share" in listing and "accounts" not in listing and "live" not in listing, listing  # no certbot
+    modes = fleet.sh(second, "stat -c '%a %U %n' /opt/claudegate/shared/letsencrypt/claudegate-share/* "
+                             "/opt/claudegate/shared/tls/privkey.pem")  # fmt: skip
+    assert modes.count("600 root") == len(modes.splitlines()) >= 4, modes
+    # The database holds the key sealed, never in clear, and never the share key.
+    rows = fleet.postgres._psql(fleet.postgres.database,
+                                "SELECT serial, encode(key_sealed, 'escape') FROM tls_certificates").stdout  # fmt: skip
+    share_key = (fleet.dir / "state" / "acme_share_key").read_text().strip()
+    assert f"{serials[0]:x}" in rows and "PRIVATE KEY" not in rows and share_key not in rows
+    key_pem = fleet.sh(second, "cat /opt/claudegate/shared/tls/privkey.pem").strip()
+    assert "PRIVATE KEY" in key_pem and key_pem.splitlines()[1] not in rows
+
+
+def test_acme_renewal_on_the_first_host_reaches_the_second_with_no_command(
+    fleet: Fleet, use_pebble: AcmeFleet
+) -> None:
+    acme = use_pebble
+    assert acme.first, "the deploy test did not pass"
+    # From now on the CA reaches only the second host: its nginx relays the challenge to the first.
+    acme.pebble.set_a_record(DOMAIN, fleet.servers[1].ip)
+    orders = acme.pebble.orders()
+    started = time.monotonic()
+    deadline = started + ACME_LIFETIME + 60
+    serials = _served(fleet)
+    while time.monotonic() < deadline and not (serials[0] != acme.first and serials[0] == serials[1]):
+        time.sleep(1)
+        serials = _served(fleet)
+    logs = [fleet.sh(s, "docker logs --tail 15 claudegate-certbot 2>&1") for s in fleet.servers]
+    assert serials[0] != acme.first and serials[0] == serials[1], (serials, logs)
+    TIMINGS["acme renewal reached both hosts after (s)"] = time.monotonic() - started
+    assert acme.pebble.orders() > orders
+    # The validation went through the second host's nginx, relayed to the first one's port 80.
+    relayed = fleet.sh(fleet.servers[1], "docker logs claudegate-nginx 2>/dev/null | grep acme-challenge")
+    issuer = f"{fleet.servers[0].ip}:80"
+    pebble_log = acme.pebble.log.read_text(errors="replace").splitlines() if acme.pebble.log else []
+    assert any(issuer in line and '"status":200' in line for line in relayed.splitlines()), (
+        relayed, [line for line in pebble_log if "alidat" in line or "authz" in line.lower()][-10:]
+    )
+    run = CliRunner().invoke(app, ["status", "--config", str(fleet.dir / "acme.yaml"), "--json"])
+    assert run.exit_code == 0, run.output
+    data = json.loads(run.stdout)
+    assert f"every host serves the certificate with serial {serials[0]:x}" in data["notes"], data["notes"]
+    shares = [h["result"]["renewal"]["share"] for h in data["hosts"]]
+    assert [s["role"] for s in shares] == ["issuer", "follower"] and all(s["ok"] for s in shares), shares
+    text = CliRunner().invoke(app, ["status", "--config", str(fleet.dir / "acme.yaml")]).stdout
+    assert text.count(f"serial {serials[0]:x}") >= 2 and "shared cert: follower, ok" in text, text
+    # A deploy after the renewers' work changes nothing on either host (each host's record of what it
+    # shared or installed is the renewer's too); the new certificate is far from due.
+    again = fleet.deploy(acme.cfg)
+    assert not again.changed, again.plan_text()
 
 
 def test_uninstall_removes_the_gateway_from_every_host(fleet: Fleet) -> None:

@@ -142,6 +142,25 @@ CREATE INDEX batch_charges_open ON batch_charges(settled_at, checked_at);
 ALTER TABLE owned_objects ADD COLUMN object text;
 CREATE INDEX owned_objects_pages ON owned_objects(owner, kind, created_at, id);
 """),
+    # Several hosts with tls.mode acme: the issuer's certificates, the key
+    # sealed (AES-GCM) under a key only the hosts hold; written and read by
+    # the hosts' certbot containers (assets/certbot/claudegate_share.py),
+    # never by the gateway.
+    (4, "expand", """
+CREATE TABLE tls_certificates (
+    id bigserial PRIMARY KEY,
+    domain text NOT NULL,
+    serial text NOT NULL,
+    not_before timestamptz NOT NULL,
+    not_after timestamptz NOT NULL,
+    fullchain text NOT NULL,
+    key_nonce bytea NOT NULL,
+    key_sealed bytea NOT NULL,
+    published_at timestamptz NOT NULL DEFAULT now(),
+    published_by text NOT NULL,
+    UNIQUE (domain, serial)
+);
+"""),
 )  # fmt: skip
 # The lowest schema this code runs on: a gateway refuses to serve an older one.
 REQUIRED_VERSION = 3

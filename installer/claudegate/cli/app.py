@@ -257,7 +257,7 @@ def rollback(config: ConfigOpt = DEFAULT_CONFIG, accept_host_key: HostKeyOpt = N
 
 @app.command()
 def renew(config: ConfigOpt = DEFAULT_CONFIG, accept_host_key: HostKeyOpt = None, json_out: JsonOpt = False) -> None:
-    """Renew the ACME certificate when it is due, then reload nginx (safe to run from cron)."""
+    """Renew the ACME certificate when it is due, then reload nginx (safe to run from cron); with several hosts the first one renews and the others install what it shares."""
 
     def body() -> None:
         progress = None if json_out else output.StepPrinter()

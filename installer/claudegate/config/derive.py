@@ -13,6 +13,7 @@ ties each to the host directory the deploy mounts there).
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 from dataclasses import dataclass
 from datetime import UTC
@@ -103,6 +104,19 @@ def gateway_replica_count(cfg: DeployConfig) -> int:
     return 2 if cfg.state is not None else 1
 
 
+def acme_relay(cfg: DeployConfig) -> str | None:
+    """Several hosts with ``tls.mode: acme``: the issuer's (the first host's) HTTP port, where every host's
+    nginx relays ACME challenges it cannot answer. The same on every host (one release id for the fleet);
+    the issuer relays to itself at most once, which answers 404."""
+    if cfg.tls.mode != "acme" or len(cfg.fleet) < 2:
+        return None
+    host = cfg.fleet[0].host
+    with contextlib.suppress(ValueError):
+        if ipaddress.ip_address(host).version == 6:
+            host = f"[{host}]"
+    return f"{host}:{cfg.ports.http}"
+
+
 def edge_settings(cfg: DeployConfig, **overrides: Any) -> EdgeSettings:
     """The nginx edge for ``cfg``; ``overrides`` set EdgeSettings fields deploy.yaml has no key for.
 
@@ -111,6 +125,7 @@ def edge_settings(cfg: DeployConfig, **overrides: Any) -> EdgeSettings:
     """
     values: dict[str, Any] = {name: value_at(cfg, loc) for name, loc in EDGE_FIELDS.items()}
     values["upstream_replicas"] = gateway_replica_count(cfg)
+    values["acme_relay"] = acme_relay(cfg)
     values.update(overrides)
     return EdgeSettings(**values)
 

@@ -4,6 +4,10 @@ Each host answers any client with any key, so keys, owned objects, usage
 and the rate windows must live in one place every host reaches: ``state:``
 (Redis and PostgreSQL). Without it each host would keep its own keystore
 and its own counters, and a limit of N would become N per host.
+
+``tls.mode: acme`` is allowed: the first host obtains the certificate, the
+others relay challenges to it and install it from PostgreSQL
+(docs/multihost.md, "Certificates from ACME").
 """
 
 from __future__ import annotations
@@ -52,9 +56,3 @@ def fleet_problems(cfg: DeployConfig) -> Iterator[RuleProblem]:
                 "list each host once",
             )
         seen.setdefault(where, index)
-    if cfg.tls.mode == "acme":
-        yield RuleProblem(
-            ("tls", "mode"),
-            "acme is not supported with several hosts yet: an HTTP-01 challenge may reach another host",
-            "use tls.mode: files with a certificate for the domain on every host, or internal-ca",
-        )

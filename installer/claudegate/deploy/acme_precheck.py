@@ -162,7 +162,12 @@ def check_domain_reaches_host(ctx: Context) -> None:
         ctx.note(f"ACME pre-check skipped ({PRECHECK_ENV}=off)")
         return
     domain = ctx.cfg.domain
-    wanted = target_addresses(None if ctx.cfg.target.is_local else ctx.cfg.target.host)
+    fleet = ctx.cfg.fleet
+    if len(fleet) > 1:
+        # Several hosts: the others relay challenges to this one (the issuer), so any of them will do.
+        wanted = sorted({a for host in fleet for a in target_addresses(host.host)})
+    else:
+        wanted = target_addresses(None if ctx.cfg.target.is_local else ctx.cfg.target.host)
     addresses = resolve(domain)
     if not addresses:
         raise DeployFailed(
@@ -188,7 +193,14 @@ def check_domain_reaches_host(ctx: Context) -> None:
             f"{domain} resolves to {', '.join(addresses)}, but http://{domain}/ there does not serve this "
             f"server's ACME webroot ({lines}); the CA's HTTP-01 check would fail, so no certificate was ordered",
             hint=_record_hint(domain, wanted)
-            + f"; if the record is right, open TCP port 80 to this server (firewall / security group); "
-            f"{PRECHECK_ENV}=off skips this check",
+            + "; if the record is right, open TCP port 80 to this server (firewall / security group); "
+            + (
+                "with several hosts each one relays challenges to this one once it runs this release: on a first "
+                "deploy, let the record name this host only until the others are deployed, and open port 80 "
+                "between the hosts; "
+                if len(fleet) > 1
+                else ""
+            )
+            + f"{PRECHECK_ENV}=off skips this check",
         )
     ctx.note(f"{domain} -> {', '.join(addresses)} serves this server's ACME webroot on port 80")

@@ -19,7 +19,7 @@ from claudegate.connectors.local import LocalConnector
 from claudegate.control.progress import Reporter, StepEvent, null_reporter
 from claudegate.deploy import docker_cli, host_cli
 from claudegate.deploy.build_contexts import certbot_context, gateway_context, nginx_context
-from claudegate.deploy.cert_status import certificate_status
+from claudegate.deploy.cert_status import certificate_status, fleet_served_serial
 from claudegate.deploy.context import Context, RunOptions
 from claudegate.deploy.engine import StepOutcome, run_steps
 from claudegate.deploy.facts import parse_container, parse_links
@@ -274,11 +274,17 @@ def deploy_hosts(
     ) -> DeployResult:
         return _run(host_cfg, connector, RunOptions("rollback"), reporter=reporter, layout=layout)
 
-    return deploy_fleet(
+    result = deploy_fleet(
         cfg, connect, run_one=run_one, roll_back=roll_back, dry_run=dry_run, reporter=reporter, layout=layout,
         options=RunOptions("deploy", prune=prune, refresh=refresh),
         read_current=lambda host_cfg, connector: current_release(host_cfg, connector, layout),
     )  # fmt: skip
+    if not dry_run and cfg.tls.mode == "acme" and cfg.several_hosts:
+        # One ACME certificate for the fleet: every host must serve the issuer's.
+        serial = fleet_served_serial(cfg)
+        note = f"every host serves the ACME certificate with serial {serial}"
+        result = dataclasses.replace(result, notes=(*result.notes, note))
+    return result
 
 
 def plan(

@@ -133,26 +133,31 @@ def nginx_context(assets: Path = ASSETS_DIR) -> BuildContext:
 # the renewer loop that runs in it (assets/certbot/claudegate_renew.py). nginx
 # and its set-misc module are the same Debian packages as the nginx image's:
 # the renewer runs ``nginx -t`` on the served configuration before a reload.
+# psycopg2: with several hosts the certificate is shared through PostgreSQL
+# (assets/certbot/claudegate_share.py).
 _CERTBOT_DOCKERFILE = b"""\
 # claudegate's certbot: Debian's package on the configured base image.
 ARG BASE_IMAGE=claudegate/debian-base:bookworm
 FROM ${BASE_IMAGE}
 RUN apt-get update \\
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \\
-        certbot ca-certificates nginx libnginx-mod-http-set-misc \\
+        certbot ca-certificates nginx libnginx-mod-http-set-misc python3-psycopg2 \\
  && rm -rf /var/lib/apt/lists/* /etc/nginx/sites-enabled/default /var/www/html
-COPY claudegate_renew.py /usr/local/lib/claudegate/claudegate_renew.py
+COPY claudegate_renew.py claudegate_share.py /usr/local/lib/claudegate/
 ENTRYPOINT ["certbot"]
 """
 
 #: Where the renewer script is inside the certbot image.
 RENEWER_IN_IMAGE = "/usr/local/lib/claudegate/claudegate_renew.py"
+#: ... and the certificate share (several hosts), run one-shot by the deploy.
+SHARE_IN_IMAGE = "/usr/local/lib/claudegate/claudegate_share.py"
 
 
 def certbot_context(assets: Path = ASSETS_DIR) -> BuildContext:
     files = {
         "Dockerfile": _CERTBOT_DOCKERFILE,
         "claudegate_renew.py": (assets / "certbot" / "claudegate_renew.py").read_bytes(),
+        "claudegate_share.py": (assets / "certbot" / "claudegate_share.py").read_bytes(),
     }
     return BuildContext("certbot", files)
 

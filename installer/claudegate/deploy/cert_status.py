@@ -15,6 +15,7 @@ import datetime as dt
 import json
 import socket
 import ssl
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +26,7 @@ from claudegate.connectors.base import Connector
 from claudegate.deploy.cert_lifetime import renewal_point
 from claudegate.deploy.layout import HostLayout
 from claudegate.deploy.steps.renewal import status_path
+from claudegate.errors import DeployFailed
 
 __all__ = [
     "FILES_WARN_BEFORE",
@@ -33,6 +35,7 @@ __all__ = [
     "describe",
     "expiry_warning",
     "fetch_served",
+    "fleet_served_serial",
 ]
 
 #: A certificate the operator supplies (``tls.mode: files``) nearer its end than this is a warning.
@@ -123,3 +126,29 @@ def certificate_status(
         elif renewal.get("result") == "failed":
             warnings.append(f"warning: the last renewal round failed: {renewal.get('message')}")
     return CertificateStatus(served, renewal, tuple(warnings))
+
+
+def fleet_served_serial(cfg: DeployConfig, *, wait: float = 30.0, poll: float = 1.0) -> str:
+    """After a fleet deploy with ACME: the one serial every host serves, else :class:`DeployFailed`.
+
+    Read from this machine at each host's HTTPS port (what a client gets),
+    waiting up to ``wait`` seconds for the hosts to agree (a renewer that was
+    reloading nginx right then).
+    """
+    deadline = time.monotonic() + wait
+    while True:
+        seen: dict[str, str] = {}
+        for host in cfg.fleet:
+            cert = fetch_served(host.host, cfg.ports.https, cfg.domain)
+            seen[host.host] = "nothing" if cert is None else format(cert.serial_number, "x")
+        serials = set(seen.values())
+        if len(serials) == 1 and "nothing" not in serials:
+            return serials.pop()
+        if time.monotonic() >= deadline:
+            which = "; ".join(f"host {i + 1}/{len(seen)} ({h}): {s}" for i, (h, s) in enumerate(seen.items()))
+            raise DeployFailed(
+                f"the hosts do not serve one certificate for {cfg.domain} after the deploy ({which})",
+                hint="`claudegate status --config <your file>` shows each host's certificate and its renewer's "
+                "last round; a host that cannot reach state.postgres keeps the certificate it had",
+            )
+        time.sleep(poll)

@@ -260,6 +260,10 @@ class StatusReport:
             if last:
                 outcome = "ok" if last.get("ok") else "FAILED"
                 lines.append(f"last renewal: {last.get('at', '?')} {outcome}: {last.get('message', '')}")
+            shared = self.renewal.get("share") or {}
+            if shared:  # several hosts: the issuer shares, the others install (docs/multihost.md)
+                outcome = "ok" if shared.get("ok") else "FAILED"
+                lines.append(f"shared cert: {shared.get('role', '?')}, {outcome}: {shared.get('message', '')}")
         lines += list(self.warnings)
         if self.lock:
             lines.append(f"lock:       held by {self.lock}")

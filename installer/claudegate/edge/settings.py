@@ -191,6 +191,12 @@ class EdgeSettings(BaseModel):
 
     # --- files and process -------------------------------------------------
     acme_webroot: SafePath = Field(default=NGINX_ACME_WEBROOT.inside, description="certbot --webroot path")
+    # Several hosts share one ACME certificate that one host (the issuer)
+    # obtains: a challenge the CA sends to another host is relayed there,
+    # token-shaped names only and never twice (docs/multihost.md).
+    acme_relay: str | None = Field(
+        default=None, description="HOST:PORT of the ACME issuer's HTTP port: challenges not found here go there"
+    )
     # In the container both logs go to the container's stdout/stderr, which
     # Docker's json-file driver rotates by size (docker_cli.LOG_OPTIONS): no
     # file in the container or on the host grows without bound.
@@ -226,6 +232,11 @@ class EdgeSettings(BaseModel):
         if value is not None and not _USER.match(value):
             raise ValueError(f"{value!r} is not a user name")
         return value
+
+    @field_validator("acme_relay")
+    @classmethod
+    def _check_acme_relay(cls, value: str | None) -> str | None:
+        return None if value is None else cls._check_upstream(value)
 
     @field_validator("upstream")
     @classmethod

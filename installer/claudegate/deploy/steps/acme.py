@@ -19,11 +19,19 @@ self-signed certificate) and before ``smoke``:
 A CA whose directory is served with a private certificate (a test CA such as
 pebble) is trusted through ``CLAUDEGATE_ACME_CA_BUNDLE`` on the operator side:
 that file is uploaded and handed to certbot as ``REQUESTS_CA_BUNDLE``.
+
+Several hosts (see :mod:`claudegate.deploy.acme_share`): every host first
+gets the share's files; the first host (the issuer) then does the above and
+seals the certificate into the state tier (``publish``, when the one it
+shared last is another); any other host (a follower) runs no certbot and
+installs the shared certificate (``sync``) when it serves another one.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import os
 import posixpath
 from pathlib import Path
@@ -31,17 +39,18 @@ from pathlib import Path
 from cryptography import x509
 
 from claudegate.containers import ACME_CA_BUNDLE, CERTBOT_STATE, CERTBOT_WEBROOT, TLS_FULLCHAIN
-from claudegate.deploy import host_cli
+from claudegate.deploy import acme_share, host_cli
 from claudegate.deploy.acme_precheck import check_domain_reaches_host
-from claudegate.deploy.build_contexts import certbot_context
+from claudegate.deploy.build_contexts import SHARE_IN_IMAGE, certbot_context
 from claudegate.deploy.cert_lifetime import is_due
 from claudegate.deploy.context import Context
 from claudegate.deploy.docker_cli import LOG_OPTIONS
-from claudegate.deploy.engine import Call, Change, Run, Step
+from claudegate.deploy.engine import Call, Change, Put, Run, Step
 from claudegate.deploy.facts import parse_sha256
 from claudegate.deploy.layout import LABEL_INSTANCE, LABEL_ROLE
 from claudegate.deploy.services import inspect, reload_nginx
-from claudegate.errors import ConfigError
+from claudegate.errors import ConfigError, DeployFailed
+from claudegate.redact import Secret
 
 __all__ = ["CA_BUNDLE_ENV", "CA_BUNDLE_IN_CONTAINER", "CERT_NAME", "AcmeStep", "certbot_argv", "copy_live_argv"]
 
@@ -109,6 +118,104 @@ class AcmeStep(Step):
             return []
         if tls.email is None:
             raise ConfigError("tls.mode acme needs tls.email")
+        role = acme_share.host_role(ctx)
+        if role is None:
+            return self._issue_plan(ctx)
+        changes = self._share_file_changes(ctx, role)
+        if role == "follower":
+            return changes + self._follower_plan(ctx)
+        issued = self._issue_plan(ctx)
+        return changes + issued + self._publish_plan(ctx, after_issue=bool(issued))
+
+    # -- several hosts ----------------------------------------------------------
+    def _share_file_changes(self, ctx: Context, role: acme_share.Role) -> list[Change]:
+        files = acme_share.share_files(ctx, role)
+        digests = parse_sha256(ctx.fact(host_cli.file_sha256([f.path for f in files])).text)
+        where = acme_share.share_dir(ctx.layout)
+        mkdir = Run(("mkdir", "-p", "-m", "0700", "--", where))
+        changes: list[Change] = []
+        for item in files:
+            if item.data is None:
+                changes.append(Change(f"create {item.what} ({item.path}, 0600)"))
+                continue
+            if item.path.endswith("pg_password"):
+                ctx.connector.add_secret(Secret(item.data.decode(errors="replace").strip()))
+            if digests.get(item.path) == hashlib.sha256(item.data).hexdigest():
+                continue
+            verb = "replace" if item.path in digests else "upload"
+            changes.append(Change(f"{verb} {item.what} ({item.path}, 0600)", (mkdir, Put(item.path, item.data, 0o600, "0:0"))))
+        return changes
+
+    def _follower_plan(self, ctx: Context) -> list[Change]:
+        installed = _json_serial(ctx.read_file(posixpath.join(acme_share.share_dir(ctx.layout), "installed.json")))
+        served = ctx.read_file(posixpath.join(ctx.layout.tls, TLS_FULLCHAIN)) or b""
+        try:
+            serving = format(x509.load_pem_x509_certificate(served).serial_number, "x")
+        except ValueError:
+            serving = None
+        if installed is not None and installed == serving:
+            return []  # the host's renewer keeps it in step with the state tier
+        issuer = ctx.cfg.fleet[0].host
+        return [
+            Change(
+                f"install the fleet's certificate for {ctx.cfg.domain} from the state tier (issued by {issuer})",
+                (Call("install the shared certificate", self._sync),),
+            )
+        ]
+
+    def _publish_plan(self, ctx: Context, *, after_issue: bool) -> list[Change]:
+        summary = "share the certificate with the other hosts (sealed into the state tier)"
+        call = (Call("share the certificate", self._publish),)
+        if after_issue:
+            return [Change(summary, call)]
+        shared = _json_serial(ctx.read_file(posixpath.join(acme_share.share_dir(ctx.layout), "published.json")))
+        chain = ctx.read_file(f"{self._live(ctx)}/fullchain.pem") or b""
+        try:
+            serial = format(x509.load_pem_x509_certificate(chain).serial_number, "x")
+        except ValueError:
+            return []
+        return [] if shared == serial else [Change(f"{summary}: serial {serial}", call)]
+
+    def _share_argv(self, ctx: Context, command: str) -> list[str]:
+        return acme_share.share_argv(
+            image=certbot_context().tag(ctx.cfg.images.base_image), layout=ctx.layout,
+            command="publish" if command == "publish" else "sync",
+            live=CERTBOT_STATE.file("live", CERT_NAME), script=SHARE_IN_IMAGE,
+        )  # fmt: skip
+
+    def _publish(self, ctx: Context) -> None:
+        """A Call: seal the issued certificate into PostgreSQL for the other hosts."""
+        done = ctx.run(self._share_argv(ctx, "publish"), timeout=120, check=False)
+        if not done.ok:
+            raise DeployFailed(
+                f"the certificate was issued but could not be shared with the other hosts: {_out(done.stderr)}",
+                hint="check that this host reaches state.postgres (the gateway's URL, password and TLS), "
+                "then deploy again; the other hosts keep serving the certificate they have",
+            )
+        ctx.note(_out(done.stdout))
+
+    def _sync(self, ctx: Context) -> None:
+        """A Call: install the newest certificate the issuer shared (checked: key, name, not older)."""
+        done = ctx.run(self._share_argv(ctx, "sync"), timeout=120, check=False)
+        issuer = f"host 1/{len(ctx.cfg.fleet)} ({ctx.cfg.fleet[0].host})"
+        if done.exit_status == acme_share.EXIT_NOTHING:
+            raise DeployFailed(
+                f"the state tier holds no certificate for {ctx.cfg.domain} that this host accepts: {_out(done.stdout)}",
+                hint=f"{issuer} obtains it and shares it: deploy it first (a deploy does, in rollout order), "
+                "and check its renewer with `claudegate status`",
+            )
+        if done.exit_status not in (acme_share.EXIT_INSTALLED, acme_share.EXIT_UNCHANGED):
+            raise DeployFailed(
+                f"could not read the fleet's certificate from the state tier: {_out(done.stderr or done.stdout)}",
+                hint="check that this host reaches state.postgres (the gateway's URL, password and TLS)",
+            )
+        ctx.note(_out(done.stdout))
+        if done.exit_status == acme_share.EXIT_INSTALLED:
+            self._reload(ctx)
+
+    # -- the issuer (or the only host) ------------------------------------------
+    def _issue_plan(self, ctx: Context) -> list[Change]:
+        tls = ctx.cfg.tls
         live = self._live(ctx)
         served = posixpath.join(ctx.layout.tls, TLS_FULLCHAIN)
         digests = parse_sha256(ctx.fact(host_cli.file_sha256([f"{live}/fullchain.pem", served])).text)
@@ -175,3 +282,16 @@ class AcmeStep(Step):
         nginx = inspect(ctx, ctx.layout.nginx_container)
         if nginx is not None and nginx.running:
             reload_nginx(ctx)
+
+
+def _json_serial(data: bytes | None) -> str | None:
+    """``serial`` of a share record (installed.json / published.json), None if absent or unreadable."""
+    try:
+        value = json.loads(data or b"").get("serial")
+    except (ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
+
+
+def _out(data: bytes) -> str:
+    return " | ".join(data.decode(errors="replace").strip().splitlines()[-4:]) or "(no output)"

@@ -39,7 +39,7 @@ import os
 import posixpath
 
 from claudegate.containers import CERTBOT_STATE, NGINX_RELEASES, NGINX_TLS
-from claudegate.deploy import docker_cli, renewer_restore
+from claudegate.deploy import acme_share, docker_cli, renewer_restore
 from claudegate.deploy.build_contexts import RENEWER_IN_IMAGE, certbot_context
 from claudegate.deploy.context import Context
 from claudegate.deploy.docker_cli import ContainerSpec
@@ -56,6 +56,7 @@ INTERVAL_ENV = "CLAUDEGATE_RENEW_CHECK_SECONDS"
 #: The renewer's report, in certbot's directory (root only); ``status`` reads it.
 STATUS_FILE = "claudegate-renewal.json"
 LABEL_NGINX_ID = "org.claudegate.nginx-id"
+LABEL_SHARE = "org.claudegate.acme-share"
 
 
 def status_path(layout: HostLayout) -> str:
@@ -87,6 +88,7 @@ def renewer_spec(
     https_port: int,
     ca_bundle: bool,
     interval: float = 0.0,
+    share: str = "",
 ) -> ContainerSpec:
     """The renewer: nginx's namespaces, certbot's state, nginx's files; only CHOWN (for ``nginx -t``).
 
@@ -109,6 +111,11 @@ def renewer_spec(
         args += ["--interval", f"{interval:g}"]
     if ca_bundle:
         args += ["--ca-bundle", CA_BUNDLE_IN_CONTAINER]
+    labels = {LABEL_INSTANCE: layout.prefix, LABEL_ROLE: "certbot", LABEL_NGINX_ID: nginx_id}
+    if share:
+        # Several hosts: ``share`` fingerprints the share's settings (read at start): a change recreates it.
+        args += ["--share", CERTBOT_STATE.file(acme_share.SHARE_DIR, "share.json")]
+        labels[LABEL_SHARE] = share
     # Writable here: nginx's certificate (installed after a renewal) and the webroot (HTTP-01 answers).
     writable = {layout.tls, layout.acme_webroot}
     nginx_mounts = tuple(
@@ -134,7 +141,7 @@ def renewer_spec(
         memory="256m",
         cpus="0.5",
         pids_limit=64,
-        labels={LABEL_INSTANCE: layout.prefix, LABEL_ROLE: "certbot", LABEL_NGINX_ID: nginx_id},
+        labels=labels,
     )
 
 
@@ -158,6 +165,7 @@ class RenewalStep(Step):
             https_port=cfg.ports.https,
             ca_bundle=bool(os.environ.get(CA_BUNDLE_ENV)),
             interval=_interval(),
+            share=acme_share.share_fingerprint(ctx),
         )
 
     def plan(self, ctx: Context) -> list[Change]:
