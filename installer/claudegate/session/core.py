@@ -565,15 +565,36 @@ class Session:
             return self._call(lambda: self._each_host("audit", one))
         return self._call(lambda: one(self._config, self._connect()))
 
-    def usage(self, *, client: str | None = None, since: date | None = None) -> UsageReport:
-        """Requests and tokens per client per UTC day from the gateway's audit log (read-only).
+    def usage(
+        self, *, client: str | None = None, since: date | None = None, source: str | None = None
+    ) -> UsageReport:
+        """Requests and tokens per client per UTC day (read-only).
 
-        On several hosts every host's audit log is summed (each host logs the
-        requests it served); a host that cannot be read is named in the
-        report (``missing_hosts``), and only when none can be read does it fail.
+        ``source``: ``"ledger"`` (state.postgres's durable daily totals, read
+        through the first host that answers, see :meth:`_any_host`; the
+        default on several hosts) or ``"audit-logs"`` (the default on one
+        host). From the audit logs on several hosts every host's log is
+        summed (each host logs the requests it served); a host that cannot
+        be read is named in the report (``missing_hosts``), and only when
+        none can be read does it fail.
         """
-        from claudegate.usage import audit_lines, fleet_usage, read_usage
+        from claudegate.usage import audit_lines, fleet_usage, ledger_usage, read_usage
 
+        if source is None:
+            source = "ledger" if self._config.several_hosts else "audit-logs"
+        if source == "ledger":
+            if self._config.state is None:
+                raise ConfigError("--from ledger: the durable usage ledger is in state.postgres, and this config has"
+                                  " no state:", hint="use --from audit-logs")  # fmt: skip
+
+            def from_ledger() -> UsageReport:
+                report = self._any_host("usage", lambda cfg, connector: ledger_usage(
+                    cfg, connector, client=client, since=since, layout=self.layout))  # fmt: skip
+                if self.answered_by is None:
+                    return report
+                return dataclasses.replace(report, answered_by=self.answered_by.note())
+
+            return self._call(from_ledger)
         if not self._config.several_hosts:
             return self._call(
                 lambda: read_usage(self._config, self._connect(), client=client, since=since, layout=self.layout)
