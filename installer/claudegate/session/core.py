@@ -691,7 +691,7 @@ class Session:
         return self._call(run)
 
     def _backup_hosts(self, out: Path, passphrase: Secret | None, force: bool) -> BackupResult:
-        from claudegate.backup import fleet_members, host_members, write_backup
+        from claudegate.backup import STATE_ROWS, export_state_rows, fleet_members, host_members, write_backup
 
         # No keystore snapshot: several hosts keep their clients in the shared PostgreSQL (state:).
         runs = self._each_host("backup", lambda cfg, connector: host_members(cfg, connector, self.layout,
@@ -702,6 +702,9 @@ class Session:
             assert failed is not None
             raise failed
         members, hosts, notes = fleet_members(read)
+        # state.postgres's rows, once (any host reads the same database): what a fleet restore puts back.
+        members[STATE_ROWS] = self._any_host("backup", lambda cfg, connector: export_state_rows(
+            cfg, connector, self.layout))  # fmt: skip
         with self._state_host() as state_connector:  # the state tier once, whatever the number of hosts
             result = write_backup(
                 self._config, members, out, source=read[0][1], passphrase=passphrase, force=force,
@@ -724,13 +727,7 @@ class Session:
 
         def run() -> RestoreResult:
             if self._config.several_hosts:
-                # One host's restore would give it the backup's pepper while the others (and the fleet's
-                # copy in state_dir, which the next deploy hands out) keep theirs: keys would work on some.
-                raise ConfigError(
-                    "restore onto several hosts (hosts:) is not supported yet: nothing was restored",
-                    hint="restore the state tier with its own tools (pg_restore); the hosts' files come back "
-                    "with claudegate deploy",
-                )
+                return self._restore_hosts(Path(source), passphrase)
             backup = read_backup(Path(source), passphrase)
             question = ConsentQuestion(
                 topic="restore-backup",
@@ -748,6 +745,63 @@ class Session:
                 )
 
         return self._call(run)
+
+    def _restore_hosts(self, source: Path, passphrase: Secret | None) -> RestoreResult:
+        """A fleet backup onto every host of ``hosts:``, all or none (:func:`claudegate.backup.restore_fleet`).
+
+        Checked before anything is asked (a one-host backup, another
+        domain's, a damaged file are refused); asked once, naming every
+        host; then under the fleet's lock (a deploy or rollback on the fleet
+        cannot run meanwhile), with every host connected before anything
+        changes: one host unreachable refuses the restore, nothing changed.
+        """
+        from datetime import UTC, datetime
+
+        from claudegate.backup import FleetHost, check_fleet_backup, read_backup, restore_fleet
+        from claudegate.deploy.every_host import EveryHost, HostRun
+        from claudegate.deploy.fleet import host_name
+
+        cfg = self._config
+        backup = read_backup(source, passphrase)
+        check_fleet_backup(cfg, backup)
+        names = [host_name(t) for t in cfg.fleet]
+        question = ConsentQuestion(
+            topic="restore-backup",
+            target=f"{len(names)} hosts ({', '.join(names)})",
+            detail=(
+                f"replace state.postgres's keys, owned objects and usage, and every host's pepper, with "
+                f"{backup.summary()}; clients made since are gone, keys revoked since work again"
+            ),
+        )
+        if not self.interaction.consent(question):
+            raise Declined(f"{question.text()} -- answered no; nothing was restored", flag=question.flag)
+        with self._fleet_locked("restore", dry_run=False):
+            hosts: list[FleetHost] = []
+            failed: list[HostRun[None]] = []
+            try:
+                for index, target in enumerate(cfg.fleet, 1):
+                    host_cfg = cfg.for_host(target)
+                    try:
+                        connector = self._open_host(host_cfg)
+                    except Cancelled:
+                        raise
+                    except ClaudegateError as exc:
+                        failed.append(HostRun(index, len(names), host_name(target), error=exc))
+                        continue
+                    hosts.append(FleetHost(f"host {index}/{len(names)} ({host_name(target)})", host_cfg, connector))
+                if failed:
+                    error = EveryHost("restore", tuple(failed)).error()
+                    assert error is not None
+                    error.message = f"restore needs every host, and not every host answered: nothing was restored\n{error.message}"
+                    raise error
+                stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+                safety = Path(cfg.state_dir) / f"before-restore-{stamp}.cgbackup"
+                with self._state_host() as state_connector:
+                    return restore_fleet(cfg, hosts, backup, safety_copy=safety, passphrase=passphrase,
+                                         layout=self.layout, state_connector=state_connector)  # fmt: skip
+            finally:
+                for host in hosts:
+                    host.connector.close()
 
     def render(self, out_dir: str | os.PathLike[str]) -> RenderResult:
         """Every file a deploy writes, into a local directory (secrets excluded). No connection."""
