@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -173,3 +174,34 @@ def test_a_backup_of_several_hosts_holds_each_hosts_files_and_no_keystore(tmp_pa
     (tmp_path / "one.cgbackup").write_bytes(MAGIC_PLAIN + bundle({"key_pepper": b"pepper\n"}))
     with pytest.raises(BackupError, match=r"lacks keystore\.db"):
         read_backup(tmp_path / "one.cgbackup")
+
+
+def test_a_fleet_restore_refuses_a_file_that_does_not_fit_this_fleet_before_anything_is_asked(tmp_path: Path) -> None:
+    """One host's backup, another domain's, no shared rows, damaged rows, a pepper that is not one line."""
+    import json
+
+    from claudegate.backup import STATE_ROWS, check_fleet_backup, write_backup
+    from tests.deploy.test_fleet_roll import _cfg
+
+    cfg = _cfg(tmp_path, 2)
+    rows = json.dumps({"format": "claudegate-state 1", "schema": [1, 2, 3], "tables": {}}).encode()
+    hosts = {"1": "10.0.0.11", "2": "10.0.0.12"}
+
+    def made(name: str, members: dict[str, bytes], *, domain: str | None = None, fleet: bool = True) -> Any:
+        other = cfg.model_copy(update={"domain": domain}) if domain else cfg
+        write_backup(other, members, tmp_path / name, source="10.0.0.11", hosts=hosts if fleet else None)
+        return read_backup(tmp_path / name)
+
+    good = made("good", {"key_pepper": b"pepper\n", STATE_ROWS: rows})
+    check_fleet_backup(cfg, good)  # fits
+    for backup, match in (
+        (made("one", {"keystore.db": keystore(), "key_pepper": b"p\n"}, fleet=False), "a backup of one host"),
+        (made("other", {"key_pepper": b"pepper\n", STATE_ROWS: rows}, domain="gw.elsewhere.test"),
+         "another deployment's pepper"),
+        (made("norows", {"key_pepper": b"pepper\n"}), "does not hold state.postgres's rows"),
+        (made("badrows", {"key_pepper": b"pepper\n", STATE_ROWS: b'{"format": "x"'}), "not readable JSON"),
+        (made("notours", {"key_pepper": b"pepper\n", STATE_ROWS: b'{"format": "x"}'}), "not claudegate's state"),
+        (made("pepper", {"key_pepper": b"two\nlines\n", STATE_ROWS: rows}), "not one line"),
+    ):
+        with pytest.raises(BackupError, match=match):
+            check_fleet_backup(cfg, backup)
