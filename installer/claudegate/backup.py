@@ -661,9 +661,8 @@ def restore_fleet(
     and every host's pepper) is written to ``safety_copy``. Then the rows
     are replaced in one transaction (whole or not at all; every replica is
     told, so a key revoked since the backup works again at once and a key
-    made since is refused at once). Then, only when the backup's pepper is
-    not the hosts', each host gets it and its gateways are restarted, host
-    by host. A host that fails there undoes the restore: the safety copy's
+    made since is refused at once). Then each host whose pepper is not the
+    backup's gets it and its gateways are restarted, host by host. A host that fails there undoes the restore: the safety copy's
     rows go back and every host already changed gets its pepper back. If
     even that fails, the error says what is left and the one command that
     finishes the undo (``claudegate restore --from <safety copy>``).
@@ -692,16 +691,17 @@ def restore_fleet(
         raise
     restored = ["state.postgres (keys, owned objects, usage ledger)"]
     changed: list[FleetHost] = []
-    if any(h.pepper.strip() != pepper.strip() for h in hosts):
+    differ = [h for h in hosts if h.pepper.strip() != pepper.strip()]
+    if differ:
         try:
-            for host in hosts:
+            for host in differ:
                 changed.append(host)
                 _put_pepper(host, pepper, layout)
                 _restart_gateways(host, layout)
         except ClaudegateError as exc:
             _undo_fleet(hosts, changed, now_rows, exc, safety_copy, layout)
             raise
-        restored.append(f"the backup's pepper on {len(hosts)} hosts")
+        restored.append(f"the backup's pepper on {', '.join(h.label for h in differ)} (gateways restarted)")
     else:
         restored.append(f"the pepper ({len(hosts)} hosts already held the backup's)")
     write_private(Path(cfg.state_dir) / "key_pepper", pepper.strip() + b"\n")  # what the next deploy hands out

@@ -673,6 +673,22 @@ def test_restore_puts_the_fleets_keys_back_on_every_host_all_or_nothing(fleet: F
     _refused_on_both(fleet, new, 401)  # made after it: refused, on both hosts
     # The fleet as it was just before is kept, to undo the restore by hand if wanted.
     assert list((fleet.dir / "state").glob("before-restore-*.cgbackup")), list((fleet.dir / "state").iterdir())
+    assert "already held the backup's" in restored.stdout, restored.stdout  # nothing restarted
+    # A host whose pepper is not the backup's (changed on disk; its gateways still run on the old one)
+    # gets it back and its gateways restart on it: the fleet's keys still work on both, and the other
+    # host was not touched.
+    pepper = "/opt/claudegate/shared/secrets/key_pepper"
+    replicas = ("docker ps -q --filter label=org.claudegate.role=gateway"
+                " | xargs docker inspect -f '{{.Name}} {{.State.StartedAt}}'")  # fmt: skip
+    untouched = fleet.sh(fleet.servers[0], replicas)
+    fleet.sh(fleet.servers[1], f"printf 'drifted-pepper\n' > {pepper}")
+    again = _cli(fleet, "restore", "--from", str(backup), "--yes")
+    assert again.exit_code == 0, again.output
+    assert f"the backup's pepper on host 2/2 ({fleet.servers[1].ip}) (gateways restarted)" in again.stdout, again.stdout
+    assert "drifted" not in fleet.sh(fleet.servers[1], f"cat {pepper}")
+    assert fleet.sh(fleet.servers[0], replicas) == untouched
+    _refused_on_both(fleet, old, 200)
+    _refused_on_both(fleet, new, 401)
 
 
 def test_a_host_that_cannot_be_reached_is_named_and_the_other_still_answers(fleet: Fleet) -> None:
