@@ -782,6 +782,37 @@ def test_usage_from_the_ledger_is_what_upstream_billed_even_with_one_host_down(f
     assert "not in it:" in text.output and "team-a" in text.output.split("not in it:")[1], text.output
 
 
+async def test_the_console_shows_the_fleets_status_and_usage(fleet: Fleet) -> None:
+    """The wizard's day-2 console (claudegate console) on the deployed fleet: its status names both hosts'
+    release, and its Usage button answers from the ledger (the key the test before metered)."""
+    from textual.widgets import RichLog, TabbedContent
+
+    from claudegate.wizard.app import make_app
+    from tests.wizard.conftest import screen_text
+
+    def log(app: Any, name: str) -> str:
+        return "\n".join(str(line.text) for line in app.screen.query_one(f"#{name}", RichLog).lines)
+
+    async def until(pilot: Any, name: str, *texts: str) -> str:
+        for _ in range(1200):  # the console's worker talks to both hosts over SSH: up to 60 s here
+            await pilot.pause(0.05)
+            if all(t in (shown := log(pilot.app, name)) for t in texts):
+                return shown
+        raise AssertionError(f"{texts} never all in #{name}:\n{log(pilot.app, name)}\n{screen_text(pilot)}")
+
+    app = make_app(fleet.dir / "deploy.yaml", draft_file=fleet.dir / "console-draft.json")
+    async with app.run_test(size=(100, 40)) as pilot:
+        first, second = _headers(fleet)
+        release = fleet.current(fleet.servers[0])
+        status = await until(pilot, "status", first, second)
+        assert status.count(release) >= 2 and "FAILED" not in status, status
+        app.screen.query_one(TabbedContent).active = "tab-usage"
+        await pilot.pause()
+        await pilot.click("#usage-show")
+        usage = await until(pilot, "usage", "metered", "durable usage ledger")
+        assert "TOKENS" in usage and "failed" not in usage, usage
+
+
 def test_rollback_is_refused_on_every_host_when_one_has_nothing_to_go_back_to(fleet: Fleet) -> None:
     # After the failed roll: host 1 went forward and back (it has a previous release), host 2 never switched.
     before = [fleet.current(s) for s in fleet.servers]
