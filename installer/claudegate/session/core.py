@@ -644,8 +644,12 @@ class Session:
         from claudegate import keys
 
         keys.client_spec(name)
-        self._call(lambda: self._any_host("keys revoke", lambda cfg, connector: keys.revoke_client(
-            cfg, connector, name, layout=self.layout), change=True))  # fmt: skip
+
+        def revoke(cfg: DeployConfig, connector: Connector) -> str:
+            keys.revoke_client(cfg, connector, name, layout=self.layout)
+            return name  # an answer (None would read as "no host answered")
+
+        self._call(lambda: self._any_host("keys revoke", revoke, change=True))
 
     def _any_host(self, command: str, fn: Callable[[DeployConfig, Connector], T], *, change: bool = False) -> T:
         """``fn`` on the connection (one host), or on the first host of ``hosts:`` that answers.
