@@ -624,6 +624,17 @@ def check_fleet_backup(cfg: DeployConfig, backup: Backup) -> None:
         raise BackupError(f"{source}: key_pepper is not one line of text; nothing was restored")
 
 
+def _repeppered(host: FleetHost, pepper: bytes, layout: HostLayout) -> None:
+    """``pepper`` onto the host and its gateways restarted on it, under the host's deploy lock."""
+    lock = RemoteLock(host.connector, layout.lock_dir, playbook="restore", sudo=uses_sudo(host.cfg, host.connector))
+    lock.acquire()
+    try:
+        _put_pepper(host, pepper, layout)
+        _restart_gateways(host, layout)
+    finally:
+        lock.release()
+
+
 def _restart_gateways(host: FleetHost, layout: HostLayout) -> None:
     """Restart the host's gateway replicas one at a time (they read the pepper at start); wait for each."""
     cfg, connector = host.cfg, host.connector
@@ -696,8 +707,7 @@ def restore_fleet(
         try:
             for host in differ:
                 changed.append(host)
-                _put_pepper(host, pepper, layout)
-                _restart_gateways(host, layout)
+                _repeppered(host, pepper, layout)
         except ClaudegateError as exc:
             _undo_fleet(hosts, changed, now_rows, exc, safety_copy, layout)
             raise
@@ -728,8 +738,7 @@ def _undo_fleet(
         left.append(f"state.postgres holds the backup's rows ({exc})")
     for host in changed:
         try:
-            _put_pepper(host, host.pepper, layout)
-            _restart_gateways(host, layout)
+            _repeppered(host, host.pepper, layout)
         except ClaudegateError as exc:
             left.append(f"{host.label} holds the backup's pepper ({exc})")
     error.message = f"restore failed on {failed.label}: {error.message}\n"
