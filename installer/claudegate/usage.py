@@ -98,15 +98,13 @@ class UsageReport:
     missing_hosts: tuple[str, ...] = ()
     #: Where the figures come from: "audit-logs" (the hosts' logs) or "ledger" (state.postgres's daily totals).
     source: str = "audit-logs"
-    #: The ledger: which host read it, and the active clients it does not count (no daily budget).
+    #: The ledger: which host read it.
     answered_by: str | None = None
-    not_in_ledger: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
             "source": self.source,
             "answered_by": self.answered_by,
-            "not_in_ledger": list(self.not_in_ledger),
             "client": self.client,
             "since": self.since.isoformat() if self.since else None,
             "prices_as_of": self.prices_as_of,
@@ -126,11 +124,6 @@ class UsageReport:
             )
             if self.answered_by:
                 text += f"; {self.answered_by}"
-            if self.not_in_ledger:
-                text += (
-                    f"\nWARNING: the ledger counts clients with a daily budget (daily_tokens) only; not in it: "
-                    f"{', '.join(self.not_in_ledger)} (claudegate usage --from audit-logs counts them)"
-                )
             return text
         if not self.hosts:
             return ""
@@ -161,7 +154,7 @@ class UsageReport:
             head: tuple[str, ...] = ("CLIENT", "DAY", "TOKENS")
             ledger: list[tuple[str, ...]] = [(r.client, r.day, str(r.tokens)) for r in self.rows]
             ledger.append(("TOTAL", "", str(sum(r.tokens for r in self.rows))))
-            return _table([head, *ledger]) + "\ntokens: input + output as charged against the daily budgets"
+            return _table([head, *ledger]) + "\ntokens: input + output, as charged to each key"
         head = ("CLIENT", "DAY", "REQUESTS", "ERRORS", "INPUT", "OUTPUT", "COST (USD)")
         body = [
             (r.client, r.day, str(r.requests), str(r.errors), str(r.input_tokens), str(r.output_tokens),
@@ -366,13 +359,10 @@ def ledger_usage(
 ) -> UsageReport:
     """Tokens per client per UTC day from state.postgres's ledger, read through this host's serving gateway.
 
-    The ledger is what every replica settles into and outlives any host, so
-    one answering host is enough. It keeps the tokens charged against daily
-    budgets: the active clients without a daily budget are named in
-    ``not_in_ledger``, never silently shown as idle.
+    The ledger is what every replica settles into (every key's tokens, with
+    or without a daily budget) and outlives any host, so one answering host
+    is enough.
     """
-    from claudegate.deploy.gateway_keys import list_clients
-
     argv = ["state", "usage"]
     if client is not None:
         argv += ["--client", client]
@@ -388,11 +378,7 @@ def ledger_usage(
         )
     except (ValueError, KeyError, TypeError):
         raise ClaudegateError(f"the usage ledger read in {container} on {connector.target} is not the JSON expected") from None
-    unbudgeted = tuple(
-        c.name for c in list_clients(cfg, connector, layout=layout)
-        if c.active and c.scopes.get("daily_tokens") is None and (client is None or c.name == client)
-    )  # fmt: skip
-    return UsageReport(rows, client=client, since=since, source="ledger", not_in_ledger=unbudgeted)
+    return UsageReport(rows, client=client, since=since, source="ledger")
 
 
 def audit_lines(

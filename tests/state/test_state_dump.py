@@ -77,7 +77,7 @@ def test_import_puts_back_every_key_as_it_was_on_every_gateway(
     gateways.extend([first, make_gateway(tmp_path / "gw1", fake.url, fake.api_key, state, share_keystore=first)])
     for gw in gateways:
         gw.start()
-    old = first.create_key("old", "--daily-tokens", "1000000")  # the ledger counts budgeted keys
+    old = first.create_key("old", "--rpm", "100")  # no daily budget: the ledger counts every key
     assert run_parallel(gateways, old, [body(), body()])[0][0] == 200  # usage in the ledger, keys cached
     time.sleep(6)  # both replicas flush to the ledger every 5 s
     exported = first.cli("state", "export").stdout

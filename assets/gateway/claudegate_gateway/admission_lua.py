@@ -34,7 +34,10 @@ LIBRARY_NAME = "claudegate"
 # 2: the caller's UTC day checked against Redis's clock; 3: count_request flag, cg_count;
 # 4: the ledger's pending share in Redis (``led``), cg_take_ledger. Older callers pass fewer
 # arguments and keep their own pending share, as before.
-LIBRARY_VERSION = 4
+# 5: ``ledger_all`` (reserve's 11th argument): a key without a daily budget is charged to ``led``
+# too, so the durable ledger is every key's usage; callers that do not pass it (version 4
+# gateways during a roll) ledger budgeted keys only, as before.
+LIBRARY_VERSION = 5
 WINDOW_MS = 60_000
 
 LIBRARY = f"""#!lua name={LIBRARY_NAME}
@@ -72,8 +75,11 @@ local function tokens_wait(tpm, amt, total, need, limit, now)
 end
 
 -- KEYS: rpm tpm amt tot day fly [led]
--- ARGV: hold tokens rpm_limit tpm_limit day_limit fly_limit lease_ms day_ttl_s [day_no [ledger_day]]  (a limit < 0: none)
+-- ARGV: hold tokens rpm_limit tpm_limit day_limit fly_limit lease_ms day_ttl_s [day_no [ledger_day [ledger_all]]]
+--   (a limit < 0: none)
 -- ledger_day: the day's field in `led`; the tokens taken for the daily budget are added there too.
+-- ledger_all '1': a key without a daily budget has its tokens added to `led` as well (its day
+-- counter moves only if it exists), so its settlement (day_counted 1) corrects them there.
 -- day_no: the UTC day (ms // 86400000) the caller named `day` after; if Redis's
 -- clock says another day, nothing is taken and the verdict is 'day' (the
 -- caller's clock is off, or midnight passed): it asks again with Redis's day.
@@ -145,6 +151,10 @@ local function reserve(keys, args)
       redis.call('HINCRBY', keys[7], args[10], tokens)
       redis.call('EXPIRE', keys[7], day_ttl)
     end
+  elseif tokens > 0 and args[11] == '1' and keys[7] and args[10] and args[10] ~= '' then
+    if redis.call('EXISTS', day) == 1 then used = redis.call('INCRBY', day, tokens) end
+    redis.call('HINCRBY', keys[7], args[10], tokens)
+    redis.call('EXPIRE', keys[7], day_ttl)
   end
   return {{'ok', 0, 0, 0, now, requests, total, used}}
 end

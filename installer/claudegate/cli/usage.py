@@ -38,11 +38,9 @@ def usage_command(
 
     With several hosts (hosts:) the default is the durable usage ledger in
     state.postgres (--from ledger), read through the first host that
-    answers: it outlives any host and needs one host up. It holds tokens
-    charged per client per UTC day (TOKENS; --json has requests, input,
-    output and cost as null) for clients with a daily budget; the active
-    clients without one are named with a WARNING on stderr. stderr says
-    where the figures come from. --from audit-logs sums every host's audit
+    answers: it outlives any host and needs one host up. It holds the tokens
+    charged to each client per UTC day (TOKENS; --json has requests, input,
+    output and cost as null). stderr says where the figures come from. --from audit-logs sums every host's audit
     log instead (requests, models, cost); a host that cannot be read is then
     named with a WARNING ("missing_hosts" in --json), and the command fails
     only when no host can be read.
