@@ -798,7 +798,7 @@ class Session:
                     assert error is not None
                     error.message = f"restore needs every host, and not every host answered: nothing was restored\n{error.message}"
                     raise error
-                stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+                stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")  # two restores in one second: two files
                 safety = Path(cfg.state_dir) / f"before-restore-{stamp}.cgbackup"
                 with self._state_host() as state_connector:
                     return restore_fleet(cfg, hosts, backup, safety_copy=safety, passphrase=passphrase,
