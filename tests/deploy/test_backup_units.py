@@ -287,7 +287,7 @@ def _fleet_restore(
 
 
 def test_a_fleet_restore_changes_only_the_hosts_whose_pepper_differs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    hosts, log, result = _fleet_restore(tmp_path, monkeypatch, [b"backup-pepper\n", b"drifted\n", b"backup-pepper\n"])
+    _hosts, log, result = _fleet_restore(tmp_path, monkeypatch, [b"backup-pepper\n", b"drifted\n", b"backup-pepper\n"])
     assert log == ["rows backup", "10.0.0.12: locked", "10.0.0.12: pepper backup-pepper", "10.0.0.12: restarted",
                    "10.0.0.12: unlocked"], log  # fmt: skip
     assert "the backup's pepper on host 2/3 (10.0.0.12) (gateways restarted)" in result.text()
@@ -310,7 +310,7 @@ def test_a_host_failing_half_way_undoes_the_fleet_restore(tmp_path: Path, monkey
     # When even the undo fails: said plainly, with the one command that finishes it.
     again = tmp_path / "again"
     again.mkdir()
-    hosts, log, error = _fleet_restore(again, monkeypatch, old, restart_fails={"10.0.0.12"}, import_fails_after=1)
+    _hosts, log, error = _fleet_restore(again, monkeypatch, old, restart_fails={"10.0.0.12"}, import_fails_after=1)
     text = str(error)
     assert "NOT undone: state.postgres holds the backup's rows (PostgreSQL went away)" in text, text
     assert f"claudegate restore --from {again / 'before.cgbackup'}" in (error.hint or ""), error.hint
