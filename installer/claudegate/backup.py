@@ -12,8 +12,12 @@ What is saved:
   the served certificate, when they exist;
 - with ``state.host``: a ``pg_dump`` of the state host's PostgreSQL (keys,
   owned objects, the usage ledger), custom format; ``restore`` loads it
-  back with ``pg_restore --clean`` in one transaction. Redis is not saved:
-  it holds only rate windows and in-flight holds, rebuilt from PostgreSQL.
+  back with ``pg_restore --clean`` in one transaction (one host). Redis is
+  not saved: it holds only rate windows and in-flight holds, rebuilt from
+  PostgreSQL;
+- several hosts (``hosts:``): every host's pepper and TLS trees, and
+  ``state.json``, claudegate's rows of state.postgres exported at one
+  moment by a serving gateway (``claudegate-gateway state export``).
 
 Not saved: the Anthropic key (it is on the operator's side already), the
 audit log (see ``claudegate usage``), releases and images (a deploy makes
@@ -26,6 +30,9 @@ certbot's directory) onto a host a deploy already set up, under the deploy
 lock: the gateways are stopped for the swap (a few seconds without service),
 the keystore's WAL files are removed with the old database, and the serving
 gateway is started and waited for. Existing client keys then work there.
+A fleet's restore (:func:`restore_fleet`) replaces state.postgres's rows in
+one transaction, telling every replica, and gives the backup's pepper to
+each host that lacks it: all hosts or none.
 """
 
 from __future__ import annotations

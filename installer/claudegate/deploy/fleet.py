@@ -7,6 +7,8 @@
       -> a host that fails stops the roll; every host this run switched is
          rolled back to the release it served before (the rollback playbook,
          smoke-tested too), the failing one was never switched
+      -> every host done: each host's release read again; all on this
+         roll's release -> the schema's contract steps, once (host 1)
 
 Each host gets the one-host deploy (:func:`claudegate.deploy.api.deploy`)
 with ``target`` set to it, so everything a one-host deploy guarantees holds
