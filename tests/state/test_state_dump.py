@@ -157,3 +157,14 @@ def test_a_gateway_refuses_a_schema_a_newer_release_contracted(
     _query(postgres_server, pg_url, "INSERT INTO schema_version(version, kind) VALUES (99, 'contract')")
     with pytest.raises(RuntimeError, match="contracted by a newer release"):
         gw.start()
+
+
+def test_a_hold_is_settled_into_the_ledger_only_if_its_reservation_went_there() -> None:
+    """A version 4 library (an older replica loaded it during a roll) answers 8 fields and ledgers budgeted
+    keys only: a budgetless hold settled into `led` there would take tokens off a share never added."""
+    from claudegate_gateway.admission_redis import _ledgered
+
+    v4_ok, v5_ok, v5_not = ["ok", 0, 0, 0, 1, 1, 0, 0], ["ok", 0, 0, 0, 1, 1, 0, 0, 1], ["ok", 0, 0, 0, 1, 1, 0, 0, 0]
+    assert _ledgered(v5_ok, False, 100) and not _ledgered(v4_ok, False, 100) and not _ledgered(v5_not, False, 100)
+    assert _ledgered(v4_ok, True, 100) and _ledgered(v5_ok, True, 100)  # budgeted: as before
+    assert not _ledgered(v5_ok, False, 0)  # a rate count reserves no tokens

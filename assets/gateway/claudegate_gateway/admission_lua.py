@@ -83,7 +83,8 @@ end
 -- day_no: the UTC day (ms // 86400000) the caller named `day` after; if Redis's
 -- clock says another day, nothing is taken and the verdict is 'day' (the
 -- caller's clock is off, or midnight passed): it asks again with Redis's day.
--- -> {{verdict, used, limit, wait_ms, now_ms, rpm_used, tpm_used, day_used}}
+-- -> {{verdict, used, limit, wait_ms, now_ms, rpm_used, tpm_used, day_used [, ledgered]}}
+-- ledgered (5, on 'ok'): 1 when the tokens went to `led`: the caller settles the hold there too.
 local function reserve(keys, args)
   local rpm, tpm, amt, tot, day, fly = keys[1], keys[2], keys[3], keys[4], keys[5], keys[6]
   local hold = args[1]
@@ -144,19 +145,22 @@ local function reserve(keys, args)
     total = redis.call('INCRBY', tot, tokens)
     for _, k in ipairs({{tpm, amt, tot}}) do redis.call('PEXPIRE', k, WINDOW * 2) end
   end
+  local ledgered = 0
   if day_limit >= 0 and tokens > 0 then
     used = redis.call('INCRBY', day, tokens)
     redis.call('EXPIRE', day, day_ttl)
     if keys[7] and args[10] and args[10] ~= '' then
       redis.call('HINCRBY', keys[7], args[10], tokens)
       redis.call('EXPIRE', keys[7], day_ttl)
+      ledgered = 1
     end
   elseif tokens > 0 and args[11] == '1' and keys[7] and args[10] and args[10] ~= '' then
     if redis.call('EXISTS', day) == 1 then used = redis.call('INCRBY', day, tokens) end
     redis.call('HINCRBY', keys[7], args[10], tokens)
     redis.call('EXPIRE', keys[7], day_ttl)
+    ledgered = 1
   end
-  return {{'ok', 0, 0, 0, now, requests, total, used}}
+  return {{'ok', 0, 0, 0, now, requests, total, used, ledgered}}
 end
 
 -- KEYS: tpm amt tot day fly [led]

@@ -100,6 +100,13 @@ def _led_name(key: str) -> str | None:
     return None
 
 
+def _ledgered(reply: list[Any], budgeted: bool, tokens: int) -> bool:
+    """Did ``cg_reserve`` put the tokens in ``led``? (then the settlement corrects them there)"""
+    if tokens <= 0:
+        return False
+    return budgeted or (len(reply) > 8 and int(reply[8]) == 1)
+
+
 def _utc_day(ms: float) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d")
 
@@ -319,7 +326,9 @@ class RedisAdmission:
         if verdict != "ok":
             raise self._refusal(client, verdict, used, limit, wait_ms, redis_now, tokens)
         # Every key's tokens go to the durable ledger (ledger_all), budgeted or not: it is the fleet's usage.
-        counted = tokens > 0
+        # Settled into `led` only if the reservation went there: a version 4 library (loaded by an older
+        # replica during a roll) ledgers budgeted keys only, and says nothing.
+        counted = _ledgered(reply, s.daily_tokens is not None, tokens)
         # Settled on the keys it was taken on, even if midnight passes meanwhile.
         hold = Hold(client.name, tokens, None, day, counted, hold_id=hold_id, keys=keys, task=asyncio.current_task())
         self._holds[hold_id] = hold
@@ -341,7 +350,7 @@ class RedisAdmission:
         if task.cancelled() or task.exception() is not None or task.result()[0] != "ok":
             return
         tokens = int(args[1])
-        counted = tokens > 0  # ledger_all: reserved into `led` whatever the budget
+        counted = _ledgered(task.result(), int(args[4]) >= 0, tokens)
         self._queue_settle(keys, [str(args[0]), str(-tokens), "1" if counted else "0", str(args[9])])
 
     async def _seed(self, name: str, day: str, key: str) -> None:
