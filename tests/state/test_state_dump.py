@@ -116,7 +116,7 @@ def test_import_puts_back_every_key_as_it_was_on_every_gateway(
 
 @pytest.mark.parametrize(
     "damage",
-    ["truncated", "newer schema", "unknown table", "unknown column", "not json", "bad value"],
+    ["truncated", "newer schema", "unknown table", "missing table", "unknown column", "not json", "bad value"],
 )
 def test_an_import_that_does_not_fit_is_refused_and_writes_nothing(
     tmp_path: Path, fake: FakeAnthropic, redis_db: RedisServer, postgres_server: PostgresServer, pg_url: str,
@@ -136,6 +136,8 @@ def test_an_import_that_does_not_fit_is_refused_and_writes_nothing(
             doc["schema"].append(99)
         elif damage == "unknown table":
             doc["tables"]["pg_authid"] = {"columns": ["rolname"], "rows": [{"rolname": "x"}]}
+        elif damage == "missing table":  # replaced means emptied: a ledger left out would be wiped
+            del doc["tables"]["usage_ledger"]
         elif damage == "unknown column":
             doc["tables"]["clients"]["columns"].append("is_admin")
         else:  # a value PostgreSQL's own parser refuses: the whole transaction goes

@@ -76,6 +76,9 @@ def _check_shape(doc: Any) -> dict[str, Any]:
     unknown = sorted(set(tables) - set(TABLES))
     if unknown:
         raise DumpError(f"the state document names tables claudegate does not have: {', '.join(unknown)}")
+    missing = [t for t in TABLES if t not in tables]
+    if missing:  # every table is replaced: one left out would be emptied, not kept
+        raise DumpError(f"the state document lacks tables: {', '.join(missing)}")
     for name, table in tables.items():
         if not isinstance(table, dict) or not isinstance(table.get("columns"), list) or not isinstance(
             table.get("rows"), list
@@ -102,7 +105,7 @@ async def import_state(conn: asyncpg.Connection, doc: Any) -> dict[str, int]:
         before = {r["name"] for r in await conn.fetch("SELECT name FROM clients")}
         plans: list[tuple[str, list[str], list[dict[str, Any]]]] = []
         for table in TABLES:
-            entry = doc["tables"].get(table, {"columns": [], "rows": []})
+            entry = doc["tables"][table]
             have = await _columns(conn, table)
             extra = sorted(set(entry["columns"]) - set(have))
             if extra:
