@@ -12,8 +12,12 @@ What is saved:
   the served certificate, when they exist;
 - with ``state.host``: a ``pg_dump`` of the state host's PostgreSQL (keys,
   owned objects, the usage ledger), custom format; ``restore`` loads it
-  back with ``pg_restore --clean`` in one transaction. Redis is not saved:
-  it holds only rate windows and in-flight holds, rebuilt from PostgreSQL.
+  back with ``pg_restore --clean`` in one transaction (one host). Redis is
+  not saved: it holds only rate windows and in-flight holds, rebuilt from
+  PostgreSQL;
+- several hosts (``hosts:``): every host's pepper and TLS trees, and
+  ``state.json``, claudegate's rows of state.postgres exported at one
+  moment by a serving gateway (``claudegate-gateway state export``).
 
 Not saved: the Anthropic key (it is on the operator's side already), the
 audit log (see ``claudegate usage``), releases and images (a deploy makes
@@ -26,6 +30,9 @@ certbot's directory) onto a host a deploy already set up, under the deploy
 lock: the gateways are stopped for the swap (a few seconds without service),
 the keystore's WAL files are removed with the old database, and the serving
 gateway is started and waited for. Existing client keys then work there.
+A fleet's restore (:func:`restore_fleet`) replaces state.postgres's rows in
+one transaction, telling every replica, and gives the backup's pepper to
+each host that lacks it: all hosts or none.
 """
 
 from __future__ import annotations
@@ -64,20 +71,28 @@ from claudegate.redact import Secret
 __all__ = [
     "Backup",
     "BackupResult",
+    "FleetHost",
     "RestoreResult",
+    "check_fleet_backup",
+    "check_state_rows",
     "create_backup",
+    "export_state_rows",
     "fleet_members",
     "host_members",
+    "import_state_rows",
     "keystore_snapshot",
     "read_backup",
     "read_passphrase",
     "restore_backup",
+    "restore_fleet",
     "write_backup",
 ]
 
 MAGIC_PLAIN = b"claudegate-backup 1 tar\n"
 #: The backup member holding the state host's ``pg_dump`` (custom format).
 POSTGRES_DUMP = "postgres.dump"
+#: The backup member holding state.postgres's rows as the gateway exports them (several hosts, a URL's PostgreSQL).
+STATE_ROWS = "state.json"
 MAGIC_SEALED = b"claudegate-backup 1 scrypt-fernet\n"
 _SALT = 16
 # scrypt cost: ~0.1 s and 32 MiB here; a guess costs an attacker the same.
@@ -299,6 +314,37 @@ def create_backup(
                         state_connector=state_connector)  # fmt: skip
 
 
+def export_state_rows(cfg: DeployConfig, connector: Connector, layout: HostLayout | None = None) -> bytes:
+    """state.postgres's rows (``claudegate-gateway state export``), read by this host's serving gateway."""
+    from claudegate.deploy.gateway_cli import gateway_command
+
+    container = serving_gateway_container(cfg, connector, layout)
+    data = _host(cfg, connector, docker_cli.exec_in(container, gateway_command(["state", "export"])),
+                 "exporting state.postgres's rows")  # fmt: skip
+    check_state_rows(data, "the export")
+    return data
+
+
+def import_state_rows(cfg: DeployConfig, connector: Connector, data: bytes, layout: HostLayout | None = None) -> str:
+    """Replace state.postgres's rows with ``data`` in one transaction (``state import``); the counts it says."""
+    from claudegate.deploy.gateway_cli import gateway_command
+
+    container = serving_gateway_container(cfg, connector, layout)
+    argv = docker_cli.exec_in(container, gateway_command(["state", "import"]), stdin=True)
+    return _host(cfg, connector, argv, "restoring state.postgres's rows", input=data).decode().strip()
+
+
+def check_state_rows(data: bytes, what: str) -> dict[str, Any]:
+    """The state document's shape (format, tables); a damaged one is refused before anything is changed."""
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        raise BackupError(f"{what}: state.json is not readable JSON; nothing was restored") from None
+    if not isinstance(doc, dict) or doc.get("format") != "claudegate-state 1" or not isinstance(doc.get("tables"), dict):
+        raise BackupError(f"{what}: state.json is not claudegate's state document; nothing was restored")
+    return doc
+
+
 def fleet_members(hosts: Sequence[tuple[int, str, dict[str, bytes]]]) -> tuple[dict[str, bytes], dict[str, str], list[str]]:
     """One file's members for several hosts: the first host's at the top (what ``restore`` reads), every
     host's own files as ``host<N>.<name>`` (its pepper, TLS and ACME trees; the keystore is shared state).
@@ -337,6 +383,11 @@ def write_backup(
         if state_connector is None:
             raise ConfigError("state.host is set: the backup needs a connection to it for the PostgreSQL dump")
         members[POSTGRES_DUMP] = dump_postgres(cfg, state_connector)
+    elif STATE_ROWS in members:
+        notes.append(
+            "the keys, owned objects and usage of state.postgres are in the file (claudegate's rows, exported by "
+            "a gateway at one moment); the database's own backups are still its operator's"
+        )
     elif cfg.state is not None:
         # A PostgreSQL someone else runs (state.postgres.url): its data is theirs to back up.
         notes.append(
@@ -535,3 +586,177 @@ def restore_backup(
         created_at=str(manifest.get("created_at", "?")),
         source_domain=str(manifest.get("domain", "?")),
     )
+
+
+@dataclass
+class FleetHost:
+    """One host of ``hosts:`` as a fleet restore meets it: its label, its config, its open connection."""
+
+    label: str
+    cfg: DeployConfig
+    connector: Connector
+    pepper: bytes = b""  # what it held before the restore
+
+
+def check_fleet_backup(cfg: DeployConfig, backup: Backup) -> None:
+    """A backup that may be put onto this fleet, checked before anything is asked or connected.
+
+    Refused: a one-host backup (its keystore is SQLite), a backup of another
+    domain (another deployment's pepper and keys), one without the shared
+    state's rows, or a pepper that is not one line of text.
+    """
+    source, manifest, members = backup.source, backup.manifest, backup.members
+    if "hosts" not in manifest:
+        raise BackupError(
+            f"{source} is a backup of one host (its keys are in a SQLite keystore); this config lists several "
+            "hosts: nothing was restored",
+            hint="restore it onto one host (a config with that host only), then copy its keys into state.postgres "
+            "with claudegate-gateway migrate-state (docs/multihost.md)",
+        )
+    if manifest.get("domain") != cfg.domain:
+        raise BackupError(
+            f"{source} is a backup of {manifest.get('domain')!r}, and this config deploys {cfg.domain!r}: another "
+            "deployment's pepper and keys would replace these; nothing was restored",
+            hint="restore a backup of this deployment (claudegate backup wrote its domain in the file)",
+        )
+    if STATE_ROWS not in members:
+        raise BackupError(
+            f"{source} does not hold state.postgres's rows (a backup made before claudegate could export them): "
+            "nothing was restored",
+            hint="restore the PostgreSQL with its own tools; the hosts' pepper comes back with claudegate deploy",
+        )
+    check_state_rows(members[STATE_ROWS], str(source))
+    pepper = members["key_pepper"].strip()
+    if not pepper or b"\n" in pepper or not pepper.isascii() or not pepper.decode().isprintable():
+        raise BackupError(f"{source}: key_pepper is not one line of text; nothing was restored")
+
+
+def _repeppered(host: FleetHost, pepper: bytes, layout: HostLayout) -> None:
+    """``pepper`` onto the host and its gateways restarted on it, under the host's deploy lock."""
+    lock = RemoteLock(host.connector, layout.lock_dir, playbook="restore", sudo=uses_sudo(host.cfg, host.connector))
+    lock.acquire()
+    try:
+        _put_pepper(host, pepper, layout)
+        _restart_gateways(host, layout)
+    finally:
+        lock.release()
+
+
+def _restart_gateways(host: FleetHost, layout: HostLayout) -> None:
+    """Restart the host's gateway replicas one at a time (they read the pepper at start); wait for each."""
+    cfg, connector = host.cfg, host.connector
+    names = _host(cfg, connector, docker_cli.container_list(layout.prefix, role="gateway"), "listing gateways")
+    ctx = Context(cfg=cfg, connector=connector, layout=layout, options=RunOptions("restore"))
+    for name in names.decode().split():
+        running = _host(cfg, connector, [docker_cli.DOCKER, "inspect", "--format", "{{.State.Running}}", name],
+                        f"inspecting {name}").strip() == b"true"  # fmt: skip
+        if not running:
+            continue
+        _host(cfg, connector, docker_cli.container_stop(name, timeout=10), f"stopping {name}")
+        _host(cfg, connector, docker_cli.container_start(name), f"starting {name}")
+        wait_gateway_ready(ctx, name)
+
+
+def _put_pepper(host: FleetHost, pepper: bytes, layout: HostLayout) -> None:
+    host.connector.put_file(layout.pepper_file, pepper, SECRET_MODE, f"0:{layout.secrets_group}",
+                            sudo=uses_sudo(host.cfg, host.connector))  # fmt: skip
+
+
+def restore_fleet(
+    cfg: DeployConfig,
+    hosts: Sequence[FleetHost],
+    backup: Backup,
+    *,
+    safety_copy: Path,
+    passphrase: Secret | None = None,
+    layout: HostLayout | None = None,
+    state_connector: Connector | None = None,
+) -> RestoreResult:
+    """Put a fleet backup back: state.postgres's rows, then the same pepper on every host; all or none.
+
+    Every host must be reachable and set up (``hosts``, connected by the
+    caller, under the fleet's lock). First the fleet as it is now (its rows
+    and every host's pepper) is written to ``safety_copy``. Then the rows
+    are replaced in one transaction (whole or not at all; every replica is
+    told, so a key revoked since the backup works again at once and a key
+    made since is refused at once). Then each host whose pepper is not the
+    backup's gets it and its gateways are restarted, host by host. A host that fails there undoes the restore: the safety copy's
+    rows go back and every host already changed gets its pepper back. If
+    even that fails, the error says what is left and the one command that
+    finishes the undo (``claudegate restore --from <safety copy>``).
+    """
+    layout = layout or HostLayout()
+    check_fleet_backup(cfg, backup)
+    first = hosts[0]
+    pepper = backup.members["key_pepper"]
+    first.connector.add_secret(Secret(pepper.decode().strip()))
+    for host in hosts:  # every host is set up and says its pepper before anything changes
+        serving_gateway_container(host.cfg, host.connector, layout)
+        host.pepper = host.connector.get_file(layout.pepper_file, sudo=uses_sudo(host.cfg, host.connector)) or b""
+        if host.pepper:
+            host.connector.add_secret(Secret(host.pepper.decode(errors="replace").strip()))
+    now_rows = export_state_rows(first.cfg, first.connector, layout)
+    members, names, _ = fleet_members(
+        [(i, h.cfg.target.host, {"key_pepper": h.pepper}) for i, h in enumerate(hosts, 1)]
+    )
+    members[STATE_ROWS] = now_rows
+    write_backup(cfg, members, safety_copy, source=first.connector.target, passphrase=passphrase,
+                 state_connector=state_connector, hosts=names)  # fmt: skip
+    try:
+        import_state_rows(first.cfg, first.connector, backup.members[STATE_ROWS], layout)
+    except ClaudegateError as exc:
+        exc.message += f"\nnothing was restored (the rows are replaced in one transaction); the fleet as it was: {safety_copy}"
+        raise
+    restored = ["state.postgres (keys, owned objects, usage ledger)"]
+    changed: list[FleetHost] = []
+    differ = [h for h in hosts if h.pepper.strip() != pepper.strip()]
+    if differ:
+        try:
+            for host in differ:
+                changed.append(host)
+                _repeppered(host, pepper, layout)
+        except ClaudegateError as exc:
+            _undo_fleet(hosts, changed, now_rows, exc, safety_copy, layout)
+            raise
+        restored.append(f"the backup's pepper on {', '.join(h.label for h in differ)} (gateways restarted)")
+    else:
+        restored.append(f"the pepper ({len(hosts)} hosts already held the backup's)")
+    write_private(Path(cfg.state_dir) / "key_pepper", pepper.strip() + b"\n")  # what the next deploy hands out
+    clients = tuple(c.name for c in list_clients(first.cfg, first.connector, layout=layout) if c.active)
+    return RestoreResult(
+        target=", ".join(h.label for h in hosts),
+        clients=clients,
+        restored=tuple(restored),
+        created_at=str(backup.manifest.get("created_at", "?")),
+        source_domain=str(backup.manifest.get("domain", "?")),
+    )
+
+
+def _undo_fleet(
+    hosts: Sequence[FleetHost], changed: Sequence[FleetHost], rows: bytes, error: ClaudegateError, safety_copy: Path,
+    layout: HostLayout,
+) -> None:
+    """Put back what a failed fleet restore changed; say on ``error`` what was undone and what is left."""
+    failed = changed[-1]
+    left: list[str] = []
+    try:
+        import_state_rows(hosts[0].cfg, hosts[0].connector, rows, layout)
+    except ClaudegateError as exc:
+        left.append(f"state.postgres holds the backup's rows ({exc})")
+    for host in changed:
+        try:
+            _repeppered(host, host.pepper, layout)
+        except ClaudegateError as exc:
+            left.append(f"{host.label} holds the backup's pepper ({exc})")
+    error.message = f"restore failed on {failed.label}: {error.message}\n"
+    if not left:
+        error.message += (
+            "undone: state.postgres's rows and every host's pepper are as before the restore "
+            f"(the fleet as it was is also in {safety_copy})"
+        )
+        error.hint = f"fix {failed.label} (claudegate status), then run the restore again"
+    else:
+        error.message += "NOT undone: " + "; ".join(left)
+        error.hint = (
+            f"once the hosts answer, put the fleet back as it was with: claudegate restore --from {safety_copy}"
+        )

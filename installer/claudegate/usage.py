@@ -38,27 +38,38 @@ from typing import Any
 from claudegate.config.derive import GATEWAY_AUDIT_LOG
 from claudegate.config.model import DeployConfig
 from claudegate.connectors.base import Connector
-from claudegate.deploy import docker_cli
+from claudegate.deploy import docker_cli, gateway_cli
 from claudegate.deploy.layout import HostLayout
 from claudegate.deploy.serving import serving_gateway_container, uses_sudo
 from claudegate.errors import ClaudegateError, ConfigError
 from claudegate.prices import PRICES_AS_OF, price_for
 
-__all__ = ["UsageReport", "UsageRow", "audit_lines", "fleet_usage", "parse_since", "read_usage", "summarize"]
+__all__ = [
+    "UsageReport", "UsageRow", "audit_lines", "fleet_usage", "ledger_usage", "parse_since", "read_usage", "summarize",
+]
 
 _AUDIT_FILE = re.compile(r"^audit\.jsonl(\.\d+)?(\.gz)?$")
 
 
 @dataclass(frozen=True)
 class UsageRow:
+    """One client's UTC day. From the durable ledger only ``tokens`` is known (the rest is None)."""
+
     client: str
     day: str  # YYYY-MM-DD, UTC
-    requests: int
-    errors: int  # requests answered with a status >= 400
-    input_tokens: int
-    output_tokens: int
-    cost_usd: float | None  # None when no model of the row has a price
+    requests: int | None
+    errors: int | None  # requests answered with a status >= 400
+    input_tokens: int | None
+    output_tokens: int | None
+    cost_usd: float | None  # None when no model of the row has a price (or the ledger: no models)
     unpriced_models: tuple[str, ...] = ()  # models the estimate leaves out
+    ledger_tokens: int | None = None  # the ledger's total (input + output), when that is the source
+
+    @property
+    def tokens(self) -> int:
+        if self.ledger_tokens is not None:
+            return self.ledger_tokens
+        return (self.input_tokens or 0) + (self.output_tokens or 0)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -68,6 +79,7 @@ class UsageRow:
             "errors": self.errors,
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
+            "tokens": self.tokens,
             "cost_usd": None if self.cost_usd is None else round(self.cost_usd, 6),
             "unpriced_models": list(self.unpriced_models),
         }
@@ -84,9 +96,15 @@ class UsageReport:
     #: Several hosts: the hosts whose audit logs are summed, and those that could not be read (with why).
     hosts: tuple[str, ...] = ()
     missing_hosts: tuple[str, ...] = ()
+    #: Where the figures come from: "audit-logs" (the hosts' logs) or "ledger" (state.postgres's daily totals).
+    source: str = "audit-logs"
+    #: The ledger: which host read it.
+    answered_by: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "source": self.source,
+            "answered_by": self.answered_by,
             "client": self.client,
             "since": self.since.isoformat() if self.since else None,
             "prices_as_of": self.prices_as_of,
@@ -98,7 +116,15 @@ class UsageReport:
         }
 
     def hosts_text(self) -> str:
-        """Which hosts' logs the report sums (several hosts only; empty otherwise)."""
+        """Where the figures come from (several hosts, or the ledger; empty otherwise)."""
+        if self.source == "ledger":
+            text = (
+                "from the durable usage ledger in state.postgres (tokens charged per client per UTC day; it keeps "
+                "no requests, models or input/output split: --from audit-logs sums the hosts' logs for those)"
+            )
+            if self.answered_by:
+                text += f"; {self.answered_by}"
+            return text
         if not self.hosts:
             return ""
         text = f"summed from the audit logs of {', '.join(self.hosts)}"
@@ -109,6 +135,8 @@ class UsageReport:
     def to_csv(self) -> str:
         out = io.StringIO()
         columns = ["client", "day", "requests", "errors", "input_tokens", "output_tokens", "cost_usd"]
+        if self.source == "ledger":
+            columns = ["client", "day", "tokens"]
         writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
         for row in self.rows:
@@ -119,7 +147,14 @@ class UsageReport:
         if not self.rows:
             who = f" for client {self.client}" if self.client else ""
             when = f" since {self.since.isoformat()}" if self.since else ""
+            if self.source == "ledger":
+                return f"nothing charged{who}{when} in the usage ledger"
             return f"no requests{who}{when} in the audit log"
+        if self.source == "ledger":
+            head: tuple[str, ...] = ("CLIENT", "DAY", "TOKENS")
+            ledger: list[tuple[str, ...]] = [(r.client, r.day, str(r.tokens)) for r in self.rows]
+            ledger.append(("TOTAL", "", str(sum(r.tokens for r in self.rows))))
+            return _table([head, *ledger]) + "\ntokens: input + output, as charged to each key"
         head = ("CLIENT", "DAY", "REQUESTS", "ERRORS", "INPUT", "OUTPUT", "COST (USD)")
         body = [
             (r.client, r.day, str(r.requests), str(r.errors), str(r.input_tokens), str(r.output_tokens),
@@ -128,14 +163,11 @@ class UsageReport:
         ]  # fmt: skip
         total_cost = sum(r.cost_usd or 0.0 for r in self.rows)
         body.append(
-            ("TOTAL", "", str(sum(r.requests for r in self.rows)), str(sum(r.errors for r in self.rows)),
-             str(sum(r.input_tokens for r in self.rows)), str(sum(r.output_tokens for r in self.rows)),
+            ("TOTAL", "", str(sum(r.requests or 0 for r in self.rows)), str(sum(r.errors or 0 for r in self.rows)),
+             str(sum(r.input_tokens or 0 for r in self.rows)), str(sum(r.output_tokens or 0 for r in self.rows)),
              f"{total_cost:.4f}")
         )  # fmt: skip
-        rows = [head, *body]
-        widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
-        lines = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True)))
-                 for row in rows]  # fmt: skip
+        lines = [_table([head, *body])]
         lines.append(
             f"cost: an estimate at standard list prices as of {self.prices_as_of} (claudegate/prices.py)"
         )
@@ -143,6 +175,13 @@ class UsageReport:
         if unpriced:
             lines.append(f"* not priced (no row in the price table): {', '.join(unpriced)}")
         return "\n".join(lines)
+
+
+def _table(rows: list[tuple[str, ...]]) -> str:
+    """Columns padded to their widest cell: the first two left-aligned, the figures right-aligned."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True)))
+                     for row in rows)  # fmt: skip
 
 
 def parse_since(text: str) -> date:
@@ -254,13 +293,15 @@ def summarize(
     return rows, skipped
 
 
-def _in_gateway(cfg: DeployConfig, connector: Connector, container: str, argv: list[str]) -> bytes:
+def _in_gateway(
+    cfg: DeployConfig, connector: Connector, container: str, argv: list[str], *, what: str = "the audit log"
+) -> bytes:
     full = docker_cli.exec_in(container, argv)
     result = connector.run(full, sudo=uses_sudo(cfg, connector), timeout=300, check=False)
     if not result.ok:
         stderr = connector.redact(result.stderr.decode("utf-8", errors="replace")).strip()
         raise ClaudegateError(
-            f"cannot read the audit log in {container} on {connector.target}: {stderr or 'failed'}",
+            f"cannot read {what} in {container} on {connector.target}: {stderr or 'failed'}",
             hint="the serving gateway must run: see claudegate status",
         )
     return result.stdout
@@ -306,6 +347,38 @@ def fleet_usage(
         tuple(rows), client=client, since=since, files=files, skipped_lines=skipped,
         hosts=tuple(label for label, _, _ in read), missing_hosts=tuple(missing),
     )  # fmt: skip
+
+
+def ledger_usage(
+    cfg: DeployConfig,
+    connector: Connector,
+    *,
+    client: str | None = None,
+    since: date | None = None,
+    layout: HostLayout | None = None,
+) -> UsageReport:
+    """Tokens per client per UTC day from state.postgres's ledger, read through this host's serving gateway.
+
+    The ledger is what every replica settles into (every key's tokens, with
+    or without a daily budget) and outlives any host, so one answering host
+    is enough.
+    """
+    argv = ["state", "usage"]
+    if client is not None:
+        argv += ["--client", client]
+    if since is not None:
+        argv += ["--since", since.isoformat()]
+    container = serving_gateway_container(cfg, connector, layout)
+    raw = _in_gateway(cfg, connector, container, gateway_cli.gateway_command(argv), what="the usage ledger")
+    try:
+        found = json.loads(raw)
+        rows = tuple(
+            UsageRow(str(r["client"]), str(r["day"]), None, None, None, None, None, ledger_tokens=int(r["tokens"]))
+            for r in found
+        )
+    except (ValueError, KeyError, TypeError):
+        raise ClaudegateError(f"the usage ledger read in {container} on {connector.target} is not the JSON expected") from None
+    return UsageReport(rows, client=client, since=since, source="ledger")
 
 
 def audit_lines(

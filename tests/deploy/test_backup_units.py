@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -173,3 +174,143 @@ def test_a_backup_of_several_hosts_holds_each_hosts_files_and_no_keystore(tmp_pa
     (tmp_path / "one.cgbackup").write_bytes(MAGIC_PLAIN + bundle({"key_pepper": b"pepper\n"}))
     with pytest.raises(BackupError, match=r"lacks keystore\.db"):
         read_backup(tmp_path / "one.cgbackup")
+
+
+def test_a_fleet_restore_refuses_a_file_that_does_not_fit_this_fleet_before_anything_is_asked(tmp_path: Path) -> None:
+    """One host's backup, another domain's, no shared rows, damaged rows, a pepper that is not one line."""
+    import json
+
+    from claudegate.backup import STATE_ROWS, check_fleet_backup, write_backup
+    from tests.deploy.test_fleet_roll import _cfg
+
+    cfg = _cfg(tmp_path, 2)
+    rows = json.dumps({"format": "claudegate-state 1", "schema": [1, 2, 3], "tables": {}}).encode()
+    hosts = {"1": "10.0.0.11", "2": "10.0.0.12"}
+
+    def made(name: str, members: dict[str, bytes], *, domain: str | None = None, fleet: bool = True) -> Any:
+        other = cfg.model_copy(update={"domain": domain}) if domain else cfg
+        write_backup(other, members, tmp_path / name, source="10.0.0.11", hosts=hosts if fleet else None)
+        return read_backup(tmp_path / name)
+
+    good = made("good", {"key_pepper": b"pepper\n", STATE_ROWS: rows})
+    check_fleet_backup(cfg, good)  # fits
+    for backup, match in (
+        (made("one", {"keystore.db": keystore(), "key_pepper": b"p\n"}, fleet=False), "a backup of one host"),
+        (made("other", {"key_pepper": b"pepper\n", STATE_ROWS: rows}, domain="gw.elsewhere.test"),
+         "another deployment's pepper"),
+        (made("norows", {"key_pepper": b"pepper\n"}), "does not hold state.postgres's rows"),
+        (made("badrows", {"key_pepper": b"pepper\n", STATE_ROWS: b'{"format": "x"'}), "not readable JSON"),
+        (made("notours", {"key_pepper": b"pepper\n", STATE_ROWS: b'{"format": "x"}'}), "not claudegate's state"),
+        (made("pepper", {"key_pepper": b"two\nlines\n", STATE_ROWS: rows}), "not one line"),
+    ):
+        with pytest.raises(BackupError, match=match):
+            check_fleet_backup(cfg, backup)
+
+
+class _Host:
+    """One fleet host for the restore's decisions: its pepper file, and what was done to it, in order."""
+
+    def __init__(self, name: str, pepper: bytes, log: list[str]) -> None:
+        from claudegate.connectors.local import LocalConnector
+
+        host, self.log = self, log
+
+        class Conn(LocalConnector):
+            target = name
+
+            def get_file(self, path: str, **_: Any) -> bytes | None:
+                return host.pepper
+
+            def put_file(self, path: str, data: bytes, mode: int, owner: str | None = None, **_: Any) -> None:
+                host.pepper = data
+                host.log.append(f"{name}: pepper {data.decode().strip()}")
+
+        self.name, self.pepper, self.connector = name, pepper, Conn()
+
+
+def _fleet_restore(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, peppers: list[bytes], *, restart_fails: set[str] = frozenset(),  # type: ignore[assignment]
+    import_fails_after: int | None = None,
+) -> tuple[list[_Host], list[str], Any]:
+    """restore_fleet on recorded hosts: the gateway's export/import, the restarts and the locks recorded,
+    not run (the real ones run end to end in test_e2e_multihost.py); the decisions are the real code's."""
+    import json
+
+    import claudegate.backup as backup_mod
+    from claudegate.backup import STATE_ROWS, FleetHost, read_backup, restore_fleet, write_backup
+    from tests.deploy.test_fleet_roll import _cfg
+
+    cfg = _cfg(tmp_path, len(peppers))
+    log: list[str] = []
+    hosts = [_Host(f"10.0.0.{11 + i}", p, log) for i, p in enumerate(peppers)]
+    rows = {"format": "claudegate-state 1", "schema": [1, 2, 3], "tables": {}}
+    write_backup(cfg, {"key_pepper": b"backup-pepper\n", STATE_ROWS: json.dumps({**rows, "at": "backup"}).encode()},
+                 tmp_path / "fleet.cgbackup", source="10.0.0.11", hosts={"1": "10.0.0.11"})  # fmt: skip
+    imports: list[str] = []
+
+    def import_rows(cfg: Any, connector: Any, data: bytes, layout: Any = None) -> str:
+        imports.append(json.loads(data)["at"])
+        if import_fails_after is not None and len(imports) > import_fails_after:
+            raise backup_mod.BackupError("PostgreSQL went away")
+        log.append(f"rows {imports[-1]}")
+        return "{}"
+
+    def restart(host: Any, layout: Any) -> None:
+        if host.connector.target in restart_fails:
+            raise backup_mod.BackupError(f"the gateway on {host.connector.target} did not start")
+        log.append(f"{host.connector.target}: restarted")
+
+    class Lock:
+        def __init__(self, connector: Any, *a: Any, **kw: Any) -> None:
+            self.name = connector.target
+
+        def acquire(self) -> None:
+            log.append(f"{self.name}: locked")
+
+        def release(self) -> None:
+            log.append(f"{self.name}: unlocked")
+
+    monkeypatch.setattr(backup_mod, "serving_gateway_container", lambda *a, **k: "claudegate-gateway-x")
+    monkeypatch.setattr(backup_mod, "export_state_rows", lambda *a, **k: json.dumps({**rows, "at": "before"}).encode())
+    monkeypatch.setattr(backup_mod, "import_state_rows", import_rows)
+    monkeypatch.setattr(backup_mod, "_restart_gateways", restart)
+    monkeypatch.setattr(backup_mod, "RemoteLock", Lock)
+    monkeypatch.setattr(backup_mod, "list_clients", lambda *a, **k: [])
+    fleet = [FleetHost(f"host {i}/{len(hosts)} ({h.name})", cfg.for_host(cfg.fleet[i - 1]), h.connector)
+             for i, h in enumerate(hosts, 1)]  # fmt: skip
+    try:
+        result: Any = restore_fleet(cfg, fleet, read_backup(tmp_path / "fleet.cgbackup"),
+                                    safety_copy=tmp_path / "before.cgbackup")  # fmt: skip
+    except backup_mod.ClaudegateError as exc:
+        result = exc
+    return hosts, log, result
+
+
+def test_a_fleet_restore_changes_only_the_hosts_whose_pepper_differs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _hosts, log, result = _fleet_restore(tmp_path, monkeypatch, [b"backup-pepper\n", b"drifted\n", b"backup-pepper\n"])
+    assert log == ["rows backup", "10.0.0.12: locked", "10.0.0.12: pepper backup-pepper", "10.0.0.12: restarted",
+                   "10.0.0.12: unlocked"], log  # fmt: skip
+    assert "the backup's pepper on host 2/3 (10.0.0.12) (gateways restarted)" in result.text()
+    assert (tmp_path / "state" / "key_pepper").read_text() == "backup-pepper\n"  # the next deploy hands this out
+    safety = read_backup(tmp_path / "before.cgbackup")  # the fleet as it was, to undo by hand
+    assert safety.members["host2.key_pepper"] == b"drifted\n" and b'"before"' in safety.members["state.json"]
+
+
+def test_a_host_failing_half_way_undoes_the_fleet_restore(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    old = [b"old-pepper\n", b"old-pepper\n", b"old-pepper\n"]
+    hosts, log, error = _fleet_restore(tmp_path, monkeypatch, old, restart_fails={"10.0.0.12"})
+    assert isinstance(error, BackupError), error
+    # Host 1 restarted on the backup's pepper, host 2 failed: the rows go back, and both get their pepper back.
+    assert log[:4] == ["rows backup", "10.0.0.11: locked", "10.0.0.11: pepper backup-pepper", "10.0.0.11: restarted"]
+    assert "rows before" in log and [h.pepper for h in hosts[:2]] == old[:2]
+    assert hosts[2].pepper == old[2] and not any("10.0.0.13" in line for line in log)  # host 3 never touched
+    text = str(error)
+    assert "restore failed on host 2/3 (10.0.0.12)" in text and "undone:" in text, text
+    assert not (tmp_path / "state" / "key_pepper").exists()
+    # When even the undo fails: said plainly, with the one command that finishes it.
+    again = tmp_path / "again"
+    again.mkdir()
+    _hosts, log, error = _fleet_restore(again, monkeypatch, old, restart_fails={"10.0.0.12"}, import_fails_after=1)
+    text = str(error)
+    assert "NOT undone: state.postgres holds the backup's rows (PostgreSQL went away)" in text, text
+    assert f"claudegate restore --from {again / 'before.cgbackup'}" in (error.hint or ""), error.hint

@@ -180,6 +180,10 @@ def test_one_deploy_rolls_both_hosts_each_smoke_tested(fleet: Fleet, keys: dict[
     assert len(migrated[0]) == 1 and migrated[1] == [], migrated
     versions = fleet.postgres._psql(fleet.postgres.database, "SELECT count(*) FROM schema_version").stdout
     assert int(versions.split()[2]) >= 2, versions
+    # Every host serves the new release: then, and only then, the contract steps ran (once, through host 1).
+    assert [n for n in result.notes if "contract" in n] == [
+        f"migrate --contract (every host serves release {result.release_id}): schema up to date"
+    ], result.notes
     # The clients were made once (the second host found them in PostgreSQL): their keys came back from host 1.
     assert set(result.new_client_keys) == {"team-a", "limited"}
     assert set(result.hosts[0].new_client_keys) == {"team-a", "limited"} and not result.hosts[1].new_client_keys
@@ -318,6 +322,7 @@ def test_a_second_host_that_fails_rolls_the_first_back(fleet: Fleet, keys: dict[
     assert streamed and b"event: message_stop" in streamed[0], streamed[0][-400:] if streamed else "no stream"
     text = str(failed.value)
     assert f"host 2/2 ({broken.ip}) failed" in text, text
+    assert "contract" not in text  # a roll that failed never contracts the schema
     assert f"rolled back to the release they served before: {fleet.servers[0].ip}" in text, text
     rid = before[fleet.servers[0].ip]  # read again on every host after the roll, not assumed
     assert f"now: host 1/2 ({fleet.servers[0].ip}) on {rid}; host 2/2 ({broken.ip}) on {rid}" in text, text
@@ -596,15 +601,101 @@ def test_logs_audit_renew_and_backup_act_on_every_host(fleet: Fleet, keys: dict[
     out = fleet.dir / "fleet.cgbackup"
     backup = CliRunner().invoke(app, ["backup", "--out", str(out), "--config", str(fleet.dir / "deploy.yaml")])
     assert backup.exit_code == 0, backup.output
-    assert "state.postgres.url" in backup.stdout  # says what the file does not hold
+    assert "state.postgres are in the file" in backup.stdout  # says what the file holds
     read = read_backup(out)
     assert read.manifest["hosts"] == {"1": fleet.servers[0].ip, "2": fleet.servers[1].ip}
     assert "keystore.db" not in read.members  # the clients are in PostgreSQL
     pepper = fleet.sh(fleet.servers[1], "cat /opt/claudegate/shared/secrets/key_pepper").strip()
     assert read.members["host2.key_pepper"].decode().strip() == pepper == read.members["key_pepper"].decode().strip()
-    # restore onto several hosts is refused before anything is read from a host.
-    restore = CliRunner().invoke(app, ["restore", "--from", str(out), "--yes", "--config", str(fleet.dir / "deploy.yaml")])
-    assert restore.exit_code == 2 and "not supported yet" in restore.output, restore.output
+    # state.postgres's rows, exported once by one gateway: what a fleet restore puts back.
+    state = json.loads(read.members["state.json"])
+    assert {"team-a", "limited"} <= {r["name"] for r in state["tables"]["clients"]["rows"]}
+    assert keys["team-a"] not in read.members["state.json"].decode()  # hashes only
+
+
+def _refused_on_both(fleet: Fleet, key: str, status: int) -> None:
+    """Both hosts answer ``key`` with ``status`` within 2 s (a restore tells every replica at once)."""
+    ca = fleet.dir / "state" / "ca.pem"
+    deadline = time.monotonic() + 2.0
+    for server in fleet.servers:
+        while (got := _post(server, ca, key)) != status:
+            assert time.monotonic() < deadline, (server.ip, got, status)
+            time.sleep(0.1)
+
+
+def test_restore_puts_the_fleets_keys_back_on_every_host_all_or_nothing(fleet: Fleet) -> None:
+    from claudegate.deploy.fleet_lock import KEY
+
+    def key_of(run: Any) -> str:
+        assert run.exit_code == 0, run.output
+        return str(run.stdout.strip().splitlines()[-1])
+
+    old = key_of(_cli(fleet, "keys", "create", "restore-old"))
+    backup = fleet.dir / "before.cgbackup"
+    made = _cli(fleet, "backup", "--out", str(backup))
+    assert made.exit_code == 0 and "state.postgres are in the file" in made.stdout, made.output
+    new = key_of(_cli(fleet, "keys", "create", "restore-new"))
+    assert _cli(fleet, "keys", "revoke", "restore-old").exit_code == 0
+    _refused_on_both(fleet, old, 401)
+    _refused_on_both(fleet, new, 200)
+
+    # Refused, nothing changed: a truncated file, another deployment's backup, a host that cannot be
+    # reached, a run holding the fleet's lock (a deploy rolling meanwhile).
+    truncated = fleet.dir / "truncated.cgbackup"
+    truncated.write_bytes(backup.read_bytes()[: backup.stat().st_size // 2])
+    fleet.cfg("other-domain.yaml", domain="other.example.test")
+    elsewhere = fleet.dir / "elsewhere.cgbackup"
+    assert _cli(fleet, "backup", "--out", str(elsewhere), config="other-domain.yaml").exit_code == 0
+    refusals = {
+        "truncated": _cli(fleet, "restore", "--from", str(truncated), "--yes"),
+        "elsewhere": _cli(fleet, "restore", "--from", str(elsewhere), "--yes"),
+    }
+    block = "iptables -I INPUT -p tcp --dport 22 -j REJECT --reject-with tcp-reset"
+    assert fleet.servers[1].exec(["sh", "-c", block])[0] == 0
+    try:
+        refusals["host down"] = _cli(fleet, "restore", "--from", str(backup), "--yes")
+    finally:
+        fleet.servers[1].exec(["sh", "-c", block.replace("-I INPUT", "-D INPUT")])
+    holder = json.dumps({"token": "t", "owner": "mallory@elsewhere", "pid": 1, "playbook": "deploy",
+                         "started_at": "2026-12-07T00:00:00Z"})  # fmt: skip
+    fleet.redis.cli("SET", KEY, holder, "PX", "30000")
+    try:
+        refusals["locked"] = _cli(fleet, "restore", "--from", str(backup), "--yes")
+    finally:
+        fleet.redis.cli("DEL", KEY)
+    assert "damaged" in refusals["truncated"].output, refusals["truncated"].output
+    assert "another deployment's pepper" in refusals["elsewhere"].output, refusals["elsewhere"].output
+    assert "not every host answered: nothing was restored" in refusals["host down"].output, refusals["host down"].output
+    assert "another run holds the fleet's lock" in refusals["locked"].output, refusals["locked"].output
+    assert all(run.exit_code != 0 for run in refusals.values()), {k: r.exit_code for k, r in refusals.items()}
+    _refused_on_both(fleet, old, 401)
+    _refused_on_both(fleet, new, 200)
+
+    with timer() as took:
+        restored = _cli(fleet, "restore", "--from", str(backup), "--yes")
+    TIMINGS["fleet restore (s)"] = took["seconds"]
+    assert restored.exit_code == 0, restored.output
+    assert "state.postgres" in restored.stdout, restored.stdout
+    _refused_on_both(fleet, old, 200)  # revoked after the backup: works again, on both hosts
+    _refused_on_both(fleet, new, 401)  # made after it: refused, on both hosts
+    # The fleet as it was just before is kept, to undo the restore by hand if wanted.
+    assert list((fleet.dir / "state").glob("before-restore-*.cgbackup")), list((fleet.dir / "state").iterdir())
+    assert "already held the backup's" in restored.stdout, restored.stdout  # nothing restarted
+    # A host whose pepper is not the backup's (changed on disk; its gateways still run on the old one)
+    # gets it back and its gateways restart on it: the fleet's keys still work on both, and the other
+    # host was not touched.
+    pepper = "/opt/claudegate/shared/secrets/key_pepper"
+    replicas = ("docker ps -q --filter label=org.claudegate.role=gateway"
+                " | xargs docker inspect -f '{{.Name}} {{.State.StartedAt}}'")  # fmt: skip
+    untouched = fleet.sh(fleet.servers[0], replicas)
+    fleet.sh(fleet.servers[1], f"printf 'drifted-pepper\n' > {pepper}")
+    again = _cli(fleet, "restore", "--from", str(backup), "--yes")
+    assert again.exit_code == 0, again.output
+    assert f"the backup's pepper on host 2/2 ({fleet.servers[1].ip}) (gateways restarted)" in again.stdout, again.stdout
+    assert "drifted" not in fleet.sh(fleet.servers[1], f"cat {pepper}")
+    assert fleet.sh(fleet.servers[0], replicas) == untouched
+    _refused_on_both(fleet, old, 200)
+    _refused_on_both(fleet, new, 401)
 
 
 def test_a_host_that_cannot_be_reached_is_named_and_the_other_still_answers(fleet: Fleet) -> None:
@@ -636,7 +727,7 @@ def test_keys_and_usage_answer_through_the_second_host_when_the_first_is_down(fl
     assert code == 0, out
     try:
         listed = _cli(fleet, "keys", "list", "--json")
-        usage = _cli(fleet, "usage", "--json")
+        usage = _cli(fleet, "usage", "--json", "--from", "audit-logs")
     finally:
         down.exec(["sh", "-c", block.replace("-I INPUT", "-D INPUT")])
     assert listed.exit_code == 0, listed.output
@@ -648,6 +739,85 @@ def test_keys_and_usage_answer_through_the_second_host_when_the_first_is_down(fl
     assert report["hosts"] == [f"host 2/2 ({up.ip})"] and report["missing_hosts"][0].startswith(f"host 1/2 ({down.ip})")
     assert any(r["client"] == "team-a" and r["requests"] >= 1 for r in report["rows"]), report  # served by host 2
     assert "NOT counted" in usage.output
+
+
+def test_usage_from_the_ledger_is_what_upstream_billed_even_with_one_host_down(fleet: Fleet) -> None:
+    created = _cli(fleet, "keys", "create", "metered")  # no daily budget: the ledger counts every key
+    assert created.exit_code == 0, created.output
+    key = created.stdout.strip().splitlines()[-1]
+    marker = f"ledger-{secrets.token_hex(4)}"
+    ca = fleet.dir / "state" / "ca.pem"
+    with httpx.Client(verify=ssl.create_default_context(cafile=str(ca)), timeout=30, trust_env=False) as client:
+        for index in range(6):  # through both hosts, alternately
+            response = client.post(
+                f"https://{fleet.servers[index % 2].ip}/v1/messages",
+                headers={"host": DOMAIN, "x-api-key": key, "anthropic-version": "2023-06-01"},
+                json={"model": "claude-haiku-4-5", "max_tokens": 24,
+                      "messages": [{"role": "user", "content": f"reply with {index + 3} words {marker}"}]},
+                extensions={"sni_hostname": DOMAIN},
+            )  # fmt: skip
+            assert response.status_code == 200, response.text
+    billed = sum(b["input_tokens"] + b["output_tokens"] for b in fleet.fake.control.billed() if marker in json.dumps(b["params"]))
+    assert billed > 0
+
+    def ledger() -> tuple[int, Any]:
+        run = _cli(fleet, "usage", "--json", "--client", "metered")
+        assert run.exit_code == 0, run.output
+        return sum(r["tokens"] for r in json.loads(run.stdout)["rows"]), run
+
+    deadline = time.monotonic() + 30  # every replica flushes to the ledger every 5 s
+    while (found := ledger())[0] != billed:
+        assert time.monotonic() < deadline, (found[0], billed, found[1].output)
+        time.sleep(1)
+    report = json.loads(found[1].stdout)
+    assert report["source"] == "ledger" and report["rows"][0]["requests"] is None, report
+    assert "from the durable usage ledger in state.postgres" in found[1].output
+    # The first host down: the ledger is still whole (it is not in any host), answered through the second.
+    up, down = fleet.servers[1], fleet.servers[0]
+    block = "iptables -I INPUT -p tcp --dport 22 -j REJECT --reject-with tcp-reset"
+    assert down.exec(["sh", "-c", block])[0] == 0
+    try:
+        tokens, run = ledger()
+        text = _cli(fleet, "usage")
+    finally:
+        down.exec(["sh", "-c", block.replace("-I INPUT", "-D INPUT")])
+    assert tokens == billed, (tokens, billed)
+    assert f"answered by host 2/2 ({up.ip}); host 1/2 ({down.ip}) did not answer" in run.output, run.output
+    # The table: every key that spent tokens (team-a, budgetless too, from the tests before), and the total.
+    assert text.exit_code == 0, text.output
+    rows = {line.split()[0] for line in text.stdout.splitlines()[1:] if line.strip()}
+    assert {"metered", "team-a", "TOTAL"} <= rows and "TOKENS" in text.stdout, text.stdout
+
+
+async def test_the_console_shows_the_fleets_status_and_usage(fleet: Fleet) -> None:
+    """The wizard's day-2 console (claudegate console) on the deployed fleet: its status names both hosts'
+    release, and its Usage button answers from the ledger (the key the test before metered)."""
+    from textual.widgets import RichLog, TabbedContent
+
+    from claudegate.wizard.app import make_app
+    from tests.wizard.conftest import screen_text
+
+    def log(app: Any, name: str) -> str:
+        return "\n".join(str(line.text) for line in app.screen.query_one(f"#{name}", RichLog).lines)
+
+    async def until(pilot: Any, name: str, *texts: str) -> str:
+        for _ in range(1200):  # the console's worker talks to both hosts over SSH: up to 60 s here
+            await pilot.pause(0.05)
+            if all(t in (shown := log(pilot.app, name)) for t in texts):
+                return shown
+        raise AssertionError(f"{texts} never all in #{name}:\n{log(pilot.app, name)}\n{screen_text(pilot)}")
+
+    app = make_app(fleet.dir / "deploy.yaml", draft_file=fleet.dir / "console-draft.json")
+    async with app.run_test(size=(100, 40)) as pilot:
+        first, second = _headers(fleet)
+        release = fleet.current(fleet.servers[0])
+        status = await until(pilot, "status", first, second)
+        assert status.count(release) >= 2 and "FAILED" not in status, status
+        app.screen.query_one(TabbedContent).active = "tab-usage"
+        await pilot.pause()
+        await pilot.click("#usage-show")
+        usage = await until(pilot, "usage", "metered", "durable usage ledger")
+        assert "TOKENS" in usage and "failed" not in usage, usage
 
 
 def test_rollback_is_refused_on_every_host_when_one_has_nothing_to_go_back_to(fleet: Fleet) -> None:

@@ -165,3 +165,53 @@ def test_a_failed_roll_reads_every_hosts_release_and_names_the_fix_when_they_dif
     assert f"now: host 1/3 ({HOSTS[0]}) on r2; host 2/3 ({HOSTS[1]}) on r1" in str(mixed.value)
     assert "the hosts serve DIFFERENT releases" in str(mixed.value)
     assert mixed.value.hint and mixed.value.hint.startswith("claudegate deploy --config ")
+
+
+class Contract:
+    """Records the contract calls; each host's release as ``read_current`` reads it after the roll."""
+
+    def __init__(self, serving: dict[str, str | None], *, fails: bool = False) -> None:
+        self.serving, self.fails = serving, fails
+        self.calls: list[str] = []
+
+    def read(self, host_cfg: DeployConfig, connector: Any) -> str | None:
+        return self.serving[host_cfg.target.host]
+
+    def contract(self, host_cfg: DeployConfig, connector: Any) -> str:
+        self.calls.append(host_cfg.target.host)
+        if self.fails:
+            raise DeployFailed("migrate --contract failed: lock timeout")
+        return "applied 4"
+
+
+def test_the_contract_steps_run_once_after_a_roll_that_left_every_host_on_the_release(tmp_path: Path) -> None:
+    rec, con = Recorder(), Contract(dict.fromkeys(HOSTS[:3], "r2"))
+    result = rec.deploy(_cfg(tmp_path, 3), read_current=con.read, contract=con.contract)
+    assert con.calls == [HOSTS[0]]  # once, through the first host, after every host deployed
+    assert rec.calls[-1][1] == HOSTS[2]
+    assert result.notes == ("migrate --contract (every host serves release r2): applied 4",)
+
+
+def test_the_contract_steps_never_run_after_a_failed_roll_nor_while_a_host_serves_another_release(
+    tmp_path: Path,
+) -> None:
+    rec, con = Recorder(fail={HOSTS[1]}), Contract(dict.fromkeys(HOSTS[:3], "r1"))
+    with pytest.raises(DeployFailed):
+        rec.deploy(_cfg(tmp_path, 3), read_current=con.read, contract=con.contract)
+    assert con.calls == []
+    # Every host deployed, yet one reads another release afterwards (someone rolled it back meanwhile).
+    rec, con = Recorder(), Contract({HOSTS[0]: "r2", HOSTS[1]: "r1"})
+    result = rec.deploy(_cfg(tmp_path, 2), read_current=con.read, contract=con.contract)
+    assert con.calls == [] and "WARNING: the schema's contract steps were not run" in result.notes[0]
+    assert "host 2/2 on r1" in result.notes[0]
+    # A dry run never contracts.
+    rec, con = Recorder(), Contract(dict.fromkeys(HOSTS[:2], "r2"))
+    rec.deploy(_cfg(tmp_path, 2), dry_run=True, read_current=con.read, contract=con.contract)
+    assert con.calls == []
+
+
+def test_a_failing_contract_step_is_a_warning_not_a_rollback(tmp_path: Path) -> None:
+    rec, con = Recorder(), Contract(dict.fromkeys(HOSTS[:2], "r2"), fails=True)
+    result = rec.deploy(_cfg(tmp_path, 2), read_current=con.read, contract=con.contract)
+    assert [c[0] for c in rec.calls] == ["deploy", "deploy"]  # nothing rolled back
+    assert result.notes[0].startswith("WARNING: the schema's contract steps failed")

@@ -43,7 +43,10 @@ LIBRARY_NAME = "claudegate"
 # arguments and keep their own pending share, as before.
 # 5: daily reservations marked in ``res``; a settlement of an unmarked one charges what was used.
 # 6: ``took``, counted by cg_take_ledger and returned by cg_settle.
-LIBRARY_VERSION = 6
+# 7: ``ledger_all`` (reserve's 11th argument): a key without a daily budget is charged to ``led``
+# (and marked in ``res``) too, so the durable ledger is every key's usage; reserve's reply says
+# so (``ledgered``). Callers that do not pass it ledger budgeted keys only, as before.
+LIBRARY_VERSION = 7
 WINDOW_MS = 60_000
 
 LIBRARY = f"""#!lua name={LIBRARY_NAME}
@@ -80,14 +83,28 @@ local function tokens_wait(tpm, amt, total, need, limit, now)
   return WINDOW
 end
 
+-- A reservation that went to `led` is marked in `res` (when the caller names it): its
+-- settlement checks the mark to tell whether this Redis still holds the reservation.
+-- Marks left by killed replicas (never settled) go after the counter's lifetime: bounded.
+local function mark_reserved(res, hold, now, day_ttl)
+  if not res then return end
+  redis.call('ZREMRANGEBYSCORE', res, '-inf', now - day_ttl * 1000)
+  redis.call('ZADD', res, now, hold)
+  redis.call('EXPIRE', res, day_ttl)
+end
+
 -- KEYS: rpm tpm amt tot day fly [led [res]]
--- ARGV: hold tokens rpm_limit tpm_limit day_limit fly_limit lease_ms day_ttl_s [day_no [ledger_day]]  (a limit < 0: none)
+-- ARGV: hold tokens rpm_limit tpm_limit day_limit fly_limit lease_ms day_ttl_s [day_no [ledger_day [ledger_all]]]
+--   (a limit < 0: none)
 -- ledger_day: the day's field in `led`; the tokens taken for the daily budget are added there too,
 -- and the hold is marked in `res` (its settlement will find the mark in this same Redis).
+-- ledger_all '1': a key without a daily budget has its tokens added to `led` (and marked) as well
+-- (its day counter moves only if it exists), so its settlement (day_counted 1) corrects them there.
 -- day_no: the UTC day (ms // 86400000) the caller named `day` after; if Redis's
 -- clock says another day, nothing is taken and the verdict is 'day' (the
 -- caller's clock is off, or midnight passed): it asks again with Redis's day.
--- -> {{verdict, used, limit, wait_ms, now_ms, rpm_used, tpm_used, day_used}}
+-- -> {{verdict, used, limit, wait_ms, now_ms, rpm_used, tpm_used, day_used [, ledgered]}}
+-- ledgered (5, on 'ok'): 1 when the tokens went to `led`: the caller settles the hold there too.
 local function reserve(keys, args)
   local rpm, tpm, amt, tot, day, fly = keys[1], keys[2], keys[3], keys[4], keys[5], keys[6]
   local hold = args[1]
@@ -148,21 +165,24 @@ local function reserve(keys, args)
     total = redis.call('INCRBY', tot, tokens)
     for _, k in ipairs({{tpm, amt, tot}}) do redis.call('PEXPIRE', k, WINDOW * 2) end
   end
+  local ledgered = 0
   if day_limit >= 0 and tokens > 0 then
     used = redis.call('INCRBY', day, tokens)
     redis.call('EXPIRE', day, day_ttl)
     if keys[7] and args[10] and args[10] ~= '' then
       redis.call('HINCRBY', keys[7], args[10], tokens)
       redis.call('EXPIRE', keys[7], day_ttl)
-      if keys[8] then
-        -- Marks left by killed replicas (never settled) go after the counter's lifetime: bounded.
-        redis.call('ZREMRANGEBYSCORE', keys[8], '-inf', now - day_ttl * 1000)
-        redis.call('ZADD', keys[8], now, hold)
-        redis.call('EXPIRE', keys[8], day_ttl)
-      end
+      mark_reserved(keys[8], hold, now, day_ttl)
+      ledgered = 1
     end
+  elseif tokens > 0 and args[11] == '1' and keys[7] and args[10] and args[10] ~= '' then
+    if redis.call('EXISTS', day) == 1 then used = redis.call('INCRBY', day, tokens) end
+    redis.call('HINCRBY', keys[7], args[10], tokens)
+    redis.call('EXPIRE', keys[7], day_ttl)
+    mark_reserved(keys[8], hold, now, day_ttl)
+    ledgered = 1
   end
-  return {{'ok', 0, 0, 0, now, requests, total, used}}
+  return {{'ok', 0, 0, 0, now, requests, total, used, ledgered}}
 end
 
 -- KEYS: tpm amt tot day fly [led [res [took]]]

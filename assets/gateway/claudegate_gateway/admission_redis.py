@@ -26,7 +26,11 @@ What is charged on its way to that ledger waits in Redis, not in a
 replica's memory (``led``, written in the same atomic step as the daily
 counter): a replica killed mid-request leaves its reservation charged there,
 and the next flush of any replica that serves the key (or the sweep every
-minute) writes it to the ledger.
+minute) writes it to the ledger. Every key's tokens go there, with or
+without a daily budget, so the ledger is the fleet's usage (what
+``claudegate usage`` reads with several hosts); the exception is a key
+without a budget served while Redis was unreachable (decided above without
+Redis): those tokens are not ledgered.
 """
 
 from __future__ import annotations
@@ -104,6 +108,13 @@ def _led_name(key: str) -> str | None:
     if key.startswith("cg:{") and key.endswith("}:led"):
         return key[4:-5]
     return None
+
+
+def _ledgered(reply: list[Any], budgeted: bool, tokens: int) -> bool:
+    """Did ``cg_reserve`` put the tokens in ``led``? (then the settlement corrects them there)"""
+    if tokens <= 0:
+        return False
+    return budgeted or (len(reply) > 8 and int(reply[8]) == 1)
 
 
 def _utc_day(ms: float) -> str:
@@ -341,7 +352,7 @@ class RedisAdmission:
                     -1 if s.rpm is None or not count_request else s.rpm, -1 if s.tpm is None else s.tpm,
                     -1 if s.daily_tokens is None else s.daily_tokens,
                     self.in_flight_per_key if count_request else -1,
-                    self.lease_ms, DAY_TTL, day_no, day,
+                    self.lease_ms, DAY_TTL, day_no, day, "1",  # ledger_all: every key's usage is ledgered
                 )  # fmt: skip
                 reply = await self._call_reserve(keys, args)
                 self._clock_offset_ms = int(reply[4]) - time.time() * 1000
@@ -370,7 +381,10 @@ class RedisAdmission:
         self._snap[client.name] = (redis_now / 1000, requests, int(reply[6]))
         if verdict != "ok":
             raise self._refusal(client, verdict, used, limit, wait_ms, redis_now, tokens)
-        counted = s.daily_tokens is not None and tokens > 0
+        # Every key's tokens go to the durable ledger (ledger_all), budgeted or not: it is the fleet's usage.
+        # Settled into `led` only if the reservation went there: a version 4 library (loaded by an older
+        # replica during a roll) ledgers budgeted keys only, and says nothing.
+        counted = _ledgered(reply, s.daily_tokens is not None, tokens)
         # Settled on the keys it was taken on, even if midnight passes meanwhile.
         hold = Hold(client.name, tokens, None, day, counted, hold_id=hold_id, keys=keys, task=asyncio.current_task())
         self._holds[hold_id] = hold
@@ -392,7 +406,7 @@ class RedisAdmission:
         if task.cancelled() or task.exception() is not None or task.result()[0] != "ok":
             return
         tokens = int(args[1])
-        counted = int(args[4]) >= 0 and tokens > 0
+        counted = _ledgered(task.result(), int(args[4]) >= 0, tokens)
         self._queue_settle(keys, [str(args[0]), str(-tokens), "1" if counted else "0", str(args[9]), "0"])
 
     async def _seed(self, name: str, day: str, key: str) -> None:

@@ -36,6 +36,9 @@ examples:
   claudegate-gateway keys list --config gw.yaml --json
   claudegate-gateway migrate --config gw.yaml          (state.postgres: schema, once)
   claudegate-gateway migrate-state --config gw.yaml --from /var/lib/claudegate/keys.db
+  claudegate-gateway state export --config gw.yaml > state.json   (state.postgres: all rows, one moment)
+  claudegate-gateway state import --config gw.yaml < state.json   (replaces them, one transaction)
+  claudegate-gateway state usage --config gw.yaml --since 2026-12-01
 
 The config file may also be given as $CLAUDEGATE_GATEWAY_CONFIG.
 exit codes: 0 ok, 2 bad config, 3 bad request (unknown key name, bad flag value)
@@ -113,6 +116,18 @@ def parser() -> argparse.ArgumentParser:
     )
     move.add_argument("--from", dest="source_db", required=True, metavar="KEYS_DB",
                       help="the SQLite keystore, e.g. /var/lib/claudegate/keys.db")
+    state = sub.add_parser(
+        "state", help="state.postgres: its rows as JSON (backup of several hosts) and the daily usage ledger"
+    ).add_subparsers(dest="action", required=True)
+    state.add_parser("export", parents=[common],
+                     help="every row of claudegate's tables at one moment, as JSON on stdout")  # fmt: skip
+    state.add_parser(
+        "import", parents=[common],
+        help="replace every row with an export's (JSON on stdin), in one transaction; nothing written if refused",
+    )  # fmt: skip
+    usage = state.add_parser("usage", parents=[common], help="tokens charged per client per UTC day, JSON")
+    usage.add_argument("--client", metavar="NAME", help="only this client")
+    usage.add_argument("--since", metavar="YYYY-MM-DD", help="from this UTC day on")
     return top
 
 
@@ -229,6 +244,36 @@ async def _run_migrate(args: argparse.Namespace, config: Config) -> int:
     return EXIT_OK
 
 
+async def _run_state(args: argparse.Namespace, config: Config) -> int:
+    import asyncpg
+
+    from claudegate_gateway.pgstore import PgKeyStore
+    from claudegate_gateway.statedump import DumpError, daily_usage, export_state, import_state
+
+    if config.state.postgres is None:
+        raise ConfigError(f"{config.source}: state.postgres: not set; state {args.action} works on PostgreSQL only")
+    store = _keystore(config)
+    assert isinstance(store, PgKeyStore)
+    await store.open(serving=False)
+    try:
+        async with store.pool.acquire() as conn:
+            if args.action == "export":
+                json.dump(await export_state(conn), sys.stdout, separators=(",", ":"))
+            elif args.action == "usage":
+                print(json.dumps(await daily_usage(conn, client=args.client, since=args.since)))
+            else:
+                try:
+                    doc = json.loads(sys.stdin.buffer.read())
+                    counts = await import_state(conn, doc)
+                except (ValueError, DumpError, asyncpg.PostgresError) as exc:
+                    print(f"claudegate-gateway: state import refused, nothing was written: {exc}", file=sys.stderr)
+                    return EXIT_USAGE
+                print(json.dumps(counts))
+    finally:
+        await store.close()
+    return EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
@@ -245,6 +290,8 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_OK
         if args.command in ("migrate", "migrate-state"):
             return asyncio.run(_run_migrate(args, config))
+        if args.command == "state":
+            return asyncio.run(_run_state(args, config))
         return run_keys(args, config)
     except ConfigError as exc:
         print(f"claudegate-gateway: {exc}", file=sys.stderr)

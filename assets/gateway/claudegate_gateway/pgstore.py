@@ -263,6 +263,13 @@ class PgKeyStore:
         async with self._pool.acquire() as conn:
             await migrate(conn)
             version = await conn.fetchval("SELECT max(version) FROM schema_version")
+            contracted = {r["version"] for r in await conn.fetch("SELECT version FROM schema_version WHERE kind = 'contract'")}
+        unknown = sorted(contracted - {v for v, _, _ in MIGRATIONS})
+        if unknown:
+            # A newer release removed what an older one may need: this code must not serve on it
+            # (a rollback past a contract fails here, in its smoke test, instead of serving wrong).
+            raise RuntimeError(f"the PostgreSQL schema was contracted by a newer release (version "
+                               f"{', '.join(map(str, unknown))}); this gateway cannot run on it")  # fmt: skip
         if version is None or version < REQUIRED_VERSION:
             raise RuntimeError(f"the PostgreSQL schema is at version {version}, this gateway needs "
                                f"{REQUIRED_VERSION}; run `claudegate-gateway migrate` first")  # fmt: skip

@@ -36,7 +36,9 @@ def backup_command(
     The file is 0600; with a passphrase (--passphrase-file or --passphrase-env)
     it is encrypted (scrypt + Fernet). It holds no client key and not the
     Anthropic key, but keystore and pepper together let anyone check guesses
-    of client keys offline: keep it as secret as the server.
+    of client keys offline: keep it as secret as the server. With several
+    hosts (hosts:): one file with every host's pepper and state.postgres's
+    rows (exported at one moment through the first host that answers).
 
     \b
       claudegate backup --out gw-2026-11-30.cgbackup --passphrase-file ~/.cg-pass
@@ -71,6 +73,15 @@ def restore_command(
     and pepper on the host are replaced (clients made there since are gone);
     the gateway is stopped for a few seconds. Run claudegate deploy afterwards
     to converge the clients to deploy.yaml and re-key the smoke test.
+
+    With several hosts (hosts:) give a backup of this fleet (one backup
+    file, its domain this config's): state.postgres's rows (keys, owned
+    objects, usage) are replaced in one transaction and every gateway is
+    told at once, and every host gets the backup's pepper (its gateways
+    restarted only when the pepper differs), all hosts or none: every host
+    must answer first, a run holding the fleet's lock refuses it, and a host
+    that fails half-way undoes the rest. The fleet as it was just before is
+    saved to <state_dir>/before-restore-<time>.cgbackup.
     """
 
     def body() -> None:

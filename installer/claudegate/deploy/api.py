@@ -278,6 +278,7 @@ def deploy_hosts(
         cfg, connect, run_one=run_one, roll_back=roll_back, dry_run=dry_run, reporter=reporter, layout=layout,
         options=RunOptions("deploy", prune=prune, refresh=refresh),
         read_current=lambda host_cfg, connector: current_release(host_cfg, connector, layout),
+        contract=lambda host_cfg, connector: migrate_contract(host_cfg, connector, layout),
     )  # fmt: skip
     if not dry_run and cfg.tls.mode == "acme" and cfg.several_hosts:
         # One ACME certificate for the fleet: every host must serve the issuer's.
@@ -285,6 +286,28 @@ def deploy_hosts(
         note = f"every host serves the ACME certificate with serial {serial}"
         result = dataclasses.replace(result, notes=(*result.notes, note))
     return result
+
+
+def migrate_contract(cfg: DeployConfig, connector: Connector, layout: HostLayout | None = None) -> str:
+    """``claudegate-gateway migrate --contract`` in the host's serving gateway; what it says.
+
+    Only once every host serves the release whose code no longer needs what
+    the contract steps remove (the rolling deploy calls it after a roll that
+    succeeded everywhere); a gateway of an older release then refuses to
+    start on the contracted schema rather than serve on it.
+    """
+    from claudegate.deploy.gateway_cli import gateway_command
+    from claudegate.deploy.serving import serving_gateway_container, uses_sudo
+    from claudegate.errors import DeployFailed
+
+    container = serving_gateway_container(cfg, connector, layout)
+    argv = docker_cli.exec_in(container, gateway_command(["migrate", "--contract"]))
+    done = connector.run(argv, sudo=uses_sudo(cfg, connector), timeout=600, check=False)
+    if not done.ok:
+        stderr = connector.redact(done.stderr.decode("utf-8", errors="replace")).strip()
+        raise DeployFailed(f"claudegate-gateway migrate --contract failed on {connector.target}: "
+                           f"{stderr.splitlines()[-1] if stderr else 'failed'}")  # fmt: skip
+    return done.text.strip()
 
 
 def plan(

@@ -7,6 +7,8 @@
       -> a host that fails stops the roll; every host this run switched is
          rolled back to the release it served before (the rollback playbook,
          smoke-tested too), the failing one was never switched
+      -> every host done: each host's release read again; all on this
+         roll's release -> the schema's contract steps, once (host 1)
 
 Each host gets the one-host deploy (:func:`claudegate.deploy.api.deploy`)
 with ``target`` set to it, so everything a one-host deploy guarantees holds
@@ -160,6 +162,7 @@ def deploy_fleet(
     layout: HostLayout | None = None,
     options: RunOptions | None = None,
     read_current: Callable[[DeployConfig, Connector], str | None] | None = None,
+    contract: Callable[[DeployConfig, Connector], str] | None = None,
 ) -> FleetResult:
     """Deploy ``cfg`` to every host of ``cfg.fleet`` (see the module docstring); a plan with ``dry_run``.
 
@@ -200,13 +203,49 @@ def deploy_fleet(
                     raise exc
                 others = [i for i, _ in failed[1:]]  # a batch's other failures: said, never "not started"
                 raise _rolled_back(roll, cfg, index, exc, done, roll_back, layout, others, read_current) from exc
+        results = tuple(r for _, r in sorted(done, key=lambda item: item[0]))
+        notes: tuple[str, ...] = ()
+        if contract is not None and read_current is not None and not dry_run and cfg.state is not None:
+            notes = (_contract_after_roll(roll, cfg, results, read_current, contract),)
     return FleetResult(
         playbook="deploy",
         dry_run=dry_run,
-        hosts=tuple(r for _, r in sorted(done, key=lambda item: item[0])),
+        hosts=results,
         elapsed=time.monotonic() - started,
         batch=cfg.rollout.batch,
+        notes=notes,
     )
+
+
+def _contract_after_roll(
+    roll: _Roll,
+    cfg: DeployConfig,
+    results: tuple[DeployResult, ...],
+    read_current: Callable[[DeployConfig, Connector], str | None],
+    contract: Callable[[DeployConfig, Connector], str],
+) -> str:
+    """The schema's contract steps, once every host serves this roll's release (read again, not assumed).
+
+    Only after a roll that succeeded on every host: a contract step removes
+    what the previous release needs, so it must not run while any host may
+    still serve (or roll back to) that release. A failed roll never gets
+    here. A host that cannot be read, or serves another release, leaves the
+    contract steps for the next deploy; a failing contract step is a
+    WARNING, never a rollback (every host already serves the new release).
+    """
+    release = results[0].release_id if results else None
+    serving = _serving_now(roll, cfg, read_current)
+    if release is None or any(current != release for current in serving.values()):
+        now = "; ".join(f"host {i + 1}/{len(cfg.fleet)} on {serving[i]}" for i in sorted(serving))
+        return (f"WARNING: the schema's contract steps were not run: not every host serves release {release} ({now});"
+                " the next claudegate deploy that leaves every host on one release runs them")  # fmt: skip
+    roll.say("every host serves the new release: the schema's contract steps (migrate --contract)")
+    try:
+        said = contract(cfg.for_host(cfg.fleet[0]), roll.connector(0))
+    except ClaudegateError as exc:
+        return (f"WARNING: the schema's contract steps failed ({exc}); every host serves release {release};"
+                " the next claudegate deploy tries them again")  # fmt: skip
+    return f"migrate --contract (every host serves release {release}): {said or 'schema up to date'}"
 
 
 def _run_group(group: list[int], one: Callable[[int], DeployResult]) -> list[tuple[int, DeployResult | BaseException]]:

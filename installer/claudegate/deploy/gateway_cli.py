@@ -24,6 +24,7 @@ __all__ = [
     "ClientRecord",
     "Credential",
     "describe_differences",
+    "gateway_command",
     "keys_create",
     "keys_list",
     "keys_revoke",
@@ -66,6 +67,11 @@ def keys_rotate(name: str, overlap_seconds: int) -> list[str]:
 
 def keys_revoke(name: str) -> list[str]:
     return _keys("revoke", name)
+
+
+def gateway_command(args: list[str]) -> list[str]:
+    """``claudegate-gateway ARGS --config <its config>`` (``state usage``, ``state export``, ``migrate``...)."""
+    return [*GATEWAY_PYTHON, *args, "--config", GATEWAY_CONFIG_IN_CONTAINER]
 
 
 def _time(value: Any) -> datetime | None:

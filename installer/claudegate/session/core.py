@@ -574,15 +574,36 @@ class Session:
             return self._call(lambda: self._each_host("audit", one))
         return self._call(lambda: one(self._config, self._connect()))
 
-    def usage(self, *, client: str | None = None, since: date | None = None) -> UsageReport:
-        """Requests and tokens per client per UTC day from the gateway's audit log (read-only).
+    def usage(
+        self, *, client: str | None = None, since: date | None = None, source: str | None = None
+    ) -> UsageReport:
+        """Requests and tokens per client per UTC day (read-only).
 
-        On several hosts every host's audit log is summed (each host logs the
-        requests it served); a host that cannot be read is named in the
-        report (``missing_hosts``), and only when none can be read does it fail.
+        ``source``: ``"ledger"`` (state.postgres's durable daily totals, read
+        through the first host that answers, see :meth:`_any_host`; the
+        default on several hosts) or ``"audit-logs"`` (the default on one
+        host). From the audit logs on several hosts every host's log is
+        summed (each host logs the requests it served); a host that cannot
+        be read is named in the report (``missing_hosts``), and only when
+        none can be read does it fail.
         """
-        from claudegate.usage import audit_lines, fleet_usage, read_usage
+        from claudegate.usage import audit_lines, fleet_usage, ledger_usage, read_usage
 
+        if source is None:
+            source = "ledger" if self._config.several_hosts else "audit-logs"
+        if source == "ledger":
+            if self._config.state is None:
+                raise ConfigError("--from ledger: the durable usage ledger is in state.postgres, and this config has"
+                                  " no state:", hint="use --from audit-logs")  # fmt: skip
+
+            def from_ledger() -> UsageReport:
+                report = self._any_host("usage", lambda cfg, connector: ledger_usage(
+                    cfg, connector, client=client, since=since, layout=self.layout))  # fmt: skip
+                if self.answered_by is None:
+                    return report
+                return dataclasses.replace(report, answered_by=self.answered_by.note())
+
+            return self._call(from_ledger)
         if not self._config.several_hosts:
             return self._call(
                 lambda: read_usage(self._config, self._connect(), client=client, since=since, layout=self.layout)
@@ -632,8 +653,12 @@ class Session:
         from claudegate import keys
 
         keys.client_spec(name)
-        self._call(lambda: self._any_host("keys revoke", lambda cfg, connector: keys.revoke_client(
-            cfg, connector, name, layout=self.layout), change=True))  # fmt: skip
+
+        def revoke(cfg: DeployConfig, connector: Connector) -> str:
+            keys.revoke_client(cfg, connector, name, layout=self.layout)
+            return name  # an answer (None would read as "no host answered")
+
+        self._call(lambda: self._any_host("keys revoke", revoke, change=True))
 
     def _any_host(self, command: str, fn: Callable[[DeployConfig, Connector], T], *, change: bool = False) -> T:
         """``fn`` on the connection (one host), or on the first host of ``hosts:`` that answers.
@@ -679,7 +704,7 @@ class Session:
         return self._call(run)
 
     def _backup_hosts(self, out: Path, passphrase: Secret | None, force: bool) -> BackupResult:
-        from claudegate.backup import fleet_members, host_members, write_backup
+        from claudegate.backup import STATE_ROWS, export_state_rows, fleet_members, host_members, write_backup
 
         # No keystore snapshot: several hosts keep their clients in the shared PostgreSQL (state:).
         runs = self._each_host("backup", lambda cfg, connector: host_members(cfg, connector, self.layout,
@@ -690,6 +715,9 @@ class Session:
             assert failed is not None
             raise failed
         members, hosts, notes = fleet_members(read)
+        # state.postgres's rows, once (any host reads the same database): what a fleet restore puts back.
+        members[STATE_ROWS] = self._any_host("backup", lambda cfg, connector: export_state_rows(
+            cfg, connector, self.layout))  # fmt: skip
         with self._state_host() as state_connector:  # the state tier once, whatever the number of hosts
             result = write_backup(
                 self._config, members, out, source=read[0][1], passphrase=passphrase, force=force,
@@ -712,13 +740,7 @@ class Session:
 
         def run() -> RestoreResult:
             if self._config.several_hosts:
-                # One host's restore would give it the backup's pepper while the others (and the fleet's
-                # copy in state_dir, which the next deploy hands out) keep theirs: keys would work on some.
-                raise ConfigError(
-                    "restore onto several hosts (hosts:) is not supported yet: nothing was restored",
-                    hint="restore the state tier with its own tools (pg_restore); the hosts' files come back "
-                    "with claudegate deploy",
-                )
+                return self._restore_hosts(Path(source), passphrase)
             backup = read_backup(Path(source), passphrase)
             question = ConsentQuestion(
                 topic="restore-backup",
@@ -736,6 +758,63 @@ class Session:
                 )
 
         return self._call(run)
+
+    def _restore_hosts(self, source: Path, passphrase: Secret | None) -> RestoreResult:
+        """A fleet backup onto every host of ``hosts:``, all or none (:func:`claudegate.backup.restore_fleet`).
+
+        Checked before anything is asked (a one-host backup, another
+        domain's, a damaged file are refused); asked once, naming every
+        host; then under the fleet's lock (a deploy or rollback on the fleet
+        cannot run meanwhile), with every host connected before anything
+        changes: one host unreachable refuses the restore, nothing changed.
+        """
+        from datetime import UTC, datetime
+
+        from claudegate.backup import FleetHost, check_fleet_backup, read_backup, restore_fleet
+        from claudegate.deploy.every_host import EveryHost, HostRun
+        from claudegate.deploy.fleet import host_name
+
+        cfg = self._config
+        backup = read_backup(source, passphrase)
+        check_fleet_backup(cfg, backup)
+        names = [host_name(t) for t in cfg.fleet]
+        question = ConsentQuestion(
+            topic="restore-backup",
+            target=f"{len(names)} hosts ({', '.join(names)})",
+            detail=(
+                f"replace state.postgres's keys, owned objects and usage, and every host's pepper, with "
+                f"{backup.summary()}; clients made since are gone, keys revoked since work again"
+            ),
+        )
+        if not self.interaction.consent(question):
+            raise Declined(f"{question.text()} -- answered no; nothing was restored", flag=question.flag)
+        with self._fleet_locked("restore", dry_run=False):
+            hosts: list[FleetHost] = []
+            failed: list[HostRun[None]] = []
+            try:
+                for index, target in enumerate(cfg.fleet, 1):
+                    host_cfg = cfg.for_host(target)
+                    try:
+                        connector = self._open_host(host_cfg)
+                    except Cancelled:
+                        raise
+                    except ClaudegateError as exc:
+                        failed.append(HostRun(index, len(names), host_name(target), error=exc))
+                        continue
+                    hosts.append(FleetHost(f"host {index}/{len(names)} ({host_name(target)})", host_cfg, connector))
+                if failed:
+                    error = EveryHost("restore", tuple(failed)).error()
+                    assert error is not None
+                    error.message = f"restore needs every host, and not every host answered: nothing was restored\n{error.message}"
+                    raise error
+                stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")  # two restores in one second: two files
+                safety = Path(cfg.state_dir) / f"before-restore-{stamp}.cgbackup"
+                with self._state_host() as state_connector:
+                    return restore_fleet(cfg, hosts, backup, safety_copy=safety, passphrase=passphrase,
+                                         layout=self.layout, state_connector=state_connector)  # fmt: skip
+            finally:
+                for host in hosts:
+                    host.connector.close()
 
     def render(self, out_dir: str | os.PathLike[str]) -> RenderResult:
         """Every file a deploy writes, into a local directory (secrets excluded). No connection."""

@@ -379,7 +379,7 @@ def usage(session: Session, days: int = 7) -> str:
 
     since = (datetime.now(UTC) - timedelta(days=days - 1)).date()
     report = session.usage(since=since)
-    hosts = report.hosts_text()  # several hosts: whose logs are summed, and any not counted
+    hosts = report.hosts_text()  # several hosts: where the figures come from, and any not counted
     return report.text() if not hosts else f"{report.text()}\n{hosts}"
 
 

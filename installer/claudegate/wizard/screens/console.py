@@ -104,7 +104,8 @@ class ConsoleScreen(Screen[None]):
             with TabPane("Usage", id="tab-usage"):
                 with Horizontal(classes="actions"):
                     yield Button("Last 7 days", id="usage-show", compact=True,
-                                 tooltip="Requests and tokens per client per day, from the audit log (usage).")
+                                 tooltip="Tokens per client per day (usage): from the audit log on one host, "
+                                 "from the durable ledger in PostgreSQL with several hosts.")
                 yield _log("usage")
             with TabPane("Backup", id="tab-backup"):
                 yield _field_line("Backup file", "backup-file", placeholder="e.g. gw.cgbackup",
@@ -267,7 +268,7 @@ class ConsoleScreen(Screen[None]):
     @on(Button.Pressed, "#usage-show")
     def _usage(self) -> None:
         self.query_one("#usage", RichLog).clear()
-        self._call("usage", "requests and tokens per client per day, from the audit log", "usage")
+        self._call("usage", "usage per client per day", "usage")
 
     def _backup_inputs(self, what: str) -> tuple[str, str] | None:
         fix = "the file to write, e.g. gw.cgbackup" if what == "backup" else "the file Back up wrote"
