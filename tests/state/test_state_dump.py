@@ -19,6 +19,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from claudegate_gateway.pgstore import MIGRATIONS
 from tests.support.fake_anthropic import FakeAnthropic
 from tests.support.fleet import body, run_parallel
 from tests.support.gateway_proc import GATEWAY, GatewayProc, make_gateway
@@ -82,7 +83,7 @@ def test_import_puts_back_every_key_as_it_was_on_every_gateway(
     time.sleep(6)  # both replicas flush to the ledger every 5 s
     exported = first.cli("state", "export").stdout
     doc = json.loads(exported)
-    assert doc["format"] == "claudegate-state 1" and doc["schema"] == [1, 2, 3]
+    assert doc["format"] == "claudegate-state 1" and doc["schema"] == [v for v, _, _ in MIGRATIONS]  # every migration applied
     assert [r["name"] for r in doc["tables"]["clients"]["rows"]] == ["old"]
     assert doc["tables"]["credentials"]["rows"][0]["digest"].startswith("\\x")  # bytea as PostgreSQL's text
     assert exported.count(old) == 0  # the key itself is nowhere, only its keyed hash
