@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-import pytest
 
 from claudegate_gateway.keystore import KeyStore, Scopes
 from claudegate_gateway.pgstore import PgKeyStore, migrate
@@ -25,20 +24,8 @@ from claudegate_gateway.stateconfig import PostgresState
 from tests.support.fake_anthropic import FakeAnthropic
 from tests.support.fleet import body, run_parallel
 from tests.support.gateway_proc import GatewayProc, make_gateway
-from tests.support.state_services import PostgresServer, RedisServer
+from tests.support.state_services import PostgresServer, RedisServer, state_section
 from tests.support.tcp_relay import TcpRelay
-
-
-@pytest.fixture
-def pg_url(postgres_server: PostgresServer) -> str:
-    return postgres_server.fresh_database()
-
-
-def _state(redis: RedisServer, pg: PostgresServer, url: str) -> dict[str, Any]:
-    return {"state": {
-        "redis": {"url": redis.url, "password_file": str(redis.password_file)},
-        "postgres": {"url": url, "password_file": str(pg.password_file)},
-    }}  # fmt: skip
 
 
 def pg_fleet(tmp_path: Path, fake: FakeAnthropic, state: list[dict[str, Any]]) -> list[GatewayProc]:
@@ -75,7 +62,7 @@ def test_revoke_and_rotate_on_one_gateway_are_refused_on_another_within_a_second
     tmp_path: Path, fake: FakeAnthropic, redis_db: RedisServer, postgres_server: PostgresServer, pg_url: str,
     gateways: list[GatewayProc],
 ) -> None:
-    state = _state(redis_db, postgres_server, pg_url)
+    state = state_section(redis_db, postgres_server, pg_url)
     gateways.extend(pg_fleet(tmp_path, fake, [state, state]))
     for gw in gateways:
         gw.start()
@@ -116,8 +103,8 @@ def test_postgres_partition_serves_known_keys_refuses_new_ones_and_writes_then_a
     gateways: list[GatewayProc],
 ) -> None:
     with TcpRelay(postgres_server.port) as relay:
-        cut_off = _state(redis_db, postgres_server, pg_url.replace(f":{postgres_server.port}/", f":{relay.port}/"))
-        direct = _state(redis_db, postgres_server, pg_url)
+        cut_off = state_section(redis_db, postgres_server, pg_url.replace(f":{postgres_server.port}/", f":{relay.port}/"))
+        direct = state_section(redis_db, postgres_server, pg_url)
         gateways.extend(pg_fleet(tmp_path, fake, [cut_off, direct]))
         for gw in gateways:
             gw.start()
@@ -211,7 +198,7 @@ def test_migrate_state_moves_every_key_object_and_day_of_usage(
     store.charge_batch("msgbatch_xyz", "rotating", "2026-01-01", 99, True)  # still open: settled after the move
     store.close()
 
-    pg = make_gateway(tmp_path / "pg", fake.url, fake.api_key, _state(redis_db, postgres_server, pg_url),
+    pg = make_gateway(tmp_path / "pg", fake.url, fake.api_key, state_section(redis_db, postgres_server, pg_url),
                       share_keystore=one)  # fmt: skip
     gateways.append(pg)
     out = pg.cli("migrate")
@@ -269,7 +256,7 @@ def test_migrate_state_refuses_a_target_that_holds_another_keystore_and_copies_n
     other.create("team-z", Scopes())
     other.owners.record("file", "file_shared_id", "team-z")  # a hostile takeover of an object id
     other.close()
-    pg = make_gateway(tmp_path / "pg", fake.url, fake.api_key, _state(redis_db, postgres_server, pg_url),
+    pg = make_gateway(tmp_path / "pg", fake.url, fake.api_key, state_section(redis_db, postgres_server, pg_url),
                       share_keystore=theirs)  # fmt: skip
     assert "copied 2 clients" in pg.cli("migrate-state", "--from", str(theirs.keystore_path)).stdout
     refused = pg.cli("migrate-state", "--from", str(ours.keystore_path), check=False)
@@ -288,7 +275,7 @@ def test_usage_reaches_the_postgres_ledger_and_reseeds_a_redis_that_lost_its_dat
     tmp_path: Path, fake: FakeAnthropic, redis_db: RedisServer, postgres_server: PostgresServer, pg_url: str,
     gateways: list[GatewayProc],
 ) -> None:
-    state = _state(redis_db, postgres_server, pg_url)
+    state = state_section(redis_db, postgres_server, pg_url)
     gateways.extend(pg_fleet(tmp_path, fake, [state, state]))
     for gw in gateways:
         gw.start()
@@ -335,7 +322,7 @@ def test_lists_come_from_the_shared_index_whichever_replica_answers(
     paged across replicas by after_id and next_page, another client's never, upstream's list never asked."""
     import httpx
 
-    state = _state(redis_db, postgres_server, pg_url)
+    state = state_section(redis_db, postgres_server, pg_url)
     gateways.extend(pg_fleet(tmp_path, fake, [state, state]))
     for gw in gateways:
         gw.start()

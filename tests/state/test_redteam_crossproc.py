@@ -121,13 +121,12 @@ import aiohttp
 import httpx
 
 from tests.gateway.test_accounting_differential import _MARK, BUDGETS, Workload
-from tests.state.test_postgres_store import _state as _pg_state
 from tests.state.test_postgres_store import pg_fleet
 from tests.state.test_state_metering import pg as _pg
 from tests.support.fake_anthropic import FakeAnthropic
 from tests.support.fleet import body, fleet, post, run_parallel
 from tests.support.gateway_proc import GatewayProc
-from tests.support.state_services import PostgresServer, RedisServer
+from tests.support.state_services import PostgresServer, RedisServer, state_section
 from tests.support.tcp_relay import TcpRelay
 
 
@@ -141,6 +140,16 @@ def _ledger(gw: GatewayProc, name: str, day: str) -> int:
 def _used(doc: dict[str, int]) -> int:
     return int(doc["input_tokens"]) + int(doc["output_tokens"])
 
+
+
+def _drive(load: Workload, errors: list[BaseException], steps: int = 20) -> None:
+    """``steps`` of a workload on one connection; what goes wrong is kept for the test, not lost in a thread."""
+    try:
+        with httpx.Client(timeout=30) as c:
+            for _ in range(steps):
+                load.step(c)
+    except BaseException as exc:
+        errors.append(exc)
 
 def test_redis_losing_its_data_mid_request_never_settles_the_ledger_below_what_was_billed(
     tmp_path: Path, fake: FakeAnthropic, gateways: list[GatewayProc]
@@ -213,7 +222,7 @@ def test_another_keys_objects_and_cursors_through_the_other_process_are_not_foun
     """Attack: alice's file, batch and list cursor, made on A, used by bob on B (every access
     operation, a reference in a message, a count_tokens and a batch); alice's cursor after a rotate;
     and a name revoked and created anew while its old holder's upload is still in flight."""
-    state = _pg_state(redis_db, postgres_server, postgres_server.fresh_database())
+    state = state_section(redis_db, postgres_server, postgres_server.fresh_database())
     gateways.extend(pg_fleet(tmp_path, fake, [state, state]))
     for gw in gateways:
         gw.start()
@@ -369,9 +378,9 @@ def test_charged_is_at_least_billed_on_shared_state_through_a_postgres_partition
     url = postgres_server.fresh_database()
     extra = {"batch_poll_seconds": 0.2, "limits": {"url_source_tokens": 8_000}}
     with TcpRelay(postgres_server.port) as relay:
-        cut_off = {**_pg_state(redis_db, postgres_server, url.replace(f":{postgres_server.port}/", f":{relay.port}/")),
+        cut_off = {**state_section(redis_db, postgres_server, url.replace(f":{postgres_server.port}/", f":{relay.port}/")),
                    **extra}  # fmt: skip
-        direct = {**_pg_state(redis_db, postgres_server, url), **extra}
+        direct = {**state_section(redis_db, postgres_server, url), **extra}
         gateways.extend(pg_fleet(tmp_path, fake, [cut_off, direct]))
         for gw in gateways:
             gw.start()
@@ -383,12 +392,7 @@ def test_charged_is_at_least_billed_on_shared_state_through_a_postgres_partition
         errors: list[BaseException] = []
 
         def run(load: Workload) -> None:
-            try:
-                with httpx.Client(timeout=30) as c:
-                    for _ in range(20):
-                        load.step(c)
-            except BaseException as exc:  # seen by the test, not lost in the thread
-                errors.append(exc)
+            _drive(load, errors)
 
         # Admission's view of each day (reservations in flight included) never passes a budget.
         peak: dict[str, int] = dict.fromkeys(BUDGETS, 0)
@@ -461,7 +465,7 @@ def test_postgres_stopped_and_started_under_load_serves_known_keys_and_fails_wri
     """Attack: the database server itself goes away (pg_ctl stop -m immediate: every connection
     of every process dropped, then "starting up" refusals) while a known key keeps sending
     through both processes; then it comes back and a revocation must reach both within 1 s."""
-    state = _pg_state(redis_db, postgres_server, postgres_server.fresh_database())
+    state = state_section(redis_db, postgres_server, postgres_server.fresh_database())
     gateways.extend(pg_fleet(tmp_path, fake, [state, state]))
     for gw in gateways:
         gw.start()
@@ -549,7 +553,7 @@ def test_code_outputs_and_containers_stay_their_makers_across_processes_and_name
     references the file and names the container. Then a batch of alice's runs code out of sight,
     and the name is revoked and given to someone else before the batch settles (in the background,
     on either process): the batch's output file must not become the new holder's."""
-    state = {**_pg_state(redis_db, postgres_server, postgres_server.fresh_database()), "batch_poll_seconds": 0.2}
+    state = {**state_section(redis_db, postgres_server, postgres_server.fresh_database()), "batch_poll_seconds": 0.2}
     gateways.extend(pg_fleet(tmp_path, fake, [state, state]))
     for gw in gateways:
         gw.start()
@@ -631,7 +635,7 @@ def test_a_body_trickled_past_a_revocation_is_not_forwarded(
     """Attack: open a request on B with the key's headers (checked then), send its body slowly
     (the edge streams bodies through; nginx only cuts a client silent for client_body_timeout),
     get the key revoked on A meanwhile, then finish the body: it must not reach upstream."""
-    state = _pg_state(redis_db, postgres_server, postgres_server.fresh_database())
+    state = state_section(redis_db, postgres_server, postgres_server.fresh_database())
     gateways.extend(pg_fleet(tmp_path, fake, [state, state]))
     for gw in gateways:
         gw.start()
@@ -708,7 +712,7 @@ def test_a_budget_lowered_and_a_rotation_overlap_ending_on_one_process_bind_the_
 ) -> None:
     """Attack: keep sending through B (which has the key and its limits cached) while A lowers the
     key's daily budget below what it spent, raises it again, and rotates it with a short overlap."""
-    state = _pg_state(redis_db, postgres_server, postgres_server.fresh_database())
+    state = state_section(redis_db, postgres_server, postgres_server.fresh_database())
     gateways.extend(pg_fleet(tmp_path, fake, [state, state]))
     for gw in gateways:
         gw.start()
@@ -758,12 +762,7 @@ def test_charged_is_at_least_billed_when_redis_dies_and_comes_back_empty_mid_wor
         done = threading.Event()
 
         def run(load: Workload) -> None:
-            try:
-                with httpx.Client(timeout=30) as c:
-                    for _ in range(20):
-                        load.step(c)
-            except BaseException as exc:  # seen by the test, not lost in the thread
-                errors.append(exc)
+            _drive(load, errors)
 
         workers = [threading.Thread(target=run, args=(w,)) for w in loads]
         for t in workers:

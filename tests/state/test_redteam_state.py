@@ -16,7 +16,6 @@ import secrets
 import signal
 import time
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 
@@ -24,7 +23,7 @@ from claudegate_gateway.keystore import KEY_PREFIX
 from tests.support.fake_anthropic import FakeAnthropic
 from tests.support.fleet import body, fleet, post, run_parallel
 from tests.support.gateway_proc import GatewayProc, make_gateway
-from tests.support.state_services import PostgresServer, RedisServer
+from tests.support.state_services import PostgresServer, RedisServer, state_section
 from tests.support.tcp_relay import TcpRelay
 
 _ALPHABET = "abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"
@@ -38,13 +37,6 @@ def _random_key() -> str:
     return f"{KEY_PREFIX}{pick(10)}_{pick(40)}"
 
 
-def _state(redis: RedisServer, pg: PostgresServer, url: str, **postgres: Any) -> dict[str, Any]:
-    return {"state": {
-        "redis": {"url": redis.url, "password_file": str(redis.password_file)},
-        "postgres": {"url": url, "password_file": str(pg.password_file), **postgres},
-    }}  # fmt: skip
-
-
 def test_unknown_keys_cannot_push_known_ones_out_of_the_postgres_cache(
     tmp_path: Path, fake: FakeAnthropic, redis_db: RedisServer, postgres_server: PostgresServer,
     gateways: list[GatewayProc],
@@ -55,7 +47,7 @@ def test_unknown_keys_cannot_push_known_ones_out_of_the_postgres_cache(
     with TcpRelay(postgres_server.port) as relay:
         via_relay = url.replace(f":{postgres_server.port}/", f":{relay.port}/")
         gw = make_gateway(tmp_path / "gw", fake.url, fake.api_key,
-                          _state(redis_db, postgres_server, via_relay, cache_entries=8))
+                          state_section(redis_db, postgres_server, via_relay, cache_entries=8))
         gateways.append(gw)
         gw.start()
         known = [gw.create_key(f"team{i}") for i in range(4)]

@@ -23,19 +23,7 @@ from claudegate_gateway.pgstore import MIGRATIONS
 from tests.support.fake_anthropic import FakeAnthropic
 from tests.support.fleet import body, run_parallel
 from tests.support.gateway_proc import GATEWAY, GatewayProc, make_gateway
-from tests.support.state_services import PostgresServer, RedisServer
-
-
-@pytest.fixture
-def pg_url(postgres_server: PostgresServer) -> str:
-    return postgres_server.fresh_database()
-
-
-def _state(redis: RedisServer, pg: PostgresServer, url: str) -> dict[str, Any]:
-    return {"state": {
-        "redis": {"url": redis.url, "password_file": str(redis.password_file)},
-        "postgres": {"url": url, "password_file": str(pg.password_file)},
-    }}  # fmt: skip
+from tests.support.state_services import PostgresServer, RedisServer, state_section
 
 
 def _import(gw: GatewayProc, doc: bytes) -> subprocess.CompletedProcess[bytes]:
@@ -73,7 +61,7 @@ def test_import_puts_back_every_key_as_it_was_on_every_gateway(
     tmp_path: Path, fake: FakeAnthropic, redis_db: RedisServer, postgres_server: PostgresServer, pg_url: str,
     gateways: list[GatewayProc],
 ) -> None:
-    state = _state(redis_db, postgres_server, pg_url)
+    state = state_section(redis_db, postgres_server, pg_url)
     first = make_gateway(tmp_path / "gw0", fake.url, fake.api_key, state)
     gateways.extend([first, make_gateway(tmp_path / "gw1", fake.url, fake.api_key, state, share_keystore=first)])
     for gw in gateways:
@@ -123,7 +111,7 @@ def test_an_import_that_does_not_fit_is_refused_and_writes_nothing(
     tmp_path: Path, fake: FakeAnthropic, redis_db: RedisServer, postgres_server: PostgresServer, pg_url: str,
     damage: str,
 ) -> None:
-    gw = make_gateway(tmp_path / "gw", fake.url, fake.api_key, _state(redis_db, postgres_server, pg_url))
+    gw = make_gateway(tmp_path / "gw", fake.url, fake.api_key, state_section(redis_db, postgres_server, pg_url))
     gw.create_key("kept")
     exported = gw.cli("state", "export").stdout
     gw.cli("keys", "create", "after")
@@ -154,7 +142,7 @@ def test_an_import_that_does_not_fit_is_refused_and_writes_nothing(
 def test_a_gateway_refuses_a_schema_a_newer_release_contracted(
     tmp_path: Path, fake: FakeAnthropic, redis_db: RedisServer, postgres_server: PostgresServer, pg_url: str,
 ) -> None:
-    gw = make_gateway(tmp_path / "gw", fake.url, fake.api_key, _state(redis_db, postgres_server, pg_url))
+    gw = make_gateway(tmp_path / "gw", fake.url, fake.api_key, state_section(redis_db, postgres_server, pg_url))
     assert "applied 1, 2, 3" in gw.cli("migrate", "--contract").stdout
     gw.start().stop()  # contract steps of versions it knows are fine
     _query(postgres_server, pg_url, "INSERT INTO schema_version(version, kind) VALUES (99, 'contract')")

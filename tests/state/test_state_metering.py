@@ -16,21 +16,15 @@ from typing import Any
 
 import asyncpg
 import httpx
-import pytest
 
 from claudegate_gateway.pgstore import MIGRATIONS, migrate
-from tests.state.test_postgres_store import _state, pg_fleet
+from tests.state.test_postgres_store import pg_fleet
 from tests.support.fake_anthropic import FakeAnthropic
 from tests.support.gateway_proc import GatewayProc
-from tests.support.state_services import PostgresServer, RedisServer
+from tests.support.state_services import PostgresServer, RedisServer, state_section
 
 MODEL = "claude-sonnet-4-6"
 V = {"anthropic-version": "2023-06-01"}
-
-
-@pytest.fixture
-def pg_url(postgres_server: PostgresServer) -> str:
-    return postgres_server.fresh_database()
 
 
 def hdr(key: str) -> dict[str, str]:
@@ -66,7 +60,7 @@ def test_file_estimates_and_batches_on_postgres_and_redis_across_two_replicas(
     tmp_path: Path, fake: FakeAnthropic, redis_db: RedisServer, postgres_server: PostgresServer, pg_url: str,
     gateways: list[GatewayProc],
 ) -> None:
-    state = {**_state(redis_db, postgres_server, pg_url), "batch_poll_seconds": 0.2}
+    state = {**state_section(redis_db, postgres_server, pg_url), "batch_poll_seconds": 0.2}
     gateways.extend(pg_fleet(tmp_path, fake, [state, state]))
     for gw in gateways:
         gw.start()

@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -226,3 +227,11 @@ def postgres_server() -> Iterator[PostgresServer]:
     yield server
     server.stop()
     shutil.rmtree(server.workdir, ignore_errors=True)
+
+
+def state_section(redis: RedisServer, pg: PostgresServer, url: str, **postgres: Any) -> dict[str, Any]:
+    """gateway.yaml's ``state:`` for this Redis and a database of this PostgreSQL (``url``)."""
+    return {"state": {
+        "redis": {"url": redis.url, "password_file": str(redis.password_file)},
+        "postgres": {"url": url, "password_file": str(pg.password_file), **postgres},
+    }}  # fmt: skip
