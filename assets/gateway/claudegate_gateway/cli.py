@@ -7,19 +7,25 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import re
 import sys
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from claudegate_gateway import __version__
 from claudegate_gateway.config import Config, ConfigError, load_config, read_secret
 from claudegate_gateway.keystore import KeyStore, KeyStoreError, Scopes
 from claudegate_gateway.routes import TEMPLATES, endpoint_glob_problem
 from claudegate_gateway.store import Store
+
+if TYPE_CHECKING:  # imported when used: asyncpg is loaded only for state.postgres
+    from claudegate_gateway.pgstore import PgKeyStore
 
 EXIT_OK, EXIT_CONFIG, EXIT_USAGE = 0, 2, 3
 #: migrate-state: the target PostgreSQL holds different data (nothing was copied).
@@ -217,16 +223,27 @@ async def _run_keys(args: argparse.Namespace, config: Config) -> int:
     return EXIT_OK
 
 
-async def _run_migrate(args: argparse.Namespace, config: Config) -> int:
-    from claudegate_gateway.pgstore import PgKeyStore, migrate
-    from claudegate_gateway.statemove import StateConflict, copy_sqlite
+@contextlib.asynccontextmanager
+async def _postgres(config: Config, what: str) -> AsyncIterator[PgKeyStore]:
+    """The keystore on state.postgres, opened for a one-off command (not serving), closed after."""
+    from claudegate_gateway.pgstore import PgKeyStore
 
     if config.state.postgres is None:
-        raise ConfigError(f"{config.source}: state.postgres: not set; {args.command} works on PostgreSQL only")
+        raise ConfigError(f"{config.source}: state.postgres: not set; {what} works on PostgreSQL only")
     store = _keystore(config)
     assert isinstance(store, PgKeyStore)
     await store.open(serving=False)
     try:
+        yield store
+    finally:
+        await store.close()
+
+
+async def _run_migrate(args: argparse.Namespace, config: Config) -> int:
+    from claudegate_gateway.pgstore import migrate
+    from claudegate_gateway.statemove import StateConflict, copy_sqlite
+
+    async with _postgres(config, args.command) as store:
         async with store.pool.acquire() as conn:
             applied = await migrate(conn, contract=getattr(args, "contract", False))
         if args.command == "migrate":
@@ -239,38 +256,27 @@ async def _run_migrate(args: argparse.Namespace, config: Config) -> int:
             print(f"claudegate-gateway: {exc}", file=sys.stderr)
             return EXIT_CONFLICT
         print("copied " + ", ".join(f"{n} {what}" for what, n in counts.items()))
-    finally:
-        await store.close()
     return EXIT_OK
 
 
 async def _run_state(args: argparse.Namespace, config: Config) -> int:
     import asyncpg
 
-    from claudegate_gateway.pgstore import PgKeyStore
     from claudegate_gateway.statedump import DumpError, daily_usage, export_state, import_state
 
-    if config.state.postgres is None:
-        raise ConfigError(f"{config.source}: state.postgres: not set; state {args.action} works on PostgreSQL only")
-    store = _keystore(config)
-    assert isinstance(store, PgKeyStore)
-    await store.open(serving=False)
-    try:
-        async with store.pool.acquire() as conn:
-            if args.action == "export":
-                json.dump(await export_state(conn), sys.stdout, separators=(",", ":"))
-            elif args.action == "usage":
-                print(json.dumps(await daily_usage(conn, client=args.client, since=args.since)))
-            else:
-                try:
-                    doc = json.loads(sys.stdin.buffer.read())
-                    counts = await import_state(conn, doc)
-                except (ValueError, DumpError, asyncpg.PostgresError) as exc:
-                    print(f"claudegate-gateway: state import refused, nothing was written: {exc}", file=sys.stderr)
-                    return EXIT_USAGE
-                print(json.dumps(counts))
-    finally:
-        await store.close()
+    async with _postgres(config, f"state {args.action}") as store, store.pool.acquire() as conn:
+        if args.action == "export":
+            json.dump(await export_state(conn), sys.stdout, separators=(",", ":"))
+        elif args.action == "usage":
+            print(json.dumps(await daily_usage(conn, client=args.client, since=args.since)))
+        else:
+            try:
+                doc = json.loads(sys.stdin.buffer.read())
+                counts = await import_state(conn, doc)
+            except (ValueError, DumpError, asyncpg.PostgresError) as exc:
+                print(f"claudegate-gateway: state import refused, nothing was written: {exc}", file=sys.stderr)
+                return EXIT_USAGE
+            print(json.dumps(counts))
     return EXIT_OK
 
 
