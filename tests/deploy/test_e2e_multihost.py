@@ -1126,6 +1126,14 @@ def test_acme_renewal_on_the_first_host_reaches_the_second_with_no_command(
     # shared or installed is the renewer's too); the new certificate is far from due.
     again = fleet.deploy(acme.cfg)
     assert not again.changed, again.plan_text()
+    # `renew` (cron's command) on the fleet: nothing is due, each host says so under its header, and no
+    # order is placed; every host still serves the renewed serial.
+    orders = acme.pebble.orders()
+    renew = CliRunner().invoke(app, ["renew", "--config", str(fleet.dir / "acme.yaml")])
+    assert renew.exit_code == 0, renew.output
+    for header in _headers(fleet):
+        assert header in renew.stdout, renew.stdout
+    assert acme.pebble.orders() == orders and _served(fleet) == serials
 
 
 def test_uninstall_removes_the_gateway_from_every_host(fleet: Fleet) -> None:
