@@ -148,11 +148,9 @@ class Env:
 
     def resp_from_gateway_host(self, password: str) -> str:
         """What Redis on A's private address answers B (a container on the bridge network), stdout only."""
-        container = self.client.containers.get(self.gw.container_id)
-        result = container.exec_run(["bash", "-c", _RESP, "resp", self.private, "6379"],
-                                    environment={"REDIS_PW": password}, demux=True)  # fmt: skip
-        out, err = result.output
-        return (out or b"").decode(errors="replace") + (f" [stderr: {err.decode(errors='replace')}]" if err else "")
+        _code, out, err = self.gw.exec_split(["bash", "-c", _RESP, "resp", self.private, "6379"],
+                                             environment={"REDIS_PW": password})  # fmt: skip
+        return out.decode(errors="replace") + (f" [stderr: {err.decode(errors='replace')}]" if err else "")
 
 
 @pytest.fixture(scope="module")

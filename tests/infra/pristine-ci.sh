@@ -19,7 +19,8 @@
 #      new, empty HOME (no ~/.cache, ~/.npm, ~/.ssh, ~/.config), no pip cache
 #      (PIP_NO_CACHE_DIR), no pip or npm configuration of this machine, and
 #      no CLAUDEGATE_* variables: only PATH, TERM, locale, proxy and CA
-#      settings pass through.
+#      settings pass through, and CI_PYTEST_WORKERS when set (.ci/run's
+#      worker count, for comparing counts on one machine).
 #   What stays: the system packages (.ci/run installs the ones missing) and
 #   the running Docker engine (pass --stop-dockerd to stop it first, so
 #   tests/infra/start-services.sh starts it as on a new machine).
@@ -106,6 +107,8 @@ main() {
         "TERM=${TERM:-xterm}" "LANG=${LANG:-C.UTF-8}" "PIP_NO_CACHE_DIR=1" "PIP_CONFIG_FILE=/dev/null"
         "PIP_DISABLE_PIP_VERSION_CHECK=1"
     )
+    # The one knob of .ci/run's own, for comparing worker counts on one machine.
+    [[ -z "${CI_PYTEST_WORKERS:-}" ]] || env+=("CI_PYTEST_WORKERS=$CI_PYTEST_WORKERS")
     # The machine's network plumbing is not a cache: proxies and CA bundles pass.
     local name
     for name in http_proxy https_proxy no_proxy HTTP_PROXY HTTPS_PROXY NO_PROXY \

@@ -164,11 +164,48 @@ class FreshServer:
             *command,
         ]
 
-    def exec(self, argv: list[str], *, user: str = "root") -> tuple[int, bytes]:
-        """Run a command through ``docker exec`` (a channel independent of SSH)."""
+    def exec(
+        self, argv: list[str], *, user: str = "root", environment: dict[str, str] | None = None
+    ) -> tuple[int, bytes]:
+        """Run a command through ``docker exec`` (a channel independent of SSH): exit code, stdout+stderr."""
+        code, out, _ = self._exec_files(argv, user=user, environment=environment, merge=True)
+        return code, out
+
+    def exec_split(
+        self, argv: list[str], *, user: str = "root", environment: dict[str, str] | None = None
+    ) -> tuple[int, bytes, bytes]:
+        """Like :meth:`exec`, with stdout and stderr apart."""
+        return self._exec_files(argv, user=user, environment=environment, merge=False)
+
+    def _exec_files(
+        self, argv: list[str], *, user: str, environment: dict[str, str] | None, merge: bool
+    ) -> tuple[int, bytes, bytes]:
+        # The command writes its output to files in the container, read back through the
+        # archive API. docker exec's attached stream drops the output of a command now and
+        # then under load (docker-py #2042, moby #27289): a CI run saw `ls` of a full
+        # directory come back empty with exit code 0.
+        api = self._client.api
+        base = f"/tmp/.fresh-exec-{secrets.token_hex(8)}"
+        err = '2>&1' if merge else '2>"$b.err"'
+        script = f'b=$1; shift; "$@" >"$b.out" {err} </dev/null; echo $? >"$b.rc"'
+        exec_id = api.exec_create(self.container_id, ["sh", "-c", script, "sh", base, *argv], user=user,
+                                  environment=environment, stdout=False, stderr=False)["Id"]  # fmt: skip
+        api.exec_start(exec_id, detach=True)
+        pause = 0.005
+        while True:
+            state = api.exec_inspect(exec_id)
+            if not state["Running"] and state["ExitCode"] is not None:
+                break
+            time.sleep(pause)
+            pause = min(pause * 2, 0.1)
         container = self._client.containers.get(self.container_id)
-        result = container.exec_run(argv, user=user)
-        return int(result.exit_code), bytes(result.output)
+        files = {name: _read_file(container, f"{base}.{name}") for name in ("out", "err", "rc")}
+        if container.status == "running":  # a command may have stopped its own container
+            api.exec_start(api.exec_create(self.container_id, ["rm", "-f", f"{base}.out", f"{base}.err",
+                                                                f"{base}.rc"])["Id"], detach=True)  # fmt: skip
+        rc = files["rc"].strip()
+        code = int(rc) if rc.isdigit() else int(state["ExitCode"])
+        return code, files["out"], files["err"]
 
     def refuse_tcp_forwarding(self) -> None:
         """``AllowTcpForwarding no`` in sshd (a common hardening), applied by SIGHUP; SSH answers again after."""
@@ -187,6 +224,18 @@ class FreshServer:
         self.host_key = key
         container.restart(timeout=5)
         _wait_for_ssh(self.ip, self.port, timeout=30)
+
+
+def _read_file(container: Any, path: str) -> bytes:
+    """A file's bytes from a container through the archive API; empty when it is not there."""
+    try:
+        stream, _stat = container.get_archive(path)
+    except docker.errors.APIError:  # NotFound included: the command never wrote it
+        return b""
+    with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
+        member = tar.next()
+        handle = tar.extractfile(member) if member is not None else None
+        return handle.read() if handle is not None else b""
 
 
 def docker_client() -> Any:
