@@ -27,6 +27,9 @@ from pathlib import Path
 
 import asyncpg
 
+from claudegate_gateway.keystore import KeyStore
+from claudegate_gateway.pgstore import PgKeyStore
+from claudegate_gateway.stateconfig import PostgresState
 from tests.state.test_postgres_store import pg_fleet
 from tests.support.fake_anthropic import FakeAnthropic
 from tests.support.fleet import body, run_parallel
@@ -159,3 +162,47 @@ def test_a_replica_killed_between_commit_and_drop_is_not_counted_twice(
         time.sleep(6)
         assert _ledger(db, day) == billed
         assert int(redis_db.cli("GET", f"cg:{{{NAME}}}:day:{day}")) == billed
+
+
+def test_a_flush_id_is_written_once_or_abandoned_never_both(
+    tmp_path: Path, postgres_server: PostgresServer, pg_url: str
+) -> None:
+    """The rule both stores keep: a replay of a written id adds nothing; an id marked abandoned is never
+    written after; a decision asked while the write is under way waits for it and agrees with it."""
+    day = "2026-03-01"
+    sqlite = KeyStore(tmp_path / "keys.db", "pepper")
+    try:
+        assert sqlite.write_usage("r|1", {(day, "k"): 10}) is True
+        assert sqlite.write_usage("r|1", {(day, "k"): 10}) is True  # a replay: nothing added
+        assert sqlite.decide_usage(["r|1", "r|2"]) == {"r|1": True, "r|2": False}
+        assert sqlite.write_usage("r|2", {(day, "k"): 5}) is False  # abandoned first: never written
+        assert sqlite.load_daily(day) == {"k": 10}
+    finally:
+        sqlite.close()
+
+    async def go() -> None:
+        store = PgKeyStore(PostgresState(url=pg_url, password_file=postgres_server.password_file), "pepper", "test")
+        await store.open()
+        locker = await asyncpg.connect(pg_url, password=postgres_server.password)
+        try:
+            assert await store.write_usage("r|1", {(day, "k"): 10}) is True
+            assert await store.write_usage("r|1", {(day, "k"): 10}) is True
+            assert await store.decide_usage(["r|2", "r|1"]) == {"r|1": True, "r|2": False}
+            assert await store.write_usage("r|2", {(day, "k"): 5}) is False
+            # A write held on the ledger row (its id inserted, not committed): the decision waits for it.
+            tx = locker.transaction()
+            await tx.start()
+            await locker.execute("SELECT 1 FROM daily_usage WHERE name = 'k' AND day = $1 FOR UPDATE", day)
+            write = asyncio.ensure_future(store.write_usage("r|3", {(day, "k"): 7}))
+            await asyncio.sleep(0.5)
+            decide = asyncio.ensure_future(store.decide_usage(["r|3"]))
+            await asyncio.sleep(0.5)
+            assert not write.done() and not decide.done()
+            await tx.rollback()
+            assert await write is True and await decide == {"r|3": True}
+            assert await store.load_daily(day) == {"k": 17}
+        finally:
+            await locker.close()
+            await store.close()
+
+    asyncio.run(go())
