@@ -229,7 +229,8 @@ class RedisAdmission:
         self._local_places: dict[str, list[Reservation]] = {}
         self._holds: dict[str, Hold] = {}  # live holds of this replica, renewed by the beat
         self._unsettled: deque[tuple[tuple[str, ...], list[str]]] = deque(maxlen=MAX_UNSETTLED)
-        # Ledger deltas not yet in the keystore that could not wait in Redis either.
+        # Ledger deltas not yet in the keystore that only this process holds (no record in Redis has
+        # them: taken through a library older than 8, or while Redis was away): the next flush's.
         self._pending: dict[tuple[str, str], int] = {}
         # This replica's flushes whose write failed (PostgreSQL away, or its answer lost): the
         # ledger decides each once it answers (decide_usage), flush id -> the flush.
