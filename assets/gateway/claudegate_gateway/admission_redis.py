@@ -101,8 +101,8 @@ class _Flush:
     # (day, name) -> tokens in records in Redis (cg:{name}:fl:<txid>): if the replica dies, any other
     # replica settles them from the ledger (dropped if it has the id, else given back to `led`).
     recorded: dict[tuple[str, str], int] = field(default_factory=dict)
-    # (day, name) -> tokens held in this process only (taken by a library older than 8, or kept while
-    # Redis was away): no record has them.
+    # (day, name) -> tokens held in this process only (taken through a library older than 8, during
+    # a roll, and not written since): no record has them.
     kept: dict[tuple[str, str], int] = field(default_factory=dict)
     epoch: str | None = None  # Redis's data set when taken
 
@@ -230,7 +230,7 @@ class RedisAdmission:
         self._holds: dict[str, Hold] = {}  # live holds of this replica, renewed by the beat
         self._unsettled: deque[tuple[tuple[str, ...], list[str]]] = deque(maxlen=MAX_UNSETTLED)
         # Ledger deltas not yet in the keystore that only this process holds (no record in Redis has
-        # them: taken through a library older than 8, or while Redis was away): the next flush's.
+        # them: taken through a library older than 8, during a roll): the next flush's.
         self._pending: dict[tuple[str, str], int] = {}
         # This replica's flushes whose write failed (PostgreSQL away, or its answer lost): the
         # ledger decides each once it answers (decide_usage), flush id -> the flush.
