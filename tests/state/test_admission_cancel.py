@@ -22,13 +22,17 @@ async def _none(_day: str) -> dict[str, int]:
     return {}
 
 
-async def _add(_d: dict[tuple[str, str], int], _day: str) -> dict[str, int]:
-    return {}
+async def _add(_txid: str, _d: dict[tuple[str, str], int]) -> bool:
+    return True
+
+
+async def _decide(txids: list[str]) -> dict[str, bool]:
+    return dict.fromkeys(txids, False)
 
 
 async def test_cancelled_while_reserving_gives_everything_back(redis_db: RedisServer) -> None:
     adm = RedisAdmission(RedisState(url=redis_db.url, password_file=redis_db.password_file), "test",
-                         in_flight_per_key=4, load_daily=_none, add_daily=_add)  # fmt: skip
+                         in_flight_per_key=4, load_daily=_none, write_usage=_add, decide_usage=_decide)  # fmt: skip
     await adm.start()
     client = Client("leaver", "cgk_leaverleav", Scopes(rpm=100, tpm=100_000, daily_tokens=1_000_000), None, None)
     day = time.strftime("%Y-%m-%d", time.gmtime())
@@ -53,7 +57,7 @@ async def test_cancelled_while_reserving_gives_everything_back(redis_db: RedisSe
 
 async def test_a_hold_whose_request_ended_unsettled_is_given_back_not_renewed_for_ever(redis_db: RedisServer) -> None:
     adm = RedisAdmission(RedisState(url=redis_db.url, password_file=redis_db.password_file, lease_seconds=1),
-                         "test", in_flight_per_key=4, load_daily=_none, add_daily=_add)  # fmt: skip
+                         "test", in_flight_per_key=4, load_daily=_none, write_usage=_add, decide_usage=_decide)  # fmt: skip
     await adm.start()
     client = Client("forgetful", "cgk_forgetfulx", Scopes(tpm=100_000), None, None)
     try:

@@ -206,8 +206,12 @@ async def _no_ledger(_day: str) -> dict[str, int]:
     return {}
 
 
-async def _keep(_d: dict[tuple[str, str], int], _day: str) -> dict[str, int]:
-    return {}
+async def _keep(_txid: str, _d: dict[tuple[str, str], int]) -> bool:
+    return True
+
+
+async def _decide(txids: list[str]) -> dict[str, bool]:
+    return dict.fromkeys(txids, False)
 
 
 async def test_a_replica_whose_clock_is_off_charges_redis_s_day(redis_db: RedisServer) -> None:
@@ -225,8 +229,8 @@ async def test_a_replica_whose_clock_is_off_charges_redis_s_day(redis_db: RedisS
     from claudegate_gateway.stateconfig import RedisState
 
     state = RedisState(url=redis_db.url, password_file=redis_db.password_file)
-    honest = RedisAdmission(state, "honest", in_flight_per_key=8, load_daily=_no_ledger, add_daily=_keep)
-    skewed = RedisAdmission(state, "skewed", in_flight_per_key=8, load_daily=_no_ledger, add_daily=_keep)
+    honest = RedisAdmission(state, "honest", in_flight_per_key=8, load_daily=_no_ledger, write_usage=_keep, decide_usage=_decide)
+    skewed = RedisAdmission(state, "skewed", in_flight_per_key=8, load_daily=_no_ledger, write_usage=_keep, decide_usage=_decide)
     await honest.start()
     await skewed.start()
     client = Client("budget", "cgk_budgetbudg", Scopes(daily_tokens=1000), None, None)

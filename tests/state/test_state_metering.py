@@ -162,5 +162,5 @@ def test_version_2_only_adds_to_a_version_1_schema(postgres_server: PostgresServ
             await conn.close()
 
     applied, rows, again = asyncio.run(go())
-    assert applied == [2, 3, 4] and again == []
+    assert applied == [2, 3, 4, 5] and again == []
     assert [(r["id"], r["owner"], r["tokens"]) for r in rows] == [("file_old", "team", None)]

@@ -124,5 +124,6 @@ def make_admission(config: Config, limiter: Limiter, store: Store) -> Admission:
 
     return RedisAdmission(
         config.state.redis, config.source, in_flight_per_key=config.max_in_flight_per_key,
-        load_daily=store.load_daily, add_daily=store.add_daily, replica_id=config.state.replica_id,
+        load_daily=store.load_daily, write_usage=store.write_usage,
+        decide_usage=store.decide_usage, replica_id=config.state.replica_id,
     )  # fmt: skip

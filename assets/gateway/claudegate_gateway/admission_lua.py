@@ -25,6 +25,12 @@ slot (``cg:{name}:...``):
 * ``took``  string: how many times ``led`` was taken to the ledger; a settlement
             returns it, so a replica knows which of its charges a flush (anyone's)
             took since, and which to charge again if Redis loses its data
+* ``fls``   sorted set: flush id -> take time (ms); the hand-overs to the durable
+            ledger under way (taken from ``led``, not known to be written yet)
+* ``fl:<flush id>``  hash: UTC day -> tokens; what that flush took from ``led``
+            (``led`` itself, renamed). Dropped once the ledger has the flush id;
+            given back to ``led`` once the ledger has it marked abandoned, so a
+            replica killed mid-flush loses nothing and a replay counts nothing twice
 
 A hold whose lease ends without being renewed (its replica died) no longer
 counts in ``fly``. Its tokens stay charged: upstream generated, and billed,
@@ -46,7 +52,10 @@ LIBRARY_NAME = "claudegate"
 # 7: ``ledger_all`` (reserve's 11th argument): a key without a daily budget is charged to ``led``
 # (and marked in ``res``) too, so the durable ledger is every key's usage; reserve's reply says
 # so (``ledgered``). Callers that do not pass it ledger budgeted keys only, as before.
-LIBRARY_VERSION = 7
+# 8: exactly-once hand-over: cg_take_ledger with a flush id (and ``fls``, the record's key) moves
+# ``led`` into a record instead of deleting it, and says so ('tx' first); cg_drop_flush and
+# cg_give_flush end a record. Callers that pass no flush id take (and delete) as before.
+LIBRARY_VERSION = 8
 WINDOW_MS = 60_000
 
 LIBRARY = f"""#!lua name={LIBRARY_NAME}
@@ -248,17 +257,47 @@ local function seed(keys, args)
   return redis.call('SET', keys[1], math.max(0, tokens), 'NX', 'EX', args[2]) and 1 or 0
 end
 
--- KEYS: led [took]  -> day, tokens, day, tokens...  Take what is on its way to the durable ledger (the caller writes it).
+-- KEYS: led [took [fls rec]] ; ARGV: [flush_id ttl_s]
+-- -> day, tokens, day, tokens...  Take what is on its way to the durable ledger (the caller writes it).
+-- With a flush id: ``led`` becomes the record ``rec`` (registered in ``fls`` at Redis's time) instead of
+-- going away, and the reply starts with 'tx': the caller writes it under that id, then drops the record.
 local function take_ledger(keys, args)
+  local record = keys[4] and args[1] and args[1] ~= ''
   local rows = redis.call('HGETALL', keys[1])
   if #rows > 0 then
-    redis.call('DEL', keys[1])
+    if record then
+      redis.call('RENAME', keys[1], keys[4])
+      redis.call('EXPIRE', keys[4], args[2])
+      redis.call('ZADD', keys[3], now_ms(), args[1])
+      redis.call('EXPIRE', keys[3], args[2])
+    else
+      redis.call('DEL', keys[1])
+    end
     if keys[2] then
       redis.call('INCR', keys[2])
       redis.call('EXPIRE', keys[2], 2 * 86400)
     end
   end
+  if record then table.insert(rows, 1, 'tx') end
   return rows
+end
+
+-- KEYS: fls rec ; ARGV: flush_id  The ledger has the flush: its record goes.
+local function drop_flush(keys, args)
+  redis.call('ZREM', keys[1], args[1])
+  redis.call('DEL', keys[2])
+  return 1
+end
+
+-- KEYS: fls rec led ; ARGV: flush_id ttl_s  The ledger has the flush marked abandoned: its record goes
+-- back to ``led``, once (-> 1; 0 when someone did already).
+local function give_flush(keys, args)
+  if redis.call('ZREM', keys[1], args[1]) == 0 then return 0 end
+  local rows = redis.call('HGETALL', keys[2])
+  for i = 1, #rows, 2 do redis.call('HINCRBY', keys[3], rows[i], rows[i + 1]) end
+  if #rows > 0 then redis.call('EXPIRE', keys[3], args[2]) end
+  redis.call('DEL', keys[2])
+  return 1
 end
 
 -- KEYS: led ; ARGV: day tokens ttl_s  Give back what could not be written to the durable ledger.
@@ -285,6 +324,8 @@ redis.register_function('cg_count', count)
 redis.register_function('cg_seed', seed)
 redis.register_function('cg_take_ledger', take_ledger)
 redis.register_function('cg_give_ledger', give_ledger)
+redis.register_function('cg_drop_flush', drop_flush)
+redis.register_function('cg_give_flush', give_flush)
 redis.register_function('cg_beat', beat)
 redis.register_function{{function_name='cg_version', callback=version, flags={{'no-writes'}}}}
 """

@@ -26,7 +26,9 @@ What is charged on its way to that ledger waits in Redis, not in a
 replica's memory (``led``, written in the same atomic step as the daily
 counter): a replica killed mid-request leaves its reservation charged there,
 and the next flush of any replica that serves the key (or the sweep every
-minute) writes it to the ledger. Every key's tokens go there, with or
+minute) writes it to the ledger, exactly once: a flush keeps what it took in
+Redis, as a record under its flush id, until the ledger has that id (see
+``flush``). Every key's tokens go there, with or
 without a daily budget, so the ledger is the fleet's usage (what
 ``claudegate usage`` reads with several hosts); the exception is a key
 without a budget served while Redis was unreachable (decided above without
@@ -72,6 +74,10 @@ EPOCH_KEY = "cg:epoch"
 # Every this many flushes (5 s apart, app.py) a replica also looks for keys whose
 # charges wait for the ledger with nobody serving them (their replica died).
 SWEEP_EVERY_FLUSHES = 12
+# A flush's record in Redis older than this is settled by any replica, even one whose replica
+# still beats (its write is long over: PostgreSQL commands time out after 5 s). Safe at any
+# value: the ledger decides (decide_usage), a late write of an abandoned flush adds nothing.
+RECORD_LEASE_MS = 60_000
 
 
 @dataclass(eq=False)
@@ -85,6 +91,29 @@ class Hold(Reservation):
     task: asyncio.Task[Any] | None = field(default=None, repr=False)
     # Its settlement on its way to Redis (given_back waits for it).
     settling: asyncio.Task[Any] | None = field(default=None, repr=False)
+
+
+@dataclass
+class _Flush:
+    """One hand-over to the durable ledger, written under ``txid`` (once, whatever happens)."""
+
+    txid: str
+    # (day, name) -> tokens in records in Redis (cg:{name}:fl:<txid>): if the replica dies, any other
+    # replica settles them from the ledger (dropped if it has the id, else given back to `led`).
+    recorded: dict[tuple[str, str], int] = field(default_factory=dict)
+    # (day, name) -> tokens held in this process only (taken through a library older than 8, during
+    # a roll, and not written since): no record has them.
+    kept: dict[tuple[str, str], int] = field(default_factory=dict)
+    epoch: str | None = None  # Redis's data set when taken
+
+    def amounts(self) -> dict[tuple[str, str], int]:
+        out = dict(self.recorded)
+        for key, tokens in self.kept.items():
+            out[key] = out.get(key, 0) + tokens
+        return out
+
+    def names(self) -> set[str]:
+        return {name for _, name in self.recorded}
 
 
 def _keys(name: str, day: str) -> tuple[str, ...]:
@@ -103,11 +132,24 @@ def _took_key(name: str) -> str:
     return f"cg:{{{name}}}:took"
 
 
+def _fls_key(name: str) -> str:
+    return f"cg:{{{name}}}:fls"
+
+
+def _rec_key(name: str, txid: str) -> str:
+    return f"cg:{{{name}}}:fl:{txid}"
+
+
 def _led_name(key: str) -> str | None:
-    """The client name of a ``cg:{name}:led`` key (None for anything else)."""
-    if key.startswith("cg:{") and key.endswith("}:led"):
+    """The client name of a ``cg:{name}:led`` or ``cg:{name}:fls`` key (None for anything else)."""
+    if key.startswith("cg:{") and (key.endswith("}:led") or key.endswith("}:fls")):
         return key[4:-5]
     return None
+
+
+def _flush_replica(txid: str) -> str:
+    """The replica that took a flush (its id is ``replica|random``)."""
+    return txid.rpartition("|")[0]
 
 
 def _ledgered(reply: list[Any], budgeted: bool, tokens: int) -> bool:
@@ -162,7 +204,8 @@ class RedisAdmission:
         *,
         in_flight_per_key: int,
         load_daily: Callable[[str], Awaitable[dict[str, int]]],
-        add_daily: Callable[[dict[tuple[str, str], int], str], Awaitable[dict[str, int]]],
+        write_usage: Callable[[str, dict[tuple[str, str], int]], Awaitable[bool]],
+        decide_usage: Callable[[list[str]], Awaitable[dict[str, bool]]],
         replica_id: str | None = None,
         client: aioredis.Redis | None = None,
     ) -> None:
@@ -171,7 +214,8 @@ class RedisAdmission:
         self.replica = replica_id or default_replica_id()
         self.in_flight_per_key = in_flight_per_key
         self._load_daily = load_daily
-        self._add_daily = add_daily
+        self._write_usage = write_usage
+        self._decide_usage = decide_usage
         self._seq = itertools.count()
         self.lease_ms = int(state.lease_seconds * 1000)
         self.beat_every = min(1.0, state.lease_seconds / 3)
@@ -185,8 +229,12 @@ class RedisAdmission:
         self._local_places: dict[str, list[Reservation]] = {}
         self._holds: dict[str, Hold] = {}  # live holds of this replica, renewed by the beat
         self._unsettled: deque[tuple[tuple[str, ...], list[str]]] = deque(maxlen=MAX_UNSETTLED)
-        # Ledger deltas not yet in the keystore that could not wait in Redis either.
+        # Ledger deltas not yet in the keystore that only this process holds (no record in Redis has
+        # them: taken through a library older than 8, during a roll): the next flush's.
         self._pending: dict[tuple[str, str], int] = {}
+        # This replica's flushes whose write failed (PostgreSQL away, or its answer lost): the
+        # ledger decides each once it answers (decide_usage), flush id -> the flush.
+        self._open: dict[str, _Flush] = {}
         # What this replica's settled requests put in `led` and no flush (anyone's) has taken
         # yet, as far as the last beat knew: (day, name) -> {`took` when written: net charge}.
         # Charged again if Redis loses its data (red team round 6: lost from the ledger); one
@@ -412,6 +460,7 @@ class RedisAdmission:
     async def _seed(self, name: str, day: str, key: str) -> None:
         # The ledger's total, plus what is on its way there (in Redis, and any this replica holds).
         total = (await self._load_daily(day)).get(name, 0) + self._pending.get((day, name), 0)
+        total += sum(f.kept.get((day, name), 0) for f in self._open.values())
         await self._fcall("cg_seed", (key, _led_key(name)), total, DAY_TTL, day)
 
     def _refusal(
@@ -561,7 +610,9 @@ class RedisAdmission:
         return {"redis_up": 1.0 if self.up else 0.0, "live_replicas": float(self.live_replicas or 0),
                 "unsettled": float(len(self._unsettled)),
                 # Keys whose charges in `led` no flush has taken yet (charged again if Redis loses its data).
-                "unflushed_keys": float(len({name for _, name in self._written}))}  # fmt: skip
+                "unflushed_keys": float(len({name for _, name in self._written})),
+                # Flushes of this replica not written, waiting for the ledger to decide them.
+                "open_flushes": float(len(self._open))}  # fmt: skip
 
     def headers(self, client: Client) -> dict[str, str]:
         s = client.scopes
@@ -578,52 +629,171 @@ class RedisAdmission:
 
     async def flush(self) -> None:
         """Move charges on their way to the durable ledger there: this replica's, and any a dead
-        replica left in Redis for a key this replica served (or found by the sweep)."""
-        pending, self._pending = self._pending, {}
-        taken: dict[tuple[str, str], int] = {}
-        if self.up:
-            try:
-                await self._take_ledger(taken)
-            except (RedisError, OSError) as exc:
-                self._down(exc)
-        for key, tokens in taken.items():
-            pending[key] = pending.get(key, 0) + tokens
-        if not any(pending.values()):
-            return
+        replica left in Redis for a key this replica served (or found by the sweep).
+
+        Exactly once, whoever dies when: what is taken from ``led`` stays in Redis as a record
+        under a new flush id until the ledger has that id (written in the same transaction as
+        the charges), then the record goes. A record left behind (its replica died, or could not
+        drop it) is settled by whichever replica finds it: the ledger says whether it has the id,
+        and marks it abandoned if not, so it can never be written after (``decide_usage``); the
+        record is then dropped, or given back to ``led`` and written under a new id.
+        """
+        if self._open:
+            await self._settle_open()  # the ledger away: raises, all of it tried again next time
+        flush = _Flush(f"{self.replica}|{secrets.token_hex(8)}", kept=self._pending, epoch=self._epoch)
+        self._pending = {}
         try:
-            await self._add_daily(pending, _utc_day(time.time() * 1000))
+            if self.up:
+                await self._take_ledger(flush)
         except BaseException:
-            # Nothing lost: back where every replica flushes from (else kept here), written next time.
-            await self._give_back(pending)
+            self._shelve(flush)
             raise
+        await self._write(flush)
 
-    async def _take_ledger(self, taken: dict[tuple[str, str], int]) -> None:
-        self._flushes += 1
-        if self._flushes % SWEEP_EVERY_FLUSHES == 1:
-            async for key in self.redis.scan_iter(match="cg:{*}:led", count=500):
-                name = _led_name(str(key))
-                if name is not None:
-                    self._touched.add(name)
-        await self._check_epoch()  # before taking: what a Redis that lost its data lost is written from memory
-        while self._touched:
-            name = self._touched.pop()
+    def _shelve(self, flush: _Flush) -> None:
+        """A flush not written: its records wait for the ledger's word, what only this process has waits here."""
+        if flush.recorded:
+            self._open[flush.txid] = flush
+        else:
+            self._add_pending(flush.kept)
+
+    def _add_pending(self, amounts: dict[tuple[str, str], int]) -> None:
+        for key, tokens in amounts.items():
+            if tokens:
+                self._pending[key] = self._pending.get(key, 0) + tokens
+
+    async def _write(self, flush: _Flush) -> None:
+        amounts = flush.amounts()
+        if not any(amounts.values()):
+            written = True  # nothing to add (a reservation and its settlement that cancel out): the records go
+        else:
             try:
-                rows = await self._fcall("cg_take_ledger", (_led_key(name), _took_key(name)))
+                written = await self._write_usage(flush.txid, amounts)
             except BaseException:
-                self._touched.add(name)
+                # Written or not (an answer lost on the way counts as not known): the ledger decides next time.
+                self._open[flush.txid] = flush
                 raise
-            for day, tokens in zip(rows[::2], rows[1::2], strict=True):
-                taken[(str(day), name)] = taken.get((str(day), name), 0) + int(tokens)
+        if written:
+            await self._drop_records(flush)
+        else:
+            # Abandoned first: another replica found the records old and gave them back to `led`.
+            self._add_pending(flush.kept)
 
-    async def _give_back(self, pending: dict[tuple[str, str], int]) -> None:
-        for (day, name), tokens in pending.items():
-            if not tokens:
-                continue
+    async def _drop_records(self, flush: _Flush) -> None:
+        try:
+            for name in sorted(flush.names()):
+                await self._fcall("cg_drop_flush", (_fls_key(name), _rec_key(name, flush.txid)), flush.txid)
+        except (RedisError, OSError) as exc:
+            self._down(exc)
+            # Left in Redis, in the ledger already: the next flush that looks at the key drops it.
+            self._touched.update(flush.names())
+
+    async def _settle_open(self) -> None:
+        """This replica's flushes whose write failed: the ledger decides each (written, or abandoned now)."""
+        decided = await self._decide_usage(sorted(self._open))
+        for txid in sorted(self._open):
+            flush = self._open[txid]
+            if flush.recorded and not self.up:
+                continue  # its records are in Redis: settled once it answers (by this replica or another)
             try:
-                if not self.up:
-                    raise ConnectionError("Redis is down")
-                await self._fcall("cg_give_ledger", (_led_key(name),), day, tokens, DAY_TTL)
-                self._touched.add(name)
+                if decided.get(txid):
+                    await self._drop_records(flush)
+                else:
+                    for name in sorted(flush.names()):
+                        await self._give_record(name, flush)
             except (RedisError, OSError) as exc:
                 self._down(exc)
-                self._pending[(day, name)] = self._pending.get((day, name), 0) + tokens
+                continue
+            if not decided.get(txid):
+                self._add_pending(flush.kept)
+            del self._open[txid]
+
+    async def _give_record(self, name: str, flush: _Flush) -> None:
+        keys = (_fls_key(name), _rec_key(name, flush.txid), _led_key(name))
+        gave = int(await self._fcall("cg_give_flush", keys, flush.txid, DAY_TTL))
+        if not gave and flush.epoch is not None and flush.epoch != self._epoch:
+            # The record went with Redis's data (lost since the take): what it held, from memory.
+            for (day, n), tokens in flush.recorded.items():
+                if n == name and tokens:
+                    await self._fcall("cg_give_ledger", (_led_key(name),), day, tokens, DAY_TTL)
+        # (Not given and the same data: another replica settled it already.)
+        for key in [k for k in flush.recorded if k[1] == name]:
+            del flush.recorded[key]
+        self._touched.add(name)
+
+    async def _take_ledger(self, flush: _Flush) -> None:
+        self._flushes += 1
+        try:
+            if self._flushes % SWEEP_EVERY_FLUSHES == 1:
+                for pattern in ("cg:{*}:led", "cg:{*}:fls"):
+                    async for key in self.redis.scan_iter(match=pattern, count=500):
+                        name = _led_name(str(key))
+                        if name is not None:
+                            self._touched.add(name)
+            await self._check_epoch()  # before taking: what a Redis that lost its data lost is written from memory
+            flush.epoch = self._epoch
+            names = sorted(self._touched)
+            stale = await self._stale_records(names)
+        except (RedisError, OSError) as exc:
+            self._down(exc)
+            return
+        if stale:
+            decided = await self._decide_usage(sorted(stale))  # the ledger away: raises (nothing taken yet)
+            try:
+                for txid, where in sorted(stale.items()):
+                    for name in where:
+                        if decided.get(txid):
+                            await self._fcall("cg_drop_flush", (_fls_key(name), _rec_key(name, txid)), txid)
+                        else:
+                            await self._fcall("cg_give_flush", (_fls_key(name), _rec_key(name, txid), _led_key(name)),
+                                              txid, DAY_TTL)  # fmt: skip
+            except (RedisError, OSError) as exc:
+                self._down(exc)
+                return
+        try:
+            for name in names:
+                self._touched.discard(name)
+                try:
+                    await self._take(flush, name)
+                except BaseException:
+                    self._touched.add(name)
+                    raise
+        except (RedisError, OSError) as exc:
+            self._down(exc)
+
+    async def _stale_records(self, names: list[str]) -> dict[str, list[str]]:
+        """Records of these keys to settle now: flush id -> names. Not this process's own open ones
+        (``_settle_open``); a replica's left behind by an earlier process of it, a dead replica's
+        (no beat within the beat's lifetime), and any older than RECORD_LEASE_MS."""
+        if not names:
+            return {}
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.zrange(_fls_key(name), 0, -1, withscores=True)
+            pipe.zrange(REPLICAS_KEY, 0, -1, withscores=True)
+            pipe.time()
+            *found, replicas, now = await pipe.execute()
+        now_ms = int(now[0]) * 1000 + int(now[1]) // 1000
+        alive_since = now_ms - (int(self.beat_every * 3000) + 500)
+        live = {str(r) for r, at in replicas if float(at) >= alive_since}
+        stale: dict[str, list[str]] = {}
+        for name, rows in zip(names, found, strict=True):
+            for txid, at in rows:
+                txid = str(txid)
+                if txid in self._open:
+                    continue
+                owner = _flush_replica(txid)
+                if owner == self.replica or owner not in live or now_ms - float(at) > RECORD_LEASE_MS:
+                    stale.setdefault(txid, []).append(name)
+        return stale
+
+    async def _take(self, flush: _Flush, name: str) -> None:
+        keys = (_led_key(name), _took_key(name), _fls_key(name), _rec_key(name, flush.txid))
+        rows = list(await self._fcall("cg_take_ledger", keys, flush.txid, DAY_TTL))
+        into = flush.recorded
+        if rows and rows[0] == "tx":
+            rows = rows[1:]
+        else:  # a library older than 8 (loaded during a roll): taken and deleted, held here only
+            into = flush.kept
+        for day, tokens in zip(rows[::2], rows[1::2], strict=True):
+            into[(str(day), name)] = into.get((str(day), name), 0) + int(tokens)

@@ -68,6 +68,14 @@ CREATE TABLE IF NOT EXISTS batch_charges (
     used INTEGER
 );
 CREATE INDEX IF NOT EXISTS batch_charges_open ON batch_charges(settled_at, checked_at);
+-- With state.redis: each flush of usage to daily_usage under its id, once (committed 1),
+-- or marked abandoned (committed 0) by the process that gave its charges back to Redis.
+CREATE TABLE IF NOT EXISTS ledger_flushes (
+    txid TEXT PRIMARY KEY,
+    committed INTEGER NOT NULL,
+    at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS ledger_flushes_at ON ledger_flushes(at);
 """ + OWNERSHIP_SCHEMA
 
 # Lookups remembered per process, known and unknown ids alike. Bounded: every
@@ -355,16 +363,32 @@ class KeyStore:
             self._db.execute("BEGIN IMMEDIATE")
             self._add_daily_in(name, day, delta)
 
-    def add_usage(self, deltas: dict[tuple[str, str], int]) -> None:
-        """Add usage deltas ((day, name) -> tokens) in one transaction: the ledger
-        behind Redis admission (state.redis without state.postgres)."""
+    def write_usage(self, txid: str, deltas: dict[tuple[str, str], int]) -> bool:
+        """Add one flush's usage deltas ((day, name) -> tokens) in one transaction, once: the ledger
+        behind Redis admission (state.redis without state.postgres). True when they are in
+        (now or by an earlier try of the id), False when the id was marked abandoned first."""
         rows = [(name, day, delta) for (day, name), delta in deltas.items() if delta]
-        if not rows:
-            return  # no write: other processes' caches stay valid
         with self._db:
-            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute("BEGIN IMMEDIATE")  # one writer at a time: the id's row decides
+            row = self._db.execute("SELECT committed FROM ledger_flushes WHERE txid = ?", (txid,)).fetchone()
+            if row is not None:
+                return bool(row[0])
+            self._db.execute("INSERT INTO ledger_flushes(txid, committed, at) VALUES (?, 1, ?)", (txid, time.time()))
             for name, day, delta in rows:
                 self._add_daily_in(name, day, delta, clamp=False)
+            self._db.execute("DELETE FROM ledger_flushes WHERE at < ?", (time.time() - 7 * 86400,))
+        return True
+
+    def decide_usage(self, txids: builtins.list[str]) -> dict[str, bool]:
+        """Whether each flush is in the ledger; one that is not is marked abandoned, so it never will be."""
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.executemany(
+                "INSERT OR IGNORE INTO ledger_flushes(txid, committed, at) VALUES (?, 0, ?)",
+                [(t, time.time()) for t in txids],
+            )
+            return {t: bool(self._db.execute("SELECT committed FROM ledger_flushes WHERE txid = ?", (t,)).fetchone()[0])
+                    for t in txids}  # fmt: skip
 
     def _add_daily_in(self, name: str, day: str, delta: int, *, clamp: bool = True) -> None:
         # Inside a caller's transaction (the batch settlement marks its row in the same one).

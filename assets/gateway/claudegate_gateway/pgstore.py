@@ -161,9 +161,26 @@ CREATE TABLE tls_certificates (
     UNIQUE (domain, serial)
 );
 """),
+    # The usage ledger written exactly once per flush (admission_redis.py): a flush's id goes in
+    # with its increments, in one transaction (committed), or is marked abandoned (not committed)
+    # by the replica that gives the flush's charges back to Redis; the key decides which came first.
+    # Version 4 gateways write the ledger without ids and never read this.
+    (5, "expand", """
+CREATE TABLE ledger_flushes (
+    txid text PRIMARY KEY,
+    committed boolean NOT NULL,
+    at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX ledger_flushes_at ON ledger_flushes(at);
+"""),
 )  # fmt: skip
 # The lowest schema this code runs on: a gateway refuses to serve an older one.
-REQUIRED_VERSION = 3
+REQUIRED_VERSION = 5
+# Flush ids are kept this long (a record in Redis expires after 2 days; a replica
+# retrying a write it kept in memory gives up on its id well before).
+FLUSH_IDS_DAYS = 7
+# Every this many written flushes, ids older than that go.
+PRUNE_EVERY = 1000
 
 
 class StateConnectError(ConfigError):
@@ -237,6 +254,7 @@ class PgKeyStore:
         # make up ids, and in one LRU they would evict the known keys.
         self._unknown: OrderedDict[str, None] = OrderedDict()
         self._gen = 0  # moves on every notification and every cache drop
+        self._flush_writes = 0
         self.listening = False
         self._task: asyncio.Task[None] | None = None
 
@@ -583,25 +601,49 @@ class PgKeyStore:
         rows = await self.pool.fetch("SELECT name, tokens FROM daily_usage WHERE day = $1", day)
         return {r["name"]: int(r["tokens"]) for r in rows}
 
-    async def add_daily(self, deltas: dict[tuple[str, str], int], day: str) -> dict[str, int]:
-        """Add usage deltas ((day, name) -> tokens): one ledger row each, and the day's totals."""
+    async def write_usage(self, txid: str, deltas: dict[tuple[str, str], int]) -> bool:
+        """Add one flush's usage deltas ((day, name) -> tokens), once: one ledger row each.
+
+        True when they are in the ledger (now, or by an earlier try of the same id),
+        False when the id was marked abandoned first (``decide_usage``: another replica
+        gave the flush's charges back to Redis). The id's row is the first thing the
+        transaction writes: a concurrent ``decide_usage`` of the same id waits for this
+        commit or rollback, and then agrees with it.
+        """
         rows = [(name, d, delta) for (d, name), delta in deltas.items() if delta]
-        async with self.pool.acquire() as conn:
-            if rows:
-                async with conn.transaction():
-                    await conn.executemany(
-                        "INSERT INTO usage_ledger(name, day, tokens, replica) VALUES ($1,$2,$3,$4)",
-                        [(n, d, t, self.replica) for n, d, t in rows],
-                    )
-                    # Not clamped at zero: a batch's settlement (settle_batch) may
-                    # arrive before the reservation it corrects; the sum is the ledger's.
-                    await conn.executemany(
-                        "INSERT INTO daily_usage(name, day, tokens) VALUES ($1,$2,$3::bigint)"
-                        " ON CONFLICT (name, day) DO UPDATE SET tokens = daily_usage.tokens + $3::bigint",
-                        rows,
-                    )
-            return {r["name"]: int(r["tokens"]) for r in await conn.fetch(
-                "SELECT name, tokens FROM daily_usage WHERE day = $1", day)}  # fmt: skip
+        async with self.pool.acquire() as conn, conn.transaction():
+            if not await conn.fetchval(
+                "INSERT INTO ledger_flushes(txid, committed) VALUES ($1, true) ON CONFLICT (txid) DO NOTHING"
+                " RETURNING true", txid,
+            ):  # fmt: skip
+                return bool(await conn.fetchval("SELECT committed FROM ledger_flushes WHERE txid = $1", txid))
+            await conn.executemany(
+                "INSERT INTO usage_ledger(name, day, tokens, replica) VALUES ($1,$2,$3,$4)",
+                [(n, d, t, self.replica) for n, d, t in rows],
+            )
+            # Not clamped at zero: a batch's settlement (settle_batch) may
+            # arrive before the reservation it corrects; the sum is the ledger's.
+            await conn.executemany(
+                "INSERT INTO daily_usage(name, day, tokens) VALUES ($1,$2,$3::bigint)"
+                " ON CONFLICT (name, day) DO UPDATE SET tokens = daily_usage.tokens + $3::bigint",
+                rows,
+            )
+            self._flush_writes += 1
+            if self._flush_writes % PRUNE_EVERY == 0:
+                await conn.execute("DELETE FROM ledger_flushes WHERE at < now() - make_interval(days => $1)",
+                                   FLUSH_IDS_DAYS)  # fmt: skip
+        return True
+
+    async def decide_usage(self, txids: list[str]) -> dict[str, bool]:
+        """Whether each flush is in the ledger; one that is not is marked abandoned, so it never will be."""
+        ids = sorted(set(txids))  # one order for every replica: two deciding the same ids never deadlock
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.executemany(
+                "INSERT INTO ledger_flushes(txid, committed) VALUES ($1, false) ON CONFLICT (txid) DO NOTHING",
+                [(t,) for t in ids],
+            )
+            rows = await conn.fetch("SELECT txid, committed FROM ledger_flushes WHERE txid = ANY($1::text[])", ids)
+        return {r["txid"]: bool(r["committed"]) for r in rows}
 
     # -- batches: charged at creation, settled once when they end -------------
 

@@ -38,7 +38,8 @@ FORMAT = "claudegate-state 1"
 #: Claudegate's tables in the order they are filled (clients before the credentials that name them).
 #: Not ``tls_certificates`` (the ACME share of several hosts): a restore leaves it as it is, since an
 #: older certificate brought back would only be refused by every host, and the issuer shares its
-#: current one again every round.
+#: current one again every round. Nor ``ledger_flushes`` (which usage flushes the ledger has, by id):
+#: it describes hand-overs from Redis under way, not usage, and a restore keeps what was decided.
 TABLES = ("clients", "credentials", "owned_objects", "daily_usage", "usage_ledger", "batch_charges")
 #: Seconds a whole table may take to read or write (the pool's default is for one request's queries).
 SLOW = 600.0

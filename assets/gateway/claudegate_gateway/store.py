@@ -68,8 +68,16 @@ class Store(Protocol):
 
     async def load_daily(self, day: str) -> dict[str, int]: ...
 
-    async def add_daily(self, deltas: dict[tuple[str, str], int], day: str) -> dict[str, int]:
-        """Add usage deltas ((day, name) -> tokens) to the durable ledger; return `day`'s totals."""
+    async def write_usage(self, txid: str, deltas: dict[tuple[str, str], int]) -> bool:
+        """Add one flush's usage deltas ((day, name) -> tokens) to the durable ledger under its id, once.
+
+        True when they are in it (now, or by an earlier try of the same id); False when
+        the id was marked abandoned first (``decide_usage``): nothing was written.
+        """
+        ...
+
+    async def decide_usage(self, txids: list[str]) -> dict[str, bool]:
+        """Whether each flush id is in the ledger; one that is not is marked abandoned (never written after)."""
         ...
 
     # Batches: charged their reservation at creation, settled once when they end (batchsettle.py).
@@ -160,11 +168,13 @@ class SqliteStore:
     async def load_daily(self, day: str) -> dict[str, int]:
         return self.keystore.load_daily(day)
 
-    async def add_daily(self, deltas: dict[tuple[str, str], int], day: str) -> dict[str, int]:
-        # Only with state.redis (admission's day in Redis, the ledger here); one
-        # host writes each reservation and settlement itself (limits.DailyLedger).
-        self.keystore.add_usage(deltas)
-        return self.keystore.load_daily(day)
+    # Only with state.redis (admission's day in Redis, the ledger here); one
+    # host writes each reservation and settlement itself (limits.DailyLedger).
+    async def write_usage(self, txid: str, deltas: dict[tuple[str, str], int]) -> bool:
+        return self.keystore.write_usage(txid, deltas)
+
+    async def decide_usage(self, txids: list[str]) -> dict[str, bool]:
+        return self.keystore.decide_usage(txids)
 
     async def charge_batch(self, batch_id: str, owner: str, day: str, reserved: int, daily: bool) -> None:
         self.keystore.charge_batch(batch_id, owner, day, reserved, daily)
