@@ -39,7 +39,7 @@ KEY = "sk-ant-api03-ahead-" + secrets.token_hex(16)
 # Every process on the host whose command line names the spool or a load from it.
 HOST_PROCESSES = r"""
 for p in /proc/[0-9]*; do
-  [ "${p#/proc/}" = "$$" ] && continue  # this script names the patterns itself
+  case "${p#/proc/}" in "$$"|"$PPID") continue;; esac  # this script (and its runner) name the patterns
   c=$(tr '\0' ' ' <"$p/cmdline" 2>/dev/null) || continue
   case "$c" in *claudegate-spool*|*"image load"*|*claudegate-images.*) echo "${p#/proc/}: $c";; esac
 done
