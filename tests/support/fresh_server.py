@@ -43,6 +43,7 @@ import socket
 import subprocess
 import tarfile
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -126,6 +127,9 @@ class FreshServer:
     port: int = 22
     user: str = USER
     _client: Any = field(default=None, repr=False)
+    # exec's output directories that a later exec removes (see _exec_files).
+    _exec_dirs: list[str] = field(default_factory=list, repr=False)
+    _exec_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def host(self) -> str:
@@ -180,32 +184,37 @@ class FreshServer:
     def _exec_files(
         self, argv: list[str], *, user: str, environment: dict[str, str] | None, merge: bool
     ) -> tuple[int, bytes, bytes]:
-        # The command writes its output to files in the container, read back through the
-        # archive API. docker exec's attached stream drops the output of a command now and
-        # then under load (docker-py #2042, moby #27289): a CI run saw `ls` of a full
-        # directory come back empty with exit code 0.
-        api = self._client.api
-        base = f"/tmp/.fresh-exec-{secrets.token_hex(8)}"
-        err = '2>&1' if merge else '2>"$b.err"'
-        script = f'b=$1; shift; "$@" >"$b.out" {err} </dev/null; echo $? >"$b.rc"'
-        exec_id = api.exec_create(self.container_id, ["sh", "-c", script, "sh", base, *argv], user=user,
-                                  environment=environment, stdout=False, stderr=False)["Id"]  # fmt: skip
-        api.exec_start(exec_id, detach=True)
-        pause = 0.005
-        while True:
-            state = api.exec_inspect(exec_id)
-            if not state["Running"] and state["ExitCode"] is not None:
-                break
-            time.sleep(pause)
-            pause = min(pause * 2, 0.1)
+        # docker exec's attached stream drops the output of a command now and then under load
+        # (docker-py #2042, moby #27289: a CI run saw `ls` of a full directory come back empty
+        # with exit code 0). So the command writes its output to files first, and the wrapper
+        # sends them down the stream followed by a marker with the exit code. With the marker
+        # there the stream was whole; without it, the files are read through the archive API.
+        # Each call's directory is removed by the next call's wrapper (an exec of its own for the
+        # removal would double the cost), so only the newest calls' are ever left on the server.
+        token = secrets.token_hex(8)
+        base = f"/tmp/.fresh-exec-{token}"
+        marker = f"\n.fresh-exec-{token}-exit="
+        with self._exec_lock:  # only finished calls' directories: another thread's may be in use
+            stale, self._exec_dirs[:] = list(self._exec_dirs), []
+        err = '2>&1' if merge else '2>"$d/err"'
+        script = (
+            f'd=$1; m=$2; shift 2; rm -rf {" ".join(stale)}; mkdir -m 777 "$d" || exit 125; '
+            f'"$@" >"$d/out" {err} </dev/null; echo $? >"$d/rc"; '
+            'cat "$d/out"; [ -f "$d/err" ] && cat "$d/err" >&2; printf "%s%s\\n" "$m" "$(cat "$d/rc")"'
+        )
         container = self._client.containers.get(self.container_id)
-        files = {name: _read_file(container, f"{base}.{name}") for name in ("out", "err", "rc")}
-        if container.status == "running":  # a command may have stopped its own container
-            # Waited for: a test that looks for files the deploy left must not find these.
-            container.exec_run(["rm", "-f", f"{base}.out", f"{base}.err", f"{base}.rc"])
-        rc = files["rc"].strip()
-        code = int(rc) if rc.isdigit() else int(state["ExitCode"])
-        return code, files["out"], files["err"]
+        result = container.exec_run(["sh", "-c", script, "sh", base, marker, *argv], user=user,
+                                    environment=environment, demux=True)  # fmt: skip
+        with self._exec_lock:
+            self._exec_dirs.append(base)
+        out, err_out = (result.output[0] or b""), (result.output[1] or b"")
+        at = out.rfind(marker.encode())
+        if at >= 0:
+            rc = out[at + len(marker):].strip()
+            return (int(rc) if rc.isdigit() else int(result.exit_code)), out[:at], err_out
+        files = _read_dir(self._client.api, self.container_id, base)  # the stream lost it: the files have it
+        rc = files.get("rc", b"").strip()
+        return (int(rc) if rc.isdigit() else int(result.exit_code)), files.get("out", b""), files.get("err", b"")
 
     def refuse_tcp_forwarding(self) -> None:
         """``AllowTcpForwarding no`` in sshd (a common hardening), applied by SIGHUP; SSH answers again after."""
@@ -226,16 +235,19 @@ class FreshServer:
         _wait_for_ssh(self.ip, self.port, timeout=30)
 
 
-def _read_file(container: Any, path: str) -> bytes:
-    """A file's bytes from a container through the archive API; empty when it is not there."""
+def _read_dir(api: Any, container_id: str, path: str) -> dict[str, bytes]:
+    """The files of a directory in a container (by name), through the archive API; {} when it is not there."""
     try:
-        stream, _stat = container.get_archive(path)
-    except docker.errors.APIError:  # NotFound included: the command never wrote it
-        return b""
+        stream, _stat = api.get_archive(container_id, path)
+    except docker.errors.APIError:  # NotFound included: the command never made it
+        return {}
+    out: dict[str, bytes] = {}
     with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
-        member = tar.next()
-        handle = tar.extractfile(member) if member is not None else None
-        return handle.read() if handle is not None else b""
+        for member in tar:
+            handle = tar.extractfile(member) if member.isfile() else None
+            if handle is not None:
+                out[member.name.rpartition("/")[2]] = handle.read()
+    return out
 
 
 def docker_client() -> Any:
