@@ -23,6 +23,10 @@ class ConfirmDialog(ModalScreen[bool]):
         Binding("escape", "answer(False)", "No"),
         Binding("left,right", "app.focus_previous", "Switch", show=False),
     ]
+    # No has the focus, so Enter alone never says yes. A selector rather than a query in
+    # on_mount: a dialog answered before it was mounted (keys typed ahead, a loaded CI run)
+    # crashed the app there with NoMatches.
+    AUTO_FOCUS = "#no"
 
     def __init__(self, title: str, text: str, *, yes: str = "Yes", no: str = "No", detail: str = "") -> None:
         super().__init__(classes="dialog-screen")
@@ -41,9 +45,6 @@ class ConfirmDialog(ModalScreen[bool]):
                 yield Button(self.no, id="no", compact=True)
         # The dialog's own keys, not those of the screen behind it.
         yield Footer(show_command_palette=False)
-
-    def on_mount(self) -> None:
-        self.query_one("#no", Button).focus()
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         event.stop()
