@@ -887,27 +887,47 @@ class _LoadOnEveryHost:
                 time.sleep(max(0.0, -late))
                 server = self.fleet.servers[index % len(self.fleet.servers)]
                 sent = time.monotonic() - self._begin
-                try:
-                    response = clients[index % len(clients)].post(
-                        f"https://{server.ip}/v1/messages",
-                        headers={"host": DOMAIN, "x-api-key": self.key, "anthropic-version": "2023-06-01"},
-                        json={"model": "claude-haiku-4-5", "max_tokens": 8,
-                              "messages": [{"role": "user", "content": "hi"}]},
-                        extensions={"sni_hostname": DOMAIN},
-                    )  # fmt: skip
-                    outcome = str(response.status_code)
-                    if response.status_code != 200:
-                        outcome += " " + response.text[:200]
-                except httpx.HTTPError as exc:
-                    outcome = type(exc).__name__
+                outcome = self._send(clients[index % len(clients)], server.ip)
                 with self._lock:
                     self.outcomes.append((round(sent, 2), server.ip, outcome))
         finally:
             for client in clients:
                 client.close()
 
+    def _send(self, client: httpx.Client, ip: str) -> str:
+        # As the SDKs do (anthropic's retries connection errors by default): a kept-alive connection
+        # that nginx closed as it reloaded, met by a request sent at that moment, ends with nothing
+        # received, and is tried again once on a new connection. HTTP/1.1 cannot rule that race out
+        # (RFC 9112, 9.3.1); a pristine run met it once in ~100 requests of a rollback. Counted apart
+        # (retried()), so the test still sees it if it becomes more than a rare race.
+        retried = ""
+        for _attempt in range(2):
+            try:
+                response = client.post(
+                    f"https://{ip}/v1/messages",
+                    headers={"host": DOMAIN, "x-api-key": self.key, "anthropic-version": "2023-06-01"},
+                    json={"model": "claude-haiku-4-5", "max_tokens": 8,
+                          "messages": [{"role": "user", "content": "hi"}]},
+                    extensions={"sni_hostname": DOMAIN},
+                )  # fmt: skip
+            except httpx.RemoteProtocolError as exc:
+                if retried or "without sending a response" not in str(exc):
+                    return retried + type(exc).__name__
+                retried = "retried after RemoteProtocolError: "
+                continue
+            except httpx.HTTPError as exc:
+                return retried + type(exc).__name__
+            outcome = str(response.status_code)
+            if response.status_code != 200:
+                outcome += " " + response.text[:200]
+            return retried + outcome
+        raise AssertionError("unreachable")
+
     def failed(self) -> list[tuple[float, str, str]]:
-        return sorted(o for o in self.outcomes if o[2] != "200")
+        return sorted(o for o in self.outcomes if o[2] not in ("200", "retried after RemoteProtocolError: 200"))
+
+    def retried(self) -> list[tuple[float, str, str]]:
+        return sorted(o for o in self.outcomes if o[2].startswith("retried"))
 
 
 def test_rollback_takes_every_host_back_to_the_release_before(fleet: Fleet, keys: dict[str, str]) -> None:
@@ -923,6 +943,7 @@ def test_rollback_takes_every_host_back_to_the_release_before(fleet: Fleet, keys
     assert len(roll_load.outcomes) >= 100, len(roll_load.outcomes)
     assert {ip for _, ip, _ in roll_load.outcomes} == {s.ip for s in fleet.servers}
     assert roll_load.failed() == [], roll_load.failed()
+    assert len(roll_load.retried()) <= 2, roll_load.retried()  # the rare reload race, not a pattern
     # The load came from its own address, apart from the operator's smoke tests (see _LoadOnEveryHost).
     access = fleet.sh(fleet.servers[0], f"docker logs --tail 2000 {HostLayout().nginx_container} 2>&1")
     assert f'"client":"{roll_load.source}"' in access, access[-2000:]
@@ -933,6 +954,7 @@ def test_rollback_takes_every_host_back_to_the_release_before(fleet: Fleet, keys
     TIMINGS["rollback under load: requests"] = len(back_load.outcomes)
     assert len(back_load.outcomes) >= 40, len(back_load.outcomes)
     assert back_load.failed() == [], back_load.failed()
+    assert len(back_load.retried()) <= 2, back_load.retried()
     first, second = _headers(fleet)
     assert run.stdout.index(first) < run.stdout.index(second), run.stdout
     assert {fleet.current(s) for s in fleet.servers} == before
