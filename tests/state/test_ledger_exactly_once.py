@@ -23,9 +23,11 @@ import asyncio
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
+import pytest
 
 from claudegate_gateway.keystore import KeyStore
 from claudegate_gateway.pgstore import PgKeyStore
@@ -112,56 +114,70 @@ def _kill(gw: GatewayProc) -> None:
     gw.proc.wait(10)
 
 
+@dataclass
+class Locked:
+    """Replica A's flush blocked on the ledger row the test holds; B made, not started."""
+
+    day: str
+    locker: Pg
+    db: Pg
+    a: GatewayProc
+    b: GatewayProc
+    billed: int
+
+
+@pytest.fixture
+def locked(
+    tmp_path: Path, fake: FakeAnthropic, redis_db: RedisServer, postgres_server: PostgresServer, pg_url: str,
+    gateways: list[GatewayProc],
+) -> Iterator[Locked]:
+    day = time.strftime("%Y-%m-%d", time.gmtime())
+    with pg(pg_url, postgres_server.password) as locker, pg(pg_url, postgres_server.password) as db:
+        a, b, billed = _charge_while_locked(
+            tmp_path, fake, redis_db, postgres_server, pg_url, gateways, locker, db, day)  # fmt: skip
+        yield Locked(day, locker, db, a, b, billed)
+
+
 def test_a_replica_killed_between_take_and_commit_loses_nothing_and_counts_nothing_twice(
-    tmp_path: Path, fake: FakeAnthropic, redis_db: RedisServer, postgres_server: PostgresServer, pg_url: str,
-    gateways: list[GatewayProc],
+    locked: Locked, redis_db: RedisServer
 ) -> None:
-    day = time.strftime("%Y-%m-%d", time.gmtime())
-    with pg(pg_url, postgres_server.password) as locker, pg(pg_url, postgres_server.password) as db:
-        a, b, billed = _charge_while_locked(
-            tmp_path, fake, redis_db, postgres_server, pg_url, gateways, locker, db, day)  # fmt: skip
-        _kill(a)  # taken from `led`, not committed
-        locker.run("ROLLBACK")  # A's transaction gets its row, then finds its client gone: rolled back
-        _wait("A's transaction to end", lambda: not _blocked_flush(db))
-        assert _ledger(db, day) == 0
-        b.start()  # another replica: its first flush sweeps every key's pending charges
-        _wait(f"ledger == billed ({billed})", lambda: _ledger(db, day) == billed)
-        time.sleep(6)  # another flush of B's: nothing more
-        assert _ledger(db, day) == billed
-        assert redis_db.cli("EXISTS", f"cg:{{{NAME}}}:led", f"cg:{{{NAME}}}:fls") == "0"
-        # A's flush id is marked abandoned (by B, before giving its record back); B's own is written.
-        flushes = [bool(r["committed"]) for r in db.run("SELECT committed FROM ledger_flushes ORDER BY at")]
-        assert False in flushes and True in flushes and flushes == sorted(flushes), flushes
-        # What admission counts today agrees (it was charged there at the reservation).
-        assert int(redis_db.cli("GET", f"cg:{{{NAME}}}:day:{day}")) == billed
+    day, locker, db, a, b, billed = locked.day, locked.locker, locked.db, locked.a, locked.b, locked.billed
+    _kill(a)  # taken from `led`, not committed
+    locker.run("ROLLBACK")  # A's transaction gets its row, then finds its client gone: rolled back
+    _wait("A's transaction to end", lambda: not _blocked_flush(db))
+    assert _ledger(db, day) == 0
+    b.start()  # another replica: its first flush sweeps every key's pending charges
+    _wait(f"ledger == billed ({billed})", lambda: _ledger(db, day) == billed)
+    time.sleep(6)  # another flush of B's: nothing more
+    assert _ledger(db, day) == billed
+    assert redis_db.cli("EXISTS", f"cg:{{{NAME}}}:led", f"cg:{{{NAME}}}:fls") == "0"
+    # A's flush id is marked abandoned (by B, before giving its record back); B's own is written.
+    flushes = [bool(r["committed"]) for r in db.run("SELECT committed FROM ledger_flushes ORDER BY at")]
+    assert False in flushes and True in flushes and flushes == sorted(flushes), flushes
+    # What admission counts today agrees (it was charged there at the reservation).
+    assert int(redis_db.cli("GET", f"cg:{{{NAME}}}:day:{day}")) == billed
 
 
-def test_a_replica_killed_between_commit_and_drop_is_not_counted_twice(
-    tmp_path: Path, fake: FakeAnthropic, redis_db: RedisServer, postgres_server: PostgresServer, pg_url: str,
-    gateways: list[GatewayProc],
-) -> None:
-    day = time.strftime("%Y-%m-%d", time.gmtime())
-    with pg(pg_url, postgres_server.password) as locker, pg(pg_url, postgres_server.password) as db:
-        a, b, billed = _charge_while_locked(
-            tmp_path, fake, redis_db, postgres_server, pg_url, gateways, locker, db, day)  # fmt: skip
-        records = f"cg:{{{NAME}}}:fls"
-        assert redis_db.cli("ZCARD", records) == "1"  # the take is a record, not a deletion
-        redis_db.cli("CLIENT", "PAUSE", "60000", "WRITE")  # A's drop (a write) cannot run
-        try:
-            locker.run("ROLLBACK")
-            _wait("A's commit", lambda: bool(db.run("SELECT 1 FROM ledger_flushes WHERE committed")))
-            _kill(a)
-        finally:
-            redis_db.cli("CLIENT", "UNPAUSE")
-        assert redis_db.cli("ZCARD", records) == "1"  # committed, and still in Redis
-        committed = _ledger(db, day)
-        assert 0 < committed <= billed
-        b.start()
-        _wait("the record to be settled", lambda: redis_db.cli("EXISTS", records) == "0")
-        _wait(f"ledger == billed ({billed})", lambda: _ledger(db, day) == billed)
-        time.sleep(6)
-        assert _ledger(db, day) == billed
-        assert int(redis_db.cli("GET", f"cg:{{{NAME}}}:day:{day}")) == billed
+def test_a_replica_killed_between_commit_and_drop_is_not_counted_twice(locked: Locked, redis_db: RedisServer) -> None:
+    day, locker, db, a, b, billed = locked.day, locked.locker, locked.db, locked.a, locked.b, locked.billed
+    records = f"cg:{{{NAME}}}:fls"
+    assert redis_db.cli("ZCARD", records) == "1"  # the take is a record, not a deletion
+    redis_db.cli("CLIENT", "PAUSE", "60000", "WRITE")  # A's drop (a write) cannot run
+    try:
+        locker.run("ROLLBACK")
+        _wait("A's commit", lambda: bool(db.run("SELECT 1 FROM ledger_flushes WHERE committed")))
+        _kill(a)
+    finally:
+        redis_db.cli("CLIENT", "UNPAUSE")
+    assert redis_db.cli("ZCARD", records) == "1"  # committed, and still in Redis
+    committed = _ledger(db, day)
+    assert 0 < committed <= billed
+    b.start()
+    _wait("the record to be settled", lambda: redis_db.cli("EXISTS", records) == "0")
+    _wait(f"ledger == billed ({billed})", lambda: _ledger(db, day) == billed)
+    time.sleep(6)
+    assert _ledger(db, day) == billed
+    assert int(redis_db.cli("GET", f"cg:{{{NAME}}}:day:{day}")) == billed
 
 
 def test_a_flush_id_is_written_once_or_abandoned_never_both(
