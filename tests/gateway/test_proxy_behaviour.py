@@ -39,8 +39,9 @@ def test_stream_events_leave_as_they_arrive(gateway_factory: GatewayFactory, fak
     assert names.count("content_block_delta") >= 6 and "ping" in names and "message_delta" in names
     gaps = [b[0] - a[0] for a, b in itertools.pairwise(arrivals)]
     # Every event was held back by the fake for 150 ms; had the gateway
-    # buffered, several would arrive together.
-    assert min(gaps) > 0.1, gaps
+    # buffered, several would arrive together (gaps of a few ms). A loaded
+    # machine delays one event and not the next: 0.0996 s seen in a full run.
+    assert min(gaps) > 0.05, gaps
     rec = gw.record(r.headers)
     assert rec["stream"] is True and rec["output_tokens"] >= 6 and rec["input_tokens"] > 0
 
