@@ -7,7 +7,7 @@ RUN groupadd --system --gid 10002 postgres \
  && useradd --system --uid 10002 --gid postgres --home-dir /var/lib/postgresql --shell /bin/sh postgres \
  && apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postgresql \
- && rm -rf /var/lib/apt/lists/* \
+ && apt-get clean && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin \
  && ln -s "$(ls -d /usr/lib/postgresql/*/bin | tail -n 1)" /usr/local/lib/pgbin \
  && install -d -o postgres -g postgres -m 0700 /var/lib/postgresql/data
 COPY postgres-start.sh /usr/local/bin/claudegate-postgres

@@ -7,7 +7,7 @@ RUN groupadd --system --gid 10003 redis \
  && useradd --system --uid 10003 --gid redis --home-dir /var/lib/redis --shell /usr/sbin/nologin redis \
  && apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends redis-server \
- && rm -rf /var/lib/apt/lists/* \
+ && apt-get clean && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin \
  && install -d -o redis -g redis -m 0700 /var/lib/redis
 COPY redis-start.sh /usr/local/bin/claudegate-redis
 USER 10003:10003

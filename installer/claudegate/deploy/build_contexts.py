@@ -142,7 +142,8 @@ FROM ${BASE_IMAGE}
 RUN apt-get update \\
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \\
         certbot ca-certificates nginx libnginx-mod-http-set-misc python3-psycopg2 \\
- && rm -rf /var/lib/apt/lists/* /etc/nginx/sites-enabled/default /var/www/html
+ && apt-get clean \\
+ && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /etc/nginx/sites-enabled/default /var/www/html
 COPY claudegate_renew.py claudegate_share.py /usr/local/lib/claudegate/
 ENTRYPOINT ["certbot"]
 """
