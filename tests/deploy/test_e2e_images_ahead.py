@@ -2,11 +2,12 @@
 
 A fresh server (sshd only, no Docker) reached through a slow link (a relay
 at 8 MB/s, as a home uplink to a distant server): the Docker install ends
-long before the ~450 MB of images are on the host's disk, so the images step
-is still waiting for the transfer when the test presses Cancel from another
-thread, as the wizard's button does. The run must stop within a few seconds
-and leave nothing behind: no spool directory, no ``cat`` or ``docker load``
-on the host, no ``docker save`` or build here, no thread. The next run over
+long before the ~240 MB of images are on the host's disk (30 s at that
+rate), so the images step is still waiting for the transfer when the test
+presses Cancel from another thread, as the wizard's button does. The run
+must stop within a few seconds and leave nothing behind: no spool directory,
+no ``cat`` or ``docker load`` on the host, no ``docker save`` or build here,
+no thread. The next run over
 the direct link resumes to a smoke-tested gateway and removes a spool
 directory a killed run left, while a planted symlink with the same name
 pattern (and what it points at) stays untouched.
