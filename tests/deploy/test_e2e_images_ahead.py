@@ -1,8 +1,8 @@
 """End to end: the images sent ahead (built here, written to the host's disk while it installs Docker).
 
 A fresh server (sshd only, no Docker) reached through a slow link (a relay
-at 8 MB/s, as a home uplink to a distant server): the Docker install ends
-long before the ~240 MB of images are on the host's disk (30 s at that
+at 4 MB/s, as a home uplink to a distant server): the Docker install ends
+long before the ~240 MB of images are on the host's disk (60 s at that
 rate), so the images step is still waiting for the transfer when the test
 presses Cancel from another thread, as the wizard's button does. The run
 must stop within a few seconds and leave nothing behind: no spool directory,
@@ -74,7 +74,7 @@ def _local_children(pattern: str) -> list[str]:
 
 def test_cancel_while_the_images_are_sent_ahead_stops_in_seconds_and_leaves_nothing(tmp_path: Path) -> None:
     with fresh_server_and_fake(tmp_path, KEY) as (server, fake):
-        with TcpRelay(server.port, server.ip, rate=8e6) as relay:
+        with TcpRelay(server.port, server.ip, rate=4e6) as relay:
             slow = write_config(
                 tmp_path / "slow", _doc(server, tmp_path, fake, host="127.0.0.1", port=relay.port)
             )
