@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 
 import hypothesis.strategies as st
 import pytest
@@ -122,16 +123,27 @@ def test_no_accepted_pattern_takes_super_linear_time_on_either_engine(pattern: s
     fallback = re.compile(pattern, re.IGNORECASE)
     linear = engine.compile_pattern(pattern)
     for text in HOSTILE:
-        t0 = time.thread_time()
-        fallback.search(text)
-        took_re = time.thread_time() - t0
-        t0 = time.thread_time()
-        list(linear.finditer(text, 0, len(text)))
-        took_re2 = time.thread_time() - t0
+        took_re = _cpu_seconds(lambda: fallback.search(text))  # noqa: B023 - called at once
+        took_re2 = _cpu_seconds(lambda: list(linear.finditer(text, 0, len(text))))  # noqa: B023
         # Linear here is well under 50 ms even at a product of 256 splits per
         # start; the refused shapes take seconds on these texts. CPU time of this
         # thread, not wall time: a loaded machine (parallel CI) must not fail it.
         assert took_re < 0.5 and took_re2 < 0.5, (pattern, text[:8], took_re, took_re2)
+
+
+def _cpu_seconds(search: Callable[[], object], bound: float = 0.5) -> float:
+    """This thread's CPU time for ``search``: the least of up to three runs, the later ones only
+    when one went past ``bound``. In a VM the guest counts the time its vCPU was taken away as the
+    thread's own (0.55 s once for a 3,000-character RE2 search that takes ~1 ms); a super-linear
+    search takes seconds every time."""
+    best = float("inf")
+    for _ in range(3):
+        t0 = time.thread_time()
+        search()
+        best = min(best, time.thread_time() - t0)
+        if best < bound:
+            break
+    return best
 
 
 @settings(
