@@ -240,6 +240,15 @@ def test_second_deploy_changes_and_restarts_nothing(env: Env) -> None:
     assert "no changes" in result.plan_text()
     assert result.smoke is not None and result.smoke.ok
     assert _container_starts(env) == before
+    # The image's own health probe (bash asking /healthz for a 200) reports every replica healthy:
+    # the first probe runs 10 s after a start, and a probe that cannot pass stays "starting".
+    inspect = "docker ps -q --filter name=claudegate-gateway | xargs docker inspect -f '{{.State.Health.Status}}'"
+    deadline = time.monotonic() + 40
+    states = env.sh(inspect).split()
+    while set(states) != {"healthy"} and time.monotonic() < deadline:
+        time.sleep(1)
+        states = env.sh(inspect).split()
+    assert set(states) == {"healthy"}, states
 
 
 def test_plan_shows_the_diff_and_changes_nothing(env: Env) -> None:
