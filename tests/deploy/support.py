@@ -192,6 +192,24 @@ def host_snapshot(exec_root: Any) -> str:
     return out.decode(errors="replace")
 
 
+# What no shipped image may carry: apt's download cache and lists, the gateway's wheels, pip.
+LEFTOVERS = ("/var/cache/apt/archives/*.deb /var/cache/apt/*.bin /var/lib/apt/lists/*_Packages* "
+             "/opt/claudegate/wheels /opt/claudegate/venv/bin/pip")
+
+
+def image_leftovers(exec_root: Any, name_filter: str) -> str:
+    """What each image of the host's containers named like ``name_filter`` still holds of LEFTOVERS
+    ("" when nothing); ``exec_root`` as for host_snapshot. Fails loudly when no container matches."""
+    script = (
+        f"images=$(docker ps --filter name={name_filter} --format '{{{{.Image}}}}' | sort -u); "
+        '[ -n "$images" ] || { echo "no container named like ' + name_filter + '"; exit 0; }; '
+        "for image in $images; do docker run --rm --entrypoint sh $image -c "
+        f"'ls -d {LEFTOVERS} 2>/dev/null'; done; true"
+    )
+    _code, out = exec_root(["sh", "-c", script])
+    return out.decode(errors="replace").strip()
+
+
 # The deploy's SSH session from the host's side: its sshd processes.
 DROP_SSH_SCRIPT = r"""
 for p in /proc/[0-9]*; do

@@ -43,7 +43,14 @@ from claudegate.deploy.cert_status import fetch_served
 from claudegate.deploy.steps.clients import read_saved_key
 from claudegate.errors import DeployFailed
 from tests.deploy.pebble import Pebble, run_pebble
-from tests.deploy.support import DOMAIN, fresh_server_and_fake, fresh_server_doc, sdk_client, write_config
+from tests.deploy.support import (
+    DOMAIN,
+    fresh_server_and_fake,
+    fresh_server_doc,
+    image_leftovers,
+    sdk_client,
+    write_config,
+)
 from tests.support.fake_anthropic import FakeProcess
 from tests.support.fresh_server import FreshServer, docker_client
 
@@ -187,6 +194,7 @@ def test_six_day_certificates_deploy_and_are_not_due(env: Env, long_pebble: Pebb
     report = _wait_for_renewer_report(env)
     assert '"result": "ok"' in report and '"not due"' in report, report
     assert '"interval_seconds": 21600' in report, report  # 6 days / 24
+    assert image_leftovers(env.server.exec, "claudegate-certbot") == ""  # the renewer's image
     with connector_for(cfg) as connector:
         again = deploy(cfg, connector)
     assert not again.changed, again.plan_text()

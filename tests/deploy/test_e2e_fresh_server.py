@@ -43,6 +43,7 @@ from tests.deploy.support import (
     fresh_server_and_fake,
     fresh_server_doc,
     host_snapshot,
+    image_leftovers,
     sdk_client,
     timer,
     write_config,
@@ -184,13 +185,7 @@ def test_fresh_deploy_passes_the_smoke_test_and_serves_the_sdk(env: Env, keys: d
     # Both images and their base layers, in one stream; what runs and nothing else: 243 MB when the
     # images stopped carrying apt's download cache, the wheels and pip (452 MB before).
     assert 100 < sent_mb < 330, ahead
-    leftovers = env.sh(
-        "for image in $(docker ps --filter name=claudegate- --format '{{.Image}}' | sort -u); do"
-        " docker run --rm --entrypoint sh $image -c 'ls -d /var/cache/apt/archives/*.deb /var/cache/apt/*.bin"
-        " /opt/claudegate/wheels /opt/claudegate/venv/bin/pip /var/lib/apt/lists/*_Packages* 2>/dev/null';"
-        " done; true"
-    )
-    assert leftovers.strip() == "", leftovers
+    assert image_leftovers(env.server.exec, "claudegate-") == ""  # the gateway's and nginx's
     assert _spools(env) == ""  # the spool directory is gone
     assert any(e.kind == "work" and e.step == "gateway" and e.unit == "s" for e in events)  # health wait
     checks = [e for e in events if e.kind == "check"]

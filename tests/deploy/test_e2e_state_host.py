@@ -46,7 +46,15 @@ from claudegate.deploy.api import connector_for, deploy
 from claudegate.deploy.serving import serving_gateway_container
 from claudegate.deploy.state_host import deploy_state_host, state_config
 from claudegate.deploy.steps.clients import read_saved_key
-from tests.deploy.support import sdk_client, server_target, timer, upstream_url, write_config, write_secret
+from tests.deploy.support import (
+    image_leftovers,
+    sdk_client,
+    server_target,
+    timer,
+    upstream_url,
+    write_config,
+    write_secret,
+)
 from tests.support.fake_anthropic import FakeProcess, spawn_fake
 from tests.support.fleet import body, run_parallel
 from tests.support.fresh_server import FreshServer, docker_client, start_fresh_server
@@ -198,6 +206,7 @@ def test_state_deploy_detects_the_private_address_and_a_second_run_changes_nothi
     assert out.decode().split("\n")[:2] == ["600 10003", "600 10002"]
     _code, out = env.state.exec(["docker", "volume", "ls", "--format", "{{.Name}}"])
     assert {"claudegate-state-redis", "claudegate-state-postgres"} <= set(out.decode().split())
+    assert image_leftovers(env.state.exec, "claudegate-state-") == ""  # Redis's and PostgreSQL's
 
 
 def test_the_engines_listen_on_the_private_address_only(env: Env) -> None:
