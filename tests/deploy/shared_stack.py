@@ -102,10 +102,10 @@ class Stack:
 @contextlib.contextmanager
 def deployed_stack(directory: Path) -> Iterator[Stack]:
     """A fresh server with the base config deployed and smoke-tested; everything removed after."""
-    with fresh_server_and_fake(directory, CANARY, name_prefix="claudegate-stack", event_delay=EVENT_DELAY) as (
-        server,
-        fake,
-    ):
+    # Docker is already installed (not started): installing it is the fresh-server module's subject.
+    with fresh_server_and_fake(
+        directory, CANARY, name_prefix="claudegate-stack", event_delay=EVENT_DELAY, docker_installed=True
+    ) as (server, fake):
         # Short client timeouts: the audit's slow-client probes wait them out.
         limits = {"per_ip": {"rate": "50r/s", "burst": 40}, "timeouts": {"client_header": 4, "client_body": 4}}
         base = fresh_server_doc(server, directory, fake, CANARY, clients=stack_clients(), limits=limits)

@@ -92,10 +92,16 @@ def fresh_server_doc(
 
 @contextlib.contextmanager
 def fresh_server_and_fake(
-    directory: Path, key: str, *, name_prefix: str = "claudegate-fresh", event_delay: float = 0.02
+    directory: Path,
+    key: str,
+    *,
+    name_prefix: str = "claudegate-fresh",
+    event_delay: float = 0.02,
+    docker_installed: bool = False,
 ) -> Iterator[tuple[FreshServer, FakeProcess]]:
-    """A fresh server (sshd only) in ``directory``/server and a fake upstream that accepts ``key``; both gone after."""
-    with start_fresh_server(directory / "server", name_prefix=name_prefix) as server:
+    """A fresh server (sshd only, or with docker.io installed) in ``directory``/server and a fake
+    upstream that accepts ``key``; both gone after."""
+    with start_fresh_server(directory / "server", name_prefix=name_prefix, docker_installed=docker_installed) as server:
         fake = spawn_fake("0.0.0.0:0", api_keys=[key], event_delay=event_delay)
         try:
             yield server, fake

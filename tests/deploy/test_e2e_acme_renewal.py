@@ -97,7 +97,10 @@ def _bridge_address(server: FreshServer) -> str:
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     directory = tmp_path_factory.mktemp("acme")
-    with fresh_server_and_fake(directory, UPSTREAM_KEY, name_prefix="claudegate-acme") as (server, fake):
+    with fresh_server_and_fake(directory, UPSTREAM_KEY, name_prefix="claudegate-acme", docker_installed=True) as (
+        server,
+        fake,
+    ):
         bridge = _bridge_address(server)
         base = fresh_server_doc(server, directory, fake, UPSTREAM_KEY, clients=[{"name": "team-a"}],
                                 upstream_address=bridge)  # fmt: skip

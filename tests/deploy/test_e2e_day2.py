@@ -289,7 +289,7 @@ def test_backup_then_restore_on_a_second_fresh_server_keeps_old_keys_working(
     r = env.cli("backup", "--out", str(out), config=path)
     assert r.exit_code == 2 and "exists" in r.stderr  # never overwritten by accident
 
-    with start_fresh_server(env.dir / "server2", name_prefix="claudegate-fresh2") as second:
+    with start_fresh_server(env.dir / "server2", name_prefix="claudegate-fresh2", docker_installed=True) as second:
         doc = {
             **env.base,
             # Its own known_hosts: bridges come and go during the run and a new one may reuse the subnet

@@ -165,7 +165,9 @@ class Env:
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     directory = tmp_path_factory.mktemp("statehost")
     client = docker_client()
-    with start_fresh_server(directory / "a") as state, start_fresh_server(directory / "b") as gw, \
+    # Docker already installed on both (not started): installing it is another module's subject.
+    with start_fresh_server(directory / "a", docker_installed=True) as state, \
+            start_fresh_server(directory / "b", docker_installed=True) as gw, \
             public_network(client, f"{state.name}-public") as (public_net, _prefix):  # fmt: skip
         public_net.connect(state.container_id)
         client.networks.get(state.network).connect(gw.container_id)

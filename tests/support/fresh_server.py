@@ -64,6 +64,8 @@ CONTEXT_DIR = INFRA_DIR / "fresh-server"
 
 BASE_IMAGE = os.environ.get("CLAUDEGATE_BASE_IMAGE", "claudegate/debian-base:bookworm")
 FRESH_SERVER_IMAGE = os.environ.get("CLAUDEGATE_FRESH_SERVER_IMAGE", "claudegate/fresh-server:bookworm")
+#: The same server with docker.io installed (not started): the Dockerfile's ``with-docker`` target.
+WITH_DOCKER_IMAGE = f"{FRESH_SERVER_IMAGE}-docker"
 CONTEXT_LABEL = "org.claudegate.test.context-sha256"
 RESOURCE_LABEL = "org.claudegate.test"
 
@@ -273,37 +275,44 @@ def _context_digest() -> str:
     return digest.hexdigest()
 
 
-def ensure_images(client: Any | None = None) -> str:
-    """Make sure the base and the fresh-server images exist; return the latter's tag.
+def ensure_images(client: Any | None = None, *, with_docker: bool = False) -> str:
+    """Make sure the base and the fresh-server image exist; return the latter's tag.
 
     The base comes from ``build-base-image.sh`` (cached rootfs, quick on
-    re-run). The fresh-server image is rebuilt only when its build context
-    changed (a digest of the context is kept as an image label).
+    re-run). A fresh-server image is rebuilt only when its build context
+    changed (a digest of the context is kept as an image label). With
+    ``with_docker`` it is the image that already has docker.io installed,
+    built only by the first test that asks for it.
     """
     client = client or docker_client()
     # One builder at a time on this machine: parallel test workers (and other
     # runs) that need the image wait for the first to build it, then find it.
     with open(os.path.join(tempfile.gettempdir(), "claudegate-test-images.lock"), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        return _ensure_images_locked(client)
+        try:
+            client.images.get(BASE_IMAGE)
+        except docker.errors.ImageNotFound:
+            subprocess.run(["bash", str(INFRA_DIR / "build-base-image.sh")], check=True)
+        digest = _context_digest()
+        tag = _ensure_target(client, FRESH_SERVER_IMAGE, "fresh", digest)
+        if with_docker:
+            # Built on the image above: docker's layer cache shares its layers.
+            tag = _ensure_target(client, WITH_DOCKER_IMAGE, "with-docker", digest)
+        return tag
 
 
-def _ensure_images_locked(client: Any) -> str:
-    try:
-        client.images.get(BASE_IMAGE)
-    except docker.errors.ImageNotFound:
-        subprocess.run(["bash", str(INFRA_DIR / "build-base-image.sh")], check=True)
-    digest = _context_digest()
+def _ensure_target(client: Any, tag: str, target: str, digest: str) -> str:
     previous = None
     try:
-        previous = client.images.get(FRESH_SERVER_IMAGE)
+        previous = client.images.get(tag)
         if previous.labels.get(CONTEXT_LABEL) == digest:
-            return FRESH_SERVER_IMAGE
+            return tag
     except docker.errors.ImageNotFound:
         pass
     client.images.build(
         path=str(CONTEXT_DIR),
-        tag=FRESH_SERVER_IMAGE,
+        tag=tag,
+        target=target,
         buildargs={"BASE_IMAGE": BASE_IMAGE},
         labels={CONTEXT_LABEL: digest},
         rm=True,
@@ -313,7 +322,7 @@ def _ensure_images_locked(client: Any) -> str:
         # The outdated image is now untagged; drop it unless a container still uses it.
         with contextlib.suppress(docker.errors.APIError):
             client.images.remove(previous.id)
-    return FRESH_SERVER_IMAGE
+    return tag
 
 
 def _tar(members: list[tuple[str, bytes, int, int, int]]) -> bytes:
@@ -381,6 +390,7 @@ def start_fresh_server(
     tmp_dir: Path,
     *,
     docker_in_docker: bool = True,
+    docker_installed: bool = False,
     client: Any | None = None,
     name_prefix: str = "claudegate-fresh",
     network: tuple[Any, str] | None = None,
@@ -391,10 +401,13 @@ def start_fresh_server(
     ``id_ed25519.pub``). With ``docker_in_docker`` (the default) the
     container gets the flags Docker needs inside it and a volume for
     ``/var/lib/docker`` (overlay2 cannot sit on the container's own overlay
-    root; a real server has it on a plain filesystem too).
+    root; a real server has it on a plain filesystem too). With
+    ``docker_installed`` the server already has docker.io, its engine not
+    started: for tests whose subject is not installing Docker (the deploy
+    then only starts the engine).
     """
     client = client or docker_client()
-    image = ensure_images(client)
+    image = ensure_images(client, with_docker=docker_installed)
     suffix = secrets.token_hex(4)
     name = f"{name_prefix}-{suffix}"
     labels = {RESOURCE_LABEL: "fresh-server"}
@@ -471,16 +484,22 @@ def start_fresh_server(
 
 
 @contextlib.contextmanager
-def start_fresh_servers(tmp_dir: Path, count: int, *, client: Any | None = None) -> Iterator[list[FreshServer]]:
+def start_fresh_servers(
+    tmp_dir: Path, count: int, *, client: Any | None = None, docker_installed: bool = False
+) -> Iterator[list[FreshServer]]:
     """``count`` fresh servers on one bridge network (several hosts of one deployment); all removed after."""
     client = client or docker_client()
-    ensure_images(client)
+    ensure_images(client, with_docker=docker_installed)
     labels = {RESOURCE_LABEL: "fresh-server"}
     network = create_bridge(client, f"claudegate-fleet-{secrets.token_hex(4)}", labels)
     try:
         with contextlib.ExitStack() as stack:
             yield [
-                stack.enter_context(start_fresh_server(tmp_dir / f"server{i}", client=client, network=network))
+                stack.enter_context(
+                    start_fresh_server(
+                        tmp_dir / f"server{i}", client=client, network=network, docker_installed=docker_installed
+                    )
+                )
                 for i in range(count)
             ]
     finally:
