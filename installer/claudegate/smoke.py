@@ -16,7 +16,8 @@ order (see :data:`CHECK_NAMES`):
 ``api.stream``          a streamed message from upstream: ``message_start`` ... ``message_stop`` in order
 ``stream.unbuffered``   the gateway's own paced stream (``/v1/claudegate/pace``: events 100 ms apart, made
                         by the gateway, never upstream, no tokens) arrives paced, not at once: nothing on the
-                        way buffers events, whatever the upstream's pace
+                        way buffers events, whatever the upstream's pace (up to 3 tries: a buffer bunches
+                        every try, a reader that was late to read bunches one)
 ``limits.body``         a body one byte over ``max_body_bytes`` gets 413 ``request_too_large``
 ``allowlist.enforced``  (only with ``allowlist_probe``) a request sent from ``probe_source`` is refused
 ``limits.burst``        ``burst`` quick requests provoke a 429 ``rate_limit_error`` with ``retry-after``
