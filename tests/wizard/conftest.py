@@ -6,20 +6,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import textual._wait as textual_wait
 from rich.style import Style
 from textual.pilot import Pilot
 from textual.widgets import Checkbox, Input, Select
 
 from claudegate.wizard.app import WizardApp, make_app
-
-# Pilot.pause() first waits until every widget has handled its messages, then for "idle": it sleeps in
-# windows of textual._wait.SLEEP_GRANULARITY (20 ms) until one passes with under SLEEP_IDLE of CPU. The
-# messages are what the tests need; the windows were ~45 % of the wizard tests' wall time (343 pauses
-# took 14.8 s in a 41 s module). 5 ms windows keep the same rule at a quarter of the wait: a window
-# under load is as short of CPU at 20 ms as at 5, so the rule was never what kept these tests right.
-textual_wait.SLEEP_GRANULARITY = 1 / 200
-textual_wait.SLEEP_IDLE = textual_wait.SLEEP_GRANULARITY / 20
 
 
 @pytest.fixture
