@@ -37,7 +37,7 @@ def check_pace(ep: Endpoint, http: httpx.Client, key: str, deadline: float) -> s
         gaps = [b.arrived - a.arrived for a, b in itertools.pairwise(events)]
         held = sum(gap < PACE_INTERVAL / 2 for gap in gaps)
         if held <= len(gaps) // 2:
-            retried = "" if attempt == 1 else f" (on try {attempt}: the earlier arrived bunched, as a late reader sees)"
+            retried = "" if attempt == 1 else f" (on try {attempt}: the earlier tries arrived bunched, as a late reader sees them)"
             return (
                 f"{PACE_EVENTS} events sent {PACE_INTERVAL * 1000:.0f} ms apart arrived "
                 f"{min(gaps) * 1000:.0f}-{max(gaps) * 1000:.0f} ms apart: not buffered{retried}"
