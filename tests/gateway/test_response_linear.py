@@ -88,18 +88,20 @@ def test_what_a_channel_holds_is_bounded_by_its_window(shape: str) -> None:
 
 
 def test_a_long_number_takes_linear_time() -> None:
-    def best(n: int) -> float:
-        source = SHAPES["number"](n)
-        times = []
-        for _ in range(3):
+    sources = {n: SHAPES["number"](n) for n in (2000, 8000)}
+    best = dict.fromkeys(sources, float("inf"))
+    # Each size's fastest run, the two sizes taken in turn so that a burst of load on a busy machine
+    # (pristine run 28: the three large runs all slowed to 0.31 s beside a 0.036 s small one) meets
+    # both; measured again while over the bound. Linear is ~4x; the quadratic decoder was ~10-16x on
+    # every run, so it stays over the bound however often it is measured.
+    for _ in range(6):
+        for n, source in sources.items():
             t = time.perf_counter()
             _stream(source)
-            times.append(time.perf_counter() - t)
-        return min(times)
-
-    small, large = best(2000), best(8000)
-    # Generous for a noisy machine: linear is ~4x, the quadratic decoder was ~10-16x.
-    assert large < 8 * small, (small, large)
+            best[n] = min(best[n], time.perf_counter() - t)
+        if best[8000] < 8 * best[2000]:
+            break
+    assert best[8000] < 8 * best[2000], best
 
 
 def test_each_source_character_is_decoded_once() -> None:
