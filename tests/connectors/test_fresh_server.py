@@ -65,7 +65,7 @@ def test_root_login_is_refused(server: FreshServer, tmp_path: Path) -> None:
 
 
 @pytest.mark.e2e
-def test_docker_install_start_and_image_load_over_the_connector(tmp_path: Path) -> None:
+def test_docker_start_and_image_load_over_the_connector(tmp_path: Path) -> None:
     """The recipe the deploy needs on a host without systemd, end to end over our connector.
 
     apt-get install docker.io does not start the engine here (invoke-rc.d: no
